@@ -1,0 +1,592 @@
+//! The agent's task table and its loops: registration, reporting, desired-state reconciling.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use torc_api::{DesiredState, RegisterRequest, StatusReport, TaskReport};
+use torc_client::{Client, ClientError};
+use torc_types::{
+    NodeName, PortRange, Resources, TaskId, TaskSpec, TaskState, UnixMillis, now_millis,
+};
+
+use crate::runtime::{ExitRecord, Handle, ProcessRuntime, Runtime, StartRequest, stop_deadline};
+
+/// How many retired task ids the agent remembers (never to start them again).
+const RETIRED_KEPT: usize = 10_000;
+/// How long one desired-state long poll may wait at the controller.
+const LONG_POLL: Duration = Duration::from_secs(25);
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node: NodeName,
+    pub ip: IpAddr,
+    /// The controller's root URL.
+    pub controller: String,
+    pub token: Option<String>,
+    pub data_dir: PathBuf,
+    pub node_type: Option<String>,
+    pub node_function: Option<String>,
+    pub resources: Resources,
+    pub port_range: PortRange,
+    pub attributes: BTreeMap<String, String>,
+    /// Stop every task when the agent shuts down (a local rack); otherwise tasks keep running
+    /// and the next agent re-adopts them.
+    pub kill_tasks_on_exit: bool,
+    /// The `torc` binary, used to start task shims.
+    pub exe: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent's task table {path} is unreadable: {message}")]
+    Table { path: String, message: String },
+}
+
+/// One task as the agent knows it. Persisted in the data dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LocalTask {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub ports: Vec<u16>,
+    pub handle: Option<Handle>,
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub kill_requested: bool,
+    pub updated_at: UnixMillis,
+}
+
+impl LocalTask {
+    fn report(&self) -> TaskReport {
+        TaskReport {
+            id: self.id.clone(),
+            state: self.state,
+            exit_code: self.exit_code,
+            message: self.message.clone(),
+            at: self.updated_at,
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Table {
+    tasks: BTreeMap<TaskId, LocalTask>,
+    retired: VecDeque<TaskId>,
+    #[serde(skip)]
+    retired_set: HashSet<TaskId>,
+    #[serde(skip)]
+    applied_generation: u64,
+}
+
+impl Table {
+    fn retire(&mut self, id: &TaskId) {
+        if self.tasks.remove(id).is_some() && self.retired_set.insert(id.clone()) {
+            self.retired.push_back(id.clone());
+            while self.retired.len() > RETIRED_KEPT {
+                if let Some(old) = self.retired.pop_front() {
+                    self.retired_set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn knows(&self, id: &TaskId) -> bool {
+        self.tasks.contains_key(id) || self.retired_set.contains(id)
+    }
+}
+
+pub struct Agent {
+    pub(crate) cfg: AgentConfig,
+    pub(crate) runtime: Arc<ProcessRuntime>,
+    client: Client,
+    table: Mutex<Table>,
+    table_path: PathBuf,
+    /// Wakes the reporter after a transition.
+    report_now: Notify,
+}
+
+impl Agent {
+    /// Opens the agent's data dir, loads its task table and re-adopts what still runs.
+    pub fn open(cfg: AgentConfig) -> Result<Arc<Agent>, StartError> {
+        let dir_err = |source| StartError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(cfg.data_dir.join("sandboxes")).map_err(dir_err)?;
+        let table_path = cfg.data_dir.join("tasks.json");
+        let mut table: Table = match std::fs::read(&table_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StartError::Table {
+                path: table_path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Table::default(),
+            Err(e) => return Err(dir_err(e)),
+        };
+        table.retired_set = table.retired.iter().cloned().collect();
+        let runtime = Arc::new(ProcessRuntime::new(
+            cfg.exe.clone(),
+            cfg.data_dir.join("sandboxes"),
+            cfg.node.as_str(),
+        ));
+        let client = Client::new(cfg.controller.clone(), cfg.token.clone());
+        Ok(Arc::new(Agent {
+            cfg,
+            runtime,
+            client,
+            table: Mutex::new(table),
+            table_path,
+            report_now: Notify::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the task table atomically. Called with the lock held, after each change.
+    fn persist(&self, table: &Table) {
+        let write = || -> std::io::Result<()> {
+            let tmp = self.table_path.with_extension("json.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(table).expect("table serialises"))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.table_path)
+        };
+        if let Err(e) = write() {
+            tracing::error!(path = %self.table_path.display(), error = %e, "cannot save the task table");
+        }
+    }
+
+    pub(crate) fn runtime_info(&self) -> torc_api::RuntimeInfo {
+        self.runtime.info()
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<LocalTask> {
+        self.lock().tasks.values().cloned().collect()
+    }
+
+    pub(crate) fn sandbox(&self, id: &TaskId) -> Option<PathBuf> {
+        self.lock()
+            .tasks
+            .get(id)
+            .map(|_| self.runtime.sandbox_of(id))
+            .or_else(|| {
+                let dir = self.runtime.sandbox_of(id);
+                dir.is_dir().then_some(dir)
+            })
+    }
+
+    /// Re-adopts tasks recorded as running: live ones are watched again, the others are
+    /// settled from their shim's exit record, or lost.
+    fn adopt(self: &Arc<Self>) {
+        let mut table = self.lock();
+        let running: Vec<TaskId> = table
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        for id in running {
+            let Some(handle) = table.tasks[&id].handle.clone() else {
+                continue;
+            };
+            if self.runtime.is_alive(&handle) {
+                tracing::info!(task = %id, pid = handle.pid, "re-adopted running task");
+                let this = Arc::clone(self);
+                tokio::spawn(async move { this.watch_adopted(id, handle).await });
+            } else {
+                let record = self.runtime.exit_record(&handle);
+                settle(table.tasks.get_mut(&id).expect("listed"), record);
+            }
+        }
+        self.persist(&table);
+    }
+
+    async fn watch_adopted(self: Arc<Self>, id: TaskId, handle: Handle) {
+        while self.runtime.is_alive(&handle) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.finish(&id, self.runtime.exit_record(&handle));
+    }
+
+    async fn watch_child(
+        self: Arc<Self>,
+        id: TaskId,
+        handle: Handle,
+        mut child: tokio::process::Child,
+    ) {
+        if let Err(e) = child.wait().await {
+            tracing::error!(task = %id, error = %e, "cannot wait for the task's shim");
+        }
+        self.finish(&id, self.runtime.exit_record(&handle));
+    }
+
+    fn finish(&self, id: &TaskId, record: Option<ExitRecord>) {
+        let mut table = self.lock();
+        if let Some(task) = table.tasks.get_mut(id) {
+            settle(task, record);
+            tracing::info!(task = %id, state = %task.state, exit_code = ?task.exit_code, "task ended");
+        }
+        self.persist(&table);
+        drop(table);
+        self.report_now.notify_one();
+    }
+
+    /// Applies a desired-state document: start what is new, stop what is gone.
+    fn apply(self: &Arc<Self>, doc: DesiredState) {
+        let mut table = self.lock();
+        if doc.generation <= table.applied_generation {
+            return;
+        }
+        table.applied_generation = doc.generation;
+        let wanted: BTreeSet<&TaskId> = doc.tasks.iter().map(|t| &t.id).collect();
+        let now = now_millis();
+        let mut changed = false;
+        for d in &doc.tasks {
+            if table.knows(&d.id) {
+                continue;
+            }
+            changed = true;
+            let mut task = LocalTask {
+                id: d.id.clone(),
+                spec: d.spec.clone(),
+                ports: d.ports.clone(),
+                handle: None,
+                state: TaskState::Running,
+                exit_code: None,
+                message: None,
+                kill_requested: false,
+                updated_at: now,
+            };
+            if !d.launch {
+                task.state = TaskState::Lost;
+                task.message =
+                    Some("this agent has no record of the task (was its data dir wiped?)".into());
+                table.tasks.insert(d.id.clone(), task);
+                continue;
+            }
+            match self.runtime.start(&StartRequest {
+                id: &d.id,
+                spec: &d.spec,
+                ports: &d.ports,
+                extra_env: self.task_env(&d.id, &d.ports),
+            }) {
+                Ok((handle, child)) => {
+                    tracing::info!(task = %d.id, pid = handle.pid, "task started");
+                    task.handle = Some(handle.clone());
+                    let this = Arc::clone(self);
+                    let id = d.id.clone();
+                    tokio::spawn(async move { this.watch_child(id, handle, child).await });
+                }
+                Err(e) => {
+                    tracing::warn!(task = %d.id, error = %e, "task could not start");
+                    task.state = TaskState::Failed;
+                    task.message = Some(e.to_string());
+                }
+            }
+            table.tasks.insert(d.id.clone(), task);
+        }
+        let unwanted: Vec<TaskId> = table
+            .tasks
+            .values()
+            .filter(|t| {
+                t.state == TaskState::Running && !t.kill_requested && !wanted.contains(&t.id)
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in unwanted {
+            changed = true;
+            let task = table.tasks.get_mut(&id).expect("listed");
+            task.kill_requested = true;
+            if let Some(handle) = task.handle.clone() {
+                tracing::info!(task = %id, "stopping task");
+                self.runtime.stop(&handle);
+                let runtime = Arc::clone(&self.runtime);
+                let deadline = stop_deadline(&task.spec);
+                tokio::spawn(async move {
+                    tokio::time::sleep(deadline).await;
+                    runtime.kill_now(&handle);
+                });
+            }
+        }
+        if changed {
+            self.persist(&table);
+            drop(table);
+            self.report_now.notify_one();
+        }
+    }
+
+    fn task_env(&self, id: &TaskId, ports: &[u16]) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        env.insert("TORC_TASK_ID".into(), id.to_string());
+        env.insert("TORC_NODE".into(), self.cfg.node.to_string());
+        env.insert("TORC_NODE_IP".into(), self.cfg.ip.to_string());
+        env.insert("HOST".into(), self.cfg.ip.to_string());
+        env.insert("TORC_CONTROLLER".into(), self.cfg.controller.clone());
+        if let Some(first) = ports.first() {
+            env.insert("PORT".into(), first.to_string());
+        }
+        for (i, p) in ports.iter().enumerate() {
+            env.insert(format!("PORT{i}"), p.to_string());
+        }
+        env
+    }
+
+    fn register_request(&self, agent_url: &str) -> RegisterRequest {
+        RegisterRequest {
+            node: self.cfg.node.clone(),
+            ip: self.cfg.ip,
+            agent_url: agent_url.to_string(),
+            node_type: self.cfg.node_type.clone(),
+            node_function: self.cfg.node_function.clone(),
+            resources: self.cfg.resources,
+            port_range: self.cfg.port_range,
+            attributes: self.cfg.attributes.clone(),
+            runtime: self.runtime.info(),
+            tasks: self.snapshot().iter().map(LocalTask::report).collect(),
+        }
+    }
+
+    /// Sends the full task list; on success, forgets the ended tasks it carried.
+    async fn report(&self) -> Result<(), ClientError> {
+        let tasks = self.snapshot();
+        let ended: Vec<TaskId> = tasks
+            .iter()
+            .filter(|t| t.state.is_terminal())
+            .map(|t| t.id.clone())
+            .collect();
+        let report = StatusReport {
+            tasks: tasks.iter().map(LocalTask::report).collect(),
+            full: true,
+        };
+        self.client.report_status(&self.cfg.node, &report).await?;
+        if !ended.is_empty() {
+            let mut table = self.lock();
+            for id in &ended {
+                table.retire(id);
+            }
+            self.persist(&table);
+        }
+        Ok(())
+    }
+
+    /// Serves the agent API on `listener` and keeps in touch with the controller until
+    /// `shutdown` completes.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let port = listener.local_addr()?.port();
+        let agent_url = format!("http://{}:{port}", url_host(self.cfg.ip));
+        self.adopt();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = {
+            let app = crate::api::router(Arc::clone(&self));
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        };
+        let session = tokio::spawn(Arc::clone(&self).controller_session(agent_url));
+        shutdown.await;
+        tracing::info!("agent shutting down");
+        session.abort();
+        if self.cfg.kill_tasks_on_exit {
+            self.stop_all().await;
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        Ok(())
+    }
+
+    /// Stops every running task and waits (bounded) for them to end, then reports once.
+    async fn stop_all(&self) {
+        let mut longest = Duration::ZERO;
+        {
+            let mut table = self.lock();
+            for task in table
+                .tasks
+                .values_mut()
+                .filter(|t| t.state == TaskState::Running)
+            {
+                task.kill_requested = true;
+                if let Some(h) = &task.handle {
+                    self.runtime.stop(h);
+                    longest = longest.max(stop_deadline(&task.spec));
+                }
+            }
+            self.persist(&table);
+        }
+        let deadline = tokio::time::Instant::now() + longest;
+        loop {
+            let running: Vec<Handle> = self
+                .snapshot()
+                .into_iter()
+                .filter(|t| t.state == TaskState::Running)
+                .filter_map(|t| t.handle)
+                .filter(|h| self.runtime.is_alive(h))
+                .collect();
+            if running.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for h in &running {
+                    self.runtime.kill_now(h);
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.report()).await;
+    }
+
+    /// Register, then report and follow the desired state; start over when the controller
+    /// says it no longer knows us.
+    async fn controller_session(self: Arc<Self>, agent_url: String) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let interval = match self
+                .client
+                .register_agent(&self.register_request(&agent_url))
+                .await
+            {
+                Ok(resp) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(controller = %self.cfg.controller, "registered");
+                    Duration::from_millis(resp.heartbeat_interval_ms.max(50))
+                }
+                Err(e) => {
+                    if e.is_transport() {
+                        tracing::debug!(error = %e, "controller unreachable; retrying");
+                    } else {
+                        tracing::error!(error = %e, "registration refused; retrying");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            self.lock().applied_generation = 0;
+            let follower = tokio::spawn(Arc::clone(&self).follow_desired());
+            let result = self.reporter(interval).await;
+            follower.abort();
+            tracing::warn!(error = %result, "controller session ended; registering again");
+        }
+    }
+
+    /// Reports after each change and on every heartbeat. Returns when the controller wants a
+    /// fresh registration.
+    async fn reporter(&self, interval: Duration) -> ClientError {
+        loop {
+            match self.report().await {
+                Ok(()) => {}
+                Err(e) if e.is_transport() => {
+                    tracing::debug!(error = %e, "report failed; the next heartbeat retries");
+                }
+                Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(404 | 409)) => return e,
+                Err(e) => tracing::error!(error = %e, "report refused"),
+            }
+            let _ = tokio::time::timeout(interval, self.report_now.notified()).await;
+        }
+    }
+
+    async fn follow_desired(self: Arc<Self>) {
+        loop {
+            let after = self.lock().applied_generation;
+            match self.client.desired(&self.cfg.node, after, LONG_POLL).await {
+                Ok(doc) => self.apply(doc),
+                Err(e) => {
+                    tracing::debug!(error = %e, "desired-state poll failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Settles an ended task from its shim's exit record.
+fn settle(task: &mut LocalTask, record: Option<ExitRecord>) {
+    task.updated_at = now_millis();
+    match record {
+        Some(r) if task.kill_requested || r.stopped => {
+            task.state = TaskState::Killed;
+            task.exit_code = Some(r.exit_code);
+        }
+        Some(ExitRecord {
+            spawn_error: Some(msg),
+            exit_code,
+            ..
+        }) => {
+            task.state = TaskState::Failed;
+            task.exit_code = Some(exit_code);
+            task.message = Some(msg);
+        }
+        Some(r) if r.exit_code == 0 => {
+            task.state = TaskState::Finished;
+            task.exit_code = Some(0);
+        }
+        Some(r) => {
+            task.state = TaskState::Failed;
+            task.exit_code = Some(r.exit_code);
+            task.message = Some(match r.signal {
+                Some(s) => format!("killed by signal {s}"),
+                None => format!("exited with code {}", r.exit_code),
+            });
+        }
+        None if task.kill_requested => {
+            task.state = TaskState::Killed;
+        }
+        None => {
+            task.state = TaskState::Lost;
+            task.message = Some("the task's supervisor vanished without an exit record".into());
+        }
+    }
+}
+
+fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// Resources of this machine: cpus, memory, and disk of the file system holding `dir`.
+pub fn detect_resources(dir: &Path) -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let mem_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| (kb / 1024.0).floor())
+        .unwrap_or(0.0);
+    let disk_mb = nix::sys::statvfs::statvfs(dir)
+        .map(|s| {
+            (s.blocks_available() as f64 * s.fragment_size() as f64 / (1024.0 * 1024.0)).floor()
+        })
+        .unwrap_or(0.0);
+    Resources::new(cpus, mem_mb, disk_mb)
+}

@@ -1,0 +1,107 @@
+//! The agent's own HTTP API (port 5051 by default): health, its task table, and the tasks'
+//! sandboxes (the Mesos "sandbox": stdout and stderr). Read-only.
+
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use torc_api::{ErrorBody, LogChunk, LogQuery};
+use torc_types::TaskId;
+
+use crate::agent::Agent;
+
+/// Most bytes one log read returns.
+const MAX_CHUNK: u64 = 1 << 20;
+/// Bytes returned by a tail read when none is asked for.
+const DEFAULT_TAIL: u64 = 8 << 10;
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/tasks", get(tasks))
+        .route("/v1/tasks/{id}/logs", get(logs))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route".into()) })
+        .with_state(agent)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: message,
+            status: status.as_u16(),
+        }),
+    )
+        .into_response()
+}
+
+async fn health(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
+    let tasks = agent.snapshot();
+    Json(serde_json::json!({
+        "node": agent.cfg.node,
+        "tasks": tasks.len(),
+        "runtime": agent.runtime_info(),
+    }))
+}
+
+async fn tasks(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(agent.snapshot()).unwrap_or_default())
+}
+
+async fn logs(
+    State(agent): State<Arc<Agent>>,
+    Path(id): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let id = match TaskId::new(id) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("query: {}", e.body_text())),
+    };
+    let Some(sandbox) = agent.sandbox(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no sandbox for task {id} on this node"),
+        );
+    };
+    let path = sandbox.join(query.stream.file_name());
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64, Vec<u8>)> {
+        let mut f = std::fs::File::open(&path)?;
+        let size = f.metadata()?.len();
+        let start = match (query.offset, query.tail) {
+            (Some(off), _) => off.min(size),
+            (None, tail) => size.saturating_sub(tail.unwrap_or(DEFAULT_TAIL).min(MAX_CHUNK)),
+        };
+        f.seek(SeekFrom::Start(start))?;
+        let mut data = Vec::new();
+        f.take(MAX_CHUNK).read_to_end(&mut data)?;
+        Ok((start, size, data))
+    })
+    .await;
+    match read {
+        Ok(Ok((offset, size, data))) => Json(LogChunk {
+            task: id,
+            stream: query.stream,
+            offset,
+            next_offset: offset + data.len() as u64,
+            size,
+            data: String::from_utf8_lossy(&data).into_owned(),
+        })
+        .into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "cannot read the {} of task {id}: {e}",
+                query.stream.file_name()
+            ),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

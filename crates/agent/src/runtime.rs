@@ -1,0 +1,283 @@
+//! Task runtimes. `Runtime` is what the agent needs from one; `ProcessRuntime` runs a task as a
+//! plain process under a `torc shim` (see `shim`), in its own sandbox directory. A container
+//! runtime would be a second implementation of the same trait.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use torc_api::RuntimeInfo;
+use torc_types::{TaskId, TaskSpec};
+
+pub use crate::shim::ExitRecord;
+
+/// Everything needed to start one task.
+pub struct StartRequest<'a> {
+    pub id: &'a TaskId,
+    pub spec: &'a TaskSpec,
+    pub ports: &'a [u16],
+    /// Variables the agent adds (`PORT0`, `TORC_TASK_ID`, ...), over the spec's `env`.
+    pub extra_env: BTreeMap<String, String>,
+}
+
+/// What identifies a running task across agent restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    pub sandbox: PathBuf,
+    /// The shim's pid and its start time (clock ticks since boot), which together tell a live
+    /// shim from an unrelated process that reused the pid.
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl Handle {
+    pub fn status_file(&self) -> PathBuf {
+        status_file(&self.sandbox)
+    }
+}
+
+fn status_file(sandbox: &Path) -> PathBuf {
+    sandbox.join(".torc-exit.json")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot prepare the sandbox {path}: {source}")]
+    Sandbox {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the task's shim: {0}")]
+    Spawn(io::Error),
+}
+
+/// A way to run tasks.
+pub trait Runtime: Send + Sync + 'static {
+    fn info(&self) -> RuntimeInfo;
+    /// Starts a task and returns its handle plus the child to wait on.
+    fn start(
+        &self,
+        req: &StartRequest<'_>,
+    ) -> Result<(Handle, tokio::process::Child), RuntimeError>;
+    /// Asks the task to stop: SIGTERM now, SIGKILL after the spec's grace period.
+    fn stop(&self, handle: &Handle);
+    /// Ends the task at once.
+    fn kill_now(&self, handle: &Handle);
+    /// Whether the task's supervisor still runs (used for tasks adopted after a restart).
+    fn is_alive(&self, handle: &Handle) -> bool;
+    /// How the task ended, if it has.
+    fn exit_record(&self, handle: &Handle) -> Option<ExitRecord> {
+        ExitRecord::read(&handle.status_file())
+    }
+}
+
+/// Runs tasks as processes, each under its own `torc shim`.
+pub struct ProcessRuntime {
+    /// The `torc` binary (for `torc shim`).
+    exe: PathBuf,
+    sandboxes: PathBuf,
+    cgroups: CgroupSupport,
+}
+
+enum CgroupSupport {
+    /// Limits are applied under this directory (one child per task).
+    Enabled(PathBuf),
+    Disabled(String),
+}
+
+impl ProcessRuntime {
+    pub fn new(exe: PathBuf, sandboxes: PathBuf, node: &str) -> Self {
+        let cgroups = match detect_cgroup_v2(node) {
+            Ok(dir) => CgroupSupport::Enabled(dir),
+            Err(why) => CgroupSupport::Disabled(why),
+        };
+        ProcessRuntime {
+            exe,
+            sandboxes,
+            cgroups,
+        }
+    }
+
+    pub fn sandbox_of(&self, id: &TaskId) -> PathBuf {
+        self.sandboxes.join(id.as_str())
+    }
+
+    fn task_cgroup(&self, id: &TaskId, spec: &TaskSpec) -> Option<PathBuf> {
+        let CgroupSupport::Enabled(base) = &self.cgroups else {
+            return None;
+        };
+        let dir = base.join(id.as_str());
+        let apply = || -> io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            if spec.resources.mem_mb > 0.0 {
+                let bytes = (spec.resources.mem_mb * 1024.0 * 1024.0) as u64;
+                std::fs::write(dir.join("memory.max"), bytes.to_string())?;
+            }
+            if spec.resources.cpus > 0.0 {
+                let period = 100_000u64;
+                let quota = ((spec.resources.cpus * period as f64) as u64).max(1_000);
+                std::fs::write(dir.join("cpu.max"), format!("{quota} {period}"))?;
+            }
+            Ok(())
+        };
+        match apply() {
+            Ok(()) => Some(dir),
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "cgroup limits not applied");
+                None
+            }
+        }
+    }
+}
+
+/// Finds a cgroup v2 hierarchy where the agent may create task groups with cpu and memory
+/// controllers, or says in words why there is none.
+fn detect_cgroup_v2(node: &str) -> Result<PathBuf, String> {
+    let root = Path::new("/sys/fs/cgroup");
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).map_err(|_| {
+        "cgroup v2 is not mounted at /sys/fs/cgroup (this host uses cgroup v1 or none); \
+         cpu and memory limits are not enforced"
+            .to_string()
+    })?;
+    for c in ["cpu", "memory"] {
+        if !controllers.split_whitespace().any(|x| x == c) {
+            return Err(format!(
+                "the cgroup v2 `{c}` controller is not available here; cpu and memory limits are not enforced"
+            ));
+        }
+    }
+    // Our own group: a process may not sit in a group whose children have controllers, so the
+    // tasks go in a sibling tree, torc/<node>/<task>.
+    let base = root.join("torc").join(node);
+    let setup = || -> io::Result<()> {
+        std::fs::create_dir_all(&base)?;
+        for dir in [root.to_path_buf(), root.join("torc"), base.clone()] {
+            std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory")?;
+        }
+        Ok(())
+    };
+    setup().map_err(|e| {
+        format!(
+            "cannot create cgroups under {} ({e}); cpu and memory limits are not enforced",
+            base.display()
+        )
+    })?;
+    Ok(base)
+}
+
+/// The start time of a process, in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past its last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn info(&self) -> RuntimeInfo {
+        match &self.cgroups {
+            CgroupSupport::Enabled(_) => RuntimeInfo {
+                kind: "process".into(),
+                limits_enforced: true,
+                limits_note: None,
+            },
+            CgroupSupport::Disabled(why) => RuntimeInfo {
+                kind: "process".into(),
+                limits_enforced: false,
+                limits_note: Some(why.clone()),
+            },
+        }
+    }
+
+    fn start(
+        &self,
+        req: &StartRequest<'_>,
+    ) -> Result<(Handle, tokio::process::Child), RuntimeError> {
+        let sandbox = self.sandbox_of(req.id);
+        let sandbox_err = |source| RuntimeError::Sandbox {
+            path: sandbox.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&sandbox).map_err(sandbox_err)?;
+        let stdout = File::create(sandbox.join("stdout")).map_err(sandbox_err)?;
+        let stderr = File::create(sandbox.join("stderr")).map_err(sandbox_err)?;
+        let status = status_file(&sandbox);
+        let _ = std::fs::remove_file(&status);
+
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("shim")
+            .arg("--status")
+            .arg(&status)
+            .arg("--grace-ms")
+            .arg(req.spec.kill_grace_ms.to_string());
+        if let Some(cg) = self.task_cgroup(req.id, req.spec) {
+            cmd.arg("--cgroup").arg(cg);
+        }
+        cmd.arg("--")
+            .arg(&req.spec.command)
+            .args(&req.spec.args)
+            .current_dir(&sandbox)
+            .envs(&req.spec.env)
+            .envs(&req.extra_env)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        // SAFETY: setsid is async-signal-safe. A session of its own keeps the task out of the
+        // agent's terminal signals (Ctrl-C) and lets it outlive an agent restart.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(RuntimeError::Spawn)?;
+        let pid = child.id().unwrap_or(0);
+        let start_time = process_start_time(pid).unwrap_or(0);
+        Ok((
+            Handle {
+                sandbox,
+                pid,
+                start_time,
+            },
+            child,
+        ))
+    }
+
+    fn stop(&self, handle: &Handle) {
+        if self.is_alive(handle) {
+            signal(handle.pid, libc::SIGTERM);
+        }
+    }
+
+    fn kill_now(&self, handle: &Handle) {
+        if self.is_alive(handle) {
+            // The task dies with its shim (PDEATHSIG).
+            signal(handle.pid, libc::SIGKILL);
+        }
+    }
+
+    fn is_alive(&self, handle: &Handle) -> bool {
+        handle.pid != 0 && process_start_time(handle.pid) == Some(handle.start_time)
+    }
+}
+
+/// How long to wait for a stopped task beyond its grace period before killing its shim.
+pub fn stop_deadline(spec: &TaskSpec) -> Duration {
+    Duration::from_millis(spec.kill_grace_ms) + Duration::from_secs(3)
+}

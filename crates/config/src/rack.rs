@@ -1,0 +1,312 @@
+//! The rack config's top level: identity, nodes, timers and the two lists of services.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use torc_types::{NodeName, PortRange, Resources, ServiceName};
+
+use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
+use crate::service::ServiceConfig;
+
+/// A whole rack config, as parsed and validated by [`RackConfig::load`] or
+/// [`RackConfig::parse`]. Holding one means every rule in the crate docs holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RackConfig {
+    /// The controller's name: its DNS name under `service_domain`, and the owner written
+    /// into the tasks it starts.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The DNS domain of the nodes (`wedge.homer.ave`). torc addition.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// The DNS domain of the services (`dns.service.torc`). torc addition.
+    #[serde(default = "default_service_domain")]
+    pub service_domain: String,
+    /// Host of the original's IPMI proxy (`:8085/sync`). Kept for compatibility.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipmiproxy: Option<String>,
+    /// Commands that power a node on and off. torc addition, replacing the IPMI proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_command: Option<PowerCommand>,
+    /// Whether agents that are not listed in `nodes` may join. torc addition; the original
+    /// only logged them.
+    #[serde(default)]
+    pub open_join: bool,
+    /// The switch's route-programming agent (original: `snaproute` or `fboss`).
+    #[serde(
+        default,
+        rename = "network-agent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_agent: Option<NetworkAgentConfig>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub nodes: Vec<NodeConfig>,
+    /// Extra names published in the service domain (`etcd.service.torc`).
+    #[serde(default, rename = "dns-addons", deserialize_with = "null_as_default")]
+    pub dns_addons: Vec<DnsAddon>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub statesync: StateSyncConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub stateclean: StateCleanConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub healthcheck: HealthcheckConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub api: ApiConfig,
+}
+
+fn default_name() -> String {
+    "torc-scheduler".to_string()
+}
+
+fn default_domain() -> String {
+    "homer.ave".to_string()
+}
+
+fn default_service_domain() -> String {
+    "service.torc".to_string()
+}
+
+impl RackConfig {
+    /// The node called `name`, if the config lists it.
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name.as_str() == name)
+    }
+
+    /// The on-demand service group called `name` (`/start/group?name=`).
+    pub fn service_group(&self, name: &str) -> Option<&ServiceGroup> {
+        self.api
+            .service_groups
+            .iter()
+            .find(|g| g.name.as_str() == name)
+    }
+}
+
+/// Argv templates that power a node on or off. `{node}` and `{management_ip}` in any argument
+/// stand for the node's name and management address; this crate only holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerCommand {
+    pub on: Vec<String>,
+    pub off: Vec<String>,
+}
+
+/// The original's `network-agent` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAgentConfig {
+    /// `snaproute` or `fboss` in the original.
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    /// `ip:port` of the agent, e.g. `$MASTER_IP:8080`.
+    pub connection: String,
+}
+
+/// One machine of the rack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: NodeName,
+    /// The data-plane address, where its agent listens.
+    #[serde(deserialize_with = "ip_addr")]
+    pub ip: IpAddr,
+    /// The original writes `""` for "none".
+    #[serde(
+        default,
+        deserialize_with = "opt_ip_addr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_ip: Option<IpAddr>,
+    /// The address of its baseboard management controller, for power on/off.
+    #[serde(
+        default,
+        deserialize_with = "opt_ip_addr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub management_ip: Option<IpAddr>,
+    /// The switch port the node hangs off (the original's `port_id`); 0 when unknown.
+    #[serde(default)]
+    pub port: u16,
+    #[serde(rename = "type")]
+    pub node_type: NodeType,
+    /// What the node is for (`controller`, `compute`, `lab`): the original's
+    /// `machine-function` agent attribute, which services select with `node_function`.
+    /// torc addition.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub function: Option<String>,
+    /// Overrides the resources the node's agent detects. torc addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// The ports the node hands out to tasks (`31000-31999`). torc addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<PortRange>,
+}
+
+/// A node's role, the original's `machine-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum NodeType {
+    /// The controller node (the switch, in the original rack).
+    Master,
+    /// A compute node.
+    Slave,
+}
+
+impl NodeType {
+    pub const ALL: [NodeType; 2] = [NodeType::Master, NodeType::Slave];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeType::Master => "master",
+            NodeType::Slave => "slave",
+        }
+    }
+}
+
+impl fmt::Display for NodeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NodeType {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        NodeType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == text)
+            .ok_or_else(|| format!("unknown node type {text:?}, expected `master` or `slave`"))
+    }
+}
+
+impl TryFrom<String> for NodeType {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+/// An extra DNS name: `<name>.<service_domain>` → `ip`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsAddon {
+    pub name: ServiceName,
+    #[serde(deserialize_with = "ip_addr")]
+    pub ip: IpAddr,
+}
+
+/// How often the controller publishes its state (the original's statesync loop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateSyncConfig {
+    pub poll_interval_in_seconds: u64,
+}
+
+impl Default for StateSyncConfig {
+    fn default() -> Self {
+        StateSyncConfig {
+            poll_interval_in_seconds: 5,
+        }
+    }
+}
+
+impl StateSyncConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval_in_seconds)
+    }
+}
+
+/// The garbage-collection loop: liveness timeouts and restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateCleanConfig {
+    pub poll_interval_in_seconds: u64,
+    /// After this long without news, a node or a foreign task is gone.
+    pub timeout_in_seconds: u64,
+    /// Delay before a failed system service is started again: the first step of the
+    /// back-off.
+    pub restart_delay_in_seconds: u64,
+    /// Cap of the exponential restart back-off. torc addition.
+    pub max_restart_delay_in_seconds: u64,
+}
+
+impl Default for StateCleanConfig {
+    fn default() -> Self {
+        StateCleanConfig {
+            poll_interval_in_seconds: 18,
+            timeout_in_seconds: 30,
+            restart_delay_in_seconds: 30,
+            max_restart_delay_in_seconds: 300,
+        }
+    }
+}
+
+impl StateCleanConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval_in_seconds)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_in_seconds)
+    }
+
+    pub fn restart_delay(&self) -> Duration {
+        Duration::from_secs(self.restart_delay_in_seconds)
+    }
+
+    pub fn max_restart_delay(&self) -> Duration {
+        Duration::from_secs(self.max_restart_delay_in_seconds)
+    }
+}
+
+/// The health loop and the always-on services it keeps running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthcheckConfig {
+    pub poll_interval_in_seconds: u64,
+    #[serde(deserialize_with = "null_as_default")]
+    pub system_services: Vec<ServiceConfig>,
+}
+
+impl Default for HealthcheckConfig {
+    fn default() -> Self {
+        HealthcheckConfig {
+            poll_interval_in_seconds: 12,
+            system_services: Vec::new(),
+        }
+    }
+}
+
+impl HealthcheckConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval_in_seconds)
+    }
+}
+
+/// The on-demand side: groups of services started together by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(rename = "service-groups", deserialize_with = "null_as_default")]
+    pub service_groups: Vec<ServiceGroup>,
+}
+
+/// Services started together by `/start/group?name=<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceGroup {
+    pub name: ServiceName,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub services: Vec<ServiceConfig>,
+}

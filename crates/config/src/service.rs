@@ -1,0 +1,350 @@
+//! One service definition: the original's keys (container-oriented) plus torc's (process-
+//! oriented), and its mapping onto a [`TaskSpec`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use torc_types::{Constraints, NodeName, Resources, ServiceName, TaskSpec};
+
+use crate::de::{empty_as_none, null_as_default};
+use crate::rack::NodeType;
+
+/// A service: an entry of `healthcheck.system_services` (always on) or of a service group
+/// (on demand). Keys and defaults follow the original; torc adds `command`, `args`, `env`,
+/// `ports`, `disk`, `restart_delay_in_seconds`, `kill_grace_in_seconds` and `health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The task name, and its DNS name under the service domain.
+    pub name: ServiceName,
+    /// A container image (original). Nothing runs containers yet; see `command`.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub image_name: Option<String>,
+    /// The original's container network: `host`, `none`, `bridge` or a named network.
+    #[serde(default = "default_network_type")]
+    pub network_type: String,
+    /// Placement: run only on this node. `""` means unset, as in the original.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_name: Option<NodeName>,
+    /// Placement: run only on nodes of this type.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_type: Option<NodeType>,
+    /// Placement: run only on nodes with this `function`.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_function: Option<String>,
+    /// Placement waits until this service runs.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dependent_service: Option<ServiceName>,
+    /// The original's arguments, one string split on whitespace (no quoting).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub arguments: String,
+    /// The original's extra `docker run` flags. Kept as data.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub parameters: String,
+    /// Memory in MiB. Integers are accepted (the original panicked on `memory: 1024`).
+    #[serde(default = "default_memory")]
+    pub memory: f64,
+    /// Cores.
+    #[serde(default = "default_cpu")]
+    pub cpu: f64,
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub volumes: Vec<Volume>,
+    /// Run one instance on every node (or every slave node) instead of one in the rack.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sla: Option<Sla>,
+    /// Whether its metrics are collected per task.
+    #[serde(default)]
+    pub is_metered: bool,
+    /// A job runs to completion: it is never restarted and not listed as running.
+    #[serde(default)]
+    pub is_job: bool,
+    /// How many instances a group start creates (`<name>-0` ... `<name>-<n-1>` when > 1).
+    #[serde(default = "default_instances")]
+    pub number_of_instances: u32,
+
+    /// The program to run, a path or a name looked up in `PATH`. torc addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The command's arguments. When absent, `arguments` split on whitespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: BTreeMap<String, String>,
+    /// How many ports to assign from the node's range (`$PORT`, `$PORT0`, ...).
+    #[serde(default)]
+    pub ports: u16,
+    /// Disk in MiB.
+    #[serde(default)]
+    pub disk: f64,
+    /// Overrides `stateclean.restart_delay_in_seconds` for this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_delay_in_seconds: Option<u64>,
+    /// Grace period between SIGTERM and SIGKILL (default: `TaskSpec`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_in_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ServiceHealth>,
+}
+
+fn default_network_type() -> String {
+    "host".to_string()
+}
+
+/// The original's `DEFAULT_MEMORY`.
+fn default_memory() -> f64 {
+    128.0
+}
+
+/// The original's `DEFAULT_CPU`.
+fn default_cpu() -> f64 {
+    0.2
+}
+
+fn default_instances() -> u32 {
+    1
+}
+
+impl ServiceConfig {
+    /// The command's arguments: `args` if given, else `arguments` split on whitespace, as
+    /// the original split it.
+    pub fn effective_args(&self) -> Vec<String> {
+        match &self.args {
+            Some(args) => args.clone(),
+            None => self
+                .arguments
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// The process to run and its arguments; `None` for a service with only an image.
+    pub fn process_command(&self) -> Option<(&str, Vec<String>)> {
+        self.command
+            .as_deref()
+            .map(|command| (command, self.effective_args()))
+    }
+
+    pub fn resources(&self) -> Resources {
+        Resources::new(self.cpu, self.memory, self.disk)
+    }
+
+    pub fn constraints(&self) -> Constraints {
+        Constraints {
+            node_name: self.node_name.clone(),
+            node_type: self.node_type.map(|t| t.as_str().to_string()),
+            node_function: self.node_function.clone(),
+        }
+    }
+
+    /// The restart delay for this service, given the rack-wide default.
+    pub fn restart_delay(&self, rack_default: Duration) -> Duration {
+        self.restart_delay_in_seconds
+            .map_or(rack_default, Duration::from_secs)
+    }
+
+    /// The spec of one task of this service; `None` when it has no `command`.
+    pub fn to_task_spec(&self) -> Option<TaskSpec> {
+        let (command, args) = self.process_command()?;
+        let mut spec = TaskSpec::new(self.name.clone(), command);
+        spec.args = args;
+        spec.env = self.env.clone();
+        spec.resources = self.resources();
+        spec.ports = self.ports;
+        spec.constraints = self.constraints();
+        if let Some(secs) = self.kill_grace_in_seconds {
+            spec.kill_grace_ms = secs.saturating_mul(1000);
+        }
+        Some(spec)
+    }
+}
+
+/// A host path mounted into a container (original key names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    pub host_path: String,
+    pub container_path: String,
+    #[serde(default)]
+    pub read_only_mode: bool,
+}
+
+/// A placement SLA: one instance per node instead of one per rack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum Sla {
+    /// One instance on every configured node, master included (`<name>-<node>`).
+    SingletonEachNode,
+    /// One instance on every node of type `slave`.
+    SingletonEachSlave,
+}
+
+impl Sla {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sla::SingletonEachNode => "singleton_each_node",
+            Sla::SingletonEachSlave => "singleton_each_slave",
+        }
+    }
+}
+
+impl fmt::Display for Sla {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Sla {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        [Sla::SingletonEachNode, Sla::SingletonEachSlave]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| {
+                format!(
+                    "unknown sla {text:?}, expected `singleton_each_node` or `singleton_each_slave`"
+                )
+            })
+    }
+}
+
+impl TryFrom<String> for Sla {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+/// How a service's health is probed beyond "its process runs". `$PORT`, `$PORT<n>` and `$IP`
+/// in the probe are kept verbatim, to be filled in per task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "HealthFields", into = "HealthFields")]
+pub struct ServiceHealth {
+    pub probe: HealthProbe,
+    pub interval_in_seconds: u64,
+    pub timeout_in_seconds: u64,
+    /// Consecutive failures before the task counts as unhealthy.
+    pub failure_threshold: u32,
+}
+
+/// One kind of health probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// Connect to `host:port`.
+    Tcp(String),
+    /// `GET` the URL; any 2xx or 3xx is healthy.
+    Http(String),
+    /// Run the argv; exit code 0 is healthy.
+    Command(Vec<String>),
+}
+
+impl ServiceHealth {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_in_seconds)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_in_seconds)
+    }
+}
+
+/// `health` as written: exactly one probe key, and the timers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tcp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    http: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+    #[serde(default = "default_health_interval")]
+    interval_in_seconds: u64,
+    #[serde(default = "default_health_timeout")]
+    timeout_in_seconds: u64,
+    #[serde(default = "default_failure_threshold")]
+    failure_threshold: u32,
+}
+
+fn default_health_interval() -> u64 {
+    5
+}
+
+fn default_health_timeout() -> u64 {
+    2
+}
+
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+impl TryFrom<HealthFields> for ServiceHealth {
+    type Error = String;
+    fn try_from(fields: HealthFields) -> Result<Self, String> {
+        let probe = match (fields.tcp, fields.http, fields.command) {
+            (Some(addr), None, None) => HealthProbe::Tcp(addr),
+            (None, Some(url), None) => HealthProbe::Http(url),
+            (None, None, Some(argv)) => HealthProbe::Command(argv),
+            (None, None, None) => {
+                return Err("set one of `tcp`, `http` or `command`".to_string());
+            }
+            _ => {
+                return Err("set only one of `tcp`, `http` or `command`".to_string());
+            }
+        };
+        Ok(ServiceHealth {
+            probe,
+            interval_in_seconds: fields.interval_in_seconds,
+            timeout_in_seconds: fields.timeout_in_seconds,
+            failure_threshold: fields.failure_threshold,
+        })
+    }
+}
+
+impl From<ServiceHealth> for HealthFields {
+    fn from(health: ServiceHealth) -> Self {
+        let (mut tcp, mut http, mut command) = (None, None, None);
+        match health.probe {
+            HealthProbe::Tcp(addr) => tcp = Some(addr),
+            HealthProbe::Http(url) => http = Some(url),
+            HealthProbe::Command(argv) => command = Some(argv),
+        }
+        HealthFields {
+            tcp,
+            http,
+            command,
+            interval_in_seconds: health.interval_in_seconds,
+            timeout_in_seconds: health.timeout_in_seconds,
+            failure_threshold: health.failure_threshold,
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The rules a parsed config must keep beyond its schema. Each broken rule is reported with
+//! the key path of the offending value; the caller turns the path into a line.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use torc_types::TaskSpecError;
+
+use crate::path::KeyPath;
+use crate::rack::RackConfig;
+use crate::service::{HealthProbe, ServiceConfig};
+
+/// A broken rule: where, and what is wrong.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub(crate) path: KeyPath,
+    pub(crate) message: String,
+}
+
+type Check = Result<(), Problem>;
+
+fn fail(path: KeyPath, message: impl Into<String>) -> Check {
+    Err(Problem {
+        path,
+        message: message.into(),
+    })
+}
+
+/// Checks `config`, stopping at the first problem (in file order, roughly).
+pub(crate) fn validate(config: &RackConfig) -> Check {
+    let root = KeyPath::root();
+    check_label(root.key("name"), &config.name)?;
+    check_domain(root.key("domain"), &config.domain)?;
+    check_domain(root.key("service_domain"), &config.service_domain)?;
+    if let Some(power) = &config.power_command {
+        let path = root.key("power_command");
+        for (key, argv) in [("on", &power.on), ("off", &power.off)] {
+            if argv.first().is_none_or(|program| program.trim().is_empty()) {
+                fail(
+                    path.key(key),
+                    "must be a command line, e.g. [ipmitool, -H, \"{management_ip}\", power, on]",
+                )?;
+            }
+        }
+    }
+    check_timers(config)?;
+    check_nodes(config)?;
+    check_dns_addons(config)?;
+
+    let mut system_names = BTreeMap::new();
+    let services = root.key("healthcheck").key("system_services");
+    for (i, service) in config.healthcheck.system_services.iter().enumerate() {
+        let path = services.index(i);
+        check_service(config, &path, service)?;
+        if let Some(first) = system_names.insert(service.name.as_str(), path.clone()) {
+            fail(
+                path.key("name"),
+                format!("duplicate service name `{}` (also {first})", service.name),
+            )?;
+        }
+    }
+
+    let groups = root.key("api").key("service-groups");
+    let mut group_names = BTreeMap::new();
+    for (g, group) in config.api.service_groups.iter().enumerate() {
+        let group_path = groups.index(g);
+        if let Some(first) = group_names.insert(group.name.as_str(), group_path.clone()) {
+            fail(
+                group_path.key("name"),
+                format!("duplicate group name `{}` (also {first})", group.name),
+            )?;
+        }
+        let mut names = BTreeMap::new();
+        for (s, service) in group.services.iter().enumerate() {
+            let path = group_path.key("services").index(s);
+            check_service(config, &path, service)?;
+            if let Some(first) = names.insert(service.name.as_str(), path.clone()) {
+                fail(
+                    path.key("name"),
+                    format!("duplicate service name `{}` (also {first})", service.name),
+                )?;
+            }
+            if let Some(system) = system_names.get(service.name.as_str()) {
+                fail(
+                    path.key("name"),
+                    format!(
+                        "`{}` is a system service ({system}); starting the group would replace it",
+                        service.name
+                    ),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A name that becomes a DNS label: what `ServiceName` accepts.
+fn check_label(path: KeyPath, text: &str) -> Check {
+    match torc_types::ServiceName::new(text) {
+        Ok(_) => Ok(()),
+        Err(err) => fail(
+            path,
+            format!("{text:?} {} (it becomes a DNS name)", err.reason),
+        ),
+    }
+}
+
+fn check_domain(path: KeyPath, domain: &str) -> Check {
+    if domain.is_empty() || domain.len() > 253 {
+        return fail(path, format!("{domain:?} is not a DNS domain"));
+    }
+    for label in domain.split('.') {
+        if let Err(err) = torc_types::ServiceName::new(label) {
+            return fail(
+                path,
+                format!(
+                    "{domain:?} is not a DNS domain: label {label:?} {}",
+                    err.reason
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_timers(config: &RackConfig) -> Check {
+    let root = KeyPath::root();
+    let at_least_one = |path: KeyPath, value: u64| -> Check {
+        if value == 0 {
+            fail(path, "must be at least 1")
+        } else {
+            Ok(())
+        }
+    };
+    at_least_one(
+        root.key("statesync").key("poll_interval_in_seconds"),
+        config.statesync.poll_interval_in_seconds,
+    )?;
+    let clean = &config.stateclean;
+    let path = root.key("stateclean");
+    at_least_one(
+        path.key("poll_interval_in_seconds"),
+        clean.poll_interval_in_seconds,
+    )?;
+    at_least_one(path.key("timeout_in_seconds"), clean.timeout_in_seconds)?;
+    // A zero delay would restart a crashing service in a tight loop, and a back-off that
+    // doubles zero never grows.
+    at_least_one(
+        path.key("restart_delay_in_seconds"),
+        clean.restart_delay_in_seconds,
+    )?;
+    if clean.max_restart_delay_in_seconds < clean.restart_delay_in_seconds {
+        fail(
+            path.key("max_restart_delay_in_seconds"),
+            format!(
+                "{} is less than restart_delay_in_seconds ({})",
+                clean.max_restart_delay_in_seconds, clean.restart_delay_in_seconds
+            ),
+        )?;
+    }
+    at_least_one(
+        root.key("healthcheck").key("poll_interval_in_seconds"),
+        config.healthcheck.poll_interval_in_seconds,
+    )
+}
+
+fn check_nodes(config: &RackConfig) -> Check {
+    let nodes = KeyPath::root().key("nodes");
+    if config.nodes.is_empty() && !config.open_join {
+        return fail(
+            nodes,
+            "list at least one node, or set `open_join: true` to accept any agent",
+        );
+    }
+    let mut names = BTreeMap::new();
+    let mut ips = BTreeMap::new();
+    for (i, node) in config.nodes.iter().enumerate() {
+        let path = nodes.index(i);
+        if let Some(first) = names.insert(node.name.as_str(), path.clone()) {
+            fail(
+                path.key("name"),
+                format!("duplicate node name `{}` (also {first})", node.name),
+            )?;
+        }
+        if let Some(first) = ips.insert(node.ip, path.clone()) {
+            fail(
+                path.key("ip"),
+                format!("duplicate node IP {} (also {first})", node.ip),
+            )?;
+        }
+        if let Some(resources) = &node.resources
+            && !resources.is_valid()
+        {
+            fail(
+                path.key("resources"),
+                format!("must be finite and non-negative, got {resources}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn check_dns_addons(config: &RackConfig) -> Check {
+    let addons = KeyPath::root().key("dns-addons");
+    let mut names = BTreeMap::new();
+    for (i, addon) in config.dns_addons.iter().enumerate() {
+        let path = addons.index(i);
+        if let Some(first) = names.insert(addon.name.as_str(), path.clone()) {
+            fail(
+                path.key("name"),
+                format!("duplicate DNS addon `{}` (also {first})", addon.name),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -> Check {
+    match (&service.command, &service.image_name) {
+        (Some(command), _) if command.trim().is_empty() => {
+            fail(path.key("command"), "must not be empty")?;
+        }
+        (None, None) => fail(
+            path.clone(),
+            format!(
+                "service `{}` has nothing to run: set `command` to run a process",
+                service.name
+            ),
+        )?,
+        _ => {}
+    }
+    if service.args.is_some() && !service.arguments.trim().is_empty() {
+        fail(
+            path.key("args"),
+            "set either `args` (a list) or `arguments` (a string), not both",
+        )?;
+    }
+    for (key, value) in [
+        ("memory", service.memory),
+        ("cpu", service.cpu),
+        ("disk", service.disk),
+    ] {
+        if !value.is_finite() || value < 0.0 {
+            fail(
+                path.key(key),
+                format!("must be a finite number >= 0, got {value}"),
+            )?;
+        }
+    }
+    if service.number_of_instances == 0 {
+        fail(path.key("number_of_instances"), "must be at least 1")?;
+    }
+    if let Some(node) = &service.node_name
+        && !config.open_join
+        && config.node(node.as_str()).is_none()
+    {
+        let known: BTreeSet<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+        fail(
+            path.key("node_name"),
+            format!(
+                "service `{}` wants node `{node}`, which is not in `nodes` (known: {})",
+                service.name,
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        )?;
+    }
+    if service.restart_delay_in_seconds == Some(0) {
+        fail(path.key("restart_delay_in_seconds"), "must be at least 1")?;
+    }
+    if let Some(health) = &service.health {
+        let path = path.key("health");
+        match &health.probe {
+            HealthProbe::Tcp(addr) if !addr.contains(':') => {
+                fail(path.key("tcp"), format!("{addr:?} is not host:port"))?;
+            }
+            HealthProbe::Http(url)
+                if !(url.starts_with("http://") || url.starts_with("https://")) =>
+            {
+                fail(path.key("http"), format!("{url:?} is not an http(s) URL"))?;
+            }
+            HealthProbe::Command(argv)
+                if argv.first().is_none_or(|program| program.trim().is_empty()) =>
+            {
+                fail(path.key("command"), "must be a command line")?;
+            }
+            _ => {}
+        }
+        if health.interval_in_seconds == 0 {
+            fail(path.key("interval_in_seconds"), "must be at least 1")?;
+        }
+        if health.timeout_in_seconds == 0 {
+            fail(path.key("timeout_in_seconds"), "must be at least 1")?;
+        }
+        if health.failure_threshold == 0 {
+            fail(path.key("failure_threshold"), "must be at least 1")?;
+        }
+    }
+    // What the agent will check when it runs the task, checked here so that a bad config
+    // fails at load rather than at start.
+    if let Some(spec) = service.to_task_spec()
+        && let Err(err) = spec.validate()
+    {
+        let at = match &err {
+            TaskSpecError::EmptyCommand => path.key("command"),
+            TaskSpecError::BadEnvKey(key) => path.key("env").key(key),
+            TaskSpecError::TooManyPorts(_) => path.key("ports"),
+            _ => path.clone(),
+        };
+        fail(at, err.to_string())?;
+    }
+    Ok(())
+}

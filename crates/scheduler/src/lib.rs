@@ -1,0 +1,326 @@
+//! The placement planner: state in, plan out.
+//!
+//! Given the nodes (with what is already allocated on them) and the tasks waiting to be placed,
+//! it decides where each task goes and which ports it gets, or why it cannot go anywhere. It
+//! performs no I/O and reads no clock, so the same input always gives the same plan and the
+//! controller can test and benchmark it alone.
+//!
+//! Invariants:
+//! - A placement never overcommits a node: the task's resources fit in what is still free
+//!   after every earlier placement of the same plan.
+//! - Ports handed out are inside the node's range and unused on that node.
+//! - Tasks are spread: among the nodes that fit, the least loaded wins (ties broken by fewer
+//!   tasks, then by name), not the first that fits.
+
+use std::collections::BTreeSet;
+
+use torc_types::{Constraints, NodeName, PortRange, Resources, TaskId};
+
+/// A node as the planner needs to see it.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub name: NodeName,
+    pub node_type: String,
+    pub node_function: String,
+    /// Inactive nodes receive nothing.
+    pub active: bool,
+    pub total: Resources,
+    pub allocated: Resources,
+    pub port_range: PortRange,
+    pub used_ports: BTreeSet<u16>,
+    /// Tasks holding resources on the node.
+    pub tasks: usize,
+}
+
+impl NodeState {
+    fn free(&self) -> Resources {
+        self.total.saturating_sub(&self.allocated)
+    }
+
+    fn free_ports(&self) -> usize {
+        self.port_range.len() - self.used_ports.len()
+    }
+
+    /// The higher of cpu and memory utilisation, after adding `extra`.
+    fn load_with(&self, extra: &Resources) -> f64 {
+        let ratio = |used: f64, total: f64| if total > 0.0 { used / total } else { 0.0 };
+        let a = self.allocated.add(extra);
+        ratio(a.cpus, self.total.cpus).max(ratio(a.mem_mb, self.total.mem_mb))
+    }
+
+    fn matches(&self, c: &Constraints) -> bool {
+        c.node_name.as_ref().is_none_or(|n| *n == self.name)
+            && c.node_type.as_ref().is_none_or(|t| *t == self.node_type)
+            && c.node_function
+                .as_ref()
+                .is_none_or(|f| *f == self.node_function)
+    }
+
+    fn take_ports(&mut self, count: u16) -> Vec<u16> {
+        let mut ports = Vec::with_capacity(usize::from(count));
+        let mut candidate = self.port_range.first;
+        while ports.len() < usize::from(count) {
+            if !self.used_ports.contains(&candidate) {
+                ports.push(candidate);
+            }
+            if candidate == self.port_range.last {
+                break;
+            }
+            candidate += 1;
+        }
+        self.used_ports.extend(ports.iter().copied());
+        ports
+    }
+}
+
+/// What one task asks of the planner.
+#[derive(Debug, Clone)]
+pub struct TaskRequest<'a> {
+    pub id: &'a TaskId,
+    pub resources: Resources,
+    pub ports: u16,
+    pub constraints: &'a Constraints,
+}
+
+/// Where a task goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub node: NodeName,
+    pub ports: Vec<u16>,
+}
+
+/// Plans placements against a working copy of the nodes. Each successful `place` reserves the
+/// resources in the copy, so later tasks of the same plan see them as taken.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    nodes: Vec<NodeState>,
+}
+
+impl Planner {
+    pub fn new(mut nodes: Vec<NodeState>) -> Self {
+        // A stable order makes ties deterministic whatever order the caller used.
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Planner { nodes }
+    }
+
+    pub fn nodes(&self) -> &[NodeState] {
+        &self.nodes
+    }
+
+    /// Place one task, or say in words why no node can take it.
+    pub fn place(&mut self, task: &TaskRequest<'_>) -> Result<Placement, String> {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.active
+                || !node.matches(task.constraints)
+                || !task.resources.fits_in(&node.free())
+                || node.free_ports() < usize::from(task.ports)
+            {
+                continue;
+            }
+            let load = node.load_with(&task.resources);
+            let better = match best {
+                None => true,
+                Some((j, best_load)) => {
+                    load < best_load - 1e-12
+                        || ((load - best_load).abs() <= 1e-12 && node.tasks < self.nodes[j].tasks)
+                }
+            };
+            if better {
+                best = Some((i, load));
+            }
+        }
+        let Some((i, _)) = best else {
+            return Err(self.why_not(task));
+        };
+        let node = &mut self.nodes[i];
+        node.allocated = node.allocated.add(&task.resources);
+        node.tasks += 1;
+        let ports = node.take_ports(task.ports);
+        Ok(Placement {
+            node: node.name.clone(),
+            ports,
+        })
+    }
+
+    /// The reason a task fits nowhere, naming the closest candidates.
+    fn why_not(&self, task: &TaskRequest<'_>) -> String {
+        if self.nodes.is_empty() {
+            return "no nodes in the rack".to_string();
+        }
+        let matching: Vec<&NodeState> = self
+            .nodes
+            .iter()
+            .filter(|n| n.matches(task.constraints))
+            .collect();
+        if matching.is_empty() {
+            return format!("no node matches the constraints ({})", task.constraints);
+        }
+        let active: Vec<&NodeState> = matching.iter().copied().filter(|n| n.active).collect();
+        if active.is_empty() {
+            let names: Vec<&str> = matching.iter().map(|n| n.name.as_str()).collect();
+            return format!(
+                "every node matching the constraints is inactive ({})",
+                names.join(", ")
+            );
+        }
+        let r = &task.resources;
+        let most = |f: fn(&Resources) -> f64| {
+            active
+                .iter()
+                .map(|n| (f(&n.free()), n.name.as_str()))
+                .fold((f64::MIN, ""), |a, b| if b.0 > a.0 { b } else { a })
+        };
+        let mut short = Vec::new();
+        let (cpu, cpu_node) = most(|x| x.cpus);
+        if r.cpus > cpu + 1e-9 {
+            short.push(format!("{} cpus (most free: {cpu} on {cpu_node})", r.cpus));
+        }
+        let (mem, mem_node) = most(|x| x.mem_mb);
+        if r.mem_mb > mem + 1e-9 {
+            short.push(format!(
+                "{} MiB memory (most free: {mem} MiB on {mem_node})",
+                r.mem_mb
+            ));
+        }
+        let (disk, disk_node) = most(|x| x.disk_mb);
+        if r.disk_mb > disk + 1e-9 {
+            short.push(format!(
+                "{} MiB disk (most free: {disk} MiB on {disk_node})",
+                r.disk_mb
+            ));
+        }
+        let ports = active.iter().map(|n| n.free_ports()).max().unwrap_or(0);
+        if usize::from(task.ports) > ports {
+            short.push(format!("{} ports (most free: {ports})", task.ports));
+        }
+        if short.is_empty() {
+            // Each resource fits somewhere, but never all on the same node.
+            format!(
+                "no single active node has {} and {} free ports at once",
+                task.resources, task.ports
+            )
+        } else {
+            format!("no active node has {} free", short.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpus: f64, mem: f64) -> NodeState {
+        NodeState {
+            name: NodeName::new(name).unwrap(),
+            node_type: "slave".into(),
+            node_function: "compute".into(),
+            active: true,
+            total: Resources::new(cpus, mem, 1000.0),
+            allocated: Resources::ZERO,
+            port_range: "31000-31003".parse().unwrap(),
+            used_ports: BTreeSet::new(),
+            tasks: 0,
+        }
+    }
+
+    fn req<'a>(
+        id: &'a TaskId,
+        c: &'a Constraints,
+        cpus: f64,
+        mem: f64,
+        ports: u16,
+    ) -> TaskRequest<'a> {
+        TaskRequest {
+            id,
+            resources: Resources::new(cpus, mem, 0.0),
+            ports,
+            constraints: c,
+        }
+    }
+
+    #[test]
+    fn spreads_instead_of_first_fit() {
+        let mut p = Planner::new(vec![
+            node("a", 4.0, 1000.0),
+            node("b", 4.0, 1000.0),
+            node("c", 4.0, 1000.0),
+        ]);
+        let id = TaskId::new("t.1").unwrap();
+        let c = Constraints::default();
+        let placed: Vec<String> = (0..6)
+            .map(|_| {
+                p.place(&req(&id, &c, 1.0, 100.0, 0))
+                    .unwrap()
+                    .node
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(placed, ["a", "b", "c", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn never_overcommits_and_explains() {
+        let mut p = Planner::new(vec![node("a", 1.0, 100.0)]);
+        let id = TaskId::new("t.1").unwrap();
+        let c = Constraints::default();
+        assert!(p.place(&req(&id, &c, 0.6, 10.0, 0)).is_ok());
+        let err = p.place(&req(&id, &c, 0.6, 10.0, 0)).unwrap_err();
+        assert!(err.contains("0.6 cpus"), "{err}");
+        let err = p.place(&req(&id, &c, 0.1, 1e9, 0)).unwrap_err();
+        assert!(
+            err.contains("1000000000 MiB memory (most free: 90 MiB on a)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn constraints_and_inactive_nodes() {
+        let mut b = node("b", 4.0, 1000.0);
+        b.node_function = "controller".into();
+        let mut c_node = node("c", 4.0, 1000.0);
+        c_node.active = false;
+        c_node.node_function = "storage".into();
+        let mut p = Planner::new(vec![node("a", 4.0, 1000.0), b, c_node]);
+        let id = TaskId::new("t.1").unwrap();
+        let on_controller = Constraints {
+            node_function: Some("controller".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.place(&req(&id, &on_controller, 1.0, 1.0, 0))
+                .unwrap()
+                .node
+                .as_str(),
+            "b"
+        );
+        let on_storage = Constraints {
+            node_function: Some("storage".into()),
+            ..Default::default()
+        };
+        let err = p.place(&req(&id, &on_storage, 1.0, 1.0, 0)).unwrap_err();
+        assert!(err.contains("inactive (c)"), "{err}");
+        let nowhere = Constraints {
+            node_name: Some(NodeName::new("zz").unwrap()),
+            ..Default::default()
+        };
+        let err = p.place(&req(&id, &nowhere, 1.0, 1.0, 0)).unwrap_err();
+        assert!(err.contains("node_name=zz"), "{err}");
+    }
+
+    #[test]
+    fn ports_are_unique_and_run_out() {
+        let mut n = node("a", 8.0, 1000.0);
+        n.used_ports.insert(31001);
+        let mut p = Planner::new(vec![n]);
+        let id = TaskId::new("t.1").unwrap();
+        let c = Constraints::default();
+        assert_eq!(
+            p.place(&req(&id, &c, 0.0, 0.0, 2)).unwrap().ports,
+            [31000, 31002]
+        );
+        assert_eq!(p.place(&req(&id, &c, 0.0, 0.0, 1)).unwrap().ports, [31003]);
+        let err = p.place(&req(&id, &c, 0.0, 0.0, 1)).unwrap_err();
+        assert!(err.contains("1 ports (most free: 0)"), "{err}");
+    }
+}

@@ -1,0 +1,346 @@
+//! Test support: a real local rack (controller and agents as separate `torc` processes on a
+//! loopback block of their own), and waiting on conditions instead of sleeping.
+//!
+//! Every rack picks a random `127.X.Y.0/24` block and free ports, so test runs can go in
+//! parallel on one machine. Dropping a `LocalRack` stops every process it started, including
+//! task processes left behind by agents a test killed with SIGKILL.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use torc_client::Client;
+
+/// A random 64-bit number (OS-seeded hasher keys; good enough to spread tests apart).
+pub fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A `127.X.Y.0/24` block no one is listening in, for one rack's nodes. Avoids 127.0.x.x
+/// (the default local rack and ordinary localhost use).
+pub fn free_loopback_block() -> Ipv4Addr {
+    loop {
+        let r = random_u64();
+        let x = 1 + (r % 254) as u8;
+        let y = (r >> 8) as u8;
+        let base = Ipv4Addr::new(127, x, y, 0);
+        if TcpListener::bind((Ipv4Addr::new(127, x, y, 1), 0)).is_ok() {
+            return base;
+        }
+    }
+}
+
+/// A free TCP port on `ip`.
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("loopback has free ports")
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// How to build a rack.
+#[derive(Debug, Clone)]
+pub struct RackOptions {
+    /// Compute nodes, named `bladerunner1..N`, besides the controller node `wedge`.
+    pub compute_nodes: usize,
+    /// `stateclean.timeout_in_seconds`: silence after which a node is inactive.
+    pub node_timeout_secs: u64,
+    /// Require a bearer token for changes.
+    pub token: bool,
+}
+
+impl Default for RackOptions {
+    fn default() -> Self {
+        RackOptions {
+            compute_nodes: 4,
+            node_timeout_secs: 2,
+            token: true,
+        }
+    }
+}
+
+/// A rack of real `torc` processes.
+pub struct LocalRack {
+    pub dir: tempfile::TempDir,
+    exe: PathBuf,
+    pub base: Ipv4Addr,
+    pub port: u16,
+    pub token: Option<String>,
+    pub config_path: PathBuf,
+    /// Node name → ip.
+    pub nodes: BTreeMap<String, Ipv4Addr>,
+    controller: Option<Child>,
+    agents: BTreeMap<String, Child>,
+}
+
+impl LocalRack {
+    /// Starts a controller and one agent per node, and waits until every node is active.
+    pub async fn start(exe: &Path, opts: RackOptions) -> anyhow::Result<LocalRack> {
+        let dir = tempfile::Builder::new().prefix("torc-rack-").tempdir()?;
+        let base = free_loopback_block();
+        let ip = |i: u8| Ipv4Addr::new(base.octets()[0], base.octets()[1], base.octets()[2], i);
+        let port = free_port(ip(1));
+        let mut nodes = BTreeMap::new();
+        nodes.insert("wedge".to_string(), ip(1));
+        for i in 1..=opts.compute_nodes {
+            nodes.insert(format!("bladerunner{i}"), ip(1 + i as u8));
+        }
+        let mut yaml = String::from("name: torc-scheduler\ndomain: homer.ave\nnodes:\n");
+        for (name, addr) in &nodes {
+            let (t, f) = if name == "wedge" {
+                ("master", "controller")
+            } else {
+                ("slave", "compute")
+            };
+            yaml.push_str(&format!(
+                "  - name: {name}\n    ip: {addr}\n    type: {t}\n    function: {f}\n    resources: {{cpus: 4, mem_mb: 4096, disk_mb: 10000}}\n"
+            ));
+        }
+        yaml.push_str(&format!(
+            "stateclean:\n  poll_interval_in_seconds: 1\n  timeout_in_seconds: {}\n  restart_delay_in_seconds: 1\n",
+            opts.node_timeout_secs
+        ));
+        let config_path = dir.path().join("rack.yaml");
+        std::fs::write(&config_path, yaml)?;
+        let token = opts.token.then(|| format!("{:016x}{:016x}", random_u64(), random_u64()));
+        if let Some(t) = &token {
+            std::fs::write(dir.path().join("token"), t)?;
+        }
+        let mut rack = LocalRack {
+            dir,
+            exe: exe.to_path_buf(),
+            base,
+            port,
+            token,
+            config_path,
+            nodes,
+            controller: None,
+            agents: BTreeMap::new(),
+        };
+        rack.start_controller()?;
+        let names: Vec<String> = rack.nodes.keys().cloned().collect();
+        for name in &names {
+            rack.start_agent(name)?;
+        }
+        rack.wait_active(&names, true).await?;
+        Ok(rack)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}:{}", self.nodes["wedge"], self.port)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.url(), self.token.clone())
+    }
+
+    fn log(&self, name: &str) -> anyhow::Result<(Stdio, Stdio)> {
+        let path = self.dir.path().join(format!("{name}.log"));
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok((f.try_clone()?.into(), f.into()))
+    }
+
+    fn command(&self, args: &[String], log: &str) -> anyhow::Result<Child> {
+        let (out, err) = self.log(log)?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe; a crashed test takes its rack down with it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                Ok(())
+            });
+        }
+        cmd.spawn().with_context(|| format!("cannot start {}", self.exe.display()))
+    }
+
+    pub fn start_controller(&mut self) -> anyhow::Result<()> {
+        let d = self.dir.path();
+        let mut args = vec![
+            "controller".into(),
+            "--config".into(),
+            self.config_path.display().to_string(),
+            "--data-dir".into(),
+            d.join("controller").display().to_string(),
+            "--listen".into(),
+            format!("{}:{}", self.nodes["wedge"], self.port),
+        ];
+        if self.token.is_some() {
+            args.extend(["--token-file".into(), d.join("token").display().to_string()]);
+        }
+        self.controller = Some(self.command(&args, "controller")?);
+        Ok(())
+    }
+
+    pub fn start_agent(&mut self, name: &str) -> anyhow::Result<()> {
+        let d = self.dir.path();
+        let mut args = vec![
+            "agent".into(),
+            "--controller".into(),
+            self.url(),
+            "--name".into(),
+            name.into(),
+            "--ip".into(),
+            self.nodes[name].to_string(),
+            "--port".into(),
+            "0".into(),
+            "--data-dir".into(),
+            d.join("agents").join(name).display().to_string(),
+            "--kill-tasks-on-exit".into(),
+        ];
+        if self.token.is_some() {
+            args.extend(["--token-file".into(), d.join("token").display().to_string()]);
+        }
+        let child = self.command(&args, &format!("agent-{name}"))?;
+        self.agents.insert(name.to_string(), child);
+        Ok(())
+    }
+
+    /// SIGKILLs a node's agent (its tasks keep running under their shims).
+    pub fn kill_agent(&mut self, name: &str) {
+        if let Some(mut c) = self.agents.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILLs the controller.
+    pub fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until each named node is active (or inactive).
+    pub async fn wait_active(&self, names: &[String], active: bool) -> anyhow::Result<()> {
+        let client = self.client();
+        wait_for(
+            &format!("nodes {names:?} to be {}", if active { "active" } else { "inactive" }),
+            Duration::from_secs(30),
+            || async {
+                let nodes = client.nodes().await.ok()?;
+                names
+                    .iter()
+                    .all(|n| nodes.iter().any(|x| x.name.as_str() == n && x.active == active))
+                    .then_some(())
+            },
+        )
+        .await
+        .with_context(|| self.logs_hint())
+    }
+
+    pub fn logs_hint(&self) -> String {
+        let mut out = String::from("process logs:\n");
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    out.push_str(&format!("--- {}\n", e.path().display()));
+                    for l in tail.into_iter().rev() {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Pids of task shims started under this rack's directory.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        processes_mentioning(self.dir.path())
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("shim"))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+}
+
+/// Processes whose command line mentions `path`, with that command line.
+pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
+    let needle = path.display().to_string();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmd.contains(&needle) {
+                out.push((pid, cmd));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+impl Drop for LocalRack {
+    fn drop(&mut self) {
+        // Agents first: they stop their tasks on SIGTERM.
+        for c in self.agents.values() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for c in self.agents.values_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.kill_controller();
+        // Whatever is left (shims of agents killed by the test) goes too.
+        for (pid, _) in processes_mentioning(self.dir.path()) {
+            // SAFETY: these processes were started by this rack.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Client commands: `torc nodes`, `tasks`, `run`, `kill`, `logs`. Tables for people, `--json`
+//! for scripts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use torc_api::{LogQuery, LogStream, TaskFilter, TaskView};
+use torc_client::Client;
+use torc_types::{
+    Constraints, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState,
+};
+
+use crate::{DEFAULT_CONTROLLER, read_token};
+
+/// How a client command finds its controller.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// The controller's URL.
+    #[arg(long, env = "TORC_CONTROLLER", default_value = DEFAULT_CONTROLLER, global = true)]
+    controller: String,
+    /// Bearer token for calls that change the rack.
+    #[arg(long, env = "TORC_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// A file holding the token (default: the local rack's, when `torc up` made one).
+    #[arg(long, env = "TORC_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Target {
+    fn client(&self) -> anyhow::Result<Client> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(read_token(f)?),
+            (None, None) => {
+                let local = crate::up::default_data_dir().join("token");
+                if self.controller == DEFAULT_CONTROLLER && local.exists() {
+                    Some(read_token(&local)?)
+                } else {
+                    None
+                }
+            }
+        };
+        Ok(Client::new(self.controller.clone(), token))
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints rows as aligned columns.
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn ago(ms: u64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
+    let secs = torc_types::now_millis().saturating_sub(ms) / 1000;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
+fn num(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[derive(Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn nodes(args: NodesArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let nodes = runtime()?.block_on(client.nodes())?;
+    if args.target.json {
+        return print_json(&nodes);
+    }
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let r = &n.resources;
+            vec![
+                n.name.to_string(),
+                n.ip.to_string(),
+                n.node_type.clone(),
+                n.node_function.clone(),
+                if n.active { "active" } else { "inactive" }.to_string(),
+                format!("{}/{}", num(r.allocated.cpus), num(r.total.cpus)),
+                format!("{}/{}", num(r.allocated.mem_mb), num(r.total.mem_mb)),
+                n.tasks.to_string(),
+                ago(n.last_seen),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NAME", "IP", "TYPE", "FUNCTION", "STATE", "CPUS", "MEM MiB", "TASKS", "SEEN",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Only tasks on this node.
+    #[arg(long)]
+    node: Option<NodeName>,
+    /// Only tasks in this state (pending, staging, running, killing, finished, failed, killed, lost).
+    #[arg(long)]
+    state: Option<TaskState>,
+    /// Only tasks of this framework.
+    #[arg(long)]
+    framework: Option<FrameworkName>,
+    /// Include ended tasks (by default only live ones are listed).
+    #[arg(long, short = 'a')]
+    all: bool,
+}
+
+pub fn tasks(args: TasksArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let filter = TaskFilter {
+        node: args.node,
+        framework: args.framework,
+        state: args.state,
+        name: None,
+    };
+    let mut tasks = runtime()?.block_on(client.tasks(&filter))?;
+    if !args.all && filter.state.is_none() {
+        tasks.retain(|t| !t.state.is_terminal());
+    }
+    if args.target.json {
+        return print_json(&tasks);
+    }
+    let rows = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.state.to_string(),
+                t.node
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                t.ports
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                t.framework.to_string(),
+                t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                t.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "STATE",
+            "NODE",
+            "PORTS",
+            "FRAMEWORK",
+            "EXIT",
+            "MESSAGE",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The task's name (default: the command's file name).
+    #[arg(long)]
+    name: Option<ServiceName>,
+    /// CPUs the task needs.
+    #[arg(long, default_value_t = 0.1)]
+    cpus: f64,
+    /// Memory the task needs, MiB.
+    #[arg(long, default_value_t = 32.0)]
+    mem: f64,
+    /// Disk the task needs, MiB.
+    #[arg(long, default_value_t = 0.0)]
+    disk: f64,
+    /// How many ports to assign (`PORT`, `PORT0`, ...).
+    #[arg(long, default_value_t = 0)]
+    ports: u16,
+    /// Run on this node.
+    #[arg(long)]
+    node: Option<NodeName>,
+    /// Run on a node of this type (master, slave).
+    #[arg(long)]
+    node_type: Option<String>,
+    /// Run on a node with this function (controller, compute, ...).
+    #[arg(long)]
+    node_function: Option<String>,
+    /// Environment variables, `KEY=VALUE`.
+    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Wait until the task runs (or ends) and print its final placement.
+    #[arg(long)]
+    wait: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// A service name from a command's file name: lowercased, other characters as '-'.
+fn name_from_command(cmd: &str) -> anyhow::Result<ServiceName> {
+    let base = cmd.rsplit('/').next().unwrap_or(cmd);
+    let mut name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name.trim_matches('-').chars().take(40).collect();
+    if name.is_empty() {
+        name = "task".into();
+    }
+    ServiceName::new(name).context("cannot derive a task name from the command; pass --name")
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let mut command = args.command.into_iter();
+    let program = command.next().context("no command given after --")?;
+    let name = match args.name {
+        Some(n) => n,
+        None => name_from_command(&program)?,
+    };
+    let mut spec = TaskSpec::new(name, program);
+    spec.args = command.collect();
+    spec.env = args.env.into_iter().collect::<BTreeMap<_, _>>();
+    spec.resources = Resources::new(args.cpus, args.mem, args.disk);
+    spec.ports = args.ports;
+    spec.constraints = Constraints {
+        node_name: args.node,
+        node_type: args.node_type,
+        node_function: args.node_function,
+    };
+    let rt = runtime()?;
+    let mut task = rt.block_on(client.launch(&spec))?;
+    if args.wait {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while matches!(task.state, TaskState::Pending | TaskState::Staging)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            task = rt.block_on(client.task(&task.id))?;
+        }
+    }
+    if args.target.json {
+        return print_json(&task);
+    }
+    print_task_line(&task);
+    Ok(())
+}
+
+fn print_task_line(t: &TaskView) {
+    let place = t
+        .node
+        .as_ref()
+        .map(|n| format!(" on {n}"))
+        .unwrap_or_default();
+    let msg = t
+        .message
+        .as_ref()
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    println!("{} {}{place}{msg}", t.id, t.state);
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The task's id.
+    task: TaskId,
+}
+
+pub fn kill(args: KillArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let task = runtime()?.block_on(client.kill(&args.task))?;
+    if args.target.json {
+        return print_json(&task);
+    }
+    print_task_line(&task);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The task's id.
+    task: TaskId,
+    /// Show stderr instead of stdout.
+    #[arg(long)]
+    stderr: bool,
+    /// How many bytes from the end to show first.
+    #[arg(long, default_value_t = 8192)]
+    tail: u64,
+    /// Keep printing new output until the task ends.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let client = args.target.client()?;
+    let stream = if args.stderr {
+        LogStream::Stderr
+    } else {
+        LogStream::Stdout
+    };
+    let rt = runtime()?;
+    let mut chunk = rt.block_on(client.logs(
+        &args.task,
+        &LogQuery {
+            stream,
+            tail: Some(args.tail),
+            offset: None,
+        },
+    ))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(chunk.data.as_bytes())?;
+    out.flush()?;
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
+        let offset = chunk.next_offset;
+        chunk = rt.block_on(client.logs(
+            &args.task,
+            &LogQuery {
+                stream,
+                tail: None,
+                offset: Some(offset),
+            },
+        ))?;
+        out.write_all(chunk.data.as_bytes())?;
+        out.flush()?;
+        if chunk.data.is_empty() {
+            if rt.block_on(client.task(&args.task))?.state.is_terminal() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `torc`: the one binary of a torc rack. Each subcommand is a role (`controller`, `agent`,
+//! `up` for a whole local rack) or a client command against a running controller.
+
+mod cli;
+mod roles;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The controller a client command talks to when none is given: the local rack of `torc up`.
+pub const DEFAULT_CONTROLLER: &str = "http://127.0.3.20:3000";
+
+#[derive(Parser)]
+#[command(
+    name = "torc",
+    version,
+    about = "torc: a top-of-rack controller",
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole rack on this machine: a controller and its node agents on loopback.
+    Up(up::UpArgs),
+    /// Run the controller role (scheduler, state, API).
+    Controller(roles::ControllerArgs),
+    /// Run a node agent: registers the node, runs and supervises its tasks.
+    Agent(roles::AgentArgs),
+    /// List the rack's nodes.
+    Nodes(cli::NodesArgs),
+    /// List tasks.
+    Tasks(cli::TasksArgs),
+    /// Launch a task: `torc run [OPTIONS] -- COMMAND [ARGS...]`.
+    Run(cli::RunArgs),
+    /// Kill a task.
+    Kill(cli::KillArgs),
+    /// Show a task's output (its sandbox's stdout or stderr).
+    Logs(cli::LogsArgs),
+    /// Internal: supervise one task process (started by the agent).
+    #[command(hide = true)]
+    Shim(roles::ShimArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The shim must not start threads or a runtime: it forks the task.
+    if let Command::Shim(args) = cli.command {
+        return roles::run_shim(args);
+    }
+    let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Controller(args) => roles::run_controller(args),
+        Command::Agent(args) => roles::run_agent(args),
+        Command::Nodes(args) => cli::nodes(args),
+        Command::Tasks(args) => cli::tasks(args),
+        Command::Run(args) => cli::run(args),
+        Command::Kill(args) => cli::kill(args),
+        Command::Logs(args) => cli::logs(args),
+        Command::Shim(_) => unreachable!("handled above"),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("torc: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Reads a token file, trimmed; a missing file is an error naming it.
+fn read_token(path: &PathBuf) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
+    let token = text.trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// Resolves once SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    let mut int = signal(SignalKind::interrupt()).expect("can listen for SIGINT");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,213 @@
+//! The long-running roles: `torc controller`, `torc agent`, and the internal `torc shim`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use torc_config::RackConfig;
+use torc_controller::{ConfiguredNode, Controller, RackSettings};
+use torc_types::{NodeName, PortRange, Resources};
+
+use crate::{init_tracing, read_token, shutdown_signal};
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// The rack config (YAML).
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// Where the controller keeps its state.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address of the API. Default: the controller node's ip (the config's `master` node), port 3000.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// A file holding the bearer token that calls changing the rack must present.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// `$NAME=value` substitutions for the config (e.g. `MASTER_IP=10.250.3.20`).
+    #[arg(long = "var", value_parser = parse_key_val)]
+    vars: Vec<(String, String)>,
+}
+
+fn parse_key_val(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+/// The controller's view of the rack config.
+pub fn rack_settings(config: &RackConfig, origin: &str) -> RackSettings {
+    RackSettings {
+        rack_name: config.name.clone(),
+        config_origin: origin.to_string(),
+        nodes: config
+            .nodes
+            .iter()
+            .map(|n| ConfiguredNode {
+                name: n.name.clone(),
+                ip: n.ip,
+                external_ip: n.external_ip,
+                management_ip: n.management_ip,
+                node_type: n.node_type.as_str().to_string(),
+                node_function: n.function.clone(),
+                resources: n.resources,
+                port_range: n.port_range,
+            })
+            .collect(),
+        open_join: config.open_join,
+        node_timeout: config.stateclean.timeout(),
+    }
+}
+
+pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let vars: BTreeMap<String, String> = args.vars.into_iter().collect();
+    let config = RackConfig::load_with(&args.config, &vars)?;
+    let origin = args.config.display().to_string();
+    let listen = match args.listen {
+        Some(addr) => addr,
+        None => {
+            let master = config
+                .nodes
+                .iter()
+                .find(|n| n.node_type.as_str() == "master")
+                .map(|n| n.ip)
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            SocketAddr::new(master, 3000)
+        }
+    };
+    let token = args.token_file.as_ref().map(read_token).transpose()?;
+    let controller = Controller::open(rack_settings(&config, &origin), &args.data_dir, token)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(%listen, rack = %config.name, "controller serving");
+        controller.serve(listener, shutdown_signal()).await?;
+        tracing::info!("controller stopped");
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The controller's URL.
+    #[arg(long, env = "TORC_CONTROLLER")]
+    controller: String,
+    /// This node's name, as in the rack config.
+    #[arg(long)]
+    name: NodeName,
+    /// This node's address: the agent listens here and tasks bind here.
+    #[arg(long)]
+    ip: IpAddr,
+    /// Where the agent keeps its task table and the tasks' sandboxes.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Port of the agent API (0 = any free port).
+    #[arg(long, default_value_t = 5051)]
+    port: u16,
+    /// The controller's bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// `master` or `slave` (the config's `type` wins when the node is listed there).
+    #[arg(long = "type")]
+    node_type: Option<String>,
+    /// `controller`, `compute`, ... (the config's `function` wins when set there).
+    #[arg(long = "function")]
+    node_function: Option<String>,
+    /// CPUs offered (default: this machine's).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory offered in MiB (default: this machine's).
+    #[arg(long)]
+    mem_mb: Option<f64>,
+    /// Disk offered in MiB (default: free space of the data dir's file system).
+    #[arg(long)]
+    disk_mb: Option<f64>,
+    /// Ports handed out to tasks.
+    #[arg(long, default_value = "31000-31999")]
+    port_range: PortRange,
+    /// Extra attributes, `key=value`.
+    #[arg(long = "attribute", value_parser = parse_key_val)]
+    attributes: Vec<(String, String)>,
+    /// Stop all tasks when the agent exits (a local rack). By default tasks keep running and
+    /// the next agent on this node re-adopts them.
+    #[arg(long)]
+    kill_tasks_on_exit: bool,
+}
+
+pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let token = args.token_file.as_ref().map(read_token).transpose()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let detected = torc_agent::detect_resources(&args.data_dir);
+    let resources = Resources::new(
+        args.cpus.unwrap_or(detected.cpus),
+        args.mem_mb.unwrap_or(detected.mem_mb),
+        args.disk_mb.unwrap_or(detected.disk_mb),
+    );
+    let exe = std::env::current_exe().context("cannot find the torc binary for task shims")?;
+    let cfg = torc_agent::AgentConfig {
+        node: args.name,
+        ip: args.ip,
+        controller: args.controller,
+        token,
+        data_dir: args.data_dir,
+        node_type: args.node_type,
+        node_function: args.node_function,
+        resources,
+        port_range: args.port_range,
+        attributes: args.attributes.into_iter().collect(),
+        kill_tasks_on_exit: args.kill_tasks_on_exit,
+        exe,
+    };
+    let listen = SocketAddr::new(cfg.ip, args.port);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(4)
+        .thread_keep_alive(Duration::from_secs(5))
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let agent = torc_agent::Agent::open(cfg)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(%listen, "agent serving");
+        agent.run(listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    status: PathBuf,
+    #[arg(long)]
+    grace_ms: u64,
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn run_shim(args: ShimArgs) -> std::process::ExitCode {
+    let mut command = args.command.into_iter();
+    let program = command.next().unwrap_or_default();
+    let code = torc_agent::shim::run(torc_agent::shim::ShimArgs {
+        status: args.status,
+        grace: Duration::from_millis(args.grace_ms),
+        cgroup: args.cgroup,
+        command: program,
+        args: command.collect(),
+    });
+    std::process::ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -1,0 +1,238 @@
+//! What a task is (its spec) and where it is in its life (its state).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeName, Resources, ServiceName};
+
+/// Where a task may run. Every constraint that is set must hold; unset ones match any node.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<NodeName>,
+    /// `master` or `slave`, as in the original's `machine-type` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_type: Option<String>,
+    /// `controller`, `compute`, `lab`, ...: the original's `machine-function` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_function: Option<String>,
+}
+
+impl Constraints {
+    pub fn is_empty(&self) -> bool {
+        self.node_name.is_none() && self.node_type.is_none() && self.node_function.is_none()
+    }
+}
+
+impl fmt::Display for Constraints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(n) = &self.node_name {
+            parts.push(format!("node_name={n}"));
+        }
+        if let Some(t) = &self.node_type {
+            parts.push(format!("node_type={t}"));
+        }
+        if let Some(func) = &self.node_function {
+            parts.push(format!("node_function={func}"));
+        }
+        if parts.is_empty() {
+            f.write_str("any node")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// Everything needed to run one process task. Immutable once the task is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The logical name (`dns`, `pcp-wedge`). Several tasks over time share a name; each has
+    /// its own `TaskId`.
+    pub name: ServiceName,
+    /// The program to run: a path, or a name looked up in `PATH`.
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub resources: Resources,
+    /// How many ports to assign from the node's range (`PORT`, `PORT0`, `PORT1`, ...).
+    #[serde(default)]
+    pub ports: u16,
+    #[serde(default)]
+    pub constraints: Constraints,
+    /// Grace period between SIGTERM and SIGKILL when the task is killed.
+    #[serde(default = "default_kill_grace_ms")]
+    pub kill_grace_ms: u64,
+}
+
+pub fn default_kill_grace_ms() -> u64 {
+    5_000
+}
+
+/// Why a task spec cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskSpecError {
+    #[error("command must not be empty")]
+    EmptyCommand,
+    #[error("resources must be finite and non-negative")]
+    BadResources,
+    #[error("env key {0:?} is not a valid variable name")]
+    BadEnvKey(String),
+    #[error("ports: at most 100 ports per task, asked for {0}")]
+    TooManyPorts(u16),
+}
+
+impl TaskSpec {
+    /// A spec with the given name and command, and defaults for the rest.
+    pub fn new(name: ServiceName, command: impl Into<String>) -> Self {
+        TaskSpec {
+            name,
+            command: command.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            resources: Resources::ZERO,
+            ports: 0,
+            constraints: Constraints::default(),
+            kill_grace_ms: default_kill_grace_ms(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), TaskSpecError> {
+        if self.command.trim().is_empty() {
+            return Err(TaskSpecError::EmptyCommand);
+        }
+        if !self.resources.is_valid() {
+            return Err(TaskSpecError::BadResources);
+        }
+        if let Some(key) = self.env.keys().find(|k| {
+            k.is_empty()
+                || k.starts_with(|c: char| c.is_ascii_digit())
+                || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        }) {
+            return Err(TaskSpecError::BadEnvKey(key.clone()));
+        }
+        if self.ports > 100 {
+            return Err(TaskSpecError::TooManyPorts(self.ports));
+        }
+        Ok(())
+    }
+}
+
+/// The life of a task. `Pending` and `Staging` are the controller's; the agent reports the rest.
+/// Terminal states are final: a task id never leaves one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Accepted, not yet placed on a node (no node fits, or waiting for a dependency).
+    Pending,
+    /// Placed on a node; the agent has not yet confirmed it started.
+    Staging,
+    /// The process runs.
+    Running,
+    /// A kill was requested; waiting for the agent to confirm.
+    Killing,
+    /// Exited with code 0.
+    Finished,
+    /// Exited non-zero, died of a signal, or could not be started.
+    Failed,
+    /// Ended because a kill was requested.
+    Killed,
+    /// Its node went away, or its process vanished without a trace.
+    Lost,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost
+        )
+    }
+
+    /// States in which the task holds resources on a node.
+    pub fn holds_resources(self) -> bool {
+        matches!(
+            self,
+            TaskState::Staging | TaskState::Running | TaskState::Killing
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Staging => "staging",
+            TaskState::Running => "running",
+            TaskState::Killing => "killing",
+            TaskState::Finished => "finished",
+            TaskState::Failed => "failed",
+            TaskState::Killed => "killed",
+            TaskState::Lost => "lost",
+        }
+    }
+
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Pending,
+        TaskState::Staging,
+        TaskState::Running,
+        TaskState::Killing,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Lost,
+    ];
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TaskState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown task state {s:?}; expected one of: {}",
+                    TaskState::ALL.map(|s| s.as_str()).join(", ")
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_validation() {
+        let mut spec = TaskSpec::new(ServiceName::new("t").unwrap(), "sleep");
+        assert!(spec.validate().is_ok());
+        spec.env.insert("1X".into(), "v".into());
+        assert_eq!(spec.validate(), Err(TaskSpecError::BadEnvKey("1X".into())));
+    }
+
+    #[test]
+    fn spec_rejects_unknown_fields() {
+        let err = serde_json::from_str::<TaskSpec>(r#"{"name":"t","command":"x","memory":5}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `memory`"), "{err}");
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for st in TaskState::ALL {
+            assert_eq!(st.as_str().parse::<TaskState>().unwrap(), st);
+        }
+    }
+}
