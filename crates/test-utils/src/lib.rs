@@ -107,7 +107,7 @@ pub struct LocalRack {
 
 impl LocalRack {
     /// Starts a controller and one agent per node, and waits until every node is active.
-    pub async fn start(exe: &Path, opts: RackOptions) -> anyhow::Result<LocalRack> {
+    pub async fn start(exe: impl AsRef<Path>, opts: RackOptions) -> anyhow::Result<LocalRack> {
         let dir = tempfile::Builder::new().prefix("torc-rack-").tempdir()?;
         let base = free_loopback_block();
         let ip = |i: u8| Ipv4Addr::new(base.octets()[0], base.octets()[1], base.octets()[2], i);
@@ -134,13 +134,15 @@ impl LocalRack {
         ));
         let config_path = dir.path().join("rack.yaml");
         std::fs::write(&config_path, yaml)?;
-        let token = opts.token.then(|| format!("{:016x}{:016x}", random_u64(), random_u64()));
+        let token = opts
+            .token
+            .then(|| format!("{:016x}{:016x}", random_u64(), random_u64()));
         if let Some(t) = &token {
             std::fs::write(dir.path().join("token"), t)?;
         }
         let mut rack = LocalRack {
             dir,
-            exe: exe.to_path_buf(),
+            exe: exe.as_ref().to_path_buf(),
             base,
             port,
             token,
@@ -168,7 +170,10 @@ impl LocalRack {
 
     fn log(&self, name: &str) -> anyhow::Result<(Stdio, Stdio)> {
         let path = self.dir.path().join(format!("{name}.log"));
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         Ok((f.try_clone()?.into(), f.into()))
     }
 
@@ -183,7 +188,8 @@ impl LocalRack {
                 Ok(())
             });
         }
-        cmd.spawn().with_context(|| format!("cannot start {}", self.exe.display()))
+        cmd.spawn()
+            .with_context(|| format!("cannot start {}", self.exe.display()))
     }
 
     pub fn start_controller(&mut self) -> anyhow::Result<()> {
@@ -248,13 +254,20 @@ impl LocalRack {
     pub async fn wait_active(&self, names: &[String], active: bool) -> anyhow::Result<()> {
         let client = self.client();
         wait_for(
-            &format!("nodes {names:?} to be {}", if active { "active" } else { "inactive" }),
+            &format!(
+                "nodes {names:?} to be {}",
+                if active { "active" } else { "inactive" }
+            ),
             Duration::from_secs(30),
             || async {
                 let nodes = client.nodes().await.ok()?;
                 names
                     .iter()
-                    .all(|n| nodes.iter().any(|x| x.name.as_str() == n && x.active == active))
+                    .all(|n| {
+                        nodes
+                            .iter()
+                            .any(|x| x.name.as_str() == n && x.active == active)
+                    })
                     .then_some(())
             },
         )
@@ -314,7 +327,11 @@ pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
 /// Whether a process exists (and is not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
