@@ -133,6 +133,13 @@ pub struct Rack {
     tasks: BTreeMap<TaskId, TaskView>,
     generation: u64,
     ids: IdSource,
+    /// What every node has allocated, kept in step with task transitions (never recomputed
+    /// from all tasks on the hot path).
+    ledger: Planner,
+    /// Tasks waiting for a node, oldest first.
+    pending: BTreeSet<(UnixMillis, TaskId)>,
+    /// How many tasks are in a terminal state (for retention).
+    ended: usize,
     dirty_nodes: BTreeSet<NodeName>,
     dirty_tasks: BTreeSet<TaskId>,
     deleted_tasks: Vec<TaskId>,
@@ -209,11 +216,24 @@ impl Rack {
             tasks,
             generation,
             ids: IdSource::new(),
+            ledger: Planner::new(Vec::new()),
+            pending: BTreeSet::new(),
+            ended: 0,
             dirty_nodes: BTreeSet::new(),
             dirty_tasks: BTreeSet::new(),
             deleted_tasks: Vec::new(),
             desired_changed: BTreeSet::new(),
         };
+        rack.ledger = Planner::new(rack.node_states());
+        for t in rack.tasks.values() {
+            match t.state {
+                TaskState::Pending => {
+                    rack.pending.insert((t.created_at, t.id.clone()));
+                }
+                s if s.is_terminal() => rack.ended += 1,
+                _ => {}
+            }
+        }
         let orphans: Vec<TaskId> = rack
             .tasks
             .values()
@@ -231,6 +251,16 @@ impl Rack {
             );
         }
         Ok(rack)
+    }
+
+    /// A rack with nothing stored yet.
+    pub fn fresh(settings: RackSettings, now: UnixMillis) -> Rack {
+        let empty = Loaded {
+            nodes: Vec::new(),
+            tasks: Vec::new(),
+            meta: Vec::new(),
+        };
+        Rack::new(settings, empty, now).expect("an empty store always loads")
     }
 
     pub fn settings(&self) -> &RackSettings {
@@ -307,6 +337,20 @@ impl Rack {
                 task.history.drain(1..=excess);
             }
         }
+        if old != state {
+            if old.holds_resources()
+                && !state.holds_resources()
+                && let Some(node) = &task.node
+            {
+                self.ledger.release(node, &task.spec.resources, &task.ports);
+            }
+            if old == TaskState::Pending {
+                self.pending.remove(&(task.created_at, task.id.clone()));
+            }
+            if state.is_terminal() {
+                self.ended += 1;
+            }
+        }
         let desired = |s: TaskState| matches!(s, TaskState::Staging | TaskState::Running);
         if old != state
             && (desired(old) || desired(state))
@@ -356,6 +400,7 @@ impl Rack {
                 message: None,
             }],
         };
+        self.pending.insert((now, id.clone()));
         self.tasks.insert(id.clone(), task);
         self.dirty_tasks.insert(id.clone());
         self.schedule(now);
@@ -411,38 +456,27 @@ impl Rack {
         }
     }
 
-    /// Places pending tasks, oldest first.
+    /// Places pending tasks, oldest first; the ones that fit nowhere keep the reason.
     pub fn schedule(&mut self, now: UnixMillis) {
-        let mut pending: Vec<&TaskView> = self
-            .tasks
-            .values()
-            .filter(|t| t.state == TaskState::Pending)
-            .collect();
-        if pending.is_empty() {
+        if self.pending.is_empty() {
             return;
         }
-        pending.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        let mut planner = Planner::new(self.node_states());
-        let mut outcomes = Vec::with_capacity(pending.len());
-        for task in pending {
+        let queue: Vec<TaskId> = self.pending.iter().map(|(_, id)| id.clone()).collect();
+        for id in queue {
+            let task = &self.tasks[&id];
             let req = TaskRequest {
                 id: &task.id,
                 resources: task.spec.resources,
                 ports: task.spec.ports,
                 constraints: &task.spec.constraints,
             };
-            outcomes.push((task.id.clone(), planner.place(&req)));
-        }
-        for (id, outcome) in outcomes {
-            match outcome {
+            match self.ledger.place(&req) {
                 Ok(placement) => {
                     let ip = self.nodes.get(&placement.node).map(|n| n.ip);
-                    if let Some(task) = self.tasks.get_mut(&id) {
-                        task.node = Some(placement.node.clone());
-                        task.ip = ip;
-                        task.ports = placement.ports;
-                        task.message = None;
-                    }
+                    let task = self.tasks.get_mut(&id).expect("pending task exists");
+                    task.node = Some(placement.node.clone());
+                    task.ip = ip;
+                    task.ports = placement.ports;
                     let msg = format!("placed on {}", placement.node);
                     self.transition(&id, TaskState::Staging, Some(msg), None, now);
                 }
@@ -456,6 +490,23 @@ impl Rack {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the ledger what is now known of a node (state, type, resources).
+    fn sync_ledger(&mut self, name: &NodeName) {
+        if let Some(n) = self.nodes.get(name) {
+            self.ledger.upsert_node(NodeState {
+                name: n.name.clone(),
+                node_type: n.node_type.clone(),
+                node_function: n.node_function.clone(),
+                active: n.active,
+                total: n.total,
+                allocated: Resources::ZERO,
+                port_range: n.port_range,
+                used_ports: BTreeSet::new(),
+                tasks: 0,
+            });
         }
     }
 
@@ -492,20 +543,21 @@ impl Rack {
 
     /// Forgets the oldest ended tasks beyond the retention limit.
     fn forget_old_tasks(&mut self) {
+        if self.ended <= ENDED_TASKS_KEPT {
+            return;
+        }
         let mut ended: Vec<(UnixMillis, TaskId)> = self
             .tasks
             .values()
             .filter(|t| t.state.is_terminal())
             .map(|t| (t.updated_at, t.id.clone()))
             .collect();
-        if ended.len() <= ENDED_TASKS_KEPT {
-            return;
-        }
         ended.sort();
         for (_, id) in ended.into_iter().take(ENDED_TASKS_KEPT / 10) {
             self.tasks.remove(&id);
             self.dirty_tasks.remove(&id);
             self.deleted_tasks.push(id);
+            self.ended -= 1;
         }
     }
 
@@ -588,6 +640,7 @@ impl Rack {
             node.node_type = t;
         }
         let name = node.name.clone();
+        self.sync_ledger(&name);
         self.dirty_nodes.insert(name.clone());
         // A new relationship: the agent starts from generation 0, so give it a fresh one.
         self.desired_changed.insert(name.clone());
@@ -694,6 +747,7 @@ impl Rack {
             if let Some(n) = self.nodes.get_mut(&name) {
                 n.active = false;
             }
+            self.sync_ledger(&name);
             self.dirty_nodes.insert(name.clone());
             let lost: Vec<TaskId> = self
                 .tasks
@@ -740,15 +794,14 @@ impl Rack {
     }
 
     pub fn node_views(&self) -> Vec<NodeView> {
-        let states: BTreeMap<NodeName, NodeState> = self
-            .node_states()
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
         self.nodes
             .values()
             .map(|n| {
-                let s = &states[&n.name];
+                let (allocated, ports, tasks) = self
+                    .ledger
+                    .node(&n.name)
+                    .map(|s| (s.allocated, s.used_ports.len(), s.tasks))
+                    .unwrap_or((Resources::ZERO, 0, 0));
                 NodeView {
                     name: n.name.clone(),
                     ip: n.ip,
@@ -762,13 +815,13 @@ impl Rack {
                     agent_url: n.agent_url.clone(),
                     resources: NodeResources {
                         total: n.total,
-                        allocated: s.allocated,
-                        ports_allocated: s.used_ports.len(),
+                        allocated,
+                        ports_allocated: ports,
                     },
                     port_range: n.port_range,
                     attributes: n.attributes.clone(),
                     runtime: n.runtime.clone(),
-                    tasks: s.tasks,
+                    tasks,
                 }
             })
             .collect()

@@ -89,8 +89,9 @@ pub struct Placement {
     pub ports: Vec<u16>,
 }
 
-/// Plans placements against a working copy of the nodes. Each successful `place` reserves the
-/// resources in the copy, so later tasks of the same plan see them as taken.
+/// Places tasks on nodes and keeps each node's allocation. Each successful `place` reserves the
+/// resources, so later tasks see them as taken; `release` gives them back. The controller keeps
+/// one `Planner` as its resource ledger; a throwaway copy serves for what-if planning.
 #[derive(Debug, Clone)]
 pub struct Planner {
     nodes: Vec<NodeState>,
@@ -105,6 +106,50 @@ impl Planner {
 
     pub fn nodes(&self) -> &[NodeState] {
         &self.nodes
+    }
+
+    pub fn node(&self, name: &NodeName) -> Option<&NodeState> {
+        self.index(name).map(|i| &self.nodes[i])
+    }
+
+    fn index(&self, name: &NodeName) -> Option<usize> {
+        self.nodes.binary_search_by(|n| n.name.cmp(name)).ok()
+    }
+
+    /// Adds a node, or replaces what is known of it while keeping its allocations.
+    pub fn upsert_node(&mut self, mut node: NodeState) {
+        match self.nodes.binary_search_by(|n| n.name.cmp(&node.name)) {
+            Ok(i) => {
+                let old = &mut self.nodes[i];
+                node.allocated = old.allocated;
+                node.used_ports = std::mem::take(&mut old.used_ports);
+                node.tasks = old.tasks;
+                *old = node;
+            }
+            Err(i) => self.nodes.insert(i, node),
+        }
+    }
+
+    /// Records a task already placed on `node` (e.g. loaded from disk).
+    pub fn reserve(&mut self, node: &NodeName, resources: &Resources, ports: &[u16]) {
+        if let Some(i) = self.index(node) {
+            let n = &mut self.nodes[i];
+            n.allocated = n.allocated.add(resources);
+            n.used_ports.extend(ports.iter().copied());
+            n.tasks += 1;
+        }
+    }
+
+    /// Gives back what a task held on `node`.
+    pub fn release(&mut self, node: &NodeName, resources: &Resources, ports: &[u16]) {
+        if let Some(i) = self.index(node) {
+            let n = &mut self.nodes[i];
+            n.allocated = n.allocated.saturating_sub(resources);
+            for p in ports {
+                n.used_ports.remove(p);
+            }
+            n.tasks = n.tasks.saturating_sub(1);
+        }
     }
 
     /// Place one task, or say in words why no node can take it.

@@ -79,6 +79,8 @@ pub struct RackOptions {
     pub node_timeout_secs: u64,
     /// Require a bearer token for changes.
     pub token: bool,
+    /// Resources each node offers.
+    pub node_resources: (f64, f64),
 }
 
 impl Default for RackOptions {
@@ -87,6 +89,7 @@ impl Default for RackOptions {
             compute_nodes: 4,
             node_timeout_secs: 2,
             token: true,
+            node_resources: (4.0, 4096.0),
         }
     }
 }
@@ -125,7 +128,8 @@ impl LocalRack {
                 ("slave", "compute")
             };
             yaml.push_str(&format!(
-                "  - name: {name}\n    ip: {addr}\n    type: {t}\n    function: {f}\n    resources: {{cpus: 4, mem_mb: 4096, disk_mb: 10000}}\n"
+                "  - name: {name}\n    ip: {addr}\n    type: {t}\n    function: {f}\n    resources: {{cpus: {}, mem_mb: {}, disk_mb: 10000}}\n",
+                opts.node_resources.0, opts.node_resources.1
             ));
         }
         yaml.push_str(&format!(
@@ -240,6 +244,10 @@ impl LocalRack {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(|c| c.id())
     }
 
     /// SIGKILLs the controller.

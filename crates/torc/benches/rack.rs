@@ -1,0 +1,127 @@
+//! The local rack, measured: task accept → running latency, and controller and agent memory
+//! idle and with 1,000 running tasks. Real processes on loopback (release build).
+//! Run with `cargo bench -p torc --bench rack`. Prints figures; asserts nothing about speed.
+
+use std::time::{Duration, Instant};
+
+use torc_test_utils::{LocalRack, RackOptions, processes_mentioning, wait_for};
+use torc_types::{Resources, TaskSpec, TaskState};
+
+const TORC: &str = env!("CARGO_BIN_EXE_torc");
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn agent_rss(rack: &LocalRack) -> Vec<u64> {
+    processes_mentioning(rack.dir.path())
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(" agent "))
+        .map(|(pid, _)| rss_kib(pid))
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 4,
+            node_timeout_secs: 30,
+            token: true,
+            node_resources: (64.0, 64_000.0),
+        },
+    )
+    .await
+    .expect("rack starts");
+    let client = rack.client();
+    let controller = rack.controller_pid().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(controller);
+    let agents_idle = agent_rss(&rack);
+
+    let mut spec = TaskSpec::new("bench".parse().unwrap(), "sleep");
+    spec.args = vec!["3600".into()];
+    spec.resources = Resources::new(0.01, 1.0, 0.0);
+    spec.kill_grace_ms = 1000;
+
+    // Accept → running, one task at a time, on the controller's clock (ms): from the launch
+    // request's arrival to the agent's report that the process runs.
+    let mut server_ms = Vec::new();
+    for _ in 0..200 {
+        let t = client.launch(&spec).await.unwrap();
+        let running = wait_for("running", Duration::from_secs(10), || async {
+            client
+                .task(&t.id)
+                .await
+                .ok()
+                .filter(|t| t.state == TaskState::Running)
+        })
+        .await
+        .unwrap();
+        let at = running
+            .history
+            .iter()
+            .find(|h| h.state == TaskState::Running)
+            .unwrap()
+            .at;
+        server_ms.push((at - running.created_at) as f64);
+    }
+    server_ms.sort_by(|a, b| a.total_cmp(b));
+
+    // Up to 1,000 running tasks.
+    let launched = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 200..1000 {
+        ids.push(client.launch(&spec).await.unwrap().id);
+    }
+    for id in &ids {
+        wait_for("running", Duration::from_secs(60), || async {
+            client
+                .task(id)
+                .await
+                .ok()
+                .filter(|t| t.state == TaskState::Running)
+        })
+        .await
+        .unwrap();
+    }
+    let burst = launched.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let busy = rss_kib(controller);
+    let agents_busy = agent_rss(&rack);
+
+    println!("rack: 5 nodes (4 compute), release build");
+    println!(
+        "  accept -> running (controller clock, ms): p50 {:.0}  p99 {:.0}  max {:.0}   (target p99 <= 50)",
+        percentile(&server_ms, 0.5),
+        percentile(&server_ms, 0.99),
+        server_ms.last().unwrap()
+    );
+    println!(
+        "  800 more tasks launched and running in {:.1} s",
+        burst.as_secs_f64()
+    );
+    println!(
+        "  controller RSS: idle {:.1} MiB, with 1000 running tasks {:.1} MiB   (target idle <= 64)",
+        idle as f64 / 1024.0,
+        busy as f64 / 1024.0
+    );
+    println!(
+        "  agent RSS: idle max {:.1} MiB, with 200 tasks each max {:.1} MiB",
+        *agents_idle.iter().max().unwrap_or(&0) as f64 / 1024.0,
+        *agents_busy.iter().max().unwrap_or(&0) as f64 / 1024.0
+    );
+}
