@@ -183,9 +183,165 @@ pub struct FrameworkView {
     pub name: FrameworkName,
     /// The built-in scheduler, or a registered sub-scheduler.
     pub builtin: bool,
+    /// Registered and within its failover timeout.
     pub active: bool,
     /// Task counts by state name, for the states that have any.
     pub tasks: BTreeMap<String, usize>,
+    /// How long the framework may be silent before its tasks are killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub registered_at: UnixMillis,
+    /// Last time the framework polled for its events.
+    #[serde(default)]
+    pub last_seen: UnixMillis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST /api/v1/frameworks`: register, or re-register after a restart (same name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameworkRegistration {
+    pub name: FrameworkName,
+    /// Default: 60 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_timeout_ms: Option<u64>,
+}
+
+/// The answer to a registration: the framework and every task it still has.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrameworkRegistered {
+    pub framework: FrameworkView,
+    pub tasks: Vec<TaskView>,
+}
+
+/// `GET /api/v1/frameworks/{name}/events`: task updates after `after` in this controller's
+/// `epoch`. Waits up to `wait_ms` for one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// Task updates for a framework. With `reset`, `tasks` is every task the framework has (its
+/// position was unknown: a new controller epoch, or it fell too far behind); otherwise each
+/// entry is a task that changed, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrameworkEvents {
+    pub epoch: u64,
+    /// Position to pass as `after` next time.
+    pub seq: u64,
+    pub reset: bool,
+    pub tasks: Vec<TaskView>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services (system services and service groups)
+
+/// One instance of a supervised service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// The instance name (`pcp-wedge`, `hello-0`): its task name and DNS name.
+    pub name: ServiceName,
+    /// The service's name in the config.
+    pub service: ServiceName,
+    /// `system`, or the name of its service group.
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    pub ports: Vec<u16>,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    pub health: Health,
+    /// When the next start is due (restart back-off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_start_at: Option<UnixMillis>,
+    /// Why it is not running, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    pub is_job: bool,
+    pub metered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub at: UnixMillis,
+    pub message: String,
+}
+
+/// The health of a service instance's current task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `none` (no check configured), `unknown` (not checked yet), `healthy`, `unhealthy`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub checked_at: UnixMillis,
+}
+
+/// A service group of the config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: ServiceName,
+    pub services: Vec<ServiceName>,
+    /// Instances of the group that exist now (started and not stopped).
+    pub instances: Vec<ServiceView>,
+}
+
+/// `GET /api/v1/status`: the scheduler at a glance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub rack: String,
+    pub started_at: UnixMillis,
+    pub nodes_total: usize,
+    pub nodes_active: usize,
+    pub services: Vec<ServiceStatus>,
+    pub frameworks: Vec<FrameworkView>,
+}
+
+/// A service of the config with all its instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: ServiceName,
+    pub origin: String,
+    pub desired: usize,
+    pub running: usize,
+    pub healthy: usize,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    pub instances: Vec<ServiceView>,
+}
+
+/// `POST /api/v1/nodes/{name}/power`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerRequest {
+    /// `on` or `off`.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PowerResult {
+    pub node: NodeName,
+    pub action: String,
+    pub command: Vec<String>,
+    pub exit_code: i32,
+    pub output: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,3 +429,5 @@ pub struct DesiredQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
 }
+
+pub mod original;

@@ -181,6 +181,7 @@ impl ServiceConfig {
         spec.resources = self.resources();
         spec.ports = self.ports;
         spec.constraints = self.constraints();
+        spec.metered = self.is_metered;
         if let Some(secs) = self.kill_grace_in_seconds {
             spec.kill_grace_ms = secs.saturating_mul(1000);
         }

@@ -17,19 +17,15 @@ fn main() {
             ip: format!("10.0.{}.{}", i / 200, 1 + i % 200).parse().unwrap(),
             external_ip: None,
             management_ip: None,
+            port: 0,
             node_type: "slave".into(),
             node_function: Some("compute".into()),
             resources: Some(Resources::new(64.0, 256_000.0, 1e6)),
             port_range: Some("31000-32999".parse().unwrap()),
         })
         .collect();
-    let settings = RackSettings {
-        rack_name: "bench".into(),
-        config_origin: "bench".into(),
-        nodes: nodes.clone(),
-        open_join: false,
-        node_timeout: Duration::from_secs(3600),
-    };
+    let mut settings = RackSettings::with_nodes("bench", nodes.clone());
+    settings.node_timeout = Duration::from_secs(3600);
     let mut rack = Rack::fresh(settings, 0);
     for n in &nodes {
         rack.register(

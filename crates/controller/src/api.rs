@@ -15,11 +15,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use torc_api::original::OriginalTask;
 use torc_api::{
     DesiredQuery, DesiredState, ErrorBody, LogChunk, LogQuery, RegisterRequest, RegisterResponse,
     StatusReport, TaskFilter, TaskView,
 };
-use torc_types::{BUILTIN_FRAMEWORK, FrameworkName, NodeName, TaskId, TaskSpec, now_millis};
+use torc_api::{
+    EventsQuery, FrameworkEvents, FrameworkRegistered, FrameworkRegistration, FrameworkView,
+    GroupView, PowerRequest, PowerResult, ServiceView, StatusView,
+};
+use torc_types::{
+    BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskSpec, now_millis,
+};
 
 use crate::{ChangeError, Controller, RackError};
 
@@ -33,7 +40,35 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/api/v1/tasks", get(list_tasks).post(launch_task))
         .route("/api/v1/tasks/{id}", get(get_task).delete(kill_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
-        .route("/api/v1/frameworks", get(list_frameworks))
+        .route(
+            "/api/v1/frameworks",
+            get(list_frameworks).post(register_framework),
+        )
+        .route(
+            "/api/v1/frameworks/{name}",
+            get(get_framework).delete(unregister_framework),
+        )
+        .route(
+            "/api/v1/frameworks/{name}/tasks",
+            get(framework_tasks).post(framework_launch),
+        )
+        .route(
+            "/api/v1/frameworks/{name}/tasks/{id}",
+            axum::routing::delete(framework_kill),
+        )
+        .route("/api/v1/frameworks/{name}/events", get(framework_events))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/services", get(list_services))
+        .route(
+            "/api/v1/services/{name}",
+            get(get_service).delete(delete_service),
+        )
+        .route("/api/v1/groups", get(list_groups))
+        .route("/api/v1/groups/{name}/start", post(start_group))
+        .route("/api/v1/groups/{name}/stop", post(stop_group))
+        .route("/api/v1/announcements", get(list_announced).post(announce))
+        .route("/api/v1/nodes/{name}/power", post(power))
+        .merge(crate::original::routes())
         .route("/api/v1/agents/register", post(register_agent))
         .route("/api/v1/agents/{name}/status", post(agent_status))
         .route("/api/v1/agents/{name}/desired", get(agent_desired))
@@ -55,7 +90,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -158,7 +193,9 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 async fn require_token(State(ctl): State<Arc<Controller>>, req: Request, next: Next) -> Response {
-    let needs_token = !matches!(*req.method(), Method::GET | Method::HEAD);
+    // The original API changes the rack with GETs; they need the token too.
+    let needs_token = !matches!(*req.method(), Method::GET | Method::HEAD)
+        || crate::original::CHANGING_GETS.contains(&req.uri().path());
     if let (true, Some(token)) = (needs_token, ctl.token.as_deref()) {
         let given = req
             .headers()
@@ -177,7 +214,7 @@ async fn require_token(State(ctl): State<Arc<Controller>>, req: Request, next: N
     next.run(req).await
 }
 
-type Reply<T> = Result<Json<T>, ApiError>;
+pub(crate) type Reply<T> = Result<Json<T>, ApiError>;
 
 // ---------------------------------------------------------------------------------------------
 // Nodes
@@ -350,4 +387,284 @@ async fn agent_desired(
         }
     }
     Ok(Json(ctl.read(|r| r.desired(&node))?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frameworks (sub-schedulers)
+
+async fn register_framework(
+    State(ctl): State<Arc<Controller>>,
+    Body(reg): Body<FrameworkRegistration>,
+) -> Reply<FrameworkRegistered> {
+    let name = reg.name.clone();
+    let out = ctl
+        .change(move |rack| rack.register_framework(reg, now_millis()))
+        .await?;
+    tracing::info!(framework = %name, tasks = out.tasks.len(), "framework registered");
+    Ok(Json(out))
+}
+
+async fn get_framework(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<FrameworkName>,
+) -> Reply<FrameworkView> {
+    Ok(Json(ctl.read(|r| r.framework(&name))?))
+}
+
+async fn unregister_framework(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<FrameworkName>,
+) -> Reply<FrameworkView> {
+    let view = ctl
+        .change(move |rack| {
+            rack.unregister_framework(&name, now_millis())?;
+            rack.framework(&name)
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+async fn framework_tasks(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<FrameworkName>,
+) -> Reply<Vec<TaskView>> {
+    ctl.read(|r| r.framework(&name))?;
+    Ok(Json(ctl.read(|r| r.framework_tasks(&name, false))))
+}
+
+async fn framework_launch(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<FrameworkName>,
+    Body(spec): Body<TaskSpec>,
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    let task = ctl
+        .change(move |rack| {
+            let id = rack.framework_launch(&name, spec, now_millis())?;
+            rack.task(&id)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+async fn framework_kill(
+    State(ctl): State<Arc<Controller>>,
+    Segment((name, id)): Segment<(FrameworkName, TaskId)>,
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    let task = ctl
+        .change(move |rack| {
+            rack.framework_kill(&name, &id, now_millis())?;
+            rack.task(&id)
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(task)))
+}
+
+/// Long poll for a framework's task updates; each poll also tells the controller the framework
+/// is alive (its failover clock restarts).
+async fn framework_events(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<FrameworkName>,
+    Params(q): Params<EventsQuery>,
+) -> Reply<FrameworkEvents> {
+    let mut rx = ctl.subscribe_events();
+    {
+        let name = name.clone();
+        ctl.change(move |rack| rack.framework_seen(&name, now_millis()))
+            .await?;
+    }
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        rx.borrow_and_update();
+        let events = ctl.read(|r| r.framework_events(&name, q.epoch, q.after));
+        if events.reset || !events.tasks.is_empty() {
+            return Ok(Json(events));
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => {
+                // Mark the framework seen at the end of the wait too: a long poll is presence.
+                let n = name.clone();
+                ctl.change(move |rack| rack.framework_seen(&n, now_millis()))
+                    .await?;
+                return Ok(Json(
+                    ctl.read(|r| r.framework_events(&name, q.epoch, q.after)),
+                ));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services, groups, status
+
+async fn status(State(ctl): State<Arc<Controller>>) -> Json<StatusView> {
+    Json(ctl.read(|r| r.status()))
+}
+
+async fn list_services(State(ctl): State<Arc<Controller>>) -> Json<Vec<ServiceView>> {
+    Json(ctl.read(|r| r.services()))
+}
+
+async fn get_service(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<ServiceName>,
+) -> Reply<ServiceView> {
+    Ok(Json(ctl.read(|r| r.service(&name))?))
+}
+
+async fn delete_service(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let what = ctl
+        .change(move |rack| rack.delete_service(&name, now_millis()))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "result": what })),
+    ))
+}
+
+async fn list_groups(State(ctl): State<Arc<Controller>>) -> Json<Vec<GroupView>> {
+    Json(ctl.read(|r| r.groups()))
+}
+
+async fn start_group(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<ServiceName>,
+) -> Reply<GroupView> {
+    let view = ctl
+        .change(move |rack| {
+            rack.start_group(&name, now_millis())?;
+            Ok(rack
+                .groups()
+                .into_iter()
+                .find(|g| g.name == name)
+                .expect("group exists"))
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+async fn stop_group(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<ServiceName>,
+) -> Reply<GroupView> {
+    let view = ctl
+        .change(move |rack| {
+            rack.stop_group(&name, now_millis())?;
+            Ok(rack
+                .groups()
+                .into_iter()
+                .find(|g| g.name == name)
+                .expect("group exists"))
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+async fn list_announced(State(ctl): State<Arc<Controller>>) -> Json<Vec<OriginalTask>> {
+    Json(ctl.read(|r| r.announced()))
+}
+
+pub(crate) async fn announce(
+    State(ctl): State<Arc<Controller>>,
+    Body(task): Body<OriginalTask>,
+) -> Result<Json<torc_api::original::SimpleResponse>, ApiError> {
+    ctl.change(move |rack| rack.announce(task, now_millis()))
+        .await?;
+    Ok(Json(torc_api::original::SimpleResponse {
+        result: "done".into(),
+    }))
+}
+
+async fn power(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<NodeName>,
+    Body(req): Body<PowerRequest>,
+) -> Reply<PowerResult> {
+    Ok(Json(run_power(&ctl, &name, &req.action).await?))
+}
+
+/// Runs the configured power command for a node.
+pub(crate) async fn run_power(
+    ctl: &Controller,
+    node: &NodeName,
+    action: &str,
+) -> Result<PowerResult, ApiError> {
+    let (template, management_ip, origin) = ctl.read(|r| {
+        let s = r.settings();
+        let template = match action {
+            "on" => Ok(s.power_on.clone()),
+            "off" => Ok(s.power_off.clone()),
+            other => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("action: expected \"on\" or \"off\", got {other:?}"),
+            )),
+        }?;
+        let ip = r.node_view(node)?.management_ip;
+        Ok::<_, ApiError>((template, ip, s.config_origin.clone()))
+    })?;
+    let template = template.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("no power_command is configured in {origin}; add power_command.on and power_command.off to power nodes {action}"),
+        )
+    })?;
+    let mut argv = Vec::new();
+    for part in &template {
+        if part.contains("{management_ip}") && management_ip.is_none() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "node {node} has no management_ip in {origin}, which the power command needs"
+                ),
+            ));
+        }
+        argv.push(part.replace("{node}", node.as_str()).replace(
+            "{management_ip}",
+            &management_ip.map(|i| i.to_string()).unwrap_or_default(),
+        ));
+    }
+    let (cmd, args) = argv.split_first().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("power_command.{action} is empty in {origin}"),
+        )
+    })?;
+    let run = tokio::process::Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{cmd} did not finish in 60 s"),
+            )
+        })?
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("cannot run {cmd}: {e}")))?;
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    let exit_code = out.status.code().unwrap_or(-1);
+    tracing::info!(%node, action, exit_code, "power command ran");
+    if !out.status.success() {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "power {action} of {node}: {cmd} exited with {exit_code}: {}",
+                output.trim()
+            ),
+        ));
+    }
+    Ok(PowerResult {
+        node: node.clone(),
+        action: action.to_string(),
+        command: argv,
+        exit_code,
+        output,
+    })
 }

@@ -13,7 +13,12 @@
 //!   await point.
 
 mod api;
+mod frameworks;
+mod health;
+mod original;
 mod rack;
+mod services;
+mod settings;
 mod store;
 
 use std::collections::HashMap;
@@ -26,7 +31,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use torc_types::{NodeName, now_millis};
 
-pub use rack::{ConfiguredNode, Rack, RackError, RackSettings};
+pub use rack::{Rack, RackError};
+pub use services::HealthCheck;
+pub use settings::{
+    ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
+};
 pub use store::StoreError;
 
 /// Why the controller could not start.
@@ -60,11 +69,13 @@ struct Inner {
 
 /// The controller, shared by the API handlers and the background reconciler.
 pub struct Controller {
-    inner: Mutex<Inner>,
+    pub(crate) inner: Mutex<Inner>,
     /// Per node: the generation of its desired set, to wake long-polling agents.
     watchers: Mutex<HashMap<NodeName, watch::Sender<u64>>>,
     token: Option<String>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
+    /// The framework event position, to wake frameworks' long polls.
+    events: watch::Sender<u64>,
 }
 
 impl Controller {
@@ -90,11 +101,13 @@ impl Controller {
             .no_proxy()
             .build()
             .expect("a plain HTTP client always builds");
+        let (events, _) = watch::channel(rack.event_position().1);
         Ok(Arc::new(Controller {
             inner: Mutex::new(Inner { rack, store }),
             watchers: Mutex::new(HashMap::new()),
             token,
             http,
+            events,
         }))
     }
 
@@ -110,13 +123,18 @@ impl Controller {
         &self,
         f: impl FnOnce(&mut Rack) -> Result<R, RackError>,
     ) -> Result<R, ChangeError> {
-        let (result, wake) = {
+        let (result, wake, event_seq) = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let result = f(&mut inner.rack);
             let changes = inner.rack.take_changes();
             inner.store.commit(&changes.writes)?;
-            (result?, changes.wake)
+            (result?, changes.wake, inner.rack.event_position().1)
         };
+        self.events.send_if_modified(|seq| {
+            let changed = *seq != event_seq;
+            *seq = event_seq;
+            changed
+        });
         let watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
         for (node, generation) in wake {
             if let Some(tx) = watchers.get(&node) {
@@ -153,15 +171,22 @@ impl Controller {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let ticker = tokio::spawn(Arc::clone(&self).reconcile());
+        let health = tokio::spawn(health::run(Arc::clone(&self)));
         let app = api::router(Arc::clone(&self));
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         ticker.abort();
+        health.abort();
         result
     }
 
-    /// Background reconciler: expires silent nodes and retries pending tasks.
+    pub(crate) fn subscribe_events(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// Background reconciler: expires silent nodes and frameworks, restarts services, retries
+    /// pending tasks.
     async fn reconcile(self: Arc<Self>) {
         let period = self
             .read(|r| r.heartbeat_interval())

@@ -18,46 +18,24 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_api::{
-    DesiredState, DesiredTask, FrameworkView, NodeResources, NodeView, RegisterRequest,
-    RuntimeInfo, StatusReport, TaskFilter, TaskReport, TaskView, Transition,
+    DesiredState, DesiredTask, NodeResources, NodeView, RegisterRequest, RuntimeInfo, StatusReport,
+    TaskFilter, TaskReport, TaskView, Transition,
 };
 use torc_scheduler::{NodeState, Planner, TaskRequest};
 use torc_types::{
-    BUILTIN_FRAMEWORK, FrameworkName, NodeName, PortRange, Resources, TaskId, TaskSpec, TaskState,
+    FrameworkName, NodeName, PortRange, Resources, ServiceName, TaskId, TaskSpec, TaskState,
     UnixMillis,
 };
 
-use crate::store::{Loaded, Write};
+use crate::frameworks::FrameworkRecord;
+use crate::services::{AnnouncedRecord, ServiceRecord};
+use crate::settings::{ConfiguredNode, RackSettings};
+use crate::store::{Loaded, Table, Write};
 
 /// How many transitions a task keeps in its history.
 const HISTORY_LIMIT: usize = 32;
 /// Ended tasks kept for inspection; older ones are forgotten.
 const ENDED_TASKS_KEPT: usize = 2_000;
-
-/// A node as the rack config declares it.
-#[derive(Debug, Clone)]
-pub struct ConfiguredNode {
-    pub name: NodeName,
-    pub ip: IpAddr,
-    pub external_ip: Option<IpAddr>,
-    pub management_ip: Option<IpAddr>,
-    pub node_type: String,
-    pub node_function: Option<String>,
-    pub resources: Option<Resources>,
-    pub port_range: Option<PortRange>,
-}
-
-/// What the controller takes from the rack config.
-#[derive(Debug, Clone)]
-pub struct RackSettings {
-    pub rack_name: String,
-    /// Where the config came from, for error messages (`rack.yaml`).
-    pub config_origin: String,
-    pub nodes: Vec<ConfiguredNode>,
-    pub open_join: bool,
-    /// A node not heard from for this long is inactive, and its tasks lost.
-    pub node_timeout: Duration,
-}
 
 /// Why a change was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -76,25 +54,28 @@ pub enum RackError {
 
 /// A node's durable record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct NodeRecord {
-    name: NodeName,
-    ip: IpAddr,
-    external_ip: Option<IpAddr>,
-    management_ip: Option<IpAddr>,
-    node_type: String,
-    node_function: String,
-    registered: bool,
-    active: bool,
-    last_seen: UnixMillis,
-    agent_url: Option<String>,
-    total: Resources,
-    port_range: PortRange,
-    attributes: BTreeMap<String, String>,
-    runtime: RuntimeInfo,
+pub(crate) struct NodeRecord {
+    pub(crate) name: NodeName,
+    pub(crate) ip: IpAddr,
+    pub(crate) external_ip: Option<IpAddr>,
+    pub(crate) management_ip: Option<IpAddr>,
+    pub(crate) node_type: String,
+    pub(crate) node_function: String,
+    pub(crate) registered: bool,
+    pub(crate) active: bool,
+    pub(crate) last_seen: UnixMillis,
+    pub(crate) agent_url: Option<String>,
+    pub(crate) total: Resources,
+    pub(crate) port_range: PortRange,
+    /// The switch port the node hangs off (the original's `port_id`).
+    #[serde(default)]
+    pub(crate) port_id: u16,
+    pub(crate) attributes: BTreeMap<String, String>,
+    pub(crate) runtime: RuntimeInfo,
     /// Generation of this node's desired task set.
-    desired_generation: u64,
+    pub(crate) desired_generation: u64,
     /// Declared in the rack config (as opposed to joined openly).
-    configured: bool,
+    pub(crate) configured: bool,
 }
 
 impl NodeRecord {
@@ -112,6 +93,7 @@ impl NodeRecord {
             agent_url: None,
             total: c.resources.unwrap_or(Resources::ZERO),
             port_range: c.port_range.unwrap_or_default(),
+            port_id: c.port,
             attributes: BTreeMap::new(),
             runtime: RuntimeInfo::default(),
             desired_generation: 0,
@@ -128,9 +110,19 @@ pub struct Changes {
 }
 
 pub struct Rack {
-    settings: RackSettings,
-    nodes: BTreeMap<NodeName, NodeRecord>,
-    tasks: BTreeMap<TaskId, TaskView>,
+    pub(crate) settings: RackSettings,
+    pub(crate) nodes: BTreeMap<NodeName, NodeRecord>,
+    pub(crate) tasks: BTreeMap<TaskId, TaskView>,
+    /// Supervised service instances (system services and started groups), by instance name.
+    pub(crate) services: BTreeMap<ServiceName, ServiceRecord>,
+    pub(crate) frameworks: BTreeMap<FrameworkName, FrameworkRecord>,
+    /// External tasks announced by sub-schedulers (`POST /service/announce`), by name.
+    pub(crate) announced: BTreeMap<String, AnnouncedRecord>,
+    /// Framework task updates of this controller life, oldest first: (seq, framework, task).
+    pub(crate) events: std::collections::VecDeque<(u64, FrameworkName, TaskId)>,
+    pub(crate) event_seq: u64,
+    pub(crate) epoch: u64,
+    pub(crate) started_at: UnixMillis,
     generation: u64,
     ids: IdSource,
     /// What every node has allocated, kept in step with task transitions (never recomputed
@@ -143,6 +135,7 @@ pub struct Rack {
     dirty_nodes: BTreeSet<NodeName>,
     dirty_tasks: BTreeSet<TaskId>,
     deleted_tasks: Vec<TaskId>,
+    pub(crate) dirty_other: BTreeSet<(Table, String)>,
     desired_changed: BTreeSet<NodeName>,
 }
 
@@ -151,7 +144,7 @@ impl Rack {
     /// declares (addresses, type, function); the store supplies what only agents know.
     pub fn new(
         settings: RackSettings,
-        loaded: Loaded<serde_json::Value, serde_json::Value>,
+        mut loaded: Loaded,
         now: UnixMillis,
     ) -> Result<Rack, String> {
         let mut nodes: BTreeMap<NodeName, NodeRecord> = settings
@@ -159,9 +152,8 @@ impl Rack {
             .iter()
             .map(|c| (c.name.clone(), NodeRecord::from_config(c)))
             .collect();
-        for value in loaded.nodes {
-            let stored: NodeRecord = serde_json::from_value(value)
-                .map_err(|e| format!("stored node record does not parse: {e}"))?;
+        let stored_nodes: Vec<NodeRecord> = loaded.take(Table::Nodes).map_err(|e| e.to_string())?;
+        for stored in stored_nodes {
             match nodes.get_mut(&stored.name) {
                 Some(n) => {
                     n.registered = stored.registered;
@@ -198,22 +190,46 @@ impl Rack {
                 None => {}
             }
         }
-        let mut tasks = BTreeMap::new();
-        for value in loaded.tasks {
-            let task: TaskView = serde_json::from_value(value)
-                .map_err(|e| format!("stored task record does not parse: {e}"))?;
-            tasks.insert(task.id.clone(), task);
-        }
-        let generation = loaded
-            .meta
-            .iter()
-            .find(|(k, _)| k == "generation")
-            .map(|(_, v)| *v)
-            .unwrap_or(0);
+        let tasks: BTreeMap<TaskId, TaskView> = loaded
+            .take::<TaskView>(Table::Tasks)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        let services = loaded
+            .take::<ServiceRecord>(Table::Services)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let frameworks = loaded
+            .take::<FrameworkRecord>(Table::Frameworks)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|mut f| {
+                // A framework gets a full failover timeout from the restart to come back.
+                f.last_seen = now;
+                (f.name.clone(), f)
+            })
+            .collect();
+        let announced = loaded
+            .take::<AnnouncedRecord>(Table::Announced)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|a| (a.task.name.clone(), a))
+            .collect();
+        let generation = loaded.meta("generation").unwrap_or(0);
         let mut rack = Rack {
             settings,
             nodes,
             tasks,
+            services,
+            frameworks,
+            announced,
+            events: std::collections::VecDeque::new(),
+            event_seq: 0,
+            epoch: (IdSource::new().random() & 0xffff_ffff).max(1),
+            started_at: now,
             generation,
             ids: IdSource::new(),
             ledger: Planner::new(Vec::new()),
@@ -222,6 +238,7 @@ impl Rack {
             dirty_nodes: BTreeSet::new(),
             dirty_tasks: BTreeSet::new(),
             deleted_tasks: Vec::new(),
+            dirty_other: BTreeSet::new(),
             desired_changed: BTreeSet::new(),
         };
         rack.ledger = Planner::new(rack.node_states());
@@ -255,12 +272,7 @@ impl Rack {
 
     /// A rack with nothing stored yet.
     pub fn fresh(settings: RackSettings, now: UnixMillis) -> Rack {
-        let empty = Loaded {
-            nodes: Vec::new(),
-            tasks: Vec::new(),
-            meta: Vec::new(),
-        };
-        Rack::new(settings, empty, now).expect("an empty store always loads")
+        Rack::new(settings, Loaded::default(), now).expect("an empty store always loads")
     }
 
     pub fn settings(&self) -> &RackSettings {
@@ -284,16 +296,28 @@ impl Rack {
         let mut writes = Vec::new();
         for name in std::mem::take(&mut self.dirty_nodes) {
             if let Some(node) = self.nodes.get(&name) {
-                writes.push(Write::node(name.as_str(), node));
+                writes.push(Write::put(Table::Nodes, name.as_str(), node));
             }
         }
         for id in std::mem::take(&mut self.dirty_tasks) {
             if let Some(task) = self.tasks.get(&id) {
-                writes.push(Write::task(id.as_str(), task));
+                writes.push(Write::put(Table::Tasks, id.as_str(), task));
             }
         }
         for id in self.deleted_tasks.drain(..) {
-            writes.push(Write::DeleteTask(id.to_string()));
+            writes.push(Write::Delete(Table::Tasks, id.to_string()));
+        }
+        for (table, key) in std::mem::take(&mut self.dirty_other) {
+            let value = match table {
+                Table::Services => self.services.get(key.as_str()).map(serde_json::to_value),
+                Table::Frameworks => self.frameworks.get(key.as_str()).map(serde_json::to_value),
+                Table::Announced => self.announced.get(&key).map(serde_json::to_value),
+                Table::Nodes | Table::Tasks => None,
+            };
+            match value {
+                Some(v) => writes.push(Write::put(table, &key, &v.expect("records serialise"))),
+                None => writes.push(Write::Delete(table, key)),
+            }
         }
         if !wake.is_empty() {
             writes.push(Write::Meta("generation", self.generation));
@@ -359,6 +383,9 @@ impl Rack {
             self.desired_changed.insert(node.clone());
         }
         self.dirty_tasks.insert(id.clone());
+        if old != state {
+            self.task_changed(id, now);
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -409,6 +436,16 @@ impl Rack {
 
     /// Asks for a task to end. Pending tasks end at once; placed ones are killed by their agent.
     pub fn kill(&mut self, id: &TaskId, now: UnixMillis) -> Result<(), RackError> {
+        self.kill_with(id, "kill requested", now)
+    }
+
+    /// `kill`, with the reason recorded on the task.
+    pub(crate) fn kill_with(
+        &mut self,
+        id: &TaskId,
+        why: &str,
+        now: UnixMillis,
+    ) -> Result<(), RackError> {
         let task = self
             .tasks
             .get(id)
@@ -418,13 +455,8 @@ impl Rack {
                 "task {id} already ended ({s})"
             ))),
             TaskState::Pending => {
-                self.transition(
-                    id,
-                    TaskState::Killed,
-                    Some("killed before it was placed".into()),
-                    None,
-                    now,
-                );
+                let msg = format!("{why} (before it was placed)");
+                self.transition(id, TaskState::Killed, Some(msg), None, now);
                 Ok(())
             }
             TaskState::Killing => Ok(()),
@@ -435,21 +467,10 @@ impl Rack {
                     .and_then(|n| self.nodes.get(n))
                     .is_some_and(|n| n.active);
                 if node_active {
-                    self.transition(
-                        id,
-                        TaskState::Killing,
-                        Some("kill requested".into()),
-                        None,
-                        now,
-                    );
+                    self.transition(id, TaskState::Killing, Some(why.to_string()), None, now);
                 } else {
-                    self.transition(
-                        id,
-                        TaskState::Lost,
-                        Some("killed while its node was unreachable".into()),
-                        None,
-                        now,
-                    );
+                    let msg = format!("{why}, while its node was unreachable");
+                    self.transition(id, TaskState::Lost, Some(msg), None, now);
                 }
                 Ok(())
             }
@@ -592,6 +613,7 @@ impl Rack {
                     ip: req.ip,
                     external_ip: None,
                     management_ip: None,
+                    port: 0,
                     node_type: req.node_type.clone().unwrap_or_else(|| "slave".into()),
                     node_function: None,
                     resources: None,
@@ -645,6 +667,7 @@ impl Rack {
         // A new relationship: the agent starts from generation 0, so give it a fresh one.
         self.desired_changed.insert(name.clone());
         self.apply_reports(&name, req.tasks, true, now);
+        self.reconcile_services(now);
         self.schedule(now);
         Ok(self.heartbeat_interval())
     }
@@ -671,6 +694,7 @@ impl Rack {
         }
         record.last_seen = now;
         self.apply_reports(node, report.tasks, report.full, now);
+        self.reconcile_services(now);
         self.schedule(now);
         Ok(())
     }
@@ -760,6 +784,9 @@ impl Rack {
                 self.transition(&id, TaskState::Lost, Some(msg.clone()), None, now);
             }
         }
+        self.expire_frameworks(now);
+        self.expire_announced(now);
+        self.reconcile_services(now);
         self.schedule(now);
     }
 
@@ -865,28 +892,6 @@ impl Rack {
             .cloned()
             .ok_or_else(|| RackError::NotFound(format!("no task with id \"{id}\"")))
     }
-
-    pub fn frameworks(&self) -> Vec<FrameworkView> {
-        let mut counts: BTreeMap<FrameworkName, BTreeMap<String, usize>> = BTreeMap::new();
-        let builtin = FrameworkName::new(BUILTIN_FRAMEWORK).expect("valid builtin name");
-        counts.entry(builtin.clone()).or_default();
-        for t in self.tasks.values() {
-            *counts
-                .entry(t.framework.clone())
-                .or_default()
-                .entry(t.state.to_string())
-                .or_default() += 1;
-        }
-        counts
-            .into_iter()
-            .map(|(name, tasks)| FrameworkView {
-                builtin: name == builtin,
-                active: name == builtin,
-                name,
-                tasks,
-            })
-            .collect()
-    }
 }
 
 /// Task ids: `<name>.<12 hex digits>`, random per process and never repeated within it.
@@ -901,6 +906,13 @@ impl IdSource {
             state: std::collections::hash_map::RandomState::new(),
             counter: 0,
         }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.counter += 1;
+        let mut h = self.state.build_hasher();
+        h.write_u64(self.counter);
+        h.finish()
     }
 
     fn next(&mut self, spec: &TaskSpec) -> TaskId {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::settings::ConfiguredNode;
 use crate::store::Loaded;
 
 fn settings(open_join: bool) -> RackSettings {
@@ -7,30 +8,28 @@ fn settings(open_join: bool) -> RackSettings {
         ip: ip.parse().unwrap(),
         external_ip: None,
         management_ip: None,
+        port: 0,
         node_type: t.into(),
         node_function: Some(f.into()),
         resources: None,
         port_range: None,
     };
-    RackSettings {
-        rack_name: "test".into(),
-        config_origin: "rack.yaml".into(),
-        nodes: vec![
+    let mut s = RackSettings::with_nodes(
+        "test",
+        vec![
             node("wedge", "10.0.0.20", "master", "controller"),
             node("b1", "10.0.0.21", "slave", "compute"),
             node("b2", "10.0.0.22", "slave", "compute"),
         ],
-        open_join,
-        node_timeout: Duration::from_secs(10),
-    }
+    );
+    s.config_origin = "rack.yaml".into();
+    s.open_join = open_join;
+    s.node_timeout = Duration::from_secs(10);
+    s
 }
 
-fn empty() -> Loaded<serde_json::Value, serde_json::Value> {
-    Loaded {
-        nodes: vec![],
-        tasks: vec![],
-        meta: vec![],
-    }
+fn empty() -> Loaded {
+    Loaded::default()
 }
 
 fn register(rack: &mut Rack, name: &str, ip: &str, now: u64) -> Result<Duration, RackError> {
@@ -219,10 +218,13 @@ fn restart_from_the_store_keeps_tasks_and_generations() {
     let mut loaded = empty();
     for w in changes.writes {
         match w {
-            Write::PutNode(_, v) => loaded.nodes.push(serde_json::from_slice(&v).unwrap()),
-            Write::PutTask(_, v) => loaded.tasks.push(serde_json::from_slice(&v).unwrap()),
+            Write::Put(table, _, v) => loaded
+                .records
+                .entry(table)
+                .or_default()
+                .push(serde_json::from_slice(&v).unwrap()),
             Write::Meta(k, v) => loaded.meta.push((k.to_string(), v)),
-            Write::DeleteTask(_) => {}
+            Write::Delete(..) => {}
         }
     }
     let rack2 = Rack::new(settings(false), loaded, 100).unwrap();

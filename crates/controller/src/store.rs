@@ -15,8 +15,40 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
-const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+/// The record tables, each mapping a name or id to a JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Nodes,
+    Tasks,
+    Services,
+    Frameworks,
+    Announced,
+}
+
+impl Table {
+    pub const ALL: [Table; 5] = [
+        Table::Nodes,
+        Table::Tasks,
+        Table::Services,
+        Table::Frameworks,
+        Table::Announced,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Nodes => "nodes",
+            Table::Tasks => "tasks",
+            Table::Services => "services",
+            Table::Frameworks => "frameworks",
+            Table::Announced => "announced",
+        }
+    }
+
+    fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(self.name())
+    }
+}
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Bump when a record's meaning changes; `open` refuses other versions.
@@ -44,19 +76,14 @@ pub enum StoreError {
 
 /// One change to persist.
 pub enum Write {
-    PutNode(String, Vec<u8>),
-    PutTask(String, Vec<u8>),
-    DeleteTask(String),
+    Put(Table, String, Vec<u8>),
+    Delete(Table, String),
     Meta(&'static str, u64),
 }
 
 impl Write {
-    pub fn node<T: Serialize>(key: &str, value: &T) -> Write {
-        Write::PutNode(key.to_string(), to_json(value))
-    }
-
-    pub fn task<T: Serialize>(key: &str, value: &T) -> Write {
-        Write::PutTask(key.to_string(), to_json(value))
+    pub fn put<T: Serialize>(table: Table, key: &str, value: &T) -> Write {
+        Write::Put(table, key.to_string(), to_json(value))
     }
 }
 
@@ -65,11 +92,33 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise to JSON")
 }
 
-/// Everything read back at start-up.
-pub struct Loaded<N, T> {
-    pub nodes: Vec<N>,
-    pub tasks: Vec<T>,
+/// Everything read back at start-up: each table's records, and the counters.
+#[derive(Default)]
+pub struct Loaded {
+    pub records: std::collections::BTreeMap<Table, Vec<serde_json::Value>>,
     pub meta: Vec<(String, u64)>,
+}
+
+impl Loaded {
+    /// Takes a table's records, decoded.
+    pub fn take<T: DeserializeOwned>(&mut self, table: Table) -> Result<Vec<T>, StoreError> {
+        self.records
+            .remove(&table)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
+                    table: table.name(),
+                    key: String::new(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn meta(&self, key: &str) -> Option<u64> {
+        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
 }
 
 pub struct Store {
@@ -100,8 +149,9 @@ impl Store {
                 Some(FORMAT_VERSION) => {}
                 Some(found) => return Err(StoreError::Version { path: shown, found }),
             }
-            txn.open_table(NODES).map_err(|e| open_err(&e))?;
-            txn.open_table(TASKS).map_err(|e| open_err(&e))?;
+            for table in Table::ALL {
+                txn.open_table(table.def()).map_err(|e| open_err(&e))?;
+            }
         }
         txn.commit().map_err(|e| open_err(&e))?;
         Ok(Store {
@@ -110,32 +160,21 @@ impl Store {
         })
     }
 
-    pub fn load<N: DeserializeOwned, T: DeserializeOwned>(
-        &self,
-    ) -> Result<Loaded<N, T>, StoreError> {
+    pub fn load(&self) -> Result<Loaded, StoreError> {
         let read_err = |e: &dyn std::fmt::Display| StoreError::Write(e.to_string());
         let txn = self.db.begin_read().map_err(|e| read_err(&e))?;
-        let mut out = Loaded {
-            nodes: Vec::new(),
-            tasks: Vec::new(),
-            meta: Vec::new(),
-        };
-        for (name, def, sink) in [("nodes", NODES, 0), ("tasks", TASKS, 1)] {
-            let table = txn.open_table(def).map_err(|e| read_err(&e))?;
-            for entry in table.iter().map_err(|e| read_err(&e))? {
+        let mut out = Loaded::default();
+        for table in Table::ALL {
+            let t = txn.open_table(table.def()).map_err(|e| read_err(&e))?;
+            let records = out.records.entry(table).or_default();
+            for entry in t.iter().map_err(|e| read_err(&e))? {
                 let (k, v) = entry.map_err(|e| read_err(&e))?;
-                let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-                    table: name,
+                let value = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                    table: table.name(),
                     key: k.value().to_string(),
                     message: e.to_string(),
-                };
-                if sink == 0 {
-                    out.nodes
-                        .push(serde_json::from_slice(v.value()).map_err(corrupt)?);
-                } else {
-                    out.tasks
-                        .push(serde_json::from_slice(v.value()).map_err(corrupt)?);
-                }
+                })?;
+                records.push(value);
             }
         }
         let meta = txn.open_table(META).map_err(|e| read_err(&e))?;
@@ -166,23 +205,16 @@ impl Store {
         let err = |e: &dyn std::fmt::Display| StoreError::Write(e.to_string());
         let txn = self.db.begin_write().map_err(|e| err(&e))?;
         {
-            let mut nodes = txn.open_table(NODES).map_err(|e| err(&e))?;
-            let mut tasks = txn.open_table(TASKS).map_err(|e| err(&e))?;
             let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
             for w in writes {
                 match w {
-                    Write::PutNode(k, v) => {
-                        nodes
-                            .insert(k.as_str(), v.as_slice())
-                            .map_err(|e| err(&e))?;
+                    Write::Put(table, k, v) => {
+                        let mut t = txn.open_table(table.def()).map_err(|e| err(&e))?;
+                        t.insert(k.as_str(), v.as_slice()).map_err(|e| err(&e))?;
                     }
-                    Write::PutTask(k, v) => {
-                        tasks
-                            .insert(k.as_str(), v.as_slice())
-                            .map_err(|e| err(&e))?;
-                    }
-                    Write::DeleteTask(k) => {
-                        tasks.remove(k.as_str()).map_err(|e| err(&e))?;
+                    Write::Delete(table, k) => {
+                        let mut t = txn.open_table(table.def()).map_err(|e| err(&e))?;
+                        t.remove(k.as_str()).map_err(|e| err(&e))?;
                     }
                     Write::Meta(k, v) => {
                         meta.insert(*k, *v).map_err(|e| err(&e))?;
@@ -206,21 +238,21 @@ mod tests {
             let store = Store::open(&path).unwrap();
             store
                 .commit(&[
-                    Write::node("a", &serde_json::json!({"n": 1})),
-                    Write::task("t.1", &serde_json::json!({"t": 1})),
-                    Write::task("t.2", &serde_json::json!({"t": 2})),
-                    Write::DeleteTask("t.1".into()),
+                    Write::put(Table::Nodes, "a", &serde_json::json!({"n": 1})),
+                    Write::put(Table::Tasks, "t.1", &serde_json::json!({"t": 1})),
+                    Write::put(Table::Tasks, "t.2", &serde_json::json!({"t": 2})),
+                    Write::Delete(Table::Tasks, "t.1".into()),
                     Write::Meta("generation", 7),
                 ])
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        let loaded = store
-            .load::<serde_json::Value, serde_json::Value>()
-            .unwrap();
-        assert_eq!(loaded.nodes, vec![serde_json::json!({"n": 1})]);
-        assert_eq!(loaded.tasks, vec![serde_json::json!({"t": 2})]);
-        assert!(loaded.meta.contains(&("generation".to_string(), 7)));
+        let mut loaded = store.load().unwrap();
+        assert_eq!(loaded.meta("generation"), Some(7));
+        let nodes: Vec<serde_json::Value> = loaded.take(Table::Nodes).unwrap();
+        assert_eq!(nodes, vec![serde_json::json!({"n": 1})]);
+        let tasks: Vec<serde_json::Value> = loaded.take(Table::Tasks).unwrap();
+        assert_eq!(tasks, vec![serde_json::json!({"t": 2})]);
         drop(store);
 
         // A future format is refused, not misread.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use torc_config::RackConfig;
-use torc_controller::{ConfiguredNode, Controller, RackSettings};
+use torc_controller::{Controller, RackSettings};
 use torc_types::{NodeName, PortRange, Resources};
 
 use crate::{init_tracing, read_token, shutdown_signal};
@@ -38,30 +38,6 @@ fn parse_key_val(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
-/// The controller's view of the rack config.
-pub fn rack_settings(config: &RackConfig, origin: &str) -> RackSettings {
-    RackSettings {
-        rack_name: config.name.clone(),
-        config_origin: origin.to_string(),
-        nodes: config
-            .nodes
-            .iter()
-            .map(|n| ConfiguredNode {
-                name: n.name.clone(),
-                ip: n.ip,
-                external_ip: n.external_ip,
-                management_ip: n.management_ip,
-                node_type: n.node_type.as_str().to_string(),
-                node_function: n.function.clone(),
-                resources: n.resources,
-                port_range: n.port_range,
-            })
-            .collect(),
-        open_join: config.open_join,
-        node_timeout: config.stateclean.timeout(),
-    }
-}
-
 pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     init_tracing("info");
     let vars: BTreeMap<String, String> = args.vars.into_iter().collect();
@@ -80,7 +56,11 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         }
     };
     let token = args.token_file.as_ref().map(read_token).transpose()?;
-    let controller = Controller::open(rack_settings(&config, &origin), &args.data_dir, token)?;
+    let controller = Controller::open(
+        RackSettings::from_config(&config, &origin),
+        &args.data_dir,
+        token,
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -249,7 +249,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!();
     println!("Rack is up.");
     println!("  API:   {controller_url}/api/v1/nodes");
-    println!("  UI:    {controller_url}/");
     println!("  token: {}", token_path.display());
     println!("  logs:  {}", logs.display());
     if args.data_dir.is_some()

@@ -70,6 +70,9 @@ pub struct TaskSpec {
     /// Grace period between SIGTERM and SIGKILL when the task is killed.
     #[serde(default = "default_kill_grace_ms")]
     pub kill_grace_ms: u64,
+    /// Collect this task's metrics into the time-series database (the original's `is_metered`).
+    #[serde(default)]
+    pub metered: bool,
 }
 
 pub fn default_kill_grace_ms() -> u64 {
@@ -101,6 +104,7 @@ impl TaskSpec {
             ports: 0,
             constraints: Constraints::default(),
             kill_grace_ms: default_kill_grace_ms(),
+            metered: false,
         }
     }
 

@@ -1,0 +1,144 @@
+//! The original ToRC Scheduler's REST API (reference §3), on the same port as `/api/v1`, with
+//! the original JSON shapes, so that statesync, the datacollector, Vector and sub-schedulers
+//! written for it work unchanged. Unlike the original: unknown names get a 404 JSON error (not
+//! `{"result":"done"}`), query strings are properly decoded, bad bodies get a 400, and the
+//! GETs that change the rack need the token when the controller has one.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
+use torc_types::{NodeName, ServiceName, now_millis};
+
+use crate::Controller;
+use crate::api::{ApiError, Params, Reply};
+
+/// GET routes of the original that change the rack (the token middleware guards them).
+pub(crate) const CHANGING_GETS: [&str; 3] = ["/start/group", "/node/startup", "/node/shutdown"];
+
+pub(crate) fn routes() -> Router<Arc<Controller>> {
+    Router::new()
+        .route("/admin/ping", get(|| async { "pong" }))
+        .route("/nodes", get(nodes))
+        .route("/services/running", get(running))
+        .route("/services/metered", get(metered))
+        .route("/service", get(service_by_id).delete(delete_service))
+        .route("/start/group", get(start_group))
+        .route("/service/announce", post(crate::api::announce))
+        .route("/node/startup", get(startup))
+        .route("/node/shutdown", get(shutdown))
+}
+
+#[derive(Deserialize)]
+struct ByName {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ById {
+    id: Option<String>,
+}
+
+fn done() -> Json<SimpleResponse> {
+    Json(SimpleResponse {
+        result: "done".into(),
+    })
+}
+
+fn required(v: Option<String>, key: &str) -> Result<String, ApiError> {
+    v.filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("missing query parameter `{key}`"),
+        )
+    })
+}
+
+async fn nodes(State(ctl): State<Arc<Controller>>) -> Json<Vec<OriginalNode>> {
+    Json(ctl.read(|r| r.original_nodes()))
+}
+
+async fn running(State(ctl): State<Arc<Controller>>) -> Json<Vec<OriginalTask>> {
+    Json(ctl.read(|r| r.original_running(false)))
+}
+
+async fn metered(State(ctl): State<Arc<Controller>>) -> Json<Vec<OriginalTask>> {
+    Json(ctl.read(|r| r.original_running(true)))
+}
+
+/// The name of the task with an id starting with `?id=`; CORS-open, as Vector calls it from the
+/// browser.
+async fn service_by_id(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<ById>,
+) -> impl IntoResponse {
+    let cors = [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")];
+    let id = match required(q.id, "id") {
+        Ok(id) => id,
+        Err(e) => return (cors, e).into_response(),
+    };
+    match ctl.read(|r| r.name_by_id_prefix(&id)) {
+        Some(name) => (cors, Json(SimpleResponse { result: name })).into_response(),
+        None => (
+            cors,
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no task with an id starting with {id:?}"),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn delete_service(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<ByName>,
+) -> Reply<SimpleResponse> {
+    let name = required(q.name, "name")?;
+    ctl.change(move |rack| rack.delete_service(&name, now_millis()))
+        .await?;
+    Ok(done())
+}
+
+async fn start_group(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<ByName>,
+) -> Reply<SimpleResponse> {
+    let name = required(q.name, "name")?;
+    let group = ServiceName::new(name.clone()).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no service group named {name:?}"),
+        )
+    })?;
+    ctl.change(move |rack| rack.start_group(&group, now_millis()))
+        .await?;
+    Ok(done())
+}
+
+async fn power(ctl: &Controller, name: Option<String>, action: &str) -> Reply<SimpleResponse> {
+    let name = required(name, "name")?;
+    let node = NodeName::new(name.clone())
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no node named {name:?}")))?;
+    crate::api::run_power(ctl, &node, action).await?;
+    Ok(done())
+}
+
+async fn startup(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<ByName>,
+) -> Reply<SimpleResponse> {
+    power(&ctl, q.name, "on").await
+}
+
+async fn shutdown(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<ByName>,
+) -> Reply<SimpleResponse> {
+    power(&ctl, q.name, "off").await
+}

@@ -1,0 +1,208 @@
+//! What the controller takes from the rack config: nodes, timers, services and groups.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use torc_api::original::OriginalVolume;
+use torc_config::{HealthProbe, RackConfig, ServiceConfig, Sla};
+use torc_types::{NodeName, PortRange, Resources, ServiceName, TaskSpec};
+
+/// A node as the rack config declares it.
+#[derive(Debug, Clone)]
+pub struct ConfiguredNode {
+    pub name: NodeName,
+    pub ip: IpAddr,
+    pub external_ip: Option<IpAddr>,
+    pub management_ip: Option<IpAddr>,
+    pub port: u16,
+    pub node_type: String,
+    pub node_function: Option<String>,
+    pub resources: Option<Resources>,
+    pub port_range: Option<PortRange>,
+}
+
+/// A supervised service as the config defines it, before SLA expansion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceTemplate {
+    pub name: ServiceName,
+    /// `None` when the service names only an `image_name` (no process runtime can run it).
+    pub spec: Option<TaskSpec>,
+    pub policy: ServicePolicy,
+    pub sla: Option<SlaKind>,
+    pub instances: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlaKind {
+    EachNode,
+    EachSlave,
+}
+
+/// How a service is supervised, and what the original's task shape reports of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicePolicy {
+    pub is_job: bool,
+    pub is_metered: bool,
+    pub restart_delay_ms: u64,
+    pub max_restart_delay_ms: u64,
+    pub dependent_service: Option<ServiceName>,
+    pub health: Option<HealthSpec>,
+    pub image: String,
+    pub arguments: String,
+    pub parameters: String,
+    pub network_type: String,
+    pub privileged: bool,
+    pub volumes: Vec<OriginalVolume>,
+    /// The original's spelling: `None`, `SingletonEachNode`, `SingletonEachSlave`.
+    pub sla: String,
+}
+
+/// A health check of a service's task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    pub probe: Probe,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub failure_threshold: u32,
+}
+
+/// What a health check does. `$IP`, `$PORT` and `$PORT<n>` are filled from the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    Tcp(String),
+    Http(String),
+    Command(Vec<String>),
+}
+
+/// What the controller takes from the rack config.
+#[derive(Debug, Clone)]
+pub struct RackSettings {
+    pub rack_name: String,
+    /// Where the config came from, for error messages (`rack.yaml`).
+    pub config_origin: String,
+    pub nodes: Vec<ConfiguredNode>,
+    pub open_join: bool,
+    /// A node not heard from for this long is inactive, and its tasks lost. Also the lease of an
+    /// announced external task.
+    pub node_timeout: Duration,
+    pub system_services: Vec<ServiceTemplate>,
+    pub groups: BTreeMap<ServiceName, Vec<ServiceTemplate>>,
+    /// argv templates for power on and off (`{node}`, `{management_ip}`).
+    pub power_on: Option<Vec<String>>,
+    pub power_off: Option<Vec<String>>,
+}
+
+impl RackSettings {
+    /// A rack with these nodes, no services, and the original's timers.
+    pub fn with_nodes(name: &str, nodes: Vec<ConfiguredNode>) -> RackSettings {
+        RackSettings {
+            rack_name: name.to_string(),
+            config_origin: "rack config".into(),
+            nodes,
+            open_join: false,
+            node_timeout: Duration::from_secs(30),
+            system_services: Vec::new(),
+            groups: BTreeMap::new(),
+            power_on: None,
+            power_off: None,
+        }
+    }
+
+    pub fn from_config(config: &RackConfig, origin: &str) -> RackSettings {
+        let restart = config.stateclean.restart_delay();
+        let max_restart = config.stateclean.max_restart_delay();
+        let template = |s: &ServiceConfig| service_template(s, restart, max_restart);
+        RackSettings {
+            rack_name: config.name.clone(),
+            config_origin: origin.to_string(),
+            nodes: config
+                .nodes
+                .iter()
+                .map(|n| ConfiguredNode {
+                    name: n.name.clone(),
+                    ip: n.ip,
+                    external_ip: n.external_ip,
+                    management_ip: n.management_ip,
+                    port: n.port,
+                    node_type: n.node_type.as_str().to_string(),
+                    node_function: n.function.clone(),
+                    resources: n.resources,
+                    port_range: n.port_range,
+                })
+                .collect(),
+            open_join: config.open_join,
+            node_timeout: config.stateclean.timeout(),
+            system_services: config
+                .healthcheck
+                .system_services
+                .iter()
+                .map(template)
+                .collect(),
+            groups: config
+                .api
+                .service_groups
+                .iter()
+                .map(|g| (g.name.clone(), g.services.iter().map(template).collect()))
+                .collect(),
+            power_on: config.power_command.as_ref().map(|p| p.on.clone()),
+            power_off: config.power_command.as_ref().map(|p| p.off.clone()),
+        }
+    }
+}
+
+fn service_template(
+    s: &ServiceConfig,
+    restart: Duration,
+    max_restart: Duration,
+) -> ServiceTemplate {
+    let restart = s.restart_delay(restart);
+    ServiceTemplate {
+        name: s.name.clone(),
+        spec: s.to_task_spec(),
+        policy: ServicePolicy {
+            is_job: s.is_job,
+            is_metered: s.is_metered,
+            restart_delay_ms: restart.as_millis() as u64,
+            max_restart_delay_ms: max_restart.max(restart).as_millis() as u64,
+            dependent_service: s.dependent_service.clone(),
+            health: s.health.as_ref().map(|h| HealthSpec {
+                probe: match &h.probe {
+                    HealthProbe::Tcp(a) => Probe::Tcp(a.clone()),
+                    HealthProbe::Http(u) => Probe::Http(u.clone()),
+                    HealthProbe::Command(c) => Probe::Command(c.clone()),
+                },
+                interval_ms: h.interval().as_millis() as u64,
+                timeout_ms: h.timeout().as_millis() as u64,
+                failure_threshold: h.failure_threshold.max(1),
+            }),
+            image: s.image_name.clone().unwrap_or_default(),
+            arguments: s.arguments.clone(),
+            parameters: s.parameters.clone(),
+            network_type: s.network_type.clone(),
+            privileged: s.privileged,
+            volumes: s
+                .volumes
+                .iter()
+                .map(|v| OriginalVolume {
+                    host_path: v.host_path.clone(),
+                    container_path: v.container_path.clone(),
+                    read_only_mode: v.read_only_mode,
+                })
+                .collect(),
+            sla: match s.sla {
+                None => "None",
+                Some(Sla::SingletonEachNode) => "SingletonEachNode",
+                Some(Sla::SingletonEachSlave) => "SingletonEachSlave",
+            }
+            .to_string(),
+        },
+        sla: s.sla.map(|x| match x {
+            Sla::SingletonEachNode => SlaKind::EachNode,
+            Sla::SingletonEachSlave => SlaKind::EachSlave,
+        }),
+        instances: s.number_of_instances.max(1),
+    }
+}
