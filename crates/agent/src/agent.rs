@@ -282,6 +282,7 @@ impl Agent {
                 id: &d.id,
                 spec: &d.spec,
                 ports: &d.ports,
+                ip: self.cfg.ip,
                 extra_env: self.task_env(&d.id, &d.ports),
             }) {
                 Ok((handle, child)) => {

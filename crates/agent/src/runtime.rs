@@ -21,6 +21,8 @@ pub struct StartRequest<'a> {
     pub id: &'a TaskId,
     pub spec: &'a TaskSpec,
     pub ports: &'a [u16],
+    /// The node's address (`$IP`).
+    pub ip: std::net::IpAddr,
     /// Variables the agent adds (`PORT0`, `TORC_TASK_ID`, ...), over the spec's `env`.
     pub extra_env: BTreeMap<String, String>,
 }
@@ -226,11 +228,12 @@ impl Runtime for ProcessRuntime {
         if let Some(cg) = self.task_cgroup(req.id, req.spec) {
             cmd.arg("--cgroup").arg(cg);
         }
+        let fill = |t: &String| torc_types::expand_placeholders(t, Some(req.ip), req.ports);
         cmd.arg("--")
             .arg(&req.spec.command)
-            .args(&req.spec.args)
+            .args(req.spec.args.iter().map(fill))
             .current_dir(&sandbox)
-            .envs(&req.spec.env)
+            .envs(req.spec.env.iter().map(|(k, v)| (k, fill(v))))
             .envs(&req.extra_env)
             .stdin(Stdio::null())
             .stdout(stdout)

@@ -9,11 +9,14 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
 use torc_api::{
-    DesiredQuery, DesiredState, ErrorBody, FrameworkView, LogChunk, LogQuery, NodeView,
-    RegisterRequest, RegisterResponse, StatusReport, TaskFilter, TaskView,
+    DesiredQuery, DesiredState, ErrorBody, EventsQuery, FrameworkEvents, FrameworkRegistered,
+    FrameworkRegistration, FrameworkView, GroupView, LogChunk, LogQuery, NodeView, PowerRequest,
+    PowerResult, RegisterRequest, RegisterResponse, ServiceView, StatusReport, StatusView,
+    TaskFilter, TaskView,
 };
-use torc_types::{NodeName, TaskId, TaskSpec};
+use torc_types::{FrameworkName, NodeName, ServiceName, TaskId, TaskSpec};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +170,136 @@ impl Client {
         self.get("/api/v1/frameworks").await
     }
 
+    pub async fn framework(&self, name: &FrameworkName) -> Result<FrameworkView, ClientError> {
+        self.get(&format!("/api/v1/frameworks/{name}")).await
+    }
+
+    /// Registers (or re-registers) a framework; the answer carries its surviving tasks.
+    pub async fn register_framework(
+        &self,
+        reg: &FrameworkRegistration,
+    ) -> Result<FrameworkRegistered, ClientError> {
+        self.post("/api/v1/frameworks", reg).await
+    }
+
+    pub async fn unregister_framework(
+        &self,
+        name: &FrameworkName,
+    ) -> Result<FrameworkView, ClientError> {
+        let (url, req) = self.request(Method::DELETE, &format!("/api/v1/frameworks/{name}"));
+        self.send(url, req).await
+    }
+
+    pub async fn framework_tasks(
+        &self,
+        name: &FrameworkName,
+    ) -> Result<Vec<TaskView>, ClientError> {
+        self.get(&format!("/api/v1/frameworks/{name}/tasks")).await
+    }
+
+    pub async fn framework_launch(
+        &self,
+        name: &FrameworkName,
+        spec: &TaskSpec,
+    ) -> Result<TaskView, ClientError> {
+        self.post(&format!("/api/v1/frameworks/{name}/tasks"), spec)
+            .await
+    }
+
+    pub async fn framework_kill(
+        &self,
+        name: &FrameworkName,
+        id: &TaskId,
+    ) -> Result<TaskView, ClientError> {
+        let (url, req) = self.request(
+            Method::DELETE,
+            &format!("/api/v1/frameworks/{name}/tasks/{id}"),
+        );
+        self.send(url, req).await
+    }
+
+    /// One long poll for a framework's task updates (see `Framework` for the loop).
+    pub async fn framework_events(
+        &self,
+        name: &FrameworkName,
+        query: &EventsQuery,
+    ) -> Result<FrameworkEvents, ClientError> {
+        let wait = Duration::from_millis(query.wait_ms.unwrap_or(0));
+        let (url, req) = self.request(Method::GET, &format!("/api/v1/frameworks/{name}/events"));
+        self.send(
+            url,
+            req.query(query).timeout(wait + Duration::from_secs(10)),
+        )
+        .await
+    }
+
+    // --- services and groups ---
+
+    pub async fn status(&self) -> Result<StatusView, ClientError> {
+        self.get("/api/v1/status").await
+    }
+
+    pub async fn services(&self) -> Result<Vec<ServiceView>, ClientError> {
+        self.get("/api/v1/services").await
+    }
+
+    pub async fn service(&self, name: &ServiceName) -> Result<ServiceView, ClientError> {
+        self.get(&format!("/api/v1/services/{name}")).await
+    }
+
+    /// Ends a service instance: a system service is restarted, a group instance ends.
+    pub async fn delete_service(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        let (url, req) = self.request(Method::DELETE, &format!("/api/v1/services/{name}"));
+        self.send(url, req).await
+    }
+
+    pub async fn groups(&self) -> Result<Vec<GroupView>, ClientError> {
+        self.get("/api/v1/groups").await
+    }
+
+    pub async fn start_group(&self, name: &ServiceName) -> Result<GroupView, ClientError> {
+        self.post(
+            &format!("/api/v1/groups/{name}/start"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn stop_group(&self, name: &ServiceName) -> Result<GroupView, ClientError> {
+        self.post(
+            &format!("/api/v1/groups/{name}/stop"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn power(&self, node: &NodeName, action: &str) -> Result<PowerResult, ClientError> {
+        let body = PowerRequest {
+            action: action.to_string(),
+        };
+        self.post(&format!("/api/v1/nodes/{node}/power"), &body)
+            .await
+    }
+
+    // --- the original API ---
+
+    /// `POST /service/announce`: registers or renews an external task.
+    pub async fn announce(&self, task: &OriginalTask) -> Result<SimpleResponse, ClientError> {
+        self.post("/service/announce", task).await
+    }
+
+    pub async fn original_nodes(&self) -> Result<Vec<OriginalNode>, ClientError> {
+        self.get("/nodes").await
+    }
+
+    pub async fn original_running(&self) -> Result<Vec<OriginalTask>, ClientError> {
+        self.get("/services/running").await
+    }
+
+    pub async fn original_metered(&self) -> Result<Vec<OriginalTask>, ClientError> {
+        self.get("/services/metered").await
+    }
+
     // --- agent protocol ---
 
     pub async fn register_agent(
@@ -203,5 +336,87 @@ impl Client {
             req.query(&query).timeout(wait + Duration::from_secs(5)),
         )
         .await
+    }
+}
+
+/// A sub-scheduler's handle on the controller: registers under its name, launches and kills
+/// its own tasks, and follows their updates. Re-registering after a restart (a new `Framework`
+/// with the same name) gives back the tasks that survived.
+#[derive(Debug, Clone)]
+pub struct Framework {
+    client: Client,
+    name: FrameworkName,
+    epoch: u64,
+    seq: u64,
+}
+
+/// What a poll of `Framework::updates` brings.
+#[derive(Debug, Clone)]
+pub enum Updates {
+    /// The tasks that changed, in order.
+    Changed(Vec<TaskView>),
+    /// Every task of the framework: the controller restarted, or we fell behind.
+    Snapshot(Vec<TaskView>),
+}
+
+impl Framework {
+    /// Registers; the answer lists the framework's surviving tasks.
+    pub async fn register(
+        client: Client,
+        name: FrameworkName,
+        failover_timeout: Duration,
+    ) -> Result<(Framework, Vec<TaskView>), ClientError> {
+        let reg = FrameworkRegistration {
+            name: name.clone(),
+            failover_timeout_ms: Some(failover_timeout.as_millis() as u64),
+        };
+        let registered = client.register_framework(&reg).await?;
+        Ok((
+            Framework {
+                client,
+                name,
+                epoch: 0,
+                seq: 0,
+            },
+            registered.tasks,
+        ))
+    }
+
+    pub fn name(&self) -> &FrameworkName {
+        &self.name
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub async fn launch(&self, spec: &TaskSpec) -> Result<TaskView, ClientError> {
+        self.client.framework_launch(&self.name, spec).await
+    }
+
+    pub async fn kill(&self, id: &TaskId) -> Result<TaskView, ClientError> {
+        self.client.framework_kill(&self.name, id).await
+    }
+
+    pub async fn tasks(&self) -> Result<Vec<TaskView>, ClientError> {
+        self.client.framework_tasks(&self.name).await
+    }
+
+    /// Waits up to `wait` for task updates. Calling this regularly is also what keeps the
+    /// framework alive: past its failover timeout without a poll, its tasks are killed.
+    pub async fn updates(&mut self, wait: Duration) -> Result<Updates, ClientError> {
+        let q = EventsQuery {
+            epoch: self.epoch,
+            after: self.seq,
+            wait_ms: Some(wait.as_millis() as u64),
+        };
+        let ev = self.client.framework_events(&self.name, &q).await?;
+        self.epoch = ev.epoch;
+        self.seq = ev.seq;
+        Ok(if ev.reset {
+            Updates::Snapshot(ev.tasks)
+        } else {
+            Updates::Changed(ev.tasks)
+        })
     }
 }

@@ -12,20 +12,8 @@ use crate::Controller;
 use crate::services::HealthCheck;
 use crate::settings::Probe;
 
-/// Fills `$IP`, `$PORT` and `$PORT<n>` from the task.
 fn fill(text: &str, check: &HealthCheck) -> String {
-    let mut out = text.to_string();
-    // Longest names first, so `$PORT1` is not read as `$PORT` followed by `1`.
-    for (i, p) in check.ports.iter().enumerate().rev() {
-        out = out.replace(&format!("$PORT{i}"), &p.to_string());
-    }
-    if let Some(p) = check.ports.first() {
-        out = out.replace("$PORT", &p.to_string());
-    }
-    if let Some(ip) = check.ip {
-        out = out.replace("$IP", &ip.to_string());
-    }
-    out
+    torc_types::expand_placeholders(text, check.ip, &check.ports)
 }
 
 async fn probe(http: &reqwest::Client, check: &HealthCheck) -> Result<(), String> {

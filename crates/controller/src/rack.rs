@@ -724,7 +724,13 @@ impl Rack {
                 (_, s) if s.is_terminal() => s,
                 _ => continue,
             };
-            self.transition(&r.id, next, r.message, r.exit_code, now);
+            // A killed task keeps the reason it was killed for.
+            let message = if current == TaskState::Killing {
+                task.message.clone()
+            } else {
+                r.message
+            };
+            self.transition(&r.id, next, message, r.exit_code, now);
         }
         if full {
             let missing: Vec<TaskId> = self
@@ -737,13 +743,9 @@ impl Rack {
                 .collect();
             for id in missing {
                 if self.tasks[&id].state == TaskState::Killing {
-                    self.transition(
-                        &id,
-                        TaskState::Killed,
-                        Some(format!("agent on {node} no longer runs it")),
-                        None,
-                        now,
-                    );
+                    // Killed before the agent started it, or it ended unseen: keep the reason.
+                    let why = self.tasks[&id].message.clone();
+                    self.transition(&id, TaskState::Killed, why, None, now);
                 } else {
                     self.transition(
                         &id,

@@ -81,6 +81,8 @@ pub struct RackOptions {
     pub token: bool,
     /// Resources each node offers.
     pub node_resources: (f64, f64),
+    /// More top-level config (e.g. `healthcheck:`, `api:`, `open_join: true`), appended as is.
+    pub extra_yaml: String,
 }
 
 impl Default for RackOptions {
@@ -90,6 +92,7 @@ impl Default for RackOptions {
             node_timeout_secs: 2,
             token: true,
             node_resources: (4.0, 4096.0),
+            extra_yaml: String::new(),
         }
     }
 }
@@ -136,6 +139,7 @@ impl LocalRack {
             "stateclean:\n  poll_interval_in_seconds: 1\n  timeout_in_seconds: {}\n  restart_delay_in_seconds: 1\n",
             opts.node_timeout_secs
         ));
+        yaml.push_str(&opts.extra_yaml);
         let config_path = dir.path().join("rack.yaml");
         std::fs::write(&config_path, yaml)?;
         let token = opts
@@ -236,6 +240,14 @@ impl LocalRack {
         let child = self.command(&args, &format!("agent-{name}"))?;
         self.agents.insert(name.to_string(), child);
         Ok(())
+    }
+
+    /// Gives a node that is not in the config an address of the rack's block (for open join).
+    pub fn add_node(&mut self, name: &str) -> Ipv4Addr {
+        let o = self.base.octets();
+        let ip = Ipv4Addr::new(o[0], o[1], o[2], 1 + self.nodes.len() as u8);
+        self.nodes.insert(name.to_string(), ip);
+        ip
     }
 
     /// SIGKILLs a node's agent (its tasks keep running under their shims).

@@ -42,6 +42,7 @@ async fn main() {
             node_timeout_secs: 30,
             token: true,
             node_resources: (64.0, 64_000.0),
+            ..Default::default()
         },
     )
     .await

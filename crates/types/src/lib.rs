@@ -10,7 +10,7 @@ mod task;
 
 pub use names::{FrameworkName, NameError, NodeName, ServiceName, TaskId};
 pub use resources::{PortRange, PortRangeError, Resources};
-pub use task::{Constraints, TaskSpec, TaskSpecError, TaskState};
+pub use task::{Constraints, TaskSpec, TaskSpecError, TaskState, expand_placeholders};
 
 /// Milliseconds since the Unix epoch: the one clock unit on the wire and on disk.
 pub type UnixMillis = u64;

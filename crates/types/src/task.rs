@@ -240,3 +240,39 @@ mod tests {
         }
     }
 }
+
+/// Fills `$IP`, `$PORT` and `$PORT<n>` in a task's argument, env value or health-check target
+/// with the task's node address and assigned ports. Longer names go first, so `$PORT10` is not
+/// read as `$PORT1` followed by `0`. Unknown placeholders stay as they are.
+pub fn expand_placeholders(text: &str, ip: Option<std::net::IpAddr>, ports: &[u16]) -> String {
+    if !text.contains('$') {
+        return text.to_string();
+    }
+    let mut out = text.to_string();
+    for (i, p) in ports.iter().enumerate().rev() {
+        out = out.replace(&format!("$PORT{i}"), &p.to_string());
+    }
+    if let Some(p) = ports.first() {
+        out = out.replace("$PORT", &p.to_string());
+    }
+    if let Some(ip) = ip {
+        out = out.replace("$IP", &ip.to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::expand_placeholders;
+
+    #[test]
+    fn fills_ports_and_ip() {
+        let ports: Vec<u16> = (31000..31011).collect();
+        let ip = Some("10.0.0.1".parse().unwrap());
+        assert_eq!(
+            expand_placeholders("$IP:$PORT $PORT0 $PORT1 $PORT10 $OTHER", ip, &ports),
+            "10.0.0.1:31000 31000 31001 31010 $OTHER"
+        );
+        assert_eq!(expand_placeholders("$PORT", None, &[]), "$PORT");
+    }
+}
