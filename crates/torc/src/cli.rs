@@ -404,3 +404,163 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+fn service_rows(services: &[torc_api::ServiceView]) -> Vec<Vec<String>> {
+    services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.to_string(),
+                s.origin.clone(),
+                s.state
+                    .map(|st| st.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.node
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.health.state.clone(),
+                s.restarts.to_string(),
+                s.waiting
+                    .clone()
+                    .or_else(|| {
+                        s.last_failure
+                            .as_ref()
+                            .map(|f| format!("last failure {}: {}", ago(f.at), f.message))
+                    })
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+const SERVICE_HEADER: [&str; 7] = [
+    "NAME", "ORIGIN", "STATE", "NODE", "HEALTH", "RESTARTS", "NOTE",
+];
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let status = runtime()?.block_on(client.status())?;
+    if args.target.json {
+        return print_json(&status);
+    }
+    println!(
+        "rack {}: {}/{} nodes active, up since {}",
+        status.rack,
+        status.nodes_active,
+        status.nodes_total,
+        ago(status.started_at)
+    );
+    println!();
+    let rows = status
+        .services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.to_string(),
+                s.origin.clone(),
+                format!("{}/{}", s.running, s.desired),
+                format!("{}/{}", s.healthy, s.desired),
+                s.restarts.to_string(),
+                s.last_failure
+                    .as_ref()
+                    .map(|f| format!("{}: {}", ago(f.at), f.message))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "SERVICE",
+            "ORIGIN",
+            "RUNNING",
+            "HEALTHY",
+            "RESTARTS",
+            "LAST FAILURE",
+        ],
+        rows,
+    );
+    println!();
+    let rows = status
+        .frameworks
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.to_string(),
+                if f.active { "active" } else { "inactive" }.to_string(),
+                f.tasks
+                    .iter()
+                    .map(|(state, n)| format!("{n} {state}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    print_table(&["FRAMEWORK", "STATE", "TASKS"], rows);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ServicesArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+pub fn services(args: ServicesArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let services = runtime()?.block_on(client.services())?;
+    if args.target.json {
+        return print_json(&services);
+    }
+    print_table(&SERVICE_HEADER, service_rows(&services));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    target: Target,
+    /// `list` (default), `start` or `stop`.
+    #[arg(default_value = "list")]
+    action: String,
+    /// The group's name (for start and stop).
+    name: Option<ServiceName>,
+}
+
+pub fn group(args: GroupArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let rt = runtime()?;
+    let name = || {
+        args.name
+            .clone()
+            .with_context(|| format!("`torc group {}` needs the group's name", args.action))
+    };
+    let groups = match args.action.as_str() {
+        "list" => rt.block_on(client.groups())?,
+        "start" => vec![rt.block_on(client.start_group(&name()?))?],
+        "stop" => vec![rt.block_on(client.stop_group(&name()?))?],
+        other => anyhow::bail!("unknown group action {other:?}; use list, start or stop"),
+    };
+    if args.target.json {
+        return print_json(&groups);
+    }
+    for g in &groups {
+        let names: Vec<&str> = g.services.iter().map(|s| s.as_str()).collect();
+        println!(
+            "group {} ({}): {} instance(s)",
+            g.name,
+            names.join(", "),
+            g.instances.len()
+        );
+        if !g.instances.is_empty() {
+            print_table(&SERVICE_HEADER, service_rows(&g.instances));
+        }
+    }
+    Ok(())
+}

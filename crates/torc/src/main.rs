@@ -42,6 +42,12 @@ enum Command {
     Kill(cli::KillArgs),
     /// Show a task's output (its sandbox's stdout or stderr).
     Logs(cli::LogsArgs),
+    /// The scheduler at a glance: system services, their health and restarts, frameworks.
+    Status(cli::StatusArgs),
+    /// List supervised service instances (system services and started groups).
+    Services(cli::ServicesArgs),
+    /// List service groups, or start or stop one: `torc group start NAME`.
+    Group(cli::GroupArgs),
     /// Internal: supervise one task process (started by the agent).
     #[command(hide = true)]
     Shim(roles::ShimArgs),
@@ -62,6 +68,9 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => cli::run(args),
         Command::Kill(args) => cli::kill(args),
         Command::Logs(args) => cli::logs(args),
+        Command::Status(args) => cli::status(args),
+        Command::Services(args) => cli::services(args),
+        Command::Group(args) => cli::group(args),
         Command::Shim(_) => unreachable!("handled above"),
     };
     match result {
