@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub kill_tasks_on_exit: bool,
     /// The `torc` binary, used to start task shims.
     pub exe: PathBuf,
+    /// How often host and task metrics are sampled.
+    pub metrics_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ pub struct Agent {
     table_path: PathBuf,
     /// Wakes the reporter after a transition.
     report_now: Notify,
+    pub(crate) metrics: Mutex<crate::metrics::Sampler>,
 }
 
 impl Agent {
@@ -142,6 +145,7 @@ impl Agent {
             cfg.node.as_str(),
         ));
         let client = Client::new(cfg.controller.clone(), cfg.token.clone());
+        let cfg_node = cfg.node.clone();
         Ok(Arc::new(Agent {
             cfg,
             runtime,
@@ -149,6 +153,7 @@ impl Agent {
             table: Mutex::new(table),
             table_path,
             report_now: Notify::new(),
+            metrics: Mutex::new(crate::metrics::Sampler::new(cfg_node)),
         }))
     }
 
@@ -407,15 +412,48 @@ impl Agent {
             })
         };
         let session = tokio::spawn(Arc::clone(&self).controller_session(agent_url));
+        let sampler = tokio::spawn(Arc::clone(&self).sample_metrics());
         shutdown.await;
         tracing::info!("agent shutting down");
         session.abort();
+        sampler.abort();
         if self.cfg.kill_tasks_on_exit {
             self.stop_all().await;
         }
         let _ = stop_tx.send(true);
         let _ = server.await;
         Ok(())
+    }
+
+    /// Samples host and task metrics on a timer.
+    async fn sample_metrics(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.cfg.metrics_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let dirs = vec![self.cfg.data_dir.display().to_string()];
+        loop {
+            tick.tick().await;
+            let probes: Vec<crate::metrics::TaskProbe> = self
+                .snapshot()
+                .into_iter()
+                .filter(|t| t.state == TaskState::Running)
+                .filter_map(|t| {
+                    Some(crate::metrics::TaskProbe {
+                        pid: t.handle.as_ref()?.pid,
+                        id: t.id,
+                        name: t.spec.name.clone(),
+                        metered: t.spec.metered,
+                    })
+                })
+                .collect();
+            let this = Arc::clone(&self);
+            let dirs = dirs.clone();
+            // /proc reads are blocking file I/O.
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut sampler = this.metrics.lock().unwrap_or_else(|e| e.into_inner());
+                sampler.sample(&probes, &dirs);
+            })
+            .await;
+        }
     }
 
     /// Stops every running task and waits (bounded) for them to end, then reports once.

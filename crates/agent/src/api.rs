@@ -24,6 +24,9 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/tasks", get(tasks))
         .route("/v1/tasks/{id}/logs", get(logs))
+        .route("/v1/metrics", get(metrics_json))
+        .route("/v1/metrics/history", get(metrics_history))
+        .route("/metrics", get(metrics_prometheus))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route".into()) })
         .with_state(agent)
 }
@@ -103,5 +106,58 @@ async fn logs(
             ),
         ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn metrics_json(State(agent): State<Arc<Agent>>) -> Response {
+    let sampler = agent.metrics.lock().unwrap_or_else(|e| e.into_inner());
+    match sampler.latest() {
+        Some(m) => Json(m.clone()).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metrics sampled yet; try again in a second".into(),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn metrics_history(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<Since>,
+) -> Json<Vec<torc_api::NodeMetrics>> {
+    let sampler = agent.metrics.lock().unwrap_or_else(|e| e.into_inner());
+    Json(
+        sampler
+            .history
+            .iter()
+            .filter(|m| m.at > q.since)
+            .cloned()
+            .collect(),
+    )
+}
+
+async fn metrics_prometheus(State(agent): State<Arc<Agent>>) -> Response {
+    let text = {
+        let sampler = agent.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        sampler.latest().map(crate::metrics::prometheus)
+    };
+    match text {
+        Some(t) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            t,
+        )
+            .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metrics sampled yet; try again in a second".into(),
+        ),
     }
 }

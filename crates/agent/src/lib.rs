@@ -16,6 +16,7 @@
 
 mod agent;
 mod api;
+pub mod metrics;
 pub mod runtime;
 pub mod shim;
 

@@ -431,3 +431,92 @@ pub struct DesiredQuery {
 }
 
 pub mod original;
+
+// ---------------------------------------------------------------------------------------------
+// Metrics (the agent's PCP role)
+
+/// One sample of a node and its tasks, with rates over the interval since the previous one.
+/// Percentages of the host are of its whole capacity (100 = every core busy); a task's are of
+/// one core (a task busy on two cores shows 200), as `top` does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeMetrics {
+    pub node: NodeName,
+    /// When the sample was taken.
+    pub at: UnixMillis,
+    /// Time since the previous sample, over which rates are computed.
+    pub interval_ms: u64,
+    pub cpu: CpuMetrics,
+    pub memory: MemoryMetrics,
+    pub load: [f64; 3],
+    pub disks: Vec<DiskMetrics>,
+    pub filesystems: Vec<FsMetrics>,
+    pub interfaces: Vec<InterfaceMetrics>,
+    pub tasks: Vec<TaskMetrics>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuMetrics {
+    pub cores: usize,
+    pub user_percent: f64,
+    pub system_percent: f64,
+    pub idle_percent: f64,
+    pub iowait_percent: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryMetrics {
+    pub total_bytes: u64,
+    /// Total minus available.
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    pub cached_bytes: u64,
+    pub swap_used_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiskMetrics {
+    pub device: String,
+    pub read_bytes_per_s: f64,
+    pub write_bytes_per_s: f64,
+    pub reads_per_s: f64,
+    pub writes_per_s: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FsMetrics {
+    pub mount_point: String,
+    pub device: String,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceMetrics {
+    pub name: String,
+    pub rx_bytes_per_s: f64,
+    pub tx_bytes_per_s: f64,
+    pub rx_packets_per_s: f64,
+    pub tx_packets_per_s: f64,
+    pub rx_drops_per_s: f64,
+    pub tx_drops_per_s: f64,
+    pub rx_errors_per_s: f64,
+    pub tx_errors_per_s: f64,
+    /// Cumulative counters, as the kernel reports them.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_drops: u64,
+    pub tx_drops: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    pub id: TaskId,
+    pub name: ServiceName,
+    pub metered: bool,
+    pub cpu_user_percent: f64,
+    pub cpu_system_percent: f64,
+    /// Resident memory of all the task's processes.
+    pub memory_bytes: u64,
+    pub processes: usize,
+}

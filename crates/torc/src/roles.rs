@@ -117,6 +117,9 @@ pub struct AgentArgs {
     /// Extra attributes, `key=value`.
     #[arg(long = "attribute", value_parser = parse_key_val)]
     attributes: Vec<(String, String)>,
+    /// How often host and task metrics are sampled, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    metrics_interval_ms: u64,
     /// Stop all tasks when the agent exits (a local rack). By default tasks keep running and
     /// the next agent on this node re-adopts them.
     #[arg(long)]
@@ -148,6 +151,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         attributes: args.attributes.into_iter().collect(),
         kill_tasks_on_exit: args.kill_tasks_on_exit,
         exe,
+        metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
     };
     let listen = SocketAddr::new(cfg.ip, args.port);
     let rt = tokio::runtime::Builder::new_multi_thread()

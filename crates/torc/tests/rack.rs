@@ -476,3 +476,87 @@ async fn bad_input_gets_a_clear_error_and_the_controller_keeps_serving() {
     // Still serving.
     assert_eq!(rack.client().nodes().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_serve_host_and_task_metrics() {
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = rack.client();
+    let mut busy = spec("busy", "sh", &["-c", "while :; do :; done"]);
+    busy.constraints.node_name = Some("bladerunner1".parse().unwrap());
+    busy.metered = true;
+    let busy = client.launch(&busy).await.unwrap();
+    wait_state(&client, &busy.id, TaskState::Running).await;
+    let node = client.node(&"bladerunner1".parse().unwrap()).await.unwrap();
+    let agent = node.agent_url.unwrap();
+    let http = reqwest::Client::new();
+    let m: torc_api::NodeMetrics = wait_for(
+        "the busy task's CPU to show",
+        Duration::from_secs(20),
+        || async {
+            let m: torc_api::NodeMetrics = http
+                .get(format!("{agent}/v1/metrics"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            m.tasks
+                .iter()
+                .any(|t| t.id == busy.id && t.cpu_user_percent + t.cpu_system_percent > 50.0)
+                .then_some(m)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(m.node.as_str(), "bladerunner1");
+    assert!(m.cpu.cores >= 1);
+    assert!(
+        m.cpu.user_percent + m.cpu.system_percent > 10.0,
+        "{:?}",
+        m.cpu
+    );
+    assert!(m.memory.total_bytes > 0 && m.memory.used_bytes <= m.memory.total_bytes);
+    assert!(m.interfaces.iter().any(|i| i.name == "lo"));
+    let task = m.tasks.iter().find(|t| t.id == busy.id).unwrap();
+    assert!(
+        task.metered && task.memory_bytes > 0 && task.processes >= 1,
+        "{task:?}"
+    );
+    let text = http
+        .get(format!("{agent}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# TYPE torc_node_cpu_percent gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "torc_task_cpu_percent{{node=\"bladerunner1\",task=\"{}\"",
+            busy.id
+        )),
+        "{text}"
+    );
+    let history: Vec<torc_api::NodeMetrics> = http
+        .get(format!("{agent}/v1/metrics/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!history.is_empty());
+}

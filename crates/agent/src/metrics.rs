@@ -1,0 +1,398 @@
+//! The agent's metrics (the seed's PCP agent): host CPU, memory, load, disk I/O, file systems,
+//! network interfaces, and each task's CPU and memory, sampled on a timer and served as JSON and
+//! as Prometheus text.
+//!
+//! Rates come from the difference between two samples divided by the time between them (the
+//! original datacollector divided by nothing, and added one second to avoid dividing by zero).
+//! A counter that went backwards (a reset) gives no rate for that interval rather than a
+//! negative one.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use torc_api::{
+    CpuMetrics, DiskMetrics, FsMetrics, InterfaceMetrics, MemoryMetrics, NodeMetrics, TaskMetrics,
+};
+use torc_procfs as procfs;
+use torc_types::{NodeName, ServiceName, TaskId, now_millis};
+
+/// Samples kept for the history endpoint.
+pub const HISTORY: usize = 120;
+
+/// A task to measure: its id, name, whether it is metered, and its shim's pid.
+pub struct TaskProbe {
+    pub id: TaskId,
+    pub name: ServiceName,
+    pub metered: bool,
+    pub pid: u32,
+}
+
+struct Raw {
+    at: Instant,
+    cpu: procfs::CpuTimes,
+    disks: Vec<procfs::DiskStat>,
+    nets: Vec<procfs::NetDev>,
+    /// Task id → (user, system) ticks of its whole process tree.
+    tasks: HashMap<TaskId, (u64, u64)>,
+}
+
+pub struct Sampler {
+    node: NodeName,
+    ticks_per_s: f64,
+    page_size: u64,
+    prev: Option<Raw>,
+    pub history: VecDeque<NodeMetrics>,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A rate per second from two cumulative counters; `None` across a counter reset.
+fn rate(now: u64, before: u64, secs: f64) -> f64 {
+    if now < before || secs <= 0.0 {
+        0.0
+    } else {
+        (now - before) as f64 / secs
+    }
+}
+
+impl Sampler {
+    pub fn new(node: NodeName) -> Sampler {
+        // SAFETY: sysconf has no preconditions.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        Sampler {
+            node,
+            ticks_per_s: if ticks > 0 { ticks as f64 } else { 100.0 },
+            page_size: if page > 0 { page as u64 } else { 4096 },
+            prev: None,
+            history: VecDeque::with_capacity(HISTORY),
+        }
+    }
+
+    pub fn latest(&self) -> Option<&NodeMetrics> {
+        self.history.back()
+    }
+
+    /// The processes under a task's shim `pid` (the shim itself, torc's overhead, excluded):
+    /// summed (user, system) ticks, resident bytes, and how many there are.
+    fn tree(&self, pid: u32) -> Option<((u64, u64), u64, usize)> {
+        procfs::parse_pid_stat(&read(&format!("/proc/{pid}/stat")))?;
+        let mut stack = vec![pid];
+        let (mut user, mut system, mut rss, mut count) = (0, 0, 0, 0);
+        while let Some(p) = stack.pop() {
+            if p != pid {
+                let Some(st) = procfs::parse_pid_stat(&read(&format!("/proc/{p}/stat"))) else {
+                    continue;
+                };
+                user += st.utime + st.cutime;
+                system += st.stime + st.cstime;
+                rss += st.rss_pages * self.page_size;
+                count += 1;
+            }
+            if let Ok(threads) = std::fs::read_dir(format!("/proc/{p}/task")) {
+                for t in threads.flatten() {
+                    let children = read(&format!("{}/children", t.path().display()));
+                    stack.extend(procfs::parse_children(&children));
+                }
+            }
+        }
+        Some(((user, system), rss, count))
+    }
+
+    /// Takes a sample. The first one only seeds the counters and returns `None`.
+    pub fn sample(&mut self, tasks: &[TaskProbe], fs_dirs: &[String]) -> Option<NodeMetrics> {
+        let at = Instant::now();
+        let (cpu, cores) = procfs::parse_stat(&read("/proc/stat"))?;
+        let mem = procfs::parse_meminfo(&read("/proc/meminfo"));
+        let load = procfs::parse_loadavg(&read("/proc/loadavg")).unwrap_or_default();
+        let disks = procfs::parse_diskstats(&read("/proc/diskstats"));
+        let nets = procfs::parse_net_dev(&read("/proc/net/dev"));
+        let mut task_ticks = HashMap::new();
+        let mut task_mem = HashMap::new();
+        for t in tasks {
+            if let Some((ticks, rss, n)) = self.tree(t.pid) {
+                task_ticks.insert(t.id.clone(), ticks);
+                task_mem.insert(t.id.clone(), (rss, n));
+            }
+        }
+        let raw = Raw {
+            at,
+            cpu,
+            disks,
+            nets,
+            tasks: task_ticks,
+        };
+        let prev = self.prev.replace(raw)?;
+        let raw = self.prev.as_ref().expect("just stored");
+        let secs = raw.at.duration_since(prev.at).as_secs_f64();
+        let dt = raw.cpu.total().saturating_sub(prev.cpu.total()).max(1) as f64;
+        let pct = |now: u64, before: u64| now.saturating_sub(before) as f64 * 100.0 / dt;
+        let cpu = CpuMetrics {
+            cores,
+            user_percent: pct(raw.cpu.user + raw.cpu.nice, prev.cpu.user + prev.cpu.nice),
+            system_percent: pct(
+                raw.cpu.system + raw.cpu.irq + raw.cpu.softirq,
+                prev.cpu.system + prev.cpu.irq + prev.cpu.softirq,
+            ),
+            idle_percent: pct(raw.cpu.idle, prev.cpu.idle),
+            iowait_percent: pct(raw.cpu.iowait, prev.cpu.iowait),
+        };
+        let memory = MemoryMetrics {
+            total_bytes: mem.total,
+            used_bytes: mem.total.saturating_sub(mem.available),
+            available_bytes: mem.available,
+            cached_bytes: mem.cached + mem.buffers,
+            swap_used_bytes: mem.swap_total.saturating_sub(mem.swap_free),
+        };
+        let disks = raw
+            .disks
+            .iter()
+            .filter_map(|d| {
+                let p = prev.disks.iter().find(|x| x.device == d.device)?;
+                Some(DiskMetrics {
+                    device: d.device.clone(),
+                    read_bytes_per_s: rate(d.read_sectors, p.read_sectors, secs) * 512.0,
+                    write_bytes_per_s: rate(d.write_sectors, p.write_sectors, secs) * 512.0,
+                    reads_per_s: rate(d.reads, p.reads, secs),
+                    writes_per_s: rate(d.writes, p.writes, secs),
+                })
+            })
+            .collect();
+        let interfaces = raw
+            .nets
+            .iter()
+            .filter_map(|n| {
+                let p = prev.nets.iter().find(|x| x.name == n.name)?;
+                Some(InterfaceMetrics {
+                    name: n.name.clone(),
+                    rx_bytes_per_s: rate(n.rx_bytes, p.rx_bytes, secs),
+                    tx_bytes_per_s: rate(n.tx_bytes, p.tx_bytes, secs),
+                    rx_packets_per_s: rate(n.rx_packets, p.rx_packets, secs),
+                    tx_packets_per_s: rate(n.tx_packets, p.tx_packets, secs),
+                    rx_drops_per_s: rate(n.rx_drops, p.rx_drops, secs),
+                    tx_drops_per_s: rate(n.tx_drops, p.tx_drops, secs),
+                    rx_errors_per_s: rate(n.rx_errors, p.rx_errors, secs),
+                    tx_errors_per_s: rate(n.tx_errors, p.tx_errors, secs),
+                    rx_bytes: n.rx_bytes,
+                    tx_bytes: n.tx_bytes,
+                    rx_drops: n.rx_drops,
+                    tx_drops: n.tx_drops,
+                })
+            })
+            .collect();
+        let filesystems = filesystems(fs_dirs);
+        let core_pct = |now: u64, before: u64| {
+            if now < before || secs <= 0.0 {
+                0.0
+            } else {
+                (now - before) as f64 / self.ticks_per_s / secs * 100.0
+            }
+        };
+        let tasks = tasks
+            .iter()
+            .filter_map(|t| {
+                let (user, system) = *raw.tasks.get(&t.id)?;
+                let (pu, ps) = prev.tasks.get(&t.id).copied().unwrap_or((user, system));
+                let (rss, n) = task_mem.get(&t.id).copied().unwrap_or((0, 0));
+                Some(TaskMetrics {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    metered: t.metered,
+                    cpu_user_percent: core_pct(user, pu),
+                    cpu_system_percent: core_pct(system, ps),
+                    memory_bytes: rss,
+                    processes: n,
+                })
+            })
+            .collect();
+        let m = NodeMetrics {
+            node: self.node.clone(),
+            at: now_millis(),
+            interval_ms: (secs * 1000.0) as u64,
+            cpu,
+            memory,
+            load,
+            disks,
+            filesystems,
+            interfaces,
+            tasks,
+        };
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(m.clone());
+        Some(m)
+    }
+}
+
+/// Usage of the disk file systems; when none is mounted (e.g. an overlay root), of the file
+/// systems holding the `fallback` directories.
+fn filesystems(fallback: &[String]) -> Vec<FsMetrics> {
+    let mut mounts: Vec<(String, String)> = procfs::parse_mounts(&read("/proc/mounts"))
+        .into_iter()
+        .map(|m| (m.mount_point, m.device))
+        .collect();
+    if mounts.is_empty() {
+        mounts.extend(fallback.iter().map(|d| (d.clone(), String::new())));
+    }
+    mounts
+        .into_iter()
+        .filter_map(|(mount_point, device)| {
+            let s = nix::sys::statvfs::statvfs(mount_point.as_str()).ok()?;
+            let frag = s.fragment_size() as u64;
+            let total = s.blocks() as u64 * frag;
+            let free = s.blocks_free() as u64 * frag;
+            let avail = s.blocks_available() as u64 * frag;
+            Some(FsMetrics {
+                mount_point,
+                device,
+                total_bytes: total,
+                used_bytes: total.saturating_sub(free),
+                available_bytes: avail,
+            })
+        })
+        .collect()
+}
+
+/// Renders a sample in the Prometheus text format.
+pub fn prometheus(m: &NodeMetrics) -> String {
+    let mut out = String::with_capacity(4096);
+    let node = m.node.as_str();
+    let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{node=\"{node}\"{labels}}} {v}");
+        }
+    };
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    gauge(
+        "torc_node_cpu_percent",
+        "Share of the node's CPU capacity by mode.",
+        vec![
+            (",mode=\"user\"".into(), m.cpu.user_percent),
+            (",mode=\"system\"".into(), m.cpu.system_percent),
+            (",mode=\"idle\"".into(), m.cpu.idle_percent),
+            (",mode=\"iowait\"".into(), m.cpu.iowait_percent),
+        ],
+    );
+    gauge(
+        "torc_node_memory_bytes",
+        "Memory by kind.",
+        vec![
+            (",kind=\"total\"".into(), m.memory.total_bytes as f64),
+            (",kind=\"used\"".into(), m.memory.used_bytes as f64),
+            (
+                ",kind=\"available\"".into(),
+                m.memory.available_bytes as f64,
+            ),
+            (",kind=\"cached\"".into(), m.memory.cached_bytes as f64),
+        ],
+    );
+    gauge(
+        "torc_node_load",
+        "Load average.",
+        vec![
+            (",period=\"1m\"".into(), m.load[0]),
+            (",period=\"5m\"".into(), m.load[1]),
+            (",period=\"15m\"".into(), m.load[2]),
+        ],
+    );
+    let per_if = |f: fn(&InterfaceMetrics) -> f64| {
+        m.interfaces
+            .iter()
+            .map(|i| (format!(",interface=\"{}\"", esc(&i.name)), f(i)))
+            .collect()
+    };
+    gauge(
+        "torc_node_network_receive_bytes_per_second",
+        "Bytes received per second.",
+        per_if(|i| i.rx_bytes_per_s),
+    );
+    gauge(
+        "torc_node_network_transmit_bytes_per_second",
+        "Bytes sent per second.",
+        per_if(|i| i.tx_bytes_per_s),
+    );
+    gauge(
+        "torc_node_network_receive_drops_per_second",
+        "Received packets dropped per second.",
+        per_if(|i| i.rx_drops_per_s),
+    );
+    gauge(
+        "torc_node_network_transmit_drops_per_second",
+        "Sent packets dropped per second.",
+        per_if(|i| i.tx_drops_per_s),
+    );
+    gauge(
+        "torc_node_disk_bytes_per_second",
+        "Disk I/O.",
+        m.disks
+            .iter()
+            .flat_map(|d| {
+                [
+                    (
+                        format!(",device=\"{}\",direction=\"read\"", esc(&d.device)),
+                        d.read_bytes_per_s,
+                    ),
+                    (
+                        format!(",device=\"{}\",direction=\"write\"", esc(&d.device)),
+                        d.write_bytes_per_s,
+                    ),
+                ]
+            })
+            .collect(),
+    );
+    gauge(
+        "torc_node_filesystem_used_bytes",
+        "File system usage.",
+        m.filesystems
+            .iter()
+            .map(|f| {
+                (
+                    format!(",mount=\"{}\"", esc(&f.mount_point)),
+                    f.used_bytes as f64,
+                )
+            })
+            .collect(),
+    );
+    gauge(
+        "torc_task_cpu_percent",
+        "A task's CPU use, percent of one core.",
+        m.tasks
+            .iter()
+            .flat_map(|t| {
+                [
+                    (
+                        format!(",task=\"{}\",name=\"{}\",mode=\"user\"", t.id, t.name),
+                        t.cpu_user_percent,
+                    ),
+                    (
+                        format!(",task=\"{}\",name=\"{}\",mode=\"system\"", t.id, t.name),
+                        t.cpu_system_percent,
+                    ),
+                ]
+            })
+            .collect(),
+    );
+    gauge(
+        "torc_task_memory_bytes",
+        "Resident memory of a task's processes.",
+        m.tasks
+            .iter()
+            .map(|t| {
+                (
+                    format!(",task=\"{}\",name=\"{}\"", t.id, t.name),
+                    t.memory_bytes as f64,
+                )
+            })
+            .collect(),
+    );
+    out
+}
