@@ -229,8 +229,14 @@ impl Runtime for ProcessRuntime {
             cmd.arg("--cgroup").arg(cg);
         }
         let fill = |t: &String| torc_types::expand_placeholders(t, Some(req.ip), req.ports);
+        // `torc` is this binary: the rack's own roles run as tasks without a PATH lookup.
+        let program = if req.spec.command == "torc" {
+            self.exe.display().to_string()
+        } else {
+            req.spec.command.clone()
+        };
         cmd.arg("--")
-            .arg(&req.spec.command)
+            .arg(program)
             .args(req.spec.args.iter().map(fill))
             .current_dir(&sandbox)
             .envs(req.spec.env.iter().map(|(k, v)| (k, fill(v))))

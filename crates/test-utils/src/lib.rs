@@ -381,3 +381,80 @@ impl Drop for LocalRack {
         }
     }
 }
+
+/// A real InfluxDB 1.x server (Debian's `influxd`) in a temp dir on free loopback ports.
+pub struct Influxd {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    child: Child,
+}
+
+impl Influxd {
+    pub async fn start() -> anyhow::Result<Influxd> {
+        let influxd = which("influxd").context(
+            "influxd is not installed: run ./scripts/test (it installs it) or `apt-get install influxdb influxdb-client`",
+        )?;
+        let dir = tempfile::Builder::new().prefix("influxd-").tempdir()?;
+        let ip = Ipv4Addr::LOCALHOST;
+        let (http, rpc) = (free_port(ip), free_port(ip));
+        let d = dir.path().display();
+        let conf = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n[http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n"
+        );
+        std::fs::write(dir.path().join("influxd.conf"), conf)?;
+        let log = std::fs::File::create(dir.path().join("influxd.log"))?;
+        let mut cmd = Command::new(influxd);
+        cmd.arg("-config")
+            .arg(dir.path().join("influxd.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        let url = format!("http://127.0.0.1:{http}");
+        let db = Influxd { dir, url, child };
+        let ping = format!("{}/ping", db.url);
+        wait_for(
+            "influxd to answer /ping",
+            Duration::from_secs(30),
+            || async { reqwest_ping(&ping).await.then_some(()) },
+        )
+        .await?;
+        Ok(db)
+    }
+}
+
+async fn reqwest_ping(url: &str) -> bool {
+    let Ok(addr) = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .parse::<std::net::SocketAddr>()
+    else {
+        return false;
+    };
+    tokio::net::TcpStream::connect(addr).await.is_ok()
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The path of a program on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}

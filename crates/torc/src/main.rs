@@ -32,6 +32,8 @@ enum Command {
     Controller(roles::ControllerArgs),
     /// Run a node agent: registers the node, runs and supervises its tasks.
     Agent(roles::AgentArgs),
+    /// Run the datacollector: node and task metrics into an InfluxDB-compatible database.
+    Datacollector(roles::CollectorArgs),
     /// List the rack's nodes.
     Nodes(cli::NodesArgs),
     /// List tasks.
@@ -63,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => up::run(args),
         Command::Controller(args) => roles::run_controller(args),
         Command::Agent(args) => roles::run_agent(args),
+        Command::Datacollector(args) => roles::run_collector(args),
         Command::Nodes(args) => cli::nodes(args),
         Command::Tasks(args) => cli::tasks(args),
         Command::Run(args) => cli::run(args),

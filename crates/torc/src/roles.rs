@@ -195,3 +195,50 @@ pub fn run_shim(args: ShimArgs) -> std::process::ExitCode {
     });
     std::process::ExitCode::from(code.clamp(0, 255) as u8)
 }
+
+#[derive(Args)]
+pub struct CollectorArgs {
+    /// The controller's URL (set for tasks by their agent).
+    #[arg(long, env = "TORC_CONTROLLER")]
+    controller: String,
+    /// Where to write: a base URL (`http://host:8086`), or `service:NAME` to find the named
+    /// service's instance through the controller.
+    #[arg(long, default_value = "service:influxdb")]
+    influxdb: String,
+    /// Database name (the seed's is `torc`).
+    #[arg(long, default_value = "torc")]
+    database: String,
+    /// Seconds between collections.
+    #[arg(long, default_value_t = 5)]
+    interval_seconds: u64,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+}
+
+pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let target = match args.influxdb.strip_prefix("service:") {
+        Some(name) => torc_collector::Target::Service(name.to_string()),
+        None => torc_collector::Target::Url(args.influxdb.clone()),
+    };
+    let cfg = torc_collector::CollectorConfig {
+        target,
+        database: args.database,
+        user: args.user,
+        password: args.password,
+        interval: Duration::from_secs(args.interval_seconds.max(1)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let controller = torc_client::Client::new(args.controller, None);
+        tracing::info!(influxdb = %args.influxdb, "datacollector running");
+        torc_collector::Collector::new(controller, cfg)
+            .run(shutdown_signal())
+            .await;
+        Ok(())
+    })
+}

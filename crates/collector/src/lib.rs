@@ -1,0 +1,337 @@
+//! The datacollector: every few seconds it pulls every active node's agent metrics and writes
+//! them to an InfluxDB-compatible database (`torc tsdb`, or a real `influxd`) through the 1.x
+//! line-protocol `/write` API.
+//!
+//! It writes the original series and column names, so the seed's queries and old tools keep
+//! working, with correct values: `machine` (host CPU as percent of capacity, memory used),
+//! `network` (per-interface bytes per second over the real interval; cumulative drops, not
+//! swapped), and `stats` (CPU and memory of the tasks marked metered). Modern extras ride along
+//! as more fields of the same series.
+//!
+//! Invariants: a node that joins is collected from the next cycle on; points that could not be
+//! written are kept (bounded) and written with the next batch.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use torc_api::NodeMetrics;
+use torc_client::Client;
+
+/// Points kept for retry when the database is unreachable.
+const MAX_PENDING_LINES: usize = 50_000;
+
+/// Line-protocol escaping of a tag value (also used for tag keys and measurement names).
+fn tag(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, ',' | ' ' | '=') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn float(v: f64) -> String {
+    if v.is_finite() {
+        let s = format!("{v}");
+        if s.contains(['.', 'e', 'E']) {
+            s
+        } else {
+            format!("{s}.0")
+        }
+    } else {
+        "0.0".into()
+    }
+}
+
+/// The line-protocol lines for one sample (timestamps in milliseconds).
+pub fn lines(m: &NodeMetrics) -> Vec<String> {
+    let host = tag(m.node.as_str());
+    let ts = m.at;
+    let mut out = Vec::with_capacity(2 + m.interfaces.len() + m.tasks.len());
+    let mut line = String::new();
+    let _ = write!(
+        line,
+        "machine,hostname={host} cpu_usage_user={},cpu_usage_system={},cpu_usage_idle={},cpu_usage_iowait={},memory_usage={}i,memory_total={}i,memory_available={}i,load1={},load5={},load15={},cores={}i {ts}",
+        float(m.cpu.user_percent),
+        float(m.cpu.system_percent),
+        float(m.cpu.idle_percent),
+        float(m.cpu.iowait_percent),
+        m.memory.used_bytes,
+        m.memory.total_bytes,
+        m.memory.available_bytes,
+        float(m.load[0]),
+        float(m.load[1]),
+        float(m.load[2]),
+        m.cpu.cores,
+    );
+    out.push(line);
+    for i in &m.interfaces {
+        out.push(format!(
+            "network,hostname={host},interface_name={} network_in_bytes={},network_out_bytes={},network_in_drops={}i,network_out_drops={}i,network_in_packets={},network_out_packets={},network_in_errors={},network_out_errors={} {ts}",
+            tag(&i.name),
+            float(i.rx_bytes_per_s),
+            float(i.tx_bytes_per_s),
+            i.rx_drops,
+            i.tx_drops,
+            float(i.rx_packets_per_s),
+            float(i.tx_packets_per_s),
+            float(i.rx_errors_per_s),
+            float(i.tx_errors_per_s),
+        ));
+    }
+    for t in m.tasks.iter().filter(|t| t.metered) {
+        out.push(format!(
+            "stats,hostname={host},container_name={},task_id={} cpu_usage_user={},cpu_usage_system={},memory_usage={}i,processes={}i {ts}",
+            tag(t.name.as_str()),
+            tag(t.id.as_str()),
+            float(t.cpu_user_percent),
+            float(t.cpu_system_percent),
+            t.memory_bytes,
+            t.processes,
+        ));
+    }
+    out
+}
+
+/// Where to write.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A fixed base URL, e.g. `http://127.0.3.23:8086`.
+    Url(String),
+    /// The named service's first running instance, found through the controller (ip and first
+    /// port), looked up again whenever a write fails.
+    Service(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub target: Target,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no running instance of service {0:?} to write to")]
+    NoService(String),
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+}
+
+pub struct Collector {
+    controller: Client,
+    http: reqwest::Client,
+    cfg: CollectorConfig,
+    base: Option<String>,
+    database_created: bool,
+    pending: Vec<String>,
+}
+
+impl Collector {
+    pub fn new(controller: Client, cfg: CollectorConfig) -> Collector {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client always builds");
+        Collector {
+            controller,
+            http,
+            cfg,
+            base: None,
+            database_created: false,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn base(&mut self) -> Result<String, WriteError> {
+        if let Some(b) = &self.base {
+            return Ok(b.clone());
+        }
+        let base = match &self.cfg.target {
+            Target::Url(u) => u.trim_end_matches('/').to_string(),
+            Target::Service(name) => {
+                let services = self
+                    .controller
+                    .services()
+                    .await
+                    .map_err(|e| WriteError::Http {
+                        url: self.controller.base_url().to_string(),
+                        message: e.to_string(),
+                    })?;
+                let s = services
+                    .into_iter()
+                    .find(|s| {
+                        (s.name.as_str() == name || s.service.as_str() == name)
+                            && s.state == Some(torc_types::TaskState::Running)
+                    })
+                    .ok_or_else(|| WriteError::NoService(name.clone()))?;
+                let (Some(ip), Some(port)) = (s.ip, s.ports.first()) else {
+                    return Err(WriteError::NoService(name.clone()));
+                };
+                format!("http://{ip}:{port}")
+            }
+        };
+        self.base = Some(base.clone());
+        Ok(base)
+    }
+
+    fn auth(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(u) = &self.cfg.user {
+            q.push(("u", u.clone()));
+        }
+        if let Some(p) = &self.cfg.password {
+            q.push(("p", p.clone()));
+        }
+        q
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        query: Vec<(&'static str, String)>,
+        body: String,
+    ) -> Result<(), WriteError> {
+        let base = self.base().await?;
+        let url = format!("{base}{path}");
+        let result = self.http.post(&url).query(&query).body(body).send().await;
+        let fail = |message: String| WriteError::Http {
+            url: url.clone(),
+            message,
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.base = None;
+                return Err(fail(e.to_string()));
+            }
+        };
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.as_u16() == 404 {
+            self.database_created = false;
+        }
+        Err(fail(format!("{status}: {}", text.trim())))
+    }
+
+    async fn ensure_database(&mut self) -> Result<(), WriteError> {
+        if self.database_created {
+            return Ok(());
+        }
+        let mut q = self.auth();
+        q.push(("q", format!("CREATE DATABASE \"{}\"", self.cfg.database)));
+        self.post("/query", q, String::new()).await?;
+        self.database_created = true;
+        Ok(())
+    }
+
+    /// One cycle: collect from every active node, write everything pending.
+    pub async fn cycle(&mut self) -> Result<usize, WriteError> {
+        let nodes = self
+            .controller
+            .nodes()
+            .await
+            .map_err(|e| WriteError::Http {
+                url: self.controller.base_url().to_string(),
+                message: e.to_string(),
+            })?;
+        let fetches = nodes.into_iter().filter(|n| n.active).filter_map(|n| {
+            let url = format!("{}/v1/metrics", n.agent_url?);
+            let http = self.http.clone();
+            Some(async move {
+                let r = http.get(&url).send().await.ok()?;
+                if !r.status().is_success() {
+                    return None;
+                }
+                r.json::<NodeMetrics>().await.ok()
+            })
+        });
+        let samples: Vec<NodeMetrics> = futures_join(fetches.collect()).await;
+        for m in &samples {
+            self.pending.extend(lines(m));
+        }
+        if self.pending.len() > MAX_PENDING_LINES {
+            let excess = self.pending.len() - MAX_PENDING_LINES;
+            tracing::warn!(
+                dropped = excess,
+                "database unreachable for long; dropping the oldest points"
+            );
+            self.pending.drain(..excess);
+        }
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        self.ensure_database().await?;
+        let mut q = self.auth();
+        q.push(("db", self.cfg.database.clone()));
+        q.push(("precision", "ms".into()));
+        let body = self.pending.join("\n");
+        let n = self.pending.len();
+        self.post("/write", q, body).await?;
+        self.pending.clear();
+        Ok(n)
+    }
+
+    /// Runs cycles until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => {}
+            }
+            match self.cycle().await {
+                Ok(n) => tracing::debug!(points = n, "written"),
+                Err(e) => {
+                    tracing::warn!(error = %e, pending = self.pending.len(), "cannot write; retrying next cycle")
+                }
+            }
+        }
+    }
+}
+
+/// Awaits every future concurrently (the handful of nodes of a rack).
+async fn futures_join<T: Send + 'static>(
+    futs: Vec<impl std::future::Future<Output = Option<T>> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        if let Ok(Some(v)) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_to_line_protocol() {
+        let m: NodeMetrics =
+            serde_json::from_str(include_str!("../tests/data/sample.json")).unwrap();
+        let got = lines(&m).join("\n") + "\n";
+        let want = include_str!("../tests/data/sample.lines");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(tag("a b,c=d"), "a\\ b\\,c\\=d");
+        assert_eq!(float(12.0), "12.0");
+        assert_eq!(float(f64::NAN), "0.0");
+    }
+}
