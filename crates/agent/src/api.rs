@@ -122,8 +122,12 @@ async fn metrics_json(State(agent): State<Arc<Agent>>) -> Response {
 
 #[derive(serde::Deserialize)]
 struct Since {
+    /// Samples taken after this time (ms).
     #[serde(default)]
     since: u64,
+    /// At most this many, the newest.
+    #[serde(default)]
+    last: Option<usize>,
 }
 
 async fn metrics_history(
@@ -131,14 +135,16 @@ async fn metrics_history(
     Query(q): Query<Since>,
 ) -> Json<Vec<torc_api::NodeMetrics>> {
     let sampler = agent.metrics.lock().unwrap_or_else(|e| e.into_inner());
-    Json(
-        sampler
-            .history
-            .iter()
-            .filter(|m| m.at > q.since)
-            .cloned()
-            .collect(),
-    )
+    let mut out: Vec<torc_api::NodeMetrics> = sampler
+        .history
+        .iter()
+        .rev()
+        .filter(|m| m.at > q.since)
+        .take(q.last.unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
+    out.reverse();
+    Json(out)
 }
 
 async fn metrics_prometheus(State(agent): State<Arc<Agent>>) -> Response {

@@ -520,3 +520,19 @@ pub struct TaskMetrics {
     pub memory_bytes: u64,
     pub processes: usize,
 }
+
+/// Something that happened in the rack, for people: a task failure, a restart, a node lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RackEvent {
+    pub seq: u64,
+    pub at: UnixMillis,
+    /// `task`, `service`, `node` or `framework`.
+    pub kind: String,
+    /// `error`, `warning` or `info`.
+    pub level: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeName>,
+}

@@ -37,6 +37,12 @@ pub fn router(ctl: Arc<Controller>) -> Router {
     Router::new()
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(get_node))
+        .route("/api/v1/nodes/{name}/metrics", get(node_metrics))
+        .route(
+            "/api/v1/nodes/{name}/metrics/history",
+            get(node_metrics_history),
+        )
+        .route("/api/v1/events", get(events))
         .route("/api/v1/tasks", get(list_tasks).post(launch_task))
         .route("/api/v1/tasks/{id}", get(get_task).delete(kill_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
@@ -69,6 +75,9 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/api/v1/announcements", get(list_announced).post(announce))
         .route("/api/v1/nodes/{name}/power", post(power))
         .merge(crate::original::routes())
+        .route("/", get(ui_index))
+        .route("/ui/app.js", get(ui_js))
+        .route("/ui/style.css", get(ui_css))
         .route("/api/v1/agents/register", post(register_agent))
         .route("/api/v1/agents/{name}/status", post(agent_status))
         .route("/api/v1/agents/{name}/desired", get(agent_desired))
@@ -287,22 +296,70 @@ async fn task_logs(
             format!("task {id} was never placed on a node, so it has no output"),
         )
     })?;
-    let (url, active) = ctl.read(|r| r.agent_url(&node)).ok_or_else(|| {
+    agent_get(&ctl, &node, &format!("/v1/tasks/{id}/logs"), &query).await
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<usize>,
+}
+
+/// A node's latest metrics sample, from its agent.
+async fn node_metrics(
+    State(ctl): State<Arc<Controller>>,
+    Segment(node): Segment<NodeName>,
+) -> Reply<torc_api::NodeMetrics> {
+    agent_get(&ctl, &node, "/v1/metrics", &()).await
+}
+
+/// A node's recent metrics samples (newer than `since`), from its agent.
+async fn node_metrics_history(
+    State(ctl): State<Arc<Controller>>,
+    Segment(node): Segment<NodeName>,
+    Params(q): Params<Since>,
+) -> Reply<Vec<torc_api::NodeMetrics>> {
+    agent_get(&ctl, &node, "/v1/metrics/history", &q).await
+}
+
+async fn events(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<EventsAfter>,
+) -> Json<Vec<torc_api::RackEvent>> {
+    Json(ctl.read(|r| r.events(q.after)))
+}
+
+#[derive(serde::Deserialize)]
+struct EventsAfter {
+    #[serde(default)]
+    after: u64,
+}
+
+/// GETs `path` from a node's agent and passes its JSON answer (or error) on.
+async fn agent_get<T: serde::de::DeserializeOwned, Q: serde::Serialize>(
+    ctl: &Controller,
+    node: &NodeName,
+    path: &str,
+    query: &Q,
+) -> Reply<T> {
+    let (url, active) = ctl.read(|r| r.agent_url(node)).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("node {node} has no agent address"),
+            format!("node {node} has no agent address (its agent never registered)"),
         )
     })?;
     if !active {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("node {node} is inactive; its agent cannot be asked for the output"),
+            format!("node {node} is inactive; its agent cannot be asked"),
         ));
     }
     let resp = ctl
         .http
-        .get(format!("{url}/v1/tasks/{id}/logs"))
-        .query(&query)
+        .get(format!("{url}{path}"))
+        .query(query)
         .send()
         .await
         .map_err(|e| {
@@ -667,4 +724,33 @@ pub(crate) async fn run_power(
         exit_code,
         output,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The web UI: static assets compiled into the binary.
+
+fn asset(content_type: &'static str, body: &'static str) -> axum::response::Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn ui_index() -> axum::response::Response {
+    asset("text/html; charset=utf-8", include_str!("../ui/index.html"))
+}
+
+async fn ui_js() -> axum::response::Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/app.js"),
+    )
+}
+
+async fn ui_css() -> axum::response::Response {
+    asset("text/css; charset=utf-8", include_str!("../ui/style.css"))
 }

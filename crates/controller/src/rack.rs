@@ -121,6 +121,9 @@ pub struct Rack {
     /// Framework task updates of this controller life, oldest first: (seq, framework, task).
     pub(crate) events: std::collections::VecDeque<(u64, FrameworkName, TaskId)>,
     pub(crate) event_seq: u64,
+    /// Recent events for people (the UI's feed), newest last; in memory only.
+    pub(crate) log: std::collections::VecDeque<torc_api::RackEvent>,
+    log_seq: u64,
     pub(crate) epoch: u64,
     pub(crate) started_at: UnixMillis,
     generation: u64,
@@ -228,6 +231,8 @@ impl Rack {
             announced,
             events: std::collections::VecDeque::new(),
             event_seq: 0,
+            log: std::collections::VecDeque::new(),
+            log_seq: 0,
             epoch: (IdSource::new().random() & 0xffff_ffff).max(1),
             started_at: now,
             generation,
@@ -268,6 +273,36 @@ impl Rack {
             );
         }
         Ok(rack)
+    }
+
+    /// Adds an event to the feed (bounded).
+    pub(crate) fn record(
+        &mut self,
+        kind: &str,
+        level: &str,
+        message: String,
+        task: Option<&TaskId>,
+        node: Option<&NodeName>,
+        now: UnixMillis,
+    ) {
+        self.log_seq += 1;
+        self.log.push_back(torc_api::RackEvent {
+            seq: self.log_seq,
+            at: now,
+            kind: kind.to_string(),
+            level: level.to_string(),
+            message,
+            task: task.cloned(),
+            node: node.cloned(),
+        });
+        while self.log.len() > 500 {
+            self.log.pop_front();
+        }
+    }
+
+    /// Events after `after` (a `seq`), oldest first.
+    pub fn events(&self, after: u64) -> Vec<torc_api::RackEvent> {
+        self.log.iter().filter(|e| e.seq > after).cloned().collect()
     }
 
     /// A rack with nothing stored yet.
@@ -384,6 +419,19 @@ impl Rack {
         }
         self.dirty_tasks.insert(id.clone());
         if old != state {
+            if matches!(state, TaskState::Failed | TaskState::Lost) {
+                let t = &self.tasks[id];
+                let msg = format!(
+                    "task {} {state}{}",
+                    t.id,
+                    t.message
+                        .as_ref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                );
+                let (task, node) = (t.id.clone(), t.node.clone());
+                self.record("task", "error", msg, Some(&task), node.as_ref(), now);
+            }
             self.task_changed(id, now);
         }
     }
@@ -663,6 +711,14 @@ impl Rack {
         }
         let name = node.name.clone();
         self.sync_ledger(&name);
+        self.record(
+            "node",
+            "info",
+            format!("node {name} registered"),
+            None,
+            Some(&name),
+            now,
+        );
         self.dirty_nodes.insert(name.clone());
         // A new relationship: the agent starts from generation 0, so give it a fresh one.
         self.desired_changed.insert(name.clone());
@@ -773,6 +829,14 @@ impl Rack {
             if let Some(n) = self.nodes.get_mut(&name) {
                 n.active = false;
             }
+            self.record(
+                "node",
+                "error",
+                format!("node {name} stopped reporting; it is inactive"),
+                None,
+                Some(&name),
+                now,
+            );
             self.sync_ledger(&name);
             self.dirty_nodes.insert(name.clone());
             let lost: Vec<TaskId> = self

@@ -316,6 +316,9 @@ impl Rack {
                     rec.health = HealthState::default();
                     if restart {
                         rec.restarts += 1;
+                        let restarts = rec.restarts;
+                        let msg = format!("service {name} restarted (restart {restarts})");
+                        self.record("service", "warning", msg, None, None, now);
                     }
                     self.mark_service(&name);
                 }

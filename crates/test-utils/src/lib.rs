@@ -458,3 +458,169 @@ pub fn which(program: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// A headless Chromium driven through WebDriver (Debian's `chromium` and `chromium-driver`).
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub async fn start() -> anyhow::Result<Browser> {
+        let driver_bin = which("chromedriver").context(
+            "chromedriver is not installed: run ./scripts/test (it installs it) or `apt-get install chromium chromium-driver`",
+        )?;
+        let chromium =
+            which("chromium").context("chromium is not installed: `apt-get install chromium`")?;
+        let port = free_port(Ipv4Addr::LOCALHOST);
+        let mut cmd = Command::new(driver_bin);
+        cmd.arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let driver = cmd.spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let status = format!("{base}/status");
+        wait_for("chromedriver to start", Duration::from_secs(20), || async {
+            http.get(&status)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await?;
+        let profile = tempfile::tempdir()?;
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {"binary": chromium, "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1300,1000", format!("--user-data-dir={}", profile.path().display())
+            ]}
+        }}});
+        let resp: serde_json::Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let session = resp["value"]["sessionId"]
+            .as_str()
+            .with_context(|| format!("chromedriver did not open a session: {resp}"))?
+            .to_string();
+        Ok(Browser {
+            driver,
+            base,
+            session,
+            http,
+            _profile: profile,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let resp: serde_json::Value = self
+            .http
+            .request(method, url)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(err) = resp["value"].get("error") {
+            bail!("webdriver {path}: {err} {}", resp["value"]["message"]);
+        }
+        Ok(resp["value"].clone())
+    }
+
+    pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            serde_json::json!({ "url": url }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Runs `script` (a function body; `return` gives the result) in the page.
+    pub async fn eval(&self, script: &str) -> anyhow::Result<serde_json::Value> {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            serde_json::json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
+    /// The page's visible text.
+    pub async fn text(&self) -> anyhow::Result<String> {
+        Ok(self
+            .eval("return document.body.innerText")
+            .await?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Waits until the page's text contains `needle`.
+    pub async fn wait_text(&self, needle: &str) -> anyhow::Result<String> {
+        wait_for(
+            &format!("the page to show {needle:?}"),
+            Duration::from_secs(20),
+            || async { self.text().await.ok().filter(|t| t.contains(needle)) },
+        )
+        .await
+    }
+
+    /// Errors the page recorded (script errors, failed requests shown to the user) and SEVERE
+    /// browser log entries (e.g. a 404 for an asset).
+    pub async fn errors(&self) -> anyhow::Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .eval("return window.__torcErrors || ['app.js did not load']")
+            .await?
+            .as_array()
+            .map(|a| a.iter().map(|v| v.to_string()).collect())
+            .unwrap_or_default();
+        if let Ok(logs) = self
+            .call(
+                reqwest::Method::POST,
+                "/se/log",
+                serde_json::json!({"type": "browser"}),
+            )
+            .await
+        {
+            for e in logs.as_array().into_iter().flatten() {
+                if e["level"] == "SEVERE" {
+                    out.push(e["message"].to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}

@@ -248,6 +248,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     println!();
     println!("Rack is up.");
+    println!("  UI:    {controller_url}/");
     println!("  API:   {controller_url}/api/v1/nodes");
     println!("  token: {}", token_path.display());
     println!("  logs:  {}", logs.display());

@@ -1,0 +1,452 @@
+// torc web UI: one page, hash routes, no third-party code. Every view renders from the
+// controller's /api/v1 and refreshes itself on a timer while it is shown.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+// Every script error and every error shown to the user, for the browser tests to read.
+window.__torcErrors = [];
+window.addEventListener("error", (e) => window.__torcErrors.push("script error: " + e.message));
+window.addEventListener("unhandledrejection", (e) => window.__torcErrors.push("unhandled: " + e.reason));
+const main = $("#main");
+let timers = [];
+let renderSeq = 0;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function esc(v) {
+  return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+function ago(ms) {
+  if (!ms) return "never";
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return s + "s ago";
+  if (s < 3600) return Math.round(s / 60) + "m ago";
+  return Math.round(s / 3600) + "h ago";
+}
+
+function bytes(n) {
+  if (n == null) return "";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (Math.abs(n) >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : Math.round(n)) + " " + u[i];
+}
+
+function num(v, d = 1) { return v == null ? "" : Number(v).toFixed(d).replace(/\.0+$/, ""); }
+
+function badge(state) {
+  const cls = {
+    running: "b-ok", active: "b-ok", healthy: "b-ok", finished: "b-info", none: "",
+    staging: "b-warn", pending: "b-warn", killing: "b-warn", unknown: "b-warn", inactive: "b-bad",
+    failed: "b-bad", lost: "b-bad", killed: "", unhealthy: "b-bad", error: "b-bad", warning: "b-warn", info: "b-info",
+  }[state] ?? "";
+  return `<span class="badge ${cls}">${esc(state)}</span>`;
+}
+
+function bar(used, total, label) {
+  const pct = total > 0 ? Math.min(100, (used / total) * 100) : 0;
+  return `<div class="bar" title="${esc(label)}"><span style="width:${pct.toFixed(1)}%"></span><em>${esc(label)}</em></div>`;
+}
+
+function showBanner(msg, info) {
+  if (msg && !info) window.__torcErrors.push(msg);
+  const b = $("#banner");
+  b.textContent = msg;
+  b.className = info ? "info" : "";
+  b.hidden = !msg;
+}
+
+function every(ms, fn) { timers.push(setInterval(fn, ms)); }
+
+// ---------------------------------------------------------------------------------------------
+// API access: JSON in and out; errors are shown in words; a 401 asks for the token.
+
+function token() { return localStorage.getItem("torc-token") || ""; }
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, opts = {}) {
+  const headers = { ...(opts.headers || {}) };
+  if (opts.body !== undefined) headers["content-type"] = "application/json";
+  if (token()) headers["authorization"] = "Bearer " + token();
+  let resp;
+  try {
+    resp = await fetch(path, { method: opts.method || "GET", headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+  } catch (e) {
+    throw new ApiError(0, "The controller did not answer (" + e.message + "). Is the rack up?");
+  }
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  if (!resp.ok) {
+    const msg = (data && data.error) || text || resp.statusText;
+    if (resp.status === 401 && !opts.retried && (await askToken(msg))) {
+      return api(path, { ...opts, retried: true });
+    }
+    throw new ApiError(resp.status, msg);
+  }
+  return data;
+}
+
+// A view's data load: errors go to the banner instead of breaking the page.
+async function load(path) {
+  try { return await api(path); } catch (e) { showBanner(e.message); return null; }
+}
+
+function dialog(html, buttons) {
+  const d = $("#dialog");
+  const f = $("#dialog-form");
+  f.innerHTML = html + `<div class="actions">${buttons.map((b) => `<button value="${b[0]}" class="${b[2] || ""}">${esc(b[1])}</button>`).join("")}</div>`;
+  return new Promise((resolve) => {
+    d.onclose = () => resolve(d.returnValue);
+    d.showModal();
+  });
+}
+
+async function askToken(why) {
+  const v = await dialog(`<p><b>This action needs the rack's token.</b></p><p class="muted">${esc(why)}</p>
+    <p>It is in the controller's data dir, file <code>token</code> (for <code>torc up</code>: the path it printed).</p>
+    <input id="token-input" type="password" style="width:100%" placeholder="token">`, [["cancel", "Cancel"], ["ok", "Use token"]]);
+  if (v !== "ok") return false;
+  localStorage.setItem("torc-token", $("#token-input").value.trim());
+  return true;
+}
+
+async function confirmAction(text, danger) {
+  return (await dialog(`<p>${esc(text)}</p>`, [["cancel", "Cancel"], ["ok", "Yes, do it", danger ? "danger" : ""]])) === "ok";
+}
+
+async function act(text, fn, danger = true) {
+  if (!(await confirmAction(text, danger))) return;
+  try {
+    await fn();
+    showBanner("Done: " + text, true);
+    setTimeout(() => showBanner(""), 3000);
+    render();
+  } catch (e) {
+    showBanner(e.message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts: SVG line charts drawn here.
+
+const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#805ad5", "#b83280", "#2c7a7b", "#975a16", "#4a5568"];
+
+function lineChart(title, series, fmt, fixedMax) {
+  const W = 600, H = 150, L = 70, R = 8, T = 8, B = 20;
+  const pts = series.flatMap((s) => s.points);
+  if (!pts.length) return `<div class="chart"><h3>${esc(title)}</h3><p class="muted">no samples yet</p></div>`;
+  const t0 = Math.min(...pts.map((p) => p[0])), t1 = Math.max(...pts.map((p) => p[0]));
+  const max = fixedMax ?? Math.max(1e-9, ...pts.map((p) => p[1])) * 1.1;
+  const x = (t) => L + ((t - t0) / Math.max(1, t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - v / max) * (H - T - B);
+  let g = "";
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    g += `<line x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}" stroke="#e2e8f0"/>` +
+      `<text x="${L - 4}" y="${y(v) + 4}" text-anchor="end" font-size="10" fill="#6b7385">${esc(fmt(v))}</text>`;
+  }
+  g += `<text x="${L}" y="${H - 4}" font-size="10" fill="#6b7385">${esc(new Date(t0).toLocaleTimeString())}</text>` +
+    `<text x="${W - R}" y="${H - 4}" text-anchor="end" font-size="10" fill="#6b7385">${esc(new Date(t1).toLocaleTimeString())}</text>`;
+  const lines = series.map((s, i) => {
+    const d = s.points.map((p, j) => (j ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[1]).toFixed(1)).join(" ");
+    return `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.6"/>`;
+  }).join("");
+  const legend = series.map((s, i) => `<span><i style="background:${COLORS[i % COLORS.length]}"></i>${esc(s.name)}</span>`).join("");
+  return `<div class="chart"><h3>${esc(title)}</h3><svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none">${g}${lines}</svg><div class="legend">${legend}</div></div>`;
+}
+
+function hostCharts(history, compact) {
+  const s = (name, f) => ({ name, points: history.map((m) => [m.at, f(m)]) });
+  const ifaces = [...new Set(history.flatMap((m) => m.interfaces.map((i) => i.name)))].slice(0, compact ? 2 : 6);
+  const disks = [...new Set(history.flatMap((m) => m.disks.map((d) => d.device)))].slice(0, 4);
+  const pick = (arr, key, name) => arr.find((x) => x[key] === name);
+  const charts = [
+    lineChart("CPU %", [s("user", (m) => m.cpu.user_percent), s("system", (m) => m.cpu.system_percent), s("iowait", (m) => m.cpu.iowait_percent)], (v) => num(v, 0) + "%", 100),
+    lineChart("Memory", [s("used", (m) => m.memory.used_bytes), s("cached", (m) => m.memory.cached_bytes)], bytes),
+    lineChart("Network (bytes/s)", ifaces.flatMap((n) => [
+      s(n + " rx", (m) => pick(m.interfaces, "name", n)?.rx_bytes_per_s ?? 0),
+      s(n + " tx", (m) => pick(m.interfaces, "name", n)?.tx_bytes_per_s ?? 0)]), (v) => bytes(v) + "/s"),
+  ];
+  if (!compact) {
+    charts.push(lineChart("Disk (bytes/s)", disks.flatMap((n) => [
+      s(n + " read", (m) => pick(m.disks, "device", n)?.read_bytes_per_s ?? 0),
+      s(n + " write", (m) => pick(m.disks, "device", n)?.write_bytes_per_s ?? 0)]), (v) => bytes(v) + "/s"));
+    charts.push(lineChart("Load", [s("1m", (m) => m.load[0]), s("5m", (m) => m.load[1]), s("15m", (m) => m.load[2])], (v) => num(v, 2)));
+  }
+  return charts.join("");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+function table(headers, rows, empty = "nothing here") {
+  if (!rows.length) return `<p class="muted">${esc(empty)}</p>`;
+  return `<table><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
+}
+
+async function overview(seq) {
+  const [nodes, status, events] = await Promise.all([load("/api/v1/nodes"), load("/api/v1/status"), load("/api/v1/events")]);
+  if (seq !== renderSeq || !nodes || !status) return;
+  const usage = {};
+  await Promise.all(nodes.filter((n) => n.active).map(async (n) => {
+    // The recent history, not /metrics: it is empty (not an error) before the first sample.
+    try {
+      const h = await api(`/api/v1/nodes/${n.name}/metrics/history?last=1`);
+      if (h.length) usage[n.name] = h[h.length - 1];
+    } catch (_) { /* the node just went away; the table shows it */ }
+  }));
+  if (seq !== renderSeq) return;
+  const tasks = status.frameworks.reduce((a, f) => a + (f.tasks.running || 0), 0);
+  const svcRun = status.services.reduce((a, s) => a + s.running, 0), svcAll = status.services.reduce((a, s) => a + s.desired, 0);
+  main.innerHTML = `<h1>Rack ${esc(status.rack)}</h1>
+  <div class="cards">
+    <div class="card"><div class="n">${status.nodes_active}/${status.nodes_total}</div><div class="l">nodes active</div></div>
+    <div class="card"><div class="n">${tasks}</div><div class="l">tasks running</div></div>
+    <div class="card"><div class="n">${svcRun}/${svcAll}</div><div class="l">service instances running</div></div>
+    <div class="card"><div class="n">${status.frameworks.length}</div><div class="l">frameworks</div></div>
+  </div>
+  <h2>Nodes</h2>
+  ${table(["Node", "IP", "Function", "State", "CPU allocated", "Memory allocated", "CPU used", "Memory used", "Tasks"], nodes.map((n) => {
+    const u = usage[n.name], r = n.resources;
+    return [`<a href="#/agents/${esc(n.name)}">${esc(n.name)}</a>`, esc(n.ip), esc(n.node_function), badge(n.active ? "active" : "inactive"),
+      bar(r.allocated.cpus, r.total.cpus, `${num(r.allocated.cpus, 2)} / ${num(r.total.cpus, 2)}`),
+      bar(r.allocated.mem_mb, r.total.mem_mb, `${num(r.allocated.mem_mb, 0)} / ${num(r.total.mem_mb, 0)} MiB`),
+      u ? bar(u.cpu.user_percent + u.cpu.system_percent, 100, num(u.cpu.user_percent + u.cpu.system_percent) + "%") : '<span class="muted">–</span>',
+      u ? bar(u.memory.used_bytes, u.memory.total_bytes, bytes(u.memory.used_bytes)) : '<span class="muted">–</span>',
+      String(n.tasks)];
+  }))}
+  <h2>Services</h2>
+  ${table(["Service", "Origin", "Running", "Healthy", "Restarts", "Last failure"], status.services.map((s) => [
+    esc(s.name), esc(s.origin), `${s.running}/${s.desired}`, `${s.healthy}/${s.desired}`, String(s.restarts),
+    s.last_failure ? `${esc(ago(s.last_failure.at))}: ${esc(s.last_failure.message)}` : ""]), "no services configured")}
+  <h2>Recent events</h2>
+  ${table(["When", "Level", "What"], (events || []).slice(-15).reverse().map((e) => [esc(ago(e.at)), badge(e.level),
+    e.task ? `<a href="#/tasks/${esc(e.task)}">${esc(e.message)}</a>` : esc(e.message)]), "nothing happened yet")}`;
+}
+
+function query() {
+  const q = location.hash.split("?")[1] || "";
+  return Object.fromEntries(new URLSearchParams(q));
+}
+
+async function tasksView(seq) {
+  const f = query();
+  const params = new URLSearchParams();
+  for (const k of ["node", "framework", "state"]) if (f[k]) params.set(k, f[k]);
+  const [tasks, nodes, fws] = await Promise.all([load("/api/v1/tasks?" + params), load("/api/v1/nodes"), load("/api/v1/frameworks")]);
+  if (seq !== renderSeq || !tasks || !nodes || !fws) return;
+  const shown = f.all || f.state ? tasks : tasks.filter((t) => !["finished", "failed", "killed", "lost"].includes(t.state));
+  const sel = (name, opts) => `<select data-f="${name}"><option value="">any ${name}</option>${opts.map((o) => `<option ${f[name] === o ? "selected" : ""}>${esc(o)}</option>`).join("")}</select>`;
+  main.innerHTML = `<h1>Tasks</h1>
+  <div class="toolbar">${sel("node", nodes.map((n) => n.name))}${sel("framework", fws.map((x) => x.name))}
+    ${sel("state", ["pending", "staging", "running", "killing", "finished", "failed", "killed", "lost"])}
+    <label><input type="checkbox" id="all" ${f.all ? "checked" : ""}> ended tasks too</label>
+    <span class="muted">${shown.length} of ${tasks.length}</span></div>
+  ${table(["Task", "State", "Node", "Ports", "Framework", "Exit", "Message", "Updated"], shown.slice().reverse().map((t) => [
+    `<a href="#/tasks/${esc(t.id)}">${esc(t.id)}</a>`, badge(t.state), esc(t.node || "–"), esc(t.ports.join(", ")), esc(t.framework),
+    esc(t.exit_code ?? ""), esc(t.message || ""), esc(ago(t.updated_at))]), "no tasks")}`;
+  const update = () => {
+    const p = new URLSearchParams();
+    main.querySelectorAll("select[data-f]").forEach((s) => s.value && p.set(s.dataset.f, s.value));
+    if ($("#all").checked) p.set("all", "1");
+    location.hash = "#/tasks?" + p;
+  };
+  main.querySelectorAll("select[data-f]").forEach((s) => (s.onchange = update));
+  $("#all").onchange = update;
+}
+
+async function taskView(seq, id) {
+  const t = await load("/api/v1/tasks/" + encodeURIComponent(id));
+  if (seq !== renderSeq || !t) return;
+  const live = !["finished", "failed", "killed", "lost"].includes(t.state);
+  const s = t.spec;
+  main.innerHTML = `<h1>Task ${esc(t.id)} ${badge(t.state)}</h1>
+  <div class="toolbar">${live ? '<button class="danger" id="kill">Kill task</button>' : ""}
+    <a href="#/tasks?framework=${esc(t.framework)}">other tasks of ${esc(t.framework)}</a></div>
+  <dl class="kv">
+    <dt>Command</dt><dd><code>${esc([s.command, ...s.args].join(" "))}</code></dd>
+    <dt>Node</dt><dd>${t.node ? `<a href="#/agents/${esc(t.node)}">${esc(t.node)}</a> (${esc(t.ip || "")})` : "not placed"}</dd>
+    <dt>Ports</dt><dd>${esc(t.ports.join(", ") || "none")}</dd>
+    <dt>Resources</dt><dd>${num(s.resources.cpus, 2)} cpus, ${num(s.resources.mem_mb, 0)} MiB memory, ${num(s.resources.disk_mb, 0)} MiB disk</dd>
+    <dt>Constraints</dt><dd>${esc(JSON.stringify(s.constraints))}</dd>
+    <dt>Environment</dt><dd>${esc(Object.entries(s.env).map(([k, v]) => k + "=" + v).join(" ") || "–")}</dd>
+    <dt>Framework</dt><dd>${esc(t.framework)}</dd>
+    <dt>Exit code</dt><dd>${esc(t.exit_code ?? "–")}</dd>
+    <dt>Message</dt><dd>${esc(t.message || "–")}</dd>
+    <dt>Created</dt><dd>${esc(new Date(t.created_at).toLocaleString())}</dd>
+  </dl>
+  <h2>History</h2>
+  ${table(["When", "State", "Message"], t.history.map((h) => [esc(new Date(h.at).toLocaleTimeString()), badge(h.state), esc(h.message || "")]))}
+  <h2>Output</h2>
+  <div class="toolbar tabs"><button data-s="stdout" class="on">stdout</button><button data-s="stderr">stderr</button>
+    <span class="muted" id="logstate"></span></div>
+  <pre id="log"></pre>`;
+  if (live) $("#kill").onclick = () => act(`Kill task ${t.id}?`, () => api("/api/v1/tasks/" + encodeURIComponent(t.id), { method: "DELETE" }));
+  let stream = "stdout", offset = null;
+  const pull = async () => {
+    if (!t.node) { $("#logstate").textContent = "the task was never placed, so it has no output"; return; }
+    try {
+      const q = offset == null ? "tail=16384" : "offset=" + offset;
+      const c = await api(`/api/v1/tasks/${encodeURIComponent(t.id)}/logs?stream=${stream}&${q}`);
+      const pre = $("#log");
+      if (!pre) return;
+      if (offset == null) pre.textContent = "";
+      pre.textContent += c.data;
+      if (c.data) pre.scrollTop = pre.scrollHeight;
+      offset = c.next_offset;
+      $("#logstate").textContent = `${bytes(c.size)}${live ? ", following" : ""}`;
+    } catch (e) { const ls = $("#logstate"); if (ls) ls.textContent = e.message; }
+  };
+  main.querySelectorAll(".tabs button").forEach((b) => (b.onclick = () => {
+    main.querySelectorAll(".tabs button").forEach((x) => x.classList.toggle("on", x === b));
+    stream = b.dataset.s; offset = null; pull();
+  }));
+  pull();
+  if (live) every(1000, pull);
+}
+
+async function frameworksView(seq) {
+  const fws = await load("/api/v1/frameworks");
+  if (seq !== renderSeq || !fws) return;
+  main.innerHTML = `<h1>Frameworks</h1>
+  ${table(["Framework", "Kind", "State", "Failover timeout", "Last seen", "Tasks", "Note"], fws.map((f) => [
+    `<a href="#/tasks?framework=${esc(f.name)}&all=1">${esc(f.name)}</a>`, f.builtin ? "built-in scheduler" : "sub-scheduler",
+    badge(f.active ? "active" : "inactive"), f.failover_timeout_ms != null ? num(f.failover_timeout_ms / 1000) + " s" : "–",
+    f.builtin ? "–" : esc(ago(f.last_seen)), esc(Object.entries(f.tasks).map(([k, v]) => `${v} ${k}`).join(", ") || "none"), esc(f.message || "")]))}`;
+}
+
+async function agentsView(seq) {
+  const nodes = await load("/api/v1/nodes");
+  if (seq !== renderSeq || !nodes) return;
+  main.innerHTML = `<h1>Agents</h1>
+  ${table(["Node", "IP", "Type", "Function", "State", "CPUs", "Memory", "Disk", "Ports", "Last heartbeat", "Limits"], nodes.map((n) => {
+    const r = n.resources;
+    return [`<a href="#/agents/${esc(n.name)}">${esc(n.name)}</a>`, esc(n.ip), esc(n.node_type), esc(n.node_function), badge(n.active ? "active" : "inactive"),
+      `${num(r.allocated.cpus, 2)} / ${num(r.total.cpus, 2)}`, `${num(r.allocated.mem_mb, 0)} / ${num(r.total.mem_mb, 0)} MiB`,
+      `${num(r.allocated.disk_mb, 0)} / ${num(r.total.disk_mb, 0)} MiB`, `${r.ports_allocated} of ${esc(n.port_range)}`, esc(ago(n.last_seen)),
+      n.runtime.limits_enforced ? badge("enforced") : `<span class="muted" title="${esc(n.runtime.limits_note || "")}">not enforced</span>`];
+  }))}`;
+}
+
+async function agentView(seq, name) {
+  const [n, tasks] = await Promise.all([load("/api/v1/nodes/" + name), load("/api/v1/tasks?node=" + name)]);
+  if (seq !== renderSeq || !n || !tasks) return;
+  const r = n.resources;
+  main.innerHTML = `<h1>Node ${esc(n.name)} ${badge(n.active ? "active" : "inactive")}</h1>
+  <dl class="kv">
+    <dt>Address</dt><dd>${esc(n.ip)}${n.external_ip ? " (external " + esc(n.external_ip) + ")" : ""}</dd>
+    <dt>Management</dt><dd>${esc(n.management_ip || "–")}</dd>
+    <dt>Type / function</dt><dd>${esc(n.node_type)} / ${esc(n.node_function)}</dd>
+    <dt>Agent</dt><dd>${esc(n.agent_url || "never registered")}, last heartbeat ${esc(ago(n.last_seen))}</dd>
+    <dt>CPUs</dt><dd>${num(r.allocated.cpus, 2)} allocated of ${num(r.total.cpus, 2)}</dd>
+    <dt>Memory</dt><dd>${num(r.allocated.mem_mb, 0)} MiB allocated of ${num(r.total.mem_mb, 0)} MiB</dd>
+    <dt>Ports</dt><dd>${r.ports_allocated} allocated in ${esc(n.port_range)}</dd>
+    <dt>Runtime</dt><dd>${esc(n.runtime.kind)}; limits ${n.runtime.limits_enforced ? "enforced (cgroup v2)" : "not enforced: " + esc(n.runtime.limits_note || "")}</dd>
+    <dt>Attributes</dt><dd>${esc(Object.entries(n.attributes).map(([k, v]) => k + "=" + v).join(", ") || "–")}</dd>
+  </dl>
+  <h2>Live metrics <a class="muted" href="#/metrics/${esc(n.name)}">(full dashboard)</a></h2><div class="grid2" id="charts"></div>
+  <h2>Tasks on ${esc(n.name)}</h2>
+  ${table(["Task", "State", "Ports", "Framework", "Message"], tasks.filter((t) => !["finished", "failed", "killed", "lost"].includes(t.state)).map((t) => [
+    `<a href="#/tasks/${esc(t.id)}">${esc(t.id)}</a>`, badge(t.state), esc(t.ports.join(", ")), esc(t.framework), esc(t.message || "")]), "no live tasks")}`;
+  if (n.active) {
+    const draw = async () => {
+      const h = await load(`/api/v1/nodes/${name}/metrics/history`);
+      const c = $("#charts");
+      if (h && c && seq === renderSeq) c.innerHTML = hostCharts(h, true);
+    };
+    draw();
+    every(3000, draw);
+  }
+}
+
+async function servicesView(seq) {
+  const [services, groups] = await Promise.all([load("/api/v1/services"), load("/api/v1/groups")]);
+  if (seq !== renderSeq || !services || !groups) return;
+  main.innerHTML = `<h1>Services</h1>
+  ${table(["Instance", "Origin", "State", "Node", "Address", "Health", "Restarts", "Note"], services.map((s) => [
+    s.task ? `<a href="#/tasks/${esc(s.task)}">${esc(s.name)}</a>` : esc(s.name), esc(s.origin), s.state ? badge(s.state) : '<span class="muted">–</span>',
+    esc(s.node || "–"), esc(s.ip ? s.ip + (s.ports.length ? ":" + s.ports.join(",") : "") : "–"), badge(s.health.state),
+    String(s.restarts), esc(s.waiting || (s.last_failure ? "last failure " + ago(s.last_failure.at) + ": " + s.last_failure.message : ""))]), "no service instances")}
+  <h2>Service groups</h2>
+  ${table(["Group", "Services", "Instances", ""], groups.map((g) => [esc(g.name), esc(g.services.join(", ")), String(g.instances.length),
+    `<button data-start="${esc(g.name)}">Start</button> <button class="danger" data-stop="${esc(g.name)}">Stop</button>`]), "no groups in the rack config")}`;
+  main.querySelectorAll("[data-start]").forEach((b) => (b.onclick = () =>
+    act(`Start service group ${b.dataset.start}?`, () => api(`/api/v1/groups/${b.dataset.start}/start`, { method: "POST", body: {} }), false)));
+  main.querySelectorAll("[data-stop]").forEach((b) => (b.onclick = () =>
+    act(`Stop service group ${b.dataset.stop}? Its instances are killed.`, () => api(`/api/v1/groups/${b.dataset.stop}/stop`, { method: "POST", body: {} }))));
+}
+
+async function metricsView(seq, name) {
+  const nodes = await load("/api/v1/nodes");
+  if (seq !== renderSeq || !nodes) return;
+  const active = nodes.filter((n) => n.active).map((n) => n.name);
+  const hosts = name ? [name] : active;
+  main.innerHTML = `<h1>Metrics ${name ? esc(name) : "— all hosts"}</h1>
+  <div class="toolbar">${[`<a href="#/metrics">all hosts</a>`, ...active.map((n) => `<a href="#/metrics/${esc(n)}">${esc(n)}</a>`)].join(" · ")}</div>
+  ${hosts.map((h) => `${name ? "" : `<h2><a href="#/metrics/${esc(h)}">${esc(h)}</a></h2>`}<div class="grid2" data-host="${esc(h)}"></div>`).join("")}
+  ${name ? '<h2>Tasks</h2><div id="task-metrics"></div>' : ""}`;
+  const draw = async () => {
+    await Promise.all(hosts.map(async (h) => {
+      const hist = await load(`/api/v1/nodes/${h}/metrics/history`);
+      const el = main.querySelector(`[data-host="${h}"]`);
+      if (!hist || !el || seq !== renderSeq) return;
+      el.innerHTML = hostCharts(hist, !name);
+      const tm = $("#task-metrics");
+      const last = hist[hist.length - 1];
+      if (tm && last) {
+        tm.innerHTML = table(["Task", "CPU user %", "CPU system %", "Memory", "Processes", "Metered"], last.tasks.map((t) => [
+          `<a href="#/tasks/${esc(t.id)}">${esc(t.id)}</a>`, num(t.cpu_user_percent), num(t.cpu_system_percent), bytes(t.memory_bytes), String(t.processes), t.metered ? "yes" : "no"]), "no tasks on this node");
+      }
+    }));
+  };
+  draw();
+  every(3000, draw);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Router
+
+const routes = [
+  [/^#?\/?$/, overview],
+  [/^#\/tasks\/([^?]+)$/, taskView],
+  [/^#\/tasks(\?.*)?$/, tasksView],
+  [/^#\/frameworks$/, frameworksView],
+  [/^#\/agents\/([^?]+)$/, agentView],
+  [/^#\/agents$/, agentsView],
+  [/^#\/services$/, servicesView],
+  [/^#\/metrics\/([^?]+)$/, metricsView],
+  [/^#\/metrics$/, metricsView],
+];
+
+async function render() {
+  timers.forEach(clearInterval);
+  timers = [];
+  const seq = ++renderSeq;
+  const hash = location.hash || "#/";
+  document.querySelectorAll("#nav a").forEach((a) => {
+    const base = a.getAttribute("href");
+    a.classList.toggle("active", base === "#/" ? hash === "#/" : hash.startsWith(base));
+  });
+  for (const [re, view] of routes) {
+    const m = hash.match(re);
+    if (m) {
+      const arg = m[1] && !m[1].startsWith("?") ? decodeURIComponent(m[1]) : undefined;
+      try { await view(seq, arg); } catch (e) { showBanner(e.message); }
+      if (view === overview || view === tasksView || view === frameworksView || view === agentsView || view === servicesView) {
+        every(5000, () => { if (seq === renderSeq && !$("#dialog").open) view(seq, arg).catch((e) => showBanner(e.message)); });
+      }
+      return;
+    }
+  }
+  main.innerHTML = `<h1>Not found</h1><p>No page at <code>${esc(hash)}</code>. <a href="#/">Back to the overview</a>.</p>`;
+}
+
+window.addEventListener("hashchange", () => { showBanner(""); render(); });
+load("/api/v1/status").then((s) => { if (s) $("#rack").textContent = "rack " + s.rack; });
+render();
