@@ -294,3 +294,46 @@ pub fn parse_children(text: &str) -> Vec<u32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+/// One IPv4 route from `/proc/net/route`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub interface: String,
+    pub destination: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    /// `None` for a directly connected network.
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub metric: u32,
+}
+
+/// Parses `/proc/net/route` (addresses are hex in the kernel's byte order, little-endian on the
+/// machines torc runs on). Routes that are not up (flag `RTF_UP` clear) are skipped.
+pub fn parse_net_route(text: &str) -> Vec<Route> {
+    let addr = |h: &str| {
+        u32::from_str_radix(h, 16)
+            .ok()
+            .map(|v| std::net::Ipv4Addr::from(v.swap_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let flags = u32::from_str_radix(f[3], 16).ok()?;
+            if flags & 1 == 0 {
+                return None;
+            }
+            let mask = addr(f[7])?;
+            let gw = addr(f[2])?;
+            Some(Route {
+                interface: f[0].to_string(),
+                destination: addr(f[1])?,
+                prefix_len: u32::from(mask).count_ones() as u8,
+                gateway: (!gw.is_unspecified()).then_some(gw),
+                metric: f[6].parse().unwrap_or(0),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,268 @@
+//! statesync: keeps `/torc/` in the state store (etcd, or `torc kv`) equal to the rack's live
+//! state, the seed's "state soup".
+//!
+//! Keys and their JSON values (documented in `ARCHITECTURE.md`):
+//! - `/torc/machines/<node>`: `{name, ip, external_ip, management_ip, type, function, active, last_seen}`
+//! - `/torc/services/<instance>`: `{name, service, owner, node, ip, ports, state, task_id}`, for
+//!   running tasks and announced external tasks
+//! - `/torc/routes/<destination, '/' as '-'>`: `{destination, next_hop, interface, metric}`
+//! - `/torc/ports/<interface>`: `{interface, oper_state, speed_mbps, mtu, mac}`
+//!
+//! Each cycle compares what should be with what the store holds now (not with a private
+//! cache), then puts what differs and deletes what no longer exists. Unlike the original it
+//! never deletes what it has just written, survives a changed route, deletes ports that went
+//! away, and does nothing destructive to machines and services while the controller does not
+//! answer: a missing answer is not an empty rack.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::json;
+use torc_api::original::OriginalTask;
+use torc_api::{NodeView, TaskView};
+use torc_types::TaskState;
+
+/// What the controller says (one consistent read per cycle).
+pub struct ControllerState {
+    pub nodes: Vec<NodeView>,
+    pub tasks: Vec<TaskView>,
+    pub announced: Vec<OriginalTask>,
+    /// The controller's own name (the owner of its tasks).
+    pub controller_name: String,
+}
+
+/// An interface's state from `/sys/class/net`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Port {
+    pub interface: String,
+    pub oper_state: String,
+    pub speed_mbps: Option<u64>,
+    pub mtu: Option<u64>,
+    pub mac: String,
+}
+
+/// What the network agent (here: the controller node's own kernel) says.
+pub struct NetworkState {
+    pub routes: Vec<torc_procfs::Route>,
+    pub ports: Vec<Port>,
+}
+
+/// A change to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(String, String),
+    Delete(String),
+}
+
+fn key_part(s: &str) -> String {
+    s.replace('/', "-")
+}
+
+/// The keys and values that should be under `base` (e.g. `/torc`).
+pub fn desired(
+    base: &str,
+    ctl: Option<&ControllerState>,
+    net: &NetworkState,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let base = base.trim_end_matches('/');
+    if let Some(ctl) = ctl {
+        for n in &ctl.nodes {
+            out.insert(
+                format!("{base}/machines/{}", n.name),
+                json!({
+                    "name": n.name, "ip": n.ip, "external_ip": n.external_ip, "management_ip": n.management_ip,
+                    "type": n.node_type, "function": n.node_function, "active": n.active,
+                })
+                .to_string(),
+            );
+        }
+        for t in ctl.tasks.iter().filter(|t| t.state == TaskState::Running) {
+            let owner = if t.framework.as_str() == torc_types::BUILTIN_FRAMEWORK {
+                ctl.controller_name.clone()
+            } else {
+                t.framework.to_string()
+            };
+            // Several tasks may share a name (a framework's replicas): the task id keeps them
+            // apart, the name alone is the common case.
+            let dup = ctl
+                .tasks
+                .iter()
+                .filter(|x| x.state == TaskState::Running && x.name == t.name)
+                .count()
+                > 1;
+            let key = if dup {
+                format!("{}.{}", t.name, t.id)
+            } else {
+                t.name.to_string()
+            };
+            out.insert(
+                format!("{base}/services/{}", key_part(&key)),
+                json!({
+                    "name": t.name, "service": t.name, "owner": owner, "node": t.node, "ip": t.ip,
+                    "ports": t.ports, "state": t.state, "task_id": t.id,
+                })
+                .to_string(),
+            );
+        }
+        for a in &ctl.announced {
+            out.insert(
+                format!("{base}/services/{}", key_part(&a.name)),
+                json!({
+                    "name": a.name, "service": a.name, "owner": a.controller, "node": a.node_name,
+                    "ip": a.ip, "ports": [], "state": "running", "task_id": a.id,
+                })
+                .to_string(),
+            );
+        }
+    }
+    for r in &net.routes {
+        let dest = format!("{}/{}", r.destination, r.prefix_len);
+        out.insert(
+            format!("{base}/routes/{}", key_part(&dest)),
+            json!({
+                "destination": dest, "next_hop": r.gateway.map(|g| g.to_string()),
+                "interface": r.interface, "metric": r.metric,
+            })
+            .to_string(),
+        );
+    }
+    for p in &net.ports {
+        out.insert(
+            format!("{base}/ports/{}", key_part(&p.interface)),
+            json!({
+                "interface": p.interface, "oper_state": p.oper_state, "speed_mbps": p.speed_mbps,
+                "mtu": p.mtu, "mac": p.mac,
+            })
+            .to_string(),
+        );
+    }
+    out
+}
+
+/// The changes that make `actual` equal `desired`. Without the controller's word, machines and
+/// services are left alone (neither written nor deleted).
+pub fn plan(
+    base: &str,
+    desired: &BTreeMap<String, String>,
+    actual: &BTreeMap<String, String>,
+    controller_answered: bool,
+) -> Vec<Op> {
+    let base = base.trim_end_matches('/');
+    let guarded = |k: &str| {
+        !controller_answered
+            && (k.starts_with(&format!("{base}/machines/"))
+                || k.starts_with(&format!("{base}/services/")))
+    };
+    let mut ops = Vec::new();
+    for (k, v) in desired {
+        if actual.get(k) != Some(v) {
+            ops.push(Op::Put(k.clone(), v.clone()));
+        }
+    }
+    for k in actual.keys() {
+        if !desired.contains_key(k) && !guarded(k) {
+            ops.push(Op::Delete(k.clone()));
+        }
+    }
+    ops
+}
+
+/// Reads routes and interface states from this machine.
+pub fn read_network(proc_root: &Path, sys_class_net: &Path) -> NetworkState {
+    let routes = std::fs::read_to_string(proc_root.join("net/route"))
+        .map(|t| torc_procfs::parse_net_route(&t))
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(sys_class_net) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let read = |f: &str| {
+                std::fs::read_to_string(e.path().join(f))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default()
+            };
+            ports.push(Port {
+                oper_state: read("operstate"),
+                // The kernel reports -1 (or fails) when the speed is unknown.
+                speed_mbps: read("speed")
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .map(|s| s as u64),
+                mtu: read("mtu").parse().ok(),
+                mac: read("address"),
+                interface: name,
+            });
+        }
+    }
+    ports.sort_by(|a, b| a.interface.cmp(&b.interface));
+    NetworkState { routes, ports }
+}
+
+/// The store statesync writes to.
+pub trait Store {
+    type Error: std::fmt::Display;
+    /// Every key under `prefix`, with its value.
+    fn list(
+        &mut self,
+        prefix: &str,
+    ) -> impl std::future::Future<Output = Result<BTreeMap<String, String>, Self::Error>>;
+    fn put(
+        &mut self,
+        key: &str,
+        value: &str,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>>;
+    fn delete(&mut self, key: &str) -> impl std::future::Future<Output = Result<(), Self::Error>>;
+}
+
+/// Reads the controller's state; `None` when it does not answer.
+pub async fn read_controller(
+    client: &torc_client::Client,
+    controller_name: &str,
+) -> Option<ControllerState> {
+    let running = torc_api::TaskFilter {
+        state: Some(TaskState::Running),
+        ..Default::default()
+    };
+    let (nodes, tasks, announced) = tokio::join!(
+        client.nodes(),
+        client.tasks(&running),
+        client.original_running(),
+    );
+    let announced = announced
+        .ok()?
+        .into_iter()
+        .filter(|t| t.controller != controller_name)
+        .collect();
+    Some(ControllerState {
+        nodes: nodes.ok()?,
+        tasks: tasks.ok()?,
+        announced,
+        controller_name: controller_name.to_string(),
+    })
+}
+
+/// One reconciling cycle; returns the changes made.
+pub async fn cycle<S: Store>(
+    base: &str,
+    ctl: Option<&ControllerState>,
+    net: &NetworkState,
+    store: &mut S,
+) -> Result<Vec<Op>, S::Error> {
+    let want = desired(base, ctl, net);
+    let have = store
+        .list(&format!("{}/", base.trim_end_matches('/')))
+        .await?;
+    let ops = plan(base, &want, &have, ctl.is_some());
+    for op in &ops {
+        match op {
+            Op::Put(k, v) => store.put(k, v).await?,
+            Op::Delete(k) => store.delete(k).await?,
+        }
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests;
