@@ -1,0 +1,115 @@
+//! Turns one parsed query into answer bytes: the part shared by UDP and TCP.
+//!
+//! The engine decides, it does no I/O: an authoritative answer (cacheable per key, since it
+//! depends on nothing but the key and the catalog), an immediate bare answer (REFUSED, BADVERS),
+//! or "forward this". Per-query details (ID, RD, CD, RA, the question's case, truncation) are
+//! patched in by the caller with `wire::patch_answer` and `wire::truncate`.
+
+use std::net::IpAddr;
+
+use hickory_proto::{
+    op::{self, Message, OpCode},
+    rr::{DNSClass, Name, RecordType},
+    serialize::binary::BinDecodable,
+};
+
+use crate::{
+    catalog::{Catalog, Resolution},
+    cidr::Cidr,
+    wire::{self, CLASS_ANY, CLASS_IN, Query, rcode},
+};
+
+/// What the engine made of a query.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// `out` holds an answer that depends only on the key and the catalog generation.
+    Cacheable,
+    /// `out` holds an answer for this query only.
+    Immediate,
+    /// Not ours, and this client may recurse: ask an upstream.
+    Forward,
+}
+
+/// The policy part of the server configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Engine {
+    pub max_udp_payload: u16,
+    pub allow_recursion: Vec<Cidr>,
+    pub can_forward: bool,
+}
+
+impl Engine {
+    /// True if `client` may have names outside our zones resolved (RA in its answers).
+    pub(crate) fn recursion_available(&self, client: IpAddr) -> bool {
+        self.can_forward && self.allow_recursion.iter().any(|c| c.contains(client))
+    }
+
+    /// Answers `query` into `out`. `name` is the lowercased question name (from the cache key).
+    pub(crate) fn answer(
+        &self,
+        catalog: &Catalog,
+        query: &Query<'_>,
+        name: &[u8],
+        recursion_available: bool,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let max = self.max_udp_payload;
+        if let Some(edns) = query.edns
+            && edns.version > 0
+        {
+            wire::bare_answer(out, query, rcode::NOERROR, false, false, max);
+            // The OPT record is last; its extended-rcode byte is 6 from its end.
+            let at = out.len() - 6;
+            out[at] = rcode::BADVERS_HIGH;
+            return Outcome::Immediate;
+        }
+        let qtype = RecordType::from(query.qtype);
+        let transfer = matches!(qtype, RecordType::AXFR | RecordType::IXFR);
+        if !matches!(query.qclass, CLASS_IN | CLASS_ANY) || transfer {
+            // TODO-correctness: zone transfers to secondaries are not supported.
+            wire::bare_answer(out, query, rcode::REFUSED, false, recursion_available, max);
+            return Outcome::Immediate;
+        }
+        match catalog.resolve(name, qtype) {
+            Some(resolution) => match encode(resolution, name, query, max) {
+                Some(bytes) => {
+                    out.clear();
+                    out.extend_from_slice(&bytes);
+                    Outcome::Cacheable
+                }
+                None => {
+                    wire::bare_answer(out, query, rcode::SERVFAIL, false, false, max);
+                    Outcome::Immediate
+                }
+            },
+            None if recursion_available => Outcome::Forward,
+            None => {
+                wire::bare_answer(out, query, rcode::REFUSED, false, false, max);
+                Outcome::Immediate
+            }
+        }
+    }
+}
+
+/// Encodes an authoritative answer with the lowercased question; `None` only if `hickory-proto`
+/// cannot encode it (a bug, answered with SERVFAIL).
+fn encode(resolution: Resolution, name: &[u8], query: &Query<'_>, max: u16) -> Option<Vec<u8>> {
+    let name = Name::from_bytes(name).ok()?;
+    let mut msg = Message::response(0, OpCode::Query);
+    msg.metadata.authoritative = true;
+    msg.metadata.response_code = resolution.rcode;
+    let mut question = op::Query::query(name, RecordType::from(query.qtype));
+    question.set_query_class(DNSClass::from(query.qclass));
+    msg.add_query(question);
+    msg.answers = resolution.answers;
+    msg.authorities = resolution.authority;
+    msg.additionals = resolution.additional;
+    if let Some(edns) = query.edns {
+        let mut opt = op::Edns::new();
+        opt.set_max_payload(max.max(512));
+        opt.set_version(0);
+        opt.set_dnssec_ok(edns.dnssec_ok);
+        msg.set_edns(opt);
+    }
+    msg.to_vec().ok()
+}

@@ -1,0 +1,42 @@
+//! The rack's DNS server: authoritative for the node domain (e.g. `homer.ave`), its reverse
+//! zones and the service domain (`service.torc`), forwarding everything else for trusted
+//! clients. It replaces the original's bind9 + Consul pair.
+//!
+//! What it is: a library with one server type. The controller pushes the rack's names as whole
+//! generation-numbered [`DnsSnapshot`]s through a [`DnsHandle`]; operators add static zones in
+//! RFC 1035 zone-file syntax ([`StaticZone`]). [`DnsServer::serve`] takes bound sockets
+//! ([`Listeners`]) and a shutdown future.
+//!
+//! What it is not: a recursive resolver or cache (forwarded queries go to the configured
+//! upstreams), a secondary or primary for zone transfers, a DNSSEC signer, or a dynamic-update
+//! target. ANY queries are answered with every RRset at the name.
+//!
+//! Invariants the crate keeps:
+//! - bytes from the network never cause a panic: a packet whose header cannot be read is
+//!   dropped, any other malformed query gets FORMERR, an unknown opcode NOTIMP;
+//! - a name absent from the latest snapshot answers NXDOMAIN (the original never removed stale
+//!   names); a snapshot is visible from the next packet on, whole or not at all;
+//! - `hickory-proto` encodes answers; the serving loops, the query reader and the answer cache
+//!   are ours (see `wire.rs` and `server.rs`).
+//!
+//! Code map: `wire` reads queries and patches answers; `catalog` holds the zones and resolves
+//! names; `engine` decides an answer; `forward` asks upstreams; `server` runs the loops;
+//! `snapshot` and `zonefile` are the two inputs; `cidr` is the recursion allow-list.
+
+#[cfg(target_os = "linux")]
+mod batch;
+mod catalog;
+mod cidr;
+mod engine;
+mod forward;
+mod server;
+mod snapshot;
+mod wire;
+mod zonefile;
+
+pub use cidr::{Cidr, CidrError};
+pub use server::{DnsConfig, DnsHandle, DnsServer, Listeners};
+pub use snapshot::{
+    DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,
+};
+pub use zonefile::{StaticZone, ZoneError};

@@ -1,0 +1,558 @@
+//! The serving loops and the handle that swaps in new snapshots.
+//!
+//! UDP: one blocking OS thread per socket (one socket per core, SO_REUSEPORT), each with its own
+//! receive buffer, answer buffer and answer cache, so the hot path takes no lock and allocates
+//! nothing: read the header and question, look the key up, copy, patch, send.
+//! TCP: a tokio task per connection, length-prefixed messages answered in order, an idle timeout.
+//! Forwarding runs as tokio tasks, so a slow upstream never stalls a UDP thread.
+//!
+//! Invariants:
+//! - The catalog is swapped whole under a lock and an epoch counter is bumped after the swap; a
+//!   UDP thread compares the epoch on every packet and drops its cache when it moved, so a new
+//!   snapshot is answered from the very next packet on, and never mixed with the old one.
+//! - `DnsHandle::apply` is serialized: of two concurrent snapshots the newer generation wins.
+//! - Shutdown stops every thread and task `serve` started before `serve` returns.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    io,
+    net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, oneshot, watch},
+    time::timeout,
+};
+use tracing::{debug, warn};
+
+use crate::{
+    catalog::Catalog,
+    cidr::Cidr,
+    engine::{Engine, Outcome},
+    forward::Forwarder,
+    snapshot::{DnsSnapshot, SnapshotError},
+    wire::{self, KEY_LEN, KEY_PREFIX, Parsed, Query, rcode},
+    zonefile::StaticZone,
+};
+
+/// How the server behaves. `Default` gives a server with no static zones, no upstreams and
+/// recursion for loopback clients only.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Zones loaded from zone files; they stay the same across snapshots.
+    pub static_zones: Vec<StaticZone>,
+    /// Resolvers asked for names outside our zones, in order. None: such names are REFUSED.
+    pub upstreams: Vec<SocketAddr>,
+    /// How long one upstream gets to answer.
+    pub upstream_timeout: Duration,
+    /// Clients whose queries for outside names are forwarded; others get REFUSED.
+    pub allow_recursion: Vec<Cidr>,
+    /// The largest UDP answer sent, whatever the client offers (DNS flag day 2020: 1232).
+    pub max_udp_payload: u16,
+    /// A TCP connection with no complete query for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// TCP connections beyond this many are closed on accept.
+    pub max_tcp_connections: usize,
+    /// Answers cached per UDP thread; the cache is dropped whole when full.
+    pub cache_entries: usize,
+    /// Forwarded queries in flight at once; more are dropped (clients retry).
+    pub max_forwards_in_flight: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            static_zones: Vec::new(),
+            upstreams: Vec::new(),
+            upstream_timeout: Duration::from_secs(2),
+            allow_recursion: Cidr::loopback(),
+            max_udp_payload: 1232,
+            tcp_idle_timeout: Duration::from_secs(10),
+            max_tcp_connections: 512,
+            cache_entries: 10_000,
+            max_forwards_in_flight: 1024,
+        }
+    }
+}
+
+/// Sockets bound for a server: UDP sockets sharing one port, and a TCP listener on it.
+#[derive(Debug)]
+pub struct Listeners {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: StdTcpListener,
+}
+
+impl Listeners {
+    /// Binds `udp_sockets` UDP sockets (SO_REUSEPORT, so the kernel spreads clients over them)
+    /// and a TCP listener, all on `addr`. With port 0 a free port is picked for both, and only
+    /// one UDP socket is bound: the kernel could give one free port to two SO_REUSEPORT groups
+    /// of the same user, and tests run in parallel.
+    pub fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<Self> {
+        if addr.port() != 0 {
+            let udp = (0..udp_sockets.max(1))
+                .map(|_| bind_udp(addr, udp_sockets > 1))
+                .collect::<io::Result<_>>()?;
+            return Ok(Self {
+                udp,
+                tcp: bind_tcp(addr)?,
+            });
+        }
+        // The free UDP port may be taken for TCP: try a few.
+        let mut last_error = None;
+        for _ in 0..32 {
+            let udp = bind_udp(addr, false)?;
+            let addr = udp.local_addr()?;
+            match bind_tcp(addr) {
+                Ok(tcp) => {
+                    return Ok(Self {
+                        udp: vec![udp],
+                        tcp,
+                    });
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+    }
+
+    /// The address served (the port is the same for UDP and TCP).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    // Bursts arrive faster than one thread drains them; a deep queue avoids drops.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<StdTcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+struct Shared {
+    /// The zone files, kept to rebuild the catalog with each snapshot.
+    static_zones: Vec<StaticZone>,
+    catalog: RwLock<Arc<Catalog>>,
+    /// Bumped after every swap of `catalog`.
+    epoch: AtomicU64,
+    apply_lock: Mutex<()>,
+    engine: Engine,
+    forwarder: Forwarder,
+    forwards: Arc<Semaphore>,
+    /// The configuration, its `static_zones` moved out to the field above.
+    config: DnsConfig,
+}
+
+impl Shared {
+    fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The DNS server; consumed by [`DnsServer::serve`].
+pub struct DnsServer {
+    shared: Arc<Shared>,
+}
+
+/// Feeds snapshots to a running (or not yet running) server. Cheap to clone.
+#[derive(Clone)]
+pub struct DnsHandle {
+    shared: Arc<Shared>,
+}
+
+impl DnsServer {
+    /// A server answering the static zones until the first snapshot arrives.
+    pub fn new(mut config: DnsConfig) -> (Self, DnsHandle) {
+        let static_zones = std::mem::take(&mut config.static_zones);
+        let engine = Engine {
+            max_udp_payload: config.max_udp_payload.max(512),
+            allow_recursion: config.allow_recursion.clone(),
+            can_forward: !config.upstreams.is_empty(),
+        };
+        let shared = Arc::new(Shared {
+            catalog: RwLock::new(Arc::new(Catalog::from_static(&static_zones))),
+            static_zones,
+            epoch: AtomicU64::new(0),
+            apply_lock: Mutex::new(()),
+            engine,
+            forwarder: Forwarder::new(config.upstreams.clone(), config.upstream_timeout),
+            forwards: Arc::new(Semaphore::new(config.max_forwards_in_flight)),
+            config,
+        });
+        let handle = DnsHandle {
+            shared: shared.clone(),
+        };
+        (Self { shared }, handle)
+    }
+
+    /// Serves until `shutdown` completes, then stops every thread and task it started.
+    /// Must be called inside a tokio runtime (TCP and forwarding run on it).
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let runtime = tokio::runtime::Handle::current();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut sockets = Vec::new();
+        let mut done = Vec::new();
+        for (i, socket) in listeners.udp.into_iter().enumerate() {
+            socket.set_nonblocking(false)?;
+            // A backstop only: shutdown wakes the threads at once (see below).
+            socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+            let socket = Arc::new(socket);
+            sockets.push(socket.clone());
+            let (tx, rx) = oneshot::channel::<()>();
+            let worker = UdpWorker {
+                socket,
+                shared: self.shared.clone(),
+                runtime: runtime.clone(),
+                stop: stop.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || {
+                    worker.run();
+                    drop(tx);
+                })?;
+            done.push(rx);
+        }
+        listeners.tcp.set_nonblocking(true)?;
+        let tcp = TcpListener::from_std(listeners.tcp)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = tokio::task::JoinSet::new();
+
+        let accept = accept_loop(&tcp, &self.shared, &stop_rx, &mut connections);
+        tokio::select! {
+            () = shutdown => {}
+            () = accept => {}
+        }
+
+        stop.store(true, Ordering::SeqCst);
+        for socket in &sockets {
+            // On Linux, shutting down a UDP socket wakes a thread blocked in recv on it (the
+            // call itself reports ENOTCONN, which is expected).
+            let _ = SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Read);
+        }
+        let _ = stop_tx.send(true);
+        while connections.join_next().await.is_some() {}
+        for rx in done {
+            let _ = rx.await;
+        }
+        Ok(())
+    }
+}
+
+impl DnsHandle {
+    /// Applies a snapshot. `Ok(true)`: it is served from now on. `Ok(false)`: ignored, its
+    /// generation is not newer than the current one. `Err`: rejected, nothing changed.
+    pub fn apply(&self, snapshot: &DnsSnapshot) -> Result<bool, SnapshotError> {
+        let shared = &self.shared;
+        let _serial = shared
+            .apply_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if snapshot.generation <= shared.catalog().generation() {
+            return Ok(false);
+        }
+        let catalog = Arc::new(Catalog::build(&shared.static_zones, snapshot)?);
+        *shared
+            .catalog
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = catalog;
+        shared.epoch.fetch_add(1, Ordering::Release);
+        Ok(true)
+    }
+
+    /// The generation served: that of the last applied snapshot, 0 before any.
+    pub fn generation(&self) -> u64 {
+        self.shared.catalog().generation()
+    }
+}
+
+/// One UDP socket's serving loop, on its own OS thread.
+pub(crate) struct UdpWorker {
+    socket: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+}
+
+/// A UDP thread's own state: buffers and the answer cache, never shared.
+pub(crate) struct WorkerState {
+    key: [u8; KEY_LEN],
+    cache: HashMap<Box<[u8]>, Box<[u8]>>,
+    epoch: u64,
+    catalog: Arc<Catalog>,
+}
+
+impl UdpWorker {
+    fn run(self) {
+        let mut state = WorkerState {
+            key: [0u8; KEY_LEN],
+            cache: HashMap::new(),
+            epoch: u64::MAX,
+            catalog: self.shared.catalog(),
+        };
+        #[cfg(target_os = "linux")]
+        {
+            crate::batch::serve(&self, &mut state);
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.serve_simple(&mut state);
+        }
+    }
+
+    /// One datagram per system call; the portable loop.
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    fn serve_simple(&self, state: &mut WorkerState) {
+        let mut packet = vec![0u8; 65_535];
+        let mut out = Vec::with_capacity(65_535);
+        loop {
+            let received = self.socket.recv_from(&mut packet);
+            if self.stopping() {
+                return;
+            }
+            match received {
+                Ok((len, peer)) => {
+                    if self.handle(&packet[..len], peer, state, &mut out)
+                        && let Err(e) = self.socket.send_to(&out, peer)
+                    {
+                        debug!(%peer, error = %e, "UDP send failed");
+                    }
+                }
+                Err(e) => self.receive_error(&e),
+            }
+        }
+    }
+
+    pub(crate) fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn receive_error(&self, e: &io::Error) {
+        // Timeouts are the shutdown backstop; ECONNREFUSED comes from an ICMP error for an
+        // earlier answer. Neither is fatal.
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+        ) {
+            debug!(error = %e, "UDP receive failed");
+        }
+    }
+
+    /// Answers one datagram into `out`; false when nothing is to be sent now.
+    pub(crate) fn handle(
+        &self,
+        packet: &[u8],
+        peer: SocketAddr,
+        state: &mut WorkerState,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let shared = &*self.shared;
+        let max = shared.engine.max_udp_payload;
+        let now = shared.epoch.load(Ordering::Acquire);
+        if now != state.epoch {
+            state.epoch = now;
+            state.catalog = shared.catalog();
+            state.cache.clear();
+        }
+        let (query, key_len) = match wire::parse_query(packet, &mut state.key) {
+            Parsed::Drop => return false,
+            Parsed::Error {
+                id,
+                flags_hi,
+                rcode,
+            } => {
+                wire::error_answer(out, id, flags_hi, rcode);
+                return true;
+            }
+            Parsed::Query { query, key_len } => (query, key_len),
+        };
+        let key = &state.key[..key_len];
+        let ra = shared.engine.recursion_available(peer.ip());
+        if let Some(answer) = state.cache.get(key) {
+            out.clear();
+            out.extend_from_slice(answer);
+        } else {
+            let name = &key[KEY_PREFIX..];
+            match shared.engine.answer(&state.catalog, &query, name, ra, out) {
+                Outcome::Cacheable => {
+                    if state.cache.len() >= shared.config.cache_entries {
+                        state.cache.clear();
+                    }
+                    state.cache.insert(key.into(), out.as_slice().into());
+                }
+                Outcome::Immediate => {}
+                Outcome::Forward => {
+                    self.forward(packet, &query, peer);
+                    return false;
+                }
+            }
+        }
+        wire::patch_answer(out, &query, ra);
+        if out.len() > query.udp_limit(max) {
+            wire::truncate(out, &query, max);
+        }
+        true
+    }
+
+    fn forward(&self, packet: &[u8], query: &Query<'_>, peer: SocketAddr) {
+        let Ok(permit) = self.shared.forwards.clone().try_acquire_owned() else {
+            // TODO-scalability: dropped, not queued; the client retries.
+            debug!(%peer, "too many forwarded queries in flight; dropped");
+            return;
+        };
+        let packet = packet.to_vec();
+        let question_len = query.question_end() - wire::HEADER_LEN;
+        let shared = self.shared.clone();
+        let socket = self.socket.clone();
+        self.runtime.spawn(async move {
+            let _permit = permit;
+            let max = shared.engine.max_udp_payload;
+            let mut key = [0u8; KEY_LEN];
+            let Parsed::Query { query, .. } = wire::parse_query(&packet, &mut key) else {
+                return;
+            };
+            let mut out = Vec::new();
+            match shared.forwarder.query(&packet, question_len, false).await {
+                Some(answer) => out = answer,
+                None => wire::bare_answer(&mut out, &query, rcode::SERVFAIL, false, true, max),
+            }
+            if out.len() > query.udp_limit(max) {
+                wire::truncate(&mut out, &query, max);
+            }
+            let _ = socket.send_to(&out, peer);
+        });
+    }
+}
+
+async fn accept_loop(
+    tcp: &TcpListener,
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+    connections: &mut tokio::task::JoinSet<()>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.max_tcp_connections));
+    loop {
+        let (stream, peer) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: log, back off a little, go on.
+                warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "too many TCP connections; closed");
+            continue;
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            if let Err(e) = tcp_connection(stream, peer, &shared, stop).await {
+                debug!(%peer, error = %e, "TCP connection ended");
+            }
+        });
+    }
+}
+
+async fn tcp_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let idle = shared.config.tcp_idle_timeout;
+    let mut packet = vec![0u8; 65_535];
+    let mut out = Vec::new();
+    let mut frame = Vec::new();
+    let mut key = [0u8; KEY_LEN];
+    let ra = shared.engine.recursion_available(peer.ip());
+    loop {
+        let len = tokio::select! {
+            read = timeout(idle, stream.read_u16()) => match read {
+                Ok(Ok(len)) => usize::from(len),
+                // Closed by the client, or idle for too long.
+                Ok(Err(_)) | Err(_) => return Ok(()),
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let packet = &mut packet[..len];
+        timeout(idle, stream.read_exact(packet))
+            .await
+            .map_err(|_| io::ErrorKind::TimedOut)??;
+        match wire::parse_query(packet, &mut key) {
+            Parsed::Drop => continue,
+            Parsed::Error {
+                id,
+                flags_hi,
+                rcode,
+            } => wire::error_answer(&mut out, id, flags_hi, rcode),
+            Parsed::Query { query, key_len } => {
+                let catalog = shared.catalog();
+                let name = &key[KEY_PREFIX..key_len];
+                match shared.engine.answer(&catalog, &query, name, ra, &mut out) {
+                    Outcome::Forward => {
+                        let question_len = query.question_end() - wire::HEADER_LEN;
+                        match shared.forwarder.query(packet, question_len, true).await {
+                            Some(answer) => out = answer,
+                            None => wire::bare_answer(
+                                &mut out,
+                                &query,
+                                rcode::SERVFAIL,
+                                false,
+                                true,
+                                shared.engine.max_udp_payload,
+                            ),
+                        }
+                    }
+                    Outcome::Cacheable | Outcome::Immediate => {
+                        wire::patch_answer(&mut out, &query, ra)
+                    }
+                }
+                if out.len() > usize::from(u16::MAX) {
+                    wire::truncate(&mut out, &query, shared.engine.max_udp_payload);
+                }
+            }
+        }
+        frame.clear();
+        frame.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&out);
+        timeout(idle, stream.write_all(&frame))
+            .await
+            .map_err(|_| io::ErrorKind::TimedOut)??;
+    }
+}

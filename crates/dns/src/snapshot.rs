@@ -1,0 +1,144 @@
+//! The rack's names as one generation-numbered document, pushed whole by the controller.
+//!
+//! A snapshot replaces everything the previous one said (CONVENTIONS habit 6): a node or service
+//! absent from it is gone, so its names answer NXDOMAIN from then on. Receivers ignore a
+//! snapshot whose generation is not newer than the one they serve, so retries and restarts are
+//! harmless. Generations start at 1; 0 is the state before any snapshot.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the DNS server answers for, besides the static zone files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSnapshot {
+    /// Strictly increasing; a snapshot not newer than the current one is ignored.
+    pub generation: u64,
+    /// The node domain, e.g. `homer.ave`.
+    pub node_domain: String,
+    /// TTL of node records (A, PTR) and of the synthesized SOA of node and reverse zones.
+    #[serde(default = "default_node_ttl")]
+    pub node_ttl: u32,
+    /// Address of this DNS server: answered for the apex and for `ns.<node_domain>`, the
+    /// nameserver of every zone the snapshot creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameserver_ip: Option<Ipv4Addr>,
+    /// The rack's nodes: `<name>.<node_domain>` A `<ip>`, and the matching PTR.
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+    /// The service domain, e.g. `service.torc`.
+    #[serde(default = "default_service_domain")]
+    pub service_domain: String,
+    /// Running services.
+    #[serde(default)]
+    pub services: Vec<ServiceEntry>,
+    /// Extra records, written as in a zone file (absolute names).
+    #[serde(default)]
+    pub records: Vec<RecordEntry>,
+}
+
+/// One node of the rack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// A single label, e.g. `bladerunner1`.
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+/// One service and its instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// A single label, e.g. `influxdb`: answered as `influxdb.<service_domain>` (A) and
+    /// `_influxdb._tcp.<service_domain>` (SRV).
+    pub name: String,
+    /// TTL of the service's records; short, because instances move.
+    #[serde(default = "default_service_ttl")]
+    pub ttl: u32,
+    pub instances: Vec<InstanceEntry>,
+}
+
+/// One running instance of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceEntry {
+    /// The SRV target, an absolute name such as `bladerunner1.homer.ave`. When it lies in one of
+    /// the server's zones and has no address there, it is given `ip`.
+    pub target: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    /// Only healthy instances are answered; the controller may also just leave others out.
+    #[serde(default = "yes")]
+    pub healthy: bool,
+}
+
+/// An extra record in zone-file syntax, e.g.
+/// `{"name": "wedge.homer.ave", "type": "CNAME", "data": "ns.homer.ave."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    /// The record data as in a zone file; names in it must be absolute.
+    pub data: String,
+}
+
+/// Why a snapshot was rejected. Nothing changes when a snapshot is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("bad name {name:?}: {reason}")]
+    Name { name: String, reason: String },
+    #[error("record {name} {rtype}: {reason}")]
+    Record {
+        name: String,
+        rtype: String,
+        reason: String,
+    },
+    #[error("{name} is in none of the server's zones")]
+    OutOfZone { name: String },
+    #[error("{name} has a CNAME and other data")]
+    CnameAndOtherData { name: String },
+}
+
+fn default_node_ttl() -> u32 {
+    60
+}
+
+fn default_service_ttl() -> u32 {
+    5
+}
+
+fn default_service_domain() -> String {
+    "service.torc".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_fields() {
+        let s: DnsSnapshot = serde_json::from_str(
+            r#"{"generation": 1, "node_domain": "homer.ave",
+                "services": [{"name": "web", "instances": [{"target": "a.homer.ave", "ip": "10.0.0.1", "port": 80}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.service_domain, "service.torc");
+        assert_eq!(s.node_ttl, 60);
+        assert_eq!(s.services[0].ttl, 5);
+        assert!(s.services[0].instances[0].healthy);
+        let unknown = serde_json::from_str::<DnsSnapshot>(
+            r#"{"generation": 1, "node_domain": "a", "nodez": []}"#,
+        );
+        assert!(unknown.unwrap_err().to_string().contains("nodez"));
+    }
+}

@@ -1,0 +1,652 @@
+//! RFC 1035 master ("zone") files, so an operator can move a bind9 zone over unchanged.
+//!
+//! Supported: `$ORIGIN`, `$TTL` (with `s/m/h/d/w` units), relative names, `@`, an omitted owner
+//! (the previous one), TTL and class in either order, parentheses spanning lines, `;` comments,
+//! quoted strings with `\"` and `\DDD` escapes, and the types A, AAAA, CNAME, MX, NS, TXT, SRV,
+//! PTR and SOA. Not supported (rejected with an error, never skipped): `$INCLUDE`, classes other
+//! than IN, other record types.
+//!
+//! Invariants of a parsed [`StaticZone`]:
+//! - exactly one SOA, owned by the apex; every record lies at or below the apex;
+//! - all names are lowercased and absolute;
+//! - a name holding a CNAME holds nothing else (RFC 1034 §3.6.2).
+//!
+//! Every error names the file, the line and what is wrong.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use hickory_proto::rr::{
+    Name, RData, Record, RecordType,
+    rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT},
+};
+
+/// A zone read from a zone file: its apex and its records.
+#[derive(Clone, Debug)]
+pub struct StaticZone {
+    pub(crate) apex: Name,
+    pub(crate) records: Vec<Record>,
+}
+
+/// A zone file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Zone { file: String, message: String },
+}
+
+impl StaticZone {
+    /// Reads a zone file. `origin` is the zone's name (as in bind's `zone "homer.ave"`); without
+    /// it the file must set `$ORIGIN` before its first record.
+    pub fn from_file(path: &Path, origin: Option<&str>) -> Result<Self, ZoneError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ZoneError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file, origin)
+    }
+
+    /// Parses zone-file text; `file` only labels errors.
+    pub fn parse(text: &str, file: &str, origin: Option<&str>) -> Result<Self, ZoneError> {
+        let syntax = |line, message| ZoneError::Syntax {
+            file: file.to_owned(),
+            line,
+            message,
+        };
+        let origin = match origin {
+            Some(o) => Some(absolute(o).map_err(|m| syntax(0, format!("origin {o:?}: {m}")))?),
+            None => None,
+        };
+        let lines = tokenize(text).map_err(|(line, m)| syntax(line, m))?;
+        let (apex, records) = Parser::new(origin)
+            .run(&lines)
+            .map_err(|(line, m)| syntax(line, m))?;
+        let zone_error = |message| ZoneError::Zone {
+            file: file.to_owned(),
+            message,
+        };
+        let apex = apex.ok_or_else(|| zone_error("no records and no origin".to_owned()))?;
+
+        let soas: Vec<_> = records
+            .iter()
+            .filter(|(_, r)| r.record_type() == RecordType::SOA)
+            .collect();
+        match soas.as_slice() {
+            [] => return Err(zone_error(format!("no SOA record for {apex}"))),
+            [(line, soa)] if soa.name != apex => {
+                return Err(syntax(
+                    *line,
+                    format!("the SOA must be owned by the apex {apex}"),
+                ));
+            }
+            [_] => {}
+            [_, (line, _), ..] => return Err(syntax(*line, "a second SOA record".to_owned())),
+        }
+        for (line, record) in &records {
+            if !apex.zone_of(&record.name) {
+                return Err(syntax(
+                    *line,
+                    format!("{} is outside the zone {apex}", record.name),
+                ));
+            }
+            let cname_clash = records.iter().any(|(_, other)| {
+                other.name == record.name
+                    && (other.record_type() == RecordType::CNAME)
+                        != (record.record_type() == RecordType::CNAME)
+            });
+            if cname_clash {
+                return Err(syntax(
+                    *line,
+                    format!("{} has a CNAME and other data", record.name),
+                ));
+            }
+        }
+        Ok(Self {
+            apex,
+            records: records.into_iter().map(|(_, r)| r).collect(),
+        })
+    }
+
+    /// The zone's apex, e.g. `homer.ave.`.
+    pub fn apex(&self) -> &Name {
+        &self.apex
+    }
+
+    /// The zone's records, the SOA included.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+}
+
+/// One logical line: tokens up to an end of line outside parentheses.
+struct Line {
+    number: usize,
+    /// The line began with blank space: the owner is the previous record's.
+    indented: bool,
+    tokens: Vec<Token>,
+}
+
+struct Token {
+    text: String,
+    /// Raw bytes of a quoted string with escapes resolved (TXT data).
+    bytes: Vec<u8>,
+    quoted: bool,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Line>, (usize, String)> {
+    let mut lines = Vec::new();
+    let mut current: Option<Line> = None;
+    let mut depth = 0usize;
+    let mut number = 1;
+    let mut paren_line = 0;
+    let mut line_indented = text.starts_with([' ', '\t']);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                number += 1;
+                if depth == 0
+                    && let Some(line) = current.take()
+                {
+                    lines.push(line);
+                }
+                line_indented = matches!(chars.peek(), Some(' ' | '\t'));
+            }
+            ';' => while chars.next_if(|&c| c != '\n').is_some() {},
+            ' ' | '\t' | '\r' => {}
+            '(' => {
+                if depth == 0 {
+                    paren_line = number;
+                }
+                depth += 1;
+                current.get_or_insert_with(|| new_line(number, line_indented));
+            }
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| (number, "')' without '('".to_owned()))?;
+            }
+            '"' => {
+                let mut bytes = Vec::new();
+                loop {
+                    match chars.next() {
+                        None | Some('\n') => {
+                            return Err((number, "unterminated string".to_owned()));
+                        }
+                        Some('"') => break,
+                        Some('\\') => push_escape(&mut chars, &mut bytes, number)?,
+                        Some(c) => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                    }
+                }
+                let line = current.get_or_insert_with(|| new_line(number, line_indented));
+                line.tokens.push(Token {
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                    bytes,
+                    quoted: true,
+                });
+            }
+            c => {
+                let mut text = String::from(c);
+                let mut escaped = c == '\\';
+                while let Some(&next) = chars.peek() {
+                    if !escaped && (next.is_whitespace() || matches!(next, ';' | '(' | ')' | '"')) {
+                        break;
+                    }
+                    escaped = !escaped && next == '\\';
+                    text.push(next);
+                    chars.next();
+                }
+                let line = current.get_or_insert_with(|| new_line(number, line_indented));
+                line.tokens.push(Token {
+                    bytes: text.as_bytes().to_vec(),
+                    text,
+                    quoted: false,
+                });
+            }
+        }
+    }
+    if depth > 0 {
+        return Err((paren_line, "'(' is never closed".to_owned()));
+    }
+    lines.extend(current);
+    Ok(lines)
+}
+
+fn new_line(number: usize, indented: bool) -> Line {
+    Line {
+        number,
+        indented,
+        tokens: Vec::new(),
+    }
+}
+
+/// Resolves the escape after a `\` inside a quoted string: `\DDD` (decimal) or `\X`.
+fn push_escape(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    out: &mut Vec<u8>,
+    line: usize,
+) -> Result<(), (usize, String)> {
+    let Some(first) = chars.next() else {
+        return Err((line, "unterminated string".to_owned()));
+    };
+    if let Some(d0) = first.to_digit(10) {
+        let mut value = d0;
+        for _ in 0..2 {
+            let d = chars
+                .next()
+                .and_then(|c| c.to_digit(10))
+                .ok_or_else(|| (line, "\\DDD escape needs three digits".to_owned()))?;
+            value = value * 10 + d;
+        }
+        let byte =
+            u8::try_from(value).map_err(|_| (line, format!("escape \\{value} is above 255")))?;
+        out.push(byte);
+    } else {
+        out.extend_from_slice(first.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+    Ok(())
+}
+
+/// Parses a name that must be absolute (a trailing dot is optional).
+pub(crate) fn absolute(text: &str) -> Result<Name, String> {
+    let mut name = Name::from_ascii(text).map_err(|e| format!("bad name {text:?}: {e}"))?;
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+/// Parses one record written as in a zone file, every name absolute (the origin is the root).
+pub(crate) fn parse_record(
+    name: &str,
+    ttl: u32,
+    rtype: &str,
+    data: &str,
+) -> Result<Record, String> {
+    let owner = absolute(name)?;
+    let text = format!("{owner} {ttl} IN {rtype} {data}");
+    let lines = tokenize(&text).map_err(|(_, m)| m)?;
+    let (_, mut records) = Parser::new(Some(Name::root()))
+        .run(&lines)
+        .map_err(|(_, m)| m)?;
+    match (records.pop(), records.is_empty()) {
+        (Some((_, record)), true) => Ok(record),
+        _ => Err("expected exactly one record".to_owned()),
+    }
+}
+
+/// Resolves a zone-file name against `origin`.
+fn relative(text: &str, origin: Option<&Name>) -> Result<Name, String> {
+    let Some(origin) = origin else {
+        return if text.ends_with('.') {
+            absolute(text)
+        } else {
+            Err(format!("relative name {text:?} but no $ORIGIN"))
+        };
+    };
+    if text == "@" {
+        return Ok(origin.clone());
+    }
+    let name = Name::from_ascii(text).map_err(|e| format!("bad name {text:?}: {e}"))?;
+    if name.is_fqdn() {
+        return Ok(name.to_lowercase());
+    }
+    name.append_domain(origin)
+        .map(|n| n.to_lowercase())
+        .map_err(|e| format!("bad name {text:?}: {e}"))
+}
+
+/// Parses a TTL: seconds, or a sum of numbers with `s/m/h/d/w` units (`1h30m`).
+pub(crate) fn parse_ttl(text: &str) -> Option<u32> {
+    if !text.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let (mut total, mut number) = (0u64, 0u64);
+    let mut pending = false;
+    for c in text.chars() {
+        if let Some(d) = c.to_digit(10) {
+            number = number.checked_mul(10)?.checked_add(u64::from(d))?;
+            pending = true;
+            continue;
+        }
+        let unit = match c.to_ascii_lowercase() {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return None,
+        };
+        if !pending {
+            return None;
+        }
+        total = total.checked_add(number.checked_mul(unit)?)?;
+        (number, pending) = (0, false);
+    }
+    u32::try_from(total.checked_add(number)?).ok()
+}
+
+/// A record and the line it was read from.
+type NumberedRecord = (usize, Record);
+/// A line number and what is wrong on it.
+type LineError = (usize, String);
+
+struct Parser {
+    apex: Option<Name>,
+    origin: Option<Name>,
+    default_ttl: Option<u32>,
+    last_ttl: Option<u32>,
+    last_owner: Option<Name>,
+    records: Vec<(usize, Record)>,
+}
+
+impl Parser {
+    fn new(origin: Option<Name>) -> Self {
+        Self {
+            apex: origin.clone(),
+            origin,
+            default_ttl: None,
+            last_ttl: None,
+            last_owner: None,
+            records: Vec::new(),
+        }
+    }
+
+    fn run(mut self, lines: &[Line]) -> Result<(Option<Name>, Vec<NumberedRecord>), LineError> {
+        for line in lines {
+            self.line(line).map_err(|m| (line.number, m))?;
+        }
+        Ok((self.apex, self.records))
+    }
+
+    fn line(&mut self, line: &Line) -> Result<(), String> {
+        let mut tokens = line.tokens.iter().peekable();
+        let Some(first) = tokens.peek() else {
+            return Ok(());
+        };
+        if !first.quoted && first.text.starts_with('$') && !line.indented {
+            return self.directive(&line.tokens);
+        }
+        let owner = if line.indented {
+            self.last_owner
+                .clone()
+                .ok_or("a record without an owner name, and no previous owner")?
+        } else {
+            let token = tokens.next().ok_or("missing owner")?;
+            relative(&token.text, self.origin.as_ref())?
+        };
+
+        // TTL and class, both optional, in either order.
+        let mut ttl = None;
+        for _ in 0..2 {
+            let Some(token) = tokens.peek() else { break };
+            if token.text.eq_ignore_ascii_case("IN") {
+                tokens.next();
+            } else if ["CH", "CS", "HS"]
+                .iter()
+                .any(|c| token.text.eq_ignore_ascii_case(c))
+            {
+                return Err(format!("class {} is not supported, only IN", token.text));
+            } else if let Some(t) = parse_ttl(&token.text) {
+                ttl = Some(t);
+                tokens.next();
+            }
+        }
+        let rtype_token = tokens.next().ok_or("missing record type")?;
+        let rtype = rtype_token.text.to_ascii_uppercase();
+        let fields: Vec<&Token> = tokens.collect();
+        let rdata = self.rdata(&rtype, &fields)?;
+
+        let ttl = match (ttl, self.default_ttl, self.last_ttl) {
+            (Some(t), _, _) => t,
+            (None, Some(t), _) => t,
+            (None, None, Some(t)) => t,
+            // RFC 2308: with no $TTL, an SOA's minimum field is a usable default.
+            (None, None, None) => match &rdata {
+                RData::SOA(soa) => soa.minimum,
+                _ => return Err("no TTL: add one to the record or set $TTL".to_owned()),
+            },
+        };
+        self.last_ttl = Some(ttl);
+        if self.apex.is_none() {
+            self.apex = self.origin.clone();
+        }
+        self.last_owner = Some(owner.clone());
+        self.records
+            .push((line.number, Record::from_rdata(owner, ttl, rdata)));
+        Ok(())
+    }
+
+    fn directive(&mut self, tokens: &[Token]) -> Result<(), String> {
+        let name = tokens[0].text.to_ascii_uppercase();
+        let arg = |i: usize| {
+            tokens
+                .get(i)
+                .map(|t| t.text.as_str())
+                .ok_or_else(|| format!("{name} needs an argument"))
+        };
+        match name.as_str() {
+            "$ORIGIN" => {
+                let origin = relative(arg(1)?, self.origin.as_ref())?;
+                self.origin = Some(origin);
+            }
+            "$TTL" => {
+                let text = arg(1)?;
+                self.default_ttl =
+                    Some(parse_ttl(text).ok_or_else(|| format!("bad TTL {text:?}"))?);
+            }
+            "$INCLUDE" => return Err("$INCLUDE is not supported; merge the files".to_owned()),
+            _ => return Err(format!("unknown directive {name}")),
+        }
+        Ok(())
+    }
+
+    fn rdata(&self, rtype: &str, fields: &[&Token]) -> Result<RData, String> {
+        let want = |n: usize| {
+            if fields.len() == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{rtype} needs {n} field{}, found {}",
+                    if n == 1 { "" } else { "s" },
+                    fields.len()
+                ))
+            }
+        };
+        let name = |i: usize| relative(&fields[i].text, self.origin.as_ref());
+        let number = |i: usize, what: &str| {
+            fields[i]
+                .text
+                .parse::<u16>()
+                .map_err(|_| format!("bad {rtype} {what} {:?}", fields[i].text))
+        };
+        let timer = |i: usize, what: &str| {
+            parse_ttl(&fields[i].text).ok_or_else(|| format!("bad SOA {what} {:?}", fields[i].text))
+        };
+        Ok(match rtype {
+            "A" => {
+                want(1)?;
+                let ip: Ipv4Addr = fields[0]
+                    .text
+                    .parse()
+                    .map_err(|_| format!("bad IPv4 address {:?}", fields[0].text))?;
+                RData::A(A(ip))
+            }
+            "AAAA" => {
+                want(1)?;
+                let ip: Ipv6Addr = fields[0]
+                    .text
+                    .parse()
+                    .map_err(|_| format!("bad IPv6 address {:?}", fields[0].text))?;
+                RData::AAAA(AAAA(ip))
+            }
+            "CNAME" => {
+                want(1)?;
+                RData::CNAME(CNAME(name(0)?))
+            }
+            "NS" => {
+                want(1)?;
+                RData::NS(NS(name(0)?))
+            }
+            "PTR" => {
+                want(1)?;
+                RData::PTR(PTR(name(0)?))
+            }
+            "MX" => {
+                want(2)?;
+                RData::MX(MX::new(number(0, "preference")?, name(1)?))
+            }
+            "SRV" => {
+                want(4)?;
+                RData::SRV(SRV::new(
+                    number(0, "priority")?,
+                    number(1, "weight")?,
+                    number(2, "port")?,
+                    name(3)?,
+                ))
+            }
+            "TXT" => {
+                if fields.is_empty() {
+                    return Err("TXT needs at least one string".to_owned());
+                }
+                if let Some(long) = fields.iter().find(|f| f.bytes.len() > 255) {
+                    return Err(format!(
+                        "TXT string of {} bytes; the limit is 255",
+                        long.bytes.len()
+                    ));
+                }
+                RData::TXT(TXT::from_bytes(
+                    fields.iter().map(|f| f.bytes.as_slice()).collect(),
+                ))
+            }
+            "SOA" => {
+                want(7)?;
+                let serial = fields[2]
+                    .text
+                    .parse::<u32>()
+                    .map_err(|_| format!("bad SOA serial {:?}", fields[2].text))?;
+                RData::SOA(SOA::new(
+                    name(0)?,
+                    name(1)?,
+                    serial,
+                    i32::try_from(timer(3, "refresh")?).map_err(|_| "SOA refresh too large")?,
+                    i32::try_from(timer(4, "retry")?).map_err(|_| "SOA retry too large")?,
+                    i32::try_from(timer(5, "expire")?).map_err(|_| "SOA expire too large")?,
+                    timer(6, "minimum")?,
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "record type {other:?} is not supported (A, AAAA, CNAME, MX, NS, TXT, SRV, PTR, SOA)"
+                ));
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOMER: &str = r#"
+$TTL 60
+$ORIGIN homer.ave.
+@   IN  SOA ns.homer.ave. admin.homer.ave. (
+        2       ; serial
+        1h      ; refresh
+        15m     ; retry
+        1w      ; expire
+        60 )    ; minimum
+    IN  NS  ns
+    IN  A   10.250.3.20
+ns          A       10.250.3.20
+wedge   300 IN CNAME ns.homer.ave.
+mail    IN 120 MX 10 ns
+info        TXT     "hello \"rack\"" plain
+_x._tcp     SRV     1 2 80 ns
+"#;
+
+    #[test]
+    fn parses_a_bind_zone() {
+        let zone = StaticZone::parse(HOMER, "db.homer.ave", None).unwrap();
+        assert_eq!(zone.apex().to_string(), "homer.ave.");
+        let text: Vec<String> = zone.records().iter().map(|r| r.to_string()).collect();
+        assert_eq!(text.len(), 8, "{text:#?}");
+        assert!(text[0].contains("SOA"), "{}", text[0]);
+        assert!(text[0].contains("3600 900 604800 60"), "{}", text[0]);
+        assert_eq!(text[1], "homer.ave. 60 IN NS ns.homer.ave.");
+        assert_eq!(text[4], "wedge.homer.ave. 300 IN CNAME ns.homer.ave.");
+        assert_eq!(text[5], "mail.homer.ave. 120 IN MX 10 ns.homer.ave.");
+        assert!(text[6].contains("hello \"rack\""), "{}", text[6]);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let cases = [
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nfoo 60 A 1.2.3\n",
+                "f:3: bad IPv4 address \"1.2.3\"",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nfoo 60 HINFO a b\n",
+                "f:3: record type \"HINFO\" is not supported",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x (1 2 3 4 5\n",
+                "f:2: '(' is never closed",
+            ),
+            ("$ORIGIN a.\nfoo 60 A 1.2.3.4\n", "f: no SOA record for a."),
+            (
+                "@ 60 SOA ns x 1 2 3 4 5\n",
+                "f:1: relative name \"@\" but no $ORIGIN",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nb.c. 60 A 1.2.3.4\n",
+                "f:3: b.c. is outside the zone a.",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 CNAME x\nw 60 A 1.1.1.1\n",
+                "f:3: w.a. has a CNAME and other data",
+            ),
+            (
+                "$ORIGIN a.\n@ SOA ns x 1 2 3 4 5\nw A 1.1.1.1\n$INCLUDE other\n",
+                "f:4: $INCLUDE is not supported",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 MX ten x\n",
+                "f:3: bad MX preference \"ten\"",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 TXT \"open\n",
+                "f:3: unterminated string",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = StaticZone::parse(text, "f", None).unwrap_err().to_string();
+            assert!(err.starts_with(want), "got {err:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("3600"), Some(3600));
+        assert_eq!(parse_ttl("1h30m"), Some(5400));
+        assert_eq!(parse_ttl("1W"), Some(604_800));
+        assert_eq!(parse_ttl("h"), None);
+        assert_eq!(parse_ttl("IN"), None);
+        assert_eq!(parse_ttl("99999999999"), None);
+    }
+}
