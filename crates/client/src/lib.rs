@@ -300,6 +300,25 @@ impl Client {
         self.get("/services/metered").await
     }
 
+    /// Long-polls the rack's names for `torc dns`: answers when the generation differs from
+    /// `after`, or when `wait` is over.
+    pub async fn dns_snapshot<T: DeserializeOwned>(
+        &self,
+        after: u64,
+        wait: Duration,
+    ) -> Result<T, ClientError> {
+        let query = DesiredQuery {
+            after,
+            wait_ms: Some(wait.as_millis() as u64),
+        };
+        let (url, req) = self.request(Method::GET, "/api/v1/dns");
+        self.send(
+            url,
+            req.query(&query).timeout(wait + Duration::from_secs(5)),
+        )
+        .await
+    }
+
     // --- agent protocol ---
 
     pub async fn register_agent(

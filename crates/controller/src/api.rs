@@ -43,6 +43,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             get(node_metrics_history),
         )
         .route("/api/v1/events", get(events))
+        .route("/api/v1/dns", get(dns_snapshot))
         .route("/api/v1/tasks", get(list_tasks).post(launch_task))
         .route("/api/v1/tasks/{id}", get(get_task).delete(kill_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
@@ -329,6 +330,26 @@ async fn events(
     Params(q): Params<EventsAfter>,
 ) -> Json<Vec<torc_api::RackEvent>> {
     Json(ctl.read(|r| r.events(q.after)))
+}
+
+/// The rack's names for `torc dns`, as a whole snapshot. Long poll: waits up to `wait_ms` for a
+/// generation newer than `after`.
+async fn dns_snapshot(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<DesiredQuery>,
+) -> Json<torc_dns::DnsSnapshot> {
+    let mut rx = ctl.subscribe_dns();
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    while *rx.borrow_and_update() == q.after {
+        if !matches!(
+            tokio::time::timeout_at(deadline, rx.changed()).await,
+            Ok(Ok(()))
+        ) {
+            break;
+        }
+    }
+    Json(ctl.dns_snapshot())
 }
 
 #[derive(serde::Deserialize)]

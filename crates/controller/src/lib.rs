@@ -13,6 +13,7 @@
 //!   await point.
 
 mod api;
+mod dns;
 mod frameworks;
 mod health;
 mod original;
@@ -76,6 +77,9 @@ pub struct Controller {
     pub(crate) http: reqwest::Client,
     /// The framework event position, to wake frameworks' long polls.
     events: watch::Sender<u64>,
+    /// The latest DNS snapshot (numbered), and its generation to wake the DNS role.
+    dns: Mutex<torc_dns::DnsSnapshot>,
+    dns_generation: watch::Sender<u64>,
 }
 
 impl Controller {
@@ -102,7 +106,12 @@ impl Controller {
             .build()
             .expect("a plain HTTP client always builds");
         let (events, _) = watch::channel(rack.event_position().1);
+        let mut dns = rack.dns_snapshot();
+        dns.generation = 1;
+        let (dns_generation, _) = watch::channel(1);
         Ok(Arc::new(Controller {
+            dns: Mutex::new(dns),
+            dns_generation,
             inner: Mutex::new(Inner { rack, store }),
             watchers: Mutex::new(HashMap::new()),
             token,
@@ -123,13 +132,15 @@ impl Controller {
         &self,
         f: impl FnOnce(&mut Rack) -> Result<R, RackError>,
     ) -> Result<R, ChangeError> {
-        let (result, wake, event_seq) = {
+        let (result, wake, event_seq, names) = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let result = f(&mut inner.rack);
             let changes = inner.rack.take_changes();
             inner.store.commit(&changes.writes)?;
-            (result?, changes.wake, inner.rack.event_position().1)
+            let names = inner.rack.dns_snapshot();
+            (result?, changes.wake, inner.rack.event_position().1, names)
         };
+        self.publish_dns(names);
         self.events.send_if_modified(|seq| {
             let changed = *seq != event_seq;
             *seq = event_seq;
@@ -179,6 +190,28 @@ impl Controller {
         ticker.abort();
         health.abort();
         result
+    }
+
+    /// Numbers a new DNS snapshot when its content changed, and wakes the DNS role.
+    fn publish_dns(&self, mut names: torc_dns::DnsSnapshot) {
+        let mut current = self.dns.lock().unwrap_or_else(|e| e.into_inner());
+        names.generation = current.generation;
+        if *current == names {
+            return;
+        }
+        names.generation += 1;
+        let generation = names.generation;
+        *current = names;
+        drop(current);
+        self.dns_generation.send_replace(generation);
+    }
+
+    pub(crate) fn dns_snapshot(&self) -> torc_dns::DnsSnapshot {
+        self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn subscribe_dns(&self) -> watch::Receiver<u64> {
+        self.dns_generation.subscribe()
     }
 
     pub(crate) fn subscribe_events(&self) -> watch::Receiver<u64> {

@@ -93,6 +93,13 @@ pub struct RackSettings {
     /// argv templates for power on and off (`{node}`, `{management_ip}`).
     pub power_on: Option<Vec<String>>,
     pub power_off: Option<Vec<String>>,
+    /// DNS domain of the nodes (`homer.ave`) and of the services (`service.torc`).
+    pub domain: String,
+    pub service_domain: String,
+    /// Extra names in the service domain.
+    pub dns_addons: Vec<(ServiceName, IpAddr)>,
+    /// Where the controller's API listens (its own name in the service domain points here).
+    pub controller_addr: Option<std::net::SocketAddr>,
 }
 
 impl RackSettings {
@@ -108,6 +115,10 @@ impl RackSettings {
             groups: BTreeMap::new(),
             power_on: None,
             power_off: None,
+            domain: "homer.ave".into(),
+            service_domain: "service.torc".into(),
+            dns_addons: Vec::new(),
+            controller_addr: None,
         }
     }
 
@@ -149,6 +160,14 @@ impl RackSettings {
                 .collect(),
             power_on: config.power_command.as_ref().map(|p| p.on.clone()),
             power_off: config.power_command.as_ref().map(|p| p.off.clone()),
+            domain: config.domain.clone(),
+            service_domain: config.service_domain.clone(),
+            dns_addons: config
+                .dns_addons
+                .iter()
+                .map(|a| (a.name.clone(), a.ip))
+                .collect(),
+            controller_addr: None,
         }
     }
 }

@@ -32,6 +32,8 @@ enum Command {
     Controller(roles::ControllerArgs),
     /// Run a node agent: registers the node, runs and supervises its tasks.
     Agent(roles::AgentArgs),
+    /// Run the DNS server: the node domain, the service domain, forwarding.
+    Dns(roles::DnsArgs),
     /// Run the datacollector: node and task metrics into an InfluxDB-compatible database.
     Datacollector(roles::CollectorArgs),
     /// List the rack's nodes.
@@ -61,11 +63,28 @@ fn main() -> std::process::ExitCode {
     if let Command::Shim(args) = cli.command {
         return roles::run_shim(args);
     }
+    if matches!(
+        cli.command,
+        Command::Nodes(_)
+            | Command::Tasks(_)
+            | Command::Run(_)
+            | Command::Kill(_)
+            | Command::Logs(_)
+            | Command::Status(_)
+            | Command::Services(_)
+            | Command::Group(_)
+    ) {
+        // A client command piped into `head` ends quietly when the pipe closes, as CLI tools
+        // do; the server roles keep ignoring SIGPIPE.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Controller(args) => roles::run_controller(args),
         Command::Agent(args) => roles::run_agent(args),
         Command::Datacollector(args) => roles::run_collector(args),
+        Command::Dns(args) => roles::run_dns(args),
         Command::Nodes(args) => cli::nodes(args),
         Command::Tasks(args) => cli::tasks(args),
         Command::Run(args) => cli::run(args),

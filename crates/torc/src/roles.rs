@@ -56,11 +56,9 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         }
     };
     let token = args.token_file.as_ref().map(read_token).transpose()?;
-    let controller = Controller::open(
-        RackSettings::from_config(&config, &origin),
-        &args.data_dir,
-        token,
-    )?;
+    let mut settings = RackSettings::from_config(&config, &origin);
+    settings.controller_addr = Some(listen);
+    let controller = Controller::open(settings, &args.data_dir, token)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -241,4 +239,88 @@ pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
             .await;
         Ok(())
     })
+}
+
+#[derive(Args)]
+pub struct DnsArgs {
+    /// The controller's URL (set for tasks by their agent), for the rack's names. Without it,
+    /// only the zone files are served.
+    #[arg(long, env = "TORC_CONTROLLER")]
+    controller: Option<String>,
+    /// Where to answer, UDP and TCP.
+    #[arg(long, default_value = "127.0.0.1:53")]
+    listen: SocketAddr,
+    /// Extra static records: `ORIGIN=PATH` of an RFC 1035 zone file (e.g. a bind9 zone).
+    #[arg(long = "zone-file", value_parser = parse_key_val)]
+    zone_files: Vec<(String, String)>,
+    /// Resolvers for names outside the rack's zones (`IP:PORT`).
+    #[arg(long = "upstream")]
+    upstreams: Vec<SocketAddr>,
+    /// Clients allowed recursion (forwarding), as CIDRs. Default: loopback only.
+    #[arg(long = "allow-recursion")]
+    allow_recursion: Vec<torc_dns::Cidr>,
+    /// UDP sockets (SO_REUSEPORT), one per core by default.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let mut config = torc_dns::DnsConfig::default();
+    for (origin, path) in &args.zone_files {
+        config.static_zones.push(torc_dns::StaticZone::from_file(
+            std::path::Path::new(path),
+            Some(origin),
+        )?);
+    }
+    config.upstreams = args.upstreams.clone();
+    if !args.allow_recursion.is_empty() {
+        config.allow_recursion = args.allow_recursion.clone();
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let listeners = torc_dns::Listeners::bind(args.listen, threads).with_context(|| {
+        format!(
+            "cannot listen on {} (port 53 needs root or CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep $(which torc)`)",
+            args.listen
+        )
+    })?;
+    let (server, handle) = torc_dns::DnsServer::new(config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        if let Some(url) = args.controller.clone() {
+            tokio::spawn(follow_names(url, handle));
+        }
+        tracing::info!(listen = %args.listen, "dns serving");
+        server.serve(listeners, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Long-polls the controller for the rack's names and applies each new snapshot.
+async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
+    let client = torc_client::Client::new(url, None);
+    loop {
+        match client
+            .dns_snapshot(handle.generation(), Duration::from_secs(25))
+            .await
+        {
+            Ok(snapshot) => match handle.apply(&snapshot) {
+                Ok(true) => tracing::debug!(generation = snapshot.generation, "names updated"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller's names are invalid; keeping the previous ones");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reach the controller; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }

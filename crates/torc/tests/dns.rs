@@ -1,0 +1,166 @@
+//! `torc dns` as the rack's `dns` system service, asked with the real `dig`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use torc_test_utils::{LocalRack, RackOptions, wait_for, which};
+
+const TORC: &str = env!("CARGO_BIN_EXE_torc");
+
+fn dig(server: &str, args: &[&str]) -> String {
+    assert!(
+        which("dig").is_some(),
+        "dig is not installed: run ./scripts/test (it installs it) or `apt-get install bind9-dnsutils`"
+    );
+    let out = Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn short(server: &str, args: &[&str]) -> Vec<String> {
+    let mut a = args.to_vec();
+    a.push("+short");
+    let mut v: Vec<String> = dig(server, &a).lines().map(|l| l.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rack_answers_for_its_nodes_and_services() {
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 2,
+            extra_yaml: r#"
+dns-addons:
+  - name: etcd
+    ip: 10.250.3.20
+healthcheck:
+  system_services:
+    - name: dns
+      command: torc
+      args: [dns, --listen, "$IP:53"]
+      memory: 32
+      cpu: 0.2
+      node_function: controller
+      health:
+        tcp: "$IP:53"
+        interval_in_seconds: 1
+api:
+  service-groups:
+    - name: web
+      services:
+        - name: web
+          command: sleep
+          args: ["600"]
+          ports: 1
+          memory: 8
+          cpu: 0.05
+          number_of_instances: 2
+"#
+            .into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = rack.client();
+    let server = rack.nodes["wedge"].to_string();
+    let s = server.clone();
+    wait_for("dns to answer", Duration::from_secs(30), || {
+        let s = s.clone();
+        async move { (!short(&s, &["wedge.homer.ave"]).is_empty()).then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    // The node domain, its apex and its reverse zone.
+    assert_eq!(
+        short(&server, &["bladerunner1.homer.ave"]),
+        [rack.nodes["bladerunner1"].to_string()]
+    );
+    assert_eq!(
+        short(&server, &["WEDGE.Homer.Ave"]),
+        [server.as_str()],
+        "case-insensitive"
+    );
+    assert!(short(&server, &["homer.ave", "SOA"])[0].starts_with("ns.homer.ave."));
+    assert_eq!(
+        short(&server, &["-x", &rack.nodes["bladerunner2"].to_string()]),
+        ["bladerunner2.homer.ave."]
+    );
+    let nx = dig(&server, &["nosuch.homer.ave"]);
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("SOA"),
+        "{nx}"
+    );
+    assert!(nx.contains(" aa"), "authoritative: {nx}");
+
+    // The service domain: the controller, the addons, the dns service itself.
+    assert_eq!(
+        short(&server, &["torc-scheduler.service.torc"]),
+        [server.as_str()]
+    );
+    assert_eq!(short(&server, &["etcd.service.torc"]), ["10.250.3.20"]);
+    assert_eq!(short(&server, &["dns.service.torc"]), [server.as_str()]);
+
+    // A started group shows up (both instances, with SRV ports); a stopped one disappears.
+    client.start_group(&"web".parse().unwrap()).await.unwrap();
+    let s = server.clone();
+    let a = wait_for(
+        "web.service.torc to have two addresses",
+        Duration::from_secs(20),
+        || {
+            let s = s.clone();
+            async move {
+                let a = short(&s, &["web.service.torc"]);
+                (a.len() == 2).then_some(a)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let web: Vec<_> = client
+        .services()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.service.as_str() == "web")
+        .collect();
+    let mut ips: Vec<String> = web.iter().map(|w| w.ip.unwrap().to_string()).collect();
+    ips.sort();
+    assert_eq!(a, ips);
+    let srv = short(&server, &["_web._tcp.service.torc", "SRV"]);
+    assert_eq!(srv.len(), 2, "{srv:?}");
+    for w in &web {
+        let line = format!("{} {}.service.torc.", w.ports[0], w.name);
+        assert!(
+            srv.iter().any(|l| l.ends_with(&line)),
+            "{line} not in {srv:?}"
+        );
+    }
+    client.stop_group(&"web".parse().unwrap()).await.unwrap();
+    let s = server.clone();
+    wait_for(
+        "web.service.torc to be gone",
+        Duration::from_secs(10),
+        || {
+            let s = s.clone();
+            async move {
+                dig(&s, &["web.service.torc"])
+                    .contains("status: NXDOMAIN")
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    // Outside the rack's zones, with no upstream configured: REFUSED.
+    let out = dig(&server, &["example.com"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
+}
