@@ -26,8 +26,8 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-cargo build --release -q -p torc-dns --example serve
-TORC=target/release/examples/serve
+cargo build --release -q -p torc
+TORC=target/release/torc
 ZONE=crates/dns/tests/data/zones/homer.ave.zone
 
 WORK=$(mktemp -d)
@@ -105,7 +105,7 @@ run() {
 }
 
 echo "== torc-dns (1 UDP thread, core 0) =="
-taskset -c 0 "$TORC" --listen "127.0.0.1:$TORC_PORT" --zone "homer.ave=$WORK/db.homer.ave" \
+taskset -c 0 "$TORC" dns --listen "127.0.0.1:$TORC_PORT" --zone-file "homer.ave=$WORK/db.homer.ave" \
     --threads 1 2>"$WORK/torc.log" &
 TORC_PID=$!
 PIDS+=("$TORC_PID")
