@@ -44,6 +44,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route("/api/v1/events", get(events))
         .route("/api/v1/dns", get(dns_snapshot))
+        .route("/api/v1/dns/lookup", get(dns_lookup))
         .route("/api/v1/tasks", get(list_tasks).post(launch_task))
         .route("/api/v1/tasks/{id}", get(get_task).delete(kill_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
@@ -350,6 +351,39 @@ async fn dns_snapshot(
         }
     }
     Json(ctl.dns_snapshot())
+}
+
+#[derive(serde::Deserialize)]
+struct LookupQuery {
+    name: String,
+    #[serde(default = "default_rtype", rename = "type")]
+    rtype: String,
+}
+
+fn default_rtype() -> String {
+    "A".into()
+}
+
+/// Asks the rack's own DNS server (the running `dns` service, port 53).
+async fn dns_lookup(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<LookupQuery>,
+) -> Reply<crate::dns::Lookup> {
+    let dns = ctl
+        .read(|r| r.services())
+        .into_iter()
+        .find(|s| s.service.as_str() == "dns" && s.state == Some(torc_types::TaskState::Running))
+        .and_then(|s| s.ip)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no `dns` system service is running in this rack",
+            )
+        })?;
+    crate::dns::lookup(std::net::SocketAddr::new(dns, 53), &q.name, &q.rtype)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))
 }
 
 #[derive(serde::Deserialize)]

@@ -365,17 +365,38 @@ async function agentView(seq, name) {
   }
 }
 
-async function servicesView(seq) {
+async function servicesView(seq, _arg, refresh) {
   const [services, groups] = await Promise.all([load("/api/v1/services"), load("/api/v1/groups")]);
   if (seq !== renderSeq || !services || !groups) return;
-  main.innerHTML = `<h1>Services</h1>
-  ${table(["Instance", "Origin", "State", "Node", "Address", "Health", "Restarts", "Note"], services.map((s) => [
+  const svc = table(["Instance", "Origin", "State", "Node", "Address", "Health", "Restarts", "Note"], services.map((s) => [
     s.task ? `<a href="#/tasks/${esc(s.task)}">${esc(s.name)}</a>` : esc(s.name), esc(s.origin), s.state ? badge(s.state) : '<span class="muted">–</span>',
     esc(s.node || "–"), esc(s.ip ? s.ip + (s.ports.length ? ":" + s.ports.join(",") : "") : "–"), badge(s.health.state),
-    String(s.restarts), esc(s.waiting || (s.last_failure ? "last failure " + ago(s.last_failure.at) + ": " + s.last_failure.message : ""))]), "no service instances")}
-  <h2>Service groups</h2>
-  ${table(["Group", "Services", "Instances", ""], groups.map((g) => [esc(g.name), esc(g.services.join(", ")), String(g.instances.length),
-    `<button data-start="${esc(g.name)}">Start</button> <button class="danger" data-stop="${esc(g.name)}">Stop</button>`]), "no groups in the rack config")}`;
+    String(s.restarts), esc(s.waiting || (s.last_failure ? "last failure " + ago(s.last_failure.at) + ": " + s.last_failure.message : ""))]), "no service instances");
+  const grp = table(["Group", "Services", "Instances", ""], groups.map((g) => [esc(g.name), esc(g.services.join(", ")), String(g.instances.length),
+    `<button data-start="${esc(g.name)}">Start</button> <button class="danger" data-stop="${esc(g.name)}">Stop</button>`]), "no groups in the rack config");
+  // A refresh only replaces the tables, so the lookup box keeps what the user typed.
+  if (!(refresh && $("#svc-table"))) {
+    main.innerHTML = `<h1>Services</h1><div id="svc-table"></div>
+    <h2>DNS lookup</h2>
+    <div class="toolbar"><input id="dns-name" placeholder="etcd.service.torc" size="36">
+      <select id="dns-type">${["A", "SRV", "AAAA", "PTR", "MX", "TXT", "SOA", "NS", "CNAME"].map((t) => `<option>${t}</option>`).join("")}</select>
+      <button id="dns-go">Look up</button> <span class="muted">asks the rack's own DNS server</span></div>
+    <pre id="dns-out" hidden></pre>
+    <h2>Service groups</h2><div id="groups-table"></div>`;
+    $("#dns-go").onclick = async () => {
+      const out = $("#dns-out");
+      out.hidden = false;
+      const name = $("#dns-name").value.trim();
+      if (!name) { out.textContent = "Type a name first, e.g. dns.service.torc"; return; }
+      try {
+        const r = await api(`/api/v1/dns/lookup?name=${encodeURIComponent(name)}&type=${$("#dns-type").value}`);
+        out.textContent = `${r.rcode}${r.authoritative ? " (authoritative)" : ""} from ${r.server} in ${num(r.elapsed_ms, 2)} ms\n` +
+          (r.answers.length ? r.answers.join("\n") : "no answer records") + (r.authority.length ? "\n;; authority\n" + r.authority.join("\n") : "");
+      } catch (e) { out.textContent = e.message; }
+    };
+  }
+  $("#svc-table").innerHTML = svc;
+  $("#groups-table").innerHTML = grp;
   main.querySelectorAll("[data-start]").forEach((b) => (b.onclick = () =>
     act(`Start service group ${b.dataset.start}?`, () => api(`/api/v1/groups/${b.dataset.start}/start`, { method: "POST", body: {} }), false)));
   main.querySelectorAll("[data-stop]").forEach((b) => (b.onclick = () =>
@@ -439,7 +460,7 @@ async function render() {
       const arg = m[1] && !m[1].startsWith("?") ? decodeURIComponent(m[1]) : undefined;
       try { await view(seq, arg); } catch (e) { showBanner(e.message); }
       if (view === overview || view === tasksView || view === frameworksView || view === agentsView || view === servicesView) {
-        every(5000, () => { if (seq === renderSeq && !$("#dialog").open) view(seq, arg).catch((e) => showBanner(e.message)); });
+        every(5000, () => { if (seq === renderSeq && !$("#dialog").open) view(seq, arg, true).catch((e) => showBanner(e.message)); });
       }
       return;
     }

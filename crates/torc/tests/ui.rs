@@ -14,7 +14,7 @@ async fn every_page_loads_and_shows_live_data() {
         TORC,
         RackOptions {
             compute_nodes: 2,
-            extra_yaml: "api:\n  service-groups:\n    - name: demo\n      services:\n        - name: worker\n          command: sleep\n          args: [\"600\"]\n          memory: 8\n          cpu: 0.05\n".into(),
+            extra_yaml: "healthcheck:\n  system_services:\n    - name: dns\n      command: torc\n      args: [dns, --listen, \"$IP:53\"]\n      memory: 32\n      cpu: 0.2\n      node_function: controller\napi:\n  service-groups:\n    - name: demo\n      services:\n        - name: worker\n          command: sleep\n          args: [\"600\"]\n          memory: 8\n          cpu: 0.05\n".into(),
             ..Default::default()
         },
     )
@@ -111,6 +111,14 @@ async fn every_page_loads_and_shows_live_data() {
     )
     .await
     .unwrap();
+    // The DNS lookup box asks the rack's own DNS server.
+    b.eval("document.querySelector('#dns-name').value = 'bladerunner1.homer.ave'; document.querySelector('#dns-go').click(); return true")
+        .await
+        .unwrap();
+    b.wait_text(&rack.nodes["bladerunner1"].to_string())
+        .await
+        .unwrap();
+    b.wait_text("NOERROR (authoritative)").await.unwrap();
     // An unknown page says so.
     b.goto(&format!("{url}/#/nowhere")).await.unwrap();
     b.wait_text("No page at").await.unwrap();
