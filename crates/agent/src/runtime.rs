@@ -84,6 +84,8 @@ pub struct ProcessRuntime {
     /// The `torc` binary (for `torc shim`).
     exe: PathBuf,
     sandboxes: PathBuf,
+    /// Per-service directories that outlive tasks (`$DATA_DIR`).
+    data_dirs: PathBuf,
     cgroups: CgroupSupport,
 }
 
@@ -99,9 +101,13 @@ impl ProcessRuntime {
             Ok(dir) => CgroupSupport::Enabled(dir),
             Err(why) => CgroupSupport::Disabled(why),
         };
+        let data_dirs = sandboxes
+            .parent()
+            .map_or_else(|| sandboxes.join("data"), |p| p.join("data"));
         ProcessRuntime {
             exe,
             sandboxes,
+            data_dirs,
             cgroups,
         }
     }
@@ -228,7 +234,17 @@ impl Runtime for ProcessRuntime {
         if let Some(cg) = self.task_cgroup(req.id, req.spec) {
             cmd.arg("--cgroup").arg(cg);
         }
-        let fill = |t: &String| torc_types::expand_placeholders(t, Some(req.ip), req.ports);
+        // A directory that outlives the task, for a service's state (`$DATA_DIR`): a restarted
+        // instance of the same service on this node finds its data again.
+        let data_dir = self.data_dirs.join(req.spec.name.as_str());
+        std::fs::create_dir_all(&data_dir).map_err(|source| RuntimeError::Sandbox {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let data = data_dir.display().to_string();
+        let fill = |t: &String| {
+            torc_types::expand_placeholders(t, Some(req.ip), req.ports).replace("$DATA_DIR", &data)
+        };
         // `torc` is this binary: the rack's own roles run as tasks without a PATH lookup.
         let program = if req.spec.command == "torc" {
             self.exe.display().to_string()
@@ -241,6 +257,7 @@ impl Runtime for ProcessRuntime {
             .current_dir(&sandbox)
             .envs(req.spec.env.iter().map(|(k, v)| (k, fill(v))))
             .envs(&req.extra_env)
+            .env("TORC_DATA_DIR", &data)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);

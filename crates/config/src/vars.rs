@@ -8,7 +8,7 @@
 //! - `$$` is a literal `$`.
 //! - `$NAME` (`[A-Za-z_][A-Za-z0-9_]*`, longest match) with `NAME` among the variables is
 //!   replaced by its value.
-//! - `$PORT`, `$PORT<n>` and `$IP` are left verbatim: they are filled in when a task starts,
+//! - `$PORT`, `$PORT<n>`, `$IP` and `$DATA_DIR` are left verbatim: they are filled in when a task starts,
 //!   with its assigned ports and its node's address.
 //! - Any other `$NAME` is an error naming the variable, its line and column. An unknown
 //!   variable is a typo far more often than it is meant literally (write `$$NAME` for that).
@@ -52,6 +52,7 @@ pub(crate) struct UnknownVar {
 /// Names filled in per task at start time, which the config keeps verbatim.
 pub(crate) fn is_runtime_var(name: &str) -> bool {
     name == "IP"
+        || name == "DATA_DIR"
         || name
             .strip_prefix("PORT")
             .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit()))

@@ -133,7 +133,11 @@ impl Store {
             path: shown.clone(),
             message: e.to_string(),
         };
-        let db = Database::create(path).map_err(|e| open_err(&e))?;
+        // redb's default page cache is 1 GiB; the controller's records need a few MiB.
+        let db = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(|e| open_err(&e))?;
         let txn = db.begin_write().map_err(|e| open_err(&e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| open_err(&e))?;

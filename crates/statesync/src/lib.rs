@@ -264,5 +264,127 @@ pub async fn cycle<S: Store>(
     Ok(ops)
 }
 
+/// The etcd v3 API (a real etcd, or `torc kv`) as statesync's store.
+pub struct EtcdStore {
+    kv: torc_kv::proto::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
+}
+
+/// Why the state store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("bad endpoint {0:?}: {1}")]
+    Endpoint(String, String),
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+}
+
+impl EtcdStore {
+    /// Connects lazily to `endpoint` (`http://host:2379`): a store that is down is retried on
+    /// every call, and never blocks start-up.
+    pub fn connect(endpoint: &str) -> Result<EtcdStore, EtcdError> {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| EtcdError::Endpoint(endpoint.to_string(), e.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(5))
+            .connect_lazy();
+        Ok(EtcdStore {
+            kv: torc_kv::proto::etcdserverpb::kv_client::KvClient::new(channel),
+        })
+    }
+}
+
+/// The end of the key range that holds every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Store for EtcdStore {
+    type Error = EtcdError;
+
+    async fn list(&mut self, prefix: &str) -> Result<BTreeMap<String, String>, EtcdError> {
+        use torc_kv::proto::etcdserverpb::RangeRequest;
+        let req = RangeRequest {
+            key: prefix.as_bytes().to_vec().into(),
+            range_end: prefix_end(prefix.as_bytes()).into(),
+            ..Default::default()
+        };
+        let resp = self.kv.range(req).await?.into_inner();
+        Ok(resp
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    async fn put(&mut self, key: &str, value: &str) -> Result<(), EtcdError> {
+        use torc_kv::proto::etcdserverpb::PutRequest;
+        let req = PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            ..Default::default()
+        };
+        self.kv.put(req).await?;
+        Ok(())
+    }
+
+    async fn delete(&mut self, key: &str) -> Result<(), EtcdError> {
+        use torc_kv::proto::etcdserverpb::DeleteRangeRequest;
+        let req = DeleteRangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            ..Default::default()
+        };
+        self.kv.delete_range(req).await?;
+        Ok(())
+    }
+}
+
+/// Runs statesync until `shutdown`: a cycle every `interval`.
+pub async fn run(
+    client: torc_client::Client,
+    controller_name: String,
+    mut store: EtcdStore,
+    base: String,
+    interval: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let mut controller_was_up = true;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let ctl = read_controller(&client, &controller_name).await;
+        if ctl.is_none() && controller_was_up {
+            tracing::warn!(
+                "the controller does not answer; keeping its machines and services in the store as they are"
+            );
+        }
+        controller_was_up = ctl.is_some();
+        let net = read_network(Path::new("/proc"), Path::new("/sys/class/net"));
+        match cycle(&base, ctl.as_ref(), &net, &mut store).await {
+            Ok(ops) if !ops.is_empty() => {
+                tracing::info!(changes = ops.len(), "state store updated")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot update the state store; retrying"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

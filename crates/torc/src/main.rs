@@ -34,6 +34,10 @@ enum Command {
     Agent(roles::AgentArgs),
     /// Run the DNS server: the node domain, the service domain, forwarding.
     Dns(roles::DnsArgs),
+    /// Run the state store: an etcd v3-compatible key-value server.
+    Kv(roles::KvArgs),
+    /// Run statesync: the rack's live state into the state store under /torc.
+    Statesync(roles::StatesyncArgs),
     /// Run the datacollector: node and task metrics into an InfluxDB-compatible database.
     Datacollector(roles::CollectorArgs),
     /// List the rack's nodes.
@@ -85,6 +89,8 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => roles::run_agent(args),
         Command::Datacollector(args) => roles::run_collector(args),
         Command::Dns(args) => roles::run_dns(args),
+        Command::Kv(args) => roles::run_kv(args),
+        Command::Statesync(args) => roles::run_statesync(args),
         Command::Nodes(args) => cli::nodes(args),
         Command::Tasks(args) => cli::tasks(args),
         Command::Run(args) => cli::run(args),

@@ -324,3 +324,91 @@ async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
         }
     }
 }
+
+#[derive(Args)]
+pub struct KvArgs {
+    /// Where to serve the etcd v3 gRPC API.
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    listen: SocketAddr,
+    /// Where the store keeps its data.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The client URL reported by `member list` (default: http://LISTEN).
+    #[arg(long)]
+    advertise_url: Option<String>,
+    /// Revisions kept by automatic compaction (0 = never compact).
+    #[arg(long, default_value_t = 10_000)]
+    retain_revisions: u64,
+}
+
+pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let options = torc_kv::KvOptions {
+        retain_revisions: args.retain_revisions,
+        ..Default::default()
+    };
+    let server = torc_kv::KvServer::open(&args.data_dir, options)?;
+    let advertise = args
+        .advertise_url
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(listen = %args.listen, "kv serving the etcd v3 API");
+        server.serve(listener, advertise, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct StatesyncArgs {
+    /// The controller's URL (set for tasks by their agent).
+    #[arg(long, env = "TORC_CONTROLLER")]
+    controller: String,
+    /// The state store's etcd v3 endpoint (a real etcd works too).
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    endpoints: String,
+    /// The key prefix statesync owns.
+    #[arg(long, default_value = "/torc")]
+    base: String,
+    /// Milliseconds between reconciliations.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+}
+
+pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client = torc_client::Client::new(args.controller.clone(), None);
+        // The controller's name owns its tasks in the store; ask it, waiting for it if needed.
+        let name = loop {
+            match client.status().await {
+                Ok(s) => break s.rack,
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for the controller");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let store = torc_statesync::EtcdStore::connect(&args.endpoints)?;
+        tracing::info!(endpoints = %args.endpoints, base = %args.base, "statesync running");
+        torc_statesync::run(
+            client,
+            name,
+            store,
+            args.base,
+            Duration::from_millis(args.interval_ms.max(100)),
+            shutdown_signal(),
+        )
+        .await;
+        Ok(())
+    })
+}

@@ -1,0 +1,23 @@
+//! Compiles torc kv's own declarations of the etcd v3 protos (and its on-disk
+//! record format) with `protox`, a pure-Rust proto compiler, so building needs
+//! nothing but the Rust toolchain (no system `protoc`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/etcd/api/mvccpb/kv.proto",
+        "proto/etcd/api/etcdserverpb/rpc.proto",
+        "proto/torc/kv/storage.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        // Keys and values are shared between the key index, the event log and
+        // responses; `Bytes` makes those copies reference counts.
+        .bytes(".")
+        .compile_fds(descriptors)?;
+    Ok(())
+}

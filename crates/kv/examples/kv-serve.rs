@@ -1,0 +1,52 @@
+//! Runs torc kv as a standalone process, for the benchmark and for poking at
+//! it with etcdctl:
+//!
+//! ```text
+//! cargo run --release -p torc-kv --example kv-serve -- --listen 127.0.0.1:2379 --data-dir /tmp/kv
+//! ```
+//!
+//! Prints `listening on ADDR` once it accepts connections; stops on SIGINT or
+//! SIGTERM.
+
+use std::path::PathBuf;
+
+use torc_kv::{KvOptions, KvServer};
+
+fn usage() -> ! {
+    eprintln!("usage: kv-serve --listen ADDR --data-dir DIR [--retain-revisions N]");
+    std::process::exit(2);
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut listen = "127.0.0.1:2379".to_string();
+    let mut data_dir: Option<PathBuf> = None;
+    let mut options = KvOptions::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match arg.as_str() {
+            "--listen" => listen = value(),
+            "--data-dir" => data_dir = Some(value().into()),
+            "--retain-revisions" => options.retain_revisions = value().parse()?,
+            _ => usage(),
+        }
+    }
+    let data_dir = data_dir.unwrap_or_else(|| usage());
+    let server = KvServer::open(&data_dir, options)?;
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let addr = listener.local_addr()?;
+    println!("listening on {addr}");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    server
+        .serve(listener, format!("http://{addr}"), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! torc's key-value store: a single-node store that speaks the etcd v3 gRPC
+//! API (KV, Watch, Lease, and enough of Cluster and Maintenance for
+//! `etcdctl member list` and `etcdctl endpoint status`), so etcd's own clients
+//! use it unchanged. It replaces etcd as the rack's "state soup".
+//!
+//! What it is not: a cluster. There is one member, no raft, no auth; the
+//! Auth service and cluster-changing methods answer UNIMPLEMENTED.
+//!
+//! Code map:
+//! - [`mvcc`]: the data model (revisions, versions, tombstones, txn, leases,
+//!   compaction) as a pure in-memory core with no I/O.
+//! - [`storage`]: the redb file the core is persisted to and restored from.
+//! - `store`: the core behind a lock, the group-commit thread, watchers.
+//! - `server`: the gRPC services and [`KvServer`], the entry point.
+//!
+//! Invariants kept across modules:
+//! - A write is acknowledged only after it is durable (fsync'd by redb), and
+//!   nothing is visible to reads or watches before it is durable.
+//! - After a failed commit the store refuses writes (fails closed).
+//! - The on-disk format carries a version; unknown versions are refused.
+//! - Bytes from the network or disk never cause a panic; bad requests get
+//!   etcd's own gRPC status codes and messages ([`EtcdError`]).
+
+pub mod error;
+pub mod mvcc;
+mod server;
+pub mod storage;
+mod store;
+
+pub use error::{Error, EtcdError, StorageError};
+pub use server::{DB_FILE, KvOptions, KvServer, VERSION};
+
+/// Code generated from torc's own declarations of the etcd v3 protos
+/// (`proto/`), including typed gRPC clients.
+pub mod proto {
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    /// On-disk records; not a wire API.
+    pub mod torc {
+        pub mod kv {
+            pub mod storage {
+                tonic::include_proto!("torc.kv.storage");
+            }
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! MVCC rules, tested on the pure core: no I/O, time passed in.
+
+use super::*;
+use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+use pb::request_op::Request;
+
+fn core() -> Core {
+    Core::new(Limits::default(), 42)
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn put(c: &mut Core, k: &str, v: &str) -> Vec<Mutation> {
+    c.put(&pb::PutRequest {
+        key: b(k),
+        value: b(v),
+        ..Default::default()
+    })
+    .unwrap()
+    .mutations
+}
+
+fn get_at(c: &Core, k: &str, rev: i64) -> Result<Vec<(String, String)>, EtcdError> {
+    let resp = c.range(
+        &pb::RangeRequest {
+            key: b(k),
+            revision: rev,
+            ..Default::default()
+        },
+        c.revision(),
+    )?;
+    Ok(resp
+        .kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect())
+}
+
+fn range_keys(c: &Core, req: pb::RangeRequest) -> (Vec<String>, bool, i64) {
+    let resp = c.range(&req, c.revision()).unwrap();
+    (
+        resp.kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect(),
+        resp.more,
+        resp.count,
+    )
+}
+
+#[test]
+fn revisions_versions_and_tombstones() {
+    let mut c = core();
+    assert_eq!(c.revision(), 1);
+    put(&mut c, "a", "1"); // rev 2
+    put(&mut c, "a", "2"); // rev 3
+    let kv = c.get(b"a", 3).unwrap().clone();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    let out = c
+        .delete_range(&pb::DeleteRangeRequest {
+            key: b("a"),
+            prev_kv: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(out.response.deleted, 1);
+    assert_eq!(out.response.prev_kvs[0].value, b("2"));
+    assert_eq!(c.revision(), 4);
+    assert!(c.get(b"a", 4).is_none());
+    // Past revisions still read the old versions.
+    assert_eq!(get_at(&c, "a", 2).unwrap(), vec![("a".into(), "1".into())]);
+    // Recreating starts a new generation.
+    put(&mut c, "a", "3"); // rev 5
+    let kv = c.get(b"a", 5).unwrap();
+    assert_eq!((kv.create_revision, kv.version), (5, 1));
+    // Deleting nothing does not bump the revision.
+    let out = c
+        .delete_range(&pb::DeleteRangeRequest {
+            key: b("zz"),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(out.mutations.is_empty());
+    assert_eq!(c.revision(), 5);
+}
+
+#[test]
+fn future_and_compacted_revisions() {
+    let mut c = core();
+    for i in 0..5 {
+        put(&mut c, "k", &i.to_string()); // revs 2..=6
+    }
+    assert_eq!(get_at(&c, "k", 7), Err(EtcdError::FutureRevision));
+    c.compact(4, c.revision()).unwrap();
+    assert_eq!(get_at(&c, "k", 3), Err(EtcdError::Compacted));
+    assert_eq!(get_at(&c, "k", 4).unwrap(), vec![("k".into(), "2".into())]);
+    assert_eq!(c.compact(4, c.revision()).err(), Some(EtcdError::Compacted));
+    assert_eq!(
+        c.compact(99, c.revision()).err(),
+        Some(EtcdError::FutureRevision)
+    );
+    // Watch history below the compaction point is gone.
+    let all = KeyRange::new(b("\0"), b("\0"));
+    assert_eq!(c.history(&all, 3, 6), Err(EtcdError::Compacted));
+    assert_eq!(c.history(&all, 4, 6).unwrap().len(), 3);
+}
+
+#[test]
+fn compaction_drops_deleted_keys() {
+    let mut c = core();
+    put(&mut c, "gone", "x"); // 2
+    c.delete_range(&pb::DeleteRangeRequest {
+        key: b("gone"),
+        ..Default::default()
+    })
+    .unwrap(); // 3
+    put(&mut c, "kept", "y"); // 4
+    c.compact(4, 4).unwrap();
+    assert!(!c.index.contains_key(&b"gone"[..]));
+    assert_eq!(c.index[&b"kept"[..]].len(), 1);
+}
+
+#[test]
+fn range_end_forms_limit_sort_and_count() {
+    let mut c = core();
+    for (k, v) in [("a", "3"), ("b", "1"), ("c", "2"), ("d", "0")] {
+        put(&mut c, k, v);
+    }
+    let req = |key: &str, end: &str| pb::RangeRequest {
+        key: b(key),
+        range_end: b(end),
+        ..Default::default()
+    };
+    let cases: Vec<(pb::RangeRequest, Vec<&str>, bool, i64)> = vec![
+        (req("b", ""), vec!["b"], false, 1),
+        (req("b", "d"), vec!["b", "c"], false, 2),
+        (req("b", "\0"), vec!["b", "c", "d"], false, 3),
+        (req("\0", "\0"), vec!["a", "b", "c", "d"], false, 4),
+        (req("d", "b"), vec![], false, 0),
+        (
+            pb::RangeRequest {
+                limit: 2,
+                ..req("a", "\0")
+            },
+            vec!["a", "b"],
+            true,
+            4,
+        ),
+        (
+            pb::RangeRequest {
+                sort_order: 2,
+                limit: 1,
+                ..req("a", "\0")
+            },
+            vec!["d"],
+            true,
+            4,
+        ),
+        (
+            // Sorting by value ascending is implied by a non-key target.
+            pb::RangeRequest {
+                sort_target: 4,
+                ..req("a", "\0")
+            },
+            vec!["d", "b", "c", "a"],
+            false,
+            4,
+        ),
+        (
+            pb::RangeRequest {
+                count_only: true,
+                ..req("a", "\0")
+            },
+            vec![],
+            false,
+            4,
+        ),
+        (
+            pb::RangeRequest {
+                min_mod_revision: 4,
+                ..req("a", "\0")
+            },
+            vec!["c", "d"],
+            false,
+            4,
+        ),
+    ];
+    for (i, (r, keys, more, count)) in cases.into_iter().enumerate() {
+        let got = range_keys(&c, r);
+        assert_eq!(
+            got,
+            (keys.iter().map(|s| s.to_string()).collect(), more, count),
+            "case {i}"
+        );
+    }
+    assert_eq!(
+        c.range(&req("", ""), c.revision()).err(),
+        Some(EtcdError::EmptyKey)
+    );
+}
+
+fn cmp(key: &str, target: CompareTarget, result: CompareResult, u: TargetUnion) -> pb::Compare {
+    pb::Compare {
+        result: result as i32,
+        target: target as i32,
+        key: b(key),
+        target_union: Some(u),
+        range_end: Bytes::new(),
+    }
+}
+
+fn put_op(k: &str, v: &str) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(Request::RequestPut(pb::PutRequest {
+            key: b(k),
+            value: b(v),
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn txn_compares() {
+    let mut c = core();
+    put(&mut c, "k", "v"); // rev 2
+    use CompareResult::*;
+    use CompareTarget::*;
+    let cases = [
+        (cmp("k", Value, Equal, TargetUnion::Value(b("v"))), true),
+        (cmp("k", Value, Greater, TargetUnion::Value(b("a"))), true),
+        (cmp("k", Value, NotEqual, TargetUnion::Value(b("v"))), false),
+        (cmp("k", Version, Equal, TargetUnion::Version(1)), true),
+        (cmp("k", Create, Less, TargetUnion::CreateRevision(3)), true),
+        (cmp("k", Mod, Greater, TargetUnion::ModRevision(2)), false),
+        (cmp("k", Lease, Equal, TargetUnion::Lease(0)), true),
+        // A missing key: version 0, but VALUE never matches.
+        (cmp("nope", Version, Equal, TargetUnion::Version(0)), true),
+        (cmp("nope", Value, Equal, TargetUnion::Value(b(""))), false),
+    ];
+    for (i, (compare, want)) in cases.into_iter().enumerate() {
+        let out = c
+            .txn(&pb::TxnRequest {
+                compare: vec![compare],
+                success: vec![],
+                failure: vec![],
+            })
+            .unwrap();
+        assert_eq!(out.response.succeeded, want, "case {i}");
+        assert!(out.mutations.is_empty());
+    }
+}
+
+#[test]
+fn txn_writes_share_one_revision_and_nest() {
+    let mut c = core();
+    let out = c
+        .txn(&pb::TxnRequest {
+            compare: vec![],
+            success: vec![
+                put_op("x", "1"),
+                put_op("y", "2"),
+                pb::RequestOp {
+                    request: Some(Request::RequestTxn(pb::TxnRequest {
+                        compare: vec![],
+                        success: vec![put_op("z", "3")],
+                        failure: vec![],
+                    })),
+                },
+                pb::RequestOp {
+                    request: Some(Request::RequestRange(pb::RangeRequest {
+                        key: b("x"),
+                        ..Default::default()
+                    })),
+                },
+            ],
+            failure: vec![],
+        })
+        .unwrap();
+    assert!(out.response.succeeded);
+    assert_eq!(c.revision(), 2);
+    for k in ["x", "y", "z"] {
+        assert_eq!(c.get(k.as_bytes(), 2).unwrap().mod_revision, 2);
+    }
+    // The range inside the txn sees the txn's own write.
+    match &out.response.responses[3].response {
+        Some(pb::response_op::Response::ResponseRange(r)) => assert_eq!(r.kvs[0].value, b("1")),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Duplicate keys and unknown leases refuse the whole txn.
+    let dup = c.txn(&pb::TxnRequest {
+        compare: vec![],
+        success: vec![put_op("x", "1"), put_op("x", "2")],
+        failure: vec![],
+    });
+    assert_eq!(dup.err(), Some(EtcdError::DuplicateKey));
+    let bad_lease = c.txn(&pb::TxnRequest {
+        compare: vec![],
+        success: vec![
+            put_op("q", "1"),
+            pb::RequestOp {
+                request: Some(Request::RequestPut(pb::PutRequest {
+                    key: b("r"),
+                    lease: 7,
+                    ..Default::default()
+                })),
+            },
+        ],
+        failure: vec![],
+    });
+    assert_eq!(bad_lease.err(), Some(EtcdError::LeaseNotFound));
+    assert!(c.get(b"q", c.revision()).is_none());
+    assert_eq!(c.revision(), 2);
+}
+
+#[test]
+fn put_ignore_value_and_lease() {
+    let mut c = core();
+    let now = Instant::now();
+    let (lease, _) = c.lease_grant(0, 60, now).unwrap().response;
+    c.put(&pb::PutRequest {
+        key: b("k"),
+        value: b("v"),
+        lease,
+        ..Default::default()
+    })
+    .unwrap();
+    c.put(&pb::PutRequest {
+        key: b("k"),
+        value: b("w"),
+        ignore_lease: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let kv = c.get(b"k", c.revision()).unwrap();
+    assert_eq!((kv.value.clone(), kv.lease), (b("w"), lease));
+    let err = |req: pb::PutRequest| c.clone_for_test().put(&req).err();
+    assert_eq!(
+        err(pb::PutRequest {
+            key: b("missing"),
+            ignore_value: true,
+            ..Default::default()
+        }),
+        Some(EtcdError::KeyNotFound)
+    );
+    assert_eq!(
+        err(pb::PutRequest {
+            key: b("k"),
+            value: b("x"),
+            ignore_value: true,
+            ..Default::default()
+        }),
+        Some(EtcdError::ValueProvided)
+    );
+    assert_eq!(
+        err(pb::PutRequest {
+            key: Bytes::new(),
+            ..Default::default()
+        }),
+        Some(EtcdError::EmptyKey)
+    );
+}
+
+#[test]
+fn lease_expiry_deletes_keys_in_one_revision() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let (id, ttl) = c.lease_grant(0, 1, t0).unwrap().response;
+    assert_eq!(ttl, MIN_LEASE_TTL);
+    for k in ["a", "b"] {
+        c.put(&pb::PutRequest {
+            key: b(k),
+            value: b("v"),
+            lease: id,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        c.lease_time_to_live(id, t0).unwrap().keys,
+        vec![b("a"), b("b")]
+    );
+    assert!(c.expired_leases(t0 + Duration::from_secs(1)).is_empty());
+    // Keep-alive pushes expiry out.
+    assert_eq!(c.lease_keep_alive(id, t0 + Duration::from_secs(1)), Some(2));
+    assert!(c.expired_leases(t0 + Duration::from_secs(2)).is_empty());
+    let later = t0 + Duration::from_secs(3);
+    assert_eq!(c.expired_leases(later), vec![id]);
+    assert_eq!(c.lease_keep_alive(id, later), None);
+    let rev = c.revision();
+    let out = c.lease_revoke(id).unwrap();
+    assert_eq!(c.revision(), rev + 1);
+    assert_eq!(out.mutations.len(), 2);
+    assert!(c.get(b"a", c.revision()).is_none() && c.get(b"b", c.revision()).is_none());
+    assert_eq!(c.lease_revoke(id).err(), Some(EtcdError::LeaseNotFound));
+    assert_eq!(
+        c.lease_grant(0, MAX_LEASE_TTL + 1, t0).err(),
+        Some(EtcdError::LeaseTtlTooLarge)
+    );
+    c.lease_grant(5, 10, t0).unwrap();
+    assert_eq!(c.lease_grant(5, 10, t0).err(), Some(EtcdError::LeaseExists));
+}
+
+#[test]
+fn restore_replays_to_the_same_state() {
+    let mut c = core();
+    let mut log = Vec::new();
+    for m in put(&mut c, "a", "1")
+        .into_iter()
+        .chain(put(&mut c, "a", "2"))
+        .chain(put(&mut c, "b", "3"))
+    {
+        if let Mutation::Revision(r) = m {
+            log.push(r);
+        }
+    }
+    let mut r = core();
+    for rev in &log {
+        let events = rev
+            .events
+            .iter()
+            .map(|e| Event {
+                prev_kv: None,
+                ..e.clone()
+            })
+            .collect();
+        r.restore_revision(rev.revision, events);
+    }
+    r.restore_revisions(c.revision(), 0);
+    let all = KeyRange::new(b("\0"), b("\0"));
+    assert_eq!(r.history(&all, 1, 4), c.history(&all, 1, 4));
+    assert_eq!(get_at(&r, "a", 2), get_at(&c, "a", 2));
+}
+
+impl Core {
+    fn clone_for_test(&self) -> Core {
+        Core {
+            index: self.index.clone(),
+            log: self.log.clone(),
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            leases: self.leases.clone(),
+            next_lease_id: self.next_lease_id,
+            limits: self.limits.clone(),
+        }
+    }
+}

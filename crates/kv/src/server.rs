@@ -1,0 +1,615 @@
+//! The etcd v3 gRPC services over a [`Store`], and [`KvServer`], the public
+//! entry point that opens a data directory and serves a bound listener until
+//! a shutdown future resolves.
+//!
+//! This module only translates between the wire and the store: request size
+//! limits, response headers, watch and keep-alive streams. The data rules live
+//! in [`crate::mvcc`], durability in [`crate::store`] and [`crate::storage`].
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{Error, EtcdError};
+use crate::mvcc::{KeyRange, Limits};
+use crate::proto::etcdserverpb as pb;
+use crate::store::{OpenError, Store, WatchSpec};
+
+/// The version reported by Maintenance.Status: the etcd API level served, and
+/// that it is torc's implementation.
+pub const VERSION: &str = "3.4.0-torc";
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "kv.redb";
+
+/// Tunables; `Default` matches etcd's defaults where etcd has one.
+#[derive(Clone, Debug)]
+pub struct KvOptions {
+    /// Member name reported by MemberList.
+    pub name: String,
+    /// Automatic compaction keeps this many latest revisions (0: never
+    /// compact automatically). Compaction runs once twice as many piled up.
+    pub retain_revisions: u64,
+    /// Largest accepted request (etcd `--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Most operations per txn branch (etcd `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// Interval of progress notifications to watchers that asked for them.
+    pub progress_notify_interval: Duration,
+    /// How often expired leases are looked for (etcd checks every 500 ms).
+    pub lease_check_interval: Duration,
+}
+
+impl Default for KvOptions {
+    fn default() -> Self {
+        KvOptions {
+            name: "torc-kv".into(),
+            retain_revisions: 10_000,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            progress_notify_interval: Duration::from_secs(600),
+            lease_check_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A single-node store speaking the etcd v3 gRPC API.
+pub struct KvServer {
+    store: Store,
+    commit_thread: std::thread::JoinHandle<()>,
+    options: KvOptions,
+}
+
+impl KvServer {
+    /// Opens (or creates) the store in `data_dir` and loads it.
+    pub fn open(data_dir: &Path, options: KvOptions) -> Result<KvServer, Error> {
+        std::fs::create_dir_all(data_dir).map_err(|source| Error::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let limits = Limits {
+            max_txn_ops: options.max_txn_ops,
+        };
+        let (store, commit_thread) =
+            Store::open(&path, limits, options.retain_revisions).map_err(|e| match e {
+                OpenError::Storage(source) => Error::Storage { path, source },
+                OpenError::Thread(e) => Error::Thread(e),
+            })?;
+        Ok(KvServer {
+            store,
+            commit_thread,
+            options,
+        })
+    }
+
+    /// Serves the etcd API on `listener` until `shutdown` resolves, then ends
+    /// open streams, finishes queued writes and closes the database.
+    /// `advertise_url` is the client URL MemberList reports.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        advertise_url: String,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let KvServer {
+            store,
+            commit_thread,
+            options,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let max_decode = options.max_request_bytes + 512 * 1024;
+        let svc = Services {
+            store: store.clone(),
+            options: Arc::new(options.clone()),
+            advertise_url: Arc::new(advertise_url),
+            stop: stop_rx.clone(),
+        };
+
+        let expiry_store = store.clone();
+        let mut expiry_stop = stop_rx.clone();
+        let check_every = options.lease_check_interval;
+        let expiry = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(check_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => expiry_store.expire_leases(Instant::now()).await,
+                    _ = expiry_stop.changed() => break,
+                }
+            }
+        });
+
+        let signal_store = store.clone();
+        let signal = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+            // Watchers hold the senders of their streams' responses; drop
+            // them so graceful shutdown is not held up by open watches.
+            signal_store.drop_all_watchers();
+        };
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let result = tonic::transport::Server::builder()
+            .add_service(
+                pb::kv_server::KvServer::new(svc.clone()).max_decoding_message_size(max_decode),
+            )
+            .add_service(
+                pb::watch_server::WatchServer::new(svc.clone())
+                    .max_decoding_message_size(max_decode),
+            )
+            .add_service(
+                pb::lease_server::LeaseServer::new(svc.clone())
+                    .max_decoding_message_size(max_decode),
+            )
+            .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
+            .add_service(pb::maintenance_server::MaintenanceServer::new(svc))
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await;
+        expiry.abort();
+        store.close();
+        drop(store);
+        let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+        result.map_err(Error::Transport)
+    }
+}
+
+#[derive(Clone)]
+struct Services {
+    store: Store,
+    options: Arc<KvOptions>,
+    advertise_url: Arc<String>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Services {
+    fn check_size<M: prost::Message>(&self, m: &M) -> Result<(), Status> {
+        if m.encoded_len() > self.options.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge.into());
+        }
+        Ok(())
+    }
+
+    fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        Some(self.store.header(revision))
+    }
+
+    fn committed_header(&self) -> Option<pb::ResponseHeader> {
+        let rev = self.store.lock().committed;
+        self.header(rev)
+    }
+
+    fn member(&self) -> pb::Member {
+        pb::Member {
+            id: self.store.shared.member_id,
+            name: self.options.name.clone(),
+            peer_ur_ls: vec![self.advertise_url.to_string()],
+            client_ur_ls: vec![self.advertise_url.to_string()],
+            is_learner: false,
+        }
+    }
+}
+
+fn unimplemented(method: &'static str) -> Status {
+    EtcdError::Unimplemented(method).into()
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for Services {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let req = request.into_inner();
+        self.check_size(&req)?;
+        let (mut resp, rev) = {
+            let st = self.store.lock();
+            (st.core.range(&req, st.committed)?, st.committed)
+        };
+        resp.header = self.header(rev);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let req = request.into_inner();
+        self.check_size(&req)?;
+        let (mut resp, rev) = self.store.write(|core, _| core.put(&req)).await?;
+        resp.header = self.header(rev);
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        self.check_size(&req)?;
+        let (mut resp, rev) = self.store.write(|core, _| core.delete_range(&req)).await?;
+        resp.header = self.header(rev);
+        Ok(Response::new(resp))
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let req = request.into_inner();
+        self.check_size(&req)?;
+        let (mut resp, rev) = self.store.write(|core, _| core.txn(&req)).await?;
+        resp.header = self.header(rev);
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let req = request.into_inner();
+        let (_, rev) = self
+            .store
+            .write(|core, committed| core.compact(req.revision, committed))
+            .await?;
+        Ok(Response::new(pb::CompactionResponse {
+            header: self.header(rev),
+        }))
+    }
+}
+
+type ResponseStream<T> = UnboundedReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl pb::watch_server::Watch for Services {
+    type WatchStream = ResponseStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let svc = self.clone();
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            let store = &svc.store;
+            let stream = store.new_stream();
+            let mut ids: HashSet<i64> = HashSet::new();
+            let mut progress: HashSet<i64> = HashSet::new();
+            let mut next_id: i64 = 0;
+            let mut ticker = tokio::time::interval(svc.options.progress_notify_interval);
+            ticker.tick().await;
+            loop {
+                let req = tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(req)) => req,
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = ticker.tick() => {
+                        let header = svc.committed_header();
+                        for id in progress.iter().filter(|id| ids.contains(id)) {
+                            let _ = tx.send(Ok(pb::WatchResponse {
+                                header,
+                                watch_id: *id,
+                                ..Default::default()
+                            }));
+                        }
+                        continue;
+                    }
+                    _ = stop.changed() => break,
+                    _ = tx.closed() => break,
+                };
+                use pb::watch_request::RequestUnion;
+                match req.request_union {
+                    Some(RequestUnion::CreateRequest(c)) => {
+                        let id = if c.watch_id != 0 {
+                            if ids.contains(&c.watch_id) {
+                                let _ = tx.send(Ok(pb::WatchResponse {
+                                    header: svc.committed_header(),
+                                    watch_id: c.watch_id,
+                                    created: true,
+                                    canceled: true,
+                                    cancel_reason: EtcdError::DuplicateWatchId(c.watch_id)
+                                        .to_string(),
+                                    ..Default::default()
+                                }));
+                                continue;
+                            }
+                            c.watch_id
+                        } else {
+                            while ids.contains(&next_id) {
+                                next_id += 1;
+                            }
+                            next_id
+                        };
+                        use pb::watch_create_request::FilterType;
+                        let spec = WatchSpec {
+                            range: KeyRange::new(c.key, c.range_end),
+                            start_revision: c.start_revision,
+                            prev_kv: c.prev_kv,
+                            no_put: c.filters.contains(&(FilterType::Noput as i32)),
+                            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+                        };
+                        if store.create_watch(stream, id, spec, &tx) {
+                            ids.insert(id);
+                            if c.progress_notify {
+                                progress.insert(id);
+                            }
+                        }
+                    }
+                    Some(RequestUnion::CancelRequest(c))
+                        if store.cancel_watch(stream, c.watch_id) =>
+                    {
+                        ids.remove(&c.watch_id);
+                        progress.remove(&c.watch_id);
+                        let _ = tx.send(Ok(pb::WatchResponse {
+                            header: svc.committed_header(),
+                            watch_id: c.watch_id,
+                            canceled: true,
+                            ..Default::default()
+                        }));
+                    }
+                    // Canceling an unknown watch: etcd answers nothing.
+                    Some(RequestUnion::CancelRequest(_)) => {}
+                    Some(RequestUnion::ProgressRequest(_)) => {
+                        // As etcd: not tied to one watch, so every watcher
+                        // on the stream sees it (watch_id -1).
+                        let _ = tx.send(Ok(pb::WatchResponse {
+                            header: svc.committed_header(),
+                            watch_id: -1,
+                            ..Default::default()
+                        }));
+                    }
+                    None => {}
+                }
+            }
+            store.drop_stream(stream);
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for Services {
+    type LeaseKeepAliveStream = ResponseStream<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let req = request.into_inner();
+        let ((id, ttl), rev) = self
+            .store
+            .write(|core, _| core.lease_grant(req.id, req.ttl, Instant::now()))
+            .await?;
+        Ok(Response::new(pb::LeaseGrantResponse {
+            header: self.header(rev),
+            id,
+            ttl,
+            error: String::new(),
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let id = request.into_inner().id;
+        let (_, rev) = self.store.write(|core, _| core.lease_revoke(id)).await?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: self.header(rev),
+        }))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let svc = self.clone();
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let req = tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(req)) => req,
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = stop.changed() => break,
+                };
+                let (ttl, rev) = {
+                    let mut st = svc.store.lock();
+                    let ttl = st.core.lease_keep_alive(req.id, Instant::now());
+                    (ttl, st.committed)
+                };
+                let resp = pb::LeaseKeepAliveResponse {
+                    header: svc.header(rev),
+                    id: req.id,
+                    // etcd answers an unknown lease with TTL 0.
+                    ttl: ttl.unwrap_or(0),
+                };
+                if tx.send(Ok(resp)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let (info, rev) = {
+            let st = self.store.lock();
+            (
+                st.core.lease_time_to_live(req.id, Instant::now()),
+                st.committed,
+            )
+        };
+        let resp = match info {
+            Some(info) => pb::LeaseTimeToLiveResponse {
+                header: self.header(rev),
+                id: req.id,
+                ttl: info.remaining,
+                granted_ttl: info.granted_ttl,
+                keys: if req.keys { info.keys } else { Vec::new() },
+            },
+            // etcd: an unknown (or expired) lease has TTL -1.
+            None => pb::LeaseTimeToLiveResponse {
+                header: self.header(rev),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let (ids, rev) = {
+            let st = self.store.lock();
+            (st.core.lease_ids(), st.committed)
+        };
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: self.header(rev),
+            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Services {
+    async fn member_add(
+        &self,
+        _: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(unimplemented("MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(unimplemented("MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(unimplemented("MemberUpdate"))
+    }
+
+    async fn member_list(
+        &self,
+        _: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        Ok(Response::new(pb::MemberListResponse {
+            header: self.committed_header(),
+            members: vec![self.member()],
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(unimplemented("MemberPromote"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for Services {
+    type SnapshotStream = ResponseStream<pb::SnapshotResponse>;
+
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        if request.into_inner().action != AlarmAction::Get as i32 {
+            return Err(unimplemented("activating or deactivating alarms"));
+        }
+        // torc kv raises no alarms: a storage failure refuses writes with an
+        // error saying so instead.
+        Ok(Response::new(pb::AlarmResponse {
+            header: self.committed_header(),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let db_size = std::fs::metadata(&self.store.shared.db_path)
+            .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let rev = self.store.lock().committed;
+        // There is no raft log; the committed revision stands in for its
+        // index so it still grows with every write.
+        let index = u64::try_from(rev).unwrap_or(0);
+        Ok(Response::new(pb::StatusResponse {
+            header: self.header(rev),
+            version: VERSION.into(),
+            db_size,
+            leader: self.store.shared.member_id,
+            raft_index: index,
+            raft_term: crate::store::RAFT_TERM,
+            raft_applied_index: index,
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Err(unimplemented("Defragment"))
+    }
+
+    async fn hash(
+        &self,
+        _: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        Err(unimplemented("Hash"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        Err(unimplemented("HashKV"))
+    }
+
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(unimplemented("Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(unimplemented("MoveLeader"))
+    }
+}

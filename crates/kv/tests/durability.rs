@@ -1,0 +1,151 @@
+//! kill -9 durability: every put the server acknowledged must be there after
+//! the process is killed without warning and restarted on the same data.
+//!
+//! The server runs in a separate process: this test binary re-executes itself
+//! running only the ignored `server_process` test, with the data directory
+//! in `TORC_KV_CHILD_DIR`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use torc_kv::proto::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
+use torc_kv::{KvOptions, KvServer};
+
+const CHILD_ENV: &str = "TORC_KV_CHILD_DIR";
+const READY: &str = "TORC_KV_LISTENING ";
+
+/// Not a test: the server process body for `acknowledged_puts_survive_kill_9`.
+#[test]
+#[ignore = "runs only as the child process of acknowledged_puts_survive_kill_9"]
+fn server_process() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let server = KvServer::open(Path::new(&dir), KvOptions::default()).expect("open");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        println!("{READY}{addr}");
+        server
+            .serve(listener, format!("http://{addr}"), std::future::pending())
+            .await
+            .expect("serve");
+    });
+}
+
+// The child is handed to the caller, which kills and reaps it.
+#[allow(clippy::zombie_processes)]
+fn spawn_server(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "server_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server process");
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read child stdout");
+        if n == 0 {
+            let status = child.wait();
+            panic!("server process exited before listening: {status:?}");
+        }
+        // libtest may have printed `test server_process ... ` on this line.
+        if let Some(at) = line.find(READY) {
+            let addr = line[at + READY.len()..].trim().to_string();
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return (child, format!("http://{addr}"));
+        }
+    }
+}
+
+#[test]
+fn acknowledged_puts_survive_kill_9() {
+    const CLIENTS: usize = 16;
+    const KILL_AFTER: usize = 2000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, url) = spawn_server(dir.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let (enough_tx, enough_rx) = std::sync::mpsc::channel::<()>();
+
+    let writers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (url, acked, enough) = (url.clone(), acked.clone(), enough_tx.clone());
+            rt.spawn(async move {
+                let mut client = KvClient::connect(url).await.expect("connect");
+                for i in 0.. {
+                    let (key, value) = (format!("c{c}/k{i}"), format!("value-{c}-{i}"));
+                    let put = client.put(PutRequest {
+                        key: key.clone().into(),
+                        value: value.clone().into(),
+                        ..Default::default()
+                    });
+                    if put.await.is_err() {
+                        return; // the server is gone
+                    }
+                    let mut acked = acked.lock().expect("lock");
+                    acked.push((key, value));
+                    if acked.len() == KILL_AFTER {
+                        let _ = enough.send(());
+                    }
+                }
+            })
+        })
+        .collect();
+    enough_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("enough acknowledged puts");
+    child.kill().expect("kill -9"); // SIGKILL, writes still in flight
+    child.wait().expect("reap");
+    for w in writers {
+        rt.block_on(w).expect("writer task");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= KILL_AFTER);
+
+    let (mut child, url) = spawn_server(dir.path());
+    let missing = rt.block_on(async {
+        let mut client = KvClient::connect(url).await.expect("connect");
+        let mut missing = Vec::new();
+        for (key, value) in &acked {
+            let resp = client
+                .range(RangeRequest {
+                    key: key.clone().into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("range")
+                .into_inner();
+            if resp.kvs.first().map(|kv| kv.value.as_ref()) != Some(value.as_bytes()) {
+                missing.push(key.clone());
+            }
+        }
+        missing
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged puts lost: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+}

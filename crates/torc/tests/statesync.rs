@@ -1,0 +1,241 @@
+//! The state store and statesync: `torc kv` as the rack's `etcd` system service, statesync
+//! keeping `/torc/` equal to the rack, checked with the real `etcdctl`; and statesync against a
+//! real etcd.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use torc_test_utils::{LocalRack, RackOptions, free_port, wait_for, which};
+
+const TORC: &str = env!("CARGO_BIN_EXE_torc");
+
+fn etcdctl(endpoint: &str, args: &[&str]) -> String {
+    assert!(
+        which("etcdctl").is_some(),
+        "etcdctl is not installed: run ./scripts/test (it installs it) or `apt-get install etcd-client`"
+    );
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn keys(endpoint: &str) -> Vec<String> {
+    etcdctl(endpoint, &["get", "/torc/", "--prefix", "--keys-only"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.to_string())
+        .collect()
+}
+
+const SERVICES: &str = r#"
+healthcheck:
+  system_services:
+    - name: etcd
+      command: torc
+      args: [kv, --listen, "$IP:2379", --data-dir, "$DATA_DIR"]
+      memory: 64
+      cpu: 0.2
+      node_function: controller
+      health:
+        tcp: "$IP:2379"
+        interval_in_seconds: 1
+    - name: statesync
+      command: torc
+      args: [statesync, --endpoints, "http://$IP:2379", --interval-ms, "300"]
+      memory: 32
+      cpu: 0.1
+      node_function: controller
+      dependent_service: etcd
+api:
+  service-groups:
+    - name: web
+      services:
+        - name: web
+          command: sleep
+          args: ["600"]
+          memory: 8
+          cpu: 0.05
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statesync_keeps_the_state_soup_equal_to_the_rack() {
+    let mut rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 2,
+            node_timeout_secs: 30,
+            extra_yaml: SERVICES.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = rack.client();
+    let endpoint = format!("http://{}:2379", rack.nodes["wedge"]);
+
+    let ep = endpoint.clone();
+    wait_for(
+        "every machine in /torc/machines",
+        Duration::from_secs(30),
+        || {
+            let ep = ep.clone();
+            async move {
+                let k = keys(&ep);
+                ["wedge", "bladerunner1", "bladerunner2"]
+                    .iter()
+                    .all(|n| k.contains(&format!("/torc/machines/{n}")))
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let k = keys(&endpoint);
+    assert!(k.contains(&"/torc/services/etcd".to_string()), "{k:?}");
+    assert!(k.iter().any(|k| k.starts_with("/torc/ports/lo")), "{k:?}");
+    assert!(k.iter().any(|k| k.starts_with("/torc/routes/")), "{k:?}");
+    let m: serde_json::Value = serde_json::from_str(
+        etcdctl(
+            &endpoint,
+            &["get", "/torc/machines/bladerunner1", "--print-value-only"],
+        )
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(m["ip"], rack.nodes["bladerunner1"].to_string());
+    assert_eq!(m["type"], "slave");
+
+    // A service that starts appears within a second or so; one that stops is removed.
+    client.start_group(&"web".parse().unwrap()).await.unwrap();
+    let ep = endpoint.clone();
+    let v = wait_for("web in /torc/services", Duration::from_secs(10), || {
+        let ep = ep.clone();
+        async move {
+            let v = etcdctl(&ep, &["get", "/torc/services/web", "--print-value-only"]);
+            (!v.trim().is_empty()).then_some(v)
+        }
+    })
+    .await
+    .unwrap();
+    let svc: serde_json::Value = serde_json::from_str(v.trim()).unwrap();
+    assert_eq!(svc["owner"], "torc-scheduler");
+    assert_eq!(svc["state"], "running");
+    client.stop_group(&"web".parse().unwrap()).await.unwrap();
+    let ep = endpoint.clone();
+    wait_for(
+        "web removed from /torc/services",
+        Duration::from_secs(10),
+        || {
+            let ep = ep.clone();
+            async move { (!keys(&ep).contains(&"/torc/services/web".to_string())).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+
+    // Statesync never deletes what it just wrote (a second look changes nothing), and while the
+    // controller is down it deletes nothing of the controller's.
+    let before = keys(&endpoint);
+    rack.kill_controller();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        keys(&endpoint),
+        before,
+        "nothing removed while the controller is away"
+    );
+    rack.start_controller().unwrap();
+    let names: Vec<String> = rack.nodes.keys().cloned().collect();
+    rack.wait_active(&names, true).await.unwrap();
+
+    // etcdctl sees a real etcd: status, member list, put/get. (`endpoint status` is given the
+    // address without a scheme: etcdctl then sends `http://...` as the HTTP/2 authority, which
+    // the h2 server rejects; the other commands take either form.)
+    let bare = endpoint.trim_start_matches("http://");
+    assert!(etcdctl(bare, &["endpoint", "status"]).contains("3.4.0-torc"));
+    assert!(etcdctl(&endpoint, &["member", "list"]).contains(&endpoint));
+    etcdctl(&endpoint, &["put", "/calico/v1/config", "x"]);
+    assert_eq!(
+        etcdctl(
+            &endpoint,
+            &["get", "/calico/v1/config", "--print-value-only"]
+        )
+        .trim(),
+        "x"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statesync_works_unchanged_against_a_real_etcd() {
+    let etcd = which("etcd").expect("etcd is not installed: `apt-get install etcd-server`");
+    let dir = tempfile::tempdir().unwrap();
+    let ip = std::net::Ipv4Addr::LOCALHOST;
+    let (client_port, peer_port) = (free_port(ip), free_port(ip));
+    let endpoint = format!("http://127.0.0.1:{client_port}");
+    let mut real = Command::new(etcd)
+        .args(["--data-dir", &dir.path().join("etcd").display().to_string()])
+        .args([
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer_port}"),
+        ])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer_port}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut sync = Command::new(TORC)
+        .args([
+            "statesync",
+            "--controller",
+            &rack.url(),
+            "--endpoints",
+            &endpoint,
+            "--interval-ms",
+            "300",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ep = endpoint.clone();
+    let found = wait_for("machines in the real etcd", Duration::from_secs(30), || {
+        let ep = ep.clone();
+        async move {
+            let k = keys(&ep);
+            k.contains(&"/torc/machines/bladerunner1".to_string())
+                .then_some(k)
+        }
+    })
+    .await;
+    let _ = sync.kill();
+    let _ = real.kill();
+    let _ = sync.wait();
+    let _ = real.wait();
+    let k = found.unwrap();
+    assert!(k.contains(&"/torc/machines/wedge".to_string()), "{k:?}");
+}
