@@ -136,7 +136,18 @@ fn sample_rack_parses() {
     assert_eq!(config.stateclean.timeout_in_seconds, 30);
     assert_eq!(config.stateclean.restart_delay_in_seconds, 30);
     assert_eq!(config.healthcheck.poll_interval_in_seconds, 12);
-    assert!(config.healthcheck.system_services.is_empty());
+    // The core services run as roles of the torc binary itself.
+    let core: Vec<&str> = config
+        .healthcheck
+        .system_services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(core.contains(&"dns") && core.contains(&"etcd"), "{core:?}");
+    for s in &config.healthcheck.system_services {
+        let spec = s.to_task_spec().expect("a process");
+        assert_eq!(spec.command, "torc", "{}", s.name);
+    }
 
     let hello = config.service_group("hello").expect("group hello");
     let [service] = &hello.services[..] else {
