@@ -45,6 +45,8 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/dns", get(dns_snapshot))
         .route("/api/v1/dns/lookup", get(dns_lookup))
+        .route("/api/v1/kv", get(kv_list).put(kv_put).delete(kv_delete))
+        .route("/api/v1/kv/watch", get(kv_watch))
         .route("/api/v1/tasks", get(list_tasks).post(launch_task))
         .route("/api/v1/tasks/{id}", get(get_task).delete(kill_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
@@ -353,6 +355,111 @@ async fn dns_snapshot(
     Json(ctl.dns_snapshot())
 }
 
+/// Where the running service named `service` answers on `port`.
+fn service_addr(
+    ctl: &Controller,
+    service: &str,
+    port: u16,
+) -> Result<std::net::SocketAddr, ApiError> {
+    ctl.read(|r| r.services())
+        .into_iter()
+        .find(|s| s.service.as_str() == service && s.state == Some(torc_types::TaskState::Running))
+        .and_then(|s| s.ip)
+        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no `{service}` system service is running in this rack"),
+            )
+        })
+}
+
+#[derive(serde::Deserialize)]
+struct KvQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvValue {
+    value: String,
+}
+
+fn bad_gateway(e: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, e)
+}
+
+/// The state store's keys under `prefix` (the state browser).
+async fn kv_list(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<KvQuery>,
+) -> Reply<crate::kv::KvListing> {
+    let addr = service_addr(&ctl, "etcd", 2379)?;
+    crate::kv::list(addr, &q.prefix)
+        .await
+        .map(Json)
+        .map_err(bad_gateway)
+}
+
+async fn kv_put(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<KvQuery>,
+    Body(v): Body<KvValue>,
+) -> Reply<serde_json::Value> {
+    if q.key.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing query parameter `key`",
+        ));
+    }
+    let addr = service_addr(&ctl, "etcd", 2379)?;
+    let revision = crate::kv::put(addr, &q.key, &v.value)
+        .await
+        .map_err(bad_gateway)?;
+    Ok(Json(
+        serde_json::json!({ "key": q.key, "revision": revision }),
+    ))
+}
+
+async fn kv_delete(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<KvQuery>,
+) -> Reply<serde_json::Value> {
+    if q.key.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing query parameter `key`",
+        ));
+    }
+    let addr = service_addr(&ctl, "etcd", 2379)?;
+    let revision = crate::kv::delete(addr, &q.key)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
+    Ok(Json(
+        serde_json::json!({ "key": q.key, "revision": revision }),
+    ))
+}
+
+/// Long poll: answers when something under `prefix` changed after revision `after`.
+async fn kv_watch(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<KvQuery>,
+) -> Reply<crate::kv::KvChange> {
+    let addr = service_addr(&ctl, "etcd", 2379)?;
+    let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
+    crate::kv::wait_change(addr, &q.prefix, q.after, wait)
+        .await
+        .map(Json)
+        .map_err(bad_gateway)
+}
+
 #[derive(serde::Deserialize)]
 struct LookupQuery {
     name: String,
@@ -369,18 +476,8 @@ async fn dns_lookup(
     State(ctl): State<Arc<Controller>>,
     Params(q): Params<LookupQuery>,
 ) -> Reply<crate::dns::Lookup> {
-    let dns = ctl
-        .read(|r| r.services())
-        .into_iter()
-        .find(|s| s.service.as_str() == "dns" && s.state == Some(torc_types::TaskState::Running))
-        .and_then(|s| s.ip)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no `dns` system service is running in this rack",
-            )
-        })?;
-    crate::dns::lookup(std::net::SocketAddr::new(dns, 53), &q.name, &q.rtype)
+    let dns = service_addr(&ctl, "dns", 53)?;
+    crate::dns::lookup(dns, &q.name, &q.rtype)
         .await
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))

@@ -16,6 +16,7 @@ mod api;
 mod dns;
 mod frameworks;
 mod health;
+mod kv;
 mod original;
 mod rack;
 mod services;

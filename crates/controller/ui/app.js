@@ -430,6 +430,84 @@ async function metricsView(seq, name) {
   every(3000, draw);
 }
 
+
+// The state soup: the etcd-compatible store as a tree, live through a watch.
+async function stateView(seq) {
+  const f = query();
+  const prefix = f.prefix || "/";
+  let listing = null, selected = f.key || null;
+  main.innerHTML = `<h1>State browser</h1>
+  <div class="toolbar"><label>prefix <input id="kv-prefix" value="${esc(prefix)}" size="30"></label>
+    <button id="kv-new">New key</button> <span class="muted" id="kv-info"></span></div>
+  <div class="grid2" style="grid-template-columns: minmax(300px, 1fr) 2fr">
+    <div class="card" id="kv-tree" style="overflow:auto; max-height:70vh"></div>
+    <div id="kv-detail"><p class="muted">Pick a key.</p></div>
+  </div>`;
+  $("#kv-prefix").onchange = () => { location.hash = "#/state?prefix=" + encodeURIComponent($("#kv-prefix").value || "/"); };
+  const tree = () => {
+    const root = {};
+    for (const e of listing.entries) {
+      let node = root;
+      const parts = e.key.split("/").filter((p, i) => p !== "" || i > 0);
+      parts.forEach((p, i) => {
+        node[p] = node[p] || { __children: {} };
+        if (i === parts.length - 1) node[p].__entry = e;
+        node = node[p].__children;
+      });
+    }
+    const draw = (node) => Object.keys(node).sort().map((k) => {
+      const n = node[k], kids = Object.keys(n.__children).length;
+      const leaf = n.__entry ? `<a href="#" data-key="${esc(n.__entry.key)}" ${n.__entry.key === selected ? 'style="font-weight:700"' : ""}>${esc(k)}</a>` : esc(k);
+      return kids ? `<details open><summary>${leaf}${n.__entry ? "" : "/"}</summary><div style="margin-left:14px">${draw(n.__children)}</div></details>` : `<div>${leaf}</div>`;
+    }).join("");
+    $("#kv-tree").innerHTML = listing.entries.length ? draw(root) : '<p class="muted">no keys under this prefix</p>';
+    $("#kv-info").textContent = `${listing.entries.length} keys${listing.more ? " (more not shown)" : ""}, revision ${listing.revision}, store ${listing.endpoint}`;
+    $("#kv-tree").querySelectorAll("[data-key]").forEach((a) => (a.onclick = (ev) => { ev.preventDefault(); selected = a.dataset.key; tree(); detail(); }));
+  };
+  const detail = () => {
+    const d = $("#kv-detail");
+    const e = listing.entries.find((x) => x.key === selected);
+    if (!e) { d.innerHTML = selected ? `<p class="muted">${esc(selected)} is gone.</p>` : '<p class="muted">Pick a key.</p>'; return; }
+    let pretty = e.value, isJson = false;
+    try { pretty = JSON.stringify(JSON.parse(e.value), null, 2); isJson = true; } catch (_) { /* plain text */ }
+    d.innerHTML = `<h2 style="margin-top:0">${esc(e.key)}</h2>
+      <p class="muted">version ${e.version}, modified at revision ${e.mod_revision}, created at ${e.create_revision}${e.lease ? ", lease " + e.lease : ""}${isJson ? ", JSON" : ""}</p>
+      <pre id="kv-value">${esc(pretty)}</pre>
+      <h2>Edit</h2><textarea id="kv-edit" rows="8" style="width:100%; font-family:monospace">${esc(pretty)}</textarea>
+      <div class="toolbar"><button id="kv-save">Save</button><button class="danger" id="kv-del">Delete</button></div>`;
+    $("#kv-save").onclick = () => act(`Write ${e.key}?`, () => api("/api/v1/kv?key=" + encodeURIComponent(e.key), { method: "PUT", body: { value: $("#kv-edit").value } }), false);
+    $("#kv-del").onclick = () => act(`Delete ${e.key}?`, () => api("/api/v1/kv?key=" + encodeURIComponent(e.key), { method: "DELETE" }));
+  };
+  $("#kv-new").onclick = async () => {
+    const v = await dialog(`<p><b>New key</b></p><p><input id="nk-key" style="width:100%" value="${esc(prefix)}"></p>
+      <p><textarea id="nk-val" rows="5" style="width:100%; font-family:monospace" placeholder="value"></textarea></p>`, [["cancel", "Cancel"], ["ok", "Create"]]);
+    if (v !== "ok") return;
+    const key = $("#nk-key").value.trim();
+    if (!key) { showBanner("A key needs a name."); return; }
+    try { await api("/api/v1/kv?key=" + encodeURIComponent(key), { method: "PUT", body: { value: $("#nk-val").value } }); selected = key; } catch (e) { showBanner(e.message); }
+  };
+  const reload = async () => {
+    listing = await load("/api/v1/kv?prefix=" + encodeURIComponent(prefix));
+    if (!listing || seq !== renderSeq) return false;
+    tree();
+    detail();
+    return true;
+  };
+  if (!(await reload())) return;
+  // Live: an etcd watch through the controller; each change reloads the listing.
+  while (seq === renderSeq) {
+    try {
+      const c = await api(`/api/v1/kv/watch?prefix=${encodeURIComponent(prefix)}&after=${listing.revision}&wait_ms=20000`);
+      if (seq !== renderSeq) return;
+      if (c.changed && !(await reload())) return;
+    } catch (e) {
+      if (seq !== renderSeq) return;
+      showBanner(e.message);
+      await new Promise((r) => setTimeout(r, 3000));
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Router
 
@@ -443,6 +521,7 @@ const routes = [
   [/^#\/services$/, servicesView],
   [/^#\/metrics\/([^?]+)$/, metricsView],
   [/^#\/metrics$/, metricsView],
+  [/^#\/state(\?.*)?$/, stateView],
 ];
 
 async function render() {
