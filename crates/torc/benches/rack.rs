@@ -21,6 +21,25 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn agent_pids(rack: &LocalRack) -> Vec<u32> {
+    processes_mentioning(rack.dir.path())
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(" agent "))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
 fn agent_rss(rack: &LocalRack) -> Vec<u64> {
     processes_mentioning(rack.dir.path())
         .into_iter()
@@ -52,6 +71,18 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = rss_kib(controller);
     let agents_idle = agent_rss(&rack);
+    // An idle agent's CPU over 10 s of 1 s metrics sampling (and heartbeats).
+    let pids = agent_pids(&rack);
+    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let agent_cpu = pids
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| (cpu_ticks(*p) - b) as f64 / hz / window.as_secs_f64() * 100.0)
+        .fold(0.0, f64::max);
 
     let mut spec = TaskSpec::new("bench".parse().unwrap(), "sleep");
     spec.args = vec!["3600".into()];
@@ -119,6 +150,9 @@ async fn main() {
         "  controller RSS: idle {:.1} MiB, with 1000 running tasks {:.1} MiB   (target idle <= 64)",
         idle as f64 / 1024.0,
         busy as f64 / 1024.0
+    );
+    println!(
+        "  agent CPU idle, 1 s metrics sampling: max {agent_cpu:.2}% of a core   (target <= 1%)"
     );
     println!(
         "  agent RSS: idle max {:.1} MiB, with 200 tasks each max {:.1} MiB",
