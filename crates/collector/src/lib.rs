@@ -100,9 +100,9 @@ pub fn lines(m: &NodeMetrics) -> Vec<String> {
 pub enum Target {
     /// A fixed base URL, e.g. `http://127.0.3.23:8086`.
     Url(String),
-    /// The named service's first running instance, found through the controller (ip and first
-    /// port), looked up again whenever a write fails.
-    Service(String),
+    /// The named service's first running instance, found through the controller, looked up
+    /// again whenever a write fails: its address, and its first assigned port or else this one.
+    Service(String, u16),
 }
 
 #[derive(Debug, Clone)]
@@ -155,7 +155,7 @@ impl Collector {
         }
         let base = match &self.cfg.target {
             Target::Url(u) => u.trim_end_matches('/').to_string(),
-            Target::Service(name) => {
+            Target::Service(name, default_port) => {
                 let services = self
                     .controller
                     .services()
@@ -171,9 +171,10 @@ impl Collector {
                             && s.state == Some(torc_types::TaskState::Running)
                     })
                     .ok_or_else(|| WriteError::NoService(name.clone()))?;
-                let (Some(ip), Some(port)) = (s.ip, s.ports.first()) else {
+                let Some(ip) = s.ip else {
                     return Err(WriteError::NoService(name.clone()));
                 };
+                let port = s.ports.first().unwrap_or(default_port);
                 format!("http://{ip}:{port}")
             }
         };

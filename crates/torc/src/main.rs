@@ -38,6 +38,8 @@ enum Command {
     Kv(roles::KvArgs),
     /// Run statesync: the rack's live state into the state store under /torc.
     Statesync(roles::StatesyncArgs),
+    /// Run the time-series database: InfluxDB's HTTP API (1.x and 0.8).
+    Tsdb(roles::TsdbArgs),
     /// Run the datacollector: node and task metrics into an InfluxDB-compatible database.
     Datacollector(roles::CollectorArgs),
     /// List the rack's nodes.
@@ -90,6 +92,7 @@ fn main() -> std::process::ExitCode {
         Command::Datacollector(args) => roles::run_collector(args),
         Command::Dns(args) => roles::run_dns(args),
         Command::Kv(args) => roles::run_kv(args),
+        Command::Tsdb(args) => roles::run_tsdb(args),
         Command::Statesync(args) => roles::run_statesync(args),
         Command::Nodes(args) => cli::nodes(args),
         Command::Tasks(args) => cli::tasks(args),

@@ -199,8 +199,9 @@ pub struct CollectorArgs {
     /// The controller's URL (set for tasks by their agent).
     #[arg(long, env = "TORC_CONTROLLER")]
     controller: String,
-    /// Where to write: a base URL (`http://host:8086`), or `service:NAME` to find the named
-    /// service's instance through the controller.
+    /// Where to write: a base URL (`http://host:8086`), or `service:NAME[:PORT]` to find the
+    /// named service's instance through the controller (port: its first assigned port, else
+    /// PORT, else 8086).
     #[arg(long, default_value = "service:influxdb")]
     influxdb: String,
     /// Database name (the seed's is `torc`).
@@ -218,7 +219,17 @@ pub struct CollectorArgs {
 pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
     init_tracing("info");
     let target = match args.influxdb.strip_prefix("service:") {
-        Some(name) => torc_collector::Target::Service(name.to_string()),
+        Some(spec) => {
+            let (name, port) = match spec.split_once(':') {
+                Some((n, p)) => (
+                    n,
+                    p.parse()
+                        .with_context(|| format!("--influxdb {}: bad port {p:?}", args.influxdb))?,
+                ),
+                None => (spec, 8086),
+            };
+            torc_collector::Target::Service(name.to_string(), port)
+        }
         None => torc_collector::Target::Url(args.influxdb.clone()),
     };
     let cfg = torc_collector::CollectorConfig {
@@ -409,6 +420,40 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
             shutdown_signal(),
         )
         .await;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct TsdbArgs {
+    /// Where to serve the InfluxDB HTTP API (1.x and 0.8).
+    #[arg(long, default_value = "127.0.0.1:8086")]
+    listen: SocketAddr,
+    /// Where the database keeps its data.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Most series per database (a write past it is refused with a clear error).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_series: usize,
+}
+
+pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let options = torc_tsdb::Options {
+        max_series_per_database: args.max_series,
+        ..Default::default()
+    };
+    let db = std::sync::Arc::new(torc_tsdb::Tsdb::open(&args.data_dir, options)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(listen = %args.listen, "tsdb serving the InfluxDB API");
+        torc_tsdb::serve(listener, db, shutdown_signal()).await?;
         Ok(())
     })
 }

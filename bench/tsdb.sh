@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmark: torc-tsdb vs InfluxDB 1.6 side by side on loopback. Prints figures; not a test.
+# Ingest: identical batches of 5,000 lines x 10 fields over 40,000 series (tsdb-load).
+# Then bytes/value on disk after flush/compaction, and p50/p99 of two queries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-30}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; NQ=${NQ:-200}
+if ! command -v influxd >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq influxdb influxdb-client >/dev/null
+fi
+cargo build -q --release -p torc-tsdb --example tsdb-server --example tsdb-load
+BIN=target/release/examples
+WORK=$(mktemp -d)
+cleanup() { kill "${TPID:-}" "${IPID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+TPORT=$(free_port); IPORT=$(free_port); RPORT=$(free_port)
+cat > "$WORK/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$RPORT"
+[meta]
+  dir = "$WORK/influx/meta"
+[data]
+  dir = "$WORK/influx/data"
+  wal-dir = "$WORK/influx/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "2s"
+  compact-full-write-cold-duration = "4s"
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$IPORT"
+  log-enabled = false
+CONF
+wait_ping() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1/ping" && return 0; sleep 0.1; done; echo "no ping from $1"; exit 1; }
+TURL=http://127.0.0.1:$TPORT; IURL=http://127.0.0.1:$IPORT
+taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$TPORT" "$WORK/torc" 2>"$WORK/torc.log" & TPID=$!
+taskset -c 0 influxd -config "$WORK/influxdb.conf" >"$WORK/influx.log" 2>&1 & IPID=$!
+wait_ping "$TURL"; wait_ping "$IURL"
+for u in "$TURL" "$IURL"; do curl -sf -XPOST "$u/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null; done
+START=1600000000
+echo "== ingest ($SERIES series, $ROUNDS rounds, batch $BATCH, $CONC writers; servers on core 0, load on core 1)"
+TW=$(taskset -c 1 "$BIN/tsdb-load" write "$TURL" bench "$SERIES" "$ROUNDS" "$BATCH" "$CONC" "$START"); echo "torc:   $TW"
+IW=$(taskset -c 1 "$BIN/tsdb-load" write "$IURL" bench "$SERIES" "$ROUNDS" "$BATCH" "$CONC" "$START"); echo "influx: $IW"
+VALUES=$((SERIES * ROUNDS * 10))
+# torc: graceful stop flushes + compacts; restart on the same dir for the queries.
+kill -TERM $TPID; wait $TPID || true
+TBYTES=$(du -sb "$WORK/torc" | cut -f1)
+taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$TPORT" "$WORK/torc" 2>>"$WORK/torc.log" & TPID=$!
+wait_ping "$TURL"
+# influx: wait until its WAL is snapshotted into TSM and compactions settle.
+for _ in $(seq 1 120); do
+  w=$(find "$WORK/influx/wal" -name '*.wal' -size +1k | wc -l)
+  [ "$w" = 0 ] && break; sleep 1
+done
+sleep 6
+IBYTES=$(du -sb "$WORK/influx/data" "$WORK/influx/wal" | awk '{s+=$1} END {print s}')
+echo "== disk (after flush/compaction), $VALUES values"
+awk -v t=$TBYTES -v i=$IBYTES -v n=$VALUES 'BEGIN { printf "torc:   %d bytes, %.3f bytes/value\ninflux: %d bytes, %.3f bytes/value\n", t, t/n, i, i/n }'
+Q1="select * from machine where hostname = 'host7' limit 1000"
+Q2="SELECT mean(f0) FROM machine WHERE hostname = 'host7' AND time >= ${START}s AND time < $((START+3600))s GROUP BY time(1m)"
+echo "== query latency ($NQ runs each)"
+for q in "$Q1" "$Q2"; do
+  echo "$q"
+  TQ=$(taskset -c 1 "$BIN/tsdb-load" query "$TURL" bench "$NQ" "$q"); echo "  torc:   $TQ"
+  IQ=$(taskset -c 1 "$BIN/tsdb-load" query "$IURL" bench "$NQ" "$q"); echo "  influx: $IQ"
+  awk -v a="$TQ" -v b="$IQ" 'BEGIN { split(a,x,/[= ]/); split(b,y,/[= ]/); printf "  ratio p50 torc/influx = %.2f, p99 = %.2f\n", x[2]/y[2], x[4]/y[4] }'
+done
+tv=$(echo "$TW" | sed 's/.*values_per_sec=//'); iv=$(echo "$IW" | sed 's/.*values_per_sec=//')
+awk -v t=$tv -v i=$iv 'BEGIN { printf "== ingest ratio torc/influx = %.2f (target >= 3)\n", t/i }'

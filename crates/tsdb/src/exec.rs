@@ -1,0 +1,1765 @@
+//! InfluxQL statement execution against the storage engine.
+//!
+//! Semantics follow InfluxDB 1.6 where torc's differential test checks them: raw rows merge the
+//! group's series ordered by (time, series key) and `ORDER BY time DESC` reverses that order;
+//! `GROUP BY time` buckets start at the lower time bound (or the group's earliest point) and end
+//! at the upper bound (or now); `first`/`last` break timestamp ties by the larger value,
+//! `min`/`max` break value ties by the earlier time; `count` of an empty bucket is 0.
+//!
+//! Invariants: execution never panics on user input; a statement that fails yields an error
+//! for that statement only.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::influxql::{
+    BinOp, Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch,
+};
+use crate::model::{FieldType, FieldValue, Values};
+use crate::storage::{RpMeta, SeriesInfo, Shard, ShardState, Tsdb, now_ns, shard_group_for};
+
+/// A result cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Null,
+    Float(f64),
+    Int(i64),
+    Str(String),
+    Bool(bool),
+    /// A timestamp (ns), rendered per the request's `epoch`.
+    Time(i64),
+}
+
+impl Val {
+    fn from_field(v: FieldValue) -> Val {
+        match v {
+            FieldValue::Float(f) => Val::Float(f),
+            FieldValue::Int(i) => Val::Int(i),
+            FieldValue::Bool(b) => Val::Bool(b),
+            FieldValue::Str(s) => Val::Str(s),
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Val::Float(f) => Some(*f),
+            Val::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self, Val::Null)
+    }
+}
+
+/// One output series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultSeries {
+    pub name: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub columns: Vec<String>,
+    pub values: Vec<Vec<Val>>,
+}
+
+/// The result of one statement.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatementResult {
+    pub series: Vec<ResultSeries>,
+    pub error: Option<String>,
+}
+
+type ExecResult<T> = Result<T, String>;
+
+/// Executes parsed statements in order (InfluxDB stops at the first failing statement).
+pub async fn execute(
+    db: &Tsdb,
+    stmts: &[Statement],
+    default_db: Option<&str>,
+) -> Vec<StatementResult> {
+    let mut out = Vec::new();
+    for s in stmts {
+        let r = execute_one(db, s, default_db).await;
+        let failed = r.is_err();
+        out.push(match r {
+            Ok(series) => StatementResult {
+                series,
+                error: None,
+            },
+            Err(e) => StatementResult {
+                series: Vec::new(),
+                error: Some(e),
+            },
+        });
+        if failed {
+            break;
+        }
+    }
+    out
+}
+
+fn need_db<'a>(on: Option<&'a str>, default_db: Option<&'a str>) -> ExecResult<&'a str> {
+    match on.or(default_db) {
+        Some(d) if !d.is_empty() => Ok(d),
+        _ => Err("database name required".into()),
+    }
+}
+
+fn check_db(db: &Tsdb, name: &str) -> ExecResult<()> {
+    if db.database(name).is_none() {
+        return Err(format!("database not found: {name}"));
+    }
+    Ok(())
+}
+
+/// Formats nanoseconds as Go's `time.Duration.String()` does (`168h0m0s`, `0s`).
+pub fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let total_s = ns / 1_000_000_000;
+    let frac = ns % 1_000_000_000;
+    let h = total_s / 3600;
+    let m = (total_s % 3600) / 60;
+    let s = total_s % 60;
+    let mut secs = s.to_string();
+    if frac != 0 {
+        let f = format!("{frac:09}");
+        secs = format!("{s}.{}", f.trim_end_matches('0'));
+    }
+    if h > 0 {
+        format!("{h}h{m}m{secs}s")
+    } else if m > 0 {
+        format!("{m}m{secs}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+async fn execute_one(
+    db: &Tsdb,
+    stmt: &Statement,
+    default_db: Option<&str>,
+) -> ExecResult<Vec<ResultSeries>> {
+    match stmt {
+        Statement::CreateDatabase { name } => {
+            db.create_database(name).map_err(|e| e.to_string())?;
+            Ok(Vec::new())
+        }
+        Statement::DropDatabase { name } => {
+            db.drop_database(name).await.map_err(|e| e.to_string())?;
+            Ok(Vec::new())
+        }
+        Statement::CreateRetentionPolicy {
+            name,
+            database,
+            duration,
+            replication,
+            shard_duration,
+            default,
+        } => {
+            if *duration != 0 && *duration < 3_600_000_000_000 {
+                return Err("retention policy duration must be at least 1h0m0s".into());
+            }
+            let rp = RpMeta {
+                duration_ns: *duration,
+                shard_group_ns: shard_duration.unwrap_or_else(|| shard_group_for(*duration)),
+                replication: (*replication).clamp(1, u32::MAX as i64) as u32,
+            };
+            db.create_retention_policy(database, name, rp, *default)
+                .map_err(|e| match e {
+                    crate::Error::DatabaseNotFound(d) => format!("database not found: {d}"),
+                    e => e.to_string(),
+                })?;
+            Ok(Vec::new())
+        }
+        Statement::ShowDatabases => Ok(vec![ResultSeries {
+            name: Some("databases".into()),
+            tags: None,
+            columns: vec!["name".into()],
+            values: db
+                .databases()
+                .into_iter()
+                .map(|d| vec![Val::Str(d)])
+                .collect(),
+        }]),
+        Statement::ShowRetentionPolicies { on } => {
+            let name = need_db(on.as_deref(), default_db)?;
+            let meta = db
+                .database(name)
+                .ok_or_else(|| format!("database not found: {name}"))?;
+            Ok(vec![ResultSeries {
+                name: None,
+                tags: None,
+                columns: [
+                    "name",
+                    "duration",
+                    "shardGroupDuration",
+                    "replicaN",
+                    "default",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                values: meta
+                    .rps
+                    .iter()
+                    .map(|(n, rp)| {
+                        vec![
+                            Val::Str(n.clone()),
+                            Val::Str(go_duration(rp.duration_ns)),
+                            Val::Str(go_duration(rp.shard_group_ns)),
+                            Val::Int(i64::from(rp.replication)),
+                            Val::Bool(*n == meta.default_rp),
+                        ]
+                    })
+                    .collect(),
+            }])
+        }
+        Statement::ShowMeasurements {
+            on,
+            condition,
+            limit,
+            offset,
+        } => {
+            let name = need_db(on.as_deref(), default_db)?;
+            check_db(db, name)?;
+            let mut set = BTreeSet::new();
+            for shard in db.shards_of(name) {
+                let st = shard.read();
+                for (m, mi) in &st.index.measurements {
+                    let ok = match condition {
+                        None => !mi.series.is_empty(),
+                        Some(c) => mi.series.iter().any(|&sid| {
+                            series_match_tags(c, &st.index.series[sid as usize]) != Some(false)
+                        }),
+                    };
+                    if ok {
+                        set.insert(m.clone());
+                    }
+                }
+            }
+            let vals = limit_offset(
+                set.into_iter().map(|m| vec![Val::Str(m)]).collect(),
+                *limit,
+                *offset,
+            );
+            if vals.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(vec![ResultSeries {
+                name: Some("measurements".into()),
+                tags: None,
+                columns: vec!["name".into()],
+                values: vals,
+            }])
+        }
+        Statement::ShowSeries {
+            on,
+            sources,
+            condition,
+            limit,
+            offset,
+        } => {
+            let name = need_db(on.as_deref(), default_db)?;
+            check_db(db, name)?;
+            let mut keys = BTreeSet::new();
+            for shard in db.shards_of(name) {
+                let st = shard.read();
+                for m in measurements_for(&st, sources)? {
+                    let mi = &st.index.measurements[&m];
+                    for &sid in &mi.series {
+                        let s = &st.index.series[sid as usize];
+                        if condition
+                            .as_ref()
+                            .is_none_or(|c| series_match_tags(c, s) != Some(false))
+                        {
+                            keys.insert(s.key.clone());
+                        }
+                    }
+                }
+            }
+            let vals = limit_offset(
+                keys.into_iter().map(|k| vec![Val::Str(k)]).collect(),
+                *limit,
+                *offset,
+            );
+            if vals.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(vec![ResultSeries {
+                name: None,
+                tags: None,
+                columns: vec!["key".into()],
+                values: vals,
+            }])
+        }
+        Statement::ShowTagKeys {
+            on,
+            sources,
+            condition,
+            limit,
+            offset,
+        } => {
+            let name = need_db(on.as_deref(), default_db)?;
+            check_db(db, name)?;
+            let mut per: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for shard in db.shards_of(name) {
+                let st = shard.read();
+                for m in measurements_for(&st, sources)? {
+                    let mi = &st.index.measurements[&m];
+                    let e = per.entry(m.clone()).or_default();
+                    for &sid in &mi.series {
+                        let s = &st.index.series[sid as usize];
+                        if condition
+                            .as_ref()
+                            .is_none_or(|c| series_match_tags(c, s) != Some(false))
+                        {
+                            e.extend(s.tags.iter().map(|(k, _)| k.clone()));
+                        }
+                    }
+                }
+            }
+            Ok(per
+                .into_iter()
+                .filter_map(|(m, keys)| {
+                    let vals = limit_offset(
+                        keys.into_iter().map(|k| vec![Val::Str(k)]).collect(),
+                        *limit,
+                        *offset,
+                    );
+                    (!vals.is_empty()).then(|| ResultSeries {
+                        name: Some(m),
+                        tags: None,
+                        columns: vec!["tagKey".into()],
+                        values: vals,
+                    })
+                })
+                .collect())
+        }
+        Statement::ShowTagValues {
+            on,
+            sources,
+            keys,
+            condition,
+            limit,
+            offset,
+        } => {
+            let name = need_db(on.as_deref(), default_db)?;
+            check_db(db, name)?;
+            let key_ok: Box<dyn Fn(&str) -> bool> = match keys {
+                TagKeyMatch::Eq(k) => {
+                    let k = k.clone();
+                    Box::new(move |x| x == k)
+                }
+                TagKeyMatch::Neq(k) => {
+                    let k = k.clone();
+                    Box::new(move |x| x != k)
+                }
+                TagKeyMatch::In(ks) => {
+                    let ks = ks.clone();
+                    Box::new(move |x| ks.iter().any(|k| k == x))
+                }
+                TagKeyMatch::Regex(r) => {
+                    let re = compile(r)?;
+                    Box::new(move |x| re.is_match(x))
+                }
+                TagKeyMatch::NotRegex(r) => {
+                    let re = compile(r)?;
+                    Box::new(move |x| !re.is_match(x))
+                }
+            };
+            let mut per: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+            for shard in db.shards_of(name) {
+                let st = shard.read();
+                for m in measurements_for(&st, sources)? {
+                    let mi = &st.index.measurements[&m];
+                    for &sid in &mi.series {
+                        let s = &st.index.series[sid as usize];
+                        if condition
+                            .as_ref()
+                            .is_none_or(|c| series_match_tags(c, s) != Some(false))
+                        {
+                            for (k, v) in &s.tags {
+                                if key_ok(k) {
+                                    per.entry(m.clone())
+                                        .or_default()
+                                        .insert((k.clone(), v.clone()));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(per
+                .into_iter()
+                .filter_map(|(m, kvs)| {
+                    let vals = limit_offset(
+                        kvs.into_iter()
+                            .map(|(k, v)| vec![Val::Str(k), Val::Str(v)])
+                            .collect(),
+                        *limit,
+                        *offset,
+                    );
+                    (!vals.is_empty()).then(|| ResultSeries {
+                        name: Some(m),
+                        tags: None,
+                        columns: vec!["key".into(), "value".into()],
+                        values: vals,
+                    })
+                })
+                .collect())
+        }
+        Statement::ShowFieldKeys { on, sources } => {
+            let name = need_db(on.as_deref(), default_db)?;
+            check_db(db, name)?;
+            let mut per: BTreeMap<String, BTreeMap<String, FieldType>> = BTreeMap::new();
+            for shard in db.shards_of(name) {
+                let st = shard.read();
+                for m in measurements_for(&st, sources)? {
+                    let mi = &st.index.measurements[&m];
+                    let e = per.entry(m.clone()).or_default();
+                    for (f, t) in &mi.fields {
+                        e.entry(f.clone()).or_insert(*t);
+                    }
+                }
+            }
+            Ok(per
+                .into_iter()
+                .filter(|(_, f)| !f.is_empty())
+                .map(|(m, fields)| ResultSeries {
+                    name: Some(m),
+                    tags: None,
+                    columns: vec!["fieldKey".into(), "fieldType".into()],
+                    values: fields
+                        .into_iter()
+                        .map(|(f, t)| vec![Val::Str(f), Val::Str(t.name().into())])
+                        .collect(),
+                })
+                .collect())
+        }
+        Statement::Select(sel) => select(db, sel, default_db),
+    }
+}
+
+fn limit_offset<T>(v: Vec<T>, limit: usize, offset: usize) -> Vec<T> {
+    let it = v.into_iter().skip(offset);
+    if limit > 0 {
+        it.take(limit).collect()
+    } else {
+        it.collect()
+    }
+}
+
+fn compile(r: &str) -> ExecResult<Regex> {
+    Regex::new(r).map_err(|e| format!("invalid regular expression: {e}"))
+}
+
+/// Measurements of a shard named by `sources` (all when empty).
+fn measurements_for(st: &ShardState, sources: &[Source]) -> ExecResult<Vec<String>> {
+    if sources.is_empty() {
+        return Ok(st.index.measurements.keys().cloned().collect());
+    }
+    let mut out = BTreeSet::new();
+    for s in sources {
+        match s {
+            Source::Measurement { name, .. } => {
+                if st.index.measurements.contains_key(name) {
+                    out.insert(name.clone());
+                }
+            }
+            Source::Regex { regex, .. } => {
+                let re = compile(regex)?;
+                for m in st.index.measurements.keys() {
+                    if re.is_match(m) {
+                        out.insert(m.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conditions
+
+/// Three-valued evaluation of a condition against a series' tags: `None` when the outcome
+/// depends on fields or time.
+fn series_match(e: &Expr, s: &SeriesInfo) -> Option<bool> {
+    series_match_mode(e, s, false)
+}
+
+/// As [`series_match`]; in metadata statements (`SHOW ...`) conditions are on tags only, so a
+/// missing tag is the empty string rather than unknown.
+fn series_match_tags(e: &Expr, s: &SeriesInfo) -> Option<bool> {
+    series_match_mode(e, s, true)
+}
+
+fn series_match_mode(e: &Expr, s: &SeriesInfo, tags_only: bool) -> Option<bool> {
+    let series_match = |e: &Expr, s: &SeriesInfo| series_match_mode(e, s, tags_only);
+    match e.unparen() {
+        Expr::Bool(b) => Some(*b),
+        Expr::Binary {
+            op: BinOp::And,
+            lhs,
+            rhs,
+        } => match (series_match(lhs, s), series_match(rhs, s)) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        },
+        Expr::Binary {
+            op: BinOp::Or,
+            lhs,
+            rhs,
+        } => match (series_match(lhs, s), series_match(rhs, s)) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        Expr::Binary { op, lhs, rhs } => {
+            let (name, lit, flipped) = match (lhs.unparen(), rhs.unparen()) {
+                (Expr::VarRef(n), l) => (n, l, false),
+                (l, Expr::VarRef(n)) => (n, l, true),
+                _ => return None,
+            };
+            if name == "time" {
+                return None;
+            }
+            // Fields are unknown here; a tag that the series lacks compares as "".
+            let tv = match s.tag(name) {
+                Some(v) => v,
+                None if tags_only => "",
+                None => {
+                    // Could be a field: unknown unless comparing against a string/regex (a
+                    // field compared with a string literal is also possible: stay unknown).
+                    return None;
+                }
+            };
+            compare_tag(*op, tv, lit, flipped)
+        }
+        _ => None,
+    }
+}
+
+/// Series ids that can satisfy `e`, from the tag index, when `e` pins a tag to a value.
+fn index_candidates(e: &Expr, mi: &crate::storage::MeasurementIndex) -> Option<Vec<u32>> {
+    match e.unparen() {
+        Expr::Binary {
+            op: BinOp::And,
+            lhs,
+            rhs,
+        } => match (index_candidates(lhs, mi), index_candidates(rhs, mi)) {
+            (Some(a), Some(b)) => Some(if a.len() <= b.len() { a } else { b }),
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (None, None) => None,
+        },
+        Expr::Binary {
+            op: BinOp::Eq,
+            lhs,
+            rhs,
+        } => match (lhs.unparen(), rhs.unparen()) {
+            (Expr::VarRef(k), Expr::String(v)) | (Expr::String(v), Expr::VarRef(k))
+                if !v.is_empty() && !mi.fields.contains_key(k) =>
+            {
+                Some(
+                    mi.tags
+                        .get(k)
+                        .and_then(|vals| vals.get(v))
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+thread_local! {
+    static REGEX_CACHE: std::cell::RefCell<HashMap<String, Option<Regex>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn cached_regex_match(r: &str, s: &str) -> Option<bool> {
+    REGEX_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 1024 {
+            c.clear();
+        }
+        let re = c.entry(r.to_string()).or_insert_with(|| Regex::new(r).ok());
+        re.as_ref().map(|re| re.is_match(s))
+    })
+}
+
+fn compare_tag(op: BinOp, tv: &str, lit: &Expr, flipped: bool) -> Option<bool> {
+    match (op, lit) {
+        (BinOp::Eq, Expr::String(s)) => Some(tv == s),
+        (BinOp::Neq, Expr::String(s)) => Some(tv != s),
+        (BinOp::EqRegex, Expr::Regex(r)) => cached_regex_match(r, tv),
+        (BinOp::NeqRegex, Expr::Regex(r)) => cached_regex_match(r, tv).map(|m| !m),
+        (BinOp::Lt | BinOp::Lte | BinOp::Gt | BinOp::Gte, Expr::String(s)) => {
+            let (a, b) = if flipped {
+                (s.as_str(), tv)
+            } else {
+                (tv, s.as_str())
+            };
+            Some(match op {
+                BinOp::Lt => a < b,
+                BinOp::Lte => a <= b,
+                BinOp::Gt => a > b,
+                _ => a >= b,
+            })
+        }
+        _ => Some(false),
+    }
+}
+
+/// A compiled row condition: tag, field and time references evaluated per row.
+struct RowCtx<'a> {
+    series: &'a SeriesInfo,
+    time: i64,
+    fields: &'a [String],
+    values: &'a [Option<FieldValue>],
+}
+
+fn eval(e: &Expr, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>) -> Val {
+    match e {
+        Expr::Paren(x) => eval(x, row, regexes),
+        Expr::VarRef(n) => {
+            if n == "time" {
+                return Val::Time(row.time);
+            }
+            if let Some(i) = row.fields.iter().position(|f| f == n) {
+                return match &row.values[i] {
+                    Some(v) => Val::from_field(v.clone()),
+                    None => Val::Null,
+                };
+            }
+            match row.series.tag(n) {
+                Some(v) => Val::Str(v.to_string()),
+                None => Val::Null,
+            }
+        }
+        Expr::Integer(i) => Val::Int(*i),
+        Expr::Number(f) => Val::Float(*f),
+        Expr::String(s) => Val::Str(s.clone()),
+        Expr::Bool(b) => Val::Bool(*b),
+        Expr::Duration(d) => Val::Int(*d),
+        Expr::Binary { op, lhs, rhs } => {
+            let l = eval(lhs, row, regexes);
+            match op {
+                BinOp::And => {
+                    let r = eval(rhs, row, regexes);
+                    return Val::Bool(l == Val::Bool(true) && r == Val::Bool(true));
+                }
+                BinOp::Or => {
+                    let r = eval(rhs, row, regexes);
+                    return Val::Bool(l == Val::Bool(true) || r == Val::Bool(true));
+                }
+                BinOp::EqRegex | BinOp::NeqRegex => {
+                    let Expr::Regex(r) = rhs.unparen() else {
+                        return Val::Bool(false);
+                    };
+                    let s = match &l {
+                        Val::Str(s) => s.clone(),
+                        Val::Null => String::new(),
+                        _ => return Val::Bool(false),
+                    };
+                    let m = regexes.get(r).is_some_and(|re| re.is_match(&s));
+                    return Val::Bool(if *op == BinOp::EqRegex { m } else { !m });
+                }
+                _ => {}
+            }
+            let r = eval(rhs, row, regexes);
+            binop(*op, l, r)
+        }
+        _ => Val::Null,
+    }
+}
+
+fn binop(op: BinOp, l: Val, r: Val) -> Val {
+    use std::cmp::Ordering as O;
+    let cmp = |o: Option<O>, f: fn(O) -> bool| Val::Bool(o.is_some_and(f));
+    let ord = match (&l, &r) {
+        (Val::Str(a), Val::Str(b)) => Some(a.cmp(b)),
+        (Val::Bool(a), Val::Bool(b)) => Some(a.cmp(b)),
+        (Val::Int(a), Val::Int(b))
+        | (Val::Time(a), Val::Int(b))
+        | (Val::Int(a), Val::Time(b))
+        | (Val::Time(a), Val::Time(b)) => Some(a.cmp(b)),
+        _ => match (l.as_f64(), r.as_f64()) {
+            (Some(a), Some(b)) => a.partial_cmp(&b),
+            _ => None,
+        },
+    };
+    match op {
+        BinOp::Eq => cmp(ord, |o| o == O::Equal),
+        BinOp::Neq => match (&l, &r) {
+            (Val::Null, _) | (_, Val::Null) => Val::Bool(false),
+            _ => cmp(ord, |o| o != O::Equal),
+        },
+        BinOp::Lt => cmp(ord, |o| o == O::Less),
+        BinOp::Lte => cmp(ord, |o| o != O::Greater),
+        BinOp::Gt => cmp(ord, |o| o == O::Greater),
+        BinOp::Gte => cmp(ord, |o| o != O::Less),
+        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => match (&l, &r) {
+            (Val::Int(a), Val::Int(b)) if op != BinOp::Div => match op {
+                BinOp::Add => Val::Int(a.wrapping_add(*b)),
+                BinOp::Sub => Val::Int(a.wrapping_sub(*b)),
+                BinOp::Mul => Val::Int(a.wrapping_mul(*b)),
+                _ => {
+                    if *b == 0 {
+                        Val::Int(0)
+                    } else {
+                        Val::Int(a.wrapping_rem(*b))
+                    }
+                }
+            },
+            _ => match (l.as_f64(), r.as_f64()) {
+                (Some(a), Some(b)) => Val::Float(match op {
+                    BinOp::Add => a + b,
+                    BinOp::Sub => a - b,
+                    BinOp::Mul => a * b,
+                    BinOp::Div => {
+                        if b == 0.0 {
+                            0.0
+                        } else {
+                            a / b
+                        }
+                    }
+                    _ => a % b,
+                }),
+                _ => Val::Null,
+            },
+        },
+        BinOp::BitAnd | BinOp::BitOr | BinOp::BitXor => match (l, r) {
+            (Val::Int(a), Val::Int(b)) => Val::Int(match op {
+                BinOp::BitAnd => a & b,
+                BinOp::BitOr => a | b,
+                _ => a ^ b,
+            }),
+            _ => Val::Null,
+        },
+        _ => Val::Null,
+    }
+}
+
+/// Evaluates a constant time expression (now(), literals, RFC3339 strings, arithmetic).
+fn time_value(e: &Expr, now: i64) -> ExecResult<i64> {
+    match e.unparen() {
+        Expr::Call { name, args } if name == "now" && args.is_empty() => Ok(now),
+        Expr::Integer(i) => Ok(*i),
+        Expr::Number(f) => Ok(*f as i64),
+        Expr::Duration(d) => Ok(*d),
+        Expr::String(s) => crate::timefmt::parse_rfc3339(s).ok_or_else(|| {
+            "invalid operation: time and *influxql.StringLiteral are not compatible".to_string()
+        }),
+        Expr::Binary { op, lhs, rhs } => {
+            let l = time_value(lhs, now)?;
+            let r = time_value(rhs, now)?;
+            match op {
+                BinOp::Add => Ok(l.saturating_add(r)),
+                BinOp::Sub => Ok(l.saturating_sub(r)),
+                _ => Err("invalid time expression".into()),
+            }
+        }
+        _ => Err("invalid time expression".into()),
+    }
+}
+
+/// Splits top-level `AND`ed time comparisons out of a condition: returns (min, max, rest).
+fn extract_time(cond: &Expr, now: i64) -> ExecResult<(i64, i64, Option<Expr>)> {
+    let mut min = i64::MIN;
+    let mut max = i64::MAX;
+    fn walk(e: &Expr, now: i64, min: &mut i64, max: &mut i64) -> ExecResult<Option<Expr>> {
+        match e.unparen() {
+            Expr::Binary {
+                op: BinOp::And,
+                lhs,
+                rhs,
+            } => {
+                let l = walk(lhs, now, min, max)?;
+                let r = walk(rhs, now, min, max)?;
+                Ok(match (l, r) {
+                    (Some(l), Some(r)) => Some(Expr::Binary {
+                        op: BinOp::And,
+                        lhs: Box::new(l),
+                        rhs: Box::new(r),
+                    }),
+                    (Some(x), None) | (None, Some(x)) => Some(x),
+                    (None, None) => None,
+                })
+            }
+            Expr::Binary { op, lhs, rhs }
+                if matches!(
+                    op,
+                    BinOp::Lt | BinOp::Lte | BinOp::Gt | BinOp::Gte | BinOp::Eq
+                ) =>
+            {
+                let (t, flip) = match (lhs.unparen(), rhs.unparen()) {
+                    (Expr::VarRef(n), v) if n.eq_ignore_ascii_case("time") => {
+                        (time_value(v, now)?, false)
+                    }
+                    (v, Expr::VarRef(n)) if n.eq_ignore_ascii_case("time") => {
+                        (time_value(v, now)?, true)
+                    }
+                    _ => return Ok(Some(e.clone())),
+                };
+                let op = if flip {
+                    match op {
+                        BinOp::Lt => BinOp::Gt,
+                        BinOp::Lte => BinOp::Gte,
+                        BinOp::Gt => BinOp::Lt,
+                        BinOp::Gte => BinOp::Lte,
+                        o => *o,
+                    }
+                } else {
+                    *op
+                };
+                match op {
+                    BinOp::Gt => *min = (*min).max(t.saturating_add(1)),
+                    BinOp::Gte => *min = (*min).max(t),
+                    BinOp::Lt => *max = (*max).min(t.saturating_sub(1)),
+                    BinOp::Lte => *max = (*max).min(t),
+                    _ => {
+                        *min = (*min).max(t);
+                        *max = (*max).min(t);
+                    }
+                }
+                Ok(None)
+            }
+            _ => Ok(Some(e.clone())),
+        }
+    }
+    let rest = walk(cond, now, &mut min, &mut max)?;
+    Ok((min, max, rest))
+}
+
+fn collect_regexes(e: &Expr, out: &mut HashMap<String, Regex>) -> ExecResult<()> {
+    let mut err = None;
+    e.walk(&mut |x| {
+        if let Expr::Regex(r) = x
+            && !out.contains_key(r)
+        {
+            match Regex::new(r) {
+                Ok(re) => {
+                    out.insert(r.clone(), re);
+                }
+                Err(e) => err = Some(format!("invalid regular expression: {e}")),
+            }
+        }
+    });
+    err.map_or(Ok(()), Err)
+}
+
+// ---------------------------------------------------------------------------------------------
+// SELECT
+
+const AGGREGATES: &[&str] = &[
+    "mean",
+    "median",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "first",
+    "last",
+    "spread",
+    "stddev",
+    "percentile",
+    "mode",
+    "distinct",
+    "integral",
+];
+const SELECTORS: &[&str] = &["min", "max", "first", "last", "percentile"];
+const TRANSFORMS: &[&str] = &[
+    "derivative",
+    "non_negative_derivative",
+    "difference",
+    "non_negative_difference",
+];
+
+fn is_call_kind(e: &Expr, kinds: &[&str]) -> bool {
+    matches!(e.unparen(), Expr::Call { name, .. } if kinds.contains(&name.as_str()))
+}
+
+/// The column name InfluxDB gives a projection.
+fn column_name(f: &Field) -> String {
+    if let Some(a) = &f.alias {
+        return a.clone();
+    }
+    fn first_name(e: &Expr) -> Option<String> {
+        match e {
+            Expr::VarRef(n) => Some(n.clone()),
+            Expr::Call { name, .. } => Some(name.clone()),
+            Expr::Paren(x) => first_name(x),
+            Expr::Binary { lhs, rhs, .. } => first_name(lhs).or_else(|| first_name(rhs)),
+            _ => None,
+        }
+    }
+    first_name(&f.expr).unwrap_or_else(|| "".into())
+}
+
+fn dedupe_names(names: Vec<String>) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let c = seen.entry(n.clone()).or_insert(0);
+        if *c == 0 {
+            out.push(n.clone());
+        } else {
+            let mut cand = format!("{n}_{c}");
+            while seen.contains_key(&cand) {
+                *seen.get_mut(&n).unwrap_or(&mut 0) += 1;
+                cand = format!("{n}_{}", seen[&n]);
+            }
+            out.push(cand.clone());
+            seen.insert(cand, 1);
+        }
+        *seen.get_mut(&n).unwrap_or(&mut 0) += 1;
+    }
+    out
+}
+
+struct Group<'a> {
+    tags: Vec<String>,
+    series: Vec<&'a SeriesInfo>,
+    sids: Vec<u32>,
+}
+
+fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<ResultSeries>> {
+    let now = now_ns();
+    // Resolve the shards and measurements.
+    let mut targets: Vec<(Arc<Shard>, String)> = Vec::new();
+    for src in &sel.sources {
+        let (sdb, srp) = match src {
+            Source::Measurement {
+                database,
+                retention_policy,
+                ..
+            }
+            | Source::Regex {
+                database,
+                retention_policy,
+                ..
+            } => (database.clone(), retention_policy.clone()),
+        };
+        let dbname = match sdb.as_deref().or(default_db) {
+            Some(d) if !d.is_empty() => d.to_string(),
+            _ => return Err("database name required".into()),
+        };
+        let (rp, _) = db
+            .resolve_rp(&dbname, srp.as_deref())
+            .map_err(|e| match e {
+                crate::Error::DatabaseNotFound(d) => format!("database not found: {d}"),
+                e => e.to_string(),
+            })?;
+        let shard = db.shard(&dbname, &rp).map_err(|e| e.to_string())?;
+        let names = {
+            let st = shard.read();
+            measurements_for(&st, std::slice::from_ref(src))?
+        };
+        for n in names {
+            if !targets
+                .iter()
+                .any(|(s, m)| Arc::ptr_eq(s, &shard) && *m == n)
+            {
+                targets.push((shard.clone(), n));
+            }
+        }
+    }
+    targets.sort_by(|a, b| a.1.cmp(&b.1));
+
+    let is_agg = sel
+        .fields
+        .iter()
+        .any(|f| contains_call(&f.expr, AGGREGATES) || contains_call(&f.expr, TRANSFORMS));
+    let has_time_group = sel
+        .dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::Time { .. }));
+    if is_agg {
+        for f in &sel.fields {
+            if has_bare_ref(&f.expr) {
+                return Err("mixing aggregate and non-aggregate queries is not supported".into());
+            }
+        }
+        for f in &sel.fields {
+            if let Expr::Call { name, args } = f.expr.unparen()
+                && TRANSFORMS.contains(&name.as_str())
+            {
+                let inner_agg = args.first().is_some_and(|a| is_call_kind(a, AGGREGATES));
+                if has_time_group && !inner_agg {
+                    return Err(format!(
+                        "aggregate function required inside the call to {name}"
+                    ));
+                }
+                if !has_time_group && inner_agg {
+                    return Err(format!("{name} aggregate requires a GROUP BY interval"));
+                }
+            }
+        }
+    } else if has_time_group {
+        return Err("GROUP BY requires at least one aggregate function".into());
+    }
+    if !sel.fields.iter().any(|f| field_refs_any(&f.expr)) {
+        return Err("at least 1 non-time field must be queried".into());
+    }
+
+    let (tmin, tmax, rest_cond) = match &sel.condition {
+        Some(c) => extract_time(c, now)?,
+        None => (i64::MIN, i64::MAX, None),
+    };
+    let mut regexes = HashMap::new();
+    if let Some(c) = &rest_cond {
+        collect_regexes(c, &mut regexes)?;
+    }
+
+    // Wildcard expansion uses the union over all target measurements.
+    let mut all_fields: BTreeMap<String, FieldType> = BTreeMap::new();
+    let mut all_tags: BTreeSet<String> = BTreeSet::new();
+    for (shard, m) in &targets {
+        let st = shard.read();
+        if let Some(mi) = st.index.measurements.get(m) {
+            for (f, t) in &mi.fields {
+                all_fields.entry(f.clone()).or_insert(*t);
+            }
+            all_tags.extend(mi.tags.keys().cloned());
+        }
+    }
+    // Group-by tag keys.
+    let mut group_keys: Vec<String> = Vec::new();
+    for d in &sel.dimensions {
+        match d {
+            Dimension::Tag(t) => group_keys.push(t.clone()),
+            Dimension::Wildcard => group_keys.extend(all_tags.iter().cloned()),
+            Dimension::Regex(r) => {
+                let re = compile(r)?;
+                group_keys.extend(all_tags.iter().filter(|t| re.is_match(t)).cloned());
+            }
+            Dimension::Time { .. } => {}
+        }
+    }
+    group_keys.sort();
+    group_keys.dedup();
+
+    // Expand projections.
+    let mut fields: Vec<Field> = Vec::new();
+    for f in &sel.fields {
+        if f.expr == Expr::Wildcard {
+            let mut names: BTreeSet<String> = all_fields.keys().cloned().collect();
+            if !is_agg {
+                names.extend(all_tags.iter().filter(|t| !group_keys.contains(t)).cloned());
+            }
+            for n in names {
+                fields.push(Field {
+                    expr: Expr::VarRef(n),
+                    alias: None,
+                });
+            }
+        } else {
+            fields.push(f.clone());
+        }
+    }
+    if fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns: Vec<String> = std::iter::once("time".to_string())
+        .chain(dedupe_names(fields.iter().map(column_name).collect()))
+        .collect();
+
+    let mut out: Vec<ResultSeries> = Vec::new();
+    for (shard, m) in &targets {
+        let st = shard.read();
+        let Some(mi) = st.index.measurements.get(m) else {
+            continue;
+        };
+        if !is_agg {
+            // A raw query that names only tags returns nothing, as InfluxDB does.
+            let any_field = fields.iter().any(|f| {
+                let mut yes = false;
+                f.expr.walk(&mut |e| {
+                    if let Expr::VarRef(n) = e
+                        && mi.fields.contains_key(n)
+                    {
+                        yes = true;
+                    }
+                });
+                yes
+            });
+            if !any_field {
+                continue;
+            }
+        }
+        // Candidate series and groups.
+        let mut groups: BTreeMap<Vec<String>, Group<'_>> = BTreeMap::new();
+        // Equality predicates on tags narrow the candidates through the tag index.
+        let mut sids: Vec<u32> = rest_cond
+            .as_ref()
+            .and_then(|c| index_candidates(c, mi))
+            .unwrap_or_else(|| mi.series.clone());
+        sids.sort_by(|a, b| {
+            st.index.series[*a as usize]
+                .key
+                .cmp(&st.index.series[*b as usize].key)
+        });
+        for sid in sids {
+            let s = &st.index.series[sid as usize];
+            if let Some(c) = &rest_cond
+                && series_match(c, s) == Some(false)
+            {
+                continue;
+            }
+            let key: Vec<String> = group_keys
+                .iter()
+                .map(|k| s.tag(k).unwrap_or("").to_string())
+                .collect();
+            let g = groups.entry(key.clone()).or_insert_with(|| Group {
+                tags: key,
+                series: Vec::new(),
+                sids: Vec::new(),
+            });
+            g.series.push(s);
+            g.sids.push(sid);
+        }
+        // Fields to load: referenced in projections or condition, and existing.
+        let mut needed: BTreeSet<String> = BTreeSet::new();
+        for f in &fields {
+            f.expr.walk(&mut |e| {
+                if let Expr::VarRef(n) = e
+                    && mi.fields.contains_key(n)
+                {
+                    needed.insert(n.clone());
+                }
+            });
+        }
+        let cond_needs_rows = rest_cond.as_ref().is_some_and(|c| {
+            let mut yes = false;
+            c.walk(&mut |e| {
+                if let Expr::VarRef(n) = e
+                    && (mi.fields.contains_key(n) || n.eq_ignore_ascii_case("time"))
+                {
+                    yes = true;
+                }
+            });
+            yes
+        });
+        if let Some(c) = &rest_cond {
+            c.walk(&mut |e| {
+                if let Expr::VarRef(n) = e
+                    && mi.fields.contains_key(n)
+                {
+                    needed.insert(n.clone());
+                }
+            });
+        }
+        let needed: Vec<String> = needed.into_iter().collect();
+        let projected: Vec<bool> = needed
+            .iter()
+            .map(|n| {
+                fields.iter().any(|f| {
+                    let mut yes = false;
+                    f.expr.walk(&mut |e| {
+                        if let Expr::VarRef(x) = e
+                            && x == n
+                        {
+                            yes = true;
+                        }
+                    });
+                    yes
+                })
+            })
+            .collect();
+        for g in groups.values() {
+            // Load rows: (time, series index, values).
+            let mut rows: Vec<(i64, usize, Vec<Option<FieldValue>>)> = Vec::new();
+            for (si, &sid) in g.sids.iter().enumerate() {
+                let mut cols = Vec::with_capacity(needed.len());
+                for f in &needed {
+                    cols.push(st.column(sid, f, tmin, tmax).map_err(|e| e.to_string())?);
+                }
+                merge_rows(&cols, si, &mut rows);
+            }
+            rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+            // Keep rows with at least one projected field, passing the condition.
+            rows.retain(|(t, si, vals)| {
+                if !vals.iter().zip(&projected).any(|(v, p)| *p && v.is_some()) {
+                    return false;
+                }
+                if cond_needs_rows && let Some(c) = &rest_cond {
+                    let ctx = RowCtx {
+                        series: g.series[*si],
+                        time: *t,
+                        fields: &needed,
+                        values: vals,
+                    };
+                    return eval(c, &ctx, &regexes) == Val::Bool(true);
+                }
+                true
+            });
+            let tags = (!group_keys.is_empty()).then(|| {
+                group_keys
+                    .iter()
+                    .cloned()
+                    .zip(g.tags.iter().cloned())
+                    .collect::<BTreeMap<_, _>>()
+            });
+            let values = if is_agg {
+                aggregate(sel, &fields, &needed, g, &rows, tmin, tmax, now)?
+            } else {
+                let mut vals: Vec<Vec<Val>> = rows
+                    .iter()
+                    .map(|(t, si, v)| {
+                        let ctx = RowCtx {
+                            series: g.series[*si],
+                            time: *t,
+                            fields: &needed,
+                            values: v,
+                        };
+                        std::iter::once(Val::Time(*t))
+                            .chain(fields.iter().map(|f| eval(&f.expr, &ctx, &regexes)))
+                            .collect()
+                    })
+                    .collect();
+                if sel.descending {
+                    vals.reverse();
+                }
+                limit_offset(vals, sel.limit, sel.offset)
+            };
+            if values.is_empty() {
+                continue;
+            }
+            out.push(ResultSeries {
+                name: Some(m.clone()),
+                tags,
+                columns: columns.clone(),
+                values,
+            });
+        }
+    }
+    Ok(limit_offset(out, sel.slimit, sel.soffset))
+}
+
+fn contains_call(e: &Expr, kinds: &[&str]) -> bool {
+    let mut yes = false;
+    e.walk(&mut |x| {
+        if is_call_kind(x, kinds) {
+            yes = true;
+        }
+    });
+    yes
+}
+
+/// True if the expression references a field outside any function call.
+fn has_bare_ref(e: &Expr) -> bool {
+    match e {
+        Expr::VarRef(_) | Expr::Wildcard => true,
+        Expr::Call { .. } => false,
+        Expr::Paren(x) => has_bare_ref(x),
+        Expr::Binary { lhs, rhs, .. } => has_bare_ref(lhs) || has_bare_ref(rhs),
+        _ => false,
+    }
+}
+
+fn field_refs_any(e: &Expr) -> bool {
+    let mut yes = false;
+    e.walk(&mut |x| {
+        if matches!(x, Expr::VarRef(_) | Expr::Wildcard) {
+            yes = true;
+        }
+    });
+    yes
+}
+
+/// Merges per-field columns of one series into rows appended to `rows`.
+fn merge_rows(
+    cols: &[Option<crate::model::Column>],
+    si: usize,
+    rows: &mut Vec<(i64, usize, Vec<Option<FieldValue>>)>,
+) {
+    let mut idx = vec![0usize; cols.len()];
+    loop {
+        let mut next: Option<i64> = None;
+        for (c, &i) in cols.iter().zip(&idx) {
+            if let Some(c) = c
+                && let Some(&t) = c.times.get(i)
+            {
+                next = Some(next.map_or(t, |n: i64| n.min(t)));
+            }
+        }
+        let Some(t) = next else { break };
+        let mut vals = Vec::with_capacity(cols.len());
+        for (c, i) in cols.iter().zip(idx.iter_mut()) {
+            match c {
+                Some(c) if c.times.get(*i) == Some(&t) => {
+                    vals.push(Some(c.values.get(*i)));
+                    *i += 1;
+                }
+                _ => vals.push(None),
+            }
+        }
+        rows.push((t, si, vals));
+    }
+}
+
+/// A point fed to an aggregate.
+#[derive(Clone)]
+struct Pt {
+    t: i64,
+    v: Val,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn aggregate(
+    sel: &Select,
+    fields: &[Field],
+    needed: &[String],
+    g: &Group<'_>,
+    rows: &[(i64, usize, Vec<Option<FieldValue>>)],
+    tmin: i64,
+    tmax: i64,
+    now: i64,
+) -> ExecResult<Vec<Vec<Val>>> {
+    let time_dim = sel.dimensions.iter().find_map(|d| match d {
+        Dimension::Time { interval, offset } => Some((*interval, *offset)),
+        _ => None,
+    });
+    let _ = g;
+    // Points of a field, in row order.
+    let points_of = |name: &str| -> Vec<Pt> {
+        let Some(i) = needed.iter().position(|n| n == name) else {
+            return Vec::new();
+        };
+        rows.iter()
+            .filter_map(|(t, _, v)| {
+                v[i].clone().map(|v| Pt {
+                    t: *t,
+                    v: Val::from_field(v),
+                })
+            })
+            .collect()
+    };
+    // Raw transforms without GROUP BY time.
+    if time_dim.is_none()
+        && let Some(f) = fields.iter().find(|f| is_call_kind(&f.expr, TRANSFORMS))
+    {
+        if fields.len() != 1 {
+            return Err("derivative cannot be combined with other functions".into());
+        }
+        let Expr::Call { name, args } = f.expr.unparen() else {
+            unreachable!()
+        };
+        let Some(Expr::VarRef(field)) = args.first().map(|a| a.unparen()) else {
+            return Err(format!("expected field argument in {name}()"));
+        };
+        let unit = transform_unit(name, args)?;
+        let pts = points_of(field);
+        let mut out = transform(name, &pts, unit);
+        if sel.descending {
+            out.reverse();
+        }
+        let vals = out.into_iter().map(|p| vec![Val::Time(p.t), p.v]).collect();
+        return Ok(limit_offset(vals, sel.limit, sel.offset));
+    }
+    // Buckets.
+    let first_t = rows.first().map(|r| r.0);
+    let Some(first_t) = first_t else {
+        return Ok(Vec::new());
+    };
+    let (starts, interval): (Vec<i64>, Option<i64>) = match time_dim {
+        Some((iv, off)) => {
+            let lo = if tmin == i64::MIN { first_t } else { tmin };
+            let hi = if tmax == i64::MAX { now } else { tmax };
+            let b0 = lo - (lo - off).rem_euclid(iv);
+            let n = if hi < b0 {
+                0
+            } else {
+                ((hi - b0) / iv + 1) as usize
+            };
+            if n > 1_000_000 {
+                return Err("too many points in the group by interval. maybe you forgot to specify a where time clause?".into());
+            }
+            ((0..n).map(|k| b0 + k as i64 * iv).collect(), Some(iv))
+        }
+        None => (vec![if tmin == i64::MIN { 0 } else { tmin }], None),
+    };
+    let nb = starts.len();
+    let bucket_of = |t: i64| -> Option<usize> {
+        match interval {
+            None => Some(0),
+            Some(iv) => {
+                let k = (t - starts[0]).div_euclid(iv);
+                (k >= 0 && (k as usize) < nb).then_some(k as usize)
+            }
+        }
+    };
+    // Per projection: a column of bucket values (and, for a lone selector, its point time).
+    let lone_selector =
+        time_dim.is_none() && fields.len() == 1 && is_call_kind(&fields[0].expr, SELECTORS);
+    let mut cols: Vec<Vec<Val>> = Vec::new();
+    let mut sel_times: Vec<Option<i64>> = vec![None; nb];
+    let mut is_count: Vec<bool> = Vec::new();
+    let mut is_transform: Vec<bool> = Vec::new();
+    for f in fields {
+        let mut col = vec![Val::Null; nb];
+        let (expr, transform_name) = match f.expr.unparen() {
+            Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => (
+                args.first().cloned().unwrap_or(Expr::Wildcard),
+                Some((name.clone(), args.clone())),
+            ),
+            e => (e.clone(), None),
+        };
+        is_count.push(
+            matches!(expr.unparen(), Expr::Call { name, .. } if name == "count")
+                && transform_name.is_none(),
+        );
+        is_transform.push(transform_name.is_some());
+        for (b, slot) in col.iter_mut().enumerate() {
+            *slot = eval_agg_expr(
+                &expr,
+                &|field: &str| {
+                    points_of(field)
+                        .into_iter()
+                        .filter(|p| bucket_of(p.t) == Some(b))
+                        .collect()
+                },
+                if lone_selector {
+                    Some(&mut sel_times[b])
+                } else {
+                    None
+                },
+            )?;
+        }
+        if let Some((name, args)) = transform_name {
+            // Over GROUP BY time, the default unit is the interval (InfluxDB 1.x).
+            let unit = match (args.len() < 2, interval) {
+                (true, Some(iv)) => iv,
+                _ => transform_unit(&name, &args)?,
+            };
+            let pts: Vec<Pt> = col
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(b, v)| Pt {
+                    t: starts[b],
+                    v: v.clone(),
+                })
+                .collect();
+            let res = transform(&name, &pts, unit);
+            col = vec![Val::Null; nb];
+            for p in res {
+                if let Some(b) = bucket_of(p.t) {
+                    col[b] = p.v;
+                }
+            }
+        }
+        cols.push(col);
+    }
+    // Assemble rows, fill.
+    let mut out: Vec<Vec<Val>> = Vec::with_capacity(nb);
+    let mut prev: Vec<Val> = vec![Val::Null; cols.len()];
+    for b in 0..nb {
+        let t = match sel_times[b] {
+            Some(t) => t,
+            None => starts[b],
+        };
+        let mut row = vec![Val::Time(t)];
+        let mut all_null = true;
+        for (c, col) in cols.iter().enumerate() {
+            let mut v = col[b].clone();
+            if v.is_null() {
+                match &sel.fill {
+                    Fill::Previous => v = prev[c].clone(),
+                    Fill::Number(n) if !is_transform[c] => v = Val::Float(*n),
+                    Fill::Integer(n) if !is_transform[c] => {
+                        v = if cols_is_float(col) {
+                            Val::Float(*n as f64)
+                        } else {
+                            Val::Int(*n)
+                        }
+                    }
+                    Fill::Linear if interval.is_some() => v = linear(col, b),
+                    _ => {}
+                }
+                if v.is_null() && is_count[c] && sel.fill != Fill::None {
+                    v = Val::Int(0);
+                }
+            } else {
+                all_null = false;
+            }
+            if !v.is_null() {
+                prev[c] = v.clone();
+            }
+            row.push(v);
+        }
+        if all_null && (sel.fill == Fill::None || is_transform.iter().any(|x| *x)) {
+            continue;
+        }
+        if all_null && interval.is_none() {
+            continue;
+        }
+        out.push(row);
+    }
+    if sel.descending {
+        out.reverse();
+    }
+    Ok(limit_offset(out, sel.limit, sel.offset))
+}
+
+fn cols_is_float(col: &[Val]) -> bool {
+    col.iter().any(|v| matches!(v, Val::Float(_)))
+}
+
+fn linear(col: &[Val], b: usize) -> Val {
+    let before = (0..b)
+        .rev()
+        .find_map(|i| col[i].as_f64().map(|v| (i, v, &col[i])));
+    let after = (b + 1..col.len()).find_map(|i| col[i].as_f64().map(|v| (i, v)));
+    match (before, after) {
+        (Some((i0, v0, orig)), Some((i1, v1))) => {
+            let v = v0 + (v1 - v0) * (b - i0) as f64 / (i1 - i0) as f64;
+            match orig {
+                Val::Int(_) => Val::Int(v as i64),
+                _ => Val::Float(v),
+            }
+        }
+        _ => Val::Null,
+    }
+}
+
+fn transform_unit(name: &str, args: &[Expr]) -> ExecResult<i64> {
+    match args.get(1).map(|a| a.unparen()) {
+        None => Ok(1_000_000_000),
+        Some(Expr::Duration(d)) if *d > 0 => Ok(*d),
+        Some(_) => Err(format!("second argument to {name} must be a duration")),
+    }
+}
+
+fn transform(name: &str, pts: &[Pt], unit: i64) -> Vec<Pt> {
+    let mut out = Vec::new();
+    let mut prev: Option<&Pt> = None;
+    for p in pts {
+        let Some(pv) = prev else {
+            prev = Some(p);
+            continue;
+        };
+        if p.t == pv.t {
+            continue;
+        }
+        let (Some(a), Some(b)) = (pv.v.as_f64(), p.v.as_f64()) else {
+            prev = Some(p);
+            continue;
+        };
+        let v = match name {
+            "derivative" | "non_negative_derivative" => {
+                (b - a) / ((p.t - pv.t) as f64 / unit as f64)
+            }
+            _ => b - a,
+        };
+        prev = Some(p);
+        if name.starts_with("non_negative") && v < 0.0 {
+            continue;
+        }
+        let v = if name.contains("difference") {
+            match (&pv.v, &p.v) {
+                (Val::Int(x), Val::Int(y)) => Val::Int(y - x),
+                _ => Val::Float(v),
+            }
+        } else {
+            Val::Float(v)
+        };
+        out.push(Pt { t: p.t, v });
+    }
+    out
+}
+
+/// Evaluates an aggregate expression (calls and arithmetic) for one bucket.
+fn eval_agg_expr(
+    e: &Expr,
+    pts_of: &dyn Fn(&str) -> Vec<Pt>,
+    sel_time: Option<&mut Option<i64>>,
+) -> ExecResult<Val> {
+    match e.unparen() {
+        Expr::Call { name, args } => {
+            let field = match args.first().map(|a| a.unparen()) {
+                Some(Expr::VarRef(f)) => f.clone(),
+                _ => return Err(format!("expected field argument in {name}()")),
+            };
+            let pts = pts_of(&field);
+            let (v, t) = agg(name, &pts, args)?;
+            if let (Some(st), Some(t)) = (sel_time, t) {
+                *st = Some(t);
+            }
+            Ok(v)
+        }
+        Expr::Binary { op, lhs, rhs } => {
+            let l = eval_agg_expr(lhs, pts_of, None)?;
+            let r = eval_agg_expr(rhs, pts_of, None)?;
+            Ok(binop(*op, l, r))
+        }
+        Expr::Integer(i) => Ok(Val::Int(*i)),
+        Expr::Number(f) => Ok(Val::Float(*f)),
+        _ => Ok(Val::Null),
+    }
+}
+
+/// Computes one aggregate; returns the value and, for selectors, the selected point's time.
+fn agg(name: &str, pts: &[Pt], args: &[Expr]) -> ExecResult<(Val, Option<i64>)> {
+    if name == "count" {
+        return Ok((
+            if pts.is_empty() {
+                Val::Null
+            } else {
+                Val::Int(pts.len() as i64)
+            },
+            None,
+        ));
+    }
+    if pts.is_empty() {
+        return Ok((Val::Null, None));
+    }
+    let nums: Vec<f64> = pts.iter().filter_map(|p| p.v.as_f64()).collect();
+    let all_int = pts.iter().all(|p| matches!(p.v, Val::Int(_)));
+    let numeric = pts
+        .iter()
+        .all(|p| matches!(p.v, Val::Int(_) | Val::Float(_)));
+    let need_numeric = |n: &str| -> ExecResult<()> {
+        if numeric {
+            Ok(())
+        } else {
+            Err(format!("unsupported {n} iterator type"))
+        }
+    };
+    Ok(match name {
+        "mean" => {
+            need_numeric("mean")?;
+            (
+                Val::Float(nums.iter().sum::<f64>() / nums.len() as f64),
+                None,
+            )
+        }
+        "sum" => {
+            need_numeric("sum")?;
+            if all_int {
+                (
+                    Val::Int(
+                        pts.iter()
+                            .map(|p| if let Val::Int(i) = p.v { i } else { 0 })
+                            .fold(0i64, i64::wrapping_add),
+                    ),
+                    None,
+                )
+            } else {
+                (Val::Float(nums.iter().sum()), None)
+            }
+        }
+        "median" => {
+            need_numeric("median")?;
+            let mut s = nums.clone();
+            s.sort_by(|a, b| a.total_cmp(b));
+            let n = s.len();
+            let v = if n % 2 == 1 {
+                s[n / 2]
+            } else {
+                (s[n / 2 - 1] + s[n / 2]) / 2.0
+            };
+            (Val::Float(v), None)
+        }
+        "spread" => {
+            need_numeric("spread")?;
+            if all_int {
+                let ints: Vec<i64> = pts
+                    .iter()
+                    .map(|p| if let Val::Int(i) = p.v { i } else { 0 })
+                    .collect();
+                let mx = ints.iter().copied().max().unwrap_or(0);
+                let mn = ints.iter().copied().min().unwrap_or(0);
+                (Val::Int(mx.wrapping_sub(mn)), None)
+            } else {
+                let mx = nums.iter().copied().fold(f64::MIN, f64::max);
+                let mn = nums.iter().copied().fold(f64::MAX, f64::min);
+                (Val::Float(mx - mn), None)
+            }
+        }
+        "stddev" => {
+            need_numeric("stddev")?;
+            if nums.len() < 2 {
+                (Val::Null, None)
+            } else {
+                let mean = nums.iter().sum::<f64>() / nums.len() as f64;
+                let var = nums.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>()
+                    / (nums.len() - 1) as f64;
+                (Val::Float(var.sqrt()), None)
+            }
+        }
+        "min" | "max" => {
+            need_numeric(name)?;
+            let mut best = &pts[0];
+            for p in &pts[1..] {
+                let (a, b) = (p.v.as_f64().unwrap_or(0.0), best.v.as_f64().unwrap_or(0.0));
+                let better = if name == "min" { a < b } else { a > b };
+                if better || (a == b && p.t < best.t) {
+                    best = p;
+                }
+            }
+            (best.v.clone(), Some(best.t))
+        }
+        "first" | "last" => {
+            let mut best = &pts[0];
+            for p in &pts[1..] {
+                let better = if name == "first" {
+                    p.t < best.t
+                } else {
+                    p.t > best.t
+                };
+                let tie_bigger = p.t == best.t && val_gt(&p.v, &best.v);
+                if better || tie_bigger {
+                    best = p;
+                }
+            }
+            (best.v.clone(), Some(best.t))
+        }
+        "percentile" => {
+            need_numeric("percentile")?;
+            let pct = match args.get(1).map(|a| a.unparen()) {
+                Some(Expr::Integer(i)) => *i as f64,
+                Some(Expr::Number(f)) => *f,
+                _ => return Err("expected float argument in percentile()".into()),
+            };
+            let mut s: Vec<&Pt> = pts.iter().collect();
+            s.sort_by(|a, b| {
+                a.v.as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.v.as_f64().unwrap_or(0.0))
+                    .then(a.t.cmp(&b.t))
+            });
+            let i = (s.len() as f64 * pct / 100.0 + 0.5).floor() as i64 - 1;
+            if i < 0 || i as usize >= s.len() {
+                (Val::Null, None)
+            } else {
+                (s[i as usize].v.clone(), Some(s[i as usize].t))
+            }
+        }
+        other => return Err(format!("undefined function {other}()")),
+    })
+}
+
+fn val_gt(a: &Val, b: &Val) -> bool {
+    match (a, b) {
+        (Val::Str(x), Val::Str(y)) => x > y,
+        (Val::Bool(x), Val::Bool(y)) => x & !y,
+        _ => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x > y,
+            _ => false,
+        },
+    }
+}
+
+/// Used by the 0.8 shim: all values of a field column as `Val`s.
+pub fn values_to_vals(v: &Values) -> Vec<Val> {
+    (0..v.len()).map(|i| Val::from_field(v.get(i))).collect()
+}

@@ -1,0 +1,362 @@
+//! The HTTP API: InfluxDB 1.x (`/ping`, `/write`, `/query`) and the 0.8 shim (`/db...`).
+//!
+//! Invariants: request bytes never cause a panic; every error is answered with InfluxDB's
+//! status and JSON (`{"error":"..."}`) or, on the 0.8 endpoints, 0.8's plain-text message; the
+//! server keeps serving after any bad request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::Error;
+use crate::exec;
+use crate::influxql;
+use crate::json::{self, Epoch};
+use crate::lineproto::{self, Precision};
+use crate::storage::{Tsdb, now_ns};
+use crate::v08;
+
+/// The version reported in `X-Influxdb-Version`.
+pub const INFLUXDB_VERSION: &str = "1.6.7-torc";
+
+/// Maximum request body (InfluxDB's default `max-body-size` is 25 MB).
+pub const MAX_BODY: usize = 25_000_000;
+
+/// Builds the router.
+pub fn router(db: Arc<Tsdb>) -> Router {
+    Router::new()
+        .route("/ping", get(ping).head(ping))
+        .route("/write", post(write))
+        .route("/query", get(query).post(query))
+        .route("/db", get(v08_list).post(v08_create))
+        .route("/db/{db}/series", get(v08_query).post(v08_write))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(db)
+}
+
+/// Serves until `shutdown` resolves, then flushes the heads into segments. Also runs the
+/// background work: size-triggered flushes and the retention sweep.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    db: Arc<Tsdb>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let bg_db = db.clone();
+    let bg = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop_rx.changed() => break,
+            }
+            n += 1;
+            if bg_db.take_flush_request()
+                && let Err(e) = bg_db.flush().await
+            {
+                tracing::error!(error = %e, "flush failed");
+            }
+            if n.is_multiple_of(240)
+                && let Err(e) = bg_db.enforce_retention().await
+            {
+                tracing::error!(error = %e, "retention sweep failed");
+            }
+        }
+    });
+    let app = router(db.clone());
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = bg.await;
+    if let Err(e) = db.flush().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    r
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs (also used for URL queries).
+pub fn parse_form(s: &str) -> HashMap<String, String> {
+    fn dec(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                b'%' if i + 2 < b.len() => {
+                    let h = std::str::from_utf8(&b[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    match h {
+                        Some(v) => {
+                            out.push(v);
+                            i += 3;
+                        }
+                        None => {
+                            out.push(b'%');
+                            i += 1;
+                        }
+                    }
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    let mut m = HashMap::new();
+    for pair in s.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        m.insert(dec(k), dec(v));
+    }
+    m
+}
+
+fn with_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        "X-Influxdb-Version",
+        HeaderValue::from_static(INFLUXDB_VERSION),
+    );
+    h.insert("X-Influxdb-Build", HeaderValue::from_static("OSS"));
+    r
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    with_headers(r)
+}
+
+fn error_response(status: StatusCode, msg: &str) -> Response {
+    json_response(status, json::error_json(msg))
+}
+
+async fn ping() -> Response {
+    with_headers(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn write(State(db): State<Arc<Tsdb>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    let params = parse_form(q.as_deref().unwrap_or(""));
+    let dbname = params.get("db").map(String::as_str).unwrap_or("");
+    if dbname.is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "database is required");
+    }
+    if db.database(dbname).is_none() {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            &format!("database not found: {dbname:?}"),
+        );
+    }
+    let precision = Precision::parse(params.get("precision").map(String::as_str).unwrap_or(""));
+    let parsed = lineproto::parse(&body, precision, now_ns());
+    let parse_err = parsed.error_text();
+    if parsed.points.is_empty() {
+        return match parse_err {
+            Some(e) => error_response(StatusCode::BAD_REQUEST, &e),
+            None => with_headers(StatusCode::NO_CONTENT.into_response()),
+        };
+    }
+    let rp = params
+        .get("rp")
+        .map(String::as_str)
+        .filter(|r| !r.is_empty());
+    match db.write(dbname, rp, parsed.points).await {
+        Ok(_) => match parse_err {
+            None => with_headers(StatusCode::NO_CONTENT.into_response()),
+            Some(e) => error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("partial write: {e} dropped=0"),
+            ),
+        },
+        Err(e @ Error::PartialWrite { .. }) => {
+            error_response(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Err(Error::DatabaseNotFound(d)) => {
+            error_response(StatusCode::NOT_FOUND, &format!("database not found: {d:?}"))
+        }
+        Err(Error::RetentionPolicyNotFound(r)) => error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("retention policy not found: {r}"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "write failed");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    }
+}
+
+async fn query(
+    State(db): State<Arc<Tsdb>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let mut params = parse_form(q.as_deref().unwrap_or(""));
+    if method == Method::POST {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if ct.starts_with("application/x-www-form-urlencoded") || ct.is_empty() {
+            let form = parse_form(&String::from_utf8_lossy(&body));
+            for (k, v) in form {
+                params.entry(k).or_insert(v);
+            }
+        }
+    }
+    let Some(text) = params.get("q").filter(|q| !q.is_empty()) else {
+        return error_response(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
+    };
+    let stmts = match influxql::parse_query(text) {
+        Ok(s) => s,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("error parsing query: {e}"),
+            );
+        }
+    };
+    let default_db = params
+        .get("db")
+        .map(String::as_str)
+        .filter(|d| !d.is_empty());
+    let results = exec::execute(&db, &stmts, default_db).await;
+    let epoch = Epoch::parse(params.get("epoch").map(String::as_str));
+    let mut body = json::results_json(&results, epoch);
+    if params.get("pretty").is_some_and(|p| p == "true") {
+        body = json::pretty(&body);
+    }
+    json_response(StatusCode::OK, body)
+}
+
+fn v08_response(r: Result<(StatusCode, String), v08::V08Error>) -> Response {
+    match r {
+        Ok((status, body)) => json_response(status, body),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut r = (status, e.message).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            with_headers(r)
+        }
+    }
+}
+
+async fn v08_list(State(db): State<Arc<Tsdb>>) -> Response {
+    let mut out = String::from("[");
+    for (i, d) in db.databases().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        json::write_str(&mut out, d);
+        out.push('}');
+    }
+    out.push(']');
+    v08_response(Ok((StatusCode::OK, out)))
+}
+
+async fn v08_create(State(db): State<Arc<Tsdb>>, body: Bytes) -> Response {
+    let r = (|| {
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| v08::V08Error {
+            status: 400,
+            message: format!("invalid JSON: {e}"),
+        })?;
+        let name = v
+            .get("name")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .ok_or(v08::V08Error {
+                status: 400,
+                message: "body must be {\"name\":\"<db>\"}".into(),
+            })?;
+        if db.database(name).is_some() {
+            return Err(v08::V08Error {
+                status: 409,
+                message: format!("database {name} exists"),
+            });
+        }
+        db.create_database(name).map_err(|e| v08::V08Error {
+            status: 500,
+            message: e.to_string(),
+        })?;
+        Ok((StatusCode::CREATED, String::new()))
+    })();
+    v08_response(r)
+}
+
+async fn v08_query(
+    State(db): State<Arc<Tsdb>>,
+    Path(dbname): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let params = parse_form(q.as_deref().unwrap_or(""));
+    let Some(text) = params.get("q").filter(|q| !q.is_empty()) else {
+        return v08_response(Err(v08::V08Error {
+            status: 400,
+            message: "missing required parameter q".into(),
+        }));
+    };
+    let r = v08::query(
+        &db,
+        &dbname,
+        text,
+        params.get("time_precision").map(String::as_str),
+    )
+    .await;
+    v08_response(r.map(|b| (StatusCode::OK, b)))
+}
+
+async fn v08_write(
+    State(db): State<Arc<Tsdb>>,
+    Path(dbname): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = parse_form(q.as_deref().unwrap_or(""));
+    if db.database(&dbname).is_none() {
+        return v08_response(Err(v08::V08Error {
+            status: 400,
+            message: format!("Database {dbname} doesn't exist"),
+        }));
+    }
+    let points = match v08::parse_write(
+        &body,
+        params.get("time_precision").map(String::as_str),
+        now_ns(),
+    ) {
+        Ok(p) => p,
+        Err(e) => return v08_response(Err(e)),
+    };
+    let r = match db.write(&dbname, None, points).await {
+        Ok(_) => Ok((StatusCode::OK, String::new())),
+        Err(e @ Error::PartialWrite { .. }) => Err(v08::V08Error {
+            status: 400,
+            message: e.to_string(),
+        }),
+        Err(e) => Err(v08::V08Error {
+            status: 500,
+            message: e.to_string(),
+        }),
+    };
+    v08_response(r)
+}

@@ -1,0 +1,1457 @@
+//! InfluxQL: lexer, AST and recursive-descent parser for the subset torc serves.
+//!
+//! Errors mirror InfluxDB 1.6's text: `found X, expected Y at line L, char C`, with `X` the
+//! offending token as written (keywords upper-cased, end of input as `EOF`). Positions are
+//! 1-based; like InfluxDB, the end of input is reported one character past the last one + 1.
+//!
+//! Invariants: the parser never panics on any input; it does no I/O and knows nothing of
+//! storage (semantic checks that need the schema happen in the executor).
+
+use std::fmt;
+
+/// A parse error (without the `error parsing query: ` prefix the HTTP layer adds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AST
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    Select(Box<Select>),
+    ShowDatabases,
+    ShowMeasurements {
+        on: Option<String>,
+        condition: Option<Expr>,
+        limit: usize,
+        offset: usize,
+    },
+    ShowSeries {
+        on: Option<String>,
+        sources: Vec<Source>,
+        condition: Option<Expr>,
+        limit: usize,
+        offset: usize,
+    },
+    ShowTagKeys {
+        on: Option<String>,
+        sources: Vec<Source>,
+        condition: Option<Expr>,
+        limit: usize,
+        offset: usize,
+    },
+    ShowTagValues {
+        on: Option<String>,
+        sources: Vec<Source>,
+        keys: TagKeyMatch,
+        condition: Option<Expr>,
+        limit: usize,
+        offset: usize,
+    },
+    ShowFieldKeys {
+        on: Option<String>,
+        sources: Vec<Source>,
+    },
+    ShowRetentionPolicies {
+        on: Option<String>,
+    },
+    CreateDatabase {
+        name: String,
+    },
+    DropDatabase {
+        name: String,
+    },
+    CreateRetentionPolicy {
+        name: String,
+        database: String,
+        duration: i64,
+        replication: i64,
+        shard_duration: Option<i64>,
+        default: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagKeyMatch {
+    Eq(String),
+    Neq(String),
+    In(Vec<String>),
+    Regex(String),
+    NotRegex(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Select {
+    pub fields: Vec<Field>,
+    pub sources: Vec<Source>,
+    pub condition: Option<Expr>,
+    pub dimensions: Vec<Dimension>,
+    pub fill: Fill,
+    pub descending: bool,
+    pub limit: usize,
+    pub offset: usize,
+    pub slimit: usize,
+    pub soffset: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub expr: Expr,
+    pub alias: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Measurement {
+        database: Option<String>,
+        retention_policy: Option<String>,
+        name: String,
+    },
+    Regex {
+        database: Option<String>,
+        retention_policy: Option<String>,
+        regex: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dimension {
+    Time { interval: i64, offset: i64 },
+    Tag(String),
+    Regex(String),
+    Wildcard,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fill {
+    Null,
+    None,
+    Previous,
+    Linear,
+    Number(f64),
+    Integer(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    EqRegex,
+    NeqRegex,
+    And,
+    Or,
+}
+
+impl BinOp {
+    fn precedence(self) -> u8 {
+        match self {
+            BinOp::Or => 1,
+            BinOp::And => 2,
+            BinOp::Eq
+            | BinOp::Neq
+            | BinOp::Lt
+            | BinOp::Lte
+            | BinOp::Gt
+            | BinOp::Gte
+            | BinOp::EqRegex
+            | BinOp::NeqRegex => 4,
+            BinOp::Add | BinOp::Sub | BinOp::BitOr | BinOp::BitXor => 5,
+            BinOp::Mul | BinOp::Div | BinOp::Mod | BinOp::BitAnd => 6,
+        }
+    }
+
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Mod => "%",
+            BinOp::BitAnd => "&",
+            BinOp::BitOr => "|",
+            BinOp::BitXor => "^",
+            BinOp::Eq => "=",
+            BinOp::Neq => "!=",
+            BinOp::Lt => "<",
+            BinOp::Lte => "<=",
+            BinOp::Gt => ">",
+            BinOp::Gte => ">=",
+            BinOp::EqRegex => "=~",
+            BinOp::NeqRegex => "!~",
+            BinOp::And => "AND",
+            BinOp::Or => "OR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    VarRef(String),
+    Call {
+        name: String,
+        args: Vec<Expr>,
+    },
+    Integer(i64),
+    Number(f64),
+    String(String),
+    Regex(String),
+    Bool(bool),
+    /// Nanoseconds.
+    Duration(i64),
+    Wildcard,
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Paren(Box<Expr>),
+}
+
+impl Expr {
+    fn bin(op: BinOp, lhs: Expr, rhs: Expr) -> Expr {
+        Expr::Binary {
+            op,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lexer
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    /// Unquoted word that is a keyword (upper-cased).
+    Keyword(&'static str),
+    Str(String),
+    Int(i64),
+    Num(f64),
+    Dur(i64),
+    Regex(String),
+    Op(BinOp),
+    LParen,
+    RParen,
+    Comma,
+    Semi,
+    Dot,
+    Star,
+    Eof,
+    Illegal(String),
+}
+
+const KEYWORDS: &[&str] = &[
+    "ALL",
+    "ALTER",
+    "ANALYZE",
+    "ANY",
+    "AS",
+    "ASC",
+    "BEGIN",
+    "BY",
+    "CARDINALITY",
+    "CREATE",
+    "CONTINUOUS",
+    "DATABASE",
+    "DATABASES",
+    "DEFAULT",
+    "DELETE",
+    "DESC",
+    "DESTINATIONS",
+    "DIAGNOSTICS",
+    "DISTINCT",
+    "DROP",
+    "DURATION",
+    "END",
+    "EVERY",
+    "EXACT",
+    "EXPLAIN",
+    "FIELD",
+    "FOR",
+    "FROM",
+    "GRANT",
+    "GRANTS",
+    "GROUP",
+    "GROUPS",
+    "IN",
+    "INF",
+    "INSERT",
+    "INTO",
+    "KEY",
+    "KEYS",
+    "KILL",
+    "LIMIT",
+    "MEASUREMENT",
+    "MEASUREMENTS",
+    "NAME",
+    "OFFSET",
+    "ON",
+    "ORDER",
+    "PASSWORD",
+    "POLICY",
+    "POLICIES",
+    "PRIVILEGES",
+    "QUERIES",
+    "QUERY",
+    "READ",
+    "REPLICATION",
+    "RESAMPLE",
+    "RETENTION",
+    "REVOKE",
+    "SELECT",
+    "SERIES",
+    "SET",
+    "SHARD",
+    "SHARDS",
+    "SHOW",
+    "SLIMIT",
+    "SOFFSET",
+    "STATS",
+    "SUBSCRIPTION",
+    "SUBSCRIPTIONS",
+    "TAG",
+    "TO",
+    "USER",
+    "USERS",
+    "VALUES",
+    "WHERE",
+    "WITH",
+    "WRITE",
+    "AND",
+    "OR",
+    "TRUE",
+    "FALSE",
+];
+
+fn keyword(word: &str) -> Option<&'static str> {
+    let up = word.to_ascii_uppercase();
+    KEYWORDS.iter().copied().find(|k| *k == up)
+}
+
+struct Lexer<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn peek_char(&self) -> Option<char> {
+        self.src[self.pos..].chars().next()
+    }
+
+    fn skip_ws(&mut self) {
+        loop {
+            let rest = &self.src[self.pos..];
+            if let Some(c) = rest.chars().next()
+                && c.is_whitespace()
+            {
+                self.pos += c.len_utf8();
+                continue;
+            }
+            if rest.starts_with("--") {
+                match rest.find('\n') {
+                    Some(n) => self.pos += n,
+                    None => self.pos = self.src.len(),
+                }
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// Next token and its start offset. `regex` makes a leading `/` start a regex literal.
+    fn next(&mut self, regex: bool) -> (Tok, usize) {
+        self.skip_ws();
+        let start = self.pos;
+        let Some(c) = self.peek_char() else {
+            return (Tok::Eof, start);
+        };
+        let rest = &self.src[self.pos..];
+        if regex && c == '/' {
+            return (self.scan_regex(), start);
+        }
+        let two = rest.get(..2).unwrap_or("");
+        let op2 = match two {
+            "!=" | "<>" => Some(BinOp::Neq),
+            "<=" => Some(BinOp::Lte),
+            ">=" => Some(BinOp::Gte),
+            "=~" => Some(BinOp::EqRegex),
+            "!~" => Some(BinOp::NeqRegex),
+            _ => None,
+        };
+        if let Some(op) = op2 {
+            self.pos += 2;
+            return (Tok::Op(op), start);
+        }
+        let single = |t: Tok, lx: &mut Lexer<'_>| {
+            lx.pos += 1;
+            (t, start)
+        };
+        match c {
+            '(' => single(Tok::LParen, self),
+            ')' => single(Tok::RParen, self),
+            ',' => single(Tok::Comma, self),
+            ';' => single(Tok::Semi, self),
+            '*' => single(Tok::Star, self),
+            '=' => single(Tok::Op(BinOp::Eq), self),
+            '<' => single(Tok::Op(BinOp::Lt), self),
+            '>' => single(Tok::Op(BinOp::Gt), self),
+            '+' => single(Tok::Op(BinOp::Add), self),
+            '-' => single(Tok::Op(BinOp::Sub), self),
+            '/' => single(Tok::Op(BinOp::Div), self),
+            '%' => single(Tok::Op(BinOp::Mod), self),
+            '&' => single(Tok::Op(BinOp::BitAnd), self),
+            '|' => single(Tok::Op(BinOp::BitOr), self),
+            '^' => single(Tok::Op(BinOp::BitXor), self),
+            '.' if !rest[1..].starts_with(|c: char| c.is_ascii_digit()) => single(Tok::Dot, self),
+            '\'' => (
+                self.scan_string('\'').map_or_else(Tok::Illegal, Tok::Str),
+                start,
+            ),
+            '"' => (
+                self.scan_string('"').map_or_else(Tok::Illegal, Tok::Ident),
+                start,
+            ),
+            c if c.is_ascii_digit() || c == '.' => (self.scan_number(), start),
+            c if c.is_alphabetic() || c == '_' => {
+                let end = rest
+                    .char_indices()
+                    .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+                    .map_or(rest.len(), |(i, _)| i);
+                let word = &rest[..end];
+                self.pos += end;
+                match keyword(word) {
+                    Some(k) => (Tok::Keyword(k), start),
+                    None => (Tok::Ident(word.to_string()), start),
+                }
+            }
+            c => {
+                self.pos += c.len_utf8();
+                (Tok::Illegal(c.to_string()), start)
+            }
+        }
+    }
+
+    fn scan_string(&mut self, quote: char) -> Result<String, String> {
+        let mut out = String::new();
+        let mut chars = self.src[self.pos + 1..].char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c == quote {
+                self.pos += 1 + i + 1;
+                return Ok(out);
+            }
+            if c == '\n' {
+                break;
+            }
+            if c == '\\' {
+                match chars.next() {
+                    Some((_, 'n')) => out.push('\n'),
+                    Some((_, '\\')) => out.push('\\'),
+                    Some((_, c2)) if c2 == quote => out.push(c2),
+                    Some((_, c2)) => {
+                        out.push('\\');
+                        out.push(c2);
+                    }
+                    None => break,
+                }
+                continue;
+            }
+            out.push(c);
+        }
+        let bad = self.src[self.pos..].to_string();
+        self.pos = self.src.len();
+        Err(bad)
+    }
+
+    fn scan_regex(&mut self) -> Tok {
+        let mut out = String::new();
+        let mut chars = self.src[self.pos + 1..].char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c == '/' {
+                self.pos += 1 + i + 1;
+                return Tok::Regex(out);
+            }
+            if c == '\\' {
+                match chars.next() {
+                    Some((_, '/')) => out.push('/'),
+                    Some((_, c2)) => {
+                        out.push('\\');
+                        out.push(c2);
+                    }
+                    None => break,
+                }
+                continue;
+            }
+            out.push(c);
+        }
+        let bad = self.src[self.pos..].to_string();
+        self.pos = self.src.len();
+        Tok::Illegal(bad)
+    }
+
+    fn scan_number(&mut self) -> Tok {
+        let rest = &self.src[self.pos..];
+        let mut end = 0;
+        let b = rest.as_bytes();
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+        let mut is_float = false;
+        if end < b.len() && b[end] == b'.' {
+            is_float = true;
+            end += 1;
+            while end < b.len() && b[end].is_ascii_digit() {
+                end += 1;
+            }
+        }
+        if end < b.len() && (b[end] == b'e' || b[end] == b'E') {
+            let mut e = end + 1;
+            if e < b.len() && (b[e] == b'+' || b[e] == b'-') {
+                e += 1;
+            }
+            if e < b.len() && b[e].is_ascii_digit() {
+                while e < b.len() && b[e].is_ascii_digit() {
+                    e += 1;
+                }
+                is_float = true;
+                end = e;
+            }
+        }
+        let num = &rest[..end];
+        if !is_float {
+            // Duration: digits followed by unit(s), e.g. 1h30m, 10ms, 1u.
+            let mut total: i64 = 0;
+            let mut p = 0;
+            let mut any = false;
+            loop {
+                let ds = p;
+                while p < b.len() && b[p].is_ascii_digit() {
+                    p += 1;
+                }
+                if p == ds {
+                    break;
+                }
+                let unit_len = ["ns", "ms", "µs", "us", "u", "µ", "s", "m", "h", "d", "w"]
+                    .iter()
+                    .find(|u| rest[p..].starts_with(**u))
+                    .map(|u| u.len());
+                let Some(ul) = unit_len else {
+                    p = ds;
+                    break;
+                };
+                let unit = &rest[p..p + ul];
+                // A unit must not run into more identifier characters (e.g. `10mb`).
+                let after = rest[p + ul..].chars().next();
+                if after.is_some_and(|c| c.is_alphabetic() || c == '_') {
+                    p = ds;
+                    break;
+                }
+                let n: i64 = rest[ds..p].parse().unwrap_or(i64::MAX);
+                let mult = match unit {
+                    "ns" => 1,
+                    "u" | "us" | "µ" | "µs" => 1_000,
+                    "ms" => 1_000_000,
+                    "s" => 1_000_000_000,
+                    "m" => 60_000_000_000,
+                    "h" => 3_600_000_000_000,
+                    "d" => 86_400_000_000_000,
+                    _ => 604_800_000_000_000,
+                };
+                total = total.saturating_add(n.saturating_mul(mult));
+                p += ul;
+                any = true;
+            }
+            if any && p > end {
+                self.pos += p;
+                return Tok::Dur(total);
+            }
+            self.pos += end;
+            return match num.parse::<i64>() {
+                Ok(i) => Tok::Int(i),
+                Err(_) => match num.parse::<f64>() {
+                    Ok(f) => Tok::Num(f),
+                    Err(_) => Tok::Illegal(num.to_string()),
+                },
+            };
+        }
+        self.pos += end;
+        match num.parse::<f64>() {
+            Ok(f) => Tok::Num(f),
+            Err(_) => Tok::Illegal(num.to_string()),
+        }
+    }
+}
+
+fn tok_text(t: &Tok) -> String {
+    match t {
+        Tok::Ident(s) => s.clone(),
+        Tok::Keyword(k) => (*k).to_string(),
+        Tok::Str(s) => s.clone(),
+        Tok::Int(i) => i.to_string(),
+        Tok::Num(f) => f.to_string(),
+        Tok::Dur(d) => format_duration(*d),
+        Tok::Regex(r) => r.clone(),
+        Tok::Op(op) => op.symbol().to_string(),
+        Tok::LParen => "(".into(),
+        Tok::RParen => ")".into(),
+        Tok::Comma => ",".into(),
+        Tok::Semi => ";".into(),
+        Tok::Dot => ".".into(),
+        Tok::Star => "*".into(),
+        Tok::Eof => "EOF".into(),
+        Tok::Illegal(s) => s.clone(),
+    }
+}
+
+/// Formats nanoseconds as InfluxQL writes a duration literal (`1h`, `90s`, `1500ms`).
+pub fn format_duration(d: i64) -> String {
+    if d == 0 {
+        return "0s".into();
+    }
+    for (unit, n) in [
+        ("w", 604_800_000_000_000i64),
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("u", 1_000),
+    ] {
+        if d % n == 0 {
+            return format!("{}{unit}", d / n);
+        }
+    }
+    format!("{d}ns")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parser
+
+struct Parser<'a> {
+    lx: Lexer<'a>,
+    /// One token of look-ahead (token, start offset).
+    peeked: Option<(Tok, usize)>,
+}
+
+type PResult<T> = Result<T, ParseError>;
+
+/// Parses a (possibly `;`-separated) query.
+pub fn parse_query(src: &str) -> PResult<Vec<Statement>> {
+    let mut p = Parser {
+        lx: Lexer { src, pos: 0 },
+        peeked: None,
+    };
+    let mut out = Vec::new();
+    loop {
+        let (t, _) = p.peek();
+        match t {
+            Tok::Eof => break,
+            Tok::Semi => {
+                p.bump();
+                continue;
+            }
+            _ => {}
+        }
+        out.push(p.statement()?);
+        let (t, pos) = p.next();
+        match t {
+            Tok::Semi => continue,
+            Tok::Eof => break,
+            other => return Err(p.err_at(&other, pos, &[";"])),
+        }
+    }
+    Ok(out)
+}
+
+/// Parses exactly one statement.
+pub fn parse_statement(src: &str) -> PResult<Statement> {
+    let mut stmts = parse_query(src)?;
+    if stmts.len() == 1 {
+        Ok(stmts.remove(0))
+    } else if stmts.is_empty() {
+        Err(ParseError("empty query".into()))
+    } else {
+        Err(ParseError("expected a single statement".into()))
+    }
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&mut self) -> (Tok, usize) {
+        if self.peeked.is_none() {
+            self.peeked = Some(self.lx.next(false));
+        }
+        self.peeked.clone().unwrap_or((Tok::Eof, 0))
+    }
+
+    fn next(&mut self) -> (Tok, usize) {
+        match self.peeked.take() {
+            Some(t) => t,
+            None => self.lx.next(false),
+        }
+    }
+
+    fn bump(&mut self) {
+        let _ = self.next();
+    }
+
+    /// Next token lexed in regex mode (a `/` starts a regex); must not have peeked.
+    fn next_regex(&mut self) -> (Tok, usize) {
+        if let Some((t, pos)) = self.peeked.take() {
+            if t == Tok::Op(BinOp::Div) {
+                self.lx.pos = pos;
+                return self.lx.next(true);
+            }
+            return (t, pos);
+        }
+        self.lx.next(true)
+    }
+
+    fn line_char(&self, pos: usize, eof: bool) -> (usize, usize) {
+        let src = self.lx.src;
+        let pos = pos.min(src.len());
+        let before = &src[..pos];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+        (line, if eof { col + 2 } else { col + 1 })
+    }
+
+    fn err_at(&self, found: &Tok, pos: usize, expected: &[&str]) -> ParseError {
+        let eof = *found == Tok::Eof;
+        let pos = if eof { self.lx.src.len() } else { pos };
+        let (line, ch) = self.line_char(pos, eof);
+        ParseError(format!(
+            "found {}, expected {} at line {line}, char {ch}",
+            tok_text(found),
+            expected.join(", ")
+        ))
+    }
+
+    fn expect_kw(&mut self, kw: &str) -> PResult<()> {
+        let (t, pos) = self.next();
+        if t == Tok::Keyword(keyword(kw).unwrap_or("")) {
+            Ok(())
+        } else {
+            Err(self.err_at(&t, pos, &[kw]))
+        }
+    }
+
+    fn peek_kw(&mut self, kw: &str) -> bool {
+        matches!(self.peek().0, Tok::Keyword(k) if k == kw)
+    }
+
+    fn ident(&mut self) -> PResult<String> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::Ident(s) => Ok(s),
+            other => Err(self.err_at(&other, pos, &["identifier"])),
+        }
+    }
+
+    fn statement(&mut self) -> PResult<Statement> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::Keyword("SELECT") => Ok(Statement::Select(Box::new(self.select()?))),
+            Tok::Keyword("SHOW") => self.show(),
+            Tok::Keyword("CREATE") => self.create(),
+            Tok::Keyword("DROP") => {
+                let (t, pos) = self.next();
+                match t {
+                    Tok::Keyword("DATABASE") => Ok(Statement::DropDatabase {
+                        name: self.ident()?,
+                    }),
+                    other => Err(self.err_at(
+                        &other,
+                        pos,
+                        &[
+                            "CONTINUOUS",
+                            "MEASUREMENT",
+                            "RETENTION",
+                            "SERIES",
+                            "SHARD",
+                            "SUBSCRIPTION",
+                            "USER",
+                        ],
+                    )),
+                }
+            }
+            other => Err(self.err_at(
+                &other,
+                pos,
+                &[
+                    "SELECT", "DELETE", "SHOW", "CREATE", "DROP", "EXPLAIN", "GRANT", "REVOKE",
+                    "ALTER", "SET", "KILL",
+                ],
+            )),
+        }
+    }
+
+    fn on_clause(&mut self) -> PResult<Option<String>> {
+        if self.peek_kw("ON") {
+            self.bump();
+            Ok(Some(self.ident()?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn opt_from(&mut self) -> PResult<Vec<Source>> {
+        if self.peek_kw("FROM") {
+            self.bump();
+            self.sources()
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    fn opt_where(&mut self) -> PResult<Option<Expr>> {
+        if self.peek_kw("WHERE") {
+            self.bump();
+            Ok(Some(self.expr(0)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn limit_offset(&mut self) -> PResult<(usize, usize)> {
+        let mut limit = 0;
+        let mut offset = 0;
+        if self.peek_kw("LIMIT") {
+            self.bump();
+            limit = self.uint()?;
+        }
+        if self.peek_kw("OFFSET") {
+            self.bump();
+            offset = self.uint()?;
+        }
+        Ok((limit, offset))
+    }
+
+    fn show(&mut self) -> PResult<Statement> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::Keyword("DATABASES") => Ok(Statement::ShowDatabases),
+            Tok::Keyword("MEASUREMENTS") => {
+                let on = self.on_clause()?;
+                let condition = self.opt_where()?;
+                let (limit, offset) = self.limit_offset()?;
+                Ok(Statement::ShowMeasurements {
+                    on,
+                    condition,
+                    limit,
+                    offset,
+                })
+            }
+            Tok::Keyword("SERIES") => {
+                let on = self.on_clause()?;
+                let sources = self.opt_from()?;
+                let condition = self.opt_where()?;
+                let (limit, offset) = self.limit_offset()?;
+                Ok(Statement::ShowSeries {
+                    on,
+                    sources,
+                    condition,
+                    limit,
+                    offset,
+                })
+            }
+            Tok::Keyword("TAG") => {
+                let (t, pos) = self.next();
+                match t {
+                    Tok::Keyword("KEYS") => {
+                        let on = self.on_clause()?;
+                        let sources = self.opt_from()?;
+                        let condition = self.opt_where()?;
+                        let (limit, offset) = self.limit_offset()?;
+                        Ok(Statement::ShowTagKeys {
+                            on,
+                            sources,
+                            condition,
+                            limit,
+                            offset,
+                        })
+                    }
+                    Tok::Keyword("VALUES") => {
+                        let on = self.on_clause()?;
+                        let sources = self.opt_from()?;
+                        self.expect_kw("WITH")?;
+                        self.expect_kw("KEY")?;
+                        let keys = self.tag_key_match()?;
+                        let condition = self.opt_where()?;
+                        let (limit, offset) = self.limit_offset()?;
+                        Ok(Statement::ShowTagValues {
+                            on,
+                            sources,
+                            keys,
+                            condition,
+                            limit,
+                            offset,
+                        })
+                    }
+                    other => Err(self.err_at(&other, pos, &["KEYS", "VALUES"])),
+                }
+            }
+            Tok::Keyword("FIELD") => {
+                self.expect_kw("KEYS")?;
+                let on = self.on_clause()?;
+                let sources = self.opt_from()?;
+                Ok(Statement::ShowFieldKeys { on, sources })
+            }
+            Tok::Keyword("RETENTION") => {
+                self.expect_kw("POLICIES")?;
+                let on = self.on_clause()?;
+                Ok(Statement::ShowRetentionPolicies { on })
+            }
+            other => Err(self.err_at(
+                &other,
+                pos,
+                &[
+                    "CONTINUOUS",
+                    "DATABASES",
+                    "DIAGNOSTICS",
+                    "FIELD",
+                    "GRANTS",
+                    "MEASUREMENT",
+                    "MEASUREMENTS",
+                    "QUERIES",
+                    "RETENTION",
+                    "SERIES",
+                    "SHARD",
+                    "SHARDS",
+                    "STATS",
+                    "SUBSCRIPTIONS",
+                    "TAG",
+                    "USERS",
+                ],
+            )),
+        }
+    }
+
+    fn tag_key_match(&mut self) -> PResult<TagKeyMatch> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::Op(BinOp::Eq) => Ok(TagKeyMatch::Eq(self.ident()?)),
+            Tok::Op(BinOp::Neq) => Ok(TagKeyMatch::Neq(self.ident()?)),
+            Tok::Op(BinOp::EqRegex) | Tok::Op(BinOp::NeqRegex) => {
+                let neg = t == Tok::Op(BinOp::NeqRegex);
+                let (r, rpos) = self.next_regex();
+                match r {
+                    Tok::Regex(re) if neg => Ok(TagKeyMatch::NotRegex(re)),
+                    Tok::Regex(re) => Ok(TagKeyMatch::Regex(re)),
+                    other => Err(self.err_at(&other, rpos, &["regex"])),
+                }
+            }
+            Tok::Keyword("IN") => {
+                let (t, pos) = self.next();
+                if t != Tok::LParen {
+                    return Err(self.err_at(&t, pos, &["("]));
+                }
+                let mut keys = vec![self.ident()?];
+                loop {
+                    let (t, pos) = self.next();
+                    match t {
+                        Tok::Comma => keys.push(self.ident()?),
+                        Tok::RParen => break,
+                        other => return Err(self.err_at(&other, pos, &[",", ")"])),
+                    }
+                }
+                Ok(TagKeyMatch::In(keys))
+            }
+            other => Err(self.err_at(&other, pos, &["=", "!=", "=~", "!~", "IN"])),
+        }
+    }
+
+    fn create(&mut self) -> PResult<Statement> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::Keyword("DATABASE") => Ok(Statement::CreateDatabase {
+                name: self.ident()?,
+            }),
+            Tok::Keyword("RETENTION") => {
+                self.expect_kw("POLICY")?;
+                let name = self.ident()?;
+                self.expect_kw("ON")?;
+                let database = self.ident()?;
+                self.expect_kw("DURATION")?;
+                let duration = self.duration_or_inf()?;
+                self.expect_kw("REPLICATION")?;
+                let (t, pos) = self.next();
+                let replication = match t {
+                    Tok::Int(n) if n >= 1 => n,
+                    other => return Err(self.err_at(&other, pos, &["integer"])),
+                };
+                let mut shard_duration = None;
+                let mut default = false;
+                loop {
+                    if self.peek_kw("SHARD") {
+                        self.bump();
+                        self.expect_kw("DURATION")?;
+                        shard_duration = Some(self.duration_or_inf()?);
+                    } else if self.peek_kw("DEFAULT") {
+                        self.bump();
+                        default = true;
+                    } else {
+                        break;
+                    }
+                }
+                Ok(Statement::CreateRetentionPolicy {
+                    name,
+                    database,
+                    duration,
+                    replication,
+                    shard_duration,
+                    default,
+                })
+            }
+            other => Err(self.err_at(
+                &other,
+                pos,
+                &[
+                    "CONTINUOUS",
+                    "DATABASE",
+                    "USER",
+                    "RETENTION",
+                    "SUBSCRIPTION",
+                ],
+            )),
+        }
+    }
+
+    fn duration_or_inf(&mut self) -> PResult<i64> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::Dur(d) => Ok(d),
+            Tok::Keyword("INF") => Ok(0),
+            other => Err(self.err_at(&other, pos, &["duration"])),
+        }
+    }
+
+    fn uint(&mut self) -> PResult<usize> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::Int(n) if n >= 0 => Ok(n as usize),
+            other => Err(self.err_at(&other, pos, &["integer"])),
+        }
+    }
+
+    fn select(&mut self) -> PResult<Select> {
+        let mut fields = Vec::new();
+        loop {
+            let expr = if self.peek().0 == Tok::Star {
+                self.bump();
+                Expr::Wildcard
+            } else {
+                self.expr(0)?
+            };
+            let alias = if self.peek_kw("AS") {
+                self.bump();
+                Some(self.ident()?)
+            } else {
+                None
+            };
+            fields.push(Field { expr, alias });
+            if self.peek().0 == Tok::Comma {
+                self.bump();
+                continue;
+            }
+            break;
+        }
+        self.expect_kw("FROM")?;
+        let sources = self.sources()?;
+        let condition = self.opt_where()?;
+        let mut dimensions = Vec::new();
+        if self.peek_kw("GROUP") {
+            self.bump();
+            self.expect_kw("BY")?;
+            loop {
+                dimensions.push(self.dimension()?);
+                if self.peek().0 == Tok::Comma {
+                    self.bump();
+                    continue;
+                }
+                break;
+            }
+        }
+        let mut fill = Fill::Null;
+        if let Tok::Ident(w) = self.peek().0
+            && w.eq_ignore_ascii_case("fill")
+        {
+            self.bump();
+            let (t, pos) = self.next();
+            if t != Tok::LParen {
+                return Err(self.err_at(&t, pos, &["("]));
+            }
+            let (t, _) = self.next();
+            fill = match t {
+                Tok::Ident(w) if w.eq_ignore_ascii_case("null") => Fill::Null,
+                Tok::Ident(w) if w.eq_ignore_ascii_case("none") => Fill::None,
+                Tok::Ident(w) if w.eq_ignore_ascii_case("previous") => Fill::Previous,
+                Tok::Ident(w) if w.eq_ignore_ascii_case("linear") => Fill::Linear,
+                Tok::Int(i) => Fill::Integer(i),
+                Tok::Num(f) => Fill::Number(f),
+                Tok::Op(BinOp::Sub) => match self.next().0 {
+                    Tok::Int(i) => Fill::Integer(-i),
+                    Tok::Num(f) => Fill::Number(-f),
+                    _ => return Err(ParseError("expected number argument in fill()".into())),
+                },
+                _ => return Err(ParseError("expected number argument in fill()".into())),
+            };
+            let (t, pos) = self.next();
+            if t != Tok::RParen {
+                return Err(self.err_at(&t, pos, &[")"]));
+            }
+        }
+        let mut descending = false;
+        if self.peek_kw("ORDER") {
+            self.bump();
+            self.expect_kw("BY")?;
+            let (t, pos) = self.next();
+            match t {
+                Tok::Ident(w) if w.eq_ignore_ascii_case("time") => {}
+                Tok::Ident(_) => {
+                    return Err(ParseError(
+                        "only ORDER BY time supported at this time".into(),
+                    ));
+                }
+                other => return Err(self.err_at(&other, pos, &["identifier"])),
+            }
+            if self.peek_kw("DESC") {
+                self.bump();
+                descending = true;
+            } else if self.peek_kw("ASC") {
+                self.bump();
+            }
+        }
+        let (mut limit, mut offset, mut slimit, mut soffset) = (0, 0, 0, 0);
+        if self.peek_kw("LIMIT") {
+            self.bump();
+            limit = self.uint()?;
+        }
+        if self.peek_kw("OFFSET") {
+            self.bump();
+            offset = self.uint()?;
+        }
+        if self.peek_kw("SLIMIT") {
+            self.bump();
+            slimit = self.uint()?;
+        }
+        if self.peek_kw("SOFFSET") {
+            self.bump();
+            soffset = self.uint()?;
+        }
+        Ok(Select {
+            fields,
+            sources,
+            condition,
+            dimensions,
+            fill,
+            descending,
+            limit,
+            offset,
+            slimit,
+            soffset,
+        })
+    }
+
+    fn dimension(&mut self) -> PResult<Dimension> {
+        let (t, pos) = self.peek();
+        match t {
+            Tok::Star => {
+                self.bump();
+                Ok(Dimension::Wildcard)
+            }
+            Tok::Op(BinOp::Div) => match self.next_regex() {
+                (Tok::Regex(r), _) => Ok(Dimension::Regex(r)),
+                (other, p) => Err(self.err_at(&other, p, &["regex"])),
+            },
+            Tok::Ident(w) => {
+                self.bump();
+                if w.eq_ignore_ascii_case("time") && self.peek().0 == Tok::LParen {
+                    self.bump();
+                    let (t, pos) = self.next();
+                    let interval = match t {
+                        Tok::Dur(d) if d > 0 => d,
+                        other => return Err(self.err_at(&other, pos, &["duration"])),
+                    };
+                    let mut offset = 0;
+                    let (t, pos) = self.next();
+                    match t {
+                        Tok::RParen => {}
+                        Tok::Comma => {
+                            let (t, pos) = self.next();
+                            offset = match t {
+                                Tok::Dur(d) => d,
+                                Tok::Op(BinOp::Sub) => match self.next() {
+                                    (Tok::Dur(d), _) => -d,
+                                    (other, p) => {
+                                        return Err(self.err_at(&other, p, &["duration"]));
+                                    }
+                                },
+                                other => return Err(self.err_at(&other, pos, &["duration"])),
+                            };
+                            let (t, pos) = self.next();
+                            if t != Tok::RParen {
+                                return Err(self.err_at(&t, pos, &[")"]));
+                            }
+                        }
+                        other => return Err(self.err_at(&other, pos, &[")"])),
+                    }
+                    Ok(Dimension::Time { interval, offset })
+                } else {
+                    Ok(Dimension::Tag(w))
+                }
+            }
+            other => {
+                self.bump();
+                Err(self.err_at(&other, pos, &["identifier", "string", "number", "bool"]))
+            }
+        }
+    }
+
+    fn sources(&mut self) -> PResult<Vec<Source>> {
+        let mut out = Vec::new();
+        loop {
+            out.push(self.source()?);
+            if self.peek().0 == Tok::Comma {
+                self.bump();
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+
+    fn source(&mut self) -> PResult<Source> {
+        // Up to three dot-separated segments; the last may be a regex.
+        let mut segs: Vec<Option<String>> = Vec::new();
+        loop {
+            let (t, pos) = self.next_regex();
+            match t {
+                Tok::Regex(r) => {
+                    let (database, retention_policy) = db_rp(&segs);
+                    return Ok(Source::Regex {
+                        database,
+                        retention_policy,
+                        regex: r,
+                    });
+                }
+                Tok::Ident(s) => segs.push(Some(s)),
+                Tok::Keyword(k) => {
+                    // Unquoted keywords are accepted as names here (InfluxDB 1.x would need
+                    // quotes): the 0.8 consumers query `from stats` as written.
+                    let end = (pos + k.len()).min(self.lx.src.len());
+                    segs.push(Some(self.lx.src.get(pos..end).unwrap_or(k).to_string()));
+                }
+                Tok::Dot => {
+                    // `db..m`: empty retention policy segment.
+                    segs.push(None);
+                    if segs.len() > 3 {
+                        return Err(self.err_at(&Tok::Dot, pos, &["identifier"]));
+                    }
+                    continue;
+                }
+                other => return Err(self.err_at(&other, pos, &["identifier"])),
+            }
+            if self.peek().0 == Tok::Dot && segs.len() < 3 {
+                self.bump();
+                continue;
+            }
+            break;
+        }
+        let name = segs.pop().flatten().unwrap_or_default();
+        let (database, retention_policy) = db_rp(&segs);
+        Ok(Source::Measurement {
+            database,
+            retention_policy,
+            name,
+        })
+    }
+
+    /// Pratt-style binary expression parser.
+    fn expr(&mut self, min_prec: u8) -> PResult<Expr> {
+        let mut lhs = self.unary()?;
+        loop {
+            let (t, _) = self.peek();
+            let op = match t {
+                Tok::Op(op) => op,
+                Tok::Star => BinOp::Mul,
+                Tok::Keyword("AND") => BinOp::And,
+                Tok::Keyword("OR") => BinOp::Or,
+                _ => return Ok(lhs),
+            };
+            let prec = op.precedence();
+            if prec <= min_prec {
+                return Ok(lhs);
+            }
+            self.bump();
+            let rhs = if matches!(op, BinOp::EqRegex | BinOp::NeqRegex) {
+                match self.next_regex() {
+                    (Tok::Regex(r), _) => Expr::Regex(r),
+                    // InfluxDB reports this one a character early.
+                    (other, pos) => {
+                        return Err(self.err_at(&other, pos.saturating_sub(1), &["regex"]));
+                    }
+                }
+            } else {
+                self.expr(prec)?
+            };
+            lhs = Expr::bin(op, lhs, rhs);
+        }
+    }
+
+    fn unary(&mut self) -> PResult<Expr> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::LParen => {
+                let e = self.expr(0)?;
+                let (t, pos) = self.next();
+                if t != Tok::RParen {
+                    return Err(self.err_at(&t, pos, &[")"]));
+                }
+                Ok(Expr::Paren(Box::new(e)))
+            }
+            Tok::Ident(name) => {
+                if self.peek().0 == Tok::LParen {
+                    self.bump();
+                    let mut args = Vec::new();
+                    if self.peek().0 == Tok::RParen {
+                        self.bump();
+                    } else {
+                        loop {
+                            if self.peek().0 == Tok::Star {
+                                self.bump();
+                                args.push(Expr::Wildcard);
+                            } else {
+                                args.push(self.expr(0)?);
+                            }
+                            let (t, pos) = self.next();
+                            match t {
+                                Tok::Comma => continue,
+                                Tok::RParen => break,
+                                other => return Err(self.err_at(&other, pos, &[",", ")"])),
+                            }
+                        }
+                    }
+                    return Ok(Expr::Call {
+                        name: name.to_ascii_lowercase(),
+                        args,
+                    });
+                }
+                // `name::type` casts are accepted and ignored.
+                Ok(Expr::VarRef(name))
+            }
+            Tok::Str(s) => Ok(Expr::String(s)),
+            Tok::Int(i) => Ok(Expr::Integer(i)),
+            Tok::Num(f) => Ok(Expr::Number(f)),
+            Tok::Dur(d) => Ok(Expr::Duration(d)),
+            Tok::Keyword("TRUE") => Ok(Expr::Bool(true)),
+            Tok::Keyword("FALSE") => Ok(Expr::Bool(false)),
+            Tok::Op(BinOp::Sub) => {
+                let (t2, pos2) = self.next();
+                match t2 {
+                    Tok::Int(i) => Ok(Expr::Integer(-i)),
+                    Tok::Num(f) => Ok(Expr::Number(-f)),
+                    Tok::Dur(d) => Ok(Expr::Duration(-d)),
+                    other => {
+                        Err(self.err_at(&other, pos2, &["identifier", "string", "number", "bool"]))
+                    }
+                }
+            }
+            Tok::Op(BinOp::Div) => {
+                // A regex where a value is expected (e.g. `WHERE /x/`).
+                self.lx.pos = pos;
+                match self.lx.next(true) {
+                    (Tok::Regex(r), _) => Ok(Expr::Regex(r)),
+                    (other, p) => {
+                        Err(self.err_at(&other, p, &["identifier", "string", "number", "bool"]))
+                    }
+                }
+            }
+            other => Err(self.err_at(&other, pos, &["identifier", "string", "number", "bool"])),
+        }
+    }
+}
+
+fn db_rp(segs: &[Option<String>]) -> (Option<String>, Option<String>) {
+    match segs {
+        [] => (None, None),
+        [rp] => (None, rp.clone()),
+        [db, rp, ..] => (db.clone(), rp.clone()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers used by the executor.
+
+impl Expr {
+    /// Walks the expression tree.
+    pub fn walk<'e>(&'e self, f: &mut impl FnMut(&'e Expr)) {
+        f(self);
+        match self {
+            Expr::Call { args, .. } => args.iter().for_each(|a| a.walk(f)),
+            Expr::Binary { lhs, rhs, .. } => {
+                lhs.walk(f);
+                rhs.walk(f);
+            }
+            Expr::Paren(e) => e.walk(f),
+            _ => {}
+        }
+    }
+
+    /// Strips parentheses.
+    pub fn unparen(&self) -> &Expr {
+        match self {
+            Expr::Paren(e) => e.unparen(),
+            e => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple() {
+        let s = parse_statement(
+            "SELECT mean(value) FROM cpu WHERE host = 'a' GROUP BY time(1m) fill(none)",
+        )
+        .unwrap();
+        let Statement::Select(s) = s else { panic!() };
+        assert_eq!(s.fill, Fill::None);
+        assert_eq!(
+            s.dimensions,
+            vec![Dimension::Time {
+                interval: 60_000_000_000,
+                offset: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn error_positions_match_influxdb() {
+        let e = parse_query("SELECT FROM cpu").unwrap_err();
+        assert_eq!(
+            e.0,
+            "found FROM, expected identifier, string, number, bool at line 1, char 8"
+        );
+        let e = parse_query("SELECT * FROM").unwrap_err();
+        assert_eq!(e.0, "found EOF, expected identifier at line 1, char 15");
+    }
+}

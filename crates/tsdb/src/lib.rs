@@ -1,0 +1,35 @@
+//! torc tsdb: an InfluxDB-compatible time-series database (library).
+//!
+//! What it is: a single-node store that speaks InfluxDB's 1.x HTTP API (line protocol writes,
+//! InfluxQL queries) and the 0.8 `/db/<db>/series` API the original ToRC data plane used.
+//! What it is not: a cluster, an authentication layer (`u`/`p` are accepted and ignored), or a
+//! full InfluxQL (no subqueries, continuous queries, `INTO`, `DELETE`, users).
+//!
+//! Code map:
+//! * [`lineproto`]: line-protocol parser (InfluxDB 1.6 error texts);
+//! * [`storage`]: databases, retention policies, shards; [`wal`]: the group-commit WAL;
+//!   [`segment`] + [`encoding`]: immutable compressed blocks;
+//! * [`influxql`]: parser; [`exec`]: execution; [`json`]: Go-compatible output;
+//! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`].
+//!
+//! Invariants (details in each module): an acknowledged write is durable (WAL fsync before the
+//! answer); storage fails closed (unknown format versions and damaged files refuse to open, a
+//! failed fsync makes the store refuse writes); no request bytes can panic the server.
+
+pub mod encoding;
+pub mod error;
+pub mod exec;
+pub mod http;
+pub mod influxql;
+pub mod json;
+pub mod lineproto;
+pub mod model;
+pub mod segment;
+pub mod storage;
+pub mod timefmt;
+pub mod v08;
+pub mod wal;
+
+pub use error::Error;
+pub use http::{router, serve};
+pub use storage::{Options, Tsdb};

@@ -1,0 +1,383 @@
+//! InfluxDB line protocol parser (the 1.x `/write` body).
+//!
+//! Written here rather than taken from the `influxdb-line-protocol` crate: that crate (2.0.0, from
+//! the IOx project) needs the whole body as `&str`, reports errors in its own taxonomy (we must
+//! answer exactly as InfluxDB 1.6 does: `unable to parse '<line>': <reason>`), and pulls in
+//! `nom` 7 and `snafu` 0.7, two superseded majors, for a grammar this small.
+//!
+//! Invariants: never panics on any input bytes; a bad line yields an error for that line only,
+//! the good lines of the same body are still returned (InfluxDB's partial-write behaviour);
+//! tags of a returned point are sorted by key and unique; every point has at least one field.
+
+use crate::model::{FieldValue, Point};
+
+/// Timestamp precision of a write (`precision=` / 0.8 `time_precision=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Nanos,
+    Micros,
+    Millis,
+    Seconds,
+    Minutes,
+    Hours,
+}
+
+impl Precision {
+    /// Parses the InfluxDB spelling; unknown or empty spellings mean nanoseconds, as in 1.6.
+    pub fn parse(s: &str) -> Precision {
+        match s {
+            "u" | "us" | "µ" => Precision::Micros,
+            "ms" => Precision::Millis,
+            "s" => Precision::Seconds,
+            "m" => Precision::Minutes,
+            "h" => Precision::Hours,
+            _ => Precision::Nanos,
+        }
+    }
+
+    /// Nanoseconds per unit.
+    pub fn nanos(self) -> i64 {
+        match self {
+            Precision::Nanos => 1,
+            Precision::Micros => 1_000,
+            Precision::Millis => 1_000_000,
+            Precision::Seconds => 1_000_000_000,
+            Precision::Minutes => 60_000_000_000,
+            Precision::Hours => 3_600_000_000_000,
+        }
+    }
+}
+
+/// Smallest and largest timestamps InfluxDB accepts.
+pub const MIN_TIME: i64 = i64::MIN + 2;
+pub const MAX_TIME: i64 = i64::MAX - 1;
+
+/// Result of parsing a body: the good points and one message per bad line.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub points: Vec<Point>,
+    pub errors: Vec<String>,
+}
+
+impl Parsed {
+    /// The error text InfluxDB joins the per-line failures into.
+    pub fn error_text(&self) -> Option<String> {
+        if self.errors.is_empty() {
+            None
+        } else {
+            Some(self.errors.join("\n"))
+        }
+    }
+}
+
+/// Parses a whole line-protocol body. `now` (ns) is used for points without a timestamp.
+pub fn parse(body: &[u8], precision: Precision, now: i64) -> Parsed {
+    let mut out = Parsed::default();
+    let default_time = now - now.rem_euclid(precision.nanos());
+    for raw in body.split(|&b| b == b'\n') {
+        let line = trim_start(raw);
+        let line = trim_end_cr(line);
+        if line.is_empty() || line[0] == b'#' {
+            continue;
+        }
+        match parse_line(line, precision, default_time) {
+            Ok(p) => out.points.push(p),
+            Err(e) => out.errors.push(format!(
+                "unable to parse '{}': {}",
+                String::from_utf8_lossy(line),
+                e
+            )),
+        }
+    }
+    out
+}
+
+fn trim_start(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\r', rest @ ..] = s {
+        s = rest;
+    }
+    s
+}
+
+fn trim_end_cr(mut s: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Parses one non-empty line.
+pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Result<Point, String> {
+    let mut i = 0;
+    // Measurement: up to an unescaped ',' or ' '.
+    let start = i;
+    while i < line.len() {
+        match line[i] {
+            b'\\' => i += 2,
+            b',' | b' ' => break,
+            _ => i += 1,
+        }
+    }
+    let i_end = i.min(line.len());
+    if i_end == start {
+        return Err("missing measurement".into());
+    }
+    let measurement = unescape(&line[start..i_end], b", ")?;
+    i = i_end;
+    let mut tags: Vec<(String, String)> = Vec::new();
+    if i < line.len() && line[i] == b',' {
+        i += 1;
+        loop {
+            // key
+            let ks = i;
+            while i < line.len() {
+                match line[i] {
+                    b'\\' => i += 2,
+                    b'=' | b',' | b' ' => break,
+                    _ => i += 1,
+                }
+            }
+            let ke = i.min(line.len());
+            if ke == ks {
+                return Err("missing tag key".into());
+            }
+            if ke >= line.len() || line[ke] != b'=' {
+                return Err("missing tag value".into());
+            }
+            i = ke + 1;
+            let vs = i;
+            while i < line.len() {
+                match line[i] {
+                    b'\\' => i += 2,
+                    b'=' => return Err("invalid tag format".into()),
+                    b',' | b' ' => break,
+                    _ => i += 1,
+                }
+            }
+            let ve = i.min(line.len());
+            if ve == vs {
+                return Err("missing tag value".into());
+            }
+            tags.push((
+                unescape(&line[ks..ke], b",= ")?,
+                unescape(&line[vs..ve], b",= ")?,
+            ));
+            i = ve;
+            if i < line.len() && line[i] == b',' {
+                i += 1;
+                continue;
+            }
+            break;
+        }
+    }
+    // Separator before the fields.
+    if i >= line.len() {
+        return Err("missing fields".into());
+    }
+    while i < line.len() && line[i] == b' ' {
+        i += 1;
+    }
+    if i >= line.len() {
+        return Err("missing fields".into());
+    }
+    let mut fields: Vec<(String, FieldValue)> = Vec::new();
+    loop {
+        let ks = i;
+        while i < line.len() {
+            match line[i] {
+                b'\\' => i += 2,
+                b'=' | b',' | b' ' => break,
+                _ => i += 1,
+            }
+        }
+        let ke = i.min(line.len());
+        if ke == ks {
+            return Err("missing field key".into());
+        }
+        if ke >= line.len() || line[ke] != b'=' {
+            return Err("missing field value".into());
+        }
+        let key = unescape(&line[ks..ke], b",= ")?;
+        i = ke + 1;
+        if i >= line.len() || line[i] == b' ' || line[i] == b',' {
+            return Err("missing field value".into());
+        }
+        let value = if line[i] == b'"' {
+            i += 1;
+            let mut s = Vec::new();
+            let mut closed = false;
+            while i < line.len() {
+                match line[i] {
+                    b'\\' if i + 1 < line.len() && matches!(line[i + 1], b'"' | b'\\') => {
+                        s.push(line[i + 1]);
+                        i += 2;
+                    }
+                    b'"' => {
+                        closed = true;
+                        i += 1;
+                        break;
+                    }
+                    c => {
+                        s.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            if !closed {
+                return Err("unbalanced quotes".into());
+            }
+            FieldValue::Str(String::from_utf8(s).map_err(|_| "invalid UTF-8 in string field")?)
+        } else {
+            let vs = i;
+            while i < line.len() && line[i] != b',' && line[i] != b' ' {
+                i += 1;
+            }
+            parse_scalar(&line[vs..i])?
+        };
+        if key == "time" {
+            // InfluxDB 1.6 drops a field named `time` with this message (no error for the line
+            // if other fields remain would be nicer, but we keep 1.6's behaviour simple: reject).
+            return Err(format!(
+                "invalid field name: input field \"time\" on measurement \"{measurement}\" is invalid"
+            ));
+        }
+        fields.push((key, value));
+        if i < line.len() && line[i] == b',' {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    // Timestamp.
+    while i < line.len() && line[i] == b' ' {
+        i += 1;
+    }
+    let time = if i >= line.len() {
+        default_time
+    } else {
+        let ts = &line[i..];
+        let ts = match ts.iter().position(|&b| b == b' ') {
+            Some(p) => {
+                if ts[p..].iter().any(|&b| b != b' ') {
+                    return Err("bad timestamp".into());
+                }
+                &ts[..p]
+            }
+            None => ts,
+        };
+        let s = std::str::from_utf8(ts).map_err(|_| "bad timestamp")?;
+        let v: i64 = s.parse().map_err(|_| "bad timestamp")?;
+        let t = v
+            .checked_mul(precision.nanos())
+            .ok_or("time outside range")?;
+        if !(MIN_TIME..=MAX_TIME).contains(&t) {
+            return Err(format!("time outside range {t}"));
+        }
+        t
+    };
+    tags.sort_by(|a, b| a.0.cmp(&b.0));
+    for w in tags.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err("duplicate tags".into());
+        }
+    }
+    // Later duplicates of a field key win, as in InfluxDB.
+    if fields.len() > 1 {
+        let mut dedup: Vec<(String, FieldValue)> = Vec::with_capacity(fields.len());
+        for (k, v) in fields {
+            if let Some(slot) = dedup.iter_mut().find(|(dk, _)| *dk == k) {
+                slot.1 = v;
+            } else {
+                dedup.push((k, v));
+            }
+        }
+        fields = dedup;
+    }
+    Ok(Point {
+        measurement,
+        tags,
+        fields,
+        time,
+    })
+}
+
+fn parse_scalar(v: &[u8]) -> Result<FieldValue, String> {
+    let s = std::str::from_utf8(v).map_err(|_| "invalid field format".to_string())?;
+    match s {
+        "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Bool(true)),
+        "f" | "F" | "false" | "False" | "FALSE" => return Ok(FieldValue::Bool(false)),
+        _ => {}
+    }
+    let first = s.as_bytes()[0];
+    if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
+        if first.is_ascii_alphabetic() {
+            return Err("invalid boolean".into());
+        }
+        return Err("invalid number".into());
+    }
+    if let Some(int) = s.strip_suffix('i') {
+        return int
+            .parse::<i64>()
+            .map(FieldValue::Int)
+            .map_err(|_| format!("unable to parse integer {int}: invalid number"));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+    {
+        return Err("invalid number".into());
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() => Ok(FieldValue::Float(f)),
+        _ => Err("invalid number".into()),
+    }
+}
+
+/// Removes backslash escapes of the given characters; other backslashes are kept literally.
+fn unescape(s: &[u8], chars: &[u8]) -> Result<String, String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && i + 1 < s.len() && (chars.contains(&s[i + 1]) || s[i + 1] == b'\\') {
+            out.push(s[i + 1]);
+            i += 2;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "invalid UTF-8".to_string())
+}
+
+/// Escapes a measurement name for a series key.
+pub fn escape_measurement(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if c == ',' || c == ' ' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// Escapes a tag key or value for a series key.
+pub fn escape_tag(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if c == ',' || c == ' ' || c == '=' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// The canonical series key `measurement,k1=v1,k2=v2` (tags sorted), as SHOW SERIES prints it.
+pub fn series_key(measurement: &str, tags: &[(String, String)]) -> String {
+    let mut s = String::with_capacity(measurement.len() + tags.len() * 16);
+    escape_measurement(measurement, &mut s);
+    for (k, v) in tags {
+        s.push(',');
+        escape_tag(k, &mut s);
+        s.push('=');
+        escape_tag(v, &mut s);
+    }
+    s
+}

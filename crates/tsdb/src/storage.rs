@@ -1,0 +1,1284 @@
+//! The storage engine: databases, retention policies, shards, WAL, head and segments.
+//!
+//! A *shard* holds the data of one (database, retention policy): a series index, an in-memory
+//! head (recent writes), frozen heads being flushed, and immutable segments on disk.
+//!
+//! Directory layout (format version in `FORMAT`):
+//! ```text
+//! FORMAT                      "torc-tsdb 1"
+//! meta.json                   databases and retention policies (atomically replaced)
+//! wal/<seq>.wal               write-ahead log (see wal.rs)
+//! data/<hex db>/<hex rp>/<seq>.seg   segments (see segment.rs)
+//! ```
+//!
+//! Invariants:
+//! * a write is acknowledged only after its WAL record is durable; it is then applied to the head;
+//! * the `gate` is held shared by every write from WAL append to head apply and exclusively by a
+//!   flush while it freezes heads and rotates the WAL, so every record of a sealed WAL file is in
+//!   a frozen head, and a sealed WAL file is deleted only after those heads are in segments;
+//! * precedence on equal timestamps: head > frozen heads (newest first) > segments (highest seq
+//!   first); compaction keeps the highest input seq so this survives restarts;
+//! * after open, the WAL is checkpointed into segments, so WAL records never outlive a
+//!   `DROP DATABASE` across a restart (a drop is also logged, for replay before the checkpoint);
+//! * an unknown `FORMAT`, WAL or segment version refuses to open.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::encoding::{Reader, put_chunk, put_uvarint, unzigzag, zigzag};
+use crate::model::{Column, FieldType, FieldValue, Point, Values};
+use crate::segment::{self, Segment, SeriesData};
+use crate::wal::{self, Wal};
+
+pub const FORMAT_TEXT: &str = "torc-tsdb 1";
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Maximum number of series per database (InfluxDB's `max-series-per-database`); 0 = no limit.
+    pub max_series_per_database: usize,
+    /// Flush the heads to segments when they hold this many values.
+    pub flush_values: usize,
+    /// Compact a shard's segments into one when it has more than this many.
+    pub max_segments: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_series_per_database: 1_000_000,
+            flush_values: 20_000_000,
+            max_segments: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RpMeta {
+    /// 0 = infinite.
+    pub duration_ns: i64,
+    pub shard_group_ns: i64,
+    pub replication: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DbMeta {
+    pub default_rp: String,
+    pub rps: BTreeMap<String, RpMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct MetaFile {
+    version: u32,
+    databases: BTreeMap<String, DbMeta>,
+}
+
+const META_VERSION: u32 = 1;
+
+/// Default shard group duration for a retention duration, as InfluxDB picks it.
+pub fn shard_group_for(duration_ns: i64) -> i64 {
+    const H: i64 = 3_600_000_000_000;
+    if duration_ns > 0 && duration_ns < 2 * 24 * H {
+        H
+    } else if duration_ns > 0 && duration_ns <= 180 * 24 * H {
+        24 * H
+    } else {
+        7 * 24 * H
+    }
+}
+
+/// A series in a shard's index.
+#[derive(Debug)]
+pub struct SeriesInfo {
+    pub key: String,
+    pub measurement: String,
+    pub tags: Vec<(String, String)>,
+}
+
+impl SeriesInfo {
+    pub fn tag(&self, k: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(tk, _)| tk == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Per-measurement index.
+#[derive(Debug, Default)]
+pub struct MeasurementIndex {
+    pub series: Vec<u32>,
+    pub fields: BTreeMap<String, FieldType>,
+    /// tag key -> tag value -> series ids.
+    pub tags: BTreeMap<String, BTreeMap<String, Vec<u32>>>,
+}
+
+/// Series and field index of one shard.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub series: Vec<SeriesInfo>,
+    by_key: HashMap<String, u32>,
+    pub measurements: BTreeMap<String, MeasurementIndex>,
+}
+
+impl Index {
+    fn get_or_insert(&mut self, key: String, measurement: &str, tags: &[(String, String)]) -> u32 {
+        if let Some(&id) = self.by_key.get(&key) {
+            return id;
+        }
+        let id = self.series.len() as u32;
+        let m = self
+            .measurements
+            .entry(measurement.to_string())
+            .or_default();
+        m.series.push(id);
+        for (k, v) in tags {
+            m.tags
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(id);
+        }
+        self.by_key.insert(key.clone(), id);
+        self.series.push(SeriesInfo {
+            key,
+            measurement: measurement.to_string(),
+            tags: tags.to_vec(),
+        });
+        id
+    }
+}
+
+#[derive(Debug, Default)]
+struct SeriesHead {
+    fields: Vec<(String, Column)>,
+}
+
+#[derive(Debug)]
+struct Frozen {
+    id: u64,
+    series: HashMap<u32, Vec<(String, Column)>>,
+}
+
+/// Mutable state of a shard, behind its lock.
+#[derive(Debug, Default)]
+pub struct ShardState {
+    pub index: Index,
+    head: HashMap<u32, SeriesHead>,
+    head_values: usize,
+    frozen: Vec<Arc<Frozen>>,
+    segments: Vec<Arc<Segment>>,
+    /// series id -> (segment position, series position in it) for each segment.
+    seg_maps: Vec<HashMap<u32, usize>>,
+}
+
+/// One database + retention policy.
+#[derive(Debug)]
+pub struct Shard {
+    pub db: String,
+    pub rp: String,
+    dir: PathBuf,
+    state: RwLock<ShardState>,
+    next_seq: AtomicU64,
+    db_series: Arc<AtomicUsize>,
+}
+
+impl Shard {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, ShardState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ShardState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ShardState {
+    /// The merged column of one field of one series, limited to `[min, max]`.
+    pub fn column(
+        &self,
+        sid: u32,
+        field: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<Option<Column>, Error> {
+        let mut acc: Option<Column> = None;
+        let mut add = |c: Column| {
+            let (lo, hi) = c.slice_time(min, max);
+            if lo == hi {
+                return;
+            }
+            let c = if lo == 0 && hi == c.times.len() {
+                c
+            } else {
+                let idx: Vec<usize> = (lo..hi).collect();
+                Column {
+                    times: c.times[lo..hi].to_vec(),
+                    values: c.values.permute(&idx),
+                }
+            };
+            acc = Some(match acc.take() {
+                None => c,
+                Some(a) => a.merge(c),
+            });
+        };
+        for (seg, map) in self.segments.iter().zip(&self.seg_maps) {
+            if let Some(&si) = map.get(&sid) {
+                let s = &seg.series[si];
+                if s.max_t < min || s.min_t > max {
+                    continue;
+                }
+                if let Some(c) = seg.read(si, field)? {
+                    add(c);
+                }
+            }
+        }
+        for fz in &self.frozen {
+            if let Some(fields) = fz.series.get(&sid)
+                && let Some((_, c)) = fields.iter().find(|(n, _)| n == field)
+            {
+                add(c.clone());
+            }
+        }
+        if let Some(h) = self.head.get(&sid)
+            && let Some((_, c)) = h.fields.iter().find(|(n, _)| n == field)
+        {
+            let mut c = c.clone();
+            c.normalize();
+            add(c);
+        }
+        Ok(acc)
+    }
+
+    /// Number of values in the head.
+    pub fn head_values(&self) -> usize {
+        self.head_values
+    }
+}
+
+/// The database.
+pub struct Tsdb {
+    dir: PathBuf,
+    opts: Options,
+    meta: RwLock<MetaFile>,
+    shards: RwLock<HashMap<(String, String), Arc<Shard>>>,
+    db_series: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    wal: Wal,
+    gate: tokio::sync::RwLock<()>,
+    flush_lock: tokio::sync::Mutex<()>,
+    flush_pending: AtomicBool,
+    next_frozen: AtomicU64,
+    poisoned: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Tsdb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tsdb").field("dir", &self.dir).finish()
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Summary of a write that was applied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub written: usize,
+    pub dropped: usize,
+}
+
+enum Rejection {
+    TypeConflict {
+        field: String,
+        measurement: String,
+        got: FieldType,
+        have: FieldType,
+    },
+    SeriesLimit,
+    Retention,
+}
+
+impl Tsdb {
+    /// Opens (or creates) a database directory: checks the format, loads segments, replays the
+    /// WAL (truncating a torn tail), then checkpoints the replayed data into segments.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Tsdb, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let format_path = dir.join("FORMAT");
+        match std::fs::read_to_string(&format_path) {
+            Ok(s) => {
+                if s.trim() != FORMAT_TEXT {
+                    return Err(Error::UnsupportedFormat {
+                        path: format_path,
+                        found: s.trim().to_string(),
+                        expected: 1,
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let nonempty = std::fs::read_dir(&dir)
+                    .map_err(|e| Error::io("reading data dir", e))?
+                    .next()
+                    .is_some();
+                if nonempty {
+                    return Err(Error::UnsupportedFormat {
+                        path: format_path,
+                        found: "missing FORMAT file in a non-empty directory".into(),
+                        expected: 1,
+                    });
+                }
+                write_atomic(&dir, "FORMAT", format!("{FORMAT_TEXT}\n").as_bytes())?;
+            }
+            Err(e) => return Err(Error::io("reading FORMAT", e)),
+        }
+        let meta: MetaFile = match std::fs::read(dir.join("meta.json")) {
+            Ok(b) => {
+                let m: MetaFile = serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
+                    path: dir.join("meta.json"),
+                    detail: e.to_string(),
+                })?;
+                if m.version != META_VERSION {
+                    return Err(Error::UnsupportedFormat {
+                        path: dir.join("meta.json"),
+                        found: format!("meta version {}", m.version),
+                        expected: META_VERSION,
+                    });
+                }
+                m
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaFile {
+                version: META_VERSION,
+                databases: BTreeMap::new(),
+            },
+            Err(e) => return Err(Error::io("reading meta.json", e)),
+        };
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir).map_err(|e| Error::io("creating wal dir", e))?;
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir).map_err(|e| Error::io("creating data dir", e))?;
+
+        // Remove directories of dropped databases.
+        let live: std::collections::HashSet<String> =
+            meta.databases.keys().map(|d| hex(d)).collect();
+        for e in std::fs::read_dir(&data_dir).map_err(|e| Error::io("reading data dir", e))? {
+            let e = e.map_err(|e| Error::io("reading data dir", e))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if !live.contains(&name) {
+                std::fs::remove_dir_all(e.path())
+                    .map_err(|e| Error::io("removing dropped db", e))?;
+            }
+        }
+
+        let wal_seqs = wal::list(&wal_dir)?;
+        let next_wal = wal_seqs.last().map_or(1, |s| s + 1);
+        let wal = Wal::open(&wal_dir, next_wal)?;
+        let db = Tsdb {
+            dir: dir.clone(),
+            opts,
+            meta: RwLock::new(meta),
+            shards: RwLock::new(HashMap::new()),
+            db_series: Mutex::new(HashMap::new()),
+            wal,
+            gate: tokio::sync::RwLock::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            flush_pending: AtomicBool::new(false),
+            next_frozen: AtomicU64::new(1),
+            poisoned: Mutex::new(None),
+        };
+        // Load segments of every known shard.
+        let rps: Vec<(String, String)> = {
+            let m = db.meta.read().unwrap_or_else(|p| p.into_inner());
+            m.databases
+                .iter()
+                .flat_map(|(d, dm)| dm.rps.keys().map(move |r| (d.clone(), r.clone())))
+                .collect()
+        };
+        for (d, r) in rps {
+            db.shard(&d, &r)?;
+        }
+        // Replay.
+        for (i, seq) in wal_seqs.iter().enumerate() {
+            let path = wal::wal_path(&wal_dir, *seq);
+            let last = i + 1 == wal_seqs.len();
+            for rec in wal::read_file(&path, last)? {
+                db.replay_record(&rec).map_err(|detail| Error::Corrupt {
+                    path: path.clone(),
+                    detail,
+                })?;
+            }
+        }
+        // Checkpoint: replayed heads go to segments, old WAL files go away.
+        db.checkpoint_blocking(&wal_seqs)?;
+        Ok(db)
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check_poison(&self) -> Result<(), Error> {
+        if let Some(p) = self
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(Error::Poisoned(p));
+        }
+        if let Some(p) = self.wal.poisoned() {
+            return Err(Error::Poisoned(p));
+        }
+        Ok(())
+    }
+
+    fn poison(&self, e: &Error) {
+        tracing::error!(error = %e, "storage failure; refusing further writes");
+        *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    fn persist_meta(&self, m: &MetaFile) -> Result<(), Error> {
+        let bytes = serde_json::to_vec_pretty(m).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&self.dir, "meta.json", &bytes)
+    }
+
+    // ---------- metadata ----------
+
+    pub fn databases(&self) -> Vec<String> {
+        self.meta
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .databases
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn database(&self, name: &str) -> Option<DbMeta> {
+        self.meta
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .databases
+            .get(name)
+            .cloned()
+    }
+
+    /// `CREATE DATABASE` (idempotent, like InfluxDB).
+    pub fn create_database(&self, name: &str) -> Result<(), Error> {
+        self.check_poison()?;
+        if name.is_empty() {
+            return Err(Error::Invalid("database name required".into()));
+        }
+        let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
+        if m.databases.contains_key(name) {
+            return Ok(());
+        }
+        let mut next = m.clone();
+        let mut rps = BTreeMap::new();
+        rps.insert(
+            "autogen".to_string(),
+            RpMeta {
+                duration_ns: 0,
+                shard_group_ns: shard_group_for(0),
+                replication: 1,
+            },
+        );
+        next.databases.insert(
+            name.to_string(),
+            DbMeta {
+                default_rp: "autogen".into(),
+                rps,
+            },
+        );
+        self.persist_meta(&next)?;
+        *m = next;
+        Ok(())
+    }
+
+    /// `CREATE RETENTION POLICY`.
+    pub fn create_retention_policy(
+        &self,
+        db: &str,
+        name: &str,
+        rp: RpMeta,
+        default: bool,
+    ) -> Result<(), Error> {
+        self.check_poison()?;
+        let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = m.clone();
+        let d = next
+            .databases
+            .get_mut(db)
+            .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
+        if let Some(existing) = d.rps.get(name)
+            && *existing != rp
+        {
+            return Err(Error::Invalid("retention policy already exists".into()));
+        }
+        d.rps.insert(name.to_string(), rp);
+        if default {
+            d.default_rp = name.to_string();
+        }
+        self.persist_meta(&next)?;
+        *m = next;
+        Ok(())
+    }
+
+    /// `DROP DATABASE` (idempotent).
+    pub async fn drop_database(&self, name: &str) -> Result<(), Error> {
+        self.check_poison()?;
+        let _g = self.gate.write().await;
+        {
+            let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
+            if !m.databases.contains_key(name) {
+                return Ok(());
+            }
+            let mut next = m.clone();
+            next.databases.remove(name);
+            self.persist_meta(&next)?;
+            *m = next;
+        }
+        let mut rec = vec![2u8];
+        put_chunk(&mut rec, name.as_bytes());
+        self.wal.append(&rec).await?;
+        self.shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(d, _), _| d != name);
+        self.db_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let p = self.dir.join("data").join(hex(name));
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io("removing database", e))?;
+        }
+        Ok(())
+    }
+
+    /// Resolves the retention policy (given or default) of a database.
+    pub fn resolve_rp(&self, db: &str, rp: Option<&str>) -> Result<(String, RpMeta), Error> {
+        let m = self.meta.read().unwrap_or_else(|p| p.into_inner());
+        let d = m
+            .databases
+            .get(db)
+            .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
+        let name = match rp {
+            Some(r) if !r.is_empty() => r.to_string(),
+            _ => d.default_rp.clone(),
+        };
+        let meta = d
+            .rps
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| Error::RetentionPolicyNotFound(name.clone()))?;
+        Ok((name, meta))
+    }
+
+    /// The shard of (db, rp), created (and its segments loaded) on first use.
+    pub fn shard(&self, db: &str, rp: &str) -> Result<Arc<Shard>, Error> {
+        let key = (db.to_string(), rp.to_string());
+        if let Some(s) = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(s.clone());
+        }
+        let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = shards.get(&key) {
+            return Ok(s.clone());
+        }
+        let dir = self.dir.join("data").join(hex(db)).join(hex(rp));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let counter = self
+            .db_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(db.to_string())
+            .or_default()
+            .clone();
+        let mut st = ShardState::default();
+        let mut seqs = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(|e| Error::io("reading shard dir", e))? {
+            let e = e.map_err(|e| Error::io("reading shard dir", e))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            } else if let Some(s) = name.strip_suffix(".seg")
+                && let Ok(n) = s.parse::<u64>()
+            {
+                seqs.push(n);
+            }
+        }
+        seqs.sort_unstable();
+        for seq in &seqs {
+            let seg = Segment::load(*seq, segment::seg_path(&dir, *seq))?;
+            install_segment(&mut st, Arc::new(seg), &counter);
+        }
+        let shard = Arc::new(Shard {
+            db: db.to_string(),
+            rp: rp.to_string(),
+            dir,
+            state: RwLock::new(st),
+            next_seq: AtomicU64::new(seqs.last().map_or(1, |s| s + 1)),
+            db_series: counter,
+        });
+        shards.insert(key, shard.clone());
+        Ok(shard)
+    }
+
+    /// Shards of a database that exist.
+    pub fn shards_of(&self, db: &str) -> Vec<Arc<Shard>> {
+        let mut v: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| s.db == db)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.rp.cmp(&b.rp));
+        v
+    }
+
+    // ---------- writes ----------
+
+    /// Writes points durably. Rejected points (type conflicts, series limit, retention) are
+    /// reported as InfluxDB's partial-write error after the accepted ones are durable.
+    pub async fn write(
+        &self,
+        db: &str,
+        rp: Option<&str>,
+        points: Vec<Point>,
+    ) -> Result<WriteSummary, Error> {
+        self.check_poison()?;
+        let (rp_name, rp_meta) = self.resolve_rp(db, rp)?;
+        let shard = self.shard(db, &rp_name)?;
+        let now = now_ns();
+        let _g = self.gate.read().await;
+        // Register series and fields, deciding what is accepted.
+        let mut accepted: Vec<(u32, &Point)> = Vec::with_capacity(points.len());
+        let mut first_rejection: Option<Rejection> = None;
+        let mut dropped = 0usize;
+        {
+            let mut st = shard.write();
+            let limit = self.opts.max_series_per_database;
+            let mut key = String::new();
+            'points: for p in &points {
+                if rp_meta.duration_ns > 0 && p.time < now.saturating_sub(rp_meta.duration_ns) {
+                    dropped += 1;
+                    first_rejection.get_or_insert(Rejection::Retention);
+                    continue;
+                }
+                if let Some(m) = st.index.measurements.get(&p.measurement) {
+                    for (f, v) in &p.fields {
+                        if let Some(&have) = m.fields.get(f)
+                            && have != v.field_type()
+                        {
+                            dropped += 1;
+                            first_rejection.get_or_insert(Rejection::TypeConflict {
+                                field: f.clone(),
+                                measurement: p.measurement.clone(),
+                                got: v.field_type(),
+                                have,
+                            });
+                            continue 'points;
+                        }
+                    }
+                }
+                key.clear();
+                key.push_str(&crate::lineproto::series_key(&p.measurement, &p.tags));
+                let sid = match st.index.by_key.get(&key) {
+                    Some(&id) => id,
+                    None => {
+                        if limit > 0 && shard.db_series.load(Ordering::Relaxed) >= limit {
+                            dropped += 1;
+                            first_rejection.get_or_insert(Rejection::SeriesLimit);
+                            continue;
+                        }
+                        shard.db_series.fetch_add(1, Ordering::Relaxed);
+                        st.index.get_or_insert(key.clone(), &p.measurement, &p.tags)
+                    }
+                };
+                let m = st
+                    .index
+                    .measurements
+                    .get_mut(&p.measurement)
+                    .expect("measurement registered with its series");
+                for (f, v) in &p.fields {
+                    m.fields.entry(f.clone()).or_insert(v.field_type());
+                }
+                accepted.push((sid, p));
+            }
+        }
+        if !accepted.is_empty() {
+            let rec = encode_points_record(db, &rp_name, accepted.iter().map(|(_, p)| *p));
+            if let Err(e) = self.wal.append(&rec).await {
+                self.poison(&e);
+                return Err(e);
+            }
+            let mut st = shard.write();
+            for (sid, p) in &accepted {
+                apply_point(&mut st, *sid, p);
+            }
+            if st.head_values >= self.opts.flush_values {
+                self.flush_pending.store(true, Ordering::Relaxed);
+            }
+        }
+        let summary = WriteSummary {
+            written: accepted.len(),
+            dropped,
+        };
+        if let Some(r) = first_rejection {
+            let reason = match r {
+                Rejection::TypeConflict {
+                    field,
+                    measurement,
+                    got,
+                    have,
+                } => format!(
+                    "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type {got}, already exists as type {have}"
+                ),
+                Rejection::SeriesLimit => format!(
+                    "max-series-per-database limit exceeded: ({})",
+                    self.opts.max_series_per_database
+                ),
+                Rejection::Retention => "points beyond retention policy".to_string(),
+            };
+            return Err(Error::PartialWrite { reason, dropped });
+        }
+        Ok(summary)
+    }
+
+    /// True when a write found the heads over the flush threshold.
+    pub fn take_flush_request(&self) -> bool {
+        self.flush_pending.swap(false, Ordering::Relaxed)
+    }
+
+    fn replay_record(&self, rec: &[u8]) -> Result<(), String> {
+        let mut r = Reader::new(rec);
+        let e = |e: crate::encoding::DecodeError| e.to_string();
+        match r.u8().map_err(e)? {
+            1 => {
+                let db = r.str().map_err(e)?.to_string();
+                let rp = r.str().map_err(e)?.to_string();
+                let points = decode_points(&mut r).map_err(e)?;
+                if self.resolve_rp(&db, Some(&rp)).is_err() {
+                    return Ok(()); // dropped since
+                }
+                let shard = self.shard(&db, &rp).map_err(|e| e.to_string())?;
+                let mut st = shard.write();
+                for p in &points {
+                    let key = crate::lineproto::series_key(&p.measurement, &p.tags);
+                    let new = !st.index.by_key.contains_key(&key);
+                    let sid = st.index.get_or_insert(key, &p.measurement, &p.tags);
+                    if new {
+                        shard.db_series.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(m) = st.index.measurements.get_mut(&p.measurement) {
+                        for (f, v) in &p.fields {
+                            m.fields.entry(f.clone()).or_insert(v.field_type());
+                        }
+                    }
+                    apply_point(&mut st, sid, p);
+                }
+                Ok(())
+            }
+            2 => {
+                let db = r.str().map_err(e)?.to_string();
+                for ((d, _), s) in self.shards.read().unwrap_or_else(|p| p.into_inner()).iter() {
+                    if *d == db {
+                        let mut st = s.write();
+                        st.head.clear();
+                        st.head_values = 0;
+                    }
+                }
+                Ok(())
+            }
+            k => Err(format!("unknown WAL record kind {k}")),
+        }
+    }
+
+    // ---------- flush, compaction, retention ----------
+
+    fn checkpoint_blocking(&self, old_wal: &[u64]) -> Result<(), Error> {
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for shard in shards {
+            if let Some(fz) = self.freeze(&shard) {
+                self.write_frozen(&shard, &fz)?;
+            }
+        }
+        for seq in old_wal {
+            let _ = std::fs::remove_file(wal::wal_path(self.wal.dir(), *seq));
+        }
+        wal::sync_dir(self.wal.dir())
+    }
+
+    fn freeze(&self, shard: &Shard) -> Option<Arc<Frozen>> {
+        let mut st = shard.write();
+        if st.head.is_empty() {
+            return None;
+        }
+        let head = std::mem::take(&mut st.head);
+        st.head_values = 0;
+        let series = head
+            .into_iter()
+            .map(|(sid, h)| {
+                let cols = h
+                    .fields
+                    .into_iter()
+                    .map(|(n, mut c)| {
+                        c.normalize();
+                        (n, c)
+                    })
+                    .collect();
+                (sid, cols)
+            })
+            .collect();
+        let fz = Arc::new(Frozen {
+            id: self.next_frozen.fetch_add(1, Ordering::Relaxed),
+            series,
+        });
+        st.frozen.push(fz.clone());
+        Some(fz)
+    }
+
+    fn write_frozen(&self, shard: &Shard, fz: &Frozen) -> Result<(), Error> {
+        let cutoff = self.retention_cutoff(shard);
+        let seq = shard.next_seq.fetch_add(1, Ordering::Relaxed);
+        let seg = {
+            let st = shard.read();
+            let mut sids: Vec<&u32> = fz.series.keys().collect();
+            sids.sort_unstable();
+            let mut trimmed: Vec<(u32, Vec<(String, Column)>)> = Vec::new();
+            for sid in sids {
+                let cols: Vec<(String, Column)> = fz.series[sid]
+                    .iter()
+                    .filter_map(|(n, c)| trim_before(c, cutoff).map(|c| (n.clone(), c)))
+                    .collect();
+                if !cols.is_empty() {
+                    trimmed.push((*sid, cols));
+                }
+            }
+            let data: Vec<SeriesData<'_>> = trimmed
+                .iter()
+                .map(|(sid, cols)| {
+                    let info = &st.index.series[*sid as usize];
+                    SeriesData {
+                        measurement: &info.measurement,
+                        tags: &info.tags,
+                        columns: cols.iter().map(|(n, c)| (n.as_str(), c)).collect(),
+                    }
+                })
+                .collect();
+            if data.is_empty() {
+                None
+            } else {
+                Some(segment::write(&shard.dir, seq, &data)?)
+            }
+        };
+        let mut st = shard.write();
+        if let Some(seg) = seg {
+            install_segment(&mut st, Arc::new(seg), &shard.db_series);
+        }
+        st.frozen.retain(|f| f.id != fz.id);
+        Ok(())
+    }
+
+    fn retention_cutoff(&self, shard: &Shard) -> i64 {
+        match self.resolve_rp(&shard.db, Some(&shard.rp)) {
+            Ok((_, m)) if m.duration_ns > 0 => now_ns().saturating_sub(m.duration_ns),
+            _ => i64::MIN,
+        }
+    }
+
+    /// Moves every head into segments and deletes the WAL files that are then redundant;
+    /// compacts shards that have too many segments.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.check_poison()?;
+        let _f = self.flush_lock.lock().await;
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut frozen = Vec::new();
+        let sealed_below;
+        {
+            let _g = self.gate.write().await;
+            for s in &shards {
+                if let Some(fz) = self.freeze(s) {
+                    frozen.push((s.clone(), fz));
+                }
+            }
+            sealed_below = self.wal.rotate().await?;
+        }
+        for (s, fz) in frozen {
+            let r = blocking(|| self.write_frozen(&s, &fz));
+            if let Err(e) = r {
+                self.poison(&e);
+                return Err(e);
+            }
+        }
+        for seq in wal::list(self.wal.dir())? {
+            if seq < sealed_below {
+                let _ = std::fs::remove_file(wal::wal_path(self.wal.dir(), seq));
+            }
+        }
+        wal::sync_dir(self.wal.dir())?;
+        for s in &shards {
+            if s.read().segments.len() > self.opts.max_segments {
+                blocking(|| self.compact_shard(s))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and then merges each shard's segments into one (drops expired points).
+    pub async fn compact(&self) -> Result<(), Error> {
+        self.flush().await?;
+        let _f = self.flush_lock.lock().await;
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in &shards {
+            blocking(|| self.compact_shard(s))?;
+        }
+        Ok(())
+    }
+
+    fn compact_shard(&self, shard: &Shard) -> Result<(), Error> {
+        let (segs, maps): (Vec<Arc<Segment>>, Vec<HashMap<u32, usize>>) = {
+            let st = shard.read();
+            (st.segments.clone(), st.seg_maps.clone())
+        };
+        if segs.len() < 2 && self.retention_cutoff(shard) == i64::MIN {
+            return Ok(());
+        }
+        if segs.is_empty() {
+            return Ok(());
+        }
+        let cutoff = self.retention_cutoff(shard);
+        let seq = segs.iter().map(|s| s.seq).max().unwrap_or(0);
+        let new_seg = {
+            let st = shard.read();
+            let mut sids: Vec<u32> = maps.iter().flat_map(|m| m.keys().copied()).collect();
+            sids.sort_unstable();
+            sids.dedup();
+            let mut merged: Vec<(u32, Vec<(String, Column)>)> = Vec::with_capacity(sids.len());
+            for sid in sids {
+                let mut fields: Vec<(String, Column)> = Vec::new();
+                for (seg, map) in segs.iter().zip(&maps) {
+                    let Some(&si) = map.get(&sid) else { continue };
+                    for f in &seg.series[si].fields {
+                        if let Some(c) = seg.read(si, &f.name)? {
+                            match fields.iter_mut().find(|(n, _)| **n == *f.name) {
+                                Some((_, acc)) => {
+                                    let old = std::mem::replace(acc, Column::new(FieldType::Float));
+                                    *acc = old.merge(c);
+                                }
+                                None => fields.push((f.name.to_string(), c)),
+                            }
+                        }
+                    }
+                }
+                let fields: Vec<(String, Column)> = fields
+                    .into_iter()
+                    .filter_map(|(n, c)| trim_before(&c, cutoff).map(|c| (n, c)))
+                    .collect();
+                if !fields.is_empty() {
+                    merged.push((sid, fields));
+                }
+            }
+            let data: Vec<SeriesData<'_>> = merged
+                .iter()
+                .map(|(sid, cols)| {
+                    let info = &st.index.series[*sid as usize];
+                    SeriesData {
+                        measurement: &info.measurement,
+                        tags: &info.tags,
+                        columns: cols.iter().map(|(n, c)| (n.as_str(), c)).collect(),
+                    }
+                })
+                .collect();
+            if data.is_empty() {
+                None
+            } else {
+                Some(segment::write(&shard.dir, seq, &data)?)
+            }
+        };
+        let mut st = shard.write();
+        let n_old = segs.len();
+        let rest_segs: Vec<Arc<Segment>> = st.segments.drain(n_old..).collect();
+        st.segments.clear();
+        st.seg_maps.clear();
+        if let Some(seg) = new_seg {
+            install_segment(&mut st, Arc::new(seg), &shard.db_series);
+        } else {
+            // Everything expired: the file named `seq` must go too.
+            let _ = std::fs::remove_file(segment::seg_path(&shard.dir, seq));
+        }
+        for s in rest_segs {
+            install_segment(&mut st, s, &shard.db_series);
+        }
+        drop(st);
+        for s in segs {
+            if s.seq != seq {
+                let _ = std::fs::remove_file(&s.path);
+            }
+        }
+        wal::sync_dir(&shard.dir)
+    }
+
+    /// Drops segments entirely older than their retention policy (and compacts partly expired
+    /// ones). Called periodically by the server.
+    pub async fn enforce_retention(&self) -> Result<(), Error> {
+        let _f = self.flush_lock.lock().await;
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in shards {
+            let cutoff = self.retention_cutoff(&s);
+            if cutoff == i64::MIN {
+                continue;
+            }
+            let partly = {
+                let mut st = s.write();
+                let mut keep_s = Vec::new();
+                let mut keep_m = Vec::new();
+                let segs = std::mem::take(&mut st.segments);
+                let maps = std::mem::take(&mut st.seg_maps);
+                for (seg, map) in segs.into_iter().zip(maps) {
+                    if seg.max_t < cutoff {
+                        let _ = std::fs::remove_file(&seg.path);
+                    } else {
+                        keep_s.push(seg);
+                        keep_m.push(map);
+                    }
+                }
+                st.segments = keep_s;
+                st.seg_maps = keep_m;
+                st.segments.iter().any(|seg| seg.min_t < cutoff)
+            };
+            if partly {
+                blocking(|| self.compact_shard(&s))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes on disk of segments (what a flushed database costs), and number of stored values.
+    pub fn disk_usage(&self) -> (u64, u64) {
+        let mut bytes = 0u64;
+        let mut values = 0u64;
+        for s in self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            let st = s.read();
+            for seg in &st.segments {
+                bytes += seg.size() as u64;
+                for ser in &seg.series {
+                    values += ser.fields.iter().map(|f| f.count() as u64).sum::<u64>();
+                }
+            }
+        }
+        (bytes, values)
+    }
+}
+
+/// Runs blocking work without stalling a multi-threaded runtime's other tasks.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn trim_before(c: &Column, cutoff: i64) -> Option<Column> {
+    if cutoff == i64::MIN || c.times.first().is_some_and(|&t| t >= cutoff) {
+        return if c.times.is_empty() {
+            None
+        } else {
+            Some(c.clone())
+        };
+    }
+    let lo = c.times.partition_point(|&t| t < cutoff);
+    if lo == c.times.len() {
+        return None;
+    }
+    let idx: Vec<usize> = (lo..c.times.len()).collect();
+    Some(Column {
+        times: c.times[lo..].to_vec(),
+        values: c.values.permute(&idx),
+    })
+}
+
+fn install_segment(st: &mut ShardState, seg: Arc<Segment>, counter: &AtomicUsize) {
+    let mut map = HashMap::with_capacity(seg.series.len());
+    for (i, s) in seg.series.iter().enumerate() {
+        let key = crate::lineproto::series_key(&s.measurement, &s.tags);
+        let new = !st.index.by_key.contains_key(&key);
+        let sid = st.index.get_or_insert(key, &s.measurement, &s.tags);
+        if new {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(m) = st.index.measurements.get_mut(&s.measurement) {
+            for f in &s.fields {
+                m.fields.entry(f.name.to_string()).or_insert(f.ftype);
+            }
+        }
+        map.insert(sid, i);
+    }
+    st.segments.push(seg);
+    st.seg_maps.push(map);
+}
+
+fn apply_point(st: &mut ShardState, sid: u32, p: &Point) {
+    let h = st.head.entry(sid).or_default();
+    for (f, v) in &p.fields {
+        let col = match h.fields.iter_mut().position(|(n, _)| n == f) {
+            Some(i) => &mut h.fields[i].1,
+            None => {
+                h.fields.push((f.clone(), Column::new(v.field_type())));
+                &mut h.fields.last_mut().expect("just pushed").1
+            }
+        };
+        if col.values.push(v) {
+            col.times.push(p.time);
+            st.head_values += 1;
+        }
+    }
+}
+
+fn encode_points_record<'a>(
+    db: &str,
+    rp: &str,
+    points: impl Iterator<Item = &'a Point>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    out.push(1u8);
+    put_chunk(&mut out, db.as_bytes());
+    put_chunk(&mut out, rp.as_bytes());
+    let pts: Vec<&Point> = points.collect();
+    put_uvarint(&mut out, pts.len() as u64);
+    for p in pts {
+        put_chunk(&mut out, p.measurement.as_bytes());
+        put_uvarint(&mut out, p.tags.len() as u64);
+        for (k, v) in &p.tags {
+            put_chunk(&mut out, k.as_bytes());
+            put_chunk(&mut out, v.as_bytes());
+        }
+        put_uvarint(&mut out, p.fields.len() as u64);
+        for (k, v) in &p.fields {
+            put_chunk(&mut out, k.as_bytes());
+            out.push(v.field_type().code());
+            match v {
+                FieldValue::Float(f) => out.extend_from_slice(&f.to_le_bytes()),
+                FieldValue::Int(i) => put_uvarint(&mut out, zigzag(*i)),
+                FieldValue::Bool(b) => out.push(u8::from(*b)),
+                FieldValue::Str(s) => put_chunk(&mut out, s.as_bytes()),
+            }
+        }
+        put_uvarint(&mut out, zigzag(p.time));
+    }
+    out
+}
+
+fn decode_points(r: &mut Reader<'_>) -> Result<Vec<Point>, crate::encoding::DecodeError> {
+    use crate::encoding::DecodeError;
+    let n = r.uvarint()? as usize;
+    let mut out = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let measurement = r.str()?.to_string();
+        let nt = r.uvarint()? as usize;
+        let mut tags = Vec::with_capacity(nt.min(256));
+        for _ in 0..nt {
+            tags.push((r.str()?.to_string(), r.str()?.to_string()));
+        }
+        let nf = r.uvarint()? as usize;
+        let mut fields = Vec::with_capacity(nf.min(256));
+        for _ in 0..nf {
+            let k = r.str()?.to_string();
+            let v = match FieldType::from_code(r.u8()?).ok_or(DecodeError("field type"))? {
+                FieldType::Float => {
+                    let b = r.bytes(8)?;
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    FieldValue::Float(f64::from_le_bytes(a))
+                }
+                FieldType::Integer => FieldValue::Int(unzigzag(r.uvarint()?)),
+                FieldType::Boolean => FieldValue::Bool(r.u8()? != 0),
+                FieldType::String => FieldValue::Str(r.str()?.to_string()),
+            };
+            fields.push((k, v));
+        }
+        let time = unzigzag(r.uvarint()?);
+        out.push(Point {
+            measurement,
+            tags,
+            fields,
+            time,
+        });
+    }
+    Ok(out)
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)
+        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(format!("renaming {name}"), e))?;
+    wal::sync_dir(dir)
+}
+
+/// Current time in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Used only to keep `Values` import meaningful for helpers.
+pub fn empty(t: FieldType) -> Values {
+    Values::new(t)
+}

@@ -1,0 +1,299 @@
+//! InfluxDB 0.8 compatibility shim: `/db/<db>/series` reads and writes, `/db` create/list.
+//!
+//! 0.8 had no tag/field split. Writes map **string columns to tags** and **numeric or boolean
+//! columns to fields**; JSON numbers are stored as floats (0.8 decided types per point, and the
+//! datacollector writes whole floats as `12`, so integer/float per point would conflict in a
+//! 1.x schema). A `sequence_number` column in a write is ignored; `time` is in
+//! `time_precision` units (default ms); a point without `time` gets the server's clock.
+//!
+//! Reads accept the 0.8 subset the legacy consumers use:
+//! `list series [/re/]` and `select <cols|*> from <name|/re/> [where ...] [order asc|desc]
+//! [limit N]`. Results are **newest first** unless `order asc`; every row starts with `time`
+//! (ms unless `time_precision`) and `sequence_number`. There is one object per measurement
+//! (all its series merged). `sequence_number` is synthesised: unique within a response and
+//! increasing with time (1 for the oldest returned point); 0.8 stored it, torc does not.
+//! `select *` lists the measurement's tag and field keys in alphabetical order.
+
+use std::fmt::Write;
+
+use crate::exec::{self, StatementResult, Val};
+use crate::influxql::{self, Dimension, Expr, Statement};
+use crate::json::{Epoch, write_str, write_val};
+use crate::lineproto::Precision;
+use crate::model::{FieldValue, Point};
+use crate::storage::Tsdb;
+
+/// A 0.8 API error: HTTP status and plain-text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V08Error {
+    pub status: u16,
+    pub message: String,
+}
+
+fn bad(msg: impl Into<String>) -> V08Error {
+    V08Error {
+        status: 400,
+        message: msg.into(),
+    }
+}
+
+fn precision(p: Option<&str>) -> Precision {
+    match p {
+        Some("s") => Precision::Seconds,
+        Some("u") | Some("us") => Precision::Micros,
+        Some("ns") | Some("n") => Precision::Nanos,
+        _ => Precision::Millis,
+    }
+}
+
+/// Converts a 0.8 write body into points.
+pub fn parse_write(
+    body: &[u8],
+    time_precision: Option<&str>,
+    now: i64,
+) -> Result<Vec<Point>, V08Error> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| bad("expected a JSON array of series"))?;
+    let unit = precision(time_precision).nanos();
+    let mut out = Vec::new();
+    for s in arr {
+        let name = s
+            .get("name")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad("series without a name"))?;
+        let cols: Vec<&str> = s
+            .get("columns")
+            .and_then(|c| c.as_array())
+            .ok_or_else(|| bad(format!("series {name}: missing columns")))?
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .ok_or_else(|| bad("column names must be strings"))
+            })
+            .collect::<Result<_, _>>()?;
+        let points = s
+            .get("points")
+            .and_then(|p| p.as_array())
+            .ok_or_else(|| bad(format!("series {name}: missing points")))?;
+        for p in points {
+            let row = p
+                .as_array()
+                .ok_or_else(|| bad("a point must be an array"))?;
+            if row.len() != cols.len() {
+                return Err(bad(format!(
+                    "series {name}: point has {} values for {} columns",
+                    row.len(),
+                    cols.len()
+                )));
+            }
+            let mut time = now - now.rem_euclid(unit);
+            let mut tags = Vec::new();
+            let mut fields = Vec::new();
+            for (c, v) in cols.iter().zip(row) {
+                match *c {
+                    "time" => {
+                        let t = v
+                            .as_i64()
+                            .or_else(|| v.as_f64().map(|f| f as i64))
+                            .ok_or_else(|| bad("time must be a number"))?;
+                        time = t
+                            .checked_mul(unit)
+                            .ok_or_else(|| bad("time out of range"))?;
+                    }
+                    "sequence_number" => {}
+                    _ => match v {
+                        serde_json::Value::String(s) => tags.push((c.to_string(), s.clone())),
+                        serde_json::Value::Number(n) => {
+                            let f = n.as_f64().ok_or_else(|| bad("bad number"))?;
+                            fields.push((c.to_string(), FieldValue::Float(f)));
+                        }
+                        serde_json::Value::Bool(b) => {
+                            fields.push((c.to_string(), FieldValue::Bool(*b)))
+                        }
+                        serde_json::Value::Null => {}
+                        _ => return Err(bad(format!("column {c}: unsupported value {v}"))),
+                    },
+                }
+            }
+            if fields.is_empty() {
+                return Err(bad(format!(
+                    "series {name}: a point needs at least one numeric or boolean column"
+                )));
+            }
+            tags.sort_by(|a: &(String, String), b| a.0.cmp(&b.0));
+            tags.dedup_by(|a, b| a.0 == b.0);
+            out.push(Point {
+                measurement: name.to_string(),
+                tags,
+                fields,
+                time,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a 0.8 query and renders the 0.8 JSON body.
+pub async fn query(
+    db: &Tsdb,
+    dbname: &str,
+    q: &str,
+    time_precision: Option<&str>,
+) -> Result<String, V08Error> {
+    if db.database(dbname).is_none() {
+        return Err(bad(format!("Database {dbname} doesn't exist")));
+    }
+    let trimmed = q.trim().trim_end_matches(';').trim();
+    let lower = trimmed.to_ascii_lowercase();
+    let epoch = Epoch::Div(precision(time_precision).nanos());
+    if let Some(rest) = lower.strip_prefix("list series") {
+        let rest = trimmed[trimmed.len() - rest.len()..].trim();
+        let filter = if rest.is_empty() {
+            None
+        } else {
+            let r = rest.trim_matches('/');
+            Some(regex::Regex::new(r).map_err(|e| bad(format!("invalid regex: {e}")))?)
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for shard in db.shards_of(dbname) {
+            let st = shard.read();
+            for (m, mi) in &st.index.measurements {
+                if !mi.series.is_empty() && filter.as_ref().is_none_or(|re| re.is_match(m)) {
+                    names.insert(m.clone());
+                }
+            }
+        }
+        let mut out = String::from(
+            "[{\"name\":\"list_series_result\",\"columns\":[\"time\",\"name\"],\"points\":[",
+        );
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("[0,");
+            write_str(&mut out, n);
+            out.push(']');
+        }
+        out.push_str("]}]");
+        return Ok(out);
+    }
+    // 0.8's `order asc|desc` sits before `limit`; InfluxQL has `ORDER BY time`.
+    let (text, ascending) = rewrite_order(trimmed);
+    let stmt =
+        influxql::parse_statement(&text).map_err(|e| bad(format!("error parsing query: {e}")))?;
+    let Statement::Select(mut sel) = stmt else {
+        return Err(bad(
+            "only `select` and `list series` are supported on the 0.8 endpoint",
+        ));
+    };
+    if sel
+        .fields
+        .iter()
+        .any(|f| matches!(f.expr, Expr::Call { .. }))
+    {
+        return Err(bad(
+            "aggregates are not supported on the 0.8 endpoint; use /query",
+        ));
+    }
+    if sel
+        .dimensions
+        .iter()
+        .any(|d| !matches!(d, Dimension::Time { .. }))
+        || !sel.dimensions.is_empty()
+    {
+        return Err(bad(
+            "group by is not supported on the 0.8 endpoint; use /query",
+        ));
+    }
+    sel.descending = !ascending;
+    let results = exec::execute(db, &[Statement::Select(sel)], Some(dbname)).await;
+    let r: &StatementResult = results.first().ok_or_else(|| bad("no result"))?;
+    if let Some(e) = &r.error {
+        return Err(bad(e.clone()));
+    }
+    // Merge per-measurement series (no GROUP BY, so one each) into 0.8 objects.
+    let mut out = String::from("[");
+    for (i, s) in r.series.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        write_str(&mut out, s.name.as_deref().unwrap_or(""));
+        out.push_str(",\"columns\":[\"time\",\"sequence_number\"");
+        for c in s.columns.iter().skip(1) {
+            out.push(',');
+            write_str(&mut out, c);
+        }
+        out.push_str("],\"points\":[");
+        let n = s.values.len();
+        for (j, row) in s.values.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            write_val(&mut out, row.first().unwrap_or(&Val::Null), epoch);
+            let seq = if ascending { j + 1 } else { n - j };
+            let _ = write!(out, ",{seq}");
+            for v in row.iter().skip(1) {
+                out.push(',');
+                write_val(&mut out, v, epoch);
+            }
+            out.push(']');
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+    Ok(out)
+}
+
+/// Replaces a trailing-clause `order asc|desc` (0.8) with nothing; returns (text, ascending).
+fn rewrite_order(q: &str) -> (String, bool) {
+    let words: Vec<&str> = q.split_whitespace().collect();
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    let mut asc = false;
+    let mut i = 0;
+    while i < words.len() {
+        if words[i].eq_ignore_ascii_case("order")
+            && i + 1 < words.len()
+            && (words[i + 1].eq_ignore_ascii_case("asc")
+                || words[i + 1].eq_ignore_ascii_case("desc"))
+        {
+            asc = words[i + 1].eq_ignore_ascii_case("asc");
+            i += 2;
+            continue;
+        }
+        out.push(words[i]);
+        i += 1;
+    }
+    (out.join(" "), asc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_maps_strings_to_tags() {
+        let body = br#"[{"name":"network","columns":["time","hostname","network_in_bytes","interface_name"],"points":[[1470000000,"bladerunner1",20511,"p2p2"]]}]"#;
+        let p = parse_write(body, Some("s"), 0).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].time, 1_470_000_000_000_000_000);
+        assert_eq!(p[0].tags.len(), 2);
+        assert_eq!(
+            p[0].fields,
+            vec![("network_in_bytes".to_string(), FieldValue::Float(20511.0))]
+        );
+    }
+
+    #[test]
+    fn order_rewrite() {
+        assert_eq!(
+            rewrite_order("select * from x order asc limit 5"),
+            ("select * from x limit 5".to_string(), true)
+        );
+    }
+}

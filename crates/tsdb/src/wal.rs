@@ -1,0 +1,365 @@
+//! Write-ahead log with group commit.
+//!
+//! Layout: `wal/<seq:020>.wal` files, each starting with `TSDBWAL\0` + u32 LE version, then
+//! records `[u32 LE len][u32 LE crc32(payload)][payload]`.
+//!
+//! Invariants:
+//! * an append is acknowledged only after its bytes are written and `fdatasync`ed; concurrent
+//!   appends that arrive while a sync is in progress are written and synced together (group
+//!   commit), one dedicated thread owns the file;
+//! * after any write or sync failure the log is poisoned and every later append fails;
+//! * on replay, only an incomplete or checksum-failing record at the very end of the newest file
+//!   (a torn write) is tolerated and truncated; any other damage fails closed.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::Error;
+
+pub const WAL_MAGIC: &[u8; 8] = b"TSDBWAL\0";
+pub const WAL_VERSION: u32 = 1;
+const HEADER_LEN: usize = 12;
+/// Records larger than this are treated as damage, not as a torn tail of a huge write.
+const MAX_RECORD: usize = 1 << 30;
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+struct State {
+    buf: Vec<u8>,
+    waiters: Vec<Waiter>,
+    rotate: Vec<oneshot::Sender<Result<u64, String>>>,
+    shutdown: bool,
+    failed: Option<String>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+/// Handle to the log; cheap to share.
+pub struct Wal {
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub fn wal_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.wal"))
+}
+
+/// Lists WAL sequence numbers in `dir`, ascending.
+pub fn list(dir: &Path) -> Result<Vec<u64>, Error> {
+    let mut out = Vec::new();
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::io("reading wal dir", e))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some(s) = name.strip_suffix(".wal")
+            && let Ok(n) = s.parse::<u64>()
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Reads every record of one WAL file. `last` says whether a torn tail may be truncated.
+pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
+    let data =
+        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let corrupt = |detail: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if data.len() < HEADER_LEN {
+        if last && WAL_MAGIC.starts_with(&data[..data.len().min(8)]) {
+            // Torn while writing the header of a fresh file: nothing was acknowledged in it.
+            rewrite_header(path)?;
+            return Ok(Vec::new());
+        }
+        return Err(corrupt("file shorter than its header".into()));
+    }
+    if &data[..8] != WAL_MAGIC {
+        return Err(corrupt("bad magic".into()));
+    }
+    let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+    if version != WAL_VERSION {
+        return Err(Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: format!("wal version {version}"),
+            expected: WAL_VERSION,
+        });
+    }
+    let mut pos = HEADER_LEN;
+    let mut records = Vec::new();
+    while pos < data.len() {
+        let rest = data.len() - pos;
+        let torn = |pos: usize| -> Result<(), Error> {
+            if !last {
+                return Err(corrupt(format!(
+                    "incomplete record at offset {pos} in a sealed file"
+                )));
+            }
+            tracing::warn!(path = %path.display(), offset = pos, "truncating torn WAL tail");
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io("opening wal for truncation", e))?;
+            f.set_len(pos as u64)
+                .map_err(|e| Error::io("truncating wal", e))?;
+            f.sync_all().map_err(|e| Error::io("syncing wal", e))?;
+            Ok(())
+        };
+        if rest < 8 {
+            torn(pos)?;
+            break;
+        }
+        let len =
+            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
+        if len > MAX_RECORD {
+            return Err(corrupt(format!("record length {len} at offset {pos}")));
+        }
+        if 8 + len > rest {
+            torn(pos)?;
+            break;
+        }
+        let payload = &data[pos + 8..pos + 8 + len];
+        if crc32fast::hash(payload) != crc {
+            if pos + 8 + len == data.len() {
+                torn(pos)?;
+                break;
+            }
+            return Err(corrupt(format!("checksum mismatch at offset {pos}")));
+        }
+        records.push(payload.to_vec());
+        pos += 8 + len;
+    }
+    Ok(records)
+}
+
+fn rewrite_header(path: &Path) -> Result<(), Error> {
+    let mut f = File::create(path).map_err(|e| Error::io("creating wal", e))?;
+    write_header(&mut f)?;
+    Ok(())
+}
+
+fn write_header(f: &mut File) -> Result<(), Error> {
+    let mut h = Vec::with_capacity(HEADER_LEN);
+    h.extend_from_slice(WAL_MAGIC);
+    h.extend_from_slice(&WAL_VERSION.to_le_bytes());
+    f.write_all(&h)
+        .map_err(|e| Error::io("writing wal header", e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("syncing wal header", e))?;
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+impl Wal {
+    /// Opens a new WAL file `seq` in `dir` (replay must have happened before).
+    pub fn open(dir: &Path, seq: u64) -> Result<Wal, Error> {
+        let path = wal_path(dir, seq);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        write_header(&mut file)?;
+        sync_dir(dir)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                buf: Vec::new(),
+                waiters: Vec::new(),
+                rotate: Vec::new(),
+                shutdown: false,
+                failed: None,
+            }),
+            cv: Condvar::new(),
+        });
+        let s2 = shared.clone();
+        let d2 = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("tsdb-wal".into())
+            .spawn(move || writer(s2, d2, file, seq))
+            .map_err(|e| Error::io("spawning wal thread", e))?;
+        Ok(Wal {
+            shared,
+            dir: dir.to_path_buf(),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one record and waits until it is durable.
+    pub async fn append(&self, payload: &[u8]) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = &st.failed {
+                return Err(Error::Poisoned(f.clone()));
+            }
+            if st.shutdown {
+                return Err(Error::Poisoned("wal is shut down".into()));
+            }
+            st.buf
+                .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            st.buf
+                .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            st.buf.extend_from_slice(payload);
+            st.waiters.push(tx);
+        }
+        self.shared.cv.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Poisoned(e)),
+            Err(_) => Err(Error::Poisoned("wal writer stopped".into())),
+        }
+    }
+
+    /// Seals the current file and starts a new one; returns the new file's sequence number.
+    /// Every record appended before this call is in an older file.
+    pub async fn rotate(&self) -> Result<u64, Error> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = &st.failed {
+                return Err(Error::Poisoned(f.clone()));
+            }
+            st.rotate.push(tx);
+        }
+        self.shared.cv.notify_one();
+        match rx.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(Error::Poisoned(e)),
+            Err(_) => Err(Error::Poisoned("wal writer stopped".into())),
+        }
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+            .clone()
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.shutdown = true;
+        }
+        self.shared.cv.notify_all();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
+    loop {
+        let (buf, waiters, rotate, shutdown) = {
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            while st.buf.is_empty() && st.rotate.is_empty() && !st.shutdown {
+                st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            (
+                std::mem::take(&mut st.buf),
+                std::mem::take(&mut st.waiters),
+                std::mem::take(&mut st.rotate),
+                st.shutdown,
+            )
+        };
+        let mut result: Result<(), String> = Ok(());
+        if !buf.is_empty() {
+            result = file
+                .write_all(&buf)
+                .and_then(|_| file.sync_data())
+                .map_err(|e| format!("wal write failed: {e}"));
+        }
+        if result.is_ok() && !rotate.is_empty() {
+            let next = seq + 1;
+            let opened = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(wal_path(&dir, next))
+                .map_err(|e| format!("creating wal: {e}"))
+                .and_then(|mut f| {
+                    write_header(&mut f).map_err(|e| e.to_string())?;
+                    sync_dir(&dir).map_err(|e| e.to_string())?;
+                    Ok(f)
+                });
+            match opened {
+                Ok(f) => {
+                    file = f;
+                    seq = next;
+                }
+                Err(e) => result = Err(e),
+            }
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "WAL failed; refusing further writes");
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.failed = Some(e.clone());
+            for w in std::mem::take(&mut st.waiters) {
+                let _ = w.send(Err(e.clone()));
+            }
+            for r in std::mem::take(&mut st.rotate) {
+                let _ = r.send(Err(e.clone()));
+            }
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+        for r in rotate {
+            let _ = r.send(result.clone().map(|_| seq));
+        }
+        if shutdown {
+            let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.buf.is_empty() {
+                return;
+            }
+        }
+        if result.is_err() {
+            // Poisoned: keep failing whatever arrives, without touching the file again.
+            loop {
+                let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                while st.waiters.is_empty() && st.rotate.is_empty() && !st.shutdown {
+                    st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                let msg = st.failed.clone().unwrap_or_default();
+                st.buf.clear();
+                for w in std::mem::take(&mut st.waiters) {
+                    let _ = w.send(Err(msg.clone()));
+                }
+                for r in std::mem::take(&mut st.rotate) {
+                    let _ = r.send(Err(msg.clone()));
+                }
+                if st.shutdown {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Shared test helpers: in-process torc-tsdb server, a real `influxd` in a temp dir, HTTP.
+#![allow(dead_code)]
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const INSTALL_HINT: &str =
+    "InfluxDB 1.6 is required: install it with `apt-get install influxdb influxdb-client`";
+
+/// A torc-tsdb server running on this runtime.
+pub struct TorcServer {
+    pub addr: std::net::SocketAddr,
+    pub db: Arc<torc_tsdb::Tsdb>,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TorcServer {
+    pub async fn start() -> TorcServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(
+            torc_tsdb::Tsdb::open(dir.path(), torc_tsdb::Options::default()).expect("open"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let d2 = db.clone();
+        let task = tokio::spawn(async move {
+            torc_tsdb::serve(listener, d2, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TorcServer {
+            addr,
+            db,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn require(bin: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = PathBuf::from(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{bin}` not found. {INSTALL_HINT}");
+}
+
+/// A real influxd 1.6 in a temp dir on free ports.
+pub struct Influxd {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Influxd {
+    pub async fn start() -> Influxd {
+        let bin = require("influxd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let rpc = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n"
+        );
+        let conf_path = dir.path().join("influxdb.conf");
+        std::fs::write(&conf_path, conf).expect("write conf");
+        let child = Command::new(bin)
+            .arg("-config")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn influxd");
+        let me = Influxd {
+            port,
+            child,
+            _dir: dir,
+        };
+        wait_ping(&me.url()).await;
+        me
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// Waits (polling, with a deadline) until `/ping` answers 204.
+pub async fn wait_ping(url: &str) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = c.get(format!("{url}/ping")).send().await
+            && r.status().as_u16() == 204
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server at {url} did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn query(url: &str, db: &str, q: &str) -> (u16, String) {
+    let r = client()
+        .post(format!("{url}/query"))
+        .query(&[("db", db), ("q", q)])
+        .send()
+        .await
+        .expect("query");
+    let s = r.status().as_u16();
+    (s, r.text().await.expect("body"))
+}
+
+pub async fn write(url: &str, db: &str, precision: &str, body: &str) -> (u16, String) {
+    let r = client()
+        .post(format!("{url}/write"))
+        .query(&[("db", db), ("precision", precision)])
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("write");
+    let s = r.status().as_u16();
+    (s, r.text().await.expect("body"))
+}
+
+/// Reads `name` under tests/data.
+pub fn data_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
