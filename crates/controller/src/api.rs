@@ -47,6 +47,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/api/v1/dns/lookup", get(dns_lookup))
         .route("/api/v1/kv", get(kv_list).put(kv_put).delete(kv_delete))
         .route("/api/v1/kv/watch", get(kv_watch))
+        .route("/api/v1/query", get(tsdb_query))
         .route("/api/v1/tasks", get(list_tasks).post(launch_task))
         .route("/api/v1/tasks/{id}", get(get_task).delete(kill_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
@@ -458,6 +459,73 @@ async fn kv_watch(
         .await
         .map(Json)
         .map_err(bad_gateway)
+}
+
+#[derive(serde::Deserialize)]
+struct TsdbQuery {
+    q: String,
+    #[serde(default = "default_db")]
+    db: String,
+    /// `0.8` (the seed's API: `/db/<db>/series`) or `1.x` (`/query`).
+    #[serde(default = "default_api")]
+    api: String,
+}
+
+fn default_db() -> String {
+    "torc".into()
+}
+
+fn default_api() -> String {
+    "1.x".into()
+}
+
+/// Runs a query on the rack's time-series database (the running `influxdb` service) and passes
+/// its JSON answer on, for the UI's query page.
+async fn tsdb_query(
+    State(ctl): State<Arc<Controller>>,
+    Params(q): Params<TsdbQuery>,
+) -> Reply<serde_json::Value> {
+    let addr = service_addr(&ctl, "influxdb", 8086)?;
+    let req = match q.api.as_str() {
+        "0.8" => ctl
+            .http
+            .get(format!("http://{addr}/db/{}/series", q.db))
+            .query(&[("q", q.q.as_str()), ("u", "root"), ("p", "root")]),
+        "1.x" => ctl.http.get(format!("http://{addr}/query")).query(&[
+            ("q", q.q.as_str()),
+            ("db", q.db.as_str()),
+            ("epoch", "ms"),
+        ]),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("api: expected \"0.8\" or \"1.x\", got {other:?}"),
+            ));
+        }
+    };
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| bad_gateway(format!("influxdb at {addr} did not answer: {e}")))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| bad_gateway(e.to_string()))?;
+    let body: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "error": text.trim() }));
+    if !status.is_success() {
+        let message = body["error"]
+            .as_str()
+            .map_or_else(|| text.trim().to_string(), str::to_string);
+        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        return Err(ApiError::new(status, format!("influxdb: {message}")));
+    }
+    // 1.x reports a statement's error inside a 200.
+    if let Some(err) = body["results"][0]["error"].as_str() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("influxdb: {err}"),
+        ));
+    }
+    Ok(Json(body))
 }
 
 #[derive(serde::Deserialize)]

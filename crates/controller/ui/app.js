@@ -431,6 +431,74 @@ async function metricsView(seq, name) {
 }
 
 
+// InfluxQL against the rack's time-series database, the seed's sample queries one click away.
+const SAMPLES = [
+  ["0.8", "list series"],
+  ["0.8", "select * from machine where hostname = 'bladerunner1' limit 1000"],
+  ["0.8", "select * from network where hostname = 'bladerunner1' and interface_name = 'lo' limit 1000"],
+  ["1.x", "SELECT mean(cpu_usage_user), mean(cpu_usage_system) FROM machine WHERE time > now() - 15m GROUP BY time(30s), hostname"],
+  ["1.x", "SELECT mean(network_in_bytes) FROM network WHERE interface_name = 'lo' AND time > now() - 15m GROUP BY time(30s)"],
+  ["1.x", "SHOW MEASUREMENTS"],
+];
+
+async function queryView(seq) {
+  const f = query();
+  main.innerHTML = `<h1>Query</h1>
+  <div class="toolbar"><select id="q-api"><option value="0.8">0.8 API (/db/torc/series)</option><option value="1.x">1.x API (/query)</option></select>
+    <span class="muted">database <b>torc</b></span></div>
+  <textarea id="q-text" rows="3" style="width:100%; font-family:monospace"></textarea>
+  <div class="toolbar"><button id="q-run">Run</button> <span class="muted" id="q-info"></span></div>
+  <h2>Sample queries</h2><div>${SAMPLES.map((s, i) => `<div><a href="#" data-sample="${i}"><code>${esc(s[1])}</code></a> <span class="muted">(${s[0]})</span></div>`).join("")}</div>
+  <div id="q-chart"></div><div id="q-table"></div>`;
+  $("#q-api").value = f.api || "0.8";
+  $("#q-text").value = f.q || SAMPLES[1][1];
+  main.querySelectorAll("[data-sample]").forEach((a) => (a.onclick = (ev) => {
+    ev.preventDefault();
+    const s = SAMPLES[Number(a.dataset.sample)];
+    $("#q-api").value = s[0];
+    $("#q-text").value = s[1];
+    run();
+  }));
+  const run = async () => {
+    const which = $("#q-api").value, q = $("#q-text").value.trim();
+    if (!q) { $("#q-info").textContent = "Type a query first."; return; }
+    const t0 = performance.now();
+    let data;
+    try {
+      data = await api(`/api/v1/query?api=${encodeURIComponent(which)}&q=${encodeURIComponent(q)}`);
+    } catch (e) {
+      $("#q-info").textContent = "";
+      $("#q-table").innerHTML = `<pre>${esc(e.message)}</pre>`;
+      $("#q-chart").innerHTML = "";
+      return;
+    }
+    if (seq !== renderSeq) return;
+    // Both APIs become a list of {name, tags, columns, rows}; time is in ms either way.
+    const series = which === "0.8"
+      ? (data || []).map((s) => ({ name: s.name, tags: {}, columns: s.columns, rows: s.points || [] }))
+      : ((data.results || [])[0]?.series || []).map((s) => ({ name: s.name, tags: s.tags || {}, columns: s.columns, rows: s.values || [] }));
+    const rows = series.reduce((a, s) => a + s.rows.length, 0);
+    $("#q-info").textContent = `${series.length} series, ${rows} rows in ${num(performance.now() - t0, 0)} ms`;
+    $("#q-table").innerHTML = series.map((s) => `<h2>${esc(s.name)} ${esc(Object.entries(s.tags).map(([k, v]) => k + "=" + v).join(" "))}</h2>` +
+      table(s.columns, s.rows.slice(0, 500).map((r) => r.map((c) => esc(c === null ? "" : typeof c === "number" ? num(c, 3) : c))), "no rows")).join("") || '<p class="muted">no series</p>';
+    // A time chart of every numeric column of the time series.
+    const lines = [];
+    for (const s of series) {
+      const ti = s.columns.indexOf("time");
+      if (ti < 0 || s.rows.length < 2 || typeof s.rows[0][ti] !== "number") continue;
+      s.columns.forEach((c, i) => {
+        if (i === ti || c === "sequence_number") return;
+        const pts = s.rows.filter((r) => typeof r[i] === "number").map((r) => [r[ti], r[i]]).sort((a, b) => a[0] - b[0]);
+        const tag = Object.values(s.tags).join(",");
+        if (pts.length > 1 && lines.length < 8) lines.push({ name: `${s.name}${tag ? "{" + tag + "}" : ""}.${c}`, points: pts });
+      });
+    }
+    $("#q-chart").innerHTML = lines.length ? `<div class="grid2">${lineChart("Result", lines, (v) => num(v, 2))}</div>` : "";
+  };
+  $("#q-run").onclick = run;
+  if (f.q) run();
+}
+
 // The state soup: the etcd-compatible store as a tree, live through a watch.
 async function stateView(seq) {
   const f = query();
@@ -522,6 +590,7 @@ const routes = [
   [/^#\/metrics\/([^?]+)$/, metricsView],
   [/^#\/metrics$/, metricsView],
   [/^#\/state(\?.*)?$/, stateView],
+  [/^#\/query(\?.*)?$/, queryView],
 ];
 
 async function render() {

@@ -14,7 +14,7 @@ async fn every_page_loads_and_shows_live_data() {
         TORC,
         RackOptions {
             compute_nodes: 2,
-            extra_yaml: "healthcheck:\n  system_services:\n    - name: dns\n      command: torc\n      args: [dns, --listen, \"$IP:53\"]\n      memory: 32\n      cpu: 0.2\n      node_function: controller\n    - name: etcd\n      command: torc\n      args: [kv, --listen, \"$IP:2379\", --data-dir, \"$DATA_DIR\"]\n      memory: 64\n      cpu: 0.2\n      node_function: controller\napi:\n  service-groups:\n    - name: demo\n      services:\n        - name: worker\n          command: sleep\n          args: [\"600\"]\n          memory: 8\n          cpu: 0.05\n".into(),
+            extra_yaml: "healthcheck:\n  system_services:\n    - name: dns\n      command: torc\n      args: [dns, --listen, \"$IP:53\"]\n      memory: 32\n      cpu: 0.2\n      node_function: controller\n    - name: etcd\n      command: torc\n      args: [kv, --listen, \"$IP:2379\", --data-dir, \"$DATA_DIR\"]\n      memory: 64\n      cpu: 0.2\n      node_function: controller\n    - name: influxdb\n      command: torc\n      args: [tsdb, --listen, \"$IP:8086\", --data-dir, \"$DATA_DIR\"]\n      memory: 128\n      cpu: 0.2\n      node_name: bladerunner1\n    - name: datacollector\n      command: torc\n      args: [datacollector, --influxdb, \"service:influxdb\", --interval-seconds, \"1\"]\n      memory: 40\n      cpu: 0.1\n      node_name: bladerunner1\n      dependent_service: influxdb\napi:\n  service-groups:\n    - name: demo\n      services:\n        - name: worker\n          command: sleep\n          args: [\"600\"]\n          memory: 8\n          cpu: 0.05\n".into(),
             ..Default::default()
         },
     )
@@ -175,6 +175,36 @@ async fn every_page_loads_and_shows_live_data() {
         .filter(|e| !e.contains("/groups/demo/start - Failed to load resource: the server responded with a status of 401"))
         .collect();
     assert!(errors.is_empty(), "page errors: {errors:?}");
+    // Query: the seed's sample query, one click away, returns rows as a table and a time chart.
+    b.goto(&format!("{url}/#/query")).await.unwrap();
+    b.wait_text("Sample queries").await.unwrap();
+    let rows = wait_for(
+        "the seed query to return rows",
+        Duration::from_secs(30),
+        || async {
+            b.eval("document.querySelector('[data-sample=\"1\"]').click(); return true")
+                .await
+                .ok()?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let t = b.text().await.ok()?;
+            let charts = b
+                .eval("return document.querySelectorAll('#q-chart svg').length")
+                .await
+                .ok()?;
+            (t.contains("cpu_usage_user") && charts.as_u64() >= Some(1)).then_some(t)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        rows.to_lowercase().contains("sequence_number"),
+        "the 0.8 shape: {rows}"
+    );
+    // A broken query is shown in words.
+    b.eval("document.querySelector('#q-api').value = '1.x'; document.querySelector('#q-text').value = 'SELEC nonsense'; document.querySelector('#q-run').click(); return true")
+        .await
+        .unwrap();
+    b.wait_text("error parsing query").await.unwrap();
     // An unknown page says so.
     b.goto(&format!("{url}/#/nowhere")).await.unwrap();
     b.wait_text("No page at").await.unwrap();
