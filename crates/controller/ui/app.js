@@ -480,7 +480,9 @@ async function queryView(seq) {
     const rows = series.reduce((a, s) => a + s.rows.length, 0);
     $("#q-info").textContent = `${series.length} series, ${rows} rows in ${num(performance.now() - t0, 0)} ms`;
     $("#q-table").innerHTML = series.map((s) => `<h2>${esc(s.name)} ${esc(Object.entries(s.tags).map(([k, v]) => k + "=" + v).join(" "))}</h2>` +
-      table(s.columns, s.rows.slice(0, 500).map((r) => r.map((c) => esc(c === null ? "" : typeof c === "number" ? num(c, 3) : c))), "no rows")).join("") || '<p class="muted">no series</p>';
+      table(s.columns, s.rows.slice(0, 500).map((r) => r.map((c, i) => esc(c === null ? ""
+        : s.columns[i] === "time" && typeof c === "number" ? new Date(c).toISOString()
+          : typeof c === "number" ? num(c, 3) : c))), "no rows")).join("") || '<p class="muted">no series</p>';
     // A time chart of every numeric column of the time series.
     const lines = [];
     for (const s of series) {
