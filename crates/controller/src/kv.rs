@@ -51,17 +51,6 @@ fn channel(addr: SocketAddr) -> Result<Channel, String> {
     )
 }
 
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 fn status(e: tonic::Status) -> String {
     format!("state store: {}", e.message())
 }
@@ -71,7 +60,7 @@ pub async fn list(addr: SocketAddr, prefix: &str) -> Result<KvListing, String> {
     let resp = kv
         .range(RangeRequest {
             key: prefix.as_bytes().to_vec().into(),
-            range_end: prefix_end(prefix.as_bytes()).into(),
+            range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
             limit: MAX_KEYS,
             ..Default::default()
         })
@@ -138,7 +127,7 @@ pub async fn wait_change(
     let create = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: prefix.as_bytes().to_vec().into(),
-            range_end: prefix_end(prefix.as_bytes()).into(),
+            range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
             start_revision: after + 1,
             ..Default::default()
         })),

@@ -30,6 +30,20 @@ mod store;
 pub use error::{Error, EtcdError, StorageError};
 pub use server::{DB_FILE, KvOptions, KvServer, VERSION};
 
+/// The `range_end` that selects every key starting with `prefix` (what `etcdctl --prefix`
+/// sends): the prefix with its last byte below 0xff incremented; `\0` (all keys) when there
+/// is none.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// Code generated from torc's own declarations of the etcd v3 protos
 /// (`proto/`), including typed gRPC clients.
 pub mod proto {

@@ -293,18 +293,6 @@ impl EtcdStore {
     }
 }
 
-/// The end of the key range that holds every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 impl Store for EtcdStore {
     type Error = EtcdError;
 
@@ -312,7 +300,7 @@ impl Store for EtcdStore {
         use torc_kv::proto::etcdserverpb::RangeRequest;
         let req = RangeRequest {
             key: prefix.as_bytes().to_vec().into(),
-            range_end: prefix_end(prefix.as_bytes()).into(),
+            range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
             ..Default::default()
         };
         let resp = self.kv.range(req).await?.into_inner();
