@@ -585,7 +585,8 @@ impl Browser {
     pub async fn wait_text(&self, needle: &str) -> anyhow::Result<String> {
         wait_for(
             &format!("the page to show {needle:?}"),
-            Duration::from_secs(20),
+            // Generous: a loaded CI machine is slow; a passing run never waits this long.
+            Duration::from_secs(60),
             || async { self.text().await.ok().filter(|t| t.contains(needle)) },
         )
         .await
