@@ -537,14 +537,11 @@ impl Browser {
         body: serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
-        let resp: serde_json::Value = self
-            .http
-            .request(method, url)
-            .json(&body)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let mut req = self.http.request(method, url);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let resp: serde_json::Value = req.send().await?.json().await?;
         if let Some(err) = resp["value"].get("error") {
             bail!("webdriver {path}: {err} {}", resp["value"]["message"]);
         }
@@ -592,6 +589,30 @@ impl Browser {
         .await
     }
 
+    /// Sets the window size (CSS pixels).
+    pub async fn resize(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            serde_json::json!({ "width": width, "height": height }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Saves a PNG screenshot of the page to `path`.
+    pub async fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
+        let b64 = self
+            .call(reqwest::Method::GET, "/screenshot", serde_json::Value::Null)
+            .await?;
+        let png = base64_decode(b64.as_str().unwrap_or_default())?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, png)?;
+        Ok(())
+    }
+
     /// Errors the page recorded (script errors, failed requests shown to the user) and SEVERE
     /// browser log entries (e.g. a 404 for an asset).
     pub async fn errors(&self) -> anyhow::Result<Vec<String>> {
@@ -624,4 +645,29 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// Standard base64 (what WebDriver screenshots are), decoded.
+fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\n' | b'\r' => continue,
+            _ => bail!("not base64: byte {c}"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
 }

@@ -8,6 +8,35 @@ use torc_types::{TaskSpec, TaskState};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
+/// Where the screenshots go (CI keeps `target/` as the artifact folder).
+fn shot(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/ui-screenshots")
+        .join(format!("{name}.png"))
+}
+
+/// Visits every page at the current window size: it shows `needle`, does not scroll sideways,
+/// and is saved as a screenshot.
+async fn tour(b: &Browser, url: &str, suffix: &str, pages: &[(&str, &str, &str)]) {
+    for (name, route, needle) in pages {
+        b.goto(&format!("{url}/{route}")).await.unwrap();
+        b.wait_text(needle).await.unwrap();
+        let overflow = b
+            .eval("return document.documentElement.scrollWidth - window.innerWidth")
+            .await
+            .unwrap()
+            .as_i64()
+            .unwrap();
+        assert!(
+            overflow <= 1,
+            "{name} scrolls sideways by {overflow} px at {suffix}"
+        );
+        b.screenshot(&shot(&format!("{name}-{suffix}")))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_loads_and_shows_live_data() {
     let rack = LocalRack::start(
@@ -205,6 +234,51 @@ async fn every_page_loads_and_shows_live_data() {
         .await
         .unwrap();
     b.wait_text("error parsing query").await.unwrap();
+    // Every page, at 1280x800 and at phone width, usable (no sideways scrolling) and saved.
+    let pages = [
+        ("overview", "#/", "Nodes"),
+        ("tasks", "#/tasks", "Tasks"),
+        (
+            "task",
+            &format!("#/tasks/{}", task.id) as &str,
+            "hello-from-the-sandbox",
+        ),
+        ("frameworks", "#/frameworks", "built-in scheduler"),
+        ("agents", "#/agents", "bladerunner1"),
+        ("agent", "#/agents/bladerunner2", "CPU %"),
+        ("services", "#/services", "DNS lookup"),
+        ("metrics", "#/metrics/bladerunner1", "Load"),
+        ("state", "#/state?prefix=/calico", "bladerunner2"),
+        ("query", "#/query", "Sample queries"),
+    ];
+    b.resize(1280, 800).await.unwrap();
+    tour(&b, &url, "1280x800", &pages).await;
+    b.resize(390, 844).await.unwrap();
+    tour(&b, &url, "phone", &pages).await;
+    b.resize(1300, 1000).await.unwrap();
+
+    // An action end to end: kill the test's task from its page (confirm; the token is known).
+    b.goto(&format!("{url}/#/tasks/{}", task.id)).await.unwrap();
+    b.wait_text("Kill task").await.unwrap();
+    b.eval("document.querySelector('#kill').click(); return true")
+        .await
+        .unwrap();
+    b.wait_text(&format!("Kill task {}?", task.id))
+        .await
+        .unwrap();
+    b.eval("document.querySelector('#dialog-form button[value=ok]').click(); return true")
+        .await
+        .unwrap();
+    wait_for("the task to be killed", Duration::from_secs(20), || async {
+        client
+            .task(&task.id)
+            .await
+            .ok()
+            .filter(|t| t.state == TaskState::Killed)
+    })
+    .await
+    .unwrap();
+
     // An unknown page says so.
     b.goto(&format!("{url}/#/nowhere")).await.unwrap();
     b.wait_text("No page at").await.unwrap();
