@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark: torc-tsdb vs InfluxDB 1.6 side by side on loopback. Prints figures; not a test.
 # Ingest: identical batches of 5,000 lines x 10 fields over 40,000 series (tsdb-load).
-# Then bytes/value on disk after flush/compaction, and p50/p99 of two queries.
+# Then the seed query *during* ingest (EXTRA more rounds written while one client queries every
+# QIVAL ms), bytes/value on disk after flush/compaction, and p50/p99 of two queries on the quiet
+# databases, REPS times, torc and influx alternating so machine noise hits both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-30}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; NQ=${NQ:-200}
+EXTRA=${EXTRA:-10}; QIVAL=${QIVAL:-10}; REPS=${REPS:-2}
 if ! command -v influxd >/dev/null; then
   apt-get update -qq && apt-get install -y -qq influxdb influxdb-client >/dev/null
 fi
@@ -39,10 +42,26 @@ taskset -c 0 influxd -config "$WORK/influxdb.conf" >"$WORK/influx.log" 2>&1 & IP
 wait_ping "$TURL"; wait_ping "$IURL"
 for u in "$TURL" "$IURL"; do curl -sf -XPOST "$u/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null; done
 START=1600000000
+Q1="select * from machine where hostname = 'host7' limit 1000"
+Q2="SELECT mean(f0) FROM machine WHERE hostname = 'host7' AND time >= ${START}s AND time < $((START+3600))s GROUP BY time(1m)"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { split(a,x,/[= ]/); split(b,y,/[= ]/); printf "  ratio p50 torc/influx = %.2f, p99 = %.2f\n", x[2]/y[2], x[4]/y[4] }'; }
+XSTART=$((START + ROUNDS * 120))
+# One server at a time (write, then write + query) so neither's background work lands in the
+# other's measurement.
+load_one() {
+  taskset -c 1 "$BIN/tsdb-load" write "$1" bench "$SERIES" "$ROUNDS" "$BATCH" "$CONC" "$START"
+  taskset -c 1 "$BIN/tsdb-load" mixed "$1" bench "$SERIES" "$EXTRA" "$BATCH" "$CONC" "$XSTART" "$QIVAL" "$Q1"
+}
+TL=$(load_one "$TURL"); IL=$(load_one "$IURL")
 echo "== ingest ($SERIES series, $ROUNDS rounds, batch $BATCH, $CONC writers; servers on core 0, load on core 1)"
-TW=$(taskset -c 1 "$BIN/tsdb-load" write "$TURL" bench "$SERIES" "$ROUNDS" "$BATCH" "$CONC" "$START"); echo "torc:   $TW"
-IW=$(taskset -c 1 "$BIN/tsdb-load" write "$IURL" bench "$SERIES" "$ROUNDS" "$BATCH" "$CONC" "$START"); echo "influx: $IW"
-VALUES=$((SERIES * ROUNDS * 10))
+TW=$(echo "$TL" | sed -n 1p); IW=$(echo "$IL" | sed -n 1p)
+echo "torc:   $TW"; echo "influx: $IW"
+echo "== during ingest: $EXTRA more rounds while one client runs the seed query every ${QIVAL} ms"
+echo "$Q1"
+echo "  torc:   $(echo "$TL" | sed -n 3p)   (writes: $(echo "$TL" | sed -n 2p))"
+echo "  influx: $(echo "$IL" | sed -n 3p)   (writes: $(echo "$IL" | sed -n 2p))"
+ratio "$(echo "$TL" | sed -n 3p)" "$(echo "$IL" | sed -n 3p)"
+VALUES=$((SERIES * (ROUNDS + EXTRA) * 10))
 # torc: graceful stop flushes + compacts; restart on the same dir for the queries.
 kill -TERM $TPID; wait $TPID || true
 TBYTES=$(du -sb "$WORK/torc" | cut -f1)
@@ -57,14 +76,14 @@ sleep 6
 IBYTES=$(du -sb "$WORK/influx/data" "$WORK/influx/wal" | awk '{s+=$1} END {print s}')
 echo "== disk (after flush/compaction), $VALUES values"
 awk -v t=$TBYTES -v i=$IBYTES -v n=$VALUES 'BEGIN { printf "torc:   %d bytes, %.3f bytes/value\ninflux: %d bytes, %.3f bytes/value\n", t, t/n, i, i/n }'
-Q1="select * from machine where hostname = 'host7' limit 1000"
-Q2="SELECT mean(f0) FROM machine WHERE hostname = 'host7' AND time >= ${START}s AND time < $((START+3600))s GROUP BY time(1m)"
-echo "== query latency ($NQ runs each)"
+echo "== quiet databases: query latency ($NQ runs each, $REPS repetitions)"
 for q in "$Q1" "$Q2"; do
   echo "$q"
-  TQ=$(taskset -c 1 "$BIN/tsdb-load" query "$TURL" bench "$NQ" "$q"); echo "  torc:   $TQ"
-  IQ=$(taskset -c 1 "$BIN/tsdb-load" query "$IURL" bench "$NQ" "$q"); echo "  influx: $IQ"
-  awk -v a="$TQ" -v b="$IQ" 'BEGIN { split(a,x,/[= ]/); split(b,y,/[= ]/); printf "  ratio p50 torc/influx = %.2f, p99 = %.2f\n", x[2]/y[2], x[4]/y[4] }'
+  for rep in $(seq 1 "$REPS"); do
+    TQ=$(taskset -c 1 "$BIN/tsdb-load" query "$TURL" bench "$NQ" "$q"); echo "  [$rep] torc:   $TQ"
+    IQ=$(taskset -c 1 "$BIN/tsdb-load" query "$IURL" bench "$NQ" "$q"); echo "  [$rep] influx: $IQ"
+    ratio "$TQ" "$IQ"
+  done
 done
 tv=$(echo "$TW" | sed 's/.*values_per_sec=//'); iv=$(echo "$IW" | sed 's/.*values_per_sec=//')
 awk -v t=$tv -v i=$iv 'BEGIN { printf "== ingest ratio torc/influx = %.2f (target >= 3)\n", t/i }'

@@ -233,6 +233,21 @@ impl Client {
         .await
     }
 
+    /// Posts a line to the rack's event feed (the UI's "recent events") for a framework, e.g. a
+    /// scaling decision.
+    pub async fn framework_event(
+        &self,
+        name: &FrameworkName,
+        level: &str,
+        message: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post(
+            &format!("/api/v1/frameworks/{name}/log"),
+            &serde_json::json!({ "level": level, "message": message }),
+        )
+        .await
+    }
+
     // --- services and groups ---
 
     pub async fn status(&self) -> Result<StatusView, ClientError> {

@@ -68,6 +68,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             axum::routing::delete(framework_kill),
         )
         .route("/api/v1/frameworks/{name}/events", get(framework_events))
+        .route("/api/v1/frameworks/{name}/log", post(framework_log))
         .route("/api/v1/status", get(status))
         .route("/api/v1/services", get(list_services))
         .route(
@@ -770,6 +771,38 @@ async fn framework_events(
             }
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLine {
+    level: String,
+    message: String,
+}
+
+/// A framework's line in the rack's event feed (e.g. a scaling decision).
+async fn framework_log(
+    State(ctl): State<Arc<Controller>>,
+    Segment(name): Segment<FrameworkName>,
+    Body(line): Body<LogLine>,
+) -> Reply<serde_json::Value> {
+    if !matches!(line.level.as_str(), "info" | "warning" | "error") {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "level: expected info, warning or error, got {:?}",
+                line.level
+            ),
+        ));
+    }
+    ctl.change(move |rack| {
+        rack.framework(&name)?;
+        let msg = format!("{name}: {}", line.message);
+        rack.record("framework", &line.level, msg, None, None, now_millis());
+        Ok(())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({})))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -105,9 +105,11 @@ pub(crate) fn serve(worker: &UdpWorker, state: &mut WorkerState) {
             let len = header.msg_len as usize;
             let namelen = header.msg_hdr.msg_namelen;
             if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > RECV_BUF {
+                worker.count_dropped();
                 continue;
             }
             let Some(peer) = socket_addr(&slots.addrs[slot], namelen) else {
+                worker.count_dropped();
                 continue;
             };
             let packet = &slots.recv[slot][..len];

@@ -91,10 +91,23 @@ impl Engine {
     }
 }
 
-/// Encodes an authoritative answer with the lowercased question; `None` only if `hickory-proto`
-/// cannot encode it (a bug, answered with SERVFAIL).
+/// Encodes an authoritative answer; `None` only if `hickory-proto` cannot encode it (a bug,
+/// answered with SERVFAIL). `name` is the lowercased question name.
+///
+/// The caller writes the query's own spelling of the name over the question. Names in the
+/// records are compressed to the question where they share its suffix, so they would take that
+/// spelling too: `hostmaster.CoMpAt.TeSt.` in an SOA for a query of `NoPe.CoMpAt.TeSt`. So a
+/// question with capitals (it has cache entries of its own, see `wire::parse_query`) is encoded
+/// in capitals: hickory compresses case-sensitively, record names (always lowercase) then never
+/// point at a letter of the question, and they keep the zone's spelling whatever spelling is
+/// patched in, as bind9's do. A lowercase question is encoded as is (the common case, smallest
+/// answer).
 fn encode(resolution: Resolution, name: &[u8], query: &Query<'_>, max: u16) -> Option<Vec<u8>> {
-    let name = Name::from_bytes(name).ok()?;
+    let name = if query.qname == name {
+        Name::from_bytes(name).ok()?
+    } else {
+        Name::from_bytes(&name.to_ascii_uppercase()).ok()?
+    };
     let mut msg = Message::response(0, OpCode::Query);
     msg.metadata.authoritative = true;
     msg.metadata.response_code = resolution.rcode;

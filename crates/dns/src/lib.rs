@@ -5,7 +5,24 @@
 //! What it is: a library with one server type. The controller pushes the rack's names as whole
 //! generation-numbered [`DnsSnapshot`]s through a [`DnsHandle`]; operators add static zones in
 //! RFC 1035 zone-file syntax ([`StaticZone`]). [`DnsServer::serve`] takes bound sockets
-//! ([`Listeners`]) and a shutdown future.
+//! ([`Listeners`]) and a shutdown future. [`DnsHandle::stats`] reads the query counters
+//! ([`DnsStats`]: queries received over UDP and TCP, and how many were answered, NXDOMAIN,
+//! REFUSED, FORMERR, forwarded, ...); they cost each UDP thread a relaxed load and store on
+//! counters of its own, so polling them (e.g. once a second from the scheduler) is free for the
+//! serving path.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use torc_dns::{DnsConfig, DnsServer, Listeners};
+//! let (server, handle) = DnsServer::new(DnsConfig::default());
+//! let listeners = Listeners::bind("127.0.0.1:5353".parse().unwrap(), 1)?;
+//! tokio::spawn(server.serve(listeners, std::future::pending()));
+//! // ... later:
+//! let stats = handle.stats();
+//! println!("{} queries, {} answered, {} NXDOMAIN", stats.queries, stats.answered, stats.nxdomain);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! What it is not: a recursive resolver or cache (forwarded queries go to the configured
 //! upstreams), a secondary or primary for zone transfers, a DNSSEC signer, or a dynamic-update
@@ -21,7 +38,8 @@
 //!
 //! Code map: `wire` reads queries and patches answers; `catalog` holds the zones and resolves
 //! names; `engine` decides an answer; `forward` asks upstreams; `server` runs the loops;
-//! `snapshot` and `zonefile` are the two inputs; `cidr` is the recursion allow-list.
+//! `stats` counts what they did; `snapshot` and `zonefile` are the two inputs; `cidr` is the
+//! recursion allow-list.
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -31,6 +49,7 @@ mod engine;
 mod forward;
 mod server;
 mod snapshot;
+mod stats;
 mod wire;
 mod zonefile;
 
@@ -39,4 +58,5 @@ pub use server::{DnsConfig, DnsHandle, DnsServer, Listeners};
 pub use snapshot::{
     DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,
 };
+pub use stats::DnsStats;
 pub use zonefile::{StaticZone, ZoneError};

@@ -40,6 +40,7 @@ use crate::{
     engine::{Engine, Outcome},
     forward::Forwarder,
     snapshot::{DnsSnapshot, SnapshotError},
+    stats::{self, Counters, DnsStats},
     wire::{self, KEY_LEN, KEY_PREFIX, Parsed, Query, rcode},
     zonefile::StaticZone,
 };
@@ -161,6 +162,11 @@ struct Shared {
     forwards: Arc<Semaphore>,
     /// The configuration, its `static_zones` moved out to the field above.
     config: DnsConfig,
+    /// One counter set per UDP thread ever started (each its only writer), kept after the
+    /// thread ends so totals never go down.
+    udp_counters: Mutex<Vec<Arc<Counters>>>,
+    /// Shared by all TCP connections.
+    tcp_counters: Counters,
 }
 
 impl Shared {
@@ -201,6 +207,8 @@ impl DnsServer {
             forwarder: Forwarder::new(config.upstreams.clone(), config.upstream_timeout),
             forwards: Arc::new(Semaphore::new(config.max_forwards_in_flight)),
             config,
+            udp_counters: Mutex::new(Vec::new()),
+            tcp_counters: Counters::default(),
         });
         let handle = DnsHandle {
             shared: shared.clone(),
@@ -226,8 +234,15 @@ impl DnsServer {
             let socket = Arc::new(socket);
             sockets.push(socket.clone());
             let (tx, rx) = oneshot::channel::<()>();
+            let counters = Arc::new(Counters::default());
+            self.shared
+                .udp_counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(counters.clone());
             let worker = UdpWorker {
                 socket,
+                counters,
                 shared: self.shared.clone(),
                 runtime: runtime.clone(),
                 stop: stop.clone(),
@@ -291,11 +306,31 @@ impl DnsHandle {
     pub fn generation(&self) -> u64 {
         self.shared.catalog().generation()
     }
+
+    /// Query counts since the server was created, over UDP and TCP. Cheap enough to poll (it
+    /// sums one small set of counters per UDP thread, taking no lock the serving threads take);
+    /// see [`DnsStats`] for what each field counts.
+    pub fn stats(&self) -> DnsStats {
+        let mut total = DnsStats::default();
+        for counters in self
+            .shared
+            .udp_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            counters.add_to(&mut total);
+        }
+        self.shared.tcp_counters.add_to(&mut total);
+        total
+    }
 }
 
 /// One UDP socket's serving loop, on its own OS thread.
 pub(crate) struct UdpWorker {
     socket: Arc<UdpSocket>,
+    /// This thread's own counters: it is their only writer.
+    counters: Arc<Counters>,
     shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
@@ -369,6 +404,12 @@ impl UdpWorker {
         }
     }
 
+    /// Counts a datagram received and dropped before `handle` (too long, unknown sender).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn count_dropped(&self) {
+        self.counters.count_single_writer(stats::Outcome::Dropped);
+    }
+
     /// Answers one datagram into `out`; false when nothing is to be sent now.
     pub(crate) fn handle(
         &self,
@@ -377,6 +418,19 @@ impl UdpWorker {
         state: &mut WorkerState,
         out: &mut Vec<u8>,
     ) -> bool {
+        let outcome = self.answer(packet, peer, state, out);
+        self.counters.count_single_writer(outcome);
+        !matches!(outcome, stats::Outcome::Forwarded | stats::Outcome::Dropped)
+    }
+
+    /// Answers one datagram into `out`, unless the outcome is `Forwarded` or `Dropped`.
+    fn answer(
+        &self,
+        packet: &[u8],
+        peer: SocketAddr,
+        state: &mut WorkerState,
+        out: &mut Vec<u8>,
+    ) -> stats::Outcome {
         let shared = &*self.shared;
         let max = shared.engine.max_udp_payload;
         let now = shared.epoch.load(Ordering::Acquire);
@@ -386,19 +440,20 @@ impl UdpWorker {
             state.cache.clear();
         }
         let (query, key_len) = match wire::parse_query(packet, &mut state.key) {
-            Parsed::Drop => return false,
+            Parsed::Drop => return stats::Outcome::Dropped,
             Parsed::Error {
                 id,
                 flags_hi,
                 rcode,
             } => {
                 wire::error_answer(out, id, flags_hi, rcode);
-                return true;
+                return stats::Outcome::of_answer(out, true);
             }
             Parsed::Query { query, key_len } => (query, key_len),
         };
         let key = &state.key[..key_len];
         let ra = shared.engine.recursion_available(peer.ip());
+        let mut immediate = false;
         if let Some(answer) = state.cache.get(key) {
             out.clear();
             out.extend_from_slice(answer);
@@ -411,25 +466,23 @@ impl UdpWorker {
                     }
                     state.cache.insert(key.into(), out.as_slice().into());
                 }
-                Outcome::Immediate => {}
-                Outcome::Forward => {
-                    self.forward(packet, &query, peer);
-                    return false;
-                }
+                Outcome::Immediate => immediate = true,
+                Outcome::Forward => return self.forward(packet, &query, peer),
             }
         }
         wire::patch_answer(out, &query, ra);
         if out.len() > query.udp_limit(max) {
             wire::truncate(out, &query, max);
         }
-        true
+        stats::Outcome::of_answer(out, immediate)
     }
 
-    fn forward(&self, packet: &[u8], query: &Query<'_>, peer: SocketAddr) {
+    /// Hands a query to an upstream; `Dropped` if too many are out already.
+    fn forward(&self, packet: &[u8], query: &Query<'_>, peer: SocketAddr) -> stats::Outcome {
         let Ok(permit) = self.shared.forwards.clone().try_acquire_owned() else {
             // TODO-scalability: dropped, not queued; the client retries.
             debug!(%peer, "too many forwarded queries in flight; dropped");
-            return;
+            return stats::Outcome::Dropped;
         };
         let packet = packet.to_vec();
         let question_len = query.question_end() - wire::HEADER_LEN;
@@ -452,6 +505,7 @@ impl UdpWorker {
             }
             let _ = socket.send_to(&out, peer);
         });
+        stats::Outcome::Forwarded
     }
 }
 
@@ -514,17 +568,20 @@ async fn tcp_connection(
         timeout(idle, stream.read_exact(packet))
             .await
             .map_err(|_| io::ErrorKind::TimedOut)??;
-        match wire::parse_query(packet, &mut key) {
-            Parsed::Drop => continue,
+        let outcome = match wire::parse_query(packet, &mut key) {
+            Parsed::Drop => stats::Outcome::Dropped,
             Parsed::Error {
                 id,
                 flags_hi,
                 rcode,
-            } => wire::error_answer(&mut out, id, flags_hi, rcode),
+            } => {
+                wire::error_answer(&mut out, id, flags_hi, rcode);
+                stats::Outcome::of_answer(&out, true)
+            }
             Parsed::Query { query, key_len } => {
                 let catalog = shared.catalog();
                 let name = &key[KEY_PREFIX..key_len];
-                match shared.engine.answer(&catalog, &query, name, ra, &mut out) {
+                let outcome = match shared.engine.answer(&catalog, &query, name, ra, &mut out) {
                     Outcome::Forward => {
                         let question_len = query.question_end() - wire::HEADER_LEN;
                         match shared.forwarder.query(packet, question_len, true).await {
@@ -538,15 +595,22 @@ async fn tcp_connection(
                                 shared.engine.max_udp_payload,
                             ),
                         }
+                        stats::Outcome::Forwarded
                     }
-                    Outcome::Cacheable | Outcome::Immediate => {
-                        wire::patch_answer(&mut out, &query, ra)
+                    engine_outcome @ (Outcome::Cacheable | Outcome::Immediate) => {
+                        wire::patch_answer(&mut out, &query, ra);
+                        stats::Outcome::of_answer(&out, engine_outcome == Outcome::Immediate)
                     }
-                }
+                };
                 if out.len() > usize::from(u16::MAX) {
                     wire::truncate(&mut out, &query, shared.engine.max_udp_payload);
                 }
+                outcome
             }
+        };
+        shared.tcp_counters.count_tcp(outcome);
+        if outcome == stats::Outcome::Dropped {
+            continue;
         }
         frame.clear();
         frame.extend_from_slice(&(out.len() as u16).to_be_bytes());

@@ -38,6 +38,7 @@ pub(crate) mod rcode {
     pub(crate) const NOERROR: u8 = 0;
     pub(crate) const FORMERR: u8 = 1;
     pub(crate) const SERVFAIL: u8 = 2;
+    pub(crate) const NXDOMAIN: u8 = 3;
     pub(crate) const NOTIMP: u8 = 4;
     pub(crate) const REFUSED: u8 = 5;
     /// BADVERS is 16: low 4 bits in the header (0), high 8 bits in the OPT record (1).
@@ -94,8 +95,8 @@ pub(crate) enum Parsed<'a> {
     Query { query: Query<'a>, key_len: usize },
 }
 
-/// Reads a query and writes its cache key into `key`: `[edns flags][qtype][qclass][name]`, the
-/// name lowercased. The key identifies the answer bytes completely, except for the ID, RD, CD, RA
+/// Reads a query and writes its cache key into `key`: `[flags][qtype][qclass][name]`, the name
+/// lowercased; the flags byte says whether the query has EDNS, DO, and capitals in its name. The key identifies the answer bytes completely, except for the ID, RD, CD, RA
 /// and the question's case, which are patched per query.
 pub(crate) fn parse_query<'a>(packet: &'a [u8], key: &mut [u8; KEY_LEN]) -> Parsed<'a> {
     let Some(header) = packet.get(..HEADER_LEN) else {
@@ -124,6 +125,7 @@ pub(crate) fn parse_query<'a>(packet: &'a [u8], key: &mut [u8; KEY_LEN]) -> Pars
     // The question name: plain labels only, lowercased into the key as we go.
     let mut pos = HEADER_LEN;
     let mut out = KEY_PREFIX;
+    let mut mixed_case = false;
     loop {
         let Some(&len) = packet.get(pos) else {
             return error(rcode::FORMERR);
@@ -141,6 +143,7 @@ pub(crate) fn parse_query<'a>(packet: &'a [u8], key: &mut [u8; KEY_LEN]) -> Pars
         }
         for (dst, src) in key[out..out + label.len()].iter_mut().zip(label) {
             *dst = src.to_ascii_lowercase();
+            mixed_case |= *dst != *src;
         }
         out += label.len();
         pos += label.len();
@@ -188,10 +191,11 @@ pub(crate) fn parse_query<'a>(packet: &'a [u8], key: &mut [u8; KEY_LEN]) -> Pars
         return error(rcode::FORMERR);
     }
 
+    // A question with capitals gets answers of its own (see `engine::encode`).
     key[0] = match edns {
         None => 0,
         Some(e) => 1 | (u8::from(e.dnssec_ok) << 1),
-    };
+    } | (u8::from(mixed_case) << 2);
     key[1..3].copy_from_slice(&qtype.to_be_bytes());
     key[3..5].copy_from_slice(&qclass.to_be_bytes());
     Parsed::Query {
@@ -352,10 +356,19 @@ mod tests {
                 dnssec_ok: true
             })
         );
+        // Flags: EDNS, DO, capitals in the name.
         assert_eq!(
             &key[..key_len],
-            b"\x03\x00\x01\x00\x01\x03www\x05homer\x03ave\x00"
+            b"\x07\x00\x01\x00\x01\x03www\x05homer\x03ave\x00"
         );
+        // The same name in lowercase: the same key but for the capitals flag.
+        let lower = self::query(b"\x03www\x05homer\x03ave\x00", 1, None);
+        let mut lower_key = [0; KEY_LEN];
+        let Parsed::Query { key_len, .. } = parse_query(&lower, &mut lower_key) else {
+            panic!("not a query");
+        };
+        assert_eq!(lower_key[0], 0);
+        assert_eq!(lower_key[1..key_len], key[1..key_len]);
     }
 
     #[test]

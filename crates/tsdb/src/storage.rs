@@ -166,12 +166,57 @@ struct Frozen {
     series: HashMap<u32, Vec<(String, Column)>>,
 }
 
+/// Number of independently locked parts of a head. Writers append under the shard's *shared*
+/// lock plus one stripe's mutex, so a big batch never excludes queries; 64 stripes keep two
+/// concurrent batches (thousands of series each) from queueing on the same mutex for long.
+const HEAD_STRIPES: usize = 64;
+
+/// The head: recent writes per series, striped by series id.
+#[derive(Debug)]
+struct Head {
+    stripes: Vec<Mutex<HashMap<u32, SeriesHead>>>,
+    values: AtomicUsize,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            stripes: (0..HEAD_STRIPES).map(|_| Mutex::default()).collect(),
+            values: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Head {
+    fn stripe(&self, sid: u32) -> std::sync::MutexGuard<'_, HashMap<u32, SeriesHead>> {
+        self.stripes[sid as usize % HEAD_STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Empties the head, returning its series. Callers hold the shard lock exclusively.
+    fn take(&self) -> HashMap<u32, SeriesHead> {
+        let mut all = HashMap::new();
+        for s in &self.stripes {
+            all.extend(std::mem::take(
+                &mut *s.lock().unwrap_or_else(|p| p.into_inner()),
+            ));
+        }
+        self.values.store(0, Ordering::Relaxed);
+        all
+    }
+}
+
 /// Mutable state of a shard, behind its lock.
+///
+/// Lock discipline: the index, frozen heads and segments change only under the exclusive lock;
+/// head appends take the shared lock plus a stripe mutex, and freezing the head takes the
+/// exclusive lock, so a reader holding the shared lock sees every value exactly once (in the
+/// head, a frozen head or a segment).
 #[derive(Debug, Default)]
 pub struct ShardState {
     pub index: Index,
-    head: HashMap<u32, SeriesHead>,
-    head_values: usize,
+    head: Head,
     frozen: Vec<Arc<Frozen>>,
     segments: Vec<Arc<Segment>>,
     /// series id -> (segment position, series position in it) for each segment.
@@ -246,10 +291,13 @@ impl ShardState {
                 add(c.clone());
             }
         }
-        if let Some(h) = self.head.get(&sid)
-            && let Some((_, c)) = h.fields.iter().find(|(n, _)| n == field)
-        {
-            let mut c = c.clone();
+        let head_col = self
+            .head
+            .stripe(sid)
+            .get(&sid)
+            .and_then(|h| h.fields.iter().find(|(n, _)| n == field))
+            .map(|(_, c)| c.clone());
+        if let Some(mut c) = head_col {
             c.normalize();
             add(c);
         }
@@ -258,7 +306,7 @@ impl ShardState {
 
     /// Number of values in the head.
     pub fn head_values(&self) -> usize {
-        self.head_values
+        self.head.values.load(Ordering::Relaxed)
     }
 }
 
@@ -272,6 +320,11 @@ pub struct Tsdb {
     wal: Wal,
     gate: tokio::sync::RwLock<()>,
     flush_lock: tokio::sync::Mutex<()>,
+    /// Admission for the CPU-heavy parts of writes: at most one per core runs at a time. More
+    /// would only time-slice against each other, and a writer preempted while it holds a head
+    /// stripe makes a query wait a whole scheduler slice; with at most one runnable writer per
+    /// core a query thread that wakes up gets the CPU at once.
+    cpu: tokio::sync::Semaphore,
     flush_pending: AtomicBool,
     next_frozen: AtomicU64,
     poisoned: Mutex<Option<String>>,
@@ -389,6 +442,9 @@ impl Tsdb {
             wal,
             gate: tokio::sync::RwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),
+            cpu: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
             flush_pending: AtomicBool::new(false),
             next_frozen: AtomicU64::new(1),
             poisoned: Mutex::new(None),
@@ -670,74 +726,108 @@ impl Tsdb {
         let shard = self.shard(db, &rp_name)?;
         let now = now_ns();
         let _g = self.gate.read().await;
-        // Register series and fields, deciding what is accepted.
-        let mut accepted: Vec<(u32, &Point)> = Vec::with_capacity(points.len());
-        let mut first_rejection: Option<Rejection> = None;
-        let mut dropped = 0usize;
-        {
-            let mut st = shard.write();
-            let limit = self.opts.max_series_per_database;
-            let mut key = String::new();
-            'points: for p in &points {
-                if rp_meta.duration_ns > 0 && p.time < now.saturating_sub(rp_meta.duration_ns) {
-                    dropped += 1;
-                    first_rejection.get_or_insert(Rejection::Retention);
-                    continue;
-                }
-                if let Some(m) = st.index.measurements.get(&p.measurement) {
-                    for (f, v) in &p.fields {
-                        if let Some(&have) = m.fields.get(f)
-                            && have != v.field_type()
-                        {
-                            dropped += 1;
-                            first_rejection.get_or_insert(Rejection::TypeConflict {
-                                field: f.clone(),
-                                measurement: p.measurement.clone(),
-                                got: v.field_type(),
-                                have,
-                            });
-                            continue 'points;
+        // The CPU-heavy parts of a write (series keys, index registration, WAL encoding, head
+        // apply) run through `blocking`, so a big batch never stalls the runtime's worker and a
+        // query that arrives meanwhile is served at once (the OS time-slices the two threads).
+        let (accepted, first_rejection, dropped, rec) = self
+            .cpu_bound(|| {
+                // Series keys are built before any lock. In the steady state every series and field
+                // is known, and the shared lock suffices: queries run alongside. Only a batch that
+                // brings a new series or field takes the exclusive lock (and classifies again).
+                let keys: Vec<String> = points
+                    .iter()
+                    .map(|p| crate::lineproto::series_key(&p.measurement, &p.tags))
+                    .collect();
+                let retention_floor = if rp_meta.duration_ns > 0 {
+                    now.saturating_sub(rp_meta.duration_ns)
+                } else {
+                    i64::MIN
+                };
+                let shared = {
+                    let st = shard.read();
+                    let mut reg = Registration::new(points.len());
+                    let mut complete = true;
+                    for (p, key) in points.iter().zip(&keys) {
+                        match classify(&st, p, key, retention_floor) {
+                            Class::Known(sid) => reg.accepted.push((sid, p)),
+                            Class::Reject(r) => reg.reject(r),
+                            Class::New => {
+                                complete = false;
+                                break;
+                            }
                         }
                     }
-                }
-                key.clear();
-                key.push_str(&crate::lineproto::series_key(&p.measurement, &p.tags));
-                let sid = match st.index.by_key.get(&key) {
-                    Some(&id) => id,
+                    complete.then_some(reg)
+                };
+                let reg = match shared {
+                    Some(reg) => reg,
                     None => {
-                        if limit > 0 && shard.db_series.load(Ordering::Relaxed) >= limit {
-                            dropped += 1;
-                            first_rejection.get_or_insert(Rejection::SeriesLimit);
-                            continue;
+                        let mut st = shard.write();
+                        let limit = self.opts.max_series_per_database;
+                        let mut reg = Registration::new(points.len());
+                        for (p, key) in points.iter().zip(keys) {
+                            let sid = match classify(&st, p, &key, retention_floor) {
+                                Class::Known(sid) => sid,
+                                Class::Reject(r) => {
+                                    reg.reject(r);
+                                    continue;
+                                }
+                                Class::New => {
+                                    let sid = match st.index.by_key.get(&key) {
+                                        Some(&id) => id,
+                                        None => {
+                                            if limit > 0
+                                                && shard.db_series.load(Ordering::Relaxed) >= limit
+                                            {
+                                                reg.reject(Rejection::SeriesLimit);
+                                                continue;
+                                            }
+                                            shard.db_series.fetch_add(1, Ordering::Relaxed);
+                                            st.index.get_or_insert(key, &p.measurement, &p.tags)
+                                        }
+                                    };
+                                    let m = st
+                                        .index
+                                        .measurements
+                                        .get_mut(&p.measurement)
+                                        .expect("measurement registered with its series");
+                                    for (f, v) in &p.fields {
+                                        if !m.fields.contains_key(f) {
+                                            m.fields.insert(f.clone(), v.field_type());
+                                        }
+                                    }
+                                    sid
+                                }
+                            };
+                            reg.accepted.push((sid, p));
                         }
-                        shard.db_series.fetch_add(1, Ordering::Relaxed);
-                        st.index.get_or_insert(key.clone(), &p.measurement, &p.tags)
+                        reg
                     }
                 };
-                let m = st
-                    .index
-                    .measurements
-                    .get_mut(&p.measurement)
-                    .expect("measurement registered with its series");
-                for (f, v) in &p.fields {
-                    m.fields.entry(f.clone()).or_insert(v.field_type());
-                }
-                accepted.push((sid, p));
-            }
-        }
-        if !accepted.is_empty() {
-            let rec = encode_points_record(db, &rp_name, accepted.iter().map(|(_, p)| *p));
+                let Registration {
+                    accepted,
+                    first_rejection,
+                    dropped,
+                } = reg;
+                let rec = (!accepted.is_empty())
+                    .then(|| encode_points_record(db, &rp_name, accepted.iter().map(|(_, p)| *p)));
+                (accepted, first_rejection, dropped, rec)
+            })
+            .await;
+        if let Some(rec) = rec {
             if let Err(e) = self.wal.append(&rec).await {
                 self.poison(&e);
                 return Err(e);
             }
-            let mut st = shard.write();
-            for (sid, p) in &accepted {
-                apply_point(&mut st, *sid, p);
-            }
-            if st.head_values >= self.opts.flush_values {
-                self.flush_pending.store(true, Ordering::Relaxed);
-            }
+            drop(rec);
+            self.cpu_bound(|| {
+                let st = shard.read();
+                apply_points(&st, &accepted);
+                if st.head_values() >= self.opts.flush_values {
+                    self.flush_pending.store(true, Ordering::Relaxed);
+                }
+            })
+            .await;
         }
         let summary = WriteSummary {
             written: accepted.len(),
@@ -762,6 +852,13 @@ impl Tsdb {
             return Err(Error::PartialWrite { reason, dropped });
         }
         Ok(summary)
+    }
+
+    /// Runs CPU-heavy work of a write (parsing, indexing, head appends) off the async worker,
+    /// at most one such job per core at a time (see `cpu`).
+    pub async fn cpu_bound<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _permit = self.cpu.acquire().await.ok();
+        blocking(f)
     }
 
     /// True when a write found the heads over the flush threshold.
@@ -794,7 +891,8 @@ impl Tsdb {
                             m.fields.entry(f.clone()).or_insert(v.field_type());
                         }
                     }
-                    apply_point(&mut st, sid, p);
+                    let added = apply_point(st.head.stripe(sid).entry(sid).or_default(), p);
+                    st.head.values.fetch_add(added, Ordering::Relaxed);
                 }
                 Ok(())
             }
@@ -802,9 +900,8 @@ impl Tsdb {
                 let db = r.str().map_err(e)?.to_string();
                 for ((d, _), s) in self.shards.read().unwrap_or_else(|p| p.into_inner()).iter() {
                     if *d == db {
-                        let mut st = s.write();
-                        st.head.clear();
-                        st.head_values = 0;
+                        let st = s.write();
+                        st.head.take();
                     }
                 }
                 Ok(())
@@ -836,11 +933,10 @@ impl Tsdb {
 
     fn freeze(&self, shard: &Shard) -> Option<Arc<Frozen>> {
         let mut st = shard.write();
-        if st.head.is_empty() {
+        let head = st.head.take();
+        if head.is_empty() {
             return None;
         }
-        let head = std::mem::take(&mut st.head);
-        st.head_values = 0;
         let series = head
             .into_iter()
             .map(|(sid, h)| {
@@ -1120,7 +1216,7 @@ impl Tsdb {
 }
 
 /// Runs blocking work without stalling a multi-threaded runtime's other tasks.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
@@ -1168,8 +1264,86 @@ fn install_segment(st: &mut ShardState, seg: Arc<Segment>, counter: &AtomicUsize
     st.seg_maps.push(map);
 }
 
-fn apply_point(st: &mut ShardState, sid: u32, p: &Point) {
-    let h = st.head.entry(sid).or_default();
+/// The outcome of registering a batch in a shard's index.
+struct Registration<'a> {
+    accepted: Vec<(u32, &'a Point)>,
+    first_rejection: Option<Rejection>,
+    dropped: usize,
+}
+
+impl<'a> Registration<'a> {
+    fn new(n: usize) -> Self {
+        Registration {
+            accepted: Vec::with_capacity(n),
+            first_rejection: None,
+            dropped: 0,
+        }
+    }
+
+    fn reject(&mut self, r: Rejection) {
+        self.dropped += 1;
+        self.first_rejection.get_or_insert(r);
+    }
+}
+
+/// How the index sees one point of a write.
+enum Class {
+    Known(u32),
+    Reject(Rejection),
+    /// Its series or one of its fields is new: registering it needs the exclusive lock.
+    New,
+}
+
+fn classify(st: &ShardState, p: &Point, key: &str, retention_floor: i64) -> Class {
+    if p.time < retention_floor {
+        return Class::Reject(Rejection::Retention);
+    }
+    let Some(m) = st.index.measurements.get(&p.measurement) else {
+        return Class::New;
+    };
+    let mut new_field = false;
+    for (f, v) in &p.fields {
+        match m.fields.get(f) {
+            Some(&have) if have != v.field_type() => {
+                return Class::Reject(Rejection::TypeConflict {
+                    field: f.clone(),
+                    measurement: p.measurement.clone(),
+                    got: v.field_type(),
+                    have,
+                });
+            }
+            Some(_) => {}
+            None => new_field = true,
+        }
+    }
+    match st.index.by_key.get(key) {
+        Some(&sid) if !new_field => Class::Known(sid),
+        _ => Class::New,
+    }
+}
+
+/// Appends accepted points to the head, one stripe at a time (points of one series keep their
+/// order). Callers hold the shard lock (shared is enough).
+fn apply_points(st: &ShardState, accepted: &[(u32, &Point)]) {
+    let mut order: Vec<u32> = (0..accepted.len() as u32).collect();
+    order.sort_by_key(|&i| accepted[i as usize].0 as usize % HEAD_STRIPES);
+    let mut added = 0;
+    for chunk in order.chunk_by(|&a, &b| {
+        accepted[a as usize].0 as usize % HEAD_STRIPES
+            == accepted[b as usize].0 as usize % HEAD_STRIPES
+    }) {
+        let mut stripe = st.head.stripe(accepted[chunk[0] as usize].0);
+        for &i in chunk {
+            let (sid, p) = accepted[i as usize];
+            added += apply_point(stripe.entry(sid).or_default(), p);
+        }
+    }
+    st.head.values.fetch_add(added, Ordering::Relaxed);
+}
+
+/// Appends one point to a series' head; returns the number of values added.
+fn apply_point(h: &mut SeriesHead, p: &Point) -> usize {
+    let mut added = 0;
     for (f, v) in &p.fields {
         let col = match h.fields.iter_mut().position(|(n, _)| n == f) {
             Some(i) => &mut h.fields[i].1,
@@ -1180,9 +1354,10 @@ fn apply_point(st: &mut ShardState, sid: u32, p: &Point) {
         };
         if col.values.push(v) {
             col.times.push(p.time);
-            st.head_values += 1;
+            added += 1;
         }
     }
+    added
 }
 
 fn encode_points_record<'a>(

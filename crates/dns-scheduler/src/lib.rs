@@ -1,0 +1,434 @@
+//! The DNS-scheduler example: a sub-scheduler, built only on torc's public client library, that
+//! runs DNS servers for a demo zone (`dns-sl1`, `dns-sl2`, ...), load generators
+//! (`normalload200`, `normalload400`), and scales the servers on their measured query rate.
+//!
+//! It registers as a framework, keeps its servers and loads running as its own tasks
+//! (restarting failed ones), reads the servers' query rate from the rack's time-series database
+//! every few seconds, and applies the `scaler` rule. Its decisions, with the numbers behind
+//! them, are logged, persisted in its state file, served as JSON (`/api/v1/scaling`) and posted
+//! to the controller's event feed (the UI shows them). It serves the original's port-3005 API:
+//! `/start/group?name=`, `DELETE /service?name=`, `/admin/ping`.
+//!
+//! Unlike the original: any number of servers between `min` and `max`; every server measured;
+//! state on disk; a dead server restarted.
+
+pub mod loadgen;
+pub mod scaler;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use torc_api::TaskView;
+use torc_client::{Client, Framework};
+use torc_types::{FrameworkName, Resources, ServiceName, TaskSpec, TaskState, now_millis};
+
+use scaler::{Observation, Policy};
+
+/// The demo zone the servers serve.
+pub const DEMO_ZONE: &str = include_str!("demo.zone");
+
+/// The load groups, as the original's config defined them.
+pub const LOADS: [(&str, u32); 2] = [("normalload200", 200), ("normalload400", 400)];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: FrameworkName,
+    pub controller: String,
+    pub token: Option<String>,
+    /// Where the scheduler keeps its state and the zone file.
+    pub state_dir: PathBuf,
+    /// The `torc` binary the servers run (`command: torc` resolves on each agent).
+    pub policy: Policy,
+    pub interval: Duration,
+    pub failover: Duration,
+    /// The rack's DNS server (for the load generators' discovery).
+    pub rack_dns: SocketAddr,
+    /// The time-series database's base URL; `None` = find the `influxdb` service.
+    pub tsdb: Option<String>,
+    /// This program, for the load generator tasks.
+    pub exe: PathBuf,
+    /// Mean and deviation of the load generators' delay between queries.
+    pub load_mean: Duration,
+    pub load_dev: Duration,
+}
+
+/// What the scheduler wants running, besides the servers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Wanted {
+    pub scaler: scaler::State,
+    pub loads: BTreeSet<String>,
+}
+
+/// Shared between the loop and the API.
+pub struct Scheduler {
+    cfg: Config,
+    wanted: Mutex<Wanted>,
+    tasks: Mutex<Vec<TaskView>>,
+    last_observation: Mutex<Option<Observation>>,
+    http: reqwest::Client,
+}
+
+fn server_name(i: u32) -> String {
+    format!("dns-sl{i}")
+}
+
+impl Scheduler {
+    pub fn new(cfg: Config) -> anyhow::Result<Arc<Scheduler>> {
+        std::fs::create_dir_all(&cfg.state_dir)?;
+        std::fs::write(cfg.state_dir.join("homer.ave.zone"), DEMO_ZONE)?;
+        let wanted = match std::fs::read(cfg.state_dir.join("state.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes)?,
+            Err(_) => Wanted {
+                scaler: scaler::State::new(&cfg.policy),
+                loads: BTreeSet::new(),
+            },
+        };
+        Ok(Arc::new(Scheduler {
+            cfg,
+            wanted: Mutex::new(wanted),
+            tasks: Mutex::new(Vec::new()),
+            last_observation: Mutex::new(None),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+        }))
+    }
+
+    fn save(&self, w: &Wanted) {
+        let path = self.cfg.state_dir.join("state.json");
+        let tmp = path.with_extension("tmp");
+        let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(w).unwrap_or_default())
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = ok {
+            tracing::error!(error = %e, "cannot save the scheduler's state");
+        }
+    }
+
+    fn server_spec(&self, name: &str, tsdb: &Option<String>) -> TaskSpec {
+        let zone = self.cfg.state_dir.join("homer.ave.zone");
+        let mut spec = TaskSpec::new(
+            ServiceName::new(name).expect("dns-slN is a valid name"),
+            "torc",
+        );
+        spec.args = vec![
+            "dns".into(),
+            "--listen".into(),
+            "$IP:$PORT0".into(),
+            "--zone-file".into(),
+            format!("homer.ave={}", zone.display()),
+            "--threads".into(),
+            "1".into(),
+        ];
+        if let Some(url) = tsdb {
+            spec.args.extend([
+                "--report-influxdb".into(),
+                url.clone(),
+                "--report-name".into(),
+                name.into(),
+            ]);
+        }
+        spec.ports = 1;
+        spec.resources = Resources::new(0.2, 32.0, 0.0);
+        spec.metered = true;
+        spec.kill_grace_ms = 2_000;
+        spec
+    }
+
+    fn load_spec(&self, name: &str, users: u32) -> TaskSpec {
+        let mut spec = TaskSpec::new(
+            ServiceName::new(name).expect("a valid name"),
+            self.cfg.exe.display().to_string(),
+        );
+        spec.args = vec![
+            "loadgen".into(),
+            "--users".into(),
+            users.to_string(),
+            "--mean-ms".into(),
+            self.cfg.load_mean.as_millis().to_string(),
+            "--dev-ms".into(),
+            self.cfg.load_dev.as_millis().to_string(),
+            "--rack-dns".into(),
+            self.cfg.rack_dns.to_string(),
+        ];
+        spec.resources = Resources::new(0.2, 32.0, 0.0);
+        spec.kill_grace_ms = 1_000;
+        spec
+    }
+
+    /// The time-series database's URL: configured, or the running `influxdb` service.
+    async fn tsdb_url(&self, client: &Client) -> Option<String> {
+        if let Some(u) = &self.cfg.tsdb {
+            return Some(u.clone());
+        }
+        let services = client.services().await.ok()?;
+        let s = services
+            .into_iter()
+            .find(|s| s.service.as_str() == "influxdb" && s.state == Some(TaskState::Running))?;
+        Some(format!(
+            "http://{}:{}",
+            s.ip?,
+            s.ports.first().copied().unwrap_or(8086)
+        ))
+    }
+
+    /// Total queries per second of the running servers, from their own reports in the tsdb.
+    async fn measure(&self, tsdb: &str, running: &[String]) -> Result<f64, String> {
+        let q = "SELECT last(qps) FROM dns_server WHERE time > now() - 15s GROUP BY server";
+        let v: serde_json::Value = self
+            .http
+            .get(format!("{tsdb}/query"))
+            .query(&[("db", "torc"), ("q", q)])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut total = 0.0;
+        for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+            let server = s["tags"]["server"].as_str().unwrap_or_default();
+            if running.iter().any(|r| r == server) {
+                total += s["values"][0][1].as_f64().unwrap_or(0.0);
+            }
+        }
+        Ok(total)
+    }
+
+    /// One reconcile pass: the servers and loads that should run, run; the others end.
+    async fn reconcile(&self, fw: &Framework, tsdb: &Option<String>) -> anyhow::Result<()> {
+        let tasks = fw.tasks().await?;
+        let (desired, loads) = {
+            let w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            (w.scaler.desired, w.loads.clone())
+        };
+        let mut want: BTreeMap<String, TaskSpec> = (1..=desired)
+            .map(|i| (server_name(i), self.server_spec(&server_name(i), tsdb)))
+            .collect();
+        for (name, users) in LOADS {
+            if loads.contains(name) {
+                want.insert(name.to_string(), self.load_spec(name, users));
+            }
+        }
+        let live = |t: &&TaskView| !t.state.is_terminal() && t.state != TaskState::Killing;
+        for (name, spec) in &want {
+            if !tasks.iter().filter(live).any(|t| t.name.as_str() == name) {
+                tracing::info!(task = %name, "starting");
+                fw.launch(spec).await?;
+            }
+        }
+        for t in tasks.iter().filter(live) {
+            if !want.contains_key(t.name.as_str()) {
+                tracing::info!(task = %t.id, "stopping");
+                fw.kill(&t.id).await?;
+            }
+        }
+        *self.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        Ok(())
+    }
+
+    /// Measures and applies the scaling rule once.
+    async fn scale(&self, client: &Client, tsdb: &str) {
+        let running: Vec<String> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|t| t.state == TaskState::Running && t.name.as_str().starts_with("dns-sl"))
+            .map(|t| t.name.to_string())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let total = match self.measure(tsdb, &running).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the servers' load");
+                return;
+            }
+        };
+        let obs = Observation {
+            at: now_millis(),
+            servers: running.len() as u32,
+            total_qps: total,
+        };
+        tracing::info!(total_qps = total, servers = obs.servers, "load");
+        *self
+            .last_observation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(obs.clone());
+        let decision = {
+            let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            let d = w.scaler.observe(&self.cfg.policy, obs);
+            self.save(&w);
+            d
+        };
+        if let Some(d) = decision {
+            let msg = format!("scaling DNS servers {} -> {}: {}", d.from, d.to, d.reason);
+            tracing::info!("{msg}");
+            let _ = client.framework_event(&self.cfg.name, "info", &msg).await;
+        }
+    }
+
+    /// Registers, then reconciles every second and scales every interval, forever.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        let client = Client::new(self.cfg.controller.clone(), self.cfg.token.clone());
+        let (mut fw, existing) = loop {
+            match Framework::register(client.clone(), self.cfg.name.clone(), self.cfg.failover)
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        tracing::info!(framework = %self.cfg.name, surviving = existing.len(), "registered");
+        let mut last_scale = std::time::Instant::now();
+        let mut tsdb = None;
+        loop {
+            if tsdb.is_none() {
+                tsdb = self.tsdb_url(&client).await;
+            }
+            if let Err(e) = self.reconcile(&fw, &tsdb).await {
+                tracing::warn!(error = %e, "reconcile failed");
+                if e.to_string().contains("register it again") {
+                    let (f, _) = Framework::register(
+                        client.clone(),
+                        self.cfg.name.clone(),
+                        self.cfg.failover,
+                    )
+                    .await?;
+                    fw = f;
+                }
+            }
+            if last_scale.elapsed() >= self.cfg.interval {
+                last_scale = std::time::Instant::now();
+                if let Some(url) = &tsdb {
+                    self.scale(&client, url).await;
+                }
+            }
+            // The poll is the framework's heartbeat; it also wakes us on any task change.
+            let _ = fw.updates(Duration::from_millis(1000)).await;
+        }
+    }
+
+    // --- the API ---
+
+    fn status(&self) -> serde_json::Value {
+        let w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::json!({
+            "framework": self.cfg.name,
+            "desired_servers": w.scaler.desired,
+            "policy": self.cfg.policy,
+            "loads": w.loads,
+            "window": w.scaler.window,
+            "last_observation": *self.last_observation.lock().unwrap_or_else(|e| e.into_inner()),
+            "decisions": w.scaler.decisions,
+            "tasks": tasks.iter().filter(|t| !t.state.is_terminal()).map(|t| serde_json::json!({
+                "name": t.name, "id": t.id, "state": t.state, "node": t.node, "ip": t.ip, "ports": t.ports,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// `start/group`: a server (`dns-slN` raises the count to at least N) or a load.
+    fn start_group(&self, name: &str) -> Result<(), String> {
+        let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = name
+            .strip_prefix("dns-sl")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            if n == 0 || n > self.cfg.policy.max {
+                return Err(format!(
+                    "{name}: servers go from dns-sl1 to dns-sl{}",
+                    self.cfg.policy.max
+                ));
+            }
+            w.scaler.desired = w.scaler.desired.max(n);
+        } else if LOADS.iter().any(|(l, _)| *l == name) {
+            w.loads.insert(name.to_string());
+        } else {
+            return Err(format!(
+                "no group named {name:?}; groups: dns-sl1..dns-sl{}, normalload200, normalload400",
+                self.cfg.policy.max
+            ));
+        }
+        self.save(&w);
+        Ok(())
+    }
+
+    /// `DELETE service`: `dns-slN` lowers the count below N (not below `min`), or ends a load.
+    fn stop_service(&self, name: &str) -> Result<(), String> {
+        let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = name
+            .strip_prefix("dns-sl")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            if n <= self.cfg.policy.min {
+                return Err(format!(
+                    "{name} is within the minimum of {} servers",
+                    self.cfg.policy.min
+                ));
+            }
+            w.scaler.desired = w.scaler.desired.min(n - 1);
+        } else if !w.loads.remove(name) {
+            return Err(format!("no running service named {name:?}"));
+        }
+        self.save(&w);
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct ByName {
+    name: Option<String>,
+}
+
+fn reply(r: Result<(), String>) -> Response {
+    match r {
+        Ok(()) => Json(serde_json::json!({"result": "done"})).into_response(),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": e, "status": 404})),
+        )
+            .into_response(),
+    }
+}
+
+/// The original's port-3005 API, plus `/api/v1/scaling`.
+pub fn router(s: Arc<Scheduler>) -> Router {
+    Router::new()
+        .route("/admin/ping", get(|| async { "pong" }))
+        .route(
+            "/start/group",
+            get(
+                |AxState(s): AxState<Arc<Scheduler>>, Query(q): Query<ByName>| async move {
+                    reply(s.start_group(q.name.as_deref().unwrap_or_default()))
+                },
+            ),
+        )
+        .route(
+            "/service",
+            axum::routing::delete(
+                |AxState(s): AxState<Arc<Scheduler>>, Query(q): Query<ByName>| async move {
+                    reply(s.stop_service(q.name.as_deref().unwrap_or_default()))
+                },
+            ),
+        )
+        .route(
+            "/api/v1/scaling",
+            get(|AxState(s): AxState<Arc<Scheduler>>| async move { Json(s.status()) }),
+        )
+        .with_state(s)
+}

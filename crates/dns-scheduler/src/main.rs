@@ -1,0 +1,171 @@
+//! `torc-dns-scheduler`: the DNS-scheduler example (see the library docs).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use torc_dns_scheduler::{Config, Scheduler, loadgen, scaler::Policy};
+
+#[derive(Parser)]
+#[command(
+    name = "torc-dns-scheduler",
+    about = "Orchestrates DNS infrastructure on torc (the DNS example)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the scheduler: servers, loads and smart scaling.
+    Run(RunArgs),
+    /// Run a DNS load (the original's normalload).
+    Loadgen(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(
+        long,
+        env = "TORC_CONTROLLER",
+        default_value = "http://127.0.3.20:3000"
+    )]
+    controller: String,
+    #[arg(long, env = "TORC_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    #[arg(long, default_value = "torc-dns-scheduler")]
+    name: String,
+    #[arg(long, default_value = "./dns-scheduler-state")]
+    state_dir: PathBuf,
+    /// The port-3005 API.
+    #[arg(long, default_value = "127.0.0.1:3005")]
+    listen: SocketAddr,
+    /// The rack's DNS server.
+    #[arg(long, default_value = "127.0.3.20:53")]
+    rack_dns: SocketAddr,
+    /// The time-series database (default: the rack's `influxdb` service).
+    #[arg(long)]
+    tsdb: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    min: u32,
+    #[arg(long, default_value_t = 3)]
+    max: u32,
+    /// Queries per second per server above which a server is added.
+    #[arg(long, default_value_t = 300.0)]
+    high_qps: f64,
+    /// Queries per second per server below which a server is removed.
+    #[arg(long, default_value_t = 150.0)]
+    low_qps: f64,
+    #[arg(long, default_value_t = 3)]
+    k: usize,
+    #[arg(long, default_value_t = 5)]
+    n: usize,
+    #[arg(long, default_value_t = 30)]
+    cooldown_secs: u64,
+    /// Seconds between measurements.
+    #[arg(long, default_value_t = 5)]
+    interval_secs: u64,
+    #[arg(long, default_value_t = 60)]
+    failover_secs: u64,
+    /// Mean and deviation (ms) of the loads' delay between queries (the original: 1000 / 800).
+    #[arg(long, default_value_t = 1000)]
+    load_mean_ms: u64,
+    #[arg(long, default_value_t = 800)]
+    load_dev_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    #[arg(long, default_value_t = 10)]
+    users: usize,
+    #[arg(long, default_value_t = 2000)]
+    mean_ms: u64,
+    #[arg(long, default_value_t = 1000)]
+    dev_ms: u64,
+    #[arg(long, default_value = "127.0.3.20:53")]
+    rack_dns: SocketAddr,
+    #[arg(long, default_value = "dns-sl")]
+    prefix: String,
+    #[arg(long, default_value_t = 8)]
+    max_servers: usize,
+    #[arg(long, default_value = "service.torc")]
+    service_domain: String,
+    #[arg(long, default_value_t = 5)]
+    report_secs: u64,
+    /// Stop after this many seconds (0 = run until killed).
+    #[arg(long, default_value_t = 0)]
+    duration_secs: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match Cli::parse().command {
+        Command::Loadgen(a) => rt.block_on(loadgen::run(loadgen::LoadConfig {
+            users: a.users,
+            mean: Duration::from_millis(a.mean_ms),
+            dev: Duration::from_millis(a.dev_ms),
+            rack_dns: a.rack_dns,
+            prefix: a.prefix,
+            max_servers: a.max_servers,
+            service_domain: a.service_domain,
+            report_every: Duration::from_secs(a.report_secs.max(1)),
+            duration: (a.duration_secs > 0).then(|| Duration::from_secs(a.duration_secs)),
+        })),
+        Command::Run(a) => {
+            let token = match &a.token_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read the token file {}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let cfg = Config {
+                name: a.name.parse().context("--name")?,
+                controller: a.controller,
+                token,
+                state_dir: a.state_dir,
+                policy: Policy {
+                    min: a.min.max(1),
+                    max: a.max.max(a.min.max(1)),
+                    high: a.high_qps,
+                    low: a.low_qps,
+                    k: a.k.max(1),
+                    n: a.n.max(a.k.max(1)),
+                    cooldown_ms: a.cooldown_secs * 1000,
+                },
+                interval: Duration::from_secs(a.interval_secs.max(1)),
+                failover: Duration::from_secs(a.failover_secs),
+                rack_dns: a.rack_dns,
+                tsdb: a.tsdb,
+                exe: std::env::current_exe()?,
+                load_mean: Duration::from_millis(a.load_mean_ms),
+                load_dev: Duration::from_millis(a.load_dev_ms),
+            };
+            rt.block_on(async move {
+                let s = Scheduler::new(cfg)?;
+                let listener = tokio::net::TcpListener::bind(a.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", a.listen))?;
+                tracing::info!(listen = %a.listen, "dns scheduler API");
+                let app = torc_dns_scheduler::router(s.clone());
+                tokio::spawn(async move { axum::serve(listener, app).await });
+                s.run().await
+            })?;
+        }
+    }
+    Ok(())
+}

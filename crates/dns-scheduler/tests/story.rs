@@ -1,0 +1,308 @@
+//! The DNS example end to end on a local rack, thresholds scaled for test speed: one server up
+//! and resolvable → load 200 → load 400 → a second server starts, resolves, and takes queries →
+//! the load drops → it is stopped; no flapping; a killed server is restarted and the load
+//! recovers.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use torc_test_utils::{LocalRack, RackOptions, free_port, processes_mentioning, wait_for, which};
+
+const SCHEDULER: &str = env!("CARGO_BIN_EXE_torc-dns-scheduler");
+
+/// The `torc` binary, built next to this one by `cargo test --workspace` / `./scripts/test`.
+fn torc() -> PathBuf {
+    let p = PathBuf::from(SCHEDULER).with_file_name("torc");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build -p torc`, or run ./scripts/test)",
+        p.display()
+    );
+    p
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dig_short(server: &str, args: &[&str]) -> Vec<String> {
+    assert!(
+        which("dig").is_some(),
+        "dig is not installed: `apt-get install bind9-dnsutils`"
+    );
+    let out = Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["+time=1", "+tries=1", "+short"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dns_scheduler_scales_with_the_load() {
+    let rack = LocalRack::start(
+        torc(),
+        RackOptions {
+            compute_nodes: 2,
+            node_timeout_secs: 30,
+            extra_yaml: r#"
+healthcheck:
+  system_services:
+    - name: dns
+      command: torc
+      args: [dns, --listen, "$IP:53"]
+      memory: 32
+      cpu: 0.2
+      node_function: controller
+    - name: influxdb
+      command: torc
+      args: [tsdb, --listen, "$IP:8086", --data-dir, "$DATA_DIR"]
+      memory: 128
+      cpu: 0.2
+      node_function: controller
+"#
+            .into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let wedge = rack.nodes["wedge"].to_string();
+    let state = tempfile::tempdir().unwrap();
+    let api_port = free_port(std::net::Ipv4Addr::LOCALHOST);
+    let api = format!("http://127.0.0.1:{api_port}");
+    let log = std::fs::File::create(rack.dir.path().join("dns-scheduler.log")).unwrap();
+    let _scheduler = Killed(
+        Command::new(SCHEDULER)
+            .args(["run", "--controller", &rack.url()])
+            .args([
+                "--token-file",
+                &rack.dir.path().join("token").display().to_string(),
+            ])
+            .args(["--state-dir", &state.path().display().to_string()])
+            .args(["--listen", &format!("127.0.0.1:{api_port}")])
+            .args(["--rack-dns", &format!("{wedge}:53")])
+            .args(["--tsdb", &format!("http://{wedge}:8086")])
+            .args([
+                "--high-qps",
+                "400",
+                "--low-qps",
+                "250",
+                "--k",
+                "2",
+                "--n",
+                "3",
+            ])
+            .args([
+                "--cooldown-secs",
+                "8",
+                "--interval-secs",
+                "2",
+                "--load-mean-ms",
+                "1000",
+                "--load-dev-ms",
+                "300",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let scaling = || {
+        let http = http.clone();
+        let url = format!("{api}/api/v1/scaling");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()?
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+        }
+    };
+    let get = |path: String| {
+        let http = http.clone();
+        async move { http.get(path).send().await.unwrap().status().as_u16() }
+    };
+    let hint =
+        || std::fs::read_to_string(rack.dir.path().join("dns-scheduler.log")).unwrap_or_default();
+
+    // One server up, resolvable in the service domain, answering the demo zone.
+    let w = wedge.clone();
+    let sl1 = wait_for("dns-sl1 to resolve", Duration::from_secs(40), || {
+        let w = w.clone();
+        async move {
+            dig_short(&w, &["_dns-sl1._tcp.service.torc", "SRV"])
+                .into_iter()
+                .next()
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", hint()));
+    let port = sl1.split_whitespace().nth(2).unwrap().to_string();
+    let ip = dig_short(&wedge, &["dns-sl1.service.torc"]).remove(0);
+    assert_eq!(dig_short(&ip, &["-p", &port, "host3.homer.ave"]).len(), 17);
+
+    // Load 200: one server is enough.
+    assert_eq!(
+        get(format!("{api}/start/group?name=normalload200")).await,
+        200
+    );
+    wait_for("~200 qps measured", Duration::from_secs(40), || async {
+        let s = scaling().await?;
+        (s["last_observation"]["total_qps"].as_f64()? > 120.0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", hint()));
+    assert_eq!(scaling().await.unwrap()["desired_servers"], 1);
+
+    // Load 400 more: a second server starts, resolves, and takes queries.
+    assert_eq!(
+        get(format!("{api}/start/group?name=normalload400")).await,
+        200
+    );
+    wait_for("a second server", Duration::from_secs(60), || async {
+        let s = scaling().await?;
+        (s["desired_servers"] == 2).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", hint()));
+    let w = wedge.clone();
+    wait_for("dns-sl2 to resolve", Duration::from_secs(30), || {
+        let w = w.clone();
+        async move { (!dig_short(&w, &["dns-sl2.service.torc"]).is_empty()).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let client = rack.client();
+    let load_task = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .tasks(&Default::default())
+                .await
+                .ok()?
+                .into_iter()
+                .find(|t| t.name.as_str() == name && t.state == torc_types::TaskState::Running)
+        }
+    };
+    let t400 = load_task("normalload400").await.expect("the load runs");
+    wait_for(
+        "the load to spread to dns-sl2",
+        Duration::from_secs(30),
+        || async {
+            let out = client.logs(&t400.id, &Default::default()).await.ok()?;
+            let last: serde_json::Value = serde_json::from_str(out.data.lines().last()?).ok()?;
+            let per = &last["per_server_qps"];
+            (per["dns-sl1"].as_f64()? > 50.0 && per["dns-sl2"].as_f64()? > 50.0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // A killed server is restarted, and the load recovers.
+    let sl1_task = load_task("dns-sl1").await.unwrap();
+    let shim = processes_mentioning(rack.dir.path())
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("shim") && cmd.contains(sl1_task.id.as_str()))
+        .map(|(pid, _)| pid)
+        .unwrap();
+    // SAFETY: a process of this test's rack.
+    unsafe { libc::kill(shim as libc::pid_t, libc::SIGKILL) };
+    wait_for(
+        "dns-sl1 restarted and serving the load again",
+        Duration::from_secs(40),
+        || async {
+            let t = load_task("dns-sl1").await?;
+            if t.id == sl1_task.id {
+                return None;
+            }
+            let out = client.logs(&t400.id, &Default::default()).await.ok()?;
+            let last: serde_json::Value = serde_json::from_str(out.data.lines().last()?).ok()?;
+            (last["per_server_qps"]["dns-sl1"].as_f64()? > 50.0).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", hint()));
+
+    // The load drops: the second server is stopped, and its name goes.
+    assert_eq!(
+        http.delete(format!("{api}/service?name=normalload400"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    wait_for("back to one server", Duration::from_secs(60), || async {
+        let s = scaling().await?;
+        (s["desired_servers"] == 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", hint()));
+    let w = wedge.clone();
+    wait_for(
+        "dns-sl2 to be gone from DNS",
+        Duration::from_secs(30),
+        || {
+            let w = w.clone();
+            async move {
+                dig_short(&w, &["dns-sl2.service.torc"])
+                    .is_empty()
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    // Exactly one step up and one down: no flapping; each decision says why, and is in the
+    // rack's event feed.
+    let s = scaling().await.unwrap();
+    let decisions = s["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert_eq!(
+        (decisions[0]["from"].as_u64(), decisions[0]["to"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        (decisions[1]["from"].as_u64(), decisions[1]["to"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(
+        decisions[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("qps per server")
+    );
+    let feed: Vec<serde_json::Value> = http
+        .get(format!("{}/api/v1/events", rack.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(feed.iter().any(|e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("scaling DNS servers 1 -> 2"))
+    }));
+    // The decisions survive in the scheduler's state file.
+    let saved = std::fs::read_to_string(state.path().join("state.json")).unwrap();
+    assert!(saved.contains("\"decisions\""));
+}

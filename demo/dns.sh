@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The DNS example's story on the local rack, with a timeline:
+#   start the DNS scheduler -> one server up and resolvable -> load 200 -> load 400 -> a second
+#   server starts and takes half the queries -> the load drops -> it is stopped.
+#
+# Needs a local rack: run `cargo run --release -- up` in another terminal first (as root, or
+# with CAP_NET_BIND_SERVICE, for the rack's DNS on port 53). Then: demo/dns.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONTROLLER=${TORC_CONTROLLER:-http://127.0.3.20:3000}
+TOKEN_FILE=${TORC_TOKEN_FILE:-${TMPDIR:-/tmp}/torc-up-$(id -u)/token}
+RACK_DNS=${RACK_DNS:-127.0.3.20:53}
+API=127.0.0.1:3005
+[ -r "$TOKEN_FILE" ] || { echo "no local rack token at $TOKEN_FILE: is \`torc up\` running?" >&2; exit 1; }
+command -v dig >/dev/null || { echo "dig is needed: apt-get install bind9-dnsutils" >&2; exit 1; }
+
+cargo build --release -q -p torc -p torc-dns-scheduler
+STATE=$(mktemp -d)
+target/release/torc-dns-scheduler run --controller "$CONTROLLER" --token-file "$TOKEN_FILE" \
+  --state-dir "$STATE" --listen "$API" --rack-dns "$RACK_DNS" \
+  --high-qps 400 --low-qps 250 --k 2 --n 3 --cooldown-secs 10 --interval-secs 2 \
+  >"$STATE/scheduler.log" 2>&1 &
+SCHED=$!
+cleanup() {
+  kill "$SCHED" 2>/dev/null || true
+  # Unregistering the framework ends its servers and loads.
+  curl -s -X DELETE -H "Authorization: Bearer $(cat "$TOKEN_FILE")" \
+    "$CONTROLLER/api/v1/frameworks/torc-dns-scheduler" >/dev/null || true
+  echo "scheduler log and state: $STATE"
+}
+trap cleanup EXIT
+
+T0=$(date +%s)
+step() { printf '%4ss  %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+scaling() { curl -s "http://$API/api/v1/scaling"; }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+until_true() { # SECONDS WHAT CMD...
+  local limit=$1 what=$2; shift 2
+  for _ in $(seq "$limit"); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 1; done
+  echo "gave up waiting for: $what" >&2; exit 1
+}
+resolves() { [ -n "$(dig @"${RACK_DNS%:*}" +short "$1")" ]; }
+gone() { [ -z "$(dig @"${RACK_DNS%:*}" +short "$1")" ]; }
+desired_is() { [ "$(scaling | json 'd["desired_servers"]')" = "$1" ]; }
+measured_over() { scaling | json "d['last_observation']['total_qps'] > $1" | grep -q True; }
+
+step "starting the DNS scheduler (framework torc-dns-scheduler, API on $API)"
+until_true 60 "dns-sl1 in the service domain" resolves dns-sl1.service.torc
+step "dns-sl1 is up: dns-sl1.service.torc -> $(dig @"${RACK_DNS%:*}" +short dns-sl1.service.torc), SRV $(dig @"${RACK_DNS%:*}" +short _dns-sl1._tcp.service.torc SRV)"
+
+curl -s "http://$API/start/group?name=normalload200" >/dev/null
+step "load 200 started (normalload200: 200 users, ~1 query/s each)"
+until_true 60 "the load to show" measured_over 120
+step "measured $(scaling | json 'round(d["last_observation"]["total_qps"])') qps on 1 server: no change"
+
+curl -s "http://$API/start/group?name=normalload400" >/dev/null
+step "load 400 started (normalload400)"
+until_true 90 "a second server" desired_is 2
+step "scaled up: $(scaling | json 'd["decisions"][-1]["reason"]')"
+until_true 30 "dns-sl2 in the service domain" resolves dns-sl2.service.torc
+step "dns-sl2 is up: dns-sl2.service.torc -> $(dig @"${RACK_DNS%:*}" +short dns-sl2.service.torc)"
+sleep 8
+TASK=$(curl -s "$CONTROLLER/api/v1/tasks?state=running" | json '[t["id"] for t in d if t["name"]=="normalload400"][0]')
+step "normalload400 now sends: $(curl -s "$CONTROLLER/api/v1/tasks/$TASK/logs?tail=2000" | json 'json.loads(d["data"].strip().splitlines()[-1])["per_server_qps"]')"
+
+curl -s -X DELETE "http://$API/service?name=normalload400" >/dev/null
+step "load 400 stopped"
+until_true 120 "back to one server" desired_is 1
+step "scaled down: $(scaling | json 'd["decisions"][-1]["reason"]')"
+until_true 30 "dns-sl2 to leave the service domain" gone dns-sl2.service.torc
+step "dns-sl2 is stopped and no longer resolves"
+step "decisions: $(scaling | json 'len(d["decisions"])') (one up, one down: no flapping)"
