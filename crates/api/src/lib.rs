@@ -197,6 +197,9 @@ pub struct FrameworkView {
     pub last_seen: UnixMillis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The framework's own API (the original's port-3005 API), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
 }
 
 /// `POST /api/v1/frameworks`: register, or re-register after a restart (same name).
@@ -207,6 +210,11 @@ pub struct FrameworkRegistration {
     /// Default: 60 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover_timeout_ms: Option<u64>,
+    /// The framework's own API with the original's group calls (`GET /start/group?name=`,
+    /// `DELETE /service?name=`); the controller forwards `/api/v1/frameworks/{name}/groups/...`
+    /// there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
 }
 
 /// The answer to a registration: the framework and every task it still has.

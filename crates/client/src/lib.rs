@@ -248,6 +248,20 @@ impl Client {
         .await
     }
 
+    /// Starts (`start`) or stops (`stop`) one of a framework's groups through the controller.
+    pub async fn framework_group(
+        &self,
+        name: &FrameworkName,
+        group: &str,
+        action: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post(
+            &format!("/api/v1/frameworks/{name}/groups/{group}/{action}"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     // --- services and groups ---
 
     pub async fn status(&self) -> Result<StatusView, ClientError> {
@@ -400,9 +414,21 @@ impl Framework {
         name: FrameworkName,
         failover_timeout: Duration,
     ) -> Result<(Framework, Vec<TaskView>), ClientError> {
+        Self::register_with_api(client, name, failover_timeout, None).await
+    }
+
+    /// `register`, telling the controller where the framework's own API answers (the
+    /// controller then forwards group start/stop calls there).
+    pub async fn register_with_api(
+        client: Client,
+        name: FrameworkName,
+        failover_timeout: Duration,
+        api_url: Option<String>,
+    ) -> Result<(Framework, Vec<TaskView>), ClientError> {
         let reg = FrameworkRegistration {
             name: name.clone(),
             failover_timeout_ms: Some(failover_timeout.as_millis() as u64),
+            api_url,
         };
         let registered = client.register_framework(&reg).await?;
         Ok((

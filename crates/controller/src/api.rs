@@ -69,6 +69,10 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route("/api/v1/frameworks/{name}/events", get(framework_events))
         .route("/api/v1/frameworks/{name}/log", post(framework_log))
+        .route(
+            "/api/v1/frameworks/{name}/groups/{group}/{action}",
+            post(framework_group),
+        )
         .route("/api/v1/status", get(status))
         .route("/api/v1/services", get(list_services))
         .route(
@@ -771,6 +775,54 @@ async fn framework_events(
             }
         }
     }
+}
+
+/// Starts or stops one of a framework's groups through the framework's own API (the
+/// original's `GET /start/group?name=` and `DELETE /service?name=`).
+async fn framework_group(
+    State(ctl): State<Arc<Controller>>,
+    Segment((name, group, action)): Segment<(FrameworkName, String, String)>,
+) -> Reply<serde_json::Value> {
+    let view = ctl.read(|r| r.framework(&name))?;
+    let api = view.api_url.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("framework {name} registered no API of its own, so it has no groups to start or stop"),
+        )
+    })?;
+    let req = match action.as_str() {
+        "start" => ctl
+            .http
+            .get(format!("{api}/start/group"))
+            .query(&[("name", &group)]),
+        "stop" => ctl
+            .http
+            .delete(format!("{api}/service"))
+            .query(&[("name", &group)]),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no group action {other:?}; use start or stop"),
+            ));
+        }
+    };
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| bad_gateway(format!("framework {name} at {api} did not answer: {e}")))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let message = body["error"]
+            .as_str()
+            .map_or_else(|| status.to_string(), str::to_string);
+        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        return Err(ApiError::new(
+            status,
+            format!("framework {name}: {message}"),
+        ));
+    }
+    Ok(Json(body))
 }
 
 #[derive(serde::Deserialize)]

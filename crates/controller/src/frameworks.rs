@@ -32,6 +32,8 @@ pub(crate) struct FrameworkRecord {
     pub active: bool,
     #[serde(default)]
     pub message: Option<String>,
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 impl Rack {
@@ -78,6 +80,7 @@ impl Rack {
                 last_seen: now,
                 active: true,
                 message: None,
+                api_url: reg.api_url.clone(),
             },
         );
         self.dirty_other
@@ -269,6 +272,7 @@ impl Rack {
             registered_at: rec.map_or(self.started_at, |f| f.registered_at),
             last_seen: rec.map_or(0, |f| f.last_seen),
             message: rec.and_then(|f| f.message.clone()),
+            api_url: rec.and_then(|f| f.api_url.clone()),
         }
     }
 

@@ -59,6 +59,8 @@ pub struct Config {
     /// Mean and deviation of the load generators' delay between queries.
     pub load_mean: Duration,
     pub load_dev: Duration,
+    /// Where this scheduler's API answers, told to the controller (which forwards group calls).
+    pub api_url: Option<String>,
 }
 
 /// What the scheduler wants running, besides the servers.

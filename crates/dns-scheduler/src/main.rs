@@ -154,6 +154,7 @@ fn main() -> anyhow::Result<()> {
                 exe: std::env::current_exe()?,
                 load_mean: Duration::from_millis(a.load_mean_ms),
                 load_dev: Duration::from_millis(a.load_dev_ms),
+                api_url: Some(format!("http://{}", a.listen)),
             };
             rt.block_on(async move {
                 let s = Scheduler::new(cfg)?;
