@@ -15,9 +15,13 @@ API=127.0.0.1:3005
 [ -r "$TOKEN_FILE" ] || { echo "no local rack token at $TOKEN_FILE: is \`torc up\` running?" >&2; exit 1; }
 command -v dig >/dev/null || { echo "dig is needed: apt-get install bind9-dnsutils" >&2; exit 1; }
 
-cargo build --release -q -p torc -p torc-dns-scheduler
+# The scheduler binary: built here unless given (e.g. TORC_DNS_SCHEDULER=target/debug/torc-dns-scheduler).
+if [ -z "${TORC_DNS_SCHEDULER:-}" ]; then
+  cargo build --release -q -p torc-dns-scheduler
+  TORC_DNS_SCHEDULER=target/release/torc-dns-scheduler
+fi
 STATE=$(mktemp -d)
-target/release/torc-dns-scheduler run --controller "$CONTROLLER" --token-file "$TOKEN_FILE" \
+"$TORC_DNS_SCHEDULER" run --controller "$CONTROLLER" --token-file "$TOKEN_FILE" \
   --state-dir "$STATE" --listen "$API" --rack-dns "$RACK_DNS" \
   --high-qps 400 --low-qps 250 --k 2 --n 3 --cooldown-secs 10 --interval-secs 2 \
   >"$STATE/scheduler.log" 2>&1 &
