@@ -4,27 +4,40 @@
 //!
 //! ```text
 //! kv-load put   --endpoint http://127.0.0.1:2379 --clients 64 --seconds 10 [--value-size 256]
-//! kv-load watch --endpoint http://127.0.0.1:2379 --events 2000
+//! kv-load get   --endpoint http://127.0.0.1:2379 --clients 64 --seconds 10 --kind serializable|linearizable|prefix
+//! kv-load watch --endpoint http://127.0.0.1:2379 --events 500 [--watchers 1000] [--streams 10]
 //! ```
 //!
 //! `put` prints `puts_per_sec=… p50_us=… p99_us=…` (every put is durable
-//! before it is acknowledged); `watch` prints `watch_p50_us=… watch_p99_us=…`:
-//! for each of a series of sequential puts, the time from sending the put to
-//! its event arriving on an already-open watch (so it includes the commit).
+//! before it is acknowledged).
+//!
+//! `get` first writes 100 keys `rbench/000`..`rbench/099` (256-byte values),
+//! then reads them: `serializable` and `linearizable` are single-key gets
+//! (etcd's `--consistency=s|l`; a linearizable read in etcd waits for a
+//! ReadIndex round), `prefix` is a linearizable range over all 100 keys. It
+//! prints `gets_per_sec=… p50_us=… p99_us=…`.
+//!
+//! `watch` opens `--watchers` watches on one key, spread evenly over
+//! `--streams` watch streams (one HTTP/2 connection each), like etcd's
+//! `benchmark watch-latency`. Then it puts that key `--events` times, one
+//! after another, each put only once every watcher has seen the previous one.
+//! It prints `watch_p50_us=… watch_p99_us=…` over every (event, watcher)
+//! delivery: the time from sending the put to the event arriving on that
+//! watch, so it includes the durable commit and the fan-out.
 
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
 use torc_kv::proto::etcdserverpb::{
-    PutRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient, watch_client::WatchClient,
-    watch_request::RequestUnion,
+    PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
+    watch_client::WatchClient, watch_request::RequestUnion,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load put --endpoint URL [--clients N] [--seconds S] [--value-size B]\n       kv-load watch --endpoint URL [--events N]"
+        "usage: kv-load put --endpoint URL [--clients N] [--seconds S] [--value-size B]\n       kv-load get --endpoint URL [--clients N] [--seconds S] [--kind serializable|linearizable|prefix]\n       kv-load watch --endpoint URL [--events N] [--watchers N] [--streams N]"
     );
     std::process::exit(2);
 }
@@ -36,6 +49,9 @@ struct Args {
     seconds: u64,
     value_size: usize,
     events: usize,
+    watchers: usize,
+    streams: usize,
+    kind: String,
 }
 
 fn parse() -> Args {
@@ -47,7 +63,10 @@ fn parse() -> Args {
         clients: 1,
         seconds: 10,
         value_size: 256,
-        events: 2000,
+        events: 500,
+        watchers: 1,
+        streams: 1,
+        kind: "serializable".into(),
     };
     while let Some(flag) = argv.next() {
         let v = argv.next().unwrap_or_else(|| usage());
@@ -58,6 +77,9 @@ fn parse() -> Args {
             "--seconds" => a.seconds = num() as u64,
             "--value-size" => a.value_size = num(),
             "--events" => a.events = num(),
+            "--watchers" => a.watchers = num(),
+            "--streams" => a.streams = num(),
+            "--kind" => a.kind = v.clone(),
             _ => usage(),
         }
     }
@@ -126,58 +148,164 @@ async fn put_load(a: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// One watcher on a prefix and one writer putting keys one after another;
-/// each event's latency runs from sending its put to the event's arrival.
-async fn watch_load(a: &Args) -> Result<(), BoxError> {
-    let ch = channel(&a.endpoint).await?;
-    let mut kv = KvClient::new(ch.clone());
-    let mut watch = WatchClient::new(ch);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: "wbench/".into(),
-            range_end: "wbench0".into(),
+/// Reads 100 preloaded keys from many clients; see the module comment.
+async fn get_load(a: &Args) -> Result<(), BoxError> {
+    let serializable = match a.kind.as_str() {
+        "serializable" => true,
+        "linearizable" | "prefix" => false,
+        _ => usage(),
+    };
+    let prefix = a.kind == "prefix";
+    let value = bytes::Bytes::from(vec![b'x'; 256]);
+    let mut kv = KvClient::new(channel(&a.endpoint).await?);
+    for i in 0..100 {
+        kv.put(PutRequest {
+            key: format!("rbench/{i:03}").into(),
+            value: value.clone(),
             ..Default::default()
-        })),
-    })?;
-    let mut stream = watch
-        .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let created = stream.message().await?.ok_or("watch closed")?;
-    if !created.created {
-        return Err("watch not created".into());
+        })
+        .await?;
     }
-    let (arr_tx, mut arr_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let reader = tokio::spawn(async move {
-        while let Ok(Some(resp)) = stream.message().await {
-            let now = Instant::now();
-            for _ in &resp.events {
-                let _ = arr_tx.send(now);
+    let conns = a.clients.clamp(1, 16);
+    let mut channels = Vec::new();
+    for _ in 0..conns {
+        channels.push(channel(&a.endpoint).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(a.seconds);
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let mut client = KvClient::new(channels[c % conns].clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = c as u64;
+            while Instant::now() < deadline {
+                let req = if prefix {
+                    RangeRequest {
+                        key: "rbench/".into(),
+                        range_end: "rbench0".into(),
+                        ..Default::default()
+                    }
+                } else {
+                    RangeRequest {
+                        key: format!("rbench/{:03}", i % 100).into(),
+                        serializable,
+                        ..Default::default()
+                    }
+                };
+                let t = Instant::now();
+                let resp = client.range(req).await?.into_inner();
+                lat.push(t.elapsed());
+                let want = if prefix { 100 } else { 1 };
+                if resp.kvs.len() != want {
+                    return Err(tonic::Status::internal(format!(
+                        "expected {want} keys, got {}",
+                        resp.kvs.len()
+                    )));
+                }
+                i += 1;
             }
-        }
-    });
-    let mut lat = Vec::with_capacity(a.events);
-    for i in 0..a.events {
-        let req = PutRequest {
-            key: format!("wbench/{}", i % 100).into(),
-            value: "v".into(),
-            ..Default::default()
-        };
-        let sent = Instant::now();
-        kv.put(req).await?;
-        let arrived = tokio::time::timeout(Duration::from_secs(5), arr_rx.recv())
-            .await?
-            .ok_or("watch ended")?;
-        lat.push(arrived.saturating_duration_since(sent));
+            Ok::<_, tonic::Status>(lat)
+        }));
     }
-    reader.abort();
+    let start = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64().max(a.seconds as f64);
+    all.sort();
+    println!(
+        "gets_per_sec={:.0} p50_us={} p99_us={} gets={}",
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        all.len()
+    );
+    Ok(())
+}
+
+/// Many watchers on one key and one writer putting it repeatedly; see the
+/// module comment.
+async fn watch_load(a: &Args) -> Result<(), BoxError> {
+    let streams = a.streams.clamp(1, a.watchers.max(1));
+    let key: bytes::Bytes = "wbench/key".into();
+    // Every delivery: (watch stream, event revision, arrival time).
+    let (arr_tx, mut arr_rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    let mut readers = Vec::new();
+    let mut senders = Vec::new();
+    for s in 0..streams {
+        let n = a.watchers / streams + usize::from(s < a.watchers % streams);
+        let mut watch = WatchClient::new(channel(&a.endpoint).await?);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..n {
+            tx.send(WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                })),
+            })?;
+        }
+        let mut stream = watch
+            .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let mut created = 0;
+        while created < n {
+            let resp = stream.message().await?.ok_or("watch closed")?;
+            if !resp.created || resp.canceled {
+                return Err("watch not created".into());
+            }
+            created += 1;
+        }
+        senders.push(tx);
+        let arr_tx = arr_tx.clone();
+        readers.push(tokio::spawn(async move {
+            while let Ok(Some(resp)) = stream.message().await {
+                let now = Instant::now();
+                for ev in &resp.events {
+                    let rev = ev.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                    let _ = arr_tx.send((rev, now));
+                }
+            }
+        }));
+    }
+    let mut kv = KvClient::new(channel(&a.endpoint).await?);
+    let mut lat = Vec::with_capacity(a.events * a.watchers);
+    for _ in 0..a.events {
+        let sent = Instant::now();
+        let resp = kv
+            .put(PutRequest {
+                key: key.clone(),
+                value: "v".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let rev = resp.header.ok_or("no header")?.revision;
+        let mut seen = 0;
+        while seen < a.watchers {
+            let (ev_rev, arrived) = tokio::time::timeout(Duration::from_secs(5), arr_rx.recv())
+                .await?
+                .ok_or("watch ended")?;
+            if ev_rev != rev {
+                return Err(format!("event for revision {ev_rev}, expected {rev}").into());
+            }
+            lat.push(arrived.saturating_duration_since(sent));
+            seen += 1;
+        }
+    }
+    for r in readers {
+        r.abort();
+    }
+    drop(senders);
     lat.sort();
     println!(
-        "watch_p50_us={} watch_p99_us={} events={}",
+        "watch_p50_us={} watch_p99_us={} watchers={} streams={} events={}",
         percentile(&lat, 0.50),
         percentile(&lat, 0.99),
-        lat.len()
+        a.watchers,
+        streams,
+        a.events
     );
     Ok(())
 }
@@ -187,6 +315,7 @@ async fn main() -> Result<(), BoxError> {
     let a = parse();
     match a.mode.as_str() {
         "put" => put_load(&a).await,
+        "get" => get_load(&a).await,
         "watch" => watch_load(&a).await,
         _ => usage(),
     }

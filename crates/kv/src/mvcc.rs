@@ -16,7 +16,11 @@
 //!   `compact_revision` are refused; for every key the latest version at or
 //!   below any readable revision is retained.
 //! - `log` holds, in revision order, the events of every revision
-//!   `>= compact_revision` that changed something.
+//!   `>= compact_revision` that changed something. (It may also hold some
+//!   below it, replayed from a store file whose log was not yet folded.)
+//! - Every version of a key at or above the previous compaction point has
+//!   its event in `log`; below it a key keeps at most one, live, version.
+//!   (Compaction relies on this to visit only the keys it can shrink.)
 //! - A key's `lease` field names a lease in `leases`, and that lease's `keys`
 //!   contains the key (for live keys); revoking a lease deletes its keys.
 
@@ -684,18 +688,32 @@ impl Core {
         if revision > current {
             return Err(EtcdError::FutureRevision);
         }
-        self.index.retain(|_, entries| {
-            // Keep the newest version below `revision` (the state there) and
-            // everything from `revision` on; a tombstone below it is dropped.
-            let first_kept = entries.partition_point(|e| e.kv.mod_revision < revision);
-            let keep_from = first_kept.saturating_sub(1);
-            let drop_tomb = first_kept > 0 && entries[keep_from].tombstone;
-            let cut = if drop_tomb { first_kept } else { keep_from };
-            entries.drain(..cut);
-            !entries.is_empty()
-        });
+        // Only keys changed by the revisions leaving the log can have
+        // versions to drop: every version at or above the previous
+        // compaction point has its event in the log, and below it each key
+        // already keeps at most one live version. So the cost is the number
+        // of events compacted, not the number of keys, and automatic
+        // compaction can run in small steps on every commit.
         while self.log.front().is_some_and(|r| r.revision < revision) {
-            self.log.pop_front();
+            let Some(gone) = self.log.pop_front() else {
+                break;
+            };
+            for kv in gone.events.iter().filter_map(|e| e.kv.as_ref()) {
+                let Some(entries) = self.index.get_mut(&kv.key) else {
+                    continue;
+                };
+                // Keep the newest version below `revision` (the state there)
+                // and everything from `revision` on; a tombstone below it is
+                // dropped.
+                let first_kept = entries.partition_point(|e| e.kv.mod_revision < revision);
+                let keep_from = first_kept.saturating_sub(1);
+                let drop_tomb = first_kept > 0 && entries[keep_from].tombstone;
+                let cut = if drop_tomb { first_kept } else { keep_from };
+                entries.drain(..cut);
+                if entries.is_empty() {
+                    self.index.remove(&kv.key);
+                }
+            }
         }
         self.compact_revision = revision;
         Ok(Outcome {

@@ -34,8 +34,9 @@ pub const DB_FILE: &str = "kv.redb";
 pub struct KvOptions {
     /// Member name reported by MemberList.
     pub name: String,
-    /// Automatic compaction keeps this many latest revisions (0: never
-    /// compact automatically). Compaction runs once twice as many piled up.
+    /// Automatic compaction keeps this many latest revisions readable (0:
+    /// never compact automatically). It runs in small steps after every
+    /// commit, so older revisions are dropped as soon as they leave the window.
     pub retain_revisions: u64,
     /// Largest accepted request (etcd `--max-request-bytes`).
     pub max_request_bytes: usize,

@@ -6,8 +6,18 @@
 //! assigns its revision), queues its mutations to the commit thread while
 //! still holding the lock (so the queue is in revision order), and waits. The
 //! commit thread drains everything queued, writes it in one redb transaction
-//! with one fsync, then publishes: it advances `committed`, hands the events
-//! to watchers, and acknowledges every waiting request.
+//! with one fsync, then publishes: it advances `committed`, acknowledges every
+//! waiting request, and hands the events to watchers.
+//!
+//! Automatic compaction runs on the commit thread in small steps: after each
+//! commit the core drops the revisions that fell out of the retained window
+//! (cost proportional to those revisions' events, see [`Core::compact`]), and
+//! the next commit records it and folds a bounded part of the on-disk log
+//! (see [`crate::storage`]). No step is proportional to the number of keys.
+//!
+//! Locks: `state` (the core, `committed`) and `watchers`. Whoever takes both
+//! takes `watchers` first. The watcher fan-out holds only `watchers`, so reads
+//! and new writes go on while events are handed out.
 //!
 //! Invariants:
 //! - Nothing that is not durable is visible: plain reads and watches read at
@@ -17,9 +27,10 @@
 //! - Fail closed: after a failed commit `failed` is set and every later write
 //!   is refused, including ones already queued; reads keep working at
 //!   `committed`.
-//! - A watcher is registered, and its history replayed, under the same lock
-//!   the commit thread publishes under, so it sees every event exactly once
-//!   and in revision order.
+//! - A watcher is registered, and its history replayed, under the
+//!   `watchers` lock, which the commit thread holds from advancing
+//!   `committed` until it has handed out that commit's events, so a watcher
+//!   sees every event exactly once and in revision order.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,12 +86,18 @@ impl Watcher {
             .is_some_and(|kv| self.spec.range.contains(&kv.key))
     }
 
+    /// The event as this watcher receives it (keys and values are shared
+    /// `Bytes`, so this copies no payload).
     fn shape(&self, ev: &Event) -> Event {
-        let mut ev = ev.clone();
-        if !self.spec.prev_kv {
-            ev.prev_kv = None;
+        Event {
+            r#type: ev.r#type,
+            kv: ev.kv.clone(),
+            prev_kv: if self.spec.prev_kv {
+                ev.prev_kv.clone()
+            } else {
+                None
+            },
         }
-        ev
     }
 }
 
@@ -90,13 +107,13 @@ pub struct State {
     pub committed: i64,
     failed: Option<String>,
     closed: bool,
-    watchers: Vec<Watcher>,
     next_stream: u64,
     retain_revisions: i64,
 }
 
 pub struct Shared {
     state: Mutex<State>,
+    watchers: Mutex<Vec<Watcher>>,
     pub cluster_id: u64,
     pub member_id: u64,
     pub db_path: PathBuf,
@@ -162,10 +179,10 @@ impl Store {
                 committed,
                 failed: None,
                 closed: false,
-                watchers: Vec::new(),
                 next_stream: 0,
                 retain_revisions: i64::try_from(retain_revisions).unwrap_or(i64::MAX),
             }),
+            watchers: Mutex::new(Vec::new()),
             cluster_id: loaded.cluster_id,
             member_id: loaded.member_id,
             db_path: db_path.to_owned(),
@@ -243,7 +260,8 @@ impl Store {
     /// from its start revision, then leaves it to receive live events.
     /// False if its start revision was compacted (it is then canceled).
     pub fn create_watch(&self, stream: u64, id: i64, spec: WatchSpec, tx: &WatchSender) -> bool {
-        let mut st = self.lock();
+        let mut watchers = self.shared.lock_watchers();
+        let st = self.lock();
         let committed = st.committed;
         let header = Some(self.header(committed));
         let _ = tx.send(Ok(pb::WatchResponse {
@@ -294,25 +312,26 @@ impl Store {
                 }
             }
         }
-        st.watchers.push(watcher);
+        drop(st);
+        watchers.push(watcher);
         true
     }
 
     /// Removes a watcher; true if it existed.
     pub fn cancel_watch(&self, stream: u64, id: i64) -> bool {
-        let mut st = self.lock();
-        let before = st.watchers.len();
-        st.watchers.retain(|w| !(w.stream == stream && w.id == id));
-        st.watchers.len() != before
+        let mut watchers = self.shared.lock_watchers();
+        let before = watchers.len();
+        watchers.retain(|w| !(w.stream == stream && w.id == id));
+        watchers.len() != before
     }
 
     pub fn drop_stream(&self, stream: u64) {
-        self.lock().watchers.retain(|w| w.stream != stream);
+        self.shared.lock_watchers().retain(|w| w.stream != stream);
     }
 
     /// Drops every watcher (at shutdown, so their streams end).
     pub fn drop_all_watchers(&self) {
-        self.lock().watchers.clear();
+        self.shared.lock_watchers().clear();
     }
 
     /// Revokes every lease that has expired by `now`, one revision each.
@@ -337,6 +356,11 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Take before `state` when taking both.
+    fn lock_watchers(&self) -> MutexGuard<'_, Vec<Watcher>> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn header(&self, revision: i64) -> pb::ResponseHeader {
         pb::ResponseHeader {
             cluster_id: self.cluster_id,
@@ -354,11 +378,83 @@ pub enum OpenError {
     Thread(std::io::Error),
 }
 
+/// Commit-thread timings, printed to stderr once a second when the
+/// environment variable `TORC_KV_STATS` is set: a debugging aid for the
+/// benchmark, off (and free) otherwise.
+#[derive(Default)]
+struct Stats {
+    since: Option<Instant>,
+    batches: u64,
+    requests: u64,
+    /// Batches by size: 1, 2-3, 4-7, ... (power-of-two buckets).
+    sizes: [u64; 14],
+    idle: std::time::Duration,
+    commit: (std::time::Duration, std::time::Duration),
+    publish: (std::time::Duration, std::time::Duration),
+    compact_core: (std::time::Duration, std::time::Duration),
+}
+
+fn add(slot: &mut (std::time::Duration, std::time::Duration), d: std::time::Duration) {
+    slot.0 += d;
+    slot.1 = slot.1.max(d);
+}
+
+impl Stats {
+    fn enabled() -> Option<Stats> {
+        std::env::var_os("TORC_KV_STATS").map(|_| Stats {
+            since: Some(Instant::now()),
+            ..Stats::default()
+        })
+    }
+
+    fn batch(&mut self, n: usize) {
+        self.batches += 1;
+        self.requests += n as u64;
+        let bucket = (usize::BITS - n.max(1).leading_zeros() - 1) as usize;
+        self.sizes[bucket.min(self.sizes.len() - 1)] += 1;
+    }
+
+    fn maybe_print(&mut self) {
+        let since = self.since.unwrap_or_else(Instant::now);
+        if since.elapsed().as_secs() < 1 {
+            return;
+        }
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let sum_max = |(t, m): (std::time::Duration, std::time::Duration)| {
+            format!("{:.1}/{:.2}", ms(t), ms(m))
+        };
+        eprintln!(
+            "kv-stats {:.2}s batches={} requests={} sizes={:?} idle_ms={:.1} \
+             commit_ms(total/max)={} publish_ms={} compact_core_ms={}",
+            since.elapsed().as_secs_f64(),
+            self.batches,
+            self.requests,
+            self.sizes,
+            ms(self.idle),
+            sum_max(self.commit),
+            sum_max(self.publish),
+            sum_max(self.compact_core),
+        );
+        *self = Stats {
+            since: Some(Instant::now()),
+            ..Stats::default()
+        };
+    }
+}
+
 fn run_committer(storage: Storage, shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut batch: Vec<Pending> = Vec::new();
     let mut closing = false;
+    let mut stats = Stats::enabled();
+    // Automatic compaction records, written with the next commit.
+    let mut carried: Vec<Mutation> = Vec::new();
     while !closing {
-        match rx.blocking_recv() {
+        let idle = Instant::now();
+        let msg = rx.blocking_recv();
+        if let Some(s) = &mut stats {
+            s.idle += idle.elapsed();
+        }
+        match msg {
             Some(Msg::Commit(p)) => batch.push(p),
             Some(Msg::Close) | None => break,
         }
@@ -372,22 +468,52 @@ fn run_committer(storage: Storage, shared: Arc<Shared>, mut rx: mpsc::UnboundedR
                 Err(_) => break,
             }
         }
-        commit_batch(&storage, &shared, std::mem::take(&mut batch));
+        if let Some(s) = &mut stats {
+            s.batch(batch.len());
+        }
+        let batch = std::mem::take(&mut batch);
+        carried = commit_batch(&storage, &shared, batch, carried, stats.as_mut());
+        if let Some(s) = &mut stats {
+            s.maybe_print();
+        }
+    }
+    if !carried.is_empty() && shared.lock().failed.is_none() {
+        commit_carried(&storage, &shared, &carried);
     }
 }
 
-fn commit_batch(storage: &Storage, shared: &Shared, batch: Vec<Pending>) {
+/// Makes a compaction record durable on its own (at shutdown).
+fn commit_carried(storage: &Storage, shared: &Shared, carried: &[Mutation]) {
+    if let Err(e) = storage.commit(carried) {
+        tracing::error!(error = %e, "kv compaction commit failed; refusing further writes");
+        shared.lock().failed = Some(e.to_string());
+    }
+}
+
+fn commit_batch(
+    storage: &Storage,
+    shared: &Shared,
+    batch: Vec<Pending>,
+    carried: Vec<Mutation>,
+    mut stats: Option<&mut Stats>,
+) -> Vec<Mutation> {
+    let t0 = Instant::now();
     let Some(last_rev) = batch.iter().map(|p| p.revision).max() else {
-        return;
+        return carried;
     };
     let already_failed = shared.lock().failed.clone();
     let result = match already_failed {
         Some(reason) => Err(reason),
         None => {
-            let has_mutations = batch.iter().any(|p| !p.mutations.is_empty());
+            let has_mutations =
+                !carried.is_empty() || batch.iter().any(|p| !p.mutations.is_empty());
             if has_mutations {
                 storage
-                    .commit(batch.iter().flat_map(|p| p.mutations.iter()))
+                    .commit(
+                        carried
+                            .iter()
+                            .chain(batch.iter().flat_map(|p| p.mutations.iter())),
+                    )
                     .map_err(|e| {
                         tracing::error!(error = %e, "kv commit failed; refusing further writes");
                         e.to_string()
@@ -397,22 +523,47 @@ fn commit_batch(storage: &Storage, shared: &Shared, batch: Vec<Pending>) {
             }
         }
     };
+    if let Some(s) = stats.as_deref_mut() {
+        add(&mut s.commit, t0.elapsed());
+    }
+    let t1 = Instant::now();
     let mut compaction = None;
     match &result {
         Ok(()) => {
-            let mut st = shared.lock();
-            st.committed = st.committed.max(last_rev);
+            let mut watchers = shared.lock_watchers();
+            let committed = {
+                let mut st = shared.lock();
+                st.committed = st.committed.max(last_rev);
+                // Automatic compaction: keep the last `retain_revisions`
+                // revisions readable, dropping what fell out of that window
+                // since the previous commit.
+                let t2 = Instant::now();
+                let retain = st.retain_revisions;
+                let committed = st.committed;
+                if retain > 0
+                    && committed - st.core.compact_revision() > retain
+                    && let Ok(out) = st.core.compact(committed - retain, committed)
+                {
+                    compaction = Some(out.mutations);
+                    if let Some(s) = stats.as_deref_mut() {
+                        add(&mut s.compact_core, t2.elapsed());
+                    }
+                }
+                committed
+            };
+            // Writers first: their acks need nothing from the watchers.
+            let batch = ack(batch, Ok(()));
             let revs: Vec<&Arc<RevisionEvents>> = batch
                 .iter()
-                .flat_map(|p| p.mutations.iter())
+                .flat_map(|m| m.iter())
                 .filter_map(|m| match m {
                     Mutation::Revision(r) => Some(r),
                     _ => None,
                 })
                 .collect();
-            if !revs.is_empty() && !st.watchers.is_empty() {
-                let header = shared.header(st.committed);
-                st.watchers.retain(|w| {
+            if !revs.is_empty() && !watchers.is_empty() {
+                let header = shared.header(committed);
+                watchers.retain(|w| {
                     let events: Vec<Event> = revs
                         .iter()
                         .flat_map(|r| {
@@ -434,29 +585,26 @@ fn commit_batch(storage: &Storage, shared: &Shared, batch: Vec<Pending>) {
                     .is_ok()
                 });
             }
-            // Automatic compaction, triggered by growth: keep the last
-            // `retain_revisions` revisions, compacting once twice that many
-            // have piled up so the O(keys) pass is amortised.
-            let retain = st.retain_revisions;
-            let committed = st.committed;
-            if retain > 0
-                && committed - st.core.compact_revision() >= retain.saturating_mul(2)
-                && let Ok(out) = st.core.compact(committed - retain, committed)
-            {
-                compaction = Some(out.mutations);
+            drop(watchers);
+            if let Some(s) = stats {
+                add(&mut s.publish, t1.elapsed());
             }
         }
         Err(reason) => {
             shared.lock().failed = Some(reason.clone());
+            ack(batch, Err(reason.clone()));
         }
     }
-    for p in batch {
-        let _ = p.ack.send(result.clone().map_err(EtcdError::StorageFailed));
-    }
-    if let Some(mutations) = compaction
-        && let Err(e) = storage.commit(mutations.iter())
-    {
-        tracing::error!(error = %e, "kv compaction commit failed; refusing further writes");
-        shared.lock().failed = Some(e.to_string());
-    }
+    compaction.unwrap_or_default()
+}
+
+/// Answers every request of a batch; returns their mutations.
+fn ack(batch: Vec<Pending>, result: Result<(), String>) -> Vec<Vec<Mutation>> {
+    batch
+        .into_iter()
+        .map(|p| {
+            let _ = p.ack.send(result.clone().map_err(EtcdError::StorageFailed));
+            p.mutations
+        })
+        .collect()
 }
