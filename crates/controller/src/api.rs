@@ -896,31 +896,26 @@ async fn start_group(
     State(ctl): State<Arc<Controller>>,
     Segment(name): Segment<ServiceName>,
 ) -> Reply<GroupView> {
-    let view = ctl
-        .change(move |rack| {
-            rack.start_group(&name, now_millis())?;
-            Ok(rack
-                .groups()
-                .into_iter()
-                .find(|g| g.name == name)
-                .expect("group exists"))
-        })
-        .await?;
-    Ok(Json(view))
+    group_action(&ctl, name, true).await
 }
 
 async fn stop_group(
     State(ctl): State<Arc<Controller>>,
     Segment(name): Segment<ServiceName>,
 ) -> Reply<GroupView> {
+    group_action(&ctl, name, false).await
+}
+
+/// Starts or stops a service group and answers with the group as it is now.
+async fn group_action(ctl: &Arc<Controller>, name: ServiceName, start: bool) -> Reply<GroupView> {
     let view = ctl
         .change(move |rack| {
-            rack.stop_group(&name, now_millis())?;
-            Ok(rack
-                .groups()
-                .into_iter()
-                .find(|g| g.name == name)
-                .expect("group exists"))
+            if start {
+                rack.start_group(&name, now_millis())?;
+            } else {
+                rack.stop_group(&name, now_millis())?;
+            }
+            rack.group(&name)
         })
         .await?;
     Ok(Json(view))

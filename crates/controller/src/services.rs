@@ -466,6 +466,13 @@ impl Rack {
         Ok(names)
     }
 
+    pub fn group(&self, name: &ServiceName) -> Result<GroupView, RackError> {
+        self.groups()
+            .into_iter()
+            .find(|g| &g.name == name)
+            .ok_or_else(|| RackError::NotFound(format!("no service group named \"{name}\"")))
+    }
+
     pub fn groups(&self) -> Vec<GroupView> {
         self.settings
             .groups
