@@ -3,7 +3,7 @@
 #   start the DNS scheduler -> one server up and resolvable -> load 200 -> load 400 -> a second
 #   server starts and takes half the queries -> the load drops -> it is stopped.
 #
-# Needs a local rack: run `cargo run --release -- up` in another terminal first (as root, or
+# Needs a local rack: run `cargo run --release --bin torc -- up` in another terminal first (as root, or
 # with CAP_NET_BIND_SERVICE, for the rack's DNS on port 53). Then: demo/dns.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
