@@ -59,18 +59,41 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let mut settings = RackSettings::from_config(&config, &origin);
     settings.controller_addr = Some(listen);
     let controller = Controller::open(settings, &args.data_dir, token)?;
+    let name = config.name.clone();
+    serve_role(
+        listen,
+        2,
+        &format!("controller of rack {name} serving"),
+        |listener| async move {
+            controller.serve(listener, shutdown_signal()).await?;
+            tracing::info!("controller stopped");
+            Ok(())
+        },
+    )
+}
+
+/// Runs a server role: a runtime with `workers` threads, a listener on `listen`, and `serve`
+/// until SIGINT or SIGTERM (which `serve` awaits through `shutdown_signal`).
+fn serve_role<F, Fut>(
+    listen: SocketAddr,
+    workers: usize,
+    what: &str,
+    serve: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!(%listen, rack = %config.name, "controller serving");
-        controller.serve(listener, shutdown_signal()).await?;
-        tracing::info!("controller stopped");
-        Ok(())
+        tracing::info!(%listen, "{what}");
+        serve(listener).await
     })
 }
 
@@ -422,18 +445,15 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
     let advertise = args
         .advertise_url
         .unwrap_or_else(|| format!("http://{}", args.listen));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(listen = %args.listen, "kv serving the etcd v3 API");
-        server.serve(listener, advertise, shutdown_signal()).await?;
-        Ok(())
-    })
+    serve_role(
+        args.listen,
+        2,
+        "kv serving the etcd v3 API",
+        |listener| async move {
+            server.serve(listener, advertise, shutdown_signal()).await?;
+            Ok(())
+        },
+    )
 }
 
 #[derive(Args)]
@@ -504,16 +524,13 @@ pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let db = std::sync::Arc::new(torc_tsdb::Tsdb::open(&args.data_dir, options)?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(listen = %args.listen, "tsdb serving the InfluxDB API");
-        torc_tsdb::serve(listener, db, shutdown_signal()).await?;
-        Ok(())
-    })
+    serve_role(
+        args.listen,
+        2,
+        "tsdb serving the InfluxDB API",
+        |listener| async move {
+            torc_tsdb::serve(listener, db, shutdown_signal()).await?;
+            Ok(())
+        },
+    )
 }
