@@ -21,7 +21,7 @@ use torc_client::Client;
 const MAX_PENDING_LINES: usize = 50_000;
 
 /// Line-protocol escaping of a tag value (also used for tag keys and measurement names).
-fn tag(v: &str) -> String {
+pub fn tag(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         if matches!(c, ',' | ' ' | '=') {

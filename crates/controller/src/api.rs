@@ -508,21 +508,7 @@ async fn tsdb_query(
             ));
         }
     };
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| bad_gateway(format!("influxdb at {addr} did not answer: {e}")))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| bad_gateway(e.to_string()))?;
-    let body: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "error": text.trim() }));
-    if !status.is_success() {
-        let message = body["error"]
-            .as_str()
-            .map_or_else(|| text.trim().to_string(), str::to_string);
-        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Err(ApiError::new(status, format!("influxdb: {message}")));
-    }
+    let body: serde_json::Value = forward(req, &format!("influxdb at {addr}")).await?;
     // 1.x reports a statement's error inside a 200.
     if let Some(err) = body["results"][0]["error"].as_str() {
         return Err(ApiError::new(
@@ -581,36 +567,39 @@ async fn agent_get<T: serde::de::DeserializeOwned, Q: serde::Serialize>(
             format!("node {node} is inactive; its agent cannot be asked"),
         ));
     }
-    let resp = ctl
-        .http
-        .get(format!("{url}{path}"))
-        .query(query)
-        .send()
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("agent on {node} did not answer: {e}"),
-            )
-        })?;
-    let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("agent on {node}: {e}")))?;
-    if !status.is_success() {
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Err(ApiError::new(status, format!("agent on {node}: {message}")));
-    }
-    serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+    let req = ctl.http.get(format!("{url}{path}")).query(query);
+    let body = forward(req, &format!("agent on {node}")).await?;
+    serde_json::from_value(body).map(Json).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!("agent on {node} sent an unreadable answer: {e}"),
         )
     })
+}
+
+/// Sends a request to a peer (an agent, the tsdb, a framework) and passes its JSON answer on;
+/// its error status and words come back as ours, prefixed with `who`.
+async fn forward(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Value, ApiError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| bad_gateway(format!("{who} did not answer: {e}")))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| bad_gateway(format!("{who}: {e}")))?;
+    if !status.is_success() {
+        // torc's and InfluxDB's errors are JSON with an `error` field; anything else is text.
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        return Err(ApiError::new(status, format!("{who}: {message}")));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| bad_gateway(format!("{who} sent an unreadable answer: {e}")))
 }
 
 async fn list_frameworks(State(ctl): State<Arc<Controller>>) -> Json<Vec<torc_api::FrameworkView>> {
@@ -806,22 +795,7 @@ async fn framework_group(
             ));
         }
     };
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| bad_gateway(format!("framework {name} at {api} did not answer: {e}")))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if !status.is_success() {
-        let message = body["error"]
-            .as_str()
-            .map_or_else(|| status.to_string(), str::to_string);
-        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Err(ApiError::new(
-            status,
-            format!("framework {name}: {message}"),
-        ));
-    }
+    let body = forward(req, &format!("framework {name} at {api}")).await?;
     Ok(Json(body))
 }
 

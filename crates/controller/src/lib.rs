@@ -138,10 +138,12 @@ impl Controller {
             let result = f(&mut inner.rack);
             let changes = inner.rack.take_changes();
             inner.store.commit(&changes.writes)?;
-            let names = inner.rack.dns_snapshot();
+            let names = changes.names_may_change.then(|| inner.rack.dns_snapshot());
             (result?, changes.wake, inner.rack.event_position().1, names)
         };
-        self.publish_dns(names);
+        if let Some(names) = names {
+            self.publish_dns(names);
+        }
         self.events.send_if_modified(|seq| {
             let changed = *seq != event_seq;
             *seq = event_seq;

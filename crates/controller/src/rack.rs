@@ -12,7 +12,6 @@
 //! - Resources allocated on a node are derived from its tasks, never stored separately.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -107,6 +106,9 @@ pub struct Changes {
     pub writes: Vec<Write>,
     /// Nodes whose desired set has a new generation.
     pub wake: Vec<(NodeName, u64)>,
+    /// Whether the rack's names (DNS) may differ: a record changed, or a service's health did.
+    /// Heartbeats and framework polls change neither, so they skip rebuilding the names.
+    pub names_may_change: bool,
 }
 
 pub struct Rack {
@@ -123,11 +125,12 @@ pub struct Rack {
     pub(crate) event_seq: u64,
     /// Recent events for people (the UI's feed), newest last; in memory only.
     pub(crate) log: std::collections::VecDeque<torc_api::RackEvent>,
+    /// A service's health changed since the last `take_changes` (health is not persisted).
+    pub(crate) health_changed: bool,
     log_seq: u64,
     pub(crate) epoch: u64,
     pub(crate) started_at: UnixMillis,
     generation: u64,
-    ids: IdSource,
     /// What every node has allocated, kept in step with task transitions (never recomputed
     /// from all tasks on the hot path).
     ledger: Planner,
@@ -232,11 +235,11 @@ impl Rack {
             events: std::collections::VecDeque::new(),
             event_seq: 0,
             log: std::collections::VecDeque::new(),
+            health_changed: false,
             log_seq: 0,
-            epoch: (IdSource::new().random() & 0xffff_ffff).max(1),
+            epoch: (torc_types::random_u64() & 0xffff_ffff).max(1),
             started_at: now,
             generation,
-            ids: IdSource::new(),
             ledger: Planner::new(Vec::new()),
             pending: BTreeSet::new(),
             ended: 0,
@@ -357,7 +360,12 @@ impl Rack {
         if !wake.is_empty() {
             writes.push(Write::Meta("generation", self.generation));
         }
-        Changes { writes, wake }
+        let names_may_change = !writes.is_empty() || std::mem::take(&mut self.health_changed);
+        Changes {
+            writes,
+            wake,
+            names_may_change,
+        }
     }
 
     /// Moves a task to a new state, keeping its history and the desired sets in step.
@@ -455,7 +463,7 @@ impl Rack {
                 "constraints.node_name: no node named \"{n}\" in the rack"
             )));
         }
-        let id = self.ids.next(&spec);
+        let id = new_task_id(&spec);
         let task = TaskView {
             id: id.clone(),
             name: spec.name.clone(),
@@ -960,41 +968,10 @@ impl Rack {
     }
 }
 
-/// Task ids: `<name>.<12 hex digits>`, random per process and never repeated within it.
-struct IdSource {
-    state: std::collections::hash_map::RandomState,
-    counter: u64,
-}
-
-impl IdSource {
-    fn new() -> Self {
-        IdSource {
-            state: std::collections::hash_map::RandomState::new(),
-            counter: 0,
-        }
-    }
-
-    fn random(&mut self) -> u64 {
-        self.counter += 1;
-        let mut h = self.state.build_hasher();
-        h.write_u64(self.counter);
-        h.finish()
-    }
-
-    fn next(&mut self, spec: &TaskSpec) -> TaskId {
-        self.counter += 1;
-        let mut h = self.state.build_hasher();
-        h.write_u64(self.counter);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        let suffix = h.finish() & 0xffff_ffff_ffff;
-        TaskId::new(format!("{}.{suffix:012x}", spec.name))
-            .expect("service name + hex is a valid id")
-    }
+/// A new task id: `<name>.<12 random hex digits>`.
+fn new_task_id(spec: &TaskSpec) -> TaskId {
+    let suffix = torc_types::random_u64() & 0xffff_ffff_ffff;
+    TaskId::new(format!("{}.{suffix:012x}", spec.name)).expect("service name + hex is a valid id")
 }
 
 #[cfg(test)]

@@ -590,6 +590,8 @@ impl Rack {
             Ok(()) => {
                 if rec.health.kind != HealthKind::Healthy {
                     tracing::info!(service = %service, "healthy");
+                    // Only healthy instances are in DNS, and health is not persisted: say so.
+                    self.health_changed = true;
                 }
                 rec.health = HealthState {
                     kind: HealthKind::Healthy,
@@ -603,6 +605,7 @@ impl Rack {
                 rec.health.message = Some(why.clone());
                 if rec.health.failures >= threshold {
                     rec.health.kind = HealthKind::Unhealthy;
+                    self.health_changed = true;
                     let msg = format!(
                         "unhealthy ({} failed checks in a row: {why}); replacing it",
                         rec.health.failures

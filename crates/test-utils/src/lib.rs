@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -17,18 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use torc_client::Client;
 
-/// A random 64-bit number (OS-seeded hasher keys; good enough to spread tests apart).
-pub fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
+pub use torc_types::random_u64;
 
 /// A `127.X.Y.0/24` block no one is listening in, for one rack's nodes. Avoids 127.0.x.x
 /// (the default local rack and ordinary localhost use).

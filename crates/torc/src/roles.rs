@@ -362,7 +362,6 @@ async fn report_load(url: String, name: String, every: Duration, handle: torc_dn
     let host = std::env::var("TORC_NODE").unwrap_or_default();
     let mut last = (std::time::Instant::now(), handle.stats().queries);
     let mut created = false;
-    let tag = |v: &str| v.replace([',', ' ', '='], "_");
     loop {
         tokio::time::sleep(every).await;
         let now = (std::time::Instant::now(), handle.stats().queries);
@@ -378,8 +377,8 @@ async fn report_load(url: String, name: String, every: Duration, handle: torc_dn
         }
         let line = format!(
             "dns_server,server={},host={} qps={qps},queries={}i {}",
-            tag(&name),
-            tag(if host.is_empty() { "unknown" } else { &host }),
+            torc_collector::tag(&name),
+            torc_collector::tag(if host.is_empty() { "unknown" } else { &host }),
             now.1,
             torc_types::now_millis()
         );

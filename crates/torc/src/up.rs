@@ -86,23 +86,13 @@ pub fn sample_config(compute: usize, base: Ipv4Addr) -> String {
     out
 }
 
-/// A fresh random token, from the OS-seeded hasher keys (no extra dependency for 128 bits).
+/// A fresh random token (128 bits).
 fn new_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for i in 0..2u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.write_u32(std::process::id());
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    format!(
+        "{:016x}{:016x}",
+        torc_types::random_u64(),
+        torc_types::random_u64()
+    )
 }
 
 struct Child {
