@@ -5,6 +5,7 @@
 #
 # Needs a local rack: run `cargo run --release --bin torc -- up` in another terminal first (as root, or
 # with CAP_NET_BIND_SERVICE, for the rack's DNS on port 53). Then: demo/dns.sh
+# DNS_SERVER=named demo/dns.sh runs the servers as bind9's `named` instead of `torc dns`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,7 @@ if [ -z "${TORC_DNS_SCHEDULER:-}" ]; then
 fi
 STATE=$(mktemp -d)
 "$TORC_DNS_SCHEDULER" run --controller "$CONTROLLER" --token-file "$TOKEN_FILE" \
-  --state-dir "$STATE" --listen "$API" --rack-dns "$RACK_DNS" \
+  --state-dir "$STATE" --listen "$API" --rack-dns "$RACK_DNS" --server "${DNS_SERVER:-torc}" \
   --high-qps 400 --low-qps 250 --k 2 --n 3 --cooldown-secs 10 --interval-secs 2 \
   >"$STATE/scheduler.log" 2>&1 &
 SCHED=$!

@@ -302,6 +302,81 @@ impl Collector {
     }
 }
 
+/// Writes a DNS server's query rate to an InfluxDB-compatible database (`url`, db `torc`) every
+/// `every`, forever: the series `dns_server` (tags `server`, `host`; fields `qps`, the rate since
+/// the last report, and `queries`, the server's counter). This is the load signal the DNS
+/// scheduler scales on; `torc dns` and the `named` sidecar both report through it.
+///
+/// `read_queries` returns the server's cumulative query counter, or `None` when it cannot be read
+/// this time (that report is skipped; the next rate spans the whole gap). A counter that goes
+/// back (the server restarted) starts a new baseline. The `host` tag is `$TORC_NODE`, which the
+/// agent sets for its tasks.
+pub async fn report_query_rate<F, Fut>(
+    url: String,
+    server: String,
+    every: Duration,
+    mut read_queries: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    let http = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build an HTTP client; not reporting the query rate");
+            return;
+        }
+    };
+    let host = std::env::var("TORC_NODE").unwrap_or_else(|_| "unknown".into());
+    let mut last: Option<(std::time::Instant, u64)> = None;
+    let mut created = false;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(queries) = read_queries().await else {
+            continue;
+        };
+        let now = (std::time::Instant::now(), queries);
+        let Some(prev) = last.replace(now).filter(|p| p.1 <= queries) else {
+            continue;
+        };
+        let qps = (queries - prev.1) as f64 / now.0.duration_since(prev.0).as_secs_f64().max(1e-3);
+        if !created {
+            created = http
+                .post(format!("{url}/query"))
+                .query(&[("q", "CREATE DATABASE torc")])
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+        }
+        let line = format!(
+            "dns_server,server={},host={} qps={},queries={queries}i {}",
+            tag(&server),
+            tag(&host),
+            float(qps),
+            torc_types::now_millis()
+        );
+        let sent = http
+            .post(format!("{url}/write"))
+            .query(&[("db", "torc"), ("precision", "ms")])
+            .body(line)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if !r.status().is_success() => {
+                tracing::debug!(status = %r.status(), "the database refused the query rate")
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot report the query rate"),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Awaits every future concurrently (the handful of nodes of a rack).
 async fn futures_join<T: Send + 'static>(
     futs: Vec<impl std::future::Future<Output = Option<T>> + Send + 'static>,

@@ -9,10 +9,15 @@
 //! to the controller's event feed (the UI shows them). It serves the original's port-3005 API:
 //! `/start/group?name=`, `DELETE /service?name=`, `/admin/ping`.
 //!
+//! The servers are `torc dns` by default, or bind9's `named` (`ServerKind::Named`): then each
+//! server task is this program's `named-server` sidecar, which configures and runs named and
+//! reports named's own query counter (see [`named`]).
+//!
 //! Unlike the original: any number of servers between `min` and `max`; every server measured;
 //! state on disk; a dead server restarted.
 
 pub mod loadgen;
+pub mod named;
 pub mod scaler;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,7 +51,8 @@ pub struct Config {
     pub token: Option<String>,
     /// Where the scheduler keeps its state and the zone file.
     pub state_dir: PathBuf,
-    /// The `torc` binary the servers run (`command: torc` resolves on each agent).
+    /// What answers for the demo zone.
+    pub server: ServerKind,
     pub policy: Policy,
     pub interval: Duration,
     pub failover: Duration,
@@ -61,6 +67,15 @@ pub struct Config {
     pub load_dev: Duration,
     /// Where this scheduler's API answers, told to the controller (which forwards group calls).
     pub api_url: Option<String>,
+}
+
+/// The program behind each DNS server task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `torc dns` (`command: torc`, which each agent resolves to its own binary).
+    Torc,
+    /// bind9's `named` at this path on the nodes, run by the `named-server` sidecar.
+    Named(PathBuf),
 }
 
 /// What the scheduler wants running, besides the servers.
@@ -117,20 +132,44 @@ impl Scheduler {
     }
 
     fn server_spec(&self, name: &str, tsdb: &Option<String>) -> TaskSpec {
-        let zone = self.cfg.state_dir.join("homer.ave.zone");
-        let mut spec = TaskSpec::new(
-            ServiceName::new(name).expect("dns-slN is a valid name"),
-            "torc",
+        let zone = format!(
+            "homer.ave={}",
+            self.cfg.state_dir.join("homer.ave.zone").display()
         );
-        spec.args = vec![
-            "dns".into(),
-            "--listen".into(),
-            "$IP:$PORT0".into(),
-            "--zone-file".into(),
-            format!("homer.ave={}", zone.display()),
-            "--threads".into(),
-            "1".into(),
-        ];
+        let service = ServiceName::new(name).expect("dns-slN is a valid name");
+        let mut spec = match &self.cfg.server {
+            ServerKind::Torc => {
+                let mut spec = TaskSpec::new(service, "torc");
+                spec.args = vec![
+                    "dns".into(),
+                    "--listen".into(),
+                    "$IP:$PORT0".into(),
+                    "--zone-file".into(),
+                    zone,
+                    "--threads".into(),
+                    "1".into(),
+                ];
+                spec.ports = 1;
+                spec
+            }
+            ServerKind::Named(named) => {
+                let mut spec = TaskSpec::new(service, self.cfg.exe.display().to_string());
+                spec.args = vec![
+                    "named-server".into(),
+                    "--named".into(),
+                    named.display().to_string(),
+                    "--listen".into(),
+                    "$IP:$PORT0".into(),
+                    "--stats".into(),
+                    "$IP:$PORT1".into(),
+                    "--zone-file".into(),
+                    zone,
+                ];
+                // DNS on the first port, named's statistics channel on the second.
+                spec.ports = 2;
+                spec
+            }
+        };
         if let Some(url) = tsdb {
             spec.args.extend([
                 "--report-influxdb".into(),
@@ -139,7 +178,6 @@ impl Scheduler {
                 name.into(),
             ]);
         }
-        spec.ports = 1;
         spec.resources = Resources::new(0.2, 32.0, 0.0);
         spec.metered = true;
         spec.kill_grace_ms = 2_000;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use torc_dns_scheduler::{Config, Scheduler, loadgen, scaler::Policy};
+use torc_dns_scheduler::{Config, Scheduler, ServerKind, loadgen, named, scaler::Policy};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,51 @@ enum Command {
     Run(RunArgs),
     /// Run a DNS load (the original's normalload).
     Loadgen(LoadArgs),
+    /// Run bind9's `named` as one DNS server (the task `run --server named` launches).
+    NamedServer(NamedArgs),
+}
+
+/// Which program answers for the demo zone.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ServerArg {
+    /// `torc dns`.
+    Torc,
+    /// bind9's `named` (see `--named`).
+    Named,
+}
+
+#[derive(clap::Args)]
+struct NamedArgs {
+    /// The `named` binary.
+    #[arg(long, default_value = "/usr/sbin/named")]
+    named: PathBuf,
+    /// Where clients query the server.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// named's JSON statistics channel.
+    #[arg(long)]
+    stats: SocketAddr,
+    /// A zone served: `ORIGIN=PATH` of its zone file.
+    #[arg(long = "zone-file", value_parser = parse_zone, required = true)]
+    zones: Vec<(String, PathBuf)>,
+    /// Where named.conf and named's files go.
+    #[arg(long, default_value = "named")]
+    dir: PathBuf,
+    /// Write named's query rate to this InfluxDB-compatible database (series `dns_server`).
+    #[arg(long)]
+    report_influxdb: Option<String>,
+    /// The `server` tag of those reports (default: the listen address).
+    #[arg(long)]
+    report_name: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    report_interval_secs: u64,
+}
+
+fn parse_zone(s: &str) -> Result<(String, PathBuf), String> {
+    let (origin, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ORIGIN=PATH"))?;
+    Ok((origin.to_string(), PathBuf::from(path)))
 }
 
 #[derive(clap::Args)]
@@ -38,6 +83,12 @@ struct RunArgs {
     token_file: Option<PathBuf>,
     #[arg(long, default_value = "torc-dns-scheduler")]
     name: String,
+    /// What answers for the demo zone: `torc` (torc dns) or `named` (bind9, see `--named`).
+    #[arg(long, value_enum, default_value = "torc")]
+    server: ServerArg,
+    /// The `named` binary on the nodes, for `--server named`.
+    #[arg(long, default_value = "/usr/sbin/named")]
+    named: PathBuf,
     #[arg(long, default_value = "./dns-scheduler-state")]
     state_dir: PathBuf,
     /// The port-3005 API.
@@ -123,6 +174,23 @@ fn main() -> anyhow::Result<()> {
             report_every: Duration::from_secs(a.report_secs.max(1)),
             duration: (a.duration_secs > 0).then(|| Duration::from_secs(a.duration_secs)),
         })),
+        Command::NamedServer(a) => {
+            let report = a.report_influxdb.map(|url| {
+                let name = a.report_name.unwrap_or_else(|| a.listen.to_string());
+                (url, name)
+            });
+            let server = named::NamedServer {
+                named: a.named,
+                listen: a.listen,
+                stats: a.stats,
+                zones: a.zones,
+                dir: a.dir,
+                report,
+                report_every: Duration::from_secs(a.report_interval_secs.max(1)),
+            };
+            let code = rt.block_on(server.run())?;
+            std::process::exit(code);
+        }
         Command::Run(a) => {
             let token = match &a.token_file {
                 Some(p) => Some(
@@ -138,6 +206,10 @@ fn main() -> anyhow::Result<()> {
                 controller: a.controller,
                 token,
                 state_dir: a.state_dir,
+                server: match a.server {
+                    ServerArg::Torc => ServerKind::Torc,
+                    ServerArg::Named => ServerKind::Named(a.named),
+                },
                 policy: Policy {
                     min: a.min.max(1),
                     max: a.max.max(a.min.max(1)),

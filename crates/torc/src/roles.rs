@@ -341,7 +341,16 @@ pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| args.listen.to_string());
             let every = Duration::from_secs(args.report_interval_secs.max(1));
-            tokio::spawn(report_load(url, name, every, handle.clone()));
+            let stats = handle.clone();
+            tokio::spawn(torc_collector::report_query_rate(
+                url,
+                name,
+                every,
+                move || {
+                    let queries = stats.stats().queries;
+                    async move { Some(queries) }
+                },
+            ));
         }
         if let Some(url) = args.controller.clone() {
             tokio::spawn(follow_names(url, handle));
@@ -350,48 +359,6 @@ pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
         server.serve(listeners, shutdown_signal()).await?;
         Ok(())
     })
-}
-
-/// Writes the server's query rate to an InfluxDB-compatible database on a timer.
-async fn report_load(url: String, name: String, every: Duration, handle: torc_dns::DnsHandle) {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("a plain HTTP client builds");
-    let host = std::env::var("TORC_NODE").unwrap_or_default();
-    let mut last = (std::time::Instant::now(), handle.stats().queries);
-    let mut created = false;
-    loop {
-        tokio::time::sleep(every).await;
-        let now = (std::time::Instant::now(), handle.stats().queries);
-        let qps = now.1.saturating_sub(last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
-        last = now;
-        if !created {
-            created = http
-                .post(format!("{url}/query"))
-                .query(&[("q", "CREATE DATABASE torc")])
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-        }
-        let line = format!(
-            "dns_server,server={},host={} qps={qps},queries={}i {}",
-            torc_collector::tag(&name),
-            torc_collector::tag(if host.is_empty() { "unknown" } else { &host }),
-            now.1,
-            torc_types::now_millis()
-        );
-        let sent = http
-            .post(format!("{url}/write"))
-            .query(&[("db", "torc"), ("precision", "ms")])
-            .body(line)
-            .send()
-            .await;
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "cannot report the query rate");
-        }
-    }
 }
 
 /// Long-polls the controller for the rack's names and applies each new snapshot.
