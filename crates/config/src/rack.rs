@@ -26,6 +26,13 @@ pub struct RackConfig {
     /// The DNS domain of the services (`dns.service.torc`). torc addition.
     #[serde(default = "default_service_domain")]
     pub service_domain: String,
+    /// TTL, in seconds, of the node domain's answers (nodes change rarely). torc addition.
+    #[serde(default = "default_node_ttl")]
+    pub node_ttl_in_seconds: u32,
+    /// TTL, in seconds, of service-domain answers unless a service sets `dns_ttl_in_seconds`:
+    /// short, since instances come and go. torc addition.
+    #[serde(default = "default_service_ttl")]
+    pub service_ttl_in_seconds: u32,
     /// Host of the original's IPMI proxy (`:8085/sync`). Kept for compatibility.
     #[serde(
         default,
@@ -68,6 +75,14 @@ fn default_name() -> String {
 
 fn default_domain() -> String {
     "homer.ave".to_string()
+}
+
+fn default_node_ttl() -> u32 {
+    60
+}
+
+fn default_service_ttl() -> u32 {
+    5
 }
 
 fn default_service_domain() -> String {

@@ -113,6 +113,10 @@ pub struct ServiceConfig {
     pub kill_grace_in_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<ServiceHealth>,
+    /// TTL, in seconds, of this service's names in the service domain (default: the rack's
+    /// `service_ttl_in_seconds`). torc addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_ttl_in_seconds: Option<u32>,
 }
 
 fn default_network_type() -> String {

@@ -43,6 +43,11 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
         }
     }
     check_timers(config)?;
+    check_ttl(root.key("node_ttl_in_seconds"), config.node_ttl_in_seconds)?;
+    check_ttl(
+        root.key("service_ttl_in_seconds"),
+        config.service_ttl_in_seconds,
+    )?;
     check_nodes(config)?;
     check_dns_addons(config)?;
 
@@ -120,6 +125,23 @@ fn check_domain(path: KeyPath, domain: &str) -> Check {
         }
     }
     Ok(())
+}
+
+/// The longest DNS TTL accepted: a day. Longer ones keep a gone instance's address in caches
+/// long after it stopped.
+const MAX_TTL: u32 = 86_400;
+
+fn check_ttl(path: KeyPath, ttl: u32) -> Check {
+    if ttl > MAX_TTL {
+        fail(
+            path,
+            format!(
+                "must be at most {MAX_TTL} (a day), got {ttl}: resolvers would keep a stopped instance's address that long"
+            ),
+        )
+    } else {
+        Ok(())
+    }
 }
 
 fn check_timers(config: &RackConfig) -> Check {
@@ -215,6 +237,9 @@ fn check_dns_addons(config: &RackConfig) -> Check {
 }
 
 fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -> Check {
+    if let Some(ttl) = service.dns_ttl_in_seconds {
+        check_ttl(path.key("dns_ttl_in_seconds"), ttl)?;
+    }
     match (&service.command, &service.image_name) {
         (Some(command), _) if command.trim().is_empty() => {
             fail(path.key("command"), "must not be empty")?;

@@ -13,9 +13,6 @@ use torc_types::TaskState;
 use crate::rack::Rack;
 use crate::services::HealthKind;
 
-/// TTL of service names: short, since instances come and go.
-const SERVICE_TTL: u32 = 5;
-
 impl Rack {
     /// The current names, with generation 0 (the controller numbers snapshots).
     pub fn dns_snapshot(&self) -> DnsSnapshot {
@@ -36,17 +33,20 @@ impl Rack {
             .values()
             .find(|n| n.node_type == "master")
             .map(|n| n.ip);
-        let mut services: BTreeMap<String, Vec<InstanceEntry>> = BTreeMap::new();
-        let mut add = |name: &str, instance: &str, ip: IpAddr, port: u16| {
-            services
+        // Per name: its TTL (the shortest its instances ask for) and its instances.
+        let mut services: BTreeMap<String, (u32, Vec<InstanceEntry>)> = BTreeMap::new();
+        let mut add = |name: &str, instance: &str, ip: IpAddr, port: u16, ttl: Option<u32>| {
+            let ttl = ttl.unwrap_or(s.service_ttl);
+            let entry = services
                 .entry(name.to_string())
-                .or_default()
-                .push(InstanceEntry {
-                    target: format!("{instance}.{}", s.service_domain),
-                    ip,
-                    port,
-                    healthy: true,
-                });
+                .or_insert((ttl, Vec::new()));
+            entry.0 = entry.0.min(ttl);
+            entry.1.push(InstanceEntry {
+                target: format!("{instance}.{}", s.service_domain),
+                ip,
+                port,
+                healthy: true,
+            });
         };
         for t in self
             .tasks
@@ -63,21 +63,22 @@ impl Rack {
                 if rec.policy.health.is_some() && rec.health.kind != HealthKind::Healthy {
                     continue;
                 }
-                add(t.name.as_str(), t.name.as_str(), ip, port);
+                let ttl = rec.policy.dns_ttl;
+                add(t.name.as_str(), t.name.as_str(), ip, port, ttl);
                 if rec.service != rec.name {
-                    add(rec.service.as_str(), t.name.as_str(), ip, port);
+                    add(rec.service.as_str(), t.name.as_str(), ip, port, ttl);
                 }
             } else {
-                add(t.name.as_str(), t.name.as_str(), ip, port);
+                add(t.name.as_str(), t.name.as_str(), ip, port, None);
             }
         }
         for a in self.announced.values() {
             if let Ok(ip) = a.task.ip.parse() {
-                add(&a.task.name, &a.task.name, ip, 0);
+                add(&a.task.name, &a.task.name, ip, 0, None);
             }
         }
         for (name, ip) in &s.dns_addons {
-            add(name.as_str(), name.as_str(), *ip, 0);
+            add(name.as_str(), name.as_str(), *ip, 0, None);
         }
         if let (Some(ip), Ok(_)) = (
             s.controller_addr
@@ -87,12 +88,12 @@ impl Rack {
             torc_types::ServiceName::new(s.rack_name.clone()),
         ) {
             let port = s.controller_addr.map_or(3000, |a| a.port());
-            add(&s.rack_name, &s.rack_name, ip, port);
+            add(&s.rack_name, &s.rack_name, ip, port, None);
         }
         DnsSnapshot {
             generation: 0,
             node_domain: s.domain.clone(),
-            node_ttl: 60,
+            node_ttl: s.node_ttl,
             nameserver_ip: match master {
                 Some(IpAddr::V4(ip)) => Some(ip),
                 _ => None,
@@ -101,9 +102,9 @@ impl Rack {
             service_domain: s.service_domain.clone(),
             services: services
                 .into_iter()
-                .map(|(name, instances)| ServiceEntry {
+                .map(|(name, (ttl, instances))| ServiceEntry {
                     name,
-                    ttl: SERVICE_TTL,
+                    ttl,
                     instances,
                 })
                 .collect(),

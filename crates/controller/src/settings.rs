@@ -57,6 +57,9 @@ pub struct ServicePolicy {
     pub volumes: Vec<OriginalVolume>,
     /// The original's spelling: `None`, `SingletonEachNode`, `SingletonEachSlave`.
     pub sla: String,
+    /// TTL of the service's names in the service domain; `None`: the rack's default.
+    #[serde(default)]
+    pub dns_ttl: Option<u32>,
 }
 
 /// A health check of a service's task.
@@ -96,6 +99,9 @@ pub struct RackSettings {
     /// DNS domain of the nodes (`homer.ave`) and of the services (`service.torc`).
     pub domain: String,
     pub service_domain: String,
+    /// TTLs of node-domain answers and (by default) of service-domain answers, in seconds.
+    pub node_ttl: u32,
+    pub service_ttl: u32,
     /// Extra names in the service domain.
     pub dns_addons: Vec<(ServiceName, IpAddr)>,
     /// Where the controller's API listens (its own name in the service domain points here).
@@ -117,6 +123,8 @@ impl RackSettings {
             power_off: None,
             domain: "homer.ave".into(),
             service_domain: "service.torc".into(),
+            node_ttl: 60,
+            service_ttl: 5,
             dns_addons: Vec::new(),
             controller_addr: None,
         }
@@ -162,6 +170,8 @@ impl RackSettings {
             power_off: config.power_command.as_ref().map(|p| p.off.clone()),
             domain: config.domain.clone(),
             service_domain: config.service_domain.clone(),
+            node_ttl: config.node_ttl_in_seconds,
+            service_ttl: config.service_ttl_in_seconds,
             dns_addons: config
                 .dns_addons
                 .iter()
@@ -217,6 +227,7 @@ fn service_template(
                 Some(Sla::SingletonEachSlave) => "SingletonEachSlave",
             }
             .to_string(),
+            dns_ttl: s.dns_ttl_in_seconds,
         },
         sla: s.sla.map(|x| match x {
             Sla::SingletonEachNode => SlaKind::EachNode,

@@ -36,6 +36,7 @@ async fn the_rack_answers_for_its_nodes_and_services() {
         RackOptions {
             compute_nodes: 2,
             extra_yaml: r#"
+service_ttl_in_seconds: 7
 dns-addons:
   - name: etcd
     ip: 10.250.3.20
@@ -61,6 +62,7 @@ api:
           memory: 8
           cpu: 0.05
           number_of_instances: 2
+          dns_ttl_in_seconds: 30
 "#
             .into(),
             ..Default::default()
@@ -107,6 +109,16 @@ api:
     );
     assert_eq!(short(&server, &["etcd.service.torc"]), ["10.250.3.20"]);
     assert_eq!(short(&server, &["dns.service.torc"]), [server.as_str()]);
+    // TTLs: the rack's default for service names, the node domain's own.
+    let ttl = |name: &str| -> String {
+        let out = dig(&server, &[name, "+noall", "+answer"]);
+        out.split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(ttl("dns.service.torc"), "7");
+    assert_eq!(ttl("wedge.homer.ave"), "60");
 
     // A started group shows up (both instances, with SRV ports); a stopped one disappears.
     client.start_group(&"web".parse().unwrap()).await.unwrap();
@@ -134,6 +146,11 @@ api:
     let mut ips: Vec<String> = web.iter().map(|w| w.ip.unwrap().to_string()).collect();
     ips.sort();
     assert_eq!(a, ips);
+    assert_eq!(
+        ttl("web.service.torc"),
+        "30",
+        "the service's own dns_ttl_in_seconds"
+    );
     let srv = short(&server, &["_web._tcp.service.torc", "SRV"]);
     assert_eq!(srv.len(), 2, "{srv:?}");
     for w in &web {
