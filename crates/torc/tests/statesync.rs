@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use torc_test_utils::{LocalRack, RackOptions, free_port, wait_for, which};
+use torc_test_utils::{Etcd, LocalRack, RackOptions, wait_for, which};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
@@ -139,14 +139,18 @@ async fn statesync_keeps_the_state_soup_equal_to_the_rack() {
 
     // Statesync never deletes what it just wrote (a second look changes nothing), and while the
     // controller is down it deletes nothing of the controller's.
+    // Away for 30 s (the figure, longer than statesync's interval many times over),
+    // looked at every 2 s.
     let before = keys(&endpoint);
     rack.kill_controller();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        keys(&endpoint),
-        before,
-        "nothing removed while the controller is away"
-    );
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            keys(&endpoint),
+            before,
+            "nothing removed while the controller is away"
+        );
+    }
     rack.start_controller().unwrap();
     let names: Vec<String> = rack.nodes.keys().cloned().collect();
     rack.wait_active(&names, true).await.unwrap();
@@ -170,35 +174,8 @@ async fn statesync_keeps_the_state_soup_equal_to_the_rack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statesync_works_unchanged_against_a_real_etcd() {
-    let etcd = which("etcd").expect("etcd is not installed: `apt-get install etcd-server`");
-    let dir = tempfile::tempdir().unwrap();
-    let ip = std::net::Ipv4Addr::LOCALHOST;
-    let (client_port, peer_port) = (free_port(ip), free_port(ip));
-    let endpoint = format!("http://127.0.0.1:{client_port}");
-    let mut real = Command::new(etcd)
-        .args(["--data-dir", &dir.path().join("etcd").display().to_string()])
-        .args([
-            "--listen-client-urls",
-            &endpoint,
-            "--advertise-client-urls",
-            &endpoint,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer_port}"),
-        ])
-        .args([
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer_port}"),
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("default=http://127.0.0.1:{peer_port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let real = Etcd::start().await.unwrap();
+    let endpoint = real.endpoint.clone();
     let rack = LocalRack::start(
         TORC,
         RackOptions {
@@ -233,9 +210,7 @@ async fn statesync_works_unchanged_against_a_real_etcd() {
     })
     .await;
     let _ = sync.kill();
-    let _ = real.kill();
     let _ = sync.wait();
-    let _ = real.wait();
-    let k = found.unwrap();
+    let k = found.unwrap_or_else(|e| panic!("{e}\netcd's log:\n{}", real.log()));
     assert!(k.contains(&"/torc/machines/wedge".to_string()), "{k:?}");
 }
