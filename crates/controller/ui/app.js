@@ -209,7 +209,7 @@ async function overview(seq) {
     <div class="card"><div class="n">${status.nodes_active}/${status.nodes_total}</div><div class="l">nodes active</div></div>
     <div class="card"><div class="n">${tasks}</div><div class="l">tasks running</div></div>
     <div class="card"><div class="n">${svcRun}/${svcAll}</div><div class="l">service instances running</div></div>
-    <div class="card"><div class="n">${status.frameworks.length}</div><div class="l">frameworks</div></div>
+    <div class="card"><div class="n">${status.frameworks.filter((f) => f.active).length}/${status.frameworks.length}</div><div class="l">frameworks active</div></div>
   </div>
   <h2>Nodes</h2>
   ${table(["Node", "IP", "Function", "State", "CPU allocated", "Memory allocated", "CPU used", "Memory used", "Tasks"], nodes.map((n) => {

@@ -92,11 +92,11 @@ impl State {
             (
                 from + 1,
                 format!(
-                    "{above} of the last {} observations above {} qps per server (latest {:.0} qps over {} servers)",
+                    "{above} of the last {} observations above {} qps per server (latest {:.0} qps over {})",
                     self.window.len(),
                     policy.high,
                     latest.total_qps,
-                    latest.servers
+                    servers(latest.servers)
                 ),
             )
         } else if below >= policy.k
@@ -109,11 +109,11 @@ impl State {
             (
                 from - 1,
                 format!(
-                    "{below} of the last {} observations below {} qps per server (latest {:.0} qps over {} servers)",
+                    "{below} of the last {} observations below {} qps per server (latest {:.0} qps over {})",
                     self.window.len(),
                     policy.low,
                     latest.total_qps,
-                    latest.servers
+                    servers(latest.servers)
                 ),
             )
         } else {
@@ -133,6 +133,15 @@ impl State {
             self.decisions.remove(0);
         }
         Some(d)
+    }
+}
+
+/// "1 server", "2 servers".
+fn servers(n: u32) -> String {
+    if n == 1 {
+        "1 server".into()
+    } else {
+        format!("{n} servers")
     }
 }
 
