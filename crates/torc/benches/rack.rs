@@ -1,5 +1,6 @@
-//! The local rack, measured: task accept → running latency, and controller and agent memory
-//! idle and with 1,000 running tasks. Real processes on loopback (release build).
+//! The local rack, measured: task accept → running latency, how soon a started or stopped
+//! task's name changes in the rack's DNS, and controller and agent memory idle and with 1,000
+//! running tasks. Real processes on loopback (release build).
 //! Run with `cargo bench -p torc --bench rack`. Prints figures; asserts nothing about speed.
 
 use std::time::{Duration, Instant};
@@ -48,6 +49,41 @@ fn agent_rss(rack: &LocalRack) -> Vec<u64> {
         .collect()
 }
 
+/// Asks `server` for `name` A once (a hand-made query, so no resolver library's caching or
+/// retries sit in between) and returns the answer's rcode and answer count.
+async fn query_a(server: std::net::SocketAddr, name: &str) -> Option<(u8, u16)> {
+    let mut q = vec![0x12, 0x34, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
+    sock.send_to(&q, server).await.ok()?;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    (n >= 12).then(|| (buf[3] & 0x0f, u16::from_be_bytes([buf[6], buf[7]])))
+}
+
+/// Polls `server` for `name` every millisecond until `done` holds of the answer; returns when.
+async fn until_answer(
+    server: std::net::SocketAddr,
+    name: &str,
+    done: impl Fn((u8, u16)) -> bool,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if query_a(server, name).await.is_some_and(&done) {
+            return torc_types::now_millis();
+        }
+        assert!(Instant::now() < deadline, "{name}: no change in 10 s");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -61,7 +97,17 @@ async fn main() {
             node_timeout_secs: 30,
             token: true,
             node_resources: (64.0, 64_000.0),
-            ..Default::default()
+            extra_yaml: r#"
+healthcheck:
+  system_services:
+    - name: dns
+      command: torc
+      args: [dns, --listen, "$IP:53"]
+      memory: 32
+      cpu: 0.2
+      node_function: controller
+"#
+            .into(),
         },
     )
     .await
@@ -113,6 +159,33 @@ async fn main() {
     }
     server_ms.sort_by(|a, b| a.total_cmp(b));
 
+    // DNS: from the controller recording a task running (or accepting its kill) to the rack's
+    // DNS answering its name (or NXDOMAIN), polled every millisecond.
+    let dns = std::net::SocketAddr::from((rack.nodes["wedge"], 53));
+    until_answer(dns, "wedge.homer.ave", |(rcode, n)| rcode == 0 && n > 0).await;
+    let (mut appear_ms, mut vanish_ms) = (Vec::new(), Vec::new());
+    for i in 0..30 {
+        let mut probe = spec.clone();
+        probe.name = format!("dnsprobe{i}").parse().unwrap();
+        let name = format!("dnsprobe{i}.service.torc");
+        let t = client.launch(&probe).await.unwrap();
+        let answered = until_answer(dns, &name, |(rcode, n)| rcode == 0 && n > 0).await;
+        let running = client.task(&t.id).await.unwrap();
+        let at = running
+            .history
+            .iter()
+            .find(|h| h.state == TaskState::Running)
+            .expect("answered, so running")
+            .at;
+        appear_ms.push(answered.saturating_sub(at) as f64);
+        let asked = torc_types::now_millis();
+        client.kill(&t.id).await.unwrap();
+        let gone = until_answer(dns, &name, |(rcode, _)| rcode == 3).await;
+        vanish_ms.push(gone.saturating_sub(asked) as f64);
+    }
+    appear_ms.sort_by(|a, b| a.total_cmp(b));
+    vanish_ms.sort_by(|a, b| a.total_cmp(b));
+
     // Up to 1,000 running tasks.
     let launched = Instant::now();
     let mut ids = Vec::new();
@@ -141,6 +214,13 @@ async fn main() {
         percentile(&server_ms, 0.5),
         percentile(&server_ms, 0.99),
         server_ms.last().unwrap()
+    );
+    println!(
+        "  DNS: running -> name answered p50 {:.0} ms, max {:.0} ms; kill -> NXDOMAIN p50 {:.0} ms, max {:.0} ms   (target <= 100)",
+        percentile(&appear_ms, 0.5),
+        appear_ms.last().unwrap(),
+        percentile(&vanish_ms, 0.5),
+        vanish_ms.last().unwrap()
     );
     println!(
         "  800 more tasks launched and running in {:.1} s",
