@@ -32,6 +32,18 @@ pub fn free_loopback_block() -> Ipv4Addr {
     }
 }
 
+/// Makes the child get SIGKILL when the test process dies, so a crashed or killed test leaves
+/// no server behind.
+fn die_with_test(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            Ok(())
+        });
+    }
+}
+
 /// A free TCP port on `ip`.
 pub fn free_port(ip: Ipv4Addr) -> u16 {
     TcpListener::bind((ip, 0))
@@ -177,13 +189,7 @@ impl LocalRack {
         let (out, err) = self.log(log)?;
         let mut cmd = Command::new(&self.exe);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: prctl is async-signal-safe; a crashed test takes its rack down with it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         cmd.spawn()
             .with_context(|| format!("cannot start {}", self.exe.display()))
     }
@@ -406,13 +412,7 @@ impl Etcd {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
-            // SAFETY: prctl is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                    Ok(())
-                });
-            }
+            die_with_test(&mut cmd);
             let mut real = Etcd {
                 child: cmd.spawn()?,
                 dir,
@@ -480,13 +480,7 @@ impl Influxd {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         let child = cmd.spawn()?;
         let url = format!("http://{ip}:{http}");
         let db = Influxd { dir, url, child };
@@ -552,13 +546,7 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                Ok(())
-            });
-        }
+        die_with_test(&mut cmd);
         let driver = cmd.spawn()?;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder().no_proxy().build()?;
