@@ -119,6 +119,18 @@ pub struct Agent {
     /// Wakes the reporter after a transition.
     report_now: Notify,
     pub(crate) metrics: Mutex<crate::metrics::Sampler>,
+    /// Set when shutdown begins: from then on no task is started (a desired state that arrives
+    /// late must not start a task after the agent stopped them all).
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+/// Aborts a spawned task when dropped (a plain `JoinHandle` detaches it instead).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Agent {
@@ -154,6 +166,7 @@ impl Agent {
             table_path,
             report_now: Notify::new(),
             metrics: Mutex::new(crate::metrics::Sampler::new(cfg_node)),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -253,7 +266,11 @@ impl Agent {
     /// Applies a desired-state document: start what is new, stop what is gone.
     fn apply(self: &Arc<Self>, doc: DesiredState) {
         let mut table = self.lock();
-        if doc.generation <= table.applied_generation {
+        // Checked under the table lock, which `stop_all` takes after setting the flag: a task
+        // started before is stopped there, none is started after.
+        if doc.generation <= table.applied_generation
+            || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+        {
             return;
         }
         table.applied_generation = doc.generation;
@@ -415,6 +432,8 @@ impl Agent {
         let sampler = tokio::spawn(Arc::clone(&self).sample_metrics());
         shutdown.await;
         tracing::info!("agent shutting down");
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         session.abort();
         sampler.abort();
         if self.cfg.kill_tasks_on_exit {
@@ -524,9 +543,10 @@ impl Agent {
                 }
             };
             self.lock().applied_generation = 0;
-            let follower = tokio::spawn(Arc::clone(&self).follow_desired());
+            // Ends with this session, also when the session itself is aborted.
+            let follower = AbortOnDrop(tokio::spawn(Arc::clone(&self).follow_desired()));
             let result = self.reporter(interval).await;
-            follower.abort();
+            drop(follower);
             tracing::warn!(error = %result, "controller session ended; registering again");
         }
     }
@@ -628,4 +648,61 @@ pub fn detect_resources(dir: &Path) -> Resources {
         })
         .unwrap_or(0.0);
     Resources::new(cpus, mem_mb, disk_mb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use torc_api::{DesiredState, DesiredTask};
+    use torc_types::TaskSpec;
+
+    fn agent(dir: &std::path::Path) -> Arc<Agent> {
+        Agent::open(AgentConfig {
+            node: "n1".parse().unwrap(),
+            ip: "127.0.0.1".parse().unwrap(),
+            // Nothing listens there; these tests never reach the controller.
+            controller: "http://127.0.0.1:9".into(),
+            token: None,
+            data_dir: dir.to_path_buf(),
+            node_type: None,
+            node_function: None,
+            resources: Resources::new(1.0, 64.0, 0.0),
+            port_range: PortRange {
+                first: 31000,
+                last: 31010,
+            },
+            attributes: BTreeMap::new(),
+            kill_tasks_on_exit: true,
+            // Starting a task fails (no such program), which still records it.
+            exe: dir.join("no-such-torc"),
+            metrics_interval: Duration::from_secs(1),
+        })
+        .unwrap()
+    }
+
+    fn doc(generation: u64) -> DesiredState {
+        DesiredState {
+            generation,
+            tasks: vec![DesiredTask {
+                id: TaskId::new(format!("late.{generation:06x}")).unwrap(),
+                spec: TaskSpec::new("late".parse().unwrap(), "sleep"),
+                ports: Vec::new(),
+                launch: true,
+            }],
+        }
+    }
+
+    /// A desired state that arrives once shutdown began starts nothing (`torc up`'s Ctrl-C
+    /// once left a just-launched task running after the agent had stopped them all).
+    #[tokio::test]
+    async fn no_task_starts_once_shutdown_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = agent(dir.path());
+        a.apply(doc(1));
+        assert_eq!(a.lock().tasks.len(), 1, "before shutdown the task is taken");
+        a.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        a.apply(doc(2));
+        assert_eq!(a.lock().tasks.len(), 1, "after it, nothing new");
+    }
 }

@@ -78,17 +78,22 @@ async fn statesync_keeps_the_state_soup_equal_to_the_rack() {
     let endpoint = format!("http://{}:2379", rack.nodes["wedge"]);
 
     let ep = endpoint.clone();
+    // statesync writes the kinds independently: wait for one of each.
     wait_for(
-        "every machine in /torc/machines",
+        "every machine, the etcd service, lo and a route in /torc/",
         Duration::from_secs(30),
         || {
             let ep = ep.clone();
             async move {
                 let k = keys(&ep);
-                ["wedge", "bladerunner1", "bladerunner2"]
+                let machines = ["wedge", "bladerunner1", "bladerunner2"]
                     .iter()
-                    .all(|n| k.contains(&format!("/torc/machines/{n}")))
-                    .then_some(())
+                    .all(|n| k.contains(&format!("/torc/machines/{n}")));
+                (machines
+                    && k.contains(&"/torc/services/etcd".to_string())
+                    && k.iter().any(|k| k.starts_with("/torc/ports/lo"))
+                    && k.iter().any(|k| k.starts_with("/torc/routes/")))
+                .then_some(())
             }
         },
     )
