@@ -4,6 +4,13 @@
 # Then the seed query *during* ingest (EXTRA more rounds written while one client queries every
 # QIVAL ms), bytes/value on disk after flush/compaction, and p50/p99 of two queries on the quiet
 # databases, REPS times, torc and influx alternating so machine noise hits both.
+# The torc side runs the `tsdb-server` example, not `torc tsdb`: both open the same
+# `torc_tsdb::Tsdb` and call `torc_tsdb::serve`; the example sizes its tokio runtime from the
+# CPUs it may use (one, under taskset, like influxd's GOMAXPROCS) where `torc tsdb` always
+# starts two workers, and it compacts on exit so the disk figure is one segment per shard.
+# TORC_TSDB_QUERY_TIMING=1 in the environment makes torc log each query's server-side parse,
+# execute and encode times to its stderr, $WORK/torc.log (see crates/tsdb/src/http.rs); KEEP=1
+# keeps $WORK (logs and both databases) after the run instead of deleting it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-30}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; NQ=${NQ:-200}
@@ -14,7 +21,10 @@ fi
 cargo build -q --release -p torc-tsdb --example tsdb-server --example tsdb-load
 BIN=target/release/examples
 WORK=$(mktemp -d)
-cleanup() { kill "${TPID:-}" "${IPID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() {
+  kill "${TPID:-}" "${IPID:-}" 2>/dev/null || true; wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TPORT=$(free_port); IPORT=$(free_port); RPORT=$(free_port)

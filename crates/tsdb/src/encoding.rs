@@ -1,7 +1,8 @@
 //! Column compression for immutable blocks.
 //!
-//! * integers and timestamps: first value, then zigzag deltas or deltas-of-deltas (whichever is
-//!   smaller), bit-packed at the width of the largest one (regular timestamps cost ~0 bits);
+//! * integers and timestamps: first value, then zigzag deltas or deltas-of-deltas, bit-packed
+//!   at the width of the largest one (regular timestamps cost ~0 bits) or in simple8b words
+//!   (outliers such as counter resets cost only their own word), whichever is smallest;
 //! * floats: if every value of the block is exactly `k / 10^d` for a small `d` (metrics usually
 //!   are), the integers `k` are encoded as above; otherwise Gorilla XOR encoding;
 //! * booleans: one bit each; strings: a dictionary when values repeat, else length-prefixed.
@@ -202,7 +203,18 @@ fn width(vals: &[u64]) -> u32 {
     64 - m.leading_zeros()
 }
 
+/// Integer encodings (the first byte of an encoded integer column).
+const INT_DELTA_PACKED: u8 = 1;
+const INT_DOD_PACKED: u8 = 2;
+const INT_DELTA_SIMPLE8B: u8 = 3;
+const INT_DOD_SIMPLE8B: u8 = 4;
+
 /// Encodes integers; the count is not stored (the caller stores it).
+///
+/// Four candidates are built and the smallest is kept: zigzag deltas or deltas-of-deltas, each
+/// either bit-packed at one width (best for uniform columns, e.g. regular timestamps cost 0
+/// bits) or in simple8b words (best when a few outliers, such as a counter reset, would
+/// otherwise set the width of the whole column).
 pub fn encode_ints(v: &[i64], out: &mut Vec<u8>) {
     if v.is_empty() {
         return;
@@ -213,30 +225,132 @@ pub fn encode_ints(v: &[i64], out: &mut Vec<u8>) {
         .windows(2)
         .map(|w| zigzag(w[1].wrapping_sub(w[0])))
         .collect();
-    let wd = width(&zd);
-    let wdd = width(&dods);
-    let cost_d = wd as usize * zd.len();
-    let cost_dd = wdd as usize * dods.len() + 64;
-    if v.len() > 2 && cost_dd < cost_d {
-        out.push(2);
-        put_uvarint(out, zigzag(v[0]));
-        put_uvarint(out, zd[0]);
-        out.push(wdd as u8);
-        let mut bw = BitWriter::new();
-        for &d in &dods {
-            bw.write(d, wdd);
+    let mut best: Option<Vec<u8>> = None;
+    let mut consider = |candidate: Vec<u8>| {
+        if best.as_ref().is_none_or(|b| candidate.len() < b.len()) {
+            best = Some(candidate);
         }
-        out.extend_from_slice(&bw.finish());
-    } else {
-        out.push(1);
-        put_uvarint(out, zigzag(v[0]));
-        out.push(wd as u8);
-        let mut bw = BitWriter::new();
-        for &d in &zd {
-            bw.write(d, wd);
+    };
+    let header = |mode: u8, with_first_delta: bool| {
+        let mut c = vec![mode];
+        put_uvarint(&mut c, zigzag(v[0]));
+        if with_first_delta {
+            put_uvarint(&mut c, zd[0]);
         }
-        out.extend_from_slice(&bw.finish());
+        c
+    };
+    let mut c = header(INT_DELTA_PACKED, false);
+    pack_fixed(&zd, &mut c);
+    consider(c);
+    if v.len() > 2 {
+        let mut c = header(INT_DOD_PACKED, true);
+        pack_fixed(&dods, &mut c);
+        consider(c);
     }
+    let mut c = header(INT_DELTA_SIMPLE8B, false);
+    if simple8b_encode(&zd, &mut c) {
+        consider(c);
+    }
+    if v.len() > 2 {
+        let mut c = header(INT_DOD_SIMPLE8B, true);
+        if simple8b_encode(&dods, &mut c) {
+            consider(c);
+        }
+    }
+    if let Some(b) = best {
+        out.extend_from_slice(&b);
+    }
+}
+
+/// A width byte, then every value at that width.
+fn pack_fixed(vals: &[u64], out: &mut Vec<u8>) {
+    let w = width(vals);
+    out.push(w as u8);
+    let mut bw = BitWriter::new();
+    for &d in vals {
+        bw.write(d, w);
+    }
+    out.extend_from_slice(&bw.finish());
+}
+
+/// (values per word, bits per value) of each simple8b selector; selectors 0 and 1 are runs
+/// of zeros.
+const SIMPLE8B: [(usize, u32); 16] = [
+    (240, 0),
+    (120, 0),
+    (60, 1),
+    (30, 2),
+    (20, 3),
+    (15, 4),
+    (12, 5),
+    (10, 6),
+    (8, 7),
+    (7, 8),
+    (6, 10),
+    (5, 12),
+    (4, 15),
+    (3, 20),
+    (2, 30),
+    (1, 60),
+];
+
+/// Packs values into 64-bit little-endian words: a 4-bit selector (top bits) and as many
+/// values as fit at the selector's width, lowest bits first. The last word may be partly
+/// filled (the count is known to the decoder). Returns false if a value needs more than 60
+/// bits, in which case `out` must be discarded.
+fn simple8b_encode(vals: &[u64], out: &mut Vec<u8>) -> bool {
+    let mut i = 0;
+    while i < vals.len() {
+        let rest = &vals[i..];
+        let Some((sel, take, bits)) =
+            SIMPLE8B
+                .iter()
+                .enumerate()
+                .find_map(|(sel, &(per_word, bits))| {
+                    let take = per_word.min(rest.len());
+                    let limit = if bits == 0 { 1 } else { 1u64 << bits };
+                    rest[..take]
+                        .iter()
+                        .all(|&x| x < limit)
+                        .then_some((sel, take, bits))
+                })
+        else {
+            return false;
+        };
+        let mut word = (sel as u64) << 60;
+        for (k, &x) in rest[..take].iter().enumerate() {
+            word |= x << (k as u32 * bits);
+        }
+        out.extend_from_slice(&word.to_le_bytes());
+        i += take;
+    }
+    true
+}
+
+/// Decodes `n` simple8b values, calling `emit` for each.
+fn simple8b_decode(buf: &[u8], n: usize, mut emit: impl FnMut(u64)) -> Result<()> {
+    let mut done = 0;
+    let mut words = buf.chunks_exact(8);
+    while done < n {
+        let w = words.next().ok_or(DecodeError("truncated simple8b"))?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let word = u64::from_le_bytes(a);
+        let (per_word, bits) = SIMPLE8B[(word >> 60) as usize];
+        let take = per_word.min(n - done);
+        if bits == 0 {
+            for _ in 0..take {
+                emit(0);
+            }
+        } else {
+            let mask = (1u64 << bits) - 1;
+            for k in 0..take {
+                emit((word >> (k as u32 * bits)) & mask);
+            }
+        }
+        done += take;
+    }
+    Ok(())
 }
 
 pub fn decode_ints(buf: &[u8], n: usize) -> Result<Vec<i64>> {
@@ -250,7 +364,7 @@ pub fn decode_ints(buf: &[u8], n: usize) -> Result<Vec<i64>> {
     let mut out = Vec::with_capacity(n);
     out.push(first);
     match mode {
-        1 => {
+        INT_DELTA_PACKED => {
             let w = u32::from(r.u8()?);
             if w > 64 {
                 return Err(DecodeError("bad width"));
@@ -265,7 +379,7 @@ pub fn decode_ints(buf: &[u8], n: usize) -> Result<Vec<i64>> {
                 out.push(cur);
             }
         }
-        2 => {
+        INT_DOD_PACKED => {
             let mut delta = unzigzag(r.uvarint()?);
             let w = u32::from(r.u8()?);
             if w > 64 {
@@ -283,6 +397,25 @@ pub fn decode_ints(buf: &[u8], n: usize) -> Result<Vec<i64>> {
                 cur = cur.wrapping_add(delta);
                 out.push(cur);
             }
+        }
+        INT_DELTA_SIMPLE8B => {
+            let mut cur = first;
+            simple8b_decode(&buf[r.pos..], n - 1, |z| {
+                cur = cur.wrapping_add(unzigzag(z));
+                out.push(cur);
+            })?;
+        }
+        INT_DOD_SIMPLE8B => {
+            let mut delta = unzigzag(r.uvarint()?);
+            let mut cur = first.wrapping_add(delta);
+            if n > 1 {
+                out.push(cur);
+            }
+            simple8b_decode(&buf[r.pos..], n.saturating_sub(2), |z| {
+                delta = delta.wrapping_add(unzigzag(z));
+                cur = cur.wrapping_add(delta);
+                out.push(cur);
+            })?;
         }
         _ => return Err(DecodeError("unknown integer encoding")),
     }
@@ -538,10 +671,12 @@ mod tests {
             let mut v = Vec::with_capacity(n);
             let mut cur = r.next() as i64;
             for _ in 0..n {
-                cur = match case % 4 {
+                cur = match case % 5 {
                     0 => cur.wrapping_add(10_000_000_000),
                     1 => cur.wrapping_add((r.next() % 100) as i64 - 50),
                     2 => r.next() as i64,
+                    3 if r.next().is_multiple_of(16) => (r.next() % 1_000_000) as i64,
+                    3 => cur.wrapping_add(700 + (r.next() % 3) as i64),
                     _ => [i64::MIN, i64::MAX, 0, -1][(r.next() % 4) as usize],
                 };
                 v.push(cur);
@@ -606,6 +741,25 @@ mod tests {
             let _ = decode_bools(&buf, n);
         }
         assert!(decode_ints(&[1, 0, 0], MAX_BLOCK_POINTS + 1).is_err());
+    }
+
+    #[test]
+    fn a_counter_reset_costs_only_its_own_words() {
+        // A counter growing by ~500 per step, reset once: deltas-of-deltas are tiny except
+        // around the reset, which must not widen the whole column.
+        let v: Vec<i64> = (0..40)
+            .map(|i: i64| {
+                if i < 30 {
+                    500 * i + i % 3
+                } else {
+                    500 * (i - 30) + i % 3
+                }
+            })
+            .collect();
+        let mut buf = Vec::new();
+        encode_ints(&v, &mut buf);
+        assert_eq!(decode_ints(&buf, v.len()).unwrap(), v);
+        assert!(buf.len() <= 40, "{}", buf.len());
     }
 
     #[test]

@@ -1174,33 +1174,41 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                 })
             })
             .collect();
+        let needed_refs: Vec<&str> = needed.iter().map(String::as_str).collect();
         for g in groups.values() {
-            // Load rows: (time, series index, values).
-            let mut rows: Vec<(i64, usize, Vec<Option<FieldValue>>)> = Vec::new();
+            // Load rows: (time, series index) keys over one flat array of field values.
+            let mut rows = Rows::new(needed.len());
             for (si, &sid) in g.sids.iter().enumerate() {
-                let mut cols = Vec::with_capacity(needed.len());
-                for f in &needed {
-                    cols.push(st.column(sid, f, tmin, tmax).map_err(|e| e.to_string())?);
-                }
-                merge_rows(&cols, si, &mut rows);
+                let cols = st
+                    .columns(sid, &needed_refs, tmin, tmax)
+                    .map_err(|e| e.to_string())?;
+                rows.append_series(&cols, si);
             }
-            rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+            rows.keys.sort_unstable_by_key(|k| (k.time, k.series));
             // Keep rows with at least one projected field, passing the condition.
-            rows.retain(|(t, si, vals)| {
-                if !vals.iter().zip(&projected).any(|(v, p)| *p && v.is_some()) {
-                    return false;
-                }
-                if cond_needs_rows && let Some(c) = &rest_cond {
-                    let ctx = RowCtx {
-                        series: g.series[*si],
-                        time: *t,
-                        fields: &needed,
-                        values: vals,
-                    };
-                    return eval(c, &ctx, &regexes) == Val::Bool(true);
-                }
-                true
-            });
+            {
+                let Rows {
+                    width,
+                    keys,
+                    values,
+                } = &mut rows;
+                keys.retain(|k| {
+                    let vals = &values[k.at..k.at + *width];
+                    if !vals.iter().zip(&projected).any(|(v, p)| *p && v.is_some()) {
+                        return false;
+                    }
+                    if cond_needs_rows && let Some(c) = &rest_cond {
+                        let ctx = RowCtx {
+                            series: g.series[k.series],
+                            time: k.time,
+                            fields: &needed,
+                            values: vals,
+                        };
+                        return eval(c, &ctx, &regexes) == Val::Bool(true);
+                    }
+                    true
+                });
+            }
             let tags = (!group_keys.is_empty()).then(|| {
                 group_keys
                     .iter()
@@ -1211,24 +1219,33 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
             let values = if is_agg {
                 aggregate(sel, &fields, &needed, g, &rows, tmin, tmax, now)?
             } else {
-                let mut vals: Vec<Vec<Val>> = rows
+                // Only the rows that survive ORDER BY, OFFSET and LIMIT are projected.
+                let n = rows.keys.len();
+                let start = sel.offset.min(n);
+                let end = if sel.limit > 0 {
+                    start.saturating_add(sel.limit).min(n)
+                } else {
+                    n
+                };
+                let projections: Vec<Projection<'_>> = fields
                     .iter()
-                    .map(|(t, si, v)| {
-                        let ctx = RowCtx {
-                            series: g.series[*si],
-                            time: *t,
-                            fields: &needed,
-                            values: v,
-                        };
-                        std::iter::once(Val::Time(*t))
-                            .chain(fields.iter().map(|f| eval(&f.expr, &ctx, &regexes)))
-                            .collect()
-                    })
+                    .map(|f| Projection::compile(&f.expr, &needed))
                     .collect();
-                if sel.descending {
-                    vals.reverse();
-                }
-                limit_offset(vals, sel.limit, sel.offset)
+                (start..end)
+                    .map(|j| {
+                        let k = &rows.keys[if sel.descending { n - 1 - j } else { j }];
+                        let ctx = RowCtx {
+                            series: g.series[k.series],
+                            time: k.time,
+                            fields: &needed,
+                            values: rows.values_of(k),
+                        };
+                        let mut row = Vec::with_capacity(projections.len() + 1);
+                        row.push(Val::Time(k.time));
+                        row.extend(projections.iter().map(|p| p.eval(&ctx, &regexes)));
+                        row
+                    })
+                    .collect::<Vec<Vec<Val>>>()
             };
             if values.is_empty() {
                 continue;
@@ -1275,34 +1292,111 @@ fn field_refs_any(e: &Expr) -> bool {
     yes
 }
 
-/// Merges per-field columns of one series into rows appended to `rows`.
-fn merge_rows(
-    cols: &[Option<crate::model::Column>],
-    si: usize,
-    rows: &mut Vec<(i64, usize, Vec<Option<FieldValue>>)>,
-) {
-    let mut idx = vec![0usize; cols.len()];
-    loop {
-        let mut next: Option<i64> = None;
-        for (c, &i) in cols.iter().zip(&idx) {
-            if let Some(c) = c
-                && let Some(&t) = c.times.get(i)
-            {
-                next = Some(next.map_or(t, |n: i64| n.min(t)));
-            }
+/// Where one row's values are in [`Rows::values`].
+#[derive(Debug, Clone, Copy)]
+struct RowKey {
+    time: i64,
+    /// Index of the series in its group.
+    series: usize,
+    /// Offset of the row's first value.
+    at: usize,
+}
+
+/// The rows of a group before projection: one slot per needed field per row, in one flat
+/// array (a row is not an allocation of its own), addressed by sortable keys.
+struct Rows {
+    width: usize,
+    keys: Vec<RowKey>,
+    values: Vec<Option<FieldValue>>,
+}
+
+impl Rows {
+    fn new(width: usize) -> Rows {
+        Rows {
+            width,
+            keys: Vec::new(),
+            values: Vec::new(),
         }
-        let Some(t) = next else { break };
-        let mut vals = Vec::with_capacity(cols.len());
-        for (c, i) in cols.iter().zip(idx.iter_mut()) {
-            match c {
-                Some(c) if c.times.get(*i) == Some(&t) => {
-                    vals.push(Some(c.values.get(*i)));
-                    *i += 1;
+    }
+
+    fn values_of(&self, k: &RowKey) -> &[Option<FieldValue>] {
+        &self.values[k.at..k.at + self.width]
+    }
+
+    /// Merges per-field columns of one series (number `si` of its group) into rows.
+    fn append_series(&mut self, cols: &[Option<crate::model::Column>], si: usize) {
+        // At least as many rows as the longest column: grow once, not by doublings.
+        let longest = cols
+            .iter()
+            .flatten()
+            .map(|c| c.times.len())
+            .max()
+            .unwrap_or(0);
+        self.keys.reserve(longest);
+        self.values.reserve(longest * self.width);
+        let mut idx = vec![0usize; cols.len()];
+        loop {
+            let mut next: Option<i64> = None;
+            for (c, &i) in cols.iter().zip(&idx) {
+                if let Some(c) = c
+                    && let Some(&t) = c.times.get(i)
+                {
+                    next = Some(next.map_or(t, |n: i64| n.min(t)));
                 }
-                _ => vals.push(None),
+            }
+            let Some(t) = next else { break };
+            self.keys.push(RowKey {
+                time: t,
+                series: si,
+                at: self.values.len(),
+            });
+            for (c, i) in cols.iter().zip(idx.iter_mut()) {
+                match c {
+                    Some(c) if c.times.get(*i) == Some(&t) => {
+                        self.values.push(Some(c.values.get(*i)));
+                        *i += 1;
+                    }
+                    _ => self.values.push(None),
+                }
             }
         }
-        rows.push((t, si, vals));
+    }
+}
+
+/// A projection of a raw query, resolved once per group rather than per row.
+enum Projection<'e> {
+    Time,
+    Field(usize),
+    Tag(&'e str),
+    Expr(&'e Expr),
+}
+
+impl<'e> Projection<'e> {
+    /// Resolves a bare reference as [`eval`] would: `time`, then a loaded field, then a tag.
+    fn compile(e: &'e Expr, needed: &[String]) -> Projection<'e> {
+        match e.unparen() {
+            Expr::VarRef(n) if n == "time" => Projection::Time,
+            Expr::VarRef(n) => match needed.iter().position(|f| f == n) {
+                Some(i) => Projection::Field(i),
+                None => Projection::Tag(n),
+            },
+            _ => Projection::Expr(e),
+        }
+    }
+
+    fn eval(&self, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>) -> Val {
+        match self {
+            Projection::Time => Val::Time(row.time),
+            Projection::Field(i) => match &row.values[*i] {
+                Some(v) => Val::from_field(v.clone()),
+                None => Val::Null,
+            },
+            Projection::Tag(n) => match row.series.tag(n) {
+                Some(v) => Val::Str(v.to_string()),
+                None => Val::Null,
+            },
+            Projection::Expr(e) => eval(e, row, regexes),
+        }
     }
 }
 
@@ -1319,7 +1413,7 @@ fn aggregate(
     fields: &[Field],
     needed: &[String],
     g: &Group<'_>,
-    rows: &[(i64, usize, Vec<Option<FieldValue>>)],
+    rows: &Rows,
     tmin: i64,
     tmax: i64,
     now: i64,
@@ -1334,10 +1428,11 @@ fn aggregate(
         let Some(i) = needed.iter().position(|n| n == name) else {
             return Vec::new();
         };
-        rows.iter()
-            .filter_map(|(t, _, v)| {
-                v[i].clone().map(|v| Pt {
-                    t: *t,
+        rows.keys
+            .iter()
+            .filter_map(|k| {
+                rows.values_of(k)[i].clone().map(|v| Pt {
+                    t: k.time,
                     v: Val::from_field(v),
                 })
             })
@@ -1366,7 +1461,7 @@ fn aggregate(
         return Ok(limit_offset(vals, sel.limit, sel.offset));
     }
     // Buckets.
-    let first_t = rows.first().map(|r| r.0);
+    let first_t = rows.keys.first().map(|k| k.time);
     let Some(first_t) = first_t else {
         return Ok(Vec::new());
     };
@@ -1400,6 +1495,26 @@ fn aggregate(
     // Per projection: a column of bucket values (and, for a lone selector, its point time).
     let lone_selector =
         time_dim.is_none() && fields.len() == 1 && is_call_kind(&fields[0].expr, SELECTORS);
+    // The points of each referenced field split by bucket, computed once per field rather
+    // than once per bucket (which made GROUP BY time quadratic).
+    let bucketed: std::cell::RefCell<HashMap<String, Vec<Vec<Pt>>>> = Default::default();
+    let points_in_bucket = |field: &str, b: usize| -> Vec<Pt> {
+        let mut cache = bucketed.borrow_mut();
+        if !cache.contains_key(field) {
+            let mut per_bucket: Vec<Vec<Pt>> = vec![Vec::new(); nb];
+            for p in points_of(field) {
+                if let Some(k) = bucket_of(p.t) {
+                    per_bucket[k].push(p);
+                }
+            }
+            cache.insert(field.to_string(), per_bucket);
+        }
+        cache
+            .get(field)
+            .and_then(|per_bucket| per_bucket.get(b))
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut cols: Vec<Vec<Val>> = Vec::new();
     let mut sel_times: Vec<Option<i64>> = vec![None; nb];
     let mut is_count: Vec<bool> = Vec::new();
@@ -1421,12 +1536,7 @@ fn aggregate(
         for (b, slot) in col.iter_mut().enumerate() {
             *slot = eval_agg_expr(
                 &expr,
-                &|field: &str| {
-                    points_of(field)
-                        .into_iter()
-                        .filter(|p| bucket_of(p.t) == Some(b))
-                        .collect()
-                },
+                &|field: &str| points_in_bucket(field, b),
                 if lone_selector {
                     Some(&mut sel_times[b])
                 } else {

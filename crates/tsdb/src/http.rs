@@ -213,6 +213,7 @@ async fn query(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
+    crate::sched::prefer_short_slice();
     let mut params = parse_form(q.as_deref().unwrap_or(""));
     if method == Method::POST {
         let ct = headers
@@ -229,6 +230,7 @@ async fn query(
     let Some(text) = params.get("q").filter(|q| !q.is_empty()) else {
         return error_response(StatusCode::BAD_REQUEST, "missing required parameter \"q\"");
     };
+    let started = std::time::Instant::now();
     let stmts = match influxql::parse_query(text) {
         Ok(s) => s,
         Err(e) => {
@@ -242,13 +244,32 @@ async fn query(
         .get("db")
         .map(String::as_str)
         .filter(|d| !d.is_empty());
+    let parsed = started.elapsed();
     let results = exec::execute(&db, &stmts, default_db).await;
+    let executed = started.elapsed();
     let epoch = Epoch::parse(params.get("epoch").map(String::as_str));
     let mut body = json::results_json(&results, epoch);
     if params.get("pretty").is_some_and(|p| p == "true") {
         body = json::pretty(&body);
     }
+    if query_timing_enabled() {
+        let total = started.elapsed();
+        eprintln!(
+            "query timing: parse_us={} exec_us={} json_us={} bytes={} q={text:?}",
+            parsed.as_micros(),
+            (executed - parsed).as_micros(),
+            (total - executed).as_micros(),
+            body.len()
+        );
+    }
     json_response(StatusCode::OK, body)
+}
+
+/// True when `TORC_TSDB_QUERY_TIMING` is set (to anything but `0`): each `/query` then prints
+/// the time it spent parsing, executing and encoding on stderr. For finding where latency goes.
+fn query_timing_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("TORC_TSDB_QUERY_TIMING").is_ok_and(|v| v != "0"))
 }
 
 fn v08_response(r: Result<(StatusCode, String), v08::V08Error>) -> Response {
@@ -312,6 +333,7 @@ async fn v08_query(
     Path(dbname): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
+    crate::sched::prefer_short_slice();
     let params = parse_form(q.as_deref().unwrap_or(""));
     let Some(text) = params.get("q").filter(|q| !q.is_empty()) else {
         return v08_response(Err(v08::V08Error {

@@ -10,7 +10,8 @@
 //! * [`storage`]: databases, retention policies, shards; [`wal`]: the group-commit WAL;
 //!   [`segment`] + [`encoding`]: immutable compressed blocks;
 //! * [`influxql`]: parser; [`exec`]: execution; [`json`]: Go-compatible output;
-//! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`].
+//! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`sched`]: a scheduling
+//!   hint for query threads.
 //!
 //! Invariants (details in each module): an acknowledged write is durable (WAL fsync before the
 //! answer); storage fails closed (unknown format versions and damaged files refuse to open, a
@@ -24,6 +25,7 @@ pub mod influxql;
 pub mod json;
 pub mod lineproto;
 pub mod model;
+pub mod sched;
 pub mod segment;
 pub mod storage;
 pub mod timefmt;

@@ -245,16 +245,18 @@ impl Shard {
 }
 
 impl ShardState {
-    /// The merged column of one field of one series, limited to `[min, max]`.
-    pub fn column(
+    /// The merged columns of some fields of one series, limited to `[min, max]`: one entry
+    /// per requested field, `None` where the series has no value in range. Each segment's
+    /// times are decoded once for all the fields.
+    pub fn columns(
         &self,
         sid: u32,
-        field: &str,
+        fields: &[&str],
         min: i64,
         max: i64,
-    ) -> Result<Option<Column>, Error> {
-        let mut acc: Option<Column> = None;
-        let mut add = |c: Column| {
+    ) -> Result<Vec<Option<Column>>, Error> {
+        let mut acc: Vec<Option<Column>> = fields.iter().map(|_| None).collect();
+        let add = |slot: &mut Option<Column>, c: Column| {
             let (lo, hi) = c.slice_time(min, max);
             if lo == hi {
                 return;
@@ -268,7 +270,7 @@ impl ShardState {
                     values: c.values.permute(&idx),
                 }
             };
-            acc = Some(match acc.take() {
+            *slot = Some(match slot.take() {
                 None => c,
                 Some(a) => a.merge(c),
             });
@@ -279,27 +281,38 @@ impl ShardState {
                 if s.max_t < min || s.min_t > max {
                     continue;
                 }
-                if let Some(c) = seg.read(si, field)? {
-                    add(c);
+                for (slot, c) in acc.iter_mut().zip(seg.read_fields(si, fields)?) {
+                    if let Some(c) = c {
+                        add(slot, c);
+                    }
                 }
             }
         }
         for fz in &self.frozen {
-            if let Some(fields) = fz.series.get(&sid)
-                && let Some((_, c)) = fields.iter().find(|(n, _)| n == field)
-            {
-                add(c.clone());
+            if let Some(cols) = fz.series.get(&sid) {
+                for (slot, field) in acc.iter_mut().zip(fields) {
+                    if let Some((_, c)) = cols.iter().find(|(n, _)| n == field) {
+                        add(slot, c.clone());
+                    }
+                }
             }
         }
-        let head_col = self
-            .head
-            .stripe(sid)
-            .get(&sid)
-            .and_then(|h| h.fields.iter().find(|(n, _)| n == field))
-            .map(|(_, c)| c.clone());
-        if let Some(mut c) = head_col {
-            c.normalize();
-            add(c);
+        let head_cols: Vec<Option<Column>> = {
+            let stripe = self.head.stripe(sid);
+            let head = stripe.get(&sid);
+            fields
+                .iter()
+                .map(|field| {
+                    head.and_then(|h| h.fields.iter().find(|(n, _)| n == field))
+                        .map(|(_, c)| c.clone())
+                })
+                .collect()
+        };
+        for (slot, c) in acc.iter_mut().zip(head_cols) {
+            if let Some(mut c) = c {
+                c.normalize();
+                add(slot, c);
+            }
         }
         Ok(acc)
     }
@@ -1092,14 +1105,15 @@ impl Tsdb {
                 let mut fields: Vec<(String, Column)> = Vec::new();
                 for (seg, map) in segs.iter().zip(&maps) {
                     let Some(&si) = map.get(&sid) else { continue };
-                    for f in &seg.series[si].fields {
-                        if let Some(c) = seg.read(si, &f.name)? {
-                            match fields.iter_mut().find(|(n, _)| **n == *f.name) {
+                    let names: Vec<&str> = seg.series[si].fields.iter().map(|f| &*f.name).collect();
+                    for (name, c) in names.iter().zip(seg.read_fields(si, &names)?) {
+                        if let Some(c) = c {
+                            match fields.iter_mut().find(|(n, _)| n == name) {
                                 Some((_, acc)) => {
                                     let old = std::mem::replace(acc, Column::new(FieldType::Float));
                                     *acc = old.merge(c);
                                 }
-                                None => fields.push((f.name.to_string(), c)),
+                                None => fields.push((name.to_string(), c)),
                             }
                         }
                     }

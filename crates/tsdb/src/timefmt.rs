@@ -29,24 +29,57 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Formats nanoseconds since the epoch as RFC3339 with minimal fraction digits.
 pub fn format_rfc3339(ns: i64) -> String {
+    let mut s = String::with_capacity(30);
+    write_rfc3339(&mut s, ns);
+    s
+}
+
+/// Appends `n` as exactly `width` decimal digits (`n` must fit).
+fn push_digits(out: &mut String, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    for i in (0..width).rev() {
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // ASCII digits are always valid UTF-8.
+    out.push_str(std::str::from_utf8(&buf[..width]).unwrap_or_default());
+}
+
+/// Appends what [`format_rfc3339`] returns, without allocating (query results print a
+/// timestamp per row).
+pub fn write_rfc3339(out: &mut String, ns: i64) {
     let secs = ns.div_euclid(1_000_000_000);
     let frac = ns.rem_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, mo, d) = civil_from_days(days);
-    let mut s = format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    );
-    if frac != 0 {
-        let f = format!("{frac:09}");
-        s.push('.');
-        s.push_str(f.trim_end_matches('0'));
+    if (0..=9999).contains(&y) {
+        push_digits(out, y as u64, 4);
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{y:04}");
     }
-    s.push('Z');
-    s
+    out.push('-');
+    push_digits(out, u64::from(mo), 2);
+    out.push('-');
+    push_digits(out, u64::from(d), 2);
+    out.push('T');
+    push_digits(out, (sod / 3600) as u64, 2);
+    out.push(':');
+    push_digits(out, ((sod % 3600) / 60) as u64, 2);
+    out.push(':');
+    push_digits(out, (sod % 60) as u64, 2);
+    if frac != 0 {
+        let mut digits = 9;
+        let mut f = frac;
+        while f % 10 == 0 {
+            f /= 10;
+            digits -= 1;
+        }
+        out.push('.');
+        push_digits(out, f as u64, digits);
+    }
+    out.push('Z');
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, `YYYY-MM-DD HH:MM:SS[.frac]` or `YYYY-MM-DD`.
@@ -134,5 +167,40 @@ mod tests {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(1_500_000_000), "1970-01-01T00:00:01.5Z");
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
+    }
+
+    /// The digit-by-digit writer against `format!`, over the whole `i64` range.
+    #[test]
+    fn writer_matches_format() {
+        fn reference(ns: i64) -> String {
+            let secs = ns.div_euclid(1_000_000_000);
+            let frac = ns.rem_euclid(1_000_000_000);
+            let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            let mut s = format!(
+                "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
+                sod / 3600,
+                (sod % 3600) / 60,
+                sod % 60
+            );
+            if frac != 0 {
+                s.push('.');
+                s.push_str(format!("{frac:09}").trim_end_matches('0'));
+            }
+            s.push('Z');
+            s
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut cases = vec![0, -1, 1, i64::MIN, i64::MAX, 1_600_000_000_000_000_000];
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(x as i64);
+            cases.push((x % 4_000_000_000_000_000_000) as i64);
+        }
+        for ns in cases {
+            assert_eq!(format_rfc3339(ns), reference(ns), "{ns}");
+        }
     }
 }
