@@ -116,7 +116,7 @@ impl NamedServer {
     }
 
     /// Runs named until it exits or this process gets SIGTERM/SIGINT; returns named's exit code.
-    pub async fn run(self) -> anyhow::Result<i32> {
+    pub async fn run(mut self) -> anyhow::Result<i32> {
         let IpAddr::V4(_) = self.listen.ip() else {
             bail!(
                 "named servers listen on IPv4 addresses; {} is not one",
@@ -131,21 +131,32 @@ impl NamedServer {
         };
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        // Absolute, so named's command line names the task's own directory.
+        self.dir = std::path::absolute(&self.dir)?;
         let conf_path = self.dir.join("named.conf");
         std::fs::write(&conf_path, self.config(dns)?)
             .with_context(|| format!("cannot write {}", conf_path.display()))?;
-        let mut child = Command::new(&self.named)
-            .args(["-g", "-4", "-n", "1", "-c"])
+        let mut cmd = Command::new(&self.named);
+        cmd.args(["-g", "-4", "-n", "1", "-c"])
             .arg(&conf_path)
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (install bind9: `apt-get install bind9`)",
-                    self.named.display()
-                )
-            })?;
+            .kill_on_drop(true);
+        // named dies with this sidecar, also when the sidecar is SIGKILLed (then no destructor
+        // runs, and named would live on, orphaned, holding the server's port).
+        // SAFETY: prctl is async-signal-safe; the closure touches nothing else. The spawn
+        // happens on the thread that runs `block_on`, which lives as long as the sidecar.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "cannot start {} (install bind9: `apt-get install bind9`)",
+                self.named.display()
+            )
+        })?;
         tracing::info!(listen = %self.listen, named = %dns, stats = %self.stats, relay, "named started");
         if relay {
             let udp = UdpSocket::bind(self.listen)

@@ -295,6 +295,26 @@ healthcheck:
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", hint()));
+    if server == Server::Named {
+        // The killed server's named went with it (not orphaned, holding its port).
+        let old = sl1_task.id.to_string();
+        wait_for(
+            "the killed server's named to end",
+            Duration::from_secs(10),
+            || {
+                let old = old.clone();
+                let dir = rack.dir.path().to_path_buf();
+                async move {
+                    processes_mentioning(&dir)
+                        .iter()
+                        .all(|(_, cmd)| !(cmd.contains("named.conf") && cmd.contains(&old)))
+                        .then_some(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
 
     // The load drops: the second server is stopped, and its name goes.
     assert_eq!(
