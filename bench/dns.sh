@@ -15,9 +15,11 @@
 # 2. Latency: dnsperf -v at a fixed rate (LAT_QPS, below what either server sustains, so the
 #    figure is the server's service time, not a queue dnsperf built). -v prints one line per
 #    query with its latency ("> NOERROR name A 0.000123"); the script sorts them and reads the
-#    p50, p99 and p99.9 (lost queries, "> T ...", count as lost, not as latencies).
+#    p50, p99 and p99.9 (lost queries, "> T ...", count as lost, not as latencies). The server's
+#    CPU time per 100,000 answers is read here too, at one offered rate for both servers (in
+#    pass 1 each runs at its own peak rate, so their batch sizes and wakeups per answer differ).
 #
-# Targets (DESIGN.md): QPS >= bind9's, zero loss, p99 <= bind9's, CPU per answer <= half of
+# Targets (the design's, ../shared/DESIGN.md): QPS >= bind9's, zero loss, p99 <= bind9's, CPU per answer <= half of
 # bind9's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -143,19 +145,24 @@ throughput() {
               printf "%.0f %.3f %.3f %.3f %.3f %.3f\n", qps, lost, avg, (u + s) * k, u * k, s * k }' <<<"$out"
 }
 
-# latency NAME PORT: prints "p50_ms p99_ms p999_ms lost_pct" at LAT_QPS queries per second.
+# latency NAME PORT PID: prints "p50_ms p99_ms p999_ms lost_pct cpu_s_per_100k" at LAT_QPS
+# queries per second.
 latency() {
-    local name=$1 port=$2
+    local name=$1 port=$2 pid=$3
+    read -r u0 s0 < <(cpu_ticks "$pid")
     taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -l "$LAT_DURATION" \
         -c "$CLIENTS" -q "$OUTSTANDING" -Q "$LAT_QPS" -v >"$WORK/$name.latency" 2>&1
+    read -r u1 s1 < <(cpu_ticks "$pid")
     awk '/^> / { if ($2 == "T") lost++; else print $NF * 1000 }
          END { print lost + 0 > "/dev/stderr" }' "$WORK/$name.latency" 2>"$WORK/$name.lost" |
         sort -g >"$WORK/$name.sorted"
-    awk -v lost="$(cat "$WORK/$name.lost")" '{ v[NR] = $1 }
-        END { if (NR == 0) { print "n/a n/a n/a 100"; exit }
+    awk -v lost="$(cat "$WORK/$name.lost")" -v ticks="$((u1 - u0 + s1 - s0))" \
+        -v hz="$(getconf CLK_TCK)" '{ v[NR] = $1 }
+        END { if (NR == 0) { print "n/a n/a n/a 100 n/a"; exit }
               i50 = int(NR * 0.50); i99 = int(NR * 0.99); i999 = int(NR * 0.999)
               if (i50 < 1) i50 = 1; if (i99 < 1) i99 = 1; if (i999 < 1) i999 = 1
-              printf "%.3f %.3f %.3f %.3f\n", v[i50], v[i99], v[i999], 100 * lost / (NR + lost) }' \
+              printf "%.3f %.3f %.3f %.3f %.3f\n", v[i50], v[i99], v[i999],
+                  100 * lost / (NR + lost), ticks * 100000 / hz / NR }' \
         "$WORK/$name.sorted"
 }
 
@@ -166,7 +173,7 @@ TORC_PID=$!
 PIDS+=("$TORC_PID")
 wait_ready "$TORC_PORT" "$TORC_PID"
 read -r t_qps t_lost t_avg t_cpu t_user t_sys < <(throughput torc "$TORC_PORT" "$TORC_PID")
-read -r t_p50 t_p99 t_p999 t_llost < <(latency torc "$TORC_PORT")
+read -r t_p50 t_p99 t_p999 t_llost t_lcpu < <(latency torc "$TORC_PORT" "$TORC_PID")
 kill "$TORC_PID"
 
 echo "== bind9 named (1 worker, core 0) =="
@@ -175,7 +182,7 @@ NAMED_PID=$!
 PIDS+=("$NAMED_PID")
 wait_ready "$BIND_PORT" "$NAMED_PID"
 read -r b_qps b_lost b_avg b_cpu b_user b_sys < <(throughput bind9 "$BIND_PORT" "$NAMED_PID")
-read -r b_p50 b_p99 b_p999 b_llost < <(latency bind9 "$BIND_PORT")
+read -r b_p50 b_p99 b_p999 b_llost b_lcpu < <(latency bind9 "$BIND_PORT" "$NAMED_PID")
 kill "$NAMED_PID"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -194,3 +201,4 @@ row "  p50 latency (ms)" "$t_p50" "$b_p50"
 row "  p99 latency (ms)" "$t_p99" "$b_p99"
 row "  p99.9 latency (ms)" "$t_p999" "$b_p999"
 row "  queries lost (%)" "$t_llost" "$b_llost" -
+row "  server CPU s per 100,000 answers" "$t_lcpu" "$b_lcpu"

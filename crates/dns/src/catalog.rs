@@ -260,6 +260,11 @@ impl Catalog {
         self.generation
     }
 
+    /// Names held in all zones, empty non-terminals included.
+    pub(crate) fn name_count(&self) -> usize {
+        self.zones.iter().map(|zone| zone.nodes.len()).sum()
+    }
+
     /// Static zones were validated when parsed, so adding them cannot fail.
     fn add_static(&mut self, static_zones: &[StaticZone]) {
         for zone in static_zones {

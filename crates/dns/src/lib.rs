@@ -37,12 +37,14 @@
 //!   are ours (see `wire.rs` and `server.rs`).
 //!
 //! Code map: `wire` reads queries and patches answers; `catalog` holds the zones and resolves
-//! names; `engine` decides an answer; `forward` asks upstreams; `server` runs the loops;
+//! names; `engine` decides an answer; `cache` keeps a UDP thread's encoded answers; `forward`
+//! asks upstreams; `server` runs the loops (`batch`: their Linux system calls);
 //! `stats` counts what they did; `snapshot` and `zonefile` are the two inputs; `cidr` is the
 //! recursion allow-list.
 
 #[cfg(target_os = "linux")]
 mod batch;
+mod cache;
 mod catalog;
 mod cidr;
 mod engine;

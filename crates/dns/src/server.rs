@@ -8,13 +8,12 @@
 //!
 //! Invariants:
 //! - The catalog is swapped whole under a lock and an epoch counter is bumped after the swap; a
-//!   UDP thread compares the epoch on every packet and drops its cache when it moved, so a new
+//!   UDP thread compares the epoch on every packet and empties its cache when it moved, so a new
 //!   snapshot is answered from the very next packet on, and never mixed with the old one.
 //! - `DnsHandle::apply` is serialized: of two concurrent snapshots the newer generation wins.
 //! - Shutdown stops every thread and task `serve` started before `serve` returns.
 
 use std::{
-    collections::HashMap,
     future::Future,
     io,
     net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket},
@@ -35,6 +34,7 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
+    cache::AnswerCache,
     catalog::Catalog,
     cidr::Cidr,
     engine::{Engine, Outcome},
@@ -63,7 +63,9 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     /// TCP connections beyond this many are closed on accept.
     pub max_tcp_connections: usize,
-    /// Answers cached per UDP thread; the cache is dropped whole when full.
+    /// Answers cached per UDP thread, at least: the cache is sized from the catalog, four
+    /// slots per name (so every name's common questions stay cached), up to 262,144 slots.
+    /// When full, a new answer replaces one that was not read recently (see `cache.rs`).
     pub cache_entries: usize,
     /// Forwarded queries in flight at once; more are dropped (clients retry).
     pub max_forwards_in_flight: usize,
@@ -170,6 +172,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// Slots for a UDP thread's answer cache while `catalog` is served (see `cache_entries`).
+    fn cache_slots(&self, catalog: &Catalog) -> usize {
+        self.config
+            .cache_entries
+            .max(catalog.name_count().saturating_mul(4))
+    }
+
     fn catalog(&self) -> Arc<Catalog> {
         self.catalog
             .read()
@@ -339,18 +348,20 @@ pub(crate) struct UdpWorker {
 /// A UDP thread's own state: buffers and the answer cache, never shared.
 pub(crate) struct WorkerState {
     key: [u8; KEY_LEN],
-    cache: HashMap<Box<[u8]>, Box<[u8]>>,
+    cache: AnswerCache,
+    /// The epoch `catalog` and `cache` belong to; `u64::MAX` until the first packet.
     epoch: u64,
     catalog: Arc<Catalog>,
 }
 
 impl UdpWorker {
     fn run(self) {
+        let catalog = self.shared.catalog();
         let mut state = WorkerState {
             key: [0u8; KEY_LEN],
-            cache: HashMap::new(),
+            cache: AnswerCache::new(self.shared.cache_slots(&catalog)),
             epoch: u64::MAX,
-            catalog: self.shared.catalog(),
+            catalog,
         };
         #[cfg(target_os = "linux")]
         {
@@ -437,7 +448,7 @@ impl UdpWorker {
         if now != state.epoch {
             state.epoch = now;
             state.catalog = shared.catalog();
-            state.cache.clear();
+            state.cache.reset(shared.cache_slots(&state.catalog));
         }
         let (query, key_len) = match wire::parse_query(packet, &mut state.key) {
             Parsed::Drop => return stats::Outcome::Dropped,
@@ -454,18 +465,14 @@ impl UdpWorker {
         let key = &state.key[..key_len];
         let ra = shared.engine.recursion_available(peer.ip());
         let mut immediate = false;
-        if let Some(answer) = state.cache.get(key) {
+        let hash = state.cache.hash(key);
+        if let Some(answer) = state.cache.get(hash, key) {
             out.clear();
             out.extend_from_slice(answer);
         } else {
             let name = &key[KEY_PREFIX..];
             match shared.engine.answer(&state.catalog, &query, name, ra, out) {
-                Outcome::Cacheable => {
-                    if state.cache.len() >= shared.config.cache_entries {
-                        state.cache.clear();
-                    }
-                    state.cache.insert(key.into(), out.as_slice().into());
-                }
+                Outcome::Cacheable => state.cache.insert(hash, key, out),
                 Outcome::Immediate => immediate = true,
                 Outcome::Forward => return self.forward(packet, &query, peer),
             }

@@ -14,6 +14,7 @@
 //! Every error names the file, the line and what is wrong.
 
 use std::{
+    collections::HashMap,
     net::{Ipv4Addr, Ipv6Addr},
     path::Path,
 };
@@ -22,6 +23,8 @@ use hickory_proto::rr::{
     Name, RData, Record, RecordType,
     rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT},
 };
+
+use crate::catalog::{Key, key_of};
 
 /// A zone read from a zone file: its apex and its records.
 #[derive(Clone, Debug)]
@@ -97,6 +100,18 @@ impl StaticZone {
             [_] => {}
             [_, (line, _), ..] => return Err(syntax(*line, "a second SOA record".to_owned())),
         }
+        // Per name (case-insensitive): (holds a CNAME, holds other data). One pass, not a
+        // comparison of every record with every other: a zone of 10,000 names loads in
+        // milliseconds, not seconds.
+        let mut kinds: HashMap<Key, (bool, bool)> = HashMap::with_capacity(records.len());
+        for (_, record) in &records {
+            let kind = kinds.entry(key_of(&record.name)).or_default();
+            if record.record_type() == RecordType::CNAME {
+                kind.0 = true;
+            } else {
+                kind.1 = true;
+            }
+        }
         for (line, record) in &records {
             if !apex.zone_of(&record.name) {
                 return Err(syntax(
@@ -104,12 +119,7 @@ impl StaticZone {
                     format!("{} is outside the zone {apex}", record.name),
                 ));
             }
-            let cname_clash = records.iter().any(|(_, other)| {
-                other.name == record.name
-                    && (other.record_type() == RecordType::CNAME)
-                        != (record.record_type() == RecordType::CNAME)
-            });
-            if cname_clash {
+            if kinds.get(&key_of(&record.name)) == Some(&(true, true)) {
                 return Err(syntax(
                     *line,
                     format!("{} has a CNAME and other data", record.name),
@@ -619,6 +629,10 @@ _x._tcp     SRV     1 2 80 ns
             ),
             (
                 "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 CNAME x\nw 60 A 1.1.1.1\n",
+                "f:3: w.a. has a CNAME and other data",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 A 1.1.1.1\nx 60 A 1.1.1.1\nW 60 CNAME x\n",
                 "f:3: w.a. has a CNAME and other data",
             ),
             (
