@@ -19,8 +19,12 @@
 #    CPU time per 100,000 answers is read here too, at one offered rate for both servers (in
 #    pass 1 each runs at its own peak rate, so their batch sizes and wakeups per answer differ).
 #
-# Targets (the design's, ../shared/DESIGN.md): QPS >= bind9's, zero loss, p99 <= bind9's, CPU per answer <= half of
-# bind9's.
+# A third server, bench/dns-floor.c, does no DNS work at all (receive a batch, set the QR bit,
+# send it back, with the same system calls and batch size as torc-dns): its CPU per answer is
+# the kernel's share that every UDP server pays here, the floor under any server's figure.
+#
+# Targets (the design's, ../shared/DESIGN.md): QPS >= bind9's, zero loss, p99 <= bind9's, CPU
+# per answer <= half of bind9's (compare with the floor's ratio).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +33,7 @@ LAT_DURATION=${LAT_DURATION:-10} # latency pass, seconds
 LAT_QPS=${LAT_QPS:-40000}        # latency pass rate
 TORC_PORT=${TORC_PORT:-15353}
 BIND_PORT=${BIND_PORT:-15354}
+FLOOR_PORT=${FLOOR_PORT:-15355}
 CLIENTS=${CLIENTS:-4}            # dnsperf sockets
 OUTSTANDING=${OUTSTANDING:-200}
 THREADS=${THREADS:-1}            # torc UDP sockets/threads
@@ -185,8 +190,20 @@ read -r b_qps b_lost b_avg b_cpu b_user b_sys < <(throughput bind9 "$BIND_PORT" 
 read -r b_p50 b_p99 b_p999 b_llost b_lcpu < <(latency bind9 "$BIND_PORT" "$NAMED_PID")
 kill "$NAMED_PID"
 
+echo "== the floor: bench/dns-floor.c, a server that does no DNS work (core 0) =="
+cc -O2 -o "$WORK/dns-floor" bench/dns-floor.c
+taskset -c 0 "$WORK/dns-floor" "$FLOOR_PORT" &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+wait_ready "$FLOOR_PORT" "$FLOOR_PID"
+read -r f_qps f_lost f_avg f_cpu f_user f_sys < <(throughput floor "$FLOOR_PORT" "$FLOOR_PID")
+read -r f_p50 f_p99 f_p999 f_llost f_lcpu < <(latency floor "$FLOOR_PORT" "$FLOOR_PID")
+kill "$FLOOR_PID"
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 row() { printf '%-36s %12s %12s %10s\n' "$1" "$2" "$3" "${4:-$(ratio "$2" "$3")}"; }
+# floor_row LABEL FLOOR BIND9: the floor's figure and its ratio to bind9's.
+floor_row() { printf '%-36s %12s %12s %10s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
 printf '\n%s names, %s-line query mix (8%% NXDOMAIN), loopback\n' "$NAMES" 100000
 row "" torc-dns bind9 torc/bind9
 echo "throughput pass: ${DURATION}s, $CLIENTS clients, $OUTSTANDING outstanding"
@@ -202,3 +219,8 @@ row "  p99 latency (ms)" "$t_p99" "$b_p99"
 row "  p99.9 latency (ms)" "$t_p999" "$b_p999"
 row "  queries lost (%)" "$t_llost" "$b_llost" -
 row "  server CPU s per 100,000 answers" "$t_lcpu" "$b_lcpu"
+echo "the floor (no DNS work; same system calls and batches as torc-dns)"
+row "" floor bind9 floor/bind9
+floor_row "  server CPU s per 100,000 answers" "$f_cpu" "$b_cpu"
+floor_row "    at $LAT_QPS queries/s" "$f_lcpu" "$b_lcpu"
+floor_row "  queries per second" "$f_qps" "$b_qps"
