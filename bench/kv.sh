@@ -20,7 +20,9 @@ fi
 
 TORC_KV_CMD="${TORC_KV_CMD:-}"
 if [ -z "$TORC_KV_CMD" ]; then
-  cargo build --release -q -p torc -p torc-kv --example kv-load
+  # Two builds: with --example, cargo builds only the examples, not torc's binary.
+  cargo build --release -q -p torc --bin torc
+  cargo build --release -q -p torc-kv --example kv-load
   TORC_KV_CMD="target/release/torc kv"
 else
   cargo build --release -q -p torc-kv --example kv-load --example kv-serve
@@ -61,35 +63,52 @@ load() { taskset -c 1 "$BIN/kv-load" "$@"; }
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}' if float($2) else 'n/a')"; }
 
-declare -A R
-for server in torc etcd; do
-  "start_${server}" run; url=$URL
-  out1=$(load put --endpoint "$url" --clients 1 --seconds "$SECS")
-  out64=$(load put --endpoint "$url" --clients 64 --seconds "$SECS")
-  outs=$(load get --endpoint "$url" --clients 64 --seconds "$SECS" --kind serializable)
-  outl=$(load get --endpoint "$url" --clients 64 --seconds "$SECS" --kind linearizable)
-  outp=$(load get --endpoint "$url" --clients 64 --seconds "$SECS" --kind prefix)
-  outw=$(load watch --endpoint "$url" --events 2000)
-  outk=$(load watch --endpoint "$url" --events 300 --watchers 1000 --streams 10)
-  R[$server.put1]=$(field puts_per_sec "$out1")
-  R[$server.p99]=$(field p99_us "$out1")
-  R[$server.put64]=$(field puts_per_sec "$out64")
-  R[$server.p99_64]=$(field p99_us "$out64")
-  R[$server.gets]=$(field gets_per_sec "$outs")
-  R[$server.getl]=$(field gets_per_sec "$outl")
-  R[$server.getp]=$(field gets_per_sec "$outp")
-  R[$server.watch]=$(field watch_p99_us "$outw")
-  R[$server.watchk]=$(field watch_p99_us "$outk")
-  echo "$server: put, 1 client: $out1"
-  echo "$server: put, 64 clients: $out64"
-  echo "$server: get serializable, 64 clients: $outs"
-  echo "$server: get linearizable, 64 clients: $outl"
-  echo "$server: range 100 keys, 64 clients: $outp"
-  echo "$server: watch, 1 watcher: $outw"
-  echo "$server: watch, 1000 watchers: $outk"
-  if [ "$server" = torc ] && [ -n "${TORC_KV_STATS:-}" ]; then cp "$WORK/torc-run.log" target/bench-kv-torc-stats.log; fi
-  last=$((${#PIDS[@]} - 1)); kill "${PIDS[$last]}"; wait "${PIDS[$last]}" 2>/dev/null || true; unset "PIDS[$last]"
+# Both servers run side by side (the idle one costs next to nothing) and each
+# load runs on one, then at once on the other, alternating which goes first,
+# so that the machine's load drifting during the run (it is shared) skews
+# both alike instead of only the one measured in that half.
+declare -A U
+start_torc run; U[torc]=$URL
+start_etcd run; U[etcd]=$URL
+declare -A R O
+LOADS=(put1 put64 gets getl getp watch watchk)
+declare -A ARGS=(
+  [put1]="put --clients 1 --seconds $SECS"
+  [put64]="put --clients 64 --seconds $SECS"
+  [gets]="get --clients 64 --seconds $SECS --kind serializable"
+  [getl]="get --clients 64 --seconds $SECS --kind linearizable"
+  [getp]="get --clients 64 --seconds $SECS --kind prefix"
+  [watch]="watch --events 2000"
+  [watchk]="watch --events 300 --watchers 1000 --streams 10"
+)
+i=0
+for l in "${LOADS[@]}"; do
+  if [ $((i % 2)) = 0 ]; then order="torc etcd"; else order="etcd torc"; fi
+  i=$((i + 1))
+  for server in $order; do
+    # shellcheck disable=SC2086 # ARGS entries are argument lists
+    O[$server.$l]=$(load ${ARGS[$l]} --endpoint "${U[$server]}")
+  done
 done
+for server in torc etcd; do
+  R[$server.put1]=$(field puts_per_sec "${O[$server.put1]}")
+  R[$server.p99]=$(field p99_us "${O[$server.put1]}")
+  R[$server.put64]=$(field puts_per_sec "${O[$server.put64]}")
+  R[$server.p99_64]=$(field p99_us "${O[$server.put64]}")
+  R[$server.gets]=$(field gets_per_sec "${O[$server.gets]}")
+  R[$server.getl]=$(field gets_per_sec "${O[$server.getl]}")
+  R[$server.getp]=$(field gets_per_sec "${O[$server.getp]}")
+  R[$server.watch]=$(field watch_p99_us "${O[$server.watch]}")
+  R[$server.watchk]=$(field watch_p99_us "${O[$server.watchk]}")
+  echo "$server: put, 1 client: ${O[$server.put1]}"
+  echo "$server: put, 64 clients: ${O[$server.put64]}"
+  echo "$server: get serializable, 64 clients: ${O[$server.gets]}"
+  echo "$server: get linearizable, 64 clients: ${O[$server.getl]}"
+  echo "$server: range 100 keys, 64 clients: ${O[$server.getp]}"
+  echo "$server: watch, 1 watcher: ${O[$server.watch]}"
+  echo "$server: watch, 1000 watchers: ${O[$server.watchk]}"
+done
+if [ -n "${TORC_KV_STATS:-}" ]; then cp "$WORK/torc-run.log" target/bench-kv-torc-stats.log; fi
 
 printf '\n%-34s %12s %12s %10s\n' "metric" "torc kv" "etcd 3.4" "torc/etcd"
 printf '%-34s %12s %12s %10s\n' "durable puts/s, 1 client" "${R[torc.put1]}" "${R[etcd.put1]}" "$(ratio "${R[torc.put1]}" "${R[etcd.put1]}")"

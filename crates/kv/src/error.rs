@@ -35,6 +35,20 @@ pub enum StorageError {
         "on-disk format version {found} is not supported (this build reads version {supported})"
     )]
     UnsupportedFormat { found: u64, supported: u64 },
+    #[error("write-ahead log {path}: {source}")]
+    Wal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "write-ahead log {path}: format version {found} is not supported (this build reads version {supported})"
+    )]
+    UnsupportedWalFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("corrupt record in table {table} at {key}: {reason}")]
     Corrupt {
         table: &'static str,

@@ -9,23 +9,35 @@
 //! Code map:
 //! - [`mvcc`]: the data model (revisions, versions, tombstones, txn, leases,
 //!   compaction) as a pure in-memory core with no I/O.
-//! - [`storage`]: the redb file the core is persisted to and restored from.
-//! - `store`: the core behind a lock, the group-commit thread, watchers.
+//! - [`wal`]: the write-ahead log that makes each group commit durable before
+//!   it is acknowledged.
+//! - [`storage`]: the redb file the core is persisted to (behind the log) and
+//!   restored from.
+//! - `store`: the core behind a lock, the group-commit and apply threads,
+//!   watchers.
 //! - `server`: the gRPC services and [`KvServer`], the entry point.
+//! - `watch_wire`: watch responses encoded once per commit, shared by
+//!   watchers, and the Watch service that sends them.
+//! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one).
 //!
 //! Invariants kept across modules:
-//! - A write is acknowledged only after it is durable (fsync'd by redb), and
-//!   nothing is visible to reads or watches before it is durable.
+//! - A write is acknowledged only after it is durable (in the write-ahead
+//!   log, fdatasync'd), and nothing is visible to reads or watches before it
+//!   is durable. redb catches up behind the log; opening replays the log
+//!   records redb lacks.
 //! - After a failed commit the store refuses writes (fails closed).
 //! - The on-disk format carries a version; unknown versions are refused.
 //! - Bytes from the network or disk never cause a panic; bad requests get
 //!   etcd's own gRPC status codes and messages ([`EtcdError`]).
 
+mod authority;
 pub mod error;
 pub mod mvcc;
 mod server;
 pub mod storage;
 mod store;
+pub mod wal;
+mod watch_wire;
 
 pub use error::{Error, EtcdError, StorageError};
 pub use server::{DB_FILE, KvOptions, KvServer, VERSION};

@@ -17,10 +17,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authority::AuthorityFix;
 use crate::error::{Error, EtcdError};
 use crate::mvcc::{KeyRange, Limits};
 use crate::proto::etcdserverpb as pb;
 use crate::store::{OpenError, Store, WatchSpec};
+use crate::watch_wire::EncodedWatchResponse;
 
 /// The version reported by Maintenance.Status: the etcd API level served, and
 /// that it is torc's implementation.
@@ -138,12 +140,14 @@ impl KvServer {
         };
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Accept a URL as `:authority`, as etcd does (see crate::authority).
+        let incoming = tokio_stream::StreamExt::map(incoming, |conn| conn.map(AuthorityFix::new));
         let result = tonic::transport::Server::builder()
             .add_service(
                 pb::kv_server::KvServer::new(svc.clone()).max_decoding_message_size(max_decode),
             )
             .add_service(
-                pb::watch_server::WatchServer::new(svc.clone())
+                crate::watch_wire::WatchServer::new(svc.clone())
                     .max_decoding_message_size(max_decode),
             )
             .add_service(
@@ -268,9 +272,46 @@ impl pb::kv_server::Kv for Services {
 
 type ResponseStream<T> = UnboundedReceiverStream<Result<T, Status>>;
 
+/// A watch stream's responses. The store sends them in batches (one per
+/// commit for all of the stream's watchers, see [`crate::store`]), so a
+/// commit costs one channel send and one wakeup per stream, not per watcher.
+pub struct WatchResponses {
+    rx: mpsc::UnboundedReceiver<Vec<EncodedWatchResponse>>,
+    batch: std::vec::IntoIter<EncodedWatchResponse>,
+}
+
+impl WatchResponses {
+    fn new(rx: mpsc::UnboundedReceiver<Vec<EncodedWatchResponse>>) -> WatchResponses {
+        WatchResponses {
+            rx,
+            batch: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl tokio_stream::Stream for WatchResponses {
+    type Item = Result<EncodedWatchResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        loop {
+            if let Some(resp) = self.batch.next() {
+                return std::task::Poll::Ready(Some(Ok(resp)));
+            }
+            match self.rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
-impl pb::watch_server::Watch for Services {
-    type WatchStream = ResponseStream<pb::WatchResponse>;
+impl crate::watch_wire::Watch for Services {
+    type WatchStream = WatchResponses;
 
     async fn watch(
         &self,
@@ -297,11 +338,11 @@ impl pb::watch_server::Watch for Services {
                     _ = ticker.tick() => {
                         let header = svc.committed_header();
                         for id in progress.iter().filter(|id| ids.contains(id)) {
-                            let _ = tx.send(Ok(pb::WatchResponse {
+                            let _ = tx.send(vec![pb::WatchResponse {
                                 header,
                                 watch_id: *id,
                                 ..Default::default()
-                            }));
+                            }.into()]);
                         }
                         continue;
                     }
@@ -313,15 +354,18 @@ impl pb::watch_server::Watch for Services {
                     Some(RequestUnion::CreateRequest(c)) => {
                         let id = if c.watch_id != 0 {
                             if ids.contains(&c.watch_id) {
-                                let _ = tx.send(Ok(pb::WatchResponse {
-                                    header: svc.committed_header(),
-                                    watch_id: c.watch_id,
-                                    created: true,
-                                    canceled: true,
-                                    cancel_reason: EtcdError::DuplicateWatchId(c.watch_id)
-                                        .to_string(),
-                                    ..Default::default()
-                                }));
+                                let _ = tx.send(vec![
+                                    pb::WatchResponse {
+                                        header: svc.committed_header(),
+                                        watch_id: c.watch_id,
+                                        created: true,
+                                        canceled: true,
+                                        cancel_reason: EtcdError::DuplicateWatchId(c.watch_id)
+                                            .to_string(),
+                                        ..Default::default()
+                                    }
+                                    .into(),
+                                ]);
                                 continue;
                             }
                             c.watch_id
@@ -351,30 +395,36 @@ impl pb::watch_server::Watch for Services {
                     {
                         ids.remove(&c.watch_id);
                         progress.remove(&c.watch_id);
-                        let _ = tx.send(Ok(pb::WatchResponse {
-                            header: svc.committed_header(),
-                            watch_id: c.watch_id,
-                            canceled: true,
-                            ..Default::default()
-                        }));
+                        let _ = tx.send(vec![
+                            pb::WatchResponse {
+                                header: svc.committed_header(),
+                                watch_id: c.watch_id,
+                                canceled: true,
+                                ..Default::default()
+                            }
+                            .into(),
+                        ]);
                     }
                     // Canceling an unknown watch: etcd answers nothing.
                     Some(RequestUnion::CancelRequest(_)) => {}
                     Some(RequestUnion::ProgressRequest(_)) => {
                         // As etcd: not tied to one watch, so every watcher
                         // on the stream sees it (watch_id -1).
-                        let _ = tx.send(Ok(pb::WatchResponse {
-                            header: svc.committed_header(),
-                            watch_id: -1,
-                            ..Default::default()
-                        }));
+                        let _ = tx.send(vec![
+                            pb::WatchResponse {
+                                header: svc.committed_header(),
+                                watch_id: -1,
+                                ..Default::default()
+                            }
+                            .into(),
+                        ]);
                     }
                     None => {}
                 }
             }
             store.drop_stream(stream);
         });
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        Ok(Response::new(WatchResponses::new(rx)))
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Tables:
 //! - `meta` (`&str` → `u64`): `format_version`, `cluster_id`, `member_id`,
-//!   `revision` (latest committed), `compact_revision`.
+//!   `revision` (latest committed), `compact_revision`, `wal_lsn` (the last
+//!   write-ahead log record applied, see [`crate::wal`]).
 //! - `log` (revision → `RevisionRecord`): every change at revisions
 //!   `>= compact_revision`, without `prev_kv`, and possibly some older ones
 //!   not yet folded into `base` (the fold point is the oldest logged
@@ -14,14 +15,20 @@
 //!   unreadable and dropped by the next compaction).
 //! - `leases` (id → `LeaseRecord`).
 //!
-//! Invariants: every commit is one redb write transaction with
-//! `Durability::Immediate`, so a batch of mutations is durable as a whole or
-//! not at all. A compaction only records the new `compact_revision`; once
+//! Invariants: every commit is one redb write transaction, applied as a
+//! whole or not at all, that records the lsn of the last log record it
+//! applies. Acknowledged writes are durable in the write-ahead log
+//! ([`crate::wal`]) first; commits here are mostly `Durability::None`, made
+//! durable by a later `Durability::Immediate` one (a checkpoint), and opening
+//! replays the log records above `wal_lsn` and checkpoints them before
+//! anything else is written. A compaction only records the new `compact_revision`; once
 //! enough compacted `log` entries piled up, each commit folds a bounded chunk
 //! of the oldest into `base`, in the same transaction, so `base` plus `log`
 //! always replays to the committed state. (Files written before this lazy
 //! folding are the special case of an empty backlog: same format.) A file whose `format_version` is not
-//! [`FORMAT_VERSION`] is refused, never guessed at.
+//! [`FORMAT_VERSION`] is refused, never guessed at, except version 1 (before
+//! the write-ahead log: the same tables without `wal_lsn`), which is
+//! upgraded in place when opened.
 
 use std::path::Path;
 
@@ -32,6 +39,7 @@ use crate::error::{StorageError, redb_err};
 use crate::mvcc::Mutation;
 use crate::proto::mvccpb::{Event, KeyValue, event::EventType};
 use crate::proto::torc::kv::storage::{LeaseRecord, RevisionRecord};
+use crate::wal::Wal;
 
 /// Page cache of the store's database.
 const CACHE_BYTES: usize = 32 << 20;
@@ -40,8 +48,14 @@ const CACHE_BYTES: usize = 32 << 20;
 /// many (and twice the commit's own revisions) per commit.
 const FOLD_CHUNK: u64 = 4096;
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+/// The on-disk format this build reads and writes. Version 2 added the
+/// write-ahead log (`wal_lsn`); a version-1 file is upgraded when opened, and
+/// a build that only knows version 1 refuses a version-2 file rather than
+/// ignoring the log's acknowledged writes.
+pub const FORMAT_VERSION: u64 = 2;
+
+/// The format before the write-ahead log; upgraded in place.
+const FORMAT_VERSION_BEFORE_WAL: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -79,9 +93,10 @@ fn rev_key(rev: i64) -> u64 {
 }
 
 impl Storage {
-    /// Opens (creating if needed) the store file. `new_ids` are the cluster
-    /// and member IDs recorded if the file is new.
-    pub fn open(path: &Path, new_ids: (u64, u64)) -> Result<(Storage, Loaded), StorageError> {
+    /// Opens (creating if needed) the store file and its write-ahead log,
+    /// replays the log records redb lacks and makes them durable. `new_ids`
+    /// are the cluster and member IDs recorded if the file is new.
+    pub fn open(path: &Path, new_ids: (u64, u64)) -> Result<(Storage, Wal, Loaded), StorageError> {
         // redb's default page cache is 1 GiB; a rack's state soup needs far less, and the
         // store shares a small controller box with the rest of the rack.
         let db = redb::Builder::new()
@@ -89,15 +104,28 @@ impl Storage {
             .create(path)
             .map_err(redb_err)?;
         let storage = Storage { db };
-        storage.init(new_ids)?;
+        let applied_lsn = storage.init(new_ids)?;
+        let (wal, replay) = Wal::open(path, applied_lsn)?;
+        if let Some(last) = replay.last() {
+            // One durable transaction: the log may be overwritten from here.
+            tracing::info!(records = replay.len(), "kv replaying the write-ahead log");
+            storage.commit(
+                replay.iter().flat_map(|r| r.mutations.iter()),
+                last.lsn,
+                true,
+            )?;
+        }
         let loaded = storage.load()?;
-        Ok((storage, loaded))
+        Ok((storage, wal, loaded))
     }
 
-    fn init(&self, (cluster_id, member_id): (u64, u64)) -> Result<(), StorageError> {
+    /// Creates or checks the tables; returns the lsn of the last log record
+    /// applied.
+    fn init(&self, (cluster_id, member_id): (u64, u64)) -> Result<u64, StorageError> {
         let mut txn = self.db.begin_write().map_err(redb_err)?;
         txn.set_durability(Durability::Immediate)
             .map_err(redb_err)?;
+        let applied_lsn;
         {
             let mut meta = txn.open_table(META).map_err(redb_err)?;
             let version = meta
@@ -106,6 +134,11 @@ impl Storage {
                 .map(|v| v.value());
             match version {
                 Some(FORMAT_VERSION) => {}
+                Some(FORMAT_VERSION_BEFORE_WAL) => {
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(redb_err)?;
+                    meta.insert("wal_lsn", 0).map_err(redb_err)?;
+                }
                 Some(found) => {
                     return Err(StorageError::UnsupportedFormat {
                         found,
@@ -119,16 +152,22 @@ impl Storage {
                         ("member_id", member_id),
                         ("revision", 1),
                         ("compact_revision", 0),
+                        ("wal_lsn", 0),
                     ] {
                         meta.insert(k, v).map_err(redb_err)?;
                     }
                 }
             }
+            applied_lsn = meta
+                .get("wal_lsn")
+                .map_err(redb_err)?
+                .map_or(0, |v| v.value());
             txn.open_table(LOG).map_err(redb_err)?;
             txn.open_table(BASE).map_err(redb_err)?;
             txn.open_table(LEASES).map_err(redb_err)?;
         }
-        txn.commit().map_err(redb_err)
+        txn.commit().map_err(redb_err)?;
+        Ok(applied_lsn)
     }
 
     fn load(&self) -> Result<Loaded, StorageError> {
@@ -170,14 +209,22 @@ impl Storage {
         Ok(loaded)
     }
 
-    /// Makes `mutations` durable in one transaction (one fsync).
+    /// Applies `mutations`, those of the log records up to `lsn`, in one
+    /// transaction; `durable` makes it (and every earlier one) durable before
+    /// returning (one flush), else it is durable after the next durable one.
     pub fn commit<'a>(
         &self,
         mutations: impl IntoIterator<Item = &'a Mutation>,
+        lsn: u64,
+        durable: bool,
     ) -> Result<(), StorageError> {
         let mut txn = self.db.begin_write().map_err(redb_err)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(redb_err)?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(redb_err)?;
         {
             let mut meta = txn.open_table(META).map_err(redb_err)?;
             let mut log = txn.open_table(LOG).map_err(redb_err)?;
@@ -228,6 +275,7 @@ impl Storage {
             if let Some(rev) = latest {
                 meta.insert("revision", rev_key(rev)).map_err(redb_err)?;
             }
+            meta.insert("wal_lsn", lsn).map_err(redb_err)?;
             // Fold compacted revisions into `base` a bounded chunk at a time,
             // riding on this transaction's fsync, so a compaction never
             // stalls commits for long. Chunks, not a few rows per commit:
@@ -307,7 +355,7 @@ mod tests {
         const KEYS: usize = 100;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kv.redb");
-        let (storage, _) = Storage::open(&path, (1, 2)).expect("open");
+        let (storage, _, _) = Storage::open(&path, (1, 2)).expect("open");
         let mut c = Core::new(Limits::default(), 1);
         // Writes are committed in groups, as the commit thread batches them.
         let write = |c: &mut Core, i: usize| {
@@ -334,20 +382,20 @@ mod tests {
             pending.extend(write(&mut c, i));
             if i % 50 == 49 {
                 storage
-                    .commit(pending.drain(..).as_slice())
+                    .commit(pending.drain(..).as_slice(), 0, true)
                     .expect("commit");
             }
         }
         let compact = c.revision() - 200;
         let out = c.compact(compact, c.revision()).expect("compact");
         storage
-            .commit(out.mutations.iter())
+            .commit(out.mutations.iter(), 0, true)
             .expect("commit compaction");
         let last = write(&mut c, 5000);
-        storage.commit(last.iter()).expect("commit"); // folds a chunk
+        storage.commit(last.iter(), 0, true).expect("commit"); // folds a chunk
         drop(storage);
 
-        let (storage, loaded) = Storage::open(&path, (1, 2)).expect("reopen");
+        let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("reopen");
         assert!(!loaded.base.is_empty(), "a chunk was folded");
         let oldest = loaded.log.first().map(|(rev, _)| *rev).expect("log");
         assert!(oldest > FOLD_CHUNK as i64 && oldest < compact, "{oldest}");

@@ -1,19 +1,31 @@
 //! The store: the MVCC [`Core`] behind a mutex, a group-commit thread that
-//! makes its mutations durable, and the watchers that committed events are
-//! delivered to.
+//! makes its mutations durable, an apply thread that writes them into redb,
+//! and the watchers that committed events are delivered to.
 //!
 //! Write path: a request locks the state, applies itself to the core (which
 //! assigns its revision), queues its mutations to the commit thread while
 //! still holding the lock (so the queue is in revision order), and waits. The
-//! commit thread drains everything queued, writes it in one redb transaction
-//! with one fsync, then publishes: it advances `committed`, acknowledges every
-//! waiting request, and hands the events to watchers.
+//! commit thread drains everything queued, appends it to the write-ahead log
+//! as one record with one `fdatasync` ([`crate::wal`]), then publishes: it
+//! advances `committed`, acknowledges every waiting request, and hands the
+//! events to watchers. Then it passes the record's mutations to the apply
+//! thread, which writes them into redb without flushing, grouping whatever
+//! queued up into one transaction, and makes redb durable (a checkpoint)
+//! whenever the log switches files, so the file switched away from can be
+//! reused later. redb work thus does not delay acknowledgements (unless the
+//! apply thread falls [`MAX_APPLY_QUEUE`] records behind: then the commit
+//! thread waits for it), and runs while the commit thread waits for the disk.
 //!
 //! Automatic compaction runs on the commit thread in small steps: after each
 //! commit the core drops the revisions that fell out of the retained window
 //! (cost proportional to those revisions' events, see [`Core::compact`]), and
-//! the next commit records it and folds a bounded part of the on-disk log
+//! the next commit logs it, and redb folds a bounded part of its on-disk log
 //! (see [`crate::storage`]). No step is proportional to the number of keys.
+//!
+//! Watchers are kept by watch stream. A commit sends each stream one message
+//! holding a response for every watcher of it concerned, and watchers that
+//! get the same events share one encoding of them ([`crate::watch_wire`]), so
+//! the fan-out costs little per watcher.
 //!
 //! Locks: `state` (the core, `committed`) and `watchers`. Whoever takes both
 //! takes `watchers` first. The watcher fan-out holds only `watchers`, so reads
@@ -24,17 +36,19 @@
 //!   `committed`, which only the commit thread advances, after the fsync.
 //!   (Txn compares see the latest applied state; a txn is acknowledged only
 //!   after everything it saw is durable.)
-//! - Fail closed: after a failed commit `failed` is set and every later write
-//!   is refused, including ones already queued; reads keep working at
-//!   `committed`.
+//! - Fail closed: after a failed log append or redb commit `failed` is set and
+//!   every later write is refused, including ones already queued; reads keep
+//!   working at `committed`. (A write acknowledged before a redb failure is
+//!   in the log, and replayed when the store is next opened.)
 //! - A watcher is registered, and its history replayed, under the
 //!   `watchers` lock, which the commit thread holds from advancing
 //!   `committed` until it has handed out that commit's events, so a watcher
 //!   sees every event exactly once and in revision order.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,13 +57,20 @@ use crate::mvcc::{Core, KeyRange, Limits, Mutation, Outcome, RevisionEvents};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{Event, event::EventType};
 use crate::storage::Storage;
+use crate::wal::Wal;
+use crate::watch_wire::EncodedWatchResponse;
 
 /// etcd reports a raft term; a single node never changes leader.
 pub const RAFT_TERM: u64 = 1;
 /// Most requests drained into one commit.
 const MAX_BATCH: usize = 4096;
+/// Most log records waiting for the apply thread; past this the commit thread
+/// waits for it, so a slow redb bounds memory and the log's size.
+const MAX_APPLY_QUEUE: usize = 1024;
 
-pub type WatchSender = mpsc::UnboundedSender<Result<pb::WatchResponse, tonic::Status>>;
+/// Where a watch stream's responses go: batches, so that a commit hands one
+/// message to each stream however many of its watchers it concerns.
+pub type WatchSender = mpsc::UnboundedSender<Vec<EncodedWatchResponse>>;
 
 /// What one watcher wants.
 #[derive(Clone, Debug)]
@@ -62,13 +83,20 @@ pub struct WatchSpec {
 }
 
 struct Watcher {
-    stream: u64,
     id: i64,
     spec: WatchSpec,
     /// Events below this revision were already sent as history.
     min_rev: i64,
-    tx: WatchSender,
 }
+
+/// The watchers of one watch stream and where its responses go.
+struct StreamWatchers {
+    tx: WatchSender,
+    watchers: Vec<Watcher>,
+}
+
+/// Every watcher, by watch stream.
+type Watchers = std::collections::BTreeMap<u64, StreamWatchers>;
 
 impl Watcher {
     fn wants(&self, ev: &Event, rev: i64) -> bool {
@@ -113,7 +141,7 @@ pub struct State {
 
 pub struct Shared {
     state: Mutex<State>,
-    watchers: Mutex<Vec<Watcher>>,
+    watchers: Mutex<Watchers>,
     pub cluster_id: u64,
     pub member_id: u64,
     pub db_path: PathBuf,
@@ -122,6 +150,14 @@ pub struct Shared {
 enum Msg {
     Commit(Pending),
     Close,
+}
+
+/// Work for the apply thread: the mutations of one log record.
+struct Logged {
+    lsn: u64,
+    mutations: Vec<Mutation>,
+    /// Make redb durable up to this record (the log switched files).
+    checkpoint: bool,
 }
 
 struct Pending {
@@ -158,7 +194,7 @@ impl Store {
         retain_revisions: u64,
     ) -> Result<(Store, std::thread::JoinHandle<()>), OpenError> {
         let ids = (random_u64() | 1, random_u64() | 1);
-        let (storage, loaded) = Storage::open(db_path, ids).map_err(OpenError::Storage)?;
+        let (storage, wal, loaded) = Storage::open(db_path, ids).map_err(OpenError::Storage)?;
         let mut core = Core::new(limits, random_u64());
         for kv in loaded.base {
             core.restore_base(kv);
@@ -182,16 +218,32 @@ impl Store {
                 next_stream: 0,
                 retain_revisions: i64::try_from(retain_revisions).unwrap_or(i64::MAX),
             }),
-            watchers: Mutex::new(Vec::new()),
+            watchers: Mutex::new(Watchers::new()),
             cluster_id: loaded.cluster_id,
             member_id: loaded.member_id,
             db_path: db_path.to_owned(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let thread_shared = shared.clone();
+        let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(MAX_APPLY_QUEUE);
+        // Everything in the log when it was opened is durable in redb.
+        let checkpointed = Arc::new(AtomicU64::new(0));
+        let applier = {
+            let shared = shared.clone();
+            let checkpointed = checkpointed.clone();
+            std::thread::Builder::new()
+                .name("torc-kv-apply".into())
+                .spawn(move || run_applier(storage, shared, apply_rx, checkpointed))
+                .map_err(OpenError::Thread)?
+        };
+        let committer = Committer {
+            wal,
+            shared: shared.clone(),
+            apply: apply_tx,
+            checkpointed,
+        };
         let handle = std::thread::Builder::new()
             .name("torc-kv-commit".into())
-            .spawn(move || run_committer(storage, thread_shared, rx))
+            .spawn(move || committer.run(rx, applier))
             .map_err(OpenError::Thread)?;
         Ok((Store { shared, tx }, handle))
     }
@@ -264,23 +316,24 @@ impl Store {
         let st = self.lock();
         let committed = st.committed;
         let header = Some(self.header(committed));
-        let _ = tx.send(Ok(pb::WatchResponse {
-            header,
-            watch_id: id,
-            created: true,
-            ..Default::default()
-        }));
+        let _ = tx.send(vec![
+            pb::WatchResponse {
+                header,
+                watch_id: id,
+                created: true,
+                ..Default::default()
+            }
+            .into(),
+        ]);
         let start = if spec.start_revision <= 0 {
             committed + 1
         } else {
             spec.start_revision
         };
         let watcher = Watcher {
-            stream,
             id,
             spec,
             min_rev: start.max(committed + 1),
-            tx: tx.clone(),
         };
         if start <= committed {
             match st.core.history(&watcher.spec.range, start, committed) {
@@ -291,42 +344,58 @@ impl Store {
                         .map(|e| watcher.shape(e))
                         .collect();
                     if !events.is_empty() {
-                        let _ = tx.send(Ok(pb::WatchResponse {
-                            header,
-                            watch_id: id,
-                            events,
-                            ..Default::default()
-                        }));
+                        let _ = tx.send(vec![
+                            pb::WatchResponse {
+                                header,
+                                watch_id: id,
+                                events,
+                                ..Default::default()
+                            }
+                            .into(),
+                        ]);
                     }
                 }
                 Err(_) => {
-                    let _ = tx.send(Ok(pb::WatchResponse {
-                        header,
-                        watch_id: id,
-                        canceled: true,
-                        compact_revision: st.core.compact_revision(),
-                        cancel_reason: EtcdError::Compacted.to_string(),
-                        ..Default::default()
-                    }));
+                    let _ = tx.send(vec![
+                        pb::WatchResponse {
+                            header,
+                            watch_id: id,
+                            canceled: true,
+                            compact_revision: st.core.compact_revision(),
+                            cancel_reason: EtcdError::Compacted.to_string(),
+                            ..Default::default()
+                        }
+                        .into(),
+                    ]);
                     return false;
                 }
             }
         }
         drop(st);
-        watchers.push(watcher);
+        watchers
+            .entry(stream)
+            .or_insert_with(|| StreamWatchers {
+                tx: tx.clone(),
+                watchers: Vec::new(),
+            })
+            .watchers
+            .push(watcher);
         true
     }
 
     /// Removes a watcher; true if it existed.
     pub fn cancel_watch(&self, stream: u64, id: i64) -> bool {
         let mut watchers = self.shared.lock_watchers();
-        let before = watchers.len();
-        watchers.retain(|w| !(w.stream == stream && w.id == id));
-        watchers.len() != before
+        let Some(entry) = watchers.get_mut(&stream) else {
+            return false;
+        };
+        let before = entry.watchers.len();
+        entry.watchers.retain(|w| w.id != id);
+        entry.watchers.len() != before
     }
 
     pub fn drop_stream(&self, stream: u64) {
-        self.shared.lock_watchers().retain(|w| w.stream != stream);
+        self.shared.lock_watchers().remove(&stream);
     }
 
     /// Drops every watcher (at shutdown, so their streams end).
@@ -357,7 +426,7 @@ impl Shared {
     }
 
     /// Take before `state` when taking both.
-    fn lock_watchers(&self) -> MutexGuard<'_, Vec<Watcher>> {
+    fn lock_watchers(&self) -> MutexGuard<'_, Watchers> {
         self.watchers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -442,160 +511,310 @@ impl Stats {
     }
 }
 
-fn run_committer(storage: Storage, shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>) {
-    let mut batch: Vec<Pending> = Vec::new();
-    let mut closing = false;
-    let mut stats = Stats::enabled();
-    // Automatic compaction records, written with the next commit.
-    let mut carried: Vec<Mutation> = Vec::new();
-    while !closing {
-        let idle = Instant::now();
-        let msg = rx.blocking_recv();
-        if let Some(s) = &mut stats {
-            s.idle += idle.elapsed();
-        }
-        match msg {
-            Some(Msg::Commit(p)) => batch.push(p),
-            Some(Msg::Close) | None => break,
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Commit(p)) => batch.push(p),
-                Ok(Msg::Close) => {
-                    closing = true;
-                    break;
+/// The commit thread's state.
+struct Committer {
+    wal: Wal,
+    shared: Arc<Shared>,
+    apply: std::sync::mpsc::SyncSender<Logged>,
+    /// The last log record durable in redb (set by the apply thread).
+    checkpointed: Arc<AtomicU64>,
+}
+
+impl Committer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, applier: std::thread::JoinHandle<()>) {
+        let mut batch: Vec<Pending> = Vec::new();
+        let mut closing = false;
+        let mut stats = Stats::enabled();
+        // Automatic compaction records, written with the next commit.
+        let mut carried: Vec<Mutation> = Vec::new();
+        while !closing {
+            let idle = Instant::now();
+            let msg = rx.blocking_recv();
+            if let Some(s) = &mut stats {
+                s.idle += idle.elapsed();
+            }
+            match msg {
+                Some(Msg::Commit(p)) => batch.push(p),
+                Some(Msg::Close) | None => break,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Msg::Commit(p)) => batch.push(p),
+                    Ok(Msg::Close) => {
+                        closing = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            if let Some(s) = &mut stats {
+                s.batch(batch.len());
+            }
+            let batch = std::mem::take(&mut batch);
+            carried = self.commit_batch(batch, carried, stats.as_mut());
+            if let Some(s) = &mut stats {
+                s.maybe_print();
             }
         }
-        if let Some(s) = &mut stats {
-            s.batch(batch.len());
+        if !carried.is_empty() && self.shared.lock().failed.is_none() {
+            // Make a compaction record durable on its own (at shutdown).
+            if let Err(reason) = self.log(carried) {
+                self.shared.lock().failed = Some(reason);
+            }
         }
-        let batch = std::mem::take(&mut batch);
-        carried = commit_batch(&storage, &shared, batch, carried, stats.as_mut());
-        if let Some(s) = &mut stats {
-            s.maybe_print();
+        // The apply thread finishes what was logged, then checkpoints.
+        drop(self.apply);
+        let _ = applier.join();
+    }
+
+    /// Appends `mutations` to the log (durably) and queues them for redb.
+    fn log(&mut self, mutations: Vec<Mutation>) -> Result<(), String> {
+        let lsn = self.append(&mutations)?;
+        self.apply(lsn, mutations)
+    }
+
+    fn append(&mut self, mutations: &[Mutation]) -> Result<u64, String> {
+        self.wal.append(mutations).map_err(|e| {
+            tracing::error!(error = %e, "kv log append failed; refusing further writes");
+            e.to_string()
+        })
+    }
+
+    /// Hands a logged record to the apply thread.
+    fn apply(&mut self, lsn: u64, mutations: Vec<Mutation>) -> Result<(), String> {
+        let checkpoint = self
+            .wal
+            .switch_if_full(self.checkpointed.load(Ordering::Acquire));
+        self.apply
+            .send(Logged {
+                lsn,
+                mutations,
+                checkpoint,
+            })
+            .map_err(|_| "the kv apply thread stopped".to_string())
+    }
+
+    fn commit_batch(
+        &mut self,
+        batch: Vec<Pending>,
+        carried: Vec<Mutation>,
+        mut stats: Option<&mut Stats>,
+    ) -> Vec<Mutation> {
+        let shared = self.shared.clone();
+        let t0 = Instant::now();
+        let Some(last_rev) = batch.iter().map(|p| p.revision).max() else {
+            return carried;
+        };
+        let already_failed = shared.lock().failed.clone();
+        let mut logged: Vec<Mutation> = carried;
+        logged.extend(batch.iter().flat_map(|p| p.mutations.iter().cloned()));
+        let result = match already_failed {
+            Some(reason) => Err(reason),
+            None if logged.is_empty() => Ok(None),
+            None => self.append(&logged).map(Some),
+        };
+        if let Some(s) = stats.as_deref_mut() {
+            add(&mut s.commit, t0.elapsed());
         }
-    }
-    if !carried.is_empty() && shared.lock().failed.is_none() {
-        commit_carried(&storage, &shared, &carried);
-    }
-}
-
-/// Makes a compaction record durable on its own (at shutdown).
-fn commit_carried(storage: &Storage, shared: &Shared, carried: &[Mutation]) {
-    if let Err(e) = storage.commit(carried) {
-        tracing::error!(error = %e, "kv compaction commit failed; refusing further writes");
-        shared.lock().failed = Some(e.to_string());
-    }
-}
-
-fn commit_batch(
-    storage: &Storage,
-    shared: &Shared,
-    batch: Vec<Pending>,
-    carried: Vec<Mutation>,
-    mut stats: Option<&mut Stats>,
-) -> Vec<Mutation> {
-    let t0 = Instant::now();
-    let Some(last_rev) = batch.iter().map(|p| p.revision).max() else {
-        return carried;
-    };
-    let already_failed = shared.lock().failed.clone();
-    let result = match already_failed {
-        Some(reason) => Err(reason),
-        None => {
-            let has_mutations =
-                !carried.is_empty() || batch.iter().any(|p| !p.mutations.is_empty());
-            if has_mutations {
-                storage
-                    .commit(
-                        carried
-                            .iter()
-                            .chain(batch.iter().flat_map(|p| p.mutations.iter())),
-                    )
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "kv commit failed; refusing further writes");
-                        e.to_string()
+        let t1 = Instant::now();
+        let mut compaction = None;
+        match result {
+            Ok(lsn) => {
+                let mut watchers = shared.lock_watchers();
+                let committed = {
+                    let mut st = shared.lock();
+                    st.committed = st.committed.max(last_rev);
+                    // Automatic compaction: keep the last `retain_revisions`
+                    // revisions readable, dropping what fell out of that window
+                    // since the previous commit.
+                    let t2 = Instant::now();
+                    let retain = st.retain_revisions;
+                    let committed = st.committed;
+                    if retain > 0
+                        && committed - st.core.compact_revision() > retain
+                        && let Ok(out) = st.core.compact(committed - retain, committed)
+                    {
+                        compaction = Some(out.mutations);
+                        if let Some(s) = stats.as_deref_mut() {
+                            add(&mut s.compact_core, t2.elapsed());
+                        }
+                    }
+                    committed
+                };
+                // Writers first: their acks need nothing from the watchers.
+                let batch = ack(batch, Ok(()));
+                let revs: Vec<&Arc<RevisionEvents>> = batch
+                    .iter()
+                    .flat_map(|m| m.iter())
+                    .filter_map(|m| match m {
+                        Mutation::Revision(r) => Some(r),
+                        _ => None,
                     })
-            } else {
-                Ok(())
+                    .collect();
+                if !revs.is_empty() && !watchers.is_empty() {
+                    publish(&shared.header(committed), &revs, &mut watchers);
+                }
+                drop(watchers);
+                if let Some(s) = stats {
+                    add(&mut s.publish, t1.elapsed());
+                }
+                if let Some(lsn) = lsn
+                    && let Err(reason) = self.apply(lsn, logged)
+                {
+                    tracing::error!(error = %reason, "kv apply failed; refusing further writes");
+                    shared.lock().failed = Some(reason);
+                }
+            }
+            Err(reason) => {
+                shared.lock().failed = Some(reason.clone());
+                ack(batch, Err(reason));
             }
         }
-    };
-    if let Some(s) = stats.as_deref_mut() {
-        add(&mut s.commit, t0.elapsed());
+        compaction.unwrap_or_default()
     }
-    let t1 = Instant::now();
-    let mut compaction = None;
-    match &result {
-        Ok(()) => {
-            let mut watchers = shared.lock_watchers();
-            let committed = {
-                let mut st = shared.lock();
-                st.committed = st.committed.max(last_rev);
-                // Automatic compaction: keep the last `retain_revisions`
-                // revisions readable, dropping what fell out of that window
-                // since the previous commit.
-                let t2 = Instant::now();
-                let retain = st.retain_revisions;
-                let committed = st.committed;
-                if retain > 0
-                    && committed - st.core.compact_revision() > retain
-                    && let Ok(out) = st.core.compact(committed - retain, committed)
-                {
-                    compaction = Some(out.mutations);
-                    if let Some(s) = stats.as_deref_mut() {
-                        add(&mut s.compact_core, t2.elapsed());
+}
+
+/// Hands committed revisions to the watchers that want them: one message
+/// per watch stream, with a response for each of its watchers concerned.
+/// Watchers that get the same events share one encoding of them (see
+/// [`crate::watch_wire`]). Streams whose receiving end is gone are dropped.
+fn publish(header: &pb::ResponseHeader, revs: &[&Arc<RevisionEvents>], watchers: &mut Watchers) {
+    // Encodings made so far, by the events they hold (indexes into `revs`
+    // and their events) and whether with `prev_kv`.
+    type Selection = (Vec<(usize, usize)>, bool);
+    let mut encoded: Vec<(Selection, bytes::Bytes)> = Vec::new();
+    let mut selection = Vec::new();
+    watchers.retain(|_, stream| {
+        let mut responses = Vec::new();
+        for w in &stream.watchers {
+            selection.clear();
+            for (i, r) in revs.iter().enumerate() {
+                for (j, e) in r.events.iter().enumerate() {
+                    if w.wants(e, r.revision) {
+                        selection.push((i, j));
                     }
                 }
-                committed
-            };
-            // Writers first: their acks need nothing from the watchers.
-            let batch = ack(batch, Ok(()));
-            let revs: Vec<&Arc<RevisionEvents>> = batch
+            }
+            if selection.is_empty() {
+                continue;
+            }
+            let prev_kv = w.spec.prev_kv;
+            let rest = match encoded
                 .iter()
-                .flat_map(|m| m.iter())
-                .filter_map(|m| match m {
-                    Mutation::Revision(r) => Some(r),
-                    _ => None,
-                })
-                .collect();
-            if !revs.is_empty() && !watchers.is_empty() {
-                let header = shared.header(committed);
-                watchers.retain(|w| {
-                    let events: Vec<Event> = revs
+                .find(|((sel, p), _)| *p == prev_kv && *sel == selection)
+            {
+                Some((_, rest)) => rest.clone(),
+                None => {
+                    let events = selection
                         .iter()
-                        .flat_map(|r| {
-                            r.events
-                                .iter()
-                                .filter(|e| w.wants(e, r.revision))
-                                .map(|e| w.shape(e))
-                        })
+                        .map(|&(i, j)| w.shape(&revs[i].events[j]))
                         .collect();
-                    if events.is_empty() {
-                        return true;
-                    }
-                    w.tx.send(Ok(pb::WatchResponse {
-                        header: Some(header),
-                        watch_id: w.id,
+                    let rest = EncodedWatchResponse::shared_part(pb::WatchResponse {
+                        header: Some(*header),
                         events,
                         ..Default::default()
-                    }))
-                    .is_ok()
-                });
-            }
-            drop(watchers);
-            if let Some(s) = stats {
-                add(&mut s.publish, t1.elapsed());
-            }
+                    });
+                    encoded.push(((selection.clone(), prev_kv), rest.clone()));
+                    rest
+                }
+            };
+            responses.push(EncodedWatchResponse {
+                watch_id: w.id,
+                rest,
+            });
         }
-        Err(reason) => {
-            shared.lock().failed = Some(reason.clone());
-            ack(batch, Err(reason.clone()));
+        responses.is_empty() || stream.tx.send(responses).is_ok()
+    });
+}
+
+/// The apply thread: writes logged mutations into redb, grouping what queued
+/// up into one non-durable transaction, and checkpoints when asked (and when
+/// the commit thread stops). A failure sets `failed` and stops applying: the
+/// log keeps what was acknowledged.
+fn run_applier(
+    storage: Storage,
+    shared: Arc<Shared>,
+    rx: std::sync::mpsc::Receiver<Logged>,
+    checkpointed: Arc<AtomicU64>,
+) {
+    let mut stats = std::env::var_os("TORC_KV_STATS").map(|_| ApplyStats::default());
+    // The last record applied but not yet durable in redb.
+    let mut unflushed: Option<u64> = None;
+    let mut failed = false;
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        group.extend(rx.try_iter());
+        if failed {
+            continue;
+        }
+        let t0 = Instant::now();
+        let lsn = group.last().map_or(0, |l| l.lsn);
+        let durable = group.iter().any(|l| l.checkpoint);
+        let result = storage.commit(group.iter().flat_map(|l| l.mutations.iter()), lsn, durable);
+        if let Some(s) = &mut stats {
+            s.record(group.len(), durable, t0.elapsed());
+        }
+        match result {
+            Ok(()) if durable => {
+                checkpointed.store(lsn, Ordering::Release);
+                unflushed = None;
+            }
+            Ok(()) => unflushed = Some(lsn),
+            Err(e) => {
+                tracing::error!(error = %e, "kv redb commit failed; refusing further writes");
+                shared.lock().failed = Some(e.to_string());
+                failed = true;
+            }
         }
     }
-    compaction.unwrap_or_default()
+    if let Some(lsn) = unflushed
+        && !failed
+        && let Err(e) = storage.commit(std::iter::empty(), lsn, true)
+    {
+        // The log still holds these records; the next open replays them.
+        tracing::error!(error = %e, "kv final checkpoint failed");
+    }
+}
+
+/// Apply-thread timings, printed with [`Stats`] when `TORC_KV_STATS` is set.
+#[derive(Default)]
+struct ApplyStats {
+    since: Option<Instant>,
+    groups: u64,
+    records: u64,
+    apply: (Duration, Duration),
+    checkpoint: (Duration, Duration),
+}
+
+impl ApplyStats {
+    fn record(&mut self, records: usize, durable: bool, took: Duration) {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.groups += 1;
+        self.records += records as u64;
+        add(
+            if durable {
+                &mut self.checkpoint
+            } else {
+                &mut self.apply
+            },
+            took,
+        );
+        if since.elapsed().as_secs() >= 1 {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "kv-apply-stats {:.2}s groups={} records={} apply_ms(total/max)={:.1}/{:.2} \
+                 checkpoint_ms={:.1}/{:.2}",
+                since.elapsed().as_secs_f64(),
+                self.groups,
+                self.records,
+                ms(self.apply.0),
+                ms(self.apply.1),
+                ms(self.checkpoint.0),
+                ms(self.checkpoint.1),
+            );
+            *self = ApplyStats::default();
+        }
+    }
 }
 
 /// Answers every request of a batch; returns their mutations.

@@ -29,3 +29,111 @@ fn watch_sessions_match() {
     assert_eq!(from_torc, from_etcd);
     assert_eq!(&from_etcd[..WATCH_EXPECTED.len()], WATCH_EXPECTED);
 }
+
+/// Several watchers on one stream, some wanting the same events (which torc
+/// kv encodes once for all of them) and some not: every watch gets the same
+/// events from torc kv as from etcd.
+#[test]
+fn watchers_sharing_a_stream_match() {
+    let etcd = Etcd::start();
+    let torc = TorcKv::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let from_etcd = rt.block_on(shared_stream_session(&etcd.endpoint));
+    let from_torc = rt.block_on(shared_stream_session(&torc.endpoint));
+    assert_eq!(from_torc, from_etcd);
+    assert_eq!(from_etcd.len(), 5, "{from_etcd:?}");
+}
+
+/// Watch id → its events as `TYPE key=value (prev prev_value)` lines.
+async fn shared_stream_session(endpoint: &str) -> std::collections::BTreeMap<i64, Vec<String>> {
+    use torc_kv::proto::etcdserverpb::{
+        PutRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
+        watch_client::WatchClient, watch_create_request::FilterType, watch_request::RequestUnion,
+    };
+    let url = format!("http://{endpoint}");
+    let create = |key: &str, range_end: &str, prev_kv: bool, filters: Vec<i32>| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.to_string().into(),
+            range_end: range_end.to_string().into(),
+            prev_kv,
+            filters,
+            ..Default::default()
+        })),
+    };
+    let requests = vec![
+        create("s/a", "", false, vec![]),
+        create("s/a", "", false, vec![]),
+        create("s/a", "", true, vec![]),
+        create("s/", "s0", false, vec![FilterType::Nodelete as i32]),
+        create("s/b", "", true, vec![]),
+    ];
+    let watches = requests.len();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for r in requests {
+        tx.send(r).expect("queue create");
+    }
+    let mut watch = WatchClient::connect(url.clone()).await.expect("connect");
+    let mut stream = watch
+        .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    for _ in 0..watches {
+        let resp = next_response(&mut stream).await;
+        assert!(resp.created && !resp.canceled, "{resp:?}");
+    }
+    let mut kv = KvClient::connect(url).await.expect("connect");
+    for (key, value) in [("s/a", "1"), ("s/b", "2"), ("s/a", "3")] {
+        kv.put(PutRequest {
+            key: key.to_string().into(),
+            value: value.to_string().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("put");
+    }
+    kv.delete_range(torc_kv::proto::etcdserverpb::DeleteRangeRequest {
+        key: "s/a".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("delete");
+    // Expected events: 3 for each plain or prev_kv watch of s/a, 3 puts for
+    // the prefix (no deletes), 1 for s/b.
+    let mut want = 3 + 3 + 3 + 3 + 1;
+    let mut got: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+    while want > 0 {
+        let resp = next_response(&mut stream).await;
+        for ev in resp.events {
+            let text = |kv: &Option<torc_kv::proto::mvccpb::KeyValue>| {
+                kv.as_ref().map_or("-".to_string(), |kv| {
+                    format!(
+                        "{}={}@{}",
+                        String::from_utf8_lossy(&kv.key),
+                        String::from_utf8_lossy(&kv.value),
+                        kv.mod_revision
+                    )
+                })
+            };
+            got.entry(resp.watch_id).or_default().push(format!(
+                "{} {} (prev {})",
+                ev.r#type,
+                text(&ev.kv),
+                text(&ev.prev_kv)
+            ));
+            want -= 1;
+        }
+    }
+    got
+}
+
+/// The next response on a watch stream, within 10 s.
+async fn next_response(
+    stream: &mut tonic::Streaming<torc_kv::proto::etcdserverpb::WatchResponse>,
+) -> torc_kv::proto::etcdserverpb::WatchResponse {
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("watch response in time")
+        .expect("watch stream")
+        .expect("watch open")
+}

@@ -78,22 +78,35 @@ fn spawn_server(dir: &Path) -> (Child, String) {
 
 #[test]
 fn acknowledged_puts_survive_kill_9() {
-    const CLIENTS: usize = 16;
     // The issue asks for 10,000 acknowledged puts from 16 clients before the kill.
-    const KILL_AFTER: usize = 10_000;
+    kill_9_after_acknowledged_puts(16, 10_000, 0);
+}
+
+/// Large values fill the write-ahead log's files several times over, so the
+/// kill lands after file switches and redb checkpoints.
+#[test]
+fn acknowledged_large_puts_survive_kill_9_across_log_switches() {
+    kill_9_after_acknowledged_puts(4, 2_000, 16 << 10);
+}
+
+/// Puts from `clients` clients (values padded by `pad` bytes) until
+/// `kill_after` were acknowledged, kills the server with SIGKILL, restarts
+/// it and checks every acknowledged put is there.
+fn kill_9_after_acknowledged_puts(clients: usize, kill_after: usize, pad: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, url) = spawn_server(dir.path());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let (enough_tx, enough_rx) = std::sync::mpsc::channel::<()>();
 
-    let writers: Vec<_> = (0..CLIENTS)
+    let writers: Vec<_> = (0..clients)
         .map(|c| {
             let (url, acked, enough) = (url.clone(), acked.clone(), enough_tx.clone());
             rt.spawn(async move {
                 let mut client = KvClient::connect(url).await.expect("connect");
                 for i in 0.. {
-                    let (key, value) = (format!("c{c}/k{i}"), format!("value-{c}-{i}"));
+                    let key = format!("c{c}/k{i}");
+                    let value = format!("value-{c}-{i}{}", ".".repeat(pad));
                     let put = client.put(PutRequest {
                         key: key.clone().into(),
                         value: value.clone().into(),
@@ -104,7 +117,7 @@ fn acknowledged_puts_survive_kill_9() {
                     }
                     let mut acked = acked.lock().expect("lock");
                     acked.push((key, value));
-                    if acked.len() == KILL_AFTER {
+                    if acked.len() == kill_after {
                         let _ = enough.send(());
                     }
                 }
@@ -120,7 +133,7 @@ fn acknowledged_puts_survive_kill_9() {
         rt.block_on(w).expect("writer task");
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() >= KILL_AFTER);
+    assert!(acked.len() >= kill_after);
 
     let (mut child, url) = spawn_server(dir.path());
     let missing = rt.block_on(async {

@@ -292,3 +292,29 @@ fn restart_with_an_unfolded_log() {
         before
     );
 }
+
+/// etcdctl sends an endpoint given as a URL as the HTTP/2 `:authority` for
+/// `endpoint status` (and `endpoint hashkv`, ...); etcd accepts it, so must
+/// torc kv.
+#[test]
+fn endpoint_status_accepts_a_url_endpoint() {
+    let kv = TorcKv::start();
+    let url = format!("http://{}", kv.endpoint);
+    for _ in 0..2 {
+        let out = etcdctl(&url, &["endpoint", "status", "-w", "json"], None);
+        assert!(out.contains("\"version\":\"3.4.0-torc\""), "{out}");
+        assert!(out.contains(&format!("\"Endpoint\":\"{url}\"")), "{out}");
+    }
+    let out = etcdctl(
+        &format!("{url},{url}"),
+        &["endpoint", "status", "--cluster=false"],
+        None,
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(!out.contains("(exit"), "{out}");
+    assert_eq!(etcdctl(&url, &["put", "k", "v"], None), "OK\n");
+    assert_eq!(
+        etcdctl(&url, &["get", "k", "--print-value-only"], None),
+        "v\n"
+    );
+}
