@@ -132,10 +132,20 @@ impl Wal {
             }
             let path = &files[file].path;
             if lsn != expected {
+                // A fresh database next to a log that went on past it: the database file was
+                // deleted or replaced, and the log alone cannot rebuild what was checkpointed.
+                let hint = if applied_lsn == 0 {
+                    format!(
+                        "; {} is new but this log is not: was the database file deleted or replaced? Restore it, or move the kv.wal.* files away to start an empty store",
+                        db_path.display()
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(corrupt(
                     path,
                     lsn,
-                    format!("records {expected} to {} are missing", lsn - 1),
+                    format!("records {expected} to {} are missing{hint}", lsn - 1),
                 ));
             }
             let mutations = decode(&payload).map_err(|e| corrupt(path, lsn, e))?;
@@ -483,5 +493,20 @@ mod tests {
             Wal::open(&db, 5),
             Err(StorageError::UnsupportedWalFormat { found: 9, .. })
         ));
+    }
+
+    /// A log that went on past a fresh database (the database file was deleted): refused,
+    /// with an error that says so.
+    #[test]
+    fn a_new_database_next_to_an_old_log_is_refused_clearly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kv.redb");
+        let (mut wal, _) = Wal::open(&db, 0).expect("open");
+        wal.next_lsn = 40;
+        wal.append([put(1)].iter()).expect("append");
+        drop(wal);
+        let err = Wal::open(&db, 0).err().expect("refused").to_string();
+        assert!(err.contains("records 1 to 39 are missing"), "{err}");
+        assert!(err.contains("was the database file deleted"), "{err}");
     }
 }
