@@ -4,7 +4,19 @@
 //! group's series ordered by (time, series key) and `ORDER BY time DESC` reverses that order;
 //! `GROUP BY time` buckets start at the lower time bound (or the group's earliest point) and end
 //! at the upper bound (or now); `first`/`last` break timestamp ties by the larger value,
-//! `min`/`max` break value ties by the earlier time; `count` of an empty bucket is 0.
+//! `min`/`max` break value ties by the earlier time; `count` of an empty `GROUP BY time` bucket
+//! is 0, while without an interval a count over no values is null.
+//!
+//! A subquery runs first; its rows are held in an in-memory shard ([`Shard::in_memory`]) and the
+//! outer query reads that like stored data: an inner query without a time condition gets the
+//! outer one's range, the rows of a raw inner query keep their series' tags, the outer time
+//! range does not cut the inner rows again, and `SELECT *` names the inner columns only.
+//! `DROP SERIES` / `DELETE` / `DROP MEASUREMENT` resolve their condition to series keys per
+//! shard and hand them to [`Tsdb::delete`]. `top`/`bottom` (with tag arguments and bare fields
+//! or tags beside them) pick several points per bucket and show each at its own time. Math
+//! functions (`round`, `abs`, `log`, ...) apply per row or to aggregates; `cumulative_sum` and
+//! `moving_average` are transforms like `derivative`. A 1.6 function torc does not evaluate is
+//! an error, never a column of nulls.
 //!
 //! Invariants: execution never panics on user input; a statement that fails yields an error
 //! for that statement only.
@@ -152,6 +164,93 @@ async fn execute_one(
             db.drop_database(name).await.map_err(|e| e.to_string())?;
             Ok(Vec::new())
         }
+        Statement::DropMeasurement { name } => {
+            let dbname = need_db(None, default_db)?;
+            check_db(db, dbname)?;
+            db.delete(dbname, i64::MIN, i64::MAX, |st| {
+                Ok(st
+                    .index
+                    .measurements
+                    .get(name)
+                    .map(|mi| {
+                        mi.series
+                            .iter()
+                            .map(|&sid| st.index.series[sid as usize].key.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(Vec::new())
+        }
+        Statement::DropRetentionPolicy { name, database } => {
+            db.drop_retention_policy(database, name)
+                .await
+                .map_err(|e| match e {
+                    crate::Error::DatabaseNotFound(d) => format!("database not found: {d}"),
+                    e => e.to_string(),
+                })?;
+            Ok(Vec::new())
+        }
+        Statement::DropSeries { sources, condition } => {
+            let dbname = need_db(None, default_db)?;
+            check_db(db, dbname)?;
+            if condition.as_ref().is_some_and(refers_to_time) {
+                return Err("DROP SERIES doesn't support time in WHERE clause".into());
+            }
+            delete_where(db, dbname, sources, condition.as_ref(), i64::MIN, i64::MAX).await?;
+            Ok(Vec::new())
+        }
+        Statement::Delete { sources, condition } => {
+            let dbname = need_db(None, default_db)?;
+            check_db(db, dbname)?;
+            let (min, max, rest) = match condition {
+                Some(c) => extract_time(c, now_ns())?,
+                None => (i64::MIN, i64::MAX, None),
+            };
+            if rest.as_ref().is_some_and(refers_to_time) {
+                return Err("DELETE supports time only in top-level AND conditions".into());
+            }
+            delete_where(db, dbname, sources, rest.as_ref(), min, max).await?;
+            Ok(Vec::new())
+        }
+        Statement::AlterRetentionPolicy {
+            name,
+            database,
+            duration,
+            replication,
+            shard_duration,
+            default,
+        } => {
+            if let Some(d) = duration
+                && *d != 0
+                && *d < 3_600_000_000_000
+            {
+                return Err("retention policy duration must be at least 1h0m0s".into());
+            }
+            db.alter_retention_policy(
+                database,
+                name,
+                |rp| {
+                    if let Some(d) = duration {
+                        rp.duration_ns = *d;
+                    }
+                    if let Some(r) = replication {
+                        rp.replication = (*r).clamp(1, u32::MAX as i64) as u32;
+                    }
+                    if let Some(sd) = shard_duration {
+                        rp.shard_group_ns = *sd;
+                    }
+                },
+                *default,
+            )
+            .map_err(|e| match e {
+                crate::Error::DatabaseNotFound(d) => format!("database not found: {d}"),
+                e => e.to_string(),
+            })?;
+            Ok(Vec::new())
+        }
         Statement::CreateRetentionPolicy {
             name,
             database,
@@ -175,6 +274,49 @@ async fn execute_one(
                 })?;
             Ok(Vec::new())
         }
+        Statement::ShowSeriesCardinality { on } | Statement::ShowMeasurementCardinality { on } => {
+            let name = need_db(on.as_deref(), default_db)?;
+            check_db(db, name)?;
+            let series = matches!(stmt, Statement::ShowSeriesCardinality { .. });
+            let mut set = BTreeSet::new();
+            for shard in db.shards_of(name) {
+                let st = shard.read();
+                for (m, mi) in &st.index.measurements {
+                    if series {
+                        set.extend(
+                            mi.series
+                                .iter()
+                                .map(|&sid| st.index.series[sid as usize].key.clone()),
+                        );
+                    } else if !mi.series.is_empty() {
+                        set.insert(m.clone());
+                    }
+                }
+            }
+            // InfluxDB estimates with a sketch; torc counts (the same for small numbers).
+            Ok(vec![ResultSeries {
+                name: None,
+                tags: None,
+                columns: vec!["cardinality estimation".into()],
+                values: vec![vec![Val::Int(set.len() as i64)]],
+            }])
+        }
+        Statement::ShowUsers => Ok(vec![ResultSeries {
+            name: None,
+            tags: None,
+            columns: vec!["user".into(), "admin".into()],
+            values: Vec::new(),
+        }]),
+        Statement::ShowContinuousQueries => Ok(db
+            .databases()
+            .into_iter()
+            .map(|d| ResultSeries {
+                name: Some(d),
+                tags: None,
+                columns: vec!["name".into(), "query".into()],
+                values: Vec::new(),
+            })
+            .collect()),
         Statement::ShowDatabases => Ok(vec![ResultSeries {
             name: Some("databases".into()),
             tags: None,
@@ -220,6 +362,7 @@ async fn execute_one(
         }
         Statement::ShowMeasurements {
             on,
+            sources,
             condition,
             limit,
             offset,
@@ -229,7 +372,10 @@ async fn execute_one(
             let mut set = BTreeSet::new();
             for shard in db.shards_of(name) {
                 let st = shard.read();
-                for (m, mi) in &st.index.measurements {
+                for m in measurements_for(&st, sources)? {
+                    let Some(mi) = st.index.measurements.get(&m) else {
+                        continue;
+                    };
                     let ok = match condition {
                         None => !mi.series.is_empty(),
                         Some(c) => mi.series.iter().any(|&sid| {
@@ -444,6 +590,68 @@ async fn execute_one(
     }
 }
 
+/// True when a condition mentions `time`.
+fn refers_to_time(e: &Expr) -> bool {
+    let mut yes = false;
+    e.walk(&mut |e| {
+        if let Expr::VarRef(n) = e
+            && n.eq_ignore_ascii_case("time")
+        {
+            yes = true;
+        }
+    });
+    yes
+}
+
+/// `DROP SERIES` / `DELETE`: the series of `sources` (all measurements when empty) whose tags
+/// satisfy `condition`, values in `[min, max]`. A condition on a field is refused, as in
+/// InfluxDB 1.6 (which prefixes the message with the shard id: torc has no shard ids).
+async fn delete_where(
+    db: &Tsdb,
+    dbname: &str,
+    sources: &[Source],
+    condition: Option<&Expr>,
+    min: i64,
+    max: i64,
+) -> ExecResult<()> {
+    if let Some(c) = condition {
+        collect_regexes(c, &mut HashMap::new())?;
+    }
+    db.delete(dbname, min, max, |st| {
+        let invalid = crate::Error::Invalid;
+        let mut keys = Vec::new();
+        for m in measurements_for(st, sources).map_err(invalid)? {
+            let Some(mi) = st.index.measurements.get(&m) else {
+                continue;
+            };
+            if let Some(c) = condition {
+                let mut field = false;
+                c.walk(&mut |e| {
+                    if let Expr::VarRef(n) = e
+                        && mi.fields.contains_key(n)
+                    {
+                        field = true;
+                    }
+                });
+                if field {
+                    return Err(invalid(
+                        "fields not supported in WHERE clause during deletion".into(),
+                    ));
+                }
+            }
+            for &sid in &mi.series {
+                let s = &st.index.series[sid as usize];
+                if condition.is_none_or(|c| series_match_tags(c, s) == Some(true)) {
+                    keys.push(s.key.clone());
+                }
+            }
+        }
+        Ok(keys)
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
 fn limit_offset<T>(v: Vec<T>, limit: usize, offset: usize) -> Vec<T> {
     let it = v.into_iter().skip(offset);
     if limit > 0 {
@@ -477,6 +685,9 @@ fn measurements_for(st: &ShardState, sources: &[Source]) -> ExecResult<Vec<Strin
                         out.insert(m.clone());
                     }
                 }
+            }
+            Source::Subquery(_) => {
+                return Err("subqueries are supported only in SELECT".into());
             }
         }
     }
@@ -676,6 +887,10 @@ fn eval(e: &Expr, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>) -> Val {
             }
             let r = eval(rhs, row, regexes);
             binop(*op, l, r)
+        }
+        Expr::Call { name, args } if MATH.contains(&name.as_str()) => {
+            let vals: Vec<Val> = args.iter().map(|a| eval(a, row, regexes)).collect();
+            math(name, &vals)
         }
         _ => Val::Null,
     }
@@ -881,7 +1096,152 @@ const TRANSFORMS: &[&str] = &[
     "non_negative_derivative",
     "difference",
     "non_negative_difference",
+    "cumulative_sum",
+    "moving_average",
 ];
+
+/// Selectors of several points per bucket: `top(field, N)` / `bottom(field, N)`, alone.
+const SELECT_N: &[&str] = &["top", "bottom"];
+
+/// A `top`/`bottom` query: `top(field[, tag ...], N)` beside bare fields or tags whose
+/// values at the chosen points are shown beside them (InfluxDB 1.6).
+struct SelectN<'a> {
+    name: &'a str,
+    field: &'a str,
+    /// With tag arguments, one point per distinct combination of their values competes.
+    tags: Vec<&'a str>,
+    n: usize,
+    /// Position of the call among the projections.
+    at: usize,
+    /// The other projections, in order.
+    aux: Vec<&'a str>,
+}
+
+/// The `top`/`bottom` form of a projection list, if it is one; an error for the forms torc does
+/// not implement (beside anything but bare names).
+fn select_n(fields: &[Field]) -> ExecResult<Option<SelectN<'_>>> {
+    let Some(at) = fields.iter().position(|f| contains_call(&f.expr, SELECT_N)) else {
+        return Ok(None);
+    };
+    let f = &fields[at];
+    for (i, other) in fields.iter().enumerate() {
+        if i != at
+            && let Expr::Call { .. } = other.expr.unparen()
+            && let Expr::Call { name, .. } = f.expr.unparen()
+        {
+            return Err(format!(
+                "selector function {name}() cannot be combined with other functions"
+            ));
+        }
+    }
+    let unsupported = || {
+        "unsupported use of top()/bottom(): torc tsdb supports only top(field[, tag ...], N) beside bare fields or tags".to_string()
+    };
+    let Expr::Call { name, args } = f.expr.unparen() else {
+        return Err(unsupported());
+    };
+    if args.len() < 2 {
+        return Err(format!(
+            "invalid number of arguments for {name}, expected at least 2, got {}",
+            args.len()
+        ));
+    }
+    let Some(Expr::Integer(n)) = args.last().map(Expr::unparen) else {
+        return Err(format!(
+            "expected integer as last argument in {name}(), found {}",
+            args.len()
+        ));
+    };
+    if *n <= 0 {
+        return Err(format!("limit ({n}) in {name} function must be at least 1"));
+    }
+    let mut names = args[..args.len() - 1].iter().map(|a| match a.unparen() {
+        Expr::VarRef(v) => Some(v.as_str()),
+        _ => None,
+    });
+    let Some(Some(field)) = names.next() else {
+        return Err(unsupported());
+    };
+    let tags: Option<Vec<&str>> = names.collect();
+    let aux: Option<Vec<&str>> = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at)
+        .map(|(_, f)| match f.expr.unparen() {
+            Expr::VarRef(v) => Some(v.as_str()),
+            _ => None,
+        })
+        .collect();
+    match (tags, aux) {
+        (Some(tags), Some(aux)) => Ok(Some(SelectN {
+            name,
+            field,
+            tags,
+            n: *n as usize,
+            at,
+            aux,
+        })),
+        _ => Err(unsupported()),
+    }
+}
+
+/// Functions of InfluxQL 1.6 that torc does not implement (the rest of 1.6's are above).
+const INFLUXQL_ONLY: &[&str] = &["sample", "elapsed", "holt_winters", "holt_winters_with_fit"];
+
+/// Math functions of one value (two for `atan2`, `log` and `pow`), applied per row or to
+/// aggregates.
+const MATH: &[&str] = &[
+    "abs", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "exp", "log", "ln", "log2",
+    "log10", "sqrt", "pow", "floor", "ceil", "round",
+];
+
+fn math_arity(name: &str) -> usize {
+    if matches!(name, "atan2" | "log" | "pow") {
+        2
+    } else {
+        1
+    }
+}
+
+/// Applies a math function; null in, null out. `abs`, `floor`, `ceil` and `round` keep an
+/// integer an integer.
+fn math(name: &str, args: &[Val]) -> Val {
+    if args.len() != math_arity(name) || args.iter().any(Val::is_null) {
+        return Val::Null;
+    }
+    if let [Val::Int(i)] = args {
+        match name {
+            "abs" => return Val::Int(i.wrapping_abs()),
+            "floor" | "ceil" | "round" => return Val::Int(*i),
+            _ => {}
+        }
+    }
+    let Some(x) = args[0].as_f64() else {
+        return Val::Null;
+    };
+    let y = args.get(1).and_then(Val::as_f64).unwrap_or(0.0);
+    Val::Float(match name {
+        "abs" => x.abs(),
+        "sin" => x.sin(),
+        "cos" => x.cos(),
+        "tan" => x.tan(),
+        "asin" => x.asin(),
+        "acos" => x.acos(),
+        "atan" => x.atan(),
+        "atan2" => x.atan2(y),
+        "exp" => x.exp(),
+        "log" => x.ln() / y.ln(),
+        "ln" => x.ln(),
+        "log2" => x.log2(),
+        "log10" => x.log10(),
+        "sqrt" => x.sqrt(),
+        "pow" => x.powf(y),
+        "floor" => x.floor(),
+        "ceil" => x.ceil(),
+        "round" => x.round(),
+        _ => return Val::Null,
+    })
+}
 
 fn is_call_kind(e: &Expr, kinds: &[&str]) -> bool {
     matches!(e.unparen(), Expr::Call { name, .. } if kinds.contains(&name.as_str()))
@@ -931,11 +1291,146 @@ struct Group<'a> {
     sids: Vec<u32>,
 }
 
+/// Runs a subquery and holds its rows in an in-memory shard: each result series becomes a
+/// series of the measurement it names, with its tags, and each non-null column a field. As in
+/// InfluxDB 1.x, an inner query without a time condition gets the outer query's time range, and
+/// the rows of a raw (non-aggregate) inner query keep all the tags of their series.
+fn subquery_shard(
+    db: &Tsdb,
+    inner: &Select,
+    outer_condition: Option<&Expr>,
+    default_db: Option<&str>,
+    now: i64,
+) -> ExecResult<Arc<Shard>> {
+    let mut inner = inner.clone();
+    // The points of a raw inner query keep all their tags, as InfluxDB's do.
+    let inner_agg = inner.fields.iter().any(|f| {
+        contains_call(&f.expr, AGGREGATES)
+            || contains_call(&f.expr, TRANSFORMS)
+            || contains_call(&f.expr, SELECT_N)
+    });
+    // Grouping by every tag makes LIMIT/OFFSET count per series; a raw inner query without
+    // tag dimensions limits its merged rows instead, so those are applied here, after merging.
+    let mut merged_limit = None;
+    if !inner_agg {
+        if inner
+            .dimensions
+            .iter()
+            .all(|d| matches!(d, Dimension::Time { .. }))
+            && (inner.limit > 0 || inner.offset > 0)
+        {
+            merged_limit = Some((inner.limit, inner.offset));
+            inner.limit = 0;
+            inner.offset = 0;
+        }
+        inner
+            .dimensions
+            .retain(|d| matches!(d, Dimension::Time { .. }));
+        inner.dimensions.push(Dimension::Wildcard);
+    }
+    if let Some(c) = outer_condition
+        && !inner.condition.as_ref().is_some_and(refers_to_time)
+    {
+        let (min, max, _) = extract_time(c, now)?;
+        let bound = |op, t| Expr::Binary {
+            op,
+            lhs: Box::new(Expr::VarRef("time".into())),
+            rhs: Box::new(Expr::Integer(t)),
+        };
+        let mut conds: Vec<Expr> = inner.condition.take().into_iter().collect();
+        if min != i64::MIN {
+            conds.push(bound(BinOp::Gte, min));
+        }
+        if max != i64::MAX {
+            conds.push(bound(BinOp::Lte, max));
+        }
+        inner.condition = conds.into_iter().reduce(|a, b| Expr::Binary {
+            op: BinOp::And,
+            lhs: Box::new(Expr::Paren(Box::new(a))),
+            rhs: Box::new(b),
+        });
+    }
+    let mut results = select(db, &inner, default_db)?;
+    if let Some((limit, offset)) = merged_limit {
+        // Raw rows merge ordered by (time, series key), as in a raw query's answer.
+        let mut order: Vec<(i64, String, usize, usize)> = Vec::new();
+        for (i, rs) in results.iter().enumerate() {
+            let tags: Vec<(String, String)> =
+                rs.tags.clone().unwrap_or_default().into_iter().collect();
+            let key = crate::lineproto::series_key(rs.name.as_deref().unwrap_or(""), &tags);
+            for (j, row) in rs.values.iter().enumerate() {
+                if let Some(Val::Time(t) | Val::Int(t)) = row.first() {
+                    order.push((*t, key.clone(), i, j));
+                }
+            }
+        }
+        order.sort();
+        if inner.descending {
+            order.reverse();
+        }
+        let keep: std::collections::HashSet<(usize, usize)> = limit_offset(order, limit, offset)
+            .into_iter()
+            .map(|(_, _, i, j)| (i, j))
+            .collect();
+        for (i, rs) in results.iter_mut().enumerate() {
+            let rows = std::mem::take(&mut rs.values);
+            rs.values = rows
+                .into_iter()
+                .enumerate()
+                .filter(|(j, _)| keep.contains(&(i, *j)))
+                .map(|(_, r)| r)
+                .collect();
+        }
+    }
+    let mut points = Vec::new();
+    for rs in results {
+        let measurement = rs.name.unwrap_or_default();
+        let tags: Vec<(String, String)> = rs.tags.unwrap_or_default().into_iter().collect();
+        for row in rs.values {
+            let time = match row.first() {
+                Some(Val::Time(t) | Val::Int(t)) => *t,
+                _ => continue,
+            };
+            let fields: Vec<(String, FieldValue)> = rs
+                .columns
+                .iter()
+                .zip(&row)
+                .skip(1)
+                .filter_map(|(c, v)| {
+                    let v = match v {
+                        Val::Float(f) => FieldValue::Float(*f),
+                        Val::Int(i) | Val::Time(i) => FieldValue::Int(*i),
+                        Val::Str(s) => FieldValue::Str(s.clone()),
+                        Val::Bool(b) => FieldValue::Bool(*b),
+                        Val::Null => return None,
+                    };
+                    Some((c.clone(), v))
+                })
+                .collect();
+            if !fields.is_empty() {
+                points.push(crate::model::Point {
+                    measurement: measurement.clone(),
+                    tags: tags.clone(),
+                    fields,
+                    time,
+                });
+            }
+        }
+    }
+    Ok(Shard::in_memory(&points))
+}
+
 fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<ResultSeries>> {
     let now = now_ns();
     // Resolve the shards and measurements.
     let mut targets: Vec<(Arc<Shard>, String)> = Vec::new();
     for src in &sel.sources {
+        if let Source::Subquery(inner) = src {
+            let shard = subquery_shard(db, inner, sel.condition.as_ref(), default_db, now)?;
+            let names: Vec<String> = shard.read().index.measurements.keys().cloned().collect();
+            targets.extend(names.into_iter().map(|n| (shard.clone(), n)));
+            continue;
+        }
         let (sdb, srp) = match src {
             Source::Measurement {
                 database,
@@ -947,6 +1442,7 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                 retention_policy,
                 ..
             } => (database.clone(), retention_policy.clone()),
+            Source::Subquery(_) => continue,
         };
         let dbname = match sdb.as_deref().or(default_db) {
             Some(d) if !d.is_empty() => d.to_string(),
@@ -974,17 +1470,67 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
     }
     targets.sort_by(|a, b| a.1.cmp(&b.1));
 
-    let is_agg = sel
-        .fields
-        .iter()
-        .any(|f| contains_call(&f.expr, AGGREGATES) || contains_call(&f.expr, TRANSFORMS));
+    // A function torc does not evaluate would otherwise answer nulls, silently.
+    for f in &sel.fields {
+        let mut bad = None;
+        f.expr.walk(&mut |e| {
+            if let Expr::Call { name, .. } = e
+                && !AGGREGATES.contains(&name.as_str())
+                && !TRANSFORMS.contains(&name.as_str())
+                && !SELECT_N.contains(&name.as_str())
+                && !MATH.contains(&name.as_str())
+                && bad.is_none()
+            {
+                bad = Some(name.clone());
+            }
+        });
+        let mut arity = None;
+        f.expr.walk(&mut |e| {
+            if let Expr::Call { name, args } = e
+                && MATH.contains(&name.as_str())
+                && args.len() != math_arity(name)
+                && arity.is_none()
+            {
+                arity = Some(format!(
+                    "invalid number of arguments for {name}, expected {}, got {}",
+                    math_arity(name),
+                    args.len()
+                ));
+            }
+        });
+        if let Some(e) = arity {
+            return Err(e);
+        }
+        if let Some(name) = bad {
+            return Err(if INFLUXQL_ONLY.contains(&name.as_str()) {
+                format!("unsupported function {name}(): torc tsdb does not implement it")
+            } else {
+                format!("undefined function {name}()")
+            });
+        }
+    }
+    let top_n = select_n(&sel.fields)?;
+    if let Some(t) = &top_n
+        && sel.limit > 0
+        && t.n > sel.limit
+    {
+        return Err(format!(
+            "limit ({}) in {} function can not be larger than the LIMIT ({}) in the select statement",
+            t.n, t.name, sel.limit
+        ));
+    }
+    let is_agg = sel.fields.iter().any(|f| {
+        contains_call(&f.expr, AGGREGATES)
+            || contains_call(&f.expr, TRANSFORMS)
+            || contains_call(&f.expr, SELECT_N)
+    });
     let has_time_group = sel
         .dimensions
         .iter()
         .any(|d| matches!(d, Dimension::Time { .. }));
     if is_agg {
         for f in &sel.fields {
-            if has_bare_ref(&f.expr) {
+            if has_bare_ref(&f.expr) && top_n.is_none() {
                 return Err("mixing aggregate and non-aggregate queries is not supported".into());
             }
         }
@@ -1022,6 +1568,8 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
     // Wildcard expansion uses the union over all target measurements.
     let mut all_fields: BTreeMap<String, FieldType> = BTreeMap::new();
     let mut all_tags: BTreeSet<String> = BTreeSet::new();
+    // `SELECT *` over a subquery names its columns only, not its tags (as in InfluxDB 1.6).
+    let mut wildcard_tags: BTreeSet<String> = BTreeSet::new();
     for (shard, m) in &targets {
         let st = shard.read();
         if let Some(mi) = st.index.measurements.get(m) {
@@ -1029,6 +1577,9 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                 all_fields.entry(f.clone()).or_insert(*t);
             }
             all_tags.extend(mi.tags.keys().cloned());
+            if !shard.is_in_memory() {
+                wildcard_tags.extend(mi.tags.keys().cloned());
+            }
         }
     }
     // Group-by tag keys.
@@ -1053,7 +1604,12 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
         if f.expr == Expr::Wildcard {
             let mut names: BTreeSet<String> = all_fields.keys().cloned().collect();
             if !is_agg {
-                names.extend(all_tags.iter().filter(|t| !group_keys.contains(t)).cloned());
+                names.extend(
+                    wildcard_tags
+                        .iter()
+                        .filter(|t| !group_keys.contains(t))
+                        .cloned(),
+                );
             }
             for n in names {
                 fields.push(Field {
@@ -1068,9 +1624,14 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
     if fields.is_empty() {
         return Ok(Vec::new());
     }
-    let columns: Vec<String> = std::iter::once("time".to_string())
+    let mut columns: Vec<String> = std::iter::once("time".to_string())
         .chain(dedupe_names(fields.iter().map(column_name).collect()))
         .collect();
+    // top(field, tag, N) shows the tags after its own column.
+    if let Some(t) = &top_n {
+        let at = (t.at + 2).min(columns.len());
+        columns.splice(at..at, t.tags.iter().map(|t| t.to_string()));
+    }
 
     let mut out: Vec<ResultSeries> = Vec::new();
     for (shard, m) in &targets {
@@ -1178,9 +1739,16 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
         for g in groups.values() {
             // Load rows: (time, series index) keys over one flat array of field values.
             let mut rows = Rows::new(needed.len());
+            // A subquery got the outer time range already; its rows are not cut again (a
+            // bucket that starts before the lower bound keeps its row, as in InfluxDB 1.6).
+            let (lo, hi) = if shard.is_in_memory() {
+                (i64::MIN, i64::MAX)
+            } else {
+                (tmin, tmax)
+            };
             for (si, &sid) in g.sids.iter().enumerate() {
                 let cols = st
-                    .columns(sid, &needed_refs, tmin, tmax)
+                    .columns(sid, &needed_refs, lo, hi)
                     .map_err(|e| e.to_string())?;
                 rows.append_series(&cols, si);
             }
@@ -1275,6 +1843,7 @@ fn contains_call(e: &Expr, kinds: &[&str]) -> bool {
 fn has_bare_ref(e: &Expr) -> bool {
     match e {
         Expr::VarRef(_) | Expr::Wildcard => true,
+        Expr::Call { name, args } if MATH.contains(&name.as_str()) => args.iter().any(has_bare_ref),
         Expr::Call { .. } => false,
         Expr::Paren(x) => has_bare_ref(x),
         Expr::Binary { lhs, rhs, .. } => has_bare_ref(lhs) || has_bare_ref(rhs),
@@ -1492,6 +2061,96 @@ fn aggregate(
             }
         }
     };
+    // top/bottom: the N greatest (least) values of each bucket, ties to the earlier point
+    // (with tag arguments, first the best point of each distinct tag combination), shown in time
+    // order, each at its own time with the tags and fields asked beside it (InfluxDB 1.6).
+    if let Some(sn) = select_n(fields)? {
+        let tag_of = |k: &RowKey, tag: &str| -> Val {
+            g.series[k.series]
+                .tag(tag)
+                .map_or(Val::Null, |v| Val::Str(v.to_string()))
+        };
+        let mut per_bucket: Vec<Vec<(i64, Val, usize)>> = vec![Vec::new(); nb];
+        if let Some(vi) = needed.iter().position(|n| n == sn.field) {
+            for (ki, k) in rows.keys.iter().enumerate() {
+                let Some(v) = rows.values_of(k)[vi].clone() else {
+                    continue;
+                };
+                let v = Val::from_field(v);
+                if v.as_f64().is_none() {
+                    let go_type = match v {
+                        Val::Bool(_) => "boolean",
+                        _ => "string",
+                    };
+                    return Err(format!(
+                        "unsupported {} iterator type: *query.{go_type}InterruptIterator",
+                        sn.name
+                    ));
+                }
+                if let Some(b) = bucket_of(k.time) {
+                    per_bucket[b].push((k.time, v, ki));
+                }
+            }
+        }
+        let top = sn.name == "top";
+        let rank = |a: &(i64, Val, usize), b: &(i64, Val, usize)| {
+            let (x, y) = (a.1.as_f64().unwrap_or(0.0), b.1.as_f64().unwrap_or(0.0));
+            let by_value = if top {
+                y.total_cmp(&x)
+            } else {
+                x.total_cmp(&y)
+            };
+            by_value.then(a.0.cmp(&b.0))
+        };
+        // ORDER BY time DESC reverses the buckets; a bucket's points stay in time order.
+        if sel.descending {
+            per_bucket.reverse();
+        }
+        let mut out = Vec::new();
+        for mut pts in per_bucket {
+            if !sn.tags.is_empty() {
+                let mut best: BTreeMap<Vec<String>, (i64, Val, usize)> = BTreeMap::new();
+                for p in pts {
+                    let k = &rows.keys[p.2];
+                    let key: Vec<String> = sn
+                        .tags
+                        .iter()
+                        .map(|t| g.series[k.series].tag(t).unwrap_or("").to_string())
+                        .collect();
+                    match best.get(&key) {
+                        Some(cur) if rank(&p, cur) != std::cmp::Ordering::Less => {}
+                        _ => {
+                            best.insert(key, p);
+                        }
+                    }
+                }
+                pts = best.into_values().collect();
+            }
+            pts.sort_by(rank);
+            pts.truncate(sn.n);
+            pts.sort_by_key(|p| p.0);
+            for (t, v, ki) in pts {
+                let k = &rows.keys[ki];
+                let mut row = vec![Val::Time(t)];
+                let mut aux = sn.aux.iter();
+                for i in 0..=sn.aux.len() {
+                    if i == sn.at {
+                        row.push(v.clone());
+                        row.extend(sn.tags.iter().map(|tag| tag_of(k, tag)));
+                    } else if let Some(name) = aux.next() {
+                        row.push(match needed.iter().position(|n| n == name) {
+                            Some(i) => rows.values_of(k)[i]
+                                .clone()
+                                .map_or(Val::Null, Val::from_field),
+                            None => tag_of(k, name),
+                        });
+                    }
+                }
+                out.push(row);
+            }
+        }
+        return Ok(limit_offset(out, sel.limit, sel.offset));
+    }
     // Per projection: a column of bucket values (and, for a lone selector, its point time).
     let lone_selector =
         time_dim.is_none() && fields.len() == 1 && is_call_kind(&fields[0].expr, SELECTORS);
@@ -1547,7 +2206,7 @@ fn aggregate(
         if let Some((name, args)) = transform_name {
             // Over GROUP BY time, the default unit is the interval (InfluxDB 1.x).
             let unit = match (args.len() < 2, interval) {
-                (true, Some(iv)) => iv,
+                (true, Some(iv)) if name.contains("derivative") => iv,
                 _ => transform_unit(&name, &args)?,
             };
             let pts: Vec<Pt> = col
@@ -1595,7 +2254,9 @@ fn aggregate(
                     Fill::Linear if interval.is_some() => v = linear(col, b),
                     _ => {}
                 }
-                if v.is_null() && is_count[c] && sel.fill != Fill::None {
+                // The fill of GROUP BY time gives count 0 (InfluxDB 1.6); without an
+                // interval a count over no values stays null.
+                if v.is_null() && is_count[c] && sel.fill != Fill::None && interval.is_some() {
                     v = Val::Int(0);
                 }
             } else {
@@ -1641,7 +2302,26 @@ fn linear(col: &[Val], b: usize) -> Val {
     }
 }
 
+/// The unit of a derivative (a duration, 1s by default), or the window of `moving_average`.
 fn transform_unit(name: &str, args: &[Expr]) -> ExecResult<i64> {
+    if name == "moving_average" {
+        return match args.get(1).map(|a| a.unparen()) {
+            Some(Expr::Integer(n)) if *n > 1 => Ok(*n),
+            Some(Expr::Integer(n)) => Err(format!(
+                "moving_average window must be greater than 1, got {n}"
+            )),
+            _ => Err(format!(
+                "invalid number of arguments for moving_average, expected 2, got {}",
+                args.len()
+            )),
+        };
+    }
+    if name == "cumulative_sum" && args.len() != 1 {
+        return Err(format!(
+            "invalid number of arguments for cumulative_sum, expected 1, got {}",
+            args.len()
+        ));
+    }
     match args.get(1).map(|a| a.unparen()) {
         None => Ok(1_000_000_000),
         Some(Expr::Duration(d)) if *d > 0 => Ok(*d),
@@ -1650,6 +2330,36 @@ fn transform_unit(name: &str, args: &[Expr]) -> ExecResult<i64> {
 }
 
 fn transform(name: &str, pts: &[Pt], unit: i64) -> Vec<Pt> {
+    if name == "cumulative_sum" {
+        let mut acc: Option<Val> = None;
+        return pts
+            .iter()
+            .filter_map(|p| {
+                let next = match (&acc, &p.v) {
+                    (None, v @ (Val::Int(_) | Val::Float(_))) => v.clone(),
+                    (Some(Val::Int(a)), Val::Int(b)) => Val::Int(a.wrapping_add(*b)),
+                    (Some(a), b) => Val::Float(a.as_f64()? + b.as_f64()?),
+                    (None, _) => return None,
+                };
+                acc = Some(next.clone());
+                Some(Pt { t: p.t, v: next })
+            })
+            .collect();
+    }
+    if name == "moving_average" {
+        let n = unit.max(1) as usize;
+        let nums: Vec<(i64, f64)> = pts
+            .iter()
+            .filter_map(|p| p.v.as_f64().map(|v| (p.t, v)))
+            .collect();
+        return nums
+            .windows(n)
+            .map(|w| Pt {
+                t: w[n - 1].0,
+                v: Val::Float(w.iter().map(|(_, v)| v).sum::<f64>() / n as f64),
+            })
+            .collect();
+    }
     let mut out = Vec::new();
     let mut prev: Option<&Pt> = None;
     for p in pts {
@@ -1694,6 +2404,13 @@ fn eval_agg_expr(
     sel_time: Option<&mut Option<i64>>,
 ) -> ExecResult<Val> {
     match e.unparen() {
+        Expr::Call { name, args } if MATH.contains(&name.as_str()) => {
+            let vals = args
+                .iter()
+                .map(|a| eval_agg_expr(a, pts_of, None))
+                .collect::<ExecResult<Vec<Val>>>()?;
+            Ok(math(name, &vals))
+        }
         Expr::Call { name, args } => {
             let field = match args.first().map(|a| a.unparen()) {
                 Some(Expr::VarRef(f)) => f.clone(),

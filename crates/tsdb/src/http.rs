@@ -3,6 +3,11 @@
 //! Invariants: request bytes never cause a panic; every error is answered with InfluxDB's
 //! status and JSON (`{"error":"..."}`) or, on the 0.8 endpoints, 0.8's plain-text message; the
 //! server keeps serving after any bad request.
+//!
+//! gzip, as influxd 1.6 does it: a `/write` body with `Content-Encoding: gzip` is inflated
+//! (bounded by [`MAX_BODY`] *after* inflation, so a gzip bomb is a 413, not an allocation;
+//! damaged gzip is a 400 with Go's error text and writes nothing), and a successful `/query`
+//! answer is gzip-compressed when `Accept-Encoding` mentions gzip.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -153,7 +158,91 @@ async fn ping() -> Response {
     with_headers(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn write(State(db): State<Arc<Tsdb>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+/// True when the request's `Content-Encoding` is gzip (Telegraf's default).
+fn gzip_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"))
+}
+
+/// True when the client accepts a gzip response. Like influxd 1.6 (`gzipFilter`), any mention
+/// of `gzip` in `Accept-Encoding` counts.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"))
+}
+
+/// Why a gzip request body was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GunzipError {
+    /// Damaged or truncated gzip; the text is what Go's `compress/gzip` says, as influxd
+    /// answers it.
+    Invalid(String),
+    /// The body inflates to more than the limit (a gzip bomb, or simply too much).
+    TooLarge,
+}
+
+/// Inflates a gzip body (several members, as Go's reader accepts), refusing to produce more than
+/// `limit` bytes: the bound applies to the *decompressed* size, so a small bomb cannot exhaust
+/// memory.
+pub fn gunzip_bounded(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let mut dec = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    match dec.read_to_end(&mut out) {
+        Ok(_) if out.len() > limit => Err(GunzipError::TooLarge),
+        Ok(_) => Ok(out),
+        Err(e) => Err(GunzipError::Invalid(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "unexpected EOF".to_string(),
+            _ => {
+                let t = e.to_string();
+                if t.contains("header") {
+                    "gzip: invalid header".to_string()
+                } else if t.contains("checksum") || t.contains("CRC") || t.contains("crc") {
+                    "gzip: invalid checksum".to_string()
+                } else {
+                    format!("flate: corrupt input ({t})")
+                }
+            }
+        })),
+    }
+}
+
+/// Gzip-compresses a response body (fast level: query latency matters more than bytes).
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default()
+}
+
+async fn write(
+    State(db): State<Arc<Tsdb>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let body = if gzip_encoded(&headers) {
+        match db.cpu_bound(|| gunzip_bounded(&body, MAX_BODY)).await {
+            Ok(b) => Bytes::from(b),
+            Err(GunzipError::Invalid(e)) => return error_response(StatusCode::BAD_REQUEST, &e),
+            Err(GunzipError::TooLarge) => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "http: request body too large",
+                );
+            }
+        }
+    } else {
+        body
+    };
     let params = parse_form(q.as_deref().unwrap_or(""));
     let dbname = params.get("db").map(String::as_str).unwrap_or("");
     if dbname.is_empty() {
@@ -261,6 +350,15 @@ async fn query(
             (total - executed).as_micros(),
             body.len()
         );
+    }
+    if accepts_gzip(&headers) {
+        // Not through `cpu_bound`: a query answer should not queue behind write batches.
+        let bytes = crate::storage::blocking(|| gzip(body.as_bytes()));
+        let mut r = json_response(StatusCode::OK, String::new());
+        *r.body_mut() = axum::body::Body::from(bytes);
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        return r;
     }
     json_response(StatusCode::OK, body)
 }

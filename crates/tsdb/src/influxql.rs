@@ -28,6 +28,8 @@ pub enum Statement {
     ShowDatabases,
     ShowMeasurements {
         on: Option<String>,
+        /// `WITH MEASUREMENT = name` or `=~ /regex/` (empty: all).
+        sources: Vec<Source>,
         condition: Option<Expr>,
         limit: usize,
         offset: usize,
@@ -61,11 +63,47 @@ pub enum Statement {
     ShowRetentionPolicies {
         on: Option<String>,
     },
+    ShowSeriesCardinality {
+        on: Option<String>,
+    },
+    ShowMeasurementCardinality {
+        on: Option<String>,
+    },
+    /// torc has no users: always an empty list.
+    ShowUsers,
+    /// torc has no continuous queries: an empty list per database.
+    ShowContinuousQueries,
     CreateDatabase {
         name: String,
     },
     DropDatabase {
         name: String,
+    },
+    /// `DROP SERIES [FROM ...] [WHERE <tag conditions>]` (at least one of the two).
+    DropSeries {
+        sources: Vec<Source>,
+        condition: Option<Expr>,
+    },
+    /// `DELETE [FROM ...] [WHERE <tag conditions and time bounds>]` (at least one of the two).
+    Delete {
+        sources: Vec<Source>,
+        condition: Option<Expr>,
+    },
+    DropMeasurement {
+        name: String,
+    },
+    DropRetentionPolicy {
+        name: String,
+        database: String,
+    },
+    /// `ALTER RETENTION POLICY`: only the options given change.
+    AlterRetentionPolicy {
+        name: String,
+        database: String,
+        duration: Option<i64>,
+        replication: Option<i64>,
+        shard_duration: Option<i64>,
+        default: bool,
     },
     CreateRetentionPolicy {
         name: String,
@@ -118,6 +156,8 @@ pub enum Source {
         retention_policy: Option<String>,
         regex: String,
     },
+    /// `FROM (SELECT ...)`: the inner query's rows, as a measurement per result name.
+    Subquery(Box<Select>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -649,7 +689,13 @@ struct Parser<'a> {
     lx: Lexer<'a>,
     /// One token of look-ahead (token, start offset).
     peeked: Option<(Tok, usize)>,
+    /// Current nesting of expressions and subqueries, bounded by [`MAX_NESTING`] so that no
+    /// query can exhaust the stack.
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses, calls and subqueries a query may have.
+const MAX_NESTING: usize = 100;
 
 type PResult<T> = Result<T, ParseError>;
 
@@ -658,6 +704,7 @@ pub fn parse_query(src: &str) -> PResult<Vec<Statement>> {
     let mut p = Parser {
         lx: Lexer { src, pos: 0 },
         peeked: None,
+        depth: 0,
     };
     let mut out = Vec::new();
     loop {
@@ -771,12 +818,86 @@ impl<'a> Parser<'a> {
             Tok::Keyword("SELECT") => Ok(Statement::Select(Box::new(self.select()?))),
             Tok::Keyword("SHOW") => self.show(),
             Tok::Keyword("CREATE") => self.create(),
+            Tok::Keyword("ALTER") => {
+                self.expect_kw("RETENTION")?;
+                self.expect_kw("POLICY")?;
+                let name = self.ident()?;
+                self.expect_kw("ON")?;
+                let database = self.ident()?;
+                let (mut duration, mut replication, mut shard_duration) = (None, None, None);
+                let mut default = false;
+                let mut any = false;
+                loop {
+                    let (t, pos) = self.peek();
+                    match t {
+                        Tok::Keyword("DURATION") => {
+                            self.bump();
+                            duration = Some(self.duration_or_inf()?);
+                        }
+                        Tok::Keyword("REPLICATION") => {
+                            self.bump();
+                            let (t, pos) = self.next();
+                            replication = Some(match t {
+                                Tok::Int(n) if n >= 1 => n,
+                                other => return Err(self.err_at(&other, pos, &["integer"])),
+                            });
+                        }
+                        Tok::Keyword("SHARD") => {
+                            self.bump();
+                            self.expect_kw("DURATION")?;
+                            shard_duration = Some(self.duration_or_inf()?);
+                        }
+                        Tok::Keyword("DEFAULT") => {
+                            self.bump();
+                            default = true;
+                        }
+                        other if !any => {
+                            self.bump();
+                            return Err(self.err_at(
+                                &other,
+                                pos,
+                                &["DURATION", "REPLICATION", "SHARD", "DEFAULT"],
+                            ));
+                        }
+                        _ => break,
+                    }
+                    any = true;
+                }
+                Ok(Statement::AlterRetentionPolicy {
+                    name,
+                    database,
+                    duration,
+                    replication,
+                    shard_duration,
+                    default,
+                })
+            }
+            Tok::Keyword("DELETE") => {
+                let (sources, condition) = self.sources_or_condition()?;
+                Ok(Statement::Delete { sources, condition })
+            }
             Tok::Keyword("DROP") => {
                 let (t, pos) = self.next();
                 match t {
                     Tok::Keyword("DATABASE") => Ok(Statement::DropDatabase {
                         name: self.ident()?,
                     }),
+                    Tok::Keyword("SERIES") => {
+                        let (sources, condition) = self.sources_or_condition()?;
+                        Ok(Statement::DropSeries { sources, condition })
+                    }
+                    Tok::Keyword("MEASUREMENT") => Ok(Statement::DropMeasurement {
+                        name: self.ident()?,
+                    }),
+                    Tok::Keyword("RETENTION") => {
+                        self.expect_kw("POLICY")?;
+                        let name = self.ident()?;
+                        self.expect_kw("ON")?;
+                        Ok(Statement::DropRetentionPolicy {
+                            name,
+                            database: self.ident()?,
+                        })
+                    }
                     other => Err(self.err_at(
                         &other,
                         pos,
@@ -821,6 +942,18 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `FROM <sources> [WHERE <cond>]` or `WHERE <cond>` (`DELETE`, `DROP SERIES`).
+    fn sources_or_condition(&mut self) -> PResult<(Vec<Source>, Option<Expr>)> {
+        if self.peek_kw("FROM") || self.peek_kw("WHERE") {
+            let sources = self.opt_from()?;
+            let condition = self.opt_where()?;
+            Ok((sources, condition))
+        } else {
+            let (t, pos) = self.next();
+            Err(self.err_at(&t, pos, &["FROM", "WHERE"]))
+        }
+    }
+
     fn opt_where(&mut self) -> PResult<Option<Expr>> {
         if self.peek_kw("WHERE") {
             self.bump();
@@ -850,14 +983,51 @@ impl<'a> Parser<'a> {
             Tok::Keyword("DATABASES") => Ok(Statement::ShowDatabases),
             Tok::Keyword("MEASUREMENTS") => {
                 let on = self.on_clause()?;
+                let mut sources = Vec::new();
+                if self.peek_kw("WITH") {
+                    self.bump();
+                    self.expect_kw("MEASUREMENT")?;
+                    let (t, pos) = self.next();
+                    match t {
+                        Tok::Op(BinOp::Eq) => sources.push(self.source()?),
+                        Tok::Op(BinOp::EqRegex) => {
+                            let (r, rpos) = self.next_regex();
+                            match r {
+                                Tok::Regex(regex) => sources.push(Source::Regex {
+                                    database: None,
+                                    retention_policy: None,
+                                    regex,
+                                }),
+                                other => return Err(self.err_at(&other, rpos, &["regex"])),
+                            }
+                        }
+                        other => return Err(self.err_at(&other, pos, &["=", "=~"])),
+                    }
+                }
                 let condition = self.opt_where()?;
                 let (limit, offset) = self.limit_offset()?;
                 Ok(Statement::ShowMeasurements {
                     on,
+                    sources,
                     condition,
                     limit,
                     offset,
                 })
+            }
+            Tok::Keyword("SERIES") if self.peek_kw("CARDINALITY") => {
+                self.bump();
+                let on = self.on_clause()?;
+                Ok(Statement::ShowSeriesCardinality { on })
+            }
+            Tok::Keyword("MEASUREMENT") => {
+                self.expect_kw("CARDINALITY")?;
+                let on = self.on_clause()?;
+                Ok(Statement::ShowMeasurementCardinality { on })
+            }
+            Tok::Keyword("USERS") => Ok(Statement::ShowUsers),
+            Tok::Keyword("CONTINUOUS") => {
+                self.expect_kw("QUERIES")?;
+                Ok(Statement::ShowContinuousQueries)
             }
             Tok::Keyword("SERIES") => {
                 let on = self.on_clause()?;
@@ -1243,6 +1413,15 @@ impl<'a> Parser<'a> {
         loop {
             let (t, pos) = self.next_regex();
             match t {
+                Tok::LParen if segs.is_empty() => {
+                    self.expect_kw("SELECT")?;
+                    let inner = self.nested(|p| p.select())?;
+                    let (t, pos) = self.next();
+                    if t != Tok::RParen {
+                        return Err(self.err_at(&t, pos, &[")"]));
+                    }
+                    return Ok(Source::Subquery(Box::new(inner)));
+                }
                 Tok::Regex(r) => {
                     let (database, retention_policy) = db_rp(&segs);
                     return Ok(Source::Regex {
@@ -1284,7 +1463,24 @@ impl<'a> Parser<'a> {
     }
 
     /// Pratt-style binary expression parser.
+    /// Runs `f` one nesting level deeper, refusing past [`MAX_NESTING`].
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> PResult<T>) -> PResult<T> {
+        if self.depth >= MAX_NESTING {
+            return Err(ParseError(format!(
+                "query nested too deeply (more than {MAX_NESTING} levels)"
+            )));
+        }
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
     fn expr(&mut self, min_prec: u8) -> PResult<Expr> {
+        self.nested(|p| p.expr_at(min_prec))
+    }
+
+    fn expr_at(&mut self, min_prec: u8) -> PResult<Expr> {
         let mut lhs = self.unary()?;
         loop {
             let (t, _) = self.peek();

@@ -3,7 +3,11 @@
 //! What it is: a single-node store that speaks InfluxDB's 1.x HTTP API (line protocol writes,
 //! InfluxQL queries) and the 0.8 `/db/<db>/series` API the original ToRC data plane used.
 //! What it is not: a cluster, an authentication layer (`u`/`p` are accepted and ignored), or a
-//! full InfluxQL (no subqueries, continuous queries, `INTO`, `DELETE`, users).
+//! full InfluxQL (no continuous queries, `INTO`, users, nor the functions `sample`, `elapsed`
+//! and `holt_winters`: asking for one is an error). `DROP SERIES`, `DELETE` and
+//! `DROP MEASUREMENT` are supported (durable, see [`storage`]), and so are subqueries
+//! (`FROM (SELECT ...)`, see [`exec`]); `/write` accepts gzip bodies and `/query` answers gzip
+//! to clients that accept it.
 //!
 //! Code map:
 //! * [`lineproto`]: line-protocol parser (InfluxDB 1.6 error texts);
@@ -15,7 +19,9 @@
 //!
 //! Invariants (details in each module): an acknowledged write is durable (WAL fsync before the
 //! answer); storage fails closed (unknown format versions and damaged files refuse to open, a
-//! failed fsync makes the store refuse writes); no request bytes can panic the server.
+//! failed fsync makes the store refuse writes); a deletion, once acknowledged, is never undone
+//! by a crash, a restart or a compaction; no request bytes can panic the server, and a gzip
+//! body is bounded by its inflated size.
 
 pub mod encoding;
 pub mod error;

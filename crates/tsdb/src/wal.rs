@@ -1,7 +1,8 @@
 //! Write-ahead log with group commit.
 //!
 //! Layout: `wal/<seq:020>.wal` files, each starting with `TSDBWAL\0` + u32 LE version, then
-//! records `[u32 LE len][u32 LE crc32(payload)][payload]`.
+//! records `[u32 LE len][u32 LE crc32(payload)][payload]`. New files are written as version 2;
+//! version 1 files are read too (see [`WAL_VERSION`]).
 //!
 //! Invariants:
 //! * an append is acknowledged only after its bytes are written and `fdatasync`ed; concurrent
@@ -21,7 +22,10 @@ use tokio::sync::oneshot;
 use crate::Error;
 
 pub const WAL_MAGIC: &[u8; 8] = b"TSDBWAL\0";
-pub const WAL_VERSION: u32 = 1;
+/// Version 2 added record kinds 3 (deletion) and 4 (drop retention policy), which a version-1
+/// reader would take for damage; version-1 files (kinds 1 and 2) are still read.
+pub const WAL_VERSION: u32 = 2;
+const OLDEST_READABLE_VERSION: u32 = 1;
 const HEADER_LEN: usize = 12;
 /// Records larger than this are treated as damage, not as a torn tail of a huge write.
 const MAX_RECORD: usize = 1 << 30;
@@ -91,7 +95,7 @@ pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
         return Err(corrupt("bad magic".into()));
     }
     let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
-    if version != WAL_VERSION {
+    if !(OLDEST_READABLE_VERSION..=WAL_VERSION).contains(&version) {
         return Err(Error::UnsupportedFormat {
             path: path.to_path_buf(),
             found: format!("wal version {version}"),

@@ -15,7 +15,19 @@
 //! bug); GROUP BY time without a lower bound over empty data; the order of rows of different
 //! series with equal timestamps when a *field* condition is present (1.6 then does not order
 //! them by series key); aggregates without a lower time bound report `now() - d` as their time,
-//! which differs between two servers by the time between the two requests.
+//! which differs between two servers by the time between the two requests; a raw transform
+//! (`cumulative_sum`, `difference`, ...) over several series with equal timestamps (1.6 does
+//! not order them by series key either).
+//! Subqueries: 1.6 answers nothing for some forms that torc answers (`last()` over an
+//! aggregating subquery without GROUP BY time, an outer tag condition over a raw subquery,
+//! `top()` over a subquery); with several subquery sources 1.6 merges all their rows into one
+//! series while torc answers one series per source; `SELECT *` over a raw subquery orders rows
+//! of equal timestamps by series key in torc and arbitrarily in 1.6; a query that ends inside a
+//! subquery reports the end-of-input position one character further on in torc.
+//! `top`/`bottom` with LIMIT/OFFSET: 1.6 answers points that are not the top ones (it seems to
+//! apply them to its input); torc applies them to the answer. `top`/`bottom` beside an
+//! expression that is not a bare name, and the 1.6 functions torc lacks (`sample`, `elapsed`,
+//! `holt_winters`), are an error in torc (`unsupported ...`), never silent nulls.
 
 mod common;
 

@@ -180,3 +180,46 @@ pub fn data_path(rel: &str) -> PathBuf {
         .join("tests/data")
         .join(rel)
 }
+
+impl TorcServer {
+    /// Stops the server (a clean shutdown: final flush) and opens the same directory again.
+    pub async fn restart(mut self) -> TorcServer {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        let TorcServer { db, dir, .. } = self;
+        // The last handle: dropping it closes the WAL before the directory is opened again.
+        drop(db);
+        TorcServer::start_in(dir).await
+    }
+
+    /// Starts a server on an existing directory.
+    pub async fn start_in(dir: tempfile::TempDir) -> TorcServer {
+        let db = Arc::new(
+            torc_tsdb::Tsdb::open(dir.path(), torc_tsdb::Options::default()).expect("open"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let d2 = db.clone();
+        let task = tokio::spawn(async move {
+            torc_tsdb::serve(listener, d2, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TorcServer {
+            addr,
+            db,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+}
