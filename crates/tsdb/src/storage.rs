@@ -585,6 +585,23 @@ impl Tsdb {
         *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
+    /// Applies `change` to a copy of the metadata; when it reports a change, persists the copy
+    /// and makes it current. On an error or no change nothing is written. Returns whether
+    /// anything changed.
+    fn update_meta(
+        &self,
+        change: impl FnOnce(&mut MetaFile) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
+        let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = m.clone();
+        if !change(&mut next)? {
+            return Ok(false);
+        }
+        self.persist_meta(&next)?;
+        *m = next;
+        Ok(true)
+    }
+
     fn persist_meta(&self, m: &MetaFile) -> Result<(), Error> {
         let bytes = serde_json::to_vec_pretty(m).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&self.dir, "meta.json", &bytes)
@@ -617,29 +634,28 @@ impl Tsdb {
         if name.is_empty() {
             return Err(Error::Invalid("database name required".into()));
         }
-        let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
-        if m.databases.contains_key(name) {
-            return Ok(());
-        }
-        let mut next = m.clone();
-        let mut rps = BTreeMap::new();
-        rps.insert(
-            "autogen".to_string(),
-            RpMeta {
-                duration_ns: 0,
-                shard_group_ns: shard_group_for(0),
-                replication: 1,
-            },
-        );
-        next.databases.insert(
-            name.to_string(),
-            DbMeta {
-                default_rp: "autogen".into(),
-                rps,
-            },
-        );
-        self.persist_meta(&next)?;
-        *m = next;
+        self.update_meta(|next| {
+            if next.databases.contains_key(name) {
+                return Ok(false);
+            }
+            let mut rps = BTreeMap::new();
+            rps.insert(
+                "autogen".to_string(),
+                RpMeta {
+                    duration_ns: 0,
+                    shard_group_ns: shard_group_for(0),
+                    replication: 1,
+                },
+            );
+            next.databases.insert(
+                name.to_string(),
+                DbMeta {
+                    default_rp: "autogen".into(),
+                    rps,
+                },
+            );
+            Ok(true)
+        })?;
         Ok(())
     }
 
@@ -652,23 +668,22 @@ impl Tsdb {
         default: bool,
     ) -> Result<(), Error> {
         self.check_poison()?;
-        let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = m.clone();
-        let d = next
-            .databases
-            .get_mut(db)
-            .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
-        if let Some(existing) = d.rps.get(name)
-            && *existing != rp
-        {
-            return Err(Error::Invalid("retention policy already exists".into()));
-        }
-        d.rps.insert(name.to_string(), rp);
-        if default {
-            d.default_rp = name.to_string();
-        }
-        self.persist_meta(&next)?;
-        *m = next;
+        self.update_meta(|next| {
+            let d = next
+                .databases
+                .get_mut(db)
+                .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
+            if let Some(existing) = d.rps.get(name)
+                && *existing != rp
+            {
+                return Err(Error::Invalid("retention policy already exists".into()));
+            }
+            d.rps.insert(name.to_string(), rp);
+            if default {
+                d.default_rp = name.to_string();
+            }
+            Ok(true)
+        })?;
         Ok(())
     }
 
@@ -682,22 +697,21 @@ impl Tsdb {
         default: bool,
     ) -> Result<(), Error> {
         self.check_poison()?;
-        let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = m.clone();
-        let d = next
-            .databases
-            .get_mut(db)
-            .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
-        let rp = d
-            .rps
-            .get_mut(name)
-            .ok_or_else(|| Error::RetentionPolicyNotFound(name.to_string()))?;
-        change(rp);
-        if default {
-            d.default_rp = name.to_string();
-        }
-        self.persist_meta(&next)?;
-        *m = next;
+        self.update_meta(|next| {
+            let d = next
+                .databases
+                .get_mut(db)
+                .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
+            let rp = d
+                .rps
+                .get_mut(name)
+                .ok_or_else(|| Error::RetentionPolicyNotFound(name.to_string()))?;
+            change(rp);
+            if default {
+                d.default_rp = name.to_string();
+            }
+            Ok(true)
+        })?;
         Ok(())
     }
 
@@ -709,18 +723,15 @@ impl Tsdb {
         // The flush lock keeps a flush from writing a segment into the directory removed here.
         let _f = self.flush_lock.lock().await;
         let _g = self.gate.write().await;
-        {
-            let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
-            let mut next = m.clone();
-            // Like InfluxDB 1.6, dropping what does not exist (even the database) is no error.
-            let Some(d) = next.databases.get_mut(db) else {
-                return Ok(());
-            };
-            if d.rps.remove(name).is_none() {
-                return Ok(());
-            }
-            self.persist_meta(&next)?;
-            *m = next;
+        // Like InfluxDB 1.6, dropping what does not exist (even the database) is no error.
+        let dropped = self.update_meta(|next| {
+            Ok(next
+                .databases
+                .get_mut(db)
+                .is_some_and(|d| d.rps.remove(name).is_some()))
+        })?;
+        if !dropped {
+            return Ok(());
         }
         let mut rec = vec![4u8];
         put_chunk(&mut rec, db.as_bytes());
@@ -748,16 +759,12 @@ impl Tsdb {
     /// `DROP DATABASE` (idempotent).
     pub async fn drop_database(&self, name: &str) -> Result<(), Error> {
         self.check_poison()?;
+        // As in `drop_retention_policy`: no flush may write a segment into the directory
+        // removed here.
+        let _f = self.flush_lock.lock().await;
         let _g = self.gate.write().await;
-        {
-            let mut m = self.meta.write().unwrap_or_else(|p| p.into_inner());
-            if !m.databases.contains_key(name) {
-                return Ok(());
-            }
-            let mut next = m.clone();
-            next.databases.remove(name);
-            self.persist_meta(&next)?;
-            *m = next;
+        if !self.update_meta(|next| Ok(next.databases.remove(name).is_some()))? {
+            return Ok(());
         }
         let mut rec = vec![2u8];
         put_chunk(&mut rec, name.as_bytes());

@@ -21,30 +21,7 @@ pub struct TorcServer {
 
 impl TorcServer {
     pub async fn start() -> TorcServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Arc::new(
-            torc_tsdb::Tsdb::open(dir.path(), torc_tsdb::Options::default()).expect("open"),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let d2 = db.clone();
-        let task = tokio::spawn(async move {
-            torc_tsdb::serve(listener, d2, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("serve");
-        });
-        TorcServer {
-            addr,
-            db,
-            dir,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        TorcServer::start_in(tempfile::tempdir().expect("tempdir")).await
     }
 
     pub fn url(&self) -> String {
