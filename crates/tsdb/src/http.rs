@@ -223,12 +223,29 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// A body axum would not buffer (over [`MAX_BODY`], or cut short): InfluxDB's JSON error,
+/// not axum's plain text.
+fn body_rejected(r: axum::extract::rejection::BytesRejection) -> Response {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "http: request body too large",
+        )
+    } else {
+        error_response(r.status(), &r.body_text())
+    }
+}
+
 async fn write(
     State(db): State<Arc<Tsdb>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejected(r),
+    };
     let body = if gzip_encoded(&headers) {
         match db.cpu_bound(|| gunzip_bounded(&body, MAX_BODY)).await {
             Ok(b) => Bytes::from(b),
@@ -300,9 +317,13 @@ async fn query(
     method: Method,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     crate::sched::prefer_short_slice();
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejected(r),
+    };
     let mut params = parse_form(q.as_deref().unwrap_or(""));
     if method == Method::POST {
         let ct = headers

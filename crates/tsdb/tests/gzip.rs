@@ -137,6 +137,18 @@ async fn gzip_bomb_is_refused_and_server_keeps_serving() {
     );
     let (s, _) = write_gz(&torc.url(), gz(b"ok v=1 1600000000\n")).await;
     assert_eq!(s, 204);
+    // A plain body over the limit gets the same JSON error (not the HTTP stack's plain text).
+    let r = reqwest::Client::new()
+        .post(format!("{}/write?db=g", torc.url()))
+        .body(vec![b'\n'; torc_tsdb::http::MAX_BODY + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"error":"http: request body too large"}"#
+    );
     // Exactly at the limit is accepted.
     let mut at_limit = vec![b'\n'; torc_tsdb::http::MAX_BODY];
     at_limit[..18].copy_from_slice(b"ok v=2 1600000001\n");
