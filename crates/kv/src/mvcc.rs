@@ -56,6 +56,20 @@ pub struct RevisionEvents {
     pub events: Vec<Event>,
 }
 
+impl RevisionEvents {
+    /// The events as stored (in the log and in redb): without `prev_kv`, which is not kept.
+    pub fn stored_events(&self) -> Vec<Event> {
+        self.events
+            .iter()
+            .map(|e| Event {
+                r#type: e.r#type,
+                kv: e.kv.clone(),
+                prev_kv: None,
+            })
+            .collect()
+    }
+}
+
 /// A change that storage must make durable before the request is acknowledged.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mutation {

@@ -236,15 +236,7 @@ impl Storage {
                 match m {
                     Mutation::Revision(r) => {
                         let rec = RevisionRecord {
-                            events: r
-                                .events
-                                .iter()
-                                .map(|e| Event {
-                                    r#type: e.r#type,
-                                    kv: e.kv.clone(),
-                                    prev_kv: None,
-                                })
-                                .collect(),
+                            events: r.stored_events(),
                         };
                         log.insert(rev_key(r.revision), rec.encode_to_vec().as_slice())
                             .map_err(redb_err)?;

@@ -40,7 +40,6 @@ use prost::Message;
 
 use crate::error::StorageError;
 use crate::mvcc::{Mutation, RevisionEvents};
-use crate::proto::mvccpb::Event;
 use crate::proto::torc::kv::storage::{
     LeaseRecord, WalBatch, WalMutation, WalRevision, wal_mutation::Kind,
 };
@@ -301,15 +300,7 @@ fn encode<'a>(mutations: impl IntoIterator<Item = &'a Mutation>) -> WalBatch {
             kind: Some(match m {
                 Mutation::Revision(r) => Kind::Revision(WalRevision {
                     revision: r.revision,
-                    events: r
-                        .events
-                        .iter()
-                        .map(|e| Event {
-                            r#type: e.r#type,
-                            kv: e.kv.clone(),
-                            prev_kv: None,
-                        })
-                        .collect(),
+                    events: r.stored_events(),
                 }),
                 Mutation::LeaseGrant { id, ttl } => {
                     Kind::LeaseGrant(LeaseRecord { id: *id, ttl: *ttl })
@@ -377,7 +368,7 @@ const fn crc32c_table() -> [u32; 256] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::mvccpb::KeyValue;
+    use crate::proto::mvccpb::{Event, KeyValue};
 
     /// Large values, so a file fills with few (slow, synced) appends.
     const VALUE_BYTES: usize = 32 << 10;

@@ -223,11 +223,8 @@ async fn execute_one(
             shard_duration,
             default,
         } => {
-            if let Some(d) = duration
-                && *d != 0
-                && *d < 3_600_000_000_000
-            {
-                return Err("retention policy duration must be at least 1h0m0s".into());
+            if let Some(d) = duration {
+                check_rp_duration(*d)?;
             }
             db.alter_retention_policy(
                 database,
@@ -259,9 +256,7 @@ async fn execute_one(
             shard_duration,
             default,
         } => {
-            if *duration != 0 && *duration < 3_600_000_000_000 {
-                return Err("retention policy duration must be at least 1h0m0s".into());
-            }
+            check_rp_duration(*duration)?;
             let rp = RpMeta {
                 duration_ns: *duration,
                 shard_group_ns: shard_duration.unwrap_or_else(|| shard_group_for(*duration)),
@@ -2589,4 +2584,12 @@ fn val_gt(a: &Val, b: &Val) -> bool {
 /// Used by the 0.8 shim: all values of a field column as `Val`s.
 pub fn values_to_vals(v: &Values) -> Vec<Val> {
     (0..v.len()).map(|i| Val::from_field(v.get(i))).collect()
+}
+
+/// A retention policy keeps data forever (0) or at least an hour, as InfluxDB 1.6 requires.
+fn check_rp_duration(duration_ns: i64) -> Result<(), String> {
+    if duration_ns != 0 && duration_ns < 3_600_000_000_000 {
+        return Err("retention policy duration must be at least 1h0m0s".into());
+    }
+    Ok(())
 }
