@@ -8,29 +8,10 @@
 
 mod common;
 
-use std::{
-    process::Output,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{TestServer, snapshot, zone};
+use common::{TestServer, dig, snapshot, zone};
 use torc_dns::{Cidr, DnsConfig};
-
-/// Runs `dig @addr -p port ARGS`; fails loudly when dig is not installed.
-async fn dig(addr: std::net::SocketAddr, args: &[&str]) -> String {
-    let output: Output = tokio::process::Command::new("dig")
-        .arg(format!("@{}", addr.ip()))
-        .arg("-p")
-        .arg(addr.port().to_string())
-        .args(["+time=2", "+tries=1"])
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("cannot run `dig` ({e}): install it with `apt-get install bind9-dnsutils`")
-        });
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// What a case expects, or what dig printed, in comparable form.
 #[derive(Debug, Default, PartialEq)]

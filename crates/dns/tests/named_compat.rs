@@ -171,20 +171,10 @@ fn parse_dig(output: &str) -> Answer {
     a
 }
 
-/// `dig @server -p port +time=2 +tries=1 ARGS`, raw output.
+/// [`common::dig`] with the arguments as one whitespace-separated string (how the cases are
+/// written).
 async fn dig(server: SocketAddr, args: &str) -> String {
-    let output = tokio::process::Command::new("dig")
-        .arg(format!("@{}", server.ip()))
-        .arg("-p")
-        .arg(server.port().to_string())
-        .args(["+time=2", "+tries=1"])
-        .args(args.split_whitespace())
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("cannot run `dig` ({e}): install it with `apt-get install bind9-dnsutils`")
-        });
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    common::dig(server, &args.split_whitespace().collect::<Vec<_>>()).await
 }
 
 /// Where `named` is: on PATH, or in the sbin directories Debian installs it to (not on a

@@ -5,23 +5,12 @@ mod common;
 
 use std::{net::UdpSocket, time::Duration};
 
-use common::{TestServer, query_packet, snapshot, zone};
+use common::{TestServer, dig, query_packet, snapshot, zone};
 use torc_dns::{DnsConfig, DnsStats};
 
 /// Runs `dig @addr -p port +time=2 +tries=1 ARGS` and returns its status line's rcode.
 async fn dig_status(addr: std::net::SocketAddr, args: &[&str]) -> String {
-    let output = tokio::process::Command::new("dig")
-        .arg(format!("@{}", addr.ip()))
-        .arg("-p")
-        .arg(addr.port().to_string())
-        .args(["+time=2", "+tries=1"])
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("cannot run `dig` ({e}): install it with `apt-get install bind9-dnsutils`")
-        });
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = dig(addr, args).await;
     stdout
         .split_once("status: ")
         .and_then(|(_, rest)| rest.split(',').next())

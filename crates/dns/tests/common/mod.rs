@@ -73,3 +73,20 @@ pub fn query_packet(id: u16, name: &str) -> Vec<u8> {
     p.extend_from_slice(&[0, 0, 1, 0, 1]);
     p
 }
+
+/// Runs `dig @addr -p port +time=2 +tries=1 ARGS` and returns its output; fails loudly when
+/// dig is not installed.
+pub async fn dig(addr: SocketAddr, args: &[&str]) -> String {
+    let output = tokio::process::Command::new("dig")
+        .arg(format!("@{}", addr.ip()))
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot run `dig` ({e}): install it with `apt-get install bind9-dnsutils`")
+        });
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
