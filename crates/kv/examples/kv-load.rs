@@ -86,6 +86,30 @@ fn parse() -> Args {
     a
 }
 
+/// Waits for the load's tasks, then prints `{unit}_per_sec=… p50_us=… p99_us=… {unit}=…` (the
+/// line bench/kv.sh reads). The rate is over the run's length, at least `seconds`.
+async fn report(
+    unit: &str,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, tonic::Status>>>,
+    seconds: u64,
+) -> Result<(), BoxError> {
+    let start = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64().max(seconds as f64);
+    all.sort();
+    println!(
+        "{unit}_per_sec={:.0} p50_us={} p99_us={} {unit}={}",
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        all.len()
+    );
+    Ok(())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> u128 {
     if sorted.is_empty() {
         return 0;
@@ -131,21 +155,7 @@ async fn put_load(a: &Args) -> Result<(), BoxError> {
             Ok::<_, tonic::Status>(lat)
         }));
     }
-    let start = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = start.elapsed().as_secs_f64().max(a.seconds as f64);
-    all.sort();
-    println!(
-        "puts_per_sec={:.0} p50_us={} p99_us={} puts={}",
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        all.len()
-    );
-    Ok(())
+    report("puts", tasks, a.seconds).await
 }
 
 /// Reads 100 preloaded keys from many clients; see the module comment.
@@ -207,21 +217,7 @@ async fn get_load(a: &Args) -> Result<(), BoxError> {
             Ok::<_, tonic::Status>(lat)
         }));
     }
-    let start = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = start.elapsed().as_secs_f64().max(a.seconds as f64);
-    all.sort();
-    println!(
-        "gets_per_sec={:.0} p50_us={} p99_us={} gets={}",
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        all.len()
-    );
-    Ok(())
+    report("gets", tasks, a.seconds).await
 }
 
 /// Many watchers on one key and one writer putting it repeatedly; see the
