@@ -10,7 +10,7 @@
 //!
 //! Layout: two files, `kv.wal.0` and `kv.wal.1`, each a 16-byte header (magic
 //! and [`WAL_FORMAT_VERSION`]) followed by records:
-//! `[payload length: u32 LE][crc32c of lsn and payload: u32 LE][lsn: u64 LE][payload]`,
+//! `[payload length: u32 LE][CRC-32 of lsn and payload: u32 LE][lsn: u64 LE][payload]`,
 //! where the payload is a `WalBatch` proto and `lsn` (log sequence number)
 //! counts records, one per group commit (leases change no revision, so
 //! revisions cannot number records). The files are zero-filled when created,
@@ -45,7 +45,9 @@ use crate::proto::torc::kv::storage::{
 };
 
 /// The log format this build reads and writes.
-pub const WAL_FORMAT_VERSION: u32 = 1;
+/// Version 1 checksummed records with CRC-32C; version 2 with CRC-32 (IEEE), the checksum the
+/// rest of torc already computes (`crc32fast`, also used by tsdb).
+pub const WAL_FORMAT_VERSION: u32 = 2;
 
 /// Size each log file is preallocated to.
 pub const WAL_FILE_BYTES: u64 = 8 << 20;
@@ -181,7 +183,7 @@ impl Wal {
             .map_err(|_| corrupt(&self.files[self.active].path, lsn, "record too large"))?;
         self.buf[0..4].copy_from_slice(&payload_len.to_le_bytes());
         self.buf[8..16].copy_from_slice(&lsn.to_le_bytes());
-        let crc = crc32c(&self.buf[8..]);
+        let crc = checksum(&self.buf[8..]);
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
         let f = &mut self.files[self.active];
         f.file
@@ -275,7 +277,7 @@ fn open_file(path: &Path) -> Result<(File, u64, Vec<RawRecord>), StorageError> {
         };
         let lsn = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
         let follows = previous.map_or(lsn > 0, |p| lsn == p + 1);
-        if payload_len == 0 || !follows || crc32c(body) != crc {
+        if payload_len == 0 || !follows || checksum(body) != crc {
             break;
         }
         records.push((lsn, body[8..].to_vec()));
@@ -334,35 +336,9 @@ fn decode(payload: &[u8]) -> Result<Vec<Mutation>, String> {
         .collect()
 }
 
-/// CRC-32C (Castagnoli), table-driven: catches torn and stale records.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
-static CRC32C_TABLE: [u32; 256] = crc32c_table();
-
-const fn crc32c_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            bit += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
+/// A record's checksum: CRC-32 (IEEE). Catches torn and stale records.
+fn checksum(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
 }
 
 #[cfg(test)]
@@ -404,8 +380,9 @@ mod tests {
     }
 
     #[test]
-    fn crc32c_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    fn checksum_check_value() {
+        // The on-disk format's checksum, pinned: CRC-32 (IEEE)'s check value.
+        assert_eq!(checksum(b"123456789"), 0xCBF4_3926);
     }
 
     /// Records above the applied lsn come back in order, across a switch of
