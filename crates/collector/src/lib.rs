@@ -122,12 +122,95 @@ pub enum WriteError {
     Http { url: String, message: String },
 }
 
+/// Writes line protocol (millisecond timestamps) to one database of an InfluxDB-compatible
+/// server. Creates the database before the first write, and again after the server answers 404
+/// (it lost the database: a fresh data directory, or another instance).
+struct LineWriter {
+    http: reqwest::Client,
+    database: String,
+    user: Option<String>,
+    password: Option<String>,
+    database_created: bool,
+}
+
+impl LineWriter {
+    fn new(
+        http: reqwest::Client,
+        database: String,
+        user: Option<String>,
+        password: Option<String>,
+    ) -> LineWriter {
+        LineWriter {
+            http,
+            database,
+            user,
+            password,
+            database_created: false,
+        }
+    }
+
+    fn auth(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(u) = &self.user {
+            q.push(("u", u.clone()));
+        }
+        if let Some(p) = &self.password {
+            q.push(("p", p.clone()));
+        }
+        q
+    }
+
+    /// Writes `body` (lines) to the server at `base` (`http://host:port`).
+    async fn write(&mut self, base: &str, body: String) -> Result<(), WriteError> {
+        if !self.database_created {
+            let mut q = self.auth();
+            q.push(("q", format!("CREATE DATABASE \"{}\"", self.database)));
+            self.post(format!("{base}/query"), q, String::new()).await?;
+            self.database_created = true;
+        }
+        let mut q = self.auth();
+        q.push(("db", self.database.clone()));
+        q.push(("precision", "ms".into()));
+        self.post(format!("{base}/write"), q, body).await
+    }
+
+    async fn post(
+        &mut self,
+        url: String,
+        query: Vec<(&'static str, String)>,
+        body: String,
+    ) -> Result<(), WriteError> {
+        let fail = |message: String| WriteError::Http {
+            url: url.clone(),
+            message,
+        };
+        let resp = self
+            .http
+            .post(&url)
+            .query(&query)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.as_u16() == 404 {
+            self.database_created = false;
+        }
+        Err(fail(format!("{status}: {}", text.trim())))
+    }
+}
+
 pub struct Collector {
     controller: Client,
     http: reqwest::Client,
     cfg: CollectorConfig,
+    /// The database's base URL while writes to it succeed.
     base: Option<String>,
-    database_created: bool,
+    writer: LineWriter,
     pending: Vec<String>,
 }
 
@@ -139,12 +222,18 @@ impl Collector {
             .no_proxy()
             .build()
             .expect("a plain HTTP client always builds");
+        let writer = LineWriter::new(
+            http.clone(),
+            cfg.database.clone(),
+            cfg.user.clone(),
+            cfg.password.clone(),
+        );
         Collector {
             controller,
             http,
             cfg,
             base: None,
-            database_created: false,
+            writer,
             pending: Vec::new(),
         }
     }
@@ -180,59 +269,6 @@ impl Collector {
         };
         self.base = Some(base.clone());
         Ok(base)
-    }
-
-    fn auth(&self) -> Vec<(&'static str, String)> {
-        let mut q = Vec::new();
-        if let Some(u) = &self.cfg.user {
-            q.push(("u", u.clone()));
-        }
-        if let Some(p) = &self.cfg.password {
-            q.push(("p", p.clone()));
-        }
-        q
-    }
-
-    async fn post(
-        &mut self,
-        path: &str,
-        query: Vec<(&'static str, String)>,
-        body: String,
-    ) -> Result<(), WriteError> {
-        let base = self.base().await?;
-        let url = format!("{base}{path}");
-        let result = self.http.post(&url).query(&query).body(body).send().await;
-        let fail = |message: String| WriteError::Http {
-            url: url.clone(),
-            message,
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.base = None;
-                return Err(fail(e.to_string()));
-            }
-        };
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if status.as_u16() == 404 {
-            self.database_created = false;
-        }
-        Err(fail(format!("{status}: {}", text.trim())))
-    }
-
-    async fn ensure_database(&mut self) -> Result<(), WriteError> {
-        if self.database_created {
-            return Ok(());
-        }
-        let mut q = self.auth();
-        q.push(("q", format!("CREATE DATABASE \"{}\"", self.cfg.database)));
-        self.post("/query", q, String::new()).await?;
-        self.database_created = true;
-        Ok(())
     }
 
     /// One cycle: collect from every active node, write everything pending.
@@ -271,13 +307,13 @@ impl Collector {
         if self.pending.is_empty() {
             return Ok(0);
         }
-        self.ensure_database().await?;
-        let mut q = self.auth();
-        q.push(("db", self.cfg.database.clone()));
-        q.push(("precision", "ms".into()));
-        let body = self.pending.join("\n");
+        let base = self.base().await?;
         let n = self.pending.len();
-        self.post("/write", q, body).await?;
+        if let Err(e) = self.writer.write(&base, self.pending.join("\n")).await {
+            // Look the service up again before the next try: it may have moved.
+            self.base = None;
+            return Err(e);
+        }
         self.pending.clear();
         Ok(n)
     }
@@ -333,7 +369,7 @@ pub async fn report_query_rate<F, Fut>(
     };
     let host = std::env::var("TORC_NODE").unwrap_or_else(|_| "unknown".into());
     let mut last: Option<(std::time::Instant, u64)> = None;
-    let mut created = false;
+    let mut writer = LineWriter::new(http, "torc".into(), None, None);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -346,14 +382,6 @@ pub async fn report_query_rate<F, Fut>(
             continue;
         };
         let qps = (queries - prev.1) as f64 / now.0.duration_since(prev.0).as_secs_f64().max(1e-3);
-        if !created {
-            created = http
-                .post(format!("{url}/query"))
-                .query(&[("q", "CREATE DATABASE torc")])
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-        }
         let line = format!(
             "dns_server,server={},host={} qps={},queries={queries}i {}",
             tag(&server),
@@ -361,18 +389,8 @@ pub async fn report_query_rate<F, Fut>(
             float(qps),
             torc_types::now_millis()
         );
-        let sent = http
-            .post(format!("{url}/write"))
-            .query(&[("db", "torc"), ("precision", "ms")])
-            .body(line)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if !r.status().is_success() => {
-                tracing::debug!(status = %r.status(), "the database refused the query rate")
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot report the query rate"),
-            Ok(_) => {}
+        if let Err(e) = writer.write(&url, line).await {
+            tracing::debug!(error = %e, "cannot report the query rate");
         }
     }
 }

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use torc_types::{NodeName, now_millis};
 
+pub use dns::{Lookup, lookup};
 pub use rack::{Rack, RackError};
 pub use services::HealthCheck;
 pub use settings::{

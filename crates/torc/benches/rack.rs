@@ -49,34 +49,20 @@ fn agent_rss(rack: &LocalRack) -> Vec<u64> {
         .collect()
 }
 
-/// Asks `server` for `name` A once (a hand-made query, so no resolver library's caching or
-/// retries sit in between) and returns the answer's rcode and answer count.
-async fn query_a(server: std::net::SocketAddr, name: &str) -> Option<(u8, u16)> {
-    let mut q = vec![0x12, 0x34, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let sock = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
-    sock.send_to(&q, server).await.ok()?;
-    let mut buf = [0u8; 512];
-    let n = tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    (n >= 12).then(|| (buf[3] & 0x0f, u16::from_be_bytes([buf[6], buf[7]])))
-}
-
-/// Polls `server` for `name` every millisecond until `done` holds of the answer; returns when.
+/// Polls `server` for `name` A every millisecond (one query each, through the controller's own
+/// lookup: no resolver cache or retries in between) until `done` holds of the answer; returns
+/// when, on the controller's clock.
 async fn until_answer(
     server: std::net::SocketAddr,
     name: &str,
-    done: impl Fn((u8, u16)) -> bool,
+    done: impl Fn(&torc_controller::Lookup) -> bool,
 ) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if query_a(server, name).await.is_some_and(&done) {
+        if torc_controller::lookup(server, name, "A")
+            .await
+            .is_ok_and(|l| done(&l))
+        {
             return torc_types::now_millis();
         }
         assert!(Instant::now() < deadline, "{name}: no change in 10 s");
@@ -159,17 +145,18 @@ healthcheck:
     }
     server_ms.sort_by(|a, b| a.total_cmp(b));
 
+    let answered = |l: &torc_controller::Lookup| l.rcode == "NOERROR" && !l.answers.is_empty();
     // DNS: from the controller recording a task running (or accepting its kill) to the rack's
     // DNS answering its name (or NXDOMAIN), polled every millisecond.
     let dns = std::net::SocketAddr::from((rack.nodes["wedge"], 53));
-    until_answer(dns, "wedge.homer.ave", |(rcode, n)| rcode == 0 && n > 0).await;
+    until_answer(dns, "wedge.homer.ave", answered).await;
     let (mut appear_ms, mut vanish_ms) = (Vec::new(), Vec::new());
     for i in 0..30 {
         let mut probe = spec.clone();
         probe.name = format!("dnsprobe{i}").parse().unwrap();
         let name = format!("dnsprobe{i}.service.torc");
         let t = client.launch(&probe).await.unwrap();
-        let answered = until_answer(dns, &name, |(rcode, n)| rcode == 0 && n > 0).await;
+        let answered = until_answer(dns, &name, answered).await;
         let running = client.task(&t.id).await.unwrap();
         let at = running
             .history
@@ -180,7 +167,7 @@ healthcheck:
         appear_ms.push(answered.saturating_sub(at) as f64);
         let asked = torc_types::now_millis();
         client.kill(&t.id).await.unwrap();
-        let gone = until_answer(dns, &name, |(rcode, _)| rcode == 3).await;
+        let gone = until_answer(dns, &name, |l| l.rcode == "NXDOMAIN").await;
         vanish_ms.push(gone.saturating_sub(asked) as f64);
     }
     appear_ms.sort_by(|a, b| a.total_cmp(b));

@@ -108,4 +108,23 @@ healthcheck:
         show.to_string().contains("machine,hostname=wedge"),
         "every node, the controller's too: {show}"
     );
+
+    // The database goes away (a fresh data directory, an operator's DROP): the collector's
+    // writes get 404s, it creates the database again, and rows come back.
+    reqwest::Client::new()
+        .post(format!("{url}/query"))
+        .query(&[("q", "DROP DATABASE torc")])
+        .send()
+        .await
+        .unwrap();
+    wait_for(
+        "rows after the database was dropped",
+        Duration::from_secs(30),
+        || async {
+            let v = query(&url, "select * from machine limit 1").await;
+            (rows(&v) > 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
 }
