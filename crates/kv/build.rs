@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Keys and values are shared between the key index, the event log and
         // responses; `Bytes` makes those copies reference counts.
         .bytes(".")
+        // prost's codec with smaller buffers (see src/codec.rs).
+        .codec_path("crate::codec::KvCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -19,6 +19,8 @@
 //! - `watch_wire`: watch responses encoded once per commit, shared by
 //!   watchers, and the Watch service that sends them.
 //! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one).
+//! - `codec`: the gRPC codec (prost's, with buffers sized for etcd's small
+//!   messages).
 //!
 //! Invariants kept across modules:
 //! - A write is acknowledged only after it is durable (in the write-ahead
@@ -31,6 +33,7 @@
 //!   etcd's own gRPC status codes and messages ([`EtcdError`]).
 
 mod authority;
+mod codec;
 pub mod error;
 pub mod mvcc;
 mod server;

@@ -182,8 +182,7 @@ where
         let inner = self.inner.clone();
         let max_decoding_message_size = self.max_decoding_message_size;
         Box::pin(async move {
-            let codec =
-                tonic_prost::ProstCodec::<EncodedWatchResponse, pb::WatchRequest>::default();
+            let codec = crate::codec::KvCodec::<EncodedWatchResponse, pb::WatchRequest>::default();
             let mut grpc = tonic::server::Grpc::new(codec)
                 .apply_max_message_size_config(max_decoding_message_size, None);
             Ok(grpc.streaming(WatchCall(inner), req).await)
