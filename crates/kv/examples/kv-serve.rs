@@ -17,6 +17,10 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
+/// The torc binary's allocator, so benches measure what ships.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut listen = "127.0.0.1:2379".to_string();

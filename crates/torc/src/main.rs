@@ -63,6 +63,10 @@ enum Command {
     Shim(roles::ShimArgs),
 }
 
+/// jemalloc, not glibc's malloc: see the workspace Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The shim must not start threads or a runtime: it forks the task.

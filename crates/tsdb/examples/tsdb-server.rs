@@ -2,6 +2,10 @@
 //! Usage: tsdb-server LISTEN_ADDR DATA_DIR
 use std::sync::Arc;
 
+/// The torc binary's allocator, so benches measure what ships.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
