@@ -525,6 +525,10 @@ pub fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// A headless Chromium driven through WebDriver (Debian's `chromium` and `chromium-driver`).
+///
+/// Dropping it ends the WebDriver session (chromedriver quits Chromium, whose crash handlers
+/// then exit too), then kills chromedriver's process group, which Chromium's processes are in,
+/// so nothing is left running even when the session could not be ended.
 pub struct Browser {
     driver: Child,
     base: String,
@@ -545,7 +549,8 @@ impl Browser {
         cmd.arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::null())
+            .process_group(0);
         die_with_test(&mut cmd);
         let driver = cmd.spawn()?;
         let base = format!("http://127.0.0.1:{port}");
@@ -699,9 +704,37 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// `DELETE /session/{id}`, blocking (Drop cannot await), waiting at most a few seconds.
+    fn end_session(&self) -> std::io::Result<()> {
+        use std::io::{Read as _, Write as _};
+        let addr = self.base.trim_start_matches("http://");
+        let mut conn = std::net::TcpStream::connect(addr)?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            conn,
+            "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.session
+        )?;
+        // chromedriver answers once Chromium has quit.
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer)?;
+        Ok(())
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let _ = self.end_session();
+        // The group chromedriver leads (see `start`): chromedriver and whatever Chromium
+        // processes are still there.
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is
+            // involved.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
         let _ = self.driver.wait();
     }
 }
