@@ -73,9 +73,11 @@ api:
     let client = rack.client();
     let server = rack.nodes["wedge"].to_string();
     let s = server.clone();
-    wait_for("dns to answer", Duration::from_secs(30), || {
+    // Its own service name is the last to appear: the node names are answered from the first
+    // snapshot on, the dns service's own record only once its health check has passed.
+    wait_for("dns to answer for itself", Duration::from_secs(30), || {
         let s = s.clone();
-        async move { (!short(&s, &["wedge.homer.ave"]).is_empty()).then_some(()) }
+        async move { (!short(&s, &["dns.service.torc"]).is_empty()).then_some(()) }
     })
     .await
     .unwrap();
