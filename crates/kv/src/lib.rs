@@ -43,7 +43,7 @@ pub mod wal;
 mod watch_wire;
 
 pub use error::{Error, EtcdError, StorageError};
-pub use server::{DB_FILE, KvOptions, KvServer, VERSION};
+pub use server::{DB_FILE, KvOptions, KvServer, SHUTDOWN_GRACE, VERSION};
 
 /// The `range_end` that selects every key starting with `prefix` (what `etcdctl --prefix`
 /// sends): the prefix with its last byte below 0xff incremented; `\0` (all keys) when there

@@ -21,7 +21,7 @@ use crate::authority::AuthorityFix;
 use crate::error::{Error, EtcdError};
 use crate::mvcc::{KeyRange, Limits};
 use crate::proto::etcdserverpb as pb;
-use crate::store::{OpenError, Store, WatchSpec};
+use crate::store::{OpenError, Store, WatchItem, WatchReceiver, WatchSpec, watch_channel};
 use crate::watch_wire::EncodedWatchResponse;
 
 /// The version reported by Maintenance.Status: the etcd API level served, and
@@ -46,6 +46,13 @@ pub struct KvOptions {
     pub max_txn_ops: usize,
     /// Interval of progress notifications to watchers that asked for them.
     pub progress_notify_interval: Duration,
+    /// Most bytes of events a watch stream may have waiting for its client.
+    /// Past it the stream ends with UNAVAILABLE, naming the first revision
+    /// its watches did not get; etcd's clients then watch again from there by
+    /// themselves. (etcd instead parks such watchers and replays history to
+    /// them later; either way no event is lost, and the server's memory stays
+    /// bounded when a client stops reading.)
+    pub watch_backlog_bytes: usize,
     /// How often expired leases are looked for (etcd checks every 500 ms).
     pub lease_check_interval: Duration,
 }
@@ -58,10 +65,14 @@ impl Default for KvOptions {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             progress_notify_interval: Duration::from_secs(600),
+            watch_backlog_bytes: 16 << 20,
             lease_check_interval: Duration::from_millis(500),
         }
     }
 }
+
+/// How long connections get to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A single-node store speaking the etcd v3 gRPC API.
 pub struct KvServer {
@@ -95,6 +106,8 @@ impl KvServer {
 
     /// Serves the etcd API on `listener` until `shutdown` resolves, then ends
     /// open streams, finishes queued writes and closes the database.
+    /// Connections get [`SHUTDOWN_GRACE`] to finish; a client that stopped
+    /// reading would otherwise hold the shutdown forever.
     /// `advertise_url` is the client URL MemberList reports.
     pub async fn serve(
         self,
@@ -131,12 +144,21 @@ impl KvServer {
         });
 
         let signal_store = store.clone();
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
         let signal = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
             // Watchers hold the senders of their streams' responses; drop
             // them so graceful shutdown is not held up by open watches.
             signal_store.drop_all_watchers();
+            let _ = signalled_tx.send(());
+        };
+        let grace_over = async move {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
         };
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -156,8 +178,17 @@ impl KvServer {
             )
             .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
             .add_service(pb::maintenance_server::MaintenanceServer::new(svc))
-            .serve_with_incoming_shutdown(incoming, signal)
-            .await;
+            .serve_with_incoming_shutdown(incoming, signal);
+        let result = tokio::select! {
+            result = result => result,
+            () = grace_over => {
+                tracing::warn!(
+                    "clients still connected {} s after shutdown began; closing their connections",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                Ok(())
+            }
+        };
         expiry.abort();
         store.close();
         drop(store);
@@ -276,15 +307,17 @@ type ResponseStream<T> = UnboundedReceiverStream<Result<T, Status>>;
 /// commit for all of the stream's watchers, see [`crate::store`]), so a
 /// commit costs one channel send and one wakeup per stream, not per watcher.
 pub struct WatchResponses {
-    rx: mpsc::UnboundedReceiver<Vec<EncodedWatchResponse>>,
+    rx: WatchReceiver,
     batch: std::vec::IntoIter<EncodedWatchResponse>,
+    ended: bool,
 }
 
 impl WatchResponses {
-    fn new(rx: mpsc::UnboundedReceiver<Vec<EncodedWatchResponse>>) -> WatchResponses {
+    fn new(rx: WatchReceiver) -> WatchResponses {
         WatchResponses {
             rx,
             batch: Vec::new().into_iter(),
+            ended: false,
         }
     }
 }
@@ -300,10 +333,23 @@ impl tokio_stream::Stream for WatchResponses {
             if let Some(resp) = self.batch.next() {
                 return std::task::Poll::Ready(Some(Ok(resp)));
             }
-            match self.rx.poll_recv(cx) {
-                std::task::Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
-                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
-                std::task::Poll::Pending => return std::task::Poll::Pending,
+            if self.ended {
+                return std::task::Poll::Ready(None);
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(WatchItem::Batch(batch, _)) => self.batch = batch.into_iter(),
+                Some(WatchItem::Overflowed {
+                    next_revision,
+                    limit,
+                }) => {
+                    self.ended = true;
+                    return std::task::Poll::Ready(Some(Err(Status::unavailable(format!(
+                        "watch stream ended: its client fell more than {limit} bytes of events \
+                         behind; its watches got every event before revision {next_revision}, \
+                         watch again from there"
+                    )))));
+                }
+                None => return std::task::Poll::Ready(None),
             }
         }
     }
@@ -318,7 +364,7 @@ impl crate::watch_wire::Watch for Services {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = watch_channel(self.options.watch_backlog_bytes);
         let svc = self.clone();
         let mut stop = self.stop.clone();
         tokio::spawn(async move {
@@ -430,7 +476,8 @@ impl crate::watch_wire::Watch for Services {
 
 #[tonic::async_trait]
 impl pb::lease_server::Lease for Services {
-    type LeaseKeepAliveStream = ResponseStream<pb::LeaseKeepAliveResponse>;
+    type LeaseKeepAliveStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::LeaseKeepAliveResponse, Status>>;
 
     async fn lease_grant(
         &self,
@@ -465,7 +512,9 @@ impl pb::lease_server::Lease for Services {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Bounded: a client that sends keep-alives without reading the
+        // answers stops being read from, rather than queueing answers.
+        let (tx, rx) = mpsc::channel(64);
         let svc = self.clone();
         let mut stop = self.stop.clone();
         tokio::spawn(async move {
@@ -488,12 +537,15 @@ impl pb::lease_server::Lease for Services {
                     // etcd answers an unknown lease with TTL 0.
                     ttl: ttl.unwrap_or(0),
                 };
-                if tx.send(Ok(resp)).is_err() {
-                    break;
+                tokio::select! {
+                    sent = tx.send(Ok(resp)) => if sent.is_err() { break },
+                    _ = stop.changed() => break,
                 }
             }
         });
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn lease_time_to_live(

@@ -27,7 +27,10 @@
 //! Watchers are kept by watch stream. A commit sends each stream one message
 //! holding a response for every watcher of it concerned, and watchers that
 //! get the same events share one encoding of them ([`crate::watch_wire`]), so
-//! the fan-out costs little per watcher.
+//! the fan-out costs little per watcher. A stream whose client falls too far
+//! behind is ended, naming the revision to watch again from
+//! ([`WatchSender`]), so a client that stops reading cannot grow the
+//! server's memory without bound.
 //!
 //! Locks: `state` (the core, `committed`) and `watchers`. Whoever takes both
 //! takes `watchers` first. The watcher fan-out holds only `watchers`, so reads
@@ -48,7 +51,7 @@
 //!   sees every event exactly once and in revision order.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -82,9 +85,125 @@ const APPLY_IDLE: u8 = 0;
 const APPLY_BUSY: u8 = 1;
 const APPLY_CHECKPOINT: u8 = 2;
 
-/// Where a watch stream's responses go: batches, so that a commit hands one
-/// message to each stream however many of its watchers it concerns.
-pub type WatchSender = mpsc::UnboundedSender<Vec<EncodedWatchResponse>>;
+/// What a watch stream's channel carries.
+pub enum WatchItem {
+    /// Responses (one commit's for all of the stream's watchers concerned, or
+    /// one answer to the client), and their encoded size in bytes.
+    Batch(Vec<EncodedWatchResponse>, usize),
+    /// The client fell more than `limit` bytes behind: the stream's watches
+    /// ended, and got every event before `next_revision`.
+    Overflowed { next_revision: i64, limit: usize },
+}
+
+/// How far a watch stream's client is behind.
+struct Backlog {
+    /// Bytes queued and not yet taken by the stream.
+    bytes: AtomicUsize,
+    limit: usize,
+    overflowed: AtomicBool,
+}
+
+/// Where a watch stream's responses go. The channel itself is unbounded (the
+/// commit thread never waits for a client), but a commit's events are
+/// queued only while the client is less than the limit behind; past it the
+/// stream is ended ([`WatchItem::Overflowed`]) rather than let one client
+/// that stopped reading grow the server's memory without bound.
+#[derive(Clone)]
+pub struct WatchSender {
+    tx: mpsc::UnboundedSender<WatchItem>,
+    backlog: Arc<Backlog>,
+}
+
+/// The stream's end of the channel; takes bytes off the backlog as it goes.
+pub struct WatchReceiver {
+    rx: mpsc::UnboundedReceiver<WatchItem>,
+    backlog: Arc<Backlog>,
+}
+
+/// A watch stream's channel, ending the stream once `limit` bytes of events
+/// wait for its client.
+pub fn watch_channel(limit: usize) -> (WatchSender, WatchReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog {
+        bytes: AtomicUsize::new(0),
+        limit,
+        overflowed: AtomicBool::new(false),
+    });
+    (
+        WatchSender {
+            tx,
+            backlog: backlog.clone(),
+        },
+        WatchReceiver { rx, backlog },
+    )
+}
+
+/// Why a commit's events were not queued.
+enum NotQueued {
+    /// The client is too far behind.
+    Full,
+    /// The stream is gone.
+    Closed,
+}
+
+impl WatchSender {
+    /// Queues an answer to the client's own request (or a watch's history)
+    /// whatever the backlog; false once the stream has ended.
+    pub fn send(&self, batch: Vec<EncodedWatchResponse>) -> bool {
+        !self.backlog.overflowed.load(Ordering::Acquire) && self.queue(batch).is_ok()
+    }
+
+    /// Queues a commit's events, unless the client is already `limit` bytes
+    /// behind.
+    fn send_events(&self, batch: Vec<EncodedWatchResponse>) -> Result<(), NotQueued> {
+        if self.backlog.overflowed.load(Ordering::Acquire) {
+            return Err(NotQueued::Closed);
+        }
+        if self.backlog.bytes.load(Ordering::Acquire) >= self.backlog.limit {
+            return Err(NotQueued::Full);
+        }
+        self.queue(batch).map_err(|()| NotQueued::Closed)
+    }
+
+    fn queue(&self, batch: Vec<EncodedWatchResponse>) -> Result<(), ()> {
+        let bytes = batch.iter().map(prost::Message::encoded_len).sum();
+        self.backlog.bytes.fetch_add(bytes, Ordering::AcqRel);
+        self.tx.send(WatchItem::Batch(batch, bytes)).map_err(|_| ())
+    }
+
+    /// Ends the stream: after what is queued, its client learns that its
+    /// watches got every event before `next_revision`.
+    fn overflow(&self, next_revision: i64) {
+        self.backlog.overflowed.store(true, Ordering::Release);
+        let _ = self.tx.send(WatchItem::Overflowed {
+            next_revision,
+            limit: self.backlog.limit,
+        });
+    }
+
+    /// True once the stream has ended (overflowed, or its receiver gone).
+    fn ended(&self) -> bool {
+        self.backlog.overflowed.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+
+    /// Resolves when the stream's receiving end is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
+impl WatchReceiver {
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<WatchItem>> {
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        if let Some(WatchItem::Batch(_, bytes)) = &item {
+            self.backlog.bytes.fetch_sub(*bytes, Ordering::AcqRel);
+        }
+        std::task::Poll::Ready(item)
+    }
+}
 
 /// What one watcher wants.
 #[derive(Clone, Debug)]
@@ -330,10 +449,13 @@ impl Store {
     /// False if its start revision was compacted (it is then canceled).
     pub fn create_watch(&self, stream: u64, id: i64, spec: WatchSpec, tx: &WatchSender) -> bool {
         let mut watchers = self.shared.lock_watchers();
+        if tx.ended() {
+            return false;
+        }
         let st = self.lock();
         let committed = st.committed;
         let header = Some(self.header(committed));
-        let _ = tx.send(vec![
+        tx.send(vec![
             pb::WatchResponse {
                 header,
                 watch_id: id,
@@ -361,7 +483,7 @@ impl Store {
                         .map(|e| watcher.shape(e))
                         .collect();
                     if !events.is_empty() {
-                        let _ = tx.send(vec![
+                        tx.send(vec![
                             pb::WatchResponse {
                                 header,
                                 watch_id: id,
@@ -373,7 +495,7 @@ impl Store {
                     }
                 }
                 Err(_) => {
-                    let _ = tx.send(vec![
+                    tx.send(vec![
                         pb::WatchResponse {
                             header,
                             watch_id: id,
@@ -727,7 +849,8 @@ impl Committer {
 /// Hands committed revisions to the watchers that want them: one message
 /// per watch stream, with a response for each of its watchers concerned.
 /// Watchers that get the same events share one encoding of them (see
-/// [`crate::watch_wire`]). Streams whose receiving end is gone are dropped.
+/// [`crate::watch_wire`]). Streams whose receiving end is gone are dropped,
+/// and so are streams whose client fell too far behind (see [`WatchSender`]).
 fn publish(header: &pb::ResponseHeader, revs: &[&Arc<RevisionEvents>], watchers: &mut Watchers) {
     // Encodings made so far, by the events they hold (indexes into `revs`
     // and their events) and whether with `prev_kv`.
@@ -773,7 +896,25 @@ fn publish(header: &pb::ResponseHeader, revs: &[&Arc<RevisionEvents>], watchers:
                 rest,
             });
         }
-        responses.is_empty() || stream.tx.send(responses).is_ok()
+        if responses.is_empty() {
+            return true;
+        }
+        match stream.tx.send_events(responses) {
+            Ok(()) => true,
+            Err(NotQueued::Closed) => false,
+            Err(NotQueued::Full) => {
+                // Everything before this commit is queued for it; nothing
+                // from this commit on is.
+                let next_revision = revs.first().map_or(header.revision, |r| r.revision);
+                tracing::warn!(
+                    next_revision,
+                    watchers = stream.watchers.len(),
+                    "a watch stream's client fell too far behind; ending the stream"
+                );
+                stream.tx.overflow(next_revision);
+                false
+            }
+        }
     });
 }
 
