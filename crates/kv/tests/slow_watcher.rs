@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::{TorcKv, etcdctl, require};
 use torc_kv::KvOptions;
 use torc_kv::proto::etcdserverpb::{
-    PutRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient, watch_client::WatchClient,
-    watch_request::RequestUnion,
+    PutRequest, WatchCreateRequest, WatchRequest, WatchResponse, kv_client::KvClient,
+    watch_client::WatchClient, watch_request::RequestUnion,
 };
 
 const LIMIT: usize = 64 << 10;
@@ -42,10 +42,16 @@ fn a_client_that_stops_reading_gets_its_stream_ended_with_the_revision_to_resume
     runtime.block_on(stop_reading(format!("http://{}", kv.endpoint)));
 }
 
-async fn stop_reading(url: String) {
-    // Small HTTP/2 windows, so the server soon cannot send and events queue
-    // in it rather than in this client.
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+/// A watch of `big/` on a connection of its own with small HTTP/2 windows,
+/// so the server soon cannot send and events queue in it rather than in
+/// this client; once created. (The sender keeps the stream open.)
+async fn watch_big(
+    url: &str,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<WatchRequest>,
+    tonic::Streaming<WatchResponse>,
+) {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .expect("url")
         .initial_stream_window_size(65_535)
         .initial_connection_window_size(65_535)
@@ -68,6 +74,11 @@ async fn stop_reading(url: String) {
         .into_inner();
     let created = stream.message().await.expect("created").expect("created");
     assert!(created.created);
+    (tx, stream)
+}
+
+async fn stop_reading(url: String) {
+    let (tx, mut stream) = watch_big(&url).await;
 
     // Many more bytes of events than the limit and both windows, unread. (The
     // puts go over another connection: this one's window is the watch's.)
@@ -193,28 +204,7 @@ fn a_client_that_stopped_reading_does_not_hold_shutdown() {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let channel = tonic::transport::Endpoint::from_shared(url.clone())
-                .expect("url")
-                .initial_stream_window_size(65_535)
-                .initial_connection_window_size(65_535)
-                .connect()
-                .await
-                .expect("connect");
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            tx.send(WatchRequest {
-                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                    key: "big/".into(),
-                    range_end: torc_kv::prefix_end(b"big/").into(),
-                    ..Default::default()
-                })),
-            })
-            .expect("send");
-            let mut stream = WatchClient::new(channel)
-                .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-                .await
-                .expect("watch")
-                .into_inner();
-            stream.message().await.expect("created");
+            let unread = watch_big(&url).await;
             let mut client = KvClient::connect(url).await.expect("connect");
             // More than the windows, less than the backlog limit: the server
             // holds events it cannot send.
@@ -229,8 +219,8 @@ fn a_client_that_stopped_reading_does_not_hold_shutdown() {
                     .expect("put");
             }
             stuck_tx.send(()).expect("stuck");
-            let _unread = (tx, stream);
             std::future::pending::<()>().await;
+            drop(unread);
         });
     });
     stuck_rx.recv().expect("the client got stuck");
