@@ -376,6 +376,12 @@ impl crate::watch_wire::Watch for Services {
             let mut ticker = tokio::time::interval(svc.options.progress_notify_interval);
             ticker.tick().await;
             loop {
+                // Answers wait for the client to read what it was sent.
+                tokio::select! {
+                    () = tx.drained() => {}
+                    _ = stop.changed() => break,
+                    _ = tx.closed() => break,
+                }
                 let req = tokio::select! {
                     msg = inbound.message() => match msg {
                         Ok(Some(req)) => req,

@@ -101,6 +101,8 @@ struct Backlog {
     bytes: AtomicUsize,
     limit: usize,
     overflowed: AtomicBool,
+    /// Told when `bytes` falls below `limit`.
+    drained: tokio::sync::Notify,
 }
 
 /// Where a watch stream's responses go. The channel itself is unbounded (the
@@ -128,6 +130,7 @@ pub fn watch_channel(limit: usize) -> (WatchSender, WatchReceiver) {
         bytes: AtomicUsize::new(0),
         limit,
         overflowed: AtomicBool::new(false),
+        drained: tokio::sync::Notify::new(),
     });
     (
         WatchSender {
@@ -190,6 +193,22 @@ impl WatchSender {
     pub async fn closed(&self) {
         self.tx.closed().await;
     }
+
+    /// Resolves once less than the limit waits for the client. The stream
+    /// reads no request before, so a client that asks (for watches and their
+    /// history, say) without reading the answers cannot queue without bound.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.backlog.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drain in between is not missed.
+            notified.as_mut().enable();
+            if self.backlog.bytes.load(Ordering::Acquire) < self.backlog.limit {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl WatchReceiver {
@@ -199,7 +218,10 @@ impl WatchReceiver {
     ) -> std::task::Poll<Option<WatchItem>> {
         let item = std::task::ready!(self.rx.poll_recv(cx));
         if let Some(WatchItem::Batch(_, bytes)) = &item {
-            self.backlog.bytes.fetch_sub(*bytes, Ordering::AcqRel);
+            let before = self.backlog.bytes.fetch_sub(*bytes, Ordering::AcqRel);
+            if before >= self.backlog.limit && before - bytes < self.backlog.limit {
+                self.backlog.drained.notify_waiters();
+            }
         }
         std::task::Poll::Ready(item)
     }

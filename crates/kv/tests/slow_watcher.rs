@@ -232,3 +232,68 @@ fn a_client_that_stopped_reading_does_not_hold_shutdown() {
         "stopping took {took:?}"
     );
 }
+
+/// A client that asks without reading the answers is not read from: ten
+/// watches of `big/` whose history is well over the limit, then a plain
+/// watch of `late/` (id 100), all sent at once and left unread while
+/// `late/1` is put. The plain watch is created only once the client has
+/// read the histories, so after `late/1`, which it therefore never sees;
+/// `late/2`, put once it exists, it does.
+#[test]
+fn requests_wait_while_the_client_does_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kv = TorcKv::start_in(dir.path(), small_backlog());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let url = format!("http://{}", kv.endpoint);
+        let mut client = KvClient::connect(url.clone()).await.expect("connect");
+        let put = |key: &str| PutRequest {
+            key: key.to_string().into(),
+            value: vec![b'v'; VALUE].into(),
+            ..Default::default()
+        };
+        for i in 0..100 {
+            client.put(put(&format!("big/{i:04}"))).await.expect("put");
+        }
+        let (tx, mut stream) = watch_big(&url).await;
+        let create = |prefix: &str, watch_id: i64, start_revision: i64| WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: prefix.to_string().into(),
+                range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
+                start_revision,
+                watch_id,
+                ..Default::default()
+            })),
+        };
+        for id in 1..=10 {
+            tx.send(create("big/", id, 1)).expect("send");
+        }
+        tx.send(create("late/", 100, 0)).expect("send");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.put(put("late/1")).await.expect("put");
+
+        let mut plain_created = false;
+        let mut plain_keys = Vec::new();
+        while !plain_keys.iter().any(|k| k == "late/2") {
+            let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("nothing for 10 s")
+                .expect("stream")
+                .expect("stream ended");
+            if resp.watch_id == 100 {
+                if resp.created && !plain_created {
+                    plain_created = true;
+                    client.put(put("late/2")).await.expect("put");
+                }
+                plain_keys.extend(resp.events.iter().map(|e| {
+                    String::from_utf8_lossy(&e.kv.as_ref().expect("kv").key).into_owned()
+                }));
+            }
+        }
+        assert_eq!(plain_keys, ["late/2"]);
+        drop(tx);
+    });
+}
