@@ -29,16 +29,21 @@ fn small_backlog() -> KvOptions {
     }
 }
 
+/// A test's client side. Dropping it closes its connections; tests do that
+/// before stopping the server, which would otherwise give them
+/// `SHUTDOWN_GRACE` (all but the test of exactly that).
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[test]
 fn a_client_that_stops_reading_gets_its_stream_ended_with_the_revision_to_resume_from() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kv = TorcKv::start_in(dir.path(), small_backlog());
-    // The client's runtime (and so its connections) ends before the server
-    // stops, which would otherwise wait for them.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = client_runtime();
     runtime.block_on(stop_reading(format!("http://{}", kv.endpoint)));
 }
 
@@ -199,10 +204,7 @@ fn a_client_that_stopped_reading_does_not_hold_shutdown() {
     let (stuck_tx, stuck_rx) = std::sync::mpsc::channel();
     // The client's runtime lives on, never reading, until the test ends.
     let _client = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = client_runtime();
         runtime.block_on(async move {
             let unread = watch_big(&url).await;
             let mut client = KvClient::connect(url).await.expect("connect");
@@ -243,10 +245,7 @@ fn a_client_that_stopped_reading_does_not_hold_shutdown() {
 fn requests_wait_while_the_client_does_not_read() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kv = TorcKv::start_in(dir.path(), small_backlog());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = client_runtime();
     runtime.block_on(async {
         let url = format!("http://{}", kv.endpoint);
         let mut client = KvClient::connect(url.clone()).await.expect("connect");
