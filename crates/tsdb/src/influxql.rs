@@ -820,10 +820,7 @@ impl<'a> Parser<'a> {
             Tok::Keyword("CREATE") => self.create(),
             Tok::Keyword("ALTER") => {
                 self.expect_kw("RETENTION")?;
-                self.expect_kw("POLICY")?;
-                let name = self.ident()?;
-                self.expect_kw("ON")?;
-                let database = self.ident()?;
+                let (name, database) = self.policy_on()?;
                 let (mut duration, mut replication, mut shard_duration) = (None, None, None);
                 let mut default = false;
                 let mut any = false;
@@ -890,13 +887,8 @@ impl<'a> Parser<'a> {
                         name: self.ident()?,
                     }),
                     Tok::Keyword("RETENTION") => {
-                        self.expect_kw("POLICY")?;
-                        let name = self.ident()?;
-                        self.expect_kw("ON")?;
-                        Ok(Statement::DropRetentionPolicy {
-                            name,
-                            database: self.ident()?,
-                        })
+                        let (name, database) = self.policy_on()?;
+                        Ok(Statement::DropRetentionPolicy { name, database })
                     }
                     other => Err(self.err_at(
                         &other,
@@ -1148,6 +1140,14 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `POLICY name ON database` (after `… RETENTION`): the policy's name and database.
+    fn policy_on(&mut self) -> PResult<(String, String)> {
+        self.expect_kw("POLICY")?;
+        let name = self.ident()?;
+        self.expect_kw("ON")?;
+        Ok((name, self.ident()?))
+    }
+
     fn create(&mut self) -> PResult<Statement> {
         let (t, pos) = self.next();
         match t {
@@ -1155,10 +1155,7 @@ impl<'a> Parser<'a> {
                 name: self.ident()?,
             }),
             Tok::Keyword("RETENTION") => {
-                self.expect_kw("POLICY")?;
-                let name = self.ident()?;
-                self.expect_kw("ON")?;
-                let database = self.ident()?;
+                let (name, database) = self.policy_on()?;
                 self.expect_kw("DURATION")?;
                 let duration = self.duration_or_inf()?;
                 self.expect_kw("REPLICATION")?;

@@ -88,6 +88,14 @@ struct MetaFile {
     databases: BTreeMap<String, DbMeta>,
 }
 
+impl MetaFile {
+    fn database_mut(&mut self, db: &str) -> Result<&mut DbMeta, Error> {
+        self.databases
+            .get_mut(db)
+            .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))
+    }
+}
+
 const META_VERSION: u32 = 1;
 
 /// Default shard group duration for a retention duration, as InfluxDB picks it.
@@ -669,10 +677,7 @@ impl Tsdb {
     ) -> Result<(), Error> {
         self.check_poison()?;
         self.update_meta(|next| {
-            let d = next
-                .databases
-                .get_mut(db)
-                .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
+            let d = next.database_mut(db)?;
             if let Some(existing) = d.rps.get(name)
                 && *existing != rp
             {
@@ -698,10 +703,7 @@ impl Tsdb {
     ) -> Result<(), Error> {
         self.check_poison()?;
         self.update_meta(|next| {
-            let d = next
-                .databases
-                .get_mut(db)
-                .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
+            let d = next.database_mut(db)?;
             let rp = d
                 .rps
                 .get_mut(name)

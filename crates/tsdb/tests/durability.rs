@@ -318,14 +318,7 @@ async fn deletion_replay_rewrites_old_segments() {
         .await
         .unwrap();
         db.flush().await.unwrap();
-        saved = walk(dir.path())
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .map(|p| {
-                let b = std::fs::read(&p).unwrap();
-                (p, b)
-            })
-            .collect::<Vec<_>>();
+        saved = segments(dir.path());
         assert!(!saved.is_empty());
         let stmts = torc_tsdb::influxql::parse_query(
             "DROP SERIES FROM m WHERE w = '0'; DELETE FROM m WHERE time < 50s",
@@ -350,6 +343,18 @@ async fn deletion_replay_rewrites_old_segments() {
         let db = torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap();
         assert_eq!(count_by_w(&db).await, expected);
     }
+}
+
+/// Every segment file under `dir`, with its bytes.
+fn segments(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
 }
 
 fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -436,14 +441,7 @@ async fn dropped_retention_policy_stays_dropped() {
             .await
             .unwrap();
         db.flush().await.unwrap();
-        saved = walk(dir.path())
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .map(|p| {
-                let b = std::fs::read(&p).unwrap();
-                (p, b)
-            })
-            .collect();
+        saved = segments(dir.path());
         assert_eq!(saved.len(), 1);
         rp_dir = saved[0].0.parent().unwrap().to_path_buf();
         db.write("d", Some("r"), points("m v=3 3")).await.unwrap();
