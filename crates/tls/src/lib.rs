@@ -1,0 +1,242 @@
+//! TLS for torc's HTTP servers and clients, and the rack's certificate authority.
+//!
+//! What it is:
+//! - [`server_config`] and [`client_config`]: rustls configurations (rustls' aws-lc-rs provider with
+//!   hybrid post-quantum key exchange; TLS 1.2 and 1.3) from PEM certificates and keys ([`load_certs`], [`load_key`]), with
+//!   client certificates off, optional, or required and checked against the rack CA;
+//! - [`serve`]: the accept loop every torc HTTP server runs (controller, agent, tsdb), plain or
+//!   TLS. Each connection's TLS handshake runs in its own task with a deadline, so a client
+//!   that stalls mid-handshake holds nothing but its own socket. The client's verified
+//!   certificate chain reaches handlers as the [`PeerCertificates`] request extension, and its
+//!   address as axum's `ConnectInfo<SocketAddr>`;
+//! - [`cert_names`]: whether a verified certificate is valid for a DNS name (how the
+//!   controller tells which node an agent's certificate speaks for);
+//! - with the `pki` feature, [`pki`]: the rack CA on disk and the certificates it issues.
+//!
+//! What it is not: a policy. Which routes need which certificate is the caller's decision;
+//! this crate only proves what the peer presented.
+//!
+//! Invariants: a client certificate reaches a handler only after rustls verified its chain to
+//! the configured roots; nothing here reads a clock of its own for certificate validity
+//! (rustls and webpki do); private keys are read from files only, never from arguments.
+
+mod serve;
+
+#[cfg(feature = "pki")]
+pub mod pki;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject as _;
+pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+pub use rustls::{ClientConfig, ServerConfig};
+
+pub use serve::{PeerCertificates, ServeOptions, serve, serve_with};
+
+/// Why TLS material could not be loaded or assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not PEM certificates: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("{path} holds no certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no private key (PKCS#8, PKCS#1 or SEC1 PEM)")]
+    NoKey { path: PathBuf },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[cfg(feature = "pki")]
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[cfg(feature = "pki")]
+    #[error("the OS's random source failed: {0}")]
+    Random(String),
+    #[cfg(feature = "pki")]
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Every certificate in a PEM file, in order (a chain starts with the leaf).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    certs_from_pem(&pem).map_err(|e| match e {
+        PemError::Empty => TlsError::NoCertificate { path: path.into() },
+        PemError::Bad(message) => TlsError::Pem {
+            path: path.into(),
+            message,
+        },
+    })
+}
+
+enum PemError {
+    Empty,
+    Bad(String),
+}
+
+fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemError::Bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(PemError::Empty);
+    }
+    Ok(certs)
+}
+
+/// Certificates from PEM text (`what` names it in errors).
+pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    certs_from_pem(pem.as_bytes()).map_err(|e| match e {
+        PemError::Empty => TlsError::NoCertificate { path: what.into() },
+        PemError::Bad(message) => TlsError::Pem {
+            path: what.into(),
+            message,
+        },
+    })
+}
+
+/// The first private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoKey { path: path.into() })
+}
+
+/// A private key from PEM text (`what` names it in errors).
+pub fn parse_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| TlsError::NoKey { path: what.into() })
+}
+
+/// A certificate chain and its private key: what a server, or a client that authenticates
+/// itself, presents.
+#[derive(Debug)]
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Identity {
+    /// Reads a certificate chain and its key from two PEM files.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+        Ok(Identity {
+            chain: load_certs(cert)?,
+            key: load_key(key)?,
+        })
+    }
+
+    /// From PEM text.
+    pub fn from_pem(cert: &str, key: &str, what: &str) -> Result<Identity, TlsError> {
+        Ok(Identity {
+            chain: parse_certs(cert, what)?,
+            key: parse_key(key, what)?,
+        })
+    }
+}
+
+/// Whether and how a server asks for client certificates.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// No client certificates (clients authenticate some other way, e.g. tokens).
+    None,
+    /// A client may present a certificate; if it does, it must chain to these roots. Routes
+    /// that need one look for [`PeerCertificates`].
+    Optional(Vec<CertificateDer<'static>>),
+    /// Every client must present a certificate chaining to these roots.
+    Required(Vec<CertificateDer<'static>>),
+}
+
+fn root_store(roots: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in roots {
+        store.add(cert.clone())?;
+    }
+    Ok(store)
+}
+
+/// A server configuration presenting `identity`, offering HTTP/1.1 by ALPN.
+pub fn server_config(
+    identity: Identity,
+    client_auth: ClientAuth,
+) -> Result<ServerConfig, TlsError> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional(roots) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(root_store(&roots)?),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()?,
+        ),
+        ClientAuth::Required(roots) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(root_store(&roots)?),
+                provider(),
+            )
+            .build()?,
+        ),
+    };
+    let mut config = builder.with_single_cert(identity.chain, identity.key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client configuration that trusts only `roots` (the rack CA), presenting `identity` when
+/// the server asks for a certificate.
+pub fn client_config(
+    roots: &[CertificateDer<'static>],
+    identity: Option<Identity>,
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(root_store(roots)?);
+    let mut config = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Whether `cert` (already verified by the handshake) is valid for the DNS name `name`.
+pub fn cert_names(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(server_name) = ServerName::try_from(name) else {
+        return false;
+    };
+    match webpki::EndEntityCert::try_from(cert) {
+        Ok(ee) => ee.verify_is_valid_for_subject_name(&server_name).is_ok(),
+        Err(_) => false,
+    }
+}
