@@ -29,7 +29,14 @@ pub struct AgentConfig {
     pub ip: IpAddr,
     /// The controller's root URL.
     pub controller: String,
-    pub token: Option<String>,
+    /// Registers the node when it has no credential of its own yet (or its credential was
+    /// revoked); the registration mints the node's credential, kept in the data dir.
+    pub join_token: Option<String>,
+    /// The rack CA's certificate (a PEM file). With it the agent trusts only controllers
+    /// whose certificate chains to it, gets a certificate of its own at registration (for a
+    /// key it generates and keeps in the data dir), presents it to the controller (mTLS) and
+    /// serves its API over TLS with it.
+    pub ca: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub node_type: Option<String>,
     pub node_function: Option<String>,
@@ -55,6 +62,29 @@ pub enum StartError {
     },
     #[error("the agent's task table {path} is unreadable: {message}")]
     Table { path: String, message: String },
+    #[error("credentials: {0}")]
+    Credentials(#[from] torc_tls::TlsError),
+    #[error("the controller client: {0}")]
+    Client(#[from] torc_client::SetupError),
+}
+
+/// How long the agent trusts the controller's word on a caller's token.
+const REVIEW_TTL: Duration = Duration::from_secs(10);
+/// How long a refusal is remembered (a caller retrying a bad token costs the controller little).
+const REFUSAL_TTL: Duration = Duration::from_secs(2);
+/// Most answers remembered; past it the cache starts over.
+const REVIEWS_KEPT: usize = 1024;
+
+/// The node's credentials as the agent holds them.
+struct Credentials {
+    /// The node's own token (`None` until the first registration minted it).
+    token: Option<String>,
+    /// The rack CA's certificates, when the rack runs TLS.
+    roots: Option<Vec<torc_tls::CertificateDer<'static>>>,
+    /// The node's private key (PEM) and its public half (hex), under TLS.
+    key: Option<(String, String)>,
+    /// The node's certificate (PEM), once the controller issued one.
+    cert: Option<String>,
 }
 
 /// One task as the agent knows it. Persisted in the data dir.
@@ -113,7 +143,13 @@ impl Table {
 pub struct Agent {
     pub(crate) cfg: AgentConfig,
     pub(crate) runtime: Arc<ProcessRuntime>,
-    client: Client,
+    client: std::sync::RwLock<Client>,
+    creds: Mutex<Credentials>,
+    /// What the agent's API presents under TLS: the node's certificate, once it has one.
+    pub(crate) identity: Arc<torc_tls::ReloadableIdentity>,
+    /// The controller's answers about callers' tokens (by SHA-256 of the token).
+    reviews:
+        Mutex<std::collections::HashMap<[u8; 32], (torc_api::ReviewResponse, std::time::Instant)>>,
     table: Mutex<Table>,
     table_path: PathBuf,
     /// Wakes the reporter after a transition.
@@ -156,12 +192,24 @@ impl Agent {
             cfg.data_dir.join("sandboxes"),
             cfg.node.as_str(),
         ));
-        let client = Client::new(cfg.controller.clone(), cfg.token.clone());
+        let creds = load_credentials(&cfg)?;
+        let identity = Arc::new(torc_tls::ReloadableIdentity::default());
+        if let (Some(cert), Some((key, _))) = (&creds.cert, &creds.key) {
+            identity.set(torc_tls::Identity::from_pem(
+                cert,
+                key,
+                "the node's certificate",
+            )?)?;
+        }
+        let client = make_client(&cfg, &creds)?;
         let cfg_node = cfg.node.clone();
         Ok(Arc::new(Agent {
             cfg,
             runtime,
-            client,
+            client: std::sync::RwLock::new(client),
+            creds: Mutex::new(creds),
+            identity,
+            reviews: Mutex::new(std::collections::HashMap::new()),
             table: Mutex::new(table),
             table_path,
             report_now: Notify::new(),
@@ -172,6 +220,100 @@ impl Agent {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether the agent speaks TLS (the rack has a CA).
+    pub(crate) fn tls(&self) -> bool {
+        self.cfg.ca.is_some()
+    }
+
+    /// Who holds `token` (empty: a caller without one), as the controller says, remembered
+    /// for a few seconds.
+    pub(crate) async fn review(
+        &self,
+        token: &str,
+    ) -> Result<torc_api::ReviewResponse, ClientError> {
+        let key = {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            let mut k = [0u8; 32];
+            k.copy_from_slice(d.as_ref());
+            k
+        };
+        let now = std::time::Instant::now();
+        if let Some((answer, at)) = self
+            .reviews
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            let ttl = if answer.authenticated {
+                REVIEW_TTL
+            } else {
+                REFUSAL_TTL
+            };
+            if now.duration_since(*at) < ttl {
+                return Ok(answer.clone());
+            }
+        }
+        let answer = self.client().review(token).await?;
+        let mut reviews = self.reviews.lock().unwrap_or_else(|e| e.into_inner());
+        if reviews.len() >= REVIEWS_KEPT {
+            reviews.clear();
+        }
+        reviews.insert(key, (answer.clone(), now));
+        Ok(answer)
+    }
+
+    /// Keeps what a registration handed out: the node's credential and certificate.
+    fn registered(&self, resp: &torc_api::RegisterResponse) -> Result<(), StartError> {
+        if resp.credential.is_none() && resp.certificate.is_none() {
+            return Ok(());
+        }
+        let mut creds = self.creds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(token) = &resp.credential {
+            torc_tls::files::write_secret(&self.cfg.data_dir.join("credential"), token)?;
+            creds.token = Some(token.clone());
+        }
+        if let Some(cert) = &resp.certificate {
+            let (key, _) = creds
+                .key
+                .as_ref()
+                .ok_or_else(|| torc_tls::TlsError::NoKey {
+                    path: self.cfg.data_dir.join("tls").join("node.key"),
+                })?;
+            self.identity.set(torc_tls::Identity::from_pem(
+                cert,
+                key,
+                "the node's certificate",
+            )?)?;
+            torc_tls::files::write_file(
+                &self.cfg.data_dir.join("tls").join("node.crt"),
+                cert.as_bytes(),
+                0o644,
+            )?;
+            creds.cert = Some(cert.clone());
+        }
+        let client = make_client(&self.cfg, &creds)?;
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
+        Ok(())
+    }
+
+    /// Forgets a credential the controller no longer accepts, so the join token is used.
+    fn forget_credential(&self) {
+        let mut creds = self.creds.lock().unwrap_or_else(|e| e.into_inner());
+        if creds.token.take().is_some() {
+            let _ = std::fs::remove_file(self.cfg.data_dir.join("credential"));
+            if let Ok(client) = make_client(&self.cfg, &creds) {
+                *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
+            }
+        }
     }
 
     /// Writes the task table atomically. Called with the lock held, after each change.
@@ -306,6 +448,7 @@ impl Agent {
                 ports: &d.ports,
                 ip: self.cfg.ip,
                 extra_env: self.task_env(&d.id, &d.ports),
+                files: &d.files,
             }) {
                 Ok((handle, child)) => {
                     tracing::info!(task = %d.id, pid = handle.pid, "task started");
@@ -359,6 +502,9 @@ impl Agent {
         env.insert("TORC_NODE_IP".into(), self.cfg.ip.to_string());
         env.insert("HOST".into(), self.cfg.ip.to_string());
         env.insert("TORC_CONTROLLER".into(), self.cfg.controller.clone());
+        if let Some(ca) = &self.cfg.ca {
+            env.insert(torc_client::ENV_CA.into(), ca.display().to_string());
+        }
         if let Some(first) = ports.first() {
             env.insert("PORT".into(), first.to_string());
         }
@@ -380,6 +526,13 @@ impl Agent {
             attributes: self.cfg.attributes.clone(),
             runtime: self.runtime.info(),
             tasks: self.snapshot().iter().map(LocalTask::report).collect(),
+            public_key: self
+                .creds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .key
+                .as_ref()
+                .map(|(_, public)| public.clone()),
         }
     }
 
@@ -395,7 +548,7 @@ impl Agent {
             tasks: tasks.iter().map(LocalTask::report).collect(),
             full: true,
         };
-        self.client.report_status(&self.cfg.node, &report).await?;
+        self.client().report_status(&self.cfg.node, &report).await?;
         if !ended.is_empty() {
             let mut table = self.lock();
             for id in &ended {
@@ -414,18 +567,29 @@ impl Agent {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let port = listener.local_addr()?.port();
-        let agent_url = format!("http://{}:{port}", url_host(self.cfg.ip));
+        let scheme = if self.tls() { "https" } else { "http" };
+        let agent_url = format!("{scheme}://{}:{port}", url_host(self.cfg.ip));
         self.adopt();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tls = if self.tls() {
+            Some(Arc::new(
+                torc_tls::server_config_reloadable(
+                    Arc::clone(&self.identity),
+                    torc_tls::ClientAuth::None,
+                )
+                .map_err(std::io::Error::other)?,
+            ))
+        } else {
+            None
+        };
         let server = {
             let app = crate::api::router(Arc::clone(&self));
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await
+                torc_tls::serve(listener, app, tls, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
             })
         };
         let session = tokio::spawn(Arc::clone(&self).controller_session(agent_url));
@@ -522,16 +686,35 @@ impl Agent {
         let mut backoff = Duration::from_millis(100);
         loop {
             let interval = match self
-                .client
+                .client()
                 .register_agent(&self.register_request(&agent_url))
                 .await
             {
                 Ok(resp) => {
                     backoff = Duration::from_millis(100);
+                    if let Err(e) = self.registered(&resp) {
+                        tracing::error!(error = %e, "cannot keep the node's credentials; registering again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
                     tracing::info!(controller = %self.cfg.controller, "registered");
                     Duration::from_millis(resp.heartbeat_interval_ms.max(50))
                 }
                 Err(e) => {
+                    let had_credential = self
+                        .creds
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .token
+                        .is_some();
+                    if e.status().map(|s| s.as_u16()) == Some(401)
+                        && had_credential
+                        && self.cfg.join_token.is_some()
+                    {
+                        tracing::warn!(error = %e, "the node's credential was refused; registering with the join token");
+                        self.forget_credential();
+                        continue;
+                    }
                     if e.is_transport() {
                         tracing::debug!(error = %e, "controller unreachable; retrying");
                     } else {
@@ -570,7 +753,11 @@ impl Agent {
     async fn follow_desired(self: Arc<Self>) {
         loop {
             let after = self.lock().applied_generation;
-            match self.client.desired(&self.cfg.node, after, LONG_POLL).await {
+            match self
+                .client()
+                .desired(&self.cfg.node, after, LONG_POLL)
+                .await
+            {
                 Ok(doc) => self.apply(doc),
                 Err(e) => {
                     tracing::debug!(error = %e, "desired-state poll failed; retrying");
@@ -579,6 +766,74 @@ impl Agent {
             }
         }
     }
+}
+
+/// Reads the node's credential and, under TLS, its key (made now if missing) and certificate.
+fn load_credentials(cfg: &AgentConfig) -> Result<Credentials, StartError> {
+    let credential_path = cfg.data_dir.join("credential");
+    let token = if credential_path.exists() {
+        Some(torc_tls::files::read_secret(&credential_path)?)
+    } else {
+        None
+    };
+    let Some(ca) = &cfg.ca else {
+        return Ok(Credentials {
+            token,
+            roots: None,
+            key: None,
+            cert: None,
+        });
+    };
+    let roots = torc_tls::load_certs(ca)?;
+    let tls_dir = cfg.data_dir.join("tls");
+    let key_path = tls_dir.join("node.key");
+    let key = if key_path.exists() {
+        torc_tls::files::read_secret(&key_path)?
+    } else {
+        let (key, _) = torc_tls::pki::generate_key()?;
+        torc_tls::files::write_secret(&key_path, &key)?;
+        key
+    };
+    let public = torc_tls::pki::public_key_hex(&key)?;
+    let cert_path = tls_dir.join("node.crt");
+    let cert = match std::fs::read_to_string(&cert_path) {
+        Ok(c) => Some(c),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(torc_tls::TlsError::Read {
+                path: cert_path,
+                source,
+            }
+            .into());
+        }
+    };
+    Ok(Credentials {
+        token,
+        roots: Some(roots),
+        key: Some((key, public)),
+        cert,
+    })
+}
+
+/// The controller client for the credentials at hand: the node's token (else the join
+/// token), the rack CA, and the node's certificate once it has one.
+fn make_client(cfg: &AgentConfig, creds: &Credentials) -> Result<Client, StartError> {
+    let token = creds.token.clone().or_else(|| cfg.join_token.clone());
+    let tls = match &creds.roots {
+        Some(roots) => {
+            let identity = match (&creds.cert, &creds.key) {
+                (Some(cert), Some((key, _))) => Some(torc_tls::Identity::from_pem(
+                    cert,
+                    key,
+                    "the node's certificate",
+                )?),
+                _ => None,
+            };
+            Some(torc_tls::client_config(roots, identity)?)
+        }
+        None => None,
+    };
+    Ok(Client::with_tls(cfg.controller.clone(), token, tls)?)
 }
 
 /// Settles an ended task from its shim's exit record.
@@ -662,7 +917,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             // Nothing listens there; these tests never reach the controller.
             controller: "http://127.0.0.1:9".into(),
-            token: None,
+            join_token: None,
+            ca: None,
             data_dir: dir.to_path_buf(),
             node_type: None,
             node_function: None,
@@ -684,6 +940,7 @@ mod tests {
         DesiredState {
             generation,
             tasks: vec![DesiredTask {
+                files: Default::default(),
                 id: TaskId::new(format!("late.{generation:06x}")).unwrap(),
                 spec: TaskSpec::new("late".parse().unwrap(), "sleep"),
                 ports: Vec::new(),

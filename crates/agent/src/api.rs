@@ -1,11 +1,18 @@
 //! The agent's own HTTP API (port 5051 by default): health, its task table, and the tasks'
 //! sandboxes (the Mesos "sandbox": stdout and stderr). Read-only.
+//!
+//! Every route needs a caller who may read the whole rack (an admin or viewer token, a task's
+//! viewer token, the controller's own): the agent asks the controller who holds the token it
+//! was shown (`POST /api/v1/auth/review`, with the node's credential) and remembers the answer
+//! for a few seconds, so a revoked token stops working here within that time. When the
+//! controller cannot be asked, only remembered answers work and the rest get a 503.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,8 +34,50 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/metrics", get(metrics_json))
         .route("/v1/metrics/history", get(metrics_history))
         .route("/metrics", get(metrics_prometheus))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&agent),
+            authorize,
+        ))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route".into()) })
         .with_state(agent)
+}
+
+/// Admits callers who may read the whole rack (see the module comment).
+async fn authorize(State(agent): State<Arc<Agent>>, req: Request, next: Next) -> Response {
+    let token = match req.headers().get(axum::http::header::AUTHORIZATION) {
+        None => "",
+        Some(v) => match v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) => t.trim(),
+            None => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "the Authorization header must be `Bearer <token>`".into(),
+                );
+            }
+        },
+    };
+    match agent.review(token).await {
+        Ok(r) if r.reads_all => next.run(req).await,
+        Ok(r) if r.authenticated => error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not read this node's tasks, logs or metrics: it needs a viewer or admin token",
+                r.subject.unwrap_or_default()
+            ),
+        ),
+        Ok(_) if token.is_empty() => error(
+            StatusCode::UNAUTHORIZED,
+            "this node's API needs a credential: `Authorization: Bearer <token>` (a viewer or admin token)".into(),
+        ),
+        Ok(_) => error(
+            StatusCode::UNAUTHORIZED,
+            "the token is unknown, revoked or expired".into(),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot check the caller's token with the controller: {e}"),
+        ),
+    }
 }
 
 fn error(status: StatusCode, message: String) -> Response {

@@ -25,6 +25,49 @@ pub struct StartRequest<'a> {
     pub ip: std::net::IpAddr,
     /// Variables the agent adds (`PORT0`, `TORC_TASK_ID`, ...), over the spec's `env`.
     pub extra_env: BTreeMap<String, String>,
+    /// Credential files for the task's secrets directory (name → content).
+    pub files: &'a BTreeMap<String, String>,
+}
+
+/// Variables of the agent's own environment a task never inherits: whatever credential an
+/// operator may have put there for the agent or the CLI.
+const SCRUBBED_ENV: [&str; 4] = [
+    "TORC_TOKEN",
+    "TORC_TOKEN_FILE",
+    "TORC_JOIN_TOKEN_FILE",
+    "TORC_ADMIN_TOKEN_FILE",
+];
+
+/// Writes a task's credential files into `<sandbox>/secrets` (0700; files 0600), replacing any
+/// from an earlier start. Names are plain file names.
+fn write_secrets(sandbox: &Path, files: &BTreeMap<String, String>) -> io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let dir = sandbox.join("secrets");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    for (name, content) in files {
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !name.starts_with('.');
+        if !plain {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("credential file name {name:?} is not a plain file name"),
+            ));
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(name))?;
+        io::Write::write_all(&mut f, content.as_bytes())?;
+    }
+    Ok(dir)
 }
 
 /// What identifies a running task across agent restarts.
@@ -242,8 +285,19 @@ impl Runtime for ProcessRuntime {
             source,
         })?;
         let data = data_dir.display().to_string();
+        let secrets = if req.files.is_empty() {
+            None
+        } else {
+            Some(write_secrets(&sandbox, req.files).map_err(sandbox_err)?)
+        };
+        let secrets_dir = secrets
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
         let fill = |t: &String| {
-            torc_types::expand_placeholders(t, Some(req.ip), req.ports).replace("$DATA_DIR", &data)
+            torc_types::expand_placeholders(t, Some(req.ip), req.ports)
+                .replace("$DATA_DIR", &data)
+                .replace("$SECRETS_DIR", &secrets_dir)
         };
         // `torc` is this binary: the rack's own roles run as tasks without a PATH lookup.
         let program = if req.spec.command == "torc" {
@@ -261,6 +315,15 @@ impl Runtime for ProcessRuntime {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
+        for var in SCRUBBED_ENV {
+            cmd.env_remove(var);
+        }
+        if let Some(dir) = &secrets {
+            cmd.env("TORC_SECRETS_DIR", dir);
+            if req.files.contains_key("token") {
+                cmd.env("TORC_TOKEN_FILE", dir.join("token"));
+            }
+        }
         // SAFETY: setsid is async-signal-safe. A session of its own keeps the task out of the
         // agent's terminal signals (Ctrl-C) and lets it outlive an agent restart.
         unsafe {

@@ -20,8 +20,105 @@ pub struct ErrorBody {
     pub status: u16,
 }
 
-/// Header that carries the bearer token for calls that change the rack.
+/// Header that carries the bearer token.
 pub const AUTHORIZATION: &str = "authorization";
+
+// ---------------------------------------------------------------------------------------------
+// Credentials
+
+/// The roles a token can be created with (`POST /api/v1/tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    /// May do anything.
+    Admin,
+    /// May read everything and change nothing.
+    Viewer,
+    /// May only register agents (each registration mints that node's own credential).
+    Join,
+    /// May act for one framework (`framework` names it).
+    Framework,
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub role: TokenRole,
+    /// A name to recognise it by in `torc token list` (e.g. who holds it).
+    pub name: String,
+    /// For `framework` tokens: the framework it acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework: Option<FrameworkName>,
+    /// Seconds until it expires; none: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A credential as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    /// `admin`, `viewer`, `join`, `node`, `framework`.
+    pub role: String,
+    /// The node or framework it acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub created_at: UnixMillis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// The answer to `POST /api/v1/tokens`: the token itself, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub view: TokenView,
+}
+
+/// `POST /api/v1/auth/review`: who holds a token (asked by agents about their callers, and by
+/// frameworks about theirs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// The token to check; empty for a caller that presented none.
+    pub token: String,
+}
+
+/// Who holds the token reviewed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewResponse {
+    pub authenticated: bool,
+    /// May read everything (admin, viewer, a task's viewer token, anyone in insecure mode).
+    pub reads_all: bool,
+    /// May change anything.
+    pub admin: bool,
+    /// How to name the holder in logs (never the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// `POST /api/v1/session`: log the web UI in with a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub token: String,
+}
+
+/// Who the current session or token is (`GET /api/v1/session`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    pub subject: String,
+    pub admin: bool,
+    pub reads_all: bool,
+    /// When the session ends (sessions only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixMillis>,
+    /// The controller runs without credentials.
+    pub insecure: bool,
+}
 
 // ---------------------------------------------------------------------------------------------
 // Nodes
@@ -314,6 +411,9 @@ pub struct GroupView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
     pub rack: String,
+    /// Things an operator must know about how this controller runs (e.g. `--insecure`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub started_at: UnixMillis,
     pub nodes_total: usize,
     pub nodes_active: usize,
@@ -374,6 +474,10 @@ pub struct RegisterRequest {
     pub runtime: RuntimeInfo,
     /// Every task the agent knows, running or ended and not yet acknowledged.
     pub tasks: Vec<TaskReport>,
+    /// The node's public key (P-256, uncompressed, hex) when it wants a certificate from the
+    /// rack CA. The node keeps the private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -381,6 +485,15 @@ pub struct RegisterRequest {
 pub struct RegisterResponse {
     /// How often the agent must report (its heartbeat).
     pub heartbeat_interval_ms: u64,
+    /// The node's own credential, when this registration minted one (it came with a join
+    /// token): every later call of the agent carries it. Shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// The node's certificate (PEM) for the public key it sent, valid for its address and
+    /// `<node>.<domain>`: its client certificate towards the controller and its agent API's
+    /// server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 /// `POST /api/v1/agents/{node}/status`: task transitions and the heartbeat. With `full`, the
@@ -426,6 +539,10 @@ pub struct DesiredTask {
     /// True while the controller waits for the start (staging): the agent may launch it. A
     /// task the controller believes running is never launched again, only adopted.
     pub launch: bool,
+    /// The task's credential files (name → content), for its secrets directory: what its
+    /// spec's `credentials` asked for. Only this node's credential can read them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -58,19 +58,80 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// Why a client could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("TLS: {0}")]
+    Tls(#[from] torc_tls::TlsError),
+    #[error("{0} is not set: it names the controller's URL")]
+    NoController(&'static str),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The environment variables a task finds its controller by (set by its agent).
+pub const ENV_CONTROLLER: &str = "TORC_CONTROLLER";
+/// The file holding the task's own token (when its spec asked for `api_access`).
+pub const ENV_TOKEN_FILE: &str = "TORC_TOKEN_FILE";
+/// The rack CA's certificate (PEM), which the controller's certificate chains to.
+pub const ENV_CA: &str = "TORC_CA";
+
 impl Client {
-    /// `base` is the controller's root URL, e.g. `http://127.0.3.20:3000`.
+    /// `base` is the controller's root URL, e.g. `http://127.0.3.20:3000`. Plain HTTP or
+    /// HTTPS checked against the system's roots; racks use [`Client::with_tls`].
     pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
+        Client::with_tls(base, token, None).expect("a client without TLS settings always builds")
+    }
+
+    /// A client for a controller whose certificate chains to the rack CA in `tls` (and that
+    /// presents `tls`'s identity when the controller asks for one: agents).
+    pub fn with_tls(
+        base: impl Into<String>,
+        token: Option<String>,
+        tls: Option<torc_tls::ClientConfig>,
+    ) -> Result<Self, SetupError> {
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .no_proxy()
-            .build()
-            .expect("a plain HTTP client always builds");
-        Client {
+            .no_proxy();
+        if let Some(config) = tls {
+            http = http.tls_backend_preconfigured(config);
+        }
+        Ok(Client {
             base: base.into().trim_end_matches('/').to_string(),
             token,
-            http,
-        }
+            http: http.build()?,
+        })
+    }
+
+    /// A client from a CA file (PEM) and a token, as the CLI and tasks are configured.
+    pub fn from_files(
+        base: impl Into<String>,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, SetupError> {
+        let tls = match ca {
+            Some(path) => Some(torc_tls::client_config(&torc_tls::load_certs(path)?, None)?),
+            None => None,
+        };
+        Client::with_tls(base, token, tls)
+    }
+
+    /// A task's client, from what its agent set: `TORC_CONTROLLER`, `TORC_CA` and, when the
+    /// task asked for one, `TORC_TOKEN_FILE`.
+    pub fn from_env() -> Result<Self, SetupError> {
+        let base =
+            std::env::var(ENV_CONTROLLER).map_err(|_| SetupError::NoController(ENV_CONTROLLER))?;
+        Client::from_env_with(base)
+    }
+
+    /// [`Client::from_env`] with the controller's URL given.
+    pub fn from_env_with(base: impl Into<String>) -> Result<Self, SetupError> {
+        let token = match std::env::var_os(ENV_TOKEN_FILE) {
+            Some(path) => Some(torc_tls::files::read_secret(std::path::Path::new(&path))?),
+            None => None,
+        };
+        let ca = std::env::var_os(ENV_CA).map(std::path::PathBuf::from);
+        Client::from_files(base, token, ca.as_deref())
     }
 
     pub fn base_url(&self) -> &str {
@@ -127,6 +188,54 @@ impl Client {
     ) -> Result<T, ClientError> {
         let (url, req) = self.request(Method::POST, path);
         self.send(url, req.json(body)).await
+    }
+
+    // --- credentials ---
+
+    pub async fn tokens(&self) -> Result<Vec<torc_api::TokenView>, ClientError> {
+        self.get("/api/v1/tokens").await
+    }
+
+    pub async fn create_token(
+        &self,
+        req: &torc_api::TokenRequest,
+    ) -> Result<torc_api::TokenCreated, ClientError> {
+        self.post("/api/v1/tokens", req).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        let (url, req) = self.request(Method::DELETE, &format!("/api/v1/tokens/{id}"));
+        self.send(url, req).await
+    }
+
+    /// Who holds `token` (agents and frameworks ask about their callers).
+    pub async fn review(&self, token: &str) -> Result<torc_api::ReviewResponse, ClientError> {
+        self.post(
+            "/api/v1/auth/review",
+            &torc_api::ReviewRequest {
+                token: token.to_string(),
+            },
+        )
+        .await
+    }
+
+    /// Who this client's credential is.
+    pub async fn whoami(&self) -> Result<torc_api::SessionView, ClientError> {
+        self.get("/api/v1/session").await
+    }
+
+    pub async fn secrets(&self) -> Result<Vec<String>, ClientError> {
+        self.get("/api/v1/secrets").await
+    }
+
+    pub async fn set_secret(
+        &self,
+        name: &torc_types::SecretName,
+        value: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let (url, req) = self.request(Method::PUT, &format!("/api/v1/secrets/{name}"));
+        self.send(url, req.json(&serde_json::json!({ "value": value })))
+            .await
     }
 
     // --- nodes ---

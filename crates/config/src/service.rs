@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use torc_types::{Constraints, NodeName, Resources, ServiceName, TaskSpec};
+use torc_types::{Constraints, NodeName, Resources, ServiceName, TaskCredentials, TaskSpec};
 
 use crate::de::{empty_as_none, null_as_default};
 use crate::rack::NodeType;
@@ -117,6 +117,11 @@ pub struct ServiceConfig {
     /// `service_ttl_in_seconds`). torc addition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_ttl_in_seconds: Option<u32>,
+    /// Credentials its tasks get as files in `$SECRETS_DIR`: `api_access: viewer` (a controller
+    /// token of the task's own), `tls: true` (a certificate from the rack CA), `secrets:
+    /// [name, ...]` (rack secrets, generated at random when first named). torc addition.
+    #[serde(default, skip_serializing_if = "TaskCredentials::is_empty")]
+    pub credentials: TaskCredentials,
 }
 
 fn default_network_type() -> String {
@@ -186,6 +191,7 @@ impl ServiceConfig {
         spec.ports = self.ports;
         spec.constraints = self.constraints();
         spec.metered = self.is_metered;
+        spec.credentials = self.credentials.clone();
         if let Some(secs) = self.kill_grace_in_seconds {
             spec.kill_grace_ms = secs.saturating_mul(1000);
         }

@@ -40,6 +40,7 @@ fn main() {
                 attributes: BTreeMap::new(),
                 runtime: RuntimeInfo::default(),
                 tasks: vec![],
+                public_key: None,
             },
             1,
         )

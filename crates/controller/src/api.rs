@@ -1,8 +1,8 @@
 //! The controller's HTTP API, `/api/v1`: JSON in and out, proper verbs and status codes, and
 //! every error a JSON body `{"error": "...", "status": N}` that says what was wrong.
 //!
-//! Calls that change the rack (every method but GET and HEAD) need the bearer token when the
-//! controller has one; reads stay open on the rack network.
+//! Who may call each route is decided before any handler runs (`crate::access`); handlers
+//! that act on a caller's behalf read it from the `Caller` extension.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{Method, StatusCode, request::Parts};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,7 +28,10 @@ use torc_types::{
     BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskSpec, now_millis,
 };
 
+use crate::access::CallerExt;
+use crate::auth::Role;
 use crate::{ChangeError, Controller, RackError};
+use axum::Extension;
 
 /// Longest a desired-state long poll waits.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -91,11 +94,31 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/api/v1/agents/register", post(register_agent))
         .route("/api/v1/agents/{name}/status", post(agent_status))
         .route("/api/v1/agents/{name}/desired", get(agent_desired))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
+        .route(
+            "/api/v1/session",
+            post(crate::access::login)
+                .get(crate::access::whoami)
+                .delete(crate::access::logout),
+        )
+        .route("/api/v1/auth/review", post(crate::access::review))
+        .route(
+            "/api/v1/tokens",
+            get(crate::access::list_tokens).post(crate::access::create_token),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(crate::access::revoke_token),
+        )
+        .route("/api/v1/secrets", get(crate::access::list_secrets))
+        .route(
+            "/api/v1/secrets/{name}",
+            axum::routing::put(crate::access::set_secret),
+        )
+        .route_layer(middleware::from_fn_with_state(
             Arc::clone(&ctl),
-            require_token,
+            crate::access::authorize,
         ))
+        .fallback(not_found)
         .with_state(ctl)
 }
 
@@ -211,28 +234,6 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-async fn require_token(State(ctl): State<Arc<Controller>>, req: Request, next: Next) -> Response {
-    // The original API changes the rack with GETs; they need the token too.
-    let needs_token = !matches!(*req.method(), Method::GET | Method::HEAD)
-        || crate::original::CHANGING_GETS.contains(&req.uri().path());
-    if let (true, Some(token)) = (needs_token, ctl.token.as_deref()) {
-        let given = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token) {
-            let why = if given.is_none() {
-                "this call changes the rack and needs `Authorization: Bearer <token>` (the token is in the controller's data dir, file `token`)"
-            } else {
-                "the bearer token is not this controller's"
-            };
-            return ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
-        }
-    }
-    next.run(req).await
-}
-
 pub(crate) type Reply<T> = Result<Json<T>, ApiError>;
 
 // ---------------------------------------------------------------------------------------------
@@ -271,13 +272,28 @@ async fn launch_task(
     Body(spec): Body<TaskSpec>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let framework = FrameworkName::new(BUILTIN_FRAMEWORK).expect("valid builtin name");
+    check_tls_wanted(&ctl, &spec)?;
     let task = ctl
-        .change(move |rack| {
+        .change_keys(move |rack, keys| {
+            for name in &spec.credentials.secrets {
+                keys.ensure_secret(name.as_str());
+            }
             let id = rack.launch(spec, framework, now_millis())?;
             rack.task(&id)
         })
         .await?;
     Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// A task that asks for a certificate needs a controller with a rack CA.
+fn check_tls_wanted(ctl: &Controller, spec: &TaskSpec) -> Result<(), ApiError> {
+    if spec.credentials.tls && ctl.ca.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "credentials.tls: this controller has no rack CA (start it with --ca-dir), so it cannot issue the task a certificate",
+        ));
+    }
+    Ok(())
 }
 
 async fn kill_task(
@@ -488,8 +504,20 @@ fn default_api() -> String {
 /// its JSON answer on, for the UI's query page.
 async fn tsdb_query(
     State(ctl): State<Arc<Controller>>,
+    Extension(caller): CallerExt,
     Params(q): Params<TsdbQuery>,
 ) -> Reply<serde_json::Value> {
+    if !caller.who.is_admin()
+        && let Some(statement) = first_changing_statement(&q.q)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may only run SELECT and SHOW (LIST on the 0.8 API) through the controller; {statement:?} changes the database and needs an admin",
+                caller.who.describe()
+            ),
+        ));
+    }
     let addr = service_addr(&ctl, "influxdb", 8086)?;
     let req = match q.api.as_str() {
         "0.8" => ctl
@@ -517,6 +545,69 @@ async fn tsdb_query(
         ));
     }
     Ok(Json(body))
+}
+
+/// The first statement of an InfluxQL text that is not a read (SELECT, SHOW, or 0.8's LIST),
+/// if any. Statements are split on `;` outside quotes and comments.
+fn first_changing_statement(text: &str) -> Option<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                current.push(c);
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        current.push(n);
+                    }
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                current.push(c);
+            }
+            // Comments (`-- to the end of the line`, `/* ... */`) are dropped whole.
+            None if c == '-' && chars.peek() == Some(&'-') => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+                current.push(' ');
+            }
+            None if c == '/' && chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for n in chars.by_ref() {
+                    if last == '*' && n == '/' {
+                        break;
+                    }
+                    last = n;
+                }
+                current.push(' ');
+            }
+            None if c == ';' => statements.push(std::mem::take(&mut current)),
+            None => current.push(c),
+        }
+    }
+    statements.push(current);
+    statements.into_iter().find_map(|st| {
+        let rest = st.trim_start();
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect::<String>()
+            .to_ascii_uppercase();
+        match word.as_str() {
+            "" if rest.is_empty() => None,
+            "SELECT" | "SHOW" | "LIST" => None,
+            _ => Some(rest.chars().take(60).collect()),
+        }
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -567,7 +658,11 @@ async fn agent_get<T: serde::de::DeserializeOwned, Q: serde::Serialize>(
             format!("node {node} is inactive; its agent cannot be asked"),
         ));
     }
-    let req = ctl.http.get(format!("{url}{path}")).query(query);
+    let req = ctl
+        .http
+        .get(format!("{url}{path}"))
+        .bearer_auth(&ctl.own_token)
+        .query(query);
     let body = forward(req, &format!("agent on {node}")).await?;
     serde_json::from_value(body).map(Json).map_err(|e| {
         ApiError::new(
@@ -611,16 +706,82 @@ async fn list_frameworks(State(ctl): State<Arc<Controller>>) -> Json<Vec<torc_ap
 
 async fn register_agent(
     State(ctl): State<Arc<Controller>>,
+    Extension(caller): CallerExt,
     Body(req): Body<RegisterRequest>,
 ) -> Reply<RegisterResponse> {
     let node = req.node.clone();
-    let interval = ctl
-        .change(move |rack| rack.register(req, now_millis()))
+    if let Some(Role::Node { node: own }) = caller.who.role()
+        && *own != node
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("node {own}'s credential cannot register node {node}"),
+        ));
+    }
+    // A join token (or an admin's) gets the node its own credential; a node's own keeps it.
+    let mint = matches!(caller.who.role(), Some(Role::Join | Role::Admin));
+    let public_key = match (&ctl.ca, &req.public_key) {
+        (Some(_), Some(hex)) => Some(
+            decode_hex(hex)
+                .and_then(torc_tls::pki::RawPublicKey::p256)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "public_key: expected an uncompressed P-256 public key in hex (130 digits, starting 04)",
+                    )
+                })?,
+        ),
+        _ => None,
+    };
+    let n = node.clone();
+    let (interval, credential, ip) = ctl
+        .change_keys(move |rack, keys| {
+            let interval = rack.register(req, now_millis())?;
+            let credential = mint.then(|| keys.mint_node(&n, now_millis()).token);
+            let ip = rack.node_view(&n)?.ip;
+            Ok((interval, credential, ip))
+        })
         .await?;
-    tracing::info!(%node, "agent registered");
+    let certificate = match (&ctl.ca, public_key) {
+        (Some(ca), Some(key)) => {
+            let req = torc_tls::pki::CertRequest {
+                common_name: format!("node {node}"),
+                dns_names: vec![ctl.node_cert_name(node.as_str())],
+                ips: vec![ip],
+                validity: NODE_CERT_VALIDITY,
+            };
+            Some(
+                ca.issue_for(&req, &key)
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("cannot issue node {node}'s certificate: {e}"),
+                        )
+                    })?
+                    .cert_pem,
+            )
+        }
+        _ => None,
+    };
+    tracing::info!(%node, by = %caller.who.describe(), credential = credential.is_some(), certificate = certificate.is_some(), "agent registered");
     Ok(Json(RegisterResponse {
         heartbeat_interval_ms: interval.as_millis() as u64,
+        credential,
+        certificate,
     }))
+}
+
+/// How long a node's certificate is valid; the agent gets a new one at each registration.
+const NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 async fn agent_status(
@@ -657,7 +818,12 @@ async fn agent_desired(
             _ => break,
         }
     }
-    Ok(Json(ctl.read(|r| r.desired(&node))?))
+    let mut doc = ctl.read(|r| r.desired(&node))?;
+    let ip = ctl.read(|r| r.node_view(&node).ok().map(|n| n.ip));
+    for task in &mut doc.tasks {
+        task.files = ctl.task_files(task, ip);
+    }
+    Ok(Json(doc))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -665,9 +831,21 @@ async fn agent_desired(
 
 async fn register_framework(
     State(ctl): State<Arc<Controller>>,
+    Extension(caller): CallerExt,
     Body(reg): Body<FrameworkRegistration>,
 ) -> Reply<FrameworkRegistered> {
     let name = reg.name.clone();
+    let own =
+        matches!(caller.who.role(), Some(Role::Framework { framework }) if *framework == name);
+    if !(own || caller.who.is_admin()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} cannot register framework {name}: it needs that framework's token (`torc token create --role framework --framework {name}`) or an admin's",
+                caller.who.describe()
+            ),
+        ));
+    }
     let out = ctl
         .change(move |rack| rack.register_framework(reg, now_millis()))
         .await?;
@@ -705,9 +883,21 @@ async fn framework_tasks(
 
 async fn framework_launch(
     State(ctl): State<Arc<Controller>>,
+    Extension(caller): CallerExt,
     Segment(name): Segment<FrameworkName>,
     Body(spec): Body<TaskSpec>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    check_tls_wanted(&ctl, &spec)?;
+    if !caller.who.is_admin()
+        && (spec.credentials.api_access.is_some() || !spec.credentials.secrets.is_empty())
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "framework {name}'s tasks may ask for a certificate (credentials.tls) but not for a controller token or rack secrets; an admin launches such tasks"
+            ),
+        ));
+    }
     let task = ctl
         .change(move |rack| {
             let id = rack.framework_launch(&name, spec, now_millis())?;
@@ -835,7 +1025,18 @@ async fn framework_log(
 // Services, groups, status
 
 async fn status(State(ctl): State<Arc<Controller>>) -> Json<StatusView> {
-    Json(ctl.read(|r| r.status()))
+    let mut view = ctl.read(|r| r.status());
+    if ctl.access.insecure {
+        view.warnings.push(
+            "insecure: this controller checks no credentials; anyone who reaches it can run any command on any node".into(),
+        );
+    }
+    if ctl.tls.is_none() {
+        view.warnings.push(
+            "plain HTTP: tokens and task specs cross the rack network unencrypted (start the controller with --ca-dir)".into(),
+        );
+    }
+    Json(view)
 }
 
 async fn list_services(State(ctl): State<Arc<Controller>>) -> Json<Vec<ServiceView>> {
@@ -1027,4 +1228,33 @@ async fn ui_js() -> axum::response::Response {
 
 async fn ui_css() -> axum::response::Response {
     asset("text/css; charset=utf-8", include_str!("../ui/style.css"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_changing_statement as changing;
+
+    #[test]
+    fn only_reads_pass_the_query_proxy() {
+        for read in [
+            "SELECT * FROM machine",
+            "  select mean(x) from m; SHOW DATABASES",
+            "-- the seed's query\nselect * from machine where hostname = 'a;drop' limit 1",
+            "/* it's */ SELECT 1 /* ; drop */",
+            "list series",
+            "SHOW MEASUREMENTS;",
+        ] {
+            assert_eq!(changing(read), None, "{read:?}");
+        }
+        for write in [
+            "DROP DATABASE torc",
+            "select * from m; drop measurement m",
+            "SELECT 1; CREATE USER x WITH PASSWORD 'y'",
+            "delete from machine",
+            "(drop database torc)",
+            "-- a comment; select\nDROP DATABASE torc",
+        ] {
+            assert!(changing(write).is_some(), "{write:?}");
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The original ToRC Scheduler's REST API (reference §3), on the same port as `/api/v1`, with
 //! the original JSON shapes, so that statesync, the datacollector, Vector and sub-schedulers
 //! written for it work unchanged. Unlike the original: unknown names get a 404 JSON error (not
-//! `{"result":"done"}`), query strings are properly decoded, bad bodies get a 400, and the
-//! GETs that change the rack need the token when the controller has one.
+//! `{"result":"done"}`), query strings are properly decoded, bad bodies get a 400, every
+//! route needs a credential, and the GETs that change the rack need an admin's bearer token
+//! (never a browser session: see `crate::access`).
 
 use std::sync::Arc;
 
@@ -17,9 +18,6 @@ use torc_types::{NodeName, ServiceName, now_millis};
 
 use crate::Controller;
 use crate::api::{ApiError, Params, Reply};
-
-/// GET routes of the original that change the rack (the token middleware guards them).
-pub(crate) const CHANGING_GETS: [&str; 3] = ["/start/group", "/node/startup", "/node/shutdown"];
 
 pub(crate) fn routes() -> Router<Arc<Controller>> {
     Router::new()

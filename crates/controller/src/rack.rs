@@ -350,7 +350,7 @@ impl Rack {
                 Table::Services => self.services.get(key.as_str()).map(serde_json::to_value),
                 Table::Frameworks => self.frameworks.get(key.as_str()).map(serde_json::to_value),
                 Table::Announced => self.announced.get(&key).map(serde_json::to_value),
-                Table::Nodes | Table::Tasks => None,
+                Table::Nodes | Table::Tasks | Table::Credentials | Table::Secrets => None,
             };
             match value {
                 Some(v) => writes.push(Write::put(table, &key, &v.expect("records serialise"))),
@@ -882,12 +882,20 @@ impl Rack {
                 spec: t.spec.clone(),
                 ports: t.ports.clone(),
                 launch: t.state == TaskState::Staging,
+                files: Default::default(),
             })
             .collect();
         Ok(DesiredState {
             generation: record.desired_generation,
             tasks,
         })
+    }
+
+    /// Whether a task lives and asked for its own controller token.
+    pub fn task_may_hold_token(&self, id: &TaskId) -> bool {
+        self.tasks
+            .get(id)
+            .is_some_and(|t| !t.state.is_terminal() && t.spec.credentials.api_access.is_some())
     }
 
     pub fn desired_generation(&self, node: &NodeName) -> Option<u64> {

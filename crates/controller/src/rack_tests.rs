@@ -45,6 +45,7 @@ fn register(rack: &mut Rack, name: &str, ip: &str, now: u64) -> Result<Duration,
             attributes: BTreeMap::new(),
             runtime: RuntimeInfo::default(),
             tasks: vec![],
+            public_key: None,
         },
         now,
     )

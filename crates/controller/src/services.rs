@@ -773,6 +773,7 @@ impl Rack {
             })
             .collect();
         StatusView {
+            warnings: Vec::new(),
             rack: self.settings.rack_name.clone(),
             started_at: self.started_at,
             nodes_total: self.nodes.len(),

@@ -130,6 +130,30 @@ impl RackSettings {
         }
     }
 
+    /// The rack secrets the config's services ask for.
+    pub fn secret_names(&self) -> Vec<torc_types::SecretName> {
+        let mut names: Vec<torc_types::SecretName> = self
+            .system_services
+            .iter()
+            .chain(self.groups.values().flatten())
+            .filter_map(|t| t.spec.as_ref())
+            .flat_map(|s| s.credentials.secrets.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The controller's own DNS names: `<rack>.<service_domain>` and `<node>.<domain>` of the
+    /// controller (master) nodes.
+    pub fn own_names(&self) -> Vec<String> {
+        let mut names = vec![format!("{}.{}", self.rack_name, self.service_domain)];
+        for node in self.nodes.iter().filter(|n| n.node_type == "master") {
+            names.push(format!("{}.{}", node.name, self.domain));
+        }
+        names
+    }
+
     pub fn from_config(config: &RackConfig, origin: &str) -> RackSettings {
         let restart = config.stateclean.restart_delay();
         let max_restart = config.stateclean.max_restart_delay();

@@ -23,15 +23,21 @@ pub enum Table {
     Services,
     Frameworks,
     Announced,
+    /// Tokens' metadata and hashes (`auth::Keys`).
+    Credentials,
+    /// Named rack secrets and the task-token key (`auth::Keys`).
+    Secrets,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::Nodes,
         Table::Tasks,
         Table::Services,
         Table::Frameworks,
         Table::Announced,
+        Table::Credentials,
+        Table::Secrets,
     ];
 
     fn name(self) -> &'static str {
@@ -41,6 +47,8 @@ impl Table {
             Table::Services => "services",
             Table::Frameworks => "frameworks",
             Table::Announced => "announced",
+            Table::Credentials => "credentials",
+            Table::Secrets => "secrets",
         }
     }
 

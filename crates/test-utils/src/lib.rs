@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use torc_client::Client;
 
-pub use torc_types::random_u64;
+pub use torc_types::{random_bytes, random_u64};
 
 /// A `127.X.Y.0/24` block no one is listening in, for one rack's nodes. Avoids 127.0.x.x
 /// (the default local rack and ordinary localhost use).
@@ -42,6 +42,15 @@ fn die_with_test(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// A fresh token of the shape the controller adopts from a file (`torc_<16 hex>_<64 hex>`,
+/// as `torc_controller::fresh_token` makes them).
+pub fn fresh_token() -> String {
+    let mut b = [0u8; 40];
+    random_bytes(&mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("torc_{}_{}", &hex[..16], &hex[16..])
 }
 
 /// A free TCP port on `ip`.
@@ -77,12 +86,23 @@ pub struct RackOptions {
     pub compute_nodes: usize,
     /// `stateclean.timeout_in_seconds`: silence after which a node is inactive.
     pub node_timeout_secs: u64,
-    /// Require a bearer token for changes.
-    pub token: bool,
+    /// How the rack guards itself.
+    pub security: Security,
     /// Resources each node offers.
     pub node_resources: (f64, f64),
     /// More top-level config (e.g. `healthcheck:`, `api:`, `open_join: true`), appended as is.
     pub extra_yaml: String,
+}
+
+/// How a test rack guards itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// As `torc up` runs a rack: tokens (admin, join, node credentials) and TLS from a rack CA.
+    Tls,
+    /// Tokens over plain HTTP (`--plaintext`).
+    Plain,
+    /// No credentials at all (`--insecure --plaintext`).
+    Insecure,
 }
 
 impl Default for RackOptions {
@@ -90,7 +110,7 @@ impl Default for RackOptions {
         RackOptions {
             compute_nodes: 4,
             node_timeout_secs: 2,
-            token: true,
+            security: Security::Tls,
             node_resources: (4.0, 4096.0),
             extra_yaml: String::new(),
         }
@@ -103,7 +123,9 @@ pub struct LocalRack {
     exe: PathBuf,
     pub base: Ipv4Addr,
     pub port: u16,
+    /// The admin token (none for an insecure rack).
     pub token: Option<String>,
+    pub security: Security,
     pub config_path: PathBuf,
     /// Node name → ip.
     pub nodes: BTreeMap<String, Ipv4Addr>,
@@ -142,11 +164,13 @@ impl LocalRack {
         yaml.push_str(&opts.extra_yaml);
         let config_path = dir.path().join("rack.yaml");
         std::fs::write(&config_path, yaml)?;
-        let token = opts
-            .token
-            .then(|| format!("{:016x}{:016x}", random_u64(), random_u64()));
+        let token = (opts.security != Security::Insecure).then(fresh_token);
         if let Some(t) = &token {
-            std::fs::write(dir.path().join("token"), t)?;
+            torc_tls::files::write_secret(&dir.path().join("admin.token"), t)?;
+            torc_tls::files::write_secret(&dir.path().join("join.token"), &fresh_token())?;
+        }
+        if opts.security == Security::Tls {
+            torc_tls::pki::Ca::create(&dir.path().join("pki"), "test")?;
         }
         let mut rack = LocalRack {
             dir,
@@ -154,6 +178,7 @@ impl LocalRack {
             base,
             port,
             token,
+            security: opts.security,
             config_path,
             nodes,
             controller: None,
@@ -169,11 +194,62 @@ impl LocalRack {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.nodes["wedge"], self.port)
+        let scheme = if self.security == Security::Tls {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}:{}", self.nodes["wedge"], self.port)
     }
 
+    /// The rack CA's certificate (TLS racks).
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        (self.security == Security::Tls).then(|| self.dir.path().join("pki").join("ca.pem"))
+    }
+
+    /// The admin token's file (not for insecure racks).
+    pub fn token_path(&self) -> PathBuf {
+        self.dir.path().join("admin.token")
+    }
+
+    /// A typed client with the admin token.
     pub fn client(&self) -> Client {
-        Client::new(self.url(), self.token.clone())
+        self.client_with(self.token.clone())
+    }
+
+    /// A typed client with another token (or none).
+    pub fn client_with(&self, token: Option<String>) -> Client {
+        Client::from_files(self.url(), token, self.ca_path().as_deref())
+            .expect("the rack's CA loads")
+    }
+
+    /// A plain HTTP client that trusts the rack's CA (no token: add the header yourself).
+    pub fn http(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(40));
+        if let Some(ca) = self.ca_path() {
+            let roots = torc_tls::load_certs(&ca).expect("the rack's CA loads");
+            b = b.tls_backend_preconfigured(
+                torc_tls::client_config(&roots, None).expect("a client config"),
+            );
+        }
+        b.build().expect("an HTTP client")
+    }
+
+    /// The environment the `torc` CLI needs to talk to this rack as its admin.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("TORC_CONTROLLER".to_string(), self.url())];
+        if self.token.is_some() {
+            env.push((
+                "TORC_TOKEN_FILE".into(),
+                self.token_path().display().to_string(),
+            ));
+        }
+        if let Some(ca) = self.ca_path() {
+            env.push(("TORC_CA".into(), ca.display().to_string()));
+        }
+        env
     }
 
     fn log(&self, name: &str) -> anyhow::Result<(Stdio, Stdio)> {
@@ -205,8 +281,21 @@ impl LocalRack {
             "--listen".into(),
             format!("{}:{}", self.nodes["wedge"], self.port),
         ];
-        if self.token.is_some() {
-            args.extend(["--token-file".into(), d.join("token").display().to_string()]);
+        match self.security {
+            Security::Insecure => args.extend(["--insecure".into(), "--plaintext".into()]),
+            Security::Plain | Security::Tls => {
+                args.extend([
+                    "--admin-token-file".into(),
+                    d.join("admin.token").display().to_string(),
+                    "--join-token-file".into(),
+                    d.join("join.token").display().to_string(),
+                ]);
+                if self.security == Security::Tls {
+                    args.extend(["--ca-dir".into(), d.join("pki").display().to_string()]);
+                } else {
+                    args.push("--plaintext".into());
+                }
+            }
         }
         self.controller = Some(self.command(&args, "controller")?);
         Ok(())
@@ -228,8 +317,14 @@ impl LocalRack {
             d.join("agents").join(name).display().to_string(),
             "--kill-tasks-on-exit".into(),
         ];
-        if self.token.is_some() {
-            args.extend(["--token-file".into(), d.join("token").display().to_string()]);
+        if self.security != Security::Insecure {
+            args.extend([
+                "--join-token-file".into(),
+                d.join("join.token").display().to_string(),
+            ]);
+        }
+        if let Some(ca) = self.ca_path() {
+            args.extend(["--ca".into(), ca.display().to_string()]);
         }
         let child = self.command(&args, &format!("agent-{name}"))?;
         self.agents.insert(name.to_string(), child);

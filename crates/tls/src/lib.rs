@@ -11,6 +11,8 @@
 //!   address as axum's `ConnectInfo<SocketAddr>`;
 //! - [`cert_names`]: whether a verified certificate is valid for a DNS name (how the
 //!   controller tells which node an agent's certificate speaks for);
+//! - [`files`]: secret files (tokens, keys): written whole with mode 0600 in a 0700
+//!   directory, and refused when others can read them;
 //! - with the `pki` feature, [`pki`]: the rack CA on disk and the certificates it issues.
 //!
 //! What it is not: a policy. Which routes need which certificate is the caller's decision;
@@ -20,6 +22,7 @@
 //! the configured roots; nothing here reads a clock of its own for certificate validity
 //! (rustls and webpki do); private keys are read from files only, never from arguments.
 
+pub mod files;
 mod serve;
 
 #[cfg(feature = "pki")]
@@ -50,6 +53,12 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("{path} holds no private key (PKCS#8, PKCS#1 or SEC1 PEM)")]
     NoKey { path: PathBuf },
+    #[error(
+        "{path} is readable by others (mode {mode:04o}); it holds a secret: `chmod 600 {path}`"
+    )]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error("{path} is empty")]
+    Empty { path: PathBuf },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("client certificate verifier: {0}")]
@@ -60,7 +69,6 @@ pub enum TlsError {
     #[cfg(feature = "pki")]
     #[error("the OS's random source failed: {0}")]
     Random(String),
-    #[cfg(feature = "pki")]
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -188,6 +196,54 @@ pub fn server_config(
     identity: Identity,
     client_auth: ClientAuth,
 ) -> Result<ServerConfig, TlsError> {
+    let mut config = server_builder(client_auth)?.with_single_cert(identity.chain, identity.key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A server configuration presenting whatever identity `current` holds at each handshake
+/// (none yet: handshakes fail), offering HTTP/1.1 by ALPN. For a server whose certificate
+/// arrives or is renewed while it runs (an agent's, from its registration).
+pub fn server_config_reloadable(
+    current: Arc<ReloadableIdentity>,
+    client_auth: ClientAuth,
+) -> Result<ServerConfig, TlsError> {
+    let mut config = server_builder(client_auth)?.with_cert_resolver(current);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A server identity that can be replaced while the server runs.
+#[derive(Debug, Default)]
+pub struct ReloadableIdentity(std::sync::RwLock<Option<Arc<rustls::sign::CertifiedKey>>>);
+
+impl ReloadableIdentity {
+    /// Presents `identity` from the next handshake on.
+    pub fn set(&self, identity: Identity) -> Result<(), TlsError> {
+        let key = provider().key_provider.load_private_key(identity.key)?;
+        let certified = rustls::sign::CertifiedKey::new(identity.chain, key);
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(certified));
+        Ok(())
+    }
+
+    /// Whether an identity has been set.
+    pub fn is_set(&self) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableIdentity {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn server_builder(
+    client_auth: ClientAuth,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsError> {
     let builder =
         ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match client_auth {
@@ -208,9 +264,7 @@ pub fn server_config(
             .build()?,
         ),
     };
-    let mut config = builder.with_single_cert(identity.chain, identity.key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(builder)
 }
 
 /// A client configuration that trusts only `roots` (the rack CA), presenting `identity` when

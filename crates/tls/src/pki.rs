@@ -14,9 +14,8 @@
 //! so a crash leaves either no file or a complete one and a key is never readable by others,
 //! not even for a moment.
 
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +26,7 @@ use rcgen::{
 };
 
 use crate::TlsError;
+use crate::files::write_file;
 
 /// How long the CA itself is valid.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -83,6 +83,16 @@ impl PublicKeyData for RawPublicKey {
     fn algorithm(&self) -> &'static SignatureAlgorithm {
         &PKCS_ECDSA_P256_SHA256
     }
+}
+
+/// The raw public key (hex) of a P-256 private key in PEM: what a node sends to be certified.
+pub fn public_key_hex(key_pem: &str) -> Result<String, TlsError> {
+    let key = KeyPair::from_pem(key_pem)?;
+    Ok(key
+        .public_key_raw()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// A fresh P-256 key pair: `(private key PEM, raw public key)`.
@@ -245,33 +255,4 @@ impl Ca {
             key_pem: None,
         })
     }
-}
-
-/// Writes `bytes` to `path` atomically with `mode` from the first byte on: a temporary file
-/// in the same directory, fsync, rename, fsync of the directory.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write {
-        path: path.into(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
 }

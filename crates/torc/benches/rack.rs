@@ -81,7 +81,7 @@ async fn main() {
         RackOptions {
             compute_nodes: 4,
             node_timeout_secs: 30,
-            token: true,
+            security: torc_test_utils::Security::Tls,
             node_resources: (64.0, 64_000.0),
             extra_yaml: r#"
 healthcheck:
@@ -89,6 +89,7 @@ healthcheck:
     - name: dns
       command: torc
       args: [dns, --listen, "$IP:53"]
+      credentials: {api_access: viewer}
       memory: 32
       cpu: 0.2
       node_function: controller

@@ -13,7 +13,7 @@ use torc_types::{
     Constraints, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState,
 };
 
-use crate::{DEFAULT_CONTROLLER, read_token};
+use crate::DEFAULT_CONTROLLER;
 
 /// How a client command finds its controller.
 #[derive(Args, Clone)]
@@ -21,32 +21,51 @@ pub struct Target {
     /// The controller's URL.
     #[arg(long, env = "TORC_CONTROLLER", default_value = DEFAULT_CONTROLLER, global = true)]
     controller: String,
-    /// Bearer token for calls that change the rack.
+    /// Bearer token.
     #[arg(long, env = "TORC_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// A file holding the token (default: the local rack's, when `torc up` made one).
+    /// A file holding the token (default: the local rack's admin token, when `torc up` runs).
     #[arg(long, env = "TORC_TOKEN_FILE", global = true)]
     token_file: Option<PathBuf>,
+    /// The rack CA's certificate, which the controller's must chain to (default: the local
+    /// rack's, when `torc up` runs).
+    #[arg(long, env = "TORC_CA", global = true)]
+    ca: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
 }
 
 impl Target {
-    fn client(&self) -> anyhow::Result<Client> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(f)) => Some(read_token(f)?),
-            (None, None) => {
-                let local = crate::up::default_data_dir().join("token");
-                if self.controller == DEFAULT_CONTROLLER && local.exists() {
-                    Some(read_token(&local)?)
-                } else {
-                    None
-                }
-            }
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
+        let local = (self.controller == DEFAULT_CONTROLLER)
+            .then(crate::up::default_data_dir)
+            .transpose()?
+            .filter(|d| d.is_dir());
+        let token = match (&self.token, &self.token_file, &local) {
+            (Some(t), _, _) => Some(t.clone()),
+            (None, Some(f), _) => Some(torc_tls::files::read_secret(f)?),
+            (None, None, Some(dir)) if dir.join(crate::up::ADMIN_TOKEN).exists() => Some(
+                torc_tls::files::read_secret(&dir.join(crate::up::ADMIN_TOKEN))?,
+            ),
+            _ => None,
         };
-        Ok(Client::new(self.controller.clone(), token))
+        let ca = match (&self.ca, &local) {
+            (Some(ca), _) => Some(ca.clone()),
+            (None, Some(dir)) => Some(dir.join(crate::up::CA_DIR).join("ca.pem")),
+            (None, None) => None,
+        };
+        if self.controller.starts_with("https://") && ca.is_none() {
+            anyhow::bail!(
+                "{} is HTTPS: give --ca FILE (or TORC_CA), the rack CA's certificate",
+                self.controller
+            );
+        }
+        Ok(Client::from_files(
+            self.controller.clone(),
+            token,
+            ca.as_deref(),
+        )?)
     }
 }
 
@@ -457,6 +476,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         status.nodes_total,
         ago(status.started_at)
     );
+    for w in &status.warnings {
+        println!("WARNING: {w}");
+    }
     println!();
     let rows = status
         .services
@@ -560,6 +582,242 @@ pub fn group(args: GroupArgs) -> anyhow::Result<()> {
         );
         if !g.instances.is_empty() {
             print_table(&SERVICE_HEADER, service_rows(&g.instances));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    action: TokenAction,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (shown once).
+    Create {
+        /// admin, viewer, join, or framework (with --framework).
+        #[arg(long)]
+        role: torc_api_role::RoleArg,
+        /// Who or what holds it, for `torc token list`.
+        #[arg(long)]
+        name: Option<String>,
+        /// The framework a framework token acts for.
+        #[arg(long)]
+        framework: Option<FrameworkName>,
+        /// Seconds until it expires (default: until revoked).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// List tokens (never their secrets): admins, viewers, join tokens, nodes, frameworks.
+    List,
+    /// Revoke a token by id; it stops working at once (on agents within 10 s).
+    Revoke { id: String },
+}
+
+/// `torc token ...`.
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let rt = runtime()?;
+    match args.action {
+        TokenAction::Create {
+            role,
+            name,
+            framework,
+            ttl,
+        } => {
+            let req = torc_api::TokenRequest {
+                role: role.0,
+                name: name.unwrap_or_else(|| format!("{:?} token", role.0).to_lowercase()),
+                framework,
+                ttl_seconds: ttl,
+            };
+            let created = rt.block_on(client.create_token(&req))?;
+            if args.target.json {
+                return print_json(&created);
+            }
+            println!("{}", created.token);
+            eprintln!(
+                "created {} token {} ({:?}); it is shown this once",
+                created.view.role, created.view.id, created.view.name
+            );
+        }
+        TokenAction::List => {
+            let tokens = rt.block_on(client.tokens())?;
+            if args.target.json {
+                return print_json(&tokens);
+            }
+            let rows = tokens
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.role.clone(),
+                        t.subject.clone().unwrap_or_default(),
+                        t.name.clone(),
+                        ago(t.created_at),
+                        t.expires_at
+                            .map(|e| {
+                                let now = torc_types::now_millis();
+                                if e > now {
+                                    format!("in {}s", (e - now) / 1000)
+                                } else {
+                                    "expired".into()
+                                }
+                            })
+                            .unwrap_or_else(|| "never".into()),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "ROLE", "FOR", "NAME", "CREATED", "EXPIRES"], rows);
+        }
+        TokenAction::Revoke { id } => {
+            rt.block_on(client.revoke_token(&id))?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Parses `--role`.
+mod torc_api_role {
+    #[derive(Clone, Copy)]
+    pub struct RoleArg(pub torc_api::TokenRole);
+
+    impl std::str::FromStr for RoleArg {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            use torc_api::TokenRole::*;
+            Ok(RoleArg(match s {
+                "admin" => Admin,
+                "viewer" => Viewer,
+                "join" => Join,
+                "framework" => Framework,
+                other => {
+                    return Err(format!(
+                        "expected admin, viewer, join or framework, got {other:?}"
+                    ));
+                }
+            }))
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SecretArgs {
+    #[command(subcommand)]
+    action: SecretAction,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Subcommand)]
+enum SecretAction {
+    /// The rack secrets' names (never their values).
+    List,
+    /// Set a rack secret to the value read from standard input (e.g. a password an outside
+    /// service already uses). Tasks started from then on get it.
+    Set { name: torc_types::SecretName },
+}
+
+/// `torc secret ...`.
+pub fn secret(args: SecretArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let rt = runtime()?;
+    match args.action {
+        SecretAction::List => {
+            let names = rt.block_on(client.secrets())?;
+            if args.target.json {
+                return print_json(&names);
+            }
+            for n in names {
+                println!("{n}");
+            }
+        }
+        SecretAction::Set { name } => {
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)?;
+            let value = value.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!value.is_empty(), "no value on standard input");
+            rt.block_on(client.set_secret(&name, value))?;
+            println!("set {name}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CaArgs {
+    #[command(subcommand)]
+    action: CaAction,
+}
+
+#[derive(clap::Subcommand)]
+enum CaAction {
+    /// Create a rack CA in DIR (0700): `ca.pem` for every party, `ca.key` for the controller.
+    Init {
+        dir: PathBuf,
+        /// The rack's name, in the CA's name.
+        #[arg(long, default_value = "torc")]
+        rack: String,
+    },
+    /// Issue a certificate and key from the CA in DIR (for a server torc does not start
+    /// itself, e.g. an etcd of your own): writes OUT.crt and OUT.key (0600).
+    Issue {
+        dir: PathBuf,
+        /// Where to write: OUT.crt and OUT.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS names it is valid for.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// IP addresses it is valid for.
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// Days it is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+}
+
+/// `torc ca ...`: no controller needed.
+pub fn ca(args: CaArgs) -> anyhow::Result<()> {
+    match args.action {
+        CaAction::Init { dir, rack } => {
+            torc_tls::pki::Ca::create(&dir, &rack)?;
+            println!(
+                "rack CA created in {}: give `--ca-dir {}` to the controller and `--ca {}` to agents and clients",
+                dir.display(),
+                dir.display(),
+                dir.join("ca.pem").display()
+            );
+        }
+        CaAction::Issue {
+            dir,
+            out,
+            dns,
+            ips,
+            days,
+        } => {
+            anyhow::ensure!(
+                !dns.is_empty() || !ips.is_empty(),
+                "give at least one --dns NAME or --ip ADDRESS"
+            );
+            let ca = torc_tls::pki::Ca::load(&dir)?;
+            let issued = ca.issue(&torc_tls::pki::CertRequest {
+                common_name: dns.first().cloned().unwrap_or_else(|| ips[0].to_string()),
+                dns_names: dns,
+                ips,
+                validity: Duration::from_secs(days * 24 * 3600),
+            })?;
+            let crt = out.with_extension("crt");
+            let key = out.with_extension("key");
+            torc_tls::files::write_file(&crt, issued.cert_pem.as_bytes(), 0o644)?;
+            torc_tls::files::write_secret(&key, issued.key_pem.as_deref().unwrap_or_default())?;
+            println!("wrote {} and {}", crt.display(), key.display());
         }
     }
     Ok(())

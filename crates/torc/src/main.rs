@@ -5,12 +5,10 @@ mod cli;
 mod roles;
 mod up;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
 /// The controller a client command talks to when none is given: the local rack of `torc up`.
-pub const DEFAULT_CONTROLLER: &str = "http://127.0.3.20:3000";
+pub const DEFAULT_CONTROLLER: &str = "https://127.0.3.20:3000";
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +56,12 @@ enum Command {
     Services(cli::ServicesArgs),
     /// List service groups, or start or stop one: `torc group start NAME`.
     Group(cli::GroupArgs),
+    /// Create, list and revoke tokens (admin, viewer, join, framework).
+    Token(cli::TokenArgs),
+    /// List rack secrets, or set one from standard input.
+    Secret(cli::SecretArgs),
+    /// The rack CA: `torc ca init DIR`, `torc ca issue DIR --out NAME --dns ... --ip ...`.
+    Ca(cli::CaArgs),
     /// Internal: supervise one task process (started by the agent).
     #[command(hide = true)]
     Shim(roles::ShimArgs),
@@ -83,6 +87,9 @@ fn main() -> std::process::ExitCode {
             | Command::Status(_)
             | Command::Services(_)
             | Command::Group(_)
+            | Command::Token(_)
+            | Command::Secret(_)
+            | Command::Ca(_)
     ) {
         // A client command piped into `head` ends quietly when the pipe closes, as CLI tools
         // do; the server roles keep ignoring SIGPIPE.
@@ -106,6 +113,9 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => cli::status(args),
         Command::Services(args) => cli::services(args),
         Command::Group(args) => cli::group(args),
+        Command::Token(args) => cli::token(args),
+        Command::Secret(args) => cli::secret(args),
+        Command::Ca(args) => cli::ca(args),
         Command::Shim(_) => unreachable!("handled above"),
     };
     match result {
@@ -125,19 +135,6 @@ fn init_tracing(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// Reads a token file, trimmed; a missing file is an error naming it.
-fn read_token(path: &PathBuf) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
-    let token = text.trim().to_string();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the token file {} is empty",
-        path.display()
-    );
-    Ok(token)
 }
 
 /// Resolves once SIGINT or SIGTERM arrives.

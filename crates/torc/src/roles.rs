@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use torc_config::RackConfig;
-use torc_controller::{Controller, RackSettings};
+use torc_controller::{AuthMode, Controller, ControllerOptions, RackSettings};
 use torc_types::{NodeName, PortRange, Resources};
 
-use crate::{init_tracing, read_token, shutdown_signal};
+use crate::{init_tracing, shutdown_signal};
 
 #[derive(Args)]
 pub struct ControllerArgs {
@@ -24,9 +24,25 @@ pub struct ControllerArgs {
     /// Address of the API. Default: the controller node's ip (the config's `master` node), port 3000.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// A file holding the bearer token that calls changing the rack must present.
+    /// An admin token: used when the file exists, else a fresh one is written there (0600).
     #[arg(long)]
-    token_file: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+    /// The join token agents register with, the same way.
+    #[arg(long)]
+    join_token_file: Option<PathBuf>,
+    /// Check no credentials at all: anyone who reaches the API may run anything anywhere.
+    #[arg(long, conflicts_with_all = ["admin_token_file", "join_token_file"])]
+    insecure: bool,
+    /// The rack CA (`torc ca init DIR`): serve TLS, check agents' certificates, issue nodes'
+    /// and tasks' certificates.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Serve plain HTTP (no --ca-dir): tokens then cross the network in the clear.
+    #[arg(long, conflicts_with = "ca_dir")]
+    plaintext: bool,
+    /// A DNS name browsers reach the UI by (IP addresses and the rack's own names always work).
+    #[arg(long = "ui-host")]
+    ui_hosts: Vec<String>,
     /// `$NAME=value` substitutions for the config (e.g. `MASTER_IP=10.250.3.20`).
     #[arg(long = "var", value_parser = parse_key_val)]
     vars: Vec<(String, String)>,
@@ -55,10 +71,32 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             SocketAddr::new(master, 3000)
         }
     };
-    let token = args.token_file.as_ref().map(read_token).transpose()?;
+    anyhow::ensure!(
+        args.ca_dir.is_some() || args.plaintext,
+        "give --ca-dir DIR (a rack CA: `torc ca init DIR`) to serve TLS, or --plaintext to serve plain HTTP"
+    );
+    if args.plaintext {
+        tracing::warn!("--plaintext: tokens and task specs cross the network unencrypted");
+    }
+    let auth = if args.insecure {
+        AuthMode::Insecure
+    } else {
+        AuthMode::Tokens {
+            admin_token_file: args.admin_token_file.clone(),
+            join_token_file: args.join_token_file.clone(),
+        }
+    };
     let mut settings = RackSettings::from_config(&config, &origin);
     settings.controller_addr = Some(listen);
-    let controller = Controller::open(settings, &args.data_dir, token)?;
+    let controller = Controller::open(
+        settings,
+        &args.data_dir,
+        ControllerOptions {
+            auth,
+            ca_dir: args.ca_dir.clone(),
+            ui_hosts: args.ui_hosts.clone(),
+        },
+    )?;
     let name = config.name.clone();
     serve_role(
         listen,
@@ -114,9 +152,14 @@ pub struct AgentArgs {
     /// Port of the agent API (0 = any free port).
     #[arg(long, default_value_t = 5051)]
     port: u16,
-    /// The controller's bearer token.
+    /// The join token (`torc token create --role join`): registers the node the first time;
+    /// the node's own credential, kept in the data dir, is used after that.
     #[arg(long)]
-    token_file: Option<PathBuf>,
+    join_token_file: Option<PathBuf>,
+    /// The rack CA's certificate (`ca.pem`): trust only a controller whose certificate chains
+    /// to it, get a node certificate at registration, serve the agent API over TLS.
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// `master` or `slave` (the config's `type` wins when the node is listed there).
     #[arg(long = "type")]
     node_type: Option<String>,
@@ -149,7 +192,21 @@ pub struct AgentArgs {
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     init_tracing("info");
-    let token = args.token_file.as_ref().map(read_token).transpose()?;
+    let join_token = args
+        .join_token_file
+        .as_deref()
+        .map(torc_tls::files::read_secret)
+        .transpose()?;
+    anyhow::ensure!(
+        !args.controller.starts_with("https://") || args.ca.is_some(),
+        "--controller {} is HTTPS: give --ca FILE, the rack CA's certificate, to check it",
+        args.controller
+    );
+    // A task running as this agent's user must not read its memory (where the node's
+    // credential lives) through /proc.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot mark the agent undumpable");
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let detected = torc_agent::detect_resources(&args.data_dir);
@@ -163,7 +220,8 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         node: args.name,
         ip: args.ip,
         controller: args.controller,
-        token,
+        join_token,
+        ca: args.ca,
         data_dir: args.data_dir,
         node_type: args.node_type,
         node_function: args.node_function,
@@ -266,7 +324,7 @@ pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let controller = torc_client::Client::new(args.controller, None);
+        let controller = torc_client::Client::from_env_with(args.controller)?;
         tracing::info!(influxdb = %args.influxdb, "datacollector running");
         torc_collector::Collector::new(controller, cfg)
             .run(shutdown_signal())
@@ -363,7 +421,13 @@ pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
 
 /// Long-polls the controller for the rack's names and applies each new snapshot.
 async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
-    let client = torc_client::Client::new(url, None);
+    let client = match torc_client::Client::from_env_with(url) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reach the controller for the rack's names");
+            return;
+        }
+    };
     loop {
         match client
             .dns_snapshot(handle.generation(), Duration::from_secs(25))
@@ -444,7 +508,7 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let client = torc_client::Client::new(args.controller.clone(), None);
+        let client = torc_client::Client::from_env_with(args.controller.clone())?;
         // The controller's name owns its tasks in the store; ask it, waiting for it if needed.
         let name = loop {
             match client.status().await {

@@ -2,6 +2,12 @@
 //! processes, each node on its own loopback address (controller `127.0.3.20`, compute nodes
 //! `.21`, `.22`, ...) so that every node can use the standard ports. It stays in the foreground
 //! and, on Ctrl-C or SIGTERM, stops everything it started.
+//!
+//! The rack is secure as a real one: `torc up` creates a rack CA and two tokens (admin, join)
+//! in its state directory, which is private to the user (0700, under `$XDG_STATE_HOME` or
+//! `~/.local/state`, never a predictable path in a world-writable directory). The controller
+//! serves TLS with a certificate from that CA; agents join with the join token and get their
+//! own credential and certificate.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -28,8 +34,8 @@ pub struct UpArgs {
     /// A rack config to run instead of the sample one.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
-    /// Keep the rack's state here, so that it survives a restart. By default a fresh
-    /// directory under the system's temp dir is used and wiped at start.
+    /// Keep the rack's state here, so that it survives a restart. By default the user's own
+    /// state directory for it (`~/.local/state/torc/up`) is wiped at start and used.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// The controller's address; compute nodes take the next ones (sample config only).
@@ -40,11 +46,26 @@ pub struct UpArgs {
     api_port: u16,
 }
 
-/// Where `torc up` keeps its state when not told otherwise.
-pub fn default_data_dir() -> PathBuf {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("torc-up-{uid}"))
+/// The admin token's file in a local rack's state directory.
+pub const ADMIN_TOKEN: &str = "admin.token";
+/// The join token's file.
+pub const JOIN_TOKEN: &str = "join.token";
+/// The rack CA's directory.
+pub const CA_DIR: &str = "pki";
+
+/// Where `torc up` keeps its state when not told otherwise: the user's own state directory
+/// (`$XDG_STATE_HOME/torc/up`, else `~/.local/state/torc/up`).
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home = std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .context("neither XDG_STATE_HOME nor HOME is set; give --data-dir")?;
+            PathBuf::from(home).join(".local").join("state")
+        }
+    };
+    Ok(base.join("torc").join("up"))
 }
 
 /// The sample config with `compute` compute nodes and addresses from `base` up.
@@ -84,15 +105,6 @@ pub fn sample_config(compute: usize, base: Ipv4Addr) -> String {
         out.push('\n');
     }
     out
-}
-
-/// A fresh random token (128 bits).
-fn new_token() -> String {
-    format!(
-        "{:016x}{:016x}",
-        torc_types::random_u64(),
-        torc_types::random_u64()
-    )
 }
 
 struct Child {
@@ -141,7 +153,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => {
-            let d = default_data_dir();
+            let d = default_data_dir()?;
             if d.exists() {
                 std::fs::remove_dir_all(&d).with_context(|| {
                     format!("cannot wipe the old local rack in {}", d.display())
@@ -150,6 +162,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             d
         }
     };
+    torc_tls::files::private_dir(&data_dir)?;
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
 
@@ -167,17 +180,22 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .iter()
         .find(|n| n.node_type.as_str() == "master")
         .context("the rack config has no `type: master` node to run the controller on")?;
-    let controller_url = format!("http://{}:{}", master.ip, args.api_port);
+    let controller_url = format!("https://{}:{}", master.ip, args.api_port);
 
-    let token_path = data_dir.join("token");
-    if !token_path.exists() {
-        std::fs::write(&token_path, new_token() + "\n")?;
-        std::fs::set_permissions(
-            &token_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )?;
+    // The rack CA and the tokens, made once per state directory.
+    let ca_dir = data_dir.join(CA_DIR);
+    if !ca_dir.join("ca.pem").exists() {
+        torc_tls::pki::Ca::create(&ca_dir, &config.name)?;
     }
-    let token = crate::read_token(&token_path)?;
+    let ca_pem = ca_dir.join("ca.pem");
+    let token_path = data_dir.join(ADMIN_TOKEN);
+    let join_path = data_dir.join(JOIN_TOKEN);
+    for path in [&token_path, &join_path] {
+        if !path.exists() {
+            torc_tls::files::write_secret(path, &(torc_controller::fresh_token() + "\n"))?;
+        }
+    }
+    let token = torc_tls::files::read_secret(&token_path)?;
 
     let s = |p: &Path| p.display().to_string();
     println!(
@@ -196,8 +214,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             s(&data_dir.join("controller")),
             "--listen".into(),
             format!("{}:{}", master.ip, args.api_port),
-            "--token-file".into(),
+            "--admin-token-file".into(),
             s(&token_path),
+            "--join-token-file".into(),
+            s(&join_path),
+            "--ca-dir".into(),
+            s(&ca_dir),
         ],
         &logs.join("controller.log"),
     )?];
@@ -212,8 +234,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             node.ip.to_string(),
             "--data-dir".into(),
             s(&data_dir.join("agents").join(node.name.as_str())),
-            "--token-file".into(),
-            s(&token_path),
+            "--join-token-file".into(),
+            s(&join_path),
+            "--ca".into(),
+            s(&ca_pem),
             "--kill-tasks-on-exit".into(),
         ];
         if let Some(f) = &node.function {
@@ -226,7 +250,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         )?);
     }
 
-    let client = torc_client::Client::new(controller_url.clone(), Some(token));
+    let client =
+        torc_client::Client::from_files(controller_url.clone(), Some(token), Some(&ca_pem))?;
     let expected: Vec<NodeName> = config.nodes.iter().map(|n| n.name.clone()).collect();
     let result = tokio::select! {
         r = wait_for_nodes(&client, &expected, &mut children, &logs) => r,
@@ -238,17 +263,26 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     println!();
     println!("Rack is up.");
-    println!("  UI:    {controller_url}/");
-    println!("  API:   {controller_url}/api/v1/nodes");
-    println!("  token: {}", token_path.display());
-    println!("  logs:  {}", logs.display());
+    println!(
+        "  UI:          {controller_url}/  (log in with the admin token; the browser must trust the rack CA)"
+    );
+    println!("  API:         {controller_url}/api/v1/nodes");
+    println!("  admin token: {}", token_path.display());
+    println!("  rack CA:     {}", ca_pem.display());
+    println!("  logs:        {}", logs.display());
+    println!(
+        "  curl:  curl --cacert {} -H \"Authorization: Bearer $(cat {})\" {controller_url}/api/v1/nodes",
+        ca_pem.display(),
+        token_path.display()
+    );
     if args.data_dir.is_some()
         || args.api_port != 3000
         || args.ip_base != Ipv4Addr::new(127, 0, 3, 20)
     {
         println!(
-            "  for the CLI: export TORC_CONTROLLER={controller_url} TORC_TOKEN_FILE={}",
-            token_path.display()
+            "  for the CLI: export TORC_CONTROLLER={controller_url} TORC_TOKEN_FILE={} TORC_CA={}",
+            token_path.display(),
+            ca_pem.display()
         );
     }
     println!("Try `torc nodes`, `torc run -- sleep 60`, `torc tasks`. Ctrl-C stops the rack.");

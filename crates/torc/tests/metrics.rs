@@ -40,6 +40,7 @@ healthcheck:
     - name: datacollector
       command: torc
       args: [datacollector, --influxdb, "{}", --interval-seconds, "1"]
+      credentials: {{api_access: viewer}}
       memory: 40
       cpu: 0.1
       node_function: controller

@@ -46,6 +46,7 @@ healthcheck:
     - name: statesync
       command: torc
       args: [statesync, --endpoints, "http://$IP:2379", --interval-ms, "300"]
+      credentials: {api_access: viewer}
       memory: 32
       cpu: 0.1
       node_function: controller

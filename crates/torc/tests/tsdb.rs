@@ -23,6 +23,7 @@ healthcheck:
     - name: datacollector
       command: torc
       args: [datacollector, --influxdb, "service:influxdb", --interval-seconds, "1"]
+      credentials: {api_access: viewer}
       memory: 40
       cpu: 0.1
       node_name: bladerunner2

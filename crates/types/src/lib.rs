@@ -8,9 +8,12 @@ mod names;
 mod resources;
 mod task;
 
-pub use names::{FrameworkName, NameError, NodeName, ServiceName, TaskId};
+pub use names::{FrameworkName, NameError, NodeName, SecretName, ServiceName, TaskId};
 pub use resources::{PortRange, PortRangeError, Resources};
-pub use task::{Constraints, TaskSpec, TaskSpecError, TaskState, expand_placeholders};
+pub use task::{
+    ApiAccess, Constraints, TaskCredentials, TaskSpec, TaskSpecError, TaskState,
+    expand_placeholders,
+};
 
 /// Milliseconds since the Unix epoch: the one clock unit on the wire and on disk.
 pub type UnixMillis = u64;
@@ -26,27 +29,19 @@ pub fn now_millis() -> UnixMillis {
         .unwrap_or(0)
 }
 
-/// 64 random bits: OS-seeded hasher keys over a process-wide counter, the time and the pid.
-/// Enough for ids, epochs and tokens that must not repeat or be guessed by a neighbour; no
-/// dependency on a random-number crate. Every call gives a new value.
+/// 64 random bits from the OS's CSPRNG (`getrandom`): for ids and epochs. Tokens and keys use
+/// [`random_bytes`] for more.
 pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = KEYS
-        .get_or_init(std::collections::hash_map::RandomState::new)
-        .build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
+    let mut b = [0u8; 8];
+    random_bytes(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// Fills `buf` from the OS's CSPRNG (`getrandom`). The kernel's generator does not fail once
+/// seeded, and Linux seeds it before user space runs; a failure here means the process cannot
+/// make a safe secret at all, so it panics rather than hand out a guessable one.
+pub fn random_bytes(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("the OS's random number generator failed");
 }
 
 #[cfg(test)]

@@ -131,6 +131,12 @@ name_type!(
     check_label
 );
 name_type!(
+    /// The name of a rack secret (`kv-root`): a DNS label, so it is also a safe file name.
+    SecretName,
+    "secret name",
+    check_label
+);
+name_type!(
     /// The name of a service or task (`dns`, `pcp-wedge`, `dns-sl1`): a DNS label.
     ServiceName,
     "service name",

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeName, Resources, ServiceName};
+use crate::{NodeName, Resources, SecretName, ServiceName};
 
 /// Where a task may run. Every constraint that is set must hold; unset ones match any node.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -73,6 +73,43 @@ pub struct TaskSpec {
     /// Collect this task's metrics into the time-series database (the original's `is_metered`).
     #[serde(default)]
     pub metered: bool,
+    /// Credentials the task gets as files, never in its environment.
+    #[serde(default, skip_serializing_if = "TaskCredentials::is_empty")]
+    pub credentials: TaskCredentials,
+}
+
+/// Credentials a task receives as files in its secrets directory (`$TORC_SECRETS_DIR`, mode
+/// 0700, files 0600), written by its agent before it starts. None of them is ever put in the
+/// task's environment or spec, where every viewer of the rack could read them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCredentials {
+    /// A controller token bound to this task (file `token`), valid while the task lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_access: Option<ApiAccess>,
+    /// A certificate from the rack CA for the task's node address and its service's names
+    /// (files `tls.crt`, `tls.key` and the CA's `ca.crt`). A controller without a CA refuses
+    /// such a task at launch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    /// Named rack secrets, one file each (`<name>`), created at random the first time a task
+    /// asks for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretName>,
+}
+
+impl TaskCredentials {
+    pub fn is_empty(&self) -> bool {
+        self.api_access.is_none() && !self.tls && self.secrets.is_empty()
+    }
+}
+
+/// What a task's own controller token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiAccess {
+    /// Read the whole rack (as a viewer token), change nothing.
+    Viewer,
 }
 
 pub fn default_kill_grace_ms() -> u64 {
@@ -105,6 +142,7 @@ impl TaskSpec {
             constraints: Constraints::default(),
             kill_grace_ms: default_kill_grace_ms(),
             metered: false,
+            credentials: TaskCredentials::default(),
         }
     }
 

@@ -1,0 +1,115 @@
+//! Files that hold secrets (tokens, private keys, passwords).
+//!
+//! Written whole (temporary file, fsync, rename, fsync of the directory) with mode 0600 from the
+//! first byte, in a directory created 0700; read only when no one but the owner can read them,
+//! as ssh does with private keys. A secret file readable by others is refused with the command
+//! that fixes it, not silently used.
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::Path;
+
+use crate::TlsError;
+
+/// Creates `dir` (and its parents) with mode 0700 where missing.
+pub fn private_dir(dir: &Path) -> Result<(), TlsError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| TlsError::Write {
+            path: dir.into(),
+            source,
+        })
+}
+
+/// Writes `bytes` to `path` atomically with `mode` from the first byte on: a temporary file in
+/// the same directory, fsync, rename, fsync of the directory.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    let err = |source| TlsError::Write {
+        path: path.into(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Writes a secret: `path` gets mode 0600, its directory is created 0700 if missing.
+pub fn write_secret(path: &Path, text: &str) -> Result<(), TlsError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_dir(dir)?;
+    }
+    write_file(path, text.as_bytes(), 0o600)
+}
+
+/// Reads a secret, trimmed. Refused when the file is readable or writable by group or others,
+/// or empty.
+pub fn read_secret(path: &Path) -> Result<String, TlsError> {
+    let read_err = |source| TlsError::Read {
+        path: path.into(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError::Exposed {
+            path: path.into(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return Err(TlsError::Empty { path: path.into() });
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn secrets_are_private_and_exposed_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys").join("token");
+        write_secret(&path, "s3cret\n").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(read_secret(&path).unwrap(), "s3cret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_secret(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("readable by others") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "\n").unwrap();
+        assert!(
+            read_secret(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
+    }
+}
