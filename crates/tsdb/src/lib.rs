@@ -23,6 +23,7 @@
 //! by a crash, a restart or a compaction; no request bytes can panic the server, and a gzip
 //! body is bounded by its inflated size.
 
+pub mod auth;
 pub mod encoding;
 pub mod error;
 pub mod exec;
@@ -35,6 +36,7 @@ pub mod sched;
 pub mod segment;
 pub mod storage;
 pub mod timefmt;
+pub mod users;
 pub mod v08;
 pub mod wal;
 
