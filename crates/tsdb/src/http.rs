@@ -159,10 +159,11 @@ fn json_response(status: StatusCode, body: String) -> Response {
     with_headers(r)
 }
 
-/// An error as influxd answers it: `{"error": msg}`, and the message again in
+/// An error as influxd answers it: `{"error": msg}` and a newline, and the message again in
 /// `X-Influxdb-Error` (its first 1024 bytes; a 401 carries `WWW-Authenticate` instead).
 fn error_response(status: StatusCode, msg: &str) -> Response {
-    let mut r = json_response(status, json::error_json(msg));
+    // influxd's JSON encoder ends every body with a newline.
+    let mut r = json_response(status, json::error_json(msg) + "\n");
     let h = r.headers_mut();
     if status == StatusCode::UNAUTHORIZED {
         h.insert(
@@ -428,6 +429,7 @@ async fn query(
     if params.get("pretty").is_some_and(|p| p == "true") {
         body = json::pretty(&body);
     }
+    body.push('\n');
     if query_timing_enabled() {
         let total = started.elapsed();
         eprintln!(
