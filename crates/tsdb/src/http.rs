@@ -478,16 +478,19 @@ fn v08_response(r: Result<(StatusCode, String), v08::V08Error>) -> Response {
     }
 }
 
-/// Authenticates a 0.8 request (see [`v08::authenticate`]).
+/// Authenticates a 0.8 request (see [`v08::authenticate`]) and lets `check` refuse the caller.
 async fn v08_caller(
     db: &Tsdb,
     q: &Option<String>,
     headers: &HeaderMap,
+    check: impl FnOnce(&Caller) -> Result<(), v08::V08Error>,
 ) -> Result<Caller, Response> {
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    v08::authenticate(db, q.as_deref().unwrap_or(""), authorization)
+    let caller = v08::authenticate(db, q.as_deref().unwrap_or(""), authorization)
         .await
-        .map_err(|e| v08_response(Err(e)))
+        .map_err(|e| v08_response(Err(e)))?;
+    check(&caller).map_err(|e| v08_response(Err(e)))?;
+    Ok(caller)
 }
 
 async fn v08_list(
@@ -495,12 +498,8 @@ async fn v08_list(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let caller = match v08_caller(&db, &q, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if let Err(e) = v08::require_admin(&caller) {
-        return v08_response(Err(e));
+    if let Err(r) = v08_caller(&db, &q, &headers, v08::require_admin).await {
+        return r;
     }
     let mut out = String::from("[");
     for (i, d) in db.databases().iter().enumerate() {
@@ -521,12 +520,8 @@ async fn v08_create(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let caller = match v08_caller(&db, &q, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if let Err(e) = v08::require_admin(&caller) {
-        return v08_response(Err(e));
+    if let Err(r) = v08_caller(&db, &q, &headers, v08::require_admin).await {
+        return r;
     }
     let r = (|| {
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| v08::V08Error {
@@ -563,13 +558,10 @@ async fn v08_query(
     RawQuery(q): RawQuery,
 ) -> Response {
     crate::sched::prefer_short_slice();
-    let caller = match v08_caller(&db, &q, &headers).await {
+    let caller = match v08_caller(&db, &q, &headers, |c| v08::require_db_user(c, &dbname)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(e) = v08::require_db_user(&caller, &dbname) {
-        return v08_response(Err(e));
-    }
     let params = parse_form(q.as_deref().unwrap_or(""));
     let Some(text) = params.get("q").filter(|q| !q.is_empty()) else {
         return v08_response(Err(v08::V08Error {
@@ -595,13 +587,10 @@ async fn v08_write(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let caller = match v08_caller(&db, &q, &headers).await {
+    let caller = match v08_caller(&db, &q, &headers, |c| v08::require_db_user(c, &dbname)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(e) = v08::require_db_user(&caller, &dbname) {
-        return v08_response(Err(e));
-    }
     let params = parse_form(q.as_deref().unwrap_or(""));
     if db.database(&dbname).is_none() {
         return v08_response(Err(v08::V08Error {

@@ -6,7 +6,7 @@
 //!
 //! Invariants:
 //! * users live in `meta.json` (format version 2) and change only through
-//!   [`Tsdb::update_meta`]: a change is written to a temporary file, fsynced, renamed over
+//!   `Tsdb::update_meta`: a change is written to a temporary file, fsynced, renamed over
 //!   `meta.json` and the directory fsynced before it is visible or acknowledged, so an
 //!   acknowledged `CREATE USER`/`GRANT`/`SET PASSWORD` survives `kill -9`; a change whose write
 //!   fails is not applied;

@@ -249,6 +249,26 @@ fn limit_offset(f: &mut Formatter<'_>, limit: usize, offset: usize) -> fmt::Resu
     Ok(())
 }
 
+/// `SHOW <what> [ON db] [FROM sources] [WITH KEY keys] [WHERE condition] [LIMIT n] [OFFSET n]`.
+fn show(
+    f: &mut Formatter<'_>,
+    what: &str,
+    db: &Option<String>,
+    sources: &[Source],
+    keys: Option<&TagKeyMatch>,
+    condition: &Option<Expr>,
+    (limit, offset): (usize, usize),
+) -> fmt::Result {
+    f.write_str(what)?;
+    on(f, db)?;
+    from(f, sources)?;
+    if let Some(k) = keys {
+        write!(f, " WITH KEY {k}")?;
+    }
+    where_clause(f, condition)?;
+    limit_offset(f, limit, offset)
+}
+
 impl Display for TagKeyMatch {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
@@ -294,45 +314,51 @@ impl Display for Statement {
                 limit_offset(f, *limit, *offset)
             }
             Statement::ShowSeries {
-                on: db,
+                on,
                 sources,
                 condition,
                 limit,
                 offset,
-            }
-            | Statement::ShowTagKeys {
-                on: db,
+            } => show(
+                f,
+                "SHOW SERIES",
+                on,
+                sources,
+                None,
+                condition,
+                (*limit, *offset),
+            ),
+            Statement::ShowTagKeys {
+                on,
                 sources,
                 condition,
                 limit,
                 offset,
-            } => {
-                let what = if matches!(self, Statement::ShowSeries { .. }) {
-                    "SHOW SERIES"
-                } else {
-                    "SHOW TAG KEYS"
-                };
-                f.write_str(what)?;
-                on(f, db)?;
-                from(f, sources)?;
-                where_clause(f, condition)?;
-                limit_offset(f, *limit, *offset)
-            }
+            } => show(
+                f,
+                "SHOW TAG KEYS",
+                on,
+                sources,
+                None,
+                condition,
+                (*limit, *offset),
+            ),
             Statement::ShowTagValues {
-                on: db,
+                on,
                 sources,
                 keys,
                 condition,
                 limit,
                 offset,
-            } => {
-                f.write_str("SHOW TAG VALUES")?;
-                on(f, db)?;
-                from(f, sources)?;
-                write!(f, " WITH KEY {keys}")?;
-                where_clause(f, condition)?;
-                limit_offset(f, *limit, *offset)
-            }
+            } => show(
+                f,
+                "SHOW TAG VALUES",
+                on,
+                sources,
+                Some(keys),
+                condition,
+                (*limit, *offset),
+            ),
             Statement::ShowFieldKeys { on: db, sources } => {
                 f.write_str("SHOW FIELD KEYS")?;
                 on(f, db)?;
