@@ -8,6 +8,12 @@
 //! swapped), and `stats` (CPU and memory of the tasks marked metered). Modern extras ride along
 //! as more fields of the same series.
 //!
+//! Authentication: with [`Credentials`] every request carries them as HTTP Basic (never in the
+//! URL, where logs and proxies would keep them). A password is read from a file
+//! ([`read_password_file`]), never from the command line, where `ps` shows it. A refusal (401,
+//! 403) is logged as an error naming the database and what to check, and the points are kept
+//! for the next try like any other failed write.
+//!
 //! Invariants: a node that joins is collected from the next cycle on; points that could not be
 //! written are kept (bounded) and written with the next batch.
 
@@ -109,9 +115,83 @@ pub enum Target {
 pub struct CollectorConfig {
     pub target: Target,
     pub database: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
+    pub credentials: Option<Credentials>,
     pub interval: Duration,
+}
+
+/// A user name and password for an InfluxDB with authentication enabled.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// The environment variable naming the user of [`Credentials::from_env`].
+pub const USER_ENV: &str = "TORC_INFLUXDB_USER";
+/// The environment variable naming the password file of [`Credentials::from_env`].
+pub const PASSWORD_FILE_ENV: &str = "TORC_INFLUXDB_PASSWORD_FILE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("cannot read the password file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the password file {0} is empty")]
+    Empty(std::path::PathBuf),
+    #[error("{USER_ENV} is set but {PASSWORD_FILE_ENV} is not")]
+    NoPasswordFile,
+}
+
+/// Reads a password from a file: its whole content, less one trailing newline (`\n` or `\r\n`),
+/// so that `echo secret > file` works and a password may still hold spaces.
+pub fn read_password_file(path: &std::path::Path) -> Result<String, CredentialsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(CredentialsError::Empty(path.to_path_buf()));
+    }
+    Ok(password.to_string())
+}
+
+impl Credentials {
+    /// `user` with the password in `password_file`.
+    pub fn from_file(
+        user: String,
+        password_file: &std::path::Path,
+    ) -> Result<Self, CredentialsError> {
+        Ok(Credentials {
+            user,
+            password: read_password_file(password_file)?,
+        })
+    }
+
+    /// From [`USER_ENV`] and [`PASSWORD_FILE_ENV`] (which the agent passes on to its tasks
+    /// when it has them); `None` when no user is set.
+    pub fn from_env() -> Result<Option<Self>, CredentialsError> {
+        let Some(user) = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let path = std::env::var_os(PASSWORD_FILE_ENV).ok_or(CredentialsError::NoPasswordFile)?;
+        Credentials::from_file(user, std::path::Path::new(&path)).map(Some)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,57 +200,66 @@ pub enum WriteError {
     NoService(String),
     #[error("{url}: {message}")]
     Http { url: String, message: String },
+    /// 401: no, unknown or wrong credentials.
+    #[error("{url} refused the credentials ({message}); check the user and the password file")]
+    Unauthenticated { url: String, message: String },
+    /// 403: the user lacks a privilege.
+    #[error("{url} refused the request: {message}; the user needs WRITE on the database")]
+    Forbidden { url: String, message: String },
+}
+
+impl WriteError {
+    /// True for a refusal of the credentials or of the user's rights.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            WriteError::Unauthenticated { .. } | WriteError::Forbidden { .. }
+        )
+    }
 }
 
 /// Writes line protocol (millisecond timestamps) to one database of an InfluxDB-compatible
 /// server. Creates the database before the first write, and again after the server answers 404
-/// (it lost the database: a fresh data directory, or another instance).
-struct LineWriter {
+/// (it lost the database: a fresh data directory, or another instance). A user who may not
+/// create databases (403) writes all the same: an admin may have created it.
+pub struct LineWriter {
     http: reqwest::Client,
     database: String,
-    user: Option<String>,
-    password: Option<String>,
+    credentials: Option<Credentials>,
     database_created: bool,
 }
 
 impl LineWriter {
-    fn new(
+    pub fn new(
         http: reqwest::Client,
         database: String,
-        user: Option<String>,
-        password: Option<String>,
+        credentials: Option<Credentials>,
     ) -> LineWriter {
         LineWriter {
             http,
             database,
-            user,
-            password,
+            credentials,
             database_created: false,
         }
     }
 
-    fn auth(&self) -> Vec<(&'static str, String)> {
-        let mut q = Vec::new();
-        if let Some(u) = &self.user {
-            q.push(("u", u.clone()));
-        }
-        if let Some(p) = &self.password {
-            q.push(("p", p.clone()));
-        }
-        q
-    }
-
     /// Writes `body` (lines) to the server at `base` (`http://host:port`).
-    async fn write(&mut self, base: &str, body: String) -> Result<(), WriteError> {
+    pub async fn write(&mut self, base: &str, body: String) -> Result<(), WriteError> {
         if !self.database_created {
-            let mut q = self.auth();
-            q.push(("q", format!("CREATE DATABASE \"{}\"", self.database)));
-            self.post(format!("{base}/query"), q, String::new()).await?;
+            let q = vec![("q", format!("CREATE DATABASE \"{}\"", self.database))];
+            match self.post(format!("{base}/query"), q, String::new()).await {
+                Ok(()) => {}
+                Err(WriteError::Forbidden { message, .. }) => {
+                    tracing::debug!(%message, "may not create the database; writing anyway");
+                }
+                Err(e) => return Err(e),
+            }
             self.database_created = true;
         }
-        let mut q = self.auth();
-        q.push(("db", self.database.clone()));
-        q.push(("precision", "ms".into()));
+        let q = vec![
+            ("db", self.database.clone()),
+            ("precision", "ms".to_string()),
+        ];
         self.post(format!("{base}/write"), q, body).await
     }
 
@@ -180,27 +269,37 @@ impl LineWriter {
         query: Vec<(&'static str, String)>,
         body: String,
     ) -> Result<(), WriteError> {
-        let fail = |message: String| WriteError::Http {
+        let mut req = self.http.post(&url).query(&query).body(body);
+        if let Some(c) = &self.credentials {
+            req = req.basic_auth(&c.user, Some(&c.password));
+        }
+        let resp = req.send().await.map_err(|e| WriteError::Http {
             url: url.clone(),
-            message,
-        };
-        let resp = self
-            .http
-            .post(&url)
-            .query(&query)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+            message: e.to_string(),
+        })?;
         if resp.status().is_success() {
             return Ok(());
         }
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        if status.as_u16() == 404 {
-            self.database_created = false;
-        }
-        Err(fail(format!("{status}: {}", text.trim())))
+        // influxd answers `{"error": "..."}`: show the text alone.
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        Err(match status.as_u16() {
+            401 => WriteError::Unauthenticated { url, message },
+            403 => WriteError::Forbidden { url, message },
+            code => {
+                if code == 404 {
+                    self.database_created = false;
+                }
+                WriteError::Http {
+                    url,
+                    message: format!("{status}: {message}"),
+                }
+            }
+        })
     }
 }
 
@@ -222,12 +321,7 @@ impl Collector {
             .no_proxy()
             .build()
             .expect("a plain HTTP client always builds");
-        let writer = LineWriter::new(
-            http.clone(),
-            cfg.database.clone(),
-            cfg.user.clone(),
-            cfg.password.clone(),
-        );
+        let writer = LineWriter::new(http.clone(), cfg.database.clone(), cfg.credentials.clone());
         Collector {
             controller,
             http,
@@ -330,6 +424,9 @@ impl Collector {
             }
             match self.cycle().await {
                 Ok(n) => tracing::debug!(points = n, "written"),
+                Err(e) if e.is_auth() => {
+                    tracing::error!(error = %e, pending = self.pending.len(), "the database refused the datacollector; points kept, retrying next cycle")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, pending = self.pending.len(), "cannot write; retrying next cycle")
                 }
@@ -343,12 +440,36 @@ impl Collector {
 /// the last report, and `queries`, the server's counter). This is the load signal the DNS
 /// scheduler scales on; `torc dns` and the `named` sidecar both report through it.
 ///
+/// Credentials come from the environment ([`Credentials::from_env`]: `TORC_INFLUXDB_USER` and
+/// `TORC_INFLUXDB_PASSWORD_FILE`), so the DNS servers' command lines need no password flags;
+/// unreadable ones are logged and the reports go out without.
+///
 /// `read_queries` returns the server's cumulative query counter, or `None` when it cannot be read
 /// this time (that report is skipped; the next rate spans the whole gap). A counter that goes
 /// back (the server restarted) starts a new baseline. The `host` tag is `$TORC_NODE`, which the
 /// agent sets for its tasks.
 pub async fn report_query_rate<F, Fut>(
     url: String,
+    server: String,
+    every: Duration,
+    read_queries: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    let credentials = Credentials::from_env().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read the database credentials; reporting without");
+        None
+    });
+    report_query_rate_as(url, credentials, server, every, read_queries).await
+}
+
+/// [`report_query_rate`] with these credentials. A refusal by the database is logged as an
+/// error (a report that cannot be written for other reasons at debug level: the next one
+/// carries the counter anyway).
+pub async fn report_query_rate_as<F, Fut>(
+    url: String,
+    credentials: Option<Credentials>,
     server: String,
     every: Duration,
     mut read_queries: F,
@@ -369,7 +490,7 @@ pub async fn report_query_rate<F, Fut>(
     };
     let host = std::env::var("TORC_NODE").unwrap_or_else(|_| "unknown".into());
     let mut last: Option<(std::time::Instant, u64)> = None;
-    let mut writer = LineWriter::new(http, "torc".into(), None, None);
+    let mut writer = LineWriter::new(http, "torc".into(), credentials);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -389,8 +510,12 @@ pub async fn report_query_rate<F, Fut>(
             float(qps),
             torc_types::now_millis()
         );
-        if let Err(e) = writer.write(&url, line).await {
-            tracing::debug!(error = %e, "cannot report the query rate");
+        match writer.write(&url, line).await {
+            Ok(()) => {}
+            Err(e) if e.is_auth() => {
+                tracing::error!(error = %e, "the database refused the query rate report")
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot report the query rate"),
         }
     }
 }

@@ -291,10 +291,13 @@ pub struct CollectorArgs {
     /// Seconds between collections.
     #[arg(long, default_value_t = 5)]
     interval_seconds: u64,
-    #[arg(long)]
+    /// The database user, for a database with authentication enabled.
+    #[arg(long, env = "TORC_INFLUXDB_USER", requires = "password_file")]
     user: Option<String>,
-    #[arg(long)]
-    password: Option<String>,
+    /// A file holding that user's password (a password on the command line would show in
+    /// `ps`).
+    #[arg(long, env = "TORC_INFLUXDB_PASSWORD_FILE", requires = "user")]
+    password_file: Option<PathBuf>,
 }
 
 pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
@@ -313,11 +316,14 @@ pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
         }
         None => torc_collector::Target::Url(args.influxdb.clone()),
     };
+    let credentials = match (args.user, &args.password_file) {
+        (Some(user), Some(file)) => Some(torc_collector::Credentials::from_file(user, file)?),
+        _ => None,
+    };
     let cfg = torc_collector::CollectorConfig {
         target,
         database: args.database,
-        user: args.user,
-        password: args.password,
+        credentials,
         interval: Duration::from_secs(args.interval_seconds.max(1)),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -545,12 +551,27 @@ pub struct TsdbArgs {
     /// Most series per database (a write past it is refused with a clear error).
     #[arg(long, default_value_t = 1_000_000)]
     max_series: usize,
+    /// Require authentication, as InfluxDB's `[http] auth-enabled` (once an admin exists).
+    #[arg(long)]
+    auth_enabled: bool,
+    /// If the database has no users yet, create this admin user. Implies --auth-enabled.
+    #[arg(long, requires = "admin_password_file")]
+    admin_user: Option<String>,
+    /// A file holding that admin's password (a password on the command line would show in
+    /// `ps`).
+    #[arg(long, requires = "admin_user")]
+    admin_password_file: Option<PathBuf>,
 }
 
 pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
     init_tracing("info");
+    let admin = match (&args.admin_user, &args.admin_password_file) {
+        (Some(user), Some(file)) => Some((user.clone(), torc_collector::read_password_file(file)?)),
+        _ => None,
+    };
     let options = torc_tsdb::Options {
         max_series_per_database: args.max_series,
+        auth_enabled: args.auth_enabled || admin.is_some(),
         ..Default::default()
     };
     let db = std::sync::Arc::new(torc_tsdb::Tsdb::open(&args.data_dir, options)?);
@@ -559,6 +580,15 @@ pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
         2,
         "tsdb serving the InfluxDB API",
         |listener| async move {
+            if let Some((user, password)) = admin {
+                if db.ensure_admin(&user, &password).await? {
+                    tracing::info!(%user, "created the admin user");
+                } else if db.admin_exists() {
+                    tracing::info!(%user, "users exist already; --admin-user changes nothing");
+                } else {
+                    tracing::warn!(%user, "users exist but none is an admin: every request will be refused until authentication is disabled");
+                }
+            }
             torc_tsdb::serve(listener, db, shutdown_signal()).await?;
             Ok(())
         },

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 
+use crate::auth::Caller;
 use crate::influxql::{
     BinOp, Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch,
 };
@@ -91,9 +92,20 @@ pub async fn execute(
     stmts: &[Statement],
     default_db: Option<&str>,
 ) -> Vec<StatementResult> {
+    execute_as(db, stmts, default_db, &Caller::Open).await
+}
+
+/// As [`execute`], for `caller`, whom [`crate::auth::authorize_query`] has let run `stmts`:
+/// `SHOW DATABASES` lists only what the caller may read or write.
+pub async fn execute_as(
+    db: &Tsdb,
+    stmts: &[Statement],
+    default_db: Option<&str>,
+    caller: &Caller,
+) -> Vec<StatementResult> {
     let mut out = Vec::new();
     for s in stmts {
-        let r = execute_one(db, s, default_db).await;
+        let r = execute_one(db, s, default_db, caller).await;
         let failed = r.is_err();
         out.push(match r {
             Ok(series) => StatementResult {
@@ -154,8 +166,18 @@ async fn execute_one(
     db: &Tsdb,
     stmt: &Statement,
     default_db: Option<&str>,
+    caller: &Caller,
 ) -> ExecResult<Vec<ResultSeries>> {
     match stmt {
+        Statement::ShowUsers
+        | Statement::ShowGrants { .. }
+        | Statement::CreateUser { .. }
+        | Statement::DropUser { .. }
+        | Statement::SetPassword { .. }
+        | Statement::Grant { .. }
+        | Statement::GrantAdmin { .. }
+        | Statement::Revoke { .. }
+        | Statement::RevokeAdmin { .. } => crate::users::execute(db, stmt).await,
         Statement::CreateDatabase { name } => {
             db.create_database(name).map_err(|e| e.to_string())?;
             Ok(Vec::new())
@@ -296,12 +318,6 @@ async fn execute_one(
                 values: vec![vec![Val::Int(set.len() as i64)]],
             }])
         }
-        Statement::ShowUsers => Ok(vec![ResultSeries {
-            name: None,
-            tags: None,
-            columns: vec!["user".into(), "admin".into()],
-            values: Vec::new(),
-        }]),
         Statement::ShowContinuousQueries => Ok(db
             .databases()
             .into_iter()
@@ -319,6 +335,7 @@ async fn execute_one(
             values: db
                 .databases()
                 .into_iter()
+                .filter(|d| crate::auth::lists_database(caller, d))
                 .map(|d| vec![Val::Str(d)])
                 .collect(),
         }]),

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::Error;
+use crate::auth::{self, AuthError, Caller, Denied};
 use crate::exec;
 use crate::influxql;
 use crate::json::{self, Epoch};
@@ -36,10 +37,17 @@ pub const MAX_BODY: usize = 25_000_000;
 
 /// Builds the router.
 pub fn router(db: Arc<Tsdb>) -> Router {
-    Router::new()
-        .route("/ping", get(ping).head(ping))
+    // `/query` and `/write` authenticate first, before their bodies are read (see `auth`).
+    let authenticated = Router::new()
         .route("/write", post(write))
         .route("/query", get(query).post(query))
+        .route_layer(axum::middleware::from_fn_with_state(
+            db.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .merge(authenticated)
+        .route("/ping", get(ping).head(ping))
         .route("/db", get(v08_list).post(v08_create))
         .route("/db/{db}/series", get(v08_query).post(v08_write))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -88,7 +96,8 @@ pub async fn serve(
     r
 }
 
-/// Decodes `application/x-www-form-urlencoded` pairs (also used for URL queries).
+/// Decodes `application/x-www-form-urlencoded` pairs (also used for URL queries). A key given
+/// twice keeps its first value, as Go's `Values.Get` does.
 pub fn parse_form(s: &str) -> HashMap<String, String> {
     fn dec(s: &str) -> String {
         let b = s.as_bytes();
@@ -126,7 +135,7 @@ pub fn parse_form(s: &str) -> HashMap<String, String> {
     let mut m = HashMap::new();
     for pair in s.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        m.insert(dec(k), dec(v));
+        m.entry(dec(k)).or_insert_with(|| dec(v));
     }
     m
 }
@@ -150,8 +159,52 @@ fn json_response(status: StatusCode, body: String) -> Response {
     with_headers(r)
 }
 
+/// An error as influxd answers it: `{"error": msg}` and a newline, and the message again in
+/// `X-Influxdb-Error` (its first 1024 bytes; a 401 carries `WWW-Authenticate` instead).
 fn error_response(status: StatusCode, msg: &str) -> Response {
-    json_response(status, json::error_json(msg))
+    // influxd's JSON encoder ends every body with a newline.
+    let mut r = json_response(status, json::error_json(msg) + "\n");
+    let h = r.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"InfluxDB\""),
+        );
+    } else {
+        let mut end = msg.len().min(1024);
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = msg[..end].replace(['\r', '\n'], " ");
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            h.insert("X-Influxdb-Error", v);
+        }
+    }
+    r
+}
+
+/// Authenticates a `/query` or `/write` request and hands the [`Caller`] on to the handler.
+async fn authenticate(
+    State(db): State<Arc<Tsdb>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    match auth::authenticate(&db, &query, authorization.as_deref()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(Denied::Unauthenticated(msg)) => error_response(StatusCode::UNAUTHORIZED, msg),
+        Err(Denied::Busy) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &AuthError::Busy.to_string(),
+        ),
+    }
 }
 
 async fn ping() -> Response {
@@ -238,10 +291,26 @@ fn body_rejected(r: axum::extract::rejection::BytesRejection) -> Response {
 
 async fn write(
     State(db): State<Arc<Tsdb>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // influxd's order: the database, then the caller's right to write, then the body.
+    let params = parse_form(q.as_deref().unwrap_or(""));
+    let dbname = params.get("db").map(String::as_str).unwrap_or("");
+    if dbname.is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "database is required");
+    }
+    if db.database(dbname).is_none() {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            &format!("database not found: {dbname:?}"),
+        );
+    }
+    if let Err(e) = auth::authorize_write(&caller, dbname) {
+        return error_response(StatusCode::FORBIDDEN, &e);
+    }
     let body = match body {
         Ok(b) => b,
         Err(r) => return body_rejected(r),
@@ -260,17 +329,6 @@ async fn write(
     } else {
         body
     };
-    let params = parse_form(q.as_deref().unwrap_or(""));
-    let dbname = params.get("db").map(String::as_str).unwrap_or("");
-    if dbname.is_empty() {
-        return error_response(StatusCode::BAD_REQUEST, "database is required");
-    }
-    if db.database(dbname).is_none() {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            &format!("database not found: {dbname:?}"),
-        );
-    }
     let precision = Precision::parse(params.get("precision").map(String::as_str).unwrap_or(""));
     // Parsing a 5,000-line batch takes milliseconds: keep it off the async worker.
     let parsed = db
@@ -314,6 +372,7 @@ async fn write(
 
 async fn query(
     State(db): State<Arc<Tsdb>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     method: Method,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -354,14 +413,23 @@ async fn query(
         .get("db")
         .map(String::as_str)
         .filter(|d| !d.is_empty());
+    if let Err(e) =
+        auth::authorize_query(&caller, db.user_count(), &stmts, default_db.unwrap_or(""))
+    {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            &format!("error authorizing query: {e}"),
+        );
+    }
     let parsed = started.elapsed();
-    let results = exec::execute(&db, &stmts, default_db).await;
+    let results = exec::execute_as(&db, &stmts, default_db, &caller).await;
     let executed = started.elapsed();
     let epoch = Epoch::parse(params.get("epoch").map(String::as_str));
     let mut body = json::results_json(&results, epoch);
     if params.get("pretty").is_some_and(|p| p == "true") {
         body = json::pretty(&body);
     }
+    body.push('\n');
     if query_timing_enabled() {
         let total = started.elapsed();
         eprintln!(
@@ -397,14 +465,42 @@ fn v08_response(r: Result<(StatusCode, String), v08::V08Error>) -> Response {
         Err(e) => {
             let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
             let mut r = (status, e.message).into_response();
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            if status == StatusCode::UNAUTHORIZED {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"influxdb\""),
+                );
+            }
             with_headers(r)
         }
     }
 }
 
-async fn v08_list(State(db): State<Arc<Tsdb>>) -> Response {
+/// Authenticates a 0.8 request (see [`v08::authenticate`]) and lets `check` refuse the caller.
+async fn v08_caller(
+    db: &Tsdb,
+    q: &Option<String>,
+    headers: &HeaderMap,
+    check: impl FnOnce(&Caller) -> Result<(), v08::V08Error>,
+) -> Result<Caller, Response> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let caller = v08::authenticate(db, q.as_deref().unwrap_or(""), authorization)
+        .await
+        .map_err(|e| v08_response(Err(e)))?;
+    check(&caller).map_err(|e| v08_response(Err(e)))?;
+    Ok(caller)
+}
+
+async fn v08_list(
+    State(db): State<Arc<Tsdb>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if let Err(r) = v08_caller(&db, &q, &headers, v08::require_admin).await {
+        return r;
+    }
     let mut out = String::from("[");
     for (i, d) in db.databases().iter().enumerate() {
         if i > 0 {
@@ -418,7 +514,15 @@ async fn v08_list(State(db): State<Arc<Tsdb>>) -> Response {
     v08_response(Ok((StatusCode::OK, out)))
 }
 
-async fn v08_create(State(db): State<Arc<Tsdb>>, body: Bytes) -> Response {
+async fn v08_create(
+    State(db): State<Arc<Tsdb>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = v08_caller(&db, &q, &headers, v08::require_admin).await {
+        return r;
+    }
     let r = (|| {
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| v08::V08Error {
             status: 400,
@@ -450,9 +554,14 @@ async fn v08_create(State(db): State<Arc<Tsdb>>, body: Bytes) -> Response {
 async fn v08_query(
     State(db): State<Arc<Tsdb>>,
     Path(dbname): Path<String>,
+    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     crate::sched::prefer_short_slice();
+    let caller = match v08_caller(&db, &q, &headers, |c| v08::require_db_user(c, &dbname)).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let params = parse_form(q.as_deref().unwrap_or(""));
     let Some(text) = params.get("q").filter(|q| !q.is_empty()) else {
         return v08_response(Err(v08::V08Error {
@@ -462,6 +571,7 @@ async fn v08_query(
     };
     let r = v08::query(
         &db,
+        &caller,
         &dbname,
         text,
         params.get("time_precision").map(String::as_str),
@@ -473,9 +583,14 @@ async fn v08_query(
 async fn v08_write(
     State(db): State<Arc<Tsdb>>,
     Path(dbname): Path<String>,
+    headers: HeaderMap,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
+    let caller = match v08_caller(&db, &q, &headers, |c| v08::require_db_user(c, &dbname)).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let params = parse_form(q.as_deref().unwrap_or(""));
     if db.database(&dbname).is_none() {
         return v08_response(Err(v08::V08Error {
@@ -491,6 +606,9 @@ async fn v08_write(
         Ok(p) => p,
         Err(e) => return v08_response(Err(e)),
     };
+    if let Err(e) = v08::require_write(&caller, &dbname, &points) {
+        return v08_response(Err(e));
+    }
     let r = match db.write(&dbname, None, points).await {
         Ok(_) => Ok((StatusCode::OK, String::new())),
         Err(e @ Error::PartialWrite { .. }) => Err(v08::V08Error {

@@ -9,6 +9,13 @@
 
 use std::fmt;
 
+mod access;
+mod render;
+mod users;
+
+pub use access::Required;
+pub use render::quote_ident;
+
 /// A parse error (without the `error parsing query: ` prefix the HTTP layer adds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError(pub String);
@@ -69,8 +76,46 @@ pub enum Statement {
     ShowMeasurementCardinality {
         on: Option<String>,
     },
-    /// torc has no users: always an empty list.
+    /// `SHOW USERS`: every user and whether it is an admin, in creation order.
     ShowUsers,
+    /// `SHOW GRANTS FOR user`.
+    ShowGrants {
+        user: String,
+    },
+    /// `CREATE USER name WITH PASSWORD 'pw' [WITH ALL PRIVILEGES]`.
+    CreateUser {
+        name: String,
+        password: Password,
+        admin: bool,
+    },
+    DropUser {
+        name: String,
+    },
+    /// `SET PASSWORD FOR name = 'pw'`.
+    SetPassword {
+        name: String,
+        password: Password,
+    },
+    /// `GRANT READ|WRITE|ALL [PRIVILEGES] ON db TO user`.
+    Grant {
+        privilege: Privilege,
+        database: String,
+        user: String,
+    },
+    /// `GRANT ALL [PRIVILEGES] TO user`: makes the user an admin.
+    GrantAdmin {
+        user: String,
+    },
+    /// `REVOKE READ|WRITE|ALL [PRIVILEGES] ON db FROM user`.
+    Revoke {
+        privilege: Privilege,
+        database: String,
+        user: String,
+    },
+    /// `REVOKE ALL [PRIVILEGES] FROM user`: takes the admin flag away.
+    RevokeAdmin {
+        user: String,
+    },
     /// torc has no continuous queries: an empty list per database.
     ShowContinuousQueries,
     CreateDatabase {
@@ -115,6 +160,64 @@ pub enum Statement {
     },
 }
 
+/// A privilege on a database, as InfluxQL names it. The discriminants are InfluxDB's, so that
+/// `REVOKE` can clear bits (`ALL` minus `READ` is `WRITE`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Privilege {
+    #[serde(rename = "NO PRIVILEGES")]
+    None = 0,
+    #[serde(rename = "READ")]
+    Read = 1,
+    #[serde(rename = "WRITE")]
+    Write = 2,
+    #[serde(rename = "ALL PRIVILEGES")]
+    All = 3,
+}
+
+impl Privilege {
+    /// The privilege left after revoking `other` (a bit clear, as InfluxDB does it).
+    pub fn without(self, other: Privilege) -> Privilege {
+        Privilege::from_bits(self as u8 & !(other as u8))
+    }
+
+    fn from_bits(b: u8) -> Privilege {
+        match b & 3 {
+            1 => Privilege::Read,
+            2 => Privilege::Write,
+            3 => Privilege::All,
+            _ => Privilege::None,
+        }
+    }
+
+    /// InfluxQL's name: `READ`, `WRITE`, `ALL PRIVILEGES`, `NO PRIVILEGES`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Privilege::None => "NO PRIVILEGES",
+            Privilege::Read => "READ",
+            Privilege::Write => "WRITE",
+            Privilege::All => "ALL PRIVILEGES",
+        }
+    }
+}
+
+impl fmt::Display for Privilege {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A password in a statement. Its `Debug` does not show it, so that a statement can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum TagKeyMatch {
     Eq(String),
@@ -131,6 +234,8 @@ pub struct Select {
     pub condition: Option<Expr>,
     pub dimensions: Vec<Dimension>,
     pub fill: Fill,
+    /// An `ORDER BY time` clause was written (InfluxQL shows it when it prints the statement).
+    pub ordered: bool,
     pub descending: bool,
     pub limit: usize,
     pub offset: usize,
@@ -782,7 +887,12 @@ impl<'a> Parser<'a> {
 
     fn err_at(&self, found: &Tok, pos: usize, expected: &[&str]) -> ParseError {
         let eof = *found == Tok::Eof;
-        let pos = if eof { self.lx.src.len() } else { pos };
+        let pos = match found {
+            Tok::Eof => self.lx.src.len(),
+            // InfluxDB reports a string at the character before its opening quote.
+            Tok::Str(_) => pos.saturating_sub(1),
+            _ => pos,
+        };
         let (line, ch) = self.line_char(pos, eof);
         ParseError(format!(
             "found {}, expected {} at line {line}, char {ch}",
@@ -873,6 +983,9 @@ impl<'a> Parser<'a> {
                 let (sources, condition) = self.sources_or_condition()?;
                 Ok(Statement::Delete { sources, condition })
             }
+            Tok::Keyword("GRANT") => self.grant(),
+            Tok::Keyword("REVOKE") => self.revoke(),
+            Tok::Keyword("SET") => self.set_password(),
             Tok::Keyword("DROP") => {
                 let (t, pos) = self.next();
                 match t {
@@ -890,6 +1003,9 @@ impl<'a> Parser<'a> {
                         let (name, database) = self.policy_on()?;
                         Ok(Statement::DropRetentionPolicy { name, database })
                     }
+                    Tok::Keyword("USER") => Ok(Statement::DropUser {
+                        name: self.ident()?,
+                    }),
                     other => Err(self.err_at(
                         &other,
                         pos,
@@ -1017,6 +1133,12 @@ impl<'a> Parser<'a> {
                 Ok(Statement::ShowMeasurementCardinality { on })
             }
             Tok::Keyword("USERS") => Ok(Statement::ShowUsers),
+            Tok::Keyword("GRANTS") => {
+                self.expect_kw("FOR")?;
+                Ok(Statement::ShowGrants {
+                    user: self.ident()?,
+                })
+            }
             Tok::Keyword("CONTINUOUS") => {
                 self.expect_kw("QUERIES")?;
                 Ok(Statement::ShowContinuousQueries)
@@ -1154,6 +1276,7 @@ impl<'a> Parser<'a> {
             Tok::Keyword("DATABASE") => Ok(Statement::CreateDatabase {
                 name: self.ident()?,
             }),
+            Tok::Keyword("USER") => self.create_user(),
             Tok::Keyword("RETENTION") => {
                 let (name, database) = self.policy_on()?;
                 self.expect_kw("DURATION")?;
@@ -1286,7 +1409,8 @@ impl<'a> Parser<'a> {
             }
         }
         let mut descending = false;
-        if self.peek_kw("ORDER") {
+        let ordered = self.peek_kw("ORDER");
+        if ordered {
             self.bump();
             self.expect_kw("BY")?;
             let (t, pos) = self.next();
@@ -1329,6 +1453,7 @@ impl<'a> Parser<'a> {
             condition,
             dimensions,
             fill,
+            ordered,
             descending,
             limit,
             offset,
@@ -1496,10 +1621,7 @@ impl<'a> Parser<'a> {
             let rhs = if matches!(op, BinOp::EqRegex | BinOp::NeqRegex) {
                 match self.next_regex() {
                     (Tok::Regex(r), _) => Expr::Regex(r),
-                    // InfluxDB reports this one a character early.
-                    (other, pos) => {
-                        return Err(self.err_at(&other, pos.saturating_sub(1), &["regex"]));
-                    }
+                    (other, pos) => return Err(self.err_at(&other, pos, &["regex"])),
                 }
             } else {
                 self.expr(prec)?

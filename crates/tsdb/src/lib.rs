@@ -2,12 +2,13 @@
 //!
 //! What it is: a single-node store that speaks InfluxDB's 1.x HTTP API (line protocol writes,
 //! InfluxQL queries) and the 0.8 `/db/<db>/series` API the original ToRC data plane used.
-//! What it is not: a cluster, an authentication layer (`u`/`p` are accepted and ignored), or a
-//! full InfluxQL (no continuous queries, `INTO`, users, nor the functions `sample`, `elapsed`
-//! and `holt_winters`: asking for one is an error). `DROP SERIES`, `DELETE` and
-//! `DROP MEASUREMENT` are supported (durable, see [`storage`]), and so are subqueries
-//! (`FROM (SELECT ...)`, see [`exec`]); `/write` accepts gzip bodies and `/query` answers gzip
-//! to clients that accept it.
+//! Users and authentication are influxd 1.6's (`[http] auth-enabled`, see [`auth`] and
+//! [`users`]), off unless [`Options::auth_enabled`].
+//! What it is not: a cluster, TLS, or a full InfluxQL (no continuous queries, `INTO`, nor the
+//! functions `sample`, `elapsed` and `holt_winters`: asking for one is an error). `DROP SERIES`,
+//! `DELETE` and `DROP MEASUREMENT` are supported (durable, see [`storage`]), and so are
+//! subqueries (`FROM (SELECT ...)`, see [`exec`]); `/write` accepts gzip bodies and `/query`
+//! answers gzip to clients that accept it.
 //!
 //! Code map:
 //! * [`lineproto`]: line-protocol parser (InfluxDB 1.6 error texts);
@@ -15,14 +16,18 @@
 //!   [`segment`] + [`encoding`]: immutable compressed blocks;
 //! * [`influxql`]: parser; [`exec`]: execution; [`json`]: Go-compatible output;
 //! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`sched`]: a scheduling
-//!   hint for query threads.
+//!   hint for query threads;
+//! * [`users`]: the user catalog and the user statements; [`auth`]: credentials, password
+//!   checks, privileges.
 //!
 //! Invariants (details in each module): an acknowledged write is durable (WAL fsync before the
-//! answer); storage fails closed (unknown format versions and damaged files refuse to open, a
-//! failed fsync makes the store refuse writes); a deletion, once acknowledged, is never undone
-//! by a crash, a restart or a compaction; no request bytes can panic the server, and a gzip
-//! body is bounded by its inflated size.
+//! answer), and so is an acknowledged user change (`meta.json` replaced atomically); storage
+//! fails closed (unknown format versions and damaged files refuse to open, a failed fsync makes
+//! the store refuse writes); a deletion, once acknowledged, is never undone by a crash, a
+//! restart or a compaction; no request bytes can panic the server, and a gzip body is bounded
+//! by its inflated size; with authentication enabled, bcrypt work is bounded (see [`auth`]).
 
+pub mod auth;
 pub mod encoding;
 pub mod error;
 pub mod exec;
@@ -35,6 +40,7 @@ pub mod sched;
 pub mod segment;
 pub mod storage;
 pub mod timefmt;
+pub mod users;
 pub mod v08;
 pub mod wal;
 

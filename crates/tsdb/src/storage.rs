@@ -6,7 +6,8 @@
 //! Directory layout (format version in `FORMAT`):
 //! ```text
 //! FORMAT                      "torc-tsdb 1"
-//! meta.json                   databases and retention policies (atomically replaced)
+//! meta.json                   databases, retention policies and users (atomically replaced;
+//!                             version 2, version 1 had no users and is read as none)
 //! wal/<seq>.wal               write-ahead log (see wal.rs)
 //! data/<hex db>/<hex rp>/<seq>.seg   segments (see segment.rs)
 //! ```
@@ -56,6 +57,9 @@ pub struct Options {
     pub flush_values: usize,
     /// Compact a shard's segments into one when it has more than this many.
     pub max_segments: usize,
+    /// InfluxDB's `[http] auth-enabled`: requests must authenticate once an admin user exists
+    /// (see [`crate::auth`]).
+    pub auth_enabled: bool,
 }
 
 impl Default for Options {
@@ -64,6 +68,7 @@ impl Default for Options {
             max_series_per_database: 1_000_000,
             flush_values: 20_000_000,
             max_segments: 8,
+            auth_enabled: false,
         }
     }
 }
@@ -83,9 +88,12 @@ pub struct DbMeta {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-struct MetaFile {
+pub(crate) struct MetaFile {
     version: u32,
-    databases: BTreeMap<String, DbMeta>,
+    pub(crate) databases: BTreeMap<String, DbMeta>,
+    /// In creation order (`SHOW USERS` lists them so). Absent in version 1 files.
+    #[serde(default)]
+    pub(crate) users: Vec<crate::users::UserMeta>,
 }
 
 impl MetaFile {
@@ -96,7 +104,9 @@ impl MetaFile {
     }
 }
 
-const META_VERSION: u32 = 1;
+/// The metadata format written; [`META_VERSION_NO_USERS`] is read too.
+const META_VERSION: u32 = 2;
+const META_VERSION_NO_USERS: u32 = 1;
 
 /// Default shard group duration for a retention duration, as InfluxDB picks it.
 pub fn shard_group_for(duration_ns: i64) -> i64 {
@@ -406,6 +416,8 @@ pub struct Tsdb {
     flush_pending: AtomicBool,
     next_frozen: AtomicU64,
     poisoned: Mutex<Option<String>>,
+    /// Password checks: the bcrypt workers and the cache of verified passwords.
+    pub(crate) authn: crate::auth::Authenticator,
 }
 
 impl std::fmt::Debug for Tsdb {
@@ -476,7 +488,7 @@ impl Tsdb {
                     path: dir.join("meta.json"),
                     detail: e.to_string(),
                 })?;
-                if m.version != META_VERSION {
+                if m.version != META_VERSION && m.version != META_VERSION_NO_USERS {
                     return Err(Error::UnsupportedFormat {
                         path: dir.join("meta.json"),
                         found: format!("meta version {}", m.version),
@@ -488,6 +500,7 @@ impl Tsdb {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaFile {
                 version: META_VERSION,
                 databases: BTreeMap::new(),
+                users: Vec::new(),
             },
             Err(e) => return Err(Error::io("reading meta.json", e)),
         };
@@ -537,6 +550,7 @@ impl Tsdb {
             flush_pending: AtomicBool::new(false),
             next_frozen: AtomicU64::new(1),
             poisoned: Mutex::new(None),
+            authn: crate::auth::Authenticator::new(),
         };
         // Load segments of every known shard.
         let rps: Vec<(String, String)> = {
@@ -573,7 +587,7 @@ impl Tsdb {
         &self.dir
     }
 
-    fn check_poison(&self) -> Result<(), Error> {
+    pub(crate) fn check_poison(&self) -> Result<(), Error> {
         if let Some(p) = self
             .poisoned
             .lock()
@@ -594,9 +608,10 @@ impl Tsdb {
     }
 
     /// Applies `change` to a copy of the metadata; when it reports a change, persists the copy
-    /// and makes it current. On an error or no change nothing is written. Returns whether
-    /// anything changed.
-    fn update_meta(
+    /// (in the current format version) and makes it current. On an error or no change nothing
+    /// is written. Returns whether anything changed. A change is visible only once durable; if
+    /// persisting fails the old metadata stays current.
+    pub(crate) fn update_meta(
         &self,
         change: impl FnOnce(&mut MetaFile) -> Result<bool, Error>,
     ) -> Result<bool, Error> {
@@ -605,9 +620,15 @@ impl Tsdb {
         if !change(&mut next)? {
             return Ok(false);
         }
+        next.version = META_VERSION;
         self.persist_meta(&next)?;
         *m = next;
         Ok(true)
+    }
+
+    /// The current metadata, for reading.
+    pub(crate) fn meta(&self) -> std::sync::RwLockReadGuard<'_, MetaFile> {
+        self.meta.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn persist_meta(&self, m: &MetaFile) -> Result<(), Error> {
@@ -765,7 +786,17 @@ impl Tsdb {
         // removed here.
         let _f = self.flush_lock.lock().await;
         let _g = self.gate.write().await;
-        if !self.update_meta(|next| Ok(next.databases.remove(name).is_some()))? {
+        // InfluxDB drops the users' privileges on the database with it.
+        let dropped = self.update_meta(|next| {
+            let dropped = next.databases.remove(name).is_some();
+            if dropped {
+                for u in &mut next.users {
+                    u.privileges.remove(name);
+                }
+            }
+            Ok(dropped)
+        })?;
+        if !dropped {
             return Ok(());
         }
         let mut rec = vec![2u8];

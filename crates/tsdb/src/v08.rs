@@ -13,9 +13,24 @@
 //! (all its series merged). `sequence_number` is synthesised: unique within a response and
 //! increasing with time (1 for the oldest returned point); 0.8 stored it, torc does not.
 //! `select *` lists the measurement's tag and field keys in alphabetical order.
+//!
+//! Authentication (with [`crate::Options::auth_enabled`]), as 0.8 answered it, against the
+//! 1.x users: credentials are `u`/`p` in the URL or an `Authorization` header parsed as 0.8
+//! did (`<scheme> <base64 of user:password>`; a malformed one is a 400 `Bad auth header`,
+//! `Bad encoding` or `Bad auth value`). Every 0.8 request then needs them, even before an admin
+//! exists (0.8 had no such bootstrap; admins are made through `/query`). Failures are plain
+//! text with `WWW-Authenticate: Basic realm="influxdb"`: 401 `Invalid database/username/password`
+//! without credentials, 401 `Invalid username/password` for bad ones. 0.8's cluster admins
+//! are 1.x admins (`/db` needs one; a non-admin gets 401 `Invalid username/password`, as 0.8's
+//! admin check answered), and 0.8's database users are the users with a privilege on that
+//! database (others get the same 401). A database user without READ gets 403 `User doesn't
+//! have read access to <name>` and one without WRITE 403 `User <user> doesn't have write
+//! permissions for <series>`. 0.8 named the series in the read error; torc names the first
+//! measurement of the query, or the database for `list series` and regex sources.
 
 use std::fmt::Write;
 
+use crate::auth::{self, Caller};
 use crate::exec::{self, StatementResult, Val};
 use crate::influxql::{self, Dimension, Expr, Statement};
 use crate::json::{Epoch, write_str, write_val};
@@ -35,6 +50,84 @@ fn bad(msg: impl Into<String>) -> V08Error {
         status: 400,
         message: msg.into(),
     }
+}
+
+fn unauthorized(msg: &str) -> V08Error {
+    V08Error {
+        status: 401,
+        message: msg.into(),
+    }
+}
+
+fn forbidden(msg: String) -> V08Error {
+    V08Error {
+        status: 403,
+        message: msg,
+    }
+}
+
+/// Authenticates a 0.8 request (see the module doc); [`Caller::Open`] when authentication is
+/// disabled.
+pub async fn authenticate(
+    db: &Tsdb,
+    query: &str,
+    authorization: Option<&[u8]>,
+) -> Result<Caller, V08Error> {
+    if !db.options().auth_enabled {
+        return Ok(Caller::Open);
+    }
+    let (user, password) = auth::v08_credentials(query, authorization)
+        .map_err(bad)?
+        .ok_or_else(|| unauthorized("Invalid database/username/password"))?;
+    match db.authenticate(&user, &password).await {
+        Ok(Some(u)) => Ok(Caller::User(u)),
+        Ok(None) => Err(unauthorized("Invalid username/password")),
+        Err(e) => Err(V08Error {
+            status: 503,
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// 0.8's cluster-admin check (`/db`).
+pub fn require_admin(caller: &Caller) -> Result<(), V08Error> {
+    match caller {
+        Caller::User(u) if !u.admin => Err(unauthorized("Invalid username/password")),
+        _ => Ok(()),
+    }
+}
+
+/// 0.8's database-user check: an admin, or a user with some privilege on `dbname`.
+pub fn require_db_user(caller: &Caller, dbname: &str) -> Result<(), V08Error> {
+    match caller {
+        Caller::User(u)
+            if !u.admin
+                && u.privileges
+                    .get(dbname)
+                    .is_none_or(|p| *p == crate::influxql::Privilege::None) =>
+        {
+            Err(unauthorized("Invalid username/password"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The 403 for a database user who may not write `points` into `dbname`.
+pub fn require_write(caller: &Caller, dbname: &str, points: &[Point]) -> Result<(), V08Error> {
+    match caller {
+        Caller::User(u) if !u.may(crate::influxql::Privilege::Write, dbname) => {
+            Err(forbidden(format!(
+                "User {} doesn't have write permissions for {}",
+                u.name,
+                points.first().map_or(dbname, |p| p.measurement.as_str())
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn read_denied(name: &str) -> V08Error {
+    forbidden(format!("User doesn't have read access to {name}"))
 }
 
 fn precision(p: Option<&str>) -> Precision {
@@ -138,8 +231,10 @@ pub fn parse_write(
 }
 
 /// Runs a 0.8 query and renders the 0.8 JSON body.
+/// `caller` has passed [`require_db_user`]; its read access is checked here.
 pub async fn query(
     db: &Tsdb,
+    caller: &Caller,
     dbname: &str,
     q: &str,
     time_precision: Option<&str>,
@@ -147,6 +242,10 @@ pub async fn query(
     if db.database(dbname).is_none() {
         return Err(bad(format!("Database {dbname} doesn't exist")));
     }
+    let reader = match caller {
+        Caller::User(u) if !u.admin => Some(u),
+        _ => None,
+    };
     let trimmed = q.trim().trim_end_matches(';').trim();
     let lower = trimmed.to_ascii_lowercase();
     let epoch = Epoch::Div(precision(time_precision).nanos());
@@ -158,6 +257,9 @@ pub async fn query(
             let r = rest.trim_matches('/');
             Some(regex::Regex::new(r).map_err(|e| bad(format!("invalid regex: {e}")))?)
         };
+        if reader.is_some_and(|u| !u.may(crate::influxql::Privilege::Read, dbname)) {
+            return Err(read_denied(dbname));
+        }
         let mut names = std::collections::BTreeSet::new();
         for shard in db.shards_of(dbname) {
             let st = shard.read();
@@ -210,7 +312,17 @@ pub async fn query(
         ));
     }
     sel.descending = !ascending;
-    let results = exec::execute(db, &[Statement::Select(sel)], Some(dbname)).await;
+    let named = match sel.sources.first() {
+        Some(crate::influxql::Source::Measurement { name, .. }) => name.clone(),
+        _ => dbname.to_string(),
+    };
+    let stmts = [Statement::Select(sel)];
+    if let Some(u) = reader
+        && auth::authorize_query(&Caller::User(u.clone()), db.user_count(), &stmts, dbname).is_err()
+    {
+        return Err(read_denied(&named));
+    }
+    let results = exec::execute(db, &stmts, Some(dbname)).await;
     let r: &StatementResult = results.first().ok_or_else(|| bad("no result"))?;
     if let Some(e) = &r.error {
         return Err(bad(e.clone()));

@@ -1,7 +1,8 @@
 //! Every acknowledged write survives `kill -9`: the test binary re-executes itself as a server
 //! (env `TSDB_CHILD_DIR`), writes concurrently, kills the child with SIGKILL, restarts it on the
 //! same directory and checks that every acknowledged point is there. Also: a torn WAL tail is
-//! truncated; other damage and unknown format versions refuse to open.
+//! truncated; other damage and unknown format versions refuse to open. Users, too: every
+//! acknowledged `CREATE USER`, `GRANT` and `SET PASSWORD` survives `kill -9`.
 
 mod common;
 
@@ -22,6 +23,7 @@ fn child_main(dir: &str) {
         {
             opts.flush_values = n;
         }
+        opts.auth_enabled = std::env::var_os("TSDB_CHILD_AUTH").is_some();
         let db = std::sync::Arc::new(torc_tsdb::Tsdb::open(dir, opts).unwrap());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("PORT {}", l.local_addr().unwrap().port());
@@ -37,8 +39,16 @@ fn spawn_child(dir: &std::path::Path) -> (std::process::Child, String) {
 
 /// As [`spawn_child`]; the child flushes its heads into segments once they hold `flush_values`.
 fn spawn_child_with(dir: &std::path::Path, flush_values: usize) -> (std::process::Child, String) {
+    spawn(dir, flush_values, false)
+}
+
+fn spawn(dir: &std::path::Path, flush_values: usize, auth: bool) -> (std::process::Child, String) {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if auth {
+        cmd.env("TSDB_CHILD_AUTH", "1");
+    }
+    let mut child = cmd
         .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env("TSDB_CHILD_DIR", dir)
         .env(
@@ -519,4 +529,140 @@ async fn wal_version_1_replays_and_unknown_versions_refuse() {
     std::fs::write(&other, &b).unwrap();
     let e = torc_tsdb::Tsdb::open(keep.path(), Default::default()).unwrap_err();
     assert!(e.to_string().contains("unsupported on-disk format"), "{e}");
+}
+
+/// A query as `user` (u/p in the URL): status and body.
+async fn query_as(url: &str, user: &str, pw: &str, db: &str, q: &str) -> (u16, String) {
+    let r = common::client()
+        .post(format!("{url}/query"))
+        .query(&[("u", user), ("p", pw), ("db", db), ("q", q)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_user_changes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = spawn(dir.path(), usize::MAX, true);
+    common::wait_ping(&url).await;
+    let (s, b) = common::query(
+        &url,
+        "",
+        "CREATE USER root WITH PASSWORD 'rpw' WITH ALL PRIVILEGES",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for q in [
+        "CREATE DATABASE d",
+        "CREATE USER bob WITH PASSWORD 'old'",
+        "GRANT READ ON d TO bob",
+        "SET PASSWORD FOR bob = 'new'",
+    ] {
+        let (s, b) = query_as(&url, "root", "rpw", "", q).await;
+        assert_eq!((s, b.contains("error")), (200, false), "{q}: {b}");
+    }
+    // Users created concurrently, killed in the middle: every acknowledged one must be there.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for w in 0..2 {
+        let (url, acked) = (url.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let name = format!("u{w}_{i}");
+                let q = format!("CREATE USER {name} WITH PASSWORD 'p{i}'");
+                match common::client()
+                    .post(format!("{url}/query"))
+                    .query(&[("u", "root"), ("p", "rpw"), ("q", &q)])
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        let body = r.text().await.unwrap_or_default();
+                        assert!(!body.contains("error"), "{body}");
+                        acked.lock().unwrap().push(name);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "user creation too slow"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    let (mut child, url) = spawn(dir.path(), usize::MAX, true);
+    common::wait_ping(&url).await;
+    // Authentication is still required, the admin's password still works.
+    let (s, _) = common::query(&url, "", "SHOW USERS").await;
+    assert_eq!(s, 401);
+    let (s, b) = query_as(&url, "root", "rpw", "", "SHOW USERS").await;
+    assert_eq!(s, 200, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let users: Vec<&str> = v["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r[0].as_str())
+        .collect();
+    for name in &acked {
+        assert!(
+            users.contains(&name.as_str()),
+            "lost user {name}: {users:?}"
+        );
+    }
+    // The grant and the password change are there; the old password is gone.
+    let (s, b) = query_as(&url, "root", "rpw", "", "SHOW GRANTS FOR bob").await;
+    assert_eq!(s, 200);
+    assert!(b.contains(r#"["d","READ"]"#), "{b}");
+    let (s, _) = query_as(&url, "bob", "old", "d", "SHOW MEASUREMENTS").await;
+    assert_eq!(s, 401);
+    let (s, b) = query_as(&url, "bob", "new", "d", "SHOW MEASUREMENTS").await;
+    assert_eq!(s, 200, "{b}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn meta_version_1_reads_as_no_users_and_unknown_versions_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap());
+    // A version 1 file (before users) from an older torc.
+    std::fs::write(
+        dir.path().join("meta.json"),
+        r#"{"version":1,"databases":{"d":{"default_rp":"autogen","rps":{"autogen":{"duration_ns":0,"shard_group_ns":604800000000000,"replication":1}}}}}"#,
+    )
+    .unwrap();
+    let db = torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap();
+    assert_eq!(db.databases(), vec!["d".to_string()]);
+    assert_eq!(db.user_count(), 0);
+    // The next change writes version 2, users included.
+    db.create_database("e").unwrap();
+    drop(db);
+    let text = std::fs::read_to_string(dir.path().join("meta.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["users"], serde_json::json!([]));
+    // A version this build does not know refuses to open.
+    std::fs::write(
+        dir.path().join("meta.json"),
+        text.replace("\"version\": 2", "\"version\": 3"),
+    )
+    .unwrap();
+    let e = torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap_err();
+    assert!(e.to_string().contains("meta version 3"), "{e}");
 }

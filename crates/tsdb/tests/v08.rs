@@ -1,5 +1,6 @@
 //! The seed's InfluxDB 0.8 queries, as written, against data in the datacollector's shape
-//! (reference §2.6: series machine/network/stats, `time` in seconds).
+//! (reference §2.6: series machine/network/stats, `time` in seconds). With authentication
+//! enabled, the 0.8 endpoints check `u`/`p` and `Authorization` as 0.8 did (see `v08.rs`).
 
 mod common;
 
@@ -163,5 +164,140 @@ async fn seed_queries_work_as_written() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 204);
+    srv.stop().await;
+}
+
+/// A 0.8 request: status, `Content-Type`, `WWW-Authenticate`, body.
+async fn req08(
+    method: reqwest::Method,
+    url: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (u16, String, String, String) {
+    let mut r = common::client().request(method, url);
+    if let Some(a) = auth {
+        r = r.header("Authorization", a);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (ct, www) = (h("content-type"), h("www-authenticate"));
+    (r.status().as_u16(), ct, www, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_checked_as_08_did() {
+    use reqwest::Method;
+    let srv = common::TorcServer::start_with_auth().await;
+    let base = srv.url();
+    let admin = "u=root&p=rpw";
+    for q in [
+        "CREATE USER root WITH PASSWORD 'rpw' WITH ALL PRIVILEGES",
+        "CREATE DATABASE d",
+        "CREATE USER reader WITH PASSWORD 'r'",
+        "CREATE USER writer WITH PASSWORD 'w'",
+        "CREATE USER other WITH PASSWORD 'o'",
+        "GRANT READ ON d TO reader",
+        "GRANT WRITE ON d TO writer",
+    ] {
+        let r = common::client()
+            .post(format!("{base}/query?{admin}"))
+            .query(&[("q", q)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{q}");
+    }
+    let series = |who: &str| format!("{base}/db/d/series?{who}&q=select+*+from+cpu");
+    let point = json!([{"name": "cpu", "columns": ["time", "v"], "points": [[1, 2]]}]);
+    let unauthorized = |msg: &str| {
+        (
+            401,
+            "text/plain".to_string(),
+            "Basic realm=\"influxdb\"".to_string(),
+            msg.to_string(),
+        )
+    };
+    // No credentials, wrong ones, malformed headers.
+    let none = "Invalid database/username/password";
+    let bad = "Invalid username/password";
+    assert_eq!(
+        req08(Method::GET, &series(""), None, None).await,
+        unauthorized(none)
+    );
+    assert_eq!(
+        req08(Method::GET, &series("u=root&p=bad"), None, None).await,
+        unauthorized(bad)
+    );
+    assert_eq!(
+        req08(Method::GET, &series("u=nobody&p=x"), None, None).await,
+        unauthorized(bad)
+    );
+    for (header, msg) in [
+        ("Basic", "Bad auth header"),
+        ("Basic !!", "Bad encoding"),
+        ("Basic YTpiOmM=", "Bad auth value"),
+    ] {
+        let (s, _, _, b) = req08(Method::GET, &series(""), Some(header), None).await;
+        assert_eq!((s, b.as_str()), (400, msg), "{header}");
+    }
+    // The admin (0.8's cluster admin), also through Basic auth ("root:rpw").
+    let (s, _, _, b) = req08(Method::GET, &format!("{base}/db?{admin}"), None, None).await;
+    assert_eq!((s, b.as_str()), (200, r#"[{"name":"d"}]"#));
+    let (s, ..) = req08(Method::GET, &series(""), Some("Basic cm9vdDpycHc="), None).await;
+    assert_eq!(s, 200);
+    // Others are not cluster admins.
+    assert_eq!(
+        req08(Method::GET, &format!("{base}/db?u=reader&p=r"), None, None).await,
+        unauthorized(bad)
+    );
+    assert_eq!(
+        req08(
+            Method::POST,
+            &format!("{base}/db?u=reader&p=r"),
+            None,
+            Some(json!({"name": "x"}))
+        )
+        .await,
+        unauthorized(bad)
+    );
+    // A user without a privilege on the database is not one of its users.
+    assert_eq!(
+        req08(Method::GET, &series("u=other&p=o"), None, None).await,
+        unauthorized(bad)
+    );
+    // READ may read, not write; WRITE may write, not read.
+    let w = |who: &str| format!("{base}/db/d/series?{who}");
+    let (s, _, _, b) = req08(Method::POST, &w("u=reader&p=r"), None, Some(point.clone())).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (403, "User reader doesn't have write permissions for cpu")
+    );
+    let (s, _, _, b) = req08(Method::POST, &w("u=writer&p=w"), None, Some(point.clone())).await;
+    assert_eq!((s, b.as_str()), (200, ""));
+    let (s, _, _, b) = req08(Method::GET, &series("u=writer&p=w"), None, None).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (403, "User doesn't have read access to cpu")
+    );
+    let (s, _, _, b) = req08(Method::GET, &series("u=reader&p=r"), None, None).await;
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v[0]["points"][0][2], json!(2));
+    // A reader cannot reach another database through a qualified name.
+    let q = format!("{base}/db/d/series?u=reader&p=r&q=select+*+from+other..cpu");
+    let (s, _, _, b) = req08(Method::GET, &q, None, None).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (403, "User doesn't have read access to cpu")
+    );
     srv.stop().await;
 }

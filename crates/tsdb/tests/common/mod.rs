@@ -64,6 +64,16 @@ pub struct Influxd {
 
 impl Influxd {
     pub async fn start() -> Influxd {
+        Influxd::start_with("").await
+    }
+
+    /// With `[http] auth-enabled = true`.
+    pub async fn start_with_auth() -> Influxd {
+        Influxd::start_with("  auth-enabled = true\n").await
+    }
+
+    /// `http` is appended to the `[http]` section of the config.
+    async fn start_with(http: &str) -> Influxd {
         let bin = require("influxd");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -74,7 +84,7 @@ impl Influxd {
              [meta]\n  dir = \"{d}/meta\"\n\
              [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
              [monitor]\n  store-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n"
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n{http}"
         );
         let conf_path = dir.path().join("influxdb.conf");
         std::fs::write(&conf_path, conf).expect("write conf");
@@ -168,16 +178,29 @@ impl TorcServer {
             let _ = t.await;
         }
         let TorcServer { db, dir, .. } = self;
+        let opts = db.options().clone();
         // The last handle: dropping it closes the WAL before the directory is opened again.
         drop(db);
-        TorcServer::start_in(dir).await
+        TorcServer::start_in_with(dir, opts).await
     }
 
     /// Starts a server on an existing directory.
     pub async fn start_in(dir: tempfile::TempDir) -> TorcServer {
-        let db = Arc::new(
-            torc_tsdb::Tsdb::open(dir.path(), torc_tsdb::Options::default()).expect("open"),
-        );
+        TorcServer::start_in_with(dir, torc_tsdb::Options::default()).await
+    }
+
+    /// A server with authentication enabled.
+    pub async fn start_with_auth() -> TorcServer {
+        let opts = torc_tsdb::Options {
+            auth_enabled: true,
+            ..Default::default()
+        };
+        TorcServer::start_in_with(tempfile::tempdir().expect("tempdir"), opts).await
+    }
+
+    /// Starts a server on an existing directory with these options.
+    pub async fn start_in_with(dir: tempfile::TempDir, opts: torc_tsdb::Options) -> TorcServer {
+        let db = Arc::new(torc_tsdb::Tsdb::open(dir.path(), opts).expect("open"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

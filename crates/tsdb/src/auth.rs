@@ -1,0 +1,640 @@
+//! Authentication and authorization of requests, as influxd 1.6 does them with
+//! `[http] auth-enabled = true` (its `services/httpd/handler.go` and `services/meta`).
+//!
+//! Authentication ([`authenticate`]), only once some user is an admin (before that requests
+//! pass unauthenticated, so that the first admin can be created): credentials come from the
+//! URL's `u` and `p` (both non-empty), else from the `Authorization` header: `Bearer ...`
+//! (influxd answers `bearer auth disabld` without a shared secret, and so does torc),
+//! `Token user:password` (InfluxDB 1.8's form; 1.6 refuses it, torc accepts it) or HTTP Basic.
+//! Failures are 401 with `WWW-Authenticate: Basic realm="InfluxDB"`: `unable to parse
+//! authentication credentials`, `username required`, `authorization failed` (also for an
+//! unknown user).
+//!
+//! Authorization ([`authorize_query`], [`authorize_write`]): with no users at all only a query
+//! whose first statement is `CREATE USER ... WITH ALL PRIVILEGES` may run; admins may run
+//! anything; other users need the privileges of [`Statement::required`] (403,
+//! `error authorizing query: bob not authorized to execute statement '...', requires READ on
+//! db`), and `/write` needs WRITE on the database. `SHOW DATABASES` lists only the databases
+//! the user may read or write; `/ping` is open.
+//!
+//! Cost, and who may spend it: bcrypt (cost 10) takes tens of milliseconds, so after a
+//! successful check the [`Authenticator`] remembers a salted SHA-256 of the password per user
+//! (influxd's scheme) and later requests compare against it in constant time; an entry holds
+//! the bcrypt hash it was verified against, so one made stale by `SET PASSWORD` or `DROP
+//! USER` (which also drop it) is never used. bcrypt runs on blocking threads, never on the
+//! async workers, at most one per two cores at a time, and at most [`MAX_WAITING`] checks wait
+//! for one: past that a request is refused at once (503) instead of queueing, so callers
+//! without a valid password can occupy at most those threads, never the whole machine.
+//! TODO-security: as in influxd, an unknown user is refused without a bcrypt check, so
+//! response times tell which user names exist.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::influxql::{Privilege, Required, Statement};
+use crate::storage::Tsdb;
+use crate::users::User;
+
+/// bcrypt's cost for new passwords (influxd's `bcrypt.DefaultCost`).
+pub const BCRYPT_COST: u32 = 10;
+
+/// Password checks that may wait for a bcrypt thread before new ones are refused.
+pub const MAX_WAITING: usize = 32;
+
+/// Why a password could not be checked or hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication is busy: too many password checks in progress, retry later")]
+    Busy,
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
+
+/// A password known good for a user: SHA-256 of a random salt and the password, and the bcrypt
+/// hash it was checked against.
+struct Verified {
+    salt: [u8; 16],
+    digest: [u8; 32],
+    hash: String,
+}
+
+fn salted(salt: &[u8], password: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(salt)
+        .chain_update(password.as_bytes())
+        .finalize()
+        .into()
+}
+
+/// bcrypt off the async workers, bounded, plus the cache of verified passwords.
+pub struct Authenticator {
+    cache: Mutex<HashMap<String, Verified>>,
+    running: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Authenticator {
+    pub fn new() -> Authenticator {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Authenticator {
+            cache: Mutex::new(HashMap::new()),
+            running: tokio::sync::Semaphore::new((cores / 2).max(1)),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs `f` (a bcrypt computation) on a blocking thread once a slot is free; refuses when
+    /// too many are waiting already.
+    async fn bcrypt<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, AuthError> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuthError::Busy);
+        }
+        let permit = self.running.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let _permit = permit.map_err(|_| AuthError::Busy)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))
+    }
+
+    /// A new bcrypt hash of `password`.
+    pub(crate) async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        let password = password.to_string();
+        self.bcrypt(move || bcrypt::hash(password, BCRYPT_COST))
+            .await?
+            .map_err(|e| AuthError::Hash(e.to_string()))
+    }
+
+    /// Whether `password` matches the bcrypt `hash` (no cache; a damaged hash matches nothing).
+    pub(crate) async fn check_hash(&self, password: &str, hash: &str) -> Result<bool, AuthError> {
+        let (password, hash) = (password.to_string(), hash.to_string());
+        self.bcrypt(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+    }
+
+    /// Whether `password` is `user`'s, whose stored bcrypt hash is `hash`: from the cache when
+    /// it was verified before, else by bcrypt (and then remembered).
+    pub(crate) async fn verify(
+        &self,
+        user: &str,
+        hash: &str,
+        password: &str,
+    ) -> Result<bool, AuthError> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = cache.get(user).filter(|v| v.hash == hash)
+                && bool::from(salted(&v.salt, password).ct_eq(&v.digest))
+            {
+                return Ok(true);
+            }
+        }
+        if !self.check_hash(password, hash).await? {
+            return Ok(false);
+        }
+        let mut salt = [0u8; 16];
+        if getrandom::fill(&mut salt).is_ok() {
+            let v = Verified {
+                salt,
+                digest: salted(&salt, password),
+                hash: hash.to_string(),
+            };
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(user.to_string(), v);
+        }
+        Ok(true)
+    }
+
+    /// Drops `user`'s verified password (after `SET PASSWORD` or `DROP USER`).
+    pub(crate) fn forget(&self, user: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user);
+    }
+}
+
+impl Tsdb {
+    /// The user named `name` if `password` is theirs; `None` for a wrong password or an
+    /// unknown user.
+    pub async fn authenticate(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Option<User>, AuthError> {
+        let Some((user, hash)) = self.user_hash(name) else {
+            return Ok(None);
+        };
+        Ok(self
+            .authn
+            .verify(name, &hash, password)
+            .await?
+            .then_some(user))
+    }
+}
+
+/// Who is making a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Authentication is disabled: everything is allowed.
+    Open,
+    /// Authentication is enabled but no admin exists, so the request was not authenticated.
+    Anonymous,
+    /// An authenticated user, as the catalog had it when the request came in.
+    User(User),
+}
+
+/// Credentials found in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Password {
+        user: String,
+        password: String,
+    },
+    /// A JWT (influxd checks it against a shared secret; torc has none).
+    Bearer,
+}
+
+/// Why a request is refused before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// 401 with this text.
+    Unauthenticated(&'static str),
+    /// 503: too many password checks in flight.
+    Busy,
+}
+
+/// The credentials of a request, in influxd's precedence: `u` and `p` from the URL query (the
+/// first of each, both non-empty), then the `Authorization` header.
+pub fn credentials(query: &str, authorization: Option<&[u8]>) -> Option<Credentials> {
+    let params = crate::http::parse_form(query);
+    if let (Some(u), Some(p)) = (params.get("u"), params.get("p"))
+        && !u.is_empty()
+        && !p.is_empty()
+    {
+        return Some(Credentials::Password {
+            user: u.clone(),
+            password: p.clone(),
+        });
+    }
+    let header = std::str::from_utf8(authorization?)
+        .ok()
+        .filter(|h| !h.is_empty())?;
+    let parts: Vec<&str> = header.split(' ').collect();
+    if let [scheme, value] = parts[..] {
+        match scheme {
+            "Bearer" => return Some(Credentials::Bearer),
+            "Token" => {
+                if let Some((user, password)) = value.split_once(':') {
+                    return Some(Credentials::Password {
+                        user: user.into(),
+                        password: password.into(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    // HTTP Basic (the scheme name in any case, as Go's `BasicAuth`).
+    let prefix = header
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&header[prefix.len()..])
+        .ok()?;
+    let decoded = String::from_utf8_lossy(&decoded);
+    let (user, password) = decoded.split_once(':')?;
+    Some(Credentials::Password {
+        user: user.into(),
+        password: password.into(),
+    })
+}
+
+/// Authenticates a 1.x request (`/query`, `/write`).
+pub async fn authenticate(
+    db: &Tsdb,
+    query: &str,
+    authorization: Option<&[u8]>,
+) -> Result<Caller, Denied> {
+    if !db.options().auth_enabled {
+        return Ok(Caller::Open);
+    }
+    if !db.admin_exists() {
+        return Ok(Caller::Anonymous);
+    }
+    match credentials(query, authorization) {
+        None => Err(Denied::Unauthenticated(
+            "unable to parse authentication credentials",
+        )),
+        Some(Credentials::Bearer) => Err(Denied::Unauthenticated("bearer auth disabld")),
+        Some(Credentials::Password { user, .. }) if user.is_empty() => {
+            Err(Denied::Unauthenticated("username required"))
+        }
+        Some(Credentials::Password { user, password }) => {
+            match db.authenticate(&user, &password).await {
+                Ok(Some(u)) => Ok(Caller::User(u)),
+                Ok(None) => {
+                    tracing::debug!(%user, "authentication failed");
+                    Err(Denied::Unauthenticated("authorization failed"))
+                }
+                Err(_) => Err(Denied::Busy),
+            }
+        }
+    }
+}
+
+/// Whether `caller` may run `stmts` (with `default_db` as the request's `db`); the error is the
+/// text after `error authorizing query: `. `user_count` is the number of users.
+pub fn authorize_query(
+    caller: &Caller,
+    user_count: usize,
+    stmts: &[Statement],
+    default_db: &str,
+) -> Result<(), String> {
+    if *caller == Caller::Open {
+        return Ok(());
+    }
+    if user_count == 0 {
+        return match stmts.first() {
+            Some(Statement::CreateUser { admin: true, .. }) => Ok(()),
+            _ => Err("create admin user first or disable authentication".into()),
+        };
+    }
+    let Caller::User(user) = caller else {
+        return Err("no user provided".into());
+    };
+    if user.admin {
+        return Ok(());
+    }
+    for stmt in stmts {
+        for req in stmt.required() {
+            match req {
+                Required::Admin => {
+                    return Err(format!(
+                        "{} not authorized to execute statement '{stmt}', requires admin privilege",
+                        user.name
+                    ));
+                }
+                Required::On {
+                    privilege,
+                    database,
+                } => {
+                    let db = if database.is_empty() {
+                        default_db
+                    } else {
+                        &database
+                    };
+                    if !user.may(privilege, db) {
+                        return Err(format!(
+                            "{} not authorized to execute statement '{stmt}', requires {privilege} on {db}",
+                            user.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `caller` may write to `db` (the 403 text when not).
+pub fn authorize_write(caller: &Caller, db: &str) -> Result<(), String> {
+    match caller {
+        Caller::Open => Ok(()),
+        Caller::Anonymous => Err(format!("user is required to write to database {db:?}")),
+        Caller::User(u) if u.may(Privilege::Write, db) => Ok(()),
+        Caller::User(u) => Err(format!(
+            "{:?} user is not authorized to write to database {db:?}",
+            u.name
+        )),
+    }
+}
+
+/// Whether `caller` sees `db` in `SHOW DATABASES` (it may read or write it).
+pub fn lists_database(caller: &Caller, db: &str) -> bool {
+    match caller {
+        Caller::User(u) => u.may(Privilege::Read, db) || u.may(Privilege::Write, db),
+        Caller::Open | Caller::Anonymous => true,
+    }
+}
+
+/// The 0.8 API's credentials, parsed as InfluxDB 0.8 did (`getUsernameAndPassword`): `u` and
+/// `p` from the URL query, else `Authorization: <anything> <base64 of user:password>`. `Ok(None)`
+/// means none were given; the error is 0.8's 400 text.
+pub fn v08_credentials(
+    query: &str,
+    authorization: Option<&[u8]>,
+) -> Result<Option<(String, String)>, &'static str> {
+    let params = crate::http::parse_form(query);
+    if let (Some(u), Some(p)) = (params.get("u"), params.get("p"))
+        && !u.is_empty()
+        && !p.is_empty()
+    {
+        return Ok(Some((u.clone(), p.clone())));
+    }
+    let Some(header) = authorization.filter(|h| !h.is_empty()) else {
+        return Ok(None);
+    };
+    let header = String::from_utf8_lossy(header);
+    let fields: Vec<&str> = header.split(' ').collect();
+    let [_, value] = fields[..] else {
+        return Err("Bad auth header");
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|_| "Bad encoding")?;
+    let decoded = String::from_utf8_lossy(&decoded);
+    match decoded.split(':').collect::<Vec<_>>()[..] {
+        [u, p] => Ok(Some((u.to_string(), p.to_string()))),
+        _ => Err("Bad auth value"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::influxql::parse_query;
+
+    fn user(admin: bool, privileges: &[(&str, Privilege)]) -> Caller {
+        Caller::User(User {
+            name: "bob".into(),
+            admin,
+            privileges: privileges
+                .iter()
+                .map(|(d, p)| (d.to_string(), *p))
+                .collect(),
+        })
+    }
+
+    fn check(caller: &Caller, q: &str, db: &str) -> Result<(), String> {
+        authorize_query(caller, 2, &parse_query(q).unwrap(), db)
+    }
+
+    #[test]
+    fn bootstrap_allows_only_creating_an_admin_first() {
+        let create =
+            parse_query("CREATE USER a WITH PASSWORD 'x' WITH ALL PRIVILEGES; SHOW USERS").unwrap();
+        assert_eq!(authorize_query(&Caller::Anonymous, 0, &create, ""), Ok(()));
+        let plain = parse_query("CREATE USER a WITH PASSWORD 'x'").unwrap();
+        let msg = "create admin user first or disable authentication";
+        assert_eq!(
+            authorize_query(&Caller::Anonymous, 0, &plain, ""),
+            Err(msg.into())
+        );
+        let later =
+            parse_query("SHOW USERS; CREATE USER a WITH PASSWORD 'x' WITH ALL PRIVILEGES").unwrap();
+        assert_eq!(
+            authorize_query(&Caller::Anonymous, 0, &later, ""),
+            Err(msg.into())
+        );
+        // Users but no admin: nobody is authenticated, so nothing runs.
+        assert_eq!(
+            authorize_query(&Caller::Anonymous, 1, &create, ""),
+            Err("no user provided".into())
+        );
+        assert_eq!(authorize_query(&Caller::Open, 0, &plain, ""), Ok(()));
+    }
+
+    #[test]
+    fn admins_may_run_anything() {
+        let admin = user(true, &[]);
+        for q in [
+            "DROP DATABASE x",
+            "SHOW USERS",
+            "SELECT * FROM m",
+            "DELETE FROM m",
+        ] {
+            assert_eq!(check(&admin, q, "x"), Ok(()), "{q}");
+        }
+    }
+
+    #[test]
+    fn reads_need_read_and_writes_need_write() {
+        let reader = user(false, &[("x", Privilege::Read)]);
+        assert_eq!(check(&reader, "SELECT v FROM m", "x"), Ok(()));
+        assert_eq!(check(&reader, "SHOW MEASUREMENTS", "x"), Ok(()));
+        assert_eq!(check(&reader, "SELECT v FROM x..m", "y"), Ok(()));
+        assert_eq!(
+            check(&reader, "SELECT v FROM m", "y"),
+            Err(
+                "bob not authorized to execute statement 'SELECT v FROM m', requires READ on y"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check(&reader, "DELETE FROM m", "x"),
+            Err(
+                "bob not authorized to execute statement 'DELETE FROM m', requires WRITE on x"
+                    .into()
+            )
+        );
+        // A subquery's sources count; the first unmet requirement is reported.
+        assert_eq!(
+            check(&reader, "SELECT * FROM (SELECT v FROM y..m)", "x"),
+            Err("bob not authorized to execute statement 'SELECT * FROM (SELECT v FROM y..m)', requires READ on y".into())
+        );
+        let writer = user(false, &[("x", Privilege::Write)]);
+        assert_eq!(check(&writer, "DROP SERIES FROM m", "x"), Ok(()));
+        assert_eq!(check(&writer, "DROP RETENTION POLICY r ON x", ""), Ok(()));
+        assert!(check(&writer, "SELECT v FROM m", "x").is_err());
+        let all = user(false, &[("x", Privilege::All)]);
+        assert_eq!(check(&all, "SELECT v FROM m; DELETE FROM m", "x"), Ok(()));
+        let none = user(false, &[("x", Privilege::None)]);
+        assert!(check(&none, "SELECT v FROM m", "x").is_err());
+        // SHOW DATABASES needs nothing; its answer is filtered.
+        assert_eq!(check(&none, "SHOW DATABASES", ""), Ok(()));
+        assert!(lists_database(&reader, "x") && !lists_database(&reader, "y"));
+        assert!(lists_database(&writer, "x") && !lists_database(&none, "x"));
+    }
+
+    #[test]
+    fn schema_and_user_statements_need_an_admin() {
+        let all = user(false, &[("x", Privilege::All)]);
+        for (q, shown) in [
+            ("CREATE DATABASE x", "CREATE DATABASE x"),
+            ("SHOW USERS", "SHOW USERS"),
+            ("DROP MEASUREMENT m", "DROP MEASUREMENT m"),
+            (
+                "CREATE USER \"a b\" WITH PASSWORD 'secret'",
+                "CREATE USER \"a b\" WITH PASSWORD [REDACTED]",
+            ),
+            (
+                "SET PASSWORD FOR bob = 'secret'",
+                "SET PASSWORD FOR bob = [REDACTED]",
+            ),
+            ("GRANT ALL ON x TO bob", "GRANT ALL PRIVILEGES ON x TO bob"),
+            ("REVOKE ALL FROM bob", "REVOKE ALL PRIVILEGES FROM bob"),
+        ] {
+            assert_eq!(
+                check(&all, q, "x"),
+                Err(format!(
+                    "bob not authorized to execute statement '{shown}', requires admin privilege"
+                )),
+                "{q}"
+            );
+        }
+    }
+
+    #[test]
+    fn writes_need_write() {
+        assert_eq!(authorize_write(&Caller::Open, "x"), Ok(()));
+        assert_eq!(
+            authorize_write(&Caller::Anonymous, "x"),
+            Err("user is required to write to database \"x\"".into())
+        );
+        assert_eq!(
+            authorize_write(&user(false, &[("x", Privilege::Read)]), "x"),
+            Err("\"bob\" user is not authorized to write to database \"x\"".into())
+        );
+        assert_eq!(
+            authorize_write(&user(false, &[("x", Privilege::All)]), "x"),
+            Ok(())
+        );
+        assert_eq!(authorize_write(&user(true, &[]), "y"), Ok(()));
+    }
+
+    #[test]
+    fn credentials_in_influxd_precedence() {
+        let pw = |u: &str, p: &str| {
+            Some(Credentials::Password {
+                user: u.into(),
+                password: p.into(),
+            })
+        };
+        // "bob:pw" and "bob:" in base64.
+        let basic = b"Basic Ym9iOnB3".as_slice();
+        assert_eq!(credentials("u=a&p=b", Some(basic)), pw("a", "b"));
+        assert_eq!(credentials("u=a&p=b&u=c", None), pw("a", "b"));
+        assert_eq!(credentials("u=a", Some(basic)), pw("bob", "pw"));
+        assert_eq!(credentials("", Some(b"basic Ym9iOnB3")), pw("bob", "pw"));
+        assert_eq!(credentials("", Some(b"Basic Ym9iOg==")), pw("bob", ""));
+        assert_eq!(credentials("", Some(b"Token bob:p:w")), pw("bob", "p:w"));
+        assert_eq!(
+            credentials("", Some(b"Bearer x.y.z")),
+            Some(Credentials::Bearer)
+        );
+        assert_eq!(credentials("", Some(b"Basic !!")), None);
+        assert_eq!(credentials("", Some(b"Token bob")), None);
+        assert_eq!(credentials("u=a&p=", None), None);
+        assert_eq!(credentials("", None), None);
+    }
+
+    #[test]
+    fn v08_credentials_as_08_parsed_them() {
+        assert_eq!(
+            v08_credentials("u=a&p=b", None),
+            Ok(Some(("a".into(), "b".into())))
+        );
+        assert_eq!(v08_credentials("", None), Ok(None));
+        assert_eq!(
+            v08_credentials("", Some(b"Basic Ym9iOnB3")),
+            Ok(Some(("bob".into(), "pw".into())))
+        );
+        assert_eq!(v08_credentials("", Some(b"Basic")), Err("Bad auth header"));
+        assert_eq!(v08_credentials("", Some(b"Basic !!")), Err("Bad encoding"));
+        // "a:b:c"
+        assert_eq!(
+            v08_credentials("", Some(b"Basic YTpiOmM=")),
+            Err("Bad auth value")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cache_answers_for_a_verified_password_only() {
+        let a = Authenticator::new();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        assert!(!a.verify("bob", &hash, "bad").await.unwrap());
+        assert!(a.cache.lock().unwrap().is_empty());
+        assert!(a.verify("bob", &hash, "pw").await.unwrap());
+        assert!(a.cache.lock().unwrap().contains_key("bob"));
+        // A wrong password still fails with an entry present; a new hash ignores the entry.
+        assert!(!a.verify("bob", &hash, "bad").await.unwrap());
+        let other = bcrypt::hash("new", 4).unwrap();
+        assert!(!a.verify("bob", &other, "pw").await.unwrap());
+        a.forget("bob");
+        assert!(a.cache.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bcrypt_checks_beyond_the_queue_are_refused() {
+        let a = std::sync::Arc::new(Authenticator::new());
+        // Hold every running slot, fill the queue, then one more is refused at once.
+        let slots = a.running.available_permits();
+        let held = a.running.acquire_many(slots as u32).await.unwrap();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..MAX_WAITING {
+            let (a, hash) = (a.clone(), hash.clone());
+            queued.push(tokio::spawn(async move { a.check_hash("pw", &hash).await }));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while a.waiting.load(Ordering::Acquire) < MAX_WAITING {
+            assert!(std::time::Instant::now() < deadline, "checks did not queue");
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            a.check_hash("pw", &hash).await,
+            Err(AuthError::Busy)
+        ));
+        drop(held);
+        for q in queued {
+            assert!(q.await.unwrap().unwrap());
+        }
+    }
+}

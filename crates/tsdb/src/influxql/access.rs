@@ -1,0 +1,84 @@
+//! What each statement needs from a user who is not an admin, as InfluxDB 1.6 decides it
+//! (`RequiredPrivileges` of each statement): reads need `READ` on their database, deletions
+//! and `DROP RETENTION POLICY` need `WRITE`, `SHOW DATABASES` needs nothing (its answer is
+//! filtered instead), and everything that changes the schema or the users needs an admin.
+//! A database left empty means "the request's `db` parameter".
+
+use super::{Privilege, Select, Source, Statement};
+
+/// One requirement of a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    /// Only an admin may run it.
+    Admin,
+    /// The user needs `privilege` on `database` (empty: the request's default database).
+    On {
+        privilege: Privilege,
+        database: String,
+    },
+}
+
+impl Required {
+    fn on(privilege: Privilege, database: Option<&str>) -> Required {
+        Required::On {
+            privilege,
+            database: database.unwrap_or("").to_string(),
+        }
+    }
+}
+
+fn select_requires(s: &Select, out: &mut Vec<Required>) {
+    for src in &s.sources {
+        match src {
+            Source::Measurement { database, .. } | Source::Regex { database, .. } => {
+                out.push(Required::on(Privilege::Read, database.as_deref()))
+            }
+            Source::Subquery(inner) => select_requires(inner, out),
+        }
+    }
+}
+
+impl Statement {
+    /// The requirements, in InfluxDB's order (the first unmet one is reported).
+    pub fn required(&self) -> Vec<Required> {
+        match self {
+            Statement::Select(s) => {
+                let mut out = Vec::new();
+                select_requires(s, &mut out);
+                out
+            }
+            Statement::ShowDatabases => vec![Required::on(Privilege::None, None)],
+            Statement::ShowMeasurements { on, .. }
+            | Statement::ShowSeries { on, .. }
+            | Statement::ShowTagKeys { on, .. }
+            | Statement::ShowTagValues { on, .. }
+            | Statement::ShowFieldKeys { on, .. }
+            | Statement::ShowRetentionPolicies { on }
+            | Statement::ShowSeriesCardinality { on }
+            | Statement::ShowMeasurementCardinality { on } => {
+                vec![Required::on(Privilege::Read, on.as_deref())]
+            }
+            Statement::ShowContinuousQueries => vec![Required::on(Privilege::Read, None)],
+            Statement::DropSeries { .. } | Statement::Delete { .. } => {
+                vec![Required::on(Privilege::Write, None)]
+            }
+            Statement::DropRetentionPolicy { database, .. } => {
+                vec![Required::on(Privilege::Write, Some(database))]
+            }
+            Statement::ShowUsers
+            | Statement::ShowGrants { .. }
+            | Statement::CreateDatabase { .. }
+            | Statement::DropDatabase { .. }
+            | Statement::DropMeasurement { .. }
+            | Statement::AlterRetentionPolicy { .. }
+            | Statement::CreateRetentionPolicy { .. }
+            | Statement::CreateUser { .. }
+            | Statement::DropUser { .. }
+            | Statement::SetPassword { .. }
+            | Statement::Grant { .. }
+            | Statement::GrantAdmin { .. }
+            | Statement::Revoke { .. }
+            | Statement::RevokeAdmin { .. } => vec![Required::Admin],
+        }
+    }
+}
