@@ -62,9 +62,9 @@ pub enum StartError {
     },
     #[error("the agent's task table {path} is unreadable: {message}")]
     Table { path: String, message: String },
-    #[error("credentials: {0}")]
+    #[error(transparent)]
     Credentials(#[from] torc_tls::TlsError),
-    #[error("the controller client: {0}")]
+    #[error(transparent)]
     Client(#[from] torc_client::SetupError),
 }
 
@@ -176,6 +176,7 @@ impl Agent {
             path: cfg.data_dir.display().to_string(),
             source,
         };
+        torc_tls::files::own_private_dir(&cfg.data_dir)?;
         std::fs::create_dir_all(cfg.data_dir.join("sandboxes")).map_err(dir_err)?;
         let table_path = cfg.data_dir.join("tasks.json");
         let mut table: Table = match std::fs::read(&table_path) {
@@ -802,7 +803,7 @@ fn load_credentials(cfg: &AgentConfig) -> Result<Credentials, StartError> {
         Err(source) => {
             return Err(torc_tls::TlsError::Read {
                 path: cert_path,
-                source,
+                error: source,
             }
             .into());
         }

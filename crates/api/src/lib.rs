@@ -367,6 +367,9 @@ pub struct ServiceView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
     pub ports: Vec<u16>,
+    /// Its tasks get a certificate from the rack CA (`credentials.tls`): it serves TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Failure>,

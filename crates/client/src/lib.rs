@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+/// TLS and secret files, for programs built on this client (frameworks) that need no more.
+pub use torc_tls as tls;
+
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,12 +64,25 @@ pub struct Client {
 /// Why a client could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("TLS: {0}")]
+    #[error(transparent)]
     Tls(#[from] torc_tls::TlsError),
     #[error("{0} is not set: it names the controller's URL")]
     NoController(&'static str),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+}
+
+/// An HTTP client builder that trusts the rack CA named by `TORC_CA` (when set), for a task's
+/// calls to the rack's other services (the tsdb, an agent).
+pub fn rack_http_from_env() -> Result<reqwest::ClientBuilder, SetupError> {
+    let builder = reqwest::Client::builder().no_proxy();
+    Ok(match std::env::var_os(ENV_CA) {
+        Some(path) => builder.tls_backend_preconfigured(torc_tls::client_config(
+            &torc_tls::load_certs(std::path::Path::new(&path))?,
+            None,
+        )?),
+        None => builder,
+    })
 }
 
 /// The environment variables a task finds its controller by (set by its agent).
@@ -136,6 +152,16 @@ impl Client {
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// GETs a URL of the rack (e.g. an agent's `/v1/metrics`) with this client's TLS
+    /// settings and token.
+    pub async fn get_url<T: DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
+        let mut req = self.http.get(url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        self.send(url.to_string(), req).await
     }
 
     fn request(&self, method: Method, path: &str) -> (String, RequestBuilder) {

@@ -305,7 +305,6 @@ impl LineWriter {
 
 pub struct Collector {
     controller: Client,
-    http: reqwest::Client,
     cfg: CollectorConfig,
     /// The database's base URL while writes to it succeed.
     base: Option<String>,
@@ -315,16 +314,18 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(controller: Client, cfg: CollectorConfig) -> Collector {
-        let http = reqwest::Client::builder()
+        let http = torc_client::rack_http_from_env()
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot load the rack CA (TORC_CA); HTTPS services will be refused");
+                reqwest::Client::builder().no_proxy()
+            })
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
-            .no_proxy()
             .build()
-            .expect("a plain HTTP client always builds");
-        let writer = LineWriter::new(http.clone(), cfg.database.clone(), cfg.credentials.clone());
+            .expect("an HTTP client with a loaded CA builds");
+        let writer = LineWriter::new(http, cfg.database.clone(), cfg.credentials.clone());
         Collector {
             controller,
-            http,
             cfg,
             base: None,
             writer,
@@ -358,7 +359,8 @@ impl Collector {
                     return Err(WriteError::NoService(name.clone()));
                 };
                 let port = s.ports.first().unwrap_or(default_port);
-                format!("http://{ip}:{port}")
+                let scheme = if s.tls { "https" } else { "http" };
+                format!("{scheme}://{ip}:{port}")
             }
         };
         self.base = Some(base.clone());
@@ -377,13 +379,16 @@ impl Collector {
             })?;
         let fetches = nodes.into_iter().filter(|n| n.active).filter_map(|n| {
             let url = format!("{}/v1/metrics", n.agent_url?);
-            let http = self.http.clone();
+            let controller = self.controller.clone();
             Some(async move {
-                let r = http.get(&url).send().await.ok()?;
-                if !r.status().is_success() {
-                    return None;
+                // The agent wants a viewer's token: the collector's own (its task's).
+                match controller.get_url::<NodeMetrics>(&url).await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(%url, error = %e, "no metrics from this node");
+                        None
+                    }
                 }
-                r.json::<NodeMetrics>().await.ok()
             })
         });
         let samples: Vec<NodeMetrics> = futures_join(fetches.collect()).await;
@@ -477,11 +482,13 @@ pub async fn report_query_rate_as<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<u64>>,
 {
-    let http = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-    {
+    let http = match torc_client::rack_http_from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| e.to_string())
+        }) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "cannot build an HTTP client; not reporting the query rate");

@@ -43,8 +43,8 @@ use serde_saphyr::MessageFormatter;
 
 pub use error::ConfigError;
 pub use rack::{
-    ApiConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig, NodeConfig, NodeType, PowerCommand,
-    RackConfig, ServiceGroup, StateCleanConfig, StateSyncConfig,
+    AccessConfig, ApiConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig, NodeConfig, NodeType,
+    PowerCommand, RackConfig, ServiceGroup, ServiceLogin, StateCleanConfig, StateSyncConfig,
 };
 pub use service::{HealthProbe, ServiceConfig, ServiceHealth, Sla, Volume};
 

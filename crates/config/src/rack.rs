@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use torc_types::{NodeName, PortRange, Resources, ServiceName};
+use torc_types::{FrameworkName, NodeName, PortRange, Resources, SecretName, ServiceName};
 
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
 use crate::service::ServiceConfig;
@@ -67,6 +67,33 @@ pub struct RackConfig {
     pub healthcheck: HealthcheckConfig,
     #[serde(default, deserialize_with = "null_as_default")]
     pub api: ApiConfig,
+    /// Credentials the controller uses itself, and what frameworks' tasks may ask for. torc
+    /// addition.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub access: AccessConfig,
+}
+
+/// The `access` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// How the web UI's state browser logs in to the `etcd` service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<ServiceLogin>,
+    /// How the web UI's query page logs in to the `influxdb` service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influxdb: Option<ServiceLogin>,
+    /// Rack secrets each framework's tasks may ask for (`credentials.secrets`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub framework_secrets: std::collections::BTreeMap<FrameworkName, Vec<SecretName>>,
+}
+
+/// A user of a rack service and the rack secret holding its password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLogin {
+    pub user: String,
+    pub password_secret: SecretName,
 }
 
 fn default_name() -> String {

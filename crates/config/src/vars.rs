@@ -8,8 +8,9 @@
 //! - `$$` is a literal `$`.
 //! - `$NAME` (`[A-Za-z_][A-Za-z0-9_]*`, longest match) with `NAME` among the variables is
 //!   replaced by its value.
-//! - `$PORT`, `$PORT<n>`, `$IP` and `$DATA_DIR` are left verbatim: they are filled in when a task starts,
-//!   with its assigned ports and its node's address.
+//! - `$PORT`, `$PORT<n>`, `$IP`, `$DATA_DIR` and `$SECRETS_DIR` are left verbatim: they are
+//!   filled in when a task starts, with its assigned ports, its node's address, its service's
+//!   data directory and its credential files' directory.
 //! - Any other `$NAME` is an error naming the variable, its line and column. An unknown
 //!   variable is a typo far more often than it is meant literally (write `$$NAME` for that).
 //! - A `$` not followed by a name is kept as is.
@@ -53,6 +54,7 @@ pub(crate) struct UnknownVar {
 pub(crate) fn is_runtime_var(name: &str) -> bool {
     name == "IP"
         || name == "DATA_DIR"
+        || name == "SECRETS_DIR"
         || name
             .strip_prefix("PORT")
             .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit()))

@@ -262,7 +262,7 @@ fn check_browser(ctl: &Controller, headers: &HeaderMap, read: bool) -> Result<()
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let name = host_name(host);
-    let known = name.parse::<IpAddr>().is_ok() || ctl.access.hosts.iter().any(|h| *h == name);
+    let known = name.parse::<IpAddr>().is_ok() || ctl.access.hosts.contains(&name);
     if !known {
         return Err(forbidden(format!(
             "this controller does not answer browser sessions for the host {host:?}; use its address or one of the rack's names (or start it with --ui-host {name})"

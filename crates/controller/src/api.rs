@@ -383,11 +383,19 @@ fn service_addr(
     service: &str,
     port: u16,
 ) -> Result<std::net::SocketAddr, ApiError> {
+    service_endpoint(ctl, service, port).map(|(addr, _)| addr)
+}
+
+/// Where the running service named `service` answers on `port`, and whether it serves TLS.
+fn service_endpoint(
+    ctl: &Controller,
+    service: &str,
+    port: u16,
+) -> Result<(std::net::SocketAddr, bool), ApiError> {
     ctl.read(|r| r.services())
         .into_iter()
         .find(|s| s.service.as_str() == service && s.state == Some(torc_types::TaskState::Running))
-        .and_then(|s| s.ip)
-        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .and_then(|s| Some((std::net::SocketAddr::new(s.ip?, port), s.tls)))
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -518,17 +526,29 @@ async fn tsdb_query(
             ),
         ));
     }
-    let addr = service_addr(&ctl, "influxdb", 8086)?;
+    let (addr, tls) = service_endpoint(&ctl, "influxdb", 8086)?;
+    let scheme = if tls { "https" } else { "http" };
+    // The controller logs in as the config's `access.influxdb` user (0.8's default `root`
+    // otherwise, which a database without authentication ignores).
+    let (user, password) = ctl.login(|s| s.influxdb_login.clone());
+    let (user, password) = (
+        user.unwrap_or_else(|| "root".into()),
+        password.unwrap_or_else(|| "root".into()),
+    );
     let req = match q.api.as_str() {
         "0.8" => ctl
             .http
-            .get(format!("http://{addr}/db/{}/series", q.db))
-            .query(&[("q", q.q.as_str()), ("u", "root"), ("p", "root")]),
-        "1.x" => ctl.http.get(format!("http://{addr}/query")).query(&[
-            ("q", q.q.as_str()),
-            ("db", q.db.as_str()),
-            ("epoch", "ms"),
-        ]),
+            .get(format!("{scheme}://{addr}/db/{}/series", q.db))
+            .query(&[
+                ("q", q.q.as_str()),
+                ("u", user.as_str()),
+                ("p", password.as_str()),
+            ]),
+        "1.x" => ctl
+            .http
+            .get(format!("{scheme}://{addr}/query"))
+            .basic_auth(&user, Some(&password))
+            .query(&[("q", q.q.as_str()), ("db", q.db.as_str()), ("epoch", "ms")]),
         other => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -888,15 +908,35 @@ async fn framework_launch(
     Body(spec): Body<TaskSpec>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     check_tls_wanted(&ctl, &spec)?;
-    if !caller.who.is_admin()
-        && (spec.credentials.api_access.is_some() || !spec.credentials.secrets.is_empty())
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "framework {name}'s tasks may ask for a certificate (credentials.tls) but not for a controller token or rack secrets; an admin launches such tasks"
-            ),
-        ));
+    if !caller.who.is_admin() {
+        if spec.credentials.api_access.is_some() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "framework {name}'s tasks may not ask for a controller token (credentials.api_access); an admin launches such tasks"
+                ),
+            ));
+        }
+        let granted = ctl.read(|r| {
+            r.settings()
+                .framework_secrets
+                .get(&name)
+                .cloned()
+                .unwrap_or_default()
+        });
+        if let Some(s) = spec
+            .credentials
+            .secrets
+            .iter()
+            .find(|s| !granted.contains(s))
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "framework {name}'s tasks may not ask for the rack secret {s}: the rack config's access.framework_secrets does not grant it"
+                ),
+            ));
+        }
     }
     let task = ctl
         .change(move |rack| {
@@ -969,14 +1009,18 @@ async fn framework_group(
             format!("framework {name} registered no API of its own, so it has no groups to start or stop"),
         )
     })?;
+    // The caller is an admin (the policy says so); the framework hears it from the controller
+    // itself, whose token it can check like any other.
     let req = match action.as_str() {
         "start" => ctl
             .http
             .get(format!("{api}/start/group"))
+            .bearer_auth(&ctl.own_token)
             .query(&[("name", &group)]),
         "stop" => ctl
             .http
             .delete(format!("{api}/service"))
+            .bearer_auth(&ctl.own_token)
             .query(&[("name", &group)]),
         other => {
             return Err(ApiError::new(

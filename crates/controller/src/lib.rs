@@ -108,7 +108,7 @@ pub enum StartError {
     NoCredentials,
     #[error("{path}: {message}")]
     TokenFile { path: String, message: String },
-    #[error("TLS: {0}")]
+    #[error(transparent)]
     Tls(#[from] torc_tls::TlsError),
 }
 
@@ -156,7 +156,7 @@ impl Controller {
         data_dir: &Path,
         options: ControllerOptions,
     ) -> Result<Arc<Controller>, StartError> {
-        torc_tls::files::private_dir(data_dir).map_err(|e| StartError::DataDir {
+        torc_tls::files::own_private_dir(data_dir).map_err(|e| StartError::DataDir {
             path: data_dir.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;
@@ -268,6 +268,22 @@ impl Controller {
             auth::Who::Credential { id, .. } => inner.keys.knows(id, now_millis()),
             auth::Who::Task(task) => inner.rack.task_may_hold_token(task),
             auth::Who::Controller | auth::Who::Insecure => true,
+        }
+    }
+
+    /// The user and password the controller logs in to a rack service with (`access.etcd`,
+    /// `access.influxdb` in the rack config), the password from its rack secret.
+    pub(crate) fn login(
+        &self,
+        which: impl FnOnce(&RackSettings) -> Option<(String, torc_types::SecretName)>,
+    ) -> (Option<String>, Option<String>) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match which(inner.rack.settings()) {
+            Some((user, secret)) => (
+                Some(user),
+                inner.keys.secret(secret.as_str()).map(str::to_string),
+            ),
+            None => (None, None),
         }
     }
 

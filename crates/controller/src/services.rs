@@ -714,6 +714,7 @@ impl Rack {
             node: task.and_then(|t| t.node.clone()),
             ip: task.and_then(|t| t.ip),
             ports: task.map(|t| t.ports.clone()).unwrap_or_default(),
+            tls: task.is_some_and(|t| t.spec.credentials.tls),
             restarts: r.restarts,
             last_failure: r.last_failure.clone(),
             health: self.health_view(r),

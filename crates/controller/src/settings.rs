@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use torc_api::original::OriginalVolume;
 use torc_config::{HealthProbe, RackConfig, ServiceConfig, Sla};
-use torc_types::{NodeName, PortRange, Resources, ServiceName, TaskSpec};
+use torc_types::{
+    FrameworkName, NodeName, PortRange, Resources, SecretName, ServiceName, TaskSpec,
+};
 
 /// A node as the rack config declares it.
 #[derive(Debug, Clone)]
@@ -106,6 +108,12 @@ pub struct RackSettings {
     pub dns_addons: Vec<(ServiceName, IpAddr)>,
     /// Where the controller's API listens (its own name in the service domain points here).
     pub controller_addr: Option<std::net::SocketAddr>,
+    /// How the controller logs in to the rack's `etcd` and `influxdb` services (the UI's
+    /// state browser and query page): a user and the rack secret with its password.
+    pub etcd_login: Option<(String, SecretName)>,
+    pub influxdb_login: Option<(String, SecretName)>,
+    /// Rack secrets each framework's tasks may ask for.
+    pub framework_secrets: BTreeMap<FrameworkName, Vec<SecretName>>,
 }
 
 impl RackSettings {
@@ -127,6 +135,9 @@ impl RackSettings {
             service_ttl: 5,
             dns_addons: Vec::new(),
             controller_addr: None,
+            etcd_login: None,
+            influxdb_login: None,
+            framework_secrets: BTreeMap::new(),
         }
     }
 
@@ -138,6 +149,9 @@ impl RackSettings {
             .chain(self.groups.values().flatten())
             .filter_map(|t| t.spec.as_ref())
             .flat_map(|s| s.credentials.secrets.iter().cloned())
+            .chain(self.etcd_login.iter().map(|(_, s)| s.clone()))
+            .chain(self.influxdb_login.iter().map(|(_, s)| s.clone()))
+            .chain(self.framework_secrets.values().flatten().cloned())
             .collect();
         names.sort();
         names.dedup();
@@ -202,6 +216,17 @@ impl RackSettings {
                 .map(|a| (a.name.clone(), a.ip))
                 .collect(),
             controller_addr: None,
+            etcd_login: config
+                .access
+                .etcd
+                .as_ref()
+                .map(|l| (l.user.clone(), l.password_secret.clone())),
+            influxdb_login: config
+                .access
+                .influxdb
+                .as_ref()
+                .map(|l| (l.user.clone(), l.password_secret.clone())),
+            framework_secrets: config.access.framework_secrets.clone(),
         }
     }
 }

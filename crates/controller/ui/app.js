@@ -61,9 +61,9 @@ function showBanner(msg, info) {
 function every(ms, fn) { timers.push(setInterval(fn, ms)); }
 
 // ---------------------------------------------------------------------------------------------
-// API access: JSON in and out; errors are shown in words; a 401 asks for the token.
-
-function token() { return localStorage.getItem("torc-token") || ""; }
+// API access: JSON in and out; errors are shown in words. The page holds no token: it logs in
+// once (POST /api/v1/session) and the controller keeps a session in an HttpOnly cookie that
+// no script can read. A 401 (the session ended) shows the login form again.
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -72,10 +72,9 @@ class ApiError extends Error {
 async function api(path, opts = {}) {
   const headers = { ...(opts.headers || {}) };
   if (opts.body !== undefined) headers["content-type"] = "application/json";
-  if (token()) headers["authorization"] = "Bearer " + token();
   let resp;
   try {
-    resp = await fetch(path, { method: opts.method || "GET", headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+    resp = await fetch(path, { method: opts.method || "GET", headers, credentials: "same-origin", body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
   } catch (e) {
     throw new ApiError(0, "The controller did not answer (" + e.message + "). Is the rack up?");
   }
@@ -84,7 +83,7 @@ async function api(path, opts = {}) {
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
   if (!resp.ok) {
     const msg = (data && data.error) || text || resp.statusText;
-    if (resp.status === 401 && !opts.retried && (await askToken(msg))) {
+    if (resp.status === 401 && !opts.retried && !opts.login && (await login(msg))) {
       return api(path, { ...opts, retried: true });
     }
     throw new ApiError(resp.status, msg);
@@ -107,13 +106,36 @@ function dialog(html, buttons) {
   });
 }
 
-async function askToken(why) {
-  const v = await dialog(`<p><b>This action needs the rack's token.</b></p><p class="muted">${esc(why)}</p>
-    <p>It is in the controller's data dir, file <code>token</code> (for <code>torc up</code>: the path it printed).</p>
-    <input id="token-input" type="password" style="width:100%" placeholder="token">`, [["cancel", "Cancel"], ["ok", "Use token"]]);
-  if (v !== "ok") return false;
-  localStorage.setItem("torc-token", $("#token-input").value.trim());
-  return true;
+// Asks for an admin or viewer token and trades it for a session; the token is not kept.
+async function login(why) {
+  if ($("#dialog").open) return false;
+  for (;;) {
+    const v = await dialog(`<p><b>Log in to the rack</b></p><p class="muted">${esc(why)}</p>
+      <p>Paste an admin or viewer token: for <code>torc up</code>, the admin token file it printed;
+      otherwise one from <code>torc token create --role viewer</code>.</p>
+      <input id="token-input" type="password" style="width:100%" placeholder="torc_..." autocomplete="off">`, [["cancel", "Cancel"], ["ok", "Log in"]]);
+    if (v !== "ok") return false;
+    try {
+      const who = await api("/api/v1/session", { method: "POST", body: { token: $("#token-input").value.trim() }, login: true });
+      showWho(who);
+      return true;
+    } catch (e) {
+      why = e.message;
+    }
+  }
+}
+
+function showWho(who) {
+  const w = $("#who");
+  if (!who) { w.textContent = ""; return; }
+  w.innerHTML = `${esc(who.subject)}${who.insecure ? ' <b class="bad">insecure</b>' : ""}` +
+    (who.expires_at ? ` · <a href="#" id="logout">log out</a>` : "");
+  const out = $("#logout");
+  if (out) out.onclick = async (ev) => {
+    ev.preventDefault();
+    await api("/api/v1/session", { method: "DELETE", login: true }).catch(() => {});
+    location.reload();
+  };
 }
 
 async function confirmAction(text, danger) {
@@ -619,5 +641,17 @@ async function render() {
 }
 
 window.addEventListener("hashchange", () => { showBanner(""); render(); });
-load("/api/v1/status").then((s) => { if (s) $("#rack").textContent = "rack " + s.rack; });
-render();
+(async () => {
+  let who = null;
+  try { who = await api("/api/v1/session", { login: true }); } catch (e) {
+    if (!(await login(e.message))) { showBanner("Not logged in: " + e.message); return; }
+    who = await api("/api/v1/session", { login: true }).catch(() => null);
+  }
+  showWho(who);
+  load("/api/v1/status").then((s) => {
+    if (!s) return;
+    $("#rack").textContent = "rack " + s.rack;
+    if (s.warnings && s.warnings.length) showBanner(s.warnings.join(" · "));
+  });
+  render();
+})();

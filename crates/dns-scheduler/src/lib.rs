@@ -26,8 +26,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Query, State as AxState};
+use axum::extract::{Query, Request, State as AxState};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -48,7 +49,10 @@ pub const LOADS: [(&str, u32); 2] = [("normalload200", 200), ("normalload400", 4
 pub struct Config {
     pub name: FrameworkName,
     pub controller: String,
+    /// The framework's own token.
     pub token: Option<String>,
+    /// The rack CA's certificate (PEM file), for an HTTPS controller.
+    pub ca: Option<PathBuf>,
     /// Where the scheduler keeps its state and the zone file.
     pub state_dir: PathBuf,
     /// What answers for the demo zone.
@@ -321,7 +325,7 @@ impl Scheduler {
 
     /// Registers, then reconciles every second and scales every interval, forever.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        let client = Client::new(self.cfg.controller.clone(), self.cfg.token.clone());
+        let client = self.client()?;
         let (mut fw, existing) = loop {
             match Framework::register(client.clone(), self.cfg.name.clone(), self.cfg.failover)
                 .await
@@ -361,6 +365,15 @@ impl Scheduler {
             // The poll is the framework's heartbeat; it also wakes us on any task change.
             let _ = fw.updates(Duration::from_millis(1000)).await;
         }
+    }
+
+    /// The controller client, with the framework's token and the rack CA.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::from_files(
+            self.cfg.controller.clone(),
+            self.cfg.token.clone(),
+            self.cfg.ca.as_deref(),
+        )?)
     }
 
     // --- the API ---
@@ -446,6 +459,69 @@ fn reply(r: Result<(), String>) -> Response {
     }
 }
 
+/// Admits callers of the port-3005 API as the controller does its own: a bearer token the
+/// controller vouches for (`POST /api/v1/auth/review`, asked with the framework's token).
+/// `/admin/ping` is open; reading the scaling state needs a viewer; starting and stopping
+/// (including the original's `GET /start/group`) needs an admin.
+async fn authorize(AxState(s): AxState<Arc<Scheduler>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if path == "/admin/ping" {
+        return next.run(req).await;
+    }
+    let deny = |status: StatusCode, msg: String| {
+        (
+            status,
+            Json(serde_json::json!({"error": msg, "status": status.as_u16()})),
+        )
+            .into_response()
+    };
+    let token = match req.headers().get(axum::http::header::AUTHORIZATION) {
+        None => String::new(),
+        Some(v) => match v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) => t.trim().to_string(),
+            None => {
+                return deny(
+                    StatusCode::UNAUTHORIZED,
+                    "the Authorization header must be `Bearer <token>`".into(),
+                );
+            }
+        },
+    };
+    let changes = req.method() != axum::http::Method::GET || path == "/start/group";
+    let review = match s.client() {
+        Ok(c) => c.review(&token).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match review {
+        Ok(r) if (changes && r.admin) || (!changes && r.reads_all) => next.run(req).await,
+        Ok(r) if r.authenticated => deny(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not {} {path}: it needs {}",
+                r.subject.unwrap_or_default(),
+                req.method(),
+                if changes {
+                    "an admin token"
+                } else {
+                    "a viewer or admin token"
+                }
+            ),
+        ),
+        Ok(_) if token.is_empty() => deny(
+            StatusCode::UNAUTHORIZED,
+            format!("{path} needs a credential: `Authorization: Bearer <token>`"),
+        ),
+        Ok(_) => deny(
+            StatusCode::UNAUTHORIZED,
+            "the token is unknown, revoked or expired".into(),
+        ),
+        Err(e) => deny(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot check the caller's token with the controller: {e}"),
+        ),
+    }
+}
+
 /// The original's port-3005 API, plus `/api/v1/scaling`.
 pub fn router(s: Arc<Scheduler>) -> Router {
     Router::new()
@@ -470,5 +546,6 @@ pub fn router(s: Arc<Scheduler>) -> Router {
             "/api/v1/scaling",
             get(|AxState(s): AxState<Arc<Scheduler>>| async move { Json(s.status()) }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(s.clone(), authorize))
         .with_state(s)
 }

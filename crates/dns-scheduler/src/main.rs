@@ -76,11 +76,15 @@ struct RunArgs {
     #[arg(
         long,
         env = "TORC_CONTROLLER",
-        default_value = "http://127.0.3.20:3000"
+        default_value = "https://127.0.3.20:3000"
     )]
     controller: String,
+    /// The framework's token (`torc token create --role framework --framework NAME`).
     #[arg(long, env = "TORC_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The rack CA's certificate, which the controller's must chain to.
+    #[arg(long, env = "TORC_CA")]
+    ca: Option<PathBuf>,
     #[arg(long, default_value = "torc-dns-scheduler")]
     name: String,
     /// What answers for the demo zone: `torc` (torc dns) or `named` (bind9, see `--named`).
@@ -192,19 +196,16 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Run(a) => {
-            let token = match &a.token_file {
-                Some(p) => Some(
-                    std::fs::read_to_string(p)
-                        .with_context(|| format!("cannot read the token file {}", p.display()))?
-                        .trim()
-                        .to_string(),
-                ),
-                None => None,
-            };
+            let token = a
+                .token_file
+                .as_deref()
+                .map(torc_client::tls::files::read_secret)
+                .transpose()?;
             let cfg = Config {
                 name: a.name.parse().context("--name")?,
                 controller: a.controller,
                 token,
+                ca: a.ca,
                 state_dir: a.state_dir,
                 server: match a.server {
                     ServerArg::Torc => ServerKind::Torc,

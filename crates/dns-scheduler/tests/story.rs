@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use torc_api::TokenRole;
 use torc_test_utils::{LocalRack, RackOptions, free_port, processes_mentioning, wait_for, which};
 
 const SCHEDULER: &str = env!("CARGO_BIN_EXE_torc-dns-scheduler");
@@ -110,6 +111,11 @@ healthcheck:
     .await
     .unwrap();
     let wedge = rack.nodes["wedge"].to_string();
+    // The scheduler acts with a framework token of its own, not the admin's.
+    let framework_token = rack
+        .token_file(TokenRole::Framework, Some("torc-dns-scheduler"))
+        .await
+        .unwrap();
     let state = tempfile::tempdir().unwrap();
     let api_port = free_port(std::net::Ipv4Addr::LOCALHOST);
     let api = format!("http://127.0.0.1:{api_port}");
@@ -126,10 +132,8 @@ healthcheck:
                     named(),
                 ],
             })
-            .args([
-                "--token-file",
-                &rack.dir.path().join("token").display().to_string(),
-            ])
+            .args(["--token-file", &framework_token.display().to_string()])
+            .args(["--ca", &rack.ca_path().unwrap().display().to_string()])
             .args(["--state-dir", &state.path().display().to_string()])
             .args(["--listen", &format!("127.0.0.1:{api_port}")])
             .args(["--rack-dns", &format!("{wedge}:53")])
@@ -160,7 +164,7 @@ healthcheck:
             .spawn()
             .unwrap(),
     );
-    let http = reqwest::Client::new();
+    let http = rack.http_admin();
     let scaling = || {
         let http = http.clone();
         let url = format!("{api}/api/v1/scaling");
@@ -193,6 +197,22 @@ healthcheck:
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", hint()));
+    // Its port-3005 API wants a viewer (to read) or an admin (to act), as the controller does.
+    let plain = reqwest::Client::new();
+    let r = plain
+        .get(format!("{api}/api/v1/scaling"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let viewer = rack.make_token(TokenRole::Viewer, None).await.unwrap();
+    let r = plain
+        .get(format!("{api}/start/group?name=normalload200"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "a viewer cannot start a load");
     let port = sl1.split_whitespace().nth(2).unwrap().to_string();
     let ip = dig_short(&wedge, &["dns-sl1.service.torc"]).remove(0);
     // The name is published when the task runs; the server answers a moment later.

@@ -237,6 +237,72 @@ impl LocalRack {
         b.build().expect("an HTTP client")
     }
 
+    /// [`LocalRack::http`] that sends the admin token with every request.
+    pub fn http_admin(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}")
+                    .parse()
+                    .expect("a token is a valid header"),
+            );
+        }
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(40))
+            .default_headers(headers);
+        if let Some(ca) = self.ca_path() {
+            let roots = torc_tls::load_certs(&ca).expect("the rack's CA loads");
+            b = b.tls_backend_preconfigured(
+                torc_tls::client_config(&roots, None).expect("a client config"),
+            );
+        }
+        b.build().expect("an HTTP client")
+    }
+
+    /// A new token with `role` (and the framework it acts for), made with the admin token.
+    pub async fn make_token(
+        &self,
+        role: torc_api::TokenRole,
+        framework: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let created = self
+            .client()
+            .create_token(&torc_api::TokenRequest {
+                role,
+                name: format!("test {role:?}"),
+                framework: framework.map(|f| f.parse()).transpose()?,
+                ttl_seconds: None,
+            })
+            .await?;
+        Ok(created.token)
+    }
+
+    /// [`LocalRack::make_token`] written to a file (0600) in the rack's directory.
+    pub async fn token_file(
+        &self,
+        role: torc_api::TokenRole,
+        framework: Option<&str>,
+    ) -> anyhow::Result<PathBuf> {
+        let token = self.make_token(role, framework).await?;
+        let path = self
+            .dir
+            .path()
+            .join(format!("{role:?}-{}.token", framework.unwrap_or("rack")).to_lowercase());
+        torc_tls::files::write_secret(&path, &token)?;
+        Ok(path)
+    }
+
+    /// A client holding a new token with `role` (and the framework it acts for).
+    pub async fn client_as(
+        &self,
+        role: torc_api::TokenRole,
+        framework: Option<&str>,
+    ) -> anyhow::Result<Client> {
+        Ok(self.client_with(Some(self.make_token(role, framework).await?)))
+    }
+
     /// The environment the `torc` CLI needs to talk to this rack as its admin.
     pub fn cli_env(&self) -> Vec<(String, String)> {
         let mut env = vec![("TORC_CONTROLLER".to_string(), self.url())];
@@ -634,6 +700,12 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> anyhow::Result<Browser> {
+        Browser::start_with(&[]).await
+    }
+
+    /// A browser with extra Chromium flags (e.g. `--ignore-certificate-errors` for a rack whose
+    /// CA the test browser does not trust).
+    pub async fn start_with(extra_args: &[&str]) -> anyhow::Result<Browser> {
         let driver_bin = which("chromedriver").context(
             "chromedriver is not installed: run ./scripts/test (it installs it) or `apt-get install chromium chromium-driver`",
         )?;
@@ -660,14 +732,26 @@ impl Browser {
         })
         .await?;
         let profile = tempfile::tempdir()?;
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1300,1000",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {"binary": chromium, "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1300,1000", format!("--user-data-dir={}", profile.path().display())
-            ]}
+            "goog:chromeOptions": {"binary": chromium, "args": args}
         }}});
         let resp: serde_json::Value = http
             .post(format!("{base}/session"))

@@ -19,8 +19,22 @@ pub fn private_dir(dir: &Path) -> Result<(), TlsError> {
         .create(dir)
         .map_err(|source| TlsError::Write {
             path: dir.into(),
-            source,
+            error: source,
         })
+}
+
+/// Creates `dir` like [`private_dir`] and makes it 0700 if it already existed: for a directory
+/// torc owns whole (a controller's or an agent's data, `torc up`'s state), never for one an
+/// operator named as the place of a single file.
+pub fn own_private_dir(dir: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    private_dir(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|error| {
+        TlsError::Write {
+            path: dir.into(),
+            error,
+        }
+    })
 }
 
 /// Writes `bytes` to `path` atomically with `mode` from the first byte on: a temporary file in
@@ -28,7 +42,7 @@ pub fn private_dir(dir: &Path) -> Result<(), TlsError> {
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     let err = |source| TlsError::Write {
         path: path.into(),
-        source,
+        error: source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -65,7 +79,7 @@ pub fn write_secret(path: &Path, text: &str) -> Result<(), TlsError> {
 pub fn read_secret(path: &Path) -> Result<String, TlsError> {
     let read_err = |source| TlsError::Read {
         path: path.into(),
-        source,
+        error: source,
     };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     let mode = meta.mode() & 0o7777;

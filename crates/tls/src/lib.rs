@@ -41,11 +41,10 @@ pub use serve::{PeerCertificates, ServeOptions, serve, serve_with};
 /// Why TLS material could not be loaded or assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not PEM certificates: {message}")]
     Pem { path: PathBuf, message: String },
@@ -69,11 +68,10 @@ pub enum TlsError {
     #[cfg(feature = "pki")]
     #[error("the OS's random source failed: {0}")]
     Random(String),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -85,7 +83,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.into(),
-        source,
+        error: source,
     })?;
     certs_from_pem(&pem).map_err(|e| match e {
         PemError::Empty => TlsError::NoCertificate { path: path.into() },
@@ -126,7 +124,7 @@ pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.into(),
-        source,
+        error: source,
     })?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoKey { path: path.into() })
 }

@@ -143,13 +143,13 @@ impl Ca {
             .create(dir)
             .map_err(|source| TlsError::Write {
                 path: dir.into(),
-                source,
+                error: source,
             })?;
         let cert_path = dir.join("ca.pem");
         if cert_path.exists() {
             return Err(TlsError::Write {
                 path: cert_path,
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "a rack CA already exists here; remove the directory to start over",
                 ),
@@ -182,7 +182,10 @@ impl Ca {
     pub fn load(dir: &Path) -> Result<Ca, TlsError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| TlsError::Read { path, source })
+            std::fs::read_to_string(&path).map_err(|source| TlsError::Read {
+                path,
+                error: source,
+            })
         };
         let cert_pem = read("ca.pem")?;
         crate::parse_certs(&cert_pem, &dir.join("ca.pem").display().to_string())?;

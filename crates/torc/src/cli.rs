@@ -41,7 +41,7 @@ impl Target {
         let local = (self.controller == DEFAULT_CONTROLLER)
             .then(crate::up::default_data_dir)
             .transpose()?
-            .filter(|d| d.is_dir());
+            .filter(|d| d.join(crate::up::CA_DIR).join("ca.pem").exists());
         let token = match (&self.token, &self.token_file, &local) {
             (Some(t), _, _) => Some(t.clone()),
             (None, Some(f), _) => Some(torc_tls::files::read_secret(f)?),
@@ -57,7 +57,7 @@ impl Target {
         };
         if self.controller.starts_with("https://") && ca.is_none() {
             anyhow::bail!(
-                "{} is HTTPS: give --ca FILE (or TORC_CA), the rack CA's certificate",
+                "{} is HTTPS: give --ca FILE (or TORC_CA), the rack CA's certificate (no local rack of `torc up` is running here)",
                 self.controller
             );
         }

@@ -561,6 +561,12 @@ pub struct TsdbArgs {
     /// `ps`).
     #[arg(long, requires = "admin_user")]
     admin_password_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (PEM, chain first), as influxd's `https-certificate`.
+    #[arg(long, requires = "https_private_key")]
+    https_certificate: Option<PathBuf>,
+    /// The certificate's private key (PEM), as influxd's `https-private-key`.
+    #[arg(long, requires = "https_certificate")]
+    https_private_key: Option<PathBuf>,
 }
 
 pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
@@ -574,11 +580,22 @@ pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
         auth_enabled: args.auth_enabled || admin.is_some(),
         ..Default::default()
     };
+    let tls = match (&args.https_certificate, &args.https_private_key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(torc_tls::server_config(
+            torc_tls::Identity::from_files(cert, key)?,
+            torc_tls::ClientAuth::None,
+        )?)),
+        _ => None,
+    };
     let db = std::sync::Arc::new(torc_tsdb::Tsdb::open(&args.data_dir, options)?);
     serve_role(
         args.listen,
         2,
-        "tsdb serving the InfluxDB API",
+        if tls.is_some() {
+            "tsdb serving the InfluxDB API over HTTPS"
+        } else {
+            "tsdb serving the InfluxDB API"
+        },
         |listener| async move {
             if let Some((user, password)) = admin {
                 if db.ensure_admin(&user, &password).await? {
@@ -589,7 +606,7 @@ pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
                     tracing::warn!(%user, "users exist but none is an admin: every request will be refused until authentication is disabled");
                 }
             }
-            torc_tsdb::serve(listener, db, shutdown_signal()).await?;
+            torc_tsdb::serve_tls(listener, db, tls, shutdown_signal()).await?;
             Ok(())
         },
     )

@@ -162,7 +162,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             d
         }
     };
-    torc_tls::files::private_dir(&data_dir)?;
+    torc_tls::files::own_private_dir(&data_dir)?;
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
 

@@ -330,7 +330,7 @@ async fn bad_input_gets_a_clear_error_and_the_controller_keeps_serving() {
     )
     .await
     .unwrap();
-    let http = reqwest::Client::new();
+    let http = rack.http();
     let url = rack.url();
     let token = rack.token.clone().unwrap();
     let post = |path: &str, body: &str| {
@@ -386,6 +386,7 @@ async fn bad_input_gets_a_clear_error_and_the_controller_keeps_serving() {
 
     let (s, e) = answer(
         http.get(format!("{url}/api/v1/nodes/nowhere"))
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap(),
@@ -396,6 +397,7 @@ async fn bad_input_gets_a_clear_error_and_the_controller_keeps_serving() {
 
     let (s, e) = answer(
         http.get(format!("{url}/api/v1/tasks/nosuch.1"))
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap(),
@@ -406,6 +408,7 @@ async fn bad_input_gets_a_clear_error_and_the_controller_keeps_serving() {
 
     let (s, _) = answer(
         http.get(format!("{url}/api/v1/tasks/..%2Fetc"))
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap(),
@@ -433,6 +436,15 @@ async fn bad_input_gets_a_clear_error_and_the_controller_keeps_serving() {
     .await;
     assert_eq!(s, 401);
     assert!(e.contains("Bearer"), "{e}");
+    let (s, e) = answer(
+        http.get(format!("{url}/api/v1/tasks"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 401, "reads need a credential too");
+    assert!(e.contains("needs a credential"), "{e}");
     let (s, _) = answer(
         http.delete(format!("{url}/api/v1/tasks/x.1"))
             .bearer_auth("wrong")
@@ -466,6 +478,7 @@ async fn bad_input_gets_a_clear_error_and_the_controller_keeps_serving() {
 
     let (s, _) = answer(
         http.get(format!("{url}/no/such/route"))
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap(),
@@ -496,13 +509,15 @@ async fn agents_serve_host_and_task_metrics() {
     wait_state(&client, &busy.id, TaskState::Running).await;
     let node = client.node(&"bladerunner1".parse().unwrap()).await.unwrap();
     let agent = node.agent_url.unwrap();
-    let http = reqwest::Client::new();
+    let http = rack.http();
+    let token = rack.token.clone().unwrap();
     let m: torc_api::NodeMetrics = wait_for(
         "the busy task's CPU to show",
         Duration::from_secs(20),
         || async {
             let m: torc_api::NodeMetrics = http
                 .get(format!("{agent}/v1/metrics"))
+                .bearer_auth(&token)
                 .send()
                 .await
                 .ok()?
@@ -533,6 +548,7 @@ async fn agents_serve_host_and_task_metrics() {
     );
     let text = http
         .get(format!("{agent}/metrics"))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()
@@ -552,6 +568,7 @@ async fn agents_serve_host_and_task_metrics() {
     );
     let history: Vec<torc_api::NodeMetrics> = http
         .get(format!("{agent}/v1/metrics/history"))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use torc_api::ServiceView;
 use torc_api::original::OriginalTask;
+use torc_api::{ServiceView, TokenRole};
 use torc_client::{Client, Framework, Updates};
 use torc_test_utils::{LocalRack, RackOptions, pid_alive, processes_mentioning, wait_for};
 use torc_types::{FrameworkName, ServiceName, TaskId, TaskSpec, TaskState};
@@ -238,7 +238,7 @@ async fn system_services_run_where_they_should_and_come_back_when_they_die() {
 async fn groups_start_once_and_stop_for_good() {
     let mut rack = LocalRack::start(TORC, rack_options()).await.unwrap();
     let client = rack.client();
-    let http = reqwest::Client::new();
+    let http = rack.http();
     let url = rack.url();
     let token = rack.token.clone().unwrap();
     let get = |path: &str| http.get(format!("{url}{path}")).bearer_auth(&token).send();
@@ -383,10 +383,29 @@ async fn frameworks_get_their_tasks_back_or_lose_them_after_the_failover_timeout
     let rack = LocalRack::start(TORC, rack_options()).await.unwrap();
     let client = rack.client();
     let name = FrameworkName::new("dns-scheduler").unwrap();
-
-    let (mut fw, tasks) = Framework::register(client.clone(), name.clone(), Duration::from_secs(3))
+    // A framework acts with its own token, scoped to its own tasks.
+    let fw_client = rack
+        .client_as(TokenRole::Framework, Some("dns-scheduler"))
         .await
         .unwrap();
+    let other_client = rack
+        .client_as(TokenRole::Framework, Some("other"))
+        .await
+        .unwrap();
+    // Its token registers no other framework.
+    let err = Framework::register(
+        fw_client.clone(),
+        "other".parse().unwrap(),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 403, "{err}");
+
+    let (mut fw, tasks) =
+        Framework::register(fw_client.clone(), name.clone(), Duration::from_secs(3))
+            .await
+            .unwrap();
     assert!(tasks.is_empty());
     let mut ids = Vec::new();
     for i in 1..=3 {
@@ -411,7 +430,7 @@ async fn frameworks_get_their_tasks_back_or_lose_them_after_the_failover_timeout
     let err = fw.launch(&sleeper("core")).await.unwrap_err();
     assert_eq!(err.status().unwrap().as_u16(), 409, "{err}");
     let (other, _) = Framework::register(
-        client.clone(),
+        other_client.clone(),
         "other".parse().unwrap(),
         Duration::from_secs(60),
     )
@@ -419,10 +438,17 @@ async fn frameworks_get_their_tasks_back_or_lose_them_after_the_failover_timeout
     .unwrap();
     let err = other.kill(&ids[0]).await.unwrap_err();
     assert_eq!(err.status().unwrap().as_u16(), 409, "{err}");
+    // Nor, with its token, use another framework's routes at all, or the admin's.
+    let err = other_client.framework_tasks(&name).await.unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 403, "{err}");
+    let err = other_client.launch(&sleeper("sneaky")).await.unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 403, "{err}");
+    let err = other_client.tasks(&Default::default()).await.unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 403, "{err}");
 
     // "Restart": a new process registers under the same name and finds its 3 tasks.
     drop(fw);
-    let (fw, tasks) = Framework::register(client.clone(), name.clone(), Duration::from_secs(3))
+    let (fw, tasks) = Framework::register(fw_client.clone(), name.clone(), Duration::from_secs(3))
         .await
         .unwrap();
     let mut back: Vec<TaskId> = tasks.iter().map(|t| t.id.clone()).collect();
@@ -469,7 +495,7 @@ fn announced(name: &str, ip: &str) -> OriginalTask {
 async fn announced_tasks_live_by_their_lease_and_the_original_routes_keep_their_shapes() {
     let rack = LocalRack::start(TORC, rack_options()).await.unwrap();
     let client = rack.client();
-    let http = reqwest::Client::new();
+    let http = rack.http_admin();
     let url = rack.url();
     wait_running(&client, "core").await;
 

@@ -191,7 +191,22 @@ async fn statesync_works_unchanged_against_a_real_etcd() {
     )
     .await
     .unwrap();
+    // Run by hand, statesync reads the rack with a viewer token, as the README shows.
+    let viewer = rack
+        .client()
+        .create_token(&torc_api::TokenRequest {
+            role: torc_api::TokenRole::Viewer,
+            name: "statesync".into(),
+            framework: None,
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap();
+    let token_file = rack.dir.path().join("statesync.token");
+    torc_tls::files::write_secret(&token_file, &viewer.token).unwrap();
     let mut sync = Command::new(TORC)
+        .env("TORC_TOKEN_FILE", &token_file)
+        .env("TORC_CA", rack.ca_path().unwrap())
         .args([
             "statesync",
             "--controller",

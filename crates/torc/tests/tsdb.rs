@@ -56,7 +56,7 @@ async fn the_seed_queries_work_as_written() {
     })
     .await
     .unwrap();
-    let http = reqwest::Client::new();
+    let http = rack.http();
 
     // 0.8: `GET /db/torc/series?u=root&p=root&q=...`, newest first, time and sequence_number.
     let v08 = |q: &'static str| {

@@ -29,6 +29,7 @@ healthcheck:
     - name: datacollector
       command: torc
       args: [datacollector, --influxdb, "service:influxdb", --interval-seconds, "1", --user, root, --password-file, "{admin}"]
+      credentials: {{api_access: viewer}}
       memory: 40
       cpu: 0.1
       node_name: bladerunner1
@@ -36,6 +37,7 @@ healthcheck:
     - name: wrongcollector
       command: torc
       args: [datacollector, --influxdb, "service:influxdb", --database, wrong, --interval-seconds, "1", --user, root, --password-file, "{wrong}"]
+      credentials: {{api_access: viewer}}
       memory: 40
       cpu: 0.1
       node_name: bladerunner1

@@ -48,18 +48,30 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
     let text = seen.join("\n");
     assert!(text.contains("Rack is up."), "{text}");
     assert!(text.contains("registered (3/3)"), "{text}");
-    let url = format!("http://{base}:{port}");
+    let url = format!("https://{base}:{port}");
     assert!(
-        text.contains(&format!("API:   {url}/api/v1/nodes")),
+        text.contains(&format!("API:         {url}/api/v1/nodes")),
         "{text}"
     );
+    // Credentials: printed where they are, private to the user.
+    let token_file = dir.path().join("admin.token");
+    let ca = dir.path().join("pki").join("ca.pem");
+    assert!(
+        text.contains(&token_file.display().to_string())
+            && text.contains(&ca.display().to_string()),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir.path()), 0o700);
+    assert_eq!(mode(&token_file), 0o600);
+    assert_eq!(mode(&dir.path().join("join.token")), 0o600);
+    assert_eq!(mode(&dir.path().join("pki").join("ca.key")), 0o600);
 
     let env = [
         ("TORC_CONTROLLER", url.clone()),
-        (
-            "TORC_TOKEN_FILE",
-            dir.path().join("token").display().to_string(),
-        ),
+        ("TORC_TOKEN_FILE", token_file.display().to_string()),
+        ("TORC_CA", ca.display().to_string()),
     ];
     let (ok, out, err) = cli(&env, &["nodes"]);
     assert!(ok, "{err}");
@@ -95,10 +107,57 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
     // The sample rack runs its DNS as a system service.
     assert!(listed.iter().any(|t| t["name"] == "dns"), "{tasks}");
 
-    // Without the token, a change is refused with a clear message.
-    let (ok, _, err) = cli(&[("TORC_CONTROLLER", url.clone())], &["kill", &id]);
+    // Without a token, a change (and a read) is refused with a clear message.
+    let no_token = [
+        ("TORC_CONTROLLER", url.clone()),
+        ("TORC_CA", ca.display().to_string()),
+    ];
+    let (ok, _, err) = cli(&no_token, &["kill", &id]);
     assert!(!ok);
     assert!(err.contains("401") && err.contains("Bearer"), "{err}");
+    let (ok, _, err) = cli(&no_token, &["tasks"]);
+    assert!(!ok && err.contains("401"), "{err}");
+    // Without the CA, the controller's certificate is not trusted.
+    let (ok, _, err) = cli(
+        &[
+            ("TORC_CONTROLLER", url.clone()),
+            ("TORC_TOKEN_FILE", token_file.display().to_string()),
+        ],
+        &["nodes"],
+    );
+    assert!(!ok && err.contains("--ca"), "{err}");
+
+    // A viewer token, made with the CLI: it reads, it changes nothing; revoked, it is refused.
+    let (ok, viewer, err) = cli(
+        &env,
+        &["token", "create", "--role", "viewer", "--name", "dash"],
+    );
+    assert!(ok, "{err}");
+    let viewer_file = dir.path().join("viewer.token");
+    std::fs::write(&viewer_file, viewer.trim()).unwrap();
+    std::fs::set_permissions(&viewer_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let as_viewer = [
+        ("TORC_CONTROLLER", url.clone()),
+        ("TORC_TOKEN_FILE", viewer_file.display().to_string()),
+        ("TORC_CA", ca.display().to_string()),
+    ];
+    let (ok, out, err) = cli(&as_viewer, &["tasks"]);
+    assert!(ok && out.contains(&id), "{out}{err}");
+    let (ok, _, err) = cli(&as_viewer, &["kill", &id]);
+    assert!(!ok && err.contains("403") && err.contains("admin"), "{err}");
+    let (ok, out, _) = cli(&env, &["token", "list"]);
+    assert!(ok);
+    let line = out
+        .lines()
+        .find(|l| l.contains("dash"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("viewer"), "{out}");
+    let viewer_id = line.split_whitespace().next().unwrap();
+    let (ok, _, err) = cli(&env, &["token", "revoke", viewer_id]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&as_viewer, &["tasks"]);
+    assert!(!ok && err.contains("401"), "{err}");
     let (ok, _, err) = cli(&env, &["kill", "no-such-task.1"]);
     assert!(!ok);
     assert!(err.contains("no task with id"), "{err}");

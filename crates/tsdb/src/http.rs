@@ -54,11 +54,22 @@ pub fn router(db: Arc<Tsdb>) -> Router {
         .with_state(db)
 }
 
-/// Serves until `shutdown` resolves, then flushes the heads into segments. Also runs the
-/// background work: size-triggered flushes and the retention sweep.
+/// Serves plain HTTP until `shutdown` resolves: [`serve_tls`] without TLS.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     db: Arc<Tsdb>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_tls(listener, db, None, shutdown).await
+}
+
+/// Serves (HTTPS when `tls` is given, as influxd's `https-enabled`) until `shutdown` resolves,
+/// then flushes the heads into segments. Also runs the background work: size-triggered
+/// flushes and the retention sweep.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    db: Arc<Tsdb>,
+    tls: Option<Arc<torc_tls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -85,9 +96,7 @@ pub async fn serve(
         }
     });
     let app = router(db.clone());
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let r = torc_tls::serve(listener, app, tls, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = bg.await;
     if let Err(e) = db.flush().await {

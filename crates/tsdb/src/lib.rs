@@ -45,5 +45,5 @@ pub mod v08;
 pub mod wal;
 
 pub use error::Error;
-pub use http::{router, serve};
+pub use http::{router, serve, serve_tls};
 pub use storage::{Options, Tsdb};
