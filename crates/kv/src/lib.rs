@@ -32,6 +32,8 @@
 //! - Bytes from the network or disk never cause a panic; bad requests get
 //!   etcd's own gRPC status codes and messages ([`EtcdError`]).
 
+pub mod auth;
+mod auth_service;
 mod authority;
 mod codec;
 pub mod error;
@@ -43,7 +45,7 @@ pub mod wal;
 mod watch_wire;
 
 pub use error::{Error, EtcdError, StorageError};
-pub use server::{DB_FILE, KvOptions, KvServer, SHUTDOWN_GRACE, VERSION};
+pub use server::{DB_FILE, KvOptions, KvServer, RootBootstrap, SHUTDOWN_GRACE, VERSION};
 
 /// The `range_end` that selects every key starting with `prefix` (what `etcdctl --prefix`
 /// sends): the prefix with its last byte below 0xff incremented; `\0` (all keys) when there
@@ -64,6 +66,9 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 pub mod proto {
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
     }
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");

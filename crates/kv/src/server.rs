@@ -3,8 +3,11 @@
 //! a shutdown future resolves.
 //!
 //! This module only translates between the wire and the store: request size
-//! limits, response headers, watch and keep-alive streams. The data rules live
-//! in [`crate::mvcc`], durability in [`crate::store`] and [`crate::storage`].
+//! limits, response headers, watch and keep-alive streams, and who the
+//! caller is. The data rules live in [`crate::mvcc`], the auth rules in
+//! [`crate::auth`] (every method here asks them before acting), durability
+//! in [`crate::store`] and [`crate::storage`]. The Auth service itself is in
+//! `auth_service`.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -17,9 +20,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::password::Passwords;
+use crate::auth::token::Tokens;
+use crate::auth::{Access, AuthMutation, AuthState, Caller, ROOT_USER};
 use crate::authority::AuthorityFix;
 use crate::error::{Error, EtcdError};
-use crate::mvcc::{KeyRange, Limits};
+use crate::mvcc::{KeyRange, Limits, Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
 use crate::store::{OpenError, Store, WatchItem, WatchReceiver, WatchSpec, watch_channel};
 use crate::watch_wire::EncodedWatchResponse;
@@ -55,6 +61,14 @@ pub struct KvOptions {
     pub watch_backlog_bytes: usize,
     /// How often expired leases are looked for (etcd checks every 500 ms).
     pub lease_check_interval: Duration,
+    /// How long an auth token stays valid after its last use (etcd's
+    /// `--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
+    /// bcrypt's cost for password hashes (etcd's `--bcrypt-cost`).
+    pub bcrypt_cost: u32,
+    /// Most password hashes or checks at once (each takes a core for tens
+    /// of milliseconds; see [`crate::auth::password`]).
+    pub password_checks: usize,
 }
 
 impl Default for KvOptions {
@@ -67,6 +81,10 @@ impl Default for KvOptions {
             progress_notify_interval: Duration::from_secs(600),
             watch_backlog_bytes: 16 << 20,
             lease_check_interval: Duration::from_millis(500),
+            auth_token_ttl: crate::auth::token::DEFAULT_TTL,
+            bcrypt_cost: crate::auth::password::DEFAULT_COST,
+            password_checks: std::thread::available_parallelism()
+                .map_or(1, |n| (n.get() / 2).max(1)),
         }
     }
 }
@@ -79,6 +97,23 @@ pub struct KvServer {
     store: Store,
     commit_thread: std::thread::JoinHandle<()>,
     options: KvOptions,
+    auth: Arc<AuthRuntime>,
+}
+
+/// What the services share about auth besides the durable state: tokens
+/// (in memory only) and password hashing.
+pub(crate) struct AuthRuntime {
+    pub tokens: Tokens,
+    pub passwords: Arc<Passwords>,
+}
+
+/// What [`KvServer::bootstrap_root`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootBootstrap {
+    /// It created `root` (with the `root` role) and enabled auth.
+    Created,
+    /// A `root` user existed; nothing was changed.
+    RootExists,
 }
 
 impl KvServer {
@@ -97,11 +132,50 @@ impl KvServer {
                 OpenError::Storage(source) => Error::Storage { path, source },
                 OpenError::Thread(e) => Error::Thread(e),
             })?;
+        let auth = Arc::new(AuthRuntime {
+            tokens: Tokens::new(options.auth_token_ttl),
+            passwords: Passwords::new(options.bcrypt_cost, options.password_checks),
+        });
         Ok(KvServer {
             store,
             commit_thread,
             options,
+            auth,
         })
+    }
+
+    /// torc's bootstrap of a rack's store (`torc kv --root-password-file`):
+    /// if there is no `root` user, creates it with `password` and the `root`
+    /// role and enables auth, durably, in one change; if there is one,
+    /// changes nothing.
+    pub async fn bootstrap_root(&self, password: String) -> Result<RootBootstrap, Error> {
+        if self.store.lock().auth.user(ROOT_USER).is_some() {
+            return Ok(RootBootstrap::RootExists);
+        }
+        let hash = self
+            .auth
+            .passwords
+            .hash(password)
+            .await
+            .map_err(Error::Bootstrap)?;
+        let (created, _) = self
+            .store
+            .write(|_, auth, _| {
+                if auth.user(ROOT_USER).is_some() {
+                    return Ok(Outcome {
+                        response: RootBootstrap::RootExists,
+                        mutations: Vec::new(),
+                    });
+                }
+                let mutations = Arc::make_mut(auth).bootstrap_root(hash);
+                Ok(Outcome {
+                    response: RootBootstrap::Created,
+                    mutations: mutations.into_iter().map(Mutation::Auth).collect(),
+                })
+            })
+            .await
+            .map_err(Error::Bootstrap)?;
+        Ok(created)
     }
 
     /// Serves the etcd API on `listener` until `shutdown` resolves, then ends
@@ -119,6 +193,7 @@ impl KvServer {
             store,
             commit_thread,
             options,
+            auth,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let max_decode = options.max_request_bytes + 512 * 1024;
@@ -127,6 +202,7 @@ impl KvServer {
             options: Arc::new(options.clone()),
             advertise_url: Arc::new(advertise_url),
             stop: stop_rx.clone(),
+            auth,
         };
 
         let expiry_store = store.clone();
@@ -177,6 +253,7 @@ impl KvServer {
                     .max_decoding_message_size(max_decode),
             )
             .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
+            .add_service(pb::auth_server::AuthServer::new(svc.clone()))
             .add_service(pb::maintenance_server::MaintenanceServer::new(svc))
             .serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
@@ -198,14 +275,72 @@ impl KvServer {
 }
 
 #[derive(Clone)]
-struct Services {
-    store: Store,
+pub(crate) struct Services {
+    pub(crate) store: Store,
     options: Arc<KvOptions>,
     advertise_url: Arc<String>,
     stop: watch::Receiver<bool>,
+    pub(crate) auth: Arc<AuthRuntime>,
 }
 
+/// The gRPC metadata keys etcd reads a token from (clients send `token`;
+/// etcd's HTTP gateway `authorization`).
+const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
+
 impl Services {
+    /// Who sent a request with this metadata: anonymous without a token or
+    /// while auth is disabled (etcd then ignores tokens), else the token's
+    /// user; a token that is unknown or expired is `invalid auth token`.
+    pub(crate) fn caller_of(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, EtcdError> {
+        let Some(token) = TOKEN_KEYS.iter().find_map(|k| md.get(*k)) else {
+            return Ok(Caller::Anonymous);
+        };
+        if !self.store.lock().auth.enabled() {
+            return Ok(Caller::Anonymous);
+        }
+        let token = token.to_str().map_err(|_| EtcdError::InvalidAuthToken)?;
+        self.auth
+            .tokens
+            .resolve(token, Instant::now())
+            .map(Caller::User)
+            .ok_or(EtcdError::InvalidAuthToken)
+    }
+
+    pub(crate) fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        Ok(self.caller_of(request.metadata())?)
+    }
+
+    /// Runs `check` on the durable auth state.
+    pub(crate) fn check_committed(
+        &self,
+        check: impl FnOnce(&AuthState, &crate::mvcc::Core) -> Result<(), EtcdError>,
+    ) -> Result<(), Status> {
+        let st = self.store.lock();
+        Ok(check(&st.auth_committed, &st.core)?)
+    }
+
+    /// Makes an auth change for `caller` (who must have the root role) and
+    /// waits until it is durable; returns the response header.
+    pub(crate) async fn change_auth(
+        &self,
+        caller: &Caller,
+        change: impl FnOnce(&mut AuthState) -> Result<Vec<AuthMutation>, EtcdError>,
+    ) -> Result<Option<pb::ResponseHeader>, Status> {
+        let (_, rev) = self
+            .store
+            .write(|_, auth, _| {
+                // Checked before copying the state to change it.
+                auth.check_admin(caller)?;
+                let mutations = change(Arc::make_mut(auth))?;
+                Ok(Outcome {
+                    response: (),
+                    mutations: mutations.into_iter().map(Mutation::Auth).collect(),
+                })
+            })
+            .await?;
+        Ok(self.header(rev))
+    }
+
     fn check_size<M: prost::Message>(&self, m: &M) -> Result<(), Status> {
         if m.encoded_len() > self.options.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
@@ -213,11 +348,11 @@ impl Services {
         Ok(())
     }
 
-    fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+    pub(crate) fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
         Some(self.store.header(revision))
     }
 
-    fn committed_header(&self) -> Option<pb::ResponseHeader> {
+    pub(crate) fn committed_header(&self) -> Option<pb::ResponseHeader> {
         let rev = self.store.lock().committed;
         self.header(rev)
     }
@@ -237,16 +372,51 @@ fn unimplemented(method: &'static str) -> Status {
     EtcdError::Unimplemented(method).into()
 }
 
+/// etcd's answer to a watch it will not create: created and canceled at
+/// once, watch id -1, the reason as Go's gRPC library prints the status.
+fn watch_refused(header: Option<pb::ResponseHeader>, e: &EtcdError) -> pb::WatchResponse {
+    // etcd names these three; any other refusal is "permission denied".
+    let reason = match e {
+        EtcdError::InvalidAuthToken | EtcdError::UserEmpty | EtcdError::AuthOldRevision => {
+            e.go_status_text()
+        }
+        _ => EtcdError::PermissionDenied.go_status_text(),
+    };
+    pb::WatchResponse {
+        header,
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason,
+        ..Default::default()
+    }
+}
+
+impl Services {
+    /// Maintenance and cluster administration: root only.
+    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let caller = self.caller(request)?;
+        self.check_committed(|auth, _| auth.check_admin(&caller))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::kv_server::Kv for Services {
     async fn range(
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        // etcd checks a request's shape before who sent it.
+        if request.get_ref().key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
         let (mut resp, rev) = {
             let st = self.store.lock();
+            st.auth_committed
+                .check(&caller, Access::Read, &req.key, &req.range_end)?;
             (st.core.range(&req, st.committed)?, st.committed)
         };
         resp.header = self.header(rev);
@@ -257,9 +427,17 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        crate::mvcc::check_put_shape(request.get_ref())?;
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let (mut resp, rev) = self.store.write(|core, _| core.put(&req)).await?;
+        let (mut resp, rev) = self
+            .store
+            .write(|core, auth, _| {
+                auth.check_put(&caller, &req, core)?;
+                core.put(&req)
+            })
+            .await?;
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }
@@ -268,9 +446,19 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        if request.get_ref().key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let (mut resp, rev) = self.store.write(|core, _| core.delete_range(&req)).await?;
+        let (mut resp, rev) = self
+            .store
+            .write(|core, auth, _| {
+                auth.check_delete(&caller, &req)?;
+                core.delete_range(&req)
+            })
+            .await?;
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }
@@ -279,9 +467,17 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        crate::mvcc::check_txn_shape(request.get_ref(), self.options.max_txn_ops)?;
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let (mut resp, rev) = self.store.write(|core, _| core.txn(&req)).await?;
+        let (mut resp, rev) = self
+            .store
+            .write(|core, auth, _| {
+                auth.check_txn(&caller, &req, core)?;
+                core.txn(&req)
+            })
+            .await?;
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }
@@ -290,10 +486,14 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         let (_, rev) = self
             .store
-            .write(|core, committed| core.compact(req.revision, committed))
+            .write(|core, auth, committed| {
+                auth.check_admin(&caller)?;
+                core.compact(req.revision, committed)
+            })
             .await?;
         Ok(Response::new(pb::CompactionResponse {
             header: self.header(rev),
@@ -363,6 +563,9 @@ impl crate::watch_wire::Watch for Services {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Each watch is checked when created, with the stream's token (as
+        // etcd: a token that expires later ends no watch already made).
+        let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = watch_channel(self.options.watch_backlog_bytes);
         let svc = self.clone();
@@ -404,6 +607,17 @@ impl crate::watch_wire::Watch for Services {
                 use pb::watch_request::RequestUnion;
                 match req.request_union {
                     Some(RequestUnion::CreateRequest(c)) => {
+                        if let Err(e) = svc.caller_of(&metadata).and_then(|caller| {
+                            svc.store.lock().auth_committed.check(
+                                &caller,
+                                Access::Read,
+                                &c.key,
+                                &c.range_end,
+                            )
+                        }) {
+                            let _ = tx.send(vec![watch_refused(svc.committed_header(), &e).into()]);
+                            continue;
+                        }
                         let id = if c.watch_id != 0 {
                             if ids.contains(&c.watch_id) {
                                 let _ = tx.send(vec![
@@ -489,10 +703,14 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         let ((id, ttl), rev) = self
             .store
-            .write(|core, _| core.lease_grant(req.id, req.ttl, Instant::now()))
+            .write(|core, auth, _| {
+                auth.require_user(&caller)?;
+                core.lease_grant(req.id, req.ttl, Instant::now())
+            })
             .await?;
         Ok(Response::new(pb::LeaseGrantResponse {
             header: self.header(rev),
@@ -506,8 +724,16 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let id = request.into_inner().id;
-        let (_, rev) = self.store.write(|core, _| core.lease_revoke(id)).await?;
+        let (_, rev) = self
+            .store
+            .write(|core, auth, _| {
+                auth.require_user(&caller)?;
+                auth.check_lease(&caller, Access::Write, id, core)?;
+                core.lease_revoke(id)
+            })
+            .await?;
         Ok(Response::new(pb::LeaseRevokeResponse {
             header: self.header(rev),
         }))
@@ -517,6 +743,7 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         // Bounded: a client that sends keep-alives without reading the
         // answers stops being read from, rather than queueing answers.
@@ -532,10 +759,22 @@ impl pb::lease_server::Lease for Services {
                     },
                     _ = stop.changed() => break,
                 };
-                let (ttl, rev) = {
+                // As etcd: root, or write on every key of the lease; a
+                // refusal ends the stream.
+                let renewed = svc.caller_of(&metadata).and_then(|caller| {
                     let mut st = svc.store.lock();
+                    st.auth_committed.require_user(&caller)?;
+                    st.auth_committed
+                        .check_lease(&caller, Access::Write, req.id, &st.core)?;
                     let ttl = st.core.lease_keep_alive(req.id, Instant::now());
-                    (ttl, st.committed)
+                    Ok((ttl, st.committed))
+                });
+                let (ttl, rev) = match renewed {
+                    Ok(renewed) => renewed,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
                 };
                 let resp = pb::LeaseKeepAliveResponse {
                     header: svc.header(rev),
@@ -558,9 +797,15 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         let (info, rev) = {
             let st = self.store.lock();
+            st.auth_committed.require_user(&caller)?;
+            if req.keys {
+                st.auth_committed
+                    .check_lease(&caller, Access::Read, req.id, &st.core)?;
+            }
             (
                 st.core.lease_time_to_live(req.id, Instant::now()),
                 st.committed,
@@ -588,11 +833,19 @@ impl pb::lease_server::Lease for Services {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let caller = self.caller(&request)?;
         let (ids, rev) = {
             let st = self.store.lock();
-            (st.core.lease_ids(), st.committed)
+            st.auth_committed.require_user(&caller)?;
+            let ids = st.core.lease_ids();
+            // Root, or read on every key of every lease.
+            for id in &ids {
+                st.auth_committed
+                    .check_lease(&caller, Access::Read, *id, &st.core)?;
+            }
+            (ids, st.committed)
         };
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: self.header(rev),
@@ -626,8 +879,10 @@ impl pb::cluster_server::Cluster for Services {
 
     async fn member_list(
         &self,
-        _: Request<pb::MemberListRequest>,
+        request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.check_committed(|auth, _| auth.check_admin(&caller))?;
         Ok(Response::new(pb::MemberListResponse {
             header: self.committed_header(),
             members: vec![self.member()],
@@ -651,9 +906,12 @@ impl pb::maintenance_server::Maintenance for Services {
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
+        let caller = self.caller(&request)?;
         if request.into_inner().action != AlarmAction::Get as i32 {
+            self.check_committed(|auth, _| auth.check_admin(&caller))?;
             return Err(unimplemented("activating or deactivating alarms"));
         }
+        self.check_committed(|auth, _| auth.require_user(&caller))?;
         // torc kv raises no alarms: a storage failure refuses writes with an
         // error saying so instead.
         Ok(Response::new(pb::AlarmResponse {
@@ -664,8 +922,9 @@ impl pb::maintenance_server::Maintenance for Services {
 
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.check_admin(&request)?;
         let db_size = std::fs::metadata(&self.store.shared.db_path)
             .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
             .unwrap_or(0);
@@ -689,36 +948,41 @@ impl pb::maintenance_server::Maintenance for Services {
 
     async fn defragment(
         &self,
-        _: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.check_admin(&request)?;
         Err(unimplemented("Defragment"))
     }
 
     async fn hash(
         &self,
-        _: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.check_admin(&request)?;
         Err(unimplemented("Hash"))
     }
 
     async fn hash_kv(
         &self,
-        _: Request<pb::HashKvRequest>,
+        request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.check_admin(&request)?;
         Err(unimplemented("HashKV"))
     }
 
     async fn snapshot(
         &self,
-        _: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.check_admin(&request)?;
         Err(unimplemented("Snapshot"))
     }
 
     async fn move_leader(
         &self,
-        _: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.check_admin(&request)?;
         Err(unimplemented("MoveLeader"))
     }
 }

@@ -40,7 +40,10 @@
 //! - Nothing that is not durable is visible: plain reads and watches read at
 //!   `committed`, which only the commit thread advances, after the fsync.
 //!   (Txn compares see the latest applied state; a txn is acknowledged only
-//!   after everything it saw is durable.)
+//!   after everything it saw is durable.) Auth changes go the same way:
+//!   their mutations are logged like keys', and reads, watches and
+//!   Authenticate are checked against `auth_committed`, which the commit
+//!   thread advances with `committed`; writes against the latest `auth`.
 //! - Fail closed: after a failed log append or redb commit `failed` is set and
 //!   every later write is refused, including ones already queued; reads keep
 //!   working at `committed`. (A write acknowledged before a redb failure is
@@ -57,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::AuthState;
 use crate::error::{EtcdError, StorageError};
 use crate::mvcc::{Core, KeyRange, Limits, Mutation, Outcome, RevisionEvents};
 use crate::proto::etcdserverpb as pb;
@@ -288,6 +292,14 @@ pub struct State {
     pub core: Core,
     /// Latest durable revision; reads default to it.
     pub committed: i64,
+    /// The auth state with every applied change, durable or not: writes
+    /// are checked against it (they are acknowledged only after the changes
+    /// they saw are durable).
+    pub auth: Arc<AuthState>,
+    /// The auth state with every durable change: reads, watches and
+    /// Authenticate are checked against it, so no one is let in by a change
+    /// that is not yet durable.
+    pub auth_committed: Arc<AuthState>,
     failed: Option<String>,
     closed: bool,
     next_stream: u64,
@@ -319,6 +331,8 @@ struct Pending {
     mutations: Vec<Mutation>,
     /// The core's revision once this request was applied.
     revision: i64,
+    /// The auth state once this request was applied, if it changed it.
+    auth: Option<Arc<AuthState>>,
     ack: oneshot::Sender<Result<(), EtcdError>>,
 }
 
@@ -364,10 +378,18 @@ impl Store {
         }
         core.restore_lease_keys();
         let committed = core.revision();
+        let auth = Arc::new(AuthState::restore(
+            loaded.auth_enabled,
+            loaded.auth_revision,
+            loaded.users,
+            loaded.roles,
+        ));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
                 committed,
+                auth: auth.clone(),
+                auth_committed: auth,
                 failed: None,
                 closed: false,
                 next_stream: 0,
@@ -415,10 +437,13 @@ impl Store {
     }
 
     /// Applies a write and waits until it (and everything it observed) is
-    /// durable. Returns the response and the revision for its header.
+    /// durable. Returns the response and the revision for its header. `f`
+    /// gets the core, the latest auth state (to check the caller against,
+    /// or to change: a change is made on a copy, see [`Arc::make_mut`]) and
+    /// the committed revision.
     pub async fn write<T>(
         &self,
-        f: impl FnOnce(&mut Core, i64) -> Result<Outcome<T>, EtcdError>,
+        f: impl FnOnce(&mut Core, &mut Arc<AuthState>, i64) -> Result<Outcome<T>, EtcdError>,
     ) -> Result<(T, i64), EtcdError> {
         let ack = {
             let mut st = self.lock();
@@ -429,8 +454,14 @@ impl Store {
                 return Err(EtcdError::Stopped);
             }
             let committed = st.committed;
-            let out = f(&mut st.core, committed)?;
+            let State { core, auth, .. } = &mut *st;
+            let out = f(core, auth, committed)?;
             let revision = st.core.revision();
+            let auth = out
+                .mutations
+                .iter()
+                .any(|m| matches!(m, Mutation::Auth(_)))
+                .then(|| st.auth.clone());
             if out.mutations.is_empty() && revision == committed {
                 return Ok((out.response, revision));
             }
@@ -438,6 +469,7 @@ impl Store {
             let pending = Pending {
                 mutations: out.mutations,
                 revision,
+                auth,
                 ack: ack_tx,
             };
             if self.tx.send(Msg::Commit(pending)).is_err() {
@@ -568,7 +600,7 @@ impl Store {
     pub async fn expire_leases(&self, now: Instant) {
         let expired = self.lock().core.expired_leases(now);
         for id in expired {
-            match self.write(|core, _| core.lease_revoke(id)).await {
+            match self.write(|core, _, _| core.lease_revoke(id)).await {
                 Ok(_) | Err(EtcdError::LeaseNotFound) => {}
                 Err(e) => {
                     tracing::warn!(lease = id, error = %e, "expiring lease failed");
@@ -814,6 +846,9 @@ impl Committer {
                 let committed = {
                     let mut st = shared.lock();
                     st.committed = st.committed.max(last_rev);
+                    if let Some(auth) = batch.iter().rev().find_map(|p| p.auth.clone()) {
+                        st.auth_committed = auth;
+                    }
                     // Automatic compaction: keep the last `retain_revisions`
                     // revisions readable, dropping what fell out of that window
                     // since the previous commit.
