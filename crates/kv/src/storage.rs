@@ -491,4 +491,113 @@ mod tests {
         }
         drop(storage);
     }
+
+    /// Auth changes are stored rows: reopening restores the same users,
+    /// roles, flag and revision.
+    #[test]
+    fn auth_changes_survive_reopening() {
+        use crate::auth::{AuthState, Caller};
+        use crate::proto::authpb::{Permission, permission::Type};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kv.redb");
+        let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("open");
+        assert!(!loaded.auth_enabled);
+        assert_eq!(loaded.auth_revision, 1);
+        let mut a = AuthState::default();
+        let anyone = Caller::Anonymous;
+        let mut changes = Vec::new();
+        changes.extend(a.role_add(&anyone, "app").expect("role"));
+        changes.extend(a.role_add(&anyone, "gone").expect("role"));
+        let perm = Permission {
+            perm_type: Type::Readwrite as i32,
+            key: "/p/".into(),
+            range_end: "/p0".into(),
+        };
+        changes.extend(
+            a.role_grant_permission(&anyone, "app", Some(&perm))
+                .expect("grant"),
+        );
+        changes.extend(
+            a.user_add(&anyone, "alice", Some("hash".into()))
+                .expect("user"),
+        );
+        changes.extend(
+            a.user_grant_role(&anyone, "alice", "app")
+                .expect("grant role"),
+        );
+        changes.extend(
+            a.user_grant_role(&anyone, "alice", "gone")
+                .expect("grant role"),
+        );
+        changes.extend(a.role_delete(&anyone, "gone").expect("delete role"));
+        changes.extend(a.bootstrap_root("roothash".into()));
+        let mutations: Vec<Mutation> = changes.into_iter().map(Mutation::Auth).collect();
+        storage.commit(mutations.iter(), 0, true).expect("commit");
+        drop(storage);
+
+        let (_, _, loaded) = Storage::open(&path, (1, 2)).expect("reopen");
+        let b = AuthState::restore(
+            loaded.auth_enabled,
+            loaded.auth_revision,
+            loaded.users,
+            loaded.roles,
+        );
+        assert!(b.enabled());
+        assert_eq!(b.revision(), a.revision());
+        let root = Caller::User("root".into());
+        assert_eq!(b.user_list(&root), a.user_list(&root));
+        assert_eq!(
+            b.role_list(&root),
+            Ok(vec!["app".to_string(), "root".to_string()])
+        );
+        assert_eq!(b.user_get(&root, "alice"), Ok(vec!["app".to_string()]));
+        assert_eq!(b.role_get(&root, "app"), Ok(vec![perm]));
+        assert_eq!(b.password_hash("alice"), Ok(&b"hash"[..]));
+    }
+
+    /// A format-2 file (before auth) is upgraded in place, auth disabled; a
+    /// file of a later format than this build's is refused.
+    #[test]
+    fn older_formats_are_upgraded_and_newer_ones_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kv.redb");
+        {
+            // What a format-2 build created: no auth tables or meta keys.
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut meta = txn.open_table(META).expect("meta");
+                for (k, v) in [
+                    ("format_version", FORMAT_VERSION_BEFORE_AUTH),
+                    ("cluster_id", 7),
+                    ("member_id", 8),
+                    ("revision", 1),
+                    ("compact_revision", 0),
+                    ("wal_lsn", 0),
+                ] {
+                    meta.insert(k, v).expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("upgrade");
+        assert_eq!((loaded.cluster_id, loaded.member_id), (7, 8));
+        assert!(!loaded.auth_enabled);
+        assert_eq!(loaded.auth_revision, 1);
+        assert!(loaded.users.is_empty() && loaded.roles.is_empty());
+        drop(storage);
+        {
+            let db = Database::create(&path).expect("open");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("format_version", FORMAT_VERSION + 1)
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        assert!(matches!(
+            Storage::open(&path, (1, 2)),
+            Err(StorageError::UnsupportedFormat { found, .. }) if found == FORMAT_VERSION + 1
+        ));
+    }
 }

@@ -496,4 +496,28 @@ mod tests {
         assert!(err.contains("records 1 to 39 are missing"), "{err}");
         assert!(err.contains("was the database file deleted"), "{err}");
     }
+
+    /// Auth mutations come back from the log as they went in.
+    #[test]
+    fn auth_records_replay() {
+        use crate::auth::{AuthState, Caller};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kv.redb");
+        let (mut wal, _) = Wal::open(&db, 0).expect("open");
+        let mut a = AuthState::default();
+        let mut changes = a.role_add(&Caller::Anonymous, "app").expect("role");
+        changes.extend(a.bootstrap_root("hash".into()));
+        changes.extend(
+            a.role_delete(&Caller::User("root".into()), "app")
+                .expect("delete"),
+        );
+        changes.push(AuthMutation::DeleteUser("nobody".into()));
+        changes.push(AuthMutation::Enabled(false));
+        let mutations: Vec<Mutation> = changes.into_iter().map(Mutation::Auth).collect();
+        wal.append(mutations.iter()).expect("append");
+        drop(wal);
+        let (_, replay) = Wal::open(&db, 0).expect("reopen");
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].mutations, mutations);
+    }
 }
