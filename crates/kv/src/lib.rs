@@ -35,6 +35,7 @@
 pub mod auth;
 mod auth_service;
 mod authority;
+pub mod client;
 mod codec;
 pub mod error;
 pub mod mvcc;
