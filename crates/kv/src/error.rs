@@ -25,6 +25,8 @@ pub enum Error {
     Thread(#[source] std::io::Error),
     #[error("creating the root user: {0}")]
     Bootstrap(#[source] EtcdError),
+    #[error("the OS random source failed: {0}")]
+    Random(String),
 }
 
 /// Failure of the on-disk store. After one of these during a commit, the store

@@ -882,13 +882,22 @@ pub fn check_put_shape(req: &pb::PutRequest) -> Result<(), EtcdError> {
 }
 
 /// The checks of a txn that need no state, in both branches and nested
-/// txns (etcd's `checkTxnRequest`, made before permissions): sizes and
-/// missing keys. (Which keys collide depends on the branch taken; the core
-/// checks that on the path it takes.)
+/// txns (etcd's `checkTxnRequest`, made before permissions): sizes (a nested
+/// txn gets what its parent's largest list left of `max_ops`) and missing
+/// keys. (Which keys collide depends on the branch taken; the core checks
+/// that on the path it takes.)
 pub fn check_txn_shape(req: &pb::TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
     use pb::request_op::Request;
-    if req.compare.len() > max_ops || req.success.len() > max_ops || req.failure.len() > max_ops {
+    let ops = req
+        .compare
+        .len()
+        .max(req.success.len())
+        .max(req.failure.len());
+    if ops > max_ops {
         return Err(EtcdError::TooManyOps);
+    }
+    if req.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(EtcdError::EmptyKey);
     }
     for op in req.success.iter().chain(&req.failure) {
         match &op.request {
@@ -897,7 +906,7 @@ pub fn check_txn_shape(req: &pb::TxnRequest, max_ops: usize) -> Result<(), EtcdE
             Some(Request::RequestDeleteRange(d)) if d.key.is_empty() => {
                 return Err(EtcdError::EmptyKey);
             }
-            Some(Request::RequestTxn(t)) => check_txn_shape(t, max_ops)?,
+            Some(Request::RequestTxn(t)) => check_txn_shape(t, max_ops - ops)?,
             _ => {}
         }
     }

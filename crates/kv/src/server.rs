@@ -131,6 +131,7 @@ impl KvServer {
             Store::open(&path, limits, options.retain_revisions).map_err(|e| match e {
                 OpenError::Storage(source) => Error::Storage { path, source },
                 OpenError::Thread(e) => Error::Thread(e),
+                OpenError::Random(reason) => Error::Random(reason),
             })?;
         let auth = Arc::new(AuthRuntime {
             tokens: Tokens::new(options.auth_token_ttl),

@@ -343,16 +343,10 @@ pub struct Store {
     tx: mpsc::UnboundedSender<Msg>,
 }
 
-/// A random u64 from the standard library's per-process random hasher keys.
-pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+/// A random u64 from the OS's CSPRNG (the crate's one random source, also
+/// behind auth tokens).
+fn random_u64() -> Result<u64, OpenError> {
+    getrandom::u64().map_err(|e| OpenError::Random(e.to_string()))
 }
 
 impl Store {
@@ -362,9 +356,9 @@ impl Store {
         limits: Limits,
         retain_revisions: u64,
     ) -> Result<(Store, std::thread::JoinHandle<()>), OpenError> {
-        let ids = (random_u64() | 1, random_u64() | 1);
+        let ids = (random_u64()? | 1, random_u64()? | 1);
         let (storage, wal, loaded) = Storage::open(db_path, ids).map_err(OpenError::Storage)?;
-        let mut core = Core::new(limits, random_u64());
+        let mut core = Core::new(limits, random_u64()?);
         for kv in loaded.base {
             core.restore_base(kv);
         }
@@ -638,6 +632,7 @@ impl Shared {
 pub enum OpenError {
     Storage(StorageError),
     Thread(std::io::Error),
+    Random(String),
 }
 
 /// Commit-thread timings, printed to stderr once a second when the
