@@ -1,5 +1,6 @@
-//! kill -9 durability: every put the server acknowledged must be there after
-//! the process is killed without warning and restarted on the same data.
+//! kill -9 durability: every put and every auth change the server
+//! acknowledged must be there after the process is killed without warning
+//! and restarted on the same data.
 //!
 //! The server runs in a separate process: this test binary re-executes itself
 //! running only the ignored `server_process` test, with the data directory
