@@ -312,33 +312,7 @@ impl Storage {
                         meta.insert("compact_revision", current.max(rev_key(*revision)))
                             .map_err(redb_err)?;
                     }
-                    Mutation::Auth(a) => match a {
-                        AuthMutation::PutUser(u) => {
-                            let name = String::from_utf8_lossy(&u.name);
-                            users
-                                .insert(&*name, u.encode_to_vec().as_slice())
-                                .map_err(redb_err)?;
-                        }
-                        AuthMutation::DeleteUser(name) => {
-                            users.remove(name.as_str()).map_err(redb_err)?;
-                        }
-                        AuthMutation::PutRole(r) => {
-                            let name = String::from_utf8_lossy(&r.name);
-                            roles
-                                .insert(&*name, r.encode_to_vec().as_slice())
-                                .map_err(redb_err)?;
-                        }
-                        AuthMutation::DeleteRole(name) => {
-                            roles.remove(name.as_str()).map_err(redb_err)?;
-                        }
-                        AuthMutation::Enabled(on) => {
-                            meta.insert("auth_enabled", u64::from(*on))
-                                .map_err(redb_err)?;
-                        }
-                        AuthMutation::Revision(rev) => {
-                            meta.insert("auth_revision", *rev).map_err(redb_err)?;
-                        }
-                    },
+                    Mutation::Auth(a) => apply_auth(a, &mut meta, &mut users, &mut roles)?,
                 }
             }
             if let Some(rev) = latest {
@@ -369,6 +343,43 @@ impl Storage {
         }
         txn.commit().map_err(redb_err)
     }
+}
+
+/// Writes one auth change: a user's or role's row, or a meta key.
+fn apply_auth(
+    a: &AuthMutation,
+    meta: &mut redb::Table<&str, u64>,
+    users: &mut redb::Table<&str, &[u8]>,
+    roles: &mut redb::Table<&str, &[u8]>,
+) -> Result<(), StorageError> {
+    match a {
+        AuthMutation::PutUser(u) => {
+            let name = String::from_utf8_lossy(&u.name);
+            users
+                .insert(&*name, u.encode_to_vec().as_slice())
+                .map_err(redb_err)?;
+        }
+        AuthMutation::PutRole(r) => {
+            let name = String::from_utf8_lossy(&r.name);
+            roles
+                .insert(&*name, r.encode_to_vec().as_slice())
+                .map_err(redb_err)?;
+        }
+        AuthMutation::DeleteUser(name) => {
+            users.remove(name.as_str()).map_err(redb_err)?;
+        }
+        AuthMutation::DeleteRole(name) => {
+            roles.remove(name.as_str()).map_err(redb_err)?;
+        }
+        AuthMutation::Enabled(on) => {
+            meta.insert("auth_enabled", u64::from(*on))
+                .map_err(redb_err)?;
+        }
+        AuthMutation::Revision(rev) => {
+            meta.insert("auth_revision", *rev).map_err(redb_err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Moves the oldest logged revisions below `compacted`, at most `limit` of

@@ -181,15 +181,7 @@ async fn statesync_keeps_the_state_soup_equal_to_the_rack() {
 async fn statesync_works_unchanged_against_a_real_etcd() {
     let real = Etcd::start().await.unwrap();
     let endpoint = real.endpoint.clone();
-    let rack = LocalRack::start(
-        TORC,
-        RackOptions {
-            compute_nodes: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let rack = one_node_rack().await;
     let mut sync = Command::new(TORC)
         .args([
             "statesync",
@@ -219,6 +211,19 @@ async fn statesync_works_unchanged_against_a_real_etcd() {
     let _ = sync.kill();
     let _ = sync.wait();
     found.unwrap_or_else(|e| panic!("{e}\netcd's log:\n{}", real.log()));
+}
+
+/// A rack of the controller node and one compute node.
+async fn one_node_rack() -> LocalRack {
+    LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped, also when the test fails.
@@ -333,15 +338,7 @@ async fn statesync_authenticates_to_a_real_etcd_and_to_torc_kv() {
     // auth enable in add_statesync_user is a no-op there: the bootstrap enabled it.
     add_statesync_user(&torc_kv);
 
-    let rack = LocalRack::start(
-        TORC,
-        RackOptions {
-            compute_nodes: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let rack = one_node_rack().await;
     let mut syncs = Vec::new();
     for endpoint in [&real.endpoint, &torc_kv] {
         let child = Command::new(TORC)

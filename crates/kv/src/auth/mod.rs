@@ -165,11 +165,13 @@ impl AuthState {
             .collect();
     }
 
-    /// Counts one change (etcd's `commitRevision`).
-    fn bump(&mut self, out: &mut Vec<AuthMutation>) {
+    /// Counts one change made of `out` (etcd's `commitRevision`) and
+    /// returns its mutations, the new revision last.
+    fn changed(&mut self, mut out: Vec<AuthMutation>) -> Vec<AuthMutation> {
         self.revision += 1;
         out.push(AuthMutation::Revision(self.revision));
         self.refresh_perms();
+        out
     }
 
     // ---- checks ----
@@ -366,9 +368,8 @@ impl AuthState {
             return Ok(Vec::new());
         }
         self.enabled = false;
-        let mut out = vec![AuthMutation::Enabled(false)];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::Enabled(false)];
+        Ok(self.changed(change))
     }
 
     /// UserAdd; `hash` is the bcrypt hash of its password (`None` for a
@@ -390,9 +391,8 @@ impl AuthState {
             }),
         };
         self.users.insert(name.to_string(), user.clone());
-        let mut out = vec![AuthMutation::PutUser(user)];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::PutUser(user)];
+        Ok(self.changed(change))
     }
 
     /// UserAdd's checks of the name (also made before hashing a password).
@@ -416,9 +416,8 @@ impl AuthState {
             return Err(EtcdError::InvalidAuthMgmt);
         }
         self.users.remove(name).ok_or(EtcdError::UserNotFound)?;
-        let mut out = vec![AuthMutation::DeleteUser(name.to_string())];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::DeleteUser(name.to_string())];
+        Ok(self.changed(change))
     }
 
     pub fn user_change_password(
@@ -430,9 +429,8 @@ impl AuthState {
         self.check_admin(caller)?;
         let user = self.users.get_mut(name).ok_or(EtcdError::UserNotFound)?;
         user.password = Bytes::from(hash);
-        let mut out = vec![AuthMutation::PutUser(user.clone())];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::PutUser(user.clone())];
+        Ok(self.changed(change))
     }
 
     pub fn user_grant_role(
@@ -456,9 +454,8 @@ impl AuthState {
             return Ok(Vec::new()); // already granted: no change
         };
         user.roles.insert(at, role.to_string());
-        let mut out = vec![AuthMutation::PutUser(user.clone())];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::PutUser(user.clone())];
+        Ok(self.changed(change))
     }
 
     pub fn user_revoke_role(
@@ -477,9 +474,8 @@ impl AuthState {
         if user.roles.len() == before {
             return Err(EtcdError::RoleNotGranted);
         }
-        let mut out = vec![AuthMutation::PutUser(user.clone())];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::PutUser(user.clone())];
+        Ok(self.changed(change))
     }
 
     pub fn role_add(
@@ -499,9 +495,8 @@ impl AuthState {
             key_permission: Vec::new(),
         };
         self.roles.insert(name.to_string(), role.clone());
-        let mut out = vec![AuthMutation::PutRole(role)];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::PutRole(role)];
+        Ok(self.changed(change))
     }
 
     /// RoleDelete, which also takes the role from every user that had it.
@@ -523,8 +518,7 @@ impl AuthState {
                 out.push(AuthMutation::PutUser(user.clone()));
             }
         }
-        self.bump(&mut out);
-        Ok(out)
+        Ok(self.changed(out))
     }
 
     /// RoleGrantPermission: replaces the type of the permission on the same
@@ -554,9 +548,8 @@ impl AuthState {
                 perms.sort_by(|a, b| a.key.cmp(&b.key));
             }
         }
-        let mut out = vec![AuthMutation::PutRole(role.clone())];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::PutRole(role.clone())];
+        Ok(self.changed(change))
     }
 
     pub fn role_revoke_permission(
@@ -574,9 +567,8 @@ impl AuthState {
         if role.key_permission.len() == before {
             return Err(EtcdError::PermissionNotGranted);
         }
-        let mut out = vec![AuthMutation::PutRole(role.clone())];
-        self.bump(&mut out);
-        Ok(out)
+        let change = vec![AuthMutation::PutRole(role.clone())];
+        Ok(self.changed(change))
     }
 
     /// torc's bootstrap (`torc kv --root-password-file`): the `root` role,
@@ -605,8 +597,7 @@ impl AuthState {
         out.push(AuthMutation::PutUser(user));
         self.enabled = true;
         out.push(AuthMutation::Enabled(true));
-        self.bump(&mut out);
-        out
+        self.changed(out)
     }
 }
 
