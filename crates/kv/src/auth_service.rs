@@ -6,13 +6,18 @@
 //! Changes go through the store's write path, so they are durable before
 //! they are acknowledged; reads (UserGet, RoleGet, the lists) and
 //! Authenticate see only durable changes.
+//!
+//! Also here, for every service: who a caller is (its token), and the
+//! helpers that check it against the auth state.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::Caller;
+use crate::auth::{AuthMutation, AuthState, Caller};
 use crate::error::EtcdError;
+use crate::mvcc::{Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
 use crate::server::Services;
 
@@ -20,7 +25,64 @@ use crate::server::Services;
 /// password was being checked (etcd retries without a bound).
 const AUTHENTICATE_ATTEMPTS: usize = 3;
 
+/// The gRPC metadata keys etcd reads a token from (clients send `token`;
+/// etcd's HTTP gateway `authorization`).
+const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
+
 impl Services {
+    /// Who sent a request with this metadata: anonymous without a token or
+    /// while auth is disabled (etcd then ignores tokens), else the token's
+    /// user; a token that is unknown or expired is `invalid auth token`.
+    pub(crate) fn caller_of(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, EtcdError> {
+        let Some(token) = TOKEN_KEYS.iter().find_map(|k| md.get(*k)) else {
+            return Ok(Caller::Anonymous);
+        };
+        if !self.store.lock().auth.enabled() {
+            return Ok(Caller::Anonymous);
+        }
+        let token = token.to_str().map_err(|_| EtcdError::InvalidAuthToken)?;
+        self.auth
+            .tokens
+            .resolve(token, Instant::now())
+            .map(Caller::User)
+            .ok_or(EtcdError::InvalidAuthToken)
+    }
+
+    pub(crate) fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        Ok(self.caller_of(request.metadata())?)
+    }
+
+    /// Runs `check` on the durable auth state.
+    pub(crate) fn check_committed(
+        &self,
+        check: impl FnOnce(&AuthState, &crate::mvcc::Core) -> Result<(), EtcdError>,
+    ) -> Result<(), Status> {
+        let st = self.store.lock();
+        Ok(check(&st.auth_committed, &st.core)?)
+    }
+
+    /// Makes an auth change for `caller` (who must have the root role) and
+    /// waits until it is durable; returns the response header.
+    pub(crate) async fn change_auth(
+        &self,
+        caller: &Caller,
+        change: impl FnOnce(&mut AuthState) -> Result<Vec<AuthMutation>, EtcdError>,
+    ) -> Result<Option<pb::ResponseHeader>, Status> {
+        let (_, rev) = self
+            .store
+            .write(|_, auth, _| {
+                // Checked before copying the state to change it.
+                auth.check_admin(caller)?;
+                let mutations = change(Arc::make_mut(auth))?;
+                Ok(Outcome {
+                    response: (),
+                    mutations: mutations.into_iter().map(Mutation::Auth).collect(),
+                })
+            })
+            .await?;
+        Ok(self.header(rev))
+    }
+
     /// A read of the durable auth state, with the committed header.
     fn read_auth<T>(
         &self,

@@ -19,8 +19,9 @@
 //!   (behind the log) and restored from.
 //! - `store`: the core and the auth state behind a lock, the group-commit
 //!   and apply threads, watchers.
-//! - `server`: the gRPC services and [`KvServer`], the entry point;
-//!   `auth_service`: the Auth service.
+//! - `server`: the KV, Watch and Lease services and [`KvServer`], the entry
+//!   point; `auth_service`: the Auth service and who a caller is;
+//!   `admin_service`: Cluster and Maintenance.
 //! - `watch_wire`: watch responses encoded once per commit, shared by
 //!   watchers, and the Watch service that sends them.
 //! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one).
@@ -41,6 +42,7 @@
 //! - Bytes from the network or disk never cause a panic; bad requests get
 //!   etcd's own gRPC status codes and messages ([`EtcdError`]).
 
+mod admin_service;
 pub mod auth;
 mod auth_service;
 mod authority;

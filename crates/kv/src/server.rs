@@ -1,13 +1,13 @@
-//! The etcd v3 gRPC services over a [`Store`], and [`KvServer`], the public
-//! entry point that opens a data directory and serves a bound listener until
-//! a shutdown future resolves.
+//! The KV, Watch and Lease services over a [`Store`], and [`KvServer`], the
+//! public entry point that opens a data directory and serves a bound
+//! listener until a shutdown future resolves (with the Auth service from
+//! `auth_service` and Cluster and Maintenance from `admin_service`).
 //!
 //! This module only translates between the wire and the store: request size
-//! limits, response headers, watch and keep-alive streams, and who the
-//! caller is. The data rules live in [`crate::mvcc`], the auth rules in
-//! [`crate::auth`] (every method here asks them before acting), durability
-//! in [`crate::store`] and [`crate::storage`]. The Auth service itself is in
-//! `auth_service`.
+//! limits, response headers, watch and keep-alive streams. The data rules
+//! live in [`crate::mvcc`], the auth rules in [`crate::auth`] (every method
+//! here asks them, for the caller `auth_service` names, before acting),
+//! durability in [`crate::store`] and [`crate::storage`].
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::password::Passwords;
 use crate::auth::token::Tokens;
-use crate::auth::{Access, AuthMutation, AuthState, Caller, ROOT_USER};
+use crate::auth::{Access, ROOT_USER};
 use crate::authority::AuthorityFix;
 use crate::error::{Error, EtcdError};
 use crate::mvcc::{KeyRange, Limits, Mutation, Outcome};
@@ -284,64 +283,7 @@ pub(crate) struct Services {
     pub(crate) auth: Arc<AuthRuntime>,
 }
 
-/// The gRPC metadata keys etcd reads a token from (clients send `token`;
-/// etcd's HTTP gateway `authorization`).
-const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
-
 impl Services {
-    /// Who sent a request with this metadata: anonymous without a token or
-    /// while auth is disabled (etcd then ignores tokens), else the token's
-    /// user; a token that is unknown or expired is `invalid auth token`.
-    pub(crate) fn caller_of(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, EtcdError> {
-        let Some(token) = TOKEN_KEYS.iter().find_map(|k| md.get(*k)) else {
-            return Ok(Caller::Anonymous);
-        };
-        if !self.store.lock().auth.enabled() {
-            return Ok(Caller::Anonymous);
-        }
-        let token = token.to_str().map_err(|_| EtcdError::InvalidAuthToken)?;
-        self.auth
-            .tokens
-            .resolve(token, Instant::now())
-            .map(Caller::User)
-            .ok_or(EtcdError::InvalidAuthToken)
-    }
-
-    pub(crate) fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Ok(self.caller_of(request.metadata())?)
-    }
-
-    /// Runs `check` on the durable auth state.
-    pub(crate) fn check_committed(
-        &self,
-        check: impl FnOnce(&AuthState, &crate::mvcc::Core) -> Result<(), EtcdError>,
-    ) -> Result<(), Status> {
-        let st = self.store.lock();
-        Ok(check(&st.auth_committed, &st.core)?)
-    }
-
-    /// Makes an auth change for `caller` (who must have the root role) and
-    /// waits until it is durable; returns the response header.
-    pub(crate) async fn change_auth(
-        &self,
-        caller: &Caller,
-        change: impl FnOnce(&mut AuthState) -> Result<Vec<AuthMutation>, EtcdError>,
-    ) -> Result<Option<pb::ResponseHeader>, Status> {
-        let (_, rev) = self
-            .store
-            .write(|_, auth, _| {
-                // Checked before copying the state to change it.
-                auth.check_admin(caller)?;
-                let mutations = change(Arc::make_mut(auth))?;
-                Ok(Outcome {
-                    response: (),
-                    mutations: mutations.into_iter().map(Mutation::Auth).collect(),
-                })
-            })
-            .await?;
-        Ok(self.header(rev))
-    }
-
     fn check_size<M: prost::Message>(&self, m: &M) -> Result<(), Status> {
         if m.encoded_len() > self.options.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
@@ -358,7 +300,7 @@ impl Services {
         self.header(rev)
     }
 
-    fn member(&self) -> pb::Member {
+    pub(crate) fn member(&self) -> pb::Member {
         pb::Member {
             id: self.store.shared.member_id,
             name: self.options.name.clone(),
@@ -367,10 +309,6 @@ impl Services {
             is_learner: false,
         }
     }
-}
-
-fn unimplemented(method: &'static str) -> Status {
-    EtcdError::Unimplemented(method).into()
 }
 
 /// etcd's answer to a watch it will not create: created and canceled at
@@ -390,14 +328,6 @@ fn watch_refused(header: Option<pb::ResponseHeader>, e: &EtcdError) -> pb::Watch
         canceled: true,
         cancel_reason: reason,
         ..Default::default()
-    }
-}
-
-impl Services {
-    /// Maintenance and cluster administration: root only.
-    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let caller = self.caller(request)?;
-        self.check_committed(|auth, _| auth.check_admin(&caller))
     }
 }
 
@@ -501,8 +431,6 @@ impl pb::kv_server::Kv for Services {
         }))
     }
 }
-
-type ResponseStream<T> = UnboundedReceiverStream<Result<T, Status>>;
 
 /// A watch stream's responses. The store sends them in batches (one per
 /// commit for all of the stream's watchers, see [`crate::store`]), so a
@@ -852,138 +780,5 @@ impl pb::lease_server::Lease for Services {
             header: self.header(rev),
             leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
         }))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::cluster_server::Cluster for Services {
-    async fn member_add(
-        &self,
-        _: Request<pb::MemberAddRequest>,
-    ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(unimplemented("MemberAdd"))
-    }
-
-    async fn member_remove(
-        &self,
-        _: Request<pb::MemberRemoveRequest>,
-    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(unimplemented("MemberRemove"))
-    }
-
-    async fn member_update(
-        &self,
-        _: Request<pb::MemberUpdateRequest>,
-    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(unimplemented("MemberUpdate"))
-    }
-
-    async fn member_list(
-        &self,
-        request: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
-        let caller = self.caller(&request)?;
-        self.check_committed(|auth, _| auth.check_admin(&caller))?;
-        Ok(Response::new(pb::MemberListResponse {
-            header: self.committed_header(),
-            members: vec![self.member()],
-        }))
-    }
-
-    async fn member_promote(
-        &self,
-        _: Request<pb::MemberPromoteRequest>,
-    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(unimplemented("MemberPromote"))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::maintenance_server::Maintenance for Services {
-    type SnapshotStream = ResponseStream<pb::SnapshotResponse>;
-
-    async fn alarm(
-        &self,
-        request: Request<pb::AlarmRequest>,
-    ) -> Result<Response<pb::AlarmResponse>, Status> {
-        use pb::alarm_request::AlarmAction;
-        let caller = self.caller(&request)?;
-        if request.into_inner().action != AlarmAction::Get as i32 {
-            self.check_committed(|auth, _| auth.check_admin(&caller))?;
-            return Err(unimplemented("activating or deactivating alarms"));
-        }
-        self.check_committed(|auth, _| auth.require_user(&caller))?;
-        // torc kv raises no alarms: a storage failure refuses writes with an
-        // error saying so instead.
-        Ok(Response::new(pb::AlarmResponse {
-            header: self.committed_header(),
-            alarms: Vec::new(),
-        }))
-    }
-
-    async fn status(
-        &self,
-        request: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.check_admin(&request)?;
-        let db_size = std::fs::metadata(&self.store.shared.db_path)
-            .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let rev = self.store.lock().committed;
-        // There is no raft log; the committed revision stands in for its
-        // index so it still grows with every write.
-        let index = u64::try_from(rev).unwrap_or(0);
-        Ok(Response::new(pb::StatusResponse {
-            header: self.header(rev),
-            version: VERSION.into(),
-            db_size,
-            leader: self.store.shared.member_id,
-            raft_index: index,
-            raft_term: crate::store::RAFT_TERM,
-            raft_applied_index: index,
-            errors: Vec::new(),
-            db_size_in_use: db_size,
-            is_learner: false,
-        }))
-    }
-
-    async fn defragment(
-        &self,
-        request: Request<pb::DefragmentRequest>,
-    ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        self.check_admin(&request)?;
-        Err(unimplemented("Defragment"))
-    }
-
-    async fn hash(
-        &self,
-        request: Request<pb::HashRequest>,
-    ) -> Result<Response<pb::HashResponse>, Status> {
-        self.check_admin(&request)?;
-        Err(unimplemented("Hash"))
-    }
-
-    async fn hash_kv(
-        &self,
-        request: Request<pb::HashKvRequest>,
-    ) -> Result<Response<pb::HashKvResponse>, Status> {
-        self.check_admin(&request)?;
-        Err(unimplemented("HashKV"))
-    }
-
-    async fn snapshot(
-        &self,
-        request: Request<pb::SnapshotRequest>,
-    ) -> Result<Response<Self::SnapshotStream>, Status> {
-        self.check_admin(&request)?;
-        Err(unimplemented("Snapshot"))
-    }
-
-    async fn move_leader(
-        &self,
-        request: Request<pb::MoveLeaderRequest>,
-    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        self.check_admin(&request)?;
-        Err(unimplemented("MoveLeader"))
     }
 }
