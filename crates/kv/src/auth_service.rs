@@ -135,7 +135,7 @@ impl Services {
             .auth
             .tokens
             .issue(name, Instant::now())
-            .map_err(|e| EtcdError::PasswordHash(e.to_string()))?;
+            .map_err(|e| EtcdError::AuthInternal(e.to_string()))?;
         Ok(Some(token))
     }
 }

@@ -147,9 +147,9 @@ pub enum EtcdError {
     /// the rest, torc refuses a password it would not check whole.
     #[error("torc kv: the password is {0} bytes long; bcrypt checks at most 72")]
     PasswordTooLong(usize),
-    /// torc's own: hashing or checking a password failed.
-    #[error("torc kv: password hashing failed: {0}")]
-    PasswordHash(String),
+    /// torc's own: hashing a password or drawing a token failed.
+    #[error("torc kv: auth failed on the server: {0}")]
+    AuthInternal(String),
 }
 
 impl EtcdError {
@@ -191,7 +191,7 @@ impl EtcdError {
             EtcdError::TooManyRequests => Code::ResourceExhausted,
             EtcdError::PermissionDenied => Code::PermissionDenied,
             EtcdError::InvalidAuthToken => Code::Unauthenticated,
-            EtcdError::NoPasswordUser | EtcdError::PasswordHash(_) => Code::Unknown,
+            EtcdError::NoPasswordUser | EtcdError::AuthInternal(_) => Code::Unknown,
         }
     }
 

@@ -8,7 +8,7 @@
 //!   auth revision) and its rules. Pure: no I/O, no clock, no hashing. Every
 //!   change returns the [`AuthMutation`]s that make it durable; the store
 //!   writes them through the same write-ahead log as keys (see
-//!   [`crate::store`]), so an acknowledged auth change survives a crash.
+//!   `store`), so an acknowledged auth change survives a crash.
 //! - [`perm`]: key-range permission checks (pure).
 //! - [`token`]: etcd's "simple" tokens, in memory only (as etcd's).
 //! - [`password`]: bcrypt hashing off the async runtime, bounded.

@@ -49,7 +49,7 @@ impl Drop for Waiting<'_> {
 }
 
 fn hash_err(e: impl std::fmt::Display) -> EtcdError {
-    EtcdError::PasswordHash(e.to_string())
+    EtcdError::AuthInternal(e.to_string())
 }
 
 impl Passwords {
