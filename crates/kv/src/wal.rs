@@ -6,7 +6,7 @@
 //! thread makes each group commit durable here, acknowledges it, and hands its
 //! mutations to the apply thread, which writes them into redb without
 //! flushing (`Durability::None`) and makes redb durable now and then (a
-//! checkpoint, see [`crate::store`]).
+//! checkpoint, see `store`).
 //!
 //! Layout: two files, `kv.wal.0` and `kv.wal.1`, each a 16-byte header (magic
 //! and [`WAL_FORMAT_VERSION`]) followed by records:
