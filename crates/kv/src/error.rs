@@ -23,6 +23,10 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error("starting the commit thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("creating the root user: {0}")]
+    Bootstrap(#[source] EtcdError),
+    #[error("the OS random source failed: {0}")]
+    Random(String),
 }
 
 /// Failure of the on-disk store. After one of these during a commit, the store
@@ -98,12 +102,61 @@ pub enum EtcdError {
     Stopped,
     #[error("torc kv: {0} is not supported by this single-node store")]
     Unimplemented(&'static str),
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    // ---- auth (etcd's auth/store.go errors, as rpctypes sends them) ----
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// etcd has no gRPC status for this one: its clients see code Unknown
+    /// and the auth package's own text.
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    /// torc's own: bcrypt reads 72 bytes of a password; etcd 3.4 ignored
+    /// the rest, torc refuses a password it would not check whole.
+    #[error("torc kv: the password is {0} bytes long; bcrypt checks at most 72")]
+    PasswordTooLong(usize),
+    /// torc's own: hashing a password or drawing a token failed.
+    #[error("torc kv: auth failed on the server: {0}")]
+    AuthInternal(String),
 }
 
-impl From<EtcdError> for tonic::Status {
-    fn from(e: EtcdError) -> Self {
+impl EtcdError {
+    /// The gRPC status code etcd 3.4 sends with this error.
+    pub fn code(&self) -> tonic::Code {
         use tonic::Code;
-        let code = match &e {
+        match self {
             EtcdError::EmptyKey
             | EtcdError::KeyNotFound
             | EtcdError::ValueProvided
@@ -111,15 +164,47 @@ impl From<EtcdError> for tonic::Status {
             | EtcdError::TooManyOps
             | EtcdError::DuplicateKey
             | EtcdError::RequestTooLarge
-            | EtcdError::DuplicateWatchId(_) => Code::InvalidArgument,
+            | EtcdError::DuplicateWatchId(_)
+            | EtcdError::UserEmpty
+            | EtcdError::RoleEmpty
+            | EtcdError::AuthFailed
+            | EtcdError::PermissionNotGiven
+            | EtcdError::InvalidAuthMgmt
+            | EtcdError::AuthOldRevision
+            | EtcdError::PasswordTooLong(_) => Code::InvalidArgument,
             EtcdError::Compacted | EtcdError::FutureRevision | EtcdError::LeaseTtlTooLarge => {
                 Code::OutOfRange
             }
             EtcdError::LeaseNotFound => Code::NotFound,
-            EtcdError::LeaseExists => Code::FailedPrecondition,
+            EtcdError::LeaseExists
+            | EtcdError::RootUserNotExist
+            | EtcdError::RootRoleNotExist
+            | EtcdError::UserAlreadyExist
+            | EtcdError::UserNotFound
+            | EtcdError::RoleAlreadyExist
+            | EtcdError::RoleNotFound
+            | EtcdError::RoleNotGranted
+            | EtcdError::PermissionNotGranted
+            | EtcdError::AuthNotEnabled => Code::FailedPrecondition,
             EtcdError::StorageFailed(_) | EtcdError::Stopped => Code::Unavailable,
             EtcdError::Unimplemented(_) => Code::Unimplemented,
-        };
-        tonic::Status::new(code, e.to_string())
+            EtcdError::TooManyRequests => Code::ResourceExhausted,
+            EtcdError::PermissionDenied => Code::PermissionDenied,
+            EtcdError::InvalidAuthToken => Code::Unauthenticated,
+            EtcdError::NoPasswordUser | EtcdError::AuthInternal(_) => Code::Unknown,
+        }
+    }
+
+    /// The text etcd's Go gRPC library makes of this error as a status
+    /// (`rpc error: code = ... desc = ...`): what etcd puts in a watch's
+    /// `cancel_reason` when it refuses to create the watch.
+    pub fn go_status_text(&self) -> String {
+        format!("rpc error: code = {:?} desc = {self}", self.code())
+    }
+}
+
+impl From<EtcdError> for tonic::Status {
+    fn from(e: EtcdError) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
     }
 }

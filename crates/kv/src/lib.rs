@@ -1,38 +1,52 @@
 //! torc's key-value store: a single-node store that speaks the etcd v3 gRPC
-//! API (KV, Watch, Lease, and enough of Cluster and Maintenance for
+//! API (KV, Watch, Lease, Auth, and enough of Cluster and Maintenance for
 //! `etcdctl member list` and `etcdctl endpoint status`), so etcd's own clients
 //! use it unchanged. It replaces etcd as the rack's "state soup".
 //!
-//! What it is not: a cluster. There is one member, no raft, no auth; the
-//! Auth service and cluster-changing methods answer UNIMPLEMENTED.
+//! What it is not: a cluster. There is one member and no raft; the
+//! cluster-changing and most maintenance methods answer UNIMPLEMENTED. No
+//! TLS yet.
 //!
 //! Code map:
 //! - [`mvcc`]: the data model (revisions, versions, tombstones, txn, leases,
 //!   compaction) as a pure in-memory core with no I/O.
+//! - [`auth`]: etcd's authentication and authorization (users, roles,
+//!   key-range permissions, the root user; tokens; bcrypt passwords), the
+//!   rules pure, checked by every service.
 //! - [`wal`]: the write-ahead log that makes each group commit durable before
 //!   it is acknowledged.
-//! - [`storage`]: the redb file the core is persisted to (behind the log) and
-//!   restored from.
-//! - `store`: the core behind a lock, the group-commit and apply threads,
-//!   watchers.
-//! - `server`: the gRPC services and [`KvServer`], the entry point.
+//! - [`storage`]: the redb file the core and the auth state are persisted to
+//!   (behind the log) and restored from.
+//! - `store`: the core and the auth state behind a lock, the group-commit
+//!   and apply threads, watchers.
+//! - `server`: the KV, Watch and Lease services and [`KvServer`], the entry
+//!   point; `auth_service`: the Auth service and who a caller is;
+//!   `admin_service`: Cluster and Maintenance.
 //! - `watch_wire`: watch responses encoded once per commit, shared by
 //!   watchers, and the Watch service that sends them.
 //! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one).
 //! - `codec`: the gRPC codec (prost's, with buffers sized for etcd's small
 //!   messages).
+//! - [`client`]: the client the rest of torc uses (etcd auth included).
 //!
 //! Invariants kept across modules:
 //! - A write is acknowledged only after it is durable (in the write-ahead
 //!   log, fdatasync'd), and nothing is visible to reads or watches before it
 //!   is durable. redb catches up behind the log; opening replays the log
-//!   records redb lacks.
+//!   records redb lacks. Auth changes are writes like any other.
+//! - With auth enabled, no request is served before the auth rules allowed
+//!   it, checked against the durable auth state (reads, watches) or against
+//!   the latest one under the same lock as the write (writes).
 //! - After a failed commit the store refuses writes (fails closed).
 //! - The on-disk format carries a version; unknown versions are refused.
 //! - Bytes from the network or disk never cause a panic; bad requests get
 //!   etcd's own gRPC status codes and messages ([`EtcdError`]).
 
+mod admin_service;
+pub mod auth;
+mod auth_service;
 mod authority;
+pub mod client;
 mod codec;
 pub mod error;
 pub mod mvcc;
@@ -43,7 +57,7 @@ pub mod wal;
 mod watch_wire;
 
 pub use error::{Error, EtcdError, StorageError};
-pub use server::{DB_FILE, KvOptions, KvServer, SHUTDOWN_GRACE, VERSION};
+pub use server::{DB_FILE, KvOptions, KvServer, RootBootstrap, SHUTDOWN_GRACE, VERSION};
 
 /// The `range_end` that selects every key starting with `prefix` (what `etcdctl --prefix`
 /// sends): the prefix with its last byte below 0xff incremented; `\0` (all keys) when there
@@ -64,6 +78,9 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 pub mod proto {
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
     }
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");

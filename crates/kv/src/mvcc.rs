@@ -74,9 +74,19 @@ impl RevisionEvents {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mutation {
     Revision(Arc<RevisionEvents>),
-    LeaseGrant { id: i64, ttl: i64 },
-    LeaseRevoke { id: i64 },
-    Compact { revision: i64 },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
+    Compact {
+        revision: i64,
+    },
+    /// A change to the auth state (users, roles, enabled, revision); it
+    /// changes no key and no revision.
+    Auth(crate::auth::AuthMutation),
 }
 
 /// A response plus what must be persisted before sending it.
@@ -398,15 +408,7 @@ impl Core {
 
     /// Checks a put against the state before the write.
     fn check_put(&self, req: &pb::PutRequest) -> Result<(), EtcdError> {
-        if req.key.is_empty() {
-            return Err(EtcdError::EmptyKey);
-        }
-        if req.ignore_value && !req.value.is_empty() {
-            return Err(EtcdError::ValueProvided);
-        }
-        if req.ignore_lease && req.lease != 0 {
-            return Err(EtcdError::LeaseProvided);
-        }
+        check_put_shape(req)?;
         if (req.ignore_value || req.ignore_lease) && self.get(&req.key, self.revision).is_none() {
             return Err(EtcdError::KeyNotFound);
         }
@@ -854,6 +856,61 @@ impl Core {
         ids.sort_unstable();
         ids
     }
+}
+
+impl crate::auth::LeaseKeys for Core {
+    fn lease_keys(&self, id: i64) -> Option<Vec<Bytes>> {
+        self.leases
+            .get(&id)
+            .map(|l| l.keys.iter().cloned().collect())
+    }
+}
+
+/// The checks of a put that need no state (etcd makes them before any
+/// other, permissions included).
+pub fn check_put_shape(req: &pb::PutRequest) -> Result<(), EtcdError> {
+    if req.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    if req.ignore_value && !req.value.is_empty() {
+        return Err(EtcdError::ValueProvided);
+    }
+    if req.ignore_lease && req.lease != 0 {
+        return Err(EtcdError::LeaseProvided);
+    }
+    Ok(())
+}
+
+/// The checks of a txn that need no state, in both branches and nested
+/// txns (etcd's `checkTxnRequest`, made before permissions): sizes (a nested
+/// txn gets what its parent's largest list left of `max_ops`) and missing
+/// keys. (Which keys collide depends on the branch taken; the core checks
+/// that on the path it takes.)
+pub fn check_txn_shape(req: &pb::TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+    use pb::request_op::Request;
+    let ops = req
+        .compare
+        .len()
+        .max(req.success.len())
+        .max(req.failure.len());
+    if ops > max_ops {
+        return Err(EtcdError::TooManyOps);
+    }
+    if req.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(EtcdError::EmptyKey);
+    }
+    for op in req.success.iter().chain(&req.failure) {
+        match &op.request {
+            Some(Request::RequestRange(r)) if r.key.is_empty() => return Err(EtcdError::EmptyKey),
+            Some(Request::RequestPut(p)) => check_put_shape(p)?,
+            Some(Request::RequestDeleteRange(d)) if d.key.is_empty() => {
+                return Err(EtcdError::EmptyKey);
+            }
+            Some(Request::RequestTxn(t)) => check_txn_shape(t, max_ops - ops)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn secs(s: i64) -> Duration {

@@ -1,10 +1,13 @@
-//! The etcd v3 gRPC services over a [`Store`], and [`KvServer`], the public
-//! entry point that opens a data directory and serves a bound listener until
-//! a shutdown future resolves.
+//! The KV, Watch and Lease services over a [`Store`], and [`KvServer`], the
+//! public entry point that opens a data directory and serves a bound
+//! listener until a shutdown future resolves (with the Auth service from
+//! `auth_service` and Cluster and Maintenance from `admin_service`).
 //!
 //! This module only translates between the wire and the store: request size
-//! limits, response headers, watch and keep-alive streams. The data rules live
-//! in [`crate::mvcc`], durability in [`crate::store`] and [`crate::storage`].
+//! limits, response headers, watch and keep-alive streams. The data rules
+//! live in [`crate::mvcc`], the auth rules in [`crate::auth`] (every method
+//! here asks them, for the caller `auth_service` names, before acting),
+//! durability in [`crate::store`] and [`crate::storage`].
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -14,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::password::Passwords;
+use crate::auth::token::Tokens;
+use crate::auth::{Access, ROOT_USER};
 use crate::authority::AuthorityFix;
 use crate::error::{Error, EtcdError};
-use crate::mvcc::{KeyRange, Limits};
+use crate::mvcc::{KeyRange, Limits, Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
 use crate::store::{OpenError, Store, WatchItem, WatchReceiver, WatchSpec, watch_channel};
 use crate::watch_wire::EncodedWatchResponse;
@@ -55,6 +60,14 @@ pub struct KvOptions {
     pub watch_backlog_bytes: usize,
     /// How often expired leases are looked for (etcd checks every 500 ms).
     pub lease_check_interval: Duration,
+    /// How long an auth token stays valid after its last use (etcd's
+    /// `--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
+    /// bcrypt's cost for password hashes (etcd's `--bcrypt-cost`).
+    pub bcrypt_cost: u32,
+    /// Most password hashes or checks at once (each takes a core for tens
+    /// of milliseconds; see [`crate::auth::password`]).
+    pub password_checks: usize,
 }
 
 impl Default for KvOptions {
@@ -67,6 +80,10 @@ impl Default for KvOptions {
             progress_notify_interval: Duration::from_secs(600),
             watch_backlog_bytes: 16 << 20,
             lease_check_interval: Duration::from_millis(500),
+            auth_token_ttl: crate::auth::token::DEFAULT_TTL,
+            bcrypt_cost: crate::auth::password::DEFAULT_COST,
+            password_checks: std::thread::available_parallelism()
+                .map_or(1, |n| (n.get() / 2).max(1)),
         }
     }
 }
@@ -79,6 +96,23 @@ pub struct KvServer {
     store: Store,
     commit_thread: std::thread::JoinHandle<()>,
     options: KvOptions,
+    auth: Arc<AuthRuntime>,
+}
+
+/// What the services share about auth besides the durable state: tokens
+/// (in memory only) and password hashing.
+pub(crate) struct AuthRuntime {
+    pub tokens: Tokens,
+    pub passwords: Arc<Passwords>,
+}
+
+/// What [`KvServer::bootstrap_root`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootBootstrap {
+    /// It created `root` (with the `root` role) and enabled auth.
+    Created,
+    /// A `root` user existed; nothing was changed.
+    RootExists,
 }
 
 impl KvServer {
@@ -96,12 +130,52 @@ impl KvServer {
             Store::open(&path, limits, options.retain_revisions).map_err(|e| match e {
                 OpenError::Storage(source) => Error::Storage { path, source },
                 OpenError::Thread(e) => Error::Thread(e),
+                OpenError::Random(reason) => Error::Random(reason),
             })?;
+        let auth = Arc::new(AuthRuntime {
+            tokens: Tokens::new(options.auth_token_ttl),
+            passwords: Passwords::new(options.bcrypt_cost, options.password_checks),
+        });
         Ok(KvServer {
             store,
             commit_thread,
             options,
+            auth,
         })
+    }
+
+    /// torc's bootstrap of a rack's store (`torc kv --root-password-file`):
+    /// if there is no `root` user, creates it with `password` and the `root`
+    /// role and enables auth, durably, in one change; if there is one,
+    /// changes nothing.
+    pub async fn bootstrap_root(&self, password: String) -> Result<RootBootstrap, Error> {
+        if self.store.lock().auth.user(ROOT_USER).is_some() {
+            return Ok(RootBootstrap::RootExists);
+        }
+        let hash = self
+            .auth
+            .passwords
+            .hash(password)
+            .await
+            .map_err(Error::Bootstrap)?;
+        let (created, _) = self
+            .store
+            .write(|_, auth, _| {
+                if auth.user(ROOT_USER).is_some() {
+                    return Ok(Outcome {
+                        response: RootBootstrap::RootExists,
+                        mutations: Vec::new(),
+                    });
+                }
+                let mutations = Arc::make_mut(auth).bootstrap_root(hash);
+                Ok(Outcome {
+                    response: RootBootstrap::Created,
+                    mutations: mutations.into_iter().map(Mutation::Auth).collect(),
+                })
+            })
+            .await
+            .map_err(Error::Bootstrap)?;
+        Ok(created)
     }
 
     /// Serves the etcd API on `listener` until `shutdown` resolves, then ends
@@ -119,6 +193,7 @@ impl KvServer {
             store,
             commit_thread,
             options,
+            auth,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let max_decode = options.max_request_bytes + 512 * 1024;
@@ -127,6 +202,7 @@ impl KvServer {
             options: Arc::new(options.clone()),
             advertise_url: Arc::new(advertise_url),
             stop: stop_rx.clone(),
+            auth,
         };
 
         let expiry_store = store.clone();
@@ -177,6 +253,7 @@ impl KvServer {
                     .max_decoding_message_size(max_decode),
             )
             .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
+            .add_service(pb::auth_server::AuthServer::new(svc.clone()))
             .add_service(pb::maintenance_server::MaintenanceServer::new(svc))
             .serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
@@ -198,11 +275,12 @@ impl KvServer {
 }
 
 #[derive(Clone)]
-struct Services {
-    store: Store,
+pub(crate) struct Services {
+    pub(crate) store: Store,
     options: Arc<KvOptions>,
     advertise_url: Arc<String>,
     stop: watch::Receiver<bool>,
+    pub(crate) auth: Arc<AuthRuntime>,
 }
 
 impl Services {
@@ -213,16 +291,16 @@ impl Services {
         Ok(())
     }
 
-    fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+    pub(crate) fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
         Some(self.store.header(revision))
     }
 
-    fn committed_header(&self) -> Option<pb::ResponseHeader> {
+    pub(crate) fn committed_header(&self) -> Option<pb::ResponseHeader> {
         let rev = self.store.lock().committed;
         self.header(rev)
     }
 
-    fn member(&self) -> pb::Member {
+    pub(crate) fn member(&self) -> pb::Member {
         pb::Member {
             id: self.store.shared.member_id,
             name: self.options.name.clone(),
@@ -233,8 +311,24 @@ impl Services {
     }
 }
 
-fn unimplemented(method: &'static str) -> Status {
-    EtcdError::Unimplemented(method).into()
+/// etcd's answer to a watch it will not create: created and canceled at
+/// once, watch id -1, the reason as Go's gRPC library prints the status.
+fn watch_refused(header: Option<pb::ResponseHeader>, e: &EtcdError) -> pb::WatchResponse {
+    // etcd names these three; any other refusal is "permission denied".
+    let reason = match e {
+        EtcdError::InvalidAuthToken | EtcdError::UserEmpty | EtcdError::AuthOldRevision => {
+            e.go_status_text()
+        }
+        _ => EtcdError::PermissionDenied.go_status_text(),
+    };
+    pb::WatchResponse {
+        header,
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason,
+        ..Default::default()
+    }
 }
 
 #[tonic::async_trait]
@@ -243,10 +337,17 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        // etcd checks a request's shape before who sent it.
+        if request.get_ref().key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
         let (mut resp, rev) = {
             let st = self.store.lock();
+            st.auth_committed
+                .check(&caller, Access::Read, &req.key, &req.range_end)?;
             (st.core.range(&req, st.committed)?, st.committed)
         };
         resp.header = self.header(rev);
@@ -257,9 +358,17 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        crate::mvcc::check_put_shape(request.get_ref())?;
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let (mut resp, rev) = self.store.write(|core, _| core.put(&req)).await?;
+        let (mut resp, rev) = self
+            .store
+            .write(|core, auth, _| {
+                auth.check_put(&caller, &req, core)?;
+                core.put(&req)
+            })
+            .await?;
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }
@@ -268,9 +377,19 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        if request.get_ref().key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let (mut resp, rev) = self.store.write(|core, _| core.delete_range(&req)).await?;
+        let (mut resp, rev) = self
+            .store
+            .write(|core, auth, _| {
+                auth.check_delete(&caller, &req)?;
+                core.delete_range(&req)
+            })
+            .await?;
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }
@@ -279,9 +398,17 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        crate::mvcc::check_txn_shape(request.get_ref(), self.options.max_txn_ops)?;
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
-        let (mut resp, rev) = self.store.write(|core, _| core.txn(&req)).await?;
+        let (mut resp, rev) = self
+            .store
+            .write(|core, auth, _| {
+                auth.check_txn(&caller, &req, core)?;
+                core.txn(&req)
+            })
+            .await?;
         resp.header = self.header(rev);
         Ok(Response::new(resp))
     }
@@ -290,18 +417,20 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         let (_, rev) = self
             .store
-            .write(|core, committed| core.compact(req.revision, committed))
+            .write(|core, auth, committed| {
+                auth.check_admin(&caller)?;
+                core.compact(req.revision, committed)
+            })
             .await?;
         Ok(Response::new(pb::CompactionResponse {
             header: self.header(rev),
         }))
     }
 }
-
-type ResponseStream<T> = UnboundedReceiverStream<Result<T, Status>>;
 
 /// A watch stream's responses. The store sends them in batches (one per
 /// commit for all of the stream's watchers, see [`crate::store`]), so a
@@ -363,6 +492,9 @@ impl crate::watch_wire::Watch for Services {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Each watch is checked when created, with the stream's token (as
+        // etcd: a token that expires later ends no watch already made).
+        let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = watch_channel(self.options.watch_backlog_bytes);
         let svc = self.clone();
@@ -404,6 +536,17 @@ impl crate::watch_wire::Watch for Services {
                 use pb::watch_request::RequestUnion;
                 match req.request_union {
                     Some(RequestUnion::CreateRequest(c)) => {
+                        if let Err(e) = svc.caller_of(&metadata).and_then(|caller| {
+                            svc.store.lock().auth_committed.check(
+                                &caller,
+                                Access::Read,
+                                &c.key,
+                                &c.range_end,
+                            )
+                        }) {
+                            let _ = tx.send(vec![watch_refused(svc.committed_header(), &e).into()]);
+                            continue;
+                        }
                         let id = if c.watch_id != 0 {
                             if ids.contains(&c.watch_id) {
                                 let _ = tx.send(vec![
@@ -489,10 +632,14 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         let ((id, ttl), rev) = self
             .store
-            .write(|core, _| core.lease_grant(req.id, req.ttl, Instant::now()))
+            .write(|core, auth, _| {
+                auth.require_user(&caller)?;
+                core.lease_grant(req.id, req.ttl, Instant::now())
+            })
             .await?;
         Ok(Response::new(pb::LeaseGrantResponse {
             header: self.header(rev),
@@ -506,8 +653,16 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let caller = self.caller(&request)?;
         let id = request.into_inner().id;
-        let (_, rev) = self.store.write(|core, _| core.lease_revoke(id)).await?;
+        let (_, rev) = self
+            .store
+            .write(|core, auth, _| {
+                auth.require_user(&caller)?;
+                auth.check_lease(&caller, Access::Write, id, core)?;
+                core.lease_revoke(id)
+            })
+            .await?;
         Ok(Response::new(pb::LeaseRevokeResponse {
             header: self.header(rev),
         }))
@@ -517,6 +672,7 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         // Bounded: a client that sends keep-alives without reading the
         // answers stops being read from, rather than queueing answers.
@@ -532,10 +688,22 @@ impl pb::lease_server::Lease for Services {
                     },
                     _ = stop.changed() => break,
                 };
-                let (ttl, rev) = {
+                // As etcd: root, or write on every key of the lease; a
+                // refusal ends the stream.
+                let renewed = svc.caller_of(&metadata).and_then(|caller| {
                     let mut st = svc.store.lock();
+                    st.auth_committed.require_user(&caller)?;
+                    st.auth_committed
+                        .check_lease(&caller, Access::Write, req.id, &st.core)?;
                     let ttl = st.core.lease_keep_alive(req.id, Instant::now());
-                    (ttl, st.committed)
+                    Ok((ttl, st.committed))
+                });
+                let (ttl, rev) = match renewed {
+                    Ok(renewed) => renewed,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
                 };
                 let resp = pb::LeaseKeepAliveResponse {
                     header: svc.header(rev),
@@ -558,9 +726,15 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         let (info, rev) = {
             let st = self.store.lock();
+            st.auth_committed.require_user(&caller)?;
+            if req.keys {
+                st.auth_committed
+                    .check_lease(&caller, Access::Read, req.id, &st.core)?;
+            }
             (
                 st.core.lease_time_to_live(req.id, Instant::now()),
                 st.committed,
@@ -588,137 +762,23 @@ impl pb::lease_server::Lease for Services {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let caller = self.caller(&request)?;
         let (ids, rev) = {
             let st = self.store.lock();
-            (st.core.lease_ids(), st.committed)
+            st.auth_committed.require_user(&caller)?;
+            let ids = st.core.lease_ids();
+            // Root, or read on every key of every lease.
+            for id in &ids {
+                st.auth_committed
+                    .check_lease(&caller, Access::Read, *id, &st.core)?;
+            }
+            (ids, st.committed)
         };
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: self.header(rev),
             leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
         }))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::cluster_server::Cluster for Services {
-    async fn member_add(
-        &self,
-        _: Request<pb::MemberAddRequest>,
-    ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(unimplemented("MemberAdd"))
-    }
-
-    async fn member_remove(
-        &self,
-        _: Request<pb::MemberRemoveRequest>,
-    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(unimplemented("MemberRemove"))
-    }
-
-    async fn member_update(
-        &self,
-        _: Request<pb::MemberUpdateRequest>,
-    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(unimplemented("MemberUpdate"))
-    }
-
-    async fn member_list(
-        &self,
-        _: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
-        Ok(Response::new(pb::MemberListResponse {
-            header: self.committed_header(),
-            members: vec![self.member()],
-        }))
-    }
-
-    async fn member_promote(
-        &self,
-        _: Request<pb::MemberPromoteRequest>,
-    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(unimplemented("MemberPromote"))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::maintenance_server::Maintenance for Services {
-    type SnapshotStream = ResponseStream<pb::SnapshotResponse>;
-
-    async fn alarm(
-        &self,
-        request: Request<pb::AlarmRequest>,
-    ) -> Result<Response<pb::AlarmResponse>, Status> {
-        use pb::alarm_request::AlarmAction;
-        if request.into_inner().action != AlarmAction::Get as i32 {
-            return Err(unimplemented("activating or deactivating alarms"));
-        }
-        // torc kv raises no alarms: a storage failure refuses writes with an
-        // error saying so instead.
-        Ok(Response::new(pb::AlarmResponse {
-            header: self.committed_header(),
-            alarms: Vec::new(),
-        }))
-    }
-
-    async fn status(
-        &self,
-        _: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        let db_size = std::fs::metadata(&self.store.shared.db_path)
-            .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let rev = self.store.lock().committed;
-        // There is no raft log; the committed revision stands in for its
-        // index so it still grows with every write.
-        let index = u64::try_from(rev).unwrap_or(0);
-        Ok(Response::new(pb::StatusResponse {
-            header: self.header(rev),
-            version: VERSION.into(),
-            db_size,
-            leader: self.store.shared.member_id,
-            raft_index: index,
-            raft_term: crate::store::RAFT_TERM,
-            raft_applied_index: index,
-            errors: Vec::new(),
-            db_size_in_use: db_size,
-            is_learner: false,
-        }))
-    }
-
-    async fn defragment(
-        &self,
-        _: Request<pb::DefragmentRequest>,
-    ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
-    }
-
-    async fn hash(
-        &self,
-        _: Request<pb::HashRequest>,
-    ) -> Result<Response<pb::HashResponse>, Status> {
-        Err(unimplemented("Hash"))
-    }
-
-    async fn hash_kv(
-        &self,
-        _: Request<pb::HashKvRequest>,
-    ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(unimplemented("HashKV"))
-    }
-
-    async fn snapshot(
-        &self,
-        _: Request<pb::SnapshotRequest>,
-    ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
-    }
-
-    async fn move_leader(
-        &self,
-        _: Request<pb::MoveLeaderRequest>,
-    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(unimplemented("MoveLeader"))
     }
 }

@@ -14,6 +14,9 @@
 //!   may still ask for (replayed history below `compact_revision` is
 //!   unreadable and dropped by the next compaction).
 //! - `leases` (id → `LeaseRecord`).
+//! - `auth_users` (name → `authpb.User`, the password as its bcrypt hash)
+//!   and `auth_roles` (name → `authpb.Role`); `meta` holds `auth_enabled`
+//!   (0 or 1) and `auth_revision` (see [`crate::auth`]).
 //!
 //! Invariants: every commit is one redb write transaction, applied as a
 //! whole or not at all, that records the lsn of the last log record it
@@ -26,17 +29,20 @@
 //! of the oldest into `base`, in the same transaction, so `base` plus `log`
 //! always replays to the committed state. (Files written before this lazy
 //! folding are the special case of an empty backlog: same format.) A file whose `format_version` is not
-//! [`FORMAT_VERSION`] is refused, never guessed at, except version 1 (before
-//! the write-ahead log: the same tables without `wal_lsn`), which is
-//! upgraded in place when opened.
+//! [`FORMAT_VERSION`] is refused, never guessed at, except older ones, which
+//! are upgraded in place when opened, in one durable transaction before
+//! anything else is written: version 1 (before the write-ahead log: no
+//! `wal_lsn`) and version 2 (before auth: no auth tables, auth disabled).
 
 use std::path::Path;
 
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::auth::AuthMutation;
 use crate::error::{StorageError, redb_err};
 use crate::mvcc::Mutation;
+use crate::proto::authpb::{Role, User};
 use crate::proto::mvccpb::{Event, KeyValue, event::EventType};
 use crate::proto::torc::kv::storage::{LeaseRecord, RevisionRecord};
 use crate::wal::Wal;
@@ -49,18 +55,23 @@ const CACHE_BYTES: usize = 32 << 20;
 const FOLD_CHUNK: u64 = 4096;
 
 /// The on-disk format this build reads and writes. Version 2 added the
-/// write-ahead log (`wal_lsn`); a version-1 file is upgraded when opened, and
-/// a build that only knows version 1 refuses a version-2 file rather than
-/// ignoring the log's acknowledged writes.
-pub const FORMAT_VERSION: u64 = 2;
+/// write-ahead log (`wal_lsn`), version 3 the auth state (tables, meta keys
+/// and log records). Older files are upgraded when opened, and a build that
+/// knows only an older version refuses a newer file rather than ignoring the
+/// log's acknowledged writes or its users (and serving without auth).
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The format before the write-ahead log; upgraded in place.
 const FORMAT_VERSION_BEFORE_WAL: u64 = 1;
+/// The format before auth; upgraded in place.
+const FORMAT_VERSION_BEFORE_AUTH: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const BASE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("base");
 const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("leases");
+const AUTH_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_users");
+const AUTH_ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_roles");
 
 /// Everything read back when opening a store.
 #[derive(Debug, Default)]
@@ -73,6 +84,10 @@ pub struct Loaded {
     pub log: Vec<(i64, Vec<Event>)>,
     /// `(id, ttl)`
     pub leases: Vec<(i64, i64)>,
+    pub auth_enabled: bool,
+    pub auth_revision: u64,
+    pub users: Vec<User>,
+    pub roles: Vec<Role>,
 }
 
 pub struct Storage {
@@ -134,10 +149,15 @@ impl Storage {
                 .map(|v| v.value());
             match version {
                 Some(FORMAT_VERSION) => {}
-                Some(FORMAT_VERSION_BEFORE_WAL) => {
+                Some(old @ (FORMAT_VERSION_BEFORE_WAL | FORMAT_VERSION_BEFORE_AUTH)) => {
                     meta.insert("format_version", FORMAT_VERSION)
                         .map_err(redb_err)?;
-                    meta.insert("wal_lsn", 0).map_err(redb_err)?;
+                    if old == FORMAT_VERSION_BEFORE_WAL {
+                        meta.insert("wal_lsn", 0).map_err(redb_err)?;
+                    }
+                    // etcd's auth store starts at revision 1, disabled.
+                    meta.insert("auth_enabled", 0).map_err(redb_err)?;
+                    meta.insert("auth_revision", 1).map_err(redb_err)?;
                 }
                 Some(found) => {
                     return Err(StorageError::UnsupportedFormat {
@@ -153,6 +173,8 @@ impl Storage {
                         ("revision", 1),
                         ("compact_revision", 0),
                         ("wal_lsn", 0),
+                        ("auth_enabled", 0),
+                        ("auth_revision", 1),
                     ] {
                         meta.insert(k, v).map_err(redb_err)?;
                     }
@@ -165,6 +187,8 @@ impl Storage {
             txn.open_table(LOG).map_err(redb_err)?;
             txn.open_table(BASE).map_err(redb_err)?;
             txn.open_table(LEASES).map_err(redb_err)?;
+            txn.open_table(AUTH_USERS).map_err(redb_err)?;
+            txn.open_table(AUTH_ROLES).map_err(redb_err)?;
         }
         txn.commit().map_err(redb_err)?;
         Ok(applied_lsn)
@@ -183,6 +207,18 @@ impl Storage {
             member_id: get("member_id")?,
             revision: to_i64("revision", get("revision")?)?,
             compact_revision: to_i64("compact_revision", get("compact_revision")?)?,
+            auth_enabled: match get("auth_enabled")? {
+                0 => false,
+                1 => true,
+                other => {
+                    return Err(corrupt(
+                        "meta",
+                        "auth_enabled",
+                        format!("{other} is not 0 or 1"),
+                    ));
+                }
+            },
+            auth_revision: get("auth_revision")?,
             ..Loaded::default()
         };
         let base = txn.open_table(BASE).map_err(redb_err)?;
@@ -205,6 +241,18 @@ impl Storage {
             let rec =
                 LeaseRecord::decode(v.value()).map_err(|e| corrupt("leases", k.value(), e))?;
             loaded.leases.push((rec.id, rec.ttl));
+        }
+        let users = txn.open_table(AUTH_USERS).map_err(redb_err)?;
+        for row in users.iter().map_err(redb_err)? {
+            let (k, v) = row.map_err(redb_err)?;
+            let user = User::decode(v.value()).map_err(|e| corrupt("auth_users", k.value(), e))?;
+            loaded.users.push(user);
+        }
+        let roles = txn.open_table(AUTH_ROLES).map_err(redb_err)?;
+        for row in roles.iter().map_err(redb_err)? {
+            let (k, v) = row.map_err(redb_err)?;
+            let role = Role::decode(v.value()).map_err(|e| corrupt("auth_roles", k.value(), e))?;
+            loaded.roles.push(role);
         }
         Ok(loaded)
     }
@@ -230,6 +278,8 @@ impl Storage {
             let mut log = txn.open_table(LOG).map_err(redb_err)?;
             let mut base = txn.open_table(BASE).map_err(redb_err)?;
             let mut leases = txn.open_table(LEASES).map_err(redb_err)?;
+            let mut users = txn.open_table(AUTH_USERS).map_err(redb_err)?;
+            let mut roles = txn.open_table(AUTH_ROLES).map_err(redb_err)?;
             let mut latest = None;
             let mut written = 0;
             for m in mutations {
@@ -262,6 +312,7 @@ impl Storage {
                         meta.insert("compact_revision", current.max(rev_key(*revision)))
                             .map_err(redb_err)?;
                     }
+                    Mutation::Auth(a) => apply_auth(a, &mut meta, &mut users, &mut roles)?,
                 }
             }
             if let Some(rev) = latest {
@@ -292,6 +343,43 @@ impl Storage {
         }
         txn.commit().map_err(redb_err)
     }
+}
+
+/// Writes one auth change: a user's or role's row, or a meta key.
+fn apply_auth(
+    a: &AuthMutation,
+    meta: &mut redb::Table<&str, u64>,
+    users: &mut redb::Table<&str, &[u8]>,
+    roles: &mut redb::Table<&str, &[u8]>,
+) -> Result<(), StorageError> {
+    match a {
+        AuthMutation::PutUser(u) => {
+            let name = String::from_utf8_lossy(&u.name);
+            users
+                .insert(&*name, u.encode_to_vec().as_slice())
+                .map_err(redb_err)?;
+        }
+        AuthMutation::PutRole(r) => {
+            let name = String::from_utf8_lossy(&r.name);
+            roles
+                .insert(&*name, r.encode_to_vec().as_slice())
+                .map_err(redb_err)?;
+        }
+        AuthMutation::DeleteUser(name) => {
+            users.remove(name.as_str()).map_err(redb_err)?;
+        }
+        AuthMutation::DeleteRole(name) => {
+            roles.remove(name.as_str()).map_err(redb_err)?;
+        }
+        AuthMutation::Enabled(on) => {
+            meta.insert("auth_enabled", u64::from(*on))
+                .map_err(redb_err)?;
+        }
+        AuthMutation::Revision(rev) => {
+            meta.insert("auth_revision", *rev).map_err(redb_err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Moves the oldest logged revisions below `compacted`, at most `limit` of
@@ -413,5 +501,114 @@ mod tests {
             }
         }
         drop(storage);
+    }
+
+    /// Auth changes are stored rows: reopening restores the same users,
+    /// roles, flag and revision.
+    #[test]
+    fn auth_changes_survive_reopening() {
+        use crate::auth::{AuthState, Caller};
+        use crate::proto::authpb::{Permission, permission::Type};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kv.redb");
+        let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("open");
+        assert!(!loaded.auth_enabled);
+        assert_eq!(loaded.auth_revision, 1);
+        let mut a = AuthState::default();
+        let anyone = Caller::Anonymous;
+        let mut changes = Vec::new();
+        changes.extend(a.role_add(&anyone, "app").expect("role"));
+        changes.extend(a.role_add(&anyone, "gone").expect("role"));
+        let perm = Permission {
+            perm_type: Type::Readwrite as i32,
+            key: "/p/".into(),
+            range_end: "/p0".into(),
+        };
+        changes.extend(
+            a.role_grant_permission(&anyone, "app", Some(&perm))
+                .expect("grant"),
+        );
+        changes.extend(
+            a.user_add(&anyone, "alice", Some("hash".into()))
+                .expect("user"),
+        );
+        changes.extend(
+            a.user_grant_role(&anyone, "alice", "app")
+                .expect("grant role"),
+        );
+        changes.extend(
+            a.user_grant_role(&anyone, "alice", "gone")
+                .expect("grant role"),
+        );
+        changes.extend(a.role_delete(&anyone, "gone").expect("delete role"));
+        changes.extend(a.bootstrap_root("roothash".into()));
+        let mutations: Vec<Mutation> = changes.into_iter().map(Mutation::Auth).collect();
+        storage.commit(mutations.iter(), 0, true).expect("commit");
+        drop(storage);
+
+        let (_, _, loaded) = Storage::open(&path, (1, 2)).expect("reopen");
+        let b = AuthState::restore(
+            loaded.auth_enabled,
+            loaded.auth_revision,
+            loaded.users,
+            loaded.roles,
+        );
+        assert!(b.enabled());
+        assert_eq!(b.revision(), a.revision());
+        let root = Caller::User("root".into());
+        assert_eq!(b.user_list(&root), a.user_list(&root));
+        assert_eq!(
+            b.role_list(&root),
+            Ok(vec!["app".to_string(), "root".to_string()])
+        );
+        assert_eq!(b.user_get(&root, "alice"), Ok(vec!["app".to_string()]));
+        assert_eq!(b.role_get(&root, "app"), Ok(vec![perm]));
+        assert_eq!(b.password_hash("alice"), Ok(&b"hash"[..]));
+    }
+
+    /// A format-2 file (before auth) is upgraded in place, auth disabled; a
+    /// file of a later format than this build's is refused.
+    #[test]
+    fn older_formats_are_upgraded_and_newer_ones_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kv.redb");
+        {
+            // What a format-2 build created: no auth tables or meta keys.
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut meta = txn.open_table(META).expect("meta");
+                for (k, v) in [
+                    ("format_version", FORMAT_VERSION_BEFORE_AUTH),
+                    ("cluster_id", 7),
+                    ("member_id", 8),
+                    ("revision", 1),
+                    ("compact_revision", 0),
+                    ("wal_lsn", 0),
+                ] {
+                    meta.insert(k, v).expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("upgrade");
+        assert_eq!((loaded.cluster_id, loaded.member_id), (7, 8));
+        assert!(!loaded.auth_enabled);
+        assert_eq!(loaded.auth_revision, 1);
+        assert!(loaded.users.is_empty() && loaded.roles.is_empty());
+        drop(storage);
+        {
+            let db = Database::create(&path).expect("open");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("format_version", FORMAT_VERSION + 1)
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        assert!(matches!(
+            Storage::open(&path, (1, 2)),
+            Err(StorageError::UnsupportedFormat { found, .. }) if found == FORMAT_VERSION + 1
+        ));
     }
 }

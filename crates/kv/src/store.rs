@@ -40,7 +40,10 @@
 //! - Nothing that is not durable is visible: plain reads and watches read at
 //!   `committed`, which only the commit thread advances, after the fsync.
 //!   (Txn compares see the latest applied state; a txn is acknowledged only
-//!   after everything it saw is durable.)
+//!   after everything it saw is durable.) Auth changes go the same way:
+//!   their mutations are logged like keys', and reads, watches and
+//!   Authenticate are checked against `auth_committed`, which the commit
+//!   thread advances with `committed`; writes against the latest `auth`.
 //! - Fail closed: after a failed log append or redb commit `failed` is set and
 //!   every later write is refused, including ones already queued; reads keep
 //!   working at `committed`. (A write acknowledged before a redb failure is
@@ -57,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::AuthState;
 use crate::error::{EtcdError, StorageError};
 use crate::mvcc::{Core, KeyRange, Limits, Mutation, Outcome, RevisionEvents};
 use crate::proto::etcdserverpb as pb;
@@ -288,6 +292,14 @@ pub struct State {
     pub core: Core,
     /// Latest durable revision; reads default to it.
     pub committed: i64,
+    /// The auth state with every applied change, durable or not: writes
+    /// are checked against it (they are acknowledged only after the changes
+    /// they saw are durable).
+    pub auth: Arc<AuthState>,
+    /// The auth state with every durable change: reads, watches and
+    /// Authenticate are checked against it, so no one is let in by a change
+    /// that is not yet durable.
+    pub auth_committed: Arc<AuthState>,
     failed: Option<String>,
     closed: bool,
     next_stream: u64,
@@ -319,6 +331,8 @@ struct Pending {
     mutations: Vec<Mutation>,
     /// The core's revision once this request was applied.
     revision: i64,
+    /// The auth state once this request was applied, if it changed it.
+    auth: Option<Arc<AuthState>>,
     ack: oneshot::Sender<Result<(), EtcdError>>,
 }
 
@@ -329,16 +343,10 @@ pub struct Store {
     tx: mpsc::UnboundedSender<Msg>,
 }
 
-/// A random u64 from the standard library's per-process random hasher keys.
-pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+/// A random u64 from the OS's CSPRNG (the crate's one random source, also
+/// behind auth tokens).
+fn random_u64() -> Result<u64, OpenError> {
+    getrandom::u64().map_err(|e| OpenError::Random(e.to_string()))
 }
 
 impl Store {
@@ -348,9 +356,9 @@ impl Store {
         limits: Limits,
         retain_revisions: u64,
     ) -> Result<(Store, std::thread::JoinHandle<()>), OpenError> {
-        let ids = (random_u64() | 1, random_u64() | 1);
+        let ids = (random_u64()? | 1, random_u64()? | 1);
         let (storage, wal, loaded) = Storage::open(db_path, ids).map_err(OpenError::Storage)?;
-        let mut core = Core::new(limits, random_u64());
+        let mut core = Core::new(limits, random_u64()?);
         for kv in loaded.base {
             core.restore_base(kv);
         }
@@ -364,10 +372,18 @@ impl Store {
         }
         core.restore_lease_keys();
         let committed = core.revision();
+        let auth = Arc::new(AuthState::restore(
+            loaded.auth_enabled,
+            loaded.auth_revision,
+            loaded.users,
+            loaded.roles,
+        ));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
                 committed,
+                auth: auth.clone(),
+                auth_committed: auth,
                 failed: None,
                 closed: false,
                 next_stream: 0,
@@ -415,10 +431,13 @@ impl Store {
     }
 
     /// Applies a write and waits until it (and everything it observed) is
-    /// durable. Returns the response and the revision for its header.
+    /// durable. Returns the response and the revision for its header. `f`
+    /// gets the core, the latest auth state (to check the caller against,
+    /// or to change: a change is made on a copy, see [`Arc::make_mut`]) and
+    /// the committed revision.
     pub async fn write<T>(
         &self,
-        f: impl FnOnce(&mut Core, i64) -> Result<Outcome<T>, EtcdError>,
+        f: impl FnOnce(&mut Core, &mut Arc<AuthState>, i64) -> Result<Outcome<T>, EtcdError>,
     ) -> Result<(T, i64), EtcdError> {
         let ack = {
             let mut st = self.lock();
@@ -429,8 +448,14 @@ impl Store {
                 return Err(EtcdError::Stopped);
             }
             let committed = st.committed;
-            let out = f(&mut st.core, committed)?;
+            let State { core, auth, .. } = &mut *st;
+            let out = f(core, auth, committed)?;
             let revision = st.core.revision();
+            let auth = out
+                .mutations
+                .iter()
+                .any(|m| matches!(m, Mutation::Auth(_)))
+                .then(|| st.auth.clone());
             if out.mutations.is_empty() && revision == committed {
                 return Ok((out.response, revision));
             }
@@ -438,6 +463,7 @@ impl Store {
             let pending = Pending {
                 mutations: out.mutations,
                 revision,
+                auth,
                 ack: ack_tx,
             };
             if self.tx.send(Msg::Commit(pending)).is_err() {
@@ -568,7 +594,7 @@ impl Store {
     pub async fn expire_leases(&self, now: Instant) {
         let expired = self.lock().core.expired_leases(now);
         for id in expired {
-            match self.write(|core, _| core.lease_revoke(id)).await {
+            match self.write(|core, _, _| core.lease_revoke(id)).await {
                 Ok(_) | Err(EtcdError::LeaseNotFound) => {}
                 Err(e) => {
                     tracing::warn!(lease = id, error = %e, "expiring lease failed");
@@ -606,6 +632,7 @@ impl Shared {
 pub enum OpenError {
     Storage(StorageError),
     Thread(std::io::Error),
+    Random(String),
 }
 
 /// Commit-thread timings, printed to stderr once a second when the
@@ -814,6 +841,9 @@ impl Committer {
                 let committed = {
                     let mut st = shared.lock();
                     st.committed = st.committed.max(last_rev);
+                    if let Some(auth) = batch.iter().rev().find_map(|p| p.auth.clone()) {
+                        st.auth_committed = auth;
+                    }
                     // Automatic compaction: keep the last `retain_revisions`
                     // revisions readable, dropping what fell out of that window
                     // since the previous commit.

@@ -6,7 +6,7 @@
 //! thread makes each group commit durable here, acknowledges it, and hands its
 //! mutations to the apply thread, which writes them into redb without
 //! flushing (`Durability::None`) and makes redb durable now and then (a
-//! checkpoint, see [`crate::store`]).
+//! checkpoint, see `store`).
 //!
 //! Layout: two files, `kv.wal.0` and `kv.wal.1`, each a 16-byte header (magic
 //! and [`WAL_FORMAT_VERSION`]) followed by records:
@@ -29,6 +29,10 @@
 //!   opening fails (closed) rather than silently dropping acknowledged writes.
 //! - A file is overwritten only once every record in it is durable in redb.
 //! - A file whose header is not this format's is refused, never guessed at.
+//! - Auth mutations (record kinds added after format 2's first release) are
+//!   written only next to a redb file of format 3 or later, which builds
+//!   that do not know them refuse before reading the log (see
+//!   [`crate::storage`]); so no build meets a kind it cannot read.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -38,6 +42,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
+use crate::auth::AuthMutation;
 use crate::error::StorageError;
 use crate::mvcc::{Mutation, RevisionEvents};
 use crate::proto::torc::kv::storage::{
@@ -309,6 +314,14 @@ fn encode<'a>(mutations: impl IntoIterator<Item = &'a Mutation>) -> WalBatch {
                 }
                 Mutation::LeaseRevoke { id } => Kind::LeaseRevoke(*id),
                 Mutation::Compact { revision } => Kind::Compact(*revision),
+                Mutation::Auth(a) => match a {
+                    AuthMutation::PutUser(u) => Kind::PutUser(u.clone()),
+                    AuthMutation::DeleteUser(name) => Kind::DeleteUser(name.clone()),
+                    AuthMutation::PutRole(r) => Kind::PutRole(r.clone()),
+                    AuthMutation::DeleteRole(name) => Kind::DeleteRole(name.clone()),
+                    AuthMutation::Enabled(on) => Kind::AuthEnabled(*on),
+                    AuthMutation::Revision(rev) => Kind::AuthRevision(*rev),
+                },
             }),
         })
         .collect();
@@ -331,6 +344,12 @@ fn decode(payload: &[u8]) -> Result<Vec<Mutation>, String> {
             }),
             Some(Kind::LeaseRevoke(id)) => Ok(Mutation::LeaseRevoke { id }),
             Some(Kind::Compact(revision)) => Ok(Mutation::Compact { revision }),
+            Some(Kind::PutUser(u)) => Ok(Mutation::Auth(AuthMutation::PutUser(u))),
+            Some(Kind::DeleteUser(name)) => Ok(Mutation::Auth(AuthMutation::DeleteUser(name))),
+            Some(Kind::PutRole(r)) => Ok(Mutation::Auth(AuthMutation::PutRole(r))),
+            Some(Kind::DeleteRole(name)) => Ok(Mutation::Auth(AuthMutation::DeleteRole(name))),
+            Some(Kind::AuthEnabled(on)) => Ok(Mutation::Auth(AuthMutation::Enabled(on))),
+            Some(Kind::AuthRevision(rev)) => Ok(Mutation::Auth(AuthMutation::Revision(rev))),
             None => Err("mutation of an unknown kind".to_string()),
         })
         .collect()
@@ -476,5 +495,29 @@ mod tests {
         let err = Wal::open(&db, 0).err().expect("refused").to_string();
         assert!(err.contains("records 1 to 39 are missing"), "{err}");
         assert!(err.contains("was the database file deleted"), "{err}");
+    }
+
+    /// Auth mutations come back from the log as they went in.
+    #[test]
+    fn auth_records_replay() {
+        use crate::auth::{AuthState, Caller};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kv.redb");
+        let (mut wal, _) = Wal::open(&db, 0).expect("open");
+        let mut a = AuthState::default();
+        let mut changes = a.role_add(&Caller::Anonymous, "app").expect("role");
+        changes.extend(a.bootstrap_root("hash".into()));
+        changes.extend(
+            a.role_delete(&Caller::User("root".into()), "app")
+                .expect("delete"),
+        );
+        changes.push(AuthMutation::DeleteUser("nobody".into()));
+        changes.push(AuthMutation::Enabled(false));
+        let mutations: Vec<Mutation> = changes.into_iter().map(Mutation::Auth).collect();
+        wal.append(mutations.iter()).expect("append");
+        drop(wal);
+        let (_, replay) = Wal::open(&db, 0).expect("reopen");
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].mutations, mutations);
     }
 }

@@ -4,14 +4,16 @@
 
 mod common;
 
-use common::{Etcd, TorcKv, WATCH_EXPECTED, case_files, run_case, watch_session};
+use common::{
+    Etcd, Server, TorcKv, WATCH_EXPECTED, auth_watch_session, case_files, run_case, watch_session,
+};
 
 #[test]
 fn case_files_match_real_etcd() {
     let mut failures = Vec::new();
     for (name, text) in case_files() {
         let etcd = Etcd::start();
-        failures.extend(run_case(&name, &text, &etcd.endpoint));
+        failures.extend(run_case(&name, &text, &etcd.endpoint, Server::Etcd));
     }
     assert!(
         failures.is_empty(),
@@ -28,6 +30,34 @@ fn watch_sessions_match() {
     let from_torc = watch_session(&torc.endpoint);
     assert_eq!(from_torc, from_etcd);
     assert_eq!(&from_etcd[..WATCH_EXPECTED.len()], WATCH_EXPECTED);
+}
+
+/// A watch made by a user with read permission, with auth enabled, and
+/// what it sees after the user loses the permission.
+#[test]
+fn auth_watch_sessions_match() {
+    let etcd = Etcd::start();
+    let torc = TorcKv::start();
+    let from_etcd = auth_watch_session(&etcd.endpoint);
+    let from_torc = auth_watch_session(&torc.endpoint);
+    assert_eq!(from_torc, from_etcd);
+    assert_eq!(
+        from_etcd,
+        [
+            "PUT",
+            "/w/a",
+            "1",
+            "DELETE",
+            "/w/a",
+            "1",
+            "/w/a",
+            "",
+            "Error: etcdserver: permission denied\n(exit 1)\n",
+            "PUT",
+            "/w/b",
+            "2",
+        ]
+    );
 }
 
 /// Several watchers on one stream, some wanting the same events (which torc

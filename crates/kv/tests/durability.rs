@@ -1,5 +1,6 @@
-//! kill -9 durability: every put the server acknowledged must be there after
-//! the process is killed without warning and restarted on the same data.
+//! kill -9 durability: every put and every auth change the server
+//! acknowledged must be there after the process is killed without warning
+//! and restarted on the same data.
 //!
 //! The server runs in a separate process: this test binary re-executes itself
 //! running only the ignored `server_process` test, with the data directory
@@ -159,6 +160,186 @@ fn kill_9_after_acknowledged_puts(clients: usize, kill_after: usize, pad: usize)
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged puts lost: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+}
+
+/// Acknowledged auth changes (auth enabled, users, a changed password, roles
+/// and their permissions) survive kill -9 like keys: the server is killed
+/// while changes are in flight, and the restarted one has every
+/// acknowledged change, with auth still enabled.
+#[test]
+fn acknowledged_auth_changes_survive_kill_9() {
+    use torc_kv::client::{Client, Credentials};
+    use torc_kv::proto::authpb::{Permission, permission::Type};
+    use torc_kv::proto::etcdserverpb as pb;
+    const WRITERS: usize = 4;
+    const KILL_AFTER: usize = 400;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, url) = spawn_server(dir.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let root = || Some(Credentials::new("root", "rootpw"));
+    rt.block_on(async {
+        let anyone = Client::connect(&url, None).await.expect("connect");
+        let mut auth = anyone.auth();
+        auth.user_add(pb::AuthUserAddRequest {
+            name: "root".into(),
+            password: "rootpw".into(),
+            options: None,
+        })
+        .await
+        .expect("add root");
+        auth.user_grant_role(pb::AuthUserGrantRoleRequest {
+            user: "root".into(),
+            role: "root".into(),
+        })
+        .await
+        .expect("grant root");
+        auth.auth_enable(pb::AuthEnableRequest {})
+            .await
+            .expect("enable");
+        let root = Client::connect(&url, root())
+            .await
+            .expect("connect as root");
+        for (name, pw) in [("alice", "old"), ("bob", "bobpw")] {
+            root.auth()
+                .user_add(pb::AuthUserAddRequest {
+                    name: name.into(),
+                    password: pw.into(),
+                    options: None,
+                })
+                .await
+                .expect("add user");
+        }
+        root.auth()
+            .user_change_password(pb::AuthUserChangePasswordRequest {
+                name: "alice".into(),
+                password: "new".into(),
+            })
+            .await
+            .expect("change password");
+    });
+
+    // Roles, each with a permission on its own key, from several clients at
+    // once (so commits batch), until enough were acknowledged; then kill -9.
+    // The clients log in first, so they all write from the start.
+    let clients: Vec<Client> = rt.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..WRITERS {
+            clients.push(
+                Client::connect(&url, root())
+                    .await
+                    .expect("connect as root"),
+            );
+        }
+        clients
+    });
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (enough_tx, enough_rx) = std::sync::mpsc::channel::<()>();
+    let writers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(w, client)| {
+            let (acked, enough) = (acked.clone(), enough_tx.clone());
+            rt.spawn(async move {
+                for i in 0.. {
+                    let role = format!("r{w}-{i}");
+                    let added = client
+                        .auth()
+                        .role_add(pb::AuthRoleAddRequest { name: role.clone() })
+                        .await;
+                    let granted = match added {
+                        Ok(_) => {
+                            client
+                                .auth()
+                                .role_grant_permission(pb::AuthRoleGrantPermissionRequest {
+                                    name: role.clone(),
+                                    perm: Some(Permission {
+                                        perm_type: Type::Readwrite as i32,
+                                        key: format!("/{role}").into_bytes().into(),
+                                        range_end: Default::default(),
+                                    }),
+                                })
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if granted.is_err() {
+                        return; // the server is gone
+                    }
+                    let mut acked = acked.lock().expect("lock");
+                    acked.push(role);
+                    if acked.len() == KILL_AFTER {
+                        let _ = enough.send(());
+                    }
+                }
+            })
+        })
+        .collect();
+    enough_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("enough acknowledged auth changes");
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    for w in writers {
+        rt.block_on(w).expect("writer task");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= KILL_AFTER);
+    for w in 0..WRITERS {
+        let prefix = format!("r{w}-");
+        assert!(
+            acked.iter().any(|r| r.starts_with(&prefix)),
+            "writer {w} wrote nothing"
+        );
+    }
+
+    let (mut child, url) = spawn_server(dir.path());
+    let missing = rt.block_on(async {
+        // Auth is still enabled: no user, no answer.
+        let anyone = Client::connect(&url, None).await.expect("connect");
+        let refused = anyone
+            .range(RangeRequest {
+                key: "k".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("auth is enabled");
+        assert_eq!(refused.to_string(), "etcdserver: user name is empty");
+        // The changed password is the one that works.
+        let old = Client::connect(&url, Some(Credentials::new("alice", "old"))).await;
+        assert!(old.is_err(), "the old password must not work");
+        Client::connect(&url, Some(Credentials::new("alice", "new")))
+            .await
+            .expect("the new password works");
+        Client::connect(&url, Some(Credentials::new("bob", "bobpw")))
+            .await
+            .expect("bob");
+        let root = Client::connect(&url, root()).await.expect("root");
+        let mut missing = Vec::new();
+        for role in &acked {
+            let got = root
+                .auth()
+                .role_get(pb::AuthRoleGetRequest { role: role.clone() })
+                .await;
+            let has_perm = got.is_ok_and(|r| {
+                r.into_inner()
+                    .perm
+                    .iter()
+                    .any(|p| p.key == format!("/{role}").as_bytes())
+            });
+            if !has_perm {
+                missing.push(role.clone());
+            }
+        }
+        missing
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged auth changes lost: {missing:?}",
         missing.len(),
         acked.len()
     );

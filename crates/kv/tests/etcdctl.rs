@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lines, TorcKv, WATCH_EXPECTED, case_files, etcdctl, run_case, watch_session};
+use common::{Lines, Server, TorcKv, WATCH_EXPECTED, case_files, etcdctl, run_case, watch_session};
 use torc_kv::KvOptions;
 
 #[test]
@@ -14,7 +14,7 @@ fn case_files_pass() {
     let mut failures = Vec::new();
     for (name, text) in case_files() {
         let kv = TorcKv::start();
-        failures.extend(run_case(&name, &text, &kv.endpoint));
+        failures.extend(run_case(&name, &text, &kv.endpoint, Server::Torc));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

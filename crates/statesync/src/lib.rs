@@ -264,9 +264,11 @@ pub async fn cycle<S: Store>(
     Ok(ops)
 }
 
-/// The etcd v3 API (a real etcd, or `torc kv`) as statesync's store.
+/// The etcd v3 API (a real etcd, or `torc kv`) as statesync's store, through
+/// [`torc_kv::client`]: with credentials it authenticates, and authenticates
+/// again when its token expires or the store restarts.
 pub struct EtcdStore {
-    kv: torc_kv::proto::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
+    client: torc_kv::client::Client,
 }
 
 /// Why the state store could not be used.
@@ -274,21 +276,23 @@ pub struct EtcdStore {
 pub enum EtcdError {
     #[error("bad endpoint {0:?}: {1}")]
     Endpoint(String, String),
-    #[error("{0}")]
-    Rpc(#[from] tonic::Status),
+    #[error(transparent)]
+    Client(#[from] torc_kv::client::ClientError),
 }
 
 impl EtcdStore {
-    /// Connects lazily to `endpoint` (`http://host:2379`): a store that is down is retried on
-    /// every call, and never blocks start-up.
-    pub fn connect(endpoint: &str) -> Result<EtcdStore, EtcdError> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+    /// Connects lazily to `endpoint` (`http://host:2379`), as `credentials`' user if given: a
+    /// store that is down is retried on every call, and never blocks start-up.
+    pub fn connect(
+        endpoint: &str,
+        credentials: Option<torc_kv::client::Credentials>,
+    ) -> Result<EtcdStore, EtcdError> {
+        let endpoint_cfg = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| EtcdError::Endpoint(endpoint.to_string(), e.to_string()))?
             .connect_timeout(std::time::Duration::from_secs(2))
-            .timeout(std::time::Duration::from_secs(5))
-            .connect_lazy();
+            .timeout(std::time::Duration::from_secs(5));
         Ok(EtcdStore {
-            kv: torc_kv::proto::etcdserverpb::kv_client::KvClient::new(channel),
+            client: torc_kv::client::Client::lazy(endpoint_cfg, credentials),
         })
     }
 }
@@ -303,7 +307,7 @@ impl Store for EtcdStore {
             range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
             ..Default::default()
         };
-        let resp = self.kv.range(req).await?.into_inner();
+        let resp = self.client.range(req).await?;
         Ok(resp
             .kvs
             .into_iter()
@@ -323,7 +327,7 @@ impl Store for EtcdStore {
             value: value.as_bytes().to_vec().into(),
             ..Default::default()
         };
-        self.kv.put(req).await?;
+        self.client.put(req).await?;
         Ok(())
     }
 
@@ -333,7 +337,7 @@ impl Store for EtcdStore {
             key: key.as_bytes().to_vec().into(),
             ..Default::default()
         };
-        self.kv.delete_range(req).await?;
+        self.client.delete_range(req).await?;
         Ok(())
     }
 }

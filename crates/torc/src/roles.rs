@@ -469,14 +469,29 @@ pub struct KvArgs {
     /// Revisions kept by automatic compaction (0 = never compact).
     #[arg(long, default_value_t = 10_000)]
     retain_revisions: u64,
+    /// Turn etcd auth on for a new store: if it has no `root` user yet, create `root` (with the
+    /// `root` role) with the password in this file and enable auth, before serving. A store that
+    /// has a `root` user is left as it is. Without it, auth stays as the store has it (off, for a
+    /// new store).
+    #[arg(long)]
+    root_password_file: Option<PathBuf>,
+    /// Seconds an auth token stays valid after its last use (etcd's `--auth-token-ttl`).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    auth_token_ttl: u64,
 }
 
 pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
     init_tracing("info");
     let options = torc_kv::KvOptions {
         retain_revisions: args.retain_revisions,
+        auth_token_ttl: Duration::from_secs(args.auth_token_ttl),
         ..Default::default()
     };
+    let root_password = args
+        .root_password_file
+        .as_deref()
+        .map(|path| torc_kv::client::read_password_file(path).map(|pw| (path.to_owned(), pw)))
+        .transpose()?;
     let server = torc_kv::KvServer::open(&args.data_dir, options)?;
     let advertise = args
         .advertise_url
@@ -486,6 +501,18 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
         2,
         "kv serving the etcd v3 API",
         |listener| async move {
+            if let Some((path, password)) = root_password {
+                match server.bootstrap_root(password).await? {
+                    torc_kv::RootBootstrap::Created => tracing::info!(
+                        file = %path.display(),
+                        "created the root user and enabled auth"
+                    ),
+                    torc_kv::RootBootstrap::RootExists => tracing::info!(
+                        file = %path.display(),
+                        "the store has a root user already; the root password file was not used"
+                    ),
+                }
+            }
             server.serve(listener, advertise, shutdown_signal()).await?;
             Ok(())
         },
@@ -506,10 +533,24 @@ pub struct StatesyncArgs {
     /// Milliseconds between reconciliations.
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
+    /// The store's user to authenticate as (etcd auth); needs `--password-file`.
+    #[arg(long, requires = "password_file")]
+    user: Option<String>,
+    /// The file holding `--user`'s password (never on the command line, where `ps` shows it).
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
 }
 
 pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
     init_tracing("info");
+    // A bad password file stops statesync at once, not after the controller answers.
+    let credentials = match (&args.user, &args.password_file) {
+        (Some(user), Some(file)) => Some(torc_kv::client::Credentials::new(
+            user,
+            torc_kv::client::read_password_file(file)?,
+        )),
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -525,8 +566,13 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
                 }
             }
         };
-        let store = torc_statesync::EtcdStore::connect(&args.endpoints)?;
-        tracing::info!(endpoints = %args.endpoints, base = %args.base, "statesync running");
+        let store = torc_statesync::EtcdStore::connect(&args.endpoints, credentials)?;
+        tracing::info!(
+            endpoints = %args.endpoints,
+            base = %args.base,
+            user = args.user.as_deref().unwrap_or("(none)"),
+            "statesync running"
+        );
         torc_statesync::run(
             client,
             name,

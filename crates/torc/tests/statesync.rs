@@ -182,28 +182,8 @@ async fn statesync_keeps_the_state_soup_equal_to_the_rack() {
 async fn statesync_works_unchanged_against_a_real_etcd() {
     let real = Etcd::start().await.unwrap();
     let endpoint = real.endpoint.clone();
-    let rack = LocalRack::start(
-        TORC,
-        RackOptions {
-            compute_nodes: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    // Run by hand, statesync reads the rack with a viewer token, as the README shows.
-    let viewer = rack
-        .client()
-        .create_token(&torc_api::TokenRequest {
-            role: torc_api::TokenRole::Viewer,
-            name: "statesync".into(),
-            framework: None,
-            ttl_seconds: None,
-        })
-        .await
-        .unwrap();
-    let token_file = rack.dir.path().join("statesync.token");
-    torc_tls::files::write_secret(&token_file, &viewer.token).unwrap();
+    let rack = one_node_rack().await;
+    let token_file = viewer_token_file(&rack).await;
     let mut sync = Command::new(TORC)
         .env("TORC_TOKEN_FILE", &token_file)
         .env("TORC_CA", rack.ca_path().unwrap())
@@ -235,4 +215,278 @@ async fn statesync_works_unchanged_against_a_real_etcd() {
     let _ = sync.kill();
     let _ = sync.wait();
     found.unwrap_or_else(|e| panic!("{e}\netcd's log:\n{}", real.log()));
+}
+
+/// A rack of the controller node and one compute node.
+async fn one_node_rack() -> LocalRack {
+    LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A viewer token for statesync run by hand (as the README shows), in a 0600 file.
+async fn viewer_token_file(rack: &LocalRack) -> std::path::PathBuf {
+    rack.token_file(torc_api::TokenRole::Viewer, None)
+        .await
+        .unwrap()
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, also when the test fails.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// etcdctl as a user (`USER:PASSWORD`; empty: none); stdout, then stderr's messages.
+fn etcdctl_as(endpoint: &str, user: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"));
+    if !user.is_empty() {
+        cmd.arg(format!("--user={user}"));
+    }
+    let out = cmd.args(args).output().unwrap();
+    // Without the client library's JSON retry logs.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: String = stderr
+        .lines()
+        .filter(|l| !l.starts_with("{\"level\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!("{}{errors}", String::from_utf8_lossy(&out.stdout))
+}
+
+/// A `statesync` user that may read and write `/torc/` only; then auth on (as root:rootpw).
+fn add_statesync_user(endpoint: &str) {
+    for args in [
+        &["user", "add", "statesync", "--new-user-password=syncpw"][..],
+        &["role", "add", "statesync"],
+        &[
+            "role",
+            "grant-permission",
+            "statesync",
+            "readwrite",
+            "/torc/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "statesync", "statesync"],
+        &["auth", "enable"],
+    ] {
+        let out = etcdctl_as(endpoint, "root:rootpw", args);
+        assert!(
+            !out.contains("Error"),
+            "etcdctl {args:?} against {endpoint}: {out}"
+        );
+    }
+}
+
+fn write_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `torc kv` on a free loopback address; returns it and its endpoint.
+fn start_kv(data: &std::path::Path, extra: &[&str], log: &std::path::Path) -> (Running, String) {
+    let block = torc_test_utils::free_loopback_block().octets();
+    let ip = std::net::Ipv4Addr::new(block[0], block[1], block[2], 1);
+    let listen = format!("{ip}:{}", torc_test_utils::free_port(ip));
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new(TORC)
+        .args(["kv", "--listen", &listen, "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (Running(child), format!("http://{listen}"))
+}
+
+/// statesync with `--user` and `--password-file`, against a real etcd with auth enabled and
+/// against `torc kv` bootstrapped with `--root-password-file`: the same user with a `/torc/`
+/// role on both, the same keys written to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statesync_authenticates_to_a_real_etcd_and_to_torc_kv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root_file = write_file(tmp.path(), "root-password", "rootpw\n");
+    let sync_file = write_file(tmp.path(), "statesync-password", "syncpw\n");
+
+    let real = Etcd::start().await.unwrap();
+    let out = etcdctl_as(
+        &real.endpoint,
+        "root:rootpw",
+        &["user", "add", "root", "--new-user-password=rootpw"],
+    );
+    assert_eq!(out, "User root created\n");
+    add_statesync_user(&real.endpoint);
+
+    let (_kv, torc_kv) = start_kv(
+        &tmp.path().join("kv"),
+        &["--root-password-file", root_file.to_str().unwrap()],
+        &tmp.path().join("kv.log"),
+    );
+    let ep = torc_kv.clone();
+    wait_for("torc kv to answer root", Duration::from_secs(20), || {
+        let ep = ep.clone();
+        async move {
+            let out = etcdctl_as(&ep, "root:rootpw", &["get", "x"]);
+            out.is_empty().then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    // auth enable in add_statesync_user is a no-op there: the bootstrap enabled it.
+    add_statesync_user(&torc_kv);
+
+    let rack = one_node_rack().await;
+    let token_file = viewer_token_file(&rack).await;
+    let mut syncs = Vec::new();
+    for endpoint in [&real.endpoint, &torc_kv] {
+        let child = Command::new(TORC)
+            .env("TORC_TOKEN_FILE", &token_file)
+            .env("TORC_CA", rack.ca_path().unwrap())
+            .args([
+                "statesync",
+                "--controller",
+                &rack.url(),
+                "--endpoints",
+                endpoint,
+            ])
+            .args([
+                "--interval-ms",
+                "300",
+                "--user",
+                "statesync",
+                "--password-file",
+            ])
+            .arg(&sync_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        syncs.push(Running(child));
+    }
+    for endpoint in [&real.endpoint, &torc_kv] {
+        let ep = endpoint.to_string();
+        let found = wait_for("machines in the store", Duration::from_secs(30), || {
+            let ep = ep.clone();
+            async move {
+                let k = etcdctl_as(
+                    &ep,
+                    "root:rootpw",
+                    &["get", "/torc/", "--prefix", "--keys-only"],
+                );
+                (k.contains("/torc/machines/bladerunner1") && k.contains("/torc/machines/wedge"))
+                    .then_some(k)
+            }
+        })
+        .await;
+        found.unwrap_or_else(|e| panic!("{endpoint}: {e}\netcd's log:\n{}", real.log()));
+        // Auth is on: without a user nothing is readable, and statesync's user reads only
+        // /torc/.
+        let out = etcdctl_as(endpoint, "", &["get", "/torc/", "--prefix"]);
+        assert_eq!(out, "Error: etcdserver: user name is empty\n", "{endpoint}");
+        let out = etcdctl_as(
+            endpoint,
+            "statesync:syncpw",
+            &["get", "/calico", "--prefix"],
+        );
+        assert_eq!(out, "Error: etcdserver: permission denied\n", "{endpoint}");
+    }
+}
+
+/// `torc kv --root-password-file` creates root and enables auth once; a restart with another
+/// file leaves root as it is and says the file was not used.
+#[test]
+fn torc_kv_bootstraps_root_once_from_a_password_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("kv");
+    let first = write_file(tmp.path(), "first", "first-pw\n");
+    let log = tmp.path().join("kv.log");
+    let wait_ready = |endpoint: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !etcdctl_as(endpoint, "root:first-pw", &["get", "nothing-here"]).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "torc kv never answered root"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    {
+        let (_kv, endpoint) = start_kv(
+            &data,
+            &[
+                "--root-password-file",
+                first.to_str().unwrap(),
+                "--auth-token-ttl",
+                "60",
+            ],
+            &log,
+        );
+        wait_ready(&endpoint);
+        assert_eq!(
+            etcdctl_as(&endpoint, "", &["get", "x"]),
+            "Error: etcdserver: user name is empty\n"
+        );
+        assert_eq!(
+            etcdctl_as(&endpoint, "root:first-pw", &["put", "x", "1"]),
+            "OK\n"
+        );
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("created the root user")
+        );
+        // _kv is killed here (SIGKILL): the bootstrap was durable before serving.
+    }
+    let second = write_file(tmp.path(), "second", "second-pw\n");
+    let (_kv, endpoint) = start_kv(
+        &data,
+        &["--root-password-file", second.to_str().unwrap()],
+        &log,
+    );
+    wait_ready(&endpoint);
+    assert_eq!(
+        etcdctl_as(&endpoint, "root:second-pw", &["get", "x"]),
+        "Error: etcdserver: authentication failed, invalid user ID or password\n"
+    );
+    assert_eq!(
+        etcdctl_as(
+            &endpoint,
+            "root:first-pw",
+            &["get", "x", "--print-value-only"]
+        ),
+        "1\n"
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("the root password file was not used"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    // A password file that cannot be used stops torc kv with a clear error.
+    let empty = write_file(tmp.path(), "empty", "\n");
+    let out = Command::new(TORC)
+        .args(["kv", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--root-password-file")
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("empty: it is empty"), "{stderr}");
 }

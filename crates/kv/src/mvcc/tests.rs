@@ -542,3 +542,59 @@ fn stepwise_compaction_keeps_what_a_full_pass_keeps() {
         }
     }
 }
+
+/// etcd's `checkTxnRequest`: every branch and nested txn, before anything
+/// else; a nested txn gets what its parent's largest list left.
+#[test]
+fn txn_shape_is_checked_in_both_branches_and_nested_txns() {
+    let get = |k: &str| pb::RequestOp {
+        request: Some(Request::RequestRange(pb::RangeRequest {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            ..Default::default()
+        })),
+    };
+    let txn = |success: Vec<pb::RequestOp>, failure: Vec<pb::RequestOp>| pb::TxnRequest {
+        compare: Vec::new(),
+        success,
+        failure,
+    };
+    assert_eq!(
+        check_txn_shape(&txn(vec![get("a")], vec![get("b")]), 2),
+        Ok(())
+    );
+    assert_eq!(
+        check_txn_shape(&txn(vec![get("a")], vec![get("")]), 2),
+        Err(EtcdError::EmptyKey),
+        "the failure branch too"
+    );
+    let mut compare_empty = txn(vec![], vec![]);
+    compare_empty.compare.push(pb::Compare::default());
+    assert_eq!(check_txn_shape(&compare_empty, 2), Err(EtcdError::EmptyKey));
+    assert_eq!(
+        check_txn_shape(&txn(vec![get("a"), get("b"), get("c")], vec![]), 2),
+        Err(EtcdError::TooManyOps)
+    );
+    let nested = |inner: pb::TxnRequest| pb::RequestOp {
+        request: Some(Request::RequestTxn(inner)),
+    };
+    // 3 allowed, the parent lists 1: the nested txn may list 2, not 3.
+    let ok = txn(vec![nested(txn(vec![get("a"), get("b")], vec![]))], vec![]);
+    assert_eq!(check_txn_shape(&ok, 3), Ok(()));
+    let too_many = txn(
+        vec![nested(txn(vec![get("a"), get("b"), get("c")], vec![]))],
+        vec![],
+    );
+    assert_eq!(check_txn_shape(&too_many, 3), Err(EtcdError::TooManyOps));
+    let put = pb::RequestOp {
+        request: Some(Request::RequestPut(pb::PutRequest {
+            key: Bytes::from_static(b"k"),
+            ignore_lease: true,
+            lease: 5,
+            ..Default::default()
+        })),
+    };
+    assert_eq!(
+        check_txn_shape(&txn(vec![], vec![nested(txn(vec![put], vec![]))]), 3),
+        Err(EtcdError::LeaseProvided)
+    );
+}

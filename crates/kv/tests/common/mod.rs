@@ -240,13 +240,28 @@ pub struct Step {
     pub command: String,
     pub stdin: Option<String>,
     pub expected: Vec<String>,
+    /// What a real etcd 3.4 prints instead, where it differs on purpose.
+    pub etcd_expected: Option<Vec<String>>,
+}
+
+/// Which server a case runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Torc,
+    Etcd,
 }
 
 /// Parses a case file:
-/// - `$ ARGS` runs `etcdctl ARGS`;
+/// - `$ ARGS` runs `etcdctl ARGS`. Global flags go on the line too, so
+///   `$ --user=alice:pw get k` runs as alice (etcdctl authenticates with
+///   them for that one command);
 /// - following `< TEXT` lines (`<` alone: an empty line) are its stdin;
 /// - the lines after that, up to the next `$`, are its expected output
-///   (trailing blank lines ignored); `# ...` lines are comments.
+///   (trailing blank lines ignored); `# ...` lines are comments;
+/// - a line `@etcd NOTE` inside the expected output ends it: the lines after
+///   it, up to the next `$`, are what the real etcd 3.4 (Debian's, 3.4.23)
+///   prints instead, and NOTE says why. Only for differences made on
+///   purpose, each explained in the file's header too.
 ///
 /// In expected output `{name}` captures a word-like token (and later uses
 /// must match it; commands may use it too) and `{*}` matches anything.
@@ -262,6 +277,7 @@ pub fn parse_case(text: &str) -> Vec<Step> {
                 command: cmd.to_string(),
                 stdin: None,
                 expected: Vec::new(),
+                etcd_expected: None,
             });
             continue;
         }
@@ -273,7 +289,11 @@ pub fn parse_case(text: &str) -> Vec<Step> {
             );
             continue;
         };
-        if step.expected.is_empty() && (line == "<" || line.starts_with("< ")) {
+        if let Some(etcd) = &mut step.etcd_expected {
+            etcd.push(line.to_string());
+        } else if line == "@etcd" || line.starts_with("@etcd ") {
+            step.etcd_expected = Some(Vec::new());
+        } else if step.expected.is_empty() && (line == "<" || line.starts_with("< ")) {
             let input = step.stdin.get_or_insert_with(String::new);
             input.push_str(line.get(2..).unwrap_or(""));
             input.push('\n');
@@ -282,8 +302,10 @@ pub fn parse_case(text: &str) -> Vec<Step> {
         }
     }
     for step in &mut steps {
-        while step.expected.last().is_some_and(|l| l.trim().is_empty()) {
-            step.expected.pop();
+        for lines in std::iter::once(&mut step.expected).chain(step.etcd_expected.as_mut()) {
+            while lines.last().is_some_and(|l| l.trim().is_empty()) {
+                lines.pop();
+            }
         }
     }
     steps
@@ -343,12 +365,16 @@ fn substitute(cmd: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-/// Runs a case file against `endpoint`; returns a description of every
-/// mismatch (empty when all steps matched).
-pub fn run_case(name: &str, text: &str, endpoint: &str) -> Vec<String> {
+/// Runs a case file against `endpoint`, which is `server`; returns a
+/// description of every mismatch (empty when all steps matched).
+pub fn run_case(name: &str, text: &str, endpoint: &str, server: Server) -> Vec<String> {
     let mut vars = HashMap::new();
     let mut failures = Vec::new();
     for step in parse_case(text) {
+        let expected = match (server, &step.etcd_expected) {
+            (Server::Etcd, Some(etcd)) => etcd,
+            _ => &step.expected,
+        };
         let cmd = substitute(&step.command, &vars);
         let args = split_args(&cmd);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -357,17 +383,16 @@ pub fn run_case(name: &str, text: &str, endpoint: &str) -> Vec<String> {
         while actual.last().is_some_and(|l| l.trim().is_empty()) {
             actual.pop();
         }
-        let matched = actual.len() == step.expected.len()
-            && step
-                .expected
+        let matched = actual.len() == expected.len()
+            && expected
                 .iter()
                 .zip(&actual)
                 .all(|(e, a)| match_line(e, a, &mut vars));
         if !matched {
             failures.push(format!(
-                "{name}:{} `$ {cmd}`\n--- expected\n{}\n--- actual\n{}",
+                "{name}:{} `$ {cmd}` ({server:?})\n--- expected\n{}\n--- actual\n{}",
                 step.line,
-                step.expected.join("\n"),
+                expected.join("\n"),
                 actual.join("\n")
             ));
         }
@@ -501,3 +526,70 @@ pub fn current_revision(endpoint: &str) -> i64 {
 pub const WATCH_EXPECTED: &[&str] = &[
     "PUT", "/w/a", "1", "PUT", "/w/a", "1", "/w/a", "2", "DELETE", "/w/a", "2", "/w/a", "",
 ];
+
+/// A watch with auth enabled, as a user allowed to read its range: the
+/// events from a start revision, live events with prev_kv, and what
+/// happens after the user loses the permission (the watch, created while
+/// allowed, goes on: etcd checks a watch once, when it is created).
+pub fn auth_watch_session(endpoint: &str) -> Vec<String> {
+    const ROOT: &str = "--user=root:rootpw";
+    const ALICE: &str = "--user=alice:alicepw";
+    for args in [
+        &["user", "add", "root", "--new-user-password=rootpw"][..],
+        &["user", "add", "alice", "--new-user-password=alicepw"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/w/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "app"],
+        &["auth", "enable"],
+    ] {
+        let out = etcdctl(endpoint, args, None);
+        assert!(!out.contains("(exit"), "{args:?}: {out}");
+    }
+    let json = etcdctl(endpoint, &[ROOT, "get", "nothing-here", "-w", "json"], None);
+    let at = json.find("\"revision\":").expect("revision in header") + 11;
+    let start: i64 = json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .expect("revision number");
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args([ALICE, "watch", "--prefix", "/w/", "--prev-kv"])
+        .arg(format!("--rev={}", start + 1))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running etcdctl: {e}; {INSTALL_HINT}"));
+    let lines = Lines::new(child.stdout.take().expect("stdout"));
+    assert_eq!(
+        etcdctl(endpoint, &[ALICE, "put", "/w/a", "1"], None),
+        "OK\n"
+    );
+    assert_eq!(
+        etcdctl(endpoint, &[ROOT, "put", "/other", "x"], None),
+        "OK\n"
+    );
+    assert_eq!(etcdctl(endpoint, &[ALICE, "del", "/w/a"], None), "1\n");
+    let mut out = lines.take(3 + 5, Duration::from_secs(20));
+    let revoked = etcdctl(
+        endpoint,
+        &[ROOT, "user", "revoke-role", "alice", "app"],
+        None,
+    );
+    assert_eq!(revoked, "Role app is revoked from user alice\n");
+    out.push(etcdctl(endpoint, &[ALICE, "get", "/w/a"], None));
+    assert_eq!(etcdctl(endpoint, &[ROOT, "put", "/w/b", "2"], None), "OK\n");
+    out.extend(lines.take(3, Duration::from_secs(20)));
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}

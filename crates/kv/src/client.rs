@@ -1,0 +1,394 @@
+//! A client for torc kv, or any etcd v3 server, for the rest of torc: the
+//! typed gRPC clients of [`crate::proto`] over one channel, with etcd's
+//! authentication done the way etcd's own clients do it.
+//!
+//! With [`Credentials`], the client calls Authenticate before its first
+//! request, sends the token it gets in the `token` metadata of every call
+//! (a tonic interceptor, so streams carry it too), and when a unary call
+//! made through [`Client::call`] (or [`Client::range`], [`Client::put`],
+//! ...) fails with `invalid auth token` (the token expired, the server
+//! restarted, the user's password changed) or `user name is empty` (auth
+//! was enabled after the client learned it was off), it authenticates again
+//! and repeats the call once. A server that answers `authentication is not
+//! enabled` is called without a token, as etcd's clients do.
+//!
+//! Not here: TLS, several endpoints, retries of anything else.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), torc_kv::client::ClientError> {
+//! use torc_kv::client::{Client, Credentials};
+//! use torc_kv::proto::etcdserverpb::PutRequest;
+//! let password = torc_kv::client::read_password_file("/etc/torc/kv-password".as_ref())?;
+//! let client = Client::connect("http://127.0.0.1:2379", Some(Credentials::new("statesync", password))).await?;
+//! client.put(PutRequest { key: "/torc/x".into(), value: "1".into(), ..Default::default() }).await?;
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::error::EtcdError;
+use crate::proto::etcdserverpb as pb;
+use pb::{
+    auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
+    lease_client::LeaseClient, maintenance_client::MaintenanceClient, watch_client::WatchClient,
+};
+
+/// A user name and its password. `Debug` does not show the password.
+#[derive(Clone)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl Credentials {
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a call through the client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("connecting to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("authenticating as {user}: {}", status.message())]
+    Authenticate { user: String, status: Status },
+    /// The server refused the call (its message is etcd's).
+    #[error("{}", .0.message())]
+    Rpc(#[from] Status),
+    #[error("password file {}: {reason}", path.display())]
+    PasswordFile { path: PathBuf, reason: String },
+}
+
+impl ClientError {
+    /// The gRPC status of a refused call or authentication.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            ClientError::Authenticate { status, .. } | ClientError::Rpc(status) => Some(status),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a password from a file (torc takes passwords from files only: a
+/// password on a command line is visible to every user in `ps`). One
+/// trailing line break is not part of the password; anything else is.
+pub fn read_password_file(path: &Path) -> Result<String, ClientError> {
+    let err = |reason: String| ClientError::PasswordFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(err("it is empty".into()));
+    }
+    if password.contains('\n') {
+        return Err(err("it holds more than one line".into()));
+    }
+    Ok(password.to_string())
+}
+
+/// The token shared by a client's clones and its interceptors.
+struct Session {
+    credentials: Option<Credentials>,
+    token: RwLock<Option<AsciiMetadataValue>>,
+    /// Counts authentications, so that of several calls failing on the
+    /// same token only one authenticates again.
+    generation: AtomicU64,
+    /// The server said auth is not enabled: calls go without a token.
+    auth_off: AtomicBool,
+    authenticating: tokio::sync::Mutex<()>,
+}
+
+impl Session {
+    fn token(&self) -> Option<AsciiMetadataValue> {
+        self.token.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_token(&self, token: Option<AsciiMetadataValue>) {
+        *self.token.write().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+}
+
+/// Puts the client's token, if it has one, in a call's metadata.
+#[derive(Clone)]
+pub struct TokenInterceptor(Arc<Session>);
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(token) = self.0.token() {
+            request.metadata_mut().insert("token", token);
+        }
+        Ok(request)
+    }
+}
+
+/// The channel the typed clients use: every call carries the token.
+pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;
+
+/// A connection to an etcd v3 server; cheap to clone (clones share the
+/// connection and the token).
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    session: Arc<Session>,
+}
+
+/// Whether a refusal means "authenticate again": the token is not (or no
+/// longer) valid, or there was none and the server now wants one.
+fn wants_new_token(status: &Status) -> bool {
+    (status.code() == Code::Unauthenticated
+        && status.message() == EtcdError::InvalidAuthToken.to_string())
+        || (status.code() == Code::InvalidArgument
+            && status.message() == EtcdError::UserEmpty.to_string())
+}
+
+impl Client {
+    /// A client that connects on its first call (and again after the
+    /// server went away): creating it does no I/O, so a server that is down
+    /// does not hold up its creator. Configure timeouts on `endpoint`.
+    pub fn lazy(endpoint: Endpoint, credentials: Option<Credentials>) -> Client {
+        Client::over(endpoint.connect_lazy(), credentials)
+    }
+
+    fn over(channel: Channel, credentials: Option<Credentials>) -> Client {
+        Client {
+            channel,
+            session: Arc::new(Session {
+                credentials,
+                token: RwLock::new(None),
+                generation: AtomicU64::new(0),
+                auth_off: AtomicBool::new(false),
+                authenticating: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Connects to `url` (`http://host:port`) now, and authenticates now
+    /// if given credentials.
+    pub async fn connect(
+        url: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<Client, ClientError> {
+        let endpoint =
+            Endpoint::from_shared(url.to_string()).map_err(|e| ClientError::Endpoint {
+                endpoint: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                endpoint: url.to_string(),
+                source,
+            })?;
+        let client = Client::over(channel, credentials);
+        if client.session.credentials.is_some() {
+            client.authenticate().await?;
+        }
+        Ok(client)
+    }
+
+    fn interceptor(&self) -> TokenInterceptor {
+        TokenInterceptor(self.session.clone())
+    }
+
+    pub fn kv(&self) -> KvClient<AuthChannel> {
+        KvClient::with_interceptor(self.channel.clone(), self.interceptor())
+    }
+
+    pub fn watch(&self) -> WatchClient<AuthChannel> {
+        WatchClient::with_interceptor(self.channel.clone(), self.interceptor())
+    }
+
+    pub fn lease(&self) -> LeaseClient<AuthChannel> {
+        LeaseClient::with_interceptor(self.channel.clone(), self.interceptor())
+    }
+
+    pub fn auth(&self) -> AuthClient<AuthChannel> {
+        AuthClient::with_interceptor(self.channel.clone(), self.interceptor())
+    }
+
+    pub fn cluster(&self) -> ClusterClient<AuthChannel> {
+        ClusterClient::with_interceptor(self.channel.clone(), self.interceptor())
+    }
+
+    pub fn maintenance(&self) -> MaintenanceClient<AuthChannel> {
+        MaintenanceClient::with_interceptor(self.channel.clone(), self.interceptor())
+    }
+
+    /// The token calls carry now, if any (for diagnostics and tests).
+    pub fn token(&self) -> Option<String> {
+        self.session
+            .token()
+            .and_then(|t| t.to_str().ok().map(str::to_string))
+    }
+
+    /// Authenticates with the client's credentials and uses the new token
+    /// from now on (nothing without credentials).
+    pub async fn authenticate(&self) -> Result<(), ClientError> {
+        let Some(creds) = &self.session.credentials else {
+            return Ok(());
+        };
+        let request = pb::AuthenticateRequest {
+            name: creds.user.clone(),
+            password: creds.password.clone(),
+        };
+        let refused = |status: Status| ClientError::Authenticate {
+            user: creds.user.clone(),
+            status,
+        };
+        match AuthClient::new(self.channel.clone())
+            .authenticate(request)
+            .await
+        {
+            Ok(resp) => {
+                let token = AsciiMetadataValue::try_from(resp.into_inner().token)
+                    .map_err(|e| refused(Status::internal(format!("unusable token: {e}"))))?;
+                self.session.set_token(Some(token));
+                self.session.auth_off.store(false, Ordering::Release);
+            }
+            Err(status) if status.message() == EtcdError::AuthNotEnabled.to_string() => {
+                self.session.set_token(None);
+                self.session.auth_off.store(true, Ordering::Release);
+            }
+            Err(status) => return Err(refused(status)),
+        }
+        self.session.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Authenticates unless another call did since `seen` (its generation).
+    async fn reauthenticate(&self, seen: u64) -> Result<(), ClientError> {
+        let _one_at_a_time = self.session.authenticating.lock().await;
+        if self.session.generation.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        self.authenticate().await
+    }
+
+    /// Runs one unary call, `f` (given this client), authenticating first
+    /// if there is no token yet, and once more (then calling `f` again)
+    /// if the call is refused for want of a valid token.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let session = &self.session;
+        if session.credentials.is_some()
+            && session.token().is_none()
+            && !session.auth_off.load(Ordering::Acquire)
+        {
+            self.reauthenticate(session.generation.load(Ordering::Acquire))
+                .await?;
+        }
+        let seen = session.generation.load(Ordering::Acquire);
+        match f(self.clone()).await {
+            Err(status) if session.credentials.is_some() && wants_new_token(&status) => {
+                self.reauthenticate(seen).await?;
+                Ok(f(self.clone()).await?)
+            }
+            result => Ok(result?),
+        }
+    }
+
+    pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(c.kv().range(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(c.kv().put(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn delete_range(
+        &self,
+        req: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(c.kv().delete_range(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
+        self.call(|c| {
+            let req = req.clone();
+            async move { Ok(c.kv().txn(req).await?.into_inner()) }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_files_lose_one_line_break_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let read = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            read_password_file(&path).map_err(|e| e.to_string())
+        };
+        assert_eq!(read("a", "s3cret\n"), Ok("s3cret".to_string()));
+        assert_eq!(read("b", "s3cret\r\n"), Ok("s3cret".to_string()));
+        assert_eq!(read("c", " spaced pw "), Ok(" spaced pw ".to_string()));
+        let empty = read("d", "\n").expect_err("empty");
+        assert!(empty.contains("/d: it is empty"), "{empty}");
+        let two = read("e", "a\nb\n").expect_err("two lines");
+        assert!(two.contains("more than one line"), "{two}");
+        let missing = read_password_file(&dir.path().join("nope")).expect_err("missing");
+        assert!(missing.to_string().contains("/nope: "), "{missing}");
+    }
+
+    #[test]
+    fn credentials_do_not_print_the_password() {
+        let c = Credentials::new("alice", "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
