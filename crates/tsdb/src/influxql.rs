@@ -802,6 +802,15 @@ struct Parser<'a> {
 /// Deepest nesting of parentheses, calls and subqueries a query may have.
 const MAX_NESTING: usize = 100;
 
+/// Deepest expression tree a query may hold: operators, parentheses and calls, counted from
+/// the leaves. A chain `a + b + c ...` is as deep as it is long, and the executor walks trees
+/// recursively, so without this bound a long chain (well under the body limit) overflowed a
+/// server thread's stack (issue 14). InfluxDB 1.6 has no such limit (Go's stacks grow); 500
+/// levels run with room to spare on a 2 MiB thread in a debug build, even inside the deepest
+/// subquery nesting (`tests/deep_expressions.rs`). Long lists of alternatives read better as a
+/// regex anyway (`host =~ /^(a|b|c)$/`).
+pub const MAX_EXPR_DEPTH: usize = 500;
+
 type PResult<T> = Result<T, ParseError>;
 
 /// Parses a (possibly `;`-separated) query.
@@ -1584,7 +1593,6 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Pratt-style binary expression parser.
     /// Runs `f` one nesting level deeper, refusing past [`MAX_NESTING`].
     fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> PResult<T>) -> PResult<T> {
         if self.depth >= MAX_NESTING {
@@ -1599,52 +1607,73 @@ impl<'a> Parser<'a> {
     }
 
     fn expr(&mut self, min_prec: u8) -> PResult<Expr> {
+        self.expr_depth(min_prec).map(|(e, _)| e)
+    }
+
+    /// An expression and the depth of its tree, bounded by [`MAX_EXPR_DEPTH`].
+    fn expr_depth(&mut self, min_prec: u8) -> PResult<(Expr, usize)> {
         self.nested(|p| p.expr_at(min_prec))
     }
 
-    fn expr_at(&mut self, min_prec: u8) -> PResult<Expr> {
-        let mut lhs = self.unary()?;
+    /// Binary operators are folded in a loop (left-associative), so a long chain takes no
+    /// parser stack; the depth of the tree it builds is counted and bounded instead.
+    fn expr_at(&mut self, min_prec: u8) -> PResult<(Expr, usize)> {
+        let (mut lhs, mut depth) = self.unary()?;
         loop {
-            let (t, _) = self.peek();
+            let (t, pos) = self.peek();
             let op = match t {
                 Tok::Op(op) => op,
                 Tok::Star => BinOp::Mul,
                 Tok::Keyword("AND") => BinOp::And,
                 Tok::Keyword("OR") => BinOp::Or,
-                _ => return Ok(lhs),
+                _ => return Ok((lhs, depth)),
             };
             let prec = op.precedence();
             if prec <= min_prec {
-                return Ok(lhs);
+                return Ok((lhs, depth));
             }
             self.bump();
-            let rhs = if matches!(op, BinOp::EqRegex | BinOp::NeqRegex) {
+            let (rhs, rhs_depth) = if matches!(op, BinOp::EqRegex | BinOp::NeqRegex) {
                 match self.next_regex() {
-                    (Tok::Regex(r), _) => Expr::Regex(r),
+                    (Tok::Regex(r), _) => (Expr::Regex(r), 1),
                     (other, pos) => return Err(self.err_at(&other, pos, &["regex"])),
                 }
             } else {
-                self.expr(prec)?
+                self.expr_depth(prec)?
             };
+            depth = self.deeper(depth.max(rhs_depth), pos)?;
             lhs = Expr::bin(op, lhs, rhs);
         }
     }
 
-    fn unary(&mut self) -> PResult<Expr> {
+    /// `depth + 1`, or InfluxDB's style of error at `pos` past [`MAX_EXPR_DEPTH`].
+    fn deeper(&self, depth: usize, pos: usize) -> PResult<usize> {
+        if depth < MAX_EXPR_DEPTH {
+            return Ok(depth + 1);
+        }
+        let (line, ch) = self.line_char(pos, false);
+        Err(ParseError(format!(
+            "expression too deep: more than {MAX_EXPR_DEPTH} nested operators, parentheses or calls at line {line}, char {ch}"
+        )))
+    }
+
+    /// A term and the depth of its tree (1 for a leaf).
+    fn unary(&mut self) -> PResult<(Expr, usize)> {
         let (t, pos) = self.next();
         match t {
             Tok::LParen => {
-                let e = self.expr(0)?;
-                let (t, pos) = self.next();
+                let (e, depth) = self.expr_depth(0)?;
+                let (t, rpos) = self.next();
                 if t != Tok::RParen {
-                    return Err(self.err_at(&t, pos, &[")"]));
+                    return Err(self.err_at(&t, rpos, &[")"]));
                 }
-                Ok(Expr::Paren(Box::new(e)))
+                Ok((Expr::Paren(Box::new(e)), self.deeper(depth, pos)?))
             }
             Tok::Ident(name) => {
                 if self.peek().0 == Tok::LParen {
                     self.bump();
                     let mut args = Vec::new();
+                    let mut depth = 1;
                     if self.peek().0 == Tok::RParen {
                         self.bump();
                     } else {
@@ -1653,7 +1682,9 @@ impl<'a> Parser<'a> {
                                 self.bump();
                                 args.push(Expr::Wildcard);
                             } else {
-                                args.push(self.expr(0)?);
+                                let (arg, d) = self.expr_depth(0)?;
+                                depth = depth.max(d);
+                                args.push(arg);
                             }
                             let (t, pos) = self.next();
                             match t {
@@ -1663,26 +1694,27 @@ impl<'a> Parser<'a> {
                             }
                         }
                     }
-                    return Ok(Expr::Call {
+                    let call = Expr::Call {
                         name: name.to_ascii_lowercase(),
                         args,
-                    });
+                    };
+                    return Ok((call, self.deeper(depth, pos)?));
                 }
                 // `name::type` casts are accepted and ignored.
-                Ok(Expr::VarRef(name))
+                Ok((Expr::VarRef(name), 1))
             }
-            Tok::Str(s) => Ok(Expr::String(s)),
-            Tok::Int(i) => Ok(Expr::Integer(i)),
-            Tok::Num(f) => Ok(Expr::Number(f)),
-            Tok::Dur(d) => Ok(Expr::Duration(d)),
-            Tok::Keyword("TRUE") => Ok(Expr::Bool(true)),
-            Tok::Keyword("FALSE") => Ok(Expr::Bool(false)),
+            Tok::Str(s) => Ok((Expr::String(s), 1)),
+            Tok::Int(i) => Ok((Expr::Integer(i), 1)),
+            Tok::Num(f) => Ok((Expr::Number(f), 1)),
+            Tok::Dur(d) => Ok((Expr::Duration(d), 1)),
+            Tok::Keyword("TRUE") => Ok((Expr::Bool(true), 1)),
+            Tok::Keyword("FALSE") => Ok((Expr::Bool(false), 1)),
             Tok::Op(BinOp::Sub) => {
                 let (t2, pos2) = self.next();
                 match t2 {
-                    Tok::Int(i) => Ok(Expr::Integer(-i)),
-                    Tok::Num(f) => Ok(Expr::Number(-f)),
-                    Tok::Dur(d) => Ok(Expr::Duration(-d)),
+                    Tok::Int(i) => Ok((Expr::Integer(-i), 1)),
+                    Tok::Num(f) => Ok((Expr::Number(-f), 1)),
+                    Tok::Dur(d) => Ok((Expr::Duration(-d), 1)),
                     other => {
                         Err(self.err_at(&other, pos2, &["identifier", "string", "number", "bool"]))
                     }
@@ -1692,7 +1724,7 @@ impl<'a> Parser<'a> {
                 // A regex where a value is expected (e.g. `WHERE /x/`).
                 self.lx.pos = pos;
                 match self.lx.next(true) {
-                    (Tok::Regex(r), _) => Ok(Expr::Regex(r)),
+                    (Tok::Regex(r), _) => Ok((Expr::Regex(r), 1)),
                     (other, p) => {
                         Err(self.err_at(&other, p, &["identifier", "string", "number", "bool"]))
                     }
