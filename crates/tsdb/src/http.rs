@@ -575,7 +575,11 @@ async fn v08_create(
             });
         }
         db.create_database(name).map_err(|e| v08::V08Error {
-            status: 500,
+            status: if matches!(e, Error::Name(_)) {
+                400
+            } else {
+                500
+            },
             message: e.to_string(),
         })?;
         Ok((StatusCode::CREATED, String::new()))

@@ -12,6 +12,7 @@
 //!
 //! Code map:
 //! * [`lineproto`]: line-protocol parser (InfluxDB 1.6 error texts);
+//! * [`names`]: limits on names and the directory names of databases;
 //! * [`storage`]: databases, retention policies, shards; [`wal`]: the group-commit WAL;
 //!   [`segment`] + [`encoding`]: immutable compressed blocks;
 //! * [`influxql`]: parser; [`exec`]: execution; [`json`]: Go-compatible output;
@@ -36,6 +37,7 @@ pub mod influxql;
 pub mod json;
 pub mod lineproto;
 pub mod model;
+pub mod names;
 pub mod sched;
 pub mod segment;
 pub mod storage;

@@ -7,7 +7,8 @@
 //!
 //! Invariants: never panics on any input bytes; a bad line yields an error for that line only,
 //! the good lines of the same body are still returned (InfluxDB's partial-write behaviour);
-//! tags of a returned point are sorted by key and unique; every point has at least one field.
+//! tags of a returned point are sorted by key and unique; every point has at least one field;
+//! keys are within influxd's limits (`crate::names`).
 
 use crate::model::{FieldValue, Point};
 
@@ -170,6 +171,11 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
             break;
         }
     }
+    // The series key as written, limited as influxd limits it (see `names`).
+    let key_len = i.min(line.len());
+    if let Some(e) = crate::names::series_key_error(key_len) {
+        return Err(e);
+    }
     // Separator before the fields.
     if i >= line.len() {
         return Err("missing fields".into());
@@ -196,6 +202,9 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
         }
         if ke >= line.len() || line[ke] != b'=' {
             return Err("missing field value".into());
+        }
+        if let Some(e) = crate::names::field_key_error(key_len, ke - ks) {
+            return Err(e);
         }
         let key = unescape(&line[ks..ke], b",= ")?;
         i = ke + 1;
