@@ -1731,21 +1731,23 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
             });
         }
         let needed: Vec<String> = needed.into_iter().collect();
+        // Linear in the fields (a wide `SELECT *` names tens of thousands).
+        let mut in_projections: std::collections::HashSet<&str> = Default::default();
+        for f in &fields {
+            f.expr.walk(&mut |e| {
+                if let Expr::VarRef(x) = e {
+                    in_projections.insert(x);
+                }
+            });
+        }
         let projected: Vec<bool> = needed
             .iter()
-            .map(|n| {
-                fields.iter().any(|f| {
-                    let mut yes = false;
-                    f.expr.walk(&mut |e| {
-                        if let Expr::VarRef(x) = e
-                            && x == n
-                        {
-                            yes = true;
-                        }
-                    });
-                    yes
-                })
-            })
+            .map(|n| in_projections.contains(n.as_str()))
+            .collect();
+        let needed_at: HashMap<&str, usize> = needed
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
             .collect();
         let needed_refs: Vec<&str> = needed.iter().map(String::as_str).collect();
         for g in groups.values() {
@@ -1809,7 +1811,7 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                 };
                 let projections: Vec<Projection<'_>> = fields
                     .iter()
-                    .map(|f| Projection::compile(&f.expr, &needed))
+                    .map(|f| Projection::compile(&f.expr, &needed_at))
                     .collect();
                 (start..end)
                     .map(|j| {
@@ -1954,11 +1956,12 @@ enum Projection<'e> {
 
 impl<'e> Projection<'e> {
     /// Resolves a bare reference as [`eval`] would: `time`, then a loaded field, then a tag.
-    fn compile(e: &'e Expr, needed: &[String]) -> Projection<'e> {
+    /// `needed_at`: the position of each loaded field.
+    fn compile(e: &'e Expr, needed_at: &HashMap<&str, usize>) -> Projection<'e> {
         match e.unparen() {
             Expr::VarRef(n) if n == "time" => Projection::Time,
-            Expr::VarRef(n) => match needed.iter().position(|f| f == n) {
-                Some(i) => Projection::Field(i),
+            Expr::VarRef(n) => match needed_at.get(n.as_str()) {
+                Some(&i) => Projection::Field(i),
                 None => Projection::Tag(n),
             },
             _ => Projection::Expr(e),

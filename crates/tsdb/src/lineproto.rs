@@ -290,17 +290,8 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
             return Err("duplicate tags".into());
         }
     }
-    // Later duplicates of a field key win, as in InfluxDB.
     if fields.len() > 1 {
-        let mut dedup: Vec<(String, FieldValue)> = Vec::with_capacity(fields.len());
-        for (k, v) in fields {
-            if let Some(slot) = dedup.iter_mut().find(|(dk, _)| *dk == k) {
-                slot.1 = v;
-            } else {
-                dedup.push((k, v));
-            }
-        }
-        fields = dedup;
+        fields = dedup_fields(fields);
     }
     Ok(Point {
         measurement,
@@ -308,6 +299,37 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
         fields,
         time,
     })
+}
+
+/// Later duplicates of a field key win, as in InfluxDB; a key keeps the place of its first
+/// occurrence. Linear in the fields (a hash map past a few): a line may carry tens of thousands.
+fn dedup_fields(fields: Vec<(String, FieldValue)>) -> Vec<(String, FieldValue)> {
+    let n = fields.len();
+    // first[i]: the index of the first field with field i's key.
+    let first: Vec<usize> = if n <= 16 {
+        (0..n)
+            .map(|i| (0..i).find(|&j| fields[j].0 == fields[i].0).unwrap_or(i))
+            .collect()
+    } else {
+        let mut seen = std::collections::HashMap::with_capacity(n);
+        (0..n)
+            .map(|i| *seen.entry(fields[i].0.as_str()).or_insert(i))
+            .collect()
+    };
+    if first.iter().enumerate().all(|(i, &f)| f == i) {
+        return fields;
+    }
+    let mut out: Vec<(String, FieldValue)> = Vec::with_capacity(n);
+    let mut at = vec![0; n];
+    for (i, (k, v)) in fields.into_iter().enumerate() {
+        if first[i] == i {
+            at[i] = out.len();
+            out.push((k, v));
+        } else {
+            out[at[first[i]]].1 = v;
+        }
+    }
+    out
 }
 
 fn parse_scalar(v: &[u8]) -> Result<FieldValue, String> {

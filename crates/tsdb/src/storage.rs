@@ -372,25 +372,28 @@ impl ShardState {
                 }
             }
         }
+        let find = |cols: &[(String, Column)]| -> Vec<Option<usize>> {
+            let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+            crate::model::positions(&names, fields)
+        };
         for fz in &self.frozen {
             if let Some(cols) = fz.series.get(&sid) {
-                for (slot, field) in acc.iter_mut().zip(fields) {
-                    if let Some((_, c)) = cols.iter().find(|(n, _)| n == field) {
-                        add(slot, c.clone());
+                for (slot, at) in acc.iter_mut().zip(find(cols)) {
+                    if let Some(i) = at {
+                        add(slot, cols[i].1.clone());
                     }
                 }
             }
         }
         let head_cols: Vec<Option<Column>> = {
             let stripe = self.head.stripe(sid);
-            let head = stripe.get(&sid);
-            fields
-                .iter()
-                .map(|field| {
-                    head.and_then(|h| h.fields.iter().find(|(n, _)| n == field))
-                        .map(|(_, c)| c.clone())
-                })
-                .collect()
+            match stripe.get(&sid) {
+                Some(h) => find(&h.fields)
+                    .into_iter()
+                    .map(|at| at.map(|i| h.fields[i].1.clone()))
+                    .collect(),
+                None => fields.iter().map(|_| None).collect(),
+            }
         };
         for (slot, c) in acc.iter_mut().zip(head_cols) {
             if let Some(mut c) = c {
@@ -1722,16 +1725,42 @@ fn apply_points(st: &ShardState, accepted: &[(u32, &Point)]) {
 }
 
 /// Appends one point to a series' head; returns the number of values added.
+///
+/// Linear in the point's fields: a point's fields usually come in the order of the head's, so
+/// the next column is tried first; a miss in a wide series falls back to a map of the columns.
 fn apply_point(h: &mut SeriesHead, p: &Point) -> usize {
     let mut added = 0;
+    let mut next = 0;
+    let mut index: Option<HashMap<String, usize>> = None;
     for (f, v) in &p.fields {
-        let col = match h.fields.iter_mut().position(|(n, _)| n == f) {
-            Some(i) => &mut h.fields[i].1,
+        let found = if h.fields.get(next).is_some_and(|(n, _)| n == f) {
+            Some(next)
+        } else if h.fields.len() <= 16 {
+            h.fields.iter().position(|(n, _)| n == f)
+        } else {
+            index
+                .get_or_insert_with(|| {
+                    h.fields
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (n, _))| (n.clone(), i))
+                        .collect()
+                })
+                .get(f)
+                .copied()
+        };
+        let i = match found {
+            Some(i) => i,
             None => {
                 h.fields.push((f.clone(), Column::new(v.field_type())));
-                &mut h.fields.last_mut().expect("just pushed").1
+                if let Some(index) = &mut index {
+                    index.insert(f.clone(), h.fields.len() - 1);
+                }
+                h.fields.len() - 1
             }
         };
+        next = i + 1;
+        let col = &mut h.fields[i].1;
         if col.values.push(v) {
             col.times.push(p.time);
             added += 1;
