@@ -766,6 +766,26 @@ fn tok_text(t: &Tok) -> String {
     }
 }
 
+/// Parses a duration as InfluxQL writes one (`90s`, `1h30m`, `500ms`, `2d`; `0` alone is zero)
+/// into nanoseconds: the form of the `torc tsdb` flags that mirror influxd's duration
+/// settings (`query-timeout`).
+pub fn parse_duration(text: &str) -> Result<i64, ParseError> {
+    let text = text.trim();
+    let mut lx = Lexer { src: text, pos: 0 };
+    let (tok, _) = lx.next(false);
+    let ns = match tok {
+        Tok::Dur(d) if d >= 0 => d,
+        Tok::Int(0) => 0,
+        _ => -1,
+    };
+    if ns < 0 || lx.pos != text.len() {
+        return Err(ParseError(format!(
+            "invalid duration {text:?}: expected a number and a unit (ns, u, ms, s, m, h, d, w), e.g. 60s"
+        )));
+    }
+    Ok(ns)
+}
+
 /// Formats nanoseconds as InfluxQL writes a duration literal (`1h`, `90s`, `1500ms`).
 pub fn format_duration(d: i64) -> String {
     if d == 0 {
@@ -1789,6 +1809,17 @@ mod tests {
                 offset: 0
             }]
         );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(60_000_000_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000_000_000));
+        assert_eq!(parse_duration(" 500ms "), Ok(500_000_000));
+        assert_eq!(parse_duration("0"), Ok(0));
+        for bad in ["", "60", "-1s", "1x", "1s junk", "s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

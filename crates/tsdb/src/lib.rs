@@ -15,7 +15,8 @@
 //! * [`names`]: limits on names and the directory names of databases;
 //! * [`storage`]: databases, retention policies, shards; [`wal`]: the group-commit WAL;
 //!   [`segment`] + [`encoding`]: immutable compressed blocks;
-//! * [`influxql`]: parser; [`exec`]: execution; [`json`]: Go-compatible output;
+//! * [`influxql`]: parser; [`exec`]: execution, bounded by [`limits`]; [`json`]: Go-compatible
+//!   output;
 //! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`sched`]: a scheduling
 //!   hint for query threads;
 //! * [`users`]: the user catalog and the user statements; [`auth`]: credentials, password
@@ -35,6 +36,7 @@ pub mod exec;
 pub mod http;
 pub mod influxql;
 pub mod json;
+pub mod limits;
 pub mod lineproto;
 pub mod model;
 pub mod names;

@@ -69,15 +69,48 @@ pub struct Options {
     /// InfluxDB's `[http] auth-enabled`: requests must authenticate once an admin user exists
     /// (see [`crate::auth`]).
     pub auth_enabled: bool,
+    /// InfluxDB's `max-select-point`: most points a `SELECT` may read (and `GROUP BY time`
+    /// buckets it may build), see [`crate::limits`]; 0 = no limit.
+    pub max_select_point: usize,
+    /// InfluxDB's `max-select-series`: most series a `SELECT` may read; 0 = no limit.
+    pub max_select_series: usize,
+    /// InfluxDB's `max-select-buckets`: most `GROUP BY time` buckets per group; 0 = no limit.
+    pub max_select_buckets: usize,
+    /// InfluxDB's `query-timeout`: longest a `/query` request may run; zero = no limit.
+    pub query_timeout: std::time::Duration,
 }
 
 impl Default for Options {
+    /// influxd 1.6 sets no query limit; torc does, because a rack's services must not grow
+    /// without bound. A point costs a query about 100 bytes while it runs (its column, its row
+    /// slot, its result cell), so 10 million points bound a query near 1 GB; the rack's
+    /// interactive queries (a day of one-second samples of a few dozen series) read well under
+    /// a million. 100,000 series is ten times a large rack's. A million buckets is a day and a
+    /// half at one-second resolution per group (torc refused more before these settings
+    /// existed). A minute is far longer than any interactive query and frees a server thread
+    /// that a runaway query would hold.
     fn default() -> Self {
         Options {
             max_series_per_database: 1_000_000,
             flush_values: 20_000_000,
             max_segments: 8,
             auth_enabled: false,
+            max_select_point: 10_000_000,
+            max_select_series: 100_000,
+            max_select_buckets: 1_000_000,
+            query_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl Options {
+    /// The query limits of these options.
+    pub fn query_limits(&self) -> crate::limits::QueryLimits {
+        crate::limits::QueryLimits {
+            max_select_point: self.max_select_point,
+            max_select_series: self.max_select_series,
+            max_select_buckets: self.max_select_buckets,
+            query_timeout: self.query_timeout,
         }
     }
 }

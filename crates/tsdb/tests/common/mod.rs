@@ -72,8 +72,9 @@ impl Influxd {
         Influxd::start_with("  auth-enabled = true\n").await
     }
 
-    /// `http` is appended to the `[http]` section of the config.
-    async fn start_with(http: &str) -> Influxd {
+    /// `http` is appended to the `[http]` section of the config (the last one, so `http` may
+    /// open further sections, e.g. `[coordinator]` for the query limits).
+    pub async fn start_with(http: &str) -> Influxd {
         let bin = require("influxd");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
