@@ -303,7 +303,7 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
 
 /// Later duplicates of a field key win, as in InfluxDB; a key keeps the place of its first
 /// occurrence. Linear in the fields (a hash map past a few): a line may carry tens of thousands.
-fn dedup_fields(fields: Vec<(String, FieldValue)>) -> Vec<(String, FieldValue)> {
+pub(crate) fn dedup_fields(fields: Vec<(String, FieldValue)>) -> Vec<(String, FieldValue)> {
     let n = fields.len();
     // first[i]: the index of the first field with field i's key.
     let first: Vec<usize> = if n <= 16 {
