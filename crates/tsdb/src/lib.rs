@@ -20,7 +20,8 @@
 //! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`sched`]: a scheduling
 //!   hint for query threads;
 //! * [`users`]: the user catalog and the user statements; [`auth`]: credentials, password
-//!   checks, privileges.
+//!   checks, privileges;
+//! * `fuzzing`: the checks of the fuzz targets in `tests/fuzz.rs` (not API).
 //!
 //! Invariants (details in each module): an acknowledged write is durable (WAL fsync before the
 //! answer), and so is an acknowledged user change (`meta.json` replaced atomically); storage
@@ -33,6 +34,9 @@ pub mod auth;
 pub mod encoding;
 pub mod error;
 pub mod exec;
+/// Not API: entry points for the fuzz targets of `tests/fuzz.rs`.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod influxql;
 pub mod json;

@@ -1,0 +1,905 @@
+//! Fuzz targets on the stable toolchain: `tsdb-lineproto` (a `/write` body through the
+//! line-protocol parser), `tsdb-influxql` (query text through the InfluxQL parser and the
+//! executor) and `tsdb-v08` (a 0.8 query through the shim, a 0.8 write body through its
+//! parser). The checks are in `torc_tsdb::fuzzing`; this file is the driver, the same as
+//! `crates/dns/tests/fuzz.rs`'s.
+//!
+//! How an input is made: the driver mutates raw bytes (bit flips, byte changes, inserted and
+//! deleted runs, splices of two inputs, dictionary tokens, repeated runs), and
+//! `arbitrary::Unstructured` turns them into a structured input (lines of measurements, tags,
+//! fields and timestamps; statements from InfluxQL's clauses; 0.8 queries and JSON bodies), so
+//! most inputs get past the first checks while any byte string stays reachable. Feedback
+//! without coverage instrumentation (which needs nightly): an input that does something new (a
+//! new signature from the target: what parsed, what ran, an error of a new kind) joins the
+//! corpus and is mutated further.
+//!
+//! Two ways to run:
+//! - in the test suite (these `#[test]`s): every input kept in `fuzz/corpus/<target>/` (the
+//!   regression cases), then a few thousand inputs from a fixed seed, bounded to ~2 s each;
+//! - for as long as asked: `scripts/fuzz tsdb-influxql 300` (runs `long_run` below with
+//!   `TORC_FUZZ_TARGET`, `TORC_FUZZ_SECONDS` and `TORC_FUZZ_SAVE=1`): a random seed, and new
+//!   interesting inputs are written to the corpus. A crash (a panic, a broken check, or an input
+//!   taking over a second) is written to `fuzz/crashes/<target>-<hash>` and fails the run; add it
+//!   to the corpus once fixed, and it is a regression case from then on.
+
+use std::{
+    collections::HashSet,
+    panic::{AssertUnwindSafe, catch_unwind},
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use arbitrary::Unstructured;
+use torc_tsdb::fuzzing::{self, Fixture};
+
+/// One fuzz target.
+struct Target {
+    name: &'static str,
+    /// Bytes -> structured input -> the check; `Ok(signature)` or `Err(violation)`.
+    run: fn(&[u8]) -> Result<String, String>,
+    /// The structured input the bytes become, for reading a crash (the `show` test).
+    show: fn(&[u8]) -> String,
+    /// Tokens worth inserting whole.
+    dictionary: &'static [&'static [u8]],
+    /// Inputs per test-suite run, after the corpus.
+    ci_inputs: usize,
+}
+
+const TARGETS: &[Target] = &[
+    Target {
+        name: "tsdb-lineproto",
+        run: run_lineproto,
+        show: show_lineproto,
+        dictionary: &[
+            b"\\",
+            b"\\ ",
+            b"\\,",
+            b"\\=",
+            b"\"",
+            b"\\\"",
+            b",",
+            b"=",
+            b" ",
+            b"\n",
+            b"\r\n",
+            b"#",
+            b"i",
+            b"u",
+            b"e+",
+            b"true",
+            b"F",
+            b"-",
+            b"9223372036854775808",
+            b"-9223372036854775808i",
+            b"1e309",
+            b"time",
+            b"\xc3",
+            b"\xe2\x82\xac",
+        ],
+        ci_inputs: 20_000,
+    },
+    Target {
+        name: "tsdb-influxql",
+        run: run_influxql,
+        show: show_influxql,
+        dictionary: &[
+            b"SELECT ",
+            b" FROM ",
+            b" WHERE ",
+            b" GROUP BY ",
+            b"time(",
+            b"fill(",
+            b" AND ",
+            b" OR ",
+            b"(",
+            b")",
+            b"\"",
+            b"'",
+            b"/",
+            b"=~",
+            b"!~",
+            b"*",
+            b",",
+            b";",
+            b"::",
+            b"--",
+            b"now()",
+            b"1h",
+            b"-10m",
+            b"9223372036854775807",
+            b"1e308",
+            b" LIMIT ",
+            b" SLIMIT ",
+            b" ORDER BY time DESC",
+            b"(SELECT ",
+            b"cpu",
+            b"usage",
+            b"host",
+            b"\\",
+            b"\n",
+        ],
+        ci_inputs: 4_000,
+    },
+    Target {
+        name: "tsdb-v08",
+        run: run_v08,
+        show: show_v08,
+        dictionary: &[
+            b"select ",
+            b" from ",
+            b" where ",
+            b"list series",
+            b" order asc",
+            b" limit ",
+            b"/",
+            b"\"",
+            b"'",
+            b"[",
+            b"]",
+            b"{",
+            b"}",
+            b"\"columns\"",
+            b"\"points\"",
+            b"\"name\"",
+            b"\"time\"",
+            b"null",
+            b"1e400",
+            b"-0",
+        ],
+        ci_inputs: 4_000,
+    },
+];
+
+/// All the bytes not used yet.
+fn rest<'a>(u: &mut Unstructured<'a>) -> arbitrary::Result<&'a [u8]> {
+    let n = u.len();
+    u.bytes(n)
+}
+
+/// A few bytes of the input as text.
+fn junk(u: &mut Unstructured<'_>, max: usize) -> arbitrary::Result<String> {
+    let n = u.int_in_range(0..=max)?;
+    Ok(String::from_utf8_lossy(u.bytes(n.min(u.len()))?).into_owned())
+}
+
+const NAMES: &[&str] = &[
+    "cpu", "m", "a b", "a,b", "x=y", "time", "é", "\\", "#c", "_", "0", "\"q\"", "",
+];
+const VALUES: &[&str] = &[
+    "1",
+    "-1.5",
+    "1e10",
+    "1E-3",
+    ".5",
+    "5.",
+    "1i",
+    "-9223372036854775808i",
+    "9223372036854775808i",
+    "1u",
+    "t",
+    "TRUE",
+    "false",
+    "f",
+    "\"s\"",
+    "\"a\\\"b\"",
+    "\"\\\\\"",
+    "\"open",
+    "nan",
+    "inf",
+    "1e309",
+    "+1",
+    "--1",
+    "0x10",
+    "",
+];
+const TIMES: &[&str] = &[
+    "",
+    "0",
+    "1",
+    "-1",
+    "1600000000000000000",
+    "9223372036854775806",
+    "9223372036854775807",
+    "-9223372036854775806",
+    "-9223372036854775808",
+    "1.5",
+    "1e9",
+    "x",
+];
+
+/// One line of line protocol, built from pieces (or raw bytes).
+fn lp_line(u: &mut Unstructured<'_>, out: &mut Vec<u8>) -> arbitrary::Result<()> {
+    if u.ratio(1, 10)? {
+        out.extend_from_slice(junk(u, 40)?.as_bytes());
+        return Ok(());
+    }
+    if u.ratio(1, 20)? {
+        out.extend_from_slice(b"  \t");
+    }
+    out.extend_from_slice(u.choose(NAMES)?.as_bytes());
+    for _ in 0..u.int_in_range(0..=4u8)? {
+        out.push(b',');
+        out.extend_from_slice(u.choose(NAMES)?.as_bytes());
+        if u.ratio(9, 10)? {
+            out.push(b'=');
+        }
+        out.extend_from_slice(u.choose(NAMES)?.as_bytes());
+    }
+    out.extend_from_slice(if u.ratio(9, 10)? { b" " } else { b"  " });
+    let fields = if u.ratio(1, 50)? {
+        u.int_in_range(100..=3000u16)?
+    } else {
+        u.int_in_range(0..=5u16)?
+    };
+    for i in 0..fields {
+        if i > 0 {
+            out.push(b',');
+        }
+        if fields > 50 {
+            out.extend_from_slice(format!("f{}", i % 97).as_bytes());
+        } else {
+            out.extend_from_slice(u.choose(NAMES)?.as_bytes());
+        }
+        out.push(b'=');
+        out.extend_from_slice(u.choose(VALUES)?.as_bytes());
+    }
+    let t = u.choose(TIMES)?;
+    if !t.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(t.as_bytes());
+    }
+    Ok(())
+}
+
+/// A `/write` body and its precision.
+fn lineproto_input(data: &[u8]) -> arbitrary::Result<(Vec<u8>, u8)> {
+    let mut u = Unstructured::new(data);
+    let precision = u.arbitrary()?;
+    if u.ratio(1, 8)? {
+        return Ok((rest(&mut u)?.to_vec(), precision));
+    }
+    let mut body = Vec::new();
+    for i in 0..u.int_in_range(1..=6u8)? {
+        if i > 0 {
+            body.extend_from_slice(if u.ratio(9, 10)? { b"\n" } else { b"\r\n" });
+        }
+        lp_line(&mut u, &mut body)?;
+    }
+    Ok((body, precision))
+}
+
+fn run_lineproto(data: &[u8]) -> Result<String, String> {
+    match lineproto_input(data) {
+        Ok((body, precision)) => fuzzing::lineproto(&body, precision),
+        Err(_) => Ok("no input".to_owned()),
+    }
+}
+
+fn show_lineproto(data: &[u8]) -> String {
+    format!(
+        "{:?}",
+        lineproto_input(data).map(|(b, p)| (String::from_utf8_lossy(&b).into_owned(), p))
+    )
+}
+
+/// The fixture of the query targets (a database with data, made once per test process).
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<(tempfile::TempDir, Fixture)> = OnceLock::new();
+    &FIXTURE
+        .get_or_init(|| {
+            // In memory where there is a tmpfs: a statement that changes state makes a fresh
+            // database (files and fsyncs), and a loaded disk's fsync latency is not the kind
+            // of slowness the targets look for.
+            let dir = tempfile::tempdir_in("/dev/shm")
+                .or_else(|_| tempfile::tempdir())
+                .expect("a temp dir");
+            let fixture = Fixture::new(dir.path());
+            (dir, fixture)
+        })
+        .1
+}
+
+const IDENTS: &[&str] = &[
+    "cpu",
+    "m",
+    "usage",
+    "idle",
+    "up",
+    "note",
+    "host",
+    "region",
+    "v",
+    "w",
+    "k",
+    "\"tag x\"",
+    "\"weird,name\"",
+    "\"quoted\"",
+    "time",
+    "nope",
+    "\"\"",
+    "fuzz.autogen.cpu",
+    "other..cpu",
+    "fuzz.short.cpu",
+    "/c.*/",
+    "/^m$/",
+    "/(/",
+    "*",
+];
+const LITERALS: &[&str] = &[
+    "1",
+    "-1.5",
+    "0",
+    "1e308",
+    "9223372036854775807",
+    "'h1'",
+    "'east'",
+    "'a b'",
+    "''",
+    "'it''s'",
+    "true",
+    "now()",
+    "now() - 1h",
+    "1600000000s",
+    "'2020-09-13T12:26:40Z'",
+    "'bad time'",
+    "1h30m",
+    "/h[0-9]/",
+    "/(/",
+    "-9223372036854775808",
+];
+const FUNCTIONS: &[&str] = &[
+    "count",
+    "mean",
+    "sum",
+    "min",
+    "max",
+    "first",
+    "last",
+    "median",
+    "mode",
+    "spread",
+    "stddev",
+    "percentile",
+    "distinct",
+    "top",
+    "bottom",
+    "derivative",
+    "non_negative_derivative",
+    "difference",
+    "cumulative_sum",
+    "moving_average",
+    "abs",
+    "round",
+    "log",
+    "pow",
+    "sample",
+    "holt_winters",
+    "nope",
+];
+const OPS: &[&str] = &[
+    " + ", " - ", " * ", " / ", " % ", " & ", " | ", " ^ ", " = ", " != ", " <> ", " < ", " <= ",
+    " > ", " >= ", " =~ ", " !~ ", " AND ", " OR ",
+];
+const STATEMENTS: &[&str] = &[
+    "SHOW DATABASES",
+    "SHOW MEASUREMENTS",
+    "SHOW SERIES",
+    "SHOW TAG KEYS",
+    "SHOW FIELD KEYS",
+    "SHOW RETENTION POLICIES ON fuzz",
+    "SHOW USERS",
+    "SHOW SERIES CARDINALITY",
+    "SHOW MEASUREMENT CARDINALITY",
+    "SHOW CONTINUOUS QUERIES",
+    "SHOW GRANTS FOR u",
+    "CREATE DATABASE x",
+    "DROP DATABASE fuzz",
+    "DROP SERIES FROM cpu",
+    "DROP MEASUREMENT cpu",
+    "CREATE RETENTION POLICY r ON fuzz DURATION 1h REPLICATION 1 DEFAULT",
+    "ALTER RETENTION POLICY autogen ON fuzz DURATION 2h",
+    "DROP RETENTION POLICY autogen ON fuzz",
+    "CREATE USER u WITH PASSWORD 'p' WITH ALL PRIVILEGES",
+    "GRANT READ ON fuzz TO u",
+    "REVOKE ALL PRIVILEGES FROM u",
+    "SET PASSWORD FOR u = 'q'",
+    "DROP USER u",
+];
+
+/// An expression of up to `depth` levels.
+fn expr(u: &mut Unstructured<'_>, depth: u8, out: &mut String) -> arbitrary::Result<()> {
+    match u.int_in_range(0..=9u8)? {
+        0..=2 => out.push_str(u.choose(IDENTS)?),
+        3..=4 => out.push_str(u.choose(LITERALS)?),
+        5..=6 if depth > 0 => {
+            out.push_str(u.choose(FUNCTIONS)?);
+            out.push('(');
+            for i in 0..u.int_in_range(0..=3u8)? {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                expr(u, depth - 1, out)?;
+            }
+            out.push(')');
+        }
+        7 if depth > 0 => {
+            out.push('(');
+            expr(u, depth - 1, out)?;
+            out.push(')');
+        }
+        8 if depth > 0 => {
+            // A long chain.
+            let n = if u.ratio(1, 20)? {
+                600
+            } else {
+                u.int_in_range(2..=30)?
+            };
+            let op = *u.choose(OPS)?;
+            for i in 0..n {
+                if i > 0 {
+                    out.push_str(op);
+                }
+                out.push_str(u.choose(IDENTS)?);
+            }
+        }
+        _ if depth > 0 => {
+            expr(u, depth - 1, out)?;
+            out.push_str(u.choose(OPS)?);
+            expr(u, depth - 1, out)?;
+        }
+        _ => out.push_str(u.choose(LITERALS)?),
+    }
+    Ok(())
+}
+
+/// A SELECT statement built from InfluxQL's clauses.
+fn select(u: &mut Unstructured<'_>, nesting: u8, out: &mut String) -> arbitrary::Result<()> {
+    out.push_str("SELECT ");
+    for i in 0..u.int_in_range(1..=3u8)? {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        expr(u, 3, out)?;
+        if u.ratio(1, 5)? {
+            out.push_str(" AS ");
+            out.push_str(u.choose(IDENTS)?);
+        }
+    }
+    out.push_str(" FROM ");
+    if nesting > 0 && u.ratio(1, 5)? {
+        out.push('(');
+        select(u, nesting - 1, out)?;
+        out.push(')');
+    } else {
+        out.push_str(u.choose(IDENTS)?);
+    }
+    if u.ratio(2, 3)? {
+        out.push_str(" WHERE ");
+        expr(u, 4, out)?;
+        if u.ratio(1, 2)? {
+            out.push_str(" AND time >= ");
+            out.push_str(u.choose(LITERALS)?);
+        }
+        if u.ratio(1, 3)? {
+            out.push_str(" AND time < ");
+            out.push_str(u.choose(LITERALS)?);
+        }
+    }
+    if u.ratio(1, 2)? {
+        out.push_str(" GROUP BY ");
+        match u.int_in_range(0..=4u8)? {
+            0 => out.push('*'),
+            1 => out.push_str(u.choose(IDENTS)?),
+            2 => out.push_str(&format!(
+                "time({}{})",
+                u.choose(&["1s", "7s", "1m", "1h", "1u", "0s", "-1s", "1000w"])?,
+                u.choose(&["", ", 3s", ", -1m"])?
+            )),
+            _ => out.push_str(&format!("time(10s), {}", u.choose(IDENTS)?)),
+        }
+        if u.ratio(1, 2)? {
+            out.push_str(&format!(
+                " fill({})",
+                u.choose(&["null", "none", "previous", "linear", "0", "-1.5", "x"])?
+            ));
+        }
+    }
+    if u.ratio(1, 4)? {
+        out.push_str(u.choose(&[" ORDER BY time DESC", " ORDER BY time ASC", " ORDER BY v"])?);
+    }
+    for clause in [" LIMIT ", " OFFSET ", " SLIMIT ", " SOFFSET "] {
+        if u.ratio(1, 6)? {
+            out.push_str(clause);
+            out.push_str(u.choose(&["0", "1", "3", "-1", "99999999999999999999"])?);
+        }
+    }
+    Ok(())
+}
+
+/// Query text: statements from InfluxQL's clauses, or raw bytes.
+fn influxql_input(data: &[u8]) -> arbitrary::Result<String> {
+    let mut u = Unstructured::new(data);
+    if u.ratio(1, 8)? {
+        return Ok(String::from_utf8_lossy(rest(&mut u)?).into_owned());
+    }
+    let mut q = String::new();
+    for i in 0..u.int_in_range(1..=3u8)? {
+        if i > 0 {
+            q.push_str("; ");
+        }
+        match u.int_in_range(0..=9u8)? {
+            0..=6 => select(&mut u, 3, &mut q)?,
+            7 => q.push_str(&junk(&mut u, 30)?),
+            _ => {
+                q.push_str(u.choose(STATEMENTS)?);
+                if u.ratio(1, 3)? {
+                    q.push_str(" WHERE ");
+                    expr(&mut u, 2, &mut q)?;
+                }
+            }
+        }
+    }
+    Ok(q)
+}
+
+fn run_influxql(data: &[u8]) -> Result<String, String> {
+    match influxql_input(data) {
+        Ok(q) => fuzzing::influxql(fixture(), &q),
+        Err(_) => Ok("no input".to_owned()),
+    }
+}
+
+fn show_influxql(data: &[u8]) -> String {
+    format!("{:?}", influxql_input(data))
+}
+
+/// A 0.8 query, a 0.8 write body and a precision.
+fn v08_input(data: &[u8]) -> arbitrary::Result<(String, Vec<u8>, u8)> {
+    let mut u = Unstructured::new(data);
+    {
+        let precision = u.arbitrary()?;
+        let query = if u.ratio(1, 6)? {
+            junk(&mut u, 60)?
+        } else if u.ratio(1, 4)? {
+            format!(
+                "list series {}",
+                u.choose(&["", "/c/", "/(/", "/^m$/", "x"])?
+            )
+        } else {
+            let mut q = format!(
+                "select {} from {}",
+                u.choose(&["*", "usage", "usage, idle", "note", "count(usage)", "host"])?,
+                u.choose(&["cpu", "m", "/c.*/", "nope", "\"weird,name\""])?
+            );
+            if u.ratio(1, 2)? {
+                q.push_str(" where ");
+                expr(&mut u, 2, &mut q)?;
+            }
+            if u.ratio(1, 3)? {
+                q.push_str(" group by time(1m)");
+            }
+            q.push_str(u.choose(&["", " order asc", " order desc", " order"])?);
+            if u.ratio(1, 3)? {
+                q.push_str(&format!(" limit {}", u.choose(&["1", "0", "-5", "x"])?));
+            }
+            q
+        };
+        let body = if u.ratio(1, 5)? {
+            rest(&mut u)?.to_vec()
+        } else {
+            let mut series = Vec::new();
+            for _ in 0..u.int_in_range(0..=2u8)? {
+                let cols: Vec<&str> = (0..u.int_in_range(0..=4u8)?)
+                    .map(|_| {
+                        u.choose(&["time", "v", "host", "sequence_number", "v", ""])
+                            .copied()
+                    })
+                    .collect::<arbitrary::Result<_>>()?;
+                let mut points = Vec::new();
+                for _ in 0..u.int_in_range(0..=3u8)? {
+                    let row: Vec<&str> = (0..cols.len() + usize::from(u.ratio(1, 10)?))
+                        .map(|_| {
+                            u.choose(&["1", "1.5", "\"a\"", "true", "null", "[]", "-1e300", "{}"])
+                                .copied()
+                        })
+                        .collect::<arbitrary::Result<_>>()?;
+                    points.push(format!("[{}]", row.join(",")));
+                }
+                let quoted: Vec<String> = cols.iter().map(|c| format!("{c:?}")).collect();
+                series.push(format!(
+                    r#"{{"name":{},"columns":[{}],"points":[{}]}}"#,
+                    u.choose(&["\"m\"", "\"\"", "1", "\"a b\""])?,
+                    quoted.join(","),
+                    points.join(",")
+                ));
+            }
+            format!("[{}]", series.join(",")).into_bytes()
+        };
+        Ok((query, body, precision))
+    }
+}
+
+fn run_v08(data: &[u8]) -> Result<String, String> {
+    match v08_input(data) {
+        Ok((q, body, precision)) => fuzzing::v08(fixture(), &q, &body, precision),
+        Err(_) => Ok("no input".to_owned()),
+    }
+}
+
+fn show_v08(data: &[u8]) -> String {
+    format!(
+        "{:?}",
+        v08_input(data).map(|(q, b, p)| (q, String::from_utf8_lossy(&b).into_owned(), p))
+    )
+}
+
+/// xorshift64*: the driver's only randomness, seeded, so a run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A mutated copy of `input`: one to four changes.
+fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], dictionary: &[&[u8]]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(out.len() + 1);
+        match rng.below(8) {
+            0 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out[i] ^= 1 << rng.below(8);
+            }
+            1 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out[i] = rng.next() as u8;
+            }
+            2 => {
+                let n = 1 + rng.below(8);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                out.splice(at..at, bytes);
+            }
+            3 if !out.is_empty() => {
+                let end = (at + 1 + rng.below(16)).min(out.len());
+                out.drain(at.min(end)..end);
+            }
+            4 if !corpus.is_empty() => {
+                // Splice: our head, another input's tail.
+                let other = &corpus[rng.below(corpus.len())];
+                let from = rng.below(other.len() + 1);
+                out.truncate(at);
+                out.extend_from_slice(&other[from..]);
+            }
+            5 if !dictionary.is_empty() => {
+                let token = dictionary[rng.below(dictionary.len())];
+                out.splice(at..at, token.iter().copied());
+            }
+            6 if !out.is_empty() => {
+                // Repeat a run: deep nesting and long inputs.
+                let end = (at + 1 + rng.below(8)).min(out.len());
+                let run = out[at.min(end)..end].to_vec();
+                for _ in 0..rng.below(16) {
+                    out.splice(at..at, run.iter().copied());
+                }
+            }
+            _ => {
+                let n = 1 + rng.below(4);
+                out.extend((0..n).map(|_| rng.next() as u8));
+            }
+        }
+    }
+    out.truncate(4096);
+    out
+}
+
+fn fuzz_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+fn corpus_dir(target: &Target) -> PathBuf {
+    fuzz_dir().join("corpus").join(target.name)
+}
+
+/// A short stable name for an input's file.
+fn file_name(input: &[u8]) -> String {
+    // FNV-1a: stable across runs and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in input {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Inputs kept in memory to mutate, at most; past it a new one replaces a random one.
+const MAX_CORPUS: usize = 20_000;
+/// New inputs written to the corpus directory per run, at most: a signature that turns out to
+/// be too fine (it took in text of the input) must not flood the repository.
+const MAX_SAVED: usize = 500;
+
+/// What a run found.
+#[derive(Debug, Default)]
+struct Report {
+    executed: usize,
+    signatures: usize,
+    corpus: usize,
+    saved: usize,
+}
+
+/// Runs one input; a panic, a violation or a slow input is a crash: written to
+/// `fuzz/crashes/` and returned as the failure.
+fn execute(target: &Target, input: &[u8], slow: Duration) -> Result<String, String> {
+    let started = Instant::now();
+    let result = catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
+    let took = started.elapsed();
+    let problem = match result {
+        Ok(Ok(signature)) if took <= slow => return Ok(signature),
+        Ok(Ok(_)) => format!("took {took:?}"),
+        Ok(Err(violation)) => violation,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            format!("panicked: {message}")
+        }
+    };
+    let dir = fuzz_dir().join("crashes");
+    let path = dir.join(format!("{}-{}", target.name, file_name(input)));
+    let saved = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, input))
+        .map_or_else(
+            |e| format!("(not saved: {e})"),
+            |()| path.display().to_string(),
+        );
+    Err(format!(
+        "{}: {problem}\n  input ({} bytes): {input:02x?}\n  saved as {saved}",
+        target.name,
+        input.len()
+    ))
+}
+
+/// Runs `target`: its corpus, then inputs mutated from it until `budget` inputs or `time` pass.
+fn fuzz(target: &Target, seed: u64, budget: usize, time: Duration, save: bool) -> Report {
+    let slow = if cfg!(debug_assertions) {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut report = Report::default();
+    let mut seen = HashSet::new();
+    let mut corpus: Vec<Vec<u8>> = Vec::new();
+    let dir = corpus_dir(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    for path in files {
+        let input = std::fs::read(&path).unwrap_or_default();
+        let signature = execute(target, &input, slow).unwrap_or_else(|crash| {
+            panic!(
+                "corpus file {} (a regression case):\n{crash}",
+                path.display()
+            )
+        });
+        report.executed += 1;
+        seen.insert(signature);
+        corpus.push(input);
+    }
+    report.corpus = corpus.len();
+    if corpus.is_empty() {
+        corpus.push(Vec::new());
+    }
+    let mut rng = Rng(seed | 1);
+    let started = Instant::now();
+    while report.executed < budget && started.elapsed() < time {
+        let parent = &corpus[rng.below(corpus.len())];
+        let input = mutate(&mut rng, parent, &corpus, target.dictionary);
+        let signature = execute(target, &input, slow).unwrap_or_else(|crash| panic!("{crash}"));
+        report.executed += 1;
+        if seen.insert(signature) {
+            if save && report.saved < MAX_SAVED {
+                let path = dir.join(file_name(&input));
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| std::fs::write(&path, &input))
+                    .unwrap_or_else(|e| panic!("cannot save {}: {e}", path.display()));
+                report.saved += 1;
+            }
+            if corpus.len() < MAX_CORPUS {
+                corpus.push(input);
+            } else {
+                let victim = rng.below(corpus.len());
+                corpus[victim] = input;
+            }
+        }
+    }
+    report.signatures = seen.len();
+    report
+}
+
+fn target(name: &str) -> &'static Target {
+    TARGETS
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no fuzz target {name:?}"))
+}
+
+/// The test-suite run of a target: its corpus, then its `ci_inputs` from `seed`, at most 2 s;
+/// the inputs must reach at least `outcomes` signatures (else the generator is broken).
+fn ci_run(name: &str, seed: u64, outcomes: usize) {
+    let t = target(name);
+    let report = fuzz(t, seed, t.ci_inputs, Duration::from_secs(2), false);
+    eprintln!("{name}: {report:?}");
+    assert!(report.executed >= 50, "{report:?}");
+    assert!(
+        report.signatures >= outcomes,
+        "the inputs reach few outcomes: {report:?}"
+    );
+}
+
+#[test]
+fn tsdb_lineproto() {
+    ci_run("tsdb-lineproto", 0x5eed_0101, 10);
+}
+
+#[test]
+fn tsdb_influxql() {
+    ci_run("tsdb-influxql", 0x5eed_0102, 20);
+}
+
+#[test]
+fn tsdb_v08() {
+    ci_run("tsdb-v08", 0x5eed_0103, 10);
+}
+
+/// The long run `scripts/fuzz` starts: `TORC_FUZZ_TARGET`, `TORC_FUZZ_SECONDS` (60),
+/// `TORC_FUZZ_SEED` (from the clock), `TORC_FUZZ_SAVE` (1: add new inputs to the corpus).
+#[test]
+#[ignore = "run by scripts/fuzz"]
+fn long_run() {
+    let var = |name: &str| std::env::var(name).ok();
+    let name = var("TORC_FUZZ_TARGET").expect("TORC_FUZZ_TARGET: a target name");
+    let seconds = var("TORC_FUZZ_SECONDS").map_or(60, |s| s.parse().expect("seconds"));
+    let seed = var("TORC_FUZZ_SEED").map_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        },
+        |s| s.parse().expect("a seed"),
+    );
+    let save = var("TORC_FUZZ_SAVE").is_some_and(|s| s == "1");
+    let t = target(&name);
+    eprintln!("fuzzing {name} for {seconds} s, seed {seed}");
+    let report = fuzz(t, seed, usize::MAX, Duration::from_secs(seconds), save);
+    eprintln!(
+        "{name}: {} inputs, {} signatures, {} corpus inputs replayed, {} new inputs saved to {}",
+        report.executed,
+        report.signatures,
+        report.corpus,
+        report.saved,
+        corpus_dir(t).display()
+    );
+}
+
+/// Prints what an input file becomes (the query, body, ... a crash was), for triage:
+/// `TORC_FUZZ_TARGET=tsdb-influxql TORC_FUZZ_SHOW=$PWD/crates/tsdb/fuzz/crashes/... cargo test -p
+/// torc-tsdb --test fuzz -- --ignored --exact show --nocapture`.
+#[test]
+#[ignore = "a triage tool"]
+fn show() {
+    let var = |name: &str| std::env::var(name).expect(name);
+    let t = target(&var("TORC_FUZZ_TARGET"));
+    let input = std::fs::read(var("TORC_FUZZ_SHOW")).expect("TORC_FUZZ_SHOW: an input file");
+    println!("{}", (t.show)(&input));
+}
