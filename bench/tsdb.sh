@@ -11,8 +11,55 @@
 # TORC_TSDB_QUERY_TIMING=1 in the environment makes torc log each query's server-side parse,
 # execute and encode times to its stderr, $WORK/torc.log (see crates/tsdb/src/http.rs); KEEP=1
 # keeps $WORK (logs and both databases) after the run instead of deleting it.
+#
+# Two smaller modes, each a short run (figures from a shared machine are noisy: compare within
+# a run, not across runs):
+#   bench/tsdb.sh parse    line-protocol cost for 1k, 8k and 64k fields per line, and the
+#                          growth ratios (linear work grows 8x and 64x)
+#   bench/tsdb.sh limits   the seed queries' p50/p99 with the query limits on (the defaults:
+#                          max-select-point/-series/-buckets, query-timeout) and off, two
+#                          servers on copies of the same data, alternating, REPS times
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  parse)
+    exec cargo bench -q -p torc-tsdb --bench lineproto_fields
+    ;;
+  limits)
+    SERIES=${SERIES:-4000}; ROUNDS=${ROUNDS:-30}; NQ=${NQ:-300}; REPS=${REPS:-3}
+    cargo build -q --release -p torc-tsdb --example tsdb-server --example tsdb-load
+    BIN=target/release/examples
+    WORK=$(mktemp -d)
+    cleanup() { kill "${APID:-}" "${BPID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+    trap cleanup EXIT
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    wait_ping() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1/ping" && return 0; sleep 0.1; done; echo "no ping from $1"; exit 1; }
+    APORT=$(free_port); BPORT=$(free_port); AURL=http://127.0.0.1:$APORT; BURL=http://127.0.0.1:$BPORT
+    START=1600000000
+    "$BIN/tsdb-server" "127.0.0.1:$APORT" "$WORK/a" 2>"$WORK/a.log" & APID=$!
+    wait_ping "$AURL"
+    curl -sf -XPOST "$AURL/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null
+    "$BIN/tsdb-load" write "$AURL" bench "$SERIES" "$ROUNDS" 5000 2 "$START" >/dev/null
+    kill -TERM $APID; wait $APID || true
+    cp -r "$WORK/a" "$WORK/b"
+    taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$APORT" "$WORK/a" limits=on 2>>"$WORK/a.log" & APID=$!
+    taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$BPORT" "$WORK/b" limits=off 2>"$WORK/b.log" & BPID=$!
+    wait_ping "$AURL"; wait_ping "$BURL"
+    echo "== query limits on vs off ($SERIES series x $ROUNDS rounds, $NQ runs per query, $REPS repetitions, servers on core 0, client on core 1)"
+    for q in "select * from machine where hostname = 'host7' limit 1000" \
+             "SELECT mean(f0) FROM machine WHERE hostname = 'host7' AND time >= ${START}s AND time < $((START+3600))s GROUP BY time(1m)"; do
+      echo "$q"
+      for rep in $(seq 1 "$REPS"); do
+        ON=$(taskset -c 1 "$BIN/tsdb-load" query "$AURL" bench "$NQ" "$q"); echo "  [$rep] limits on:  $ON"
+        OFF=$(taskset -c 1 "$BIN/tsdb-load" query "$BURL" bench "$NQ" "$q"); echo "  [$rep] limits off: $OFF"
+        awk -v a="$ON" -v b="$OFF" 'BEGIN { split(a,x,/[= ]/); split(b,y,/[= ]/); printf "  ratio on/off p50 = %.3f, p99 = %.3f\n", x[2]/y[2], x[4]/y[4] }'
+      done
+    done
+    exit 0
+    ;;
+  "") ;;
+  *) echo "usage: bench/tsdb.sh [parse|limits]" >&2; exit 2 ;;
+esac
 SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-30}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; NQ=${NQ:-200}
 EXTRA=${EXTRA:-10}; QIVAL=${QIVAL:-10}; REPS=${REPS:-2}
 if ! command -v influxd >/dev/null; then

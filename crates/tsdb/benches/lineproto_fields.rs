@@ -12,7 +12,13 @@ use torc_tsdb::lineproto::{Precision, parse};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-const SIZES: [usize; 3] = [1_000, 8_000, 64_000];
+/// Fields per line; `FIELDS=1000,2000,...` in the environment asks for others.
+fn sizes() -> Vec<usize> {
+    std::env::var("FIELDS")
+        .ok()
+        .and_then(|v| v.split(',').map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 8_000, 64_000])
+}
 
 fn line(fields: usize, t: i64) -> String {
     let mut s = String::with_capacity(fields * 16);
@@ -38,8 +44,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let sizes = sizes();
     let mut rows = Vec::new();
-    for &n in &SIZES {
+    for &n in &sizes {
         let body = line(n, 1);
         let runs = if n >= 64_000 { 5 } else { 20 };
         let parse_t = best(runs, || {
@@ -83,9 +90,10 @@ fn main() {
             s.as_secs_f64() / s0.as_secs_f64(),
         );
     }
-    println!(
-        "linear growth is {}x and {}x the {n0}-field time",
-        SIZES[1] / n0,
-        SIZES[2] / n0
-    );
+    let growth: Vec<String> = sizes
+        .iter()
+        .skip(1)
+        .map(|n| format!("{}x", n / n0))
+        .collect();
+    println!("linear growth is {} the {n0}-field time", growth.join(", "));
 }

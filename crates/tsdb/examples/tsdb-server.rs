@@ -1,5 +1,7 @@
 //! Stand-alone torc-tsdb server for benchmarks (`torc tsdb` will replace it).
-//! Usage: tsdb-server LISTEN_ADDR DATA_DIR
+//! Usage: tsdb-server LISTEN_ADDR DATA_DIR [limits=on|off]
+//! `limits=off` turns the query limits off (`max-select-*` 0, no `query-timeout`), for
+//! `bench/tsdb.sh limits` to compare with the defaults.
 use std::sync::Arc;
 
 /// The torc binary's allocator, so benches measure what ships.
@@ -11,7 +13,18 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:8086".into());
     let dir = args.next().unwrap_or_else(|| "./tsdb-data".into());
-    let db = Arc::new(torc_tsdb::Tsdb::open(&dir, torc_tsdb::Options::default())?);
+    let mut options = torc_tsdb::Options::default();
+    match args.next().as_deref() {
+        None | Some("limits=on") => {}
+        Some("limits=off") => {
+            options.max_select_point = 0;
+            options.max_select_series = 0;
+            options.max_select_buckets = 0;
+            options.query_timeout = std::time::Duration::ZERO;
+        }
+        Some(other) => anyhow::bail!("unknown argument {other:?}: limits=on or limits=off"),
+    }
+    let db = Arc::new(torc_tsdb::Tsdb::open(&dir, options)?);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     eprintln!("tsdb-server listening on {}", listener.local_addr()?);
     let shutdown = async {

@@ -311,10 +311,7 @@ pub(crate) fn dedup_fields(fields: Vec<(String, FieldValue)>) -> Vec<(String, Fi
             .map(|i| (0..i).find(|&j| fields[j].0 == fields[i].0).unwrap_or(i))
             .collect()
     } else {
-        let mut seen = std::collections::HashMap::with_capacity(n);
-        (0..n)
-            .map(|i| *seen.entry(fields[i].0.as_str()).or_insert(i))
-            .collect()
+        first_occurrences(&fields)
     };
     if first.iter().enumerate().all(|(i, &f)| f == i) {
         return fields;
@@ -330,6 +327,37 @@ pub(crate) fn dedup_fields(fields: Vec<(String, FieldValue)>) -> Vec<(String, Fi
         }
     }
     out
+}
+
+/// For each field, the index of the first field with its key: a hash table of `u32` indices
+/// (open addressing, twice as many slots as fields), so that a line of 64k fields keeps its
+/// table in a few hundred KB of cache rather than a `HashMap`'s megabytes. The hash is std's
+/// keyed SipHash: keys are the client's, and a fixed hash would let them collide on purpose.
+fn first_occurrences(fields: &[(String, FieldValue)]) -> Vec<usize> {
+    use std::hash::BuildHasher;
+    let hasher = std::collections::hash_map::RandomState::new();
+    let slots = (fields.len() * 2).next_power_of_two();
+    let mask = slots - 1;
+    let mut table = vec![0u32; slots];
+    let mut first = Vec::with_capacity(fields.len());
+    for (i, (key, _)) in fields.iter().enumerate() {
+        let mut at = (hasher.hash_one(key.as_bytes()) as usize) & mask;
+        loop {
+            match table[at] {
+                0 => {
+                    table[at] = i as u32 + 1;
+                    first.push(i);
+                    break;
+                }
+                j if fields[j as usize - 1].0 == *key => {
+                    first.push(j as usize - 1);
+                    break;
+                }
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+    first
 }
 
 fn parse_scalar(v: &[u8]) -> Result<FieldValue, String> {
