@@ -18,8 +18,12 @@
 //! `moving_average` are transforms like `derivative`. A 1.6 function torc does not evaluate is
 //! an error, never a column of nulls.
 //!
+//! Every request runs under a [`Budget`] ([`crate::limits`]): points, series and buckets per
+//! statement, and the request's deadline, checked as the work goes (per series, every few
+//! thousand rows), so a query past `query-timeout` stops computing.
+//!
 //! Invariants: execution never panics on user input; a statement that fails yields an error
-//! for that statement only.
+//! for that statement only, and the statements after it do not run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

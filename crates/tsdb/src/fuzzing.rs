@@ -9,7 +9,7 @@
 //!   (a measurement, sorted unique tags, unique fields, no field `time`, keys within influxd's
 //!   limits); every point printed back as line protocol parses to itself.
 //! - [`influxql`]: query text through the parser and, for what parses, the executor (read
-//!   statements against a [`Fixture`] with data, under small limits; anything that changes
+//!   statements against a `Fixture` with data, under small limits; anything that changes
 //!   state against a fresh, small database; statements that hash a password are only
 //!   parsed, bcrypt being slow by design). Checks: a statement prints as InfluxQL that parses
 //!   and prints the same again; every answer's rows are as wide as its columns; the JSON

@@ -4,8 +4,11 @@
 //! offending token as written (keywords upper-cased, end of input as `EOF`). Positions are
 //! 1-based; like InfluxDB, the end of input is reported one character past the last one + 1.
 //!
-//! Invariants: the parser never panics on any input; it does no I/O and knows nothing of
-//! storage (semantic checks that need the schema happen in the executor).
+//! Invariants: the parser never panics on any input, and no input controls its recursion:
+//! operator chains are folded in a loop, parentheses, calls and subqueries nest at most 100
+//! deep, and an expression tree is at most [`MAX_EXPR_DEPTH`] deep (the executor walks trees
+//! recursively); it does no I/O and knows nothing of storage (semantic checks that need the
+//! schema happen in the executor).
 
 use std::fmt;
 

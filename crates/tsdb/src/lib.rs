@@ -29,6 +29,10 @@
 //! the store refuse writes); a deletion, once acknowledged, is never undone by a crash, a
 //! restart or a compaction; no request bytes can panic the server, and a gzip body is bounded
 //! by its inflated size; with authentication enabled, bcrypt work is bounded (see [`auth`]).
+//! No input changes state on a GET (see [`http`]), overflows the stack (expression trees and
+//! subqueries are bounded in [`influxql`]), makes work superlinear in a line's fields (see
+//! [`model::positions`]), or runs a query past its [`limits`]; names are checked before they
+//! reach the disk ([`names`]).
 
 pub mod auth;
 pub mod encoding;

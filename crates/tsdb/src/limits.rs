@@ -90,7 +90,7 @@ impl Budget {
         }
     }
 
-    /// The deadline, checked every [`CHECK_EVERY`] calls (for per-row loops).
+    /// The deadline, checked every 4096 calls (for per-row loops).
     pub fn tick(&self) -> Result<(), LimitError> {
         let t = self.ticks.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         if t.is_multiple_of(CHECK_EVERY) {
