@@ -657,13 +657,7 @@ impl Tsdb {
     /// One warning per shard holding series or field keys over [`names::MAX_KEY_LEN`].
     fn long_keys(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         for shard in shards {
             let st = shard.read();
             let mut n = 0;
@@ -1069,6 +1063,16 @@ impl Tsdb {
         Ok(shard)
     }
 
+    /// Every shard that exists (a snapshot: the map's lock is not held).
+    fn all_shards(&self) -> Vec<Arc<Shard>> {
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Shards of a database that exist.
     pub fn shards_of(&self, db: &str) -> Vec<Arc<Shard>> {
         let mut v: Vec<Arc<Shard>> = self
@@ -1318,13 +1322,7 @@ impl Tsdb {
     // ---------- flush, compaction, retention ----------
 
     fn checkpoint_blocking(&self, old_wal: &[u64]) -> Result<(), Error> {
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         for shard in shards {
             if let Some(fz) = self.freeze(&shard) {
                 self.write_frozen(&shard, &fz)?;
@@ -1418,13 +1416,7 @@ impl Tsdb {
     pub async fn flush(&self) -> Result<(), Error> {
         self.check_poison()?;
         let _f = self.flush_lock.lock().await;
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         let mut frozen = Vec::new();
         let sealed_below;
         {
@@ -1461,13 +1453,7 @@ impl Tsdb {
     pub async fn compact(&self) -> Result<(), Error> {
         self.flush().await?;
         let _f = self.flush_lock.lock().await;
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         for s in &shards {
             blocking(|| self.compact_shard(s))?;
         }
@@ -1562,13 +1548,7 @@ impl Tsdb {
     /// ones). Called periodically by the server.
     pub async fn enforce_retention(&self) -> Result<(), Error> {
         let _f = self.flush_lock.lock().await;
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         for s in shards {
             let cutoff = self.retention_cutoff(&s);
             if cutoff == i64::MIN {

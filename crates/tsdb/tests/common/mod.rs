@@ -139,29 +139,32 @@ pub async fn wait_ping(url: &str) {
     }
 }
 
-pub async fn query(url: &str, db: &str, q: &str) -> (u16, String) {
-    let r = client()
-        .post(format!("{url}/query"))
-        .query(&[("db", db), ("q", q)])
-        .send()
-        .await
-        .expect("query");
+/// Sends a request; its status and body.
+async fn send(req: reqwest::RequestBuilder) -> (u16, String) {
+    let r = req.send().await.expect("request");
     let s = r.status().as_u16();
     (s, r.text().await.expect("body"))
+}
+
+pub async fn query(url: &str, db: &str, q: &str) -> (u16, String) {
+    send(
+        client()
+            .post(format!("{url}/query"))
+            .query(&[("db", db), ("q", q)]),
+    )
+    .await
 }
 
 /// As [`query`], with the parameters in a form body (for queries too long for a URL).
 pub async fn query_form(url: &str, db: &str, q: &str) -> (u16, String) {
     let body = format!("db={}&q={}", form_encode(db), form_encode(q));
-    let r = client()
-        .post(format!("{url}/query"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .expect("query");
-    let s = r.status().as_u16();
-    (s, r.text().await.expect("body"))
+    send(
+        client()
+            .post(format!("{url}/query"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body),
+    )
+    .await
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
@@ -180,15 +183,13 @@ pub fn form_encode(s: &str) -> String {
 }
 
 pub async fn write(url: &str, db: &str, precision: &str, body: &str) -> (u16, String) {
-    let r = client()
-        .post(format!("{url}/write"))
-        .query(&[("db", db), ("precision", precision)])
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("write");
-    let s = r.status().as_u16();
-    (s, r.text().await.expect("body"))
+    send(
+        client()
+            .post(format!("{url}/write"))
+            .query(&[("db", db), ("precision", precision)])
+            .body(body.to_string()),
+    )
+    .await
 }
 
 /// Reads `name` under tests/data.
