@@ -284,20 +284,47 @@ fn show_lineproto(data: &[u8]) -> String {
 }
 
 /// The fixture of the query targets (a database with data, made once per test process).
+///
+/// In memory where there is a tmpfs: a statement that changes state makes a fresh database
+/// (files and fsyncs), and a loaded disk's fsync latency is not the kind of slowness the
+/// targets look for. A static is never dropped, so the directory is removed at exit
+/// (`atexit`), and, in case a process was killed, the directories of processes that are gone
+/// are removed before a new one is made.
 fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<(tempfile::TempDir, Fixture)> = OnceLock::new();
-    &FIXTURE
-        .get_or_init(|| {
-            // In memory where there is a tmpfs: a statement that changes state makes a fresh
-            // database (files and fsyncs), and a loaded disk's fsync latency is not the kind
-            // of slowness the targets look for.
-            let dir = tempfile::tempdir_in("/dev/shm")
-                .or_else(|_| tempfile::tempdir())
-                .expect("a temp dir");
-            let fixture = Fixture::new(dir.path());
-            (dir, fixture)
-        })
-        .1
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn remove_dir() {
+        if let Some(dir) = DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    FIXTURE.get_or_init(|| {
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        const PREFIX: &str = "torc-tsdb-fuzz-";
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(PREFIX)
+                && pid.parse::<u32>().is_ok()
+                && !std::path::Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = base.join(format!("{PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the fixture's directory");
+        let fixture = Fixture::new(&dir);
+        if DIR.set(dir).is_ok() {
+            // SAFETY: registers a plain function, which only removes a directory.
+            unsafe { libc::atexit(remove_dir) };
+        }
+        fixture
+    })
 }
 
 const IDENTS: &[&str] = &[
