@@ -14,8 +14,9 @@
 //! * time: from the start of the request. Execution checks the deadline cooperatively (before
 //!   each statement, per series read, every few thousand rows filtered, projected or bucketed),
 //!   so a query past its time stops working, not just the client waiting; the statement fails
-//!   with `query-timeout limit exceeded` and the rest of the request is not run. Statements
-//!   that change data are not interrupted once started (their deadline check is before).
+//!   with `query-timeout limit exceeded` and the rest of the request is not run (a read that
+//!   ends past the deadline is answered the same way). Statements that change data are not
+//!   interrupted once started (their deadline check is before).
 //!
 //! Defaults differ from influxd's (which are all 0, no limit) because a rack's services must
 //! not grow without bound: see [`Options::default`](crate::Options). 0 turns a limit off.
