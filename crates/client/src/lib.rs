@@ -254,6 +254,12 @@ impl Client {
         self.get("/api/v1/secrets").await
     }
 
+    /// A rack secret's value (admins only).
+    pub async fn secret(&self, name: &torc_types::SecretName) -> Result<String, ClientError> {
+        let v: serde_json::Value = self.get(&format!("/api/v1/secrets/{name}")).await?;
+        Ok(v["value"].as_str().unwrap_or_default().to_string())
+    }
+
     pub async fn set_secret(
         &self,
         name: &torc_types::SecretName,

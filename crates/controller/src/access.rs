@@ -644,6 +644,35 @@ pub(crate) async fn list_secrets(State(ctl): State<Arc<Controller>>) -> Json<Vec
     Json(inner.keys.secret_names())
 }
 
+/// `GET /api/v1/secrets/{name}`: a rack secret's value, for an admin (e.g. the kv root
+/// password, to use etcdctl as root). Recorded in the event feed.
+pub(crate) async fn get_secret(
+    State(ctl): State<Arc<Controller>>,
+    Extension(caller): Extension<Caller>,
+    crate::api::Segment(name): crate::api::Segment<torc_types::SecretName>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let by = caller.who.describe();
+    let n = name.clone();
+    let value = ctl
+        .change_keys(move |rack, keys| {
+            let value = keys
+                .secret(n.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| crate::RackError::NotFound(format!("no rack secret named {n}")))?;
+            rack.record(
+                "auth",
+                "info",
+                format!("{by} read secret {n}"),
+                None,
+                None,
+                now_millis(),
+            );
+            Ok(value)
+        })
+        .await?;
+    Ok(Json(serde_json::json!({ "secret": name, "value": value })))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SecretValue {

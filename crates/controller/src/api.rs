@@ -112,7 +112,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/api/v1/secrets", get(crate::access::list_secrets))
         .route(
             "/api/v1/secrets/{name}",
-            axum::routing::put(crate::access::set_secret),
+            get(crate::access::get_secret).put(crate::access::set_secret),
         )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&ctl),

@@ -718,6 +718,8 @@ pub struct SecretArgs {
 enum SecretAction {
     /// The rack secrets' names (never their values).
     List,
+    /// Print a rack secret's value (admins; the read is recorded in the event feed).
+    Get { name: torc_types::SecretName },
     /// Set a rack secret to the value read from standard input (e.g. a password an outside
     /// service already uses). Tasks started from then on get it.
     Set { name: torc_types::SecretName },
@@ -736,6 +738,9 @@ pub fn secret(args: SecretArgs) -> anyhow::Result<()> {
             for n in names {
                 println!("{n}");
             }
+        }
+        SecretAction::Get { name } => {
+            println!("{}", rt.block_on(client.secret(&name))?);
         }
         SecretAction::Set { name } => {
             let mut value = String::new();
