@@ -100,6 +100,7 @@ pub(crate) fn serve(worker: &UdpWorker, state: &mut WorkerState) {
         };
 
         replies.clear();
+        state.tick();
         for slot in 0..received.min(BATCH) {
             let header = &slots.headers[slot];
             let len = header.msg_len as usize;

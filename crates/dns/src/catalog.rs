@@ -341,8 +341,14 @@ impl Catalog {
     }
 
     /// Looks a name up; `None` when it is in none of our zones (forward or refuse it).
-    /// `qtype` ANY answers every RRset at the name.
-    pub(crate) fn resolve(&self, key: &[u8], qtype: RecordType) -> Option<Resolution> {
+    /// `qtype` ANY answers every RRset at the name, or with `minimal_any` only the first one in
+    /// the zone's order (RFC 8482 §4.1; see `engine.rs` for when).
+    pub(crate) fn resolve(
+        &self,
+        key: &[u8],
+        qtype: RecordType,
+        minimal_any: bool,
+    ) -> Option<Resolution> {
         let mut zone = self.zone_of(key)?;
         let mut res = Resolution {
             rcode: ResponseCode::NoError,
@@ -358,8 +364,9 @@ impl Catalog {
                 return Some(res);
             };
             if qtype == RecordType::ANY && !node.is_empty() {
+                let sets = if minimal_any { &node[..1] } else { &node[..] };
                 res.answers
-                    .extend(node.iter().flat_map(|s| s.records.iter().cloned()));
+                    .extend(sets.iter().flat_map(|s| s.records.iter().cloned()));
                 return Some(res);
             }
             if let Some(set) = node.iter().find(|s| s.rtype == qtype) {
@@ -469,26 +476,37 @@ mod tests {
                 "services": [{"name": "web", "instances": [{"target": "b1.homer.ave", "ip": "10.0.0.1", "port": 80}]}]}"#,
         );
         let c = Catalog::build(&[], &s).unwrap();
-        let a = c.resolve(&key("B1.homer.ave"), RecordType::A).unwrap();
+        let a = c
+            .resolve(&key("B1.homer.ave"), RecordType::A, false)
+            .unwrap();
         assert_eq!(a.answers.len(), 1);
-        let nodata = c.resolve(&key("b1.homer.ave"), RecordType::MX).unwrap();
+        let nodata = c
+            .resolve(&key("b1.homer.ave"), RecordType::MX, false)
+            .unwrap();
         assert_eq!(
             (nodata.rcode, nodata.answers.len(), nodata.authority.len()),
             (ResponseCode::NoError, 0, 1)
         );
-        let nx = c.resolve(&key("b2.homer.ave"), RecordType::A).unwrap();
+        let nx = c
+            .resolve(&key("b2.homer.ave"), RecordType::A, false)
+            .unwrap();
         assert_eq!(nx.rcode, ResponseCode::NXDomain);
-        let ent = c.resolve(&key("_tcp.service.torc"), RecordType::A).unwrap();
+        let ent = c
+            .resolve(&key("_tcp.service.torc"), RecordType::A, false)
+            .unwrap();
         assert_eq!(ent.rcode, ResponseCode::NoError);
         let srv = c
-            .resolve(&key("_web._tcp.service.torc"), RecordType::SRV)
+            .resolve(&key("_web._tcp.service.torc"), RecordType::SRV, false)
             .unwrap();
         assert_eq!((srv.answers.len(), srv.additional.len()), (1, 1));
         let ptr = c
-            .resolve(&key("1.0.0.10.in-addr.arpa"), RecordType::PTR)
+            .resolve(&key("1.0.0.10.in-addr.arpa"), RecordType::PTR, false)
             .unwrap();
         assert_eq!(ptr.answers[0].data.to_string(), "b1.homer.ave.");
-        assert!(c.resolve(&key("example.com"), RecordType::A).is_none());
+        assert!(
+            c.resolve(&key("example.com"), RecordType::A, false)
+                .is_none()
+        );
     }
 
     #[test]

@@ -49,13 +49,16 @@ mod catalog;
 mod cidr;
 mod engine;
 mod forward;
+mod rrl;
 mod server;
 mod snapshot;
 mod stats;
+mod tcp;
 mod wire;
 mod zonefile;
 
 pub use cidr::{Cidr, CidrError};
+pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsHandle, DnsServer, Listeners};
 pub use snapshot::{
     DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,
