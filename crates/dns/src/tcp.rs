@@ -129,7 +129,8 @@ pub(crate) struct Conn {
     source: IpAddr,
     /// `Slots::epoch`, the zero of `progress_ms`.
     epoch: Instant,
-    /// Milliseconds since `epoch` at the accept or the last query read whole.
+    /// Milliseconds since `epoch` at the accept or the last query read whole. Of two
+    /// connections with the same, the older (smaller `id`) has waited longer.
     progress_ms: AtomicU64,
     /// True while waiting on an upstream: not the client's fault, so not evicted.
     forwarding: AtomicBool,
@@ -201,7 +202,7 @@ impl Slots {
                 .conns
                 .values()
                 .filter(|c| !c.forwarding.load(Ordering::Relaxed))
-                .min_by_key(|c| c.progress_ms.load(Ordering::Relaxed))
+                .min_by_key(|c| (c.progress_ms.load(Ordering::Relaxed), c.id))
                 .map(|c| c.id)
                 .ok_or(Refusal::Full)?;
             if let Some(evicted) = release(&mut table, victim) {
