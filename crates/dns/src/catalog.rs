@@ -28,7 +28,7 @@ use hickory_proto::{
 
 use crate::{
     snapshot::{DnsSnapshot, SnapshotError},
-    zonefile::{StaticZone, absolute, parse_record},
+    zonefile::{MAX_LABEL, StaticZone, absolute, parse_record, shown},
 };
 
 /// A lowercased wire-format name: length-prefixed labels ending with the root's zero byte.
@@ -441,10 +441,13 @@ fn domain(text: &str) -> Result<Name, SnapshotError> {
 fn child(parent: &Name, label: &str) -> Result<Name, SnapshotError> {
     let err = |reason: &str| SnapshotError::Name {
         name: label.to_owned(),
-        reason: reason.to_owned(),
+        reason: format!("bad name {}: {reason}", shown(label)),
     };
-    if label.is_empty() || label.len() > 63 {
-        return Err(err("a label must be 1 to 63 characters long"));
+    if label.is_empty() || label.len() > MAX_LABEL {
+        return Err(err(&format!(
+            "a label must be 1 to {MAX_LABEL} bytes long, not {}",
+            label.len()
+        )));
     }
     if !label
         .bytes()
@@ -528,12 +531,53 @@ mod tests {
                 r#"{"generation": 1, "node_domain": "a", "nodes": [{"name": "w", "ip": "10.0.0.1"}], "records": [{"name": "w.a", "type": "CNAME", "data": "x.a"}]}"#,
                 "w.a. has a CNAME",
             ),
+            (
+                &format!(
+                    r#"{{"generation": 1, "node_domain": "a", "nodes": [{{"name": "{}", "ip": "10.0.0.1"}}]}}"#,
+                    "n".repeat(64)
+                ),
+                "bad name \"nnnn",
+            ),
+            (
+                &format!(
+                    r#"{{"generation": 1, "node_domain": "{}.x"}}"#,
+                    "d".repeat(64)
+                ),
+                "bad name \"dddd",
+            ),
+            (
+                &format!(
+                    r#"{{"generation": 1, "node_domain": "a", "records": [{{"name": "{}.a", "type": "A", "data": "1.1.1.1"}}]}}"#,
+                    vec!["r".repeat(60); 5].join(".")
+                ),
+                "record rrrr",
+            ),
         ];
         for (json, want) in cases {
             let err = Catalog::build(&[], &snapshot(json))
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with(want), "got {err:?}, want {want:?}");
+            assert!(err.len() < 400, "long names are cut: {err}");
         }
+        // The limits, named.
+        let long_node = format!(
+            r#"{{"generation": 1, "node_domain": "a", "nodes": [{{"name": "{}", "ip": "10.0.0.1"}}]}}"#,
+            "n".repeat(64)
+        );
+        let err = Catalog::build(&[], &snapshot(&long_node)).unwrap_err();
+        assert!(
+            err.to_string().contains("1 to 63 bytes long, not 64"),
+            "{err}"
+        );
+        let long_domain = format!(
+            r#"{{"generation": 1, "node_domain": "{}.x"}}"#,
+            "d".repeat(64)
+        );
+        let err = Catalog::build(&[], &snapshot(&long_domain)).unwrap_err();
+        assert!(
+            err.to_string().contains("label 1 is 64 bytes long"),
+            "{err}"
+        );
     }
 }
