@@ -21,7 +21,7 @@ use std::{
 
 use tracing::debug;
 
-use crate::server::{UdpWorker, WorkerState};
+use crate::{server::UdpWorker, udp::WorkerState};
 
 /// Datagrams per system call.
 const BATCH: usize = 32;

@@ -49,11 +49,15 @@ mod catalog;
 mod cidr;
 mod engine;
 mod forward;
+/// Not API: entry points for the fuzz targets of `tests/fuzz.rs`.
+#[doc(hidden)]
+pub mod fuzzing;
 mod rrl;
 mod server;
 mod snapshot;
 mod stats;
 mod tcp;
+mod udp;
 mod wire;
 mod zonefile;
 

@@ -34,16 +34,16 @@ use tokio::{
 use tracing::debug;
 
 use crate::{
-    cache::AnswerCache,
     catalog::Catalog,
     cidr::Cidr,
-    engine::{Engine, Outcome, Transport},
+    engine::Engine,
     forward::Forwarder,
-    rrl::{Kind, Limiter, RateLimit, Verdict},
+    rrl::RateLimit,
     snapshot::{DnsSnapshot, SnapshotError},
     stats::{self, Counters, DnsStats},
     tcp,
-    wire::{self, KEY_LEN, KEY_PREFIX, Parsed, Query, rcode},
+    udp::{Step, WorkerState},
+    wire::{self, KEY_LEN, Parsed, Query, rcode},
     zonefile::StaticZone,
 };
 
@@ -360,92 +360,11 @@ pub(crate) struct UdpWorker {
     stop: Arc<AtomicBool>,
 }
 
-/// A UDP thread's own state: buffers, the answer cache and the rate limiter, never shared.
-pub(crate) struct WorkerState {
-    key: [u8; KEY_LEN],
-    cache: AnswerCache,
-    /// The epoch `catalog` and `cache` belong to; `u64::MAX` until the first packet.
-    epoch: u64,
-    catalog: Arc<Catalog>,
-    /// `None` when rate limiting is off.
-    limiter: Option<Limiter>,
-    /// The limiter's clock, read once per batch of datagrams ([`WorkerState::tick`]).
-    now_ms: u32,
-}
-
-impl WorkerState {
-    /// Reads the clock for the datagrams just received (nothing to do when limiting is off).
-    pub(crate) fn tick(&mut self) {
-        if let Some(limiter) = &mut self.limiter {
-            self.now_ms = limiter.now();
-        }
-    }
-
-    /// Charges the answer in `out` to its client's account (see `rrl.rs`) and returns the
-    /// outcome to count: the answer's own, `Slipped` after cutting it to a truncated answer, or
-    /// `RateLimited` when it must not be sent. `query` is `None` for a header-only error answer;
-    /// `immediate` as for [`stats::Outcome::of_answer`].
-    fn rate_limit(
-        &mut self,
-        peer: SocketAddr,
-        out: &mut Vec<u8>,
-        query: Option<(&Query<'_>, usize)>,
-        zone_at: u8,
-        immediate: bool,
-        max: u16,
-    ) -> stats::Outcome {
-        let outcome = stats::Outcome::of_answer(out, immediate);
-        let Some(limiter) = &mut self.limiter else {
-            return outcome;
-        };
-        let (kind, name) = match (outcome, query) {
-            (stats::Outcome::Answered, Some((_, key_len))) => {
-                let ancount = out
-                    .get(6..8)
-                    .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
-                if ancount > 0 {
-                    // Type, class and name.
-                    (Kind::Answer, self.key.get(1..key_len).unwrap_or_default())
-                } else {
-                    let at = KEY_PREFIX + usize::from(zone_at);
-                    (Kind::NoData, self.key.get(at..key_len).unwrap_or_default())
-                }
-            }
-            (stats::Outcome::NxDomain, Some((_, key_len))) => {
-                let at = KEY_PREFIX + usize::from(zone_at);
-                (
-                    Kind::NxDomain,
-                    self.key.get(at..key_len).unwrap_or_default(),
-                )
-            }
-            _ => (Kind::Error, &[][..]),
-        };
-        match limiter.check(self.now_ms, peer.ip(), kind, name) {
-            Verdict::Send => outcome,
-            Verdict::Drop => stats::Outcome::RateLimited,
-            Verdict::Slip => {
-                if let (Some((query, _)), Kind::Answer | Kind::NoData | Kind::NxDomain) =
-                    (query, kind)
-                {
-                    wire::truncate(out, query, max);
-                }
-                stats::Outcome::Slipped
-            }
-        }
-    }
-}
-
 impl UdpWorker {
     fn run(self) {
         let catalog = self.shared.catalog();
-        let mut state = WorkerState {
-            key: [0u8; KEY_LEN],
-            cache: AnswerCache::new(self.shared.cache_slots(&catalog)),
-            epoch: u64::MAX,
-            catalog,
-            limiter: Limiter::new(&self.shared.config.rate_limit),
-            now_ms: 0,
-        };
+        let slots = self.shared.cache_slots(&catalog);
+        let mut state = WorkerState::new(catalog, slots, &self.shared.config.rate_limit);
         #[cfg(target_os = "linux")]
         {
             crate::batch::serve(&self, &mut state);
@@ -531,54 +450,16 @@ impl UdpWorker {
         out: &mut Vec<u8>,
     ) -> stats::Outcome {
         let shared = &*self.shared;
-        let max = shared.engine.max_udp_payload;
         let now = shared.epoch.load(Ordering::Acquire);
         if now != state.epoch {
             state.epoch = now;
             state.catalog = shared.catalog();
             state.cache.reset(shared.cache_slots(&state.catalog));
         }
-        let (query, key_len) = match wire::parse_query(packet, &mut state.key) {
-            Parsed::Drop => return stats::Outcome::Dropped,
-            Parsed::Error {
-                id,
-                flags_hi,
-                rcode,
-            } => {
-                wire::error_answer(out, id, flags_hi, rcode);
-                return state.rate_limit(peer, out, None, 0, true, max);
-            }
-            Parsed::Query { query, key_len } => (query, key_len),
-        };
-        let key = &state.key[..key_len];
-        let ra = shared.engine.recursion_available(peer.ip());
-        let mut immediate = false;
-        let mut zone_at = 0;
-        let hash = state.cache.hash(key);
-        if let Some((answer, cached_zone_at)) = state.cache.get(hash, key) {
-            out.clear();
-            out.extend_from_slice(answer);
-            zone_at = cached_zone_at;
-        } else {
-            let name = &key[KEY_PREFIX..];
-            match shared
-                .engine
-                .answer(&state.catalog, &query, name, Transport::Udp, ra, out)
-            {
-                Outcome::Cacheable { zone_at: at } => {
-                    state.cache.insert(hash, key, out, at);
-                    zone_at = at;
-                }
-                Outcome::Immediate => immediate = true,
-                Outcome::Forward => return self.forward(packet, &query, peer),
-            }
+        match state.answer(&shared.engine, packet, peer, out) {
+            Step::Done(outcome) => outcome,
+            Step::Forward(query) => self.forward(packet, &query, peer),
         }
-        wire::patch_answer(out, &query, ra);
-        let outcome = state.rate_limit(peer, out, Some((&query, key_len)), zone_at, immediate, max);
-        if out.len() > query.udp_limit(max) {
-            wire::truncate(out, &query, max);
-        }
-        outcome
     }
 
     /// Hands a query to an upstream; `Dropped` if too many are out already.

@@ -304,6 +304,15 @@ fn bad_name(text: &str, error: &dyn std::fmt::Display) -> String {
     if wire > MAX_NAME {
         return format!("bad name {shown}: {wire} bytes long; a name is at most {MAX_NAME} bytes");
     }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*');
+    if !text.contains('\\')
+        && let Some(c) = text.chars().find(|&c| !allowed(c))
+    {
+        return format!(
+            "bad name {shown}: {c:?} is not allowed in a name (letters, digits, '-' and '_' \
+             are; write other bytes as \\DDD)"
+        );
+    }
     format!("bad name {shown}: {error}")
 }
 
@@ -453,7 +462,7 @@ impl Parser {
                 .iter()
                 .any(|c| token.text.eq_ignore_ascii_case(c))
             {
-                return Err(format!("class {} is not supported, only IN", token.text));
+                return Err(format!("class {:?} is not supported, only IN", token.text));
             } else if let Some(t) = parse_ttl(&token.text) {
                 ttl = Some(t);
                 tokens.next();
@@ -503,7 +512,7 @@ impl Parser {
                     Some(parse_ttl(text).ok_or_else(|| format!("bad TTL {text:?}"))?);
             }
             "$INCLUDE" => return Err("$INCLUDE is not supported; merge the files".to_owned()),
-            _ => return Err(format!("unknown directive {name}")),
+            _ => return Err(format!("unknown directive {}", shown(&name))),
         }
         Ok(())
     }
@@ -694,6 +703,18 @@ _x._tcp     SRV     1 2 80 ns
             (
                 "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\na..b 60 A 1.2.3.4\n",
                 "f:3: bad name \"a..b\": an empty label",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nné 60 A 1.2.3.4\n",
+                "f:3: bad name \"né\": 'é' is not allowed in a name",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\na/b 60 A 1.2.3.4\n",
+                "f:3: bad name \"a/b\": '/' is not allowed in a name",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\n$INCLUDES x\n",
+                "f:3: unknown directive \"$INCLUDES\"",
             ),
         ];
         for (text, want) in cases {
