@@ -44,7 +44,7 @@ use crate::{
     engine::{Outcome, Transport},
     server::Shared,
     stats,
-    wire::{self, KEY_LEN, KEY_PREFIX, Parsed, rcode},
+    wire::{self, KEY_LEN, KEY_PREFIX, Read, rcode},
 };
 
 /// Accepts connections until the listener fails for good (never, in practice): the caller stops
@@ -286,17 +286,10 @@ async fn answer(
     out: &mut Vec<u8>,
 ) -> stats::Outcome {
     let max = shared.engine.max_udp_payload;
-    let (query, key_len) = match wire::parse_query(packet, key) {
-        Parsed::Drop => return stats::Outcome::Dropped,
-        Parsed::Error {
-            id,
-            flags_hi,
-            rcode,
-        } => {
-            wire::error_answer(out, id, flags_hi, rcode);
-            return stats::Outcome::of_answer(out, true);
-        }
-        Parsed::Query { query, key_len } => (query, key_len),
+    let (query, key_len) = match wire::read_query(packet, key, out) {
+        Read::Drop => return stats::Outcome::Dropped,
+        Read::Error => return stats::Outcome::of_answer(out, true),
+        Read::Query { query, key_len } => (query, key_len),
     };
     let catalog = shared.catalog();
     let name = &key[KEY_PREFIX..key_len];

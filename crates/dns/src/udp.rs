@@ -15,7 +15,7 @@ use crate::{
     engine::{Engine, Outcome, Transport},
     rrl::{Kind, Limiter, RateLimit, Verdict},
     stats,
-    wire::{self, KEY_LEN, KEY_PREFIX, Parsed, Query},
+    wire::{self, KEY_LEN, KEY_PREFIX, Query, Read},
 };
 
 /// What became of a datagram.
@@ -67,17 +67,10 @@ impl WorkerState {
         out: &mut Vec<u8>,
     ) -> Step<'p> {
         let max = engine.max_udp_payload;
-        let (query, key_len) = match wire::parse_query(packet, &mut self.key) {
-            Parsed::Drop => return Step::Done(stats::Outcome::Dropped),
-            Parsed::Error {
-                id,
-                flags_hi,
-                rcode,
-            } => {
-                wire::error_answer(out, id, flags_hi, rcode);
-                return Step::Done(self.rate_limit(peer, out, None, 0, true, max));
-            }
-            Parsed::Query { query, key_len } => (query, key_len),
+        let (query, key_len) = match wire::read_query(packet, &mut self.key, out) {
+            Read::Drop => return Step::Done(stats::Outcome::Dropped),
+            Read::Error => return Step::Done(self.rate_limit(peer, out, None, 0, true, max)),
+            Read::Query { query, key_len } => (query, key_len),
         };
         let key = &self.key[..key_len];
         let ra = engine.recursion_available(peer.ip());
