@@ -155,8 +155,14 @@ fn shape(message: &str) -> String {
     let mut out = String::new();
     let mut quoted = false;
     let mut last = ' ';
-    for c in message.chars() {
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
         let c = match c {
+            // Inside a quoted (Debug-formatted) string, `\"` does not end it.
+            '\\' if quoted => {
+                chars.next();
+                continue;
+            }
             '"' => {
                 quoted = !quoted;
                 'Q'

@@ -394,6 +394,12 @@ fn file_name(input: &[u8]) -> String {
     format!("{h:016x}")
 }
 
+/// Inputs kept in memory to mutate, at most; past it a new one replaces a random one.
+const MAX_CORPUS: usize = 20_000;
+/// New inputs written to the corpus directory per run, at most: a signature that turns out to
+/// be too fine (it took in text of the input) must not flood the repository.
+const MAX_SAVED: usize = 500;
+
 /// What a run found.
 #[derive(Debug, Default)]
 struct Report {
@@ -476,14 +482,19 @@ fn fuzz(target: &Target, seed: u64, budget: usize, time: Duration, save: bool) -
         let signature = execute(target, &input, slow).unwrap_or_else(|crash| panic!("{crash}"));
         report.executed += 1;
         if seen.insert(signature) {
-            if save {
+            if save && report.saved < MAX_SAVED {
                 let path = dir.join(file_name(&input));
                 std::fs::create_dir_all(&dir)
                     .and_then(|()| std::fs::write(&path, &input))
                     .unwrap_or_else(|e| panic!("cannot save {}: {e}", path.display()));
                 report.saved += 1;
             }
-            corpus.push(input);
+            if corpus.len() < MAX_CORPUS {
+                corpus.push(input);
+            } else {
+                let victim = rng.below(corpus.len());
+                corpus[victim] = input;
+            }
         }
     }
     report.signatures = seen.len();
