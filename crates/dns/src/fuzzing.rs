@@ -182,7 +182,18 @@ fn shape(message: &str) -> String {
         Some((at, _)) => &out[..at],
         None => &out[..],
     };
-    out.chars()
+    // Names (a word with a dot in it) become `D`, characters (`'x'`) `C`.
+    let words: Vec<&str> = out
+        .split(' ')
+        .map(|w| match w {
+            _ if w.len() > 2 && w.starts_with('\'') && w.ends_with('\'') => "C",
+            _ if w.len() > 1 && w.contains('.') => "D",
+            _ => w,
+        })
+        .collect();
+    words
+        .join(" ")
+        .chars()
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .take(60)
         .collect()
