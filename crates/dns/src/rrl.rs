@@ -29,7 +29,9 @@
 //! limited: far above what a rack's clients send (a caching resolver asks once per TTL; the
 //! original's loads send at most ~100 a second for their hottest name), and the next second
 //! brings 200 more. When a client does exceed it, half its excess is slipped and so still
-//! answered over TCP. What the bookkeeping costs is measured by `bench/dns.sh` (RRL on vs off).
+//! answered over TCP. What the bookkeeping costs is measured by `bench/dns.sh` (RRL on vs off):
+//! about 15 ns an answer (3–4% of the server's CPU per answer on loopback, where the kernel's
+//! share dominates), no change in QPS.
 //!
 //! Shape: one [`Limiter`] per UDP thread, never shared, so the hot path takes no lock and
 //! allocates nothing. Its table is a fixed array of [`SETS`] sets of [`WAYS`] accounts, one
