@@ -369,6 +369,44 @@ pub struct DnsArgs {
     report_name: Option<String>,
     #[arg(long, default_value_t = 5)]
     report_interval_secs: u64,
+    /// Response-rate limiting of UDP answers (bind9's `rate-limit`): answers a second per
+    /// client /24 (IPv6 /56) and question; 0 turns it off. Over it, answers are dropped, every
+    /// `--rrl-slip`-th sent truncated so real clients retry over TCP. TCP is never limited.
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().responses_per_second)]
+    rrl_responses_per_second: u32,
+    /// Seconds of debt a client may run up, and after which an idle one starts afresh.
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().window_secs,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    rrl_window: u32,
+    /// Every N-th answer over the limit is sent truncated instead of dropped (0: drop all,
+    /// 1: truncate all).
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().slip,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    rrl_slip: u32,
+    /// Leading bits of an IPv4 source that make one client for rate limiting.
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().ipv4_prefix_len,
+          value_parser = clap::value_parser!(u8).range(8..=32))]
+    rrl_ipv4_prefix_length: u8,
+    /// Leading bits of an IPv6 source that make one client for rate limiting.
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().ipv6_prefix_len,
+          value_parser = clap::value_parser!(u8).range(16..=128))]
+    rrl_ipv6_prefix_length: u8,
+    /// Seconds a TCP client has to send its first query (bind9's `tcp-initial-timeout`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    tcp_initial_timeout: u64,
+    /// Seconds a TCP client has to send its next query, or to take an answer (bind9's
+    /// `tcp-idle-timeout`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    tcp_idle_timeout: u64,
+    /// TCP connections at once; at the cap, a new client takes the slot of the one that has
+    /// waited longest on its client.
+    #[arg(long, default_value_t = torc_dns::DnsConfig::default().max_tcp_connections,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    tcp_clients: usize,
+    /// TCP connections at once from one source address (IPv6: one /64); more are closed.
+    #[arg(long, default_value_t = torc_dns::DnsConfig::default().max_tcp_connections_per_source,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    tcp_clients_per_source: usize,
 }
 
 pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
@@ -384,6 +422,17 @@ pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     if !args.allow_recursion.is_empty() {
         config.allow_recursion = args.allow_recursion.clone();
     }
+    config.rate_limit = torc_dns::RateLimit {
+        responses_per_second: args.rrl_responses_per_second,
+        window_secs: args.rrl_window,
+        slip: args.rrl_slip,
+        ipv4_prefix_len: args.rrl_ipv4_prefix_length,
+        ipv6_prefix_len: args.rrl_ipv6_prefix_length,
+    };
+    config.tcp_initial_timeout = Duration::from_secs(args.tcp_initial_timeout);
+    config.tcp_idle_timeout = Duration::from_secs(args.tcp_idle_timeout);
+    config.max_tcp_connections = args.tcp_clients;
+    config.max_tcp_connections_per_source = args.tcp_clients_per_source;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
