@@ -426,16 +426,38 @@ fn bad_gateway(e: String) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, e)
 }
 
+/// The rack's state store and the controller's client of it (logged in as `access.etcd`).
+fn kv_client(ctl: &Controller) -> Result<(String, torc_kv::client::Client), ApiError> {
+    let (addr, tls) = service_endpoint(ctl, "etcd", 2379)?;
+    let url = format!("{}://{addr}", if tls { "https" } else { "http" });
+    let login = match ctl.login(|s| s.etcd_login.clone()) {
+        (Some(user), Some(password)) => Some((user, password)),
+        _ => None,
+    };
+    let client = ctl
+        .kv
+        .get(&url, login)
+        .map_err(|e| bad_gateway(e.to_string()))?;
+    Ok((url, client))
+}
+
+fn kv_error(e: crate::kv::KvError) -> ApiError {
+    match e {
+        crate::kv::KvError::NoKey(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        e => bad_gateway(e.to_string()),
+    }
+}
+
 /// The state store's keys under `prefix` (the state browser).
 async fn kv_list(
     State(ctl): State<Arc<Controller>>,
     Params(q): Params<KvQuery>,
 ) -> Reply<crate::kv::KvListing> {
-    let addr = service_addr(&ctl, "etcd", 2379)?;
-    crate::kv::list(addr, &q.prefix)
+    let (url, client) = kv_client(&ctl)?;
+    crate::kv::list(&client, &url, &q.prefix)
         .await
         .map(Json)
-        .map_err(bad_gateway)
+        .map_err(kv_error)
 }
 
 async fn kv_put(
@@ -449,10 +471,10 @@ async fn kv_put(
             "missing query parameter `key`",
         ));
     }
-    let addr = service_addr(&ctl, "etcd", 2379)?;
-    let revision = crate::kv::put(addr, &q.key, &v.value)
+    let (_, client) = kv_client(&ctl)?;
+    let revision = crate::kv::put(&client, &q.key, &v.value)
         .await
-        .map_err(bad_gateway)?;
+        .map_err(kv_error)?;
     Ok(Json(
         serde_json::json!({ "key": q.key, "revision": revision }),
     ))
@@ -468,10 +490,10 @@ async fn kv_delete(
             "missing query parameter `key`",
         ));
     }
-    let addr = service_addr(&ctl, "etcd", 2379)?;
-    let revision = crate::kv::delete(addr, &q.key)
+    let (_, client) = kv_client(&ctl)?;
+    let revision = crate::kv::delete(&client, &q.key)
         .await
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
+        .map_err(kv_error)?;
     Ok(Json(
         serde_json::json!({ "key": q.key, "revision": revision }),
     ))
@@ -482,12 +504,12 @@ async fn kv_watch(
     State(ctl): State<Arc<Controller>>,
     Params(q): Params<KvQuery>,
 ) -> Reply<crate::kv::KvChange> {
-    let addr = service_addr(&ctl, "etcd", 2379)?;
+    let (_, client) = kv_client(&ctl)?;
     let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
-    crate::kv::wait_change(addr, &q.prefix, q.after, wait)
+    crate::kv::wait_change(&client, &q.prefix, q.after, wait)
         .await
         .map(Json)
-        .map_err(bad_gateway)
+        .map_err(kv_error)
 }
 
 #[derive(serde::Deserialize)]

@@ -141,6 +141,8 @@ pub struct Controller {
     task_certs: Mutex<HashMap<TaskId, torc_tls::pki::Issued>>,
     /// The controller's own token, for its calls to agents.
     pub(crate) own_token: String,
+    /// The state browser's client of the rack's state store.
+    pub(crate) kv: kv::KvClients,
     pub(crate) http: reqwest::Client,
     /// The framework event position, to wake frameworks' long polls.
     events: watch::Sender<u64>,
@@ -247,6 +249,7 @@ impl Controller {
             ca,
             task_certs: Mutex::new(HashMap::new()),
             own_token,
+            kv: kv::KvClients::default(),
             http,
             events,
         }))
