@@ -64,6 +64,11 @@ pub struct Config {
     pub rack_dns: SocketAddr,
     /// The time-series database's base URL; `None` = find the `influxdb` service.
     pub tsdb: Option<String>,
+    /// The tsdb user the scheduler reads the load as, and its password.
+    pub tsdb_login: Option<(String, String)>,
+    /// The rack secret holding that user's password, which the servers get to write their
+    /// load reports (the rack config's `access.framework_secrets` must grant it).
+    pub tsdb_password_secret: Option<torc_types::SecretName>,
     /// This program, for the load generator tasks.
     pub exe: PathBuf,
     /// Mean and deviation of the load generators' delay between queries.
@@ -113,15 +118,22 @@ impl Scheduler {
                 loads: BTreeSet::new(),
             },
         };
+        let mut http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5));
+        if let Some(ca) = &cfg.ca {
+            http = http.tls_backend_preconfigured(torc_client::tls::client_config(
+                &torc_client::tls::load_certs(ca)?,
+                None,
+            )?);
+        }
+        let http = http.build()?;
         Ok(Arc::new(Scheduler {
             cfg,
             wanted: Mutex::new(wanted),
             tasks: Mutex::new(Vec::new()),
             last_observation: Mutex::new(None),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()?,
+            http,
         }))
     }
 
@@ -181,6 +193,18 @@ impl Scheduler {
                 "--report-name".into(),
                 name.into(),
             ]);
+            // The reports log in with the rack secret, handed to the task as a file.
+            if let (Some((user, _)), Some(secret)) =
+                (&self.cfg.tsdb_login, &self.cfg.tsdb_password_secret)
+            {
+                spec.credentials.secrets.push(secret.clone());
+                spec.env
+                    .insert("TORC_INFLUXDB_USER".into(), user.clone());
+                spec.env.insert(
+                    "TORC_INFLUXDB_PASSWORD_FILE".into(),
+                    format!("$SECRETS_DIR/{secret}"),
+                );
+            }
         }
         spec.resources = Resources::new(0.2, 32.0, 0.0);
         spec.metered = true;
@@ -219,7 +243,8 @@ impl Scheduler {
             .into_iter()
             .find(|s| s.service.as_str() == "influxdb" && s.state == Some(TaskState::Running))?;
         Some(format!(
-            "http://{}:{}",
+            "{}://{}:{}",
+            if s.tls { "https" } else { "http" },
             s.ip?,
             s.ports.first().copied().unwrap_or(8086)
         ))
@@ -228,10 +253,14 @@ impl Scheduler {
     /// Total queries per second of the running servers, from their own reports in the tsdb.
     async fn measure(&self, tsdb: &str, running: &[String]) -> Result<f64, String> {
         let q = "SELECT last(qps) FROM dns_server WHERE time > now() - 15s GROUP BY server";
-        let v: serde_json::Value = self
+        let mut req = self
             .http
             .get(format!("{tsdb}/query"))
-            .query(&[("db", "torc"), ("q", q)])
+            .query(&[("db", "torc"), ("q", q)]);
+        if let Some((user, password)) = &self.cfg.tsdb_login {
+            req = req.basic_auth(user, Some(password));
+        }
+        let v: serde_json::Value = req
             .send()
             .await
             .map_err(|e| e.to_string())?
