@@ -491,9 +491,7 @@ async fn kv_delete(
         ));
     }
     let (_, client) = kv_client(&ctl)?;
-    let revision = crate::kv::delete(&client, &q.key)
-        .await
-        .map_err(kv_error)?;
+    let revision = crate::kv::delete(&client, &q.key).await.map_err(kv_error)?;
     Ok(Json(
         serde_json::json!({ "key": q.key, "revision": revision }),
     ))

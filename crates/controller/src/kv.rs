@@ -56,10 +56,7 @@ impl KvClients {
             })?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(35));
-        let client = Client::lazy(
-            endpoint,
-            login.clone().map(|(u, p)| Credentials::new(u, p)),
-        );
+        let client = Client::lazy(endpoint, login.clone().map(|(u, p)| Credentials::new(u, p)));
         *current = Some((url.to_string(), login, client.clone()));
         Ok(client)
     }

@@ -198,8 +198,7 @@ impl Scheduler {
                 (&self.cfg.tsdb_login, &self.cfg.tsdb_password_secret)
             {
                 spec.credentials.secrets.push(secret.clone());
-                spec.env
-                    .insert("TORC_INFLUXDB_USER".into(), user.clone());
+                spec.env.insert("TORC_INFLUXDB_USER".into(), user.clone());
                 spec.env.insert(
                     "TORC_INFLUXDB_PASSWORD_FILE".into(),
                     format!("$SECRETS_DIR/{secret}"),
