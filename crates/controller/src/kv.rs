@@ -31,17 +31,22 @@ pub enum KvError {
     Endpoint { url: String, reason: String },
 }
 
+/// A user and password.
+type Login = (String, String);
+
+/// The store's URL and the login a client was made with (a changed password makes a new
+/// client), and the client.
+type Kept = (String, Option<Login>, Client);
+
 /// The controller's client of the rack's state store, kept across requests.
 #[derive(Default)]
 pub struct KvClients {
-    /// The store's URL and the login the client was made with (a changed password makes a
-    /// new client), and the client.
-    current: Mutex<Option<(String, Option<(String, String)>, Client)>>,
+    current: Mutex<Option<Kept>>,
 }
 
 impl KvClients {
     /// The client for `url` logged in as `login` (user, password), made on first use.
-    pub fn get(&self, url: &str, login: Option<(String, String)>) -> Result<Client, KvError> {
+    pub fn get(&self, url: &str, login: Option<Login>) -> Result<Client, KvError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((u, made_with, client)) = current.as_ref()
             && u == url
