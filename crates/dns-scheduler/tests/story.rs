@@ -214,7 +214,14 @@ healthcheck:
         .unwrap();
     assert_eq!(r.status().as_u16(), 403, "a viewer cannot start a load");
     let port = sl1.split_whitespace().nth(2).unwrap().to_string();
-    let ip = dig_short(&wedge, &["dns-sl1.service.torc"]).remove(0);
+    // One try of one second per dig: on a loaded machine an answer can miss it, so ask again.
+    let w = wedge.clone();
+    let ip = wait_for("dns-sl1's address", Duration::from_secs(10), || {
+        let w = w.clone();
+        async move { dig_short(&w, &["dns-sl1.service.torc"]).into_iter().next() }
+    })
+    .await
+    .unwrap();
     // The name is published when the task runs; the server answers a moment later.
     let (i, p) = (ip.clone(), port.clone());
     wait_for(
