@@ -33,6 +33,9 @@ use crate::auth::Role;
 use crate::{ChangeError, Controller, RackError};
 use axum::Extension;
 
+/// Most bytes of an answer the controller passes on from an agent, the tsdb or a framework.
+const MAX_PROXIED_BYTES: usize = 32 << 20;
+
 /// Longest a desired-state long poll waits.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -189,12 +192,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
-    let status = match &r {
-        JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(status, format!("request body: {}", r.body_text()))
+    // axum's own statuses: 422 for a body of the wrong shape, 415 without the JSON content
+    // type, 413 over the body limit, 400 for bytes that are not JSON.
+    ApiError::new(r.status(), format!("request body: {}", r.body_text()))
 }
 
 /// Query parameters whose rejection is a JSON error.
@@ -715,15 +715,30 @@ async fn agent_get<T: serde::de::DeserializeOwned, Q: serde::Serialize>(
 /// Sends a request to a peer (an agent, the tsdb, a framework) and passes its JSON answer on;
 /// its error status and words come back as ours, prefixed with `who`.
 async fn forward(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Value, ApiError> {
-    let resp = req
+    let mut resp = req
         .send()
         .await
         .map_err(|e| bad_gateway(format!("{who} did not answer: {e}")))?;
     let status = resp.status();
-    let bytes = resp
-        .bytes()
+    // The answer is held whole (it is checked and re-encoded): bounded, so one huge answer
+    // cannot grow the controller's memory.
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| bad_gateway(format!("{who}: {e}")))?;
+        .map_err(|e| bad_gateway(format!("{who}: {e}")))?
+    {
+        if bytes.len() + chunk.len() > MAX_PROXIED_BYTES {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "{who} answered more than {} MiB, which the controller does not pass on; narrow the request (a LIMIT, a shorter time range)",
+                    MAX_PROXIED_BYTES >> 20
+                ),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     if !status.is_success() {
         // torc's and InfluxDB's errors are JSON with an `error` field; anything else is text.
         let message = serde_json::from_slice::<serde_json::Value>(&bytes)

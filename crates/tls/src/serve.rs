@@ -207,7 +207,11 @@ impl OpenConnections {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut by_source = self.open.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_source = self
+            .open
+            .by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(n) = by_source.get_mut(&self.source) {
             *n -= 1;
             if *n == 0 {

@@ -253,7 +253,11 @@ async fn silent_and_idle_connections_are_closed_at_their_deadline() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(closed || closed_within(&mut slow, Duration::from_secs(1)).await);
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     // One request, then idle on a kept-alive connection.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -281,9 +285,7 @@ async fn connections_over_the_caps_are_refused_and_slots_come_back() {
     assert!(closed_within(&mut fifth, Duration::from_secs(2)).await);
     // Another source still gets in (127.0.0.2 is loopback too).
     let other = tokio::net::TcpSocket::new_v4().unwrap();
-    other
-        .bind((Ipv4Addr::new(127, 0, 0, 2), 0).into())
-        .unwrap();
+    other.bind((Ipv4Addr::new(127, 0, 0, 2), 0).into()).unwrap();
     let other = other.connect(addr).await.unwrap();
     drop(other);
     // Slots come back when connections close.
