@@ -545,7 +545,11 @@ fn token_file(
     };
     if path.exists() {
         let token = torc_tls::files::read_secret(path).map_err(|e| err(e.to_string()))?;
-        match keys.adopt(&token, &format!("{what} (from {shown})"), role, now) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| what.to_string());
+        match keys.adopt(&token, &name, role, now) {
             Ok(true) => tracing::info!(path = %shown, "{what} token adopted"),
             Ok(false) => {}
             Err(e) => {

@@ -76,6 +76,7 @@ async fn every_page_loads_and_shows_live_data() {
     // read carries the login.
     b.goto(&format!("{url}/")).await.unwrap();
     b.wait_text("Log in to the rack").await.unwrap();
+    b.screenshot(&shot("login")).await.unwrap();
     b.eval("document.querySelector('#token-input').value = 'torc_0000000000000000_00'; document.querySelector('#dialog-form button[value=ok]').click(); return true")
         .await
         .unwrap();
