@@ -534,7 +534,7 @@ async fn tsdb_query(
     State(ctl): State<Arc<Controller>>,
     Extension(caller): CallerExt,
     Params(q): Params<TsdbQuery>,
-) -> Reply<serde_json::Value> {
+) -> Result<Response, ApiError> {
     if !caller.who.is_admin()
         && let Some(statement) = first_changing_statement(&q.q)
     {
@@ -576,15 +576,24 @@ async fn tsdb_query(
             ));
         }
     };
-    let body: serde_json::Value = forward(req, &format!("influxdb at {addr}")).await?;
-    // 1.x reports a statement's error inside a 200.
-    if let Some(err) = body["results"][0]["error"].as_str() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("influxdb: {err}"),
-        ));
+    let who = format!("influxdb at {addr}");
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| bad_gateway(format!("{who} did not answer: {e}")))?;
+    if !resp.status().is_success() {
+        // The database's own words (a parse error, a refusal), as ours.
+        return Err(forward_error(resp, &who).await);
     }
-    Ok(Json(body))
+    // The answer goes through as it comes, never held whole: a big answer costs the
+    // controller a chunk at a time. A statement's error in a 1.x answer stays inside it
+    // (`results[i].error`), as InfluxDB sends it.
+    let mut out = Response::new(axum::body::Body::from_stream(resp.bytes_stream()));
+    out.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(out)
 }
 
 /// The first statement of an InfluxQL text that is not a read (SELECT, SHOW, or 0.8's LIST),
@@ -712,6 +721,27 @@ async fn agent_get<T: serde::de::DeserializeOwned, Q: serde::Serialize>(
     })
 }
 
+/// An error answer of a peer as ours: its status and words (at most 64 KiB of them), prefixed
+/// with `who`.
+async fn forward_error(mut resp: reqwest::Response, who: &str) -> ApiError {
+    let status = resp.status();
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > 64 << 10 {
+            bytes.truncate(64 << 10);
+            break;
+        }
+    }
+    // torc's and InfluxDB's errors are JSON with an `error` field; anything else is text.
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    ApiError::new(status, format!("{who}: {message}"))
+}
+
 /// Sends a request to a peer (an agent, the tsdb, a framework) and passes its JSON answer on;
 /// its error status and words come back as ours, prefixed with `who`.
 async fn forward(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Value, ApiError> {
@@ -719,7 +749,9 @@ async fn forward(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::
         .send()
         .await
         .map_err(|e| bad_gateway(format!("{who} did not answer: {e}")))?;
-    let status = resp.status();
+    if !resp.status().is_success() {
+        return Err(forward_error(resp, who).await);
+    }
     // The answer is held whole (it is checked and re-encoded): bounded, so one huge answer
     // cannot grow the controller's memory.
     let mut bytes = Vec::new();
@@ -738,15 +770,6 @@ async fn forward(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::
             ));
         }
         bytes.extend_from_slice(&chunk);
-    }
-    if !status.is_success() {
-        // torc's and InfluxDB's errors are JSON with an `error` field; anything else is text.
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Err(ApiError::new(status, format!("{who}: {message}")));
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| bad_gateway(format!("{who} sent an unreadable answer: {e}")))

@@ -69,6 +69,9 @@ impl KvClients {
 
 /// Most keys one listing returns.
 const MAX_KEYS: i64 = 5_000;
+/// Most bytes of keys and values one listing holds (a store's values can be 1.5 MiB each);
+/// past it the listing stops and says there is more.
+const MAX_LISTING_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KvEntry {
@@ -106,22 +109,29 @@ pub async fn list(client: &Client, endpoint: &str, prefix: &str) -> Result<KvLis
             ..Default::default()
         })
         .await?;
+    let mut more = resp.more;
+    let mut bytes = 0;
+    let mut entries = Vec::new();
+    for kv in resp.kvs {
+        bytes += kv.key.len() + kv.value.len();
+        if bytes > MAX_LISTING_BYTES {
+            more = true;
+            break;
+        }
+        entries.push(KvEntry {
+            key: String::from_utf8_lossy(&kv.key).into_owned(),
+            value: String::from_utf8_lossy(&kv.value).into_owned(),
+            version: kv.version,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            lease: kv.lease,
+        });
+    }
     Ok(KvListing {
         endpoint: endpoint.to_string(),
         revision: resp.header.map_or(0, |h| h.revision),
-        more: resp.more,
-        entries: resp
-            .kvs
-            .into_iter()
-            .map(|kv| KvEntry {
-                key: String::from_utf8_lossy(&kv.key).into_owned(),
-                value: String::from_utf8_lossy(&kv.value).into_owned(),
-                version: kv.version,
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                lease: kv.lease,
-            })
-            .collect(),
+        more,
+        entries,
     })
 }
 
