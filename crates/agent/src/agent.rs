@@ -266,7 +266,26 @@ impl Agent {
         let answer = self.client().review(token).await?;
         let mut reviews = self.reviews.lock().unwrap_or_else(|e| e.into_inner());
         if reviews.len() >= REVIEWS_KEPT {
-            reviews.clear();
+            // Stale answers go first, then the oldest: a flood of bad tokens does not push out
+            // the answers that serve legitimate callers while the controller cannot be asked.
+            reviews.retain(|_, (a, at)| {
+                let ttl = if a.authenticated {
+                    REVIEW_TTL
+                } else {
+                    REFUSAL_TTL
+                };
+                now.duration_since(*at) < ttl
+            });
+            if reviews.len() >= REVIEWS_KEPT
+                && let Some(oldest) = reviews
+                    .iter()
+                    .filter(|(_, (a, _))| !a.authenticated)
+                    .chain(reviews.iter())
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| *k)
+            {
+                reviews.remove(&oldest);
+            }
         }
         reviews.insert(key, (answer.clone(), now));
         Ok(answer)
@@ -744,7 +763,10 @@ impl Agent {
                 Err(e) if e.is_transport() => {
                     tracing::debug!(error = %e, "report failed; the next heartbeat retries");
                 }
-                Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(404 | 409)) => return e,
+                // 401: the node's credential was revoked; register again (with the join token).
+                Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(401 | 404 | 409)) => {
+                    return e;
+                }
                 Err(e) => tracing::error!(error = %e, "report refused"),
             }
             let _ = tokio::time::timeout(interval, self.report_now.notified()).await;
@@ -830,7 +852,10 @@ fn make_client(cfg: &AgentConfig, creds: &Credentials) -> Result<Client, StartEr
                 )?),
                 _ => None,
             };
-            Some(torc_tls::client_config(roots, identity)?)
+            Some(torc_client::RackTls {
+                roots: roots.clone(),
+                identity,
+            })
         }
         None => None,
     };

@@ -226,7 +226,7 @@ async fn each_role_does_what_it_may_and_no_more() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
-    assert!(error.contains("SELECT and SHOW"), "{error}");
+    assert!(error.contains("one SELECT or SHOW"), "{error}");
 
     // A join token registers agents and does nothing else.
     let join = rack.client_with(Some(
@@ -610,4 +610,205 @@ async fn an_insecure_rack_says_so() {
     assert!(status.warnings.iter().any(|w| w.starts_with("plain HTTP")));
     let log = std::fs::read_to_string(rack.dir.path().join("controller.log")).unwrap();
     assert!(log.contains("--insecure"), "{log}");
+}
+
+/// The review's attacks, each refused now: a node sending the controller's calls elsewhere, the
+/// controller's own token used against it, a join token taking over a node, a revoked token
+/// coming back with a restart, a task named like the controller, a query smuggling a write
+/// past the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reviewed_attacks_fail() {
+    use axum::routing::get;
+    let mut rack = LocalRack::start(TORC, rack_options()).await.unwrap();
+    let admin = rack.client();
+    let url = rack.url();
+    let agent_dir = rack.dir.path().join("agents").join("bladerunner1");
+    let node_token = torc_tls::files::read_secret(&agent_dir.join("credential")).unwrap();
+    let identity = torc_tls::Identity::from_files(
+        &agent_dir.join("tls").join("node.crt"),
+        &agent_dir.join("tls").join("node.key"),
+    )
+    .unwrap();
+    let as_node = http_with(&rack, Some(identity.clone()));
+    let node_ip = rack.nodes["bladerunner1"];
+
+    // A listener the "node" runs on its own address, to see what the controller sends it.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind((node_ip, 0)).await.unwrap();
+    let trap_port = listener.local_addr().unwrap().port();
+    let s2 = seen.clone();
+    let app = axum::Router::new().fallback(get(move |headers: axum::http::HeaderMap| {
+        let s2 = s2.clone();
+        async move {
+            if let Some(a) = headers.get("authorization") {
+                s2.lock().unwrap().push(a.to_str().unwrap().to_string());
+            }
+            "{}"
+        }
+    }));
+    let tls = torc_tls::server_config(identity, torc_tls::ClientAuth::None).unwrap();
+    tokio::spawn(torc_tls::serve(
+        listener,
+        app,
+        Some(std::sync::Arc::new(tls)),
+        std::future::pending(),
+    ));
+    // Re-register with an agent URL of another host: the controller keeps the node's own
+    // address (and HTTPS), only the port is the node's to say.
+    let mut register: serde_json::Value = serde_json::json!({
+        "node": "bladerunner1", "ip": node_ip.to_string(),
+        "agent_url": format!("http://127.250.250.250:{trap_port}"),
+        "resources": {"cpus": 4, "mem_mb": 4096, "disk_mb": 10000}, "port_range": "31000-31999",
+        "runtime": {"kind": "process", "limits_enforced": false}, "tasks": []
+    });
+    let (status, error) = status_and_error(
+        as_node
+            .post(format!("{url}/api/v1/agents/register"))
+            .bearer_auth(&node_token)
+            .json(&register),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{error}");
+    let view = admin.node(&"bladerunner1".parse().unwrap()).await.unwrap();
+    assert_eq!(
+        view.agent_url.as_deref(),
+        Some(format!("https://{node_ip}:{trap_port}").as_str())
+    );
+    // The controller's calls now reach the trap (the node itself): the token it shows there is
+    // no good on the controller's own API.
+    let _ = admin
+        .get_url::<serde_json::Value>(&format!("{url}/api/v1/nodes/bladerunner1/metrics"))
+        .await;
+    let controller_token = wait_for("the controller's call", Duration::from_secs(10), || async {
+        seen.lock().unwrap().first().cloned()
+    })
+    .await
+    .unwrap();
+    let controller_token = controller_token.trim_start_matches("Bearer ").to_string();
+    let (status, error) = status_and_error(
+        rack.http()
+            .post(format!("{url}/api/v1/tokens"))
+            .bearer_auth(&controller_token)
+            .json(&serde_json::json!({"role": "admin", "name": "backdoor"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{error}");
+    // Without its certificate, the node's credential does not re-register it at all.
+    register["agent_url"] = format!("https://{node_ip}:{trap_port}").into();
+    let (status, error) = status_and_error(
+        rack.http()
+            .post(format!("{url}/api/v1/agents/register"))
+            .bearer_auth(&node_token)
+            .json(&register),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+
+    // A join token cannot take over a node that holds a credential.
+    let join = torc_tls::files::read_secret(&rack.dir.path().join("join.token")).unwrap();
+    let (status, error) = status_and_error(
+        rack.http()
+            .post(format!("{url}/api/v1/agents/register"))
+            .bearer_auth(&join)
+            .json(&register),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert!(error.contains("already holds a credential"), "{error}");
+    // Revoked, the node's agent joins again with the join token by itself.
+    let node_id = admin
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.subject.as_deref() == Some("bladerunner2"))
+        .unwrap()
+        .id;
+    admin.revoke_token(&node_id).await.unwrap();
+    wait_for(
+        "bladerunner2's new credential",
+        Duration::from_secs(20),
+        || async {
+            admin
+                .tokens()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|t| t.subject.as_deref() == Some("bladerunner2") && t.id != node_id)
+        },
+    )
+    .await
+    .unwrap();
+
+    // Names that are the controller's are no task's.
+    let err = admin
+        .launch(&sleeper("torc-scheduler", "bladerunner2"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(422), "{err}");
+    assert!(err.to_string().contains("reserved"), "{err}");
+
+    // The query proxy's smuggling tricks, as a viewer.
+    let viewer = rack.make_token(TokenRole::Viewer, None).await.unwrap();
+    for (api, db, q) in [
+        (
+            "1.x",
+            "torc",
+            "SHOW DATABASES; SELECT * FROM /--/; CREATE USER m WITH PASSWORD 'p' WITH ALL PRIVILEGES",
+        ),
+        (
+            "1.x",
+            "torc",
+            "SELECT * FROM /'/; CREATE DATABASE x; SELECT * FROM /'/",
+        ),
+        ("1.x", "torc", "SELECT mean(v) INTO other FROM m"),
+        (
+            "0.8",
+            "../../query?q=CREATE DATABASE via_path&db=torc&x=",
+            "list series",
+        ),
+    ] {
+        let (status, error) = status_and_error(
+            rack.http()
+                .get(format!("{url}/api/v1/query"))
+                .bearer_auth(&viewer)
+                .query(&[("api", api), ("db", db), ("q", q)]),
+        )
+        .await;
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST,
+            "{q}: {status} {error}"
+        );
+    }
+
+    // A revoked admin token never comes back with a restart: the controller refuses its file.
+    let file_admin = admin
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "admin.token")
+        .unwrap()
+        .id;
+    let backup = rack.make_token(TokenRole::Admin, None).await.unwrap();
+    rack.client_with(Some(backup.clone()))
+        .revoke_token(&file_admin)
+        .await
+        .unwrap();
+    rack.kill_controller();
+    let out = std::process::Command::new(TORC)
+        .args(["controller", "--config"])
+        .arg(&rack.config_path)
+        .arg("--data-dir")
+        .arg(rack.dir.path().join("controller"))
+        .args(["--listen", &format!("{}:0", rack.nodes["wedge"])])
+        .arg("--admin-token-file")
+        .arg(rack.token_path())
+        .arg("--ca-dir")
+        .arg(rack.dir.path().join("pki"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was revoked"), "{err}");
 }
