@@ -490,3 +490,195 @@ fn torc_kv_bootstraps_root_once_from_a_password_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("empty: it is empty"), "{stderr}");
 }
+
+/// `torc` with `args`; its combined output, failing the test if it fails.
+fn torc(args: &[&str]) -> String {
+    let out = Command::new(TORC).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "torc {args:?}: {text}");
+    text
+}
+
+/// `torc kv` over TLS with client certificates naming users (etcd's `--cert-file`, `--key-file`,
+/// `--trusted-ca-file`, `--client-cert-auth`, certificates from `torc ca`), and statesync with
+/// etcdctl's `--cacert`, `--cert` and `--key`: its certificate's common name is its user, which
+/// has no password at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statesync_reaches_torc_kv_over_tls_as_the_user_its_certificate_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = dir.join("ca");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    torc(&["ca", "init", ca.to_str().unwrap()]);
+    let block = torc_test_utils::free_loopback_block().octets();
+    let ip = std::net::Ipv4Addr::new(block[0], block[1], block[2], 1);
+    let listen = format!("{ip}:{}", torc_test_utils::free_port(ip));
+    let ca_dir = ca.to_str().unwrap();
+    torc(&[
+        "ca",
+        "issue",
+        ca_dir,
+        "--out",
+        &p("kv"),
+        "--ip",
+        &ip.to_string(),
+    ]);
+    for user in ["root", "statesync"] {
+        torc(&["ca", "issue", ca_dir, "--out", &p(user), "--dns", user]);
+    }
+    let cacert = ca.join("ca.pem").to_str().unwrap().to_string();
+    let root_file = write_file(dir, "root-password", "rootpw\n");
+    let log = dir.join("kv.log");
+    let child = Command::new(TORC)
+        .args(["kv", "--listen", &listen, "--data-dir", &p("data")])
+        .args(["--cert-file", &p("kv.crt"), "--key-file", &p("kv.key")])
+        .args(["--trusted-ca-file", &cacert, "--client-cert-auth"])
+        .args(["--root-password-file", root_file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _kv = Running(child);
+    let endpoint = format!("https://{listen}");
+    let etcdctl_tls = |cert: Option<&str>, args: &[&str]| {
+        let mut tls = vec![format!("--cacert={cacert}")];
+        if let Some(name) = cert {
+            tls.push(format!("--cert={}.crt", p(name)));
+            tls.push(format!("--key={}.key", p(name)));
+        }
+        tls.push("--command-timeout=2s".into());
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        etcdctl_as(&endpoint, "", &[&tls[..], args].concat())
+    };
+    let ready = wait_for("torc kv over TLS", Duration::from_secs(20), || {
+        let out = etcdctl_tls(Some("root"), &["user", "list"]);
+        async move { (out == "root\n").then_some(()) }
+    })
+    .await;
+    ready.unwrap_or_else(|e| panic!("{e}\nkv's log:\n{}", std::fs::read_to_string(&log).unwrap()));
+    assert_eq!(
+        etcdctl_tls(Some("root"), &["member", "list"])
+            .trim_end()
+            .rsplit(", ")
+            .nth(1),
+        Some(endpoint.as_str())
+    );
+    // Certificate only: no password.
+    for args in [
+        &["user", "add", "statesync", "--no-password"][..],
+        &["role", "add", "statesync"],
+        &[
+            "role",
+            "grant-permission",
+            "statesync",
+            "readwrite",
+            "/torc/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "statesync", "statesync"],
+    ] {
+        let out = etcdctl_tls(Some("root"), args);
+        assert!(!out.contains("Error"), "{args:?}: {out}");
+    }
+
+    let rack = one_node_rack().await;
+    let token_file = viewer_token_file(&rack).await;
+    let statesync = Command::new(TORC)
+        .env("TORC_TOKEN_FILE", &token_file)
+        .env("TORC_CA", rack.ca_path().unwrap())
+        .args([
+            "statesync",
+            "--controller",
+            &rack.url(),
+            "--endpoints",
+            &endpoint,
+        ])
+        .args(["--interval-ms", "300", "--cacert", &cacert])
+        .args(["--cert", &p("statesync.crt"), "--key", &p("statesync.key")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _statesync = Running(statesync);
+    wait_for("machines in torc kv", Duration::from_secs(30), || {
+        let k = etcdctl_tls(Some("root"), &["get", "/torc/", "--prefix", "--keys-only"]);
+        async move {
+            (k.contains("/torc/machines/bladerunner1") && k.contains("/torc/machines/wedge"))
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    // statesync's certificate reads /torc/ only; no certificate, no connection.
+    assert_eq!(
+        etcdctl_tls(Some("statesync"), &["get", "/calico"]),
+        "Error: etcdserver: permission denied\n"
+    );
+    assert_eq!(
+        etcdctl_tls(None, &["get", "/torc/", "--prefix"]),
+        "Error: context deadline exceeded\n"
+    );
+}
+
+/// Bad TLS flags stop `torc kv` and `torc statesync` at once, naming what is wrong.
+#[test]
+fn bad_tls_flags_are_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = |args: &[&str]| {
+        let out = Command::new(TORC).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let kv = |extra: &[&str]| {
+        let base = [
+            "kv",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        run(&[&base[..], extra].concat())
+    };
+    let missing = tmp.path().join("missing.crt");
+    let missing = missing.to_str().unwrap();
+    let err = kv(&["--cert-file", missing, "--key-file", missing]);
+    assert!(err.contains("missing.crt"), "{err}");
+    // clap: the certificate needs its key; --client-cert-auth needs a CA.
+    let err = kv(&["--cert-file", missing]);
+    assert!(err.contains("--key-file"), "{err}");
+    let err = kv(&["--client-cert-auth"]);
+    assert!(err.contains("--trusted-ca-file"), "{err}");
+    let exposed = write_file(tmp.path(), "exposed.key", "x");
+    let cert = write_file(tmp.path(), "some.crt", "x");
+    let err = kv(&[
+        "--cert-file",
+        cert.to_str().unwrap(),
+        "--key-file",
+        exposed.to_str().unwrap(),
+    ]);
+    assert!(err.contains("readable by others"), "{err}");
+    let err = run(&[
+        "statesync",
+        "--controller",
+        "http://127.0.0.1:1",
+        "--endpoints",
+        "http://127.0.0.1:2379",
+        "--cacert",
+        missing,
+    ]);
+    assert!(err.contains("missing.crt"), "{err}");
+    // The scheme decides, before statesync waits for its controller.
+    let err = run(&[
+        "statesync",
+        "--controller",
+        "http://127.0.0.1:1",
+        "--endpoints",
+        "https://127.0.0.1:2379",
+    ]);
+    assert!(err.contains("--cacert"), "{err}");
+}
