@@ -51,8 +51,10 @@ impl Services {
         peer: Option<&Peer>,
     ) -> Result<Caller, EtcdError> {
         let Some(token) = TOKEN_KEYS.iter().find_map(|k| md.get(*k)) else {
-            return Ok(match peer.and_then(|p| p.cert_user.as_ref()) {
-                Some(name) if md.get(GATEWAY_KEY).is_none() => Caller::User(Arc::clone(name)),
+            return Ok(match peer.and_then(|p| p.cert_name.as_ref()) {
+                Some(name) if self.cert_names_users && md.get(GATEWAY_KEY).is_none() => {
+                    Caller::User(Arc::clone(name))
+                }
                 _ => Caller::Anonymous,
             });
         };

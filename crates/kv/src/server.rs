@@ -197,7 +197,8 @@ impl KvServer {
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         // Accept a URL as `:authority`, as etcd does (see crate::authority).
         let incoming = tokio_stream::StreamExt::map(incoming, |conn| conn.map(AuthorityFix::new));
-        self.serve_incoming(incoming, advertise_url, shutdown).await
+        self.serve_incoming(incoming, advertise_url, false, shutdown)
+            .await
     }
 
     /// [`KvServer::serve`] over TLS only (etcd with `https://` client URLs):
@@ -210,13 +211,18 @@ impl KvServer {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
         let incoming = crate::tls::incoming(listener, &tls, self.options.tls_handshake_timeout);
-        self.serve_incoming(incoming, advertise_url, shutdown).await
+        let cert_names_users = tls.client_cert_auth();
+        self.serve_incoming(incoming, advertise_url, cert_names_users, shutdown)
+            .await
     }
 
+    /// Serves connections from `incoming`; `cert_names_users`: etcd's
+    /// `--client-cert-auth` (see [`crate::tls`]).
     async fn serve_incoming<I, IO, IE>(
         self,
         incoming: I,
         advertise_url: String,
+        cert_names_users: bool,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error>
     where
@@ -241,6 +247,7 @@ impl KvServer {
             store: store.clone(),
             options: Arc::new(options.clone()),
             advertise_url: Arc::new(advertise_url),
+            cert_names_users,
             stop: stop_rx.clone(),
             auth,
         };
@@ -315,6 +322,9 @@ pub(crate) struct Services {
     pub(crate) store: Store,
     options: Arc<KvOptions>,
     advertise_url: Arc<String>,
+    /// `--client-cert-auth`: a client certificate's common name is the
+    /// user of a request without a token.
+    pub(crate) cert_names_users: bool,
     stop: watch::Receiver<bool>,
     pub(crate) auth: Arc<AuthRuntime>,
 }

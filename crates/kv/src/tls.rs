@@ -3,7 +3,7 @@
 //! `--client-cert-auth`.
 //!
 //! The accept loop here terminates TLS itself (tokio-rustls over each accepted TCP stream)
-//! instead of leaving it to tonic, because [`crate::authority::AuthorityFix`] must see the
+//! instead of leaving it to tonic, because `authority::AuthorityFix` must see the
 //! decrypted HTTP/2 bytes: TCP → TLS → `AuthorityFix` → tonic. Each handshake runs in its own
 //! task, bounded by a deadline, so a client that stalls mid-handshake holds only its own
 //! socket; finished connections reach tonic through a channel. ALPN offers `h2` only.
@@ -15,12 +15,15 @@
 //! - with `--client-cert-auth`, a request that carries no token is made by the user the
 //!   certificate's subject common name names (etcd's `AuthInfoFromTLS`: the last CN attribute,
 //!   as Go reads it; a certificate without one names the empty user, whom nothing is allowed).
-//!   A token, when present, wins. Without `--client-cert-auth` the certificate only opens the
-//!   connection.
+//!   A token, when present, wins, and a request marked as forwarded by etcd's gRPC gateway
+//!   (`grpcgateway-accept` metadata) is anonymous. Without `--client-cert-auth` the
+//!   certificate only opens the connection. Each connection's name reaches the services as
+//!   tonic's connect info (`Peer`); `auth_service` applies the rule.
 //!
 //! Not copied from etcd: `--client-cert-auth` without a trusted CA (etcd then checks client
 //! certificates against the system's roots) is refused at start; plain and TLS connections on
-//! one port (etcd's `http://` and `https://` URLs on one address) are not offered.
+//! one port (etcd's `http://` and `https://` URLs on one address) are not offered; a key file
+//! others can read is refused.
 //!
 //! Invariants: no request is served on a connection before its handshake finished and, when a
 //! trusted CA is set, rustls verified the client's chain to it; the common name is read only
@@ -28,12 +31,9 @@
 
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use torc_tls::{CertificateDer, ClientAuth, Identity, ServerConfig};
@@ -97,70 +97,37 @@ impl ServerTls {
     }
 }
 
-/// What a request knows of its connection: under `--client-cert-auth`, the user its client
-/// certificate names. A request extension (tonic's connect info) on TLS connections.
+/// What a request knows of its TLS connection: the common name of the client certificate
+/// its handshake verified, if it presented one. A request extension (tonic's connect info);
+/// whether the name is the request's user is the server's `--client-cert-auth`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Peer {
-    pub cert_user: Option<Arc<str>>,
+    pub cert_name: Option<Arc<str>>,
 }
 
-/// A TLS connection and what its handshake proved.
-pub(crate) struct TlsConn {
-    io: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: Peer,
-}
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for TlsConn {
+impl tonic::transport::server::Connected for AuthorityFix<TlsStream> {
     type ConnectInfo = Peer;
 
+    /// Called once per connection, when tonic starts serving it.
     fn connect_info(&self) -> Peer {
-        self.peer.clone()
+        let leaf = self
+            .get_ref()
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[_]>::first);
+        Peer {
+            // A subject torc cannot read names no one (no user is called "").
+            cert_name: leaf.map(|cert| Arc::from(common_name(cert).unwrap_or_default())),
+        }
     }
 }
 
 /// Connections finished handshaking, for tonic's `serve_with_incoming`.
 pub(crate) type Incoming =
-    tokio_stream::wrappers::ReceiverStream<Result<AuthorityFix<TlsConn>, io::Error>>;
+    tokio_stream::wrappers::ReceiverStream<Result<AuthorityFix<TlsStream>, io::Error>>;
 
 /// Accepts TCP connections on `listener` and hands them on once their TLS handshake finished
 /// (within `handshake_timeout`). Accepting stops, and the listener closes, when the returned
@@ -171,7 +138,6 @@ pub(crate) fn incoming(
     handshake_timeout: Duration,
 ) -> Incoming {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
-    let client_cert_auth = tls.client_cert_auth;
     // A handful of finished handshakes may wait for tonic to take them.
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -211,20 +177,7 @@ pub(crate) fn incoming(
                     // The server is shutting down.
                     () = tx.closed() => return,
                 };
-                let cert_user = if client_cert_auth {
-                    io.get_ref().1.peer_certificates().and_then(|chain| {
-                        let leaf = chain.first()?;
-                        // A subject torc cannot read names no one (no user is called "").
-                        Some(Arc::from(common_name(leaf).unwrap_or_default()))
-                    })
-                } else {
-                    None
-                };
-                let conn = TlsConn {
-                    io,
-                    peer: Peer { cert_user },
-                };
-                let _ = tx.send(Ok(AuthorityFix::new(conn))).await;
+                let _ = tx.send(Ok(AuthorityFix::new(io))).await;
             });
         }
     });

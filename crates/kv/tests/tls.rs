@@ -5,6 +5,8 @@
 //! - the case files in `tests/cases/tls/` (each names its server flags on a
 //!   `# tls: MODE` line) must give their expected output against both;
 //! - watch sessions, with and without auth, must give the same events;
+//! - torc's own client, with a client certificate, gets the same answers
+//!   from both, also when a request carries etcd's gateway mark;
 //! - handshakes: refused without a certificate or with one from another
 //!   CA, through torc's own client too; a client that stalls in its
 //!   handshake holds up no one else and is dropped after the deadline.
@@ -263,4 +265,55 @@ fn stalled_handshakes_hold_up_no_one() {
             other => panic!("a stalled handshake was not dropped: {other:?}"),
         }
     }
+}
+
+/// torc's client (TLS with a client certificate) against both servers with
+/// `--client-cert-auth` and auth enabled: root's certificate makes a
+/// request root's, except one carrying etcd's gRPC-gateway mark, for which
+/// etcd ignores the connection's certificate.
+#[test]
+fn certificate_names_and_the_gateway_mark_as_in_etcd() {
+    let certs = Certs::new();
+    let etcd = Etcd::start_tls(&certs, ClientCerts::NameUsers);
+    let torc = TorcKv::start_tls(&certs, ClientCerts::NameUsers);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut answers = Vec::new();
+    for (target, url) in [
+        (&etcd.target, &etcd.endpoint),
+        (&torc.target, &torc.endpoint),
+    ] {
+        let root = target.with_cert("root");
+        for args in [
+            &["user", "add", "root", "--new-user-password=rootpw"][..],
+            &["auth", "enable"],
+        ] {
+            let out = etcdctl(&root, args, None);
+            assert!(!out.contains("(exit"), "{url} {args:?}: {out}");
+        }
+        answers.push(rt.block_on(async {
+            let client = Client::connect_with(url, None, Some(client_tls(&certs, Some("root"))))
+                .await
+                .expect("connect");
+            let mut out = Vec::new();
+            for gateway in [false, true] {
+                let mut req = tonic::Request::new(RangeRequest {
+                    key: "k".into(),
+                    ..Default::default()
+                });
+                if gateway {
+                    req.metadata_mut().insert(
+                        "grpcgateway-accept",
+                        "application/json".parse().expect("value"),
+                    );
+                }
+                out.push(match client.kv().range(req).await {
+                    Ok(resp) => format!("{} keys", resp.into_inner().kvs.len()),
+                    Err(status) => status.message().to_string(),
+                });
+            }
+            out
+        }));
+    }
+    assert_eq!(answers[1], answers[0], "torc kv, then etcd");
+    assert_eq!(answers[0], ["0 keys", "etcdserver: user name is empty"]);
 }

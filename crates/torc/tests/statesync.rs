@@ -183,23 +183,7 @@ async fn statesync_works_unchanged_against_a_real_etcd() {
     let real = Etcd::start().await.unwrap();
     let endpoint = real.endpoint.clone();
     let rack = one_node_rack().await;
-    let token_file = viewer_token_file(&rack).await;
-    let mut sync = Command::new(TORC)
-        .env("TORC_TOKEN_FILE", &token_file)
-        .env("TORC_CA", rack.ca_path().unwrap())
-        .args([
-            "statesync",
-            "--controller",
-            &rack.url(),
-            "--endpoints",
-            &endpoint,
-            "--interval-ms",
-            "300",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let sync = spawn_statesync(&rack, &endpoint, &[]).await;
     let ep = endpoint.clone();
     let found = wait_for("machines in the real etcd", Duration::from_secs(30), || {
         let ep = ep.clone();
@@ -212,8 +196,7 @@ async fn statesync_works_unchanged_against_a_real_etcd() {
         }
     })
     .await;
-    let _ = sync.kill();
-    let _ = sync.wait();
+    drop(sync);
     found.unwrap_or_else(|e| panic!("{e}\netcd's log:\n{}", real.log()));
 }
 
@@ -228,6 +211,29 @@ async fn one_node_rack() -> LocalRack {
     )
     .await
     .unwrap()
+}
+
+/// `torc statesync` for `rack` against `endpoint` every 300 ms, with `extra` arguments, as a
+/// viewer of the rack.
+async fn spawn_statesync(rack: &LocalRack, endpoint: &str, extra: &[&str]) -> Running {
+    let token_file = viewer_token_file(rack).await;
+    let child = Command::new(TORC)
+        .env("TORC_TOKEN_FILE", &token_file)
+        .env("TORC_CA", rack.ca_path().unwrap())
+        .args([
+            "statesync",
+            "--controller",
+            &rack.url(),
+            "--endpoints",
+            endpoint,
+        ])
+        .args(["--interval-ms", "300"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
 }
 
 /// A viewer token for statesync run by hand (as the README shows), in a 0600 file.
@@ -268,8 +274,18 @@ fn etcdctl_as(endpoint: &str, user: &str, args: &[&str]) -> String {
 
 /// A `statesync` user that may read and write `/torc/` only; then auth on (as root:rootpw).
 fn add_statesync_user(endpoint: &str) {
+    grant_statesync(
+        |args| etcdctl_as(endpoint, "root:rootpw", args),
+        &["--new-user-password=syncpw"],
+    );
+}
+
+/// Through `etcdctl` (as root): a `statesync` user (`user add statesync` with `user_flags`)
+/// with a role that may read and write `/torc/` only; then auth on.
+fn grant_statesync(etcdctl: impl Fn(&[&str]) -> String, user_flags: &[&str]) {
+    let user_add = [&["user", "add", "statesync"][..], user_flags].concat();
     for args in [
-        &["user", "add", "statesync", "--new-user-password=syncpw"][..],
+        &user_add[..],
         &["role", "add", "statesync"],
         &[
             "role",
@@ -282,11 +298,8 @@ fn add_statesync_user(endpoint: &str) {
         &["user", "grant-role", "statesync", "statesync"],
         &["auth", "enable"],
     ] {
-        let out = etcdctl_as(endpoint, "root:rootpw", args);
-        assert!(
-            !out.contains("Error"),
-            "etcdctl {args:?} against {endpoint}: {out}"
-        );
+        let out = etcdctl(args);
+        assert!(!out.contains("Error"), "etcdctl {args:?}: {out}");
     }
 }
 
@@ -350,32 +363,11 @@ async fn statesync_authenticates_to_a_real_etcd_and_to_torc_kv() {
     add_statesync_user(&torc_kv);
 
     let rack = one_node_rack().await;
-    let token_file = viewer_token_file(&rack).await;
+    let sync_file = sync_file.to_str().unwrap();
     let mut syncs = Vec::new();
     for endpoint in [&real.endpoint, &torc_kv] {
-        let child = Command::new(TORC)
-            .env("TORC_TOKEN_FILE", &token_file)
-            .env("TORC_CA", rack.ca_path().unwrap())
-            .args([
-                "statesync",
-                "--controller",
-                &rack.url(),
-                "--endpoints",
-                endpoint,
-            ])
-            .args([
-                "--interval-ms",
-                "300",
-                "--user",
-                "statesync",
-                "--password-file",
-            ])
-            .arg(&sync_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        syncs.push(Running(child));
+        let extra = ["--user", "statesync", "--password-file", sync_file];
+        syncs.push(spawn_statesync(&rack, endpoint, &extra).await);
     }
     for endpoint in [&real.endpoint, &torc_kv] {
         let ep = endpoint.to_string();
@@ -568,42 +560,12 @@ async fn statesync_reaches_torc_kv_over_tls_as_the_user_its_certificate_names() 
         Some(endpoint.as_str())
     );
     // Certificate only: no password.
-    for args in [
-        &["user", "add", "statesync", "--no-password"][..],
-        &["role", "add", "statesync"],
-        &[
-            "role",
-            "grant-permission",
-            "statesync",
-            "readwrite",
-            "/torc/",
-            "--prefix",
-        ],
-        &["user", "grant-role", "statesync", "statesync"],
-    ] {
-        let out = etcdctl_tls(Some("root"), args);
-        assert!(!out.contains("Error"), "{args:?}: {out}");
-    }
+    grant_statesync(|args| etcdctl_tls(Some("root"), args), &["--no-password"]);
 
     let rack = one_node_rack().await;
-    let token_file = viewer_token_file(&rack).await;
-    let statesync = Command::new(TORC)
-        .env("TORC_TOKEN_FILE", &token_file)
-        .env("TORC_CA", rack.ca_path().unwrap())
-        .args([
-            "statesync",
-            "--controller",
-            &rack.url(),
-            "--endpoints",
-            &endpoint,
-        ])
-        .args(["--interval-ms", "300", "--cacert", &cacert])
-        .args(["--cert", &p("statesync.crt"), "--key", &p("statesync.key")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _statesync = Running(statesync);
+    let (cert, key) = (p("statesync.crt"), p("statesync.key"));
+    let extra = ["--cacert", &cacert, "--cert", &cert, "--key", &key];
+    let _statesync = spawn_statesync(&rack, &endpoint, &extra).await;
     wait_for("machines in torc kv", Duration::from_secs(30), || {
         let k = etcdctl_tls(Some("root"), &["get", "/torc/", "--prefix", "--keys-only"]);
         async move {
