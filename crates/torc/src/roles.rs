@@ -512,9 +512,24 @@ pub struct KvArgs {
     /// Where the store keeps its data.
     #[arg(long)]
     data_dir: PathBuf,
-    /// The client URL reported by `member list` (default: http://LISTEN).
+    /// The client URL reported by `member list` (default: http://LISTEN, or https://LISTEN
+    /// with TLS).
     #[arg(long)]
     advertise_url: Option<String>,
+    /// Serve over TLS only, with this certificate (PEM, chain first), as etcd's `--cert-file`.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM, readable by its owner only), as etcd's `--key-file`.
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// Clients must present a certificate chaining to this CA (PEM), as etcd's
+    /// `--trusted-ca-file` (etcd 3.4 requires client certificates whenever it is given).
+    #[arg(long, requires = "cert_file")]
+    trusted_ca_file: Option<PathBuf>,
+    /// A request without a token is made by the user its client certificate's common name
+    /// names, as etcd's `--client-cert-auth`. Needs `--trusted-ca-file`.
+    #[arg(long, requires = "trusted_ca_file")]
+    client_cert_auth: bool,
     /// Revisions kept by automatic compaction (0 = never compact).
     #[arg(long, default_value_t = 10_000)]
     retain_revisions: u64,
@@ -541,31 +556,54 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|path| torc_kv::client::read_password_file(path).map(|pw| (path.to_owned(), pw)))
         .transpose()?;
+    // Checked before the store is opened: a bad certificate stops kv at once.
+    let tls = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => Some(torc_kv::ServerTls::from_files(
+            cert,
+            key,
+            args.trusted_ca_file.as_deref(),
+            args.client_cert_auth,
+        )?),
+        _ => None,
+    };
     let server = torc_kv::KvServer::open(&args.data_dir, options)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let advertise = args
         .advertise_url
-        .unwrap_or_else(|| format!("http://{}", args.listen));
-    serve_role(
-        args.listen,
-        2,
-        "kv serving the etcd v3 API",
-        |listener| async move {
-            if let Some((path, password)) = root_password {
-                match server.bootstrap_root(password).await? {
-                    torc_kv::RootBootstrap::Created => tracing::info!(
-                        file = %path.display(),
-                        "created the root user and enabled auth"
-                    ),
-                    torc_kv::RootBootstrap::RootExists => tracing::info!(
-                        file = %path.display(),
-                        "the store has a root user already; the root password file was not used"
-                    ),
-                }
+        .unwrap_or_else(|| format!("{scheme}://{}", args.listen));
+    let what = match &tls {
+        None => "kv serving the etcd v3 API",
+        Some(t) if t.client_cert_auth() => {
+            "kv serving the etcd v3 API over TLS, client certificates naming users"
+        }
+        Some(_) if args.trusted_ca_file.is_some() => {
+            "kv serving the etcd v3 API over TLS, client certificates required"
+        }
+        Some(_) => "kv serving the etcd v3 API over TLS",
+    };
+    serve_role(args.listen, 2, what, |listener| async move {
+        if let Some((path, password)) = root_password {
+            match server.bootstrap_root(password).await? {
+                torc_kv::RootBootstrap::Created => tracing::info!(
+                    file = %path.display(),
+                    "created the root user and enabled auth"
+                ),
+                torc_kv::RootBootstrap::RootExists => tracing::info!(
+                    file = %path.display(),
+                    "the store has a root user already; the root password file was not used"
+                ),
             }
-            server.serve(listener, advertise, shutdown_signal()).await?;
-            Ok(())
-        },
-    )
+        }
+        match tls {
+            Some(tls) => {
+                server
+                    .serve_tls(listener, tls, advertise, shutdown_signal())
+                    .await?
+            }
+            None => server.serve(listener, advertise, shutdown_signal()).await?,
+        }
+        Ok(())
+    })
 }
 
 #[derive(Args)]
@@ -588,6 +626,16 @@ pub struct StatesyncArgs {
     /// The file holding `--user`'s password (never on the command line, where `ps` shows it).
     #[arg(long, requires = "user")]
     password_file: Option<PathBuf>,
+    /// Speak TLS to an `https://` endpoint, trusting this CA (PEM) only, as etcdctl's
+    /// `--cacert`.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// A client certificate (PEM) for a store that asks for one, as etcdctl's `--cert`.
+    #[arg(long, requires_all = ["key", "cacert"])]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM, readable by its owner only), as etcdctl's `--key`.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
@@ -600,10 +648,20 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
         )),
         _ => None,
     };
+    let tls = args
+        .cacert
+        .as_deref()
+        .map(|ca| {
+            let cert_and_key = args.cert.as_deref().zip(args.key.as_deref());
+            torc_kv::client::ClientTls::from_files(ca, cert_and_key)
+        })
+        .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // No I/O yet, but a bad endpoint (https:// without --cacert) stops statesync now.
+        let store = torc_statesync::EtcdStore::connect(&args.endpoints, credentials, tls)?;
         let client = torc_client::Client::from_env_with(args.controller.clone())?;
         // The controller's name owns its tasks in the store; ask it, waiting for it if needed.
         let name = loop {
@@ -615,7 +673,6 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
                 }
             }
         };
-        let store = torc_statesync::EtcdStore::connect(&args.endpoints, credentials)?;
         tracing::info!(
             endpoints = %args.endpoints,
             base = %args.base,
