@@ -434,9 +434,13 @@ fn kv_client(ctl: &Controller) -> Result<(String, torc_kv::client::Client), ApiE
         (Some(user), Some(password)) => Some((user, password)),
         _ => None,
     };
+    let roots = ctl
+        .ca
+        .as_ref()
+        .and_then(|ca| torc_tls::parse_certs(ca.cert_pem(), "the rack CA").ok());
     let client = ctl
         .kv
-        .get(&url, login)
+        .get(&url, login, roots.as_deref())
         .map_err(|e| bad_gateway(e.to_string()))?;
     Ok((url, client))
 }

@@ -45,8 +45,14 @@ pub struct KvClients {
 }
 
 impl KvClients {
-    /// The client for `url` logged in as `login` (user, password), made on first use.
-    pub fn get(&self, url: &str, login: Option<Login>) -> Result<Client, KvError> {
+    /// The client for `url` logged in as `login` (user, password), made on first use; over
+    /// TLS trusting `ca` for an `https://` URL.
+    pub fn get(
+        &self,
+        url: &str,
+        login: Option<Login>,
+        ca: Option<&[torc_tls::CertificateDer<'static>]>,
+    ) -> Result<Client, KvError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((u, made_with, client)) = current.as_ref()
             && u == url

@@ -627,8 +627,8 @@ pub struct StatesyncArgs {
     #[arg(long, requires = "user")]
     password_file: Option<PathBuf>,
     /// Speak TLS to an `https://` endpoint, trusting this CA (PEM) only, as etcdctl's
-    /// `--cacert`.
-    #[arg(long)]
+    /// `--cacert` (a task of a rack finds the rack CA in `TORC_CA`).
+    #[arg(long, env = "TORC_CA")]
     cacert: Option<PathBuf>,
     /// A client certificate (PEM) for a store that asks for one, as etcdctl's `--cert`.
     #[arg(long, requires_all = ["key", "cacert"])]

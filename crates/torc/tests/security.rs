@@ -41,6 +41,18 @@ async fn status_and_error(r: reqwest::RequestBuilder) -> (StatusCode, String) {
     )
 }
 
+/// A node's credential, once its agent has written it (the node is active a moment before).
+async fn node_credential(rack: &LocalRack, node: &str) -> String {
+    let path = rack.dir.path().join("agents").join(node).join("credential");
+    wait_for(
+        "the node's credential file",
+        Duration::from_secs(10),
+        || async { torc_tls::files::read_secret(&path).ok() },
+    )
+    .await
+    .unwrap()
+}
+
 fn sleeper(name: &str, node: &str) -> TaskSpec {
     let mut spec = TaskSpec::new(name.parse().unwrap(), "sh");
     spec.args = vec!["-c".into(), "echo secret-output; sleep 600".into()];
@@ -237,7 +249,7 @@ async fn each_role_does_what_it_may_and_no_more() {
 
     // A node's credential acts only as its own node, and only with its own certificate.
     let agent_dir = rack.dir.path().join("agents").join("bladerunner1");
-    let node_token = torc_tls::files::read_secret(&agent_dir.join("credential")).unwrap();
+    let node_token = node_credential(&rack, "bladerunner1").await;
     let identity = torc_tls::Identity::from_files(
         &agent_dir.join("tls").join("node.crt"),
         &agent_dir.join("tls").join("node.key"),
@@ -372,9 +384,7 @@ async fn a_task_holds_its_own_token_and_never_its_agents() {
     .unwrap()
     .data;
     assert!(out.contains("TOKEN_FILE_MODE=600"), "{out}");
-    let node_token =
-        torc_tls::files::read_secret(&rack.dir.path().join("agents/bladerunner1/credential"))
-            .unwrap();
+    let node_token = node_credential(&rack, "bladerunner1").await;
     let join_token = torc_tls::files::read_secret(&rack.dir.path().join("join.token")).unwrap();
     for secret in [&node_token, &join_token, rack.token.as_ref().unwrap()] {
         assert!(
@@ -623,7 +633,7 @@ async fn the_reviewed_attacks_fail() {
     let admin = rack.client();
     let url = rack.url();
     let agent_dir = rack.dir.path().join("agents").join("bladerunner1");
-    let node_token = torc_tls::files::read_secret(&agent_dir.join("credential")).unwrap();
+    let node_token = node_credential(&rack, "bladerunner1").await;
     let identity = torc_tls::Identity::from_files(
         &agent_dir.join("tls").join("node.crt"),
         &agent_dir.join("tls").join("node.key"),

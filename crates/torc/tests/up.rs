@@ -224,7 +224,8 @@ fn readme_checks(env: &[(&str, String)], base: Ipv4Addr, ca: &std::path::Path) {
         || {
             let mut c = Command::new("etcdctl");
             c.env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={base}:2379"))
+                .arg(format!("--endpoints=https://{base}:2379"))
+                .arg(format!("--cacert={}", ca.display()))
                 .arg(format!("--user=root:{kv_root}"))
                 .args(["get", "/torc", "--prefix", "--keys-only"]);
             c
@@ -233,11 +234,29 @@ fn readme_checks(env: &[(&str, String)], base: Ipv4Addr, ca: &std::path::Path) {
     );
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={base}:2379"))
+        .arg(format!("--endpoints=https://{base}:2379"))
+        .arg(format!("--cacert={}", ca.display()))
         .args(["get", "/torc", "--prefix", "--keys-only"])
         .output()
         .unwrap();
     assert!(!out.status.success(), "etcd's auth is on");
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{base}:2379"))
+        .arg(format!("--user=root:{kv_root}"))
+        .args([
+            "--dial-timeout=2s",
+            "get",
+            "/torc",
+            "--prefix",
+            "--keys-only",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "without the rack CA, etcdctl refuses the certificate"
+    );
     let (ok, services, err) = cli(env, &["services", "--json"]);
     assert!(ok, "{err}");
     let services: serde_json::Value = serde_json::from_str(&services).unwrap();
