@@ -67,7 +67,15 @@ impl KvClients {
             })?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(35));
-        let client = Client::lazy(endpoint, login.clone().map(|(u, p)| Credentials::new(u, p)));
+        let tls = match (url.starts_with("https://"), ca) {
+            (true, Some(ca)) => Some(torc_kv::client::ClientTls::new(ca, None)?),
+            _ => None,
+        };
+        let client = Client::lazy_with(
+            endpoint,
+            login.clone().map(|(u, p)| Credentials::new(u, p)),
+            tls,
+        )?;
         *current = Some((url.to_string(), login, client.clone()));
         Ok(client)
     }
