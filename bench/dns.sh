@@ -25,6 +25,15 @@
 #
 # Targets (the design's, ../shared/DESIGN.md): QPS >= bind9's, zero loss, p99 <= bind9's, CPU
 # per answer <= half of bind9's (compare with the floor's ratio).
+#
+# Response-rate limiting (RRL, on by default in `torc dns`): the passes above run torc with it
+# off, like bind9's default, since dnsperf's flood from one address is exactly what RRL limits.
+# A last section measures what RRL costs legitimate traffic, i.e. answers under the limit: torc
+# with RRL off and with RRL on at a limit above this mix's busiest account (so every answer pays
+# for the bookkeeping and none is limited), RRL_ROUNDS rounds of RRL_DURATION s each, off and on
+# alternating in one run. Target: QPS on within 5% of off, zero loss. For the comparison alone:
+#
+#   RRL_ONLY=1 RRL_DURATION=5 RRL_ROUNDS=2 bench/dns.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +46,9 @@ FLOOR_PORT=${FLOOR_PORT:-15355}
 CLIENTS=${CLIENTS:-4}            # dnsperf sockets
 OUTSTANDING=${OUTSTANDING:-200}
 THREADS=${THREADS:-1}            # torc UDP sockets/threads
+RRL_DURATION=${RRL_DURATION:-8}  # RRL comparison: seconds per pass
+RRL_ROUNDS=${RRL_ROUNDS:-2}      # RRL comparison: rounds of (off, on)
+RRL_ONLY=${RRL_ONLY:-0}          # 1: only the RRL comparison
 NAMES=10000
 
 missing=()
@@ -171,8 +183,64 @@ latency() {
         "$WORK/$name.sorted"
 }
 
-echo "== torc-dns ($THREADS UDP thread(s), core 0) =="
-taskset -c 0 "$TORC" dns --listen "127.0.0.1:$TORC_PORT" \
+
+# rrl_pass RATE: torc with --rrl-responses-per-second RATE, one throughput pass of RRL_DURATION s;
+# prints "qps lost_pct cpu_s_per_100k".
+rrl_pass() {
+    local rate=$1 pid out u0 s0 u1 s1
+    taskset -c 0 "$TORC" dns --listen "127.0.0.1:$TORC_PORT" --rrl-responses-per-second "$rate" \
+        --zone-file "bench.test=$WORK/db.bench.test" --threads "$THREADS" 2>"$WORK/torc-rrl.log" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_ready "$TORC_PORT" "$pid"
+    read -r u0 s0 < <(cpu_ticks "$pid")
+    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$TORC_PORT" -d "$WORK/queries.txt" \
+        -l "$RRL_DURATION" -c "$CLIENTS" -q "$OUTSTANDING" 2>&1)
+    read -r u1 s1 < <(cpu_ticks "$pid")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    awk -v t="$((u1 - u0 + s1 - s0))" -v hz="$(getconf CLK_TCK)" '
+        /Queries sent:/ { sent = $3 } /Queries completed:/ { done = $3 }
+        /Queries per second:/ { qps = $4 }
+        END { lost = sent > 0 ? 100 * (sent - done) / sent : 0
+              cpu = done > 0 ? t * 100000 / hz / done : 0
+              printf "%.0f %.3f %.3f\n", qps, lost, cpu }' <<<"$out"
+}
+
+# The RRL comparison: rounds of (off, on), same run, same everything else; means over rounds.
+rrl_compare() {
+    local round rate label
+    : >"$WORK/rrl.all"
+    for round in $(seq "$RRL_ROUNDS"); do
+        for rate in 0 1000000; do
+            label=$([[ $rate == 0 ]] && echo off || echo on)
+            rrl_pass "$rate" >"$WORK/rrl.out" # not in a subshell: PIDS must see the server
+            echo "$label $(cat "$WORK/rrl.out")" >>"$WORK/rrl.all"
+            echo "  round $round, RRL $label: $(cat "$WORK/rrl.out") (qps, lost %, CPU s/100k)"
+        done
+    done
+    printf '\nRRL cost for legitimate traffic (answers under the limit; %s rounds of %s s, alternating)\n' \
+        "$RRL_ROUNDS" "$RRL_DURATION"
+    awk '{ n[$1]++; qps[$1] += $2; cpu[$1] += $4; if ($3 > lost[$1]) lost[$1] = $3 }
+        END {
+            printf "%-36s %12s %12s %10s\n", "", "RRL off", "RRL on", "on/off"
+            printf "%-36s %12.0f %12.0f %10.3f\n", "  queries per second (mean)",
+                qps["off"] / n["off"], qps["on"] / n["on"], (qps["on"] / n["on"]) / (qps["off"] / n["off"])
+            printf "%-36s %12.3f %12.3f %10.3f\n", "  server CPU s per 100,000 answers",
+                cpu["off"] / n["off"], cpu["on"] / n["on"], (cpu["on"] / n["on"]) / (cpu["off"] / n["off"])
+            printf "%-36s %12.3f %12.3f %10s\n", "  queries lost (%, worst pass)", lost["off"] + 0, lost["on"] + 0, "-"
+        }' "$WORK/rrl.all"
+    echo "  target: QPS on/off >= 0.95, zero loss"
+}
+
+if [[ $RRL_ONLY == 1 ]]; then
+    echo "== torc-dns: RRL off vs on ($THREADS UDP thread(s), core 0) =="
+    rrl_compare
+    exit 0
+fi
+
+echo "== torc-dns ($THREADS UDP thread(s), core 0, RRL off) =="
+taskset -c 0 "$TORC" dns --listen "127.0.0.1:$TORC_PORT" --rrl-responses-per-second 0 \
     --zone-file "bench.test=$WORK/db.bench.test" --threads "$THREADS" 2>"$WORK/torc.log" &
 TORC_PID=$!
 PIDS+=("$TORC_PID")
@@ -224,3 +292,7 @@ row "" floor bind9 floor/bind9
 floor_row "  server CPU s per 100,000 answers" "$f_cpu" "$b_cpu"
 floor_row "    at $LAT_QPS queries/s" "$f_lcpu" "$b_lcpu"
 floor_row "  queries per second" "$f_qps" "$b_qps"
+
+echo
+echo "== torc-dns: RRL off vs on ($THREADS UDP thread(s), core 0) =="
+rrl_compare

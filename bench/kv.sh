@@ -10,21 +10,31 @@
 # 1,000-watcher load puts 1,000 events, so that its p99 rests on its 10
 # slowest events rather than on 3.
 # Usage: bench/kv.sh [SECONDS_PER_RUN]   (default 10)
+# TLS=1 runs both servers over TLS (certificates from `torc ca`: torc kv with
+# --cert-file/--key-file, etcd the same with https:// client URLs; the load
+# generator with --cacert, one handshake per connection), plus torc kv in plain
+# text in the same run, and prints torc/etcd over TLS and what TLS costs torc.
+# LOADS="put1 put64" runs only those loads (of put1 put64 gets getl getp watch
+# watchk), for a quick check.
 # TORC_KV_STATS=1 makes torc print commit-thread timings once a second, kept
 # in target/bench-kv-torc-stats.log. TORC_KV_CMD replaces `target/release/torc kv`
 # (e.g. target/release/examples/kv-serve, to bench torc-kv alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-10}"
+TLS="${TLS:-}"
 
 if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
 
 TORC_KV_CMD="${TORC_KV_CMD:-}"
-if [ -z "$TORC_KV_CMD" ]; then
-  # Two builds: with --example, cargo builds only the examples, not torc's binary.
+if [ -z "$TORC_KV_CMD" ] || [ -n "$TLS" ]; then
+  # Two builds: with --example, cargo builds only the examples, not torc's binary
+  # (which TLS=1 also needs for `torc ca`).
   cargo build --release -q -p torc --bin torc
+fi
+if [ -z "$TORC_KV_CMD" ]; then
   cargo build --release -q -p torc-kv --example kv-load
   TORC_KV_CMD="target/release/torc kv"
 else
@@ -36,45 +46,68 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+# The servers' certificate, from a throwaway rack CA.
+CA=""
+if [ -n "$TLS" ]; then
+  target/release/torc ca init "$WORK/ca" >/dev/null
+  target/release/torc ca issue "$WORK/ca" --out "$WORK/server" --ip 127.0.0.1 --dns localhost >/dev/null
+  CA="$WORK/ca/ca.pem"
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# wait_healthy URL [tls]
 wait_healthy() {
+  local tls=(); if [ -n "${2:-}" ]; then tls=(--cacert "$CA"); fi
   for _ in $(seq 1 100); do
-    ETCDCTL_API=3 etcdctl --endpoints="$1" endpoint health >/dev/null 2>&1 && return 0
+    ETCDCTL_API=3 etcdctl --endpoints="$1" "${tls[@]}" endpoint health >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "server at $1 did not become healthy" >&2; exit 1
 }
 
+# start_torc NAME [tls]: sets URL.
 start_torc() {
-  local port; port=$(free_port)
+  local port scheme=http tls=(); port=$(free_port)
+  if [ -n "${2:-}" ]; then scheme=https; tls=(--cert-file "$WORK/server.crt" --key-file "$WORK/server.key"); fi
   # shellcheck disable=SC2086 # TORC_KV_CMD is a command and its arguments
-  taskset -c 0 $TORC_KV_CMD --listen "127.0.0.1:$port" --data-dir "$WORK/torc-$1" >"$WORK/torc-$1.log" 2>&1 &
-  PIDS+=($!); wait_healthy "127.0.0.1:$port"; URL="http://127.0.0.1:$port"
+  taskset -c 0 $TORC_KV_CMD --listen "127.0.0.1:$port" --data-dir "$WORK/torc-$1" "${tls[@]}" >"$WORK/torc-$1.log" 2>&1 &
+  PIDS+=($!); URL="$scheme://127.0.0.1:$port"; wait_healthy "$URL" "${2:-}"
 }
 
+# start_etcd NAME [tls]: sets URL.
 start_etcd() {
-  local port peer; port=$(free_port); peer=$(free_port)
-  taskset -c 0 etcd --name bench --data-dir "$WORK/etcd-$1" \
-    --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+  local port peer scheme=http tls=(); port=$(free_port); peer=$(free_port)
+  if [ -n "${2:-}" ]; then scheme=https; tls=(--cert-file "$WORK/server.crt" --key-file "$WORK/server.key"); fi
+  taskset -c 0 etcd --name bench --data-dir "$WORK/etcd-$1" "${tls[@]}" \
+    --listen-client-urls "$scheme://127.0.0.1:$port" --advertise-client-urls "$scheme://127.0.0.1:$port" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
     --initial-cluster "bench=http://127.0.0.1:$peer" >"$WORK/etcd-$1.log" 2>&1 &
-  PIDS+=($!); wait_healthy "127.0.0.1:$port"; URL="http://127.0.0.1:$port"
+  PIDS+=($!); URL="$scheme://127.0.0.1:$port"; wait_healthy "$URL" "${2:-}"
 }
 
 load() { taskset -c 1 "$BIN/kv-load" "$@"; }
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}' if float($2) else 'n/a')"; }
 
-# Both servers run side by side (the idle one costs next to nothing) and each
-# load runs on one, then at once on the other, alternating which goes first,
-# so that the machine's load drifting during the run (it is shared) skews
-# both alike instead of only the one measured in that half.
-declare -A U
-start_torc run; U[torc]=$URL
-start_etcd run; U[etcd]=$URL
+# The servers run side by side (the idle ones cost next to nothing) and each
+# load runs on one, then at once on the next, rotating which goes first, so
+# that the machine's load drifting during the run (it is shared) skews all
+# alike instead of only the one measured in that part. With TLS=1, `torc` and
+# `etcd` are the TLS servers and `plain` is torc kv without TLS.
+declare -A U L
+if [ -n "$TLS" ]; then
+  SERVERS=(torc etcd plain)
+  start_torc run tls; U[torc]=$URL; L[torc]="--cacert $CA"
+  start_etcd run tls; U[etcd]=$URL; L[etcd]="--cacert $CA"
+  start_torc plain; U[plain]=$URL; L[plain]=""
+else
+  SERVERS=(torc etcd)
+  start_torc run; U[torc]=$URL; L[torc]=""
+  start_etcd run; U[etcd]=$URL; L[etcd]=""
+fi
 declare -A R O
-LOADS=(put1 put64 gets getl getp watch watchk)
+read -r -a LOADS <<<"${LOADS:-put1 put64 gets getl getp watch watchk}"
 declare -A ARGS=(
   [put1]="put --clients 1 --seconds $SECS"
   [put64]="put --clients 64 --seconds $SECS"
@@ -85,49 +118,67 @@ declare -A ARGS=(
   [watchk]="watch --events 1000 --watchers 1000 --streams 10"
 )
 i=0
+n=${#SERVERS[@]}
 for l in "${LOADS[@]}"; do
-  if [ $((i % 2)) = 0 ]; then order="torc etcd"; else order="etcd torc"; fi
-  i=$((i + 1))
-  for server in $order; do
-    # shellcheck disable=SC2086 # ARGS entries are argument lists
-    O[$server.$l]=$(load ${ARGS[$l]} --endpoint "${U[$server]}")
+  for j in $(seq 0 $((n - 1))); do
+    server=${SERVERS[$(((i + j) % n))]}
+    # shellcheck disable=SC2086 # ARGS and L entries are argument lists
+    O[$server.$l]=$(load ${ARGS[$l]} --endpoint "${U[$server]}" ${L[$server]})
   done
+  i=$((i + 1))
 done
-for server in torc etcd; do
-  R[$server.put1]=$(field puts_per_sec "${O[$server.put1]}")
-  R[$server.p99]=$(field p99_us "${O[$server.put1]}")
-  R[$server.put64]=$(field puts_per_sec "${O[$server.put64]}")
-  R[$server.p99_64]=$(field p99_us "${O[$server.put64]}")
-  R[$server.gets]=$(field gets_per_sec "${O[$server.gets]}")
-  R[$server.getl]=$(field gets_per_sec "${O[$server.getl]}")
-  R[$server.getp]=$(field gets_per_sec "${O[$server.getp]}")
-  R[$server.watch]=$(field watch_p99_us "${O[$server.watch]}")
-  R[$server.watchk]=$(field watch_p99_us "${O[$server.watchk]}")
-  R[$server.watch_ack]=$(field after_ack_p99_us "${O[$server.watch]}")
-  R[$server.watchk_ack]=$(field after_ack_p99_us "${O[$server.watchk]}")
-  echo "$server: put, 1 client: ${O[$server.put1]}"
-  echo "$server: put, 64 clients: ${O[$server.put64]}"
-  echo "$server: get serializable, 64 clients: ${O[$server.gets]}"
-  echo "$server: get linearizable, 64 clients: ${O[$server.getl]}"
-  echo "$server: range 100 keys, 64 clients: ${O[$server.getp]}"
-  echo "$server: watch, 1 watcher: ${O[$server.watch]}"
-  echo "$server: watch, 1000 watchers: ${O[$server.watchk]}"
+show() { if [ -n "$2" ]; then echo "$server: $1: $2"; fi; }
+for server in "${SERVERS[@]}"; do
+  R[$server.put1]=$(field puts_per_sec "${O[$server.put1]:-}")
+  R[$server.p99]=$(field p99_us "${O[$server.put1]:-}")
+  R[$server.put64]=$(field puts_per_sec "${O[$server.put64]:-}")
+  R[$server.p99_64]=$(field p99_us "${O[$server.put64]:-}")
+  R[$server.gets]=$(field gets_per_sec "${O[$server.gets]:-}")
+  R[$server.getl]=$(field gets_per_sec "${O[$server.getl]:-}")
+  R[$server.getp]=$(field gets_per_sec "${O[$server.getp]:-}")
+  R[$server.watch]=$(field watch_p99_us "${O[$server.watch]:-}")
+  R[$server.watchk]=$(field watch_p99_us "${O[$server.watchk]:-}")
+  R[$server.watch_ack]=$(field after_ack_p99_us "${O[$server.watch]:-}")
+  R[$server.watchk_ack]=$(field after_ack_p99_us "${O[$server.watchk]:-}")
+  show "put, 1 client" "${O[$server.put1]:-}"
+  show "put, 64 clients" "${O[$server.put64]:-}"
+  show "get serializable, 64 clients" "${O[$server.gets]:-}"
+  show "get linearizable, 64 clients" "${O[$server.getl]:-}"
+  show "range 100 keys, 64 clients" "${O[$server.getp]:-}"
+  show "watch, 1 watcher" "${O[$server.watch]:-}"
+  show "watch, 1000 watchers" "${O[$server.watchk]:-}"
 done
 if [ -n "${TORC_KV_STATS:-}" ]; then cp "$WORK/torc-run.log" target/bench-kv-torc-stats.log; fi
 
-printf '\n%-34s %12s %12s %10s\n' "metric" "torc kv" "etcd 3.4" "torc/etcd"
-printf '%-34s %12s %12s %10s\n' "durable puts/s, 1 client" "${R[torc.put1]}" "${R[etcd.put1]}" "$(ratio "${R[torc.put1]}" "${R[etcd.put1]}")"
-printf '%-34s %12s %12s %10s\n' "durable puts/s, 64 clients" "${R[torc.put64]}" "${R[etcd.put64]}" "$(ratio "${R[torc.put64]}" "${R[etcd.put64]}")"
-printf '%-34s %12s %12s %10s\n' "put p99 us, 1 client" "${R[torc.p99]}" "${R[etcd.p99]}" "$(ratio "${R[torc.p99]}" "${R[etcd.p99]}")"
-printf '%-34s %12s %12s %10s\n' "put p99 us, 64 clients" "${R[torc.p99_64]}" "${R[etcd.p99_64]}" "$(ratio "${R[torc.p99_64]}" "${R[etcd.p99_64]}")"
-printf '%-34s %12s %12s %10s\n' "gets/s serializable, 64 clients" "${R[torc.gets]}" "${R[etcd.gets]}" "$(ratio "${R[torc.gets]}" "${R[etcd.gets]}")"
-printf '%-34s %12s %12s %10s\n' "gets/s linearizable, 64 clients" "${R[torc.getl]}" "${R[etcd.getl]}" "$(ratio "${R[torc.getl]}" "${R[etcd.getl]}")"
-printf '%-34s %12s %12s %10s\n' "100-key ranges/s, 64 clients" "${R[torc.getp]}" "${R[etcd.getp]}" "$(ratio "${R[torc.getp]}" "${R[etcd.getp]}")"
-printf '%-34s %12s %12s %10s\n' "watch p99 us, 1 watcher" "${R[torc.watch]}" "${R[etcd.watch]}" "$(ratio "${R[torc.watch]}" "${R[etcd.watch]}")"
-printf '%-34s %12s %12s %10s\n' "watch p99 us, 1000 watchers" "${R[torc.watchk]}" "${R[etcd.watchk]}" "$(ratio "${R[torc.watchk]}" "${R[etcd.watchk]}")"
-printf '%-34s %12s %12s %10s\n' "  after the put's ack, 1 watcher" "${R[torc.watch_ack]}" "${R[etcd.watch_ack]}" "$(ratio "${R[torc.watch_ack]}" "${R[etcd.watch_ack]}")"
-printf '%-34s %12s %12s %10s\n' "  after the put's ack, 1000" "${R[torc.watchk_ack]}" "${R[etcd.watchk_ack]}" "$(ratio "${R[torc.watchk_ack]}" "${R[etcd.watchk_ack]}")"
+# row LABEL KEY: torc, etcd and their ratio (with TLS=1 also torc without TLS and
+# torc TLS/plain); skipped when the load did not run.
+row() {
+  local t=${R[torc.$2]:-} e=${R[etcd.$2]:-}
+  [ -n "$t" ] || return 0
+  if [ -n "$TLS" ]; then
+    local p=${R[plain.$2]:-}
+    printf '%-34s %12s %12s %10s %12s %10s\n' "$1" "$t" "$e" "$(ratio "$t" "$e")" "$p" "$(ratio "$t" "$p")"
+  else
+    printf '%-34s %12s %12s %10s\n' "$1" "$t" "$e" "$(ratio "$t" "$e")"
+  fi
+}
+if [ -n "$TLS" ]; then
+  printf '\n%-34s %12s %12s %10s %12s %10s\n' "metric (TLS)" "torc kv" "etcd 3.4" "torc/etcd" "torc plain" "TLS/plain"
+else
+  printf '\n%-34s %12s %12s %10s\n' "metric" "torc kv" "etcd 3.4" "torc/etcd"
+fi
+row "durable puts/s, 1 client" put1
+row "durable puts/s, 64 clients" put64
+row "put p99 us, 1 client" p99
+row "put p99 us, 64 clients" p99_64
+row "gets/s serializable, 64 clients" gets
+row "gets/s linearizable, 64 clients" getl
+row "100-key ranges/s, 64 clients" getp
+row "watch p99 us, 1 watcher" watch
+row "watch p99 us, 1000 watchers" watchk
+row "  after the put's ack, 1 watcher" watch_ack
+row "  after the put's ack, 1000" watchk_ack
 echo "watch latency: put sent -> event received, including the durable commit;"
 echo "'after the put's ack': put acknowledged -> event received (0 if the event came first),"
 echo "as etcd's own 'benchmark watch-latency' times it"
-echo "targets: 64-client puts >= 1.5x etcd; 1-client put p99 <= etcd; reads >= 2x etcd; watch p99 <= 1000 us"
+echo "targets: 64-client puts >= 1.5x etcd (also over TLS); 1-client put p99 <= etcd; reads >= 2x etcd; watch p99 <= 1000 us"

@@ -9,12 +9,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CONTROLLER=${TORC_CONTROLLER:-http://127.0.3.20:3000}
-TOKEN_FILE=${TORC_TOKEN_FILE:-${TMPDIR:-/tmp}/torc-up-$(id -u)/token}
+if [ "$(id -u)" -eq 0 ]; then UP=${TORC_UP_DIR:-/var/lib/torc/up}; else UP=${TORC_UP_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/torc/up}; fi
+CONTROLLER=${TORC_CONTROLLER:-https://127.0.3.20:3000}
+TOKEN_FILE=${TORC_TOKEN_FILE:-$UP/credentials/admin.token}
+export TORC_CA=${TORC_CA:-$UP/pki/ca.pem}
 RACK_DNS=${RACK_DNS:-127.0.3.20:53}
 API=127.0.0.1:3005
-[ -r "$TOKEN_FILE" ] || { echo "no local rack token at $TOKEN_FILE: is \`torc up\` running?" >&2; exit 1; }
+[ -r "$TOKEN_FILE" ] || { echo "no local rack admin token at $TOKEN_FILE: is \`torc up\` running?" >&2; exit 1; }
 command -v dig >/dev/null || { echo "dig is needed: apt-get install bind9-dnsutils" >&2; exit 1; }
+TORC=${TORC:-target/release/torc}
+[ -x "$TORC" ] || cargo build --release -q -p torc
+admin() { TORC_CONTROLLER=$CONTROLLER TORC_TOKEN_FILE=$TOKEN_FILE "$TORC" "$@"; }
+ADMIN=$(cat "$TOKEN_FILE")
+curl_admin() { curl -s --cacert "$TORC_CA" -H "Authorization: Bearer $ADMIN" "$@"; }
 
 # The scheduler binary: built here unless given (e.g. TORC_DNS_SCHEDULER=target/debug/torc-dns-scheduler).
 if [ -z "${TORC_DNS_SCHEDULER:-}" ]; then
@@ -22,7 +29,15 @@ if [ -z "${TORC_DNS_SCHEDULER:-}" ]; then
   TORC_DNS_SCHEDULER=target/release/torc-dns-scheduler
 fi
 STATE=$(mktemp -d)
-"$TORC_DNS_SCHEDULER" run --controller "$CONTROLLER" --token-file "$TOKEN_FILE" \
+# The scheduler acts with a framework token of its own, and reads (and has its servers write)
+# the load in the rack's tsdb as its admin, whose password the rack config lets it use.
+umask 077
+admin token create --role framework --framework torc-dns-scheduler --name demo >"$STATE/framework.token"
+admin secret get tsdb-admin >"$STATE/tsdb-password"
+umask 022
+"$TORC_DNS_SCHEDULER" run --controller "$CONTROLLER" --token-file "$STATE/framework.token" \
+  --ca "$TORC_CA" --tsdb-user admin --tsdb-password-file "$STATE/tsdb-password" \
+  --tsdb-password-secret tsdb-admin \
   --state-dir "$STATE" --listen "$API" --rack-dns "$RACK_DNS" --server "${DNS_SERVER:-torc}" \
   --high-qps 400 --low-qps 250 --k 2 --n 3 --cooldown-secs 10 --interval-secs 2 \
   >"$STATE/scheduler.log" 2>&1 &
@@ -30,15 +45,14 @@ SCHED=$!
 cleanup() {
   kill "$SCHED" 2>/dev/null || true
   # Unregistering the framework ends its servers and loads.
-  curl -s -X DELETE -H "Authorization: Bearer $(cat "$TOKEN_FILE")" \
-    "$CONTROLLER/api/v1/frameworks/torc-dns-scheduler" >/dev/null || true
+  curl_admin -X DELETE "$CONTROLLER/api/v1/frameworks/torc-dns-scheduler" >/dev/null || true
   echo "scheduler log and state: $STATE"
 }
 trap cleanup EXIT
 
 T0=$(date +%s)
 step() { printf '%4ss  %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
-scaling() { curl -s "http://$API/api/v1/scaling"; }
+scaling() { curl -s -H "Authorization: Bearer $ADMIN" "http://$API/api/v1/scaling"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 until_true() { # SECONDS WHAT CMD...
   local limit=$1 what=$2; shift 2
@@ -54,22 +68,22 @@ step "starting the DNS scheduler (framework torc-dns-scheduler, API on $API)"
 until_true 60 "dns-sl1 in the service domain" resolves dns-sl1.service.torc
 step "dns-sl1 is up: dns-sl1.service.torc -> $(dig @"${RACK_DNS%:*}" +short dns-sl1.service.torc), SRV $(dig @"${RACK_DNS%:*}" +short _dns-sl1._tcp.service.torc SRV)"
 
-curl -s "http://$API/start/group?name=normalload200" >/dev/null
+curl -s -H "Authorization: Bearer $ADMIN" "http://$API/start/group?name=normalload200" >/dev/null
 step "load 200 started (normalload200: 200 users, ~1 query/s each)"
 until_true 60 "the load to show" measured_over 120
 step "measured $(scaling | json 'round(d["last_observation"]["total_qps"])') qps on 1 server: no change"
 
-curl -s "http://$API/start/group?name=normalload400" >/dev/null
+curl -s -H "Authorization: Bearer $ADMIN" "http://$API/start/group?name=normalload400" >/dev/null
 step "load 400 started (normalload400)"
 until_true 90 "a second server" desired_is 2
 step "scaled up: $(scaling | json 'd["decisions"][-1]["reason"]')"
 until_true 30 "dns-sl2 in the service domain" resolves dns-sl2.service.torc
 step "dns-sl2 is up: dns-sl2.service.torc -> $(dig @"${RACK_DNS%:*}" +short dns-sl2.service.torc)"
 sleep 8
-TASK=$(curl -s "$CONTROLLER/api/v1/tasks?state=running" | json '[t["id"] for t in d if t["name"]=="normalload400"][0]')
-step "normalload400 now sends: $(curl -s "$CONTROLLER/api/v1/tasks/$TASK/logs?tail=2000" | json 'json.loads(d["data"].strip().splitlines()[-1])["per_server_qps"]')"
+TASK=$(curl_admin "$CONTROLLER/api/v1/tasks?state=running" | json '[t["id"] for t in d if t["name"]=="normalload400"][0]')
+step "normalload400 now sends: $(curl_admin "$CONTROLLER/api/v1/tasks/$TASK/logs?tail=2000" | json 'json.loads(d["data"].strip().splitlines()[-1])["per_server_qps"]')"
 
-curl -s -X DELETE "http://$API/service?name=normalload400" >/dev/null
+curl -s -X DELETE -H "Authorization: Bearer $ADMIN" "http://$API/service?name=normalload400" >/dev/null
 step "load 400 stopped"
 until_true 120 "back to one server" desired_is 1
 step "scaled down: $(scaling | json 'd["decisions"][-1]["reason"]')"

@@ -95,6 +95,10 @@ pub struct ReviewResponse {
     pub reads_all: bool,
     /// May change anything.
     pub admin: bool,
+    /// The controller passing on an admin's action to this framework's own API (and good for
+    /// nothing else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate_for: Option<FrameworkName>,
     /// How to name the holder in logs (never the secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,

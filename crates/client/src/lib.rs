@@ -58,7 +58,19 @@ impl ClientError {
 pub struct Client {
     base: String,
     token: Option<String>,
+    /// For the controller: under TLS its certificate must name `torc_tls::CONTROLLER_NAME`.
     http: reqwest::Client,
+    /// For the rack's other servers (agents): their certificates must name the address.
+    rack_http: reqwest::Client,
+}
+
+/// What a client trusts, and what it presents when asked.
+#[derive(Debug, Clone)]
+pub struct RackTls {
+    /// The rack CA.
+    pub roots: Vec<torc_tls::CertificateDer<'static>>,
+    /// A certificate and key to present (agents).
+    pub identity: Option<torc_tls::Identity>,
 }
 
 /// Why a client could not be set up from its configuration.
@@ -99,23 +111,33 @@ impl Client {
         Client::with_tls(base, token, None).expect("a client without TLS settings always builds")
     }
 
-    /// A client for a controller whose certificate chains to the rack CA in `tls` (and that
-    /// presents `tls`'s identity when the controller asks for one: agents).
+    /// A client for a controller whose certificate chains to the rack CA in `tls` and names
+    /// the controller (`torc_tls::CONTROLLER_NAME`, whatever address is dialled), presenting
+    /// `tls`'s identity when the controller asks for one (agents).
     pub fn with_tls(
         base: impl Into<String>,
         token: Option<String>,
-        tls: Option<torc_tls::ClientConfig>,
+        tls: Option<RackTls>,
     ) -> Result<Self, SetupError> {
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .no_proxy();
-        if let Some(config) = tls {
-            http = http.tls_backend_preconfigured(config);
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .no_proxy()
+        };
+        let (mut http, mut rack_http) = (builder(), builder());
+        if let Some(tls) = tls {
+            http = http.tls_backend_preconfigured(torc_tls::controller_client_config(
+                &tls.roots,
+                tls.identity,
+            )?);
+            rack_http =
+                rack_http.tls_backend_preconfigured(torc_tls::client_config(&tls.roots, None)?);
         }
         Ok(Client {
             base: base.into().trim_end_matches('/').to_string(),
             token,
             http: http.build()?,
+            rack_http: rack_http.build()?,
         })
     }
 
@@ -126,7 +148,10 @@ impl Client {
         ca: Option<&std::path::Path>,
     ) -> Result<Self, SetupError> {
         let tls = match ca {
-            Some(path) => Some(torc_tls::client_config(&torc_tls::load_certs(path)?, None)?),
+            Some(path) => Some(RackTls {
+                roots: torc_tls::load_certs(path)?,
+                identity: None,
+            }),
             None => None,
         };
         Client::with_tls(base, token, tls)
@@ -157,7 +182,7 @@ impl Client {
     /// GETs a URL of the rack (e.g. an agent's `/v1/metrics`) with this client's TLS
     /// settings and token.
     pub async fn get_url<T: DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
-        let mut req = self.http.get(url);
+        let mut req = self.rack_http.get(url);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
@@ -234,15 +259,15 @@ impl Client {
         self.send(url, req).await
     }
 
-    /// Who holds `token` (agents and frameworks ask about their callers).
+    /// Who holds `token` (agents and frameworks ask about their callers). Bounded to 5 s: a
+    /// caller waits on it.
     pub async fn review(&self, token: &str) -> Result<torc_api::ReviewResponse, ClientError> {
-        self.post(
-            "/api/v1/auth/review",
-            &torc_api::ReviewRequest {
-                token: token.to_string(),
-            },
-        )
-        .await
+        let (url, req) = self.request(Method::POST, "/api/v1/auth/review");
+        let body = torc_api::ReviewRequest {
+            token: token.to_string(),
+        };
+        self.send(url, req.json(&body).timeout(Duration::from_secs(5)))
+            .await
     }
 
     /// Who this client's credential is.
@@ -252,6 +277,12 @@ impl Client {
 
     pub async fn secrets(&self) -> Result<Vec<String>, ClientError> {
         self.get("/api/v1/secrets").await
+    }
+
+    /// A rack secret's value (admins only).
+    pub async fn secret(&self, name: &torc_types::SecretName) -> Result<String, ClientError> {
+        let v: serde_json::Value = self.get(&format!("/api/v1/secrets/{name}")).await?;
+        Ok(v["value"].as_str().unwrap_or_default().to_string())
     }
 
     pub async fn set_secret(

@@ -237,6 +237,15 @@ fn check_dns_addons(config: &RackConfig) -> Check {
 }
 
 fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -> Check {
+    if service.name.as_str() == config.name {
+        fail(
+            path.key("name"),
+            format!(
+                "`{}` is the controller's own name (`name`): its DNS name and certificate are the controller's",
+                service.name
+            ),
+        )?;
+    }
     if let Some(ttl) = service.dns_ttl_in_seconds {
         check_ttl(path.key("dns_ttl_in_seconds"), ttl)?;
     }

@@ -45,6 +45,8 @@ const SESSION_COOKIE: &str = "torc_session";
 const SESSION_TTL_MS: u64 = 12 * 3600 * 1000;
 /// Most sessions held at once; past it the oldest is dropped.
 const MAX_SESSIONS: usize = 1024;
+/// Most sessions one identity holds; past it its own oldest is dropped, never another's.
+const MAX_SESSIONS_EACH: usize = 16;
 
 /// Who is calling, and how they proved it.
 #[derive(Debug, Clone)]
@@ -151,6 +153,16 @@ impl Sessions {
         let expires_at = now + SESSION_TTL_MS;
         let mut map = self.by_hash.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, s| s.expires_at > now);
+        let mine: Vec<(String, UnixMillis)> = map
+            .iter()
+            .filter(|(_, s)| s.who == who)
+            .map(|(k, s)| (k.clone(), s.expires_at))
+            .collect();
+        if mine.len() >= MAX_SESSIONS_EACH
+            && let Some((oldest, _)) = mine.iter().min_by_key(|(_, e)| *e)
+        {
+            map.remove(oldest);
+        }
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map
                 .iter()
@@ -220,6 +232,10 @@ fn authenticate(ctl: &Controller, headers: &HeaderMap) -> Result<Option<Caller>,
     }
     if let Some(token) = bearer(headers)? {
         return match ctl.authenticate(token) {
+            // Tokens the controller hands out for calls elsewhere: never good here.
+            Ok(Who::Controller | Who::Delegate(_)) => Err(unauthorized(
+                "this token is for the controller's calls to agents and frameworks, not for its API",
+            )),
             Ok(who) => Ok(Some(Caller {
                 who,
                 via: Via::Token,
@@ -307,13 +323,28 @@ async fn admit(ctl: &Controller, req: Request) -> Result<Request, ApiError> {
     if need == Need::Public {
         return Ok(req);
     }
+    // A browser says where a request comes from: another site's page (a link, a form, an
+    // image) never acts here, whatever credential the browser would attach or the controller
+    // would not ask for (`--insecure`). Tools send no such header.
+    if let Some(site) = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(forbidden(format!(
+            "a request from another site's page ({site}) is refused; open the controller's own page"
+        )));
+    }
     let Some(caller) = authenticate(ctl, req.headers())? else {
         return Err(unauthorized(format!(
             "{method} {route} needs a credential: `Authorization: Bearer <token>` (`torc token create`; for `torc up`, the admin token file it printed)"
         )));
     };
-    if caller.via == Via::Session {
-        check_browser(ctl, req.headers(), read)?;
+    // Sessions ride on cookies, and `--insecure` on nothing at all: both must come from this
+    // controller's own page, by one of its own names.
+    if matches!(caller.via, Via::Session | Via::Insecure) {
+        check_browser(ctl, req.headers(), read || caller.via == Via::Insecure)?;
     }
     let (mut parts, body) = req.into_parts();
     let params = RawPathParams::from_request_parts(&mut parts, &())
@@ -503,12 +534,17 @@ pub(crate) async fn review(
             authenticated: true,
             reads_all: who.reads_all(),
             admin: who.is_admin(),
+            delegate_for: match &who {
+                Who::Delegate(f) => Some(f.clone()),
+                _ => None,
+            },
             subject: Some(who.describe()),
         },
         Err(_) => ReviewResponse {
             authenticated: false,
             reads_all: false,
             admin: false,
+            delegate_for: None,
             subject: None,
         },
     })
@@ -538,7 +574,14 @@ fn token_view(c: &crate::auth::Credential) -> TokenView {
 /// `GET /api/v1/tokens`: every stored credential, without secrets.
 pub(crate) async fn list_tokens(State(ctl): State<Arc<Controller>>) -> Json<Vec<TokenView>> {
     let inner = ctl.inner.lock().unwrap_or_else(|e| e.into_inner());
-    Json(inner.keys.list().iter().map(token_view).collect())
+    Json(
+        inner
+            .keys
+            .list(now_millis())
+            .iter()
+            .map(token_view)
+            .collect(),
+    )
 }
 
 /// `POST /api/v1/tokens`: a new token, shown this once.
@@ -619,7 +662,7 @@ pub(crate) async fn revoke_token(
     let by = caller.who.describe();
     let revoked = ctl
         .change_keys(move |rack, keys| {
-            if !keys.revoke(&id) {
+            if !keys.revoke(&id, now_millis()) {
                 return Err(crate::RackError::NotFound(format!(
                     "no token with id {id:?}"
                 )));
@@ -642,6 +685,35 @@ pub(crate) async fn revoke_token(
 pub(crate) async fn list_secrets(State(ctl): State<Arc<Controller>>) -> Json<Vec<String>> {
     let inner = ctl.inner.lock().unwrap_or_else(|e| e.into_inner());
     Json(inner.keys.secret_names())
+}
+
+/// `GET /api/v1/secrets/{name}`: a rack secret's value, for an admin (e.g. the kv root
+/// password, to use etcdctl as root). Recorded in the event feed.
+pub(crate) async fn get_secret(
+    State(ctl): State<Arc<Controller>>,
+    Extension(caller): Extension<Caller>,
+    crate::api::Segment(name): crate::api::Segment<torc_types::SecretName>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let by = caller.who.describe();
+    let n = name.clone();
+    let value = ctl
+        .change_keys(move |rack, keys| {
+            let value = keys
+                .secret(n.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| crate::RackError::NotFound(format!("no rack secret named {n}")))?;
+            rack.record(
+                "auth",
+                "info",
+                format!("{by} read secret {n}"),
+                None,
+                None,
+                now_millis(),
+            );
+            Ok(value)
+        })
+        .await?;
+    Ok(Json(serde_json::json!({ "secret": name, "value": value })))
 }
 
 #[derive(serde::Deserialize)]

@@ -33,6 +33,9 @@ use crate::auth::Role;
 use crate::{ChangeError, Controller, RackError};
 use axum::Extension;
 
+/// Most bytes of an answer the controller passes on from an agent, the tsdb or a framework.
+const MAX_PROXIED_BYTES: usize = 32 << 20;
+
 /// Longest a desired-state long poll waits.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -112,7 +115,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/api/v1/secrets", get(crate::access::list_secrets))
         .route(
             "/api/v1/secrets/{name}",
-            axum::routing::put(crate::access::set_secret),
+            get(crate::access::get_secret).put(crate::access::set_secret),
         )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&ctl),
@@ -189,12 +192,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
-    let status = match &r {
-        JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(status, format!("request body: {}", r.body_text()))
+    // axum's own statuses: 422 for a body of the wrong shape, 415 without the JSON content
+    // type, 413 over the body limit, 400 for bytes that are not JSON.
+    ApiError::new(r.status(), format!("request body: {}", r.body_text()))
 }
 
 /// Query parameters whose rejection is a JSON error.
@@ -426,16 +426,42 @@ fn bad_gateway(e: String) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, e)
 }
 
+/// The rack's state store and the controller's client of it (logged in as `access.etcd`).
+fn kv_client(ctl: &Controller) -> Result<(String, torc_kv::client::Client), ApiError> {
+    let (addr, tls) = service_endpoint(ctl, "etcd", 2379)?;
+    let url = format!("{}://{addr}", if tls { "https" } else { "http" });
+    let login = match ctl.login(|s| s.etcd_login.clone()) {
+        (Some(user), Some(password)) => Some((user, password)),
+        _ => None,
+    };
+    let roots = ctl
+        .ca
+        .as_ref()
+        .and_then(|ca| torc_tls::parse_certs(ca.cert_pem(), "the rack CA").ok());
+    let client = ctl
+        .kv
+        .get(&url, login, roots.as_deref())
+        .map_err(|e| bad_gateway(e.to_string()))?;
+    Ok((url, client))
+}
+
+fn kv_error(e: crate::kv::KvError) -> ApiError {
+    match e {
+        crate::kv::KvError::NoKey(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        e => bad_gateway(e.to_string()),
+    }
+}
+
 /// The state store's keys under `prefix` (the state browser).
 async fn kv_list(
     State(ctl): State<Arc<Controller>>,
     Params(q): Params<KvQuery>,
 ) -> Reply<crate::kv::KvListing> {
-    let addr = service_addr(&ctl, "etcd", 2379)?;
-    crate::kv::list(addr, &q.prefix)
+    let (url, client) = kv_client(&ctl)?;
+    crate::kv::list(&client, &url, &q.prefix)
         .await
         .map(Json)
-        .map_err(bad_gateway)
+        .map_err(kv_error)
 }
 
 async fn kv_put(
@@ -449,10 +475,10 @@ async fn kv_put(
             "missing query parameter `key`",
         ));
     }
-    let addr = service_addr(&ctl, "etcd", 2379)?;
-    let revision = crate::kv::put(addr, &q.key, &v.value)
+    let (_, client) = kv_client(&ctl)?;
+    let revision = crate::kv::put(&client, &q.key, &v.value)
         .await
-        .map_err(bad_gateway)?;
+        .map_err(kv_error)?;
     Ok(Json(
         serde_json::json!({ "key": q.key, "revision": revision }),
     ))
@@ -468,10 +494,8 @@ async fn kv_delete(
             "missing query parameter `key`",
         ));
     }
-    let addr = service_addr(&ctl, "etcd", 2379)?;
-    let revision = crate::kv::delete(addr, &q.key)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
+    let (_, client) = kv_client(&ctl)?;
+    let revision = crate::kv::delete(&client, &q.key).await.map_err(kv_error)?;
     Ok(Json(
         serde_json::json!({ "key": q.key, "revision": revision }),
     ))
@@ -482,12 +506,12 @@ async fn kv_watch(
     State(ctl): State<Arc<Controller>>,
     Params(q): Params<KvQuery>,
 ) -> Reply<crate::kv::KvChange> {
-    let addr = service_addr(&ctl, "etcd", 2379)?;
+    let (_, client) = kv_client(&ctl)?;
     let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
-    crate::kv::wait_change(addr, &q.prefix, q.after, wait)
+    crate::kv::wait_change(&client, &q.prefix, q.after, wait)
         .await
         .map(Json)
-        .map_err(bad_gateway)
+        .map_err(kv_error)
 }
 
 #[derive(serde::Deserialize)]
@@ -514,18 +538,19 @@ async fn tsdb_query(
     State(ctl): State<Arc<Controller>>,
     Extension(caller): CallerExt,
     Params(q): Params<TsdbQuery>,
-) -> Reply<serde_json::Value> {
+) -> Result<Response, ApiError> {
     if !caller.who.is_admin()
-        && let Some(statement) = first_changing_statement(&q.q)
+        && let Some(why) = not_plainly_a_read(&q.q, q.api == "0.8")
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "{} may only run SELECT and SHOW (LIST on the 0.8 API) through the controller; {statement:?} changes the database and needs an admin",
+                "{} may only run one SELECT or SHOW (LIST on the 0.8 API) through the controller, and this query is not plainly one: {why}; an admin may run it",
                 caller.who.describe()
             ),
         ));
     }
+    let db = plain_db_name(&q.db)?;
     let (addr, tls) = service_endpoint(&ctl, "influxdb", 8086)?;
     let scheme = if tls { "https" } else { "http" };
     // The controller logs in as the config's `access.influxdb` user (0.8's default `root`
@@ -535,20 +560,18 @@ async fn tsdb_query(
         user.unwrap_or_else(|| "root".into()),
         password.unwrap_or_else(|| "root".into()),
     );
+    // Credentials go in the Authorization header, never in the URL, which errors quote.
     let req = match q.api.as_str() {
         "0.8" => ctl
             .http
-            .get(format!("{scheme}://{addr}/db/{}/series", q.db))
-            .query(&[
-                ("q", q.q.as_str()),
-                ("u", user.as_str()),
-                ("p", password.as_str()),
-            ]),
+            .get(format!("{scheme}://{addr}/db/{db}/series"))
+            .basic_auth(&user, Some(&password))
+            .query(&[("q", q.q.as_str())]),
         "1.x" => ctl
             .http
             .get(format!("{scheme}://{addr}/query"))
             .basic_auth(&user, Some(&password))
-            .query(&[("q", q.q.as_str()), ("db", q.db.as_str()), ("epoch", "ms")]),
+            .query(&[("q", q.q.as_str()), ("db", db), ("epoch", "ms")]),
         other => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -556,78 +579,81 @@ async fn tsdb_query(
             ));
         }
     };
-    let body: serde_json::Value = forward(req, &format!("influxdb at {addr}")).await?;
-    // 1.x reports a statement's error inside a 200.
-    if let Some(err) = body["results"][0]["error"].as_str() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("influxdb: {err}"),
-        ));
+    let who = format!("influxdb at {addr}");
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| bad_gateway(format!("{who} did not answer: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        // The database's own words (a parse error, a refusal), as ours.
+        return Err(forward_error(resp, &who).await);
     }
-    Ok(Json(body))
+    // The answer goes through as it comes, never held whole: a big answer costs the
+    // controller a chunk at a time. A statement's error in a 1.x answer stays inside it
+    // (`results[i].error`), as InfluxDB sends it.
+    let mut out = Response::new(axum::body::Body::from_stream(resp.bytes_stream()));
+    out.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(out)
 }
 
-/// The first statement of an InfluxQL text that is not a read (SELECT, SHOW, or 0.8's LIST),
-/// if any. Statements are split on `;` outside quotes and comments.
-fn first_changing_statement(text: &str) -> Option<String> {
-    let mut statements = Vec::new();
-    let mut current = String::new();
-    let mut quote: Option<char> = None;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) => {
-                current.push(c);
-                if c == '\\' {
-                    if let Some(n) = chars.next() {
-                        current.push(n);
-                    }
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None if c == '\'' || c == '"' => {
-                quote = Some(c);
-                current.push(c);
-            }
-            // Comments (`-- to the end of the line`, `/* ... */`) are dropped whole.
-            None if c == '-' && chars.peek() == Some(&'-') => {
-                for n in chars.by_ref() {
-                    if n == '\n' {
-                        break;
-                    }
-                }
-                current.push(' ');
-            }
-            None if c == '/' && chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut last = ' ';
-                for n in chars.by_ref() {
-                    if last == '*' && n == '/' {
-                        break;
-                    }
-                    last = n;
-                }
-                current.push(' ');
-            }
-            None if c == ';' => statements.push(std::mem::take(&mut current)),
-            None => current.push(c),
-        }
+/// Why a non-admin may not run `text` through the query proxy, if they may not.
+///
+/// The proxy logs in to the database as its admin, so for everyone else it admits only what
+/// is plainly a read, and is conservative about it rather than a second InfluxQL lexer (the
+/// database's own is the judge of what a statement means): one statement, starting with
+/// SELECT or SHOW (0.8's SELECT or LIST), without the word INTO (SELECT ... INTO writes), and
+/// without comments (which could hide a statement boundary from a check this simple).
+fn not_plainly_a_read(text: &str, api_08: bool) -> Option<String> {
+    let mut body = text.trim();
+    if let Some(stripped) = body.strip_suffix(';') {
+        body = stripped.trim_end();
     }
-    statements.push(current);
-    statements.into_iter().find_map(|st| {
-        let rest = st.trim_start();
-        let word: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .collect::<String>()
-            .to_ascii_uppercase();
-        match word.as_str() {
-            "" if rest.is_empty() => None,
-            "SELECT" | "SHOW" | "LIST" => None,
-            _ => Some(rest.chars().take(60).collect()),
-        }
-    })
+    if body.contains(';') {
+        return Some("it holds more than one statement".into());
+    }
+    if body.contains("--") || body.contains("/*") {
+        return Some("it holds a comment".into());
+    }
+    let words: Vec<String> = body
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let first = words.first().map(String::as_str).unwrap_or("");
+    let reads: &[&str] = if api_08 {
+        &["SELECT", "LIST"]
+    } else {
+        &["SELECT", "SHOW"]
+    };
+    if !reads.contains(&first) || !body.to_ascii_uppercase().starts_with(first) {
+        return Some(format!("it does not start with {}", reads.join(" or ")));
+    }
+    if words.iter().any(|w| w == "INTO") {
+        return Some("SELECT ... INTO writes".into());
+    }
+    None
+}
+
+/// A database name the proxy may put in a path or a parameter: letters, digits, `_`, `-`, `.`.
+fn plain_db_name(db: &str) -> Result<&str, ApiError> {
+    let ok = !db.is_empty()
+        && db.len() <= 255
+        && db != "."
+        && db != ".."
+        && db
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(db)
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("db: {db:?} is not a database name (letters, digits, '_', '-', '.')"),
+        ))
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -692,26 +718,55 @@ async fn agent_get<T: serde::de::DeserializeOwned, Q: serde::Serialize>(
     })
 }
 
+/// An error answer of a peer as ours: its status and words (at most 64 KiB of them), prefixed
+/// with `who`.
+async fn forward_error(mut resp: reqwest::Response, who: &str) -> ApiError {
+    let status = resp.status();
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > 64 << 10 {
+            bytes.truncate(64 << 10);
+            break;
+        }
+    }
+    // torc's and InfluxDB's errors are JSON with an `error` field; anything else is text.
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    ApiError::new(status, format!("{who}: {message}"))
+}
+
 /// Sends a request to a peer (an agent, the tsdb, a framework) and passes its JSON answer on;
 /// its error status and words come back as ours, prefixed with `who`.
 async fn forward(req: reqwest::RequestBuilder, who: &str) -> Result<serde_json::Value, ApiError> {
-    let resp = req
+    let mut resp = req
         .send()
         .await
-        .map_err(|e| bad_gateway(format!("{who} did not answer: {e}")))?;
-    let status = resp.status();
-    let bytes = resp
-        .bytes()
+        .map_err(|e| bad_gateway(format!("{who} did not answer: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        return Err(forward_error(resp, who).await);
+    }
+    // The answer is held whole (it is checked and re-encoded): bounded, so one huge answer
+    // cannot grow the controller's memory.
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| bad_gateway(format!("{who}: {e}")))?;
-    if !status.is_success() {
-        // torc's and InfluxDB's errors are JSON with an `error` field; anything else is text.
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Err(ApiError::new(status, format!("{who}: {message}")));
+        .map_err(|e| bad_gateway(format!("{who}: {}", e.without_url())))?
+    {
+        if bytes.len() + chunk.len() > MAX_PROXIED_BYTES {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "{who} answered more than {} MiB, which the controller does not pass on; narrow the request (a LIMIT, a shorter time range)",
+                    MAX_PROXIED_BYTES >> 20
+                ),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| bad_gateway(format!("{who} sent an unreadable answer: {e}")))
@@ -727,17 +782,36 @@ async fn list_frameworks(State(ctl): State<Arc<Controller>>) -> Json<Vec<torc_ap
 async fn register_agent(
     State(ctl): State<Arc<Controller>>,
     Extension(caller): CallerExt,
+    peer: Option<Extension<torc_tls::PeerCertificates>>,
     Body(req): Body<RegisterRequest>,
 ) -> Reply<RegisterResponse> {
     let node = req.node.clone();
-    if let Some(Role::Node { node: own }) = caller.who.role()
-        && *own != node
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("node {own}'s credential cannot register node {node}"),
-        ));
+    if let Some(Role::Node { node: own }) = caller.who.role() {
+        if *own != node {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("node {own}'s credential cannot register node {node}"),
+            ));
+        }
+        // Under TLS a node re-registers with its certificate too: its credential alone does
+        // not get a certificate for a new key.
+        if ctl.tls.is_some() {
+            let dns = ctl.node_cert_name(node.as_str());
+            let shown = peer
+                .as_ref()
+                .and_then(|p| p.0.leaf())
+                .is_some_and(|leaf| torc_tls::cert_names(leaf, &dns));
+            if !shown {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "node {node} re-registers with its client certificate for {dns} as well as its credential"
+                    ),
+                ));
+            }
+        }
     }
+    let joining = matches!(caller.who.role(), Some(Role::Join));
     // A join token (or an admin's) gets the node its own credential; a node's own keeps it.
     let mint = matches!(caller.who.role(), Some(Role::Join | Role::Admin));
     let public_key = match (&ctl.ca, &req.public_key) {
@@ -753,9 +827,18 @@ async fn register_agent(
         ),
         _ => None,
     };
+    let mut req = req;
+    req.agent_url = agent_url(&ctl, &req)?;
     let n = node.clone();
     let (interval, credential, ip) = ctl
         .change_keys(move |rack, keys| {
+            // A join token brings in a node that holds no credential; it never takes over one
+            // that does (that would shut its agent out and give the caller its identity).
+            if joining && keys.node_has_credential(&n, now_millis()) {
+                return Err(RackError::Conflict(format!(
+                    "node {n} already holds a credential, with which its agent registers; to let another agent take the node, revoke that credential first (`torc token list`, `torc token revoke ID`)"
+                )));
+            }
             let interval = rack.register(req, now_millis())?;
             let credential = mint.then(|| keys.mint_node(&n, now_millis()).token);
             let ip = rack.node_view(&n)?.ip;
@@ -763,6 +846,15 @@ async fn register_agent(
         })
         .await?;
     let certificate = match (&ctl.ca, public_key) {
+        (Some(_), Some(_)) if ctl.node_cert_name(node.as_str()) == torc_tls::CONTROLLER_NAME => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "node {node}'s certificate would name the controller ({}); rename the node",
+                    torc_tls::CONTROLLER_NAME
+                ),
+            ));
+        }
         (Some(ca), Some(key)) => {
             let req = torc_tls::pki::CertRequest {
                 common_name: format!("node {node}"),
@@ -789,6 +881,40 @@ async fn register_agent(
         credential,
         certificate,
     }))
+}
+
+/// Where the controller calls a node's agent: the node's own address (from the rack config
+/// when it lists the node), the port the agent serves on, HTTPS when the rack has a CA. Never
+/// the URL as the agent sent it: the controller's calls carry its token, and a node must not
+/// be able to send them anywhere else.
+fn agent_url(ctl: &Controller, req: &RegisterRequest) -> Result<String, ApiError> {
+    let port = req
+        .agent_url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.trim_end_matches('/').parse::<u16>().ok())
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "agent_url: expected scheme://address:port, got {:?}",
+                    req.agent_url
+                ),
+            )
+        })?;
+    let configured = ctl.read(|r| {
+        r.settings()
+            .nodes
+            .iter()
+            .find(|n| n.name == req.node)
+            .map(|n| n.ip)
+    });
+    let ip = configured.unwrap_or(req.ip);
+    let scheme = if ctl.ca.is_some() { "https" } else { "http" };
+    Ok(match ip {
+        std::net::IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}"),
+        v4 => format!("{scheme}://{v4}:{port}"),
+    })
 }
 
 /// How long a node's certificate is valid; the agent gets a new one at each registration.
@@ -909,6 +1035,14 @@ async fn framework_launch(
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     check_tls_wanted(&ctl, &spec)?;
     if !caller.who.is_admin() {
+        if spec.privileged {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "framework {name}'s tasks run as their node's task user, never privileged; an admin launches privileged tasks"
+                ),
+            ));
+        }
         if spec.credentials.api_access.is_some() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -1010,17 +1144,27 @@ async fn framework_group(
         )
     })?;
     // The caller is an admin (the policy says so); the framework hears it from the controller
-    // itself, whose token it can check like any other.
+    // with a delegation token good for that framework's API alone, for a minute or two.
+    let delegation = {
+        let inner = ctl.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.keys.delegation_token(&name, now_millis())
+    }
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the rack key is missing; restart the controller",
+        )
+    })?;
     let req = match action.as_str() {
         "start" => ctl
             .http
             .get(format!("{api}/start/group"))
-            .bearer_auth(&ctl.own_token)
+            .bearer_auth(&delegation)
             .query(&[("name", &group)]),
         "stop" => ctl
             .http
             .delete(format!("{api}/service"))
-            .bearer_auth(&ctl.own_token)
+            .bearer_auth(&delegation)
             .query(&[("name", &group)]),
         other => {
             return Err(ApiError::new(
@@ -1276,29 +1420,50 @@ async fn ui_css() -> axum::response::Response {
 
 #[cfg(test)]
 mod tests {
-    use super::first_changing_statement as changing;
+    use super::not_plainly_a_read as refused;
 
     #[test]
-    fn only_reads_pass_the_query_proxy() {
+    fn only_plain_reads_pass_the_query_proxy() {
         for read in [
             "SELECT * FROM machine",
-            "  select mean(x) from m; SHOW DATABASES",
-            "-- the seed's query\nselect * from machine where hostname = 'a;drop' limit 1",
-            "/* it's */ SELECT 1 /* ; drop */",
-            "list series",
-            "SHOW MEASUREMENTS;",
+            "  select mean(x) from m;",
+            "select * from machine where hostname = 'bladerunner1' limit 1000",
+            "SHOW MEASUREMENTS",
+            "SELECT * FROM /^cpu/ WHERE host =~ /web/",
         ] {
-            assert_eq!(changing(read), None, "{read:?}");
+            assert_eq!(refused(read, false), None, "{read:?}");
         }
+        assert_eq!(refused("list series", true), None);
         for write in [
             "DROP DATABASE torc",
             "select * from m; drop measurement m",
-            "SELECT 1; CREATE USER x WITH PASSWORD 'y'",
-            "delete from machine",
+            "SHOW DATABASES; SELECT * FROM /--/; CREATE USER m WITH PASSWORD 'p' WITH ALL PRIVILEGES",
+            "SELECT * FROM /'/; CREATE DATABASE x; SELECT * FROM /'/",
+            "SELECT mean(x) INTO other FROM m",
+            "-- a comment\nDROP DATABASE torc",
+            "/* x */ SELECT 1",
             "(drop database torc)",
-            "-- a comment; select\nDROP DATABASE torc",
+            "delete from machine",
+            "",
+            // Conservative: a ';' even inside a string is refused to non-admins.
+            "select * from machine where hostname = 'a;drop' limit 1",
         ] {
-            assert!(changing(write).is_some(), "{write:?}");
+            assert!(refused(write, false).is_some(), "{write:?}");
+        }
+        assert!(refused("delete from machine", true).is_some());
+        assert!(
+            refused("show databases", true).is_some(),
+            "0.8 has LIST, not SHOW"
+        );
+    }
+
+    #[test]
+    fn database_names_stay_names() {
+        for ok in ["torc", "my_db-1", "a.b"] {
+            assert!(super::plain_db_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", "../../query?q=x", "a/b", "a b", "a%2f"] {
+            assert!(super::plain_db_name(bad).is_err(), "{bad}");
         }
     }
 }

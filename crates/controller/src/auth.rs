@@ -37,8 +37,9 @@ use crate::store::{Loaded, StoreError, Table, Write};
 /// Every token starts with this (secret scanners key on it).
 pub const TOKEN_PREFIX: &str = "torc_";
 /// Stored credential ids are 16 hex digits; task tokens' ids are `t` and the task id in hex;
-/// the controller's own is `p` and 16 hex digits. `t` and `p` are not hex digits, so the three
-/// never collide.
+/// delegation tokens' are `g` and the framework name in hex; the controller's own is `p` and
+/// 16 hex digits. `t`, `g` and `p` are not hex
+/// digits, so the four never collide.
 const ID_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
 /// The key task tokens are derived under, in the secrets table.
@@ -79,6 +80,17 @@ pub struct Credential {
     pub created_at: UnixMillis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixMillis>,
+    /// When it was revoked. A revoked credential is kept (a tombstone), so that a file still
+    /// holding its token is never adopted again at the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<UnixMillis>,
+}
+
+impl Credential {
+    /// Not revoked and not expired at `now`.
+    fn live(&self, now: UnixMillis) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
 }
 
 /// Who a request comes from, once its credential checked out.
@@ -92,8 +104,12 @@ pub enum Who {
     },
     /// A task's own token: reads like a viewer while the task lives.
     Task(TaskId),
-    /// The controller itself, calling its agents.
+    /// The controller itself, calling its agents: it reads there like a viewer, and is refused
+    /// by the controller's own API (a node that got hold of it gains nothing).
     Controller,
+    /// The controller, passing an admin's group action on to a framework's own API: good for
+    /// that framework's API for a minute or two, for nothing else.
+    Delegate(FrameworkName),
     /// Anyone at all: the controller runs with `--insecure`.
     Insecure,
 }
@@ -108,12 +124,14 @@ impl Who {
 
     /// May change anything.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Who::Controller | Who::Insecure) || self.role() == Some(&Role::Admin)
+        matches!(self, Who::Insecure) || self.role() == Some(&Role::Admin)
     }
 
     /// May read everything, env, args, logs and stored values included.
     pub fn reads_all(&self) -> bool {
-        self.is_admin() || matches!(self, Who::Task(_)) || self.role() == Some(&Role::Viewer)
+        self.is_admin()
+            || matches!(self, Who::Task(_) | Who::Controller)
+            || self.role() == Some(&Role::Viewer)
     }
 
     /// How it is shown in events and answers (never the secret).
@@ -122,6 +140,7 @@ impl Who {
             Who::Credential { name, role, .. } => format!("{role} token {name:?}"),
             Who::Task(task) => format!("task {task}"),
             Who::Controller => "the controller".into(),
+            Who::Delegate(f) => format!("the controller, for an admin, at framework {f}"),
             Who::Insecure => "anyone (insecure mode)".into(),
         }
     }
@@ -135,6 +154,8 @@ pub enum AuthError {
     Malformed,
     #[error("the token is unknown, revoked or expired")]
     Unknown,
+    #[error("the token was revoked")]
+    Revoked,
 }
 
 /// A new credential, with the token shown once.
@@ -259,6 +280,7 @@ impl Keys {
             hash: hex(&sha256(secret.as_bytes())),
             created_at: now,
             expires_at,
+            revoked_at: None,
         };
         self.writes
             .push(Write::put(Table::Credentials, &id, &credential));
@@ -283,13 +305,15 @@ impl Keys {
             return Err(AuthError::Malformed);
         }
         if let Some(known) = self.credentials.get(id) {
-            return if equal(
+            return if !equal(
                 known.hash.as_bytes(),
                 hex(&sha256(secret.as_bytes())).as_bytes(),
             ) {
-                Ok(false)
-            } else {
                 Err(AuthError::Unknown)
+            } else if known.revoked_at.is_some() {
+                Err(AuthError::Revoked)
+            } else {
+                Ok(false)
             };
         }
         let credential = Credential {
@@ -299,6 +323,7 @@ impl Keys {
             hash: hex(&sha256(secret.as_bytes())),
             created_at: now,
             expires_at: None,
+            revoked_at: None,
         };
         self.writes
             .push(Write::put(Table::Credentials, id, &credential));
@@ -306,27 +331,40 @@ impl Keys {
         Ok(true)
     }
 
-    /// Revokes a credential. `false` when no credential has that id.
-    pub fn revoke(&mut self, id: &str) -> bool {
-        if self.credentials.remove(id).is_some() {
-            self.writes
-                .push(Write::Delete(Table::Credentials, id.to_string()));
-            true
-        } else {
-            false
+    /// Revokes a credential (it stays as a tombstone). `false` when no live credential has
+    /// that id.
+    pub fn revoke(&mut self, id: &str, now: UnixMillis) -> bool {
+        match self.credentials.get_mut(id) {
+            Some(c) if c.revoked_at.is_none() => {
+                c.revoked_at = Some(now);
+                let c = c.clone();
+                self.writes.push(Write::put(Table::Credentials, id, &c));
+                true
+            }
+            _ => false,
         }
     }
 
-    /// Whether the stored credential `id` exists and has not expired.
+    /// Whether the stored credential `id` exists and is live.
     pub fn knows(&self, id: &str, now: UnixMillis) -> bool {
-        self.credentials
-            .get(id)
-            .is_some_and(|c| c.expires_at.is_none_or(|e| e > now))
+        self.credentials.get(id).is_some_and(|c| c.live(now))
     }
 
-    /// Every stored credential, oldest first.
-    pub fn list(&self) -> Vec<Credential> {
-        let mut all: Vec<Credential> = self.credentials.values().cloned().collect();
+    /// Whether `node` holds a live credential.
+    pub fn node_has_credential(&self, node: &NodeName, now: UnixMillis) -> bool {
+        self.credentials
+            .values()
+            .any(|c| c.live(now) && matches!(&c.role, Role::Node { node: n } if n == node))
+    }
+
+    /// Every live credential at `now`, oldest first.
+    pub fn list(&self, now: UnixMillis) -> Vec<Credential> {
+        let mut all: Vec<Credential> = self
+            .credentials
+            .values()
+            .filter(|c| c.live(now))
+            .cloned()
+            .collect();
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         all
     }
@@ -335,7 +373,7 @@ impl Keys {
     pub fn has_admin(&self, now: UnixMillis) -> bool {
         self.credentials
             .values()
-            .any(|c| c.role == Role::Admin && c.expires_at.is_none_or(|e| e > now))
+            .any(|c| c.role == Role::Admin && c.live(now))
     }
 
     /// Mints a node's credential, revoking the one it had: a node has one at a time.
@@ -343,11 +381,12 @@ impl Keys {
         let old: Vec<String> = self
             .credentials
             .values()
+            .filter(|c| c.revoked_at.is_none())
             .filter(|c| matches!(&c.role, Role::Node { node: n } if n == node))
             .map(|c| c.id.clone())
             .collect();
         for id in old {
-            self.revoke(&id);
+            self.revoke(&id, now);
         }
         self.mint(
             &format!("node {node}"),
@@ -387,6 +426,23 @@ impl Keys {
             }
             return Ok(Who::Task(task));
         }
+        if let Some(framework_hex) = id.strip_prefix('g') {
+            let framework = unhex(framework_hex)
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| FrameworkName::new(s).ok())
+                .ok_or(AuthError::Malformed)?;
+            // Valid in the minute it was made and the next.
+            let minute = now / 60_000;
+            let ok = [minute, minute.saturating_sub(1)].iter().any(|m| {
+                self.keyed(&format!("delegate:{framework}:{m}"))
+                    .is_some_and(|expected| equal(expected.as_bytes(), secret.as_bytes()))
+            });
+            return if ok {
+                Ok(Who::Delegate(framework))
+            } else {
+                Err(AuthError::Unknown)
+            };
+        }
         if let Some(controller_id) = id.strip_prefix('p') {
             return match &self.controller {
                 Some((cid, hash, _))
@@ -400,10 +456,7 @@ impl Keys {
         }
         let credential = self.credentials.get(id).ok_or(AuthError::Unknown)?;
         let hash = hex(&sha256(secret.as_bytes()));
-        if !equal(credential.hash.as_bytes(), hash.as_bytes()) {
-            return Err(AuthError::Unknown);
-        }
-        if credential.expires_at.is_some_and(|e| e <= now) {
+        if !equal(credential.hash.as_bytes(), hash.as_bytes()) || !credential.live(now) {
             return Err(AuthError::Unknown);
         }
         Ok(Who::Credential {
@@ -424,10 +477,24 @@ impl Keys {
     }
 
     fn task_secret(&self, task: &TaskId) -> Option<String> {
+        self.keyed(&format!("task:{task}"))
+    }
+
+    /// The rack key's HMAC of `what`, hex.
+    fn keyed(&self, what: &str) -> Option<String> {
         let key = unhex(self.secrets.get(TASK_TOKEN_KEY)?)?;
         let key = hmac::Key::new(hmac::HMAC_SHA256, &key);
-        let tag = hmac::sign(&key, format!("task:{task}").as_bytes());
-        Some(hex(tag.as_ref()))
+        Some(hex(hmac::sign(&key, what.as_bytes()).as_ref()))
+    }
+
+    /// A token with which the controller passes an admin's action to `framework`'s own API:
+    /// it reviews as that framework's delegate, for a minute or two, and as nothing else.
+    pub fn delegation_token(&self, framework: &FrameworkName, now: UnixMillis) -> Option<String> {
+        let secret = self.keyed(&format!("delegate:{framework}:{}", now / 60_000))?;
+        Some(format!(
+            "{TOKEN_PREFIX}g{}_{secret}",
+            hex(framework.as_str().as_bytes())
+        ))
     }
 
     /// Creates the task-token key if the rack has none yet.
@@ -472,16 +539,17 @@ impl Keys {
             .collect()
     }
 
-    /// Forgets credentials whose expiry has passed.
+    /// Marks credentials whose expiry has passed as revoked (they authenticate nothing
+    /// either way; this keeps `list` and the store tidy).
     pub fn expire(&mut self, now: UnixMillis) {
         let expired: Vec<String> = self
             .credentials
             .values()
-            .filter(|c| c.expires_at.is_some_and(|e| e <= now))
+            .filter(|c| c.revoked_at.is_none() && c.expires_at.is_some_and(|e| e <= now))
             .map(|c| c.id.clone())
             .collect();
         for id in expired {
-            self.revoke(&id);
+            self.revoke(&id, now);
         }
     }
 }
@@ -516,7 +584,8 @@ mod tests {
             k.authenticate(&viewer.token, 5_000, |_| false),
             Err(AuthError::Unknown)
         );
-        assert!(k.revoke(&admin.credential.id));
+        assert!(k.revoke(&admin.credential.id, 2_000));
+        assert!(!k.revoke(&admin.credential.id, 2_000), "once");
         assert_eq!(
             k.authenticate(&admin.token, 2_000, |_| false),
             Err(AuthError::Unknown)
@@ -630,6 +699,41 @@ mod tests {
             Err(AuthError::Unknown)
         );
         assert!(k.authenticate(&token, 2, |_| false).unwrap().is_admin());
+        // Revoked, the file's token is never adopted again (it would come back at every
+        // start otherwise).
+        let id = "ab".repeat(8);
+        assert!(k.revoke(&id, 3));
+        assert_eq!(
+            k.adopt(&token, "file", Role::Admin, 4),
+            Err(AuthError::Revoked)
+        );
+        assert!(k.authenticate(&token, 4, |_| false).is_err());
+        assert!(!k.has_admin(4));
+    }
+
+    #[test]
+    fn delegation_tokens_name_one_framework_and_expire() {
+        let k = keys();
+        let f: FrameworkName = "dns".parse().unwrap();
+        let token = k.delegation_token(&f, 120_000).unwrap();
+        assert_eq!(
+            k.authenticate(&token, 150_000, |_| false),
+            Ok(Who::Delegate(f.clone()))
+        );
+        let who = k.authenticate(&token, 150_000, |_| false).unwrap();
+        assert!(!who.is_admin() && !who.reads_all());
+        assert_eq!(
+            k.authenticate(&token, 180_000, |_| false),
+            Ok(Who::Delegate(f))
+        );
+        assert_eq!(
+            k.authenticate(&token, 240_000, |_| false),
+            Err(AuthError::Unknown),
+            "two minutes on"
+        );
+        // Another framework's name with this secret does not pass.
+        let forged = token.replacen(&super::hex(b"dns"), &super::hex(b"dnx"), 1);
+        assert!(k.authenticate(&forged, 150_000, |_| false).is_err());
     }
 
     #[test]

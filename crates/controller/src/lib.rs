@@ -141,6 +141,8 @@ pub struct Controller {
     task_certs: Mutex<HashMap<TaskId, torc_tls::pki::Issued>>,
     /// The controller's own token, for its calls to agents.
     pub(crate) own_token: String,
+    /// The state browser's client of the rack's state store.
+    pub(crate) kv: kv::KvClients,
     pub(crate) http: reqwest::Client,
     /// The framework event position, to wake frameworks' long polls.
     events: watch::Sender<u64>,
@@ -247,6 +249,7 @@ impl Controller {
             ca,
             task_certs: Mutex::new(HashMap::new()),
             own_token,
+            kv: kv::KvClients::default(),
             http,
             events,
         }))
@@ -267,7 +270,7 @@ impl Controller {
         match who {
             auth::Who::Credential { id, .. } => inner.keys.knows(id, now_millis()),
             auth::Who::Task(task) => inner.rack.task_may_hold_token(task),
-            auth::Who::Controller | auth::Who::Insecure => true,
+            auth::Who::Controller | auth::Who::Delegate(_) | auth::Who::Insecure => true,
         }
     }
 
@@ -344,9 +347,14 @@ impl Controller {
             let issued = match certs.get(&task.id) {
                 Some(i) => Some(i.clone()),
                 None => {
+                    let name = format!("{}.{service_domain}", task.spec.name);
+                    if name == torc_tls::CONTROLLER_NAME {
+                        tracing::error!(task = %task.id, "refusing a task certificate that would name the controller");
+                        return files;
+                    }
                     let req = torc_tls::pki::CertRequest {
                         common_name: format!("task {}", task.id),
-                        dns_names: vec![format!("{}.{service_domain}", task.spec.name)],
+                        dns_names: vec![name],
                         ips: ip.into_iter().collect(),
                         validity: TASK_CERT_VALIDITY,
                     };
@@ -542,9 +550,18 @@ fn token_file(
     };
     if path.exists() {
         let token = torc_tls::files::read_secret(path).map_err(|e| err(e.to_string()))?;
-        match keys.adopt(&token, &format!("{what} (from {shown})"), role, now) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| what.to_string());
+        match keys.adopt(&token, &name, role, now) {
             Ok(true) => tracing::info!(path = %shown, "{what} token adopted"),
             Ok(false) => {}
+            Err(auth::AuthError::Revoked) => {
+                return Err(err(
+                    "its token was revoked; remove the file to get a fresh one".to_string(),
+                ));
+            }
             Err(e) => {
                 return Err(err(format!(
                     "{e}; a token of torc's shape (torc_<16 hex>_<64 hex>) that this controller does not know under another secret; remove the file to get a fresh token"
@@ -574,9 +591,11 @@ fn controller_cert_request(settings: &RackSettings) -> torc_tls::pki::CertReques
     }
     ips.sort();
     ips.dedup();
+    let mut dns_names = settings.own_names();
+    dns_names.push(torc_tls::CONTROLLER_NAME.to_string());
     torc_tls::pki::CertRequest {
         common_name: format!("controller of rack {}", settings.rack_name),
-        dns_names: settings.own_names(),
+        dns_names,
         ips,
         validity: Duration::from_secs(365 * 24 * 3600),
     }

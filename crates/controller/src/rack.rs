@@ -456,6 +456,20 @@ impl Rack {
     ) -> Result<TaskId, RackError> {
         spec.validate()
             .map_err(|e| RackError::Invalid(format!("task spec: {e}")))?;
+        // The controller's own name and the config's DNS addons are not for tasks: a task so
+        // named would answer in DNS (and hold a certificate) for them.
+        if spec.name.as_str() == self.settings.rack_name
+            || self
+                .settings
+                .dns_addons
+                .iter()
+                .any(|(n, _)| *n == spec.name)
+        {
+            return Err(RackError::Invalid(format!(
+                "name: {} is reserved (the controller's own name, or a dns-addon in {})",
+                spec.name, self.settings.config_origin
+            )));
+        }
         if let Some(n) = &spec.constraints.node_name
             && !self.nodes.contains_key(n)
         {
@@ -653,6 +667,17 @@ impl Rack {
             ));
         }
         let origin = self.settings.config_origin.clone();
+        // No node may take another's address (its certificate would name that address).
+        if let Some(other) = self
+            .nodes
+            .values()
+            .find(|n| n.name != req.node && n.ip == req.ip)
+        {
+            return Err(RackError::Conflict(format!(
+                "address {} belongs to node {}; node {} cannot register from it",
+                req.ip, other.name, req.node
+            )));
+        }
         let node = match self.nodes.get_mut(&req.node) {
             Some(node) => {
                 if node.configured && node.ip != req.ip {

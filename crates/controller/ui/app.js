@@ -495,6 +495,14 @@ async function queryView(seq) {
       return;
     }
     if (seq !== renderSeq) return;
+    // 1.x reports a statement's error inside its answer.
+    const failed = which === "1.x" && (data.results || []).find((r) => r.error);
+    if (failed) {
+      $("#q-info").textContent = "";
+      $("#q-table").innerHTML = `<pre>influxdb: ${esc(failed.error)}</pre>`;
+      $("#q-chart").innerHTML = "";
+      return;
+    }
     // Both APIs become a list of {name, tags, columns, rows}; time is in ms either way.
     const series = which === "0.8"
       ? (data || []).map((s) => ({ name: s.name, tags: {}, columns: s.columns, rows: s.points || [] }))

@@ -64,6 +64,11 @@ pub struct Config {
     pub rack_dns: SocketAddr,
     /// The time-series database's base URL; `None` = find the `influxdb` service.
     pub tsdb: Option<String>,
+    /// The tsdb user the scheduler reads the load as, and its password.
+    pub tsdb_login: Option<(String, String)>,
+    /// The rack secret holding that user's password, which the servers get to write their
+    /// load reports (the rack config's `access.framework_secrets` must grant it).
+    pub tsdb_password_secret: Option<torc_types::SecretName>,
     /// This program, for the load generator tasks.
     pub exe: PathBuf,
     /// Mean and deviation of the load generators' delay between queries.
@@ -96,6 +101,11 @@ pub struct Scheduler {
     tasks: Mutex<Vec<TaskView>>,
     last_observation: Mutex<Option<Observation>>,
     http: reqwest::Client,
+    /// The controller client, with the framework's token (made once).
+    controller: Client,
+    /// The controller's answers about callers' tokens, for a few seconds.
+    reviews:
+        Mutex<std::collections::HashMap<String, (torc_api::ReviewResponse, std::time::Instant)>>,
 }
 
 fn server_name(i: u32) -> String {
@@ -113,15 +123,26 @@ impl Scheduler {
                 loads: BTreeSet::new(),
             },
         };
+        let mut http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5));
+        if let Some(ca) = &cfg.ca {
+            http = http.tls_backend_preconfigured(torc_client::tls::client_config(
+                &torc_client::tls::load_certs(ca)?,
+                None,
+            )?);
+        }
+        let http = http.build()?;
+        let controller =
+            Client::from_files(cfg.controller.clone(), cfg.token.clone(), cfg.ca.as_deref())?;
         Ok(Arc::new(Scheduler {
+            controller,
+            reviews: Mutex::new(std::collections::HashMap::new()),
             cfg,
             wanted: Mutex::new(wanted),
             tasks: Mutex::new(Vec::new()),
             last_observation: Mutex::new(None),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()?,
+            http,
         }))
     }
 
@@ -181,6 +202,17 @@ impl Scheduler {
                 "--report-name".into(),
                 name.into(),
             ]);
+            // The reports log in with the rack secret, handed to the task as a file.
+            if let (Some((user, _)), Some(secret)) =
+                (&self.cfg.tsdb_login, &self.cfg.tsdb_password_secret)
+            {
+                spec.credentials.secrets.push(secret.clone());
+                spec.env.insert("TORC_INFLUXDB_USER".into(), user.clone());
+                spec.env.insert(
+                    "TORC_INFLUXDB_PASSWORD_FILE".into(),
+                    format!("$SECRETS_DIR/{secret}"),
+                );
+            }
         }
         spec.resources = Resources::new(0.2, 32.0, 0.0);
         spec.metered = true;
@@ -219,7 +251,8 @@ impl Scheduler {
             .into_iter()
             .find(|s| s.service.as_str() == "influxdb" && s.state == Some(TaskState::Running))?;
         Some(format!(
-            "http://{}:{}",
+            "{}://{}:{}",
+            if s.tls { "https" } else { "http" },
             s.ip?,
             s.ports.first().copied().unwrap_or(8086)
         ))
@@ -228,10 +261,14 @@ impl Scheduler {
     /// Total queries per second of the running servers, from their own reports in the tsdb.
     async fn measure(&self, tsdb: &str, running: &[String]) -> Result<f64, String> {
         let q = "SELECT last(qps) FROM dns_server WHERE time > now() - 15s GROUP BY server";
-        let v: serde_json::Value = self
+        let mut req = self
             .http
             .get(format!("{tsdb}/query"))
-            .query(&[("db", "torc"), ("q", q)])
+            .query(&[("db", "torc"), ("q", q)]);
+        if let Some((user, password)) = &self.cfg.tsdb_login {
+            req = req.basic_auth(user, Some(password));
+        }
+        let v: serde_json::Value = req
             .send()
             .await
             .map_err(|e| e.to_string())?
@@ -369,11 +406,40 @@ impl Scheduler {
 
     /// The controller client, with the framework's token and the rack CA.
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::from_files(
-            self.cfg.controller.clone(),
-            self.cfg.token.clone(),
-            self.cfg.ca.as_deref(),
-        )?)
+        Ok(self.controller.clone())
+    }
+
+    /// Who holds `token`, as the controller says: remembered 10 s (a refusal 2 s), at most
+    /// 256 answers, so callers of the API cost the controller little.
+    async fn review(&self, token: &str) -> Result<torc_api::ReviewResponse, String> {
+        let now = std::time::Instant::now();
+        let fresh = |a: &torc_api::ReviewResponse, at: std::time::Instant| {
+            let ttl = if a.authenticated { 10 } else { 2 };
+            now.duration_since(at) < Duration::from_secs(ttl)
+        };
+        if let Some((a, at)) = self
+            .reviews
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            && fresh(a, *at)
+        {
+            return Ok(a.clone());
+        }
+        let answer = self
+            .controller
+            .review(token)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reviews = self.reviews.lock().unwrap_or_else(|e| e.into_inner());
+        if reviews.len() >= 256 {
+            reviews.retain(|_, (a, at)| fresh(a, *at));
+            if reviews.len() >= 256 {
+                reviews.clear();
+            }
+        }
+        reviews.insert(token.to_string(), (answer.clone(), now));
+        Ok(answer)
     }
 
     // --- the API ---
@@ -488,12 +554,13 @@ async fn authorize(AxState(s): AxState<Arc<Scheduler>>, req: Request, next: Next
         },
     };
     let changes = req.method() != axum::http::Method::GET || path == "/start/group";
-    let review = match s.client() {
-        Ok(c) => c.review(&token).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    match review {
-        Ok(r) if (changes && r.admin) || (!changes && r.reads_all) => next.run(req).await,
+    match s.review(&token).await {
+        Ok(r)
+            if (changes && (r.admin || r.delegate_for.as_ref() == Some(&s.cfg.name)))
+                || (!changes && r.reads_all) =>
+        {
+            next.run(req).await
+        }
         Ok(r) if r.authenticated => deny(
             StatusCode::FORBIDDEN,
             format!(

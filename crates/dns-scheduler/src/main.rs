@@ -104,6 +104,16 @@ struct RunArgs {
     /// The time-series database (default: the rack's `influxdb` service).
     #[arg(long)]
     tsdb: Option<String>,
+    /// The tsdb user to read the servers' load as (and that they report as).
+    #[arg(long, requires = "tsdb_password_file")]
+    tsdb_user: Option<String>,
+    /// A file with that user's password.
+    #[arg(long, requires = "tsdb_user")]
+    tsdb_password_file: Option<PathBuf>,
+    /// The rack secret with that password, which the servers get as a file to write their
+    /// reports (`access.framework_secrets` in the rack config must grant it to this framework).
+    #[arg(long, requires = "tsdb_user")]
+    tsdb_password_secret: Option<torc_types::SecretName>,
     #[arg(long, default_value_t = 1)]
     min: u32,
     #[arg(long, default_value_t = 3)]
@@ -224,6 +234,13 @@ fn main() -> anyhow::Result<()> {
                 failover: Duration::from_secs(a.failover_secs),
                 rack_dns: a.rack_dns,
                 tsdb: a.tsdb,
+                tsdb_login: match (a.tsdb_user, &a.tsdb_password_file) {
+                    (Some(user), Some(file)) => {
+                        Some((user, torc_client::tls::files::read_secret(file)?))
+                    }
+                    _ => None,
+                },
+                tsdb_password_secret: a.tsdb_password_secret,
                 exe: std::env::current_exe()?,
                 load_mean: Duration::from_millis(a.load_mean_ms),
                 load_dev: Duration::from_millis(a.load_dev_ms),

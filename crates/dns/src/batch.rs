@@ -21,7 +21,7 @@ use std::{
 
 use tracing::debug;
 
-use crate::server::{UdpWorker, WorkerState};
+use crate::{server::UdpWorker, udp::WorkerState};
 
 /// Datagrams per system call.
 const BATCH: usize = 32;
@@ -100,6 +100,7 @@ pub(crate) fn serve(worker: &UdpWorker, state: &mut WorkerState) {
         };
 
         replies.clear();
+        state.tick();
         for slot in 0..received.min(BATCH) {
             let header = &slots.headers[slot];
             let len = header.msg_len as usize;

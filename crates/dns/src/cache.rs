@@ -40,6 +40,8 @@ struct Slot {
     /// The key, then the answer.
     bytes: Vec<u8>,
     key_len: usize,
+    /// What the engine said with the answer: where the zone starts in the name (`engine.rs`).
+    zone_at: u8,
 }
 
 /// A key's hash, computed once per query and used for both lookup and insertion.
@@ -67,7 +69,7 @@ impl AnswerCache {
             slots: (0..sets * WAYS).map(|_| Slot::default()).collect(),
             referenced: vec![0; sets],
             hands: vec![0; sets],
-            seed: RandomState::new().hash_one(0x746f_7263_u64),
+            seed: random_seed(),
         }
     }
 
@@ -98,27 +100,7 @@ impl AnswerCache {
 
     /// The hash of `key`.
     pub(crate) fn hash(&self, key: &[u8]) -> KeyHash {
-        // FxHash-style word mixing, then a full avalanche (murmur3's finalizer) so that the set
-        // index and the tag both depend on every byte.
-        let mut h = self.seed ^ key.len() as u64;
-        let mut chunks = key.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        KeyHash(h | 1)
+        KeyHash(hash_bytes(self.seed, key) | 1)
     }
 
     fn set_of(&self, hash: KeyHash) -> usize {
@@ -126,8 +108,8 @@ impl AnswerCache {
         (hash.0 >> 32) as usize & (self.tags.len() - 1)
     }
 
-    /// The answer cached for `key` (whose hash is `hash`).
-    pub(crate) fn get(&mut self, hash: KeyHash, key: &[u8]) -> Option<&[u8]> {
+    /// The answer cached for `key` (whose hash is `hash`), and the `zone_at` it was cached with.
+    pub(crate) fn get(&mut self, hash: KeyHash, key: &[u8]) -> Option<(&[u8], u8)> {
         let set = self.set_of(hash);
         for (way, &tag) in self.tags[set].0.iter().enumerate() {
             if tag != hash.0 {
@@ -136,7 +118,7 @@ impl AnswerCache {
             let slot = &self.slots[set * WAYS + way];
             if slot.bytes.get(..slot.key_len) == Some(key) {
                 self.referenced[set] |= 1 << way;
-                return slot.bytes.get(slot.key_len..);
+                return slot.bytes.get(slot.key_len..).map(|a| (a, slot.zone_at));
             }
         }
         None
@@ -144,7 +126,7 @@ impl AnswerCache {
 
     /// Caches `answer` for `key` (not cached yet), replacing an entry of its set if the set is
     /// full.
-    pub(crate) fn insert(&mut self, hash: KeyHash, key: &[u8], answer: &[u8]) {
+    pub(crate) fn insert(&mut self, hash: KeyHash, key: &[u8], answer: &[u8], zone_at: u8) {
         let set = self.set_of(hash);
         let way = match self.tags[set].0.iter().position(|&tag| tag == 0) {
             Some(empty) => empty,
@@ -155,6 +137,7 @@ impl AnswerCache {
         slot.bytes.extend_from_slice(key);
         slot.bytes.extend_from_slice(answer);
         slot.key_len = key.len();
+        slot.zone_at = zone_at;
         self.tags[set].0[way] = hash.0;
         self.referenced[set] &= !(1 << way);
     }
@@ -176,6 +159,36 @@ impl AnswerCache {
     }
 }
 
+/// A seed for [`hash_bytes`], different in every table and process, so a client cannot aim its
+/// names at one set of a table.
+pub(crate) fn random_seed() -> u64 {
+    RandomState::new().hash_one(0x746f_7263_u64)
+}
+
+/// A 64-bit hash of `bytes`: FxHash-style word mixing, then a full avalanche (murmur3's
+/// finalizer) so that every bit of the result depends on every byte. Not for adversaries who can
+/// see the hashes; the seed keeps them from predicting sets.
+pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = seed ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,13 +204,13 @@ mod tests {
             let k = key(i);
             let h = cache.hash(&k);
             assert!(cache.get(h, &k).is_none());
-            cache.insert(h, &k, format!("answer {i}").as_bytes());
+            cache.insert(h, &k, format!("answer {i}").as_bytes(), 0);
         }
         let mut hits = 0;
         for i in 0..40 {
             let k = key(i);
             let h = cache.hash(&k);
-            if let Some(answer) = cache.get(h, &k) {
+            if let Some((answer, _)) = cache.get(h, &k) {
                 assert_eq!(answer, format!("answer {i}").as_bytes());
                 hits += 1;
             }
@@ -217,24 +230,24 @@ mod tests {
         let hot: Vec<_> = (0..256).map(key).collect();
         for k in &hot {
             let h = cache.hash(k);
-            cache.insert(h, k, b"hot");
+            cache.insert(h, k, b"hot", 0);
         }
         // A long stream of names seen once, the hot names read between them.
         for i in 0..100_000 {
             let k = key(1_000 + i);
             let h = cache.hash(&k);
             if cache.get(h, &k).is_none() {
-                cache.insert(h, &k, b"cold");
+                cache.insert(h, &k, b"cold", 0);
             }
             let k = &hot[i % hot.len()];
             let h = cache.hash(k);
             if cache.get(h, k).is_none() {
-                cache.insert(h, k, b"hot");
+                cache.insert(h, k, b"hot", 0);
             }
         }
         let hits = hot
             .iter()
-            .filter(|k| cache.get(cache.hash(k), k) == Some(&b"hot"[..]))
+            .filter(|k| cache.get(cache.hash(k), k) == Some((&b"hot"[..], 0)))
             .count();
         assert!(hits >= 200, "{hits} of 256 hot names cached");
         assert_eq!(cache.capacity(), 1024);
@@ -245,8 +258,8 @@ mod tests {
         let mut cache = AnswerCache::new(100);
         let k = key(7);
         let h = cache.hash(&k);
-        cache.insert(h, &k, b"old");
-        assert_eq!(cache.get(h, &k), Some(&b"old"[..]));
+        cache.insert(h, &k, b"old", 3);
+        assert_eq!(cache.get(h, &k), Some((&b"old"[..], 3)));
         cache.reset(100);
         assert!(cache.get(h, &k).is_none());
         cache.reset(5_000);

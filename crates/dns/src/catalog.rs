@@ -28,7 +28,7 @@ use hickory_proto::{
 
 use crate::{
     snapshot::{DnsSnapshot, SnapshotError},
-    zonefile::{StaticZone, absolute, parse_record},
+    zonefile::{MAX_LABEL, StaticZone, absolute, parse_record, shown},
 };
 
 /// A lowercased wire-format name: length-prefixed labels ending with the root's zero byte.
@@ -341,8 +341,14 @@ impl Catalog {
     }
 
     /// Looks a name up; `None` when it is in none of our zones (forward or refuse it).
-    /// `qtype` ANY answers every RRset at the name.
-    pub(crate) fn resolve(&self, key: &[u8], qtype: RecordType) -> Option<Resolution> {
+    /// `qtype` ANY answers every RRset at the name, or with `minimal_any` only the first one in
+    /// the zone's order (RFC 8482 §4.1; see `engine.rs` for when).
+    pub(crate) fn resolve(
+        &self,
+        key: &[u8],
+        qtype: RecordType,
+        minimal_any: bool,
+    ) -> Option<Resolution> {
         let mut zone = self.zone_of(key)?;
         let mut res = Resolution {
             rcode: ResponseCode::NoError,
@@ -358,8 +364,9 @@ impl Catalog {
                 return Some(res);
             };
             if qtype == RecordType::ANY && !node.is_empty() {
+                let sets = if minimal_any { &node[..1] } else { &node[..] };
                 res.answers
-                    .extend(node.iter().flat_map(|s| s.records.iter().cloned()));
+                    .extend(sets.iter().flat_map(|s| s.records.iter().cloned()));
                 return Some(res);
             }
             if let Some(set) = node.iter().find(|s| s.rtype == qtype) {
@@ -434,10 +441,13 @@ fn domain(text: &str) -> Result<Name, SnapshotError> {
 fn child(parent: &Name, label: &str) -> Result<Name, SnapshotError> {
     let err = |reason: &str| SnapshotError::Name {
         name: label.to_owned(),
-        reason: reason.to_owned(),
+        reason: format!("bad name {}: {reason}", shown(label)),
     };
-    if label.is_empty() || label.len() > 63 {
-        return Err(err("a label must be 1 to 63 characters long"));
+    if label.is_empty() || label.len() > MAX_LABEL {
+        return Err(err(&format!(
+            "a label must be 1 to {MAX_LABEL} bytes long, not {}",
+            label.len()
+        )));
     }
     if !label
         .bytes()
@@ -469,26 +479,37 @@ mod tests {
                 "services": [{"name": "web", "instances": [{"target": "b1.homer.ave", "ip": "10.0.0.1", "port": 80}]}]}"#,
         );
         let c = Catalog::build(&[], &s).unwrap();
-        let a = c.resolve(&key("B1.homer.ave"), RecordType::A).unwrap();
+        let a = c
+            .resolve(&key("B1.homer.ave"), RecordType::A, false)
+            .unwrap();
         assert_eq!(a.answers.len(), 1);
-        let nodata = c.resolve(&key("b1.homer.ave"), RecordType::MX).unwrap();
+        let nodata = c
+            .resolve(&key("b1.homer.ave"), RecordType::MX, false)
+            .unwrap();
         assert_eq!(
             (nodata.rcode, nodata.answers.len(), nodata.authority.len()),
             (ResponseCode::NoError, 0, 1)
         );
-        let nx = c.resolve(&key("b2.homer.ave"), RecordType::A).unwrap();
+        let nx = c
+            .resolve(&key("b2.homer.ave"), RecordType::A, false)
+            .unwrap();
         assert_eq!(nx.rcode, ResponseCode::NXDomain);
-        let ent = c.resolve(&key("_tcp.service.torc"), RecordType::A).unwrap();
+        let ent = c
+            .resolve(&key("_tcp.service.torc"), RecordType::A, false)
+            .unwrap();
         assert_eq!(ent.rcode, ResponseCode::NoError);
         let srv = c
-            .resolve(&key("_web._tcp.service.torc"), RecordType::SRV)
+            .resolve(&key("_web._tcp.service.torc"), RecordType::SRV, false)
             .unwrap();
         assert_eq!((srv.answers.len(), srv.additional.len()), (1, 1));
         let ptr = c
-            .resolve(&key("1.0.0.10.in-addr.arpa"), RecordType::PTR)
+            .resolve(&key("1.0.0.10.in-addr.arpa"), RecordType::PTR, false)
             .unwrap();
         assert_eq!(ptr.answers[0].data.to_string(), "b1.homer.ave.");
-        assert!(c.resolve(&key("example.com"), RecordType::A).is_none());
+        assert!(
+            c.resolve(&key("example.com"), RecordType::A, false)
+                .is_none()
+        );
     }
 
     #[test]
@@ -510,12 +531,53 @@ mod tests {
                 r#"{"generation": 1, "node_domain": "a", "nodes": [{"name": "w", "ip": "10.0.0.1"}], "records": [{"name": "w.a", "type": "CNAME", "data": "x.a"}]}"#,
                 "w.a. has a CNAME",
             ),
+            (
+                &format!(
+                    r#"{{"generation": 1, "node_domain": "a", "nodes": [{{"name": "{}", "ip": "10.0.0.1"}}]}}"#,
+                    "n".repeat(64)
+                ),
+                "bad name \"nnnn",
+            ),
+            (
+                &format!(
+                    r#"{{"generation": 1, "node_domain": "{}.x"}}"#,
+                    "d".repeat(64)
+                ),
+                "bad name \"dddd",
+            ),
+            (
+                &format!(
+                    r#"{{"generation": 1, "node_domain": "a", "records": [{{"name": "{}.a", "type": "A", "data": "1.1.1.1"}}]}}"#,
+                    vec!["r".repeat(60); 5].join(".")
+                ),
+                "record rrrr",
+            ),
         ];
         for (json, want) in cases {
             let err = Catalog::build(&[], &snapshot(json))
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with(want), "got {err:?}, want {want:?}");
+            assert!(err.len() < 400, "long names are cut: {err}");
         }
+        // The limits, named.
+        let long_node = format!(
+            r#"{{"generation": 1, "node_domain": "a", "nodes": [{{"name": "{}", "ip": "10.0.0.1"}}]}}"#,
+            "n".repeat(64)
+        );
+        let err = Catalog::build(&[], &snapshot(&long_node)).unwrap_err();
+        assert!(
+            err.to_string().contains("1 to 63 bytes long, not 64"),
+            "{err}"
+        );
+        let long_domain = format!(
+            r#"{{"generation": 1, "node_domain": "{}.x"}}"#,
+            "d".repeat(64)
+        );
+        let err = Catalog::build(&[], &snapshot(&long_domain)).unwrap_err();
+        assert!(
+            err.to_string().contains("label 1 is 64 bytes long"),
+            "{err}"
+        );
     }
 }

@@ -1,29 +1,49 @@
 //! Turns one parsed query into answer bytes: the part shared by UDP and TCP.
 //!
 //! The engine decides, it does no I/O: an authoritative answer (cacheable per key, since it
-//! depends on nothing but the key and the catalog), an immediate bare answer (REFUSED, BADVERS),
-//! or "forward this". Per-query details (ID, RD, CD, RA, the question's case, truncation) are
-//! patched in by the caller with `wire::patch_answer` and `wire::truncate`.
+//! depends on nothing but the key, the transport and the catalog), an immediate bare answer
+//! (REFUSED, BADVERS), or "forward this". Per-query details (ID, RD, CD, RA, the question's case,
+//! truncation) are patched in by the caller with `wire::patch_answer` and `wire::truncate`.
+//!
+//! ANY (QTYPE 255) is answered as bind9 9.18 does with `minimal-any yes`: over UDP with one
+//! RRset, the first at the name in the zone's order (RFC 8482 §4.1), so an ANY query amplifies no
+//! more than a query for that type; over TCP, where the source address cannot be forged, with
+//! every RRset. Why not bind9's default (`minimal-any no`: every RRset over UDP too, which is the
+//! amplification RFC 8482 is about) and why not RFC 8482 §4.2's synthesized HINFO: one real RRset
+//! is still a useful answer (`dig +notcp NAME ANY` shows something true), and it is what bind9
+//! answers when configured so, which `tests/named_compat.rs` compares record by record. Names
+//! with no RRset (empty non-terminals) and missing names get the usual NODATA and NXDOMAIN. Note
+//! that dig sends ANY over TCP unless given `+notcp`.
 
 use std::net::IpAddr;
 
 use hickory_proto::{
-    op::{self, Message, OpCode},
+    op::{self, Message, OpCode, ResponseCode},
     rr::{DNSClass, Name, RecordType},
     serialize::binary::BinDecodable,
 };
 
 use crate::{
-    catalog::{Catalog, Resolution},
+    catalog::{Catalog, Resolution, key_of},
     cidr::Cidr,
     wire::{self, CLASS_ANY, CLASS_IN, Query, rcode},
 };
+
+/// How a query arrived: ANY is answered in full only over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+}
 
 /// What the engine made of a query.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// `out` holds an answer that depends only on the key and the catalog generation.
-    Cacheable,
+    /// `zone_at`: where, in the lowercased question name, the zone's apex starts when the answer
+    /// is negative (NXDOMAIN or NODATA), else 0; the rate limiter keeps negative answers' accounts
+    /// per zone, as bind9 does (`rrl.rs`).
+    Cacheable { zone_at: u8 },
     /// `out` holds an answer for this query only.
     Immediate,
     /// Not ours, and this client may recurse: ask an upstream.
@@ -50,6 +70,7 @@ impl Engine {
         catalog: &Catalog,
         query: &Query<'_>,
         name: &[u8],
+        transport: Transport,
         recursion_available: bool,
         out: &mut Vec<u8>,
     ) -> Outcome {
@@ -70,24 +91,43 @@ impl Engine {
             wire::bare_answer(out, query, rcode::REFUSED, false, recursion_available, max);
             return Outcome::Immediate;
         }
-        match catalog.resolve(name, qtype) {
-            Some(resolution) => match encode(resolution, name, query, max) {
-                Some(bytes) => {
-                    out.clear();
-                    out.extend_from_slice(&bytes);
-                    Outcome::Cacheable
+        match catalog.resolve(name, qtype, transport == Transport::Udp) {
+            Some(resolution) => {
+                let zone_at = zone_offset(&resolution, name);
+                match encode(resolution, name, query, max) {
+                    Some(bytes) => {
+                        out.clear();
+                        out.extend_from_slice(&bytes);
+                        Outcome::Cacheable { zone_at }
+                    }
+                    None => {
+                        wire::bare_answer(out, query, rcode::SERVFAIL, false, false, max);
+                        Outcome::Immediate
+                    }
                 }
-                None => {
-                    wire::bare_answer(out, query, rcode::SERVFAIL, false, false, max);
-                    Outcome::Immediate
-                }
-            },
+            }
             None if recursion_available => Outcome::Forward,
             None => {
                 wire::bare_answer(out, query, rcode::REFUSED, false, false, max);
                 Outcome::Immediate
             }
         }
+    }
+}
+
+/// For a negative answer (its SOA in the authority section), where the zone's apex starts in
+/// `name`; 0 otherwise, or when the SOA is not a suffix of `name` (a CNAME chain into another
+/// zone).
+fn zone_offset(resolution: &Resolution, name: &[u8]) -> u8 {
+    let negative = resolution.rcode == ResponseCode::NXDomain || resolution.answers.is_empty();
+    let Some(soa) = resolution.authority.first().filter(|_| negative) else {
+        return 0;
+    };
+    let apex = key_of(&soa.name);
+    if name.ends_with(&apex) {
+        u8::try_from(name.len() - apex.len()).unwrap_or(0)
+    } else {
+        0
     }
 }
 

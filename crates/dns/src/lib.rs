@@ -7,9 +7,9 @@
 //! RFC 1035 zone-file syntax ([`StaticZone`]). [`DnsServer::serve`] takes bound sockets
 //! ([`Listeners`]) and a shutdown future. [`DnsHandle::stats`] reads the query counters
 //! ([`DnsStats`]: queries received over UDP and TCP, and how many were answered, NXDOMAIN,
-//! REFUSED, FORMERR, forwarded, ...); they cost each UDP thread a relaxed load and store on
-//! counters of its own, so polling them (e.g. once a second from the scheduler) is free for the
-//! serving path.
+//! REFUSED, FORMERR, forwarded, rate-limited, ...); they cost each UDP thread a relaxed load
+//! and store on counters of its own, so polling them (e.g. once a second from the scheduler) is
+//! free for the serving path.
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -26,21 +26,33 @@
 //!
 //! What it is not: a recursive resolver or cache (forwarded queries go to the configured
 //! upstreams), a secondary or primary for zone transfers, a DNSSEC signer, or a dynamic-update
-//! target. ANY queries are answered with every RRset at the name.
+//! target.
+//!
+//! Hardened against abuse from the network: ANY is answered over UDP with one RRset (RFC 8482;
+//! in full over TCP, see `engine.rs`); UDP answers are rate-limited per client prefix and
+//! question like bind9's RRL, on by default ([`RateLimit`], `rrl.rs`); TCP connections are
+//! capped per source and in all, with deadlines for the first and every later query (`tcp.rs`).
 //!
 //! Invariants the crate keeps:
-//! - bytes from the network never cause a panic: a packet whose header cannot be read is
-//!   dropped, any other malformed query gets FORMERR, an unknown opcode NOTIMP;
+//! - bytes from the network or a zone file never cause a panic, and no input is read by
+//!   recursion (names, parentheses and CNAME chains are walked in bounded loops): a packet whose
+//!   header cannot be read is dropped, any other malformed query gets FORMERR, an unknown opcode
+//!   NOTIMP, a bad zone file an error naming its line (`tests/fuzz.rs` checks this on stable);
+//! - a UDP answer is never larger than its client accepts, ANY over UDP returns one RRset, and
+//!   UDP answers beyond a client's rate are dropped or slipped (TC), never sent whole; TCP,
+//!   whose source cannot be forged, gets everything;
 //! - a name absent from the latest snapshot answers NXDOMAIN (the original never removed stale
 //!   names); a snapshot is visible from the next packet on, whole or not at all;
 //! - `hickory-proto` encodes answers; the serving loops, the query reader and the answer cache
 //!   are ours (see `wire.rs` and `server.rs`).
 //!
 //! Code map: `wire` reads queries and patches answers; `catalog` holds the zones and resolves
-//! names; `engine` decides an answer; `cache` keeps a UDP thread's encoded answers; `forward`
-//! asks upstreams; `server` runs the loops (`batch`: their Linux system calls);
-//! `stats` counts what they did; `snapshot` and `zonefile` are the two inputs; `cidr` is the
-//! recursion allow-list.
+//! names; `engine` decides an answer; `cache` keeps a UDP thread's encoded answers; `rrl` is a
+//! UDP thread's rate limiter; `udp` is a UDP thread's answer path (parse, cache, engine, patch,
+//! limit) and `tcp` the TCP connections; `forward` asks upstreams; `server` runs the loops
+//! (`batch`: their Linux system calls); `stats` counts what they did; `snapshot` and `zonefile`
+//! are the two inputs; `cidr` is the recursion allow-list; `fuzzing` holds the fuzz targets'
+//! checks (not API).
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -49,13 +61,20 @@ mod catalog;
 mod cidr;
 mod engine;
 mod forward;
+/// Not API: entry points for the fuzz targets of `tests/fuzz.rs`.
+#[doc(hidden)]
+pub mod fuzzing;
+mod rrl;
 mod server;
 mod snapshot;
 mod stats;
+mod tcp;
+mod udp;
 mod wire;
 mod zonefile;
 
 pub use cidr::{Cidr, CidrError};
+pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsHandle, DnsServer, Listeners};
 pub use snapshot::{
     DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,

@@ -1,9 +1,11 @@
 //! The serving loops and the handle that swaps in new snapshots.
 //!
 //! UDP: one blocking OS thread per socket (one socket per core, SO_REUSEPORT), each with its own
-//! receive buffer, answer buffer and answer cache, so the hot path takes no lock and allocates
-//! nothing: read the header and question, look the key up, copy, patch, send.
-//! TCP: a tokio task per connection, length-prefixed messages answered in order, an idle timeout.
+//! receive buffer, answer buffer, answer cache and rate limiter (`rrl.rs`), so the hot path takes
+//! no lock and allocates nothing: read the header and question, look the key up, copy, patch,
+//! charge the client's account, send.
+//! TCP (`tcp.rs`): a tokio task per connection, length-prefixed messages answered in order,
+//! connection caps and deadlines.
 //! Forwarding runs as tokio tasks, so a slow upstream never stalls a UDP thread.
 //!
 //! Invariants:
@@ -26,22 +28,22 @@ use std::{
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{Semaphore, oneshot, watch},
-    time::timeout,
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{
-    cache::AnswerCache,
     catalog::Catalog,
     cidr::Cidr,
-    engine::{Engine, Outcome},
+    engine::Engine,
     forward::Forwarder,
+    rrl::RateLimit,
     snapshot::{DnsSnapshot, SnapshotError},
     stats::{self, Counters, DnsStats},
-    wire::{self, KEY_LEN, KEY_PREFIX, Parsed, Query, rcode},
+    tcp,
+    udp::{Step, WorkerState},
+    wire::{self, KEY_LEN, Parsed, Query, rcode},
     zonefile::StaticZone,
 };
 
@@ -59,16 +61,26 @@ pub struct DnsConfig {
     pub allow_recursion: Vec<Cidr>,
     /// The largest UDP answer sent, whatever the client offers (DNS flag day 2020: 1232).
     pub max_udp_payload: u16,
-    /// A TCP connection with no complete query for this long is closed.
+    /// A TCP connection whose first query has not arrived whole this long after the accept is
+    /// closed (bind9's `tcp-initial-timeout`).
+    pub tcp_initial_timeout: Duration,
+    /// A TCP connection whose next query has not arrived whole this long after the previous
+    /// answer, or that does not take an answer for this long, is closed (bind9's
+    /// `tcp-idle-timeout`).
     pub tcp_idle_timeout: Duration,
-    /// TCP connections beyond this many are closed on accept.
+    /// TCP connections at once. At the cap, a new client takes the slot of the connection that
+    /// has waited longest on its client (`tcp.rs`).
     pub max_tcp_connections: usize,
+    /// TCP connections at once from one source address (an IPv6 /64); more are closed at once.
+    pub max_tcp_connections_per_source: usize,
     /// Answers cached per UDP thread, at least: the cache is sized from the catalog, four
     /// slots per name (so every name's common questions stay cached), up to 262,144 slots.
     /// When full, a new answer replaces one that was not read recently (see `cache.rs`).
     pub cache_entries: usize,
     /// Forwarded queries in flight at once; more are dropped (clients retry).
     pub max_forwards_in_flight: usize,
+    /// Response-rate limiting of UDP answers (`rrl.rs`); on by default.
+    pub rate_limit: RateLimit,
 }
 
 impl Default for DnsConfig {
@@ -79,10 +91,13 @@ impl Default for DnsConfig {
             upstream_timeout: Duration::from_secs(2),
             allow_recursion: Cidr::loopback(),
             max_udp_payload: 1232,
-            tcp_idle_timeout: Duration::from_secs(10),
+            tcp_initial_timeout: Duration::from_secs(30),
+            tcp_idle_timeout: Duration::from_secs(30),
             max_tcp_connections: 512,
+            max_tcp_connections_per_source: 32,
             cache_entries: 10_000,
             max_forwards_in_flight: 1024,
+            rate_limit: RateLimit::default(),
         }
     }
 }
@@ -152,23 +167,23 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<StdTcpListener> {
     Ok(socket.into())
 }
 
-struct Shared {
+pub(crate) struct Shared {
     /// The zone files, kept to rebuild the catalog with each snapshot.
     static_zones: Vec<StaticZone>,
     catalog: RwLock<Arc<Catalog>>,
     /// Bumped after every swap of `catalog`.
     epoch: AtomicU64,
     apply_lock: Mutex<()>,
-    engine: Engine,
-    forwarder: Forwarder,
+    pub(crate) engine: Engine,
+    pub(crate) forwarder: Forwarder,
     forwards: Arc<Semaphore>,
     /// The configuration, its `static_zones` moved out to the field above.
-    config: DnsConfig,
+    pub(crate) config: DnsConfig,
     /// One counter set per UDP thread ever started (each its only writer), kept after the
     /// thread ends so totals never go down.
     udp_counters: Mutex<Vec<Arc<Counters>>>,
     /// Shared by all TCP connections.
-    tcp_counters: Counters,
+    pub(crate) tcp_counters: Counters,
 }
 
 impl Shared {
@@ -179,7 +194,7 @@ impl Shared {
             .max(catalog.name_count().saturating_mul(4))
     }
 
-    fn catalog(&self) -> Arc<Catalog> {
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
         self.catalog
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -269,7 +284,7 @@ impl DnsServer {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = tokio::task::JoinSet::new();
 
-        let accept = accept_loop(&tcp, &self.shared, &stop_rx, &mut connections);
+        let accept = tcp::accept_loop(&tcp, &self.shared, &stop_rx, &mut connections);
         tokio::select! {
             () = shutdown => {}
             () = accept => {}
@@ -345,24 +360,11 @@ pub(crate) struct UdpWorker {
     stop: Arc<AtomicBool>,
 }
 
-/// A UDP thread's own state: buffers and the answer cache, never shared.
-pub(crate) struct WorkerState {
-    key: [u8; KEY_LEN],
-    cache: AnswerCache,
-    /// The epoch `catalog` and `cache` belong to; `u64::MAX` until the first packet.
-    epoch: u64,
-    catalog: Arc<Catalog>,
-}
-
 impl UdpWorker {
     fn run(self) {
         let catalog = self.shared.catalog();
-        let mut state = WorkerState {
-            key: [0u8; KEY_LEN],
-            cache: AnswerCache::new(self.shared.cache_slots(&catalog)),
-            epoch: u64::MAX,
-            catalog,
-        };
+        let slots = self.shared.cache_slots(&catalog);
+        let mut state = WorkerState::new(catalog, slots, &self.shared.config.rate_limit);
         #[cfg(target_os = "linux")]
         {
             crate::batch::serve(&self, &mut state);
@@ -385,6 +387,7 @@ impl UdpWorker {
             }
             match received {
                 Ok((len, peer)) => {
+                    state.tick();
                     if self.handle(&packet[..len], peer, state, &mut out)
                         && let Err(e) = self.socket.send_to(&out, peer)
                     {
@@ -431,10 +434,14 @@ impl UdpWorker {
     ) -> bool {
         let outcome = self.answer(packet, peer, state, out);
         self.counters.count_single_writer(outcome);
-        !matches!(outcome, stats::Outcome::Forwarded | stats::Outcome::Dropped)
+        !matches!(
+            outcome,
+            stats::Outcome::Forwarded | stats::Outcome::Dropped | stats::Outcome::RateLimited
+        )
     }
 
-    /// Answers one datagram into `out`, unless the outcome is `Forwarded` or `Dropped`.
+    /// Answers one datagram into `out`, unless the outcome is `Forwarded`, `Dropped` or
+    /// `RateLimited`.
     fn answer(
         &self,
         packet: &[u8],
@@ -443,45 +450,16 @@ impl UdpWorker {
         out: &mut Vec<u8>,
     ) -> stats::Outcome {
         let shared = &*self.shared;
-        let max = shared.engine.max_udp_payload;
         let now = shared.epoch.load(Ordering::Acquire);
         if now != state.epoch {
             state.epoch = now;
             state.catalog = shared.catalog();
             state.cache.reset(shared.cache_slots(&state.catalog));
         }
-        let (query, key_len) = match wire::parse_query(packet, &mut state.key) {
-            Parsed::Drop => return stats::Outcome::Dropped,
-            Parsed::Error {
-                id,
-                flags_hi,
-                rcode,
-            } => {
-                wire::error_answer(out, id, flags_hi, rcode);
-                return stats::Outcome::of_answer(out, true);
-            }
-            Parsed::Query { query, key_len } => (query, key_len),
-        };
-        let key = &state.key[..key_len];
-        let ra = shared.engine.recursion_available(peer.ip());
-        let mut immediate = false;
-        let hash = state.cache.hash(key);
-        if let Some(answer) = state.cache.get(hash, key) {
-            out.clear();
-            out.extend_from_slice(answer);
-        } else {
-            let name = &key[KEY_PREFIX..];
-            match shared.engine.answer(&state.catalog, &query, name, ra, out) {
-                Outcome::Cacheable => state.cache.insert(hash, key, out),
-                Outcome::Immediate => immediate = true,
-                Outcome::Forward => return self.forward(packet, &query, peer),
-            }
+        match state.answer(&shared.engine, packet, peer, out) {
+            Step::Done(outcome) => outcome,
+            Step::Forward(query) => self.forward(packet, &query, peer),
         }
-        wire::patch_answer(out, &query, ra);
-        if out.len() > query.udp_limit(max) {
-            wire::truncate(out, &query, max);
-        }
-        stats::Outcome::of_answer(out, immediate)
     }
 
     /// Hands a query to an upstream; `Dropped` if too many are out already.
@@ -513,117 +491,5 @@ impl UdpWorker {
             let _ = socket.send_to(&out, peer);
         });
         stats::Outcome::Forwarded
-    }
-}
-
-async fn accept_loop(
-    tcp: &TcpListener,
-    shared: &Arc<Shared>,
-    stop: &watch::Receiver<bool>,
-    connections: &mut tokio::task::JoinSet<()>,
-) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_tcp_connections));
-    loop {
-        let (stream, peer) = match tcp.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: log, back off a little, go on.
-                warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "too many TCP connections; closed");
-            continue;
-        };
-        let shared = shared.clone();
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            if let Err(e) = tcp_connection(stream, peer, &shared, stop).await {
-                debug!(%peer, error = %e, "TCP connection ended");
-            }
-        });
-    }
-}
-
-async fn tcp_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    mut stop: watch::Receiver<bool>,
-) -> io::Result<()> {
-    let idle = shared.config.tcp_idle_timeout;
-    let mut packet = vec![0u8; 65_535];
-    let mut out = Vec::new();
-    let mut frame = Vec::new();
-    let mut key = [0u8; KEY_LEN];
-    let ra = shared.engine.recursion_available(peer.ip());
-    loop {
-        let len = tokio::select! {
-            read = timeout(idle, stream.read_u16()) => match read {
-                Ok(Ok(len)) => usize::from(len),
-                // Closed by the client, or idle for too long.
-                Ok(Err(_)) | Err(_) => return Ok(()),
-            },
-            _ = stop.changed() => return Ok(()),
-        };
-        let packet = &mut packet[..len];
-        timeout(idle, stream.read_exact(packet))
-            .await
-            .map_err(|_| io::ErrorKind::TimedOut)??;
-        let outcome = match wire::parse_query(packet, &mut key) {
-            Parsed::Drop => stats::Outcome::Dropped,
-            Parsed::Error {
-                id,
-                flags_hi,
-                rcode,
-            } => {
-                wire::error_answer(&mut out, id, flags_hi, rcode);
-                stats::Outcome::of_answer(&out, true)
-            }
-            Parsed::Query { query, key_len } => {
-                let catalog = shared.catalog();
-                let name = &key[KEY_PREFIX..key_len];
-                let outcome = match shared.engine.answer(&catalog, &query, name, ra, &mut out) {
-                    Outcome::Forward => {
-                        let question_len = query.question_end() - wire::HEADER_LEN;
-                        match shared.forwarder.query(packet, question_len, true).await {
-                            Some(answer) => out = answer,
-                            None => wire::bare_answer(
-                                &mut out,
-                                &query,
-                                rcode::SERVFAIL,
-                                false,
-                                true,
-                                shared.engine.max_udp_payload,
-                            ),
-                        }
-                        stats::Outcome::Forwarded
-                    }
-                    engine_outcome @ (Outcome::Cacheable | Outcome::Immediate) => {
-                        wire::patch_answer(&mut out, &query, ra);
-                        stats::Outcome::of_answer(&out, engine_outcome == Outcome::Immediate)
-                    }
-                };
-                if out.len() > usize::from(u16::MAX) {
-                    wire::truncate(&mut out, &query, shared.engine.max_udp_payload);
-                }
-                outcome
-            }
-        };
-        shared.tcp_counters.count_tcp(outcome);
-        if outcome == stats::Outcome::Dropped {
-            continue;
-        }
-        frame.clear();
-        frame.extend_from_slice(&(out.len() as u16).to_be_bytes());
-        frame.extend_from_slice(&out);
-        timeout(idle, stream.write_all(&frame))
-            .await
-            .map_err(|_| io::ErrorKind::TimedOut)??;
     }
 }

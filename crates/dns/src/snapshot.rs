@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::zonefile::cut;
+
 /// Everything the DNS server answers for, besides the static zone files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,17 +93,18 @@ pub struct RecordEntry {
 /// Why a snapshot was rejected. Nothing changes when a snapshot is rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("bad name {name:?}: {reason}")]
+    /// `reason` names the name (cut if long) and what is wrong with it.
+    #[error("{reason}")]
     Name { name: String, reason: String },
-    #[error("record {name} {rtype}: {reason}")]
+    #[error("record {} {}: {reason}", cut(name), cut(rtype))]
     Record {
         name: String,
         rtype: String,
         reason: String,
     },
-    #[error("{name} is in none of the server's zones")]
+    #[error("{} is in none of the server's zones", cut(name))]
     OutOfZone { name: String },
-    #[error("{name} has a CNAME and other data")]
+    #[error("{} has a CNAME and other data", cut(name))]
     CnameAndOtherData { name: String },
 }
 

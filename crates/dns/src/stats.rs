@@ -8,9 +8,9 @@
 //! every set; the sets of stopped threads stay registered, so the totals never go down.
 //!
 //! Invariant: every message received is counted in `queries` and in exactly one outcome, so
-//! `queries == answered + nxdomain + refused + formerr + forwarded + other + dropped` whenever
-//! the server is idle (a reader racing a serving thread may see a query whose outcome is not
-//! counted yet).
+//! `queries == answered + nxdomain + refused + formerr + forwarded + other + dropped +
+//! rate_limited + slipped` whenever the server is idle (a reader racing a serving thread may see
+//! a query whose outcome is not counted yet).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,6 +40,13 @@ pub struct DnsStats {
     /// Received and never answered: not a query (too short for a header, or QR set), or a
     /// query to forward while `max_forwards_in_flight` were already out.
     pub dropped: u64,
+    /// UDP answers not sent because their client's account was over its rate limit
+    /// ([`RateLimit`](crate::RateLimit)).
+    pub rate_limited: u64,
+    /// UDP answers over the rate limit sent *slipped* instead: truncated (TC, no records) so
+    /// the client retries over TCP, or, for errors, as they were. Not counted in the fields
+    /// above.
+    pub slipped: u64,
     /// Of `queries`, those received over TCP.
     pub tcp_queries: u64,
 }
@@ -54,6 +61,8 @@ pub(crate) enum Outcome {
     Forwarded,
     Other,
     Dropped,
+    RateLimited,
+    Slipped,
 }
 
 impl Outcome {
@@ -87,6 +96,8 @@ pub(crate) struct Counters {
     forwarded: AtomicU64,
     other: AtomicU64,
     dropped: AtomicU64,
+    rate_limited: AtomicU64,
+    slipped: AtomicU64,
     tcp_queries: AtomicU64,
 }
 
@@ -100,6 +111,8 @@ impl Counters {
             Outcome::Forwarded => &self.forwarded,
             Outcome::Other => &self.other,
             Outcome::Dropped => &self.dropped,
+            Outcome::RateLimited => &self.rate_limited,
+            Outcome::Slipped => &self.slipped,
         }
     }
 
@@ -131,6 +144,8 @@ impl Counters {
         total.forwarded += get(&self.forwarded);
         total.other += get(&self.other);
         total.dropped += get(&self.dropped);
+        total.rate_limited += get(&self.rate_limited);
+        total.slipped += get(&self.slipped);
         total.tcp_queries += get(&self.tcp_queries);
     }
 }
@@ -159,6 +174,8 @@ mod tests {
         udp.count_single_writer(Outcome::Answered);
         udp.count_single_writer(Outcome::Answered);
         udp.count_single_writer(Outcome::Dropped);
+        udp.count_single_writer(Outcome::RateLimited);
+        udp.count_single_writer(Outcome::Slipped);
         tcp.count_tcp(Outcome::NxDomain);
         let mut total = DnsStats::default();
         udp.add_to(&mut total);
@@ -166,10 +183,12 @@ mod tests {
         assert_eq!(
             total,
             DnsStats {
-                queries: 4,
+                queries: 6,
                 answered: 2,
                 nxdomain: 1,
                 dropped: 1,
+                rate_limited: 1,
+                slipped: 1,
                 tcp_queries: 1,
                 ..DnsStats::default()
             }

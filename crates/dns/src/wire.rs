@@ -212,6 +212,37 @@ pub(crate) fn parse_query<'a>(packet: &'a [u8], key: &mut [u8; KEY_LEN]) -> Pars
     }
 }
 
+/// What [`read_query`] made of a packet.
+pub(crate) enum Read<'a> {
+    /// A query to look up; its key is in the key buffer, `key_len` bytes long.
+    Query { query: Query<'a>, key_len: usize },
+    /// Not to be looked up: `out` holds its header-only error answer (FORMERR, NOTIMP).
+    Error,
+    /// Not a query: say nothing.
+    Drop,
+}
+
+/// [`parse_query`], writing the error answer into `out` when the packet gets one: what both the
+/// UDP and the TCP path start with.
+pub(crate) fn read_query<'a>(
+    packet: &'a [u8],
+    key: &mut [u8; KEY_LEN],
+    out: &mut Vec<u8>,
+) -> Read<'a> {
+    match parse_query(packet, key) {
+        Parsed::Drop => Read::Drop,
+        Parsed::Error {
+            id,
+            flags_hi,
+            rcode,
+        } => {
+            error_answer(out, id, flags_hi, rcode);
+            Read::Error
+        }
+        Parsed::Query { query, key_len } => Read::Query { query, key_len },
+    }
+}
+
 /// Returns the offset just past the (possibly compressed) name at `pos`.
 fn skip_name(packet: &[u8], mut pos: usize) -> Option<usize> {
     for _ in 0..128 {

@@ -274,9 +274,62 @@ fn push_escape(
 
 /// Parses a name that must be absolute (a trailing dot is optional).
 pub(crate) fn absolute(text: &str) -> Result<Name, String> {
-    let mut name = Name::from_ascii(text).map_err(|e| format!("bad name {text:?}: {e}"))?;
+    let mut name = Name::from_ascii(text).map_err(|e| bad_name(text, &e))?;
     name.set_fqdn(true);
     Ok(name.to_lowercase())
+}
+
+/// The longest label and the longest name, in bytes (RFC 1035 §2.3.4; a name's length is its wire
+/// form's: each label with its length byte, and the root's zero byte).
+pub(crate) const MAX_LABEL: usize = 63;
+const MAX_NAME: usize = 255;
+
+/// Says why `text` is not a name, in words: an empty label, a label or a name over the RFC 1035
+/// limits, or else what hickory-proto said. (The diagnosis splits at dots and ignores `\.`
+/// escapes, which only changes the wording for names that use them.)
+fn bad_name(text: &str, error: &dyn std::fmt::Display) -> String {
+    let shown = shown(text);
+    let labels: Vec<&str> = text.strip_suffix('.').unwrap_or(text).split('.').collect();
+    if text != "." && labels.iter().any(|l| l.is_empty()) {
+        return format!("bad name {shown}: an empty label (two dots in a row, or a leading dot)");
+    }
+    if let Some((n, label)) = labels.iter().enumerate().find(|(_, l)| l.len() > MAX_LABEL) {
+        return format!(
+            "bad name {shown}: label {} is {} bytes long; a label is at most {MAX_LABEL} bytes",
+            n + 1,
+            label.len()
+        );
+    }
+    let wire: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    if wire > MAX_NAME {
+        return format!("bad name {shown}: {wire} bytes long; a name is at most {MAX_NAME} bytes");
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*');
+    if !text.contains('\\')
+        && let Some(c) = text.chars().find(|&c| !allowed(c))
+    {
+        return format!(
+            "bad name {shown}: {c:?} is not allowed in a name (letters, digits, '-' and '_' \
+             are; write other bytes as \\DDD)"
+        );
+    }
+    format!("bad name {shown}: {error}")
+}
+
+/// `text` quoted for an error message, cut to 60 characters: a 300-byte name does not help.
+pub(crate) fn shown(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((at, _)) => format!("{:?}… ({} bytes)", &text[..at], text.len()),
+        None => format!("{text:?}"),
+    }
+}
+
+/// `text` cut to 60 characters for an error message, unquoted.
+pub(crate) fn cut(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
+        None => text.to_owned(),
+    }
 }
 
 /// Parses one record written as in a zone file, every name absolute (the origin is the root).
@@ -310,13 +363,13 @@ fn relative(text: &str, origin: Option<&Name>) -> Result<Name, String> {
     if text == "@" {
         return Ok(origin.clone());
     }
-    let name = Name::from_ascii(text).map_err(|e| format!("bad name {text:?}: {e}"))?;
+    let name = Name::from_ascii(text).map_err(|e| bad_name(text, &e))?;
     if name.is_fqdn() {
         return Ok(name.to_lowercase());
     }
     name.append_domain(origin)
         .map(|n| n.to_lowercase())
-        .map_err(|e| format!("bad name {text:?}: {e}"))
+        .map_err(|e| bad_name(&format!("{text}.{origin}"), &e))
 }
 
 /// Parses a TTL: seconds, or a sum of numbers with `s/m/h/d/w` units (`1h30m`).
@@ -409,7 +462,7 @@ impl Parser {
                 .iter()
                 .any(|c| token.text.eq_ignore_ascii_case(c))
             {
-                return Err(format!("class {} is not supported, only IN", token.text));
+                return Err(format!("class {:?} is not supported, only IN", token.text));
             } else if let Some(t) = parse_ttl(&token.text) {
                 ttl = Some(t);
                 tokens.next();
@@ -459,7 +512,7 @@ impl Parser {
                     Some(parse_ttl(text).ok_or_else(|| format!("bad TTL {text:?}"))?);
             }
             "$INCLUDE" => return Err("$INCLUDE is not supported; merge the files".to_owned()),
-            _ => return Err(format!("unknown directive {name}")),
+            _ => return Err(format!("unknown directive {}", shown(&name))),
         }
         Ok(())
     }
@@ -647,11 +700,74 @@ _x._tcp     SRV     1 2 80 ns
                 "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 TXT \"open\n",
                 "f:3: unterminated string",
             ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\na..b 60 A 1.2.3.4\n",
+                "f:3: bad name \"a..b\": an empty label",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nné 60 A 1.2.3.4\n",
+                "f:3: bad name \"né\": 'é' is not allowed in a name",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\na/b 60 A 1.2.3.4\n",
+                "f:3: bad name \"a/b\": '/' is not allowed in a name",
+            ),
+            (
+                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\n$INCLUDES x\n",
+                "f:3: unknown directive \"$INCLUDES\"",
+            ),
         ];
         for (text, want) in cases {
             let err = StaticZone::parse(text, "f", None).unwrap_err().to_string();
             assert!(err.starts_with(want), "got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn names_over_the_rfc_limits_are_named_errors() {
+        let label64 = "a".repeat(64);
+        let label63 = "a".repeat(63);
+        // Four 63-byte labels: 4 × 64 + 1 = 257 bytes in wire form.
+        let long = format!("{label63}.{label63}.{label63}.{label63}");
+        // 3 × 64 + 60 + 1 = 253 bytes: fits alone, not under `ab.` (256).
+        let fits_alone = format!("{label63}.{label63}.{label63}.{}", "b".repeat(59));
+        let cases = [
+            (
+                format!("$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\n{label64} 60 A 1.2.3.4\n"),
+                "f:3: bad name \"aaaa",
+                "label 1 is 64 bytes long; a label is at most 63 bytes",
+            ),
+            (
+                format!("$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 CNAME x.{label64}.\n"),
+                "f:3: bad name \"x.aaaa",
+                "label 2 is 64 bytes long",
+            ),
+            (
+                format!("$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\n{long} 60 A 1.2.3.4\n"),
+                "f:3: bad name \"aaaa",
+                "257 bytes long; a name is at most 255 bytes",
+            ),
+            (
+                format!("$ORIGIN ab.\n@ 60 SOA ns x 1 2 3 4 5\n{fits_alone} 60 A 1.2.3.4\n"),
+                "f:3: bad name \"aaaa",
+                "256 bytes long; a name is at most 255 bytes",
+            ),
+            (
+                format!("$ORIGIN {long}.\n"),
+                "f:1: bad name \"aaaa",
+                "257 bytes long; a name is at most 255 bytes",
+            ),
+        ];
+        for (text, starts, contains) in cases {
+            let err = StaticZone::parse(&text, "f", None).unwrap_err().to_string();
+            assert!(err.starts_with(starts), "got {err:?}");
+            assert!(err.contains(contains), "got {err:?}, want {contains:?}");
+            assert!(err.len() < 200, "the name is cut in the message: {err}");
+        }
+        // Exactly at the limits is fine: a 63-byte label, a 255-byte name.
+        let at_limit = format!("{label63}.{label63}.{label63}.{}", "b".repeat(61));
+        let text = format!("$ORIGIN {at_limit}.\n@ 60 SOA ns.x. h.x. 1 2 3 4 5\n");
+        assert!(StaticZone::parse(&text, "f", None).is_ok());
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! kv-load watch --endpoint http://127.0.0.1:2379 --events 500 [--watchers 1000] [--streams 10]
 //! ```
 //!
+//! With `--cacert FILE` (and `--cert FILE --key FILE` for a server that
+//! asks for a client certificate) it speaks TLS to an `https://` endpoint,
+//! through `torc_kv::client::ClientTls`, one handshake per connection.
+//!
 //! `put` prints `puts_per_sec=… p50_us=… p99_us=…` (every put is durable
 //! before it is acknowledged).
 //!
@@ -35,6 +39,7 @@
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
+use torc_kv::client::ClientTls;
 use torc_kv::proto::etcdserverpb::{
     PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
     watch_client::WatchClient, watch_request::RequestUnion,
@@ -44,7 +49,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load put --endpoint URL [--clients N] [--seconds S] [--value-size B]\n       kv-load get --endpoint URL [--clients N] [--seconds S] [--kind serializable|linearizable|prefix]\n       kv-load watch --endpoint URL [--events N] [--watchers N] [--streams N]"
+        "usage: kv-load put --endpoint URL [--clients N] [--seconds S] [--value-size B]\n       kv-load get --endpoint URL [--clients N] [--seconds S] [--kind serializable|linearizable|prefix]\n       kv-load watch --endpoint URL [--events N] [--watchers N] [--streams N]\n       TLS (https:// URL): [--cacert FILE [--cert FILE --key FILE]]"
     );
     std::process::exit(2);
 }
@@ -59,6 +64,11 @@ struct Args {
     watchers: usize,
     streams: usize,
     kind: String,
+    cacert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    /// Built from `cacert`, `cert` and `key` once the flags are read.
+    tls: Option<ClientTls>,
 }
 
 fn parse() -> Args {
@@ -74,6 +84,10 @@ fn parse() -> Args {
         watchers: 1,
         streams: 1,
         kind: "serializable".into(),
+        cacert: None,
+        cert: None,
+        key: None,
+        tls: None,
     };
     while let Some(flag) = argv.next() {
         let v = argv.next().unwrap_or_else(|| usage());
@@ -87,10 +101,28 @@ fn parse() -> Args {
             "--watchers" => a.watchers = num(),
             "--streams" => a.streams = num(),
             "--kind" => a.kind = v.clone(),
+            "--cacert" => a.cacert = Some(v.clone()),
+            "--cert" => a.cert = Some(v.clone()),
+            "--key" => a.key = Some(v.clone()),
             _ => usage(),
         }
     }
     a
+}
+
+fn tls(a: &Args) -> Result<Option<ClientTls>, BoxError> {
+    let Some(ca) = &a.cacert else {
+        if a.cert.is_some() || a.key.is_some() {
+            usage();
+        }
+        return Ok(None);
+    };
+    let identity = match (&a.cert, &a.key) {
+        (Some(cert), Some(key)) => Some((std::path::Path::new(cert), std::path::Path::new(key))),
+        (None, None) => None,
+        _ => usage(),
+    };
+    Ok(Some(ClientTls::from_files(ca.as_ref(), identity)?))
 }
 
 /// Waits for the load's tasks, then prints `{unit}_per_sec=… p50_us=… p99_us=… {unit}=…` (the
@@ -125,11 +157,12 @@ fn percentile(sorted: &[Duration], p: f64) -> u128 {
     sorted[i.min(sorted.len() - 1)].as_micros()
 }
 
-async fn channel(endpoint: &str) -> Result<Channel, BoxError> {
-    Ok(Endpoint::from_shared(endpoint.to_string())?
-        .tcp_nodelay(true)
-        .connect()
-        .await?)
+async fn channel(a: &Args) -> Result<Channel, BoxError> {
+    let endpoint = Endpoint::from_shared(a.endpoint.clone())?.tcp_nodelay(true);
+    Ok(match &a.tls {
+        Some(tls) => tls.channel(&endpoint).await?,
+        None => endpoint.connect().await?,
+    })
 }
 
 async fn put_load(a: &Args) -> Result<(), BoxError> {
@@ -137,7 +170,7 @@ async fn put_load(a: &Args) -> Result<(), BoxError> {
     let conns = a.clients.clamp(1, 16);
     let mut channels = Vec::new();
     for _ in 0..conns {
-        channels.push(channel(&a.endpoint).await?);
+        channels.push(channel(a).await?);
     }
     let value = bytes::Bytes::from(vec![b'x'; a.value_size]);
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
@@ -174,7 +207,7 @@ async fn get_load(a: &Args) -> Result<(), BoxError> {
     };
     let prefix = a.kind == "prefix";
     let value = bytes::Bytes::from(vec![b'x'; 256]);
-    let mut kv = KvClient::new(channel(&a.endpoint).await?);
+    let mut kv = KvClient::new(channel(a).await?);
     for i in 0..100 {
         kv.put(PutRequest {
             key: format!("rbench/{i:03}").into(),
@@ -186,7 +219,7 @@ async fn get_load(a: &Args) -> Result<(), BoxError> {
     let conns = a.clients.clamp(1, 16);
     let mut channels = Vec::new();
     for _ in 0..conns {
-        channels.push(channel(&a.endpoint).await?);
+        channels.push(channel(a).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let mut tasks = Vec::new();
@@ -238,7 +271,7 @@ async fn watch_load(a: &Args) -> Result<(), BoxError> {
     let mut senders = Vec::new();
     for s in 0..streams {
         let n = a.watchers / streams + usize::from(s < a.watchers % streams);
-        let mut watch = WatchClient::new(channel(&a.endpoint).await?);
+        let mut watch = WatchClient::new(channel(a).await?);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         for _ in 0..n {
             tx.send(WatchRequest {
@@ -272,7 +305,7 @@ async fn watch_load(a: &Args) -> Result<(), BoxError> {
             }
         }));
     }
-    let mut kv = KvClient::new(channel(&a.endpoint).await?);
+    let mut kv = KvClient::new(channel(a).await?);
     let mut lat = Vec::with_capacity(a.events * a.watchers);
     let mut after_ack = Vec::with_capacity(a.events * a.watchers);
     for _ in 0..a.events {
@@ -321,7 +354,8 @@ async fn watch_load(a: &Args) -> Result<(), BoxError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
-    let a = parse();
+    let mut a = parse();
+    a.tls = tls(&a)?;
     match a.mode.as_str() {
         "put" => put_load(&a).await,
         "get" => get_load(&a).await,

@@ -7,8 +7,9 @@
 //! they are acknowledged; reads (UserGet, RoleGet, the lists) and
 //! Authenticate see only durable changes.
 //!
-//! Also here, for every service: who a caller is (its token), and the
-//! helpers that check it against the auth state.
+//! Also here, for every service: who a caller is (its token, or its client
+//! certificate under `--client-cert-auth`), and the helpers that check it
+//! against the auth state.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use crate::error::EtcdError;
 use crate::mvcc::{Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
 use crate::server::Services;
+use crate::tls::Peer;
 
 /// How often Authenticate starts over when the user changed while its
 /// password was being checked (etcd retries without a bound).
@@ -29,13 +31,32 @@ const AUTHENTICATE_ATTEMPTS: usize = 3;
 /// etcd's HTTP gateway `authorization`).
 const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
 
+/// Metadata etcd's gRPC gateway adds to the requests it forwards; etcd
+/// then ignores the connection's certificate (the gateway's own).
+const GATEWAY_KEY: &str = "grpcgateway-accept";
+
 impl Services {
-    /// Who sent a request with this metadata: anonymous without a token or
-    /// while auth is disabled (etcd then ignores tokens), else the token's
-    /// user; a token that is unknown or expired is `invalid auth token`.
-    pub(crate) fn caller_of(&self, md: &tonic::metadata::MetadataMap) -> Result<Caller, EtcdError> {
+    /// Who sent a request with this metadata over a connection whose
+    /// handshake proved `peer` (etcd's `AuthInfoFromCtx`, then
+    /// `AuthInfoFromTLS`):
+    /// - with a token: the token's user, or `invalid auth token` when it is
+    ///   unknown or expired; anonymous while auth is disabled (etcd then
+    ///   ignores tokens);
+    /// - without one: under `--client-cert-auth`, the user the client
+    ///   certificate's common name names (unless the request says it came
+    ///   through etcd's gateway); else anonymous.
+    pub(crate) fn caller_of(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        peer: Option<&Peer>,
+    ) -> Result<Caller, EtcdError> {
         let Some(token) = TOKEN_KEYS.iter().find_map(|k| md.get(*k)) else {
-            return Ok(Caller::Anonymous);
+            return Ok(match peer.and_then(|p| p.cert_name.as_ref()) {
+                Some(name) if self.cert_names_users && md.get(GATEWAY_KEY).is_none() => {
+                    Caller::User(Arc::clone(name))
+                }
+                _ => Caller::Anonymous,
+            });
         };
         if !self.store.lock().auth.enabled() {
             return Ok(Caller::Anonymous);
@@ -49,7 +70,7 @@ impl Services {
     }
 
     pub(crate) fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Ok(self.caller_of(request.metadata())?)
+        Ok(self.caller_of(request.metadata(), request.extensions().get::<Peer>())?)
     }
 
     /// Runs `check` on the durable auth state.

@@ -54,7 +54,7 @@ enum Position {
 /// A connection whose inbound HTTP/2 HEADERS frames get a URL `:authority`
 /// rewritten into an authority (see the module comment). Writes pass
 /// straight through.
-pub struct AuthorityFix<IO> {
+pub(crate) struct AuthorityFix<IO> {
     io: IO,
     position: Position,
     /// Read from `io`, not yet looked at.
@@ -64,7 +64,7 @@ pub struct AuthorityFix<IO> {
 }
 
 impl<IO> AuthorityFix<IO> {
-    pub fn new(io: IO) -> AuthorityFix<IO> {
+    pub(crate) fn new(io: IO) -> AuthorityFix<IO> {
         AuthorityFix {
             io,
             position: Position::Preface(PREFACE_BYTES),
@@ -176,13 +176,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<IO> {
     }
 }
 
-impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected
-    for AuthorityFix<IO>
-{
-    type ConnectInfo = IO::ConnectInfo;
+impl<IO> AuthorityFix<IO> {
+    /// The connection underneath.
+    pub(crate) fn get_ref(&self) -> &IO {
+        &self.io
+    }
+}
+
+/// Plain connections. (TLS ones tell what their handshake proved: see
+/// `crate::tls`.)
+impl tonic::transport::server::Connected for AuthorityFix<tokio::net::TcpStream> {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        tonic::transport::server::Connected::connect_info(&self.io)
     }
 }
 

@@ -12,14 +12,27 @@
 //! and repeats the call once. A server that answers `authentication is not
 //! enabled` is called without a token, as etcd's clients do.
 //!
-//! Not here: TLS, several endpoints, retries of anything else.
+//! With [`ClientTls`] (etcdctl's `--cacert`, and `--cert`/`--key` for a
+//! client certificate) it speaks TLS to an `https://` endpoint, checking the
+//! server's certificate against that CA only and offering `h2` by ALPN. The
+//! scheme decides: an `https://` endpoint without a CA, or TLS towards an
+//! `http://` one, is refused (etcdctl would fall back to the system's roots,
+//! or to plain text).
+//!
+//! Not here: several endpoints, retries of anything else.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), torc_kv::client::ClientError> {
-//! use torc_kv::client::{Client, Credentials};
+//! use torc_kv::client::{Client, ClientTls, Credentials};
 //! use torc_kv::proto::etcdserverpb::PutRequest;
 //! let password = torc_kv::client::read_password_file("/etc/torc/kv-password".as_ref())?;
-//! let client = Client::connect("http://127.0.0.1:2379", Some(Credentials::new("statesync", password))).await?;
+//! let tls = ClientTls::from_files("/etc/torc/ca.pem".as_ref(), None)?;
+//! let client = Client::connect_with(
+//!     "https://127.0.0.1:2379",
+//!     Some(Credentials::new("statesync", password)),
+//!     Some(tls),
+//! )
+//! .await?;
 //! client.put(PutRequest { key: "/torc/x".into(), value: "1".into(), ..Default::default() }).await?;
 //! # Ok(()) }
 //! ```
@@ -28,6 +41,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use std::future::Future;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tonic::codegen::http::Uri;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -88,6 +106,8 @@ pub enum ClientError {
     Rpc(#[from] Status),
     #[error("password file {}: {reason}", path.display())]
     PasswordFile { path: PathBuf, reason: String },
+    #[error("TLS: {0}")]
+    Tls(#[from] torc_tls::TlsError),
 }
 
 impl ClientError {
@@ -120,6 +140,115 @@ pub fn read_password_file(path: &Path) -> Result<String, ClientError> {
         return Err(err("it holds more than one line".into()));
     }
     Ok(password.to_string())
+}
+
+/// TLS towards the server: the CA its certificate must chain to (etcdctl's
+/// `--cacert`) and, when the server asks for one, a client certificate
+/// (`--cert`, `--key`). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    config: Arc<torc_tls::ClientConfig>,
+}
+
+impl ClientTls {
+    /// Trusts only `ca`; presents `identity` when asked for a certificate.
+    pub fn new(
+        ca: &[torc_tls::CertificateDer<'static>],
+        identity: Option<torc_tls::Identity>,
+    ) -> Result<ClientTls, ClientError> {
+        let mut config = torc_tls::client_config(ca, identity)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(ClientTls {
+            config: Arc::new(config),
+        })
+    }
+
+    /// From etcdctl's flags: `--cacert`, and `--cert` with `--key`. The key
+    /// file must be readable by its owner only.
+    pub fn from_files(
+        cacert: &Path,
+        cert_and_key: Option<(&Path, &Path)>,
+    ) -> Result<ClientTls, ClientError> {
+        let ca = torc_tls::load_certs(cacert)?;
+        let identity = match cert_and_key {
+            Some((cert, key)) => {
+                let pem = torc_tls::files::read_secret(key)?;
+                Some(torc_tls::Identity {
+                    chain: torc_tls::load_certs(cert)?,
+                    key: torc_tls::parse_key(&pem, &key.display().to_string())?,
+                })
+            }
+            None => None,
+        };
+        ClientTls::new(&ca, identity)
+    }
+
+    /// A channel to `endpoint` (whose URI must be `https://`) over TLS,
+    /// connecting on first use.
+    pub fn channel_lazy(&self, endpoint: &Endpoint) -> Channel {
+        endpoint.connect_with_connector_lazy(self.connector())
+    }
+
+    /// A channel to `endpoint` (whose URI must be `https://`) over TLS,
+    /// connected now.
+    pub async fn channel(&self, endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+        endpoint.connect_with_connector(self.connector()).await
+    }
+
+    /// TCP, then TLS with the endpoint's host as the server name. (tonic's
+    /// own TLS features stay off: with them, tonic would insist on doing
+    /// TLS itself for `https://` URIs.)
+    fn connector(
+        &self,
+    ) -> impl tower::Service<
+        Uri,
+        Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+        Error = std::io::Error,
+        Future = impl Future<
+            Output = std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>,
+        > + Send,
+    > + Clone
+    + Send
+    + 'static {
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
+        tower::service_fn(move |uri: Uri| {
+            let connector = connector.clone();
+            async move {
+                let bad =
+                    |reason: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, reason);
+                let host = uri
+                    .host()
+                    .ok_or_else(|| bad(format!("{uri}: no host")))?
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let port = uri.port_u16().unwrap_or(443);
+                let name = torc_tls::ServerName::try_from(host.clone())
+                    .map_err(|e| bad(format!("{host}: not a server name: {e}")))?;
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok(TokioIo::new(tls))
+            }
+        })
+    }
+}
+
+/// Checks `url`'s scheme against whether TLS is configured.
+fn check_scheme(url: &str, tls: bool) -> Result<(), ClientError> {
+    let https = url.starts_with("https://");
+    let reason = match (https, tls) {
+        (true, false) => "an https:// endpoint needs the CA to check the server against (--cacert)",
+        (false, true) if url.starts_with("http://") => {
+            "TLS options (--cacert) are given for an http:// endpoint; use https://"
+        }
+        (false, true) => "give the endpoint as https://HOST:PORT",
+        _ => return Ok(()),
+    };
+    Err(ClientError::Endpoint {
+        endpoint: url.to_string(),
+        reason: reason.to_string(),
+    })
 }
 
 /// The token shared by a client's clones and its interceptors.
@@ -181,8 +310,24 @@ impl Client {
     /// A client that connects on its first call (and again after the
     /// server went away): creating it does no I/O, so a server that is down
     /// does not hold up its creator. Configure timeouts on `endpoint`.
+    /// Plain text only: see [`Client::lazy_with`].
     pub fn lazy(endpoint: Endpoint, credentials: Option<Credentials>) -> Client {
         Client::over(endpoint.connect_lazy(), credentials)
+    }
+
+    /// [`Client::lazy`], over TLS when given `tls` (then `endpoint` must be
+    /// `https://`; without it, it must not be).
+    pub fn lazy_with(
+        endpoint: Endpoint,
+        credentials: Option<Credentials>,
+        tls: Option<ClientTls>,
+    ) -> Result<Client, ClientError> {
+        check_scheme(&endpoint.uri().to_string(), tls.is_some())?;
+        let channel = match &tls {
+            Some(tls) => tls.channel_lazy(&endpoint),
+            None => endpoint.connect_lazy(),
+        };
+        Ok(Client::over(channel, credentials))
     }
 
     fn over(channel: Channel, credentials: Option<Credentials>) -> Client {
@@ -204,18 +349,30 @@ impl Client {
         url: &str,
         credentials: Option<Credentials>,
     ) -> Result<Client, ClientError> {
+        Client::connect_with(url, credentials, None).await
+    }
+
+    /// [`Client::connect`], over TLS to an `https://` `url` when given
+    /// `tls`.
+    pub async fn connect_with(
+        url: &str,
+        credentials: Option<Credentials>,
+        tls: Option<ClientTls>,
+    ) -> Result<Client, ClientError> {
+        check_scheme(url, tls.is_some())?;
         let endpoint =
             Endpoint::from_shared(url.to_string()).map_err(|e| ClientError::Endpoint {
                 endpoint: url.to_string(),
                 reason: e.to_string(),
             })?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                endpoint: url.to_string(),
-                source,
-            })?;
+        let connected = match &tls {
+            Some(tls) => tls.channel(&endpoint).await,
+            None => endpoint.connect().await,
+        };
+        let channel = connected.map_err(|source| ClientError::Connect {
+            endpoint: url.to_string(),
+            source,
+        })?;
         let client = Client::over(channel, credentials);
         if client.session.credentials.is_some() {
             client.authenticate().await?;

@@ -27,6 +27,13 @@ pub enum Error {
     Bootstrap(#[source] EtcdError),
     #[error("the OS random source failed: {0}")]
     Random(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] torc_tls::TlsError),
+    #[error(
+        "client certificate authentication (--client-cert-auth) needs a trusted CA \
+         (--trusted-ca-file) to check client certificates against"
+    )]
+    ClientCertAuthWithoutCa,
 }
 
 /// Failure of the on-disk store. After one of these during a commit, the store

@@ -4,8 +4,7 @@
 //! use it unchanged. It replaces etcd as the rack's "state soup".
 //!
 //! What it is not: a cluster. There is one member and no raft; the
-//! cluster-changing and most maintenance methods answer UNIMPLEMENTED. No
-//! TLS yet.
+//! cluster-changing and most maintenance methods answer UNIMPLEMENTED.
 //!
 //! Code map:
 //! - [`mvcc`]: the data model (revisions, versions, tombstones, txn, leases,
@@ -25,9 +24,14 @@
 //! - `watch_wire`: watch responses encoded once per commit, shared by
 //!   watchers, and the Watch service that sends them.
 //! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one).
+//! - [`tls`]: TLS as etcd serves it (`--cert-file`, `--key-file`,
+//!   `--trusted-ca-file`, `--client-cert-auth`: a client certificate's common
+//!   name as the user of requests without a token), terminated in front of
+//!   `authority`.
 //! - `codec`: the gRPC codec (prost's, with buffers sized for etcd's small
 //!   messages).
-//! - [`client`]: the client the rest of torc uses (etcd auth included).
+//! - [`client`]: the client the rest of torc uses (etcd auth and TLS
+//!   included).
 //!
 //! Invariants kept across modules:
 //! - A write is acknowledged only after it is durable (in the write-ahead
@@ -53,11 +57,13 @@ pub mod mvcc;
 mod server;
 pub mod storage;
 mod store;
+pub mod tls;
 pub mod wal;
 mod watch_wire;
 
 pub use error::{Error, EtcdError, StorageError};
 pub use server::{DB_FILE, KvOptions, KvServer, RootBootstrap, SHUTDOWN_GRACE, VERSION};
+pub use tls::ServerTls;
 
 /// The `range_end` that selects every key starting with `prefix` (what `etcdctl --prefix`
 /// sends): the prefix with its last byte below 0xff incremented; `\0` (all keys) when there

@@ -27,6 +27,7 @@ use crate::error::{Error, EtcdError};
 use crate::mvcc::{KeyRange, Limits, Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
 use crate::store::{OpenError, Store, WatchItem, WatchReceiver, WatchSpec, watch_channel};
+use crate::tls::{Peer, ServerTls};
 use crate::watch_wire::EncodedWatchResponse;
 
 /// The version reported by Maintenance.Status: the etcd API level served, and
@@ -68,6 +69,8 @@ pub struct KvOptions {
     /// Most password hashes or checks at once (each takes a core for tens
     /// of milliseconds; see [`crate::auth::password`]).
     pub password_checks: usize,
+    /// Longest a client may take over its TLS handshake (see [`crate::tls`]).
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for KvOptions {
@@ -84,6 +87,7 @@ impl Default for KvOptions {
             bcrypt_cost: crate::auth::password::DEFAULT_COST,
             password_checks: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() / 2).max(1)),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -178,10 +182,10 @@ impl KvServer {
         Ok(created)
     }
 
-    /// Serves the etcd API on `listener` until `shutdown` resolves, then ends
-    /// open streams, finishes queued writes and closes the database.
-    /// Connections get [`SHUTDOWN_GRACE`] to finish; a client that stopped
-    /// reading would otherwise hold the shutdown forever.
+    /// Serves the etcd API in plain text on `listener` until `shutdown`
+    /// resolves, then ends open streams, finishes queued writes and closes
+    /// the database. Connections get [`SHUTDOWN_GRACE`] to finish; a client
+    /// that stopped reading would otherwise hold the shutdown forever.
     /// `advertise_url` is the client URL MemberList reports.
     pub async fn serve(
         self,
@@ -189,6 +193,48 @@ impl KvServer {
         advertise_url: String,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Accept a URL as `:authority`, as etcd does (see crate::authority).
+        let incoming = tokio_stream::StreamExt::map(incoming, |conn| conn.map(AuthorityFix::new));
+        self.serve_incoming(incoming, advertise_url, false, shutdown)
+            .await
+    }
+
+    /// [`KvServer::serve`] over TLS only (etcd with `https://` client URLs):
+    /// see [`crate::tls`]. `advertise_url` should be `https://...`.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: ServerTls,
+        advertise_url: String,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let incoming = crate::tls::incoming(listener, &tls, self.options.tls_handshake_timeout);
+        let cert_names_users = tls.client_cert_auth();
+        self.serve_incoming(incoming, advertise_url, cert_names_users, shutdown)
+            .await
+    }
+
+    /// Serves connections from `incoming`; `cert_names_users`: etcd's
+    /// `--client-cert-auth` (see [`crate::tls`]).
+    async fn serve_incoming<I, IO, IE>(
+        self,
+        incoming: I,
+        advertise_url: String,
+        cert_names_users: bool,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error>
+    where
+        I: tokio_stream::Stream<Item = Result<IO, IE>>,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let KvServer {
             store,
             commit_thread,
@@ -201,6 +247,7 @@ impl KvServer {
             store: store.clone(),
             options: Arc::new(options.clone()),
             advertise_url: Arc::new(advertise_url),
+            cert_names_users,
             stop: stop_rx.clone(),
             auth,
         };
@@ -236,10 +283,6 @@ impl KvServer {
                 std::future::pending::<()>().await;
             }
         };
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        // Accept a URL as `:authority`, as etcd does (see crate::authority).
-        let incoming = tokio_stream::StreamExt::map(incoming, |conn| conn.map(AuthorityFix::new));
         let result = tonic::transport::Server::builder()
             .add_service(
                 pb::kv_server::KvServer::new(svc.clone()).max_decoding_message_size(max_decode),
@@ -279,6 +322,9 @@ pub(crate) struct Services {
     pub(crate) store: Store,
     options: Arc<KvOptions>,
     advertise_url: Arc<String>,
+    /// `--client-cert-auth`: a client certificate's common name is the
+    /// user of a request without a token.
+    pub(crate) cert_names_users: bool,
     stop: watch::Receiver<bool>,
     pub(crate) auth: Arc<AuthRuntime>,
 }
@@ -495,6 +541,7 @@ impl crate::watch_wire::Watch for Services {
         // Each watch is checked when created, with the stream's token (as
         // etcd: a token that expires later ends no watch already made).
         let metadata = request.metadata().clone();
+        let peer = request.extensions().get::<Peer>().cloned();
         let mut inbound = request.into_inner();
         let (tx, rx) = watch_channel(self.options.watch_backlog_bytes);
         let svc = self.clone();
@@ -536,7 +583,7 @@ impl crate::watch_wire::Watch for Services {
                 use pb::watch_request::RequestUnion;
                 match req.request_union {
                     Some(RequestUnion::CreateRequest(c)) => {
-                        if let Err(e) = svc.caller_of(&metadata).and_then(|caller| {
+                        if let Err(e) = svc.caller_of(&metadata, peer.as_ref()).and_then(|caller| {
                             svc.store.lock().auth_committed.check(
                                 &caller,
                                 Access::Read,
@@ -673,6 +720,7 @@ impl pb::lease_server::Lease for Services {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let metadata = request.metadata().clone();
+        let peer = request.extensions().get::<Peer>().cloned();
         let mut inbound = request.into_inner();
         // Bounded: a client that sends keep-alives without reading the
         // answers stops being read from, rather than queueing answers.
@@ -690,7 +738,7 @@ impl pb::lease_server::Lease for Services {
                 };
                 // As etcd: root, or write on every key of the lease; a
                 // refusal ends the stream.
-                let renewed = svc.caller_of(&metadata).and_then(|caller| {
+                let renewed = svc.caller_of(&metadata, peer.as_ref()).and_then(|caller| {
                     let mut st = svc.store.lock();
                     st.auth_committed.require_user(&caller)?;
                     st.auth_committed

@@ -281,18 +281,20 @@ pub enum EtcdError {
 }
 
 impl EtcdStore {
-    /// Connects lazily to `endpoint` (`http://host:2379`), as `credentials`' user if given: a
-    /// store that is down is retried on every call, and never blocks start-up.
+    /// Connects lazily to `endpoint` (`http://host:2379`, or `https://host:2379` with `tls`), as
+    /// `credentials`' user if given: a store that is down is retried on every call, and never
+    /// blocks start-up.
     pub fn connect(
         endpoint: &str,
         credentials: Option<torc_kv::client::Credentials>,
+        tls: Option<torc_kv::client::ClientTls>,
     ) -> Result<EtcdStore, EtcdError> {
         let endpoint_cfg = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| EtcdError::Endpoint(endpoint.to_string(), e.to_string()))?
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(5));
         Ok(EtcdStore {
-            client: torc_kv::client::Client::lazy(endpoint_cfg, credentials),
+            client: torc_kv::client::Client::lazy_with(endpoint_cfg, credentials, tls)?,
         })
     }
 }

@@ -75,7 +75,7 @@ pub fn write_secret(path: &Path, text: &str) -> Result<(), TlsError> {
 }
 
 /// Reads a secret, trimmed. Refused when the file is readable or writable by group or others,
-/// or empty.
+/// when someone else owns it (it could be planted), or when it is empty.
 pub fn read_secret(path: &Path) -> Result<String, TlsError> {
     let read_err = |source| TlsError::Read {
         path: path.into(),
@@ -87,6 +87,13 @@ pub fn read_secret(path: &Path) -> Result<String, TlsError> {
         return Err(TlsError::Exposed {
             path: path.into(),
             mode,
+        });
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(TlsError::NotOwned {
+            path: path.into(),
+            owner: meta.uid(),
         });
     }
     let text = std::fs::read_to_string(path).map_err(read_err)?;

@@ -58,6 +58,10 @@ pub enum TlsError {
     Exposed { path: PathBuf, mode: u32 },
     #[error("{path} is empty")]
     Empty { path: PathBuf },
+    #[error(
+        "{path} belongs to uid {owner}, not to this process's user; it holds a secret and is not trusted"
+    )]
+    NotOwned { path: PathBuf, owner: u32 },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("client certificate verifier: {0}")]
@@ -280,6 +284,84 @@ pub fn client_config(
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The DNS name every controller certificate carries and no other certificate of a rack may
+/// (the controller refuses to issue one with it): torc's own clients of the controller check
+/// it instead of the address they dialled, so a certificate issued to a task or a node, which
+/// may carry the controller node's address, never passes for the controller. `.internal` is
+/// reserved for private use and never resolves.
+pub const CONTROLLER_NAME: &str = "controller.torc.internal";
+
+/// A client configuration for talking to the controller: like [`client_config`], but the
+/// server's certificate must be valid for [`CONTROLLER_NAME`], whatever address was dialled.
+pub fn controller_client_config(
+    roots: &[CertificateDer<'static>],
+    identity: Option<Identity>,
+) -> Result<ClientConfig, TlsError> {
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(root_store(roots)?),
+        provider(),
+    )
+    .build()
+    .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let verifier = Arc::new(PinnedName {
+        inner,
+        name: ServerName::try_from(CONTROLLER_NAME).expect("a valid DNS name"),
+    });
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// webpki's verification, for a fixed name instead of the one dialled.
+#[derive(Debug)]
+struct PinnedName {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _dialled: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Whether `cert` (already verified by the handshake) is valid for the DNS name `name`.

@@ -189,9 +189,12 @@ impl Ca {
         };
         let cert_pem = read("ca.pem")?;
         crate::parse_certs(&cert_pem, &dir.join("ca.pem").display().to_string())?;
-        let key = KeyPair::from_pem(&read("ca.key")?).map_err(|_| TlsError::NoKey {
-            path: dir.join("ca.key"),
-        })?;
+        let key =
+            KeyPair::from_pem(&crate::files::read_secret(&dir.join("ca.key"))?).map_err(|_| {
+                TlsError::NoKey {
+                    path: dir.join("ca.key"),
+                }
+            })?;
         let name = read("ca.name")?.trim().to_string();
         Ok(Ca {
             dir: dir.into(),

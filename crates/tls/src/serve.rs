@@ -6,6 +6,12 @@
 //! logged at debug level and closes only that connection. Accept errors (e.g. out of file
 //! descriptors) pause accepting briefly instead of ending the server.
 //!
+//! Connections are bounded: at most [`ServeOptions::max_connections`] in all and
+//! [`ServeOptions::max_per_source`] from one address; a connection over either cap is closed at
+//! once (the client sees a reset), so a flood of idle connections cannot exhaust the process's
+//! file descriptors, and the handshake and header deadlines free every slot a silent client
+//! takes.
+//!
 //! On shutdown the listener closes at once; open connections finish their current request
 //! (keep-alive is turned off) for up to [`ServeOptions::shutdown_grace`], after which `serve`
 //! returns and whatever is still open is dropped with the runtime.
@@ -48,6 +54,10 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long open connections get to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address.
+    pub max_per_source: usize,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +66,8 @@ impl Default for ServeOptions {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 4096,
+            max_per_source: 1024,
         }
     }
 }
@@ -82,6 +94,7 @@ pub async fn serve_with(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let options = Arc::new(options);
+    let open = Arc::new(OpenConnections::default());
     // Tells connections still in their TLS handshake to give up: the graceful shutdown waits
     // for requests in flight, not for clients that never finished saying hello.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -100,6 +113,11 @@ pub async fn serve_with(
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = open.take(addr.ip(), &options) else {
+            tracing::debug!(%addr, "connection over the cap; closed");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let app = app.clone();
@@ -107,6 +125,7 @@ pub async fn serve_with(
         let options = Arc::clone(&options);
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match acceptor {
                 None => {
                     let conn = connection(stream, addr, None, app, options.header_read_timeout);
@@ -153,6 +172,56 @@ pub async fn serve_with(
         );
     }
     Ok(())
+}
+
+/// The connections open now, in all and per source address.
+#[derive(Default)]
+struct OpenConnections {
+    by_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    total: std::sync::atomic::AtomicUsize,
+}
+
+/// A connection's place in [`OpenConnections`], given back when dropped.
+struct Slot {
+    open: Arc<OpenConnections>,
+    source: std::net::IpAddr,
+}
+
+impl OpenConnections {
+    fn take(self: &Arc<Self>, source: std::net::IpAddr, options: &ServeOptions) -> Option<Slot> {
+        let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        let total = self.total.load(std::sync::atomic::Ordering::Relaxed);
+        let mine = by_source.get(&source).copied().unwrap_or(0);
+        if total >= options.max_connections || mine >= options.max_per_source {
+            return None;
+        }
+        by_source.insert(source, mine + 1);
+        self.total
+            .store(total + 1, std::sync::atomic::Ordering::Relaxed);
+        Some(Slot {
+            open: Arc::clone(self),
+            source,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by_source = self
+            .open
+            .by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+        self.open
+            .total
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One HTTP/1.1 connection serving `app`, with the peer's address and certificates attached

@@ -190,3 +190,119 @@ fn a_loaded_ca_issues_certificates_its_own_certificate_verifies() {
         task.await.unwrap();
     });
 }
+
+/// A plain server with short deadlines and small caps.
+async fn start_plain(
+    options: torc_tls::ServeOptions,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/who", get(who));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        torc_tls::serve_with(listener, app, None, options, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("serve");
+    });
+    (addr, tx, task)
+}
+
+/// Reads until the peer closes (Ok(true)) or `within` passes (Ok(false)).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_at_their_deadline() {
+    use tokio::io::AsyncWriteExt as _;
+    let options = torc_tls::ServeOptions {
+        header_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (addr, stop, task) = start_plain(options).await;
+    // Says nothing at all.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    // Sends half a request head, a byte now and then (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let head = b"GET /who HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let mut closed = false;
+    for byte in head.iter().cycle().take(200) {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed || closed_within(&mut slow, Duration::from_secs(1)).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // One request, then idle on a kept-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_over_the_caps_are_refused_and_slots_come_back() {
+    let options = torc_tls::ServeOptions {
+        max_connections: 8,
+        max_per_source: 4,
+        ..Default::default()
+    };
+    let (addr, stop, task) = start_plain(options).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // The fifth from the same address is closed at once.
+    let mut fifth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_within(&mut fifth, Duration::from_secs(2)).await);
+    // Another source still gets in (127.0.0.2 is loopback too).
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind((Ipv4Addr::new(127, 0, 0, 2), 0).into()).unwrap();
+    let other = other.connect(addr).await.unwrap();
+    drop(other);
+    // Slots come back when connections close.
+    held.clear();
+    let url = format!("http://{addr}/who");
+    let answered = async {
+        loop {
+            if let Ok(r) = reqwest::Client::new().get(&url).send().await {
+                return r.status();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let status = tokio::time::timeout(Duration::from_secs(5), answered)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let _ = stop.send(());
+    task.await.unwrap();
+}

@@ -96,6 +96,7 @@ fn main() -> std::process::ExitCode {
         // SAFETY: setting a signal disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    raise_open_files_limit();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Controller(args) => roles::run_controller(args),
@@ -124,6 +125,18 @@ fn main() -> std::process::ExitCode {
             eprintln!("torc: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (as Go does at start): servers bound
+/// their connections themselves (`torc_tls::ServeOptions`, the DNS TCP caps), and the usual soft
+/// limit of 1024 is below those bounds.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 

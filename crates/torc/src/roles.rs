@@ -188,6 +188,11 @@ pub struct AgentArgs {
     /// the next agent on this node re-adopts them.
     #[arg(long)]
     kill_tasks_on_exit: bool,
+    /// The user and group ids unprivileged tasks run as, one per task name on this node, from
+    /// this range (ids no account uses). An agent not running as root runs every task as
+    /// itself.
+    #[arg(long, default_value = "200000-299999")]
+    task_ids: String,
 }
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -216,6 +221,20 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         args.disk_mb.unwrap_or(detected.disk_mb),
     );
     let exe = std::env::current_exe().context("cannot find the torc binary for task shims")?;
+    let task_ids = {
+        let (lo, hi) = args
+            .task_ids
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .filter(|(a, b)| *a >= 1000 && a <= b)
+            .with_context(|| {
+                format!(
+                    "--task-ids {}: expected FIRST-LAST, at least 1000, e.g. 200000-299999",
+                    args.task_ids
+                )
+            })?;
+        nix::unistd::geteuid().is_root().then_some(lo..=hi)
+    };
     let cfg = torc_agent::AgentConfig {
         node: args.name,
         ip: args.ip,
@@ -230,6 +249,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         attributes: args.attributes.into_iter().collect(),
         kill_tasks_on_exit: args.kill_tasks_on_exit,
         exe,
+        task_ids,
         metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
     };
     let listen = SocketAddr::new(cfg.ip, args.port);
@@ -258,6 +278,10 @@ pub struct ShimArgs {
     grace_ms: u64,
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    #[arg(long, requires = "gid")]
+    uid: Option<u32>,
+    #[arg(long, requires = "uid")]
+    gid: Option<u32>,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -269,6 +293,7 @@ pub fn run_shim(args: ShimArgs) -> std::process::ExitCode {
         status: args.status,
         grace: Duration::from_millis(args.grace_ms),
         cgroup: args.cgroup,
+        run_as: args.uid.zip(args.gid),
         command: program,
         args: command.collect(),
     });
@@ -369,6 +394,44 @@ pub struct DnsArgs {
     report_name: Option<String>,
     #[arg(long, default_value_t = 5)]
     report_interval_secs: u64,
+    /// Response-rate limiting of UDP answers (bind9's `rate-limit`): answers a second per
+    /// client /24 (IPv6 /56) and question; 0 turns it off. Over it, answers are dropped, every
+    /// `--rrl-slip`-th sent truncated so real clients retry over TCP. TCP is never limited.
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().responses_per_second)]
+    rrl_responses_per_second: u32,
+    /// Seconds of debt a client may run up, and after which an idle one starts afresh.
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().window_secs,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    rrl_window: u32,
+    /// Every N-th answer over the limit is sent truncated instead of dropped (0: drop all,
+    /// 1: truncate all).
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().slip,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    rrl_slip: u32,
+    /// Leading bits of an IPv4 source that make one client for rate limiting.
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().ipv4_prefix_len,
+          value_parser = clap::value_parser!(u8).range(8..=32))]
+    rrl_ipv4_prefix_length: u8,
+    /// Leading bits of an IPv6 source that make one client for rate limiting.
+    #[arg(long, default_value_t = torc_dns::RateLimit::default().ipv6_prefix_len,
+          value_parser = clap::value_parser!(u8).range(16..=128))]
+    rrl_ipv6_prefix_length: u8,
+    /// Seconds a TCP client has to send its first query (bind9's `tcp-initial-timeout`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    tcp_initial_timeout: u64,
+    /// Seconds a TCP client has to send its next query, or to take an answer (bind9's
+    /// `tcp-idle-timeout`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    tcp_idle_timeout: u64,
+    /// TCP connections at once; at the cap, a new client takes the slot of the one that has
+    /// waited longest on its client.
+    #[arg(long, default_value_t = torc_dns::DnsConfig::default().max_tcp_connections,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    tcp_clients: usize,
+    /// TCP connections at once from one source address (IPv6: one /64); more are closed.
+    #[arg(long, default_value_t = torc_dns::DnsConfig::default().max_tcp_connections_per_source,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    tcp_clients_per_source: usize,
 }
 
 pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
@@ -384,6 +447,17 @@ pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     if !args.allow_recursion.is_empty() {
         config.allow_recursion = args.allow_recursion.clone();
     }
+    config.rate_limit = torc_dns::RateLimit {
+        responses_per_second: args.rrl_responses_per_second,
+        window_secs: args.rrl_window,
+        slip: args.rrl_slip,
+        ipv4_prefix_len: args.rrl_ipv4_prefix_length,
+        ipv6_prefix_len: args.rrl_ipv6_prefix_length,
+    };
+    config.tcp_initial_timeout = Duration::from_secs(args.tcp_initial_timeout);
+    config.tcp_idle_timeout = Duration::from_secs(args.tcp_idle_timeout);
+    config.max_tcp_connections = args.tcp_clients;
+    config.max_tcp_connections_per_source = args.tcp_clients_per_source;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -463,9 +537,24 @@ pub struct KvArgs {
     /// Where the store keeps its data.
     #[arg(long)]
     data_dir: PathBuf,
-    /// The client URL reported by `member list` (default: http://LISTEN).
+    /// The client URL reported by `member list` (default: http://LISTEN, or https://LISTEN
+    /// with TLS).
     #[arg(long)]
     advertise_url: Option<String>,
+    /// Serve over TLS only, with this certificate (PEM, chain first), as etcd's `--cert-file`.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM, readable by its owner only), as etcd's `--key-file`.
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// Clients must present a certificate chaining to this CA (PEM), as etcd's
+    /// `--trusted-ca-file` (etcd 3.4 requires client certificates whenever it is given).
+    #[arg(long, requires = "cert_file")]
+    trusted_ca_file: Option<PathBuf>,
+    /// A request without a token is made by the user its client certificate's common name
+    /// names, as etcd's `--client-cert-auth`. Needs `--trusted-ca-file`.
+    #[arg(long, requires = "trusted_ca_file")]
+    client_cert_auth: bool,
     /// Revisions kept by automatic compaction (0 = never compact).
     #[arg(long, default_value_t = 10_000)]
     retain_revisions: u64,
@@ -492,31 +581,54 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|path| torc_kv::client::read_password_file(path).map(|pw| (path.to_owned(), pw)))
         .transpose()?;
+    // Checked before the store is opened: a bad certificate stops kv at once.
+    let tls = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => Some(torc_kv::ServerTls::from_files(
+            cert,
+            key,
+            args.trusted_ca_file.as_deref(),
+            args.client_cert_auth,
+        )?),
+        _ => None,
+    };
     let server = torc_kv::KvServer::open(&args.data_dir, options)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let advertise = args
         .advertise_url
-        .unwrap_or_else(|| format!("http://{}", args.listen));
-    serve_role(
-        args.listen,
-        2,
-        "kv serving the etcd v3 API",
-        |listener| async move {
-            if let Some((path, password)) = root_password {
-                match server.bootstrap_root(password).await? {
-                    torc_kv::RootBootstrap::Created => tracing::info!(
-                        file = %path.display(),
-                        "created the root user and enabled auth"
-                    ),
-                    torc_kv::RootBootstrap::RootExists => tracing::info!(
-                        file = %path.display(),
-                        "the store has a root user already; the root password file was not used"
-                    ),
-                }
+        .unwrap_or_else(|| format!("{scheme}://{}", args.listen));
+    let what = match &tls {
+        None => "kv serving the etcd v3 API",
+        Some(t) if t.client_cert_auth() => {
+            "kv serving the etcd v3 API over TLS, client certificates naming users"
+        }
+        Some(_) if args.trusted_ca_file.is_some() => {
+            "kv serving the etcd v3 API over TLS, client certificates required"
+        }
+        Some(_) => "kv serving the etcd v3 API over TLS",
+    };
+    serve_role(args.listen, 2, what, |listener| async move {
+        if let Some((path, password)) = root_password {
+            match server.bootstrap_root(password).await? {
+                torc_kv::RootBootstrap::Created => tracing::info!(
+                    file = %path.display(),
+                    "created the root user and enabled auth"
+                ),
+                torc_kv::RootBootstrap::RootExists => tracing::info!(
+                    file = %path.display(),
+                    "the store has a root user already; the root password file was not used"
+                ),
             }
-            server.serve(listener, advertise, shutdown_signal()).await?;
-            Ok(())
-        },
-    )
+        }
+        match tls {
+            Some(tls) => {
+                server
+                    .serve_tls(listener, tls, advertise, shutdown_signal())
+                    .await?
+            }
+            None => server.serve(listener, advertise, shutdown_signal()).await?,
+        }
+        Ok(())
+    })
 }
 
 #[derive(Args)]
@@ -539,6 +651,17 @@ pub struct StatesyncArgs {
     /// The file holding `--user`'s password (never on the command line, where `ps` shows it).
     #[arg(long, requires = "user")]
     password_file: Option<PathBuf>,
+    /// Speak TLS to an `https://` endpoint, trusting this CA (PEM) only, as etcdctl's
+    /// `--cacert` (default for an `https://` endpoint: the rack CA in `TORC_CA`, which a
+    /// task's agent sets).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// A client certificate (PEM) for a store that asks for one, as etcdctl's `--cert`.
+    #[arg(long, requires_all = ["key", "cacert"])]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM, readable by its owner only), as etcdctl's `--key`.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
@@ -551,10 +674,25 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
         )),
         _ => None,
     };
+    let cacert = args.cacert.clone().or_else(|| {
+        args.endpoints
+            .starts_with("https://")
+            .then(|| std::env::var_os(torc_client::ENV_CA).map(PathBuf::from))
+            .flatten()
+    });
+    let tls = cacert
+        .as_deref()
+        .map(|ca| {
+            let cert_and_key = args.cert.as_deref().zip(args.key.as_deref());
+            torc_kv::client::ClientTls::from_files(ca, cert_and_key)
+        })
+        .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // No I/O yet, but a bad endpoint (https:// without --cacert) stops statesync now.
+        let store = torc_statesync::EtcdStore::connect(&args.endpoints, credentials, tls)?;
         let client = torc_client::Client::from_env_with(args.controller.clone())?;
         // The controller's name owns its tasks in the store; ask it, waiting for it if needed.
         let name = loop {
@@ -566,7 +704,6 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
                 }
             }
         };
-        let store = torc_statesync::EtcdStore::connect(&args.endpoints, credentials)?;
         tracing::info!(
             endpoints = %args.endpoints,
             base = %args.base,

@@ -183,23 +183,7 @@ async fn statesync_works_unchanged_against_a_real_etcd() {
     let real = Etcd::start().await.unwrap();
     let endpoint = real.endpoint.clone();
     let rack = one_node_rack().await;
-    let token_file = viewer_token_file(&rack).await;
-    let mut sync = Command::new(TORC)
-        .env("TORC_TOKEN_FILE", &token_file)
-        .env("TORC_CA", rack.ca_path().unwrap())
-        .args([
-            "statesync",
-            "--controller",
-            &rack.url(),
-            "--endpoints",
-            &endpoint,
-            "--interval-ms",
-            "300",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let sync = spawn_statesync(&rack, &endpoint, &[]).await;
     let ep = endpoint.clone();
     let found = wait_for("machines in the real etcd", Duration::from_secs(30), || {
         let ep = ep.clone();
@@ -212,8 +196,7 @@ async fn statesync_works_unchanged_against_a_real_etcd() {
         }
     })
     .await;
-    let _ = sync.kill();
-    let _ = sync.wait();
+    drop(sync);
     found.unwrap_or_else(|e| panic!("{e}\netcd's log:\n{}", real.log()));
 }
 
@@ -228,6 +211,29 @@ async fn one_node_rack() -> LocalRack {
     )
     .await
     .unwrap()
+}
+
+/// `torc statesync` for `rack` against `endpoint` every 300 ms, with `extra` arguments, as a
+/// viewer of the rack.
+async fn spawn_statesync(rack: &LocalRack, endpoint: &str, extra: &[&str]) -> Running {
+    let token_file = viewer_token_file(rack).await;
+    let child = Command::new(TORC)
+        .env("TORC_TOKEN_FILE", &token_file)
+        .env("TORC_CA", rack.ca_path().unwrap())
+        .args([
+            "statesync",
+            "--controller",
+            &rack.url(),
+            "--endpoints",
+            endpoint,
+        ])
+        .args(["--interval-ms", "300"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
 }
 
 /// A viewer token for statesync run by hand (as the README shows), in a 0600 file.
@@ -268,8 +274,18 @@ fn etcdctl_as(endpoint: &str, user: &str, args: &[&str]) -> String {
 
 /// A `statesync` user that may read and write `/torc/` only; then auth on (as root:rootpw).
 fn add_statesync_user(endpoint: &str) {
+    grant_statesync(
+        |args| etcdctl_as(endpoint, "root:rootpw", args),
+        &["--new-user-password=syncpw"],
+    );
+}
+
+/// Through `etcdctl` (as root): a `statesync` user (`user add statesync` with `user_flags`)
+/// with a role that may read and write `/torc/` only; then auth on.
+fn grant_statesync(etcdctl: impl Fn(&[&str]) -> String, user_flags: &[&str]) {
+    let user_add = [&["user", "add", "statesync"][..], user_flags].concat();
     for args in [
-        &["user", "add", "statesync", "--new-user-password=syncpw"][..],
+        &user_add[..],
         &["role", "add", "statesync"],
         &[
             "role",
@@ -282,11 +298,8 @@ fn add_statesync_user(endpoint: &str) {
         &["user", "grant-role", "statesync", "statesync"],
         &["auth", "enable"],
     ] {
-        let out = etcdctl_as(endpoint, "root:rootpw", args);
-        assert!(
-            !out.contains("Error"),
-            "etcdctl {args:?} against {endpoint}: {out}"
-        );
+        let out = etcdctl(args);
+        assert!(!out.contains("Error"), "etcdctl {args:?}: {out}");
     }
 }
 
@@ -350,32 +363,11 @@ async fn statesync_authenticates_to_a_real_etcd_and_to_torc_kv() {
     add_statesync_user(&torc_kv);
 
     let rack = one_node_rack().await;
-    let token_file = viewer_token_file(&rack).await;
+    let sync_file = sync_file.to_str().unwrap();
     let mut syncs = Vec::new();
     for endpoint in [&real.endpoint, &torc_kv] {
-        let child = Command::new(TORC)
-            .env("TORC_TOKEN_FILE", &token_file)
-            .env("TORC_CA", rack.ca_path().unwrap())
-            .args([
-                "statesync",
-                "--controller",
-                &rack.url(),
-                "--endpoints",
-                endpoint,
-            ])
-            .args([
-                "--interval-ms",
-                "300",
-                "--user",
-                "statesync",
-                "--password-file",
-            ])
-            .arg(&sync_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        syncs.push(Running(child));
+        let extra = ["--user", "statesync", "--password-file", sync_file];
+        syncs.push(spawn_statesync(&rack, endpoint, &extra).await);
     }
     for endpoint in [&real.endpoint, &torc_kv] {
         let ep = endpoint.to_string();
@@ -489,4 +481,166 @@ fn torc_kv_bootstraps_root_once_from_a_password_file() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("empty: it is empty"), "{stderr}");
+}
+
+/// `torc` with `args`; its combined output, failing the test if it fails.
+fn torc(args: &[&str]) -> String {
+    let out = Command::new(TORC).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "torc {args:?}: {text}");
+    text
+}
+
+/// `torc kv` over TLS with client certificates naming users (etcd's `--cert-file`, `--key-file`,
+/// `--trusted-ca-file`, `--client-cert-auth`, certificates from `torc ca`), and statesync with
+/// etcdctl's `--cacert`, `--cert` and `--key`: its certificate's common name is its user, which
+/// has no password at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statesync_reaches_torc_kv_over_tls_as_the_user_its_certificate_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = dir.join("ca");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    torc(&["ca", "init", ca.to_str().unwrap()]);
+    let block = torc_test_utils::free_loopback_block().octets();
+    let ip = std::net::Ipv4Addr::new(block[0], block[1], block[2], 1);
+    let listen = format!("{ip}:{}", torc_test_utils::free_port(ip));
+    let ca_dir = ca.to_str().unwrap();
+    torc(&[
+        "ca",
+        "issue",
+        ca_dir,
+        "--out",
+        &p("kv"),
+        "--ip",
+        &ip.to_string(),
+    ]);
+    for user in ["root", "statesync"] {
+        torc(&["ca", "issue", ca_dir, "--out", &p(user), "--dns", user]);
+    }
+    let cacert = ca.join("ca.pem").to_str().unwrap().to_string();
+    let root_file = write_file(dir, "root-password", "rootpw\n");
+    let log = dir.join("kv.log");
+    let child = Command::new(TORC)
+        .args(["kv", "--listen", &listen, "--data-dir", &p("data")])
+        .args(["--cert-file", &p("kv.crt"), "--key-file", &p("kv.key")])
+        .args(["--trusted-ca-file", &cacert, "--client-cert-auth"])
+        .args(["--root-password-file", root_file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _kv = Running(child);
+    let endpoint = format!("https://{listen}");
+    let etcdctl_tls = |cert: Option<&str>, args: &[&str]| {
+        let mut tls = vec![format!("--cacert={cacert}")];
+        if let Some(name) = cert {
+            tls.push(format!("--cert={}.crt", p(name)));
+            tls.push(format!("--key={}.key", p(name)));
+        }
+        tls.push("--command-timeout=2s".into());
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        etcdctl_as(&endpoint, "", &[&tls[..], args].concat())
+    };
+    let ready = wait_for("torc kv over TLS", Duration::from_secs(20), || {
+        let out = etcdctl_tls(Some("root"), &["user", "list"]);
+        async move { (out == "root\n").then_some(()) }
+    })
+    .await;
+    ready.unwrap_or_else(|e| panic!("{e}\nkv's log:\n{}", std::fs::read_to_string(&log).unwrap()));
+    assert_eq!(
+        etcdctl_tls(Some("root"), &["member", "list"])
+            .trim_end()
+            .rsplit(", ")
+            .nth(1),
+        Some(endpoint.as_str())
+    );
+    // Certificate only: no password.
+    grant_statesync(|args| etcdctl_tls(Some("root"), args), &["--no-password"]);
+
+    let rack = one_node_rack().await;
+    let (cert, key) = (p("statesync.crt"), p("statesync.key"));
+    let extra = ["--cacert", &cacert, "--cert", &cert, "--key", &key];
+    let _statesync = spawn_statesync(&rack, &endpoint, &extra).await;
+    wait_for("machines in torc kv", Duration::from_secs(30), || {
+        let k = etcdctl_tls(Some("root"), &["get", "/torc/", "--prefix", "--keys-only"]);
+        async move {
+            (k.contains("/torc/machines/bladerunner1") && k.contains("/torc/machines/wedge"))
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    // statesync's certificate reads /torc/ only; no certificate, no connection.
+    assert_eq!(
+        etcdctl_tls(Some("statesync"), &["get", "/calico"]),
+        "Error: etcdserver: permission denied\n"
+    );
+    assert_eq!(
+        etcdctl_tls(None, &["get", "/torc/", "--prefix"]),
+        "Error: context deadline exceeded\n"
+    );
+}
+
+/// Bad TLS flags stop `torc kv` and `torc statesync` at once, naming what is wrong.
+#[test]
+fn bad_tls_flags_are_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = |args: &[&str]| {
+        let out = Command::new(TORC).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let kv = |extra: &[&str]| {
+        let base = [
+            "kv",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        run(&[&base[..], extra].concat())
+    };
+    let missing = tmp.path().join("missing.crt");
+    let missing = missing.to_str().unwrap();
+    let err = kv(&["--cert-file", missing, "--key-file", missing]);
+    assert!(err.contains("missing.crt"), "{err}");
+    // clap: the certificate needs its key; --client-cert-auth needs a CA.
+    let err = kv(&["--cert-file", missing]);
+    assert!(err.contains("--key-file"), "{err}");
+    let err = kv(&["--client-cert-auth"]);
+    assert!(err.contains("--trusted-ca-file"), "{err}");
+    let exposed = write_file(tmp.path(), "exposed.key", "x");
+    let cert = write_file(tmp.path(), "some.crt", "x");
+    let err = kv(&[
+        "--cert-file",
+        cert.to_str().unwrap(),
+        "--key-file",
+        exposed.to_str().unwrap(),
+    ]);
+    assert!(err.contains("readable by others"), "{err}");
+    let err = run(&[
+        "statesync",
+        "--controller",
+        "http://127.0.0.1:1",
+        "--endpoints",
+        "http://127.0.0.1:2379",
+        "--cacert",
+        missing,
+    ]);
+    assert!(err.contains("missing.crt"), "{err}");
+    // The scheme decides, before statesync waits for its controller.
+    let err = run(&[
+        "statesync",
+        "--controller",
+        "http://127.0.0.1:1",
+        "--endpoints",
+        "https://127.0.0.1:2379",
+    ]);
+    assert!(err.contains("--cacert"), "{err}");
 }

@@ -43,7 +43,7 @@ async fn every_page_loads_and_shows_live_data() {
         TORC,
         RackOptions {
             compute_nodes: 2,
-            extra_yaml: "healthcheck:\n  system_services:\n    - name: dns\n      command: torc\n      args: [dns, --listen, \"$IP:53\"]\n      credentials: {api_access: viewer}\n      memory: 32\n      cpu: 0.2\n      node_function: controller\n    - name: etcd\n      command: torc\n      args: [kv, --listen, \"$IP:2379\", --data-dir, \"$DATA_DIR\"]\n      memory: 64\n      cpu: 0.2\n      node_function: controller\n    - name: influxdb\n      command: torc\n      args: [tsdb, --listen, \"$IP:8086\", --data-dir, \"$DATA_DIR\"]\n      memory: 128\n      cpu: 0.2\n      node_name: bladerunner1\n    - name: datacollector\n      command: torc\n      args: [datacollector, --influxdb, \"service:influxdb\", --interval-seconds, \"1\"]\n      credentials: {api_access: viewer}\n      memory: 40\n      cpu: 0.1\n      node_name: bladerunner1\n      dependent_service: influxdb\napi:\n  service-groups:\n    - name: demo\n      services:\n        - name: worker\n          command: sleep\n          args: [\"600\"]\n          memory: 8\n          cpu: 0.05\n".into(),
+            extra_yaml: "healthcheck:\n  system_services:\n    - name: dns\n      command: torc\n      args: [dns, --listen, \"$IP:53\"]\n      privileged: true\n      credentials: {api_access: viewer}\n      memory: 32\n      cpu: 0.2\n      node_function: controller\n    - name: etcd\n      command: torc\n      args: [kv, --listen, \"$IP:2379\", --data-dir, \"$DATA_DIR\"]\n      memory: 64\n      cpu: 0.2\n      node_function: controller\n    - name: influxdb\n      command: torc\n      args: [tsdb, --listen, \"$IP:8086\", --data-dir, \"$DATA_DIR\"]\n      memory: 128\n      cpu: 0.2\n      node_name: bladerunner1\n    - name: datacollector\n      command: torc\n      args: [datacollector, --influxdb, \"service:influxdb\", --interval-seconds, \"1\"]\n      credentials: {api_access: viewer}\n      memory: 40\n      cpu: 0.1\n      node_name: bladerunner1\n      dependent_service: influxdb\napi:\n  service-groups:\n    - name: demo\n      services:\n        - name: worker\n          command: sleep\n          args: [\"600\"]\n          memory: 8\n          cpu: 0.05\n".into(),
             ..Default::default()
         },
     )
@@ -76,6 +76,7 @@ async fn every_page_loads_and_shows_live_data() {
     // read carries the login.
     b.goto(&format!("{url}/")).await.unwrap();
     b.wait_text("Log in to the rack").await.unwrap();
+    b.screenshot(&shot("login")).await.unwrap();
     b.eval("document.querySelector('#token-input').value = 'torc_0000000000000000_00'; document.querySelector('#dialog-form button[value=ok]').click(); return true")
         .await
         .unwrap();

@@ -54,7 +54,7 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
         "{text}"
     );
     // Credentials: printed where they are, private to the user.
-    let token_file = dir.path().join("admin.token");
+    let token_file = dir.path().join("credentials").join("admin.token");
     let ca = dir.path().join("pki").join("ca.pem");
     assert!(
         text.contains(&token_file.display().to_string())
@@ -63,9 +63,17 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
     );
     use std::os::unix::fs::PermissionsExt as _;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(dir.path()), 0o700);
+    assert_eq!(
+        mode(dir.path()),
+        0o711,
+        "tasks reach their sandboxes, list nothing"
+    );
+    assert_eq!(mode(&dir.path().join("credentials")), 0o700);
     assert_eq!(mode(&token_file), 0o600);
-    assert_eq!(mode(&dir.path().join("join.token")), 0o600);
+    assert_eq!(
+        mode(&dir.path().join("credentials").join("join.token")),
+        0o600
+    );
     assert_eq!(mode(&dir.path().join("pki").join("ca.key")), 0o600);
 
     let env = [
@@ -162,6 +170,11 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
     assert!(!ok);
     assert!(err.contains("no task with id"), "{err}");
 
+    // The README's checks, with the rack's credentials: the core services answer dig, etcdctl
+    // (as root, with the rack secret), the influx shell over HTTPS (trusting the rack CA) and
+    // the seed's 0.8 query with curl; without credentials they refuse.
+    readme_checks(&env, base, &ca);
+
     // Ctrl-C: everything stops, the task included.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(up.id() as libc::pid_t, libc::SIGINT) };
@@ -176,4 +189,143 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
     assert!(status.success(), "{status}");
     let left = processes_mentioning(dir.path());
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// Runs `cmd` until it succeeds and its stdout contains `want`, for up to 60 s.
+fn eventually(what: &str, mut cmd: impl FnMut() -> Command, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cmd().output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && stdout.contains(want) {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn readme_checks(env: &[(&str, String)], base: Ipv4Addr, ca: &std::path::Path) {
+    let secret = |name: &str| {
+        let (ok, out, err) = cli(env, &["secret", "get", name]);
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let o = base.octets();
+    let node1 = Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1);
+    eventually(
+        "dig for a node",
+        || {
+            let mut c = Command::new("dig");
+            c.args([&format!("@{base}"), "bladerunner1.homer.ave", "+short"]);
+            c
+        },
+        &node1.to_string(),
+    );
+    let kv_root = secret("kv-root");
+    eventually(
+        "etcdctl as root",
+        || {
+            let mut c = Command::new("etcdctl");
+            c.env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints=https://{base}:2379"))
+                .arg(format!("--cacert={}", ca.display()))
+                .arg(format!("--user=root:{kv_root}"))
+                .args(["get", "/torc", "--prefix", "--keys-only"]);
+            c
+        },
+        "/torc/machines/bladerunner1",
+    );
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{base}:2379"))
+        .arg(format!("--cacert={}", ca.display()))
+        .args(["get", "/torc", "--prefix", "--keys-only"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "etcd's auth is on");
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{base}:2379"))
+        .arg(format!("--user=root:{kv_root}"))
+        .args([
+            "--dial-timeout=2s",
+            "get",
+            "/torc",
+            "--prefix",
+            "--keys-only",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "without the rack CA, etcdctl refuses the certificate"
+    );
+    let (ok, services, err) = cli(env, &["services", "--json"]);
+    assert!(ok, "{err}");
+    let services: serde_json::Value = serde_json::from_str(&services).unwrap();
+    let influx = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "influxdb")
+        .and_then(|s| s["ip"].as_str())
+        .expect("influxdb runs")
+        .to_string();
+    let admin = secret("tsdb-admin");
+    eventually(
+        "the influx shell over HTTPS",
+        || {
+            let mut c = Command::new("influx");
+            c.env("SSL_CERT_FILE", ca)
+                .args(["-ssl", "-host", &influx, "-username", "admin", "-password"])
+                .arg(&admin)
+                .args(["-database", "torc", "-execute", "SHOW MEASUREMENTS"]);
+            c
+        },
+        "machine",
+    );
+    let out = Command::new("influx")
+        .args(["-ssl", "-host", &influx, "-execute", "SHOW DATABASES"])
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("x509"),
+        "without the rack CA, influx refuses the certificate: {said}"
+    );
+    let seed = eventually(
+        "the seed's 0.8 query with curl",
+        || {
+            let mut c = Command::new("curl");
+            c.args(["-s", "--fail", "--cacert"])
+                .arg(ca)
+                .args(["-G", &format!("https://{influx}:8086/db/torc/series")])
+                .args(["--data-urlencode", "u=admin", "--data-urlencode"])
+                .arg(format!("p={admin}"))
+                .args([
+                    "--data-urlencode",
+                    "q=select * from machine where hostname = 'bladerunner1' limit 1000",
+                ]);
+            c
+        },
+        "sequence_number",
+    );
+    assert!(seed.contains("cpu_usage_user"), "{seed}");
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(ca)
+        .args(["-G", &format!("https://{influx}:8086/db/torc/series")])
+        .args(["--data-urlencode", "q=list series"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Invalid database/username/password"),
+        "0.8's refusal without credentials"
+    );
 }

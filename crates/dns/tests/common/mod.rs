@@ -90,3 +90,60 @@ pub async fn dig(addr: SocketAddr, args: &[&str]) -> String {
         });
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// `query_packet` with another type.
+pub fn query_packet_type(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut p = query_packet(id, name);
+    let n = p.len();
+    p[n - 4..n - 2].copy_from_slice(&qtype.to_be_bytes());
+    p
+}
+
+/// A UDP socket on `local` (e.g. `127.0.1.1`: loopback has all of 127.0.0.0/8, so tests can be
+/// clients in other prefixes), connected to `server`.
+pub fn udp_from(local: &str, server: std::net::SocketAddr) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind((local, 0)).expect("bind a loopback address");
+    socket.connect(server).expect("connect");
+    socket
+}
+
+/// A TCP connection to `server` from `local` (any address of 127.0.0.0/8).
+pub fn tcp_from(local: &str, server: std::net::SocketAddr) -> std::net::TcpStream {
+    let local: std::net::SocketAddr = format!("{local}:0").parse().expect("an IPv4 address");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    socket.bind(&local.into()).expect("bind a loopback address");
+    socket.connect(&server.into()).expect("connect");
+    socket.into()
+}
+
+/// Sends one length-prefixed query on `stream` and reads its answer.
+pub fn tcp_ask(stream: &mut std::net::TcpStream, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    stream.write_all(&[&(query.len() as u16).to_be_bytes()[..], query].concat())?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len)?;
+    let mut answer = vec![0; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer)?;
+    Ok(answer)
+}
+
+/// Waits (polling, bounded) until `done` holds for the server's counters; returns them.
+pub async fn wait_for_stats(
+    handle: &DnsHandle,
+    what: &str,
+    done: impl Fn(&torc_dns::DnsStats) -> bool,
+) -> torc_dns::DnsStats {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stats = handle.stats();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not after 10 s: {stats:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}

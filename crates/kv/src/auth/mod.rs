@@ -15,9 +15,10 @@
 //!
 //! Rules (auth enabled; with auth disabled everything is allowed):
 //! - A caller without a token is anonymous: every check fails with
-//!   `user name is empty`. A token that is unknown or expired fails the
-//!   call with `invalid auth token`, which etcd clients answer by
-//!   authenticating again.
+//!   `user name is empty`; but under `--client-cert-auth` such a request is
+//!   made by the user its client certificate's common name names. A token
+//!   that is unknown or expired fails the call with `invalid auth token`,
+//!   which etcd clients answer by authenticating again.
 //! - The `root` role may do everything. `root` cannot be deleted, nor lose
 //!   the `root` role, nor can the `root` role be deleted, while auth is
 //!   enabled; auth can be enabled only once a `root` user has the `root`
@@ -71,11 +72,14 @@ pub enum AuthMutation {
     Revision(u64),
 }
 
-/// Who is calling, from the request's token.
+/// Who is calling, from the request's token (or, under
+/// `--client-cert-auth`, its client certificate: see [`crate::tls`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
-    /// No token (or auth is disabled).
+    /// No token (or auth is disabled), and no certificate naming a user.
     Anonymous,
+    /// A token's user, or the common name of a client certificate, which
+    /// may be any text, the empty one included.
     User(Arc<str>),
 }
 
@@ -176,12 +180,16 @@ impl AuthState {
 
     // ---- checks ----
 
-    /// etcd's `IsAdminPermitted`: the caller has the root role.
+    /// etcd's `IsAdminPermitted`: the caller has the root role. The empty
+    /// name (a client certificate without a common name) is no one.
     pub fn check_admin(&self, caller: &Caller) -> Result<(), EtcdError> {
         if !self.enabled {
             return Ok(());
         }
-        let name = caller.name().ok_or(EtcdError::UserEmpty)?;
+        let name = caller
+            .name()
+            .filter(|n| !n.is_empty())
+            .ok_or(EtcdError::UserEmpty)?;
         let user = self.users.get(name).ok_or(EtcdError::UserNotFound)?;
         if has_role(user, ROOT_ROLE) {
             Ok(())

@@ -1,5 +1,6 @@
 //! Test harness: torc kv in-process on a free port, a real etcd in a temp
-//! dir, the real `etcdctl`, and the runner for data-driven case files.
+//! dir, either of them over TLS with certificates from a test CA, the real
+//! `etcdctl`, and the runner for data-driven case files.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use torc_kv::{KvOptions, KvServer};
+use torc_kv::{KvOptions, KvServer, ServerTls};
 
 pub const INSTALL_HINT: &str = "apt-get install etcd-client etcd-server";
 
@@ -36,8 +37,11 @@ pub fn require(bin: &str) {
 
 /// torc kv serving in a thread of this process.
 pub struct TorcKv {
+    /// `127.0.0.1:PORT`, or `https://127.0.0.1:PORT` over TLS.
     pub endpoint: String,
     pub dir: PathBuf,
+    /// How etcdctl reaches it (TLS flags included).
+    pub target: Target,
     _tmp: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -45,15 +49,44 @@ pub struct TorcKv {
 
 impl TorcKv {
     pub fn start() -> TorcKv {
+        TorcKv::start_temp(KvOptions::default(), None)
+    }
+
+    /// Over TLS with `certs`' server certificate, asking clients for
+    /// certificates as `clients` says.
+    pub fn start_tls(certs: &Certs, clients: ClientCerts) -> TorcKv {
+        TorcKv::start_tls_with(certs, clients, KvOptions::default())
+    }
+
+    pub fn start_tls_with(certs: &Certs, clients: ClientCerts, options: KvOptions) -> TorcKv {
+        TorcKv::start_temp(options, Some((certs, clients)))
+    }
+
+    fn start_temp(options: KvOptions, tls: Option<(&Certs, ClientCerts)>) -> TorcKv {
         require("etcdctl");
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
-        let mut kv = TorcKv::start_in(&dir, KvOptions::default());
+        let mut kv = TorcKv::start_with(&dir, options, tls);
         kv._tmp = Some(tmp);
         kv
     }
 
     pub fn start_in(dir: &Path, options: KvOptions) -> TorcKv {
+        TorcKv::start_with(dir, options, None)
+    }
+
+    fn start_with(dir: &Path, options: KvOptions, tls: Option<(&Certs, ClientCerts)>) -> TorcKv {
+        let server_tls = tls.map(|(certs, clients)| {
+            ServerTls::from_files(
+                &certs.path("server.crt"),
+                &certs.path("server.key"),
+                (clients != ClientCerts::None)
+                    .then(|| certs.path("ca.pem"))
+                    .as_deref(),
+                clients == ClientCerts::NameUsers,
+            )
+            .expect("server TLS")
+        });
         let server = KvServer::open(dir, options).expect("open kv");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = mpsc::channel();
@@ -69,17 +102,28 @@ impl TorcKv {
                     .expect("bind");
                 let addr = listener.local_addr().expect("addr");
                 addr_tx.send(addr).expect("send addr");
-                server
-                    .serve(listener, format!("http://{addr}"), async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .expect("serve");
+                let stop = async {
+                    let _ = stop_rx.await;
+                };
+                match server_tls {
+                    Some(tls) => {
+                        server
+                            .serve_tls(listener, tls, format!("https://{addr}"), stop)
+                            .await
+                    }
+                    None => server.serve(listener, format!("http://{addr}"), stop).await,
+                }
+                .expect("serve");
             });
         });
         let addr = addr_rx.recv().expect("server address");
+        let endpoint = match tls {
+            Some(_) => format!("https://{addr}"),
+            None => addr.to_string(),
+        };
         TorcKv {
-            endpoint: addr.to_string(),
+            target: Target::new(&endpoint, tls.map(|(certs, _)| certs)),
+            endpoint,
             dir: dir.to_owned(),
             _tmp: None,
             stop: Some(stop_tx),
@@ -113,21 +157,37 @@ fn free_port() -> u16 {
 
 /// A real etcd 3.4, one member, on free loopback ports.
 pub struct Etcd {
+    /// `127.0.0.1:PORT`, or `https://127.0.0.1:PORT` over TLS.
     pub endpoint: String,
+    /// How etcdctl reaches it (TLS flags included).
+    pub target: Target,
     child: Child,
     _tmp: tempfile::TempDir,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Over TLS (`https://` client URLs) with `certs`' server certificate,
+    /// asking clients for certificates as `clients` says, with etcd's own
+    /// flags.
+    pub fn start_tls(certs: &Certs, clients: ClientCerts) -> Etcd {
+        Etcd::start_with(Some((certs, clients)))
+    }
+
+    fn start_with(tls: Option<(&Certs, ClientCerts)>) -> Etcd {
         require("etcd");
         require("etcdctl");
         let tmp = tempfile::tempdir().expect("tempdir");
         let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(tmp.path().join("etcd.log")).expect("log file");
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        command
             .args(["--name", "compat"])
             .arg("--data-dir")
             .arg(tmp.path().join("data"))
@@ -135,18 +195,42 @@ impl Etcd {
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("compat={peer_url}")])
+            .args(["--initial-cluster", &format!("compat={peer_url}")]);
+        if let Some((certs, clients)) = tls {
+            command
+                .arg("--cert-file")
+                .arg(certs.path("server.crt"))
+                .arg("--key-file")
+                .arg(certs.path("server.key"));
+            if clients != ClientCerts::None {
+                command.arg("--trusted-ca-file").arg(certs.path("ca.pem"));
+            }
+            if clients == ClientCerts::NameUsers {
+                command.arg("--client-cert-auth");
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting etcd: {e}; {INSTALL_HINT}"));
+        let endpoint = match tls {
+            Some(_) => client_url,
+            None => format!("127.0.0.1:{client}"),
+        };
         let etcd = Etcd {
-            endpoint: format!("127.0.0.1:{client}"),
+            target: Target::new(&endpoint, tls.map(|(certs, _)| certs)),
+            endpoint,
             child,
             _tmp: tmp,
         };
+        // Any certificate of the test CA opens the connection.
+        let health = match tls {
+            Some(_) => etcd.target.with_cert("root"),
+            None => etcd.target.clone(),
+        };
         wait_until(Duration::from_secs(20), "etcd to become healthy", || {
-            etcdctl(&etcd.endpoint, &["endpoint", "health"], None).contains("is healthy")
+            etcdctl(&health, &["endpoint", "health"], None).contains("is healthy")
         });
         etcd
     }
@@ -168,12 +252,144 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// What a server asks of clients' certificates (etcd's flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// None asked for: TLS only protects the connection.
+    None,
+    /// `--trusted-ca-file`: clients must present one from the test CA.
+    Required,
+    /// `--trusted-ca-file --client-cert-auth`: also, a request without a
+    /// token is made by the user the certificate's common name names.
+    NameUsers,
+}
+
+/// Certificates for TLS tests, in one directory: the test CA (`ca.pem`),
+/// the server's (`server.crt`, `server.key`, for 127.0.0.1 and localhost),
+/// clients' named by their common name (`root`, `alice`, `bob`, `nobody`:
+/// `NAME.crt`, `NAME.key`; `nocn.crt` has an empty common name), and
+/// `stranger.crt`/`.key`, common name `root`, from another CA.
+pub struct Certs {
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        use torc_tls::pki::{Ca, CertRequest};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("certs");
+        let ca = Ca::create(&tmp.path().join("ca"), "test").expect("test CA");
+        let stranger = Ca::create(&tmp.path().join("stranger-ca"), "stranger").expect("CA");
+        std::fs::create_dir_all(&dir).expect("certs dir");
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("ca.pem");
+        let request = |cn: &str, dns: &str, ip: bool| CertRequest {
+            common_name: cn.to_string(),
+            dns_names: vec![dns.to_string()],
+            ips: if ip {
+                vec!["127.0.0.1".parse().expect("ip")]
+            } else {
+                Vec::new()
+            },
+            validity: Duration::from_secs(24 * 3600),
+        };
+        let write = |file: &str, issued: torc_tls::pki::Issued| {
+            std::fs::write(dir.join(format!("{file}.crt")), issued.cert_pem).expect("crt");
+            let key = issued.key_pem.expect("key");
+            torc_tls::files::write_secret(&dir.join(format!("{file}.key")), &key).expect("key");
+        };
+        let issue = |ca: &Ca, req| ca.issue(&req).expect("issue");
+        write(
+            "server",
+            issue(&ca, request("localhost", "localhost", true)),
+        );
+        for user in ["root", "alice", "bob", "nobody"] {
+            write(
+                user,
+                issue(&ca, request(user, &format!("{user}.client"), false)),
+            );
+        }
+        write("nocn", issue(&ca, request("", "nocn.client", false)));
+        write(
+            "stranger",
+            issue(&stranger, request("root", "root.client", false)),
+        );
+        Certs { dir, _tmp: tmp }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+}
+
+/// How etcdctl reaches a server: its endpoint, global flags (TLS ones), and
+/// the directory it runs in (the certificates', so that case files can say
+/// `--cert=alice.crt`).
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub endpoint: String,
+    pub flags: Vec<String>,
+    pub dir: Option<PathBuf>,
+}
+
+impl Target {
+    /// `endpoint`, trusting `certs`' CA when given.
+    pub fn new(endpoint: &str, certs: Option<&Certs>) -> Target {
+        Target {
+            endpoint: endpoint.to_string(),
+            flags: certs
+                .map(|c| vec![format!("--cacert={}", c.path("ca.pem").display())])
+                .unwrap_or_default(),
+            dir: certs.map(|c| c.dir.clone()),
+        }
+    }
+
+    /// The same, presenting the client certificate `NAME.crt`.
+    pub fn with_cert(&self, name: &str) -> Target {
+        let mut t = self.clone();
+        t.flags.push(format!("--cert={name}.crt"));
+        t.flags.push(format!("--key={name}.key"));
+        t
+    }
+
+    /// etcdctl (v3 API) aimed at this target.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(&self.flags);
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        command
+    }
+}
+
+impl From<&str> for Target {
+    fn from(endpoint: &str) -> Target {
+        Target::new(endpoint, None)
+    }
+}
+
+impl From<&String> for Target {
+    fn from(endpoint: &String) -> Target {
+        Target::new(endpoint, None)
+    }
+}
+
+impl From<&Target> for Target {
+    fn from(target: &Target) -> Target {
+        target.clone()
+    }
+}
+
 /// Runs etcdctl (v3 API) and returns stdout, then stderr without the
 /// client's JSON retry logs, then `(exit N)` on failure.
-pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
+pub fn etcdctl(target: impl Into<Target>, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = target
+        .into()
+        .command()
         .arg("--command-timeout=10s")
         .args(args)
         .stdin(Stdio::piped())
@@ -365,9 +581,10 @@ fn substitute(cmd: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-/// Runs a case file against `endpoint`, which is `server`; returns a
+/// Runs a case file against `target`, which is `server`; returns a
 /// description of every mismatch (empty when all steps matched).
-pub fn run_case(name: &str, text: &str, endpoint: &str, server: Server) -> Vec<String> {
+pub fn run_case(name: &str, text: &str, target: impl Into<Target>, server: Server) -> Vec<String> {
+    let target = target.into();
     let mut vars = HashMap::new();
     let mut failures = Vec::new();
     for step in parse_case(text) {
@@ -378,7 +595,7 @@ pub fn run_case(name: &str, text: &str, endpoint: &str, server: Server) -> Vec<S
         let cmd = substitute(&step.command, &vars);
         let args = split_args(&cmd);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = etcdctl(endpoint, &argv, step.stdin.as_deref());
+        let output = etcdctl(&target, &argv, step.stdin.as_deref());
         let mut actual: Vec<&str> = output.lines().collect();
         while actual.last().is_some_and(|l| l.trim().is_empty()) {
             actual.pop();
@@ -400,9 +617,14 @@ pub fn run_case(name: &str, text: &str, endpoint: &str, server: Server) -> Vec<S
     failures
 }
 
-/// Every case file, sorted by name.
+/// Every case file in `tests/cases/`, sorted by name.
 pub fn case_files() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    case_files_in("tests/cases")
+}
+
+/// Every case file in `dir` (relative to the crate), sorted by name.
+pub fn case_files_in(dir: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
         .expect("tests/cases")
         .filter_map(|e| e.ok())
@@ -482,11 +704,12 @@ impl Lines {
 
 /// The watch session both servers must answer identically: events replayed
 /// from a start revision, live events with prev_kv, and a compacted start.
-pub fn watch_session(endpoint: &str) -> Vec<String> {
+pub fn watch_session(target: impl Into<Target>) -> Vec<String> {
+    let target = target.into();
+    let endpoint = &target;
     let start = current_revision(endpoint) + 1;
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
+    let mut child = target
+        .command()
         .args(["watch", "--prefix", "/w/", "--prev-kv"])
         .arg(format!("--rev={start}"))
         .stdout(Stdio::piped())
@@ -512,7 +735,7 @@ pub fn watch_session(endpoint: &str) -> Vec<String> {
 }
 
 /// The store's revision, from a `get -w json` header.
-pub fn current_revision(endpoint: &str) -> i64 {
+pub fn current_revision(endpoint: impl Into<Target>) -> i64 {
     let json = etcdctl(endpoint, &["get", "nothing-here", "-w", "json"], None);
     let at = json.find("\"revision\":").expect("revision in header") + 11;
     json[at..]
@@ -531,7 +754,9 @@ pub const WATCH_EXPECTED: &[&str] = &[
 /// events from a start revision, live events with prev_kv, and what
 /// happens after the user loses the permission (the watch, created while
 /// allowed, goes on: etcd checks a watch once, when it is created).
-pub fn auth_watch_session(endpoint: &str) -> Vec<String> {
+pub fn auth_watch_session(target: impl Into<Target>) -> Vec<String> {
+    let target = target.into();
+    let endpoint = &target;
     const ROOT: &str = "--user=root:rootpw";
     const ALICE: &str = "--user=alice:alicepw";
     for args in [
@@ -560,9 +785,8 @@ pub fn auth_watch_session(endpoint: &str) -> Vec<String> {
         .collect::<String>()
         .parse()
         .expect("revision number");
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
+    let mut child = target
+        .command()
         .args([ALICE, "watch", "--prefix", "/w/", "--prev-kv"])
         .arg(format!("--rev={}", start + 1))
         .stdout(Stdio::piped())
