@@ -1,8 +1,8 @@
 //! Fuzz targets on the stable toolchain: `tsdb-lineproto` (a `/write` body through the
 //! line-protocol parser), `tsdb-influxql` (query text through the InfluxQL parser and the
 //! executor) and `tsdb-v08` (a 0.8 query through the shim, a 0.8 write body through its
-//! parser). The checks are in `torc_tsdb::fuzzing`; this file is the driver, the same as
-//! `crates/dns/tests/fuzz.rs`'s.
+//! parser). The checks are in `torc_tsdb::fuzzing`; the driver (mutation, corpus, the test-suite and
+//! long runs, crash files) is `torc-fuzz`; this file makes structured inputs from its bytes.
 //!
 //! How an input is made: the driver mutates raw bytes (bit flips, byte changes, inserted and
 //! deleted runs, splices of two inputs, dictionary tokens, repeated runs), and
@@ -22,35 +22,16 @@
 //!   taking over a second) is written to `fuzz/crashes/<target>-<hash>` and fails the run; add it
 //!   to the corpus once fixed, and it is a regression case from then on.
 
-use std::{
-    collections::HashSet,
-    panic::{AssertUnwindSafe, catch_unwind},
-    path::PathBuf,
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, sync::OnceLock};
 
 use arbitrary::Unstructured;
+use torc_fuzz::Target;
 use torc_tsdb::fuzzing::{self, Fixture};
-
-/// One fuzz target.
-struct Target {
-    name: &'static str,
-    /// Bytes -> structured input -> the check; `Ok(signature)` or `Err(violation)`.
-    run: fn(&[u8]) -> Result<String, String>,
-    /// The structured input the bytes become, for reading a crash (the `show` test).
-    show: fn(&[u8]) -> String,
-    /// Tokens worth inserting whole.
-    dictionary: &'static [&'static [u8]],
-    /// Inputs per test-suite run, after the corpus.
-    ci_inputs: usize,
-}
 
 const TARGETS: &[Target] = &[
     Target {
         name: "tsdb-lineproto",
         run: run_lineproto,
-        show: show_lineproto,
         dictionary: &[
             b"\\",
             b"\\ ",
@@ -78,11 +59,11 @@ const TARGETS: &[Target] = &[
             b"\xe2\x82\xac",
         ],
         ci_inputs: 20_000,
+        crate_dir: env!("CARGO_MANIFEST_DIR"),
     },
     Target {
         name: "tsdb-influxql",
         run: run_influxql,
-        show: show_influxql,
         dictionary: &[
             b"SELECT ",
             b" FROM ",
@@ -120,11 +101,11 @@ const TARGETS: &[Target] = &[
             b"\n",
         ],
         ci_inputs: 4_000,
+        crate_dir: env!("CARGO_MANIFEST_DIR"),
     },
     Target {
         name: "tsdb-v08",
         run: run_v08,
-        show: show_v08,
         dictionary: &[
             b"select ",
             b" from ",
@@ -148,6 +129,7 @@ const TARGETS: &[Target] = &[
             b"-0",
         ],
         ci_inputs: 4_000,
+        crate_dir: env!("CARGO_MANIFEST_DIR"),
     },
 ];
 
@@ -661,262 +643,36 @@ fn show_v08(data: &[u8]) -> String {
     )
 }
 
-/// xorshift64*: the driver's only randomness, seeded, so a run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+/// The structured input a target's bytes become, for reading a crash (the `show` test).
+fn show_of(name: &str) -> fn(&[u8]) -> String {
+    match name {
+        "tsdb-lineproto" => show_lineproto,
+        "tsdb-influxql" => show_influxql,
+        "tsdb-v08" => show_v08,
+        _ => panic!("no fuzz target {name:?}"),
     }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// A mutated copy of `input`: one to four changes.
-fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], dictionary: &[&[u8]]) -> Vec<u8> {
-    let mut out = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(out.len() + 1);
-        match rng.below(8) {
-            0 if !out.is_empty() => {
-                let i = rng.below(out.len());
-                out[i] ^= 1 << rng.below(8);
-            }
-            1 if !out.is_empty() => {
-                let i = rng.below(out.len());
-                out[i] = rng.next() as u8;
-            }
-            2 => {
-                let n = 1 + rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-                out.splice(at..at, bytes);
-            }
-            3 if !out.is_empty() => {
-                let end = (at + 1 + rng.below(16)).min(out.len());
-                out.drain(at.min(end)..end);
-            }
-            4 if !corpus.is_empty() => {
-                // Splice: our head, another input's tail.
-                let other = &corpus[rng.below(corpus.len())];
-                let from = rng.below(other.len() + 1);
-                out.truncate(at);
-                out.extend_from_slice(&other[from..]);
-            }
-            5 if !dictionary.is_empty() => {
-                let token = dictionary[rng.below(dictionary.len())];
-                out.splice(at..at, token.iter().copied());
-            }
-            6 if !out.is_empty() => {
-                // Repeat a run: deep nesting and long inputs.
-                let end = (at + 1 + rng.below(8)).min(out.len());
-                let run = out[at.min(end)..end].to_vec();
-                for _ in 0..rng.below(16) {
-                    out.splice(at..at, run.iter().copied());
-                }
-            }
-            _ => {
-                let n = 1 + rng.below(4);
-                out.extend((0..n).map(|_| rng.next() as u8));
-            }
-        }
-    }
-    out.truncate(4096);
-    out
-}
-
-fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")
-}
-
-fn corpus_dir(target: &Target) -> PathBuf {
-    fuzz_dir().join("corpus").join(target.name)
-}
-
-/// A short stable name for an input's file.
-fn file_name(input: &[u8]) -> String {
-    // FNV-1a: stable across runs and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in input {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
-/// Inputs kept in memory to mutate, at most; past it a new one replaces a random one.
-const MAX_CORPUS: usize = 20_000;
-/// New inputs written to the corpus directory per run, at most: a signature that turns out to
-/// be too fine (it took in text of the input) must not flood the repository.
-const MAX_SAVED: usize = 500;
-
-/// What a run found.
-#[derive(Debug, Default)]
-struct Report {
-    executed: usize,
-    signatures: usize,
-    corpus: usize,
-    saved: usize,
-}
-
-/// Runs one input; a panic, a violation or a slow input is a crash: written to
-/// `fuzz/crashes/` and returned as the failure.
-fn execute(target: &Target, input: &[u8], slow: Duration) -> Result<String, String> {
-    let started = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
-    let took = started.elapsed();
-    let problem = match result {
-        Ok(Ok(signature)) if took <= slow => return Ok(signature),
-        Ok(Ok(_)) => format!("took {took:?}"),
-        Ok(Err(violation)) => violation,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            format!("panicked: {message}")
-        }
-    };
-    let dir = fuzz_dir().join("crashes");
-    let path = dir.join(format!("{}-{}", target.name, file_name(input)));
-    let saved = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&path, input))
-        .map_or_else(
-            |e| format!("(not saved: {e})"),
-            |()| path.display().to_string(),
-        );
-    Err(format!(
-        "{}: {problem}\n  input ({} bytes): {input:02x?}\n  saved as {saved}",
-        target.name,
-        input.len()
-    ))
-}
-
-/// Runs `target`: its corpus, then inputs mutated from it until `budget` inputs or `time` pass.
-fn fuzz(target: &Target, seed: u64, budget: usize, time: Duration, save: bool) -> Report {
-    let slow = if cfg!(debug_assertions) {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(1)
-    };
-    let mut report = Report::default();
-    let mut seen = HashSet::new();
-    let mut corpus: Vec<Vec<u8>> = Vec::new();
-    let dir = corpus_dir(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.sort();
-    for path in files {
-        let input = std::fs::read(&path).unwrap_or_default();
-        let signature = execute(target, &input, slow).unwrap_or_else(|crash| {
-            panic!(
-                "corpus file {} (a regression case):\n{crash}",
-                path.display()
-            )
-        });
-        report.executed += 1;
-        seen.insert(signature);
-        corpus.push(input);
-    }
-    report.corpus = corpus.len();
-    if corpus.is_empty() {
-        corpus.push(Vec::new());
-    }
-    let mut rng = Rng(seed | 1);
-    let started = Instant::now();
-    while report.executed < budget && started.elapsed() < time {
-        let parent = &corpus[rng.below(corpus.len())];
-        let input = mutate(&mut rng, parent, &corpus, target.dictionary);
-        let signature = execute(target, &input, slow).unwrap_or_else(|crash| panic!("{crash}"));
-        report.executed += 1;
-        if seen.insert(signature) {
-            if save && report.saved < MAX_SAVED {
-                let path = dir.join(file_name(&input));
-                std::fs::create_dir_all(&dir)
-                    .and_then(|()| std::fs::write(&path, &input))
-                    .unwrap_or_else(|e| panic!("cannot save {}: {e}", path.display()));
-                report.saved += 1;
-            }
-            if corpus.len() < MAX_CORPUS {
-                corpus.push(input);
-            } else {
-                let victim = rng.below(corpus.len());
-                corpus[victim] = input;
-            }
-        }
-    }
-    report.signatures = seen.len();
-    report
-}
-
-fn target(name: &str) -> &'static Target {
-    TARGETS
-        .iter()
-        .find(|t| t.name == name)
-        .unwrap_or_else(|| panic!("no fuzz target {name:?}"))
-}
-
-/// The test-suite run of a target: its corpus, then its `ci_inputs` from `seed`, at most 2 s;
-/// the inputs must reach at least `outcomes` signatures (else the generator is broken).
-fn ci_run(name: &str, seed: u64, outcomes: usize) {
-    let t = target(name);
-    let report = fuzz(t, seed, t.ci_inputs, Duration::from_secs(2), false);
-    eprintln!("{name}: {report:?}");
-    assert!(report.executed >= 50, "{report:?}");
-    assert!(
-        report.signatures >= outcomes,
-        "the inputs reach few outcomes: {report:?}"
-    );
 }
 
 #[test]
 fn tsdb_lineproto() {
-    ci_run("tsdb-lineproto", 0x5eed_0101, 10);
+    torc_fuzz::ci_run(TARGETS, "tsdb-lineproto", 0x5eed_0101, 10);
 }
 
 #[test]
 fn tsdb_influxql() {
-    ci_run("tsdb-influxql", 0x5eed_0102, 20);
+    torc_fuzz::ci_run(TARGETS, "tsdb-influxql", 0x5eed_0102, 20);
 }
 
 #[test]
 fn tsdb_v08() {
-    ci_run("tsdb-v08", 0x5eed_0103, 10);
+    torc_fuzz::ci_run(TARGETS, "tsdb-v08", 0x5eed_0103, 10);
 }
 
-/// The long run `scripts/fuzz` starts: `TORC_FUZZ_TARGET`, `TORC_FUZZ_SECONDS` (60),
-/// `TORC_FUZZ_SEED` (from the clock), `TORC_FUZZ_SAVE` (1: add new inputs to the corpus).
+/// The long run `scripts/fuzz` starts (see `torc_fuzz::long_run`).
 #[test]
 #[ignore = "run by scripts/fuzz"]
 fn long_run() {
-    let var = |name: &str| std::env::var(name).ok();
-    let name = var("TORC_FUZZ_TARGET").expect("TORC_FUZZ_TARGET: a target name");
-    let seconds = var("TORC_FUZZ_SECONDS").map_or(60, |s| s.parse().expect("seconds"));
-    let seed = var("TORC_FUZZ_SEED").map_or_else(
-        || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        },
-        |s| s.parse().expect("a seed"),
-    );
-    let save = var("TORC_FUZZ_SAVE").is_some_and(|s| s == "1");
-    let t = target(&name);
-    eprintln!("fuzzing {name} for {seconds} s, seed {seed}");
-    let report = fuzz(t, seed, usize::MAX, Duration::from_secs(seconds), save);
-    eprintln!(
-        "{name}: {} inputs, {} signatures, {} corpus inputs replayed, {} new inputs saved to {}",
-        report.executed,
-        report.signatures,
-        report.corpus,
-        report.saved,
-        corpus_dir(t).display()
-    );
+    torc_fuzz::long_run(TARGETS);
 }
 
 /// Prints what an input file becomes (the query, body, ... a crash was), for triage:
@@ -926,7 +682,7 @@ fn long_run() {
 #[ignore = "a triage tool"]
 fn show() {
     let var = |name: &str| std::env::var(name).expect(name);
-    let t = target(&var("TORC_FUZZ_TARGET"));
+    let show = show_of(&var("TORC_FUZZ_TARGET"));
     let input = std::fs::read(var("TORC_FUZZ_SHOW")).expect("TORC_FUZZ_SHOW: an input file");
-    println!("{}", (t.show)(&input));
+    println!("{}", show(&input));
 }
