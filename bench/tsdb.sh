@@ -19,6 +19,10 @@
 #   bench/tsdb.sh limits   the seed queries' p50/p99 with the query limits on (the defaults:
 #                          max-select-point/-series/-buckets, query-timeout) and off, two
 #                          servers on copies of the same data, alternating, REPS times
+#   bench/tsdb.sh tls      ingest over HTTP and HTTPS for torc and influxd 1.6 (`https-enabled`,
+#                          the same self-signed P-256 certificate), each on a fresh database,
+#                          the four alternating REPS times: torc/influx over HTTPS and what
+#                          HTTPS costs each (https/http)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -57,8 +61,69 @@ case "${1:-}" in
     done
     exit 0
     ;;
+  tls)
+    SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-10}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; REPS=${REPS:-3}
+    cargo build -q --release -p torc-tsdb --example tsdb-server --example tsdb-load
+    BIN=target/release/examples
+    WORK=$(mktemp -d)
+    cleanup() { kill "${PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+    trap cleanup EXIT
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    # A CA and a server certificate from it (webpki refuses a CA certificate as a server's).
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj /CN=bench-ca -keyout "$WORK/ca-key.pem" -out "$WORK/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+      -keyout "$WORK/key.pem" -out "$WORK/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$WORK/ext.cnf"
+    openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca-key.pem" \
+      -CAcreateserial -days 2 -extfile "$WORK/ext.cnf" -out "$WORK/cert.pem" 2>/dev/null
+    export TSDB_LOAD_CA=$WORK/ca.pem
+    wait_ping() { for _ in $(seq 1 300); do curl -sf -o /dev/null --cacert "$WORK/ca.pem" "$1/ping" && return 0; sleep 0.1; done; echo "no ping from $1"; exit 1; }
+    # run_one SERVER SCHEME: a fresh database, one ingest; prints values/s.
+    run_one() {
+      local port dir url; port=$(free_port); dir=$(mktemp -d "$WORK/db.XXXX"); url=$2://127.0.0.1:$port
+      if [ "$1" = torc ]; then
+        local tls=(); [ "$2" = https ] && tls=("cert=$WORK/cert.pem" "key=$WORK/key.pem")
+        taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$port" "$dir" "${tls[@]}" 2>>"$WORK/torc.log" & PID=$!
+      else
+        local rport; rport=$(free_port)
+        cat > "$dir.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rport"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$port"
+  log-enabled = false
+  https-enabled = $([ "$2" = https ] && echo true || echo false)
+  https-certificate = "$WORK/cert.pem"
+  https-private-key = "$WORK/key.pem"
+CONF
+        taskset -c 0 influxd -config "$dir.conf" >>"$WORK/influx.log" 2>&1 & PID=$!
+      fi
+      wait_ping "$url"
+      curl -sf --cacert "$WORK/ca.pem" -XPOST "$url/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null
+      taskset -c 1 "$BIN/tsdb-load" write "$url" bench "$SERIES" "$ROUNDS" "$BATCH" "$CONC" 1600000000 | sed -n 1p | sed 's/.*values_per_sec=//'
+      kill -TERM $PID; wait $PID 2>/dev/null || true; PID=
+      rm -rf "$dir" "$dir.conf"
+    }
+    echo "== ingest over HTTP and HTTPS ($SERIES series, $ROUNDS rounds, batch $BATCH, $CONC writers; server on core 0, load on core 1), values/s"
+    for rep in $(seq 1 "$REPS"); do
+      th=$(run_one torc http); ts=$(run_one torc https); ih=$(run_one influx http); is=$(run_one influx https)
+      awk -v th="$th" -v ts="$ts" -v ih="$ih" -v is="$is" -v r="$rep" 'BEGIN {
+        printf "  [%d] torc http %.0f, https %.0f (https/http %.2f); influx http %.0f, https %.0f (https/http %.2f); over HTTPS torc/influx = %.2f (target >= 3)\n",
+          r, th, ts, ts/th, ih, is, is/ih, ts/is }'
+    done
+    exit 0
+    ;;
   "") ;;
-  *) echo "usage: bench/tsdb.sh [parse|limits]" >&2; exit 2 ;;
+  *) echo "usage: bench/tsdb.sh [parse|limits|tls]" >&2; exit 2 ;;
 esac
 SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-30}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; NQ=${NQ:-200}
 EXTRA=${EXTRA:-10}; QIVAL=${QIVAL:-10}; REPS=${REPS:-2}
