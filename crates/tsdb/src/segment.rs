@@ -428,9 +428,10 @@ impl Segment {
         let Some(s) = self.series.get(si) else {
             return Ok(out);
         };
-        let wanted: Vec<Option<&SegField>> = fields
-            .iter()
-            .map(|name| s.fields.iter().find(|f| &*f.name == *name))
+        let names: Vec<&str> = s.fields.iter().map(|f| &*f.name).collect();
+        let wanted: Vec<Option<&SegField>> = crate::model::positions(&names, fields)
+            .into_iter()
+            .map(|at| at.map(|i| &s.fields[i]))
             .collect();
         if wanted.iter().all(Option::is_none) {
             return Ok(out);
