@@ -13,7 +13,6 @@
 //!
 //! Runs before any async runtime exists, with plain blocking calls.
 
-use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,12 +41,9 @@ impl ExitRecord {
         serde_json::from_slice(&text).ok()
     }
 
-    fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(self).expect("record serialises"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+    /// Durably: the agent reads it after a crash of either (see `torc_durable`).
+    fn write(&self, path: &Path) -> Result<(), torc_durable::WriteError> {
+        torc_durable::write_atomic(path, &serde_json::to_vec(self).expect("record serialises"))
     }
 }
 
@@ -198,7 +194,7 @@ pub fn run(args: ShimArgs) -> i32 {
         spawn_error: None,
     };
     if let Err(e) = rec.write(&args.status) {
-        eprintln!("torc shim: cannot write {}: {e}", args.status.display());
+        eprintln!("torc shim: {e}");
     }
     exit_code
 }

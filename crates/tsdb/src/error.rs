@@ -49,3 +49,12 @@ impl Error {
         }
     }
 }
+
+impl From<torc_durable::WriteError> for Error {
+    fn from(e: torc_durable::WriteError) -> Error {
+        Error::Io {
+            context: format!("writing {} ({})", e.path.display(), e.step),
+            source: e.source,
+        }
+    }
+}

@@ -2021,15 +2021,7 @@ fn decode_points(r: &mut Reader<'_>) -> Result<Vec<Point>, crate::encoding::Deco
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(format!("renaming {name}"), e))?;
-    wal::sync_dir(dir)
+    Ok(torc_durable::write_atomic(&dir.join(name), bytes)?)
 }
 
 /// Current time in nanoseconds since the epoch.
