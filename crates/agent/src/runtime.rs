@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use torc_api::RuntimeInfo;
 use torc_types::{TaskId, TaskSpec};
@@ -262,11 +264,9 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: sending a signal has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+fn signal(pid: u32, sig: Signal) {
+    // A process that is already gone is what a stop wants anyway.
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
 }
 
 impl Runtime for ProcessRuntime {
@@ -381,11 +381,13 @@ impl Runtime for ProcessRuntime {
                 cmd.env("TORC_TOKEN_FILE", dir.join("token"));
             }
         }
-        // SAFETY: setsid is async-signal-safe. A session of its own keeps the task out of the
-        // agent's terminal signals (Ctrl-C) and lets it outlive an agent restart.
+        // A session of its own keeps the task out of the agent's terminal signals (Ctrl-C) and
+        // lets it outlive an agent restart.
+        // SAFETY: pre_exec runs between fork and exec; setsid is an async-signal-safe system
+        // call that allocates nothing.
         unsafe {
             cmd.pre_exec(|| {
-                libc::setsid();
+                nix::unistd::setsid()?;
                 Ok(())
             });
         }
@@ -407,14 +409,14 @@ impl Runtime for ProcessRuntime {
 
     fn stop(&self, handle: &Handle) {
         if self.is_alive(handle) {
-            signal(handle.pid, libc::SIGTERM);
+            signal(handle.pid, Signal::SIGTERM);
         }
     }
 
     fn kill_now(&self, handle: &Handle) {
         if self.is_alive(handle) {
             // The task dies with its shim (PDEATHSIG).
-            signal(handle.pid, libc::SIGKILL);
+            signal(handle.pid, Signal::SIGKILL);
         }
     }
 
