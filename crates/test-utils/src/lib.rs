@@ -854,7 +854,12 @@ impl Browser {
         let b64 = self
             .call(reqwest::Method::GET, "/screenshot", serde_json::Value::Null)
             .await?;
-        let png = base64_decode(b64.as_str().unwrap_or_default())?;
+        // Standard base64 is what WebDriver screenshots are.
+        let png = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            b64.as_str().unwrap_or_default(),
+        )
+        .context("a screenshot that is not base64")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -918,29 +923,4 @@ impl Drop for Browser {
         }
         let _ = self.driver.wait();
     }
-}
-
-/// Standard base64 (what WebDriver screenshots are), decoded.
-fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\n' | b'\r' => continue,
-            _ => bail!("not base64: byte {c}"),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
 }
