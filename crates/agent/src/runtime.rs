@@ -169,7 +169,27 @@ pub struct ProcessRuntime {
 enum CgroupSupport {
     /// Limits are applied under this directory (one child per task).
     Enabled(PathBuf),
-    Disabled(String),
+    Disabled(NoCgroups),
+}
+
+/// Why this host gives the agent no cgroup v2 tree for task limits (the runtime then runs tasks
+/// without cpu and memory limits, and says so in its `RuntimeInfo`).
+#[derive(Debug, thiserror::Error)]
+pub enum NoCgroups {
+    #[error(
+        "cgroup v2 is not mounted at /sys/fs/cgroup (this host uses cgroup v1 or none); \
+         cpu and memory limits are not enforced"
+    )]
+    NotMounted,
+    #[error(
+        "the cgroup v2 `{0}` controller is not available here; cpu and memory limits are not enforced"
+    )]
+    MissingController(&'static str),
+    #[error(
+        "cannot create cgroups under {} ({error}); cpu and memory limits are not enforced",
+        dir.display()
+    )]
+    Setup { dir: PathBuf, error: io::Error },
 }
 
 impl ProcessRuntime {
@@ -223,18 +243,13 @@ impl ProcessRuntime {
 
 /// Finds a cgroup v2 hierarchy where the agent may create task groups with cpu and memory
 /// controllers, or says in words why there is none.
-fn detect_cgroup_v2(node: &str) -> Result<PathBuf, String> {
+fn detect_cgroup_v2(node: &str) -> Result<PathBuf, NoCgroups> {
     let root = Path::new("/sys/fs/cgroup");
-    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).map_err(|_| {
-        "cgroup v2 is not mounted at /sys/fs/cgroup (this host uses cgroup v1 or none); \
-         cpu and memory limits are not enforced"
-            .to_string()
-    })?;
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers"))
+        .map_err(|_| NoCgroups::NotMounted)?;
     for c in ["cpu", "memory"] {
         if !controllers.split_whitespace().any(|x| x == c) {
-            return Err(format!(
-                "the cgroup v2 `{c}` controller is not available here; cpu and memory limits are not enforced"
-            ));
+            return Err(NoCgroups::MissingController(c));
         }
     }
     // Our own group: a process may not sit in a group whose children have controllers, so the
@@ -247,11 +262,9 @@ fn detect_cgroup_v2(node: &str) -> Result<PathBuf, String> {
         }
         Ok(())
     };
-    setup().map_err(|e| {
-        format!(
-            "cannot create cgroups under {} ({e}); cpu and memory limits are not enforced",
-            base.display()
-        )
+    setup().map_err(|error| NoCgroups::Setup {
+        dir: base.clone(),
+        error,
     })?;
     Ok(base)
 }
@@ -280,7 +293,7 @@ impl Runtime for ProcessRuntime {
             CgroupSupport::Disabled(why) => RuntimeInfo {
                 kind: "process".into(),
                 limits_enforced: false,
-                limits_note: Some(why.clone()),
+                limits_note: Some(why.to_string()),
             },
         }
     }

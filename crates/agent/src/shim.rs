@@ -87,7 +87,8 @@ pub fn run(args: ShimArgs) -> i32 {
             }
             exit_code
         }
-        Err(msg) => {
+        Err(e) => {
+            let msg = e.to_string();
             eprintln!("torc shim: {msg}");
             let rec = ExitRecord {
                 exit_code: 127,
@@ -101,9 +102,25 @@ pub fn run(args: ShimArgs) -> i32 {
     }
 }
 
+/// Why a task never started.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("cannot {what}: {errno}")]
+    Setup {
+        what: &'static str,
+        errno: nix::errno::Errno,
+    },
+    #[error("cannot start {command:?}: {error}")]
+    Spawn {
+        command: String,
+        error: std::io::Error,
+    },
+}
+
 /// Starts the task and waits for its end: how it ended, and whether it was asked to stop. An
 /// error means the task never started.
-fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), String> {
+fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), StartError> {
+    let setup = |what| move |errno| StartError::Setup { what, errno };
     let mut watched = SigSet::empty();
     for s in [
         Signal::SIGTERM,
@@ -114,12 +131,11 @@ fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), String> {
         watched.add(s);
     }
     // Orphaned grandchildren come back to us, so nothing escapes the process tree.
-    prctl::set_child_subreaper(true).map_err(|e| format!("cannot become a subreaper: {e}"))?;
+    prctl::set_child_subreaper(true).map_err(setup("become a subreaper"))?;
     // Signals are taken synchronously, from a signalfd, below.
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&watched), None)
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&watched), None).map_err(setup("block signals"))?;
     let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("cannot open a signalfd: {e}"))?;
+        .map_err(setup("open a signalfd"))?;
     if let Some(cg) = &args.cgroup
         && let Err(e) = std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
     {
@@ -142,9 +158,10 @@ fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), String> {
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", args.command))?;
+    let child = cmd.spawn().map_err(|error| StartError::Spawn {
+        command: args.command.clone(),
+        error,
+    })?;
     let pid = Pid::from_raw(child.id() as i32);
     // Dropping the std handle does not reap: we wait with waitpid ourselves.
     drop(child);
