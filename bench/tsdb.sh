@@ -25,6 +25,36 @@
 #                          HTTPS costs each (https/http)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# wait_ping URL: until the server answers /ping (trusting $CURL_CA for https, when set).
+wait_ping() {
+  for _ in $(seq 1 300); do curl -sf -o /dev/null ${CURL_CA:+--cacert "$CURL_CA"} "$1/ping" && return 0; sleep 0.1; done
+  echo "no ping from $1"; exit 1
+}
+# influx_conf FILE DIR PORT [CERT KEY]: influxd's config, data under DIR, HTTP on PORT (HTTPS
+# with CERT and KEY when given).
+influx_conf() {
+  cat > "$1" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$(free_port)"
+[meta]
+  dir = "$2/meta"
+[data]
+  dir = "$2/data"
+  wal-dir = "$2/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "2s"
+  compact-full-write-cold-duration = "4s"
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$3"
+  log-enabled = false
+CONF
+  if [ -n "${4:-}" ]; then
+    printf '  https-enabled = true\n  https-certificate = "%s"\n  https-private-key = "%s"\n' "$4" "$5" >> "$1"
+  fi
+}
 case "${1:-}" in
   parse)
     exec cargo bench -q -p torc-tsdb --bench lineproto_fields
@@ -36,8 +66,6 @@ case "${1:-}" in
     WORK=$(mktemp -d)
     cleanup() { kill "${APID:-}" "${BPID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
     trap cleanup EXIT
-    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-    wait_ping() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1/ping" && return 0; sleep 0.1; done; echo "no ping from $1"; exit 1; }
     APORT=$(free_port); BPORT=$(free_port); AURL=http://127.0.0.1:$APORT; BURL=http://127.0.0.1:$BPORT
     START=1600000000
     "$BIN/tsdb-server" "127.0.0.1:$APORT" "$WORK/a" 2>"$WORK/a.log" & APID=$!
@@ -68,7 +96,6 @@ case "${1:-}" in
     WORK=$(mktemp -d)
     cleanup() { kill "${PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
     trap cleanup EXIT
-    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
     # A CA and a server certificate from it (webpki refuses a CA certificate as a server's).
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
       -subj /CN=bench-ca -keyout "$WORK/ca-key.pem" -out "$WORK/ca.pem" 2>/dev/null
@@ -77,8 +104,7 @@ case "${1:-}" in
     printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$WORK/ext.cnf"
     openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca-key.pem" \
       -CAcreateserial -days 2 -extfile "$WORK/ext.cnf" -out "$WORK/cert.pem" 2>/dev/null
-    export TSDB_LOAD_CA=$WORK/ca.pem
-    wait_ping() { for _ in $(seq 1 300); do curl -sf -o /dev/null --cacert "$WORK/ca.pem" "$1/ping" && return 0; sleep 0.1; done; echo "no ping from $1"; exit 1; }
+    export TSDB_LOAD_CA=$WORK/ca.pem CURL_CA=$WORK/ca.pem
     # run_one SERVER SCHEME: a fresh database, one ingest; prints values/s.
     run_one() {
       local port dir url; port=$(free_port); dir=$(mktemp -d "$WORK/db.XXXX"); url=$2://127.0.0.1:$port
@@ -86,29 +112,15 @@ case "${1:-}" in
         local tls=(); [ "$2" = https ] && tls=("cert=$WORK/cert.pem" "key=$WORK/key.pem")
         taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$port" "$dir" "${tls[@]}" 2>>"$WORK/torc.log" & PID=$!
       else
-        local rport; rport=$(free_port)
-        cat > "$dir.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$rport"
-[meta]
-  dir = "$dir/meta"
-[data]
-  dir = "$dir/data"
-  wal-dir = "$dir/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:$port"
-  log-enabled = false
-  https-enabled = $([ "$2" = https ] && echo true || echo false)
-  https-certificate = "$WORK/cert.pem"
-  https-private-key = "$WORK/key.pem"
-CONF
+        if [ "$2" = https ]; then
+          influx_conf "$dir.conf" "$dir" "$port" "$WORK/cert.pem" "$WORK/key.pem"
+        else
+          influx_conf "$dir.conf" "$dir" "$port"
+        fi
         taskset -c 0 influxd -config "$dir.conf" >>"$WORK/influx.log" 2>&1 & PID=$!
       fi
       wait_ping "$url"
-      curl -sf --cacert "$WORK/ca.pem" -XPOST "$url/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null
+      curl -sf --cacert "$CURL_CA" -XPOST "$url/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null
       taskset -c 1 "$BIN/tsdb-load" write "$url" bench "$SERIES" "$ROUNDS" "$BATCH" "$CONC" 1600000000 | sed -n 1p | sed 's/.*values_per_sec=//'
       kill -TERM $PID; wait $PID 2>/dev/null || true; PID=
       rm -rf "$dir" "$dir.conf"
@@ -138,26 +150,8 @@ cleanup() {
   if [ -n "${KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-TPORT=$(free_port); IPORT=$(free_port); RPORT=$(free_port)
-cat > "$WORK/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$RPORT"
-[meta]
-  dir = "$WORK/influx/meta"
-[data]
-  dir = "$WORK/influx/data"
-  wal-dir = "$WORK/influx/wal"
-  query-log-enabled = false
-  cache-snapshot-write-cold-duration = "2s"
-  compact-full-write-cold-duration = "4s"
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:$IPORT"
-  log-enabled = false
-CONF
-wait_ping() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1/ping" && return 0; sleep 0.1; done; echo "no ping from $1"; exit 1; }
+TPORT=$(free_port); IPORT=$(free_port)
+influx_conf "$WORK/influxdb.conf" "$WORK/influx" "$IPORT"
 TURL=http://127.0.0.1:$TPORT; IURL=http://127.0.0.1:$IPORT
 taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$TPORT" "$WORK/torc" 2>"$WORK/torc.log" & TPID=$!
 taskset -c 0 influxd -config "$WORK/influxdb.conf" >"$WORK/influx.log" 2>&1 & IPID=$!
