@@ -1,5 +1,5 @@
-//! Placement decisions per second as the controller makes them: each launch builds the
-//! planner's view of 40 nodes from the 1,000 tasks already running, places the task, and
+//! Placement decisions per second as the controller makes them: each launch validates the
+//! task, places it with the task table's ledger of 40 nodes already running 1,000 tasks, and
 //! records the transition (everything but the disk commit, which the rack benchmark covers).
 //! Run with `cargo bench -p torc-controller`. Prints figures; asserts nothing about speed.
 
