@@ -64,18 +64,22 @@ mod forward;
 /// Not API: entry points for the fuzz targets of `tests/fuzz.rs`.
 #[doc(hidden)]
 pub mod fuzzing;
+mod key;
 mod rrl;
 mod server;
+mod shared;
 mod snapshot;
 mod stats;
 mod tcp;
 mod udp;
+mod udp_worker;
 mod wire;
 mod zonefile;
 
 pub use cidr::{Cidr, CidrError};
 pub use rrl::RateLimit;
-pub use server::{DnsConfig, DnsHandle, DnsServer, Listeners};
+pub use server::{DnsHandle, DnsServer, Listeners};
+pub use shared::DnsConfig;
 pub use snapshot::{
     DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,
 };
