@@ -47,12 +47,14 @@
 //!   are ours (see `wire.rs` and `server.rs`).
 //!
 //! Code map: `wire` reads queries and patches answers; `catalog` holds the zones and resolves
-//! names; `engine` decides an answer; `cache` keeps a UDP thread's encoded answers; `rrl` is a
-//! UDP thread's rate limiter; `udp` is a UDP thread's answer path (parse, cache, engine, patch,
-//! limit) and `tcp` the TCP connections; `forward` asks upstreams; `server` runs the loops
-//! (`batch`: their Linux system calls); `stats` counts what they did; `snapshot` and `zonefile`
-//! are the two inputs; `cidr` is the recursion allow-list; `fuzzing` holds the fuzz targets'
-//! checks (not API).
+//! names (`key`: names as it keys them); `engine` decides an answer; `cache` keeps a UDP
+//! thread's encoded answers; `rrl` is a UDP thread's rate limiter; `udp` is a UDP thread's
+//! answer path (parse, cache, engine, patch, limit), `udp_worker` the thread's I/O around it
+//! (`batch`: its Linux system calls) and `tcp` the TCP connections; `forward` asks upstreams;
+//! `shared` is the configuration and the state all loops share; `server` starts the loops and
+//! swaps snapshots in; `stats` counts what they did; `snapshot` and `zonefile` are the two
+//! inputs; `cidr` is the recursion allow-list; `fuzzing` holds the fuzz targets' checks (not
+//! API).
 
 #[cfg(target_os = "linux")]
 mod batch;

@@ -1,4 +1,5 @@
-//! The serving loops and the handle that swaps in new snapshots.
+//! The server: starts the serving loops (a `udp_worker` thread per UDP socket, the TCP accept
+//! loop of `tcp.rs`) and stops them, and the handle that swaps in new snapshots.
 //!
 //! UDP: one blocking OS thread per socket (one socket per core, SO_REUSEPORT), each with its own
 //! receive buffer, answer buffer, answer cache and rate limiter (`rrl.rs`), so the hot path takes
