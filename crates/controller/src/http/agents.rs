@@ -64,7 +64,7 @@ async fn register_agent(
     let mint = matches!(caller.who.role(), Some(Role::Join | Role::Admin));
     let public_key = match (&ctl.ca, &req.public_key) {
         (Some(_), Some(hex)) => Some(
-            decode_hex(hex)
+            crate::auth::unhex(hex)
                 .and_then(torc_tls::pki::RawPublicKey::p256)
                 .ok_or_else(|| {
                     ApiError::new(
@@ -167,16 +167,6 @@ fn agent_url(ctl: &Controller, req: &RegisterRequest) -> Result<String, ApiError
 
 /// How long a node's certificate is valid; the agent gets a new one at each registration.
 const NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
 
 async fn agent_status(
     State(ctl): State<Arc<Controller>>,

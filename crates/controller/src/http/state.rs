@@ -34,6 +34,19 @@ struct KvQuery {
     wait_ms: u64,
 }
 
+impl KvQuery {
+    /// A change names its key.
+    fn require_key(&self) -> Result<(), ApiError> {
+        if self.key.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing query parameter `key`",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KvValue {
@@ -83,12 +96,7 @@ async fn kv_put(
     Query(q): Query<KvQuery>,
     Body(v): Body<KvValue>,
 ) -> Reply<serde_json::Value> {
-    if q.key.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing query parameter `key`",
-        ));
-    }
+    q.require_key()?;
     let (_, client) = kv_client(&ctl)?;
     let revision = crate::kv::put(&client, &q.key, &v.value)
         .await
@@ -102,12 +110,7 @@ async fn kv_delete(
     State(ctl): State<Arc<Controller>>,
     Query(q): Query<KvQuery>,
 ) -> Reply<serde_json::Value> {
-    if q.key.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing query parameter `key`",
-        ));
-    }
+    q.require_key()?;
     let (_, client) = kv_client(&ctl)?;
     let revision = crate::kv::delete(&client, &q.key).await.map_err(kv_error)?;
     Ok(Json(
