@@ -2,9 +2,10 @@
 //!
 //! `Rack` is plain data plus transitions. It performs no I/O and reads no clock (time is an
 //! argument; task ids and the epoch are the only random inputs), so every rule can be tested
-//! directly (`tests/rules/`). The controller wraps it with the store and the network: after
-//! each change it drains `take_changes()`, persists the records, and wakes the agents whose
-//! desired task set changed.
+//! directly: `rules.rs` runs the data-driven cases of `crates/controller/tests/rules/` against
+//! it. The controller wraps it with the store and the network: after each change it drains
+//! `take_changes()`, persists the records, and wakes the agents whose desired task set
+//! changed.
 //!
 //! `Rack` is a composition of parts, each in its own module, owning its data and changing it
 //! only through its own methods (other parts read its records through `&`):
@@ -138,10 +139,16 @@ impl Rack {
         Rack::new(settings, Loaded::default(), now).expect("an empty store always loads")
     }
 
-    /// A rack for the rule tests: epoch 1, task ids counted from 1.
+    /// A rack for tests: the epoch given, task ids counted (`web.000000000001`, ...).
     #[cfg(test)]
-    pub(crate) fn for_tests(settings: RackSettings, loaded: Loaded, now: UnixMillis) -> Rack {
-        let mut rack = Rack::with_epoch(settings, loaded, now, 1).expect("the test store loads");
+    pub(crate) fn for_tests(
+        settings: RackSettings,
+        loaded: Loaded,
+        now: UnixMillis,
+        epoch: u64,
+    ) -> Rack {
+        let mut rack =
+            Rack::with_epoch(settings, loaded, now, epoch).expect("the test store loads");
         rack.tasks.count_ids();
         rack
     }
@@ -735,5 +742,7 @@ impl Rack {
     }
 }
 
+#[cfg(test)]
+mod rules;
 #[cfg(test)]
 mod tests;

@@ -124,10 +124,18 @@ impl TaskTable {
         }
     }
 
-    /// Numbers new tasks `<name>.000000000001`, `...2`, and so on, for tests.
+    /// Numbers new tasks `<name>.000000000001`, `...2`, and so on (past the largest suffix
+    /// held), for tests.
     #[cfg(test)]
     pub fn count_ids(&mut self) {
-        self.ids = IdSource::Counter(0);
+        let held = self
+            .tasks
+            .keys()
+            .filter_map(|id| id.as_str().rsplit_once('.'))
+            .filter_map(|(_, hex)| u64::from_str_radix(hex, 16).ok())
+            .max()
+            .unwrap_or(0);
+        self.ids = IdSource::Counter(held);
     }
 
     fn new_id(&mut self, spec: &TaskSpec) -> TaskId {

@@ -84,7 +84,7 @@ fn report(id: &TaskId, state: TaskState, exit_code: Option<i32>) -> StatusReport
 
 #[test]
 fn unknown_nodes_are_refused_with_the_reason() {
-    let mut rack = Rack::for_tests(settings(false), empty(), 0);
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     let err = register(&mut rack, "stranger", "10.0.0.99", 1).unwrap_err();
     assert!(
         matches!(&err, RackError::Forbidden(m) if m.contains("not in the rack config (rack.yaml)")),
@@ -95,14 +95,14 @@ fn unknown_nodes_are_refused_with_the_reason() {
         err.to_string().contains("has ip 10.0.0.21 in rack.yaml"),
         "{err}"
     );
-    let mut open = Rack::for_tests(settings(true), empty(), 0);
+    let mut open = Rack::for_tests(settings(true), empty(), 0, 1);
     register(&mut open, "stranger", "10.0.0.99", 1).unwrap();
     assert_eq!(open.node_views().len(), 4);
 }
 
 #[test]
 fn task_lifecycle_and_desired_generations() {
-    let mut rack = Rack::for_tests(settings(false), empty(), 0);
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1).unwrap();
     let g0 = rack.take_changes().wake;
     assert_eq!(g0.len(), 1);
@@ -168,7 +168,7 @@ fn task_lifecycle_and_desired_generations() {
 
 #[test]
 fn exit_codes_and_pending_reasons() {
-    let mut rack = Rack::for_tests(settings(false), empty(), 0);
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1).unwrap();
     let id = rack.launch(spec("job", 1.0), builtin(), 2).unwrap();
     let b1: NodeName = "b1".parse().unwrap();
@@ -190,7 +190,7 @@ fn exit_codes_and_pending_reasons() {
 
 #[test]
 fn silent_nodes_go_inactive_and_lose_their_tasks() {
-    let mut rack = Rack::for_tests(settings(false), empty(), 0);
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1_000).unwrap();
     let id = rack.launch(spec("web", 1.0), builtin(), 1_000).unwrap();
     let b1: NodeName = "b1".parse().unwrap();
@@ -212,7 +212,7 @@ fn silent_nodes_go_inactive_and_lose_their_tasks() {
 
 #[test]
 fn restart_from_the_store_keeps_tasks_and_generations() {
-    let mut rack = Rack::for_tests(settings(false), empty(), 0);
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1).unwrap();
     let id = rack.launch(spec("web", 1.0), builtin(), 2).unwrap();
     rack.report(
@@ -236,7 +236,7 @@ fn restart_from_the_store_keeps_tasks_and_generations() {
             Write::Delete(..) => {}
         }
     }
-    let rack2 = Rack::for_tests(settings(false), loaded, 100);
+    let rack2 = Rack::for_tests(settings(false), loaded, 100, 2);
     let t = rack2.task(&id).unwrap();
     assert_eq!(t.state, TaskState::Running);
     let b1 = rack2.node_view(&"b1".parse().unwrap()).unwrap();
