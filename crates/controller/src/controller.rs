@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use torc_types::{NodeName, ServiceName, TaskId, now_millis};
+use torc_types::{NodeName, TaskId, now_millis};
 
 use crate::auth;
 use crate::kv::KvClients;
@@ -477,20 +477,6 @@ impl Controller {
             inner.rack.health_check_started(&c.service, now);
         }
         due
-    }
-
-    /// Records a health check's outcome.
-    pub(crate) async fn record_health(
-        self: &Arc<Self>,
-        service: ServiceName,
-        task: TaskId,
-        result: Result<(), String>,
-    ) -> Result<(), ChangeError> {
-        self.change(move |rack| {
-            rack.record_health(&service, &task, result, now_millis());
-            Ok(())
-        })
-        .await
     }
 
     /// Reads the credentials.

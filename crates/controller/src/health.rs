@@ -77,7 +77,12 @@ pub(crate) async fn run(ctl: Arc<Controller>) {
             let ctl = Arc::clone(&ctl);
             tokio::spawn(async move {
                 let result = probe(&ctl.http, &check).await;
-                let outcome = ctl.record_health(check.service, check.task, result).await;
+                let outcome = ctl
+                    .change(move |rack| {
+                        rack.record_health(&check.service, &check.task, result, now_millis());
+                        Ok(())
+                    })
+                    .await;
                 if let Err(e) = outcome {
                     tracing::error!(error = %e, "cannot record a health check");
                 }

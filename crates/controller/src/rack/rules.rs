@@ -18,6 +18,23 @@ use super::{Rack, RackError};
 use crate::settings::RackSettings;
 use crate::store::{Loaded, Table, Write};
 
+/// Why a case cannot run as written (an unknown command, a missing argument, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadCase(String);
+
+impl From<String> for BadCase {
+    fn from(s: String) -> BadCase {
+        BadCase(s)
+    }
+}
+
+impl From<&str> for BadCase {
+    fn from(s: &str) -> BadCase {
+        BadCase(s.to_string())
+    }
+}
+
 /// One case: a command line, its input lines, and the output expected.
 struct Case {
     line: usize,
@@ -32,7 +49,7 @@ enum Chunk {
     Case(Case),
 }
 
-fn parse_file(text: &str) -> Result<Vec<Chunk>, String> {
+fn parse_file(text: &str) -> Result<Vec<Chunk>, BadCase> {
     let lines: Vec<&str> = text.lines().collect();
     let mut chunks = Vec::new();
     let mut i = 0;
@@ -53,7 +70,9 @@ fn parse_file(text: &str) -> Result<Vec<Chunk>, String> {
             i += 1;
         }
         if i == lines.len() {
-            return Err(format!("line {start}: `{command}` has no `----` line"));
+            return Err(BadCase(format!(
+                "line {start}: `{command}` has no `----` line"
+            )));
         }
         i += 1;
         let mut expected = String::new();
@@ -79,7 +98,7 @@ struct Args {
 }
 
 impl Args {
-    fn parse(text: &str) -> Result<(String, Args), String> {
+    fn parse(text: &str) -> Result<(String, Args), BadCase> {
         let mut tokens = Vec::new();
         let mut current = String::new();
         let mut quoted = false;
@@ -117,23 +136,27 @@ impl Args {
         Ok((command, args))
     }
 
-    fn word(&self, i: usize, what: &str) -> Result<&str, String> {
+    fn word(&self, i: usize, what: &str) -> Result<&str, BadCase> {
         self.words
             .get(i)
             .map(String::as_str)
-            .ok_or_else(|| format!("missing {what}"))
+            .ok_or_else(|| BadCase(format!("missing {what}")))
     }
 
-    fn num(&self, key: &str) -> Result<Option<u64>, String> {
+    fn num(&self, key: &str) -> Result<Option<u64>, BadCase> {
         self.keys
             .get(key)
-            .map(|v| v.parse().map_err(|_| format!("{key}={v}: not a number")))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| BadCase(format!("{key}={v}: not a number")))
+            })
             .transpose()
     }
 
-    fn float(&self, key: &str, default: f64) -> Result<f64, String> {
+    fn float(&self, key: &str, default: f64) -> Result<f64, BadCase> {
         self.keys.get(key).map_or(Ok(default), |v| {
-            v.parse().map_err(|_| format!("{key}={v}: not a number"))
+            v.parse()
+                .map_err(|_| BadCase(format!("{key}={v}: not a number")))
         })
     }
 }
@@ -171,20 +194,20 @@ fn shorten_ids(text: &str) -> String {
 }
 
 /// `web.1` names `web.000000000001`.
-fn long(id: &str) -> Result<TaskId, String> {
+fn long(id: &str) -> Result<TaskId, BadCase> {
     let (name, n) = id
         .rsplit_once('.')
         .ok_or_else(|| format!("{id:?}: a task is named like web.1"))?;
     let n =
         u64::from_str_radix(n, 16).map_err(|_| format!("{id:?}: a task is named like web.1"))?;
-    TaskId::new(format!("{name}.{n:012x}")).map_err(|e| e.to_string())
+    TaskId::new(format!("{name}.{n:012x}")).map_err(|e| BadCase(e.to_string()))
 }
 
-fn name<T: std::str::FromStr>(text: &str) -> Result<T, String>
+fn name<T: std::str::FromStr>(text: &str) -> Result<T, BadCase>
 where
     T::Err: std::fmt::Display,
 {
-    text.parse().map_err(|e| format!("{text:?}: {e}"))
+    text.parse().map_err(|e| BadCase(format!("{text:?}: {e}")))
 }
 
 fn opt(v: Option<impl std::fmt::Display>) -> String {
@@ -369,7 +392,7 @@ struct Runner {
     feed_seen: u64,
 }
 
-fn settings(yaml: &str) -> Result<RackSettings, String> {
+fn settings(yaml: &str) -> Result<RackSettings, BadCase> {
     let config = RackConfig::parse(yaml, "rack.yaml").map_err(|e| e.to_string())?;
     Ok(RackSettings::from_config(&config, "rack.yaml"))
 }
@@ -386,10 +409,10 @@ fn rack_error(e: RackError) -> String {
 }
 
 impl Runner {
-    fn rack(&mut self) -> Result<&mut Rack, String> {
+    fn rack(&mut self) -> Result<&mut Rack, BadCase> {
         self.rack
             .as_mut()
-            .ok_or_else(|| "no rack yet: start with `config`".to_string())
+            .ok_or_else(|| BadCase("no rack yet: start with `config`".into()))
     }
 
     /// Runs one case; its output (never empty, no blank line).
@@ -404,7 +427,7 @@ impl Runner {
         shorten_ids(&out)
     }
 
-    fn step(&mut self, case: &Case) -> Result<String, String> {
+    fn step(&mut self, case: &Case) -> Result<String, BadCase> {
         let (command, args) = Args::parse(&case.command)?;
         if let Some(at) = args.num("at")? {
             self.now = at;
@@ -526,7 +549,7 @@ impl Runner {
         now: u64,
         out: &mut String,
     ) -> Result<(), RackError> {
-        let bad = |e: String| RackError::Invalid(format!("bad case: {e}"));
+        let bad = |e: BadCase| RackError::Invalid(format!("bad case: {e}"));
         let rack = self.rack.as_mut().expect("a rack");
         match command {
             "register" => {
@@ -536,7 +559,7 @@ impl Runner {
                     None => rack
                         .node_view(&node)
                         .map(|n| n.ip)
-                        .map_err(|_| bad(format!("{node} is not configured: give ip=")))?,
+                        .map_err(|_| bad(BadCase(format!("{node} is not configured: give ip="))))?,
                 };
                 let tasks = match args.keys.get("running") {
                     Some(list) => list
@@ -550,7 +573,7 @@ impl Runner {
                                 at: now,
                             })
                         })
-                        .collect::<Result<Vec<_>, String>>()
+                        .collect::<Result<Vec<_>, BadCase>>()
                         .map_err(bad)?,
                     None => Vec::new(),
                 };
@@ -669,12 +692,12 @@ impl Runner {
                         .get("why")
                         .cloned()
                         .unwrap_or_else(|| "connection refused".into())),
-                    other => return Err(bad(format!("{other:?}: ok or fail"))),
+                    other => return Err(bad(BadCase(format!("{other:?}: ok or fail")))),
                 };
                 let task = rack
                     .service(&service)?
                     .task
-                    .ok_or_else(|| bad(format!("{service} has no task")))?;
+                    .ok_or_else(|| bad(BadCase(format!("{service} has no task"))))?;
                 rack.record_health(&service, &task, result, now);
                 Ok(())
             }
@@ -707,10 +730,10 @@ impl Runner {
                     "ip": args.keys.get("ip").cloned().unwrap_or_default(),
                 });
                 let task: OriginalTask =
-                    serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+                    serde_json::from_value(body).map_err(|e| bad(BadCase(e.to_string())))?;
                 rack.announce(task, now)
             }
-            other => Err(bad(format!("unknown command {other:?}"))),
+            other => Err(bad(BadCase(format!("unknown command {other:?}")))),
         }
     }
 }
