@@ -46,10 +46,7 @@ impl Announcements {
     pub fn take_writes(&mut self) -> Vec<Write> {
         std::mem::take(&mut self.dirty)
             .into_iter()
-            .map(|name| match self.records.get(&name) {
-                Some(rec) => Write::put(Table::Announced, &name, rec),
-                None => Write::Delete(Table::Announced, name),
-            })
+            .map(|name| Write::current(Table::Announced, &name, self.records.get(&name)))
             .collect()
     }
 

@@ -89,10 +89,7 @@ impl FrameworkRegistry {
     pub fn take_writes(&mut self) -> Vec<Write> {
         std::mem::take(&mut self.dirty)
             .into_iter()
-            .map(|name| match self.records.get(&name) {
-                Some(rec) => Write::put(Table::Frameworks, name.as_str(), rec),
-                None => Write::Delete(Table::Frameworks, name.to_string()),
-            })
+            .map(|name| Write::current(Table::Frameworks, name.as_str(), self.records.get(&name)))
             .collect()
     }
 

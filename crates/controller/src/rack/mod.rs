@@ -167,7 +167,9 @@ impl Rack {
         writes.extend(self.services.take_writes());
         writes.extend(self.frameworks.take_writes());
         writes.extend(self.announced.take_writes());
-        let names_may_change = !writes.is_empty() | self.services.take_health_changed();
+        // Taken every time, so a health change is never reported twice.
+        let health_changed = self.services.take_health_changed();
+        let names_may_change = !writes.is_empty() || health_changed;
         Changes {
             writes,
             wake,

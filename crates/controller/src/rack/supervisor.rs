@@ -220,10 +220,7 @@ impl Supervisor {
     pub fn take_writes(&mut self) -> Vec<Write> {
         std::mem::take(&mut self.dirty)
             .into_iter()
-            .map(|name| match self.records.get(&name) {
-                Some(rec) => Write::put(Table::Services, name.as_str(), rec),
-                None => Write::Delete(Table::Services, name.to_string()),
-            })
+            .map(|name| Write::current(Table::Services, name.as_str(), self.records.get(&name)))
             .collect()
     }
 
