@@ -47,7 +47,8 @@ fn main() {
         .unwrap();
     }
     let framework = FrameworkName::new("torc").unwrap();
-    let mut spec = TaskSpec::new("bench".parse().unwrap(), "sleep");
+    // Not "bench": that is the rack's own name, which tasks may not take.
+    let mut spec = TaskSpec::new("load".parse().unwrap(), "sleep");
     spec.resources = Resources::new(0.01, 8.0, 0.0);
     spec.ports = 1;
     for _ in 0..1000 {
