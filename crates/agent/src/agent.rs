@@ -632,11 +632,12 @@ impl Agent {
         Ok(())
     }
 
-    /// Serves the agent API on `listener` and keeps in touch with the controller until
-    /// `shutdown` completes.
-    pub async fn run(
+    /// Serves `app` (the agent API, `Agent::run` gives it) on `listener` and keeps in touch
+    /// with the controller until `shutdown` completes.
+    pub(crate) async fn run_with(
         self: Arc<Self>,
         listener: TcpListener,
+        app: axum::Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let port = listener.local_addr()?.port();
@@ -656,7 +657,6 @@ impl Agent {
             None
         };
         let server = {
-            let app = crate::api::router(Arc::clone(&self));
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
                 torc_tls::serve(listener, app, tls, async move {

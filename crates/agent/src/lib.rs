@@ -22,3 +22,16 @@ pub mod shim;
 
 pub use agent::{Agent, AgentConfig, StartError, detect_resources};
 pub use runtime::TaskUser;
+
+impl Agent {
+    /// Serves the agent API on `listener` and keeps in touch with the controller until
+    /// `shutdown` completes.
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = api::router(std::sync::Arc::clone(&self));
+        self.run_with(listener, app, shutdown).await
+    }
+}

@@ -29,6 +29,7 @@
 
 mod de;
 mod error;
+mod node_type;
 mod path;
 mod rack;
 mod service;
@@ -42,8 +43,9 @@ use std::path::Path;
 use serde_saphyr::MessageFormatter;
 
 pub use error::ConfigError;
+pub use node_type::NodeType;
 pub use rack::{
-    AccessConfig, ApiConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig, NodeConfig, NodeType,
+    AccessConfig, ApiConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig, NodeConfig,
     PowerCommand, RackConfig, ServiceGroup, ServiceLogin, StateCleanConfig, StateSyncConfig,
 };
 pub use service::{HealthProbe, ServiceConfig, ServiceHealth, Sla, Volume};

@@ -1,14 +1,13 @@
 //! The rack config's top level: identity, nodes, timers and the two lists of services.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{FrameworkName, NodeName, PortRange, Resources, SecretName, ServiceName};
 
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
+use crate::node_type::NodeType;
 use crate::service::ServiceConfig;
 
 /// A whole rack config, as parsed and validated by [`RackConfig::load`] or
@@ -193,50 +192,6 @@ pub struct NodeConfig {
     /// The ports the node hands out to tasks (`31000-31999`). torc addition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_range: Option<PortRange>,
-}
-
-/// A node's role, the original's `machine-type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum NodeType {
-    /// The controller node (the switch, in the original rack).
-    Master,
-    /// A compute node.
-    Slave,
-}
-
-impl NodeType {
-    pub const ALL: [NodeType; 2] = [NodeType::Master, NodeType::Slave];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeType::Master => "master",
-            NodeType::Slave => "slave",
-        }
-    }
-}
-
-impl fmt::Display for NodeType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NodeType {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        NodeType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == text)
-            .ok_or_else(|| format!("unknown node type {text:?}, expected `master` or `slave`"))
-    }
-}
-
-impl TryFrom<String> for NodeType {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        text.parse()
-    }
 }
 
 /// An extra DNS name: `<name>.<service_domain>` → `ip`.

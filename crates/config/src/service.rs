@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use torc_types::{Constraints, NodeName, Resources, ServiceName, TaskCredentials, TaskSpec};
 
 use crate::de::{empty_as_none, null_as_default};
-use crate::rack::NodeType;
+use crate::node_type::NodeType;
 
 /// A service: an entry of `healthcheck.system_services` (always on) or of a service group
 /// (on demand). Keys and defaults follow the original; torc adds `command`, `args`, `env`,

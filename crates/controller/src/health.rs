@@ -1,6 +1,6 @@
 //! Runs service health checks: TCP connect, HTTP GET, or a command, from the controller.
-//! The rules (when a check is due, what failures lead to) live in `Rack`; this module only
-//! performs the probes and reports their outcome.
+//! The rules (when a check is due, what failures lead to) live in the rack's supervisor
+//! (`rack::supervisor`); this module only performs the probes and reports their outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use torc_types::now_millis;
 
-use crate::Controller;
-use crate::services::HealthCheck;
+use crate::controller::Controller;
+use crate::rack::HealthCheck;
 use crate::settings::Probe;
 
 fn fill(text: &str, check: &HealthCheck) -> String {
@@ -72,14 +72,7 @@ pub(crate) async fn run(ctl: Arc<Controller>) {
     loop {
         tick.tick().await;
         let now = now_millis();
-        let due = {
-            let mut inner = ctl.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let due = inner.rack.due_health_checks(now);
-            for c in &due {
-                inner.rack.health_check_started(&c.service, now);
-            }
-            due
-        };
+        let due = ctl.start_due_health_checks(now);
         for check in due {
             let ctl = Arc::clone(&ctl);
             tokio::spawn(async move {

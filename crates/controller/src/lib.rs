@@ -1,469 +1,68 @@
 //! The torc controller: the rack's brain (the seed's Mesos master plus the ToRC Scheduler).
 //!
-//! It keeps the rack's nodes and tasks (`rack`), persists every change before acknowledging it
-//! (`store`), serves the `/api/v1` HTTP API (`api`), and hands each agent its desired task set
-//! as a whole, generation-numbered document that the agent long-polls for.
+//! It keeps the rack's nodes, tasks, services and frameworks (`rack`), persists every change
+//! before acknowledging it (`store`, through `controller`'s write path), serves the `/api/v1`
+//! HTTP API and the original ToRC API (`http`), and hands each agent its desired task set as a
+//! whole, generation-numbered document that the agent long-polls for.
 //!
-//! It is not a process runtime: agents run the tasks. It does not place tasks itself either:
-//! the pure `torc-scheduler` planner does, on the rack state this crate feeds it.
+//! It is not a process runtime: agents run the tasks. It does not decide placements itself
+//! either: the pure `torc-scheduler` ledger does, on the rack state this crate feeds it.
 //!
-//! Who may call what is decided in `access` (one policy table, checked before any handler) with
-//! the credentials of `auth`; the controller runs TLS with a certificate from the rack CA when
-//! it is given one, and then also issues nodes' and tasks' certificates.
+//! Where to start reading: `rack/mod.rs` (the rules, pure), then `controller.rs` (the lock, the
+//! commit, the wake-ups), then `http/mod.rs` (the routes). The modules:
+//! - `rack`: the rack's state and rules, no I/O (its parts: `nodes`, `tasks`, `supervisor`,
+//!   `frameworks`, `announcements`, `feed`, `names`, `compat`);
+//! - `controller`: the `Controller` (rack + credentials + store behind one lock), the write
+//!   path, the reconciler loop, the numbering of DNS snapshots, tasks' credential files;
+//! - `http`: the API, split by resource, and the access policy (`http::access`);
+//! - `auth` (credentials, rack secrets, task tokens: pure), `sessions` (the UI's sessions);
+//! - `store` (redb tables), `settings` (what the controller takes from the rack config);
+//! - `health` (the probes of health checks), `power` (the power command);
+//! - the UI's back ends: `kv` (the state store's client), `lookup` (a DNS query).
+//!
+//! Who may call what is decided in `http::access` (one policy table, checked before any
+//! handler) with the credentials of `auth`; the controller runs TLS with a certificate from the
+//! rack CA when it is given one, and then also issues nodes' and tasks' certificates.
 //!
 //! Invariants:
-//! - A change is visible through the API only after it is durable in the store.
+//! - A change is acknowledged only after it is durable in the store. (A failed commit poisons
+//!   the store; see `controller` for what the in-memory rack then holds.)
 //! - All rack state lives in one `Rack` behind one mutex; handlers never hold it across an
 //!   await point.
 //! - Without `--insecure`, no route but the UI's shell, `/admin/ping` and logging in answers a
 //!   caller without a credential.
+//! - No two modules import each other (checked for every crate by
+//!   `crates/test-utils/tests/module_cycles.rs`).
 
-mod access;
-mod api;
 mod auth;
-mod dns;
-mod frameworks;
+mod controller;
 mod health;
+mod http;
 mod kv;
-mod original;
+mod lookup;
+mod power;
 mod rack;
-mod services;
+mod sessions;
 mod settings;
 mod store;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use torc_types::{NodeName, TaskId, now_millis};
 
 pub use auth::{Role, fresh_token};
-pub use dns::{Lookup, lookup};
-pub use rack::{Rack, RackError};
-pub use services::HealthCheck;
+pub use controller::{AuthMode, ChangeError, Controller, ControllerOptions, StartError};
+pub use lookup::{Lookup, lookup};
+pub use rack::{HealthCheck, Rack, RackError};
 pub use settings::{
     ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
 };
 pub use store::StoreError;
 
-/// How the controller authenticates its callers.
-#[derive(Debug, Clone)]
-pub enum AuthMode {
-    /// No credentials: anyone who reaches the API may do anything. Logged as a warning at
-    /// start and shown by `torc status`.
-    Insecure,
-    /// Tokens (and, under TLS, agents' certificates).
-    Tokens {
-        /// An admin token: adopted when the file exists, else minted and written there (0600,
-        /// its directory 0700).
-        admin_token_file: Option<PathBuf>,
-        /// The join token agents register with, the same way.
-        join_token_file: Option<PathBuf>,
-    },
-}
-
-/// How to run a controller beyond its rack config.
-#[derive(Debug, Clone)]
-pub struct ControllerOptions {
-    pub auth: AuthMode,
-    /// The rack CA's directory (`ca.pem`, `ca.key`): serve TLS with a certificate from it,
-    /// check agents' certificates, issue nodes' and tasks' certificates. `None`: plain HTTP.
-    pub ca_dir: Option<PathBuf>,
-    /// DNS names a browser may reach the web UI by, beyond IP literals and the rack's names.
-    pub ui_hosts: Vec<String>,
-}
-
-impl ControllerOptions {
-    /// No credentials, plain HTTP: for tests of the rack's rules.
-    pub fn insecure() -> ControllerOptions {
-        ControllerOptions {
-            auth: AuthMode::Insecure,
-            ca_dir: None,
-            ui_hosts: Vec::new(),
-        }
-    }
-}
-
-/// Why the controller could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the state store does not match the rack config: {0}")]
-    State(String),
-    #[error(
-        "no credentials: start the controller with --admin-token-file FILE (a fresh admin token is written there if it does not exist), or with --insecure to let anyone who reaches it do anything"
-    )]
-    NoCredentials,
-    #[error("{path}: {message}")]
-    TokenFile { path: String, message: String },
-    #[error(transparent)]
-    Tls(#[from] torc_tls::TlsError),
-}
-
-/// Why a change could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    #[error(transparent)]
-    Rejected(#[from] RackError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-struct Inner {
-    rack: Rack,
-    keys: auth::Keys,
-    store: store::Store,
-}
-
-/// The controller, shared by the API handlers and the background reconciler.
-pub struct Controller {
-    pub(crate) inner: Mutex<Inner>,
-    /// Per node: the generation of its desired set, to wake long-polling agents.
-    watchers: Mutex<HashMap<NodeName, watch::Sender<u64>>>,
-    pub(crate) access: access::Access,
-    /// The TLS configuration the API is served with (`None`: plain HTTP).
-    pub(crate) tls: Option<Arc<torc_tls::ServerConfig>>,
-    /// The rack CA, which signs nodes' and tasks' certificates.
-    pub(crate) ca: Option<torc_tls::pki::Ca>,
-    /// Certificates issued to live tasks, so that every desired-set poll hands out the same.
-    task_certs: Mutex<HashMap<TaskId, torc_tls::pki::Issued>>,
-    /// The controller's own token, for its calls to agents.
-    pub(crate) own_token: String,
-    /// The state browser's client of the rack's state store.
-    pub(crate) kv: kv::KvClients,
-    pub(crate) http: reqwest::Client,
-    /// The framework event position, to wake frameworks' long polls.
-    events: watch::Sender<u64>,
-    /// The latest DNS snapshot (numbered), and its generation to wake the DNS role.
-    dns: Mutex<torc_dns::DnsSnapshot>,
-    dns_generation: watch::Sender<u64>,
-}
-
 impl Controller {
-    /// Opens (or creates) the controller's state in `data_dir`.
-    pub fn open(
-        settings: RackSettings,
-        data_dir: &Path,
-        options: ControllerOptions,
-    ) -> Result<Arc<Controller>, StartError> {
-        torc_tls::files::own_private_dir(data_dir).map_err(|e| StartError::DataDir {
-            path: data_dir.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let store = store::Store::open(&data_dir.join("controller.redb"))?;
-        let mut loaded = store.load()?;
-        let mut keys = auth::Keys::load(&mut loaded)?;
-        let now = now_millis();
-        let insecure = matches!(options.auth, AuthMode::Insecure);
-        if let AuthMode::Tokens {
-            admin_token_file,
-            join_token_file,
-        } = &options.auth
-        {
-            if let Some(path) = admin_token_file {
-                token_file(&mut keys, path, "admin", auth::Role::Admin, now)?;
-            }
-            if let Some(path) = join_token_file {
-                token_file(&mut keys, path, "join", auth::Role::Join, now)?;
-            }
-            if !keys.has_admin(now) {
-                return Err(StartError::NoCredentials);
-            }
-        } else {
-            tracing::warn!(
-                "--insecure: anyone who reaches this controller can run any command on any node of the rack"
-            );
-        }
-        keys.ensure_task_key();
-        let own_token = keys.controller_token();
-        let mut rack = Rack::new(settings, loaded, now).map_err(StartError::State)?;
-        for name in rack.settings().secret_names() {
-            keys.ensure_secret(name.as_str());
-        }
-        // Whatever reconciling the load did (lost tasks of removed nodes) is persisted now.
-        let mut changes = rack.take_changes();
-        changes.writes.extend(keys.take_writes());
-        store.commit(&changes.writes)?;
-        let (ca, tls, client_tls) = match &options.ca_dir {
-            Some(dir) => {
-                let ca = torc_tls::pki::Ca::load(dir)?;
-                let roots = torc_tls::parse_certs(ca.cert_pem(), "the rack CA")?;
-                let issued = ca.issue(&controller_cert_request(rack.settings()))?;
-                let identity = torc_tls::Identity::from_pem(
-                    &issued.cert_pem,
-                    issued.key_pem.as_deref().unwrap_or_default(),
-                    "the controller's certificate",
-                )?;
-                let server = torc_tls::server_config(
-                    identity.clone(),
-                    torc_tls::ClientAuth::Optional(roots.clone()),
-                )?;
-                let client = torc_tls::client_config(&roots, Some(identity))?;
-                (Some(ca), Some(Arc::new(server)), Some(client))
-            }
-            None => (None, None, None),
-        };
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .no_proxy();
-        if let Some(config) = client_tls {
-            http = http.tls_backend_preconfigured(config);
-        }
-        let http = http.build().map_err(|e| {
-            StartError::Tls(torc_tls::TlsError::Pem {
-                path: "the controller's HTTP client".into(),
-                message: e.to_string(),
-            })
-        })?;
-        let mut hosts = vec!["localhost".to_string()];
-        hosts.extend(rack.settings().own_names());
-        hosts.extend(options.ui_hosts.iter().map(|h| h.to_ascii_lowercase()));
-        let (events, _) = watch::channel(rack.event_position().1);
-        let mut dns = rack.dns_snapshot();
-        dns.generation = 1;
-        let (dns_generation, _) = watch::channel(1);
-        Ok(Arc::new(Controller {
-            dns: Mutex::new(dns),
-            dns_generation,
-            inner: Mutex::new(Inner { rack, keys, store }),
-            watchers: Mutex::new(HashMap::new()),
-            access: access::Access {
-                insecure,
-                sessions: access::Sessions::default(),
-                hosts,
-            },
-            tls,
-            ca,
-            task_certs: Mutex::new(HashMap::new()),
-            own_token,
-            kv: kv::KvClients::default(),
-            http,
-            events,
-        }))
-    }
-
-    /// Who holds `token`.
-    pub(crate) fn authenticate(&self, token: &str) -> Result<auth::Who, auth::AuthError> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.keys.authenticate(token, now_millis(), |task| {
-            inner.rack.task_may_hold_token(task)
-        })
-    }
-
-    /// Whether an identity found earlier (a UI session's) still holds: its credential is not
-    /// revoked, its task still lives.
-    pub(crate) fn still_valid(&self, who: &auth::Who) -> bool {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match who {
-            auth::Who::Credential { id, .. } => inner.keys.knows(id, now_millis()),
-            auth::Who::Task(task) => inner.rack.task_may_hold_token(task),
-            auth::Who::Controller | auth::Who::Delegate(_) | auth::Who::Insecure => true,
-        }
-    }
-
-    /// The user and password the controller logs in to a rack service with (`access.etcd`,
-    /// `access.influxdb` in the rack config), the password from its rack secret.
-    pub(crate) fn login(
-        &self,
-        which: impl FnOnce(&RackSettings) -> Option<(String, torc_types::SecretName)>,
-    ) -> (Option<String>, Option<String>) {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match which(inner.rack.settings()) {
-            Some((user, secret)) => (
-                Some(user),
-                inner.keys.secret(secret.as_str()).map(str::to_string),
-            ),
-            None => (None, None),
-        }
-    }
-
-    /// The DNS name a node's certificate carries: `<node>.<domain>`.
-    pub(crate) fn node_cert_name(&self, node: &str) -> String {
-        let domain = self.read(|r| r.settings().domain.clone());
-        format!("{node}.{domain}")
-    }
-
-    /// Changes the credentials (and maybe the rack) and persists both in one commit.
-    pub(crate) fn write_keys<R>(
-        &self,
-        f: impl FnOnce(&mut Rack, &mut auth::Keys) -> Result<R, RackError>,
-    ) -> Result<R, ChangeError> {
-        self.write_inner(f)
-    }
-
-    /// `write_keys` on the blocking pool.
-    pub(crate) async fn change_keys<R: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut Rack, &mut auth::Keys) -> Result<R, RackError> + Send + 'static,
-    ) -> Result<R, ChangeError> {
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.write_keys(f))
-            .await
-            .expect("rack changes do not panic")
-    }
-
-    /// The credential files of a task placed on a node (see `TaskCredentials`).
-    pub(crate) fn task_files(
-        &self,
-        task: &torc_api::DesiredTask,
-        ip: Option<IpAddr>,
-    ) -> std::collections::BTreeMap<String, String> {
-        let mut files = std::collections::BTreeMap::new();
-        let wants = &task.spec.credentials;
-        if wants.is_empty() {
-            return files;
-        }
-        {
-            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if wants.api_access.is_some()
-                && let Some(token) = inner.keys.task_token(&task.id)
-            {
-                files.insert("token".to_string(), token);
-            }
-            for name in &wants.secrets {
-                if let Some(value) = inner.keys.secret(name.as_str()) {
-                    files.insert(name.to_string(), value.to_string());
-                }
-            }
-        }
-        if wants.tls
-            && let Some(ca) = &self.ca
-        {
-            let service_domain = self.read(|r| r.settings().service_domain.clone());
-            let mut certs = self.task_certs.lock().unwrap_or_else(|e| e.into_inner());
-            let issued = match certs.get(&task.id) {
-                Some(i) => Some(i.clone()),
-                None => {
-                    let name = format!("{}.{service_domain}", task.spec.name);
-                    if name == torc_tls::CONTROLLER_NAME {
-                        tracing::error!(task = %task.id, "refusing a task certificate that would name the controller");
-                        return files;
-                    }
-                    let req = torc_tls::pki::CertRequest {
-                        common_name: format!("task {}", task.id),
-                        dns_names: vec![name],
-                        ips: ip.into_iter().collect(),
-                        validity: TASK_CERT_VALIDITY,
-                    };
-                    match ca.issue(&req) {
-                        Ok(i) => {
-                            certs.insert(task.id.clone(), i.clone());
-                            Some(i)
-                        }
-                        Err(e) => {
-                            tracing::error!(task = %task.id, error = %e, "cannot issue the task's certificate");
-                            None
-                        }
-                    }
-                }
-            };
-            if let Some(i) = issued {
-                files.insert("tls.crt".into(), i.cert_pem);
-                files.insert("tls.key".into(), i.key_pem.unwrap_or_default());
-                files.insert("ca.crt".into(), ca.cert_pem().to_string());
-            }
-        }
-        files
-    }
-
-    /// Forgets certificates of tasks that ended.
-    fn prune_task_certs(&self) {
-        let mut certs = self.task_certs.lock().unwrap_or_else(|e| e.into_inner());
-        if certs.is_empty() {
-            return;
-        }
-        let live: std::collections::HashSet<TaskId> = self.read(|r| {
-            certs
-                .keys()
-                .filter(|id| {
-                    r.task_may_hold_token(id) || r.task(id).is_ok_and(|t| !t.state.is_terminal())
-                })
-                .cloned()
-                .collect()
-        });
-        certs.retain(|id, _| live.contains(id));
-    }
-
-    /// Reads the rack.
-    pub fn read<R>(&self, f: impl FnOnce(&Rack) -> R) -> R {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        f(&inner.rack)
-    }
-
-    /// Changes the rack, persists the change, then wakes the agents it concerns. Blocking (it
-    /// waits for fsync): async callers go through `change`.
-    pub fn write<R>(
-        &self,
-        f: impl FnOnce(&mut Rack) -> Result<R, RackError>,
-    ) -> Result<R, ChangeError> {
-        self.write_inner(|rack, _| f(rack))
-    }
-
-    fn write_inner<R>(
-        &self,
-        f: impl FnOnce(&mut Rack, &mut auth::Keys) -> Result<R, RackError>,
-    ) -> Result<R, ChangeError> {
-        let (result, wake, event_seq, names) = {
-            let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let inner = &mut *guard;
-            let result = f(&mut inner.rack, &mut inner.keys);
-            let mut changes = inner.rack.take_changes();
-            changes.writes.extend(inner.keys.take_writes());
-            inner.store.commit(&changes.writes)?;
-            let names = changes.names_may_change.then(|| inner.rack.dns_snapshot());
-            (result?, changes.wake, inner.rack.event_position().1, names)
-        };
-        if let Some(names) = names {
-            self.publish_dns(names);
-        }
-        self.events.send_if_modified(|seq| {
-            let changed = *seq != event_seq;
-            *seq = event_seq;
-            changed
-        });
-        let watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        for (node, generation) in wake {
-            if let Some(tx) = watchers.get(&node) {
-                tx.send_replace(generation);
-            }
-        }
-        Ok(result)
-    }
-
-    /// `write` on the blocking pool, for async handlers.
-    pub async fn change<R: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut Rack) -> Result<R, RackError> + Send + 'static,
-    ) -> Result<R, ChangeError> {
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.write(f))
-            .await
-            .expect("rack changes do not panic")
-    }
-
-    fn subscribe(&self, node: &NodeName) -> Option<watch::Receiver<u64>> {
-        let generation = self.read(|r| r.desired_generation(node))?;
-        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = watchers
-            .entry(node.clone())
-            .or_insert_with(|| watch::channel(generation).0);
-        Some(tx.subscribe())
-    }
-
-    /// Serves the API on `listener` and runs the reconciler until `shutdown` completes.
+    /// Serves the API on `listener`, and runs the reconciler and the health checks, until
+    /// `shutdown` completes.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -471,132 +70,10 @@ impl Controller {
     ) -> std::io::Result<()> {
         let ticker = tokio::spawn(Arc::clone(&self).reconcile());
         let health = tokio::spawn(health::run(Arc::clone(&self)));
-        let app = api::router(Arc::clone(&self));
+        let app = http::router(Arc::clone(&self));
         let result = torc_tls::serve(listener, app, self.tls.clone(), shutdown).await;
         ticker.abort();
         health.abort();
         result
-    }
-
-    /// Numbers a new DNS snapshot when its content changed, and wakes the DNS role.
-    fn publish_dns(&self, mut names: torc_dns::DnsSnapshot) {
-        let mut current = self.dns.lock().unwrap_or_else(|e| e.into_inner());
-        names.generation = current.generation;
-        if *current == names {
-            return;
-        }
-        names.generation += 1;
-        let generation = names.generation;
-        *current = names;
-        drop(current);
-        self.dns_generation.send_replace(generation);
-    }
-
-    pub(crate) fn dns_snapshot(&self) -> torc_dns::DnsSnapshot {
-        self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub(crate) fn subscribe_dns(&self) -> watch::Receiver<u64> {
-        self.dns_generation.subscribe()
-    }
-
-    pub(crate) fn subscribe_events(&self) -> watch::Receiver<u64> {
-        self.events.subscribe()
-    }
-
-    /// Background reconciler: expires silent nodes and frameworks, restarts services, retries
-    /// pending tasks.
-    async fn reconcile(self: Arc<Self>) {
-        let period = self
-            .read(|r| r.heartbeat_interval())
-            .min(Duration::from_millis(500));
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            if let Err(e) = self
-                .change_keys(|rack, keys| {
-                    let now = now_millis();
-                    rack.tick(now);
-                    keys.expire(now);
-                    Ok(())
-                })
-                .await
-            {
-                tracing::error!(error = %e, "reconcile step failed");
-            }
-            self.prune_task_certs();
-        }
-    }
-}
-
-/// How long a task's certificate is valid. Tasks get a fresh one at each start.
-// TODO-correctness: a task that runs longer than this keeps an expired certificate; renew
-// certificates of live tasks (the agent would rewrite the files and signal the task).
-const TASK_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Adopts the token in `path`, or mints one and writes it there.
-fn token_file(
-    keys: &mut auth::Keys,
-    path: &Path,
-    what: &str,
-    role: auth::Role,
-    now: torc_types::UnixMillis,
-) -> Result<(), StartError> {
-    let shown = path.display().to_string();
-    let err = |message: String| StartError::TokenFile {
-        path: shown.clone(),
-        message,
-    };
-    if path.exists() {
-        let token = torc_tls::files::read_secret(path).map_err(|e| err(e.to_string()))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| what.to_string());
-        match keys.adopt(&token, &name, role, now) {
-            Ok(true) => tracing::info!(path = %shown, "{what} token adopted"),
-            Ok(false) => {}
-            Err(auth::AuthError::Revoked) => {
-                return Err(err(
-                    "its token was revoked; remove the file to get a fresh one".to_string(),
-                ));
-            }
-            Err(e) => {
-                return Err(err(format!(
-                    "{e}; a token of torc's shape (torc_<16 hex>_<64 hex>) that this controller does not know under another secret; remove the file to get a fresh token"
-                )));
-            }
-        }
-    } else {
-        let minted = keys.mint(what, role, now, None);
-        torc_tls::files::write_secret(path, &format!("{}\n", minted.token))
-            .map_err(|e| err(e.to_string()))?;
-        tracing::info!(path = %shown, "a new {what} token is in the file");
-    }
-    Ok(())
-}
-
-/// The controller's certificate: its address, its node's addresses and names, loopback.
-fn controller_cert_request(settings: &RackSettings) -> torc_tls::pki::CertRequest {
-    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
-    if let Some(addr) = settings.controller_addr
-        && !addr.ip().is_unspecified()
-    {
-        ips.push(addr.ip());
-    }
-    for node in settings.nodes.iter().filter(|n| n.node_type == "master") {
-        ips.push(node.ip);
-        ips.extend(node.external_ip);
-    }
-    ips.sort();
-    ips.dedup();
-    let mut dns_names = settings.own_names();
-    dns_names.push(torc_tls::CONTROLLER_NAME.to_string());
-    torc_tls::pki::CertRequest {
-        common_name: format!("controller of rack {}", settings.rack_name),
-        dns_names,
-        ips,
-        validity: Duration::from_secs(365 * 24 * 3600),
     }
 }

@@ -93,6 +93,14 @@ impl Write {
     pub fn put<T: Serialize>(table: Table, key: &str, value: &T) -> Write {
         Write::Put(table, key.to_string(), to_json(value))
     }
+
+    /// A record as it now is: written, or deleted when it is gone.
+    pub fn current<T: Serialize>(table: Table, key: &str, value: Option<&T>) -> Write {
+        match value {
+            Some(v) => Write::put(table, key, v),
+            None => Write::Delete(table, key.to_string()),
+        }
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {

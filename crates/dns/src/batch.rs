@@ -21,7 +21,7 @@ use std::{
 
 use tracing::debug;
 
-use crate::{server::UdpWorker, udp::WorkerState};
+use crate::{udp::WorkerState, udp_worker::UdpWorker};
 
 /// Datagrams per system call.
 const BATCH: usize = 32;

@@ -27,26 +27,13 @@ use hickory_proto::{
 };
 
 use crate::{
+    key::{Key, key_of},
     snapshot::{DnsSnapshot, SnapshotError},
     zonefile::{MAX_LABEL, StaticZone, absolute, parse_record, shown},
 };
 
-/// A lowercased wire-format name: length-prefixed labels ending with the root's zero byte.
-pub(crate) type Key = Box<[u8]>;
-
 /// How many CNAMEs are followed before giving up (a loop, or a silly chain).
 const MAX_CNAME_CHAIN: usize = 8;
-
-/// The key of `name`.
-pub(crate) fn key_of(name: &Name) -> Key {
-    let mut key = Vec::with_capacity(name.len() + 2);
-    for label in name.iter() {
-        key.push(label.len() as u8);
-        key.extend(label.iter().map(u8::to_ascii_lowercase));
-    }
-    key.push(0);
-    key.into_boxed_slice()
-}
 
 /// The key of the parent name, `None` for the root.
 fn parent(key: &[u8]) -> Option<&[u8]> {

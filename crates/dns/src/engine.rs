@@ -24,8 +24,9 @@ use hickory_proto::{
 };
 
 use crate::{
-    catalog::{Catalog, Resolution, key_of},
+    catalog::{Catalog, Resolution},
     cidr::Cidr,
+    key::key_of,
     wire::{self, CLASS_ANY, CLASS_IN, Query, rcode},
 };
 

@@ -25,9 +25,10 @@ use hickory_proto::{
 };
 
 use crate::{
-    catalog::{Catalog, key_of},
+    catalog::Catalog,
     cidr::Cidr,
     engine::{Engine, Outcome, Transport},
+    key::key_of,
     rrl::RateLimit,
     snapshot::DnsSnapshot,
     stats,

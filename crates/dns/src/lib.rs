@@ -47,12 +47,14 @@
 //!   are ours (see `wire.rs` and `server.rs`).
 //!
 //! Code map: `wire` reads queries and patches answers; `catalog` holds the zones and resolves
-//! names; `engine` decides an answer; `cache` keeps a UDP thread's encoded answers; `rrl` is a
-//! UDP thread's rate limiter; `udp` is a UDP thread's answer path (parse, cache, engine, patch,
-//! limit) and `tcp` the TCP connections; `forward` asks upstreams; `server` runs the loops
-//! (`batch`: their Linux system calls); `stats` counts what they did; `snapshot` and `zonefile`
-//! are the two inputs; `cidr` is the recursion allow-list; `fuzzing` holds the fuzz targets'
-//! checks (not API).
+//! names (`key`: names as it keys them); `engine` decides an answer; `cache` keeps a UDP
+//! thread's encoded answers; `rrl` is a UDP thread's rate limiter; `udp` is a UDP thread's
+//! answer path (parse, cache, engine, patch, limit), `udp_worker` the thread's I/O around it
+//! (`batch`: its Linux system calls) and `tcp` the TCP connections; `forward` asks upstreams;
+//! `shared` is the configuration and the state all loops share; `server` starts the loops and
+//! swaps snapshots in; `stats` counts what they did; `snapshot` and `zonefile` are the two
+//! inputs; `cidr` is the recursion allow-list; `fuzzing` holds the fuzz targets' checks (not
+//! API).
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -64,18 +66,22 @@ mod forward;
 /// Not API: entry points for the fuzz targets of `tests/fuzz.rs`.
 #[doc(hidden)]
 pub mod fuzzing;
+mod key;
 mod rrl;
 mod server;
+mod shared;
 mod snapshot;
 mod stats;
 mod tcp;
 mod udp;
+mod udp_worker;
 mod wire;
 mod zonefile;
 
 pub use cidr::{Cidr, CidrError};
 pub use rrl::RateLimit;
-pub use server::{DnsConfig, DnsHandle, DnsServer, Listeners};
+pub use server::{DnsHandle, DnsServer, Listeners};
+pub use shared::DnsConfig;
 pub use snapshot::{
     DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,
 };

@@ -1,4 +1,5 @@
-//! The serving loops and the handle that swaps in new snapshots.
+//! The server: starts the serving loops (a `udp_worker` thread per UDP socket, the TCP accept
+//! loop of `tcp.rs`) and stops them, and the handle that swaps in new snapshots.
 //!
 //! UDP: one blocking OS thread per socket (one socket per core, SO_REUSEPORT), each with its own
 //! receive buffer, answer buffer, answer cache and rate limiter (`rrl.rs`), so the hot path takes
@@ -31,76 +32,17 @@ use tokio::{
     net::TcpListener,
     sync::{Semaphore, oneshot, watch},
 };
-use tracing::debug;
 
 use crate::{
     catalog::Catalog,
-    cidr::Cidr,
     engine::Engine,
     forward::Forwarder,
-    rrl::RateLimit,
+    shared::{DnsConfig, Shared},
     snapshot::{DnsSnapshot, SnapshotError},
-    stats::{self, Counters, DnsStats},
+    stats::{Counters, DnsStats},
     tcp,
-    udp::{Step, WorkerState},
-    wire::{self, KEY_LEN, Parsed, Query, rcode},
-    zonefile::StaticZone,
+    udp_worker::UdpWorker,
 };
-
-/// How the server behaves. `Default` gives a server with no static zones, no upstreams and
-/// recursion for loopback clients only.
-#[derive(Debug, Clone)]
-pub struct DnsConfig {
-    /// Zones loaded from zone files; they stay the same across snapshots.
-    pub static_zones: Vec<StaticZone>,
-    /// Resolvers asked for names outside our zones, in order. None: such names are REFUSED.
-    pub upstreams: Vec<SocketAddr>,
-    /// How long one upstream gets to answer.
-    pub upstream_timeout: Duration,
-    /// Clients whose queries for outside names are forwarded; others get REFUSED.
-    pub allow_recursion: Vec<Cidr>,
-    /// The largest UDP answer sent, whatever the client offers (DNS flag day 2020: 1232).
-    pub max_udp_payload: u16,
-    /// A TCP connection whose first query has not arrived whole this long after the accept is
-    /// closed (bind9's `tcp-initial-timeout`).
-    pub tcp_initial_timeout: Duration,
-    /// A TCP connection whose next query has not arrived whole this long after the previous
-    /// answer, or that does not take an answer for this long, is closed (bind9's
-    /// `tcp-idle-timeout`).
-    pub tcp_idle_timeout: Duration,
-    /// TCP connections at once. At the cap, a new client takes the slot of the connection that
-    /// has waited longest on its client (`tcp.rs`).
-    pub max_tcp_connections: usize,
-    /// TCP connections at once from one source address (an IPv6 /64); more are closed at once.
-    pub max_tcp_connections_per_source: usize,
-    /// Answers cached per UDP thread, at least: the cache is sized from the catalog, four
-    /// slots per name (so every name's common questions stay cached), up to 262,144 slots.
-    /// When full, a new answer replaces one that was not read recently (see `cache.rs`).
-    pub cache_entries: usize,
-    /// Forwarded queries in flight at once; more are dropped (clients retry).
-    pub max_forwards_in_flight: usize,
-    /// Response-rate limiting of UDP answers (`rrl.rs`); on by default.
-    pub rate_limit: RateLimit,
-}
-
-impl Default for DnsConfig {
-    fn default() -> Self {
-        Self {
-            static_zones: Vec::new(),
-            upstreams: Vec::new(),
-            upstream_timeout: Duration::from_secs(2),
-            allow_recursion: Cidr::loopback(),
-            max_udp_payload: 1232,
-            tcp_initial_timeout: Duration::from_secs(30),
-            tcp_idle_timeout: Duration::from_secs(30),
-            max_tcp_connections: 512,
-            max_tcp_connections_per_source: 32,
-            cache_entries: 10_000,
-            max_forwards_in_flight: 1024,
-            rate_limit: RateLimit::default(),
-        }
-    }
-}
 
 /// Sockets bound for a server: UDP sockets sharing one port, and a TCP listener on it.
 #[derive(Debug)]
@@ -165,41 +107,6 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<StdTcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
-}
-
-pub(crate) struct Shared {
-    /// The zone files, kept to rebuild the catalog with each snapshot.
-    static_zones: Vec<StaticZone>,
-    catalog: RwLock<Arc<Catalog>>,
-    /// Bumped after every swap of `catalog`.
-    epoch: AtomicU64,
-    apply_lock: Mutex<()>,
-    pub(crate) engine: Engine,
-    pub(crate) forwarder: Forwarder,
-    forwards: Arc<Semaphore>,
-    /// The configuration, its `static_zones` moved out to the field above.
-    pub(crate) config: DnsConfig,
-    /// One counter set per UDP thread ever started (each its only writer), kept after the
-    /// thread ends so totals never go down.
-    udp_counters: Mutex<Vec<Arc<Counters>>>,
-    /// Shared by all TCP connections.
-    pub(crate) tcp_counters: Counters,
-}
-
-impl Shared {
-    /// Slots for a UDP thread's answer cache while `catalog` is served (see `cache_entries`).
-    fn cache_slots(&self, catalog: &Catalog) -> usize {
-        self.config
-            .cache_entries
-            .max(catalog.name_count().saturating_mul(4))
-    }
-
-    pub(crate) fn catalog(&self) -> Arc<Catalog> {
-        self.catalog
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
 }
 
 /// The DNS server; consumed by [`DnsServer::serve`].
@@ -274,7 +181,11 @@ impl DnsServer {
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
                 .spawn(move || {
-                    worker.run();
+                    let mut state = worker.new_state();
+                    #[cfg(target_os = "linux")]
+                    crate::batch::serve(&worker, &mut state);
+                    #[cfg(not(target_os = "linux"))]
+                    worker.serve_simple(&mut state);
                     drop(tx);
                 })?;
             done.push(rx);
@@ -347,149 +258,5 @@ impl DnsHandle {
         }
         self.shared.tcp_counters.add_to(&mut total);
         total
-    }
-}
-
-/// One UDP socket's serving loop, on its own OS thread.
-pub(crate) struct UdpWorker {
-    socket: Arc<UdpSocket>,
-    /// This thread's own counters: it is their only writer.
-    counters: Arc<Counters>,
-    shared: Arc<Shared>,
-    runtime: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
-}
-
-impl UdpWorker {
-    fn run(self) {
-        let catalog = self.shared.catalog();
-        let slots = self.shared.cache_slots(&catalog);
-        let mut state = WorkerState::new(catalog, slots, &self.shared.config.rate_limit);
-        #[cfg(target_os = "linux")]
-        {
-            crate::batch::serve(&self, &mut state);
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            self.serve_simple(&mut state);
-        }
-    }
-
-    /// One datagram per system call; the portable loop.
-    #[cfg_attr(target_os = "linux", allow(dead_code))]
-    fn serve_simple(&self, state: &mut WorkerState) {
-        let mut packet = vec![0u8; 65_535];
-        let mut out = Vec::with_capacity(65_535);
-        loop {
-            let received = self.socket.recv_from(&mut packet);
-            if self.stopping() {
-                return;
-            }
-            match received {
-                Ok((len, peer)) => {
-                    state.tick();
-                    if self.handle(&packet[..len], peer, state, &mut out)
-                        && let Err(e) = self.socket.send_to(&out, peer)
-                    {
-                        debug!(%peer, error = %e, "UDP send failed");
-                    }
-                }
-                Err(e) => self.receive_error(&e),
-            }
-        }
-    }
-
-    pub(crate) fn socket(&self) -> &UdpSocket {
-        &self.socket
-    }
-
-    pub(crate) fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn receive_error(&self, e: &io::Error) {
-        // Timeouts are the shutdown backstop; ECONNREFUSED comes from an ICMP error for an
-        // earlier answer. Neither is fatal.
-        if !matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-        ) {
-            debug!(error = %e, "UDP receive failed");
-        }
-    }
-
-    /// Counts a datagram received and dropped before `handle` (too long, unknown sender).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn count_dropped(&self) {
-        self.counters.count_single_writer(stats::Outcome::Dropped);
-    }
-
-    /// Answers one datagram into `out`; false when nothing is to be sent now.
-    pub(crate) fn handle(
-        &self,
-        packet: &[u8],
-        peer: SocketAddr,
-        state: &mut WorkerState,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        let outcome = self.answer(packet, peer, state, out);
-        self.counters.count_single_writer(outcome);
-        !matches!(
-            outcome,
-            stats::Outcome::Forwarded | stats::Outcome::Dropped | stats::Outcome::RateLimited
-        )
-    }
-
-    /// Answers one datagram into `out`, unless the outcome is `Forwarded`, `Dropped` or
-    /// `RateLimited`.
-    fn answer(
-        &self,
-        packet: &[u8],
-        peer: SocketAddr,
-        state: &mut WorkerState,
-        out: &mut Vec<u8>,
-    ) -> stats::Outcome {
-        let shared = &*self.shared;
-        let now = shared.epoch.load(Ordering::Acquire);
-        if now != state.epoch {
-            state.epoch = now;
-            state.catalog = shared.catalog();
-            state.cache.reset(shared.cache_slots(&state.catalog));
-        }
-        match state.answer(&shared.engine, packet, peer, out) {
-            Step::Done(outcome) => outcome,
-            Step::Forward(query) => self.forward(packet, &query, peer),
-        }
-    }
-
-    /// Hands a query to an upstream; `Dropped` if too many are out already.
-    fn forward(&self, packet: &[u8], query: &Query<'_>, peer: SocketAddr) -> stats::Outcome {
-        let Ok(permit) = self.shared.forwards.clone().try_acquire_owned() else {
-            // TODO-scalability: dropped, not queued; the client retries.
-            debug!(%peer, "too many forwarded queries in flight; dropped");
-            return stats::Outcome::Dropped;
-        };
-        let packet = packet.to_vec();
-        let question_len = query.question_end() - wire::HEADER_LEN;
-        let shared = self.shared.clone();
-        let socket = self.socket.clone();
-        self.runtime.spawn(async move {
-            let _permit = permit;
-            let max = shared.engine.max_udp_payload;
-            let mut key = [0u8; KEY_LEN];
-            let Parsed::Query { query, .. } = wire::parse_query(&packet, &mut key) else {
-                return;
-            };
-            let mut out = Vec::new();
-            match shared.forwarder.query(&packet, question_len, false).await {
-                Some(answer) => out = answer,
-                None => wire::bare_answer(&mut out, &query, rcode::SERVFAIL, false, true, max),
-            }
-            if out.len() > query.udp_limit(max) {
-                wire::truncate(&mut out, &query, max);
-            }
-            let _ = socket.send_to(&out, peer);
-        });
-        stats::Outcome::Forwarded
     }
 }

@@ -42,7 +42,7 @@ use tracing::{debug, warn};
 
 use crate::{
     engine::{Outcome, Transport},
-    server::Shared,
+    shared::Shared,
     stats,
     wire::{self, KEY_LEN, KEY_PREFIX, Read, rcode},
 };

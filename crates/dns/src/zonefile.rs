@@ -24,7 +24,7 @@ use hickory_proto::rr::{
     rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT},
 };
 
-use crate::catalog::{Key, key_of};
+use crate::key::{Key, key_of};
 
 /// A zone read from a zone file: its apex and its records.
 #[derive(Clone, Debug)]

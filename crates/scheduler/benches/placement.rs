@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use torc_scheduler::{NodeState, Planner, TaskRequest};
+use torc_scheduler::{Ledger, NodeState, TaskRequest};
 use torc_types::{Constraints, NodeName, Resources, TaskId};
 
 fn main() {
@@ -31,7 +31,7 @@ fn main() {
     let decisions = 20_000;
     let mut rounds = Vec::new();
     for _ in 0..5 {
-        let mut planner = Planner::new(nodes.clone());
+        let mut ledger = Ledger::new(nodes.clone());
         let start = Instant::now();
         for i in 0..decisions {
             let req = TaskRequest {
@@ -40,7 +40,7 @@ fn main() {
                 ports: 1,
                 constraints: if i % 3 == 0 { &storage } else { &any },
             };
-            std::hint::black_box(planner.place(&req).expect("fits"));
+            std::hint::black_box(ledger.place(&req).expect("fits"));
         }
         rounds.push(decisions as f64 / start.elapsed().as_secs_f64());
     }

@@ -1,9 +1,9 @@
-//! The placement planner: state in, plan out.
+//! Placement: the resource ledger of a rack, and the decision where a task goes.
 //!
-//! Given the nodes (with what is already allocated on them) and the tasks waiting to be placed,
-//! it decides where each task goes and which ports it gets, or why it cannot go anywhere. It
-//! performs no I/O and reads no clock, so the same input always gives the same plan and the
-//! controller can test and benchmark it alone.
+//! The [`Ledger`] holds the nodes and what is allocated on each. Given a task, it decides where
+//! the task goes and which ports it gets (reserving them), or says why it cannot go anywhere.
+//! It performs no I/O and reads no clock, so the same input always gives the same placement and
+//! the controller can test and benchmark it alone.
 //!
 //! Invariants:
 //! - A placement never overcommits a node: the task's resources fit in what is still free
@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use torc_types::{Constraints, NodeName, PortRange, Resources, TaskId};
 
-/// A node as the planner needs to see it.
+/// A node as the ledger needs to see it.
 #[derive(Debug, Clone)]
 pub struct NodeState {
     pub name: NodeName,
@@ -73,7 +73,7 @@ impl NodeState {
     }
 }
 
-/// What one task asks of the planner.
+/// What one task asks of the ledger.
 #[derive(Debug, Clone)]
 pub struct TaskRequest<'a> {
     pub id: &'a TaskId,
@@ -89,19 +89,19 @@ pub struct Placement {
     pub ports: Vec<u16>,
 }
 
-/// Places tasks on nodes and keeps each node's allocation. Each successful `place` reserves the
-/// resources, so later tasks see them as taken; `release` gives them back. The controller keeps
-/// one `Planner` as its resource ledger; a throwaway copy serves for what-if planning.
+/// The resource ledger: each node's allocation, and placement against it. Each successful
+/// `place` reserves the resources, so later tasks see them as taken; `release` gives them back.
+/// The controller's task table keeps one; a throwaway copy serves for what-if placement.
 #[derive(Debug, Clone)]
-pub struct Planner {
+pub struct Ledger {
     nodes: Vec<NodeState>,
 }
 
-impl Planner {
+impl Ledger {
     pub fn new(mut nodes: Vec<NodeState>) -> Self {
         // A stable order makes ties deterministic whatever order the caller used.
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        Planner { nodes }
+        Ledger { nodes }
     }
 
     pub fn nodes(&self) -> &[NodeState] {
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn spreads_instead_of_first_fit() {
-        let mut p = Planner::new(vec![
+        let mut p = Ledger::new(vec![
             node("a", 4.0, 1000.0),
             node("b", 4.0, 1000.0),
             node("c", 4.0, 1000.0),
@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn never_overcommits_and_explains() {
-        let mut p = Planner::new(vec![node("a", 1.0, 100.0)]);
+        let mut p = Ledger::new(vec![node("a", 1.0, 100.0)]);
         let id = TaskId::new("t.1").unwrap();
         let c = Constraints::default();
         assert!(p.place(&req(&id, &c, 0.6, 10.0, 0)).is_ok());
@@ -326,7 +326,7 @@ mod tests {
         let mut c_node = node("c", 4.0, 1000.0);
         c_node.active = false;
         c_node.node_function = "storage".into();
-        let mut p = Planner::new(vec![node("a", 4.0, 1000.0), b, c_node]);
+        let mut p = Ledger::new(vec![node("a", 4.0, 1000.0), b, c_node]);
         let id = TaskId::new("t.1").unwrap();
         let on_controller = Constraints {
             node_function: Some("controller".into()),
@@ -357,7 +357,7 @@ mod tests {
     fn ports_are_unique_and_run_out() {
         let mut n = node("a", 8.0, 1000.0);
         n.used_ports.insert(31001);
-        let mut p = Planner::new(vec![n]);
+        let mut p = Ledger::new(vec![n]);
         let id = TaskId::new("t.1").unwrap();
         let c = Constraints::default();
         assert_eq!(

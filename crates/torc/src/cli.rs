@@ -13,7 +13,7 @@ use torc_types::{
     Constraints, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState,
 };
 
-use crate::DEFAULT_CONTROLLER;
+use crate::process::DEFAULT_CONTROLLER;
 
 /// How a client command finds its controller.
 #[derive(Args, Clone)]

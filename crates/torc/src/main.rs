@@ -2,13 +2,11 @@
 //! `up` for a whole local rack) or a client command against a running controller.
 
 mod cli;
+mod process;
 mod roles;
 mod up;
 
 use clap::{Parser, Subcommand};
-
-/// The controller a client command talks to when none is given: the local rack of `torc up`.
-pub const DEFAULT_CONTROLLER: &str = "https://127.0.3.20:3000";
 
 #[derive(Parser)]
 #[command(
@@ -142,26 +140,5 @@ fn raise_open_files_limit() {
         && soft < hard
     {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default level.
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Resolves once SIGINT or SIGTERM arrives.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
-    let mut int = signal(SignalKind::interrupt()).expect("can listen for SIGINT");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }

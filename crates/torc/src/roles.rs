@@ -11,7 +11,7 @@ use torc_config::RackConfig;
 use torc_controller::{AuthMode, Controller, ControllerOptions, RackSettings};
 use torc_types::{NodeName, PortRange, Resources};
 
-use crate::{init_tracing, shutdown_signal};
+use crate::process::{init_tracing, shutdown_signal};
 
 #[derive(Args)]
 pub struct ControllerArgs {

@@ -21,7 +21,7 @@ use clap::Args;
 use torc_config::RackConfig;
 use torc_types::NodeName;
 
-use crate::init_tracing;
+use crate::process::{init_tracing, shutdown_signal};
 
 /// The sample rack: the seed's wedge and bladerunners.
 pub const SAMPLE_CONFIG: &str = include_str!("../../../config/rack.yaml");
@@ -269,7 +269,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let expected: Vec<NodeName> = config.nodes.iter().map(|n| n.name.clone()).collect();
     let result = tokio::select! {
         r = wait_for_nodes(&client, &expected, &mut children, &logs) => r,
-        _ = crate::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+        _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
         stop(children).await;
@@ -323,7 +323,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                     bail!("the controller stopped; the rack is down");
                 }
             }
-            _ = crate::shutdown_signal() => break,
+            _ = shutdown_signal() => break,
         }
     }
     println!("\nStopping the rack...");

@@ -1,9 +1,11 @@
-//! The original ToRC Scheduler's REST API (reference §3), on the same port as `/api/v1`, with
+//! The original ToRC Scheduler's REST API (reference §3): `/nodes`, `/services/running`,
+//! `/services/metered`, `/service`, `/start/group`, `/service/announce`, `/node/startup`,
+//! `/node/shutdown` and `/admin/ping`, on the same port as `/api/v1`, with
 //! the original JSON shapes, so that statesync, the datacollector, Vector and sub-schedulers
 //! written for it work unchanged. Unlike the original: unknown names get a 404 JSON error (not
 //! `{"result":"done"}`), query strings are properly decoded, bad bodies get a 400, every
 //! route needs a credential, and the GETs that change the rack need an admin's bearer token
-//! (never a browser session: see `crate::access`).
+//! (never a browser session: see `super::access`).
 
 use std::sync::Arc;
 
@@ -16,10 +18,11 @@ use serde::Deserialize;
 use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
 use torc_types::{NodeName, ServiceName, now_millis};
 
-use crate::Controller;
-use crate::api::{ApiError, Params, Reply};
+use super::error::{ApiError, Reply};
+use super::extract::Query;
+use crate::controller::Controller;
 
-pub(crate) fn routes() -> Router<Arc<Controller>> {
+pub(super) fn routes() -> Router<Arc<Controller>> {
     Router::new()
         .route("/admin/ping", get(|| async { "pong" }))
         .route("/nodes", get(nodes))
@@ -27,7 +30,7 @@ pub(crate) fn routes() -> Router<Arc<Controller>> {
         .route("/services/metered", get(metered))
         .route("/service", get(service_by_id).delete(delete_service))
         .route("/start/group", get(start_group))
-        .route("/service/announce", post(crate::api::announce))
+        .route("/service/announce", post(super::services::announce))
         .route("/node/startup", get(startup))
         .route("/node/shutdown", get(shutdown))
 }
@@ -73,7 +76,7 @@ async fn metered(State(ctl): State<Arc<Controller>>) -> Json<Vec<OriginalTask>> 
 /// browser.
 async fn service_by_id(
     State(ctl): State<Arc<Controller>>,
-    Params(q): Params<ById>,
+    Query(q): Query<ById>,
 ) -> impl IntoResponse {
     let cors = [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")];
     let id = match required(q.id, "id") {
@@ -95,7 +98,7 @@ async fn service_by_id(
 
 async fn delete_service(
     State(ctl): State<Arc<Controller>>,
-    Params(q): Params<ByName>,
+    Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
     let name = required(q.name, "name")?;
     ctl.change(move |rack| rack.delete_service(&name, now_millis()))
@@ -105,7 +108,7 @@ async fn delete_service(
 
 async fn start_group(
     State(ctl): State<Arc<Controller>>,
-    Params(q): Params<ByName>,
+    Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
     let name = required(q.name, "name")?;
     let group = ServiceName::new(name.clone()).map_err(|_| {
@@ -123,20 +126,21 @@ async fn power(ctl: &Controller, name: Option<String>, action: &str) -> Reply<Si
     let name = required(name, "name")?;
     let node = NodeName::new(name.clone())
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no node named {name:?}")))?;
-    crate::api::run_power(ctl, &node, action).await?;
+    let argv = ctl.read(|r| crate::power::command(r, &node, action))?;
+    crate::power::run(&node, action, argv).await?;
     Ok(done())
 }
 
 async fn startup(
     State(ctl): State<Arc<Controller>>,
-    Params(q): Params<ByName>,
+    Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
     power(&ctl, q.name, "on").await
 }
 
 async fn shutdown(
     State(ctl): State<Arc<Controller>>,
-    Params(q): Params<ByName>,
+    Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
     power(&ctl, q.name, "off").await
 }

@@ -1,6 +1,14 @@
-use super::*;
-use crate::settings::ConfiguredNode;
-use crate::store::Loaded;
+//! A few of the rack's rules as code; most are data-driven cases (`rules.rs`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use torc_api::{RegisterRequest, RuntimeInfo, StatusReport, TaskReport};
+use torc_types::{FrameworkName, NodeName, Resources, TaskId, TaskSpec, TaskState};
+
+use super::{Rack, RackError};
+use crate::settings::{ConfiguredNode, RackSettings};
+use crate::store::{Loaded, Write};
 
 fn settings(open_join: bool) -> RackSettings {
     let node = |name: &str, ip: &str, t: &str, f: &str| ConfiguredNode {
@@ -76,7 +84,7 @@ fn report(id: &TaskId, state: TaskState, exit_code: Option<i32>) -> StatusReport
 
 #[test]
 fn unknown_nodes_are_refused_with_the_reason() {
-    let mut rack = Rack::new(settings(false), empty(), 0).unwrap();
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     let err = register(&mut rack, "stranger", "10.0.0.99", 1).unwrap_err();
     assert!(
         matches!(&err, RackError::Forbidden(m) if m.contains("not in the rack config (rack.yaml)")),
@@ -87,14 +95,14 @@ fn unknown_nodes_are_refused_with_the_reason() {
         err.to_string().contains("has ip 10.0.0.21 in rack.yaml"),
         "{err}"
     );
-    let mut open = Rack::new(settings(true), empty(), 0).unwrap();
+    let mut open = Rack::for_tests(settings(true), empty(), 0, 1);
     register(&mut open, "stranger", "10.0.0.99", 1).unwrap();
     assert_eq!(open.node_views().len(), 4);
 }
 
 #[test]
 fn task_lifecycle_and_desired_generations() {
-    let mut rack = Rack::new(settings(false), empty(), 0).unwrap();
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1).unwrap();
     let g0 = rack.take_changes().wake;
     assert_eq!(g0.len(), 1);
@@ -160,7 +168,7 @@ fn task_lifecycle_and_desired_generations() {
 
 #[test]
 fn exit_codes_and_pending_reasons() {
-    let mut rack = Rack::new(settings(false), empty(), 0).unwrap();
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1).unwrap();
     let id = rack.launch(spec("job", 1.0), builtin(), 2).unwrap();
     let b1: NodeName = "b1".parse().unwrap();
@@ -182,7 +190,7 @@ fn exit_codes_and_pending_reasons() {
 
 #[test]
 fn silent_nodes_go_inactive_and_lose_their_tasks() {
-    let mut rack = Rack::new(settings(false), empty(), 0).unwrap();
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1_000).unwrap();
     let id = rack.launch(spec("web", 1.0), builtin(), 1_000).unwrap();
     let b1: NodeName = "b1".parse().unwrap();
@@ -204,7 +212,7 @@ fn silent_nodes_go_inactive_and_lose_their_tasks() {
 
 #[test]
 fn restart_from_the_store_keeps_tasks_and_generations() {
-    let mut rack = Rack::new(settings(false), empty(), 0).unwrap();
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1).unwrap();
     let id = rack.launch(spec("web", 1.0), builtin(), 2).unwrap();
     rack.report(
@@ -228,7 +236,7 @@ fn restart_from_the_store_keeps_tasks_and_generations() {
             Write::Delete(..) => {}
         }
     }
-    let rack2 = Rack::new(settings(false), loaded, 100).unwrap();
+    let rack2 = Rack::for_tests(settings(false), loaded, 100, 2);
     let t = rack2.task(&id).unwrap();
     assert_eq!(t.state, TaskState::Running);
     let b1 = rack2.node_view(&"b1".parse().unwrap()).unwrap();

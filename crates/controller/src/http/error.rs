@@ -1,0 +1,94 @@
+//! The API's error answer: JSON `{"error": "...", "status": N}` that says what was wrong, and
+//! the status each kind of refusal maps to.
+
+use axum::Json;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use torc_api::ErrorBody;
+
+use crate::controller::ChangeError;
+use crate::power::PowerError;
+use crate::rack::RackError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// A handler's answer: JSON, or an error answer.
+pub(crate) type Reply<T> = Result<Json<T>, ApiError>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.message,
+            status: self.status.as_u16(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<RackError> for ApiError {
+    fn from(e: RackError) -> Self {
+        let status = match &e {
+            RackError::NotFound(_) => StatusCode::NOT_FOUND,
+            RackError::Conflict(_) => StatusCode::CONFLICT,
+            RackError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RackError::Forbidden(_) => StatusCode::FORBIDDEN,
+            RackError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Rejected(e) => e.into(),
+            ChangeError::Store(e) => {
+                tracing::error!(error = %e, "state store write failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<PowerError> for ApiError {
+    fn from(e: PowerError) -> Self {
+        let status = match &e {
+            PowerError::Rack(e) => return e.clone().into(),
+            PowerError::Action(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            PowerError::NotConfigured { .. } | PowerError::Empty { .. } => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            PowerError::NoManagementIp { .. } => StatusCode::CONFLICT,
+            PowerError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            PowerError::Spawn { .. } | PowerError::Failed { .. } => StatusCode::BAD_GATEWAY,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// A peer (an agent, the tsdb, a framework, the state store) failed us.
+pub(crate) fn bad_gateway(e: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, e)
+}
+
+/// The answer to a path no route matches.
+pub(crate) async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+}

@@ -1,0 +1,64 @@
+//! The controller's HTTP API, `/api/v1`, and the original ToRC API beside it: JSON in and out,
+//! proper verbs and status codes, and every error a JSON body `{"error": "...", "status": N}`
+//! that says what was wrong (`error`, `extract`).
+//!
+//! One module per resource, each listing its own routes:
+//! - `nodes` (and a node's power), `tasks`, `agents` (the agent protocol), `frameworks`,
+//!   `services` (services, groups, announcements), `status` (status and the event feed);
+//! - the UI's back ends: `names` (the DNS snapshot and lookups), `state` (the state store
+//!   browser), `query` (the time-series database), `ui` (the assets);
+//! - `session` (UI sessions, token reviews) and `credentials` (tokens and rack secrets);
+//! - `compat`: the original ToRC routes (`/nodes`, `/services/running`, ...).
+//!
+//! Who may call each route is decided before any handler runs, in one table (`access`);
+//! handlers that act on a caller's behalf read it from the `Caller` extension. `proxy` reaches
+//! agents, frameworks and system services for a caller.
+
+mod access;
+mod agents;
+mod compat;
+mod credentials;
+mod error;
+mod extract;
+mod frameworks;
+mod longpoll;
+mod names;
+mod nodes;
+mod proxy;
+mod query;
+mod services;
+mod session;
+mod state;
+mod status;
+mod tasks;
+mod ui;
+
+use std::sync::Arc;
+
+use axum::{Router, middleware};
+
+use crate::controller::Controller;
+
+/// Every route, behind the access policy; anything else is a JSON 404.
+pub fn router(ctl: Arc<Controller>) -> Router {
+    Router::new()
+        .merge(nodes::routes())
+        .merge(status::routes())
+        .merge(names::routes())
+        .merge(state::routes())
+        .merge(query::routes())
+        .merge(tasks::routes())
+        .merge(frameworks::routes())
+        .merge(services::routes())
+        .merge(compat::routes())
+        .merge(ui::routes())
+        .merge(agents::routes())
+        .merge(session::routes())
+        .merge(credentials::routes())
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&ctl),
+            access::authorize,
+        ))
+        .fallback(error::not_found)
+        .with_state(ctl)
+}

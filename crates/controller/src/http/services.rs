@@ -1,0 +1,102 @@
+//! Supervised services and groups (`/api/v1/services`, `/api/v1/groups`) and the tasks that
+//! sub-schedulers announce (`/api/v1/announcements`; the original's `POST /service/announce`
+//! is the same handler).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use torc_api::original::OriginalTask;
+use torc_api::{GroupView, ServiceView};
+use torc_types::{ServiceName, now_millis};
+
+use super::error::{ApiError, Reply};
+use super::extract::{Body, Path};
+use crate::controller::Controller;
+
+pub(super) fn routes() -> Router<Arc<Controller>> {
+    Router::new()
+        .route("/api/v1/services", get(list_services))
+        .route(
+            "/api/v1/services/{name}",
+            get(get_service).delete(delete_service),
+        )
+        .route("/api/v1/groups", get(list_groups))
+        .route("/api/v1/groups/{name}/start", post(start_group))
+        .route("/api/v1/groups/{name}/stop", post(stop_group))
+        .route("/api/v1/announcements", get(list_announced).post(announce))
+}
+
+async fn list_services(State(ctl): State<Arc<Controller>>) -> Json<Vec<ServiceView>> {
+    Json(ctl.read(|r| r.services()))
+}
+
+async fn get_service(
+    State(ctl): State<Arc<Controller>>,
+    Path(name): Path<ServiceName>,
+) -> Reply<ServiceView> {
+    Ok(Json(ctl.read(|r| r.service(&name))?))
+}
+
+async fn delete_service(
+    State(ctl): State<Arc<Controller>>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let what = ctl
+        .change(move |rack| rack.delete_service(&name, now_millis()))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "result": what })),
+    ))
+}
+
+async fn list_groups(State(ctl): State<Arc<Controller>>) -> Json<Vec<GroupView>> {
+    Json(ctl.read(|r| r.groups()))
+}
+
+async fn start_group(
+    State(ctl): State<Arc<Controller>>,
+    Path(name): Path<ServiceName>,
+) -> Reply<GroupView> {
+    group_action(&ctl, name, true).await
+}
+
+async fn stop_group(
+    State(ctl): State<Arc<Controller>>,
+    Path(name): Path<ServiceName>,
+) -> Reply<GroupView> {
+    group_action(&ctl, name, false).await
+}
+
+/// Starts or stops a service group and answers with the group as it is now.
+async fn group_action(ctl: &Arc<Controller>, name: ServiceName, start: bool) -> Reply<GroupView> {
+    let view = ctl
+        .change(move |rack| {
+            if start {
+                rack.start_group(&name, now_millis())?;
+            } else {
+                rack.stop_group(&name, now_millis())?;
+            }
+            rack.group(&name)
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+async fn list_announced(State(ctl): State<Arc<Controller>>) -> Json<Vec<OriginalTask>> {
+    Json(ctl.read(|r| r.announced()))
+}
+
+pub(super) async fn announce(
+    State(ctl): State<Arc<Controller>>,
+    Body(task): Body<OriginalTask>,
+) -> Result<Json<torc_api::original::SimpleResponse>, ApiError> {
+    ctl.change(move |rack| rack.announce(task, now_millis()))
+        .await?;
+    Ok(Json(torc_api::original::SimpleResponse {
+        result: "done".into(),
+    }))
+}

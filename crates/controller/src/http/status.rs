@@ -1,0 +1,47 @@
+//! The rack at a glance: `GET /api/v1/status` (services, nodes, frameworks, and warnings
+//! about how the controller runs) and the event feed for people (`GET /api/v1/events`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use torc_api::StatusView;
+
+use super::extract::Query;
+use crate::controller::Controller;
+
+pub(super) fn routes() -> Router<Arc<Controller>> {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/events", get(events))
+}
+
+async fn status(State(ctl): State<Arc<Controller>>) -> Json<StatusView> {
+    let mut view = ctl.read(|r| r.status());
+    if ctl.access.insecure {
+        view.warnings.push(
+            "insecure: this controller checks no credentials; anyone who reaches it can run any command on any node".into(),
+        );
+    }
+    if ctl.tls.is_none() {
+        view.warnings.push(
+            "plain HTTP: tokens and task specs cross the rack network unencrypted (start the controller with --ca-dir)".into(),
+        );
+    }
+    Json(view)
+}
+
+#[derive(serde::Deserialize)]
+struct EventsAfter {
+    #[serde(default)]
+    after: u64,
+}
+
+/// The event feed after `after` (a `seq`), oldest first.
+async fn events(
+    State(ctl): State<Arc<Controller>>,
+    Query(q): Query<EventsAfter>,
+) -> Json<Vec<torc_api::RackEvent>> {
+    Json(ctl.read(|r| r.feed(q.after)))
+}

@@ -1,0 +1,750 @@
+//! The rack's state as the controller keeps it, and the rules of its life.
+//!
+//! `Rack` is plain data plus transitions. It performs no I/O and reads no clock (time is an
+//! argument; task ids and the epoch are the only random inputs), so every rule can be tested
+//! directly: `rules.rs` runs the data-driven cases of `crates/controller/tests/rules/` against
+//! it. The controller wraps it with the store and the network: after each change it drains
+//! `take_changes()`, persists the records, and wakes the agents whose desired task set
+//! changed.
+//!
+//! `Rack` is a composition of parts, each in its own module, owning its data and changing it
+//! only through its own methods (other parts read its records through `&`):
+//! - `nodes`: the node table, and the generations of the nodes' desired sets;
+//! - `tasks`: the task table, its lifecycle and the resource ledger that places tasks;
+//! - `supervisor`: service instances (system services expanded by SLA, started groups) and
+//!   their rules: restart back-off, jobs, dependencies, health;
+//! - `frameworks`: the framework registry and its tasks' updates;
+//! - `announcements`: external tasks announced by sub-schedulers;
+//! - `feed`: the event feed for people;
+//! - `names` and `compat`: views over the parts (the DNS names; the original API's shapes).
+//!
+//! This module is where the parts meet: it checks what needs more than one part, carries out
+//! what the supervisor and the registry ask (start this, kill that), and hands each task state
+//! change to the parts that follow tasks (`settle`), in the order the changes happened.
+//!
+//! Invariants:
+//! - A task id is never reused, and a task in a terminal state never changes again.
+//! - A node's desired set is exactly its tasks in `staging` or `running`; any change to that set
+//!   gives the node a new, higher generation.
+//! - Resources allocated on a node are derived from its tasks, never stored separately.
+//! - Every task state change reaches the supervisor, the registry and the feed before the
+//!   rack method that caused it returns.
+
+mod announcements;
+mod compat;
+mod error;
+mod feed;
+mod frameworks;
+mod names;
+mod nodes;
+mod supervisor;
+mod tasks;
+
+use std::time::Duration;
+
+use torc_api::original::OriginalTask;
+use torc_api::{
+    DesiredState, FrameworkEvents, FrameworkRegistered, FrameworkRegistration, FrameworkView,
+    GroupView, NodeView, RackEvent, RegisterRequest, ServiceView, StatusReport, StatusView,
+    TaskFilter, TaskView,
+};
+use torc_dns::DnsSnapshot;
+use torc_types::{
+    BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskSpec, TaskState,
+    UnixMillis,
+};
+
+use crate::settings::RackSettings;
+use crate::store::{Loaded, StoreError, Table, Write};
+use announcements::Announcements;
+use feed::Feed;
+use frameworks::{FrameworkRegistry, Updates};
+use nodes::NodeTable;
+use supervisor::{Kill, Supervisor};
+use tasks::TaskTable;
+
+pub use error::RackError;
+pub use supervisor::HealthCheck;
+
+/// What a change left to do: records to persist and agents to wake.
+pub struct Changes {
+    pub writes: Vec<Write>,
+    /// Nodes whose desired set has a new generation.
+    pub wake: Vec<(NodeName, u64)>,
+    /// Whether the rack's names (DNS) may differ: a record changed, or a service's health did.
+    /// Heartbeats and framework polls change neither, so they skip rebuilding the names.
+    pub names_may_change: bool,
+}
+
+pub struct Rack {
+    settings: RackSettings,
+    started_at: UnixMillis,
+    nodes: NodeTable,
+    tasks: TaskTable,
+    services: Supervisor,
+    frameworks: FrameworkRegistry,
+    announced: Announcements,
+    feed: Feed,
+}
+
+fn builtin() -> FrameworkName {
+    FrameworkName::new(BUILTIN_FRAMEWORK).expect("valid builtin name")
+}
+
+impl Rack {
+    /// Builds the rack from the config and whatever the store held. Config wins on what it
+    /// declares (addresses, type, function); the store supplies what only agents know. Tasks
+    /// of nodes no longer in the config are lost.
+    pub fn new(
+        settings: RackSettings,
+        loaded: Loaded,
+        now: UnixMillis,
+    ) -> Result<Rack, StoreError> {
+        let epoch = (torc_types::random_u64() & 0xffff_ffff).max(1);
+        Rack::with_epoch(settings, loaded, now, epoch)
+    }
+
+    fn with_epoch(
+        settings: RackSettings,
+        mut loaded: Loaded,
+        now: UnixMillis,
+        epoch: u64,
+    ) -> Result<Rack, StoreError> {
+        let generation = loaded.meta("generation").unwrap_or(0);
+        let nodes = NodeTable::load(&settings, loaded.take(Table::Nodes)?, generation, now);
+        let tasks = TaskTable::load(loaded.take(Table::Tasks)?, nodes.scheduler_states());
+        let mut rack = Rack {
+            services: Supervisor::load(loaded.take(Table::Services)?),
+            frameworks: FrameworkRegistry::load(loaded.take(Table::Frameworks)?, epoch, now),
+            announced: Announcements::load(loaded.take(Table::Announced)?),
+            feed: Feed::default(),
+            started_at: now,
+            settings,
+            nodes,
+            tasks,
+        };
+        let orphans = rack
+            .tasks
+            .live_ids(|t| t.node.as_ref().is_some_and(|n| !rack.nodes.contains(n)));
+        for id in orphans {
+            let why = "its node was removed from the rack config".to_string();
+            rack.tasks.lose(&id, why, now);
+        }
+        rack.settle(now);
+        Ok(rack)
+    }
+
+    /// A rack with nothing stored yet.
+    pub fn fresh(settings: RackSettings, now: UnixMillis) -> Rack {
+        Rack::new(settings, Loaded::default(), now).expect("an empty store always loads")
+    }
+
+    /// A rack for tests: the epoch given, task ids counted (`web.000000000001`, ...).
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        settings: RackSettings,
+        loaded: Loaded,
+        now: UnixMillis,
+        epoch: u64,
+    ) -> Rack {
+        let mut rack =
+            Rack::with_epoch(settings, loaded, now, epoch).expect("the test store loads");
+        rack.tasks.count_ids();
+        rack
+    }
+
+    pub fn settings(&self) -> &RackSettings {
+        &self.settings
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Changes
+
+    /// Drains what changed since the last call: records to write and agents to wake.
+    pub fn take_changes(&mut self) -> Changes {
+        let (mut writes, wake) = self.nodes.take_changes();
+        writes.extend(self.tasks.take_writes());
+        writes.extend(self.services.take_writes());
+        writes.extend(self.frameworks.take_writes());
+        writes.extend(self.announced.take_writes());
+        // Taken every time, so a health change is never reported twice.
+        let health_changed = self.services.take_health_changed();
+        let names_may_change = !writes.is_empty() || health_changed;
+        Changes {
+            writes,
+            wake,
+            names_may_change,
+        }
+    }
+
+    /// Hands the task table's state changes, oldest first, to the parts that follow tasks:
+    /// the node table (desired sets), the feed (failures), the framework registry (its
+    /// frameworks' tasks) and the supervisor (the built-in framework's tasks that ended).
+    fn settle(&mut self, now: UnixMillis) {
+        for change in self.tasks.take_transitions() {
+            if change.moves_desired_set()
+                && let Some(node) = &change.node
+            {
+                self.nodes.desired_set_changed(node);
+            }
+            if matches!(change.to, TaskState::Failed | TaskState::Lost) {
+                let msg = format!(
+                    "task {} {}{}",
+                    change.id,
+                    change.to,
+                    change
+                        .message
+                        .as_ref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                );
+                let node = change.node.as_ref();
+                self.feed
+                    .record("task", "error", msg, Some(&change.id), node, now);
+            }
+            if change.framework.as_str() != BUILTIN_FRAMEWORK {
+                self.frameworks.task_updated(&change.framework, &change.id);
+            } else if change.to.is_terminal() {
+                self.services.task_ended(&change, now);
+            }
+        }
+    }
+
+    /// Places pending tasks, oldest first; the ones that fit nowhere keep the reason.
+    pub fn schedule(&mut self, now: UnixMillis) {
+        let nodes = &self.nodes;
+        self.tasks.place_pending(now, |n| nodes.ip(n));
+        self.settle(now);
+    }
+
+    /// Kills a task with the reason recorded on it.
+    fn kill_with(&mut self, id: &TaskId, why: &str, now: UnixMillis) -> Result<(), RackError> {
+        let result = self.tasks.kill(id, why, now);
+        self.settle(now);
+        result
+    }
+
+    /// Kills what a part asked to, ignoring tasks that already ended.
+    fn kill_all(&mut self, kills: impl IntoIterator<Item = Kill>, now: UnixMillis) {
+        for (id, why) in kills {
+            let _ = self.kill_with(&id, &why, now);
+        }
+    }
+
+    /// Tells the ledger what the node table now says of a node.
+    fn sync_ledger(&mut self, name: &NodeName) {
+        if let Some(state) = self.nodes.get(name).map(|n| n.scheduler_state()) {
+            self.tasks.sync_node(state);
+        }
+    }
+
+    /// Adds an event to the feed (e.g. a credential created, a framework's own line).
+    pub fn record_event(&mut self, kind: &str, level: &str, message: String, now: UnixMillis) {
+        self.feed.record(kind, level, message, None, None, now);
+    }
+
+    /// The feed's events after `after` (a `seq`), oldest first.
+    pub fn feed(&self, after: u64) -> Vec<RackEvent> {
+        self.feed.after(after)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Agents
+
+    /// An agent (re)joins with everything it runs. Returns its heartbeat interval.
+    pub fn register(
+        &mut self,
+        mut req: RegisterRequest,
+        now: UnixMillis,
+    ) -> Result<Duration, RackError> {
+        let reports = std::mem::take(&mut req.tasks);
+        let name = self.nodes.register(&self.settings, req, now)?;
+        self.sync_ledger(&name);
+        let msg = format!("node {name} registered");
+        self.feed
+            .record("node", "info", msg, None, Some(&name), now);
+        self.tasks.apply_reports(&name, reports, true, now);
+        self.settle(now);
+        self.reconcile_services(now);
+        self.schedule(now);
+        Ok(self.heartbeat_interval())
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.settings.node_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    /// Task transitions and the heartbeat from a registered, active node.
+    pub fn report(
+        &mut self,
+        node: &NodeName,
+        report: StatusReport,
+        now: UnixMillis,
+    ) -> Result<(), RackError> {
+        self.nodes.heartbeat(node, now)?;
+        self.tasks
+            .apply_reports(node, report.tasks, report.full, now);
+        self.settle(now);
+        self.reconcile_services(now);
+        self.schedule(now);
+        Ok(())
+    }
+
+    /// Periodic work: nodes that stopped reporting go inactive and their tasks are lost;
+    /// frameworks past their failover timeout lose their tasks; announcements lapse; services
+    /// due are started and pending tasks placed.
+    pub fn tick(&mut self, now: UnixMillis) {
+        let timeout = self.settings.node_timeout.as_millis() as u64;
+        for name in self.nodes.expire(timeout, now) {
+            let msg = format!("node {name} stopped reporting; it is inactive");
+            self.feed
+                .record("node", "error", msg, None, Some(&name), now);
+            self.sync_ledger(&name);
+            let why = format!("node {name} stopped reporting (no word for {timeout} ms)");
+            for id in self.tasks.live_ids(|t| t.node.as_ref() == Some(&name)) {
+                self.tasks.lose(&id, why.clone(), now);
+            }
+            self.settle(now);
+        }
+        for (name, timeout) in self.frameworks.expired(now) {
+            tracing::warn!(framework = %name, "failover timeout passed; killing its tasks");
+            let why = format!("did not come back within its failover timeout ({timeout} ms)");
+            self.deactivate_framework(&name, &why, now);
+        }
+        self.announced.expire(timeout, now);
+        self.reconcile_services(now);
+        self.schedule(now);
+    }
+
+    /// A node's desired set, with its generation.
+    pub fn desired(&self, node: &NodeName) -> Result<DesiredState, RackError> {
+        let record = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| RackError::NotFound(format!("no node named \"{node}\"")))?;
+        Ok(DesiredState {
+            generation: record.desired_generation,
+            tasks: self.tasks.desired_on(node),
+        })
+    }
+
+    pub fn desired_generation(&self, node: &NodeName) -> Option<u64> {
+        self.nodes.get(node).map(|n| n.desired_generation)
+    }
+
+    /// Whether a task lives and asked for its own controller token.
+    pub fn task_may_hold_token(&self, id: &TaskId) -> bool {
+        self.tasks.may_hold_token(id)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Nodes
+
+    pub fn node_views(&self) -> Vec<NodeView> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let (allocated, ports, tasks) = self.tasks.allocation(&n.name);
+                n.view(allocated, ports, tasks)
+            })
+            .collect()
+    }
+
+    pub fn node_view(&self, name: &NodeName) -> Result<NodeView, RackError> {
+        let n = self
+            .nodes
+            .get(name)
+            .ok_or_else(|| RackError::NotFound(format!("no node named \"{name}\"")))?;
+        let (allocated, ports, tasks) = self.tasks.allocation(name);
+        Ok(n.view(allocated, ports, tasks))
+    }
+
+    /// Where a node's agent answers, and whether the node is active.
+    pub fn agent_url(&self, name: &NodeName) -> Option<(String, bool)> {
+        self.nodes
+            .get(name)
+            .and_then(|n| n.agent_url.clone().map(|u| (u, n.active)))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Tasks
+
+    /// Accepts a task; it is placed now if a node fits, or stays pending with the reason.
+    pub fn launch(
+        &mut self,
+        spec: TaskSpec,
+        framework: FrameworkName,
+        now: UnixMillis,
+    ) -> Result<TaskId, RackError> {
+        spec.validate()
+            .map_err(|e| RackError::Invalid(format!("task spec: {e}")))?;
+        // The controller's own name and the config's DNS addons are not for tasks: a task so
+        // named would answer in DNS (and hold a certificate) for them.
+        if spec.name.as_str() == self.settings.rack_name
+            || self
+                .settings
+                .dns_addons
+                .iter()
+                .any(|(n, _)| *n == spec.name)
+        {
+            return Err(RackError::Invalid(format!(
+                "name: {} is reserved (the controller's own name, or a dns-addon in {})",
+                spec.name, self.settings.config_origin
+            )));
+        }
+        if let Some(n) = &spec.constraints.node_name
+            && !self.nodes.contains(n)
+        {
+            return Err(RackError::Invalid(format!(
+                "constraints.node_name: no node named \"{n}\" in the rack"
+            )));
+        }
+        let id = self.tasks.add(spec, framework, now);
+        self.schedule(now);
+        Ok(id)
+    }
+
+    /// Asks for a task to end. Pending tasks end at once; placed ones are killed by their agent.
+    pub fn kill(&mut self, id: &TaskId, now: UnixMillis) -> Result<(), RackError> {
+        self.kill_with(id, "kill requested", now)
+    }
+
+    pub fn tasks(&self, filter: &TaskFilter) -> Vec<TaskView> {
+        self.tasks.list(filter)
+    }
+
+    pub fn task(&self, id: &TaskId) -> Result<TaskView, RackError> {
+        self.tasks.view(id)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Services
+
+    /// Brings the supervisor in line with the config and the nodes, then starts every service
+    /// instance that should run and does not.
+    fn reconcile_services(&mut self, now: UnixMillis) {
+        let kills = self.services.adopt_config(&self.settings, &self.nodes);
+        self.kill_all(kills, now);
+        for start in self.services.due_starts(&self.tasks, now) {
+            let result = self.launch(start.spec.clone(), builtin(), now);
+            if let Some(line) = self.services.started(&start, result) {
+                self.feed
+                    .record("service", "warning", line, None, None, now);
+            }
+        }
+    }
+
+    /// Starts a service group. Idempotent: instances that exist are left alone.
+    pub fn start_group(
+        &mut self,
+        group: &ServiceName,
+        now: UnixMillis,
+    ) -> Result<Vec<ServiceName>, RackError> {
+        let names = self.services.start_group(group, &self.settings)?;
+        self.reconcile_services(now);
+        self.schedule(now);
+        Ok(names)
+    }
+
+    /// Stops a service group: its instances are killed and forgotten.
+    pub fn stop_group(
+        &mut self,
+        group: &ServiceName,
+        now: UnixMillis,
+    ) -> Result<Vec<ServiceName>, RackError> {
+        let (names, kills) = self.services.stop_group(group, &self.settings)?;
+        self.kill_all(kills, now);
+        Ok(names)
+    }
+
+    pub fn group(&self, name: &ServiceName) -> Result<GroupView, RackError> {
+        self.groups()
+            .into_iter()
+            .find(|g| &g.name == name)
+            .ok_or_else(|| RackError::NotFound(format!("no service group named \"{name}\"")))
+    }
+
+    pub fn groups(&self) -> Vec<GroupView> {
+        self.services.groups(&self.settings, &self.tasks)
+    }
+
+    /// Ends a service instance, announced task or task by name (`DELETE /service?name=`): a
+    /// system service's task is killed and restarted; a group instance ends for good.
+    pub fn delete_service(&mut self, name: &str, now: UnixMillis) -> Result<String, RackError> {
+        if let Ok(sname) = ServiceName::new(name)
+            && let Some(rec) = self.services.get(&sname)
+        {
+            if rec.group.is_some() {
+                let kill = self.services.remove(&sname, "stopped by request");
+                self.kill_all(kill, now);
+                return Ok(format!("{name} stopped"));
+            }
+            if let Some(id) = self.tasks.live(rec.task.as_ref()).map(|t| t.id.clone()) {
+                self.kill_with(&id, "killed by request; a system service is restarted", now)?;
+            }
+            return Ok(format!(
+                "{name} killed; it is a system service and will be restarted"
+            ));
+        }
+        if self.announced.remove(name) {
+            return Ok(format!("announced task {name} removed"));
+        }
+        let live = self.tasks.live_ids(|t| t.name.as_str() == name);
+        if live.is_empty() {
+            return Err(RackError::NotFound(format!(
+                "no running service or task named \"{name}\""
+            )));
+        }
+        for id in &live {
+            self.kill_with(id, "killed by request", now)?;
+        }
+        Ok(format!("{name} killed"))
+    }
+
+    pub fn services(&self) -> Vec<ServiceView> {
+        self.services.views(&self.tasks)
+    }
+
+    pub fn service(&self, name: &ServiceName) -> Result<ServiceView, RackError> {
+        self.services.view(name, &self.tasks)
+    }
+
+    pub fn status(&self) -> StatusView {
+        StatusView {
+            warnings: Vec::new(),
+            rack: self.settings.rack_name.clone(),
+            started_at: self.started_at,
+            nodes_total: self.nodes.len(),
+            nodes_active: self.nodes.active_count(),
+            services: self.services.statuses(&self.tasks),
+            frameworks: self.frameworks(),
+        }
+    }
+
+    /// Health checks due at `now`.
+    pub fn due_health_checks(&self, now: UnixMillis) -> Vec<HealthCheck> {
+        self.services.due_health_checks(&self.tasks, now)
+    }
+
+    /// Marks a check as started, so it is not started again before it ends.
+    pub fn health_check_started(&mut self, service: &ServiceName, now: UnixMillis) {
+        self.services.health_check_started(service, now);
+    }
+
+    /// Records a check's outcome; after `failure_threshold` failures in a row the task is
+    /// killed, and the service restarted.
+    pub fn record_health(
+        &mut self,
+        service: &ServiceName,
+        task: &TaskId,
+        result: Result<(), String>,
+        now: UnixMillis,
+    ) {
+        let kill = self.services.record_health(service, task, result, now);
+        self.kill_all(kill, now);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Announced tasks
+
+    /// `POST /service/announce`: registers or renews an external task of a sub-scheduler.
+    pub fn announce(&mut self, task: OriginalTask, now: UnixMillis) -> Result<(), RackError> {
+        let services = &self.services;
+        self.announced.announce(
+            task,
+            &self.settings.rack_name,
+            |name| services.get(name).map(|r| r.origin()),
+            now,
+        )
+    }
+
+    pub fn announced(&self) -> Vec<OriginalTask> {
+        self.announced.tasks().cloned().collect()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Frameworks
+
+    /// Registers a framework, or re-registers it: its surviving tasks are its again.
+    pub fn register_framework(
+        &mut self,
+        reg: FrameworkRegistration,
+        now: UnixMillis,
+    ) -> Result<FrameworkRegistered, RackError> {
+        self.frameworks
+            .register(&reg, &self.settings.rack_name, now)?;
+        Ok(FrameworkRegistered {
+            framework: self
+                .frameworks
+                .view(&reg.name, &self.tasks, self.started_at),
+            tasks: self.tasks.of_framework(&reg.name, true),
+        })
+    }
+
+    /// Unregisters a framework: its tasks are killed.
+    pub fn unregister_framework(
+        &mut self,
+        name: &FrameworkName,
+        now: UnixMillis,
+    ) -> Result<(), RackError> {
+        self.frameworks.get(name)?;
+        self.deactivate_framework(name, "unregistered", now);
+        Ok(())
+    }
+
+    fn deactivate_framework(&mut self, name: &FrameworkName, why: &str, now: UnixMillis) {
+        self.frameworks.deactivate(name, why);
+        let why = format!("framework {name} {why}");
+        let live = self.tasks.live_ids(|t| &t.framework == name);
+        self.kill_all(live.into_iter().map(|id| (id, why.clone())), now);
+    }
+
+    /// Launches a task for a framework, under a name no service and no other framework holds.
+    pub fn framework_launch(
+        &mut self,
+        name: &FrameworkName,
+        spec: TaskSpec,
+        now: UnixMillis,
+    ) -> Result<TaskId, RackError> {
+        self.frameworks.active(name)?;
+        if let Some(rec) = self.services.get(&spec.name) {
+            return Err(RackError::Conflict(format!(
+                "{} is a service of this rack ({}); a framework cannot launch under its name",
+                spec.name,
+                rec.origin()
+            )));
+        }
+        if let Some(other) = self
+            .tasks
+            .iter()
+            .find(|t| t.name == spec.name && &t.framework != name && !t.state.is_terminal())
+        {
+            return Err(RackError::Conflict(format!(
+                "the name {} is taken by a task of framework {}",
+                spec.name, other.framework
+            )));
+        }
+        self.launch(spec, name.clone(), now)
+    }
+
+    /// Kills one of a framework's own tasks.
+    pub fn framework_kill(
+        &mut self,
+        name: &FrameworkName,
+        id: &TaskId,
+        now: UnixMillis,
+    ) -> Result<(), RackError> {
+        self.frameworks.get(name)?;
+        let task = self.tasks.view(id)?;
+        if &task.framework != name {
+            return Err(RackError::Conflict(format!(
+                "task {id} belongs to {}, not to framework {name}",
+                if task.framework.as_str() == BUILTIN_FRAMEWORK {
+                    "the controller".to_string()
+                } else {
+                    format!("framework {}", task.framework)
+                }
+            )));
+        }
+        self.kill_with(id, &format!("killed by framework {name}"), now)
+    }
+
+    /// Notes that a framework is alive (it polled).
+    pub fn framework_seen(
+        &mut self,
+        name: &FrameworkName,
+        now: UnixMillis,
+    ) -> Result<(), RackError> {
+        self.frameworks.seen(name, now)
+    }
+
+    /// A framework's tasks; with `live_only`, those not ended.
+    pub fn framework_tasks(&self, name: &FrameworkName, live_only: bool) -> Vec<TaskView> {
+        self.tasks.of_framework(name, live_only)
+    }
+
+    /// Updates of a framework's tasks after `after` (see `FrameworkEvents`).
+    pub fn framework_events(
+        &self,
+        name: &FrameworkName,
+        epoch: u64,
+        after: u64,
+    ) -> FrameworkEvents {
+        let (epoch_now, seq) = self.frameworks.position();
+        match self.frameworks.updates_after(name, epoch, after) {
+            Updates::Reset => FrameworkEvents {
+                epoch: epoch_now,
+                seq,
+                reset: true,
+                tasks: self.tasks.of_framework(name, false),
+            },
+            Updates::Since(ids) => FrameworkEvents {
+                epoch: epoch_now,
+                seq,
+                reset: false,
+                tasks: ids
+                    .iter()
+                    .filter_map(|id| self.tasks.get(id).cloned())
+                    .collect(),
+            },
+        }
+    }
+
+    /// The frameworks' update position: (epoch, seq).
+    pub fn update_position(&self) -> (u64, u64) {
+        self.frameworks.position()
+    }
+
+    pub fn frameworks(&self) -> Vec<FrameworkView> {
+        self.frameworks.views(&self.tasks, self.started_at)
+    }
+
+    pub fn framework(&self, name: &FrameworkName) -> Result<FrameworkView, RackError> {
+        if name.as_str() != BUILTIN_FRAMEWORK {
+            self.frameworks.get(name)?;
+        }
+        Ok(self.frameworks.view(name, &self.tasks, self.started_at))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Names and the original API's shapes
+
+    /// The current DNS names, with generation 0 (the controller numbers snapshots).
+    pub fn dns_snapshot(&self) -> DnsSnapshot {
+        names::snapshot(
+            &self.settings,
+            &self.nodes,
+            &self.tasks,
+            &self.services,
+            &self.announced,
+        )
+    }
+
+    /// `GET /nodes` of the original API.
+    pub fn original_nodes(&self) -> Vec<torc_api::original::OriginalNode> {
+        compat::nodes(&self.nodes)
+    }
+
+    /// `GET /services/running` (`metered_only`: `/services/metered`) of the original API.
+    pub fn original_running(&self, metered_only: bool) -> Vec<OriginalTask> {
+        compat::running(
+            &self.settings,
+            &self.nodes,
+            &self.tasks,
+            &self.services,
+            &self.announced,
+            metered_only,
+        )
+    }
+
+    /// `GET /service?id=` of the original API: the name of the first task whose id starts
+    /// with `prefix`.
+    pub fn name_by_id_prefix(&self, prefix: &str) -> Option<String> {
+        compat::name_by_id_prefix(&self.tasks, &self.announced, prefix)
+    }
+}
+
+#[cfg(test)]
+mod rules;
+#[cfg(test)]
+mod tests;

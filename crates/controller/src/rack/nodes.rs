@@ -1,0 +1,375 @@
+//! The node table: every node of the rack, as the rack config declares it and as its agent
+//! reports it, and the generation of each node's desired task set.
+//!
+//! What it is not: it knows nothing of tasks. What a node has allocated is the task table's
+//! ledger; the rack passes it in when it builds a node's view.
+//!
+//! Invariants:
+//! - The config wins on what it declares (address, type, function, resources, port range); the
+//!   agent supplies the rest. A configured node registers only from its configured address.
+//! - No two nodes share an address.
+//! - Desired-set generations come from one rack-wide counter that only grows and is persisted
+//!   with the records, so an agent never sees a generation twice, across controller restarts
+//!   too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use torc_api::{NodeResources, NodeView, RegisterRequest, RuntimeInfo};
+use torc_scheduler::NodeState;
+use torc_types::{NodeName, PortRange, Resources, UnixMillis};
+
+use super::error::RackError;
+use crate::settings::{ConfiguredNode, RackSettings};
+use crate::store::{Table, Write};
+
+/// A node's durable record. Other parts read it; only the table changes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeRecord {
+    pub(crate) name: NodeName,
+    pub(crate) ip: IpAddr,
+    pub(crate) external_ip: Option<IpAddr>,
+    pub(crate) management_ip: Option<IpAddr>,
+    pub(crate) node_type: String,
+    pub(crate) node_function: String,
+    pub(crate) registered: bool,
+    pub(crate) active: bool,
+    pub(crate) last_seen: UnixMillis,
+    pub(crate) agent_url: Option<String>,
+    pub(crate) total: Resources,
+    pub(crate) port_range: PortRange,
+    /// The switch port the node hangs off (the original's `port_id`).
+    #[serde(default)]
+    pub(crate) port_id: u16,
+    pub(crate) attributes: BTreeMap<String, String>,
+    pub(crate) runtime: RuntimeInfo,
+    /// Generation of this node's desired task set.
+    pub(crate) desired_generation: u64,
+    /// Declared in the rack config (as opposed to joined openly).
+    pub(crate) configured: bool,
+}
+
+impl NodeRecord {
+    fn from_config(c: &ConfiguredNode) -> NodeRecord {
+        NodeRecord {
+            name: c.name.clone(),
+            ip: c.ip,
+            external_ip: c.external_ip,
+            management_ip: c.management_ip,
+            node_type: c.node_type.clone(),
+            node_function: c.node_function.clone().unwrap_or_else(|| "none".into()),
+            registered: false,
+            active: false,
+            last_seen: 0,
+            agent_url: None,
+            total: c.resources.unwrap_or(Resources::ZERO),
+            port_range: c.port_range.unwrap_or_default(),
+            port_id: c.port,
+            attributes: BTreeMap::new(),
+            runtime: RuntimeInfo::default(),
+            desired_generation: 0,
+            configured: true,
+        }
+    }
+
+    /// The scheduler's view of the node, with nothing allocated (the ledger adds what is).
+    pub(crate) fn scheduler_state(&self) -> NodeState {
+        NodeState {
+            name: self.name.clone(),
+            node_type: self.node_type.clone(),
+            node_function: self.node_function.clone(),
+            active: self.active,
+            total: self.total,
+            allocated: Resources::ZERO,
+            port_range: self.port_range,
+            used_ports: BTreeSet::new(),
+            tasks: 0,
+        }
+    }
+
+    /// The API's view, with what the ledger says is allocated on the node.
+    pub(crate) fn view(&self, allocated: Resources, ports: usize, tasks: usize) -> NodeView {
+        NodeView {
+            name: self.name.clone(),
+            ip: self.ip,
+            external_ip: self.external_ip,
+            management_ip: self.management_ip,
+            node_type: self.node_type.clone(),
+            node_function: self.node_function.clone(),
+            active: self.active,
+            registered: self.registered,
+            last_seen: self.last_seen,
+            agent_url: self.agent_url.clone(),
+            resources: NodeResources {
+                total: self.total,
+                allocated,
+                ports_allocated: ports,
+            },
+            port_range: self.port_range,
+            attributes: self.attributes.clone(),
+            runtime: self.runtime.clone(),
+            tasks,
+        }
+    }
+}
+
+/// The rack's nodes and their desired-set generations.
+#[derive(Debug)]
+pub struct NodeTable {
+    records: BTreeMap<NodeName, NodeRecord>,
+    /// The last desired-set generation handed out.
+    generation: u64,
+    /// Records to persist.
+    dirty: BTreeSet<NodeName>,
+    /// Nodes whose desired set changed since the last `take_changes`.
+    desired_changed: BTreeSet<NodeName>,
+}
+
+impl NodeTable {
+    /// The config's nodes, completed by what the store held. A node that was up when the
+    /// controller stopped gets a full timeout from `now` to report again; a node removed from
+    /// the config is forgotten.
+    pub fn load(
+        settings: &RackSettings,
+        stored: Vec<NodeRecord>,
+        generation: u64,
+        now: UnixMillis,
+    ) -> NodeTable {
+        let mut records: BTreeMap<NodeName, NodeRecord> = settings
+            .nodes
+            .iter()
+            .map(|c| (c.name.clone(), NodeRecord::from_config(c)))
+            .collect();
+        for stored in stored {
+            match records.get_mut(&stored.name) {
+                Some(n) => {
+                    n.registered = stored.registered;
+                    n.active = stored.active;
+                    n.last_seen = if stored.active { now } else { stored.last_seen };
+                    n.agent_url = stored.agent_url;
+                    if n.total == Resources::ZERO {
+                        n.total = stored.total;
+                    }
+                    n.attributes = stored.attributes;
+                    n.runtime = stored.runtime;
+                    n.desired_generation = stored.desired_generation;
+                    if n.node_function == "none" {
+                        n.node_function = stored.node_function;
+                    }
+                    if !settings
+                        .nodes
+                        .iter()
+                        .any(|c| c.name == n.name && c.port_range.is_some())
+                    {
+                        n.port_range = stored.port_range;
+                    }
+                }
+                None if settings.open_join && !stored.configured => {
+                    let mut stored = stored;
+                    if stored.active {
+                        stored.last_seen = now;
+                    }
+                    records.insert(stored.name.clone(), stored);
+                }
+                None => {}
+            }
+        }
+        NodeTable {
+            records,
+            generation,
+            dirty: BTreeSet::new(),
+            desired_changed: BTreeSet::new(),
+        }
+    }
+
+    /// An agent (re)joins: checks that it may, and takes what it reports (the config still
+    /// winning). The node is active from now and its desired set gets a fresh generation (the
+    /// agent starts from 0). `req.tasks` is not looked at: the task table takes those.
+    pub fn register(
+        &mut self,
+        settings: &RackSettings,
+        req: RegisterRequest,
+        now: UnixMillis,
+    ) -> Result<NodeName, RackError> {
+        if !req.resources.is_valid() {
+            return Err(RackError::Invalid(
+                "resources must be finite and non-negative".into(),
+            ));
+        }
+        let origin = &settings.config_origin;
+        // No node may take another's address (its certificate would name that address).
+        if let Some(other) = self
+            .records
+            .values()
+            .find(|n| n.name != req.node && n.ip == req.ip)
+        {
+            return Err(RackError::Conflict(format!(
+                "address {} belongs to node {}; node {} cannot register from it",
+                req.ip, other.name, req.node
+            )));
+        }
+        let node = match self.records.get_mut(&req.node) {
+            Some(node) => {
+                if node.configured && node.ip != req.ip {
+                    return Err(RackError::Forbidden(format!(
+                        "node {} has ip {} in {origin}, but its agent registered from {}",
+                        req.node, node.ip, req.ip
+                    )));
+                }
+                node
+            }
+            None if settings.open_join => {
+                let c = ConfiguredNode {
+                    name: req.node.clone(),
+                    ip: req.ip,
+                    external_ip: None,
+                    management_ip: None,
+                    port: 0,
+                    node_type: req.node_type.clone().unwrap_or_else(|| "slave".into()),
+                    node_function: None,
+                    resources: None,
+                    port_range: None,
+                };
+                let mut record = NodeRecord::from_config(&c);
+                record.configured = false;
+                self.records.entry(req.node.clone()).or_insert(record)
+            }
+            None => {
+                return Err(RackError::Forbidden(format!(
+                    "node {} is not in the rack config ({origin}); add it under `nodes`, or set `open_join: true`",
+                    req.node
+                )));
+            }
+        };
+        let configured = settings.nodes.iter().find(|c| c.name == req.node);
+        node.registered = true;
+        node.active = true;
+        node.last_seen = now;
+        node.agent_url = Some(req.agent_url);
+        node.attributes = req.attributes;
+        node.runtime = req.runtime;
+        node.total = configured
+            .and_then(|c| c.resources)
+            .unwrap_or(req.resources);
+        node.port_range = configured
+            .and_then(|c| c.port_range)
+            .unwrap_or(req.port_range);
+        if configured.and_then(|c| c.node_function.as_ref()).is_none()
+            && let Some(f) = req.node_function
+        {
+            node.node_function = f;
+        }
+        if let (None, Some(t)) = (configured, req.node_type) {
+            node.node_type = t;
+        }
+        let name = node.name.clone();
+        self.dirty.insert(name.clone());
+        // A new relationship: the agent starts from generation 0, so give it a fresh one.
+        self.desired_changed.insert(name.clone());
+        Ok(name)
+    }
+
+    /// A registered, active node was heard from.
+    pub fn heartbeat(&mut self, node: &NodeName, now: UnixMillis) -> Result<(), RackError> {
+        let record = self.records.get_mut(node).ok_or_else(|| {
+            RackError::NotFound(format!("no node named \"{node}\"; register first"))
+        })?;
+        if !record.registered || !record.active {
+            // The agent must re-register (with its full task list) before it is trusted again.
+            return Err(RackError::Conflict(format!(
+                "node {node} is not active; the agent must register again"
+            )));
+        }
+        record.last_seen = now;
+        Ok(())
+    }
+
+    /// Marks inactive the active nodes silent for more than `timeout_ms`; returns them.
+    pub fn expire(&mut self, timeout_ms: u64, now: UnixMillis) -> Vec<NodeName> {
+        let expired: Vec<NodeName> = self
+            .records
+            .values()
+            .filter(|n| n.active && now.saturating_sub(n.last_seen) > timeout_ms)
+            .map(|n| n.name.clone())
+            .collect();
+        for name in &expired {
+            if let Some(n) = self.records.get_mut(name) {
+                n.active = false;
+            }
+            self.dirty.insert(name.clone());
+        }
+        expired
+    }
+
+    /// Notes that a node's desired set changed: it gets a new generation at `take_changes`.
+    pub fn desired_set_changed(&mut self, node: &NodeName) {
+        self.desired_changed.insert(node.clone());
+    }
+
+    /// Gives every node whose desired set changed a new generation, and drains the records to
+    /// persist. Returns the writes and the (node, generation) pairs to wake agents with.
+    pub fn take_changes(&mut self) -> (Vec<Write>, Vec<(NodeName, u64)>) {
+        let mut wake = Vec::new();
+        for name in std::mem::take(&mut self.desired_changed) {
+            if let Some(node) = self.records.get_mut(&name) {
+                self.generation += 1;
+                node.desired_generation = self.generation;
+                self.dirty.insert(name.clone());
+                wake.push((name, self.generation));
+            }
+        }
+        let mut writes: Vec<Write> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|name| {
+                let node = self.records.get(&name)?;
+                Some(Write::put(Table::Nodes, name.as_str(), node))
+            })
+            .collect();
+        if !wake.is_empty() {
+            writes.push(Write::Meta("generation", self.generation));
+        }
+        (writes, wake)
+    }
+
+    pub fn get(&self, name: &NodeName) -> Option<&NodeRecord> {
+        self.records.get(name)
+    }
+
+    pub fn contains(&self, name: &NodeName) -> bool {
+        self.records.contains_key(name)
+    }
+
+    /// Every node, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.records.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.records.values().filter(|n| n.active).count()
+    }
+
+    pub fn ip(&self, name: &NodeName) -> Option<IpAddr> {
+        self.records.get(name).map(|n| n.ip)
+    }
+
+    /// The first master node's address (the rack's nameserver).
+    pub fn master_ip(&self) -> Option<IpAddr> {
+        self.records
+            .values()
+            .find(|n| n.node_type == "master")
+            .map(|n| n.ip)
+    }
+
+    /// The scheduler's view of every node, with nothing allocated.
+    pub fn scheduler_states(&self) -> Vec<NodeState> {
+        self.records
+            .values()
+            .map(NodeRecord::scheduler_state)
+            .collect()
+    }
+}

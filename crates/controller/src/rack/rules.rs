@@ -1,0 +1,844 @@
+//! The runner of the rack's rule cases: text files of events in and decisions out, run against
+//! the pure `Rack` with time injected (`at=`) and task ids counted. The format is documented
+//! next to the cases, in `crates/controller/tests/rules/README.md`.
+//!
+//! `TORC_BLESS=1 cargo test -p torc-controller rules` rewrites every expected output with
+//! what the rack does now; review the diff before committing it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use torc_api::original::OriginalTask;
+use torc_api::{FrameworkRegistration, RegisterRequest, RuntimeInfo, StatusReport, TaskReport};
+use torc_config::RackConfig;
+use torc_types::{FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState};
+
+use super::{Rack, RackError};
+use crate::settings::RackSettings;
+use crate::store::{Loaded, Table, Write};
+
+/// Why a case cannot run as written (an unknown command, a missing argument, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadCase(String);
+
+impl From<String> for BadCase {
+    fn from(s: String) -> BadCase {
+        BadCase(s)
+    }
+}
+
+impl From<&str> for BadCase {
+    fn from(s: &str) -> BadCase {
+        BadCase(s.to_string())
+    }
+}
+
+/// One case: a command line, its input lines, and the output expected.
+struct Case {
+    line: usize,
+    command: String,
+    input: String,
+    expected: String,
+}
+
+/// A case file: cases, and the text between them (comments, blank lines), kept for blessing.
+enum Chunk {
+    Text(String),
+    Case(Case),
+}
+
+fn parse_file(text: &str) -> Result<Vec<Chunk>, BadCase> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut chunks = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim().is_empty() || line.starts_with('#') {
+            chunks.push(Chunk::Text(line.to_string()));
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let command = line.to_string();
+        i += 1;
+        let mut input = String::new();
+        while i < lines.len() && lines[i] != "----" {
+            input.push_str(lines[i]);
+            input.push('\n');
+            i += 1;
+        }
+        if i == lines.len() {
+            return Err(BadCase(format!(
+                "line {start}: `{command}` has no `----` line"
+            )));
+        }
+        i += 1;
+        let mut expected = String::new();
+        while i < lines.len() && !lines[i].trim().is_empty() {
+            expected.push_str(lines[i]);
+            expected.push('\n');
+            i += 1;
+        }
+        chunks.push(Chunk::Case(Case {
+            line: start,
+            command,
+            input,
+            expected,
+        }));
+    }
+    Ok(chunks)
+}
+
+/// A command's arguments: positional words, and `key=value` pairs.
+struct Args {
+    words: Vec<String>,
+    keys: BTreeMap<String, String>,
+}
+
+impl Args {
+    fn parse(text: &str) -> Result<(String, Args), BadCase> {
+        let mut tokens = Vec::new();
+        let mut current = String::new();
+        let mut quoted = false;
+        for c in text.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                c if c.is_whitespace() && !quoted => {
+                    if !current.is_empty() {
+                        tokens.push(std::mem::take(&mut current));
+                    }
+                }
+                c => current.push(c),
+            }
+        }
+        if quoted {
+            return Err("an unclosed quote".into());
+        }
+        if !current.is_empty() {
+            tokens.push(current);
+        }
+        let mut tokens = tokens.into_iter();
+        let command = tokens.next().ok_or("an empty command")?;
+        let mut args = Args {
+            words: Vec::new(),
+            keys: BTreeMap::new(),
+        };
+        for t in tokens {
+            match t.split_once('=') {
+                Some((k, v)) => {
+                    args.keys.insert(k.to_string(), v.to_string());
+                }
+                None => args.words.push(t),
+            }
+        }
+        Ok((command, args))
+    }
+
+    fn word(&self, i: usize, what: &str) -> Result<&str, BadCase> {
+        self.words
+            .get(i)
+            .map(String::as_str)
+            .ok_or_else(|| BadCase(format!("missing {what}")))
+    }
+
+    fn num(&self, key: &str) -> Result<Option<u64>, BadCase> {
+        self.keys
+            .get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| BadCase(format!("{key}={v}: not a number")))
+            })
+            .transpose()
+    }
+
+    fn float(&self, key: &str, default: f64) -> Result<f64, BadCase> {
+        self.keys.get(key).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| BadCase(format!("{key}={v}: not a number")))
+        })
+    }
+}
+
+/// `web.000000000001` is shown as `web.1`.
+fn short(id: &TaskId) -> String {
+    match id.as_str().rsplit_once('.') {
+        Some((name, hex)) => format!("{name}.{}", hex.trim_start_matches('0')),
+        None => id.to_string(),
+    }
+}
+
+/// Every task id in `text` (a `.` and 12 hex digits) shown short, in messages too.
+fn shorten_ids(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 13)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_hexdigit));
+        let ends = b.get(i + 13).is_none_or(|c| !c.is_ascii_alphanumeric());
+        if b[i] == b'.' && hex && ends {
+            let digits = &text[i + 1..i + 13];
+            out.push('.');
+            out.push_str(digits.trim_start_matches('0'));
+            i += 13;
+        } else {
+            let c = text[i..].chars().next().expect("in bounds");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// `web.1` names `web.000000000001`.
+fn long(id: &str) -> Result<TaskId, BadCase> {
+    let (name, n) = id
+        .rsplit_once('.')
+        .ok_or_else(|| format!("{id:?}: a task is named like web.1"))?;
+    let n =
+        u64::from_str_radix(n, 16).map_err(|_| format!("{id:?}: a task is named like web.1"))?;
+    TaskId::new(format!("{name}.{n:012x}")).map_err(|e| BadCase(e.to_string()))
+}
+
+fn name<T: std::str::FromStr>(text: &str) -> Result<T, BadCase>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e| BadCase(format!("{text:?}: {e}")))
+}
+
+fn opt(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn quoted(v: Option<&String>) -> String {
+    v.map_or_else(|| "-".to_string(), |m| format!("{m:?}"))
+}
+
+/// What the runner shows of the rack, per object: its fields, in order.
+type Fields = Vec<(&'static str, String)>;
+
+/// The rack as the runner observes it, to show what an event changed.
+#[derive(Default)]
+struct Seen {
+    objects: BTreeMap<(u8, &'static str, String), Fields>,
+}
+
+impl Seen {
+    fn of(rack: &Rack) -> Seen {
+        let mut objects = BTreeMap::new();
+        for n in rack.node_views() {
+            objects.insert(
+                (0, "node", n.name.to_string()),
+                vec![
+                    ("active", if n.active { "yes" } else { "no" }.to_string()),
+                    ("tasks", n.tasks.to_string()),
+                ],
+            );
+        }
+        for t in rack.tasks(&Default::default()) {
+            let mut fields = vec![("state", t.state.to_string())];
+            if t.framework.as_str() != torc_types::BUILTIN_FRAMEWORK {
+                fields.push(("framework", t.framework.to_string()));
+            }
+            fields.push(("node", opt(t.node.as_ref())));
+            if !t.ports.is_empty() {
+                let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
+                fields.push(("ports", ports.join(",")));
+            }
+            fields.push(("exit", opt(t.exit_code)));
+            fields.push(("message", quoted(t.message.as_ref())));
+            objects.insert((1, "task", short(&t.id)), fields);
+        }
+        for s in rack.services() {
+            let failure = s
+                .last_failure
+                .as_ref()
+                .map(|f| format!("{:?} at {}", f.message, f.at));
+            let health = match &s.health.message {
+                Some(m) => format!("{} ({m:?})", s.health.state),
+                None => s.health.state.clone(),
+            };
+            objects.insert(
+                (2, "service", s.name.to_string()),
+                vec![
+                    ("task", opt(s.task.as_ref().map(short))),
+                    ("state", opt(s.state)),
+                    ("restarts", s.restarts.to_string()),
+                    ("next start", opt(s.next_start_at)),
+                    ("waiting", quoted(s.waiting.as_ref())),
+                    ("last failure", opt(failure)),
+                    ("health", health),
+                ],
+            );
+        }
+        for f in rack.frameworks().into_iter().filter(|f| !f.builtin) {
+            objects.insert(
+                (3, "framework", f.name.to_string()),
+                vec![
+                    ("active", if f.active { "yes" } else { "no" }.to_string()),
+                    ("message", quoted(f.message.as_ref())),
+                ],
+            );
+        }
+        for a in rack.announced() {
+            objects.insert(
+                (4, "announced", a.name.clone()),
+                vec![("by", a.controller.clone()), ("ip", a.ip.clone())],
+            );
+        }
+        Seen { objects }
+    }
+
+    /// `+` new objects (fields that are not `-`), `~` changed fields, `-` gone objects.
+    fn diff(&self, after: &Seen, out: &mut String) {
+        for (key, fields) in &after.objects {
+            let (_, kind, name) = key;
+            match self.objects.get(key) {
+                None => {
+                    let shown: Vec<String> = fields
+                        .iter()
+                        .filter(|(_, v)| v != "-")
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect();
+                    let _ = writeln!(out, "+ {kind} {name}: {}", shown.join(", "));
+                }
+                Some(old) if old != fields => {
+                    let get = |fs: &Fields, k: &str| {
+                        fs.iter()
+                            .find(|(name, _)| *name == k)
+                            .map_or_else(|| "-".to_string(), |(_, v)| v.clone())
+                    };
+                    // Fields in the order the new view has them, then any it dropped.
+                    let mut names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+                    let dropped: Vec<&str> = old
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .filter(|k| !names.contains(k))
+                        .collect();
+                    names.extend(dropped);
+                    let changed: Vec<String> = names
+                        .into_iter()
+                        .filter_map(|k| {
+                            let (was, new) = (get(old, k), get(fields, k));
+                            (was != new).then(|| format!("{k} {was} -> {new}"))
+                        })
+                        .collect();
+                    let _ = writeln!(out, "~ {kind} {name}: {}", changed.join(", "));
+                }
+                Some(_) => {}
+            }
+        }
+        for (_, kind, name) in self
+            .objects
+            .keys()
+            .filter(|k| !after.objects.contains_key(k))
+        {
+            let _ = writeln!(out, "- {kind} {name}");
+        }
+    }
+}
+
+/// The store as the controller would hold it: every write applied.
+#[derive(Default)]
+struct Store {
+    records: BTreeMap<(Table, String), Vec<u8>>,
+    meta: BTreeMap<&'static str, u64>,
+}
+
+impl Store {
+    fn apply(&mut self, writes: Vec<Write>) {
+        for w in writes {
+            match w {
+                Write::Put(table, key, value) => {
+                    self.records.insert((table, key), value);
+                }
+                Write::Delete(table, key) => {
+                    self.records.remove(&(table, key));
+                }
+                Write::Meta(key, value) => {
+                    self.meta.insert(key, value);
+                }
+            }
+        }
+    }
+
+    fn load(&self) -> Loaded {
+        let mut loaded = Loaded::default();
+        for ((table, _), value) in &self.records {
+            loaded
+                .records
+                .entry(*table)
+                .or_default()
+                .push(serde_json::from_slice(value).expect("records are JSON"));
+        }
+        loaded.meta = self.meta.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        loaded
+    }
+}
+
+/// A case file's state: the rack, the store behind it, the clock.
+#[derive(Default)]
+struct Runner {
+    rack: Option<Rack>,
+    settings: Option<RackSettings>,
+    store: Store,
+    now: u64,
+    epoch: u64,
+    /// The last feed event shown.
+    feed_seen: u64,
+}
+
+fn settings(yaml: &str) -> Result<RackSettings, BadCase> {
+    let config = RackConfig::parse(yaml, "rack.yaml").map_err(|e| e.to_string())?;
+    Ok(RackSettings::from_config(&config, "rack.yaml"))
+}
+
+fn rack_error(e: RackError) -> String {
+    let kind = match &e {
+        RackError::NotFound(_) => "not found",
+        RackError::Conflict(_) => "conflict",
+        RackError::Invalid(_) => "invalid",
+        RackError::Forbidden(_) => "forbidden",
+        RackError::Unavailable(_) => "unavailable",
+    };
+    format!("error ({kind}): {e}\n")
+}
+
+impl Runner {
+    fn rack(&mut self) -> Result<&mut Rack, BadCase> {
+        self.rack
+            .as_mut()
+            .ok_or_else(|| BadCase("no rack yet: start with `config`".into()))
+    }
+
+    /// Runs one case; its output (never empty, no blank line).
+    fn run(&mut self, case: &Case) -> String {
+        let mut out = match self.step(case) {
+            Ok(out) => out,
+            Err(e) => format!("bad case: {e}\n"),
+        };
+        if out.is_empty() {
+            out.push_str("ok\n");
+        }
+        shorten_ids(&out)
+    }
+
+    fn step(&mut self, case: &Case) -> Result<String, BadCase> {
+        let (command, args) = Args::parse(&case.command)?;
+        if let Some(at) = args.num("at")? {
+            self.now = at;
+        }
+        let now = self.now;
+        // Queries show what they ask for; events show what they changed.
+        let mut out = String::new();
+        match command.as_str() {
+            "config" => {
+                self.epoch += 1;
+                let s = settings(&case.input)?;
+                self.settings = Some(s.clone());
+                self.store = Store::default();
+                self.rack = Some(Rack::for_tests(s, Loaded::default(), now, self.epoch));
+                Seen::default().diff(&Seen::of(self.rack()?), &mut out);
+                self.feed_seen = 0;
+                return Ok(out);
+            }
+            "restart" => {
+                self.epoch += 1;
+                if !case.input.trim().is_empty() {
+                    self.settings = Some(settings(&case.input)?);
+                }
+                let s = self
+                    .settings
+                    .clone()
+                    .ok_or("no rack yet: start with `config`")?;
+                let before = Seen::of(self.rack()?);
+                let rack = Rack::for_tests(s, self.store.load(), now, self.epoch);
+                self.rack = Some(rack);
+                self.feed_seen = 0;
+                return Ok(self.settle(before, Ok(()), out));
+            }
+            "tasks" | "services" | "nodes" => {
+                let all = Seen::of(self.rack()?);
+                let kind = &command[..command.len() - 1];
+                let mut lines = String::new();
+                Seen::default().diff(&all, &mut lines);
+                for l in lines
+                    .lines()
+                    .filter(|l| l.starts_with(&format!("+ {kind} ")))
+                {
+                    let _ = writeln!(out, "{}", &l[2..]);
+                }
+                return Ok(out);
+            }
+            "dns" => return Ok(dns(self.rack()?)),
+            "desired" => {
+                let node: NodeName = name(args.word(0, "a node")?)?;
+                return Ok(match self.rack()?.desired(&node) {
+                    Ok(d) => {
+                        let _ = writeln!(out, "generation {}", d.generation);
+                        for t in d.tasks {
+                            let what = if t.launch { "launch" } else { "keep" };
+                            let _ = writeln!(out, "{what} {}", short(&t.id));
+                        }
+                        out
+                    }
+                    Err(e) => rack_error(e),
+                });
+            }
+            "events" => {
+                let fw: FrameworkName = name(args.word(0, "a framework")?)?;
+                let epoch = args.num("epoch")?.unwrap_or(self.epoch);
+                let after = args.num("after")?.unwrap_or(0);
+                let ev = self.rack()?.framework_events(&fw, epoch, after);
+                let ids: Vec<String> = ev.tasks.iter().map(|t| short(&t.id)).collect();
+                let what = if ev.reset { "reset" } else { "updates" };
+                let _ = writeln!(
+                    out,
+                    "epoch {} seq {}: {what} [{}]",
+                    ev.epoch,
+                    ev.seq,
+                    ids.join(", ")
+                );
+                return Ok(out);
+            }
+            "running" => {
+                let metered = args.words.first().is_some_and(|w| w == "metered");
+                for t in self.rack()?.original_running(metered) {
+                    let _ = writeln!(
+                        out,
+                        "{} by {} on {:?} ip {:?} system {} job {}",
+                        t.name, t.controller, t.node_name, t.ip, t.is_system_service, t.is_job
+                    );
+                }
+                return Ok(out);
+            }
+            _ => {}
+        }
+        let before = Seen::of(self.rack()?);
+        let result = self.event(&command, &args, now, &mut out);
+        Ok(self.settle(before, result, out))
+    }
+
+    /// An event's effects: its error, what changed, the agents woken, the feed's new lines.
+    fn settle(&mut self, before: Seen, result: Result<(), RackError>, mut out: String) -> String {
+        if let Err(e) = result {
+            out.insert_str(0, &rack_error(e));
+        }
+        let rack = self.rack.as_mut().expect("a rack");
+        let changes = rack.take_changes();
+        self.store.apply(changes.writes);
+        before.diff(&Seen::of(rack), &mut out);
+        for (node, generation) in changes.wake {
+            let _ = writeln!(out, "wake {node} (generation {generation})");
+        }
+        for e in rack.feed(self.feed_seen) {
+            self.feed_seen = e.seq;
+            let _ = writeln!(out, "feed [{}] {}", e.level, e.message);
+        }
+        out
+    }
+
+    fn event(
+        &mut self,
+        command: &str,
+        args: &Args,
+        now: u64,
+        out: &mut String,
+    ) -> Result<(), RackError> {
+        let bad = |e: BadCase| RackError::Invalid(format!("bad case: {e}"));
+        let rack = self.rack.as_mut().expect("a rack");
+        match command {
+            "register" => {
+                let node: NodeName = name(args.word(0, "a node").map_err(bad)?).map_err(bad)?;
+                let ip = match args.keys.get("ip") {
+                    Some(ip) => name(ip).map_err(bad)?,
+                    None => rack
+                        .node_view(&node)
+                        .map(|n| n.ip)
+                        .map_err(|_| bad(BadCase(format!("{node} is not configured: give ip="))))?,
+                };
+                let tasks = match args.keys.get("running") {
+                    Some(list) => list
+                        .split(',')
+                        .map(|id| {
+                            Ok(TaskReport {
+                                id: long(id)?,
+                                state: TaskState::Running,
+                                exit_code: None,
+                                message: None,
+                                at: now,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, BadCase>>()
+                        .map_err(bad)?,
+                    None => Vec::new(),
+                };
+                let req = RegisterRequest {
+                    node,
+                    ip,
+                    agent_url: format!("http://{ip}:5051"),
+                    node_type: args.keys.get("type").cloned(),
+                    node_function: None,
+                    resources: Resources::new(
+                        args.float("cpus", 2.0).map_err(bad)?,
+                        args.float("mem", 1024.0).map_err(bad)?,
+                        1000.0,
+                    ),
+                    port_range: "31000-31009".parse().expect("a range"),
+                    attributes: BTreeMap::new(),
+                    runtime: RuntimeInfo::default(),
+                    tasks,
+                    public_key: None,
+                };
+                rack.register(req, now).map(|_| ())
+            }
+            "report" => {
+                let node: NodeName = name(args.word(0, "a node").map_err(bad)?).map_err(bad)?;
+                let mut tasks = Vec::new();
+                for (id, state) in &args.keys {
+                    if id == "at" {
+                        continue;
+                    }
+                    let (state, exit) = match state.split_once(':') {
+                        Some((s, code)) => (s, Some(name::<i32>(code).map_err(bad)?)),
+                        None => (state.as_str(), None),
+                    };
+                    tasks.push(TaskReport {
+                        id: long(id).map_err(bad)?,
+                        state: name(state).map_err(bad)?,
+                        exit_code: exit,
+                        message: None,
+                        at: now,
+                    });
+                }
+                let full = args.words.iter().any(|w| w == "full");
+                rack.report(&node, StatusReport { tasks, full }, now)
+            }
+            "tick" => {
+                rack.tick(now);
+                Ok(())
+            }
+            "launch" | "framework-launch" => {
+                let (framework, task) = if command == "launch" {
+                    let fw = FrameworkName::new(torc_types::BUILTIN_FRAMEWORK).expect("valid");
+                    (fw, args.word(0, "a task name").map_err(bad)?)
+                } else {
+                    let fw = name(args.word(0, "a framework").map_err(bad)?).map_err(bad)?;
+                    (fw, args.word(1, "a task name").map_err(bad)?)
+                };
+                let mut spec = TaskSpec::new(name(task).map_err(bad)?, "sleep");
+                spec.resources = Resources::new(
+                    args.float("cpus", 0.1).map_err(bad)?,
+                    args.float("mem", 64.0).map_err(bad)?,
+                    0.0,
+                );
+                spec.ports = args.num("ports").map_err(bad)?.unwrap_or(0) as u16;
+                if let Some(n) = args.keys.get("node") {
+                    spec.constraints.node_name = Some(name(n).map_err(bad)?);
+                }
+                let id = if command == "launch" {
+                    rack.launch(spec, framework, now)?
+                } else {
+                    rack.framework_launch(&framework, spec, now)?
+                };
+                let _ = writeln!(out, "launched {}", short(&id));
+                Ok(())
+            }
+            "kill" => {
+                let id = long(args.word(0, "a task").map_err(bad)?).map_err(bad)?;
+                rack.kill(&id, now)
+            }
+            "framework-kill" => {
+                let fw: FrameworkName =
+                    name(args.word(0, "a framework").map_err(bad)?).map_err(bad)?;
+                let id = long(args.word(1, "a task").map_err(bad)?).map_err(bad)?;
+                rack.framework_kill(&fw, &id, now)
+            }
+            "start-group" | "stop-group" => {
+                let group: ServiceName =
+                    name(args.word(0, "a group").map_err(bad)?).map_err(bad)?;
+                let names = if command == "start-group" {
+                    rack.start_group(&group, now)?
+                } else {
+                    rack.stop_group(&group, now)?
+                };
+                let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+                let _ = writeln!(out, "instances [{}]", names.join(", "));
+                Ok(())
+            }
+            "delete" => {
+                let what = rack.delete_service(args.word(0, "a name").map_err(bad)?, now)?;
+                let _ = writeln!(out, "{what}");
+                Ok(())
+            }
+            "health-due" => {
+                for c in rack.due_health_checks(now) {
+                    rack.health_check_started(&c.service, now);
+                    let _ = writeln!(out, "check {} (task {})", c.service, short(&c.task));
+                }
+                Ok(())
+            }
+            "health" => {
+                let service: ServiceName =
+                    name(args.word(0, "a service").map_err(bad)?).map_err(bad)?;
+                let result = match args.word(1, "ok or fail").map_err(bad)? {
+                    "ok" => Ok(()),
+                    "fail" => Err(args
+                        .keys
+                        .get("why")
+                        .cloned()
+                        .unwrap_or_else(|| "connection refused".into())),
+                    other => return Err(bad(BadCase(format!("{other:?}: ok or fail")))),
+                };
+                let task = rack
+                    .service(&service)?
+                    .task
+                    .ok_or_else(|| bad(BadCase(format!("{service} has no task"))))?;
+                rack.record_health(&service, &task, result, now);
+                Ok(())
+            }
+            "framework-register" => {
+                let fw: FrameworkName =
+                    name(args.word(0, "a framework").map_err(bad)?).map_err(bad)?;
+                let reg = FrameworkRegistration {
+                    name: fw,
+                    failover_timeout_ms: args.num("timeout").map_err(bad)?,
+                    api_url: None,
+                };
+                let got = rack.register_framework(reg, now)?;
+                let ids: Vec<String> = got.tasks.iter().map(|t| short(&t.id)).collect();
+                let _ = writeln!(out, "registered, tasks [{}]", ids.join(", "));
+                Ok(())
+            }
+            "framework-poll" => {
+                let fw = name(args.word(0, "a framework").map_err(bad)?).map_err(bad)?;
+                rack.framework_seen(&fw, now)
+            }
+            "framework-unregister" => {
+                let fw = name(args.word(0, "a framework").map_err(bad)?).map_err(bad)?;
+                rack.unregister_framework(&fw, now)
+            }
+            "announce" => {
+                // The body a sub-scheduler posts: the rest takes the original's defaults.
+                let body = serde_json::json!({
+                    "name": args.word(0, "a name").map_err(bad)?,
+                    "controller": args.keys.get("by").cloned().unwrap_or_default(),
+                    "ip": args.keys.get("ip").cloned().unwrap_or_default(),
+                });
+                let task: OriginalTask =
+                    serde_json::from_value(body).map_err(|e| bad(BadCase(e.to_string())))?;
+                rack.announce(task, now)
+            }
+            other => Err(bad(BadCase(format!("unknown command {other:?}")))),
+        }
+    }
+}
+
+/// The DNS snapshot's content, one line per name.
+fn dns(rack: &Rack) -> String {
+    let snap = rack.dns_snapshot();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "nodes in {} (ttl {}), nameserver {}",
+        snap.node_domain,
+        snap.node_ttl,
+        opt(snap.nameserver_ip)
+    );
+    for n in &snap.nodes {
+        let _ = writeln!(out, "  {} {}", n.name, n.ip);
+    }
+    let _ = writeln!(out, "services in {}", snap.service_domain);
+    for s in &snap.services {
+        let instances: Vec<String> = s
+            .instances
+            .iter()
+            .map(|i| {
+                let target = i
+                    .target
+                    .strip_suffix(&format!(".{}", snap.service_domain))
+                    .unwrap_or(&i.target);
+                format!("{target} {}:{}", i.ip, i.port)
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {} (ttl {}): {}",
+            s.name,
+            s.ttl,
+            instances.join(", ")
+        );
+    }
+    out
+}
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules")
+}
+
+/// Runs every case file; with `TORC_BLESS=1`, rewrites the expected outputs instead of
+/// failing.
+#[test]
+fn the_racks_rules() {
+    let bless = std::env::var_os("TORC_BLESS").is_some_and(|v| v == "1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .expect("the rules directory")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rules"))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no case files in {}",
+        cases_dir().display()
+    );
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("a case file");
+        let shown = path.file_name().unwrap_or_default().to_string_lossy();
+        let chunks = parse_file(&text).unwrap_or_else(|e| panic!("{shown}: {e}"));
+        let mut runner = Runner::default();
+        let mut blessed = String::new();
+        for chunk in &chunks {
+            match chunk {
+                Chunk::Text(t) => {
+                    blessed.push_str(t);
+                    blessed.push('\n');
+                }
+                Chunk::Case(case) => {
+                    count += 1;
+                    let actual = runner.run(case);
+                    if actual != case.expected {
+                        failures.push(format!(
+                            "{shown}:{}: {}\n--- expected\n{}--- actual\n{}",
+                            case.line, case.command, case.expected, actual
+                        ));
+                    }
+                    blessed.push_str(&case.command);
+                    blessed.push('\n');
+                    blessed.push_str(&case.input);
+                    blessed.push_str("----\n");
+                    blessed.push_str(&actual);
+                }
+            }
+        }
+        if bless && blessed != text {
+            std::fs::write(path, blessed).expect("rewrite a case file");
+        }
+    }
+    assert!(count > 0, "no cases ran");
+    if !bless {
+        assert!(
+            failures.is_empty(),
+            "{} of {count} cases differ (TORC_BLESS=1 rewrites them):\n\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}

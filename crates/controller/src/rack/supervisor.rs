@@ -1,0 +1,695 @@
+//! The service supervisor: the config's system services (always on, expanded per node by their
+//! SLA) and the instances of started service groups, each a durable record that outlives its
+//! tasks; and the rules of their lives: restart back-off, jobs, dependencies, health.
+//!
+//! When an instance's task ends, the record schedules the next start after `restart_delay`,
+//! doubling on each failure in a row up to `max_restart_delay` (a crash loop does not hammer
+//! the node); a task that ran for a minute resets the count. Jobs (`is_job`) run once.
+//! `dependent_service` holds a start until the dependency runs and is healthy. After
+//! `failure_threshold` failed health checks in a row, the task is replaced.
+//!
+//! What it is not: it starts and kills nothing itself. It answers what to start
+//! ([`Supervisor::due_starts`]) and what to kill (the `(task, why)` pairs its methods return);
+//! the rack does it through the task table and reports back (`started`, `task_ended`).
+//!
+//! Invariants:
+//! - At most one live task per service instance.
+//! - A service instance's task is always a task of the built-in framework named like it.
+//! - Starting a group that runs changes nothing; stopping it removes its records for good.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use torc_api::{Failure, GroupView, Health, ServiceStatus, ServiceView, TaskView};
+use torc_types::{NodeName, ServiceName, TaskId, TaskSpec, TaskState, UnixMillis};
+
+use super::error::RackError;
+use super::nodes::NodeTable;
+use super::tasks::{TaskChange, TaskTable};
+use crate::settings::{Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind};
+use crate::store::{Table, Write};
+
+/// A failure in a row resets the back-off once a task ran this long.
+const STABLE_RUN_MS: u64 = 60_000;
+
+/// A task to kill, and why.
+pub type Kill = (TaskId, String);
+
+/// One supervised service instance. Other parts read it; only the supervisor changes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ServiceRecord {
+    /// Instance name: task name and DNS name.
+    pub name: ServiceName,
+    /// The config's service name.
+    pub service: ServiceName,
+    /// The group it was started from; `None` for a system service.
+    pub group: Option<ServiceName>,
+    /// `None` when the config gives no command to run.
+    pub spec: Option<TaskSpec>,
+    pub policy: ServicePolicy,
+    pub task: Option<TaskId>,
+    pub restarts: u32,
+    /// Failures in a row (drives the back-off).
+    pub failures: u32,
+    pub next_start: Option<UnixMillis>,
+    pub last_failure: Option<Failure>,
+    /// A job that ran.
+    pub completed: bool,
+    pub waiting: Option<String>,
+    /// Health of the current task; not persisted (a restarted controller checks again).
+    #[serde(skip)]
+    pub health: HealthState,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum HealthKind {
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HealthState {
+    pub kind: HealthKind,
+    pub failures: u32,
+    pub checked_at: UnixMillis,
+    pub message: Option<String>,
+}
+
+/// A health check due now: which instance, which task, and what to probe.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub service: ServiceName,
+    pub task: TaskId,
+    pub probe: Probe,
+    pub timeout_ms: u64,
+    pub ip: Option<std::net::IpAddr>,
+    pub ports: Vec<u16>,
+}
+
+/// An instance to start now.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub service: ServiceName,
+    pub spec: TaskSpec,
+    /// It ran before (a restart, counted when it starts).
+    pub restart: bool,
+}
+
+fn instance_name(base: &ServiceName, suffix: &str) -> Result<ServiceName, RackError> {
+    ServiceName::new(format!("{base}-{suffix}")).map_err(|e| {
+        RackError::Invalid(format!("service {base}: instance name for {suffix:?}: {e}"))
+    })
+}
+
+impl ServiceRecord {
+    fn new(
+        name: ServiceName,
+        t: &ServiceTemplate,
+        group: Option<ServiceName>,
+        node: Option<&NodeName>,
+    ) -> Self {
+        let mut rec = ServiceRecord {
+            name,
+            service: t.name.clone(),
+            group,
+            spec: None,
+            policy: t.policy.clone(),
+            task: None,
+            restarts: 0,
+            failures: 0,
+            next_start: None,
+            last_failure: None,
+            completed: false,
+            waiting: None,
+            health: HealthState::default(),
+        };
+        rec.apply_template(t, node);
+        rec
+    }
+
+    /// Takes the template's spec and policy (a changed config applies from the next start).
+    /// Returns whether anything changed.
+    fn apply_template(&mut self, t: &ServiceTemplate, node: Option<&NodeName>) -> bool {
+        let before = (self.spec.clone(), self.policy.clone());
+        self.policy = t.policy.clone();
+        self.spec = t.spec.clone().map(|mut spec| {
+            spec.name = self.name.clone();
+            if let Some(n) = node {
+                spec.constraints.node_name = Some(n.clone());
+            }
+            spec
+        });
+        before != (self.spec.clone(), self.policy.clone())
+    }
+
+    /// `system`, or the group it was started from.
+    pub fn origin(&self) -> String {
+        self.group
+            .as_ref()
+            .map_or_else(|| "system".to_string(), |g| g.to_string())
+    }
+
+    /// Whether its running task may be named in DNS: it has no health check, or passes it.
+    pub fn passes_health(&self) -> bool {
+        self.policy.health.is_none() || self.health.kind == HealthKind::Healthy
+    }
+
+    fn health_view(&self) -> Health {
+        let state = match (&self.policy.health, &self.health.kind) {
+            (None, _) => "none",
+            (Some(_), HealthKind::Unknown) => "unknown",
+            (Some(_), HealthKind::Healthy) => "healthy",
+            (Some(_), HealthKind::Unhealthy) => "unhealthy",
+        };
+        Health {
+            state: state.to_string(),
+            message: self.health.message.clone(),
+            checked_at: self.health.checked_at,
+        }
+    }
+
+    fn view(&self, tasks: &TaskTable) -> ServiceView {
+        let task = self.task.as_ref().and_then(|id| tasks.get(id));
+        ServiceView {
+            name: self.name.clone(),
+            service: self.service.clone(),
+            origin: self.origin(),
+            task: self.task.clone(),
+            state: task.map(|t| t.state),
+            node: task.and_then(|t| t.node.clone()),
+            ip: task.and_then(|t| t.ip),
+            ports: task.map(|t| t.ports.clone()).unwrap_or_default(),
+            tls: task.is_some_and(|t| t.spec.credentials.tls),
+            restarts: self.restarts,
+            last_failure: self.last_failure.clone(),
+            health: self.health_view(),
+            next_start_at: self.next_start,
+            waiting: self.waiting.clone(),
+            is_job: self.policy.is_job,
+            metered: self.policy.is_metered,
+        }
+    }
+}
+
+/// The supervised service instances, by instance name.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    records: BTreeMap<ServiceName, ServiceRecord>,
+    /// Records to persist (or delete, when gone).
+    dirty: BTreeSet<ServiceName>,
+    /// A service's health changed since the last `take_health_changed` (health is not
+    /// persisted, but DNS names only healthy instances).
+    health_changed: bool,
+}
+
+impl Supervisor {
+    pub fn load(stored: Vec<ServiceRecord>) -> Supervisor {
+        Supervisor {
+            records: stored.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            ..Supervisor::default()
+        }
+    }
+
+    fn mark(&mut self, name: &ServiceName) {
+        self.dirty.insert(name.clone());
+    }
+
+    /// The records to persist (and delete) since the last call.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|name| Write::current(Table::Services, name.as_str(), self.records.get(&name)))
+            .collect()
+    }
+
+    /// Whether a service's health changed since the last call.
+    pub fn take_health_changed(&mut self) -> bool {
+        std::mem::take(&mut self.health_changed)
+    }
+
+    /// The system-service instances the config asks for on the current nodes.
+    fn desired_system_instances(
+        settings: &RackSettings,
+        nodes: &NodeTable,
+    ) -> Vec<(ServiceName, ServiceTemplate, Option<NodeName>)> {
+        let mut out = Vec::new();
+        for t in &settings.system_services {
+            match t.sla {
+                None => out.push((t.name.clone(), t.clone(), None)),
+                Some(sla) => {
+                    for n in nodes.iter() {
+                        if sla == SlaKind::EachSlave && n.node_type != "slave" {
+                            continue;
+                        }
+                        match instance_name(&t.name, n.name.as_str()) {
+                            Ok(name) => out.push((name, t.clone(), Some(n.name.clone()))),
+                            Err(e) => tracing::error!(error = %e, "cannot expand service"),
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Brings the records in line with the config: new system instances (e.g. for a node that
+    /// just joined), changed specs, removed services. Returns the tasks of removed instances.
+    pub fn adopt_config(&mut self, settings: &RackSettings, nodes: &NodeTable) -> Vec<Kill> {
+        let desired = Self::desired_system_instances(settings, nodes);
+        let mut wanted = BTreeSet::new();
+        for (name, t, node) in desired {
+            wanted.insert(name.clone());
+            match self.records.get_mut(&name) {
+                Some(rec) if rec.group.is_none() => {
+                    if rec.apply_template(&t, node.as_ref()) {
+                        self.mark(&name);
+                    }
+                }
+                Some(_) => {} // a group instance of the same name: the config validator forbids it
+                None => {
+                    self.records.insert(
+                        name.clone(),
+                        ServiceRecord::new(name.clone(), &t, None, node.as_ref()),
+                    );
+                    self.mark(&name);
+                }
+            }
+        }
+        let stale: Vec<ServiceName> = self
+            .records
+            .values()
+            .filter(|r| match &r.group {
+                None => !wanted.contains(&r.name),
+                Some(g) => !settings
+                    .groups
+                    .get(g)
+                    .is_some_and(|ts| ts.iter().any(|t| t.name == r.service)),
+            })
+            .map(|r| r.name.clone())
+            .collect();
+        let mut kills = Vec::new();
+        for name in stale {
+            kills.extend(self.remove(&name, "its service was removed from the rack config"));
+        }
+        // Group instances follow template changes too.
+        let groups: Vec<(ServiceName, ServiceTemplate)> = self
+            .records
+            .values()
+            .filter_map(|r| {
+                let g = r.group.as_ref()?;
+                let t = settings
+                    .groups
+                    .get(g)?
+                    .iter()
+                    .find(|t| t.name == r.service)?;
+                Some((r.name.clone(), t.clone()))
+            })
+            .collect();
+        for (name, t) in groups {
+            if let Some(rec) = self.records.get_mut(&name)
+                && rec.apply_template(&t, None)
+            {
+                self.mark(&name);
+            }
+        }
+        kills
+    }
+
+    /// Forgets an instance; returns its task to kill.
+    pub fn remove(&mut self, name: &ServiceName, why: &str) -> Option<Kill> {
+        let rec = self.records.remove(name)?;
+        self.mark(name);
+        rec.task.map(|id| (id, why.to_string()))
+    }
+
+    /// Whether a dependency runs and is healthy: a service instance, or any task, by name.
+    fn ready(&self, dep: &ServiceName, tasks: &TaskTable) -> bool {
+        let by_service = self.records.values().any(|r| {
+            (r.name == *dep || r.service == *dep)
+                && tasks
+                    .live(r.task.as_ref())
+                    .is_some_and(|t| t.state == TaskState::Running)
+                && r.passes_health()
+        });
+        by_service
+            || tasks.iter().any(|t| {
+                t.name == *dep
+                    && t.state == TaskState::Running
+                    && !self.records.contains_key(&t.name)
+            })
+    }
+
+    fn set_waiting(&mut self, name: &ServiceName, why: Option<String>) {
+        if let Some(rec) = self.records.get_mut(name)
+            && rec.waiting != why
+        {
+            rec.waiting = why;
+            self.mark(name);
+        }
+    }
+
+    /// The instances that should run now and do not. Those that cannot start say why (no
+    /// command, a dependency not ready) in their `waiting`.
+    pub fn due_starts(&mut self, tasks: &TaskTable, now: UnixMillis) -> Vec<Start> {
+        let names: Vec<ServiceName> = self.records.keys().cloned().collect();
+        let mut out = Vec::new();
+        for name in names {
+            let rec = &self.records[&name];
+            if rec.completed || tasks.live(rec.task.as_ref()).is_some() {
+                continue;
+            }
+            if rec.next_start.is_some_and(|at| now < at) {
+                continue;
+            }
+            let Some(spec) = rec.spec.clone() else {
+                let why = format!(
+                    "cannot run: no `command` in the config (image {:?} needs a container runtime, and this agent runs processes)",
+                    rec.policy.image
+                );
+                self.set_waiting(&name, Some(why));
+                continue;
+            };
+            if let Some(dep) = rec.policy.dependent_service.clone()
+                && !self.ready(&dep, tasks)
+            {
+                self.set_waiting(
+                    &name,
+                    Some(format!("waiting for {dep} to run and be healthy")),
+                );
+                continue;
+            }
+            out.push(Start {
+                restart: rec.task.is_some(),
+                service: name,
+                spec,
+            });
+        }
+        out
+    }
+
+    /// How a start went. Returns the feed's line for a restart.
+    pub fn started(&mut self, start: &Start, result: Result<TaskId, RackError>) -> Option<String> {
+        let name = &start.service;
+        match result {
+            Ok(id) => {
+                let rec = self.records.get_mut(name)?;
+                rec.task = Some(id);
+                rec.next_start = None;
+                rec.waiting = None;
+                rec.health = HealthState::default();
+                let line = start.restart.then(|| {
+                    rec.restarts += 1;
+                    format!("service {name} restarted (restart {})", rec.restarts)
+                });
+                self.mark(name);
+                line
+            }
+            Err(e) => {
+                self.set_waiting(name, Some(format!("cannot launch: {e}")));
+                None
+            }
+        }
+    }
+
+    /// A built-in task ended: if it is an instance's, a job is done, and anything else is
+    /// restarted after its back-off.
+    pub fn task_ended(&mut self, change: &TaskChange, now: UnixMillis) {
+        let state = change.to;
+        let Some(rec) = self
+            .records
+            .get_mut(&change.name)
+            .filter(|r| r.task.as_ref() == Some(&change.id))
+        else {
+            return;
+        };
+        let what = match (state, &change.message) {
+            (TaskState::Finished, _) => "exited with code 0".to_string(),
+            (_, Some(m)) => format!("{state}: {m}"),
+            (_, None) => state.to_string(),
+        };
+        if rec.policy.is_job {
+            rec.completed = true;
+            if state != TaskState::Finished {
+                rec.last_failure = Some(Failure {
+                    at: now,
+                    message: what,
+                });
+            }
+        } else {
+            let ran_ms = change.running_since.map_or(0, |at| now.saturating_sub(at));
+            if ran_ms >= STABLE_RUN_MS {
+                rec.failures = 0;
+            }
+            rec.failures += 1;
+            let factor = 1u64 << (rec.failures - 1).min(20);
+            let delay = rec
+                .policy
+                .restart_delay_ms
+                .saturating_mul(factor)
+                .min(rec.policy.max_restart_delay_ms);
+            rec.next_start = Some(now + delay);
+            rec.waiting = Some(format!(
+                "restarting {delay} ms after it ended ({} failure(s) in a row)",
+                rec.failures
+            ));
+            rec.last_failure = Some(Failure {
+                at: now,
+                message: what,
+            });
+        }
+        let name = change.name.clone();
+        self.mark(&name);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Groups
+
+    /// Adds the records of a service group's instances. Idempotent: instances that exist are
+    /// left alone. Returns the instances' names.
+    pub fn start_group(
+        &mut self,
+        group: &ServiceName,
+        settings: &RackSettings,
+    ) -> Result<Vec<ServiceName>, RackError> {
+        let templates = settings.groups.get(group).ok_or_else(|| {
+            RackError::NotFound(format!(
+                "no service group named \"{group}\" in {}",
+                settings.config_origin
+            ))
+        })?;
+        let mut names = Vec::new();
+        for t in templates {
+            for i in 0..t.instances {
+                let name = if t.instances == 1 {
+                    t.name.clone()
+                } else {
+                    instance_name(&t.name, &i.to_string())?
+                };
+                if let Some(existing) = self.records.get(&name)
+                    && existing.group.as_ref() != Some(group)
+                {
+                    return Err(RackError::Conflict(format!(
+                        "service {name} already runs as part of {}",
+                        existing.origin()
+                    )));
+                }
+                names.push((name, t));
+            }
+        }
+        let mut out = Vec::new();
+        for (name, t) in names {
+            if !self.records.contains_key(&name) {
+                let rec = ServiceRecord::new(name.clone(), t, Some(group.clone()), None);
+                self.records.insert(name.clone(), rec);
+                self.mark(&name);
+            }
+            out.push(name);
+        }
+        Ok(out)
+    }
+
+    /// Forgets a service group's instances; returns their names and the tasks to kill.
+    pub fn stop_group(
+        &mut self,
+        group: &ServiceName,
+        settings: &RackSettings,
+    ) -> Result<(Vec<ServiceName>, Vec<Kill>), RackError> {
+        if !settings.groups.contains_key(group) {
+            return Err(RackError::NotFound(format!(
+                "no service group named \"{group}\""
+            )));
+        }
+        let names: Vec<ServiceName> = self
+            .records
+            .values()
+            .filter(|r| r.group.as_ref() == Some(group))
+            .map(|r| r.name.clone())
+            .collect();
+        let why = format!("group {group} stopped");
+        let kills = names.iter().filter_map(|n| self.remove(n, &why)).collect();
+        Ok((names, kills))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Health
+
+    /// Health checks due at `now`.
+    pub fn due_health_checks(&self, tasks: &TaskTable, now: UnixMillis) -> Vec<HealthCheck> {
+        self.records
+            .values()
+            .filter_map(|r| {
+                let h = r.policy.health.as_ref()?;
+                let task = tasks
+                    .live(r.task.as_ref())
+                    .filter(|t| t.state == TaskState::Running)?;
+                (now.saturating_sub(r.health.checked_at) >= h.interval_ms).then(|| HealthCheck {
+                    service: r.name.clone(),
+                    task: task.id.clone(),
+                    probe: h.probe.clone(),
+                    timeout_ms: h.timeout_ms,
+                    ip: task.ip,
+                    ports: task.ports.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a check as started, so it is not started again before it ends.
+    pub fn health_check_started(&mut self, service: &ServiceName, now: UnixMillis) {
+        if let Some(rec) = self.records.get_mut(service) {
+            rec.health.checked_at = now;
+        }
+    }
+
+    /// Records a check's outcome; after `failure_threshold` failures in a row, returns the
+    /// task to kill (the service is then restarted).
+    pub fn record_health(
+        &mut self,
+        service: &ServiceName,
+        task: &TaskId,
+        result: Result<(), String>,
+        now: UnixMillis,
+    ) -> Option<Kill> {
+        let rec = self
+            .records
+            .get_mut(service)
+            .filter(|r| r.task.as_ref() == Some(task))?;
+        let threshold = rec
+            .policy
+            .health
+            .as_ref()
+            .map_or(1, |h| h.failure_threshold);
+        rec.health.checked_at = now;
+        match result {
+            Ok(()) => {
+                if rec.health.kind != HealthKind::Healthy {
+                    tracing::info!(service = %service, "healthy");
+                    self.health_changed = true;
+                }
+                rec.health = HealthState {
+                    kind: HealthKind::Healthy,
+                    failures: 0,
+                    checked_at: now,
+                    message: None,
+                };
+                None
+            }
+            Err(why) => {
+                rec.health.failures += 1;
+                rec.health.message = Some(why.clone());
+                if rec.health.failures < threshold {
+                    return None;
+                }
+                rec.health.kind = HealthKind::Unhealthy;
+                self.health_changed = true;
+                let msg = format!(
+                    "unhealthy ({} failed checks in a row: {why}); replacing it",
+                    rec.health.failures
+                );
+                tracing::warn!(service = %service, "{msg}");
+                Some((task.clone(), msg))
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reads
+
+    pub fn get(&self, name: &ServiceName) -> Option<&ServiceRecord> {
+        self.records.get(name)
+    }
+
+    /// The instance whose current task `task` is.
+    pub fn instance_of(&self, task: &TaskView) -> Option<&ServiceRecord> {
+        self.records
+            .get(&task.name)
+            .filter(|r| r.task.as_ref() == Some(&task.id))
+    }
+
+    pub fn views(&self, tasks: &TaskTable) -> Vec<ServiceView> {
+        self.records.values().map(|r| r.view(tasks)).collect()
+    }
+
+    pub fn view(&self, name: &ServiceName, tasks: &TaskTable) -> Result<ServiceView, RackError> {
+        self.records
+            .get(name)
+            .map(|r| r.view(tasks))
+            .ok_or_else(|| RackError::NotFound(format!("no service instance named \"{name}\"")))
+    }
+
+    /// The config's groups with their running instances.
+    pub fn groups(&self, settings: &RackSettings, tasks: &TaskTable) -> Vec<GroupView> {
+        settings
+            .groups
+            .iter()
+            .map(|(name, ts)| GroupView {
+                name: name.clone(),
+                services: ts.iter().map(|t| t.name.clone()).collect(),
+                instances: self
+                    .records
+                    .values()
+                    .filter(|r| r.group.as_ref() == Some(name))
+                    .map(|r| r.view(tasks))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Per service (by origin and name): desired, running and healthy instances.
+    pub fn statuses(&self, tasks: &TaskTable) -> Vec<ServiceStatus> {
+        let mut by_service: BTreeMap<(String, ServiceName), Vec<ServiceView>> = BTreeMap::new();
+        for r in self.records.values() {
+            by_service
+                .entry((r.origin(), r.service.clone()))
+                .or_default()
+                .push(r.view(tasks));
+        }
+        by_service
+            .into_iter()
+            .map(|((origin, name), instances)| ServiceStatus {
+                name,
+                origin,
+                desired: instances.len(),
+                running: instances
+                    .iter()
+                    .filter(|i| i.state == Some(TaskState::Running))
+                    .count(),
+                healthy: instances
+                    .iter()
+                    .filter(|i| {
+                        i.state == Some(TaskState::Running)
+                            && matches!(i.health.state.as_str(), "healthy" | "none")
+                    })
+                    .count(),
+                restarts: instances.iter().map(|i| i.restarts).sum(),
+                last_failure: instances
+                    .iter()
+                    .filter_map(|i| i.last_failure.clone())
+                    .max_by_key(|f| f.at),
+                instances,
+            })
+            .collect()
+    }
+}
