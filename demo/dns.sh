@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-UP=${TORC_UP_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/torc/up}
+if [ "$(id -u)" -eq 0 ]; then UP=${TORC_UP_DIR:-/var/lib/torc/up}; else UP=${TORC_UP_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/torc/up}; fi
 CONTROLLER=${TORC_CONTROLLER:-https://127.0.3.20:3000}
-TOKEN_FILE=${TORC_TOKEN_FILE:-$UP/admin.token}
+TOKEN_FILE=${TORC_TOKEN_FILE:-$UP/credentials/admin.token}
 export TORC_CA=${TORC_CA:-$UP/pki/ca.pem}
 RACK_DNS=${RACK_DNS:-127.0.3.20:53}
 API=127.0.0.1:3005

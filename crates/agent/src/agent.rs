@@ -1,7 +1,6 @@
 //! The agent's task table and its loops: registration, reporting, desired-state reconciling.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -48,6 +47,9 @@ pub struct AgentConfig {
     pub kill_tasks_on_exit: bool,
     /// The `torc` binary, used to start task shims.
     pub exe: PathBuf,
+    /// The ids unprivileged tasks run as, one per task name (`None`: every task runs as the
+    /// agent's own user, when the agent is not root and cannot switch).
+    pub task_ids: Option<std::ops::RangeInclusive<u32>>,
     /// How often host and task metrics are sampled.
     pub metrics_interval: Duration,
 }
@@ -117,6 +119,10 @@ impl LocalTask {
 struct Table {
     tasks: BTreeMap<TaskId, LocalTask>,
     retired: VecDeque<TaskId>,
+    /// The id each task name runs as on this node (unprivileged tasks), kept for good: a
+    /// service's restarted instance owns its data directory again.
+    #[serde(default)]
+    task_ids: BTreeMap<torc_types::ServiceName, u32>,
     #[serde(skip)]
     retired_set: HashSet<TaskId>,
     #[serde(skip)]
@@ -124,6 +130,21 @@ struct Table {
 }
 
 impl Table {
+    /// The id `name` runs as: its own from before, or the lowest free one of `range`.
+    fn task_id(
+        &mut self,
+        name: &torc_types::ServiceName,
+        range: &std::ops::RangeInclusive<u32>,
+    ) -> Option<u32> {
+        if let Some(id) = self.task_ids.get(name) {
+            return Some(*id);
+        }
+        let used: std::collections::BTreeSet<u32> = self.task_ids.values().copied().collect();
+        let id = range.clone().find(|i| !used.contains(i))?;
+        self.task_ids.insert(name.clone(), id);
+        Some(id)
+    }
+
     fn retire(&mut self, id: &TaskId) {
         if self.tasks.remove(id).is_some() && self.retired_set.insert(id.clone()) {
             self.retired.push_back(id.clone());
@@ -178,6 +199,21 @@ impl Agent {
         };
         torc_tls::files::own_private_dir(&cfg.data_dir)?;
         std::fs::create_dir_all(cfg.data_dir.join("sandboxes")).map_err(dir_err)?;
+        if cfg.task_ids.is_some() {
+            // Tasks of the task user reach their own sandbox and data directory (each 0700,
+            // theirs) through these, and list nothing: the credential, the key and the task
+            // table stay the agent's (0600, or in a 0700 directory).
+            use std::os::unix::fs::PermissionsExt as _;
+            for dir in [
+                cfg.data_dir.clone(),
+                cfg.data_dir.join("sandboxes"),
+                cfg.data_dir.join("data"),
+            ] {
+                std::fs::create_dir_all(&dir).map_err(dir_err)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                    .map_err(dir_err)?;
+            }
+        }
         let table_path = cfg.data_dir.join("tasks.json");
         let mut table: Table = match std::fs::read(&table_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StartError::Table {
@@ -338,15 +374,10 @@ impl Agent {
 
     /// Writes the task table atomically. Called with the lock held, after each change.
     fn persist(&self, table: &Table) {
-        let write = || -> std::io::Result<()> {
-            let tmp = self.table_path.with_extension("json.tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(table).expect("table serialises"))?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.table_path)
-        };
-        if let Err(e) = write() {
-            tracing::error!(path = %self.table_path.display(), error = %e, "cannot save the task table");
+        // 0600: the table holds the tasks' specs, their env included.
+        let bytes = serde_json::to_vec(table).expect("table serialises");
+        if let Err(e) = torc_tls::files::write_file(&self.table_path, &bytes, 0o600) {
+            tracing::error!(error = %e, "cannot save the task table");
         }
     }
 
@@ -462,6 +493,22 @@ impl Agent {
                 table.tasks.insert(d.id.clone(), task);
                 continue;
             }
+            let run_as = match (&self.cfg.task_ids, d.spec.privileged) {
+                (Some(range), false) => match table.task_id(&d.spec.name, range) {
+                    Some(id) => Some(crate::runtime::TaskUser { uid: id, gid: id }),
+                    None => {
+                        task.state = TaskState::Failed;
+                        task.message = Some(format!(
+                            "no free task user id left in {}-{} on this node (--task-ids)",
+                            range.start(),
+                            range.end()
+                        ));
+                        table.tasks.insert(d.id.clone(), task);
+                        continue;
+                    }
+                },
+                _ => None,
+            };
             match self.runtime.start(&StartRequest {
                 id: &d.id,
                 spec: &d.spec,
@@ -469,6 +516,7 @@ impl Agent {
                 ip: self.cfg.ip,
                 extra_env: self.task_env(&d.id, &d.ports),
                 files: &d.files,
+                run_as,
             }) {
                 Ok((handle, child)) => {
                     tracing::info!(task = %d.id, pid = handle.pid, "task started");
@@ -522,8 +570,13 @@ impl Agent {
         env.insert("TORC_NODE_IP".into(), self.cfg.ip.to_string());
         env.insert("HOST".into(), self.cfg.ip.to_string());
         env.insert("TORC_CONTROLLER".into(), self.cfg.controller.clone());
-        if let Some(ca) = &self.cfg.ca {
-            env.insert(torc_client::ENV_CA.into(), ca.display().to_string());
+        if self.cfg.ca.is_some() {
+            // The agent's own public copy: the operator's file may sit where tasks of the task
+            // user cannot read.
+            env.insert(
+                torc_client::ENV_CA.into(),
+                self.cfg.data_dir.join("ca.pem").display().to_string(),
+            );
         }
         if let Some(first) = ports.first() {
             env.insert("PORT".into(), first.to_string());
@@ -808,6 +861,15 @@ fn load_credentials(cfg: &AgentConfig) -> Result<Credentials, StartError> {
         });
     };
     let roots = torc_tls::load_certs(ca)?;
+    // A public copy of the CA for the node's tasks (TORC_CA).
+    torc_tls::files::write_file(
+        &cfg.data_dir.join("ca.pem"),
+        &std::fs::read(ca).map_err(|error| torc_tls::TlsError::Read {
+            path: ca.clone(),
+            error,
+        })?,
+        0o644,
+    )?;
     let tls_dir = cfg.data_dir.join("tls");
     let key_path = tls_dir.join("node.key");
     let key = if key_path.exists() {
@@ -945,6 +1007,7 @@ mod tests {
             controller: "http://127.0.0.1:9".into(),
             join_token: None,
             ca: None,
+            task_ids: None,
             data_dir: dir.to_path_buf(),
             node_type: None,
             node_function: None,

@@ -21,3 +21,4 @@ pub mod runtime;
 pub mod shim;
 
 pub use agent::{Agent, AgentConfig, StartError, detect_resources};
+pub use runtime::TaskUser;

@@ -3,7 +3,7 @@
 //! runtime would be a second implementation of the same trait.
 
 use std::collections::BTreeMap;
-use std::fs::File;
+
 use std::io;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,15 @@ use torc_types::{TaskId, TaskSpec};
 
 pub use crate::shim::ExitRecord;
 
+/// The user and group an unprivileged task runs as: its own, from the node's range of task
+/// ids (one per task name on the node, kept across restarts), so no task reads another's
+/// sandbox, secrets or data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// Everything needed to start one task.
 pub struct StartRequest<'a> {
     pub id: &'a TaskId,
@@ -27,6 +36,22 @@ pub struct StartRequest<'a> {
     pub extra_env: BTreeMap<String, String>,
     /// Credential files for the task's secrets directory (name → content).
     pub files: &'a BTreeMap<String, String>,
+    /// Run as this user and group (its sandbox, secrets and data directory become its own);
+    /// `None`: as the agent's user.
+    pub run_as: Option<TaskUser>,
+}
+
+/// Makes `path` belong to `user` (no-op without one).
+pub(crate) fn give(path: &Path, user: &Option<TaskUser>) -> io::Result<()> {
+    if let Some(u) = user {
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(u.uid)),
+            Some(nix::unistd::Gid::from_raw(u.gid)),
+        )
+        .map_err(io::Error::from)?;
+    }
+    Ok(())
 }
 
 /// Variables of the agent's own environment a task never inherits: whatever credential an
@@ -40,13 +65,18 @@ const SCRUBBED_ENV: [&str; 4] = [
 
 /// Writes a task's credential files into `<sandbox>/secrets` (0700; files 0600), replacing any
 /// from an earlier start. Names are plain file names.
-fn write_secrets(sandbox: &Path, files: &BTreeMap<String, String>) -> io::Result<PathBuf> {
+fn write_secrets(
+    sandbox: &Path,
+    files: &BTreeMap<String, String>,
+    owner: &Option<TaskUser>,
+) -> io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     let dir = sandbox.join("secrets");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    give(&dir, owner)?;
     for (name, content) in files {
         let plain = !name.is_empty()
             && name.len() <= 64
@@ -60,12 +90,14 @@ fn write_secrets(sandbox: &Path, files: &BTreeMap<String, String>) -> io::Result
                 format!("credential file name {name:?} is not a plain file name"),
             ));
         }
+        let path = dir.join(name);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(dir.join(name))?;
+            .open(&path)?;
         io::Write::write_all(&mut f, content.as_bytes())?;
+        give(&path, owner)?;
     }
     Ok(dir)
 }
@@ -263,8 +295,25 @@ impl Runtime for ProcessRuntime {
             source,
         };
         std::fs::create_dir_all(&sandbox).map_err(sandbox_err)?;
-        let stdout = File::create(sandbox.join("stdout")).map_err(sandbox_err)?;
-        let stderr = File::create(sandbox.join("stderr")).map_err(sandbox_err)?;
+        if req.run_as.is_some() {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&sandbox, std::fs::Permissions::from_mode(0o700))
+                .map_err(sandbox_err)?;
+            give(&sandbox, &req.run_as).map_err(sandbox_err)?;
+        }
+        // The task writes its output through these descriptors, opened here; the files stay
+        // the agent's (0600), read by `torc logs` through the agent.
+        let output = |name: &str| {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(sandbox.join(name))
+        };
+        let stdout = output("stdout").map_err(sandbox_err)?;
+        let stderr = output("stderr").map_err(sandbox_err)?;
         let status = status_file(&sandbox);
         let _ = std::fs::remove_file(&status);
 
@@ -277,18 +326,26 @@ impl Runtime for ProcessRuntime {
         if let Some(cg) = self.task_cgroup(req.id, req.spec) {
             cmd.arg("--cgroup").arg(cg);
         }
+        if let Some(u) = &req.run_as {
+            cmd.arg("--uid")
+                .arg(u.uid.to_string())
+                .arg("--gid")
+                .arg(u.gid.to_string());
+        }
         // A directory that outlives the task, for a service's state (`$DATA_DIR`): a restarted
         // instance of the same service on this node finds its data again.
         let data_dir = self.data_dirs.join(req.spec.name.as_str());
-        std::fs::create_dir_all(&data_dir).map_err(|source| RuntimeError::Sandbox {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&data_dir)
+            .and_then(|()| give(&data_dir, &req.run_as))
+            .map_err(|source| RuntimeError::Sandbox {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
         let data = data_dir.display().to_string();
         let secrets = if req.files.is_empty() {
             None
         } else {
-            Some(write_secrets(&sandbox, req.files).map_err(sandbox_err)?)
+            Some(write_secrets(&sandbox, req.files, &req.run_as).map_err(sandbox_err)?)
         };
         let secrets_dir = secrets
             .as_ref()

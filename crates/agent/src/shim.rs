@@ -57,6 +57,8 @@ pub struct ShimArgs {
     pub grace: Duration,
     /// A cgroup v2 directory to join before starting the task (limits apply to the task).
     pub cgroup: Option<PathBuf>,
+    /// The user and group the task runs as (`None`: the shim's own).
+    pub run_as: Option<(u32, u32)>,
     pub command: String,
     pub args: Vec<String>,
 }
@@ -92,6 +94,10 @@ pub fn run(args: ShimArgs) -> i32 {
 
     let mut cmd = Command::new(&args.command);
     cmd.args(&args.args);
+    if let Some((uid, gid)) = args.run_as {
+        // std drops the supplementary groups too when it switches from root.
+        cmd.uid(uid).gid(gid);
+    }
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

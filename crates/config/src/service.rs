@@ -192,6 +192,7 @@ impl ServiceConfig {
         spec.constraints = self.constraints();
         spec.metered = self.is_metered;
         spec.credentials = self.credentials.clone();
+        spec.privileged = self.privileged;
         if let Some(secs) = self.kill_grace_in_seconds {
             spec.kill_grace_ms = secs.saturating_mul(1000);
         }

@@ -1035,6 +1035,14 @@ async fn framework_launch(
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     check_tls_wanted(&ctl, &spec)?;
     if !caller.who.is_admin() {
+        if spec.privileged {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "framework {name}'s tasks run as their node's task user, never privileged; an admin launches privileged tasks"
+                ),
+            ));
+        }
         if spec.credentials.api_access.is_some() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -93,6 +93,7 @@ healthcheck:
     - name: dns
       command: torc
       args: [dns, --listen, "$IP:53"]
+      privileged: true
       credentials: {api_access: viewer}
       memory: 32
       cpu: 0.2
@@ -182,8 +183,33 @@ healthcheck:
         let http = http.clone();
         async move { http.get(path).send().await.unwrap().status().as_u16() }
     };
-    let hint =
-        || std::fs::read_to_string(rack.dir.path().join("dns-scheduler.log")).unwrap_or_default();
+    // On a failure: the scheduler's log and the output of every dns-sl task it started.
+    let hint = || {
+        let mut out =
+            std::fs::read_to_string(rack.dir.path().join("dns-scheduler.log")).unwrap_or_default();
+        let agents = rack.dir.path().join("agents");
+        for sandbox in std::fs::read_dir(&agents)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|node| {
+                std::fs::read_dir(node.path().join("sandboxes"))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .filter(|s| s.file_name().to_string_lossy().contains("dns-sl"))
+        {
+            for stream in ["stdout", "stderr"] {
+                let text = std::fs::read_to_string(sandbox.path().join(stream)).unwrap_or_default();
+                out.push_str(&format!(
+                    "--- {} {stream}\n{text}",
+                    sandbox.path().display()
+                ));
+            }
+        }
+        out
+    };
 
     // One server up, resolvable in the service domain, answering the demo zone.
     let w = wedge.clone();

@@ -137,6 +137,11 @@ impl LocalRack {
     /// Starts a controller and one agent per node, and waits until every node is active.
     pub async fn start(exe: impl AsRef<Path>, opts: RackOptions) -> anyhow::Result<LocalRack> {
         let dir = tempfile::Builder::new().prefix("torc-rack-").tempdir()?;
+        // Tasks of the nodes' task user (`nobody`) reach their sandboxes through here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )?;
         let base = free_loopback_block();
         let ip = |i: u8| Ipv4Addr::new(base.octets()[0], base.octets()[1], base.octets()[2], i);
         let port = free_port(ip(1));

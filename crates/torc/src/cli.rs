@@ -263,6 +263,9 @@ pub struct RunArgs {
     /// Wait until the task runs (or ends) and print its final placement.
     #[arg(long)]
     wait: bool,
+    /// Run as the agent's own user (root on a node) instead of the node's task user.
+    #[arg(long)]
+    privileged: bool,
     /// The command and its arguments, after `--`.
     #[arg(required = true, last = true)]
     command: Vec<String>,
@@ -307,6 +310,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     spec.env = args.env.into_iter().collect::<BTreeMap<_, _>>();
     spec.resources = Resources::new(args.cpus, args.mem, args.disk);
     spec.ports = args.ports;
+    spec.privileged = args.privileged;
     spec.constraints = Constraints {
         node_name: args.node,
         node_type: args.node_type,

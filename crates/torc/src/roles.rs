@@ -188,6 +188,11 @@ pub struct AgentArgs {
     /// the next agent on this node re-adopts them.
     #[arg(long)]
     kill_tasks_on_exit: bool,
+    /// The user and group ids unprivileged tasks run as, one per task name on this node, from
+    /// this range (ids no account uses). An agent not running as root runs every task as
+    /// itself.
+    #[arg(long, default_value = "200000-299999")]
+    task_ids: String,
 }
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -216,6 +221,20 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         args.disk_mb.unwrap_or(detected.disk_mb),
     );
     let exe = std::env::current_exe().context("cannot find the torc binary for task shims")?;
+    let task_ids = {
+        let (lo, hi) = args
+            .task_ids
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .filter(|(a, b)| *a >= 1000 && a <= b)
+            .with_context(|| {
+                format!(
+                    "--task-ids {}: expected FIRST-LAST, at least 1000, e.g. 200000-299999",
+                    args.task_ids
+                )
+            })?;
+        nix::unistd::geteuid().is_root().then_some(lo..=hi)
+    };
     let cfg = torc_agent::AgentConfig {
         node: args.name,
         ip: args.ip,
@@ -230,6 +249,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         attributes: args.attributes.into_iter().collect(),
         kill_tasks_on_exit: args.kill_tasks_on_exit,
         exe,
+        task_ids,
         metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
     };
     let listen = SocketAddr::new(cfg.ip, args.port);
@@ -258,6 +278,10 @@ pub struct ShimArgs {
     grace_ms: u64,
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    #[arg(long, requires = "gid")]
+    uid: Option<u32>,
+    #[arg(long, requires = "uid")]
+    gid: Option<u32>,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -269,6 +293,7 @@ pub fn run_shim(args: ShimArgs) -> std::process::ExitCode {
         status: args.status,
         grace: Duration::from_millis(args.grace_ms),
         cgroup: args.cgroup,
+        run_as: args.uid.zip(args.gid),
         command: program,
         args: command.collect(),
     });
@@ -627,8 +652,9 @@ pub struct StatesyncArgs {
     #[arg(long, requires = "user")]
     password_file: Option<PathBuf>,
     /// Speak TLS to an `https://` endpoint, trusting this CA (PEM) only, as etcdctl's
-    /// `--cacert` (a task of a rack finds the rack CA in `TORC_CA`).
-    #[arg(long, env = "TORC_CA")]
+    /// `--cacert` (default for an `https://` endpoint: the rack CA in `TORC_CA`, which a
+    /// task's agent sets).
+    #[arg(long)]
     cacert: Option<PathBuf>,
     /// A client certificate (PEM) for a store that asks for one, as etcdctl's `--cert`.
     #[arg(long, requires_all = ["key", "cacert"])]
@@ -648,8 +674,13 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
         )),
         _ => None,
     };
-    let tls = args
-        .cacert
+    let cacert = args.cacert.clone().or_else(|| {
+        args.endpoints
+            .starts_with("https://")
+            .then(|| std::env::var_os(torc_client::ENV_CA).map(PathBuf::from))
+            .flatten()
+    });
+    let tls = cacert
         .as_deref()
         .map(|ca| {
             let cert_and_key = args.cert.as_deref().zip(args.key.as_deref());

@@ -46,16 +46,21 @@ pub struct UpArgs {
     api_port: u16,
 }
 
-/// The admin token's file in a local rack's state directory.
-pub const ADMIN_TOKEN: &str = "admin.token";
+/// The admin token's file in a local rack's state directory (in `credentials/`, 0700).
+pub const ADMIN_TOKEN: &str = "credentials/admin.token";
 /// The join token's file.
-pub const JOIN_TOKEN: &str = "join.token";
+pub const JOIN_TOKEN: &str = "credentials/join.token";
 /// The rack CA's directory.
 pub const CA_DIR: &str = "pki";
 
-/// Where `torc up` keeps its state when not told otherwise: the user's own state directory
-/// (`$XDG_STATE_HOME/torc/up`, else `~/.local/state/torc/up`).
+/// Where `torc up` keeps its state when not told otherwise: for root `/var/lib/torc/up`
+/// (tasks run as `nobody` and must reach their sandboxes, which a home directory of 0700 would
+/// hide), for anyone else the user's own state directory (`$XDG_STATE_HOME/torc/up`, else
+/// `~/.local/state/torc/up`).
 pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/torc/up"));
+    }
     let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => {
@@ -162,9 +167,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             d
         }
     };
+    // 0711: tasks of the node's task user reach their own sandboxes under `agents/`; they
+    // list nothing, and the secrets sit in 0700 directories (`credentials/`, `pki/`,
+    // `controller/`) or in 0600 files.
     torc_tls::files::own_private_dir(&data_dir)?;
+    std::fs::set_permissions(
+        &data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )?;
     let logs = data_dir.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    torc_tls::files::private_dir(&logs)?;
 
     let config_path = match &args.config {
         Some(p) => p.clone(),

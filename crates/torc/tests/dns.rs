@@ -45,6 +45,7 @@ healthcheck:
     - name: dns
       command: torc
       args: [dns, --listen, "$IP:53"]
+      privileged: true
       credentials: {api_access: viewer}
       memory: 32
       cpu: 0.2

@@ -53,6 +53,20 @@ async fn node_credential(rack: &LocalRack, node: &str) -> String {
     .unwrap()
 }
 
+/// A node's certificate and key, once its agent has written them.
+async fn node_identity(rack: &LocalRack, node: &str) -> torc_tls::Identity {
+    let tls = rack.dir.path().join("agents").join(node).join("tls");
+    wait_for(
+        "the node's certificate",
+        Duration::from_secs(10),
+        || async {
+            torc_tls::Identity::from_files(&tls.join("node.crt"), &tls.join("node.key")).ok()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 fn sleeper(name: &str, node: &str) -> TaskSpec {
     let mut spec = TaskSpec::new(name.parse().unwrap(), "sh");
     spec.args = vec!["-c".into(), "echo secret-output; sleep 600".into()];
@@ -248,13 +262,8 @@ async fn each_role_does_what_it_may_and_no_more() {
     assert_eq!(err.status().map(|s| s.as_u16()), Some(403), "{err}");
 
     // A node's credential acts only as its own node, and only with its own certificate.
-    let agent_dir = rack.dir.path().join("agents").join("bladerunner1");
     let node_token = node_credential(&rack, "bladerunner1").await;
-    let identity = torc_tls::Identity::from_files(
-        &agent_dir.join("tls").join("node.crt"),
-        &agent_dir.join("tls").join("node.key"),
-    )
-    .unwrap();
+    let identity = node_identity(&rack, "bladerunner1").await;
     let with_cert = http_with(&rack, Some(identity));
     let url = rack.url();
     let (status, error) = status_and_error(
@@ -300,17 +309,7 @@ async fn each_role_does_what_it_may_and_no_more() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
     assert!(error.contains("client certificate"), "{error}");
     // Nor does another node's certificate with its token.
-    let other_dir = rack.dir.path().join("agents").join("bladerunner2");
-    let other_cert = http_with(
-        &rack,
-        Some(
-            torc_tls::Identity::from_files(
-                &other_dir.join("tls").join("node.crt"),
-                &other_dir.join("tls").join("node.key"),
-            )
-            .unwrap(),
-        ),
-    );
+    let other_cert = http_with(&rack, Some(node_identity(&rack, "bladerunner2").await));
     let (status, _) = status_and_error(
         other_cert
             .get(format!("{url}/api/v1/agents/bladerunner1/desired"))
@@ -398,7 +397,18 @@ async fn a_task_holds_its_own_token_and_never_its_agents() {
         .find_map(|l| l.strip_prefix("TORC_TOKEN_FILE="))
         .expect("the agent points the task at its token")
         .to_string();
-    let own = torc_tls::files::read_secret(std::path::Path::new(&token_file)).unwrap();
+    // The file is the task's own (its task user's, 0600): the agent's user reads it here.
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&token_file).unwrap();
+    assert!(
+        meta.uid() >= 200_000,
+        "the task's own user's: {}",
+        meta.uid()
+    );
+    let own = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     let as_task = rack.client_with(Some(own.clone()));
     assert!(as_task.tasks(&Default::default()).await.is_ok());
     let err = as_task
@@ -632,13 +642,8 @@ async fn the_reviewed_attacks_fail() {
     let mut rack = LocalRack::start(TORC, rack_options()).await.unwrap();
     let admin = rack.client();
     let url = rack.url();
-    let agent_dir = rack.dir.path().join("agents").join("bladerunner1");
     let node_token = node_credential(&rack, "bladerunner1").await;
-    let identity = torc_tls::Identity::from_files(
-        &agent_dir.join("tls").join("node.crt"),
-        &agent_dir.join("tls").join("node.key"),
-    )
-    .unwrap();
+    let identity = node_identity(&rack, "bladerunner1").await;
     let as_node = http_with(&rack, Some(identity.clone()));
     let node_ip = rack.nodes["bladerunner1"];
 
@@ -821,4 +826,77 @@ async fn the_reviewed_attacks_fail() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("was revoked"), "{err}");
+}
+
+/// A framework's task (or any unprivileged task) runs as its own user: it reads neither the
+/// agent's credential, key or task table, nor another task's secrets, nor the rack's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_task_reads_no_one_elses_secrets() {
+    let rack = LocalRack::start(TORC, rack_options()).await.unwrap();
+    let admin = rack.client();
+    // Another task with a token of its own, on the same node.
+    let mut holder = sleeper("holder", "bladerunner1");
+    holder.credentials.api_access = Some(torc_types::ApiAccess::Viewer);
+    let holder = admin.launch(&holder).await.unwrap();
+    running(&admin, &holder.id).await;
+    let agent = rack.dir.path().join("agents").join("bladerunner1");
+    node_credential(&rack, "bladerunner1").await;
+    let targets = [
+        agent.join("credential"),
+        agent.join("tls").join("node.key"),
+        agent.join("tasks.json"),
+        agent
+            .join("sandboxes")
+            .join(holder.id.as_str())
+            .join("secrets")
+            .join("token"),
+        agent
+            .join("sandboxes")
+            .join(holder.id.as_str())
+            .join("stdout"),
+        rack.token_path(),
+    ];
+    // A framework's task tries them all, and says what it is.
+    let fw_client = rack
+        .client_as(TokenRole::Framework, Some("snooper"))
+        .await
+        .unwrap();
+    let (fw, _) = torc_client::Framework::register(
+        fw_client,
+        "snooper".parse().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let mut snoop = TaskSpec::new("snoop".parse().unwrap(), "sh");
+    let script: String = targets
+        .iter()
+        .map(|p| {
+            format!(
+                "if cat '{0}' >/dev/null 2>&1; then echo READ {0}; else echo DENIED {0}; fi; ",
+                p.display()
+            )
+        })
+        .collect();
+    snoop.args = vec!["-c".into(), format!("id -u; {script} sleep 600")];
+    snoop.constraints.node_name = Some("bladerunner1".parse().unwrap());
+    let snoop = fw.launch(&snoop).await.unwrap();
+    let out = wait_for("the snoop's report", Duration::from_secs(20), || async {
+        admin
+            .logs(&snoop.id, &Default::default())
+            .await
+            .ok()
+            .filter(|c| c.data.matches("DENIED").count() + c.data.matches("READ").count() == 6)
+    })
+    .await
+    .unwrap()
+    .data;
+    assert!(!out.contains("READ "), "an unprivileged task read: {out}");
+    let uid: u32 = out.lines().next().unwrap().trim().parse().unwrap();
+    assert!(uid >= 200_000, "a task user of its own: {uid}");
+    // And frameworks cannot ask for privilege.
+    let mut root = sleeper("rooted", "bladerunner1");
+    root.privileged = true;
+    let err = fw.launch(&root).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(403), "{err}");
 }

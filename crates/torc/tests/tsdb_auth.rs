@@ -20,6 +20,7 @@ healthcheck:
     - name: influxdb
       command: torc
       args: [tsdb, --listen, "$IP:8086", --data-dir, "$DATA_DIR", --admin-user, root, --admin-password-file, "{admin}"]
+      privileged: true
       memory: 256
       cpu: 0.5
       node_name: bladerunner1
@@ -30,6 +31,7 @@ healthcheck:
       command: torc
       args: [datacollector, --influxdb, "service:influxdb", --interval-seconds, "1", --user, root, --password-file, "{admin}"]
       credentials: {{api_access: viewer}}
+      privileged: true
       memory: 40
       cpu: 0.1
       node_name: bladerunner1
@@ -38,6 +40,7 @@ healthcheck:
       command: torc
       args: [datacollector, --influxdb, "service:influxdb", --database, wrong, --interval-seconds, "1", --user, root, --password-file, "{wrong}"]
       credentials: {{api_access: viewer}}
+      privileged: true
       memory: 40
       cpu: 0.1
       node_name: bladerunner1

@@ -54,7 +54,7 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
         "{text}"
     );
     // Credentials: printed where they are, private to the user.
-    let token_file = dir.path().join("admin.token");
+    let token_file = dir.path().join("credentials").join("admin.token");
     let ca = dir.path().join("pki").join("ca.pem");
     assert!(
         text.contains(&token_file.display().to_string())
@@ -63,9 +63,17 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
     );
     use std::os::unix::fs::PermissionsExt as _;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(dir.path()), 0o700);
+    assert_eq!(
+        mode(dir.path()),
+        0o711,
+        "tasks reach their sandboxes, list nothing"
+    );
+    assert_eq!(mode(&dir.path().join("credentials")), 0o700);
     assert_eq!(mode(&token_file), 0o600);
-    assert_eq!(mode(&dir.path().join("join.token")), 0o600);
+    assert_eq!(
+        mode(&dir.path().join("credentials").join("join.token")),
+        0o600
+    );
     assert_eq!(mode(&dir.path().join("pki").join("ca.key")), 0o600);
 
     let env = [

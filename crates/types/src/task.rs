@@ -76,6 +76,12 @@ pub struct TaskSpec {
     /// Credentials the task gets as files, never in its environment.
     #[serde(default, skip_serializing_if = "TaskCredentials::is_empty")]
     pub credentials: TaskCredentials,
+    /// Run as the agent's own user (root on a real node: a port below 1024, the host's
+    /// files). Otherwise the task runs as its node's task user (`nobody` by default), which
+    /// reads neither the agent's credential nor another task's secrets. Only an admin, or the
+    /// rack config, launches a privileged task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
 }
 
 /// Credentials a task receives as files in its secrets directory (`$TORC_SECRETS_DIR`, mode
@@ -143,6 +149,7 @@ impl TaskSpec {
             kill_grace_ms: default_kill_grace_ms(),
             metered: false,
             credentials: TaskCredentials::default(),
+            privileged: false,
         }
     }
 
