@@ -19,8 +19,6 @@ pub enum Error {
         #[source]
         source: StorageError,
     },
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
     #[error("starting the commit thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("creating the root user: {0}")]
@@ -111,6 +109,19 @@ pub enum EtcdError {
     Unimplemented(&'static str),
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// torc's own bound (etcd has none): watchers per client connection.
+    #[error(
+        "torc kv: this connection has {limit} watchers open, the most one connection may have \
+         (raise it with torc kv --max-watchers-per-connection)"
+    )]
+    TooManyWatchers { limit: usize },
+    /// torc's own bound (etcd has none): leases granted through one
+    /// client connection that still exist.
+    #[error(
+        "torc kv: this connection holds {limit} leases, the most one connection may hold \
+         (revoke some, or raise it with torc kv --max-leases-per-connection)"
+    )]
+    TooManyLeases { limit: usize },
     // ---- auth (etcd's auth/store.go errors, as rpctypes sends them) ----
     #[error("etcdserver: root user does not exist")]
     RootUserNotExist,
@@ -195,7 +206,9 @@ impl EtcdError {
             | EtcdError::AuthNotEnabled => Code::FailedPrecondition,
             EtcdError::StorageFailed(_) | EtcdError::Stopped => Code::Unavailable,
             EtcdError::Unimplemented(_) => Code::Unimplemented,
-            EtcdError::TooManyRequests => Code::ResourceExhausted,
+            EtcdError::TooManyRequests
+            | EtcdError::TooManyWatchers { .. }
+            | EtcdError::TooManyLeases { .. } => Code::ResourceExhausted,
             EtcdError::PermissionDenied => Code::PermissionDenied,
             EtcdError::InvalidAuthToken => Code::Unauthenticated,
             EtcdError::NoPasswordUser | EtcdError::AuthInternal(_) => Code::Unknown,

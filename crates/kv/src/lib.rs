@@ -23,7 +23,12 @@
 //!   `admin_service`: Cluster and Maintenance.
 //! - `watch_wire`: watch responses encoded once per commit, shared by
 //!   watchers, and the Watch service that sends them.
-//! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one).
+//! - `conn`: serving connections from torc-tls's shared accept path (caps
+//!   in all and per source address, TLS handshakes with a deadline) as
+//!   HTTP/2 connections, each with its own state (the limits per
+//!   connection), a preface deadline and an idle timeout.
+//! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one);
+//!   holds back at most one HEADERS frame of the largest accepted size.
 //! - [`tls`]: TLS as etcd serves it (`--cert-file`, `--key-file`,
 //!   `--trusted-ca-file`, `--client-cert-auth`: a client certificate's common
 //!   name as the user of requests without a token), terminated in front of
@@ -52,6 +57,7 @@ mod auth_service;
 mod authority;
 pub mod client;
 mod codec;
+mod conn;
 pub mod error;
 pub mod mvcc;
 mod server;

@@ -839,6 +839,11 @@ impl Core {
         })
     }
 
+    /// Whether lease `id` exists (it may have expired, not yet revoked).
+    pub fn has_lease(&self, id: i64) -> bool {
+        self.leases.contains_key(&id)
+    }
+
     pub fn lease_ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.leases.keys().copied().collect();
         ids.sort_unstable();

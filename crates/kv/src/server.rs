@@ -22,12 +22,12 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::password::Passwords;
 use crate::auth::token::Tokens;
 use crate::auth::{Access, ROOT_USER};
-use crate::authority::AuthorityFix;
+use crate::conn::{ConnOptions, Peer};
 use crate::error::{Error, EtcdError};
 use crate::mvcc::{KeyRange, Limits, Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
 use crate::store::{OpenError, Store, WatchItem, WatchReceiver, WatchSpec, watch_channel};
-use crate::tls::{Peer, ServerTls};
+use crate::tls::ServerTls;
 use crate::watch_wire::EncodedWatchResponse;
 
 /// The version reported by Maintenance.Status: the etcd API level served, and
@@ -69,8 +69,31 @@ pub struct KvOptions {
     /// Most password hashes or checks at once (each takes a core for tens
     /// of milliseconds; see [`crate::auth::password`]).
     pub password_checks: usize,
-    /// Longest a client may take over its TLS handshake (see [`crate::tls`]).
-    pub tls_handshake_timeout: Duration,
+    /// Longest a client may take over its TLS handshake (see [`crate::tls`]),
+    /// and, TLS or not, to send the HTTP/2 preface.
+    pub handshake_timeout: Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Most client connections open at once from one IP address.
+    pub max_connections_per_source: usize,
+    /// A connection with no call in flight and no stream open this long is
+    /// closed with a GOAWAY (clients reconnect when they next need to).
+    pub idle_timeout: Duration,
+    /// Most calls (HTTP/2 streams) open at once on one connection (etcd's
+    /// `--max-concurrent-streams`).
+    pub max_concurrent_streams: u32,
+    /// Most watchers open at once over one connection (torc's own bound;
+    /// etcd has none).
+    pub max_watchers_per_connection: usize,
+    /// Most leases one connection may hold: granted through it and not yet
+    /// revoked or expired (torc's own bound; etcd has none).
+    pub max_leases_per_connection: usize,
+    /// A connection silent this long is pinged (etcd's
+    /// `--grpc-keepalive-interval`) ...
+    pub keepalive_interval: Duration,
+    /// ... and closed if the ping is not answered within this
+    /// (`--grpc-keepalive-timeout`).
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for KvOptions {
@@ -87,7 +110,16 @@ impl Default for KvOptions {
             bcrypt_cost: crate::auth::password::DEFAULT_COST,
             password_checks: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() / 2).max(1)),
-            tls_handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_source: 1024,
+            idle_timeout: Duration::from_secs(300),
+            max_concurrent_streams: 1024,
+            max_watchers_per_connection: 10_000,
+            max_leases_per_connection: 10_000,
+            // etcd 3.4's defaults.
+            keepalive_interval: Duration::from_secs(2 * 3600),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -193,12 +225,7 @@ impl KvServer {
         advertise_url: String,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        // Accept a URL as `:authority`, as etcd does (see crate::authority).
-        let incoming = tokio_stream::StreamExt::map(incoming, |conn| conn.map(AuthorityFix::new));
-        self.serve_incoming(incoming, advertise_url, false, shutdown)
-            .await
+        self.serve_on(listener, None, advertise_url, shutdown).await
     }
 
     /// [`KvServer::serve`] over TLS only (etcd with `https://` client URLs):
@@ -210,31 +237,38 @@ impl KvServer {
         advertise_url: String,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        let incoming = crate::tls::incoming(listener, &tls, self.options.tls_handshake_timeout);
-        let cert_names_users = tls.client_cert_auth();
-        self.serve_incoming(incoming, advertise_url, cert_names_users, shutdown)
+        self.serve_on(listener, Some(tls), advertise_url, shutdown)
             .await
     }
 
-    /// Serves connections from `incoming`; `cert_names_users`: etcd's
-    /// `--client-cert-auth` (see [`crate::tls`]).
-    async fn serve_incoming<I, IO, IE>(
+    /// Serves connections from `listener` (over `tls` if given), accepted by
+    /// torc-tls's shared accept path under the connection caps and served
+    /// by `crate::conn`.
+    async fn serve_on(
         self,
-        incoming: I,
+        listener: TcpListener,
+        tls: Option<ServerTls>,
         advertise_url: String,
-        cert_names_users: bool,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), Error>
-    where
-        I: tokio_stream::Stream<Item = Result<IO, IE>>,
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
-        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    ) -> Result<(), Error> {
+        let options = &self.options;
+        let incoming = torc_tls::incoming(
+            listener,
+            tls.as_ref().map(ServerTls::config),
+            torc_tls::AcceptOptions {
+                handshake_timeout: options.handshake_timeout,
+                max_connections: options.max_connections,
+                max_per_source: options.max_connections_per_source,
+            },
+        );
+        let conn_options = ConnOptions {
+            preface_timeout: options.handshake_timeout,
+            idle_timeout: options.idle_timeout,
+            max_concurrent_streams: options.max_concurrent_streams,
+            keepalive_interval: options.keepalive_interval,
+            keepalive_timeout: options.keepalive_timeout,
+            cert_names: tls.as_ref().is_some_and(ServerTls::client_cert_auth),
+        };
         let KvServer {
             store,
             commit_thread,
@@ -247,7 +281,7 @@ impl KvServer {
             store: store.clone(),
             options: Arc::new(options.clone()),
             advertise_url: Arc::new(advertise_url),
-            cert_names_users,
+            cert_names_users: conn_options.cert_names,
             stop: stop_rx.clone(),
             auth,
         };
@@ -266,54 +300,40 @@ impl KvServer {
             }
         });
 
-        let signal_store = store.clone();
-        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
-        let signal = async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-            // Watchers hold the senders of their streams' responses; drop
-            // them so graceful shutdown is not held up by open watches.
-            signal_store.drop_all_watchers();
-            let _ = signalled_tx.send(());
-        };
-        let grace_over = async move {
-            if signalled_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
+        let routes = tonic::service::Routes::new(
+            pb::kv_server::KvServer::new(svc.clone()).max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            crate::watch_wire::WatchServer::new(svc.clone()).max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            pb::lease_server::LeaseServer::new(svc.clone()).max_decoding_message_size(max_decode),
+        )
+        .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
+        .add_service(pb::auth_server::AuthServer::new(svc.clone()))
+        .add_service(pb::maintenance_server::MaintenanceServer::new(svc));
+        let served = crate::conn::serve(incoming, routes, conn_options, stop_rx);
+        tokio::pin!(served);
+        tokio::select! {
+            () = &mut served => {}
+            () = shutdown => {
+                let _ = stop_tx.send(true);
+                // Watchers hold the senders of their streams' responses; drop
+                // them so graceful shutdown is not held up by open watches.
+                store.drop_all_watchers();
+                if tokio::time::timeout(SHUTDOWN_GRACE, &mut served).await.is_err() {
+                    tracing::warn!(
+                        "clients still connected {} s after shutdown began; closing their connections",
+                        SHUTDOWN_GRACE.as_secs()
+                    );
+                }
             }
-        };
-        let result = tonic::transport::Server::builder()
-            .add_service(
-                pb::kv_server::KvServer::new(svc.clone()).max_decoding_message_size(max_decode),
-            )
-            .add_service(
-                crate::watch_wire::WatchServer::new(svc.clone())
-                    .max_decoding_message_size(max_decode),
-            )
-            .add_service(
-                pb::lease_server::LeaseServer::new(svc.clone())
-                    .max_decoding_message_size(max_decode),
-            )
-            .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
-            .add_service(pb::auth_server::AuthServer::new(svc.clone()))
-            .add_service(pb::maintenance_server::MaintenanceServer::new(svc))
-            .serve_with_incoming_shutdown(incoming, signal);
-        let result = tokio::select! {
-            result = result => result,
-            () = grace_over => {
-                tracing::warn!(
-                    "clients still connected {} s after shutdown began; closing their connections",
-                    SHUTDOWN_GRACE.as_secs()
-                );
-                Ok(())
-            }
-        };
+        }
         expiry.abort();
         store.close();
         drop(store);
         let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
-        result.map_err(Error::Transport)
+        Ok(())
     }
 }
 
@@ -542,6 +562,7 @@ impl crate::watch_wire::Watch for Services {
         // etcd: a token that expires later ends no watch already made).
         let metadata = request.metadata().clone();
         let peer = request.extensions().get::<Peer>().cloned();
+        let conn = peer.as_ref().map(|p| Arc::clone(&p.conn));
         let mut inbound = request.into_inner();
         let (tx, rx) = watch_channel(self.options.watch_backlog_bytes);
         let svc = self.clone();
@@ -617,6 +638,24 @@ impl crate::watch_wire::Watch for Services {
                             }
                             next_id
                         };
+                        // torc's bound on one connection's watchers.
+                        if let Some(conn) = &conn
+                            && let Err(e) =
+                                conn.take_watcher(svc.options.max_watchers_per_connection)
+                        {
+                            let _ = tx.send(vec![
+                                pb::WatchResponse {
+                                    header: svc.committed_header(),
+                                    watch_id: id,
+                                    created: true,
+                                    canceled: true,
+                                    cancel_reason: e.to_string(),
+                                    ..Default::default()
+                                }
+                                .into(),
+                            ]);
+                            continue;
+                        }
                         use pb::watch_create_request::FilterType;
                         let spec = WatchSpec {
                             range: KeyRange::new(c.key, c.range_end),
@@ -630,12 +669,18 @@ impl crate::watch_wire::Watch for Services {
                             if c.progress_notify {
                                 progress.insert(id);
                             }
+                        } else if let Some(conn) = &conn {
+                            conn.release_watchers(1);
                         }
                     }
                     Some(RequestUnion::CancelRequest(c))
                         if store.cancel_watch(stream, c.watch_id) =>
                     {
-                        ids.remove(&c.watch_id);
+                        if ids.remove(&c.watch_id)
+                            && let Some(conn) = &conn
+                        {
+                            conn.release_watchers(1);
+                        }
                         progress.remove(&c.watch_id);
                         let _ = tx.send(vec![
                             pb::WatchResponse {
@@ -665,6 +710,9 @@ impl crate::watch_wire::Watch for Services {
                 }
             }
             store.drop_stream(stream);
+            if let Some(conn) = &conn {
+                conn.release_watchers(ids.len());
+            }
         });
         Ok(Response::new(WatchResponses::new(rx)))
     }
@@ -680,14 +728,28 @@ impl pb::lease_server::Lease for Services {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let caller = self.caller(&request)?;
+        let conn = request
+            .extensions()
+            .get::<Peer>()
+            .map(|p| Arc::clone(&p.conn));
         let req = request.into_inner();
-        let ((id, ttl), rev) = self
+        // torc's bound on the leases one connection holds.
+        if let Some(conn) = &conn {
+            conn.take_lease(self.options.max_leases_per_connection, |id| {
+                self.store.lock().core.has_lease(id)
+            })?;
+        }
+        let granted = self
             .store
             .write(|core, auth, _| {
                 auth.require_user(&caller)?;
                 core.lease_grant(req.id, req.ttl, Instant::now())
             })
-            .await?;
+            .await;
+        if let Some(conn) = &conn {
+            conn.granted(granted.as_ref().ok().map(|((id, _), _)| *id));
+        }
+        let ((id, ttl), rev) = granted?;
         Ok(Response::new(pb::LeaseGrantResponse {
             header: self.header(rev),
             id,

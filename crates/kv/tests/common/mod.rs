@@ -52,6 +52,11 @@ impl TorcKv {
         TorcKv::start_temp(KvOptions::default(), None)
     }
 
+    /// With `options`, in a temporary directory.
+    pub fn start_with_options(options: KvOptions) -> TorcKv {
+        TorcKv::start_temp(options, None)
+    }
+
     /// Over TLS with `certs`' server certificate, asking clients for
     /// certificates as `clients` says.
     pub fn start_tls(certs: &Certs, clients: ClientCerts) -> TorcKv {
