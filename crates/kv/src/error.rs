@@ -88,6 +88,23 @@ pub enum EtcdError {
     DuplicateKey,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    /// The storage quota (`--quota-backend-bytes`) would be passed, or the
+    /// NOSPACE alarm is raised.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// torc's own bound (etcd has none): a Range's answer.
+    #[error(
+        "torc kv: the range's answer would hold more than {limit} bytes of keys and values \
+         (ask for less: a limit, a narrower range, keys only; or raise it with torc kv \
+         --max-range-bytes)"
+    )]
+    RangeTooLarge { limit: usize },
+    /// torc's own bound (etcd has none): the keys of a Range's answer.
+    #[error(
+        "torc kv: the range's answer would hold more than {limit} keys (ask for fewer with a \
+         limit or a narrower range, or raise it with torc kv --max-range-keys)"
+    )]
+    RangeTooManyKeys { limit: usize },
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
@@ -207,6 +224,9 @@ impl EtcdError {
             EtcdError::StorageFailed(_) | EtcdError::Stopped => Code::Unavailable,
             EtcdError::Unimplemented(_) => Code::Unimplemented,
             EtcdError::TooManyRequests
+            | EtcdError::NoSpace
+            | EtcdError::RangeTooLarge { .. }
+            | EtcdError::RangeTooManyKeys { .. }
             | EtcdError::TooManyWatchers { .. }
             | EtcdError::TooManyLeases { .. } => Code::ResourceExhausted,
             EtcdError::PermissionDenied => Code::PermissionDenied,

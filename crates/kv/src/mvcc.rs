@@ -87,6 +87,8 @@ pub enum Mutation {
     /// A change to the auth state (users, roles, enabled, revision); it
     /// changes no key and no revision.
     Auth(crate::auth::AuthMutation),
+    /// The NOSPACE alarm raised (`true`) or disarmed.
+    NoSpaceAlarm(bool),
 }
 
 /// A response plus what must be persisted before sending it.
@@ -96,15 +98,109 @@ pub struct Outcome<T> {
     pub mutations: Vec<Mutation>,
 }
 
-/// Request limits, as etcd's `--max-txn-ops`.
+/// Bounds on requests and on the data, as etcd's `--max-txn-ops` and
+/// `--quota-backend-bytes`, and torc's own on a Range's answer.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_txn_ops: usize,
+    /// Most bytes of keys and values one Range (or one txn's ranges
+    /// together) may answer with.
+    pub max_range_bytes: usize,
+    /// Most keys one Range (or one txn's ranges together) may answer with.
+    pub max_range_keys: usize,
+    /// The storage quota: writes that would bring [`Core::space_in_use`]
+    /// to it or past it are refused with NOSPACE (0: no quota).
+    pub quota_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_txn_ops: 128 }
+        Limits {
+            max_txn_ops: 128,
+            max_range_bytes: DEFAULT_MAX_RANGE_BYTES,
+            max_range_keys: DEFAULT_MAX_RANGE_KEYS,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+        }
+    }
+}
+
+/// Default of [`Limits::max_range_bytes`].
+pub const DEFAULT_MAX_RANGE_BYTES: usize = 64 << 20;
+/// Default of [`Limits::max_range_keys`].
+pub const DEFAULT_MAX_RANGE_KEYS: usize = 100_000;
+/// etcd's default `--quota-backend-bytes`: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+/// etcd's cost estimates (`etcdserver/quota.go`), which the quota counts
+/// in: a key's metadata ...
+const KV_OVERHEAD: u64 = 256;
+/// ... and a lease.
+const LEASE_OVERHEAD: u64 = 64;
+
+/// What the quota counts for one stored version: etcd's `costPut`.
+fn version_cost(kv: &KeyValue) -> u64 {
+    KV_OVERHEAD + kv.key.len() as u64 + kv.value.len() as u64
+}
+
+/// What a put adds, as etcd estimates it before the write.
+fn put_cost(req: &pb::PutRequest) -> u64 {
+    KV_OVERHEAD + req.key.len() as u64 + req.value.len() as u64
+}
+
+/// What a txn adds: the puts of its costlier branch (nested txns
+/// included), as etcd's `costTxn`.
+fn txn_cost(req: &pb::TxnRequest) -> u64 {
+    use pb::request_op::Request;
+    let branch = |ops: &[pb::RequestOp]| -> u64 {
+        ops.iter()
+            .map(|op| match &op.request {
+                Some(Request::RequestPut(p)) => put_cost(p),
+                Some(Request::RequestTxn(t)) => txn_cost(t),
+                _ => 0,
+            })
+            .sum()
+    };
+    branch(&req.success).max(branch(&req.failure))
+}
+
+/// What a Range may still add to its answer (a txn's ranges share one).
+#[derive(Clone, Copy, Debug)]
+struct RangeBudget {
+    bytes: usize,
+    keys: usize,
+}
+
+impl RangeBudget {
+    fn of(limits: &Limits) -> RangeBudget {
+        RangeBudget {
+            bytes: limits.max_range_bytes,
+            keys: limits.max_range_keys,
+        }
+    }
+
+    fn unbounded() -> RangeBudget {
+        RangeBudget {
+            bytes: usize::MAX,
+            keys: usize::MAX,
+        }
+    }
+
+    /// Takes one key-value of `bytes` bytes; the error names the limit
+    /// (from `limits`) it would pass.
+    fn take(&mut self, bytes: usize, limits: &Limits) -> Result<(), EtcdError> {
+        if self.keys == 0 {
+            return Err(EtcdError::RangeTooManyKeys {
+                limit: limits.max_range_keys,
+            });
+        }
+        if bytes > self.bytes {
+            return Err(EtcdError::RangeTooLarge {
+                limit: limits.max_range_bytes,
+            });
+        }
+        self.keys -= 1;
+        self.bytes -= bytes;
+        Ok(())
     }
 }
 
@@ -134,6 +230,12 @@ pub struct Core {
     leases: HashMap<i64, Lease>,
     next_lease_id: i64,
     limits: Limits,
+    /// What the quota counts: [`version_cost`] of every retained version
+    /// (tombstones included) and [`LEASE_OVERHEAD`] per lease.
+    space_in_use: u64,
+    /// etcd's NOSPACE alarm: raised when a write would pass the quota;
+    /// while raised, writes that add data are refused, until disarmed.
+    nospace: bool,
 }
 
 /// A key range as etcd encodes it: empty `end` is the single key `key`;
@@ -179,7 +281,52 @@ impl Core {
             // Positive, non-zero, and far from small user-chosen IDs.
             next_lease_id: ((lease_id_seed >> 2) | (1 << 60)) as i64 & i64::MAX,
             limits,
+            space_in_use: 0,
+            nospace: false,
         }
+    }
+
+    /// What the storage quota counts now, in bytes (etcd's cost estimates
+    /// of every retained version and lease; compaction frees it at once).
+    pub fn space_in_use(&self) -> u64 {
+        self.space_in_use
+    }
+
+    /// Whether the NOSPACE alarm is raised.
+    pub fn nospace_alarm(&self) -> bool {
+        self.nospace
+    }
+
+    /// Refuses a write that adds `cost` bytes while the NOSPACE alarm is
+    /// raised or when it would bring the space in use to the quota (etcd:
+    /// `size + cost < quota` passes). The caller raises the alarm
+    /// ([`Core::set_nospace_alarm`]) on [`EtcdError::NoSpace`].
+    fn check_space(&self, cost: u64) -> Result<(), EtcdError> {
+        let quota = self.limits.quota_bytes;
+        if self.nospace || (quota > 0 && self.space_in_use.saturating_add(cost) >= quota) {
+            return Err(EtcdError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Raises (`true`) or disarms the NOSPACE alarm; no mutation when it
+    /// already is so.
+    pub fn set_nospace_alarm(&mut self, raised: bool) -> Outcome<bool> {
+        let changed = self.nospace != raised;
+        self.nospace = raised;
+        Outcome {
+            response: changed,
+            mutations: if changed {
+                vec![Mutation::NoSpaceAlarm(raised)]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Restores the alarm recorded on disk.
+    pub fn restore_nospace_alarm(&mut self, raised: bool) {
+        self.nospace = raised;
     }
 
     /// The latest revision (including writes not yet durable).
@@ -195,6 +342,10 @@ impl Core {
 
     /// Inserts a key version that was live at the compaction point.
     pub fn restore_base(&mut self, kv: KeyValue) {
+        self.space_in_use += version_cost(&kv);
+        if let Some(old) = self.index.get(&kv.key) {
+            self.space_in_use -= old.iter().map(|e| version_cost(&e.kv)).sum::<u64>();
+        }
         self.index.insert(
             kv.key.clone(),
             vec![Entry {
@@ -233,7 +384,7 @@ impl Core {
     /// Restores a lease with a full TTL from `now`, attaching every live key
     /// that names it.
     pub fn restore_lease(&mut self, id: i64, ttl: i64, now: Instant) {
-        self.leases.insert(
+        self.add_lease(
             id,
             Lease {
                 ttl,
@@ -241,6 +392,18 @@ impl Core {
                 keys: BTreeSet::new(),
             },
         );
+    }
+
+    fn add_lease(&mut self, id: i64, lease: Lease) {
+        if self.leases.insert(id, lease).is_none() {
+            self.space_in_use += LEASE_OVERHEAD;
+        }
+    }
+
+    fn remove_lease(&mut self, id: i64) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.space_in_use -= LEASE_OVERHEAD;
+        Some(lease)
     }
 
     /// After restoring leases: rebuild each lease's key set from the keys.
@@ -316,10 +479,45 @@ impl Core {
             req.revision
         };
         self.check_read_revision(rev, current)?;
-        Ok(self.range_at(req, rev))
+        self.range_at(req, rev, &mut RangeBudget::of(&self.limits))
     }
 
-    fn range_at(&self, req: &pb::RangeRequest, rev: i64) -> pb::RangeResponse {
+    /// A Range's answer at `rev`, within `budget`.
+    fn range_at(
+        &self,
+        req: &pb::RangeRequest,
+        rev: i64,
+        budget: &mut RangeBudget,
+    ) -> Result<pb::RangeResponse, EtcdError> {
+        let (kvs, count, more) = self.range_refs(req, rev, budget)?;
+        let kvs = kvs
+            .into_iter()
+            .map(|kv| {
+                let mut kv = kv.clone();
+                if req.keys_only {
+                    kv.value = Bytes::new();
+                }
+                kv
+            })
+            .collect();
+        Ok(pb::RangeResponse {
+            header: None,
+            kvs,
+            more,
+            count,
+        })
+    }
+
+    /// The key-values a Range answers with (not yet copied), its count and
+    /// `more`; refused when they do not fit `budget`, which they are taken
+    /// from. Only references are gathered (and sorted) before the budget is
+    /// checked, so a refused Range copies nothing.
+    fn range_refs<'a>(
+        &'a self,
+        req: &'a pb::RangeRequest,
+        rev: i64,
+        budget: &mut RangeBudget,
+    ) -> Result<(Vec<&'a KeyValue>, i64, bool), EtcdError> {
         use pb::range_request::{SortOrder, SortTarget};
         let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
         let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
@@ -338,7 +536,9 @@ impl Core {
 
         let mut count: i64 = 0;
         let mut matched = 0usize;
-        let mut kvs = Vec::new();
+        let mut kvs: Vec<&KeyValue> = Vec::new();
+        let answer_bytes =
+            |kv: &KeyValue| kv.key.len() + if req.keys_only { 0 } else { kv.value.len() };
         for (_, entries) in self.keys_in(&req.key, &req.range_end) {
             let Some(kv) = visible(entries, rev) else {
                 continue;
@@ -355,9 +555,8 @@ impl Core {
             if req.count_only || (!needs_sort && kvs.len() >= limit) {
                 continue;
             }
-            let mut kv = kv.clone();
-            if req.keys_only {
-                kv.value = Bytes::new();
+            if !needs_sort {
+                budget.take(answer_bytes(kv), &self.limits)?;
             }
             kvs.push(kv);
         }
@@ -373,13 +572,11 @@ impl Core {
                 kvs.reverse();
             }
             kvs.truncate(limit);
+            for kv in &kvs {
+                budget.take(answer_bytes(kv), &self.limits)?;
+            }
         }
-        pb::RangeResponse {
-            header: None,
-            kvs,
-            more: matched > limit,
-            count,
-        }
+        Ok((kvs, count, matched > limit))
     }
 
     // ---- writes ----
@@ -419,6 +616,7 @@ impl Core {
     }
 
     pub fn put(&mut self, req: &pb::PutRequest) -> Result<Outcome<pb::PutResponse>, EtcdError> {
+        self.check_space(put_cost(req))?;
         self.check_put(req)?;
         let mut ctx = self.begin();
         let response = self.apply_put(&mut ctx, req);
@@ -481,11 +679,15 @@ impl Core {
     }
 
     fn push_entry(&mut self, entry: Entry) {
+        self.space_in_use += version_cost(&entry.kv);
         let entries = self.index.entry(entry.kv.key.clone()).or_default();
         match entries.last_mut() {
             // A second change to one key within one revision replaces the
             // first, keeping mod_revisions strictly increasing.
-            Some(last) if last.kv.mod_revision == entry.kv.mod_revision => *last = entry,
+            Some(last) if last.kv.mod_revision == entry.kv.mod_revision => {
+                self.space_in_use -= version_cost(&last.kv);
+                *last = entry;
+            }
             _ => entries.push(entry),
         }
     }
@@ -590,6 +792,7 @@ impl Core {
         req: &pb::TxnRequest,
         path: &mut Vec<bool>,
         writes: &mut Vec<KeyRange>,
+        budget: &mut RangeBudget,
     ) -> Result<(), EtcdError> {
         let max = self.limits.max_txn_ops;
         if req.compare.len() > max || req.success.len() > max || req.failure.len() > max {
@@ -608,6 +811,16 @@ impl Core {
                     if r.revision > 0 {
                         self.check_read_revision(r.revision, self.revision)?;
                     }
+                    // Measured against the state before the txn: its own
+                    // puts may add to what the range answers at most what
+                    // the request itself carries (bounded by
+                    // --max-request-bytes).
+                    let rev = if r.revision > 0 {
+                        r.revision
+                    } else {
+                        self.revision
+                    };
+                    self.range_refs(r, rev, budget)?;
                 }
                 Some(Request::RequestPut(p)) => {
                     self.check_put(p)?;
@@ -632,7 +845,7 @@ impl Core {
                     }
                     writes.push(range);
                 }
-                Some(Request::RequestTxn(t)) => self.plan_txn(t, path, writes)?,
+                Some(Request::RequestTxn(t)) => self.plan_txn(t, path, writes, budget)?,
                 None => {}
             }
         }
@@ -640,8 +853,14 @@ impl Core {
     }
 
     pub fn txn(&mut self, req: &pb::TxnRequest) -> Result<Outcome<pb::TxnResponse>, EtcdError> {
+        // As etcd: a txn that may put is refused whichever branch it takes.
+        let cost = txn_cost(req);
+        if cost > 0 {
+            self.check_space(cost)?;
+        }
         let mut path = Vec::new();
-        self.plan_txn(req, &mut path, &mut Vec::new())?;
+        let mut budget = RangeBudget::of(&self.limits);
+        self.plan_txn(req, &mut path, &mut Vec::new(), &mut budget)?;
         let mut ctx = self.begin();
         let mut path = path.into_iter();
         let response = self.apply_txn(&mut ctx, req, &mut path);
@@ -673,7 +892,9 @@ impl Core {
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
                     let rev = if r.revision > 0 { r.revision } else { ctx.rev };
-                    Some(Response::ResponseRange(self.range_at(r, rev)))
+                    // Bounded when the txn was planned.
+                    let range = self.range_at(r, rev, &mut RangeBudget::unbounded());
+                    Some(Response::ResponseRange(range.unwrap_or_default()))
                 }
                 Some(Request::RequestPut(p)) => Some(Response::ResponsePut(self.apply_put(ctx, p))),
                 Some(Request::RequestDeleteRange(d)) => {
@@ -704,31 +925,48 @@ impl Core {
         if revision > current {
             return Err(EtcdError::FutureRevision);
         }
-        // Only keys changed by the revisions leaving the log can have
-        // versions to drop: every version at or above the previous
-        // compaction point has its event in the log, and below it each key
-        // already keeps at most one live version. So the cost is the number
-        // of events compacted, not the number of keys, and automatic
-        // compaction can run in small steps on every commit.
+        // Only keys changed by the revisions leaving the log (and at
+        // `revision` itself) can have versions to drop: every version at or
+        // above the previous compaction point has its event in the log, and
+        // below it each key already keeps at most one live version. So the
+        // cost is the number of events compacted, not the number of keys,
+        // and automatic compaction can run in small steps on every commit.
+        let mut visit: Vec<Bytes> = Vec::new();
         while self.log.front().is_some_and(|r| r.revision < revision) {
             let Some(gone) = self.log.pop_front() else {
                 break;
             };
-            for kv in gone.events.iter().filter_map(|e| e.kv.as_ref()) {
-                let Some(entries) = self.index.get_mut(&kv.key) else {
-                    continue;
-                };
-                // Keep the newest version below `revision` (the state there)
-                // and everything from `revision` on; a tombstone below it is
-                // dropped.
-                let first_kept = entries.partition_point(|e| e.kv.mod_revision < revision);
-                let keep_from = first_kept.saturating_sub(1);
-                let drop_tomb = first_kept > 0 && entries[keep_from].tombstone;
-                let cut = if drop_tomb { first_kept } else { keep_from };
-                entries.drain(..cut);
-                if entries.is_empty() {
-                    self.index.remove(&kv.key);
-                }
+            visit.extend(
+                gone.events
+                    .iter()
+                    .filter_map(|e| e.kv.as_ref())
+                    .map(|kv| kv.key.clone()),
+            );
+        }
+        // The events at `revision` stay (watches may start there), but the
+        // versions they replaced are no longer readable.
+        if let Some(at) = self.log.front().filter(|r| r.revision == revision) {
+            visit.extend(
+                at.events
+                    .iter()
+                    .filter_map(|e| e.kv.as_ref())
+                    .map(|kv| kv.key.clone()),
+            );
+        }
+        for key in visit {
+            let Some(entries) = self.index.get_mut(&key) else {
+                continue;
+            };
+            // As etcd: keep the newest version at or below `revision` (the
+            // state there) unless it is a tombstone, and everything after.
+            let first_after = entries.partition_point(|e| e.kv.mod_revision <= revision);
+            let newest = first_after.saturating_sub(1);
+            let drop_tomb = first_after > 0 && entries[newest].tombstone;
+            let cut = if drop_tomb { first_after } else { newest };
+            let freed: u64 = entries.drain(..cut).map(|e| version_cost(&e.kv)).sum();
+            self.space_in_use -= freed;
+            if entries.is_empty() {
+                self.index.remove(&key);
             }
         }
         self.compact_revision = revision;
@@ -771,6 +1009,7 @@ impl Core {
         ttl: i64,
         now: Instant,
     ) -> Result<Outcome<(i64, i64)>, EtcdError> {
+        self.check_space(LEASE_OVERHEAD)?;
         if ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge);
         }
@@ -788,7 +1027,7 @@ impl Core {
         } else {
             id
         };
-        self.leases.insert(
+        self.add_lease(
             id,
             Lease {
                 ttl,
@@ -804,7 +1043,7 @@ impl Core {
 
     /// Revokes a lease, deleting its keys in one revision.
     pub fn lease_revoke(&mut self, id: i64) -> Result<Outcome<()>, EtcdError> {
-        let lease = self.leases.remove(&id).ok_or(EtcdError::LeaseNotFound)?;
+        let lease = self.remove_lease(id).ok_or(EtcdError::LeaseNotFound)?;
         let mut ctx = self.begin();
         for key in lease.keys {
             self.delete_key(&mut ctx, key);

@@ -50,6 +50,20 @@ pub struct KvOptions {
     pub max_request_bytes: usize,
     /// Most operations per txn branch (etcd `--max-txn-ops`).
     pub max_txn_ops: usize,
+    /// Most bytes of keys and values a Range (or a txn's ranges together)
+    /// answers with; past it the Range is refused, naming the setting
+    /// (torc's own bound: etcd answers up to gRPC's 2 GiB).
+    pub max_range_bytes: usize,
+    /// Most keys a Range (or a txn's ranges together) answers with; a
+    /// Range with a `limit` up to this is never refused for its count.
+    pub max_range_keys: usize,
+    /// The storage quota (etcd's `--quota-backend-bytes`, 0: none): a
+    /// write that would bring the data in use to it raises the NOSPACE
+    /// alarm and is refused with `mvcc: database space exceeded`; so is
+    /// every write that adds data until `etcdctl alarm disarm`. torc counts
+    /// what etcd's quota estimates count for the data kept (every retained
+    /// version and lease), not the file, so compaction alone frees space.
+    pub quota_backend_bytes: u64,
     /// Interval of progress notifications to watchers that asked for them.
     pub progress_notify_interval: Duration,
     /// Most bytes of events a watch stream may have waiting for its client.
@@ -103,6 +117,9 @@ impl Default for KvOptions {
             retain_revisions: 10_000,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            max_range_bytes: crate::mvcc::DEFAULT_MAX_RANGE_BYTES,
+            max_range_keys: crate::mvcc::DEFAULT_MAX_RANGE_KEYS,
+            quota_backend_bytes: crate::mvcc::DEFAULT_QUOTA_BYTES,
             progress_notify_interval: Duration::from_secs(600),
             watch_backlog_bytes: 16 << 20,
             lease_check_interval: Duration::from_millis(500),
@@ -161,6 +178,9 @@ impl KvServer {
         let path = data_dir.join(DB_FILE);
         let limits = Limits {
             max_txn_ops: options.max_txn_ops,
+            max_range_bytes: options.max_range_bytes,
+            max_range_keys: options.max_range_keys,
+            quota_bytes: options.quota_backend_bytes,
         };
         let (store, commit_thread) =
             Store::open(&path, limits, options.retain_revisions).map_err(|e| match e {
@@ -340,7 +360,7 @@ impl KvServer {
 #[derive(Clone)]
 pub(crate) struct Services {
     pub(crate) store: Store,
-    options: Arc<KvOptions>,
+    pub(crate) options: Arc<KvOptions>,
     advertise_url: Arc<String>,
     /// `--client-cert-auth`: a client certificate's common name is the
     /// user of a request without a token.
@@ -355,6 +375,48 @@ impl Services {
             return Err(EtcdError::RequestTooLarge.into());
         }
         Ok(())
+    }
+
+    /// A write that may add data ([`Store::write`]): when the store
+    /// refuses it for space, the NOSPACE alarm is raised (durably, as
+    /// etcd's) before the refusal is answered.
+    async fn write_data<T>(
+        &self,
+        f: impl FnOnce(
+            &mut crate::mvcc::Core,
+            &mut Arc<crate::auth::AuthState>,
+            i64,
+        ) -> Result<Outcome<T>, EtcdError>,
+    ) -> Result<(T, i64), EtcdError> {
+        match self.store.write(f).await {
+            Err(EtcdError::NoSpace) => {
+                self.raise_nospace().await;
+                Err(EtcdError::NoSpace)
+            }
+            done => done,
+        }
+    }
+
+    /// Raises the NOSPACE alarm if it is not raised yet, and says so once.
+    pub(crate) async fn raise_nospace(&self) {
+        let raised = self
+            .store
+            .write(|core, _, _| Ok(core.set_nospace_alarm(true)))
+            .await;
+        match raised {
+            Ok((true, _)) => {
+                let in_use = self.store.lock().core.space_in_use();
+                tracing::warn!(
+                    in_use,
+                    quota = self.options.quota_backend_bytes,
+                    "kv storage quota (--quota-backend-bytes) reached: NOSPACE alarm raised; \
+                     writes that add data are refused until space is freed (delete, compact) \
+                     and `etcdctl alarm disarm`, or the quota is raised"
+                );
+            }
+            Ok((false, _)) => {}
+            Err(e) => tracing::warn!(error = %e, "raising the NOSPACE alarm failed"),
+        }
     }
 
     pub(crate) fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
@@ -429,8 +491,7 @@ impl pb::kv_server::Kv for Services {
         let req = request.into_inner();
         self.check_size(&req)?;
         let (mut resp, rev) = self
-            .store
-            .write(|core, auth, _| {
+            .write_data(|core, auth, _| {
                 auth.check_put(&caller, &req, core)?;
                 core.put(&req)
             })
@@ -469,8 +530,7 @@ impl pb::kv_server::Kv for Services {
         let req = request.into_inner();
         self.check_size(&req)?;
         let (mut resp, rev) = self
-            .store
-            .write(|core, auth, _| {
+            .write_data(|core, auth, _| {
                 auth.check_txn(&caller, &req, core)?;
                 core.txn(&req)
             })
@@ -740,8 +800,7 @@ impl pb::lease_server::Lease for Services {
             })?;
         }
         let granted = self
-            .store
-            .write(|core, auth, _| {
+            .write_data(|core, auth, _| {
                 auth.require_user(&caller)?;
                 core.lease_grant(req.id, req.ttl, Instant::now())
             })

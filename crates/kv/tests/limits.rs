@@ -173,3 +173,149 @@ fn leases_per_connection_are_bounded() {
     // etcdctl's leases come over connections of their own.
     assert!(etcdctl(&kv.target, &["lease", "grant", "60"], None).contains("granted"));
 }
+
+/// A Range answers at most `--max-range-keys` keys and `--max-range-bytes`
+/// bytes of keys and values; past either it is refused with an error naming
+/// the setting, while a Range that asks for less (a limit, keys only, a
+/// sorted page) is answered. A txn's ranges share one budget.
+#[test]
+fn range_answers_are_bounded() {
+    let kv = TorcKv::start_with_options(KvOptions {
+        max_range_keys: 3,
+        max_range_bytes: 100,
+        ..KvOptions::default()
+    });
+    let e = &kv.target;
+    for i in 0..5 {
+        let value = format!("{i}{}", "v".repeat(29));
+        assert_eq!(etcdctl(e, &["put", &format!("k{i}"), &value], None), "OK\n");
+    }
+    assert_eq!(
+        etcdctl(e, &["get", "k", "--prefix"], None),
+        "Error: rpc error: code = ResourceExhausted desc = torc kv: the range's answer would hold more than 3 keys (ask for fewer with a \
+         limit or a narrower range, or raise it with torc kv --max-range-keys)\n(exit 1)\n"
+    );
+    // A limit within the bound is answered (with `more`).
+    assert_eq!(
+        etcdctl(
+            e,
+            &["get", "k", "--prefix", "--limit=3", "--keys-only"],
+            None
+        ),
+        "k0\n\nk1\n\nk2\n\n"
+    );
+    // Three keys of 32 bytes each (key and value): 96 bytes fit in 100.
+    let out = etcdctl(e, &["get", "k0", "k3"], None);
+    assert_eq!(out.lines().count(), 6, "{out}");
+    assert_eq!(etcdctl(e, &["put", "k", &"x".repeat(100)], None), "OK\n",);
+    assert_eq!(
+        etcdctl(e, &["get", "k", "--print-value-only"], None),
+        "Error: rpc error: code = ResourceExhausted desc = torc kv: the range's answer would hold more than 100 bytes of keys and values \
+         (ask for less: a limit, a narrower range, keys only; or raise it with torc kv \
+         --max-range-bytes)\n(exit 1)\n"
+    );
+    assert_eq!(etcdctl(e, &["get", "k", "--keys-only"], None), "k\n\n");
+    // Sorted, with a limit: the page is what counts, not the keys sorted.
+    assert_eq!(
+        etcdctl(
+            e,
+            &[
+                "get",
+                "k0",
+                "k9",
+                "--sort-by=VALUE",
+                "--order=DESCEND",
+                "--limit=2",
+                "--keys-only"
+            ],
+            None
+        ),
+        "k4\n\nk3\n\n"
+    );
+    // Two ranges of two keys in one txn: four keys, over the three allowed.
+    let txn = "\nget k0 k2\nget k2 k4\n\n\n";
+    assert_eq!(
+        etcdctl(e, &["txn"], Some(txn)),
+        "Error: rpc error: code = ResourceExhausted desc = torc kv: the range's answer would hold more than 3 keys (ask for fewer with a \
+         limit or a narrower range, or raise it with torc kv --max-range-keys)\n(exit 1)\n"
+    );
+}
+
+/// torc kv's quota counts the data it keeps, so deleting and compacting
+/// frees space at once (etcd also needs a defrag); after `alarm disarm`
+/// writes are served again. The space in use is `endpoint status`'s
+/// dbSizeInUse.
+#[test]
+fn compaction_frees_quota_space() {
+    let kv = TorcKv::start_with_options(KvOptions {
+        quota_backend_bytes: 10_000,
+        ..KvOptions::default()
+    });
+    let e = &kv.target;
+    let value = "v".repeat(1000);
+    let mut written = 0;
+    loop {
+        let out = etcdctl(e, &["put", &format!("k{written}"), &value], None);
+        if out != "OK\n" {
+            assert_eq!(
+                out,
+                "Error: etcdserver: mvcc: database space exceeded\n(exit 1)\n"
+            );
+            break;
+        }
+        written += 1;
+        assert!(written < 10, "the quota never refused a put");
+    }
+    // 256 bytes of estimated metadata plus key and value, per version.
+    assert_eq!(written, 7);
+    // Go's JSON leaves out a zero.
+    let in_use = |e| {
+        let json = etcdctl(e, &["endpoint", "status", "-w", "json"], None);
+        json.find("\"dbSizeInUse\":").map_or(0, |at| {
+            json[at + 14..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse::<u64>()
+                .expect("a number")
+        })
+    };
+    let full = in_use(e);
+    assert_eq!(full, 7 * (256 + 2 + 1000));
+    assert_eq!(etcdctl(e, &["del", "k", "--prefix"], None), "7\n");
+    let rev = common::current_revision(e);
+    assert_eq!(
+        etcdctl(e, &["compaction", &rev.to_string()], None),
+        format!("compacted revision {rev}\n")
+    );
+    // Nothing is left: as etcd, compaction drops a tombstone at the
+    // compaction point.
+    assert_eq!(in_use(e), 0);
+    // Still refused until disarmed.
+    assert!(etcdctl(e, &["put", "again", "1"], None).contains("database space exceeded"));
+    assert!(etcdctl(e, &["alarm", "disarm"], None).contains("alarm:NOSPACE"));
+    assert_eq!(etcdctl(e, &["put", "again", "1"], None), "OK\n");
+}
+
+/// The NOSPACE alarm is durable: it outlives a restart, as etcd's does.
+#[test]
+fn the_alarm_outlives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || KvOptions {
+        quota_backend_bytes: 2_000,
+        ..KvOptions::default()
+    };
+    let mut kv = TorcKv::start_in(dir.path(), options());
+    let e = kv.endpoint.clone();
+    assert!(
+        etcdctl(&e, &["put", "big", &"x".repeat(2_000)], None).contains("database space exceeded")
+    );
+    kv.stop();
+    let kv = TorcKv::start_in(dir.path(), options());
+    let e = &kv.endpoint;
+    assert!(etcdctl(e, &["alarm", "list"], None).ends_with("alarm:NOSPACE \n"));
+    assert!(etcdctl(e, &["put", "small", "1"], None).contains("database space exceeded"));
+    assert!(etcdctl(e, &["alarm", "disarm"], None).contains("alarm:NOSPACE"));
+    assert_eq!(etcdctl(e, &["put", "small", "1"], None), "OK\n");
+    assert_eq!(etcdctl(e, &["alarm", "list"], None), "");
+}
