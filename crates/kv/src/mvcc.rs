@@ -23,6 +23,16 @@
 //!   (Compaction relies on this to visit only the keys it can shrink.)
 //! - A key's `lease` field names a lease in `leases`, and that lease's `keys`
 //!   contains the key (for live keys); revoking a lease deletes its keys.
+//! - `space_in_use` is etcd's cost estimate of what is kept: 256 bytes plus
+//!   key and value for every retained version, 64 per lease (the storage
+//!   quota counts it). Compaction drops, as etcd's, every version a read at
+//!   or after the compaction point cannot see, so it frees space at once.
+//! - While the NOSPACE alarm is raised, no write adds data (put, a txn that
+//!   may put, lease grant); one that would bring `space_in_use` to the
+//!   quota is refused and the caller raises the alarm.
+//! - No Range (nor a txn's ranges together) answers more than
+//!   [`Limits::max_range_keys`] keys or [`Limits::max_range_bytes`] bytes
+//!   of keys and values; a refused Range copies nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
@@ -375,9 +385,12 @@ impl Core {
         self.revision = self.revision.max(revision);
     }
 
-    /// Sets the revisions recorded on disk after a restore.
+    /// Sets the revisions recorded on disk after a restore, and drops what
+    /// replayed history the compaction point makes unreadable, so that the
+    /// restored core holds (and the quota counts) what it did before.
     pub fn restore_revisions(&mut self, revision: i64, compact_revision: i64) {
         self.revision = self.revision.max(revision).max(1);
+        self.drop_compacted(compact_revision);
         self.compact_revision = compact_revision;
     }
 
@@ -925,6 +938,17 @@ impl Core {
         if revision > current {
             return Err(EtcdError::FutureRevision);
         }
+        self.drop_compacted(revision);
+        self.compact_revision = revision;
+        Ok(Outcome {
+            response: (),
+            mutations: vec![Mutation::Compact { revision }],
+        })
+    }
+
+    /// Drops the log below `revision` and every version no read at or
+    /// after `revision` can see.
+    fn drop_compacted(&mut self, revision: i64) {
         // Only keys changed by the revisions leaving the log (and at
         // `revision` itself) can have versions to drop: every version at or
         // above the previous compaction point has its event in the log, and
@@ -969,11 +993,6 @@ impl Core {
                 self.index.remove(&key);
             }
         }
-        self.compact_revision = revision;
-        Ok(Outcome {
-            response: (),
-            mutations: vec![Mutation::Compact { revision }],
-        })
     }
 
     // ---- watch history ----
