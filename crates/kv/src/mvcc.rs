@@ -16,8 +16,9 @@
 //!   `compact_revision` are refused; for every key the latest version at or
 //!   below any readable revision is retained.
 //! - `log` holds, in revision order, the events of every revision
-//!   `>= compact_revision` that changed something. (It may also hold some
-//!   below it, replayed from a store file whose log was not yet folded.)
+//!   `>= compact_revision` that changed something, and none below it
+//!   (history replayed from a store file whose log was not yet folded is
+//!   dropped when the restore ends).
 //! - Every version of a key at or above the previous compaction point has
 //!   its event in `log`; below it a key keeps at most one, live, version.
 //!   (Compaction relies on this to visit only the keys it can shrink.)

@@ -12,7 +12,7 @@
 //!   logged revision. Replaying `log` over `base` rebuilds the in-memory
 //!   [`Core`](crate::mvcc::Core), including the history reads and watches
 //!   may still ask for (replayed history below `compact_revision` is
-//!   unreadable and dropped by the next compaction).
+//!   unreadable and dropped once the core is restored).
 //! - `leases` (id → `LeaseRecord`).
 //! - `auth_users` (name → `authpb.User`, the password as its bcrypt hash)
 //!   and `auth_roles` (name → `authpb.Role`); `meta` holds `auth_enabled`
