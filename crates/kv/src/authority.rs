@@ -92,6 +92,12 @@ impl<IO> AuthorityFix<IO> {
         }
     }
 
+    /// Bytes read and not yet decided on (at most one frame of
+    /// [`MAX_FRAME_BYTES`] plus one read's worth).
+    pub(crate) fn held_back(&self) -> usize {
+        self.input.len()
+    }
+
     /// Moves what can be decided from `input` to `output`.
     fn process(&mut self) {
         loop {

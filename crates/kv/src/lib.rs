@@ -37,6 +37,8 @@
 //!   messages).
 //! - [`client`]: the client the rest of torc uses (etcd auth and TLS
 //!   included).
+//! - `fuzzing`: the checks of the fuzz targets `kv-request` and
+//!   `kv-authority` (`tests/fuzz.rs`, `scripts/fuzz`).
 //!
 //! Invariants kept across modules:
 //! - A write is acknowledged only after it is durable (in the write-ahead
@@ -59,6 +61,8 @@ pub mod client;
 mod codec;
 mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mvcc;
 mod server;
 pub mod storage;

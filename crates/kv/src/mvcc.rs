@@ -160,7 +160,7 @@ fn put_cost(req: &pb::PutRequest) -> u64 {
 
 /// What a txn adds: the puts of its costlier branch (nested txns
 /// included), as etcd's `costTxn`.
-fn txn_cost(req: &pb::TxnRequest) -> u64 {
+pub(crate) fn txn_cost(req: &pb::TxnRequest) -> u64 {
     use pb::request_op::Request;
     let branch = |ops: &[pb::RequestOp]| -> u64 {
         ops.iter()
@@ -301,6 +301,17 @@ impl Core {
     /// of every retained version and lease; compaction frees it at once).
     pub fn space_in_use(&self) -> u64 {
         self.space_in_use
+    }
+
+    /// [`Core::space_in_use`] recounted from scratch (for checks).
+    pub(crate) fn recount_space(&self) -> u64 {
+        let versions: u64 = self
+            .index
+            .values()
+            .flatten()
+            .map(|e| version_cost(&e.kv))
+            .sum();
+        versions + self.leases.len() as u64 * LEASE_OVERHEAD
     }
 
     /// Whether the NOSPACE alarm is raised.

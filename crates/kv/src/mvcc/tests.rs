@@ -452,17 +452,6 @@ impl Core {
             nospace: self.nospace,
         }
     }
-
-    /// What the quota should count, recounted from scratch.
-    fn recount_space(&self) -> u64 {
-        let versions: u64 = self
-            .index
-            .values()
-            .flatten()
-            .map(|e| super::version_cost(&e.kv))
-            .sum();
-        versions + self.leases.len() as u64 * super::LEASE_OVERHEAD
-    }
 }
 
 /// Compaction visits only the keys changed by the revisions it drops (and
