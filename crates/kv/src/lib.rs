@@ -8,7 +8,8 @@
 //!
 //! Code map:
 //! - [`mvcc`]: the data model (revisions, versions, tombstones, txn, leases,
-//!   compaction) as a pure in-memory core with no I/O.
+//!   compaction) as a pure in-memory core with no I/O, and its bounds (the
+//!   storage quota and its alarm, a Range's answer).
 //! - [`auth`]: etcd's authentication and authorization (users, roles,
 //!   key-range permissions, the root user; tokens; bcrypt passwords), the
 //!   rules pure, checked by every service.
@@ -18,9 +19,9 @@
 //!   (behind the log) and restored from.
 //! - `store`: the core and the auth state behind a lock, the group-commit
 //!   and apply threads, watchers.
-//! - `server`: the KV, Watch and Lease services and [`KvServer`], the entry
+//! - `server`: the KV and Lease services and [`KvServer`], the entry
 //!   point; `auth_service`: the Auth service and who a caller is;
-//!   `admin_service`: Cluster and Maintenance.
+//!   `admin_service`: Cluster and Maintenance (alarms included).
 //! - `watch_wire`: watch responses encoded once per commit, shared by
 //!   watchers, and the Watch service that sends them.
 //! - `conn`: serving connections from torc-tls's shared accept path (caps
@@ -52,6 +53,10 @@
 //! - The on-disk format carries a version; unknown versions are refused.
 //! - Bytes from the network or disk never cause a panic; bad requests get
 //!   etcd's own gRPC status codes and messages ([`EtcdError`]).
+//! - What a client can make the server hold is bounded: connections (in all
+//!   and per source address), streams, watchers and leases per connection,
+//!   a header block, a Range's answer, and the data kept (the quota); a
+//!   refusal names the setting that raises its bound, or is etcd's own.
 
 mod admin_service;
 pub mod auth;
