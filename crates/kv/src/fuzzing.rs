@@ -125,15 +125,24 @@ pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
             seen.insert("decode".into());
             continue;
         };
+        // The request decoded as its kind, or on to the next one.
+        macro_rules! decoded {
+            ($t:ty) => {
+                match decode::<$t>(body)? {
+                    Some(r) => r,
+                    None => {
+                        seen.insert("decode".into());
+                        continue;
+                    }
+                }
+            };
+        }
         let before = (core.revision(), core.space_in_use(), core.nospace_alarm());
         let adds_data;
         let result = match name {
             "range" => {
                 adds_data = false;
-                let Some(r) = decode::<pb::RangeRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::RangeRequest);
                 let resp = core.range(&r, core.revision());
                 if let Ok(resp) = &resp {
                     check_range(resp, &l)?;
@@ -142,26 +151,17 @@ pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
             }
             "put" => {
                 adds_data = true;
-                let Some(r) = decode::<pb::PutRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::PutRequest);
                 let done = crate::mvcc::check_put_shape(&r).and_then(|()| core.put(&r));
                 outcome(&done)
             }
             "delete" => {
                 adds_data = false;
-                let Some(r) = decode::<pb::DeleteRangeRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::DeleteRangeRequest);
                 outcome(&core.delete_range(&r))
             }
             "txn" => {
-                let Some(r) = decode::<pb::TxnRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::TxnRequest);
                 adds_data = crate::mvcc::txn_cost(&r) > 0;
                 let done =
                     crate::mvcc::check_txn_shape(&r, l.max_txn_ops).and_then(|()| core.txn(&r));
@@ -177,10 +177,7 @@ pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
             }
             "compact" => {
                 adds_data = false;
-                let Some(r) = decode::<pb::CompactionRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::CompactionRequest);
                 let done = core.compact(r.revision, core.revision());
                 if done.is_ok() {
                     let at = pb::RangeRequest {
@@ -201,26 +198,17 @@ pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
             }
             "lease-grant" => {
                 adds_data = true;
-                let Some(r) = decode::<pb::LeaseGrantRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::LeaseGrantRequest);
                 outcome(&core.lease_grant(r.id, r.ttl, now))
             }
             "lease-revoke" => {
                 adds_data = false;
-                let Some(r) = decode::<pb::LeaseRevokeRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::LeaseRevokeRequest);
                 outcome(&core.lease_revoke(r.id))
             }
             "lease-keep-alive" => {
                 adds_data = false;
-                let Some(r) = decode::<pb::LeaseKeepAliveRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::LeaseKeepAliveRequest);
                 match core.lease_keep_alive(r.id, now) {
                     Some(_) => "ok".into(),
                     None => "unknown".into(),
@@ -228,10 +216,7 @@ pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
             }
             _ => {
                 adds_data = false;
-                let Some(r) = decode::<pb::WatchRequest>(body)? else {
-                    seen.insert("decode".into());
-                    continue;
-                };
+                let r = decoded!(pb::WatchRequest);
                 match r.request_union {
                     Some(pb::watch_request::RequestUnion::CreateRequest(c)) => {
                         let range = KeyRange::new(c.key, c.range_end);

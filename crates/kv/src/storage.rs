@@ -597,6 +597,19 @@ mod tests {
         assert_eq!(b.password_hash("alice"), Ok(&b"hash"[..]));
     }
 
+    /// A store file with only these `meta` rows, as an older build wrote it.
+    fn write_meta(path: &Path, rows: &[(&str, u64)]) {
+        let db = Database::create(path).expect("create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            for (k, v) in rows {
+                meta.insert(*k, *v).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
     /// A format-3 file (before the quota) is upgraded in place keeping its
     /// auth state, with no alarm; the NOSPACE alarm, raised, outlives a
     /// reopen, and so does its disarming.
@@ -604,26 +617,19 @@ mod tests {
     fn the_nospace_alarm_is_durable_and_format_3_files_are_upgraded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kv.redb");
-        {
-            let db = Database::create(&path).expect("create");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut meta = txn.open_table(META).expect("meta");
-                for (k, v) in [
-                    ("format_version", FORMAT_VERSION_BEFORE_QUOTA),
-                    ("cluster_id", 7),
-                    ("member_id", 8),
-                    ("revision", 1),
-                    ("compact_revision", 0),
-                    ("wal_lsn", 0),
-                    ("auth_enabled", 1),
-                    ("auth_revision", 5),
-                ] {
-                    meta.insert(k, v).expect("insert");
-                }
-            }
-            txn.commit().expect("commit");
-        }
+        write_meta(
+            &path,
+            &[
+                ("format_version", FORMAT_VERSION_BEFORE_QUOTA),
+                ("cluster_id", 7),
+                ("member_id", 8),
+                ("revision", 1),
+                ("compact_revision", 0),
+                ("wal_lsn", 0),
+                ("auth_enabled", 1),
+                ("auth_revision", 5),
+            ],
+        );
         let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("upgrade");
         assert!(loaded.auth_enabled);
         assert_eq!(loaded.auth_revision, 5);
@@ -648,25 +654,18 @@ mod tests {
     fn older_formats_are_upgraded_and_newer_ones_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kv.redb");
-        {
-            // What a format-2 build created: no auth tables or meta keys.
-            let db = Database::create(&path).expect("create");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut meta = txn.open_table(META).expect("meta");
-                for (k, v) in [
-                    ("format_version", FORMAT_VERSION_BEFORE_AUTH),
-                    ("cluster_id", 7),
-                    ("member_id", 8),
-                    ("revision", 1),
-                    ("compact_revision", 0),
-                    ("wal_lsn", 0),
-                ] {
-                    meta.insert(k, v).expect("insert");
-                }
-            }
-            txn.commit().expect("commit");
-        }
+        // What a format-2 build created: no auth tables or meta keys.
+        write_meta(
+            &path,
+            &[
+                ("format_version", FORMAT_VERSION_BEFORE_AUTH),
+                ("cluster_id", 7),
+                ("member_id", 8),
+                ("revision", 1),
+                ("compact_revision", 0),
+                ("wal_lsn", 0),
+            ],
+        );
         let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("upgrade");
         assert_eq!((loaded.cluster_id, loaded.member_id), (7, 8));
         assert!(!loaded.auth_enabled);

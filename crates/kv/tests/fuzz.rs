@@ -114,6 +114,18 @@ fn put(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::PutRequest> {
     })
 }
 
+fn delete(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::DeleteRangeRequest> {
+    Ok(pb::DeleteRangeRequest {
+        key: key(u)?,
+        range_end: if u.ratio(1, 2)? {
+            key(u)?
+        } else {
+            Default::default()
+        },
+        prev_kv: u.arbitrary()?,
+    })
+}
+
 fn txn(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<pb::TxnRequest> {
     let ops = |u: &mut Unstructured<'_>| -> arbitrary::Result<Vec<pb::RequestOp>> {
         let n = u.int_in_range(0..=4)?;
@@ -123,15 +135,7 @@ fn txn(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<pb::TxnRequest
                 let request = match u.int_in_range(0..=4)? {
                     0 => Some(Request::RequestRange(range(u)?)),
                     1 | 2 => Some(Request::RequestPut(put(u)?)),
-                    3 => Some(Request::RequestDeleteRange(pb::DeleteRangeRequest {
-                        key: key(u)?,
-                        range_end: if u.ratio(1, 2)? {
-                            key(u)?
-                        } else {
-                            Default::default()
-                        },
-                        prev_kv: u.arbitrary()?,
-                    })),
+                    3 => Some(Request::RequestDeleteRange(delete(u)?)),
                     _ if depth < 3 => Some(Request::RequestTxn(txn(u, depth + 1)?)),
                     _ => None,
                 };
@@ -174,16 +178,7 @@ fn message(u: &mut Unstructured<'_>, kind: usize) -> arbitrary::Result<Vec<u8>> 
     Ok(match kind {
         0 => range(u)?.encode_to_vec(),
         1 => put(u)?.encode_to_vec(),
-        2 => pb::DeleteRangeRequest {
-            key: key(u)?,
-            range_end: if u.ratio(1, 2)? {
-                key(u)?
-            } else {
-                Default::default()
-            },
-            prev_kv: u.arbitrary()?,
-        }
-        .encode_to_vec(),
+        2 => delete(u)?.encode_to_vec(),
         3 => txn(u, 0)?.encode_to_vec(),
         4 => pb::CompactionRequest {
             revision: revision(u)?,
