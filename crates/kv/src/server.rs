@@ -113,6 +113,7 @@ pub struct KvOptions {
 
 impl Default for KvOptions {
     fn default() -> Self {
+        let accept = torc_tls::AcceptOptions::default();
         KvOptions {
             name: "torc-kv".into(),
             retain_revisions: 10_000,
@@ -128,9 +129,10 @@ impl Default for KvOptions {
             bcrypt_cost: crate::auth::password::DEFAULT_COST,
             password_checks: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() / 2).max(1)),
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-            max_connections_per_source: 1024,
+            // The accept path's defaults, as every torc server's.
+            handshake_timeout: accept.handshake_timeout,
+            max_connections: accept.max_connections,
+            max_connections_per_source: accept.max_per_source,
             idle_timeout: Duration::from_secs(300),
             max_concurrent_streams: 1024,
             max_watchers_per_connection: 10_000,
