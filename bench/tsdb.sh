@@ -11,8 +11,132 @@
 # TORC_TSDB_QUERY_TIMING=1 in the environment makes torc log each query's server-side parse,
 # execute and encode times to its stderr, $WORK/torc.log (see crates/tsdb/src/http.rs); KEEP=1
 # keeps $WORK (logs and both databases) after the run instead of deleting it.
+#
+# Two smaller modes, each a short run (figures from a shared machine are noisy: compare within
+# a run, not across runs):
+#   bench/tsdb.sh parse    line-protocol cost for 1k, 8k and 64k fields per line, and the
+#                          growth ratios (linear work grows 8x and 64x)
+#   bench/tsdb.sh limits   the seed queries' p50/p99 with the query limits on (the defaults:
+#                          max-select-point/-series/-buckets, query-timeout) and off, two
+#                          servers on copies of the same data, alternating, REPS times
+#   bench/tsdb.sh tls      ingest over HTTP and HTTPS for torc and influxd 1.6 (`https-enabled`,
+#                          the same self-signed P-256 certificate), each on a fresh database,
+#                          the four alternating REPS times: torc/influx over HTTPS and what
+#                          HTTPS costs each (https/http)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# wait_ping URL: until the server answers /ping (trusting $CURL_CA for https, when set).
+wait_ping() {
+  for _ in $(seq 1 300); do curl -sf -o /dev/null ${CURL_CA:+--cacert "$CURL_CA"} "$1/ping" && return 0; sleep 0.1; done
+  echo "no ping from $1"; exit 1
+}
+# influx_conf FILE DIR PORT [CERT KEY]: influxd's config, data under DIR, HTTP on PORT (HTTPS
+# with CERT and KEY when given).
+influx_conf() {
+  cat > "$1" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$(free_port)"
+[meta]
+  dir = "$2/meta"
+[data]
+  dir = "$2/data"
+  wal-dir = "$2/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "2s"
+  compact-full-write-cold-duration = "4s"
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$3"
+  log-enabled = false
+CONF
+  if [ -n "${4:-}" ]; then
+    printf '  https-enabled = true\n  https-certificate = "%s"\n  https-private-key = "%s"\n' "$4" "$5" >> "$1"
+  fi
+}
+case "${1:-}" in
+  parse)
+    exec cargo bench -q -p torc-tsdb --bench lineproto_fields
+    ;;
+  limits)
+    SERIES=${SERIES:-4000}; ROUNDS=${ROUNDS:-30}; NQ=${NQ:-300}; REPS=${REPS:-3}
+    cargo build -q --release -p torc-tsdb --example tsdb-server --example tsdb-load
+    BIN=target/release/examples
+    WORK=$(mktemp -d)
+    cleanup() { kill "${APID:-}" "${BPID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+    trap cleanup EXIT
+    APORT=$(free_port); BPORT=$(free_port); AURL=http://127.0.0.1:$APORT; BURL=http://127.0.0.1:$BPORT
+    START=1600000000
+    "$BIN/tsdb-server" "127.0.0.1:$APORT" "$WORK/a" 2>"$WORK/a.log" & APID=$!
+    wait_ping "$AURL"
+    curl -sf -XPOST "$AURL/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null
+    "$BIN/tsdb-load" write "$AURL" bench "$SERIES" "$ROUNDS" 5000 2 "$START" >/dev/null
+    kill -TERM $APID; wait $APID || true
+    cp -r "$WORK/a" "$WORK/b"
+    taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$APORT" "$WORK/a" limits=on 2>>"$WORK/a.log" & APID=$!
+    taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$BPORT" "$WORK/b" limits=off 2>"$WORK/b.log" & BPID=$!
+    wait_ping "$AURL"; wait_ping "$BURL"
+    echo "== query limits on vs off ($SERIES series x $ROUNDS rounds, $NQ runs per query, $REPS repetitions, servers on core 0, client on core 1)"
+    for q in "select * from machine where hostname = 'host7' limit 1000" \
+             "SELECT mean(f0) FROM machine WHERE hostname = 'host7' AND time >= ${START}s AND time < $((START+3600))s GROUP BY time(1m)"; do
+      echo "$q"
+      for rep in $(seq 1 "$REPS"); do
+        ON=$(taskset -c 1 "$BIN/tsdb-load" query "$AURL" bench "$NQ" "$q"); echo "  [$rep] limits on:  $ON"
+        OFF=$(taskset -c 1 "$BIN/tsdb-load" query "$BURL" bench "$NQ" "$q"); echo "  [$rep] limits off: $OFF"
+        awk -v a="$ON" -v b="$OFF" 'BEGIN { split(a,x,/[= ]/); split(b,y,/[= ]/); printf "  ratio on/off p50 = %.3f, p99 = %.3f\n", x[2]/y[2], x[4]/y[4] }'
+      done
+    done
+    exit 0
+    ;;
+  tls)
+    SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-10}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; REPS=${REPS:-3}
+    cargo build -q --release -p torc-tsdb --example tsdb-server --example tsdb-load
+    BIN=target/release/examples
+    WORK=$(mktemp -d)
+    cleanup() { kill "${PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+    trap cleanup EXIT
+    # A CA and a server certificate from it (webpki refuses a CA certificate as a server's).
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj /CN=bench-ca -keyout "$WORK/ca-key.pem" -out "$WORK/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+      -keyout "$WORK/key.pem" -out "$WORK/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$WORK/ext.cnf"
+    openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca-key.pem" \
+      -CAcreateserial -days 2 -extfile "$WORK/ext.cnf" -out "$WORK/cert.pem" 2>/dev/null
+    export TSDB_LOAD_CA=$WORK/ca.pem CURL_CA=$WORK/ca.pem
+    # run_one SERVER SCHEME: a fresh database, one ingest; prints values/s.
+    run_one() {
+      local port dir url; port=$(free_port); dir=$(mktemp -d "$WORK/db.XXXX"); url=$2://127.0.0.1:$port
+      if [ "$1" = torc ]; then
+        local tls=(); [ "$2" = https ] && tls=("cert=$WORK/cert.pem" "key=$WORK/key.pem")
+        taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$port" "$dir" "${tls[@]}" 2>>"$WORK/torc.log" & PID=$!
+      else
+        if [ "$2" = https ]; then
+          influx_conf "$dir.conf" "$dir" "$port" "$WORK/cert.pem" "$WORK/key.pem"
+        else
+          influx_conf "$dir.conf" "$dir" "$port"
+        fi
+        taskset -c 0 influxd -config "$dir.conf" >>"$WORK/influx.log" 2>&1 & PID=$!
+      fi
+      wait_ping "$url"
+      curl -sf --cacert "$CURL_CA" -XPOST "$url/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null
+      taskset -c 1 "$BIN/tsdb-load" write "$url" bench "$SERIES" "$ROUNDS" "$BATCH" "$CONC" 1600000000 | sed -n 1p | sed 's/.*values_per_sec=//'
+      kill -TERM $PID; wait $PID 2>/dev/null || true; PID=
+      rm -rf "$dir" "$dir.conf"
+    }
+    echo "== ingest over HTTP and HTTPS ($SERIES series, $ROUNDS rounds, batch $BATCH, $CONC writers; server on core 0, load on core 1), values/s"
+    for rep in $(seq 1 "$REPS"); do
+      th=$(run_one torc http); ts=$(run_one torc https); ih=$(run_one influx http); is=$(run_one influx https)
+      awk -v th="$th" -v ts="$ts" -v ih="$ih" -v is="$is" -v r="$rep" 'BEGIN {
+        printf "  [%d] torc http %.0f, https %.0f (https/http %.2f); influx http %.0f, https %.0f (https/http %.2f); over HTTPS torc/influx = %.2f (target >= 3)\n",
+          r, th, ts, ts/th, ih, is, is/ih, ts/is }'
+    done
+    exit 0
+    ;;
+  "") ;;
+  *) echo "usage: bench/tsdb.sh [parse|limits|tls]" >&2; exit 2 ;;
+esac
 SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-30}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; NQ=${NQ:-200}
 EXTRA=${EXTRA:-10}; QIVAL=${QIVAL:-10}; REPS=${REPS:-2}
 if ! command -v influxd >/dev/null; then
@@ -26,26 +150,8 @@ cleanup() {
   if [ -n "${KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-TPORT=$(free_port); IPORT=$(free_port); RPORT=$(free_port)
-cat > "$WORK/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$RPORT"
-[meta]
-  dir = "$WORK/influx/meta"
-[data]
-  dir = "$WORK/influx/data"
-  wal-dir = "$WORK/influx/wal"
-  query-log-enabled = false
-  cache-snapshot-write-cold-duration = "2s"
-  compact-full-write-cold-duration = "4s"
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:$IPORT"
-  log-enabled = false
-CONF
-wait_ping() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1/ping" && return 0; sleep 0.1; done; echo "no ping from $1"; exit 1; }
+TPORT=$(free_port); IPORT=$(free_port)
+influx_conf "$WORK/influxdb.conf" "$WORK/influx" "$IPORT"
 TURL=http://127.0.0.1:$TPORT; IURL=http://127.0.0.1:$IPORT
 taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$TPORT" "$WORK/torc" 2>"$WORK/torc.log" & TPID=$!
 taskset -c 0 influxd -config "$WORK/influxdb.conf" >"$WORK/influx.log" 2>&1 & IPID=$!

@@ -60,13 +60,11 @@ fn rate(now: u64, before: u64, secs: f64) -> f64 {
 
 impl Sampler {
     pub fn new(node: NodeName) -> Sampler {
-        // SAFETY: sysconf has no preconditions.
-        let (ticks, page) = unsafe {
-            (
-                libc::sysconf(libc::_SC_CLK_TCK),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
+        let conf = |var| nix::unistd::sysconf(var).ok().flatten().unwrap_or(0);
+        let (ticks, page) = (
+            conf(nix::unistd::SysconfVar::CLK_TCK),
+            conf(nix::unistd::SysconfVar::PAGE_SIZE),
+        );
         Sampler {
             node,
             ticks_per_s: if ticks > 0 { ticks as f64 } else { 100.0 },

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use torc_api::RuntimeInfo;
 use torc_types::{TaskId, TaskSpec};
@@ -167,7 +169,27 @@ pub struct ProcessRuntime {
 enum CgroupSupport {
     /// Limits are applied under this directory (one child per task).
     Enabled(PathBuf),
-    Disabled(String),
+    Disabled(NoCgroups),
+}
+
+/// Why this host gives the agent no cgroup v2 tree for task limits (the runtime then runs tasks
+/// without cpu and memory limits, and says so in its `RuntimeInfo`).
+#[derive(Debug, thiserror::Error)]
+pub enum NoCgroups {
+    #[error(
+        "cgroup v2 is not mounted at /sys/fs/cgroup (this host uses cgroup v1 or none); \
+         cpu and memory limits are not enforced"
+    )]
+    NotMounted,
+    #[error(
+        "the cgroup v2 `{0}` controller is not available here; cpu and memory limits are not enforced"
+    )]
+    MissingController(&'static str),
+    #[error(
+        "cannot create cgroups under {} ({error}); cpu and memory limits are not enforced",
+        dir.display()
+    )]
+    Setup { dir: PathBuf, error: io::Error },
 }
 
 impl ProcessRuntime {
@@ -221,18 +243,13 @@ impl ProcessRuntime {
 
 /// Finds a cgroup v2 hierarchy where the agent may create task groups with cpu and memory
 /// controllers, or says in words why there is none.
-fn detect_cgroup_v2(node: &str) -> Result<PathBuf, String> {
+fn detect_cgroup_v2(node: &str) -> Result<PathBuf, NoCgroups> {
     let root = Path::new("/sys/fs/cgroup");
-    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).map_err(|_| {
-        "cgroup v2 is not mounted at /sys/fs/cgroup (this host uses cgroup v1 or none); \
-         cpu and memory limits are not enforced"
-            .to_string()
-    })?;
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers"))
+        .map_err(|_| NoCgroups::NotMounted)?;
     for c in ["cpu", "memory"] {
         if !controllers.split_whitespace().any(|x| x == c) {
-            return Err(format!(
-                "the cgroup v2 `{c}` controller is not available here; cpu and memory limits are not enforced"
-            ));
+            return Err(NoCgroups::MissingController(c));
         }
     }
     // Our own group: a process may not sit in a group whose children have controllers, so the
@@ -245,11 +262,9 @@ fn detect_cgroup_v2(node: &str) -> Result<PathBuf, String> {
         }
         Ok(())
     };
-    setup().map_err(|e| {
-        format!(
-            "cannot create cgroups under {} ({e}); cpu and memory limits are not enforced",
-            base.display()
-        )
+    setup().map_err(|error| NoCgroups::Setup {
+        dir: base.clone(),
+        error,
     })?;
     Ok(base)
 }
@@ -262,11 +277,9 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: sending a signal has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
+fn signal(pid: u32, sig: Signal) {
+    // A process that is already gone is what a stop wants anyway.
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
 }
 
 impl Runtime for ProcessRuntime {
@@ -280,7 +293,7 @@ impl Runtime for ProcessRuntime {
             CgroupSupport::Disabled(why) => RuntimeInfo {
                 kind: "process".into(),
                 limits_enforced: false,
-                limits_note: Some(why.clone()),
+                limits_note: Some(why.to_string()),
             },
         }
     }
@@ -381,11 +394,13 @@ impl Runtime for ProcessRuntime {
                 cmd.env("TORC_TOKEN_FILE", dir.join("token"));
             }
         }
-        // SAFETY: setsid is async-signal-safe. A session of its own keeps the task out of the
-        // agent's terminal signals (Ctrl-C) and lets it outlive an agent restart.
+        // A session of its own keeps the task out of the agent's terminal signals (Ctrl-C) and
+        // lets it outlive an agent restart.
+        // SAFETY: pre_exec runs between fork and exec; setsid is an async-signal-safe system
+        // call that allocates nothing.
         unsafe {
             cmd.pre_exec(|| {
-                libc::setsid();
+                nix::unistd::setsid()?;
                 Ok(())
             });
         }
@@ -407,14 +422,14 @@ impl Runtime for ProcessRuntime {
 
     fn stop(&self, handle: &Handle) {
         if self.is_alive(handle) {
-            signal(handle.pid, libc::SIGTERM);
+            signal(handle.pid, Signal::SIGTERM);
         }
     }
 
     fn kill_now(&self, handle: &Handle) {
         if self.is_alive(handle) {
             // The task dies with its shim (PDEATHSIG).
-            signal(handle.pid, libc::SIGKILL);
+            signal(handle.pid, Signal::SIGKILL);
         }
     }
 

@@ -13,12 +13,18 @@
 //!
 //! Runs before any async runtime exists, with plain blocking calls.
 
-use std::io::Write as _;
+use std::os::fd::AsFd as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::prctl;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, setpgid};
 use serde::{Deserialize, Serialize};
 
 /// How a task ended, as the shim saw it.
@@ -42,12 +48,9 @@ impl ExitRecord {
         serde_json::from_slice(&text).ok()
     }
 
-    fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(self).expect("record serialises"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+    /// Durably: the agent reads it after a crash of either (see `torc_durable`).
+    fn write(&self, path: &Path) -> Result<(), torc_durable::WriteError> {
+        torc_durable::write_atomic(path, &serde_json::to_vec(self).expect("record serialises"))
     }
 }
 
@@ -63,29 +66,76 @@ pub struct ShimArgs {
     pub args: Vec<String>,
 }
 
-fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset only write into the set we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in signals {
-            libc::sigaddset(&mut set, *s);
+/// Runs the shim; returns the process exit code.
+pub fn run(args: ShimArgs) -> i32 {
+    match supervise(&args) {
+        Ok((status, stopped)) => {
+            let (exit_code, signal) = match status {
+                WaitStatus::Exited(_, code) => (code, None),
+                WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+                // waitpid without WUNTRACED/WCONTINUED reports only these two for an end.
+                other => unreachable!("waitpid reported {other:?} as an end"),
+            };
+            let rec = ExitRecord {
+                exit_code,
+                signal,
+                stopped,
+                spawn_error: None,
+            };
+            if let Err(e) = rec.write(&args.status) {
+                eprintln!("torc shim: {e}");
+            }
+            exit_code
         }
-        set
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!("torc shim: {msg}");
+            let rec = ExitRecord {
+                exit_code: 127,
+                signal: None,
+                stopped: false,
+                spawn_error: Some(msg),
+            };
+            let _ = rec.write(&args.status);
+            127
+        }
     }
 }
 
-/// Runs the shim; returns the process exit code.
-pub fn run(args: ShimArgs) -> i32 {
-    let watched = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
-    let set = sigset(&watched);
-    // SAFETY: plain libc calls on our own process; no Rust invariants involved.
-    unsafe {
-        // Orphaned grandchildren come back to us, so nothing escapes the process tree.
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        // Signals are taken synchronously with sigtimedwait below.
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+/// Why a task never started.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("cannot {what}: {errno}")]
+    Setup {
+        what: &'static str,
+        errno: nix::errno::Errno,
+    },
+    #[error("cannot start {command:?}: {error}")]
+    Spawn {
+        command: String,
+        error: std::io::Error,
+    },
+}
+
+/// Starts the task and waits for its end: how it ended, and whether it was asked to stop. An
+/// error means the task never started.
+fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), StartError> {
+    let setup = |what| move |errno| StartError::Setup { what, errno };
+    let mut watched = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        watched.add(s);
     }
+    // Orphaned grandchildren come back to us, so nothing escapes the process tree.
+    prctl::set_child_subreaper(true).map_err(setup("become a subreaper"))?;
+    // Signals are taken synchronously, from a signalfd, below.
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&watched), None).map_err(setup("block signals"))?;
+    let signals = SignalFd::with_flags(&watched, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(setup("open a signalfd"))?;
     if let Some(cg) = &args.cgroup
         && let Err(e) = std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
     {
@@ -98,50 +148,37 @@ pub fn run(args: ShimArgs) -> i32 {
         // std drops the supplementary groups too when it switches from root.
         cmd.uid(uid).gid(gid);
     }
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // SAFETY: pre_exec runs between fork and exec; these three calls are async-signal-safe
+    // system calls that allocate nothing.
     unsafe {
         cmd.pre_exec(|| {
-            let empty = sigset(&[]);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            libc::setpgid(0, 0);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            prctl::set_pdeathsig(Signal::SIGKILL)?;
             Ok(())
         });
     }
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!("cannot start {:?}: {e}", args.command);
-            eprintln!("torc shim: {msg}");
-            let rec = ExitRecord {
-                exit_code: 127,
-                signal: None,
-                stopped: false,
-                spawn_error: Some(msg),
-            };
-            let _ = rec.write(&args.status);
-            return 127;
-        }
-    };
-    let pid = child.id() as libc::pid_t;
+    let child = cmd.spawn().map_err(|error| StartError::Spawn {
+        command: args.command.clone(),
+        error,
+    })?;
+    let pid = Pid::from_raw(child.id() as i32);
     // Dropping the std handle does not reap: we wait with waitpid ourselves.
     drop(child);
 
     let mut stop_deadline: Option<Instant> = None;
     let mut killed = false;
     let mut stopped = false;
-    let status: libc::c_int = loop {
+    let status = loop {
         // Reap everything that ended; remember the main child's status.
         let mut main_status = None;
-        loop {
-            let mut st: libc::c_int = 0;
-            // SAFETY: waitpid writes the status into our local.
-            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-            if r <= 0 {
-                break;
-            }
-            if r == pid {
-                main_status = Some(st);
+        while let Ok(ended) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            match ended {
+                WaitStatus::StillAlive => break,
+                WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) if p == pid => {
+                    main_status = Some(ended);
+                }
+                _ => {}
             }
         }
         if let Some(st) = main_status {
@@ -151,54 +188,37 @@ pub fn run(args: ShimArgs) -> i32 {
             Some(d) if !killed => d.saturating_duration_since(Instant::now()),
             _ => Duration::from_secs(3600),
         };
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: sigtimedwait reads our set and timespec.
-        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
-        match sig {
-            libc::SIGTERM | libc::SIGINT | libc::SIGHUP => {
-                if stop_deadline.is_none() {
-                    stopped = true;
-                    stop_deadline = Some(Instant::now() + args.grace);
-                    // SAFETY: signalling our child's process group.
-                    unsafe { libc::kill(-pid, libc::SIGTERM) };
-                }
+        // Rounded up, so a deadline less than a millisecond away is not a busy loop.
+        let millis = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
+        );
+        while let Ok(Some(info)) = signals.read_signal() {
+            let stop = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
+                .iter()
+                .any(|s| *s as u32 == info.ssi_signo);
+            if stop && stop_deadline.is_none() {
+                stopped = true;
+                stop_deadline = Some(Instant::now() + args.grace);
+                let _ = killpg(pid, Signal::SIGTERM);
             }
-            _ => {
-                if let Some(d) = stop_deadline
-                    && !killed
-                    && Instant::now() >= d
-                {
-                    killed = true;
-                    // SAFETY: as above.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
-                }
-            }
+        }
+        if let Some(d) = stop_deadline
+            && !killed
+            && Instant::now() >= d
+        {
+            killed = true;
+            let _ = killpg(pid, Signal::SIGKILL);
         }
     };
     // Whatever the task left in its group goes with it; then reap what we inherited.
-    // SAFETY: signalling the (possibly empty) group, then reaping our own children.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-        let mut st = 0;
-        while libc::waitpid(-1, &mut st, libc::WNOHANG) > 0 {}
+    let _ = killpg(pid, Signal::SIGKILL);
+    while let Ok(ended) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if ended == WaitStatus::StillAlive {
+            break;
+        }
     }
-    let (exit_code, signal) = if libc::WIFEXITED(status) {
-        (libc::WEXITSTATUS(status), None)
-    } else {
-        let s = libc::WTERMSIG(status);
-        (128 + s, Some(s))
-    };
-    let rec = ExitRecord {
-        exit_code,
-        signal,
-        stopped,
-        spawn_error: None,
-    };
-    if let Err(e) = rec.write(&args.status) {
-        eprintln!("torc shim: cannot write {}: {e}", args.status.display());
-    }
-    exit_code
+    Ok((status, stopped))
 }

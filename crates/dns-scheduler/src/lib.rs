@@ -148,10 +148,8 @@ impl Scheduler {
 
     fn save(&self, w: &Wanted) {
         let path = self.cfg.state_dir.join("state.json");
-        let tmp = path.with_extension("tmp");
-        let ok = std::fs::write(&tmp, serde_json::to_vec_pretty(w).unwrap_or_default())
-            .and_then(|_| std::fs::rename(&tmp, &path));
-        if let Err(e) = ok {
+        let bytes = serde_json::to_vec_pretty(w).expect("the state serialises");
+        if let Err(e) = torc_durable::write_atomic(&path, &bytes) {
             tracing::error!(error = %e, "cannot save the scheduler's state");
         }
     }

@@ -332,8 +332,11 @@ healthcheck:
         .find(|(_, cmd)| cmd.contains("shim") && cmd.contains(sl1_task.id.as_str()))
         .map(|(pid, _)| pid)
         .unwrap();
-    // SAFETY: a process of this test's rack.
-    unsafe { libc::kill(shim as libc::pid_t, libc::SIGKILL) };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     wait_for(
         "dns-sl1 restarted and serving the load again",
         Duration::from_secs(40),

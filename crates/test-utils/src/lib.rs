@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use torc_client::Client;
 
 pub use torc_types::{random_bytes, random_u64};
@@ -35,10 +37,11 @@ pub fn free_loopback_block() -> Ipv4Addr {
 /// Makes the child get SIGKILL when the test process dies, so a crashed or killed test leaves
 /// no server behind.
 fn die_with_test(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe, and the closure touches nothing else.
+    // SAFETY: pre_exec runs between fork and exec; prctl is an async-signal-safe system call
+    // that allocates nothing.
     unsafe {
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             Ok(())
         });
     }
@@ -519,8 +522,7 @@ impl Drop for LocalRack {
     fn drop(&mut self) {
         // Agents first: they stop their tasks on SIGTERM.
         for c in self.agents.values() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         for c in self.agents.values_mut() {
@@ -536,8 +538,7 @@ impl Drop for LocalRack {
         self.kill_controller();
         // Whatever is left (shims of agents killed by the test) goes too.
         for (pid, _) in processes_mentioning(self.dir.path()) {
-            // SAFETY: these processes were started by this rack.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
 }
@@ -853,7 +854,12 @@ impl Browser {
         let b64 = self
             .call(reqwest::Method::GET, "/screenshot", serde_json::Value::Null)
             .await?;
-        let png = base64_decode(b64.as_str().unwrap_or_default())?;
+        // Standard base64 is what WebDriver screenshots are.
+        let png = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            b64.as_str().unwrap_or_default(),
+        )
+        .context("a screenshot that is not base64")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -913,37 +919,8 @@ impl Drop for Browser {
         // The group chromedriver leads (see `start`): chromedriver and whatever Chromium
         // processes are still there.
         if let Ok(pid) = i32::try_from(self.driver.id()) {
-            // SAFETY: kill(2) with a negative pid signals that process group; no memory is
-            // involved.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let _ = self.driver.wait();
     }
-}
-
-/// Standard base64 (what WebDriver screenshots are), decoded.
-fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\n' | b'\r' => continue,
-            _ => bail!("not base64: byte {c}"),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
 }

@@ -5,8 +5,7 @@
 //! as ssh does with private keys. A secret file readable by others is refused with the command
 //! that fixes it, not silently used.
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::Path;
 
 use crate::TlsError;
@@ -37,33 +36,14 @@ pub fn own_private_dir(dir: &Path) -> Result<(), TlsError> {
     })
 }
 
-/// Writes `bytes` to `path` atomically with `mode` from the first byte on: a temporary file in
-/// the same directory, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` atomically with `mode` from the first byte on
+/// (`torc_durable::write_atomic_mode`: a temporary file in the same directory, fsync, rename,
+/// fsync of the directory).
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write {
-        path: path.into(),
-        error: source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+    torc_durable::write_atomic_mode(path, bytes, mode).map_err(|e| TlsError::Write {
+        path: e.path,
+        error: std::io::Error::new(e.source.kind(), format!("{}: {}", e.step, e.source)),
+    })
 }
 
 /// Writes a secret: `path` gets mode 0600, its directory is created 0700 if missing.

@@ -110,8 +110,10 @@ healthcheck:
     let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
     let window = Duration::from_secs(10);
     tokio::time::sleep(window).await;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     let agent_cpu = pids
         .iter()
         .zip(&before)

@@ -93,8 +93,13 @@ fn main() -> std::process::ExitCode {
     ) {
         // A client command piped into `head` ends quietly when the pipe closes, as CLI tools
         // do; the server roles keep ignoring SIGPIPE.
-        // SAFETY: setting a signal disposition before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        // SAFETY: SIG_DFL installs no handler of ours; this runs before any thread starts.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
     }
     raise_open_files_limit();
     let result = match cli.command {

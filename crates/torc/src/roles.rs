@@ -795,6 +795,27 @@ pub struct TsdbArgs {
     /// The certificate's private key (PEM), as influxd's `https-private-key`.
     #[arg(long, requires = "https_certificate")]
     https_private_key: Option<PathBuf>,
+    /// Most points a SELECT may read (and GROUP BY time buckets it may build), as influxd's
+    /// `max-select-point`; 0: no limit.
+    #[arg(long, default_value_t = torc_tsdb::Options::default().max_select_point)]
+    max_select_point: usize,
+    /// Most series a SELECT may read, as influxd's `max-select-series`; 0: no limit.
+    #[arg(long, default_value_t = torc_tsdb::Options::default().max_select_series)]
+    max_select_series: usize,
+    /// Most GROUP BY time buckets per group, as influxd's `max-select-buckets`; 0: no limit.
+    #[arg(long, default_value_t = torc_tsdb::Options::default().max_select_buckets)]
+    max_select_buckets: usize,
+    /// Longest a query may run (e.g. 30s, 2m), as influxd's `query-timeout`; 0: no limit.
+    /// Default: a minute.
+    #[arg(long, value_parser = tsdb_duration)]
+    query_timeout: Option<Duration>,
+}
+
+/// A duration flag of `torc tsdb`, written as InfluxQL writes durations.
+fn tsdb_duration(text: &str) -> Result<Duration, String> {
+    torc_tsdb::influxql::parse_duration(text)
+        .map(|ns| Duration::from_nanos(ns.unsigned_abs()))
+        .map_err(|e| e.to_string())
 }
 
 pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
@@ -803,10 +824,15 @@ pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
         (Some(user), Some(file)) => Some((user.clone(), torc_collector::read_password_file(file)?)),
         _ => None,
     };
+    let defaults = torc_tsdb::Options::default();
     let options = torc_tsdb::Options {
         max_series_per_database: args.max_series,
         auth_enabled: args.auth_enabled || admin.is_some(),
-        ..Default::default()
+        max_select_point: args.max_select_point,
+        max_select_series: args.max_select_series,
+        max_select_buckets: args.max_select_buckets,
+        query_timeout: args.query_timeout.unwrap_or(defaults.query_timeout),
+        ..defaults
     };
     let tls = match (&args.https_certificate, &args.https_private_key) {
         (Some(cert), Some(key)) => Some(std::sync::Arc::new(torc_tls::server_config(

@@ -128,10 +128,12 @@ fn spawn(label: &str, args: &[String], log: &Path) -> anyhow::Result<Child> {
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe. If `torc up` dies, its children are told to stop.
+    // If `torc up` dies, its children are told to stop.
+    // SAFETY: pre_exec runs between fork and exec; prctl is an async-signal-safe system call
+    // that allocates nothing.
     unsafe {
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
             Ok(())
         });
     }
@@ -388,8 +390,10 @@ async fn stop(children: Vec<Child>) {
     for group in [agents, controller] {
         for c in &group {
             if let Some(pid) = c.child.id() {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
         }
         for mut c in group {

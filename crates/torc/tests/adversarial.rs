@@ -360,6 +360,39 @@ async fn every_role_survives_the_rack_networks_worst() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413, "a gzip bomb");
+    // A long operator chain (the expression that once overflowed the stack) and a name past
+    // the filesystem's limit (one that once bricked the next restart): clear errors.
+    let chain = format!(
+        "q=SELECT%20{}%20FROM%20m",
+        vec!["v"; 300_000].join("%20%2B%20")
+    );
+    let r = http
+        .post(format!("https://{}/query", t.tsdb))
+        .basic_auth("admin", Some(&t.tsdb_admin))
+        .query(&[("db", "canary")])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(chain)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (r.status(), r.text().await.unwrap());
+    assert!(
+        status == 400 && body.contains("expression too deep"),
+        "a 300,000-term expression: {status} {body}"
+    );
+    let long = format!("CREATE DATABASE \"{}\"", "d".repeat(300));
+    let r = http
+        .post(format!("https://{}/query", t.tsdb))
+        .basic_auth("admin", Some(&t.tsdb_admin))
+        .query(&[("q", long.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("name too long"),
+        "a 300-byte database name: {body}"
+    );
     assert_intact(&t, "oversized and deep input").await;
 
     // 4. GETs that try to change state.
@@ -387,6 +420,15 @@ async fn every_role_survives_the_rack_networks_worst() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "the original's changing GET as a viewer");
+    // Even an admin's GET changes nothing on the tsdb itself: only SELECT and SHOW run.
+    let r = http
+        .get(format!("https://{}/query", t.tsdb))
+        .basic_auth("admin", Some(&t.tsdb_admin))
+        .query(&[("q", "DROP DATABASE canary")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405, "an admin's GET DROP DATABASE on the tsdb");
     assert_intact(&t, "GETs that try to change state").await;
 
     // 5. A DNS flood from one source: bounded, then the server answers others as before.

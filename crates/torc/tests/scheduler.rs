@@ -135,8 +135,11 @@ async fn system_services_run_where_they_should_and_come_back_when_they_die() {
     let before = service(&client, "core").await;
     let old_id = before.task.clone().unwrap();
     let shim = pid_of_task(&rack, &old_id);
-    // SAFETY: signalling a process of our own rack.
-    unsafe { libc::kill(shim as libc::pid_t, libc::SIGKILL) };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let after = wait_for("core to run again", Duration::from_secs(10), || async {
         let s = service(&client, "core").await;
         (s.state == Some(TaskState::Running) && s.task.as_ref() != Some(&old_id)).then_some(s)
@@ -200,8 +203,11 @@ async fn system_services_run_where_they_should_and_come_back_when_they_die() {
         .trim()
         .parse::<i32>()
         .unwrap();
-    // SAFETY: signalling a process of our own rack.
-    unsafe { libc::kill(server, libc::SIGSTOP) };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
     let replaced = wait_for("web to be replaced", Duration::from_secs(30), || async {
         let s = service(&client, "web").await;
         (s.task != web.task && s.state == Some(TaskState::Running)).then_some(s)

@@ -176,8 +176,11 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
     readme_checks(&env, base, &ca);
 
     // Ctrl-C: everything stops, the task included.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(up.id() as libc::pid_t, libc::SIGINT) };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = up.try_wait().unwrap() {

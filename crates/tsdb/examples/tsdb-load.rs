@@ -126,7 +126,13 @@ fn report(mut lat: Vec<f64>, rows: usize) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let client = reqwest::Client::builder().no_proxy().build()?;
+    // TSDB_LOAD_CA=FILE: trust this CA (PEM) for an https:// URL (`bench/tsdb.sh tls`).
+    let mut builder = reqwest::Client::builder().no_proxy();
+    if let Ok(ca) = std::env::var("TSDB_LOAD_CA") {
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
+    }
+    let client = builder.build()?;
     let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let start_s: i64 = args
         .get(8)

@@ -34,6 +34,9 @@ pub enum Error {
     /// Some or all points were rejected; the text is InfluxDB's.
     #[error("partial write: {reason} dropped={dropped}")]
     PartialWrite { reason: String, dropped: usize },
+    /// A name refused before it reached the disk (see [`crate::names`]).
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -43,6 +46,15 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+impl From<torc_durable::WriteError> for Error {
+    fn from(e: torc_durable::WriteError) -> Error {
+        Error::Io {
+            context: format!("writing {} ({})", e.path.display(), e.step),
+            source: e.source,
         }
     }
 }

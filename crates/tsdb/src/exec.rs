@@ -18,8 +18,12 @@
 //! `moving_average` are transforms like `derivative`. A 1.6 function torc does not evaluate is
 //! an error, never a column of nulls.
 //!
+//! Every request runs under a [`Budget`] ([`crate::limits`]): points, series and buckets per
+//! statement, and the request's deadline, checked as the work goes (per series, every few
+//! thousand rows), so a query past `query-timeout` stops computing.
+//!
 //! Invariants: execution never panics on user input; a statement that fails yields an error
-//! for that statement only.
+//! for that statement only, and the statements after it do not run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -30,6 +34,7 @@ use crate::auth::Caller;
 use crate::influxql::{
     BinOp, Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch,
 };
+use crate::limits::Budget;
 use crate::model::{FieldType, FieldValue, Values};
 use crate::storage::{RpMeta, SeriesInfo, Shard, ShardState, Tsdb, now_ns, shard_group_for};
 
@@ -103,9 +108,20 @@ pub async fn execute_as(
     default_db: Option<&str>,
     caller: &Caller,
 ) -> Vec<StatementResult> {
+    // The time limit is the request's; the point and series counts are each statement's.
+    let budget = Budget::new(db.options().query_limits());
     let mut out = Vec::new();
     for s in stmts {
-        let r = execute_one(db, s, default_db, caller).await;
+        let r = match budget.start_statement() {
+            Ok(()) => execute_one(db, s, default_db, caller, &budget).await,
+            Err(e) => Err(e),
+        };
+        // A read that ends past the deadline is answered as one stopped at it; a change that
+        // ran is reported as done.
+        let r = match r {
+            Ok(series) if s.is_read_only() => budget.check_time().map(|()| series),
+            r => r,
+        };
         let failed = r.is_err();
         out.push(match r {
             Ok(series) => StatementResult {
@@ -167,6 +183,7 @@ async fn execute_one(
     stmt: &Statement,
     default_db: Option<&str>,
     caller: &Caller,
+    budget: &Budget,
 ) -> ExecResult<Vec<ResultSeries>> {
     match stmt {
         Statement::ShowUsers
@@ -299,6 +316,7 @@ async fn execute_one(
             for shard in db.shards_of(name) {
                 let st = shard.read();
                 for (m, mi) in &st.index.measurements {
+                    budget.tick()?;
                     if series {
                         set.extend(
                             mi.series
@@ -388,6 +406,7 @@ async fn execute_one(
                     let Some(mi) = st.index.measurements.get(&m) else {
                         continue;
                     };
+                    budget.tick()?;
                     let ok = match condition {
                         None => !mi.series.is_empty(),
                         Some(c) => mi.series.iter().any(|&sid| {
@@ -429,6 +448,7 @@ async fn execute_one(
                 for m in measurements_for(&st, sources)? {
                     let mi = &st.index.measurements[&m];
                     for &sid in &mi.series {
+                        budget.tick()?;
                         let s = &st.index.series[sid as usize];
                         if condition
                             .as_ref()
@@ -470,6 +490,7 @@ async fn execute_one(
                     let mi = &st.index.measurements[&m];
                     let e = per.entry(m.clone()).or_default();
                     for &sid in &mi.series {
+                        budget.tick()?;
                         let s = &st.index.series[sid as usize];
                         if condition
                             .as_ref()
@@ -535,6 +556,7 @@ async fn execute_one(
                 for m in measurements_for(&st, sources)? {
                     let mi = &st.index.measurements[&m];
                     for &sid in &mi.series {
+                        budget.tick()?;
                         let s = &st.index.series[sid as usize];
                         if condition
                             .as_ref()
@@ -598,7 +620,7 @@ async fn execute_one(
                 })
                 .collect())
         }
-        Statement::Select(sel) => select(db, sel, default_db),
+        Statement::Select(sel) => select(db, sel, default_db, budget),
     }
 }
 
@@ -1313,6 +1335,7 @@ fn subquery_shard(
     outer_condition: Option<&Expr>,
     default_db: Option<&str>,
     now: i64,
+    budget: &Budget,
 ) -> ExecResult<Arc<Shard>> {
     let mut inner = inner.clone();
     // The points of a raw inner query keep all their tags, as InfluxDB's do.
@@ -1362,7 +1385,7 @@ fn subquery_shard(
             rhs: Box::new(b),
         });
     }
-    let mut results = select(db, &inner, default_db)?;
+    let mut results = select(db, &inner, default_db, budget)?;
     if let Some((limit, offset)) = merged_limit {
         // Raw rows merge ordered by (time, series key), as in a raw query's answer.
         let mut order: Vec<(i64, String, usize, usize)> = Vec::new();
@@ -1432,13 +1455,18 @@ fn subquery_shard(
     Ok(Shard::in_memory(&points))
 }
 
-fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<ResultSeries>> {
+fn select(
+    db: &Tsdb,
+    sel: &Select,
+    default_db: Option<&str>,
+    budget: &Budget,
+) -> ExecResult<Vec<ResultSeries>> {
     let now = now_ns();
     // Resolve the shards and measurements.
     let mut targets: Vec<(Arc<Shard>, String)> = Vec::new();
     for src in &sel.sources {
         if let Source::Subquery(inner) = src {
-            let shard = subquery_shard(db, inner, sel.condition.as_ref(), default_db, now)?;
+            let shard = subquery_shard(db, inner, sel.condition.as_ref(), default_db, now, budget)?;
             let names: Vec<String> = shard.read().index.measurements.keys().cloned().collect();
             targets.extend(names.into_iter().map(|n| (shard.clone(), n)));
             continue;
@@ -1576,6 +1604,13 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
     if let Some(c) = &rest_cond {
         collect_regexes(c, &mut regexes)?;
     }
+    // influxd's check, before any data is read: the buckets of the time range.
+    if tmin != i64::MIN
+        && let Some((iv, off)) = time_dimension(sel)
+    {
+        let hi = if tmax == i64::MAX { now } else { tmax };
+        budget.buckets(crate::limits::bucket_count(tmin, hi, iv, off))?;
+    }
 
     // Wildcard expansion uses the union over all target measurements.
     let mut all_fields: BTreeMap<String, FieldType> = BTreeMap::new();
@@ -1681,12 +1716,14 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                 .cmp(&st.index.series[*b as usize].key)
         });
         for sid in sids {
+            budget.tick()?;
             let s = &st.index.series[sid as usize];
             if let Some(c) = &rest_cond
                 && series_match(c, s) == Some(false)
             {
                 continue;
             }
+            budget.series(1)?;
             let key: Vec<String> = group_keys
                 .iter()
                 .map(|k| s.tag(k).unwrap_or("").to_string())
@@ -1731,21 +1768,23 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
             });
         }
         let needed: Vec<String> = needed.into_iter().collect();
+        // Linear in the fields (a wide `SELECT *` names tens of thousands).
+        let mut in_projections: std::collections::HashSet<&str> = Default::default();
+        for f in &fields {
+            f.expr.walk(&mut |e| {
+                if let Expr::VarRef(x) = e {
+                    in_projections.insert(x);
+                }
+            });
+        }
         let projected: Vec<bool> = needed
             .iter()
-            .map(|n| {
-                fields.iter().any(|f| {
-                    let mut yes = false;
-                    f.expr.walk(&mut |e| {
-                        if let Expr::VarRef(x) = e
-                            && x == n
-                        {
-                            yes = true;
-                        }
-                    });
-                    yes
-                })
-            })
+            .map(|n| in_projections.contains(n.as_str()))
+            .collect();
+        let needed_at: HashMap<&str, usize> = needed
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
             .collect();
         let needed_refs: Vec<&str> = needed.iter().map(String::as_str).collect();
         for g in groups.values() {
@@ -1762,6 +1801,7 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                 let cols = st
                     .columns(sid, &needed_refs, lo, hi)
                     .map_err(|e| e.to_string())?;
+                budget.points(cols.iter().flatten().map(|c| c.times.len()).sum())?;
                 rows.append_series(&cols, si);
             }
             rows.keys.sort_unstable_by_key(|k| (k.time, k.series));
@@ -1772,7 +1812,15 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                     keys,
                     values,
                 } = &mut rows;
+                let mut late = None;
                 keys.retain(|k| {
+                    if late.is_some() {
+                        return false;
+                    }
+                    if let Err(e) = budget.tick() {
+                        late = Some(e);
+                        return false;
+                    }
                     let vals = &values[k.at..k.at + *width];
                     if !vals.iter().zip(&projected).any(|(v, p)| *p && v.is_some()) {
                         return false;
@@ -1788,6 +1836,9 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                     }
                     true
                 });
+                if let Some(e) = late {
+                    return Err(e);
+                }
             }
             let tags = (!group_keys.is_empty()).then(|| {
                 group_keys
@@ -1797,7 +1848,7 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                     .collect::<BTreeMap<_, _>>()
             });
             let values = if is_agg {
-                aggregate(sel, &fields, &needed, g, &rows, tmin, tmax, now)?
+                aggregate(sel, &fields, &needed, g, &rows, (tmin, tmax, now), budget)?
             } else {
                 // Only the rows that survive ORDER BY, OFFSET and LIMIT are projected.
                 let n = rows.keys.len();
@@ -1809,10 +1860,11 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                 };
                 let projections: Vec<Projection<'_>> = fields
                     .iter()
-                    .map(|f| Projection::compile(&f.expr, &needed))
+                    .map(|f| Projection::compile(&f.expr, &needed_at))
                     .collect();
                 (start..end)
                     .map(|j| {
+                        budget.tick()?;
                         let k = &rows.keys[if sel.descending { n - 1 - j } else { j }];
                         let ctx = RowCtx {
                             series: g.series[k.series],
@@ -1823,9 +1875,9 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
                         let mut row = Vec::with_capacity(projections.len() + 1);
                         row.push(Val::Time(k.time));
                         row.extend(projections.iter().map(|p| p.eval(&ctx, &regexes)));
-                        row
+                        Ok(row)
                     })
-                    .collect::<Vec<Vec<Val>>>()
+                    .collect::<ExecResult<Vec<Vec<Val>>>>()?
             };
             if values.is_empty() {
                 continue;
@@ -1839,6 +1891,14 @@ fn select(db: &Tsdb, sel: &Select, default_db: Option<&str>) -> ExecResult<Vec<R
         }
     }
     Ok(limit_offset(out, sel.slimit, sel.soffset))
+}
+
+/// The `GROUP BY time(interval, offset)` of a statement, if any.
+fn time_dimension(sel: &Select) -> Option<(i64, i64)> {
+    sel.dimensions.iter().find_map(|d| match d {
+        Dimension::Time { interval, offset } => Some((*interval, *offset)),
+        _ => None,
+    })
 }
 
 fn contains_call(e: &Expr, kinds: &[&str]) -> bool {
@@ -1954,11 +2014,12 @@ enum Projection<'e> {
 
 impl<'e> Projection<'e> {
     /// Resolves a bare reference as [`eval`] would: `time`, then a loaded field, then a tag.
-    fn compile(e: &'e Expr, needed: &[String]) -> Projection<'e> {
+    /// `needed_at`: the position of each loaded field.
+    fn compile(e: &'e Expr, needed_at: &HashMap<&str, usize>) -> Projection<'e> {
         match e.unparen() {
             Expr::VarRef(n) if n == "time" => Projection::Time,
-            Expr::VarRef(n) => match needed.iter().position(|f| f == n) {
-                Some(i) => Projection::Field(i),
+            Expr::VarRef(n) => match needed_at.get(n.as_str()) {
+                Some(&i) => Projection::Field(i),
                 None => Projection::Tag(n),
             },
             _ => Projection::Expr(e),
@@ -1988,21 +2049,17 @@ struct Pt {
     v: Val,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Aggregates one group's rows; `(tmin, tmax, now)` are the statement's time bounds.
 fn aggregate(
     sel: &Select,
     fields: &[Field],
     needed: &[String],
     g: &Group<'_>,
     rows: &Rows,
-    tmin: i64,
-    tmax: i64,
-    now: i64,
+    (tmin, tmax, now): (i64, i64, i64),
+    budget: &Budget,
 ) -> ExecResult<Vec<Vec<Val>>> {
-    let time_dim = sel.dimensions.iter().find_map(|d| match d {
-        Dimension::Time { interval, offset } => Some((*interval, *offset)),
-        _ => None,
-    });
+    let time_dim = time_dimension(sel);
     let _ = g;
     // Points of a field, in row order.
     let points_of = |name: &str| -> Vec<Pt> {
@@ -2051,15 +2108,19 @@ fn aggregate(
             let lo = if tmin == i64::MIN { first_t } else { tmin };
             let hi = if tmax == i64::MAX { now } else { tmax };
             let b0 = lo - (lo - off).rem_euclid(iv);
-            let n = if hi < b0 {
-                0
-            } else {
-                ((hi - b0) / iv + 1) as usize
-            };
-            if n > 1_000_000 {
-                return Err("too many points in the group by interval. maybe you forgot to specify a where time clause?".into());
-            }
-            ((0..n).map(|k| b0 + k as i64 * iv).collect(), Some(iv))
+            // Counted before they are built: each bucket costs memory like a point.
+            let n = crate::limits::bucket_count(lo, hi, iv, off);
+            budget.buckets(n)?;
+            budget.points(n)?;
+            // With both limits off, an absurd count is still an error, not an abort.
+            let mut starts = Vec::new();
+            starts.try_reserve_exact(n).map_err(|_| {
+                format!(
+                    "{n} GROUP BY time buckets do not fit in memory: bound the time range, or set max-select-buckets"
+                )
+            })?;
+            starts.extend((0..n).map(|k| b0.saturating_add((k as i64).saturating_mul(iv))));
+            (starts, Some(iv))
         }
         None => (vec![if tmin == i64::MIN { 0 } else { tmin }], None),
     };
@@ -2205,6 +2266,7 @@ fn aggregate(
         );
         is_transform.push(transform_name.is_some());
         for (b, slot) in col.iter_mut().enumerate() {
+            budget.tick()?;
             *slot = eval_agg_expr(
                 &expr,
                 &|field: &str| points_in_bucket(field, b),
@@ -2244,6 +2306,7 @@ fn aggregate(
     let mut out: Vec<Vec<Val>> = Vec::with_capacity(nb);
     let mut prev: Vec<Val> = vec![Val::Null; cols.len()];
     for b in 0..nb {
+        budget.tick()?;
         let t = match sel_times[b] {
             Some(t) => t,
             None => starts[b],

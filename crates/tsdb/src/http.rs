@@ -4,6 +4,14 @@
 //! status and JSON (`{"error":"..."}`) or, on the 0.8 endpoints, 0.8's plain-text message; the
 //! server keeps serving after any bad request.
 //!
+//! Read-only GETs: a `GET /query` runs only `SELECT` and `SHOW` statements; a request holding
+//! anything else is answered 405 (`Allow: POST`) naming the statement, and none of it runs.
+//! influxd 1.6 runs such statements and only adds a warning to the result ("deprecated use of
+//! '...' in a read only context, please use a POST request instead"); torc refuses them
+//! because a rack's services must never change state on a GET (a link, a prefetch, a proxy
+//! that forwards reads could otherwise drop a database, issue 14). The influx CLI and
+//! InfluxDB's client libraries send changes with POST.
+//!
 //! gzip, as influxd 1.6 does it: a `/write` body with `Content-Encoding: gzip` is inflated
 //! (bounded by [`MAX_BODY`] *after* inflation, so a gzip bomb is a 413, not an allocation;
 //! damaged gzip is a 400 with Go's error text and writes nothing), and a successful `/query`
@@ -418,6 +426,21 @@ async fn query(
             );
         }
     };
+    // GETs never change state (see the module doc): the whole request is refused, before
+    // anything of it runs.
+    if method == Method::GET
+        && let Some(stmt) = stmts.iter().find(|s| !s.is_read_only())
+    {
+        let mut r = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!(
+                "'{stmt}' changes the database: not allowed in a read only context (GET), please use a POST request instead"
+            ),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
     let default_db = params
         .get("db")
         .map(String::as_str)
@@ -552,7 +575,11 @@ async fn v08_create(
             });
         }
         db.create_database(name).map_err(|e| v08::V08Error {
-            status: 500,
+            status: if matches!(e, Error::Name(_)) {
+                400
+            } else {
+                500
+            },
             message: e.to_string(),
         })?;
         Ok((StatusCode::CREATED, String::new()))

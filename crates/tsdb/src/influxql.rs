@@ -4,8 +4,11 @@
 //! offending token as written (keywords upper-cased, end of input as `EOF`). Positions are
 //! 1-based; like InfluxDB, the end of input is reported one character past the last one + 1.
 //!
-//! Invariants: the parser never panics on any input; it does no I/O and knows nothing of
-//! storage (semantic checks that need the schema happen in the executor).
+//! Invariants: the parser never panics on any input, and no input controls its recursion:
+//! operator chains are folded in a loop, parentheses, calls and subqueries nest at most 100
+//! deep, and an expression tree is at most [`MAX_EXPR_DEPTH`] deep (the executor walks trees
+//! recursively); it does no I/O and knows nothing of storage (semantic checks that need the
+//! schema happen in the executor).
 
 use std::fmt;
 
@@ -766,6 +769,26 @@ fn tok_text(t: &Tok) -> String {
     }
 }
 
+/// Parses a duration as InfluxQL writes one (`90s`, `1h30m`, `500ms`, `2d`; `0` alone is zero)
+/// into nanoseconds: the form of the `torc tsdb` flags that mirror influxd's duration
+/// settings (`query-timeout`).
+pub fn parse_duration(text: &str) -> Result<i64, ParseError> {
+    let text = text.trim();
+    let mut lx = Lexer { src: text, pos: 0 };
+    let (tok, _) = lx.next(false);
+    let ns = match tok {
+        Tok::Dur(d) if d >= 0 => d,
+        Tok::Int(0) => 0,
+        _ => -1,
+    };
+    if ns < 0 || lx.pos != text.len() {
+        return Err(ParseError(format!(
+            "invalid duration {text:?}: expected a number and a unit (ns, u, ms, s, m, h, d, w), e.g. 60s"
+        )));
+    }
+    Ok(ns)
+}
+
 /// Formats nanoseconds as InfluxQL writes a duration literal (`1h`, `90s`, `1500ms`).
 pub fn format_duration(d: i64) -> String {
     if d == 0 {
@@ -801,6 +824,15 @@ struct Parser<'a> {
 
 /// Deepest nesting of parentheses, calls and subqueries a query may have.
 const MAX_NESTING: usize = 100;
+
+/// Deepest expression tree a query may hold: operators, parentheses and calls, counted from
+/// the leaves. A chain `a + b + c ...` is as deep as it is long, and the executor walks trees
+/// recursively, so without this bound a long chain (well under the body limit) overflowed a
+/// server thread's stack (issue 14). InfluxDB 1.6 has no such limit (Go's stacks grow); 500
+/// levels run with room to spare on a 2 MiB thread in a debug build, even inside the deepest
+/// subquery nesting (`tests/deep_expressions.rs`). Long lists of alternatives read better as a
+/// regex anyway (`host =~ /^(a|b|c)$/`).
+pub const MAX_EXPR_DEPTH: usize = 500;
 
 type PResult<T> = Result<T, ParseError>;
 
@@ -1584,7 +1616,6 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Pratt-style binary expression parser.
     /// Runs `f` one nesting level deeper, refusing past [`MAX_NESTING`].
     fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> PResult<T>) -> PResult<T> {
         if self.depth >= MAX_NESTING {
@@ -1599,52 +1630,73 @@ impl<'a> Parser<'a> {
     }
 
     fn expr(&mut self, min_prec: u8) -> PResult<Expr> {
+        self.expr_depth(min_prec).map(|(e, _)| e)
+    }
+
+    /// An expression and the depth of its tree, bounded by [`MAX_EXPR_DEPTH`].
+    fn expr_depth(&mut self, min_prec: u8) -> PResult<(Expr, usize)> {
         self.nested(|p| p.expr_at(min_prec))
     }
 
-    fn expr_at(&mut self, min_prec: u8) -> PResult<Expr> {
-        let mut lhs = self.unary()?;
+    /// Binary operators are folded in a loop (left-associative), so a long chain takes no
+    /// parser stack; the depth of the tree it builds is counted and bounded instead.
+    fn expr_at(&mut self, min_prec: u8) -> PResult<(Expr, usize)> {
+        let (mut lhs, mut depth) = self.unary()?;
         loop {
-            let (t, _) = self.peek();
+            let (t, pos) = self.peek();
             let op = match t {
                 Tok::Op(op) => op,
                 Tok::Star => BinOp::Mul,
                 Tok::Keyword("AND") => BinOp::And,
                 Tok::Keyword("OR") => BinOp::Or,
-                _ => return Ok(lhs),
+                _ => return Ok((lhs, depth)),
             };
             let prec = op.precedence();
             if prec <= min_prec {
-                return Ok(lhs);
+                return Ok((lhs, depth));
             }
             self.bump();
-            let rhs = if matches!(op, BinOp::EqRegex | BinOp::NeqRegex) {
+            let (rhs, rhs_depth) = if matches!(op, BinOp::EqRegex | BinOp::NeqRegex) {
                 match self.next_regex() {
-                    (Tok::Regex(r), _) => Expr::Regex(r),
+                    (Tok::Regex(r), _) => (Expr::Regex(r), 1),
                     (other, pos) => return Err(self.err_at(&other, pos, &["regex"])),
                 }
             } else {
-                self.expr(prec)?
+                self.expr_depth(prec)?
             };
+            depth = self.deeper(depth.max(rhs_depth), pos)?;
             lhs = Expr::bin(op, lhs, rhs);
         }
     }
 
-    fn unary(&mut self) -> PResult<Expr> {
+    /// `depth + 1`, or InfluxDB's style of error at `pos` past [`MAX_EXPR_DEPTH`].
+    fn deeper(&self, depth: usize, pos: usize) -> PResult<usize> {
+        if depth < MAX_EXPR_DEPTH {
+            return Ok(depth + 1);
+        }
+        let (line, ch) = self.line_char(pos, false);
+        Err(ParseError(format!(
+            "expression too deep: more than {MAX_EXPR_DEPTH} nested operators, parentheses or calls at line {line}, char {ch}"
+        )))
+    }
+
+    /// A term and the depth of its tree (1 for a leaf).
+    fn unary(&mut self) -> PResult<(Expr, usize)> {
         let (t, pos) = self.next();
         match t {
             Tok::LParen => {
-                let e = self.expr(0)?;
-                let (t, pos) = self.next();
+                let (e, depth) = self.expr_depth(0)?;
+                let (t, rpos) = self.next();
                 if t != Tok::RParen {
-                    return Err(self.err_at(&t, pos, &[")"]));
+                    return Err(self.err_at(&t, rpos, &[")"]));
                 }
-                Ok(Expr::Paren(Box::new(e)))
+                Ok((Expr::Paren(Box::new(e)), self.deeper(depth, pos)?))
             }
             Tok::Ident(name) => {
                 if self.peek().0 == Tok::LParen {
                     self.bump();
                     let mut args = Vec::new();
+                    let mut depth = 1;
                     if self.peek().0 == Tok::RParen {
                         self.bump();
                     } else {
@@ -1653,7 +1705,9 @@ impl<'a> Parser<'a> {
                                 self.bump();
                                 args.push(Expr::Wildcard);
                             } else {
-                                args.push(self.expr(0)?);
+                                let (arg, d) = self.expr_depth(0)?;
+                                depth = depth.max(d);
+                                args.push(arg);
                             }
                             let (t, pos) = self.next();
                             match t {
@@ -1663,26 +1717,27 @@ impl<'a> Parser<'a> {
                             }
                         }
                     }
-                    return Ok(Expr::Call {
+                    let call = Expr::Call {
                         name: name.to_ascii_lowercase(),
                         args,
-                    });
+                    };
+                    return Ok((call, self.deeper(depth, pos)?));
                 }
                 // `name::type` casts are accepted and ignored.
-                Ok(Expr::VarRef(name))
+                Ok((Expr::VarRef(name), 1))
             }
-            Tok::Str(s) => Ok(Expr::String(s)),
-            Tok::Int(i) => Ok(Expr::Integer(i)),
-            Tok::Num(f) => Ok(Expr::Number(f)),
-            Tok::Dur(d) => Ok(Expr::Duration(d)),
-            Tok::Keyword("TRUE") => Ok(Expr::Bool(true)),
-            Tok::Keyword("FALSE") => Ok(Expr::Bool(false)),
+            Tok::Str(s) => Ok((Expr::String(s), 1)),
+            Tok::Int(i) => Ok((Expr::Integer(i), 1)),
+            Tok::Num(f) => Ok((Expr::Number(f), 1)),
+            Tok::Dur(d) => Ok((Expr::Duration(d), 1)),
+            Tok::Keyword("TRUE") => Ok((Expr::Bool(true), 1)),
+            Tok::Keyword("FALSE") => Ok((Expr::Bool(false), 1)),
             Tok::Op(BinOp::Sub) => {
                 let (t2, pos2) = self.next();
                 match t2 {
-                    Tok::Int(i) => Ok(Expr::Integer(-i)),
-                    Tok::Num(f) => Ok(Expr::Number(-f)),
-                    Tok::Dur(d) => Ok(Expr::Duration(-d)),
+                    Tok::Int(i) => Ok((Expr::Integer(-i), 1)),
+                    Tok::Num(f) => Ok((Expr::Number(-f), 1)),
+                    Tok::Dur(d) => Ok((Expr::Duration(-d), 1)),
                     other => {
                         Err(self.err_at(&other, pos2, &["identifier", "string", "number", "bool"]))
                     }
@@ -1692,7 +1747,7 @@ impl<'a> Parser<'a> {
                 // A regex where a value is expected (e.g. `WHERE /x/`).
                 self.lx.pos = pos;
                 match self.lx.next(true) {
-                    (Tok::Regex(r), _) => Ok(Expr::Regex(r)),
+                    (Tok::Regex(r), _) => Ok((Expr::Regex(r), 1)),
                     (other, p) => {
                         Err(self.err_at(&other, p, &["identifier", "string", "number", "bool"]))
                     }
@@ -1757,6 +1812,17 @@ mod tests {
                 offset: 0
             }]
         );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(60_000_000_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000_000_000));
+        assert_eq!(parse_duration(" 500ms "), Ok(500_000_000));
+        assert_eq!(parse_duration("0"), Ok(0));
+        for bad in ["", "60", "-1s", "1x", "1s junk", "s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

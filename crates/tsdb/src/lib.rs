@@ -12,13 +12,16 @@
 //!
 //! Code map:
 //! * [`lineproto`]: line-protocol parser (InfluxDB 1.6 error texts);
+//! * [`names`]: limits on names and the directory names of databases;
 //! * [`storage`]: databases, retention policies, shards; [`wal`]: the group-commit WAL;
 //!   [`segment`] + [`encoding`]: immutable compressed blocks;
-//! * [`influxql`]: parser; [`exec`]: execution; [`json`]: Go-compatible output;
+//! * [`influxql`]: parser; [`exec`]: execution, bounded by [`limits`]; [`json`]: Go-compatible
+//!   output;
 //! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`sched`]: a scheduling
 //!   hint for query threads;
 //! * [`users`]: the user catalog and the user statements; [`auth`]: credentials, password
-//!   checks, privileges.
+//!   checks, privileges;
+//! * `fuzzing`: the checks of the fuzz targets in `tests/fuzz.rs` (not API).
 //!
 //! Invariants (details in each module): an acknowledged write is durable (WAL fsync before the
 //! answer), and so is an acknowledged user change (`meta.json` replaced atomically); storage
@@ -26,16 +29,25 @@
 //! the store refuse writes); a deletion, once acknowledged, is never undone by a crash, a
 //! restart or a compaction; no request bytes can panic the server, and a gzip body is bounded
 //! by its inflated size; with authentication enabled, bcrypt work is bounded (see [`auth`]).
+//! No input changes state on a GET (see [`http`]), overflows the stack (expression trees and
+//! subqueries are bounded in [`influxql`]), makes work superlinear in a line's fields (see
+//! [`model::positions`]), or runs a query past its [`limits`]; names are checked before they
+//! reach the disk ([`names`]).
 
 pub mod auth;
 pub mod encoding;
 pub mod error;
 pub mod exec;
+/// Not API: entry points for the fuzz targets of `tests/fuzz.rs`.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod influxql;
 pub mod json;
+pub mod limits;
 pub mod lineproto;
 pub mod model;
+pub mod names;
 pub mod sched;
 pub mod segment;
 pub mod storage;

@@ -7,7 +7,8 @@
 //!
 //! Invariants: never panics on any input bytes; a bad line yields an error for that line only,
 //! the good lines of the same body are still returned (InfluxDB's partial-write behaviour);
-//! tags of a returned point are sorted by key and unique; every point has at least one field.
+//! tags of a returned point are sorted by key and unique; every point has at least one field;
+//! keys are within influxd's limits (`crate::names`).
 
 use crate::model::{FieldValue, Point};
 
@@ -170,6 +171,11 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
             break;
         }
     }
+    // The series key as written, limited as influxd limits it (see `names`).
+    let key_len = i.min(line.len());
+    if let Some(e) = crate::names::series_key_error(key_len) {
+        return Err(e);
+    }
     // Separator before the fields.
     if i >= line.len() {
         return Err("missing fields".into());
@@ -196,6 +202,9 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
         }
         if ke >= line.len() || line[ke] != b'=' {
             return Err("missing field value".into());
+        }
+        if let Some(e) = crate::names::field_key_error(key_len, ke - ks) {
+            return Err(e);
         }
         let key = unescape(&line[ks..ke], b",= ")?;
         i = ke + 1;
@@ -281,17 +290,8 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
             return Err("duplicate tags".into());
         }
     }
-    // Later duplicates of a field key win, as in InfluxDB.
     if fields.len() > 1 {
-        let mut dedup: Vec<(String, FieldValue)> = Vec::with_capacity(fields.len());
-        for (k, v) in fields {
-            if let Some(slot) = dedup.iter_mut().find(|(dk, _)| *dk == k) {
-                slot.1 = v;
-            } else {
-                dedup.push((k, v));
-            }
-        }
-        fields = dedup;
+        fields = dedup_fields(fields);
     }
     Ok(Point {
         measurement,
@@ -299,6 +299,65 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
         fields,
         time,
     })
+}
+
+/// Later duplicates of a field key win, as in InfluxDB; a key keeps the place of its first
+/// occurrence. Linear in the fields (a hash map past a few): a line may carry tens of thousands.
+pub(crate) fn dedup_fields(fields: Vec<(String, FieldValue)>) -> Vec<(String, FieldValue)> {
+    let n = fields.len();
+    // first[i]: the index of the first field with field i's key.
+    let first: Vec<usize> = if n <= 16 {
+        (0..n)
+            .map(|i| (0..i).find(|&j| fields[j].0 == fields[i].0).unwrap_or(i))
+            .collect()
+    } else {
+        first_occurrences(&fields)
+    };
+    if first.iter().enumerate().all(|(i, &f)| f == i) {
+        return fields;
+    }
+    let mut out: Vec<(String, FieldValue)> = Vec::with_capacity(n);
+    let mut at = vec![0; n];
+    for (i, (k, v)) in fields.into_iter().enumerate() {
+        if first[i] == i {
+            at[i] = out.len();
+            out.push((k, v));
+        } else {
+            out[at[first[i]]].1 = v;
+        }
+    }
+    out
+}
+
+/// For each field, the index of the first field with its key: a hash table of `u32` indices
+/// (open addressing, twice as many slots as fields), so that a line of 64k fields keeps its
+/// table in a few hundred KB of cache rather than a `HashMap`'s megabytes. The hash is std's
+/// keyed SipHash: keys are the client's, and a fixed hash would let them collide on purpose.
+fn first_occurrences(fields: &[(String, FieldValue)]) -> Vec<usize> {
+    use std::hash::BuildHasher;
+    let hasher = std::collections::hash_map::RandomState::new();
+    let slots = (fields.len() * 2).next_power_of_two();
+    let mask = slots - 1;
+    let mut table = vec![0u32; slots];
+    let mut first = Vec::with_capacity(fields.len());
+    for (i, (key, _)) in fields.iter().enumerate() {
+        let mut at = (hasher.hash_one(key.as_bytes()) as usize) & mask;
+        loop {
+            match table[at] {
+                0 => {
+                    table[at] = i as u32 + 1;
+                    first.push(i);
+                    break;
+                }
+                j if fields[j as usize - 1].0 == *key => {
+                    first.push(j as usize - 1);
+                    break;
+                }
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+    first
 }
 
 fn parse_scalar(v: &[u8]) -> Result<FieldValue, String> {

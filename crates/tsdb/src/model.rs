@@ -3,6 +3,9 @@
 //! A series is a measurement plus a sorted tag set; a point of a series carries one or more typed
 //! fields at one nanosecond timestamp. A field's type is fixed per measurement per shard (the
 //! first write decides it, as in InfluxDB 1.x).
+//!
+//! [`positions`] finds names in lists in linear time; every per-field lookup of the write and
+//! read paths goes through it, so a point with many fields costs time linear in its fields.
 
 use std::fmt;
 
@@ -236,5 +239,38 @@ impl Column {
         let lo = self.times.partition_point(|&t| t < min);
         let hi = self.times.partition_point(|&t| t <= max);
         (lo, hi.max(lo))
+    }
+}
+
+/// Where each of `wanted` first occurs in `names` (`None` if it does not), in time linear in
+/// both: a nested scan while the two are small, a hash map beyond. Points may have tens of
+/// thousands of fields, and a scan per field made writing and reading them quadratic.
+pub fn positions(names: &[&str], wanted: &[&str]) -> Vec<Option<usize>> {
+    if names.len().saturating_mul(wanted.len()) <= 256 {
+        return wanted
+            .iter()
+            .map(|w| names.iter().position(|n| n == w))
+            .collect();
+    }
+    let mut index: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        index.entry(n).or_insert(i);
+    }
+    wanted.iter().map(|w| index.get(w).copied()).collect()
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::positions;
+
+    #[test]
+    fn small_and_large_agree() {
+        let names: Vec<String> = (0..100).map(|i| format!("f{}", i % 60)).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let wanted = ["f3", "nope", "f59", "f0"];
+        let want = vec![Some(3), None, Some(59), Some(0)];
+        assert_eq!(positions(&names, &wanted), want);
+        assert_eq!(positions(&names[..4], &wanted[..1]), vec![Some(3)]);
     }
 }

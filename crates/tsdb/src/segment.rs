@@ -21,11 +21,11 @@
 //! Version history: 1 stored names, tags and field headers inline per series; it is refused
 //! with [`Error::UnsupportedFormat`] (fail closed) rather than read.
 //!
-//! Invariants: a file is written to `*.tmp`, fsynced and renamed, so a segment on disk is always
+//! Invariants: a file is written with `torc_durable::write_atomic` (a `.*.tmp` file, fsynced,
+//! renamed, the directory fsynced; a leftover `.tmp` is removed at open), so a segment on disk is always
 //! complete; a body whose checksum fails, or an unknown version, refuses to load (fail closed).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -253,16 +253,7 @@ pub fn encode(series: &[SeriesData<'_>]) -> Vec<u8> {
 pub fn write(dir: &Path, seq: u64, series: &[SeriesData<'_>]) -> Result<Segment, Error> {
     let bytes = encode(series);
     let path = seg_path(dir, seq);
-    let tmp = dir.join(format!("{seq:020}.seg.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming segment", e))?;
-    crate::wal::sync_dir(dir)?;
+    torc_durable::write_atomic(&path, &bytes)?;
     Segment::parse(seq, path, bytes)
 }
 
@@ -428,9 +419,10 @@ impl Segment {
         let Some(s) = self.series.get(si) else {
             return Ok(out);
         };
-        let wanted: Vec<Option<&SegField>> = fields
-            .iter()
-            .map(|name| s.fields.iter().find(|f| &*f.name == *name))
+        let names: Vec<&str> = s.fields.iter().map(|f| &*f.name).collect();
+        let wanted: Vec<Option<&SegField>> = crate::model::positions(&names, fields)
+            .into_iter()
+            .map(|at| at.map(|i| &s.fields[i]))
             .collect();
         if wanted.iter().all(Option::is_none) {
             return Ok(out);

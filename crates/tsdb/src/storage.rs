@@ -5,11 +5,12 @@
 //!
 //! Directory layout (format version in `FORMAT`):
 //! ```text
-//! FORMAT                      "torc-tsdb 1"
+//! FORMAT                      "torc-tsdb 1", or "torc-tsdb 2" once a long name has a directory
 //! meta.json                   databases, retention policies and users (atomically replaced;
 //!                             version 2, version 1 had no users and is read as none)
 //! wal/<seq>.wal               write-ahead log (see wal.rs)
-//! data/<hex db>/<hex rp>/<seq>.seg   segments (see segment.rs)
+//! data/<db>/<rp>/<seq>.seg    segments (see segment.rs); <db> and <rp> are the names in hex,
+//!                             or `~` + SHA-256 for names over 127 bytes (format 2, see names.rs)
 //! ```
 //!
 //! Invariants:
@@ -31,7 +32,10 @@
 //!   compaction keeps the highest input seq, so deleted data never comes back;
 //! * the index holds exactly the series with data: after a deletion it is rebuilt from what
 //!   remains (a measurement with series left keeps its field types);
-//! * an unknown `FORMAT`, WAL or segment version refuses to open.
+//! * an unknown `FORMAT`, WAL or segment version refuses to open;
+//! * names are checked when created ([`crate::names`]); a database or retention policy whose
+//!   name this version would refuse (an older one accepted it) does not stop the store from
+//!   opening: it is listed in [`Tsdb::startup_warnings`] (and logged) and served as it is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,10 +47,15 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::encoding::{Reader, put_chunk, put_uvarint, unzigzag, zigzag};
 use crate::model::{Column, FieldType, FieldValue, Point, Values};
+use crate::names::{self, NameKind, dir_name};
 use crate::segment::{self, Segment, SeriesData};
 use crate::wal::{self, Wal};
 
+/// `FORMAT` of a directory whose database and retention policy directories are all names in
+/// hex (every name up to 127 bytes).
 pub const FORMAT_TEXT: &str = "torc-tsdb 1";
+/// `FORMAT` once a longer name has its (hashed) directory: see [`crate::names::dir_name`].
+pub const FORMAT_TEXT_LONG_NAMES: &str = "torc-tsdb 2";
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -60,15 +69,48 @@ pub struct Options {
     /// InfluxDB's `[http] auth-enabled`: requests must authenticate once an admin user exists
     /// (see [`crate::auth`]).
     pub auth_enabled: bool,
+    /// InfluxDB's `max-select-point`: most points a `SELECT` may read (and `GROUP BY time`
+    /// buckets it may build), see [`crate::limits`]; 0 = no limit.
+    pub max_select_point: usize,
+    /// InfluxDB's `max-select-series`: most series a `SELECT` may read; 0 = no limit.
+    pub max_select_series: usize,
+    /// InfluxDB's `max-select-buckets`: most `GROUP BY time` buckets per group; 0 = no limit.
+    pub max_select_buckets: usize,
+    /// InfluxDB's `query-timeout`: longest a `/query` request may run; zero = no limit.
+    pub query_timeout: std::time::Duration,
 }
 
 impl Default for Options {
+    /// influxd 1.6 sets no query limit; torc does, because a rack's services must not grow
+    /// without bound. A point costs a query about 100 bytes while it runs (its column, its row
+    /// slot, its result cell), so 10 million points bound a query near 1 GB; the rack's
+    /// interactive queries (a day of one-second samples of a few dozen series) read well under
+    /// a million. 100,000 series is ten times a large rack's. A million buckets is a day and a
+    /// half at one-second resolution per group (torc refused more before these settings
+    /// existed). A minute is far longer than any interactive query and frees a server thread
+    /// that a runaway query would hold.
     fn default() -> Self {
         Options {
             max_series_per_database: 1_000_000,
             flush_values: 20_000_000,
             max_segments: 8,
             auth_enabled: false,
+            max_select_point: 10_000_000,
+            max_select_series: 100_000,
+            max_select_buckets: 1_000_000,
+            query_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl Options {
+    /// The query limits of these options.
+    pub fn query_limits(&self) -> crate::limits::QueryLimits {
+        crate::limits::QueryLimits {
+            max_select_point: self.max_select_point,
+            max_select_series: self.max_select_series,
+            max_select_buckets: self.max_select_buckets,
+            query_timeout: self.query_timeout,
         }
     }
 }
@@ -363,25 +405,28 @@ impl ShardState {
                 }
             }
         }
+        let find = |cols: &[(String, Column)]| -> Vec<Option<usize>> {
+            let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+            crate::model::positions(&names, fields)
+        };
         for fz in &self.frozen {
             if let Some(cols) = fz.series.get(&sid) {
-                for (slot, field) in acc.iter_mut().zip(fields) {
-                    if let Some((_, c)) = cols.iter().find(|(n, _)| n == field) {
-                        add(slot, c.clone());
+                for (slot, at) in acc.iter_mut().zip(find(cols)) {
+                    if let Some(i) = at {
+                        add(slot, cols[i].1.clone());
                     }
                 }
             }
         }
         let head_cols: Vec<Option<Column>> = {
             let stripe = self.head.stripe(sid);
-            let head = stripe.get(&sid);
-            fields
-                .iter()
-                .map(|field| {
-                    head.and_then(|h| h.fields.iter().find(|(n, _)| n == field))
-                        .map(|(_, c)| c.clone())
-                })
-                .collect()
+            match stripe.get(&sid) {
+                Some(h) => find(&h.fields)
+                    .into_iter()
+                    .map(|at| at.map(|i| h.fields[i].1.clone()))
+                    .collect(),
+                None => fields.iter().map(|_| None).collect(),
+            }
         };
         for (slot, c) in acc.iter_mut().zip(head_cols) {
             if let Some(mut c) = c {
@@ -418,16 +463,16 @@ pub struct Tsdb {
     poisoned: Mutex<Option<String>>,
     /// Password checks: the bcrypt workers and the cache of verified passwords.
     pub(crate) authn: crate::auth::Authenticator,
+    /// The directory's format version (1 or 2, see `FORMAT_TEXT_LONG_NAMES`).
+    format: AtomicU64,
+    /// What `open` found to report (names this version would refuse).
+    startup_warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Tsdb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tsdb").field("dir", &self.dir).finish()
     }
-}
-
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Summary of a write that was applied.
@@ -446,6 +491,7 @@ enum Rejection {
     },
     SeriesLimit,
     Retention,
+    KeyTooLong(String),
 }
 
 impl Tsdb {
@@ -456,16 +502,18 @@ impl Tsdb {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let format_path = dir.join("FORMAT");
-        match std::fs::read_to_string(&format_path) {
-            Ok(s) => {
-                if s.trim() != FORMAT_TEXT {
+        let format = match std::fs::read_to_string(&format_path) {
+            Ok(s) => match s.trim() {
+                FORMAT_TEXT => 1,
+                FORMAT_TEXT_LONG_NAMES => 2,
+                other => {
                     return Err(Error::UnsupportedFormat {
                         path: format_path,
-                        found: s.trim().to_string(),
-                        expected: 1,
+                        found: other.to_string(),
+                        expected: 2,
                     });
                 }
-            }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let nonempty = std::fs::read_dir(&dir)
                     .map_err(|e| Error::io("reading data dir", e))?
@@ -475,13 +523,14 @@ impl Tsdb {
                     return Err(Error::UnsupportedFormat {
                         path: format_path,
                         found: "missing FORMAT file in a non-empty directory".into(),
-                        expected: 1,
+                        expected: 2,
                     });
                 }
                 write_atomic(&dir, "FORMAT", format!("{FORMAT_TEXT}\n").as_bytes())?;
+                1
             }
             Err(e) => return Err(Error::io("reading FORMAT", e)),
-        }
+        };
         let meta: MetaFile = match std::fs::read(dir.join("meta.json")) {
             Ok(b) => {
                 let m: MetaFile = serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
@@ -513,7 +562,7 @@ impl Tsdb {
         let live: HashMap<String, std::collections::HashSet<String>> = meta
             .databases
             .iter()
-            .map(|(d, dm)| (hex(d), dm.rps.keys().map(|r| hex(r)).collect()))
+            .map(|(d, dm)| (dir_name(d), dm.rps.keys().map(|r| dir_name(r)).collect()))
             .collect();
         for e in std::fs::read_dir(&data_dir).map_err(|e| Error::io("reading data dir", e))? {
             let e = e.map_err(|e| Error::io("reading data dir", e))?;
@@ -532,6 +581,11 @@ impl Tsdb {
             }
         }
 
+        let meta_names: Vec<(String, Vec<String>)> = meta
+            .databases
+            .iter()
+            .map(|(d, dm)| (d.clone(), dm.rps.keys().cloned().collect()))
+            .collect();
         let wal_seqs = wal::list(&wal_dir)?;
         let next_wal = wal_seqs.last().map_or(1, |s| s + 1);
         let wal = Wal::open(&wal_dir, next_wal)?;
@@ -551,7 +605,12 @@ impl Tsdb {
             next_frozen: AtomicU64::new(1),
             poisoned: Mutex::new(None),
             authn: crate::auth::Authenticator::new(),
+            format: AtomicU64::new(format),
+            startup_warnings: refused_names(&meta_names),
         };
+        for w in &db.startup_warnings {
+            tracing::warn!("{w}");
+        }
         // Load segments of every known shard.
         let rps: Vec<(String, String)> = {
             let m = db.meta.read().unwrap_or_else(|p| p.into_inner());
@@ -576,11 +635,69 @@ impl Tsdb {
         }
         // Checkpoint: replayed heads go to segments, old WAL files go away.
         db.checkpoint_blocking(&wal_seqs)?;
+        let mut db = db;
+        let key_warnings = db.long_keys();
+        for w in &key_warnings {
+            tracing::warn!("{w}");
+        }
+        db.startup_warnings.extend(key_warnings);
         Ok(db)
     }
 
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// What opening the directory found to report: names this version would refuse, which an
+    /// older one accepted (they are served as they are). Also logged at open.
+    pub fn startup_warnings(&self) -> &[String] {
+        &self.startup_warnings
+    }
+
+    /// One warning per shard holding series or field keys over [`names::MAX_KEY_LEN`].
+    fn long_keys(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let shards = self.all_shards();
+        for shard in shards {
+            let st = shard.read();
+            let mut n = 0;
+            for s in &st.index.series {
+                let fields = st.index.measurements.get(&s.measurement);
+                let long_field = fields.is_some_and(|m| {
+                    m.fields
+                        .keys()
+                        .any(|f| names::field_key_error(s.key.len(), f.len()).is_some())
+                });
+                if names::series_key_error(s.key.len()).is_some() || long_field {
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                out.push(format!(
+                    "{n} series of database {} (retention policy {}) have keys longer than the {} bytes this version accepts in a write; they are served as they are",
+                    names::preview(&shard.db),
+                    names::preview(&shard.rp),
+                    names::MAX_KEY_LEN
+                ));
+            }
+        }
+        out
+    }
+
+    /// Moves the directory to format 2 before the first directory of a long name is made.
+    fn allow_long_dir(&self, db: &str, rp: &str) -> Result<(), Error> {
+        if !(names::needs_long_dir(db) || names::needs_long_dir(rp))
+            || self.format.load(Ordering::Relaxed) >= 2
+        {
+            return Ok(());
+        }
+        write_atomic(
+            &self.dir,
+            "FORMAT",
+            format!("{FORMAT_TEXT_LONG_NAMES}\n").as_bytes(),
+        )?;
+        self.format.store(2, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -667,6 +784,7 @@ impl Tsdb {
             if next.databases.contains_key(name) {
                 return Ok(false);
             }
+            names::check_name(NameKind::Database, name)?;
             let mut rps = BTreeMap::new();
             rps.insert(
                 "autogen".to_string(),
@@ -703,6 +821,9 @@ impl Tsdb {
                 && *existing != rp
             {
                 return Err(Error::Invalid("retention policy already exists".into()));
+            }
+            if !d.rps.contains_key(name) {
+                names::check_name(NameKind::RetentionPolicy, name)?;
             }
             d.rps.insert(name.to_string(), rp);
             if default {
@@ -772,7 +893,11 @@ impl Tsdb {
             let n = s.read().index.series.len();
             s.db_series.fetch_sub(n, Ordering::Relaxed);
         }
-        let p = self.dir.join("data").join(hex(db)).join(hex(name));
+        let p = self
+            .dir
+            .join("data")
+            .join(dir_name(db))
+            .join(dir_name(name));
         if p.exists() {
             std::fs::remove_dir_all(&p).map_err(|e| Error::io("removing retention policy", e))?;
         }
@@ -810,7 +935,7 @@ impl Tsdb {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        let p = self.dir.join("data").join(hex(name));
+        let p = self.dir.join("data").join(dir_name(name));
         if p.exists() {
             std::fs::remove_dir_all(&p).map_err(|e| Error::io("removing database", e))?;
         }
@@ -897,7 +1022,8 @@ impl Tsdb {
         if let Some(s) = shards.get(&key) {
             return Ok(s.clone());
         }
-        let dir = self.dir.join("data").join(hex(db)).join(hex(rp));
+        let dir = self.dir.join("data").join(dir_name(db)).join(dir_name(rp));
+        self.allow_long_dir(db, rp)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let counter = self
@@ -935,6 +1061,16 @@ impl Tsdb {
         });
         shards.insert(key, shard.clone());
         Ok(shard)
+    }
+
+    /// Every shard that exists (a snapshot: the map's lock is not held).
+    fn all_shards(&self) -> Vec<Arc<Shard>> {
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Shards of a database that exist.
@@ -1088,6 +1224,7 @@ impl Tsdb {
                     self.opts.max_series_per_database
                 ),
                 Rejection::Retention => "points beyond retention policy".to_string(),
+                Rejection::KeyTooLong(reason) => reason,
             };
             return Err(Error::PartialWrite { reason, dropped });
         }
@@ -1185,13 +1322,7 @@ impl Tsdb {
     // ---------- flush, compaction, retention ----------
 
     fn checkpoint_blocking(&self, old_wal: &[u64]) -> Result<(), Error> {
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         for shard in shards {
             if let Some(fz) = self.freeze(&shard) {
                 self.write_frozen(&shard, &fz)?;
@@ -1285,13 +1416,7 @@ impl Tsdb {
     pub async fn flush(&self) -> Result<(), Error> {
         self.check_poison()?;
         let _f = self.flush_lock.lock().await;
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         let mut frozen = Vec::new();
         let sealed_below;
         {
@@ -1328,13 +1453,7 @@ impl Tsdb {
     pub async fn compact(&self) -> Result<(), Error> {
         self.flush().await?;
         let _f = self.flush_lock.lock().await;
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         for s in &shards {
             blocking(|| self.compact_shard(s))?;
         }
@@ -1429,13 +1548,7 @@ impl Tsdb {
     /// ones). Called periodically by the server.
     pub async fn enforce_retention(&self) -> Result<(), Error> {
         let _f = self.flush_lock.lock().await;
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.all_shards();
         for s in shards {
             let cutoff = self.retention_cutoff(&s);
             if cutoff == i64::MIN {
@@ -1571,6 +1684,16 @@ fn classify(st: &ShardState, p: &Point, key: &str, retention_floor: i64) -> Clas
     if p.time < retention_floor {
         return Class::Reject(Rejection::Retention);
     }
+    // Line protocol refuses these already (with the line in the message); this holds the
+    // limit for every other way in (0.8 writes, library callers).
+    let too_long = names::series_key_error(key.len()).or_else(|| {
+        p.fields
+            .iter()
+            .find_map(|(f, _)| names::field_key_error(key.len(), f.len()))
+    });
+    if let Some(reason) = too_long {
+        return Class::Reject(Rejection::KeyTooLong(reason));
+    }
     let Some(m) = st.index.measurements.get(&p.measurement) else {
         return Class::New;
     };
@@ -1615,16 +1738,42 @@ fn apply_points(st: &ShardState, accepted: &[(u32, &Point)]) {
 }
 
 /// Appends one point to a series' head; returns the number of values added.
+///
+/// Linear in the point's fields: a point's fields usually come in the order of the head's, so
+/// the next column is tried first; a miss in a wide series falls back to a map of the columns.
 fn apply_point(h: &mut SeriesHead, p: &Point) -> usize {
     let mut added = 0;
+    let mut next = 0;
+    let mut index: Option<HashMap<String, usize>> = None;
     for (f, v) in &p.fields {
-        let col = match h.fields.iter_mut().position(|(n, _)| n == f) {
-            Some(i) => &mut h.fields[i].1,
+        let found = if h.fields.get(next).is_some_and(|(n, _)| n == f) {
+            Some(next)
+        } else if h.fields.len() <= 16 {
+            h.fields.iter().position(|(n, _)| n == f)
+        } else {
+            index
+                .get_or_insert_with(|| {
+                    h.fields
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (n, _))| (n.clone(), i))
+                        .collect()
+                })
+                .get(f)
+                .copied()
+        };
+        let i = match found {
+            Some(i) => i,
             None => {
                 h.fields.push((f.clone(), Column::new(v.field_type())));
-                &mut h.fields.last_mut().expect("just pushed").1
+                if let Some(index) = &mut index {
+                    index.insert(f.clone(), h.fields.len() - 1);
+                }
+                h.fields.len() - 1
             }
         };
+        next = i + 1;
+        let col = &mut h.fields[i].1;
         if col.values.push(v) {
             col.times.push(p.time);
             added += 1;
@@ -1872,15 +2021,7 @@ fn decode_points(r: &mut Reader<'_>) -> Result<Vec<Point>, crate::encoding::Deco
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(format!("renaming {name}"), e))?;
-    wal::sync_dir(dir)
+    Ok(torc_durable::write_atomic(&dir.join(name), bytes)?)
 }
 
 /// Current time in nanoseconds since the epoch.
@@ -1894,4 +2035,35 @@ pub fn now_ns() -> i64 {
 /// Used only to keep `Values` import meaningful for helpers.
 pub fn empty(t: FieldType) -> Values {
     Values::new(t)
+}
+
+/// One warning per database or retention policy name in the metadata that this version would
+/// refuse to create (see [`crate::names`]).
+fn refused_names(dbs: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (db, rps) in dbs {
+        let mut refused: Vec<(NameKind, &str)> = Vec::new();
+        if names::check_name(NameKind::Database, db).is_err() {
+            refused.push((NameKind::Database, db));
+        }
+        for rp in rps {
+            if names::check_name(NameKind::RetentionPolicy, rp).is_err() {
+                refused.push((NameKind::RetentionPolicy, rp));
+            }
+        }
+        for (kind, name) in refused {
+            out.push(format!(
+                "the name of {kind} {} ({} bytes) is longer than the {} bytes this version accepts for a new one; it is served as it is{}",
+                names::preview(name),
+                name.len(),
+                names::MAX_NAME_LEN,
+                if kind == NameKind::Database {
+                    ", and DROP DATABASE removes it"
+                } else {
+                    ", and DROP RETENTION POLICY removes it"
+                }
+            ));
+        }
+    }
+    out
 }

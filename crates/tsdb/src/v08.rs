@@ -168,6 +168,9 @@ pub fn parse_write(
                     .ok_or_else(|| bad("column names must be strings"))
             })
             .collect::<Result<_, _>>()?;
+        if cols.iter().any(|c| c.is_empty()) {
+            return Err(bad(format!("series {name}: a column without a name")));
+        }
         let points = s
             .get("points")
             .and_then(|p| p.as_array())
@@ -199,6 +202,8 @@ pub fn parse_write(
                     }
                     "sequence_number" => {}
                     _ => match v {
+                        // An empty tag is no tag, as in InfluxDB 1.x.
+                        serde_json::Value::String(s) if s.is_empty() => {}
                         serde_json::Value::String(s) => tags.push((c.to_string(), s.clone())),
                         serde_json::Value::Number(n) => {
                             let f = n.as_f64().ok_or_else(|| bad("bad number"))?;
@@ -222,7 +227,8 @@ pub fn parse_write(
             out.push(Point {
                 measurement: name.to_string(),
                 tags,
-                fields,
+                // A column named twice: the later value wins, as in line protocol.
+                fields: crate::lineproto::dedup_fields(fields),
                 time,
             });
         }
@@ -398,6 +404,21 @@ mod tests {
         assert_eq!(
             p[0].fields,
             vec![("network_in_bytes".to_string(), FieldValue::Float(20511.0))]
+        );
+    }
+
+    /// Found by the `tsdb-v08` fuzz target: a column named twice made a point with the same
+    /// field twice, an empty column name an empty field key, and an empty string an empty tag.
+    #[test]
+    fn columns_keep_point_invariants() {
+        let body = br#"[{"name":"m","columns":["v","host","v","x"],"points":[[1,"",2,"a"]]}]"#;
+        let p = parse_write(body, None, 0).unwrap();
+        assert_eq!(p[0].fields, vec![("v".to_string(), FieldValue::Float(2.0))]);
+        assert_eq!(p[0].tags, vec![("x".to_string(), "a".to_string())]);
+        let body = br#"[{"name":"m","columns":["v",""],"points":[[1,2]]}]"#;
+        assert_eq!(
+            parse_write(body, None, 0).unwrap_err().message,
+            "series m: a column without a name"
         );
     }
 

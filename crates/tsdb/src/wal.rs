@@ -168,8 +168,7 @@ fn write_header(f: &mut File) -> Result<(), Error> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    torc_durable::sync_dir(dir)
         .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 

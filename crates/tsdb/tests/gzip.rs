@@ -2,7 +2,8 @@
 //! `Content-Encoding: gzip` (Telegraf's default) and `/query` answers compressed when the client
 //! sends `Accept-Encoding: gzip`. A damaged body is a 400 with influxd's error text and writes
 //! nothing. Not compared (influxd 1.6 differs on purpose): a body that inflates past the 25 MB
-//! limit is refused with a 413 by torc, while 1.6 bounds only the compressed size.
+//! limit is refused with a 413 by torc, while 1.6 bounds only the compressed size. The 0.8
+//! endpoint does not inflate bodies at all, and bounds them at the same 25 MB.
 
 mod common;
 
@@ -154,5 +155,41 @@ async fn gzip_bomb_is_refused_and_server_keeps_serving() {
     at_limit[..18].copy_from_slice(b"ok v=2 1600000001\n");
     let r = torc_tsdb::http::gunzip_bounded(&gz(&at_limit), torc_tsdb::http::MAX_BODY);
     assert_eq!(r.map(|b| b.len()), Ok(torc_tsdb::http::MAX_BODY));
+    torc.stop().await;
+}
+
+/// The 0.8 write endpoint never inflates a body (0.8 clients send plain JSON), so a gzip bomb
+/// there is just bytes that are not JSON; a body over the limit is a 413 there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v08_bodies_are_bounded() {
+    let torc = common::TorcServer::start().await;
+    let (s, _) = common::query(&torc.url(), "", "CREATE DATABASE g").await;
+    assert_eq!(s, 200);
+    let url = format!("{}/db/g/series", torc.url());
+    let bomb = gz(&vec![b' '; 40_000_000]);
+    let r = common::client()
+        .post(&url)
+        .header("Content-Encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().starts_with("invalid JSON"));
+    let r = common::client()
+        .post(&url)
+        .body(vec![b' '; torc_tsdb::http::MAX_BODY + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    // Still serving.
+    let r = common::client()
+        .post(&url)
+        .body(r#"[{"name":"m","columns":["v"],"points":[[1]]}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     torc.stop().await;
 }

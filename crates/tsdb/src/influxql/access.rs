@@ -2,7 +2,8 @@
 //! (`RequiredPrivileges` of each statement): reads need `READ` on their database, deletions
 //! and `DROP RETENTION POLICY` need `WRITE`, `SHOW DATABASES` needs nothing (its answer is
 //! filtered instead), and everything that changes the schema or the users needs an admin.
-//! A database left empty means "the request's `db` parameter".
+//! A database left empty means "the request's `db` parameter". [`Statement::is_read_only`]
+//! says which statements a `GET` may run.
 
 use super::{Privilege, Select, Source, Statement};
 
@@ -39,6 +40,41 @@ fn select_requires(s: &Select, out: &mut Vec<Required>) {
 }
 
 impl Statement {
+    /// True for the statements that only read (`SELECT`, `SHOW ...`): the only ones a `GET
+    /// /query` may run (see `crate::http`).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Statement::Select(_)
+            | Statement::ShowDatabases
+            | Statement::ShowMeasurements { .. }
+            | Statement::ShowSeries { .. }
+            | Statement::ShowTagKeys { .. }
+            | Statement::ShowTagValues { .. }
+            | Statement::ShowFieldKeys { .. }
+            | Statement::ShowRetentionPolicies { .. }
+            | Statement::ShowSeriesCardinality { .. }
+            | Statement::ShowMeasurementCardinality { .. }
+            | Statement::ShowUsers
+            | Statement::ShowGrants { .. }
+            | Statement::ShowContinuousQueries => true,
+            Statement::CreateUser { .. }
+            | Statement::DropUser { .. }
+            | Statement::SetPassword { .. }
+            | Statement::Grant { .. }
+            | Statement::GrantAdmin { .. }
+            | Statement::Revoke { .. }
+            | Statement::RevokeAdmin { .. }
+            | Statement::CreateDatabase { .. }
+            | Statement::DropDatabase { .. }
+            | Statement::DropSeries { .. }
+            | Statement::Delete { .. }
+            | Statement::DropMeasurement { .. }
+            | Statement::DropRetentionPolicy { .. }
+            | Statement::AlterRetentionPolicy { .. }
+            | Statement::CreateRetentionPolicy { .. } => false,
+        }
+    }
+
     /// The requirements, in InfluxDB's order (the first unmet one is reported).
     pub fn required(&self) -> Vec<Required> {
         match self {

@@ -72,8 +72,9 @@ impl Influxd {
         Influxd::start_with("  auth-enabled = true\n").await
     }
 
-    /// `http` is appended to the `[http]` section of the config.
-    async fn start_with(http: &str) -> Influxd {
+    /// `http` is appended to the `[http]` section of the config (the last one, so `http` may
+    /// open further sections, e.g. `[coordinator]` for the query limits).
+    pub async fn start_with(http: &str) -> Influxd {
         let bin = require("influxd");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -138,27 +139,57 @@ pub async fn wait_ping(url: &str) {
     }
 }
 
-pub async fn query(url: &str, db: &str, q: &str) -> (u16, String) {
-    let r = client()
-        .post(format!("{url}/query"))
-        .query(&[("db", db), ("q", q)])
-        .send()
-        .await
-        .expect("query");
+/// Sends a request; its status and body.
+async fn send(req: reqwest::RequestBuilder) -> (u16, String) {
+    let r = req.send().await.expect("request");
     let s = r.status().as_u16();
     (s, r.text().await.expect("body"))
 }
 
+pub async fn query(url: &str, db: &str, q: &str) -> (u16, String) {
+    send(
+        client()
+            .post(format!("{url}/query"))
+            .query(&[("db", db), ("q", q)]),
+    )
+    .await
+}
+
+/// As [`query`], with the parameters in a form body (for queries too long for a URL).
+pub async fn query_form(url: &str, db: &str, q: &str) -> (u16, String) {
+    let body = format!("db={}&q={}", form_encode(db), form_encode(q));
+    send(
+        client()
+            .post(format!("{url}/query"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body),
+    )
+    .await
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3 / 2);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 pub async fn write(url: &str, db: &str, precision: &str, body: &str) -> (u16, String) {
-    let r = client()
-        .post(format!("{url}/write"))
-        .query(&[("db", db), ("precision", precision)])
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("write");
-    let s = r.status().as_u16();
-    (s, r.text().await.expect("body"))
+    send(
+        client()
+            .post(format!("{url}/write"))
+            .query(&[("db", db), ("precision", precision)])
+            .body(body.to_string()),
+    )
+    .await
 }
 
 /// Reads `name` under tests/data.
