@@ -1,7 +1,10 @@
 //! The Cluster and Maintenance services: what `etcdctl member list`,
-//! `endpoint status` and `alarm list` need, root only when auth is enabled
-//! (etcd release-3.4's rules); the rest answers UNIMPLEMENTED on this
-//! single-node store.
+//! `endpoint status`, `alarm list` and `alarm disarm` need (the NOSPACE
+//! alarm of the storage quota, see `KvOptions::quota_backend_bytes`), root
+//! only when auth is enabled (etcd release-3.4's rules); the rest answers
+//! UNIMPLEMENTED on this single-node store. (Defragment among them: the
+//! quota counts the data kept, which compaction frees at once, and redb
+//! reuses the pages it frees.)
 
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
@@ -17,6 +20,10 @@ fn unimplemented(method: &'static str) -> Status {
 }
 
 impl Services {
+    fn nospace_alarm(&self) -> bool {
+        self.store.lock().core.nospace_alarm()
+    }
+
     /// Maintenance and cluster administration: root only.
     fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let caller = self.caller(request)?;
@@ -77,16 +84,56 @@ impl pb::maintenance_server::Maintenance for Services {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
         let caller = self.caller(&request)?;
-        if request.into_inner().action != AlarmAction::Get as i32 {
-            self.check_committed(|auth, _| auth.check_admin(&caller))?;
-            return Err(unimplemented("activating or deactivating alarms"));
-        }
-        self.check_committed(|auth, _| auth.require_user(&caller))?;
-        // torc kv raises no alarms: a storage failure refuses writes with an
-        // error saying so instead.
+        let req = request.into_inner();
+        let ours = req.member_id == self.store.shared.member_id
+            && req.alarm == pb::AlarmType::Nospace as i32;
+        let member = pb::AlarmMember {
+            member_id: self.store.shared.member_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        };
+        let alarms = match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => {
+                self.check_committed(|auth, _| auth.require_user(&caller))?;
+                self.nospace_alarm().then_some(member).into_iter().collect()
+            }
+            // As etcd: the alarm named, for this member, if it changed.
+            Ok(AlarmAction::Activate) => {
+                self.check_committed(|auth, _| auth.check_admin(&caller))?;
+                if req.alarm == pb::AlarmType::Corrupt as i32 {
+                    return Err(unimplemented("the CORRUPT alarm"));
+                }
+                if ours && !self.nospace_alarm() {
+                    self.raise_nospace().await;
+                    vec![member]
+                } else {
+                    Vec::new()
+                }
+            }
+            Ok(AlarmAction::Deactivate) => {
+                self.check_committed(|auth, _| auth.check_admin(&caller))?;
+                let (disarmed, _) = self
+                    .store
+                    .write(|core, _, _| {
+                        if ours {
+                            Ok(core.set_nospace_alarm(false))
+                        } else {
+                            Ok(crate::mvcc::Outcome {
+                                response: false,
+                                mutations: Vec::new(),
+                            })
+                        }
+                    })
+                    .await?;
+                if disarmed {
+                    tracing::info!("kv NOSPACE alarm disarmed");
+                }
+                disarmed.then_some(member).into_iter().collect()
+            }
+            Err(_) => return Err(Status::invalid_argument("unknown alarm action")),
+        };
         Ok(Response::new(pb::AlarmResponse {
             header: self.committed_header(),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 
@@ -98,10 +145,26 @@ impl pb::maintenance_server::Maintenance for Services {
         let db_size = std::fs::metadata(&self.store.shared.db_path)
             .map(|m| i64::try_from(m.len()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        let rev = self.store.lock().committed;
+        let (rev, in_use, nospace) = {
+            let st = self.store.lock();
+            (
+                st.committed,
+                st.core.space_in_use(),
+                st.core.nospace_alarm(),
+            )
+        };
         // There is no raft log; the committed revision stands in for its
         // index so it still grows with every write.
         let index = u64::try_from(rev).unwrap_or(0);
+        // As etcd: each alarm as Go prints its AlarmMember.
+        let errors = if nospace {
+            vec![format!(
+                "memberID:{} alarm:NOSPACE ",
+                self.store.shared.member_id
+            )]
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(pb::StatusResponse {
             header: self.header(rev),
             version: VERSION.into(),
@@ -110,8 +173,9 @@ impl pb::maintenance_server::Maintenance for Services {
             raft_index: index,
             raft_term: crate::store::RAFT_TERM,
             raft_applied_index: index,
-            errors: Vec::new(),
-            db_size_in_use: db_size,
+            errors,
+            // What the storage quota counts (see KvOptions::quota_backend_bytes).
+            db_size_in_use: i64::try_from(in_use).unwrap_or(i64::MAX),
             is_learner: false,
         }))
     }

@@ -17,11 +17,11 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{AuthMutation, AuthState, Caller};
+use crate::conn::Peer;
 use crate::error::EtcdError;
 use crate::mvcc::{Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
 use crate::server::Services;
-use crate::tls::Peer;
 
 /// How often Authenticate starts over when the user changed while its
 /// password was being checked (etcd retries without a bound).

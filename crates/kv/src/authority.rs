@@ -18,11 +18,16 @@
 //! Invariants: every other byte passes through unchanged and in order; a
 //! header block that is split over CONTINUATION frames, does not parse, or
 //! would outgrow the default frame size is passed through as it is (h2 then
-//! judges it as before).
+//! judges it as before). Memory is bounded: only a HEADERS frame no larger
+//! than [`MAX_FRAME_BYTES`] is ever held back whole; a frame that claims to
+//! be larger is handed on from its first byte, so h2 refuses it (GOAWAY
+//! FRAME_SIZE_ERROR) before its payload arrives, and CONTINUATION frames are
+//! never held back (h2 bounds a header list by its own settings).
 
 use std::io;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
@@ -35,8 +40,11 @@ const FRAME_HEADERS: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
-/// HTTP/2's default SETTINGS_MAX_FRAME_SIZE, which tonic does not raise.
-const MAX_FRAME_BYTES: usize = 16_384;
+/// The largest frame the server accepts: HTTP/2's default
+/// SETTINGS_MAX_FRAME_SIZE, which the server never raises (it sets it to
+/// this, see `crate::conn`). So at most one frame of this size is ever held
+/// back here.
+pub(crate) const MAX_FRAME_BYTES: usize = 16_384;
 /// `:authority` in HPACK's static table.
 const AUTHORITY_INDEX: u64 = 1;
 
@@ -61,6 +69,8 @@ pub(crate) struct AuthorityFix<IO> {
     input: BytesMut,
     /// Looked at, to be handed to the reader.
     output: BytesMut,
+    /// Set once the connection preface has gone by (see `crate::conn`).
+    preface_seen: Option<Arc<AtomicBool>>,
 }
 
 impl<IO> AuthorityFix<IO> {
@@ -70,14 +80,34 @@ impl<IO> AuthorityFix<IO> {
             position: Position::Preface(PREFACE_BYTES),
             input: BytesMut::new(),
             output: BytesMut::new(),
+            preface_seen: None,
         }
+    }
+
+    /// Also sets `preface_seen` once the preface's 24 bytes have gone by.
+    pub(crate) fn with_preface_flag(io: IO, preface_seen: Arc<AtomicBool>) -> AuthorityFix<IO> {
+        AuthorityFix {
+            preface_seen: Some(preface_seen),
+            ..AuthorityFix::new(io)
+        }
+    }
+
+    /// Bytes read and not yet decided on (at most one frame of
+    /// [`MAX_FRAME_BYTES`] plus one read's worth).
+    pub(crate) fn held_back(&self) -> usize {
+        self.input.len()
     }
 
     /// Moves what can be decided from `input` to `output`.
     fn process(&mut self) {
         loop {
             match self.position {
-                Position::Preface(0) => self.position = Position::FrameStart,
+                Position::Preface(0) => {
+                    if let Some(seen) = &self.preface_seen {
+                        seen.store(true, Ordering::Release);
+                    }
+                    self.position = Position::FrameStart;
+                }
                 Position::Payload(0) => self.position = Position::FrameStart,
                 Position::Preface(left) | Position::Payload(left) => {
                     let n = left.min(self.input.len());
@@ -98,7 +128,13 @@ impl<IO> AuthorityFix<IO> {
                         | usize::from(header[1]) << 8
                         | usize::from(header[2]);
                     let (kind, flags) = (header[3], header[4]);
-                    let whole = kind == FRAME_HEADERS && flags & FLAG_END_HEADERS != 0;
+                    // Only a HEADERS frame that holds a whole header block and fits the
+                    // frame size h2 accepts is held back to be looked at; anything else,
+                    // an oversized frame above all, goes on at once for h2 to judge (it
+                    // refuses a frame over its limit from its 9-byte header alone).
+                    let whole = kind == FRAME_HEADERS
+                        && flags & FLAG_END_HEADERS != 0
+                        && len <= MAX_FRAME_BYTES;
                     if !whole {
                         self.output
                             .extend_from_slice(&self.input.split_to(FRAME_HEADER_BYTES));
@@ -173,23 +209,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl<IO> AuthorityFix<IO> {
-    /// The connection underneath.
-    pub(crate) fn get_ref(&self) -> &IO {
-        &self.io
-    }
-}
-
-/// Plain connections. (TLS ones tell what their handshake proved: see
-/// `crate::tls`.)
-impl tonic::transport::server::Connected for AuthorityFix<tokio::net::TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        tonic::transport::server::Connected::connect_info(&self.io)
     }
 }
 
@@ -480,6 +499,43 @@ mod tests {
         expect.extend_from_slice(&[0x40, 0x02, b't', b'e', 0x08]);
         expect.extend_from_slice(b"trailers");
         assert_eq!(fixed, expect);
+    }
+
+    /// A HEADERS frame that says it is larger than any frame h2 accepts is
+    /// handed on at once, header first, so h2 refuses it (FRAME_SIZE_ERROR)
+    /// before its payload arrives: nothing waits for 16 MiB to buffer.
+    #[tokio::test]
+    async fn an_oversized_headers_frame_is_not_buffered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        input.extend_from_slice(&[
+            0xff,
+            0xff,
+            0xff,
+            FRAME_HEADERS,
+            FLAG_END_HEADERS,
+            0,
+            0,
+            0,
+            1,
+        ]);
+        input.extend_from_slice(&[0x82; 100]);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        // The client stays open: the rest of the frame never comes.
+        client.write_all(&input).await.expect("write");
+        let mut fix = AuthorityFix::new(server);
+        let mut got = Vec::new();
+        while got.len() < input.len() {
+            let mut buf = [0u8; 256];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), fix.read(&mut buf))
+                .await
+                .expect("the frame's first bytes are handed on without its payload")
+                .expect("read");
+            assert_ne!(n, 0, "the stream ended early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, input);
+        assert!(fix.input.capacity() < 64 << 10, "{}", fix.input.capacity());
     }
 
     /// Through the stream wrapper: preface and other frames pass unchanged,

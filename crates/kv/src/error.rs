@@ -19,8 +19,6 @@ pub enum Error {
         #[source]
         source: StorageError,
     },
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
     #[error("starting the commit thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("creating the root user: {0}")]
@@ -90,6 +88,23 @@ pub enum EtcdError {
     DuplicateKey,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    /// The storage quota (`--quota-backend-bytes`) would be passed, or the
+    /// NOSPACE alarm is raised.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// torc's own bound (etcd has none): a Range's answer.
+    #[error(
+        "torc kv: the range's answer would hold more than {limit} bytes of keys and values \
+         (ask for less: a limit, a narrower range, keys only; or raise it with torc kv \
+         --max-range-bytes)"
+    )]
+    RangeTooLarge { limit: usize },
+    /// torc's own bound (etcd has none): the keys of a Range's answer.
+    #[error(
+        "torc kv: the range's answer would hold more than {limit} keys (ask for fewer with a \
+         limit or a narrower range, or raise it with torc kv --max-range-keys)"
+    )]
+    RangeTooManyKeys { limit: usize },
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
@@ -111,6 +126,19 @@ pub enum EtcdError {
     Unimplemented(&'static str),
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// torc's own bound (etcd has none): watchers per client connection.
+    #[error(
+        "torc kv: this connection has {limit} watchers open, the most one connection may have \
+         (raise it with torc kv --max-watchers-per-connection)"
+    )]
+    TooManyWatchers { limit: usize },
+    /// torc's own bound (etcd has none): leases granted through one
+    /// client connection that still exist.
+    #[error(
+        "torc kv: this connection holds {limit} leases, the most one connection may hold \
+         (revoke some, or raise it with torc kv --max-leases-per-connection)"
+    )]
+    TooManyLeases { limit: usize },
     // ---- auth (etcd's auth/store.go errors, as rpctypes sends them) ----
     #[error("etcdserver: root user does not exist")]
     RootUserNotExist,
@@ -195,7 +223,12 @@ impl EtcdError {
             | EtcdError::AuthNotEnabled => Code::FailedPrecondition,
             EtcdError::StorageFailed(_) | EtcdError::Stopped => Code::Unavailable,
             EtcdError::Unimplemented(_) => Code::Unimplemented,
-            EtcdError::TooManyRequests => Code::ResourceExhausted,
+            EtcdError::TooManyRequests
+            | EtcdError::NoSpace
+            | EtcdError::RangeTooLarge { .. }
+            | EtcdError::RangeTooManyKeys { .. }
+            | EtcdError::TooManyWatchers { .. }
+            | EtcdError::TooManyLeases { .. } => Code::ResourceExhausted,
             EtcdError::PermissionDenied => Code::PermissionDenied,
             EtcdError::InvalidAuthToken => Code::Unauthenticated,
             EtcdError::NoPasswordUser | EtcdError::AuthInternal(_) => Code::Unknown,

@@ -8,7 +8,8 @@
 //!
 //! Code map:
 //! - [`mvcc`]: the data model (revisions, versions, tombstones, txn, leases,
-//!   compaction) as a pure in-memory core with no I/O.
+//!   compaction) as a pure in-memory core with no I/O, and its bounds (the
+//!   storage quota and its alarm, a Range's answer).
 //! - [`auth`]: etcd's authentication and authorization (users, roles,
 //!   key-range permissions, the root user; tokens; bcrypt passwords), the
 //!   rules pure, checked by every service.
@@ -18,12 +19,17 @@
 //!   (behind the log) and restored from.
 //! - `store`: the core and the auth state behind a lock, the group-commit
 //!   and apply threads, watchers.
-//! - `server`: the KV, Watch and Lease services and [`KvServer`], the entry
+//! - `server`: the KV and Lease services and [`KvServer`], the entry
 //!   point; `auth_service`: the Auth service and who a caller is;
-//!   `admin_service`: Cluster and Maintenance.
+//!   `admin_service`: Cluster and Maintenance (alarms included).
 //! - `watch_wire`: watch responses encoded once per commit, shared by
 //!   watchers, and the Watch service that sends them.
-//! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one).
+//! - `conn`: serving connections from torc-tls's shared accept path (caps
+//!   in all and per source address, TLS handshakes with a deadline) as
+//!   HTTP/2 connections, each with its own state (the limits per
+//!   connection), a preface deadline and an idle timeout.
+//! - `authority`: lets h2 accept a URL as `:authority` (etcdctl sends one);
+//!   holds back at most one HEADERS frame of the largest accepted size.
 //! - [`tls`]: TLS as etcd serves it (`--cert-file`, `--key-file`,
 //!   `--trusted-ca-file`, `--client-cert-auth`: a client certificate's common
 //!   name as the user of requests without a token), terminated in front of
@@ -32,6 +38,8 @@
 //!   messages).
 //! - [`client`]: the client the rest of torc uses (etcd auth and TLS
 //!   included).
+//! - `fuzzing`: the checks of the fuzz targets `kv-request` and
+//!   `kv-authority` (`tests/fuzz.rs`, `scripts/fuzz`).
 //!
 //! Invariants kept across modules:
 //! - A write is acknowledged only after it is durable (in the write-ahead
@@ -45,6 +53,10 @@
 //! - The on-disk format carries a version; unknown versions are refused.
 //! - Bytes from the network or disk never cause a panic; bad requests get
 //!   etcd's own gRPC status codes and messages ([`EtcdError`]).
+//! - What a client can make the server hold is bounded: connections (in all
+//!   and per source address), streams, watchers and leases per connection,
+//!   a header block, a Range's answer, and the data kept (the quota); a
+//!   refusal names the setting that raises its bound, or is etcd's own.
 
 mod admin_service;
 pub mod auth;
@@ -52,7 +64,10 @@ mod auth_service;
 mod authority;
 pub mod client;
 mod codec;
+mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mvcc;
 mod server;
 pub mod storage;

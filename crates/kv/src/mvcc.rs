@@ -16,13 +16,24 @@
 //!   `compact_revision` are refused; for every key the latest version at or
 //!   below any readable revision is retained.
 //! - `log` holds, in revision order, the events of every revision
-//!   `>= compact_revision` that changed something. (It may also hold some
-//!   below it, replayed from a store file whose log was not yet folded.)
+//!   `>= compact_revision` that changed something, and none below it
+//!   (history replayed from a store file whose log was not yet folded is
+//!   dropped when the restore ends).
 //! - Every version of a key at or above the previous compaction point has
 //!   its event in `log`; below it a key keeps at most one, live, version.
 //!   (Compaction relies on this to visit only the keys it can shrink.)
 //! - A key's `lease` field names a lease in `leases`, and that lease's `keys`
 //!   contains the key (for live keys); revoking a lease deletes its keys.
+//! - `space_in_use` is etcd's cost estimate of what is kept: 256 bytes plus
+//!   key and value for every retained version, 64 per lease (the storage
+//!   quota counts it). Compaction drops, as etcd's, every version a read at
+//!   or after the compaction point cannot see, so it frees space at once.
+//! - While the NOSPACE alarm is raised, no write adds data (put, a txn that
+//!   may put, lease grant); one that would bring `space_in_use` to the
+//!   quota is refused and the caller raises the alarm.
+//! - No Range (nor a txn's ranges together) answers more than
+//!   [`Limits::max_range_keys`] keys or [`Limits::max_range_bytes`] bytes
+//!   of keys and values; a refused Range copies nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
@@ -34,6 +45,12 @@ use bytes::Bytes;
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{Event, KeyValue, event::EventType};
+
+mod bounds;
+
+pub(crate) use bounds::txn_cost;
+pub use bounds::{DEFAULT_MAX_RANGE_BYTES, DEFAULT_MAX_RANGE_KEYS, DEFAULT_QUOTA_BYTES, Limits};
+use bounds::{LEASE_OVERHEAD, RangeBudget, put_cost, version_cost};
 
 /// etcd's largest lease TTL, in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -87,6 +104,8 @@ pub enum Mutation {
     /// A change to the auth state (users, roles, enabled, revision); it
     /// changes no key and no revision.
     Auth(crate::auth::AuthMutation),
+    /// The NOSPACE alarm raised (`true`) or disarmed.
+    NoSpaceAlarm(bool),
 }
 
 /// A response plus what must be persisted before sending it.
@@ -94,18 +113,6 @@ pub enum Mutation {
 pub struct Outcome<T> {
     pub response: T,
     pub mutations: Vec<Mutation>,
-}
-
-/// Request limits, as etcd's `--max-txn-ops`.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub max_txn_ops: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_txn_ops: 128 }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +141,12 @@ pub struct Core {
     leases: HashMap<i64, Lease>,
     next_lease_id: i64,
     limits: Limits,
+    /// What the quota counts: [`version_cost`] of every retained version
+    /// (tombstones included) and [`LEASE_OVERHEAD`] per lease.
+    space_in_use: u64,
+    /// etcd's NOSPACE alarm: raised when a write would pass the quota;
+    /// while raised, writes that add data are refused, until disarmed.
+    nospace: bool,
 }
 
 /// A key range as etcd encodes it: empty `end` is the single key `key`;
@@ -179,7 +192,63 @@ impl Core {
             // Positive, non-zero, and far from small user-chosen IDs.
             next_lease_id: ((lease_id_seed >> 2) | (1 << 60)) as i64 & i64::MAX,
             limits,
+            space_in_use: 0,
+            nospace: false,
         }
+    }
+
+    /// What the storage quota counts now, in bytes (etcd's cost estimates
+    /// of every retained version and lease; compaction frees it at once).
+    pub fn space_in_use(&self) -> u64 {
+        self.space_in_use
+    }
+
+    /// [`Core::space_in_use`] recounted from scratch (for checks).
+    pub(crate) fn recount_space(&self) -> u64 {
+        let versions: u64 = self
+            .index
+            .values()
+            .flatten()
+            .map(|e| version_cost(&e.kv))
+            .sum();
+        versions + self.leases.len() as u64 * LEASE_OVERHEAD
+    }
+
+    /// Whether the NOSPACE alarm is raised.
+    pub fn nospace_alarm(&self) -> bool {
+        self.nospace
+    }
+
+    /// Refuses a write that adds `cost` bytes while the NOSPACE alarm is
+    /// raised or when it would bring the space in use to the quota (etcd:
+    /// `size + cost < quota` passes). The caller raises the alarm
+    /// ([`Core::set_nospace_alarm`]) on [`EtcdError::NoSpace`].
+    fn check_space(&self, cost: u64) -> Result<(), EtcdError> {
+        let quota = self.limits.quota_bytes;
+        if self.nospace || (quota > 0 && self.space_in_use.saturating_add(cost) >= quota) {
+            return Err(EtcdError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Raises (`true`) or disarms the NOSPACE alarm; no mutation when it
+    /// already is so.
+    pub fn set_nospace_alarm(&mut self, raised: bool) -> Outcome<bool> {
+        let changed = self.nospace != raised;
+        self.nospace = raised;
+        Outcome {
+            response: changed,
+            mutations: if changed {
+                vec![Mutation::NoSpaceAlarm(raised)]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Restores the alarm recorded on disk.
+    pub fn restore_nospace_alarm(&mut self, raised: bool) {
+        self.nospace = raised;
     }
 
     /// The latest revision (including writes not yet durable).
@@ -195,6 +264,10 @@ impl Core {
 
     /// Inserts a key version that was live at the compaction point.
     pub fn restore_base(&mut self, kv: KeyValue) {
+        self.space_in_use += version_cost(&kv);
+        if let Some(old) = self.index.get(&kv.key) {
+            self.space_in_use -= old.iter().map(|e| version_cost(&e.kv)).sum::<u64>();
+        }
         self.index.insert(
             kv.key.clone(),
             vec![Entry {
@@ -224,16 +297,19 @@ impl Core {
         self.revision = self.revision.max(revision);
     }
 
-    /// Sets the revisions recorded on disk after a restore.
+    /// Sets the revisions recorded on disk after a restore, and drops what
+    /// replayed history the compaction point makes unreadable, so that the
+    /// restored core holds (and the quota counts) what it did before.
     pub fn restore_revisions(&mut self, revision: i64, compact_revision: i64) {
         self.revision = self.revision.max(revision).max(1);
+        self.drop_compacted(compact_revision);
         self.compact_revision = compact_revision;
     }
 
     /// Restores a lease with a full TTL from `now`, attaching every live key
     /// that names it.
     pub fn restore_lease(&mut self, id: i64, ttl: i64, now: Instant) {
-        self.leases.insert(
+        self.add_lease(
             id,
             Lease {
                 ttl,
@@ -241,6 +317,18 @@ impl Core {
                 keys: BTreeSet::new(),
             },
         );
+    }
+
+    fn add_lease(&mut self, id: i64, lease: Lease) {
+        if self.leases.insert(id, lease).is_none() {
+            self.space_in_use += LEASE_OVERHEAD;
+        }
+    }
+
+    fn remove_lease(&mut self, id: i64) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.space_in_use -= LEASE_OVERHEAD;
+        Some(lease)
     }
 
     /// After restoring leases: rebuild each lease's key set from the keys.
@@ -316,10 +404,45 @@ impl Core {
             req.revision
         };
         self.check_read_revision(rev, current)?;
-        Ok(self.range_at(req, rev))
+        self.range_at(req, rev, &mut RangeBudget::of(&self.limits))
     }
 
-    fn range_at(&self, req: &pb::RangeRequest, rev: i64) -> pb::RangeResponse {
+    /// A Range's answer at `rev`, within `budget`.
+    fn range_at(
+        &self,
+        req: &pb::RangeRequest,
+        rev: i64,
+        budget: &mut RangeBudget,
+    ) -> Result<pb::RangeResponse, EtcdError> {
+        let (kvs, count, more) = self.range_refs(req, rev, budget)?;
+        let kvs = kvs
+            .into_iter()
+            .map(|kv| {
+                let mut kv = kv.clone();
+                if req.keys_only {
+                    kv.value = Bytes::new();
+                }
+                kv
+            })
+            .collect();
+        Ok(pb::RangeResponse {
+            header: None,
+            kvs,
+            more,
+            count,
+        })
+    }
+
+    /// The key-values a Range answers with (not yet copied), its count and
+    /// `more`; refused when they do not fit `budget`, which they are taken
+    /// from. Only references are gathered (and sorted) before the budget is
+    /// checked, so a refused Range copies nothing.
+    fn range_refs<'a>(
+        &'a self,
+        req: &'a pb::RangeRequest,
+        rev: i64,
+        budget: &mut RangeBudget,
+    ) -> Result<(Vec<&'a KeyValue>, i64, bool), EtcdError> {
         use pb::range_request::{SortOrder, SortTarget};
         let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
         let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
@@ -338,7 +461,9 @@ impl Core {
 
         let mut count: i64 = 0;
         let mut matched = 0usize;
-        let mut kvs = Vec::new();
+        let mut kvs: Vec<&KeyValue> = Vec::new();
+        let answer_bytes =
+            |kv: &KeyValue| kv.key.len() + if req.keys_only { 0 } else { kv.value.len() };
         for (_, entries) in self.keys_in(&req.key, &req.range_end) {
             let Some(kv) = visible(entries, rev) else {
                 continue;
@@ -355,9 +480,8 @@ impl Core {
             if req.count_only || (!needs_sort && kvs.len() >= limit) {
                 continue;
             }
-            let mut kv = kv.clone();
-            if req.keys_only {
-                kv.value = Bytes::new();
+            if !needs_sort {
+                budget.take(answer_bytes(kv), &self.limits)?;
             }
             kvs.push(kv);
         }
@@ -373,13 +497,11 @@ impl Core {
                 kvs.reverse();
             }
             kvs.truncate(limit);
+            for kv in &kvs {
+                budget.take(answer_bytes(kv), &self.limits)?;
+            }
         }
-        pb::RangeResponse {
-            header: None,
-            kvs,
-            more: matched > limit,
-            count,
-        }
+        Ok((kvs, count, matched > limit))
     }
 
     // ---- writes ----
@@ -419,6 +541,7 @@ impl Core {
     }
 
     pub fn put(&mut self, req: &pb::PutRequest) -> Result<Outcome<pb::PutResponse>, EtcdError> {
+        self.check_space(put_cost(req))?;
         self.check_put(req)?;
         let mut ctx = self.begin();
         let response = self.apply_put(&mut ctx, req);
@@ -481,11 +604,15 @@ impl Core {
     }
 
     fn push_entry(&mut self, entry: Entry) {
+        self.space_in_use += version_cost(&entry.kv);
         let entries = self.index.entry(entry.kv.key.clone()).or_default();
         match entries.last_mut() {
             // A second change to one key within one revision replaces the
             // first, keeping mod_revisions strictly increasing.
-            Some(last) if last.kv.mod_revision == entry.kv.mod_revision => *last = entry,
+            Some(last) if last.kv.mod_revision == entry.kv.mod_revision => {
+                self.space_in_use -= version_cost(&last.kv);
+                *last = entry;
+            }
             _ => entries.push(entry),
         }
     }
@@ -590,6 +717,7 @@ impl Core {
         req: &pb::TxnRequest,
         path: &mut Vec<bool>,
         writes: &mut Vec<KeyRange>,
+        budget: &mut RangeBudget,
     ) -> Result<(), EtcdError> {
         let max = self.limits.max_txn_ops;
         if req.compare.len() > max || req.success.len() > max || req.failure.len() > max {
@@ -608,6 +736,16 @@ impl Core {
                     if r.revision > 0 {
                         self.check_read_revision(r.revision, self.revision)?;
                     }
+                    // Measured against the state before the txn: its own
+                    // puts may add to what the range answers at most what
+                    // the request itself carries (bounded by
+                    // --max-request-bytes).
+                    let rev = if r.revision > 0 {
+                        r.revision
+                    } else {
+                        self.revision
+                    };
+                    self.range_refs(r, rev, budget)?;
                 }
                 Some(Request::RequestPut(p)) => {
                     self.check_put(p)?;
@@ -632,7 +770,7 @@ impl Core {
                     }
                     writes.push(range);
                 }
-                Some(Request::RequestTxn(t)) => self.plan_txn(t, path, writes)?,
+                Some(Request::RequestTxn(t)) => self.plan_txn(t, path, writes, budget)?,
                 None => {}
             }
         }
@@ -640,8 +778,14 @@ impl Core {
     }
 
     pub fn txn(&mut self, req: &pb::TxnRequest) -> Result<Outcome<pb::TxnResponse>, EtcdError> {
+        // As etcd: a txn that may put is refused whichever branch it takes.
+        let cost = txn_cost(req);
+        if cost > 0 {
+            self.check_space(cost)?;
+        }
         let mut path = Vec::new();
-        self.plan_txn(req, &mut path, &mut Vec::new())?;
+        let mut budget = RangeBudget::of(&self.limits);
+        self.plan_txn(req, &mut path, &mut Vec::new(), &mut budget)?;
         let mut ctx = self.begin();
         let mut path = path.into_iter();
         let response = self.apply_txn(&mut ctx, req, &mut path);
@@ -673,7 +817,9 @@ impl Core {
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
                     let rev = if r.revision > 0 { r.revision } else { ctx.rev };
-                    Some(Response::ResponseRange(self.range_at(r, rev)))
+                    // Bounded when the txn was planned.
+                    let range = self.range_at(r, rev, &mut RangeBudget::unbounded());
+                    Some(Response::ResponseRange(range.unwrap_or_default()))
                 }
                 Some(Request::RequestPut(p)) => Some(Response::ResponsePut(self.apply_put(ctx, p))),
                 Some(Request::RequestDeleteRange(d)) => {
@@ -704,38 +850,61 @@ impl Core {
         if revision > current {
             return Err(EtcdError::FutureRevision);
         }
-        // Only keys changed by the revisions leaving the log can have
-        // versions to drop: every version at or above the previous
-        // compaction point has its event in the log, and below it each key
-        // already keeps at most one live version. So the cost is the number
-        // of events compacted, not the number of keys, and automatic
-        // compaction can run in small steps on every commit.
-        while self.log.front().is_some_and(|r| r.revision < revision) {
-            let Some(gone) = self.log.pop_front() else {
-                break;
-            };
-            for kv in gone.events.iter().filter_map(|e| e.kv.as_ref()) {
-                let Some(entries) = self.index.get_mut(&kv.key) else {
-                    continue;
-                };
-                // Keep the newest version below `revision` (the state there)
-                // and everything from `revision` on; a tombstone below it is
-                // dropped.
-                let first_kept = entries.partition_point(|e| e.kv.mod_revision < revision);
-                let keep_from = first_kept.saturating_sub(1);
-                let drop_tomb = first_kept > 0 && entries[keep_from].tombstone;
-                let cut = if drop_tomb { first_kept } else { keep_from };
-                entries.drain(..cut);
-                if entries.is_empty() {
-                    self.index.remove(&kv.key);
-                }
-            }
-        }
+        self.drop_compacted(revision);
         self.compact_revision = revision;
         Ok(Outcome {
             response: (),
             mutations: vec![Mutation::Compact { revision }],
         })
+    }
+
+    /// Drops the log below `revision` and every version no read at or
+    /// after `revision` can see.
+    fn drop_compacted(&mut self, revision: i64) {
+        // Only keys changed by the revisions leaving the log (and at
+        // `revision` itself) can have versions to drop: every version at or
+        // above the previous compaction point has its event in the log, and
+        // below it each key already keeps at most one live version. So the
+        // cost is the number of events compacted, not the number of keys,
+        // and automatic compaction can run in small steps on every commit.
+        let mut visit: Vec<Bytes> = Vec::new();
+        while self.log.front().is_some_and(|r| r.revision < revision) {
+            let Some(gone) = self.log.pop_front() else {
+                break;
+            };
+            visit.extend(
+                gone.events
+                    .iter()
+                    .filter_map(|e| e.kv.as_ref())
+                    .map(|kv| kv.key.clone()),
+            );
+        }
+        // The events at `revision` stay (watches may start there), but the
+        // versions they replaced are no longer readable.
+        if let Some(at) = self.log.front().filter(|r| r.revision == revision) {
+            visit.extend(
+                at.events
+                    .iter()
+                    .filter_map(|e| e.kv.as_ref())
+                    .map(|kv| kv.key.clone()),
+            );
+        }
+        for key in visit {
+            let Some(entries) = self.index.get_mut(&key) else {
+                continue;
+            };
+            // As etcd: keep the newest version at or below `revision` (the
+            // state there) unless it is a tombstone, and everything after.
+            let first_after = entries.partition_point(|e| e.kv.mod_revision <= revision);
+            let newest = first_after.saturating_sub(1);
+            let drop_tomb = first_after > 0 && entries[newest].tombstone;
+            let cut = if drop_tomb { first_after } else { newest };
+            let freed: u64 = entries.drain(..cut).map(|e| version_cost(&e.kv)).sum();
+            self.space_in_use -= freed;
+            if entries.is_empty() {
+                self.index.remove(&key);
+            }
+        }
     }
 
     // ---- watch history ----
@@ -771,6 +940,7 @@ impl Core {
         ttl: i64,
         now: Instant,
     ) -> Result<Outcome<(i64, i64)>, EtcdError> {
+        self.check_space(LEASE_OVERHEAD)?;
         if ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge);
         }
@@ -788,7 +958,7 @@ impl Core {
         } else {
             id
         };
-        self.leases.insert(
+        self.add_lease(
             id,
             Lease {
                 ttl,
@@ -804,7 +974,7 @@ impl Core {
 
     /// Revokes a lease, deleting its keys in one revision.
     pub fn lease_revoke(&mut self, id: i64) -> Result<Outcome<()>, EtcdError> {
-        let lease = self.leases.remove(&id).ok_or(EtcdError::LeaseNotFound)?;
+        let lease = self.remove_lease(id).ok_or(EtcdError::LeaseNotFound)?;
         let mut ctx = self.begin();
         for key in lease.keys {
             self.delete_key(&mut ctx, key);
@@ -837,6 +1007,11 @@ impl Core {
             remaining: i64::try_from(remaining).unwrap_or(i64::MAX),
             keys: lease.keys.iter().cloned().collect(),
         })
+    }
+
+    /// Whether lease `id` exists (it may have expired, not yet revoked).
+    pub fn has_lease(&self, id: i64) -> bool {
+        self.leases.contains_key(&id)
     }
 
     pub fn lease_ids(&self) -> Vec<i64> {

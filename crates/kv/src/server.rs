@@ -1,15 +1,17 @@
-//! The KV, Watch and Lease services over a [`Store`], and [`KvServer`], the
-//! public entry point that opens a data directory and serves a bound
-//! listener until a shutdown future resolves (with the Auth service from
-//! `auth_service` and Cluster and Maintenance from `admin_service`).
+//! The KV and Lease services over a [`Store`], and [`KvServer`], the public
+//! entry point that opens a data directory and serves a bound listener until
+//! a shutdown future resolves (with the Watch service from `watch_wire`, the
+//! Auth service from `auth_service` and Cluster and Maintenance from
+//! `admin_service`; connections are `crate::conn`'s).
 //!
 //! This module only translates between the wire and the store: request size
-//! limits, response headers, watch and keep-alive streams. The data rules
+//! limits, response headers, keep-alive streams, the per-connection lease
+//! bound, and raising the NOSPACE alarm when the store refuses a write for
+//! space. The data rules
 //! live in [`crate::mvcc`], the auth rules in [`crate::auth`] (every method
 //! here asks them, for the caller `auth_service` names, before acting),
 //! durability in [`crate::store`] and [`crate::storage`].
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,13 +24,12 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::password::Passwords;
 use crate::auth::token::Tokens;
 use crate::auth::{Access, ROOT_USER};
-use crate::authority::AuthorityFix;
+use crate::conn::{ConnOptions, Peer};
 use crate::error::{Error, EtcdError};
-use crate::mvcc::{KeyRange, Limits, Mutation, Outcome};
+use crate::mvcc::{Limits, Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
-use crate::store::{OpenError, Store, WatchItem, WatchReceiver, WatchSpec, watch_channel};
-use crate::tls::{Peer, ServerTls};
-use crate::watch_wire::EncodedWatchResponse;
+use crate::store::{OpenError, Store};
+use crate::tls::ServerTls;
 
 /// The version reported by Maintenance.Status: the etcd API level served, and
 /// that it is torc's implementation.
@@ -50,6 +51,20 @@ pub struct KvOptions {
     pub max_request_bytes: usize,
     /// Most operations per txn branch (etcd `--max-txn-ops`).
     pub max_txn_ops: usize,
+    /// Most bytes of keys and values a Range (or a txn's ranges together)
+    /// answers with; past it the Range is refused, naming the setting
+    /// (torc's own bound: etcd answers up to gRPC's 2 GiB).
+    pub max_range_bytes: usize,
+    /// Most keys a Range (or a txn's ranges together) answers with; a
+    /// Range with a `limit` up to this is never refused for its count.
+    pub max_range_keys: usize,
+    /// The storage quota (etcd's `--quota-backend-bytes`, 0: none): a
+    /// write that would bring the data in use to it raises the NOSPACE
+    /// alarm and is refused with `mvcc: database space exceeded`; so is
+    /// every write that adds data until `etcdctl alarm disarm`. torc counts
+    /// what etcd's quota estimates count for the data kept (every retained
+    /// version and lease), not the file, so compaction alone frees space.
+    pub quota_backend_bytes: u64,
     /// Interval of progress notifications to watchers that asked for them.
     pub progress_notify_interval: Duration,
     /// Most bytes of events a watch stream may have waiting for its client.
@@ -69,17 +84,44 @@ pub struct KvOptions {
     /// Most password hashes or checks at once (each takes a core for tens
     /// of milliseconds; see [`crate::auth::password`]).
     pub password_checks: usize,
-    /// Longest a client may take over its TLS handshake (see [`crate::tls`]).
-    pub tls_handshake_timeout: Duration,
+    /// Longest a client may take over its TLS handshake (see [`crate::tls`]),
+    /// and, TLS or not, to send the HTTP/2 preface.
+    pub handshake_timeout: Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Most client connections open at once from one IP address.
+    pub max_connections_per_source: usize,
+    /// A connection with no call in flight and no stream open this long is
+    /// closed with a GOAWAY (clients reconnect when they next need to).
+    pub idle_timeout: Duration,
+    /// Most calls (HTTP/2 streams) open at once on one connection (etcd's
+    /// `--max-concurrent-streams`).
+    pub max_concurrent_streams: u32,
+    /// Most watchers open at once over one connection (torc's own bound;
+    /// etcd has none).
+    pub max_watchers_per_connection: usize,
+    /// Most leases one connection may hold: granted through it and not yet
+    /// revoked or expired (torc's own bound; etcd has none).
+    pub max_leases_per_connection: usize,
+    /// A connection silent this long is pinged (etcd's
+    /// `--grpc-keepalive-interval`) ...
+    pub keepalive_interval: Duration,
+    /// ... and closed if the ping is not answered within this
+    /// (`--grpc-keepalive-timeout`).
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for KvOptions {
     fn default() -> Self {
+        let accept = torc_tls::AcceptOptions::default();
         KvOptions {
             name: "torc-kv".into(),
             retain_revisions: 10_000,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            max_range_bytes: crate::mvcc::DEFAULT_MAX_RANGE_BYTES,
+            max_range_keys: crate::mvcc::DEFAULT_MAX_RANGE_KEYS,
+            quota_backend_bytes: crate::mvcc::DEFAULT_QUOTA_BYTES,
             progress_notify_interval: Duration::from_secs(600),
             watch_backlog_bytes: 16 << 20,
             lease_check_interval: Duration::from_millis(500),
@@ -87,7 +129,17 @@ impl Default for KvOptions {
             bcrypt_cost: crate::auth::password::DEFAULT_COST,
             password_checks: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() / 2).max(1)),
-            tls_handshake_timeout: Duration::from_secs(10),
+            // The accept path's defaults, as every torc server's.
+            handshake_timeout: accept.handshake_timeout,
+            max_connections: accept.max_connections,
+            max_connections_per_source: accept.max_per_source,
+            idle_timeout: Duration::from_secs(300),
+            max_concurrent_streams: 1024,
+            max_watchers_per_connection: 10_000,
+            max_leases_per_connection: 10_000,
+            // etcd 3.4's defaults.
+            keepalive_interval: Duration::from_secs(2 * 3600),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -129,6 +181,9 @@ impl KvServer {
         let path = data_dir.join(DB_FILE);
         let limits = Limits {
             max_txn_ops: options.max_txn_ops,
+            max_range_bytes: options.max_range_bytes,
+            max_range_keys: options.max_range_keys,
+            quota_bytes: options.quota_backend_bytes,
         };
         let (store, commit_thread) =
             Store::open(&path, limits, options.retain_revisions).map_err(|e| match e {
@@ -193,12 +248,7 @@ impl KvServer {
         advertise_url: String,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        // Accept a URL as `:authority`, as etcd does (see crate::authority).
-        let incoming = tokio_stream::StreamExt::map(incoming, |conn| conn.map(AuthorityFix::new));
-        self.serve_incoming(incoming, advertise_url, false, shutdown)
-            .await
+        self.serve_on(listener, None, advertise_url, shutdown).await
     }
 
     /// [`KvServer::serve`] over TLS only (etcd with `https://` client URLs):
@@ -210,31 +260,38 @@ impl KvServer {
         advertise_url: String,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        let incoming = crate::tls::incoming(listener, &tls, self.options.tls_handshake_timeout);
-        let cert_names_users = tls.client_cert_auth();
-        self.serve_incoming(incoming, advertise_url, cert_names_users, shutdown)
+        self.serve_on(listener, Some(tls), advertise_url, shutdown)
             .await
     }
 
-    /// Serves connections from `incoming`; `cert_names_users`: etcd's
-    /// `--client-cert-auth` (see [`crate::tls`]).
-    async fn serve_incoming<I, IO, IE>(
+    /// Serves connections from `listener` (over `tls` if given), accepted by
+    /// torc-tls's shared accept path under the connection caps and served
+    /// by `crate::conn`.
+    async fn serve_on(
         self,
-        incoming: I,
+        listener: TcpListener,
+        tls: Option<ServerTls>,
         advertise_url: String,
-        cert_names_users: bool,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), Error>
-    where
-        I: tokio_stream::Stream<Item = Result<IO, IE>>,
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
-        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    ) -> Result<(), Error> {
+        let options = &self.options;
+        let incoming = torc_tls::incoming(
+            listener,
+            tls.as_ref().map(ServerTls::config),
+            torc_tls::AcceptOptions {
+                handshake_timeout: options.handshake_timeout,
+                max_connections: options.max_connections,
+                max_per_source: options.max_connections_per_source,
+            },
+        );
+        let conn_options = ConnOptions {
+            preface_timeout: options.handshake_timeout,
+            idle_timeout: options.idle_timeout,
+            max_concurrent_streams: options.max_concurrent_streams,
+            keepalive_interval: options.keepalive_interval,
+            keepalive_timeout: options.keepalive_timeout,
+            cert_names: tls.as_ref().is_some_and(ServerTls::client_cert_auth),
+        };
         let KvServer {
             store,
             commit_thread,
@@ -247,7 +304,7 @@ impl KvServer {
             store: store.clone(),
             options: Arc::new(options.clone()),
             advertise_url: Arc::new(advertise_url),
-            cert_names_users,
+            cert_names_users: conn_options.cert_names,
             stop: stop_rx.clone(),
             auth,
         };
@@ -266,66 +323,52 @@ impl KvServer {
             }
         });
 
-        let signal_store = store.clone();
-        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
-        let signal = async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-            // Watchers hold the senders of their streams' responses; drop
-            // them so graceful shutdown is not held up by open watches.
-            signal_store.drop_all_watchers();
-            let _ = signalled_tx.send(());
-        };
-        let grace_over = async move {
-            if signalled_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
+        let routes = tonic::service::Routes::new(
+            pb::kv_server::KvServer::new(svc.clone()).max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            crate::watch_wire::WatchServer::new(svc.clone()).max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            pb::lease_server::LeaseServer::new(svc.clone()).max_decoding_message_size(max_decode),
+        )
+        .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
+        .add_service(pb::auth_server::AuthServer::new(svc.clone()))
+        .add_service(pb::maintenance_server::MaintenanceServer::new(svc));
+        let served = crate::conn::serve(incoming, routes, conn_options, stop_rx);
+        tokio::pin!(served);
+        tokio::select! {
+            () = &mut served => {}
+            () = shutdown => {
+                let _ = stop_tx.send(true);
+                // Watchers hold the senders of their streams' responses; drop
+                // them so graceful shutdown is not held up by open watches.
+                store.drop_all_watchers();
+                if tokio::time::timeout(SHUTDOWN_GRACE, &mut served).await.is_err() {
+                    tracing::warn!(
+                        "clients still connected {} s after shutdown began; closing their connections",
+                        SHUTDOWN_GRACE.as_secs()
+                    );
+                }
             }
-        };
-        let result = tonic::transport::Server::builder()
-            .add_service(
-                pb::kv_server::KvServer::new(svc.clone()).max_decoding_message_size(max_decode),
-            )
-            .add_service(
-                crate::watch_wire::WatchServer::new(svc.clone())
-                    .max_decoding_message_size(max_decode),
-            )
-            .add_service(
-                pb::lease_server::LeaseServer::new(svc.clone())
-                    .max_decoding_message_size(max_decode),
-            )
-            .add_service(pb::cluster_server::ClusterServer::new(svc.clone()))
-            .add_service(pb::auth_server::AuthServer::new(svc.clone()))
-            .add_service(pb::maintenance_server::MaintenanceServer::new(svc))
-            .serve_with_incoming_shutdown(incoming, signal);
-        let result = tokio::select! {
-            result = result => result,
-            () = grace_over => {
-                tracing::warn!(
-                    "clients still connected {} s after shutdown began; closing their connections",
-                    SHUTDOWN_GRACE.as_secs()
-                );
-                Ok(())
-            }
-        };
+        }
         expiry.abort();
         store.close();
         drop(store);
         let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
-        result.map_err(Error::Transport)
+        Ok(())
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct Services {
     pub(crate) store: Store,
-    options: Arc<KvOptions>,
+    pub(crate) options: Arc<KvOptions>,
     advertise_url: Arc<String>,
     /// `--client-cert-auth`: a client certificate's common name is the
     /// user of a request without a token.
     pub(crate) cert_names_users: bool,
-    stop: watch::Receiver<bool>,
+    pub(crate) stop: watch::Receiver<bool>,
     pub(crate) auth: Arc<AuthRuntime>,
 }
 
@@ -335,6 +378,48 @@ impl Services {
             return Err(EtcdError::RequestTooLarge.into());
         }
         Ok(())
+    }
+
+    /// A write that may add data ([`Store::write`]): when the store
+    /// refuses it for space, the NOSPACE alarm is raised (durably, as
+    /// etcd's) before the refusal is answered.
+    async fn write_data<T>(
+        &self,
+        f: impl FnOnce(
+            &mut crate::mvcc::Core,
+            &mut Arc<crate::auth::AuthState>,
+            i64,
+        ) -> Result<Outcome<T>, EtcdError>,
+    ) -> Result<(T, i64), EtcdError> {
+        match self.store.write(f).await {
+            Err(EtcdError::NoSpace) => {
+                self.raise_nospace().await;
+                Err(EtcdError::NoSpace)
+            }
+            done => done,
+        }
+    }
+
+    /// Raises the NOSPACE alarm if it is not raised yet, and says so once.
+    pub(crate) async fn raise_nospace(&self) {
+        let raised = self
+            .store
+            .write(|core, _, _| Ok(core.set_nospace_alarm(true)))
+            .await;
+        match raised {
+            Ok((true, _)) => {
+                let in_use = self.store.lock().core.space_in_use();
+                tracing::warn!(
+                    in_use,
+                    quota = self.options.quota_backend_bytes,
+                    "kv storage quota (--quota-backend-bytes) reached: NOSPACE alarm raised; \
+                     writes that add data are refused until space is freed (delete, compact) \
+                     and `etcdctl alarm disarm`, or the quota is raised"
+                );
+            }
+            Ok((false, _)) => {}
+            Err(e) => tracing::warn!(error = %e, "raising the NOSPACE alarm failed"),
+        }
     }
 
     pub(crate) fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
@@ -354,26 +439,6 @@ impl Services {
             client_ur_ls: vec![self.advertise_url.to_string()],
             is_learner: false,
         }
-    }
-}
-
-/// etcd's answer to a watch it will not create: created and canceled at
-/// once, watch id -1, the reason as Go's gRPC library prints the status.
-fn watch_refused(header: Option<pb::ResponseHeader>, e: &EtcdError) -> pb::WatchResponse {
-    // etcd names these three; any other refusal is "permission denied".
-    let reason = match e {
-        EtcdError::InvalidAuthToken | EtcdError::UserEmpty | EtcdError::AuthOldRevision => {
-            e.go_status_text()
-        }
-        _ => EtcdError::PermissionDenied.go_status_text(),
-    };
-    pb::WatchResponse {
-        header,
-        watch_id: -1,
-        created: true,
-        canceled: true,
-        cancel_reason: reason,
-        ..Default::default()
     }
 }
 
@@ -409,8 +474,7 @@ impl pb::kv_server::Kv for Services {
         let req = request.into_inner();
         self.check_size(&req)?;
         let (mut resp, rev) = self
-            .store
-            .write(|core, auth, _| {
+            .write_data(|core, auth, _| {
                 auth.check_put(&caller, &req, core)?;
                 core.put(&req)
             })
@@ -449,8 +513,7 @@ impl pb::kv_server::Kv for Services {
         let req = request.into_inner();
         self.check_size(&req)?;
         let (mut resp, rev) = self
-            .store
-            .write(|core, auth, _| {
+            .write_data(|core, auth, _| {
                 auth.check_txn(&caller, &req, core)?;
                 core.txn(&req)
             })
@@ -478,198 +541,6 @@ impl pb::kv_server::Kv for Services {
     }
 }
 
-/// A watch stream's responses. The store sends them in batches (one per
-/// commit for all of the stream's watchers, see [`crate::store`]), so a
-/// commit costs one channel send and one wakeup per stream, not per watcher.
-pub struct WatchResponses {
-    rx: WatchReceiver,
-    batch: std::vec::IntoIter<EncodedWatchResponse>,
-    ended: bool,
-}
-
-impl WatchResponses {
-    fn new(rx: WatchReceiver) -> WatchResponses {
-        WatchResponses {
-            rx,
-            batch: Vec::new().into_iter(),
-            ended: false,
-        }
-    }
-}
-
-impl tokio_stream::Stream for WatchResponses {
-    type Item = Result<EncodedWatchResponse, Status>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        loop {
-            if let Some(resp) = self.batch.next() {
-                return std::task::Poll::Ready(Some(Ok(resp)));
-            }
-            if self.ended {
-                return std::task::Poll::Ready(None);
-            }
-            match std::task::ready!(self.rx.poll_recv(cx)) {
-                Some(WatchItem::Batch(batch, _)) => self.batch = batch.into_iter(),
-                Some(WatchItem::Overflowed {
-                    next_revision,
-                    limit,
-                }) => {
-                    self.ended = true;
-                    return std::task::Poll::Ready(Some(Err(Status::unavailable(format!(
-                        "watch stream ended: its client fell more than {limit} bytes of events \
-                         behind; its watches got every event before revision {next_revision}, \
-                         watch again from there"
-                    )))));
-                }
-                None => return std::task::Poll::Ready(None),
-            }
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl crate::watch_wire::Watch for Services {
-    type WatchStream = WatchResponses;
-
-    async fn watch(
-        &self,
-        request: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        // Each watch is checked when created, with the stream's token (as
-        // etcd: a token that expires later ends no watch already made).
-        let metadata = request.metadata().clone();
-        let peer = request.extensions().get::<Peer>().cloned();
-        let mut inbound = request.into_inner();
-        let (tx, rx) = watch_channel(self.options.watch_backlog_bytes);
-        let svc = self.clone();
-        let mut stop = self.stop.clone();
-        tokio::spawn(async move {
-            let store = &svc.store;
-            let stream = store.new_stream();
-            let mut ids: HashSet<i64> = HashSet::new();
-            let mut progress: HashSet<i64> = HashSet::new();
-            let mut next_id: i64 = 0;
-            let mut ticker = tokio::time::interval(svc.options.progress_notify_interval);
-            ticker.tick().await;
-            loop {
-                // Answers wait for the client to read what it was sent.
-                tokio::select! {
-                    () = tx.drained() => {}
-                    _ = stop.changed() => break,
-                    _ = tx.closed() => break,
-                }
-                let req = tokio::select! {
-                    msg = inbound.message() => match msg {
-                        Ok(Some(req)) => req,
-                        Ok(None) | Err(_) => break,
-                    },
-                    _ = ticker.tick() => {
-                        let header = svc.committed_header();
-                        for id in progress.iter().filter(|id| ids.contains(id)) {
-                            let _ = tx.send(vec![pb::WatchResponse {
-                                header,
-                                watch_id: *id,
-                                ..Default::default()
-                            }.into()]);
-                        }
-                        continue;
-                    }
-                    _ = stop.changed() => break,
-                    _ = tx.closed() => break,
-                };
-                use pb::watch_request::RequestUnion;
-                match req.request_union {
-                    Some(RequestUnion::CreateRequest(c)) => {
-                        if let Err(e) = svc.caller_of(&metadata, peer.as_ref()).and_then(|caller| {
-                            svc.store.lock().auth_committed.check(
-                                &caller,
-                                Access::Read,
-                                &c.key,
-                                &c.range_end,
-                            )
-                        }) {
-                            let _ = tx.send(vec![watch_refused(svc.committed_header(), &e).into()]);
-                            continue;
-                        }
-                        let id = if c.watch_id != 0 {
-                            if ids.contains(&c.watch_id) {
-                                let _ = tx.send(vec![
-                                    pb::WatchResponse {
-                                        header: svc.committed_header(),
-                                        watch_id: c.watch_id,
-                                        created: true,
-                                        canceled: true,
-                                        cancel_reason: EtcdError::DuplicateWatchId(c.watch_id)
-                                            .to_string(),
-                                        ..Default::default()
-                                    }
-                                    .into(),
-                                ]);
-                                continue;
-                            }
-                            c.watch_id
-                        } else {
-                            while ids.contains(&next_id) {
-                                next_id += 1;
-                            }
-                            next_id
-                        };
-                        use pb::watch_create_request::FilterType;
-                        let spec = WatchSpec {
-                            range: KeyRange::new(c.key, c.range_end),
-                            start_revision: c.start_revision,
-                            prev_kv: c.prev_kv,
-                            no_put: c.filters.contains(&(FilterType::Noput as i32)),
-                            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
-                        };
-                        if store.create_watch(stream, id, spec, &tx) {
-                            ids.insert(id);
-                            if c.progress_notify {
-                                progress.insert(id);
-                            }
-                        }
-                    }
-                    Some(RequestUnion::CancelRequest(c))
-                        if store.cancel_watch(stream, c.watch_id) =>
-                    {
-                        ids.remove(&c.watch_id);
-                        progress.remove(&c.watch_id);
-                        let _ = tx.send(vec![
-                            pb::WatchResponse {
-                                header: svc.committed_header(),
-                                watch_id: c.watch_id,
-                                canceled: true,
-                                ..Default::default()
-                            }
-                            .into(),
-                        ]);
-                    }
-                    // Canceling an unknown watch: etcd answers nothing.
-                    Some(RequestUnion::CancelRequest(_)) => {}
-                    Some(RequestUnion::ProgressRequest(_)) => {
-                        // As etcd: not tied to one watch, so every watcher
-                        // on the stream sees it (watch_id -1).
-                        let _ = tx.send(vec![
-                            pb::WatchResponse {
-                                header: svc.committed_header(),
-                                watch_id: -1,
-                                ..Default::default()
-                            }
-                            .into(),
-                        ]);
-                    }
-                    None => {}
-                }
-            }
-            store.drop_stream(stream);
-        });
-        Ok(Response::new(WatchResponses::new(rx)))
-    }
-}
-
 #[tonic::async_trait]
 impl pb::lease_server::Lease for Services {
     type LeaseKeepAliveStream =
@@ -680,14 +551,27 @@ impl pb::lease_server::Lease for Services {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let caller = self.caller(&request)?;
+        let conn = request
+            .extensions()
+            .get::<Peer>()
+            .map(|p| Arc::clone(&p.conn));
         let req = request.into_inner();
-        let ((id, ttl), rev) = self
-            .store
-            .write(|core, auth, _| {
+        // torc's bound on the leases one connection holds.
+        if let Some(conn) = &conn {
+            conn.take_lease(self.options.max_leases_per_connection, |id| {
+                self.store.lock().core.has_lease(id)
+            })?;
+        }
+        let granted = self
+            .write_data(|core, auth, _| {
                 auth.require_user(&caller)?;
                 core.lease_grant(req.id, req.ttl, Instant::now())
             })
-            .await?;
+            .await;
+        if let Some(conn) = &conn {
+            conn.granted(granted.as_ref().ok().map(|((id, _), _)| *id));
+        }
+        let ((id, ttl), rev) = granted?;
         Ok(Response::new(pb::LeaseGrantResponse {
             header: self.header(rev),
             id,

@@ -12,11 +12,13 @@
 //!   logged revision. Replaying `log` over `base` rebuilds the in-memory
 //!   [`Core`](crate::mvcc::Core), including the history reads and watches
 //!   may still ask for (replayed history below `compact_revision` is
-//!   unreadable and dropped by the next compaction).
+//!   unreadable and dropped once the core is restored).
 //! - `leases` (id → `LeaseRecord`).
 //! - `auth_users` (name → `authpb.User`, the password as its bcrypt hash)
 //!   and `auth_roles` (name → `authpb.Role`); `meta` holds `auth_enabled`
 //!   (0 or 1) and `auth_revision` (see [`crate::auth`]).
+//! - `meta`'s `alarm_nospace` (0 or 1): etcd's NOSPACE alarm, which
+//!   outlives restarts as etcd's does.
 //!
 //! Invariants: every commit is one redb write transaction, applied as a
 //! whole or not at all, that records the lsn of the last log record it
@@ -32,7 +34,8 @@
 //! [`FORMAT_VERSION`] is refused, never guessed at, except older ones, which
 //! are upgraded in place when opened, in one durable transaction before
 //! anything else is written: version 1 (before the write-ahead log: no
-//! `wal_lsn`) and version 2 (before auth: no auth tables, auth disabled).
+//! `wal_lsn`), version 2 (before auth: no auth tables, auth disabled) and
+//! version 3 (before the storage quota: no alarm).
 
 use std::path::Path;
 
@@ -56,15 +59,19 @@ const FOLD_CHUNK: u64 = 4096;
 
 /// The on-disk format this build reads and writes. Version 2 added the
 /// write-ahead log (`wal_lsn`), version 3 the auth state (tables, meta keys
-/// and log records). Older files are upgraded when opened, and a build that
-/// knows only an older version refuses a newer file rather than ignoring the
-/// log's acknowledged writes or its users (and serving without auth).
-pub const FORMAT_VERSION: u64 = 3;
+/// and log records), version 4 the NOSPACE alarm (a meta key and a log
+/// record). Older files are upgraded when opened, and a build that knows
+/// only an older version refuses a newer file rather than ignoring the
+/// log's acknowledged writes, its users (and serving without auth) or its
+/// alarm.
+pub const FORMAT_VERSION: u64 = 4;
 
 /// The format before the write-ahead log; upgraded in place.
 const FORMAT_VERSION_BEFORE_WAL: u64 = 1;
 /// The format before auth; upgraded in place.
 const FORMAT_VERSION_BEFORE_AUTH: u64 = 2;
+/// The format before the storage quota; upgraded in place.
+const FORMAT_VERSION_BEFORE_QUOTA: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -88,6 +95,7 @@ pub struct Loaded {
     pub auth_revision: u64,
     pub users: Vec<User>,
     pub roles: Vec<Role>,
+    pub nospace_alarm: bool,
 }
 
 pub struct Storage {
@@ -149,15 +157,22 @@ impl Storage {
                 .map(|v| v.value());
             match version {
                 Some(FORMAT_VERSION) => {}
-                Some(old @ (FORMAT_VERSION_BEFORE_WAL | FORMAT_VERSION_BEFORE_AUTH)) => {
+                Some(
+                    old @ (FORMAT_VERSION_BEFORE_WAL
+                    | FORMAT_VERSION_BEFORE_AUTH
+                    | FORMAT_VERSION_BEFORE_QUOTA),
+                ) => {
                     meta.insert("format_version", FORMAT_VERSION)
                         .map_err(redb_err)?;
                     if old == FORMAT_VERSION_BEFORE_WAL {
                         meta.insert("wal_lsn", 0).map_err(redb_err)?;
                     }
-                    // etcd's auth store starts at revision 1, disabled.
-                    meta.insert("auth_enabled", 0).map_err(redb_err)?;
-                    meta.insert("auth_revision", 1).map_err(redb_err)?;
+                    if old < FORMAT_VERSION_BEFORE_QUOTA {
+                        // etcd's auth store starts at revision 1, disabled.
+                        meta.insert("auth_enabled", 0).map_err(redb_err)?;
+                        meta.insert("auth_revision", 1).map_err(redb_err)?;
+                    }
+                    meta.insert("alarm_nospace", 0).map_err(redb_err)?;
                 }
                 Some(found) => {
                     return Err(StorageError::UnsupportedFormat {
@@ -175,6 +190,7 @@ impl Storage {
                         ("wal_lsn", 0),
                         ("auth_enabled", 0),
                         ("auth_revision", 1),
+                        ("alarm_nospace", 0),
                     ] {
                         meta.insert(k, v).map_err(redb_err)?;
                     }
@@ -219,6 +235,17 @@ impl Storage {
                 }
             },
             auth_revision: get("auth_revision")?,
+            nospace_alarm: match get("alarm_nospace")? {
+                0 => false,
+                1 => true,
+                other => {
+                    return Err(corrupt(
+                        "meta",
+                        "alarm_nospace",
+                        format!("{other} is not 0 or 1"),
+                    ));
+                }
+            },
             ..Loaded::default()
         };
         let base = txn.open_table(BASE).map_err(redb_err)?;
@@ -313,6 +340,10 @@ impl Storage {
                             .map_err(redb_err)?;
                     }
                     Mutation::Auth(a) => apply_auth(a, &mut meta, &mut users, &mut roles)?,
+                    Mutation::NoSpaceAlarm(raised) => {
+                        meta.insert("alarm_nospace", u64::from(*raised))
+                            .map_err(redb_err)?;
+                    }
                 }
             }
             if let Some(rev) = latest {
@@ -566,31 +597,75 @@ mod tests {
         assert_eq!(b.password_hash("alice"), Ok(&b"hash"[..]));
     }
 
+    /// A store file with only these `meta` rows, as an older build wrote it.
+    fn write_meta(path: &Path, rows: &[(&str, u64)]) {
+        let db = Database::create(path).expect("create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            for (k, v) in rows {
+                meta.insert(*k, *v).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    /// A format-3 file (before the quota) is upgraded in place keeping its
+    /// auth state, with no alarm; the NOSPACE alarm, raised, outlives a
+    /// reopen, and so does its disarming.
+    #[test]
+    fn the_nospace_alarm_is_durable_and_format_3_files_are_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kv.redb");
+        write_meta(
+            &path,
+            &[
+                ("format_version", FORMAT_VERSION_BEFORE_QUOTA),
+                ("cluster_id", 7),
+                ("member_id", 8),
+                ("revision", 1),
+                ("compact_revision", 0),
+                ("wal_lsn", 0),
+                ("auth_enabled", 1),
+                ("auth_revision", 5),
+            ],
+        );
+        let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("upgrade");
+        assert!(loaded.auth_enabled);
+        assert_eq!(loaded.auth_revision, 5);
+        assert!(!loaded.nospace_alarm);
+        storage
+            .commit([Mutation::NoSpaceAlarm(true)].iter(), 0, true)
+            .expect("raise");
+        drop(storage);
+        let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("reopen");
+        assert!(loaded.nospace_alarm);
+        storage
+            .commit([Mutation::NoSpaceAlarm(false)].iter(), 0, true)
+            .expect("disarm");
+        drop(storage);
+        let (_, _, loaded) = Storage::open(&path, (1, 2)).expect("reopen");
+        assert!(!loaded.nospace_alarm);
+    }
+
     /// A format-2 file (before auth) is upgraded in place, auth disabled; a
     /// file of a later format than this build's is refused.
     #[test]
     fn older_formats_are_upgraded_and_newer_ones_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kv.redb");
-        {
-            // What a format-2 build created: no auth tables or meta keys.
-            let db = Database::create(&path).expect("create");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut meta = txn.open_table(META).expect("meta");
-                for (k, v) in [
-                    ("format_version", FORMAT_VERSION_BEFORE_AUTH),
-                    ("cluster_id", 7),
-                    ("member_id", 8),
-                    ("revision", 1),
-                    ("compact_revision", 0),
-                    ("wal_lsn", 0),
-                ] {
-                    meta.insert(k, v).expect("insert");
-                }
-            }
-            txn.commit().expect("commit");
-        }
+        // What a format-2 build created: no auth tables or meta keys.
+        write_meta(
+            &path,
+            &[
+                ("format_version", FORMAT_VERSION_BEFORE_AUTH),
+                ("cluster_id", 7),
+                ("member_id", 8),
+                ("revision", 1),
+                ("compact_revision", 0),
+                ("wal_lsn", 0),
+            ],
+        );
         let (storage, _, loaded) = Storage::open(&path, (1, 2)).expect("upgrade");
         assert_eq!((loaded.cluster_id, loaded.member_id), (7, 8));
         assert!(!loaded.auth_enabled);

@@ -371,6 +371,7 @@ impl Store {
             core.restore_lease(id, ttl, now);
         }
         core.restore_lease_keys();
+        core.restore_nospace_alarm(loaded.nospace_alarm);
         let committed = core.revision();
         let auth = Arc::new(AuthState::restore(
             loaded.auth_enabled,

@@ -2,11 +2,11 @@
 //! served over TLS only, as etcd does on `https://` client URLs), `--trusted-ca-file` and
 //! `--client-cert-auth`.
 //!
-//! The accept loop here terminates TLS itself (tokio-rustls over each accepted TCP stream)
-//! instead of leaving it to tonic, because `authority::AuthorityFix` must see the
-//! decrypted HTTP/2 bytes: TCP → TLS → `AuthorityFix` → tonic. Each handshake runs in its own
-//! task, bounded by a deadline, so a client that stalls mid-handshake holds only its own
-//! socket; finished connections reach tonic through a channel. ALPN offers `h2` only.
+//! TLS is terminated by torc-tls's shared accept path ([`torc_tls::incoming`], tokio-rustls
+//! over each accepted TCP stream) instead of tonic, because `authority::AuthorityFix` must see
+//! the decrypted HTTP/2 bytes: TCP → TLS → `AuthorityFix` → HTTP/2 (see `crate::conn`). Each
+//! handshake runs in its own task, bounded by a deadline, so a client that stalls
+//! mid-handshake holds only its own socket and slot. ALPN offers `h2` only.
 //!
 //! Client certificates, as etcd 3.4 (`pkg/transport/listener.go`, `auth/store.go`):
 //! - with a trusted CA, every client must present a certificate that chains to it, or the
@@ -17,8 +17,8 @@
 //!   as Go reads it; a certificate without one names the empty user, whom nothing is allowed).
 //!   A token, when present, wins, and a request marked as forwarded by etcd's gRPC gateway
 //!   (`grpcgateway-accept` metadata) is anonymous. Without `--client-cert-auth` the
-//!   certificate only opens the connection. Each connection's name reaches the services as
-//!   tonic's connect info (`Peer`); `auth_service` applies the rule.
+//!   certificate only opens the connection. Each connection's name reaches the services in
+//!   its `conn::Peer` request extension; `auth_service` applies the rule.
 //!
 //! Not copied from etcd: `--client-cert-auth` without a trusted CA (etcd then checks client
 //! certificates against the system's roots) is refused at start; plain and TLS connections on
@@ -29,16 +29,11 @@
 //! trusted CA is set, rustls verified the client's chain to it; the common name is read only
 //! from that verified certificate; bytes of a certificate never cause a panic.
 
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use torc_tls::{CertificateDer, ClientAuth, Identity, ServerConfig};
 
-use crate::authority::AuthorityFix;
 use crate::error::Error;
 
 /// How `torc kv` serves TLS: its certificate and key, and what it asks of clients.
@@ -95,93 +90,11 @@ impl ServerTls {
     pub fn client_cert_auth(&self) -> bool {
         self.client_cert_auth
     }
-}
 
-/// What a request knows of its TLS connection: the common name of the client certificate
-/// its handshake verified, if it presented one. A request extension (tonic's connect info);
-/// whether the name is the request's user is the server's `--client-cert-auth`.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Peer {
-    pub cert_name: Option<Arc<str>>,
-}
-
-type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
-
-impl tonic::transport::server::Connected for AuthorityFix<TlsStream> {
-    type ConnectInfo = Peer;
-
-    /// Called once per connection, when tonic starts serving it.
-    fn connect_info(&self) -> Peer {
-        let leaf = self
-            .get_ref()
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(<[_]>::first);
-        Peer {
-            // A subject torc cannot read names no one (no user is called "").
-            cert_name: leaf.map(|cert| Arc::from(common_name(cert).unwrap_or_default())),
-        }
+    /// The rustls configuration the accept path terminates TLS with.
+    pub(crate) fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.config)
     }
-}
-
-/// Connections finished handshaking, for tonic's `serve_with_incoming`.
-pub(crate) type Incoming =
-    tokio_stream::wrappers::ReceiverStream<Result<AuthorityFix<TlsStream>, io::Error>>;
-
-/// Accepts TCP connections on `listener` and hands them on once their TLS handshake finished
-/// (within `handshake_timeout`). Accepting stops, and the listener closes, when the returned
-/// stream is dropped.
-pub(crate) fn incoming(
-    listener: TcpListener,
-    tls: &ServerTls,
-    handshake_timeout: Duration,
-) -> Incoming {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
-    // A handful of finished handshakes may wait for tonic to take them.
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (stream, addr) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // EMFILE and friends: the listener is fine, the process is short of
-                        // something; pause rather than spin or give up.
-                        tracing::warn!(error = %e, "accept failed; pausing 100 ms");
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                            () = tx.closed() => break,
-                        }
-                    }
-                },
-                () = tx.closed() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
-                let io = tokio::select! {
-                    done = handshake => match done {
-                        Ok(Ok(io)) => io,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%addr, "TLS handshake timed out");
-                            return;
-                        }
-                    },
-                    // The server is shutting down.
-                    () = tx.closed() => return,
-                };
-                let _ = tx.send(Ok(AuthorityFix::new(io))).await;
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 // ---- the subject's common name ----
@@ -382,7 +295,7 @@ mod tests {
                     common_name: name.into(),
                     dns_names: vec!["localhost".into()],
                     ips: Vec::new(),
-                    validity: Duration::from_secs(3600),
+                    validity: std::time::Duration::from_secs(3600),
                 })
                 .expect("issue");
             let certs = torc_tls::parse_certs(&issued.cert_pem, "issued").expect("pem");

@@ -30,9 +30,10 @@
 //! - A file is overwritten only once every record in it is durable in redb.
 //! - A file whose header is not this format's is refused, never guessed at.
 //! - Auth mutations (record kinds added after format 2's first release) are
-//!   written only next to a redb file of format 3 or later, which builds
-//!   that do not know them refuse before reading the log (see
-//!   [`crate::storage`]); so no build meets a kind it cannot read.
+//!   written only next to a redb file of format 3 or later, and NOSPACE
+//!   alarm changes only next to format 4 or later, which builds that do not
+//!   know them refuse before reading the log (see [`crate::storage`]); so
+//!   no build meets a kind it cannot read.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -322,6 +323,7 @@ fn encode<'a>(mutations: impl IntoIterator<Item = &'a Mutation>) -> WalBatch {
                     AuthMutation::Enabled(on) => Kind::AuthEnabled(*on),
                     AuthMutation::Revision(rev) => Kind::AuthRevision(*rev),
                 },
+                Mutation::NoSpaceAlarm(raised) => Kind::NospaceAlarm(*raised),
             }),
         })
         .collect();
@@ -350,6 +352,7 @@ fn decode(payload: &[u8]) -> Result<Vec<Mutation>, String> {
             Some(Kind::DeleteRole(name)) => Ok(Mutation::Auth(AuthMutation::DeleteRole(name))),
             Some(Kind::AuthEnabled(on)) => Ok(Mutation::Auth(AuthMutation::Enabled(on))),
             Some(Kind::AuthRevision(rev)) => Ok(Mutation::Auth(AuthMutation::Revision(rev))),
+            Some(Kind::NospaceAlarm(raised)) => Ok(Mutation::NoSpaceAlarm(raised)),
             None => Err("mutation of an unknown kind".to_string()),
         })
         .collect()

@@ -12,7 +12,7 @@ use common::{
 fn case_files_match_real_etcd() {
     let mut failures = Vec::new();
     for (name, text) in case_files() {
-        let etcd = Etcd::start();
+        let etcd = Etcd::start_with_flags(&common::case_server_flags(&text));
         failures.extend(run_case(&name, &text, &etcd.endpoint, Server::Etcd));
     }
     assert!(

@@ -13,7 +13,9 @@ use torc_kv::KvOptions;
 fn case_files_pass() {
     let mut failures = Vec::new();
     for (name, text) in case_files() {
-        let kv = TorcKv::start();
+        let kv = TorcKv::start_with_options(common::options_for_flags(&common::case_server_flags(
+            &text,
+        )));
         failures.extend(run_case(&name, &text, &kv.endpoint, Server::Torc));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -227,7 +227,7 @@ fn stalled_handshakes_hold_up_no_one() {
         &certs,
         ClientCerts::None,
         KvOptions {
-            tls_handshake_timeout: deadline,
+            handshake_timeout: deadline,
             ..KvOptions::default()
         },
     );

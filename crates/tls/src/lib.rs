@@ -4,11 +4,14 @@
 //! - [`server_config`] and [`client_config`]: rustls configurations (rustls' aws-lc-rs provider with
 //!   hybrid post-quantum key exchange; TLS 1.2 and 1.3) from PEM certificates and keys ([`load_certs`], [`load_key`]), with
 //!   client certificates off, optional, or required and checked against the rack CA;
-//! - [`serve`]: the accept loop every torc HTTP server runs (controller, agent, tsdb), plain or
-//!   TLS. Each connection's TLS handshake runs in its own task with a deadline, so a client
-//!   that stalls mid-handshake holds nothing but its own socket. The client's verified
-//!   certificate chain reaches handlers as the [`PeerCertificates`] request extension, and its
-//!   address as axum's `ConnectInfo<SocketAddr>`;
+//! - [`incoming`]: the accept path every torc TCP server shares (the HTTP servers below and
+//!   kv's gRPC), plain or TLS: connections capped in all and per source address, each TLS
+//!   handshake in its own task with a deadline, so a client that stalls mid-handshake holds
+//!   nothing but its own socket; it yields [`Connection`]s ready for a protocol;
+//! - [`serve`]: the HTTP/1.1 server every torc HTTP server runs (controller, agent, tsdb) over
+//!   that accept path. The client's verified certificate chain reaches handlers as the
+//!   [`PeerCertificates`] request extension, and its address as axum's
+//!   `ConnectInfo<SocketAddr>`;
 //! - [`cert_names`]: whether a verified certificate is valid for a DNS name (how the
 //!   controller tells which node an agent's certificate speaks for);
 //! - [`files`]: secret files (tokens, keys): written whole with mode 0600 in a 0700
@@ -22,6 +25,7 @@
 //! the configured roots; nothing here reads a clock of its own for certificate validity
 //! (rustls and webpki do); private keys are read from files only, never from arguments.
 
+mod accept;
 pub mod files;
 mod serve;
 
@@ -36,6 +40,7 @@ use rustls::pki_types::pem::PemObject as _;
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 pub use rustls::{ClientConfig, ServerConfig};
 
+pub use accept::{AcceptOptions, Connection, Incoming, Stream, incoming};
 pub use serve::{PeerCertificates, ServeOptions, serve, serve_with};
 
 /// Why TLS material could not be loaded or assembled.

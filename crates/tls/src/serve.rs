@@ -1,16 +1,12 @@
 //! The accept loop of torc's HTTP servers: plain or TLS, HTTP/1.1, graceful shutdown.
 //!
-//! Each accepted connection gets its own task: the TLS handshake (bounded by
-//! [`ServeOptions::handshake_timeout`]), then hyper's HTTP/1.1 connection, whose request
-//! headers must arrive within [`ServeOptions::header_read_timeout`]. A failed handshake is
-//! logged at debug level and closes only that connection. Accept errors (e.g. out of file
-//! descriptors) pause accepting briefly instead of ending the server.
-//!
-//! Connections are bounded: at most [`ServeOptions::max_connections`] in all and
-//! [`ServeOptions::max_per_source`] from one address; a connection over either cap is closed at
-//! once (the client sees a reset), so a flood of idle connections cannot exhaust the process's
-//! file descriptors, and the handshake and header deadlines free every slot a silent client
-//! takes.
+//! Connections come from the shared accept path ([`crate::accept`]): capped at
+//! [`ServeOptions::max_connections`] in all and [`ServeOptions::max_per_source`] from one
+//! address (a connection over either cap is closed at once, the client sees a reset), each TLS
+//! handshake in its own task bounded by [`ServeOptions::handshake_timeout`]. Each ready
+//! connection then gets its own task running hyper's HTTP/1.1 connection, whose request headers
+//! must arrive within [`ServeOptions::header_read_timeout`], so the handshake and header
+//! deadlines free every slot a silent client takes.
 //!
 //! On shutdown the listener closes at once; open connections finish their current request
 //! (keep-alive is turned off) for up to [`ServeOptions::shutdown_grace`], after which `serve`
@@ -31,6 +27,8 @@ use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
+
+use crate::accept::AcceptOptions;
 
 /// The certificate chain a TLS client presented and the handshake verified, leaf first. Present
 /// as a request extension only on TLS connections whose client sent a certificate.
@@ -91,77 +89,41 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    let options = Arc::new(options);
-    let open = Arc::new(OpenConnections::default());
-    // Tells connections still in their TLS handshake to give up: the graceful shutdown waits
-    // for requests in flight, not for clients that never finished saying hello.
-    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let mut incoming = crate::accept::incoming(
+        listener,
+        tls,
+        AcceptOptions {
+            handshake_timeout: options.handshake_timeout,
+            max_connections: options.max_connections,
+            max_per_source: options.max_per_source,
+        },
+    );
     tokio::pin!(shutdown);
     loop {
-        let (stream, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: the listener is fine, the process is short of
-                    // something; pause rather than spin or give up.
-                    tracing::warn!(error = %e, "accept failed; pausing 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+        let conn = tokio::select! {
+            conn = incoming.accept() => match conn {
+                Some(conn) => conn,
+                None => break,
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = open.take(addr.ip(), &options) else {
-            tracing::debug!(%addr, "connection over the cap; closed");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+        let addr = conn.remote_addr();
+        let peer = conn
+            .peer_certificates()
+            .map(|c| PeerCertificates(Arc::new(c.to_vec())));
         let watcher = graceful.watcher();
         let app = app.clone();
-        let acceptor = acceptor.clone();
-        let options = Arc::clone(&options);
-        let mut stopping = stopping.clone();
+        let header_read_timeout = options.header_read_timeout;
         tokio::spawn(async move {
-            let _slot = slot;
-            match acceptor {
-                None => {
-                    let conn = connection(stream, addr, None, app, options.header_read_timeout);
-                    let _ = watcher.watch(conn).await;
-                }
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(options.handshake_timeout, acceptor.accept(stream));
-                    let tls = tokio::select! {
-                        r = handshake => match r {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%addr, "TLS handshake timed out");
-                                return;
-                            }
-                        },
-                        _ = stopping.changed() => return,
-                    };
-                    let peer = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .filter(|c| !c.is_empty())
-                        .map(|c| PeerCertificates(Arc::new(c.to_vec())));
-                    let conn = connection(tls, addr, peer, app, options.header_read_timeout);
-                    let _ = watcher.watch(conn).await;
-                }
-            }
+            // The connection (and its slot under the caps) lives as long as this task.
+            let conn = connection(conn, addr, peer, app, header_read_timeout);
+            let _ = watcher.watch(conn).await;
         });
     }
-    drop(listener);
-    let _ = stopping_tx.send(true);
+    // Closes the listener and abandons handshakes still running: the graceful shutdown waits
+    // for requests in flight, not for clients that never finished saying hello.
+    drop(incoming);
     if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
@@ -172,56 +134,6 @@ pub async fn serve_with(
         );
     }
     Ok(())
-}
-
-/// The connections open now, in all and per source address.
-#[derive(Default)]
-struct OpenConnections {
-    by_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-    total: std::sync::atomic::AtomicUsize,
-}
-
-/// A connection's place in [`OpenConnections`], given back when dropped.
-struct Slot {
-    open: Arc<OpenConnections>,
-    source: std::net::IpAddr,
-}
-
-impl OpenConnections {
-    fn take(self: &Arc<Self>, source: std::net::IpAddr, options: &ServeOptions) -> Option<Slot> {
-        let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
-        let total = self.total.load(std::sync::atomic::Ordering::Relaxed);
-        let mine = by_source.get(&source).copied().unwrap_or(0);
-        if total >= options.max_connections || mine >= options.max_per_source {
-            return None;
-        }
-        by_source.insert(source, mine + 1);
-        self.total
-            .store(total + 1, std::sync::atomic::Ordering::Relaxed);
-        Some(Slot {
-            open: Arc::clone(self),
-            source,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut by_source = self
-            .open
-            .by_source
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = by_source.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                by_source.remove(&self.source);
-            }
-        }
-        self.open
-            .total
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// One HTTP/1.1 connection serving `app`, with the peer's address and certificates attached

@@ -567,6 +567,38 @@ pub struct KvArgs {
     /// Seconds an auth token stays valid after its last use (etcd's `--auth-token-ttl`).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     auth_token_ttl: u64,
+    /// The storage quota in bytes, as etcd's: past it writes are refused with `mvcc: database
+    /// space exceeded` and the NOSPACE alarm is raised until `etcdctl alarm disarm`
+    /// (0: etcd's default, 2 GiB; negative: no quota).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    quota_backend_bytes: i64,
+    /// Largest request accepted, in bytes (etcd's `--max-request-bytes`).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    max_request_bytes: usize,
+    /// Most bytes of keys and values one Range answers with.
+    #[arg(long, default_value_t = torc_kv::mvcc::DEFAULT_MAX_RANGE_BYTES)]
+    max_range_bytes: usize,
+    /// Most keys one Range answers with (a Range with a smaller --limit is never refused).
+    #[arg(long, default_value_t = torc_kv::mvcc::DEFAULT_MAX_RANGE_KEYS)]
+    max_range_keys: usize,
+    /// Most watchers open at once over one client connection.
+    #[arg(long, default_value_t = 10_000)]
+    max_watchers_per_connection: usize,
+    /// Most leases one client connection may hold (granted through it, not yet gone).
+    #[arg(long, default_value_t = 10_000)]
+    max_leases_per_connection: usize,
+    /// Most client connections open at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Most client connections open at once from one IP address.
+    #[arg(long, default_value_t = 1024)]
+    max_connections_per_source: usize,
+    /// Most calls open at once on one connection (etcd's `--max-concurrent-streams`).
+    #[arg(long, default_value_t = 1024)]
+    max_concurrent_streams: u32,
+    /// Seconds a connection with no call or stream open is kept before a GOAWAY closes it.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
 }
 
 pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
@@ -574,6 +606,19 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
     let options = torc_kv::KvOptions {
         retain_revisions: args.retain_revisions,
         auth_token_ttl: Duration::from_secs(args.auth_token_ttl),
+        quota_backend_bytes: match args.quota_backend_bytes {
+            0 => torc_kv::mvcc::DEFAULT_QUOTA_BYTES,
+            n => u64::try_from(n).unwrap_or(0),
+        },
+        max_request_bytes: args.max_request_bytes,
+        max_range_bytes: args.max_range_bytes,
+        max_range_keys: args.max_range_keys,
+        max_watchers_per_connection: args.max_watchers_per_connection,
+        max_leases_per_connection: args.max_leases_per_connection,
+        max_connections: args.max_connections,
+        max_connections_per_source: args.max_connections_per_source,
+        max_concurrent_streams: args.max_concurrent_streams,
+        idle_timeout: Duration::from_secs(args.idle_timeout),
         ..Default::default()
     };
     let root_password = args

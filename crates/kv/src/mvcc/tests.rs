@@ -448,14 +448,18 @@ impl Core {
             leases: self.leases.clone(),
             next_lease_id: self.next_lease_id,
             limits: self.limits.clone(),
+            space_in_use: self.space_in_use,
+            nospace: self.nospace,
         }
     }
 }
 
-/// Compaction visits only the keys changed by the revisions it drops; in
-/// small steps (as automatic compaction runs) it must keep exactly what one
-/// pass over every key would: for each key, the newest version below the
-/// compaction point unless it is a tombstone, and everything from it on.
+/// Compaction visits only the keys changed by the revisions it drops (and
+/// at the compaction point); in small steps (as automatic compaction runs)
+/// it must keep exactly what one pass over every key would: for each key,
+/// the newest version at or below the compaction point unless it is a
+/// tombstone (as etcd), and everything after it. The space the quota
+/// counts follows every step.
 #[test]
 fn stepwise_compaction_keeps_what_a_full_pass_keeps() {
     let mut c = core();
@@ -510,12 +514,15 @@ fn stepwise_compaction_keeps_what_a_full_pass_keeps() {
     full.compact(at, top).unwrap();
     // The reference: a pass over every key, as compaction used to run.
     full.index.retain(|_, entries| {
-        let first_kept = entries.partition_point(|e| e.kv.mod_revision < at);
-        let keep_from = first_kept.saturating_sub(1);
-        let drop_tomb = first_kept > 0 && entries[keep_from].tombstone;
-        entries.drain(..if drop_tomb { first_kept } else { keep_from });
+        let first_after = entries.partition_point(|e| e.kv.mod_revision <= at);
+        let newest = first_after.saturating_sub(1);
+        let drop_tomb = first_after > 0 && entries[newest].tombstone;
+        entries.drain(..if drop_tomb { first_after } else { newest });
         !entries.is_empty()
     });
+    assert_eq!(c.space_in_use(), c.recount_space());
+    assert_eq!(step.space_in_use(), step.recount_space());
+    assert!(step.space_in_use() < c.space_in_use());
     let shape = |c: &Core| -> Vec<(Bytes, Vec<(i64, bool)>)> {
         c.index
             .iter()
@@ -596,5 +603,200 @@ fn txn_shape_is_checked_in_both_branches_and_nested_txns() {
     assert_eq!(
         check_txn_shape(&txn(vec![], vec![nested(txn(vec![put], vec![]))]), 3),
         Err(EtcdError::LeaseProvided)
+    );
+}
+
+/// The quota: a write whose estimated cost would bring the space in use to
+/// the quota is refused, as is every write that adds data while the alarm
+/// is raised (a txn that could put, whichever branch it takes; a lease);
+/// deletes, read-only txns and compaction go on, and free space.
+#[test]
+fn the_quota_refuses_writes_that_add_data() {
+    let mut c = Core::new(
+        Limits {
+            quota_bytes: 1000,
+            ..Limits::default()
+        },
+        1,
+    );
+    put(&mut c, "a", &"x".repeat(400));
+    assert_eq!(c.space_in_use(), 256 + 1 + 400);
+    let big = pb::PutRequest {
+        key: b("b"),
+        value: b(&"x".repeat(100)),
+        ..Default::default()
+    };
+    // 657 + 357 >= 1000.
+    assert_eq!(c.put(&big).err(), Some(EtcdError::NoSpace));
+    assert_eq!(
+        c.set_nospace_alarm(true).mutations,
+        vec![Mutation::NoSpaceAlarm(true)]
+    );
+    assert!(c.set_nospace_alarm(true).mutations.is_empty());
+    let small = pb::PutRequest {
+        key: b("c"),
+        value: b("1"),
+        ..Default::default()
+    };
+    assert_eq!(c.put(&small).err(), Some(EtcdError::NoSpace));
+    assert_eq!(
+        c.lease_grant(0, 60, Instant::now()).err(),
+        Some(EtcdError::NoSpace)
+    );
+    let failing_put = pb::TxnRequest {
+        compare: vec![pb::Compare {
+            key: b("nope"),
+            target: CompareTarget::Value as i32,
+            result: CompareResult::Equal as i32,
+            target_union: Some(TargetUnion::Value(b("x"))),
+            ..Default::default()
+        }],
+        failure: vec![pb::RequestOp {
+            request: Some(Request::RequestPut(small.clone())),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(c.txn(&failing_put).err(), Some(EtcdError::NoSpace));
+    let read_only = pb::TxnRequest {
+        success: vec![pb::RequestOp {
+            request: Some(Request::RequestRange(pb::RangeRequest {
+                key: b("a"),
+                ..Default::default()
+            })),
+        }],
+        ..Default::default()
+    };
+    assert!(c.txn(&read_only).is_ok());
+    c.delete_range(&pb::DeleteRangeRequest {
+        key: b("a"),
+        ..Default::default()
+    })
+    .unwrap();
+    let rev = c.revision();
+    c.compact(rev, rev).unwrap();
+    assert_eq!(c.space_in_use(), 0);
+    assert_eq!(c.space_in_use(), c.recount_space());
+    assert_eq!(
+        c.put(&small).err(),
+        Some(EtcdError::NoSpace),
+        "still raised"
+    );
+    c.set_nospace_alarm(false);
+    assert!(c.put(&big).is_ok());
+    assert!(c.lease_grant(0, 60, Instant::now()).is_ok());
+    assert_eq!(c.space_in_use(), c.recount_space());
+}
+
+/// A Range's answer is bounded in keys and bytes; a txn's ranges share the
+/// bound; a sorted Range with a limit is measured by its page.
+#[test]
+fn range_answers_are_bounded() {
+    let mut c = Core::new(
+        Limits {
+            max_range_keys: 2,
+            max_range_bytes: 10,
+            ..Limits::default()
+        },
+        1,
+    );
+    for (k, v) in [("a", "1"), ("b", "22"), ("c", "333")] {
+        put(&mut c, k, v);
+    }
+    let range = |key: &str, end: &str, limit: i64| pb::RangeRequest {
+        key: b(key),
+        range_end: b(end),
+        limit,
+        ..Default::default()
+    };
+    let rev = c.revision();
+    assert_eq!(
+        c.range(&range("a", "d", 0), rev).err(),
+        Some(EtcdError::RangeTooManyKeys { limit: 2 })
+    );
+    let two = c.range(&range("a", "d", 2), rev).unwrap();
+    assert_eq!((two.kvs.len(), two.more, two.count), (2, true, 3));
+    // b22 + c333 = 7 bytes fit; with a bigger value they do not.
+    put(&mut c, "c", "3333333333");
+    let rev = c.revision();
+    assert_eq!(
+        c.range(&range("b", "d", 0), rev).err(),
+        Some(EtcdError::RangeTooLarge { limit: 10 })
+    );
+    let mut keys_only = range("b", "d", 0);
+    keys_only.keys_only = true;
+    assert_eq!(c.range(&keys_only, rev).unwrap().kvs.len(), 2);
+    let mut sorted = range("a", "d", 1);
+    sorted.sort_order = pb::range_request::SortOrder::Descend as i32;
+    sorted.sort_target = pb::range_request::SortTarget::Value as i32;
+    sorted.keys_only = true;
+    let page = c.range(&sorted, rev).unwrap();
+    assert_eq!(page.kvs[0].key, b("c"));
+    let txn = pb::TxnRequest {
+        success: vec![
+            pb::RequestOp {
+                request: Some(Request::RequestRange(range("a", "c", 0))),
+            },
+            pb::RequestOp {
+                request: Some(Request::RequestRange(range("c", "", 0))),
+            },
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        c.txn(&txn).err(),
+        Some(EtcdError::RangeTooManyKeys { limit: 2 })
+    );
+}
+
+/// A store file may hold history below its compaction point (the log is
+/// folded lazily); restoring drops what compaction had dropped, so the
+/// restored core keeps, and the quota counts, what the original did.
+#[test]
+fn restoring_below_the_compaction_point_keeps_what_compaction_kept() {
+    let mut c = core();
+    let mut log = Vec::new();
+    for i in 0..30 {
+        let k = format!("k{}", i % 4);
+        let mut ms = put(&mut c, &k, &format!("v{i}"));
+        if i % 7 == 6 {
+            ms.extend(
+                c.delete_range(&pb::DeleteRangeRequest {
+                    key: b(&k),
+                    ..Default::default()
+                })
+                .unwrap()
+                .mutations,
+            );
+        }
+        log.extend(ms.into_iter().filter_map(|m| match m {
+            Mutation::Revision(r) => Some(r),
+            _ => None,
+        }));
+    }
+    let at = c.revision() - 5;
+    c.compact(at, c.revision()).unwrap();
+    let mut r = core();
+    for rev in &log {
+        r.restore_revision(rev.revision, rev.stored_events());
+    }
+    r.restore_revisions(c.revision(), at);
+    assert_eq!(r.space_in_use(), c.space_in_use());
+    assert_eq!(r.space_in_use(), r.recount_space());
+    for k in 0..4 {
+        let key = format!("k{k}");
+        for rev in at..=c.revision() {
+            assert_eq!(get_at(&r, &key, rev), get_at(&c, &key, rev), "{key}@{rev}");
+        }
+    }
+    let all = KeyRange::new(b("\0"), b("\0"));
+    let strip = |events: Vec<Event>| -> Vec<Event> {
+        events
+            .into_iter()
+            .map(|e| Event { prev_kv: None, ..e })
+            .collect()
+    };
+    assert_eq!(
+        strip(r.history(&all, at, c.revision()).unwrap()),
+        strip(c.history(&all, at, c.revision()).unwrap())
     );
 }

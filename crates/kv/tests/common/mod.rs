@@ -52,6 +52,11 @@ impl TorcKv {
         TorcKv::start_temp(KvOptions::default(), None)
     }
 
+    /// With `options`, in a temporary directory.
+    pub fn start_with_options(options: KvOptions) -> TorcKv {
+        TorcKv::start_temp(options, None)
+    }
+
     /// Over TLS with `certs`' server certificate, asking clients for
     /// certificates as `clients` says.
     pub fn start_tls(certs: &Certs, clients: ClientCerts) -> TorcKv {
@@ -167,17 +172,22 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
-        Etcd::start_with(None)
+        Etcd::start_with(None, &[])
+    }
+
+    /// With these extra flags (`--quota-backend-bytes=N`, ...).
+    pub fn start_with_flags(flags: &[String]) -> Etcd {
+        Etcd::start_with(None, flags)
     }
 
     /// Over TLS (`https://` client URLs) with `certs`' server certificate,
     /// asking clients for certificates as `clients` says, with etcd's own
     /// flags.
     pub fn start_tls(certs: &Certs, clients: ClientCerts) -> Etcd {
-        Etcd::start_with(Some((certs, clients)))
+        Etcd::start_with(Some((certs, clients)), &[])
     }
 
-    fn start_with(tls: Option<(&Certs, ClientCerts)>) -> Etcd {
+    fn start_with(tls: Option<(&Certs, ClientCerts)>, flags: &[String]) -> Etcd {
         require("etcd");
         require("etcdctl");
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -195,7 +205,8 @@ impl Etcd {
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("compat={peer_url}")]);
+            .args(["--initial-cluster", &format!("compat={peer_url}")])
+            .args(flags);
         if let Some((certs, clients)) = tls {
             command
                 .arg("--cert-file")
@@ -472,6 +483,8 @@ pub enum Server {
 ///   `$ --user=alice:pw get k` runs as alice (etcdctl authenticates with
 ///   them for that one command);
 /// - following `< TEXT` lines (`<` alone: an empty line) are its stdin;
+///   `<* N` adds N bytes of `x` (no newline), for values too large to
+///   write out;
 /// - the lines after that, up to the next `$`, are its expected output
 ///   (trailing blank lines ignored); `# ...` lines are comments;
 /// - a line `@etcd NOTE` inside the expected output ends it: the lines after
@@ -509,6 +522,17 @@ pub fn parse_case(text: &str) -> Vec<Step> {
             etcd.push(line.to_string());
         } else if line == "@etcd" || line.starts_with("@etcd ") {
             step.etcd_expected = Some(Vec::new());
+        } else if let Some(n) = line
+            .strip_prefix("<* ")
+            .filter(|_| step.expected.is_empty())
+        {
+            let n: usize = n
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("line {}: `<* N` wants a byte count", i + 1));
+            step.stdin
+                .get_or_insert_with(String::new)
+                .push_str(&"x".repeat(n));
         } else if step.expected.is_empty() && (line == "<" || line.starts_with("< ")) {
             let input = step.stdin.get_or_insert_with(String::new);
             input.push_str(line.get(2..).unwrap_or(""));
@@ -615,6 +639,33 @@ pub fn run_case(name: &str, text: &str, target: impl Into<Target>, server: Serve
         }
     }
     failures
+}
+
+/// The server flags a case file asks for on a `# server: FLAGS` line
+/// (etcd's own flags; both servers get them).
+pub fn case_server_flags(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# server: "))
+        .flat_map(|flags| flags.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+/// torc kv's options for etcd's server `flags` (those torc kv has).
+pub fn options_for_flags(flags: &[String]) -> KvOptions {
+    let mut options = KvOptions::default();
+    for flag in flags {
+        let (name, value) = flag.split_once('=').unwrap_or((flag, ""));
+        match name {
+            "--quota-backend-bytes" => {
+                options.quota_backend_bytes = value.parse().expect("--quota-backend-bytes=N");
+            }
+            "--max-request-bytes" => {
+                options.max_request_bytes = value.parse().expect("--max-request-bytes=N");
+            }
+            other => panic!("no torc kv option for etcd's {other}"),
+        }
+    }
+    options
 }
 
 /// Every case file in `tests/cases/`, sorted by name.
