@@ -142,34 +142,14 @@ pub const PASSWORD_FILE_ENV: &str = "TORC_INFLUXDB_PASSWORD_FILE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("cannot read the password file {path}: {source}")]
-    Read {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the password file {0} is empty")]
-    Empty(std::path::PathBuf),
+    #[error(transparent)]
+    PasswordFile(#[from] torc_tls::files::PasswordFileError),
     #[error("{USER_ENV} is set but {PASSWORD_FILE_ENV} is not")]
     NoPasswordFile,
 }
 
-/// Reads a password from a file: its whole content, less one trailing newline (`\n` or `\r\n`),
-/// so that `echo secret > file` works and a password may still hold spaces.
-pub fn read_password_file(path: &std::path::Path) -> Result<String, CredentialsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if password.is_empty() {
-        return Err(CredentialsError::Empty(path.to_path_buf()));
-    }
-    Ok(password.to_string())
-}
+/// Reads a password from a file: [`torc_tls::files::read_password_file`].
+pub use torc_tls::files::read_password_file;
 
 impl Credentials {
     /// `user` with the password in `password_file`.

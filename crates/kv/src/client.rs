@@ -37,7 +37,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -104,8 +104,8 @@ pub enum ClientError {
     /// The server refused the call (its message is etcd's).
     #[error("{}", .0.message())]
     Rpc(#[from] Status),
-    #[error("password file {}: {reason}", path.display())]
-    PasswordFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    PasswordFile(#[from] torc_tls::files::PasswordFileError),
     #[error("TLS: {0}")]
     Tls(#[from] torc_tls::TlsError),
 }
@@ -120,27 +120,9 @@ impl ClientError {
     }
 }
 
-/// Reads a password from a file (torc takes passwords from files only: a
-/// password on a command line is visible to every user in `ps`). One
-/// trailing line break is not part of the password; anything else is.
-pub fn read_password_file(path: &Path) -> Result<String, ClientError> {
-    let err = |reason: String| ClientError::PasswordFile {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if password.is_empty() {
-        return Err(err("it is empty".into()));
-    }
-    if password.contains('\n') {
-        return Err(err("it holds more than one line".into()));
-    }
-    Ok(password.to_string())
-}
+/// Reads a password from a file: [`torc_tls::files::read_password_file`] (re-exported here
+/// for the clients of kv).
+pub use torc_tls::files::read_password_file;
 
 /// TLS towards the server: the CA its certificate must chain to (etcdctl's
 /// `--cacert`) and, when the server asks for one, a client certificate

@@ -296,9 +296,7 @@ fn open_file(path: &Path) -> Result<(File, u64, Vec<RawRecord>), StorageError> {
 /// Makes a new file's directory entry durable.
 fn sync_dir(path: &Path) -> Result<(), StorageError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    torc_durable::sync_dir(dir).map_err(io_err(dir))
 }
 
 fn encode<'a>(mutations: impl IntoIterator<Item = &'a Mutation>) -> WalBatch {

@@ -6,7 +6,7 @@
 //! that fixes it, not silently used.
 
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::TlsError;
 
@@ -82,6 +82,45 @@ pub fn read_secret(path: &Path) -> Result<String, TlsError> {
         return Err(TlsError::Empty { path: path.into() });
     }
     Ok(text)
+}
+
+/// Why a password file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordFileError {
+    #[error("cannot read the password file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the password file {} is empty", path.display())]
+    Empty { path: PathBuf },
+    #[error("the password file {} holds more than one line", path.display())]
+    MultiLine { path: PathBuf },
+}
+
+/// Reads a password (of a kv or tsdb user) from a file: torc takes passwords from files only,
+/// since a password on a command line is visible to every user in `ps`. The file's content less
+/// one trailing line break (`\n` or `\r\n`), so `echo secret > file` works and a password may
+/// still hold spaces; an empty password or one of several lines is refused. Unlike
+/// [`read_secret`] it does not insist on mode 0600: these files are the operator's, often made
+/// with the default umask, and the servers check the password itself.
+pub fn read_password_file(path: &Path) -> Result<String, PasswordFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PasswordFileError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(PasswordFileError::Empty { path: path.into() });
+    }
+    if password.contains('\n') {
+        return Err(PasswordFileError::MultiLine { path: path.into() });
+    }
+    Ok(password.to_owned())
 }
 
 #[cfg(test)]
