@@ -507,25 +507,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn password_files_lose_one_line_break_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let read = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).expect("write");
-            read_password_file(&path).map_err(|e| e.to_string())
-        };
-        assert_eq!(read("a", "s3cret\n"), Ok("s3cret".to_string()));
-        assert_eq!(read("b", "s3cret\r\n"), Ok("s3cret".to_string()));
-        assert_eq!(read("c", " spaced pw "), Ok(" spaced pw ".to_string()));
-        let empty = read("d", "\n").expect_err("empty");
-        assert!(empty.contains("/d: it is empty"), "{empty}");
-        let two = read("e", "a\nb\n").expect_err("two lines");
-        assert!(two.contains("more than one line"), "{two}");
-        let missing = read_password_file(&dir.path().join("nope")).expect_err("missing");
-        assert!(missing.to_string().contains("/nope: "), "{missing}");
-    }
-
-    #[test]
     fn credentials_do_not_print_the_password() {
         let c = Credentials::new("alice", "hunter2");
         assert!(!format!("{c:?}").contains("hunter2"));

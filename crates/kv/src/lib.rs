@@ -23,7 +23,8 @@
 //!   point; `auth_service`: the Auth service and who a caller is;
 //!   `admin_service`: Cluster and Maintenance (alarms included).
 //! - `watch_wire`: watch responses encoded once per commit, shared by
-//!   watchers, and the Watch service that sends them.
+//!   watchers, and the gRPC Watch server over them; `watch_service`: the
+//!   Watch service that sends them (streams, auth checks, watcher bound).
 //! - `conn`: serving connections from torc-tls's shared accept path (caps
 //!   in all and per source address, TLS handshakes with a deadline) as
 //!   HTTP/2 connections, each with its own state (the limits per
@@ -74,6 +75,7 @@ pub mod storage;
 mod store;
 pub mod tls;
 pub mod wal;
+mod watch_service;
 mod watch_wire;
 
 pub use error::{Error, EtcdError, StorageError};

@@ -129,6 +129,30 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
+    fn password_files_lose_one_line_break_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            read_password_file(&path).map_err(|e| e.to_string())
+        };
+        assert_eq!(read("a", "s3cret\n"), Ok("s3cret".to_string()));
+        assert_eq!(read("b", "s3cret\r\n"), Ok("s3cret".to_string()));
+        assert_eq!(read("c", " spaced pw "), Ok(" spaced pw ".to_string()));
+        let empty = read("d", "\n").unwrap_err();
+        assert!(empty.ends_with("/d is empty"), "{empty}");
+        let two = read("e", "a\nb\n").unwrap_err();
+        assert!(two.ends_with("/e holds more than one line"), "{two}");
+        let missing = read_password_file(&dir.path().join("nope")).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("cannot read the password file "),
+            "{missing}"
+        );
+    }
+
+    #[test]
     fn secrets_are_private_and_exposed_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys").join("token");

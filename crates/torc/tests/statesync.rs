@@ -480,7 +480,10 @@ fn torc_kv_bootstraps_root_once_from_a_password_file() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("empty: it is empty"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the password file {} is empty", empty.display())),
+        "{stderr}"
+    );
 }
 
 /// `torc` with `args`; its combined output, failing the test if it fails.
