@@ -17,7 +17,7 @@ pub struct Limits {
     pub max_range_bytes: usize,
     /// Most keys one Range (or one txn's ranges together) may answer with.
     pub max_range_keys: usize,
-    /// The storage quota: writes that would bring [`Core::space_in_use`]
+    /// The storage quota: writes that would bring [`Core::space_in_use`](crate::mvcc::Core::space_in_use)
     /// to it or past it are refused with NOSPACE (0: no quota).
     pub quota_bytes: u64,
 }
