@@ -652,7 +652,12 @@ window.addEventListener("hashchange", () => { showBanner(""); render(); });
 (async () => {
   let who = null;
   try { who = await api("/api/v1/session", { login: true }); } catch (e) {
-    if (!(await login(e.message))) { showBanner("Not logged in: " + e.message); return; }
+    if (!(await login(e.message))) {
+      // The server's refusal already says "not logged in: ..."; other failures get the prefix.
+      const why = /^not logged in/i.test(e.message) ? e.message : "not logged in: " + e.message;
+      showBanner(why.charAt(0).toUpperCase() + why.slice(1));
+      return;
+    }
     who = await api("/api/v1/session", { login: true }).catch(() => null);
   }
   showWho(who);
