@@ -12,10 +12,12 @@
 //! Invariants:
 //! - The lock is never held across an await point.
 //! - A change is acknowledged (its closure's result returned) only after its commit.
-//!   TODO-correctness: when the commit fails, the in-memory rack keeps the change and is
-//!   served (the store is poisoned and every later change answers 503, but reads see state
-//!   that may not be on disk). Rolling back needs the rack to be cloned or to undo; poisoning
-//!   reads too would make a failed disk take the API down.
+//! - What is served is durable. When a commit fails, the store is poisoned (every later change
+//!   answers 503) and the rack and credentials go back to the store's last committed state
+//!   (redb's transactions are atomic: a failed one left nothing), reloaded as at a start, with
+//!   a new epoch so frameworks resynchronise. Reads keep working on that state. Should even
+//!   the reload fail, the in-memory state is kept and an error is logged (reads then show the
+//!   failed change; the controller must be restarted).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -107,6 +109,36 @@ struct Inner {
     rack: Rack,
     keys: auth::Keys,
     store: store::Store,
+}
+
+impl Inner {
+    /// After a failed commit: the rack and credentials as the store last committed them.
+    fn back_to_durable(&mut self) {
+        tracing::error!(
+            "a change could not be made durable; the rack goes back to its last durable state \
+             and refuses changes until the controller is restarted"
+        );
+        let settings = self.rack.settings().clone();
+        let reloaded = self.store.load().and_then(|mut loaded| {
+            let keys = auth::Keys::load(&mut loaded)?;
+            let rack = Rack::new(settings, loaded, now_millis())?;
+            Ok((rack, keys))
+        });
+        match reloaded {
+            Ok((mut rack, mut keys)) => {
+                // What the reload derived (tasks of removed nodes lost) is redone at the next
+                // start; the poisoned store could not take it anyway.
+                let _ = rack.take_changes();
+                let _ = keys.take_writes();
+                self.rack = rack;
+                self.keys = keys;
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot reload the last durable state; reads show the failed change until a restart"
+            ),
+        }
+    }
 }
 
 /// The controller, shared by the API handlers and the background reconciler.
@@ -400,7 +432,10 @@ impl Controller {
             let result = f(&mut inner.rack, &mut inner.keys);
             let mut changes = inner.rack.take_changes();
             changes.writes.extend(inner.keys.take_writes());
-            inner.store.commit(&changes.writes)?;
+            if let Err(e) = inner.store.commit(&changes.writes) {
+                inner.back_to_durable();
+                return Err(e.into());
+            }
             let names = changes.names_may_change.then(|| inner.rack.dns_snapshot());
             (result?, changes.wake, inner.rack.update_position().1, names)
         };
@@ -579,5 +614,60 @@ fn controller_cert_request(settings: &RackSettings) -> torc_tls::pki::CertReques
         dns_names,
         ips,
         validity: Duration::from_secs(365 * 24 * 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use torc_types::{FrameworkName, TaskSpec};
+
+    fn launch(ctl: &Controller, name: &str) -> Result<TaskId, ChangeError> {
+        ctl.write(|rack| {
+            let spec = TaskSpec::new(name.parse().expect("a task name"), "sleep");
+            let fw = FrameworkName::new(torc_types::BUILTIN_FRAMEWORK).expect("valid");
+            rack.launch(spec, fw, now_millis())
+        })
+    }
+
+    fn task_names(ctl: &Controller) -> Vec<String> {
+        ctl.read(|r| {
+            r.tasks(&torc_api::TaskFilter::default())
+                .into_iter()
+                .map(|t| t.spec.name.to_string())
+                .collect()
+        })
+    }
+
+    /// A change whose commit fails is not served: the rack goes back to what is on disk, and
+    /// every later change is refused.
+    #[test]
+    fn a_change_that_fails_to_commit_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = torc_config::RackConfig::parse(
+            "nodes:\n  - name: wedge\n    ip: 10.0.0.20\n    type: master\n",
+            "rack.yaml",
+        )
+        .unwrap();
+        let settings = RackSettings::from_config(&config, "rack.yaml");
+        let ctl = Controller::open(settings, dir.path(), ControllerOptions::insecure()).unwrap();
+        launch(&ctl, "kept").unwrap();
+        let epoch = ctl.read(|r| r.update_position().0);
+
+        ctl.inner.lock().unwrap().store.fail_next_commit();
+        let err = launch(&ctl, "lost").unwrap_err();
+        assert!(matches!(err, ChangeError::Store(_)), "{err}");
+        assert_eq!(task_names(&ctl), ["kept"], "the failed change is served");
+        assert_ne!(
+            ctl.read(|r| r.update_position().0),
+            epoch,
+            "frameworks are told to resynchronise"
+        );
+        let err = launch(&ctl, "later").unwrap_err();
+        assert!(
+            matches!(err, ChangeError::Store(StoreError::Poisoned)),
+            "{err}"
+        );
+        assert_eq!(task_names(&ctl), ["kept"]);
     }
 }

@@ -140,6 +140,9 @@ impl Loaded {
 pub struct Store {
     db: Database,
     poisoned: AtomicBool,
+    /// Tests: the next commit fails as a failed fsync would.
+    #[cfg(test)]
+    fail_next: AtomicBool,
 }
 
 impl Store {
@@ -177,6 +180,8 @@ impl Store {
         Ok(Store {
             db,
             poisoned: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next: AtomicBool::new(false),
         })
     }
 
@@ -213,12 +218,23 @@ impl Store {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
+        #[cfg(test)]
+        if self.fail_next.swap(false, Ordering::AcqRel) {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(StoreError::Write("injected failure".into()));
+        }
         let result = self.try_commit(writes);
         if result.is_err() {
             // After a failed commit we cannot know what reached the disk: fail closed.
             self.poisoned.store(true, Ordering::Release);
         }
         result
+    }
+
+    /// Tests: makes the next commit fail.
+    #[cfg(test)]
+    pub(crate) fn fail_next_commit(&self) {
+        self.fail_next.store(true, Ordering::Release);
     }
 
     fn try_commit(&self, writes: &[Write]) -> Result<(), StoreError> {
