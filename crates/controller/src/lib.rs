@@ -25,8 +25,9 @@
 //! rack CA when it is given one, and then also issues nodes' and tasks' certificates.
 //!
 //! Invariants:
-//! - A change is acknowledged only after it is durable in the store. (A failed commit poisons
-//!   the store; see `controller` for what the in-memory rack then holds.)
+//! - A change is acknowledged only after it is durable in the store, and served only then: a
+//!   failed commit poisons the store and puts the rack back to its last committed state (see
+//!   `controller`).
 //! - All rack state lives in one `Rack` behind one mutex; handlers never hold it across an
 //!   await point.
 //! - Without `--insecure`, no route but the UI's shell, `/admin/ping` and logging in answers a
