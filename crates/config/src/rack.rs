@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use torc_types::{FrameworkName, NodeName, PortRange, Resources, SecretName, ServiceName};
 
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
+use crate::error::UnknownValue;
 use crate::service::ServiceConfig;
 
 /// A whole rack config, as parsed and validated by [`RackConfig::load`] or
@@ -144,9 +145,8 @@ pub struct PowerCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkAgentConfig {
-    /// `snaproute` or `fboss` in the original.
     #[serde(rename = "type")]
-    pub agent_type: String,
+    pub agent_type: NetworkAgentKind,
     /// `ip:port` of the agent, e.g. `$MASTER_IP:8080`.
     pub connection: String,
 }
@@ -223,18 +223,77 @@ impl fmt::Display for NodeType {
 }
 
 impl FromStr for NodeType {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
+    type Err = UnknownValue;
+    fn from_str(text: &str) -> Result<Self, UnknownValue> {
         NodeType::ALL
             .into_iter()
             .find(|t| t.as_str() == text)
-            .ok_or_else(|| format!("unknown node type {text:?}, expected `master` or `slave`"))
+            .ok_or_else(|| UnknownValue {
+                what: "node type",
+                text: text.to_string(),
+                expected: &["master", "slave"],
+            })
     }
 }
 
 impl TryFrom<String> for NodeType {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
+    type Error = UnknownValue;
+    fn try_from(text: String) -> Result<Self, UnknownValue> {
+        text.parse()
+    }
+}
+
+/// The switch's route-programming agent: the original dispatched on these words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum NetworkAgentKind {
+    /// SnapRoute's REST API (`POST /public/v1/config/IPv4Route`).
+    Snaproute,
+    /// FBOSS's Thrift API (`syncFib`).
+    Fboss,
+    /// No agent: no routes are programmed (the original's default).
+    Undefined,
+}
+
+impl NetworkAgentKind {
+    pub const ALL: [NetworkAgentKind; 3] = [
+        NetworkAgentKind::Snaproute,
+        NetworkAgentKind::Fboss,
+        NetworkAgentKind::Undefined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkAgentKind::Snaproute => "snaproute",
+            NetworkAgentKind::Fboss => "fboss",
+            NetworkAgentKind::Undefined => "undefined",
+        }
+    }
+}
+
+impl fmt::Display for NetworkAgentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NetworkAgentKind {
+    type Err = UnknownValue;
+    fn from_str(text: &str) -> Result<Self, UnknownValue> {
+        NetworkAgentKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == text)
+            .ok_or_else(|| UnknownValue {
+                what: "network agent type",
+                text: text.to_string(),
+                expected: &["snaproute", "fboss", "undefined"],
+            })
+    }
+}
+
+impl TryFrom<String> for NetworkAgentKind {
+    type Error = UnknownValue;
+    fn try_from(text: String) -> Result<Self, UnknownValue> {
         text.parse()
     }
 }

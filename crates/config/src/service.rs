@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use torc_types::{Constraints, NodeName, Resources, ServiceName, TaskCredentials, TaskSpec};
 
 use crate::de::{empty_as_none, null_as_default};
+use crate::error::UnknownValue;
 use crate::rack::NodeType;
 
 /// A service: an entry of `healthcheck.system_services` (always on) or of a service group
@@ -236,22 +237,22 @@ impl fmt::Display for Sla {
 }
 
 impl FromStr for Sla {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
+    type Err = UnknownValue;
+    fn from_str(text: &str) -> Result<Self, UnknownValue> {
         [Sla::SingletonEachNode, Sla::SingletonEachSlave]
             .into_iter()
             .find(|s| s.as_str() == text)
-            .ok_or_else(|| {
-                format!(
-                    "unknown sla {text:?}, expected `singleton_each_node` or `singleton_each_slave`"
-                )
+            .ok_or_else(|| UnknownValue {
+                what: "sla",
+                text: text.to_string(),
+                expected: &["singleton_each_node", "singleton_each_slave"],
             })
     }
 }
 
 impl TryFrom<String> for Sla {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
+    type Error = UnknownValue;
+    fn try_from(text: String) -> Result<Self, UnknownValue> {
         text.parse()
     }
 }
@@ -319,19 +320,24 @@ fn default_failure_threshold() -> u32 {
     3
 }
 
+/// A `health` section without exactly one probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeCountError {
+    #[error("set one of `tcp`, `http` or `command`")]
+    None,
+    #[error("set only one of `tcp`, `http` or `command`")]
+    Several,
+}
+
 impl TryFrom<HealthFields> for ServiceHealth {
-    type Error = String;
-    fn try_from(fields: HealthFields) -> Result<Self, String> {
+    type Error = ProbeCountError;
+    fn try_from(fields: HealthFields) -> Result<Self, ProbeCountError> {
         let probe = match (fields.tcp, fields.http, fields.command) {
             (Some(addr), None, None) => HealthProbe::Tcp(addr),
             (None, Some(url), None) => HealthProbe::Http(url),
             (None, None, Some(argv)) => HealthProbe::Command(argv),
-            (None, None, None) => {
-                return Err("set one of `tcp`, `http` or `command`".to_string());
-            }
-            _ => {
-                return Err("set only one of `tcp`, `http` or `command`".to_string());
-            }
+            (None, None, None) => return Err(ProbeCountError::None),
+            _ => return Err(ProbeCountError::Several),
         };
         Ok(ServiceHealth {
             probe,
