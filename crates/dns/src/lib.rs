@@ -80,4 +80,4 @@ pub use snapshot::{
     DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,
 };
 pub use stats::DnsStats;
-pub use zonefile::{StaticZone, ZoneError};
+pub use zonefile::{BadName, LineProblem, NameFault, StaticZone, ZoneError, ZoneProblem};

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::zonefile::cut;
+use crate::zonefile::{BadName, LineProblem, cut};
 
 /// Everything the DNS server answers for, besides the static zone files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,16 +91,17 @@ pub struct RecordEntry {
 }
 
 /// Why a snapshot was rejected. Nothing changes when a snapshot is rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SnapshotError {
-    /// `reason` names the name (cut if long) and what is wrong with it.
-    #[error("{reason}")]
-    Name { name: String, reason: String },
-    #[error("record {} {}: {reason}", cut(name), cut(rtype))]
+    /// A domain, node or service name that is not a name (the message cuts it if long).
+    #[error(transparent)]
+    Name(#[from] BadName),
+    #[error("record {} {}: {problem}", cut(name), cut(rtype))]
     Record {
         name: String,
         rtype: String,
-        reason: String,
+        /// Boxed: the largest part, and errors travel in every `Result`.
+        problem: Box<LineProblem>,
     },
     #[error("{} is in none of the server's zones", cut(name))]
     OutOfZone { name: String },
