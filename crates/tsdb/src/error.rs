@@ -33,7 +33,10 @@ pub enum Error {
     DatabaseRequired,
     /// Some or all points were rejected; the text is InfluxDB's.
     #[error("partial write: {reason} dropped={dropped}")]
-    PartialWrite { reason: String, dropped: usize },
+    PartialWrite {
+        reason: crate::storage::Rejection,
+        dropped: usize,
+    },
     /// A name refused before it reached the disk (see [`crate::names`]).
     #[error(transparent)]
     Name(#[from] crate::names::NameError),

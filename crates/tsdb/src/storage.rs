@@ -482,16 +482,25 @@ pub struct WriteSummary {
     pub dropped: usize,
 }
 
-enum Rejection {
+/// Why points of a write were dropped (the first reason, as InfluxDB reports one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(
+        "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type \
+         {got}, already exists as type {have}"
+    )]
     TypeConflict {
         field: String,
         measurement: String,
         got: FieldType,
         have: FieldType,
     },
-    SeriesLimit,
+    #[error("max-series-per-database limit exceeded: ({limit})")]
+    SeriesLimit { limit: usize },
+    #[error("points beyond retention policy")]
     Retention,
-    KeyTooLong(String),
+    #[error(transparent)]
+    KeyTooLong(#[from] names::KeyTooLong),
 }
 
 impl Tsdb {
@@ -1155,7 +1164,9 @@ impl Tsdb {
                                             if limit > 0
                                                 && shard.db_series.load(Ordering::Relaxed) >= limit
                                             {
-                                                reg.reject(Rejection::SeriesLimit);
+                                                reg.reject(Rejection::SeriesLimit {
+                                                    limit: self.opts.max_series_per_database,
+                                                });
                                                 continue;
                                             }
                                             shard.db_series.fetch_add(1, Ordering::Relaxed);
@@ -1209,23 +1220,7 @@ impl Tsdb {
             written: accepted.len(),
             dropped,
         };
-        if let Some(r) = first_rejection {
-            let reason = match r {
-                Rejection::TypeConflict {
-                    field,
-                    measurement,
-                    got,
-                    have,
-                } => format!(
-                    "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type {got}, already exists as type {have}"
-                ),
-                Rejection::SeriesLimit => format!(
-                    "max-series-per-database limit exceeded: ({})",
-                    self.opts.max_series_per_database
-                ),
-                Rejection::Retention => "points beyond retention policy".to_string(),
-                Rejection::KeyTooLong(reason) => reason,
-            };
+        if let Some(reason) = first_rejection {
             return Err(Error::PartialWrite { reason, dropped });
         }
         Ok(summary)

@@ -25,7 +25,7 @@
 use std::{path::PathBuf, sync::OnceLock};
 
 use arbitrary::Unstructured;
-use torc_fuzz::{Outcome, Signature, Target, Violation};
+use torc_fuzz::{Outcome, Target};
 use torc_tsdb::fuzzing::{self, Fixture};
 
 const TARGETS: &[Target] = &[
@@ -253,9 +253,7 @@ fn lineproto_input(data: &[u8]) -> arbitrary::Result<(Vec<u8>, u8)> {
 
 fn run_lineproto(data: &[u8]) -> Outcome {
     match lineproto_input(data) {
-        Ok((body, precision)) => fuzzing::lineproto(&body, precision)
-            .map(Signature::from)
-            .map_err(Violation::new),
+        Ok((body, precision)) => Ok(fuzzing::lineproto(&body, precision)?.into()),
         Err(_) => Ok("no input".into()),
     }
 }
@@ -556,9 +554,7 @@ fn influxql_input(data: &[u8]) -> arbitrary::Result<String> {
 
 fn run_influxql(data: &[u8]) -> Outcome {
     match influxql_input(data) {
-        Ok(q) => fuzzing::influxql(fixture(), &q)
-            .map(Signature::from)
-            .map_err(Violation::new),
+        Ok(q) => Ok(fuzzing::influxql(fixture(), &q)?.into()),
         Err(_) => Ok("no input".into()),
     }
 }
@@ -635,9 +631,7 @@ fn v08_input(data: &[u8]) -> arbitrary::Result<(String, Vec<u8>, u8)> {
 
 fn run_v08(data: &[u8]) -> Outcome {
     match v08_input(data) {
-        Ok((q, body, precision)) => fuzzing::v08(fixture(), &q, &body, precision)
-            .map(Signature::from)
-            .map_err(Violation::new),
+        Ok((q, body, precision)) => Ok(fuzzing::v08(fixture(), &q, &body, precision)?.into()),
         Err(_) => Ok("no input".into()),
     }
 }
