@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `tests/fuzz.rs`; not an API (hidden from the docs, no
 //! stability promised). Each runs one input through the real code and checks what must hold
 //! for any input, returning `Ok(signature)`, a short description of what the input did (the
-//! driver keeps inputs with new signatures), or `Err(`[`Violation`]`)`, the check that broke
+//! driver keeps inputs with new signatures), or `Err(Violation)`, the check that broke
 //! with what was seen. Panics are the driver's to catch.
 //!
 //! - [`wire`]: a datagram through a UDP thread's answer path (`udp.rs`: parse, cache, engine,

@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `tests/fuzz.rs`; not an API (hidden from the docs, no
 //! stability promised). Each runs one input through the real code and checks what must hold
 //! for any input, returning `Ok(signature)`, a short description of what the input did (the
-//! driver keeps inputs with new signatures), or `Err(`[`Violation`]`)`, the check that broke
+//! driver keeps inputs with new signatures), or `Err(Violation)`, the check that broke
 //! with what was seen. Panics are the driver's to catch; a stack overflow aborts the run (and is
 //! what the depth limits prevent).
 //!
@@ -88,9 +88,9 @@ pub enum Violation {
     },
     #[error("a 0.8 answer that is not an array: {json}")]
     V08NotArray { json: String },
-    #[error("a 0.8 query answered {}: {}", error.status, error.message)]
+    #[error("a 0.8 query answered {}: {error}", error.status())]
     V08Query { error: v08::V08Error },
-    #[error("a 0.8 write answered {}: {}", error.status, error.message)]
+    #[error("a 0.8 write answered {}: {error}", error.status())]
     V08Write { error: v08::V08Error },
 }
 
@@ -501,7 +501,7 @@ pub fn v08(fixture: &Fixture, query: &str, body: &[u8], p: u8) -> Result<String,
             };
             format!("series {}", count(series.len()))
         }
-        Err(e) if e.status == 400 => format!("error {}", kind_of(&e.message)),
+        Err(e) if e.status() == 400 => format!("error {}", kind_of(&e.to_string())),
         Err(error) => return Err(Violation::V08Query { error }),
     };
     let w = match v08::parse_write(body, Some(time_precision), NOW) {
@@ -512,7 +512,7 @@ pub fn v08(fixture: &Fixture, query: &str, body: &[u8], p: u8) -> Result<String,
             format!("points {}", count(points.len()))
         }
         // Only whether it failed: the query's outcomes are the signature's variety.
-        Err(e) if e.status == 400 => "error".to_string(),
+        Err(e) if e.status() == 400 => "error".to_string(),
         Err(error) => return Err(Violation::V08Write { error }),
     };
     Ok(format!("{q} / {w}"))

@@ -44,7 +44,7 @@ pub enum ParseError {
     FillArgument,
     #[error("only ORDER BY time supported at this time")]
     OrderByNotTime,
-    /// Subqueries or parentheses nested past [`MAX_NESTING`].
+    /// Subqueries or parentheses nested past `MAX_NESTING`.
     #[error("query nested too deeply (more than {MAX_NESTING} levels)")]
     TooNested,
     #[error(

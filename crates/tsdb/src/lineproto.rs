@@ -502,3 +502,34 @@ pub fn series_key(measurement: &str, tags: &[(String, String)]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_line_says_why_as_data_and_as_influxdb_does() {
+        let parsed = parse(
+            b"m v=1i\nm v=99999999999999999999i\nm,a=1,a=2 v=1\n",
+            Precision::Nanos,
+            0,
+        );
+        assert_eq!(parsed.points.len(), 1);
+        assert_eq!(
+            parsed.errors.iter().map(|e| &e.reason).collect::<Vec<_>>(),
+            [
+                &LineError::BadInteger {
+                    text: "99999999999999999999".into()
+                },
+                &LineError::DuplicateTags
+            ]
+        );
+        assert_eq!(
+            parsed.error_text().as_deref(),
+            Some(
+                "unable to parse 'm v=99999999999999999999i': unable to parse integer \
+                 99999999999999999999: invalid number\nunable to parse 'm,a=1,a=2 v=1': duplicate tags"
+            )
+        );
+    }
+}
