@@ -217,12 +217,12 @@ impl Catalog {
             let record = parse_record(
                 &entry.name,
                 entry.ttl.unwrap_or(node_ttl),
-                &entry.rtype,
+                entry.rtype.as_str(),
                 &entry.data,
             )
             .map_err(|problem| SnapshotError::Record {
                 name: entry.name.clone(),
-                rtype: entry.rtype.clone(),
+                rtype: entry.rtype,
                 problem: Box::new(problem),
             })?;
             catalog.insert(record)?;

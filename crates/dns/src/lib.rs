@@ -77,7 +77,8 @@ pub use cidr::{Cidr, CidrError};
 pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsHandle, DnsServer, Listeners};
 pub use snapshot::{
-    DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,
+    DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, RecordKind, ServiceEntry, SnapshotError,
+    UnknownRecordKind,
 };
 pub use stats::DnsStats;
 pub use zonefile::{BadName, LineProblem, NameFault, StaticZone, ZoneError, ZoneProblem};
