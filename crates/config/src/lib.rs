@@ -35,6 +35,7 @@ mod service;
 mod source_map;
 mod validate;
 mod vars;
+mod words;
 
 use std::collections::BTreeMap;
 use std::path::Path;

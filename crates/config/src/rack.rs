@@ -1,16 +1,14 @@
 //! The rack config's top level: identity, nodes, timers and the two lists of services.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{FrameworkName, NodeName, PortRange, Resources, SecretName, ServiceName};
 
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
-use crate::error::UnknownValue;
 use crate::service::ServiceConfig;
+use crate::words::words;
 
 /// A whole rack config, as parsed and validated by [`RackConfig::load`] or
 /// [`RackConfig::parse`]. Holding one means every rule in the crate docs holds.
@@ -195,106 +193,25 @@ pub struct NodeConfig {
     pub port_range: Option<PortRange>,
 }
 
-/// A node's role, the original's `machine-type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum NodeType {
-    /// The controller node (the switch, in the original rack).
-    Master,
-    /// A compute node.
-    Slave,
-}
-
-impl NodeType {
-    pub const ALL: [NodeType; 2] = [NodeType::Master, NodeType::Slave];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeType::Master => "master",
-            NodeType::Slave => "slave",
-        }
+words! {
+    /// A node's role, the original's `machine-type`.
+    pub enum NodeType as "node type" {
+        /// The controller node (the switch, in the original rack).
+        Master = "master",
+        /// A compute node.
+        Slave = "slave",
     }
 }
 
-impl fmt::Display for NodeType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NodeType {
-    type Err = UnknownValue;
-    fn from_str(text: &str) -> Result<Self, UnknownValue> {
-        NodeType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == text)
-            .ok_or_else(|| UnknownValue {
-                what: "node type",
-                text: text.to_string(),
-                expected: &["master", "slave"],
-            })
-    }
-}
-
-impl TryFrom<String> for NodeType {
-    type Error = UnknownValue;
-    fn try_from(text: String) -> Result<Self, UnknownValue> {
-        text.parse()
-    }
-}
-
-/// The switch's route-programming agent: the original dispatched on these words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum NetworkAgentKind {
-    /// SnapRoute's REST API (`POST /public/v1/config/IPv4Route`).
-    Snaproute,
-    /// FBOSS's Thrift API (`syncFib`).
-    Fboss,
-    /// No agent: no routes are programmed (the original's default).
-    Undefined,
-}
-
-impl NetworkAgentKind {
-    pub const ALL: [NetworkAgentKind; 3] = [
-        NetworkAgentKind::Snaproute,
-        NetworkAgentKind::Fboss,
-        NetworkAgentKind::Undefined,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetworkAgentKind::Snaproute => "snaproute",
-            NetworkAgentKind::Fboss => "fboss",
-            NetworkAgentKind::Undefined => "undefined",
-        }
-    }
-}
-
-impl fmt::Display for NetworkAgentKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NetworkAgentKind {
-    type Err = UnknownValue;
-    fn from_str(text: &str) -> Result<Self, UnknownValue> {
-        NetworkAgentKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| UnknownValue {
-                what: "network agent type",
-                text: text.to_string(),
-                expected: &["snaproute", "fboss", "undefined"],
-            })
-    }
-}
-
-impl TryFrom<String> for NetworkAgentKind {
-    type Error = UnknownValue;
-    fn try_from(text: String) -> Result<Self, UnknownValue> {
-        text.parse()
+words! {
+    /// The switch's route-programming agent: the original dispatched on these words.
+    pub enum NetworkAgentKind as "network agent type" {
+        /// SnapRoute's REST API (`POST /public/v1/config/IPv4Route`).
+        Snaproute = "snaproute",
+        /// FBOSS's Thrift API (`syncFib`).
+        Fboss = "fboss",
+        /// No agent: no routes are programmed (the original's default).
+        Undefined = "undefined",
     }
 }
 

@@ -2,16 +2,14 @@
 //! oriented), and its mapping onto a [`TaskSpec`].
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{Constraints, NodeName, Resources, ServiceName, TaskCredentials, TaskSpec};
 
 use crate::de::{empty_as_none, null_as_default};
-use crate::error::UnknownValue;
 use crate::rack::NodeType;
+use crate::words::words;
 
 /// A service: an entry of `healthcheck.system_services` (always on) or of a service group
 /// (on demand). Keys and defaults follow the original; torc adds `command`, `args`, `env`,
@@ -211,49 +209,13 @@ pub struct Volume {
     pub read_only_mode: bool,
 }
 
-/// A placement SLA: one instance per node instead of one per rack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "String")]
-pub enum Sla {
-    /// One instance on every configured node, master included (`<name>-<node>`).
-    SingletonEachNode,
-    /// One instance on every node of type `slave`.
-    SingletonEachSlave,
-}
-
-impl Sla {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sla::SingletonEachNode => "singleton_each_node",
-            Sla::SingletonEachSlave => "singleton_each_slave",
-        }
-    }
-}
-
-impl fmt::Display for Sla {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Sla {
-    type Err = UnknownValue;
-    fn from_str(text: &str) -> Result<Self, UnknownValue> {
-        [Sla::SingletonEachNode, Sla::SingletonEachSlave]
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| UnknownValue {
-                what: "sla",
-                text: text.to_string(),
-                expected: &["singleton_each_node", "singleton_each_slave"],
-            })
-    }
-}
-
-impl TryFrom<String> for Sla {
-    type Error = UnknownValue;
-    fn try_from(text: String) -> Result<Self, UnknownValue> {
-        text.parse()
+words! {
+    /// A placement SLA: one instance per node instead of one per rack.
+    pub enum Sla as "sla" {
+        /// One instance on every configured node, master included (`<name>-<node>`).
+        SingletonEachNode = "singleton_each_node",
+        /// One instance on every node of type `slave`.
+        SingletonEachSlave = "singleton_each_slave",
     }
 }
 
