@@ -11,7 +11,7 @@
 use arbitrary::Unstructured;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use torc_fuzz::Target;
+use torc_fuzz::{Outcome, Target, Violation};
 
 const TARGETS: &[Target] = &[Target {
     name: "api-json",
@@ -167,28 +167,29 @@ fn object(u: &mut Unstructured<'_>, out: &mut String, depth: u32) -> arbitrary::
 }
 
 /// Decodes `text` as `T`; if it decodes, the value must survive a round trip.
-fn check<T: DeserializeOwned + Serialize>(text: &str, what: &str) -> Result<String, String> {
+fn check<T: DeserializeOwned + Serialize>(text: &str, what: &str) -> Outcome {
+    let broken = |message: String| Violation::new(format!("{what}: {message}"));
     match serde_json::from_str::<T>(text) {
         Ok(v) => {
-            let once = serde_json::to_value(&v).map_err(|e| format!("{what}: encode: {e}"))?;
+            let once = serde_json::to_value(&v).map_err(|e| broken(format!("encode: {e}")))?;
             let back: T = serde_json::from_value(once.clone())
-                .map_err(|e| format!("{what}: what decoded does not decode again: {e}\n{text}"))?;
-            let twice = serde_json::to_value(&back).map_err(|e| format!("{what}: {e}"))?;
+                .map_err(|e| broken(format!("what decoded does not decode again: {e}\n{text}")))?;
+            let twice = serde_json::to_value(&back).map_err(|e| broken(e.to_string()))?;
             if once != twice {
-                return Err(format!("{what}: changed on a round trip:\n{text}"));
+                return Err(broken(format!("changed on a round trip:\n{text}")));
             }
-            Ok(format!("{what} ok"))
+            Ok(format!("{what} ok").into())
         }
         Err(e) => {
             if e.line() == 0 {
-                return Err(format!("{what}: an error without a position: {e}"));
+                return Err(broken(format!("an error without a position: {e}")));
             }
-            Ok(format!("{what} {:?}", e.classify()))
+            Ok(format!("{what} {:?}", e.classify()).into())
         }
     }
 }
 
-fn run_json(data: &[u8]) -> Result<String, String> {
+fn run_json(data: &[u8]) -> Outcome {
     let mut u = Unstructured::new(data);
     let Ok(which) = u.int_in_range(0..=9u8) else {
         return Ok("no input".into());
@@ -205,7 +206,7 @@ fn run_json(data: &[u8]) -> Result<String, String> {
             let sig = check::<torc_types::TaskSpec>(&text, "task spec")?;
             if let Ok(spec) = serde_json::from_str::<torc_types::TaskSpec>(&text) {
                 let valid = spec.validate().is_ok();
-                return Ok(format!("{sig} valid={valid}"));
+                return Ok(format!("{sig} valid={valid}").into());
             }
             Ok(sig)
         }

@@ -8,6 +8,8 @@ use std::str::FromStr;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
+use crate::error::BadIpAddr;
+
 /// A null value (`key:` or `key: ~`) is the type's default, e.g. an empty list. The original
 /// shipped `service-groups:` with nothing after it and crashed on it; torc reads it as empty.
 pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -53,8 +55,8 @@ pub(crate) fn opt_ip_addr<'de, D: Deserializer<'de>>(
     }
 }
 
-fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| format!("invalid IP address {text:?}"))
+fn parse_ip(text: &str) -> Result<IpAddr, BadIpAddr> {
+    text.trim().parse().map_err(|_| BadIpAddr {
+        text: text.to_string(),
+    })
 }

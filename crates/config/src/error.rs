@@ -1,7 +1,11 @@
 //! Why a rack config could not be loaded. Every error names the file; parse and validation
-//! errors also name the line (and column when known) and the key.
+//! errors also name the line (and column when known) and the key. A broken rule is a [`Rule`]
+//! carrying the values involved, so a caller can tell causes apart without reading text.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
+
+use torc_types::{NameProblem, Resources, ServiceName, TaskSpecError};
 
 /// Why a rack config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +19,9 @@ pub enum ConfigError {
     },
 
     /// The text is not valid YAML, or does not fit the schema (unknown key, wrong type,
-    /// missing key, unknown `$VARIABLE`). `line` and `column` are 1-based and refer to the
-    /// file as written, before variable substitution; `key_path` is the key the error is
-    /// about, when it can be told.
+    /// missing key). `line` and `column` are 1-based and refer to the file as written, before
+    /// variable substitution; `key_path` is the key the error is about, when it can be told.
+    /// `message` is the YAML parser's (serde-saphyr's) own words.
     #[error(
         "{origin}{}: {}{message}",
         location_suffix(*.line, *.column),
@@ -31,15 +35,149 @@ pub enum ConfigError {
         message: String,
     },
 
+    /// A `$NAME` in the text that is neither a given variable nor one kept for task start.
+    /// `known` lists the given variables' names (without `$`).
+    #[error(
+        "{origin}:{line}:{column}: {}unknown variable `${name}` ({}; `$PORT`, `$PORT<n>` and \
+         `$IP` are filled in at task start; write `$$` for a literal `$`)",
+        key_prefix(.key_path.as_deref()),
+        known_variables(known)
+    )]
+    UnknownVariable {
+        origin: String,
+        line: usize,
+        column: usize,
+        key_path: Option<String>,
+        name: String,
+        known: Vec<String>,
+    },
+
     /// The config parses but breaks a rule (duplicate name, unknown node, negative memory,
-    /// ...). `key_path` is always set, e.g. `healthcheck.system_services[2].memory`.
-    #[error("{origin}{}: {key_path}: {message}", location_suffix(*.line, None))]
+    /// ...). `key_path` is always set, e.g. `healthcheck.system_services[2].memory`. (The rule
+    /// is boxed: it is the largest part, and errors travel in every `Result`.)
+    #[error("{origin}{}: {key_path}: {rule}", location_suffix(*.line, None))]
     Invalid {
         origin: String,
         key_path: String,
-        message: String,
+        rule: Box<Rule>,
         line: Option<usize>,
     },
+}
+
+/// A rule of the rack config that a value breaks, with the values that break it. Where a rule
+/// is about two places (a duplicate), `first` is the key path of the earlier one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rule {
+    #[error("a variable needs a name and a single-line value")]
+    BadVariable,
+    #[error("must be a command line, e.g. [ipmitool, -H, \"{{management_ip}}\", power, on]")]
+    PowerCommand,
+    #[error("must be a command line")]
+    CommandLine,
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at least 1")]
+    AtLeastOne,
+    /// A name that becomes a DNS label is not one.
+    #[error("{text:?} {reason} (it becomes a DNS name)")]
+    Label { text: String, reason: NameProblem },
+    #[error("{domain:?} is not a DNS domain")]
+    Domain { domain: String },
+    #[error("{domain:?} is not a DNS domain: label {label:?} {reason}")]
+    DomainLabel {
+        domain: String,
+        label: String,
+        reason: NameProblem,
+    },
+    #[error(
+        "must be at most {max} (a day), got {ttl}: resolvers would keep a stopped instance's \
+         address that long"
+    )]
+    TtlTooLong { ttl: u32, max: u32 },
+    #[error("{max} is less than restart_delay_in_seconds ({delay})")]
+    MaxRestartDelayBelowDelay { max: u64, delay: u64 },
+    #[error("list at least one node, or set `open_join: true` to accept any agent")]
+    NoNodes,
+    #[error("duplicate node name `{name}` (also {first})")]
+    DuplicateNodeName { name: String, first: String },
+    #[error("duplicate node IP {ip} (also {first})")]
+    DuplicateNodeIp { ip: IpAddr, first: String },
+    #[error("must be finite and non-negative, got {resources}")]
+    NodeResources { resources: Resources },
+    #[error("duplicate DNS addon `{name}` (also {first})")]
+    DuplicateDnsAddon { name: String, first: String },
+    #[error("duplicate service name `{name}` (also {first})")]
+    DuplicateService { name: ServiceName, first: String },
+    #[error("duplicate group name `{name}` (also {first})")]
+    DuplicateGroup { name: ServiceName, first: String },
+    /// A group's service has a system service's name.
+    #[error("`{name}` is a system service ({system}); starting the group would replace it")]
+    ShadowsSystemService { name: ServiceName, system: String },
+    #[error(
+        "`{name}` is the controller's own name (`name`): its DNS name and certificate are the \
+         controller's"
+    )]
+    ControllerName { name: ServiceName },
+    #[error("service `{name}` has nothing to run: set `command` to run a process")]
+    NothingToRun { name: ServiceName },
+    #[error("set either `args` (a list) or `arguments` (a string), not both")]
+    ArgsAndArguments,
+    #[error("must be a finite number >= 0, got {value}")]
+    NotFiniteNonNegative { value: f64 },
+    /// `known` are the nodes the config lists.
+    #[error(
+        "service `{service}` wants node `{node}`, which is not in `nodes` (known: {})",
+        known.join(", ")
+    )]
+    UnknownNode {
+        service: ServiceName,
+        node: String,
+        known: Vec<String>,
+    },
+    #[error("{addr:?} is not host:port")]
+    NotHostPort { addr: String },
+    #[error("{url:?} is not an http(s) URL")]
+    NotHttpUrl { url: String },
+    /// What the agent would refuse when it runs the service's task.
+    #[error(transparent)]
+    TaskSpec(#[from] TaskSpecError),
+}
+
+/// A word that is not one of a closed set (a node type, an SLA, ...). Its message names the
+/// words that are allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {text:?}, expected {}", one_of(expected))]
+pub struct UnknownValue {
+    /// What the word should have been, e.g. `node type`.
+    pub what: &'static str,
+    pub text: String,
+    pub expected: &'static [&'static str],
+}
+
+/// Text that is not an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid IP address {text:?}")]
+pub struct BadIpAddr {
+    pub text: String,
+}
+
+/// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` ``.
+fn one_of(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => "nothing".to_string(),
+    }
+}
+
+fn known_variables(known: &[String]) -> String {
+    if known.is_empty() {
+        "no variables are set".to_string()
+    } else {
+        let names: Vec<String> = known.iter().map(|name| format!("`${name}`")).collect();
+        format!("known: {}", names.join(", "))
+    }
 }
 
 fn location_suffix(line: Option<usize>, column: Option<usize>) -> String {
@@ -74,9 +212,33 @@ mod tests {
         let err = ConfigError::Invalid {
             origin: "rack.yaml".into(),
             key_path: "nodes[2].ip".into(),
-            message: "duplicate".into(),
+            rule: Box::new(Rule::DuplicateNodeIp {
+                ip: [10, 0, 0, 1].into(),
+                first: "nodes[0]".into(),
+            }),
             line: None,
         };
-        assert_eq!(err.to_string(), "rack.yaml: nodes[2].ip: duplicate");
+        assert_eq!(
+            err.to_string(),
+            "rack.yaml: nodes[2].ip: duplicate node IP 10.0.0.1 (also nodes[0])"
+        );
+    }
+
+    #[test]
+    fn unknown_values_name_the_allowed_ones() {
+        let err = |expected| UnknownValue {
+            what: "kind",
+            text: "x".into(),
+            expected,
+        };
+        assert_eq!(err(&["a"]).to_string(), "unknown kind \"x\", expected `a`");
+        assert_eq!(
+            err(&["a", "b"]).to_string(),
+            "unknown kind \"x\", expected `a` or `b`"
+        );
+        assert_eq!(
+            err(&["a", "b", "c"]).to_string(),
+            "unknown kind \"x\", expected `a`, `b` or `c`"
+        );
     }
 }

@@ -36,19 +36,21 @@ mod service;
 mod source_map;
 mod validate;
 mod vars;
+mod words;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_saphyr::MessageFormatter;
 
-pub use error::ConfigError;
+pub use error::{BadIpAddr, ConfigError, Rule, UnknownValue};
 pub use node_type::NodeType;
 pub use rack::{
-    AccessConfig, ApiConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig, NodeConfig,
-    PowerCommand, RackConfig, ServiceGroup, ServiceLogin, StateCleanConfig, StateSyncConfig,
+    AccessConfig, ApiConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig, NetworkAgentKind,
+    NodeConfig, PowerCommand, RackConfig, ServiceGroup, ServiceLogin, StateCleanConfig,
+    StateSyncConfig,
 };
-pub use service::{HealthProbe, ServiceConfig, ServiceHealth, Sla, Volume};
+pub use service::{HealthProbe, ProbeCountError, ServiceConfig, ServiceHealth, Sla, Volume};
 
 use source_map::{Pos, SourceMap};
 use vars::Substituted;
@@ -94,7 +96,7 @@ impl RackConfig {
             return Err(ConfigError::Invalid {
                 origin: origin.to_string(),
                 key_path: format!("${name}"),
-                message: "a variable needs a name and a single-line value".to_string(),
+                rule: Box::new(Rule::BadVariable),
                 line: None,
             });
         }
@@ -112,7 +114,7 @@ impl RackConfig {
             ConfigError::Invalid {
                 origin: origin.to_string(),
                 key_path: problem.path.to_string(),
-                message: problem.message,
+                rule: Box::new(problem.rule),
                 line,
             }
         })?;
@@ -157,28 +159,19 @@ fn unknown_var_error(
     vars: &BTreeMap<String, String>,
     unknown: vars::UnknownVar,
 ) -> ConfigError {
-    let known = if vars.is_empty() {
-        "no variables are set".to_string()
-    } else {
-        let names: Vec<String> = vars.keys().map(|name| format!("`${name}`")).collect();
-        format!("known: {}", names.join(", "))
-    };
     let pos = Pos {
         line: unknown.line,
         column: unknown.column,
     };
-    ConfigError::Parse {
+    ConfigError::UnknownVariable {
         origin: origin.to_string(),
-        line: Some(unknown.line),
-        column: Some(unknown.column),
+        line: unknown.line,
+        column: unknown.column,
         key_path: SourceMap::new(text)
             .path_at(pos)
             .map(|(path, _)| path.to_string()),
-        message: format!(
-            "unknown variable `${}` ({known}; `$PORT`, `$PORT<n>` and `$IP` are filled in at \
-             task start; write `$$` for a literal `$`)",
-            unknown.name
-        ),
+        name: unknown.name,
+        known: vars.keys().cloned().collect(),
     }
 }
 

@@ -9,6 +9,7 @@ use torc_types::{FrameworkName, NodeName, PortRange, Resources, SecretName, Serv
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
 use crate::node_type::NodeType;
 use crate::service::ServiceConfig;
+use crate::words::words;
 
 /// A whole rack config, as parsed and validated by [`RackConfig::load`] or
 /// [`RackConfig::parse`]. Holding one means every rule in the crate docs holds.
@@ -143,9 +144,8 @@ pub struct PowerCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkAgentConfig {
-    /// `snaproute` or `fboss` in the original.
     #[serde(rename = "type")]
-    pub agent_type: String,
+    pub agent_type: NetworkAgentKind,
     /// `ip:port` of the agent, e.g. `$MASTER_IP:8080`.
     pub connection: String,
 }
@@ -192,6 +192,18 @@ pub struct NodeConfig {
     /// The ports the node hands out to tasks (`31000-31999`). torc addition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_range: Option<PortRange>,
+}
+
+words! {
+    /// The switch's route-programming agent: the original dispatched on these words.
+    pub enum NetworkAgentKind as "network agent type" {
+        /// SnapRoute's REST API (`POST /public/v1/config/IPv4Route`).
+        Snaproute = "snaproute",
+        /// FBOSS's Thrift API (`syncFib`).
+        Fboss = "fboss",
+        /// No agent: no routes are programmed (the original's default).
+        Undefined = "undefined",
+    }
 }
 
 /// An extra DNS name: `<name>.<service_domain>` → `ip`.

@@ -2,8 +2,6 @@
 //! oriented), and its mapping onto a [`TaskSpec`].
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +9,7 @@ use torc_types::{Constraints, NodeName, Resources, ServiceName, TaskCredentials,
 
 use crate::de::{empty_as_none, null_as_default};
 use crate::node_type::NodeType;
+use crate::words::words;
 
 /// A service: an entry of `healthcheck.system_services` (always on) or of a service group
 /// (on demand). Keys and defaults follow the original; torc adds `command`, `args`, `env`,
@@ -210,49 +209,13 @@ pub struct Volume {
     pub read_only_mode: bool,
 }
 
-/// A placement SLA: one instance per node instead of one per rack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "String")]
-pub enum Sla {
-    /// One instance on every configured node, master included (`<name>-<node>`).
-    SingletonEachNode,
-    /// One instance on every node of type `slave`.
-    SingletonEachSlave,
-}
-
-impl Sla {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sla::SingletonEachNode => "singleton_each_node",
-            Sla::SingletonEachSlave => "singleton_each_slave",
-        }
-    }
-}
-
-impl fmt::Display for Sla {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Sla {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        [Sla::SingletonEachNode, Sla::SingletonEachSlave]
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| {
-                format!(
-                    "unknown sla {text:?}, expected `singleton_each_node` or `singleton_each_slave`"
-                )
-            })
-    }
-}
-
-impl TryFrom<String> for Sla {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        text.parse()
+words! {
+    /// A placement SLA: one instance per node instead of one per rack.
+    pub enum Sla as "sla" {
+        /// One instance on every configured node, master included (`<name>-<node>`).
+        SingletonEachNode = "singleton_each_node",
+        /// One instance on every node of type `slave`.
+        SingletonEachSlave = "singleton_each_slave",
     }
 }
 
@@ -319,19 +282,24 @@ fn default_failure_threshold() -> u32 {
     3
 }
 
+/// A `health` section without exactly one probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeCountError {
+    #[error("set one of `tcp`, `http` or `command`")]
+    None,
+    #[error("set only one of `tcp`, `http` or `command`")]
+    Several,
+}
+
 impl TryFrom<HealthFields> for ServiceHealth {
-    type Error = String;
-    fn try_from(fields: HealthFields) -> Result<Self, String> {
+    type Error = ProbeCountError;
+    fn try_from(fields: HealthFields) -> Result<Self, ProbeCountError> {
         let probe = match (fields.tcp, fields.http, fields.command) {
             (Some(addr), None, None) => HealthProbe::Tcp(addr),
             (None, Some(url), None) => HealthProbe::Http(url),
             (None, None, Some(argv)) => HealthProbe::Command(argv),
-            (None, None, None) => {
-                return Err("set one of `tcp`, `http` or `command`".to_string());
-            }
-            _ => {
-                return Err("set only one of `tcp`, `http` or `command`".to_string());
-            }
+            (None, None, None) => return Err(ProbeCountError::None),
+            _ => return Err(ProbeCountError::Several),
         };
         Ok(ServiceHealth {
             probe,

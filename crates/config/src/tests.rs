@@ -324,3 +324,36 @@ fn io_error_names_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn broken_rules_carry_their_values() {
+    let err = parse(&format!(
+        "{NODES}  - name: wedge\n    ip: 127.0.3.30\n    type: slave\n"
+    ))
+    .unwrap_err();
+    let ConfigError::Invalid { key_path, rule, .. } = &err else {
+        panic!("unexpected {err}");
+    };
+    assert_eq!(key_path, "nodes[2].name");
+    assert_eq!(
+        **rule,
+        Rule::DuplicateNodeName {
+            name: "wedge".into(),
+            first: "nodes[0]".into(),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "t.yaml:9: nodes[2].name: duplicate node name `wedge` (also nodes[0])"
+    );
+
+    let err = parse(&with_service(
+        "    - name: a\n      command: x\n      memory: -1\n",
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { rule, .. }
+            if matches!(**rule, Rule::NotFiniteNonNegative { value } if value == -1.0)),
+        "{err}"
+    );
+}

@@ -5,23 +5,24 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use torc_types::TaskSpecError;
 
+use crate::error::Rule;
 use crate::path::KeyPath;
 use crate::rack::RackConfig;
 use crate::service::{HealthProbe, ServiceConfig};
 
-/// A broken rule: where, and what is wrong.
+/// A broken rule, and where.
 #[derive(Debug)]
 pub(crate) struct Problem {
     pub(crate) path: KeyPath,
-    pub(crate) message: String,
+    pub(crate) rule: Rule,
 }
 
 type Check = Result<(), Problem>;
 
-fn fail(path: KeyPath, message: impl Into<String>) -> Check {
+fn fail(path: KeyPath, rule: impl Into<Rule>) -> Check {
     Err(Problem {
         path,
-        message: message.into(),
+        rule: rule.into(),
     })
 }
 
@@ -35,10 +36,7 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
         let path = root.key("power_command");
         for (key, argv) in [("on", &power.on), ("off", &power.off)] {
             if argv.first().is_none_or(|program| program.trim().is_empty()) {
-                fail(
-                    path.key(key),
-                    "must be a command line, e.g. [ipmitool, -H, \"{management_ip}\", power, on]",
-                )?;
+                fail(path.key(key), Rule::PowerCommand)?;
             }
         }
     }
@@ -59,7 +57,10 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
         if let Some(first) = system_names.insert(service.name.as_str(), path.clone()) {
             fail(
                 path.key("name"),
-                format!("duplicate service name `{}` (also {first})", service.name),
+                Rule::DuplicateService {
+                    name: service.name.clone(),
+                    first: first.to_string(),
+                },
             )?;
         }
     }
@@ -71,7 +72,10 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
         if let Some(first) = group_names.insert(group.name.as_str(), group_path.clone()) {
             fail(
                 group_path.key("name"),
-                format!("duplicate group name `{}` (also {first})", group.name),
+                Rule::DuplicateGroup {
+                    name: group.name.clone(),
+                    first: first.to_string(),
+                },
             )?;
         }
         let mut names = BTreeMap::new();
@@ -81,16 +85,19 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
             if let Some(first) = names.insert(service.name.as_str(), path.clone()) {
                 fail(
                     path.key("name"),
-                    format!("duplicate service name `{}` (also {first})", service.name),
+                    Rule::DuplicateService {
+                        name: service.name.clone(),
+                        first: first.to_string(),
+                    },
                 )?;
             }
             if let Some(system) = system_names.get(service.name.as_str()) {
                 fail(
                     path.key("name"),
-                    format!(
-                        "`{}` is a system service ({system}); starting the group would replace it",
-                        service.name
-                    ),
+                    Rule::ShadowsSystemService {
+                        name: service.name.clone(),
+                        system: system.to_string(),
+                    },
                 )?;
             }
         }
@@ -104,23 +111,32 @@ fn check_label(path: KeyPath, text: &str) -> Check {
         Ok(_) => Ok(()),
         Err(err) => fail(
             path,
-            format!("{text:?} {} (it becomes a DNS name)", err.reason),
+            Rule::Label {
+                text: text.to_string(),
+                reason: err.reason,
+            },
         ),
     }
 }
 
 fn check_domain(path: KeyPath, domain: &str) -> Check {
     if domain.is_empty() || domain.len() > 253 {
-        return fail(path, format!("{domain:?} is not a DNS domain"));
+        return fail(
+            path,
+            Rule::Domain {
+                domain: domain.to_string(),
+            },
+        );
     }
     for label in domain.split('.') {
         if let Err(err) = torc_types::ServiceName::new(label) {
             return fail(
                 path,
-                format!(
-                    "{domain:?} is not a DNS domain: label {label:?} {}",
-                    err.reason
-                ),
+                Rule::DomainLabel {
+                    domain: domain.to_string(),
+                    label: label.to_string(),
+                    reason: err.reason,
+                },
             );
         }
     }
@@ -133,12 +149,7 @@ const MAX_TTL: u32 = 86_400;
 
 fn check_ttl(path: KeyPath, ttl: u32) -> Check {
     if ttl > MAX_TTL {
-        fail(
-            path,
-            format!(
-                "must be at most {MAX_TTL} (a day), got {ttl}: resolvers would keep a stopped instance's address that long"
-            ),
-        )
+        fail(path, Rule::TtlTooLong { ttl, max: MAX_TTL })
     } else {
         Ok(())
     }
@@ -148,7 +159,7 @@ fn check_timers(config: &RackConfig) -> Check {
     let root = KeyPath::root();
     let at_least_one = |path: KeyPath, value: u64| -> Check {
         if value == 0 {
-            fail(path, "must be at least 1")
+            fail(path, Rule::AtLeastOne)
         } else {
             Ok(())
         }
@@ -173,10 +184,10 @@ fn check_timers(config: &RackConfig) -> Check {
     if clean.max_restart_delay_in_seconds < clean.restart_delay_in_seconds {
         fail(
             path.key("max_restart_delay_in_seconds"),
-            format!(
-                "{} is less than restart_delay_in_seconds ({})",
-                clean.max_restart_delay_in_seconds, clean.restart_delay_in_seconds
-            ),
+            Rule::MaxRestartDelayBelowDelay {
+                max: clean.max_restart_delay_in_seconds,
+                delay: clean.restart_delay_in_seconds,
+            },
         )?;
     }
     at_least_one(
@@ -188,10 +199,7 @@ fn check_timers(config: &RackConfig) -> Check {
 fn check_nodes(config: &RackConfig) -> Check {
     let nodes = KeyPath::root().key("nodes");
     if config.nodes.is_empty() && !config.open_join {
-        return fail(
-            nodes,
-            "list at least one node, or set `open_join: true` to accept any agent",
-        );
+        return fail(nodes, Rule::NoNodes);
     }
     let mut names = BTreeMap::new();
     let mut ips = BTreeMap::new();
@@ -200,13 +208,19 @@ fn check_nodes(config: &RackConfig) -> Check {
         if let Some(first) = names.insert(node.name.as_str(), path.clone()) {
             fail(
                 path.key("name"),
-                format!("duplicate node name `{}` (also {first})", node.name),
+                Rule::DuplicateNodeName {
+                    name: node.name.to_string(),
+                    first: first.to_string(),
+                },
             )?;
         }
         if let Some(first) = ips.insert(node.ip, path.clone()) {
             fail(
                 path.key("ip"),
-                format!("duplicate node IP {} (also {first})", node.ip),
+                Rule::DuplicateNodeIp {
+                    ip: node.ip,
+                    first: first.to_string(),
+                },
             )?;
         }
         if let Some(resources) = &node.resources
@@ -214,7 +228,9 @@ fn check_nodes(config: &RackConfig) -> Check {
         {
             fail(
                 path.key("resources"),
-                format!("must be finite and non-negative, got {resources}"),
+                Rule::NodeResources {
+                    resources: *resources,
+                },
             )?;
         }
     }
@@ -229,7 +245,10 @@ fn check_dns_addons(config: &RackConfig) -> Check {
         if let Some(first) = names.insert(addon.name.as_str(), path.clone()) {
             fail(
                 path.key("name"),
-                format!("duplicate DNS addon `{}` (also {first})", addon.name),
+                Rule::DuplicateDnsAddon {
+                    name: addon.name.to_string(),
+                    first: first.to_string(),
+                },
             )?;
         }
     }
@@ -240,10 +259,9 @@ fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -
     if service.name.as_str() == config.name {
         fail(
             path.key("name"),
-            format!(
-                "`{}` is the controller's own name (`name`): its DNS name and certificate are the controller's",
-                service.name
-            ),
+            Rule::ControllerName {
+                name: service.name.clone(),
+            },
         )?;
     }
     if let Some(ttl) = service.dns_ttl_in_seconds {
@@ -251,22 +269,18 @@ fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -
     }
     match (&service.command, &service.image_name) {
         (Some(command), _) if command.trim().is_empty() => {
-            fail(path.key("command"), "must not be empty")?;
+            fail(path.key("command"), Rule::Empty)?;
         }
         (None, None) => fail(
             path.clone(),
-            format!(
-                "service `{}` has nothing to run: set `command` to run a process",
-                service.name
-            ),
+            Rule::NothingToRun {
+                name: service.name.clone(),
+            },
         )?,
         _ => {}
     }
     if service.args.is_some() && !service.arguments.trim().is_empty() {
-        fail(
-            path.key("args"),
-            "set either `args` (a list) or `arguments` (a string), not both",
-        )?;
+        fail(path.key("args"), Rule::ArgsAndArguments)?;
     }
     for (key, value) in [
         ("memory", service.memory),
@@ -274,14 +288,11 @@ fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -
         ("disk", service.disk),
     ] {
         if !value.is_finite() || value < 0.0 {
-            fail(
-                path.key(key),
-                format!("must be a finite number >= 0, got {value}"),
-            )?;
+            fail(path.key(key), Rule::NotFiniteNonNegative { value })?;
         }
     }
     if service.number_of_instances == 0 {
-        fail(path.key("number_of_instances"), "must be at least 1")?;
+        fail(path.key("number_of_instances"), Rule::AtLeastOne)?;
     }
     if let Some(node) = &service.node_name
         && !config.open_join
@@ -290,42 +301,42 @@ fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -
         let known: BTreeSet<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
         fail(
             path.key("node_name"),
-            format!(
-                "service `{}` wants node `{node}`, which is not in `nodes` (known: {})",
-                service.name,
-                known.into_iter().collect::<Vec<_>>().join(", ")
-            ),
+            Rule::UnknownNode {
+                service: service.name.clone(),
+                node: node.to_string(),
+                known: known.into_iter().map(str::to_string).collect(),
+            },
         )?;
     }
     if service.restart_delay_in_seconds == Some(0) {
-        fail(path.key("restart_delay_in_seconds"), "must be at least 1")?;
+        fail(path.key("restart_delay_in_seconds"), Rule::AtLeastOne)?;
     }
     if let Some(health) = &service.health {
         let path = path.key("health");
         match &health.probe {
             HealthProbe::Tcp(addr) if !addr.contains(':') => {
-                fail(path.key("tcp"), format!("{addr:?} is not host:port"))?;
+                fail(path.key("tcp"), Rule::NotHostPort { addr: addr.clone() })?;
             }
             HealthProbe::Http(url)
                 if !(url.starts_with("http://") || url.starts_with("https://")) =>
             {
-                fail(path.key("http"), format!("{url:?} is not an http(s) URL"))?;
+                fail(path.key("http"), Rule::NotHttpUrl { url: url.clone() })?;
             }
             HealthProbe::Command(argv)
                 if argv.first().is_none_or(|program| program.trim().is_empty()) =>
             {
-                fail(path.key("command"), "must be a command line")?;
+                fail(path.key("command"), Rule::CommandLine)?;
             }
             _ => {}
         }
         if health.interval_in_seconds == 0 {
-            fail(path.key("interval_in_seconds"), "must be at least 1")?;
+            fail(path.key("interval_in_seconds"), Rule::AtLeastOne)?;
         }
         if health.timeout_in_seconds == 0 {
-            fail(path.key("timeout_in_seconds"), "must be at least 1")?;
+            fail(path.key("timeout_in_seconds"), Rule::AtLeastOne)?;
         }
         if health.failure_threshold == 0 {
-            fail(path.key("failure_threshold"), "must be at least 1")?;
+            fail(path.key("failure_threshold"), Rule::AtLeastOne)?;
         }
     }
     // What the agent will check when it runs the task, checked here so that a bad config
@@ -339,7 +350,7 @@ fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -
             TaskSpecError::TooManyPorts(_) => path.key("ports"),
             _ => path.clone(),
         };
-        fail(at, err.to_string())?;
+        fail(at, err)?;
     }
     Ok(())
 }

@@ -191,7 +191,7 @@ fn original_config_parses_with_master_ip() {
         ]
     );
     let agent = config.network_agent.as_ref().expect("network-agent");
-    assert_eq!(agent.agent_type, "snaproute");
+    assert_eq!(agent.agent_type, torc_config::NetworkAgentKind::Snaproute);
     assert_eq!(agent.connection, "10.250.3.20:8080");
 
     assert_eq!(config.statesync.poll_interval_in_seconds, 10);
@@ -273,11 +273,12 @@ fn original_config_parses_with_master_ip() {
 #[test]
 fn original_config_needs_master_ip() {
     let err = RackConfig::parse(ORIGINAL, "original-config.yml").unwrap_err();
-    let ConfigError::Parse {
+    let ConfigError::UnknownVariable {
         line,
         column,
         key_path,
-        message,
+        name,
+        known,
         ..
     } = &err
     else {
@@ -287,10 +288,15 @@ fn original_config_needs_master_ip() {
         .lines()
         .position(|l| l.contains("$MASTER_IP") && !l.trim_start().starts_with('#'))
         .map(|i| i + 1);
-    assert_eq!(*line, first);
-    assert_eq!(*column, Some(11));
+    assert_eq!(Some(*line), first);
+    assert_eq!(*column, 11);
     assert_eq!(key_path.as_deref(), Some("nodes[0].ip"));
-    assert!(message.contains("unknown variable `$MASTER_IP`"), "{err}");
+    assert_eq!(name, "MASTER_IP");
+    assert!(known.is_empty());
+    assert!(
+        err.to_string().contains("unknown variable `$MASTER_IP`"),
+        "{err}"
+    );
 }
 
 /// What parses must serialize to YAML that parses back to the same config.

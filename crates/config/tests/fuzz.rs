@@ -9,7 +9,7 @@
 
 use arbitrary::Unstructured;
 use torc_config::{ConfigError, RackConfig};
-use torc_fuzz::Target;
+use torc_fuzz::{Outcome, Target, Violation};
 
 const TARGETS: &[Target] = &[Target {
     name: "config-yaml",
@@ -230,34 +230,45 @@ fn yaml(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
     Ok(out)
 }
 
-fn run_yaml(data: &[u8]) -> Result<String, String> {
+fn run_yaml(data: &[u8]) -> Outcome {
     let mut u = Unstructured::new(data);
     let Ok(text) = yaml(&mut u) else {
-        return Ok("no input".to_owned());
+        return Ok("no input".into());
     };
     match RackConfig::parse(&text, "fuzz.yaml") {
         Ok(config) => {
             // What parsed, written back, parses to the same config.
-            let again = serde_json::to_value(&config).map_err(|e| format!("serialise: {e}"))?;
-            let back: RackConfig = serde_json::from_value(again.clone())
-                .map_err(|e| format!("a parsed config does not read back: {e}\n{text}"))?;
+            let again = serde_json::to_value(&config)
+                .map_err(|e| Violation::new(format!("serialise: {e}")))?;
+            let back: RackConfig = serde_json::from_value(again.clone()).map_err(|e| {
+                Violation::new(format!("a parsed config does not read back: {e}\n{text}"))
+            })?;
             if back != config {
-                return Err(format!("a parsed config changed on the way back:\n{text}"));
+                return Err(Violation::new(format!(
+                    "a parsed config changed on the way back:\n{text}"
+                )));
             }
-            Ok("ok".to_owned())
+            Ok("ok".into())
         }
         Err(e) => {
             let lines = text.lines().count().max(1);
             let message = e.to_string();
             if !message.contains("fuzz.yaml") {
-                return Err(format!("an error that does not name its file: {message}"));
+                return Err(Violation::new(format!(
+                    "an error that does not name its file: {message}"
+                )));
             }
-            if let ConfigError::Invalid { line: Some(l), .. } = &e
-                && (*l == 0 || *l > lines + 1)
+            let line = match &e {
+                ConfigError::Invalid { line, .. } => *line,
+                ConfigError::UnknownVariable { line, .. } => Some(*line),
+                _ => None,
+            };
+            if let Some(l) = line
+                && (l == 0 || l > lines + 1)
             {
-                return Err(format!(
+                return Err(Violation::new(format!(
                     "error at line {l} of a {lines}-line text: {message}"
-                ));
+                )));
             }
             // The kind of error, without the input's own words: `fuzz.yaml:L:C: [key: ]what`.
             let what = message.splitn(4, ':').nth(3).unwrap_or(&message);
@@ -267,7 +278,7 @@ fn run_yaml(data: &[u8]) -> Result<String, String> {
                 .take_while(|c| c.is_ascii_alphabetic() || *c == ' ')
                 .take(40)
                 .collect();
-            Ok(format!("err {}", kind.trim()))
+            Ok(format!("err {}", kind.trim()).into())
         }
     }
 }

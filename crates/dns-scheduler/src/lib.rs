@@ -257,7 +257,7 @@ impl Scheduler {
     }
 
     /// Total queries per second of the running servers, from their own reports in the tsdb.
-    async fn measure(&self, tsdb: &str, running: &[String]) -> Result<f64, String> {
+    async fn measure(&self, tsdb: &str, running: &[String]) -> Result<f64, reqwest::Error> {
         let q = "SELECT last(qps) FROM dns_server WHERE time > now() - 15s GROUP BY server";
         let mut req = self
             .http
@@ -266,13 +266,7 @@ impl Scheduler {
         if let Some((user, password)) = &self.cfg.tsdb_login {
             req = req.basic_auth(user, Some(password));
         }
-        let v: serde_json::Value = req
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = req.send().await?.json().await?;
         let mut total = 0.0;
         for s in v["results"][0]["series"].as_array().into_iter().flatten() {
             let server = s["tags"]["server"].as_str().unwrap_or_default();
@@ -409,7 +403,10 @@ impl Scheduler {
 
     /// Who holds `token`, as the controller says: remembered 10 s (a refusal 2 s), at most
     /// 256 answers, so callers of the API cost the controller little.
-    async fn review(&self, token: &str) -> Result<torc_api::ReviewResponse, String> {
+    async fn review(
+        &self,
+        token: &str,
+    ) -> Result<torc_api::ReviewResponse, torc_client::ClientError> {
         let now = std::time::Instant::now();
         let fresh = |a: &torc_api::ReviewResponse, at: std::time::Instant| {
             let ttl = if a.authenticated { 10 } else { 2 };
@@ -424,11 +421,7 @@ impl Scheduler {
         {
             return Ok(a.clone());
         }
-        let answer = self
-            .controller
-            .review(token)
-            .await
-            .map_err(|e| e.to_string())?;
+        let answer = self.controller.review(token).await?;
         let mut reviews = self.reviews.lock().unwrap_or_else(|e| e.into_inner());
         if reviews.len() >= 256 {
             reviews.retain(|_, (a, at)| fresh(a, *at));
@@ -460,51 +453,69 @@ impl Scheduler {
     }
 
     /// `start/group`: a server (`dns-slN` raises the count to at least N) or a load.
-    fn start_group(&self, name: &str) -> Result<(), String> {
+    fn start_group(&self, name: &str) -> Result<(), GroupError> {
         let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let max = self.cfg.policy.max;
         if let Some(n) = name
             .strip_prefix("dns-sl")
             .and_then(|n| n.parse::<u32>().ok())
         {
-            if n == 0 || n > self.cfg.policy.max {
-                return Err(format!(
-                    "{name}: servers go from dns-sl1 to dns-sl{}",
-                    self.cfg.policy.max
-                ));
+            if n == 0 || n > max {
+                return Err(GroupError::ServerOutOfRange {
+                    name: name.to_string(),
+                    max,
+                });
             }
             w.scaler.desired = w.scaler.desired.max(n);
         } else if LOADS.iter().any(|(l, _)| *l == name) {
             w.loads.insert(name.to_string());
         } else {
-            return Err(format!(
-                "no group named {name:?}; groups: dns-sl1..dns-sl{}, normalload200, normalload400",
-                self.cfg.policy.max
-            ));
+            return Err(GroupError::NoGroup {
+                name: name.to_string(),
+                max,
+            });
         }
         self.save(&w);
         Ok(())
     }
 
     /// `DELETE service`: `dns-slN` lowers the count below N (not below `min`), or ends a load.
-    fn stop_service(&self, name: &str) -> Result<(), String> {
+    fn stop_service(&self, name: &str) -> Result<(), GroupError> {
         let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = name
             .strip_prefix("dns-sl")
             .and_then(|n| n.parse::<u32>().ok())
         {
             if n <= self.cfg.policy.min {
-                return Err(format!(
-                    "{name} is within the minimum of {} servers",
-                    self.cfg.policy.min
-                ));
+                return Err(GroupError::WithinMinimum {
+                    name: name.to_string(),
+                    min: self.cfg.policy.min,
+                });
             }
             w.scaler.desired = w.scaler.desired.min(n - 1);
         } else if !w.loads.remove(name) {
-            return Err(format!("no running service named {name:?}"));
+            return Err(GroupError::NotRunning {
+                name: name.to_string(),
+            });
         }
         self.save(&w);
         Ok(())
     }
+}
+
+/// Why the port-3005 API cannot start or stop what it was asked to (a 404, as the original).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// `dns-slN` with N outside 1..=`max`.
+    #[error("{name}: servers go from dns-sl1 to dns-sl{max}")]
+    ServerOutOfRange { name: String, max: u32 },
+    #[error("no group named {name:?}; groups: dns-sl1..dns-sl{max}, normalload200, normalload400")]
+    NoGroup { name: String, max: u32 },
+    /// Stopping `dns-slN` with N at most the policy's `min`.
+    #[error("{name} is within the minimum of {min} servers")]
+    WithinMinimum { name: String, min: u32 },
+    #[error("no running service named {name:?}")]
+    NotRunning { name: String },
 }
 
 #[derive(Deserialize)]
@@ -512,12 +523,12 @@ struct ByName {
     name: Option<String>,
 }
 
-fn reply(r: Result<(), String>) -> Response {
+fn reply(r: Result<(), GroupError>) -> Response {
     match r {
         Ok(()) => Json(serde_json::json!({"result": "done"})).into_response(),
         Err(e) => (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": e, "status": 404})),
+            Json(serde_json::json!({"error": e.to_string(), "status": 404})),
         )
             .into_response(),
     }
@@ -613,4 +624,46 @@ pub fn router(s: Arc<Scheduler>) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(s.clone(), authorize))
         .with_state(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GroupError;
+
+    /// The port-3005 API's 404 bodies: what an operator reads.
+    #[test]
+    fn group_errors_say_what_exists() {
+        let cases = [
+            (
+                GroupError::ServerOutOfRange {
+                    name: "dns-sl9".into(),
+                    max: 4,
+                },
+                "dns-sl9: servers go from dns-sl1 to dns-sl4",
+            ),
+            (
+                GroupError::NoGroup {
+                    name: "web".into(),
+                    max: 4,
+                },
+                "no group named \"web\"; groups: dns-sl1..dns-sl4, normalload200, normalload400",
+            ),
+            (
+                GroupError::WithinMinimum {
+                    name: "dns-sl1".into(),
+                    min: 1,
+                },
+                "dns-sl1 is within the minimum of 1 servers",
+            ),
+            (
+                GroupError::NotRunning {
+                    name: "normalload200".into(),
+                },
+                "no running service named \"normalload200\"",
+            ),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+        }
+    }
 }

@@ -76,31 +76,39 @@ fn query_bytes(id: u16, name: &str, rtype: RecordType) -> Vec<u8> {
     m.to_vec().expect("a query encodes")
 }
 
+/// Why a query got no usable answer.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error("{0}")]
+    Socket(#[from] std::io::Error),
+    #[error("timeout")]
+    Timeout,
+    #[error("{0}")]
+    Decode(#[from] hickory_proto::serialize::binary::DecodeError),
+}
+
 /// One query over UDP; the answer's message, or why not.
 async fn ask(
     server: SocketAddr,
     name: &str,
     rtype: RecordType,
     timeout: Duration,
-) -> Result<Message, String> {
+) -> Result<Message, AskError> {
     let socket = tokio::net::UdpSocket::bind(if server.is_ipv4() {
         "0.0.0.0:0"
     } else {
         "[::]:0"
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let id = (Instant::now().elapsed().subsec_nanos() & 0xffff) as u16 ^ (name.len() as u16);
     socket
         .send_to(&query_bytes(id, name, rtype), server)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(timeout, socket.recv(&mut buf))
         .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    Message::from_vec(&buf[..n]).map_err(|e| e.to_string())
+        .map_err(|_| AskError::Timeout)??;
+    Ok(Message::from_vec(&buf[..n])?)
 }
 
 /// The servers found in the service domain: name → address.

@@ -64,10 +64,17 @@ struct NamedArgs {
     report_interval_secs: u64,
 }
 
-fn parse_zone(s: &str) -> Result<(String, PathBuf), String> {
+/// A `--zone-file` value without `=`.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?}: expected ORIGIN=PATH")]
+struct ZoneArgError {
+    text: String,
+}
+
+fn parse_zone(s: &str) -> Result<(String, PathBuf), ZoneArgError> {
     let (origin, path) = s
         .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected ORIGIN=PATH"))?;
+        .ok_or_else(|| ZoneArgError { text: s.to_owned() })?;
     Ok((origin.to_string(), PathBuf::from(path)))
 }
 

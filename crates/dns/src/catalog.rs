@@ -29,7 +29,7 @@ use hickory_proto::{
 use crate::{
     key::{Key, key_of},
     snapshot::{DnsSnapshot, SnapshotError},
-    zonefile::{MAX_LABEL, StaticZone, absolute, parse_record, shown},
+    zonefile::{BadName, MAX_LABEL, NameFault, StaticZone, absolute, parse_record},
 };
 
 /// How many CNAMEs are followed before giving up (a loop, or a silly chain).
@@ -167,9 +167,9 @@ impl Catalog {
                 RData::A(A(node.ip)),
             ))?;
             let [a, b, c, d] = node.ip.octets();
-            let reverse = absolute(&format!("{d}.{c}.{b}.{a}.in-addr.arpa")).map_err(bad_name)?;
+            let reverse = absolute(&format!("{d}.{c}.{b}.{a}.in-addr.arpa"))?;
             if catalog.zone_of(&key_of(&reverse)).is_none() {
-                let apex = absolute(&format!("{c}.{b}.{a}.in-addr.arpa")).map_err(bad_name)?;
+                let apex = absolute(&format!("{c}.{b}.{a}.in-addr.arpa"))?;
                 catalog.zone_or_new(&apex, &ns_name, serial, node_ttl);
             }
             catalog.insert(Record::from_rdata(reverse, node_ttl, RData::PTR(PTR(name))))?;
@@ -204,13 +204,13 @@ impl Catalog {
             let record = parse_record(
                 &entry.name,
                 entry.ttl.unwrap_or(node_ttl),
-                &entry.rtype,
+                entry.rtype.as_str(),
                 &entry.data,
             )
-            .map_err(|reason| SnapshotError::Record {
+            .map_err(|problem| SnapshotError::Record {
                 name: entry.name.clone(),
-                rtype: entry.rtype.clone(),
-                reason,
+                rtype: entry.rtype,
+                problem: Box::new(problem),
             })?;
             catalog.insert(record)?;
         }
@@ -409,42 +409,29 @@ impl Catalog {
     }
 }
 
-fn bad_name(reason: String) -> SnapshotError {
-    SnapshotError::Name {
-        name: String::new(),
-        reason,
-    }
-}
-
 /// A domain from a snapshot, made absolute and lowercased.
 fn domain(text: &str) -> Result<Name, SnapshotError> {
-    absolute(text).map_err(|reason| SnapshotError::Name {
-        name: text.to_owned(),
-        reason,
-    })
+    Ok(absolute(text)?)
 }
 
 /// `label.parent`, where `label` must be one plain label (a node or service name).
 fn child(parent: &Name, label: &str) -> Result<Name, SnapshotError> {
-    let err = |reason: &str| SnapshotError::Name {
-        name: label.to_owned(),
-        reason: format!("bad name {}: {reason}", shown(label)),
+    let err = |fault| BadName {
+        text: label.to_owned(),
+        fault,
     };
     if label.is_empty() || label.len() > MAX_LABEL {
-        return Err(err(&format!(
-            "a label must be 1 to {MAX_LABEL} bytes long, not {}",
-            label.len()
-        )));
+        return Err(err(NameFault::LabelLength { len: label.len() }).into());
     }
     if !label
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(err("only letters, digits, '-' and '_' are allowed"));
+        return Err(err(NameFault::LabelCharacters).into());
     }
-    parent
+    Ok(parent
         .prepend_label(label.to_ascii_lowercase())
-        .map_err(|e| err(&e.to_string()))
+        .map_err(|e| err(NameFault::Proto(Box::new(e))))?)
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Entry points for the fuzz targets in `tests/fuzz.rs`; not an API (hidden from the docs, no
 //! stability promised). Each runs one input through the real code and checks what must hold
 //! for any input, returning `Ok(signature)`, a short description of what the input did (the
-//! driver keeps inputs with new signatures), or `Err(violation)`. Panics are the driver's to
-//! catch.
+//! driver keeps inputs with new signatures), or `Err(Violation)`, the check that broke
+//! with what was seen. Panics are the driver's to catch.
 //!
 //! - [`wire`]: a datagram through a UDP thread's answer path (`udp.rs`: parse, cache, engine,
 //!   patch, rate limit, truncation) and the TCP engine path, against a catalog of the test zone
@@ -24,18 +24,70 @@ use hickory_proto::{
     rr::RecordType,
 };
 
+use hickory_proto::serialize::binary::DecodeError;
+
+pub use crate::stats::Outcome;
 use crate::{
     catalog::Catalog,
     cidr::Cidr,
-    engine::{Engine, Outcome, Transport},
+    engine::{self, Engine, Transport},
     key::key_of,
     rrl::RateLimit,
     snapshot::DnsSnapshot,
-    stats,
     udp::{Step, WorkerState},
     wire::{self, FLAG_QR, FLAG_TC, HEADER_LEN, KEY_LEN, KEY_PREFIX, Parsed},
     zonefile::StaticZone,
 };
+
+/// A check that broke: a bug in the server or the zone parser. Answers are the bytes sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Violation {
+    #[error("an error that does not name the file: {message:?}")]
+    ErrorWithoutFile { message: String },
+    #[error("a parsed zone with {count} SOA records")]
+    SoaCount { count: usize },
+    #[error("{name} is outside the zone {apex}")]
+    OutsideZone { name: String, apex: String },
+    #[error("{name} is not lowercase")]
+    NotLowercase { name: String },
+    #[error("the SOA is at {owner}, not the apex {apex}")]
+    SoaNotAtApex { owner: String, apex: String },
+    #[error("forwarded the second time only")]
+    ForwardedOnCacheHit,
+    #[error(
+        "the cached answer differs: {first_outcome:?} {first:02x?} then {again_outcome:?} \
+         {again:02x?}"
+    )]
+    CachedAnswerDiffers {
+        first_outcome: Outcome,
+        first: Vec<u8>,
+        again_outcome: Outcome,
+        again: Vec<u8>,
+    },
+    #[error("forwarded only when rate-limited")]
+    ForwardedWhenLimited,
+    #[error("a slipped answer with records or without TC: {answer:02x?}")]
+    SlipWithRecords { answer: Vec<u8> },
+    #[error("rate-limited outcomes {outcomes:?}, expected {expected:?}")]
+    RateLimitOutcomes {
+        outcomes: Vec<Outcome>,
+        expected: Vec<Outcome>,
+    },
+    #[error("an answer shorter than a header: {answer:02x?}")]
+    ShortAnswer { answer: Vec<u8> },
+    #[error("an answer without the ID or QR: {answer:02x?}")]
+    NoIdOrQr { answer: Vec<u8> },
+    #[error("the answer's question is not the query's: {answer:02x?}")]
+    OtherQuestion { answer: Vec<u8> },
+    #[error("a {len}-byte UDP answer for a client that takes {limit}")]
+    OverUdpLimit { len: usize, limit: usize },
+    #[error("hickory-proto cannot read our answer ({source}): {answer:02x?}")]
+    Unreadable {
+        #[source]
+        source: DecodeError,
+        answer: Vec<u8>,
+    },
+}
 
 const ZONE: &str = include_str!("../tests/data/zones/compat.test.zone");
 const SNAPSHOT: &str = include_str!("../tests/data/snapshots/rack.json");
@@ -70,18 +122,18 @@ fn test_catalog() -> Arc<Catalog> {
 }
 
 /// Runs `packet`, sent by peer `peer % 4`, against the test zone and snapshot.
-pub fn wire(packet: &[u8], peer: u8) -> Result<String, String> {
+pub fn wire(packet: &[u8], peer: u8) -> Result<String, Violation> {
     check_packet(&test_catalog(), packet, peer)
 }
 
 /// Parses `text` as a zone file (with `origin`, as `--zone-file ORIGIN=PATH` gives it).
-pub fn zone(text: &str, origin: Option<&str>) -> Result<String, String> {
+pub fn zone(text: &str, origin: Option<&str>) -> Result<String, Violation> {
     let zone = match StaticZone::parse(text, "fuzz.zone", origin) {
         Ok(zone) => zone,
         Err(e) => {
             let message = e.to_string();
             if !message.starts_with("fuzz.zone") || message.len() < "fuzz.zone: x".len() {
-                return Err(format!("an error that does not name the file: {message:?}"));
+                return Err(Violation::ErrorWithoutFile { message });
             }
             return Ok(format!("error: {}", shape(&message)));
         }
@@ -93,21 +145,26 @@ pub fn zone(text: &str, origin: Option<&str>) -> Result<String, String> {
         .filter(|r| r.record_type() == RecordType::SOA)
         .count();
     if soas != 1 {
-        return Err(format!("a parsed zone with {soas} SOA records"));
+        return Err(Violation::SoaCount { count: soas });
     }
     let mut types: Vec<String> = Vec::new();
     for record in zone.records() {
         if !apex.zone_of(&record.name) {
-            return Err(format!("{} is outside the zone {apex}", record.name));
+            return Err(Violation::OutsideZone {
+                name: record.name.to_string(),
+                apex: apex.to_string(),
+            });
         }
         if record.name.to_lowercase().to_ascii() != record.name.to_ascii() {
-            return Err(format!("{} is not lowercase", record.name));
+            return Err(Violation::NotLowercase {
+                name: record.name.to_string(),
+            });
         }
         if record.record_type() == RecordType::SOA && record.name != apex {
-            return Err(format!(
-                "the SOA is at {}, not the apex {apex}",
-                record.name
-            ));
+            return Err(Violation::SoaNotAtApex {
+                owner: record.name.to_string(),
+                apex: apex.to_string(),
+            });
         }
         let t = record.record_type().to_string();
         if !types.contains(&t) {
@@ -202,7 +259,7 @@ fn shape(message: &str) -> String {
 
 /// Runs `packet` through the UDP path twice (miss, then cache hit), through a rate-limited UDP
 /// path three times, and through the TCP engine path; checks every answer.
-fn check_packet(catalog: &Arc<Catalog>, packet: &[u8], peer: u8) -> Result<String, String> {
+fn check_packet(catalog: &Arc<Catalog>, packet: &[u8], peer: u8) -> Result<String, Violation> {
     let engine = engine();
     let peer = SocketAddr::new(PEERS[usize::from(peer) % PEERS.len()], 5353);
     let max = engine.max_udp_payload;
@@ -216,16 +273,19 @@ fn check_packet(catalog: &Arc<Catalog>, packet: &[u8], peer: u8) -> Result<Strin
     };
     let mut again = Vec::new();
     let Step::Done(outcome_again) = state.answer(&engine, packet, peer, &mut again) else {
-        return Err("forwarded the second time only".to_owned());
+        return Err(Violation::ForwardedOnCacheHit);
     };
     if (outcome_again, &again) != (outcome, &first) {
-        return Err(format!(
-            "the cached answer differs: {outcome:?} {first:02x?} then {outcome_again:?} {again:02x?}"
-        ));
+        return Err(Violation::CachedAnswerDiffers {
+            first_outcome: outcome,
+            first,
+            again_outcome: outcome_again,
+            again,
+        });
     }
     let mut key = [0u8; KEY_LEN];
     let parsed = wire::parse_query(packet, &mut key);
-    if outcome != stats::Outcome::Dropped {
+    if outcome != Outcome::Dropped {
         check_answer(packet, &parsed, &first, true, max)?;
     }
 
@@ -240,9 +300,9 @@ fn check_packet(catalog: &Arc<Catalog>, packet: &[u8], peer: u8) -> Result<Strin
     for _ in 0..3 {
         let mut out = Vec::new();
         let Step::Done(o) = limited.answer(&engine, packet, peer, &mut out) else {
-            return Err("forwarded only when rate-limited".to_owned());
+            return Err(Violation::ForwardedWhenLimited);
         };
-        if o == stats::Outcome::Slipped {
+        if o == Outcome::Slipped {
             check_answer(packet, &parsed, &out, true, max)?;
             let records = out.get(6..10).is_some_and(|c| c != [0, 0, 0, 0]);
             let truncated = out.get(2).is_some_and(|f| f & FLAG_TC != 0);
@@ -250,25 +310,20 @@ fn check_packet(catalog: &Arc<Catalog>, packet: &[u8], peer: u8) -> Result<Strin
             let rcode = Message::from_vec(&out).map(|m| m.metadata.response_code);
             let error = !matches!(rcode, Ok(ResponseCode::NoError | ResponseCode::NXDomain));
             if !error && (records || !truncated) {
-                return Err(format!(
-                    "a slipped answer with records or without TC: {out:02x?}"
-                ));
+                return Err(Violation::SlipWithRecords { answer: out });
             }
         }
         verdicts.push(o);
     }
     let expected = match outcome {
-        stats::Outcome::Dropped => vec![outcome; 3],
-        _ => vec![
-            outcome,
-            stats::Outcome::Slipped,
-            stats::Outcome::RateLimited,
-        ],
+        Outcome::Dropped => vec![outcome; 3],
+        _ => vec![outcome, Outcome::Slipped, Outcome::RateLimited],
     };
     if verdicts != expected {
-        return Err(format!(
-            "rate-limited outcomes {verdicts:?}, expected {expected:?}"
-        ));
+        return Err(Violation::RateLimitOutcomes {
+            outcomes: verdicts,
+            expected,
+        });
     }
 
     // TCP: the engine's answer, ANY in full.
@@ -278,8 +333,8 @@ fn check_packet(catalog: &Arc<Catalog>, packet: &[u8], peer: u8) -> Result<Strin
             let name = &key[KEY_PREFIX..*key_len];
             let ra = engine.recursion_available(peer.ip());
             match engine.answer(catalog, query, name, Transport::Tcp, ra, &mut tcp) {
-                Outcome::Forward => "forward",
-                Outcome::Cacheable { .. } | Outcome::Immediate => {
+                engine::Outcome::Forward => "forward",
+                engine::Outcome::Cacheable { .. } | engine::Outcome::Immediate => {
                     wire::patch_answer(&mut tcp, query, ra);
                     check_answer(packet, &parsed, &tcp, false, max)?;
                     "answer"
@@ -312,29 +367,36 @@ fn check_answer(
     answer: &[u8],
     udp: bool,
     max: u16,
-) -> Result<(), String> {
+) -> Result<(), Violation> {
+    let answer_bytes = || answer.to_vec();
     if answer.len() < HEADER_LEN {
-        return Err(format!("an answer shorter than a header: {answer:02x?}"));
+        return Err(Violation::ShortAnswer {
+            answer: answer_bytes(),
+        });
     }
     if answer[..2] != packet[..2] || answer[2] & FLAG_QR == 0 {
-        return Err(format!("an answer without the ID or QR: {answer:02x?}"));
+        return Err(Violation::NoIdOrQr {
+            answer: answer_bytes(),
+        });
     }
     if let Parsed::Query { query, .. } = parsed {
         let question = &packet[HEADER_LEN..query.question_end()];
         if answer.get(HEADER_LEN..query.question_end()) != Some(question) {
-            return Err(format!(
-                "the answer's question is not the query's: {answer:02x?}"
-            ));
+            return Err(Violation::OtherQuestion {
+                answer: answer_bytes(),
+            });
         }
         if udp && answer.len() > query.udp_limit(max) {
-            return Err(format!(
-                "a {}-byte UDP answer for a client that takes {}",
-                answer.len(),
-                query.udp_limit(max)
-            ));
+            return Err(Violation::OverUdpLimit {
+                len: answer.len(),
+                limit: query.udp_limit(max),
+            });
         }
     }
     Message::from_vec(answer)
         .map(|_| ())
-        .map_err(|e| format!("hickory-proto cannot read our answer ({e}): {answer:02x?}"))
+        .map_err(|source| Violation::Unreadable {
+            source,
+            answer: answer_bytes(),
+        })
 }

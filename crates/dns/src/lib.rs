@@ -83,7 +83,8 @@ pub use rrl::RateLimit;
 pub use server::{DnsHandle, DnsServer, Listeners};
 pub use shared::DnsConfig;
 pub use snapshot::{
-    DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, ServiceEntry, SnapshotError,
+    DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, RecordKind, ServiceEntry, SnapshotError,
+    UnknownRecordKind,
 };
 pub use stats::DnsStats;
-pub use zonefile::{StaticZone, ZoneError};
+pub use zonefile::{BadName, LineProblem, NameFault, StaticZone, ZoneError, ZoneProblem};

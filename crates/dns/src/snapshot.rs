@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::zonefile::cut;
+use crate::zonefile::{BadName, LineProblem, cut, shown};
 
 /// Everything the DNS server answers for, besides the static zone files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,24 +83,111 @@ pub struct InstanceEntry {
 pub struct RecordEntry {
     pub name: String,
     #[serde(rename = "type")]
-    pub rtype: String,
+    pub rtype: RecordKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
     /// The record data as in a zone file; names in it must be absolute.
     pub data: String,
 }
 
+/// The types a snapshot's extra record may have: those a zone file may hold. Written in upper
+/// case (`"CNAME"`); read in any case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RecordKind {
+    A,
+    Aaaa,
+    Cname,
+    Mx,
+    Ns,
+    Txt,
+    Srv,
+    Ptr,
+    Soa,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 9] = [
+        RecordKind::A,
+        RecordKind::Aaaa,
+        RecordKind::Cname,
+        RecordKind::Mx,
+        RecordKind::Ns,
+        RecordKind::Txt,
+        RecordKind::Srv,
+        RecordKind::Ptr,
+        RecordKind::Soa,
+    ];
+
+    /// The type's name in a zone file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::A => "A",
+            RecordKind::Aaaa => "AAAA",
+            RecordKind::Cname => "CNAME",
+            RecordKind::Mx => "MX",
+            RecordKind::Ns => "NS",
+            RecordKind::Txt => "TXT",
+            RecordKind::Srv => "SRV",
+            RecordKind::Ptr => "PTR",
+            RecordKind::Soa => "SOA",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A record type a snapshot may not hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "record type {} is not supported (A, AAAA, CNAME, MX, NS, TXT, SRV, PTR, SOA)",
+    shown(text)
+)]
+pub struct UnknownRecordKind {
+    pub text: String,
+}
+
+impl std::str::FromStr for RecordKind {
+    type Err = UnknownRecordKind;
+    fn from_str(text: &str) -> Result<Self, UnknownRecordKind> {
+        RecordKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(text))
+            .ok_or_else(|| UnknownRecordKind {
+                text: text.to_owned(),
+            })
+    }
+}
+
+impl TryFrom<String> for RecordKind {
+    type Error = UnknownRecordKind;
+    fn try_from(text: String) -> Result<Self, UnknownRecordKind> {
+        text.parse()
+    }
+}
+
+impl From<RecordKind> for String {
+    fn from(kind: RecordKind) -> String {
+        kind.as_str().to_owned()
+    }
+}
+
 /// Why a snapshot was rejected. Nothing changes when a snapshot is rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SnapshotError {
-    /// `reason` names the name (cut if long) and what is wrong with it.
-    #[error("{reason}")]
-    Name { name: String, reason: String },
-    #[error("record {} {}: {reason}", cut(name), cut(rtype))]
+    /// A domain, node or service name that is not a name (the message cuts it if long).
+    #[error(transparent)]
+    Name(#[from] BadName),
+    #[error("record {} {rtype}: {problem}", cut(name))]
     Record {
         name: String,
-        rtype: String,
-        reason: String,
+        rtype: RecordKind,
+        /// Boxed: the largest part, and errors travel in every `Result`.
+        problem: Box<LineProblem>,
     },
     #[error("{} is in none of the server's zones", cut(name))]
     OutOfZone { name: String },
@@ -143,5 +230,24 @@ mod tests {
             r#"{"generation": 1, "node_domain": "a", "nodez": []}"#,
         );
         assert!(unknown.unwrap_err().to_string().contains("nodez"));
+    }
+
+    #[test]
+    fn record_types_are_checked_when_read() {
+        let record = |rtype: &str| {
+            serde_json::from_str::<RecordEntry>(&format!(
+                r#"{{"name": "w.a", "type": "{rtype}", "data": "x.a."}}"#
+            ))
+        };
+        assert_eq!(record("cname").unwrap().rtype, RecordKind::Cname);
+        let err = record("HINFO").unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "record type \"HINFO\" is not supported (A, AAAA, CNAME, MX, NS, TXT, SRV, PTR, SOA)"
+            ),
+            "{err}"
+        );
+        let written = serde_json::to_value(record("Aaaa").unwrap()).unwrap();
+        assert_eq!(written["type"], "AAAA");
     }
 }

@@ -51,9 +51,9 @@ pub struct DnsStats {
     pub tcp_queries: u64,
 }
 
-/// The fate of one received message.
+/// The fate of one received message. (Public only for the fuzz checks' [`crate::fuzzing::Violation`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub enum Outcome {
     Answered,
     NxDomain,
     Refused,

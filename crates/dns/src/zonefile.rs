@@ -11,7 +11,8 @@
 //! - all names are lowercased and absolute;
 //! - a name holding a CNAME holds nothing else (RFC 1034 §3.6.2).
 //!
-//! Every error names the file, the line and what is wrong.
+//! Every error names the file, the line and what is wrong: a [`LineProblem`] or [`ZoneProblem`]
+//! carrying the text and numbers involved (see `zonefile/error.rs`).
 
 use std::{
     collections::HashMap,
@@ -19,37 +20,25 @@ use std::{
     path::Path,
 };
 
-use hickory_proto::rr::{
-    Name, RData, Record, RecordType,
-    rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT},
+use hickory_proto::{
+    ProtoError,
+    rr::{
+        Name, RData, Record, RecordType,
+        rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT},
+    },
 };
 
 use crate::key::{Key, key_of};
+
+mod error;
+
+pub use error::{BadName, LineProblem, NameFault, ZoneError, ZoneProblem};
 
 /// A zone read from a zone file: its apex and its records.
 #[derive(Clone, Debug)]
 pub struct StaticZone {
     pub(crate) apex: Name,
     pub(crate) records: Vec<Record>,
-}
-
-/// A zone file that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ZoneError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}:{line}: {message}")]
-    Syntax {
-        file: String,
-        line: usize,
-        message: String,
-    },
-    #[error("{file}: {message}")]
-    Zone { file: String, message: String },
 }
 
 impl StaticZone {
@@ -66,39 +55,53 @@ impl StaticZone {
 
     /// Parses zone-file text; `file` only labels errors.
     pub fn parse(text: &str, file: &str, origin: Option<&str>) -> Result<Self, ZoneError> {
-        let syntax = |line, message| ZoneError::Syntax {
+        let syntax = |line, problem| ZoneError::Syntax {
             file: file.to_owned(),
             line,
-            message,
+            problem,
         };
         let origin = match origin {
-            Some(o) => Some(absolute(o).map_err(|m| syntax(0, format!("origin {o:?}: {m}")))?),
+            Some(o) => Some(absolute(o).map_err(|name| {
+                syntax(
+                    0,
+                    LineProblem::Origin {
+                        origin: o.to_owned(),
+                        name,
+                    },
+                )
+            })?),
             None => None,
         };
         let lines = tokenize(text).map_err(|(line, m)| syntax(line, m))?;
         let (apex, records) = Parser::new(origin)
             .run(&lines)
             .map_err(|(line, m)| syntax(line, m))?;
-        let zone_error = |message| ZoneError::Zone {
+        let zone_error = |problem| ZoneError::Zone {
             file: file.to_owned(),
-            message,
+            problem,
         };
-        let apex = apex.ok_or_else(|| zone_error("no records and no origin".to_owned()))?;
+        let apex = apex.ok_or_else(|| zone_error(ZoneProblem::NoApex))?;
 
         let soas: Vec<_> = records
             .iter()
             .filter(|(_, r)| r.record_type() == RecordType::SOA)
             .collect();
         match soas.as_slice() {
-            [] => return Err(zone_error(format!("no SOA record for {apex}"))),
+            [] => {
+                return Err(zone_error(ZoneProblem::NoSoa {
+                    apex: apex.to_string(),
+                }));
+            }
             [(line, soa)] if soa.name != apex => {
                 return Err(syntax(
                     *line,
-                    format!("the SOA must be owned by the apex {apex}"),
+                    LineProblem::SoaNotAtApex {
+                        apex: apex.to_string(),
+                    },
                 ));
             }
             [_] => {}
-            [_, (line, _), ..] => return Err(syntax(*line, "a second SOA record".to_owned())),
+            [_, (line, _), ..] => return Err(syntax(*line, LineProblem::SecondSoa)),
         }
         // Per name (case-insensitive): (holds a CNAME, holds other data). One pass, not a
         // comparison of every record with every other: a zone of 10,000 names loads in
@@ -116,13 +119,18 @@ impl StaticZone {
             if !apex.zone_of(&record.name) {
                 return Err(syntax(
                     *line,
-                    format!("{} is outside the zone {apex}", record.name),
+                    LineProblem::OutsideZone {
+                        name: record.name.to_string(),
+                        apex: apex.to_string(),
+                    },
                 ));
             }
             if kinds.get(&key_of(&record.name)) == Some(&(true, true)) {
                 return Err(syntax(
                     *line,
-                    format!("{} has a CNAME and other data", record.name),
+                    LineProblem::CnameAndOtherData {
+                        name: record.name.to_string(),
+                    },
                 ));
             }
         }
@@ -158,7 +166,7 @@ struct Token {
     quoted: bool,
 }
 
-fn tokenize(text: &str) -> Result<Vec<Line>, (usize, String)> {
+fn tokenize(text: &str) -> Result<Vec<Line>, LineError> {
     let mut lines = Vec::new();
     let mut current: Option<Line> = None;
     let mut depth = 0usize;
@@ -189,14 +197,14 @@ fn tokenize(text: &str) -> Result<Vec<Line>, (usize, String)> {
             ')' => {
                 depth = depth
                     .checked_sub(1)
-                    .ok_or_else(|| (number, "')' without '('".to_owned()))?;
+                    .ok_or((number, LineProblem::CloseWithoutOpen))?;
             }
             '"' => {
                 let mut bytes = Vec::new();
                 loop {
                     match chars.next() {
                         None | Some('\n') => {
-                            return Err((number, "unterminated string".to_owned()));
+                            return Err((number, LineProblem::UnterminatedString));
                         }
                         Some('"') => break,
                         Some('\\') => push_escape(&mut chars, &mut bytes, number)?,
@@ -231,7 +239,7 @@ fn tokenize(text: &str) -> Result<Vec<Line>, (usize, String)> {
         }
     }
     if depth > 0 {
-        return Err((paren_line, "'(' is never closed".to_owned()));
+        return Err((paren_line, LineProblem::NeverClosed));
     }
     lines.extend(current);
     Ok(lines)
@@ -250,9 +258,9 @@ fn push_escape(
     chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
     out: &mut Vec<u8>,
     line: usize,
-) -> Result<(), (usize, String)> {
+) -> Result<(), LineError> {
     let Some(first) = chars.next() else {
-        return Err((line, "unterminated string".to_owned()));
+        return Err((line, LineProblem::UnterminatedString));
     };
     if let Some(d0) = first.to_digit(10) {
         let mut value = d0;
@@ -260,11 +268,11 @@ fn push_escape(
             let d = chars
                 .next()
                 .and_then(|c| c.to_digit(10))
-                .ok_or_else(|| (line, "\\DDD escape needs three digits".to_owned()))?;
+                .ok_or((line, LineProblem::ShortEscape))?;
             value = value * 10 + d;
         }
         let byte =
-            u8::try_from(value).map_err(|_| (line, format!("escape \\{value} is above 255")))?;
+            u8::try_from(value).map_err(|_| (line, LineProblem::EscapeAbove255 { value }))?;
         out.push(byte);
     } else {
         out.extend_from_slice(first.encode_utf8(&mut [0; 4]).as_bytes());
@@ -273,8 +281,8 @@ fn push_escape(
 }
 
 /// Parses a name that must be absolute (a trailing dot is optional).
-pub(crate) fn absolute(text: &str) -> Result<Name, String> {
-    let mut name = Name::from_ascii(text).map_err(|e| bad_name(text, &e))?;
+pub(crate) fn absolute(text: &str) -> Result<Name, BadName> {
+    let mut name = Name::from_ascii(text).map_err(|e| bad_name(text, e))?;
     name.set_fqdn(true);
     Ok(name.to_lowercase())
 }
@@ -282,38 +290,39 @@ pub(crate) fn absolute(text: &str) -> Result<Name, String> {
 /// The longest label and the longest name, in bytes (RFC 1035 §2.3.4; a name's length is its wire
 /// form's: each label with its length byte, and the root's zero byte).
 pub(crate) const MAX_LABEL: usize = 63;
-const MAX_NAME: usize = 255;
+pub(crate) const MAX_NAME: usize = 255;
 
-/// Says why `text` is not a name, in words: an empty label, a label or a name over the RFC 1035
-/// limits, or else what hickory-proto said. (The diagnosis splits at dots and ignores `\.`
-/// escapes, which only changes the wording for names that use them.)
-fn bad_name(text: &str, error: &dyn std::fmt::Display) -> String {
-    let shown = shown(text);
-    let labels: Vec<&str> = text.strip_suffix('.').unwrap_or(text).split('.').collect();
-    if text != "." && labels.iter().any(|l| l.is_empty()) {
-        return format!("bad name {shown}: an empty label (two dots in a row, or a leading dot)");
+/// Says why `text` is not a name: an empty label, a label or a name over the RFC 1035 limits, a
+/// character that needs an escape, or else what hickory-proto said. (The diagnosis splits at
+/// dots and ignores `\.` escapes, which only changes the cause given for names that use them.)
+fn bad_name(text: &str, error: ProtoError) -> BadName {
+    let fault = || {
+        let labels: Vec<&str> = text.strip_suffix('.').unwrap_or(text).split('.').collect();
+        if text != "." && labels.iter().any(|l| l.is_empty()) {
+            return NameFault::EmptyLabel;
+        }
+        if let Some((n, label)) = labels.iter().enumerate().find(|(_, l)| l.len() > MAX_LABEL) {
+            return NameFault::LongLabel {
+                index: n + 1,
+                len: label.len(),
+            };
+        }
+        let wire: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+        if wire > MAX_NAME {
+            return NameFault::LongName { len: wire };
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*');
+        if !text.contains('\\')
+            && let Some(c) = text.chars().find(|&c| !allowed(c))
+        {
+            return NameFault::Character(c);
+        }
+        NameFault::Proto(Box::new(error))
+    };
+    BadName {
+        fault: fault(),
+        text: text.to_owned(),
     }
-    if let Some((n, label)) = labels.iter().enumerate().find(|(_, l)| l.len() > MAX_LABEL) {
-        return format!(
-            "bad name {shown}: label {} is {} bytes long; a label is at most {MAX_LABEL} bytes",
-            n + 1,
-            label.len()
-        );
-    }
-    let wire: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
-    if wire > MAX_NAME {
-        return format!("bad name {shown}: {wire} bytes long; a name is at most {MAX_NAME} bytes");
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*');
-    if !text.contains('\\')
-        && let Some(c) = text.chars().find(|&c| !allowed(c))
-    {
-        return format!(
-            "bad name {shown}: {c:?} is not allowed in a name (letters, digits, '-' and '_' \
-             are; write other bytes as \\DDD)"
-        );
-    }
-    format!("bad name {shown}: {error}")
 }
 
 /// `text` quoted for an error message, cut to 60 characters: a 300-byte name does not help.
@@ -338,7 +347,7 @@ pub(crate) fn parse_record(
     ttl: u32,
     rtype: &str,
     data: &str,
-) -> Result<Record, String> {
+) -> Result<Record, LineProblem> {
     let owner = absolute(name)?;
     let text = format!("{owner} {ttl} IN {rtype} {data}");
     let lines = tokenize(&text).map_err(|(_, m)| m)?;
@@ -347,29 +356,32 @@ pub(crate) fn parse_record(
         .map_err(|(_, m)| m)?;
     match (records.pop(), records.is_empty()) {
         (Some((_, record)), true) => Ok(record),
-        _ => Err("expected exactly one record".to_owned()),
+        _ => Err(LineProblem::NotOneRecord),
     }
 }
 
 /// Resolves a zone-file name against `origin`.
-fn relative(text: &str, origin: Option<&Name>) -> Result<Name, String> {
+fn relative(text: &str, origin: Option<&Name>) -> Result<Name, LineProblem> {
     let Some(origin) = origin else {
         return if text.ends_with('.') {
-            absolute(text)
+            Ok(absolute(text)?)
         } else {
-            Err(format!("relative name {text:?} but no $ORIGIN"))
+            Err(LineProblem::RelativeWithoutOrigin {
+                name: text.to_owned(),
+            })
         };
     };
     if text == "@" {
         return Ok(origin.clone());
     }
-    let name = Name::from_ascii(text).map_err(|e| bad_name(text, &e))?;
+    let name = Name::from_ascii(text).map_err(|e| bad_name(text, e))?;
     if name.is_fqdn() {
         return Ok(name.to_lowercase());
     }
-    name.append_domain(origin)
+    Ok(name
+        .append_domain(origin)
         .map(|n| n.to_lowercase())
-        .map_err(|e| bad_name(&format!("{text}.{origin}"), &e))
+        .map_err(|e| bad_name(&format!("{text}.{origin}"), e))?)
 }
 
 /// Parses a TTL: seconds, or a sum of numbers with `s/m/h/d/w` units (`1h30m`).
@@ -405,7 +417,7 @@ pub(crate) fn parse_ttl(text: &str) -> Option<u32> {
 /// A record and the line it was read from.
 type NumberedRecord = (usize, Record);
 /// A line number and what is wrong on it.
-type LineError = (usize, String);
+type LineError = (usize, LineProblem);
 
 struct Parser {
     apex: Option<Name>,
@@ -435,7 +447,7 @@ impl Parser {
         Ok((self.apex, self.records))
     }
 
-    fn line(&mut self, line: &Line) -> Result<(), String> {
+    fn line(&mut self, line: &Line) -> Result<(), LineProblem> {
         let mut tokens = line.tokens.iter().peekable();
         let Some(first) = tokens.peek() else {
             return Ok(());
@@ -444,11 +456,9 @@ impl Parser {
             return self.directive(&line.tokens);
         }
         let owner = if line.indented {
-            self.last_owner
-                .clone()
-                .ok_or("a record without an owner name, and no previous owner")?
+            self.last_owner.clone().ok_or(LineProblem::NoOwner)?
         } else {
-            let token = tokens.next().ok_or("missing owner")?;
+            let token = tokens.next().ok_or(LineProblem::MissingOwner)?;
             relative(&token.text, self.origin.as_ref())?
         };
 
@@ -462,13 +472,15 @@ impl Parser {
                 .iter()
                 .any(|c| token.text.eq_ignore_ascii_case(c))
             {
-                return Err(format!("class {:?} is not supported, only IN", token.text));
+                return Err(LineProblem::Class {
+                    class: token.text.clone(),
+                });
             } else if let Some(t) = parse_ttl(&token.text) {
                 ttl = Some(t);
                 tokens.next();
             }
         }
-        let rtype_token = tokens.next().ok_or("missing record type")?;
+        let rtype_token = tokens.next().ok_or(LineProblem::MissingType)?;
         let rtype = rtype_token.text.to_ascii_uppercase();
         let fields: Vec<&Token> = tokens.collect();
         let rdata = self.rdata(&rtype, &fields)?;
@@ -480,7 +492,7 @@ impl Parser {
             // RFC 2308: with no $TTL, an SOA's minimum field is a usable default.
             (None, None, None) => match &rdata {
                 RData::SOA(soa) => soa.minimum,
-                _ => return Err("no TTL: add one to the record or set $TTL".to_owned()),
+                _ => return Err(LineProblem::NoTtl),
             },
         };
         self.last_ttl = Some(ttl);
@@ -493,13 +505,15 @@ impl Parser {
         Ok(())
     }
 
-    fn directive(&mut self, tokens: &[Token]) -> Result<(), String> {
+    fn directive(&mut self, tokens: &[Token]) -> Result<(), LineProblem> {
         let name = tokens[0].text.to_ascii_uppercase();
         let arg = |i: usize| {
             tokens
                 .get(i)
                 .map(|t| t.text.as_str())
-                .ok_or_else(|| format!("{name} needs an argument"))
+                .ok_or_else(|| LineProblem::DirectiveArgument {
+                    directive: name.clone(),
+                })
         };
         match name.as_str() {
             "$ORIGIN" => {
@@ -508,52 +522,58 @@ impl Parser {
             }
             "$TTL" => {
                 let text = arg(1)?;
-                self.default_ttl =
-                    Some(parse_ttl(text).ok_or_else(|| format!("bad TTL {text:?}"))?);
+                self.default_ttl = Some(parse_ttl(text).ok_or_else(|| LineProblem::BadTtl {
+                    text: text.to_owned(),
+                })?);
             }
-            "$INCLUDE" => return Err("$INCLUDE is not supported; merge the files".to_owned()),
-            _ => return Err(format!("unknown directive {}", shown(&name))),
+            "$INCLUDE" => return Err(LineProblem::Include),
+            _ => return Err(LineProblem::UnknownDirective { directive: name }),
         }
         Ok(())
     }
 
-    fn rdata(&self, rtype: &str, fields: &[&Token]) -> Result<RData, String> {
+    fn rdata(&self, rtype: &str, fields: &[&Token]) -> Result<RData, LineProblem> {
         let want = |n: usize| {
             if fields.len() == n {
                 Ok(())
             } else {
-                Err(format!(
-                    "{rtype} needs {n} field{}, found {}",
-                    if n == 1 { "" } else { "s" },
-                    fields.len()
-                ))
+                Err(LineProblem::FieldCount {
+                    rtype: rtype.to_owned(),
+                    want: n,
+                    found: fields.len(),
+                })
             }
         };
         let name = |i: usize| relative(&fields[i].text, self.origin.as_ref());
-        let number = |i: usize, what: &str| {
+        let bad_field = |i: usize, field: &'static str| LineProblem::BadField {
+            rtype: rtype.to_owned(),
+            field,
+            text: fields[i].text.clone(),
+        };
+        let number = |i: usize, what| {
             fields[i]
                 .text
                 .parse::<u16>()
-                .map_err(|_| format!("bad {rtype} {what} {:?}", fields[i].text))
+                .map_err(|_| bad_field(i, what))
         };
-        let timer = |i: usize, what: &str| {
-            parse_ttl(&fields[i].text).ok_or_else(|| format!("bad SOA {what} {:?}", fields[i].text))
+        let timer = |i: usize, what| parse_ttl(&fields[i].text).ok_or_else(|| bad_field(i, what));
+        let soa_timer = |i: usize, what| {
+            i32::try_from(timer(i, what)?)
+                .map_err(|_| LineProblem::SoaTimerTooLarge { field: what })
         };
         Ok(match rtype {
             "A" => {
                 want(1)?;
-                let ip: Ipv4Addr = fields[0]
-                    .text
-                    .parse()
-                    .map_err(|_| format!("bad IPv4 address {:?}", fields[0].text))?;
+                let ip: Ipv4Addr = fields[0].text.parse().map_err(|_| LineProblem::BadIpv4 {
+                    text: fields[0].text.clone(),
+                })?;
                 RData::A(A(ip))
             }
             "AAAA" => {
                 want(1)?;
-                let ip: Ipv6Addr = fields[0]
-                    .text
-                    .parse()
-                    .map_err(|_| format!("bad IPv6 address {:?}", fields[0].text))?;
+                let ip: Ipv6Addr = fields[0].text.parse().map_err(|_| LineProblem::BadIpv6 {
+                    text: fields[0].text.clone(),
+                })?;
                 RData::AAAA(AAAA(ip))
             }
             "CNAME" => {
@@ -583,13 +603,12 @@ impl Parser {
             }
             "TXT" => {
                 if fields.is_empty() {
-                    return Err("TXT needs at least one string".to_owned());
+                    return Err(LineProblem::EmptyTxt);
                 }
                 if let Some(long) = fields.iter().find(|f| f.bytes.len() > 255) {
-                    return Err(format!(
-                        "TXT string of {} bytes; the limit is 255",
-                        long.bytes.len()
-                    ));
+                    return Err(LineProblem::LongTxtString {
+                        len: long.bytes.len(),
+                    });
                 }
                 RData::TXT(TXT::from_bytes(
                     fields.iter().map(|f| f.bytes.as_slice()).collect(),
@@ -600,21 +619,21 @@ impl Parser {
                 let serial = fields[2]
                     .text
                     .parse::<u32>()
-                    .map_err(|_| format!("bad SOA serial {:?}", fields[2].text))?;
+                    .map_err(|_| bad_field(2, "serial"))?;
                 RData::SOA(SOA::new(
                     name(0)?,
                     name(1)?,
                     serial,
-                    i32::try_from(timer(3, "refresh")?).map_err(|_| "SOA refresh too large")?,
-                    i32::try_from(timer(4, "retry")?).map_err(|_| "SOA retry too large")?,
-                    i32::try_from(timer(5, "expire")?).map_err(|_| "SOA expire too large")?,
+                    soa_timer(3, "refresh")?,
+                    soa_timer(4, "retry")?,
+                    soa_timer(5, "expire")?,
                     timer(6, "minimum")?,
                 ))
             }
             other => {
-                return Err(format!(
-                    "record type {other:?} is not supported (A, AAAA, CNAME, MX, NS, TXT, SRV, PTR, SOA)"
-                ));
+                return Err(LineProblem::UnsupportedType {
+                    rtype: other.to_owned(),
+                });
             }
         })
     }
@@ -721,6 +740,51 @@ _x._tcp     SRV     1 2 80 ns
             let err = StaticZone::parse(text, "f", None).unwrap_err().to_string();
             assert!(err.starts_with(want), "got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn errors_carry_their_cause() {
+        let err = StaticZone::parse(
+            "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 MX ten x\n",
+            "f",
+            None,
+        )
+        .unwrap_err();
+        let ZoneError::Syntax {
+            line: 3,
+            problem: LineProblem::BadField { rtype, field, text },
+            ..
+        } = &err
+        else {
+            panic!("unexpected {err:?}");
+        };
+        assert_eq!(
+            (rtype.as_str(), *field, text.as_str()),
+            ("MX", "preference", "ten")
+        );
+
+        let err = StaticZone::parse("$ORIGIN a.\nw 60 A 1.2.3.4\n", "f", None).unwrap_err();
+        assert!(
+            matches!(&err, ZoneError::Zone { problem: ZoneProblem::NoSoa { apex }, .. } if apex == "a."),
+            "{err:?}"
+        );
+
+        let label64 = "a".repeat(64);
+        let err = StaticZone::parse(&format!("$ORIGIN x.{label64}.\n"), "f", None).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ZoneError::Syntax {
+                    line: 1,
+                    problem: LineProblem::Name(BadName {
+                        fault: NameFault::LongLabel { index: 2, len: 64 },
+                        ..
+                    }),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

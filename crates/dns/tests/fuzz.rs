@@ -10,7 +10,7 @@
 
 use arbitrary::Unstructured;
 use torc_dns::fuzzing;
-use torc_fuzz::Target;
+use torc_fuzz::{Outcome, Target};
 
 const TARGETS: &[Target] = &[
     Target {
@@ -183,12 +183,12 @@ fn packet(u: &mut Unstructured<'_>) -> arbitrary::Result<(Vec<u8>, u8)> {
     Ok((p, peer))
 }
 
-fn run_wire(data: &[u8]) -> Result<String, String> {
+fn run_wire(data: &[u8]) -> Outcome {
     let mut u = Unstructured::new(data);
     let Ok((packet, peer)) = packet(&mut u) else {
-        return Ok("no input".to_owned());
+        return Ok("no input".into());
     };
-    fuzzing::wire(&packet, peer)
+    Ok(fuzzing::wire(&packet, peer)?.into())
 }
 
 /// Zone-file text from the bytes, and the origin it is given.
@@ -274,12 +274,12 @@ fn zone_text(u: &mut Unstructured<'_>) -> arbitrary::Result<(String, Option<&'st
     Ok((text, origin))
 }
 
-fn run_zone(data: &[u8]) -> Result<String, String> {
+fn run_zone(data: &[u8]) -> Outcome {
     let mut u = Unstructured::new(data);
     let Ok((text, origin)) = zone_text(&mut u) else {
-        return Ok("no input".to_owned());
+        return Ok("no input".into());
     };
-    fuzzing::zone(&text, origin)
+    Ok(fuzzing::zone(&text, origin)?.into())
 }
 
 #[test]

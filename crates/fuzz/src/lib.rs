@@ -22,15 +22,67 @@
 //! nightly toolchain; these targets are plain functions that such a harness could call too.
 
 use std::collections::HashSet;
+use std::error::Error;
+use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// What one input did, in a few words (`"NoError rcode 0 ..."`, `"err unknown field"`): inputs
+/// with the same signature count as one outcome, and an input with a new one joins the corpus.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Signature(pub String);
+
+impl From<String> for Signature {
+    fn from(text: String) -> Self {
+        Signature(text)
+    }
+}
+
+impl From<&str> for Signature {
+    fn from(text: &str) -> Self {
+        Signature(text.to_owned())
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A check the code under test broke on an input: a bug, with what was seen. A crate's own
+/// violation type (an error enum) converts with `?`; a test's ad hoc one is [`Violation::new`].
+#[derive(Debug)]
+pub struct Violation(Box<dyn Error + Send + Sync>);
+
+impl Violation {
+    /// A violation described by `what`: a message, or any error.
+    pub fn new(what: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Violation(what.into())
+    }
+}
+
+impl<E: Error + Send + Sync + 'static> From<E> for Violation {
+    fn from(e: E) -> Self {
+        Violation(Box::new(e))
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a target returns for one input.
+pub type Outcome = Result<Signature, Violation>;
 
 /// One fuzz target.
 pub struct Target {
     pub name: &'static str,
     /// Bytes -> structured input -> the check; `Ok(signature)` or `Err(violation)`.
-    pub run: fn(&[u8]) -> Result<String, String>,
+    pub run: fn(&[u8]) -> Outcome,
     /// Tokens worth inserting whole.
     pub dictionary: &'static [&'static [u8]],
     /// Inputs per test-suite run, after the corpus.
@@ -141,38 +193,81 @@ pub struct Report {
     pub saved: usize,
 }
 
+/// Why an input failed.
+#[derive(Debug)]
+enum Problem {
+    /// It took longer than the limit (a second in release builds).
+    Slow(Duration),
+    Violation(Violation),
+    /// The target panicked, with this message.
+    Panic(String),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Slow(took) => write!(f, "took {took:?}"),
+            Problem::Violation(violation) => violation.fmt(f),
+            Problem::Panic(message) => write!(f, "panicked: {message}"),
+        }
+    }
+}
+
+/// An input that failed a target, and where it was saved for replay.
+#[derive(Debug)]
+struct Crash {
+    target: &'static str,
+    problem: Problem,
+    input: Vec<u8>,
+    saved: Result<PathBuf, std::io::Error>,
+}
+
+impl fmt::Display for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let input = &self.input;
+        write!(
+            f,
+            "{}: {}\n  input ({} bytes): {input:02x?}\n  saved as ",
+            self.target,
+            self.problem,
+            input.len()
+        )?;
+        match &self.saved {
+            Ok(path) => write!(f, "{}", path.display()),
+            Err(e) => write!(f, "(not saved: {e})"),
+        }
+    }
+}
+
 /// Runs one input; a panic, a violation or a slow input is a crash: written to
 /// `fuzz/crashes/` and returned as the failure.
-fn execute(target: &Target, input: &[u8], slow: Duration) -> Result<String, String> {
+fn execute(target: &Target, input: &[u8], slow: Duration) -> Result<Signature, Crash> {
     let started = Instant::now();
     let result = catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
     let took = started.elapsed();
     let problem = match result {
         Ok(Ok(signature)) if took <= slow => return Ok(signature),
-        Ok(Ok(_)) => format!("took {took:?}"),
-        Ok(Err(violation)) => violation,
-        Err(panic) => {
-            let message = panic
+        Ok(Ok(_)) => Problem::Slow(took),
+        Ok(Err(violation)) => Problem::Violation(violation),
+        Err(panic) => Problem::Panic(
+            panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            format!("panicked: {message}")
-        }
+                .unwrap_or_default(),
+        ),
     };
     let dir = fuzz_dir(target).join("crashes");
     let path = dir.join(format!("{}-{}", target.name, file_name(input)));
     let saved = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&path, input))
-        .map_or_else(
-            |e| format!("(not saved: {e})"),
-            |()| path.display().to_string(),
-        );
-    Err(format!(
-        "{}: {problem}\n  input ({} bytes): {input:02x?}\n  saved as {saved}",
-        target.name,
-        input.len()
-    ))
+        .map(|()| path);
+    Err(Crash {
+        target: target.name,
+        problem,
+        input: input.to_vec(),
+        saved,
+    })
 }
 
 /// Runs `target`: its corpus, then inputs mutated from it until `budget` inputs or `time` pass.

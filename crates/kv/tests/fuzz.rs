@@ -13,7 +13,7 @@
 
 use arbitrary::Unstructured;
 use prost::Message;
-use torc_fuzz::Target;
+use torc_fuzz::{Outcome, Signature, Target, Violation};
 use torc_kv::fuzzing;
 use torc_kv::proto::etcdserverpb as pb;
 
@@ -250,12 +250,14 @@ fn requests(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<(u8, Vec<u8>)>> {
     Ok(items)
 }
 
-fn run_requests(data: &[u8]) -> Result<String, String> {
+fn run_requests(data: &[u8]) -> Outcome {
     let mut u = Unstructured::new(data);
     let Ok(items) = requests(&mut u) else {
-        return Ok("no input".to_owned());
+        return Ok("no input".into());
     };
     fuzzing::requests(&items)
+        .map(Signature::from)
+        .map_err(Violation::new)
 }
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -393,14 +395,16 @@ fn connection(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn run_authority(data: &[u8]) -> Result<String, String> {
+fn run_authority(data: &[u8]) -> Outcome {
     let mut u = Unstructured::new(data);
     let Ok(input) = connection(&mut u) else {
-        return Ok("no input".to_owned());
+        return Ok("no input".into());
     };
     let n = u.len().min(16);
     let chunks = u.bytes(n).unwrap_or_default().to_vec();
     fuzzing::authority(&input, &chunks)
+        .map(Signature::from)
+        .map_err(Violation::new)
 }
 
 #[test]

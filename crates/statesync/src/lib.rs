@@ -47,6 +47,9 @@ pub struct NetworkState {
     pub ports: Vec<Port>,
 }
 
+/// Keys of the store and their values (JSON text), in key order.
+pub type Keys = BTreeMap<String, String>;
+
 /// A change to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -59,11 +62,7 @@ fn key_part(s: &str) -> String {
 }
 
 /// The keys and values that should be under `base` (e.g. `/torc`).
-pub fn desired(
-    base: &str,
-    ctl: Option<&ControllerState>,
-    net: &NetworkState,
-) -> BTreeMap<String, String> {
+pub fn desired(base: &str, ctl: Option<&ControllerState>, net: &NetworkState) -> Keys {
     let mut out = BTreeMap::new();
     let base = base.trim_end_matches('/');
     if let Some(ctl) = ctl {
@@ -142,12 +141,7 @@ pub fn desired(
 
 /// The changes that make `actual` equal `desired`. Without the controller's word, machines and
 /// services are left alone (neither written nor deleted).
-pub fn plan(
-    base: &str,
-    desired: &BTreeMap<String, String>,
-    actual: &BTreeMap<String, String>,
-    controller_answered: bool,
-) -> Vec<Op> {
+pub fn plan(base: &str, desired: &Keys, actual: &Keys, controller_answered: bool) -> Vec<Op> {
     let base = base.trim_end_matches('/');
     let guarded = |k: &str| {
         !controller_answered
@@ -207,7 +201,7 @@ pub trait Store {
     fn list(
         &mut self,
         prefix: &str,
-    ) -> impl std::future::Future<Output = Result<BTreeMap<String, String>, Self::Error>>;
+    ) -> impl std::future::Future<Output = Result<Keys, Self::Error>>;
     fn put(
         &mut self,
         key: &str,
@@ -274,8 +268,12 @@ pub struct EtcdStore {
 /// Why the state store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("bad endpoint {0:?}: {1}")]
-    Endpoint(String, String),
+    #[error("bad endpoint {endpoint:?}: {source}")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error(transparent)]
     Client(#[from] torc_kv::client::ClientError),
 }
@@ -290,7 +288,10 @@ impl EtcdStore {
         tls: Option<torc_kv::client::ClientTls>,
     ) -> Result<EtcdStore, EtcdError> {
         let endpoint_cfg = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| EtcdError::Endpoint(endpoint.to_string(), e.to_string()))?
+            .map_err(|source| EtcdError::Endpoint {
+                endpoint: endpoint.to_string(),
+                source,
+            })?
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(5));
         Ok(EtcdStore {
@@ -302,7 +303,7 @@ impl EtcdStore {
 impl Store for EtcdStore {
     type Error = EtcdError;
 
-    async fn list(&mut self, prefix: &str) -> Result<BTreeMap<String, String>, EtcdError> {
+    async fn list(&mut self, prefix: &str) -> Result<Keys, EtcdError> {
         use torc_kv::proto::etcdserverpb::RangeRequest;
         let req = RangeRequest {
             key: prefix.as_bytes().to_vec().into(),

@@ -100,3 +100,18 @@ fn no_answer_from_the_controller_deletes_nothing_of_its() {
     let ops = plan("/torc", &want, &have, false);
     assert!(ops.is_empty(), "{ops:?}");
 }
+
+#[test]
+fn a_bad_endpoint_is_named() {
+    let Err(err) = EtcdStore::connect("not a url", None, None) else {
+        panic!("a bad endpoint was accepted");
+    };
+    assert!(
+        matches!(&err, EtcdError::Endpoint { endpoint, .. } if endpoint == "not a url"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with("bad endpoint \"not a url\": "),
+        "{err}"
+    );
+}

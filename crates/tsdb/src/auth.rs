@@ -29,8 +29,8 @@
 //! response times tell which user names exist.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -47,12 +47,15 @@ pub const BCRYPT_COST: u32 = 10;
 pub const MAX_WAITING: usize = 32;
 
 /// Why a password could not be checked or hashed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     #[error("authentication is busy: too many password checks in progress, retry later")]
     Busy,
     #[error("cannot hash the password: {0}")]
-    Hash(String),
+    Hash(#[source] Arc<bcrypt::BcryptError>),
+    /// The blocking task running bcrypt panicked or was cancelled.
+    #[error("cannot hash the password: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
 }
 
 /// A password known good for a user: SHA-256 of a random salt and the password, and the bcrypt
@@ -109,7 +112,7 @@ impl Authenticator {
         let _permit = permit.map_err(|_| AuthError::Busy)?;
         tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| AuthError::Hash(e.to_string()))
+            .map_err(|e| AuthError::Task(Arc::new(e)))
     }
 
     /// A new bcrypt hash of `password`.
@@ -117,7 +120,7 @@ impl Authenticator {
         let password = password.to_string();
         self.bcrypt(move || bcrypt::hash(password, BCRYPT_COST))
             .await?
-            .map_err(|e| AuthError::Hash(e.to_string()))
+            .map_err(|e| AuthError::Hash(Arc::new(e)))
     }
 
     /// Whether `password` matches the bcrypt `hash` (no cache; a damaged hash matches nothing).
@@ -299,25 +302,56 @@ pub async fn authenticate(
     }
 }
 
-/// Whether `caller` may run `stmts` (with `default_db` as the request's `db`); the error is the
-/// text after `error authorizing query: `. `user_count` is the number of users.
+/// Why a caller may not run a query; the text is what follows `error authorizing query: `
+/// (influxd's). `statement` is the statement as InfluxQL, passwords redacted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryDenied {
+    #[error("create admin user first or disable authentication")]
+    NoAdminYet,
+    #[error("no user provided")]
+    NoUser,
+    #[error("{user} not authorized to execute statement '{statement}', requires admin privilege")]
+    NeedsAdmin { user: String, statement: String },
+    #[error(
+        "{user} not authorized to execute statement '{statement}', requires {privilege} on \
+         {database}"
+    )]
+    NeedsPrivilege {
+        user: String,
+        statement: String,
+        privilege: Privilege,
+        database: String,
+    },
+}
+
+/// Why a caller may not write to a database (the 403 text, influxd's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteDenied {
+    #[error("user is required to write to database {database:?}")]
+    NoUser { database: String },
+    #[error("{user:?} user is not authorized to write to database {database:?}")]
+    NotAuthorized { user: String, database: String },
+}
+
+/// Whether `caller` may run `stmts` (with `default_db` as the request's `db`). `user_count` is
+/// the number of users.
 pub fn authorize_query(
     caller: &Caller,
     user_count: usize,
     stmts: &[Statement],
     default_db: &str,
-) -> Result<(), String> {
+) -> Result<(), QueryDenied> {
     if *caller == Caller::Open {
         return Ok(());
     }
     if user_count == 0 {
         return match stmts.first() {
             Some(Statement::CreateUser { admin: true, .. }) => Ok(()),
-            _ => Err("create admin user first or disable authentication".into()),
+            _ => Err(QueryDenied::NoAdminYet),
         };
     }
     let Caller::User(user) = caller else {
-        return Err("no user provided".into());
+        return Err(QueryDenied::NoUser);
     };
     if user.admin {
         return Ok(());
@@ -326,10 +360,10 @@ pub fn authorize_query(
         for req in stmt.required() {
             match req {
                 Required::Admin => {
-                    return Err(format!(
-                        "{} not authorized to execute statement '{stmt}', requires admin privilege",
-                        user.name
-                    ));
+                    return Err(QueryDenied::NeedsAdmin {
+                        user: user.name.clone(),
+                        statement: stmt.to_string(),
+                    });
                 }
                 Required::On {
                     privilege,
@@ -341,10 +375,12 @@ pub fn authorize_query(
                         &database
                     };
                     if !user.may(privilege, db) {
-                        return Err(format!(
-                            "{} not authorized to execute statement '{stmt}', requires {privilege} on {db}",
-                            user.name
-                        ));
+                        return Err(QueryDenied::NeedsPrivilege {
+                            user: user.name.clone(),
+                            statement: stmt.to_string(),
+                            privilege,
+                            database: db.to_string(),
+                        });
                     }
                 }
             }
@@ -353,16 +389,18 @@ pub fn authorize_query(
     Ok(())
 }
 
-/// Whether `caller` may write to `db` (the 403 text when not).
-pub fn authorize_write(caller: &Caller, db: &str) -> Result<(), String> {
+/// Whether `caller` may write to `db`.
+pub fn authorize_write(caller: &Caller, db: &str) -> Result<(), WriteDenied> {
     match caller {
         Caller::Open => Ok(()),
-        Caller::Anonymous => Err(format!("user is required to write to database {db:?}")),
+        Caller::Anonymous => Err(WriteDenied::NoUser {
+            database: db.to_string(),
+        }),
         Caller::User(u) if u.may(Privilege::Write, db) => Ok(()),
-        Caller::User(u) => Err(format!(
-            "{:?} user is not authorized to write to database {db:?}",
-            u.name
-        )),
+        Caller::User(u) => Err(WriteDenied::NotAuthorized {
+            user: u.name.clone(),
+            database: db.to_string(),
+        }),
     }
 }
 
@@ -374,13 +412,27 @@ pub fn lists_database(caller: &Caller, db: &str) -> bool {
     }
 }
 
+/// A 0.8 `Authorization` header that 0.8 could not read (its 400 texts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// Not two words.
+    #[error("Bad auth header")]
+    Header,
+    /// The second word is not base64.
+    #[error("Bad encoding")]
+    Encoding,
+    /// Not `user:password`.
+    #[error("Bad auth value")]
+    Value,
+}
+
 /// The 0.8 API's credentials, parsed as InfluxDB 0.8 did (`getUsernameAndPassword`): `u` and
 /// `p` from the URL query, else `Authorization: <anything> <base64 of user:password>`. `Ok(None)`
-/// means none were given; the error is 0.8's 400 text.
+/// means none were given.
 pub fn v08_credentials(
     query: &str,
     authorization: Option<&[u8]>,
-) -> Result<Option<(String, String)>, &'static str> {
+) -> Result<Option<(String, String)>, CredentialsError> {
     let params = crate::http::parse_form(query);
     if let (Some(u), Some(p)) = (params.get("u"), params.get("p"))
         && !u.is_empty()
@@ -394,15 +446,15 @@ pub fn v08_credentials(
     let header = String::from_utf8_lossy(header);
     let fields: Vec<&str> = header.split(' ').collect();
     let [_, value] = fields[..] else {
-        return Err("Bad auth header");
+        return Err(CredentialsError::Header);
     };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(value)
-        .map_err(|_| "Bad encoding")?;
+        .map_err(|_| CredentialsError::Encoding)?;
     let decoded = String::from_utf8_lossy(&decoded);
     match decoded.split(':').collect::<Vec<_>>()[..] {
         [u, p] => Ok(Some((u.to_string(), p.to_string()))),
-        _ => Err("Bad auth value"),
+        _ => Err(CredentialsError::Value),
     }
 }
 
@@ -422,8 +474,11 @@ mod tests {
         })
     }
 
-    fn check(caller: &Caller, q: &str, db: &str) -> Result<(), String> {
+    /// The denial's text, which clients see; `None` when the query may run.
+    fn check(caller: &Caller, q: &str, db: &str) -> Option<String> {
         authorize_query(caller, 2, &parse_query(q).unwrap(), db)
+            .err()
+            .map(|e| e.to_string())
     }
 
     #[test]
@@ -434,18 +489,18 @@ mod tests {
         let plain = parse_query("CREATE USER a WITH PASSWORD 'x'").unwrap();
         let msg = "create admin user first or disable authentication";
         assert_eq!(
-            authorize_query(&Caller::Anonymous, 0, &plain, ""),
+            authorize_query(&Caller::Anonymous, 0, &plain, "").map_err(|e| e.to_string()),
             Err(msg.into())
         );
         let later =
             parse_query("SHOW USERS; CREATE USER a WITH PASSWORD 'x' WITH ALL PRIVILEGES").unwrap();
         assert_eq!(
             authorize_query(&Caller::Anonymous, 0, &later, ""),
-            Err(msg.into())
+            Err(QueryDenied::NoAdminYet)
         );
         // Users but no admin: nobody is authenticated, so nothing runs.
         assert_eq!(
-            authorize_query(&Caller::Anonymous, 1, &create, ""),
+            authorize_query(&Caller::Anonymous, 1, &create, "").map_err(|e| e.to_string()),
             Err("no user provided".into())
         );
         assert_eq!(authorize_query(&Caller::Open, 0, &plain, ""), Ok(()));
@@ -460,26 +515,26 @@ mod tests {
             "SELECT * FROM m",
             "DELETE FROM m",
         ] {
-            assert_eq!(check(&admin, q, "x"), Ok(()), "{q}");
+            assert_eq!(check(&admin, q, "x"), None, "{q}");
         }
     }
 
     #[test]
     fn reads_need_read_and_writes_need_write() {
         let reader = user(false, &[("x", Privilege::Read)]);
-        assert_eq!(check(&reader, "SELECT v FROM m", "x"), Ok(()));
-        assert_eq!(check(&reader, "SHOW MEASUREMENTS", "x"), Ok(()));
-        assert_eq!(check(&reader, "SELECT v FROM x..m", "y"), Ok(()));
+        assert_eq!(check(&reader, "SELECT v FROM m", "x"), None);
+        assert_eq!(check(&reader, "SHOW MEASUREMENTS", "x"), None);
+        assert_eq!(check(&reader, "SELECT v FROM x..m", "y"), None);
         assert_eq!(
             check(&reader, "SELECT v FROM m", "y"),
-            Err(
+            Some(
                 "bob not authorized to execute statement 'SELECT v FROM m', requires READ on y"
                     .into()
             )
         );
         assert_eq!(
             check(&reader, "DELETE FROM m", "x"),
-            Err(
+            Some(
                 "bob not authorized to execute statement 'DELETE FROM m', requires WRITE on x"
                     .into()
             )
@@ -487,18 +542,18 @@ mod tests {
         // A subquery's sources count; the first unmet requirement is reported.
         assert_eq!(
             check(&reader, "SELECT * FROM (SELECT v FROM y..m)", "x"),
-            Err("bob not authorized to execute statement 'SELECT * FROM (SELECT v FROM y..m)', requires READ on y".into())
+            Some("bob not authorized to execute statement 'SELECT * FROM (SELECT v FROM y..m)', requires READ on y".into())
         );
         let writer = user(false, &[("x", Privilege::Write)]);
-        assert_eq!(check(&writer, "DROP SERIES FROM m", "x"), Ok(()));
-        assert_eq!(check(&writer, "DROP RETENTION POLICY r ON x", ""), Ok(()));
-        assert!(check(&writer, "SELECT v FROM m", "x").is_err());
+        assert_eq!(check(&writer, "DROP SERIES FROM m", "x"), None);
+        assert_eq!(check(&writer, "DROP RETENTION POLICY r ON x", ""), None);
+        assert!(check(&writer, "SELECT v FROM m", "x").is_some());
         let all = user(false, &[("x", Privilege::All)]);
-        assert_eq!(check(&all, "SELECT v FROM m; DELETE FROM m", "x"), Ok(()));
+        assert_eq!(check(&all, "SELECT v FROM m; DELETE FROM m", "x"), None);
         let none = user(false, &[("x", Privilege::None)]);
-        assert!(check(&none, "SELECT v FROM m", "x").is_err());
+        assert!(check(&none, "SELECT v FROM m", "x").is_some());
         // SHOW DATABASES needs nothing; its answer is filtered.
-        assert_eq!(check(&none, "SHOW DATABASES", ""), Ok(()));
+        assert_eq!(check(&none, "SHOW DATABASES", ""), None);
         assert!(lists_database(&reader, "x") && !lists_database(&reader, "y"));
         assert!(lists_database(&writer, "x") && !lists_database(&none, "x"));
     }
@@ -523,7 +578,7 @@ mod tests {
         ] {
             assert_eq!(
                 check(&all, q, "x"),
-                Err(format!(
+                Some(format!(
                     "bob not authorized to execute statement '{shown}', requires admin privilege"
                 )),
                 "{q}"
@@ -534,13 +589,21 @@ mod tests {
     #[test]
     fn writes_need_write() {
         assert_eq!(authorize_write(&Caller::Open, "x"), Ok(()));
+        let denied = |caller: &Caller| authorize_write(caller, "x").map_err(|e| e.to_string());
         assert_eq!(
-            authorize_write(&Caller::Anonymous, "x"),
+            denied(&Caller::Anonymous),
             Err("user is required to write to database \"x\"".into())
         );
         assert_eq!(
-            authorize_write(&user(false, &[("x", Privilege::Read)]), "x"),
+            denied(&user(false, &[("x", Privilege::Read)])),
             Err("\"bob\" user is not authorized to write to database \"x\"".into())
+        );
+        assert_eq!(
+            authorize_write(&user(false, &[("x", Privilege::Read)]), "x"),
+            Err(WriteDenied::NotAuthorized {
+                user: "bob".into(),
+                database: "x".into()
+            })
         );
         assert_eq!(
             authorize_write(&user(false, &[("x", Privilege::All)]), "x"),
@@ -586,12 +649,18 @@ mod tests {
             v08_credentials("", Some(b"Basic Ym9iOnB3")),
             Ok(Some(("bob".into(), "pw".into())))
         );
-        assert_eq!(v08_credentials("", Some(b"Basic")), Err("Bad auth header"));
-        assert_eq!(v08_credentials("", Some(b"Basic !!")), Err("Bad encoding"));
+        assert_eq!(
+            v08_credentials("", Some(b"Basic")),
+            Err(CredentialsError::Header)
+        );
+        assert_eq!(
+            v08_credentials("", Some(b"Basic !!")),
+            Err(CredentialsError::Encoding)
+        );
         // "a:b:c"
         assert_eq!(
             v08_credentials("", Some(b"Basic YTpiOmM=")),
-            Err("Bad auth value")
+            Err(CredentialsError::Value)
         );
     }
 

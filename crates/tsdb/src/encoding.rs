@@ -16,7 +16,7 @@ use crate::model::Values;
 /// Upper bound on the number of points in one block, checked when decoding.
 pub const MAX_BLOCK_POINTS: usize = 1 << 24;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 #[error("corrupt block: {0}")]
 pub struct DecodeError(pub &'static str);
 

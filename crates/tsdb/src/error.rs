@@ -1,19 +1,28 @@
-//! Library errors.
+//! Library errors. [`Error`] is `Clone` (its I/O errors are shared) because the failure that
+//! poisons the store is kept and reported again to every later writer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Errors of the storage engine and of writes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     /// A file is damaged somewhere other than a torn WAL tail: refuse to open (fail closed).
     #[error("corrupt data in {path}: {detail}")]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt { path: PathBuf, detail: Damage },
+    /// A WAL record in `path` that checksums but cannot be replayed: refuse to open.
+    #[error("corrupt data in {path}: {source}")]
+    Replay {
+        path: PathBuf,
+        #[source]
+        source: ReplayError,
+    },
     #[error(
         "unsupported on-disk format in {path}: {found:?} (this build reads version {expected})"
     )]
@@ -24,37 +33,125 @@ pub enum Error {
     },
     /// A WAL or segment write failed earlier; the store refuses writes from then on.
     #[error("storage is read-only after an earlier failure: {0}")]
-    Poisoned(String),
+    Poisoned(Poison),
     #[error("database not found: {0:?}")]
     DatabaseNotFound(String),
     #[error("retention policy not found: {0}")]
     RetentionPolicyNotFound(String),
     #[error("database is required")]
     DatabaseRequired,
+    /// A statement that needs a database got none (InfluxQL's words).
+    #[error("database name required")]
+    DatabaseNameRequired,
+    #[error("retention policy already exists")]
+    RetentionPolicyExists,
+    /// A deletion met a shard whose head is being flushed; the caller may retry.
+    #[error("delete while a flush is in progress")]
+    FlushInProgress,
+    /// The metadata could not be serialised.
+    #[error("{0}")]
+    Encode(#[source] Arc<serde_json::Error>),
     /// Some or all points were rejected; the text is InfluxDB's.
     #[error("partial write: {reason} dropped={dropped}")]
-    PartialWrite { reason: String, dropped: usize },
+    PartialWrite {
+        reason: crate::storage::Rejection,
+        dropped: usize,
+    },
     /// A name refused before it reached the disk (see [`crate::names`]).
     #[error(transparent)]
     Name(#[from] crate::names::NameError),
+}
+
+/// What is damaged in a file (the detail of [`Error::Corrupt`]); offsets are in bytes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Damage {
+    /// A compressed block does not decode.
+    #[error(transparent)]
+    Block(#[from] crate::encoding::DecodeError),
+    #[error("bad segment header")]
+    SegmentHeader,
+    #[error("segment checksum mismatch")]
+    SegmentChecksum,
+    #[error("bad string id")]
+    StringId,
+    #[error("bad type")]
+    FieldType,
+    #[error("bad schema id")]
+    SchemaId,
+    #[error("bad time exponent")]
+    TimeExponent,
+    #[error("empty series in segment")]
+    EmptySeries,
+    #[error("bad bitmap flag")]
+    BitmapFlag,
+    #[error("trailing bytes in segment body")]
+    TrailingBytes,
+    #[error("time and value counts differ")]
+    ValueCount,
+    #[error("file shorter than its header")]
+    WalHeader,
+    #[error("bad magic")]
+    WalMagic,
+    /// A record cut short in a WAL file that is not the newest (only the newest may be torn).
+    #[error("incomplete record at offset {offset} in a sealed file")]
+    IncompleteRecord { offset: usize },
+    #[error("record length {len} at offset {offset}")]
+    RecordLength { len: usize, offset: usize },
+    #[error("checksum mismatch at offset {offset}")]
+    RecordChecksum { offset: usize },
+    /// `meta.json` is not the catalog's JSON.
     #[error("{0}")]
-    Invalid(String),
+    Metadata(#[source] Arc<serde_json::Error>),
+}
+
+/// Why a WAL record cannot be replayed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Decode(#[from] crate::encoding::DecodeError),
+    #[error("unknown WAL record kind {0}")]
+    UnknownKind(u8),
+    /// Applying the record failed (opening its shard, rewriting segments for a deletion).
+    #[error(transparent)]
+    Apply(#[from] Box<Error>),
+}
+
+/// The failure that made the store refuse writes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Poison {
+    /// Writing or fsyncing the WAL failed.
+    #[error("wal write failed: {0}")]
+    WalWrite(#[source] Arc<std::io::Error>),
+    /// Creating the next WAL file failed.
+    #[error("creating wal: {0}")]
+    WalCreate(#[source] Arc<std::io::Error>),
+    /// Writing the next WAL file's header, or syncing its directory, failed.
+    #[error("{0}")]
+    WalHeader(#[source] Box<Error>),
+    #[error("wal is shut down")]
+    ShutDown,
+    /// The WAL's thread ended without answering.
+    #[error("wal writer stopped")]
+    WriterStopped,
+    /// A flush, a compaction or a deletion failed (see [`crate::storage`]).
+    #[error("{0}")]
+    Storage(#[source] Box<Error>),
 }
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
             context: context.into(),
-            source,
+            source: Arc::new(source),
         }
     }
 }
 
 impl From<torc_durable::WriteError> for Error {
     fn from(e: torc_durable::WriteError) -> Error {
-        Error::Io {
-            context: format!("writing {} ({})", e.path.display(), e.step),
-            source: e.source,
-        }
+        Error::io(
+            format!("writing {} ({})", e.path.display(), e.step),
+            e.source,
+        )
     }
 }

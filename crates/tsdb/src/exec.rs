@@ -35,8 +35,12 @@ use crate::influxql::{
     BinOp, Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch,
 };
 use crate::limits::Budget;
+
+mod error;
+
 use crate::model::{FieldType, FieldValue, Values};
 use crate::storage::{RpMeta, SeriesInfo, Shard, ShardState, Tsdb, now_ns, shard_group_for};
+pub use error::QueryError;
 
 /// A result cell.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,13 +87,13 @@ pub struct ResultSeries {
 }
 
 /// The result of one statement.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StatementResult {
     pub series: Vec<ResultSeries>,
-    pub error: Option<String>,
+    pub error: Option<QueryError>,
 }
 
-type ExecResult<T> = Result<T, String>;
+type ExecResult<T> = Result<T, QueryError>;
 
 /// Executes parsed statements in order (InfluxDB stops at the first failing statement).
 pub async fn execute(
@@ -114,12 +118,15 @@ pub async fn execute_as(
     for s in stmts {
         let r = match budget.start_statement() {
             Ok(()) => execute_one(db, s, default_db, caller, &budget).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         // A read that ends past the deadline is answered as one stopped at it; a change that
         // ran is reported as done.
         let r = match r {
-            Ok(series) if s.is_read_only() => budget.check_time().map(|()| series),
+            Ok(series) if s.is_read_only() => budget
+                .check_time()
+                .map(|()| series)
+                .map_err(QueryError::from),
             r => r,
         };
         let failed = r.is_err();
@@ -143,13 +150,15 @@ pub async fn execute_as(
 fn need_db<'a>(on: Option<&'a str>, default_db: Option<&'a str>) -> ExecResult<&'a str> {
     match on.or(default_db) {
         Some(d) if !d.is_empty() => Ok(d),
-        _ => Err("database name required".into()),
+        _ => Err(QueryError::DatabaseNameRequired),
     }
 }
 
 fn check_db(db: &Tsdb, name: &str) -> ExecResult<()> {
     if db.database(name).is_none() {
-        return Err(format!("database not found: {name}"));
+        return Err(QueryError::DatabaseNotFound {
+            name: name.to_string(),
+        });
     }
     Ok(())
 }
@@ -196,47 +205,44 @@ async fn execute_one(
         | Statement::Revoke { .. }
         | Statement::RevokeAdmin { .. } => crate::users::execute(db, stmt).await,
         Statement::CreateDatabase { name } => {
-            db.create_database(name).map_err(|e| e.to_string())?;
+            db.create_database(name)?;
             Ok(Vec::new())
         }
         Statement::DropDatabase { name } => {
-            db.drop_database(name).await.map_err(|e| e.to_string())?;
+            db.drop_database(name).await?;
             Ok(Vec::new())
         }
         Statement::DropMeasurement { name } => {
             let dbname = need_db(None, default_db)?;
             check_db(db, dbname)?;
             db.delete(dbname, i64::MIN, i64::MAX, |st| {
-                Ok(st
-                    .index
-                    .measurements
-                    .get(name)
-                    .map(|mi| {
-                        mi.series
-                            .iter()
-                            .map(|&sid| st.index.series[sid as usize].key.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default())
+                Ok::<_, QueryError>(
+                    st.index
+                        .measurements
+                        .get(name)
+                        .map(|mi| {
+                            mi.series
+                                .iter()
+                                .map(|&sid| st.index.series[sid as usize].key.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                )
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             Ok(Vec::new())
         }
         Statement::DropRetentionPolicy { name, database } => {
             db.drop_retention_policy(database, name)
                 .await
-                .map_err(|e| match e {
-                    crate::Error::DatabaseNotFound(d) => format!("database not found: {d}"),
-                    e => e.to_string(),
-                })?;
+                .map_err(QueryError::from_storage)?;
             Ok(Vec::new())
         }
         Statement::DropSeries { sources, condition } => {
             let dbname = need_db(None, default_db)?;
             check_db(db, dbname)?;
             if condition.as_ref().is_some_and(refers_to_time) {
-                return Err("DROP SERIES doesn't support time in WHERE clause".into());
+                return Err(QueryError::DropSeriesTime);
             }
             delete_where(db, dbname, sources, condition.as_ref(), i64::MIN, i64::MAX).await?;
             Ok(Vec::new())
@@ -249,7 +255,7 @@ async fn execute_one(
                 None => (i64::MIN, i64::MAX, None),
             };
             if rest.as_ref().is_some_and(refers_to_time) {
-                return Err("DELETE supports time only in top-level AND conditions".into());
+                return Err(QueryError::DeleteTime);
             }
             delete_where(db, dbname, sources, rest.as_ref(), min, max).await?;
             Ok(Vec::new())
@@ -281,10 +287,7 @@ async fn execute_one(
                 },
                 *default,
             )
-            .map_err(|e| match e {
-                crate::Error::DatabaseNotFound(d) => format!("database not found: {d}"),
-                e => e.to_string(),
-            })?;
+            .map_err(QueryError::from_storage)?;
             Ok(Vec::new())
         }
         Statement::CreateRetentionPolicy {
@@ -302,10 +305,7 @@ async fn execute_one(
                 replication: (*replication).clamp(1, u32::MAX as i64) as u32,
             };
             db.create_retention_policy(database, name, rp, *default)
-                .map_err(|e| match e {
-                    crate::Error::DatabaseNotFound(d) => format!("database not found: {d}"),
-                    e => e.to_string(),
-                })?;
+                .map_err(QueryError::from_storage)?;
             Ok(Vec::new())
         }
         Statement::ShowSeriesCardinality { on } | Statement::ShowMeasurementCardinality { on } => {
@@ -361,7 +361,9 @@ async fn execute_one(
             let name = need_db(on.as_deref(), default_db)?;
             let meta = db
                 .database(name)
-                .ok_or_else(|| format!("database not found: {name}"))?;
+                .ok_or_else(|| QueryError::DatabaseNotFound {
+                    name: name.to_string(),
+                })?;
             Ok(vec![ResultSeries {
                 name: None,
                 tags: None,
@@ -652,9 +654,8 @@ async fn delete_where(
         collect_regexes(c, &mut HashMap::new())?;
     }
     db.delete(dbname, min, max, |st| {
-        let invalid = crate::Error::Invalid;
         let mut keys = Vec::new();
-        for m in measurements_for(st, sources).map_err(invalid)? {
+        for m in measurements_for(st, sources)? {
             let Some(mi) = st.index.measurements.get(&m) else {
                 continue;
             };
@@ -668,9 +669,7 @@ async fn delete_where(
                     }
                 });
                 if field {
-                    return Err(invalid(
-                        "fields not supported in WHERE clause during deletion".into(),
-                    ));
+                    return Err(QueryError::DeleteOnField);
                 }
             }
             for &sid in &mi.series {
@@ -683,7 +682,6 @@ async fn delete_where(
         Ok(keys)
     })
     .await
-    .map_err(|e| e.to_string())
 }
 
 fn limit_offset<T>(v: Vec<T>, limit: usize, offset: usize) -> Vec<T> {
@@ -696,7 +694,7 @@ fn limit_offset<T>(v: Vec<T>, limit: usize, offset: usize) -> Vec<T> {
 }
 
 fn compile(r: &str) -> ExecResult<Regex> {
-    Regex::new(r).map_err(|e| format!("invalid regular expression: {e}"))
+    Regex::new(r).map_err(QueryError::Regex)
 }
 
 /// Measurements of a shard named by `sources` (all when empty).
@@ -721,7 +719,7 @@ fn measurements_for(st: &ShardState, sources: &[Source]) -> ExecResult<Vec<Strin
                 }
             }
             Source::Subquery(_) => {
-                return Err("subqueries are supported only in SELECT".into());
+                return Err(QueryError::SubqueryOutsideSelect);
             }
         }
     }
@@ -1004,19 +1002,17 @@ fn time_value(e: &Expr, now: i64) -> ExecResult<i64> {
         Expr::Integer(i) => Ok(*i),
         Expr::Number(f) => Ok(*f as i64),
         Expr::Duration(d) => Ok(*d),
-        Expr::String(s) => crate::timefmt::parse_rfc3339(s).ok_or_else(|| {
-            "invalid operation: time and *influxql.StringLiteral are not compatible".to_string()
-        }),
+        Expr::String(s) => crate::timefmt::parse_rfc3339(s).ok_or(QueryError::TimeString),
         Expr::Binary { op, lhs, rhs } => {
             let l = time_value(lhs, now)?;
             let r = time_value(rhs, now)?;
             match op {
                 BinOp::Add => Ok(l.saturating_add(r)),
                 BinOp::Sub => Ok(l.saturating_sub(r)),
-                _ => Err("invalid time expression".into()),
+                _ => Err(QueryError::TimeExpression),
             }
         }
-        _ => Err("invalid time expression".into()),
+        _ => Err(QueryError::TimeExpression),
     }
 }
 
@@ -1098,7 +1094,7 @@ fn collect_regexes(e: &Expr, out: &mut HashMap<String, Regex>) -> ExecResult<()>
                 Ok(re) => {
                     out.insert(r.clone(), re);
                 }
-                Err(e) => err = Some(format!("invalid regular expression: {e}")),
+                Err(e) => err = Some(QueryError::Regex(e)),
             }
         }
     });
@@ -1163,31 +1159,30 @@ fn select_n(fields: &[Field]) -> ExecResult<Option<SelectN<'_>>> {
             && let Expr::Call { .. } = other.expr.unparen()
             && let Expr::Call { name, .. } = f.expr.unparen()
         {
-            return Err(format!(
-                "selector function {name}() cannot be combined with other functions"
-            ));
+            return Err(QueryError::SelectorCombined { name: name.clone() });
         }
     }
-    let unsupported = || {
-        "unsupported use of top()/bottom(): torc tsdb supports only top(field[, tag ...], N) beside bare fields or tags".to_string()
-    };
+    let unsupported = || QueryError::SelectorForm;
     let Expr::Call { name, args } = f.expr.unparen() else {
         return Err(unsupported());
     };
     if args.len() < 2 {
-        return Err(format!(
-            "invalid number of arguments for {name}, expected at least 2, got {}",
-            args.len()
-        ));
+        return Err(QueryError::SelectorArity {
+            name: name.clone(),
+            got: args.len(),
+        });
     }
     let Some(Expr::Integer(n)) = args.last().map(Expr::unparen) else {
-        return Err(format!(
-            "expected integer as last argument in {name}(), found {}",
-            args.len()
-        ));
+        return Err(QueryError::SelectorLimitType {
+            name: name.clone(),
+            args: args.len(),
+        });
     };
     if *n <= 0 {
-        return Err(format!("limit ({n}) in {name} function must be at least 1"));
+        return Err(QueryError::SelectorLimit {
+            name: name.clone(),
+            n: *n,
+        });
     }
     let mut names = args[..args.len() - 1].iter().map(|a| match a.unparen() {
         Expr::VarRef(v) => Some(v.as_str()),
@@ -1486,15 +1481,12 @@ fn select(
         };
         let dbname = match sdb.as_deref().or(default_db) {
             Some(d) if !d.is_empty() => d.to_string(),
-            _ => return Err("database name required".into()),
+            _ => return Err(QueryError::DatabaseNameRequired),
         };
         let (rp, _) = db
             .resolve_rp(&dbname, srp.as_deref())
-            .map_err(|e| match e {
-                crate::Error::DatabaseNotFound(d) => format!("database not found: {d}"),
-                e => e.to_string(),
-            })?;
-        let shard = db.shard(&dbname, &rp).map_err(|e| e.to_string())?;
+            .map_err(QueryError::from_storage)?;
+        let shard = db.shard(&dbname, &rp)?;
         let names = {
             let st = shard.read();
             measurements_for(&st, std::slice::from_ref(src))?
@@ -1531,11 +1523,11 @@ fn select(
                 && args.len() != math_arity(name)
                 && arity.is_none()
             {
-                arity = Some(format!(
-                    "invalid number of arguments for {name}, expected {}, got {}",
-                    math_arity(name),
-                    args.len()
-                ));
+                arity = Some(QueryError::Arity {
+                    name: name.clone(),
+                    expected: math_arity(name),
+                    got: args.len(),
+                });
             }
         });
         if let Some(e) = arity {
@@ -1543,9 +1535,9 @@ fn select(
         }
         if let Some(name) = bad {
             return Err(if INFLUXQL_ONLY.contains(&name.as_str()) {
-                format!("unsupported function {name}(): torc tsdb does not implement it")
+                QueryError::Unimplemented { name }
             } else {
-                format!("undefined function {name}()")
+                QueryError::UndefinedFunction { name }
             });
         }
     }
@@ -1554,10 +1546,11 @@ fn select(
         && sel.limit > 0
         && t.n > sel.limit
     {
-        return Err(format!(
-            "limit ({}) in {} function can not be larger than the LIMIT ({}) in the select statement",
-            t.n, t.name, sel.limit
-        ));
+        return Err(QueryError::SelectorOverLimit {
+            name: t.name.to_string(),
+            n: t.n,
+            limit: sel.limit,
+        });
     }
     let is_agg = sel.fields.iter().any(|f| {
         contains_call(&f.expr, AGGREGATES)
@@ -1571,7 +1564,7 @@ fn select(
     if is_agg {
         for f in &sel.fields {
             if has_bare_ref(&f.expr) && top_n.is_none() {
-                return Err("mixing aggregate and non-aggregate queries is not supported".into());
+                return Err(QueryError::MixedAggregate);
             }
         }
         for f in &sel.fields {
@@ -1580,20 +1573,18 @@ fn select(
             {
                 let inner_agg = args.first().is_some_and(|a| is_call_kind(a, AGGREGATES));
                 if has_time_group && !inner_agg {
-                    return Err(format!(
-                        "aggregate function required inside the call to {name}"
-                    ));
+                    return Err(QueryError::TransformWithoutAggregate { name: name.clone() });
                 }
                 if !has_time_group && inner_agg {
-                    return Err(format!("{name} aggregate requires a GROUP BY interval"));
+                    return Err(QueryError::TransformWithoutInterval { name: name.clone() });
                 }
             }
         }
     } else if has_time_group {
-        return Err("GROUP BY requires at least one aggregate function".into());
+        return Err(QueryError::GroupByWithoutAggregate);
     }
     if !sel.fields.iter().any(|f| field_refs_any(&f.expr)) {
-        return Err("at least 1 non-time field must be queried".into());
+        return Err(QueryError::NoField);
     }
 
     let (tmin, tmax, rest_cond) = match &sel.condition {
@@ -1798,9 +1789,7 @@ fn select(
                 (tmin, tmax)
             };
             for (si, &sid) in g.sids.iter().enumerate() {
-                let cols = st
-                    .columns(sid, &needed_refs, lo, hi)
-                    .map_err(|e| e.to_string())?;
+                let cols = st.columns(sid, &needed_refs, lo, hi)?;
                 budget.points(cols.iter().flatten().map(|c| c.times.len()).sum())?;
                 rows.append_series(&cols, si);
             }
@@ -1837,7 +1826,7 @@ fn select(
                     true
                 });
                 if let Some(e) = late {
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             let tags = (!group_keys.is_empty()).then(|| {
@@ -2081,13 +2070,13 @@ fn aggregate(
         && let Some(f) = fields.iter().find(|f| is_call_kind(&f.expr, TRANSFORMS))
     {
         if fields.len() != 1 {
-            return Err("derivative cannot be combined with other functions".into());
+            return Err(QueryError::TransformCombined);
         }
         let Expr::Call { name, args } = f.expr.unparen() else {
             unreachable!()
         };
         let Some(Expr::VarRef(field)) = args.first().map(|a| a.unparen()) else {
-            return Err(format!("expected field argument in {name}()"));
+            return Err(QueryError::FieldArgument { name: name.clone() });
         };
         let unit = transform_unit(name, args)?;
         let pts = points_of(field);
@@ -2114,11 +2103,9 @@ fn aggregate(
             budget.points(n)?;
             // With both limits off, an absurd count is still an error, not an abort.
             let mut starts = Vec::new();
-            starts.try_reserve_exact(n).map_err(|_| {
-                format!(
-                    "{n} GROUP BY time buckets do not fit in memory: bound the time range, or set max-select-buckets"
-                )
-            })?;
+            starts
+                .try_reserve_exact(n)
+                .map_err(|_| QueryError::BucketsTooMany { count: n })?;
             starts.extend((0..n).map(|k| b0.saturating_add((k as i64).saturating_mul(iv))));
             (starts, Some(iv))
         }
@@ -2155,10 +2142,10 @@ fn aggregate(
                         Val::Bool(_) => "boolean",
                         _ => "string",
                     };
-                    return Err(format!(
-                        "unsupported {} iterator type: *query.{go_type}InterruptIterator",
-                        sn.name
-                    ));
+                    return Err(QueryError::SelectorType {
+                        name: sn.name.to_string(),
+                        go_type,
+                    });
                 }
                 if let Some(b) = bucket_of(k.time) {
                     per_bucket[b].push((k.time, v, ki));
@@ -2382,25 +2369,27 @@ fn transform_unit(name: &str, args: &[Expr]) -> ExecResult<i64> {
     if name == "moving_average" {
         return match args.get(1).map(|a| a.unparen()) {
             Some(Expr::Integer(n)) if *n > 1 => Ok(*n),
-            Some(Expr::Integer(n)) => Err(format!(
-                "moving_average window must be greater than 1, got {n}"
-            )),
-            _ => Err(format!(
-                "invalid number of arguments for moving_average, expected 2, got {}",
-                args.len()
-            )),
+            Some(Expr::Integer(n)) => Err(QueryError::MovingAverageWindow { n: *n }),
+            _ => Err(QueryError::Arity {
+                name: name.to_string(),
+                expected: 2,
+                got: args.len(),
+            }),
         };
     }
     if name == "cumulative_sum" && args.len() != 1 {
-        return Err(format!(
-            "invalid number of arguments for cumulative_sum, expected 1, got {}",
-            args.len()
-        ));
+        return Err(QueryError::Arity {
+            name: name.to_string(),
+            expected: 1,
+            got: args.len(),
+        });
     }
     match args.get(1).map(|a| a.unparen()) {
         None => Ok(1_000_000_000),
         Some(Expr::Duration(d)) if *d > 0 => Ok(*d),
-        Some(_) => Err(format!("second argument to {name} must be a duration")),
+        Some(_) => Err(QueryError::TransformUnit {
+            name: name.to_string(),
+        }),
     }
 }
 
@@ -2489,7 +2478,7 @@ fn eval_agg_expr(
         Expr::Call { name, args } => {
             let field = match args.first().map(|a| a.unparen()) {
                 Some(Expr::VarRef(f)) => f.clone(),
-                _ => return Err(format!("expected field argument in {name}()")),
+                _ => return Err(QueryError::FieldArgument { name: name.clone() }),
             };
             let pts = pts_of(&field);
             let (v, t) = agg(name, &pts, args)?;
@@ -2533,7 +2522,9 @@ fn agg(name: &str, pts: &[Pt], args: &[Expr]) -> ExecResult<(Val, Option<i64>)> 
         if numeric {
             Ok(())
         } else {
-            Err(format!("unsupported {n} iterator type"))
+            Err(QueryError::NotNumeric {
+                name: n.to_string(),
+            })
         }
     };
     Ok(match name {
@@ -2630,7 +2621,7 @@ fn agg(name: &str, pts: &[Pt], args: &[Expr]) -> ExecResult<(Val, Option<i64>)> 
             let pct = match args.get(1).map(|a| a.unparen()) {
                 Some(Expr::Integer(i)) => *i as f64,
                 Some(Expr::Number(f)) => *f,
-                _ => return Err("expected float argument in percentile()".into()),
+                _ => return Err(QueryError::PercentileArgument),
             };
             let mut s: Vec<&Pt> = pts.iter().collect();
             s.sort_by(|a, b| {
@@ -2646,7 +2637,11 @@ fn agg(name: &str, pts: &[Pt], args: &[Expr]) -> ExecResult<(Val, Option<i64>)> 
                 (s[i as usize].v.clone(), Some(s[i as usize].t))
             }
         }
-        other => return Err(format!("undefined function {other}()")),
+        other => {
+            return Err(QueryError::UndefinedFunction {
+                name: other.to_string(),
+            });
+        }
     })
 }
 
@@ -2667,9 +2662,9 @@ pub fn values_to_vals(v: &Values) -> Vec<Val> {
 }
 
 /// A retention policy keeps data forever (0) or at least an hour, as InfluxDB 1.6 requires.
-fn check_rp_duration(duration_ns: i64) -> Result<(), String> {
+fn check_rp_duration(duration_ns: i64) -> ExecResult<()> {
     if duration_ns != 0 && duration_ns < 3_600_000_000_000 {
-        return Err("retention policy duration must be at least 1h0m0s".into());
+        return Err(QueryError::RetentionTooShort);
     }
     Ok(())
 }

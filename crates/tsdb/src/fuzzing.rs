@@ -1,8 +1,9 @@
 //! Entry points for the fuzz targets in `tests/fuzz.rs`; not an API (hidden from the docs, no
 //! stability promised). Each runs one input through the real code and checks what must hold
 //! for any input, returning `Ok(signature)`, a short description of what the input did (the
-//! driver keeps inputs with new signatures), or `Err(violation)`. Panics are the driver's to
-//! catch; a stack overflow aborts the run (and is what the depth limits prevent).
+//! driver keeps inputs with new signatures), or `Err(Violation)`, the check that broke
+//! with what was seen. Panics are the driver's to catch; a stack overflow aborts the run (and is
+//! what the depth limits prevent).
 //!
 //! - [`lineproto`]: a `/write` body through the line-protocol parser. Checks: one point or one
 //!   error per line that is not blank or a comment; every point keeps the parser's invariants
@@ -23,11 +24,96 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Caller;
-use crate::exec::StatementResult;
+use crate::exec::{StatementResult, Val};
 use crate::json::Epoch;
-use crate::lineproto::{self, Precision};
+use crate::lineproto::{self, BadLine, Precision};
 use crate::model::{FieldValue, Point};
+use crate::names::KeyTooLong;
 use crate::{Options, Tsdb, influxql, names, v08};
+
+/// A check that broke: a bug in the parser, the executor or the 0.8 shim.
+#[derive(Debug, thiserror::Error)]
+pub enum Violation {
+    #[error("{lines} lines gave {points} points and {errors} errors")]
+    LineCount {
+        lines: usize,
+        points: usize,
+        errors: usize,
+    },
+    #[error("{point:?} printed as {text:?} parses as {points:?} {errors:?}")]
+    PointRoundTrip {
+        point: Box<Point>,
+        text: String,
+        points: Vec<Point>,
+        errors: Vec<BadLine>,
+    },
+    #[error("{problem}: {point:?}")]
+    Point {
+        problem: PointProblem,
+        point: Box<Point>,
+    },
+    #[error("a point past the key limit ({limit}): {measurement}")]
+    PastKeyLimit {
+        limit: KeyTooLong,
+        measurement: String,
+    },
+    #[error("{statement:?} printed as {printed:?} does not parse: {source}")]
+    PrintedUnparsable {
+        statement: Box<influxql::Statement>,
+        printed: String,
+        #[source]
+        source: influxql::ParseError,
+    },
+    #[error("{statement:?} printed as {printed:?} parses and prints as {reprinted:?}")]
+    PrintedDifferently {
+        statement: Box<influxql::Statement>,
+        printed: String,
+        reprinted: Vec<String>,
+    },
+    #[error("a scratch database does not open: {0}")]
+    Scratch(#[source] crate::Error),
+    #[error("a row of {} values under {} columns: {columns:?} {row:?}", row.len(), columns.len())]
+    RowWidth { columns: Vec<String>, row: Vec<Val> },
+    #[error("the answer is not JSON ({source}): {json}")]
+    NotJson {
+        #[source]
+        source: serde_json::Error,
+        json: String,
+    },
+    #[error("a 0.8 answer that is not JSON ({source}): {json}")]
+    V08NotJson {
+        #[source]
+        source: serde_json::Error,
+        json: String,
+    },
+    #[error("a 0.8 answer that is not an array: {json}")]
+    V08NotArray { json: String },
+    #[error("a 0.8 query answered {}: {error}", error.status())]
+    V08Query { error: v08::V08Error },
+    #[error("a 0.8 write answered {}: {error}", error.status())]
+    V08Write { error: v08::V08Error },
+}
+
+/// A rule every stored point keeps.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PointProblem {
+    #[error("a point without a measurement")]
+    NoMeasurement,
+    #[error("a point without fields")]
+    NoFields,
+    #[error("tags not sorted and unique")]
+    TagsUnsorted,
+    #[error("an empty tag key or value")]
+    EmptyTag,
+    #[error("an empty field key")]
+    EmptyFieldKey,
+    #[error("a field twice")]
+    FieldTwice,
+    #[error("a field named time")]
+    TimeField,
+    #[error("a float that is not finite ({0})")]
+    NotFinite(f64),
+}
 
 /// The time `lineproto` gives points without a timestamp, so that a run can be repeated.
 const NOW: i64 = 1_600_000_000_000_000_000;
@@ -123,7 +209,7 @@ fn precision(p: u8) -> Precision {
 }
 
 /// Parses `body` as a `/write` body (with precision `p % 6`).
-pub fn lineproto(body: &[u8], p: u8) -> Result<String, String> {
+pub fn lineproto(body: &[u8], p: u8) -> Result<String, Violation> {
     let parsed = lineproto::parse(body, precision(p), NOW);
     let lines = body
         .split(|&b| b == b'\n')
@@ -143,21 +229,23 @@ pub fn lineproto(body: &[u8], p: u8) -> Result<String, String> {
         .filter(|l| !l.is_empty() && l[0] != b'#')
         .count();
     if parsed.points.len() + parsed.errors.len() != lines {
-        return Err(format!(
-            "{lines} lines gave {} points and {} errors",
-            parsed.points.len(),
-            parsed.errors.len()
-        ));
+        return Err(Violation::LineCount {
+            lines,
+            points: parsed.points.len(),
+            errors: parsed.errors.len(),
+        });
     }
     for p in &parsed.points {
         check_point(p)?;
         let text = print_point(p);
         let again = lineproto::parse(text.as_bytes(), Precision::Nanos, NOW);
         if again.points.len() != 1 || again.points[0] != *p {
-            return Err(format!(
-                "{p:?} printed as {text:?} parses as {:?} {:?}",
-                again.points, again.errors
-            ));
+            return Err(Violation::PointRoundTrip {
+                point: Box::new(p.clone()),
+                text,
+                points: again.points,
+                errors: again.errors,
+            });
         }
     }
     // Coarse on purpose (the corpus keeps an input per signature): how many points, the
@@ -177,9 +265,10 @@ pub fn lineproto(body: &[u8], p: u8) -> Result<String, String> {
         types.dedup();
         format!(" tags {} fields {}", count(p.tags.len()), types.concat())
     });
-    let first_error = parsed.errors.first().map_or(String::new(), |e| {
-        shape(e.rsplit_once("': ").map_or(e.as_str(), |(_, r)| r))
-    });
+    let first_error = parsed
+        .errors
+        .first()
+        .map_or(String::new(), |e| shape(&e.reason.to_string()));
     Ok(if first_error.is_empty() {
         format!("points {}{first_point}", count(parsed.points.len()))
     } else {
@@ -188,44 +277,50 @@ pub fn lineproto(body: &[u8], p: u8) -> Result<String, String> {
 }
 
 /// What every stored point satisfies.
-fn check_point(p: &Point) -> Result<(), String> {
+fn check_point(p: &Point) -> Result<(), Violation> {
+    let broken = |problem| {
+        Err(Violation::Point {
+            problem,
+            point: Box::new(p.clone()),
+        })
+    };
     if p.measurement.is_empty() {
-        return Err(format!("a point without a measurement: {p:?}"));
+        return broken(PointProblem::NoMeasurement);
     }
     if p.fields.is_empty() {
-        return Err(format!("a point without fields: {p:?}"));
+        return broken(PointProblem::NoFields);
     }
     if p.tags.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(format!("tags not sorted and unique: {p:?}"));
+        return broken(PointProblem::TagsUnsorted);
     }
     if p.tags.iter().any(|(k, v)| k.is_empty() || v.is_empty()) {
-        return Err(format!("an empty tag key or value: {p:?}"));
+        return broken(PointProblem::EmptyTag);
     }
     if p.fields.iter().any(|(k, _)| k.is_empty()) {
-        return Err(format!("an empty field key: {p:?}"));
+        return broken(PointProblem::EmptyFieldKey);
     }
     let mut keys: Vec<&str> = p.fields.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
     if keys.windows(2).any(|w| w[0] == w[1]) {
-        return Err(format!("a field twice: {p:?}"));
+        return broken(PointProblem::FieldTwice);
     }
     if p.fields.iter().any(|(k, _)| k == "time") {
-        return Err(format!("a field named time: {p:?}"));
+        return broken(PointProblem::TimeField);
     }
     if let Some(FieldValue::Float(f)) = p.fields.iter().map(|(_, v)| v).find(|v| match v {
         FieldValue::Float(f) => !f.is_finite(),
         _ => false,
     }) {
-        return Err(format!("a float that is not finite ({f}): {p:?}"));
+        return broken(PointProblem::NotFinite(*f));
     }
     // The parser checks the key as written; the canonical key is never longer (it escapes
     // only what the written one had to escape).
     let key = lineproto::series_key(&p.measurement, &p.tags);
-    if let Some(e) = names::series_key_error(key.len()) {
-        return Err(format!(
-            "a point past the key limit ({e}): {}",
-            p.measurement
-        ));
+    if let Some(limit) = names::series_key_error(key.len()) {
+        return Err(Violation::PastKeyLimit {
+            limit,
+            measurement: p.measurement.clone(),
+        });
     }
     Ok(())
 }
@@ -278,10 +373,10 @@ fn print_point(p: &Point) -> String {
 }
 
 /// Parses `text` as a `/query` and runs what parses.
-pub fn influxql(fixture: &Fixture, text: &str) -> Result<String, String> {
+pub fn influxql(fixture: &Fixture, text: &str) -> Result<String, Violation> {
     let stmts = match influxql::parse_query(text) {
         Ok(s) => s,
-        Err(e) => return Ok(format!("parse error: {}", shape(&e.0))),
+        Err(e) => return Ok(format!("parse error: {}", shape(&e.to_string()))),
     };
     let mut kinds = Vec::new();
     for s in &stmts {
@@ -294,13 +389,23 @@ pub fn influxql(fixture: &Fixture, text: &str) -> Result<String, String> {
             continue;
         }
         let printed = s.to_string();
-        let again = influxql::parse_query(&printed)
-            .map_err(|e| format!("{s:?} printed as {printed:?} does not parse: {e}"))?;
+        let again = match influxql::parse_query(&printed) {
+            Ok(again) => again,
+            Err(source) => {
+                return Err(Violation::PrintedUnparsable {
+                    statement: Box::new(s.clone()),
+                    printed,
+                    source,
+                });
+            }
+        };
         let reprinted: Vec<String> = again.iter().map(|s| s.to_string()).collect();
         if reprinted != [printed.clone()] {
-            return Err(format!(
-                "{s:?} printed as {printed:?} parses and prints as {reprinted:?}"
-            ));
+            return Err(Violation::PrintedDifferently {
+                statement: Box::new(s.clone()),
+                printed,
+                reprinted,
+            });
         }
     }
     // Hashing a password is slow by design (bcrypt); those statements are parsed only.
@@ -323,8 +428,7 @@ pub fn influxql(fixture: &Fixture, text: &str) -> Result<String, String> {
     } else {
         // A fresh database each time, so that no input depends on the ones before.
         let _ = std::fs::remove_dir_all(&fixture.scratch);
-        let db = Tsdb::open(&fixture.scratch, options())
-            .map_err(|e| format!("a scratch database does not open: {e}"))?;
+        let db = Tsdb::open(&fixture.scratch, options()).map_err(Violation::Scratch)?;
         fixture.rt.block_on(async {
             let _ = db.create_database("fuzz");
             let points =
@@ -352,33 +456,32 @@ fn kind(s: &influxql::Statement) -> String {
 
 fn outcome(r: &StatementResult) -> String {
     match &r.error {
-        Some(e) => format!("error {}", shape(e)),
+        Some(e) => format!("error {}", shape(&e.to_string())),
         None => format!("series {}", count(r.series.len())),
     }
 }
 
 /// Rows as wide as their columns, and JSON that parses.
-fn check_results(results: &[StatementResult]) -> Result<(), String> {
+fn check_results(results: &[StatementResult]) -> Result<(), Violation> {
     for r in results {
         for s in &r.series {
             if let Some(row) = s.values.iter().find(|row| row.len() != s.columns.len()) {
-                return Err(format!(
-                    "a row of {} values under {} columns: {:?} {row:?}",
-                    row.len(),
-                    s.columns.len(),
-                    s.columns
-                ));
+                return Err(Violation::RowWidth {
+                    columns: s.columns.clone(),
+                    row: row.clone(),
+                });
             }
         }
     }
     let json = crate::json::results_json(results, Epoch::parse(None));
-    serde_json::from_str::<serde_json::Value>(&json)
-        .map_err(|e| format!("the answer is not JSON ({e}): {json}"))?;
+    if let Err(source) = serde_json::from_str::<serde_json::Value>(&json) {
+        return Err(Violation::NotJson { source, json });
+    }
     Ok(())
 }
 
 /// Runs a 0.8 query and parses a 0.8 write body.
-pub fn v08(fixture: &Fixture, query: &str, body: &[u8], p: u8) -> Result<String, String> {
+pub fn v08(fixture: &Fixture, query: &str, body: &[u8], p: u8) -> Result<String, Violation> {
     let time_precision = ["s", "ms", "u", "ns", "x"][usize::from(p) % 5];
     let answer = fixture.rt.block_on(v08::query(
         &fixture.db,
@@ -389,15 +492,17 @@ pub fn v08(fixture: &Fixture, query: &str, body: &[u8], p: u8) -> Result<String,
     ));
     let q = match answer {
         Ok(json) => {
-            let v: serde_json::Value = serde_json::from_str(&json)
-                .map_err(|e| format!("a 0.8 answer that is not JSON ({e}): {json}"))?;
-            let series = v
-                .as_array()
-                .ok_or_else(|| format!("a 0.8 answer that is not an array: {json}"))?;
+            let v: serde_json::Value = match serde_json::from_str(&json) {
+                Ok(v) => v,
+                Err(source) => return Err(Violation::V08NotJson { source, json }),
+            };
+            let Some(series) = v.as_array() else {
+                return Err(Violation::V08NotArray { json });
+            };
             format!("series {}", count(series.len()))
         }
-        Err(e) if e.status == 400 => format!("error {}", kind_of(&e.message)),
-        Err(e) => return Err(format!("a 0.8 query answered {}: {}", e.status, e.message)),
+        Err(e) if e.status() == 400 => format!("error {}", kind_of(&e.to_string())),
+        Err(error) => return Err(Violation::V08Query { error }),
     };
     let w = match v08::parse_write(body, Some(time_precision), NOW) {
         Ok(points) => {
@@ -407,8 +512,8 @@ pub fn v08(fixture: &Fixture, query: &str, body: &[u8], p: u8) -> Result<String,
             format!("points {}", count(points.len()))
         }
         // Only whether it failed: the query's outcomes are the signature's variety.
-        Err(e) if e.status == 400 => "error".to_string(),
-        Err(e) => return Err(format!("a 0.8 write answered {}: {}", e.status, e.message)),
+        Err(e) if e.status() == 400 => "error".to_string(),
+        Err(error) => return Err(Violation::V08Write { error }),
     };
     Ok(format!("{q} / {w}"))
 }

@@ -245,13 +245,21 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("gzip"))
 }
 
-/// Why a gzip request body was refused.
-#[derive(Debug, PartialEq, Eq)]
+/// Why a gzip request body was refused. The texts of damaged or truncated gzip are what Go's
+/// `compress/gzip` says, as influxd answers them.
+#[derive(Debug, thiserror::Error)]
 pub enum GunzipError {
-    /// Damaged or truncated gzip; the text is what Go's `compress/gzip` says, as influxd
-    /// answers it.
-    Invalid(String),
+    #[error("unexpected EOF")]
+    Truncated,
+    #[error("gzip: invalid header")]
+    Header,
+    #[error("gzip: invalid checksum")]
+    Checksum,
+    /// Any other damage; flate2's own words in parentheses.
+    #[error("flate: corrupt input ({0})")]
+    Corrupt(#[source] std::io::Error),
     /// The body inflates to more than the limit (a gzip bomb, or simply too much).
+    #[error("http: request body too large")]
     TooLarge,
 }
 
@@ -265,19 +273,19 @@ pub fn gunzip_bounded(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError>
     match dec.read_to_end(&mut out) {
         Ok(_) if out.len() > limit => Err(GunzipError::TooLarge),
         Ok(_) => Ok(out),
-        Err(e) => Err(GunzipError::Invalid(match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => "unexpected EOF".to_string(),
+        Err(e) => Err(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => GunzipError::Truncated,
             _ => {
                 let t = e.to_string();
                 if t.contains("header") {
-                    "gzip: invalid header".to_string()
+                    GunzipError::Header
                 } else if t.contains("checksum") || t.contains("CRC") || t.contains("crc") {
-                    "gzip: invalid checksum".to_string()
+                    GunzipError::Checksum
                 } else {
-                    format!("flate: corrupt input ({t})")
+                    GunzipError::Corrupt(e)
                 }
             }
-        })),
+        }),
     }
 }
 
@@ -326,7 +334,7 @@ async fn write(
         );
     }
     if let Err(e) = auth::authorize_write(&caller, dbname) {
-        return error_response(StatusCode::FORBIDDEN, &e);
+        return error_response(StatusCode::FORBIDDEN, &e.to_string());
     }
     let body = match body {
         Ok(b) => b,
@@ -335,13 +343,10 @@ async fn write(
     let body = if gzip_encoded(&headers) {
         match db.cpu_bound(|| gunzip_bounded(&body, MAX_BODY)).await {
             Ok(b) => Bytes::from(b),
-            Err(GunzipError::Invalid(e)) => return error_response(StatusCode::BAD_REQUEST, &e),
-            Err(GunzipError::TooLarge) => {
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "http: request body too large",
-                );
+            Err(e @ GunzipError::TooLarge) => {
+                return error_response(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
             }
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
         }
     } else {
         body
@@ -495,8 +500,8 @@ fn v08_response(r: Result<(StatusCode, String), v08::V08Error>) -> Response {
     match r {
         Ok((status, body)) => json_response(status, body),
         Err(e) => {
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            let mut r = (status, e.message).into_response();
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut r = (status, e.to_string()).into_response();
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             if status == StatusCode::UNAUTHORIZED {
@@ -556,32 +561,19 @@ async fn v08_create(
         return r;
     }
     let r = (|| {
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| v08::V08Error {
-            status: 400,
-            message: format!("invalid JSON: {e}"),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| v08::V08Error::Json(Arc::new(e)))?;
         let name = v
             .get("name")
             .and_then(|n| n.as_str())
             .filter(|n| !n.is_empty())
-            .ok_or(v08::V08Error {
-                status: 400,
-                message: "body must be {\"name\":\"<db>\"}".into(),
-            })?;
+            .ok_or(v08::V08Error::CreateBody)?;
         if db.database(name).is_some() {
-            return Err(v08::V08Error {
-                status: 409,
-                message: format!("database {name} exists"),
+            return Err(v08::V08Error::DatabaseExists {
+                name: name.to_string(),
             });
         }
-        db.create_database(name).map_err(|e| v08::V08Error {
-            status: if matches!(e, Error::Name(_)) {
-                400
-            } else {
-                500
-            },
-            message: e.to_string(),
-        })?;
+        db.create_database(name)?;
         Ok((StatusCode::CREATED, String::new()))
     })();
     v08_response(r)
@@ -600,10 +592,7 @@ async fn v08_query(
     };
     let params = parse_form(q.as_deref().unwrap_or(""));
     let Some(text) = params.get("q").filter(|q| !q.is_empty()) else {
-        return v08_response(Err(v08::V08Error {
-            status: 400,
-            message: "missing required parameter q".into(),
-        }));
+        return v08_response(Err(v08::V08Error::NoQuery));
     };
     let r = v08::query(
         &db,
@@ -629,10 +618,7 @@ async fn v08_write(
     };
     let params = parse_form(q.as_deref().unwrap_or(""));
     if db.database(&dbname).is_none() {
-        return v08_response(Err(v08::V08Error {
-            status: 400,
-            message: format!("Database {dbname} doesn't exist"),
-        }));
+        return v08_response(Err(v08::V08Error::NoDatabase { database: dbname }));
     }
     let points = match v08::parse_write(
         &body,
@@ -647,14 +633,7 @@ async fn v08_write(
     }
     let r = match db.write(&dbname, None, points).await {
         Ok(_) => Ok((StatusCode::OK, String::new())),
-        Err(e @ Error::PartialWrite { .. }) => Err(v08::V08Error {
-            status: 400,
-            message: e.to_string(),
-        }),
-        Err(e) => Err(v08::V08Error {
-            status: 500,
-            message: e.to_string(),
-        }),
+        Err(e) => Err(v08::V08Error::Storage(e)),
     };
     v08_response(r)
 }

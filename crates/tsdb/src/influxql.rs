@@ -19,15 +19,43 @@ mod users;
 pub use access::Required;
 pub use render::quote_ident;
 
-/// A parse error (without the `error parsing query: ` prefix the HTTP layer adds).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError(pub String);
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why a query does not parse (without the `error parsing query: ` prefix the HTTP layer
+/// adds). The messages are influxd 1.6's where it has one; `line` and `char` are 1-based.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// A token that does not fit: `found` as influxd prints it (`EOF`, a keyword, the text).
+    #[error("found {found}, expected {} at line {line}, char {char}", expected.join(", "))]
+    Unexpected {
+        found: String,
+        expected: Vec<&'static str>,
+        line: usize,
+        char: usize,
+    },
+    #[error("empty query")]
+    Empty,
+    #[error("expected a single statement")]
+    NotOneStatement,
+    #[error(
+        "invalid duration {text:?}: expected a number and a unit (ns, u, ms, s, m, h, d, w), e.g. \
+         60s"
+    )]
+    Duration { text: String },
+    #[error("expected number argument in fill()")]
+    FillArgument,
+    #[error("only ORDER BY time supported at this time")]
+    OrderByNotTime,
+    /// Subqueries or parentheses nested past `MAX_NESTING`.
+    #[error("query nested too deeply (more than {MAX_NESTING} levels)")]
+    TooNested,
+    #[error(
+        "expression too deep: more than {MAX_EXPR_DEPTH} nested operators, parentheses or calls \
+         at line {line}, char {char}"
+    )]
+    TooDeep { line: usize, char: usize },
 }
+
+/// The rest of the input after a quote that is never closed.
+struct Unterminated(String);
 
 // ---------------------------------------------------------------------------------------------
 // AST
@@ -571,11 +599,13 @@ impl<'a> Lexer<'a> {
             '^' => single(Tok::Op(BinOp::BitXor), self),
             '.' if !rest[1..].starts_with(|c: char| c.is_ascii_digit()) => single(Tok::Dot, self),
             '\'' => (
-                self.scan_string('\'').map_or_else(Tok::Illegal, Tok::Str),
+                self.scan_string('\'')
+                    .map_or_else(|rest| Tok::Illegal(rest.0), Tok::Str),
                 start,
             ),
             '"' => (
-                self.scan_string('"').map_or_else(Tok::Illegal, Tok::Ident),
+                self.scan_string('"')
+                    .map_or_else(|rest| Tok::Illegal(rest.0), Tok::Ident),
                 start,
             ),
             c if c.is_ascii_digit() || c == '.' => (self.scan_number(), start),
@@ -598,7 +628,9 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn scan_string(&mut self, quote: char) -> Result<String, String> {
+    /// A quoted string's contents, or, when it is never closed, the rest of the input (which
+    /// becomes an illegal token).
+    fn scan_string(&mut self, quote: char) -> Result<String, Unterminated> {
         let mut out = String::new();
         let mut chars = self.src[self.pos + 1..].char_indices();
         while let Some((i, c)) = chars.next() {
@@ -626,7 +658,7 @@ impl<'a> Lexer<'a> {
         }
         let bad = self.src[self.pos..].to_string();
         self.pos = self.src.len();
-        Err(bad)
+        Err(Unterminated(bad))
     }
 
     fn scan_regex(&mut self) -> Tok {
@@ -782,9 +814,9 @@ pub fn parse_duration(text: &str) -> Result<i64, ParseError> {
         _ => -1,
     };
     if ns < 0 || lx.pos != text.len() {
-        return Err(ParseError(format!(
-            "invalid duration {text:?}: expected a number and a unit (ns, u, ms, s, m, h, d, w), e.g. 60s"
-        )));
+        return Err(ParseError::Duration {
+            text: text.to_string(),
+        });
     }
     Ok(ns)
 }
@@ -871,9 +903,9 @@ pub fn parse_statement(src: &str) -> PResult<Statement> {
     if stmts.len() == 1 {
         Ok(stmts.remove(0))
     } else if stmts.is_empty() {
-        Err(ParseError("empty query".into()))
+        Err(ParseError::Empty)
     } else {
-        Err(ParseError("expected a single statement".into()))
+        Err(ParseError::NotOneStatement)
     }
 }
 
@@ -917,7 +949,7 @@ impl<'a> Parser<'a> {
         (line, if eof { col + 2 } else { col + 1 })
     }
 
-    fn err_at(&self, found: &Tok, pos: usize, expected: &[&str]) -> ParseError {
+    fn err_at(&self, found: &Tok, pos: usize, expected: &[&'static str]) -> ParseError {
         let eof = *found == Tok::Eof;
         let pos = match found {
             Tok::Eof => self.lx.src.len(),
@@ -926,14 +958,15 @@ impl<'a> Parser<'a> {
             _ => pos,
         };
         let (line, ch) = self.line_char(pos, eof);
-        ParseError(format!(
-            "found {}, expected {} at line {line}, char {ch}",
-            tok_text(found),
-            expected.join(", ")
-        ))
+        ParseError::Unexpected {
+            found: tok_text(found),
+            expected: expected.to_vec(),
+            line,
+            char: ch,
+        }
     }
 
-    fn expect_kw(&mut self, kw: &str) -> PResult<()> {
+    fn expect_kw(&mut self, kw: &'static str) -> PResult<()> {
         let (t, pos) = self.next();
         if t == Tok::Keyword(keyword(kw).unwrap_or("")) {
             Ok(())
@@ -1431,9 +1464,9 @@ impl<'a> Parser<'a> {
                 Tok::Op(BinOp::Sub) => match self.next().0 {
                     Tok::Int(i) => Fill::Integer(-i),
                     Tok::Num(f) => Fill::Number(-f),
-                    _ => return Err(ParseError("expected number argument in fill()".into())),
+                    _ => return Err(ParseError::FillArgument),
                 },
-                _ => return Err(ParseError("expected number argument in fill()".into())),
+                _ => return Err(ParseError::FillArgument),
             };
             let (t, pos) = self.next();
             if t != Tok::RParen {
@@ -1449,9 +1482,7 @@ impl<'a> Parser<'a> {
             match t {
                 Tok::Ident(w) if w.eq_ignore_ascii_case("time") => {}
                 Tok::Ident(_) => {
-                    return Err(ParseError(
-                        "only ORDER BY time supported at this time".into(),
-                    ));
+                    return Err(ParseError::OrderByNotTime);
                 }
                 other => return Err(self.err_at(&other, pos, &["identifier"])),
             }
@@ -1619,9 +1650,7 @@ impl<'a> Parser<'a> {
     /// Runs `f` one nesting level deeper, refusing past [`MAX_NESTING`].
     fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> PResult<T>) -> PResult<T> {
         if self.depth >= MAX_NESTING {
-            return Err(ParseError(format!(
-                "query nested too deeply (more than {MAX_NESTING} levels)"
-            )));
+            return Err(ParseError::TooNested);
         }
         self.depth += 1;
         let r = f(self);
@@ -1675,9 +1704,7 @@ impl<'a> Parser<'a> {
             return Ok(depth + 1);
         }
         let (line, ch) = self.line_char(pos, false);
-        Err(ParseError(format!(
-            "expression too deep: more than {MAX_EXPR_DEPTH} nested operators, parentheses or calls at line {line}, char {ch}"
-        )))
+        Err(ParseError::TooDeep { line, char: ch })
     }
 
     /// A term and the depth of its tree (1 for a leaf).
@@ -1829,10 +1856,22 @@ mod tests {
     fn error_positions_match_influxdb() {
         let e = parse_query("SELECT FROM cpu").unwrap_err();
         assert_eq!(
-            e.0,
+            e.to_string(),
             "found FROM, expected identifier, string, number, bool at line 1, char 8"
         );
         let e = parse_query("SELECT * FROM").unwrap_err();
-        assert_eq!(e.0, "found EOF, expected identifier at line 1, char 15");
+        assert_eq!(
+            e,
+            ParseError::Unexpected {
+                found: "EOF".into(),
+                expected: vec!["identifier"],
+                line: 1,
+                char: 15
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "found EOF, expected identifier at line 1, char 15"
+        );
     }
 }

@@ -254,7 +254,7 @@ pub fn results_json(results: &[StatementResult], epoch: Epoch) -> String {
         }
         if let Some(e) = &r.error {
             out.push_str(",\"error\":");
-            write_str(&mut out, e);
+            write_str(&mut out, &e.to_string());
         }
         out.push('}');
     }

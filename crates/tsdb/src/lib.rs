@@ -21,7 +21,11 @@
 //!   hint for query threads;
 //! * [`users`]: the user catalog and the user statements; [`auth`]: credentials, password
 //!   checks, privileges;
-//! * `fuzzing`: the checks of the fuzz targets in `tests/fuzz.rs` (not API).
+//! * `fuzzing`: the checks of the fuzz targets in `tests/fuzz.rs` (not API);
+//! * errors are enums carrying their cause: [`Error`] (storage, with [`error::Damage`] and
+//!   [`error::Poison`]), [`exec::QueryError`] (a statement), [`lineproto::BadLine`],
+//!   [`influxql::ParseError`], [`auth::QueryDenied`], [`v08::V08Error`]; their texts are
+//!   influxd's where influxd has one, byte for byte.
 //!
 //! Invariants (details in each module): an acknowledged write is durable (WAL fsync before the
 //! answer), and so is an acknowledged user change (`meta.json` replaced atomically); storage

@@ -47,9 +47,19 @@ pub struct Budget {
     ticks: AtomicU32,
 }
 
-/// The error of a limit reached (influxd's texts; `exceeed` is influxd 1.6's spelling, kept so
-/// that clients matching on it keep working).
-pub type LimitError = String;
+/// A limit reached, with the count and the limit (influxd's texts; `exceeed` is influxd 1.6's
+/// spelling, kept so that clients matching on it keep working).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("query-timeout limit exceeded")]
+    Timeout,
+    #[error("max-select-point limit exceeed: ({count}/{limit})")]
+    Points { count: usize, limit: usize },
+    #[error("max-select-series limit exceeded: ({count}/{limit})")]
+    Series { count: usize, limit: usize },
+    #[error("max-select-buckets limit exceeded: ({count}/{limit})")]
+    Buckets { count: usize, limit: usize },
+}
 
 impl Budget {
     /// A budget whose time starts now.
@@ -86,7 +96,7 @@ impl Budget {
     /// The deadline, checked now.
     pub fn check_time(&self) -> Result<(), LimitError> {
         match self.deadline {
-            Some(d) if Instant::now() >= d => Err("query-timeout limit exceeded".into()),
+            Some(d) if Instant::now() >= d => Err(LimitError::Timeout),
             _ => Ok(()),
         }
     }
@@ -107,7 +117,10 @@ impl Budget {
         self.points.store(total, Ordering::Relaxed);
         let limit = self.limits.max_select_point;
         if limit > 0 && total > limit {
-            return Err(format!("max-select-point limit exceeed: ({total}/{limit})"));
+            return Err(LimitError::Points {
+                count: total,
+                limit,
+            });
         }
         self.check_time()
     }
@@ -118,9 +131,10 @@ impl Budget {
         self.series.store(total, Ordering::Relaxed);
         let limit = self.limits.max_select_series;
         if limit > 0 && total > limit {
-            return Err(format!(
-                "max-select-series limit exceeded: ({total}/{limit})"
-            ));
+            return Err(LimitError::Series {
+                count: total,
+                limit,
+            });
         }
         Ok(())
     }
@@ -129,7 +143,7 @@ impl Budget {
     pub fn buckets(&self, n: usize) -> Result<(), LimitError> {
         let limit = self.limits.max_select_buckets;
         if limit > 0 && n > limit {
-            return Err(format!("max-select-buckets limit exceeded: ({n}/{limit})"));
+            return Err(LimitError::Buckets { count: n, limit });
         }
         Ok(())
     }
@@ -167,16 +181,20 @@ mod tests {
         let b = Budget::new(limits(10, 3, 3, 0));
         assert!(b.points(10).is_ok());
         assert_eq!(
-            b.points(1).unwrap_err(),
+            b.points(1).unwrap_err().to_string(),
             "max-select-point limit exceeed: (11/10)"
         );
         assert!(b.series(3).is_ok());
         assert_eq!(
             b.series(1).unwrap_err(),
+            LimitError::Series { count: 4, limit: 3 }
+        );
+        assert_eq!(
+            b.series(0).unwrap_err().to_string(),
             "max-select-series limit exceeded: (4/3)"
         );
         assert_eq!(
-            b.buckets(4).unwrap_err(),
+            b.buckets(4).unwrap_err().to_string(),
             "max-select-buckets limit exceeded: (4/3)"
         );
         b.start_statement().unwrap();
@@ -199,7 +217,10 @@ mod tests {
         while start.elapsed() < Duration::from_millis(2) {
             std::hint::spin_loop();
         }
-        assert_eq!(b.check_time().unwrap_err(), "query-timeout limit exceeded");
+        assert_eq!(
+            b.check_time().unwrap_err().to_string(),
+            "query-timeout limit exceeded"
+        );
         let ticks: Vec<_> = (0..CHECK_EVERY).map(|_| b.tick()).collect();
         assert_eq!(ticks.iter().filter(|t| t.is_err()).count(), 1);
     }

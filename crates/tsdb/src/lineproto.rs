@@ -11,6 +11,7 @@
 //! keys are within influxd's limits (`crate::names`).
 
 use crate::model::{FieldValue, Point};
+use crate::names::KeyTooLong;
 
 /// Timestamp precision of a write (`precision=` / 0.8 `time_precision=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +54,11 @@ impl Precision {
 pub const MIN_TIME: i64 = i64::MIN + 2;
 pub const MAX_TIME: i64 = i64::MAX - 1;
 
-/// Result of parsing a body: the good points and one message per bad line.
+/// Result of parsing a body: the good points and one error per bad line.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub points: Vec<Point>,
-    pub errors: Vec<String>,
+    pub errors: Vec<BadLine>,
 }
 
 impl Parsed {
@@ -66,9 +67,67 @@ impl Parsed {
         if self.errors.is_empty() {
             None
         } else {
-            Some(self.errors.join("\n"))
+            let lines: Vec<String> = self.errors.iter().map(BadLine::to_string).collect();
+            Some(lines.join("\n"))
         }
     }
+}
+
+/// A line that was not written: the line (as text, invalid UTF-8 replaced) and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unable to parse '{line}': {reason}")]
+pub struct BadLine {
+    pub line: String,
+    pub reason: LineError,
+}
+
+/// Why a line is not a point: InfluxDB 1.6's reasons, in its words.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LineError {
+    #[error("missing measurement")]
+    MissingMeasurement,
+    #[error("missing tag key")]
+    MissingTagKey,
+    #[error("missing tag value")]
+    MissingTagValue,
+    #[error("invalid tag format")]
+    InvalidTagFormat,
+    #[error("duplicate tags")]
+    DuplicateTags,
+    #[error("missing fields")]
+    MissingFields,
+    #[error("missing field key")]
+    MissingFieldKey,
+    #[error("missing field value")]
+    MissingFieldValue,
+    #[error("unbalanced quotes")]
+    UnbalancedQuotes,
+    #[error("invalid UTF-8 in string field")]
+    StringFieldUtf8,
+    /// A measurement, tag or field key that is not UTF-8 once unescaped.
+    #[error("invalid UTF-8")]
+    Utf8,
+    #[error("invalid field format")]
+    InvalidFieldFormat,
+    #[error("invalid boolean")]
+    InvalidBoolean,
+    #[error("invalid number")]
+    InvalidNumber,
+    /// An integer field (`12i`) out of range; `text` is the digits.
+    #[error("unable to parse integer {text}: invalid number")]
+    BadInteger { text: String },
+    #[error("invalid field name: input field \"time\" on measurement \"{measurement}\" is invalid")]
+    TimeField { measurement: String },
+    #[error("bad timestamp")]
+    BadTimestamp,
+    /// The timestamp times the precision overflows.
+    #[error("time outside range")]
+    TimeOverflow,
+    /// The timestamp (in nanoseconds) is outside [`MIN_TIME`]..=[`MAX_TIME`].
+    #[error("time outside range {time}")]
+    TimeOutsideRange { time: i64 },
+    #[error(transparent)]
+    KeyTooLong(#[from] KeyTooLong),
 }
 
 /// Parses a whole line-protocol body. `now` (ns) is used for points without a timestamp.
@@ -83,11 +142,10 @@ pub fn parse(body: &[u8], precision: Precision, now: i64) -> Parsed {
         }
         match parse_line(line, precision, default_time) {
             Ok(p) => out.points.push(p),
-            Err(e) => out.errors.push(format!(
-                "unable to parse '{}': {}",
-                String::from_utf8_lossy(line),
-                e
-            )),
+            Err(reason) => out.errors.push(BadLine {
+                line: String::from_utf8_lossy(line).into_owned(),
+                reason,
+            }),
         }
     }
     out
@@ -108,7 +166,11 @@ fn trim_end_cr(mut s: &[u8]) -> &[u8] {
 }
 
 /// Parses one non-empty line.
-pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Result<Point, String> {
+pub fn parse_line(
+    line: &[u8],
+    precision: Precision,
+    default_time: i64,
+) -> Result<Point, LineError> {
     let mut i = 0;
     // Measurement: up to an unescaped ',' or ' '.
     let start = i;
@@ -121,7 +183,7 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
     }
     let i_end = i.min(line.len());
     if i_end == start {
-        return Err("missing measurement".into());
+        return Err(LineError::MissingMeasurement);
     }
     let measurement = unescape(&line[start..i_end], b", ")?;
     i = i_end;
@@ -140,24 +202,24 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
             }
             let ke = i.min(line.len());
             if ke == ks {
-                return Err("missing tag key".into());
+                return Err(LineError::MissingTagKey);
             }
             if ke >= line.len() || line[ke] != b'=' {
-                return Err("missing tag value".into());
+                return Err(LineError::MissingTagValue);
             }
             i = ke + 1;
             let vs = i;
             while i < line.len() {
                 match line[i] {
                     b'\\' => i += 2,
-                    b'=' => return Err("invalid tag format".into()),
+                    b'=' => return Err(LineError::InvalidTagFormat),
                     b',' | b' ' => break,
                     _ => i += 1,
                 }
             }
             let ve = i.min(line.len());
             if ve == vs {
-                return Err("missing tag value".into());
+                return Err(LineError::MissingTagValue);
             }
             tags.push((
                 unescape(&line[ks..ke], b",= ")?,
@@ -174,17 +236,17 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
     // The series key as written, limited as influxd limits it (see `names`).
     let key_len = i.min(line.len());
     if let Some(e) = crate::names::series_key_error(key_len) {
-        return Err(e);
+        return Err(e.into());
     }
     // Separator before the fields.
     if i >= line.len() {
-        return Err("missing fields".into());
+        return Err(LineError::MissingFields);
     }
     while i < line.len() && line[i] == b' ' {
         i += 1;
     }
     if i >= line.len() {
-        return Err("missing fields".into());
+        return Err(LineError::MissingFields);
     }
     let mut fields: Vec<(String, FieldValue)> = Vec::new();
     loop {
@@ -198,18 +260,18 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
         }
         let ke = i.min(line.len());
         if ke == ks {
-            return Err("missing field key".into());
+            return Err(LineError::MissingFieldKey);
         }
         if ke >= line.len() || line[ke] != b'=' {
-            return Err("missing field value".into());
+            return Err(LineError::MissingFieldValue);
         }
         if let Some(e) = crate::names::field_key_error(key_len, ke - ks) {
-            return Err(e);
+            return Err(e.into());
         }
         let key = unescape(&line[ks..ke], b",= ")?;
         i = ke + 1;
         if i >= line.len() || line[i] == b' ' || line[i] == b',' {
-            return Err("missing field value".into());
+            return Err(LineError::MissingFieldValue);
         }
         let value = if line[i] == b'"' {
             i += 1;
@@ -233,9 +295,9 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
                 }
             }
             if !closed {
-                return Err("unbalanced quotes".into());
+                return Err(LineError::UnbalancedQuotes);
             }
-            FieldValue::Str(String::from_utf8(s).map_err(|_| "invalid UTF-8 in string field")?)
+            FieldValue::Str(String::from_utf8(s).map_err(|_| LineError::StringFieldUtf8)?)
         } else {
             let vs = i;
             while i < line.len() && line[i] != b',' && line[i] != b' ' {
@@ -246,9 +308,7 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
         if key == "time" {
             // InfluxDB 1.6 drops a field named `time` with this message (no error for the line
             // if other fields remain would be nicer, but we keep 1.6's behaviour simple: reject).
-            return Err(format!(
-                "invalid field name: input field \"time\" on measurement \"{measurement}\" is invalid"
-            ));
+            return Err(LineError::TimeField { measurement });
         }
         fields.push((key, value));
         if i < line.len() && line[i] == b',' {
@@ -268,26 +328,26 @@ pub fn parse_line(line: &[u8], precision: Precision, default_time: i64) -> Resul
         let ts = match ts.iter().position(|&b| b == b' ') {
             Some(p) => {
                 if ts[p..].iter().any(|&b| b != b' ') {
-                    return Err("bad timestamp".into());
+                    return Err(LineError::BadTimestamp);
                 }
                 &ts[..p]
             }
             None => ts,
         };
-        let s = std::str::from_utf8(ts).map_err(|_| "bad timestamp")?;
-        let v: i64 = s.parse().map_err(|_| "bad timestamp")?;
+        let s = std::str::from_utf8(ts).map_err(|_| LineError::BadTimestamp)?;
+        let v: i64 = s.parse().map_err(|_| LineError::BadTimestamp)?;
         let t = v
             .checked_mul(precision.nanos())
-            .ok_or("time outside range")?;
+            .ok_or(LineError::TimeOverflow)?;
         if !(MIN_TIME..=MAX_TIME).contains(&t) {
-            return Err(format!("time outside range {t}"));
+            return Err(LineError::TimeOutsideRange { time: t });
         }
         t
     };
     tags.sort_by(|a, b| a.0.cmp(&b.0));
     for w in tags.windows(2) {
         if w[0].0 == w[1].0 {
-            return Err("duplicate tags".into());
+            return Err(LineError::DuplicateTags);
         }
     }
     if fields.len() > 1 {
@@ -360,8 +420,8 @@ fn first_occurrences(fields: &[(String, FieldValue)]) -> Vec<usize> {
     first
 }
 
-fn parse_scalar(v: &[u8]) -> Result<FieldValue, String> {
-    let s = std::str::from_utf8(v).map_err(|_| "invalid field format".to_string())?;
+fn parse_scalar(v: &[u8]) -> Result<FieldValue, LineError> {
+    let s = std::str::from_utf8(v).map_err(|_| LineError::InvalidFieldFormat)?;
     match s {
         "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Bool(true)),
         "f" | "F" | "false" | "False" | "FALSE" => return Ok(FieldValue::Bool(false)),
@@ -370,30 +430,32 @@ fn parse_scalar(v: &[u8]) -> Result<FieldValue, String> {
     let first = s.as_bytes()[0];
     if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
         if first.is_ascii_alphabetic() {
-            return Err("invalid boolean".into());
+            return Err(LineError::InvalidBoolean);
         }
-        return Err("invalid number".into());
+        return Err(LineError::InvalidNumber);
     }
     if let Some(int) = s.strip_suffix('i') {
         return int
             .parse::<i64>()
             .map(FieldValue::Int)
-            .map_err(|_| format!("unable to parse integer {int}: invalid number"));
+            .map_err(|_| LineError::BadInteger {
+                text: int.to_string(),
+            });
     }
     if !s
         .bytes()
         .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
     {
-        return Err("invalid number".into());
+        return Err(LineError::InvalidNumber);
     }
     match s.parse::<f64>() {
         Ok(f) if f.is_finite() => Ok(FieldValue::Float(f)),
-        _ => Err("invalid number".into()),
+        _ => Err(LineError::InvalidNumber),
     }
 }
 
 /// Removes backslash escapes of the given characters; other backslashes are kept literally.
-fn unescape(s: &[u8], chars: &[u8]) -> Result<String, String> {
+fn unescape(s: &[u8], chars: &[u8]) -> Result<String, LineError> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -405,7 +467,7 @@ fn unescape(s: &[u8], chars: &[u8]) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "invalid UTF-8".to_string())
+    String::from_utf8(out).map_err(|_| LineError::Utf8)
 }
 
 /// Escapes a measurement name for a series key.
@@ -439,4 +501,35 @@ pub fn series_key(measurement: &str, tags: &[(String, String)]) -> String {
         escape_tag(v, &mut s);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_line_says_why_as_data_and_as_influxdb_does() {
+        let parsed = parse(
+            b"m v=1i\nm v=99999999999999999999i\nm,a=1,a=2 v=1\n",
+            Precision::Nanos,
+            0,
+        );
+        assert_eq!(parsed.points.len(), 1);
+        assert_eq!(
+            parsed.errors.iter().map(|e| &e.reason).collect::<Vec<_>>(),
+            [
+                &LineError::BadInteger {
+                    text: "99999999999999999999".into()
+                },
+                &LineError::DuplicateTags
+            ]
+        );
+        assert_eq!(
+            parsed.error_text().as_deref(),
+            Some(
+                "unable to parse 'm v=99999999999999999999i': unable to parse integer \
+                 99999999999999999999: invalid number\nunable to parse 'm,a=1,a=2 v=1': duplicate tags"
+            )
+        );
+    }
 }

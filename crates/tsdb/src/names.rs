@@ -87,16 +87,24 @@ pub fn preview(name: &str) -> String {
     }
 }
 
+/// A series key (or a series key and a field key) of `len` bytes, over [`MAX_KEY_LEN`]; the
+/// message is influxd's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("max key length exceeded: {len} > {MAX_KEY_LEN}")]
+pub struct KeyTooLong {
+    pub len: usize,
+}
+
 /// influxd's error for a series key of `len` bytes, if that is too long.
-pub fn series_key_error(len: usize) -> Option<String> {
-    (len > MAX_KEY_LEN).then(|| format!("max key length exceeded: {len} > {MAX_KEY_LEN}"))
+pub fn series_key_error(len: usize) -> Option<KeyTooLong> {
+    (len > MAX_KEY_LEN).then_some(KeyTooLong { len })
 }
 
 /// influxd's error for a field key of `field_len` bytes in a series key of `key_len` bytes, if
 /// the two together (with influxd's 4-byte separator) are too long.
-pub fn field_key_error(key_len: usize, field_len: usize) -> Option<String> {
+pub fn field_key_error(key_len: usize, field_len: usize) -> Option<KeyTooLong> {
     let len = key_len.saturating_add(4).saturating_add(field_len);
-    (len > MAX_KEY_LEN).then(|| format!("max key length exceeded: {len} > {MAX_KEY_LEN}"))
+    (len > MAX_KEY_LEN).then_some(KeyTooLong { len })
 }
 
 /// The directory name of a database or retention policy (see the module doc).
@@ -149,13 +157,10 @@ mod tests {
         assert!(check_name(NameKind::RetentionPolicy, &"r".repeat(255)).is_ok());
         assert_eq!(series_key_error(65_535), None);
         assert_eq!(
-            series_key_error(65_536).as_deref(),
+            series_key_error(65_536).map(|e| e.to_string()).as_deref(),
             Some("max key length exceeded: 65536 > 65535")
         );
         assert_eq!(field_key_error(1, 65_530), None);
-        assert_eq!(
-            field_key_error(1, 65_531).as_deref(),
-            Some("max key length exceeded: 65536 > 65535")
-        );
+        assert_eq!(field_key_error(1, 65_531), Some(KeyTooLong { len: 65_536 }));
     }
 }

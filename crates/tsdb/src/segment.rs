@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use crate::Error;
 use crate::encoding::{self, DecodeError, Reader, put_chunk, put_uvarint, unzigzag, zigzag};
+use crate::error::Damage;
 use crate::model::{Column, FieldType, Values};
 
 pub const SEG_MAGIC: &[u8; 8] = b"TSDBSEG\0";
@@ -96,7 +97,7 @@ pub fn seg_path(dir: &Path, seq: u64) -> PathBuf {
 fn dec(path: &Path) -> impl Fn(DecodeError) -> Error + '_ {
     move |e| Error::Corrupt {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: e.into(),
     }
 }
 
@@ -273,12 +274,12 @@ impl Segment {
     }
 
     fn parse(seq: u64, path: PathBuf, data: Vec<u8>) -> Result<Segment, Error> {
-        let corrupt = |d: &str| Error::Corrupt {
+        let corrupt = |detail: Damage| Error::Corrupt {
             path: path.clone(),
-            detail: d.to_string(),
+            detail,
         };
         if data.len() < 16 || &data[..8] != SEG_MAGIC {
-            return Err(corrupt("bad segment header"));
+            return Err(corrupt(Damage::SegmentHeader));
         }
         let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
         if version != SEG_VERSION {
@@ -296,7 +297,7 @@ impl Segment {
             data[body_end + 3],
         ]);
         if crc32fast::hash(&data[12..body_end]) != crc {
-            return Err(corrupt("segment checksum mismatch"));
+            return Err(corrupt(Damage::SegmentChecksum));
         }
         let mut r = Reader::new(&data[..body_end]);
         r.pos = 12;
@@ -311,7 +312,7 @@ impl Segment {
             usize::try_from(id)
                 .ok()
                 .and_then(|i| strings.get(i))
-                .ok_or_else(|| corrupt("bad string id"))
+                .ok_or_else(|| corrupt(Damage::StringId))
         };
         let nschemas = r.uvarint().map_err(&d)? as usize;
         let mut schemas: Vec<Vec<(Arc<str>, FieldType)>> =
@@ -321,8 +322,8 @@ impl Segment {
             let mut fields = Vec::with_capacity(nf.min(4096));
             for _ in 0..nf {
                 let name = string(r.uvarint().map_err(&d)?)?.clone();
-                let ftype =
-                    FieldType::from_code(r.u8().map_err(&d)?).ok_or_else(|| corrupt("bad type"))?;
+                let ftype = FieldType::from_code(r.u8().map_err(&d)?)
+                    .ok_or_else(|| corrupt(Damage::FieldType))?;
                 fields.push((name, ftype));
             }
             schemas.push(fields);
@@ -343,11 +344,11 @@ impl Segment {
             let schema = usize::try_from(r.uvarint().map_err(&d)?)
                 .ok()
                 .and_then(|i| schemas.get(i))
-                .ok_or_else(|| corrupt("bad schema id"))?;
+                .ok_or_else(|| corrupt(Damage::SchemaId))?;
             let n = r.uvarint().map_err(&d)? as usize;
             let e = r.u8().map_err(&d)?;
             if e > MAX_TIME_EXPONENT {
-                return Err(corrupt("bad time exponent"));
+                return Err(corrupt(Damage::TimeExponent));
             }
             let times = chunk_range(&mut r).map_err(&d)?;
             let mut s = SegSeries {
@@ -363,7 +364,7 @@ impl Segment {
             let decoded = decode_times(&data, time_base, &s).map_err(&d)?;
             (s.min_t, s.max_t) = match (decoded.first(), decoded.last()) {
                 (Some(&a), Some(&b)) => (a, b),
-                _ => return Err(corrupt("empty series in segment")),
+                _ => return Err(corrupt(Damage::EmptySeries)),
             };
             smin = smin.min(s.min_t);
             smax = smax.max(s.max_t);
@@ -375,7 +376,7 @@ impl Segment {
                         let present = encoding::decode_bools(&data[b.clone()], n).map_err(&d)?;
                         (Some(b), present.iter().filter(|&&p| p).count())
                     }
-                    _ => return Err(corrupt("bad bitmap flag")),
+                    _ => return Err(corrupt(Damage::BitmapFlag)),
                 };
                 let values = chunk_range(&mut r).map_err(&d)?;
                 s.fields.push(SegField {
@@ -389,7 +390,7 @@ impl Segment {
             series.push(s);
         }
         if !r.is_empty() {
-            return Err(corrupt("trailing bytes in segment body"));
+            return Err(corrupt(Damage::TrailingBytes));
         }
         Ok(Segment {
             seq,
@@ -447,7 +448,7 @@ impl Segment {
             if times.len() != values.len() {
                 return Err(Error::Corrupt {
                     path: self.path.clone(),
-                    detail: "time and value counts differ".into(),
+                    detail: Damage::ValueCount,
                 });
             }
             *slot = Some(Column { times, values });

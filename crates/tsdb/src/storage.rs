@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::encoding::{Reader, put_chunk, put_uvarint, unzigzag, zigzag};
+use crate::error::{Damage, Poison, ReplayError};
 use crate::model::{Column, FieldType, FieldValue, Point, Values};
 use crate::names::{self, NameKind, dir_name};
 use crate::segment::{self, Segment, SeriesData};
@@ -460,7 +461,7 @@ pub struct Tsdb {
     cpu: tokio::sync::Semaphore,
     flush_pending: AtomicBool,
     next_frozen: AtomicU64,
-    poisoned: Mutex<Option<String>>,
+    poisoned: Mutex<Option<Poison>>,
     /// Password checks: the bcrypt workers and the cache of verified passwords.
     pub(crate) authn: crate::auth::Authenticator,
     /// The directory's format version (1 or 2, see `FORMAT_TEXT_LONG_NAMES`).
@@ -482,16 +483,25 @@ pub struct WriteSummary {
     pub dropped: usize,
 }
 
-enum Rejection {
+/// Why points of a write were dropped (the first reason, as InfluxDB reports one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(
+        "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type \
+         {got}, already exists as type {have}"
+    )]
     TypeConflict {
         field: String,
         measurement: String,
         got: FieldType,
         have: FieldType,
     },
-    SeriesLimit,
+    #[error("max-series-per-database limit exceeded: ({limit})")]
+    SeriesLimit { limit: usize },
+    #[error("points beyond retention policy")]
     Retention,
-    KeyTooLong(String),
+    #[error(transparent)]
+    KeyTooLong(#[from] names::KeyTooLong),
 }
 
 impl Tsdb {
@@ -535,7 +545,7 @@ impl Tsdb {
             Ok(b) => {
                 let m: MetaFile = serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
                     path: dir.join("meta.json"),
-                    detail: e.to_string(),
+                    detail: Damage::Metadata(Arc::new(e)),
                 })?;
                 if m.version != META_VERSION && m.version != META_VERSION_NO_USERS {
                     return Err(Error::UnsupportedFormat {
@@ -627,9 +637,9 @@ impl Tsdb {
             let path = wal::wal_path(&wal_dir, *seq);
             let last = i + 1 == wal_seqs.len();
             for rec in wal::read_file(&path, last)? {
-                db.replay_record(&rec).map_err(|detail| Error::Corrupt {
+                db.replay_record(&rec).map_err(|source| Error::Replay {
                     path: path.clone(),
-                    detail,
+                    source,
                 })?;
             }
         }
@@ -721,7 +731,8 @@ impl Tsdb {
 
     fn poison(&self, e: &Error) {
         tracing::error!(error = %e, "storage failure; refusing further writes");
-        *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Poison::Storage(Box::new(e.clone())));
     }
 
     /// Applies `change` to a copy of the metadata; when it reports a change, persists the copy
@@ -749,7 +760,7 @@ impl Tsdb {
     }
 
     fn persist_meta(&self, m: &MetaFile) -> Result<(), Error> {
-        let bytes = serde_json::to_vec_pretty(m).map_err(|e| Error::Invalid(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(m).map_err(|e| Error::Encode(Arc::new(e)))?;
         write_atomic(&self.dir, "meta.json", &bytes)
     }
 
@@ -778,7 +789,7 @@ impl Tsdb {
     pub fn create_database(&self, name: &str) -> Result<(), Error> {
         self.check_poison()?;
         if name.is_empty() {
-            return Err(Error::Invalid("database name required".into()));
+            return Err(Error::DatabaseNameRequired);
         }
         self.update_meta(|next| {
             if next.databases.contains_key(name) {
@@ -820,7 +831,7 @@ impl Tsdb {
             if let Some(existing) = d.rps.get(name)
                 && *existing != rp
             {
-                return Err(Error::Invalid("retention policy already exists".into()));
+                return Err(Error::RetentionPolicyExists);
             }
             if !d.rps.contains_key(name) {
                 names::check_name(NameKind::RetentionPolicy, name)?;
@@ -953,13 +964,13 @@ impl Tsdb {
     /// is made durable first, then the head is filtered and every older segment that holds one
     /// of the series is rewritten in place; replay redoes the whole deletion, so a crash at any
     /// point leaves either nothing or all of it deleted, and deleted data never comes back.
-    pub async fn delete(
+    pub async fn delete<E: From<Error>>(
         &self,
         db: &str,
         min: i64,
         max: i64,
-        select: impl Fn(&ShardState) -> Result<Vec<String>, Error>,
-    ) -> Result<(), Error> {
+        select: impl Fn(&ShardState) -> Result<Vec<String>, E>,
+    ) -> Result<(), E> {
         self.check_poison()?;
         if min > max {
             return Ok(());
@@ -978,11 +989,11 @@ impl Tsdb {
             let rec = encode_delete_record(&shard.db, &shard.rp, bound, min, max, &keys);
             if let Err(e) = self.wal.append(&rec).await {
                 self.poison(&e);
-                return Err(e);
+                return Err(e.into());
             }
             if let Err(e) = blocking(|| apply_delete(&shard, &keys, min, max, bound)) {
                 self.poison(&e);
-                return Err(e);
+                return Err(e.into());
             }
         }
         Ok(())
@@ -1155,7 +1166,9 @@ impl Tsdb {
                                             if limit > 0
                                                 && shard.db_series.load(Ordering::Relaxed) >= limit
                                             {
-                                                reg.reject(Rejection::SeriesLimit);
+                                                reg.reject(Rejection::SeriesLimit {
+                                                    limit: self.opts.max_series_per_database,
+                                                });
                                                 continue;
                                             }
                                             shard.db_series.fetch_add(1, Ordering::Relaxed);
@@ -1209,23 +1222,7 @@ impl Tsdb {
             written: accepted.len(),
             dropped,
         };
-        if let Some(r) = first_rejection {
-            let reason = match r {
-                Rejection::TypeConflict {
-                    field,
-                    measurement,
-                    got,
-                    have,
-                } => format!(
-                    "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type {got}, already exists as type {have}"
-                ),
-                Rejection::SeriesLimit => format!(
-                    "max-series-per-database limit exceeded: ({})",
-                    self.opts.max_series_per_database
-                ),
-                Rejection::Retention => "points beyond retention policy".to_string(),
-                Rejection::KeyTooLong(reason) => reason,
-            };
+        if let Some(reason) = first_rejection {
             return Err(Error::PartialWrite { reason, dropped });
         }
         Ok(summary)
@@ -1243,18 +1240,17 @@ impl Tsdb {
         self.flush_pending.swap(false, Ordering::Relaxed)
     }
 
-    fn replay_record(&self, rec: &[u8]) -> Result<(), String> {
+    fn replay_record(&self, rec: &[u8]) -> Result<(), ReplayError> {
         let mut r = Reader::new(rec);
-        let e = |e: crate::encoding::DecodeError| e.to_string();
-        match r.u8().map_err(e)? {
+        match r.u8()? {
             1 => {
-                let db = r.str().map_err(e)?.to_string();
-                let rp = r.str().map_err(e)?.to_string();
-                let points = decode_points(&mut r).map_err(e)?;
+                let db = r.str()?.to_string();
+                let rp = r.str()?.to_string();
+                let points = decode_points(&mut r)?;
                 if self.resolve_rp(&db, Some(&rp)).is_err() {
                     return Ok(()); // dropped since
                 }
-                let shard = self.shard(&db, &rp).map_err(|e| e.to_string())?;
+                let shard = self.shard(&db, &rp).map_err(Box::new)?;
                 let mut st = shard.write();
                 for p in &points {
                     let key = crate::lineproto::series_key(&p.measurement, &p.tags);
@@ -1274,7 +1270,7 @@ impl Tsdb {
                 Ok(())
             }
             2 => {
-                let db = r.str().map_err(e)?.to_string();
+                let db = r.str()?.to_string();
                 for ((d, _), s) in self.shards.read().unwrap_or_else(|p| p.into_inner()).iter() {
                     if *d == db {
                         let st = s.write();
@@ -1284,25 +1280,25 @@ impl Tsdb {
                 Ok(())
             }
             3 => {
-                let db = r.str().map_err(e)?.to_string();
-                let rp = r.str().map_err(e)?.to_string();
-                let bound = r.uvarint().map_err(e)?;
-                let min = unzigzag(r.uvarint().map_err(e)?);
-                let max = unzigzag(r.uvarint().map_err(e)?);
-                let n = r.uvarint().map_err(e)? as usize;
+                let db = r.str()?.to_string();
+                let rp = r.str()?.to_string();
+                let bound = r.uvarint()?;
+                let min = unzigzag(r.uvarint()?);
+                let max = unzigzag(r.uvarint()?);
+                let n = r.uvarint()? as usize;
                 let mut keys = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
-                    keys.push(r.str().map_err(e)?.to_string());
+                    keys.push(r.str()?.to_string());
                 }
                 if self.resolve_rp(&db, Some(&rp)).is_err() {
                     return Ok(()); // dropped since
                 }
-                let shard = self.shard(&db, &rp).map_err(|e| e.to_string())?;
-                apply_delete(&shard, &keys, min, max, bound).map_err(|e| e.to_string())
+                let shard = self.shard(&db, &rp).map_err(Box::new)?;
+                Ok(apply_delete(&shard, &keys, min, max, bound).map_err(Box::new)?)
             }
             4 => {
-                let db = r.str().map_err(e)?.to_string();
-                let rp = r.str().map_err(e)?.to_string();
+                let db = r.str()?.to_string();
+                let rp = r.str()?.to_string();
                 let key = (db, rp);
                 if let Some(s) = self
                     .shards
@@ -1315,7 +1311,7 @@ impl Tsdb {
                 }
                 Ok(())
             }
-            k => Err(format!("unknown WAL record kind {k}")),
+            k => Err(ReplayError::UnknownKind(k)),
         }
     }
 
@@ -1849,7 +1845,7 @@ fn apply_delete(
         return Ok(());
     }
     if !st.frozen.is_empty() {
-        return Err(Error::Invalid("delete while a flush is in progress".into()));
+        return Err(Error::FlushInProgress);
     }
     // The head.
     let mut head: Vec<(u32, SeriesHead)> = Vec::new();

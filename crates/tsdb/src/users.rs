@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::exec::{ResultSeries, Val};
+use crate::exec::{QueryError, ResultSeries, Val};
 use crate::influxql::{Privilege, Statement};
 use crate::storage::Tsdb;
 
@@ -69,7 +69,7 @@ impl From<&UserMeta> for User {
 }
 
 /// Why a user statement failed; the texts are influxd 1.6's.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UserError {
     #[error("user not found")]
     NotFound,
@@ -251,7 +251,7 @@ fn user_series(columns: [&str; 2], values: Vec<Vec<Val>>) -> Vec<ResultSeries> {
 }
 
 /// Runs a user statement (`SHOW USERS`, `CREATE USER`, `GRANT`, ...).
-pub(crate) async fn execute(db: &Tsdb, stmt: &Statement) -> Result<Vec<ResultSeries>, String> {
+pub(crate) async fn execute(db: &Tsdb, stmt: &Statement) -> Result<Vec<ResultSeries>, QueryError> {
     let done = |r: Result<(), UserError>| r.map(|()| Vec::new());
     let r = match stmt {
         Statement::ShowUsers => Ok(user_series(
@@ -304,12 +304,12 @@ pub(crate) async fn execute(db: &Tsdb, stmt: &Statement) -> Result<Vec<ResultSer
         }
         Statement::GrantAdmin { user } => done(db.set_admin(user, true)),
         Statement::RevokeAdmin { user } => done(db.set_admin(user, false)),
-        other => return Err(format!("not a user statement: {other}")),
+        other => return Err(QueryError::NotUserStatement(other.to_string())),
     };
     r.map_err(|e| {
         if let UserError::Storage(e) = &e {
             tracing::error!(error = %e, "cannot store a user change");
         }
-        e.to_string()
+        QueryError::User(e)
     })
 }

@@ -29,6 +29,7 @@
 //! measurement of the query, or the database for `list series` and regex sources.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use crate::auth::{self, Caller};
 use crate::exec::{self, StatementResult, Val};
@@ -38,31 +39,100 @@ use crate::lineproto::Precision;
 use crate::model::{FieldValue, Point};
 use crate::storage::Tsdb;
 
-/// A 0.8 API error: HTTP status and plain-text message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct V08Error {
-    pub status: u16,
-    pub message: String,
+/// A 0.8 API error: its HTTP status is [`V08Error::status`], its plain-text body the message
+/// (0.8's words where 0.8 had them).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum V08Error {
+    #[error(transparent)]
+    Credentials(#[from] auth::CredentialsError),
+    /// No credentials given, with authentication on.
+    #[error("Invalid database/username/password")]
+    NoCredentials,
+    /// Unknown user, wrong password, or a user without the privilege the route needs.
+    #[error("Invalid username/password")]
+    BadCredentials,
+    /// Checking the password failed (bcrypt busy or broken).
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("User {user} doesn't have write permissions for {series}")]
+    WriteDenied { user: String, series: String },
+    #[error("User doesn't have read access to {name}")]
+    ReadDenied { name: String },
+    #[error("invalid JSON: {0}")]
+    Json(#[source] Arc<serde_json::Error>),
+    #[error("expected a JSON array of series")]
+    NotSeriesArray,
+    #[error("series without a name")]
+    SeriesName,
+    #[error("series {series}: missing columns")]
+    NoColumns { series: String },
+    #[error("column names must be strings")]
+    ColumnName,
+    #[error("series {series}: a column without a name")]
+    EmptyColumn { series: String },
+    #[error("series {series}: missing points")]
+    NoPoints { series: String },
+    #[error("a point must be an array")]
+    PointNotArray,
+    #[error("series {series}: point has {values} values for {columns} columns")]
+    PointWidth {
+        series: String,
+        values: usize,
+        columns: usize,
+    },
+    #[error("time must be a number")]
+    TimeNotNumber,
+    #[error("time out of range")]
+    TimeOutOfRange,
+    #[error("bad number")]
+    BadNumber,
+    #[error("column {column}: unsupported value {value}")]
+    UnsupportedValue {
+        column: String,
+        value: serde_json::Value,
+    },
+    #[error("series {series}: a point needs at least one numeric or boolean column")]
+    NoFields { series: String },
+    #[error("Database {database} doesn't exist")]
+    NoDatabase { database: String },
+    #[error("missing required parameter q")]
+    NoQuery,
+    #[error("invalid regex: {0}")]
+    Regex(#[source] regex::Error),
+    #[error("error parsing query: {0}")]
+    Parse(#[source] influxql::ParseError),
+    #[error("only `select` and `list series` are supported on the 0.8 endpoint")]
+    NotSelect,
+    #[error("aggregates are not supported on the 0.8 endpoint; use /query")]
+    Aggregate,
+    #[error("group by is not supported on the 0.8 endpoint; use /query")]
+    GroupBy,
+    #[error("no result")]
+    NoResult,
+    /// The statement failed in the executor.
+    #[error(transparent)]
+    Query(exec::QueryError),
+    #[error("body must be {{\"name\":\"<db>\"}}")]
+    CreateBody,
+    #[error("database {name} exists")]
+    DatabaseExists { name: String },
+    /// Creating a database or writing failed in the store.
+    #[error(transparent)]
+    Storage(#[from] crate::Error),
 }
 
-fn bad(msg: impl Into<String>) -> V08Error {
-    V08Error {
-        status: 400,
-        message: msg.into(),
-    }
-}
-
-fn unauthorized(msg: &str) -> V08Error {
-    V08Error {
-        status: 401,
-        message: msg.into(),
-    }
-}
-
-fn forbidden(msg: String) -> V08Error {
-    V08Error {
-        status: 403,
-        message: msg,
+impl V08Error {
+    /// The HTTP status 0.8 answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            V08Error::NoCredentials | V08Error::BadCredentials => 401,
+            V08Error::WriteDenied { .. } | V08Error::ReadDenied { .. } => 403,
+            V08Error::DatabaseExists { .. } => 409,
+            V08Error::Auth(_) => 503,
+            V08Error::Storage(crate::Error::PartialWrite { .. } | crate::Error::Name(_)) => 400,
+            V08Error::Storage(_) => 500,
+            _ => 400,
+        }
     }
 }
 
@@ -76,23 +146,19 @@ pub async fn authenticate(
     if !db.options().auth_enabled {
         return Ok(Caller::Open);
     }
-    let (user, password) = auth::v08_credentials(query, authorization)
-        .map_err(bad)?
-        .ok_or_else(|| unauthorized("Invalid database/username/password"))?;
+    let (user, password) =
+        auth::v08_credentials(query, authorization)?.ok_or(V08Error::NoCredentials)?;
     match db.authenticate(&user, &password).await {
         Ok(Some(u)) => Ok(Caller::User(u)),
-        Ok(None) => Err(unauthorized("Invalid username/password")),
-        Err(e) => Err(V08Error {
-            status: 503,
-            message: e.to_string(),
-        }),
+        Ok(None) => Err(V08Error::BadCredentials),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// 0.8's cluster-admin check (`/db`).
 pub fn require_admin(caller: &Caller) -> Result<(), V08Error> {
     match caller {
-        Caller::User(u) if !u.admin => Err(unauthorized("Invalid username/password")),
+        Caller::User(u) if !u.admin => Err(V08Error::BadCredentials),
         _ => Ok(()),
     }
 }
@@ -106,7 +172,7 @@ pub fn require_db_user(caller: &Caller, dbname: &str) -> Result<(), V08Error> {
                     .get(dbname)
                     .is_none_or(|p| *p == crate::influxql::Privilege::None) =>
         {
-            Err(unauthorized("Invalid username/password"))
+            Err(V08Error::BadCredentials)
         }
         _ => Ok(()),
     }
@@ -116,18 +182,22 @@ pub fn require_db_user(caller: &Caller, dbname: &str) -> Result<(), V08Error> {
 pub fn require_write(caller: &Caller, dbname: &str, points: &[Point]) -> Result<(), V08Error> {
     match caller {
         Caller::User(u) if !u.may(crate::influxql::Privilege::Write, dbname) => {
-            Err(forbidden(format!(
-                "User {} doesn't have write permissions for {}",
-                u.name,
-                points.first().map_or(dbname, |p| p.measurement.as_str())
-            )))
+            Err(V08Error::WriteDenied {
+                user: u.name.clone(),
+                series: points
+                    .first()
+                    .map_or(dbname, |p| p.measurement.as_str())
+                    .to_string(),
+            })
         }
         _ => Ok(()),
     }
 }
 
 fn read_denied(name: &str) -> V08Error {
-    forbidden(format!("User doesn't have read access to {name}"))
+    V08Error::ReadDenied {
+        name: name.to_string(),
+    }
 }
 
 fn precision(p: Option<&str>) -> Precision {
@@ -146,10 +216,8 @@ pub fn parse_write(
     now: i64,
 ) -> Result<Vec<Point>, V08Error> {
     let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-    let arr = v
-        .as_array()
-        .ok_or_else(|| bad("expected a JSON array of series"))?;
+        serde_json::from_slice(body).map_err(|e| V08Error::Json(Arc::new(e)))?;
+    let arr = v.as_array().ok_or(V08Error::NotSeriesArray)?;
     let unit = precision(time_precision).nanos();
     let mut out = Vec::new();
     for s in arr {
@@ -157,34 +225,30 @@ pub fn parse_write(
             .get("name")
             .and_then(|n| n.as_str())
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| bad("series without a name"))?;
+            .ok_or(V08Error::SeriesName)?;
+        let series = || name.to_string();
         let cols: Vec<&str> = s
             .get("columns")
             .and_then(|c| c.as_array())
-            .ok_or_else(|| bad(format!("series {name}: missing columns")))?
+            .ok_or_else(|| V08Error::NoColumns { series: series() })?
             .iter()
-            .map(|c| {
-                c.as_str()
-                    .ok_or_else(|| bad("column names must be strings"))
-            })
+            .map(|c| c.as_str().ok_or(V08Error::ColumnName))
             .collect::<Result<_, _>>()?;
         if cols.iter().any(|c| c.is_empty()) {
-            return Err(bad(format!("series {name}: a column without a name")));
+            return Err(V08Error::EmptyColumn { series: series() });
         }
         let points = s
             .get("points")
             .and_then(|p| p.as_array())
-            .ok_or_else(|| bad(format!("series {name}: missing points")))?;
+            .ok_or_else(|| V08Error::NoPoints { series: series() })?;
         for p in points {
-            let row = p
-                .as_array()
-                .ok_or_else(|| bad("a point must be an array"))?;
+            let row = p.as_array().ok_or(V08Error::PointNotArray)?;
             if row.len() != cols.len() {
-                return Err(bad(format!(
-                    "series {name}: point has {} values for {} columns",
-                    row.len(),
-                    cols.len()
-                )));
+                return Err(V08Error::PointWidth {
+                    series: series(),
+                    values: row.len(),
+                    columns: cols.len(),
+                });
             }
             let mut time = now - now.rem_euclid(unit);
             let mut tags = Vec::new();
@@ -195,10 +259,8 @@ pub fn parse_write(
                         let t = v
                             .as_i64()
                             .or_else(|| v.as_f64().map(|f| f as i64))
-                            .ok_or_else(|| bad("time must be a number"))?;
-                        time = t
-                            .checked_mul(unit)
-                            .ok_or_else(|| bad("time out of range"))?;
+                            .ok_or(V08Error::TimeNotNumber)?;
+                        time = t.checked_mul(unit).ok_or(V08Error::TimeOutOfRange)?;
                     }
                     "sequence_number" => {}
                     _ => match v {
@@ -206,21 +268,24 @@ pub fn parse_write(
                         serde_json::Value::String(s) if s.is_empty() => {}
                         serde_json::Value::String(s) => tags.push((c.to_string(), s.clone())),
                         serde_json::Value::Number(n) => {
-                            let f = n.as_f64().ok_or_else(|| bad("bad number"))?;
+                            let f = n.as_f64().ok_or(V08Error::BadNumber)?;
                             fields.push((c.to_string(), FieldValue::Float(f)));
                         }
                         serde_json::Value::Bool(b) => {
                             fields.push((c.to_string(), FieldValue::Bool(*b)))
                         }
                         serde_json::Value::Null => {}
-                        _ => return Err(bad(format!("column {c}: unsupported value {v}"))),
+                        _ => {
+                            return Err(V08Error::UnsupportedValue {
+                                column: c.to_string(),
+                                value: v.clone(),
+                            });
+                        }
                     },
                 }
             }
             if fields.is_empty() {
-                return Err(bad(format!(
-                    "series {name}: a point needs at least one numeric or boolean column"
-                )));
+                return Err(V08Error::NoFields { series: series() });
             }
             tags.sort_by(|a: &(String, String), b| a.0.cmp(&b.0));
             tags.dedup_by(|a, b| a.0 == b.0);
@@ -246,7 +311,9 @@ pub async fn query(
     time_precision: Option<&str>,
 ) -> Result<String, V08Error> {
     if db.database(dbname).is_none() {
-        return Err(bad(format!("Database {dbname} doesn't exist")));
+        return Err(V08Error::NoDatabase {
+            database: dbname.to_string(),
+        });
     }
     let reader = match caller {
         Caller::User(u) if !u.admin => Some(u),
@@ -261,7 +328,7 @@ pub async fn query(
             None
         } else {
             let r = rest.trim_matches('/');
-            Some(regex::Regex::new(r).map_err(|e| bad(format!("invalid regex: {e}")))?)
+            Some(regex::Regex::new(r).map_err(V08Error::Regex)?)
         };
         if reader.is_some_and(|u| !u.may(crate::influxql::Privilege::Read, dbname)) {
             return Err(read_denied(dbname));
@@ -291,21 +358,16 @@ pub async fn query(
     }
     // 0.8's `order asc|desc` sits before `limit`; InfluxQL has `ORDER BY time`.
     let (text, ascending) = rewrite_order(trimmed);
-    let stmt =
-        influxql::parse_statement(&text).map_err(|e| bad(format!("error parsing query: {e}")))?;
+    let stmt = influxql::parse_statement(&text).map_err(V08Error::Parse)?;
     let Statement::Select(mut sel) = stmt else {
-        return Err(bad(
-            "only `select` and `list series` are supported on the 0.8 endpoint",
-        ));
+        return Err(V08Error::NotSelect);
     };
     if sel
         .fields
         .iter()
         .any(|f| matches!(f.expr, Expr::Call { .. }))
     {
-        return Err(bad(
-            "aggregates are not supported on the 0.8 endpoint; use /query",
-        ));
+        return Err(V08Error::Aggregate);
     }
     if sel
         .dimensions
@@ -313,9 +375,7 @@ pub async fn query(
         .any(|d| !matches!(d, Dimension::Time { .. }))
         || !sel.dimensions.is_empty()
     {
-        return Err(bad(
-            "group by is not supported on the 0.8 endpoint; use /query",
-        ));
+        return Err(V08Error::GroupBy);
     }
     sel.descending = !ascending;
     let named = match sel.sources.first() {
@@ -329,9 +389,9 @@ pub async fn query(
         return Err(read_denied(&named));
     }
     let results = exec::execute(db, &stmts, Some(dbname)).await;
-    let r: &StatementResult = results.first().ok_or_else(|| bad("no result"))?;
+    let r: &StatementResult = results.first().ok_or(V08Error::NoResult)?;
     if let Some(e) = &r.error {
-        return Err(bad(e.clone()));
+        return Err(V08Error::Query(e.clone()));
     }
     // Merge per-measurement series (no GROUP BY, so one each) into 0.8 objects.
     let mut out = String::from("[");
@@ -417,7 +477,7 @@ mod tests {
         assert_eq!(p[0].tags, vec![("x".to_string(), "a".to_string())]);
         let body = br#"[{"name":"m","columns":["v",""],"points":[[1,2]]}]"#;
         assert_eq!(
-            parse_write(body, None, 0).unwrap_err().message,
+            parse_write(body, None, 0).unwrap_err().to_string(),
             "series m: a column without a name"
         );
     }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use crate::Error;
+use crate::error::{Damage, Poison};
 
 pub const WAL_MAGIC: &[u8; 8] = b"TSDBWAL\0";
 /// Version 2 added record kinds 3 (deletion) and 4 (drop retention policy), which a version-1
@@ -30,14 +31,14 @@ const HEADER_LEN: usize = 12;
 /// Records larger than this are treated as damage, not as a torn tail of a huge write.
 const MAX_RECORD: usize = 1 << 30;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), Poison>>;
 
 struct State {
     buf: Vec<u8>,
     waiters: Vec<Waiter>,
-    rotate: Vec<oneshot::Sender<Result<u64, String>>>,
+    rotate: Vec<oneshot::Sender<Result<u64, Poison>>>,
     shutdown: bool,
-    failed: Option<String>,
+    failed: Option<Poison>,
 }
 
 struct Shared {
@@ -79,7 +80,7 @@ pub fn list(dir: &Path) -> Result<Vec<u64>, Error> {
 pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
     let data =
         std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let corrupt = |detail: String| Error::Corrupt {
+    let corrupt = |detail: Damage| Error::Corrupt {
         path: path.to_path_buf(),
         detail,
     };
@@ -89,10 +90,10 @@ pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
             rewrite_header(path)?;
             return Ok(Vec::new());
         }
-        return Err(corrupt("file shorter than its header".into()));
+        return Err(corrupt(Damage::WalHeader));
     }
     if &data[..8] != WAL_MAGIC {
-        return Err(corrupt("bad magic".into()));
+        return Err(corrupt(Damage::WalMagic));
     }
     let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
     if !(OLDEST_READABLE_VERSION..=WAL_VERSION).contains(&version) {
@@ -108,9 +109,7 @@ pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
         let rest = data.len() - pos;
         let torn = |pos: usize| -> Result<(), Error> {
             if !last {
-                return Err(corrupt(format!(
-                    "incomplete record at offset {pos} in a sealed file"
-                )));
+                return Err(corrupt(Damage::IncompleteRecord { offset: pos }));
             }
             tracing::warn!(path = %path.display(), offset = pos, "truncating torn WAL tail");
             let f = OpenOptions::new()
@@ -130,7 +129,7 @@ pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
             u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
         let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         if len > MAX_RECORD {
-            return Err(corrupt(format!("record length {len} at offset {pos}")));
+            return Err(corrupt(Damage::RecordLength { len, offset: pos }));
         }
         if 8 + len > rest {
             torn(pos)?;
@@ -142,7 +141,7 @@ pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
                 torn(pos)?;
                 break;
             }
-            return Err(corrupt(format!("checksum mismatch at offset {pos}")));
+            return Err(corrupt(Damage::RecordChecksum { offset: pos }));
         }
         records.push(payload.to_vec());
         pos += 8 + len;
@@ -220,7 +219,7 @@ impl Wal {
                 return Err(Error::Poisoned(f.clone()));
             }
             if st.shutdown {
-                return Err(Error::Poisoned("wal is shut down".into()));
+                return Err(Error::Poisoned(Poison::ShutDown));
             }
             st.buf
                 .extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -233,7 +232,7 @@ impl Wal {
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::Poisoned(e)),
-            Err(_) => Err(Error::Poisoned("wal writer stopped".into())),
+            Err(_) => Err(Error::Poisoned(Poison::WriterStopped)),
         }
     }
 
@@ -252,11 +251,11 @@ impl Wal {
         match rx.await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) => Err(Error::Poisoned(e)),
-            Err(_) => Err(Error::Poisoned("wal writer stopped".into())),
+            Err(_) => Err(Error::Poisoned(Poison::WriterStopped)),
         }
     }
 
-    pub fn poisoned(&self) -> Option<String> {
+    pub fn poisoned(&self) -> Option<Poison> {
         self.shared
             .state
             .lock()
@@ -293,12 +292,12 @@ fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
                 st.shutdown,
             )
         };
-        let mut result: Result<(), String> = Ok(());
+        let mut result: Result<(), Poison> = Ok(());
         if !buf.is_empty() {
             result = file
                 .write_all(&buf)
                 .and_then(|_| file.sync_data())
-                .map_err(|e| format!("wal write failed: {e}"));
+                .map_err(|e| Poison::WalWrite(Arc::new(e)));
         }
         if result.is_ok() && !rotate.is_empty() {
             let next = seq + 1;
@@ -307,10 +306,10 @@ fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
                 .truncate(true)
                 .write(true)
                 .open(wal_path(&dir, next))
-                .map_err(|e| format!("creating wal: {e}"))
+                .map_err(|e| Poison::WalCreate(Arc::new(e)))
                 .and_then(|mut f| {
-                    write_header(&mut f).map_err(|e| e.to_string())?;
-                    sync_dir(&dir).map_err(|e| e.to_string())?;
+                    let header = write_header(&mut f).and_then(|()| sync_dir(&dir));
+                    header.map_err(|e| Poison::WalHeader(Box::new(e)))?;
                     Ok(f)
                 });
             match opened {
@@ -351,7 +350,7 @@ fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
                 while st.waiters.is_empty() && st.rotate.is_empty() && !st.shutdown {
                     st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
-                let msg = st.failed.clone().unwrap_or_default();
+                let msg = st.failed.clone().unwrap_or(Poison::WriterStopped);
                 st.buf.clear();
                 for w in std::mem::take(&mut st.waiters) {
                     let _ = w.send(Err(msg.clone()));

@@ -25,7 +25,7 @@
 use std::{path::PathBuf, sync::OnceLock};
 
 use arbitrary::Unstructured;
-use torc_fuzz::Target;
+use torc_fuzz::{Outcome, Target};
 use torc_tsdb::fuzzing::{self, Fixture};
 
 const TARGETS: &[Target] = &[
@@ -251,10 +251,10 @@ fn lineproto_input(data: &[u8]) -> arbitrary::Result<(Vec<u8>, u8)> {
     Ok((body, precision))
 }
 
-fn run_lineproto(data: &[u8]) -> Result<String, String> {
+fn run_lineproto(data: &[u8]) -> Outcome {
     match lineproto_input(data) {
-        Ok((body, precision)) => fuzzing::lineproto(&body, precision),
-        Err(_) => Ok("no input".to_owned()),
+        Ok((body, precision)) => Ok(fuzzing::lineproto(&body, precision)?.into()),
+        Err(_) => Ok("no input".into()),
     }
 }
 
@@ -552,10 +552,10 @@ fn influxql_input(data: &[u8]) -> arbitrary::Result<String> {
     Ok(q)
 }
 
-fn run_influxql(data: &[u8]) -> Result<String, String> {
+fn run_influxql(data: &[u8]) -> Outcome {
     match influxql_input(data) {
-        Ok(q) => fuzzing::influxql(fixture(), &q),
-        Err(_) => Ok("no input".to_owned()),
+        Ok(q) => Ok(fuzzing::influxql(fixture(), &q)?.into()),
+        Err(_) => Ok("no input".into()),
     }
 }
 
@@ -629,10 +629,10 @@ fn v08_input(data: &[u8]) -> arbitrary::Result<(String, Vec<u8>, u8)> {
     }
 }
 
-fn run_v08(data: &[u8]) -> Result<String, String> {
+fn run_v08(data: &[u8]) -> Outcome {
     match v08_input(data) {
-        Ok((q, body, precision)) => fuzzing::v08(fixture(), &q, &body, precision),
-        Err(_) => Ok("no input".to_owned()),
+        Ok((q, body, precision)) => Ok(fuzzing::v08(fixture(), &q, &body, precision)?.into()),
+        Err(_) => Ok("no input".into()),
     }
 }
 

@@ -8,10 +8,10 @@ mod names;
 mod resources;
 mod task;
 
-pub use names::{FrameworkName, NameError, NodeName, SecretName, ServiceName, TaskId};
+pub use names::{FrameworkName, NameError, NameProblem, NodeName, SecretName, ServiceName, TaskId};
 pub use resources::{PortRange, PortRangeError, Resources};
 pub use task::{
-    ApiAccess, Constraints, TaskCredentials, TaskSpec, TaskSpecError, TaskState,
+    ApiAccess, Constraints, TaskCredentials, TaskSpec, TaskSpecError, TaskState, UnknownTaskState,
     expand_placeholders,
 };
 

@@ -11,7 +11,26 @@ use serde::{Deserialize, Serialize};
 pub struct NameError {
     pub kind: &'static str,
     pub text: String,
-    pub reason: &'static str,
+    pub reason: NameProblem,
+}
+
+/// The rule a name breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameProblem {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most 63 characters")]
+    LabelTooLong,
+    #[error("may only contain lowercase letters, digits and '-' (it becomes a DNS label)")]
+    LabelCharacter,
+    #[error("must start and end with a letter or digit")]
+    LabelEdge,
+    #[error("must be 1 to 128 characters")]
+    IdLength,
+    #[error("may only contain letters, digits, '-', '_' and '.'")]
+    IdCharacter,
+    #[error("must not start with '.' or contain '..'")]
+    IdDots,
 }
 
 /// A DNS-label-like name: 1..=63 chars of `[a-z0-9-]`, starting and ending with a letter or
@@ -24,21 +43,19 @@ fn check_label(kind: &'static str, text: &str) -> Result<(), NameError> {
         reason,
     };
     if text.is_empty() {
-        return Err(err("must not be empty"));
+        return Err(err(NameProblem::Empty));
     }
     if text.len() > 63 {
-        return Err(err("must be at most 63 characters"));
+        return Err(err(NameProblem::LabelTooLong));
     }
     if !text
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
-        return Err(err(
-            "may only contain lowercase letters, digits and '-' (it becomes a DNS label)",
-        ));
+        return Err(err(NameProblem::LabelCharacter));
     }
     if text.starts_with('-') || text.ends_with('-') {
-        return Err(err("must start and end with a letter or digit"));
+        return Err(err(NameProblem::LabelEdge));
     }
     Ok(())
 }
@@ -51,16 +68,16 @@ fn check_task_id(kind: &'static str, text: &str) -> Result<(), NameError> {
         reason,
     };
     if text.is_empty() || text.len() > 128 {
-        return Err(err("must be 1 to 128 characters"));
+        return Err(err(NameProblem::IdLength));
     }
     if !text
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
-        return Err(err("may only contain letters, digits, '-', '_' and '.'"));
+        return Err(err(NameProblem::IdCharacter));
     }
     if text.starts_with('.') || text.contains("..") {
-        return Err(err("must not start with '.' or contain '..'"));
+        return Err(err(NameProblem::IdDots));
     }
     Ok(())
 }
@@ -173,7 +190,10 @@ mod tests {
     fn task_ids() {
         assert!(TaskId::new("dns.0a1b2c").is_ok());
         assert!(TaskId::new("../etc").is_err());
-        assert!(TaskId::new("a/b").is_err());
+        assert_eq!(
+            TaskId::new("a/b").unwrap_err().reason,
+            NameProblem::IdCharacter
+        );
     }
 
     #[test]

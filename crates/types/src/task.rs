@@ -244,18 +244,23 @@ impl fmt::Display for TaskState {
     }
 }
 
+/// A word that is not a task state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown task state {text:?}; expected one of: {}",
+    TaskState::ALL.map(|s| s.as_str()).join(", ")
+)]
+pub struct UnknownTaskState {
+    pub text: String,
+}
+
 impl std::str::FromStr for TaskState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownTaskState;
+    fn from_str(s: &str) -> Result<Self, UnknownTaskState> {
         TaskState::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown task state {s:?}; expected one of: {}",
-                    TaskState::ALL.map(|s| s.as_str()).join(", ")
-                )
-            })
+            .ok_or_else(|| UnknownTaskState { text: s.to_owned() })
     }
 }
 
@@ -283,6 +288,13 @@ mod tests {
         for st in TaskState::ALL {
             assert_eq!(st.as_str().parse::<TaskState>().unwrap(), st);
         }
+        let err = "runing".parse::<TaskState>().unwrap_err();
+        assert_eq!(err.text, "runing");
+        assert_eq!(
+            err.to_string(),
+            "unknown task state \"runing\"; expected one of: pending, staging, running, \
+             killing, finished, failed, killed, lost"
+        );
     }
 }
 
