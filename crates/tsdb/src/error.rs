@@ -53,10 +53,7 @@ pub enum Error {
     Encode(#[source] Arc<serde_json::Error>),
     /// Some or all points were rejected; the text is InfluxDB's.
     #[error("partial write: {reason} dropped={dropped}")]
-    PartialWrite {
-        reason: crate::storage::Rejection,
-        dropped: usize,
-    },
+    PartialWrite { reason: Rejection, dropped: usize },
     /// A name refused before it reached the disk (see [`crate::names`]).
     #[error(transparent)]
     Name(#[from] crate::names::NameError),
@@ -154,4 +151,25 @@ impl From<torc_durable::WriteError> for Error {
             e.source,
         )
     }
+}
+
+/// Why points of a write were dropped (the first reason, as InfluxDB reports one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(
+        "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type \
+         {got}, already exists as type {have}"
+    )]
+    TypeConflict {
+        field: String,
+        measurement: String,
+        got: crate::model::FieldType,
+        have: crate::model::FieldType,
+    },
+    #[error("max-series-per-database limit exceeded: ({limit})")]
+    SeriesLimit { limit: usize },
+    #[error("points beyond retention policy")]
+    Retention,
+    #[error(transparent)]
+    KeyTooLong(#[from] crate::names::KeyTooLong),
 }

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::encoding::{Reader, put_chunk, put_uvarint, unzigzag, zigzag};
-use crate::error::{Damage, Poison, ReplayError};
+use crate::error::{Damage, Poison, Rejection, ReplayError};
 use crate::model::{Column, FieldType, FieldValue, Point, Values};
 use crate::names::{self, NameKind, dir_name};
 use crate::segment::{self, Segment, SeriesData};
@@ -481,27 +481,6 @@ impl std::fmt::Debug for Tsdb {
 pub struct WriteSummary {
     pub written: usize,
     pub dropped: usize,
-}
-
-/// Why points of a write were dropped (the first reason, as InfluxDB reports one).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    #[error(
-        "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type \
-         {got}, already exists as type {have}"
-    )]
-    TypeConflict {
-        field: String,
-        measurement: String,
-        got: FieldType,
-        have: FieldType,
-    },
-    #[error("max-series-per-database limit exceeded: ({limit})")]
-    SeriesLimit { limit: usize },
-    #[error("points beyond retention policy")]
-    Retention,
-    #[error(transparent)]
-    KeyTooLong(#[from] names::KeyTooLong),
 }
 
 impl Tsdb {
