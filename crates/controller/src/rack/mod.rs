@@ -541,6 +541,17 @@ impl Rack {
         now: UnixMillis,
     ) {
         let kill = self.services.record_health(service, task, result, now);
+        if let Some((id, why)) = &kill {
+            let node = self.task(id).ok().and_then(|t| t.node);
+            self.feed.record(
+                "service",
+                "warning",
+                format!("service {service}: task {id} {why}"),
+                Some(id),
+                node.as_ref(),
+                now,
+            );
+        }
         self.kill_all(kill, now);
     }
 
