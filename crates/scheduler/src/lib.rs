@@ -152,8 +152,8 @@ impl Ledger {
         }
     }
 
-    /// Place one task, or say in words why no node can take it.
-    pub fn place(&mut self, task: &TaskRequest<'_>) -> Result<Placement, String> {
+    /// Place one task, or say why no node can take it.
+    pub fn place(&mut self, task: &TaskRequest<'_>) -> Result<Placement, NoFit> {
         let mut best: Option<(usize, f64)> = None;
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.active
@@ -189,9 +189,9 @@ impl Ledger {
     }
 
     /// The reason a task fits nowhere, naming the closest candidates.
-    fn why_not(&self, task: &TaskRequest<'_>) -> String {
+    fn why_not(&self, task: &TaskRequest<'_>) -> NoFit {
         if self.nodes.is_empty() {
-            return "no nodes in the rack".to_string();
+            return NoFit::NoNodes;
         }
         let matching: Vec<&NodeState> = self
             .nodes
@@ -199,56 +199,157 @@ impl Ledger {
             .filter(|n| n.matches(task.constraints))
             .collect();
         if matching.is_empty() {
-            return format!("no node matches the constraints ({})", task.constraints);
+            return NoFit::NoMatch {
+                constraints: task.constraints.clone(),
+            };
         }
         let active: Vec<&NodeState> = matching.iter().copied().filter(|n| n.active).collect();
         if active.is_empty() {
-            let names: Vec<&str> = matching.iter().map(|n| n.name.as_str()).collect();
-            return format!(
-                "every node matching the constraints is inactive ({})",
-                names.join(", ")
-            );
+            return NoFit::AllInactive {
+                nodes: matching.iter().map(|n| n.name.clone()).collect(),
+            };
         }
         let r = &task.resources;
         let most = |f: fn(&Resources) -> f64| {
             active
                 .iter()
-                .map(|n| (f(&n.free()), n.name.as_str()))
-                .fold((f64::MIN, ""), |a, b| if b.0 > a.0 { b } else { a })
+                .map(|n| (f(&n.free()), &n.name))
+                .fold(None::<(f64, &NodeName)>, |a, b| match a {
+                    Some(a) if a.0 >= b.0 => Some(a),
+                    _ => Some(b),
+                })
+                .map(|(free, node)| (free, node.clone()))
+                .expect("at least one active node")
         };
         let mut short = Vec::new();
         let (cpu, cpu_node) = most(|x| x.cpus);
         if r.cpus > cpu + 1e-9 {
-            short.push(format!("{} cpus (most free: {cpu} on {cpu_node})", r.cpus));
+            short.push(Shortfall::Cpus {
+                want: r.cpus,
+                most_free: cpu,
+                on: cpu_node,
+            });
         }
         let (mem, mem_node) = most(|x| x.mem_mb);
         if r.mem_mb > mem + 1e-9 {
-            short.push(format!(
-                "{} MiB memory (most free: {mem} MiB on {mem_node})",
-                r.mem_mb
-            ));
+            short.push(Shortfall::Memory {
+                want: r.mem_mb,
+                most_free: mem,
+                on: mem_node,
+            });
         }
         let (disk, disk_node) = most(|x| x.disk_mb);
         if r.disk_mb > disk + 1e-9 {
-            short.push(format!(
-                "{} MiB disk (most free: {disk} MiB on {disk_node})",
-                r.disk_mb
-            ));
+            short.push(Shortfall::Disk {
+                want: r.disk_mb,
+                most_free: disk,
+                on: disk_node,
+            });
         }
         let ports = active.iter().map(|n| n.free_ports()).max().unwrap_or(0);
         if usize::from(task.ports) > ports {
-            short.push(format!("{} ports (most free: {ports})", task.ports));
+            short.push(Shortfall::Ports {
+                want: task.ports,
+                most_free: ports,
+            });
         }
         if short.is_empty() {
             // Each resource fits somewhere, but never all on the same node.
-            format!(
-                "no single active node has {} and {} free ports at once",
-                task.resources, task.ports
-            )
+            NoFit::Fragmented {
+                resources: task.resources,
+                ports: task.ports,
+            }
         } else {
-            format!("no active node has {} free", short.join(", "))
+            NoFit::Short(short)
         }
     }
+}
+
+/// Why no node can take a task (the task stays pending with this as its reason).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NoFit {
+    #[error("no nodes in the rack")]
+    NoNodes,
+    #[error("no node matches the constraints ({constraints})")]
+    NoMatch { constraints: Constraints },
+    #[error("every node matching the constraints is inactive ({})", names(nodes))]
+    AllInactive { nodes: Vec<NodeName> },
+    /// What no active node has enough of, with the most any has.
+    #[error("no active node has {} free", shortfalls(.0))]
+    Short(Vec<Shortfall>),
+    #[error("no single active node has {resources} and {ports} free ports at once")]
+    Fragmented { resources: Resources, ports: u16 },
+}
+
+/// One resource a task needs more of than any active node has free.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shortfall {
+    Cpus {
+        want: f64,
+        most_free: f64,
+        on: NodeName,
+    },
+    Memory {
+        want: f64,
+        most_free: f64,
+        on: NodeName,
+    },
+    Disk {
+        want: f64,
+        most_free: f64,
+        on: NodeName,
+    },
+    Ports {
+        want: u16,
+        most_free: usize,
+    },
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shortfall::Cpus {
+                want,
+                most_free,
+                on,
+            } => {
+                write!(f, "{want} cpus (most free: {most_free} on {on})")
+            }
+            Shortfall::Memory {
+                want,
+                most_free,
+                on,
+            } => {
+                write!(f, "{want} MiB memory (most free: {most_free} MiB on {on})")
+            }
+            Shortfall::Disk {
+                want,
+                most_free,
+                on,
+            } => {
+                write!(f, "{want} MiB disk (most free: {most_free} MiB on {on})")
+            }
+            Shortfall::Ports { want, most_free } => {
+                write!(f, "{want} ports (most free: {most_free})")
+            }
+        }
+    }
+}
+
+fn names(nodes: &[NodeName]) -> String {
+    nodes
+        .iter()
+        .map(NodeName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn shortfalls(short: &[Shortfall]) -> String {
+    short
+        .iter()
+        .map(Shortfall::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -310,9 +411,12 @@ mod tests {
         let id = TaskId::new("t.1").unwrap();
         let c = Constraints::default();
         assert!(p.place(&req(&id, &c, 0.6, 10.0, 0)).is_ok());
-        let err = p.place(&req(&id, &c, 0.6, 10.0, 0)).unwrap_err();
+        let err = p
+            .place(&req(&id, &c, 0.6, 10.0, 0))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("0.6 cpus"), "{err}");
-        let err = p.place(&req(&id, &c, 0.1, 1e9, 0)).unwrap_err();
+        let err = p.place(&req(&id, &c, 0.1, 1e9, 0)).unwrap_err().to_string();
         assert!(
             err.contains("1000000000 MiB memory (most free: 90 MiB on a)"),
             "{err}"
@@ -343,13 +447,19 @@ mod tests {
             node_function: Some("storage".into()),
             ..Default::default()
         };
-        let err = p.place(&req(&id, &on_storage, 1.0, 1.0, 0)).unwrap_err();
+        let err = p
+            .place(&req(&id, &on_storage, 1.0, 1.0, 0))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("inactive (c)"), "{err}");
         let nowhere = Constraints {
             node_name: Some(NodeName::new("zz").unwrap()),
             ..Default::default()
         };
-        let err = p.place(&req(&id, &nowhere, 1.0, 1.0, 0)).unwrap_err();
+        let err = p
+            .place(&req(&id, &nowhere, 1.0, 1.0, 0))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("node_name=zz"), "{err}");
     }
 
@@ -366,6 +476,13 @@ mod tests {
         );
         assert_eq!(p.place(&req(&id, &c, 0.0, 0.0, 1)).unwrap().ports, [31003]);
         let err = p.place(&req(&id, &c, 0.0, 0.0, 1)).unwrap_err();
-        assert!(err.contains("1 ports (most free: 0)"), "{err}");
+        assert_eq!(
+            err,
+            NoFit::Short(vec![Shortfall::Ports {
+                want: 1,
+                most_free: 0
+            }])
+        );
+        assert!(err.to_string().contains("1 ports (most free: 0)"), "{err}");
     }
 }
