@@ -253,6 +253,18 @@ async fn each_role_does_what_it_may_and_no_more() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
     assert!(error.contains("one SELECT or SHOW"), "{error}");
+    // An API version that does not exist is named, with the ones that do.
+    let (status, error) = status_and_error(
+        http.get(format!("{}/api/v1/query", rack.url()))
+            .bearer_auth(&viewer_token)
+            .query(&[("q", "SHOW DATABASES"), ("api", "2.0")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error.contains("api") && error.contains("`0.8`") && error.contains("`1.x`"),
+        "{error}"
+    );
 
     // A join token registers agents and does nothing else.
     let join = rack.client_with(Some(

@@ -26,17 +26,24 @@ struct TsdbQuery {
     q: String,
     #[serde(default = "default_db")]
     db: String,
-    /// `0.8` (the seed's API: `/db/<db>/series`) or `1.x` (`/query`).
-    #[serde(default = "default_api")]
-    api: String,
+    #[serde(default)]
+    api: QueryApi,
+}
+
+/// Which of InfluxDB's HTTP APIs a query goes to.
+#[derive(serde::Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+enum QueryApi {
+    /// The seed's API: `/db/<db>/series`.
+    #[serde(rename = "0.8")]
+    V08,
+    /// `/query`.
+    #[default]
+    #[serde(rename = "1.x")]
+    V1,
 }
 
 fn default_db() -> String {
     "torc".into()
-}
-
-fn default_api() -> String {
-    "1.x".into()
 }
 
 /// Runs a query on the rack's time-series database (the running `influxdb` service) and passes
@@ -47,7 +54,7 @@ async fn tsdb_query(
     Query(q): Query<TsdbQuery>,
 ) -> Result<Response, ApiError> {
     if !caller.who.is_admin()
-        && let Some(why) = not_plainly_a_read(&q.q, q.api == "0.8")
+        && let Some(why) = not_plainly_a_read(&q.q, q.api == QueryApi::V08)
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -68,23 +75,17 @@ async fn tsdb_query(
         password.unwrap_or_else(|| "root".into()),
     );
     // Credentials go in the Authorization header, never in the URL, which errors quote.
-    let req = match q.api.as_str() {
-        "0.8" => ctl
+    let req = match q.api {
+        QueryApi::V08 => ctl
             .http
             .get(format!("{scheme}://{addr}/db/{db}/series"))
             .basic_auth(&user, Some(&password))
             .query(&[("q", q.q.as_str())]),
-        "1.x" => ctl
+        QueryApi::V1 => ctl
             .http
             .get(format!("{scheme}://{addr}/query"))
             .basic_auth(&user, Some(&password))
             .query(&[("q", q.q.as_str()), ("db", db), ("epoch", "ms")]),
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("api: expected \"0.8\" or \"1.x\", got {other:?}"),
-            ));
-        }
     };
     let who = format!("influxdb at {addr}");
     let resp = req
