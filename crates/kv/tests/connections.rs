@@ -11,10 +11,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Certs, ClientCerts, Lines, TorcKv, etcdctl};
+use common::{Certs, ClientCerts, H2_PREFACE, Lines, TorcKv, etcdctl, h2_frame};
 use torc_kv::KvOptions;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
 const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
@@ -22,18 +21,12 @@ const CONTINUATION: u8 = 0x9;
 const END_HEADERS: u8 = 0x4;
 const FRAME_SIZE_ERROR: u32 = 0x6;
 
-fn frame(kind: u8, flags: u8, stream: u32, len: usize) -> Vec<u8> {
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f
-}
-
 /// A raw connection that has said hello in HTTP/2 (preface and empty
 /// SETTINGS).
 fn hello(addr: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(PREFACE).expect("preface");
-    s.write_all(&frame(SETTINGS, 0, 0, 0)).expect("settings");
+    s.write_all(H2_PREFACE).expect("preface");
+    s.write_all(&h2_frame(SETTINGS, 0, 0, 0)).expect("settings");
     s
 }
 
@@ -116,7 +109,7 @@ fn still_serves(kv: &TorcKv, key: &str) {
 fn an_oversized_headers_frame_is_refused_at_once() {
     let kv = TorcKv::start();
     let mut s = hello(&kv.endpoint);
-    s.write_all(&frame(HEADERS, END_HEADERS, 1, 0xff_ffff))
+    s.write_all(&h2_frame(HEADERS, END_HEADERS, 1, 0xff_ffff))
         .expect("frame header");
     s.write_all(&[0x82; 1000]).expect("a little payload");
     let started = Instant::now();
@@ -138,14 +131,14 @@ fn an_endless_header_block_is_cut_off() {
     let writer = std::thread::spawn(move || {
         let mut sent = 0usize;
         let payload = vec![0x40u8; 16_384];
-        let mut head = frame(HEADERS, 0, 1, payload.len());
+        let mut head = h2_frame(HEADERS, 0, 1, payload.len());
         head.extend_from_slice(&payload);
         if s.write_all(&head).is_err() {
             return sent;
         }
         // Up to 256 MiB: far past any bound the server may have.
         for _ in 0..16_384 {
-            let mut f = frame(CONTINUATION, 0, 1, payload.len());
+            let mut f = h2_frame(CONTINUATION, 0, 1, payload.len());
             f.extend_from_slice(&payload);
             if s.write_all(&f).is_err() {
                 return sent;

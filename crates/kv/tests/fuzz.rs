@@ -11,7 +11,10 @@
 //! oversized) whose header blocks hold `:authority` URLs, Huffman strings and table updates.
 //! `scripts/fuzz kv-request 300` runs one for as long as asked.
 
+mod common;
+
 use arbitrary::Unstructured;
+use common::{H2_PREFACE, h2_frame};
 use prost::Message;
 use torc_fuzz::{Outcome, Signature, Target, Violation};
 use torc_kv::fuzzing;
@@ -260,13 +263,6 @@ fn run_requests(data: &[u8]) -> Outcome {
         .map_err(Violation::new)
 }
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
-    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
-    out.extend_from_slice(&stream.to_be_bytes());
-}
-
 /// An HPACK string literal, raw or (claimed) Huffman.
 fn literal(u: &mut Unstructured<'_>, out: &mut Vec<u8>, text: &[u8]) -> arbitrary::Result<()> {
     let huffman = if u.ratio(1, 4)? { 0x80 } else { 0 };
@@ -331,12 +327,12 @@ fn header_block(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
 
 fn connection(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
     let mut out = if u.ratio(15, 16)? {
-        PREFACE.to_vec()
+        H2_PREFACE.to_vec()
     } else {
         let n = u.int_in_range(0..=24)?;
         u.bytes(n)?.to_vec()
     };
-    frame_header(&mut out, 0, 0x4, 0, 0);
+    out.extend(h2_frame(0x4, 0, 0, 0));
     for _ in 0..u.int_in_range(0..=5)? {
         let stream: u32 = *u.choose(&[1u32, 3, 0, 0x8000_0001])?;
         match u.int_in_range(0..=5)? {
@@ -365,25 +361,25 @@ fn connection(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
                 } else {
                     payload.len()
                 };
-                frame_header(&mut out, len, 0x1, flags, stream);
+                out.extend(h2_frame(0x1, flags, stream, len));
                 out.extend_from_slice(&payload);
                 if !end_headers {
                     let block = header_block(u)?;
-                    frame_header(&mut out, block.len(), 0x9, 0x4, stream);
+                    out.extend(h2_frame(0x9, 0x4, stream, block.len()));
                     out.extend_from_slice(&block);
                 }
             }
             3 => {
                 let n = u.int_in_range(0..=32)?;
                 let data = u.bytes(n)?;
-                frame_header(&mut out, data.len(), 0x0, 0x1, stream);
+                out.extend(h2_frame(0x0, 0x1, stream, data.len()));
                 out.extend_from_slice(data);
             }
             _ => {
                 let n = u.int_in_range(0..=16)?;
                 let kind = u.int_in_range(0..=12)?;
                 let data = u.bytes(n)?;
-                frame_header(&mut out, data.len(), kind, u.arbitrary()?, stream);
+                out.extend(h2_frame(kind, u.arbitrary()?, stream, data.len()));
                 out.extend_from_slice(data);
             }
         }

@@ -458,6 +458,27 @@ impl LocalRack {
         .with_context(|| self.logs_hint())
     }
 
+    /// Waits until the named service runs; its view then.
+    pub async fn wait_service_running(&self, name: &str) -> anyhow::Result<torc_api::ServiceView> {
+        let client = self.client();
+        let service = name
+            .parse()
+            .map_err(|e| anyhow::anyhow!("service name {name:?}: {e}"))?;
+        wait_for(
+            &format!("service {name} to run"),
+            Duration::from_secs(30),
+            || async {
+                client
+                    .service(&service)
+                    .await
+                    .ok()
+                    .filter(|s| s.state == Some(torc_types::TaskState::Running))
+            },
+        )
+        .await
+        .with_context(|| self.logs_hint())
+    }
+
     pub fn logs_hint(&self) -> String {
         let mut out = String::from("process logs:\n");
         if let Ok(entries) = std::fs::read_dir(self.dir.path()) {

@@ -8,8 +8,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use torc_test_utils::{LocalRack, RackOptions, wait_for};
-use torc_types::TaskState;
+use torc_test_utils::{LocalRack, RackOptions};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
@@ -79,22 +78,10 @@ async fn target() -> Target {
     )
     .await
     .unwrap();
-    let client = rack.client();
     for name in ["dns", "etcd", "influxdb", "datacollector"] {
-        wait_for(
-            &format!("{name} to run"),
-            Duration::from_secs(30),
-            || async {
-                client
-                    .service(&name.parse().unwrap())
-                    .await
-                    .ok()
-                    .filter(|s| s.state == Some(TaskState::Running))
-            },
-        )
-        .await
-        .unwrap();
+        rack.wait_service_running(name).await.unwrap();
     }
+    let client = rack.client();
     let wedge = rack.nodes["wedge"];
     let b1 = rack.nodes["bladerunner1"];
     let agent = client

@@ -78,21 +78,8 @@ async fn service(client: &Client, name: &str) -> ServiceView {
     client.service(&name.parse().unwrap()).await.unwrap()
 }
 
-async fn wait_running(client: &Client, name: &str) -> ServiceView {
-    let name = name.to_string();
-    wait_for(
-        &format!("service {name} to run"),
-        Duration::from_secs(30),
-        || async {
-            client
-                .service(&name.parse().unwrap())
-                .await
-                .ok()
-                .filter(|s| s.state == Some(TaskState::Running))
-        },
-    )
-    .await
-    .unwrap()
+async fn wait_running(rack: &LocalRack, name: &str) -> ServiceView {
+    rack.wait_service_running(name).await.unwrap()
 }
 
 fn pid_of_task(rack: &LocalRack, id: &TaskId) -> u32 {
@@ -118,16 +105,16 @@ async fn system_services_run_where_they_should_and_come_back_when_they_die() {
     let client = rack.client();
 
     // Placement by function and per-node SLA.
-    let core = wait_running(&client, "core").await;
+    let core = wait_running(&rack, "core").await;
     assert_eq!(core.node.unwrap().as_str(), "wedge");
     for node in ["wedge", "bladerunner1", "bladerunner2"] {
-        let pcp = wait_running(&client, &format!("pcp-{node}")).await;
+        let pcp = wait_running(&rack, &format!("pcp-{node}")).await;
         assert_eq!(pcp.node.unwrap().as_str(), node);
     }
     // A node that joins later gets its instance too.
     rack.add_node("bladerunner9");
     rack.start_agent("bladerunner9").unwrap();
-    let pcp9 = wait_running(&client, "pcp-bladerunner9").await;
+    let pcp9 = wait_running(&rack, "pcp-bladerunner9").await;
     assert_eq!(pcp9.node.unwrap().as_str(), "bladerunner9");
 
     // kill -9 of a service's process: back within the restart delay (1 s) plus a poll, with a
@@ -190,7 +177,7 @@ async fn system_services_run_where_they_should_and_come_back_when_they_die() {
     })
     .await
     .unwrap();
-    wait_running(&client, "after-web").await;
+    wait_running(&rack, "after-web").await;
     // An unhealthy instance is replaced: stop answering (SIGSTOP the server).
     let web_shim = pid_of_task(&rack, web.task.as_ref().unwrap());
     let server = std::fs::read_to_string(format!("/proc/{web_shim}/task/{web_shim}/children"))
@@ -254,7 +241,7 @@ async fn groups_start_once_and_stop_for_good() {
         );
     }
     for name in ["worker-0", "worker-1", "helper"] {
-        wait_running(&client, name).await;
+        wait_running(&rack, name).await;
     }
     let live = |tasks: Vec<torc_api::TaskView>, name: &str| {
         tasks
@@ -309,7 +296,7 @@ async fn groups_start_once_and_stop_for_good() {
     );
 
     // DELETE of a system service: it is restarted.
-    let core = wait_running(&client, "core").await;
+    let core = wait_running(&rack, "core").await;
     let r = http
         .delete(format!("{url}/service?name=core"))
         .bearer_auth(&token)
@@ -425,7 +412,7 @@ async fn frameworks_get_their_tasks_back_or_lose_them_after_the_failover_timeout
     }
 
     // It may not touch other tasks, nor launch under a service's name.
-    let core = wait_running(&client, "core").await;
+    let core = wait_running(&rack, "core").await;
     let err = fw.kill(core.task.as_ref().unwrap()).await.unwrap_err();
     assert_eq!(err.status().unwrap().as_u16(), 409, "{err}");
     let err = fw.launch(&sleeper("core")).await.unwrap_err();
@@ -498,7 +485,7 @@ async fn announced_tasks_live_by_their_lease_and_the_original_routes_keep_their_
     let client = rack.client();
     let http = rack.http_admin();
     let url = rack.url();
-    wait_running(&client, "core").await;
+    wait_running(&rack, "core").await;
 
     assert_eq!(
         http.get(format!("{url}/admin/ping"))

@@ -154,19 +154,7 @@ async fn every_page_loads_and_shows_live_data() {
     b.wait_text("Done: Start service group demo?")
         .await
         .unwrap();
-    wait_for(
-        "the group's instance to run",
-        Duration::from_secs(20),
-        || async {
-            client
-                .service(&"worker".parse().unwrap())
-                .await
-                .ok()
-                .filter(|s| s.state == Some(TaskState::Running))
-        },
-    )
-    .await
-    .unwrap();
+    rack.wait_service_running("worker").await.unwrap();
     // The DNS lookup box asks the rack's own DNS server.
     b.eval("document.querySelector('#dns-name').value = 'bladerunner1.homer.ave'; document.querySelector('#dns-go').click(); return true")
         .await
@@ -191,15 +179,7 @@ async fn every_page_loads_and_shows_live_data() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    wait_for("the etcd service", Duration::from_secs(20), || async {
-        client
-            .service(&"etcd".parse().unwrap())
-            .await
-            .ok()
-            .filter(|s| s.state == Some(TaskState::Running))
-    })
-    .await
-    .unwrap();
+    rack.wait_service_running("etcd").await.unwrap();
     let e = etcd.clone();
     wait_for("etcd to answer", Duration::from_secs(20), || {
         let e = e.clone();

@@ -13,6 +13,16 @@ use std::time::{Duration, Instant};
 
 use torc_kv::{KvOptions, KvServer, ServerTls};
 
+/// The HTTP/2 client connection preface.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An HTTP/2 frame header: a `len`-byte payload of `kind` with `flags` on `stream`.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, len: usize) -> Vec<u8> {
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f
+}
+
 pub const INSTALL_HINT: &str = "apt-get install etcd-client etcd-server";
 
 /// Fails (never skips) when a real etcd binary is missing.
