@@ -214,10 +214,7 @@ impl Ledger {
             active
                 .iter()
                 .map(|n| (f(&n.free()), &n.name))
-                .fold(None::<(f64, &NodeName)>, |a, b| match a {
-                    Some(a) if a.0 >= b.0 => Some(a),
-                    _ => Some(b),
-                })
+                .reduce(|a, b| if b.0 > a.0 { b } else { a })
                 .map(|(free, node)| (free, node.clone()))
                 .expect("at least one active node")
         };

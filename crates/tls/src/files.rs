@@ -40,10 +40,7 @@ pub fn own_private_dir(dir: &Path) -> Result<(), TlsError> {
 /// (`torc_durable::write_atomic_mode`: a temporary file in the same directory, fsync, rename,
 /// fsync of the directory).
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    torc_durable::write_atomic_mode(path, bytes, mode).map_err(|e| TlsError::Write {
-        path: e.path,
-        error: std::io::Error::new(e.source.kind(), format!("{}: {}", e.step, e.source)),
-    })
+    Ok(torc_durable::write_atomic_mode(path, bytes, mode)?)
 }
 
 /// Writes a secret: `path` gets mode 0600, its directory is created 0700 if missing.

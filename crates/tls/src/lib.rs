@@ -77,6 +77,9 @@ pub enum TlsError {
     #[cfg(feature = "pki")]
     #[error("the OS's random source failed: {0}")]
     Random(String),
+    /// A file written atomically (its text names the file and the step that failed).
+    #[error(transparent)]
+    WriteFile(#[from] torc_durable::WriteError),
     #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
