@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use torc_types::{NameProblem, Resources, ServiceName, TaskSpecError};
+use torc_types::{Ipv4Block, NameProblem, Resources, ServiceName, TaskNetwork, TaskSpecError};
 
 /// Why a rack config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,44 @@ pub enum Rule {
     DuplicateNodeIp { ip: IpAddr, first: String },
     #[error("must be finite and non-negative, got {resources}")]
     NodeResources { resources: Resources },
+    #[error(
+        "{block} is a /{len} block; a task block must be /16 to /30 (a gateway, at least one \
+         task address and a broadcast address)",
+        len = block.prefix_len()
+    )]
+    TaskBlockSize { block: Ipv4Block },
+    #[error("{block} overlaps {other}, the task block of node `{node}` ({first})")]
+    OverlappingTaskBlocks {
+        block: Ipv4Block,
+        other: Ipv4Block,
+        node: String,
+        first: String,
+    },
+    #[error(
+        "{ip} lies in {block}, the task block of node `{node}` ({first}); task blocks hold \
+         only task addresses"
+    )]
+    AddressInTaskBlock {
+        ip: IpAddr,
+        block: Ipv4Block,
+        node: String,
+        first: String,
+    },
+    #[error("duplicate node endpoint {ip} (also {first})")]
+    DuplicateEndpoint { ip: IpAddr, first: String },
+    #[error(
+        "`network: {network}` contradicts `network_type: {network_type}` (the rack network); \
+         keep one of them"
+    )]
+    NetworkConflict {
+        network: TaskNetwork,
+        network_type: String,
+    },
+    #[error(
+        "service `{service}` wants the rack network (`network: rack`), but no node has a \
+         `task_block` to give it an address"
+    )]
+    NoTaskBlock { service: ServiceName },
     #[error("duplicate DNS addon `{name}` (also {first})")]
     DuplicateDnsAddon { name: String, first: String },
     #[error("duplicate service name `{name}` (also {first})")]

@@ -3,8 +3,9 @@
 //!
 //! The schema is the original ToRC `config.yml`, accepted unchanged (keys with dashes such as
 //! `dns-addons` and `service-groups` included), plus torc's keys: `domain`, `service_domain`,
-//! `open_join`, `power_command`, per-node `function`/`resources`/`port_range`, and per-service
-//! `command`, `args`, `env`, `ports`, `disk`, `health`, restart and kill timers. Where the
+//! `open_join`, `power_command`, per-node `function`/`resources`/`port_range`/`task_block`/
+//! `endpoint`, `network-agent.type: netlink`, and per-service `command`, `args`, `env`, `ports`,
+//! `disk`, `network`, `health`, restart and kill timers. Where the
 //! original crashed, torc reads what was meant: `memory: 1024` (an int), `service-groups:`
 //! with no value, `""` for an unset IP.
 //!
@@ -16,7 +17,9 @@
 //! - A [`RackConfig`] value has been validated: node names and IPs, system service names,
 //!   group names and the service names within a group are unique; every service has a
 //!   `command` or an `image_name`; memory, cpu and disk are finite and non-negative; a
-//!   service's `node_name` is a listed node (unless `open_join`); timers are at least 1 s.
+//!   service's `node_name` is a listed node (unless `open_join`); timers are at least 1 s;
+//!   task blocks are /16 to /30, overlap no other block and hold no node's `ip` or
+//!   `endpoint`; a `network: rack` service has some node's block to take an address from.
 //! - Unknown keys are errors at every level, never ignored: a typo such as `memroy` must not
 //!   silently become the default.
 //! - Every error names the file, the line (and column when known) and the key path, e.g.

@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use torc_types::{FrameworkName, NodeName, PortRange, Resources, SecretName, ServiceName};
+use torc_types::{
+    FrameworkName, Ipv4Block, NodeName, PortRange, Resources, SecretName, ServiceName,
+};
 
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
 use crate::node_type::NodeType;
@@ -146,7 +148,11 @@ pub struct PowerCommand {
 pub struct NetworkAgentConfig {
     #[serde(rename = "type")]
     pub agent_type: NetworkAgentKind,
-    /// `ip:port` of the agent, e.g. `$MASTER_IP:8080`.
+    /// Where the agent programs routes. For the original's types, `ip:port` of the switch's
+    /// API, e.g. `$MASTER_IP:8080`. For `netlink`, the network namespace whose kernel table
+    /// is the switch's (a name under `/run/netns` or a path); empty means the namespace the
+    /// network agent runs in, which is the switch itself on a switch OS.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub connection: String,
 }
 
@@ -192,6 +198,19 @@ pub struct NodeConfig {
     /// The ports the node hands out to tasks (`31000-31999`). torc addition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_range: Option<PortRange>,
+    /// The addresses the node gives its `network: rack` tasks (`198.19.1.0/24`): the
+    /// switch routes each task's address through the node. The block's first host address
+    /// is the node's end of every task link. torc addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_block: Option<Ipv4Block>,
+    /// Where people reach the node's services from outside the rack network, when that is
+    /// not `ip` (e.g. `127.0.3.21`, forwarded into a namespaced rack). torc addition.
+    #[serde(
+        default,
+        deserialize_with = "opt_ip_addr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub endpoint: Option<IpAddr>,
 }
 
 words! {
@@ -203,6 +222,9 @@ words! {
         Fboss = "fboss",
         /// No agent: no routes are programmed (the original's default).
         Undefined = "undefined",
+        /// torc's network agent: `/32` routes in the switch's kernel table over netlink,
+        /// which a switch OS (SONiC, Cumulus, switchdev) syncs into its ASIC.
+        Netlink = "netlink",
     }
 }
 

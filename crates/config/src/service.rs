@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use torc_types::{Constraints, NodeName, Resources, ServiceName, TaskCredentials, TaskSpec};
+use torc_types::{
+    Constraints, NodeName, Resources, ServiceName, TaskCredentials, TaskNetwork, TaskSpec,
+};
 
 use crate::de::{empty_as_none, null_as_default};
 use crate::node_type::NodeType;
@@ -26,9 +28,15 @@ pub struct ServiceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub image_name: Option<String>,
-    /// The original's container network: `host`, `none`, `bridge` or a named network.
+    /// The original's container network: `host`, `none`, `bridge` or a named network;
+    /// `torc` (the original's Calico network) and `calico` mean `network: rack`.
     #[serde(default = "default_network_type")]
     pub network_type: String,
+    /// `node` (share the node's address, ports from its range) or `rack` (an address of
+    /// its own from the node's `task_block`, routed by the switch). Default: from
+    /// `network_type`, else `node`. torc addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<TaskNetwork>,
     /// Placement: run only on this node. `""` means unset, as in the original.
     #[serde(
         default,
@@ -174,6 +182,21 @@ impl ServiceConfig {
         }
     }
 
+    /// The network its tasks live on: `network` if set, else what the original's
+    /// `network_type` means (`torc` and `calico` are the rack network).
+    pub fn task_network(&self) -> TaskNetwork {
+        match self.network {
+            Some(network) => network,
+            None if self.network_type_is_rack() => TaskNetwork::Rack,
+            None => TaskNetwork::Node,
+        }
+    }
+
+    /// Whether the original's `network_type` names the rack network.
+    pub fn network_type_is_rack(&self) -> bool {
+        matches!(self.network_type.as_str(), "torc" | "calico")
+    }
+
     /// The restart delay for this service, given the rack-wide default.
     pub fn restart_delay(&self, rack_default: Duration) -> Duration {
         self.restart_delay_in_seconds
@@ -192,6 +215,7 @@ impl ServiceConfig {
         spec.metered = self.is_metered;
         spec.credentials = self.credentials.clone();
         spec.privileged = self.privileged;
+        spec.network = self.task_network();
         if let Some(secs) = self.kill_grace_in_seconds {
             spec.kill_grace_ms = secs.saturating_mul(1000);
         }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use torc_types::{Constraints, Resources, TaskSpec};
+use torc_types::{Constraints, Resources, TaskNetwork, TaskSpec};
 
 use super::*;
 
@@ -225,6 +225,55 @@ nodes:
     assert_eq!(wedge.port, 7);
     assert_eq!(wedge.resources, Some(Resources::new(4.0, 8192.0, 0.0)));
     assert_eq!(wedge.port_range.map(|r| r.len()), Some(100));
+}
+
+#[test]
+fn rack_network_keys() {
+    let config = parse_ok(
+        "nodes:
+  - name: wedge
+    ip: 198.18.0.20
+    endpoint: 127.0.3.20
+    type: master
+    task_block: 198.19.0.0/24
+  - name: bladerunner1
+    ip: 198.18.0.21
+    type: slave
+    task_block: 198.19.1.0/24
+network-agent:
+  type: netlink
+healthcheck:
+  system_services:
+    - {name: web, command: python3, network_type: torc}
+    - {name: api, command: python3, network: rack}
+    - {name: calico, command: python3, network_type: calico}
+    - {name: dns, command: torc}
+    - {name: bridged, command: torc, network_type: bridge}
+",
+    );
+    let wedge = &config.nodes[0];
+    assert_eq!(wedge.task_block, Some("198.19.0.0/24".parse().unwrap()));
+    assert_eq!(
+        wedge.endpoint,
+        Some(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 20)))
+    );
+    assert_eq!(config.nodes[1].endpoint, None);
+    let agent = config.network_agent.as_ref().expect("network-agent");
+    assert_eq!(agent.agent_type, NetworkAgentKind::Netlink);
+    assert_eq!(agent.connection, "");
+    let networks: Vec<(&str, TaskNetwork)> = (config.healthcheck.system_services.iter())
+        .map(|s| (s.name.as_str(), s.to_task_spec().unwrap().network))
+        .collect();
+    assert_eq!(
+        networks,
+        [
+            ("web", TaskNetwork::Rack),
+            ("api", TaskNetwork::Rack),
+            ("calico", TaskNetwork::Rack),
+            ("dns", TaskNetwork::Node),
+            ("bridged", TaskNetwork::Node),
+        ]
+    );
 }
 
 #[test]

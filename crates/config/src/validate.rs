@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use torc_types::TaskSpecError;
+use std::net::IpAddr;
+
+use torc_types::{Ipv4Block, TaskNetwork, TaskSpecError};
 
 use crate::error::Rule;
 use crate::path::KeyPath;
@@ -47,6 +49,7 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
         config.service_ttl_in_seconds,
     )?;
     check_nodes(config)?;
+    check_task_blocks(config)?;
     check_dns_addons(config)?;
 
     let mut system_names = BTreeMap::new();
@@ -237,6 +240,64 @@ fn check_nodes(config: &RackConfig) -> Check {
     Ok(())
 }
 
+/// Task blocks are routed by the switch as a whole, so they must not overlap each other or
+/// hold a node's own address; each must leave room for the gateway and a task.
+fn check_task_blocks(config: &RackConfig) -> Check {
+    let nodes = KeyPath::root().key("nodes");
+    let blocks: Vec<(usize, &str, Ipv4Block)> = (config.nodes.iter().enumerate())
+        .filter_map(|(i, n)| n.task_block.map(|b| (i, n.name.as_str(), b)))
+        .collect();
+    let mut endpoints = BTreeMap::new();
+    for (i, node) in config.nodes.iter().enumerate() {
+        let path = nodes.index(i);
+        if let Some(block) = node.task_block {
+            if !(16..=30).contains(&block.prefix_len()) {
+                fail(path.key("task_block"), Rule::TaskBlockSize { block })?;
+            }
+            if let Some((j, name, other)) =
+                (blocks.iter()).find(|(j, _, other)| *j < i && other.overlaps(&block))
+            {
+                fail(
+                    path.key("task_block"),
+                    Rule::OverlappingTaskBlocks {
+                        block,
+                        other: *other,
+                        node: name.to_string(),
+                        first: nodes.index(*j).key("task_block").to_string(),
+                    },
+                )?;
+            }
+        }
+        if let Some(endpoint) = node.endpoint
+            && let Some(first) = endpoints.insert(endpoint, path.clone())
+        {
+            fail(
+                path.key("endpoint"),
+                Rule::DuplicateEndpoint {
+                    ip: endpoint,
+                    first: first.to_string(),
+                },
+            )?;
+        }
+        let addresses = [("ip", Some(node.ip)), ("endpoint", node.endpoint)];
+        for (key, ip) in addresses {
+            let Some(IpAddr::V4(v4)) = ip else { continue };
+            if let Some((j, name, block)) = blocks.iter().find(|(_, _, b)| b.contains(v4)) {
+                fail(
+                    path.key(key),
+                    Rule::AddressInTaskBlock {
+                        ip: IpAddr::V4(v4),
+                        block: *block,
+                        node: name.to_string(),
+                        first: nodes.index(*j).key("task_block").to_string(),
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_dns_addons(config: &RackConfig) -> Check {
     let addons = KeyPath::root().key("dns-addons");
     let mut names = BTreeMap::new();
@@ -305,6 +366,32 @@ fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -
                 service: service.name.clone(),
                 node: node.to_string(),
                 known: known.into_iter().map(str::to_string).collect(),
+            },
+        )?;
+    }
+    if let Some(network @ TaskNetwork::Node) = service.network
+        && service.network_type_is_rack()
+    {
+        fail(
+            path.key("network"),
+            Rule::NetworkConflict {
+                network,
+                network_type: service.network_type.clone(),
+            },
+        )?;
+    }
+    if service.task_network() == TaskNetwork::Rack
+        && config.nodes.iter().all(|n| n.task_block.is_none())
+    {
+        let key = if service.network.is_some() {
+            "network"
+        } else {
+            "network_type"
+        };
+        fail(
+            path.key(key),
+            Rule::NoTaskBlock {
+                service: service.name.clone(),
             },
         )?;
     }

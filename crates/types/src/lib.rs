@@ -5,10 +5,12 @@
 //! `NodeName` or `TaskId` held anywhere in torc is known to be well formed.
 
 mod names;
+mod net;
 mod resources;
 mod task;
 
 pub use names::{FrameworkName, NameError, NameProblem, NodeName, SecretName, ServiceName, TaskId};
+pub use net::{Ipv4Block, Ipv4BlockError, TaskNetwork};
 pub use resources::{PortRange, PortRangeError, Resources};
 pub use task::{
     ApiAccess, Constraints, TaskCredentials, TaskSpec, TaskSpecError, TaskState, UnknownTaskState,

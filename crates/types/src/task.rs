@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeName, Resources, SecretName, ServiceName};
+use crate::{NodeName, Resources, SecretName, ServiceName, TaskNetwork};
 
 /// Where a task may run. Every constraint that is set must hold; unset ones match any node.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -82,6 +82,9 @@ pub struct TaskSpec {
     /// rack config, launches a privileged task.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub privileged: bool,
+    /// The node's network (the default) or an address of its own on the rack network.
+    #[serde(default, skip_serializing_if = "TaskNetwork::is_node")]
+    pub network: TaskNetwork,
 }
 
 /// Credentials a task receives as files in its secrets directory (`$TORC_SECRETS_DIR`, mode
@@ -150,6 +153,7 @@ impl TaskSpec {
             metered: false,
             credentials: TaskCredentials::default(),
             privileged: false,
+            network: TaskNetwork::Node,
         }
     }
 
