@@ -429,6 +429,11 @@ impl Controller {
         let (result, wake, event_seq, names) = {
             let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let inner = &mut *guard;
+            // A poisoned store takes no more changes: refuse before touching the rack, which
+            // was put back to the durable state once, when the store failed.
+            if inner.store.is_poisoned() {
+                return Err(StoreError::Poisoned.into());
+            }
             let result = f(&mut inner.rack, &mut inner.keys);
             let mut changes = inner.rack.take_changes();
             changes.writes.extend(inner.keys.take_writes());
@@ -663,11 +668,22 @@ mod tests {
             epoch,
             "frameworks are told to resynchronise"
         );
+        let reloaded_epoch = ctl.read(|r| r.update_position().0);
         let err = launch(&ctl, "later").unwrap_err();
         assert!(
             matches!(err, ChangeError::Store(StoreError::Poisoned)),
             "{err}"
         );
         assert_eq!(task_names(&ctl), ["kept"]);
+        assert_eq!(
+            ctl.read(|r| r.update_position().0),
+            reloaded_epoch,
+            "the rack is reloaded once, not at every refused change"
+        );
+        let err = ctl.write(|_| Ok(())).unwrap_err();
+        assert!(
+            matches!(err, ChangeError::Store(StoreError::Poisoned)),
+            "a change that writes nothing is refused too: {err}"
+        );
     }
 }

@@ -166,6 +166,18 @@ impl NodeTable {
                     }
                 }
                 None if settings.open_join && !stored.configured => {
+                    // The config wins on addresses too: a node it now lists at a joined
+                    // node's address takes the address, and the joined node is gone (its
+                    // tasks are lost, as for a node removed from the config).
+                    if let Some(owner) = records.values().find(|n| n.ip == stored.ip) {
+                        tracing::warn!(
+                            node = %stored.name,
+                            ip = %stored.ip,
+                            owner = %owner.name,
+                            "a node that joined is dropped: the rack config gives its address to another node"
+                        );
+                        continue;
+                    }
                     let mut stored = stored;
                     if stored.active {
                         stored.last_seen = now;

@@ -7,7 +7,8 @@
 //! the framework registry for its frameworks, the feed).
 //!
 //! Invariants:
-//! - A task id is never reused, and a task in a terminal state never changes again.
+//! - A new task id is never one of a task in the table (ids of forgotten tasks are not
+//!   checked: 48 random bits per name), and a task in a terminal state never changes again.
 //! - What a node has allocated is kept in the ledger in step with the transitions (a task
 //!   holds resources from `staging` until it ends), never recomputed from all tasks on the hot
 //!   path. The ledger's view of each node (active, resources) is the node table's, passed in by
@@ -138,16 +139,24 @@ impl TaskTable {
         self.ids = IdSource::Counter(held);
     }
 
+    /// A new id, never one of a task in the table (random ids are drawn again on a
+    /// collision; a task already forgotten cannot be checked, which 48 random bits make a
+    /// one-in-billions event per name).
     fn new_id(&mut self, spec: &TaskSpec) -> TaskId {
-        let suffix = match &mut self.ids {
-            IdSource::Random => torc_types::random_u64() & 0xffff_ffff_ffff,
-            IdSource::Counter(n) => {
-                *n += 1;
-                *n
+        loop {
+            let suffix = match &mut self.ids {
+                IdSource::Random => torc_types::random_u64() & 0xffff_ffff_ffff,
+                IdSource::Counter(n) => {
+                    *n += 1;
+                    *n
+                }
+            };
+            let id = TaskId::new(format!("{}.{suffix:012x}", spec.name))
+                .expect("service name + hex is a valid id");
+            if !self.tasks.contains_key(&id) {
+                return id;
             }
-        };
-        TaskId::new(format!("{}.{suffix:012x}", spec.name))
-            .expect("service name + hex is a valid id")
+        }
     }
 
     /// Tells the ledger what is now known of a node (state, type, resources).
