@@ -493,6 +493,17 @@ impl Agent {
                 table.tasks.insert(d.id.clone(), task);
                 continue;
             }
+            // The controller places rack tasks only on agents that said they can give them a
+            // namespace (`RuntimeInfo::rack_network`); this one says it cannot.
+            if d.spec.network == torc_types::TaskNetwork::Rack {
+                task.state = TaskState::Failed;
+                task.message = Some(
+                    "network: rack: this agent cannot give a task a network namespace of its own"
+                        .into(),
+                );
+                table.tasks.insert(d.id.clone(), task);
+                continue;
+            }
             let run_as = match (&self.cfg.task_ids, d.spec.privileged) {
                 (Some(range), false) => match table.task_id(&d.spec.name, range) {
                     Some(id) => Some(crate::runtime::TaskUser { uid: id, gid: id }),
@@ -1034,6 +1045,7 @@ mod tests {
                 spec: TaskSpec::new("late".parse().unwrap(), "sleep"),
                 ports: Vec::new(),
                 launch: true,
+                rack_address: None,
             }],
         }
     }

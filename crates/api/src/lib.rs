@@ -5,12 +5,12 @@
 //! Every struct rejects unknown fields so that a typo in a request is an error, not a no-op.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    FrameworkName, NodeName, PortRange, Resources, ServiceName, TaskId, TaskSpec, TaskState,
-    UnixMillis,
+    FrameworkName, Ipv4Block, NodeName, PortRange, Resources, ServiceName, TaskId, TaskSpec,
+    TaskState, UnixMillis,
 };
 
 /// The body of every error answer: `{"error": "...", "status": 404}`.
@@ -150,6 +150,12 @@ pub struct NodeView {
     pub agent_url: Option<String>,
     pub resources: NodeResources,
     pub port_range: PortRange,
+    /// The addresses its `network: rack` tasks get (from the rack config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_block: Option<Ipv4Block>,
+    /// Where people reach the node from outside the rack network, when that is not `ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<IpAddr>,
     pub attributes: BTreeMap<String, String>,
     /// What the agent's runtime can enforce (e.g. why cgroup limits are not applied).
     pub runtime: RuntimeInfo,
@@ -176,6 +182,12 @@ pub struct RuntimeInfo {
     /// When limits are not enforced, why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits_note: Option<String>,
+    /// Whether the agent gives `network: rack` tasks a network namespace of their own.
+    #[serde(default)]
+    pub rack_network: bool,
+    /// When it does not, why, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack_network_note: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,10 +558,23 @@ pub struct DesiredTask {
     /// True while the controller waits for the start (staging): the agent may launch it. A
     /// task the controller believes running is never launched again, only adopted.
     pub launch: bool,
+    /// For a `network: rack` task: its own address, from its node's task block. The agent
+    /// gives the task a network namespace with this address and a link to the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack_address: Option<RackAddress>,
     /// The task's credential files (name → content), for its secrets directory: what its
     /// spec's `credentials` asked for. Only this node's credential can read them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+}
+
+/// A rack task's address and the block it is from (the block's gateway is the node's end of
+/// the task's link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RackAddress {
+    pub ip: Ipv4Addr,
+    pub block: Ipv4Block,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

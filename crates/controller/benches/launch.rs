@@ -22,6 +22,8 @@ fn main() {
             node_function: Some("compute".into()),
             resources: Some(Resources::new(64.0, 256_000.0, 1e6)),
             port_range: Some("31000-32999".parse().unwrap()),
+            task_block: None,
+            endpoint: None,
         })
         .collect();
     let mut settings = RackSettings::with_nodes("bench", nodes.clone());

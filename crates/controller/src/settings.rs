@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use torc_api::original::OriginalVolume;
 use torc_config::{HealthProbe, RackConfig, ServiceConfig, Sla};
 use torc_types::{
-    FrameworkName, NodeName, PortRange, Resources, SecretName, ServiceName, TaskSpec,
+    FrameworkName, Ipv4Block, NodeName, PortRange, Resources, SecretName, ServiceName, TaskSpec,
 };
 
 /// A node as the rack config declares it.
@@ -23,6 +23,8 @@ pub struct ConfiguredNode {
     pub node_function: Option<String>,
     pub resources: Option<Resources>,
     pub port_range: Option<PortRange>,
+    pub task_block: Option<Ipv4Block>,
+    pub endpoint: Option<IpAddr>,
 }
 
 /// A supervised service as the config defines it, before SLA expansion.
@@ -188,6 +190,8 @@ impl RackSettings {
                     node_function: n.function.clone(),
                     resources: n.resources,
                     port_range: n.port_range,
+                    task_block: n.task_block,
+                    endpoint: n.endpoint,
                 })
                 .collect(),
             open_join: config.open_join,

@@ -10,7 +10,7 @@ mod resources;
 mod task;
 
 pub use names::{FrameworkName, NameError, NameProblem, NodeName, SecretName, ServiceName, TaskId};
-pub use net::{Ipv4Block, Ipv4BlockError, TaskNetwork};
+pub use net::{Ipv4Block, Ipv4BlockError, TaskNetwork, UnknownTaskNetwork};
 pub use resources::{PortRange, PortRangeError, Resources};
 pub use task::{
     ApiAccess, Constraints, TaskCredentials, TaskSpec, TaskSpecError, TaskState, UnknownTaskState,

@@ -50,8 +50,8 @@ use torc_api::{
 };
 use torc_dns::DnsSnapshot;
 use torc_types::{
-    BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskSpec, TaskState,
-    UnixMillis,
+    BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskNetwork, TaskSpec,
+    TaskState, UnixMillis,
 };
 
 use crate::settings::RackSettings;
@@ -397,6 +397,14 @@ impl Rack {
         {
             return Err(RackError::Invalid(format!(
                 "constraints.node_name: no node named \"{n}\" in the rack"
+            )));
+        }
+        if spec.network == TaskNetwork::Rack && self.nodes.iter().all(|n| n.task_block.is_none()) {
+            return Err(RackError::Invalid(format!(
+                "network: rack needs a rack network, and no node of this rack has a task_block \
+                 in {} (torc up gives nodes one only on network namespaces: as root or with \
+                 CAP_NET_ADMIN)",
+                self.settings.config_origin
             )));
         }
         let id = self.tasks.add(spec, framework, now);

@@ -17,8 +17,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use torc_api::{NodeResources, NodeView, RegisterRequest, RuntimeInfo};
-use torc_scheduler::NodeState;
-use torc_types::{NodeName, PortRange, Resources, UnixMillis};
+use torc_scheduler::{NodeState, RackNetwork};
+use torc_types::{Ipv4Block, NodeName, PortRange, Resources, UnixMillis};
 
 use super::error::RackError;
 use crate::settings::{ConfiguredNode, RackSettings};
@@ -48,6 +48,12 @@ pub(crate) struct NodeRecord {
     pub(crate) desired_generation: u64,
     /// Declared in the rack config (as opposed to joined openly).
     pub(crate) configured: bool,
+    /// The addresses its rack-network tasks get (config only).
+    #[serde(default)]
+    pub(crate) task_block: Option<Ipv4Block>,
+    /// Where people reach it from outside the rack network (config only).
+    #[serde(default)]
+    pub(crate) endpoint: Option<IpAddr>,
 }
 
 impl NodeRecord {
@@ -70,6 +76,22 @@ impl NodeRecord {
             runtime: RuntimeInfo::default(),
             desired_generation: 0,
             configured: true,
+            task_block: c.task_block,
+            endpoint: c.endpoint,
+        }
+    }
+
+    /// Whether the node's agent can put a task on the rack network, as it last said.
+    fn rack_network(&self) -> RackNetwork {
+        if !self.registered {
+            RackNetwork::Unknown
+        } else if self.runtime.rack_network {
+            RackNetwork::Ready
+        } else {
+            RackNetwork::Unavailable {
+                note: (self.runtime.rack_network_note.clone())
+                    .unwrap_or_else(|| "this agent has no rack network support".into()),
+            }
         }
     }
 
@@ -85,6 +107,10 @@ impl NodeRecord {
             port_range: self.port_range,
             used_ports: BTreeSet::new(),
             tasks: 0,
+            task_block: self.task_block,
+            rack_network: self.rack_network(),
+            used_addresses: BTreeSet::new(),
+            next_address: 0,
         }
     }
 
@@ -107,6 +133,8 @@ impl NodeRecord {
                 ports_allocated: ports,
             },
             port_range: self.port_range,
+            task_block: self.task_block,
+            endpoint: self.endpoint,
             attributes: self.attributes.clone(),
             runtime: self.runtime.clone(),
             tasks,
@@ -242,6 +270,8 @@ impl NodeTable {
                     node_function: None,
                     resources: None,
                     port_range: None,
+                    task_block: None,
+                    endpoint: None,
                 };
                 let mut record = NodeRecord::from_config(&c);
                 record.configured = false;

@@ -245,6 +245,9 @@ impl Seen {
                 fields.push(("framework", t.framework.to_string()));
             }
             fields.push(("node", opt(t.node.as_ref())));
+            if t.spec.network == torc_types::TaskNetwork::Rack {
+                fields.push(("rack ip", opt(t.ip.as_ref())));
+            }
             if !t.ports.is_empty() {
                 let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
                 fields.push(("ports", ports.join(",")));
@@ -482,7 +485,16 @@ impl Runner {
                         let _ = writeln!(out, "generation {}", d.generation);
                         for t in d.tasks {
                             let what = if t.launch { "launch" } else { "keep" };
-                            let _ = writeln!(out, "{what} {}", short(&t.id));
+                            let _ = match t.rack_address {
+                                Some(a) => writeln!(
+                                    out,
+                                    "{what} {} at {} in {}",
+                                    short(&t.id),
+                                    a.ip,
+                                    a.block
+                                ),
+                                None => writeln!(out, "{what} {}", short(&t.id)),
+                            };
                         }
                         out
                     }
@@ -590,7 +602,17 @@ impl Runner {
                     ),
                     port_range: "31000-31009".parse().expect("a range"),
                     attributes: BTreeMap::new(),
-                    runtime: RuntimeInfo::default(),
+                    runtime: match args.keys.get("rack_network").map(String::as_str) {
+                        None => RuntimeInfo::default(),
+                        Some("yes") => RuntimeInfo {
+                            rack_network: true,
+                            ..RuntimeInfo::default()
+                        },
+                        Some(note) => RuntimeInfo {
+                            rack_network_note: Some(note.to_string()),
+                            ..RuntimeInfo::default()
+                        },
+                    },
                     tasks,
                     public_key: None,
                 };
@@ -639,6 +661,9 @@ impl Runner {
                 spec.ports = args.num("ports").map_err(bad)?.unwrap_or(0) as u16;
                 if let Some(n) = args.keys.get("node") {
                     spec.constraints.node_name = Some(name(n).map_err(bad)?);
+                }
+                if let Some(network) = args.keys.get("network") {
+                    spec.network = name(network).map_err(bad)?;
                 }
                 let id = if command == "launch" {
                     rack.launch(spec, framework, now)?

@@ -18,10 +18,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use torc_api::{DesiredTask, TaskFilter, TaskReport, TaskView, Transition};
-use torc_scheduler::{Ledger, NodeState, TaskRequest};
+use torc_api::{DesiredTask, RackAddress, TaskFilter, TaskReport, TaskView, Transition};
+use torc_scheduler::{Holding, Ledger, NodeState, TaskRequest};
 use torc_types::{
-    FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState, UnixMillis,
+    FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskNetwork, TaskSpec, TaskState,
+    UnixMillis,
 };
 
 use super::error::RackError;
@@ -83,23 +84,35 @@ pub struct TaskTable {
     ids: IdSource,
 }
 
+/// What a task holds on its node while it is placed. A rack task's address is its `ip`.
+fn holding(task: &TaskView) -> Holding<'_> {
+    Holding {
+        resources: &task.spec.resources,
+        ports: &task.ports,
+        address: match (task.spec.network, task.ip) {
+            (TaskNetwork::Rack, Some(IpAddr::V4(ip))) => Some(ip),
+            _ => None,
+        },
+    }
+}
+
+/// A rack task's address with its node's block, for the agent.
+fn rack_address(task: &TaskView, node: Option<&NodeState>) -> Option<RackAddress> {
+    let ip = holding(task).address?;
+    let block = node?.task_block.filter(|b| b.contains(ip))?;
+    Some(RackAddress { ip, block })
+}
+
 impl TaskTable {
     /// The stored tasks, on nodes as the node table sees them (`nodes` carry no allocation:
     /// it is summed here from the tasks that hold resources).
-    pub fn load(stored: Vec<TaskView>, mut nodes: Vec<NodeState>) -> TaskTable {
+    pub fn load(stored: Vec<TaskView>, nodes: Vec<NodeState>) -> TaskTable {
         let tasks: BTreeMap<TaskId, TaskView> =
             stored.into_iter().map(|t| (t.id.clone(), t)).collect();
-        let index: BTreeMap<NodeName, usize> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
+        let mut ledger = Ledger::new(nodes);
         for task in tasks.values().filter(|t| t.state.holds_resources()) {
-            if let Some(&i) = task.node.as_ref().and_then(|n| index.get(n)) {
-                let s = &mut nodes[i];
-                s.allocated = s.allocated.add(&task.spec.resources);
-                s.used_ports.extend(task.ports.iter().copied());
-                s.tasks += 1;
+            if let Some(node) = &task.node {
+                ledger.reserve(node, holding(task));
             }
         }
         let mut pending = BTreeSet::new();
@@ -115,7 +128,7 @@ impl TaskTable {
         }
         TaskTable {
             tasks,
-            ledger: Ledger::new(nodes),
+            ledger,
             pending,
             ended,
             dirty: BTreeSet::new(),
@@ -206,10 +219,11 @@ impl TaskTable {
                 resources: task.spec.resources,
                 ports: task.spec.ports,
                 constraints: &task.spec.constraints,
+                rack_address: task.spec.network == TaskNetwork::Rack,
             };
             match self.ledger.place(&req) {
                 Ok(placement) => {
-                    let ip = ip_of(&placement.node);
+                    let ip = (placement.address.map(IpAddr::V4)).or_else(|| ip_of(&placement.node));
                     let task = self.tasks.get_mut(&id).expect("pending task exists");
                     task.node = Some(placement.node.clone());
                     task.ip = ip;
@@ -375,7 +389,7 @@ impl TaskTable {
             && !state.holds_resources()
             && let Some(node) = &task.node
         {
-            self.ledger.release(node, &task.spec.resources, &task.ports);
+            self.ledger.release(node, holding(task));
         }
         if old == TaskState::Pending {
             self.pending.remove(&(task.created_at, task.id.clone()));
@@ -516,6 +530,7 @@ impl TaskTable {
                 spec: t.spec.clone(),
                 ports: t.ports.clone(),
                 launch: t.state == TaskState::Staging,
+                rack_address: rack_address(t, self.ledger.node(node)),
                 files: Default::default(),
             })
             .collect()

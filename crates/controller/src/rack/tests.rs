@@ -21,6 +21,8 @@ fn settings(open_join: bool) -> RackSettings {
         node_function: Some(f.into()),
         resources: None,
         port_range: None,
+        task_block: None,
+        endpoint: None,
     };
     let mut s = RackSettings::with_nodes(
         "test",
