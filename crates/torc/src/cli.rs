@@ -10,7 +10,8 @@ use clap::Args;
 use torc_api::{LogQuery, LogStream, TaskFilter, TaskView};
 use torc_client::Client;
 use torc_types::{
-    Constraints, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState,
+    Constraints, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskNetwork, TaskSpec,
+    TaskState,
 };
 
 use crate::process::DEFAULT_CONTROLLER;
@@ -266,6 +267,10 @@ pub struct RunArgs {
     /// Run as the agent's own user (root on a node) instead of the node's task user.
     #[arg(long)]
     privileged: bool,
+    /// `node` (share the node's address, ports from its range) or `rack` (an address of its
+    /// own from the node's task block, routed by the switch).
+    #[arg(long, default_value = "node")]
+    network: TaskNetwork,
     /// The command and its arguments, after `--`.
     #[arg(required = true, last = true)]
     command: Vec<String>,
@@ -311,6 +316,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     spec.resources = Resources::new(args.cpus, args.mem, args.disk);
     spec.ports = args.ports;
     spec.privileged = args.privileged;
+    spec.network = args.network;
     spec.constraints = Constraints {
         node_name: args.node,
         node_type: args.node_type,

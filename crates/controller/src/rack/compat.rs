@@ -4,7 +4,7 @@
 
 use torc_api::TaskView;
 use torc_api::original::{OriginalNode, OriginalTask};
-use torc_types::{BUILTIN_FRAMEWORK, TaskState};
+use torc_types::{BUILTIN_FRAMEWORK, TaskNetwork, TaskState};
 
 use super::announcements::Announcements;
 use super::nodes::NodeTable;
@@ -74,7 +74,11 @@ fn task(
         is_metered: t.spec.metered || policy.is_some_and(|p| p.is_metered),
         is_system_service: rec.is_some_and(|r| r.group.is_none()),
         is_job: policy.is_some_and(|p| p.is_job),
-        network_type: policy.map_or_else(|| "host".to_string(), |p| p.network_type.clone()),
+        // The original's word for its container network (Calico) is `torc`.
+        network_type: match t.spec.network {
+            TaskNetwork::Rack => "torc".to_string(),
+            TaskNetwork::Node => policy.map_or_else(|| "host".into(), |p| p.network_type.clone()),
+        },
         ip: t.ip.map(|i| i.to_string()).unwrap_or_default(),
         slave_id: t.node.as_ref().map(|n| n.to_string()).unwrap_or_default(),
         state: "Running".into(),

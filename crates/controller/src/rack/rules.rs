@@ -522,8 +522,14 @@ impl Runner {
                 for t in self.rack()?.original_running(metered) {
                     let _ = writeln!(
                         out,
-                        "{} by {} on {:?} ip {:?} system {} job {}",
-                        t.name, t.controller, t.node_name, t.ip, t.is_system_service, t.is_job
+                        "{} by {} on {:?} ip {:?} network {} system {} job {}",
+                        t.name,
+                        t.controller,
+                        t.node_name,
+                        t.ip,
+                        t.network_type,
+                        t.is_system_service,
+                        t.is_job
                     );
                 }
                 return Ok(out);
