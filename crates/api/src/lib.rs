@@ -693,3 +693,101 @@ pub struct RackEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeName>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// The rack network
+
+/// The `/32` routes the switch should hold: one per rack-network task on an active node, through
+/// that node. The network agent long-polls for it (`GET /api/v1/network/routes`).
+///
+/// `(epoch, generation)` numbers it: the epoch is new at every controller start, the generation
+/// grows with every change within an epoch. A snapshot replaces the one before whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSnapshot {
+    pub epoch: u64,
+    pub generation: u64,
+    pub routes: Vec<RackRoute>,
+}
+
+/// One task's route: `destination/32 via next_hop` (its node's address).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RackRoute {
+    pub destination: Ipv4Addr,
+    pub next_hop: Ipv4Addr,
+    pub node: NodeName,
+    pub task: TaskId,
+    pub service: ServiceName,
+}
+
+/// Where a long poll for a numbered document stands: answered at once when the controller's
+/// `(epoch, generation)` differs, else when it changes or `wait_ms` passes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub after: u64,
+    /// Longest wait in milliseconds (capped by the controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// What the network agent found on the switch after applying a route snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkReport {
+    /// The snapshot it applied.
+    pub epoch: u64,
+    pub generation_applied: u64,
+    /// Every IPv4 route of the switch's main table.
+    pub routes: Vec<SwitchRoute>,
+    /// The switch's ports.
+    pub ports: Vec<SwitchPort>,
+}
+
+/// A route of the switch's table, as the kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRoute {
+    pub destination: Ipv4Addr,
+    pub prefix_len: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// The port (interface) it leaves by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// `kernel`, `boot`, `static`, `torc` (the network agent's) or the protocol's number.
+    pub protocol: String,
+}
+
+/// A port of the switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchPort {
+    pub name: String,
+    /// `up`, `down`, `lowerlayerdown`, ... as the kernel says.
+    pub oper_state: String,
+    pub mtu: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+}
+
+/// `GET /api/v1/network`: the routes the switch should hold, and what it last reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkView {
+    pub desired: RouteSnapshot,
+    /// `None` until a network agent reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<NetworkReport>,
+    /// When it reported (0 = never).
+    pub reported_at: UnixMillis,
+}

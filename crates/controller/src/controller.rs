@@ -26,10 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use torc_types::{NodeName, TaskId, now_millis};
+use torc_types::{NodeName, TaskId, UnixMillis, now_millis};
 
 use crate::auth;
 use crate::kv::KvClients;
+use crate::published::Published;
 use crate::rack::{HealthCheck, Rack, RackError};
 use crate::sessions::Access;
 use crate::settings::RackSettings;
@@ -163,6 +164,10 @@ pub struct Controller {
     /// The latest DNS snapshot (numbered), and its generation to wake the DNS role.
     dns: Mutex<torc_dns::DnsSnapshot>,
     dns_generation: watch::Sender<u64>,
+    /// The routes the switch should hold, for the network agent's long poll.
+    pub(crate) routes: Published<Vec<torc_api::RackRoute>>,
+    /// What the network agent last reported of the switch, and when.
+    network_report: Mutex<Option<(torc_api::NetworkReport, UnixMillis)>>,
 }
 
 impl Controller {
@@ -249,7 +254,10 @@ impl Controller {
         let mut dns = rack.dns_snapshot();
         dns.generation = 1;
         let (dns_generation, _) = watch::channel(1);
+        let routes = Published::new(rack.rack_routes());
         Ok(Arc::new(Controller {
+            routes,
+            network_report: Mutex::new(None),
             dns: Mutex::new(dns),
             dns_generation,
             inner: Mutex::new(Inner { rack, keys, store }),
@@ -269,7 +277,7 @@ impl Controller {
     pub(crate) fn authenticate(&self, token: &str) -> Result<auth::Who, auth::AuthError> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.keys.authenticate(token, now_millis(), |task| {
-            inner.rack.task_may_hold_token(task)
+            inner.rack.task_token_access(task)
         })
     }
 
@@ -279,7 +287,7 @@ impl Controller {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match who {
             auth::Who::Credential { id, .. } => inner.keys.knows(id, now_millis()),
-            auth::Who::Task(task) => inner.rack.task_may_hold_token(task),
+            auth::Who::Task { task, .. } => inner.rack.task_token_access(task).is_some(),
             auth::Who::Controller | auth::Who::Delegate(_) | auth::Who::Insecure => true,
         }
     }
@@ -399,7 +407,8 @@ impl Controller {
             certs
                 .keys()
                 .filter(|id| {
-                    r.task_may_hold_token(id) || r.task(id).is_ok_and(|t| !t.state.is_terminal())
+                    r.task_token_access(id).is_some()
+                        || r.task(id).is_ok_and(|t| !t.state.is_terminal())
                 })
                 .cloned()
                 .collect()
@@ -441,11 +450,14 @@ impl Controller {
                 inner.back_to_durable();
                 return Err(e.into());
             }
-            let names = changes.names_may_change.then(|| inner.rack.dns_snapshot());
+            let names = changes
+                .names_may_change
+                .then(|| (inner.rack.dns_snapshot(), inner.rack.rack_routes()));
             (result?, changes.wake, inner.rack.update_position().1, names)
         };
-        if let Some(names) = names {
+        if let Some((names, routes)) = names {
             self.publish_dns(names);
+            self.routes.publish(routes);
         }
         self.updates.send_if_modified(|seq| {
             let changed = *seq != event_seq;
@@ -494,6 +506,21 @@ impl Controller {
         *current = names;
         drop(current);
         self.dns_generation.send_replace(generation);
+    }
+
+    /// Keeps the network agent's report of the switch (in memory: the switch is the truth).
+    pub(crate) fn set_network_report(&self, report: torc_api::NetworkReport) {
+        *self
+            .network_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((report, now_millis()));
+    }
+
+    pub(crate) fn network_report(&self) -> Option<(torc_api::NetworkReport, UnixMillis)> {
+        self.network_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn dns_snapshot(&self) -> torc_dns::DnsSnapshot {

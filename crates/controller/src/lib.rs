@@ -42,6 +42,7 @@ mod http;
 mod kv;
 mod lookup;
 mod power;
+mod published;
 mod rack;
 mod sessions;
 mod settings;

@@ -119,6 +119,9 @@ impl TaskCredentials {
 pub enum ApiAccess {
     /// Read the whole rack (as a viewer token), change nothing.
     Viewer,
+    /// The network agent's: read the routes the switch should hold and report what it holds,
+    /// nothing else.
+    Network,
 }
 
 pub fn default_kill_grace_ms() -> u64 {

@@ -37,6 +37,7 @@ mod feed;
 mod frameworks;
 mod names;
 mod nodes;
+mod routes;
 mod supervisor;
 mod tasks;
 
@@ -333,8 +334,9 @@ impl Rack {
     }
 
     /// Whether a task lives and asked for its own controller token.
-    pub fn task_may_hold_token(&self, id: &TaskId) -> bool {
-        self.tasks.may_hold_token(id)
+    /// What a task's token may do (`None`: the task ended or asked for no token).
+    pub fn task_token_access(&self, id: &TaskId) -> Option<torc_types::ApiAccess> {
+        self.tasks.token_access(id)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -737,6 +739,11 @@ impl Rack {
             &self.services,
             &self.announced,
         )
+    }
+
+    /// The `/32` routes the switch should hold (the controller numbers snapshots).
+    pub fn rack_routes(&self) -> Vec<torc_api::RackRoute> {
+        routes::routes(&self.nodes, &self.tasks)
     }
 
     /// `GET /nodes` of the original API.

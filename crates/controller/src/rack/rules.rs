@@ -478,6 +478,19 @@ impl Runner {
                 return Ok(out);
             }
             "dns" => return Ok(dns(self.rack()?)),
+            "routes" => {
+                for r in self.rack()?.rack_routes() {
+                    let _ = writeln!(
+                        out,
+                        "{}/32 via {} ({}) for {}",
+                        r.destination,
+                        r.next_hop,
+                        r.node,
+                        short(&r.task)
+                    );
+                }
+                return Ok(out);
+            }
             "desired" => {
                 let node: NodeName = name(args.word(0, "a node")?)?;
                 return Ok(match self.rack()?.desired(&node) {

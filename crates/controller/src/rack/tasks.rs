@@ -21,8 +21,8 @@ use std::net::IpAddr;
 use torc_api::{DesiredTask, RackAddress, TaskFilter, TaskReport, TaskView, Transition};
 use torc_scheduler::{Holding, Ledger, NodeState, TaskRequest};
 use torc_types::{
-    FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskNetwork, TaskSpec, TaskState,
-    UnixMillis,
+    ApiAccess, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskNetwork, TaskSpec,
+    TaskState, UnixMillis,
 };
 
 use super::error::RackError;
@@ -545,9 +545,10 @@ impl TaskTable {
     }
 
     /// Whether a task lives and asked for its own controller token.
-    pub fn may_hold_token(&self, id: &TaskId) -> bool {
-        self.tasks
-            .get(id)
-            .is_some_and(|t| !t.state.is_terminal() && t.spec.credentials.api_access.is_some())
+    /// What a task's token may do: what its spec asked for, while it lives.
+    pub fn token_access(&self, id: &TaskId) -> Option<ApiAccess> {
+        (self.tasks.get(id))
+            .filter(|t| !t.state.is_terminal())
+            .and_then(|t| t.spec.credentials.api_access)
     }
 }
