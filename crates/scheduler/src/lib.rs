@@ -13,7 +13,8 @@
 //! - A rack address handed out is one of the node's block's task addresses and held by no
 //!   other task. Addresses are handed out next-fit (after the last one given), so a freed
 //!   address is reused only after the rest of the block, when DNS caches and the old route
-//!   have long drained.
+//!   have long drained. The cursor is not stored: a ledger rebuilt after a controller restart
+//!   starts after the highest address still held.
 //! - Tasks are spread: among the nodes that fit, the least loaded wins (ties broken by fewer
 //!   tasks, then by name), not the first that fits.
 

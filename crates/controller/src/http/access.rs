@@ -99,7 +99,8 @@ pub(crate) fn need(method: &Method, route: &str) -> Need {
         | "/api/v1/frameworks/{name}/log" => OwnFramework,
         // Registration names the framework in its body: the handler checks it.
         "/api/v1/frameworks" => Member,
-        "/start/group" | "/node/startup" | "/node/shutdown" => AdminToken,
+        "/start/group" | "/node/startup" | "/node/shutdown" | "/calico/configure"
+        | "/calico/shutdown" => AdminToken,
         "/api/v1/tokens" | "/api/v1/tokens/{id}" | "/api/v1/secrets" | "/api/v1/secrets/{name}" => {
             Admin
         }

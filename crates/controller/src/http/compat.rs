@@ -1,5 +1,5 @@
 //! The original ToRC Scheduler's REST API (reference §3): `/nodes`, `/services/running`,
-//! `/services/metered`, `/service`, `/start/group`, `/service/announce`, `/node/startup`,
+//! `/services/metered`, `/service`, `/start/group`, `/service/announce`, `/calico/*`, `/node/startup`,
 //! `/node/shutdown` and `/admin/ping`, on the same port as `/api/v1`, with
 //! the original JSON shapes, so that statesync, the datacollector, Vector and sub-schedulers
 //! written for it work unchanged. Unlike the original: unknown names get a 404 JSON error (not
@@ -33,6 +33,8 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
         .route("/service/announce", post(super::services::announce))
         .route("/node/startup", get(startup))
         .route("/node/shutdown", get(shutdown))
+        .route("/calico/configure", get(calico_configure))
+        .route("/calico/shutdown", get(calico_shutdown))
 }
 
 #[derive(Deserialize)]
@@ -136,6 +138,27 @@ async fn startup(
     Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
     power(&ctl, q.name, "on").await
+}
+
+/// `GET /calico/configure`: the rack network (the original's Calico network) runs.
+async fn calico_configure(State(ctl): State<Arc<Controller>>) -> Reply<SimpleResponse> {
+    ctl.change(|r| {
+        r.configure_network(now_millis());
+        Ok(())
+    })
+    .await?;
+    Ok(done())
+}
+
+/// `GET /calico/shutdown`: the rack network stops; its routes are withdrawn and its tasks
+/// killed (services among them wait until `/calico/configure`).
+async fn calico_shutdown(State(ctl): State<Arc<Controller>>) -> Reply<SimpleResponse> {
+    ctl.change(|r| {
+        r.shut_down_network(now_millis());
+        Ok(())
+    })
+    .await?;
+    Ok(done())
 }
 
 async fn shutdown(

@@ -86,7 +86,18 @@ pub struct Rack {
     frameworks: FrameworkRegistry,
     announced: Announcements,
     feed: Feed,
+    /// The rack network was shut down (`/calico/shutdown`): no routes, no rack addresses.
+    network_shut: bool,
+    /// `network_shut` changed and is not stored yet.
+    network_shut_dirty: bool,
 }
+
+/// The store's key for whether the rack network is shut down (1) or not (0).
+const NETWORK_SHUT: &str = "rack_network_shut";
+
+/// Why a rack task waits while the rack network is shut down.
+const NETWORK_SHUT_REASON: &str =
+    "pending: the rack network is shut down (/calico/shutdown); GET /calico/configure starts it";
 
 fn builtin() -> FrameworkName {
     FrameworkName::new(BUILTIN_FRAMEWORK).expect("valid builtin name")
@@ -112,6 +123,7 @@ impl Rack {
         epoch: u64,
     ) -> Result<Rack, StoreError> {
         let generation = loaded.meta("generation").unwrap_or(0);
+        let network_shut = loaded.meta(NETWORK_SHUT).unwrap_or(0) == 1;
         let nodes = NodeTable::load(&settings, loaded.take(Table::Nodes)?, generation, now);
         let tasks = TaskTable::load(loaded.take(Table::Tasks)?, nodes.scheduler_states());
         let mut rack = Rack {
@@ -123,6 +135,8 @@ impl Rack {
             settings,
             nodes,
             tasks,
+            network_shut,
+            network_shut_dirty: false,
         };
         let orphans = rack
             .tasks
@@ -168,6 +182,9 @@ impl Rack {
         writes.extend(self.services.take_writes());
         writes.extend(self.frameworks.take_writes());
         writes.extend(self.announced.take_writes());
+        if std::mem::take(&mut self.network_shut_dirty) {
+            writes.push(Write::Meta(NETWORK_SHUT, u64::from(self.network_shut)));
+        }
         // Taken every time, so a health change is never reported twice.
         let health_changed = self.services.take_health_changed();
         let names_may_change = !writes.is_empty() || health_changed;
@@ -214,8 +231,53 @@ impl Rack {
     /// Places pending tasks, oldest first; the ones that fit nowhere keep the reason.
     pub fn schedule(&mut self, now: UnixMillis) {
         let nodes = &self.nodes;
-        self.tasks.place_pending(now, |n| nodes.ip(n));
+        let rack_network = (!self.network_shut)
+            .then_some(())
+            .ok_or(NETWORK_SHUT_REASON);
+        self.tasks.place_pending(now, |n| nodes.ip(n), rack_network);
         self.settle(now);
+    }
+
+    /// `GET /calico/shutdown`: the rack network stops. Every route is withdrawn and every live
+    /// rack task is killed (its address would lead nowhere); the services among them wait,
+    /// pending, until `configure`. Stored, so a restarted controller keeps it shut.
+    pub fn shut_down_network(&mut self, now: UnixMillis) {
+        if !self.network_shut {
+            self.network_shut = true;
+            self.network_shut_dirty = true;
+            self.feed.record(
+                "network",
+                "warning",
+                "the rack network was shut down (/calico/shutdown): its routes are withdrawn"
+                    .into(),
+                None,
+                None,
+                now,
+            );
+        }
+        let rack_tasks = self
+            .tasks
+            .live_ids(|t| t.spec.network == TaskNetwork::Rack && t.state != TaskState::Pending);
+        let why = "the rack network was shut down (/calico/shutdown)";
+        self.kill_all(rack_tasks.into_iter().map(|id| (id, why.to_string())), now);
+        self.schedule(now);
+    }
+
+    /// `GET /calico/configure`: the rack network runs again, and waiting rack tasks are placed.
+    pub fn configure_network(&mut self, now: UnixMillis) {
+        if self.network_shut {
+            self.network_shut = false;
+            self.network_shut_dirty = true;
+            self.feed.record(
+                "network",
+                "info",
+                "the rack network was started (/calico/configure)".into(),
+                None,
+                None,
+                now,
+            );
+        }
+        self.schedule(now);
     }
 
     /// Kills a task with the reason recorded on it.
@@ -743,6 +805,9 @@ impl Rack {
 
     /// The `/32` routes the switch should hold (the controller numbers snapshots).
     pub fn rack_routes(&self) -> Vec<torc_api::RackRoute> {
+        if self.network_shut {
+            return Vec::new();
+        }
         routes::routes(&self.nodes, &self.tasks)
     }
 

@@ -663,6 +663,14 @@ impl Runner {
                 rack.tick(now);
                 Ok(())
             }
+            "calico-shutdown" => {
+                rack.shut_down_network(now);
+                Ok(())
+            }
+            "calico-configure" => {
+                rack.configure_network(now);
+                Ok(())
+            }
             "launch" | "framework-launch" => {
                 let (framework, task) = if command == "launch" {
                     let fw = FrameworkName::new(torc_types::BUILTIN_FRAMEWORK).expect("valid");

@@ -207,13 +207,24 @@ impl TaskTable {
 
     /// Places pending tasks, oldest first; the ones that fit nowhere keep the reason.
     /// `ip_of` gives a node's address, which the task gets with its placement.
-    pub fn place_pending(&mut self, now: UnixMillis, ip_of: impl Fn(&NodeName) -> Option<IpAddr>) {
+    /// `rack_network` is `Err(reason)` while the rack network is shut down: rack tasks wait with
+    /// that reason.
+    pub fn place_pending(
+        &mut self,
+        now: UnixMillis,
+        ip_of: impl Fn(&NodeName) -> Option<IpAddr>,
+        rack_network: Result<(), &str>,
+    ) {
         if self.pending.is_empty() {
             return;
         }
         let queue: Vec<TaskId> = self.pending.iter().map(|(_, id)| id.clone()).collect();
         for id in queue {
             let task = &self.tasks[&id];
+            if let (TaskNetwork::Rack, Err(reason)) = (task.spec.network, rack_network) {
+                self.keep_waiting(&id, reason.to_string(), now);
+                continue;
+            }
             let req = TaskRequest {
                 id: &task.id,
                 resources: task.spec.resources,
@@ -231,16 +242,18 @@ impl TaskTable {
                     let msg = format!("placed on {}", placement.node);
                     self.transition(&id, TaskState::Staging, Some(msg), None, now);
                 }
-                Err(reason) => {
-                    let reason = format!("pending: {reason}");
-                    let task = self.tasks.get_mut(&id).expect("pending task exists");
-                    if task.message.as_deref() != Some(reason.as_str()) {
-                        task.message = Some(reason);
-                        task.updated_at = now;
-                        self.dirty.insert(id);
-                    }
-                }
+                Err(reason) => self.keep_waiting(&id, format!("pending: {reason}"), now),
             }
+        }
+    }
+
+    /// A pending task stays pending, with `reason` as its message.
+    fn keep_waiting(&mut self, id: &TaskId, reason: String, now: UnixMillis) {
+        let task = self.tasks.get_mut(id).expect("pending task exists");
+        if task.message.as_deref() != Some(reason.as_str()) {
+            task.message = Some(reason);
+            task.updated_at = now;
+            self.dirty.insert(id.clone());
         }
     }
 
