@@ -428,6 +428,13 @@ impl Client {
         .await
     }
 
+    // --- the rack network ---
+
+    /// The routes the switch should hold and what its network agent last reported.
+    pub async fn network(&self) -> Result<torc_api::NetworkView, ClientError> {
+        self.get("/api/v1/network").await
+    }
+
     // --- services and groups ---
 
     pub async fn status(&self) -> Result<StatusView, ClientError> {

@@ -554,6 +554,103 @@ pub fn services(args: ServicesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long ago the network agent reported, or that it never did.
+fn reported(view: &torc_api::NetworkView) -> String {
+    match view.reported_at {
+        0 => "the switch's network agent has not reported".into(),
+        at => format!("the switch reported {}", ago(at)),
+    }
+}
+
+pub fn routes(args: StatusArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let view = runtime()?.block_on(client.network())?;
+    if args.target.json {
+        return print_json(&view);
+    }
+    let desired: BTreeMap<std::net::Ipv4Addr, &torc_api::RackRoute> = (view.desired.routes.iter())
+        .map(|r| (r.destination, r))
+        .collect();
+    println!(
+        "{} task route(s) wanted (generation {}); {}",
+        desired.len(),
+        view.desired.generation,
+        reported(&view)
+    );
+    let held = view
+        .reported
+        .as_ref()
+        .map(|r| r.routes.as_slice())
+        .unwrap_or_default();
+    let mut rows: Vec<Vec<String>> = held
+        .iter()
+        .map(|r| {
+            let task = (r.prefix_len == 32)
+                .then(|| desired.get(&r.destination))
+                .flatten()
+                .map_or(String::new(), |d| format!("{} ({})", d.task, d.service));
+            vec![
+                format!("{}/{}", r.destination, r.prefix_len),
+                r.gateway.map_or("-".into(), |g| g.to_string()),
+                r.port.clone().unwrap_or_else(|| "-".into()),
+                r.protocol.clone(),
+                task,
+            ]
+        })
+        .collect();
+    // What the tasks need and the switch does not hold (yet).
+    let holds = |d: &std::net::Ipv4Addr| {
+        held.iter()
+            .any(|r| r.prefix_len == 32 && r.destination == *d && r.protocol == "torc")
+    };
+    for d in desired.values().filter(|d| !holds(&d.destination)) {
+        rows.push(vec![
+            format!("{}/32", d.destination),
+            d.next_hop.to_string(),
+            "-".into(),
+            "missing".into(),
+            format!("{} ({})", d.task, d.service),
+        ]);
+    }
+    print_table(&["DESTINATION", "VIA", "PORT", "OWNER", "TASK"], rows);
+    Ok(())
+}
+
+pub fn ports(args: StatusArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let view = runtime()?.block_on(client.network())?;
+    if args.target.json {
+        return print_json(&view.reported.map(|r| r.ports).unwrap_or_default());
+    }
+    println!("{}", reported(&view));
+    let ports = view.reported.map(|r| r.ports).unwrap_or_default();
+    let rows = ports
+        .into_iter()
+        .map(|p| {
+            vec![
+                p.name,
+                p.oper_state,
+                p.mtu.to_string(),
+                format!("{}/{}", p.rx_bytes, p.tx_bytes),
+                format!("{}/{}", p.rx_packets, p.tx_packets),
+                format!("{}/{}", p.rx_errors, p.tx_errors),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "PORT",
+            "STATE",
+            "MTU",
+            "RX/TX BYTES",
+            "RX/TX PACKETS",
+            "RX/TX ERRORS",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct GroupArgs {
     #[command(flatten)]

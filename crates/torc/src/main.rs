@@ -52,6 +52,11 @@ enum Command {
     Status(cli::StatusArgs),
     /// List supervised service instances (system services and started groups).
     Services(cli::ServicesArgs),
+    /// The switch's routes: the ones the rack's tasks need, and the table its network agent
+    /// reported (with each route's owner and the task behind it).
+    Routes(cli::StatusArgs),
+    /// The switch's ports, as its network agent last reported them.
+    Ports(cli::StatusArgs),
     /// List service groups, or start or stop one: `torc group start NAME`.
     Group(cli::GroupArgs),
     /// Create, list and revoke tokens (admin, viewer, join, framework).
@@ -84,6 +89,8 @@ fn main() -> std::process::ExitCode {
             | Command::Logs(_)
             | Command::Status(_)
             | Command::Services(_)
+            | Command::Routes(_)
+            | Command::Ports(_)
             | Command::Group(_)
             | Command::Token(_)
             | Command::Secret(_)
@@ -116,6 +123,8 @@ fn main() -> std::process::ExitCode {
         Command::Logs(args) => cli::logs(args),
         Command::Status(args) => cli::status(args),
         Command::Services(args) => cli::services(args),
+        Command::Routes(args) => cli::routes(args),
+        Command::Ports(args) => cli::ports(args),
         Command::Group(args) => cli::group(args),
         Command::Token(args) => cli::token(args),
         Command::Secret(args) => cli::secret(args),

@@ -956,8 +956,25 @@ async fn the_network_agents_token_reaches_the_routes_and_nothing_more() {
     let report = torc_api::NetworkReport {
         epoch: snapshot.epoch,
         generation_applied: snapshot.generation,
-        routes: vec![],
-        ports: vec![],
+        routes: vec![torc_api::SwitchRoute {
+            destination: "198.18.0.21".parse().unwrap(),
+            prefix_len: 32,
+            gateway: None,
+            port: Some("swp1".into()),
+            protocol: "kernel".into(),
+        }],
+        ports: vec![torc_api::SwitchPort {
+            name: "swp1".into(),
+            oper_state: "up".into(),
+            mtu: 1500,
+            mac: None,
+            rx_bytes: 1234,
+            tx_bytes: 5678,
+            rx_packets: 12,
+            tx_packets: 56,
+            rx_errors: 0,
+            tx_errors: 0,
+        }],
     };
     let posted = http
         .post(format!("{url}/api/v1/network/report"))
@@ -998,4 +1015,25 @@ async fn the_network_agents_token_reaches_the_routes_and_nothing_more() {
         .unwrap();
     assert_eq!(view.reported, Some(report));
     assert!(view.reported_at > 0);
+    // The CLI shows both.
+    let cli = |command: &str| {
+        let out = std::process::Command::new(TORC)
+            .arg(command)
+            .envs(rack.cli_env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let routes = cli("routes");
+    assert!(routes.contains("0 task route(s) wanted"), "{routes}");
+    assert!(
+        routes.contains("198.18.0.21/32") && routes.contains("kernel"),
+        "{routes}"
+    );
+    let ports = cli("ports");
+    assert!(
+        ports.contains("swp1") && ports.contains("1234/5678"),
+        "{ports}"
+    );
 }
