@@ -707,6 +707,12 @@ pub struct RackEvent {
 pub struct RouteSnapshot {
     pub epoch: u64,
     pub generation: u64,
+    /// Where the routes go: the network namespace whose kernel table is the switch's (a name
+    /// under `/run/netns` or a path; `""`: where the network agent runs). `None`: this rack
+    /// has no netlink network agent (`network-agent.type` in its config), so nothing is
+    /// programmed and the agent idles.
+    #[serde(default)]
+    pub switch: Option<String>,
     pub routes: Vec<RackRoute>,
 }
 

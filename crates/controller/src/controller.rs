@@ -165,9 +165,25 @@ pub struct Controller {
     dns: Mutex<torc_dns::DnsSnapshot>,
     dns_generation: watch::Sender<u64>,
     /// The routes the switch should hold, for the network agent's long poll.
-    pub(crate) routes: Published<Vec<torc_api::RackRoute>>,
+    pub(crate) routes: Published<SwitchRoutes>,
     /// What the network agent last reported of the switch, and when.
     network_report: Mutex<Option<(torc_api::NetworkReport, UnixMillis)>>,
+}
+
+/// What the network agent is told: where the switch is and the routes it should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SwitchRoutes {
+    pub switch: Option<String>,
+    pub routes: Vec<torc_api::RackRoute>,
+}
+
+impl SwitchRoutes {
+    fn of(rack: &Rack) -> SwitchRoutes {
+        SwitchRoutes {
+            switch: rack.settings().switch.clone(),
+            routes: rack.rack_routes(),
+        }
+    }
 }
 
 impl Controller {
@@ -254,7 +270,7 @@ impl Controller {
         let mut dns = rack.dns_snapshot();
         dns.generation = 1;
         let (dns_generation, _) = watch::channel(1);
-        let routes = Published::new(rack.rack_routes());
+        let routes = Published::new(SwitchRoutes::of(&rack));
         Ok(Arc::new(Controller {
             routes,
             network_report: Mutex::new(None),
@@ -452,7 +468,7 @@ impl Controller {
             }
             let names = changes
                 .names_may_change
-                .then(|| (inner.rack.dns_snapshot(), inner.rack.rack_routes()));
+                .then(|| (inner.rack.dns_snapshot(), SwitchRoutes::of(&inner.rack)));
             (result?, changes.wake, inner.rack.update_position().1, names)
         };
         if let Some((names, routes)) = names {

@@ -116,6 +116,9 @@ pub struct RackSettings {
     pub influxdb_login: Option<(String, SecretName)>,
     /// Rack secrets each framework's tasks may ask for.
     pub framework_secrets: BTreeMap<FrameworkName, Vec<SecretName>>,
+    /// Where the network agent programs routes (`network-agent.type: netlink`): the switch's
+    /// namespace, `""` for the agent's own. `None`: the rack programs no routes.
+    pub switch: Option<String>,
 }
 
 impl RackSettings {
@@ -140,6 +143,7 @@ impl RackSettings {
             etcd_login: None,
             influxdb_login: None,
             framework_secrets: BTreeMap::new(),
+            switch: None,
         }
     }
 
@@ -195,6 +199,9 @@ impl RackSettings {
                 })
                 .collect(),
             open_join: config.open_join,
+            switch: (config.network_agent.as_ref())
+                .filter(|a| a.agent_type == torc_config::NetworkAgentKind::Netlink)
+                .map(|a| a.connection.clone()),
             node_timeout: config.stateclean.timeout(),
             system_services: config
                 .healthcheck

@@ -27,11 +27,12 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
         .route("/api/v1/network/report", post(report))
 }
 
-fn snapshot(n: crate::published::Numbered<Vec<torc_api::RackRoute>>) -> RouteSnapshot {
+fn snapshot(n: crate::published::Numbered<crate::controller::SwitchRoutes>) -> RouteSnapshot {
     RouteSnapshot {
         epoch: n.epoch,
         generation: n.generation,
-        routes: n.doc,
+        switch: n.doc.switch,
+        routes: n.doc.routes,
     }
 }
 
