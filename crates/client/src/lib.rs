@@ -435,6 +435,35 @@ impl Client {
         self.get("/api/v1/network").await
     }
 
+    /// Long-polls the routes the switch should hold (the network agent's): answers when the
+    /// controller's `(epoch, generation)` differs from the one given, or when `wait` is over.
+    pub async fn switch_routes(
+        &self,
+        epoch: u64,
+        after: u64,
+        wait: Duration,
+    ) -> Result<torc_api::RouteSnapshot, ClientError> {
+        let query = torc_api::SnapshotQuery {
+            epoch,
+            after,
+            wait_ms: Some(wait.as_millis() as u64),
+        };
+        let (url, req) = self.request(Method::GET, "/api/v1/network/routes");
+        self.send(
+            url,
+            req.query(&query).timeout(wait + Duration::from_secs(5)),
+        )
+        .await
+    }
+
+    /// The network agent's report of what the switch holds.
+    pub async fn report_network(
+        &self,
+        report: &torc_api::NetworkReport,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post("/api/v1/network/report", report).await
+    }
+
     // --- services and groups ---
 
     pub async fn status(&self) -> Result<StatusView, ClientError> {

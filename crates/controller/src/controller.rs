@@ -525,11 +525,14 @@ impl Controller {
     }
 
     /// Keeps the network agent's report of the switch (in memory: the switch is the truth).
-    pub(crate) fn set_network_report(&self, report: torc_api::NetworkReport) {
+    /// Keeps the network agent's report; answers when it was received.
+    pub(crate) fn set_network_report(&self, report: torc_api::NetworkReport) -> UnixMillis {
+        let now = now_millis();
         *self
             .network_report
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some((report, now_millis()));
+            .unwrap_or_else(|e| e.into_inner()) = Some((report, now));
+        now
     }
 
     pub(crate) fn network_report(&self) -> Option<(torc_api::NetworkReport, UnixMillis)> {

@@ -47,15 +47,15 @@ async fn desired_routes(
 async fn report(
     State(ctl): State<Arc<Controller>>,
     Body(report): Body<NetworkReport>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     if report.routes.len() > MAX_REPORTED || report.ports.len() > MAX_REPORTED {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("a report lists at most {MAX_REPORTED} routes and {MAX_REPORTED} ports"),
         ));
     }
-    ctl.set_network_report(report);
-    Ok(StatusCode::NO_CONTENT)
+    let at = ctl.set_network_report(report);
+    Ok(Json(serde_json::json!({ "reported_at": at })))
 }
 
 async fn network(State(ctl): State<Arc<Controller>>) -> Json<NetworkView> {
