@@ -1015,6 +1015,38 @@ async fn the_network_agents_token_reaches_the_routes_and_nothing_more() {
         .unwrap();
     assert_eq!(view.reported, Some(report));
     assert!(view.reported_at > 0);
+    // A route the switch gains is an event in the rack's feed.
+    let mut second = view.reported.clone().unwrap();
+    second.routes.push(torc_api::SwitchRoute {
+        destination: "198.19.1.2".parse().unwrap(),
+        prefix_len: 32,
+        gateway: Some("198.18.0.21".parse().unwrap()),
+        port: Some("swp1".into()),
+        protocol: "torc".into(),
+    });
+    let posted = http
+        .post(format!("{url}/api/v1/network/report"))
+        .header("authorization", bearer(&token))
+        .json(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::OK);
+    let events: serde_json::Value = http
+        .get(format!("{url}/api/v1/events"))
+        .header("authorization", bearer(&viewer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        events
+            .to_string()
+            .contains("route 198.19.1.2/32 via 198.18.0.21 (swp1) added on the switch"),
+        "{events}"
+    );
     // The CLI shows both.
     let cli = |command: &str| {
         let out = std::process::Command::new(TORC)

@@ -54,7 +54,30 @@ async fn report(
             format!("a report lists at most {MAX_REPORTED} routes and {MAX_REPORTED} ports"),
         ));
     }
+    let previous = ctl.network_report().map(|(r, _)| r.routes);
+    let torc =
+        |routes: &[torc_api::SwitchRoute]| -> std::collections::BTreeSet<torc_api::SwitchRoute> {
+            routes
+                .iter()
+                .filter(|r| r.protocol == "torc")
+                .cloned()
+                .collect()
+        };
+    let now_held = torc(&report.routes);
     let at = ctl.set_network_report(report);
+    // The feed tells of changes, not of the first report (what the switch held before).
+    if let Some(previous) = previous {
+        let before = torc(&previous);
+        let added: Vec<_> = now_held.difference(&before).cloned().collect();
+        let removed: Vec<_> = before.difference(&now_held).cloned().collect();
+        if !added.is_empty() || !removed.is_empty() {
+            ctl.change(move |r| {
+                r.note_switch_routes(&added, &removed, torc_types::now_millis());
+                Ok(())
+            })
+            .await?;
+        }
+    }
     Ok(Json(serde_json::json!({ "reported_at": at })))
 }
 

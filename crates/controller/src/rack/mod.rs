@@ -263,6 +263,38 @@ impl Rack {
         self.schedule(now);
     }
 
+    /// Tells the event feed which of torc's routes the switch gained and lost since its
+    /// network agent's previous report, with the task behind each.
+    pub fn note_switch_routes(
+        &mut self,
+        added: &[torc_api::SwitchRoute],
+        removed: &[torc_api::SwitchRoute],
+        now: UnixMillis,
+    ) {
+        let wanted = self.rack_routes();
+        let task_of = |r: &torc_api::SwitchRoute| {
+            wanted
+                .iter()
+                .find(|w| w.destination == r.destination)
+                .map(|w| (w.task.clone(), format!(" for {} ({})", w.task, w.service)))
+        };
+        for (routes, what, level) in [(added, "added", "info"), (removed, "withdrawn", "info")] {
+            for r in routes {
+                let (task, behind) = task_of(r).unzip();
+                let message = format!(
+                    "route {}/{} via {} ({}) {what} on the switch{}",
+                    r.destination,
+                    r.prefix_len,
+                    r.gateway.map_or("-".into(), |g| g.to_string()),
+                    r.port.as_deref().unwrap_or("-"),
+                    behind.unwrap_or_default()
+                );
+                self.feed
+                    .record("route", level, message, task.as_ref(), None, now);
+            }
+        }
+    }
+
     /// `GET /calico/configure`: the rack network runs again, and waiting rack tasks are placed.
     pub fn configure_network(&mut self, now: UnixMillis) {
         if self.network_shut {
