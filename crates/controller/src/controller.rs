@@ -161,7 +161,7 @@ pub struct Controller {
     /// The frameworks' update position, to wake frameworks' long polls.
     updates: watch::Sender<u64>,
     /// The latest DNS snapshot (numbered), and its generation to wake the DNS role.
-    dns: Mutex<torc_dns::DnsSnapshot>,
+    dns: Mutex<torc_api::dns::DnsSnapshot>,
     dns_generation: watch::Sender<u64>,
 }
 
@@ -478,7 +478,7 @@ impl Controller {
     }
 
     /// Numbers a new DNS snapshot when its content changed, and wakes the DNS role.
-    fn publish_dns(&self, mut names: torc_dns::DnsSnapshot) {
+    fn publish_dns(&self, mut names: torc_api::dns::DnsSnapshot) {
         let mut current = self.dns.lock().unwrap_or_else(|e| e.into_inner());
         names.generation = current.generation;
         if *current == names {
@@ -491,7 +491,7 @@ impl Controller {
         self.dns_generation.send_replace(generation);
     }
 
-    pub(crate) fn dns_snapshot(&self) -> torc_dns::DnsSnapshot {
+    pub(crate) fn dns_snapshot(&self) -> torc_api::dns::DnsSnapshot {
         self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
