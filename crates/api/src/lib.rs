@@ -1,7 +1,9 @@
-//! Wire types of torc's HTTP APIs: the controller's `/api/v1` and the agent protocol.
+//! Wire types of torc's HTTP APIs: the controller's `/api/v1`, the agent protocol, and the
+//! rack's names as the controller serves them to the DNS server ([`dns`]).
 //!
-//! Only data shapes live here, no behaviour: the controller, the agent, the client library and
-//! the CLI all speak through these structs, so a field renamed here is renamed everywhere.
+//! Only data shapes live here (with what serde checks when reading them), no behaviour: the
+//! controller, the agent, the client library, the DNS server and the CLI all speak through
+//! these structs, so a field renamed here is renamed everywhere.
 //! Every struct rejects unknown fields so that a typo in a request is an error, not a no-op.
 
 use std::collections::BTreeMap;
@@ -587,6 +589,7 @@ pub struct DesiredQuery {
     pub wait_ms: Option<u64>,
 }
 
+pub mod dns;
 pub mod original;
 
 // ---------------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ pub struct Controller {
     /// The frameworks' update position, to wake frameworks' long polls.
     updates: watch::Sender<u64>,
     /// The latest DNS snapshot (numbered), and its generation to wake the DNS role.
-    dns: Mutex<torc_dns::DnsSnapshot>,
+    dns: Mutex<torc_api::dns::DnsSnapshot>,
     dns_generation: watch::Sender<u64>,
     /// The routes the switch should hold, for the network agent's long poll.
     pub(crate) routes: Published<SwitchRoutes>,
@@ -511,7 +511,7 @@ impl Controller {
     }
 
     /// Numbers a new DNS snapshot when its content changed, and wakes the DNS role.
-    fn publish_dns(&self, mut names: torc_dns::DnsSnapshot) {
+    fn publish_dns(&self, mut names: torc_api::dns::DnsSnapshot) {
         let mut current = self.dns.lock().unwrap_or_else(|e| e.into_inner());
         names.generation = current.generation;
         if *current == names {
@@ -524,8 +524,8 @@ impl Controller {
         self.dns_generation.send_replace(generation);
     }
 
-    /// Keeps the network agent's report of the switch (in memory: the switch is the truth).
-    /// Keeps the network agent's report; answers when it was received.
+    /// Keeps the network agent's report of the switch (in memory: the switch is the truth);
+    /// answers when it was received.
     pub(crate) fn set_network_report(&self, report: torc_api::NetworkReport) -> UnixMillis {
         let now = now_millis();
         *self
@@ -542,7 +542,7 @@ impl Controller {
             .clone()
     }
 
-    pub(crate) fn dns_snapshot(&self) -> torc_dns::DnsSnapshot {
+    pub(crate) fn dns_snapshot(&self) -> torc_api::dns::DnsSnapshot {
         self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

@@ -26,9 +26,11 @@ use hickory_proto::{
     },
 };
 
+use torc_api::dns::DnsSnapshot;
+
 use crate::{
     key::{Key, key_of},
-    snapshot::{DnsSnapshot, SnapshotError},
+    snapshot::SnapshotError,
     zonefile::{BadName, MAX_LABEL, NameFault, StaticZone, absolute, parse_record},
 };
 

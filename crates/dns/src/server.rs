@@ -32,13 +32,14 @@ use tokio::{
     net::TcpListener,
     sync::{Semaphore, oneshot, watch},
 };
+use torc_api::dns::DnsSnapshot;
 
 use crate::{
     catalog::Catalog,
     engine::Engine,
     forward::Forwarder,
     shared::{DnsConfig, Shared},
-    snapshot::{DnsSnapshot, SnapshotError},
+    snapshot::SnapshotError,
     stats::{Counters, DnsStats},
     tcp,
     udp_worker::UdpWorker,

@@ -1,8 +1,11 @@
 //! Errors: [`Error`] for opening and serving a store, [`EtcdError`] for one
 //! request that the store refuses, mapped to the exact gRPC status code and
-//! message that etcd 3.4 returns so clients recognise them.
+//! message that etcd 3.4 returns so clients recognise them (the texts torc's
+//! own client acts on are `torc_kv_client::rpctypes`', used here).
 
 use std::path::PathBuf;
+
+use torc_kv_client::rpctypes;
 
 /// Failure to open, load or serve a store.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +149,7 @@ pub enum EtcdError {
     RootRoleNotExist,
     #[error("etcdserver: user name already exists")]
     UserAlreadyExist,
-    #[error("etcdserver: user name is empty")]
+    #[error("{}", rpctypes::USER_EMPTY)]
     UserEmpty,
     #[error("etcdserver: user name not found")]
     UserNotFound,
@@ -170,9 +173,9 @@ pub enum EtcdError {
     RoleNotGranted,
     #[error("etcdserver: permission is not granted to the role")]
     PermissionNotGranted,
-    #[error("etcdserver: authentication is not enabled")]
+    #[error("{}", rpctypes::AUTH_NOT_ENABLED)]
     AuthNotEnabled,
-    #[error("etcdserver: invalid auth token")]
+    #[error("{}", rpctypes::INVALID_AUTH_TOKEN)]
     InvalidAuthToken,
     #[error("etcdserver: invalid auth management")]
     InvalidAuthMgmt,

@@ -18,7 +18,7 @@ use common::{H2_PREFACE, h2_frame};
 use prost::Message;
 use torc_fuzz::{Outcome, Signature, Target, Violation};
 use torc_kv::fuzzing;
-use torc_kv::proto::etcdserverpb as pb;
+use torc_kv_client::proto::etcdserverpb as pb;
 
 const TARGETS: &[Target] = &[
     Target {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{TorcKv, etcdctl, require};
 use torc_kv::KvOptions;
-use torc_kv::proto::etcdserverpb::{
+use torc_kv_client::proto::etcdserverpb::{
     PutRequest, WatchCreateRequest, WatchRequest, WatchResponse, kv_client::KvClient,
     watch_client::WatchClient, watch_request::RequestUnion,
 };
@@ -67,7 +67,7 @@ async fn watch_big(
     tx.send(WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: "big/".into(),
-            range_end: torc_kv::prefix_end(b"big/").into(),
+            range_end: torc_kv_client::prefix_end(b"big/").into(),
             ..Default::default()
         })),
     })
@@ -261,7 +261,7 @@ fn requests_wait_while_the_client_does_not_read() {
         let create = |prefix: &str, watch_id: i64, start_revision: i64| WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 key: prefix.to_string().into(),
-                range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
+                range_end: torc_kv_client::prefix_end(prefix.as_bytes()).into(),
                 start_revision,
                 watch_id,
                 ..Default::default()

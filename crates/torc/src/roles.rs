@@ -624,7 +624,7 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
     let root_password = args
         .root_password_file
         .as_deref()
-        .map(|path| torc_kv::client::read_password_file(path).map(|pw| (path.to_owned(), pw)))
+        .map(|path| torc_kv_client::read_password_file(path).map(|pw| (path.to_owned(), pw)))
         .transpose()?;
     // Checked before the store is opened: a bad certificate stops kv at once.
     let tls = match (&args.cert_file, &args.key_file) {
@@ -713,9 +713,9 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
     init_tracing("info");
     // A bad password file stops statesync at once, not after the controller answers.
     let credentials = match (&args.user, &args.password_file) {
-        (Some(user), Some(file)) => Some(torc_kv::client::Credentials::new(
+        (Some(user), Some(file)) => Some(torc_kv_client::Credentials::new(
             user,
-            torc_kv::client::read_password_file(file)?,
+            torc_kv_client::read_password_file(file)?,
         )),
         _ => None,
     };
@@ -729,7 +729,7 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|ca| {
             let cert_and_key = args.cert.as_deref().zip(args.key.as_deref());
-            torc_kv::client::ClientTls::from_files(ca, cert_and_key)
+            torc_kv_client::ClientTls::from_files(ca, cert_and_key)
         })
         .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -25,7 +25,7 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
 async fn dns_snapshot(
     State(ctl): State<Arc<Controller>>,
     Query(q): Query<DesiredQuery>,
-) -> Json<torc_dns::DnsSnapshot> {
+) -> Json<torc_api::dns::DnsSnapshot> {
     let mut rx = ctl.subscribe_dns();
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;

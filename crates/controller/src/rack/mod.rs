@@ -43,13 +43,13 @@ mod tasks;
 
 use std::time::Duration;
 
+use torc_api::dns::DnsSnapshot;
 use torc_api::original::OriginalTask;
 use torc_api::{
     DesiredState, FrameworkEvents, FrameworkRegistered, FrameworkRegistration, FrameworkView,
     GroupView, NodeView, RackEvent, RegisterRequest, ServiceView, StatusReport, StatusView,
     TaskFilter, TaskView,
 };
-use torc_dns::DnsSnapshot;
 use torc_types::{
     BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskNetwork, TaskSpec,
     TaskState, UnixMillis,

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use torc_dns::{DnsSnapshot, InstanceEntry, NodeEntry, ServiceEntry};
+use torc_api::dns::{DnsSnapshot, InstanceEntry, NodeEntry, ServiceEntry};
 use torc_types::TaskState;
 
 use super::announcements::Announcements;
