@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    FrameworkName, NodeName, PortRange, Resources, ServiceName, TaskId, TaskSpec, TaskState,
-    UnixMillis,
+    FrameworkName, NodeName, NodeType, PortRange, Resources, ServiceName, TaskId, TaskSpec,
+    TaskState, UnixMillis,
 };
 
 /// The body of every error answer: `{"error": "...", "status": 404}`.
@@ -136,8 +136,7 @@ pub struct NodeView {
     pub external_ip: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_ip: Option<IpAddr>,
-    /// `master` or `slave`.
-    pub node_type: String,
+    pub node_type: NodeType,
     /// `controller`, `compute`, ...
     pub node_function: String,
     pub active: bool,
@@ -446,14 +445,36 @@ pub struct ServiceStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerRequest {
-    /// `on` or `off`.
-    pub action: String,
+    pub action: PowerAction,
+}
+
+/// What a power command does to a node: `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    On,
+    Off,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for PowerAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PowerResult {
     pub node: NodeName,
-    pub action: String,
+    pub action: PowerAction,
     pub command: Vec<String>,
     pub exit_code: i32,
     pub output: String,
@@ -471,7 +492,7 @@ pub struct RegisterRequest {
     pub ip: IpAddr,
     pub agent_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_type: Option<String>,
+    pub node_type: Option<NodeType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_function: Option<String>,
     pub resources: Resources,
@@ -653,18 +674,108 @@ pub struct TaskMetrics {
     pub processes: usize,
 }
 
+/// `POST /api/v1/frameworks/{name}/log`: a framework's line in the rack's event feed (e.g. a
+/// scaling decision).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameworkLog {
+    pub level: EventLevel,
+    pub message: String,
+}
+
+/// What a [`RackEvent`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Task,
+    Service,
+    Node,
+    Framework,
+    /// Credentials and secrets: a token created or revoked, a secret read or set.
+    Auth,
+}
+
+/// How much a [`RackEvent`] matters (the UI's badge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventLevel {
+    Error,
+    Warning,
+    Info,
+}
+
+impl EventLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventLevel::Error => "error",
+            EventLevel::Warning => "warning",
+            EventLevel::Info => "info",
+        }
+    }
+}
+
+impl std::fmt::Display for EventLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Something that happened in the rack, for people: a task failure, a restart, a node lost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RackEvent {
     pub seq: u64,
     pub at: UnixMillis,
-    /// `task`, `service`, `node` or `framework`.
-    pub kind: String,
-    /// `error`, `warning` or `info`.
-    pub level: String,
+    pub kind: EventKind,
+    pub level: EventLevel,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeName>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closed sets keep the JSON strings the UI and clients read, and a word outside one
+    /// is refused with the words allowed.
+    #[test]
+    fn words_are_checked_and_named() {
+        let event: RackEvent = serde_json::from_str(
+            r#"{"seq": 1, "at": 5, "kind": "auth", "level": "warning", "message": "m"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (event.kind, event.level),
+            (EventKind::Auth, EventLevel::Warning)
+        );
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (json["kind"].as_str(), json["level"].as_str()),
+            (Some("auth"), Some("warning"))
+        );
+
+        let e = serde_json::from_str::<FrameworkLog>(r#"{"level": "loud", "message": "m"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`error`, `warning`, `info`"), "{e}");
+
+        let power: PowerRequest = serde_json::from_str(r#"{"action": "off"}"#).unwrap();
+        assert_eq!(power.action, PowerAction::Off);
+        let e = serde_json::from_str::<PowerRequest>(r#"{"action": "reboot"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`on` or `off`"), "{e}");
+
+        let e = serde_json::from_str::<TaskSpec>(
+            r#"{"name": "web", "command": "w", "constraints": {"node_type": "switch"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown node type \"switch\", expected `master` or `slave`"),
+            "{e}"
+        );
+    }
 }

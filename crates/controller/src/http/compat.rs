@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use torc_api::PowerAction;
 use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
 use torc_types::{NodeName, ServiceName, now_millis};
 
@@ -122,7 +123,11 @@ async fn start_group(
     Ok(done())
 }
 
-async fn power(ctl: &Controller, name: Option<String>, action: &str) -> Reply<SimpleResponse> {
+async fn power(
+    ctl: &Controller,
+    name: Option<String>,
+    action: PowerAction,
+) -> Reply<SimpleResponse> {
     let name = required(name, "name")?;
     let node = NodeName::new(name.clone())
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no node named {name:?}")))?;
@@ -135,12 +140,12 @@ async fn startup(
     State(ctl): State<Arc<Controller>>,
     Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
-    power(&ctl, q.name, "on").await
+    power(&ctl, q.name, PowerAction::On).await
 }
 
 async fn shutdown(
     State(ctl): State<Arc<Controller>>,
     Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
-    power(&ctl, q.name, "off").await
+    power(&ctl, q.name, PowerAction::Off).await
 }

@@ -44,9 +44,9 @@ use std::time::Duration;
 
 use torc_api::original::OriginalTask;
 use torc_api::{
-    DesiredState, FrameworkEvents, FrameworkRegistered, FrameworkRegistration, FrameworkView,
-    GroupView, NodeView, RackEvent, RegisterRequest, ServiceView, StatusReport, StatusView,
-    TaskFilter, TaskView,
+    DesiredState, EventKind, EventLevel, FrameworkEvents, FrameworkRegistered,
+    FrameworkRegistration, FrameworkView, GroupView, NodeView, RackEvent, RegisterRequest,
+    ServiceView, StatusReport, StatusView, TaskFilter, TaskView,
 };
 use torc_dns::DnsSnapshot;
 use torc_types::{
@@ -64,7 +64,7 @@ use supervisor::{Kill, Supervisor};
 use tasks::TaskTable;
 
 pub use error::RackError;
-pub use supervisor::HealthCheck;
+pub use supervisor::{HealthCheck, ProbeFailure};
 
 /// What a change left to do: records to persist and agents to wake.
 pub struct Changes {
@@ -199,8 +199,14 @@ impl Rack {
                         .unwrap_or_default()
                 );
                 let node = change.node.as_ref();
-                self.feed
-                    .record("task", "error", msg, Some(&change.id), node, now);
+                self.feed.record(
+                    EventKind::Task,
+                    EventLevel::Error,
+                    msg,
+                    Some(&change.id),
+                    node,
+                    now,
+                );
             }
             if change.framework.as_str() != BUILTIN_FRAMEWORK {
                 self.frameworks.task_updated(&change.framework, &change.id);
@@ -239,7 +245,13 @@ impl Rack {
     }
 
     /// Adds an event to the feed (e.g. a credential created, a framework's own line).
-    pub fn record_event(&mut self, kind: &str, level: &str, message: String, now: UnixMillis) {
+    pub fn record_event(
+        &mut self,
+        kind: EventKind,
+        level: EventLevel,
+        message: String,
+        now: UnixMillis,
+    ) {
         self.feed.record(kind, level, message, None, None, now);
     }
 
@@ -261,8 +273,14 @@ impl Rack {
         let name = self.nodes.register(&self.settings, req, now)?;
         self.sync_ledger(&name);
         let msg = format!("node {name} registered");
-        self.feed
-            .record("node", "info", msg, None, Some(&name), now);
+        self.feed.record(
+            EventKind::Node,
+            EventLevel::Info,
+            msg,
+            None,
+            Some(&name),
+            now,
+        );
         self.tasks.apply_reports(&name, reports, true, now);
         self.settle(now);
         self.reconcile_services(now);
@@ -297,8 +315,14 @@ impl Rack {
         let timeout = self.settings.node_timeout.as_millis() as u64;
         for name in self.nodes.expire(timeout, now) {
             let msg = format!("node {name} stopped reporting; it is inactive");
-            self.feed
-                .record("node", "error", msg, None, Some(&name), now);
+            self.feed.record(
+                EventKind::Node,
+                EventLevel::Error,
+                msg,
+                None,
+                Some(&name),
+                now,
+            );
             self.sync_ledger(&name);
             let why = format!("node {name} stopped reporting (no word for {timeout} ms)");
             for id in self.tasks.live_ids(|t| t.node.as_ref() == Some(&name)) {
@@ -428,8 +452,14 @@ impl Rack {
         for start in self.services.due_starts(&self.tasks, now) {
             let result = self.launch(start.spec.clone(), builtin(), now);
             if let Some(line) = self.services.started(&start, result) {
-                self.feed
-                    .record("service", "warning", line, None, None, now);
+                self.feed.record(
+                    EventKind::Service,
+                    EventLevel::Warning,
+                    line,
+                    None,
+                    None,
+                    now,
+                );
             }
         }
     }
@@ -537,15 +567,15 @@ impl Rack {
         &mut self,
         service: &ServiceName,
         task: &TaskId,
-        result: Result<(), String>,
+        result: Result<(), ProbeFailure>,
         now: UnixMillis,
     ) {
         let kill = self.services.record_health(service, task, result, now);
         if let Some((id, why)) = &kill {
             let node = self.task(id).ok().and_then(|t| t.node);
             self.feed.record(
-                "service",
-                "warning",
+                EventKind::Service,
+                EventLevel::Warning,
                 format!("service {service}: task {id} {why}"),
                 Some(id),
                 node.as_ref(),
