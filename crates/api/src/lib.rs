@@ -448,26 +448,11 @@ pub struct PowerRequest {
     pub action: PowerAction,
 }
 
-/// What a power command does to a node: `on` or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerAction {
-    On,
-    Off,
-}
-
-impl PowerAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PowerAction::On => "on",
-            PowerAction::Off => "off",
-        }
-    }
-}
-
-impl std::fmt::Display for PowerAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+torc_types::words! {
+    /// What a power command does to a node.
+    pub enum PowerAction as "power action" {
+        On = "on",
+        Off = "off",
     }
 }
 
@@ -683,40 +668,24 @@ pub struct FrameworkLog {
     pub message: String,
 }
 
-/// What a [`RackEvent`] is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Task,
-    Service,
-    Node,
-    Framework,
-    /// Credentials and secrets: a token created or revoked, a secret read or set.
-    Auth,
-}
-
-/// How much a [`RackEvent`] matters (the UI's badge).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventLevel {
-    Error,
-    Warning,
-    Info,
-}
-
-impl EventLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventLevel::Error => "error",
-            EventLevel::Warning => "warning",
-            EventLevel::Info => "info",
-        }
+torc_types::words! {
+    /// What a [`RackEvent`] is about.
+    pub enum EventKind as "event kind" {
+        Task = "task",
+        Service = "service",
+        Node = "node",
+        Framework = "framework",
+        /// Credentials and secrets: a token created or revoked, a secret read or set.
+        Auth = "auth",
     }
 }
 
-impl std::fmt::Display for EventLevel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+torc_types::words! {
+    /// How much a [`RackEvent`] matters (the UI's badge).
+    pub enum EventLevel as "event level" {
+        Error = "error",
+        Warning = "warning",
+        Info = "info",
     }
 }
 
@@ -759,14 +728,20 @@ mod tests {
         let e = serde_json::from_str::<FrameworkLog>(r#"{"level": "loud", "message": "m"}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`error`, `warning`, `info`"), "{e}");
+        assert!(
+            e.contains("unknown event level \"loud\", expected `error`, `warning` or `info`"),
+            "{e}"
+        );
 
         let power: PowerRequest = serde_json::from_str(r#"{"action": "off"}"#).unwrap();
         assert_eq!(power.action, PowerAction::Off);
         let e = serde_json::from_str::<PowerRequest>(r#"{"action": "reboot"}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`on` or `off`"), "{e}");
+        assert!(
+            e.contains("unknown power action \"reboot\", expected `on` or `off`"),
+            "{e}"
+        );
 
         let e = serde_json::from_str::<TaskSpec>(
             r#"{"name": "web", "command": "w", "constraints": {"node_type": "switch"}}"#,

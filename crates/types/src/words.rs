@@ -60,7 +60,8 @@ macro_rules! words {
 
         impl std::str::FromStr for $name {
             type Err = $crate::UnknownValue;
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
+            // The error type is named, not `Self::Err`: a word may be a variant named `Error`.
+            fn from_str(text: &str) -> Result<Self, $crate::UnknownValue> {
                 $name::ALL
                     .iter()
                     .copied()
@@ -75,7 +76,7 @@ macro_rules! words {
 
         impl TryFrom<String> for $name {
             type Error = $crate::UnknownValue;
-            fn try_from(text: String) -> Result<Self, Self::Error> {
+            fn try_from(text: String) -> Result<Self, $crate::UnknownValue> {
                 text.parse()
             }
         }
