@@ -37,7 +37,7 @@ pub struct AgentConfig {
     /// serves its API over TLS with it.
     pub ca: Option<PathBuf>,
     pub data_dir: PathBuf,
-    pub node_type: Option<String>,
+    pub node_type: Option<torc_types::NodeType>,
     pub node_function: Option<String>,
     pub resources: Resources,
     pub port_range: PortRange,
@@ -603,7 +603,7 @@ impl Agent {
             node: self.cfg.node.clone(),
             ip: self.cfg.ip,
             agent_url: agent_url.to_string(),
-            node_type: self.cfg.node_type.clone(),
+            node_type: self.cfg.node_type,
             node_function: self.cfg.node_function.clone(),
             resources: self.cfg.resources,
             port_range: self.cfg.port_range,

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    FrameworkName, Ipv4Block, NodeName, PortRange, Resources, ServiceName, TaskId, TaskSpec,
-    TaskState, UnixMillis,
+    FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, ServiceName, TaskId,
+    TaskSpec, TaskState, UnixMillis,
 };
 
 /// The body of every error answer: `{"error": "...", "status": 404}`.
@@ -138,8 +138,7 @@ pub struct NodeView {
     pub external_ip: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_ip: Option<IpAddr>,
-    /// `master` or `slave`.
-    pub node_type: String,
+    pub node_type: NodeType,
     /// `controller`, `compute`, ...
     pub node_function: String,
     pub active: bool,
@@ -460,14 +459,21 @@ pub struct ServiceStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerRequest {
-    /// `on` or `off`.
-    pub action: String,
+    pub action: PowerAction,
+}
+
+torc_types::words! {
+    /// What a power command does to a node.
+    pub enum PowerAction as "power action" {
+        On = "on",
+        Off = "off",
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PowerResult {
     pub node: NodeName,
-    pub action: String,
+    pub action: PowerAction,
     pub command: Vec<String>,
     pub exit_code: i32,
     pub output: String,
@@ -485,7 +491,7 @@ pub struct RegisterRequest {
     pub ip: IpAddr,
     pub agent_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_type: Option<String>,
+    pub node_type: Option<NodeType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_function: Option<String>,
     pub resources: Resources,
@@ -681,15 +687,47 @@ pub struct TaskMetrics {
     pub processes: usize,
 }
 
+/// `POST /api/v1/frameworks/{name}/log`: a framework's line in the rack's event feed (e.g. a
+/// scaling decision).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameworkLog {
+    pub level: EventLevel,
+    pub message: String,
+}
+
+torc_types::words! {
+    /// What a [`RackEvent`] is about.
+    pub enum EventKind as "event kind" {
+        Task = "task",
+        Service = "service",
+        Node = "node",
+        Framework = "framework",
+        /// Credentials and secrets: a token created or revoked, a secret read or set.
+        Auth = "auth",
+        /// The rack network as a whole: shut down or started.
+        Network = "network",
+        /// A route the switch gained or lost.
+        Route = "route",
+    }
+}
+
+torc_types::words! {
+    /// How much a [`RackEvent`] matters (the UI's badge).
+    pub enum EventLevel as "event level" {
+        Error = "error",
+        Warning = "warning",
+        Info = "info",
+    }
+}
+
 /// Something that happened in the rack, for people: a task failure, a restart, a node lost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RackEvent {
     pub seq: u64,
     pub at: UnixMillis,
-    /// `task`, `service`, `node` or `framework`.
-    pub kind: String,
-    /// `error`, `warning` or `info`.
-    pub level: String,
+    pub kind: EventKind,
+    pub level: EventLevel,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskId>,
@@ -799,4 +837,56 @@ pub struct NetworkView {
     pub reported: Option<NetworkReport>,
     /// When it reported (0 = never).
     pub reported_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closed sets keep the JSON strings the UI and clients read, and a word outside one
+    /// is refused with the words allowed.
+    #[test]
+    fn words_are_checked_and_named() {
+        let event: RackEvent = serde_json::from_str(
+            r#"{"seq": 1, "at": 5, "kind": "auth", "level": "warning", "message": "m"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (event.kind, event.level),
+            (EventKind::Auth, EventLevel::Warning)
+        );
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (json["kind"].as_str(), json["level"].as_str()),
+            (Some("auth"), Some("warning"))
+        );
+
+        let e = serde_json::from_str::<FrameworkLog>(r#"{"level": "loud", "message": "m"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown event level \"loud\", expected `error`, `warning` or `info`"),
+            "{e}"
+        );
+
+        let power: PowerRequest = serde_json::from_str(r#"{"action": "off"}"#).unwrap();
+        assert_eq!(power.action, PowerAction::Off);
+        let e = serde_json::from_str::<PowerRequest>(r#"{"action": "reboot"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown power action \"reboot\", expected `on` or `off`"),
+            "{e}"
+        );
+
+        let e = serde_json::from_str::<TaskSpec>(
+            r#"{"name": "web", "command": "w", "constraints": {"node_type": "switch"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown node type \"switch\", expected `master` or `slave`"),
+            "{e}"
+        );
+    }
 }

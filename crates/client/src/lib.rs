@@ -14,10 +14,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
 use torc_api::{
-    DesiredQuery, DesiredState, ErrorBody, EventsQuery, FrameworkEvents, FrameworkRegistered,
-    FrameworkRegistration, FrameworkView, GroupView, LogChunk, LogQuery, NodeView, PowerRequest,
-    PowerResult, RegisterRequest, RegisterResponse, ServiceView, StatusReport, StatusView,
-    TaskFilter, TaskView,
+    DesiredQuery, DesiredState, ErrorBody, EventLevel, EventsQuery, FrameworkEvents, FrameworkLog,
+    FrameworkRegistered, FrameworkRegistration, FrameworkView, GroupView, LogChunk, LogQuery,
+    NodeView, PowerAction, PowerRequest, PowerResult, RegisterRequest, RegisterResponse,
+    ServiceView, StatusReport, StatusView, TaskFilter, TaskView,
 };
 use torc_types::{FrameworkName, NodeName, ServiceName, TaskId, TaskSpec};
 
@@ -404,14 +404,15 @@ impl Client {
     pub async fn framework_event(
         &self,
         name: &FrameworkName,
-        level: &str,
+        level: EventLevel,
         message: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        self.post(
-            &format!("/api/v1/frameworks/{name}/log"),
-            &serde_json::json!({ "level": level, "message": message }),
-        )
-        .await
+        let line = FrameworkLog {
+            level,
+            message: message.to_string(),
+        };
+        self.post(&format!("/api/v1/frameworks/{name}/log"), &line)
+            .await
     }
 
     /// Starts (`start`) or stops (`stop`) one of a framework's groups through the controller.
@@ -504,10 +505,12 @@ impl Client {
         .await
     }
 
-    pub async fn power(&self, node: &NodeName, action: &str) -> Result<PowerResult, ClientError> {
-        let body = PowerRequest {
-            action: action.to_string(),
-        };
+    pub async fn power(
+        &self,
+        node: &NodeName,
+        action: PowerAction,
+    ) -> Result<PowerResult, ClientError> {
+        let body = PowerRequest { action };
         self.post(&format!("/api/v1/nodes/{node}/power"), &body)
             .await
     }

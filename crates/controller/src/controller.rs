@@ -652,7 +652,11 @@ fn controller_cert_request(settings: &RackSettings) -> torc_tls::pki::CertReques
     {
         ips.push(addr.ip());
     }
-    for node in settings.nodes.iter().filter(|n| n.node_type == "master") {
+    for node in settings
+        .nodes
+        .iter()
+        .filter(|n| n.node_type == torc_types::NodeType::Master)
+    {
         ips.push(node.ip);
         ips.extend(node.external_ip);
     }

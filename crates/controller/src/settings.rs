@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use torc_api::original::OriginalVolume;
 use torc_config::{HealthProbe, RackConfig, ServiceConfig, Sla};
 use torc_types::{
-    FrameworkName, Ipv4Block, NodeName, PortRange, Resources, SecretName, ServiceName, TaskSpec,
+    FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, SecretName, ServiceName,
+    TaskSpec,
 };
 
 /// A node as the rack config declares it.
@@ -19,7 +20,7 @@ pub struct ConfiguredNode {
     pub external_ip: Option<IpAddr>,
     pub management_ip: Option<IpAddr>,
     pub port: u16,
-    pub node_type: String,
+    pub node_type: NodeType,
     pub node_function: Option<String>,
     pub resources: Option<Resources>,
     pub port_range: Option<PortRange>,
@@ -168,7 +169,11 @@ impl RackSettings {
     /// controller (master) nodes.
     pub fn own_names(&self) -> Vec<String> {
         let mut names = vec![format!("{}.{}", self.rack_name, self.service_domain)];
-        for node in self.nodes.iter().filter(|n| n.node_type == "master") {
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.node_type == NodeType::Master)
+        {
             names.push(format!("{}.{}", node.name, self.domain));
         }
         names
@@ -190,7 +195,7 @@ impl RackSettings {
                     external_ip: n.external_ip,
                     management_ip: n.management_ip,
                     port: n.port,
-                    node_type: n.node_type.as_str().to_string(),
+                    node_type: n.node_type,
                     node_function: n.function.clone(),
                     resources: n.resources,
                     port_range: n.port_range,

@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use torc_scheduler::{Ledger, NodeState, RackNetwork, TaskRequest};
-use torc_types::{Constraints, NodeName, Resources, TaskId};
+use torc_types::{Constraints, NodeName, NodeType, Resources, TaskId};
 
 fn main() {
     let nodes: Vec<NodeState> = (0..40)
         .map(|i| NodeState {
             name: NodeName::new(format!("node{i}")).unwrap(),
-            node_type: "slave".into(),
+            node_type: NodeType::Slave,
             node_function: if i % 4 == 0 { "storage" } else { "compute" }.into(),
             active: true,
             total: Resources::new(64.0, 256_000.0, 1_000_000.0),

@@ -21,13 +21,13 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use torc_types::{Constraints, Ipv4Block, NodeName, PortRange, Resources, TaskId};
+use torc_types::{Constraints, Ipv4Block, NodeName, NodeType, PortRange, Resources, TaskId};
 
 /// A node as the ledger needs to see it.
 #[derive(Debug, Clone)]
 pub struct NodeState {
     pub name: NodeName,
-    pub node_type: String,
+    pub node_type: NodeType,
     pub node_function: String,
     /// Inactive nodes receive nothing.
     pub active: bool,
@@ -519,7 +519,7 @@ mod tests {
     fn node(name: &str, cpus: f64, mem: f64) -> NodeState {
         NodeState {
             name: NodeName::new(name).unwrap(),
-            node_type: "slave".into(),
+            node_type: NodeType::Slave,
             node_function: "compute".into(),
             active: true,
             total: Resources::new(cpus, mem, 1000.0),

@@ -10,11 +10,11 @@ use clap::Args;
 use torc_api::{LogQuery, LogStream, TaskFilter, TaskView};
 use torc_client::Client;
 use torc_types::{
-    Constraints, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskNetwork, TaskSpec,
-    TaskState,
+    Constraints, FrameworkName, NodeName, NodeType, Resources, ServiceName, TaskId, TaskNetwork,
+    TaskSpec, TaskState,
 };
 
-use crate::process::DEFAULT_CONTROLLER;
+use crate::process::{DEFAULT_CONTROLLER, NotKeyValue, key_value};
 
 /// How a client command finds its controller.
 #[derive(Args, Clone)]
@@ -142,7 +142,7 @@ pub fn nodes(args: NodesArgs) -> anyhow::Result<()> {
             vec![
                 n.name.to_string(),
                 n.ip.to_string(),
-                n.node_type.clone(),
+                n.node_type.to_string(),
                 n.node_function.clone(),
                 if n.active { "active" } else { "inactive" }.to_string(),
                 format!("{}/{}", num(r.allocated.cpus), num(r.total.cpus)),
@@ -254,7 +254,7 @@ pub struct RunArgs {
     node: Option<NodeName>,
     /// Run on a node of this type (master, slave).
     #[arg(long)]
-    node_type: Option<String>,
+    node_type: Option<NodeType>,
     /// Run on a node with this function (controller, compute, ...).
     #[arg(long)]
     node_function: Option<String>,
@@ -276,10 +276,8 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+fn parse_env(s: &str) -> Result<(String, String), NotKeyValue> {
+    key_value("KEY", s)
 }
 
 /// A service name from a command's file name: lowercased, other characters as '-'.
@@ -794,20 +792,21 @@ mod torc_api_role {
     #[derive(Clone, Copy)]
     pub struct RoleArg(pub torc_api::TokenRole);
 
+    /// A `--role` that is not one of the roles.
+    #[derive(Debug, thiserror::Error)]
+    #[error("expected admin, viewer, join or framework, got {0:?}")]
+    pub struct UnknownRole(String);
+
     impl std::str::FromStr for RoleArg {
-        type Err = String;
-        fn from_str(s: &str) -> Result<Self, String> {
+        type Err = UnknownRole;
+        fn from_str(s: &str) -> Result<Self, UnknownRole> {
             use torc_api::TokenRole::*;
             Ok(RoleArg(match s {
                 "admin" => Admin,
                 "viewer" => Viewer,
                 "join" => Join,
                 "framework" => Framework,
-                other => {
-                    return Err(format!(
-                        "expected admin, viewer, join or framework, got {other:?}"
-                    ));
-                }
+                other => return Err(UnknownRole(other.to_string())),
             }))
         }
     }

@@ -163,7 +163,10 @@ impl Agent {
         let report = NetworkReport {
             epoch: snapshot.epoch,
             generation_applied: if applied { snapshot.generation } else { 0 },
-            routes: routes.iter().map(|r| switch_route(r, self.protocol)).collect(),
+            routes: routes
+                .iter()
+                .map(|r| switch_route(r, self.protocol))
+                .collect(),
             ports: ports
                 .into_iter()
                 .map(|p| SwitchPort {

@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use clap::Args;
 use torc_config::RackConfig;
 use torc_controller::{AuthMode, Controller, ControllerOptions, RackSettings};
-use torc_types::{NodeName, PortRange, Resources};
+use torc_types::{NodeName, NodeType, PortRange, Resources};
 
-use crate::process::{init_tracing, shutdown_signal};
+use crate::process::{NotKeyValue, init_tracing, key_value, shutdown_signal};
 
 #[derive(Args)]
 pub struct ControllerArgs {
@@ -48,10 +48,8 @@ pub struct ControllerArgs {
     vars: Vec<(String, String)>,
 }
 
-fn parse_key_val(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+fn parse_key_val(s: &str) -> Result<(String, String), NotKeyValue> {
+    key_value("NAME", s)
 }
 
 pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
@@ -65,7 +63,7 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             let master = config
                 .nodes
                 .iter()
-                .find(|n| n.node_type.as_str() == "master")
+                .find(|n| n.node_type == NodeType::Master)
                 .map(|n| n.ip)
                 .unwrap_or(IpAddr::from([0, 0, 0, 0]));
             SocketAddr::new(master, 3000)
@@ -162,7 +160,7 @@ pub struct AgentArgs {
     ca: Option<PathBuf>,
     /// `master` or `slave` (the config's `type` wins when the node is listed there).
     #[arg(long = "type")]
-    node_type: Option<String>,
+    node_type: Option<NodeType>,
     /// `controller`, `compute`, ... (the config's `function` wins when set there).
     #[arg(long = "function")]
     node_function: Option<String>,
@@ -812,10 +810,8 @@ pub struct TsdbArgs {
 }
 
 /// A duration flag of `torc tsdb`, written as InfluxQL writes durations.
-fn tsdb_duration(text: &str) -> Result<Duration, String> {
-    torc_tsdb::influxql::parse_duration(text)
-        .map(|ns| Duration::from_nanos(ns.unsigned_abs()))
-        .map_err(|e| e.to_string())
+fn tsdb_duration(text: &str) -> Result<Duration, torc_tsdb::influxql::ParseError> {
+    torc_tsdb::influxql::parse_duration(text).map(|ns| Duration::from_nanos(ns.unsigned_abs()))
 }
 
 pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {

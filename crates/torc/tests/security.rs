@@ -234,7 +234,7 @@ async fn each_role_does_what_it_may_and_no_more() {
             .await
             .unwrap_err(),
         viewer
-            .power(&"bladerunner1".parse().unwrap(), "on")
+            .power(&"bladerunner1".parse().unwrap(), torc_api::PowerAction::On)
             .await
             .unwrap_err(),
         viewer.tokens().await.unwrap_err(),

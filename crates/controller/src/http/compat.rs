@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use torc_api::PowerAction;
 use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
 use torc_types::{NodeName, ServiceName, now_millis};
 
@@ -124,7 +125,11 @@ async fn start_group(
     Ok(done())
 }
 
-async fn power(ctl: &Controller, name: Option<String>, action: &str) -> Reply<SimpleResponse> {
+async fn power(
+    ctl: &Controller,
+    name: Option<String>,
+    action: PowerAction,
+) -> Reply<SimpleResponse> {
     let name = required(name, "name")?;
     let node = NodeName::new(name.clone())
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no node named {name:?}")))?;
@@ -137,7 +142,7 @@ async fn startup(
     State(ctl): State<Arc<Controller>>,
     Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
-    power(&ctl, q.name, "on").await
+    power(&ctl, q.name, PowerAction::On).await
 }
 
 /// `GET /calico/configure`: the rack network (the original's Calico network) runs.
@@ -165,5 +170,5 @@ async fn shutdown(
     State(ctl): State<Arc<Controller>>,
     Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
-    power(&ctl, q.name, "off").await
+    power(&ctl, q.name, PowerAction::Off).await
 }

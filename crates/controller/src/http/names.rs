@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use torc_api::DesiredQuery;
@@ -62,5 +61,5 @@ async fn dns_lookup(
     crate::lookup::lookup(dns, &q.name, &q.rtype)
         .await
         .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))
+        .map_err(ApiError::from)
 }

@@ -21,7 +21,7 @@ pub fn nodes(nodes: &NodeTable) -> Vec<OriginalNode> {
             ip: n.ip.to_string(),
             external_ip: n.external_ip.map(|i| i.to_string()).unwrap_or_default(),
             management_ip: n.management_ip.map(|i| i.to_string()).unwrap_or_default(),
-            node_type: n.node_type.clone(),
+            node_type: n.node_type.to_string(),
             node_function: n.node_function.clone(),
             active: n.active,
             slave_id: if n.registered {
@@ -55,7 +55,7 @@ fn task(
         id: t.id.to_string(),
         image: policy.map(|p| p.image.clone()).unwrap_or_default(),
         node_name: t.node.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-        node_type: node.map(|n| n.node_type.clone()).unwrap_or_default(),
+        node_type: node.map(|n| n.node_type.to_string()).unwrap_or_default(),
         node_function: node.map(|n| n.node_function.clone()).unwrap_or_default(),
         dependent_service: policy
             .and_then(|p| p.dependent_service.as_ref())

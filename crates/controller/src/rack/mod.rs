@@ -46,9 +46,9 @@ use std::time::Duration;
 use torc_api::dns::DnsSnapshot;
 use torc_api::original::OriginalTask;
 use torc_api::{
-    DesiredState, FrameworkEvents, FrameworkRegistered, FrameworkRegistration, FrameworkView,
-    GroupView, NodeView, RackEvent, RegisterRequest, ServiceView, StatusReport, StatusView,
-    TaskFilter, TaskView,
+    DesiredState, EventKind, EventLevel, FrameworkEvents, FrameworkRegistered,
+    FrameworkRegistration, FrameworkView, GroupView, NodeView, RackEvent, RegisterRequest,
+    ServiceView, StatusReport, StatusView, TaskFilter, TaskView,
 };
 use torc_types::{
     BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskNetwork, TaskSpec,
@@ -65,7 +65,7 @@ use supervisor::{Kill, Supervisor};
 use tasks::TaskTable;
 
 pub use error::RackError;
-pub use supervisor::HealthCheck;
+pub use supervisor::{HealthCheck, ProbeFailure};
 
 /// What a change left to do: records to persist and agents to wake.
 pub struct Changes {
@@ -217,8 +217,14 @@ impl Rack {
                         .unwrap_or_default()
                 );
                 let node = change.node.as_ref();
-                self.feed
-                    .record("task", "error", msg, Some(&change.id), node, now);
+                self.feed.record(
+                    EventKind::Task,
+                    EventLevel::Error,
+                    msg,
+                    Some(&change.id),
+                    node,
+                    now,
+                );
             }
             if change.framework.as_str() != BUILTIN_FRAMEWORK {
                 self.frameworks.task_updated(&change.framework, &change.id);
@@ -246,8 +252,8 @@ impl Rack {
             self.network_shut = true;
             self.network_shut_dirty = true;
             self.feed.record(
-                "network",
-                "warning",
+                EventKind::Network,
+                EventLevel::Warning,
                 "the rack network was shut down (/calico/shutdown): its routes are withdrawn"
                     .into(),
                 None,
@@ -278,7 +284,7 @@ impl Rack {
                 .find(|w| w.destination == r.destination)
                 .map(|w| (w.task.clone(), format!(" for {} ({})", w.task, w.service)))
         };
-        for (routes, what, level) in [(added, "added", "info"), (removed, "withdrawn", "info")] {
+        for (routes, what) in [(added, "added"), (removed, "withdrawn")] {
             for r in routes {
                 let (task, behind) = task_of(r).unzip();
                 let message = format!(
@@ -289,8 +295,14 @@ impl Rack {
                     r.port.as_deref().unwrap_or("-"),
                     behind.unwrap_or_default()
                 );
-                self.feed
-                    .record("route", level, message, task.as_ref(), None, now);
+                self.feed.record(
+                    EventKind::Route,
+                    EventLevel::Info,
+                    message,
+                    task.as_ref(),
+                    None,
+                    now,
+                );
             }
         }
     }
@@ -301,8 +313,8 @@ impl Rack {
             self.network_shut = false;
             self.network_shut_dirty = true;
             self.feed.record(
-                "network",
-                "info",
+                EventKind::Network,
+                EventLevel::Info,
                 "the rack network was started (/calico/configure)".into(),
                 None,
                 None,
@@ -334,7 +346,13 @@ impl Rack {
     }
 
     /// Adds an event to the feed (e.g. a credential created, a framework's own line).
-    pub fn record_event(&mut self, kind: &str, level: &str, message: String, now: UnixMillis) {
+    pub fn record_event(
+        &mut self,
+        kind: EventKind,
+        level: EventLevel,
+        message: String,
+        now: UnixMillis,
+    ) {
         self.feed.record(kind, level, message, None, None, now);
     }
 
@@ -356,8 +374,14 @@ impl Rack {
         let name = self.nodes.register(&self.settings, req, now)?;
         self.sync_ledger(&name);
         let msg = format!("node {name} registered");
-        self.feed
-            .record("node", "info", msg, None, Some(&name), now);
+        self.feed.record(
+            EventKind::Node,
+            EventLevel::Info,
+            msg,
+            None,
+            Some(&name),
+            now,
+        );
         self.tasks.apply_reports(&name, reports, true, now);
         self.settle(now);
         self.reconcile_services(now);
@@ -392,8 +416,14 @@ impl Rack {
         let timeout = self.settings.node_timeout.as_millis() as u64;
         for name in self.nodes.expire(timeout, now) {
             let msg = format!("node {name} stopped reporting; it is inactive");
-            self.feed
-                .record("node", "error", msg, None, Some(&name), now);
+            self.feed.record(
+                EventKind::Node,
+                EventLevel::Error,
+                msg,
+                None,
+                Some(&name),
+                now,
+            );
             self.sync_ledger(&name);
             let why = format!("node {name} stopped reporting (no word for {timeout} ms)");
             for id in self.tasks.live_ids(|t| t.node.as_ref() == Some(&name)) {
@@ -532,8 +562,14 @@ impl Rack {
         for start in self.services.due_starts(&self.tasks, now) {
             let result = self.launch(start.spec.clone(), builtin(), now);
             if let Some(line) = self.services.started(&start, result) {
-                self.feed
-                    .record("service", "warning", line, None, None, now);
+                self.feed.record(
+                    EventKind::Service,
+                    EventLevel::Warning,
+                    line,
+                    None,
+                    None,
+                    now,
+                );
             }
         }
     }
@@ -641,15 +677,15 @@ impl Rack {
         &mut self,
         service: &ServiceName,
         task: &TaskId,
-        result: Result<(), String>,
+        result: Result<(), ProbeFailure>,
         now: UnixMillis,
     ) {
         let kill = self.services.record_health(service, task, result, now);
         if let Some((id, why)) = &kill {
             let node = self.task(id).ok().and_then(|t| t.node);
             self.feed.record(
-                "service",
-                "warning",
+                EventKind::Service,
+                EventLevel::Warning,
                 format!("service {service}: task {id} {why}"),
                 Some(id),
                 node.as_ref(),

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use torc_api::{NodeResources, NodeView, RegisterRequest, RuntimeInfo};
 use torc_scheduler::{NodeState, RackNetwork};
-use torc_types::{Ipv4Block, NodeName, PortRange, Resources, UnixMillis};
+use torc_types::{Ipv4Block, NodeName, NodeType, PortRange, Resources, UnixMillis};
 
 use super::error::RackError;
 use crate::settings::{ConfiguredNode, RackSettings};
@@ -31,7 +31,7 @@ pub(crate) struct NodeRecord {
     pub(crate) ip: IpAddr,
     pub(crate) external_ip: Option<IpAddr>,
     pub(crate) management_ip: Option<IpAddr>,
-    pub(crate) node_type: String,
+    pub(crate) node_type: NodeType,
     pub(crate) node_function: String,
     pub(crate) registered: bool,
     pub(crate) active: bool,
@@ -63,7 +63,7 @@ impl NodeRecord {
             ip: c.ip,
             external_ip: c.external_ip,
             management_ip: c.management_ip,
-            node_type: c.node_type.clone(),
+            node_type: c.node_type,
             node_function: c.node_function.clone().unwrap_or_else(|| "none".into()),
             registered: false,
             active: false,
@@ -99,7 +99,7 @@ impl NodeRecord {
     pub(crate) fn scheduler_state(&self) -> NodeState {
         NodeState {
             name: self.name.clone(),
-            node_type: self.node_type.clone(),
+            node_type: self.node_type,
             node_function: self.node_function.clone(),
             active: self.active,
             total: self.total,
@@ -121,7 +121,7 @@ impl NodeRecord {
             ip: self.ip,
             external_ip: self.external_ip,
             management_ip: self.management_ip,
-            node_type: self.node_type.clone(),
+            node_type: self.node_type,
             node_function: self.node_function.clone(),
             active: self.active,
             registered: self.registered,
@@ -266,7 +266,7 @@ impl NodeTable {
                     external_ip: None,
                     management_ip: None,
                     port: 0,
-                    node_type: req.node_type.clone().unwrap_or_else(|| "slave".into()),
+                    node_type: req.node_type.unwrap_or(NodeType::Slave),
                     node_function: None,
                     resources: None,
                     port_range: None,
@@ -403,7 +403,7 @@ impl NodeTable {
     pub fn master_ip(&self) -> Option<IpAddr> {
         self.records
             .values()
-            .find(|n| n.node_type == "master")
+            .find(|n| n.node_type == NodeType::Master)
             .map(|n| n.ip)
     }
 

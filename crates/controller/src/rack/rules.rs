@@ -14,8 +14,8 @@ use torc_api::{FrameworkRegistration, RegisterRequest, RuntimeInfo, StatusReport
 use torc_config::RackConfig;
 use torc_types::{FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState};
 
-use super::{Rack, RackError};
-use crate::settings::RackSettings;
+use super::{HealthCheck, ProbeFailure, Rack, RackError};
+use crate::settings::{Probe, RackSettings};
 use crate::store::{Loaded, Table, Write};
 
 /// Why a case cannot run as written (an unknown command, a missing argument, ...).
@@ -393,6 +393,28 @@ struct Runner {
     epoch: u64,
     /// The last feed event shown.
     feed_seen: u64,
+    /// The health checks `health-due` started, by service, for `health` to report on.
+    checks: BTreeMap<ServiceName, HealthCheck>,
+}
+
+/// What a TCP probe of `check` finds when it fails: `why` is `refused` (the default) or
+/// `timeout`.
+fn probe_failure(check: &HealthCheck, why: Option<&String>) -> Result<ProbeFailure, BadCase> {
+    let Probe::Tcp(addr) = &check.probe else {
+        return Err("the runner fails TCP probes only".into());
+    };
+    let addr = torc_types::expand_placeholders(addr, check.ip, &check.ports);
+    match why.map_or("refused", String::as_str) {
+        "refused" => Ok(ProbeFailure::Connect {
+            addr,
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        }),
+        "timeout" => Ok(ProbeFailure::ConnectTimeout {
+            addr,
+            timeout_ms: check.timeout_ms,
+        }),
+        other => Err(BadCase(format!("why={other}: refused or timeout"))),
+    }
 }
 
 fn settings(yaml: &str) -> Result<RackSettings, BadCase> {
@@ -612,7 +634,10 @@ impl Runner {
                     node,
                     ip,
                     agent_url: format!("http://{ip}:5051"),
-                    node_type: args.keys.get("type").cloned(),
+                    node_type: match args.keys.get("type") {
+                        Some(t) => Some(name(t).map_err(bad)?),
+                        None => None,
+                    },
                     node_function: None,
                     resources: Resources::new(
                         args.float("cpus", 2.0).map_err(bad)?,
@@ -731,26 +756,24 @@ impl Runner {
                 for c in rack.due_health_checks(now) {
                     rack.health_check_started(&c.service, now);
                     let _ = writeln!(out, "check {} (task {})", c.service, short(&c.task));
+                    self.checks.insert(c.service.clone(), c);
                 }
                 Ok(())
             }
             "health" => {
                 let service: ServiceName =
                     name(args.word(0, "a service").map_err(bad)?).map_err(bad)?;
+                let check = self.checks.remove(&service).ok_or_else(|| {
+                    bad(BadCase(format!(
+                        "no check of {service} is running: `health-due` starts them"
+                    )))
+                })?;
                 let result = match args.word(1, "ok or fail").map_err(bad)? {
                     "ok" => Ok(()),
-                    "fail" => Err(args
-                        .keys
-                        .get("why")
-                        .cloned()
-                        .unwrap_or_else(|| "connection refused".into())),
+                    "fail" => Err(probe_failure(&check, args.keys.get("why")).map_err(bad)?),
                     other => return Err(bad(BadCase(format!("{other:?}: ok or fail")))),
                 };
-                let task = rack
-                    .service(&service)?
-                    .task
-                    .ok_or_else(|| bad(BadCase(format!("{service} has no task"))))?;
-                rack.record_health(&service, &task, result, now);
+                rack.record_health(&service, &check.task, result, now);
                 Ok(())
             }
             "framework-register" => {
