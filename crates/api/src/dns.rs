@@ -3,9 +3,12 @@
 //! follows and answers from.
 //!
 //! A snapshot replaces everything the previous one said (CONVENTIONS habit 6): a node or service
-//! absent from it is gone, so its names answer NXDOMAIN from then on. Receivers ignore a
-//! snapshot whose generation is not newer than the one they serve, so retries and restarts are
-//! harmless. Generations start at 1; 0 is the state before any snapshot.
+//! absent from it is gone, so its names answer NXDOMAIN from then on. A snapshot is numbered
+//! `(epoch, generation)`: the epoch is drawn anew at every controller start, the generation
+//! starts at 1 and grows with every change within an epoch. Receivers take a snapshot of
+//! another epoch whatever its generation (a restarted controller counts from 1 again), and
+//! ignore one of their own epoch whose generation is not newer, so retries are harmless.
+//! 0 is the state before any snapshot.
 //!
 //! Only the shape is checked here (unknown fields and record types are refused when read); that
 //! the names are DNS names, the records parse and lie in the server's zones is checked by the
@@ -20,7 +23,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSnapshot {
-    /// Strictly increasing; a snapshot not newer than the current one is ignored.
+    /// The controller life that numbered it (0: a snapshot from before epochs, compared by
+    /// generation alone).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Strictly increasing within an epoch; a snapshot not newer than the current one of the
+    /// same epoch is ignored.
     pub generation: u64,
     /// The node domain, e.g. `homer.ave`.
     pub node_domain: String,

@@ -534,14 +534,16 @@ impl Client {
         self.get("/services/metered").await
     }
 
-    /// Long-polls the rack's names for `torc dns`: answers when the generation differs from
-    /// `after`, or when `wait` is over.
+    /// Long-polls the rack's names for `torc dns`: answers when the controller's `(epoch,
+    /// generation)` differs from the one given, or when `wait` is over.
     pub async fn dns_snapshot<T: DeserializeOwned>(
         &self,
+        epoch: u64,
         after: u64,
         wait: Duration,
     ) -> Result<T, ClientError> {
-        let query = DesiredQuery {
+        let query = torc_api::SnapshotQuery {
+            epoch,
             after,
             wait_ms: Some(wait.as_millis() as u64),
         };

@@ -161,9 +161,8 @@ pub struct Controller {
     pub(crate) http: reqwest::Client,
     /// The frameworks' update position, to wake frameworks' long polls.
     updates: watch::Sender<u64>,
-    /// The latest DNS snapshot (numbered), and its generation to wake the DNS role.
-    dns: Mutex<torc_api::dns::DnsSnapshot>,
-    dns_generation: watch::Sender<u64>,
+    /// The rack's names for the DNS role's long poll (numbered on the way out).
+    pub(crate) names: Published<torc_api::dns::DnsSnapshot>,
     /// The routes the switch should hold, for the network agent's long poll.
     pub(crate) routes: Published<SwitchRoutes>,
     /// What the network agent last reported of the switch, and when.
@@ -267,15 +266,12 @@ impl Controller {
         hosts.extend(rack.settings().own_names());
         hosts.extend(options.ui_hosts.iter().map(|h| h.to_ascii_lowercase()));
         let (updates, _) = watch::channel(rack.update_position().1);
-        let mut dns = rack.dns_snapshot();
-        dns.generation = 1;
-        let (dns_generation, _) = watch::channel(1);
+        let names = Published::new(rack.dns_snapshot());
         let routes = Published::new(SwitchRoutes::of(&rack));
         Ok(Arc::new(Controller {
             routes,
             network_report: Mutex::new(None),
-            dns: Mutex::new(dns),
-            dns_generation,
+            names,
             inner: Mutex::new(Inner { rack, keys, store }),
             watchers: Mutex::new(HashMap::new()),
             access: Access::new(insecure, hosts),
@@ -472,7 +468,7 @@ impl Controller {
             (result?, changes.wake, inner.rack.update_position().1, names)
         };
         if let Some((names, routes)) = names {
-            self.publish_dns(names);
+            self.names.publish(names);
             self.routes.publish(routes);
         }
         self.updates.send_if_modified(|seq| {
@@ -510,20 +506,6 @@ impl Controller {
         Some(tx.subscribe())
     }
 
-    /// Numbers a new DNS snapshot when its content changed, and wakes the DNS role.
-    fn publish_dns(&self, mut names: torc_api::dns::DnsSnapshot) {
-        let mut current = self.dns.lock().unwrap_or_else(|e| e.into_inner());
-        names.generation = current.generation;
-        if *current == names {
-            return;
-        }
-        names.generation += 1;
-        let generation = names.generation;
-        *current = names;
-        drop(current);
-        self.dns_generation.send_replace(generation);
-    }
-
     /// Keeps the network agent's report of the switch (in memory: the switch is the truth);
     /// answers when it was received.
     pub(crate) fn set_network_report(&self, report: torc_api::NetworkReport) -> UnixMillis {
@@ -540,14 +522,6 @@ impl Controller {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    pub(crate) fn dns_snapshot(&self) -> torc_api::dns::DnsSnapshot {
-        self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub(crate) fn subscribe_dns(&self) -> watch::Receiver<u64> {
-        self.dns_generation.subscribe()
     }
 
     /// The frameworks' update position, to wait on.

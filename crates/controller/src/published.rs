@@ -1,4 +1,5 @@
-//! A document the controller publishes to long-polling readers (the network agent's routes),
+//! A document the controller publishes to long-polling readers (the DNS role's names, the
+//! network agent's routes),
 //! numbered by `(epoch, generation)`.
 //!
 //! The epoch is drawn at random when the controller starts; the generation starts at 1 and goes

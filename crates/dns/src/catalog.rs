@@ -121,6 +121,7 @@ pub(crate) struct Resolution {
 /// All zones of one generation.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
+    epoch: u64,
     generation: u64,
     zones: Vec<Zone>,
     by_apex: HashMap<Key, usize>,
@@ -140,6 +141,7 @@ impl Catalog {
         snapshot: &DnsSnapshot,
     ) -> Result<Self, SnapshotError> {
         let mut catalog = Self {
+            epoch: snapshot.epoch,
             generation: snapshot.generation,
             ..Self::default()
         };
@@ -247,6 +249,10 @@ impl Catalog {
 
     pub(crate) fn generation(&self) -> u64 {
         self.generation
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Names held in all zones, empty non-terminals included.

@@ -508,12 +508,18 @@ async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
     };
     loop {
         match client
-            .dns_snapshot(handle.generation(), Duration::from_secs(25))
+            .dns_snapshot(
+                handle.snapshot_epoch(),
+                handle.generation(),
+                Duration::from_secs(25),
+            )
             .await
         {
             Ok(snapshot) => match handle.apply(&snapshot) {
                 Ok(true) => tracing::debug!(generation = snapshot.generation, "names updated"),
-                Ok(false) => {}
+                // Not newer: the long poll answered at its deadline. Never a busy loop, even
+                // against a controller that answers at once.
+                Ok(false) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(e) => {
                     tracing::error!(error = %e, "the controller's names are invalid; keeping the previous ones");
                     tokio::time::sleep(Duration::from_secs(1)).await;
