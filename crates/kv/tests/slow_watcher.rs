@@ -11,6 +11,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use common::{TorcKv, etcdctl, require};
 use torc_kv::KvOptions;
 use torc_kv_client::proto::etcdserverpb::{
@@ -168,16 +171,14 @@ fn etcdctl_watching_through_an_overflow_sees_every_event_once() {
     });
     assert_eq!(first, ["PUT", "big/first", "x"]);
     // It stops reading (more `big/first` events may follow; they are skipped).
-    let pid = watch.id() as libc::pid_t;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let pid = Pid::from_raw(watch.id() as i32);
+    kill(pid, Signal::SIGSTOP).expect("stop the watcher");
     for i in 0..PUTS {
         let key = format!("big/{i:04}");
         let out = etcdctl(&kv.endpoint, &["put", &key, &value], None);
         assert_eq!(out, "OK\n", "{key}");
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    kill(pid, Signal::SIGCONT).expect("continue the watcher");
     let mut keys = Vec::new();
     while keys.len() < PUTS {
         let (op, key, v) = (next_line(), next_line(), next_line());
