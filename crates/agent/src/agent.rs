@@ -1224,14 +1224,10 @@ mod tests {
         );
     }
 
-    /// An agent that dies right after starting a task's shim, before it saved the task's
-    /// handle: the next agent adopts the running shim and never starts the task again,
-    /// although the controller still asks for its launch.
-    #[tokio::test]
-    async fn a_task_started_just_before_a_crash_is_adopted_not_started_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let shim = FakeShim::new(dir.path());
-        let first = agent_with(dir.path(), shim.exe.clone());
+    /// An agent on `dir` that starts a task's shim and dies at once: the desired state it
+    /// had, the task's id and its shim's pid.
+    fn start_and_crash(dir: &std::path::Path, shim: &FakeShim) -> (DesiredState, TaskId, u32) {
+        let first = agent_with(dir, shim.exe.clone());
         first
             .crash_after_spawn
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1239,7 +1235,17 @@ mod tests {
         let id = doc.tasks[0].id.clone();
         first.apply(doc.clone());
         let pid = shim.starts(&id, 1)[0];
-        drop(first);
+        (doc, id, pid)
+    }
+
+    /// An agent that dies right after starting a task's shim, before it saved the task's
+    /// handle: the next agent adopts the running shim and never starts the task again,
+    /// although the controller still asks for its launch.
+    #[tokio::test]
+    async fn a_task_started_just_before_a_crash_is_adopted_not_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = FakeShim::new(dir.path());
+        let (doc, id, pid) = start_and_crash(dir.path(), &shim);
 
         let second = agent_with(dir.path(), shim.exe.clone());
         second.adopt();
@@ -1259,15 +1265,7 @@ mod tests {
     async fn a_starting_task_without_a_shim_is_lost() {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
-        let first = agent_with(dir.path(), shim.exe.clone());
-        first
-            .crash_after_spawn
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let doc = doc(1);
-        let id = doc.tasks[0].id.clone();
-        first.apply(doc.clone());
-        let pid = shim.starts(&id, 1)[0];
-        drop(first);
+        let (doc, id, pid) = start_and_crash(dir.path(), &shim);
         // The shim dies (no exit record: a fake one writes none).
         let pid = nix::unistd::Pid::from_raw(pid as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();

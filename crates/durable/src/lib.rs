@@ -180,6 +180,14 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
 
+    /// The names of the files in `dir`.
+    fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
     #[test]
     fn writes_replace_whole_files_with_their_mode() {
         let dir = tempfile::tempdir().unwrap();
@@ -190,10 +198,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // No temporary file stays behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names = names(dir.path());
         assert_eq!(names, ["state.json"]);
     }
 
@@ -230,10 +235,7 @@ mod tests {
         assert_eq!(err.step, Step::Rename, "{err}");
         assert_eq!(std::fs::read(path.join("inside")).unwrap(), b"kept");
         // The failed write removed its temporary file.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names = names(dir.path());
         assert_eq!(names, ["d"]);
     }
 
@@ -279,10 +281,7 @@ mod tests {
         });
         let got = std::fs::read(&path).unwrap();
         assert!(got == a || got == b);
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names = names(dir.path());
         assert_eq!(names, ["state.json"], "no temporary file stays behind");
     }
 

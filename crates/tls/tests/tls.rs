@@ -199,11 +199,22 @@ async fn start_plain(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
+    serve_plain(Router::new().route("/who", get(who)), options).await
+}
+
+/// Serves `app` over plain HTTP on a free loopback port with `options`.
+async fn serve_plain(
+    app: Router,
+    options: torc_tls::ServeOptions,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind((LOCALHOST, 0))
         .await
         .expect("bind");
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/who", get(who));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         torc_tls::serve_with(listener, app, None, options, async {
@@ -355,10 +366,6 @@ async fn start_one_slot(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().unwrap();
     let app = Router::new()
         .route(
             "/echo",
@@ -370,15 +377,7 @@ async fn start_one_slot(
         max_per_source: 1,
         ..options
     };
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        torc_tls::serve_with(listener, app, None, options, async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("serve");
-    });
-    (addr, tx, task)
+    serve_plain(app, options).await
 }
 
 /// Waits (at most 10 s) until the server's one slot is free again: a new request is answered.
