@@ -34,11 +34,14 @@ STATE=$(mktemp -d)
 umask 077
 admin token create --role framework --framework torc-dns-scheduler --name demo >"$STATE/framework.token"
 admin secret get tsdb-admin >"$STATE/tsdb-password"
+# Its port-3005 API takes admin tokens: it serves TLS, with a certificate of the rack CA.
+"$TORC" ca issue "$UP/pki" --out "$STATE/api" --ip "${API%:*}" >/dev/null
 umask 022
 "$TORC_DNS_SCHEDULER" run --controller "$CONTROLLER" --token-file "$STATE/framework.token" \
   --ca "$TORC_CA" --tsdb-user admin --tsdb-password-file "$STATE/tsdb-password" \
   --tsdb-password-secret tsdb-admin \
   --state-dir "$STATE" --listen "$API" --rack-dns "$RACK_DNS" --server "${DNS_SERVER:-torc}" \
+  --tls-certificate "$STATE/api.crt" --tls-private-key "$STATE/api.key" \
   --high-qps 400 --low-qps 250 --k 2 --n 3 --cooldown-secs 10 --interval-secs 2 \
   >"$STATE/scheduler.log" 2>&1 &
 SCHED=$!
@@ -52,7 +55,7 @@ trap cleanup EXIT
 
 T0=$(date +%s)
 step() { printf '%4ss  %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
-scaling() { curl -s -H "Authorization: Bearer $ADMIN" "http://$API/api/v1/scaling"; }
+scaling() { curl_admin "https://$API/api/v1/scaling"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 until_true() { # SECONDS WHAT CMD...
   local limit=$1 what=$2; shift 2
@@ -68,12 +71,12 @@ step "starting the DNS scheduler (framework torc-dns-scheduler, API on $API)"
 until_true 60 "dns-sl1 in the service domain" resolves dns-sl1.service.torc
 step "dns-sl1 is up: dns-sl1.service.torc -> $(dig @"${RACK_DNS%:*}" +short dns-sl1.service.torc), SRV $(dig @"${RACK_DNS%:*}" +short _dns-sl1._tcp.service.torc SRV)"
 
-curl -s -H "Authorization: Bearer $ADMIN" "http://$API/start/group?name=normalload200" >/dev/null
+curl_admin "https://$API/start/group?name=normalload200" >/dev/null
 step "load 200 started (normalload200: 200 users, ~1 query/s each)"
 until_true 60 "the load to show" measured_over 120
 step "measured $(scaling | json 'round(d["last_observation"]["total_qps"])') qps on 1 server: no change"
 
-curl -s -H "Authorization: Bearer $ADMIN" "http://$API/start/group?name=normalload400" >/dev/null
+curl_admin "https://$API/start/group?name=normalload400" >/dev/null
 step "load 400 started (normalload400)"
 until_true 90 "a second server" desired_is 2
 step "scaled up: $(scaling | json 'd["decisions"][-1]["reason"]')"
@@ -83,7 +86,7 @@ sleep 8
 TASK=$(curl_admin "$CONTROLLER/api/v1/tasks?state=running" | json '[t["id"] for t in d if t["name"]=="normalload400"][0]')
 step "normalload400 now sends: $(curl_admin "$CONTROLLER/api/v1/tasks/$TASK/logs?tail=2000" | json 'json.loads(d["data"].strip().splitlines()[-1])["per_server_qps"]')"
 
-curl -s -X DELETE -H "Authorization: Bearer $ADMIN" "http://$API/service?name=normalload400" >/dev/null
+curl_admin -X DELETE "https://$API/service?name=normalload400" >/dev/null
 step "load 400 stopped"
 until_true 120 "back to one server" desired_is 1
 step "scaled down: $(scaling | json 'd["decisions"][-1]["reason"]')"

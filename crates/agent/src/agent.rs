@@ -15,9 +15,13 @@ use torc_types::{
     NodeName, PortRange, Resources, TaskId, TaskSpec, TaskState, UnixMillis, now_millis,
 };
 
-use crate::runtime::{ExitRecord, Handle, ProcessRuntime, Runtime, StartRequest, stop_deadline};
+use crate::runtime::{
+    ExitRecord, Handle, ProcessRuntime, Runtime, RuntimeError, StartRequest, stop_deadline,
+};
 
-/// How many retired task ids the agent remembers (never to start them again).
+/// How many retired task ids the agent remembers (never to start them again). An id older than
+/// that is forgotten: it is not started again only because the controller never reuses an id
+/// nor asks to launch a task that ended (terminal states are final).
 const RETIRED_KEPT: usize = 10_000;
 /// How long one desired-state long poll may wait at the controller.
 const LONG_POLL: Duration = Duration::from_secs(25);
@@ -96,6 +100,10 @@ pub(crate) struct LocalTask {
     pub spec: TaskSpec,
     pub ports: Vec<u16>,
     pub handle: Option<Handle>,
+    /// Recorded before its shim is spawned and until its handle is known: the next agent asks
+    /// the shim's lock whether it runs (see `Agent::adopt`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starting: bool,
     pub state: TaskState,
     pub exit_code: Option<i32>,
     pub message: Option<String>,
@@ -179,6 +187,9 @@ pub struct Agent {
     /// Set when shutdown begins: from then on no task is started (a desired state that arrives
     /// late must not start a task after the agent stopped them all).
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Tests: stop right after a task's shim is spawned, as an agent killed at that moment.
+    #[cfg(test)]
+    crash_after_spawn: std::sync::atomic::AtomicBool,
 }
 
 /// Aborts a spawned task when dropped (a plain `JoinHandle` detaches it instead).
@@ -252,6 +263,8 @@ impl Agent {
             report_now: Notify::new(),
             metrics: Mutex::new(crate::metrics::Sampler::new(cfg_node)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            crash_after_spawn: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -372,13 +385,17 @@ impl Agent {
         }
     }
 
-    /// Writes the task table atomically. Called with the lock held, after each change.
-    fn persist(&self, table: &Table) {
+    /// Writes the task table atomically. Called with the lock held, after each change. A
+    /// failure is logged here; what is not saved is derived again at the next start (a task's
+    /// end from its shim's exit record, a retirement from the controller's next answer).
+    fn persist(&self, table: &Table) -> Result<(), torc_tls::TlsError> {
         // 0600: the table holds the tasks' specs, their env included.
         let bytes = serde_json::to_vec(table).expect("table serialises");
-        if let Err(e) = torc_tls::files::write_file(&self.table_path, &bytes, 0o600) {
+        let saved = torc_tls::files::write_file(&self.table_path, &bytes, 0o600);
+        if let Err(e) = &saved {
             tracing::error!(error = %e, "cannot save the task table");
         }
+        saved
     }
 
     pub(crate) fn runtime_info(&self) -> torc_api::RuntimeInfo {
@@ -401,7 +418,9 @@ impl Agent {
     }
 
     /// Re-adopts tasks recorded as running: live ones are watched again, the others are
-    /// settled from their shim's exit record, or lost.
+    /// settled from their shim's exit record, or lost. A task recorded as starting (the last
+    /// agent died around its shim's spawn) is running when its shim's lock is held, and
+    /// otherwise never started or ended: settled from its exit record, or lost.
     fn adopt(self: &Arc<Self>) {
         let mut table = self.lock();
         let running: Vec<TaskId> = table
@@ -411,6 +430,25 @@ impl Agent {
             .map(|t| t.id.clone())
             .collect();
         for id in running {
+            let task = table.tasks.get_mut(&id).expect("listed");
+            if std::mem::take(&mut task.starting) {
+                match self.runtime.find_shim(&id) {
+                    Some(handle) => task.handle = Some(handle),
+                    None => {
+                        let record = self.runtime.exit_record_of(&id);
+                        let never_started = record.is_none();
+                        settle(task, record);
+                        if never_started {
+                            task.message = Some(
+                                "the agent stopped while starting the task, and no supervisor \
+                                 of it runs: it did not start, or ended without a record"
+                                    .into(),
+                            );
+                        }
+                        continue;
+                    }
+                }
+            }
             let Some(handle) = table.tasks[&id].handle.clone() else {
                 continue;
             };
@@ -423,7 +461,7 @@ impl Agent {
                 settle(table.tasks.get_mut(&id).expect("listed"), record);
             }
         }
-        self.persist(&table);
+        let _ = self.persist(&table);
     }
 
     async fn watch_adopted(self: Arc<Self>, id: TaskId, handle: Handle) {
@@ -451,12 +489,17 @@ impl Agent {
             settle(task, record);
             tracing::info!(task = %id, state = %task.state, exit_code = ?task.exit_code, "task ended");
         }
-        self.persist(&table);
+        let _ = self.persist(&table);
         drop(table);
         self.report_now.notify_one();
     }
 
     /// Applies a desired-state document: start what is new, stop what is gone.
+    ///
+    /// New tasks are recorded as starting and the table saved *before* their shims are
+    /// spawned, so an agent that dies at any point leaves a record the next one re-adopts
+    /// from (see [`Agent::adopt`]); when the table cannot be saved nothing is started, and the
+    /// new tasks are reported failed with the reason.
     fn apply(self: &Arc<Self>, doc: DesiredState) {
         let mut table = self.lock();
         // Checked under the table lock, which `stop_all` takes after setting the flag: a task
@@ -470,6 +513,8 @@ impl Agent {
         let wanted: BTreeSet<&TaskId> = doc.tasks.iter().map(|t| &t.id).collect();
         let now = now_millis();
         let mut changed = false;
+        // First every new task as a record: lost, failed, or starting (with its user).
+        let mut starting = Vec::new();
         for d in &doc.tasks {
             if table.knows(&d.id) {
                 continue;
@@ -480,6 +525,7 @@ impl Agent {
                 spec: d.spec.clone(),
                 ports: d.ports.clone(),
                 handle: None,
+                starting: false,
                 state: TaskState::Running,
                 exit_code: None,
                 message: None,
@@ -520,7 +566,25 @@ impl Agent {
                 },
                 _ => None,
             };
-            match self.runtime.start(&StartRequest {
+            task.starting = true;
+            table.tasks.insert(d.id.clone(), task);
+            starting.push((d, run_as));
+        }
+        if !starting.is_empty()
+            && let Err(e) = self.persist(&table)
+        {
+            for (d, _) in starting.drain(..) {
+                let task = table.tasks.get_mut(&d.id).expect("just recorded");
+                task.starting = false;
+                task.state = TaskState::Failed;
+                task.message = Some(format!(
+                    "not started: the agent cannot save its task table ({e}), and a task it \
+                     cannot remember could be started a second time after a restart"
+                ));
+            }
+        }
+        for (d, run_as) in starting {
+            let result = self.runtime.start(&StartRequest {
                 id: &d.id,
                 spec: &d.spec,
                 ports: &d.ports,
@@ -528,7 +592,21 @@ impl Agent {
                 extra_env: self.task_env(&d.id, &d.ports),
                 files: &d.files,
                 run_as,
-            }) {
+            });
+            #[cfg(test)]
+            if self
+                .crash_after_spawn
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                // As if the agent were killed here: nothing more is saved or watched.
+                if let Ok((_, child)) = result {
+                    std::mem::forget(child);
+                }
+                return;
+            }
+            let task = table.tasks.get_mut(&d.id).expect("just recorded");
+            task.starting = false;
+            match result {
                 Ok((handle, child)) => {
                     tracing::info!(task = %d.id, pid = handle.pid, "task started");
                     task.handle = Some(handle.clone());
@@ -536,13 +614,21 @@ impl Agent {
                     let id = d.id.clone();
                     tokio::spawn(async move { this.watch_child(id, handle, child).await });
                 }
+                Err(RuntimeError::AlreadyRunning(handle)) => {
+                    // Only a table restored from an older copy gets here: the shim's lock says
+                    // the task runs already.
+                    tracing::warn!(task = %d.id, pid = handle.pid, "task already running; adopted");
+                    task.handle = Some(handle.clone());
+                    let this = Arc::clone(self);
+                    let id = d.id.clone();
+                    tokio::spawn(async move { this.watch_adopted(id, handle).await });
+                }
                 Err(e) => {
                     tracing::warn!(task = %d.id, error = %e, "task could not start");
                     task.state = TaskState::Failed;
                     task.message = Some(e.to_string());
                 }
             }
-            table.tasks.insert(d.id.clone(), task);
         }
         let unwanted: Vec<TaskId> = table
             .tasks
@@ -568,7 +654,9 @@ impl Agent {
             }
         }
         if changed {
-            self.persist(&table);
+            // A failure is logged; a started task is still on disk as starting, and its shim's
+            // lock tells the next agent whether it runs.
+            let _ = self.persist(&table);
             drop(table);
             self.report_now.notify_one();
         }
@@ -638,7 +726,7 @@ impl Agent {
             for id in &ended {
                 table.retire(id);
             }
-            self.persist(&table);
+            let _ = self.persist(&table);
         }
         Ok(())
     }
@@ -739,7 +827,7 @@ impl Agent {
                     longest = longest.max(stop_deadline(&task.spec));
                 }
             }
-            self.persist(&table);
+            let _ = self.persist(&table);
         }
         let deadline = tokio::time::Instant::now() + longest;
         loop {
@@ -1011,6 +1099,10 @@ mod tests {
     use torc_types::TaskSpec;
 
     fn agent(dir: &std::path::Path) -> Arc<Agent> {
+        agent_with(dir, dir.join("no-such-torc"))
+    }
+
+    fn agent_with(dir: &std::path::Path, exe: PathBuf) -> Arc<Agent> {
         Agent::open(AgentConfig {
             node: "n1".parse().unwrap(),
             ip: "127.0.0.1".parse().unwrap(),
@@ -1029,8 +1121,7 @@ mod tests {
             },
             attributes: BTreeMap::new(),
             kill_tasks_on_exit: true,
-            // Starting a task fails (no such program), which still records it.
-            exe: dir.join("no-such-torc"),
+            exe,
             metrics_interval: Duration::from_secs(1),
         })
         .unwrap()
@@ -1062,5 +1153,149 @@ mod tests {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         a.apply(doc(2));
         assert_eq!(a.lock().tasks.len(), 1, "after it, nothing new");
+    }
+
+    /// A stand-in for `torc shim` that records each start (its pid, in the sandbox) and then
+    /// runs as long as a task would; the guard kills every one it started.
+    struct FakeShim {
+        exe: PathBuf,
+        sandboxes: PathBuf,
+    }
+
+    impl FakeShim {
+        fn new(dir: &std::path::Path) -> FakeShim {
+            use std::os::unix::fs::PermissionsExt as _;
+            let exe = dir.join("fake-torc");
+            std::fs::write(&exe, "#!/bin/sh\necho $$ >> starts\nexec sleep 300\n").unwrap();
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+            FakeShim {
+                exe,
+                sandboxes: dir.join("sandboxes"),
+            }
+        }
+
+        /// The pids that started in the sandbox of `id`, once there are `n`.
+        fn starts(&self, id: &TaskId, n: usize) -> Vec<u32> {
+            let file = self.sandboxes.join(id.as_str()).join("starts");
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let pids: Vec<u32> = std::fs::read_to_string(&file)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.parse().ok())
+                    .collect();
+                if pids.len() >= n {
+                    return pids;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out waiting for {n} starts of {id}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    impl Drop for FakeShim {
+        fn drop(&mut self) {
+            for sandbox in std::fs::read_dir(&self.sandboxes).into_iter().flatten() {
+                let starts = sandbox.unwrap().path().join("starts");
+                for pid in std::fs::read_to_string(starts).unwrap_or_default().lines() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A task table that cannot be saved starts nothing: a task the agent cannot remember
+    /// could be started again by the next agent while it runs. It is reported failed instead.
+    #[tokio::test]
+    async fn no_task_starts_while_the_table_cannot_be_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = FakeShim::new(dir.path());
+        let a = agent_with(dir.path(), shim.exe.clone());
+        // A directory where the table goes: every save fails (also for root).
+        std::fs::create_dir(dir.path().join("tasks.json")).unwrap();
+        a.apply(doc(1));
+        let task = a.lock().tasks.values().next().cloned().unwrap();
+        assert_eq!(task.state, TaskState::Failed, "{task:?}");
+        let why = task.message.unwrap_or_default();
+        assert!(why.contains("cannot save its task table"), "{why}");
+        assert!(task.handle.is_none(), "no shim was started");
+        assert!(
+            !shim
+                .sandboxes
+                .join(task.id.as_str())
+                .join("starts")
+                .exists()
+        );
+    }
+
+    /// An agent on `dir` that starts a task's shim and dies at once: the desired state it
+    /// had, the task's id and its shim's pid.
+    fn start_and_crash(dir: &std::path::Path, shim: &FakeShim) -> (DesiredState, TaskId, u32) {
+        let first = agent_with(dir, shim.exe.clone());
+        first
+            .crash_after_spawn
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let doc = doc(1);
+        let id = doc.tasks[0].id.clone();
+        first.apply(doc.clone());
+        let pid = shim.starts(&id, 1)[0];
+        (doc, id, pid)
+    }
+
+    /// An agent that dies right after starting a task's shim, before it saved the task's
+    /// handle: the next agent adopts the running shim and never starts the task again,
+    /// although the controller still asks for its launch.
+    #[tokio::test]
+    async fn a_task_started_just_before_a_crash_is_adopted_not_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = FakeShim::new(dir.path());
+        let (doc, id, pid) = start_and_crash(dir.path(), &shim);
+
+        let second = agent_with(dir.path(), shim.exe.clone());
+        second.adopt();
+        second.apply(doc);
+        let task = second.lock().tasks[&id].clone();
+        assert_eq!(task.state, TaskState::Running, "{task:?}");
+        assert_eq!(
+            task.handle.map(|h| h.pid),
+            Some(pid),
+            "the first shim is adopted, no second one started"
+        );
+    }
+
+    /// An agent that died around a spawn, whose shim no longer runs and left no exit record:
+    /// the next agent reports the task lost, saying why, and starts nothing.
+    #[tokio::test]
+    async fn a_starting_task_without_a_shim_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = FakeShim::new(dir.path());
+        let (doc, id, pid) = start_and_crash(dir.path(), &shim);
+        // The shim dies (no exit record: a fake one writes none).
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+            .is_ok_and(|s| s == nix::sys::wait::WaitStatus::StillAlive)
+        {
+            assert!(std::time::Instant::now() < deadline, "the shim did not die");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        let second = agent_with(dir.path(), shim.exe.clone());
+        second.adopt();
+        second.apply(doc);
+        let task = second.lock().tasks[&id].clone();
+        assert_eq!(task.state, TaskState::Lost, "{task:?}");
+        let why = task.message.unwrap_or_default();
+        assert!(why.contains("stopped while starting the task"), "{why}");
+        assert_eq!(shim.starts(&id, 1).len(), 1, "not started again");
     }
 }

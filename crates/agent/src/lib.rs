@@ -8,11 +8,21 @@
 //! every heartbeat, so a lost report is repaired by the next one.
 //!
 //! Invariants:
-//! - A task id is started at most once on a node, even across agent restarts (the agent keeps
-//!   its task table, and the ids it retired, in its data dir).
+//! - A task id is started at most once on a node, even across agent restarts and crashes. The
+//!   agent keeps its task table, and the ids it retired, in its data dir; a new task is
+//!   recorded as starting and the table saved *before* its shim is spawned, and while the table
+//!   cannot be saved no task is started (each is reported failed, with the reason). A shim
+//!   holds a lock of its task from its fork to its end, so the next agent tells a task whose
+//!   shim runs (adopted) from one that never started or ended (settled from its exit record, or
+//!   lost), and a task whose shim runs is never started again.
+//! - Retired ids (tasks whose end the controller acknowledged) are remembered up to
+//!   `RETIRED_KEPT` (10,000), oldest forgotten first. Past that, an old id is refused only
+//!   because the controller never reuses a task id nor asks to launch a task that ended.
 //! - A task the controller believes running but the agent does not know is reported lost, never
 //!   started again.
 //! - Tasks outlive an agent restart (each runs under its own shim) and are re-adopted.
+//! - No process of a task outlives its shim's end or the agent's hard kill; a SIGKILL of the
+//!   shim from elsewhere takes only the task's main process with it (see `shim`).
 
 mod agent;
 mod api;

@@ -1,6 +1,12 @@
 //! Task runtimes. `Runtime` is what the agent needs from one; `ProcessRuntime` runs a task as a
 //! plain process under a `torc shim` (see `shim`), in its own sandbox directory. A container
 //! runtime would be a second implementation of the same trait.
+//!
+//! Each shim holds a lock (`flock`) on `<data dir>/shims/<task id>.lock` from its fork to its
+//! end, with its pid in the file: a task whose shim runs is never started a second time
+//! ([`RuntimeError::AlreadyRunning`]), and an agent that died around a spawn is followed by one
+//! that can tell a started task from one that never was ([`ProcessRuntime::find_shim`]). One
+//! such file stays per task started, as its sandbox does.
 
 use std::collections::BTreeMap;
 
@@ -134,6 +140,9 @@ pub enum RuntimeError {
     },
     #[error("cannot start the task's shim: {0}")]
     Spawn(io::Error),
+    /// The task's shim holds its lock: the task runs already (it is never started twice).
+    #[error("a supervisor of this task already runs on this node (pid {})", .0.pid)]
+    AlreadyRunning(Handle),
 }
 
 /// A way to run tasks.
@@ -163,6 +172,8 @@ pub struct ProcessRuntime {
     sandboxes: PathBuf,
     /// Per-service directories that outlive tasks (`$DATA_DIR`).
     data_dirs: PathBuf,
+    /// The shims' lock files, one per task started (`<id>.lock`, holding the shim's pid).
+    shims: PathBuf,
     cgroups: CgroupSupport,
 }
 
@@ -198,19 +209,66 @@ impl ProcessRuntime {
             Ok(dir) => CgroupSupport::Enabled(dir),
             Err(why) => CgroupSupport::Disabled(why),
         };
-        let data_dirs = sandboxes
-            .parent()
-            .map_or_else(|| sandboxes.join("data"), |p| p.join("data"));
+        let parent = sandboxes.parent().unwrap_or(&sandboxes).to_path_buf();
         ProcessRuntime {
             exe,
             sandboxes,
-            data_dirs,
+            data_dirs: parent.join("data"),
+            shims: parent.join("shims"),
             cgroups,
         }
     }
 
     pub fn sandbox_of(&self, id: &TaskId) -> PathBuf {
         self.sandboxes.join(id.as_str())
+    }
+
+    /// The lock file of `id`'s shim: in the agent's own directory (not the sandbox, which an
+    /// unprivileged task owns and could fill with a lock of its own).
+    fn lock_of(&self, id: &TaskId) -> PathBuf {
+        self.shims.join(format!("{id}.lock"))
+    }
+
+    /// The running shim of `id`, if one holds its lock (see [`ProcessRuntime::start`]).
+    pub fn find_shim(&self, id: &TaskId) -> Option<Handle> {
+        let path = self.lock_of(id);
+        let file = std::fs::File::open(&path).ok()?;
+        match file.try_lock() {
+            // No shim holds it: none runs, and none will (a shim holds it from its fork on).
+            Ok(()) => return None,
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(task = %id, error = %e, "cannot test the shim's lock");
+                return None;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        // The shim's pid is written between its fork and its exec: at once, in practice.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .filter(|p| *p > 0);
+            if let Some(pid) = pid
+                && let Some(start_time) = process_start_time(pid)
+            {
+                return Some(Handle {
+                    sandbox: self.sandbox_of(id),
+                    pid,
+                    start_time,
+                });
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(task = %id, "the task's shim holds its lock but never wrote its pid");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// How `id` ended, from its shim's exit record, if it has one.
+    pub fn exit_record_of(&self, id: &TaskId) -> Option<ExitRecord> {
+        ExitRecord::read(&status_file(&self.sandbox_of(id)))
     }
 
     fn task_cgroup(&self, id: &TaskId, spec: &TaskSpec) -> Option<PathBuf> {
@@ -277,6 +335,42 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Every live (not zombie) process below `pid`, from one scan of `/proc` (by parent pid:
+/// `/proc/PID/task/TID/children` is not on every kernel).
+pub(crate) fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<(u32, bool)>> = Default::default();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|t| torc_procfs::parse_pid_stat(&t))
+        else {
+            continue;
+        };
+        children
+            .entry(stat.ppid)
+            .or_default()
+            .push((p, stat.state != 'Z'));
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for &(child, live) in children.get(&p).into_iter().flatten() {
+            if live {
+                out.push(child);
+            }
+            stack.push(child);
+        }
+    }
+    out
+}
+
 fn signal(pid: u32, sig: Signal) {
     // A process that is already gone is what a stop wants anyway.
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
@@ -306,6 +400,41 @@ impl Runtime for ProcessRuntime {
             path: sandbox.display().to_string(),
             source,
         };
+        // The shim's lock, taken before anything of an earlier start is touched: held by the
+        // shim from its fork to its end (it inherits this descriptor), so a task whose shim
+        // runs is never started again, and the next agent can tell a started task from one
+        // that never was.
+        let lock_path = self.lock_of(req.id);
+        let lock_err = |source| RuntimeError::Sandbox {
+            path: lock_path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&self.shims).map_err(lock_err)?;
+        let lock = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&lock_path)
+                .map_err(lock_err)?
+        };
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(match self.find_shim(req.id) {
+                    Some(handle) => RuntimeError::AlreadyRunning(handle),
+                    None => lock_err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "locked by a process that is not the task's shim",
+                    )),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        lock.set_len(0).map_err(lock_err)?;
         std::fs::create_dir_all(&sandbox).map_err(sandbox_err)?;
         if req.run_as.is_some() {
             use std::os::unix::fs::PermissionsExt as _;
@@ -329,12 +458,15 @@ impl Runtime for ProcessRuntime {
         let status = status_file(&sandbox);
         let _ = std::fs::remove_file(&status);
 
+        let lock_fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.arg("shim")
             .arg("--status")
             .arg(&status)
             .arg("--grace-ms")
-            .arg(req.spec.kill_grace_ms.to_string());
+            .arg(req.spec.kill_grace_ms.to_string())
+            .arg("--lock-fd")
+            .arg(lock_fd.to_string());
         if let Some(cg) = self.task_cgroup(req.id, req.spec) {
             cmd.arg("--cgroup").arg(cg);
         }
@@ -394,12 +526,31 @@ impl Runtime for ProcessRuntime {
             }
         }
         // A session of its own keeps the task out of the agent's terminal signals (Ctrl-C) and
-        // lets it outlive an agent restart.
-        // SAFETY: pre_exec runs between fork and exec; setsid is an async-signal-safe system
-        // call that allocates nothing.
+        // lets it outlive an agent restart. The lock's descriptor goes to the shim (the lock
+        // is the open file's, so it is held from this fork on), with the shim's pid in it.
+        // SAFETY: pre_exec runs between fork and exec; setsid, fcntl, getpid and pwrite are
+        // async-signal-safe system calls, and the pid is formatted into a stack buffer.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                use std::os::fd::BorrowedFd;
                 nix::unistd::setsid()?;
+                let fd = BorrowedFd::borrow_raw(lock_fd);
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+                let mut digits = [b'\n'; 11];
+                let mut pid = nix::unistd::getpid().as_raw() as u32;
+                let mut at = 10;
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + (pid % 10) as u8;
+                    pid /= 10;
+                    if pid == 0 {
+                        break;
+                    }
+                }
+                nix::sys::uio::pwrite(fd, &digits[at..], 0)?;
                 Ok(())
             });
         }
@@ -407,6 +558,9 @@ impl Runtime for ProcessRuntime {
             .kill_on_drop(false)
             .spawn()
             .map_err(RuntimeError::Spawn)?;
+        // The shim holds the lock now; this descriptor is not needed (closing it does not
+        // release a lock another descriptor of the same open file holds).
+        drop(lock);
         let pid = child.id().unwrap_or(0);
         let start_time = process_start_time(pid).unwrap_or(0);
         Ok((
@@ -426,10 +580,22 @@ impl Runtime for ProcessRuntime {
     }
 
     fn kill_now(&self, handle: &Handle) {
-        if self.is_alive(handle) {
-            // The task dies with its shim (PDEATHSIG).
-            signal(handle.pid, Signal::SIGKILL);
+        if !self.is_alive(handle) {
+            return;
         }
+        // Every process under the shim first, while the shim lives: it is their subreaper, so
+        // what they leave behind comes back under it and is found in the next round. Killed
+        // after them, the shim leaves nothing to be reparented to init.
+        for _ in 0..5 {
+            let below = descendants(handle.pid);
+            if below.is_empty() {
+                break;
+            }
+            for pid in below {
+                signal(pid, Signal::SIGKILL);
+            }
+        }
+        signal(handle.pid, Signal::SIGKILL);
     }
 
     fn is_alive(&self, handle: &Handle) -> bool {

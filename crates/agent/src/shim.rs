@@ -1,12 +1,24 @@
 //! The task shim: a tiny supervisor process between the agent and each task.
 //!
-//! The agent starts `torc shim --status FILE --grace-ms N -- CMD ARGS...` in a session of its
-//! own; the shim starts the task in a process group of its own, waits for it, and writes how it
-//! ended to FILE before exiting. Because the shim (not the agent) is the task's parent:
+//! The agent starts `torc shim --status FILE --grace-ms N [--lock-fd FD] -- CMD ARGS...` in a
+//! session of its own; the shim starts the task in a process group of its own, waits for it,
+//! and writes how it ended to FILE before exiting. Because the shim (not the agent) is the
+//! task's parent:
 //! - an agent that restarts (or is killed) leaves its tasks running, and the new agent learns
 //!   the exit code of a task that ended meanwhile from FILE;
-//! - a task never outlives its shim: it gets SIGKILL when the shim dies (PDEATHSIG), and the
-//!   shim kills the task's whole process group when the task's main process ends.
+//! - the shim is a child subreaper, so every process the task leaves behind (also one that
+//!   double-forked into a session of its own) is reparented to the shim, not to init. When the
+//!   task's main process ends, the shim kills the task's process group and then every process
+//!   still under it, and ends only once none is left.
+//!
+//! What holds when the shim itself is killed: the task's main process gets SIGKILL with it
+//! (PDEATHSIG). The agent's own hard kill (`ProcessRuntime::kill_now`) kills every process
+//! under the shim before the shim, so nothing is left then either. A SIGKILL of the shim from
+//! anywhere else (the OOM killer, an operator) leaves the task's other processes running,
+//! reparented to init: only a cgroup holds those (TODO-correctness, issue 17).
+//!
+//! `--lock-fd` is the agent's lock of this task (see `runtime`): inherited open, so held from
+//! the fork on; the shim keeps it to its end and lets no task process inherit it.
 //!
 //! On SIGTERM, SIGINT or SIGHUP the shim forwards SIGTERM to the task's process group, and
 //! SIGKILL after the grace period.
@@ -62,6 +74,8 @@ pub struct ShimArgs {
     pub cgroup: Option<PathBuf>,
     /// The user and group the task runs as (`None`: the shim's own).
     pub run_as: Option<(u32, u32)>,
+    /// The agent's lock of this task, inherited open: kept to the shim's end, never passed on.
+    pub lock_fd: Option<i32>,
     pub command: String,
     pub args: Vec<String>,
 }
@@ -129,6 +143,22 @@ fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), StartError> {
         Signal::SIGCHLD,
     ] {
         watched.add(s);
+    }
+    if let Some(fd) = args.lock_fd {
+        if fd <= 2 {
+            return Err(StartError::Setup {
+                what: "keep the task's lock (--lock-fd must be above 2)",
+                errno: nix::errno::Errno::EBADF,
+            });
+        }
+        // SAFETY: the descriptor was inherited from the agent for this purpose and is never
+        // closed by the shim; only its close-on-exec flag changes.
+        let lock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::fcntl::fcntl(
+            lock,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(setup("keep the task's lock from the task"))?;
     }
     // Orphaned grandchildren come back to us, so nothing escapes the process tree.
     prctl::set_child_subreaper(true).map_err(setup("become a subreaper"))?;
@@ -213,10 +243,17 @@ fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), StartError> {
             let _ = killpg(pid, Signal::SIGKILL);
         }
     };
-    // Whatever the task left in its group goes with it; then reap what we inherited.
+    // Whatever the task left in its group goes with it, and so does every process that left
+    // the group (reparented to us, the subreaper); we wait until no child is left.
     let _ = killpg(pid, Signal::SIGKILL);
-    while let Ok(ended) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        if ended == WaitStatus::StillAlive {
+    let me = std::process::id();
+    loop {
+        for p in crate::runtime::descendants(me) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+        }
+        // Any other answer (a child reaped; EINTR cannot happen, our signals are blocked) means
+        // look again.
+        if let Err(nix::errno::Errno::ECHILD) = waitpid(None, None) {
             break;
         }
     }

@@ -1,13 +1,23 @@
-//! The DNS-scheduler example: a sub-scheduler, built only on torc's public client library, that
-//! runs DNS servers for a demo zone (`dns-sl1`, `dns-sl2`, ...), load generators
-//! (`normalload200`, `normalload400`), and scales the servers on their measured query rate.
+//! The DNS-scheduler example: a sub-scheduler that talks to the rack only through torc's public
+//! client library (`torc-client`; besides it, it uses torc's data types, the atomic write and
+//! the datacollector's tsdb reporting), runs DNS servers for a demo zone (`dns-sl1`,
+//! `dns-sl2`, ...), load generators (`normalload200`, `normalload400`), and scales the servers
+//! on their measured query rate.
 //!
 //! It registers as a framework, keeps its servers and loads running as its own tasks
 //! (restarting failed ones), reads the servers' query rate from the rack's time-series database
 //! every few seconds, and applies the `scaler` rule. Its decisions, with the numbers behind
 //! them, are logged, persisted in its state file, served as JSON (`/api/v1/scaling`) and posted
 //! to the controller's event feed (the UI shows them). It serves the original's port-3005 API:
-//! `/start/group?name=`, `DELETE /service?name=`, `/admin/ping`.
+//! `/start/group?name=`, `DELETE /service?name=`, `/admin/ping`, on torc's accept path
+//! (`torc_tls::serve`: connection caps and deadlines), over TLS with a certificate of the rack
+//! CA (plain only when asked, or in a plain rack), and registers its URL with the controller,
+//! which forwards group calls there (verifying the certificate against the rack CA).
+//!
+//! Invariant: the state in memory is the state on disk. A change (an observation and the
+//! decision it brings, a group started or stopped) is kept only once saved; when the state file
+//! cannot be written, the change is undone and not acted on (the API answers 500, the
+//! observation is dropped and taken again at the next interval).
 //!
 //! The servers are `torc dns` by default, or bind9's `named` (`ServerKind::Named`): then each
 //! server task is this program's `named-server` sidecar, which configures and runs named and
@@ -146,12 +156,31 @@ impl Scheduler {
         }))
     }
 
-    fn save(&self, w: &Wanted) {
+    fn save(&self, w: &Wanted) -> Result<(), Unsaved> {
         let path = self.cfg.state_dir.join("state.json");
         let bytes = serde_json::to_vec_pretty(w).expect("the state serialises");
-        if let Err(e) = torc_durable::write_atomic(&path, &bytes) {
-            tracing::error!(error = %e, "cannot save the scheduler's state");
+        torc_durable::write_atomic(&path, &bytes).map_err(|e| Unsaved(Arc::new(e)))
+    }
+
+    /// Changes the wanted state with `change`, kept only if it is saved: on a failed write the
+    /// state is put back as it was, so nothing unsaved is acted on.
+    fn change<T, E: From<Unsaved>>(
+        &self,
+        change: impl FnOnce(&mut Wanted) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let before = w.clone();
+        let out = change(&mut w)?;
+        if let Err(e) = self.save(&w) {
+            *w = before;
+            return Err(e.into());
         }
+        Ok(out)
+    }
+
+    /// Takes an observation into the scaler: its decision, if any, once saved.
+    fn observe(&self, obs: Observation) -> Result<Option<scaler::Decision>, Unsaved> {
+        self.change(|w| Ok::<_, Unsaved>(w.scaler.observe(&self.cfg.policy, obs)))
     }
 
     fn server_spec(&self, name: &str, tsdb: &Option<String>) -> TaskSpec {
@@ -339,11 +368,12 @@ impl Scheduler {
             .last_observation
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(obs.clone());
-        let decision = {
-            let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
-            let d = w.scaler.observe(&self.cfg.policy, obs);
-            self.save(&w);
-            d
+        let decision = match self.observe(obs) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "the observation is dropped: a decision not on disk could be repeated or undone after a restart");
+                return;
+            }
         };
         if let Some(d) = decision {
             let msg = format!("scaling DNS servers {} -> {}: {}", d.from, d.to, d.reason);
@@ -358,8 +388,13 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let client = self.client()?;
         let (mut fw, existing) = loop {
-            match Framework::register(client.clone(), self.cfg.name.clone(), self.cfg.failover)
-                .await
+            match Framework::register_with_api(
+                client.clone(),
+                self.cfg.name.clone(),
+                self.cfg.failover,
+                self.cfg.api_url.clone(),
+            )
+            .await
             {
                 Ok(r) => break r,
                 Err(e) => {
@@ -378,10 +413,11 @@ impl Scheduler {
             if let Err(e) = self.reconcile(&fw, &tsdb).await {
                 tracing::warn!(error = %e, "reconcile failed");
                 if e.to_string().contains("register it again") {
-                    let (f, _) = Framework::register(
+                    let (f, _) = Framework::register_with_api(
                         client.clone(),
                         self.cfg.name.clone(),
                         self.cfg.failover,
+                        self.cfg.api_url.clone(),
                     )
                     .await?;
                     fw = f;
@@ -456,7 +492,10 @@ impl Scheduler {
 
     /// `start/group`: a server (`dns-slN` raises the count to at least N) or a load.
     fn start_group(&self, name: &str) -> Result<(), GroupError> {
-        let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        self.change(|w| self.start_group_in(w, name))
+    }
+
+    fn start_group_in(&self, w: &mut Wanted, name: &str) -> Result<(), GroupError> {
         let max = self.cfg.policy.max;
         if let Some(n) = name
             .strip_prefix("dns-sl")
@@ -477,13 +516,15 @@ impl Scheduler {
                 max,
             });
         }
-        self.save(&w);
         Ok(())
     }
 
     /// `DELETE service`: `dns-slN` lowers the count below N (not below `min`), or ends a load.
     fn stop_service(&self, name: &str) -> Result<(), GroupError> {
-        let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        self.change(|w| self.stop_service_in(w, name))
+    }
+
+    fn stop_service_in(&self, w: &mut Wanted, name: &str) -> Result<(), GroupError> {
         if let Some(n) = name
             .strip_prefix("dns-sl")
             .and_then(|n| n.parse::<u32>().ok())
@@ -500,13 +541,18 @@ impl Scheduler {
                 name: name.to_string(),
             });
         }
-        self.save(&w);
         Ok(())
     }
 }
 
-/// Why the port-3005 API cannot start or stop what it was asked to (a 404, as the original).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The scheduler's state file could not be written (the change it carried was undone).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot save the scheduler's state: {0}")]
+pub struct Unsaved(Arc<torc_durable::WriteError>);
+
+/// Why the port-3005 API cannot start or stop what it was asked to (a 404, as the original;
+/// a 500 when the change could not be saved).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GroupError {
     /// `dns-slN` with N outside 1..=`max`.
     #[error("{name}: servers go from dns-sl1 to dns-sl{max}")]
@@ -518,6 +564,8 @@ pub enum GroupError {
     WithinMinimum { name: String, min: u32 },
     #[error("no running service named {name:?}")]
     NotRunning { name: String },
+    #[error(transparent)]
+    Unsaved(#[from] Unsaved),
 }
 
 #[derive(Deserialize)]
@@ -528,11 +576,17 @@ struct ByName {
 fn reply(r: Result<(), GroupError>) -> Response {
     match r {
         Ok(()) => Json(serde_json::json!({"result": "done"})).into_response(),
-        Err(e) => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": e.to_string(), "status": 404})),
-        )
-            .into_response(),
+        Err(e) => {
+            let status = match e {
+                GroupError::Unsaved(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::NOT_FOUND,
+            };
+            (
+                status,
+                Json(serde_json::json!({"error": e.to_string(), "status": status.as_u16()})),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -630,7 +684,76 @@ pub fn router(s: Arc<Scheduler>) -> Router {
 
 #[cfg(test)]
 mod tests {
-    use super::GroupError;
+    use super::*;
+
+    fn scheduler(dir: &std::path::Path) -> Arc<Scheduler> {
+        Scheduler::new(Config {
+            name: "dns-test".parse().unwrap(),
+            // Nothing listens there; these tests never reach the controller.
+            controller: "http://127.0.0.1:9".into(),
+            token: None,
+            ca: None,
+            state_dir: dir.to_path_buf(),
+            server: ServerKind::Torc,
+            policy: Policy {
+                min: 1,
+                max: 3,
+                high: 100.0,
+                low: 10.0,
+                k: 1,
+                n: 1,
+                cooldown_ms: 0,
+            },
+            interval: Duration::from_secs(1),
+            failover: Duration::from_secs(1),
+            rack_dns: "127.0.0.1:53".parse().unwrap(),
+            tsdb: None,
+            tsdb_login: None,
+            tsdb_password_secret: None,
+            exe: "/bin/false".into(),
+            load_mean: Duration::from_secs(1),
+            load_dev: Duration::from_secs(1),
+            api_url: None,
+        })
+        .unwrap()
+    }
+
+    /// A change that cannot be saved is undone and refused: the scheduler never acts on a
+    /// decision or a group that a restart would forget.
+    #[test]
+    fn an_unsaved_change_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scheduler(dir.path());
+        s.start_group("normalload200").unwrap();
+        // A directory where the state file goes: every save fails (also for root).
+        let state = dir.path().join("state.json");
+        std::fs::remove_file(&state).unwrap();
+        std::fs::create_dir(&state).unwrap();
+        let err = s.start_group("normalload400").unwrap_err();
+        assert!(matches!(err, GroupError::Unsaved(_)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot save the scheduler's state: cannot write "),
+            "{err}"
+        );
+        let loads = s.status()["loads"].clone();
+        assert_eq!(loads, serde_json::json!(["normalload200"]));
+        let busy = Observation {
+            at: 1,
+            servers: 1,
+            total_qps: 1000.0,
+        };
+        assert!(s.observe(busy.clone()).is_err());
+        let status = s.status();
+        assert_eq!(status["desired_servers"], 1, "no unsaved scale-up");
+        assert_eq!(status["window"], serde_json::json!([]), "{status}");
+        // Once the file can be written again, the same observation scales up.
+        std::fs::remove_dir(&state).unwrap();
+        let decision = s.observe(busy).unwrap().expect("a decision");
+        assert_eq!((decision.from, decision.to), (1, 2));
+        let saved: Wanted = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        assert_eq!(saved.scaler.desired, 2);
+    }
 
     /// The port-3005 API's 404 bodies: what an operator reads.
     #[test]

@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the scheduler: servers, loads and smart scaling.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a DNS load (the original's normalload).
     Loadgen(LoadArgs),
     /// Run bind9's `named` as one DNS server (the task `run --server named` launches).
@@ -105,6 +105,19 @@ struct RunArgs {
     /// The port-3005 API.
     #[arg(long, default_value = "127.0.0.1:3005")]
     listen: SocketAddr,
+    /// The API's certificate (PEM), from the rack CA (`torc ca issue`, or a task's
+    /// `credentials: {tls: true}`): the API is served over TLS. Default: `tls.crt` in
+    /// `$TORC_SECRETS_DIR`, when there is one.
+    #[arg(long, requires = "tls_private_key", conflicts_with = "plaintext")]
+    tls_certificate: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600). Default: `tls.key` in
+    /// `$TORC_SECRETS_DIR`.
+    #[arg(long, requires = "tls_certificate")]
+    tls_private_key: Option<PathBuf>,
+    /// Serve the API over plain HTTP although the rack runs TLS: callers' tokens then cross the
+    /// network in the clear.
+    #[arg(long)]
+    plaintext: bool,
     /// The rack's DNS server.
     #[arg(long, default_value = "127.0.3.20:53")]
     rack_dns: SocketAddr,
@@ -172,6 +185,38 @@ struct LoadArgs {
     duration_secs: u64,
 }
 
+/// The API's TLS configuration: from `--tls-certificate`/`--tls-private-key`, else from the
+/// task's secrets directory; `None` (plain HTTP) only when asked (`--plaintext`) or when the
+/// rack itself is plain (an `http://` controller).
+fn api_tls(a: &RunArgs) -> anyhow::Result<Option<std::sync::Arc<torc_client::tls::ServerConfig>>> {
+    let from_secrets = || {
+        let dir = PathBuf::from(std::env::var_os("TORC_SECRETS_DIR")?);
+        let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        (crt.exists() && key.exists()).then_some((crt, key))
+    };
+    let files = match (&a.tls_certificate, &a.tls_private_key) {
+        (Some(crt), Some(key)) => Some((crt.clone(), key.clone())),
+        _ if a.plaintext => None,
+        _ => from_secrets(),
+    };
+    let Some((crt, key)) = files else {
+        anyhow::ensure!(
+            a.plaintext || a.controller.starts_with("http://"),
+            "the port-3005 API takes admin and viewer tokens: serve it over TLS with \
+             --tls-certificate FILE --tls-private-key FILE (a certificate of the rack CA: `torc ca \
+             issue`, or `credentials: {{tls: true}}` for a task), or say --plaintext"
+        );
+        tracing::warn!("the port-3005 API is served over plain HTTP");
+        return Ok(None);
+    };
+    let identity = torc_client::tls::Identity::from_files(&crt, &key)
+        .with_context(|| format!("the API's certificate {}", crt.display()))?;
+    Ok(Some(std::sync::Arc::new(torc_client::tls::server_config(
+        identity,
+        torc_client::tls::ClientAuth::None,
+    )?)))
+}
+
 fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -213,6 +258,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Command::Run(a) => {
+            let a = *a;
+            let api_tls = api_tls(&a)?;
             let token = a
                 .token_file
                 .as_deref()
@@ -251,16 +298,27 @@ fn main() -> anyhow::Result<()> {
                 exe: std::env::current_exe()?,
                 load_mean: Duration::from_millis(a.load_mean_ms),
                 load_dev: Duration::from_millis(a.load_dev_ms),
-                api_url: Some(format!("http://{}", a.listen)),
+                api_url: Some(format!(
+                    "{}://{}",
+                    if api_tls.is_some() { "https" } else { "http" },
+                    a.listen
+                )),
             };
             rt.block_on(async move {
                 let s = Scheduler::new(cfg)?;
                 let listener = tokio::net::TcpListener::bind(a.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", a.listen))?;
-                tracing::info!(listen = %a.listen, "dns scheduler API");
+                tracing::info!(listen = %a.listen, tls = api_tls.is_some(), "dns scheduler API");
                 let app = torc_dns_scheduler::router(s.clone());
-                tokio::spawn(async move { axum::serve(listener, app).await });
+                // torc's accept path: connection caps, handshake, header, body and answer
+                // deadlines, as every torc server.
+                tokio::spawn(torc_client::tls::serve(
+                    listener,
+                    app,
+                    api_tls,
+                    std::future::pending(),
+                ));
                 s.run().await
             })?;
         }

@@ -1,7 +1,8 @@
 //! The DNS example end to end on a local rack, thresholds scaled for test speed: one server up
 //! and resolvable → load 200 → load 400 → a second server starts, resolves, and takes queries →
 //! the load drops → it is stopped; no flapping; a killed server is restarted and the load
-//! recovers.
+//! recovers. Its port-3005 API serves TLS (a certificate of the rack CA) and is reached
+//! directly and through the controller.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -119,7 +120,17 @@ healthcheck:
         .unwrap();
     let state = tempfile::tempdir().unwrap();
     let api_port = free_port(std::net::Ipv4Addr::LOCALHOST);
-    let api = format!("http://127.0.0.1:{api_port}");
+    // The port-3005 API serves TLS with a certificate of the rack CA.
+    let issued = Command::new(torc())
+        .args(["ca", "issue"])
+        .arg(rack.dir.path().join("pki"))
+        .arg("--out")
+        .arg(state.path().join("api"))
+        .args(["--ip", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(issued.status.success(), "{issued:?}");
+    let api = format!("https://127.0.0.1:{api_port}");
     let log = std::fs::File::create(rack.dir.path().join("dns-scheduler.log")).unwrap();
     let _scheduler = Killed(
         Command::new(SCHEDULER)
@@ -137,6 +148,10 @@ healthcheck:
             .args(["--ca", &rack.ca_path().unwrap().display().to_string()])
             .args(["--state-dir", &state.path().display().to_string()])
             .args(["--listen", &format!("127.0.0.1:{api_port}")])
+            .arg("--tls-certificate")
+            .arg(state.path().join("api.crt"))
+            .arg("--tls-private-key")
+            .arg(state.path().join("api.key"))
             .args(["--rack-dns", &format!("{wedge}:53")])
             .args(["--tsdb", &format!("http://{wedge}:8086")])
             .args([
@@ -223,8 +238,17 @@ healthcheck:
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", hint()));
-    // Its port-3005 API wants a viewer (to read) or an admin (to act), as the controller does.
-    let plain = reqwest::Client::new();
+    // Its port-3005 API speaks TLS only, and wants a viewer (to read) or an admin (to act), as
+    // the controller does.
+    assert!(
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{api_port}/admin/ping"))
+            .send()
+            .await
+            .is_err(),
+        "plain HTTP is not served"
+    );
+    let plain = rack.http();
     let r = plain
         .get(format!("{api}/api/v1/scaling"))
         .send()
@@ -268,10 +292,21 @@ healthcheck:
         "version.bind: {version:?}"
     );
 
-    // Load 200: one server is enough.
+    // Load 200: one server is enough. Started through the controller, which forwards the call
+    // to the scheduler's registered https API (checking its certificate against the rack CA).
+    let through_controller = http
+        .post(format!(
+            "{}/api/v1/frameworks/torc-dns-scheduler/groups/normalload200/start",
+            rack.url()
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
-        get(format!("{api}/start/group?name=normalload200")).await,
-        200
+        through_controller.status().as_u16(),
+        200,
+        "{:?}",
+        through_controller.text().await
     );
     wait_for("~200 qps measured", Duration::from_secs(40), || async {
         let s = scaling().await?;

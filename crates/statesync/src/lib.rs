@@ -1,7 +1,7 @@
 //! statesync: keeps `/torc/` in the state store (etcd, or `torc kv`) equal to the rack's live
 //! state, the seed's "state soup".
 //!
-//! Keys and their JSON values (documented in `ARCHITECTURE.md`):
+//! Keys and their JSON values (this list is their documentation; README.md points here):
 //! - `/torc/machines/<node>`: `{name, ip, external_ip, management_ip, type, function, active, last_seen}`
 //! - `/torc/services/<instance>`: `{name, service, owner, node, ip, ports, state, task_id}`, for
 //!   running tasks and announced external tasks
@@ -10,9 +10,11 @@
 //!
 //! Each cycle compares what should be with what the store holds now (not with a private
 //! cache), then puts what differs and deletes what no longer exists. Unlike the original it
-//! never deletes what it has just written, survives a changed route, deletes ports that went
-//! away, and does nothing destructive to machines and services while the controller does not
-//! answer: a missing answer is not an empty rack.
+//! never deletes what it has just written, survives a changed route and deletes ports that went
+//! away. A source that does not answer is unknown, not empty: while the controller does not
+//! answer, machines and services are left as they are; while `/proc/net/route` cannot be read,
+//! routes; while `/sys/class/net` cannot be listed, ports. A store that cannot be listed ends
+//! the cycle before any change.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,10 +43,11 @@ pub struct Port {
     pub mac: String,
 }
 
-/// What the network agent (here: the controller node's own kernel) says.
+/// What the network agent (here: the controller node's own kernel) says; `None`: it could not
+/// be read (unknown, so the keys of that kind are kept).
 pub struct NetworkState {
-    pub routes: Vec<torc_procfs::Route>,
-    pub ports: Vec<Port>,
+    pub routes: Option<Vec<torc_procfs::Route>>,
+    pub ports: Option<Vec<Port>>,
 }
 
 /// Keys of the store and their values (JSON text), in key order.
@@ -115,7 +118,7 @@ pub fn desired(base: &str, ctl: Option<&ControllerState>, net: &NetworkState) ->
             );
         }
     }
-    for r in &net.routes {
+    for r in net.routes.iter().flatten() {
         let dest = format!("{}/{}", r.destination, r.prefix_len);
         out.insert(
             format!("{base}/routes/{}", key_part(&dest)),
@@ -126,7 +129,7 @@ pub fn desired(base: &str, ctl: Option<&ControllerState>, net: &NetworkState) ->
             .to_string(),
         );
     }
-    for p in &net.ports {
+    for p in net.ports.iter().flatten() {
         out.insert(
             format!("{base}/ports/{}", key_part(&p.interface)),
             json!({
@@ -139,15 +142,43 @@ pub fn desired(base: &str, ctl: Option<&ControllerState>, net: &NetworkState) ->
     out
 }
 
-/// The changes that make `actual` equal `desired`. Without the controller's word, machines and
-/// services are left alone (neither written nor deleted).
-pub fn plan(base: &str, desired: &Keys, actual: &Keys, controller_answered: bool) -> Vec<Op> {
+/// Which sources answered this cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    /// The controller (machines and services).
+    pub controller: bool,
+    /// `/proc/net/route` (routes).
+    pub routes: bool,
+    /// `/sys/class/net` (ports).
+    pub ports: bool,
+}
+
+impl Known {
+    /// What `ctl` and `net` say was read.
+    pub fn of(ctl: Option<&ControllerState>, net: &NetworkState) -> Known {
+        Known {
+            controller: ctl.is_some(),
+            routes: net.routes.is_some(),
+            ports: net.ports.is_some(),
+        }
+    }
+}
+
+/// The changes that make `actual` equal `desired`. Keys of a source that did not answer (see
+/// [`Known`]) are never deleted: its silence says nothing about them.
+pub fn plan(base: &str, desired: &Keys, actual: &Keys, known: Known) -> Vec<Op> {
     let base = base.trim_end_matches('/');
-    let guarded = |k: &str| {
-        !controller_answered
-            && (k.starts_with(&format!("{base}/machines/"))
-                || k.starts_with(&format!("{base}/services/")))
-    };
+    let unknown: Vec<String> = [
+        (known.controller, "machines"),
+        (known.controller, "services"),
+        (known.routes, "routes"),
+        (known.ports, "ports"),
+    ]
+    .into_iter()
+    .filter(|(answered, _)| !answered)
+    .map(|(_, kind)| format!("{base}/{kind}/"))
+    .collect();
+    let guarded = |k: &str| unknown.iter().any(|prefix| k.starts_with(prefix));
     let mut ops = Vec::new();
     for (k, v) in desired {
         if actual.get(k) != Some(v) {
@@ -162,13 +193,14 @@ pub fn plan(base: &str, desired: &Keys, actual: &Keys, controller_answered: bool
     ops
 }
 
-/// Reads routes and interface states from this machine.
+/// Reads routes and interface states from this machine; a file or directory that cannot be read
+/// leaves its part unknown (`None`).
 pub fn read_network(proc_root: &Path, sys_class_net: &Path) -> NetworkState {
     let routes = std::fs::read_to_string(proc_root.join("net/route"))
         .map(|t| torc_procfs::parse_net_route(&t))
-        .unwrap_or_default();
-    let mut ports = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(sys_class_net) {
+        .ok();
+    let ports = std::fs::read_dir(sys_class_net).ok().map(|entries| {
+        let mut ports = Vec::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let read = |f: &str| {
@@ -189,8 +221,9 @@ pub fn read_network(proc_root: &Path, sys_class_net: &Path) -> NetworkState {
                 interface: name,
             });
         }
-    }
-    ports.sort_by(|a, b| a.interface.cmp(&b.interface));
+        ports.sort_by(|a, b| a.interface.cmp(&b.interface));
+        ports
+    });
     NetworkState { routes, ports }
 }
 
@@ -248,7 +281,7 @@ pub async fn cycle<S: Store>(
     let have = store
         .list(&format!("{}/", base.trim_end_matches('/')))
         .await?;
-    let ops = plan(base, &want, &have, ctl.is_some());
+    let ops = plan(base, &want, &have, Known::of(ctl, net));
     for op in &ops {
         match op {
             Op::Put(k, v) => store.put(k, v).await?,
@@ -358,6 +391,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut controller_was_up = true;
+    let mut network_was_read = true;
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -371,6 +405,15 @@ pub async fn run(
         }
         controller_was_up = ctl.is_some();
         let net = read_network(Path::new("/proc"), Path::new("/sys/class/net"));
+        let known = Known::of(ctl.as_ref(), &net);
+        if (!known.routes || !known.ports) && network_was_read {
+            tracing::warn!(
+                routes = known.routes,
+                ports = known.ports,
+                "cannot read this machine's routes or interfaces; keeping those keys as they are"
+            );
+        }
+        network_was_read = known.routes && known.ports;
         match cycle(&base, ctl.as_ref(), &net, &mut store).await {
             Ok(ops) if !ops.is_empty() => {
                 tracing::info!(changes = ops.len(), "state store updated")

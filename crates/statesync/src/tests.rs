@@ -2,20 +2,26 @@ use super::*;
 
 fn net() -> NetworkState {
     NetworkState {
-        routes: torc_procfs::parse_net_route(
+        routes: Some(torc_procfs::parse_net_route(
             "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
              eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n\
              eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n",
-        ),
-        ports: vec![Port {
+        )),
+        ports: Some(vec![Port {
             interface: "eth0".into(),
             oper_state: "up".into(),
             speed_mbps: Some(10000),
             mtu: Some(1500),
             mac: "02:00:00:00:00:01".into(),
-        }],
+        }]),
     }
 }
+
+const ALL: Known = Known {
+    controller: true,
+    routes: true,
+    ports: true,
+};
 
 fn ctl() -> ControllerState {
     let node: NodeView = serde_json::from_value(serde_json::json!({
@@ -73,7 +79,7 @@ fn plan_writes_differences_and_removes_what_is_gone() {
     have.insert("/torc/ports/eth9".into(), "{}".into());
     have.insert("/torc/routes/0.0.0.0-0".into(), "{\"old\":true}".into());
     have.remove("/torc/machines/wedge");
-    let ops = plan("/torc", &want, &have, true);
+    let ops = plan("/torc", &want, &have, ALL);
     assert!(ops.contains(&Op::Delete("/torc/services/gone".into())));
     assert!(
         ops.contains(&Op::Delete("/torc/ports/eth9".into())),
@@ -90,14 +96,14 @@ fn plan_writes_differences_and_removes_what_is_gone() {
     );
     assert_eq!(ops.len(), 4, "nothing else: {ops:?}");
     // Already in sync: nothing to do (it never deletes what it just wrote).
-    assert!(plan("/torc", &want, &want, true).is_empty());
+    assert!(plan("/torc", &want, &want, ALL).is_empty());
 }
 
 #[test]
 fn no_answer_from_the_controller_deletes_nothing_of_its() {
     let want = desired("/torc", None, &net());
     let have = desired("/torc", Some(&ctl()), &net());
-    let ops = plan("/torc", &want, &have, false);
+    let ops = plan("/torc", &want, &have, Known::of(None, &net()));
     assert!(ops.is_empty(), "{ops:?}");
 }
 
@@ -113,5 +119,44 @@ fn a_bad_endpoint_is_named() {
     assert!(
         err.to_string().starts_with("bad endpoint \"not a url\": "),
         "{err}"
+    );
+}
+
+/// A `/proc/net/route` that cannot be read says nothing about routes: the route keys stay (an
+/// empty file, on the other hand, is a machine without routes); the same for ports and
+/// `/sys/class/net`.
+#[test]
+fn unreadable_routes_delete_no_route() {
+    let proc_root = tempfile::tempdir().unwrap();
+    let sys = tempfile::tempdir().unwrap();
+    let have = desired("/torc", Some(&ctl()), &net());
+    let unreadable = read_network(proc_root.path(), &sys.path().join("absent"));
+    assert!(unreadable.routes.is_none() && unreadable.ports.is_none());
+    let ops = plan(
+        "/torc",
+        &desired("/torc", Some(&ctl()), &unreadable),
+        &have,
+        Known::of(Some(&ctl()), &unreadable),
+    );
+    assert!(!ops.iter().any(|o| matches!(o, Op::Delete(_))), "{ops:?}");
+    std::fs::create_dir(proc_root.path().join("net")).unwrap();
+    std::fs::write(
+        proc_root.path().join("net/route"),
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n",
+    )
+    .unwrap();
+    let none = read_network(proc_root.path(), sys.path());
+    let ops = plan(
+        "/torc",
+        &desired("/torc", Some(&ctl()), &none),
+        &have,
+        Known::of(Some(&ctl()), &none),
+    );
+    assert_eq!(
+        ops.iter()
+            .filter(|o| matches!(o, Op::Delete(k) if k.starts_with("/torc/routes/")))
+            .count(),
+        2,
+        "{ops:?}"
     );
 }

@@ -1,9 +1,16 @@
 //! Files that hold secrets (tokens, private keys, passwords).
 //!
 //! Written whole (temporary file, fsync, rename, fsync of the directory) with mode 0600 from the
-//! first byte, in a directory created 0700; read only when no one but the owner can read them,
-//! as ssh does with private keys. A secret file readable by others is refused with the command
-//! that fixes it, not silently used.
+//! first byte, in a directory created 0700. Tokens and private keys ([`read_secret`], and
+//! `load_key` through it) are read only when no one but the owner can read them, as ssh does
+//! with private keys: a secret file readable by others is refused with the command that fixes
+//! it, not silently used.
+//!
+//! The exception is a password file ([`read_password_file`]): read whatever its mode, because
+//! operators make these by hand (`echo pw > FILE`, the default umask) and torc's own tests and
+//! documented commands do too. The rack's own password files (rack secrets such as `kv-root`)
+//! are written 0600 in a 0700 secrets directory by the agent, so in a rack none is readable by
+//! others.
 
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
@@ -100,8 +107,10 @@ pub enum PasswordFileError {
 /// since a password on a command line is visible to every user in `ps`. The file's content less
 /// one trailing line break (`\n` or `\r\n`), so `echo secret > file` works and a password may
 /// still hold spaces; an empty password or one of several lines is refused. Unlike
-/// [`read_secret`] it does not insist on mode 0600: these files are the operator's, often made
-/// with the default umask, and the servers check the password itself.
+/// [`read_secret`] it does not check the file's mode or owner: an operator's password file is
+/// often made with the default umask (0644), and refusing it would break `echo pw > FILE`.
+/// Keeping it private (`chmod 600`, or a 0700 directory) is the operator's part; the rack's own
+/// (its secrets directory) are private.
 pub fn read_password_file(path: &Path) -> Result<String, PasswordFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| PasswordFileError::Read {
         path: path.into(),

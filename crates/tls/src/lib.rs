@@ -8,14 +8,17 @@
 //!   kv's gRPC), plain or TLS: connections capped in all and per source address, each TLS
 //!   handshake in its own task with a deadline, so a client that stalls mid-handshake holds
 //!   nothing but its own socket; it yields [`Connection`]s ready for a protocol;
-//! - [`serve`]: the HTTP/1.1 server every torc HTTP server runs (controller, agent, tsdb) over
-//!   that accept path. The client's verified certificate chain reaches handlers as the
+//! - [`serve`]: the HTTP/1.1 server every torc HTTP server runs (controller, agent, tsdb, the
+//!   DNS example's API) over that accept path, with deadlines for a request's headers, pauses
+//!   in its body and in taking the answer. The client's verified certificate chain reaches
+//!   handlers as the
 //!   [`PeerCertificates`] request extension, and its address as axum's
 //!   `ConnectInfo<SocketAddr>`;
 //! - [`cert_names`]: whether a verified certificate is valid for a DNS name (how the
 //!   controller tells which node an agent's certificate speaks for);
 //! - [`files`]: secret files (tokens, keys): written whole with mode 0600 in a 0700
-//!   directory, and refused when others can read them;
+//!   directory, and refused when others can read them (password files are read as the
+//!   operator made them: see [`files::read_password_file`]);
 //! - with the `pki` feature, [`pki`]: the rack CA on disk and the certificates it issues.
 //!
 //! What it is not: a policy. Which routes need which certificate is the caller's decision;
@@ -23,7 +26,8 @@
 //!
 //! Invariants: a client certificate reaches a handler only after rustls verified its chain to
 //! the configured roots; nothing here reads a clock of its own for certificate validity
-//! (rustls and webpki do); private keys are read from files only, never from arguments.
+//! (rustls and webpki do); private keys are read from files only, never from arguments, and
+//! only from files no one else can read ([`load_key`], [`files::read_secret`]).
 
 mod accept;
 pub mod files;
@@ -132,13 +136,11 @@ pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>
     })
 }
 
-/// The first private key in a PEM file.
+/// The first private key in a PEM file, read as the secret it is ([`files::read_secret`]: a
+/// key file others can read, or another user owns, is refused).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.into(),
-        error: source,
-    })?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoKey { path: path.into() })
+    let pem = files::read_secret(path)?;
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| TlsError::NoKey { path: path.into() })
 }
 
 /// A private key from PEM text (`what` names it in errors).

@@ -199,11 +199,22 @@ async fn start_plain(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
+    serve_plain(Router::new().route("/who", get(who)), options).await
+}
+
+/// Serves `app` over plain HTTP on a free loopback port with `options`.
+async fn serve_plain(
+    app: Router,
+    options: torc_tls::ServeOptions,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind((LOCALHOST, 0))
         .await
         .expect("bind");
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/who", get(who));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         torc_tls::serve_with(listener, app, None, options, async {
@@ -303,6 +314,159 @@ async fn connections_over_the_caps_are_refused_and_slots_come_back() {
         .await
         .unwrap();
     assert_eq!(status, 200);
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
+/// A private key is a secret: a key file others can read is refused, with the fix.
+#[test]
+fn a_private_key_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::create(&dir.path().join("pki"), "test").expect("ca");
+    let issued = ca.issue(&request("server", &[])).expect("issue");
+    let (crt, key) = (dir.path().join("s.crt"), dir.path().join("s.key"));
+    std::fs::write(&crt, &issued.cert_pem).unwrap();
+    std::fs::write(&key, issued.key_pem.unwrap()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Identity::from_files(&crt, &key).unwrap_err();
+    assert!(
+        matches!(err, torc_tls::TlsError::Exposed { mode: 0o644, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Identity::from_files(&crt, &key).expect("a private key file is read");
+}
+
+/// An answer that never ends (64 KiB chunks, as fast as the connection takes them).
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        static CHUNK: [u8; 64 << 10] = [b'x'; 64 << 10];
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
+            hyper::body::Bytes::from_static(&CHUNK),
+        ))))
+    }
+}
+
+/// A plain server with one connection slot, `/echo` (answers the length of the request body)
+/// and `/endless`.
+async fn start_one_slot(
+    options: torc_tls::ServeOptions,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let app = Router::new()
+        .route(
+            "/echo",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
+        .route("/endless", get(|| async { axum::body::Body::new(Endless) }));
+    let options = torc_tls::ServeOptions {
+        max_connections: 1,
+        max_per_source: 1,
+        ..options
+    };
+    serve_plain(app, options).await
+}
+
+/// Waits (at most 10 s) until the server's one slot is free again: a new request is answered.
+async fn slot_comes_back(addr: std::net::SocketAddr) {
+    let url = format!("http://{addr}/echo");
+    let answered = async {
+        loop {
+            if let Ok(r) = reqwest::Client::new().post(&url).body("hi").send().await
+                && r.status() == 200
+            {
+                return r.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let body = tokio::time::timeout(Duration::from_secs(10), answered)
+        .await
+        .expect("the stalled client's slot was never given back");
+    assert_eq!(body, "2");
+}
+
+fn options_300ms_body() -> torc_tls::ServeOptions {
+    torc_tls::ServeOptions {
+        body_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    }
+}
+
+/// A client that sends its headers and then stops in the middle of the body frees its slot
+/// at the body deadline; one that keeps sending, however slowly, is served.
+#[tokio::test]
+async fn a_stalled_request_body_frees_its_slot() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (addr, stop, task) = start_one_slot(options_300ms_body()).await;
+    // Ten bytes of a hundred, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut stalled, Duration::from_secs(5)).await);
+    slot_comes_back(addr).await;
+    let _ = stop.send(());
+    task.await.unwrap();
+
+    // A hundred bytes over about a second, ten at a time: slower than the deadline in all,
+    // but never pausing that long (a server of its own: the last one's slot may still be
+    // closing).
+    let (addr, stop, task) = start_one_slot(options_300ms_body()).await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slow.write_all(b"0123456789").await.unwrap();
+    }
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n100"), "{answer}");
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
+/// A client that asks and never reads the answer frees its slot at the write deadline.
+#[tokio::test]
+async fn a_client_that_reads_no_answer_frees_its_slot() {
+    use tokio::io::AsyncWriteExt as _;
+    let options = torc_tls::ServeOptions {
+        write_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (addr, stop, task) = start_one_slot(options).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(addr).await.unwrap();
+    reader
+        .write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // It never reads: the socket buffers fill and the server's writes stall.
+    slot_comes_back(addr).await;
+    drop(reader);
     let _ = stop.send(());
     task.await.unwrap();
 }

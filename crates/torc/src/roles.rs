@@ -280,6 +280,9 @@ pub struct ShimArgs {
     uid: Option<u32>,
     #[arg(long, requires = "uid")]
     gid: Option<u32>,
+    /// The agent's lock of this task, an inherited descriptor (see torc_agent::runtime).
+    #[arg(long)]
+    lock_fd: Option<i32>,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -292,6 +295,7 @@ pub fn run_shim(args: ShimArgs) -> std::process::ExitCode {
         grace: Duration::from_millis(args.grace_ms),
         cgroup: args.cgroup,
         run_as: args.uid.zip(args.gid),
+        lock_fd: args.lock_fd,
         command: program,
         args: command.collect(),
     });

@@ -153,3 +153,93 @@ fn what_the_task_left_in_its_group_goes_with_it() {
         .unwrap();
     wait_until("the background process to be gone", || gone(sleeper));
 }
+
+fn read_pid(dir: &Path, name: &str) -> i32 {
+    let mut pid = None;
+    wait_until(&format!("{name} to be written"), || {
+        pid = std::fs::read_to_string(dir.join(name))
+            .ok()
+            .filter(|p| p.ends_with('\n'))
+            .and_then(|p| p.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
+/// A process that left the task's group (double fork into a session of its own) comes back
+/// under the shim, its subreaper, and goes with the task too.
+#[test]
+fn a_process_that_left_the_group_goes_with_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = shim(
+        dir.path(),
+        1000,
+        &[
+            "sh",
+            "-c",
+            // The escapee is in a session of its own before the task's main process exits.
+            "(setsid sh -c 'echo $$ > pid; exec sleep 300' &); \
+             while [ ! -s pid ]; do sleep 0.01; done; exit 0",
+        ],
+    );
+    let escapee = read_pid(dir.path(), "pid");
+    let mut status = None;
+    wait_until("the shim to end", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+    wait_until("the escaped process to be gone", || gone(escapee));
+}
+
+/// The agent's hard kill of a task (`kill_now`: SIGKILL, which the shim cannot handle) leaves
+/// no process of the task: neither one in its group nor one that left it.
+#[test]
+fn a_hard_kill_leaves_no_process_of_the_task() {
+    use torc_agent::runtime::{ProcessRuntime, Runtime as _, StartRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = ProcessRuntime::new(
+        env!("CARGO_BIN_EXE_torc").into(),
+        dir.path().join("sandboxes"),
+        &format!("shim-test-{}", std::process::id()),
+    );
+    let id = torc_types::TaskId::new("hard.000001").unwrap();
+    let mut spec = torc_types::TaskSpec::new("hard".parse().unwrap(), "sh");
+    spec.args = vec![
+        "-c".into(),
+        "sleep 300 & echo $! > child; (setsid sh -c 'echo $$ > escapee; exec sleep 300' &); \
+         wait"
+            .into(),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let (handle, _child) = runtime
+        .start(&StartRequest {
+            id: &id,
+            spec: &spec,
+            ports: &[],
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            extra_env: Default::default(),
+            files: &Default::default(),
+            run_as: None,
+        })
+        .unwrap();
+    let sandbox = runtime.sandbox_of(&id);
+    let child = read_pid(&sandbox, "child");
+    let escapee = read_pid(&sandbox, "escapee");
+    // The escapee has been reparented to the shim once the subshell ended.
+    wait_until("the escapee to be the shim's", || {
+        std::fs::read_to_string(format!("/proc/{escapee}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_string()))
+            .and_then(|r| r.split_whitespace().nth(1).map(|p| p.to_string()))
+            == Some(handle.pid.to_string())
+    });
+    runtime.kill_now(&handle);
+    wait_until("the shim to be gone", || gone(handle.pid as i32));
+    wait_until("the task's child to be gone", || gone(child));
+    wait_until("the escaped process to be gone", || gone(escapee));
+}
