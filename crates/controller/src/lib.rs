@@ -56,7 +56,10 @@ use tokio::net::TcpListener;
 pub use auth::{Role, fresh_token};
 pub use controller::{AuthMode, ChangeError, Controller, ControllerOptions, StartError};
 pub use lookup::{Lookup, LookupError, lookup};
-pub use rack::{HealthCheck, ProbeFailure, Rack, RackError};
+pub use rack::{
+    AnnounceError, CredentialError, FrameworkError, HealthCheck, NodeError, ProbeFailure, Rack,
+    RackError, ServiceError, TaskError,
+};
 pub use settings::{
     ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
 };

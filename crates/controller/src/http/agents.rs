@@ -18,7 +18,7 @@ use super::extract::{Body, Path, Query};
 use super::longpoll::MAX_WAIT;
 use crate::auth::Role;
 use crate::controller::Controller;
-use crate::rack::RackError;
+use crate::rack::NodeError;
 
 pub(super) fn routes() -> Router<Arc<Controller>> {
     Router::new()
@@ -83,9 +83,7 @@ async fn register_agent(
             // A join token brings in a node that holds no credential; it never takes over one
             // that does (that would shut its agent out and give the caller its identity).
             if joining && keys.node_has_credential(&n, now_millis()) {
-                return Err(RackError::Conflict(format!(
-                    "node {n} already holds a credential, with which its agent registers; to let another agent take the node, revoke that credential first (`torc token list`, `torc token revoke ID`)"
-                )));
+                return Err(NodeError::HoldsCredential(n).into());
             }
             let interval = rack.register(req, now_millis())?;
             let credential = mint.then(|| keys.mint_node(&n, now_millis()).token);

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::extract::{Body, Path};
 use crate::auth::Role;
 use crate::controller::Controller;
-use crate::rack::RackError;
+use crate::rack::CredentialError;
 
 pub(super) fn routes() -> Router<Arc<Controller>> {
     Router::new()
@@ -126,7 +126,7 @@ async fn revoke_token(
     let revoked = ctl
         .change_keys(move |rack, keys| {
             if !keys.revoke(&id, now_millis()) {
-                return Err(RackError::NotFound(format!("no token with id {id:?}")));
+                return Err(CredentialError::UnknownToken(id).into());
             }
             rack.record_event(
                 EventKind::Auth,
@@ -159,7 +159,7 @@ async fn get_secret(
             let value = keys
                 .secret(n.as_str())
                 .map(str::to_string)
-                .ok_or_else(|| RackError::NotFound(format!("no rack secret named {n}")))?;
+                .ok_or_else(|| CredentialError::UnknownSecret(n.clone()))?;
             rack.record_event(
                 EventKind::Auth,
                 EventLevel::Info,

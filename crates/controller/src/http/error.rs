@@ -42,14 +42,7 @@ impl IntoResponse for ApiError {
 
 impl From<RackError> for ApiError {
     fn from(e: RackError) -> Self {
-        let status = match &e {
-            RackError::NotFound(_) => StatusCode::NOT_FOUND,
-            RackError::Conflict(_) => StatusCode::CONFLICT,
-            RackError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            RackError::Forbidden(_) => StatusCode::FORBIDDEN,
-            RackError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError::new(status, e.to_string())
+        ApiError::new(e.status(), e.to_string())
     }
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use torc_api::original::OriginalTask;
 use torc_types::{BUILTIN_FRAMEWORK, FrameworkName, ServiceName, UnixMillis};
 
-use super::error::RackError;
+use super::error::AnnounceError;
 use crate::store::{Table, Write};
 
 /// An external task announced by a sub-scheduler, kept while its lease is renewed.
@@ -59,31 +59,25 @@ impl Announcements {
         rack_name: &str,
         service_origin: impl Fn(&ServiceName) -> Option<String>,
         now: UnixMillis,
-    ) -> Result<(), RackError> {
-        let name = ServiceName::new(task.name.clone())
-            .map_err(|e| RackError::Invalid(format!("name: {e}")))?;
-        FrameworkName::new(task.controller.clone())
-            .map_err(|e| RackError::Invalid(format!("controller: {e}")))?;
+    ) -> Result<(), AnnounceError> {
+        let name = ServiceName::new(task.name.clone()).map_err(AnnounceError::BadName)?;
+        FrameworkName::new(task.controller.clone()).map_err(AnnounceError::BadController)?;
         task.ip
             .parse::<std::net::IpAddr>()
-            .map_err(|_| RackError::Invalid(format!("ip: {:?} is not an IP address", task.ip)))?;
+            .map_err(|_| AnnounceError::BadIp(task.ip.clone()))?;
         if task.controller == rack_name || task.controller == BUILTIN_FRAMEWORK {
-            return Err(RackError::Conflict(format!(
-                "controller {:?} is this controller; announced tasks belong to sub-schedulers",
-                task.controller
-            )));
+            return Err(AnnounceError::OwnController(task.controller));
         }
         if let Some(origin) = service_origin(&name) {
-            return Err(RackError::Conflict(format!(
-                "{name} is a service of this rack ({origin}); a sub-scheduler cannot announce it"
-            )));
+            return Err(AnnounceError::IsService { name, origin });
         }
         let first_seen = match self.records.get(&task.name) {
             Some(a) if a.task.controller != task.controller => {
-                return Err(RackError::Conflict(format!(
-                    "{name} is announced by {}; {} cannot take it over",
-                    a.task.controller, task.controller
-                )));
+                return Err(AnnounceError::Taken {
+                    name,
+                    owner: a.task.controller.clone(),
+                    by: task.controller,
+                });
             }
             Some(a) => a.first_seen,
             None => now,

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use torc_api::{FrameworkRegistration, FrameworkView};
 use torc_types::{BUILTIN_FRAMEWORK, FrameworkName, TaskId, UnixMillis};
 
-use super::error::RackError;
+use super::error::FrameworkError;
 use super::tasks::TaskTable;
 use crate::store::{Table, Write};
 
@@ -94,20 +94,20 @@ impl FrameworkRegistry {
     }
 
     /// A registered framework, active or not.
-    pub fn get(&self, name: &FrameworkName) -> Result<&FrameworkRecord, RackError> {
-        self.records.get(name).ok_or_else(|| {
-            RackError::NotFound(format!("no framework named \"{name}\"; register it first"))
-        })
+    pub fn get(&self, name: &FrameworkName) -> Result<&FrameworkRecord, FrameworkError> {
+        self.records
+            .get(name)
+            .ok_or_else(|| FrameworkError::Unknown(name.clone()))
     }
 
     /// A registered, active framework.
-    pub fn active(&self, name: &FrameworkName) -> Result<&FrameworkRecord, RackError> {
+    pub fn active(&self, name: &FrameworkName) -> Result<&FrameworkRecord, FrameworkError> {
         let f = self.get(name)?;
         if !f.active {
-            return Err(RackError::Conflict(format!(
-                "framework {name} is not active ({}); register it again",
-                f.message.as_deref().unwrap_or("unregistered")
-            )));
+            return Err(FrameworkError::Inactive {
+                name: name.clone(),
+                why: f.message.as_deref().unwrap_or("unregistered").to_string(),
+            });
         }
         Ok(f)
     }
@@ -119,12 +119,9 @@ impl FrameworkRegistry {
         reg: &FrameworkRegistration,
         rack_name: &str,
         now: UnixMillis,
-    ) -> Result<(), RackError> {
+    ) -> Result<(), FrameworkError> {
         if reg.name.as_str() == BUILTIN_FRAMEWORK || reg.name.as_str() == rack_name {
-            return Err(RackError::Conflict(format!(
-                "framework name {:?} is the controller's own",
-                reg.name.as_str()
-            )));
+            return Err(FrameworkError::ReservedName(reg.name.clone()));
         }
         let timeout = reg.failover_timeout_ms.unwrap_or(DEFAULT_FAILOVER_MS);
         let registered_at = self.records.get(&reg.name).map_or(now, |f| f.registered_at);
@@ -163,7 +160,7 @@ impl FrameworkRegistry {
     }
 
     /// Notes that a framework is alive (it polled).
-    pub fn seen(&mut self, name: &FrameworkName, now: UnixMillis) -> Result<(), RackError> {
+    pub fn seen(&mut self, name: &FrameworkName, now: UnixMillis) -> Result<(), FrameworkError> {
         self.active(name)?;
         if let Some(f) = self.records.get_mut(name) {
             f.last_seen = now;

@@ -64,7 +64,9 @@ use nodes::NodeTable;
 use supervisor::{Kill, Supervisor};
 use tasks::TaskTable;
 
-pub use error::RackError;
+pub use error::{
+    AnnounceError, CredentialError, FrameworkError, NodeError, RackError, ServiceError, TaskError,
+};
 pub use supervisor::{HealthCheck, ProbeFailure};
 
 /// What a change left to do: records to persist and agents to wake.
@@ -328,7 +330,7 @@ impl Rack {
     fn kill_with(&mut self, id: &TaskId, why: &str, now: UnixMillis) -> Result<(), RackError> {
         let result = self.tasks.kill(id, why, now);
         self.settle(now);
-        result
+        Ok(result?)
     }
 
     /// Kills what a part asked to, ignoring tasks that already ended.
@@ -446,7 +448,7 @@ impl Rack {
         let record = self
             .nodes
             .get(node)
-            .ok_or_else(|| RackError::NotFound(format!("no node named \"{node}\"")))?;
+            .ok_or_else(|| NodeError::Unknown(node.clone()))?;
         Ok(DesiredState {
             generation: record.desired_generation,
             tasks: self.tasks.desired_on(node),
@@ -480,7 +482,7 @@ impl Rack {
         let n = self
             .nodes
             .get(name)
-            .ok_or_else(|| RackError::NotFound(format!("no node named \"{name}\"")))?;
+            .ok_or_else(|| NodeError::Unknown(name.clone()))?;
         let (allocated, ports, tasks) = self.tasks.allocation(name);
         Ok(n.view(allocated, ports, tasks))
     }
@@ -502,8 +504,7 @@ impl Rack {
         framework: FrameworkName,
         now: UnixMillis,
     ) -> Result<TaskId, RackError> {
-        spec.validate()
-            .map_err(|e| RackError::Invalid(format!("task spec: {e}")))?;
+        spec.validate().map_err(TaskError::BadSpec)?;
         // The controller's own name and the config's DNS addons are not for tasks: a task so
         // named would answer in DNS (and hold a certificate) for them.
         if spec.name.as_str() == self.settings.rack_name
@@ -513,25 +514,22 @@ impl Rack {
                 .iter()
                 .any(|(n, _)| *n == spec.name)
         {
-            return Err(RackError::Invalid(format!(
-                "name: {} is reserved (the controller's own name, or a dns-addon in {})",
-                spec.name, self.settings.config_origin
-            )));
+            return Err(TaskError::ReservedName {
+                name: spec.name,
+                origin: self.settings.config_origin.clone(),
+            }
+            .into());
         }
         if let Some(n) = &spec.constraints.node_name
             && !self.nodes.contains(n)
         {
-            return Err(RackError::Invalid(format!(
-                "constraints.node_name: no node named \"{n}\" in the rack"
-            )));
+            return Err(TaskError::UnknownConstraintNode(n.clone()).into());
         }
         if spec.network == TaskNetwork::Rack && self.nodes.iter().all(|n| n.task_block.is_none()) {
-            return Err(RackError::Invalid(format!(
-                "network: rack needs a rack network, and no node of this rack has a task_block \
-                 in {} (torc up gives nodes one only on network namespaces: as root or with \
-                 CAP_NET_ADMIN)",
-                self.settings.config_origin
-            )));
+            return Err(TaskError::NoTaskBlock {
+                origin: self.settings.config_origin.clone(),
+            }
+            .into());
         }
         let id = self.tasks.add(spec, framework, now);
         self.schedule(now);
@@ -548,7 +546,7 @@ impl Rack {
     }
 
     pub fn task(&self, id: &TaskId) -> Result<TaskView, RackError> {
-        self.tasks.view(id)
+        Ok(self.tasks.view(id)?)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -601,7 +599,7 @@ impl Rack {
         self.groups()
             .into_iter()
             .find(|g| &g.name == name)
-            .ok_or_else(|| RackError::NotFound(format!("no service group named \"{name}\"")))
+            .ok_or_else(|| ServiceError::UnknownGroup(name.clone()).into())
     }
 
     pub fn groups(&self) -> Vec<GroupView> {
@@ -631,9 +629,7 @@ impl Rack {
         }
         let live = self.tasks.live_ids(|t| t.name.as_str() == name);
         if live.is_empty() {
-            return Err(RackError::NotFound(format!(
-                "no running service or task named \"{name}\""
-            )));
+            return Err(ServiceError::NothingNamed(name.to_string()).into());
         }
         for id in &live {
             self.kill_with(id, "killed by request", now)?;
@@ -646,7 +642,7 @@ impl Rack {
     }
 
     pub fn service(&self, name: &ServiceName) -> Result<ServiceView, RackError> {
-        self.services.view(name, &self.tasks)
+        Ok(self.services.view(name, &self.tasks)?)
     }
 
     pub fn status(&self) -> StatusView {
@@ -706,7 +702,8 @@ impl Rack {
             &self.settings.rack_name,
             |name| services.get(name).map(|r| r.origin()),
             now,
-        )
+        )?;
+        Ok(())
     }
 
     pub fn announced(&self) -> Vec<OriginalTask> {
@@ -759,21 +756,22 @@ impl Rack {
     ) -> Result<TaskId, RackError> {
         self.frameworks.active(name)?;
         if let Some(rec) = self.services.get(&spec.name) {
-            return Err(RackError::Conflict(format!(
-                "{} is a service of this rack ({}); a framework cannot launch under its name",
-                spec.name,
-                rec.origin()
-            )));
+            return Err(FrameworkError::NameIsService {
+                name: spec.name,
+                origin: rec.origin(),
+            }
+            .into());
         }
         if let Some(other) = self
             .tasks
             .iter()
             .find(|t| t.name == spec.name && &t.framework != name && !t.state.is_terminal())
         {
-            return Err(RackError::Conflict(format!(
-                "the name {} is taken by a task of framework {}",
-                spec.name, other.framework
-            )));
+            return Err(FrameworkError::NameTaken {
+                name: spec.name,
+                owner: other.framework.clone(),
+            }
+            .into());
         }
         self.launch(spec, name.clone(), now)
     }
@@ -788,14 +786,12 @@ impl Rack {
         self.frameworks.get(name)?;
         let task = self.tasks.view(id)?;
         if &task.framework != name {
-            return Err(RackError::Conflict(format!(
-                "task {id} belongs to {}, not to framework {name}",
-                if task.framework.as_str() == BUILTIN_FRAMEWORK {
-                    "the controller".to_string()
-                } else {
-                    format!("framework {}", task.framework)
-                }
-            )));
+            return Err(FrameworkError::NotItsTask {
+                id: id.clone(),
+                owner: task.framework,
+                framework: name.clone(),
+            }
+            .into());
         }
         self.kill_with(id, &format!("killed by framework {name}"), now)
     }
@@ -806,7 +802,7 @@ impl Rack {
         name: &FrameworkName,
         now: UnixMillis,
     ) -> Result<(), RackError> {
-        self.frameworks.seen(name, now)
+        Ok(self.frameworks.seen(name, now)?)
     }
 
     /// A framework's tasks; with `live_only`, those not ended.

@@ -20,7 +20,7 @@ use torc_api::{NodeResources, NodeView, RegisterRequest, RuntimeInfo};
 use torc_scheduler::{NodeState, RackNetwork};
 use torc_types::{Ipv4Block, NodeName, NodeType, PortRange, Resources, UnixMillis};
 
-use super::error::RackError;
+use super::error::NodeError;
 use crate::settings::{ConfiguredNode, RackSettings};
 use crate::store::{Table, Write};
 
@@ -231,11 +231,9 @@ impl NodeTable {
         settings: &RackSettings,
         req: RegisterRequest,
         now: UnixMillis,
-    ) -> Result<NodeName, RackError> {
+    ) -> Result<NodeName, NodeError> {
         if !req.resources.is_valid() {
-            return Err(RackError::Invalid(
-                "resources must be finite and non-negative".into(),
-            ));
+            return Err(NodeError::BadResources);
         }
         let origin = &settings.config_origin;
         // No node may take another's address (its certificate would name that address).
@@ -244,18 +242,21 @@ impl NodeTable {
             .values()
             .find(|n| n.name != req.node && n.ip == req.ip)
         {
-            return Err(RackError::Conflict(format!(
-                "address {} belongs to node {}; node {} cannot register from it",
-                req.ip, other.name, req.node
-            )));
+            return Err(NodeError::AddressTaken {
+                ip: req.ip,
+                owner: other.name.clone(),
+                node: req.node,
+            });
         }
         let node = match self.records.get_mut(&req.node) {
             Some(node) => {
                 if node.configured && node.ip != req.ip {
-                    return Err(RackError::Forbidden(format!(
-                        "node {} has ip {} in {origin}, but its agent registered from {}",
-                        req.node, node.ip, req.ip
-                    )));
+                    return Err(NodeError::WrongAddress {
+                        node: req.node,
+                        configured: node.ip,
+                        from: req.ip,
+                        origin: origin.clone(),
+                    });
                 }
                 node
             }
@@ -278,10 +279,10 @@ impl NodeTable {
                 self.records.entry(req.node.clone()).or_insert(record)
             }
             None => {
-                return Err(RackError::Forbidden(format!(
-                    "node {} is not in the rack config ({origin}); add it under `nodes`, or set `open_join: true`",
-                    req.node
-                )));
+                return Err(NodeError::NotConfigured {
+                    node: req.node,
+                    origin: origin.clone(),
+                });
             }
         };
         let configured = settings.nodes.iter().find(|c| c.name == req.node);
@@ -313,15 +314,14 @@ impl NodeTable {
     }
 
     /// A registered, active node was heard from.
-    pub fn heartbeat(&mut self, node: &NodeName, now: UnixMillis) -> Result<(), RackError> {
-        let record = self.records.get_mut(node).ok_or_else(|| {
-            RackError::NotFound(format!("no node named \"{node}\"; register first"))
-        })?;
+    pub fn heartbeat(&mut self, node: &NodeName, now: UnixMillis) -> Result<(), NodeError> {
+        let record = self
+            .records
+            .get_mut(node)
+            .ok_or_else(|| NodeError::Unregistered(node.clone()))?;
         if !record.registered || !record.active {
             // The agent must re-register (with its full task list) before it is trusted again.
-            return Err(RackError::Conflict(format!(
-                "node {node} is not active; the agent must register again"
-            )));
+            return Err(NodeError::Inactive(node.clone()));
         }
         record.last_seen = now;
         Ok(())

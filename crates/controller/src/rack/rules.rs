@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use axum::http::StatusCode;
+
 use torc_api::original::OriginalTask;
 use torc_api::{FrameworkRegistration, RegisterRequest, RuntimeInfo, StatusReport, TaskReport};
 use torc_config::RackConfig;
@@ -32,6 +34,18 @@ impl From<String> for BadCase {
 impl From<&str> for BadCase {
     fn from(s: &str) -> BadCase {
         BadCase(s.to_string())
+    }
+}
+
+/// Why an event did not go through: the rack refused it, or the case is written wrong.
+enum Refused {
+    Rack(RackError),
+    Case(BadCase),
+}
+
+impl From<RackError> for Refused {
+    fn from(e: RackError) -> Refused {
+        Refused::Rack(e)
     }
 }
 
@@ -422,13 +436,16 @@ fn settings(yaml: &str) -> Result<RackSettings, BadCase> {
     Ok(RackSettings::from_config(&config, "rack.yaml"))
 }
 
+/// A refusal as the cases show it: its kind (from the status the API answers) and message.
 fn rack_error(e: RackError) -> String {
-    let kind = match &e {
-        RackError::NotFound(_) => "not found",
-        RackError::Conflict(_) => "conflict",
-        RackError::Invalid(_) => "invalid",
-        RackError::Forbidden(_) => "forbidden",
-        RackError::Unavailable(_) => "unavailable",
+    let status = e.status();
+    let kind = match status {
+        StatusCode::NOT_FOUND => "not found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => status.as_str(),
     };
     format!("error ({kind}): {e}\n")
 }
@@ -572,7 +589,11 @@ impl Runner {
             _ => {}
         }
         let before = Seen::of(self.rack()?);
-        let result = self.event(&command, &args, now, &mut out);
+        let result = match self.event(&command, &args, now, &mut out) {
+            Ok(()) => Ok(()),
+            Err(Refused::Rack(e)) => Err(e),
+            Err(Refused::Case(e)) => return Err(e),
+        };
         Ok(self.settle(before, result, out))
     }
 
@@ -601,8 +622,8 @@ impl Runner {
         args: &Args,
         now: u64,
         out: &mut String,
-    ) -> Result<(), RackError> {
-        let bad = |e: BadCase| RackError::Invalid(format!("bad case: {e}"));
+    ) -> Result<(), Refused> {
+        let bad = Refused::Case;
         let rack = self.rack.as_mut().expect("a rack");
         match command {
             "register" => {
@@ -660,7 +681,7 @@ impl Runner {
                     tasks,
                     public_key: None,
                 };
-                rack.register(req, now).map(|_| ())
+                rack.register(req, now).map(|_| ()).map_err(Refused::Rack)
             }
             "report" => {
                 let node: NodeName = name(args.word(0, "a node").map_err(bad)?).map_err(bad)?;
@@ -683,6 +704,7 @@ impl Runner {
                 }
                 let full = args.words.iter().any(|w| w == "full");
                 rack.report(&node, StatusReport { tasks, full }, now)
+                    .map_err(Refused::Rack)
             }
             "tick" => {
                 rack.tick(now);
@@ -727,13 +749,13 @@ impl Runner {
             }
             "kill" => {
                 let id = long(args.word(0, "a task").map_err(bad)?).map_err(bad)?;
-                rack.kill(&id, now)
+                rack.kill(&id, now).map_err(Refused::Rack)
             }
             "framework-kill" => {
                 let fw: FrameworkName =
                     name(args.word(0, "a framework").map_err(bad)?).map_err(bad)?;
                 let id = long(args.word(1, "a task").map_err(bad)?).map_err(bad)?;
-                rack.framework_kill(&fw, &id, now)
+                rack.framework_kill(&fw, &id, now).map_err(Refused::Rack)
             }
             "start-group" | "stop-group" => {
                 let group: ServiceName =
@@ -791,11 +813,11 @@ impl Runner {
             }
             "framework-poll" => {
                 let fw = name(args.word(0, "a framework").map_err(bad)?).map_err(bad)?;
-                rack.framework_seen(&fw, now)
+                rack.framework_seen(&fw, now).map_err(Refused::Rack)
             }
             "framework-unregister" => {
                 let fw = name(args.word(0, "a framework").map_err(bad)?).map_err(bad)?;
-                rack.unregister_framework(&fw, now)
+                rack.unregister_framework(&fw, now).map_err(Refused::Rack)
             }
             "announce" => {
                 // The body a sub-scheduler posts: the rest takes the original's defaults.
@@ -806,7 +828,7 @@ impl Runner {
                 });
                 let task: OriginalTask =
                     serde_json::from_value(body).map_err(|e| bad(BadCase(e.to_string())))?;
-                rack.announce(task, now)
+                rack.announce(task, now).map_err(Refused::Rack)
             }
             other => Err(bad(BadCase(format!("unknown command {other:?}")))),
         }

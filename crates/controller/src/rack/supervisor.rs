@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use torc_api::{Failure, GroupView, Health, ServiceStatus, ServiceView, TaskView};
 use torc_types::{NodeName, NodeType, ServiceName, TaskId, TaskSpec, TaskState, UnixMillis};
 
-use super::error::RackError;
+use super::error::{RackError, ServiceError};
 use super::nodes::NodeTable;
 use super::tasks::{TaskChange, TaskTable};
 use crate::settings::{Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind};
@@ -143,9 +143,11 @@ pub struct Start {
     pub restart: bool,
 }
 
-fn instance_name(base: &ServiceName, suffix: &str) -> Result<ServiceName, RackError> {
-    ServiceName::new(format!("{base}-{suffix}")).map_err(|e| {
-        RackError::Invalid(format!("service {base}: instance name for {suffix:?}: {e}"))
+fn instance_name(base: &ServiceName, suffix: &str) -> Result<ServiceName, ServiceError> {
+    ServiceName::new(format!("{base}-{suffix}")).map_err(|source| ServiceError::BadInstanceName {
+        base: base.clone(),
+        suffix: suffix.to_string(),
+        source,
     })
 }
 
@@ -518,13 +520,13 @@ impl Supervisor {
         &mut self,
         group: &ServiceName,
         settings: &RackSettings,
-    ) -> Result<Vec<ServiceName>, RackError> {
-        let templates = settings.groups.get(group).ok_or_else(|| {
-            RackError::NotFound(format!(
-                "no service group named \"{group}\" in {}",
-                settings.config_origin
-            ))
-        })?;
+    ) -> Result<Vec<ServiceName>, ServiceError> {
+        let Some(templates) = settings.groups.get(group) else {
+            return Err(ServiceError::GroupNotInConfig {
+                group: group.clone(),
+                origin: settings.config_origin.clone(),
+            });
+        };
         let mut names = Vec::new();
         for t in templates {
             for i in 0..t.instances {
@@ -536,10 +538,10 @@ impl Supervisor {
                 if let Some(existing) = self.records.get(&name)
                     && existing.group.as_ref() != Some(group)
                 {
-                    return Err(RackError::Conflict(format!(
-                        "service {name} already runs as part of {}",
-                        existing.origin()
-                    )));
+                    return Err(ServiceError::InstanceTaken {
+                        origin: existing.origin(),
+                        name,
+                    });
                 }
                 names.push((name, t));
             }
@@ -561,11 +563,9 @@ impl Supervisor {
         &mut self,
         group: &ServiceName,
         settings: &RackSettings,
-    ) -> Result<(Vec<ServiceName>, Vec<Kill>), RackError> {
+    ) -> Result<(Vec<ServiceName>, Vec<Kill>), ServiceError> {
         if !settings.groups.contains_key(group) {
-            return Err(RackError::NotFound(format!(
-                "no service group named \"{group}\""
-            )));
+            return Err(ServiceError::UnknownGroup(group.clone()));
         }
         let names: Vec<ServiceName> = self
             .records
@@ -678,11 +678,11 @@ impl Supervisor {
         self.records.values().map(|r| r.view(tasks)).collect()
     }
 
-    pub fn view(&self, name: &ServiceName, tasks: &TaskTable) -> Result<ServiceView, RackError> {
+    pub fn view(&self, name: &ServiceName, tasks: &TaskTable) -> Result<ServiceView, ServiceError> {
         self.records
             .get(name)
             .map(|r| r.view(tasks))
-            .ok_or_else(|| RackError::NotFound(format!("no service instance named \"{name}\"")))
+            .ok_or_else(|| ServiceError::UnknownInstance(name.clone()))
     }
 
     /// The config's groups with their running instances.

@@ -25,7 +25,7 @@ use torc_types::{
     TaskState, UnixMillis,
 };
 
-use super::error::RackError;
+use super::error::TaskError;
 use crate::store::{Table, Write};
 
 /// How many transitions a task keeps in its history.
@@ -259,15 +259,16 @@ impl TaskTable {
 
     /// Asks for a task to end, with the reason recorded on it. Pending tasks end at once;
     /// placed ones are killed by their agent, or lost when their node is unreachable.
-    pub fn kill(&mut self, id: &TaskId, why: &str, now: UnixMillis) -> Result<(), RackError> {
+    pub fn kill(&mut self, id: &TaskId, why: &str, now: UnixMillis) -> Result<(), TaskError> {
         let task = self
             .tasks
             .get(id)
-            .ok_or_else(|| RackError::NotFound(format!("no task with id \"{id}\"")))?;
+            .ok_or_else(|| TaskError::Unknown(id.clone()))?;
         match task.state {
-            s if s.is_terminal() => Err(RackError::Conflict(format!(
-                "task {id} already ended ({s})"
-            ))),
+            s if s.is_terminal() => Err(TaskError::Ended {
+                id: id.clone(),
+                state: s,
+            }),
             TaskState::Pending => {
                 let msg = format!("{why} (before it was placed)");
                 self.transition(id, TaskState::Killed, Some(msg), None, now);
@@ -476,11 +477,11 @@ impl TaskTable {
     }
 
     /// A task's view, or why there is none.
-    pub fn view(&self, id: &TaskId) -> Result<TaskView, RackError> {
+    pub fn view(&self, id: &TaskId) -> Result<TaskView, TaskError> {
         self.tasks
             .get(id)
             .cloned()
-            .ok_or_else(|| RackError::NotFound(format!("no task with id \"{id}\"")))
+            .ok_or_else(|| TaskError::Unknown(id.clone()))
     }
 
     /// The task if it has not ended.

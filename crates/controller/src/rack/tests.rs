@@ -6,7 +6,7 @@ use std::time::Duration;
 use torc_api::{RegisterRequest, RuntimeInfo, StatusReport, TaskReport};
 use torc_types::{FrameworkName, NodeName, Resources, TaskId, TaskSpec, TaskState};
 
-use super::{Rack, RackError};
+use super::{NodeError, Rack, RackError, TaskError};
 use crate::settings::{ConfiguredNode, RackSettings};
 use crate::store::{Loaded, Write};
 
@@ -89,12 +89,16 @@ fn unknown_nodes_are_refused_with_the_reason() {
     let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     let err = register(&mut rack, "stranger", "10.0.0.99", 1).unwrap_err();
     assert!(
-        matches!(&err, RackError::Forbidden(m) if m.contains("not in the rack config (rack.yaml)")),
+        matches!(&err, RackError::Node(NodeError::NotConfigured { node, origin })
+            if node.as_str() == "stranger" && origin == "rack.yaml"),
         "{err}"
     );
+    assert_eq!(err.status(), axum::http::StatusCode::FORBIDDEN);
     let err = register(&mut rack, "b1", "10.0.0.99", 1).unwrap_err();
+    let configured: std::net::IpAddr = "10.0.0.21".parse().unwrap();
     assert!(
-        err.to_string().contains("has ip 10.0.0.21 in rack.yaml"),
+        matches!(&err, RackError::Node(NodeError::WrongAddress { node, configured: c, .. })
+            if node.as_str() == "b1" && *c == configured),
         "{err}"
     );
     let mut open = Rack::for_tests(settings(true), empty(), 0, 1);
@@ -165,7 +169,13 @@ fn task_lifecycle_and_desired_generations() {
     )
     .unwrap();
     assert_eq!(rack.task(&id).unwrap().state, TaskState::Killed);
-    assert!(matches!(rack.kill(&id, 7), Err(RackError::Conflict(_))));
+    assert!(matches!(
+        rack.kill(&id, 7),
+        Err(RackError::Task(TaskError::Ended {
+            state: TaskState::Killed,
+            ..
+        }))
+    ));
 }
 
 #[test]
@@ -206,7 +216,7 @@ fn silent_nodes_go_inactive_and_lose_their_tasks() {
     // It must register again before its reports count.
     assert!(matches!(
         rack.report(&b1, report(&id, TaskState::Running, None), 11_003),
-        Err(RackError::Conflict(_))
+        Err(RackError::Node(NodeError::Inactive(n))) if n == b1
     ));
     register(&mut rack, "b1", "10.0.0.21", 11_004).unwrap();
     assert!(rack.node_view(&b1).unwrap().active);
