@@ -24,7 +24,12 @@ fn dig(server: &str, args: &[&str]) -> String {
 fn short(server: &str, args: &[&str]) -> Vec<String> {
     let mut a = args.to_vec();
     a.push("+short");
-    let mut v: Vec<String> = dig(server, &a).lines().map(|l| l.to_string()).collect();
+    // dig prints its own trouble (`; <<>> DiG ...`, `;; communications error ... connection
+    // refused`) even with +short: that is no answer.
+    let mut v: Vec<String> = (dig(server, &a).lines())
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .map(|l| l.to_string())
+        .collect();
     v.sort();
     v
 }
