@@ -2,8 +2,9 @@
 //! zones and the service domain (`service.torc`), forwarding everything else for trusted
 //! clients. It replaces the original's bind9 + Consul pair.
 //!
-//! What it is: a library with one server type. The controller pushes the rack's names as whole
-//! generation-numbered [`DnsSnapshot`]s through a [`DnsHandle`]; operators add static zones in
+//! What it is: a library with one server type. The rack's names arrive as whole
+//! (epoch, generation)-numbered [`DnsSnapshot`]s, applied through a [`DnsHandle`] (the `torc dns`
+//! role long-polls the controller's `/api/v1/dns` for them); operators add static zones in
 //! RFC 1035 zone-file syntax ([`StaticZone`]). [`DnsServer::serve`] takes bound sockets
 //! ([`Listeners`]) and a shutdown future. [`DnsHandle::stats`] reads the query counters
 //! ([`DnsStats`]: queries received over UDP and TCP, and how many were answered, NXDOMAIN,
@@ -40,11 +41,16 @@
 //!   NOTIMP, a bad zone file an error naming its line (`tests/fuzz.rs` checks this on stable);
 //! - a UDP answer is never larger than its client accepts, ANY over UDP returns one RRset, and
 //!   UDP answers beyond a client's rate are dropped or slipped (TC), never sent whole; TCP,
-//!   whose source cannot be forged, gets everything;
+//!   whose source cannot be forged, gets everything. The rate's exceptions: forwarded answers
+//!   (only for clients allowed recursion) are not limited, a rate of 0 turns limiting off, and
+//!   each UDP thread keeps its own accounts, so a client spread over the threads by its source
+//!   ports gets up to threads × rate (`rrl.rs`);
 //! - a name absent from the latest snapshot answers NXDOMAIN (the original never removed stale
 //!   names); a snapshot is visible from the next packet on, whole or not at all;
-//! - `hickory-proto` encodes answers; the serving loops, the query reader and the answer cache
-//!   are ours (see `wire.rs` and `server.rs`).
+//! - `hickory-proto` encodes every answer with records (`engine.rs`); the serving loops, the
+//!   query reader, the answer cache and the bare answers (header and question: REFUSED,
+//!   FORMERR, NOTIMP, SERVFAIL, BADVERS, truncated answers) are ours (see `wire.rs` and
+//!   `server.rs`).
 //!
 //! Code map: `wire` reads queries and patches answers; `catalog` holds the zones and resolves
 //! names (`key`: names as it keys them); `engine` decides an answer; `cache` keeps a UDP

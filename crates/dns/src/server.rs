@@ -15,9 +15,12 @@
 //!   snapshot is answered from the very next packet on, and never mixed with the old one.
 //! - `DnsHandle::apply` is serialized: of two concurrent snapshots of one epoch the newer
 //!   generation wins; a snapshot of another epoch (a restarted controller) replaces any.
-//! - Shutdown stops every thread and task `serve` started before `serve` returns.
+//! - Shutdown stops every thread and task `serve` started before `serve` returns: the UDP
+//!   threads, the TCP connections, and the forwarded UDP queries still waiting on an upstream
+//!   (aborted, unanswered). `serve` failing to start stops what it had started.
 
 use std::{
+    cell::RefCell,
     future::Future,
     io,
     net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket},
@@ -32,6 +35,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::{
     net::TcpListener,
     sync::{Semaphore, oneshot, watch},
+    task::JoinSet,
 };
 use torc_api::dns::DnsSnapshot;
 
@@ -150,52 +154,38 @@ impl DnsServer {
     }
 
     /// Serves until `shutdown` completes, then stops every thread and task it started.
-    /// Must be called inside a tokio runtime (TCP and forwarding run on it).
+    /// Must be called inside a tokio runtime (TCP and forwarding run on it). An `Err` (a socket
+    /// that cannot be set up, a thread that cannot be started) comes before serving, with
+    /// whatever it had started already stopped.
     pub async fn serve(
         self,
         listeners: Listeners,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let runtime = tokio::runtime::Handle::current();
-        let stop = Arc::new(AtomicBool::new(false));
         let mut sockets = Vec::new();
-        let mut done = Vec::new();
-        for (i, socket) in listeners.udp.into_iter().enumerate() {
+        for socket in listeners.udp {
             socket.set_nonblocking(false)?;
-            // A backstop only: shutdown wakes the threads at once (see below).
+            // A backstop only: shutdown wakes the threads at once (see `UdpThreads::stop`).
             socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-            let socket = Arc::new(socket);
-            sockets.push(socket.clone());
-            let (tx, rx) = oneshot::channel::<()>();
-            let counters = Arc::new(Counters::default());
-            self.shared
-                .udp_counters
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(counters.clone());
-            let worker = UdpWorker {
-                socket,
-                counters,
-                shared: self.shared.clone(),
-                runtime: runtime.clone(),
-                stop: stop.clone(),
-            };
-            std::thread::Builder::new()
-                .name(format!("dns-udp-{i}"))
-                .spawn(move || {
-                    let mut state = worker.new_state();
-                    #[cfg(target_os = "linux")]
-                    crate::batch::serve(&worker, &mut state);
-                    #[cfg(not(target_os = "linux"))]
-                    worker.serve_simple(&mut state);
-                    drop(tx);
-                })?;
-            done.push(rx);
+            sockets.push(Arc::new(socket));
         }
         listeners.tcp.set_nonblocking(true)?;
         let tcp = TcpListener::from_std(listeners.tcp)?;
+
+        let mut threads = UdpThreads {
+            stop: Arc::new(AtomicBool::new(false)),
+            sockets: Vec::new(),
+            done: Vec::new(),
+        };
+        for (i, socket) in sockets.into_iter().enumerate() {
+            if let Err(e) = self.start_udp_thread(i, socket, &runtime, &mut threads) {
+                threads.stop().await;
+                return Err(e);
+            }
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut connections = tokio::task::JoinSet::new();
+        let mut connections = JoinSet::new();
 
         let accept = tcp::accept_loop(&tcp, &self.shared, &stop_rx, &mut connections);
         tokio::select! {
@@ -203,18 +193,76 @@ impl DnsServer {
             () = accept => {}
         }
 
-        stop.store(true, Ordering::SeqCst);
-        for socket in &sockets {
+        let _ = stop_tx.send(true);
+        while connections.join_next().await.is_some() {}
+        threads.stop().await;
+        Ok(())
+    }
+
+    /// Starts the serving thread of one UDP socket.
+    fn start_udp_thread(
+        &self,
+        i: usize,
+        socket: Arc<UdpSocket>,
+        runtime: &tokio::runtime::Handle,
+        threads: &mut UdpThreads,
+    ) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel::<JoinSet<()>>();
+        let counters = Arc::new(Counters::default());
+        let worker = UdpWorker {
+            socket: socket.clone(),
+            counters: counters.clone(),
+            shared: self.shared.clone(),
+            runtime: runtime.clone(),
+            stop: threads.stop.clone(),
+            forwarded: RefCell::new(JoinSet::new()),
+        };
+        std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || {
+                let mut state = worker.new_state();
+                #[cfg(target_os = "linux")]
+                crate::batch::serve(&worker, &mut state);
+                #[cfg(not(target_os = "linux"))]
+                worker.serve_simple(&mut state);
+                let _ = tx.send(worker.into_forwarded());
+            })?;
+        self.shared
+            .udp_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(counters);
+        threads.sockets.push(socket);
+        threads.done.push(rx);
+        Ok(())
+    }
+}
+
+/// The UDP threads `serve` started, to stop them.
+struct UdpThreads {
+    /// Read by every thread after each wake-up.
+    stop: Arc<AtomicBool>,
+    sockets: Vec<Arc<UdpSocket>>,
+    /// One per thread: its forwarded queries still in flight, sent when it ends.
+    done: Vec<oneshot::Receiver<JoinSet<()>>>,
+}
+
+impl UdpThreads {
+    /// Stops every thread, then the forwarded queries each leaves in flight (their clients get
+    /// no answer and retry elsewhere), and waits for all of them.
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for socket in &self.sockets {
             // On Linux, shutting down a UDP socket wakes a thread blocked in recv on it (the
             // call itself reports ENOTCONN, which is expected).
             let _ = SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Read);
         }
-        let _ = stop_tx.send(true);
-        while connections.join_next().await.is_some() {}
-        for rx in done {
-            let _ = rx.await;
+        for rx in self.done {
+            // A thread that panicked dropped its set, which aborted its tasks.
+            if let Ok(mut forwarded) = rx.await {
+                forwarded.shutdown().await;
+            }
         }
-        Ok(())
     }
 }
 

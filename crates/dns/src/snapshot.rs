@@ -4,8 +4,9 @@
 //!
 //! A snapshot replaces everything the previous one said (CONVENTIONS habit 6): a node or service
 //! absent from it is gone, so its names answer NXDOMAIN from then on. Receivers ignore a
-//! snapshot whose generation is not newer than the one they serve, so retries and restarts are
-//! harmless. Reading a snapshot checks its shape (unknown fields and record types are refused);
+//! snapshot of the epoch they serve whose generation is not newer than theirs, and take one of
+//! another epoch (a restarted controller's) whatever its generation (CONVENTIONS habit 15), so
+//! retries and restarts are harmless. Reading a snapshot checks its shape (unknown fields and record types are refused);
 //! applying it (`catalog`) checks its names and records against the zone-file rules and the
 //! server's zones, and a snapshot refused for any reason changes nothing.
 

@@ -2,8 +2,13 @@
 //! answer, send; hand forwarded queries to the runtime). `batch.rs` is its Linux loop
 //! (`recvmmsg`/`sendmmsg`), `UdpWorker::serve_simple` the portable one; `server.rs` starts one
 //! per socket.
+//!
+//! Invariant: every task a thread spawns for a forwarded query is in its `forwarded` set, which
+//! `server.rs` takes back when the thread ends and shuts down (aborts and awaits) before `serve`
+//! returns.
 
 use std::{
+    cell::RefCell,
     io,
     net::{SocketAddr, UdpSocket},
     sync::{
@@ -12,6 +17,7 @@ use std::{
     },
 };
 
+use tokio::task::JoinSet;
 use tracing::debug;
 
 use crate::{
@@ -29,6 +35,9 @@ pub(crate) struct UdpWorker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) stop: Arc<AtomicBool>,
+    /// The tasks of this thread's forwarded queries, not yet reaped. Only this thread touches
+    /// it; `into_forwarded` hands it to `serve` when the thread ends.
+    pub(crate) forwarded: RefCell<JoinSet<()>>,
 }
 
 impl UdpWorker {
@@ -61,6 +70,11 @@ impl UdpWorker {
                 Err(e) => self.receive_error(&e),
             }
         }
+    }
+
+    /// The forwarded queries still in flight, for `serve` to end when the thread has ended.
+    pub(crate) fn into_forwarded(self) -> JoinSet<()> {
+        self.forwarded.into_inner()
     }
 
     pub(crate) fn socket(&self) -> &UdpSocket {
@@ -137,23 +151,29 @@ impl UdpWorker {
         let question_len = query.question_end() - wire::HEADER_LEN;
         let shared = self.shared.clone();
         let socket = self.socket.clone();
-        self.runtime.spawn(async move {
-            let _permit = permit;
-            let max = shared.engine.max_udp_payload;
-            let mut key = [0u8; KEY_LEN];
-            let Parsed::Query { query, .. } = wire::parse_query(&packet, &mut key) else {
-                return;
-            };
-            let mut out = Vec::new();
-            match shared.forwarder.query(&packet, question_len, false).await {
-                Some(answer) => out = answer,
-                None => wire::bare_answer(&mut out, &query, rcode::SERVFAIL, false, true, max),
-            }
-            if out.len() > query.udp_limit(max) {
-                wire::truncate(&mut out, &query, max);
-            }
-            let _ = socket.send_to(&out, peer);
-        });
+        let mut forwarded = self.forwarded.borrow_mut();
+        // Reap finished queries so the set holds at most those in flight.
+        while forwarded.try_join_next().is_some() {}
+        forwarded.spawn_on(
+            async move {
+                let _permit = permit;
+                let max = shared.engine.max_udp_payload;
+                let mut key = [0u8; KEY_LEN];
+                let Parsed::Query { query, .. } = wire::parse_query(&packet, &mut key) else {
+                    return;
+                };
+                let mut out = Vec::new();
+                match shared.forwarder.query(&packet, question_len, false).await {
+                    Some(answer) => out = answer,
+                    None => wire::bare_answer(&mut out, &query, rcode::SERVFAIL, false, true, max),
+                }
+                if out.len() > query.udp_limit(max) {
+                    wire::truncate(&mut out, &query, max);
+                }
+                let _ = socket.send_to(&out, peer);
+            },
+            &self.runtime,
+        );
         stats::Outcome::Forwarded
     }
 }

@@ -1,9 +1,12 @@
-//! Hand-rolled reading of DNS queries and patching of encoded answers.
+//! Hand-rolled reading of DNS queries, patching of encoded answers, and the answers without
+//! records.
 //!
 //! This is the hot path: a query is read without allocating, its name is lowercased into a
 //! caller-provided key buffer, and a pre-encoded answer is patched in place (ID, flags, the
-//! question's case) instead of being encoded again. Everything that builds full answers uses
-//! `hickory-proto` (see `answer.rs`); this module only reads and patches.
+//! question's case) instead of being encoded again. Answers with records are built by
+//! `hickory-proto` (`engine.rs`, from what `catalog.rs` resolves); this module writes only the
+//! answers that are a header, the question and maybe an OPT record (`bare_answer`,
+//! `error_answer`, `truncate`, `push_opt`).
 //!
 //! Invariants:
 //! - No function here panics, whatever the bytes: every index is checked first.

@@ -31,7 +31,8 @@ pub enum Error {
         found: String,
         expected: u32,
     },
-    /// A WAL or segment write failed earlier; the store refuses writes from then on.
+    /// A WAL, segment or `meta.json` write failed earlier; the store refuses writes from then
+    /// on.
     #[error("storage is read-only after an earlier failure: {0}")]
     Poisoned(Poison),
     #[error("database not found: {0:?}")]
@@ -130,7 +131,8 @@ pub enum Poison {
     /// The WAL's thread ended without answering.
     #[error("wal writer stopped")]
     WriterStopped,
-    /// A flush, a compaction or a deletion failed (see [`crate::storage`]).
+    /// A flush, a compaction, a deletion or a write of `meta.json` failed (see
+    /// [`crate::storage`]).
     #[error("{0}")]
     Storage(#[source] Box<Error>),
 }

@@ -4,7 +4,8 @@
 //! InfluxQL queries) and the 0.8 `/db/<db>/series` API the original ToRC data plane used.
 //! Users and authentication are influxd 1.6's (`[http] auth-enabled`, see [`auth`] and
 //! [`users`]), off unless [`Options::auth_enabled`].
-//! What it is not: a cluster, TLS, or a full InfluxQL (no continuous queries, `INTO`, nor the
+//! It serves HTTPS when given a certificate ([`serve_tls`], influxd's `https-enabled`).
+//! What it is not: a cluster, or a full InfluxQL (no continuous queries, `INTO`, nor the
 //! functions `sample`, `elapsed` and `holt_winters`: asking for one is an error). `DROP SERIES`,
 //! `DELETE` and `DROP MEASUREMENT` are supported (durable, see [`storage`]), and so are
 //! subqueries (`FROM (SELECT ...)`, see [`exec`]); `/write` accepts gzip bodies and `/query`
@@ -34,8 +35,8 @@
 //!
 //! Invariants (details in each module): an acknowledged write is durable (WAL fsync before the
 //! answer), and so is an acknowledged user change (`meta.json` replaced atomically); storage
-//! fails closed (unknown format versions and damaged files refuse to open, a failed fsync makes
-//! the store refuse writes); a deletion, once acknowledged, is never undone by a crash, a
+//! fails closed (unknown format versions and damaged files refuse to open, a failed fsync or a
+//! failed write of `meta.json` makes the store refuse writes until a restart); a deletion, once acknowledged, is never undone by a crash, a
 //! restart or a compaction; no request bytes can panic the server, and a gzip body is bounded
 //! by its inflated size; with authentication enabled, bcrypt work is bounded (see [`auth`]).
 //! No input changes state on a GET (see [`http`]), overflows the stack (expression trees and

@@ -728,8 +728,14 @@ impl Tsdb {
 
     /// Applies `change` to a copy of the metadata; when it reports a change, persists the copy
     /// (in the current format version) and makes it current. On an error or no change nothing
-    /// is written. Returns whether anything changed. A change is visible only once durable; if
-    /// persisting fails the old metadata stays current.
+    /// is written. Returns whether anything changed. A change is visible only once durable.
+    ///
+    /// If persisting fails, the old metadata stays current and the store is poisoned: what the
+    /// disk holds is no longer known to match it (a failed fsync may have lost more than this
+    /// file's write), so every later write is refused until a restart. A failure after the
+    /// rename (the directory's fsync) has put the change in the file already: the old contents
+    /// are written back, so that a restart finds the change refused as it was; should that
+    /// fail too, a restart may find either.
     pub(crate) fn update_meta(
         &self,
         change: impl FnOnce(&mut MetaFile) -> Result<bool, Error>,
@@ -740,7 +746,16 @@ impl Tsdb {
             return Ok(false);
         }
         next.version = META_VERSION;
-        self.persist_meta(&next)?;
+        if let Err(failure) = self.write_meta(&meta_bytes(&next)?) {
+            if failure.step == torc_durable::Step::FsyncDir
+                && let Err(e) = meta_bytes(&m).and_then(|old| Ok(self.write_meta(&old)?))
+            {
+                tracing::error!(error = %e, "cannot put meta.json back after a failed write");
+            }
+            let e = Error::from(failure);
+            self.poison(&e);
+            return Err(e);
+        }
         *m = next;
         Ok(true)
     }
@@ -750,9 +765,8 @@ impl Tsdb {
         self.meta.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn persist_meta(&self, m: &MetaFile) -> Result<(), Error> {
-        let bytes = serde_json::to_vec_pretty(m).map_err(|e| Error::Encode(Arc::new(e)))?;
-        write_atomic(&self.dir, "meta.json", &bytes)
+    fn write_meta(&self, bytes: &[u8]) -> Result<(), torc_durable::WriteError> {
+        torc_durable::write_atomic(&self.dir.join("meta.json"), bytes)
     }
 
     // ---------- metadata ----------
@@ -2009,6 +2023,11 @@ fn decode_points(r: &mut Reader<'_>) -> Result<Vec<Point>, crate::encoding::Deco
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
     Ok(torc_durable::write_atomic(&dir.join(name), bytes)?)
+}
+
+/// `meta.json`'s contents for `m`.
+fn meta_bytes(m: &MetaFile) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec_pretty(m).map_err(|e| Error::Encode(Arc::new(e)))
 }
 
 /// Current time in nanoseconds since the epoch.

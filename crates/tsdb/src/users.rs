@@ -12,7 +12,9 @@
 //!   `Tsdb::update_meta`: a change is written to a temporary file, fsynced, renamed over
 //!   `meta.json` and the directory fsynced before it is visible or acknowledged, so an
 //!   acknowledged `CREATE USER`/`GRANT`/`SET PASSWORD` survives `kill -9`; a change whose write
-//!   fails is not applied;
+//!   fails is not applied, and the store then refuses every later write until a restart, which
+//!   finds the users as they were (unless even putting the old file back failed, see
+//!   `Tsdb::update_meta`);
 //! * passwords are stored only as bcrypt hashes (cost 10, influxd's); a hash is computed off
 //!   the async workers and before the catalog lock is taken;
 //! * `SET PASSWORD` and `DROP USER` drop the user's cached credential, so the old password

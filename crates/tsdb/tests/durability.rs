@@ -2,7 +2,8 @@
 //! (env `TSDB_CHILD_DIR`), writes concurrently, kills the child with SIGKILL, restarts it on the
 //! same directory and checks that every acknowledged point is there. Also: a torn WAL tail is
 //! truncated; other damage and unknown format versions refuse to open. Users, too: every
-//! acknowledged `CREATE USER`, `GRANT` and `SET PASSWORD` survives `kill -9`.
+//! acknowledged `CREATE USER`, `GRANT` and `SET PASSWORD` survives `kill -9`, and one whose
+//! `meta.json` write fails is refused for good.
 
 mod common;
 
@@ -665,4 +666,44 @@ fn meta_version_1_reads_as_no_users_and_unknown_versions_refuse() {
     .unwrap();
     let e = torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap_err();
     assert!(e.to_string().contains("meta version 3"), "{e}");
+}
+
+/// A user change whose `meta.json` write fails (a real failure: a directory stands where the
+/// write's temporary file must go) is refused and never served; the store then refuses every
+/// later change, also once the write could succeed, rather than go on from metadata the disk
+/// may not hold; reads go on; a restart finds the users as they were before the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_user_change_poisons_the_store() {
+    use torc_tsdb::lineproto::{Precision, parse};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap();
+        db.create_database("d").unwrap();
+        db.create_user("alice", "pw-alice", false).await.unwrap();
+        let blocker = dir.path().join(".meta.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        std::fs::write(blocker.join("in-the-way"), b"").unwrap();
+        let e = db.create_user("bob", "pw-bob", true).await.unwrap_err();
+        assert!(e.to_string().contains("meta.json"), "{e}");
+        assert!(db.user("bob").is_none());
+        assert!(!db.admin_exists());
+
+        std::fs::remove_dir_all(&blocker).unwrap();
+        let e = db
+            .create_user("carol", "pw-carol", false)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("read-only"), "{e}");
+        let e = db.create_database("e").unwrap_err();
+        assert!(e.to_string().contains("read-only"), "{e}");
+        let points = parse(b"m v=1 1", Precision::Seconds, 0).points;
+        let e = db.write("d", None, points).await.unwrap_err();
+        assert!(e.to_string().contains("read-only"), "{e}");
+        assert!(db.user("alice").is_some());
+        assert_eq!(db.databases(), vec!["d".to_string()]);
+    }
+    let db = torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap();
+    assert_eq!(db.users(), vec![("alice".to_string(), false)]);
+    assert_eq!(db.databases(), vec!["d".to_string()]);
+    db.create_user("carol", "pw-carol", false).await.unwrap();
 }
