@@ -15,7 +15,7 @@
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
-use crate::TlsError;
+use crate::error::TlsError;
 
 /// Creates `dir` (and its parents) with mode 0700 where missing.
 pub fn private_dir(dir: &Path) -> Result<(), TlsError> {

@@ -25,7 +25,7 @@ use rcgen::{
     SignatureAlgorithm,
 };
 
-use crate::TlsError;
+use crate::error::TlsError;
 use crate::files::write_file;
 
 /// How long the CA itself is valid.

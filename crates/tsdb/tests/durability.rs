@@ -669,7 +669,7 @@ fn meta_version_1_reads_as_no_users_and_unknown_versions_refuse() {
 }
 
 /// A user change whose `meta.json` write fails (a real failure: a directory stands where the
-/// write's temporary file must go) is refused and never served; the store then refuses every
+/// file is renamed to) is refused and never served; the store then refuses every
 /// later change, also once the write could succeed, rather than go on from metadata the disk
 /// may not hold; reads go on; a restart finds the users as they were before the failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,7 +680,10 @@ async fn failed_user_change_poisons_the_store() {
         let db = torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap();
         db.create_database("d").unwrap();
         db.create_user("alice", "pw-alice", false).await.unwrap();
-        let blocker = dir.path().join(".meta.json.tmp");
+        // A directory where meta.json must be renamed to: the write fails at its rename.
+        let blocker = dir.path().join("meta.json");
+        let before = std::fs::read(&blocker).unwrap();
+        std::fs::remove_file(&blocker).unwrap();
         std::fs::create_dir(&blocker).unwrap();
         std::fs::write(blocker.join("in-the-way"), b"").unwrap();
         let e = db.create_user("bob", "pw-bob", true).await.unwrap_err();
@@ -689,6 +692,7 @@ async fn failed_user_change_poisons_the_store() {
         assert!(!db.admin_exists());
 
         std::fs::remove_dir_all(&blocker).unwrap();
+        std::fs::write(&blocker, &before).unwrap();
         let e = db
             .create_user("carol", "pw-carol", false)
             .await
