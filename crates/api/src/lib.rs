@@ -4,7 +4,10 @@
 //! Only data shapes live here (with what serde checks when reading them), no behaviour: the
 //! controller, the agent, the client library, the DNS server and the CLI all speak through
 //! these structs, so a field renamed here is renamed everywhere.
-//! Every struct rejects unknown fields so that a typo in a request is an error, not a no-op.
+//! Request bodies and queries, the messages between the controller and its agents (the
+//! agent protocol, the network agent's snapshot and report, both ways) and the DNS snapshot
+//! reject unknown fields, so that a typo is an error, not a no-op; the other answers (views,
+//! metrics, events, the original API's nodes) accept them.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};

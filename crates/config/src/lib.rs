@@ -27,8 +27,9 @@
 //! - No input makes it panic.
 //!
 //! Variables: [`RackConfig::parse_with`] substitutes `$NAME` tokens (the original's
-//! `$MASTER_IP`) before parsing; an unknown `$NAME` is an error, `$PORT`, `$PORT<n>` and `$IP`
-//! are kept for task start, `$$` is a literal `$`. See `vars.rs` for the exact rules.
+//! `$MASTER_IP`) before parsing; an unknown `$NAME` is an error, `$PORT`, `$PORT<n>`, `$IP`,
+//! `$DATA_DIR` and `$SECRETS_DIR` are kept for task start, `$$` is a literal `$`. See `vars.rs`
+//! for the exact rules.
 
 mod de;
 mod error;

@@ -15,8 +15,11 @@
 //!   moment the task ends.
 //!
 //! A token is `torc_<id>_<secret>`. The store keeps, per stored credential, only the SHA-256 of
-//! its secret: a copy of `controller.redb` holds no usable token. Secrets come from the OS's
-//! CSPRNG and are compared in constant time.
+//! its secret, so no stored credential's token can be read back from `controller.redb`. It
+//! does keep, as it is, the rack key that task and delegation tokens are derived from (the
+//! secret `.task-token-key`): a copy of the file can mint the token of every running task that
+//! has one, and a framework delegate's. Secrets come from the OS's CSPRNG and are compared in
+//! constant time.
 //!
 //! Named rack secrets (e.g. the kv root password) are random values the controller generates
 //! the first time a service names them and hands to those services' tasks as files. Unlike

@@ -3,17 +3,19 @@
 //! It keeps the rack's nodes, tasks, services and frameworks (`rack`), persists every change
 //! before acknowledging it (`store`, through `controller`'s write path), serves the `/api/v1`
 //! HTTP API and the original ToRC API (`http`), and hands each agent its desired task set as a
-//! whole, generation-numbered document that the agent long-polls for.
+//! whole, generation-numbered document that the agent long-polls for (the DNS role's names and
+//! the network agent's routes likewise, numbered `(epoch, generation)`: `published`).
 //!
 //! It is not a process runtime: agents run the tasks. It does not decide placements itself
 //! either: the pure `torc-scheduler` ledger does, on the rack state this crate feeds it.
 //!
 //! Where to start reading: `rack/mod.rs` (the rules, pure), then `controller.rs` (the lock, the
 //! commit, the wake-ups), then `http/mod.rs` (the routes). The modules:
-//! - `rack`: the rack's state and rules, no I/O (its parts: `nodes`, `tasks`, `supervisor`,
-//!   `frameworks`, `announcements`, `feed`, `names`, `compat`);
+//! - `rack`: the rack's state and rules, no I/O but log lines (its parts: `nodes`, `tasks`,
+//!   `supervisor`, `frameworks`, `announcements`, `feed`, `names`, `routes`, `compat`);
 //! - `controller`: the `Controller` (rack + credentials + store behind one lock), the write
-//!   path, the reconciler loop, the numbering of DNS snapshots, tasks' credential files;
+//!   path, the reconciler loop, publishing the DNS names and the switch's routes
+//!   (`published`), tasks' credential files;
 //! - `http`: the API, split by resource, and the access policy (`http::access`);
 //! - `auth` (credentials, rack secrets, task tokens: pure), `sessions` (the UI's sessions);
 //! - `store` (redb tables), `settings` (what the controller takes from the rack config);

@@ -3,7 +3,7 @@
 //! numbered by `(epoch, generation)`.
 //!
 //! The epoch is drawn at random when the controller starts; the generation starts at 1 and goes
-//! up exactly when the content changes. A reader that holds an older epoch (the controller
+//! up exactly when the content changes. A reader that holds another epoch (the controller
 //! restarted) or generation gets the current document at once, so a restart never leaves a
 //! reader waiting on a number the new controller will not reach for a while (Convention 15).
 //!

@@ -4,13 +4,13 @@
 //! driver keeps inputs with new signatures), or `Err(Violation)`, the check that broke
 //! with what was seen. Panics are the driver's to catch.
 //!
-//! - [`wire`]: a datagram through a UDP thread's answer path (`udp.rs`: parse, cache, engine,
+//! - [`wire`](crate::fuzzing::wire): a datagram through a UDP thread's answer path (`udp.rs`: parse, cache, engine,
 //!   patch, rate limit, truncation) and the TCP engine path, against a catalog of the test zone
 //!   and snapshot. Checks: an answer echoes the ID and has QR; a query's answer repeats its
 //!   question byte for byte; UDP answers fit the client's limit; hickory-proto decodes every
 //!   answer; a cached answer is the same bytes as a fresh one; with a rate of 1 a second, three
 //!   copies are sent, slipped (TC, no records) and dropped.
-//! - [`zone`]: zone-file text through `StaticZone::parse`. Checks: errors name the file; a
+//! - [`zone`](crate::fuzzing::zone): zone-file text through `StaticZone::parse`. Checks: errors name the file; a
 //!   parsed zone keeps its invariants (one SOA, at the apex; every name lowercase, at or below
 //!   the apex), and serves: queries for each of its names pass the `wire` checks.
 

@@ -1,6 +1,6 @@
 //! A UDP thread's answer path, without the I/O: read the query, look its key up in the thread's
 //! answer cache (or have the engine answer it and cache that), patch in the per-query details,
-//! charge the client's rate-limit account, cut to the client's size. `server.rs` feeds it
+//! charge the client's rate-limit account, cut to the client's size. `udp_worker.rs` feeds it
 //! datagrams; the fuzz target (`fuzzing.rs`) feeds it bytes.
 //!
 //! Invariants: the state is the thread's own (no lock, no allocation once warm); an answer is

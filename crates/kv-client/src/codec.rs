@@ -26,7 +26,7 @@ fn settings() -> BufferSettings {
     BufferSettings::new(BUFFER_SIZE, YIELD_THRESHOLD)
 }
 
-/// `tonic_prost::ProstCodec` with [`BUFFER_SIZE`] buffers; the generated code
+/// `tonic_prost::ProstCodec` with `BUFFER_SIZE` buffers; the generated code
 /// names it through `codec_path` (see `build.rs`).
 #[derive(Debug)]
 pub struct KvCodec<T, U>(PhantomData<(T, U)>);

@@ -1,11 +1,12 @@
-//! Pure parsers for the Linux `/proc` files torc's agent samples: `/proc/stat`,
+//! Pure parsers for the Linux `/proc` files torc reads: what the agent samples (`/proc/stat`,
 //! `/proc/meminfo`, `/proc/loadavg`, `/proc/diskstats`, `/proc/net/dev`, `/proc/mounts`,
-//! `/proc/<pid>/stat` and `/proc/<pid>/statm`.
+//! `/proc/<pid>/stat` and `/proc/<pid>/task/<tid>/children`), the routing table statesync
+//! publishes (`/proc/net/route`), and `/proc/<pid>/statm` (no caller today).
 //!
 //! No I/O: each function takes the file's text, so every parser is tested against captured
 //! samples (`tests/data/`). Malformed lines are skipped, never a panic: the kernel's formats grow
 //! columns over time, and a parser that insists on an exact shape breaks on the next kernel.
-//! (Six small formats do not justify the `procfs` crate's dependency tree; this crate has none.)
+//! (Ten small formats do not justify the `procfs` crate's dependency tree; this crate has none.)
 
 /// Aggregate CPU time from the first line of `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! Client commands: `torc nodes`, `tasks`, `run`, `kill`, `logs`. Tables for people, `--json`
-//! for scripts.
+//! Client commands: `torc nodes`, `tasks`, `run`, `kill`, `logs`, `status`, `services`,
+//! `routes`, `ports`, `group`, `token`, `secret` and `ca` (`ca` works on a directory, not a
+//! controller). Tables for people, `--json` for scripts.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
-//! `torc`: the one binary of a torc rack. Each subcommand is a role (`controller`, `agent`,
-//! `up` for a whole local rack) or a client command against a running controller.
+//! `torc`: the binary of a torc rack's roles (the DNS example's scheduler is its own binary,
+//! `torc-dns-scheduler`). Each subcommand is a role (`controller`, `agent`, `dns`, `kv`,
+//! `statesync`, `tsdb`, `datacollector`, `network-agent`; `up` for a whole local rack) or a
+//! client command against a running controller (`cli.rs`).
 
 mod cli;
 mod network_agent;

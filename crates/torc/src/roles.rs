@@ -1,4 +1,6 @@
-//! The long-running roles: `torc controller`, `torc agent`, and the internal `torc shim`.
+//! The long-running roles: `torc controller`, `agent`, `dns`, `kv`, `statesync`, `tsdb`,
+//! `datacollector`, and the internal `torc shim` (`torc network-agent` is in
+//! `network_agent.rs`, `torc up` in `up.rs`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

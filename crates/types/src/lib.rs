@@ -1,9 +1,12 @@
-//! Domain types shared by every torc crate: typed names, task specs, resources, states.
+//! Domain types shared by the crates that speak of the rack (the stores kv and tsdb and the
+//! leaves stand without them): typed names, task specs, resources, states.
 //!
-//! This crate is vocabulary only: no I/O, no async, no policy. Every name that crosses a
-//! process boundary is a newtype that validates on construction and on deserialisation, so a
-//! `NodeName` or `TaskId` held anywhere in torc is known to be well formed. A closed set of
-//! words (a `NodeType`) is an enum made by `words!`, refused with the allowed words.
+//! This crate is vocabulary only: no async, no policy, and no I/O but reading the wall clock
+//! ([`now_millis`]) and the OS's random source ([`random_bytes`], [`random_u64`]). Every name
+//! that crosses a process boundary is a newtype that validates on construction and on
+//! deserialisation, so a `NodeName` or `TaskId` held anywhere in torc is known to be well
+//! formed. A closed set of words (a `NodeType`) is an enum made by `words!`, refused with the
+//! allowed words.
 
 #[macro_use]
 mod words;

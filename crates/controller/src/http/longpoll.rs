@@ -1,5 +1,5 @@
-//! Long polls (an agent's desired set, the DNS snapshot, a framework's updates, a state-store
-//! watch) wait at most this long, whatever the caller asks.
+//! Long polls (an agent's desired set, the DNS snapshot, the switch's routes, a framework's
+//! updates, a state-store watch) wait at most this long, whatever the caller asks.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! The rack's event feed for people (the web UI's "events"): node, task, service, framework and
-//! credential events, newest last, in memory only and bounded. Not to be confused with a
+//! The rack's event feed for people (the web UI's "events"): node, task, service, framework,
+//! credential, rack-network and route events, newest last, in memory only and bounded. Not to be confused with a
 //! framework's task updates, which `frameworks` keeps per controller epoch.
 
 use std::collections::VecDeque;

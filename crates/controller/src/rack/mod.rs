@@ -1,11 +1,11 @@
 //! The rack's state as the controller keeps it, and the rules of its life.
 //!
-//! `Rack` is plain data plus transitions. It performs no I/O and reads no clock (time is an
-//! argument; task ids and the epoch are the only random inputs), so every rule can be tested
-//! directly: `rules.rs` runs the data-driven cases of `crates/controller/tests/rules/` against
-//! it. The controller wraps it with the store and the network: after each change it drains
-//! `take_changes()`, persists the records, and wakes the agents whose desired task set
-//! changed.
+//! `Rack` is plain data plus transitions. It reads no clock (time is an argument; task ids and
+//! the epoch are the only random inputs) and does no I/O but log lines (`tracing`), so every
+//! rule can be tested directly: `rules.rs` runs the data-driven cases of
+//! `crates/controller/tests/rules/` against it. The controller wraps it with the store and the
+//! network: after each change it drains `take_changes()`, persists the records, and wakes the
+//! agents whose desired task set changed.
 //!
 //! `Rack` is a composition of parts, each in its own module, owning its data and changing it
 //! only through its own methods (other parts read its records through `&`):
@@ -16,14 +16,17 @@
 //! - `frameworks`: the framework registry and its tasks' updates;
 //! - `announcements`: external tasks announced by sub-schedulers;
 //! - `feed`: the event feed for people;
-//! - `names` and `compat`: views over the parts (the DNS names; the original API's shapes).
+//! - `names`, `routes` and `compat`: views over the parts (the DNS names; the `/32` routes the
+//!   switch should hold; the original API's shapes);
+//! - `error`: why a change was refused.
 //!
 //! This module is where the parts meet: it checks what needs more than one part, carries out
 //! what the supervisor and the registry ask (start this, kill that), and hands each task state
 //! change to the parts that follow tasks (`settle`), in the order the changes happened.
 //!
 //! Invariants:
-//! - A task id is never reused, and a task in a terminal state never changes again.
+//! - A new task id is never one of a task in the table (ids of forgotten tasks are not checked:
+//!   48 random bits per name, see `tasks`), and a task in a terminal state never changes again.
 //! - A node's desired set is exactly its tasks in `staging` or `running`; any change to that set
 //!   gives the node a new, higher generation.
 //! - Resources allocated on a node are derived from its tasks, never stored separately.

@@ -2,9 +2,9 @@
 //! every running and healthy service instance, framework task and announced task, the
 //! `dns-addons`, and the controller itself.
 //!
-//! This builds the content only (generation 0). The controller numbers snapshots: the
-//! generation goes up exactly when the content changes, so a stopped instance disappears with
-//! the next snapshot the DNS role long-polls for.
+//! This builds the content only (generation 0). The controller numbers snapshots
+//! `(epoch, generation)` (see `published`): the generation goes up exactly when the content
+//! changes, so a stopped instance disappears with the next snapshot the DNS role long-polls for.
 //!
 //! Invariants: a service instance with a health check is named only while it passes it; only
 //! running tasks with an address are named.

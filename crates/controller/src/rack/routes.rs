@@ -3,7 +3,7 @@
 //! node's address. The network agent on the switch programs them.
 //!
 //! This builds the content only. The controller numbers snapshots with its epoch and a
-//! generation that goes up exactly when the content changes (see `controller`).
+//! generation that goes up exactly when the content changes (see `published`).
 //!
 //! Invariants: a task on an inactive (lost) node has no route, so the switch withdraws the
 //! routes of a node that goes silent; only IPv4 addresses inside the node's task block are
