@@ -7,6 +7,20 @@ use torc_test_utils::{LocalRack, RackOptions, wait_for, which};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
+/// The rack's `dns` system service (`torc dns`), as the sample rack runs it.
+const DNS_SERVICE: &str = r#"
+healthcheck:
+  system_services:
+    - name: dns
+      command: torc
+      args: [dns, --listen, "$IP:53"]
+      privileged: true
+      credentials: {api_access: viewer}
+      memory: 32
+      cpu: 0.2
+      node_function: controller
+"#;
+
 fn dig(server: &str, args: &[&str]) -> String {
     assert!(
         which("dig").is_some(),
@@ -40,22 +54,10 @@ async fn the_rack_answers_for_its_nodes_and_services() {
         TORC,
         RackOptions {
             compute_nodes: 2,
-            extra_yaml: r#"
-service_ttl_in_seconds: 7
-dns-addons:
-  - name: etcd
-    ip: 10.250.3.20
-healthcheck:
-  system_services:
-    - name: dns
-      command: torc
-      args: [dns, --listen, "$IP:53"]
-      privileged: true
-      credentials: {api_access: viewer}
-      memory: 32
-      cpu: 0.2
-      node_function: controller
-      health:
+            extra_yaml: format!(
+                "{}{DNS_SERVICE}{}",
+                "service_ttl_in_seconds: 7\ndns-addons:\n  - name: etcd\n    ip: 10.250.3.20\n",
+                r#"      health:
         tcp: "$IP:53"
         interval_in_seconds: 1
 api:
@@ -71,7 +73,7 @@ api:
           number_of_instances: 2
           dns_ttl_in_seconds: 30
 "#
-            .into(),
+            ),
             ..Default::default()
         },
     )
@@ -200,19 +202,7 @@ async fn names_follow_a_restarted_controller() {
         TORC,
         RackOptions {
             compute_nodes: 1,
-            extra_yaml: r#"
-healthcheck:
-  system_services:
-    - name: dns
-      command: torc
-      args: [dns, --listen, "$IP:53"]
-      privileged: true
-      credentials: {api_access: viewer}
-      memory: 32
-      cpu: 0.2
-      node_function: controller
-"#
-            .into(),
+            extra_yaml: DNS_SERVICE.into(),
             ..Default::default()
         },
     )
