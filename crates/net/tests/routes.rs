@@ -12,122 +12,14 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use torc_cases::Case;
+
 use torc_net::routes::{MAIN_TABLE, Op, Owner, RouteKind, RouteProtocol, RouteView, plan};
-
-/// One case: a command line, its input lines, and the output expected.
-struct Case {
-    line: usize,
-    command: String,
-    input: Vec<String>,
-    expected: String,
-}
-
-/// A case file: cases, and the text between them (comments, blank lines), kept for blessing.
-enum Chunk {
-    Text(String),
-    Case(Case),
-}
-
-fn parse_file(text: &str) -> Result<Vec<Chunk>, String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut chunks = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if line.trim().is_empty() || line.starts_with('#') {
-            chunks.push(Chunk::Text(line.to_string()));
-            i += 1;
-            continue;
-        }
-        let start = i + 1;
-        let command = line.to_string();
-        i += 1;
-        let mut input = Vec::new();
-        while i < lines.len() && lines[i] != "----" {
-            input.push(lines[i].to_string());
-            i += 1;
-        }
-        if i == lines.len() {
-            return Err(format!("line {start}: `{command}` has no `----` line"));
-        }
-        i += 1;
-        let mut expected = String::new();
-        while i < lines.len() && !lines[i].trim().is_empty() {
-            expected.push_str(lines[i]);
-            expected.push('\n');
-            i += 1;
-        }
-        chunks.push(Chunk::Case(Case {
-            line: start,
-            command,
-            input,
-            expected,
-        }));
-    }
-    Ok(chunks)
-}
 
 #[test]
 fn route_plans() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/routes");
-    let bless = std::env::var_os("TORC_BLESS").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/routes")
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "case"))
-        .collect();
-    files.sort();
-    let mut failures = Vec::new();
-    let mut cases = 0;
-    for path in &files {
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read_to_string(path).expect("a case file");
-        let chunks = parse_file(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut blessed = String::new();
-        for chunk in chunks {
-            match chunk {
-                Chunk::Text(line) => {
-                    blessed.push_str(&line);
-                    blessed.push('\n');
-                }
-                Chunk::Case(case) => {
-                    cases += 1;
-                    let actual = match run(&case) {
-                        Ok(actual) => actual,
-                        Err(e) => {
-                            failures.push(format!("{name}:{}: {e}", case.line));
-                            case.expected.clone()
-                        }
-                    };
-                    if actual != case.expected {
-                        failures.push(format!(
-                            "{name}:{}: `{}`\n--- expected\n{}--- actual\n{}",
-                            case.line, case.command, case.expected, actual
-                        ));
-                    }
-                    blessed.push_str(&case.command);
-                    blessed.push('\n');
-                    for line in &case.input {
-                        blessed.push_str(line);
-                        blessed.push('\n');
-                    }
-                    blessed.push_str("----\n");
-                    blessed.push_str(&actual);
-                }
-            }
-        }
-        if bless && blessed != text {
-            std::fs::write(path, blessed).expect("rewrite a case file");
-        }
-    }
-    assert!(cases > 0, "no case in {}", dir.display());
-    if !failures.is_empty() && !bless {
-        panic!(
-            "{} of {cases} route cases failed (TORC_BLESS=1 accepts the actual outputs):\n\n{}",
-            failures.len(),
-            failures.join("\n\n")
-        );
-    }
+    torc_cases::run_dir(&dir, "case", || (), |_, case| run(case));
 }
 
 /// The inputs of one `plan` case.
@@ -173,7 +65,7 @@ fn parse_inputs(case: &Case) -> Result<Inputs, String> {
         observed: Vec::new(),
         local: BTreeSet::new(),
     };
-    for (n, line) in case.input.iter().enumerate() {
+    for (n, line) in case.input.lines().enumerate() {
         let at = case.line + 1 + n;
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {

@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::http::StatusCode;
 
 use torc_api::original::OriginalTask;
 use torc_api::{FrameworkRegistration, RegisterRequest, RuntimeInfo, StatusReport, TaskReport};
+use torc_cases::Case;
 use torc_config::RackConfig;
 use torc_types::{FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState};
 
@@ -47,62 +48,6 @@ impl From<RackError> for Refused {
     fn from(e: RackError) -> Refused {
         Refused::Rack(e)
     }
-}
-
-/// One case: a command line, its input lines, and the output expected.
-struct Case {
-    line: usize,
-    command: String,
-    input: String,
-    expected: String,
-}
-
-/// A case file: cases, and the text between them (comments, blank lines), kept for blessing.
-enum Chunk {
-    Text(String),
-    Case(Case),
-}
-
-fn parse_file(text: &str) -> Result<Vec<Chunk>, BadCase> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut chunks = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if line.trim().is_empty() || line.starts_with('#') {
-            chunks.push(Chunk::Text(line.to_string()));
-            i += 1;
-            continue;
-        }
-        let start = i + 1;
-        let command = line.to_string();
-        i += 1;
-        let mut input = String::new();
-        while i < lines.len() && lines[i] != "----" {
-            input.push_str(lines[i]);
-            input.push('\n');
-            i += 1;
-        }
-        if i == lines.len() {
-            return Err(BadCase(format!(
-                "line {start}: `{command}` has no `----` line"
-            )));
-        }
-        i += 1;
-        let mut expected = String::new();
-        while i < lines.len() && !lines[i].trim().is_empty() {
-            expected.push_str(lines[i]);
-            expected.push('\n');
-            i += 1;
-        }
-        chunks.push(Chunk::Case(Case {
-            line: start,
-            command,
-            input,
-            expected,
-        }));
-    }
-    Ok(chunks)
 }
 
 /// A command's arguments: positional words, and `key=value` pairs.
@@ -873,69 +818,12 @@ fn dns(rack: &Rack) -> String {
     out
 }
 
-fn cases_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules")
-}
-
-/// Runs every case file; with `TORC_BLESS=1`, rewrites the expected outputs instead of
-/// failing.
+/// Runs every case file (one rack per file); with `TORC_BLESS=1`, rewrites the expected
+/// outputs instead of failing.
 #[test]
 fn the_racks_rules() {
-    let bless = std::env::var_os("TORC_BLESS").is_some_and(|v| v == "1");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(cases_dir())
-        .expect("the rules directory")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rules"))
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "no case files in {}",
-        cases_dir().display()
-    );
-    let mut failures = Vec::new();
-    let mut count = 0;
-    for path in &files {
-        let text = std::fs::read_to_string(path).expect("a case file");
-        let shown = path.file_name().unwrap_or_default().to_string_lossy();
-        let chunks = parse_file(&text).unwrap_or_else(|e| panic!("{shown}: {e}"));
-        let mut runner = Runner::default();
-        let mut blessed = String::new();
-        for chunk in &chunks {
-            match chunk {
-                Chunk::Text(t) => {
-                    blessed.push_str(t);
-                    blessed.push('\n');
-                }
-                Chunk::Case(case) => {
-                    count += 1;
-                    let actual = runner.run(case);
-                    if actual != case.expected {
-                        failures.push(format!(
-                            "{shown}:{}: {}\n--- expected\n{}--- actual\n{}",
-                            case.line, case.command, case.expected, actual
-                        ));
-                    }
-                    blessed.push_str(&case.command);
-                    blessed.push('\n');
-                    blessed.push_str(&case.input);
-                    blessed.push_str("----\n");
-                    blessed.push_str(&actual);
-                }
-            }
-        }
-        if bless && blessed != text {
-            std::fs::write(path, blessed).expect("rewrite a case file");
-        }
-    }
-    assert!(count > 0, "no cases ran");
-    if !bless {
-        assert!(
-            failures.is_empty(),
-            "{} of {count} cases differ (TORC_BLESS=1 rewrites them):\n\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
-    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules");
+    torc_cases::run_dir(&dir, "rules", Runner::default, |runner, case| {
+        Ok(runner.run(case))
+    });
 }
