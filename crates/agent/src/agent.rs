@@ -41,7 +41,7 @@ pub struct AgentConfig {
     /// serves its API over TLS with it.
     pub ca: Option<PathBuf>,
     pub data_dir: PathBuf,
-    pub node_type: Option<String>,
+    pub node_type: Option<torc_types::NodeType>,
     pub node_function: Option<String>,
     pub resources: Resources,
     pub port_range: PortRange,
@@ -539,6 +539,17 @@ impl Agent {
                 table.tasks.insert(d.id.clone(), task);
                 continue;
             }
+            // The controller places rack tasks only on agents that said they can give them a
+            // namespace (`RuntimeInfo::rack_network`); this one says it cannot.
+            if d.spec.network == torc_types::TaskNetwork::Rack {
+                task.state = TaskState::Failed;
+                task.message = Some(
+                    "network: rack: this agent cannot give a task a network namespace of its own"
+                        .into(),
+                );
+                table.tasks.insert(d.id.clone(), task);
+                continue;
+            }
             let run_as = match (&self.cfg.task_ids, d.spec.privileged) {
                 (Some(range), false) => match table.task_id(&d.spec.name, range) {
                     Some(id) => Some(crate::runtime::TaskUser { uid: id, gid: id }),
@@ -680,7 +691,7 @@ impl Agent {
             node: self.cfg.node.clone(),
             ip: self.cfg.ip,
             agent_url: agent_url.to_string(),
-            node_type: self.cfg.node_type.clone(),
+            node_type: self.cfg.node_type,
             node_function: self.cfg.node_function.clone(),
             resources: self.cfg.resources,
             port_range: self.cfg.port_range,
@@ -1125,6 +1136,7 @@ mod tests {
                 spec: TaskSpec::new("late".parse().unwrap(), "sleep"),
                 ports: Vec::new(),
                 launch: true,
+                rack_address: None,
             }],
         }
     }

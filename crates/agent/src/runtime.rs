@@ -378,17 +378,16 @@ fn signal(pid: u32, sig: Signal) {
 
 impl Runtime for ProcessRuntime {
     fn info(&self) -> RuntimeInfo {
-        match &self.cgroups {
-            CgroupSupport::Enabled(_) => RuntimeInfo {
-                kind: "process".into(),
-                limits_enforced: true,
-                limits_note: None,
-            },
-            CgroupSupport::Disabled(why) => RuntimeInfo {
-                kind: "process".into(),
-                limits_enforced: false,
-                limits_note: Some(why.to_string()),
-            },
+        let (limits_enforced, limits_note) = match &self.cgroups {
+            CgroupSupport::Enabled(_) => (true, None),
+            CgroupSupport::Disabled(why) => (false, Some(why.to_string())),
+        };
+        RuntimeInfo {
+            kind: "process".into(),
+            limits_enforced,
+            limits_note,
+            rack_network: false,
+            rack_network_note: Some("this agent does not create task network namespaces".into()),
         }
     }
 

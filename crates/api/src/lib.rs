@@ -1,16 +1,18 @@
-//! Wire types of torc's HTTP APIs: the controller's `/api/v1` and the agent protocol.
+//! Wire types of torc's HTTP APIs: the controller's `/api/v1`, the agent protocol, and the
+//! rack's names as the controller serves them to the DNS server ([`dns`]).
 //!
-//! Only data shapes live here, no behaviour: the controller, the agent, the client library and
-//! the CLI all speak through these structs, so a field renamed here is renamed everywhere.
+//! Only data shapes live here (with what serde checks when reading them), no behaviour: the
+//! controller, the agent, the client library, the DNS server and the CLI all speak through
+//! these structs, so a field renamed here is renamed everywhere.
 //! Every struct rejects unknown fields so that a typo in a request is an error, not a no-op.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    FrameworkName, NodeName, PortRange, Resources, ServiceName, TaskId, TaskSpec, TaskState,
-    UnixMillis,
+    FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, ServiceName, TaskId,
+    TaskSpec, TaskState, UnixMillis,
 };
 
 /// The body of every error answer: `{"error": "...", "status": 404}`.
@@ -136,8 +138,7 @@ pub struct NodeView {
     pub external_ip: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_ip: Option<IpAddr>,
-    /// `master` or `slave`.
-    pub node_type: String,
+    pub node_type: NodeType,
     /// `controller`, `compute`, ...
     pub node_function: String,
     pub active: bool,
@@ -150,6 +151,12 @@ pub struct NodeView {
     pub agent_url: Option<String>,
     pub resources: NodeResources,
     pub port_range: PortRange,
+    /// The addresses its `network: rack` tasks get (from the rack config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_block: Option<Ipv4Block>,
+    /// Where people reach the node from outside the rack network, when that is not `ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<IpAddr>,
     pub attributes: BTreeMap<String, String>,
     /// What the agent's runtime can enforce (e.g. why cgroup limits are not applied).
     pub runtime: RuntimeInfo,
@@ -176,6 +183,12 @@ pub struct RuntimeInfo {
     /// When limits are not enforced, why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits_note: Option<String>,
+    /// Whether the agent gives `network: rack` tasks a network namespace of their own.
+    #[serde(default)]
+    pub rack_network: bool,
+    /// When it does not, why, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack_network_note: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,14 +459,21 @@ pub struct ServiceStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerRequest {
-    /// `on` or `off`.
-    pub action: String,
+    pub action: PowerAction,
+}
+
+torc_types::words! {
+    /// What a power command does to a node.
+    pub enum PowerAction as "power action" {
+        On = "on",
+        Off = "off",
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PowerResult {
     pub node: NodeName,
-    pub action: String,
+    pub action: PowerAction,
     pub command: Vec<String>,
     pub exit_code: i32,
     pub output: String,
@@ -471,7 +491,7 @@ pub struct RegisterRequest {
     pub ip: IpAddr,
     pub agent_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_type: Option<String>,
+    pub node_type: Option<NodeType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_function: Option<String>,
     pub resources: Resources,
@@ -546,10 +566,23 @@ pub struct DesiredTask {
     /// True while the controller waits for the start (staging): the agent may launch it. A
     /// task the controller believes running is never launched again, only adopted.
     pub launch: bool,
+    /// For a `network: rack` task: its own address, from its node's task block. The agent
+    /// gives the task a network namespace with this address and a link to the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack_address: Option<RackAddress>,
     /// The task's credential files (name → content), for its secrets directory: what its
     /// spec's `credentials` asked for. Only this node's credential can read them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+}
+
+/// A rack task's address and the block it is from (the block's gateway is the node's end of
+/// the task's link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RackAddress {
+    pub ip: Ipv4Addr,
+    pub block: Ipv4Block,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -562,6 +595,7 @@ pub struct DesiredQuery {
     pub wait_ms: Option<u64>,
 }
 
+pub mod dns;
 pub mod original;
 
 // ---------------------------------------------------------------------------------------------
@@ -653,18 +687,206 @@ pub struct TaskMetrics {
     pub processes: usize,
 }
 
+/// `POST /api/v1/frameworks/{name}/log`: a framework's line in the rack's event feed (e.g. a
+/// scaling decision).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameworkLog {
+    pub level: EventLevel,
+    pub message: String,
+}
+
+torc_types::words! {
+    /// What a [`RackEvent`] is about.
+    pub enum EventKind as "event kind" {
+        Task = "task",
+        Service = "service",
+        Node = "node",
+        Framework = "framework",
+        /// Credentials and secrets: a token created or revoked, a secret read or set.
+        Auth = "auth",
+        /// The rack network as a whole: shut down or started.
+        Network = "network",
+        /// A route the switch gained or lost.
+        Route = "route",
+    }
+}
+
+torc_types::words! {
+    /// How much a [`RackEvent`] matters (the UI's badge).
+    pub enum EventLevel as "event level" {
+        Error = "error",
+        Warning = "warning",
+        Info = "info",
+    }
+}
+
 /// Something that happened in the rack, for people: a task failure, a restart, a node lost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RackEvent {
     pub seq: u64,
     pub at: UnixMillis,
-    /// `task`, `service`, `node` or `framework`.
-    pub kind: String,
-    /// `error`, `warning` or `info`.
-    pub level: String,
+    pub kind: EventKind,
+    pub level: EventLevel,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeName>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rack network
+
+/// The `/32` routes the switch should hold: one per rack-network task on an active node, through
+/// that node. The network agent long-polls for it (`GET /api/v1/network/routes`).
+///
+/// `(epoch, generation)` numbers it: the epoch is new at every controller start, the generation
+/// grows with every change within an epoch. A snapshot replaces the one before whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSnapshot {
+    pub epoch: u64,
+    pub generation: u64,
+    /// Where the routes go: the network namespace whose kernel table is the switch's (a name
+    /// under `/run/netns` or a path; `""`: where the network agent runs). `None`: this rack
+    /// has no netlink network agent (`network-agent.type` in its config), so nothing is
+    /// programmed and the agent idles.
+    #[serde(default)]
+    pub switch: Option<String>,
+    pub routes: Vec<RackRoute>,
+}
+
+/// One task's route: `destination/32 via next_hop` (its node's address).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RackRoute {
+    pub destination: Ipv4Addr,
+    pub next_hop: Ipv4Addr,
+    pub node: NodeName,
+    pub task: TaskId,
+    pub service: ServiceName,
+}
+
+/// Where a long poll for a numbered document stands: answered at once when the controller's
+/// `(epoch, generation)` differs, else when it changes or `wait_ms` passes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub after: u64,
+    /// Longest wait in milliseconds (capped by the controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// What the network agent found on the switch after applying a route snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkReport {
+    /// The snapshot it applied.
+    pub epoch: u64,
+    pub generation_applied: u64,
+    /// Every IPv4 route of the switch's main table.
+    pub routes: Vec<SwitchRoute>,
+    /// The switch's ports.
+    pub ports: Vec<SwitchPort>,
+}
+
+/// A route of the switch's table, as the kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRoute {
+    pub destination: Ipv4Addr,
+    pub prefix_len: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// The port (interface) it leaves by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// `kernel`, `boot`, `static`, `torc` (the network agent's) or the protocol's number.
+    pub protocol: String,
+}
+
+/// A port of the switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchPort {
+    pub name: String,
+    /// `up`, `down`, `lowerlayerdown`, ... as the kernel says.
+    pub oper_state: String,
+    pub mtu: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+}
+
+/// `GET /api/v1/network`: the routes the switch should hold, and what it last reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkView {
+    pub desired: RouteSnapshot,
+    /// `None` until a network agent reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<NetworkReport>,
+    /// When it reported (0 = never).
+    pub reported_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closed sets keep the JSON strings the UI and clients read, and a word outside one
+    /// is refused with the words allowed.
+    #[test]
+    fn words_are_checked_and_named() {
+        let event: RackEvent = serde_json::from_str(
+            r#"{"seq": 1, "at": 5, "kind": "auth", "level": "warning", "message": "m"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (event.kind, event.level),
+            (EventKind::Auth, EventLevel::Warning)
+        );
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (json["kind"].as_str(), json["level"].as_str()),
+            (Some("auth"), Some("warning"))
+        );
+
+        let e = serde_json::from_str::<FrameworkLog>(r#"{"level": "loud", "message": "m"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown event level \"loud\", expected `error`, `warning` or `info`"),
+            "{e}"
+        );
+
+        let power: PowerRequest = serde_json::from_str(r#"{"action": "off"}"#).unwrap();
+        assert_eq!(power.action, PowerAction::Off);
+        let e = serde_json::from_str::<PowerRequest>(r#"{"action": "reboot"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown power action \"reboot\", expected `on` or `off`"),
+            "{e}"
+        );
+
+        let e = serde_json::from_str::<TaskSpec>(
+            r#"{"name": "web", "command": "w", "constraints": {"node_type": "switch"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown node type \"switch\", expected `master` or `slave`"),
+            "{e}"
+        );
+    }
 }

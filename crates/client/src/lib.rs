@@ -14,10 +14,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
 use torc_api::{
-    DesiredQuery, DesiredState, ErrorBody, EventsQuery, FrameworkEvents, FrameworkRegistered,
-    FrameworkRegistration, FrameworkView, GroupView, LogChunk, LogQuery, NodeView, PowerRequest,
-    PowerResult, RegisterRequest, RegisterResponse, ServiceView, StatusReport, StatusView,
-    TaskFilter, TaskView,
+    DesiredQuery, DesiredState, ErrorBody, EventLevel, EventsQuery, FrameworkEvents, FrameworkLog,
+    FrameworkRegistered, FrameworkRegistration, FrameworkView, GroupView, LogChunk, LogQuery,
+    NodeView, PowerAction, PowerRequest, PowerResult, RegisterRequest, RegisterResponse,
+    ServiceView, StatusReport, StatusView, TaskFilter, TaskView,
 };
 use torc_types::{FrameworkName, NodeName, ServiceName, TaskId, TaskSpec};
 
@@ -404,14 +404,15 @@ impl Client {
     pub async fn framework_event(
         &self,
         name: &FrameworkName,
-        level: &str,
+        level: EventLevel,
         message: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        self.post(
-            &format!("/api/v1/frameworks/{name}/log"),
-            &serde_json::json!({ "level": level, "message": message }),
-        )
-        .await
+        let line = FrameworkLog {
+            level,
+            message: message.to_string(),
+        };
+        self.post(&format!("/api/v1/frameworks/{name}/log"), &line)
+            .await
     }
 
     /// Starts (`start`) or stops (`stop`) one of a framework's groups through the controller.
@@ -426,6 +427,42 @@ impl Client {
             &serde_json::json!({}),
         )
         .await
+    }
+
+    // --- the rack network ---
+
+    /// The routes the switch should hold and what its network agent last reported.
+    pub async fn network(&self) -> Result<torc_api::NetworkView, ClientError> {
+        self.get("/api/v1/network").await
+    }
+
+    /// Long-polls the routes the switch should hold (the network agent's): answers when the
+    /// controller's `(epoch, generation)` differs from the one given, or when `wait` is over.
+    pub async fn switch_routes(
+        &self,
+        epoch: u64,
+        after: u64,
+        wait: Duration,
+    ) -> Result<torc_api::RouteSnapshot, ClientError> {
+        let query = torc_api::SnapshotQuery {
+            epoch,
+            after,
+            wait_ms: Some(wait.as_millis() as u64),
+        };
+        let (url, req) = self.request(Method::GET, "/api/v1/network/routes");
+        self.send(
+            url,
+            req.query(&query).timeout(wait + Duration::from_secs(5)),
+        )
+        .await
+    }
+
+    /// The network agent's report of what the switch holds.
+    pub async fn report_network(
+        &self,
+        report: &torc_api::NetworkReport,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post("/api/v1/network/report", report).await
     }
 
     // --- services and groups ---
@@ -468,10 +505,12 @@ impl Client {
         .await
     }
 
-    pub async fn power(&self, node: &NodeName, action: &str) -> Result<PowerResult, ClientError> {
-        let body = PowerRequest {
-            action: action.to_string(),
-        };
+    pub async fn power(
+        &self,
+        node: &NodeName,
+        action: PowerAction,
+    ) -> Result<PowerResult, ClientError> {
+        let body = PowerRequest { action };
         self.post(&format!("/api/v1/nodes/{node}/power"), &body)
             .await
     }
@@ -495,14 +534,16 @@ impl Client {
         self.get("/services/metered").await
     }
 
-    /// Long-polls the rack's names for `torc dns`: answers when the generation differs from
-    /// `after`, or when `wait` is over.
+    /// Long-polls the rack's names for `torc dns`: answers when the controller's `(epoch,
+    /// generation)` differs from the one given, or when `wait` is over.
     pub async fn dns_snapshot<T: DeserializeOwned>(
         &self,
+        epoch: u64,
         after: u64,
         wait: Duration,
     ) -> Result<T, ClientError> {
-        let query = DesiredQuery {
+        let query = torc_api::SnapshotQuery {
+            epoch,
             after,
             wait_ms: Some(wait.as_millis() as u64),
         };

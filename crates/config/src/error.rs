@@ -181,32 +181,11 @@ pub enum Rule {
     TaskSpec(#[from] TaskSpecError),
 }
 
-/// A word that is not one of a closed set (a node type, an SLA, ...). Its message names the
-/// words that are allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {text:?}, expected {}", one_of(expected))]
-pub struct UnknownValue {
-    /// What the word should have been, e.g. `node type`.
-    pub what: &'static str,
-    pub text: String,
-    pub expected: &'static [&'static str],
-}
-
 /// Text that is not an IP address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid IP address {text:?}")]
 pub struct BadIpAddr {
     pub text: String,
-}
-
-/// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` ``.
-fn one_of(words: &[&str]) -> String {
-    let quoted: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
-    match quoted.split_last() {
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => "nothing".to_string(),
-    }
 }
 
 fn known_variables(known: &[String]) -> String {
@@ -259,24 +238,6 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "rack.yaml: nodes[2].ip: duplicate node IP 10.0.0.1 (also nodes[0])"
-        );
-    }
-
-    #[test]
-    fn unknown_values_name_the_allowed_ones() {
-        let err = |expected| UnknownValue {
-            what: "kind",
-            text: "x".into(),
-            expected,
-        };
-        assert_eq!(err(&["a"]).to_string(), "unknown kind \"x\", expected `a`");
-        assert_eq!(
-            err(&["a", "b"]).to_string(),
-            "unknown kind \"x\", expected `a` or `b`"
-        );
-        assert_eq!(
-            err(&["a", "b", "c"]).to_string(),
-            "unknown kind \"x\", expected `a`, `b` or `c`"
         );
     }
 }

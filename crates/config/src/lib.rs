@@ -32,28 +32,26 @@
 
 mod de;
 mod error;
-mod node_type;
 mod path;
 mod rack;
 mod service;
 mod source_map;
 mod validate;
 mod vars;
-mod words;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_saphyr::MessageFormatter;
 
-pub use error::{BadIpAddr, ConfigError, Rule, UnknownValue};
-pub use node_type::NodeType;
+pub use error::{BadIpAddr, ConfigError, Rule};
 pub use rack::{
     AccessConfig, ApiConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig, NetworkAgentKind,
     NodeConfig, PowerCommand, RackConfig, ServiceGroup, ServiceLogin, StateCleanConfig,
     StateSyncConfig,
 };
 pub use service::{HealthProbe, ProbeCountError, ServiceConfig, ServiceHealth, Sla, Volume};
+pub use torc_types::{NodeType, UnknownValue};
 
 use source_map::{Pos, SourceMap};
 use vars::Substituted;

@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    FrameworkName, Ipv4Block, NodeName, PortRange, Resources, SecretName, ServiceName,
+    FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, SecretName, ServiceName,
+    words,
 };
 
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
-use crate::node_type::NodeType;
 use crate::service::ServiceConfig;
-use crate::words::words;
 
 /// A whole rack config, as parsed and validated by [`RackConfig::load`] or
 /// [`RackConfig::parse`]. Holding one means every rule in the crate docs holds.

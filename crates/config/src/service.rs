@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    Constraints, NodeName, Resources, ServiceName, TaskCredentials, TaskNetwork, TaskSpec,
+    Constraints, NodeName, NodeType, Resources, ServiceName, TaskCredentials, TaskNetwork,
+    TaskSpec, words,
 };
 
 use crate::de::{empty_as_none, null_as_default};
-use crate::node_type::NodeType;
-use crate::words::words;
 
 /// A service: an entry of `healthcheck.system_services` (always on) or of a service group
 /// (on demand). Keys and defaults follow the original; torc adds `command`, `args`, `env`,
@@ -177,7 +176,7 @@ impl ServiceConfig {
     pub fn constraints(&self) -> Constraints {
         Constraints {
             node_name: self.node_name.clone(),
-            node_type: self.node_type.map(|t| t.as_str().to_string()),
+            node_type: self.node_type,
             node_function: self.node_function.clone(),
         }
     }

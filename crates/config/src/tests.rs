@@ -136,7 +136,7 @@ fn task_spec_mapping() {
     expected.ports = 2;
     expected.constraints = Constraints {
         node_name: Some("bladerunner1".parse().unwrap()),
-        node_type: Some("slave".into()),
+        node_type: Some(NodeType::Slave),
         node_function: Some("compute".into()),
     };
     expected.kill_grace_ms = 7_000;

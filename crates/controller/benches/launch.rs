@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use torc_api::{RegisterRequest, RuntimeInfo, StatusReport, TaskReport};
 use torc_controller::{ConfiguredNode, Rack, RackSettings};
-use torc_types::{FrameworkName, NodeName, Resources, TaskSpec, TaskState};
+use torc_types::{FrameworkName, NodeName, NodeType, Resources, TaskSpec, TaskState};
 
 fn main() {
     let nodes: Vec<ConfiguredNode> = (0..40)
@@ -18,10 +18,12 @@ fn main() {
             external_ip: None,
             management_ip: None,
             port: 0,
-            node_type: "slave".into(),
+            node_type: NodeType::Slave,
             node_function: Some("compute".into()),
             resources: Some(Resources::new(64.0, 256_000.0, 1e6)),
             port_range: Some("31000-32999".parse().unwrap()),
+            task_block: None,
+            endpoint: None,
         })
         .collect();
     let mut settings = RackSettings::with_nodes("bench", nodes.clone());

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 use aws_lc_rs::{constant_time, digest, hmac};
 use serde::{Deserialize, Serialize};
-use torc_types::{FrameworkName, NodeName, TaskId, UnixMillis};
+use torc_types::{ApiAccess, FrameworkName, NodeName, TaskId, UnixMillis};
 
 use crate::store::{Loaded, StoreError, Table, Write};
 
@@ -102,8 +102,9 @@ pub enum Who {
         name: String,
         role: Role,
     },
-    /// A task's own token: reads like a viewer while the task lives.
-    Task(TaskId),
+    /// A task's own token, valid while the task lives, with what its spec asked for: a
+    /// viewer's reads, or the network agent's routes.
+    Task { task: TaskId, access: ApiAccess },
     /// The controller itself, calling its agents: it reads there like a viewer, and is refused
     /// by the controller's own API (a node that got hold of it gains nothing).
     Controller,
@@ -130,7 +131,13 @@ impl Who {
     /// May read everything, env, args, logs and stored values included.
     pub fn reads_all(&self) -> bool {
         self.is_admin()
-            || matches!(self, Who::Task(_) | Who::Controller)
+            || matches!(
+                self,
+                Who::Task {
+                    access: ApiAccess::Viewer,
+                    ..
+                } | Who::Controller
+            )
             || self.role() == Some(&Role::Viewer)
     }
 
@@ -138,7 +145,7 @@ impl Who {
     pub fn describe(&self) -> String {
         match self {
             Who::Credential { name, role, .. } => format!("{role} token {name:?}"),
-            Who::Task(task) => format!("task {task}"),
+            Who::Task { task, .. } => format!("task {task}"),
             Who::Controller => "the controller".into(),
             Who::Delegate(f) => format!("the controller, for an admin, at framework {f}"),
             Who::Insecure => "anyone (insecure mode)".into(),
@@ -408,12 +415,13 @@ impl Keys {
         token.clone()
     }
 
-    /// Who holds `token`. `task_lives` tells whether a task exists and asked for a token.
+    /// Who holds `token`. `task_access` tells what a live task's token may do, `None` when
+    /// the task ended or asked for no token.
     pub fn authenticate(
         &self,
         token: &str,
         now: UnixMillis,
-        task_lives: impl FnOnce(&TaskId) -> bool,
+        task_access: impl FnOnce(&TaskId) -> Option<ApiAccess>,
     ) -> Result<Who, AuthError> {
         let (id, secret) = split(token)?;
         if let Some(task_hex) = id.strip_prefix('t') {
@@ -422,10 +430,11 @@ impl Keys {
                 .and_then(|s| TaskId::new(s).ok())
                 .ok_or(AuthError::Malformed)?;
             let expected = self.task_secret(&task).ok_or(AuthError::Unknown)?;
-            if !equal(expected.as_bytes(), secret.as_bytes()) || !task_lives(&task) {
+            if !equal(expected.as_bytes(), secret.as_bytes()) {
                 return Err(AuthError::Unknown);
             }
-            return Ok(Who::Task(task));
+            let access = task_access(&task).ok_or(AuthError::Unknown)?;
+            return Ok(Who::Task { task, access });
         }
         if let Some(framework_hex) = id.strip_prefix('g') {
             let framework = unhex(framework_hex)
@@ -577,18 +586,18 @@ mod tests {
         let mut k = keys();
         let admin = k.mint("ops", Role::Admin, 1_000, None);
         let viewer = k.mint("dash", Role::Viewer, 1_000, Some(5_000));
-        let who = k.authenticate(&admin.token, 2_000, |_| false).unwrap();
+        let who = k.authenticate(&admin.token, 2_000, |_| None).unwrap();
         assert!(who.is_admin());
-        let who = k.authenticate(&viewer.token, 2_000, |_| false).unwrap();
+        let who = k.authenticate(&viewer.token, 2_000, |_| None).unwrap();
         assert!(!who.is_admin() && who.reads_all());
         assert_eq!(
-            k.authenticate(&viewer.token, 5_000, |_| false),
+            k.authenticate(&viewer.token, 5_000, |_| None),
             Err(AuthError::Unknown)
         );
         assert!(k.revoke(&admin.credential.id, 2_000));
         assert!(!k.revoke(&admin.credential.id, 2_000), "once");
         assert_eq!(
-            k.authenticate(&admin.token, 2_000, |_| false),
+            k.authenticate(&admin.token, 2_000, |_| None),
             Err(AuthError::Unknown)
         );
     }
@@ -600,7 +609,7 @@ mod tests {
         while first.len() < 16 {
             let m = k.mint("x", Role::Viewer, 1, None);
             assert!(
-                k.authenticate(&m.token, 2, |_| false).is_ok(),
+                k.authenticate(&m.token, 2, |_| None).is_ok(),
                 "id {}",
                 m.credential.id
             );
@@ -616,12 +625,12 @@ mod tests {
         let last = forged.pop().unwrap();
         forged.push(if last == '0' { '1' } else { '0' });
         assert_eq!(
-            k.authenticate(&forged, 2_000, |_| false),
+            k.authenticate(&forged, 2_000, |_| None),
             Err(AuthError::Unknown)
         );
         for bad in ["", "torc_", "torc_abc", "Bearer x", "torc_abc_zz"] {
             assert_eq!(
-                k.authenticate(bad, 2_000, |_| false),
+                k.authenticate(bad, 2_000, |_| None),
                 Err(AuthError::Malformed),
                 "{bad:?}"
             );
@@ -654,17 +663,17 @@ mod tests {
         let task = TaskId::new("statesync.1a2b").unwrap();
         let token = k.task_token(&task).unwrap();
         assert_eq!(
-            k.authenticate(&token, 1, |t| t == &task),
-            Ok(Who::Task(task.clone()))
+            k.authenticate(&token, 1, |t| (t == &task).then_some(ApiAccess::Network)),
+            Ok(Who::Task {
+                task: task.clone(),
+                access: ApiAccess::Network
+            })
         );
-        assert_eq!(
-            k.authenticate(&token, 1, |_| false),
-            Err(AuthError::Unknown)
-        );
+        assert_eq!(k.authenticate(&token, 1, |_| None), Err(AuthError::Unknown));
         // Another rack's key derives another token.
         let other = keys();
         assert_eq!(
-            other.authenticate(&token, 1, |_| true),
+            other.authenticate(&token, 1, |_| Some(ApiAccess::Viewer)),
             Err(AuthError::Unknown)
         );
     }
@@ -676,11 +685,11 @@ mod tests {
         let first = k.mint_node(&node, 1);
         let second = k.mint_node(&node, 2);
         assert_eq!(
-            k.authenticate(&first.token, 3, |_| false),
+            k.authenticate(&first.token, 3, |_| None),
             Err(AuthError::Unknown)
         );
         assert_eq!(
-            k.authenticate(&second.token, 3, |_| false)
+            k.authenticate(&second.token, 3, |_| None)
                 .unwrap()
                 .role()
                 .cloned(),
@@ -699,7 +708,7 @@ mod tests {
             k.adopt(&other, "file", Role::Admin, 1),
             Err(AuthError::Unknown)
         );
-        assert!(k.authenticate(&token, 2, |_| false).unwrap().is_admin());
+        assert!(k.authenticate(&token, 2, |_| None).unwrap().is_admin());
         // Revoked, the file's token is never adopted again (it would come back at every
         // start otherwise).
         let id = "ab".repeat(8);
@@ -708,7 +717,7 @@ mod tests {
             k.adopt(&token, "file", Role::Admin, 4),
             Err(AuthError::Revoked)
         );
-        assert!(k.authenticate(&token, 4, |_| false).is_err());
+        assert!(k.authenticate(&token, 4, |_| None).is_err());
         assert!(!k.has_admin(4));
     }
 
@@ -718,23 +727,23 @@ mod tests {
         let f: FrameworkName = "dns".parse().unwrap();
         let token = k.delegation_token(&f, 120_000).unwrap();
         assert_eq!(
-            k.authenticate(&token, 150_000, |_| false),
+            k.authenticate(&token, 150_000, |_| None),
             Ok(Who::Delegate(f.clone()))
         );
-        let who = k.authenticate(&token, 150_000, |_| false).unwrap();
+        let who = k.authenticate(&token, 150_000, |_| None).unwrap();
         assert!(!who.is_admin() && !who.reads_all());
         assert_eq!(
-            k.authenticate(&token, 180_000, |_| false),
+            k.authenticate(&token, 180_000, |_| None),
             Ok(Who::Delegate(f))
         );
         assert_eq!(
-            k.authenticate(&token, 240_000, |_| false),
+            k.authenticate(&token, 240_000, |_| None),
             Err(AuthError::Unknown),
             "two minutes on"
         );
         // Another framework's name with this secret does not pass.
         let forged = token.replacen(&super::hex(b"dns"), &super::hex(b"dnx"), 1);
-        assert!(k.authenticate(&forged, 150_000, |_| false).is_err());
+        assert!(k.authenticate(&forged, 150_000, |_| None).is_err());
     }
 
     #[test]
@@ -742,13 +751,13 @@ mod tests {
         let mut k = keys();
         let token = k.controller_token();
         assert_eq!(token, k.controller_token());
-        assert_eq!(k.authenticate(&token, 1, |_| false), Ok(Who::Controller));
+        assert_eq!(k.authenticate(&token, 1, |_| None), Ok(Who::Controller));
         assert!(
             k.take_writes()
                 .iter()
                 .all(|w| !matches!(w, Write::Put(Table::Credentials, ..)))
         );
         let restarted = keys();
-        assert!(restarted.authenticate(&token, 1, |_| false).is_err());
+        assert!(restarted.authenticate(&token, 1, |_| None).is_err());
     }
 }

@@ -26,10 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use torc_types::{NodeName, TaskId, now_millis};
+use torc_types::{NodeName, TaskId, UnixMillis, now_millis};
 
 use crate::auth;
 use crate::kv::KvClients;
+use crate::published::Published;
 use crate::rack::{HealthCheck, Rack, RackError};
 use crate::sessions::Access;
 use crate::settings::RackSettings;
@@ -160,9 +161,28 @@ pub struct Controller {
     pub(crate) http: reqwest::Client,
     /// The frameworks' update position, to wake frameworks' long polls.
     updates: watch::Sender<u64>,
-    /// The latest DNS snapshot (numbered), and its generation to wake the DNS role.
-    dns: Mutex<torc_dns::DnsSnapshot>,
-    dns_generation: watch::Sender<u64>,
+    /// The rack's names for the DNS role's long poll (numbered on the way out).
+    pub(crate) names: Published<torc_api::dns::DnsSnapshot>,
+    /// The routes the switch should hold, for the network agent's long poll.
+    pub(crate) routes: Published<SwitchRoutes>,
+    /// What the network agent last reported of the switch, and when.
+    network_report: Mutex<Option<(torc_api::NetworkReport, UnixMillis)>>,
+}
+
+/// What the network agent is told: where the switch is and the routes it should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SwitchRoutes {
+    pub switch: Option<String>,
+    pub routes: Vec<torc_api::RackRoute>,
+}
+
+impl SwitchRoutes {
+    fn of(rack: &Rack) -> SwitchRoutes {
+        SwitchRoutes {
+            switch: rack.settings().switch.clone(),
+            routes: rack.rack_routes(),
+        }
+    }
 }
 
 impl Controller {
@@ -246,12 +266,12 @@ impl Controller {
         hosts.extend(rack.settings().own_names());
         hosts.extend(options.ui_hosts.iter().map(|h| h.to_ascii_lowercase()));
         let (updates, _) = watch::channel(rack.update_position().1);
-        let mut dns = rack.dns_snapshot();
-        dns.generation = 1;
-        let (dns_generation, _) = watch::channel(1);
+        let names = Published::new(rack.dns_snapshot());
+        let routes = Published::new(SwitchRoutes::of(&rack));
         Ok(Arc::new(Controller {
-            dns: Mutex::new(dns),
-            dns_generation,
+            routes,
+            network_report: Mutex::new(None),
+            names,
             inner: Mutex::new(Inner { rack, keys, store }),
             watchers: Mutex::new(HashMap::new()),
             access: Access::new(insecure, hosts),
@@ -269,7 +289,7 @@ impl Controller {
     pub(crate) fn authenticate(&self, token: &str) -> Result<auth::Who, auth::AuthError> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.keys.authenticate(token, now_millis(), |task| {
-            inner.rack.task_may_hold_token(task)
+            inner.rack.task_token_access(task)
         })
     }
 
@@ -279,7 +299,7 @@ impl Controller {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match who {
             auth::Who::Credential { id, .. } => inner.keys.knows(id, now_millis()),
-            auth::Who::Task(task) => inner.rack.task_may_hold_token(task),
+            auth::Who::Task { task, .. } => inner.rack.task_token_access(task).is_some(),
             auth::Who::Controller | auth::Who::Delegate(_) | auth::Who::Insecure => true,
         }
     }
@@ -399,7 +419,8 @@ impl Controller {
             certs
                 .keys()
                 .filter(|id| {
-                    r.task_may_hold_token(id) || r.task(id).is_ok_and(|t| !t.state.is_terminal())
+                    r.task_token_access(id).is_some()
+                        || r.task(id).is_ok_and(|t| !t.state.is_terminal())
                 })
                 .cloned()
                 .collect()
@@ -429,6 +450,11 @@ impl Controller {
         let (result, wake, event_seq, names) = {
             let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let inner = &mut *guard;
+            // A poisoned store takes no more changes: refuse before touching the rack, which
+            // was put back to the durable state once, when the store failed.
+            if inner.store.is_poisoned() {
+                return Err(StoreError::Poisoned.into());
+            }
             let result = f(&mut inner.rack, &mut inner.keys);
             let mut changes = inner.rack.take_changes();
             changes.writes.extend(inner.keys.take_writes());
@@ -436,11 +462,14 @@ impl Controller {
                 inner.back_to_durable();
                 return Err(e.into());
             }
-            let names = changes.names_may_change.then(|| inner.rack.dns_snapshot());
+            let names = changes
+                .names_may_change
+                .then(|| (inner.rack.dns_snapshot(), SwitchRoutes::of(&inner.rack)));
             (result?, changes.wake, inner.rack.update_position().1, names)
         };
-        if let Some(names) = names {
-            self.publish_dns(names);
+        if let Some((names, routes)) = names {
+            self.names.publish(names);
+            self.routes.publish(routes);
         }
         self.updates.send_if_modified(|seq| {
             let changed = *seq != event_seq;
@@ -477,26 +506,22 @@ impl Controller {
         Some(tx.subscribe())
     }
 
-    /// Numbers a new DNS snapshot when its content changed, and wakes the DNS role.
-    fn publish_dns(&self, mut names: torc_dns::DnsSnapshot) {
-        let mut current = self.dns.lock().unwrap_or_else(|e| e.into_inner());
-        names.generation = current.generation;
-        if *current == names {
-            return;
-        }
-        names.generation += 1;
-        let generation = names.generation;
-        *current = names;
-        drop(current);
-        self.dns_generation.send_replace(generation);
+    /// Keeps the network agent's report of the switch (in memory: the switch is the truth);
+    /// answers when it was received.
+    pub(crate) fn set_network_report(&self, report: torc_api::NetworkReport) -> UnixMillis {
+        let now = now_millis();
+        *self
+            .network_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((report, now));
+        now
     }
 
-    pub(crate) fn dns_snapshot(&self) -> torc_dns::DnsSnapshot {
-        self.dns.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub(crate) fn subscribe_dns(&self) -> watch::Receiver<u64> {
-        self.dns_generation.subscribe()
+    pub(crate) fn network_report(&self) -> Option<(torc_api::NetworkReport, UnixMillis)> {
+        self.network_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The frameworks' update position, to wait on.
@@ -601,7 +626,11 @@ fn controller_cert_request(settings: &RackSettings) -> torc_tls::pki::CertReques
     {
         ips.push(addr.ip());
     }
-    for node in settings.nodes.iter().filter(|n| n.node_type == "master") {
+    for node in settings
+        .nodes
+        .iter()
+        .filter(|n| n.node_type == torc_types::NodeType::Master)
+    {
         ips.push(node.ip);
         ips.extend(node.external_ip);
     }
@@ -663,11 +692,22 @@ mod tests {
             epoch,
             "frameworks are told to resynchronise"
         );
+        let reloaded_epoch = ctl.read(|r| r.update_position().0);
         let err = launch(&ctl, "later").unwrap_err();
         assert!(
             matches!(err, ChangeError::Store(StoreError::Poisoned)),
             "{err}"
         );
         assert_eq!(task_names(&ctl), ["kept"]);
+        assert_eq!(
+            ctl.read(|r| r.update_position().0),
+            reloaded_epoch,
+            "the rack is reloaded once, not at every refused change"
+        );
+        let err = ctl.write(|_| Ok(())).unwrap_err();
+        assert!(
+            matches!(err, ChangeError::Store(StoreError::Poisoned)),
+            "a change that writes nothing is refused too: {err}"
+        );
     }
 }

@@ -9,57 +9,62 @@ use tokio::net::TcpStream;
 use torc_types::now_millis;
 
 use crate::controller::Controller;
-use crate::rack::HealthCheck;
+use crate::rack::{HealthCheck, ProbeFailure};
 use crate::settings::Probe;
 
 fn fill(text: &str, check: &HealthCheck) -> String {
     torc_types::expand_placeholders(text, check.ip, &check.ports)
 }
 
-async fn probe(http: &reqwest::Client, check: &HealthCheck) -> Result<(), String> {
+async fn probe(http: &reqwest::Client, check: &HealthCheck) -> Result<(), ProbeFailure> {
     let timeout = Duration::from_millis(check.timeout_ms.max(1));
+    let timeout_ms = check.timeout_ms;
     match &check.probe {
         Probe::Tcp(addr) => {
             let addr = fill(addr, check);
             match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("tcp {addr}: {e}")),
-                Err(_) => Err(format!("tcp {addr}: no answer in {} ms", check.timeout_ms)),
+                Ok(Err(source)) => Err(ProbeFailure::Connect { addr, source }),
+                Err(_) => Err(ProbeFailure::ConnectTimeout { addr, timeout_ms }),
             }
         }
         Probe::Http(url) => {
             let url = fill(url, check);
             match http.get(&url).timeout(timeout).send().await {
                 Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
-                Ok(r) => Err(format!("http {url}: {}", r.status())),
-                Err(e) => Err(format!("http {url}: {e}")),
+                Ok(r) => Err(ProbeFailure::HttpStatus {
+                    url,
+                    status: r.status(),
+                }),
+                Err(source) => Err(ProbeFailure::Http { url, source }),
             }
         }
         Probe::Command(argv) => {
             let argv: Vec<String> = argv.iter().map(|a| fill(a, check)).collect();
             let Some((cmd, args)) = argv.split_first() else {
-                return Err("empty health command".into());
+                return Err(ProbeFailure::EmptyCommand);
             };
-            let child = tokio::process::Command::new(cmd)
+            let cmd = cmd.clone();
+            let child = match tokio::process::Command::new(&cmd)
                 .args(args)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| format!("command {cmd}: {e}"))?;
+            {
+                Ok(child) => child,
+                Err(source) => return Err(ProbeFailure::Command { cmd, source }),
+            };
             match tokio::time::timeout(timeout, child.wait_with_output()).await {
                 Ok(Ok(out)) if out.status.success() => Ok(()),
-                Ok(Ok(out)) => Err(format!(
-                    "command {cmd}: {} {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-                Ok(Err(e)) => Err(format!("command {cmd}: {e}")),
-                Err(_) => Err(format!(
-                    "command {cmd}: no result in {} ms",
-                    check.timeout_ms
-                )),
+                Ok(Ok(out)) => Err(ProbeFailure::Exited {
+                    cmd,
+                    status: out.status,
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                }),
+                Ok(Err(source)) => Err(ProbeFailure::Command { cmd, source }),
+                Err(_) => Err(ProbeFailure::CommandTimeout { cmd, timeout_ms }),
             }
         }
     }

@@ -2,7 +2,7 @@
 //! or a real etcd) through the etcd v3 API, for the web UI, which cannot speak gRPC itself.
 //!
 //! The controller logs in as the rack config's `access.etcd` user (its password a rack secret)
-//! through `torc_kv::client`, which keeps the etcd token and logs in again when it expires. One
+//! through `torc_kv_client`, which keeps the etcd token and logs in again when it expires. One
 //! client is kept per store address, so a page's requests cost no new login (a bcrypt check on
 //! the store) each.
 
@@ -10,11 +10,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use torc_kv::client::{Client, ClientError, Credentials};
-use torc_kv::proto::etcdserverpb::{
+use torc_kv_client::proto::etcdserverpb::{
     DeleteRangeRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
     watch_request::RequestUnion,
 };
+use torc_kv_client::{Client, ClientError, Credentials};
 
 /// Why the state store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ impl KvClients {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(35));
         let tls = match (url.starts_with("https://"), ca) {
-            (true, Some(ca)) => Some(torc_kv::client::ClientTls::new(ca, None)?),
+            (true, Some(ca)) => Some(torc_kv_client::ClientTls::new(ca, None)?),
             _ => None,
         };
         let client = Client::lazy_with(
@@ -118,7 +118,7 @@ pub async fn list(client: &Client, endpoint: &str, prefix: &str) -> Result<KvLis
     let resp = client
         .range(RangeRequest {
             key: prefix.as_bytes().to_vec().into(),
-            range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
+            range_end: torc_kv_client::prefix_end(prefix.as_bytes()).into(),
             limit: MAX_KEYS,
             ..Default::default()
         })
@@ -184,7 +184,7 @@ pub async fn wait_change(
     let create = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: prefix.as_bytes().to_vec().into(),
-            range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
+            range_end: torc_kv_client::prefix_end(prefix.as_bytes()).into(),
             start_revision: after + 1,
             ..Default::default()
         })),

@@ -42,6 +42,7 @@ mod http;
 mod kv;
 mod lookup;
 mod power;
+mod published;
 mod rack;
 mod sessions;
 mod settings;
@@ -54,8 +55,8 @@ use tokio::net::TcpListener;
 
 pub use auth::{Role, fresh_token};
 pub use controller::{AuthMode, ChangeError, Controller, ControllerOptions, StartError};
-pub use lookup::{Lookup, lookup};
-pub use rack::{HealthCheck, Rack, RackError};
+pub use lookup::{Lookup, LookupError, lookup};
+pub use rack::{HealthCheck, ProbeFailure, Rack, RackError};
 pub use settings::{
     ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
 };

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use torc_api::PowerResult;
+use torc_api::{PowerAction, PowerResult};
 use torc_types::NodeName;
 
 use crate::rack::{Rack, RackError};
@@ -21,18 +21,16 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Why a node could not be powered on or off.
 #[derive(Debug, thiserror::Error)]
 pub enum PowerError {
-    #[error("action: expected \"on\" or \"off\", got {0:?}")]
-    Action(String),
     #[error(transparent)]
     Rack(#[from] RackError),
     #[error(
         "no power_command is configured in {origin}; add power_command.on and power_command.off to power nodes {action}"
     )]
-    NotConfigured { origin: String, action: String },
+    NotConfigured { origin: String, action: PowerAction },
     #[error("node {node} has no management_ip in {origin}, which the power command needs")]
     NoManagementIp { node: NodeName, origin: String },
     #[error("power_command.{action} is empty in {origin}")]
-    Empty { action: String, origin: String },
+    Empty { action: PowerAction, origin: String },
     #[error("{cmd} did not finish in 60 s")]
     Timeout { cmd: String },
     #[error("cannot run {cmd}: {source}")]
@@ -43,7 +41,7 @@ pub enum PowerError {
     },
     #[error("power {action} of {node}: {cmd} exited with {exit_code}: {output}")]
     Failed {
-        action: String,
+        action: PowerAction,
         node: NodeName,
         cmd: String,
         exit_code: i32,
@@ -52,19 +50,22 @@ pub enum PowerError {
     },
 }
 
-/// The argv that powers `node` on (`action` "on") or off ("off"), from the config's template.
-pub fn command(rack: &Rack, node: &NodeName, action: &str) -> Result<Vec<String>, PowerError> {
+/// The argv that powers `node` on or off, from the config's template.
+pub fn command(
+    rack: &Rack,
+    node: &NodeName,
+    action: PowerAction,
+) -> Result<Vec<String>, PowerError> {
     let s = rack.settings();
     let template = match action {
-        "on" => s.power_on.clone(),
-        "off" => s.power_off.clone(),
-        other => return Err(PowerError::Action(other.to_string())),
+        PowerAction::On => s.power_on.clone(),
+        PowerAction::Off => s.power_off.clone(),
     };
     let management_ip = rack.node_view(node)?.management_ip;
     let origin = s.config_origin.clone();
     let template = template.ok_or_else(|| PowerError::NotConfigured {
         origin: origin.clone(),
-        action: action.to_string(),
+        action,
     })?;
     let mut argv = Vec::new();
     for part in &template {
@@ -80,10 +81,7 @@ pub fn command(rack: &Rack, node: &NodeName, action: &str) -> Result<Vec<String>
         ));
     }
     if argv.is_empty() {
-        return Err(PowerError::Empty {
-            action: action.to_string(),
-            origin,
-        });
+        return Err(PowerError::Empty { action, origin });
     }
     Ok(argv)
 }
@@ -91,12 +89,12 @@ pub fn command(rack: &Rack, node: &NodeName, action: &str) -> Result<Vec<String>
 /// Runs a power command (from [`command`]); success is exit status 0.
 pub async fn run(
     node: &NodeName,
-    action: &str,
+    action: PowerAction,
     argv: Vec<String>,
 ) -> Result<PowerResult, PowerError> {
     let Some((cmd, args)) = argv.split_first() else {
         return Err(PowerError::Empty {
-            action: action.to_string(),
+            action,
             origin: "the power command".to_string(),
         });
     };
@@ -115,10 +113,10 @@ pub async fn run(
     let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
     output.push_str(&String::from_utf8_lossy(&out.stderr));
     let exit_code = out.status.code().unwrap_or(-1);
-    tracing::info!(%node, action, exit_code, "power command ran");
+    tracing::info!(%node, %action, exit_code, "power command ran");
     if !out.status.success() {
         return Err(PowerError::Failed {
-            action: action.to_string(),
+            action,
             node: node.clone(),
             cmd: cmd.clone(),
             exit_code,
@@ -127,7 +125,7 @@ pub async fn run(
     }
     Ok(PowerResult {
         node: node.clone(),
-        action: action.to_string(),
+        action,
         command: argv,
         exit_code,
         output,

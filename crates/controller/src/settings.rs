@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use torc_api::original::OriginalVolume;
 use torc_config::{HealthProbe, RackConfig, ServiceConfig, Sla};
 use torc_types::{
-    FrameworkName, NodeName, PortRange, Resources, SecretName, ServiceName, TaskSpec,
+    FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, SecretName, ServiceName,
+    TaskSpec,
 };
 
 /// A node as the rack config declares it.
@@ -19,10 +20,12 @@ pub struct ConfiguredNode {
     pub external_ip: Option<IpAddr>,
     pub management_ip: Option<IpAddr>,
     pub port: u16,
-    pub node_type: String,
+    pub node_type: NodeType,
     pub node_function: Option<String>,
     pub resources: Option<Resources>,
     pub port_range: Option<PortRange>,
+    pub task_block: Option<Ipv4Block>,
+    pub endpoint: Option<IpAddr>,
 }
 
 /// A supervised service as the config defines it, before SLA expansion.
@@ -114,6 +117,9 @@ pub struct RackSettings {
     pub influxdb_login: Option<(String, SecretName)>,
     /// Rack secrets each framework's tasks may ask for.
     pub framework_secrets: BTreeMap<FrameworkName, Vec<SecretName>>,
+    /// Where the network agent programs routes (`network-agent.type: netlink`): the switch's
+    /// namespace, `""` for the agent's own. `None`: the rack programs no routes.
+    pub switch: Option<String>,
 }
 
 impl RackSettings {
@@ -138,6 +144,7 @@ impl RackSettings {
             etcd_login: None,
             influxdb_login: None,
             framework_secrets: BTreeMap::new(),
+            switch: None,
         }
     }
 
@@ -162,7 +169,11 @@ impl RackSettings {
     /// controller (master) nodes.
     pub fn own_names(&self) -> Vec<String> {
         let mut names = vec![format!("{}.{}", self.rack_name, self.service_domain)];
-        for node in self.nodes.iter().filter(|n| n.node_type == "master") {
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.node_type == NodeType::Master)
+        {
             names.push(format!("{}.{}", node.name, self.domain));
         }
         names
@@ -184,13 +195,18 @@ impl RackSettings {
                     external_ip: n.external_ip,
                     management_ip: n.management_ip,
                     port: n.port,
-                    node_type: n.node_type.as_str().to_string(),
+                    node_type: n.node_type,
                     node_function: n.function.clone(),
                     resources: n.resources,
                     port_range: n.port_range,
+                    task_block: n.task_block,
+                    endpoint: n.endpoint,
                 })
                 .collect(),
             open_join: config.open_join,
+            switch: (config.network_agent.as_ref())
+                .filter(|a| a.agent_type == torc_config::NetworkAgentKind::Netlink)
+                .map(|a| a.connection.clone()),
             node_timeout: config.stateclean.timeout(),
             system_services: config
                 .healthcheck

@@ -1,13 +1,18 @@
-//! The controller's durable state: node and task records in one `redb` file.
+//! The controller's durable state in one `redb` file: nodes, tasks, service instances,
+//! frameworks, announced tasks, credentials' metadata and hashes, rack secrets (and the
+//! task-token key, as they are), and counters (`meta`).
 //!
 //! Records are JSON documents keyed by name or id. Every change is one write transaction
 //! committed with `Durability::Immediate`, so an acknowledged API call survives `kill -9`.
+//! The file is created mode 0600 (and set to 0600 at every open): it holds the rack's
+//! secrets.
 //!
 //! Invariants:
 //! - Fails closed: once a commit fails (e.g. fsync), the store refuses every later write, and the
 //!   controller answers 503 rather than acknowledging state it may not have kept.
 //! - The file carries a format version; a file of an unknown version is refused at open.
 
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -152,6 +157,15 @@ impl Store {
             path: shown.clone(),
             message: e.to_string(),
         };
+        // Created (or narrowed) to 0600 before redb opens it: redb creates files with the
+        // default mode, and rack secrets must not be readable by others.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|e| open_err(&e))?;
         // redb's default page cache is 1 GiB; the controller's records need a few MiB.
         let db = redb::Builder::new()
             .set_cache_size(16 << 20)
@@ -210,6 +224,11 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a commit failed: from then on every commit is refused, until a restart.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
     /// Persist a batch atomically and durably.
     pub fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         if writes.is_empty() {
@@ -239,7 +258,10 @@ impl Store {
 
     fn try_commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         let err = |e: &dyn std::fmt::Display| StoreError::Write(e.to_string());
-        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut txn = self.db.begin_write().map_err(|e| err(&e))?;
+        // redb's default, stated: the commit returns after the data is fsynced.
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| err(&e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
             for w in writes {
@@ -303,5 +325,21 @@ mod tests {
         }
         let err = Store::open(&path).err().expect("refused");
         assert!(err.to_string().contains("format version 99"), "{err}");
+    }
+
+    #[test]
+    fn the_file_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        drop(Store::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        // A file made readable by others (an older torc, a careless copy) is narrowed.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        store
+            .commit(&[Write::put(Table::Nodes, "a", &serde_json::json!({}))])
+            .unwrap();
     }
 }

@@ -425,6 +425,36 @@ async function servicesView(seq, _arg, refresh) {
     act(`Stop service group ${b.dataset.stop}? Its instances are killed.`, () => api(`/api/v1/groups/${b.dataset.stop}/stop`, { method: "POST", body: {} }))));
 }
 
+async function networkView(seq) {
+  const net = await load("/api/v1/network");
+  if (seq !== renderSeq || !net) return;
+  const wanted = new Map(net.desired.routes.map((r) => [r.destination, r]));
+  const rep = net.reported;
+  const taskOf = (r) => {
+    const d = r.prefix_len === 32 ? wanted.get(r.destination) : undefined;
+    return d ? `<a href="#/tasks/${esc(d.task)}">${esc(d.task)}</a> (${esc(d.service)} on ${esc(d.node)})` : "";
+  };
+  const held = rep ? rep.routes : [];
+  const holds = (d) => held.some((r) => r.prefix_len === 32 && r.destination === d && r.protocol === "torc");
+  const routeRows = held.map((r) => [esc(r.destination + "/" + r.prefix_len), esc(r.gateway || "–"), esc(r.port || "–"),
+    r.protocol === "torc" ? badge("torc") : esc(r.protocol), taskOf(r)]);
+  for (const d of net.desired.routes.filter((d) => !holds(d.destination))) {
+    routeRows.push([esc(d.destination + "/32"), esc(d.next_hop), "–", badge("missing"),
+      `<a href="#/tasks/${esc(d.task)}">${esc(d.task)}</a> (${esc(d.service)} on ${esc(d.node)})`]);
+  }
+  const where = net.desired.switch === null || net.desired.switch === undefined
+    ? "This rack programs no routes: its config has no <code>network-agent</code> of type <code>netlink</code>."
+    : `The switch: ${net.desired.switch ? "namespace <code>" + esc(net.desired.switch) + "</code>" : "the network agent's own namespace"}.`;
+  const said = rep ? `The network agent reported ${ago(net.reported_at)}, having applied generation ${rep.generation_applied} of ${net.desired.generation}.`
+    : "The switch's network agent has not reported.";
+  main.innerHTML = `<h1>Network</h1><p class="muted">${where} ${said}</p>
+    <h2>Ports</h2>${table(["Port", "State", "MTU", "MAC", "Rx bytes", "Tx bytes", "Rx/Tx packets", "Rx/Tx errors"], (rep ? rep.ports : []).map((p) => [
+      esc(p.name), badge(p.oper_state), String(p.mtu), esc(p.mac || "–"), num(p.rx_bytes), num(p.tx_bytes),
+      `${num(p.rx_packets)}/${num(p.tx_packets)}`, `${p.rx_errors}/${p.tx_errors}`]), "no ports reported")}
+    <h2>Routes</h2><p class="muted">${wanted.size} task route(s) wanted (generation ${net.desired.generation}); routes owned by torc are the network agent's, the others are left alone.</p>
+    ${table(["Destination", "Via", "Port", "Owner", "Task"], routeRows, "no routes")}`;
+}
+
 async function metricsView(seq, name) {
   const nodes = await load("/api/v1/nodes");
   if (seq !== renderSeq || !nodes) return;
@@ -619,6 +649,7 @@ const routes = [
   [/^#\/agents\/([^?]+)$/, agentView],
   [/^#\/agents$/, agentsView],
   [/^#\/services$/, servicesView],
+  [/^#\/network$/, networkView],
   [/^#\/metrics\/([^?]+)$/, metricsView],
   [/^#\/metrics$/, metricsView],
   [/^#\/state(\?.*)?$/, stateView],
@@ -639,7 +670,7 @@ async function render() {
     if (m) {
       const arg = m[1] && !m[1].startsWith("?") ? decodeURIComponent(m[1]) : undefined;
       try { await view(seq, arg); } catch (e) { showBanner(e.message); }
-      if (view === overview || view === tasksView || view === frameworksView || view === agentsView || view === servicesView) {
+      if (view === overview || view === tasksView || view === frameworksView || view === agentsView || view === servicesView || view === networkView) {
         every(5000, () => { if (seq === renderSeq && !$("#dialog").open) view(seq, arg, true).catch((e) => showBanner(e.message)); });
       }
       return;

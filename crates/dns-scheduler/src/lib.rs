@@ -378,7 +378,9 @@ impl Scheduler {
         if let Some(d) = decision {
             let msg = format!("scaling DNS servers {} -> {}: {}", d.from, d.to, d.reason);
             tracing::info!("{msg}");
-            let _ = client.framework_event(&self.cfg.name, "info", &msg).await;
+            let _ = client
+                .framework_event(&self.cfg.name, torc_api::EventLevel::Info, &msg)
+                .await;
         }
     }
 

@@ -26,9 +26,11 @@ use hickory_proto::{
     },
 };
 
+use torc_api::dns::DnsSnapshot;
+
 use crate::{
     key::{Key, key_of},
-    snapshot::{DnsSnapshot, SnapshotError},
+    snapshot::SnapshotError,
     zonefile::{BadName, MAX_LABEL, NameFault, StaticZone, absolute, parse_record},
 };
 
@@ -119,6 +121,7 @@ pub(crate) struct Resolution {
 /// All zones of one generation.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
+    epoch: u64,
     generation: u64,
     zones: Vec<Zone>,
     by_apex: HashMap<Key, usize>,
@@ -138,6 +141,7 @@ impl Catalog {
         snapshot: &DnsSnapshot,
     ) -> Result<Self, SnapshotError> {
         let mut catalog = Self {
+            epoch: snapshot.epoch,
             generation: snapshot.generation,
             ..Self::default()
         };
@@ -245,6 +249,10 @@ impl Catalog {
 
     pub(crate) fn generation(&self) -> u64 {
         self.generation
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Names held in all zones, empty non-terminals included.

@@ -25,15 +25,16 @@ use hickory_proto::{
 };
 
 use hickory_proto::serialize::binary::DecodeError;
+use torc_api::dns::DnsSnapshot;
 
 pub use crate::stats::Outcome;
+
 use crate::{
     catalog::Catalog,
     cidr::Cidr,
     engine::{self, Engine, Transport},
     key::key_of,
     rrl::RateLimit,
-    snapshot::DnsSnapshot,
     udp::{Step, WorkerState},
     wire::{self, FLAG_QR, FLAG_TC, HEADER_LEN, KEY_LEN, KEY_PREFIX, Parsed},
     zonefile::StaticZone,

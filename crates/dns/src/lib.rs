@@ -82,9 +82,10 @@ pub use cidr::{Cidr, CidrError};
 pub use rrl::RateLimit;
 pub use server::{DnsHandle, DnsServer, Listeners};
 pub use shared::DnsConfig;
-pub use snapshot::{
-    DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, RecordKind, ServiceEntry, SnapshotError,
-    UnknownRecordKind,
-};
+pub use snapshot::SnapshotError;
 pub use stats::DnsStats;
+/// The snapshot the server applies: a wire type of `torc-api`, re-exported as this crate's input.
+pub use torc_api::dns::{
+    DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, RecordKind, ServiceEntry, UnknownRecordKind,
+};
 pub use zonefile::{BadName, LineProblem, NameFault, StaticZone, ZoneError, ZoneProblem};

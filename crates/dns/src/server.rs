@@ -13,7 +13,8 @@
 //! - The catalog is swapped whole under a lock and an epoch counter is bumped after the swap; a
 //!   UDP thread compares the epoch on every packet and empties its cache when it moved, so a new
 //!   snapshot is answered from the very next packet on, and never mixed with the old one.
-//! - `DnsHandle::apply` is serialized: of two concurrent snapshots the newer generation wins.
+//! - `DnsHandle::apply` is serialized: of two concurrent snapshots of one epoch the newer
+//!   generation wins; a snapshot of another epoch (a restarted controller) replaces any.
 //! - Shutdown stops every thread and task `serve` started before `serve` returns.
 
 use std::{
@@ -32,13 +33,14 @@ use tokio::{
     net::TcpListener,
     sync::{Semaphore, oneshot, watch},
 };
+use torc_api::dns::DnsSnapshot;
 
 use crate::{
     catalog::Catalog,
     engine::Engine,
     forward::Forwarder,
     shared::{DnsConfig, Shared},
-    snapshot::{DnsSnapshot, SnapshotError},
+    snapshot::SnapshotError,
     stats::{Counters, DnsStats},
     tcp,
     udp_worker::UdpWorker,
@@ -217,15 +219,18 @@ impl DnsServer {
 }
 
 impl DnsHandle {
-    /// Applies a snapshot. `Ok(true)`: it is served from now on. `Ok(false)`: ignored, its
-    /// generation is not newer than the current one. `Err`: rejected, nothing changed.
+    /// Applies a snapshot. `Ok(true)`: it is served from now on. `Ok(false)`: ignored, it is
+    /// of the current epoch and its generation is not newer than the current one (a snapshot
+    /// of another epoch, a restarted controller's, is always taken). `Err`: rejected, nothing
+    /// changed.
     pub fn apply(&self, snapshot: &DnsSnapshot) -> Result<bool, SnapshotError> {
         let shared = &self.shared;
         let _serial = shared
             .apply_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if snapshot.generation <= shared.catalog().generation() {
+        let current = shared.catalog();
+        if snapshot.epoch == current.epoch() && snapshot.generation <= current.generation() {
             return Ok(false);
         }
         let catalog = Arc::new(Catalog::build(&shared.static_zones, snapshot)?);
@@ -240,6 +245,12 @@ impl DnsHandle {
     /// The generation served: that of the last applied snapshot, 0 before any.
     pub fn generation(&self) -> u64 {
         self.shared.catalog().generation()
+    }
+
+    /// The epoch of the last applied snapshot (the controller life that numbered it), 0
+    /// before any.
+    pub fn snapshot_epoch(&self) -> u64 {
+        self.shared.catalog().epoch()
     }
 
     /// Query counts since the server was created, over UDP and TCP. Cheap enough to poll (it

@@ -29,6 +29,9 @@ use hickory_proto::{
 };
 
 use crate::key::{Key, key_of};
+/// How names are shown in error messages (cut to 60 characters): the snapshot's own rule, so a
+/// name reads the same in every DNS error.
+pub(crate) use torc_api::dns::{cut, shown};
 
 mod error;
 
@@ -322,22 +325,6 @@ fn bad_name(text: &str, error: ProtoError) -> BadName {
     BadName {
         fault: fault(),
         text: text.to_owned(),
-    }
-}
-
-/// `text` quoted for an error message, cut to 60 characters: a 300-byte name does not help.
-pub(crate) fn shown(text: &str) -> String {
-    match text.char_indices().nth(60) {
-        Some((at, _)) => format!("{:?}… ({} bytes)", &text[..at], text.len()),
-        None => format!("{text:?}"),
-    }
-}
-
-/// `text` cut to 60 characters for an error message, unquoted.
-pub(crate) fn cut(text: &str) -> String {
-    match text.char_indices().nth(60) {
-        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
-        None => text.to_owned(),
     }
 }
 

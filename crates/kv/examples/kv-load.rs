@@ -10,7 +10,7 @@
 //!
 //! With `--cacert FILE` (and `--cert FILE --key FILE` for a server that
 //! asks for a client certificate) it speaks TLS to an `https://` endpoint,
-//! through `torc_kv::client::ClientTls`, one handshake per connection.
+//! through `torc_kv_client::ClientTls`, one handshake per connection.
 //!
 //! `put` prints `puts_per_sec=… p50_us=… p99_us=…` (every put is durable
 //! before it is acknowledged).
@@ -39,8 +39,8 @@
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
-use torc_kv::client::ClientTls;
-use torc_kv::proto::etcdserverpb::{
+use torc_kv_client::ClientTls;
+use torc_kv_client::proto::etcdserverpb::{
     PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
     watch_client::WatchClient, watch_request::RequestUnion,
 };

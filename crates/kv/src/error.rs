@@ -1,8 +1,12 @@
 //! Errors: [`Error`] for opening and serving a store, [`EtcdError`] for one
 //! request that the store refuses, mapped to the exact gRPC status code and
-//! message that etcd 3.4 returns so clients recognise them.
+//! message that etcd 3.4 returns so clients recognise them (the texts torc's
+//! own client acts on are `torc_kv_client::rpctypes`', used here).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use torc_kv_client::rpctypes;
 
 /// Failure to open, load or serve a store.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +28,7 @@ pub enum Error {
     #[error("creating the root user: {0}")]
     Bootstrap(#[source] EtcdError),
     #[error("the OS random source failed: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
     #[error("TLS: {0}")]
     Tls(#[from] torc_tls::TlsError),
     #[error(
@@ -65,6 +69,41 @@ pub enum StorageError {
         reason: String,
     },
 }
+
+/// Why a store stopped taking writes: the first failure of a commit (a log append, a redb
+/// transaction, the apply thread gone).
+#[derive(Debug, thiserror::Error)]
+pub enum CommitFailure {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the kv apply thread stopped")]
+    ApplyStopped,
+}
+
+/// The [`CommitFailure`] that poisoned a store, shared by every write refused after it until
+/// the store is reopened. Two are equal when they are the same failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct Poison(Arc<CommitFailure>);
+
+impl Poison {
+    pub fn new(failure: impl Into<CommitFailure>) -> Poison {
+        Poison(Arc::new(failure.into()))
+    }
+
+    /// What failed.
+    pub fn cause(&self) -> &CommitFailure {
+        &self.0
+    }
+}
+
+impl PartialEq for Poison {
+    fn eq(&self, other: &Poison) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Poison {}
 
 /// Converts any of redb's specific error types.
 pub(crate) fn redb_err<E: Into<redb::Error>>(e: E) -> StorageError {
@@ -119,7 +158,7 @@ pub enum EtcdError {
     DuplicateWatchId(i64),
     /// A commit failed earlier; the store refuses writes until restarted.
     #[error("torc kv: storage failed, refusing writes until restart: {0}")]
-    StorageFailed(String),
+    StorageFailed(Poison),
     #[error("etcdserver: server stopped")]
     Stopped,
     #[error("torc kv: {0} is not supported by this single-node store")]
@@ -146,7 +185,7 @@ pub enum EtcdError {
     RootRoleNotExist,
     #[error("etcdserver: user name already exists")]
     UserAlreadyExist,
-    #[error("etcdserver: user name is empty")]
+    #[error("{}", rpctypes::USER_EMPTY)]
     UserEmpty,
     #[error("etcdserver: user name not found")]
     UserNotFound,
@@ -170,9 +209,9 @@ pub enum EtcdError {
     RoleNotGranted,
     #[error("etcdserver: permission is not granted to the role")]
     PermissionNotGranted,
-    #[error("etcdserver: authentication is not enabled")]
+    #[error("{}", rpctypes::AUTH_NOT_ENABLED)]
     AuthNotEnabled,
-    #[error("etcdserver: invalid auth token")]
+    #[error("{}", rpctypes::INVALID_AUTH_TOKEN)]
     InvalidAuthToken,
     #[error("etcdserver: invalid auth management")]
     InvalidAuthMgmt,
@@ -246,5 +285,39 @@ impl EtcdError {
 impl From<EtcdError> for tonic::Status {
     fn from(e: EtcdError) -> Self {
         tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A poisoned store refuses with the first failure's own text, as gRPC `Unavailable`; every
+    /// refusal shares that one failure.
+    #[test]
+    fn a_poisoned_store_names_its_failure() {
+        let poison = Poison::new(StorageError::Wal {
+            path: "/data/kv.wal.0".into(),
+            source: std::io::Error::other("fsync failed"),
+        });
+        let refused = EtcdError::StorageFailed(poison.clone());
+        assert_eq!(
+            refused.to_string(),
+            "torc kv: storage failed, refusing writes until restart: write-ahead log \
+             /data/kv.wal.0: fsync failed"
+        );
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(matches!(
+            poison.cause(),
+            CommitFailure::Storage(StorageError::Wal { .. })
+        ));
+        assert_eq!(refused, EtcdError::StorageFailed(poison));
+        let stopped = Poison::new(CommitFailure::ApplyStopped);
+        assert_ne!(refused, EtcdError::StorageFailed(stopped.clone()));
+        assert_eq!(
+            stopped.to_string(),
+            "the kv apply thread stopped",
+            "the text the store answered with before the failure was typed"
+        );
     }
 }

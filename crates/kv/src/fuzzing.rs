@@ -1,8 +1,8 @@
 //! Entry points for the fuzz targets in `tests/fuzz.rs`; not an API (hidden from the docs, no
 //! stability promised). Each runs one input through the real code and checks what must hold
 //! for any input, returning `Ok(signature)`, a short description of what the input did (the
-//! driver keeps inputs with new signatures), or `Err(violation)`. Panics are the driver's to
-//! catch.
+//! driver keeps inputs with new signatures), or `Err(Violation)`, the check that broke with
+//! what was seen. Panics are the driver's to catch.
 //!
 //! - [`requests`]: a sequence of gRPC messages (5-byte frame header, then the protobuf) of the
 //!   KV, Lease and Watch services, each decoded into torc's generated request type, checked
@@ -27,6 +27,59 @@ use crate::authority::{AuthorityFix, MAX_FRAME_BYTES};
 use crate::error::EtcdError;
 use crate::mvcc::{Core, KeyRange, Limits};
 use crate::proto::etcdserverpb as pb;
+
+/// A check that broke: a bug in the MVCC core, the services' checks or the authority
+/// rewriter. Revisions and space are shown as `(revision, bytes in use[, alarm raised])`.
+#[derive(Debug, thiserror::Error)]
+pub enum Violation {
+    #[error("a decoded {request} does not decode again: {source}")]
+    DecodesOnce {
+        request: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("{request} came back as {again}")]
+    RoundTrip { request: String, again: String },
+    #[error("a Range answered {keys} keys and {bytes} bytes, past its bounds")]
+    RangePastBounds { keys: usize, bytes: usize },
+    #[error("after compacting at {revision}, it is unreadable")]
+    UnreadableAfterCompaction { revision: i64 },
+    #[error("{request}: revisions went from {before:?} to {after:?}")]
+    RevisionsWentBack {
+        request: &'static str,
+        before: (i64, u64, bool),
+        after: (i64, u64),
+    },
+    #[error("{request}: the quota counts {counted} bytes, a recount {recounted}")]
+    QuotaMiscounted {
+        request: &'static str,
+        counted: u64,
+        recounted: u64,
+    },
+    #[error(
+        "{request}: refused for space or under the alarm, yet it changed {before:?} to {after:?}"
+    )]
+    WroteWithoutSpace {
+        request: &'static str,
+        before: (i64, u64, bool),
+        after: (i64, u64),
+    },
+    #[error("reading failed: {0}")]
+    ReadFailed(#[source] std::io::Error),
+    #[error("a slice reader never waits")]
+    Waited,
+    #[error("{bytes} bytes held back")]
+    HeldBack { bytes: usize },
+    #[error("the output depends on how the input was read")]
+    DependsOnChunks,
+    #[error("input without a URL was changed")]
+    ChangedWithoutUrl,
+    #[error("frames changed: {before:?} became {after:?}")]
+    FramesChanged {
+        before: Vec<(u8, u8, u32)>,
+        after: Vec<(u8, u8, u32)>,
+    },
+}
 
 /// The request kinds [`requests`] decodes, by the first byte of each item.
 pub const REQUEST_KINDS: [&str; 9] = [
@@ -70,14 +123,20 @@ fn unframe(frame: &[u8]) -> Option<&[u8]> {
 /// Decodes `body` as `M`; checks the message survives encoding.
 fn decode<M: Message + Default + PartialEq + std::fmt::Debug>(
     body: &[u8],
-) -> Result<Option<M>, String> {
+) -> Result<Option<M>, Violation> {
     let Ok(m) = M::decode(body) else {
         return Ok(None);
     };
-    let again = M::decode(m.encode_to_vec().as_slice())
-        .map_err(|e| format!("a decoded {m:?} does not decode again: {e}"))?;
+    let again =
+        M::decode(m.encode_to_vec().as_slice()).map_err(|source| Violation::DecodesOnce {
+            request: format!("{m:?}"),
+            source,
+        })?;
     if again != m {
-        return Err(format!("{m:?} came back as {again:?}"));
+        return Err(Violation::RoundTrip {
+            request: format!("{m:?}"),
+            again: format!("{again:?}"),
+        });
     }
     if m.encoded_len() > MAX_REQUEST_BYTES {
         // The services refuse it (etcd's `request is too large`).
@@ -98,23 +157,23 @@ fn outcome<T>(r: &Result<T, EtcdError>) -> String {
 }
 
 /// Checks a Range's answer against the bounds.
-fn check_range(resp: &pb::RangeResponse, l: &Limits) -> Result<(), String> {
+fn check_range(resp: &pb::RangeResponse, l: &Limits) -> Result<(), Violation> {
     let bytes: usize = resp
         .kvs
         .iter()
         .map(|kv| kv.key.len() + kv.value.len())
         .sum();
     if resp.kvs.len() > l.max_range_keys || bytes > l.max_range_bytes {
-        return Err(format!(
-            "a Range answered {} keys and {bytes} bytes, past its bounds",
-            resp.kvs.len()
-        ));
+        return Err(Violation::RangePastBounds {
+            keys: resp.kvs.len(),
+            bytes,
+        });
     }
     Ok(())
 }
 
 /// Runs `items` (`(kind, gRPC frame)`) through one core; see the module comment.
-pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
+pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, Violation> {
     let l = limits();
     let mut core = Core::new(l.clone(), 7);
     let now = std::time::Instant::now();
@@ -188,10 +247,9 @@ pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
                         ..Default::default()
                     };
                     if core.range(&at, core.revision()).is_err() {
-                        return Err(format!(
-                            "after compacting at {}, it is unreadable",
-                            r.revision
-                        ));
+                        return Err(Violation::UnreadableAfterCompaction {
+                            revision: r.revision,
+                        });
                     }
                 }
                 outcome(&done)
@@ -233,21 +291,25 @@ pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
         }
         let after = (core.revision(), core.space_in_use());
         if after.0 < before.0 || core.compact_revision() > core.revision() {
-            return Err(format!(
-                "{name}: revisions went from {before:?} to {after:?}"
-            ));
+            return Err(Violation::RevisionsWentBack {
+                request: name,
+                before,
+                after,
+            });
         }
         if core.space_in_use() != core.recount_space() {
-            return Err(format!(
-                "{name}: the quota counts {} bytes, a recount {}",
-                core.space_in_use(),
-                core.recount_space()
-            ));
+            return Err(Violation::QuotaMiscounted {
+                request: name,
+                counted: core.space_in_use(),
+                recounted: core.recount_space(),
+            });
         }
         if adds_data && (before.2 || result == "NoSpace") && after != (before.0, before.1) {
-            return Err(format!(
-                "{name}: refused for space or under the alarm, yet it changed {before:?} to {after:?}"
-            ));
+            return Err(Violation::WroteWithoutSpace {
+                request: name,
+                before,
+                after,
+            });
         }
         if result == "ok" && core.nospace_alarm() && name == "compact" {
             // Compaction frees space; the alarm stays until disarmed.
@@ -270,7 +332,7 @@ pub fn requests(items: &[(u8, Vec<u8>)]) -> Result<String, String> {
 
 /// Reads everything `fix` hands on, `chunks` deciding how much each read
 /// asks for.
-fn read_all(input: &[u8], chunks: &[u8]) -> Result<Vec<u8>, String> {
+fn read_all(input: &[u8], chunks: &[u8]) -> Result<Vec<u8>, Violation> {
     let mut fix = AuthorityFix::new(input);
     let mut out = Vec::with_capacity(input.len() + 64);
     let mut cx = Context::from_waker(Waker::noop());
@@ -285,12 +347,14 @@ fn read_all(input: &[u8], chunks: &[u8]) -> Result<Vec<u8>, String> {
         match Pin::new(&mut fix).poll_read(&mut cx, &mut read) {
             Poll::Ready(Ok(())) if read.filled().is_empty() => return Ok(out),
             Poll::Ready(Ok(())) => out.extend_from_slice(read.filled()),
-            Poll::Ready(Err(e)) => return Err(format!("reading failed: {e}")),
-            Poll::Pending => return Err("a slice reader never waits".into()),
+            Poll::Ready(Err(e)) => return Err(Violation::ReadFailed(e)),
+            Poll::Pending => return Err(Violation::Waited),
         }
         // Held back: at most one whole frame plus one read of the input.
         if fix.held_back() > MAX_FRAME_BYTES + 9 + 8192 {
-            return Err(format!("{} bytes held back", fix.held_back()));
+            return Err(Violation::HeldBack {
+                bytes: fix.held_back(),
+            });
         }
     }
 }
@@ -312,23 +376,22 @@ fn frames(bytes: &[u8]) -> Vec<(u8, u8, u32)> {
 }
 
 /// Runs `input` through the authority rewriter; see the module comment.
-pub fn authority(input: &[u8], chunks: &[u8]) -> Result<String, String> {
+pub fn authority(input: &[u8], chunks: &[u8]) -> Result<String, Violation> {
     let whole = read_all(input, &[255])?;
     let chunked = read_all(input, chunks)?;
     if whole != chunked {
-        return Err("the output depends on how the input was read".into());
+        return Err(Violation::DependsOnChunks);
     }
     let has_url = input.windows(3).any(|w| w == b"://");
     if !has_url && whole != input {
-        return Err("input without a URL was changed".into());
+        return Err(Violation::ChangedWithoutUrl);
     }
     let changed = whole != input;
     if changed && frames(&whole) != frames(input) {
-        return Err(format!(
-            "frames changed: {:?} became {:?}",
-            frames(input),
-            frames(&whole)
-        ));
+        return Err(Violation::FramesChanged {
+            before: frames(input),
+            after: frames(&whole),
+        });
     }
     let frames = frames(input);
     let has = |kind: u8| frames.iter().any(|f| f.0 == kind);

@@ -35,10 +35,10 @@
 //!   `--trusted-ca-file`, `--client-cert-auth`: a client certificate's common
 //!   name as the user of requests without a token), terminated in front of
 //!   `authority`.
-//! - `codec`: the gRPC codec (prost's, with buffers sized for etcd's small
-//!   messages).
-//! - [`client`]: the client the rest of torc uses (etcd auth and TLS
-//!   included).
+//! - [`proto`]: kv's on-disk records; the etcd v3 messages and the service
+//!   traits implemented here, the gRPC codec (prost's, with buffers sized for
+//!   etcd's small messages) and the client the rest of torc uses are
+//!   `torc-kv-client`'s, which this crate builds on.
 //! - `fuzzing`: the checks of the fuzz targets `kv-request` and
 //!   `kv-authority` (`tests/fuzz.rs`, `scripts/fuzz`).
 //!
@@ -63,8 +63,6 @@ mod admin_service;
 pub mod auth;
 mod auth_service;
 mod authority;
-pub mod client;
-mod codec;
 mod conn;
 pub mod error;
 #[doc(hidden)]
@@ -82,32 +80,12 @@ pub use error::{Error, EtcdError, StorageError};
 pub use server::{DB_FILE, KvOptions, KvServer, RootBootstrap, SHUTDOWN_GRACE, VERSION};
 pub use tls::ServerTls;
 
-/// The `range_end` that selects every key starting with `prefix` (what `etcdctl --prefix`
-/// sends): the prefix with its last byte below 0xff incremented; `\0` (all keys) when there
-/// is none.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-/// Code generated from torc's own declarations of the etcd v3 protos
-/// (`proto/`), including typed gRPC clients.
+/// kv's on-disk records (`proto/torc/kv/storage.proto`, compiled by
+/// `build.rs`). The etcd v3 wire code is `torc_kv_client::proto`'s; its
+/// modules are named here for this crate's own use only (as
+/// `crate::proto::etcdserverpb`), not re-exported.
 pub mod proto {
-    pub mod mvccpb {
-        tonic::include_proto!("mvccpb");
-    }
-    pub mod authpb {
-        tonic::include_proto!("authpb");
-    }
-    pub mod etcdserverpb {
-        tonic::include_proto!("etcdserverpb");
-    }
+    pub(crate) use torc_kv_client::proto::{authpb, etcdserverpb, mvccpb};
     /// On-disk records; not a wire API.
     pub mod torc {
         pub mod kv {

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::AuthState;
-use crate::error::{EtcdError, StorageError};
+use crate::error::{CommitFailure, EtcdError, Poison, StorageError};
 use crate::mvcc::{Core, KeyRange, Limits, Mutation, Outcome, RevisionEvents};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{Event, event::EventType};
@@ -300,7 +300,7 @@ pub struct State {
     /// Authenticate are checked against it, so no one is let in by a change
     /// that is not yet durable.
     pub auth_committed: Arc<AuthState>,
-    failed: Option<String>,
+    failed: Option<Poison>,
     closed: bool,
     next_stream: u64,
     retain_revisions: i64,
@@ -346,7 +346,7 @@ pub struct Store {
 /// A random u64 from the OS's CSPRNG (the crate's one random source, also
 /// behind auth tokens).
 fn random_u64() -> Result<u64, OpenError> {
-    getrandom::u64().map_err(|e| OpenError::Random(e.to_string()))
+    getrandom::u64().map_err(OpenError::Random)
 }
 
 impl Store {
@@ -633,7 +633,7 @@ impl Shared {
 pub enum OpenError {
     Storage(StorageError),
     Thread(std::io::Error),
-    Random(String),
+    Random(getrandom::Error),
 }
 
 /// Commit-thread timings, printed to stderr once a second when the
@@ -785,20 +785,20 @@ impl Committer {
     }
 
     /// Appends `mutations` to the log (durably) and queues them for redb.
-    fn log(&mut self, mutations: Vec<Mutation>) -> Result<(), String> {
+    fn log(&mut self, mutations: Vec<Mutation>) -> Result<(), Poison> {
         let lsn = self.append(&mutations)?;
         self.apply(lsn, mutations)
     }
 
-    fn append(&mut self, mutations: &[Mutation]) -> Result<u64, String> {
+    fn append(&mut self, mutations: &[Mutation]) -> Result<u64, Poison> {
         self.wal.append(mutations).map_err(|e| {
             tracing::error!(error = %e, "kv log append failed; refusing further writes");
-            e.to_string()
+            Poison::new(e)
         })
     }
 
     /// Hands a logged record to the apply thread.
-    fn apply(&mut self, lsn: u64, mutations: Vec<Mutation>) -> Result<(), String> {
+    fn apply(&mut self, lsn: u64, mutations: Vec<Mutation>) -> Result<(), Poison> {
         let checkpoint = self
             .wal
             .switch_if_full(self.checkpointed.load(Ordering::Acquire));
@@ -808,7 +808,7 @@ impl Committer {
                 mutations,
                 checkpoint,
             })
-            .map_err(|_| "the kv apply thread stopped".to_string())
+            .map_err(|_| Poison::new(CommitFailure::ApplyStopped))
     }
 
     fn commit_batch(
@@ -1034,7 +1034,7 @@ fn run_applier(
             Ok(()) => unflushed = Some(lsn),
             Err(e) => {
                 tracing::error!(error = %e, "kv redb commit failed; refusing further writes");
-                shared.lock().failed = Some(e.to_string());
+                shared.lock().failed = Some(Poison::new(e));
                 failed = true;
             }
         }
@@ -1090,7 +1090,7 @@ impl ApplyStats {
 }
 
 /// Answers every request of a batch; returns their mutations.
-fn ack(batch: Vec<Pending>, result: Result<(), String>) -> Vec<Vec<Mutation>> {
+fn ack(batch: Vec<Pending>, result: Result<(), Poison>) -> Vec<Vec<Mutation>> {
     batch
         .into_iter()
         .map(|p| {

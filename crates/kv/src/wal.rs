@@ -328,8 +328,17 @@ fn encode<'a>(mutations: impl IntoIterator<Item = &'a Mutation>) -> WalBatch {
     WalBatch { mutations }
 }
 
-fn decode(payload: &[u8]) -> Result<Vec<Mutation>, String> {
-    let batch = WalBatch::decode(payload).map_err(|e| e.to_string())?;
+/// Why a record's payload (past its checksum) is not a batch of mutations.
+#[derive(Debug, thiserror::Error)]
+enum BadPayload {
+    #[error("{0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("mutation of an unknown kind")]
+    UnknownKind,
+}
+
+fn decode(payload: &[u8]) -> Result<Vec<Mutation>, BadPayload> {
+    let batch = WalBatch::decode(payload)?;
     batch
         .mutations
         .into_iter()
@@ -351,7 +360,7 @@ fn decode(payload: &[u8]) -> Result<Vec<Mutation>, String> {
             Some(Kind::AuthEnabled(on)) => Ok(Mutation::Auth(AuthMutation::Enabled(on))),
             Some(Kind::AuthRevision(rev)) => Ok(Mutation::Auth(AuthMutation::Revision(rev))),
             Some(Kind::NospaceAlarm(raised)) => Ok(Mutation::NoSpaceAlarm(raised)),
-            None => Err("mutation of an unknown kind".to_string()),
+            None => Err(BadPayload::UnknownKind),
         })
         .collect()
 }

@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes};
 use prost::Message;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
+use torc_kv_client::codec::KvCodec;
 
 use crate::proto::etcdserverpb as pb;
 
@@ -185,7 +186,7 @@ where
         let inner = self.inner.clone();
         let max_decoding_message_size = self.max_decoding_message_size;
         Box::pin(async move {
-            let codec = crate::codec::KvCodec::<EncodedWatchResponse, pb::WatchRequest>::default();
+            let codec = KvCodec::<EncodedWatchResponse, pb::WatchRequest>::default();
             let mut grpc = tonic::server::Grpc::new(codec)
                 .apply_max_message_size_config(max_decoding_message_size, None);
             Ok(grpc.streaming(WatchCall(inner), req).await)

@@ -1,4 +1,4 @@
-//! The client helper (`torc_kv::client`) against torc kv with auth: it
+//! The client helper (`torc_kv_client`) against torc kv with auth: it
 //! authenticates, carries its token, and authenticates again when the token
 //! expires, when the server restarts (tokens live in memory only) and when
 //! it is told auth is off; a changed password ends its session at once.
@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{TorcKv, etcdctl};
 use tonic::Code;
 use torc_kv::KvOptions;
-use torc_kv::client::{Client, ClientError, Credentials};
-use torc_kv::proto::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
+use torc_kv_client::proto::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
+use torc_kv_client::{Client, ClientError, Credentials};
 
 const TTL: Duration = Duration::from_secs(1);
 

@@ -76,7 +76,7 @@ fn watchers_sharing_a_stream_match() {
 
 /// Watch id → its events as `TYPE key=value (prev prev_value)` lines.
 async fn shared_stream_session(endpoint: &str) -> std::collections::BTreeMap<i64, Vec<String>> {
-    use torc_kv::proto::etcdserverpb::{
+    use torc_kv_client::proto::etcdserverpb::{
         PutRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
         watch_client::WatchClient, watch_create_request::FilterType, watch_request::RequestUnion,
     };
@@ -122,7 +122,7 @@ async fn shared_stream_session(endpoint: &str) -> std::collections::BTreeMap<i64
         .await
         .expect("put");
     }
-    kv.delete_range(torc_kv::proto::etcdserverpb::DeleteRangeRequest {
+    kv.delete_range(torc_kv_client::proto::etcdserverpb::DeleteRangeRequest {
         key: "s/a".into(),
         ..Default::default()
     })
@@ -135,7 +135,7 @@ async fn shared_stream_session(endpoint: &str) -> std::collections::BTreeMap<i64
     while want > 0 {
         let resp = next_response(&mut stream).await;
         for ev in resp.events {
-            let text = |kv: &Option<torc_kv::proto::mvccpb::KeyValue>| {
+            let text = |kv: &Option<torc_kv_client::proto::mvccpb::KeyValue>| {
                 kv.as_ref().map_or("-".to_string(), |kv| {
                     format!(
                         "{}={}@{}",
@@ -159,8 +159,8 @@ async fn shared_stream_session(endpoint: &str) -> std::collections::BTreeMap<i64
 
 /// The next response on a watch stream, within 10 s.
 async fn next_response(
-    stream: &mut tonic::Streaming<torc_kv::proto::etcdserverpb::WatchResponse>,
-) -> torc_kv::proto::etcdserverpb::WatchResponse {
+    stream: &mut tonic::Streaming<torc_kv_client::proto::etcdserverpb::WatchResponse>,
+) -> torc_kv_client::proto::etcdserverpb::WatchResponse {
     tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
         .await
         .expect("watch response in time")

@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use torc_kv::proto::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
 use torc_kv::{KvOptions, KvServer};
+use torc_kv_client::proto::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
 
 const CHILD_ENV: &str = "TORC_KV_CHILD_DIR";
 const READY: &str = "TORC_KV_LISTENING ";
@@ -171,9 +171,9 @@ fn kill_9_after_acknowledged_puts(clients: usize, kill_after: usize, pad: usize)
 /// acknowledged change, with auth still enabled.
 #[test]
 fn acknowledged_auth_changes_survive_kill_9() {
-    use torc_kv::client::{Client, Credentials};
-    use torc_kv::proto::authpb::{Permission, permission::Type};
-    use torc_kv::proto::etcdserverpb as pb;
+    use torc_kv_client::proto::authpb::{Permission, permission::Type};
+    use torc_kv_client::proto::etcdserverpb as pb;
+    use torc_kv_client::{Client, Credentials};
     const WRITERS: usize = 4;
     const KILL_AFTER: usize = 400;
     let dir = tempfile::tempdir().expect("tempdir");

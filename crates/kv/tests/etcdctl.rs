@@ -169,7 +169,9 @@ fn bad_input_gets_etcd_errors() {
 /// 600 writes over 32 keys from 8 clients (so commits batch), every seventh
 /// a delete; returns each key's final value.
 fn write_load(endpoint: &str) -> std::collections::BTreeMap<String, Option<String>> {
-    use torc_kv::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, kv_client::KvClient};
+    use torc_kv_client::proto::etcdserverpb::{
+        DeleteRangeRequest, PutRequest, kv_client::KvClient,
+    };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let url = format!("http://{endpoint}");

@@ -16,9 +16,9 @@ mod common;
 use arbitrary::Unstructured;
 use common::{H2_PREFACE, h2_frame};
 use prost::Message;
-use torc_fuzz::{Outcome, Signature, Target, Violation};
+use torc_fuzz::{Outcome, Target};
 use torc_kv::fuzzing;
-use torc_kv::proto::etcdserverpb as pb;
+use torc_kv_client::proto::etcdserverpb as pb;
 
 const TARGETS: &[Target] = &[
     Target {
@@ -258,9 +258,7 @@ fn run_requests(data: &[u8]) -> Outcome {
     let Ok(items) = requests(&mut u) else {
         return Ok("no input".into());
     };
-    fuzzing::requests(&items)
-        .map(Signature::from)
-        .map_err(Violation::new)
+    Ok(fuzzing::requests(&items)?.into())
 }
 
 /// An HPACK string literal, raw or (claimed) Huffman.
@@ -398,9 +396,7 @@ fn run_authority(data: &[u8]) -> Outcome {
     };
     let n = u.len().min(16);
     let chunks = u.bytes(n).unwrap_or_default().to_vec();
-    fuzzing::authority(&input, &chunks)
-        .map(Signature::from)
-        .map_err(Violation::new)
+    Ok(fuzzing::authority(&input, &chunks)?.into())
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{TorcKv, etcdctl};
 use tonic::Code;
 use torc_kv::KvOptions;
-use torc_kv::proto::etcdserverpb::{
+use torc_kv_client::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseRevokeRequest, WatchCancelRequest, WatchCreateRequest, WatchRequest,
     WatchResponse, lease_client::LeaseClient, watch_client::WatchClient,
     watch_request::RequestUnion,

@@ -11,9 +11,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use common::{TorcKv, etcdctl, require};
 use torc_kv::KvOptions;
-use torc_kv::proto::etcdserverpb::{
+use torc_kv_client::proto::etcdserverpb::{
     PutRequest, WatchCreateRequest, WatchRequest, WatchResponse, kv_client::KvClient,
     watch_client::WatchClient, watch_request::RequestUnion,
 };
@@ -67,7 +70,7 @@ async fn watch_big(
     tx.send(WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: "big/".into(),
-            range_end: torc_kv::prefix_end(b"big/").into(),
+            range_end: torc_kv_client::prefix_end(b"big/").into(),
             ..Default::default()
         })),
     })
@@ -168,16 +171,14 @@ fn etcdctl_watching_through_an_overflow_sees_every_event_once() {
     });
     assert_eq!(first, ["PUT", "big/first", "x"]);
     // It stops reading (more `big/first` events may follow; they are skipped).
-    let pid = watch.id() as libc::pid_t;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let pid = Pid::from_raw(watch.id() as i32);
+    kill(pid, Signal::SIGSTOP).expect("stop the watcher");
     for i in 0..PUTS {
         let key = format!("big/{i:04}");
         let out = etcdctl(&kv.endpoint, &["put", &key, &value], None);
         assert_eq!(out, "OK\n", "{key}");
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    kill(pid, Signal::SIGCONT).expect("continue the watcher");
     let mut keys = Vec::new();
     while keys.len() < PUTS {
         let (op, key, v) = (next_line(), next_line(), next_line());
@@ -261,7 +262,7 @@ fn requests_wait_while_the_client_does_not_read() {
         let create = |prefix: &str, watch_id: i64, start_revision: i64| WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 key: prefix.to_string().into(),
-                range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
+                range_end: torc_kv_client::prefix_end(prefix.as_bytes()).into(),
                 start_revision,
                 watch_id,
                 ..Default::default()

@@ -21,8 +21,8 @@ use common::{
     etcdctl, run_case, watch_session,
 };
 use torc_kv::KvOptions;
-use torc_kv::client::{Client, ClientTls};
-use torc_kv::proto::etcdserverpb::{PutRequest, RangeRequest};
+use torc_kv_client::proto::etcdserverpb::{PutRequest, RangeRequest};
+use torc_kv_client::{Client, ClientTls};
 
 /// The server flags a TLS case file asks for on its `# tls: MODE` line.
 fn mode_of(name: &str, text: &str) -> ClientCerts {

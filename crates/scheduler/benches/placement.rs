@@ -4,14 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use torc_scheduler::{Ledger, NodeState, TaskRequest};
-use torc_types::{Constraints, NodeName, Resources, TaskId};
+use torc_scheduler::{Ledger, NodeState, RackNetwork, TaskRequest};
+use torc_types::{Constraints, NodeName, NodeType, Resources, TaskId};
 
 fn main() {
     let nodes: Vec<NodeState> = (0..40)
         .map(|i| NodeState {
             name: NodeName::new(format!("node{i}")).unwrap(),
-            node_type: "slave".into(),
+            node_type: NodeType::Slave,
             node_function: if i % 4 == 0 { "storage" } else { "compute" }.into(),
             active: true,
             total: Resources::new(64.0, 256_000.0, 1_000_000.0),
@@ -20,6 +20,10 @@ fn main() {
             port_range: "31000-32999".parse().unwrap(),
             used_ports: (31000..31025).collect::<BTreeSet<u16>>(),
             tasks: 25,
+            task_block: None,
+            rack_network: RackNetwork::Unknown,
+            used_addresses: BTreeSet::new(),
+            next_address: 0,
         })
         .collect();
     let id = TaskId::new("bench.1").unwrap();
@@ -39,6 +43,7 @@ fn main() {
                 resources: Resources::new(0.01, 8.0, 0.0),
                 ports: 1,
                 constraints: if i % 3 == 0 { &storage } else { &any },
+                rack_address: false,
             };
             std::hint::black_box(ledger.place(&req).expect("fits"));
         }

@@ -1,7 +1,8 @@
 //! Placement: the resource ledger of a rack, and the decision where a task goes.
 //!
 //! The [`Ledger`] holds the nodes and what is allocated on each. Given a task, it decides where
-//! the task goes and which ports it gets (reserving them), or says why it cannot go anywhere.
+//! the task goes, which ports it gets and, for a task on the rack network, which address of the
+//! node's task block (reserving them), or says why it cannot go anywhere.
 //! It performs no I/O and reads no clock, so the same input always gives the same placement and
 //! the controller can test and benchmark it alone.
 //!
@@ -9,18 +10,24 @@
 //! - A placement never overcommits a node: the task's resources fit in what is still free
 //!   after every earlier placement of the same plan.
 //! - Ports handed out are inside the node's range and unused on that node.
+//! - A rack address handed out is one of the node's block's task addresses and held by no
+//!   other task. Addresses are handed out next-fit (after the last one given), so a freed
+//!   address is reused only after the rest of the block, when DNS caches and the old route
+//!   have long drained. The cursor is not stored: a ledger rebuilt after a controller restart
+//!   starts after the highest address still held.
 //! - Tasks are spread: among the nodes that fit, the least loaded wins (ties broken by fewer
 //!   tasks, then by name), not the first that fits.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
-use torc_types::{Constraints, NodeName, PortRange, Resources, TaskId};
+use torc_types::{Constraints, Ipv4Block, NodeName, NodeType, PortRange, Resources, TaskId};
 
 /// A node as the ledger needs to see it.
 #[derive(Debug, Clone)]
 pub struct NodeState {
     pub name: NodeName,
-    pub node_type: String,
+    pub node_type: NodeType,
     pub node_function: String,
     /// Inactive nodes receive nothing.
     pub active: bool,
@@ -30,6 +37,27 @@ pub struct NodeState {
     pub used_ports: BTreeSet<u16>,
     /// Tasks holding resources on the node.
     pub tasks: usize,
+    /// The addresses the node gives its rack-network tasks, if any.
+    pub task_block: Option<Ipv4Block>,
+    /// Whether the node's agent can give a task its own network namespace.
+    pub rack_network: RackNetwork,
+    /// Rack addresses held by the node's tasks.
+    pub used_addresses: BTreeSet<Ipv4Addr>,
+    /// Where the next-fit search for a free address starts: an index into the block's task
+    /// addresses.
+    pub next_address: u32,
+}
+
+/// Whether a node's agent can put a task on the rack network.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RackNetwork {
+    /// It can: it creates task namespaces and links.
+    Ready,
+    /// It cannot (not privileged, or an older agent); the note says why.
+    Unavailable { note: String },
+    /// Its agent has not said (not registered yet).
+    #[default]
+    Unknown,
 }
 
 impl NodeState {
@@ -56,6 +84,54 @@ impl NodeState {
                 .is_none_or(|f| *f == self.node_function)
     }
 
+    /// Why the node cannot give a task a rack address now, if it cannot.
+    fn address_problem(&self) -> Option<AddressProblem> {
+        let Some(block) = self.task_block else {
+            return Some(AddressProblem::NoBlock {
+                node: self.name.clone(),
+            });
+        };
+        match &self.rack_network {
+            RackNetwork::Ready => {}
+            RackNetwork::Unavailable { note } => {
+                return Some(AddressProblem::Unsupported {
+                    node: self.name.clone(),
+                    note: note.clone(),
+                });
+            }
+            RackNetwork::Unknown => {
+                return Some(AddressProblem::Undeclared {
+                    node: self.name.clone(),
+                });
+            }
+        }
+        let capacity = block.task_capacity();
+        let used = (self.used_addresses.iter())
+            .filter(|ip| block.contains(**ip))
+            .count();
+        (used >= capacity as usize).then(|| AddressProblem::Exhausted {
+            node: self.name.clone(),
+            block,
+            in_use: used,
+        })
+    }
+
+    /// The next free address after the cursor, taken. The caller checked that one is free.
+    fn take_address(&mut self) -> Option<Ipv4Addr> {
+        let block = self.task_block?;
+        let capacity = block.task_capacity();
+        let first = u32::from(block.gateway()?) + 1;
+        (0..capacity)
+            .map(|step| (self.next_address + step) % capacity)
+            .map(|offset| (offset, Ipv4Addr::from(first + offset)))
+            .find(|(_, ip)| !self.used_addresses.contains(ip))
+            .map(|(offset, ip)| {
+                self.used_addresses.insert(ip);
+                self.next_address = (offset + 1) % capacity;
+                ip
+            })
+    }
+
     fn take_ports(&mut self, count: u16) -> Vec<u16> {
         let mut ports = Vec::with_capacity(usize::from(count));
         let mut candidate = self.port_range.first;
@@ -80,6 +156,8 @@ pub struct TaskRequest<'a> {
     pub resources: Resources,
     pub ports: u16,
     pub constraints: &'a Constraints,
+    /// The task needs an address of its own from its node's task block.
+    pub rack_address: bool,
 }
 
 /// Where a task goes.
@@ -87,6 +165,17 @@ pub struct TaskRequest<'a> {
 pub struct Placement {
     pub node: NodeName,
     pub ports: Vec<u16>,
+    /// The task's own rack address, when it asked for one.
+    pub address: Option<Ipv4Addr>,
+}
+
+/// What a placed task holds on its node: given back with [`Ledger::release`], or recorded
+/// with [`Ledger::reserve`] for a task placed before (loaded from disk).
+#[derive(Debug, Clone, Copy)]
+pub struct Holding<'a> {
+    pub resources: &'a Resources,
+    pub ports: &'a [u16],
+    pub address: Option<Ipv4Addr>,
 }
 
 /// The resource ledger: each node's allocation, and placement against it. Each successful
@@ -123,6 +212,8 @@ impl Ledger {
                 let old = &mut self.nodes[i];
                 node.allocated = old.allocated;
                 node.used_ports = std::mem::take(&mut old.used_ports);
+                node.used_addresses = std::mem::take(&mut old.used_addresses);
+                node.next_address = old.next_address;
                 node.tasks = old.tasks;
                 *old = node;
             }
@@ -130,23 +221,40 @@ impl Ledger {
         }
     }
 
-    /// Records a task already placed on `node` (e.g. loaded from disk).
-    pub fn reserve(&mut self, node: &NodeName, resources: &Resources, ports: &[u16]) {
+    /// Records a task already placed on `node` (e.g. loaded from disk). The next-fit search
+    /// for addresses goes on after the highest address reserved.
+    pub fn reserve(&mut self, node: &NodeName, held: Holding<'_>) {
         if let Some(i) = self.index(node) {
             let n = &mut self.nodes[i];
-            n.allocated = n.allocated.add(resources);
-            n.used_ports.extend(ports.iter().copied());
+            n.allocated = n.allocated.add(held.resources);
+            n.used_ports.extend(held.ports.iter().copied());
+            if let Some(ip) = held.address {
+                n.used_addresses.insert(ip);
+                if let Some(block) = n.task_block.filter(|b| b.contains(ip))
+                    && let Some(gateway) = block.gateway()
+                    && block.task_capacity() > 0
+                {
+                    let offset = u32::from(ip).wrapping_sub(u32::from(gateway) + 1);
+                    if offset < block.task_capacity() {
+                        let after = (offset + 1) % block.task_capacity();
+                        n.next_address = n.next_address.max(after);
+                    }
+                }
+            }
             n.tasks += 1;
         }
     }
 
     /// Gives back what a task held on `node`.
-    pub fn release(&mut self, node: &NodeName, resources: &Resources, ports: &[u16]) {
+    pub fn release(&mut self, node: &NodeName, held: Holding<'_>) {
         if let Some(i) = self.index(node) {
             let n = &mut self.nodes[i];
-            n.allocated = n.allocated.saturating_sub(resources);
-            for p in ports {
+            n.allocated = n.allocated.saturating_sub(held.resources);
+            for p in held.ports {
                 n.used_ports.remove(p);
+            }
+            if let Some(ip) = held.address {
+                n.used_addresses.remove(&ip);
             }
             n.tasks = n.tasks.saturating_sub(1);
         }
@@ -160,6 +268,7 @@ impl Ledger {
                 || !node.matches(task.constraints)
                 || !task.resources.fits_in(&node.free())
                 || node.free_ports() < usize::from(task.ports)
+                || (task.rack_address && node.address_problem().is_some())
             {
                 continue;
             }
@@ -182,9 +291,15 @@ impl Ledger {
         node.allocated = node.allocated.add(&task.resources);
         node.tasks += 1;
         let ports = node.take_ports(task.ports);
+        let address = if task.rack_address {
+            node.take_address()
+        } else {
+            None
+        };
         Ok(Placement {
             node: node.name.clone(),
             ports,
+            address,
         })
     }
 
@@ -209,6 +324,24 @@ impl Ledger {
                 nodes: matching.iter().map(|n| n.name.clone()).collect(),
             };
         }
+        let active = if task.rack_address {
+            let (ready, problems): (Vec<&NodeState>, Vec<AddressProblem>) =
+                active
+                    .iter()
+                    .fold((Vec::new(), Vec::new()), |(mut ok, mut bad), n| {
+                        match n.address_problem() {
+                            None => ok.push(*n),
+                            Some(problem) => bad.push(problem),
+                        }
+                        (ok, bad)
+                    });
+            if ready.is_empty() {
+                return NoFit::NoRackAddress(problems);
+            }
+            ready
+        } else {
+            active
+        };
         let r = &task.resources;
         let most = |f: fn(&Resources) -> f64| {
             active
@@ -276,6 +409,36 @@ pub enum NoFit {
     Short(Vec<Shortfall>),
     #[error("no single active node has {resources} and {ports} free ports at once")]
     Fragmented { resources: Resources, ports: u16 },
+    /// The task asked for a rack address and no active matching node can give one.
+    #[error("no active node can give a rack address ({})", problems(.0))]
+    NoRackAddress(Vec<AddressProblem>),
+}
+
+/// Why one node cannot give a task a rack address.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AddressProblem {
+    #[error("{node}: no task_block in the rack config")]
+    NoBlock { node: NodeName },
+    #[error("{node}: its agent cannot create task namespaces: {note}")]
+    Unsupported { node: NodeName, note: String },
+    #[error("{node}: its agent has not said whether it can create task namespaces")]
+    Undeclared { node: NodeName },
+    #[error(
+        "{node}: block {block} exhausted, {in_use} of {} in use",
+        block.task_capacity()
+    )]
+    Exhausted {
+        node: NodeName,
+        block: Ipv4Block,
+        in_use: usize,
+    },
+}
+
+fn problems(problems: &[AddressProblem]) -> String {
+    (problems.iter())
+        .map(AddressProblem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One resource a task needs more of than any active node has free.
@@ -356,7 +519,7 @@ mod tests {
     fn node(name: &str, cpus: f64, mem: f64) -> NodeState {
         NodeState {
             name: NodeName::new(name).unwrap(),
-            node_type: "slave".into(),
+            node_type: NodeType::Slave,
             node_function: "compute".into(),
             active: true,
             total: Resources::new(cpus, mem, 1000.0),
@@ -364,6 +527,10 @@ mod tests {
             port_range: "31000-31003".parse().unwrap(),
             used_ports: BTreeSet::new(),
             tasks: 0,
+            task_block: None,
+            rack_network: RackNetwork::Unknown,
+            used_addresses: BTreeSet::new(),
+            next_address: 0,
         }
     }
 
@@ -379,6 +546,7 @@ mod tests {
             resources: Resources::new(cpus, mem, 0.0),
             ports,
             constraints: c,
+            rack_address: false,
         }
     }
 
@@ -481,5 +649,99 @@ mod tests {
             }])
         );
         assert!(err.to_string().contains("1 ports (most free: 0)"), "{err}");
+    }
+
+    fn rack_node(name: &str, block: &str) -> NodeState {
+        NodeState {
+            task_block: Some(block.parse().unwrap()),
+            rack_network: RackNetwork::Ready,
+            ..node(name, 8.0, 1000.0)
+        }
+    }
+
+    fn ip(text: &str) -> Ipv4Addr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn rack_addresses_next_fit_and_run_out() {
+        let mut p = Ledger::new(vec![rack_node("a", "198.19.1.0/29")]);
+        let id = TaskId::new("t.1").unwrap();
+        let c = Constraints::default();
+        let rack = |p: &mut Ledger| {
+            p.place(&TaskRequest {
+                rack_address: true,
+                ..req(&id, &c, 0.0, 0.0, 0)
+            })
+        };
+        // A /29 has 8 addresses: network, gateway .1, tasks .2-.6, broadcast .7.
+        let first: Vec<_> = (0..3).map(|_| rack(&mut p).unwrap().address).collect();
+        assert_eq!(
+            first,
+            [
+                Some(ip("198.19.1.2")),
+                Some(ip("198.19.1.3")),
+                Some(ip("198.19.1.4"))
+            ]
+        );
+        // A freed address is not the next one given: the search goes on after the last.
+        let a = NodeName::new("a").unwrap();
+        let held = |address| Holding {
+            resources: &Resources::ZERO,
+            ports: &[],
+            address: Some(ip(address)),
+        };
+        p.release(&a, held("198.19.1.2"));
+        assert_eq!(rack(&mut p).unwrap().address, Some(ip("198.19.1.5")));
+        assert_eq!(rack(&mut p).unwrap().address, Some(ip("198.19.1.6")));
+        assert_eq!(rack(&mut p).unwrap().address, Some(ip("198.19.1.2")));
+        let err = rack(&mut p).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no active node can give a rack address (a: block 198.19.1.0/29 exhausted, 5 of 5 \
+             in use)"
+        );
+        // A task off the rack network still fits, and gets no address.
+        assert_eq!(p.place(&req(&id, &c, 0.0, 0.0, 0)).unwrap().address, None);
+        // An address reserved from disk is never handed out again.
+        p.release(&a, held("198.19.1.4"));
+        p.release(&a, held("198.19.1.3"));
+        p.reserve(&a, held("198.19.1.3"));
+        assert_eq!(rack(&mut p).unwrap().address, Some(ip("198.19.1.4")));
+        assert!(rack(&mut p).is_err());
+    }
+
+    #[test]
+    fn rack_addresses_say_why_each_node_cannot() {
+        let mut unsupported = rack_node("b", "198.19.2.0/24");
+        unsupported.rack_network = RackNetwork::Unavailable {
+            note: "not privileged (needs CAP_NET_ADMIN)".into(),
+        };
+        let mut silent = rack_node("c", "198.19.3.0/24");
+        silent.rack_network = RackNetwork::Unknown;
+        let mut p = Ledger::new(vec![node("a", 4.0, 100.0), unsupported, silent]);
+        let id = TaskId::new("t.1").unwrap();
+        let c = Constraints::default();
+        let err = p
+            .place(&TaskRequest {
+                rack_address: true,
+                ..req(&id, &c, 0.0, 0.0, 0)
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no active node can give a rack address (a: no task_block in the rack config; b: its \
+             agent cannot create task namespaces: not privileged (needs CAP_NET_ADMIN); c: its \
+             agent has not said whether it can create task namespaces)"
+        );
+        // A node that can give an address but lacks memory is named for the memory.
+        let mut p = Ledger::new(vec![rack_node("d", "198.19.4.0/24")]);
+        let err = p
+            .place(&TaskRequest {
+                rack_address: true,
+                ..req(&id, &c, 0.0, 5000.0, 0)
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("5000 MiB memory"), "{err}");
     }
 }

@@ -292,10 +292,10 @@ pub async fn cycle<S: Store>(
 }
 
 /// The etcd v3 API (a real etcd, or `torc kv`) as statesync's store, through
-/// [`torc_kv::client`]: with credentials it authenticates, and authenticates
+/// [`torc_kv_client`]: with credentials it authenticates, and authenticates
 /// again when its token expires or the store restarts.
 pub struct EtcdStore {
-    client: torc_kv::client::Client,
+    client: torc_kv_client::Client,
 }
 
 /// Why the state store could not be used.
@@ -308,7 +308,7 @@ pub enum EtcdError {
         source: tonic::transport::Error,
     },
     #[error(transparent)]
-    Client(#[from] torc_kv::client::ClientError),
+    Client(#[from] torc_kv_client::ClientError),
 }
 
 impl EtcdStore {
@@ -317,8 +317,8 @@ impl EtcdStore {
     /// blocks start-up.
     pub fn connect(
         endpoint: &str,
-        credentials: Option<torc_kv::client::Credentials>,
-        tls: Option<torc_kv::client::ClientTls>,
+        credentials: Option<torc_kv_client::Credentials>,
+        tls: Option<torc_kv_client::ClientTls>,
     ) -> Result<EtcdStore, EtcdError> {
         let endpoint_cfg = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|source| EtcdError::Endpoint {
@@ -328,7 +328,7 @@ impl EtcdStore {
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(5));
         Ok(EtcdStore {
-            client: torc_kv::client::Client::lazy_with(endpoint_cfg, credentials, tls)?,
+            client: torc_kv_client::Client::lazy_with(endpoint_cfg, credentials, tls)?,
         })
     }
 }
@@ -337,10 +337,10 @@ impl Store for EtcdStore {
     type Error = EtcdError;
 
     async fn list(&mut self, prefix: &str) -> Result<Keys, EtcdError> {
-        use torc_kv::proto::etcdserverpb::RangeRequest;
+        use torc_kv_client::proto::etcdserverpb::RangeRequest;
         let req = RangeRequest {
             key: prefix.as_bytes().to_vec().into(),
-            range_end: torc_kv::prefix_end(prefix.as_bytes()).into(),
+            range_end: torc_kv_client::prefix_end(prefix.as_bytes()).into(),
             ..Default::default()
         };
         let resp = self.client.range(req).await?;
@@ -357,7 +357,7 @@ impl Store for EtcdStore {
     }
 
     async fn put(&mut self, key: &str, value: &str) -> Result<(), EtcdError> {
-        use torc_kv::proto::etcdserverpb::PutRequest;
+        use torc_kv_client::proto::etcdserverpb::PutRequest;
         let req = PutRequest {
             key: key.as_bytes().to_vec().into(),
             value: value.as_bytes().to_vec().into(),
@@ -368,7 +368,7 @@ impl Store for EtcdStore {
     }
 
     async fn delete(&mut self, key: &str) -> Result<(), EtcdError> {
-        use torc_kv::proto::etcdserverpb::DeleteRangeRequest;
+        use torc_kv_client::proto::etcdserverpb::DeleteRangeRequest;
         let req = DeleteRangeRequest {
             key: key.as_bytes().to_vec().into(),
             ..Default::default()

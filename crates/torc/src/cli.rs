@@ -10,10 +10,11 @@ use clap::Args;
 use torc_api::{LogQuery, LogStream, TaskFilter, TaskView};
 use torc_client::Client;
 use torc_types::{
-    Constraints, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState,
+    Constraints, FrameworkName, NodeName, NodeType, Resources, ServiceName, TaskId, TaskNetwork,
+    TaskSpec, TaskState,
 };
 
-use crate::process::DEFAULT_CONTROLLER;
+use crate::process::{DEFAULT_CONTROLLER, NotKeyValue, key_value};
 
 /// How a client command finds its controller.
 #[derive(Args, Clone)]
@@ -141,7 +142,7 @@ pub fn nodes(args: NodesArgs) -> anyhow::Result<()> {
             vec![
                 n.name.to_string(),
                 n.ip.to_string(),
-                n.node_type.clone(),
+                n.node_type.to_string(),
                 n.node_function.clone(),
                 if n.active { "active" } else { "inactive" }.to_string(),
                 format!("{}/{}", num(r.allocated.cpus), num(r.total.cpus)),
@@ -253,7 +254,7 @@ pub struct RunArgs {
     node: Option<NodeName>,
     /// Run on a node of this type (master, slave).
     #[arg(long)]
-    node_type: Option<String>,
+    node_type: Option<NodeType>,
     /// Run on a node with this function (controller, compute, ...).
     #[arg(long)]
     node_function: Option<String>,
@@ -266,15 +267,17 @@ pub struct RunArgs {
     /// Run as the agent's own user (root on a node) instead of the node's task user.
     #[arg(long)]
     privileged: bool,
+    /// `node` (share the node's address, ports from its range) or `rack` (an address of its
+    /// own from the node's task block, routed by the switch).
+    #[arg(long, default_value = "node")]
+    network: TaskNetwork,
     /// The command and its arguments, after `--`.
     #[arg(required = true, last = true)]
     command: Vec<String>,
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+fn parse_env(s: &str) -> Result<(String, String), NotKeyValue> {
+    key_value("KEY", s)
 }
 
 /// A service name from a command's file name: lowercased, other characters as '-'.
@@ -311,6 +314,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     spec.resources = Resources::new(args.cpus, args.mem, args.disk);
     spec.ports = args.ports;
     spec.privileged = args.privileged;
+    spec.network = args.network;
     spec.constraints = Constraints {
         node_name: args.node,
         node_type: args.node_type,
@@ -548,6 +552,103 @@ pub fn services(args: ServicesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long ago the network agent reported, or that it never did.
+fn reported(view: &torc_api::NetworkView) -> String {
+    match view.reported_at {
+        0 => "the switch's network agent has not reported".into(),
+        at => format!("the switch reported {}", ago(at)),
+    }
+}
+
+pub fn routes(args: StatusArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let view = runtime()?.block_on(client.network())?;
+    if args.target.json {
+        return print_json(&view);
+    }
+    let desired: BTreeMap<std::net::Ipv4Addr, &torc_api::RackRoute> = (view.desired.routes.iter())
+        .map(|r| (r.destination, r))
+        .collect();
+    println!(
+        "{} task route(s) wanted (generation {}); {}",
+        desired.len(),
+        view.desired.generation,
+        reported(&view)
+    );
+    let held = view
+        .reported
+        .as_ref()
+        .map(|r| r.routes.as_slice())
+        .unwrap_or_default();
+    let mut rows: Vec<Vec<String>> = held
+        .iter()
+        .map(|r| {
+            let task = (r.prefix_len == 32)
+                .then(|| desired.get(&r.destination))
+                .flatten()
+                .map_or(String::new(), |d| format!("{} ({})", d.task, d.service));
+            vec![
+                format!("{}/{}", r.destination, r.prefix_len),
+                r.gateway.map_or("-".into(), |g| g.to_string()),
+                r.port.clone().unwrap_or_else(|| "-".into()),
+                r.protocol.clone(),
+                task,
+            ]
+        })
+        .collect();
+    // What the tasks need and the switch does not hold (yet).
+    let holds = |d: &std::net::Ipv4Addr| {
+        held.iter()
+            .any(|r| r.prefix_len == 32 && r.destination == *d && r.protocol == "torc")
+    };
+    for d in desired.values().filter(|d| !holds(&d.destination)) {
+        rows.push(vec![
+            format!("{}/32", d.destination),
+            d.next_hop.to_string(),
+            "-".into(),
+            "missing".into(),
+            format!("{} ({})", d.task, d.service),
+        ]);
+    }
+    print_table(&["DESTINATION", "VIA", "PORT", "OWNER", "TASK"], rows);
+    Ok(())
+}
+
+pub fn ports(args: StatusArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let view = runtime()?.block_on(client.network())?;
+    if args.target.json {
+        return print_json(&view.reported.map(|r| r.ports).unwrap_or_default());
+    }
+    println!("{}", reported(&view));
+    let ports = view.reported.map(|r| r.ports).unwrap_or_default();
+    let rows = ports
+        .into_iter()
+        .map(|p| {
+            vec![
+                p.name,
+                p.oper_state,
+                p.mtu.to_string(),
+                format!("{}/{}", p.rx_bytes, p.tx_bytes),
+                format!("{}/{}", p.rx_packets, p.tx_packets),
+                format!("{}/{}", p.rx_errors, p.tx_errors),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "PORT",
+            "STATE",
+            "MTU",
+            "RX/TX BYTES",
+            "RX/TX PACKETS",
+            "RX/TX ERRORS",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct GroupArgs {
     #[command(flatten)]
@@ -691,20 +792,21 @@ mod torc_api_role {
     #[derive(Clone, Copy)]
     pub struct RoleArg(pub torc_api::TokenRole);
 
+    /// A `--role` that is not one of the roles.
+    #[derive(Debug, thiserror::Error)]
+    #[error("expected admin, viewer, join or framework, got {0:?}")]
+    pub struct UnknownRole(String);
+
     impl std::str::FromStr for RoleArg {
-        type Err = String;
-        fn from_str(s: &str) -> Result<Self, String> {
+        type Err = UnknownRole;
+        fn from_str(s: &str) -> Result<Self, UnknownRole> {
             use torc_api::TokenRole::*;
             Ok(RoleArg(match s {
                 "admin" => Admin,
                 "viewer" => Viewer,
                 "join" => Join,
                 "framework" => Framework,
-                other => {
-                    return Err(format!(
-                        "expected admin, viewer, join or framework, got {other:?}"
-                    ));
-                }
+                other => return Err(UnknownRole(other.to_string())),
             }))
         }
     }

@@ -2,6 +2,7 @@
 //! `up` for a whole local rack) or a client command against a running controller.
 
 mod cli;
+mod network_agent;
 mod process;
 mod roles;
 mod up;
@@ -34,6 +35,9 @@ enum Command {
     Kv(roles::KvArgs),
     /// Run statesync: the rack's live state into the state store under /torc.
     Statesync(roles::StatesyncArgs),
+    /// The switch's network agent: programs a /32 route per rack-network task in the switch's
+    /// kernel table over netlink and reports the table and ports (a system service).
+    NetworkAgent(network_agent::NetworkAgentArgs),
     /// Run the time-series database: InfluxDB's HTTP API (1.x and 0.8).
     Tsdb(roles::TsdbArgs),
     /// Run the datacollector: node and task metrics into an InfluxDB-compatible database.
@@ -52,6 +56,11 @@ enum Command {
     Status(cli::StatusArgs),
     /// List supervised service instances (system services and started groups).
     Services(cli::ServicesArgs),
+    /// The switch's routes: the ones the rack's tasks need, and the table its network agent
+    /// reported (with each route's owner and the task behind it).
+    Routes(cli::StatusArgs),
+    /// The switch's ports, as its network agent last reported them.
+    Ports(cli::StatusArgs),
     /// List service groups, or start or stop one: `torc group start NAME`.
     Group(cli::GroupArgs),
     /// Create, list and revoke tokens (admin, viewer, join, framework).
@@ -84,6 +93,8 @@ fn main() -> std::process::ExitCode {
             | Command::Logs(_)
             | Command::Status(_)
             | Command::Services(_)
+            | Command::Routes(_)
+            | Command::Ports(_)
             | Command::Group(_)
             | Command::Token(_)
             | Command::Secret(_)
@@ -109,6 +120,7 @@ fn main() -> std::process::ExitCode {
         Command::Kv(args) => roles::run_kv(args),
         Command::Tsdb(args) => roles::run_tsdb(args),
         Command::Statesync(args) => roles::run_statesync(args),
+        Command::NetworkAgent(args) => network_agent::run_network_agent(args),
         Command::Nodes(args) => cli::nodes(args),
         Command::Tasks(args) => cli::tasks(args),
         Command::Run(args) => cli::run(args),
@@ -116,6 +128,8 @@ fn main() -> std::process::ExitCode {
         Command::Logs(args) => cli::logs(args),
         Command::Status(args) => cli::status(args),
         Command::Services(args) => cli::services(args),
+        Command::Routes(args) => cli::routes(args),
+        Command::Ports(args) => cli::ports(args),
         Command::Group(args) => cli::group(args),
         Command::Token(args) => cli::token(args),
         Command::Secret(args) => cli::secret(args),

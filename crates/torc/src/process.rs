@@ -1,8 +1,27 @@
-//! What the subcommands of the process share: logging, the shutdown signal, and the controller
-//! a client command talks to by default.
+//! What the subcommands of the process share: logging, the shutdown signal, the controller
+//! a client command talks to by default, and the parser of `NAME=VALUE` arguments.
 
 /// The controller a client command talks to when none is given: the local rack of `torc up`.
 pub const DEFAULT_CONTROLLER: &str = "https://127.0.3.20:3000";
+
+/// A `NAME=VALUE` argument without its `=`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected {what}=VALUE, got {text:?}")]
+pub struct NotKeyValue {
+    /// What the left-hand side names, as the flag's help spells it (`KEY`, `NAME`).
+    what: &'static str,
+    text: String,
+}
+
+/// Splits `NAME=VALUE` at its first `=`; `what` names the left-hand side in the error.
+pub fn key_value(what: &'static str, text: &str) -> Result<(String, String), NotKeyValue> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| NotKeyValue {
+            what,
+            text: text.to_string(),
+        })
+}
 
 /// Logs to stderr; `RUST_LOG` overrides the default level.
 pub fn init_tracing(default: &str) {

@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use clap::Args;
 use torc_config::RackConfig;
 use torc_controller::{AuthMode, Controller, ControllerOptions, RackSettings};
-use torc_types::{NodeName, PortRange, Resources};
+use torc_types::{NodeName, NodeType, PortRange, Resources};
 
-use crate::process::{init_tracing, shutdown_signal};
+use crate::process::{NotKeyValue, init_tracing, key_value, shutdown_signal};
 
 #[derive(Args)]
 pub struct ControllerArgs {
@@ -48,10 +48,8 @@ pub struct ControllerArgs {
     vars: Vec<(String, String)>,
 }
 
-fn parse_key_val(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+fn parse_key_val(s: &str) -> Result<(String, String), NotKeyValue> {
+    key_value("NAME", s)
 }
 
 pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
@@ -65,7 +63,7 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             let master = config
                 .nodes
                 .iter()
-                .find(|n| n.node_type.as_str() == "master")
+                .find(|n| n.node_type == NodeType::Master)
                 .map(|n| n.ip)
                 .unwrap_or(IpAddr::from([0, 0, 0, 0]));
             SocketAddr::new(master, 3000)
@@ -162,7 +160,7 @@ pub struct AgentArgs {
     ca: Option<PathBuf>,
     /// `master` or `slave` (the config's `type` wins when the node is listed there).
     #[arg(long = "type")]
-    node_type: Option<String>,
+    node_type: Option<NodeType>,
     /// `controller`, `compute`, ... (the config's `function` wins when set there).
     #[arg(long = "function")]
     node_function: Option<String>,
@@ -514,12 +512,18 @@ async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
     };
     loop {
         match client
-            .dns_snapshot(handle.generation(), Duration::from_secs(25))
+            .dns_snapshot(
+                handle.snapshot_epoch(),
+                handle.generation(),
+                Duration::from_secs(25),
+            )
             .await
         {
             Ok(snapshot) => match handle.apply(&snapshot) {
                 Ok(true) => tracing::debug!(generation = snapshot.generation, "names updated"),
-                Ok(false) => {}
+                // Not newer: the long poll answered at its deadline. Never a busy loop, even
+                // against a controller that answers at once.
+                Ok(false) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(e) => {
                     tracing::error!(error = %e, "the controller's names are invalid; keeping the previous ones");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -628,7 +632,7 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
     let root_password = args
         .root_password_file
         .as_deref()
-        .map(|path| torc_kv::client::read_password_file(path).map(|pw| (path.to_owned(), pw)))
+        .map(|path| torc_kv_client::read_password_file(path).map(|pw| (path.to_owned(), pw)))
         .transpose()?;
     // Checked before the store is opened: a bad certificate stops kv at once.
     let tls = match (&args.cert_file, &args.key_file) {
@@ -717,9 +721,9 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
     init_tracing("info");
     // A bad password file stops statesync at once, not after the controller answers.
     let credentials = match (&args.user, &args.password_file) {
-        (Some(user), Some(file)) => Some(torc_kv::client::Credentials::new(
+        (Some(user), Some(file)) => Some(torc_kv_client::Credentials::new(
             user,
-            torc_kv::client::read_password_file(file)?,
+            torc_kv_client::read_password_file(file)?,
         )),
         _ => None,
     };
@@ -733,7 +737,7 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|ca| {
             let cert_and_key = args.cert.as_deref().zip(args.key.as_deref());
-            torc_kv::client::ClientTls::from_files(ca, cert_and_key)
+            torc_kv_client::ClientTls::from_files(ca, cert_and_key)
         })
         .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -816,10 +820,8 @@ pub struct TsdbArgs {
 }
 
 /// A duration flag of `torc tsdb`, written as InfluxQL writes durations.
-fn tsdb_duration(text: &str) -> Result<Duration, String> {
-    torc_tsdb::influxql::parse_duration(text)
-        .map(|ns| Duration::from_nanos(ns.unsigned_abs()))
-        .map_err(|e| e.to_string())
+fn tsdb_duration(text: &str) -> Result<Duration, torc_tsdb::influxql::ParseError> {
+    torc_tsdb::influxql::parse_duration(text).map(|ns| Duration::from_nanos(ns.unsigned_abs()))
 }
 
 pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use torc_config::RackConfig;
-use torc_types::NodeName;
+use torc_types::{NodeName, NodeType};
 
 use crate::process::{init_tracing, shutdown_signal};
 
@@ -192,7 +192,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let master = config
         .nodes
         .iter()
-        .find(|n| n.node_type.as_str() == "master")
+        .find(|n| n.node_type == NodeType::Master)
         .context("the rack config has no `type: master` node to run the controller on")?;
     let controller_url = format!("https://{}:{}", master.ip, args.api_port);
 

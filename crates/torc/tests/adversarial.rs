@@ -312,15 +312,15 @@ async fn every_role_survives_the_rack_networks_worst() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422, "a huge task name");
-    let kv = torc_kv::client::Client::connect_with(
+    let kv = torc_kv_client::Client::connect_with(
         &format!("https://{}", t.kv),
-        Some(torc_kv::client::Credentials::new("root", t.kv_root.clone())),
-        Some(torc_kv::client::ClientTls::from_files(&t.rack.ca_path().unwrap(), None).unwrap()),
+        Some(torc_kv_client::Credentials::new("root", t.kv_root.clone())),
+        Some(torc_kv_client::ClientTls::from_files(&t.rack.ca_path().unwrap(), None).unwrap()),
     )
     .await
     .unwrap();
     let err = kv
-        .put(torc_kv::proto::etcdserverpb::PutRequest {
+        .put(torc_kv_client::proto::etcdserverpb::PutRequest {
             key: vec![b'k'; 2 << 20].into(),
             value: b"v".to_vec().into(),
             ..Default::default()

@@ -185,3 +185,69 @@ api:
     let out = dig(&server, &["example.com"]);
     assert!(out.contains("status: REFUSED"), "{out}");
 }
+
+/// The controller numbers its name snapshots from 1 again after a restart; a DNS server that
+/// served a higher generation from the controller before must still take the new controller's
+/// names, at once, not after as many changes as it had seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_follow_a_restarted_controller() {
+    let mut rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            extra_yaml: r#"
+healthcheck:
+  system_services:
+    - name: dns
+      command: torc
+      args: [dns, --listen, "$IP:53"]
+      privileged: true
+      credentials: {api_access: viewer}
+      memory: 32
+      cpu: 0.2
+      node_function: controller
+"#
+            .into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = rack.client();
+    let server = rack.nodes["wedge"].to_string();
+    let answers = |name: &'static str| {
+        let s = server.clone();
+        move || {
+            let s = s.clone();
+            async move { (!short(&s, &[name]).is_empty()).then_some(()) }
+        }
+    };
+    // Several name changes, so the DNS server's generation is well above 1.
+    for i in 0..4 {
+        let mut spec = torc_types::TaskSpec::new(format!("before{i}").parse().unwrap(), "sleep");
+        spec.args = vec!["600".into()];
+        client.launch(&spec).await.unwrap();
+    }
+    wait_for(
+        "before3 in DNS",
+        Duration::from_secs(30),
+        answers("before3.service.torc"),
+    )
+    .await
+    .unwrap();
+
+    rack.kill_controller();
+    rack.start_controller().unwrap();
+    let names: Vec<String> = rack.nodes.keys().cloned().collect();
+    rack.wait_active(&names, true).await.unwrap();
+    let mut spec = torc_types::TaskSpec::new("after".parse().unwrap(), "sleep");
+    spec.args = vec!["600".into()];
+    client.launch(&spec).await.unwrap();
+    wait_for(
+        "a task started after the restart in DNS",
+        Duration::from_secs(30),
+        answers("after.service.torc"),
+    )
+    .await
+    .unwrap();
+}

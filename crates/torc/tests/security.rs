@@ -234,7 +234,7 @@ async fn each_role_does_what_it_may_and_no_more() {
             .await
             .unwrap_err(),
         viewer
-            .power(&"bladerunner1".parse().unwrap(), "on")
+            .power(&"bladerunner1".parse().unwrap(), torc_api::PowerAction::On)
             .await
             .unwrap_err(),
         viewer.tokens().await.unwrap_err(),
@@ -911,4 +911,161 @@ async fn an_unprivileged_task_reads_no_one_elses_secrets() {
     root.privileged = true;
     let err = fw.launch(&root).await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(403), "{err}");
+}
+
+/// The network agent's token (`api_access: network`) reads the routes the switch should hold
+/// and reports what it holds, and nothing more; no other token but an admin's does either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_agents_token_reaches_the_routes_and_nothing_more() {
+    let rack = LocalRack::start(TORC, rack_options()).await.unwrap();
+    let admin = rack.client();
+    let mut spec = TaskSpec::new("network-agent".parse().unwrap(), "sh");
+    spec.args = vec![
+        "-c".into(),
+        "echo TOKEN=$(cat \"$TORC_TOKEN_FILE\"); sleep 600".into(),
+    ];
+    spec.constraints.node_name = Some("bladerunner1".parse().unwrap());
+    spec.credentials.api_access = Some(torc_types::ApiAccess::Network);
+    let task = admin.launch(&spec).await.unwrap();
+    running(&admin, &task.id).await;
+    let out = wait_for("the task's token", Duration::from_secs(10), || async {
+        (admin.logs(&task.id, &Default::default()).await.ok())
+            .filter(|c| c.data.contains("TOKEN=torc"))
+    })
+    .await
+    .unwrap()
+    .data;
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("TOKEN="))
+        .expect("the token")
+        .trim()
+        .to_string();
+    let http = http_with(&rack, None);
+    let url = rack.url();
+    let bearer = |t: &str| format!("Bearer {t}");
+    let routes = http
+        .get(format!("{url}/api/v1/network/routes"))
+        .header("authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(routes.status(), StatusCode::OK);
+    let snapshot: torc_api::RouteSnapshot = routes.json().await.unwrap();
+    assert!(snapshot.generation >= 1 && snapshot.routes.is_empty());
+    let report = torc_api::NetworkReport {
+        epoch: snapshot.epoch,
+        generation_applied: snapshot.generation,
+        routes: vec![torc_api::SwitchRoute {
+            destination: "198.18.0.21".parse().unwrap(),
+            prefix_len: 32,
+            gateway: None,
+            port: Some("swp1".into()),
+            protocol: "kernel".into(),
+        }],
+        ports: vec![torc_api::SwitchPort {
+            name: "swp1".into(),
+            oper_state: "up".into(),
+            mtu: 1500,
+            mac: None,
+            rx_bytes: 1234,
+            tx_bytes: 5678,
+            rx_packets: 12,
+            tx_packets: 56,
+            rx_errors: 0,
+            tx_errors: 0,
+        }],
+    };
+    let posted = http
+        .post(format!("{url}/api/v1/network/report"))
+        .header("authorization", bearer(&token))
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::OK);
+    // Nothing a viewer may read: tasks carry env and args.
+    let (status, error) = status_and_error(
+        http.get(format!("{url}/api/v1/tasks"))
+            .header("authorization", bearer(&token)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    assert!(error.contains("needs a viewer or admin token"), "{error}");
+    // A viewer reads the network's view, but is not the network agent.
+    let viewer = rack.make_token(TokenRole::Viewer, None).await.unwrap();
+    let (status, error) = status_and_error(
+        http.get(format!("{url}/api/v1/network/routes"))
+            .header("authorization", bearer(&viewer)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    assert!(
+        error.contains("the network agent's task token or an admin token"),
+        "{error}"
+    );
+    let view: torc_api::NetworkView = http
+        .get(format!("{url}/api/v1/network"))
+        .header("authorization", bearer(&viewer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view.reported, Some(report));
+    assert!(view.reported_at > 0);
+    // A route the switch gains is an event in the rack's feed.
+    let mut second = view.reported.clone().unwrap();
+    second.routes.push(torc_api::SwitchRoute {
+        destination: "198.19.1.2".parse().unwrap(),
+        prefix_len: 32,
+        gateway: Some("198.18.0.21".parse().unwrap()),
+        port: Some("swp1".into()),
+        protocol: "torc".into(),
+    });
+    let posted = http
+        .post(format!("{url}/api/v1/network/report"))
+        .header("authorization", bearer(&token))
+        .json(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::OK);
+    let events: serde_json::Value = http
+        .get(format!("{url}/api/v1/events"))
+        .header("authorization", bearer(&viewer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        events
+            .to_string()
+            .contains("route 198.19.1.2/32 via 198.18.0.21 (swp1) added on the switch"),
+        "{events}"
+    );
+    // The CLI shows both.
+    let cli = |command: &str| {
+        let out = std::process::Command::new(TORC)
+            .arg(command)
+            .envs(rack.cli_env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let routes = cli("routes");
+    assert!(routes.contains("0 task route(s) wanted"), "{routes}");
+    assert!(
+        routes.contains("198.18.0.21/32") && routes.contains("kernel"),
+        "{routes}"
+    );
+    let ports = cli("ports");
+    assert!(
+        ports.contains("swp1") && ports.contains("1234/5678"),
+        "{ports}"
+    );
 }

@@ -125,6 +125,9 @@ async fn every_page_loads_and_shows_live_data() {
     b.wait_text("CPU %").await.unwrap();
     b.goto(&format!("{url}/#/services")).await.unwrap();
     b.wait_text("demo").await.unwrap();
+    // A loopback rack programs no routes, and the Network page says why.
+    b.goto(&format!("{url}/#/network")).await.unwrap();
+    b.wait_text("This rack programs no routes").await.unwrap();
     b.goto(&format!("{url}/#/metrics")).await.unwrap();
     b.wait_text("Network (bytes/s)").await.unwrap();
     b.goto(&format!("{url}/#/metrics/bladerunner1"))

@@ -37,54 +37,13 @@ use crate::influxql::{
 use crate::limits::Budget;
 
 mod error;
+mod users;
+mod value;
 
 use crate::model::{FieldType, FieldValue, Values};
 use crate::storage::{RpMeta, SeriesInfo, Shard, ShardState, Tsdb, now_ns, shard_group_for};
 pub use error::QueryError;
-
-/// A result cell.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Val {
-    Null,
-    Float(f64),
-    Int(i64),
-    Str(String),
-    Bool(bool),
-    /// A timestamp (ns), rendered per the request's `epoch`.
-    Time(i64),
-}
-
-impl Val {
-    fn from_field(v: FieldValue) -> Val {
-        match v {
-            FieldValue::Float(f) => Val::Float(f),
-            FieldValue::Int(i) => Val::Int(i),
-            FieldValue::Bool(b) => Val::Bool(b),
-            FieldValue::Str(s) => Val::Str(s),
-        }
-    }
-
-    fn as_f64(&self) -> Option<f64> {
-        match self {
-            Val::Float(f) => Some(*f),
-            Val::Int(i) => Some(*i as f64),
-            _ => None,
-        }
-    }
-
-    fn is_null(&self) -> bool {
-        matches!(self, Val::Null)
-    }
-}
-
-/// One output series.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResultSeries {
-    pub name: Option<String>,
-    pub tags: Option<BTreeMap<String, String>>,
-    pub columns: Vec<String>,
-    pub values: Vec<Vec<Val>>,
-}
+pub use value::{ResultSeries, Val};
 
 /// The result of one statement.
 #[derive(Debug, Clone, Default)]
@@ -203,7 +162,7 @@ async fn execute_one(
         | Statement::Grant { .. }
         | Statement::GrantAdmin { .. }
         | Statement::Revoke { .. }
-        | Statement::RevokeAdmin { .. } => crate::users::execute(db, stmt).await,
+        | Statement::RevokeAdmin { .. } => users::execute(db, stmt).await,
         Statement::CreateDatabase { name } => {
             db.create_database(name)?;
             Ok(Vec::new())

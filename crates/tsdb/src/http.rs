@@ -17,7 +17,6 @@
 //! damaged gzip is a 400 with Go's error text and writes nothing), and a successful `/query`
 //! answer is gzip-compressed when `Accept-Encoding` mentions gzip.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -29,11 +28,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::Error;
-use crate::auth::{self, AuthError, Caller, Denied};
+use crate::auth::{self, Caller, Denied};
 use crate::exec;
+use crate::form::parse_form;
 use crate::influxql;
 use crate::json::{self, Epoch};
 use crate::lineproto::{self, Precision};
+use crate::password::AuthError;
 use crate::storage::{Tsdb, now_ns};
 use crate::v08;
 
@@ -111,50 +112,6 @@ pub async fn serve_tls(
         tracing::error!(error = %e, "final flush failed");
     }
     r
-}
-
-/// Decodes `application/x-www-form-urlencoded` pairs (also used for URL queries). A key given
-/// twice keeps its first value, as Go's `Values.Get` does.
-pub fn parse_form(s: &str) -> HashMap<String, String> {
-    fn dec(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => {
-                    out.push(b' ');
-                    i += 1;
-                }
-                b'%' if i + 2 < b.len() => {
-                    let h = std::str::from_utf8(&b[i + 1..i + 3])
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok());
-                    match h {
-                        Some(v) => {
-                            out.push(v);
-                            i += 3;
-                        }
-                        None => {
-                            out.push(b'%');
-                            i += 1;
-                        }
-                    }
-                }
-                c => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    let mut m = HashMap::new();
-    for pair in s.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        m.entry(dec(k)).or_insert_with(|| dec(v));
-    }
-    m
 }
 
 fn with_headers(mut r: Response) -> Response {

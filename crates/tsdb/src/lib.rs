@@ -17,10 +17,15 @@
 //!   [`segment`] + [`encoding`]: immutable compressed blocks;
 //! * [`influxql`]: parser; [`exec`]: execution, bounded by [`limits`]; [`json`]: Go-compatible
 //!   output;
-//! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`sched`]: a scheduling
-//!   hint for query threads;
-//! * [`users`]: the user catalog and the user statements; [`auth`]: credentials, password
-//!   checks, privileges;
+//! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`form`]: URL query and
+//!   form decoding; [`sched`]: a scheduling hint for query threads;
+//! * [`users`]: the user catalog; [`password`]: bcrypt, bounded, and the cache of verified
+//!   passwords; [`auth`]: credentials and privileges per request;
+//! * layers, each using only those below it (`cargo test -p torc-test-utils --test
+//!   module_cycles` checks that no two modules import each other): [`http`] over [`v08`] over
+//!   [`json`] over [`exec`] (its [`exec::QueryError`] and answers' [`exec::Val`] below it) over
+//!   [`auth`] over [`users`] over [`storage`] over [`password`], [`wal`], [`segment`] and the
+//!   leaves ([`influxql`], [`lineproto`], [`model`], [`names`], [`limits`], [`error`], ...);
 //! * `fuzzing`: the checks of the fuzz targets in `tests/fuzz.rs` (not API);
 //! * errors are enums carrying their cause: [`Error`] (storage, with [`error::Damage`] and
 //!   [`error::Poison`]), [`exec::QueryError`] (a statement), [`lineproto::BadLine`],
@@ -42,6 +47,7 @@ pub mod auth;
 pub mod encoding;
 pub mod error;
 pub mod exec;
+pub mod form;
 /// Not API: entry points for the fuzz targets of `tests/fuzz.rs`.
 #[doc(hidden)]
 pub mod fuzzing;
@@ -52,6 +58,7 @@ pub mod limits;
 pub mod lineproto;
 pub mod model;
 pub mod names;
+pub mod password;
 pub mod sched;
 pub mod segment;
 pub mod storage;

@@ -30,6 +30,7 @@ pub fn prefer_short_slice() {
         ASKED.set(true);
         /// Keep the thread's policy (SCHED_OTHER or SCHED_BATCH, as the operator set it).
         const SCHED_FLAG_KEEP_POLICY: u64 = 0x08;
+        // nix has no getpriority.
         // SAFETY: getpriority reads the calling thread's nice value; no memory is passed.
         let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         let attr = libc::sched_attr {
@@ -42,6 +43,7 @@ pub fn prefer_short_slice() {
             sched_deadline: 0,
             sched_period: 0,
         };
+        // nix has no sched_setattr.
         // SAFETY: sched_setattr(0 = this thread, a valid sched_attr of the size it states,
         // flags 0) only reads `attr`, which outlives the call.
         let r = unsafe {

@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::encoding::{Reader, put_chunk, put_uvarint, unzigzag, zigzag};
 use crate::error::{Damage, Poison, Rejection, ReplayError};
+use crate::influxql::Privilege;
 use crate::model::{Column, FieldType, FieldValue, Point, Values};
 use crate::names::{self, NameKind, dir_name};
 use crate::segment::{self, Segment, SeriesData};
@@ -130,13 +131,24 @@ pub struct DbMeta {
     pub rps: BTreeMap<String, RpMeta>,
 }
 
+/// A user as stored in `meta.json` (the catalog's rules are in [`crate::users`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserMeta {
+    pub name: String,
+    /// bcrypt hash of the password.
+    pub hash: String,
+    pub admin: bool,
+    #[serde(default)]
+    pub privileges: BTreeMap<String, Privilege>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub(crate) struct MetaFile {
     version: u32,
     pub(crate) databases: BTreeMap<String, DbMeta>,
     /// In creation order (`SHOW USERS` lists them so). Absent in version 1 files.
     #[serde(default)]
-    pub(crate) users: Vec<crate::users::UserMeta>,
+    pub(crate) users: Vec<UserMeta>,
 }
 
 impl MetaFile {
@@ -463,7 +475,7 @@ pub struct Tsdb {
     next_frozen: AtomicU64,
     poisoned: Mutex<Option<Poison>>,
     /// Password checks: the bcrypt workers and the cache of verified passwords.
-    pub(crate) authn: crate::auth::Authenticator,
+    pub(crate) authn: crate::password::Authenticator,
     /// The directory's format version (1 or 2, see `FORMAT_TEXT_LONG_NAMES`).
     format: AtomicU64,
     /// What `open` found to report (names this version would refuse).
@@ -593,7 +605,7 @@ impl Tsdb {
             flush_pending: AtomicBool::new(false),
             next_frozen: AtomicU64::new(1),
             poisoned: Mutex::new(None),
-            authn: crate::auth::Authenticator::new(),
+            authn: crate::password::Authenticator::new(),
             format: AtomicU64::new(format),
             startup_warnings: refused_names(&meta_names),
         };

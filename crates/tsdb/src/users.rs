@@ -1,8 +1,11 @@
 //! InfluxDB users: the catalog (names, bcrypt hashes, the admin flag, privileges per database)
-//! and the statements that change and show it (`CREATE USER`, `GRANT`, `SHOW GRANTS`, ...).
+//! and the changes behind the statements that change and show it (`CREATE USER`, `GRANT`,
+//! `SHOW GRANTS`, ...; the statements themselves run in `exec::users`). The stored form,
+//! [`UserMeta`], is part of `meta.json` and lives with it in [`crate::storage`].
 //!
-//! What it is not: authentication or the per-request checks (see [`crate::auth`]); users exist
-//! and can be managed whether or not authentication is enabled, as in InfluxDB.
+//! What it is not: authentication or the per-request checks (see [`crate::auth`]), nor the
+//! bcrypt work ([`crate::password`]); users exist and can be managed whether or not
+//! authentication is enabled, as in InfluxDB.
 //!
 //! Invariants:
 //! * users live in `meta.json` (format version 2) and change only through
@@ -19,23 +22,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::Error;
-use crate::exec::{QueryError, ResultSeries, Val};
-use crate::influxql::{Privilege, Statement};
-use crate::storage::Tsdb;
-
-/// A user as stored in `meta.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct UserMeta {
-    pub name: String,
-    /// bcrypt hash of the password.
-    pub hash: String,
-    pub admin: bool,
-    #[serde(default)]
-    pub privileges: BTreeMap<String, Privilege>,
-}
+use crate::influxql::Privilege;
+use crate::password::AuthError;
+use crate::storage::{MetaFile, Tsdb, UserMeta};
 
 /// A user as a request sees it (no password hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +70,7 @@ pub enum UserError {
     #[error("database not found: {0}")]
     DatabaseNotFound(String),
     #[error(transparent)]
-    Auth(#[from] crate::auth::AuthError),
+    Auth(#[from] AuthError),
     #[error(transparent)]
     Storage(#[from] Error),
 }
@@ -133,7 +123,7 @@ impl Tsdb {
     fn change_users(
         &self,
         forget: Option<&str>,
-        change: impl FnOnce(&mut crate::storage::MetaFile) -> Result<(), UserError>,
+        change: impl FnOnce(&mut MetaFile) -> Result<(), UserError>,
     ) -> Result<(), UserError> {
         self.check_poison()?;
         let mut failed = None;
@@ -239,77 +229,4 @@ impl Tsdb {
         self.create_user(name, password, true).await?;
         Ok(true)
     }
-}
-
-fn user_series(columns: [&str; 2], values: Vec<Vec<Val>>) -> Vec<ResultSeries> {
-    vec![ResultSeries {
-        name: None,
-        tags: None,
-        columns: columns.iter().map(|c| c.to_string()).collect(),
-        values,
-    }]
-}
-
-/// Runs a user statement (`SHOW USERS`, `CREATE USER`, `GRANT`, ...).
-pub(crate) async fn execute(db: &Tsdb, stmt: &Statement) -> Result<Vec<ResultSeries>, QueryError> {
-    let done = |r: Result<(), UserError>| r.map(|()| Vec::new());
-    let r = match stmt {
-        Statement::ShowUsers => Ok(user_series(
-            ["user", "admin"],
-            db.users()
-                .into_iter()
-                .map(|(n, a)| vec![Val::Str(n), Val::Bool(a)])
-                .collect(),
-        )),
-        Statement::ShowGrants { user } => match db.user(user) {
-            // influxd lists them in map order; torc by database name.
-            Some(u) => Ok(user_series(
-                ["database", "privilege"],
-                u.privileges
-                    .iter()
-                    .map(|(d, p)| vec![Val::Str(d.clone()), Val::Str(p.as_str().into())])
-                    .collect(),
-            )),
-            None => Err(UserError::NotFound),
-        },
-        Statement::CreateUser {
-            name,
-            password,
-            admin,
-        } => done(db.create_user(name, &password.0, *admin).await),
-        Statement::DropUser { name } => done(db.drop_user(name)),
-        Statement::SetPassword { name, password } => done(db.set_password(name, &password.0).await),
-        Statement::Grant {
-            privilege,
-            database,
-            user,
-        } => done(db.set_privilege(user, database, *privilege)),
-        Statement::Revoke {
-            privilege,
-            database,
-            user,
-        } => {
-            // Revoking ALL needs no look at what the user has; anything else clears bits.
-            let left = match (privilege, db.user(user)) {
-                (Privilege::All, _) => Ok(Privilege::None),
-                (p, Some(u)) => Ok(u
-                    .privileges
-                    .get(database.as_str())
-                    .copied()
-                    .unwrap_or(Privilege::None)
-                    .without(*p)),
-                (_, None) => Err(UserError::NotFound),
-            };
-            done(left.and_then(|p| db.set_privilege(user, database, p)))
-        }
-        Statement::GrantAdmin { user } => done(db.set_admin(user, true)),
-        Statement::RevokeAdmin { user } => done(db.set_admin(user, false)),
-        other => return Err(QueryError::NotUserStatement(other.to_string())),
-    };
-    r.map_err(|e| {
-        if let UserError::Storage(e) = &e {
-            tracing::error!(error = %e, "cannot store a user change");
-        }
-        QueryError::User(e)
-    })
 }

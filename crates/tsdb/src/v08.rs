@@ -53,7 +53,7 @@ pub enum V08Error {
     BadCredentials,
     /// Checking the password failed (bcrypt busy or broken).
     #[error(transparent)]
-    Auth(#[from] auth::AuthError),
+    Auth(#[from] crate::password::AuthError),
     #[error("User {user} doesn't have write permissions for {series}")]
     WriteDenied { user: String, series: String },
     #[error("User doesn't have read access to {name}")]

@@ -33,7 +33,7 @@ struct Request {
 }
 
 fn decode(s: &str) -> String {
-    torc_tsdb::http::parse_form(&format!("v={s}"))
+    torc_tsdb::form::parse_form(&format!("v={s}"))
         .remove("v")
         .unwrap_or_default()
 }

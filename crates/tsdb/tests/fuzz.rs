@@ -302,6 +302,7 @@ fn fixture() -> &'static Fixture {
         std::fs::create_dir_all(&dir).expect("the fixture's directory");
         let fixture = Fixture::new(&dir);
         if DIR.set(dir).is_ok() {
+            // nix has no atexit.
             // SAFETY: registers a plain function, which only removes a directory.
             unsafe { libc::atexit(remove_dir) };
         }

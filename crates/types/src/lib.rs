@@ -2,15 +2,22 @@
 //!
 //! This crate is vocabulary only: no I/O, no async, no policy. Every name that crosses a
 //! process boundary is a newtype that validates on construction and on deserialisation, so a
-//! `NodeName` or `TaskId` held anywhere in torc is known to be well formed.
+//! `NodeName` or `TaskId` held anywhere in torc is known to be well formed. A closed set of
+//! words (a `NodeType`) is an enum made by `words!`, refused with the allowed words.
 
+#[macro_use]
+mod words;
 mod names;
 mod net;
+mod node_type;
 mod resources;
 mod task;
 
+pub use node_type::NodeType;
+pub use words::UnknownValue;
+
 pub use names::{FrameworkName, NameError, NameProblem, NodeName, SecretName, ServiceName, TaskId};
-pub use net::{Ipv4Block, Ipv4BlockError, TaskNetwork};
+pub use net::{Ipv4Block, Ipv4BlockError, TaskNetwork, UnknownTaskNetwork};
 pub use resources::{PortRange, PortRangeError, Resources};
 pub use task::{
     ApiAccess, Constraints, TaskCredentials, TaskSpec, TaskSpecError, TaskState, UnknownTaskState,

@@ -165,6 +165,26 @@ impl TaskNetwork {
     }
 }
 
+/// A word that is not a [`TaskNetwork`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown network {text:?}, expected `node` or `rack`")]
+pub struct UnknownTaskNetwork {
+    pub text: String,
+}
+
+impl FromStr for TaskNetwork {
+    type Err = UnknownTaskNetwork;
+    fn from_str(text: &str) -> Result<Self, UnknownTaskNetwork> {
+        match text {
+            "node" => Ok(TaskNetwork::Node),
+            "rack" => Ok(TaskNetwork::Rack),
+            _ => Err(UnknownTaskNetwork {
+                text: text.to_owned(),
+            }),
+        }
+    }
+}
+
 impl fmt::Display for TaskNetwork {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeName, Resources, SecretName, ServiceName, TaskNetwork};
+use crate::{NodeName, NodeType, Resources, SecretName, ServiceName, TaskNetwork};
 
 /// Where a task may run. Every constraint that is set must hold; unset ones match any node.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -13,9 +13,9 @@ use crate::{NodeName, Resources, SecretName, ServiceName, TaskNetwork};
 pub struct Constraints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<NodeName>,
-    /// `master` or `slave`, as in the original's `machine-type` attribute.
+    /// As the original's `machine-type` attribute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_type: Option<String>,
+    pub node_type: Option<NodeType>,
     /// `controller`, `compute`, `lab`, ...: the original's `machine-function` attribute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_function: Option<String>,
@@ -119,6 +119,9 @@ impl TaskCredentials {
 pub enum ApiAccess {
     /// Read the whole rack (as a viewer token), change nothing.
     Viewer,
+    /// The network agent's: read the routes the switch should hold and report what it holds,
+    /// nothing else.
+    Network,
 }
 
 pub fn default_kill_grace_ms() -> u64 {

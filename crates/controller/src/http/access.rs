@@ -28,7 +28,7 @@ use axum::extract::{FromRequestParts as _, RawPathParams, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use torc_types::now_millis;
+use torc_types::{ApiAccess, now_millis};
 
 use super::error::ApiError;
 use crate::auth::{Role, Who};
@@ -78,6 +78,8 @@ pub(crate) enum Need {
     Register,
     /// Node and framework credentials: asking who holds a token.
     Review,
+    /// The network agent (a task whose token has `api_access: network`), or an admin.
+    NetworkAgent,
 }
 
 /// The policy: what each route needs. `route` is the matched pattern (`/api/v1/nodes/{name}`).
@@ -89,6 +91,7 @@ pub(crate) fn need(method: &Method, route: &str) -> Need {
         "/api/v1/agents/register" => Register,
         "/api/v1/agents/{name}/status" | "/api/v1/agents/{name}/desired" => OwnNode,
         "/api/v1/auth/review" => Review,
+        "/api/v1/network/routes" | "/api/v1/network/report" => NetworkAgent,
         "/api/v1/frameworks/{name}/events" => OnlyOwnFramework,
         "/api/v1/frameworks/{name}"
         | "/api/v1/frameworks/{name}/tasks"
@@ -96,7 +99,8 @@ pub(crate) fn need(method: &Method, route: &str) -> Need {
         | "/api/v1/frameworks/{name}/log" => OwnFramework,
         // Registration names the framework in its body: the handler checks it.
         "/api/v1/frameworks" => Member,
-        "/start/group" | "/node/startup" | "/node/shutdown" => AdminToken,
+        "/start/group" | "/node/startup" | "/node/shutdown" | "/calico/configure"
+        | "/calico/shutdown" => AdminToken,
         "/api/v1/tokens" | "/api/v1/tokens/{id}" | "/api/v1/secrets" | "/api/v1/secrets/{name}" => {
             Admin
         }
@@ -107,6 +111,7 @@ pub(crate) fn need(method: &Method, route: &str) -> Need {
         | "/api/v1/services/{name}"
         | "/api/v1/groups"
         | "/api/v1/dns"
+        | "/api/v1/network"
         | "/api/v1/events"
             if read =>
         {
@@ -364,6 +369,18 @@ async fn admit(ctl: &Controller, req: Request) -> Result<Request, ApiError> {
                 return Err(denied(
                     "a join token, the node's own credential or an admin token",
                 ));
+            }
+        }
+        Need::NetworkAgent => {
+            let agent = matches!(
+                who,
+                Who::Task {
+                    access: ApiAccess::Network,
+                    ..
+                }
+            );
+            if !(agent || who.is_admin()) {
+                return Err(denied("the network agent's task token or an admin token"));
             }
         }
         Need::Review => {

@@ -1,5 +1,5 @@
 //! The original ToRC Scheduler's REST API (reference §3): `/nodes`, `/services/running`,
-//! `/services/metered`, `/service`, `/start/group`, `/service/announce`, `/node/startup`,
+//! `/services/metered`, `/service`, `/start/group`, `/service/announce`, `/calico/*`, `/node/startup`,
 //! `/node/shutdown` and `/admin/ping`, on the same port as `/api/v1`, with
 //! the original JSON shapes, so that statesync, the datacollector, Vector and sub-schedulers
 //! written for it work unchanged. Unlike the original: unknown names get a 404 JSON error (not
@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use torc_api::PowerAction;
 use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
 use torc_types::{NodeName, ServiceName, now_millis};
 
@@ -33,6 +34,8 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
         .route("/service/announce", post(super::services::announce))
         .route("/node/startup", get(startup))
         .route("/node/shutdown", get(shutdown))
+        .route("/calico/configure", get(calico_configure))
+        .route("/calico/shutdown", get(calico_shutdown))
 }
 
 #[derive(Deserialize)]
@@ -122,7 +125,11 @@ async fn start_group(
     Ok(done())
 }
 
-async fn power(ctl: &Controller, name: Option<String>, action: &str) -> Reply<SimpleResponse> {
+async fn power(
+    ctl: &Controller,
+    name: Option<String>,
+    action: PowerAction,
+) -> Reply<SimpleResponse> {
     let name = required(name, "name")?;
     let node = NodeName::new(name.clone())
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no node named {name:?}")))?;
@@ -135,12 +142,33 @@ async fn startup(
     State(ctl): State<Arc<Controller>>,
     Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
-    power(&ctl, q.name, "on").await
+    power(&ctl, q.name, PowerAction::On).await
+}
+
+/// `GET /calico/configure`: the rack network (the original's Calico network) runs.
+async fn calico_configure(State(ctl): State<Arc<Controller>>) -> Reply<SimpleResponse> {
+    ctl.change(|r| {
+        r.configure_network(now_millis());
+        Ok(())
+    })
+    .await?;
+    Ok(done())
+}
+
+/// `GET /calico/shutdown`: the rack network stops; its routes are withdrawn and its tasks
+/// killed (services among them wait until `/calico/configure`).
+async fn calico_shutdown(State(ctl): State<Arc<Controller>>) -> Reply<SimpleResponse> {
+    ctl.change(|r| {
+        r.shut_down_network(now_millis());
+        Ok(())
+    })
+    .await?;
+    Ok(done())
 }
 
 async fn shutdown(
     State(ctl): State<Arc<Controller>>,
     Query(q): Query<ByName>,
 ) -> Reply<SimpleResponse> {
-    power(&ctl, q.name, "off").await
+    power(&ctl, q.name, PowerAction::Off).await
 }

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
-use torc_api::{TokenCreated, TokenRequest, TokenRole, TokenView};
+use torc_api::{EventKind, EventLevel, TokenCreated, TokenRequest, TokenRole, TokenView};
 use torc_types::now_millis;
 
 use super::access::Caller;
@@ -96,8 +96,8 @@ async fn create_token(
         .change_keys(move |rack, keys| {
             let minted = keys.mint(&name, role, now, expires_at);
             rack.record_event(
-                "auth",
-                "info",
+                EventKind::Auth,
+                EventLevel::Info,
                 format!(
                     "{by} created {} token {:?} ({})",
                     minted.credential.role, minted.credential.name, minted.credential.id
@@ -129,8 +129,8 @@ async fn revoke_token(
                 return Err(RackError::NotFound(format!("no token with id {id:?}")));
             }
             rack.record_event(
-                "auth",
-                "info",
+                EventKind::Auth,
+                EventLevel::Info,
                 format!("{by} revoked token {id}"),
                 now_millis(),
             );
@@ -161,8 +161,8 @@ async fn get_secret(
                 .map(str::to_string)
                 .ok_or_else(|| RackError::NotFound(format!("no rack secret named {n}")))?;
             rack.record_event(
-                "auth",
-                "info",
+                EventKind::Auth,
+                EventLevel::Info,
                 format!("{by} read secret {n}"),
                 now_millis(),
             );
@@ -194,7 +194,12 @@ async fn set_secret(
     let n = name.clone();
     ctl.change_keys(move |rack, keys| {
         keys.set_secret(n.as_str(), v.value);
-        rack.record_event("auth", "info", format!("secret {n} set"), now_millis());
+        rack.record_event(
+            EventKind::Auth,
+            EventLevel::Info,
+            format!("secret {n} set"),
+            now_millis(),
+        );
         Ok(())
     })
     .await?;

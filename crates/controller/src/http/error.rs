@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use torc_api::ErrorBody;
 
 use crate::controller::ChangeError;
+use crate::lookup::LookupError;
 use crate::power::PowerError;
 use crate::rack::RackError;
 
@@ -68,13 +69,24 @@ impl From<PowerError> for ApiError {
     fn from(e: PowerError) -> Self {
         let status = match &e {
             PowerError::Rack(e) => return e.clone().into(),
-            PowerError::Action(_) => StatusCode::UNPROCESSABLE_ENTITY,
             PowerError::NotConfigured { .. } | PowerError::Empty { .. } => {
                 StatusCode::NOT_IMPLEMENTED
             }
             PowerError::NoManagementIp { .. } => StatusCode::CONFLICT,
             PowerError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             PowerError::Spawn { .. } | PowerError::Failed { .. } => StatusCode::BAD_GATEWAY,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        // A question DNS cannot ask is the caller's to fix; anything else, the DNS server's.
+        let status = if e.is_bad_question() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::BAD_GATEWAY
         };
         ApiError::new(status, e.to_string())
     }

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use torc_api::{
-    EventsQuery, FrameworkEvents, FrameworkRegistered, FrameworkRegistration, FrameworkView,
-    TaskView,
+    EventKind, EventsQuery, FrameworkEvents, FrameworkLog, FrameworkRegistered,
+    FrameworkRegistration, FrameworkView, TaskView,
 };
 use torc_types::{FrameworkName, TaskId, TaskSpec, now_millis};
 
@@ -254,32 +254,16 @@ async fn framework_group(
     Ok(Json(body))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogLine {
-    level: String,
-    message: String,
-}
-
 /// A framework's line in the rack's event feed (e.g. a scaling decision).
 async fn framework_log(
     State(ctl): State<Arc<Controller>>,
     Path(name): Path<FrameworkName>,
-    Body(line): Body<LogLine>,
+    Body(line): Body<FrameworkLog>,
 ) -> Reply<serde_json::Value> {
-    if !matches!(line.level.as_str(), "info" | "warning" | "error") {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "level: expected info, warning or error, got {:?}",
-                line.level
-            ),
-        ));
-    }
     ctl.change(move |rack| {
         rack.framework(&name)?;
         let msg = format!("{name}: {}", line.message);
-        rack.record_event("framework", &line.level, msg, now_millis());
+        rack.record_event(EventKind::Framework, line.level, msg, now_millis());
         Ok(())
     })
     .await?;

@@ -4,7 +4,8 @@
 //!
 //! One module per resource, each listing its own routes:
 //! - `nodes` (and a node's power), `tasks`, `agents` (the agent protocol), `frameworks`,
-//!   `services` (services, groups, announcements), `status` (status and the event feed);
+//!   `services` (services, groups, announcements), `status` (status and the event feed),
+//!   `network` (the switch's routes for the network agent, and its report);
 //! - the UI's back ends: `names` (the DNS snapshot and lookups), `state` (the state store
 //!   browser), `query` (the time-series database), `ui` (the assets);
 //! - `session` (UI sessions, token reviews) and `credentials` (tokens and rack secrets);
@@ -23,6 +24,7 @@ mod extract;
 mod frameworks;
 mod longpoll;
 mod names;
+mod network;
 mod nodes;
 mod proxy;
 mod query;
@@ -45,6 +47,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .merge(nodes::routes())
         .merge(status::routes())
         .merge(names::routes())
+        .merge(network::routes())
         .merge(state::routes())
         .merge(query::routes())
         .merge(tasks::routes())

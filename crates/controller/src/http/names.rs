@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use torc_api::DesiredQuery;
+use torc_api::SnapshotQuery;
 
 use super::error::{ApiError, Reply};
 use super::extract::Query;
@@ -24,20 +23,14 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
 
 async fn dns_snapshot(
     State(ctl): State<Arc<Controller>>,
-    Query(q): Query<DesiredQuery>,
-) -> Json<torc_dns::DnsSnapshot> {
-    let mut rx = ctl.subscribe_dns();
+    Query(q): Query<SnapshotQuery>,
+) -> Json<torc_api::dns::DnsSnapshot> {
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    let deadline = tokio::time::Instant::now() + wait;
-    while *rx.borrow_and_update() == q.after {
-        if !matches!(
-            tokio::time::timeout_at(deadline, rx.changed()).await,
-            Ok(Ok(()))
-        ) {
-            break;
-        }
-    }
-    Json(ctl.dns_snapshot())
+    let numbered = ctl.names.next(q.epoch, q.after, wait).await;
+    let mut names = numbered.doc;
+    names.epoch = numbered.epoch;
+    names.generation = numbered.generation;
+    Json(names)
 }
 
 /// Where the running service named `service` answers on `port`.
@@ -62,5 +55,5 @@ async fn dns_lookup(
     crate::lookup::lookup(dns, &q.name, &q.rtype)
         .await
         .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))
+        .map_err(ApiError::from)
 }

@@ -68,6 +68,6 @@ async fn power(
     Path(name): Path<NodeName>,
     Body(req): Body<PowerRequest>,
 ) -> Reply<PowerResult> {
-    let argv = ctl.read(|r| crate::power::command(r, &name, &req.action))?;
-    Ok(Json(crate::power::run(&name, &req.action, argv).await?))
+    let argv = ctl.read(|r| crate::power::command(r, &name, req.action))?;
+    Ok(Json(crate::power::run(&name, req.action, argv).await?))
 }

@@ -54,7 +54,7 @@ struct KvValue {
 }
 
 /// The rack's state store and the controller's client of it (logged in as `access.etcd`).
-fn kv_client(ctl: &Controller) -> Result<(String, torc_kv::client::Client), ApiError> {
+fn kv_client(ctl: &Controller) -> Result<(String, torc_kv_client::Client), ApiError> {
     let (addr, tls) = service_endpoint(ctl, "etcd", 2379)?;
     let url = format!("{}://{addr}", if tls { "https" } else { "http" });
     let login = match ctl.login(|s| s.etcd_login.clone()) {

@@ -4,7 +4,7 @@
 
 use torc_api::TaskView;
 use torc_api::original::{OriginalNode, OriginalTask};
-use torc_types::{BUILTIN_FRAMEWORK, TaskState};
+use torc_types::{BUILTIN_FRAMEWORK, TaskNetwork, TaskState};
 
 use super::announcements::Announcements;
 use super::nodes::NodeTable;
@@ -21,7 +21,7 @@ pub fn nodes(nodes: &NodeTable) -> Vec<OriginalNode> {
             ip: n.ip.to_string(),
             external_ip: n.external_ip.map(|i| i.to_string()).unwrap_or_default(),
             management_ip: n.management_ip.map(|i| i.to_string()).unwrap_or_default(),
-            node_type: n.node_type.clone(),
+            node_type: n.node_type.to_string(),
             node_function: n.node_function.clone(),
             active: n.active,
             slave_id: if n.registered {
@@ -55,7 +55,7 @@ fn task(
         id: t.id.to_string(),
         image: policy.map(|p| p.image.clone()).unwrap_or_default(),
         node_name: t.node.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-        node_type: node.map(|n| n.node_type.clone()).unwrap_or_default(),
+        node_type: node.map(|n| n.node_type.to_string()).unwrap_or_default(),
         node_function: node.map(|n| n.node_function.clone()).unwrap_or_default(),
         dependent_service: policy
             .and_then(|p| p.dependent_service.as_ref())
@@ -74,7 +74,11 @@ fn task(
         is_metered: t.spec.metered || policy.is_some_and(|p| p.is_metered),
         is_system_service: rec.is_some_and(|r| r.group.is_none()),
         is_job: policy.is_some_and(|p| p.is_job),
-        network_type: policy.map_or_else(|| "host".to_string(), |p| p.network_type.clone()),
+        // The original's word for its container network (Calico) is `torc`.
+        network_type: match t.spec.network {
+            TaskNetwork::Rack => "torc".to_string(),
+            TaskNetwork::Node => policy.map_or_else(|| "host".into(), |p| p.network_type.clone()),
+        },
         ip: t.ip.map(|i| i.to_string()).unwrap_or_default(),
         slave_id: t.node.as_ref().map(|n| n.to_string()).unwrap_or_default(),
         state: "Running".into(),

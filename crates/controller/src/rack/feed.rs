@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use torc_api::RackEvent;
+use torc_api::{EventKind, EventLevel, RackEvent};
 use torc_types::{NodeName, TaskId, UnixMillis};
 
 /// Events kept; older ones are dropped.
@@ -21,8 +21,8 @@ impl Feed {
     /// Adds an event.
     pub fn record(
         &mut self,
-        kind: &str,
-        level: &str,
+        kind: EventKind,
+        level: EventLevel,
         message: String,
         task: Option<&TaskId>,
         node: Option<&NodeName>,
@@ -32,8 +32,8 @@ impl Feed {
         self.events.push_back(RackEvent {
             seq: self.seq,
             at: now,
-            kind: kind.to_string(),
-            level: level.to_string(),
+            kind,
+            level,
             message,
             task: task.cloned(),
             node: node.cloned(),

@@ -37,21 +37,22 @@ mod feed;
 mod frameworks;
 mod names;
 mod nodes;
+mod routes;
 mod supervisor;
 mod tasks;
 
 use std::time::Duration;
 
+use torc_api::dns::DnsSnapshot;
 use torc_api::original::OriginalTask;
 use torc_api::{
-    DesiredState, FrameworkEvents, FrameworkRegistered, FrameworkRegistration, FrameworkView,
-    GroupView, NodeView, RackEvent, RegisterRequest, ServiceView, StatusReport, StatusView,
-    TaskFilter, TaskView,
+    DesiredState, EventKind, EventLevel, FrameworkEvents, FrameworkRegistered,
+    FrameworkRegistration, FrameworkView, GroupView, NodeView, RackEvent, RegisterRequest,
+    ServiceView, StatusReport, StatusView, TaskFilter, TaskView,
 };
-use torc_dns::DnsSnapshot;
 use torc_types::{
-    BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskSpec, TaskState,
-    UnixMillis,
+    BUILTIN_FRAMEWORK, FrameworkName, NodeName, ServiceName, TaskId, TaskNetwork, TaskSpec,
+    TaskState, UnixMillis,
 };
 
 use crate::settings::RackSettings;
@@ -64,7 +65,7 @@ use supervisor::{Kill, Supervisor};
 use tasks::TaskTable;
 
 pub use error::RackError;
-pub use supervisor::HealthCheck;
+pub use supervisor::{HealthCheck, ProbeFailure};
 
 /// What a change left to do: records to persist and agents to wake.
 pub struct Changes {
@@ -85,7 +86,18 @@ pub struct Rack {
     frameworks: FrameworkRegistry,
     announced: Announcements,
     feed: Feed,
+    /// The rack network was shut down (`/calico/shutdown`): no routes, no rack addresses.
+    network_shut: bool,
+    /// `network_shut` changed and is not stored yet.
+    network_shut_dirty: bool,
 }
+
+/// The store's key for whether the rack network is shut down (1) or not (0).
+const NETWORK_SHUT: &str = "rack_network_shut";
+
+/// Why a rack task waits while the rack network is shut down.
+const NETWORK_SHUT_REASON: &str =
+    "pending: the rack network is shut down (/calico/shutdown); GET /calico/configure starts it";
 
 fn builtin() -> FrameworkName {
     FrameworkName::new(BUILTIN_FRAMEWORK).expect("valid builtin name")
@@ -111,6 +123,7 @@ impl Rack {
         epoch: u64,
     ) -> Result<Rack, StoreError> {
         let generation = loaded.meta("generation").unwrap_or(0);
+        let network_shut = loaded.meta(NETWORK_SHUT).unwrap_or(0) == 1;
         let nodes = NodeTable::load(&settings, loaded.take(Table::Nodes)?, generation, now);
         let tasks = TaskTable::load(loaded.take(Table::Tasks)?, nodes.scheduler_states());
         let mut rack = Rack {
@@ -122,6 +135,8 @@ impl Rack {
             settings,
             nodes,
             tasks,
+            network_shut,
+            network_shut_dirty: false,
         };
         let orphans = rack
             .tasks
@@ -167,6 +182,9 @@ impl Rack {
         writes.extend(self.services.take_writes());
         writes.extend(self.frameworks.take_writes());
         writes.extend(self.announced.take_writes());
+        if std::mem::take(&mut self.network_shut_dirty) {
+            writes.push(Write::Meta(NETWORK_SHUT, u64::from(self.network_shut)));
+        }
         // Taken every time, so a health change is never reported twice.
         let health_changed = self.services.take_health_changed();
         let names_may_change = !writes.is_empty() || health_changed;
@@ -199,8 +217,14 @@ impl Rack {
                         .unwrap_or_default()
                 );
                 let node = change.node.as_ref();
-                self.feed
-                    .record("task", "error", msg, Some(&change.id), node, now);
+                self.feed.record(
+                    EventKind::Task,
+                    EventLevel::Error,
+                    msg,
+                    Some(&change.id),
+                    node,
+                    now,
+                );
             }
             if change.framework.as_str() != BUILTIN_FRAMEWORK {
                 self.frameworks.task_updated(&change.framework, &change.id);
@@ -213,8 +237,91 @@ impl Rack {
     /// Places pending tasks, oldest first; the ones that fit nowhere keep the reason.
     pub fn schedule(&mut self, now: UnixMillis) {
         let nodes = &self.nodes;
-        self.tasks.place_pending(now, |n| nodes.ip(n));
+        let rack_network = (!self.network_shut)
+            .then_some(())
+            .ok_or(NETWORK_SHUT_REASON);
+        self.tasks.place_pending(now, |n| nodes.ip(n), rack_network);
         self.settle(now);
+    }
+
+    /// `GET /calico/shutdown`: the rack network stops. Every route is withdrawn and every live
+    /// rack task is killed (its address would lead nowhere); the services among them wait,
+    /// pending, until `configure`. Stored, so a restarted controller keeps it shut.
+    pub fn shut_down_network(&mut self, now: UnixMillis) {
+        if !self.network_shut {
+            self.network_shut = true;
+            self.network_shut_dirty = true;
+            self.feed.record(
+                EventKind::Network,
+                EventLevel::Warning,
+                "the rack network was shut down (/calico/shutdown): its routes are withdrawn"
+                    .into(),
+                None,
+                None,
+                now,
+            );
+        }
+        let rack_tasks = self
+            .tasks
+            .live_ids(|t| t.spec.network == TaskNetwork::Rack && t.state != TaskState::Pending);
+        let why = "the rack network was shut down (/calico/shutdown)";
+        self.kill_all(rack_tasks.into_iter().map(|id| (id, why.to_string())), now);
+        self.schedule(now);
+    }
+
+    /// Tells the event feed which of torc's routes the switch gained and lost since its
+    /// network agent's previous report, with the task behind each.
+    pub fn note_switch_routes(
+        &mut self,
+        added: &[torc_api::SwitchRoute],
+        removed: &[torc_api::SwitchRoute],
+        now: UnixMillis,
+    ) {
+        let wanted = self.rack_routes();
+        let task_of = |r: &torc_api::SwitchRoute| {
+            wanted
+                .iter()
+                .find(|w| w.destination == r.destination)
+                .map(|w| (w.task.clone(), format!(" for {} ({})", w.task, w.service)))
+        };
+        for (routes, what) in [(added, "added"), (removed, "withdrawn")] {
+            for r in routes {
+                let (task, behind) = task_of(r).unzip();
+                let message = format!(
+                    "route {}/{} via {} ({}) {what} on the switch{}",
+                    r.destination,
+                    r.prefix_len,
+                    r.gateway.map_or("-".into(), |g| g.to_string()),
+                    r.port.as_deref().unwrap_or("-"),
+                    behind.unwrap_or_default()
+                );
+                self.feed.record(
+                    EventKind::Route,
+                    EventLevel::Info,
+                    message,
+                    task.as_ref(),
+                    None,
+                    now,
+                );
+            }
+        }
+    }
+
+    /// `GET /calico/configure`: the rack network runs again, and waiting rack tasks are placed.
+    pub fn configure_network(&mut self, now: UnixMillis) {
+        if self.network_shut {
+            self.network_shut = false;
+            self.network_shut_dirty = true;
+            self.feed.record(
+                EventKind::Network,
+                EventLevel::Info,
+                "the rack network was started (/calico/configure)".into(),
+                None,
+                None,
+                now,
+            );
+        }
+        self.schedule(now);
     }
 
     /// Kills a task with the reason recorded on it.
@@ -239,7 +346,13 @@ impl Rack {
     }
 
     /// Adds an event to the feed (e.g. a credential created, a framework's own line).
-    pub fn record_event(&mut self, kind: &str, level: &str, message: String, now: UnixMillis) {
+    pub fn record_event(
+        &mut self,
+        kind: EventKind,
+        level: EventLevel,
+        message: String,
+        now: UnixMillis,
+    ) {
         self.feed.record(kind, level, message, None, None, now);
     }
 
@@ -261,8 +374,14 @@ impl Rack {
         let name = self.nodes.register(&self.settings, req, now)?;
         self.sync_ledger(&name);
         let msg = format!("node {name} registered");
-        self.feed
-            .record("node", "info", msg, None, Some(&name), now);
+        self.feed.record(
+            EventKind::Node,
+            EventLevel::Info,
+            msg,
+            None,
+            Some(&name),
+            now,
+        );
         self.tasks.apply_reports(&name, reports, true, now);
         self.settle(now);
         self.reconcile_services(now);
@@ -297,8 +416,14 @@ impl Rack {
         let timeout = self.settings.node_timeout.as_millis() as u64;
         for name in self.nodes.expire(timeout, now) {
             let msg = format!("node {name} stopped reporting; it is inactive");
-            self.feed
-                .record("node", "error", msg, None, Some(&name), now);
+            self.feed.record(
+                EventKind::Node,
+                EventLevel::Error,
+                msg,
+                None,
+                Some(&name),
+                now,
+            );
             self.sync_ledger(&name);
             let why = format!("node {name} stopped reporting (no word for {timeout} ms)");
             for id in self.tasks.live_ids(|t| t.node.as_ref() == Some(&name)) {
@@ -333,8 +458,9 @@ impl Rack {
     }
 
     /// Whether a task lives and asked for its own controller token.
-    pub fn task_may_hold_token(&self, id: &TaskId) -> bool {
-        self.tasks.may_hold_token(id)
+    /// What a task's token may do (`None`: the task ended or asked for no token).
+    pub fn task_token_access(&self, id: &TaskId) -> Option<torc_types::ApiAccess> {
+        self.tasks.token_access(id)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -399,6 +525,14 @@ impl Rack {
                 "constraints.node_name: no node named \"{n}\" in the rack"
             )));
         }
+        if spec.network == TaskNetwork::Rack && self.nodes.iter().all(|n| n.task_block.is_none()) {
+            return Err(RackError::Invalid(format!(
+                "network: rack needs a rack network, and no node of this rack has a task_block \
+                 in {} (torc up gives nodes one only on network namespaces: as root or with \
+                 CAP_NET_ADMIN)",
+                self.settings.config_origin
+            )));
+        }
         let id = self.tasks.add(spec, framework, now);
         self.schedule(now);
         Ok(id)
@@ -428,8 +562,14 @@ impl Rack {
         for start in self.services.due_starts(&self.tasks, now) {
             let result = self.launch(start.spec.clone(), builtin(), now);
             if let Some(line) = self.services.started(&start, result) {
-                self.feed
-                    .record("service", "warning", line, None, None, now);
+                self.feed.record(
+                    EventKind::Service,
+                    EventLevel::Warning,
+                    line,
+                    None,
+                    None,
+                    now,
+                );
             }
         }
     }
@@ -537,15 +677,15 @@ impl Rack {
         &mut self,
         service: &ServiceName,
         task: &TaskId,
-        result: Result<(), String>,
+        result: Result<(), ProbeFailure>,
         now: UnixMillis,
     ) {
         let kill = self.services.record_health(service, task, result, now);
         if let Some((id, why)) = &kill {
             let node = self.task(id).ok().and_then(|t| t.node);
             self.feed.record(
-                "service",
-                "warning",
+                EventKind::Service,
+                EventLevel::Warning,
                 format!("service {service}: task {id} {why}"),
                 Some(id),
                 node.as_ref(),
@@ -729,6 +869,14 @@ impl Rack {
             &self.services,
             &self.announced,
         )
+    }
+
+    /// The `/32` routes the switch should hold (the controller numbers snapshots).
+    pub fn rack_routes(&self) -> Vec<torc_api::RackRoute> {
+        if self.network_shut {
+            return Vec::new();
+        }
+        routes::routes(&self.nodes, &self.tasks)
     }
 
     /// `GET /nodes` of the original API.

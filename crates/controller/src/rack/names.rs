@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use torc_dns::{DnsSnapshot, InstanceEntry, NodeEntry, ServiceEntry};
+use torc_api::dns::{DnsSnapshot, InstanceEntry, NodeEntry, ServiceEntry};
 use torc_types::TaskState;
 
 use super::announcements::Announcements;
@@ -89,6 +89,7 @@ pub fn snapshot(
         add(&s.rack_name, &s.rack_name, ip, port, None);
     }
     DnsSnapshot {
+        epoch: 0,
         generation: 0,
         node_domain: s.domain.clone(),
         node_ttl: s.node_ttl,

@@ -17,8 +17,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use torc_api::{NodeResources, NodeView, RegisterRequest, RuntimeInfo};
-use torc_scheduler::NodeState;
-use torc_types::{NodeName, PortRange, Resources, UnixMillis};
+use torc_scheduler::{NodeState, RackNetwork};
+use torc_types::{Ipv4Block, NodeName, NodeType, PortRange, Resources, UnixMillis};
 
 use super::error::RackError;
 use crate::settings::{ConfiguredNode, RackSettings};
@@ -31,7 +31,7 @@ pub(crate) struct NodeRecord {
     pub(crate) ip: IpAddr,
     pub(crate) external_ip: Option<IpAddr>,
     pub(crate) management_ip: Option<IpAddr>,
-    pub(crate) node_type: String,
+    pub(crate) node_type: NodeType,
     pub(crate) node_function: String,
     pub(crate) registered: bool,
     pub(crate) active: bool,
@@ -48,6 +48,12 @@ pub(crate) struct NodeRecord {
     pub(crate) desired_generation: u64,
     /// Declared in the rack config (as opposed to joined openly).
     pub(crate) configured: bool,
+    /// The addresses its rack-network tasks get (config only).
+    #[serde(default)]
+    pub(crate) task_block: Option<Ipv4Block>,
+    /// Where people reach it from outside the rack network (config only).
+    #[serde(default)]
+    pub(crate) endpoint: Option<IpAddr>,
 }
 
 impl NodeRecord {
@@ -57,7 +63,7 @@ impl NodeRecord {
             ip: c.ip,
             external_ip: c.external_ip,
             management_ip: c.management_ip,
-            node_type: c.node_type.clone(),
+            node_type: c.node_type,
             node_function: c.node_function.clone().unwrap_or_else(|| "none".into()),
             registered: false,
             active: false,
@@ -70,6 +76,22 @@ impl NodeRecord {
             runtime: RuntimeInfo::default(),
             desired_generation: 0,
             configured: true,
+            task_block: c.task_block,
+            endpoint: c.endpoint,
+        }
+    }
+
+    /// Whether the node's agent can put a task on the rack network, as it last said.
+    fn rack_network(&self) -> RackNetwork {
+        if !self.registered {
+            RackNetwork::Unknown
+        } else if self.runtime.rack_network {
+            RackNetwork::Ready
+        } else {
+            RackNetwork::Unavailable {
+                note: (self.runtime.rack_network_note.clone())
+                    .unwrap_or_else(|| "this agent has no rack network support".into()),
+            }
         }
     }
 
@@ -77,7 +99,7 @@ impl NodeRecord {
     pub(crate) fn scheduler_state(&self) -> NodeState {
         NodeState {
             name: self.name.clone(),
-            node_type: self.node_type.clone(),
+            node_type: self.node_type,
             node_function: self.node_function.clone(),
             active: self.active,
             total: self.total,
@@ -85,6 +107,10 @@ impl NodeRecord {
             port_range: self.port_range,
             used_ports: BTreeSet::new(),
             tasks: 0,
+            task_block: self.task_block,
+            rack_network: self.rack_network(),
+            used_addresses: BTreeSet::new(),
+            next_address: 0,
         }
     }
 
@@ -95,7 +121,7 @@ impl NodeRecord {
             ip: self.ip,
             external_ip: self.external_ip,
             management_ip: self.management_ip,
-            node_type: self.node_type.clone(),
+            node_type: self.node_type,
             node_function: self.node_function.clone(),
             active: self.active,
             registered: self.registered,
@@ -107,6 +133,8 @@ impl NodeRecord {
                 ports_allocated: ports,
             },
             port_range: self.port_range,
+            task_block: self.task_block,
+            endpoint: self.endpoint,
             attributes: self.attributes.clone(),
             runtime: self.runtime.clone(),
             tasks,
@@ -166,6 +194,18 @@ impl NodeTable {
                     }
                 }
                 None if settings.open_join && !stored.configured => {
+                    // The config wins on addresses too: a node it now lists at a joined
+                    // node's address takes the address, and the joined node is gone (its
+                    // tasks are lost, as for a node removed from the config).
+                    if let Some(owner) = records.values().find(|n| n.ip == stored.ip) {
+                        tracing::warn!(
+                            node = %stored.name,
+                            ip = %stored.ip,
+                            owner = %owner.name,
+                            "a node that joined is dropped: the rack config gives its address to another node"
+                        );
+                        continue;
+                    }
                     let mut stored = stored;
                     if stored.active {
                         stored.last_seen = now;
@@ -226,10 +266,12 @@ impl NodeTable {
                     external_ip: None,
                     management_ip: None,
                     port: 0,
-                    node_type: req.node_type.clone().unwrap_or_else(|| "slave".into()),
+                    node_type: req.node_type.unwrap_or(NodeType::Slave),
                     node_function: None,
                     resources: None,
                     port_range: None,
+                    task_block: None,
+                    endpoint: None,
                 };
                 let mut record = NodeRecord::from_config(&c);
                 record.configured = false;
@@ -361,7 +403,7 @@ impl NodeTable {
     pub fn master_ip(&self) -> Option<IpAddr> {
         self.records
             .values()
-            .find(|n| n.node_type == "master")
+            .find(|n| n.node_type == NodeType::Master)
             .map(|n| n.ip)
     }
 

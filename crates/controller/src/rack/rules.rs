@@ -14,8 +14,8 @@ use torc_api::{FrameworkRegistration, RegisterRequest, RuntimeInfo, StatusReport
 use torc_config::RackConfig;
 use torc_types::{FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState};
 
-use super::{Rack, RackError};
-use crate::settings::RackSettings;
+use super::{HealthCheck, ProbeFailure, Rack, RackError};
+use crate::settings::{Probe, RackSettings};
 use crate::store::{Loaded, Table, Write};
 
 /// Why a case cannot run as written (an unknown command, a missing argument, ...).
@@ -245,6 +245,9 @@ impl Seen {
                 fields.push(("framework", t.framework.to_string()));
             }
             fields.push(("node", opt(t.node.as_ref())));
+            if t.spec.network == torc_types::TaskNetwork::Rack {
+                fields.push(("rack ip", opt(t.ip.as_ref())));
+            }
             if !t.ports.is_empty() {
                 let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
                 fields.push(("ports", ports.join(",")));
@@ -390,6 +393,28 @@ struct Runner {
     epoch: u64,
     /// The last feed event shown.
     feed_seen: u64,
+    /// The health checks `health-due` started, by service, for `health` to report on.
+    checks: BTreeMap<ServiceName, HealthCheck>,
+}
+
+/// What a TCP probe of `check` finds when it fails: `why` is `refused` (the default) or
+/// `timeout`.
+fn probe_failure(check: &HealthCheck, why: Option<&String>) -> Result<ProbeFailure, BadCase> {
+    let Probe::Tcp(addr) = &check.probe else {
+        return Err("the runner fails TCP probes only".into());
+    };
+    let addr = torc_types::expand_placeholders(addr, check.ip, &check.ports);
+    match why.map_or("refused", String::as_str) {
+        "refused" => Ok(ProbeFailure::Connect {
+            addr,
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        }),
+        "timeout" => Ok(ProbeFailure::ConnectTimeout {
+            addr,
+            timeout_ms: check.timeout_ms,
+        }),
+        other => Err(BadCase(format!("why={other}: refused or timeout"))),
+    }
 }
 
 fn settings(yaml: &str) -> Result<RackSettings, BadCase> {
@@ -475,6 +500,19 @@ impl Runner {
                 return Ok(out);
             }
             "dns" => return Ok(dns(self.rack()?)),
+            "routes" => {
+                for r in self.rack()?.rack_routes() {
+                    let _ = writeln!(
+                        out,
+                        "{}/32 via {} ({}) for {}",
+                        r.destination,
+                        r.next_hop,
+                        r.node,
+                        short(&r.task)
+                    );
+                }
+                return Ok(out);
+            }
             "desired" => {
                 let node: NodeName = name(args.word(0, "a node")?)?;
                 return Ok(match self.rack()?.desired(&node) {
@@ -482,7 +520,16 @@ impl Runner {
                         let _ = writeln!(out, "generation {}", d.generation);
                         for t in d.tasks {
                             let what = if t.launch { "launch" } else { "keep" };
-                            let _ = writeln!(out, "{what} {}", short(&t.id));
+                            let _ = match t.rack_address {
+                                Some(a) => writeln!(
+                                    out,
+                                    "{what} {} at {} in {}",
+                                    short(&t.id),
+                                    a.ip,
+                                    a.block
+                                ),
+                                None => writeln!(out, "{what} {}", short(&t.id)),
+                            };
                         }
                         out
                     }
@@ -510,8 +557,14 @@ impl Runner {
                 for t in self.rack()?.original_running(metered) {
                     let _ = writeln!(
                         out,
-                        "{} by {} on {:?} ip {:?} system {} job {}",
-                        t.name, t.controller, t.node_name, t.ip, t.is_system_service, t.is_job
+                        "{} by {} on {:?} ip {:?} network {} system {} job {}",
+                        t.name,
+                        t.controller,
+                        t.node_name,
+                        t.ip,
+                        t.network_type,
+                        t.is_system_service,
+                        t.is_job
                     );
                 }
                 return Ok(out);
@@ -581,7 +634,10 @@ impl Runner {
                     node,
                     ip,
                     agent_url: format!("http://{ip}:5051"),
-                    node_type: args.keys.get("type").cloned(),
+                    node_type: match args.keys.get("type") {
+                        Some(t) => Some(name(t).map_err(bad)?),
+                        None => None,
+                    },
                     node_function: None,
                     resources: Resources::new(
                         args.float("cpus", 2.0).map_err(bad)?,
@@ -590,7 +646,17 @@ impl Runner {
                     ),
                     port_range: "31000-31009".parse().expect("a range"),
                     attributes: BTreeMap::new(),
-                    runtime: RuntimeInfo::default(),
+                    runtime: match args.keys.get("rack_network").map(String::as_str) {
+                        None => RuntimeInfo::default(),
+                        Some("yes") => RuntimeInfo {
+                            rack_network: true,
+                            ..RuntimeInfo::default()
+                        },
+                        Some(note) => RuntimeInfo {
+                            rack_network_note: Some(note.to_string()),
+                            ..RuntimeInfo::default()
+                        },
+                    },
                     tasks,
                     public_key: None,
                 };
@@ -622,6 +688,14 @@ impl Runner {
                 rack.tick(now);
                 Ok(())
             }
+            "calico-shutdown" => {
+                rack.shut_down_network(now);
+                Ok(())
+            }
+            "calico-configure" => {
+                rack.configure_network(now);
+                Ok(())
+            }
             "launch" | "framework-launch" => {
                 let (framework, task) = if command == "launch" {
                     let fw = FrameworkName::new(torc_types::BUILTIN_FRAMEWORK).expect("valid");
@@ -639,6 +713,9 @@ impl Runner {
                 spec.ports = args.num("ports").map_err(bad)?.unwrap_or(0) as u16;
                 if let Some(n) = args.keys.get("node") {
                     spec.constraints.node_name = Some(name(n).map_err(bad)?);
+                }
+                if let Some(network) = args.keys.get("network") {
+                    spec.network = name(network).map_err(bad)?;
                 }
                 let id = if command == "launch" {
                     rack.launch(spec, framework, now)?
@@ -679,26 +756,24 @@ impl Runner {
                 for c in rack.due_health_checks(now) {
                     rack.health_check_started(&c.service, now);
                     let _ = writeln!(out, "check {} (task {})", c.service, short(&c.task));
+                    self.checks.insert(c.service.clone(), c);
                 }
                 Ok(())
             }
             "health" => {
                 let service: ServiceName =
                     name(args.word(0, "a service").map_err(bad)?).map_err(bad)?;
+                let check = self.checks.remove(&service).ok_or_else(|| {
+                    bad(BadCase(format!(
+                        "no check of {service} is running: `health-due` starts them"
+                    )))
+                })?;
                 let result = match args.word(1, "ok or fail").map_err(bad)? {
                     "ok" => Ok(()),
-                    "fail" => Err(args
-                        .keys
-                        .get("why")
-                        .cloned()
-                        .unwrap_or_else(|| "connection refused".into())),
+                    "fail" => Err(probe_failure(&check, args.keys.get("why")).map_err(bad)?),
                     other => return Err(bad(BadCase(format!("{other:?}: ok or fail")))),
                 };
-                let task = rack
-                    .service(&service)?
-                    .task
-                    .ok_or_else(|| bad(BadCase(format!("{service} has no task"))))?;
-                rack.record_health(&service, &task, result, now);
+                rack.record_health(&service, &check.task, result, now);
                 Ok(())
             }
             "framework-register" => {

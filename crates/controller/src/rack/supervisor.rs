@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use torc_api::{Failure, GroupView, Health, ServiceStatus, ServiceView, TaskView};
-use torc_types::{NodeName, ServiceName, TaskId, TaskSpec, TaskState, UnixMillis};
+use torc_types::{NodeName, NodeType, ServiceName, TaskId, TaskSpec, TaskState, UnixMillis};
 
 use super::error::RackError;
 use super::nodes::NodeTable;
@@ -86,6 +86,52 @@ pub struct HealthCheck {
     pub timeout_ms: u64,
     pub ip: Option<std::net::IpAddr>,
     pub ports: Vec<u16>,
+}
+
+/// Why a health check failed, as its probe found it (`crate::health` runs the probes). The
+/// supervisor keeps its text as the instance's health message.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeFailure {
+    /// The TCP connect failed (refused, unreachable, ...).
+    #[error("tcp {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tcp {addr}: no answer in {timeout_ms} ms")]
+    ConnectTimeout { addr: String, timeout_ms: u64 },
+    /// An answer whose status is neither a success nor a redirection.
+    #[error("http {url}: {status}")]
+    HttpStatus {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    /// No answer: the request failed (connect, timeout, protocol).
+    #[error("http {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("empty health command")]
+    EmptyCommand,
+    /// The command could not be started, or waited for.
+    #[error("command {cmd}: {source}")]
+    Command {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command ended unsuccessfully; `stderr` is what it wrote there, trimmed.
+    #[error("command {cmd}: {status} {stderr}")]
+    Exited {
+        cmd: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("command {cmd}: no result in {timeout_ms} ms")]
+    CommandTimeout { cmd: String, timeout_ms: u64 },
 }
 
 /// An instance to start now.
@@ -240,7 +286,7 @@ impl Supervisor {
                 None => out.push((t.name.clone(), t.clone(), None)),
                 Some(sla) => {
                     for n in nodes.iter() {
-                        if sla == SlaKind::EachSlave && n.node_type != "slave" {
+                        if sla == SlaKind::EachSlave && n.node_type != NodeType::Slave {
                             continue;
                         }
                         match instance_name(&t.name, n.name.as_str()) {
@@ -569,7 +615,7 @@ impl Supervisor {
         &mut self,
         service: &ServiceName,
         task: &TaskId,
-        result: Result<(), String>,
+        result: Result<(), ProbeFailure>,
         now: UnixMillis,
     ) -> Option<Kill> {
         let rec = self
@@ -598,7 +644,7 @@ impl Supervisor {
             }
             Err(why) => {
                 rec.health.failures += 1;
-                rec.health.message = Some(why.clone());
+                rec.health.message = Some(why.to_string());
                 if rec.health.failures < threshold {
                     return None;
                 }

@@ -7,7 +7,8 @@
 //! the framework registry for its frameworks, the feed).
 //!
 //! Invariants:
-//! - A task id is never reused, and a task in a terminal state never changes again.
+//! - A new task id is never one of a task in the table (ids of forgotten tasks are not
+//!   checked: 48 random bits per name), and a task in a terminal state never changes again.
 //! - What a node has allocated is kept in the ledger in step with the transitions (a task
 //!   holds resources from `staging` until it ends), never recomputed from all tasks on the hot
 //!   path. The ledger's view of each node (active, resources) is the node table's, passed in by
@@ -17,10 +18,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use torc_api::{DesiredTask, TaskFilter, TaskReport, TaskView, Transition};
-use torc_scheduler::{Ledger, NodeState, TaskRequest};
+use torc_api::{DesiredTask, RackAddress, TaskFilter, TaskReport, TaskView, Transition};
+use torc_scheduler::{Holding, Ledger, NodeState, TaskRequest};
 use torc_types::{
-    FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState, UnixMillis,
+    ApiAccess, FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskNetwork, TaskSpec,
+    TaskState, UnixMillis,
 };
 
 use super::error::RackError;
@@ -82,23 +84,35 @@ pub struct TaskTable {
     ids: IdSource,
 }
 
+/// What a task holds on its node while it is placed. A rack task's address is its `ip`.
+fn holding(task: &TaskView) -> Holding<'_> {
+    Holding {
+        resources: &task.spec.resources,
+        ports: &task.ports,
+        address: match (task.spec.network, task.ip) {
+            (TaskNetwork::Rack, Some(IpAddr::V4(ip))) => Some(ip),
+            _ => None,
+        },
+    }
+}
+
+/// A rack task's address with its node's block, for the agent.
+fn rack_address(task: &TaskView, node: Option<&NodeState>) -> Option<RackAddress> {
+    let ip = holding(task).address?;
+    let block = node?.task_block.filter(|b| b.contains(ip))?;
+    Some(RackAddress { ip, block })
+}
+
 impl TaskTable {
     /// The stored tasks, on nodes as the node table sees them (`nodes` carry no allocation:
     /// it is summed here from the tasks that hold resources).
-    pub fn load(stored: Vec<TaskView>, mut nodes: Vec<NodeState>) -> TaskTable {
+    pub fn load(stored: Vec<TaskView>, nodes: Vec<NodeState>) -> TaskTable {
         let tasks: BTreeMap<TaskId, TaskView> =
             stored.into_iter().map(|t| (t.id.clone(), t)).collect();
-        let index: BTreeMap<NodeName, usize> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
+        let mut ledger = Ledger::new(nodes);
         for task in tasks.values().filter(|t| t.state.holds_resources()) {
-            if let Some(&i) = task.node.as_ref().and_then(|n| index.get(n)) {
-                let s = &mut nodes[i];
-                s.allocated = s.allocated.add(&task.spec.resources);
-                s.used_ports.extend(task.ports.iter().copied());
-                s.tasks += 1;
+            if let Some(node) = &task.node {
+                ledger.reserve(node, holding(task));
             }
         }
         let mut pending = BTreeSet::new();
@@ -114,7 +128,7 @@ impl TaskTable {
         }
         TaskTable {
             tasks,
-            ledger: Ledger::new(nodes),
+            ledger,
             pending,
             ended,
             dirty: BTreeSet::new(),
@@ -138,16 +152,24 @@ impl TaskTable {
         self.ids = IdSource::Counter(held);
     }
 
+    /// A new id, never one of a task in the table (random ids are drawn again on a
+    /// collision; a task already forgotten cannot be checked, which 48 random bits make a
+    /// one-in-billions event per name).
     fn new_id(&mut self, spec: &TaskSpec) -> TaskId {
-        let suffix = match &mut self.ids {
-            IdSource::Random => torc_types::random_u64() & 0xffff_ffff_ffff,
-            IdSource::Counter(n) => {
-                *n += 1;
-                *n
+        loop {
+            let suffix = match &mut self.ids {
+                IdSource::Random => torc_types::random_u64() & 0xffff_ffff_ffff,
+                IdSource::Counter(n) => {
+                    *n += 1;
+                    *n
+                }
+            };
+            let id = TaskId::new(format!("{}.{suffix:012x}", spec.name))
+                .expect("service name + hex is a valid id");
+            if !self.tasks.contains_key(&id) {
+                return id;
             }
-        };
-        TaskId::new(format!("{}.{suffix:012x}", spec.name))
-            .expect("service name + hex is a valid id")
+        }
     }
 
     /// Tells the ledger what is now known of a node (state, type, resources).
@@ -185,22 +207,34 @@ impl TaskTable {
 
     /// Places pending tasks, oldest first; the ones that fit nowhere keep the reason.
     /// `ip_of` gives a node's address, which the task gets with its placement.
-    pub fn place_pending(&mut self, now: UnixMillis, ip_of: impl Fn(&NodeName) -> Option<IpAddr>) {
+    /// `rack_network` is `Err(reason)` while the rack network is shut down: rack tasks wait with
+    /// that reason.
+    pub fn place_pending(
+        &mut self,
+        now: UnixMillis,
+        ip_of: impl Fn(&NodeName) -> Option<IpAddr>,
+        rack_network: Result<(), &str>,
+    ) {
         if self.pending.is_empty() {
             return;
         }
         let queue: Vec<TaskId> = self.pending.iter().map(|(_, id)| id.clone()).collect();
         for id in queue {
             let task = &self.tasks[&id];
+            if let (TaskNetwork::Rack, Err(reason)) = (task.spec.network, rack_network) {
+                self.keep_waiting(&id, reason.to_string(), now);
+                continue;
+            }
             let req = TaskRequest {
                 id: &task.id,
                 resources: task.spec.resources,
                 ports: task.spec.ports,
                 constraints: &task.spec.constraints,
+                rack_address: task.spec.network == TaskNetwork::Rack,
             };
             match self.ledger.place(&req) {
                 Ok(placement) => {
-                    let ip = ip_of(&placement.node);
+                    let ip = (placement.address.map(IpAddr::V4)).or_else(|| ip_of(&placement.node));
                     let task = self.tasks.get_mut(&id).expect("pending task exists");
                     task.node = Some(placement.node.clone());
                     task.ip = ip;
@@ -208,16 +242,18 @@ impl TaskTable {
                     let msg = format!("placed on {}", placement.node);
                     self.transition(&id, TaskState::Staging, Some(msg), None, now);
                 }
-                Err(reason) => {
-                    let reason = format!("pending: {reason}");
-                    let task = self.tasks.get_mut(&id).expect("pending task exists");
-                    if task.message.as_deref() != Some(reason.as_str()) {
-                        task.message = Some(reason);
-                        task.updated_at = now;
-                        self.dirty.insert(id);
-                    }
-                }
+                Err(reason) => self.keep_waiting(&id, format!("pending: {reason}"), now),
             }
+        }
+    }
+
+    /// A pending task stays pending, with `reason` as its message.
+    fn keep_waiting(&mut self, id: &TaskId, reason: String, now: UnixMillis) {
+        let task = self.tasks.get_mut(id).expect("pending task exists");
+        if task.message.as_deref() != Some(reason.as_str()) {
+            task.message = Some(reason);
+            task.updated_at = now;
+            self.dirty.insert(id.clone());
         }
     }
 
@@ -366,7 +402,7 @@ impl TaskTable {
             && !state.holds_resources()
             && let Some(node) = &task.node
         {
-            self.ledger.release(node, &task.spec.resources, &task.ports);
+            self.ledger.release(node, holding(task));
         }
         if old == TaskState::Pending {
             self.pending.remove(&(task.created_at, task.id.clone()));
@@ -507,6 +543,7 @@ impl TaskTable {
                 spec: t.spec.clone(),
                 ports: t.ports.clone(),
                 launch: t.state == TaskState::Staging,
+                rack_address: rack_address(t, self.ledger.node(node)),
                 files: Default::default(),
             })
             .collect()
@@ -521,9 +558,10 @@ impl TaskTable {
     }
 
     /// Whether a task lives and asked for its own controller token.
-    pub fn may_hold_token(&self, id: &TaskId) -> bool {
-        self.tasks
-            .get(id)
-            .is_some_and(|t| !t.state.is_terminal() && t.spec.credentials.api_access.is_some())
+    /// What a task's token may do: what its spec asked for, while it lives.
+    pub fn token_access(&self, id: &TaskId) -> Option<ApiAccess> {
+        (self.tasks.get(id))
+            .filter(|t| !t.state.is_terminal())
+            .and_then(|t| t.spec.credentials.api_access)
     }
 }

@@ -17,10 +17,12 @@ fn settings(open_join: bool) -> RackSettings {
         external_ip: None,
         management_ip: None,
         port: 0,
-        node_type: t.into(),
+        node_type: t.parse().unwrap(),
         node_function: Some(f.into()),
         resources: None,
         port_range: None,
+        task_block: None,
+        endpoint: None,
     };
     let mut s = RackSettings::with_nodes(
         "test",

@@ -1,12 +1,13 @@
 //! The gRPC codec of every generated service and client: prost's, with a
-//! smaller starting buffer.
+//! smaller starting buffer. torc kv serves with it (and encodes its watch
+//! responses with it); clients call with it.
 //!
 //! tonic gives each call an 8 KiB buffer to decode its request into and
 //! another to encode its response into. Most etcd requests and responses are
 //! a few hundred bytes, and allocators keep their fast per-thread caches for
 //! small blocks (glibc's up to about 1 KiB): every 8 KiB buffer went to the
-//! shared heap and back. With 1 KiB buffers, 64 clients putting got ~7% more
-//! durable puts/s out of one core (fresh servers, 3 rounds each: 27.1–29.5k
+//! shared heap and back. With 1 KiB buffers, torc kv gave 64 clients putting ~7%
+//! more durable puts/s out of one core (fresh servers, 3 rounds each: 27.1–29.5k
 //! before, 29.1–32.0k after). Buffers still grow as a message needs, so large
 //! ranges and watch batches are unaffected.
 

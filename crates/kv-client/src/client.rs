@@ -22,10 +22,10 @@
 //! Not here: several endpoints, retries of anything else.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), torc_kv::client::ClientError> {
-//! use torc_kv::client::{Client, ClientTls, Credentials};
-//! use torc_kv::proto::etcdserverpb::PutRequest;
-//! let password = torc_kv::client::read_password_file("/etc/torc/kv-password".as_ref())?;
+//! # async fn demo() -> Result<(), torc_kv_client::ClientError> {
+//! use torc_kv_client::{Client, ClientTls, Credentials};
+//! use torc_kv_client::proto::etcdserverpb::PutRequest;
+//! let password = torc_kv_client::read_password_file("/etc/torc/kv-password".as_ref())?;
 //! let tls = ClientTls::from_files("/etc/torc/ca.pem".as_ref(), None)?;
 //! let client = Client::connect_with(
 //!     "https://127.0.0.1:2379",
@@ -52,8 +52,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::error::EtcdError;
 use crate::proto::etcdserverpb as pb;
+use crate::rpctypes;
 use pb::{
     auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
     lease_client::LeaseClient, maintenance_client::MaintenanceClient, watch_client::WatchClient,
@@ -121,7 +121,7 @@ impl ClientError {
 }
 
 /// Reads a password from a file: [`torc_tls::files::read_password_file`] (re-exported here
-/// for the clients of kv).
+/// for the clients of a store).
 pub use torc_tls::files::read_password_file;
 
 /// TLS towards the server: the CA its certificate must chain to (etcdctl's
@@ -282,10 +282,8 @@ pub struct Client {
 /// Whether a refusal means "authenticate again": the token is not (or no
 /// longer) valid, or there was none and the server now wants one.
 fn wants_new_token(status: &Status) -> bool {
-    (status.code() == Code::Unauthenticated
-        && status.message() == EtcdError::InvalidAuthToken.to_string())
-        || (status.code() == Code::InvalidArgument
-            && status.message() == EtcdError::UserEmpty.to_string())
+    (status.code() == Code::Unauthenticated && status.message() == rpctypes::INVALID_AUTH_TOKEN)
+        || (status.code() == Code::InvalidArgument && status.message() == rpctypes::USER_EMPTY)
 }
 
 impl Client {
@@ -421,7 +419,7 @@ impl Client {
                 self.session.set_token(Some(token));
                 self.session.auth_off.store(false, Ordering::Release);
             }
-            Err(status) if status.message() == EtcdError::AuthNotEnabled.to_string() => {
+            Err(status) if status.message() == rpctypes::AUTH_NOT_ENABLED => {
                 self.session.set_token(None);
                 self.session.auth_off.store(true, Ordering::Release);
             }

@@ -1,0 +1,117 @@
+//! A document the controller publishes to long-polling readers (the DNS role's names, the
+//! network agent's routes),
+//! numbered by `(epoch, generation)`.
+//!
+//! The epoch is drawn at random when the controller starts; the generation starts at 1 and goes
+//! up exactly when the content changes. A reader that holds an older epoch (the controller
+//! restarted) or generation gets the current document at once, so a restart never leaves a
+//! reader waiting on a number the new controller will not reach for a while (Convention 15).
+//!
+//! Invariant: readers never see the same `(epoch, generation)` with two different contents.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The document with its numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Numbered<T> {
+    pub epoch: u64,
+    pub generation: u64,
+    pub doc: T,
+}
+
+pub(crate) struct Published<T> {
+    epoch: u64,
+    current: Mutex<Numbered<T>>,
+    generation: watch::Sender<u64>,
+}
+
+impl<T: Clone + PartialEq> Published<T> {
+    pub(crate) fn new(doc: T) -> Self {
+        let epoch = torc_types::random_u64();
+        let (generation, _) = watch::channel(1);
+        Published {
+            epoch,
+            current: Mutex::new(Numbered {
+                epoch,
+                generation: 1,
+                doc,
+            }),
+            generation,
+        }
+    }
+
+    /// Publishes `doc` if it differs from the current document; wakes the readers.
+    pub(crate) fn publish(&self, doc: T) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.doc == doc {
+            return;
+        }
+        current.generation += 1;
+        current.doc = doc;
+        let generation = current.generation;
+        drop(current);
+        self.generation.send_replace(generation);
+    }
+
+    pub(crate) fn current(&self) -> Numbered<T> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The current document once it is not the one the reader holds (`epoch`, `after`), or
+    /// after `wait`, whichever comes first.
+    pub(crate) async fn next(&self, epoch: u64, after: u64, wait: Duration) -> Numbered<T> {
+        if epoch == self.epoch {
+            let mut rx = self.generation.subscribe();
+            let deadline = tokio::time::Instant::now() + wait;
+            while *rx.borrow_and_update() == after {
+                if !matches!(
+                    tokio::time::timeout_at(deadline, rx.changed()).await,
+                    Ok(Ok(()))
+                ) {
+                    break;
+                }
+            }
+        }
+        self.current()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn numbers_change_only_with_the_content() {
+        let p = Published::new(vec![1]);
+        let first = p.current();
+        assert_eq!(first.generation, 1);
+        p.publish(vec![1]);
+        assert_eq!(p.current().generation, 1, "same content, same number");
+        p.publish(vec![1, 2]);
+        let second = p.current();
+        assert_eq!((second.epoch, second.generation), (first.epoch, 2));
+        // A reader of another epoch (a controller before a restart) is answered at once,
+        // whatever generation it holds.
+        let got = p.next(first.epoch ^ 1, 2, Duration::from_secs(60)).await;
+        assert_eq!(got.doc, vec![1, 2]);
+        // A reader that is up to date waits for the next change.
+        let waiting = p.next(first.epoch, 2, Duration::from_secs(60));
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err()
+        );
+        p.publish(vec![3]);
+        assert_eq!(waiting.await.generation, 3);
+        // The wait is bounded.
+        let got = p.next(first.epoch, 3, Duration::from_millis(10)).await;
+        assert_eq!(got.generation, 3);
+    }
+}

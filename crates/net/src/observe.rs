@@ -1,0 +1,283 @@
+//! What a namespace's kernel has, read over netlink: its ports ([`PortView`], with the
+//! `IFLA_STATS64` counters), its IPv4 routes of the main table ([`RouteView`], classified
+//! for an owner's protocol) and its IPv4 addresses.
+//!
+//! Netlink, not sysfs: after `setns`, `/sys/class/net` still lists the mounter's (the host's)
+//! devices (`docs/design/rack-network.md` §1), while a netlink socket answers for the
+//! namespace it was created in. Speed is not in netlink (and is unknown for veths anyway).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures_util::TryStreamExt as _;
+use rtnetlink::RouteMessageBuilder;
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol as NlProtocol, RouteType,
+};
+
+use crate::routes::{MAIN_TABLE, Owner, RouteKind, RouteProtocol, RouteView};
+use crate::{Netlink, Result};
+
+/// A link's operational state (`IFLA_OPERSTATE`, RFC 2863), as `ip link` prints it (in lower
+/// case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperState {
+    Unknown,
+    NotPresent,
+    Down,
+    LowerLayerDown,
+    Testing,
+    Dormant,
+    Up,
+    Other(u8),
+}
+
+impl fmt::Display for OperState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OperState::Unknown => f.write_str("unknown"),
+            OperState::NotPresent => f.write_str("notpresent"),
+            OperState::Down => f.write_str("down"),
+            OperState::LowerLayerDown => f.write_str("lowerlayerdown"),
+            OperState::Testing => f.write_str("testing"),
+            OperState::Dormant => f.write_str("dormant"),
+            OperState::Up => f.write_str("up"),
+            OperState::Other(n) => write!(f, "state {n}"),
+        }
+    }
+}
+
+impl From<State> for OperState {
+    fn from(state: State) -> OperState {
+        match state {
+            State::Unknown => OperState::Unknown,
+            State::NotPresent => OperState::NotPresent,
+            State::Down => OperState::Down,
+            State::LowerLayerDown => OperState::LowerLayerDown,
+            State::Testing => OperState::Testing,
+            State::Dormant => OperState::Dormant,
+            State::Up => OperState::Up,
+            State::Other(n) => OperState::Other(n),
+            // A state added to the crate after this was written.
+            #[allow(unreachable_patterns)]
+            _ => OperState::Unknown,
+        }
+    }
+}
+
+/// One link (a switch port, `lo`, a task veth) and its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortView {
+    pub name: String,
+    pub ifindex: u32,
+    pub oper_state: OperState,
+    /// Set up by an administrator (`IFF_UP`); `oper_state` says whether it carries traffic.
+    pub admin_up: bool,
+    pub mtu: Option<u32>,
+    /// The hardware address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: Option<String>,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+}
+
+impl PortView {
+    fn from_message(message: &LinkMessage) -> PortView {
+        let mut port = PortView {
+            name: String::new(),
+            ifindex: message.header.index,
+            oper_state: OperState::Unknown,
+            admin_up: message.header.flags.contains(LinkFlags::Up),
+            mtu: None,
+            mac: None,
+            rx_bytes: 0,
+            rx_packets: 0,
+            rx_errors: 0,
+            tx_bytes: 0,
+            tx_packets: 0,
+            tx_errors: 0,
+        };
+        for attribute in &message.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => port.name = name.clone(),
+                LinkAttribute::OperState(state) => port.oper_state = (*state).into(),
+                LinkAttribute::Mtu(mtu) => port.mtu = Some(*mtu),
+                LinkAttribute::Address(bytes) => port.mac = Some(hex_address(bytes)),
+                LinkAttribute::Stats64(stats) => {
+                    port.rx_bytes = stats.rx_bytes;
+                    port.rx_packets = stats.rx_packets;
+                    port.rx_errors = stats.rx_errors;
+                    port.tx_bytes = stats.tx_bytes;
+                    port.tx_packets = stats.tx_packets;
+                    port.tx_errors = stats.tx_errors;
+                }
+                _ => {}
+            }
+        }
+        port
+    }
+}
+
+fn hex_address(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Every link of the namespace, by interface index.
+pub async fn ports(nl: &Netlink) -> Result<Vec<PortView>> {
+    let messages: Vec<LinkMessage> = nl
+        .handle()
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl.fail("dump links", e))?;
+    let mut ports: Vec<PortView> = messages.iter().map(PortView::from_message).collect();
+    ports.sort_by_key(|p| p.ifindex);
+    Ok(ports)
+}
+
+/// The IPv4 routes of the main table, all protocols, in the kernel's order, each classified
+/// for the owner's protocol `ours` ([`RouteView::classify`]).
+pub async fn routes(nl: &Netlink, ours: RouteProtocol) -> Result<Vec<RouteView>> {
+    let names: BTreeMap<u32, String> = ports(nl)
+        .await?
+        .into_iter()
+        .map(|p| (p.ifindex, p.name))
+        .collect();
+    // A strict dump filters on the header: main table, any protocol, any type.
+    let request = RouteMessageBuilder::<Ipv4Addr>::new()
+        .table_id(MAIN_TABLE)
+        .protocol(NlProtocol::Unspec)
+        .kind(RouteType::Unspec)
+        .build();
+    let messages: Vec<RouteMessage> = nl
+        .handle()
+        .route()
+        .get(request)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl.fail("dump the IPv4 routes of the main table", e))?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| route_view(m, &names))
+        // Kernels without strict dumps answer every table.
+        .filter(|r| r.table == MAIN_TABLE)
+        .map(|r| r.classify(ours))
+        .collect())
+}
+
+fn route_view(message: &RouteMessage, names: &BTreeMap<u32, String>) -> Option<RouteView> {
+    if message.header.address_family != AddressFamily::Inet {
+        return None;
+    }
+    let mut route = RouteView {
+        dst: Ipv4Addr::UNSPECIFIED,
+        dst_len: message.header.destination_prefix_length,
+        gateway: None,
+        device: None,
+        protocol: RouteProtocol(u8::from(message.header.protocol)),
+        kind: route_kind(message.header.kind),
+        table: u32::from(message.header.table),
+        priority: 0,
+        owner: Owner::Other,
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(dst)) => route.dst = *dst,
+            RouteAttribute::Gateway(RouteAddress::Inet(gateway)) => route.gateway = Some(*gateway),
+            RouteAttribute::Oif(index) => {
+                route.device = Some(names.get(index).cloned().unwrap_or(format!("if{index}")))
+            }
+            RouteAttribute::Priority(priority) => route.priority = *priority,
+            RouteAttribute::Table(table) => route.table = *table,
+            _ => {}
+        }
+    }
+    Some(route)
+}
+
+fn route_kind(kind: RouteType) -> RouteKind {
+    match kind {
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::Local => RouteKind::Local,
+        RouteType::Broadcast => RouteKind::Broadcast,
+        RouteType::Anycast => RouteKind::Anycast,
+        RouteType::Multicast => RouteKind::Multicast,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        RouteType::Unreachable => RouteKind::Unreachable,
+        RouteType::Prohibit => RouteKind::Prohibit,
+        RouteType::Throw => RouteKind::Throw,
+        RouteType::Nat => RouteKind::Nat,
+        other => RouteKind::Other(u8::from(other)),
+    }
+}
+
+/// One IPv4 address of a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressView {
+    pub ifindex: u32,
+    pub device: Option<String>,
+    /// Our end (`IFA_LOCAL`).
+    pub local: Ipv4Addr,
+    /// The other end of a point-to-point address (`peer`), when it differs from `local`.
+    pub peer: Option<Ipv4Addr>,
+    pub prefix_len: u8,
+}
+
+/// Every IPv4 address of the namespace, by interface index then address.
+pub async fn addresses(nl: &Netlink) -> Result<Vec<AddressView>> {
+    let names: BTreeMap<u32, String> = ports(nl)
+        .await?
+        .into_iter()
+        .map(|p| (p.ifindex, p.name))
+        .collect();
+    let mut request = nl.handle().address().get();
+    request.message_mut().header.family = AddressFamily::Inet;
+    let messages: Vec<_> = request
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl.fail("dump the IPv4 addresses", e))?;
+    let mut views = Vec::new();
+    for message in &messages {
+        let (mut local, mut address) = (None, None);
+        for attribute in &message.attributes {
+            match attribute {
+                AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
+                AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
+                _ => {}
+            }
+        }
+        // Without IFA_LOCAL (not point-to-point), IFA_ADDRESS is the local address.
+        let Some(own) = local.or(address) else {
+            continue;
+        };
+        views.push(AddressView {
+            ifindex: message.header.index,
+            device: names.get(&message.header.index).cloned(),
+            local: own,
+            peer: address.filter(|a| *a != own),
+            prefix_len: message.header.prefix_len,
+        });
+    }
+    views.sort_by_key(|a| (a.ifindex, a.local));
+    Ok(views)
+}
+
+/// The namespace's own IPv4 addresses (for [`crate::routes::plan`]'s `local`).
+pub async fn local_addrs(nl: &Netlink) -> Result<BTreeSet<Ipv4Addr>> {
+    Ok(addresses(nl).await?.into_iter().map(|a| a.local).collect())
+}

@@ -1,0 +1,151 @@
+//! Routes over netlink: owned `/32` routes (add, replace, delete, and applying a
+//! [`Plan`](crate::routes::Plan)), a namespace's default route, and IPv4 forwarding.
+//!
+//! Every owned-route request carries the owner's protocol, and refuses the protocols the
+//! kernel and ip(8) write ([`RouteProtocol::owner`]); a delete also names the gateway and
+//! metric, so the kernel matches only the route the plan saw.
+
+use std::net::Ipv4Addr;
+
+use futures_util::StreamExt as _;
+use rtnetlink::RouteMessageBuilder;
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteScope};
+
+use crate::netns::{self, Netns};
+use crate::routes::{Op, RouteProtocol};
+use crate::{Netlink, Result};
+
+/// How many route requests [`apply`] keeps in flight.
+const IN_FLIGHT: usize = 64;
+
+fn owned_message(dst: Ipv4Addr, via: Option<Ipv4Addr>, protocol: RouteProtocol) -> RouteMessage {
+    let builder = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, 32)
+        .protocol(protocol.0.into());
+    match via {
+        Some(via) => builder.gateway(via).build(),
+        None => builder.build(),
+    }
+}
+
+/// Creates `dst/32 via via proto PROTOCOL`; fails with `EEXIST` rather than overwrite any route
+/// to `dst/32` with metric 0, owned or not.
+pub async fn add(
+    nl: &Netlink,
+    dst: Ipv4Addr,
+    via: Ipv4Addr,
+    protocol: RouteProtocol,
+) -> Result<()> {
+    write(nl, dst, via, protocol, false).await
+}
+
+/// Replaces the route to `dst/32` with metric 0 by `dst/32 via via proto PROTOCOL` (creating
+/// it when there is none). The kernel overwrites whichever route to `dst/32` with metric 0 it
+/// finds first, owned or not: call it only where [`crate::routes::plan`] says so.
+pub async fn replace(
+    nl: &Netlink,
+    dst: Ipv4Addr,
+    via: Ipv4Addr,
+    protocol: RouteProtocol,
+) -> Result<()> {
+    write(nl, dst, via, protocol, true).await
+}
+
+async fn write(
+    nl: &Netlink,
+    dst: Ipv4Addr,
+    via: Ipv4Addr,
+    protocol: RouteProtocol,
+    replace: bool,
+) -> Result<()> {
+    RouteProtocol::owner(protocol.0)?;
+    let request = nl
+        .handle()
+        .route()
+        .add(owned_message(dst, Some(via), protocol));
+    let (request, verb) = if replace {
+        (request.replace(), "replace")
+    } else {
+        (request, "add")
+    };
+    request.execute().await.map_err(|e| {
+        nl.fail(
+            format!("{verb} route {dst}/32 via {via} proto {protocol}"),
+            e,
+        )
+    })
+}
+
+/// Deletes the route `dst/32 [via via] metric priority proto PROTOCOL` of the main table.
+/// The kernel matches protocol, type, gateway and metric, so no other route can go. Answers
+/// `false` when there was no such route (`ESRCH`: it is already gone).
+pub async fn delete(
+    nl: &Netlink,
+    dst: Ipv4Addr,
+    via: Option<Ipv4Addr>,
+    priority: u32,
+    protocol: RouteProtocol,
+) -> Result<bool> {
+    RouteProtocol::owner(protocol.0)?;
+    let mut message = owned_message(dst, via, protocol);
+    // Any scope, as `ip route del` asks: an owned route without a gateway has scope link.
+    message.header.scope = RouteScope::NoWhere;
+    if priority != 0 {
+        message.attributes.push(RouteAttribute::Priority(priority));
+    }
+    let what = match via {
+        Some(via) => format!("delete route {dst}/32 via {via} metric {priority} proto {protocol}"),
+        None => format!("delete route {dst}/32 metric {priority} proto {protocol}"),
+    };
+    match nl.handle().route().del(message).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let e = nl.fail(what, e);
+            if e.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32) {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Applies `ops` with up to 64 requests in flight (a plan's operations do not depend on each
+/// other's order) and answers each operation's outcome, in completion order. A failed
+/// operation does not stop the others; the caller logs it and the next plan retries it.
+pub async fn apply(nl: &Netlink, ops: &[Op], protocol: RouteProtocol) -> Vec<(Op, Result<()>)> {
+    futures_util::stream::iter(ops.iter().cloned())
+        .map(|op| async move {
+            let outcome = match &op {
+                Op::Add { dst, via } => add(nl, *dst, *via, protocol).await,
+                Op::Replace { dst, via, .. } => replace(nl, *dst, *via, protocol).await,
+                Op::Delete { dst, via, priority } => {
+                    delete(nl, *dst, *via, *priority, protocol).await.map(drop)
+                }
+            };
+            (op, outcome)
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// Adds the default route `default via via proto PROTOCOL` (a node's, through the switch; a
+/// task's, through its node).
+pub async fn add_default(nl: &Netlink, via: Ipv4Addr, protocol: RouteProtocol) -> Result<()> {
+    let message = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(via)
+        .protocol(protocol.0.into())
+        .build();
+    nl.handle()
+        .route()
+        .add(message)
+        .execute()
+        .await
+        .map_err(|e| nl.fail(format!("add default route via {via}"), e))
+}
+
+/// Turns IPv4 forwarding on or off inside `ns` (`net.ipv4.ip_forward`; per namespace).
+pub fn set_forwarding(ns: &Netns, on: bool) -> Result<()> {
+    netns::write_sysctl(ns, "net.ipv4.ip_forward", if on { "1" } else { "0" })
+}

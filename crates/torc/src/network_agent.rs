@@ -1,0 +1,207 @@
+//! `torc network-agent`: the switch's route programmer (the seed's network agent on the Wedge).
+//!
+//! It long-polls the controller for the routes the switch should hold (one `/32` per
+//! rack-network task, through the task's node) and makes the switch's kernel table match:
+//! it adds and replaces its own routes and deletes the ones of its own that are no longer
+//! wanted, in one pass planned by `torc_net::routes::plan`. Then it reports the whole table and
+//! the switch's ports. On a switch OS (SONiC, Cumulus, switchdev) the kernel table is what the
+//! ASIC is programmed from, so the same code programs a real switch.
+//!
+//! Invariants:
+//! - It never touches a route it does not own: only unicast `/32` routes of the main table with
+//!   its protocol (`--route-protocol`, 116 by default) are ever replaced or deleted.
+//! - The whole table is reconciled at start, after every new snapshot and every `--resync`
+//!   seconds, so a route removed by hand or left by an agent that was killed is put right
+//!   within that time.
+//! - On exit it leaves its routes in place: a restarting agent must not cut the rack off. Its
+//!   successor's first pass removes what went stale.
+//! - A rack whose config has no `network-agent.type: netlink` is told so in the snapshot
+//!   (`switch: None`): the agent then programs nothing, and says so once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use clap::Args;
+use torc_api::{NetworkReport, RouteSnapshot, SwitchPort, SwitchRoute};
+use torc_net::routes::{self, RouteProtocol};
+use torc_net::{Netlink, Netns, Owner, RouteView, observe};
+
+use crate::process::{init_tracing, shutdown_signal};
+
+#[derive(Args)]
+pub struct NetworkAgentArgs {
+    /// The controller's URL (default: `$TORC_CONTROLLER`, set for tasks).
+    #[arg(long, env = "TORC_CONTROLLER")]
+    controller: String,
+    /// The protocol number of the routes this agent owns (`rtm_protocol`; 5 to 254).
+    #[arg(long, default_value_t = RouteProtocol::TORC.0)]
+    route_protocol: u8,
+    /// Seconds between two reconciliations of the whole table when nothing changed.
+    #[arg(long, default_value_t = 10)]
+    resync: u64,
+}
+
+pub fn run_network_agent(args: NetworkAgentArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let protocol = RouteProtocol::owner(args.route_protocol)?;
+    let resync = Duration::from_secs(args.resync.max(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client = torc_client::Client::from_env_with(args.controller.clone())?;
+        let mut agent = Agent {
+            client,
+            protocol,
+            switch: None,
+            idle_said: false,
+            failures: BTreeMap::new(),
+        };
+        tokio::select! {
+            () = agent.run(resync) => {}
+            () = shutdown_signal() => {
+                tracing::info!("network agent stopping; its routes stay on the switch");
+            }
+        }
+        Ok(())
+    })
+}
+
+struct Agent {
+    client: torc_client::Client,
+    protocol: RouteProtocol,
+    /// The connection to the switch's namespace, and which one it is.
+    switch: Option<(String, Netlink)>,
+    idle_said: bool,
+    /// Operations that failed, with their error, so each is logged once until it changes.
+    failures: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Agent {
+    async fn run(&mut self, resync: Duration) {
+        let (mut epoch, mut after) = (0, 0);
+        loop {
+            // Wait for a new snapshot at most `resync`, then reconcile whatever the news: the
+            // controller answers with its current snapshot either way.
+            let snapshot = match self.client.switch_routes(epoch, after, resync).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the controller; keeping the routes as they are");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            (epoch, after) = (snapshot.epoch, snapshot.generation);
+            if let Err(e) = self.reconcile(&snapshot).await {
+                tracing::warn!(error = %e, "cannot reconcile the switch's routes");
+                // A connection that failed is opened again next time.
+                self.switch = None;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// The connection to the switch the snapshot names, opened when it changes.
+    fn connect(&mut self, switch: &str) -> Result<Netlink, torc_net::Error> {
+        if let Some((name, nl)) = &self.switch
+            && name == switch
+        {
+            return Ok(nl.clone());
+        }
+        let nl = if switch.is_empty() {
+            Netlink::current()?
+        } else {
+            torc_net::netns::connect_in(&Netns::open(switch)?)?
+        };
+        tracing::info!(switch = %nl.namespace(), "programming the switch's routes");
+        self.switch = Some((switch.to_string(), nl.clone()));
+        Ok(nl)
+    }
+
+    async fn reconcile(&mut self, snapshot: &RouteSnapshot) -> anyhow::Result<()> {
+        let Some(switch) = &snapshot.switch else {
+            if !self.idle_said {
+                tracing::info!(
+                    "this rack has no network-agent of type netlink in its config: no routes are programmed"
+                );
+                self.idle_said = true;
+            }
+            self.switch = None;
+            return Ok(());
+        };
+        self.idle_said = false;
+        let nl = self.connect(switch)?;
+        let desired: BTreeMap<Ipv4Addr, Ipv4Addr> = (snapshot.routes.iter())
+            .map(|r| (r.destination, r.next_hop))
+            .collect();
+        let observed = observe::routes(&nl, self.protocol).await?;
+        let local = observe::local_addrs(&nl).await?;
+        let plan = routes::plan(&desired, &observed, &local);
+        for skipped in &plan.skipped {
+            tracing::debug!(%skipped, "route not programmed");
+        }
+        let mut failed = BTreeSet::new();
+        for (op, outcome) in torc_net::route::apply(&nl, &plan.ops, self.protocol).await {
+            match outcome {
+                Ok(()) => tracing::info!(%op, "route programmed"),
+                Err(e) => {
+                    failed.insert(op.dst());
+                    let text = e.to_string();
+                    if self.failures.get(&op.dst()) != Some(&text) {
+                        tracing::warn!(%op, error = %text, "route not programmed; retried next pass");
+                        self.failures.insert(op.dst(), text);
+                    }
+                }
+            }
+        }
+        self.failures.retain(|dst, _| failed.contains(dst));
+        let applied = plan.ops.iter().all(|op| !failed.contains(&op.dst()));
+        // What the switch holds now, for the controller.
+        let routes = observe::routes(&nl, self.protocol).await?;
+        let ports = observe::ports(&nl).await?;
+        let report = NetworkReport {
+            epoch: snapshot.epoch,
+            generation_applied: if applied { snapshot.generation } else { 0 },
+            routes: routes
+                .iter()
+                .map(|r| switch_route(r, self.protocol))
+                .collect(),
+            ports: ports
+                .into_iter()
+                .map(|p| SwitchPort {
+                    name: p.name,
+                    oper_state: p.oper_state.to_string(),
+                    mtu: p.mtu.unwrap_or(0),
+                    mac: p.mac,
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                    rx_packets: p.rx_packets,
+                    tx_packets: p.tx_packets,
+                    rx_errors: p.rx_errors,
+                    tx_errors: p.tx_errors,
+                })
+                .collect(),
+        };
+        if let Err(e) = self.client.report_network(&report).await {
+            tracing::warn!(error = %e, "cannot report the switch's table to the controller");
+        }
+        Ok(())
+    }
+}
+
+/// A route as the controller shows it: the owner's routes as `torc`, others by their
+/// protocol's name or number.
+fn switch_route(r: &RouteView, ours: RouteProtocol) -> SwitchRoute {
+    SwitchRoute {
+        destination: r.dst,
+        prefix_len: r.dst_len,
+        gateway: r.gateway,
+        port: r.device.clone(),
+        protocol: match (r.owner, r.protocol) {
+            (Owner::Torc, _) => "torc".into(),
+            (Owner::Other, p) if p == ours => format!("{p} (not a /32 unicast: left alone)"),
+            (Owner::Other, p) => p.name().map_or_else(|| p.0.to_string(), str::to_string),
+        },
+    }
+}
