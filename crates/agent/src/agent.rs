@@ -1270,16 +1270,18 @@ pub fn detect_resources(dir: &Path) -> Resources {
 }
 
 #[cfg(test)]
+mod rack_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use torc_api::{DesiredState, DesiredTask};
     use torc_types::TaskSpec;
 
     fn agent(dir: &std::path::Path) -> Arc<Agent> {
         agent_with(dir, dir.join("no-such-torc"))
     }
 
-    fn agent_with(dir: &std::path::Path, exe: PathBuf) -> Arc<Agent> {
+    pub(super) fn agent_with(dir: &std::path::Path, exe: PathBuf) -> Arc<Agent> {
         Agent::open(AgentConfig {
             node: "n1".parse().unwrap(),
             ip: "127.0.0.1".parse().unwrap(),
@@ -1334,16 +1336,29 @@ mod tests {
 
     /// A stand-in for `torc shim` that records each start (its pid, in the sandbox) and then
     /// runs as long as a task would; the guard kills every one it started.
-    struct FakeShim {
-        exe: PathBuf,
+    pub(super) struct FakeShim {
+        pub(super) exe: PathBuf,
         sandboxes: PathBuf,
     }
 
     impl FakeShim {
         fn new(dir: &std::path::Path) -> FakeShim {
+            FakeShim::with_script(dir, "exec sleep 300")
+        }
+
+        /// One that becomes the task: it execs the command after `--` (without the real
+        /// shim's exit record, process group and subreaper).
+        pub(super) fn exec(dir: &std::path::Path) -> FakeShim {
+            FakeShim::with_script(
+                dir,
+                "while [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"",
+            )
+        }
+
+        fn with_script(dir: &std::path::Path, then: &str) -> FakeShim {
             use std::os::unix::fs::PermissionsExt as _;
             let exe = dir.join("fake-torc");
-            std::fs::write(&exe, "#!/bin/sh\necho $$ >> starts\nexec sleep 300\n").unwrap();
+            std::fs::write(&exe, format!("#!/bin/sh\necho $$ >> starts\n{then}\n")).unwrap();
             std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
             FakeShim {
                 exe,
@@ -1352,7 +1367,7 @@ mod tests {
         }
 
         /// The pids that started in the sandbox of `id`, once there are `n`.
-        fn starts(&self, id: &TaskId, n: usize) -> Vec<u32> {
+        pub(super) fn starts(&self, id: &TaskId, n: usize) -> Vec<u32> {
             let file = self.sandboxes.join(id.as_str()).join("starts");
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             loop {

@@ -285,7 +285,7 @@ impl NodeSide {
             }
             Err(e) => return Err(format!("cannot tell whether it may make namespaces: {e}")),
         }
-        if !has_capability(CAP_NET_ADMIN) {
+        if !may_configure() {
             return Err("not privileged: configuring a task's link needs CAP_NET_ADMIN".into());
         }
         let ns = Netns::current().map_err(|e| format!("cannot open its own namespace: {e}"))?;
@@ -298,9 +298,8 @@ impl NodeSide {
     /// for the next one.
     async fn add_veth(&self, id: &TaskId, task_ns: &Netns) -> Result<IfName, TaskNetError> {
         let task_link = IfName::new(TASK_LINK).map_err(step("name the task's link"))?;
-        let first = fnv1a(id.as_str().as_bytes());
         for attempt in 0..VETH_ATTEMPTS {
-            let veth = veth_name(first.wrapping_add(attempt));
+            let veth = veth_name_of(id, attempt);
             match link::add_veth(&self.nl, &veth, &self.ns, &task_link, task_ns).await {
                 Ok(()) => return Ok(veth),
                 Err(e) if e.raw_os_error() == Some(Errno::EEXIST as i32) => {
@@ -309,7 +308,9 @@ impl NodeSide {
                 Err(e) => return Err(step(format!("create the task's veth {veth}"))(e)),
             }
         }
-        Err(TaskNetError::NoVethName { first })
+        Err(TaskNetError::NoVethName {
+            first: fnv1a(id.as_str().as_bytes()),
+        })
     }
 
     /// The node's end: `gateway/32 peer ip/32`, up.
@@ -387,13 +388,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(|source| TaskNetError::Thread { step: what, source })
 }
 
+/// The name task `id`'s veth tries at `attempt` (0 first): `tk` and 8 hex digits of its hash
+/// (plus `attempt`).
+pub(crate) fn veth_name_of(id: &TaskId, attempt: u32) -> IfName {
+    veth_name(fnv1a(id.as_str().as_bytes()).wrapping_add(attempt))
+}
+
 /// `tk` and 8 lower-case hex digits: 10 characters, within the kernel's 15.
 fn veth_name(hash: u32) -> IfName {
     IfName::new(&format!("tk{hash:08x}")).expect("10 characters of letters and digits")
 }
 
 /// Whether `name` is a task veth's node end, as [`veth_name`] makes them.
-fn is_task_veth(name: &str) -> bool {
+pub(crate) fn is_task_veth(name: &str) -> bool {
     name.len() == 10
         && name.starts_with("tk")
         && name[2..]
@@ -408,6 +415,11 @@ fn fnv1a(bytes: &[u8]) -> u32 {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
     h
+}
+
+/// Whether this process may configure links and addresses (`CAP_NET_ADMIN`).
+pub(crate) fn may_configure() -> bool {
+    has_capability(CAP_NET_ADMIN)
 }
 
 /// Whether `capability` is in this process's effective set (`CapEff` in /proc/self/status).
