@@ -7,6 +7,11 @@
 //! ([`RuntimeError::AlreadyRunning`]), and an agent that died around a spawn is followed by one
 //! that can tell a started task from one that never was ([`ProcessRuntime::find_shim`]). One
 //! such file stays per task started, as its sandbox does.
+//!
+//! A `network: rack` task's shim is started inside the task's network namespace
+//! ([`StartRequest::netns`], made by the agent's `network` module): it enters it between fork
+//! and exec, before anything else, so the shim and every process under it live there and hold
+//! it. The runtime keeps no descriptor of it.
 
 use std::collections::BTreeMap;
 
