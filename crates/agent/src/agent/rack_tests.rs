@@ -350,3 +350,52 @@ fn a_rack_task_is_adopted_after_an_agent_crash_with_its_network() {
         drop(shim);
     });
 }
+
+/// A task whose network cannot be made fails with the step that failed, and leaves nothing
+/// behind: here every veth name it may take is taken.
+#[test]
+fn a_task_whose_network_cannot_be_made_fails_naming_the_step() {
+    if !privileged() {
+        return;
+    }
+    in_node_namespace(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = FakeShim::exec(dir.path());
+        let agent = agent_with(dir.path(), shim.exe.clone());
+        let id = TaskId::new("web.000001").unwrap();
+        let node = Netns::current().unwrap();
+        let nl = Netlink::current().unwrap();
+        for attempt in 0..16 {
+            let name = crate::network::veth_name_of(&id, attempt);
+            let peer = IfName::new(&format!("taken{attempt}")).unwrap();
+            link::add_veth(&nl, &name, &node, &peer, &node)
+                .await
+                .unwrap();
+        }
+
+        agent.apply(desired(
+            1,
+            vec![rack_task("web.000001", "198.19.1.5", BLOCK)],
+        ));
+        let task = task_in(&agent, "web.000001", TaskState::Failed).await;
+        let first = crate::network::veth_name_of(&id, 0);
+        assert_eq!(
+            task.message.as_deref(),
+            Some(
+                format!(
+                    "cannot create the task's veth: {first} and the next 15 names are taken in \
+                     the node's namespace"
+                )
+                .as_str()
+            )
+        );
+        assert!(task.handle.is_none(), "no shim was started");
+        assert_eq!(
+            task_veths().await.len(),
+            16,
+            "nothing of the task's is left"
+        );
+        assert!(!dir.path().join("sandboxes").join(id.as_str()).exists());
+        drop(shim);
+    });
+}
