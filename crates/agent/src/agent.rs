@@ -1306,6 +1306,13 @@ mod tests {
         .unwrap()
     }
 
+    /// Makes `agent` stop right after its next shim spawn, as an agent killed at that moment.
+    pub(super) fn crash_after_spawn(agent: &Agent) {
+        agent
+            .crash_after_spawn
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn doc(generation: u64) -> DesiredState {
         DesiredState {
             generation,
@@ -1436,9 +1443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
         let first = agent_with(dir.path(), shim.exe.clone());
-        first
-            .crash_after_spawn
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        crash_after_spawn(&first);
         let doc = doc(1);
         let id = doc.tasks[0].id.clone();
         first.apply(doc.clone());
@@ -1464,9 +1469,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
         let first = agent_with(dir.path(), shim.exe.clone());
-        first
-            .crash_after_spawn
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        crash_after_spawn(&first);
         let doc = doc(1);
         let id = doc.tasks[0].id.clone();
         first.apply(doc.clone());

@@ -20,7 +20,7 @@ use torc_api::{DesiredState, DesiredTask, RackAddress};
 use torc_net::{IfName, Netlink, Netns, link, netns, observe};
 use torc_types::{TaskNetwork, TaskSpec};
 
-use super::tests::{FakeShim, agent_with};
+use super::tests::{FakeShim, agent_with, crash_after_spawn};
 use super::*;
 
 const BLOCK: &str = "198.19.1.0/24";
@@ -51,13 +51,26 @@ fn privileged() -> bool {
     capable
 }
 
-/// Runs `body` on a thread inside a new network namespace (the node's), on a tokio runtime
-/// whose threads all start there. A panic in `body` fails the test.
-fn in_node_namespace<F, Fut>(body: F)
+/// A node to test on: an agent (opened inside the node's namespace) with its data directory
+/// and the stand-in shim. Dropped in this order: the agent, then every task the shim started
+/// (killed), then the directory.
+struct Node {
+    agent: Arc<Agent>,
+    shim: FakeShim,
+    dir: tempfile::TempDir,
+}
+
+/// Runs `body` with a [`Node`] on a thread inside a new network namespace (the node's), on a
+/// tokio runtime whose threads all start there; does nothing but say so when this process may
+/// not make namespaces. The node outlives `body` (lent, not given: a body that moved it in
+/// would drop the parts it does not use at once). A panic in `body` fails the test.
+fn on_a_node<F>(body: F)
 where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
+    F: AsyncFnOnce(&Node) + Send + 'static,
 {
+    if !privileged() {
+        return;
+    }
     let node = netns::create_anonymous("the test's node").unwrap();
     let outcome = std::thread::spawn(move || {
         netns::enter(node.as_fd()).unwrap();
@@ -67,7 +80,13 @@ where
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(body());
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let shim = FakeShim::exec(dir.path());
+            let agent = agent_with(dir.path(), shim.exe.clone());
+            let node = Node { agent, shim, dir };
+            body(&node).await;
+        });
     })
     .join();
     if let Err(panic) = outcome {
@@ -115,14 +134,21 @@ async fn wait_until<T, Fut: Future<Output = Option<T>>>(
     }
 }
 
-/// The task once it is in `state`.
+/// The task once it is in `state`; on a timeout, the failure shows the task as it is.
 async fn task_in(agent: &Agent, id: &str, state: TaskState) -> LocalTask {
     let id = TaskId::new(id).unwrap();
-    wait_until(&format!("{id} to be {state}"), || {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
         let task = agent.lock().tasks.get(&id).cloned();
-        async move { task.filter(|t| t.state == state) }
-    })
-    .await
+        match task {
+            Some(task) if task.state == state => return task,
+            other => assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {id} to be {state}: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The task veths of the calling thread's namespace (the node's), sorted.
@@ -162,13 +188,8 @@ fn netns_of(pid: u32) -> (u64, u64) {
 
 #[test]
 fn a_rack_task_runs_on_its_own_address_and_its_network_goes_with_it() {
-    if !privileged() {
-        return;
-    }
-    in_node_namespace(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let shim = FakeShim::exec(dir.path());
-        let agent = agent_with(dir.path(), shim.exe.clone());
+    on_a_node(async |node| {
+        let agent = &node.agent;
         let info = agent.runtime_info();
         assert!(info.rack_network, "{info:?}");
         assert_eq!(info.rack_network_note, None);
@@ -178,7 +199,7 @@ fn a_rack_task_runs_on_its_own_address_and_its_network_goes_with_it() {
             1,
             vec![rack_task("web.000001", "198.19.1.7", BLOCK)],
         ));
-        let task = task_in(&agent, "web.000001", TaskState::Running).await;
+        let task = task_in(agent, "web.000001", TaskState::Running).await;
         let net = task.net.clone().expect("a rack task keeps its network");
         assert_eq!(net.address, ip("198.19.1.7"));
         let veth = net.veth.expect("its veth is recorded");
@@ -202,12 +223,11 @@ fn a_rack_task_runs_on_its_own_address_and_its_network_goes_with_it() {
 
         // Killed: its namespace goes with its last process, and takes the veth along.
         agent.apply(desired(2, Vec::new()));
-        task_in(&agent, "web.000001", TaskState::Killed).await;
+        task_in(agent, "web.000001", TaskState::Killed).await;
         wait_until("the task's veth to go", || async {
             task_veths().await.is_empty().then_some(())
         })
         .await;
-        drop(shim);
     });
 }
 
@@ -273,17 +293,12 @@ async fn a_rack_address_that_cannot_be_the_tasks_fails_it_with_the_reason() {
 /// the sweep at the agent's start deletes the leftover and keeps the live task's veth.
 #[test]
 fn a_taken_veth_name_is_skipped_and_a_leftover_is_swept() {
-    if !privileged() {
-        return;
-    }
-    in_node_namespace(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let shim = FakeShim::exec(dir.path());
-        let agent = agent_with(dir.path(), shim.exe.clone());
+    on_a_node(async |node| {
+        let agent = &node.agent;
         let first = crate::network::veth_name_of(&TaskId::new("web.000001").unwrap(), 0);
-        let node = Netns::current().unwrap();
+        let ns = Netns::current().unwrap();
         let nl = Netlink::current().unwrap();
-        link::add_veth(&nl, &first, &node, &IfName::new("leftover").unwrap(), &node)
+        link::add_veth(&nl, &first, &ns, &IfName::new("leftover").unwrap(), &ns)
             .await
             .unwrap();
 
@@ -291,7 +306,7 @@ fn a_taken_veth_name_is_skipped_and_a_leftover_is_swept() {
             1,
             vec![rack_task("web.000001", "198.19.1.9", BLOCK)],
         ));
-        let task = task_in(&agent, "web.000001", TaskState::Running).await;
+        let task = task_in(agent, "web.000001", TaskState::Running).await;
         let veth = task.net.unwrap().veth.unwrap();
         let second = crate::network::veth_name_of(&TaskId::new("web.000001").unwrap(), 1);
         assert_eq!(veth, second.as_str());
@@ -304,7 +319,6 @@ fn a_taken_veth_name_is_skipped_and_a_leftover_is_swept() {
             "the leftover went, the task's stayed"
         );
         assert_eq!(ask("198.19.1.9").await["ip"], "198.19.1.9");
-        drop(shim);
     });
 }
 
@@ -312,24 +326,16 @@ fn a_taken_veth_name_is_skipped_and_a_leftover_is_swept() {
 /// keeps its veth out of the sweep, and the task still answers on its address.
 #[test]
 fn a_rack_task_is_adopted_after_an_agent_crash_with_its_network() {
-    if !privileged() {
-        return;
-    }
-    in_node_namespace(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let shim = FakeShim::exec(dir.path());
-        let first = agent_with(dir.path(), shim.exe.clone());
-        first
-            .crash_after_spawn
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+    on_a_node(async |node| {
+        let first = &node.agent;
+        crash_after_spawn(first);
         let doc = desired(1, vec![rack_task("web.000001", "198.19.1.4", BLOCK)]);
         first.apply(doc.clone());
         let id = TaskId::new("web.000001").unwrap();
-        let pid = shim.starts(&id, 1)[0];
+        let pid = node.shim.starts(&id, 1)[0];
         assert_eq!(ask("198.19.1.4").await["ip"], "198.19.1.4");
-        drop(first);
 
-        let second = agent_with(dir.path(), shim.exe.clone());
+        let second = agent_with(node.dir.path(), node.shim.exe.clone());
         second.adopt();
         second.sweep_task_veths().await;
         second.apply(doc);
@@ -347,7 +353,6 @@ fn a_rack_task_is_adopted_after_an_agent_crash_with_its_network() {
             "the sweep kept the live task's veth"
         );
         assert_eq!(ask("198.19.1.4").await["ip"], "198.19.1.4");
-        drop(shim);
     });
 }
 
@@ -355,29 +360,22 @@ fn a_rack_task_is_adopted_after_an_agent_crash_with_its_network() {
 /// behind: here every veth name it may take is taken.
 #[test]
 fn a_task_whose_network_cannot_be_made_fails_naming_the_step() {
-    if !privileged() {
-        return;
-    }
-    in_node_namespace(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let shim = FakeShim::exec(dir.path());
-        let agent = agent_with(dir.path(), shim.exe.clone());
+    on_a_node(async |node| {
+        let agent = &node.agent;
         let id = TaskId::new("web.000001").unwrap();
-        let node = Netns::current().unwrap();
+        let ns = Netns::current().unwrap();
         let nl = Netlink::current().unwrap();
         for attempt in 0..16 {
             let name = crate::network::veth_name_of(&id, attempt);
             let peer = IfName::new(&format!("taken{attempt}")).unwrap();
-            link::add_veth(&nl, &name, &node, &peer, &node)
-                .await
-                .unwrap();
+            link::add_veth(&nl, &name, &ns, &peer, &ns).await.unwrap();
         }
 
         agent.apply(desired(
             1,
             vec![rack_task("web.000001", "198.19.1.5", BLOCK)],
         ));
-        let task = task_in(&agent, "web.000001", TaskState::Failed).await;
+        let task = task_in(agent, "web.000001", TaskState::Failed).await;
         let first = crate::network::veth_name_of(&id, 0);
         assert_eq!(
             task.message.as_deref(),
@@ -395,7 +393,6 @@ fn a_task_whose_network_cannot_be_made_fails_naming_the_step() {
             16,
             "nothing of the task's is left"
         );
-        assert!(!dir.path().join("sandboxes").join(id.as_str()).exists());
-        drop(shim);
+        assert!(!node.dir.path().join("sandboxes").join(id.as_str()).exists());
     });
 }
