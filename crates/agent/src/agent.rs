@@ -1435,6 +1435,40 @@ mod tests {
         );
     }
 
+    /// An agent on `dir` that starts the task of `doc(1)` and dies right after its shim's
+    /// spawn; answers the document, the task's id and the shim's pid.
+    fn crash_after_starting(dir: &std::path::Path, shim: &FakeShim) -> (DesiredState, TaskId, u32) {
+        let first = agent_with(dir, shim.exe.clone());
+        crash_after_spawn(&first);
+        let doc = doc(1);
+        let id = doc.tasks[0].id.clone();
+        first.apply(doc.clone());
+        (doc, id.clone(), shim.starts(&id, 1)[0])
+    }
+
+    /// A next agent on `dir` after one died right after starting task `id`'s shim `pid`: it
+    /// adopts the running shim and never starts the task again, although the controller still
+    /// asks for its launch (`doc`). Answers the agent and the task.
+    pub(super) fn adopts_after_crash(
+        dir: &std::path::Path,
+        exe: PathBuf,
+        doc: DesiredState,
+        id: &TaskId,
+        pid: u32,
+    ) -> (Arc<Agent>, LocalTask) {
+        let second = agent_with(dir, exe);
+        second.adopt();
+        second.apply(doc);
+        let task = second.lock().tasks[id].clone();
+        assert_eq!(task.state, TaskState::Running, "{task:?}");
+        assert_eq!(
+            task.handle.as_ref().map(|h| h.pid),
+            Some(pid),
+            "the first shim is adopted, no second one started"
+        );
+        (second, task)
+    }
+
     /// An agent that dies right after starting a task's shim, before it saved the task's
     /// handle: the next agent adopts the running shim and never starts the task again,
     /// although the controller still asks for its launch.
@@ -1442,24 +1476,8 @@ mod tests {
     async fn a_task_started_just_before_a_crash_is_adopted_not_started_again() {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
-        let first = agent_with(dir.path(), shim.exe.clone());
-        crash_after_spawn(&first);
-        let doc = doc(1);
-        let id = doc.tasks[0].id.clone();
-        first.apply(doc.clone());
-        let pid = shim.starts(&id, 1)[0];
-        drop(first);
-
-        let second = agent_with(dir.path(), shim.exe.clone());
-        second.adopt();
-        second.apply(doc);
-        let task = second.lock().tasks[&id].clone();
-        assert_eq!(task.state, TaskState::Running, "{task:?}");
-        assert_eq!(
-            task.handle.map(|h| h.pid),
-            Some(pid),
-            "the first shim is adopted, no second one started"
-        );
+        let (doc, id, pid) = crash_after_starting(dir.path(), &shim);
+        adopts_after_crash(dir.path(), shim.exe.clone(), doc, &id, pid);
     }
 
     /// An agent that died around a spawn, whose shim no longer runs and left no exit record:
@@ -1468,13 +1486,7 @@ mod tests {
     async fn a_starting_task_without_a_shim_is_lost() {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
-        let first = agent_with(dir.path(), shim.exe.clone());
-        crash_after_spawn(&first);
-        let doc = doc(1);
-        let id = doc.tasks[0].id.clone();
-        first.apply(doc.clone());
-        let pid = shim.starts(&id, 1)[0];
-        drop(first);
+        let (doc, id, pid) = crash_after_starting(dir.path(), &shim);
         // The shim dies (no exit record: a fake one writes none).
         let pid = nix::unistd::Pid::from_raw(pid as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();

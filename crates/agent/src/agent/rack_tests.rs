@@ -20,7 +20,7 @@ use torc_api::{DesiredState, DesiredTask, RackAddress};
 use torc_net::{IfName, Netlink, Netns, link, netns, observe};
 use torc_types::{TaskNetwork, TaskSpec};
 
-use super::tests::{FakeShim, agent_with, crash_after_spawn};
+use super::tests::{FakeShim, adopts_after_crash, agent_with, crash_after_spawn};
 use super::*;
 
 const BLOCK: &str = "198.19.1.0/24";
@@ -335,17 +335,9 @@ fn a_rack_task_is_adopted_after_an_agent_crash_with_its_network() {
         let pid = node.shim.starts(&id, 1)[0];
         assert_eq!(ask("198.19.1.4").await["ip"], "198.19.1.4");
 
-        let second = agent_with(node.dir.path(), node.shim.exe.clone());
-        second.adopt();
+        let (second, task) =
+            adopts_after_crash(node.dir.path(), node.shim.exe.clone(), doc, &id, pid);
         second.sweep_task_veths().await;
-        second.apply(doc);
-        let task = second.lock().tasks[&id].clone();
-        assert_eq!(task.state, TaskState::Running, "{task:?}");
-        assert_eq!(
-            task.handle.map(|h| h.pid),
-            Some(pid),
-            "adopted, not started again"
-        );
         let veth = task.net.unwrap().veth.unwrap();
         assert_eq!(
             task_veths().await,
