@@ -269,10 +269,11 @@ impl Agent {
         }
         let client = make_client(&cfg, &creds)?;
         let cfg_node = cfg.node.clone();
+        let networks = TaskNetworks::open(&cfg.node);
         Ok(Arc::new(Agent {
             cfg,
             runtime,
-            networks: TaskNetworks::open(),
+            networks,
             client: std::sync::RwLock::new(client),
             creds: Mutex::new(creds),
             identity,

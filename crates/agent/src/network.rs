@@ -6,7 +6,8 @@
 //!
 //! - an anonymous network namespace, held only by a file descriptor;
 //! - a veth `tk<8 hex>` in the node's namespace whose peer, `eth0`, is created directly in the
-//!   task's namespace (one netlink request);
+//!   task's namespace (one netlink request), labelled with its node and task (its alias,
+//!   `torc <node>: task <id>`, shown by `ip link`);
 //! - node side: `gateway/32 peer ip/32` on the veth, up (the gateway is the block's first host
 //!   address, the same on every task veth of the node), which gives the node its route to the
 //!   task;
@@ -28,17 +29,19 @@
 //!   reported naming the step (`cannot create the task's veth tk3fa9c2d1: File exists`).
 //! - Everything is done over netlink from sockets made in the namespace they act on; nothing
 //!   forks, and no tokio worker changes its namespace (see `torc_net`).
-//! - [`TaskNetworks::sweep`] deletes only links named `tk` and 8 hex digits that no live task
-//!   of this agent holds: a veth cannot outlive its task's namespace, so one that is left
-//!   belongs to a process that escaped its task's end, and is cut off.
+//! - [`TaskNetworks::sweep`] deletes only links named `tk` and 8 hex digits, labelled as this
+//!   node's, that no live task of this agent holds: a veth cannot outlive its task's namespace,
+//!   so one that is left belongs to a process that escaped its task's end, and is cut off.
+//!   Another agent's veths in the same namespace (a loopback rack runs every agent in one) are
+//!   never touched.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use nix::errno::Errno;
 use torc_api::RackAddress;
-use torc_net::{IfName, Netlink, Netns, RouteProtocol, addr, link, netns, observe, route};
-use torc_types::{Ipv4Block, TaskId};
+use torc_net::{IfName, Netlink, Netns, RouteProtocol, addr, link, netns, route};
+use torc_types::{Ipv4Block, NodeName, TaskId};
 
 /// How many veth names a task tries (its hash, then the next ones) before giving up.
 const VETH_ATTEMPTS: u32 = 16;
@@ -169,19 +172,27 @@ pub(crate) struct TaskNetworks {
     state: Result<NodeSide, String>,
 }
 
-/// The node's namespace (where the agent runs, and where task veths have their node end) and a
-/// netlink connection made in it.
+/// The node's namespace (where the agent runs, and where task veths have their node end), a
+/// netlink connection made in it, and the label of this node's task veths.
 struct NodeSide {
     ns: Netns,
     nl: Netlink,
+    /// `torc <node>: `, the start of the alias of every task veth of this node.
+    label: String,
+}
+
+/// The alias of a task veth of `node`, without the task: `torc <node>: `.
+pub(crate) fn veth_label(node: &NodeName) -> String {
+    format!("torc {node}: ")
 }
 
 impl TaskNetworks {
-    /// Finds out whether this agent can make task namespaces and, when it can, opens a netlink
-    /// connection in its own (the node's) namespace. Must be called inside a tokio runtime.
-    pub fn open() -> TaskNetworks {
+    /// Finds out whether this agent (of `node`) can make task namespaces and, when it can,
+    /// opens a netlink connection in its own (the node's) namespace. Must be called inside a
+    /// tokio runtime.
+    pub fn open(node: &NodeName) -> TaskNetworks {
         TaskNetworks {
-            state: NodeSide::open(),
+            state: NodeSide::open(node),
         }
     }
 
@@ -229,10 +240,12 @@ impl TaskNetworks {
         .await?
         .map_err(step("create the task's network namespace"))?;
         let veth = node.add_veth(id, &ns).await?;
-        let made = match node.configure_node_end(&veth, address).await {
-            Ok(()) => configure_task_end(&ns, address).await,
-            Err(e) => Err(e),
-        };
+        let made = async {
+            node.label(&veth, id).await?;
+            node.configure_node_end(&veth, address).await?;
+            configure_task_end(&ns, address).await
+        }
+        .await;
         match made {
             Ok(()) => Ok(TaskNamespace { ns, veth }),
             Err(e) => {
@@ -245,27 +258,29 @@ impl TaskNetworks {
         }
     }
 
-    /// Deletes every task veth (`tk` and 8 hex digits) of the node's namespace that is not in
-    /// `keep` (the veths of this agent's live tasks), and answers the names deleted.
+    /// Deletes every task veth of this node (`tk` and 8 hex digits, labelled as this node's)
+    /// that is not in `keep` (the veths of this agent's live tasks), and answers the names
+    /// deleted.
     pub async fn sweep(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, TaskNetError> {
         let Ok(node) = &self.state else {
             return Ok(Vec::new());
         };
-        let ports = observe::ports(&node.nl)
+        let mut deleted = Vec::new();
+        let links = link::aliases(&node.nl)
             .await
             .map_err(step("list the node's links"))?;
-        let mut deleted = Vec::new();
-        for port in ports {
-            if !is_task_veth(&port.name) || keep.contains(&port.name) {
+        for (name, alias) in links {
+            let ours = alias.is_some_and(|a| a.starts_with(&node.label));
+            if !is_task_veth(&name) || !ours || keep.contains(&name) {
                 continue;
             }
-            let name = IfName::new(&port.name).map_err(step("name a task veth"))?;
-            if link::delete(&node.nl, &name)
+            let veth = IfName::new(&name).map_err(step("name a task veth"))?;
+            if link::delete(&node.nl, &veth)
                 .await
-                .map_err(step(format!("delete the stale task veth {name}")))?
+                .map_err(step(format!("delete the stale task veth {veth}")))?
             {
-                tracing::warn!(veth = %name, "deleted a task veth no live task holds");
-                deleted.push(port.name);
+                tracing::warn!(%veth, "deleted a task veth no live task holds");
+                deleted.push(name);
             }
         }
         Ok(deleted)
@@ -273,7 +288,7 @@ impl TaskNetworks {
 }
 
 impl NodeSide {
-    fn open() -> Result<NodeSide, String> {
+    fn open(node: &NodeName) -> Result<NodeSide, String> {
         match netns::can_create() {
             Ok(true) => {}
             Ok(false) => {
@@ -290,7 +305,20 @@ impl NodeSide {
         }
         let ns = Netns::current().map_err(|e| format!("cannot open its own namespace: {e}"))?;
         let nl = Netlink::current().map_err(|e| format!("cannot open netlink: {e}"))?;
-        Ok(NodeSide { ns, nl })
+        Ok(NodeSide {
+            ns,
+            nl,
+            label: veth_label(node),
+        })
+    }
+
+    /// Labels the task veth `veth` as task `id`'s of this node (its alias), for `ip link` and
+    /// for the sweep.
+    async fn label(&self, veth: &IfName, id: &TaskId) -> Result<(), TaskNetError> {
+        link::set_alias(&self.nl, veth, &format!("{}task {id}", self.label))
+            .await
+            .map_err(step(format!("label the task's veth {veth}")))?;
+        Ok(())
     }
 
     /// Creates the task's veth: the node's end `tk<hash>` here, the task's end `eth0` directly

@@ -203,7 +203,17 @@ fn a_rack_task_runs_on_its_own_address_and_its_network_goes_with_it() {
         let net = task.net.clone().expect("a rack task keeps its network");
         assert_eq!(net.address, ip("198.19.1.7"));
         let veth = net.veth.expect("its veth is recorded");
-        assert_eq!(task_veths().await, [veth]);
+        assert_eq!(task_veths().await, std::slice::from_ref(&veth));
+        let labels: BTreeMap<String, Option<String>> = link::aliases(&Netlink::current().unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            labels[&veth].as_deref(),
+            Some("torc n1: task web.000001"),
+            "ip link shows whose veth it is"
+        );
         let pid = task.handle.as_ref().unwrap().pid;
         let node = Netns::current().unwrap().id().unwrap();
         assert_ne!(netns_of(pid), node, "the task has a namespace of its own");
@@ -289,8 +299,10 @@ async fn a_rack_address_that_cannot_be_the_tasks_fails_it_with_the_reason() {
     );
 }
 
-/// A veth name that is taken (another task's hash, a leftover) is skipped for the next one;
-/// the sweep at the agent's start deletes the leftover and keeps the live task's veth.
+/// A veth name that is taken (another task's hash, a leftover) is skipped for the next one.
+/// The sweep at the agent's start deletes a leftover of its node's and keeps the live task's
+/// veth, another agent's (a loopback rack runs every agent in one namespace) and one torc did
+/// not label.
 #[test]
 fn a_taken_veth_name_is_skipped_and_a_leftover_is_swept() {
     on_a_node(async |node| {
@@ -298,9 +310,28 @@ fn a_taken_veth_name_is_skipped_and_a_leftover_is_swept() {
         let first = crate::network::veth_name_of(&TaskId::new("web.000001").unwrap(), 0);
         let ns = Netns::current().unwrap();
         let nl = Netlink::current().unwrap();
-        link::add_veth(&nl, &first, &ns, &IfName::new("leftover").unwrap(), &ns)
-            .await
-            .unwrap();
+        let ours = crate::network::veth_label(&"n1".parse().unwrap());
+        for (name, peer, alias) in [
+            (
+                first.as_str(),
+                "leftover",
+                Some(format!("{ours}task web.000000")),
+            ),
+            (
+                "tk0000000a",
+                "other",
+                Some("torc n2: task web.000002".into()),
+            ),
+            ("tk0000000b", "unlabelled", None),
+        ] {
+            let name = IfName::new(name).unwrap();
+            link::add_veth(&nl, &name, &ns, &IfName::new(peer).unwrap(), &ns)
+                .await
+                .unwrap();
+            if let Some(alias) = alias {
+                link::set_alias(&nl, &name, &alias).await.unwrap();
+            }
+        }
 
         agent.apply(desired(
             1,
@@ -310,14 +341,12 @@ fn a_taken_veth_name_is_skipped_and_a_leftover_is_swept() {
         let veth = task.net.unwrap().veth.unwrap();
         let second = crate::network::veth_name_of(&TaskId::new("web.000001").unwrap(), 1);
         assert_eq!(veth, second.as_str());
-        assert_eq!(task_veths().await.len(), 2);
+        assert_eq!(task_veths().await.len(), 4);
 
         agent.sweep_task_veths().await;
-        assert_eq!(
-            task_veths().await,
-            [veth],
-            "the leftover went, the task's stayed"
-        );
+        let mut kept = vec![veth, "tk0000000a".into(), "tk0000000b".into()];
+        kept.sort();
+        assert_eq!(task_veths().await, kept, "only the node's leftover went");
         assert_eq!(ask("198.19.1.9").await["ip"], "198.19.1.9");
     });
 }
