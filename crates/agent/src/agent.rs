@@ -1,7 +1,8 @@
 //! The agent's task table and its loops: registration, reporting, desired-state reconciling.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,14 +10,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use torc_api::{DesiredState, RegisterRequest, StatusReport, TaskReport};
+use torc_api::{DesiredState, DesiredTask, RegisterRequest, StatusReport, TaskReport};
 use torc_client::{Client, ClientError};
 use torc_types::{
     NodeName, PortRange, Resources, TaskId, TaskSpec, TaskState, UnixMillis, now_millis,
 };
 
+use crate::network::{TaskAddress, TaskNamespace, TaskNetworks};
 use crate::runtime::{
-    ExitRecord, Handle, ProcessRuntime, Runtime, RuntimeError, StartRequest, stop_deadline,
+    ExitRecord, Handle, ProcessRuntime, Runtime, RuntimeError, StartRequest, TaskUser,
+    stop_deadline,
 };
 
 /// How many retired task ids the agent remembers (never to start them again). An id older than
@@ -109,6 +112,19 @@ pub(crate) struct LocalTask {
     pub message: Option<String>,
     pub kill_requested: bool,
     pub updated_at: UnixMillis,
+    /// A `network: rack` task's own network (for display, and for the sweep of task veths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<TaskNet>,
+}
+
+/// A `network: rack` task's network as the agent made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TaskNet {
+    /// The task's own address (`$IP`), from its node's task block.
+    pub address: Ipv4Addr,
+    /// The node's end of the task's veth, once it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veth: Option<String>,
 }
 
 impl LocalTask {
@@ -172,6 +188,8 @@ impl Table {
 pub struct Agent {
     pub(crate) cfg: AgentConfig,
     pub(crate) runtime: Arc<ProcessRuntime>,
+    /// Task namespaces for `network: rack` tasks, or why this agent cannot make them.
+    networks: TaskNetworks,
     client: std::sync::RwLock<Client>,
     creds: Mutex<Credentials>,
     /// What the agent's API presents under TLS: the node's certificate, once it has one.
@@ -251,9 +269,11 @@ impl Agent {
         }
         let client = make_client(&cfg, &creds)?;
         let cfg_node = cfg.node.clone();
+        let networks = TaskNetworks::open(&cfg.node);
         Ok(Arc::new(Agent {
             cfg,
             runtime,
+            networks,
             client: std::sync::RwLock::new(client),
             creds: Mutex::new(creds),
             identity,
@@ -398,8 +418,11 @@ impl Agent {
         saved
     }
 
+    /// The runtime's description, with whether this agent can give tasks a namespace.
     pub(crate) fn runtime_info(&self) -> torc_api::RuntimeInfo {
-        self.runtime.info()
+        let mut info = self.runtime.info();
+        (info.rack_network, info.rack_network_note) = self.networks.capability();
+        info
     }
 
     pub(crate) fn snapshot(&self) -> Vec<LocalTask> {
@@ -419,21 +442,26 @@ impl Agent {
 
     /// Re-adopts tasks recorded as running: live ones are watched again, the others are
     /// settled from their shim's exit record, or lost. A task recorded as starting (the last
-    /// agent died around its shim's spawn) is running when its shim's lock is held, and
-    /// otherwise never started or ended: settled from its exit record, or lost.
+    /// agent died around its shim's spawn, or while it made a rack task's network) is running
+    /// when its shim's lock is held, and otherwise never started or ended: settled from its
+    /// exit record, or lost. A rack task's namespace needs nothing: its shim holds it.
     fn adopt(self: &Arc<Self>) {
         let mut table = self.lock();
         let running: Vec<TaskId> = table
             .tasks
             .values()
-            .filter(|t| t.state == TaskState::Running)
+            .filter(|t| matches!(t.state, TaskState::Running | TaskState::Staging))
             .map(|t| t.id.clone())
             .collect();
         for id in running {
             let task = table.tasks.get_mut(&id).expect("listed");
-            if std::mem::take(&mut task.starting) {
+            // (Staging is only ever recorded with `starting`; the second test is defensive.)
+            if std::mem::take(&mut task.starting) || task.state == TaskState::Staging {
                 match self.runtime.find_shim(&id) {
-                    Some(handle) => task.handle = Some(handle),
+                    Some(handle) => {
+                        task.state = TaskState::Running;
+                        task.handle = Some(handle);
+                    }
                     None => {
                         let record = self.runtime.exit_record_of(&id);
                         let never_started = record.is_none();
@@ -499,7 +527,9 @@ impl Agent {
     /// New tasks are recorded as starting and the table saved *before* their shims are
     /// spawned, so an agent that dies at any point leaves a record the next one re-adopts
     /// from (see [`Agent::adopt`]); when the table cannot be saved nothing is started, and the
-    /// new tasks are reported failed with the reason.
+    /// new tasks are reported failed with the reason. A `network: rack` task is recorded as
+    /// staging and started once its network is made (netlink is asynchronous, and this runs
+    /// under the table lock): see [`Agent::start_rack_task`].
     fn apply(self: &Arc<Self>, doc: DesiredState) {
         let mut table = self.lock();
         // Checked under the table lock, which `stop_all` takes after setting the flag: a task
@@ -531,6 +561,7 @@ impl Agent {
                 message: None,
                 kill_requested: false,
                 updated_at: now,
+                net: None,
             };
             if !d.launch {
                 task.state = TaskState::Lost;
@@ -539,20 +570,18 @@ impl Agent {
                 table.tasks.insert(d.id.clone(), task);
                 continue;
             }
-            // The controller places rack tasks only on agents that said they can give them a
-            // namespace (`RuntimeInfo::rack_network`); this one says it cannot.
-            if d.spec.network == torc_types::TaskNetwork::Rack {
-                task.state = TaskState::Failed;
-                task.message = Some(
-                    "network: rack: this agent cannot give a task a network namespace of its own"
-                        .into(),
-                );
-                table.tasks.insert(d.id.clone(), task);
-                continue;
-            }
+            let address = match self.rack_address(d) {
+                Ok(address) => address,
+                Err(why) => {
+                    task.state = TaskState::Failed;
+                    task.message = Some(why);
+                    table.tasks.insert(d.id.clone(), task);
+                    continue;
+                }
+            };
             let run_as = match (&self.cfg.task_ids, d.spec.privileged) {
                 (Some(range), false) => match table.task_id(&d.spec.name, range) {
-                    Some(id) => Some(crate::runtime::TaskUser { uid: id, gid: id }),
+                    Some(id) => Some(TaskUser { uid: id, gid: id }),
                     None => {
                         task.state = TaskState::Failed;
                         task.message = Some(format!(
@@ -567,66 +596,38 @@ impl Agent {
                 _ => None,
             };
             task.starting = true;
+            if let Some(address) = address {
+                // Not running before its network is made and its shim spawned.
+                task.state = TaskState::Staging;
+                task.net = Some(TaskNet {
+                    address: address.ip,
+                    veth: None,
+                });
+            }
             table.tasks.insert(d.id.clone(), task);
-            starting.push((d, run_as));
+            starting.push((d, run_as, address));
         }
         if !starting.is_empty()
             && let Err(e) = self.persist(&table)
         {
-            for (d, _) in starting.drain(..) {
+            for (d, _, _) in starting.drain(..) {
                 let task = table.tasks.get_mut(&d.id).expect("just recorded");
                 task.starting = false;
                 task.state = TaskState::Failed;
-                task.message = Some(format!(
-                    "not started: the agent cannot save its task table ({e}), and a task it \
-                     cannot remember could be started a second time after a restart"
-                ));
+                task.message = Some(not_saved(&e));
             }
         }
-        for (d, run_as) in starting {
-            let result = self.runtime.start(&StartRequest {
-                id: &d.id,
-                spec: &d.spec,
-                ports: &d.ports,
-                ip: self.cfg.ip,
-                extra_env: self.task_env(&d.id, &d.ports),
-                files: &d.files,
-                run_as,
-            });
-            #[cfg(test)]
-            if self
-                .crash_after_spawn
-                .load(std::sync::atomic::Ordering::SeqCst)
-            {
-                // As if the agent were killed here: nothing more is saved or watched.
-                if let Ok((_, child)) = result {
-                    std::mem::forget(child);
+        for (d, run_as, address) in starting {
+            match address {
+                None => {
+                    if self.launch(&mut table, d, run_as, None).is_break() {
+                        return;
+                    }
                 }
-                return;
-            }
-            let task = table.tasks.get_mut(&d.id).expect("just recorded");
-            task.starting = false;
-            match result {
-                Ok((handle, child)) => {
-                    tracing::info!(task = %d.id, pid = handle.pid, "task started");
-                    task.handle = Some(handle.clone());
+                Some(address) => {
                     let this = Arc::clone(self);
-                    let id = d.id.clone();
-                    tokio::spawn(async move { this.watch_child(id, handle, child).await });
-                }
-                Err(RuntimeError::AlreadyRunning(handle)) => {
-                    // Only a table restored from an older copy gets here: the shim's lock says
-                    // the task runs already.
-                    tracing::warn!(task = %d.id, pid = handle.pid, "task already running; adopted");
-                    task.handle = Some(handle.clone());
-                    let this = Arc::clone(self);
-                    let id = d.id.clone();
-                    tokio::spawn(async move { this.watch_adopted(id, handle).await });
-                }
-                Err(e) => {
-                    tracing::warn!(task = %d.id, error = %e, "task could not start");
-                    task.state = TaskState::Failed;
-                    task.message = Some(e.to_string());
+                    let d = d.clone();
+                    tokio::spawn(async move { this.start_rack_task(d, run_as, address).await });
                 }
             }
         }
@@ -634,13 +635,16 @@ impl Agent {
             .tasks
             .values()
             .filter(|t| {
-                t.state == TaskState::Running && !t.kill_requested && !wanted.contains(&t.id)
+                matches!(t.state, TaskState::Running | TaskState::Staging)
+                    && !t.kill_requested
+                    && !wanted.contains(&t.id)
             })
             .map(|t| t.id.clone())
             .collect();
         for id in unwanted {
             changed = true;
             let task = table.tasks.get_mut(&id).expect("listed");
+            // A rack task still staging is not started once its network is made.
             task.kill_requested = true;
             if let Some(handle) = task.handle.clone() {
                 tracing::info!(task = %id, "stopping task");
@@ -662,12 +666,174 @@ impl Agent {
         }
     }
 
-    fn task_env(&self, id: &TaskId, ports: &[u16]) -> BTreeMap<String, String> {
+    /// What a rack task's `rack_address` says: `None` for a task on the node's network, its
+    /// checked address for a `network: rack` task, or why it cannot have one (the task fails
+    /// with that reason).
+    fn rack_address(&self, d: &DesiredTask) -> Result<Option<TaskAddress>, String> {
+        match (&d.rack_address, d.spec.network) {
+            (None, torc_types::TaskNetwork::Node) => Ok(None),
+            (None, torc_types::TaskNetwork::Rack) => Err(
+                "network: rack: the controller sent no address for the task (an older controller?)"
+                    .into(),
+            ),
+            (Some(a), torc_types::TaskNetwork::Node) => Err(format!(
+                "the controller sent the rack address {} for a task on the node's network",
+                a.ip
+            )),
+            (Some(a), torc_types::TaskNetwork::Rack) => {
+                self.networks.check(a).map(Some).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Starts the shim of a task recorded as starting (under the table lock), in `net`'s
+    /// namespace for a rack task, and records the outcome: running and watched, adopted, or
+    /// failed. `Break` only in tests that simulate a crash right after the spawn.
+    fn launch(
+        self: &Arc<Self>,
+        table: &mut Table,
+        d: &DesiredTask,
+        run_as: Option<TaskUser>,
+        net: Option<(&TaskNamespace, Ipv4Addr)>,
+    ) -> ControlFlow<()> {
+        let ip = net.map_or(self.cfg.ip, |(_, ip)| IpAddr::V4(ip));
+        let result = self.runtime.start(&StartRequest {
+            id: &d.id,
+            spec: &d.spec,
+            ports: &d.ports,
+            ip,
+            netns: net.map(|(ns, _)| std::os::fd::AsFd::as_fd(ns.netns())),
+            extra_env: self.task_env(&d.id, &d.ports, ip),
+            files: &d.files,
+            run_as,
+        });
+        #[cfg(test)]
+        if self
+            .crash_after_spawn
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // As if the agent were killed here: nothing more is saved or watched.
+            if let Ok((_, child)) = result {
+                std::mem::forget(child);
+            }
+            return ControlFlow::Break(());
+        }
+        let task = table.tasks.get_mut(&d.id).expect("recorded as starting");
+        task.starting = false;
+        task.updated_at = now_millis();
+        match result {
+            Ok((handle, child)) => {
+                tracing::info!(task = %d.id, pid = handle.pid, %ip, "task started");
+                task.state = TaskState::Running;
+                task.handle = Some(handle.clone());
+                let this = Arc::clone(self);
+                let id = d.id.clone();
+                tokio::spawn(async move { this.watch_child(id, handle, child).await });
+            }
+            Err(RuntimeError::AlreadyRunning(handle)) => {
+                // Only a table restored from an older copy gets here: the shim's lock says
+                // the task runs already.
+                tracing::warn!(task = %d.id, pid = handle.pid, "task already running; adopted");
+                task.state = TaskState::Running;
+                task.handle = Some(handle.clone());
+                let this = Arc::clone(self);
+                let id = d.id.clone();
+                tokio::spawn(async move { this.watch_adopted(id, handle).await });
+            }
+            Err(e) => {
+                tracing::warn!(task = %d.id, error = %e, "task could not start");
+                task.state = TaskState::Failed;
+                task.message = Some(e.to_string());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Makes a rack task's network, then starts its shim inside it (unless the task was
+    /// killed, or the agent began to shut down, meanwhile), saves and reports. The namespace's
+    /// descriptor is dropped on return: from then on the shim alone holds the namespace, and
+    /// when the network could not be made or the task is not started, the namespace and its
+    /// veth go at once.
+    async fn start_rack_task(
+        self: Arc<Self>,
+        d: DesiredTask,
+        run_as: Option<TaskUser>,
+        address: TaskAddress,
+    ) {
+        let prepared = self.networks.prepare(&d.id, address).await;
+        let mut table = self.lock();
+        let Some(task) = table.tasks.get_mut(&d.id) else {
+            return;
+        };
+        let stopped =
+            task.kill_requested || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst);
+        match prepared {
+            Ok(ns) if !stopped => {
+                if let Some(net) = &mut task.net {
+                    net.veth = Some(ns.veth().to_string());
+                }
+                // Saved before the spawn: a next agent that adopts the task keeps its veth
+                // out of the sweep. Unsaved, the task is not started (as in `apply`).
+                if let Err(e) = self.persist(&table) {
+                    let task = table.tasks.get_mut(&d.id).expect("looked up");
+                    task.starting = false;
+                    task.state = TaskState::Failed;
+                    task.message = Some(not_saved(&e));
+                    task.updated_at = now_millis();
+                } else if self
+                    .launch(&mut table, &d, run_as, Some((&ns, address.ip)))
+                    .is_break()
+                {
+                    // A simulated crash: the descriptor goes with the "dead" agent, as it would.
+                    return;
+                }
+            }
+            Ok(_) => {
+                task.starting = false;
+                task.state = TaskState::Killed;
+                task.message = Some("killed before it started".into());
+                task.updated_at = now_millis();
+            }
+            Err(e) => {
+                tracing::warn!(task = %d.id, error = %e, "cannot make the task's network");
+                task.starting = false;
+                task.state = if stopped {
+                    TaskState::Killed
+                } else {
+                    TaskState::Failed
+                };
+                task.message = Some(e.to_string());
+                task.updated_at = now_millis();
+            }
+        }
+        let _ = self.persist(&table);
+        drop(table);
+        self.report_now.notify_one();
+    }
+
+    /// Deletes the task veths of the node no live task of this agent holds (see
+    /// `network::TaskNetworks::sweep`). Run after [`Agent::adopt`], before any task starts.
+    async fn sweep_task_veths(&self) {
+        let keep: BTreeSet<String> = self
+            .snapshot()
+            .into_iter()
+            .filter(|t| matches!(t.state, TaskState::Running | TaskState::Staging))
+            .filter_map(|t| t.net?.veth)
+            .collect();
+        if let Err(e) = self.networks.sweep(&keep).await {
+            tracing::warn!(error = %e, "cannot sweep the node's task veths");
+        }
+    }
+
+    /// The variables the agent gives every task. `ip` is the task's address (`HOST`,
+    /// `TORC_TASK_IP`): a rack task's own, else the node's (`TORC_NODE_IP` either way).
+    fn task_env(&self, id: &TaskId, ports: &[u16], ip: IpAddr) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         env.insert("TORC_TASK_ID".into(), id.to_string());
         env.insert("TORC_NODE".into(), self.cfg.node.to_string());
         env.insert("TORC_NODE_IP".into(), self.cfg.ip.to_string());
-        env.insert("HOST".into(), self.cfg.ip.to_string());
+        env.insert("TORC_TASK_IP".into(), ip.to_string());
+        env.insert("HOST".into(), ip.to_string());
         env.insert("TORC_CONTROLLER".into(), self.cfg.controller.clone());
         if self.cfg.ca.is_some() {
             // The agent's own public copy: the operator's file may sit where tasks of the task
@@ -696,7 +862,7 @@ impl Agent {
             resources: self.cfg.resources,
             port_range: self.cfg.port_range,
             attributes: self.cfg.attributes.clone(),
-            runtime: self.runtime.info(),
+            runtime: self.runtime_info(),
             tasks: self.snapshot().iter().map(LocalTask::report).collect(),
             public_key: self
                 .creds
@@ -743,6 +909,7 @@ impl Agent {
         let scheme = if self.tls() { "https" } else { "http" };
         let agent_url = format!("{scheme}://{}:{port}", url_host(self.cfg.ip));
         self.adopt();
+        self.sweep_task_veths().await;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tls = if self.tls() {
             Some(Arc::new(
@@ -816,10 +983,11 @@ impl Agent {
         let mut longest = Duration::ZERO;
         {
             let mut table = self.lock();
+            // A rack task still staging sees the flag and is not started.
             for task in table
                 .tasks
                 .values_mut()
-                .filter(|t| t.state == TaskState::Running)
+                .filter(|t| matches!(t.state, TaskState::Running | TaskState::Staging))
             {
                 task.kill_requested = true;
                 if let Some(h) = &task.handle {
@@ -829,16 +997,18 @@ impl Agent {
             }
             let _ = self.persist(&table);
         }
-        let deadline = tokio::time::Instant::now() + longest;
+        // Rack tasks still making their network settle within this too (as killed).
+        let deadline = tokio::time::Instant::now() + longest.max(Duration::from_secs(3));
         loop {
-            let running: Vec<Handle> = self
-                .snapshot()
+            let tasks = self.snapshot();
+            let staging = tasks.iter().any(|t| t.state == TaskState::Staging);
+            let running: Vec<Handle> = tasks
                 .into_iter()
                 .filter(|t| t.state == TaskState::Running)
                 .filter_map(|t| t.handle)
                 .filter(|h| self.runtime.is_alive(h))
                 .collect();
-            if running.is_empty() {
+            if running.is_empty() && !staging {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -1023,6 +1193,14 @@ fn make_client(cfg: &AgentConfig, creds: &Credentials) -> Result<Client, StartEr
     Ok(Client::with_tls(cfg.controller.clone(), token, tls)?)
 }
 
+/// Why a task was not started when the table could not be saved first.
+fn not_saved(e: &torc_tls::TlsError) -> String {
+    format!(
+        "not started: the agent cannot save its task table ({e}), and a task it cannot \
+         remember could be started a second time after a restart"
+    )
+}
+
 /// Settles an ended task from its shim's exit record.
 fn settle(task: &mut LocalTask, record: Option<ExitRecord>) {
     task.updated_at = now_millis();
@@ -1093,16 +1271,18 @@ pub fn detect_resources(dir: &Path) -> Resources {
 }
 
 #[cfg(test)]
+mod rack_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use torc_api::{DesiredState, DesiredTask};
     use torc_types::TaskSpec;
 
     fn agent(dir: &std::path::Path) -> Arc<Agent> {
         agent_with(dir, dir.join("no-such-torc"))
     }
 
-    fn agent_with(dir: &std::path::Path, exe: PathBuf) -> Arc<Agent> {
+    pub(super) fn agent_with(dir: &std::path::Path, exe: PathBuf) -> Arc<Agent> {
         Agent::open(AgentConfig {
             node: "n1".parse().unwrap(),
             ip: "127.0.0.1".parse().unwrap(),
@@ -1125,6 +1305,13 @@ mod tests {
             metrics_interval: Duration::from_secs(1),
         })
         .unwrap()
+    }
+
+    /// Makes `agent` stop right after its next shim spawn, as an agent killed at that moment.
+    pub(super) fn crash_after_spawn(agent: &Agent) {
+        agent
+            .crash_after_spawn
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn doc(generation: u64) -> DesiredState {
@@ -1157,16 +1344,29 @@ mod tests {
 
     /// A stand-in for `torc shim` that records each start (its pid, in the sandbox) and then
     /// runs as long as a task would; the guard kills every one it started.
-    struct FakeShim {
-        exe: PathBuf,
+    pub(super) struct FakeShim {
+        pub(super) exe: PathBuf,
         sandboxes: PathBuf,
     }
 
     impl FakeShim {
         fn new(dir: &std::path::Path) -> FakeShim {
+            FakeShim::with_script(dir, "exec sleep 300")
+        }
+
+        /// One that becomes the task: it execs the command after `--` (without the real
+        /// shim's exit record, process group and subreaper).
+        pub(super) fn exec(dir: &std::path::Path) -> FakeShim {
+            FakeShim::with_script(
+                dir,
+                "while [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"",
+            )
+        }
+
+        fn with_script(dir: &std::path::Path, then: &str) -> FakeShim {
             use std::os::unix::fs::PermissionsExt as _;
             let exe = dir.join("fake-torc");
-            std::fs::write(&exe, "#!/bin/sh\necho $$ >> starts\nexec sleep 300\n").unwrap();
+            std::fs::write(&exe, format!("#!/bin/sh\necho $$ >> starts\n{then}\n")).unwrap();
             std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
             FakeShim {
                 exe,
@@ -1175,7 +1375,7 @@ mod tests {
         }
 
         /// The pids that started in the sandbox of `id`, once there are `n`.
-        fn starts(&self, id: &TaskId, n: usize) -> Vec<u32> {
+        pub(super) fn starts(&self, id: &TaskId, n: usize) -> Vec<u32> {
             let file = self.sandboxes.join(id.as_str()).join("starts");
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             loop {
@@ -1236,18 +1436,38 @@ mod tests {
         );
     }
 
-    /// An agent on `dir` that starts a task's shim and dies at once: the desired state it
-    /// had, the task's id and its shim's pid.
-    fn start_and_crash(dir: &std::path::Path, shim: &FakeShim) -> (DesiredState, TaskId, u32) {
+    /// An agent on `dir` that starts the task of `doc(1)` and dies right after its shim's
+    /// spawn; answers the document, the task's id and the shim's pid.
+    fn crash_after_starting(dir: &std::path::Path, shim: &FakeShim) -> (DesiredState, TaskId, u32) {
         let first = agent_with(dir, shim.exe.clone());
-        first
-            .crash_after_spawn
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        crash_after_spawn(&first);
         let doc = doc(1);
         let id = doc.tasks[0].id.clone();
         first.apply(doc.clone());
-        let pid = shim.starts(&id, 1)[0];
-        (doc, id, pid)
+        (doc, id.clone(), shim.starts(&id, 1)[0])
+    }
+
+    /// A next agent on `dir` after one died right after starting task `id`'s shim `pid`: it
+    /// adopts the running shim and never starts the task again, although the controller still
+    /// asks for its launch (`doc`). Answers the agent and the task.
+    pub(super) fn adopts_after_crash(
+        dir: &std::path::Path,
+        exe: PathBuf,
+        doc: DesiredState,
+        id: &TaskId,
+        pid: u32,
+    ) -> (Arc<Agent>, LocalTask) {
+        let second = agent_with(dir, exe);
+        second.adopt();
+        second.apply(doc);
+        let task = second.lock().tasks[id].clone();
+        assert_eq!(task.state, TaskState::Running, "{task:?}");
+        assert_eq!(
+            task.handle.as_ref().map(|h| h.pid),
+            Some(pid),
+            "the first shim is adopted, no second one started"
+        );
+        (second, task)
     }
 
     /// An agent that dies right after starting a task's shim, before it saved the task's
@@ -1257,18 +1477,8 @@ mod tests {
     async fn a_task_started_just_before_a_crash_is_adopted_not_started_again() {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
-        let (doc, id, pid) = start_and_crash(dir.path(), &shim);
-
-        let second = agent_with(dir.path(), shim.exe.clone());
-        second.adopt();
-        second.apply(doc);
-        let task = second.lock().tasks[&id].clone();
-        assert_eq!(task.state, TaskState::Running, "{task:?}");
-        assert_eq!(
-            task.handle.map(|h| h.pid),
-            Some(pid),
-            "the first shim is adopted, no second one started"
-        );
+        let (doc, id, pid) = crash_after_starting(dir.path(), &shim);
+        adopts_after_crash(dir.path(), shim.exe.clone(), doc, &id, pid);
     }
 
     /// An agent that died around a spawn, whose shim no longer runs and left no exit record:
@@ -1277,7 +1487,7 @@ mod tests {
     async fn a_starting_task_without_a_shim_is_lost() {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
-        let (doc, id, pid) = start_and_crash(dir.path(), &shim);
+        let (doc, id, pid) = crash_after_starting(dir.path(), &shim);
         // The shim dies (no exit record: a fake one writes none).
         let pid = nix::unistd::Pid::from_raw(pid as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();

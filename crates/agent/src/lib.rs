@@ -23,10 +23,15 @@
 //! - Tasks outlive an agent restart (each runs under its own shim) and are re-adopted.
 //! - No process of a task outlives its shim's end or the agent's hard kill; a SIGKILL of the
 //!   shim from elsewhere takes only the task's main process with it (see `shim`).
+//! - A `network: rack` task's network namespace (its own address, a veth to the node, the
+//!   node's route to it) lives exactly as long as its shim and the processes under it: the
+//!   shim enters it before anything else and the agent keeps no handle on it (see `network`).
+//!   The agent never picks an address: it checks the one the controller sent.
 
 mod agent;
 mod api;
 pub mod metrics;
+mod network;
 pub mod runtime;
 pub mod shim;
 

@@ -7,6 +7,11 @@
 //! ([`RuntimeError::AlreadyRunning`]), and an agent that died around a spawn is followed by one
 //! that can tell a started task from one that never was ([`ProcessRuntime::find_shim`]). One
 //! such file stays per task started, as its sandbox does.
+//!
+//! A `network: rack` task's shim is started inside the task's network namespace
+//! ([`StartRequest::netns`], made by the agent's `network` module): it enters it between fork
+//! and exec, before anything else, so the shim and every process under it live there and hold
+//! it. The runtime keeps no descriptor of it.
 
 use std::collections::BTreeMap;
 
@@ -38,8 +43,12 @@ pub struct StartRequest<'a> {
     pub id: &'a TaskId,
     pub spec: &'a TaskSpec,
     pub ports: &'a [u16],
-    /// The node's address (`$IP`).
+    /// The task's address (`$IP`): the node's, or for a `network: rack` task its own.
     pub ip: std::net::IpAddr,
+    /// The network namespace the shim and the task run in (a `network: rack` task's, see
+    /// `network`); `None`: the agent's own. The shim enters it before anything else, and holds
+    /// it from then on: the caller may close its descriptor once `start` returns.
+    pub netns: Option<std::os::fd::BorrowedFd<'a>>,
     /// Variables the agent adds (`PORT0`, `TORC_TASK_ID`, ...), over the spec's `env`.
     pub extra_env: BTreeMap<String, String>,
     /// Credential files for the task's secrets directory (name → content).
@@ -386,8 +395,9 @@ impl Runtime for ProcessRuntime {
             kind: "process".into(),
             limits_enforced,
             limits_note,
+            // The agent, not the runtime, makes task namespaces (`network`): it fills these in.
             rack_network: false,
-            rack_network_note: Some("this agent does not create task network namespaces".into()),
+            rack_network_note: None,
         }
     }
 
@@ -525,14 +535,21 @@ impl Runtime for ProcessRuntime {
                 cmd.env("TORC_TOKEN_FILE", dir.join("token"));
             }
         }
-        // A session of its own keeps the task out of the agent's terminal signals (Ctrl-C) and
-        // lets it outlive an agent restart. The lock's descriptor goes to the shim (the lock
-        // is the open file's, so it is held from this fork on), with the shim's pid in it.
-        // SAFETY: pre_exec runs between fork and exec; setsid, fcntl, getpid and pwrite are
-        // async-signal-safe system calls, and the pid is formatted into a stack buffer.
+        // A rack task's shim enters the task's namespace first, so it and everything it starts
+        // live there (the namespace then lives as long as they do). A session of its own keeps
+        // the task out of the agent's terminal signals (Ctrl-C) and lets it outlive an agent
+        // restart. The lock's descriptor goes to the shim (the lock is the open file's, so it
+        // is held from this fork on), with the shim's pid in it.
+        // SAFETY: pre_exec runs between fork and exec; setns, setsid, fcntl, getpid and pwrite
+        // are async-signal-safe system calls, and the pid is formatted into a stack buffer.
+        // The namespace's descriptor outlives the spawn (`req` borrows it).
+        let netns_fd = req.netns.map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
         unsafe {
             cmd.pre_exec(move || {
                 use std::os::fd::BorrowedFd;
+                if let Some(fd) = netns_fd {
+                    torc_net::netns::enter(BorrowedFd::borrow_raw(fd))?;
+                }
                 nix::unistd::setsid()?;
                 let fd = BorrowedFd::borrow_raw(lock_fd);
                 nix::fcntl::fcntl(

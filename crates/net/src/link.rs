@@ -1,11 +1,12 @@
-//! Links: veth pairs with each end in a given namespace, up and down, lookup and removal. Thin
-//! wrappers over rtnetlink that name the link and namespace when a step fails.
+//! Links: veth pairs with each end in a given namespace, up and down, aliases (labels), lookup
+//! and removal. Thin wrappers over rtnetlink that name the link and namespace when a step
+//! fails.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use futures_util::TryStreamExt as _;
 use nix::errno::Errno;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::{Error, IfName, Netlink, Netns, Result};
@@ -92,6 +93,44 @@ async fn set_state(nl: &Netlink, name: &IfName, up: bool) -> Result<u32> {
         .await
         .map_err(|e| nl.fail(format!("set link {name} {state}"), e))?;
     Ok(index)
+}
+
+/// Sets the alias of `name` (`ip link set NAME alias TEXT`: a label `ip link` shows, up to 255
+/// bytes, e.g. who made the link and for what); answers its index.
+pub async fn set_alias(nl: &Netlink, name: &IfName, alias: &str) -> Result<u32> {
+    let index = index(nl, name).await?;
+    let message = LinkUnspec::new_with_index(index).alias(alias).build();
+    nl.handle()
+        .link()
+        .set(message)
+        .execute()
+        .await
+        .map_err(|e| nl.fail(format!("set the alias of link {name}"), e))?;
+    Ok(index)
+}
+
+/// Every link of the namespace, by name, with its alias when it has one (one dump).
+pub async fn aliases(nl: &Netlink) -> Result<Vec<(String, Option<String>)>> {
+    let mut dump = nl.handle().link().get().execute();
+    let mut links = Vec::new();
+    while let Some(message) = dump
+        .try_next()
+        .await
+        .map_err(|e| nl.fail("list links", e))?
+    {
+        let (mut name, mut alias) = (None, None);
+        for attribute in message.attributes {
+            match attribute {
+                LinkAttribute::IfName(n) => name = Some(n),
+                LinkAttribute::IfAlias(a) => alias = Some(a),
+                _ => {}
+            }
+        }
+        if let Some(name) = name {
+            links.push((name, alias));
+        }
+    }
+    Ok(links)
 }
 
 /// Deletes the link `name` (for a veth, both ends); answers whether it was there.

@@ -483,6 +483,35 @@ async fn an_anonymous_namespace_dies_with_its_holder() {
     assert!(!link::delete(&in_node, &tk).await.unwrap());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_links_alias_is_set_and_listed() {
+    if !privileged() {
+        return;
+    }
+    let rack = TestRack::new();
+    let node = rack.create("node");
+    rack.assert_namespaces(&["node"]).await;
+    let in_node = netns::connect_in(&node).unwrap();
+    let (tk, peer) = (ifname("tk2"), ifname("tk2peer"));
+    link::add_veth(&in_node, &tk, &node, &peer, &node)
+        .await
+        .unwrap();
+    let index = link::set_alias(&in_node, &tk, "torc n1: task web.000001")
+        .await
+        .unwrap();
+    assert_eq!(index, link::index(&in_node, &tk).await.unwrap());
+    let links: BTreeMap<String, Option<String>> =
+        link::aliases(&in_node).await.unwrap().into_iter().collect();
+    assert_eq!(links["tk2"].as_deref(), Some("torc n1: task web.000001"));
+    assert_eq!(links["tk2peer"], None);
+    assert_eq!(links["lo"], None);
+    let missing = link::set_alias(&in_node, &ifname("tk3"), "x").await;
+    assert!(
+        matches!(missing, Err(Error::NoSuchLink { .. })),
+        "{missing:?}"
+    );
+}
+
 #[test]
 fn sysctls_are_per_namespace() {
     if !privileged() {

@@ -192,42 +192,68 @@ fn a_process_that_left_the_group_goes_with_the_task() {
     wait_until("the escaped process to be gone", || gone(escapee));
 }
 
-/// The agent's hard kill of a task (`kill_now`: SIGKILL, which the shim cannot handle) leaves
-/// no process of the task: neither one in its group nor one that left it.
-#[test]
-fn a_hard_kill_leaves_no_process_of_the_task() {
+/// Starts `sh -c SCRIPT` as task `id` the way the agent does (`ProcessRuntime` with this
+/// `torc` as the shim, in `netns` when given one), on `rt`; answers the runtime, the task's
+/// handle and the shim's child.
+fn start_task(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    id: &str,
+    script: &str,
+    netns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> (
+    torc_agent::runtime::ProcessRuntime,
+    torc_agent::runtime::Handle,
+    tokio::process::Child,
+) {
     use torc_agent::runtime::{ProcessRuntime, Runtime as _, StartRequest};
-    let dir = tempfile::tempdir().unwrap();
     let runtime = ProcessRuntime::new(
         env!("CARGO_BIN_EXE_torc").into(),
-        dir.path().join("sandboxes"),
+        dir.join("sandboxes"),
         &format!("shim-test-{}", std::process::id()),
     );
-    let id = torc_types::TaskId::new("hard.000001").unwrap();
-    let mut spec = torc_types::TaskSpec::new("hard".parse().unwrap(), "sh");
-    spec.args = vec![
-        "-c".into(),
-        "sleep 300 & echo $! > child; (setsid sh -c 'echo $$ > escapee; exec sleep 300' &); \
-         wait"
-            .into(),
-    ];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let id = torc_types::TaskId::new(id).unwrap();
+    let mut spec = torc_types::TaskSpec::new("shimtest".parse().unwrap(), "sh");
+    spec.args = vec!["-c".into(), script.into()];
     let _guard = rt.enter();
-    let (handle, _child) = runtime
+    let (handle, child) = runtime
         .start(&StartRequest {
             id: &id,
             spec: &spec,
             ports: &[],
             ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            netns,
             extra_env: Default::default(),
             files: &Default::default(),
             run_as: None,
         })
         .unwrap();
-    let sandbox = runtime.sandbox_of(&id);
+    (runtime, handle, child)
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The agent's hard kill of a task (`kill_now`: SIGKILL, which the shim cannot handle) leaves
+/// no process of the task: neither one in its group nor one that left it.
+#[test]
+fn a_hard_kill_leaves_no_process_of_the_task() {
+    use torc_agent::runtime::Runtime as _;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = current_thread_runtime();
+    let (runtime, handle, _child) = start_task(
+        &rt,
+        dir.path(),
+        "hard.000001",
+        "sleep 300 & echo $! > child; (setsid sh -c 'echo $$ > escapee; exec sleep 300' &); \
+         wait",
+        None,
+    );
+    let sandbox = runtime.sandbox_of(&torc_types::TaskId::new("hard.000001").unwrap());
     let child = read_pid(&sandbox, "child");
     let escapee = read_pid(&sandbox, "escapee");
     // The escapee has been reparented to the shim once the subshell ended.
@@ -242,4 +268,67 @@ fn a_hard_kill_leaves_no_process_of_the_task() {
     wait_until("the shim to be gone", || gone(handle.pid as i32));
     wait_until("the task's child to be gone", || gone(child));
     wait_until("the escaped process to be gone", || gone(escapee));
+}
+
+/// A rack task's shim enters the network namespace it is given before anything else: the real
+/// shim and its task run inside it and hold it, and it ends with them, taking a veth into it
+/// along. As root only (elsewhere `skipped: needs CAP_NET_ADMIN`); both namespaces are
+/// anonymous ones made here, the veth has no address, and nothing is sent anywhere.
+#[test]
+fn a_task_given_a_namespace_runs_in_it_and_the_namespace_ends_with_its_shim() {
+    use std::os::fd::AsFd as _;
+    use torc_agent::runtime::Runtime as _;
+    use torc_net::{IfName, Netlink, netns};
+    if !netns::can_create().unwrap_or(false) {
+        println!("skipped: needs CAP_NET_ADMIN");
+        return;
+    }
+    let rt = current_thread_runtime();
+    let _guard = rt.enter();
+    let node = netns::create_anonymous("the test's node").unwrap();
+    let task_ns = netns::create_anonymous("the test's task").unwrap();
+    // Both ends are created in the namespaces named: none appears in this one.
+    let veth = IfName::new("tkshimtest").unwrap();
+    rt.block_on(torc_net::link::add_veth(
+        &Netlink::current().unwrap(),
+        &veth,
+        &node,
+        &IfName::new("eth0").unwrap(),
+        &task_ns,
+    ))
+    .unwrap();
+    let on_node = netns::connect_in(&node).unwrap();
+    let has_veth = || match rt.block_on(torc_net::link::index(&on_node, &veth)) {
+        Ok(_) => true,
+        Err(torc_net::Error::NoSuchLink { .. }) => false,
+        Err(e) => panic!("{e}"),
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime, handle, _child) = start_task(
+        &rt,
+        dir.path(),
+        "inside.000001",
+        "readlink /proc/self/ns/net > ns.tmp && mv ns.tmp ns; exec sleep 300",
+        Some(task_ns.as_fd()),
+    );
+    let expected = format!("net:[{}]", task_ns.id().unwrap().1);
+    // From here the shim alone holds the task's namespace.
+    drop(task_ns);
+    let seen = dir.path().join("sandboxes/inside.000001/ns");
+    wait_until("the task to say where it runs", || seen.exists());
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), expected);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/ns/net", handle.pid))
+            .unwrap()
+            .display()
+            .to_string(),
+        expected,
+        "the shim itself runs in the task's namespace"
+    );
+    assert!(has_veth(), "the veth lives while the shim does");
+
+    runtime.kill_now(&handle);
+    wait_until("the shim to be gone", || gone(handle.pid as i32));
+    wait_until("the task's namespace, and its veth, to go", || !has_veth());
 }
