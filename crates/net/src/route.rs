@@ -9,6 +9,7 @@
 use std::net::Ipv4Addr;
 
 use futures_util::StreamExt as _;
+use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteScope, RouteType};
 
@@ -98,11 +99,23 @@ pub async fn delete(
         Some(via) => format!("delete route {dst}/32 via {via} metric {priority} proto {protocol}"),
         None => format!("delete route {dst}/32 metric {priority} proto {protocol}"),
     };
-    match nl.handle().route().del(message).execute().await {
+    let outcome = nl.handle().route().del(message).execute().await;
+    done_unless(nl, outcome, what, Errno::ESRCH)
+}
+
+/// `Ok(true)` when a request was carried out, `Ok(false)` when the kernel answered `benign` (the
+/// route was there already, or gone already), else the error, naming `what`.
+fn done_unless(
+    nl: &Netlink,
+    outcome: std::result::Result<(), rtnetlink::Error>,
+    what: String,
+    benign: Errno,
+) -> Result<bool> {
+    match outcome {
         Ok(()) => Ok(true),
         Err(e) => {
             let e = nl.fail(what, e);
-            if e.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32) {
+            if e.raw_os_error() == Some(benign as i32) {
                 Ok(false)
             } else {
                 Err(e)
@@ -158,20 +171,9 @@ pub async fn add_blackhole(
 ) -> Result<bool> {
     RouteProtocol::owner(protocol.0)?;
     let message = blackhole_message(dst, len, protocol);
-    match nl.handle().route().add(message).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) => {
-            let e = nl.fail(
-                format!("add route blackhole {dst}/{len} proto {protocol}"),
-                e,
-            );
-            if e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-    }
+    let outcome = nl.handle().route().add(message).execute().await;
+    let what = format!("add route blackhole {dst}/{len} proto {protocol}");
+    done_unless(nl, outcome, what, Errno::EEXIST)
 }
 
 /// Deletes `blackhole dst/len proto PROTOCOL`, and no other route (the kernel matches the type
@@ -185,20 +187,9 @@ pub async fn delete_blackhole(
     RouteProtocol::owner(protocol.0)?;
     let mut message = blackhole_message(dst, len, protocol);
     message.header.scope = RouteScope::NoWhere;
-    match nl.handle().route().del(message).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) => {
-            let e = nl.fail(
-                format!("delete route blackhole {dst}/{len} proto {protocol}"),
-                e,
-            );
-            if e.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32) {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-    }
+    let outcome = nl.handle().route().del(message).execute().await;
+    let what = format!("delete route blackhole {dst}/{len} proto {protocol}");
+    done_unless(nl, outcome, what, Errno::ESRCH)
 }
 
 fn blackhole_message(dst: Ipv4Addr, len: u8, protocol: RouteProtocol) -> RouteMessage {

@@ -491,7 +491,7 @@ fn torc_up_on_namespaces_puts_each_node_in_a_namespace_and_the_readme_works_from
             "the agent of {node}"
         );
     }
-    let controller = pid_of(dir.path(), &[" controller "]);
+    let controller = pid_of(dir.path(), &[" controller --config "]);
     assert_eq!(
         namespace_id(&PathBuf::from(format!("/proc/{controller}/ns/net"))),
         namespace_id(&netns_path(&format!("{prefix}wedge")))
@@ -583,8 +583,20 @@ fn a_second_torc_up_on_the_same_directory_is_refused_and_one_after_a_kill_9_swee
     assert_ne!(namespace_id(&wedge), first_wedge, "a new switch namespace");
     let (ok, out, err) = cli(&env, &["nodes"]);
     assert!(ok && out.contains("bladerunner1"), "{out}{err}");
-    let status = third.interrupt();
-    assert!(status.success(), "{status}\n{}", third.said());
+
+    // Killed again, its leftovers go with `torc up --clean`, which starts nothing.
+    third.signal(nix::sys::signal::Signal::SIGKILL);
+    third.wait_exit();
+    let (ok, out, err) = cli(&[], &["up", "--clean"]);
+    assert!(ok, "{out}{err}");
+    let cleaned = out
+        .lines()
+        .find(|l| l.starts_with("torc up --clean: removed 2 namespace(s) left by killed racks"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        cleaned.contains(&format!("{prefix}bladerunner1")),
+        "{cleaned}"
+    );
     assert_rack_gone(dir.path(), &prefix);
 }
 

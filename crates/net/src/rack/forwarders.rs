@@ -90,24 +90,20 @@ impl Forwarders {
             bound.push((socket, f.target));
         }
         let (stop, stopped) = oneshot::channel();
+        let failed = |step: &str, source| Error::Forward {
+            ns: into.label().to_string(),
+            target: "the rack".into(),
+            step: step.to_string(),
+            source,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Forward {
-                ns: into.label().to_string(),
-                target: "the rack".into(),
-                step: "start a runtime".into(),
-                source: e,
-            })?;
+            .map_err(|e| failed("start a runtime", e))?;
         let thread = thread::Builder::new()
             .name("torc-forward".into())
             .spawn(move || runtime.block_on(serve(bound, dialer, stopped)))
-            .map_err(|e| Error::Forward {
-                ns: into.label().to_string(),
-                target: "the rack".into(),
-                step: "start the forwarders' thread".into(),
-                source: e,
-            })?;
+            .map_err(|e| failed("start the forwarders' thread", e))?;
         Ok(Forwarders {
             stop: Some(stop),
             thread: Some(thread),

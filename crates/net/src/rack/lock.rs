@@ -48,30 +48,19 @@ fn state_err(path: &Path, step: &str, source: io::Error) -> Error {
 }
 
 impl RackLock {
-    /// Takes the lock of the rack `prefix`, without waiting: [`Error::Busy`] when another
-    /// process (or another handle of this one) holds it.
+    /// Takes the lock of the rack `prefix` without waiting for its holder: [`Error::Busy`]
+    /// when another process (or another handle of this one) holds it for more than a moment
+    /// (~200 ms of retries ride out a sweep or a check that holds it for an instant).
     pub fn acquire(prefix: &NetnsPrefix) -> Result<RackLock> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(STATE_DIR)
-            .map_err(|e| state_err(Path::new(STATE_DIR), "create the directory", e))?;
         let path = lock_path(prefix.slug());
         // A holder removes the file just before it lets go, and [`running`] takes a shared
         // lock for an instant: a few rounds a few milliseconds apart settle either race.
-        let mut busy = 0;
-        for _ in 0..16 {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| state_err(&path, "open", e))?;
+        let (mut busy, mut replaced) = (0, 0);
+        loop {
+            let file = open_lock_file(&path)?;
             let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => lock,
-                Err((_, Errno::EWOULDBLOCK)) if busy < 4 => {
+                Err((_, Errno::EWOULDBLOCK)) if busy < 20 => {
                     busy += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                     continue;
@@ -94,12 +83,15 @@ impl RackLock {
                     path,
                 });
             }
+            replaced += 1;
+            if replaced > 8 {
+                return Err(state_err(
+                    &path,
+                    "lock",
+                    io::Error::other("the file kept being replaced while it was locked"),
+                ));
+            }
         }
-        Err(state_err(
-            &path,
-            "lock",
-            io::Error::other("the file kept being replaced while it was locked"),
-        ))
     }
 
     pub fn prefix(&self) -> &NetnsPrefix {
@@ -184,21 +176,25 @@ pub(crate) fn remove_record(prefix: &NetnsPrefix) -> Result<()> {
 /// The lock that orders changes to the host's guard route (`/run/torc/guard-route.lock`, never
 /// removed, waited for): adding it when a rack starts, removing it when no rack runs.
 pub(crate) fn guard_lock() -> Result<Flock<File>> {
+    // Not a slug (it has a `-`), so never taken for a rack's lock.
+    let path = Path::new(STATE_DIR).join("guard-route.lock");
+    Flock::lock(open_lock_file(&path)?, FlockArg::LockExclusive)
+        .map_err(|(_, e)| state_err(&path, "lock (flock)", e.into()))
+}
+
+/// Opens (creating it, and `/run/torc`, if need be) the lock file `path`.
+fn open_lock_file(path: &Path) -> Result<File> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(STATE_DIR)
         .map_err(|e| state_err(Path::new(STATE_DIR), "create the directory", e))?;
-    // Not a slug (it has a `-`), so never taken for a rack's lock.
-    let path = Path::new(STATE_DIR).join("guard-route.lock");
-    let file = OpenOptions::new()
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(&path)
-        .map_err(|e| state_err(&path, "open", e))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| state_err(&path, "lock (flock)", e.into()))
+        .open(path)
+        .map_err(|e| state_err(path, "open", e))
 }

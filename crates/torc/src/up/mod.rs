@@ -331,7 +331,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(lock) => Some(RackNetwork::start(
             &config,
             lock,
-            &format!("torc up --data-dir {}", data_dir.display()),
+            &format!("torc up, state in {}", data_dir.display()),
             args.api_port,
         )?),
         None => None,
