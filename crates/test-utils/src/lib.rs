@@ -185,7 +185,10 @@ impl LocalRack {
             .collect();
         let (mut nodes, mut endpoints) = (BTreeMap::new(), BTreeMap::new());
         let mut yaml = String::from("name: torc-scheduler\ndomain: homer.ave\nnodes:\n");
-        for (i, name) in names.iter().enumerate() {
+        // Listed by name, as they always were (`wedge` last); node i keeps its addresses.
+        let mut by_name: Vec<(usize, &String)> = names.iter().enumerate().collect();
+        by_name.sort_by_key(|(_, name)| *name);
+        for (i, name) in by_name {
             let endpoint = ip(1 + i as u8);
             let addr = match on_namespaces {
                 true => torc_net::rack::standard_address(i),

@@ -394,14 +394,19 @@ fn namespace_id(path: &Path) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
-/// The pid of the one process of the rack in `dir` whose command line has every one of `words`.
-fn pid_of(dir: &Path, words: &[&str]) -> u32 {
+/// The namespaces of the processes of the rack in `dir` whose command line has every one of
+/// `words` (one process, and any child it forked that has not exec'd yet), at least one.
+fn namespaces_of(dir: &Path, words: &[&str]) -> BTreeSet<(u64, u64)> {
     let found: Vec<(u32, String)> = processes_mentioning(dir)
         .into_iter()
         .filter(|(_, cmd)| words.iter().all(|w| cmd.contains(w)))
         .collect();
-    assert_eq!(found.len(), 1, "{words:?}: {found:?}");
-    found[0].0
+    let namespaces: BTreeSet<(u64, u64)> = (found.iter())
+        .filter_map(|(pid, _)| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok())
+        .map(|meta| (meta.dev(), meta.ino()))
+        .collect();
+    assert!(!namespaces.is_empty(), "{words:?}: {found:?}");
+    namespaces
 }
 
 /// Whether the host's table holds the guard route of namespaced racks.
@@ -440,6 +445,26 @@ fn assert_host_has_no_rack_address() {
         !text.contains(" 198.18.") && !text.contains(" 198.19."),
         "the host has a rack address:\n{text}"
     );
+}
+
+/// What a failed check needs to be understood: the rack's tasks and the tail of every log.
+fn rack_state(env: &[(&str, String)], dir: &Path) -> String {
+    let (_, tasks, err) = cli(env, &["tasks", "-a"]);
+    let mut out = format!("--- torc tasks -a\n{tasks}{err}");
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        out.push_str(&format!("--- {}\n", log.display()));
+        for line in tail.into_iter().rev() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Everything a rack of `dir` with `prefix` made is gone: processes, namespaces, its lock and
@@ -484,17 +509,15 @@ fn torc_up_on_namespaces_puts_each_node_in_a_namespace_and_the_readme_works_from
     assert_host_has_no_rack_address();
     // Each agent runs inside its node's namespace, the controller inside the switch's.
     for node in nodes {
-        let pid = pid_of(dir.path(), &[" agent ", &format!("--name {node} ")]);
         assert_eq!(
-            namespace_id(&PathBuf::from(format!("/proc/{pid}/ns/net"))),
-            namespace_id(&netns_path(&format!("{prefix}{node}"))),
+            namespaces_of(dir.path(), &[" agent ", &format!("--name {node} ")]),
+            BTreeSet::from([namespace_id(&netns_path(&format!("{prefix}{node}")))]),
             "the agent of {node}"
         );
     }
-    let controller = pid_of(dir.path(), &[" controller --config "]);
     assert_eq!(
-        namespace_id(&PathBuf::from(format!("/proc/{controller}/ns/net"))),
-        namespace_id(&netns_path(&format!("{prefix}wedge")))
+        namespaces_of(dir.path(), &[" controller --config "]),
+        BTreeSet::from([namespace_id(&netns_path(&format!("{prefix}wedge")))])
     );
     // The nodes registered with their rack addresses; the host reaches the API at its endpoint.
     assert!(text.contains("198.18.0.22"), "{text}");
@@ -517,12 +540,18 @@ fn torc_up_on_namespaces_puts_each_node_in_a_namespace_and_the_readme_works_from
     let (ok, out, err) = cli(&env, &["status"]);
     assert!(ok && out.contains("3/3 nodes active"), "{out}{err}");
     // The README's lines, unchanged, through the endpoints: DNS answers rack addresses.
-    readme_checks(
-        &env,
-        base,
-        Ipv4Addr::new(198, 18, 0, 21),
-        &dir.path().join("pki").join("ca.pem"),
-    );
+    let checked = std::panic::catch_unwind(|| {
+        readme_checks(
+            &env,
+            base,
+            Ipv4Addr::new(198, 18, 0, 21),
+            &dir.path().join("pki").join("ca.pem"),
+        )
+    });
+    if let Err(panic) = checked {
+        eprintln!("{}", rack_state(&env, dir.path()));
+        std::panic::resume_unwind(panic);
+    }
 
     // Ctrl-C: no process, no namespace, no guard route is left.
     let status = up.interrupt();
