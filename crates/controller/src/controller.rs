@@ -345,11 +345,14 @@ impl Controller {
             .expect("rack changes do not panic")
     }
 
-    /// The credential files of a task placed on a node (see `TaskCredentials`).
+    /// The credential files of a task placed on a node (see `TaskCredentials`). Its
+    /// certificate names `ip` and, for a task on its node's network, the node's `endpoint`
+    /// (where the host reaches the node's services through a forwarder).
     pub(crate) fn task_files(
         &self,
         task: &torc_api::DesiredTask,
         ip: Option<IpAddr>,
+        endpoint: Option<IpAddr>,
     ) -> std::collections::BTreeMap<String, String> {
         let mut files = std::collections::BTreeMap::new();
         let wants = &task.spec.credentials;
@@ -385,7 +388,13 @@ impl Controller {
                     let req = torc_tls::pki::CertRequest {
                         common_name: format!("task {}", task.id),
                         dns_names: vec![name],
-                        ips: ip.into_iter().collect(),
+                        ips: ip
+                            .into_iter()
+                            .chain(
+                                endpoint
+                                    .filter(|_| task.spec.network == torc_types::TaskNetwork::Node),
+                            )
+                            .collect(),
                         validity: TASK_CERT_VALIDITY,
                     };
                     match ca.issue(&req) {
@@ -618,7 +627,8 @@ fn token_file(
     Ok(())
 }
 
-/// The controller's certificate: its address, its node's addresses and names, loopback.
+/// The controller's certificate: its address, its node's addresses (its endpoint included)
+/// and names, loopback.
 fn controller_cert_request(settings: &RackSettings) -> torc_tls::pki::CertRequest {
     let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
     if let Some(addr) = settings.controller_addr
@@ -633,6 +643,8 @@ fn controller_cert_request(settings: &RackSettings) -> torc_tls::pki::CertReques
     {
         ips.push(node.ip);
         ips.extend(node.external_ip);
+        // Where the host reaches it through a forwarder (torc up on network namespaces).
+        ips.extend(node.endpoint);
     }
     ips.sort();
     ips.dedup();

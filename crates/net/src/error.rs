@@ -44,6 +44,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A rack's lock or record under `/run/torc` could not be used.
+    #[error("{path}: cannot {step}: {source}")]
+    State {
+        path: String,
+        step: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Another process holds the rack's lock: that rack is running.
+    #[error("rack {slug} is in use: another process holds {path}")]
+    Busy { slug: String, path: String },
+    /// A rack's network is not what its plan says (checked before anything is sent).
+    #[error("rack network check: {ns}: {problem}")]
+    Check { ns: String, problem: String },
 }
 
 impl Error {
@@ -53,8 +67,13 @@ impl Error {
         match self {
             Error::Netns { source, .. }
             | Error::Netlink { source, .. }
-            | Error::Forward { source, .. } => source.raw_os_error(),
-            Error::Invalid { .. } | Error::NoSuchLink { .. } | Error::NoRuntime { .. } => None,
+            | Error::Forward { source, .. }
+            | Error::State { source, .. } => source.raw_os_error(),
+            Error::Invalid { .. }
+            | Error::NoSuchLink { .. }
+            | Error::NoRuntime { .. }
+            | Error::Busy { .. }
+            | Error::Check { .. } => None,
         }
     }
 

@@ -5,7 +5,9 @@
 //!
 //! What it is not: a policy. Which namespaces, links, addresses and routes a rack has is decided
 //! by its callers (`torc up`, the agent, the network agent); this crate does each step and says
-//! which one failed, naming the namespace, link or address.
+//! which one failed, naming the namespace, link or address. [`rack`] is the one place that
+//! puts the steps together: a whole rack on this machine's namespaces, for `torc up` and the
+//! test racks alike.
 //!
 //! Invariants:
 //! - **It never touches a route it does not own.** A route is owned when its protocol number is
@@ -13,10 +15,13 @@
 //!   use cannot be chosen), it is a unicast `/32` and it lies in the main table. The planner
 //!   ([`routes::plan`]) deletes only owned routes, and never adds or replaces a destination that
 //!   a route it does not own covers with the same `/32`; the delete request names the protocol,
-//!   gateway and metric, so the kernel itself refuses to remove any other route.
+//!   gateway and metric, so the kernel itself refuses to remove any other route. The one other
+//!   route it makes is the host's guard while a rack runs ([`rack`]): `blackhole
+//!   198.18.0.0/15` with the same protocol, deleted by type, prefix and protocol.
 //! - **Every namespace it names carries a rack prefix** (`torc-<slug>-`, [`NetnsPrefix`]), and
 //!   is removed by its rack ([`netns::delete_named`]) or by the next [`netns::sweep`] of that
-//!   prefix. Anonymous namespaces ([`netns::create_anonymous`]) live exactly as long as their
+//!   prefix; [`rack::sweep`] sweeps only racks whose lock (`/run/torc/<slug>.lock`) no one
+//!   holds. Anonymous namespaces ([`netns::create_anonymous`]) live exactly as long as their
 //!   file descriptor and the processes inside them, and take their veths and routes along.
 //! - **No socket of the host namespace is ever connected to a rack address.** Sockets that
 //!   reach into a rack are created on a thread that entered the rack's namespace first
@@ -36,6 +41,7 @@ mod names;
 pub mod netlink;
 pub mod netns;
 pub mod observe;
+pub mod rack;
 pub mod route;
 pub mod routes;
 

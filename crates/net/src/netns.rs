@@ -344,6 +344,46 @@ pub fn can_create() -> Result<bool> {
     }
 }
 
+/// The capability to configure networking (`CAP_NET_ADMIN`).
+pub const CAP_NET_ADMIN: u32 = 12;
+/// The capability, among much else, to create and mount namespaces (`CAP_SYS_ADMIN`).
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether `capability` is in this process's effective set (`CapEff` of `/proc/self/status`).
+pub fn has_capability(capability: u32) -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    capability < 64 && effective & (1 << capability) != 0
+}
+
+/// Whether this process may build a rack on namespaces: it has CAP_SYS_ADMIN (to create and
+/// name namespaces) and CAP_NET_ADMIN (to configure them) in its effective set, and creating a
+/// namespace works ([`can_create`]; a container's seccomp profile may refuse it anyway).
+pub fn capable() -> Result<bool> {
+    Ok(has_capability(CAP_NET_ADMIN) && has_capability(CAP_SYS_ADMIN) && can_create()?)
+}
+
+/// The processes inside `ns` (`ip netns pids`): every process whose `/proc/PID/ns/net` is
+/// `ns`. Processes whose namespace this process may not see (another user's, without
+/// privilege) are not listed.
+pub fn pids(ns: &Netns) -> Result<Vec<nix::unistd::Pid>> {
+    let id = ns.id()?;
+    let entries = fs::read_dir("/proc").map_err(|e| ns.err("list /proc", e))?;
+    let mut pids: Vec<nix::unistd::Pid> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| (m.dev(), m.ino()) == id)
+        })
+        .map(nix::unistd::Pid::from_raw)
+        .collect();
+    pids.sort();
+    Ok(pids)
+}
+
 /// Moves the calling thread into the namespace `ns` (`setns(fd, CLONE_NEWNET)`). For
 /// `CommandExt::pre_exec`: it makes one system call and allocates nothing, so it is
 /// async-signal-safe. Anywhere else, prefer [`run_blocking`], which leaves the caller's thread

@@ -1,5 +1,6 @@
 //! Routes over netlink: owned `/32` routes (add, replace, delete, and applying a
-//! [`Plan`](crate::routes::Plan)), a namespace's default route, and IPv4 forwarding.
+//! [`Plan`](crate::routes::Plan)), a namespace's default route, the host's guard (a blackhole
+//! route), and IPv4 forwarding.
 //!
 //! Every owned-route request carries the owner's protocol, and refuses the protocols the
 //! kernel and ip(8) write ([`RouteProtocol::owner`]); a delete also names the gateway and
@@ -8,8 +9,9 @@
 use std::net::Ipv4Addr;
 
 use futures_util::StreamExt as _;
+use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteScope};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteScope, RouteType};
 
 use crate::netns::{self, Netns};
 use crate::routes::{Op, RouteProtocol};
@@ -97,11 +99,23 @@ pub async fn delete(
         Some(via) => format!("delete route {dst}/32 via {via} metric {priority} proto {protocol}"),
         None => format!("delete route {dst}/32 metric {priority} proto {protocol}"),
     };
-    match nl.handle().route().del(message).execute().await {
+    let outcome = nl.handle().route().del(message).execute().await;
+    done_unless(nl, outcome, what, Errno::ESRCH)
+}
+
+/// `Ok(true)` when a request was carried out, `Ok(false)` when the kernel answered `benign` (the
+/// route was there already, or gone already), else the error, naming `what`.
+fn done_unless(
+    nl: &Netlink,
+    outcome: std::result::Result<(), rtnetlink::Error>,
+    what: String,
+    benign: Errno,
+) -> Result<bool> {
+    match outcome {
         Ok(()) => Ok(true),
         Err(e) => {
             let e = nl.fail(what, e);
-            if e.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32) {
+            if e.raw_os_error() == Some(benign as i32) {
                 Ok(false)
             } else {
                 Err(e)
@@ -143,6 +157,47 @@ pub async fn add_default(nl: &Netlink, via: Ipv4Addr, protocol: RouteProtocol) -
         .execute()
         .await
         .map_err(|e| nl.fail(format!("add default route via {via}"), e))
+}
+
+/// The blackhole route `blackhole dst/len proto PROTOCOL` (the guard a namespaced rack puts in
+/// the host's table, so that a packet sent there by mistake to a rack address is dropped
+/// instead of leaving the machine). Answers `false` when an identical route was already there
+/// (`EEXIST`: another rack's guard).
+pub async fn add_blackhole(
+    nl: &Netlink,
+    dst: Ipv4Addr,
+    len: u8,
+    protocol: RouteProtocol,
+) -> Result<bool> {
+    RouteProtocol::owner(protocol.0)?;
+    let message = blackhole_message(dst, len, protocol);
+    let outcome = nl.handle().route().add(message).execute().await;
+    let what = format!("add route blackhole {dst}/{len} proto {protocol}");
+    done_unless(nl, outcome, what, Errno::EEXIST)
+}
+
+/// Deletes `blackhole dst/len proto PROTOCOL`, and no other route (the kernel matches the type
+/// and protocol). Answers `false` when it was not there.
+pub async fn delete_blackhole(
+    nl: &Netlink,
+    dst: Ipv4Addr,
+    len: u8,
+    protocol: RouteProtocol,
+) -> Result<bool> {
+    RouteProtocol::owner(protocol.0)?;
+    let mut message = blackhole_message(dst, len, protocol);
+    message.header.scope = RouteScope::NoWhere;
+    let outcome = nl.handle().route().del(message).execute().await;
+    let what = format!("delete route blackhole {dst}/{len} proto {protocol}");
+    done_unless(nl, outcome, what, Errno::ESRCH)
+}
+
+fn blackhole_message(dst: Ipv4Addr, len: u8, protocol: RouteProtocol) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, len)
+        .kind(RouteType::BlackHole)
+        .protocol(protocol.0.into())
+        .build()
 }
 
 /// Turns IPv4 forwarding on or off inside `ns` (`net.ipv4.ip_forward`; per namespace).

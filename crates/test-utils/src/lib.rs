@@ -1,9 +1,18 @@
 //! Test support: a real local rack (controller and agents as separate `torc` processes on a
-//! loopback block of their own), and waiting on conditions instead of sleeping.
+//! loopback block of their own, or each node in a network namespace of its own), and waiting
+//! on conditions instead of sleeping.
 //!
 //! Every rack picks a random `127.X.Y.0/24` block and free ports, so test runs can go in
 //! parallel on one machine. Dropping a `LocalRack` stops every process it started, including
-//! task processes left behind by agents a test killed with SIGKILL.
+//! task processes left behind by agents a test killed with SIGKILL, and removes its namespaces.
+//!
+//! A rack on namespaces ([`RackNetwork::Namespaces`]) is built by `torc_net::rack`, the code
+//! `torc up` uses, under a random slug whose lock it holds while it lives; the test reaches the
+//! API through a forwarder on the rack's loopback block, never a rack address. Tests call
+//! [`LocalRack::assert_namespaces`] before they send anything, and skip (one printed line)
+//! without the privilege ([`namespaces_or_skip`]).
+
+mod namespaces;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,6 +27,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use torc_client::Client;
 
+pub use namespaces::namespaces_or_skip;
 pub use torc_types::{random_bytes, random_u64};
 
 /// A `127.X.Y.0/24` block no one is listening in, for one rack's nodes. Avoids 127.0.x.x
@@ -95,6 +105,21 @@ pub struct RackOptions {
     pub node_resources: (f64, f64),
     /// More top-level config (e.g. `healthcheck:`, `api:`, `open_join: true`), appended as is.
     pub extra_yaml: String,
+    /// How the nodes are connected.
+    pub network: RackNetwork,
+}
+
+/// How a test rack's nodes are connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RackNetwork {
+    /// Each node on its own address of the rack's loopback block.
+    #[default]
+    Loopback,
+    /// Each node in its own network namespace on a rack address (`198.18.0.20`, `.21`, ...),
+    /// linked to the switch (`wedge`'s namespace) by `swpN` ↔ `eth0`, with a task block
+    /// (`198.19.N.0/24`) and its loopback address as `endpoint`; the rack has a netlink
+    /// network agent unless `extra_yaml` names one. Needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
+    Namespaces,
 }
 
 /// How a test rack guards itself.
@@ -116,6 +141,7 @@ impl Default for RackOptions {
             security: Security::Tls,
             node_resources: (4.0, 4096.0),
             extra_yaml: String::new(),
+            network: RackNetwork::Loopback,
         }
     }
 }
@@ -130,10 +156,15 @@ pub struct LocalRack {
     pub token: Option<String>,
     pub security: Security,
     pub config_path: PathBuf,
-    /// Node name → ip.
+    /// Node name → ip: its address in the rack (a rack address on namespaces, which the
+    /// host must not send to).
     pub nodes: BTreeMap<String, Ipv4Addr>,
+    /// Node name → where the host reaches it: its address on loopback, its endpoint (a
+    /// forwarder for the API) on namespaces.
+    pub endpoints: BTreeMap<String, Ipv4Addr>,
     controller: Option<Child>,
     agents: BTreeMap<String, Child>,
+    namespaces: Option<namespaces::Namespaces>,
 }
 
 impl LocalRack {
@@ -148,14 +179,24 @@ impl LocalRack {
         let base = free_loopback_block();
         let ip = |i: u8| Ipv4Addr::new(base.octets()[0], base.octets()[1], base.octets()[2], i);
         let port = free_port(ip(1));
-        let mut nodes = BTreeMap::new();
-        nodes.insert("wedge".to_string(), ip(1));
-        for i in 1..=opts.compute_nodes {
-            nodes.insert(format!("bladerunner{i}"), ip(1 + i as u8));
-        }
+        let on_namespaces = opts.network == RackNetwork::Namespaces;
+        let names: Vec<String> = std::iter::once("wedge".to_string())
+            .chain((1..=opts.compute_nodes).map(|i| format!("bladerunner{i}")))
+            .collect();
+        let (mut nodes, mut endpoints) = (BTreeMap::new(), BTreeMap::new());
         let mut yaml = String::from("name: torc-scheduler\ndomain: homer.ave\nnodes:\n");
-        for (name, addr) in &nodes {
-            let (t, f) = if name == "wedge" {
+        // Listed by name, as they always were (`wedge` last); node i keeps its addresses.
+        let mut by_name: Vec<(usize, &String)> = names.iter().enumerate().collect();
+        by_name.sort_by_key(|(_, name)| *name);
+        for (i, name) in by_name {
+            let endpoint = ip(1 + i as u8);
+            let addr = match on_namespaces {
+                true => torc_net::rack::standard_address(i),
+                false => endpoint,
+            };
+            nodes.insert(name.clone(), addr);
+            endpoints.insert(name.clone(), endpoint);
+            let (t, f) = if i == 0 {
                 ("master", "controller")
             } else {
                 ("slave", "compute")
@@ -164,6 +205,18 @@ impl LocalRack {
                 "  - name: {name}\n    ip: {addr}\n    type: {t}\n    function: {f}\n    resources: {{cpus: {}, mem_mb: {}, disk_mb: 10000}}\n",
                 opts.node_resources.0, opts.node_resources.1
             ));
+            if on_namespaces {
+                yaml.push_str(&format!(
+                    "    endpoint: {endpoint}\n    task_block: {}\n",
+                    torc_net::rack::standard_task_block(i)
+                ));
+                if i > 0 {
+                    yaml.push_str(&format!("    port: {i}\n"));
+                }
+            }
+        }
+        if on_namespaces && !opts.extra_yaml.contains("network-agent:") {
+            yaml.push_str("network-agent: {type: netlink, connection: \"\"}\n");
         }
         yaml.push_str(&format!(
             "stateclean:\n  poll_interval_in_seconds: 1\n  timeout_in_seconds: {}\n  restart_delay_in_seconds: 1\n",
@@ -180,6 +233,13 @@ impl LocalRack {
         if opts.security == Security::Tls {
             torc_tls::pki::Ca::create(&dir.path().join("pki"), "test")?;
         }
+        let namespaces = match on_namespaces {
+            true => Some(namespaces::Namespaces::start(
+                opts.compute_nodes,
+                std::net::SocketAddrV4::new(endpoints["wedge"], port),
+            )?),
+            false => None,
+        };
         let mut rack = LocalRack {
             dir,
             exe: exe.as_ref().to_path_buf(),
@@ -189,8 +249,10 @@ impl LocalRack {
             security: opts.security,
             config_path,
             nodes,
+            endpoints,
             controller: None,
             agents: BTreeMap::new(),
+            namespaces,
         };
         rack.start_controller()?;
         let names: Vec<String> = rack.nodes.keys().cloned().collect();
@@ -201,13 +263,59 @@ impl LocalRack {
         Ok(rack)
     }
 
+    /// The controller's URL for the host (through the API's forwarder on namespaces).
     pub fn url(&self) -> String {
-        let scheme = if self.security == Security::Tls {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}:{}", self.nodes["wedge"], self.port)
+        format!(
+            "{}://{}:{}",
+            self.scheme(),
+            self.endpoints["wedge"],
+            self.port
+        )
+    }
+
+    /// The controller's URL inside the rack (what agents and tasks use).
+    pub fn rack_url(&self) -> String {
+        format!("{}://{}:{}", self.scheme(), self.nodes["wedge"], self.port)
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.security {
+            Security::Tls => "https",
+            Security::Plain | Security::Insecure => "http",
+        }
+    }
+
+    /// The namespace of node `node`, on a rack on namespaces.
+    pub fn netns(&self, node: &str) -> Option<&torc_net::Netns> {
+        self.namespaces.as_ref()?.rack().netns(node)
+    }
+
+    /// Checks that the rack is on the namespaces it should be, before the test sends anything:
+    /// each `/run/netns/<name>` exists and is a namespace mount (the very one the rack made),
+    /// holds its node's rack address, and the host holds no address of 198.18.0.0/15. Panics
+    /// with the first problem, or when the rack is not on namespaces.
+    pub fn assert_namespaces(&self) {
+        let namespaces = self
+            .namespaces
+            .as_ref()
+            .expect("assert_namespaces: this rack is not on namespaces");
+        if let Err(e) = namespaces.rack().check() {
+            panic!("{e}");
+        }
+    }
+
+    /// Runs `argv` inside node `node`'s namespace and waits for it (`ip -j route`, a probe).
+    /// A node without a namespace is an error: nothing is ever run in the host's by mistake.
+    pub fn exec_in(&self, node: &str, argv: &[&str]) -> anyhow::Result<std::process::Output> {
+        let ns = self
+            .netns(node)
+            .with_context(|| format!("node {node} has no namespace in this rack"))?;
+        let (program, args) = argv.split_first().context("exec_in: an empty argv")?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null());
+        namespaces::enter_in(&mut cmd, ns);
+        cmd.output()
+            .with_context(|| format!("cannot run {program} in {}", ns.label()))
     }
 
     /// The rack CA's certificate (TLS racks).
@@ -335,11 +443,19 @@ impl LocalRack {
         Ok((f.try_clone()?.into(), f.into()))
     }
 
-    fn command(&self, args: &[String], log: &str) -> anyhow::Result<Child> {
+    /// Starts `torc <args>` for node `node` (inside its namespace on namespaces).
+    fn command(&self, node: &str, args: &[String], log: &str) -> anyhow::Result<Child> {
         let (out, err) = self.log(log)?;
         let mut cmd = Command::new(&self.exe);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         die_with_test(&mut cmd);
+        if let Some(net) = &self.namespaces {
+            let ns = net
+                .rack()
+                .netns(node)
+                .with_context(|| format!("node {node} has no namespace in this rack"))?;
+            namespaces::enter_in(&mut cmd, ns);
+        }
         cmd.spawn()
             .with_context(|| format!("cannot start {}", self.exe.display()))
     }
@@ -371,7 +487,7 @@ impl LocalRack {
                 }
             }
         }
-        self.controller = Some(self.command(&args, "controller")?);
+        self.controller = Some(self.command("wedge", &args, "controller")?);
         Ok(())
     }
 
@@ -380,7 +496,7 @@ impl LocalRack {
         let mut args = vec![
             "agent".into(),
             "--controller".into(),
-            self.url(),
+            self.rack_url(),
             "--name".into(),
             name.into(),
             "--ip".into(),
@@ -400,16 +516,21 @@ impl LocalRack {
         if let Some(ca) = self.ca_path() {
             args.extend(["--ca".into(), ca.display().to_string()]);
         }
-        let child = self.command(&args, &format!("agent-{name}"))?;
+        let child = self.command(name, &args, &format!("agent-{name}"))?;
         self.agents.insert(name.to_string(), child);
         Ok(())
     }
 
     /// Gives a node that is not in the config an address of the rack's block (for open join).
     pub fn add_node(&mut self, name: &str) -> Ipv4Addr {
+        assert!(
+            self.namespaces.is_none(),
+            "add_node: a rack on namespaces has the nodes it was built with"
+        );
         let o = self.base.octets();
         let ip = Ipv4Addr::new(o[0], o[1], o[2], 1 + self.nodes.len() as u8);
         self.nodes.insert(name.to_string(), ip);
+        self.endpoints.insert(name.to_string(), ip);
         ip
     }
 
@@ -560,6 +681,10 @@ impl Drop for LocalRack {
         // Whatever is left (shims of agents killed by the test) goes too.
         for (pid, _) in processes_mentioning(self.dir.path()) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        // Then the forwarder and the namespaces (their veths and routes go with them).
+        if let Some(mut namespaces) = self.namespaces.take() {
+            namespaces.stop();
         }
     }
 }

@@ -96,6 +96,7 @@ healthcheck:
       node_function: controller
 "#
             .into(),
+            ..Default::default()
         },
     )
     .await

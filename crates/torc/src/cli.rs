@@ -545,12 +545,42 @@ pub struct ServicesArgs {
 
 pub fn services(args: ServicesArgs) -> anyhow::Result<()> {
     let client = args.target.client()?;
-    let services = runtime()?.block_on(client.services())?;
+    let rt = runtime()?;
+    let services = rt.block_on(client.services())?;
     if args.target.json {
-        return print_json(&services);
+        let nodes = rt.block_on(client.nodes())?;
+        return print_json(&with_endpoints(&services, &nodes)?);
     }
     print_table(&SERVICE_HEADER, service_rows(&services));
     Ok(())
+}
+
+/// The services as JSON for the host: an instance on its node's network whose node has an
+/// `endpoint` (a rack on network namespaces, reached from the host through forwarders) shows
+/// the endpoint as `ip`, and its rack address as `rack_ip`, so that `ip` is always an address
+/// this machine may send to.
+fn with_endpoints(
+    services: &[torc_api::ServiceView],
+    nodes: &[torc_api::NodeView],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let node_addresses: BTreeMap<&NodeName, (std::net::IpAddr, std::net::IpAddr)> = (nodes.iter())
+        .filter_map(|n| n.endpoint.map(|e| (&n.name, (n.ip, e))))
+        .collect();
+    services
+        .iter()
+        .map(|s| {
+            let mut value = serde_json::to_value(s)?;
+            let on_node = s.node.as_ref().and_then(|n| node_addresses.get(n));
+            if let (Some((node_ip, endpoint)), Some(ip)) = (on_node, s.ip)
+                && ip == *node_ip
+                && let Some(fields) = value.as_object_mut()
+            {
+                fields.insert("ip".into(), endpoint.to_string().into());
+                fields.insert("rack_ip".into(), ip.to_string().into());
+            }
+            Ok(value)
+        })
+        .collect()
 }
 
 /// How long ago the network agent reported, or that it never did.

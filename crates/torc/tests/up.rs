@@ -1,11 +1,22 @@
-//! `torc up` and the CLI, as a new user runs them.
+//! `torc up` and the CLI, as a new user runs them: on loopback, on network namespaces (root,
+//! or CAP_SYS_ADMIN and CAP_NET_ADMIN; otherwise those tests print `skipped: needs
+//! CAP_NET_ADMIN` and pass), and falling back to loopback without the privilege.
+//!
+//! Every `torc up` here gets a free loopback block for its endpoints and a state directory of
+//! its own (hence its own rack slug), gets SIGTERM if the test process dies, and is stopped
+//! with Ctrl-C when its test ends, panics included, so it removes what it made.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use torc_test_utils::{free_loopback_block, free_port, processes_mentioning};
+use torc_test_utils::{free_loopback_block, free_port, namespaces_or_skip, processes_mentioning};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
@@ -22,32 +33,197 @@ fn cli(env: &[(&str, String)], args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
+/// A free loopback block's `.20` (the endpoints' base) and a free port on it.
+fn free_base() -> (Ipv4Addr, u16) {
     let b = free_loopback_block().octets();
     let base = Ipv4Addr::new(b[0], b[1], b[2], 20);
-    let port = free_port(base);
-    let mut up = Command::new(TORC)
-        .args(["up", "--nodes", "2", "--ip-base", &base.to_string()])
-        .args(["--api-port", &port.to_string(), "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.starts_with("Try ") {
-            break;
+    (base, free_port(base))
+}
+
+/// The CLI's environment for the rack `torc up` keeps in `dir`, reached at `url`.
+fn env_for(dir: &Path, url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("TORC_CONTROLLER", url.to_string()),
+        (
+            "TORC_TOKEN_FILE",
+            dir.join("credentials")
+                .join("admin.token")
+                .display()
+                .to_string(),
+        ),
+        (
+            "TORC_CA",
+            dir.join("pki").join("ca.pem").display().to_string(),
+        ),
+    ]
+}
+
+/// A running `torc up`: its stdout line by line (read on a thread, so every wait is bounded),
+/// its stderr in a file.
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: PathBuf,
+    _stderr_dir: tempfile::TempDir,
+}
+
+impl Up {
+    /// Starts `[prefix...] torc up ARGS` (`prefix` runs torc, e.g. setpriv).
+    fn start(prefix: &[&str], args: &[String]) -> Up {
+        let stderr_dir = tempfile::tempdir().unwrap();
+        let stderr = stderr_dir.path().join("up.stderr");
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(TORC);
+                c
+            }
+            None => Command::new(TORC),
+        };
+        cmd.arg("up")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        // SAFETY: pre_exec runs between fork and exec; prctl is an async-signal-safe system
+        // call that allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the test process dies, torc up stops its rack as on Ctrl-C.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Up {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+            _stderr_dir: stderr_dir,
         }
     }
-    let text = seen.join("\n");
-    assert!(text.contains("Rack is up."), "{text}");
+
+    /// Everything printed so far, stdout then stderr.
+    fn said(&self) -> String {
+        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        format!("{}\n--- stderr:\n{err}", self.seen.join("\n"))
+    }
+
+    /// Reads stdout until a line satisfies `done` (answering true) or stdout ends (false),
+    /// for at most `timeout`.
+    fn read_until(&mut self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let finished = done(&line);
+                    self.seen.push(line);
+                    if finished {
+                        return true;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "torc up said nothing more for {timeout:?}:\n{}",
+                        self.said()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits until the rack is up; answers what torc up printed.
+    fn until_up(&mut self) -> String {
+        let up = self.read_until(Duration::from_secs(120), |l| l.starts_with("Try "));
+        let text = self.seen.join("\n");
+        assert!(up && text.contains("Rack is up."), "{}", self.said());
+        text
+    }
+
+    /// Waits for torc up to exit by itself (at most 60 s).
+    fn wait_exit(&mut self) -> ExitStatus {
+        self.read_until(Duration::from_secs(60), |_| false);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "torc up did not exit:\n{}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
+    }
+
+    /// Ctrl-C, then waits for it to exit.
+    fn interrupt(&mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGINT);
+        self.wait_exit()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // A failed test: stop the rack as a user would, SIGKILL if it hangs.
+            self.signal(nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn up_args(nodes: usize, base: Ipv4Addr, port: u16, dir: &Path, network: &str) -> Vec<String> {
+    [
+        "--network",
+        network,
+        "--nodes",
+        &nodes.to_string(),
+        "--ip-base",
+        &base.to_string(),
+        "--api-port",
+        &port.to_string(),
+        "--data-dir",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([dir.display().to_string()])
+    .collect()
+}
+
+#[test]
+fn torc_up_on_loopback_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, port) = free_base();
+    // As root too: the loopback rack stays tested where namespaces are the default.
+    let mut up = Up::start(&[], &up_args(2, base, port, dir.path(), "loopback"));
+    let text = up.until_up();
     assert!(text.contains("registered (3/3)"), "{text}");
+    assert!(!text.contains("network:     namespaces"), "{text}");
     let url = format!("https://{base}:{port}");
     assert!(
         text.contains(&format!("API:         {url}/api/v1/nodes")),
@@ -173,23 +349,316 @@ fn torc_up_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_behind() {
     // The README's checks, with the rack's credentials: the core services answer dig, etcdctl
     // (as root, with the rack secret), the influx shell over HTTPS (trusting the rack CA) and
     // the seed's 0.8 query with curl; without credentials they refuse.
-    readme_checks(&env, base, &ca);
+    let o = base.octets();
+    readme_checks(&env, base, Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1), &ca);
 
     // Ctrl-C: everything stops, the task included.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(up.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = up.try_wait().unwrap() {
-            break s;
+    let status = up.interrupt();
+    assert!(status.success(), "{status}\n{}", up.said());
+    let left = processes_mentioning(dir.path());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// The rack prefix torc up printed (`  network:     namespaces torc-3fa9c2-*: ...`).
+fn rack_prefix(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("network:"))
+        .unwrap_or_else(|| panic!("no network line:\n{text}"));
+    let word = line
+        .split_whitespace()
+        .find(|w| w.starts_with("torc-"))
+        .unwrap_or_else(|| panic!("no rack prefix in {line:?}"));
+    word.trim_end_matches(':').trim_end_matches('*').to_string()
+}
+
+/// The namespaces `ip netns list` shows whose name starts with `prefix`.
+fn listed_namespaces(prefix: &str) -> BTreeSet<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(out.status.success(), "ip netns list: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+/// The namespace (device, inode) a path names: `/run/netns/NAME` or `/proc/PID/ns/net`.
+fn namespace_id(path: &Path) -> (u64, u64) {
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.dev(), meta.ino())
+}
+
+/// The namespaces of the processes of the rack in `dir` whose command line has every one of
+/// `words` (one process, and any child it forked that has not exec'd yet), at least one.
+fn namespaces_of(dir: &Path, words: &[&str]) -> BTreeSet<(u64, u64)> {
+    let found: Vec<(u32, String)> = processes_mentioning(dir)
+        .into_iter()
+        .filter(|(_, cmd)| words.iter().all(|w| cmd.contains(w)))
+        .collect();
+    let namespaces: BTreeSet<(u64, u64)> = (found.iter())
+        .filter_map(|(pid, _)| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok())
+        .map(|meta| (meta.dev(), meta.ino()))
+        .collect();
+    assert!(!namespaces.is_empty(), "{words:?}: {found:?}");
+    namespaces
+}
+
+/// Whether the host's table holds the guard route of namespaced racks.
+fn guard_route_present() -> bool {
+    let out = Command::new("ip")
+        .args(["-4", "route", "show", "proto", "116"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("blackhole 198.18.0.0/15")
+}
+
+/// After a rack stopped: the guard route goes, unless another rack (another test's) runs.
+fn assert_guard_route_gone_unless_a_rack_runs() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let running = torc_net::rack::running().unwrap();
+        if !guard_route_present() || !running.is_empty() {
+            return;
         }
-        assert!(Instant::now() < deadline, "torc up did not stop");
+        assert!(
+            Instant::now() < deadline,
+            "the guard route stayed with no rack running"
+        );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The host holds no address of the rack range (198.18.0.0/15).
+fn assert_host_has_no_rack_address() {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(" 198.18.") && !text.contains(" 198.19."),
+        "the host has a rack address:\n{text}"
+    );
+}
+
+/// What a failed check needs to be understood: the rack's tasks and the tail of every log.
+fn rack_state(env: &[(&str, String)], dir: &Path) -> String {
+    let (_, tasks, err) = cli(env, &["tasks", "-a"]);
+    let mut out = format!("--- torc tasks -a\n{tasks}{err}");
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        out.push_str(&format!("--- {}\n", log.display()));
+        for line in tail.into_iter().rev() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Everything a rack of `dir` with `prefix` made is gone: processes, namespaces, its lock and
+/// record, the guard route (unless another rack runs).
+fn assert_rack_gone(dir: &Path, prefix: &str) {
+    let left = processes_mentioning(dir);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert_eq!(listed_namespaces(prefix), BTreeSet::new());
+    let slug = prefix.trim_start_matches("torc-").trim_end_matches('-');
+    for file in [format!("{slug}.lock"), format!("{slug}.json")] {
+        let path = Path::new("/run/torc").join(file);
+        assert!(!path.exists(), "{} is left", path.display());
+    }
+    assert_guard_route_gone_unless_a_rack_runs();
+}
+
+#[test]
+fn torc_up_on_namespaces_puts_each_node_in_a_namespace_and_the_readme_works_from_the_host() {
+    if !namespaces_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (base, port) = free_base();
+    let mut up = Up::start(&[], &up_args(2, base, port, dir.path(), "namespaces"));
+    let text = up.until_up();
+    let prefix = rack_prefix(&text);
+    let nodes = ["wedge", "bladerunner1", "bladerunner2"];
+
+    // Checked before anything is sent: `ip netns` lists exactly the rack's namespaces, each a
+    // namespace mounted there; the host has the guard route and no rack address.
+    let expected: BTreeSet<String> = nodes.iter().map(|n| format!("{prefix}{n}")).collect();
+    assert_eq!(listed_namespaces(&prefix), expected);
+    let run_netns = std::fs::metadata("/run/netns").unwrap().dev();
+    for name in &expected {
+        assert_ne!(namespace_id(&netns_path(name)).0, run_netns, "{name}");
+        torc_net::Netns::open(name).unwrap();
+    }
+    assert!(
+        guard_route_present(),
+        "the guard route is in the host's table"
+    );
+    assert_host_has_no_rack_address();
+    // Each agent runs inside its node's namespace, the controller inside the switch's.
+    for node in nodes {
+        assert_eq!(
+            namespaces_of(dir.path(), &[" agent ", &format!("--name {node} ")]),
+            BTreeSet::from([namespace_id(&netns_path(&format!("{prefix}{node}")))]),
+            "the agent of {node}"
+        );
+    }
+    assert_eq!(
+        namespaces_of(dir.path(), &[" controller --config "]),
+        BTreeSet::from([namespace_id(&netns_path(&format!("{prefix}wedge")))])
+    );
+    // The nodes registered with their rack addresses; the host reaches the API at its endpoint.
+    assert!(text.contains("198.18.0.22"), "{text}");
+    let url = format!("https://{base}:{port}");
+    assert!(
+        text.contains(&format!("API:         {url}/api/v1/nodes")),
+        "{text}"
+    );
+
+    let env = env_for(dir.path(), &url);
+    let (ok, out, err) = cli(&env, &["nodes"]);
+    assert!(ok, "{err}");
+    for n in nodes {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(n) && l.contains("active") && l.contains("198.18.0.")),
+            "{out}"
+        );
+    }
+    let (ok, out, err) = cli(&env, &["status"]);
+    assert!(ok && out.contains("3/3 nodes active"), "{out}{err}");
+    // The README's lines, unchanged, through the endpoints: DNS answers rack addresses.
+    let checked = std::panic::catch_unwind(|| {
+        readme_checks(
+            &env,
+            base,
+            Ipv4Addr::new(198, 18, 0, 21),
+            &dir.path().join("pki").join("ca.pem"),
+        )
+    });
+    if let Err(panic) = checked {
+        eprintln!("{}", rack_state(&env, dir.path()));
+        std::panic::resume_unwind(panic);
+    }
+
+    // Ctrl-C: no process, no namespace, no guard route is left.
+    let status = up.interrupt();
+    assert!(status.success(), "{status}\n{}", up.said());
+    assert_rack_gone(dir.path(), &prefix);
+}
+
+#[test]
+fn a_second_torc_up_on_the_same_directory_is_refused_and_one_after_a_kill_9_sweeps() {
+    if !namespaces_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (base, port) = free_base();
+    let args = up_args(1, base, port, dir.path(), "namespaces");
+    let mut first = Up::start(&[], &args);
+    let prefix = rack_prefix(&first.until_up());
+    let wedge = netns_path(&format!("{prefix}wedge"));
+    let first_wedge = namespace_id(&wedge);
+
+    // A second torc up with the same state directory is refused and changes nothing.
+    let (other_base, other_port) = free_base();
+    let mut second = Up::start(
+        &[],
+        &up_args(1, other_base, other_port, dir.path(), "namespaces"),
+    );
+    let status = second.wait_exit();
+    let said = second.said();
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "another torc up runs with the state directory {}",
+            dir.path().display()
+        )),
+        "{said}"
+    );
+    assert_eq!(namespace_id(&wedge), first_wedge);
+    let env = env_for(dir.path(), &format!("https://{base}:{port}"));
+    let (ok, _, err) = cli(&env, &["nodes"]);
+    assert!(ok, "the first rack still answers: {err}");
+
+    // kill -9: the namespaces stay behind, and the next torc up sweeps them and comes up.
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.wait_exit();
+    assert_eq!(listed_namespaces(&prefix).len(), 2, "left behind");
+    let mut third = Up::start(&[], &args);
+    let text = third.until_up();
+    assert_eq!(
+        rack_prefix(&text),
+        prefix,
+        "the same directory, the same slug"
+    );
+    let swept = text
+        .lines()
+        .find(|l| l.contains("left by killed racks"))
+        .unwrap_or_else(|| panic!("no sweep line:\n{text}"));
+    assert!(swept.contains(&format!("{prefix}wedge")), "{swept}");
+    assert_ne!(namespace_id(&wedge), first_wedge, "a new switch namespace");
+    let (ok, out, err) = cli(&env, &["nodes"]);
+    assert!(ok && out.contains("bladerunner1"), "{out}{err}");
+
+    // Killed again, its leftovers go with `torc up --clean`, which starts nothing.
+    third.signal(nix::sys::signal::Signal::SIGKILL);
+    third.wait_exit();
+    let (ok, out, err) = cli(&[], &["up", "--clean"]);
+    assert!(ok, "{out}{err}");
+    let cleaned = out
+        .lines()
+        .find(|l| l.starts_with("torc up --clean: removed 2 namespace(s) left by killed racks"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        cleaned.contains(&format!("{prefix}bladerunner1")),
+        "{cleaned}"
+    );
+    assert_rack_gone(dir.path(), &prefix);
+}
+
+#[test]
+fn torc_up_without_the_privilege_runs_the_loopback_rack_and_says_so_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, port) = free_base();
+    // As root, take the privilege away as a container would (the bounding set); as another
+    // user it is missing already.
+    let drop_caps: &[&str] = if nix::unistd::geteuid().is_root() {
+        &["setpriv", "--bounding-set", "-sys_admin,-net_admin"]
+    } else {
+        &[]
     };
-    assert!(status.success(), "{status}");
+    let mut up = Up::start(drop_caps, &up_args(1, base, port, dir.path(), "auto"));
+    let text = up.until_up();
+    let o = base.octets();
+    let node1 = Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1);
+    let about: Vec<&str> = text.lines().filter(|l| l.contains("namespace")).collect();
+    assert_eq!(
+        about,
+        [format!(
+            "torc up: cannot create network namespaces here (needs CAP_SYS_ADMIN and CAP_NET_ADMIN); running the loopback rack on {base}-{}",
+            o[3] + 1
+        )],
+        "{text}"
+    );
+    assert!(text.contains(&node1.to_string()), "{text}");
+    let env = env_for(dir.path(), &format!("https://{base}:{port}"));
+    let (ok, out, err) = cli(&env, &["nodes"]);
+    assert!(ok && out.contains(&node1.to_string()), "{out}{err}");
+    let status = up.interrupt();
+    assert!(status.success(), "{status}\n{}", up.said());
     let left = processes_mentioning(dir.path());
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
@@ -212,14 +681,15 @@ fn eventually(what: &str, mut cmd: impl FnMut() -> Command, want: &str) -> Strin
     }
 }
 
-fn readme_checks(env: &[(&str, String)], base: Ipv4Addr, ca: &std::path::Path) {
+/// The README's lines against the rack whose controller's endpoint is `base` (all from the
+/// host): `dig` (whose answer for bladerunner1 is `node1`), etcdctl, the influx shell, the
+/// seed's 0.8 query with curl, each refused without credentials or the rack CA.
+fn readme_checks(env: &[(&str, String)], base: Ipv4Addr, node1: Ipv4Addr, ca: &Path) {
     let secret = |name: &str| {
         let (ok, out, err) = cli(env, &["secret", "get", name]);
         assert!(ok, "{err}");
         out.trim().to_string()
     };
-    let o = base.octets();
-    let node1 = Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1);
     eventually(
         "dig for a node",
         || {
@@ -271,14 +741,30 @@ fn readme_checks(env: &[(&str, String)], base: Ipv4Addr, ca: &std::path::Path) {
     let (ok, services, err) = cli(env, &["services", "--json"]);
     assert!(ok, "{err}");
     let services: serde_json::Value = serde_json::from_str(&services).unwrap();
-    let influx = services
+    let influxdb = services
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["name"] == "influxdb")
-        .and_then(|s| s["ip"].as_str())
-        .expect("influxdb runs")
-        .to_string();
+        .expect("influxdb runs");
+    let influx = influxdb["ip"].as_str().expect("influxdb runs").to_string();
+    // `ip` is where the host reaches it: in the rack's loopback block, never a rack address
+    // (which, on namespaces, is `rack_ip`).
+    let o = base.octets();
+    assert!(
+        influx.starts_with(&format!("{}.{}.{}.", o[0], o[1], o[2])),
+        "{influxdb}"
+    );
+    if node1.octets()[..2] == [198, 18] {
+        assert!(
+            influxdb["rack_ip"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with("198.18.0.")),
+            "{influxdb}"
+        );
+    } else {
+        assert!(influxdb.get("rack_ip").is_none(), "{influxdb}");
+    }
     let admin = secret("tsdb-admin");
     eventually(
         "the influx shell over HTTPS",

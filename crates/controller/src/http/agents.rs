@@ -201,9 +201,13 @@ async fn agent_desired(
         }
     }
     let mut doc = ctl.read(|r| r.desired(&node))?;
-    let ip = ctl.read(|r| r.node_view(&node).ok().map(|n| n.ip));
+    let (ip, endpoint) = ctl.read(|r| {
+        r.node_view(&node)
+            .ok()
+            .map_or((None, None), |n| (Some(n.ip), n.endpoint))
+    });
     for task in &mut doc.tasks {
-        task.files = ctl.task_files(task, ip);
+        task.files = ctl.task_files(task, ip, endpoint);
     }
     Ok(Json(doc))
 }

@@ -11,45 +11,36 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use torc_net::rack::RackLock;
 use torc_net::{Netlink, Netns, NetnsName, NetnsPrefix, RouteKind, RouteProtocol, netns, observe};
 
 /// Whether this process may build namespaces (CAP_SYS_ADMIN to make them, CAP_NET_ADMIN to
 /// configure them). If not, says so on one line, and the test passes without doing anything.
 pub fn privileged() -> bool {
-    let capable = has_capability(CAP_NET_ADMIN)
-        && has_capability(CAP_SYS_ADMIN)
-        && netns::can_create().unwrap_or(false);
+    let capable = netns::capable().unwrap_or(false);
     if !capable {
         println!("skipped: needs CAP_NET_ADMIN");
     }
     capable
 }
 
-pub const CAP_NET_ADMIN: u32 = 12;
-pub const CAP_SYS_ADMIN: u32 = 21;
-
-/// Whether `capability` is in this process's effective set (`CapEff` of /proc/self/status).
-pub fn has_capability(capability: u32) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
-    effective & (1 << capability) != 0
-}
-
-/// A test rack: a random prefix whose namespaces are all removed when it is made (leftovers of
-/// an earlier run with the same prefix) and when it is dropped.
+/// A test rack: a random prefix whose lock it holds while it lives (so that a sweep by `torc
+/// up` or another test rack leaves it alone), and whose namespaces are all removed when it is
+/// made (leftovers of an earlier run with the same prefix) and when it is dropped.
 pub struct TestRack {
     pub prefix: NetnsPrefix,
+    lock: Option<RackLock>,
 }
 
 impl TestRack {
     pub fn new() -> TestRack {
         let prefix = NetnsPrefix::random();
+        let lock = RackLock::acquire(&prefix).expect("the test prefix's lock");
         netns::sweep(&prefix).expect("sweep the test prefix");
-        TestRack { prefix }
+        TestRack {
+            prefix,
+            lock: Some(lock),
+        }
     }
 
     pub fn name(&self, suffix: &str) -> NetnsName {
@@ -81,8 +72,13 @@ impl TestRack {
 
 impl Drop for TestRack {
     fn drop(&mut self) {
-        if let Err(e) = netns::sweep(&self.prefix) {
-            eprintln!("cannot remove the namespaces of {}: {e}", self.prefix);
+        match netns::sweep(&self.prefix) {
+            Ok(_) => {
+                if let Some(lock) = self.lock.take() {
+                    lock.release();
+                }
+            }
+            Err(e) => eprintln!("cannot remove the namespaces of {}: {e}", self.prefix),
         }
     }
 }
