@@ -44,12 +44,14 @@ pub mod observe;
 pub mod rack;
 pub mod route;
 pub mod routes;
+pub mod watch;
 
 pub use error::Error;
 pub use names::{IfName, NetnsName, NetnsPrefix};
 pub use netlink::Netlink;
 pub use netns::Netns;
 pub use routes::{Op, Owner, RouteKind, RouteProtocol, RouteView};
+pub use watch::{Changes, watch};
 
 /// The netlink crate this one wraps, for what the wrappers do not cover (multicast groups,
 /// message types in tests).

@@ -439,6 +439,23 @@ fn sysctl_path(key: &str) -> Result<String> {
     Ok(format!("/proc/sys/{}", parts.join("/")))
 }
 
+/// The namespace a setting names (the rack config's `network-agent.connection`, a switch's
+/// namespace): `""` is the caller's own (`None`), anything else is opened by [`Netns::open`].
+pub fn open_setting(setting: &str) -> Result<Option<Netns>> {
+    if setting.is_empty() {
+        return Ok(None);
+    }
+    Netns::open(setting).map(Some)
+}
+
+/// A netlink connection in `ns`, or in the caller's own namespace when `None`.
+pub fn connect(ns: Option<&Netns>) -> Result<Netlink> {
+    match ns {
+        Some(ns) => connect_in(ns),
+        None => Netlink::current(),
+    }
+}
+
 /// A netlink connection whose socket was created inside `ns`, so every request on it acts on
 /// that namespace. Must be called inside a tokio runtime (the connection runs as a task on it).
 pub fn connect_in(ns: &Netns) -> Result<Netlink> {

@@ -223,6 +223,20 @@ impl RouteView {
         self
     }
 
+    /// Who the route is for people reading the table (the network agent's report, statesync):
+    /// `torc` for an owned route, else its protocol's name or number (`kernel`, `static`,
+    /// `186`), noting a route with the owner's protocol `ours` that it leaves alone because it
+    /// is not a unicast `/32` of the main table.
+    pub fn protocol_label(&self, ours: RouteProtocol) -> String {
+        match self.owner {
+            Owner::Torc => "torc".into(),
+            Owner::Other if self.protocol == ours => {
+                format!("{} (not a /32 unicast: left alone)", self.protocol)
+            }
+            Owner::Other => self.protocol.to_string(),
+        }
+    }
+
     /// Owned, and of the shape the planner may touch (checked again, whoever set `owner`).
     fn is_owned(&self) -> bool {
         self.owner == Owner::Torc

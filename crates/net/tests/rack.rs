@@ -314,6 +314,61 @@ async fn a_changed_next_hop_is_replaced_in_place() {
     assert_eq!(ask(&mut stream, "again").await, format!("{NODE_A} again"));
 }
 
+/// A watch on the switch's namespace wakes for a route added or deleted there and for a port
+/// going down, and the table read after the notice has the change. (Notices are coalesced,
+/// so one that building the lab left could stand in for the next; the table read after it
+/// is what each step checks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switchs_route_and_port_changes_are_watched() {
+    if !privileged() {
+        return;
+    }
+    let lab = build_lab().await;
+    lab.rack.assert_namespaces(&["wedge", "a", "b"]).await;
+    let changes = torc_net::watch(Some(&lab.wedge)).unwrap();
+    assert_eq!(changes.namespace(), lab.wedge.label());
+    let woken = |what: &'static str| {
+        let changes = &changes;
+        async move {
+            tokio::time::timeout(SOON, changes.changed())
+                .await
+                .unwrap_or_else(|_| panic!("no notice within {SOON:?} of {what}"))
+        }
+    };
+    // Drain what building the lab left (bounded: at most 20 notices, each within 200 ms).
+    for _ in 0..20 {
+        let quiet = tokio::time::timeout(Duration::from_millis(200), changes.changed());
+        if quiet.await.is_err() {
+            break;
+        }
+    }
+    route::add(&lab.switch, TASK_B, NODE_B, TORC).await.unwrap();
+    assert!(woken("a route added").await);
+    let table = observe::routes(&lab.switch, TORC).await.unwrap();
+    assert!(
+        table
+            .iter()
+            .any(|r| r.dst == TASK_B && r.owner == Owner::Torc),
+        "the route is in the table read after the notice: {table:?}"
+    );
+
+    route::delete(&lab.switch, TASK_B, Some(NODE_B), 0, TORC)
+        .await
+        .unwrap();
+    assert!(woken("a route deleted").await);
+    wait_until("the route to be gone", SOON, || async {
+        let table = observe::routes(&lab.switch, TORC).await.unwrap();
+        (!table.iter().any(|r| r.dst == TASK_B)).then_some(())
+    })
+    .await;
+
+    link::set_down(&lab.switch, &ifname("swp2")).await.unwrap();
+    assert!(woken("a port set down").await);
+    let ports = observe::ports(&lab.switch).await.unwrap();
+    let swp2 = ports.iter().find(|p| p.name == "swp2").unwrap();
+    assert!(!swp2.admin_up, "{swp2:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ports_and_addresses_are_observed_over_netlink() {
     if !privileged() {

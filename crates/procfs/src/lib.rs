@@ -1,12 +1,13 @@
 //! Pure parsers for the Linux `/proc` files torc reads: what the agent samples (`/proc/stat`,
 //! `/proc/meminfo`, `/proc/loadavg`, `/proc/diskstats`, `/proc/net/dev`, `/proc/mounts`,
-//! `/proc/<pid>/stat` and `/proc/<pid>/task/<tid>/children`), the routing table statesync
-//! publishes (`/proc/net/route`), and `/proc/<pid>/statm` (no caller today).
+//! `/proc/<pid>/stat` and `/proc/<pid>/task/<tid>/children`), and `/proc/<pid>/statm` (no
+//! caller today). Routes are read over netlink (`torc-net`), not from `/proc/net/route`, which
+//! lacks the protocol that says whose a route is.
 //!
 //! No I/O: each function takes the file's text, so every parser is tested against captured
 //! samples (`tests/data/`). Malformed lines are skipped, never a panic: the kernel's formats grow
 //! columns over time, and a parser that insists on an exact shape breaks on the next kernel.
-//! (Ten small formats do not justify the `procfs` crate's dependency tree; this crate has none.)
+//! (Nine small formats do not justify the `procfs` crate's dependency tree; this crate has none.)
 
 /// Aggregate CPU time from the first line of `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -293,48 +294,5 @@ pub fn parse_statm_resident(text: &str) -> Option<u64> {
 pub fn parse_children(text: &str) -> Vec<u32> {
     text.split_ascii_whitespace()
         .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-/// One IPv4 route from `/proc/net/route`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub interface: String,
-    pub destination: std::net::Ipv4Addr,
-    pub prefix_len: u8,
-    /// `None` for a directly connected network.
-    pub gateway: Option<std::net::Ipv4Addr>,
-    pub metric: u32,
-}
-
-/// Parses `/proc/net/route` (addresses are hex in the kernel's byte order, little-endian on the
-/// machines torc runs on). Routes that are not up (flag `RTF_UP` clear) are skipped.
-pub fn parse_net_route(text: &str) -> Vec<Route> {
-    let addr = |h: &str| {
-        u32::from_str_radix(h, 16)
-            .ok()
-            .map(|v| std::net::Ipv4Addr::from(v.swap_bytes()))
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_ascii_whitespace().collect();
-            if f.len() < 8 {
-                return None;
-            }
-            let flags = u32::from_str_radix(f[3], 16).ok()?;
-            if flags & 1 == 0 {
-                return None;
-            }
-            let mask = addr(f[7])?;
-            let gw = addr(f[2])?;
-            Some(Route {
-                interface: f[0].to_string(),
-                destination: addr(f[1])?,
-                prefix_len: u32::from(mask).count_ones() as u8,
-                gateway: (!gw.is_unspecified()).then_some(gw),
-                metric: f[6].parse().unwrap_or(0),
-            })
-        })
         .collect()
 }

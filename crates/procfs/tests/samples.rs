@@ -95,16 +95,3 @@ fn children() {
     assert_eq!(parse_children("12 13 \n"), [12, 13]);
     assert!(parse_children("").is_empty());
 }
-
-#[test]
-fn routes() {
-    let r = parse_net_route(&data("net_route"));
-    assert_eq!(r.len(), 2);
-    assert_eq!(r[0].destination.to_string(), "0.0.0.0");
-    assert_eq!(r[0].prefix_len, 0);
-    assert_eq!(r[0].gateway.unwrap().to_string(), "192.0.2.1");
-    assert_eq!(r[1].destination.to_string(), "192.0.2.0");
-    assert_eq!(r[1].prefix_len, 24);
-    assert_eq!(r[1].gateway, None);
-    assert!(parse_net_route("header only").is_empty());
-}

@@ -5,23 +5,35 @@
 //! - `/torc/machines/<node>`: `{name, ip, external_ip, management_ip, type, function, active, last_seen}`
 //! - `/torc/services/<instance>`: `{name, service, owner, node, ip, ports, state, task_id}`, for
 //!   running tasks and announced external tasks
-//! - `/torc/routes/<destination, '/' as '-'>`: `{destination, next_hop, interface, metric}`
-//! - `/torc/ports/<interface>`: `{interface, oper_state, speed_mbps, mtu, mac}`
+//! - `/torc/routes/<destination, '/' as '-'>`: `{destination, next_hop, interface, metric,
+//!   protocol, owner}`, every IPv4 route of the switch's main table: `interface` is the port it
+//!   leaves by, `protocol` its routing protocol's name or number, `owner` `torc` for the
+//!   network agent's routes (which also carry the `node`, `task` and `service` behind them) and
+//!   `other` for the rest
+//! - `/torc/ports/<interface>`: `{interface, oper_state, admin_up, mtu, mac}`, the switch's ports
+//!
+//! Routes and ports are the switch's, read over netlink from the namespace the controller names
+//! for the network agent (the rack config's `network-agent.connection`: the switch's
+//! namespace, or statesync's own when empty or when the rack has no netlink network agent).
+//! Besides its tick (`--interval-ms`, 1 s), statesync watches that namespace's link and route
+//! changes and runs a cycle right after one, so a route the network agent adds or withdraws,
+//! or a port going down, reaches the store within milliseconds, not at the next tick.
 //!
 //! Each cycle compares what should be with what the store holds now (not with a private
 //! cache), then puts what differs and deletes what no longer exists. Unlike the original it
 //! never deletes what it has just written, survives a changed route and deletes ports that went
 //! away. A source that does not answer is unknown, not empty: while the controller does not
-//! answer, machines and services are left as they are; while `/proc/net/route` cannot be read,
-//! routes; while `/sys/class/net` cannot be listed, ports. A store that cannot be listed ends
-//! the cycle before any change.
+//! answer, machines and services are left as they are; while the switch's routes or ports
+//! cannot be read, those keys. A store that cannot be listed ends the cycle before any change.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 use torc_api::original::OriginalTask;
-use torc_api::{NodeView, TaskView};
+use torc_api::{NodeView, RackRoute, RouteSnapshot, TaskView};
+use torc_net::observe::{self, PortView};
+use torc_net::{Changes, Netlink, Netns, Owner, RouteProtocol, RouteView};
 use torc_types::TaskState;
 
 /// What the controller says (one consistent read per cycle).
@@ -31,23 +43,23 @@ pub struct ControllerState {
     pub announced: Vec<OriginalTask>,
     /// The controller's own name (the owner of its tasks).
     pub controller_name: String,
+    /// The switch's routes the controller wants (the task behind each owned route), and where
+    /// the switch is (`RouteSnapshot::switch`).
+    pub network: RouteSnapshot,
 }
 
-/// An interface's state from `/sys/class/net`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Port {
-    pub interface: String,
-    pub oper_state: String,
-    pub speed_mbps: Option<u64>,
-    pub mtu: Option<u64>,
-    pub mac: String,
-}
-
-/// What the network agent (here: the controller node's own kernel) says; `None`: it could not
-/// be read (unknown, so the keys of that kind are kept).
+/// The switch's table and ports; `None`: that part could not be read (unknown, so the keys of
+/// that kind are kept).
 pub struct NetworkState {
-    pub routes: Option<Vec<torc_procfs::Route>>,
-    pub ports: Option<Vec<Port>>,
+    pub routes: Option<Vec<RouteView>>,
+    pub ports: Option<Vec<PortView>>,
+    /// The network agent's routing protocol (`--route-protocol`), for the routes' labels.
+    pub protocol: RouteProtocol,
+    /// The routes the controller wants, for the task behind each owned one (the last it said,
+    /// while it does not answer).
+    pub wanted: Vec<RackRoute>,
+    /// Why a part could not be read.
+    pub errors: Vec<String>,
 }
 
 /// Keys of the store and their values (JSON text), in key order.
@@ -118,23 +130,39 @@ pub fn desired(base: &str, ctl: Option<&ControllerState>, net: &NetworkState) ->
             );
         }
     }
+    let behind = |r: &RouteView| {
+        (r.owner == Owner::Torc)
+            .then(|| {
+                net.wanted
+                    .iter()
+                    .find(|x| x.destination == r.dst && Some(x.next_hop) == r.gateway)
+            })
+            .flatten()
+    };
     for r in net.routes.iter().flatten() {
-        let dest = format!("{}/{}", r.destination, r.prefix_len);
+        let dest = format!("{}/{}", r.dst, r.dst_len);
+        let mut value = json!({
+            "destination": dest, "next_hop": r.gateway.map(|g| g.to_string()),
+            "interface": r.device, "metric": r.priority,
+            "protocol": r.protocol_label(net.protocol),
+            "owner": if r.owner == Owner::Torc { "torc" } else { "other" },
+        });
+        if let Some(rack) = behind(r) {
+            value["node"] = json!(rack.node);
+            value["task"] = json!(rack.task);
+            value["service"] = json!(rack.service);
+        }
         out.insert(
             format!("{base}/routes/{}", key_part(&dest)),
-            json!({
-                "destination": dest, "next_hop": r.gateway.map(|g| g.to_string()),
-                "interface": r.interface, "metric": r.metric,
-            })
-            .to_string(),
+            value.to_string(),
         );
     }
     for p in net.ports.iter().flatten() {
         out.insert(
-            format!("{base}/ports/{}", key_part(&p.interface)),
+            format!("{base}/ports/{}", key_part(&p.name)),
             json!({
-                "interface": p.interface, "oper_state": p.oper_state, "speed_mbps": p.speed_mbps,
-                "mtu": p.mtu, "mac": p.mac,
+                "interface": p.name, "oper_state": p.oper_state.to_string(),
+                "admin_up": p.admin_up, "mtu": p.mtu, "mac": p.mac,
             })
             .to_string(),
         );
@@ -147,9 +175,9 @@ pub fn desired(base: &str, ctl: Option<&ControllerState>, net: &NetworkState) ->
 pub struct Known {
     /// The controller (machines and services).
     pub controller: bool,
-    /// `/proc/net/route` (routes).
+    /// The switch's routes.
     pub routes: bool,
-    /// `/sys/class/net` (ports).
+    /// The switch's ports.
     pub ports: bool,
 }
 
@@ -193,38 +221,39 @@ pub fn plan(base: &str, desired: &Keys, actual: &Keys, known: Known) -> Vec<Op> 
     ops
 }
 
-/// Reads routes and interface states from this machine; a file or directory that cannot be read
-/// leaves its part unknown (`None`).
-pub fn read_network(proc_root: &Path, sys_class_net: &Path) -> NetworkState {
-    let routes = std::fs::read_to_string(proc_root.join("net/route"))
-        .map(|t| torc_procfs::parse_net_route(&t))
-        .ok();
-    let ports = std::fs::read_dir(sys_class_net).ok().map(|entries| {
-        let mut ports = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let read = |f: &str| {
-                std::fs::read_to_string(e.path().join(f))
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default()
-            };
-            ports.push(Port {
-                oper_state: read("operstate"),
-                // The kernel reports -1 (or fails) when the speed is unknown.
-                speed_mbps: read("speed")
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .map(|s| s as u64),
-                mtu: read("mtu").parse().ok(),
-                mac: read("address"),
-                interface: name,
-            });
-        }
-        ports.sort_by(|a, b| a.interface.cmp(&b.interface));
-        ports
-    });
-    NetworkState { routes, ports }
+/// Reads the switch's routes and ports over `nl` (`None`: no connection, both unknown); a part
+/// that cannot be read is unknown (`None`), and why is logged. `wanted` are the controller's
+/// routes (see [`NetworkState::wanted`]).
+pub async fn read_network(
+    nl: Option<&Netlink>,
+    protocol: RouteProtocol,
+    wanted: Vec<RackRoute>,
+) -> NetworkState {
+    let Some(nl) = nl else {
+        return NetworkState {
+            routes: None,
+            ports: None,
+            protocol,
+            wanted,
+            errors: vec!["no connection to the switch's namespace".into()],
+        };
+    };
+    // One after the other: a netlink socket runs one dump at a time (a second one at once is
+    // refused with EBUSY).
+    let routes = observe::routes(nl, protocol).await;
+    let ports = observe::ports(nl).await;
+    let errors = [routes.as_ref().err(), ports.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    NetworkState {
+        routes: routes.ok(),
+        ports: ports.ok(),
+        protocol,
+        wanted,
+        errors,
+    }
 }
 
 /// The store statesync writes to.
@@ -252,10 +281,11 @@ pub async fn read_controller(
         state: Some(TaskState::Running),
         ..Default::default()
     };
-    let (nodes, tasks, announced) = tokio::join!(
+    let (nodes, tasks, announced, network) = tokio::join!(
         client.nodes(),
         client.tasks(&running),
         client.original_running(),
+        client.network(),
     );
     let announced = announced
         .ok()?
@@ -267,6 +297,7 @@ pub async fn read_controller(
         tasks: tasks.ok()?,
         announced,
         controller_name: controller_name.to_string(),
+        network: network.ok()?.desired,
     })
 }
 
@@ -378,13 +409,57 @@ impl Store for EtcdStore {
     }
 }
 
-/// Runs statesync until `shutdown`: a cycle every `interval`.
+/// The switch as statesync reads it: the namespace's setting, a netlink connection in it and
+/// a watch on its changes (`None` when the watch could not be made or ended: ticks only, until
+/// it is made again).
+struct Switch {
+    setting: String,
+    nl: Netlink,
+    changes: Option<Changes>,
+}
+
+impl Switch {
+    fn open(setting: &str) -> Result<Switch, torc_net::Error> {
+        let ns: Option<Netns> = torc_net::netns::open_setting(setting)?;
+        let nl = torc_net::netns::connect(ns.as_ref())?;
+        let changes = torc_net::watch(ns.as_ref())
+            .map_err(|e| tracing::warn!(error = %e, "cannot watch the switch's changes; reading it every tick"))
+            .ok();
+        Ok(Switch {
+            setting: setting.to_string(),
+            nl,
+            changes,
+        })
+    }
+
+    /// Waits for a change of the switch (forever when unwatched); a watch that ended is
+    /// dropped.
+    async fn changed(&mut self) {
+        match &self.changes {
+            Some(changes) if changes.changed().await => {}
+            Some(_) => {
+                tracing::warn!("the watch on the switch's changes ended; reading it every tick");
+                self.changes = None;
+                std::future::pending::<()>().await
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// How long a change of the switch waits before its cycle, so that a burst (a task's route and
+/// its veth, many routes at a reconcile) is one cycle.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// Runs statesync until `shutdown`: a cycle every `interval`, and one right after the switch's
+/// routes or ports change. `protocol` is the network agent's (`--route-protocol`).
 pub async fn run(
     client: torc_client::Client,
     controller_name: String,
     mut store: EtcdStore,
     base: String,
-    interval: std::time::Duration,
+    interval: Duration,
+    protocol: RouteProtocol,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -392,10 +467,21 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut controller_was_up = true;
     let mut network_was_read = true;
+    let mut switch: Option<Switch> = None;
+    // Where the switch is: the controller's word (`""`, statesync's own namespace, until it
+    // answers, and when the rack has no netlink network agent).
+    let mut setting = String::new();
+    let mut wanted = Vec::new();
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
+            _ = async {
+                match switch.as_mut() {
+                    Some(s) => s.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => tokio::time::sleep(SETTLE).await,
         }
         let ctl = read_controller(&client, &controller_name).await;
         if ctl.is_none() && controller_was_up {
@@ -404,16 +490,37 @@ pub async fn run(
             );
         }
         controller_was_up = ctl.is_some();
-        let net = read_network(Path::new("/proc"), Path::new("/sys/class/net"));
+        if let Some(ctl) = &ctl {
+            setting = ctl.network.switch.clone().unwrap_or_default();
+            wanted = ctl.network.routes.clone();
+        }
+        if switch.as_ref().is_some_and(|s| s.setting != setting) {
+            switch = None;
+        }
+        if switch.is_none() {
+            match Switch::open(&setting) {
+                Ok(s) => {
+                    tracing::info!(switch = %s.nl.namespace(), "reading the switch's routes and ports");
+                    switch = Some(s);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reach the switch's namespace"),
+            }
+        }
+        let net = read_network(switch.as_ref().map(|s| &s.nl), protocol, wanted.clone()).await;
         let known = Known::of(ctl.as_ref(), &net);
         if (!known.routes || !known.ports) && network_was_read {
             tracing::warn!(
                 routes = known.routes,
                 ports = known.ports,
-                "cannot read this machine's routes or interfaces; keeping those keys as they are"
+                errors = ?net.errors,
+                "cannot read the switch's routes or ports; keeping those keys as they are"
             );
         }
         network_was_read = known.routes && known.ports;
+        if !network_was_read {
+            // Opened again next cycle.
+            switch = None;
+        }
         match cycle(&base, ctl.as_ref(), &net, &mut store).await {
             Ok(ops) if !ops.is_empty() => {
                 tracing::info!(changes = ops.len(), "state store updated")

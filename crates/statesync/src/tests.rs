@@ -1,19 +1,59 @@
 use super::*;
+use std::net::Ipv4Addr;
+use torc_net::RouteKind;
+use torc_net::observe::OperState;
+
+fn route(dst: [u8; 4], len: u8, gateway: Option<[u8; 4]>, protocol: RouteProtocol) -> RouteView {
+    RouteView {
+        dst: Ipv4Addr::from(dst),
+        dst_len: len,
+        gateway: gateway.map(Ipv4Addr::from),
+        device: Some("swp1".into()),
+        protocol,
+        kind: RouteKind::Unicast,
+        table: 254,
+        priority: 0,
+        owner: Owner::Other,
+    }
+    .classify(RouteProtocol::TORC)
+}
 
 fn net() -> NetworkState {
     NetworkState {
-        routes: Some(torc_procfs::parse_net_route(
-            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
-             eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n\
-             eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n",
-        )),
-        ports: Some(vec![Port {
-            interface: "eth0".into(),
-            oper_state: "up".into(),
-            speed_mbps: Some(10000),
+        routes: Some(vec![
+            route([0, 0, 0, 0], 0, Some([192, 0, 2, 1]), RouteProtocol::BOOT),
+            route([192, 0, 2, 0], 24, None, RouteProtocol::KERNEL),
+            route(
+                [198, 19, 1, 5],
+                32,
+                Some([198, 18, 0, 21]),
+                RouteProtocol::TORC,
+            ),
+            // Ours by protocol but no task's: still the network agent's, until it removes it.
+            route(
+                [198, 19, 1, 6],
+                32,
+                Some([198, 18, 0, 21]),
+                RouteProtocol::TORC,
+            ),
+        ]),
+        ports: Some(vec![PortView {
+            name: "swp1".into(),
+            ifindex: 2,
+            oper_state: OperState::Up,
+            admin_up: true,
             mtu: Some(1500),
-            mac: "02:00:00:00:00:01".into(),
+            mac: Some("02:00:00:00:00:01".into()),
+            rx_bytes: 1,
+            rx_packets: 1,
+            rx_errors: 0,
+            tx_bytes: 1,
+            tx_packets: 1,
+            tx_errors: 0,
         }]),
+        protocol: RouteProtocol::TORC,
+        wanted: ctl().network.routes,
+        errors: vec![],
     }
 }
 
@@ -37,11 +77,18 @@ fn ctl() -> ControllerState {
         "created_at": 1, "updated_at": 2, "history": []
     }))
     .unwrap();
+    let network: RouteSnapshot = serde_json::from_value(serde_json::json!({
+        "epoch": 1, "generation": 3, "switch": "",
+        "routes": [{"destination": "198.19.1.5", "next_hop": "198.18.0.21", "node": "bladerunner1",
+                    "task": "web.0123456789ab", "service": "web"}]
+    }))
+    .unwrap();
     ControllerState {
         nodes: vec![node],
         tasks: vec![task],
         announced: vec![],
         controller_name: "torc-scheduler".into(),
+        network,
     }
 }
 
@@ -53,11 +100,45 @@ fn desired_keys_and_schema() {
         keys,
         [
             "/torc/machines/wedge",
-            "/torc/ports/eth0",
+            "/torc/ports/swp1",
             "/torc/routes/0.0.0.0-0",
             "/torc/routes/192.0.2.0-24",
+            "/torc/routes/198.19.1.5-32",
+            "/torc/routes/198.19.1.6-32",
             "/torc/services/etcd"
         ]
+    );
+    let value = |k: &str| serde_json::from_str::<serde_json::Value>(&d[k]).unwrap();
+    assert_eq!(
+        value("/torc/routes/198.19.1.5-32"),
+        serde_json::json!({
+            "destination": "198.19.1.5/32", "next_hop": "198.18.0.21", "interface": "swp1",
+            "metric": 0, "protocol": "torc", "owner": "torc",
+            "node": "bladerunner1", "task": "web.0123456789ab", "service": "web"
+        }),
+        "an owned route names the task behind it"
+    );
+    let stale = value("/torc/routes/198.19.1.6-32");
+    assert_eq!(
+        (&stale["owner"], stale.get("task")),
+        (&serde_json::json!("torc"), None)
+    );
+    let kernel = value("/torc/routes/192.0.2.0-24");
+    assert_eq!(
+        (&kernel["owner"], &kernel["protocol"], &kernel["next_hop"]),
+        (
+            &serde_json::json!("other"),
+            &serde_json::json!("kernel"),
+            &serde_json::Value::Null
+        )
+    );
+    assert_eq!(
+        value("/torc/ports/swp1"),
+        serde_json::json!({
+            "interface": "swp1", "oper_state": "up", "admin_up": true, "mtu": 1500,
+            "mac": "02:00:00:00:00:01"
+        }),
+        "no counters: they would rewrite the key every cycle"
     );
     let svc: serde_json::Value = serde_json::from_str(&d["/torc/services/etcd"]).unwrap();
     assert_eq!(svc["owner"], "torc-scheduler");
@@ -76,13 +157,13 @@ fn plan_writes_differences_and_removes_what_is_gone() {
     let want = desired("/torc", Some(&ctl()), &net());
     let mut have = want.clone();
     have.insert("/torc/services/gone".into(), "{}".into());
-    have.insert("/torc/ports/eth9".into(), "{}".into());
+    have.insert("/torc/ports/swp9".into(), "{}".into());
     have.insert("/torc/routes/0.0.0.0-0".into(), "{\"old\":true}".into());
     have.remove("/torc/machines/wedge");
     let ops = plan("/torc", &want, &have, ALL);
     assert!(ops.contains(&Op::Delete("/torc/services/gone".into())));
     assert!(
-        ops.contains(&Op::Delete("/torc/ports/eth9".into())),
+        ops.contains(&Op::Delete("/torc/ports/swp9".into())),
         "ports are deleted too"
     );
     assert!(
@@ -122,15 +203,12 @@ fn a_bad_endpoint_is_named() {
     );
 }
 
-/// A `/proc/net/route` that cannot be read says nothing about routes: the route keys stay (an
-/// empty file, on the other hand, is a machine without routes); the same for ports and
-/// `/sys/class/net`.
-#[test]
-fn unreadable_routes_delete_no_route() {
-    let proc_root = tempfile::tempdir().unwrap();
-    let sys = tempfile::tempdir().unwrap();
+/// A switch that cannot be read says nothing about its routes and ports: their keys stay (a
+/// table read empty, on the other hand, is a switch without routes).
+#[tokio::test]
+async fn an_unreadable_switch_deletes_no_route_or_port() {
     let have = desired("/torc", Some(&ctl()), &net());
-    let unreadable = read_network(proc_root.path(), &sys.path().join("absent"));
+    let unreadable = read_network(None, RouteProtocol::TORC, vec![]).await;
     assert!(unreadable.routes.is_none() && unreadable.ports.is_none());
     let ops = plan(
         "/torc",
@@ -139,24 +217,40 @@ fn unreadable_routes_delete_no_route() {
         Known::of(Some(&ctl()), &unreadable),
     );
     assert!(!ops.iter().any(|o| matches!(o, Op::Delete(_))), "{ops:?}");
-    std::fs::create_dir(proc_root.path().join("net")).unwrap();
-    std::fs::write(
-        proc_root.path().join("net/route"),
-        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n",
-    )
-    .unwrap();
-    let none = read_network(proc_root.path(), sys.path());
+    let empty = NetworkState {
+        routes: Some(vec![]),
+        ports: Some(vec![]),
+        protocol: RouteProtocol::TORC,
+        wanted: vec![],
+        errors: vec![],
+    };
     let ops = plan(
         "/torc",
-        &desired("/torc", Some(&ctl()), &none),
+        &desired("/torc", Some(&ctl()), &empty),
         &have,
-        Known::of(Some(&ctl()), &none),
+        Known::of(Some(&ctl()), &empty),
     );
-    assert_eq!(
+    let deleted = |prefix: &str| {
         ops.iter()
-            .filter(|o| matches!(o, Op::Delete(k) if k.starts_with("/torc/routes/")))
-            .count(),
-        2,
+            .filter(|o| matches!(o, Op::Delete(k) if k.starts_with(prefix)))
+            .count()
+    };
+    assert_eq!(
+        (deleted("/torc/routes/"), deleted("/torc/ports/")),
+        (4, 1),
         "{ops:?}"
     );
+}
+
+/// The switch is read over one netlink connection, routes then ports (two dumps at once on one
+/// socket are refused with EBUSY: both parts were unknown every cycle). Reads this process's
+/// own namespace; changes nothing.
+#[tokio::test]
+async fn the_switch_is_read_over_one_netlink_connection() {
+    let nl = Netlink::current().unwrap();
+    let net = read_network(Some(&nl), RouteProtocol::TORC, vec![]).await;
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+    let ports = net.ports.expect("the ports");
+    assert!(ports.iter().any(|p| p.name == "lo"), "{ports:?}");
+    assert!(net.routes.is_some());
 }

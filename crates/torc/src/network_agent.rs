@@ -25,7 +25,7 @@ use std::time::Duration;
 use clap::Args;
 use torc_api::{NetworkReport, RouteSnapshot, SwitchPort, SwitchRoute};
 use torc_net::routes::{self, RouteProtocol};
-use torc_net::{Netlink, Netns, Owner, RouteView, observe};
+use torc_net::{Netlink, RouteView, observe};
 
 use crate::process::{init_tracing, shutdown_signal};
 
@@ -109,11 +109,7 @@ impl Agent {
         {
             return Ok(nl.clone());
         }
-        let nl = if switch.is_empty() {
-            Netlink::current()?
-        } else {
-            torc_net::netns::connect_in(&Netns::open(switch)?)?
-        };
+        let nl = torc_net::netns::connect(torc_net::netns::open_setting(switch)?.as_ref())?;
         tracing::info!(switch = %nl.namespace(), "programming the switch's routes");
         self.switch = Some((switch.to_string(), nl.clone()));
         Ok(nl)
@@ -198,10 +194,6 @@ fn switch_route(r: &RouteView, ours: RouteProtocol) -> SwitchRoute {
         prefix_len: r.dst_len,
         gateway: r.gateway,
         port: r.device.clone(),
-        protocol: match (r.owner, r.protocol) {
-            (Owner::Torc, _) => "torc".into(),
-            (Owner::Other, p) if p == ours => format!("{p} (not a /32 unicast: left alone)"),
-            (Owner::Other, p) => p.name().map_or_else(|| p.0.to_string(), str::to_string),
-        },
+        protocol: r.protocol_label(ours),
     }
 }

@@ -697,9 +697,14 @@ pub struct StatesyncArgs {
     /// The key prefix statesync owns.
     #[arg(long, default_value = "/torc")]
     base: String,
-    /// Milliseconds between reconciliations.
+    /// Milliseconds between reconciliations (besides the one right after the switch's routes
+    /// or ports change).
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
+    /// The network agent's routing protocol (its `--route-protocol`): routes with it are
+    /// `owner: torc` in the store.
+    #[arg(long, default_value_t = torc_net::RouteProtocol::TORC.0)]
+    route_protocol: u8,
     /// The store's user to authenticate as (etcd auth); needs `--password-file`.
     #[arg(long, requires = "password_file")]
     user: Option<String>,
@@ -721,6 +726,7 @@ pub struct StatesyncArgs {
 
 pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
     init_tracing("info");
+    let protocol = torc_net::RouteProtocol::owner(args.route_protocol)?;
     // A bad password file stops statesync at once, not after the controller answers.
     let credentials = match (&args.user, &args.password_file) {
         (Some(user), Some(file)) => Some(torc_kv_client::Credentials::new(
@@ -771,6 +777,7 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
             store,
             args.base,
             Duration::from_millis(args.interval_ms.max(100)),
+            protocol,
             shutdown_signal(),
         )
         .await;

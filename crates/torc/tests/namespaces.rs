@@ -93,6 +93,10 @@ async fn a_connection_from_one_node_to_another_crosses_the_switch() {
         RackOptions {
             compute_nodes: 2,
             network: RackNetwork::Namespaces,
+            // No node is lost here: a loaded machine (CI runs the suite in parallel) must not
+            // make the controller take every node for lost and kill the listener (it did,
+            // with the default 2 s, when all heartbeats stalled for 3 s).
+            node_timeout_secs: 10,
             ..RackOptions::default()
         },
     )

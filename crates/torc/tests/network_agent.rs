@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use torc_net::rack::RackLock;
 use torc_net::{IfName, Netlink, NetnsPrefix, RouteProtocol, addr, link, netns, observe, route};
 use torc_test_utils::{LocalRack, RackOptions, wait_for};
 
@@ -20,6 +21,10 @@ const TORC: &str = env!("CARGO_BIN_EXE_torc");
 struct Cleanup {
     prefix: NetnsPrefix,
     agent: Option<Child>,
+    /// The prefix's rack lock, held while the test lives: a test rack or `torc up` starting
+    /// meanwhile sweeps the namespaces of racks whose lock is free, and would take these.
+    /// Released after the sweep in `drop` (fields drop after it).
+    _lock: RackLock,
 }
 
 impl Drop for Cleanup {
@@ -45,10 +50,12 @@ async fn the_network_agent_removes_its_stale_routes_and_leaves_others_alone() {
         return;
     }
     let prefix = NetnsPrefix::random();
+    let lock = RackLock::acquire(&prefix).unwrap();
     netns::sweep(&prefix).unwrap();
     let mut cleanup = Cleanup {
         prefix: prefix.clone(),
         agent: None,
+        _lock: lock,
     };
     // The switch (wedge) with port swp1 to node b1, /32 peer addresses as torc up makes them.
     let wedge_name = prefix.name("wedge").unwrap();
