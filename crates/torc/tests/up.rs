@@ -657,6 +657,15 @@ fn torc_up_without_the_privilege_runs_the_loopback_rack_and_says_so_in_one_line(
     let env = env_for(dir.path(), &format!("https://{base}:{port}"));
     let (ok, out, err) = cli(&env, &["nodes"]);
     assert!(ok && out.contains(&node1.to_string()), "{out}{err}");
+    // A task that needs an address of its own is refused, saying why, never left waiting.
+    let (ok, out, err) = cli(&env, &["run", "--network", "rack", "--", "sleep", "1"]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.contains("422")
+            && err.contains("network: rack needs a rack network")
+            && err.contains("as root or with CAP_NET_ADMIN"),
+        "{err}"
+    );
     let status = up.interrupt();
     assert!(status.success(), "{status}\n{}", up.said());
     let left = processes_mentioning(dir.path());
