@@ -178,3 +178,139 @@ async fn a_connection_from_one_node_to_another_crosses_the_switch() {
         "swp1 received {swp1_in} bytes, swp2 sent {swp2_out}"
     );
 }
+
+/// etcd (torc kv) and statesync as system services on the switch node, statesync with a tick
+/// of a minute: whatever reaches the store sooner came through its watch on the switch.
+const SWITCH_STATE: &str = r#"
+healthcheck:
+  system_services:
+    - name: etcd
+      command: torc
+      args: [kv, --listen, "$IP:2379", --data-dir, "$DATA_DIR"]
+      memory: 64
+      cpu: 0.2
+      node_function: controller
+      health:
+        tcp: "$IP:2379"
+        interval_in_seconds: 1
+    - name: statesync
+      command: torc
+      args: [statesync, --endpoints, "http://$IP:2379", --interval-ms, "60000"]
+      credentials: {api_access: viewer}
+      memory: 32
+      cpu: 0.1
+      node_function: controller
+      dependent_service: etcd
+"#;
+
+/// The value of `key` in the switch node's store, read by etcdctl inside the switch's
+/// namespace (the store listens on the switch's rack address, which the host never sends to).
+fn store_value(rack: &LocalRack, key: &str) -> Option<serde_json::Value> {
+    let endpoint = format!("--endpoints=http://{}:2379", rack.nodes["wedge"]);
+    let out = rack
+        .exec_in(
+            "wedge",
+            &["etcdctl", &endpoint, "get", key, "--print-value-only"],
+        )
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).ok()
+}
+
+/// statesync publishes the switch's own ports and routes (read over netlink in the switch's
+/// namespace, not the host's), and a port set down or a route added on the switch reaches the
+/// store through its watch, long before its one-minute tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statesync_publishes_the_switchs_ports_and_routes_as_they_change() {
+    if !namespaces_or_skip() {
+        return;
+    }
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            network: RackNetwork::Namespaces,
+            node_timeout_secs: 10,
+            extra_yaml: SWITCH_STATE.into(),
+            ..RackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    rack.assert_namespaces();
+    let soon = Duration::from_secs(30);
+    // The first cycle: swp1 (the switch's port to bladerunner1) is up, and the host's own
+    // devices are not there.
+    let swp1 = wait_for("/torc/ports/swp1 up", soon, || async {
+        let value = store_value(&rack, "/torc/ports/swp1")?;
+        (value["oper_state"] == "up").then_some(value)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rack.logs_hint()));
+    assert_eq!(swp1["admin_up"], true, "{swp1}");
+    let host_only = torc_net::observe::ports(&torc_net::Netlink::current().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name != "lo")
+        .map(|p| p.name);
+    if let Some(name) = host_only {
+        assert_eq!(store_value(&rack, &format!("/torc/ports/{name}")), None);
+    }
+
+    // The tick is a minute away: these arrive through the watch or not at all.
+    let set = |args: &[&str]| {
+        let out = rack.exec_in("wedge", args).unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set(&[
+        "ip",
+        "route",
+        "add",
+        "198.19.9.10/32",
+        "via",
+        "198.18.0.21",
+        "proto",
+        "static",
+    ]);
+    let route = wait_for("the static route in the store", soon, || async {
+        store_value(&rack, "/torc/routes/198.19.9.10-32")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            &route["owner"],
+            &route["protocol"],
+            &route["interface"],
+            &route["next_hop"]
+        ),
+        (
+            &serde_json::json!("other"),
+            &serde_json::json!("static"),
+            &serde_json::json!("swp1"),
+            &serde_json::json!("198.18.0.21")
+        ),
+        "{route}"
+    );
+    set(&["ip", "link", "set", "swp1", "down"]);
+    wait_for("/torc/ports/swp1 down", soon, || async {
+        let value = store_value(&rack, "/torc/ports/swp1")?;
+        (value["admin_up"] == false && value["oper_state"] == "down").then_some(())
+    })
+    .await
+    .unwrap();
+    // Down, the port takes its routes with it (the kernel's), and the store follows.
+    wait_for("the static route gone from the store", soon, || async {
+        store_value(&rack, "/torc/routes/198.19.9.10-32")
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    set(&["ip", "link", "set", "swp1", "up"]);
+}
