@@ -517,13 +517,19 @@ impl Controller {
 
     /// Keeps the network agent's report of the switch (in memory: the switch is the truth);
     /// answers when it was received.
-    pub(crate) fn set_network_report(&self, report: torc_api::NetworkReport) -> UnixMillis {
+    /// Keeps `report` as the network agent's last, and answers when, with the one it replaced
+    /// (in one step: two reports at once each see the other's, never the same one twice).
+    pub(crate) fn set_network_report(
+        &self,
+        report: torc_api::NetworkReport,
+    ) -> (UnixMillis, Option<torc_api::NetworkReport>) {
         let now = now_millis();
-        *self
+        let previous = self
             .network_report
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some((report, now));
-        now
+            .unwrap_or_else(|e| e.into_inner())
+            .replace((report, now));
+        (now, previous.map(|(report, _)| report))
     }
 
     pub(crate) fn network_report(&self) -> Option<(torc_api::NetworkReport, UnixMillis)> {

@@ -120,10 +120,9 @@ impl NodeState {
     fn take_address(&mut self) -> Option<Ipv4Addr> {
         let block = self.task_block?;
         let capacity = block.task_capacity();
-        let first = u32::from(block.gateway()?) + 1;
         (0..capacity)
             .map(|step| (self.next_address + step) % capacity)
-            .map(|offset| (offset, Ipv4Addr::from(first + offset)))
+            .filter_map(|offset| Some((offset, block.task_address(offset)?)))
             .find(|(_, ip)| !self.used_addresses.contains(ip))
             .map(|(offset, ip)| {
                 self.used_addresses.insert(ip);
@@ -230,15 +229,11 @@ impl Ledger {
             n.used_ports.extend(held.ports.iter().copied());
             if let Some(ip) = held.address {
                 n.used_addresses.insert(ip);
-                if let Some(block) = n.task_block.filter(|b| b.contains(ip))
-                    && let Some(gateway) = block.gateway()
-                    && block.task_capacity() > 0
+                if let Some(block) = n.task_block
+                    && let Some(offset) = block.task_offset(ip)
                 {
-                    let offset = u32::from(ip).wrapping_sub(u32::from(gateway) + 1);
-                    if offset < block.task_capacity() {
-                        let after = (offset + 1) % block.task_capacity();
-                        n.next_address = n.next_address.max(after);
-                    }
+                    let after = (offset + 1) % block.task_capacity();
+                    n.next_address = n.next_address.max(after);
                 }
             }
             n.tasks += 1;

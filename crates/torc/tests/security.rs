@@ -75,6 +75,35 @@ fn sleeper(name: &str, node: &str) -> TaskSpec {
     spec
 }
 
+/// Runs `script` (sh) on `node` as a task with `access` (if any), and answers its id and its
+/// output once that contains `marker`.
+async fn task_saying(
+    admin: &torc_client::Client,
+    (name, node): (&str, &str),
+    script: &str,
+    access: Option<torc_types::ApiAccess>,
+    marker: &str,
+) -> (torc_types::TaskId, String) {
+    let mut spec = TaskSpec::new(name.parse().unwrap(), "sh");
+    spec.args = vec!["-c".into(), script.into()];
+    spec.constraints.node_name = Some(node.parse().unwrap());
+    spec.credentials.api_access = access;
+    let task = admin.launch(&spec).await.unwrap();
+    running(admin, &task.id).await;
+    let out = wait_for(
+        &format!("{marker} in the task's output"),
+        Duration::from_secs(10),
+        || async {
+            (admin.logs(&task.id, &Default::default()).await.ok())
+                .filter(|c| c.data.contains(marker))
+        },
+    )
+    .await
+    .unwrap()
+    .data;
+    (task.id, out)
+}
+
 async fn running(client: &torc_client::Client, id: &torc_types::TaskId) -> torc_api::TaskView {
     wait_for("the task to run", Duration::from_secs(20), || async {
         client
@@ -371,29 +400,14 @@ async fn a_task_holds_its_own_token_and_never_its_agents() {
     let rack = LocalRack::start(TORC, rack_options()).await.unwrap();
     let admin = rack.client();
     // The task prints its environment, then reads the rack with its own token.
-    let mut spec = TaskSpec::new("reader".parse().unwrap(), "sh");
-    spec.args = vec![
-        "-c".into(),
-        "env; echo; echo TOKEN_FILE_MODE=$(stat -c %a \"$TORC_TOKEN_FILE\"); sleep 600".into(),
-    ];
-    spec.constraints.node_name = Some("bladerunner1".parse().unwrap());
-    spec.credentials.api_access = Some(torc_types::ApiAccess::Viewer);
-    let task = admin.launch(&spec).await.unwrap();
-    running(&admin, &task.id).await;
-    let out = wait_for(
-        "the task's environment",
-        Duration::from_secs(10),
-        || async {
-            admin
-                .logs(&task.id, &Default::default())
-                .await
-                .ok()
-                .filter(|c| c.data.contains("TOKEN_FILE_MODE"))
-        },
+    let (task_id, out) = task_saying(
+        &admin,
+        ("reader", "bladerunner1"),
+        "env; echo; echo TOKEN_FILE_MODE=$(stat -c %a \"$TORC_TOKEN_FILE\"); sleep 600",
+        Some(torc_types::ApiAccess::Viewer),
+        "TOKEN_FILE_MODE",
     )
-    .await
-    .unwrap()
-    .data;
+    .await;
     assert!(out.contains("TOKEN_FILE_MODE=600"), "{out}");
     let node_token = node_credential(&rack, "bladerunner1").await;
     let join_token = torc_tls::files::read_secret(&rack.dir.path().join("join.token")).unwrap();
@@ -429,7 +443,7 @@ async fn a_task_holds_its_own_token_and_never_its_agents() {
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(403));
     // Once the task ends, its token is dead.
-    admin.kill(&task.id).await.unwrap();
+    admin.kill(&task_id).await.unwrap();
     wait_for(
         "the task's token to die",
         Duration::from_secs(20),
@@ -441,27 +455,14 @@ async fn a_task_holds_its_own_token_and_never_its_agents() {
     .await
     .unwrap();
     // A task that asked for nothing gets no credential files and no token variable.
-    let mut plain = TaskSpec::new("plain".parse().unwrap(), "sh");
-    plain.args = vec![
-        "-c".into(),
-        "echo TOKEN_FILE=[$TORC_TOKEN_FILE] SECRETS=[$TORC_SECRETS_DIR]; sleep 600".into(),
-    ];
-    plain.constraints.node_name = Some("bladerunner2".parse().unwrap());
-    let plain = admin.launch(&plain).await.unwrap();
-    let out = wait_for(
-        "the plain task's output",
-        Duration::from_secs(20),
-        || async {
-            admin
-                .logs(&plain.id, &Default::default())
-                .await
-                .ok()
-                .filter(|c| c.data.contains("TOKEN_FILE="))
-        },
+    let (_, out) = task_saying(
+        &admin,
+        ("plain", "bladerunner2"),
+        "echo TOKEN_FILE=[$TORC_TOKEN_FILE] SECRETS=[$TORC_SECRETS_DIR]; sleep 600",
+        None,
+        "TOKEN_FILE=",
     )
-    .await
-    .unwrap()
-    .data;
+    .await;
     assert!(out.contains("TOKEN_FILE=[] SECRETS=[]"), "{out}");
 }
 
@@ -919,22 +920,14 @@ async fn an_unprivileged_task_reads_no_one_elses_secrets() {
 async fn the_network_agents_token_reaches_the_routes_and_nothing_more() {
     let rack = LocalRack::start(TORC, rack_options()).await.unwrap();
     let admin = rack.client();
-    let mut spec = TaskSpec::new("network-agent".parse().unwrap(), "sh");
-    spec.args = vec![
-        "-c".into(),
-        "echo TOKEN=$(cat \"$TORC_TOKEN_FILE\"); sleep 600".into(),
-    ];
-    spec.constraints.node_name = Some("bladerunner1".parse().unwrap());
-    spec.credentials.api_access = Some(torc_types::ApiAccess::Network);
-    let task = admin.launch(&spec).await.unwrap();
-    running(&admin, &task.id).await;
-    let out = wait_for("the task's token", Duration::from_secs(10), || async {
-        (admin.logs(&task.id, &Default::default()).await.ok())
-            .filter(|c| c.data.contains("TOKEN=torc"))
-    })
-    .await
-    .unwrap()
-    .data;
+    let (_, out) = task_saying(
+        &admin,
+        ("network-agent", "bladerunner1"),
+        "echo TOKEN=$(cat \"$TORC_TOKEN_FILE\"); sleep 600",
+        Some(torc_types::ApiAccess::Network),
+        "TOKEN=torc",
+    )
+    .await;
     let token = out
         .lines()
         .find_map(|l| l.strip_prefix("TOKEN="))

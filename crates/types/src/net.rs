@@ -79,11 +79,22 @@ impl Ipv4Block {
 
     /// The addresses tasks may get: after the gateway, before the broadcast address.
     pub fn task_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + use<> {
-        let (first, last) = match self.gateway() {
-            Some(gw) => (u32::from(gw) + 1, u32::from(self.last()) - 1),
-            None => (1, 0),
-        };
-        (first..=last).map(Ipv4Addr::from)
+        let block = *self;
+        (0..block.task_capacity()).filter_map(move |offset| block.task_address(offset))
+    }
+
+    /// Task address number `offset` (from 0, in address order), if the block has that many.
+    pub fn task_address(&self, offset: u32) -> Option<Ipv4Addr> {
+        let first = u32::from(self.gateway()?) + 1;
+        (offset < self.task_capacity()).then(|| Ipv4Addr::from(first + offset))
+    }
+
+    /// Which task address `ip` is (the inverse of [`Ipv4Block::task_address`]); `None` for the
+    /// network, gateway and broadcast addresses and for addresses outside the block.
+    pub fn task_offset(&self, ip: Ipv4Addr) -> Option<u32> {
+        let first = u32::from(self.gateway()?) + 1;
+        let offset = u32::from(ip).checked_sub(first)?;
+        (offset < self.task_capacity()).then_some(offset)
     }
 
     /// How many task addresses the block has.
@@ -211,6 +222,33 @@ mod tests {
         assert_eq!(hosts[0], Ipv4Addr::new(198, 19, 1, 2));
         assert_eq!(hosts[252], Ipv4Addr::new(198, 19, 1, 254));
         assert_eq!(block("0.0.0.0/0").to_string(), "0.0.0.0/0");
+    }
+
+    #[test]
+    fn task_offsets_number_the_task_addresses() {
+        let b = block("198.19.1.0/29");
+        for (offset, ip) in b.task_addresses().enumerate() {
+            assert_eq!(b.task_offset(ip), Some(offset as u32));
+            assert_eq!(b.task_address(offset as u32), Some(ip));
+        }
+        assert_eq!(b.task_address(5), None, "5 task addresses: 0 to 4");
+        for not_a_task in [
+            "198.19.1.0",
+            "198.19.1.1",
+            "198.19.1.7",
+            "198.19.1.8",
+            "10.0.0.1",
+        ] {
+            assert_eq!(
+                b.task_offset(not_a_task.parse().unwrap()),
+                None,
+                "{not_a_task}"
+            );
+        }
+        assert_eq!(
+            block("198.19.1.0/31").task_offset("198.19.1.1".parse().unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -54,7 +54,6 @@ async fn report(
             format!("a report lists at most {MAX_REPORTED} routes and {MAX_REPORTED} ports"),
         ));
     }
-    let previous = ctl.network_report().map(|(r, _)| r.routes);
     let torc =
         |routes: &[torc_api::SwitchRoute]| -> std::collections::BTreeSet<torc_api::SwitchRoute> {
             routes
@@ -64,10 +63,10 @@ async fn report(
                 .collect()
         };
     let now_held = torc(&report.routes);
-    let at = ctl.set_network_report(report);
+    let (at, previous) = ctl.set_network_report(report);
     // The feed tells of changes, not of the first report (what the switch held before).
     if let Some(previous) = previous {
-        let before = torc(&previous);
+        let before = torc(&previous.routes);
         let added: Vec<_> = now_held.difference(&before).cloned().collect();
         let removed: Vec<_> = before.difference(&now_held).cloned().collect();
         if !added.is_empty() || !removed.is_empty() {
