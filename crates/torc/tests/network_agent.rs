@@ -158,3 +158,28 @@ async fn the_network_agent_removes_its_stale_routes_and_leaves_others_alone() {
     );
     assert!(!reported.routes.iter().any(|r| r.destination == stale));
 }
+
+/// A rack config whose task blocks overlap never starts a controller: it exits at once naming
+/// the file, the line and both blocks (the same file the config crate's cases check).
+#[test]
+fn a_controller_refuses_overlapping_task_blocks_at_start() {
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/tests/data/bad/overlapping-task-blocks.yaml"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(TORC)
+        .args(["controller", "--config", config, "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--plaintext", "--insecure"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{config}:13: nodes[2].task_block: 198.19.1.0/24 overlaps 198.19.1.0/25, the task block of node `bladerunner1`"
+        )),
+        "{err}"
+    );
+}
