@@ -697,6 +697,7 @@ impl Agent {
         net: Option<(&TaskNamespace, Ipv4Addr)>,
     ) -> ControlFlow<()> {
         let ip = net.map_or(self.cfg.ip, |(_, ip)| IpAddr::V4(ip));
+        let resolv = d.resolver.as_ref().map(torc_api::Resolver::resolv_conf);
         let result = self.runtime.start(&StartRequest {
             id: &d.id,
             spec: &d.spec,
@@ -706,6 +707,7 @@ impl Agent {
             extra_env: self.task_env(&d.id, &d.ports, ip),
             files: &d.files,
             run_as,
+            resolv_conf: resolv.as_deref(),
         });
         #[cfg(test)]
         if self
@@ -1319,6 +1321,7 @@ mod tests {
             generation,
             tasks: vec![DesiredTask {
                 files: Default::default(),
+                resolver: None,
                 id: TaskId::new(format!("late.{generation:06x}")).unwrap(),
                 spec: TaskSpec::new("late".parse().unwrap(), "sleep"),
                 ports: Vec::new(),

@@ -56,7 +56,13 @@ pub struct StartRequest<'a> {
     /// Run as this user and group (its sandbox, secrets and data directory become its own);
     /// `None`: as the agent's user.
     pub run_as: Option<TaskUser>,
+    /// With `netns`: the task's `/etc/resolv.conf` (the rack's resolver). The shim gets a mount
+    /// namespace of its own in which the sandbox's `resolv.conf` is bound over the node's.
+    pub resolv_conf: Option<&'a str>,
 }
+
+/// Where a rack task's resolver goes, over the node's.
+const RESOLV_CONF: &std::ffi::CStr = c"/etc/resolv.conf";
 
 /// Makes `path` belong to `user` (no-op without one).
 pub(crate) fn give(path: &Path, user: &Option<TaskUser>) -> io::Result<()> {
@@ -468,6 +474,27 @@ impl Runtime for ProcessRuntime {
         let status = status_file(&sandbox);
         let _ = std::fs::remove_file(&status);
 
+        // A rack task's own namespace has no way to the node's resolver (often on the node's
+        // loopback): it resolves through the rack's, from a file of its sandbox bound over
+        // /etc/resolv.conf in a mount namespace of its own (made in pre_exec, below).
+        let resolv_conf = match (req.netns, req.resolv_conf) {
+            (Some(_), Some(text)) if Path::new("/etc/resolv.conf").exists() => {
+                let path = sandbox.join("resolv.conf");
+                std::fs::write(&path, text).map_err(sandbox_err)?;
+                Some(
+                    std::ffi::CString::new(path.into_os_string().into_encoded_bytes())
+                        .map_err(|e| sandbox_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?,
+                )
+            }
+            (Some(_), Some(_)) => {
+                tracing::warn!(
+                    task = %req.id,
+                    "this node has no /etc/resolv.conf to put the rack's resolver over; the task resolves as the node does"
+                );
+                None
+            }
+            _ => None,
+        };
         let lock_fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.arg("shim")
@@ -540,15 +567,30 @@ impl Runtime for ProcessRuntime {
         // the task out of the agent's terminal signals (Ctrl-C) and lets it outlive an agent
         // restart. The lock's descriptor goes to the shim (the lock is the open file's, so it
         // is held from this fork on), with the shim's pid in it.
-        // SAFETY: pre_exec runs between fork and exec; setns, setsid, fcntl, getpid and pwrite
-        // are async-signal-safe system calls, and the pid is formatted into a stack buffer.
-        // The namespace's descriptor outlives the spawn (`req` borrows it).
+        // SAFETY: pre_exec runs between fork and exec; setns, unshare, mount, setsid, fcntl,
+        // getpid and pwrite are async-signal-safe system calls (the mount paths are C strings
+        // made before the fork, so nothing allocates), and the pid is formatted into a stack
+        // buffer. The namespace's descriptor outlives the spawn (`req` borrows it).
         let netns_fd = req.netns.map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
         unsafe {
             cmd.pre_exec(move || {
                 use std::os::fd::BorrowedFd;
                 if let Some(fd) = netns_fd {
                     torc_net::netns::enter(BorrowedFd::borrow_raw(fd))?;
+                }
+                if let Some(source) = &resolv_conf {
+                    use nix::mount::{MsFlags, mount};
+                    const NONE: Option<&std::ffi::CStr> = None;
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+                    // Nothing mounted here reaches the node's mount namespace.
+                    mount(NONE, c"/", NONE, MsFlags::MS_REC | MsFlags::MS_SLAVE, NONE)?;
+                    mount(
+                        Some(source.as_c_str()),
+                        RESOLV_CONF,
+                        NONE,
+                        MsFlags::MS_BIND,
+                        NONE,
+                    )?;
                 }
                 nix::unistd::setsid()?;
                 let fd = BorrowedFd::borrow_raw(lock_fd);

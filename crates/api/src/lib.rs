@@ -573,10 +573,35 @@ pub struct DesiredTask {
     /// gives the task a network namespace with this address and a link to the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rack_address: Option<RackAddress>,
+    /// For a `network: rack` task: the rack's resolver, which the agent makes the task's
+    /// `/etc/resolv.conf` (its own namespace has no other way to the rack's names). `None`:
+    /// the rack has no nameserver (no master node), and the task keeps the node's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<Resolver>,
     /// The task's credential files (name → content), for its secrets directory: what its
     /// spec's `credentials` asked for. Only this node's credential can read them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+}
+
+/// A resolver configuration (`resolv.conf`): the rack's nameserver and the domains searched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolver {
+    pub nameserver: Ipv4Addr,
+    /// The service domain first (`service.torc`), then the node domain (`homer.ave`).
+    pub search: Vec<String>,
+}
+
+impl Resolver {
+    /// As `resolv.conf(5)` reads it.
+    pub fn resolv_conf(&self) -> String {
+        let mut text = format!("nameserver {}\n", self.nameserver);
+        if !self.search.is_empty() {
+            text.push_str(&format!("search {}\n", self.search.join(" ")));
+        }
+        text
+    }
 }
 
 /// A rack task's address and the block it is from (the block's gateway is the node's end of

@@ -226,6 +226,7 @@ fn start_task(
             extra_env: Default::default(),
             files: &Default::default(),
             run_as: None,
+            resolv_conf: None,
         })
         .unwrap();
     (runtime, handle, child)

@@ -16,7 +16,7 @@ use std::os::fd::AsFd as _;
 use std::time::Instant;
 
 use tokio::io::AsyncReadExt as _;
-use torc_api::{DesiredState, DesiredTask, RackAddress};
+use torc_api::{DesiredState, DesiredTask, RackAddress, Resolver};
 use torc_net::{IfName, Netlink, Netns, link, netns, observe};
 use torc_types::{TaskNetwork, TaskSpec};
 
@@ -36,9 +36,11 @@ s.bind((sys.argv[1], 7000))
 s.listen()
 low = open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read().strip()
 env = {k: os.environ.get(k) for k in ("HOST", "TORC_TASK_IP", "TORC_NODE_IP")}
+resolv = open("/etc/resolv.conf").read()
 while True:
     c, peer = s.accept()
-    c.sendall(json.dumps({"ip": sys.argv[1], "env": env, "peer": peer[0], "low": low}).encode())
+    c.sendall(json.dumps({"ip": sys.argv[1], "env": env, "peer": peer[0], "low": low,
+                          "resolv": resolv}).encode())
     c.close()
 "#;
 
@@ -110,6 +112,10 @@ fn rack_task(id: &str, address: &str, block: &str) -> DesiredTask {
         rack_address: Some(RackAddress {
             ip: ip(address),
             block: block.parse().unwrap(),
+        }),
+        resolver: Some(Resolver {
+            nameserver: ip("198.18.0.20"),
+            search: vec!["service.torc".into(), "homer.ave".into()],
         }),
         files: Default::default(),
     }
@@ -229,6 +235,15 @@ fn a_rack_task_runs_on_its_own_address_and_its_network_goes_with_it() {
         assert_eq!(
             answer["low"], "0",
             "an unprivileged task may bind :53: {answer}"
+        );
+        assert_eq!(
+            answer["resolv"], "nameserver 198.18.0.20\nsearch service.torc homer.ave\n",
+            "the task resolves through the rack's nameserver: {answer}"
+        );
+        assert_ne!(
+            std::fs::read_to_string("/etc/resolv.conf").unwrap(),
+            answer["resolv"].as_str().unwrap(),
+            "the node's own resolv.conf is untouched"
         );
 
         // Killed: its namespace goes with its last process, and takes the veth along.

@@ -452,10 +452,30 @@ impl Rack {
             .nodes
             .get(node)
             .ok_or_else(|| NodeError::Unknown(node.clone()))?;
+        let resolver = self.task_resolver();
+        let mut tasks = self.tasks.desired_on(node);
+        for task in tasks.iter_mut().filter(|t| t.rack_address.is_some()) {
+            task.resolver = resolver.clone();
+        }
         Ok(DesiredState {
             generation: record.desired_generation,
-            tasks: self.tasks.desired_on(node),
+            tasks,
         })
+    }
+
+    /// What a rack task resolves through: the rack's nameserver (the first master node, as in
+    /// the DNS snapshot), searching the service domain, then the node domain.
+    fn task_resolver(&self) -> Option<torc_api::Resolver> {
+        match self.nodes.master_ip()? {
+            std::net::IpAddr::V4(nameserver) => Some(torc_api::Resolver {
+                nameserver,
+                search: vec![
+                    self.settings.service_domain.clone(),
+                    self.settings.domain.clone(),
+                ],
+            }),
+            std::net::IpAddr::V6(_) => None,
+        }
     }
 
     pub fn desired_generation(&self, node: &NodeName) -> Option<u64> {

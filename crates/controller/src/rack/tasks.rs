@@ -545,6 +545,7 @@ impl TaskTable {
                 ports: t.ports.clone(),
                 launch: t.state == TaskState::Staging,
                 rack_address: rack_address(t, self.ledger.node(node)),
+                resolver: None,
                 files: Default::default(),
             })
             .collect()
