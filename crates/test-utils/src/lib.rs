@@ -13,6 +13,7 @@
 //! without the privilege ([`namespaces_or_skip`]).
 
 mod namespaces;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +29,7 @@ use nix::unistd::Pid;
 use torc_client::Client;
 
 pub use namespaces::namespaces_or_skip;
+pub use tasks::{COUNTING_SERVER, PYTHON, python_task, stdout_of};
 pub use torc_types::{random_bytes, random_u64};
 
 /// A `127.X.Y.0/24` block no one is listening in, for one rack's nodes. Avoids 127.0.x.x
@@ -107,6 +109,9 @@ pub struct RackOptions {
     pub extra_yaml: String,
     /// How the nodes are connected.
     pub network: RackNetwork,
+    /// Node name → its `task_block` instead of the standard `/24` (namespaces only), e.g. a
+    /// `/30` that holds one task address.
+    pub task_blocks: BTreeMap<String, String>,
 }
 
 /// How a test rack's nodes are connected.
@@ -142,6 +147,7 @@ impl Default for RackOptions {
             node_resources: (4.0, 4096.0),
             extra_yaml: String::new(),
             network: RackNetwork::Loopback,
+            task_blocks: BTreeMap::new(),
         }
     }
 }
@@ -184,6 +190,10 @@ impl LocalRack {
             .chain((1..=opts.compute_nodes).map(|i| format!("bladerunner{i}")))
             .collect();
         let (mut nodes, mut endpoints) = (BTreeMap::new(), BTreeMap::new());
+        if let Some(node) = (opts.task_blocks.keys()).find(|n| !on_namespaces || !names.contains(n))
+        {
+            bail!("RackOptions.task_blocks: {node} is not a node of this rack on namespaces");
+        }
         let mut yaml = String::from("name: torc-scheduler\ndomain: homer.ave\nnodes:\n");
         // Listed by name, as they always were (`wedge` last); node i keeps its addresses.
         let mut by_name: Vec<(usize, &String)> = names.iter().enumerate().collect();
@@ -206,9 +216,12 @@ impl LocalRack {
                 opts.node_resources.0, opts.node_resources.1
             ));
             if on_namespaces {
+                let block = match opts.task_blocks.get(name.as_str()) {
+                    Some(block) => block.clone(),
+                    None => torc_net::rack::standard_task_block(i).to_string(),
+                };
                 yaml.push_str(&format!(
-                    "    endpoint: {endpoint}\n    task_block: {}\n",
-                    torc_net::rack::standard_task_block(i)
+                    "    endpoint: {endpoint}\n    task_block: {block}\n"
                 ));
                 if i > 0 {
                     yaml.push_str(&format!("    port: {i}\n"));
@@ -316,6 +329,22 @@ impl LocalRack {
         namespaces::enter_in(&mut cmd, ns);
         cmd.output()
             .with_context(|| format!("cannot run {program} in {}", ns.label()))
+    }
+
+    /// The switch's ports (`wedge`'s links) with their counters, read over netlink inside its
+    /// namespace, by name.
+    pub async fn switch_ports(
+        &self,
+    ) -> anyhow::Result<BTreeMap<String, torc_net::observe::PortView>> {
+        let switch = self
+            .netns("wedge")
+            .context("switch_ports: this rack is not on namespaces")?;
+        let nl = torc_net::netns::connect_in(switch)?;
+        Ok(torc_net::observe::ports(&nl)
+            .await?
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect())
     }
 
     /// The rack CA's certificate (TLS racks).

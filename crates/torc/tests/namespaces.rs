@@ -4,40 +4,19 @@
 //! `skipped: needs CAP_NET_ADMIN` and passes. The test talks to the rack only through the API's
 //! forwarder on its loopback block; every packet to a rack address is sent from inside a node.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use torc_api::{LogQuery, LogStream};
-use torc_client::Client;
-use torc_net::observe::{self, PortView};
-use torc_test_utils::{LocalRack, RackNetwork, RackOptions, namespaces_or_skip, wait_for};
-use torc_types::{Resources, TaskId, TaskSpec, TaskState};
+use torc_net::observe::PortView;
+use torc_test_utils::{
+    COUNTING_SERVER, LocalRack, RackNetwork, RackOptions, namespaces_or_skip, python_task,
+    stdout_of, wait_for,
+};
+use torc_types::TaskState;
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
-const PYTHON: &str = "/usr/bin/python3";
 /// What the client sends: enough that the switch ports' counters cannot have risen this much
 /// from the agents' own traffic alone.
 const PAYLOAD: u64 = 2_000_000;
-
-/// Listens on its node's address and port; for one connection, reads to the end and answers
-/// how many bytes came, from which address, on which node.
-const SERVER: &str = r#"
-import os, socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((os.environ["HOST"], int(os.environ["PORT"])))
-s.listen(1)
-print("listening", flush=True)
-c, peer = s.accept()
-n = 0
-while True:
-    b = c.recv(65536)
-    if not b:
-        break
-    n += len(b)
-c.sendall(f"got {n} bytes from {peer[0]} on {os.environ['TORC_NODE']}\n".encode())
-c.close()
-"#;
 
 /// Connects to argv[1]:argv[2], sends PAYLOAD bytes, prints the answer.
 const CLIENT: &str = r#"
@@ -47,41 +26,6 @@ c.sendall(b"x" * int(sys.argv[3]))
 c.shutdown(socket.SHUT_WR)
 print(c.makefile().read().strip(), flush=True)
 "#;
-
-fn python_task(name: &str, node: &str, script: &str, args: &[String]) -> TaskSpec {
-    let mut spec = TaskSpec::new(name.parse().unwrap(), PYTHON);
-    spec.args = ["-c".to_string(), script.to_string()]
-        .into_iter()
-        .chain(args.iter().cloned())
-        .collect();
-    spec.resources = Resources::new(0.1, 32.0, 0.0);
-    spec.constraints.node_name = Some(node.parse().unwrap());
-    spec.kill_grace_ms = 1_000;
-    spec
-}
-
-async fn stdout_of(client: &Client, id: &TaskId) -> String {
-    let query = LogQuery {
-        stream: LogStream::Stdout,
-        tail: Some(4096),
-        offset: None,
-    };
-    client
-        .logs(id, &query)
-        .await
-        .map(|c| c.data)
-        .unwrap_or_default()
-}
-
-async fn switch_ports(rack: &LocalRack) -> BTreeMap<String, PortView> {
-    let switch = torc_net::netns::connect_in(rack.netns("wedge").unwrap()).unwrap();
-    observe::ports(&switch)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.name.clone(), p))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_from_one_node_to_another_crosses_the_switch() {
@@ -126,7 +70,7 @@ async fn a_connection_from_one_node_to_another_crosses_the_switch() {
 
     let server = client
         .launch(&{
-            let mut s = python_task("listener", "bladerunner2", SERVER, &[]);
+            let mut s = python_task("listener", "bladerunner2", COUNTING_SERVER, &[]);
             s.ports = 1;
             s
         })
@@ -145,7 +89,7 @@ async fn a_connection_from_one_node_to_another_crosses_the_switch() {
     .unwrap_or_else(|e| panic!("{e}\n{}", rack.logs_hint()));
     let port = listening.ports[0];
 
-    let before = switch_ports(&rack).await;
+    let before = rack.switch_ports().await.unwrap();
     let sender = client
         .launch(&python_task(
             "sender",
@@ -170,7 +114,7 @@ async fn a_connection_from_one_node_to_another_crosses_the_switch() {
     );
 
     // Through the switch: in at swp1 (from bladerunner1), out at swp2 (to bladerunner2).
-    let after = switch_ports(&rack).await;
+    let after = rack.switch_ports().await.unwrap();
     let rose = |port: &str, f: fn(&PortView) -> u64| f(&after[port]) - f(&before[port]);
     let (swp1_in, swp2_out) = (rose("swp1", |p| p.rx_bytes), rose("swp2", |p| p.tx_bytes));
     assert!(

@@ -571,6 +571,9 @@ fn a_second_torc_up_on_the_same_directory_is_refused_and_one_after_a_kill_9_swee
     let prefix = rack_prefix(&first.until_up());
     let wedge = netns_path(&format!("{prefix}wedge"));
     let first_wedge = namespace_id(&wedge);
+    // Held until the end, so that the kernel cannot give its inode number to a namespace made
+    // after it is swept (it reuses freed numbers at once, and parallel tests free many).
+    let _first_wedge_held = std::fs::File::open(&wedge).unwrap();
 
     // A second torc up with the same state directory is refused and changes nothing.
     let (other_base, other_port) = free_base();
@@ -657,15 +660,32 @@ fn torc_up_without_the_privilege_runs_the_loopback_rack_and_says_so_in_one_line(
     let env = env_for(dir.path(), &format!("https://{base}:{port}"));
     let (ok, out, err) = cli(&env, &["nodes"]);
     assert!(ok && out.contains(&node1.to_string()), "{out}{err}");
-    // A task that needs an address of its own is refused, saying why, never left waiting.
+    // Its agents say they cannot give a task a namespace, and why; the loopback rack gives no
+    // task an address of its own, and says why.
+    let (ok, nodes, err) = cli(&env, &["nodes", "--json"]);
+    assert!(ok, "{err}");
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&nodes).unwrap();
+    assert!(!nodes.is_empty());
+    for node in &nodes {
+        let runtime = &node["runtime"];
+        assert!(
+            runtime["rack_network"] == false
+                && (runtime["rack_network_note"].as_str())
+                    .is_some_and(|note| note.starts_with("not privileged")),
+            "{node}"
+        );
+    }
     let (ok, out, err) = cli(&env, &["run", "--network", "rack", "--", "sleep", "1"]);
-    assert!(!ok, "{out}{err}");
     assert!(
-        err.contains("422")
-            && err.contains("network: rack needs a rack network")
+        !ok && err.contains("422")
+            && err.contains(
+                "network: rack needs a rack network, and no node of this rack has a task_block"
+            )
             && err.contains("as root or with CAP_NET_ADMIN"),
-        "{err}"
+        "{out}{err}"
     );
+    let (_, tasks, _) = cli(&env, &["tasks"]);
+    assert!(!tasks.contains("sleep"), "nothing was launched: {tasks}");
     let status = up.interrupt();
     assert!(status.success(), "{status}\n{}", up.said());
     let left = processes_mentioning(dir.path());
