@@ -51,7 +51,7 @@ pub use names::{IfName, NetnsName, NetnsPrefix};
 pub use netlink::Netlink;
 pub use netns::Netns;
 pub use routes::{Op, Owner, RouteKind, RouteProtocol, RouteView};
-pub use watch::{Changes, watch};
+pub use watch::{Changes, Switch, watch};
 
 /// The netlink crate this one wraps, for what the wrappers do not cover (multicast groups,
 /// message types in tests).

@@ -21,7 +21,7 @@ use rtnetlink::MulticastGroup;
 use rtnetlink::sys::{AsyncSocket as _, SocketAddr};
 use tokio::sync::Notify;
 
-use crate::netlink::open_socket;
+use crate::netlink::{Netlink, open_socket};
 use crate::netns::run_blocking;
 use crate::{Error, Netns, Result};
 
@@ -122,4 +122,58 @@ pub fn watch(ns: Option<&Netns>) -> Result<Changes> {
         task,
         connection,
     })
+}
+
+/// A switch as its readers hold it (the network agent, statesync): a netlink connection in
+/// the namespace a setting names ([`crate::netns::open_setting`]) and a watch on its changes.
+/// A watch that cannot be made or that ends leaves the reader polling (logged once).
+pub struct Switch {
+    setting: String,
+    nl: Netlink,
+    changes: Option<Changes>,
+}
+
+impl Switch {
+    /// Connects to and watches the namespace `setting` names (`""`: the caller's own). Must be
+    /// called inside a tokio runtime.
+    pub fn open(setting: &str) -> Result<Switch> {
+        let ns = crate::netns::open_setting(setting)?;
+        let nl = crate::netns::connect(ns.as_ref())?;
+        let changes = watch(ns.as_ref())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot watch the switch's changes; reading it on a timer only")
+            })
+            .ok();
+        Ok(Switch {
+            setting: setting.to_string(),
+            nl,
+            changes,
+        })
+    }
+
+    /// The setting it was opened with.
+    pub fn setting(&self) -> &str {
+        &self.setting
+    }
+
+    /// The connection to the switch's namespace.
+    pub fn netlink(&self) -> &Netlink {
+        &self.nl
+    }
+
+    /// Waits for a change of the switch's links or routes; forever when it is not watched (a
+    /// watch that ended is dropped here, logged).
+    pub async fn changed(&mut self) {
+        match &self.changes {
+            Some(changes) if changes.changed().await => {}
+            Some(_) => {
+                tracing::warn!(
+                    "the watch on the switch's changes ended; reading it on a timer only"
+                );
+                self.changes = None;
+                std::future::pending::<()>().await
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
 }

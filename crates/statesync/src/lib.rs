@@ -33,7 +33,7 @@ use serde_json::json;
 use torc_api::original::OriginalTask;
 use torc_api::{NodeView, RackRoute, RouteSnapshot, TaskView};
 use torc_net::observe::{self, PortView};
-use torc_net::{Changes, Netlink, Netns, Owner, RouteProtocol, RouteView};
+use torc_net::{Netlink, Owner, RouteProtocol, RouteView, Switch};
 use torc_types::TaskState;
 
 /// What the controller says (one consistent read per cycle).
@@ -409,44 +409,6 @@ impl Store for EtcdStore {
     }
 }
 
-/// The switch as statesync reads it: the namespace's setting, a netlink connection in it and
-/// a watch on its changes (`None` when the watch could not be made or ended: ticks only, until
-/// it is made again).
-struct Switch {
-    setting: String,
-    nl: Netlink,
-    changes: Option<Changes>,
-}
-
-impl Switch {
-    fn open(setting: &str) -> Result<Switch, torc_net::Error> {
-        let ns: Option<Netns> = torc_net::netns::open_setting(setting)?;
-        let nl = torc_net::netns::connect(ns.as_ref())?;
-        let changes = torc_net::watch(ns.as_ref())
-            .map_err(|e| tracing::warn!(error = %e, "cannot watch the switch's changes; reading it every tick"))
-            .ok();
-        Ok(Switch {
-            setting: setting.to_string(),
-            nl,
-            changes,
-        })
-    }
-
-    /// Waits for a change of the switch (forever when unwatched); a watch that ended is
-    /// dropped.
-    async fn changed(&mut self) {
-        match &self.changes {
-            Some(changes) if changes.changed().await => {}
-            Some(_) => {
-                tracing::warn!("the watch on the switch's changes ended; reading it every tick");
-                self.changes = None;
-                std::future::pending::<()>().await
-            }
-            None => std::future::pending::<()>().await,
-        }
-    }
-}
-
 /// How long a change of the switch waits before its cycle, so that a burst (a task's route and
 /// its veth, many routes at a reconcile) is one cycle.
 const SETTLE: Duration = Duration::from_millis(20);
@@ -494,19 +456,24 @@ pub async fn run(
             setting = ctl.network.switch.clone().unwrap_or_default();
             wanted = ctl.network.routes.clone();
         }
-        if switch.as_ref().is_some_and(|s| s.setting != setting) {
+        if switch.as_ref().is_some_and(|s| s.setting() != setting) {
             switch = None;
         }
         if switch.is_none() {
             match Switch::open(&setting) {
                 Ok(s) => {
-                    tracing::info!(switch = %s.nl.namespace(), "reading the switch's routes and ports");
+                    tracing::info!(switch = %s.netlink().namespace(), "reading the switch's routes and ports");
                     switch = Some(s);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot reach the switch's namespace"),
             }
         }
-        let net = read_network(switch.as_ref().map(|s| &s.nl), protocol, wanted.clone()).await;
+        let net = read_network(
+            switch.as_ref().map(Switch::netlink),
+            protocol,
+            wanted.clone(),
+        )
+        .await;
         let known = Known::of(ctl.as_ref(), &net);
         if (!known.routes || !known.ports) && network_was_read {
             tracing::warn!(

@@ -10,9 +10,10 @@
 //! Invariants:
 //! - It never touches a route it does not own: only unicast `/32` routes of the main table with
 //!   its protocol (`--route-protocol`, 116 by default) are ever replaced or deleted.
-//! - The whole table is reconciled at start, after every new snapshot and every `--resync`
-//!   seconds, so a route removed by hand or left by an agent that was killed is put right
-//!   within that time.
+//! - The whole table is reconciled at start, after every new snapshot, right after a change
+//!   of the switch's links or routes (a netlink watch, `torc_net::Switch`), and every
+//!   `--resync` seconds, so a route removed or added by hand is put right at once and one left
+//!   by an agent that was killed when its successor starts.
 //! - On exit it leaves its routes in place: a restarting agent must not cut the rack off. Its
 //!   successor's first pass removes what went stale.
 //! - A rack whose config has no `network-agent.type: netlink` is told so in the snapshot
@@ -68,11 +69,20 @@ pub fn run_network_agent(args: NetworkAgentArgs) -> anyhow::Result<()> {
     })
 }
 
+/// What woke the agent: the controller's answer, or a change on the switch.
+enum Woke {
+    Snapshot(Result<RouteSnapshot, torc_client::ClientError>),
+    SwitchChanged,
+}
+
+/// How long a change on the switch waits before its pass, so that a burst is one pass.
+const SETTLE: Duration = Duration::from_millis(20);
+
 struct Agent {
     client: torc_client::Client,
     protocol: RouteProtocol,
-    /// The connection to the switch's namespace, and which one it is.
-    switch: Option<(String, Netlink)>,
+    /// The connection to the switch's namespace and the watch on it.
+    switch: Option<torc_net::Switch>,
     idle_said: bool,
     /// Operations that failed, with their error, so each is logged once until it changes.
     failures: BTreeMap<Ipv4Addr, String>,
@@ -81,15 +91,38 @@ struct Agent {
 impl Agent {
     async fn run(&mut self, resync: Duration) {
         let (mut epoch, mut after) = (0, 0);
+        let mut last: Option<RouteSnapshot> = None;
         loop {
-            // Wait for a new snapshot at most `resync`, then reconcile whatever the news: the
-            // controller answers with its current snapshot either way.
-            let snapshot = match self.client.switch_routes(epoch, after, resync).await {
-                Ok(s) => s,
-                Err(e) => {
+            // Wait for a new snapshot at most `resync` (the controller answers with its current
+            // one either way), or for a change on the switch (a route removed by hand, a port
+            // going down): then reconcile with the last snapshot at once.
+            let woke = {
+                let poll = self.client.switch_routes(epoch, after, resync);
+                let changed = async {
+                    match (self.switch.as_mut(), &last) {
+                        (Some(switch), Some(_)) => switch.changed().await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    polled = poll => Woke::Snapshot(polled),
+                    () = changed => Woke::SwitchChanged,
+                }
+            };
+            let snapshot = match woke {
+                Woke::Snapshot(Ok(s)) => s,
+                Woke::Snapshot(Err(e)) => {
                     tracing::warn!(error = %e, "cannot reach the controller; keeping the routes as they are");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
+                }
+                Woke::SwitchChanged => {
+                    // A burst (its own routes, a port and its routes) is one pass.
+                    tokio::time::sleep(SETTLE).await;
+                    match &last {
+                        Some(s) => s.clone(),
+                        None => continue,
+                    }
                 }
             };
             (epoch, after) = (snapshot.epoch, snapshot.generation);
@@ -99,19 +132,21 @@ impl Agent {
                 self.switch = None;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            last = Some(snapshot);
         }
     }
 
-    /// The connection to the switch the snapshot names, opened when it changes.
-    fn connect(&mut self, switch: &str) -> Result<Netlink, torc_net::Error> {
-        if let Some((name, nl)) = &self.switch
-            && name == switch
+    /// The connection to the switch the snapshot names, opened (and watched) when it changes.
+    fn connect(&mut self, setting: &str) -> Result<Netlink, torc_net::Error> {
+        if let Some(switch) = &self.switch
+            && switch.setting() == setting
         {
-            return Ok(nl.clone());
+            return Ok(switch.netlink().clone());
         }
-        let nl = torc_net::netns::connect(torc_net::netns::open_setting(switch)?.as_ref())?;
+        let switch = torc_net::Switch::open(setting)?;
+        let nl = switch.netlink().clone();
         tracing::info!(switch = %nl.namespace(), "programming the switch's routes");
-        self.switch = Some((switch.to_string(), nl.clone()));
+        self.switch = Some(switch);
         Ok(nl)
     }
 

@@ -111,7 +111,9 @@ async fn the_network_agent_removes_its_stale_routes_and_leaves_others_alone() {
     assert!(netns::list(Some(&prefix)).unwrap().contains(&wedge_name));
     cleanup.agent = Some(
         Command::new(TORC)
-            .args(["network-agent", "--resync", "1"])
+            // A resync far beyond the test: what it sees after the first pass, it sees
+            // through its watch on the switch.
+            .args(["network-agent", "--resync", "600"])
             .envs(rack.cli_env())
             .spawn()
             .unwrap(),
@@ -157,6 +159,30 @@ async fn the_network_agent_removes_its_stale_routes_and_leaves_others_alone() {
         ("static", Some("swp1"))
     );
     assert!(!reported.routes.iter().any(|r| r.destination == stale));
+
+    // A route of its protocol added by hand afterwards goes at once, not at the next resync.
+    let by_hand = ip("198.19.9.11");
+    route::add(&on_wedge, by_hand, ip("198.18.0.21"), RouteProtocol::TORC)
+        .await
+        .unwrap();
+    wait_for(
+        "the route added by hand to go",
+        Duration::from_secs(20),
+        || async { (!table().await.contains(&by_hand)).then_some(()) },
+    )
+    .await
+    .unwrap();
+    // A port going down is reported at once too.
+    link::set_down(&on_wedge, &swp1).await.unwrap();
+    wait_for("swp1 reported down", Duration::from_secs(20), || async {
+        let view = rack.client().network().await.ok()?;
+        let reported = view.reported?;
+        (reported.ports.iter())
+            .any(|p| p.name == "swp1" && p.oper_state == "down")
+            .then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 /// A rack config whose task blocks overlap never starts a controller: it exits at once naming
