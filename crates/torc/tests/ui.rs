@@ -15,6 +15,25 @@ fn shot(name: &str) -> std::path::PathBuf {
         .join(format!("{name}.png"))
 }
 
+/// Logs `b` in to the rack at `url` with `token` (the login dialog's form).
+async fn log_in(b: &Browser, token: &str) {
+    b.eval(&format!(
+        "document.querySelector('#token-input').value = '{token}'; document.querySelector('#dialog-form button[value=ok]').click(); return true"
+    ))
+    .await
+    .unwrap();
+}
+
+/// The page's errors, but for the 401 of asking for a session before logging in.
+async fn page_errors(b: &Browser) -> Vec<String> {
+    b.errors()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| !e.contains("/api/v1/session - Failed to load resource: the server responded with a status of 401"))
+        .collect()
+}
+
 /// Visits every page at the current window size: it shows `needle`, does not scroll sideways,
 /// and is saved as a screenshot.
 async fn tour(b: &Browser, url: &str, suffix: &str, pages: &[(&str, &str, &str)]) {
@@ -81,11 +100,7 @@ async fn every_page_loads_and_shows_live_data() {
         .await
         .unwrap();
     b.wait_text("the token is malformed").await.unwrap();
-    b.eval(&format!(
-        "document.querySelector('#token-input').value = '{token}'; document.querySelector('#dialog-form button[value=ok]').click(); return true"
-    ))
-    .await
-    .unwrap();
+    log_in(&b, &token).await;
     let text = b.wait_text("Nodes").await.unwrap();
     assert!(text.contains("admin token"), "who is logged in: {text}");
     let stored = b
@@ -135,13 +150,7 @@ async fn every_page_loads_and_shows_live_data() {
         .unwrap();
     b.wait_text("Load").await.unwrap();
 
-    let errors: Vec<String> = b
-        .errors()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| !e.contains("/api/v1/session - Failed to load resource: the server responded with a status of 401"))
-        .collect();
+    let errors = page_errors(&b).await;
     assert!(errors.is_empty(), "page errors: {errors:?}");
 
     // An action that changes the rack asks for confirmation and runs with the session.
@@ -207,13 +216,7 @@ async fn every_page_loads_and_shows_live_data() {
     b.wait_text("bladerunner2").await.unwrap();
     // The 401s of the login above (before it, and the malformed token) are expected; nothing
     // else may have failed.
-    let errors: Vec<String> = b
-        .errors()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| !e.contains("/api/v1/session - Failed to load resource: the server responded with a status of 401"))
-        .collect();
+    let errors = page_errors(&b).await;
     assert!(errors.is_empty(), "page errors: {errors:?}");
     // Query: the seed's sample query, one click away, returns rows as a table and a time chart.
     b.goto(&format!("{url}/#/query")).await.unwrap();
@@ -293,4 +296,73 @@ async fn every_page_loads_and_shows_live_data() {
     // An unknown page says so.
     b.goto(&format!("{url}/#/nowhere")).await.unwrap();
     b.wait_text("No page at").await.unwrap();
+}
+
+/// The Network page of a rack on namespaces: the switch's ports with their counters, and each
+/// task route with the task behind it, as the switch's network agent reported them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_page_shows_the_switchs_ports_and_each_tasks_route() {
+    if !torc_test_utils::namespaces_or_skip() {
+        return;
+    }
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 2,
+            network: torc_test_utils::RackNetwork::Namespaces,
+            node_timeout_secs: 10,
+            extra_yaml: "healthcheck:\n  system_services:\n    - name: network-agent\n      command: torc\n      privileged: true\n      args: [network-agent]\n      credentials: {api_access: network}\n      memory: 32\n      cpu: 0.1\n      node_function: controller\n".into(),
+            ..RackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    rack.assert_namespaces();
+    let client = rack.client();
+    let mut spec = TaskSpec::new("web".parse().unwrap(), "sleep");
+    spec.args = vec!["600".into()];
+    spec.network = torc_types::TaskNetwork::Rack;
+    spec.constraints.node_name = Some("bladerunner2".parse().unwrap());
+    let task = client.launch(&spec).await.unwrap();
+    let routed = wait_for(
+        "the task's route on the switch",
+        Duration::from_secs(30),
+        || async {
+            let view = client.network().await.ok()?;
+            let wanted = view.desired.routes.first()?.destination;
+            (view.reported?.routes.iter())
+                .any(|r| r.destination == wanted && r.protocol == "torc")
+                .then_some(wanted)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rack.logs_hint()));
+
+    let b = Browser::start_with(&["--ignore-certificate-errors"])
+        .await
+        .unwrap();
+    let url = rack.url();
+    b.goto(&format!("{url}/")).await.unwrap();
+    b.wait_text("Log in to the rack").await.unwrap();
+    log_in(&b, rack.token.as_deref().unwrap()).await;
+    b.wait_text("Nodes").await.unwrap();
+    b.goto(&format!("{url}/#/network")).await.unwrap();
+    let text = b.wait_text(task.id.as_str()).await.unwrap();
+    for needle in [
+        "swp1",
+        "swp2",
+        &format!("{routed}/32"),
+        "web on bladerunner2",
+        "198.18.0.22",
+        "applied generation",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("missing"),
+        "every wanted route is held:\n{text}"
+    );
+    b.screenshot(&shot("network-namespaces")).await.unwrap();
+    let errors = page_errors(&b).await;
+    assert!(errors.is_empty(), "page errors: {errors:?}");
 }
