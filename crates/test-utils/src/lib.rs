@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 use torc_client::Client;
 
 pub use namespaces::namespaces_or_skip;
-pub use tasks::{COUNTING_SERVER, PYTHON, python_task, stdout_of};
+pub use tasks::{COUNTING_SERVER, PYTHON, plain_state_store, python_task, stdout_of};
 pub use torc_types::{random_bytes, random_u64};
 
 /// A `127.X.Y.0/24` block no one is listening in, for one rack's nodes. Avoids 127.0.x.x

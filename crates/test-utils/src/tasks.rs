@@ -57,3 +57,33 @@ pub async fn stdout_of(client: &Client, id: &TaskId) -> String {
         .map(|c| c.data)
         .unwrap_or_default()
 }
+
+/// The rack config's system services for a plain state store and statesync on the controller
+/// node: `torc kv` without TLS or auth on `$IP:2379`, and statesync writing to it every
+/// `interval_ms` (and right after each change of the switch it watches). A `healthcheck:`
+/// block; a test adds its own groups after it.
+pub fn plain_state_store(interval_ms: u64) -> String {
+    format!(
+        r#"
+healthcheck:
+  system_services:
+    - name: etcd
+      command: torc
+      args: [kv, --listen, "$IP:2379", --data-dir, "$DATA_DIR"]
+      memory: 64
+      cpu: 0.2
+      node_function: controller
+      health:
+        tcp: "$IP:2379"
+        interval_in_seconds: 1
+    - name: statesync
+      command: torc
+      args: [statesync, --endpoints, "http://$IP:2379", --interval-ms, "{interval_ms}"]
+      credentials: {{api_access: viewer}}
+      memory: 32
+      cpu: 0.1
+      node_function: controller
+      dependent_service: etcd
+"#
+    )
+}

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use torc_net::observe::PortView;
 use torc_test_utils::{
-    COUNTING_SERVER, LocalRack, RackNetwork, RackOptions, namespaces_or_skip, python_task,
-    stdout_of, wait_for,
+    COUNTING_SERVER, LocalRack, RackNetwork, RackOptions, namespaces_or_skip, plain_state_store,
+    python_task, stdout_of, wait_for,
 };
 use torc_types::TaskState;
 
@@ -123,30 +123,6 @@ async fn a_connection_from_one_node_to_another_crosses_the_switch() {
     );
 }
 
-/// etcd (torc kv) and statesync as system services on the switch node, statesync with a tick
-/// of a minute: whatever reaches the store sooner came through its watch on the switch.
-const SWITCH_STATE: &str = r#"
-healthcheck:
-  system_services:
-    - name: etcd
-      command: torc
-      args: [kv, --listen, "$IP:2379", --data-dir, "$DATA_DIR"]
-      memory: 64
-      cpu: 0.2
-      node_function: controller
-      health:
-        tcp: "$IP:2379"
-        interval_in_seconds: 1
-    - name: statesync
-      command: torc
-      args: [statesync, --endpoints, "http://$IP:2379", --interval-ms, "60000"]
-      credentials: {api_access: viewer}
-      memory: 32
-      cpu: 0.1
-      node_function: controller
-      dependent_service: etcd
-"#;
-
 /// The value of `key` in the switch node's store, read by etcdctl inside the switch's
 /// namespace (the store listens on the switch's rack address, which the host never sends to).
 fn store_value(rack: &LocalRack, key: &str) -> Option<serde_json::Value> {
@@ -175,7 +151,9 @@ async fn statesync_publishes_the_switchs_ports_and_routes_as_they_change() {
             compute_nodes: 1,
             network: RackNetwork::Namespaces,
             node_timeout_secs: 10,
-            extra_yaml: SWITCH_STATE.into(),
+            // statesync's tick a minute away: whatever reaches the store sooner came through its
+            // watch on the switch.
+            extra_yaml: plain_state_store(60_000),
             ..RackOptions::default()
         },
     )

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use torc_test_utils::{Etcd, LocalRack, RackOptions, wait_for, which};
+use torc_test_utils::{Etcd, LocalRack, RackOptions, plain_state_store, wait_for, which};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
@@ -31,26 +31,8 @@ fn keys(endpoint: &str) -> Vec<String> {
         .collect()
 }
 
-const SERVICES: &str = r#"
-healthcheck:
-  system_services:
-    - name: etcd
-      command: torc
-      args: [kv, --listen, "$IP:2379", --data-dir, "$DATA_DIR"]
-      memory: 64
-      cpu: 0.2
-      node_function: controller
-      health:
-        tcp: "$IP:2379"
-        interval_in_seconds: 1
-    - name: statesync
-      command: torc
-      args: [statesync, --endpoints, "http://$IP:2379", --interval-ms, "300"]
-      credentials: {api_access: viewer}
-      memory: 32
-      cpu: 0.1
-      node_function: controller
-      dependent_service: etcd
+/// What the rack runs besides the plain state store and statesync (a 300 ms tick).
+const GROUPS: &str = r#"
 api:
   service-groups:
     - name: web
@@ -69,7 +51,7 @@ async fn statesync_keeps_the_state_soup_equal_to_the_rack() {
         RackOptions {
             compute_nodes: 2,
             node_timeout_secs: 30,
-            extra_yaml: SERVICES.into(),
+            extra_yaml: format!("{}{GROUPS}", plain_state_store(300)),
             ..Default::default()
         },
     )
