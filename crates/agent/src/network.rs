@@ -8,12 +8,14 @@
 //! - a veth `tk<8 hex>` in the node's namespace whose peer, `eth0`, is created directly in the
 //!   task's namespace (one netlink request), labelled with its node and task (its alias,
 //!   `torc <node>: task <id>`, shown by `ip link`);
-//! - node side: `gateway/32 peer ip/32` on the veth, up (the gateway is the block's first host
-//!   address, the same on every task veth of the node), which gives the node its route to the
-//!   task;
+//! - node side: the veth up, with no address yet;
 //! - task side: `lo` up, `eth0` `ip/32 peer gateway/32` up, `default via gateway`, and
 //!   `net.ipv4.ip_unprivileged_port_start=0` (per namespace: an unprivileged task may bind
-//!   `:53` on its own address, as the seed's DNS servers did).
+//!   `:53` on its own address, as the seed's DNS servers did);
+//! - node side, last: once its end carries packets, `gateway/32 peer ip/32` on the veth (the
+//!   gateway is the block's first host address, the same on every task veth of the node),
+//!   which gives the node its route to the task. Before both ends carry packets, a packet for
+//!   the task would delay the first connection by a second (see `NodeSide::route_to_task`).
 //!
 //! The task's shim is then started inside the namespace (`setns` in its `pre_exec`, see
 //! `runtime`) and the agent drops its descriptor.
@@ -37,12 +39,18 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use torc_api::RackAddress;
+use torc_net::observe::{self, OperState};
 use torc_net::{IfName, Netlink, Netns, RouteProtocol, addr, link, netns, route};
 use torc_types::{Ipv4Block, NodeName, TaskId};
 
+/// How long a task's start waits for the node's end of its veth to carry packets before it
+/// routes to the task anyway (the kernel's link watcher takes microseconds, or as long as
+/// the routing lock is held by others).
+const CARRIER_WAIT: Duration = Duration::from_secs(1);
 /// How many veth names a task tries (its hash, then the next ones) before giving up.
 const VETH_ATTEMPTS: u32 = 16;
 /// The name of the task's end of its veth, inside its namespace.
@@ -240,10 +248,13 @@ impl TaskNetworks {
         .await?
         .map_err(step("create the task's network namespace"))?;
         let veth = node.add_veth(id, &ns).await?;
+        // The node's route to the task comes last, once both ends of the veth carry packets:
+        // see `NodeSide::route_to_task`.
         let made = async {
             node.label(&veth, id).await?;
-            node.configure_node_end(&veth, address).await?;
-            configure_task_end(&ns, address).await
+            node.set_up(&veth).await?;
+            configure_task_end(&ns, address).await?;
+            node.route_to_task(&veth, address).await
         }
         .await;
         match made {
@@ -341,21 +352,49 @@ impl NodeSide {
         })
     }
 
-    /// The node's end: `gateway/32 peer ip/32`, up.
-    async fn configure_node_end(
-        &self,
-        veth: &IfName,
-        address: TaskAddress,
-    ) -> Result<(), TaskNetError> {
+    /// Sets the node's end of the veth up. It has no address yet, so the node has no route
+    /// to the task.
+    async fn set_up(&self, veth: &IfName) -> Result<(), TaskNetError> {
+        link::set_up(&self.nl, veth)
+            .await
+            .map_err(step(format!("set the task's veth {veth} up")))?;
+        Ok(())
+    }
+
+    /// Gives the node's end `gateway/32 peer ip/32`, which gives the node its route to the
+    /// task: called last, once the task's end is up with its address and the node's end
+    /// carries packets (its operational state is up), waiting for that at most
+    /// [`CARRIER_WAIT`].
+    ///
+    /// Why: a veth end that went up before its peer sends nothing (its queue is the kernel's
+    /// no-op one) until the kernel's link watcher, a deferred job that waits for the
+    /// routing lock, sees the carrier come; the end that goes up second sends at once. A
+    /// packet for the task arriving in between (a client retrying while the task starts)
+    /// makes the node ask for the task's hardware address, and when the request or its answer
+    /// is dropped, the kernel asks again only a second later (`retrans_time`): the first
+    /// connection to the task waited that second (1 to 4% of starts in
+    /// `cargo bench -p torc --bench network`).
+    async fn route_to_task(&self, veth: &IfName, address: TaskAddress) -> Result<(), TaskNetError> {
+        let deadline = tokio::time::Instant::now() + CARRIER_WAIT;
+        loop {
+            let port = observe::port(&self.nl, veth)
+                .await
+                .map_err(step(format!("look up the task's veth {veth}")))?;
+            if port.oper_state == OperState::Up {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(%veth, state = %port.oper_state, "a task's veth does not carry packets yet; routing to the task anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let TaskAddress { ip, gateway } = address;
         addr::add_peer(&self.nl, veth, gateway, ip)
             .await
             .map_err(step(format!(
                 "give the task's veth {veth} the address {gateway}/32 peer {ip}/32"
             )))?;
-        link::set_up(&self.nl, veth)
-            .await
-            .map_err(step(format!("set the task's veth {veth} up")))?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use futures_util::TryStreamExt as _;
 use nix::errno::Errno;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::{Error, IfName, Netlink, Netns, Result};
@@ -49,9 +49,14 @@ pub async fn add_veth(
 
 /// The interface index of `name`, or [`Error::NoSuchLink`].
 pub async fn index(nl: &Netlink, name: &IfName) -> Result<u32> {
+    Ok(message(nl, name).await?.header.index)
+}
+
+/// The kernel's description of link `name` (one `RTM_GETLINK`), or [`Error::NoSuchLink`].
+pub(crate) async fn message(nl: &Netlink, name: &IfName) -> Result<LinkMessage> {
     let mut links = nl.handle().link().get().match_name(name.as_str()).execute();
     match links.try_next().await {
-        Ok(Some(message)) => Ok(message.header.index),
+        Ok(Some(message)) => Ok(message),
         Ok(None) => Err(no_such_link(nl, name)),
         Err(e) => {
             let e = nl.fail(format!("look up link {name}"), e);

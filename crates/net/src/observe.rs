@@ -1,6 +1,7 @@
 //! What a namespace's kernel has, read over netlink: its ports ([`PortView`], with the
 //! `IFLA_STATS64` counters), its IPv4 routes of the main table ([`RouteView`], classified
-//! for an owner's protocol) and its IPv4 addresses.
+//! for an owner's protocol) and its IPv4 addresses; and its link and route changes as the
+//! kernel announces them ([`Announcements`]).
 //!
 //! Netlink, not sysfs: after `setns`, `/sys/class/net` still lists the mounter's (the host's)
 //! devices (`docs/design/rack-network.md` §1), while a netlink socket answers for the
@@ -8,19 +9,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd as _;
+use std::time::Duration;
 
 use futures_util::TryStreamExt as _;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol as NlProtocol, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol as NlProtocol, RouteType,
 };
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::sys::{Socket, protocols::NETLINK_ROUTE};
 
+use crate::netns::{self, Netns};
 use crate::routes::{MAIN_TABLE, Owner, RouteKind, RouteProtocol, RouteView};
-use crate::{Netlink, Result};
+use crate::{Error, IfName, Netlink, Result, link};
 
 /// A link's operational state (`IFLA_OPERSTATE`, RFC 2863), as `ip link` prints it (in lower
 /// case).
@@ -131,6 +140,11 @@ fn hex_address(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// The link `name` of the namespace, or [`crate::Error::NoSuchLink`].
+pub async fn port(nl: &Netlink, name: &IfName) -> Result<PortView> {
+    Ok(PortView::from_message(&link::message(nl, name).await?))
 }
 
 /// Every link of the namespace, by interface index.
@@ -280,4 +294,150 @@ pub async fn addresses(nl: &Netlink) -> Result<Vec<AddressView>> {
 /// The namespace's own IPv4 addresses (for [`crate::routes::plan`]'s `local`).
 pub async fn local_addrs(nl: &Netlink) -> Result<BTreeSet<Ipv4Addr>> {
     Ok(addresses(nl).await?.into_iter().map(|a| a.local).collect())
+}
+
+/// The kernel's multicast groups of link changes (`RTNLGRP_LINK`) and of IPv4 route changes
+/// (`RTNLGRP_IPV4_ROUTE`).
+const LINK_GROUP: u32 = 1;
+const IPV4_ROUTE_GROUP: u32 = 7;
+
+/// One change the kernel announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// A route added or changed (`RTM_NEWROUTE`), or deleted (`RTM_DELROUTE`).
+    Route(RouteEvent),
+    /// A link's new state (`RTM_NEWLINK`: up, down, its operational state), or its removal
+    /// (`RTM_DELLINK`).
+    Link { removed: bool, port: PortView },
+}
+
+/// A route announcement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEvent {
+    pub added: bool,
+    /// The route, classified for the owner's protocol; its device is named `if<index>` (an
+    /// announcement carries the index only).
+    pub route: RouteView,
+    /// The route's link has no carrier (`RTNH_F_LINKDOWN`, `ip route` prints `linkdown`):
+    /// its other end is down.
+    pub linkdown: bool,
+}
+
+/// The link and IPv4 route changes of one namespace as the kernel announces them, in its
+/// order: a netlink socket made inside the namespace and joined to both groups, read without
+/// blocking. For watching changes as they are made (a benchmark's clock, a test of the order
+/// of steps); a reconciler still compares whole dumps, since announcements are lost when the
+/// socket's buffer overflows.
+pub struct Announcements {
+    socket: Socket,
+    ns: String,
+    ours: RouteProtocol,
+}
+
+impl fmt::Debug for Announcements {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Announcements")
+            .field("ns", &self.ns)
+            .finish()
+    }
+}
+
+impl Announcements {
+    /// Starts listening inside `ns` (the socket is made there, on a short-lived thread), with
+    /// `ours` as the owner's protocol for [`RouteView::classify`]. Announcements from this
+    /// call on are kept, up to the socket's 4 MiB buffer.
+    pub fn open(ns: &Netns, ours: RouteProtocol) -> Result<Announcements> {
+        let socket = netns::run_blocking(ns, || -> io::Result<Socket> {
+            let mut socket = Socket::new(NETLINK_ROUTE)?;
+            socket.bind_auto()?;
+            socket.add_membership(LINK_GROUP)?;
+            socket.add_membership(IPV4_ROUTE_GROUP)?;
+            socket.set_rx_buf_sz(4usize << 20)?;
+            socket.set_non_blocking(true)?;
+            Ok(socket)
+        })?
+        .map_err(|e| Error::Netlink {
+            ns: ns.label().to_string(),
+            step: "listen to link and route announcements".into(),
+            source: e,
+        })?;
+        Ok(Announcements {
+            socket,
+            ns: ns.label().to_string(),
+            ours,
+        })
+    }
+
+    /// Every announcement queued since the last call, in the kernel's order, without waiting.
+    /// An error `ENOBUFS` means some were lost (the buffer overflowed); the next call goes on
+    /// with what came after.
+    pub fn read(&self) -> Result<Vec<Announcement>> {
+        let mut read = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match self.socket.recv(&mut &mut buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(read),
+                Err(e) => {
+                    return Err(Error::Netlink {
+                        ns: self.ns.clone(),
+                        step: "read link and route announcements".into(),
+                        source: e,
+                    });
+                }
+            };
+            read.extend(parse_announcements(&buf[..n], self.ours));
+        }
+    }
+
+    /// Waits at most `timeout` for an announcement to be queued; answers whether one is.
+    pub fn wait(&self, timeout: Duration) -> Result<bool> {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) => Ok(n > 0),
+            Err(Errno::EINTR) => Ok(false),
+            Err(e) => Err(Error::Netlink {
+                ns: self.ns.clone(),
+                step: "wait for link and route announcements".into(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+/// The announcements in one datagram (it may hold several messages, each padded to 4 bytes);
+/// other messages (addresses, a malformed one) are skipped.
+fn parse_announcements(mut bytes: &[u8], ours: RouteProtocol) -> Vec<Announcement> {
+    let mut read = Vec::new();
+    while bytes.len() >= 16 {
+        let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        if len < 16 || len > bytes.len() {
+            break;
+        }
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..len]);
+        bytes = &bytes[((len + 3) & !3).min(bytes.len())..];
+        let Ok(NetlinkPayload::InnerMessage(message)) = message.map(|m| m.payload) else {
+            continue;
+        };
+        let (added, route) = match &message {
+            RouteNetlinkMessage::NewRoute(r) => (true, r),
+            RouteNetlinkMessage::DelRoute(r) => (false, r),
+            RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
+                let port = PortView::from_message(l);
+                let removed = matches!(message, RouteNetlinkMessage::DelLink(_));
+                read.push(Announcement::Link { removed, port });
+                continue;
+            }
+            _ => continue,
+        };
+        if let Some(view) = route_view(route, &BTreeMap::new()) {
+            read.push(Announcement::Route(RouteEvent {
+                added,
+                route: view.classify(ours),
+                linkdown: route.header.flags.contains(RouteFlags::Linkdown),
+            }));
+        }
+    }
+    read
 }

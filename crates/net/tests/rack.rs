@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use common::{TestRack, privileged, wait_until};
 use torc_net::forward::{self, NetnsDialer, TcpOptions, UdpOptions};
-use torc_net::observe::{self, OperState};
+use torc_net::observe::{self, Announcement, OperState};
 use torc_net::routes::Plan;
 use torc_net::rtnetlink::RouteMessageBuilder;
 use torc_net::{
@@ -565,6 +565,70 @@ async fn a_links_alias_is_set_and_listed() {
         matches!(missing, Err(Error::NoSuchLink { .. })),
         "{missing:?}"
     );
+}
+
+/// Link and route changes are announced as they happen, in order: a veth made, a connected
+/// route on it while its other end is down (marked `linkdown`), an owned route added and
+/// deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_and_route_changes_are_announced_in_order() {
+    if !privileged() {
+        return;
+    }
+    let rack = TestRack::new();
+    let (node, task) = (rack.create("node"), rack.create("task"));
+    rack.assert_namespaces(&["node", "task"]).await;
+    let in_node = netns::connect_in(&node).unwrap();
+    let announced = observe::Announcements::open(&node, TORC).unwrap();
+    assert!(!announced.wait(Duration::ZERO).unwrap(), "nothing yet");
+    let tk = ifname("tk1");
+    link::add_veth(&in_node, &tk, &node, &ifname("eth0"), &task)
+        .await
+        .unwrap();
+    // The node's end up while the task's is still down: its route to the task has no carrier.
+    addr::add_peer(&in_node, &tk, NODE_A, TASK_B).await.unwrap();
+    link::set_up(&in_node, &tk).await.unwrap();
+    route::add(&in_node, FOREIGN, TASK_B, TORC).await.unwrap();
+    route::delete(&in_node, FOREIGN, Some(TASK_B), 0, TORC)
+        .await
+        .unwrap();
+    assert!(announced.wait(SOON).unwrap());
+    let mut seen = Vec::new();
+    for a in announced.read().unwrap() {
+        let line = match a {
+            Announcement::Link {
+                removed: true,
+                port,
+            } => format!("link {} removed", port.name),
+            Announcement::Link { port, .. } => {
+                let admin = if port.admin_up { "up" } else { "down" };
+                format!("link {} {admin}, {}", port.name, port.oper_state)
+            }
+            Announcement::Route(e)
+                if e.route.dst_len == 32 && e.route.table == routes::MAIN_TABLE =>
+            {
+                let verb = if e.added { "added" } else { "deleted" };
+                let linkdown = if e.linkdown { " linkdown" } else { "" };
+                format!("{verb} {}/32 {}{linkdown}", e.route.dst, e.route.owner)
+            }
+            Announcement::Route(_) => continue,
+        };
+        // A link is announced again at each change (up, addresses, carrier): once is enough.
+        if seen.last() != Some(&line) {
+            seen.push(line);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "link tk1 down, down",
+            "link tk1 up, down",
+            "added 198.19.2.2/32 other linkdown",
+            "added 198.19.9.10/32 torc linkdown",
+            "deleted 198.19.9.10/32 torc linkdown",
+        ]
+    );
+    assert!(announced.read().unwrap().is_empty(), "each is read once");
 }
 
 #[test]

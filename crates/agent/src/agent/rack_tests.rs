@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use tokio::io::AsyncReadExt as _;
 use torc_api::{DesiredState, DesiredTask, RackAddress, Resolver};
-use torc_net::{IfName, Netlink, Netns, link, netns, observe};
+use torc_net::observe::{Announcement, OperState};
+use torc_net::{IfName, Netlink, Netns, RouteProtocol, link, netns, observe};
 use torc_types::{TaskNetwork, TaskSpec};
 
 use super::tests::{FakeShim, adopts_after_crash, agent_with, crash_after_spawn};
@@ -253,6 +254,47 @@ fn a_rack_task_runs_on_its_own_address_and_its_network_goes_with_it() {
             task_veths().await.is_empty().then_some(())
         })
         .await;
+    });
+}
+
+/// The node's route to a rack task appears only once the task's veth carries packets both
+/// ways: the task's end up with its address, the node's end operationally up. A route there
+/// earlier let a packet for the task (a client retrying while the task starts) make the node
+/// ask for the task's hardware address while one end still dropped what it sent; the kernel
+/// asks again only a second later, and the first connection waited that long.
+#[test]
+fn a_rack_tasks_route_on_its_node_comes_once_its_veth_carries_packets() {
+    on_a_node(async |node| {
+        let agent = &node.agent;
+        let here = Netns::current().unwrap();
+        let announced = observe::Announcements::open(&here, RouteProtocol::TORC).unwrap();
+        agent.apply(desired(
+            1,
+            vec![rack_task("web.000001", "198.19.1.7", BLOCK)],
+        ));
+        let task = task_in(agent, "web.000001", TaskState::Running).await;
+        let veth = task.net.and_then(|n| n.veth).expect("its veth is recorded");
+        let read = announced.read().unwrap();
+        let route = read
+            .iter()
+            .position(|a| {
+                matches!(a, Announcement::Route(e)
+                    if e.added && e.route.dst == ip("198.19.1.7") && e.route.dst_len == 32)
+            })
+            .expect("the node has a route to its task");
+        let carrying = read.iter().position(|a| {
+            matches!(a, Announcement::Link { removed: false, port }
+                if port.name == veth && port.oper_state == OperState::Up)
+        });
+        assert!(
+            carrying.is_some_and(|c| c < route),
+            "the node routed to its task before {veth} carried packets: {read:#?}"
+        );
+        assert!(
+            matches!(&read[route], Announcement::Route(e) if !e.linkdown),
+            "{:?}",
+            read[route]
+        );
     });
 }
 
