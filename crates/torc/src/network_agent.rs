@@ -57,6 +57,7 @@ pub fn run_network_agent(args: NetworkAgentArgs) -> anyhow::Result<()> {
             protocol,
             switch: None,
             idle_said: false,
+            last_sent: None,
             failures: BTreeMap::new(),
         };
         tokio::select! {
@@ -84,6 +85,8 @@ struct Agent {
     /// The connection to the switch's namespace and the watch on it.
     switch: Option<torc_net::Switch>,
     idle_said: bool,
+    /// What the last report that reached the controller said.
+    last_sent: Option<ReportShape>,
     /// Operations that failed, with their error, so each is logged once until it changes.
     failures: BTreeMap<Ipv4Addr, String>,
 }
@@ -98,17 +101,23 @@ impl Agent {
             // going down): then reconcile with the last snapshot at once.
             let woke = {
                 let poll = self.client.switch_routes(epoch, after, resync);
+                // The settling wait is part of this branch, so a snapshot that comes meanwhile
+                // is taken at once (its pass covers the change too): the agent's own route
+                // changes wake it, and must not hold up the next task's route.
                 let changed = async {
                     match (self.switch.as_mut(), &last) {
                         (Some(switch), Some(_)) => switch.changed().await,
                         _ => std::future::pending().await,
                     }
+                    // A burst (its own routes, a port and its routes) is one pass.
+                    tokio::time::sleep(SETTLE).await;
                 };
                 tokio::select! {
                     polled = poll => Woke::Snapshot(polled),
                     () = changed => Woke::SwitchChanged,
                 }
             };
+            let changed_only = matches!(woke, Woke::SwitchChanged);
             let snapshot = match woke {
                 Woke::Snapshot(Ok(s)) => s,
                 Woke::Snapshot(Err(e)) => {
@@ -116,17 +125,13 @@ impl Agent {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-                Woke::SwitchChanged => {
-                    // A burst (its own routes, a port and its routes) is one pass.
-                    tokio::time::sleep(SETTLE).await;
-                    match &last {
-                        Some(s) => s.clone(),
-                        None => continue,
-                    }
-                }
+                Woke::SwitchChanged => match &last {
+                    Some(s) => s.clone(),
+                    None => continue,
+                },
             };
             (epoch, after) = (snapshot.epoch, snapshot.generation);
-            if let Err(e) = self.reconcile(&snapshot).await {
+            if let Err(e) = self.reconcile(&snapshot, changed_only).await {
                 tracing::warn!(error = %e, "cannot reconcile the switch's routes");
                 // A connection that failed is opened again next time.
                 self.switch = None;
@@ -150,7 +155,14 @@ impl Agent {
         Ok(nl)
     }
 
-    async fn reconcile(&mut self, snapshot: &RouteSnapshot) -> anyhow::Result<()> {
+    /// One pass; `changed_only`: woken by a change on the switch, not by the controller or the
+    /// resync, so the report is sent only if the table or a port's state differs from the last
+    /// one sent (the agent's own route changes wake it too, and that pass changes nothing).
+    async fn reconcile(
+        &mut self,
+        snapshot: &RouteSnapshot,
+        changed_only: bool,
+    ) -> anyhow::Result<()> {
         let Some(switch) = &snapshot.switch else {
             if !self.idle_said {
                 tracing::info!(
@@ -214,10 +226,39 @@ impl Agent {
                 })
                 .collect(),
         };
-        if let Err(e) = self.client.report_network(&report).await {
-            tracing::warn!(error = %e, "cannot report the switch's table to the controller");
+        let shape = ReportShape::of(&report);
+        if changed_only && self.last_sent.as_ref() == Some(&shape) {
+            return Ok(());
+        }
+        match self.client.report_network(&report).await {
+            Ok(_) => self.last_sent = Some(shape),
+            Err(e) => {
+                self.last_sent = None;
+                tracing::warn!(error = %e, "cannot report the switch's table to the controller");
+            }
         }
         Ok(())
+    }
+}
+
+/// What a report says that a change on the switch can alter: its routes, and each port's
+/// state (not the counters, which move all the time).
+#[derive(PartialEq)]
+struct ReportShape {
+    generation_applied: u64,
+    routes: Vec<SwitchRoute>,
+    ports: Vec<(String, String, u32)>,
+}
+
+impl ReportShape {
+    fn of(report: &NetworkReport) -> ReportShape {
+        ReportShape {
+            generation_applied: report.generation_applied,
+            routes: report.routes.clone(),
+            ports: (report.ports.iter())
+                .map(|p| (p.name.clone(), p.oper_state.clone(), p.mtu))
+                .collect(),
+        }
     }
 }
 
