@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use torc_types::{Ipv4Block, NameProblem, Resources, ServiceName, TaskNetwork, TaskSpecError};
 
+use crate::service::ServiceSpecError;
+
 /// Why a rack config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -156,7 +158,10 @@ pub enum Rule {
          controller's"
     )]
     ControllerName { name: ServiceName },
-    #[error("service `{name}` has nothing to run: set `command` to run a process")]
+    #[error(
+        "service `{name}` has nothing to run: set `command` to run a process, or `image_name` \
+         to run a container"
+    )]
     NothingToRun { name: ServiceName },
     #[error("set either `args` (a list) or `arguments` (a string), not both")]
     ArgsAndArguments,
@@ -179,6 +184,15 @@ pub enum Rule {
     /// What the agent would refuse when it runs the service's task.
     #[error(transparent)]
     TaskSpec(#[from] TaskSpecError),
+    /// Container keys that make no task: a bad image, volume, network or `parameters`.
+    #[error(transparent)]
+    Service(#[from] ServiceSpecError),
+    #[error("duplicate registry `{host}` (also {first})")]
+    DuplicateRegistry { host: String, first: String },
+    #[error(
+        "a registry login needs both `user` and `password_secret` (or neither, to pull without one)"
+    )]
+    RegistryLogin,
 }
 
 /// Text that is not an IP address.

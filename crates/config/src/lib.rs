@@ -4,14 +4,16 @@
 //! The schema is the original ToRC `config.yml`, accepted unchanged (keys with dashes such as
 //! `dns-addons` and `service-groups` included), plus torc's keys: `domain`, `service_domain`,
 //! `open_join`, `power_command`, per-node `function`/`resources`/`port_range`/`task_block`/
-//! `endpoint`, `network-agent.type: netlink`, and per-service `command`, `args`, `env`, `ports`,
-//! `disk`, `network`, `health`, restart and kill timers. Where the
+//! `endpoint`, `network-agent.type: netlink`, `containers` (registry logins, pull and import
+//! bounds), and per-service `command`, `args`, `env`, `ports`, `disk`, `network`, `health`,
+//! restart and kill timers. The original's container keys (`image_name`, `privileged`,
+//! `volumes`, `network_type`, `parameters`) make a container task spec. Where the
 //! original crashed, torc reads what was meant: `memory: 1024` (an int), `service-groups:`
 //! with no value, `""` for an unset IP.
 //!
 //! What this crate is not: it performs no effects. It does not start services, run power
-//! commands, resolve names or watch the file; it turns text into a checked [`RackConfig`]
-//! (and a service into a [`torc_types::TaskSpec`]), nothing more.
+//! commands, resolve names, pull images or watch the file; it turns text into a checked
+//! [`RackConfig`] (and a service into a [`torc_types::TaskSpec`]), nothing more.
 //!
 //! Invariants:
 //! - A [`RackConfig`] value has been validated: node names and IPs, system service names,
@@ -19,7 +21,11 @@
 //!   `command` or an `image_name`; memory, cpu and disk are finite and non-negative; a
 //!   service's `node_name` is a listed node (unless `open_join`); timers are at least 1 s;
 //!   task blocks are /16 to /30, overlap no other block and hold no node's `ip` or
-//!   `endpoint`; a `network: rack` service has some node's block to take an address from.
+//!   `endpoint`; a `network: rack` service has some node's block to take an address from;
+//!   a service's container keys make a valid container spec (image reference, volumes,
+//!   `network_type` of `host`, `none`, `torc` or `calico`, every `parameters` option mapped)
+//!   and `volumes` and `parameters` appear only with an `image_name`; registries are listed
+//!   once each, with a whole login or none.
 //! - Unknown keys are errors at every level, never ignored: a typo such as `memroy` must not
 //!   silently become the default.
 //! - Every error names the file, the line (and column when known) and the key path, e.g.
@@ -47,11 +53,13 @@ use serde_saphyr::MessageFormatter;
 
 pub use error::{BadIpAddr, ConfigError, Rule};
 pub use rack::{
-    AccessConfig, ApiConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig, NetworkAgentKind,
-    NodeConfig, PowerCommand, RackConfig, ServiceGroup, ServiceLogin, StateCleanConfig,
-    StateSyncConfig,
+    AccessConfig, ApiConfig, ContainersConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig,
+    NetworkAgentKind, NodeConfig, PowerCommand, RackConfig, RegistryConfig, ServiceGroup,
+    ServiceLogin, StateCleanConfig, StateSyncConfig,
 };
-pub use service::{HealthProbe, ProbeCountError, ServiceConfig, ServiceHealth, Sla, Volume};
+pub use service::{
+    HealthProbe, ProbeCountError, ServiceConfig, ServiceHealth, ServiceSpecError, Sla, Volume,
+};
 pub use torc_types::{NodeType, UnknownValue};
 
 use source_map::{Pos, SourceMap};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, SecretName, ServiceName,
-    words,
+    FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, RegistryHost, Resources, SecretName,
+    ServiceName, words,
 };
 
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
@@ -72,6 +72,64 @@ pub struct RackConfig {
     /// addition.
     #[serde(default, deserialize_with = "null_as_default")]
     pub access: AccessConfig,
+    /// How nodes' container engines reach registries, and bounds on pulls and imports. torc
+    /// addition.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub containers: ContainersConfig,
+}
+
+/// The `containers` section: for services with an `image_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainersConfig {
+    /// Logins and plain-HTTP registries, one entry per registry host. A registry not listed
+    /// is pulled from without a login, over HTTPS unless it is on loopback.
+    #[serde(deserialize_with = "null_as_default")]
+    pub registries: Vec<RegistryConfig>,
+    /// How long a node's pull of an image may take (Nomad's `image_pull_timeout`).
+    pub pull_timeout_in_seconds: u64,
+    /// The largest image archive `torc image import` accepts, in MiB.
+    pub import_max_mb: u64,
+}
+
+impl Default for ContainersConfig {
+    fn default() -> Self {
+        ContainersConfig {
+            registries: Vec::new(),
+            pull_timeout_in_seconds: 300,
+            import_max_mb: 2048,
+        }
+    }
+}
+
+impl ContainersConfig {
+    pub fn pull_timeout(&self) -> Duration {
+        Duration::from_secs(self.pull_timeout_in_seconds)
+    }
+
+    /// The entry for `host`, if the config lists it.
+    pub fn registry(&self, host: &RegistryHost) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.host == *host)
+    }
+}
+
+/// How to reach one registry: a login whose password is a rack secret, and whether it
+/// speaks plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `registry.example.com` or `10.0.0.5:5000`, as image names spell it
+    /// (`index.docker.io` is read as `docker.io`).
+    pub host: RegistryHost,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The rack secret holding the password (`torc secret set <name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretName>,
+    /// Plain HTTP instead of HTTPS. Loopback registries are plain HTTP without it, as for
+    /// Docker and containerd.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// The `access` section.

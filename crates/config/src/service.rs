@@ -1,13 +1,15 @@
 //! One service definition: the original's keys (container-oriented) plus torc's (process-
-//! oriented), and its mapping onto a [`TaskSpec`].
+//! oriented), and its mapping onto a [`TaskSpec`]: a process when it names only a `command`,
+//! a container when it names an `image_name`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    Constraints, NodeName, NodeType, Resources, ServiceName, TaskCredentials, TaskNetwork,
-    TaskSpec, words,
+    Constraints, ContainerSpec, ImageRef, ImageRefError, NetworkMode, NodeName, NodeType,
+    ParameterError, Parameters, Resources, ServiceName, TaskCredentials, TaskNetwork, TaskSpec,
+    UnknownNetwork, VolumeError, words,
 };
 
 use crate::de::{empty_as_none, null_as_default};
@@ -15,20 +17,26 @@ use crate::de::{empty_as_none, null_as_default};
 /// A service: an entry of `healthcheck.system_services` (always on) or of a service group
 /// (on demand). Keys and defaults follow the original; torc adds `command`, `args`, `env`,
 /// `ports`, `disk`, `restart_delay_in_seconds`, `kill_grace_in_seconds` and `health`.
+///
+/// With `image_name` its tasks are containers: `command` is the image's entrypoint, `args`
+/// (or `arguments`) replace the image's `Cmd`, and `privileged`, `volumes`, `network_type`
+/// and `parameters` are the container's, as the original gave them to Docker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// The task name, and its DNS name under the service domain.
     pub name: ServiceName,
-    /// A container image (original). Nothing runs containers yet; see `command`.
+    /// A container image (original), as written: `dns` means `docker.io/library/dns:latest`,
+    /// as for Docker. Checked when the config is read.
     #[serde(
         default,
         deserialize_with = "empty_as_none",
         skip_serializing_if = "Option::is_none"
     )]
     pub image_name: Option<String>,
-    /// The original's container network: `host`, `none`, `bridge` or a named network;
-    /// `torc` (the original's Calico network) and `calico` mean `network: rack`.
+    /// The original's container network: `host`, `none`, `torc` (the original's Calico
+    /// network) or `calico`; the last two mean `network: rack`. For a process any other name
+    /// is kept as data (the node's network); a container refuses it (torc has no `bridge`).
     #[serde(default = "default_network_type")]
     pub network_type: String,
     /// `node` (share the node's address, ports from its range) or `rack` (an address of
@@ -67,7 +75,9 @@ pub struct ServiceConfig {
     /// The original's arguments, one string split on whitespace (no quoting).
     #[serde(default, deserialize_with = "null_as_default")]
     pub arguments: String,
-    /// The original's extra `docker run` flags. Kept as data.
+    /// The original's extra `docker run` options (`--ipc=host`), for a container: read by
+    /// [`torc_types::Parameters`], which maps each option it can honour and refuses the rest
+    /// by name. Needs `image_name`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub parameters: String,
     /// Memory in MiB. Integers are accepted (the original panicked on `memory: 1024`).
@@ -78,6 +88,8 @@ pub struct ServiceConfig {
     pub cpu: f64,
     #[serde(default)]
     pub privileged: bool,
+    /// Host paths bind-mounted into the container (`$DATA_DIR` for the service's data
+    /// directory). Needs `image_name`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub volumes: Vec<Volume>,
     /// Run one instance on every node (or every slave node) instead of one in the rack.
@@ -162,8 +174,12 @@ impl ServiceConfig {
         }
     }
 
-    /// The process to run and its arguments; `None` for a service with only an image.
+    /// The process to run and its arguments; `None` for a service with an image (its
+    /// `command` is the image's entrypoint) or with nothing to run.
     pub fn process_command(&self) -> Option<(&str, Vec<String>)> {
+        if self.image_name.is_some() {
+            return None;
+        }
         self.command
             .as_deref()
             .map(|command| (command, self.effective_args()))
@@ -202,11 +218,62 @@ impl ServiceConfig {
             .map_or(rack_default, Duration::from_secs)
     }
 
-    /// The spec of one task of this service; `None` when it has no `command`.
+    /// The spec of one task of this service, for a config that passed validation: `None`
+    /// when it has nothing to run, or when its container keys do not hold (which
+    /// validation refuses; [`ServiceConfig::task_spec`] says why).
     pub fn to_task_spec(&self) -> Option<TaskSpec> {
-        let (command, args) = self.process_command()?;
+        self.task_spec().ok().flatten()
+    }
+
+    /// The spec of one task of this service: a process for a `command` alone, a container
+    /// for an `image_name`; `Ok(None)` when it has neither. An error names the key whose
+    /// value cannot make a container.
+    pub fn task_spec(&self) -> Result<Option<TaskSpec>, ServiceSpecError> {
+        let Some(image) = &self.image_name else {
+            if !self.parameters.trim().is_empty() {
+                return Err(ServiceSpecError::ParametersNeedImage);
+            }
+            if !self.volumes.is_empty() {
+                return Err(ServiceSpecError::VolumesNeedImage);
+            }
+            return Ok(self.command.as_deref().map(|command| self.spec(command)));
+        };
+        let image = ImageRef::parse(image).map_err(ServiceSpecError::Image)?;
+        let mode = NetworkMode::parse(&self.network_type).map_err(ServiceSpecError::NetworkType)?;
+        let mut spec = self.spec(self.command.as_deref().unwrap_or_default());
+        let mut container = ContainerSpec::new(image);
+        for (index, v) in self.volumes.iter().enumerate() {
+            let volume = torc_types::Volume::new(&v.host_path, &v.container_path, v.read_only_mode)
+                .map_err(|error| ServiceSpecError::Volume { index, error })?;
+            container.volumes.push(volume);
+        }
+        if mode == NetworkMode::None {
+            if spec.network == TaskNetwork::Rack {
+                return Err(ServiceSpecError::NoNetworkOnRack);
+            }
+            container.options.no_network = true;
+        }
+        spec.container = Some(container);
+        let parameters =
+            Parameters::parse(&self.parameters).map_err(ServiceSpecError::Parameters)?;
+        if let Some(parameter) = parameters.network
+            && parameter != mode
+        {
+            return Err(ServiceSpecError::NetConflict {
+                parameter,
+                network_type: self.network_type.clone(),
+            });
+        }
+        parameters
+            .apply_to(&mut spec)
+            .map_err(ServiceSpecError::Parameters)?;
+        Ok(Some(spec))
+    }
+
+    /// The keys a process and a container share.
+    fn spec(&self, command: &str) -> TaskSpec {
         let mut spec = TaskSpec::new(self.name.clone(), command);
-        spec.args = args;
+        spec.args = self.effective_args();
         spec.env = self.env.clone();
         spec.resources = self.resources();
         spec.ports = self.ports;
@@ -218,11 +285,66 @@ impl ServiceConfig {
         if let Some(secs) = self.kill_grace_in_seconds {
             spec.kill_grace_ms = secs.saturating_mul(1000);
         }
-        Some(spec)
+        spec
     }
 }
 
-/// A host path mounted into a container (original key names).
+/// Why a service's keys make no task spec; [`ServiceSpecError::key`] names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceSpecError {
+    #[error(transparent)]
+    Image(ImageRefError),
+    #[error("{error}")]
+    Volume { index: usize, error: VolumeError },
+    #[error("{0}")]
+    NetworkType(UnknownNetwork),
+    #[error(
+        "`network_type: none` (loopback only) contradicts the rack network (`network: rack`); \
+         keep one of them"
+    )]
+    NoNetworkOnRack,
+    #[error(
+        "`--net={parameter}` contradicts `network_type: {network_type}` (`host` when unset); \
+         keep one of them"
+    )]
+    NetConflict {
+        parameter: NetworkMode,
+        network_type: String,
+    },
+    #[error(transparent)]
+    Parameters(ParameterError),
+    #[error(
+        "`parameters` are docker run options: set `image_name` to run a container, or remove \
+         them"
+    )]
+    ParametersNeedImage,
+    #[error(
+        "`volumes` mount into a container: set `image_name` to run one, or remove them (a \
+         process sees the node's files as they are)"
+    )]
+    VolumesNeedImage,
+}
+
+impl ServiceSpecError {
+    /// The service key the error is about, and the index within it for a list.
+    pub fn key(&self) -> (&'static str, Option<usize>) {
+        match self {
+            ServiceSpecError::Image(_) => ("image_name", None),
+            ServiceSpecError::Volume { index, .. } => ("volumes", Some(*index)),
+            ServiceSpecError::NetworkType(_) => ("network_type", None),
+            ServiceSpecError::NoNetworkOnRack => ("network", None),
+            ServiceSpecError::NetConflict { .. } | ServiceSpecError::Parameters(_) => {
+                ("parameters", None)
+            }
+            ServiceSpecError::ParametersNeedImage => ("parameters", None),
+            ServiceSpecError::VolumesNeedImage => ("volumes", None),
+        }
+    }
+}
+
+/// A host path mounted into a container (original key names), checked as a
+/// [`torc_types::Volume`] when the config is read: `host_path` absolute or `$DATA_DIR[/sub]`,
+/// `container_path` absolute and not `/`, no `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Volume {

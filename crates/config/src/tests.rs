@@ -83,9 +83,117 @@ fn service_defaults_follow_the_original() {
     assert_eq!(dns.number_of_instances, 1);
     assert_eq!(dns.sla, None);
     assert!(!dns.privileged && !dns.is_job && !dns.is_metered);
-    // Only an image: accepted, but nothing to run as a process.
+    // Only an image: a container that runs the image's entrypoint, not a process.
     assert_eq!(dns.process_command(), None);
-    assert_eq!(dns.to_task_spec(), None);
+    let spec = dns.to_task_spec().expect("a container spec");
+    assert_eq!(spec.command, "");
+    let container = spec.container.expect("container");
+    assert_eq!(container.image.as_str(), "docker.io/library/dns:latest");
+    assert!(container.volumes.is_empty() && container.options.is_default());
+}
+
+#[test]
+fn container_keys_make_a_container_spec() {
+    let config = parse_ok(&format!(
+        "{NODES}    task_block: 198.19.1.0/24
+healthcheck:
+  system_services:
+    - name: pcp
+      image_name: attinnovate/charmander-pcp
+      command: /bin/pmcd
+      arguments: -f -x /dev/null
+      env: {{PCP_HOST: $IP}}
+      memory: 64
+      cpu: 0.5
+      privileged: true
+      volumes:
+        - {{host_path: /sys, container_path: /sys, read_only_mode: true}}
+        - {{host_path: $DATA_DIR/log, container_path: /var/log/pcp}}
+      parameters: --ipc=host -v /run:/run -e MODE=x --user=pcp --net=torc
+      network_type: torc
+      kill_grace_in_seconds: 2
+    - name: quiet
+      image_name: localhost:5000/quiet:1
+      network_type: none
+"
+    ));
+    let [pcp, quiet] = &config.healthcheck.system_services[..] else {
+        panic!("two services");
+    };
+    let spec = pcp.to_task_spec().expect("a container");
+    assert_eq!(spec.command, "/bin/pmcd", "command is the entrypoint");
+    assert_eq!(spec.args, ["-f", "-x", "/dev/null"]);
+    assert_eq!(
+        spec.env,
+        BTreeMap::from([
+            ("MODE".into(), "x".into()),
+            ("PCP_HOST".into(), "$IP".into())
+        ])
+    );
+    assert_eq!(spec.resources, Resources::new(0.5, 64.0, 0.0));
+    assert!(spec.privileged);
+    assert_eq!(spec.network, TaskNetwork::Rack);
+    assert_eq!(spec.kill_grace_ms, 2_000);
+    let container = spec.container.as_ref().expect("container");
+    assert_eq!(
+        container.image.as_str(),
+        "docker.io/attinnovate/charmander-pcp:latest"
+    );
+    let mounts: Vec<String> = container.volumes.iter().map(|v| v.to_string()).collect();
+    assert_eq!(
+        mounts,
+        ["/sys:/sys:ro", "$DATA_DIR/log:/var/log/pcp", "/run:/run"]
+    );
+    assert!(container.options.host_ipc);
+    assert_eq!(container.options.user.as_deref(), Some("pcp"));
+    assert!(!container.options.no_network);
+    assert_eq!(spec.validate(), Ok(()));
+
+    let spec = quiet.to_task_spec().expect("a container");
+    assert_eq!(spec.network, TaskNetwork::Node);
+    assert!(
+        spec.container
+            .as_ref()
+            .expect("container")
+            .options
+            .no_network
+    );
+}
+
+#[test]
+fn container_key_errors_name_their_key() {
+    let err = |service: &str| parse(&with_service(service)).unwrap_err().to_string();
+    assert_eq!(
+        err("    - name: a\n      image_name: Busybox\n"),
+        "t.yaml:12: healthcheck.system_services[0].image_name: invalid image reference \
+         \"Busybox\": the repository name \"Busybox\" must be lowercase"
+    );
+    assert_eq!(
+        err("    - name: a\n      image_name: x\n      parameters: -p 80:80\n"),
+        "t.yaml:13: healthcheck.system_services[0].parameters: -p: ports are not published: a \
+         container on the node's network uses ports from the node's range ($PORT, ports: N); \
+         one on the rack network has an address of its own"
+    );
+    let ServiceSpecError::Volume { index, .. } = parse(&with_service(
+        "    - name: a\n      image_name: x\n      volumes:\n        - {host_path: /a, container_path: /b}\n        - {host_path: a, container_path: /c}\n",
+    ))
+    .map_err(|e| match e {
+        ConfigError::Invalid { rule, .. } => match *rule {
+            Rule::Service(e) => e,
+            other => panic!("{other}"),
+        },
+        other => panic!("{other}"),
+    })
+    .unwrap_err() else {
+        panic!("a volume error");
+    };
+    assert_eq!(index, 1);
+    // A process keeps the original's lenient `network_type`: it is kept as data.
+    let config = parse_ok(&with_service(
+        "    - {name: a, command: x, network_type: bridge}\n",
+    ));
+    let spec = config.healthcheck.system_services[0].to_task_spec();
+    assert_eq!(spec.map(|s| s.network), Some(TaskNetwork::Node));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::net::IpAddr;
 
-use torc_types::{Ipv4Block, TaskNetwork, TaskSpecError};
+use torc_types::{ContainerSpecError, Ipv4Block, TaskNetwork, TaskSpecError};
 
 use crate::error::Rule;
 use crate::path::KeyPath;
@@ -51,6 +51,7 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
     check_nodes(config)?;
     check_task_blocks(config)?;
     check_dns_addons(config)?;
+    check_containers(config)?;
 
     let mut system_names = BTreeMap::new();
     let services = root.key("healthcheck").key("system_services");
@@ -426,18 +427,67 @@ fn check_service(config: &RackConfig, path: &KeyPath, service: &ServiceConfig) -
             fail(path.key("failure_threshold"), Rule::AtLeastOne)?;
         }
     }
-    // What the agent will check when it runs the task, checked here so that a bad config
-    // fails at load rather than at start.
-    if let Some(spec) = service.to_task_spec()
+    // The container keys, and what the agent will check when it runs the task, checked
+    // here so that a bad config fails at load rather than at start.
+    let spec = match service.task_spec() {
+        Ok(spec) => spec,
+        Err(err) => {
+            let (key, index) = err.key();
+            let at = match index {
+                Some(i) => path.key(key).index(i),
+                None => path.key(key),
+            };
+            return fail(at, Rule::Service(err));
+        }
+    };
+    if let Some(spec) = spec
         && let Err(err) = spec.validate()
     {
         let at = match &err {
             TaskSpecError::EmptyCommand => path.key("command"),
             TaskSpecError::BadEnvKey(key) => path.key("env").key(key),
             TaskSpecError::TooManyPorts(_) => path.key("ports"),
+            TaskSpecError::NoNetworkOnRack => path.key("network_type"),
+            TaskSpecError::Container(ContainerSpecError::MountedTwice { .. }) => {
+                path.key("volumes")
+            }
+            TaskSpecError::Container(ContainerSpecError::Option(_)) => path.key("parameters"),
             _ => path.clone(),
         };
         fail(at, err)?;
+    }
+    Ok(())
+}
+
+/// Registries are named once each, with both halves of a login or none, and the timers
+/// and bounds are at least 1.
+fn check_containers(config: &RackConfig) -> Check {
+    let path = KeyPath::root().key("containers");
+    let containers = &config.containers;
+    if containers.pull_timeout_in_seconds == 0 {
+        fail(path.key("pull_timeout_in_seconds"), Rule::AtLeastOne)?;
+    }
+    if containers.import_max_mb == 0 {
+        fail(path.key("import_max_mb"), Rule::AtLeastOne)?;
+    }
+    let mut hosts = BTreeMap::new();
+    for (i, registry) in containers.registries.iter().enumerate() {
+        let at = path.key("registries").index(i);
+        if let Some(first) = hosts.insert(registry.host.as_str(), at.clone()) {
+            fail(
+                at.key("host"),
+                Rule::DuplicateRegistry {
+                    host: registry.host.to_string(),
+                    first: first.to_string(),
+                },
+            )?;
+        }
+        match (&registry.user, &registry.password_secret) {
+            (Some(user), _) if user.trim().is_empty() => fail(at.key("user"), Rule::Empty)?,
+            (Some(_), None) => fail(at.key("password_secret"), Rule::RegistryLogin)?,
+            (None, Some(_)) => fail(at.key("user"), Rule::RegistryLogin)?,
+            _ => {}
+        }
     }
     Ok(())
 }

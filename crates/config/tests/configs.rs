@@ -1,5 +1,6 @@
-//! The config files torc ships and must read: the sample rack (`config/rack.yaml`), the
-//! original ToRC `config.yml`, and the data-driven cases under `tests/data/`:
+//! The config files torc ships and must read: the sample racks (`config/rack.yaml`,
+//! `config/rack-containers.yaml`), the original ToRC `config.yml`, and the data-driven cases
+//! under `tests/data/`:
 //!
 //! - `bad/<case>.yaml` must fail; every non-empty line of `bad/<case>.expected` must appear in
 //!   the error's `Display`.
@@ -13,9 +14,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use torc_config::{ConfigError, NodeType, RackConfig, Sla};
-use torc_types::Resources;
+use torc_types::{Resources, TaskNetwork, Volume};
 
 const SAMPLE: &str = include_str!("../../../config/rack.yaml");
+const CONTAINERS: &str = include_str!("../../../config/rack-containers.yaml");
 const ORIGINAL: &str = include_str!("data/original-config.yml");
 
 fn vars() -> BTreeMap<String, String> {
@@ -254,8 +256,53 @@ fn original_config_parses_with_master_ip() {
     assert_eq!(args[1], "http://10.250.3.20:2379/v2/keys/");
     assert_eq!(args[11], "http://10.250.3.20:3000/nodes");
 
-    // Image-only services: accepted, but no process to run.
-    assert!(services.iter().all(|s| s.to_task_spec().is_none()));
+    // Image-only services are containers, their images named as Docker names them, their
+    // arguments replacing the image's Cmd.
+    let dns_spec = dns.to_task_spec().expect("a container");
+    let image = |s: &torc_types::TaskSpec| s.container.as_ref().map(|c| c.image.to_string());
+    assert_eq!(
+        image(&dns_spec).as_deref(),
+        Some("docker.io/library/dns:latest")
+    );
+    assert_eq!(
+        (dns_spec.command.as_str(), &dns_spec.args[..]),
+        ("", &["-bind=10.250.3.20".to_string()][..])
+    );
+    assert!(dns_spec.validate().is_ok());
+    let pcp_spec = pcp.to_task_spec().expect("a container");
+    assert_eq!(
+        image(&pcp_spec).as_deref(),
+        Some("docker.io/attinnovate/charmander-pcp:latest")
+    );
+    assert!(pcp_spec.privileged);
+    let container = pcp_spec.container.as_ref().expect("container");
+    assert!(container.options.host_ipc, "--ipc=host");
+    let mounts: Vec<String> = container.volumes.iter().map(Volume::to_string).collect();
+    assert_eq!(
+        mounts,
+        [
+            "/sys:/sys:ro",
+            "/etc/localtime:/etc/localtime:ro",
+            "/var/lib/docker:/var/lib/docker:ro",
+            "/run:/run",
+            "/var/log:/var/log",
+            "/dev/log:/dev/log"
+        ]
+    );
+    assert_eq!(
+        container.privileged_volume().map(Volume::host_path),
+        Some("/sys"),
+        "host paths need the privileged grant"
+    );
+    for s in services {
+        let spec = s.to_task_spec().expect("each a container");
+        assert!(
+            spec.container.is_some() && spec.validate().is_ok(),
+            "{}",
+            s.name
+        );
+        assert_eq!(spec.network, TaskNetwork::Node, "network_type: host");
+    }
 
     let group = config
         .service_group("torc-dns-scheduler")
@@ -268,6 +315,51 @@ fn original_config_parses_with_master_ip() {
         scheduler.effective_args(),
         ["--master", "10.250.3.20", "--config", "config.yml"]
     );
+}
+
+#[test]
+fn container_sample_parses() {
+    let config = RackConfig::parse(CONTAINERS, "config/rack-containers.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The sample rack's nodes and core services, unchanged.
+    let sample = RackConfig::parse(SAMPLE, "config/rack.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.nodes, sample.nodes);
+    assert_eq!(
+        config.healthcheck.system_services,
+        sample.healthcheck.system_services
+    );
+    assert_eq!(config.access, sample.access);
+    assert!(config.containers.registries.is_empty());
+    assert_eq!(config.containers.pull_timeout().as_secs(), 300);
+
+    let group = config
+        .service_group("containers")
+        .expect("group containers");
+    let [hello, counter] = &group.services[..] else {
+        panic!("two services in the group");
+    };
+    let spec = hello.to_task_spec().expect("a container");
+    let container = spec.container.as_ref().expect("container");
+    assert_eq!(container.image.as_str(), "docker.io/library/busybox:1.36");
+    assert_eq!(spec.command, "", "the image's entrypoint");
+    assert_eq!(
+        spec.args,
+        ["sh", "-c", "while true; do date; sleep 5; done"]
+    );
+    assert_eq!(spec.resources, Resources::new(0.1, 16.0, 0.0));
+    assert_eq!(spec.network, TaskNetwork::Node);
+    assert!(spec.validate().is_ok());
+
+    let spec = counter.to_task_spec().expect("a container");
+    let container = spec.container.as_ref().expect("container");
+    assert_eq!(
+        container.volumes,
+        [Volume::new("$DATA_DIR", "/data", false).unwrap()]
+    );
+    assert!(container.privileged_volume().is_none());
+    assert!(container.options.read_only);
+    assert_eq!(container.options.tmpfs[0].path, "/tmp");
+    assert!(spec.validate().is_ok());
 }
 
 #[test]
@@ -302,7 +394,11 @@ fn original_config_needs_master_ip() {
 /// What parses must serialize to YAML that parses back to the same config.
 #[test]
 fn round_trip() {
-    for (text, origin) in [(SAMPLE, "rack.yaml"), (ORIGINAL, "original-config.yml")] {
+    for (text, origin) in [
+        (SAMPLE, "rack.yaml"),
+        (CONTAINERS, "rack-containers.yaml"),
+        (ORIGINAL, "original-config.yml"),
+    ] {
         let config =
             RackConfig::parse_with(text, origin, &vars()).unwrap_or_else(|e| panic!("{e}"));
         let yaml = serde_saphyr::to_string(&config).expect("serialize");
@@ -313,10 +409,19 @@ fn round_trip() {
 }
 
 /// No input panics: every truncation of the shipped configs, and a few byte-level
-/// corruptions, give a result (almost always an error), never a panic.
+/// corruptions, give a result (almost always an error), never a panic. Of the container
+/// sample, only what the plain sample lacks: one node, its `containers` section and groups.
 #[test]
 fn no_input_panics() {
-    for text in [SAMPLE, ORIGINAL] {
+    let containers_part = format!(
+        "nodes: [{{name: wedge, ip: 127.0.3.20, type: master}}]\n{}",
+        &CONTAINERS[CONTAINERS
+            .find("\ncontainers:")
+            .expect("a containers section")..]
+    );
+    let parsed = RackConfig::parse(&containers_part, "t.yaml");
+    assert!(parsed.is_ok(), "{parsed:?}");
+    for text in [SAMPLE, &containers_part, ORIGINAL] {
         let boundaries: Vec<usize> = (0..=text.len())
             .filter(|&i| text.is_char_boundary(i))
             .collect();

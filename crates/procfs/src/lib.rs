@@ -2,12 +2,17 @@
 //! `/proc/meminfo`, `/proc/loadavg`, `/proc/diskstats`, `/proc/net/dev`, `/proc/mounts`,
 //! `/proc/<pid>/stat` and `/proc/<pid>/task/<tid>/children`), and `/proc/<pid>/statm` (no
 //! caller today). Routes are read over netlink (`torc-net`), not from `/proc/net/route`, which
-//! lacks the protocol that says whose a route is.
+//! lacks the protocol that says whose a route is. [`cgroup`] reads the cgroup v1 and v2 files
+//! a container's memory, OOM kills, cpu time, throttling and processes are read from, and
+//! where the hierarchies are mounted.
 //!
 //! No I/O: each function takes the file's text, so every parser is tested against captured
 //! samples (`tests/data/`). Malformed lines are skipped, never a panic: the kernel's formats grow
 //! columns over time, and a parser that insists on an exact shape breaks on the next kernel.
-//! (Nine small formats do not justify the `procfs` crate's dependency tree; this crate has none.)
+//! (A few small formats do not justify the `procfs` crate's dependency tree; this crate has
+//! none.)
+
+pub mod cgroup;
 
 /// Aggregate CPU time from the first line of `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -225,7 +230,9 @@ pub fn parse_mounts(text: &str) -> Vec<Mount> {
     out
 }
 
-fn unescape(s: &str) -> String {
+/// Decodes the octal escapes (`\040`) the kernel writes in paths in `/proc/mounts` and
+/// `mountinfo`.
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -290,7 +297,8 @@ pub fn parse_statm_resident(text: &str) -> Option<u64> {
     text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
-/// Child pids from `/proc/<pid>/task/<tid>/children`.
+/// Child pids from `/proc/<pid>/task/<tid>/children`: a list of pids separated by blanks
+/// (also what a cgroup's `cgroup.procs` holds, one a line).
 pub fn parse_children(text: &str) -> Vec<u32> {
     text.split_ascii_whitespace()
         .filter_map(|p| p.parse().ok())

@@ -1,5 +1,6 @@
 //! Domain types shared by the crates that speak of the rack (the stores kv and tsdb and the
-//! leaves stand without them): typed names, task specs, resources, states.
+//! leaves stand without them): typed names, task specs (processes and containers: image
+//! references, volumes, the `docker run` options torc maps), resources, states.
 //!
 //! This crate is vocabulary only: no async, no policy, and no I/O but reading the wall clock
 //! ([`now_millis`]) and the OS's random source ([`random_bytes`], [`random_u64`]). Every name
@@ -10,6 +11,7 @@
 
 #[macro_use]
 mod words;
+mod container;
 mod names;
 mod net;
 mod node_type;
@@ -19,6 +21,12 @@ mod task;
 pub use node_type::NodeType;
 pub use words::UnknownValue;
 
+pub use container::{
+    CAPABILITIES, Capability, ContainerOptions, ContainerSpec, ContainerSpecError, DATA_DIR_VAR,
+    DEFAULT_REGISTRY, DEFAULT_TAG, Device, ExtraHost, ImageRef, ImageRefError, ImageRefProblem,
+    NetworkMode, OptionError, ParameterError, Parameters, RefusedReason, RegistryHost,
+    RegistryHostError, Signal, Tmpfs, Ulimit, UnknownNetwork, ValueProblem, Volume, VolumeError,
+};
 pub use names::{FrameworkName, NameError, NameProblem, NodeName, SecretName, ServiceName, TaskId};
 pub use net::{Ipv4Block, Ipv4BlockError, TaskNetwork, UnknownTaskNetwork};
 pub use resources::{PortRange, PortRangeError, Resources};

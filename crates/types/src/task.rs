@@ -5,7 +5,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeName, NodeType, Resources, SecretName, ServiceName, TaskNetwork};
+use crate::{
+    ContainerSpec, ContainerSpecError, NodeName, NodeType, Resources, SecretName, ServiceName,
+    TaskNetwork,
+};
 
 /// Where a task may run. Every constraint that is set must hold; unset ones match any node.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -47,14 +50,17 @@ impl fmt::Display for Constraints {
     }
 }
 
-/// Everything needed to run one process task. Immutable once the task is created.
+/// Everything needed to run one task: a process, or an image under the node's container
+/// engine when `container` is set. Immutable once the task is created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// The logical name (`dns`, `pcp-wedge`). Several tasks over time share a name; each has
     /// its own `TaskId`.
     pub name: ServiceName,
-    /// The program to run: a path, or a name looked up in `PATH`.
+    /// The program to run: a path, or a name looked up in `PATH`. For a container, the
+    /// program in its image (`docker run --entrypoint`), and empty to run the image's own
+    /// entrypoint.
     pub command: String,
     #[serde(default)]
     pub args: Vec<String>,
@@ -85,6 +91,10 @@ pub struct TaskSpec {
     /// The node's network (the default) or an address of its own on the rack network.
     #[serde(default, skip_serializing_if = "TaskNetwork::is_node")]
     pub network: TaskNetwork,
+    /// Run an image under the node's container engine instead of a process on the node.
+    /// Absent in specs stored before containers, which read as processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
 }
 
 /// Credentials a task receives as files in its secrets directory (`$TORC_SECRETS_DIR`, mode
@@ -139,6 +149,13 @@ pub enum TaskSpecError {
     BadEnvKey(String),
     #[error("ports: at most 100 ports per task, asked for {0}")]
     TooManyPorts(u16),
+    #[error(
+        "a container without a network (none) cannot have an address on the rack network \
+         (network: rack)"
+    )]
+    NoNetworkOnRack,
+    #[error(transparent)]
+    Container(#[from] ContainerSpecError),
 }
 
 impl TaskSpec {
@@ -157,28 +174,41 @@ impl TaskSpec {
             credentials: TaskCredentials::default(),
             privileged: false,
             network: TaskNetwork::Node,
+            container: None,
         }
     }
 
+    /// Checks what the types do not. A container may leave `command` empty (its image's
+    /// entrypoint runs), but not blank.
     pub fn validate(&self) -> Result<(), TaskSpecError> {
-        if self.command.trim().is_empty() {
+        if self.command.trim().is_empty() && (self.container.is_none() || !self.command.is_empty())
+        {
             return Err(TaskSpecError::EmptyCommand);
         }
         if !self.resources.is_valid() {
             return Err(TaskSpecError::BadResources);
         }
-        if let Some(key) = self.env.keys().find(|k| {
-            k.is_empty()
-                || k.starts_with(|c: char| c.is_ascii_digit())
-                || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        }) {
+        if let Some(key) = self.env.keys().find(|k| !is_env_key(k)) {
             return Err(TaskSpecError::BadEnvKey(key.clone()));
         }
         if self.ports > 100 {
             return Err(TaskSpecError::TooManyPorts(self.ports));
         }
+        if let Some(container) = &self.container {
+            if container.options.no_network && self.network == TaskNetwork::Rack {
+                return Err(TaskSpecError::NoNetworkOnRack);
+            }
+            container.validate()?;
+        }
         Ok(())
     }
+}
+
+/// A name a process environment takes: letters, digits and `_`, not starting with a digit.
+pub(crate) fn is_env_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The life of a task. `Pending` and `Staging` are the controller's; the agent reports the rest.
@@ -281,6 +311,52 @@ mod tests {
         assert!(spec.validate().is_ok());
         spec.env.insert("1X".into(), "v".into());
         assert_eq!(spec.validate(), Err(TaskSpecError::BadEnvKey("1X".into())));
+    }
+
+    #[test]
+    fn container_specs() {
+        let mut spec = TaskSpec::new(ServiceName::new("t").unwrap(), "");
+        assert_eq!(spec.validate(), Err(TaskSpecError::EmptyCommand));
+        spec.container = Some(ContainerSpec::new("busybox".parse().unwrap()));
+        assert_eq!(spec.validate(), Ok(()), "the image's entrypoint runs");
+        spec.command = "  ".into();
+        assert_eq!(spec.validate(), Err(TaskSpecError::EmptyCommand));
+        spec.command = "sh".into();
+        assert_eq!(spec.validate(), Ok(()));
+
+        let container = spec.container.as_mut().unwrap();
+        container.options.no_network = true;
+        assert_eq!(spec.validate(), Ok(()));
+        spec.network = TaskNetwork::Rack;
+        assert_eq!(spec.validate(), Err(TaskSpecError::NoNetworkOnRack));
+        spec.network = TaskNetwork::Node;
+
+        let container = spec.container.as_mut().unwrap();
+        container.options.user = Some("".into());
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "container option user \"\": must be USER[:GROUP], with names (letters, digits, \
+             '_', '.', '-') or numbers"
+        );
+    }
+
+    #[test]
+    fn stored_specs_without_a_container_still_read() {
+        let old = r#"{"name":"t","command":"sleep","args":["1"],"kill_grace_ms":5000}"#;
+        let spec: TaskSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.container, None);
+        // And a process spec is written as before: no `container` key.
+        assert!(!serde_json::to_string(&spec).unwrap().contains("container"));
+
+        let new = r#"{"name":"t","command":"","container":{"image":"busybox:1.36"}}"#;
+        let spec: TaskSpec = serde_json::from_str(new).unwrap();
+        let image = spec.container.as_ref().map(|c| c.image.to_string());
+        assert_eq!(image.as_deref(), Some("docker.io/library/busybox:1.36"));
+        let err = serde_json::from_str::<TaskSpec>(
+            r#"{"name":"t","command":"","container":{"image":"x","memory":1}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `memory`"), "{err}");
     }
 
     #[test]
