@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use prost::Message;
 
 use crate::client::{Client, path_text, time};
-use crate::error::Error;
+use crate::error::{Error, found};
 use crate::ids::ContainerId;
 use crate::proto::containerd::runc::v1 as runc;
 use crate::proto::containerd::services::containers::v1 as pb;
@@ -135,19 +135,17 @@ impl Client {
     pub async fn container(&self, id: &ContainerId) -> Result<Option<ContainerInfo>, Error> {
         const CALL: &str = "Containers.Get";
         let request = pb::GetContainerRequest { id: id.to_string() };
-        match self
-            .unary(CALL, id.as_str(), self.containers_api().get(request))
-            .await
-        {
-            Ok(answer) => {
-                let container = answer
-                    .container
-                    .ok_or_else(|| self.answer_error(CALL, id.as_str(), "no container"))?;
-                self.info(CALL, container).map(Some)
-            }
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some(answer) = found(
+            self.unary(CALL, id.as_str(), self.containers_api().get(request))
+                .await,
+        )?
+        else {
+            return Ok(None);
+        };
+        let container = answer
+            .container
+            .ok_or_else(|| self.answer_error(CALL, id.as_str(), "no container"))?;
+        self.info(CALL, container).map(Some)
     }
 
     /// `Containers.List`: every container of the namespace.
@@ -172,18 +170,15 @@ impl Client {
     /// the container has a task.
     pub async fn delete_container(&self, id: &ContainerId) -> Result<bool, Error> {
         let request = pb::DeleteContainerRequest { id: id.to_string() };
-        match self
-            .unary(
+        Ok(found(
+            self.unary(
                 "Containers.Delete",
                 id.as_str(),
                 self.containers_api().delete(request),
             )
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await,
+        )?
+        .is_some())
     }
 
     fn info(&self, call: &'static str, c: pb::Container) -> Result<ContainerInfo, Error> {
@@ -252,24 +247,22 @@ impl Client {
             snapshotter: snapshotter.into(),
             key: key.into(),
         };
-        match self
-            .unary("Snapshots.Stat", key, self.snapshots_api().stat(request))
-            .await
-        {
-            Ok(answer) => {
-                let info = answer
-                    .info
-                    .ok_or_else(|| self.answer_error("Snapshots.Stat", key, "no info"))?;
-                Ok(Some(SnapshotInfo {
-                    kind: info.kind(),
-                    name: info.name,
-                    parent: info.parent,
-                    labels: info.labels,
-                }))
-            }
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some(answer) = found(
+            self.unary("Snapshots.Stat", key, self.snapshots_api().stat(request))
+                .await,
+        )?
+        else {
+            return Ok(None);
+        };
+        let info = answer
+            .info
+            .ok_or_else(|| self.answer_error("Snapshots.Stat", key, "no info"))?;
+        Ok(Some(SnapshotInfo {
+            kind: info.kind(),
+            name: info.name,
+            parent: info.parent,
+            labels: info.labels,
+        }))
     }
 
     /// `Snapshots.Remove`; `false` if there was no such snapshot.
@@ -278,17 +271,14 @@ impl Client {
             snapshotter: snapshotter.into(),
             key: key.into(),
         };
-        match self
-            .unary(
+        Ok(found(
+            self.unary(
                 "Snapshots.Remove",
                 key,
                 self.snapshots_api().remove(request),
             )
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await,
+        )?
+        .is_some())
     }
 }

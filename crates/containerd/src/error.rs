@@ -84,6 +84,15 @@ impl Error {
     }
 }
 
+/// A call's answer, or `None` when containerd said that what the call names does not exist.
+pub(crate) fn found<T>(result: Result<T, Error>) -> Result<Option<T>, Error> {
+    match result {
+        Ok(answer) => Ok(Some(answer)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// An error and its sources on one line (tonic's transport errors say little at the top).
 pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 
 use crate::client::{Client, path_text, time};
 use crate::containers::RuncOptions;
-use crate::error::Error;
+use crate::error::{Error, found};
 use crate::events::{Event, Notice, quote, topic};
 use crate::ids::ContainerId;
 use crate::proto::containerd::services::tasks::v1 as pb;
@@ -193,21 +193,18 @@ impl Client {
         let request = pb::DeleteTaskRequest {
             container_id: id.to_string(),
         };
-        match self
-            .unary(
+        Ok(found(
+            self.unary(
                 "Tasks.Delete",
                 id.as_str(),
                 self.tasks_api().delete(request),
             )
-            .await
-        {
-            Ok(answer) => Ok(Some(Exit {
-                status: answer.exit_status,
-                at: time(answer.exited_at),
-            })),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+            .await,
+        )?
+        .map(|answer| Exit {
+            status: answer.exit_status,
+            at: time(answer.exited_at),
+        }))
     }
 
     /// `Tasks.Get`; `None` if the container has no task (or there is no container).
@@ -217,19 +214,17 @@ impl Client {
             container_id: id.to_string(),
             exec_id: String::new(),
         };
-        match self
-            .unary(CALL, id.as_str(), self.tasks_api().get(request))
-            .await
-        {
-            Ok(answer) => {
-                let process = answer
-                    .process
-                    .ok_or_else(|| self.answer_error(CALL, id.as_str(), "no process"))?;
-                self.task_info(CALL, process).map(Some)
-            }
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some(answer) = found(
+            self.unary(CALL, id.as_str(), self.tasks_api().get(request))
+                .await,
+        )?
+        else {
+            return Ok(None);
+        };
+        let process = answer
+            .process
+            .ok_or_else(|| self.answer_error(CALL, id.as_str(), "no process"))?;
+        self.task_info(CALL, process).map(Some)
     }
 
     /// `Tasks.List`: every task of the namespace.

@@ -391,12 +391,5 @@ fn is_ours(pid: i32, layout: &Layout) -> bool {
     let names_config = cmdline
         .split(|b| *b == 0)
         .any(|arg| arg == config.as_os_str().as_encoded_bytes());
-    let zombie = std::fs::read_to_string(proc.join("stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    names_config && !zombie
+    names_config && alive(pid)
 }
