@@ -255,7 +255,8 @@ fn service_template(
     let restart = s.restart_delay(restart);
     ServiceTemplate {
         name: s.name.clone(),
-        spec: s.to_task_spec(),
+        // A container service waits, saying why, until the agents run containers (issue 17).
+        spec: s.to_task_spec().filter(|spec| spec.container.is_none()),
         policy: ServicePolicy {
             is_job: s.is_job,
             is_metered: s.is_metered,

@@ -548,6 +548,12 @@ impl Rack {
         {
             return Err(TaskError::UnknownConstraintNode(n.clone()).into());
         }
+        if let Some(container) = &spec.container {
+            return Err(TaskError::NoContainers {
+                image: container.image.to_string(),
+            }
+            .into());
+        }
         if spec.network == TaskNetwork::Rack && self.nodes.iter().all(|n| n.task_block.is_none()) {
             return Err(TaskError::NoTaskBlock {
                 origin: self.settings.config_origin.clone(),

@@ -684,6 +684,10 @@ impl Runner {
                 if let Some(network) = args.keys.get("network") {
                     spec.network = name(network).map_err(bad)?;
                 }
+                if let Some(image) = args.keys.get("image") {
+                    let image: torc_types::ImageRef = name(image).map_err(bad)?;
+                    spec.container = Some(torc_types::ContainerSpec::new(image));
+                }
                 let id = if command == "launch" {
                     rack.launch(spec, framework, now)?
                 } else {

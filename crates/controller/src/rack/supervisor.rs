@@ -413,7 +413,7 @@ impl Supervisor {
             }
             let Some(spec) = rec.spec.clone() else {
                 let why = format!(
-                    "cannot run: no `command` in the config (image {:?} needs a container runtime, and this agent runs processes)",
+                    "cannot run: image {:?} needs a container runtime, and this rack's agents run processes only (container tasks are not supported yet)",
                     rec.policy.image
                 );
                 self.set_waiting(&name, Some(why));
