@@ -5,9 +5,10 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use torc_types::{Ipv4Block, NameProblem, Resources, ServiceName, TaskNetwork, TaskSpecError};
-
-use crate::service::ServiceSpecError;
+use torc_types::{
+    ImageRefError, Ipv4Block, NameProblem, NetworkMode, ParameterError, Resources, ServiceName,
+    TaskNetwork, TaskSpecError, UnknownNetwork, VolumeError,
+};
 
 /// Why a rack config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -253,5 +254,58 @@ mod tests {
             err.to_string(),
             "rack.yaml: nodes[2].ip: duplicate node IP 10.0.0.1 (also nodes[0])"
         );
+    }
+}
+
+/// Why a service's keys make no task spec; [`ServiceSpecError::key`] names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceSpecError {
+    #[error(transparent)]
+    Image(ImageRefError),
+    #[error("{error}")]
+    Volume { index: usize, error: VolumeError },
+    #[error("{0}")]
+    NetworkType(UnknownNetwork),
+    #[error(
+        "`network_type: none` (loopback only) contradicts the rack network (`network: rack`); \
+         keep one of them"
+    )]
+    NoNetworkOnRack,
+    #[error(
+        "`--net={parameter}` contradicts `network_type: {network_type}` (`host` when unset); \
+         keep one of them"
+    )]
+    NetConflict {
+        parameter: NetworkMode,
+        network_type: String,
+    },
+    #[error(transparent)]
+    Parameters(ParameterError),
+    #[error(
+        "`parameters` are docker run options: set `image_name` to run a container, or remove \
+         them"
+    )]
+    ParametersNeedImage,
+    #[error(
+        "`volumes` mount into a container: set `image_name` to run one, or remove them (a \
+         process sees the node's files as they are)"
+    )]
+    VolumesNeedImage,
+}
+
+impl ServiceSpecError {
+    /// The service key the error is about, and the index within it for a list.
+    pub fn key(&self) -> (&'static str, Option<usize>) {
+        match self {
+            ServiceSpecError::Image(_) => ("image_name", None),
+            ServiceSpecError::Volume { index, .. } => ("volumes", Some(*index)),
+            ServiceSpecError::NetworkType(_) => ("network_type", None),
+            ServiceSpecError::NoNetworkOnRack => ("network", None),
+            ServiceSpecError::NetConflict { .. } | ServiceSpecError::Parameters(_) => {
+                ("parameters", None)
+            }
+            ServiceSpecError::ParametersNeedImage => ("parameters", None),
+            ServiceSpecError::VolumesNeedImage => ("volumes", None),
+        }
     }
 }

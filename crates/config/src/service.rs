@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    Constraints, ContainerSpec, ImageRef, ImageRefError, NetworkMode, NodeName, NodeType,
-    ParameterError, Parameters, Resources, ServiceName, TaskCredentials, TaskNetwork, TaskSpec,
-    UnknownNetwork, VolumeError, words,
+    Constraints, ContainerSpec, ImageRef, NetworkMode, NodeName, NodeType, Parameters, Resources,
+    ServiceName, TaskCredentials, TaskNetwork, TaskSpec, words,
 };
 
 use crate::de::{empty_as_none, null_as_default};
+use crate::error::ServiceSpecError;
 
 /// A service: an entry of `healthcheck.system_services` (always on) or of a service group
 /// (on demand). Keys and defaults follow the original; torc adds `command`, `args`, `env`,
@@ -286,59 +286,6 @@ impl ServiceConfig {
             spec.kill_grace_ms = secs.saturating_mul(1000);
         }
         spec
-    }
-}
-
-/// Why a service's keys make no task spec; [`ServiceSpecError::key`] names the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ServiceSpecError {
-    #[error(transparent)]
-    Image(ImageRefError),
-    #[error("{error}")]
-    Volume { index: usize, error: VolumeError },
-    #[error("{0}")]
-    NetworkType(UnknownNetwork),
-    #[error(
-        "`network_type: none` (loopback only) contradicts the rack network (`network: rack`); \
-         keep one of them"
-    )]
-    NoNetworkOnRack,
-    #[error(
-        "`--net={parameter}` contradicts `network_type: {network_type}` (`host` when unset); \
-         keep one of them"
-    )]
-    NetConflict {
-        parameter: NetworkMode,
-        network_type: String,
-    },
-    #[error(transparent)]
-    Parameters(ParameterError),
-    #[error(
-        "`parameters` are docker run options: set `image_name` to run a container, or remove \
-         them"
-    )]
-    ParametersNeedImage,
-    #[error(
-        "`volumes` mount into a container: set `image_name` to run one, or remove them (a \
-         process sees the node's files as they are)"
-    )]
-    VolumesNeedImage,
-}
-
-impl ServiceSpecError {
-    /// The service key the error is about, and the index within it for a list.
-    pub fn key(&self) -> (&'static str, Option<usize>) {
-        match self {
-            ServiceSpecError::Image(_) => ("image_name", None),
-            ServiceSpecError::Volume { index, .. } => ("volumes", Some(*index)),
-            ServiceSpecError::NetworkType(_) => ("network_type", None),
-            ServiceSpecError::NoNetworkOnRack => ("network", None),
-            ServiceSpecError::NetConflict { .. } | ServiceSpecError::Parameters(_) => {
-                ("parameters", None)
-            }
-            ServiceSpecError::ParametersNeedImage => ("parameters", None),
-            ServiceSpecError::VolumesNeedImage => ("volumes", None),
-        }
     }
 }
 
