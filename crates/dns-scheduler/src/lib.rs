@@ -286,12 +286,19 @@ impl Scheduler {
     }
 
     /// Total queries per second of the running servers, from their own reports in the tsdb.
-    async fn measure(&self, tsdb: &str, running: &[String]) -> Result<f64, reqwest::Error> {
+    /// `running` names each server with when its current task began running: a report older
+    /// than that is its predecessor's (a server killed and started again), which counted with
+    /// the load its peers took over meanwhile would add the same queries twice.
+    async fn measure(
+        &self,
+        tsdb: &str,
+        running: &[(String, torc_types::UnixMillis)],
+    ) -> Result<f64, reqwest::Error> {
         let q = "SELECT last(qps) FROM dns_server WHERE time > now() - 15s GROUP BY server";
         let mut req = self
             .http
             .get(format!("{tsdb}/query"))
-            .query(&[("db", "torc"), ("q", q)]);
+            .query(&[("db", "torc"), ("q", q), ("epoch", "ms")]);
         if let Some((user, password)) = &self.cfg.tsdb_login {
             req = req.basic_auth(user, Some(password));
         }
@@ -299,7 +306,11 @@ impl Scheduler {
         let mut total = 0.0;
         for s in v["results"][0]["series"].as_array().into_iter().flatten() {
             let server = s["tags"]["server"].as_str().unwrap_or_default();
-            if running.iter().any(|r| r == server) {
+            let at = s["values"][0][0].as_u64().unwrap_or(0);
+            if running
+                .iter()
+                .any(|(name, since)| name == server && at >= *since)
+            {
                 total += s["values"][0][1].as_f64().unwrap_or(0.0);
             }
         }
@@ -340,13 +351,18 @@ impl Scheduler {
 
     /// Measures and applies the scaling rule once.
     async fn scale(&self, client: &Client, tsdb: &str) {
-        let running: Vec<String> = self
+        let running: Vec<(String, torc_types::UnixMillis)> = self
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|t| t.state == TaskState::Running && t.name.as_str().starts_with("dns-sl"))
-            .map(|t| t.name.to_string())
+            .map(|t| {
+                let since = (t.history.iter())
+                    .rfind(|h| h.state == TaskState::Running)
+                    .map_or(t.updated_at, |h| h.at);
+                (t.name.to_string(), since)
+            })
             .collect();
         if running.is_empty() {
             return;
