@@ -865,11 +865,91 @@ pub struct NetworkView {
     pub reported: Option<NetworkReport>,
     /// When it reported (0 = never).
     pub reported_at: UnixMillis,
+    /// The wanted routes the last report does not show as held by the network agent (all of
+    /// them before it reports): what the switch lacks, or lacked when it last said.
+    #[serde(default)]
+    pub missing: Vec<RackRoute>,
+}
+
+impl NetworkView {
+    /// The view of `desired` and `reported`, with what is missing worked out.
+    pub fn new(
+        desired: RouteSnapshot,
+        reported: Option<NetworkReport>,
+        reported_at: UnixMillis,
+    ) -> NetworkView {
+        let held = |d: &RackRoute| {
+            reported.as_ref().is_some_and(|r| {
+                r.routes.iter().any(|h| {
+                    h.prefix_len == 32 && h.destination == d.destination && h.protocol == "torc"
+                })
+            })
+        };
+        let missing = desired
+            .routes
+            .iter()
+            .filter(|d| !held(d))
+            .cloned()
+            .collect();
+        NetworkView {
+            desired,
+            reported,
+            reported_at,
+            missing,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wanted route is missing until a report shows it held as torc's own `/32`.
+    #[test]
+    fn missing_routes_are_the_wanted_ones_not_held_as_torcs() {
+        let route = |dst: &str| RackRoute {
+            destination: dst.parse().unwrap(),
+            next_hop: "198.18.0.21".parse().unwrap(),
+            node: "b1".parse().unwrap(),
+            task: TaskId::new("web.0123456789ab").unwrap(),
+            service: "web".parse().unwrap(),
+        };
+        let desired = RouteSnapshot {
+            epoch: 1,
+            generation: 2,
+            switch: Some(String::new()),
+            routes: vec![
+                route("198.19.1.2"),
+                route("198.19.1.3"),
+                route("198.19.1.4"),
+            ],
+        };
+        let held = |dst: &str, protocol: &str| SwitchRoute {
+            destination: dst.parse().unwrap(),
+            prefix_len: 32,
+            gateway: Some("198.18.0.21".parse().unwrap()),
+            port: Some("swp1".into()),
+            protocol: protocol.into(),
+        };
+        let report = NetworkReport {
+            epoch: 1,
+            generation_applied: 2,
+            routes: vec![held("198.19.1.2", "torc"), held("198.19.1.3", "static")],
+            ports: vec![],
+        };
+        let missing = |v: NetworkView| -> Vec<String> {
+            v.missing
+                .iter()
+                .map(|r| r.destination.to_string())
+                .collect()
+        };
+        assert_eq!(
+            missing(NetworkView::new(desired.clone(), Some(report), 5)),
+            ["198.19.1.3", "198.19.1.4"],
+            "held by another protocol is not held by torc"
+        );
+        assert_eq!(missing(NetworkView::new(desired, None, 0)).len(), 3);
+    }
 
     /// The closed sets keep the JSON strings the UI and clients read, and a word outside one
     /// is refused with the words allowed.

@@ -435,10 +435,9 @@ async function networkView(seq) {
     return d ? `<a href="#/tasks/${esc(d.task)}">${esc(d.task)}</a> (${esc(d.service)} on ${esc(d.node)})` : "";
   };
   const held = rep ? rep.routes : [];
-  const holds = (d) => held.some((r) => r.prefix_len === 32 && r.destination === d && r.protocol === "torc");
   const routeRows = held.map((r) => [esc(r.destination + "/" + r.prefix_len), esc(r.gateway || "–"), esc(r.port || "–"),
     r.protocol === "torc" ? badge("torc") : esc(r.protocol), taskOf(r)]);
-  for (const d of net.desired.routes.filter((d) => !holds(d.destination))) {
+  for (const d of net.missing) {
     routeRows.push([esc(d.destination + "/32"), esc(d.next_hop), "–", badge("missing"),
       `<a href="#/tasks/${esc(d.task)}">${esc(d.task)}</a> (${esc(d.service)} on ${esc(d.node)})`]);
   }

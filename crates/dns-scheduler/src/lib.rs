@@ -295,10 +295,11 @@ impl Scheduler {
         running: &[(String, torc_types::UnixMillis)],
     ) -> Result<f64, reqwest::Error> {
         let q = "SELECT last(qps) FROM dns_server WHERE time > now() - 15s GROUP BY server";
-        let mut req = self
-            .http
-            .get(format!("{tsdb}/query"))
-            .query(&[("db", "torc"), ("q", q), ("epoch", "ms")]);
+        let mut req = self.http.get(format!("{tsdb}/query")).query(&[
+            ("db", "torc"),
+            ("q", q),
+            ("epoch", "ms"),
+        ]);
         if let Some((user, password)) = &self.cfg.tsdb_login {
             req = req.basic_auth(user, Some(password));
         }

@@ -628,11 +628,7 @@ pub fn routes(args: StatusArgs) -> anyhow::Result<()> {
         })
         .collect();
     // What the tasks need and the switch does not hold (yet).
-    let holds = |d: &std::net::Ipv4Addr| {
-        held.iter()
-            .any(|r| r.prefix_len == 32 && r.destination == *d && r.protocol == "torc")
-    };
-    for d in desired.values().filter(|d| !holds(&d.destination)) {
+    for d in &view.missing {
         rows.push(vec![
             format!("{}/32", d.destination),
             d.next_hop.to_string(),

@@ -85,9 +85,9 @@ async fn network(State(ctl): State<Arc<Controller>>) -> Json<NetworkView> {
         Some((report, at)) => (Some(report), at),
         None => (None, 0),
     };
-    Json(NetworkView {
-        desired: snapshot(ctl.routes.current()),
+    Json(NetworkView::new(
+        snapshot(ctl.routes.current()),
         reported,
         reported_at,
-    })
+    ))
 }
