@@ -144,6 +144,22 @@ pub async fn apply(nl: &Netlink, ops: &[Op], protocol: RouteProtocol) -> Vec<(Op
         .await
 }
 
+/// One pass of a network agent over the table `nl` acts on: reads the table and the
+/// namespace's own addresses, plans the owned routes for `desired` (destination → next hop,
+/// [`crate::routes::plan`]) and applies the plan. Answers the plan and each operation's outcome
+/// (a failed one is retried by the next pass).
+pub async fn reconcile(
+    nl: &Netlink,
+    desired: &std::collections::BTreeMap<Ipv4Addr, Ipv4Addr>,
+    protocol: RouteProtocol,
+) -> Result<(crate::routes::Plan, Vec<(Op, Result<()>)>)> {
+    let observed = crate::observe::routes(nl, protocol).await?;
+    let local = crate::observe::local_addrs(nl).await?;
+    let plan = crate::routes::plan(desired, &observed, &local);
+    let outcomes = apply(nl, &plan.ops, protocol).await;
+    Ok((plan, outcomes))
+}
+
 /// Adds the default route `default via via proto PROTOCOL` (a node's, through the switch; a
 /// task's, through its node).
 pub async fn add_default(nl: &Netlink, via: Ipv4Addr, protocol: RouteProtocol) -> Result<()> {

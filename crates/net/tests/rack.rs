@@ -141,8 +141,9 @@ async fn plan_for(lab: &Lab, desired: &[(Ipv4Addr, Ipv4Addr)]) -> Plan {
 
 /// Plans the switch's owned routes for `desired`, applies the plan, and answers the operations.
 async fn reconcile(lab: &Lab, desired: &[(Ipv4Addr, Ipv4Addr)]) -> Vec<Op> {
-    let plan = plan_for(lab, desired).await;
-    for (op, outcome) in route::apply(&lab.switch, &plan.ops, TORC).await {
+    let desired: BTreeMap<Ipv4Addr, Ipv4Addr> = desired.iter().copied().collect();
+    let (plan, outcomes) = route::reconcile(&lab.switch, &desired, TORC).await.unwrap();
+    for (op, outcome) in outcomes {
         outcome.unwrap_or_else(|e| panic!("{op}: {e}"));
     }
     plan.ops

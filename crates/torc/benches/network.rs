@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use torc_net::forward::NetnsDialer;
 use torc_net::observe::{Announcement, Announcements};
 use torc_net::rack::{self, RackLock, RackNet, RackPlan};
-use torc_net::routes::{self, Op};
+use torc_net::routes::Op;
 use torc_net::{Netlink, Netns, NetnsPrefix, Owner, RouteProtocol, netns, observe, route};
 use torc_test_utils::{LocalRack, RackNetwork, RackOptions, namespaces_or_skip, wait_for};
 use torc_types::{Resources, TaskNetwork, TaskSpec, TaskState};
@@ -484,12 +484,9 @@ struct Pass {
 
 async fn reconcile(nl: &Netlink, desired: &BTreeMap<Ipv4Addr, Ipv4Addr>) -> Pass {
     let started = Instant::now();
-    let observed = observe::routes(nl, RouteProtocol::TORC)
+    let (plan, outcomes) = route::reconcile(nl, desired, RouteProtocol::TORC)
         .await
-        .expect("dump routes");
-    let local = observe::local_addrs(nl).await.expect("dump addresses");
-    let plan = routes::plan(desired, &observed, &local);
-    let outcomes = route::apply(nl, &plan.ops, RouteProtocol::TORC).await;
+        .expect("dump the table and addresses");
     let took = started.elapsed();
     let count = |f: fn(&Op) -> bool| plan.ops.iter().filter(|op| f(op)).count();
     Pass {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use clap::Args;
 use torc_api::{NetworkReport, RouteSnapshot, SwitchPort, SwitchRoute};
-use torc_net::routes::{self, RouteProtocol};
+use torc_net::routes::RouteProtocol;
 use torc_net::{Netlink, RouteView, observe};
 
 use crate::process::{init_tracing, shutdown_signal};
@@ -178,14 +178,12 @@ impl Agent {
         let desired: BTreeMap<Ipv4Addr, Ipv4Addr> = (snapshot.routes.iter())
             .map(|r| (r.destination, r.next_hop))
             .collect();
-        let observed = observe::routes(&nl, self.protocol).await?;
-        let local = observe::local_addrs(&nl).await?;
-        let plan = routes::plan(&desired, &observed, &local);
+        let (plan, outcomes) = torc_net::route::reconcile(&nl, &desired, self.protocol).await?;
         for skipped in &plan.skipped {
             tracing::debug!(%skipped, "route not programmed");
         }
         let mut failed = BTreeSet::new();
-        for (op, outcome) in torc_net::route::apply(&nl, &plan.ops, self.protocol).await {
+        for (op, outcome) in outcomes {
             match outcome {
                 Ok(()) => tracing::info!(%op, "route programmed"),
                 Err(e) => {
