@@ -29,6 +29,7 @@ pub mod daemon;
 mod error;
 mod events;
 mod ids;
+pub mod images;
 mod tasks;
 
 pub use client::{
