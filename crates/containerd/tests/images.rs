@@ -36,6 +36,14 @@ async fn echo(f: &Fixture, image: &str, chain_id: &str, word: &str) -> anyhow::R
     Ok(())
 }
 
+/// Removes image `name`, checks that nothing is left, and ends the fixture.
+async fn remove_and_finish(f: Fixture, name: &str) -> anyhow::Result<()> {
+    images::remove(&f.client, name).await?.expect("removed");
+    assert_empty(&f).await?;
+    f.finish().await?;
+    Ok(())
+}
+
 /// Nothing of an image is left in the namespace.
 async fn assert_empty(f: &Fixture) -> anyhow::Result<()> {
     let c = &f.client;
@@ -115,12 +123,7 @@ async fn imports_oci_and_docker_archives_and_runs_them() -> anyhow::Result<()> {
     // The same layer, uncompressed: the same chain.
     assert_eq!(imported[0].chain_id, chain);
     echo(&f, TEST_IMAGE_NAME, &imported[0].chain_id, "from-docker").await?;
-    images::remove(&f.client, TEST_IMAGE_NAME)
-        .await?
-        .expect("removed");
-    assert_empty(&f).await?;
-    f.finish().await?;
-    Ok(())
+    remove_and_finish(f, TEST_IMAGE_NAME).await
 }
 
 #[tokio::test]
@@ -163,12 +166,7 @@ async fn pulls_from_a_loopback_registry_with_progress() -> anyhow::Result<()> {
     let again = images::pull(&f.client, &reference, &PullOptions::default(), &mut |_| {}).await?;
     assert_eq!((again.fetched, &again.chain_id), (0, &pulled.chain_id));
     assert_eq!(images::leases(&f.client).await?, Vec::<String>::new());
-    images::remove(&f.client, reference.as_str())
-        .await?
-        .expect("removed");
-    assert_empty(&f).await?;
-    f.finish().await?;
-    Ok(())
+    remove_and_finish(f, reference.as_str()).await
 }
 
 #[tokio::test]

@@ -207,11 +207,26 @@ pub(crate) async fn read(client: &Client, digest: &str) -> Result<Vec<u8>, Error
         .unary("Content.Read", digest, client.content_api().read(request))
         .await?;
     let mut bytes = Vec::new();
+    drain(client, "Content.Read", digest, &mut stream, |chunk| {
+        bytes.extend_from_slice(&chunk.data)
+    })
+    .await?;
+    Ok(bytes)
+}
+
+/// Reads a server stream to its end, handing each message to `each`.
+async fn drain<T>(
+    client: &Client,
+    call: &'static str,
+    target: &str,
+    stream: &mut Streaming<T>,
+    mut each: impl FnMut(T),
+) -> Result<(), Error> {
     loop {
         match stream.message().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk.data),
-            Ok(None) => return Ok(bytes),
-            Err(status) => return Err(client.status_error("Content.Read", digest, status)),
+            Ok(Some(message)) => each(message),
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(client.status_error(call, target, status)),
         }
     }
 }
@@ -241,18 +256,16 @@ pub async fn list(client: &Client) -> Result<Vec<(String, u64)>, Error> {
         )
         .await?;
     let mut blobs = Vec::new();
-    loop {
-        match stream.message().await {
-            Ok(Some(answer)) => blobs.extend(
-                answer
-                    .info
-                    .into_iter()
-                    .map(|i| (i.digest, i.size.max(0) as u64)),
-            ),
-            Ok(None) => return Ok(blobs),
-            Err(status) => return Err(client.status_error("Content.List", "", status)),
-        }
-    }
+    drain(client, "Content.List", "", &mut stream, |answer| {
+        blobs.extend(
+            answer
+                .info
+                .into_iter()
+                .map(|i| (i.digest, i.size.max(0) as u64)),
+        )
+    })
+    .await?;
+    Ok(blobs)
 }
 
 /// Every unfinished write of the namespace (`Content.ListStatuses`): their references.
@@ -279,13 +292,11 @@ pub async fn snapshots(client: &Client) -> Result<Vec<String>, Error> {
         .unary("Snapshots.List", "", client.snapshots_api().list(request))
         .await?;
     let mut names = Vec::new();
-    loop {
-        match stream.message().await {
-            Ok(Some(answer)) => names.extend(answer.info.into_iter().map(|i| i.name)),
-            Ok(None) => return Ok(names),
-            Err(status) => return Err(client.status_error("Snapshots.List", "", status)),
-        }
-    }
+    drain(client, "Snapshots.List", "", &mut stream, |answer| {
+        names.extend(answer.info.into_iter().map(|i| i.name))
+    })
+    .await?;
+    Ok(names)
 }
 
 /// Every lease of the namespace, by id (`Leases.List`).

@@ -118,9 +118,8 @@ pub async fn pull(
     options: &PullOptions,
     progress: &mut (dyn FnMut(PullProgress) + Send),
 ) -> Result<Pulled, PullError> {
-    let name = image.as_str().to_string();
     let in_containerd = |error: Error| PullError::Containerd {
-        image: name.clone(),
+        image: image.to_string(),
         error,
     };
     let lease = client
