@@ -174,7 +174,7 @@ pub(crate) async fn write_bytes(
 ) -> Result<(), Error> {
     let mut ingest = match Ingest::begin(client, digest, bytes.len() as u64, Some(digest)).await? {
         Began::Exists => {
-            return super::label_blob(client, digest, labels).await;
+            return label_blob(client, digest, labels).await;
         }
         Began::Writing(ingest) => ingest,
     };
@@ -310,4 +310,32 @@ pub async fn leases(client: &Client) -> Result<Vec<String>, Error> {
         )
         .await?;
     Ok(answer.leases.into_iter().map(|l| l.id).collect())
+}
+
+/// Sets labels on a blob (`Content.Update` with one field path per label).
+pub(crate) async fn label_blob(
+    client: &Client,
+    digest: &str,
+    labels: HashMap<String, String>,
+) -> Result<(), Error> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+    let request = api::UpdateRequest {
+        info: Some(api::Info {
+            digest: digest.into(),
+            labels,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths }),
+    };
+    client
+        .unary(
+            "Content.Update",
+            digest,
+            client.content_api().update(request),
+        )
+        .await
+        .map(|_| ())
 }

@@ -29,10 +29,11 @@ use serde::Deserialize;
 
 use crate::client::{Client, time};
 use crate::error::{Error, found};
-use crate::proto::containerd::services::{content::v1 as content_api, images::v1 as images_api};
+use crate::proto::containerd::services::images::v1 as images_api;
 use crate::proto::containerd::types;
 
 pub use archive::{ImportError, Imported, import};
+pub(crate) use content::label_blob;
 pub use content::{ingests, leases, list as blobs, snapshots};
 pub use pull::{Credentials, PullError, PullOptions, PullProgress, Pulled, pull};
 pub use unpack::{UnpackError, chain_ids, unpack};
@@ -346,32 +347,4 @@ pub(crate) async fn put_image(
         }
         Err(e) => Err(e),
     }
-}
-
-/// Sets labels on a blob (`Content.Update` with one field path per label).
-pub(crate) async fn label_blob(
-    client: &Client,
-    digest: &str,
-    labels: HashMap<String, String>,
-) -> Result<(), Error> {
-    if labels.is_empty() {
-        return Ok(());
-    }
-    let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
-    let request = content_api::UpdateRequest {
-        info: Some(content_api::Info {
-            digest: digest.into(),
-            labels,
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask { paths }),
-    };
-    client
-        .unary(
-            "Content.Update",
-            digest,
-            client.content_api().update(request),
-        )
-        .await
-        .map(|_| ())
 }
