@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use common::{Fixture, root};
 use torc_containerd::images::{
-    self, ImportError, PullError, PullOptions, PullProgress, UnpackError,
+    self, Credentials, ImportError, PullError, PullOptions, PullProgress, UnpackError,
 };
 use torc_containerd::{ContainerId, OVERLAYFS};
 use torc_test_utils::{Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage};
@@ -183,6 +183,7 @@ async fn refusals_name_the_problem_and_leave_nothing() -> anyhow::Result<()> {
     let error = images::pull(&f.client, &unknown, &PullOptions::default(), &mut |_| {})
         .await
         .unwrap_err();
+    println!("{error}");
     assert!(matches!(error, PullError::NotFound { .. }), "{error:?}");
     assert_eq!(
         error.to_string(),
@@ -200,6 +201,7 @@ async fn refusals_name_the_problem_and_leave_nothing() -> anyhow::Result<()> {
     let error = images::pull(&f.client, &gone, &PullOptions::default(), &mut |_| {})
         .await
         .unwrap_err();
+    println!("{error}");
     assert!(matches!(error, PullError::Unreachable { .. }), "{error:?}");
     let text = error.to_string();
     assert!(
@@ -209,10 +211,43 @@ async fn refusals_name_the_problem_and_leave_nothing() -> anyhow::Result<()> {
     );
     assert_empty(&f).await?;
 
+    // A registry that wants credentials: none, then wrong ones, are refused; right ones pull.
+    let guarded = Registry::start_with_auth("torc", "s3cret").await?;
+    image.push(&guarded, TEST_IMAGE)?;
+    let reference = ImageRef::parse(&format!("{}/{TEST_IMAGE}", guarded.host))?;
+    let with = |user: &str, password: &str| PullOptions {
+        credentials: Some(Credentials {
+            user: user.into(),
+            password: password.into(),
+        }),
+        ..PullOptions::default()
+    };
+    for options in [PullOptions::default(), with("torc", "wrong")] {
+        let error = images::pull(&f.client, &reference, &options, &mut |_| {})
+            .await
+            .unwrap_err();
+        println!("{error}");
+        assert!(matches!(error, PullError::Refused { .. }), "{error:?}");
+        assert!(
+            error.to_string().starts_with(&format!(
+                "image {reference}: the registry {} refused (",
+                guarded.host
+            )),
+            "{error}"
+        );
+        assert_empty(&f).await?;
+    }
+    let pulled = images::pull(&f.client, &reference, &with("torc", "s3cret"), &mut |_| {}).await?;
+    images::remove(&f.client, &pulled.name)
+        .await?
+        .expect("removed");
+    assert_empty(&f).await?;
+
     // Not an archive at all.
     let error = images::import(&f.client, &[7u8; 4096][..], OVERLAYFS)
         .await
         .unwrap_err();
+    println!("{error}");
     assert!(matches!(error, ImportError::NotArchive(_)), "{error:?}");
     assert!(
         error.to_string().starts_with("not an image archive: "),
@@ -227,6 +262,7 @@ async fn refusals_name_the_problem_and_leave_nothing() -> anyhow::Result<()> {
     let error = images::import(&f.client, std::io::Cursor::new(cut), OVERLAYFS)
         .await
         .unwrap_err();
+    println!("{error}");
     assert_eq!(
         error.to_string(),
         format!(
@@ -242,6 +278,7 @@ async fn refusals_name_the_problem_and_leave_nothing() -> anyhow::Result<()> {
     let error = images::import(&f.client, std::io::Cursor::new(flipped), OVERLAYFS)
         .await
         .unwrap_err();
+    println!("{error}");
     assert!(matches!(error, ImportError::BadDigest { .. }), "{error:?}");
     assert!(
         error
@@ -256,6 +293,7 @@ async fn refusals_name_the_problem_and_leave_nothing() -> anyhow::Result<()> {
     let error = images::import(&f.client, std::io::Cursor::new(without), OVERLAYFS)
         .await
         .unwrap_err();
+    println!("{error}");
     let digest = format!("sha256:{}", layer.trim_start_matches("blobs/sha256/"));
     assert!(
         matches!(&error, ImportError::MissingBlob { blob, .. } if *blob == digest),
@@ -267,6 +305,7 @@ async fn refusals_name_the_problem_and_leave_nothing() -> anyhow::Result<()> {
     let error = images::unpack(&f.client, "docker.io/torc/none:1", OVERLAYFS)
         .await
         .unwrap_err();
+    println!("{error}");
     assert!(matches!(error, UnpackError::NoImage(_)), "{error:?}");
     assert_empty(&f).await?;
     f.finish().await?;

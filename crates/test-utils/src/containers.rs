@@ -119,13 +119,15 @@ impl TestImage {
 
     /// Pushes the image to `registry` as `repository:tag` (skopeo, plain HTTP).
     pub fn push(&self, registry: &Registry, name: &str) -> anyhow::Result<()> {
-        run(Command::new("skopeo").args([
-            "copy".to_string(),
-            "--quiet".to_string(),
-            "--dest-tls-verify=false".to_string(),
-            format!("oci-archive:{}", self.oci_archive.display()),
-            format!("docker://{}/{name}", registry.host),
-        ]))
+        let mut command = Command::new("skopeo");
+        command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((user, password)) = &registry.credentials {
+            command.arg(format!("--dest-creds={user}:{password}"));
+        }
+        command
+            .arg(format!("oci-archive:{}", self.oci_archive.display()))
+            .arg(format!("docker://{}/{name}", registry.host));
+        run(&mut command)
     }
 }
 
@@ -166,11 +168,23 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     /// `127.0.0.1:PORT`.
     pub host: String,
+    /// The user and password it requires, if any.
+    pub credentials: Option<(String, String)>,
     child: Option<Child>,
 }
 
 impl Registry {
+    /// A registry anyone may pull from and push to.
     pub async fn start() -> anyhow::Result<Registry> {
+        Registry::start_with(None).await
+    }
+
+    /// A registry that requires `user` and `password` (htpasswd, bcrypt) for everything.
+    pub async fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Registry> {
+        Registry::start_with(Some((user.to_string(), password.to_string()))).await
+    }
+
+    async fn start_with(credentials: Option<(String, String)>) -> anyhow::Result<Registry> {
         let program = which("docker-registry").context(
             "docker-registry is not installed: run ./scripts/test or `apt-get install docker-registry`",
         )?;
@@ -178,13 +192,21 @@ impl Registry {
         let port = free_port(Ipv4Addr::LOCALHOST);
         let host = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-                dir.path().join("data").display()
-            ),
-        )?;
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = &credentials {
+            // The lowest bcrypt cost: a test's registry guards nothing.
+            let hash = bcrypt::hash(password, 4)?;
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{user}:{hash}\n"))?;
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: torc-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, text)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let mut cmd = Command::new(program);
         cmd.arg("serve")
@@ -197,6 +219,7 @@ impl Registry {
             child: Some(cmd.spawn()?),
             dir,
             host,
+            credentials,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
