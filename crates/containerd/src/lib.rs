@@ -1,11 +1,14 @@
 //! containerd 1.6 as torc drives it (design: `docs/design/containers.md`): torc's own
 //! declarations of the part of containerd's gRPC API it uses ([`proto`]), a [`Client`] over
 //! containerd's unix socket with typed calls for containers, tasks, snapshots, leases, events
-//! and introspection, and [`daemon`], a private containerd for `torc up` and test racks.
+//! and introspection, [`images`] (import of OCI and docker archives, pull from registries,
+//! unpack into snapshots, list, remove: design §5), and [`daemon`], a private containerd for
+//! `torc up` and test racks.
 //!
 //! What it is not: the agent's container runtime (building OCI specs, adoption, exit
-//! records: `torc-agent`), nor image pulls and imports (the next step, design §5). It knows
-//! nothing of torc's tasks: its only workspace dependency is the leaf `torc-durable`.
+//! records: `torc-agent`). It knows nothing of torc's tasks: its only workspace dependencies
+//! are the leaves `torc-durable` and `torc-types` (for `ImageRef`, the one normaliser of image
+//! names).
 //!
 //! Invariants:
 //! - the protos keep containerd v1.6's package, service, method and message names and field
@@ -21,7 +24,9 @@
 //! Code map: `client` (connection, headers, version, plugins, namespaces, leases),
 //! `containers` (containers, snapshots), `tasks` (tasks, [`Client::wait_task`],
 //! [`Client::remove`]), `events` ([`Subscription`]), [`daemon`] (`layout`: paths, config,
-//! errors; `process`: start and stop; `sweep`), `ids` (checked identifiers), `error`.
+//! errors; `process`: start and stop; `sweep`), [`images`] (`archive`: import; `pull`;
+//! `unpack`; `content`: writes, reads and listings of the content store), `ids` (checked
+//! identifiers), `error`.
 
 mod client;
 mod containers;
@@ -29,6 +34,7 @@ pub mod daemon;
 mod error;
 mod events;
 mod ids;
+pub mod images;
 mod tasks;
 
 pub use client::{

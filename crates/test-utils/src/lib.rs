@@ -6,12 +6,15 @@
 //! parallel on one machine. Dropping a `LocalRack` stops every process it started, including
 //! task processes left behind by agents a test killed with SIGKILL, and removes its namespaces.
 //!
+//! Containers: [`Registry`], [`TestImage`] and [`Containerd`] (module `containers`).
+//!
 //! A rack on namespaces ([`RackNetwork::Namespaces`]) is built by `torc_net::rack`, the code
 //! `torc up` uses, under a random slug whose lock it holds while it lives; the test reaches the
 //! API through a forwarder on the rack's loopback block, never a rack address. Tests call
 //! [`LocalRack::assert_namespaces`] before they send anything, and skip (one printed line)
 //! without the privilege ([`namespaces_or_skip`]).
 
+mod containers;
 mod namespaces;
 mod tasks;
 
@@ -28,6 +31,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use torc_client::Client;
 
+pub use containers::{
+    Containerd, Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage, require_container_peers,
+};
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{COUNTING_SERVER, PYTHON, plain_state_store, python_task, stdout_of};
 pub use torc_types::{random_bytes, random_u64};

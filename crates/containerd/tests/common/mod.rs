@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
-use torc_containerd::daemon::{Daemon, DaemonOptions, Layout, Swept, cgroup_parent, which};
+use torc_containerd::daemon::{Daemon, Layout, Swept, cgroup_parent};
 use torc_containerd::{
     Client, ContainerId, Namespace, NewContainer, NewTask, OVERLAYFS, TaskIo, TaskStatus,
 };
@@ -30,26 +30,9 @@ pub fn root() -> bool {
 
 /// The peer programs the tests run; a missing one fails the test saying how to install it.
 pub fn require_peers() {
-    for (program, package) in [
-        ("containerd", "containerd"),
-        ("containerd-shim-runc-v2", "containerd"),
-        ("ctr", "containerd"),
-        ("runc", "runc"),
-        ("umoci", "umoci"),
-        ("skopeo", "skopeo"),
-    ] {
-        assert!(
-            which(program).is_some(),
-            "{program} is not installed: run ./scripts/test (it installs it) or `apt-get install {package}`"
-        );
-    }
-    assert!(
-        Path::new(BUSYBOX).is_file(),
-        "{BUSYBOX} is not installed: run ./scripts/test (it installs it) or `apt-get install busybox-static`"
-    );
+    torc_test_utils::require_container_peers();
 }
 
-const BUSYBOX: &str = "/bin/busybox";
 /// The name the test image has in containerd (the OCI archive's `ref.name`).
 pub const IMAGE: &str = "torc/busybox:1";
 
@@ -67,28 +50,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start() -> anyhow::Result<Fixture> {
-        require_peers();
+        let mut f = Fixture::empty().await?;
         let archive = busybox_archive()?;
-        let dir = tempfile::Builder::new().prefix("ctd-").tempdir()?;
-        let layout = Layout::under(dir.path());
-        let started = Instant::now();
-        let daemon = Daemon::start(layout.clone(), DaemonOptions::default()).await?;
-        println!(
-            "containerd {} answered after {} ms",
-            daemon.version().version,
-            started.elapsed().as_millis()
-        );
-        let mut hex = [0u8; 4];
-        getrandom(&mut hex);
-        let namespace = Namespace::new(format!(
-            "t-{}",
-            hex.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ))?;
-        let client = daemon.client(namespace.clone()).await?;
         let output = Command::new("ctr")
             .arg("-a")
-            .arg(layout.socket())
-            .args(["-n", namespace.as_str(), "images", "import"])
+            .arg(f.layout.socket())
+            .args(["-n", f.namespace.as_str(), "images", "import"])
             .arg(&archive)
             .output()?;
         if !output.status.success() {
@@ -98,14 +65,32 @@ impl Fixture {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let chain_id = top_chain_id(&client).await?;
+        f.chain_id = top_chain_id(&f.client).await?;
+        Ok(f)
+    }
+
+    /// A private containerd with no image (`chain_id` empty).
+    pub async fn empty() -> anyhow::Result<Fixture> {
+        let started = Instant::now();
+        let torc_test_utils::Containerd {
+            client,
+            namespace,
+            daemon,
+            layout,
+            dir,
+        } = torc_test_utils::Containerd::start().await?;
+        println!(
+            "containerd {} answered after {} ms",
+            daemon.as_ref().unwrap().version().version,
+            started.elapsed().as_millis()
+        );
         Ok(Fixture {
             client,
             namespace,
-            daemon: Some(daemon),
+            daemon,
             layout,
             dir,
-            chain_id,
+            chain_id: String::new(),
         })
     }
 
@@ -132,18 +117,31 @@ impl Fixture {
         args: &[&str],
         memory: Option<u64>,
     ) -> anyhow::Result<u32> {
+        self.run_image(IMAGE, &self.chain_id, id, args, memory)
+            .await
+    }
+
+    /// [`Fixture::run`] for another image, whose top chain id is `chain_id`.
+    pub async fn run_image(
+        &self,
+        image: &str,
+        chain_id: &str,
+        id: &ContainerId,
+        args: &[&str],
+        memory: Option<u64>,
+    ) -> anyhow::Result<u32> {
         let (stdout, stderr) = self.output_files(id)?;
         let lease = self.client.create_lease(Duration::from_secs(3600)).await?;
         let leased = self.client.with_lease(&lease)?;
         let mounts = leased
-            .prepare_snapshot(OVERLAYFS, id.as_str(), &self.chain_id, HashMap::new())
+            .prepare_snapshot(OVERLAYFS, id.as_str(), chain_id, HashMap::new())
             .await?;
         let spec = spec(id, args, &self.cgroup(id), memory);
         leased
             .create_container(&NewContainer {
                 id: id.clone(),
                 labels: HashMap::from([("torc.test".to_string(), "1".to_string())]),
-                image: IMAGE.into(),
+                image: image.into(),
                 spec_json: serde_json::to_vec(&spec)?,
                 runc: self.layout.runc_options(),
                 snapshotter: OVERLAYFS.into(),
@@ -390,10 +388,6 @@ pub async fn status(client: &Client, id: &ContainerId) -> Option<TaskStatus> {
     client.task(id).await.unwrap().map(|t| t.status)
 }
 
-fn getrandom(bytes: &mut [u8]) {
-    getrandom::fill(bytes).expect("the OS's random source");
-}
-
 /// The image's top chain id, from what containerd holds: its manifest's config's `diff_ids`
 /// (`chain_0 = diff_0`, `chain_i = sha256(chain_{i-1} + " " + diff_i)`).
 async fn top_chain_id(client: &Client) -> anyhow::Result<String> {
@@ -446,83 +440,7 @@ async fn read_blob(client: &Client, digest: &str) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The busybox image as an OCI archive named [`IMAGE`]: built with umoci (a layer holding the
-/// static busybox and its applet links) and skopeo, once per busybox binary, and kept in the
-/// target dir so tests (each its own process under nextest) share it.
+/// The busybox image as an OCI archive named [`IMAGE`] (`torc_test_utils::TestImage`).
 pub fn busybox_archive() -> anyhow::Result<PathBuf> {
-    let meta = std::fs::metadata(BUSYBOX)?;
-    let key = format!(
-        "{}-{}",
-        meta.len(),
-        meta.modified()?
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-    );
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("torc-busybox-oci-{key}.tar"));
-    if cache.is_file() {
-        return Ok(cache);
-    }
-    assert!(
-        is_static(Path::new(BUSYBOX))?,
-        "{BUSYBOX} is not statically linked: install busybox-static (not busybox)"
-    );
-    let work = tempfile::Builder::new()
-        .prefix("busybox-image-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let layout = work.path().join("img");
-    let bundle = work.path().join("bundle");
-    let image = format!("{}:busybox", layout.display());
-    run(Command::new("umoci")
-        .args(["init", "--layout"])
-        .arg(&layout))?;
-    run(Command::new("umoci").args(["new", "--image", &image]))?;
-    run(Command::new("umoci")
-        .args(["unpack", "--image", &image])
-        .arg(&bundle))?;
-    let bin = bundle.join("rootfs/bin");
-    std::fs::create_dir_all(&bin)?;
-    std::fs::copy(BUSYBOX, bin.join("busybox"))?;
-    for applet in ["sh", "echo", "cat", "sleep", "dd", "true", "false", "ls"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet))?;
-    }
-    run(Command::new("umoci")
-        .args(["repack", "--image", &image])
-        .arg(&bundle))?;
-    let archive = work.path().join("busybox-oci.tar");
-    run(Command::new("skopeo").args([
-        "copy".to_string(),
-        "--quiet".to_string(),
-        format!("oci:{image}"),
-        format!("oci-archive:{}:{IMAGE}", archive.display()),
-    ]))?;
-    // Tests racing to build it each rename a whole archive; the last one wins.
-    std::fs::rename(&archive, &cache)?;
-    Ok(cache)
-}
-
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let output = command.output().with_context(|| format!("{command:?}"))?;
-    if !output.status.success() {
-        bail!("{command:?}: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    Ok(())
-}
-
-/// An ELF file without a program interpreter (`PT_INTERP`) is statically linked.
-fn is_static(path: &Path) -> anyhow::Result<bool> {
-    let elf = std::fs::read(path)?;
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 {
-        bail!("{}: not a 64-bit ELF file", path.display());
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into()?) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    for i in 0..count {
-        let at = phoff + i * size;
-        let kind = elf.get(at..at + 4).context("a truncated program header")?;
-        if u32::from_le_bytes(kind.try_into()?) == 3 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(torc_test_utils::TestImage::get(Path::new(env!("CARGO_TARGET_TMPDIR")))?.oci_archive)
 }
