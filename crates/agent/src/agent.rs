@@ -18,8 +18,8 @@ use torc_types::{
 
 use crate::network::{TaskAddress, TaskNamespace, TaskNetworks};
 use crate::runtime::{
-    ExitRecord, Handle, ProcessRuntime, Runtime, RuntimeError, StartRequest, TaskUser,
-    stop_deadline,
+    ExitRecord, Found, Handle, ProcessRuntime, Runtime, RuntimeError, StartRequest, Started,
+    TaskUser, stop_deadline,
 };
 
 /// How many retired task ids the agent remembers (never to start them again). An id older than
@@ -128,6 +128,31 @@ pub(crate) struct TaskNet {
 }
 
 impl LocalTask {
+    /// A task of the desired state as first recorded: running, until said otherwise.
+    fn new(d: &DesiredTask, now: UnixMillis) -> LocalTask {
+        LocalTask {
+            id: d.id.clone(),
+            spec: d.spec.clone(),
+            ports: d.ports.clone(),
+            handle: None,
+            starting: false,
+            state: TaskState::Running,
+            exit_code: None,
+            message: None,
+            kill_requested: false,
+            updated_at: now,
+            net: None,
+        }
+    }
+
+    /// Settles a task recorded as starting that is not started after all, saying why.
+    fn not_started(&mut self, state: TaskState, why: String) {
+        self.starting = false;
+        self.state = state;
+        self.message = Some(why);
+        self.updated_at = now_millis();
+    }
+
     fn report(&self) -> TaskReport {
         TaskReport {
             id: self.id.clone(),
@@ -441,74 +466,85 @@ impl Agent {
     }
 
     /// Re-adopts tasks recorded as running: live ones are watched again, the others are
-    /// settled from their shim's exit record, or lost. A task recorded as starting (the last
-    /// agent died around its shim's spawn, or while it made a rack task's network) is running
-    /// when its shim's lock is held, and otherwise never started or ended: settled from its
-    /// exit record, or lost. A rack task's namespace needs nothing: its shim holds it.
-    fn adopt(self: &Arc<Self>) {
-        let mut table = self.lock();
-        let running: Vec<TaskId> = table
+    /// settled from their exit record, or lost. A task recorded as starting (the last agent
+    /// died around its start, or while it made a rack task's network) is running when its
+    /// runtime finds it ([`Runtime::find`]: for a process task, its shim's lock is held), and
+    /// otherwise never started or ended: settled from its exit record, or lost. A rack task's
+    /// namespace needs nothing: its shim holds it.
+    ///
+    /// Runs before anything else of the agent (its API, its controller session): the table's
+    /// lock is not held while the runtime looks, and nothing can change the table meanwhile.
+    async fn adopt(self: &Arc<Self>) {
+        enum Outcome {
+            Adopt(Handle),
+            Settle(Option<ExitRecord>),
+            NeverStarted,
+        }
+        let recorded: Vec<(TaskId, bool, Option<Handle>)> = self
+            .lock()
             .tasks
             .values()
             .filter(|t| matches!(t.state, TaskState::Running | TaskState::Staging))
-            .map(|t| t.id.clone())
-            .collect();
-        for id in running {
-            let task = table.tasks.get_mut(&id).expect("listed");
             // (Staging is only ever recorded with `starting`; the second test is defensive.)
-            if std::mem::take(&mut task.starting) || task.state == TaskState::Staging {
-                match self.runtime.find_shim(&id) {
-                    Some(handle) => {
-                        task.state = TaskState::Running;
-                        task.handle = Some(handle);
-                    }
-                    None => {
-                        let record = self.runtime.exit_record_of(&id);
-                        let never_started = record.is_none();
-                        settle(task, record);
-                        if never_started {
-                            task.message = Some(
-                                "the agent stopped while starting the task, and no supervisor \
-                                 of it runs: it did not start, or ended without a record"
-                                    .into(),
-                            );
-                        }
-                        continue;
-                    }
+            .map(|t| {
+                let starting = t.starting || t.state == TaskState::Staging;
+                (t.id.clone(), starting, t.handle.clone())
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for (id, starting, handle) in recorded {
+            let outcome = if starting {
+                match self.runtime.find(&id).await {
+                    Found::Running(handle) => Outcome::Adopt(handle),
+                    Found::Ended(record) => Outcome::Settle(Some(record)),
+                    Found::Never => Outcome::NeverStarted,
                 }
-            }
-            let Some(handle) = table.tasks[&id].handle.clone() else {
+            } else if let Some(handle) = handle {
+                if self.runtime.is_alive(&handle) {
+                    Outcome::Adopt(handle)
+                } else {
+                    // Ended already: answers at once.
+                    Outcome::Settle(self.runtime.ended(Started::adopted(handle)).await)
+                }
+            } else {
                 continue;
             };
-            if self.runtime.is_alive(&handle) {
-                tracing::info!(task = %id, pid = handle.pid, "re-adopted running task");
-                let this = Arc::clone(self);
-                tokio::spawn(async move { this.watch_adopted(id, handle).await });
-            } else {
-                let record = self.runtime.exit_record(&handle);
-                settle(table.tasks.get_mut(&id).expect("listed"), record);
+            outcomes.push((id, outcome));
+        }
+        let mut table = self.lock();
+        for (id, outcome) in outcomes {
+            let Some(task) = table.tasks.get_mut(&id) else {
+                continue;
+            };
+            task.starting = false;
+            match outcome {
+                Outcome::Adopt(handle) => {
+                    tracing::info!(task = %id, pid = handle.pid, "re-adopted running task");
+                    task.state = TaskState::Running;
+                    task.handle = Some(handle.clone());
+                    self.watch(id, Started::adopted(handle));
+                }
+                Outcome::Settle(record) => settle(task, record),
+                Outcome::NeverStarted => {
+                    settle(task, None);
+                    task.message = Some(
+                        "the agent stopped while starting the task, and no supervisor \
+                         of it runs: it did not start, or ended without a record"
+                            .into(),
+                    );
+                }
             }
         }
         let _ = self.persist(&table);
     }
 
-    async fn watch_adopted(self: Arc<Self>, id: TaskId, handle: Handle) {
-        while self.runtime.is_alive(&handle) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        self.finish(&id, self.runtime.exit_record(&handle));
-    }
-
-    async fn watch_child(
-        self: Arc<Self>,
-        id: TaskId,
-        handle: Handle,
-        mut child: tokio::process::Child,
-    ) {
-        if let Err(e) = child.wait().await {
-            tracing::error!(task = %id, error = %e, "cannot wait for the task's shim");
-        }
-        self.finish(&id, self.runtime.exit_record(&handle));
+    /// Watches a task until it ends, then settles and reports it.
+    fn watch(self: &Arc<Self>, id: TaskId, task: Started) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let record = this.runtime.ended(task).await;
+            this.finish(&id, record);
+        });
     }
 
     fn finish(&self, id: &TaskId, record: Option<ExitRecord>) {
@@ -524,45 +560,64 @@ impl Agent {
 
     /// Applies a desired-state document: start what is new, stop what is gone.
     ///
-    /// New tasks are recorded as starting and the table saved *before* their shims are
-    /// spawned, so an agent that dies at any point leaves a record the next one re-adopts
-    /// from (see [`Agent::adopt`]); when the table cannot be saved nothing is started, and the
-    /// new tasks are reported failed with the reason. A `network: rack` task is recorded as
-    /// staging and started once its network is made (netlink is asynchronous, and this runs
-    /// under the table lock): see [`Agent::start_rack_task`].
-    fn apply(self: &Arc<Self>, doc: DesiredState) {
+    /// New tasks are recorded as starting and the table saved *before* any is started, so an
+    /// agent that dies at any point leaves a record the next one re-adopts from (see
+    /// [`Agent::adopt`]); when the table cannot be saved nothing is started, and the new tasks
+    /// are reported failed with the reason. Then the tasks on the node's network are started
+    /// one by one ([`Agent::launch`], without the table's lock: a runtime's start is async),
+    /// and the table saved and reported once. A `network: rack` task is recorded as staging
+    /// and started by a future of its own once its network is made: see
+    /// [`Agent::start_rack_task`].
+    ///
+    /// Not to be cancelled between its record and its starts (a task recorded as starting
+    /// would never start nor be reported): `follow_desired` runs it as a task of its own.
+    async fn apply(self: &Arc<Self>, doc: DesiredState) {
+        let Some(starting) = self.record_desired(&doc) else {
+            return;
+        };
+        for (d, run_as) in &starting {
+            if self.launch(d, *run_as, None).await.is_break() {
+                return;
+            }
+        }
+        if !starting.is_empty() {
+            let table = self.lock();
+            // A failure is logged; a started task is still on disk as starting, and its
+            // runtime tells the next agent whether it runs.
+            let _ = self.persist(&table);
+            drop(table);
+            self.report_now.notify_one();
+        }
+    }
+
+    /// The first half of [`Agent::apply`], under the table's lock: records every new task
+    /// (lost, failed, or starting with its user), saves, spawns the rack tasks' starts and
+    /// stops what is no longer wanted. Answers the tasks on the node's network to start, in
+    /// order; `None` for a document already applied, or once shutdown began.
+    fn record_desired<'d>(
+        self: &Arc<Self>,
+        doc: &'d DesiredState,
+    ) -> Option<Vec<(&'d DesiredTask, Option<TaskUser>)>> {
         let mut table = self.lock();
         // Checked under the table lock, which `stop_all` takes after setting the flag: a task
-        // started before is stopped there, none is started after.
+        // recorded before is stopped there (or, still starting, once started: see `launch`),
+        // none is recorded after.
         if doc.generation <= table.applied_generation
             || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
         {
-            return;
+            return None;
         }
         table.applied_generation = doc.generation;
         let wanted: BTreeSet<&TaskId> = doc.tasks.iter().map(|t| &t.id).collect();
         let now = now_millis();
         let mut changed = false;
-        // First every new task as a record: lost, failed, or starting (with its user).
         let mut starting = Vec::new();
         for d in &doc.tasks {
             if table.knows(&d.id) {
                 continue;
             }
             changed = true;
-            let mut task = LocalTask {
-                id: d.id.clone(),
-                spec: d.spec.clone(),
-                ports: d.ports.clone(),
-                handle: None,
-                starting: false,
-                state: TaskState::Running,
-                exit_code: None,
-                message: None,
-                kill_requested: false,
-                updated_at: now,
-                net: None,
-            };
+            let mut task = LocalTask::new(d, now);
             if !d.launch {
                 task.state = TaskState::Lost;
                 task.message =
@@ -617,13 +672,10 @@ impl Agent {
                 task.message = Some(not_saved(&e));
             }
         }
+        let mut on_node = Vec::new();
         for (d, run_as, address) in starting {
             match address {
-                None => {
-                    if self.launch(&mut table, d, run_as, None).is_break() {
-                        return;
-                    }
-                }
+                None => on_node.push((d, run_as)),
                 Some(address) => {
                     let this = Arc::clone(self);
                     let d = d.clone();
@@ -644,26 +696,34 @@ impl Agent {
         for id in unwanted {
             changed = true;
             let task = table.tasks.get_mut(&id).expect("listed");
-            // A rack task still staging is not started once its network is made.
+            // A task still starting (a rack task making its network, or one whose runtime
+            // is starting it) is stopped once started, or not started: see `launch`.
             task.kill_requested = true;
-            if let Some(handle) = task.handle.clone() {
-                tracing::info!(task = %id, "stopping task");
-                self.runtime.stop(&handle);
-                let runtime = Arc::clone(&self.runtime);
-                let deadline = stop_deadline(&task.spec);
-                tokio::spawn(async move {
-                    tokio::time::sleep(deadline).await;
-                    runtime.kill_now(&handle);
-                });
-            }
+            self.stop_task(task);
         }
-        if changed {
-            // A failure is logged; a started task is still on disk as starting, and its shim's
-            // lock tells the next agent whether it runs.
+        if changed && on_node.is_empty() {
+            // With tasks to start, `apply` saves and reports once they are.
             let _ = self.persist(&table);
             drop(table);
             self.report_now.notify_one();
         }
+        Some(on_node)
+    }
+
+    /// Asks a running task to stop, and kills it after its grace period (no-op for a task not
+    /// started yet).
+    fn stop_task(&self, task: &LocalTask) {
+        let Some(handle) = task.handle.clone() else {
+            return;
+        };
+        tracing::info!(task = %task.id, "stopping task");
+        self.runtime.stop(&handle);
+        let runtime = Arc::clone(&self.runtime);
+        let deadline = stop_deadline(&task.spec);
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            runtime.kill_now(&handle);
+        });
     }
 
     /// What a rack task's `rack_address` says: `None` for a task on the node's network, its
@@ -686,67 +746,90 @@ impl Agent {
         }
     }
 
-    /// Starts the shim of a task recorded as starting (under the table lock), in `net`'s
-    /// namespace for a rack task, and records the outcome: running and watched, adopted, or
-    /// failed. `Break` only in tests that simulate a crash right after the spawn.
-    fn launch(
+    /// Starts a task recorded (and saved) as starting, in `net`'s namespace for a rack task,
+    /// and records the outcome in the table (the caller saves it): running and watched,
+    /// adopted, or failed. The table's lock is never held across the runtime's start:
+    /// - just before it, a task killed or an agent shutting down since the task was
+    ///   recorded is settled as killed and not started;
+    /// - just after it, a task whose kill came while it started is stopped at once (and
+    ///   `stop_all` waits for tasks still starting).
+    ///
+    /// The task stays recorded as starting throughout, so an agent that dies meanwhile leaves
+    /// it to the next one's [`Agent::adopt`]. `Break` only in tests that simulate a crash
+    /// right after the spawn.
+    async fn launch(
         self: &Arc<Self>,
-        table: &mut Table,
         d: &DesiredTask,
         run_as: Option<TaskUser>,
         net: Option<(&TaskNamespace, Ipv4Addr)>,
     ) -> ControlFlow<()> {
+        {
+            let mut table = self.lock();
+            let Some(task) = table.tasks.get_mut(&d.id) else {
+                return ControlFlow::Continue(());
+            };
+            if task.kill_requested || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                task.not_started(TaskState::Killed, "killed before it started".into());
+                return ControlFlow::Continue(());
+            }
+        }
         let ip = net.map_or(self.cfg.ip, |(_, ip)| IpAddr::V4(ip));
         let resolv = d.resolver.as_ref().map(torc_api::Resolver::resolv_conf);
-        let result = self.runtime.start(&StartRequest {
-            id: &d.id,
-            spec: &d.spec,
-            ports: &d.ports,
-            ip,
-            netns: net.map(|(ns, _)| std::os::fd::AsFd::as_fd(ns.netns())),
-            extra_env: self.task_env(&d.id, &d.ports, ip),
-            files: &d.files,
-            run_as,
-            resolv_conf: resolv.as_deref(),
-        });
+        let result = self
+            .runtime
+            .start(&StartRequest {
+                id: &d.id,
+                spec: &d.spec,
+                ports: &d.ports,
+                ip,
+                netns: net.map(|(ns, _)| std::os::fd::AsFd::as_fd(ns.netns())),
+                extra_env: self.task_env(&d.id, &d.ports, ip),
+                files: &d.files,
+                run_as,
+                resolv_conf: resolv.as_deref(),
+            })
+            .await;
         #[cfg(test)]
         if self
             .crash_after_spawn
             .load(std::sync::atomic::Ordering::SeqCst)
         {
             // As if the agent were killed here: nothing more is saved or watched.
-            if let Ok((_, child)) = result {
-                std::mem::forget(child);
+            if let Ok(started) = result {
+                std::mem::forget(started);
             }
             return ControlFlow::Break(());
         }
+        let mut table = self.lock();
         let task = table.tasks.get_mut(&d.id).expect("recorded as starting");
         task.starting = false;
         task.updated_at = now_millis();
-        match result {
-            Ok((handle, child)) => {
-                tracing::info!(task = %d.id, pid = handle.pid, %ip, "task started");
-                task.state = TaskState::Running;
-                task.handle = Some(handle.clone());
-                let this = Arc::clone(self);
-                let id = d.id.clone();
-                tokio::spawn(async move { this.watch_child(id, handle, child).await });
+        let started = match result {
+            Ok(started) => {
+                tracing::info!(task = %d.id, pid = started.handle.pid, %ip, "task started");
+                Some(started)
             }
             Err(RuntimeError::AlreadyRunning(handle)) => {
-                // Only a table restored from an older copy gets here: the shim's lock says
-                // the task runs already.
+                // Only a table restored from an older copy gets here: the runtime says the
+                // task runs already.
                 tracing::warn!(task = %d.id, pid = handle.pid, "task already running; adopted");
-                task.state = TaskState::Running;
-                task.handle = Some(handle.clone());
-                let this = Arc::clone(self);
-                let id = d.id.clone();
-                tokio::spawn(async move { this.watch_adopted(id, handle).await });
+                Some(Started::adopted(handle))
             }
             Err(e) => {
                 tracing::warn!(task = %d.id, error = %e, "task could not start");
                 task.state = TaskState::Failed;
                 task.message = Some(e.to_string());
+                None
             }
+        };
+        if let Some(started) = started {
+            task.state = TaskState::Running;
+            task.handle = Some(started.handle.clone());
+            if task.kill_requested {
+                // Its kill (or the agent's shutdown) came while it started.
+                self.stop_task(task);
+            }
+            self.watch(d.id.clone(), started);
         }
         ControlFlow::Continue(())
     }
@@ -763,51 +846,55 @@ impl Agent {
         address: TaskAddress,
     ) {
         let prepared = self.networks.prepare(&d.id, address).await;
-        let mut table = self.lock();
-        let Some(task) = table.tasks.get_mut(&d.id) else {
-            return;
+        let ns = {
+            let mut table = self.lock();
+            let Some(task) = table.tasks.get_mut(&d.id) else {
+                return;
+            };
+            let stopped =
+                task.kill_requested || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst);
+            match prepared {
+                Ok(ns) if !stopped => {
+                    if let Some(net) = &mut task.net {
+                        net.veth = Some(ns.veth().to_string());
+                    }
+                    // Saved before the spawn: a next agent that adopts the task keeps its
+                    // veth out of the sweep. Unsaved, the task is not started (as in `apply`).
+                    match self.persist(&table) {
+                        Ok(()) => Some(ns),
+                        Err(e) => {
+                            let task = table.tasks.get_mut(&d.id).expect("looked up");
+                            task.not_started(TaskState::Failed, not_saved(&e));
+                            None
+                        }
+                    }
+                }
+                Ok(_) => {
+                    task.not_started(TaskState::Killed, "killed before it started".into());
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(task = %d.id, error = %e, "cannot make the task's network");
+                    let state = if stopped {
+                        TaskState::Killed
+                    } else {
+                        TaskState::Failed
+                    };
+                    task.not_started(state, e.to_string());
+                    None
+                }
+            }
         };
-        let stopped =
-            task.kill_requested || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst);
-        match prepared {
-            Ok(ns) if !stopped => {
-                if let Some(net) = &mut task.net {
-                    net.veth = Some(ns.veth().to_string());
-                }
-                // Saved before the spawn: a next agent that adopts the task keeps its veth
-                // out of the sweep. Unsaved, the task is not started (as in `apply`).
-                if let Err(e) = self.persist(&table) {
-                    let task = table.tasks.get_mut(&d.id).expect("looked up");
-                    task.starting = false;
-                    task.state = TaskState::Failed;
-                    task.message = Some(not_saved(&e));
-                    task.updated_at = now_millis();
-                } else if self
-                    .launch(&mut table, &d, run_as, Some((&ns, address.ip)))
-                    .is_break()
-                {
-                    // A simulated crash: the descriptor goes with the "dead" agent, as it would.
-                    return;
-                }
-            }
-            Ok(_) => {
-                task.starting = false;
-                task.state = TaskState::Killed;
-                task.message = Some("killed before it started".into());
-                task.updated_at = now_millis();
-            }
-            Err(e) => {
-                tracing::warn!(task = %d.id, error = %e, "cannot make the task's network");
-                task.starting = false;
-                task.state = if stopped {
-                    TaskState::Killed
-                } else {
-                    TaskState::Failed
-                };
-                task.message = Some(e.to_string());
-                task.updated_at = now_millis();
-            }
+        if let Some(ns) = &ns
+            && self
+                .launch(&d, run_as, Some((ns, address.ip)))
+                .await
+                .is_break()
+        {
+            // A simulated crash: the descriptor goes with the "dead" agent, as it would.
+            return;
         }
+        let table = self.lock();
         let _ = self.persist(&table);
         drop(table);
         self.report_now.notify_one();
@@ -910,7 +997,7 @@ impl Agent {
         let port = listener.local_addr()?.port();
         let scheme = if self.tls() { "https" } else { "http" };
         let agent_url = format!("{scheme}://{}:{port}", url_host(self.cfg.ip));
-        self.adopt();
+        self.adopt().await;
         self.sweep_task_veths().await;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tls = if self.tls() {
@@ -962,7 +1049,7 @@ impl Agent {
                 .filter(|t| t.state == TaskState::Running)
                 .filter_map(|t| {
                     Some(crate::metrics::TaskProbe {
-                        pid: t.handle.as_ref()?.pid,
+                        probe: self.runtime.probe(t.handle.as_ref()?),
                         id: t.id,
                         name: t.spec.name.clone(),
                         metered: t.spec.metered,
@@ -999,11 +1086,14 @@ impl Agent {
             }
             let _ = self.persist(&table);
         }
-        // Rack tasks still making their network settle within this too (as killed).
+        // Rack tasks still making their network settle within this too (as killed), and a
+        // task whose runtime is starting it is stopped once started (see `launch`).
         let deadline = tokio::time::Instant::now() + longest.max(Duration::from_secs(3));
         loop {
             let tasks = self.snapshot();
-            let staging = tasks.iter().any(|t| t.state == TaskState::Staging);
+            let staging = tasks
+                .iter()
+                .any(|t| t.state == TaskState::Staging || t.starting);
             let running: Vec<Handle> = tasks
                 .into_iter()
                 .filter(|t| t.state == TaskState::Running)
@@ -1105,7 +1195,13 @@ impl Agent {
                 .desired(&self.cfg.node, after, LONG_POLL)
                 .await
             {
-                Ok(doc) => self.apply(doc),
+                // A task of its own: `apply` must not be cancelled with this session between
+                // recording a task as starting and starting it. Waited for, so documents
+                // are applied in order.
+                Ok(doc) => {
+                    let this = Arc::clone(&self);
+                    let _ = tokio::spawn(async move { this.apply(doc).await }).await;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "desired-state poll failed; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1210,6 +1306,16 @@ fn settle(task: &mut LocalTask, record: Option<ExitRecord>) {
         Some(r) if task.kill_requested || r.stopped => {
             task.state = TaskState::Killed;
             task.exit_code = Some(r.exit_code);
+        }
+        Some(r) if r.oom => {
+            task.state = TaskState::Failed;
+            task.exit_code = Some(r.exit_code);
+            task.message = Some(match task.spec.resources.mem_mb {
+                mb if mb > 0.0 => {
+                    format!("out of memory: killed by the kernel at its memory limit ({mb} MiB)")
+                }
+                _ => "out of memory: killed by the kernel".into(),
+            });
         }
         Some(ExitRecord {
             spawn_error: Some(msg),
@@ -1337,12 +1443,38 @@ mod tests {
     async fn no_task_starts_once_shutdown_began() {
         let dir = tempfile::tempdir().unwrap();
         let a = agent(dir.path());
-        a.apply(doc(1));
+        a.apply(doc(1)).await;
         assert_eq!(a.lock().tasks.len(), 1, "before shutdown the task is taken");
         a.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        a.apply(doc(2));
+        a.apply(doc(2)).await;
         assert_eq!(a.lock().tasks.len(), 1, "after it, nothing new");
+    }
+
+    /// An exit record that says the kernel killed the task at its memory limit settles it
+    /// failed, saying so with the limit; a stop asked for still settles it killed.
+    #[test]
+    fn an_out_of_memory_end_is_a_failure_that_says_so() {
+        let mut task = LocalTask::new(&doc(1).tasks[0], 0);
+        task.spec.resources.mem_mb = 64.0;
+        let oom = ExitRecord {
+            exit_code: 137,
+            signal: Some(9),
+            stopped: false,
+            spawn_error: None,
+            oom: true,
+        };
+        settle(&mut task, Some(oom.clone()));
+        assert_eq!(task.state, TaskState::Failed);
+        assert_eq!(task.exit_code, Some(137));
+        assert_eq!(
+            task.message.as_deref(),
+            Some("out of memory: killed by the kernel at its memory limit (64 MiB)")
+        );
+
+        task.kill_requested = true;
+        settle(&mut task, Some(oom));
+        assert_eq!(task.state, TaskState::Killed);
     }
 
     /// A stand-in for `torc shim` that records each start (its pid, in the sandbox) and then
@@ -1424,7 +1556,7 @@ mod tests {
         let a = agent_with(dir.path(), shim.exe.clone());
         // A directory where the table goes: every save fails (also for root).
         std::fs::create_dir(dir.path().join("tasks.json")).unwrap();
-        a.apply(doc(1));
+        a.apply(doc(1)).await;
         let task = a.lock().tasks.values().next().cloned().unwrap();
         assert_eq!(task.state, TaskState::Failed, "{task:?}");
         let why = task.message.unwrap_or_default();
@@ -1441,19 +1573,22 @@ mod tests {
 
     /// An agent on `dir` that starts the task of `doc(1)` and dies right after its shim's
     /// spawn; answers the document, the task's id and the shim's pid.
-    fn crash_after_starting(dir: &std::path::Path, shim: &FakeShim) -> (DesiredState, TaskId, u32) {
+    async fn crash_after_starting(
+        dir: &std::path::Path,
+        shim: &FakeShim,
+    ) -> (DesiredState, TaskId, u32) {
         let first = agent_with(dir, shim.exe.clone());
         crash_after_spawn(&first);
         let doc = doc(1);
         let id = doc.tasks[0].id.clone();
-        first.apply(doc.clone());
+        first.apply(doc.clone()).await;
         (doc, id.clone(), shim.starts(&id, 1)[0])
     }
 
     /// A next agent on `dir` after one died right after starting task `id`'s shim `pid`: it
     /// adopts the running shim and never starts the task again, although the controller still
     /// asks for its launch (`doc`). Answers the agent and the task.
-    pub(super) fn adopts_after_crash(
+    pub(super) async fn adopts_after_crash(
         dir: &std::path::Path,
         exe: PathBuf,
         doc: DesiredState,
@@ -1461,8 +1596,8 @@ mod tests {
         pid: u32,
     ) -> (Arc<Agent>, LocalTask) {
         let second = agent_with(dir, exe);
-        second.adopt();
-        second.apply(doc);
+        second.adopt().await;
+        second.apply(doc).await;
         let task = second.lock().tasks[id].clone();
         assert_eq!(task.state, TaskState::Running, "{task:?}");
         assert_eq!(
@@ -1480,8 +1615,8 @@ mod tests {
     async fn a_task_started_just_before_a_crash_is_adopted_not_started_again() {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
-        let (doc, id, pid) = crash_after_starting(dir.path(), &shim);
-        adopts_after_crash(dir.path(), shim.exe.clone(), doc, &id, pid);
+        let (doc, id, pid) = crash_after_starting(dir.path(), &shim).await;
+        adopts_after_crash(dir.path(), shim.exe.clone(), doc, &id, pid).await;
     }
 
     /// An agent that died around a spawn, whose shim no longer runs and left no exit record:
@@ -1490,7 +1625,7 @@ mod tests {
     async fn a_starting_task_without_a_shim_is_lost() {
         let dir = tempfile::tempdir().unwrap();
         let shim = FakeShim::new(dir.path());
-        let (doc, id, pid) = crash_after_starting(dir.path(), &shim);
+        let (doc, id, pid) = crash_after_starting(dir.path(), &shim).await;
         // The shim dies (no exit record: a fake one writes none).
         let pid = nix::unistd::Pid::from_raw(pid as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -1503,8 +1638,8 @@ mod tests {
         }
 
         let second = agent_with(dir.path(), shim.exe.clone());
-        second.adopt();
-        second.apply(doc);
+        second.adopt().await;
+        second.apply(doc).await;
         let task = second.lock().tasks[&id].clone();
         assert_eq!(task.state, TaskState::Lost, "{task:?}");
         let why = task.message.unwrap_or_default();

@@ -14,7 +14,12 @@
 //!   cannot be saved no task is started (each is reported failed, with the reason). A shim
 //!   holds a lock of its task from its fork to its end, so the next agent tells a task whose
 //!   shim runs (adopted) from one that never started or ended (settled from its exit record, or
-//!   lost), and a task whose shim runs is never started again.
+//!   lost), and a task whose shim runs is never started again. The table's lock is never held
+//!   across a runtime's await (`Runtime::start`, `find` and `ended` are async, as a container
+//!   engine's calls are): a task is started without it and stays recorded as starting until
+//!   its outcome is recorded; a task killed, or an agent that began to shut down, before its
+//!   start is not started, and one killed during its start is stopped once started
+//!   (`stop_all` waits for tasks still starting).
 //! - Retired ids (tasks whose end the controller acknowledged) are remembered up to
 //!   `RETIRED_KEPT` (10,000), oldest forgotten first. Past that, an old id is refused only
 //!   because the controller never reuses a task id nor asks to launch a task that ended.

@@ -20,12 +20,13 @@ use torc_types::{NodeName, ServiceName, TaskId, now_millis};
 /// Samples kept for the history endpoint.
 pub const HISTORY: usize = 120;
 
-/// A task to measure: its id, name, whether it is metered, and its shim's pid.
+/// A task to measure: its id, name, whether it is metered, and where its runtime says its
+/// usage is (for a process task, the tree under its shim).
 pub struct TaskProbe {
     pub id: TaskId,
     pub name: ServiceName,
     pub metered: bool,
-    pub pid: u32,
+    pub probe: crate::runtime::Probe,
 }
 
 struct Raw {
@@ -115,7 +116,8 @@ impl Sampler {
         let mut task_ticks = HashMap::new();
         let mut task_mem = HashMap::new();
         for t in tasks {
-            if let Some((ticks, rss, n)) = self.tree(t.pid) {
+            let crate::runtime::Probe::Tree(pid) = t.probe;
+            if let Some((ticks, rss, n)) = self.tree(pid) {
                 task_ticks.insert(t.id.clone(), ticks);
                 task_mem.insert(t.id.clone(), (rss, n));
             }

@@ -1,11 +1,15 @@
 //! Task runtimes. `Runtime` is what the agent needs from one; `ProcessRuntime` runs a task as a
 //! plain process under a `torc shim` (see `shim`), in its own sandbox directory. A container
-//! runtime would be a second implementation of the same trait.
+//! runtime (issue 17) is a second implementation of the same trait: `start`, `ended` and `find`
+//! are async because an engine's calls are, a [`Handle`] may name a container, an
+//! [`ExitRecord`] may say the kernel killed the task at its memory limit (`oom`), and [`Probe`]
+//! says where a task's usage is measured. The agent holds concrete runtimes (no `dyn`); it
+//! never holds its task table's lock across a runtime's await (see `agent`).
 //!
 //! Each shim holds a lock (`flock`) on `<data dir>/shims/<task id>.lock` from its fork to its
 //! end, with its pid in the file: a task whose shim runs is never started a second time
 //! ([`RuntimeError::AlreadyRunning`]), and an agent that died around a spawn is followed by one
-//! that can tell a started task from one that never was ([`ProcessRuntime::find_shim`]). One
+//! that can tell a started task from one that never was ([`Runtime::find`]). One
 //! such file stays per task started, as its sandbox does.
 //!
 //! A `network: rack` task's shim is started inside the task's network namespace
@@ -15,6 +19,7 @@
 
 use std::collections::BTreeMap;
 
+use std::future::Future;
 use std::io;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -133,6 +138,22 @@ pub struct Handle {
     /// shim from an unrelated process that reused the pid.
     pub pid: u32,
     pub start_time: u64,
+    /// The task's container, when a container runtime runs it (`pid` and `start_time` are
+    /// then its init process's). Absent from a table written by an older agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
+}
+
+/// A task's container as its engine knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    /// The container's id in the engine (the task id).
+    pub id: String,
+    /// The engine's namespace the container lives in.
+    pub namespace: String,
+    /// The container's cgroup path, relative to each hierarchy's root (its limits, usage and
+    /// out-of-memory count).
+    pub cgroup: PathBuf,
 }
 
 impl Handle {
@@ -160,24 +181,67 @@ pub enum RuntimeError {
     AlreadyRunning(Handle),
 }
 
-/// A way to run tasks.
+/// A task a runtime runs, as [`Runtime::ended`] watches it: started by this agent (with what
+/// the runtime waits on, e.g. the shim's child process), or adopted (found running).
+pub struct Started {
+    pub handle: Handle,
+    /// The shim this agent spawned (a process task), reaped when it ends.
+    child: Option<tokio::process::Child>,
+}
+
+impl Started {
+    /// A task this agent did not start: found running after a restart, or already running.
+    pub fn adopted(handle: Handle) -> Started {
+        Started {
+            handle,
+            child: None,
+        }
+    }
+}
+
+/// What a runtime knows of a task id the agent recorded as starting (see [`Runtime::find`]).
+#[derive(Debug)]
+pub enum Found {
+    /// It runs: adopt it.
+    Running(Handle),
+    /// It ran and ended, so.
+    Ended(ExitRecord),
+    /// Nothing of it runs and no end is recorded: it never started (or ended without a trace).
+    Never,
+}
+
+/// Where a task's usage is measured (see `metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The process tree under this pid (a process task's shim). A container runtime adds a
+    /// cgroup variant.
+    Tree(u32),
+}
+
+/// A way to run tasks. Every method may be called without the agent's table lock; the async
+/// ones are always called without it.
 pub trait Runtime: Send + Sync + 'static {
     fn info(&self) -> RuntimeInfo;
-    /// Starts a task and returns its handle plus the child to wait on.
+    /// Starts a task. Refuses ([`RuntimeError::AlreadyRunning`]) a task id that runs already,
+    /// also one started by an earlier agent: a task id is never started twice.
     fn start(
         &self,
         req: &StartRequest<'_>,
-    ) -> Result<(Handle, tokio::process::Child), RuntimeError>;
+    ) -> impl Future<Output = Result<Started, RuntimeError>> + Send;
     /// Asks the task to stop: SIGTERM now, SIGKILL after the spec's grace period.
     fn stop(&self, handle: &Handle);
     /// Ends the task at once.
     fn kill_now(&self, handle: &Handle);
-    /// Whether the task's supervisor still runs (used for tasks adopted after a restart).
+    /// Whether the task still runs (its supervisor: the pid and its start time).
     fn is_alive(&self, handle: &Handle) -> bool;
-    /// How the task ended, if it has.
-    fn exit_record(&self, handle: &Handle) -> Option<ExitRecord> {
-        ExitRecord::read(&handle.status_file())
-    }
+    /// Completes when the task has ended, with how it ended (`None`: no record of its end).
+    /// At once for a task that has ended already.
+    fn ended(&self, task: Started) -> impl Future<Output = Option<ExitRecord>> + Send;
+    /// What runs, or ran, of `id` on this node: how an agent that restarted tells a task the
+    /// last one was starting from one that never started.
+    fn find(&self, id: &TaskId) -> impl Future<Output = Found> + Send;
+    /// Where the task's cpu and memory usage is measured.
+    fn probe(&self, handle: &Handle) -> Probe;
 }
 
 /// Runs tasks as processes, each under its own `torc shim`.
@@ -245,7 +309,7 @@ impl ProcessRuntime {
     }
 
     /// The running shim of `id`, if one holds its lock (see [`ProcessRuntime::start`]).
-    pub fn find_shim(&self, id: &TaskId) -> Option<Handle> {
+    async fn find_shim(&self, id: &TaskId) -> Option<Handle> {
         let path = self.lock_of(id);
         let file = std::fs::File::open(&path).ok()?;
         match file.try_lock() {
@@ -271,19 +335,15 @@ impl ProcessRuntime {
                     sandbox: self.sandbox_of(id),
                     pid,
                     start_time,
+                    container: None,
                 });
             }
             if std::time::Instant::now() >= deadline {
                 tracing::warn!(task = %id, "the task's shim holds its lock but never wrote its pid");
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    }
-
-    /// How `id` ended, from its shim's exit record, if it has one.
-    pub fn exit_record_of(&self, id: &TaskId) -> Option<ExitRecord> {
-        ExitRecord::read(&status_file(&self.sandbox_of(id)))
     }
 
     fn task_cgroup(&self, id: &TaskId, spec: &TaskSpec) -> Option<PathBuf> {
@@ -407,10 +467,8 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    fn start(
-        &self,
-        req: &StartRequest<'_>,
-    ) -> Result<(Handle, tokio::process::Child), RuntimeError> {
+    // Blocking file and process calls, all short: as they were under the agent's lock.
+    async fn start(&self, req: &StartRequest<'_>) -> Result<Started, RuntimeError> {
         let sandbox = self.sandbox_of(req.id);
         let sandbox_err = |source| RuntimeError::Sandbox {
             path: sandbox.display().to_string(),
@@ -440,7 +498,7 @@ impl Runtime for ProcessRuntime {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(match self.find_shim(req.id) {
+                return Err(match self.find_shim(req.id).await {
                     Some(handle) => RuntimeError::AlreadyRunning(handle),
                     None => lock_err(io::Error::new(
                         io::ErrorKind::WouldBlock,
@@ -622,14 +680,15 @@ impl Runtime for ProcessRuntime {
         drop(lock);
         let pid = child.id().unwrap_or(0);
         let start_time = process_start_time(pid).unwrap_or(0);
-        Ok((
-            Handle {
+        Ok(Started {
+            handle: Handle {
                 sandbox,
                 pid,
                 start_time,
+                container: None,
             },
-            child,
-        ))
+            child: Some(child),
+        })
     }
 
     fn stop(&self, handle: &Handle) {
@@ -660,9 +719,118 @@ impl Runtime for ProcessRuntime {
     fn is_alive(&self, handle: &Handle) -> bool {
         handle.pid != 0 && process_start_time(handle.pid) == Some(handle.start_time)
     }
+
+    /// A shim this agent spawned is waited on (and reaped); an adopted one is not this
+    /// agent's child and is polled. Either way its exit record says how the task ended.
+    async fn ended(&self, task: Started) -> Option<ExitRecord> {
+        let Started { handle, child } = task;
+        match child {
+            Some(mut child) => {
+                if let Err(e) = child.wait().await {
+                    tracing::error!(sandbox = %handle.sandbox.display(), error = %e, "cannot wait for the task's shim");
+                }
+            }
+            None => {
+                while self.is_alive(&handle) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        ExitRecord::read(&handle.status_file())
+    }
+
+    /// From the shim's lock (held from its fork to its end), then its exit record.
+    async fn find(&self, id: &TaskId) -> Found {
+        if let Some(handle) = self.find_shim(id).await {
+            return Found::Running(handle);
+        }
+        match ExitRecord::read(&status_file(&self.sandbox_of(id))) {
+            Some(record) => Found::Ended(record),
+            None => Found::Never,
+        }
+    }
+
+    fn probe(&self, handle: &Handle) -> Probe {
+        Probe::Tree(handle.pid)
+    }
 }
 
 /// How long to wait for a stopped task beyond its grace period before killing its shim.
 pub fn stop_deadline(spec: &TaskSpec) -> Duration {
     Duration::from_millis(spec.kill_grace_ms) + Duration::from_secs(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task table and an exit record written before containers read as they were, and a
+    /// process task's are written as they were: the new fields appear only when set.
+    #[test]
+    fn handles_and_exit_records_of_older_agents_read_and_write_unchanged() {
+        let old_handle = r#"{"sandbox":"/d/sandboxes/web.000001","pid":42,"start_time":7}"#;
+        let handle: Handle = serde_json::from_str(old_handle).unwrap();
+        assert_eq!(handle.container, None);
+        assert_eq!(serde_json::to_string(&handle).unwrap(), old_handle);
+
+        let old_record = r#"{"exit_code":137,"signal":9,"stopped":false}"#;
+        let record: ExitRecord = serde_json::from_str(old_record).unwrap();
+        assert!(!record.oom);
+        assert_eq!(serde_json::to_string(&record).unwrap(), old_record);
+
+        let container = Handle {
+            container: Some(ContainerRef {
+                id: "web.000001".into(),
+                namespace: "torc".into(),
+                cgroup: "/torc/torc/web.000001".into(),
+            }),
+            ..handle
+        };
+        let text = serde_json::to_string(&container).unwrap();
+        assert_eq!(serde_json::from_str::<Handle>(&text).unwrap(), container);
+        let oom = ExitRecord {
+            oom: true,
+            ..record
+        };
+        let text = serde_json::to_string(&oom).unwrap();
+        assert!(text.contains(r#""oom":true"#), "{text}");
+        assert_eq!(serde_json::from_str::<ExitRecord>(&text).unwrap(), oom);
+    }
+
+    /// `find` tells the three cases apart for a process task: nothing of it (never started),
+    /// an exit record without a running shim (ended), and a shim holding its lock (running).
+    #[tokio::test]
+    async fn find_tells_a_task_that_never_started_from_one_that_ended_or_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = ProcessRuntime::new(
+            dir.path().join("no-such-torc"),
+            dir.path().join("sandboxes"),
+            "find-test",
+        );
+        let id = TaskId::new("web.000001").unwrap();
+        assert!(matches!(runtime.find(&id).await, Found::Never));
+
+        let sandbox = runtime.sandbox_of(&id);
+        std::fs::create_dir_all(&sandbox).unwrap();
+        std::fs::write(status_file(&sandbox), r#"{"exit_code":3,"stopped":false}"#).unwrap();
+        match runtime.find(&id).await {
+            Found::Ended(r) => assert_eq!(r.exit_code, 3),
+            other => panic!("{other:?}"),
+        }
+
+        // A process holding the task's lock with its pid in it, as a shim does.
+        std::fs::create_dir_all(&runtime.shims).unwrap();
+        let lock = std::fs::File::create(runtime.lock_of(&id)).unwrap();
+        lock.lock().unwrap();
+        let me = std::process::id();
+        std::fs::write(runtime.lock_of(&id), me.to_string()).unwrap();
+        match runtime.find(&id).await {
+            Found::Running(h) => {
+                assert_eq!(h.pid, me);
+                assert!(runtime.is_alive(&h));
+                assert_eq!(runtime.probe(&h), Probe::Tree(me));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

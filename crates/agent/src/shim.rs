@@ -52,6 +52,10 @@ pub struct ExitRecord {
     /// The task could not be started at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spawn_error: Option<String>,
+    /// The kernel killed the task at its memory limit (a container runtime reads this from the
+    /// container's cgroup; the shim does not tell, and leaves it false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom: bool,
 }
 
 impl ExitRecord {
@@ -95,6 +99,7 @@ pub fn run(args: ShimArgs) -> i32 {
                 signal,
                 stopped,
                 spawn_error: None,
+                oom: false,
             };
             if let Err(e) = rec.write(&args.status) {
                 eprintln!("torc shim: {e}");
@@ -109,6 +114,7 @@ pub fn run(args: ShimArgs) -> i32 {
                 signal: None,
                 stopped: false,
                 spawn_error: Some(msg),
+                oom: false,
             };
             let _ = rec.write(&args.status);
             127

@@ -194,7 +194,7 @@ fn a_process_that_left_the_group_goes_with_the_task() {
 
 /// Starts `sh -c SCRIPT` as task `id` the way the agent does (`ProcessRuntime` with this
 /// `torc` as the shim, in `netns` when given one), on `rt`; answers the runtime, the task's
-/// handle and the shim's child.
+/// handle and the started task (which holds the shim's child).
 fn start_task(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
@@ -204,7 +204,7 @@ fn start_task(
 ) -> (
     torc_agent::runtime::ProcessRuntime,
     torc_agent::runtime::Handle,
-    tokio::process::Child,
+    torc_agent::runtime::Started,
 ) {
     use torc_agent::runtime::{ProcessRuntime, Runtime as _, StartRequest};
     let runtime = ProcessRuntime::new(
@@ -215,9 +215,8 @@ fn start_task(
     let id = torc_types::TaskId::new(id).unwrap();
     let mut spec = torc_types::TaskSpec::new("shimtest".parse().unwrap(), "sh");
     spec.args = vec!["-c".into(), script.into()];
-    let _guard = rt.enter();
-    let (handle, child) = runtime
-        .start(&StartRequest {
+    let started = rt
+        .block_on(runtime.start(&StartRequest {
             id: &id,
             spec: &spec,
             ports: &[],
@@ -227,9 +226,9 @@ fn start_task(
             files: &Default::default(),
             run_as: None,
             resolv_conf: None,
-        })
+        }))
         .unwrap();
-    (runtime, handle, child)
+    (runtime, started.handle.clone(), started)
 }
 
 fn current_thread_runtime() -> tokio::runtime::Runtime {

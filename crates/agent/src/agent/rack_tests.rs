@@ -202,10 +202,12 @@ fn a_rack_task_runs_on_its_own_address_and_its_network_goes_with_it() {
         assert_eq!(info.rack_network_note, None);
         assert!(task_veths().await.is_empty(), "a new node has no task veth");
 
-        agent.apply(desired(
-            1,
-            vec![rack_task("web.000001", "198.19.1.7", BLOCK)],
-        ));
+        agent
+            .apply(desired(
+                1,
+                vec![rack_task("web.000001", "198.19.1.7", BLOCK)],
+            ))
+            .await;
         let task = task_in(agent, "web.000001", TaskState::Running).await;
         let net = task.net.clone().expect("a rack task keeps its network");
         assert_eq!(net.address, ip("198.19.1.7"));
@@ -248,7 +250,7 @@ fn a_rack_task_runs_on_its_own_address_and_its_network_goes_with_it() {
         );
 
         // Killed: its namespace goes with its last process, and takes the veth along.
-        agent.apply(desired(2, Vec::new()));
+        agent.apply(desired(2, Vec::new())).await;
         task_in(agent, "web.000001", TaskState::Killed).await;
         wait_until("the task's veth to go", || async {
             task_veths().await.is_empty().then_some(())
@@ -268,10 +270,12 @@ fn a_rack_tasks_route_on_its_node_comes_once_its_veth_carries_packets() {
         let agent = &node.agent;
         let here = Netns::current().unwrap();
         let announced = observe::Announcements::open(&here, RouteProtocol::TORC).unwrap();
-        agent.apply(desired(
-            1,
-            vec![rack_task("web.000001", "198.19.1.7", BLOCK)],
-        ));
+        agent
+            .apply(desired(
+                1,
+                vec![rack_task("web.000001", "198.19.1.7", BLOCK)],
+            ))
+            .await;
         let task = task_in(agent, "web.000001", TaskState::Running).await;
         let veth = task.net.and_then(|n| n.veth).expect("its veth is recorded");
         let read = announced.read().unwrap();
@@ -306,13 +310,15 @@ async fn a_rack_address_that_cannot_be_the_tasks_fails_it_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let shim = FakeShim::exec(dir.path());
     let mut agent = agent_with(dir.path(), shim.exe.clone());
-    agent.apply(desired(
-        1,
-        vec![
-            rack_task("web.000001", "198.19.2.5", BLOCK),
-            rack_task("web.000002", GATEWAY, BLOCK),
-        ],
-    ));
+    agent
+        .apply(desired(
+            1,
+            vec![
+                rack_task("web.000001", "198.19.2.5", BLOCK),
+                rack_task("web.000002", GATEWAY, BLOCK),
+            ],
+        ))
+        .await;
     for (id, why) in [
         (
             "web.000001",
@@ -341,10 +347,12 @@ async fn a_rack_address_that_cannot_be_the_tasks_fails_it_with_the_reason() {
         info.rack_network_note.as_deref(),
         Some("not privileged: making a network namespace needs CAP_SYS_ADMIN")
     );
-    agent.apply(desired(
-        1,
-        vec![rack_task("web.000003", "198.19.1.3", BLOCK)],
-    ));
+    agent
+        .apply(desired(
+            1,
+            vec![rack_task("web.000003", "198.19.1.3", BLOCK)],
+        ))
+        .await;
     let task = agent.lock().tasks[&TaskId::new("web.000003").unwrap()].clone();
     assert_eq!(task.state, TaskState::Failed, "{task:?}");
     assert_eq!(
@@ -390,10 +398,12 @@ fn a_taken_veth_name_is_skipped_and_a_leftover_is_swept() {
             }
         }
 
-        agent.apply(desired(
-            1,
-            vec![rack_task("web.000001", "198.19.1.9", BLOCK)],
-        ));
+        agent
+            .apply(desired(
+                1,
+                vec![rack_task("web.000001", "198.19.1.9", BLOCK)],
+            ))
+            .await;
         let task = task_in(agent, "web.000001", TaskState::Running).await;
         let veth = task.net.unwrap().veth.unwrap();
         let second = crate::network::veth_name_of(&TaskId::new("web.000001").unwrap(), 1);
@@ -416,13 +426,13 @@ fn a_rack_task_is_adopted_after_an_agent_crash_with_its_network() {
         let first = &node.agent;
         crash_after_spawn(first);
         let doc = desired(1, vec![rack_task("web.000001", "198.19.1.4", BLOCK)]);
-        first.apply(doc.clone());
+        first.apply(doc.clone()).await;
         let id = TaskId::new("web.000001").unwrap();
         let pid = node.shim.starts(&id, 1)[0];
         assert_eq!(ask("198.19.1.4").await["ip"], "198.19.1.4");
 
         let (second, task) =
-            adopts_after_crash(node.dir.path(), node.shim.exe.clone(), doc, &id, pid);
+            adopts_after_crash(node.dir.path(), node.shim.exe.clone(), doc, &id, pid).await;
         second.sweep_task_veths().await;
         let veth = task.net.unwrap().veth.unwrap();
         assert_eq!(
@@ -449,10 +459,12 @@ fn a_task_whose_network_cannot_be_made_fails_naming_the_step() {
             link::add_veth(&nl, &name, &ns, &peer, &ns).await.unwrap();
         }
 
-        agent.apply(desired(
-            1,
-            vec![rack_task("web.000001", "198.19.1.5", BLOCK)],
-        ));
+        agent
+            .apply(desired(
+                1,
+                vec![rack_task("web.000001", "198.19.1.5", BLOCK)],
+            ))
+            .await;
         let task = task_in(agent, "web.000001", TaskState::Failed).await;
         let first = crate::network::veth_name_of(&id, 0);
         assert_eq!(
