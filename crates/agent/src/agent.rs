@@ -651,9 +651,10 @@ impl Agent {
                 _ => None,
             };
             task.starting = true;
+            // Not running before its shim is spawned (and a rack task's network made): a
+            // report meanwhile says staging.
+            task.state = TaskState::Staging;
             if let Some(address) = address {
-                // Not running before its network is made and its shim spawned.
-                task.state = TaskState::Staging;
                 task.net = Some(TaskNet {
                     address: address.ip,
                     veth: None,
