@@ -162,14 +162,30 @@ pub async fn ports(nl: &Netlink) -> Result<Vec<PortView>> {
     Ok(ports)
 }
 
+/// Interface index → name, for naming the links of routes and addresses.
+fn names_of(ports: &[PortView]) -> BTreeMap<u32, String> {
+    ports.iter().map(|p| (p.ifindex, p.name.clone())).collect()
+}
+
 /// The IPv4 routes of the main table, all protocols, in the kernel's order, each classified
 /// for the owner's protocol `ours` ([`RouteView::classify`]).
 pub async fn routes(nl: &Netlink, ours: RouteProtocol) -> Result<Vec<RouteView>> {
-    let names: BTreeMap<u32, String> = ports(nl)
-        .await?
-        .into_iter()
-        .map(|p| (p.ifindex, p.name))
-        .collect();
+    Ok(switch(nl, ours).await?.0)
+}
+
+/// The routes ([`routes`]) and the ports ([`ports`]) together, from one dump of the links (which
+/// names the routes' devices too): what a reader of the whole switch wants.
+pub async fn switch(nl: &Netlink, ours: RouteProtocol) -> Result<(Vec<RouteView>, Vec<PortView>)> {
+    let ports = ports(nl).await?;
+    let routes = routes_named(nl, ours, &names_of(&ports)).await?;
+    Ok((routes, ports))
+}
+
+async fn routes_named(
+    nl: &Netlink,
+    ours: RouteProtocol,
+    names: &BTreeMap<u32, String>,
+) -> Result<Vec<RouteView>> {
     // A strict dump filters on the header: main table, any protocol, any type.
     let request = RouteMessageBuilder::<Ipv4Addr>::new()
         .table_id(MAIN_TABLE)
@@ -186,7 +202,7 @@ pub async fn routes(nl: &Netlink, ours: RouteProtocol) -> Result<Vec<RouteView>>
         .map_err(|e| nl.fail("dump the IPv4 routes of the main table", e))?;
     Ok(messages
         .iter()
-        .filter_map(|m| route_view(m, &names))
+        .filter_map(|m| route_view(m, names))
         // Kernels without strict dumps answer every table.
         .filter(|r| r.table == MAIN_TABLE)
         .map(|r| r.classify(ours))
@@ -253,11 +269,11 @@ pub struct AddressView {
 
 /// Every IPv4 address of the namespace, by interface index then address.
 pub async fn addresses(nl: &Netlink) -> Result<Vec<AddressView>> {
-    let names: BTreeMap<u32, String> = ports(nl)
-        .await?
-        .into_iter()
-        .map(|p| (p.ifindex, p.name))
-        .collect();
+    let names = names_of(&ports(nl).await?);
+    addresses_named(nl, &names).await
+}
+
+async fn addresses_named(nl: &Netlink, names: &BTreeMap<u32, String>) -> Result<Vec<AddressView>> {
     let mut request = nl.handle().address().get();
     request.message_mut().header.family = AddressFamily::Inet;
     let messages: Vec<_> = request
@@ -291,9 +307,12 @@ pub async fn addresses(nl: &Netlink) -> Result<Vec<AddressView>> {
     Ok(views)
 }
 
-/// The namespace's own IPv4 addresses (for [`crate::routes::plan`]'s `local`).
+/// The namespace's own IPv4 addresses (for [`crate::routes::plan`]'s `local`): one dump of
+/// the addresses (their links' names are not needed).
 pub async fn local_addrs(nl: &Netlink) -> Result<BTreeSet<Ipv4Addr>> {
-    Ok(addresses(nl).await?.into_iter().map(|a| a.local).collect())
+    let unnamed = BTreeMap::new();
+    let addresses = addresses_named(nl, &unnamed).await?;
+    Ok(addresses.into_iter().map(|a| a.local).collect())
 }
 
 /// The kernel's multicast groups of link changes (`RTNLGRP_LINK`) and of IPv4 route changes

@@ -58,7 +58,7 @@ pub struct NetworkState {
     /// The routes the controller wants, for the task behind each owned one (the last it said,
     /// while it does not answer).
     pub wanted: Vec<RackRoute>,
-    /// Why a part could not be read.
+    /// Why the switch could not be read.
     pub errors: Vec<String>,
 }
 
@@ -221,8 +221,9 @@ pub fn plan(base: &str, desired: &Keys, actual: &Keys, known: Known) -> Vec<Op> 
     ops
 }
 
-/// Reads the switch's routes and ports over `nl` (`None`: no connection, both unknown); a part
-/// that cannot be read is unknown (`None`), and why is logged. `wanted` are the controller's
+/// Reads the switch's routes and ports over `nl` (one dump of its links, one of its routes);
+/// when they cannot be read (or `nl` is `None`: no connection) both are unknown (`None`), and
+/// `errors` says why. `wanted` are the controller's
 /// routes (see [`NetworkState::wanted`]).
 pub async fn read_network(
     nl: Option<&Netlink>,
@@ -238,21 +239,23 @@ pub async fn read_network(
             errors: vec!["no connection to the switch's namespace".into()],
         };
     };
-    // One after the other: a netlink socket runs one dump at a time (a second one at once is
-    // refused with EBUSY).
-    let routes = observe::routes(nl, protocol).await;
-    let ports = observe::ports(nl).await;
-    let errors = [routes.as_ref().err(), ports.as_ref().err()]
-        .into_iter()
-        .flatten()
-        .map(ToString::to_string)
-        .collect();
-    NetworkState {
-        routes: routes.ok(),
-        ports: ports.ok(),
-        protocol,
-        wanted,
-        errors,
+    // One pass of dumps, one after the other: a netlink socket runs one dump at a time (a
+    // second one at once is refused with EBUSY).
+    match observe::switch(nl, protocol).await {
+        Ok((routes, ports)) => NetworkState {
+            routes: Some(routes),
+            ports: Some(ports),
+            protocol,
+            wanted,
+            errors: vec![],
+        },
+        Err(e) => NetworkState {
+            routes: None,
+            ports: None,
+            protocol,
+            wanted,
+            errors: vec![e.to_string()],
+        },
     }
 }
 

@@ -491,9 +491,8 @@ async fn reconcile(nl: &Netlink, desired: &BTreeMap<Ipv4Addr, Ipv4Addr>) -> Pass
     let count = |f: fn(&Op) -> bool| plan.ops.iter().filter(|op| f(op)).count();
     Pass {
         took,
-        // `observe::routes`: links (for names) and routes; `observe::local_addrs`: links and
-        // addresses.
-        dumps: 4,
+        // `observe::routes`: links (for names) and routes; `observe::local_addrs`: addresses.
+        dumps: 3,
         adds: count(|op| matches!(op, Op::Add { .. })),
         replaces: count(|op| matches!(op, Op::Replace { .. })),
         deletes: count(|op| matches!(op, Op::Delete { .. })),

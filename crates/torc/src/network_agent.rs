@@ -199,8 +199,7 @@ impl Agent {
         self.failures.retain(|dst, _| failed.contains(dst));
         let applied = plan.ops.iter().all(|op| !failed.contains(&op.dst()));
         // What the switch holds now, for the controller.
-        let routes = observe::routes(&nl, self.protocol).await?;
-        let ports = observe::ports(&nl).await?;
+        let (routes, ports) = observe::switch(&nl, self.protocol).await?;
         let report = NetworkReport {
             epoch: snapshot.epoch,
             generation_applied: if applied { snapshot.generation } else { 0 },
