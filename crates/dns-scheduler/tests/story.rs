@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use torc_api::TokenRole;
-use torc_test_utils::{LocalRack, RackOptions, free_port, processes_mentioning, wait_for, which};
+use torc_test_utils::{
+    DNS_SYSTEM_SERVICE, LocalRack, RackOptions, free_port, processes_mentioning, system_services,
+    wait_for, which,
+};
 
 const SCHEDULER: &str = env!("CARGO_BIN_EXE_torc-dns-scheduler");
 
@@ -88,25 +91,17 @@ async fn story(server: Server) {
         RackOptions {
             compute_nodes: 2,
             node_timeout_secs: 30,
-            extra_yaml: r#"
-healthcheck:
-  system_services:
-    - name: dns
-      command: torc
-      args: [dns, --listen, "$IP:53"]
-      privileged: true
-      credentials: {api_access: viewer}
-      memory: 32
-      cpu: 0.2
-      node_function: controller
-    - name: influxdb
+            extra_yaml: format!(
+                "{}{}",
+                system_services(&[DNS_SYSTEM_SERVICE]),
+                r#"    - name: influxdb
       command: torc
       args: [tsdb, --listen, "$IP:8086", --data-dir, "$DATA_DIR"]
       memory: 128
       cpu: 0.2
       node_function: controller
 "#
-            .into(),
+            ),
             ..Default::default()
         },
     )

@@ -35,7 +35,10 @@ pub use containers::{
     Containerd, Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage, require_container_peers,
 };
 pub use namespaces::namespaces_or_skip;
-pub use tasks::{COUNTING_SERVER, PYTHON, plain_state_store, python_task, stdout_of};
+pub use tasks::{
+    COUNTING_SERVER, DNS_SYSTEM_SERVICE, PYTHON, plain_state_store, python_task, stdout_of,
+    system_services,
+};
 pub use torc_types::{random_bytes, random_u64};
 
 /// A `127.X.Y.0/24` block no one is listening in, for one rack's nodes. Avoids 127.0.x.x

@@ -63,20 +63,8 @@ pub async fn stdout_of(client: &Client, id: &TaskId) -> String {
 /// `interval_ms` (and right after each change of the switch it watches). A `healthcheck:`
 /// block; a test adds its own groups after it.
 pub fn plain_state_store(interval_ms: u64) -> String {
-    format!(
-        r#"
-healthcheck:
-  system_services:
-    - name: etcd
-      command: torc
-      args: [kv, --listen, "$IP:2379", --data-dir, "$DATA_DIR"]
-      memory: 64
-      cpu: 0.2
-      node_function: controller
-      health:
-        tcp: "$IP:2379"
-        interval_in_seconds: 1
-    - name: statesync
+    let statesync = format!(
+        r#"    - name: statesync
       command: torc
       args: [statesync, --endpoints, "http://$IP:2379", --interval-ms, "{interval_ms}"]
       credentials: {{api_access: viewer}}
@@ -85,5 +73,40 @@ healthcheck:
       node_function: controller
       dependent_service: etcd
 "#
-    )
+    );
+    system_services(&[
+        r#"    - name: etcd
+      command: torc
+      args: [kv, --listen, "$IP:2379", --data-dir, "$DATA_DIR"]
+      memory: 64
+      cpu: 0.2
+      node_function: controller
+      health:
+        tcp: "$IP:2379"
+        interval_in_seconds: 1
+"#,
+        &statesync,
+    ])
+}
+
+/// The rack's `dns` system service (`torc dns` on the controller node), as the sample rack
+/// runs it: one item of a `system_services` list (see [`system_services`]).
+pub const DNS_SYSTEM_SERVICE: &str = r#"    - name: dns
+      command: torc
+      args: [dns, --listen, "$IP:53"]
+      privileged: true
+      credentials: {api_access: viewer}
+      memory: 32
+      cpu: 0.2
+      node_function: controller
+"#;
+
+/// A rack config's `healthcheck:` block with these `system_services` items (each indented as
+/// [`DNS_SYSTEM_SERVICE`] is); a test adds its other sections after it.
+pub fn system_services(items: &[&str]) -> String {
+    let mut yaml = String::from("\nhealthcheck:\n  system_services:\n");
+    for item in items {
+        yaml.push_str(item);
+    }
+    yaml
 }

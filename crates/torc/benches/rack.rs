@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use torc_test_utils::{LocalRack, RackOptions, processes_mentioning, wait_for};
+use torc_test_utils::{
+    DNS_SYSTEM_SERVICE, LocalRack, RackOptions, processes_mentioning, system_services, wait_for,
+};
 use torc_types::{Resources, TaskSpec, TaskState};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
@@ -83,19 +85,7 @@ async fn main() {
             node_timeout_secs: 30,
             security: torc_test_utils::Security::Tls,
             node_resources: (64.0, 64_000.0),
-            extra_yaml: r#"
-healthcheck:
-  system_services:
-    - name: dns
-      command: torc
-      args: [dns, --listen, "$IP:53"]
-      privileged: true
-      credentials: {api_access: viewer}
-      memory: 32
-      cpu: 0.2
-      node_function: controller
-"#
-            .into(),
+            extra_yaml: format!("{}{}", system_services(&[DNS_SYSTEM_SERVICE]), r#""#),
             ..Default::default()
         },
     )

@@ -8,22 +8,13 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use torc_test_utils::{LocalRack, RackOptions};
+use torc_test_utils::{DNS_SYSTEM_SERVICE, LocalRack, RackOptions, system_services};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
-const SERVICES: &str = r#"
-healthcheck:
-  system_services:
-    - name: dns
-      command: torc
-      args: [dns, --listen, "$IP:53"]
-      privileged: true
-      credentials: {api_access: viewer}
-      memory: 32
-      cpu: 0.2
-      node_function: controller
-    - name: etcd
+/// The core services under attack: `dns`, etcd and influxdb with TLS and auth, the collector.
+fn services() -> String {
+    let rest = r#"    - name: etcd
       command: torc
       args: [kv, --listen, "$IP:2379", --data-dir, "$DATA_DIR", --root-password-file, "$SECRETS_DIR/kv-root",
              --cert-file, "$SECRETS_DIR/tls.crt", --key-file, "$SECRETS_DIR/tls.key"]
@@ -53,6 +44,8 @@ access:
   etcd: {user: root, password_secret: kv-root}
   influxdb: {user: admin, password_secret: tsdb-admin}
 "#;
+    format!("{}{rest}", system_services(&[DNS_SYSTEM_SERVICE]))
+}
 
 /// The rack under attack, and what must survive.
 struct Target {
@@ -72,7 +65,7 @@ async fn target() -> Target {
         RackOptions {
             compute_nodes: 1,
             node_timeout_secs: 10,
-            extra_yaml: SERVICES.into(),
+            extra_yaml: services(),
             ..Default::default()
         },
     )

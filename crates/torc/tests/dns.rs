@@ -3,23 +3,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use torc_test_utils::{LocalRack, RackOptions, wait_for, which};
+use torc_test_utils::{
+    DNS_SYSTEM_SERVICE, LocalRack, RackOptions, system_services, wait_for, which,
+};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
-
-/// The rack's `dns` system service (`torc dns`), as the sample rack runs it.
-const DNS_SERVICE: &str = r#"
-healthcheck:
-  system_services:
-    - name: dns
-      command: torc
-      args: [dns, --listen, "$IP:53"]
-      privileged: true
-      credentials: {api_access: viewer}
-      memory: 32
-      cpu: 0.2
-      node_function: controller
-"#;
 
 fn dig(server: &str, args: &[&str]) -> String {
     assert!(
@@ -55,8 +43,9 @@ async fn the_rack_answers_for_its_nodes_and_services() {
         RackOptions {
             compute_nodes: 2,
             extra_yaml: format!(
-                "{}{DNS_SERVICE}{}",
+                "{}{}{}",
                 "service_ttl_in_seconds: 7\ndns-addons:\n  - name: etcd\n    ip: 10.250.3.20\n",
+                system_services(&[DNS_SYSTEM_SERVICE]),
                 r#"      health:
         tcp: "$IP:53"
         interval_in_seconds: 1
@@ -202,7 +191,7 @@ async fn names_follow_a_restarted_controller() {
         TORC,
         RackOptions {
             compute_nodes: 1,
-            extra_yaml: DNS_SERVICE.into(),
+            extra_yaml: system_services(&[DNS_SYSTEM_SERVICE]),
             ..Default::default()
         },
     )
