@@ -108,7 +108,9 @@ where
 pub struct RackOptions {
     /// Compute nodes, named `bladerunner1..N`, besides the controller node `wedge`.
     pub compute_nodes: usize,
-    /// `stateclean.timeout_in_seconds`: silence after which a node is inactive.
+    /// `stateclean.timeout_in_seconds`: silence after which a node is inactive. 10 s by
+    /// default, so that a loaded machine (CI runs the suite in parallel) never takes every node
+    /// for lost; a test of a lost node sets a short one.
     pub node_timeout_secs: u64,
     /// How the rack guards itself.
     pub security: Security,
@@ -151,7 +153,7 @@ impl Default for RackOptions {
     fn default() -> Self {
         RackOptions {
             compute_nodes: 4,
-            node_timeout_secs: 2,
+            node_timeout_secs: 10,
             security: Security::Tls,
             node_resources: (4.0, 4096.0),
             extra_yaml: String::new(),

@@ -64,7 +64,6 @@ async fn target() -> Target {
         TORC,
         RackOptions {
             compute_nodes: 1,
-            node_timeout_secs: 10,
             extra_yaml: services(),
             ..Default::default()
         },

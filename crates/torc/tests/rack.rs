@@ -150,6 +150,7 @@ async fn a_killed_agent_loses_its_tasks_and_rejoins() {
         TORC,
         RackOptions {
             compute_nodes: 2,
+            node_timeout_secs: 2,
             ..Default::default()
         },
     )

@@ -310,7 +310,6 @@ async fn the_network_page_shows_the_switchs_ports_and_each_tasks_route() {
         RackOptions {
             compute_nodes: 2,
             network: torc_test_utils::RackNetwork::Namespaces,
-            node_timeout_secs: 10,
             extra_yaml: "healthcheck:\n  system_services:\n    - name: network-agent\n      command: torc\n      privileged: true\n      args: [network-agent]\n      credentials: {api_access: network}\n      memory: 32\n      cpu: 0.1\n      node_function: controller\n".into(),
             ..RackOptions::default()
         },
