@@ -59,6 +59,9 @@ pub struct AgentConfig {
     pub task_ids: Option<std::ops::RangeInclusive<u32>>,
     /// How often host and task metrics are sampled.
     pub metrics_interval: Duration,
+    /// The container engine (`None`: containers are turned off on this node, `--containerd
+    /// off`).
+    pub containerd: Option<crate::container::ContainerdConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1412,6 +1415,7 @@ mod tests {
             kill_tasks_on_exit: true,
             exe,
             metrics_interval: Duration::from_secs(1),
+            containerd: None,
         })
         .unwrap()
     }
@@ -1429,6 +1433,7 @@ mod tests {
             tasks: vec![DesiredTask {
                 files: Default::default(),
                 resolver: None,
+                registry: None,
                 id: TaskId::new(format!("late.{generation:06x}")).unwrap(),
                 spec: TaskSpec::new("late".parse().unwrap(), "sleep"),
                 ports: Vec::new(),

@@ -35,12 +35,14 @@
 
 mod agent;
 mod api;
+pub mod container;
 pub mod metrics;
 mod network;
 pub mod runtime;
 pub mod shim;
 
 pub use agent::{Agent, AgentConfig, StartError, detect_resources};
+pub use container::ContainerdConfig;
 pub use runtime::TaskUser;
 
 impl Agent {

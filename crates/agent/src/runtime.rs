@@ -464,6 +464,9 @@ impl Runtime for ProcessRuntime {
             // The agent, not the runtime, makes task namespaces (`network`): it fills these in.
             rack_network: false,
             rack_network_note: None,
+            // The agent fills these in from its container runtime, if any.
+            containers: false,
+            containers_note: None,
         }
     }
 

@@ -192,6 +192,13 @@ pub struct RuntimeInfo {
     /// When it does not, why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rack_network_note: Option<String>,
+    /// Whether the agent runs container tasks (a container engine answers it).
+    #[serde(default)]
+    pub containers: bool,
+    /// The engine when it does (`containerd 1.6.20, runc 1.1.5, cgroup v1 (hybrid)`), why not
+    /// when it does not, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers_note: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -582,6 +589,10 @@ pub struct DesiredTask {
     /// spec's `credentials` asked for. Only this node's credential can read them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
+    /// For a container task whose image's registry the rack config has credentials for:
+    /// them, for the pull. Never written to disk by the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<images::RegistryAuth>,
 }
 
 /// A resolver configuration (`resolv.conf`): the rack's nameserver and the domains searched.
@@ -624,6 +635,7 @@ pub struct DesiredQuery {
 }
 
 pub mod dns;
+pub mod images;
 pub mod original;
 
 // ---------------------------------------------------------------------------------------------

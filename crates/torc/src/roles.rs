@@ -251,6 +251,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         exe,
         task_ids,
         metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
+        containerd: None,
     };
     let listen = SocketAddr::new(cfg.ip, args.port);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -110,6 +110,7 @@ fn rack_task(id: &str, address: &str, block: &str) -> DesiredTask {
         spec,
         ports: Vec::new(),
         launch: true,
+        registry: None,
         rack_address: Some(RackAddress {
             ip: ip(address),
             block: block.parse().unwrap(),

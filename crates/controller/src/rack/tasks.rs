@@ -547,6 +547,7 @@ impl TaskTable {
                 rack_address: rack_address(t, self.ledger.node(node)),
                 resolver: None,
                 files: Default::default(),
+                registry: None,
             })
             .collect()
     }
