@@ -16,16 +16,19 @@ use torc_types::{
     NodeName, PortRange, Resources, TaskId, TaskSpec, TaskState, UnixMillis, now_millis,
 };
 
+use crate::dispatch::Runtimes;
 use crate::network::{TaskAddress, TaskNamespace, TaskNetworks};
 use crate::runtime::{
-    ExitRecord, Found, Handle, ProcessRuntime, Runtime, RuntimeError, StartRequest, Started,
-    TaskUser, stop_deadline,
+    ExitRecord, Found, Handle, ProcessRuntime, RuntimeError, StartRequest, Started, TaskUser,
+    stop_deadline,
 };
 
 /// How many retired task ids the agent remembers (never to start them again). An id older than
 /// that is forgotten: it is not started again only because the controller never reuses an id
 /// nor asks to launch a task that ended (terminal states are final).
 const RETIRED_KEPT: usize = 10_000;
+/// How often the agent asks its container engine whether it still runs containers.
+const ENGINE_CHECK: Duration = Duration::from_secs(10);
 /// How long one desired-state long poll may wait at the controller.
 const LONG_POLL: Duration = Duration::from_secs(25);
 
@@ -215,7 +218,7 @@ impl Table {
 
 pub struct Agent {
     pub(crate) cfg: AgentConfig,
-    pub(crate) runtime: Arc<ProcessRuntime>,
+    pub(crate) runtime: Runtimes,
     /// Task namespaces for `network: rack` tasks, or why this agent cannot make them.
     networks: TaskNetworks,
     client: std::sync::RwLock<Client>,
@@ -229,6 +232,8 @@ pub struct Agent {
     table_path: PathBuf,
     /// Wakes the reporter after a transition.
     report_now: Notify,
+    /// Ends the controller session (to register again) when the runtime's info changed.
+    runtime_changed: Notify,
     pub(crate) metrics: Mutex<crate::metrics::Sampler>,
     /// Set when shutdown begins: from then on no task is started (a desired state that arrives
     /// late must not start a task after the agent stopped them all).
@@ -281,11 +286,25 @@ impl Agent {
             Err(e) => return Err(dir_err(e)),
         };
         table.retired_set = table.retired.iter().cloned().collect();
-        let runtime = Arc::new(ProcessRuntime::new(
+        let process = Arc::new(ProcessRuntime::new(
             cfg.exe.clone(),
             cfg.data_dir.join("sandboxes"),
             cfg.node.as_str(),
         ));
+        let containers = match &cfg.containerd {
+            None => Err("turned off (--containerd off)".to_string()),
+            Some(c) => crate::container::ContainerRuntime::new(
+                c.clone(),
+                cfg.data_dir.join("sandboxes"),
+                cfg.data_dir.join("data"),
+                cfg.node.as_str(),
+            )
+            .map(Arc::new),
+        };
+        let runtime = Runtimes {
+            process,
+            containers,
+        };
         let creds = load_credentials(&cfg)?;
         let identity = Arc::new(torc_tls::ReloadableIdentity::default());
         if let (Some(cert), Some((key, _))) = (&creds.cert, &creds.key) {
@@ -309,6 +328,7 @@ impl Agent {
             table: Mutex::new(table),
             table_path,
             report_now: Notify::new(),
+            runtime_changed: Notify::new(),
             metrics: Mutex::new(crate::metrics::Sampler::new(cfg_node)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -461,9 +481,9 @@ impl Agent {
         self.lock()
             .tasks
             .get(id)
-            .map(|_| self.runtime.sandbox_of(id))
+            .map(|_| self.runtime.process.sandbox_of(id))
             .or_else(|| {
-                let dir = self.runtime.sandbox_of(id);
+                let dir = self.runtime.process.sandbox_of(id);
                 dir.is_dir().then_some(dir)
             })
     }
@@ -483,7 +503,7 @@ impl Agent {
             Settle(Option<ExitRecord>),
             NeverStarted,
         }
-        let recorded: Vec<(TaskId, bool, Option<Handle>)> = self
+        let recorded: Vec<(TaskId, TaskSpec, bool, Option<Handle>)> = self
             .lock()
             .tasks
             .values()
@@ -491,13 +511,13 @@ impl Agent {
             // (Staging is only ever recorded with `starting`; the second test is defensive.)
             .map(|t| {
                 let starting = t.starting || t.state == TaskState::Staging;
-                (t.id.clone(), starting, t.handle.clone())
+                (t.id.clone(), t.spec.clone(), starting, t.handle.clone())
             })
             .collect();
         let mut outcomes = Vec::new();
-        for (id, starting, handle) in recorded {
+        for (id, spec, starting, handle) in recorded {
             let outcome = if starting {
-                match self.runtime.find(&id).await {
+                match self.runtime.find(&id, &spec).await {
                     Found::Running(handle) => Outcome::Adopt(handle),
                     Found::Ended(record) => Outcome::Settle(Some(record)),
                     Found::Never => Outcome::NeverStarted,
@@ -679,7 +699,13 @@ impl Agent {
         let mut on_node = Vec::new();
         for (d, run_as, address) in starting {
             match address {
-                None => on_node.push((d, run_as)),
+                None if d.spec.container.is_none() => on_node.push((d, run_as)),
+                // A container may pull its image first: started by a future of its own.
+                None => {
+                    let this = Arc::clone(self);
+                    let d = d.clone();
+                    tokio::spawn(async move { this.start_async_task(d, run_as).await });
+                }
                 Some(address) => {
                     let this = Arc::clone(self);
                     let d = d.clone();
@@ -722,7 +748,7 @@ impl Agent {
         };
         tracing::info!(task = %task.id, "stopping task");
         self.runtime.stop(&handle);
-        let runtime = Arc::clone(&self.runtime);
+        let runtime = self.runtime.clone();
         let deadline = stop_deadline(&task.spec);
         tokio::spawn(async move {
             tokio::time::sleep(deadline).await;
@@ -779,6 +805,23 @@ impl Agent {
         }
         let ip = net.map_or(self.cfg.ip, |(_, ip)| IpAddr::V4(ip));
         let resolv = d.resolver.as_ref().map(torc_api::Resolver::resolv_conf);
+        // A long start (a container's image pull) says how it goes in the task's message,
+        // reported at once (not saved: the next report repeats it).
+        let progress = {
+            let agent = Arc::clone(self);
+            let id = d.id.clone();
+            move |message: String| {
+                let mut table = agent.lock();
+                if let Some(t) = table.tasks.get_mut(&id)
+                    && t.state == TaskState::Staging
+                {
+                    t.message = Some(message);
+                    t.updated_at = now_millis();
+                }
+                drop(table);
+                agent.report_now.notify_one();
+            }
+        };
         let result = self
             .runtime
             .start(&StartRequest {
@@ -791,6 +834,8 @@ impl Agent {
                 files: &d.files,
                 run_as,
                 resolv_conf: resolv.as_deref(),
+                progress: Some(&progress),
+                registry: d.registry.as_ref(),
             })
             .await;
         #[cfg(test)]
@@ -808,6 +853,8 @@ impl Agent {
         let task = table.tasks.get_mut(&d.id).expect("recorded as starting");
         task.starting = false;
         task.updated_at = now_millis();
+        // The pull's progress is over: the message is the outcome's.
+        task.message = None;
         let started = match result {
             Ok(started) => {
                 tracing::info!(task = %d.id, pid = started.handle.pid, %ip, "task started");
@@ -896,6 +943,18 @@ impl Agent {
                 .is_break()
         {
             // A simulated crash: the descriptor goes with the "dead" agent, as it would.
+            return;
+        }
+        let table = self.lock();
+        let _ = self.persist(&table);
+        drop(table);
+        self.report_now.notify_one();
+    }
+
+    /// Starts a task on the node's network that may take a while (a container whose image
+    /// is pulled first), then saves and reports.
+    async fn start_async_task(self: Arc<Self>, d: DesiredTask, run_as: Option<TaskUser>) {
+        if self.launch(&d, run_as, None).await.is_break() {
             return;
         }
         let table = self.lock();
@@ -1001,6 +1060,25 @@ impl Agent {
         let port = listener.local_addr()?.port();
         let scheme = if self.tls() { "https" } else { "http" };
         let agent_url = format!("{scheme}://{}:{port}", url_host(self.cfg.ip));
+        // The engine is asked before anything is adopted or registered (a container task's
+        // adoption and the node's capability need its answer), then again every
+        // ENGINE_CHECK: a change registers the node again.
+        let engine = match &self.runtime.containers {
+            Ok(c) => {
+                c.check().await;
+                let (this, c) = (Arc::clone(&self), Arc::clone(c));
+                Some(AbortOnDrop(tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(ENGINE_CHECK).await;
+                        let before = c.state();
+                        if c.check().await != before {
+                            this.runtime_changed.notify_one();
+                        }
+                    }
+                })))
+            }
+            Err(_) => None,
+        };
         self.adopt().await;
         self.sweep_task_veths().await;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -1032,6 +1110,7 @@ impl Agent {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         session.abort();
         sampler.abort();
+        drop(engine);
         if self.cfg.kill_tasks_on_exit {
             self.stop_all().await;
         }
@@ -1166,9 +1245,17 @@ impl Agent {
             self.lock().applied_generation = 0;
             // Ends with this session, also when the session itself is aborted.
             let follower = AbortOnDrop(tokio::spawn(Arc::clone(&self).follow_desired()));
-            let result = self.reporter(interval).await;
+            tokio::select! {
+                result = self.reporter(interval) => {
+                    tracing::warn!(error = %result, "controller session ended; registering again");
+                }
+                // What the node can run changed (its container engine came or went): the
+                // controller hears it from a registration, which carries the runtime's info.
+                () = self.runtime_changed.notified() => {
+                    tracing::info!("the node's runtime changed; registering again");
+                }
+            }
             drop(follower);
-            tracing::warn!(error = %result, "controller session ended; registering again");
         }
     }
 
@@ -1386,6 +1473,9 @@ pub fn detect_resources(dir: &Path) -> Resources {
 mod rack_tests;
 
 #[cfg(test)]
+mod container_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use torc_types::TaskSpec;
@@ -1395,7 +1485,12 @@ mod tests {
     }
 
     pub(super) fn agent_with(dir: &std::path::Path, exe: PathBuf) -> Arc<Agent> {
-        Agent::open(AgentConfig {
+        Agent::open(agent_config(dir, exe)).unwrap()
+    }
+
+    /// A test node's configuration: no controller, no containers.
+    pub(super) fn agent_config(dir: &std::path::Path, exe: PathBuf) -> AgentConfig {
+        AgentConfig {
             node: "n1".parse().unwrap(),
             ip: "127.0.0.1".parse().unwrap(),
             // Nothing listens there; these tests never reach the controller.
@@ -1416,8 +1511,7 @@ mod tests {
             exe,
             metrics_interval: Duration::from_secs(1),
             containerd: None,
-        })
-        .unwrap()
+        }
     }
 
     /// Makes `agent` stop right after its next shim spawn, as an agent killed at that moment.

@@ -1,5 +1,6 @@
-//! The agent's own HTTP API (port 5051 by default): health, its task table, and the tasks'
-//! sandboxes (the Mesos "sandbox": stdout and stderr). Read-only.
+//! The agent's own HTTP API (port 5051 by default): health, its task table, the tasks'
+//! sandboxes (the Mesos "sandbox": stdout and stderr), and the node's images (`images`:
+//! listed to readers; pulled, imported and removed by admins, in practice the controller).
 //!
 //! Every route needs a caller who may read the whole rack (an admin or viewer token, a task's
 //! viewer token, the controller's own): the agent asks the controller who holds the token it
@@ -14,20 +15,33 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use torc_api::{ErrorBody, LogChunk, LogQuery};
+use torc_api::{LogChunk, LogQuery};
 use torc_types::TaskId;
 
 use crate::agent::Agent;
+use crate::reply::error;
 
 /// Most bytes one log read returns.
 const MAX_CHUNK: u64 = 1 << 20;
 /// Bytes returned by a tail read when none is asked for.
 const DEFAULT_TAIL: u64 = 8 << 10;
 
+mod images;
+
 pub fn router(agent: Arc<Agent>) -> Router {
+    let admin = Router::new()
+        .route("/v1/images/pull", post(images::pull))
+        .route("/v1/images/import", post(images::import))
+        .route("/v1/images", axum::routing::delete(images::remove))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&agent),
+            authorize_admin,
+        ));
     Router::new()
+        .route("/v1/images", get(images::list))
+        .merge(admin)
         .route("/v1/health", get(health))
         .route("/v1/tasks", get(tasks))
         .route("/v1/tasks/{id}/logs", get(logs))
@@ -40,6 +54,31 @@ pub fn router(agent: Arc<Agent>) -> Router {
         ))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route".into()) })
         .with_state(agent)
+}
+
+/// Admits admins only (the image routes that change the node).
+async fn authorize_admin(State(agent): State<Arc<Agent>>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    match agent.review(token).await {
+        Ok(r) if r.admin => next.run(req).await,
+        Ok(r) => error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not change this node's images: it needs an admin token",
+                r.subject.unwrap_or_else(|| "an anonymous caller".into())
+            ),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot check the caller's token with the controller: {e}"),
+        ),
+    }
 }
 
 /// Admits callers who may read the whole rack (see the module comment).
@@ -78,17 +117,6 @@ async fn authorize(State(agent): State<Arc<Agent>>, req: Request, next: Next) ->
             format!("cannot check the caller's token with the controller: {e}"),
         ),
     }
-}
-
-fn error(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: message,
-            status: status.as_u16(),
-        }),
-    )
-        .into_response()
 }
 
 async fn health(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {

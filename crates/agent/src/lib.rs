@@ -36,8 +36,10 @@
 mod agent;
 mod api;
 pub mod container;
+mod dispatch;
 pub mod metrics;
 mod network;
+mod reply;
 pub mod runtime;
 pub mod shim;
 

@@ -44,6 +44,8 @@ pub struct Sampler {
     page_size: u64,
     prev: Option<Raw>,
     pub history: VecDeque<NodeMetrics>,
+    /// Where containers' cgroups are (read once).
+    cgroups: crate::container::Hierarchies,
 }
 
 fn read(path: &str) -> String {
@@ -72,6 +74,7 @@ impl Sampler {
             page_size: if page > 0 { page as u64 } else { 4096 },
             prev: None,
             history: VecDeque::with_capacity(HISTORY),
+            cgroups: crate::container::Hierarchies::detect(),
         }
     }
 
@@ -116,8 +119,11 @@ impl Sampler {
         let mut task_ticks = HashMap::new();
         let mut task_mem = HashMap::new();
         for t in tasks {
-            let crate::runtime::Probe::Tree(pid) = t.probe;
-            if let Some((ticks, rss, n)) = self.tree(pid) {
+            let usage = match &t.probe {
+                crate::runtime::Probe::Tree(pid) => self.tree(*pid),
+                crate::runtime::Probe::Cgroup(path) => self.cgroups.usage(path, self.ticks_per_s),
+            };
+            if let Some((ticks, rss, n)) = usage {
                 task_ticks.insert(t.id.clone(), ticks);
                 task_mem.insert(t.id.clone(), (rss, n));
             }

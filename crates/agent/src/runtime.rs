@@ -64,6 +64,11 @@ pub struct StartRequest<'a> {
     /// With `netns`: the task's `/etc/resolv.conf` (the rack's resolver). The shim gets a mount
     /// namespace of its own in which the sandbox's `resolv.conf` is bound over the node's.
     pub resolv_conf: Option<&'a str>,
+    /// Hears how a start that takes a while goes (a container's image pull), in words; the
+    /// agent makes it the task's message.
+    pub progress: Option<&'a (dyn Fn(String) + Send + Sync)>,
+    /// The registry credential for a container task's image, if the rack has one.
+    pub registry: Option<&'a torc_api::images::RegistryAuth>,
 }
 
 /// Where a rack task's resolver goes, over the node's.
@@ -93,7 +98,7 @@ const SCRUBBED_ENV: [&str; 4] = [
 
 /// Writes a task's credential files into `<sandbox>/secrets` (0700; files 0600), replacing any
 /// from an earlier start. Names are plain file names.
-fn write_secrets(
+pub(crate) fn write_secrets(
     sandbox: &Path,
     files: &BTreeMap<String, String>,
     owner: &Option<TaskUser>,
@@ -154,6 +159,10 @@ pub struct ContainerRef {
     /// The container's cgroup path, relative to each hierarchy's root (its limits, usage and
     /// out-of-memory count).
     pub cgroup: PathBuf,
+    /// The signal a stop sends first (the image's `StopSignal` or `--stop-signal`); SIGTERM
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<i32>,
 }
 
 impl Handle {
@@ -162,7 +171,7 @@ impl Handle {
     }
 }
 
-fn status_file(sandbox: &Path) -> PathBuf {
+pub(crate) fn status_file(sandbox: &Path) -> PathBuf {
     sandbox.join(".torc-exit.json")
 }
 
@@ -179,6 +188,9 @@ pub enum RuntimeError {
     /// The task's shim holds its lock: the task runs already (it is never started twice).
     #[error("a supervisor of this task already runs on this node (pid {})", .0.pid)]
     AlreadyRunning(Handle),
+    /// A container task that cannot run (its image, its engine, its spec), in words.
+    #[error("{0}")]
+    Container(String),
 }
 
 /// A task a runtime runs, as [`Runtime::ended`] watches it: started by this agent (with what
@@ -213,9 +225,10 @@ pub enum Found {
 /// Where a task's usage is measured (see `metrics`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// The process tree under this pid (a process task's shim). A container runtime adds a
-    /// cgroup variant.
+    /// The process tree under this pid (a process task's shim).
     Tree(u32),
+    /// A container's cgroup (its path relative to each hierarchy's root).
+    Cgroup(PathBuf),
 }
 
 /// A way to run tasks. Every method may be called without the agent's table lock; the async
@@ -758,9 +771,16 @@ impl Runtime for ProcessRuntime {
     }
 }
 
-/// How long to wait for a stopped task beyond its grace period before killing its shim.
+/// When a stopped task is killed: a process task's shim kills it after its grace period
+/// itself, and the agent kills the shim 3 s later if it is still there; a container has no
+/// such shim of ours, and the agent kills every process of it when the grace period ends.
 pub fn stop_deadline(spec: &TaskSpec) -> Duration {
-    Duration::from_millis(spec.kill_grace_ms) + Duration::from_secs(3)
+    let grace = Duration::from_millis(spec.kill_grace_ms);
+    if spec.container.is_some() {
+        grace
+    } else {
+        grace + Duration::from_secs(3)
+    }
 }
 
 #[cfg(test)]
@@ -786,6 +806,7 @@ mod tests {
                 id: "web.000001".into(),
                 namespace: "torc".into(),
                 cgroup: "/torc/torc/web.000001".into(),
+                stop_signal: None,
             }),
             ..handle
         };

@@ -65,7 +65,7 @@ impl ExitRecord {
     }
 
     /// Durably: the agent reads it after a crash of either (see `torc_durable`).
-    fn write(&self, path: &Path) -> Result<(), torc_durable::WriteError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), torc_durable::WriteError> {
         torc_durable::write_atomic(path, &serde_json::to_vec(self).expect("record serialises"))
     }
 }

@@ -226,6 +226,8 @@ fn start_task(
             files: &Default::default(),
             run_as: None,
             resolv_conf: None,
+            progress: None,
+            registry: None,
         }))
         .unwrap();
     (runtime, started.handle.clone(), started)

@@ -36,7 +36,7 @@ pub use archive::{ImportError, Imported, import};
 pub(crate) use content::label_blob;
 pub use content::{ingests, leases, list as blobs, snapshots};
 pub use pull::{Credentials, PullError, PullOptions, PullProgress, Pulled, pull};
-pub use unpack::{UnpackError, chain_ids, unpack};
+pub use unpack::{RunConfig, UnpackError, chain_ids, run_config, unpack};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -347,4 +347,17 @@ pub(crate) async fn put_image(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Gives image `from`'s target a second name, `to` (replacing what `to` named). Fails with
+/// [`Error::is_not_found`] when there is no image `from`.
+pub async fn tag(client: &Client, from: &str, to: &str) -> Result<(), Error> {
+    let target = get(client, from).await?.ok_or_else(|| Error::Call {
+        socket: client.socket().to_path_buf(),
+        call: "Images.Get",
+        target: from.to_string(),
+        code: tonic::Code::NotFound,
+        message: "no such image".into(),
+    })?;
+    put_image(client, to, &target).await
 }

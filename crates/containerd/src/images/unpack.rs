@@ -244,3 +244,70 @@ mod tests {
         assert!(chain_ids(&[]).is_empty());
     }
 }
+
+/// What an image's config says about running it (the OCI image config's `config`), with the
+/// top chain id of its layers: what a container of it needs beyond the task's own keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`, in order.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// `USER[:GROUP]`, names or numbers; empty: root.
+    pub user: String,
+    /// `SIGTERM`, `15`, …; empty: not said.
+    pub stop_signal: String,
+    /// The parent of a container's snapshot (empty for an image without layers).
+    pub chain_id: String,
+}
+
+#[derive(Deserialize)]
+struct FullConfig {
+    #[serde(default)]
+    config: Option<ProcessConfig>,
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize, Default)]
+struct ProcessConfig {
+    #[serde(rename = "Entrypoint", default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    working_dir: Option<String>,
+    #[serde(rename = "User", default)]
+    user: Option<String>,
+    #[serde(rename = "StopSignal", default)]
+    stop_signal: Option<String>,
+}
+
+/// Reads image `name`'s config (for this host's platform): how to run it, and the chain id of
+/// its layers. Does not unpack: see [`unpack`].
+pub async fn run_config(client: &Client, name: &str) -> Result<RunConfig, UnpackError> {
+    let target = super::get(client, name)
+        .await?
+        .ok_or_else(|| UnpackError::NoImage(name.into()))?;
+    let (_, manifest) = resolve(client, name, &target).await?;
+    let config_desc = manifest
+        .config
+        .as_ref()
+        .ok_or_else(|| UnpackError::Bad(name.into(), "its manifest has no config".into()))?;
+    let config: FullConfig = serde_json::from_slice(
+        &content::read(client, &config_desc.digest).await?,
+    )
+    .map_err(|e| UnpackError::Bad(name.into(), format!("config {}: {e}", config_desc.digest)))?;
+    let process = config.config.unwrap_or_default();
+    Ok(RunConfig {
+        entrypoint: process.entrypoint.unwrap_or_default(),
+        cmd: process.cmd.unwrap_or_default(),
+        env: process.env.unwrap_or_default(),
+        working_dir: process.working_dir.unwrap_or_default(),
+        user: process.user.unwrap_or_default(),
+        stop_signal: process.stop_signal.unwrap_or_default(),
+        chain_id: chain_ids(&config.rootfs.diff_ids).pop().unwrap_or_default(),
+    })
+}

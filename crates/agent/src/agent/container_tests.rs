@@ -1,0 +1,502 @@
+//! Container tasks against a real containerd 1.6 and runc: the agent's own code (its `apply`,
+//! `adopt`, the `ContainerRuntime`) with a private containerd started by the test
+//! (`torc_test_utils::Containerd`) and the busybox test image made from Debian's
+//! busybox-static. As root only (CI runs as root); elsewhere each prints `skipped: needs
+//! root` and passes.
+
+use std::time::Instant;
+
+use torc_api::{DesiredState, DesiredTask};
+use torc_test_utils::{Containerd, Registry, TEST_IMAGE_NAME, TestImage};
+use torc_types::{ContainerSpec, ImageRef, TaskSpec, Volume};
+
+use super::*;
+use crate::container::{ContainerdConfig, EngineState};
+use crate::runtime::process_start_time;
+
+fn root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        println!("skipped: needs root");
+    }
+    root
+}
+
+fn test_image() -> TestImage {
+    let tmp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    TestImage::get(&tmp).unwrap()
+}
+
+/// An agent whose container engine is a private containerd with the test image imported.
+/// Dropped in this order: the agent, containerd (swept: nothing of a test outlives it), the
+/// agent's directory.
+struct Fixture {
+    agent: Arc<Agent>,
+    ctd: Containerd,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let ctd = Containerd::start().await.unwrap();
+        let file = std::fs::File::open(test_image().oci_archive).unwrap();
+        torc_containerd::images::import(&ctd.client, file, torc_containerd::OVERLAYFS)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let agent = Fixture::open(dir.path(), &ctd).await;
+        Fixture { agent, ctd, dir }
+    }
+
+    /// An agent on `dir` (a second one after a "crash" of the first) with `ctd` as its engine.
+    async fn open(dir: &Path, ctd: &Containerd) -> Arc<Agent> {
+        let agent = tests::agent_config(dir, dir.join("no-such-torc"));
+        let agent = Agent::open(AgentConfig {
+            containerd: Some(ContainerdConfig {
+                socket: ctd.layout.socket(),
+                namespace: ctd.namespace.to_string(),
+            }),
+            ..agent
+        })
+        .unwrap();
+        let state = agent.runtime.containers.as_ref().unwrap().check().await;
+        assert!(matches!(state, EngineState::Ready(_)), "{state:?}");
+        let info = agent.runtime_info();
+        assert!(info.containers, "{info:?}");
+        assert!(
+            info.containers_note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("containerd 1.")),
+            "{info:?}"
+        );
+        agent
+    }
+
+    fn task(&self, id: &TaskId) -> LocalTask {
+        self.agent.lock().tasks[id].clone()
+    }
+
+    /// Waits (up to 30 s) until task `id` is in a state `done` accepts.
+    async fn wait(&self, id: &TaskId, done: impl Fn(&LocalTask) -> bool) -> LocalTask {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let task = self.task(id);
+            if done(&task) {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "still {task:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn sandbox_file(&self, id: &TaskId, name: &str) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join("sandboxes")
+                .join(id.as_str())
+                .join(name),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Nothing of container `id` is left in containerd.
+    async fn assert_gone(&self, id: &TaskId) {
+        let cid = torc_containerd::ContainerId::new(id.as_str()).unwrap();
+        let c = &self.ctd.client;
+        assert!(
+            c.task(&cid).await.unwrap().is_none(),
+            "{id}: a task is left"
+        );
+        assert!(
+            c.container(&cid).await.unwrap().is_none(),
+            "{id}: a container is left"
+        );
+        assert!(
+            c.snapshot(torc_containerd::OVERLAYFS, id.as_str())
+                .await
+                .unwrap()
+                .is_none(),
+            "{id}: a snapshot is left"
+        );
+    }
+
+    async fn finish(self) {
+        let Fixture {
+            agent,
+            mut ctd,
+            dir,
+        } = self;
+        drop(agent);
+        let swept = ctd.daemon.take().unwrap().sweep().await.unwrap();
+        assert_eq!(
+            (swept.killed, swept.removed),
+            (0, 0),
+            "containers left: {swept:?}"
+        );
+        drop(dir);
+    }
+}
+
+fn container_task(id: &str, image: &str, args: &[&str]) -> DesiredTask {
+    let mut spec = TaskSpec::new("box".parse().unwrap(), "");
+    spec.args = args.iter().map(|a| a.to_string()).collect();
+    spec.kill_grace_ms = 300;
+    spec.container = Some(ContainerSpec::new(ImageRef::parse(image).unwrap()));
+    DesiredTask {
+        id: TaskId::new(id).unwrap(),
+        spec,
+        ports: Vec::new(),
+        launch: true,
+        rack_address: None,
+        resolver: None,
+        files: Default::default(),
+        registry: None,
+    }
+}
+
+fn doc(generation: u64, tasks: Vec<DesiredTask>) -> DesiredState {
+    DesiredState { generation, tasks }
+}
+
+fn ended(t: &LocalTask) -> bool {
+    t.state.is_terminal()
+}
+
+fn running(t: &LocalTask) -> bool {
+    t.state == TaskState::Running
+}
+
+/// A container runs its command; its stdout and stderr land in the sandbox, its exit code is
+/// the task's; once it ended nothing of it is left in containerd (task, container, snapshot).
+#[tokio::test]
+async fn a_container_runs_with_its_output_in_the_sandbox_and_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let d = container_task(
+        "echo.000001",
+        TEST_IMAGE_NAME,
+        &[
+            "sh",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2; echo $TORC_TASK_ID; exit 3",
+        ],
+    );
+    let id = d.id.clone();
+    let started = Instant::now();
+    f.agent.apply(doc(1, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    println!("ran and ended in {} ms", started.elapsed().as_millis());
+    assert_eq!(task.state, TaskState::Failed, "{task:?}");
+    assert_eq!(task.exit_code, Some(3));
+    assert_eq!(task.message.as_deref(), Some("exited with code 3"));
+    assert_eq!(f.sandbox_file(&id, "stdout"), "to-stdout\necho.000001\n");
+    assert_eq!(f.sandbox_file(&id, "stderr"), "to-stderr\n");
+    let handle = task.handle.expect("a handle");
+    assert_eq!(
+        handle.container.as_ref().map(|c| c.id.as_str()),
+        Some("echo.000001"),
+        "the container's id is the task's"
+    );
+    f.assert_gone(&id).await;
+    f.finish().await;
+}
+
+/// `mem: 64` is enforced by runc's cgroup: a hog is killed by the kernel and the task says
+/// "out of memory" (read from the cgroup's counter before it goes).
+#[tokio::test]
+async fn a_memory_hog_is_killed_and_reported_out_of_memory() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let mut d = container_task(
+        "hog.000001",
+        TEST_IMAGE_NAME,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"],
+    );
+    d.spec.resources.mem_mb = 64.0;
+    let id = d.id.clone();
+    f.agent.apply(doc(1, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(task.state, TaskState::Failed, "{task:?}");
+    assert_eq!(task.exit_code, Some(137));
+    assert_eq!(
+        task.message.as_deref(),
+        Some("out of memory: killed by the kernel at its memory limit (64 MiB)")
+    );
+    f.assert_gone(&id).await;
+    f.finish().await;
+}
+
+/// `cpus: 0.5` is a CFS quota: a busy loop gets at most half a core, and the cgroup shows it
+/// was throttled (the quota, not the machine's load, held it back).
+#[tokio::test]
+async fn a_cpu_quota_holds_a_busy_loop_to_half_a_core() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let mut d = container_task(
+        "spin.000001",
+        TEST_IMAGE_NAME,
+        &["sh", "-c", "while :; do :; done"],
+    );
+    d.spec.resources.cpus = 0.5;
+    let id = d.id.clone();
+    f.agent.apply(doc(1, vec![d])).await;
+    let task = f.wait(&id, running).await;
+    let cgroup = task
+        .handle
+        .as_ref()
+        .unwrap()
+        .container
+        .as_ref()
+        .unwrap()
+        .cgroup
+        .clone();
+    let h = crate::container::Hierarchies::detect();
+    let ticks = |h: &crate::container::Hierarchies| {
+        let (u, s) = h.cpu_ticks(&cgroup, 100.0).expect("the cgroup's cpu time");
+        u + s
+    };
+    let (before, at) = (ticks(&h), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (after, secs) = (ticks(&h), at.elapsed().as_secs_f64());
+    let cores = (after - before) as f64 / 100.0 / secs;
+    let (periods, throttled) = h.throttling(&cgroup).expect("cpu.stat");
+    println!(
+        "{cores:.3} of a core over {secs:.1} s; throttled in {throttled} of {periods} periods"
+    );
+    assert!(cores <= 0.6, "{cores:.3} of a core with cpus: 0.5");
+    assert!(throttled > 0, "never throttled: the quota did not bite");
+    f.agent.apply(doc(2, vec![])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(task.state, TaskState::Killed, "{task:?}");
+    f.assert_gone(&id).await;
+    f.finish().await;
+}
+
+/// A kill sends SIGTERM, which a shell as pid 1 ignores, then after the grace period SIGKILL
+/// to every process of the container: the task is `killed`.
+#[tokio::test]
+async fn a_kill_ends_a_container_whose_init_ignores_sigterm() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let d = container_task(
+        "sleepy.000001",
+        TEST_IMAGE_NAME,
+        &["sh", "-c", "sleep 3600 & wait"],
+    );
+    let id = d.id.clone();
+    f.agent.apply(doc(1, vec![d])).await;
+    f.wait(&id, running).await;
+    let asked = Instant::now();
+    f.agent.apply(doc(2, vec![])).await;
+    let task = f.wait(&id, ended).await;
+    println!("killed {} ms after the kill", asked.elapsed().as_millis());
+    assert_eq!(task.state, TaskState::Killed, "{task:?}");
+    f.assert_gone(&id).await;
+    f.finish().await;
+}
+
+/// An agent that dies (here: dropped without stopping its tasks) leaves its container running;
+/// the next one adopts it with the same pid and never starts it again, and can kill it.
+#[tokio::test]
+async fn an_agent_restart_adopts_the_running_container() {
+    if !root() {
+        return;
+    }
+    let mut f = Fixture::start().await;
+    let d = container_task("kept.000001", TEST_IMAGE_NAME, &["sleep", "3600"]);
+    let id = d.id.clone();
+    f.agent.apply(doc(1, vec![d.clone()])).await;
+    let first = f.wait(&id, running).await.handle.unwrap();
+    let start_time = process_start_time(first.pid);
+
+    let second = Fixture::open(f.dir.path(), &f.ctd).await;
+    f.agent = second;
+    f.agent.adopt().await;
+    // The controller still lists it (launch: false once it runs).
+    f.agent
+        .apply(doc(2, vec![DesiredTask { launch: false, ..d }]))
+        .await;
+    let task = f.task(&id);
+    assert_eq!(task.state, TaskState::Running, "{task:?}");
+    let handle = task.handle.unwrap();
+    assert_eq!(
+        handle.pid, first.pid,
+        "the same container, not a second one"
+    );
+    assert_eq!(process_start_time(handle.pid), start_time);
+    let cid = torc_containerd::ContainerId::new(id.as_str()).unwrap();
+    let info = f.ctd.client.task(&cid).await.unwrap().unwrap();
+    assert_eq!(info.pid, first.pid);
+
+    f.agent.apply(doc(3, vec![])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(task.state, TaskState::Killed, "{task:?}");
+    f.assert_gone(&id).await;
+    f.finish().await;
+}
+
+/// `$DATA_DIR` outlives a task: a file one instance writes through a volume is read by the
+/// next instance of the service; a read-only volume refuses writes.
+#[tokio::test]
+async fn data_dir_volumes_outlive_instances() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let with_volumes = |id: &str, script: &str| {
+        let mut d = container_task(id, TEST_IMAGE_NAME, &["sh", "-c", script]);
+        let c = d.spec.container.as_mut().unwrap();
+        c.volumes = vec![
+            Volume::parse_docker("$DATA_DIR:/data").unwrap(),
+            Volume::parse_docker("$DATA_DIR:/frozen:ro").unwrap(),
+        ];
+        d
+    };
+    let first = with_volumes("box.000001", "echo $TORC_TASK_ID > /data/who");
+    let id1 = first.id.clone();
+    f.agent.apply(doc(1, vec![first])).await;
+    assert_eq!(f.wait(&id1, ended).await.state, TaskState::Finished);
+    let second = with_volumes(
+        "box.000002",
+        "cat /data/who; echo x > /frozen/y || echo refused",
+    );
+    let id2 = second.id.clone();
+    f.agent.apply(doc(2, vec![second])).await;
+    assert_eq!(f.wait(&id2, ended).await.state, TaskState::Finished);
+    assert_eq!(f.sandbox_file(&id2, "stdout"), "box.000001\nrefused\n");
+    assert!(
+        f.sandbox_file(&id2, "stderr")
+            .contains("Read-only file system"),
+        "{}",
+        f.sandbox_file(&id2, "stderr")
+    );
+    f.finish().await;
+}
+
+/// An image the node lacks is pulled first, from a loopback registry, with the pull's words
+/// in the task's message while it stages; an image no registry has fails the task naming it.
+#[tokio::test]
+async fn a_missing_image_is_pulled_and_a_missing_registry_fails_the_task() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let registry = Registry::start().await.unwrap();
+    let name = format!("{}/torc/pulled:1", registry.host);
+    test_image().push(&registry, "torc/pulled:1").unwrap();
+    let d = container_task("pulled.000001", &name, &["echo", "pulled"]);
+    let id = d.id.clone();
+    f.agent.apply(doc(1, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(task.state, TaskState::Finished, "{task:?}");
+    assert_eq!(f.sandbox_file(&id, "stdout"), "pulled\n");
+    assert!(
+        torc_containerd::images::get(&f.ctd.client, &name)
+            .await
+            .unwrap()
+            .is_some(),
+        "the pulled image stays on the node"
+    );
+
+    let d = container_task("nowhere.000001", "127.0.0.1:1/torc/nope:1", &["true"]);
+    let id = d.id.clone();
+    f.agent.apply(doc(2, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(task.state, TaskState::Failed, "{task:?}");
+    let message = task.message.unwrap_or_default();
+    assert!(message.contains("127.0.0.1:1/torc/nope:1"), "{message}");
+    f.assert_gone(&id).await;
+    f.finish().await;
+}
+
+/// A node whose agent has containers turned off says so, and a container task sent to it
+/// fails with that reason (the scheduler does not send one: this is the agent's own guard).
+#[tokio::test]
+async fn an_agent_without_containers_says_why_and_refuses_container_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = tests::agent_with(dir.path(), dir.path().join("no-such-torc"));
+    let info = agent.runtime_info();
+    assert!(!info.containers);
+    assert_eq!(
+        info.containers_note.as_deref(),
+        Some("turned off (--containerd off)")
+    );
+    let d = container_task("refused.000001", TEST_IMAGE_NAME, &["true"]);
+    let id = d.id.clone();
+    agent.apply(doc(1, vec![d])).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let task = loop {
+        let task = agent.lock().tasks[&id].clone();
+        if task.state.is_terminal() || Instant::now() > deadline {
+            break task;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(task.state, TaskState::Failed, "{task:?}");
+    assert_eq!(
+        task.message.as_deref(),
+        Some("containers: unavailable: turned off (--containerd off)")
+    );
+}
+
+/// A user name is looked up in the image's own `/etc/passwd` (through a read-only view of
+/// its layers, unmounted at once); a name the image lacks fails the task saying so, and a
+/// number needs no lookup.
+#[tokio::test]
+async fn user_names_are_looked_up_in_the_image() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let mut d = container_task("named.000001", TEST_IMAGE_NAME, &["true"]);
+    d.spec.container.as_mut().unwrap().options.user = Some("www".into());
+    let id = d.id.clone();
+    f.agent.apply(doc(1, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(task.state, TaskState::Failed, "{task:?}");
+    assert_eq!(
+        task.message.as_deref(),
+        Some("user www: not in the image's /etc/passwd")
+    );
+    f.assert_gone(&id).await;
+    let views = torc_containerd::images::snapshots(&f.ctd.client)
+        .await
+        .unwrap();
+    assert!(
+        !views.iter().any(|s| s.contains("-users")),
+        "the lookup's view is left: {views:?}"
+    );
+
+    // The test image has no `id`: the shell reads its own status.
+    let mut d = container_task(
+        "numbered.000001",
+        TEST_IMAGE_NAME,
+        &[
+            "sh",
+            "-c",
+            "while read k v rest; do [ $k = Uid: ] && echo $v; done < /proc/self/status; true",
+        ],
+    );
+    d.spec.container.as_mut().unwrap().options.user = Some("1234:1234".into());
+    let id = d.id.clone();
+    f.agent.apply(doc(2, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(
+        task.state,
+        TaskState::Finished,
+        "{task:?} {}",
+        f.sandbox_file(&id, "stderr")
+    );
+    assert_eq!(f.sandbox_file(&id, "stdout"), "1234\n");
+    f.finish().await;
+}
