@@ -500,3 +500,126 @@ async fn user_names_are_looked_up_in_the_image() {
     assert_eq!(f.sandbox_file(&id, "stdout"), "1234\n");
     f.finish().await;
 }
+
+/// On a node in a network namespace of its own (as under `torc up`, with containerd in the
+/// host's): a container on the node's network shares the node's namespace, not the host's
+/// (containerd's); one on the rack network gets its own address in the task's namespace,
+/// handed to runc by descriptor path, and the rack's resolver.
+#[test]
+fn containers_join_the_nodes_namespace_or_their_own_on_the_rack() {
+    if !root() || !torc_net::netns::can_create().unwrap_or(false) {
+        println!("skipped: needs root and network namespaces");
+        return;
+    }
+    let outer = tokio::runtime::Runtime::new().unwrap();
+    let mut ctd = outer.block_on(Containerd::start()).unwrap();
+    let file = std::fs::File::open(test_image().oci_archive).unwrap();
+    outer
+        .block_on(torc_containerd::images::import(
+            &ctd.client,
+            file,
+            torc_containerd::OVERLAYFS,
+        ))
+        .unwrap();
+    let (socket, namespace) = (ctd.layout.socket(), ctd.namespace.to_string());
+    let node = torc_net::netns::create_anonymous("the test's node").unwrap();
+    let outcome = std::thread::spawn(move || {
+        use std::os::fd::AsFd as _;
+        torc_net::netns::enter(node.as_fd()).unwrap();
+        drop(node);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let agent = Agent::open(AgentConfig {
+                containerd: Some(ContainerdConfig { socket, namespace }),
+                ..tests::agent_config(dir.path(), dir.path().join("no-such-torc"))
+            })
+            .unwrap();
+            let c = agent.runtime.containers.as_ref().unwrap();
+            assert!(matches!(c.check().await, EngineState::Ready(_)));
+            let show = "cat /etc/resolv.conf /proc/net/fib_trie; sleep 3600";
+            let host = container_task("host.000001", TEST_IMAGE_NAME, &["sh", "-c", show]);
+            let mut rack =
+                super::rack_tests::rack_task("rack.000001", "198.19.1.9", "198.19.1.0/24");
+            rack.spec.command = String::new();
+            rack.spec.args = vec!["sh".into(), "-c".into(), show.into()];
+            rack.spec.container = host.spec.container.clone();
+            rack.spec.kill_grace_ms = 300;
+            agent.apply(doc(1, vec![host, rack])).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let out = |id: &str| {
+                std::fs::read_to_string(dir.path().join("sandboxes").join(id).join("stdout"))
+                    .unwrap_or_default()
+            };
+            while !(out("rack.000001").contains("LOCAL") && out("host.000001").contains("LOCAL")) {
+                assert!(Instant::now() < deadline, "{:?}", agent.snapshot());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let pid = |id: &str| {
+                agent.lock().tasks[&TaskId::new(id).unwrap()]
+                    .handle
+                    .as_ref()
+                    .unwrap()
+                    .pid
+            };
+            let netns = |path: String| {
+                use std::os::unix::fs::MetadataExt as _;
+                let m = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                (m.dev(), m.ino())
+            };
+            let node_ns = netns("/proc/thread-self/ns/net".into());
+            assert_eq!(
+                netns(format!("/proc/{}/ns/net", pid("host.000001"))),
+                node_ns
+            );
+            assert_ne!(
+                netns(format!("/proc/{}/ns/net", pid("rack.000001"))),
+                node_ns
+            );
+            // The process (its main thread) stayed in the host's namespace, as containerd did.
+            assert_ne!(netns("/proc/self/ns/net".into()), node_ns);
+            let rack = out("rack.000001");
+            assert!(
+                local_addresses(&rack).contains(&"198.19.1.9".to_string()),
+                "{rack}"
+            );
+            assert!(rack.contains("nameserver 198.18.0.20"), "{rack}");
+            let host = out("host.000001");
+            assert!(
+                !local_addresses(&host).contains(&"198.19.1.9".to_string()),
+                "{host}"
+            );
+            agent.apply(doc(2, vec![])).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while agent.snapshot().iter().any(|t| !t.state.is_terminal()) {
+                assert!(Instant::now() < deadline, "{:?}", agent.snapshot());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    })
+    .join();
+    let swept = outer.block_on(ctd.daemon.take().unwrap().sweep()).unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(
+        (swept.killed, swept.removed),
+        (0, 0),
+        "containers left: {swept:?}"
+    );
+}
+
+/// The addresses `/proc/net/fib_trie` lists as the namespace's own (`/32 host LOCAL`, on the
+/// line after the address).
+fn local_addresses(fib_trie: &str) -> Vec<String> {
+    let lines: Vec<&str> = fib_trie.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[1].contains("/32 host LOCAL"))
+        .filter_map(|w| w[0].trim().strip_prefix("|-- ").map(str::to_string))
+        .collect()
+}

@@ -101,7 +101,7 @@ fn ip(text: &str) -> Ipv4Addr {
     text.parse().unwrap()
 }
 
-fn rack_task(id: &str, address: &str, block: &str) -> DesiredTask {
+pub(super) fn rack_task(id: &str, address: &str, block: &str) -> DesiredTask {
     let mut spec = TaskSpec::new("web".parse().unwrap(), "python3");
     spec.args = vec!["-c".into(), LISTENER.into(), "$IP".into()];
     spec.network = TaskNetwork::Rack;

@@ -286,6 +286,7 @@ impl ContainerRuntime {
     async fn prepare(
         &self,
         req: &StartRequest<'_>,
+        node_netns: &std::fs::File,
         container: &ContainerSpec,
         cid: &ContainerId,
         sandbox: &Path,
@@ -417,9 +418,13 @@ impl ContainerRuntime {
             torc_types::NetworkMode::None => Netns::New,
             // The node's namespace, named explicitly: containerd may live in another one
             // (a namespaced local rack's runs in the host's).
-            torc_types::NetworkMode::Host => {
-                Netns::Path(format!("/proc/{}/ns/net", std::process::id()))
-            }
+            // (the calling thread's: an agent may have entered its node's namespace on its
+            // threads only), held open by the caller until runc joined it.
+            torc_types::NetworkMode::Host => Netns::Path(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                std::os::fd::AsRawFd::as_raw_fd(node_netns)
+            )),
         };
         let devices = container
             .options
@@ -571,7 +576,14 @@ impl ContainerRuntime {
                 .map_err(sandbox_err)?;
         }
         let _ = std::fs::remove_file(crate::runtime::status_file(&sandbox));
-        let (spec_json, run, stop_signal) = self.prepare(req, container, &cid, &sandbox).await?;
+        // The node's namespace (this thread's), open until the task is created: a container on
+        // the node's network joins it through this descriptor.
+        let node_netns = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| {
+            RuntimeError::Container(format!("cannot open the node's network namespace: {e}"))
+        })?;
+        let (spec_json, run, stop_signal) = self
+            .prepare(req, &node_netns, container, &cid, &sandbox)
+            .await?;
 
         let mut labels = HashMap::from([
             (LABEL_TASK.to_string(), req.id.to_string()),
@@ -623,6 +635,7 @@ impl ContainerRuntime {
             self.client.start_task(&cid).await
         }
         .await;
+        drop(node_netns);
         let pid = match started {
             Ok(pid) => pid,
             Err(e) => {
