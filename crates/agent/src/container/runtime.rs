@@ -30,6 +30,8 @@ const LABEL_NODE: &str = "torc.node";
 /// The signal a stop sends first, as a number (the image's `StopSignal` or `--stop-signal`).
 const LABEL_STOP_SIGNAL: &str = "torc.stop-signal";
 
+/// How long a pull may take (Nomad's `image_pull_timeout` default).
+const PULL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often a pull's progress reaches the task's message, at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -77,6 +79,13 @@ pub enum ContainerError {
     Spec(#[from] spec::SpecError),
     #[error("{0}")]
     Prepare(String),
+    #[error("image {image}: the pull timed out after {seconds} s ({fetched} of {total})")]
+    PullTimeout {
+        image: String,
+        seconds: u64,
+        fetched: String,
+        total: String,
+    },
     #[error(
         "image {image} is used by {tasks} on this node; remove it with force to remove it anyway"
     )]
@@ -223,12 +232,20 @@ impl ContainerRuntime {
             let mut pulls = self.pulls.lock().await;
             Arc::clone(pulls.entry(image.to_string()).or_default())
         };
-        let _one = gate.lock().await;
-        if images::get(&self.client, image.as_str()).await?.is_some() {
-            return Ok(None);
+        let result = async {
+            let _one = gate.lock().await;
+            if images::get(&self.client, image.as_str()).await?.is_some() {
+                return Ok(None);
+            }
+            self.pull(image, registry, progress).await.map(Some)
         }
-        let pulled = self.pull(image, registry, progress).await?;
-        Ok(Some(pulled))
+        .await;
+        // The last one out forgets the gate: the map holds only pulls under way.
+        let mut pulls = self.pulls.lock().await;
+        if Arc::strong_count(&gate) == 2 {
+            pulls.remove(image.as_str());
+        }
+        result
     }
 
     /// Pulls `image` (again, even when the node has it: a tag may have moved).
@@ -279,7 +296,21 @@ impl ContainerRuntime {
                 message,
             });
         };
-        Ok(images::pull(&self.client, image, &options, &mut report).await?)
+        match tokio::time::timeout(
+            PULL_TIMEOUT,
+            images::pull(&self.client, image, &options, &mut report),
+        )
+        .await
+        {
+            Ok(pulled) => Ok(pulled?),
+            // What it wrote stays under its lease, which containerd expires within the hour.
+            Err(_) => Err(ContainerError::PullTimeout {
+                image: name.clone(),
+                seconds: PULL_TIMEOUT.as_secs(),
+                fetched: mb(fetched),
+                total: mb(total),
+            }),
+        }
     }
 
     /// Everything of a container task before its start: the image, its config, the user.
