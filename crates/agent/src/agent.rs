@@ -1194,6 +1194,18 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // A container's end is collected by its watcher (recorded, then its task, container
+        // and snapshot removed from containerd): waited for too, briefly, so that an agent
+        // that stops its tasks leaves its engine clean.
+        let collected_by = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < collected_by
+            && self.snapshot().iter().any(|t| {
+                t.state == TaskState::Running
+                    && t.handle.as_ref().is_some_and(|h| h.container.is_some())
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.report()).await;
     }
 
