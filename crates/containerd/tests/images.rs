@@ -312,6 +312,62 @@ async fn refusals_name_the_problem_and_leave_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An archive that names its image only by a tag (or not at all) is refused saying how to
+/// name it, and imports under the name given; a name for an archive of several images is
+/// refused.
+#[tokio::test]
+async fn archives_without_a_full_name_import_under_the_name_given() -> anyhow::Result<()> {
+    if !root() {
+        return Ok(());
+    }
+    let image = test_image()?;
+    let f = Fixture::empty().await?;
+    // The OCI archive's index names the image only "1".
+    let archive = std::fs::read(&image.oci_archive)?;
+    let mut index: serde_json::Value = {
+        let mut tar = tar::Archive::new(&archive[..]);
+        let mut found = None;
+        for entry in tar.entries()? {
+            let mut entry = entry?;
+            if entry.path()?.to_string_lossy().trim_start_matches("./") == "index.json" {
+                let mut text = Vec::new();
+                entry.read_to_end(&mut text)?;
+                found = Some(serde_json::from_slice(&text)?);
+            }
+        }
+        found.expect("index.json")
+    };
+    index["manifests"][0]["annotations"] =
+        serde_json::json!({"org.opencontainers.image.ref.name": "1"});
+    let tag_only = rewrite(&archive, "index.json", Some(&serde_json::to_vec(&index)?))?;
+    let error = images::import(&f.client, std::io::Cursor::new(tag_only.clone()), OVERLAYFS)
+        .await
+        .unwrap_err();
+    println!("{error}");
+    assert!(matches!(error, ImportError::NoName(_)), "{error:?}");
+    assert!(error.to_string().contains("--name"), "{error}");
+    assert_empty(&f).await?;
+
+    let name = ImageRef::parse("torc/renamed:2")?;
+    let imported = images::import_as(
+        &f.client,
+        std::io::Cursor::new(tag_only),
+        OVERLAYFS,
+        Some(&name),
+    )
+    .await?;
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0].name, "docker.io/torc/renamed:2");
+    echo(
+        &f,
+        "docker.io/torc/renamed:2",
+        &imported[0].chain_id,
+        "renamed",
+    )
+    .await?;
+    remove_and_finish(f, "docker.io/torc/renamed:2").await
+}
+
 /// The path, data offset and size of an archive's largest entry (the layer).
 fn largest_entry(archive: &[u8]) -> anyhow::Result<(String, u64, u64)> {
     let mut best = (String::new(), 0, 0);
@@ -335,6 +391,11 @@ fn largest_entry(archive: &[u8]) -> anyhow::Result<(String, u64, u64)> {
 
 /// The archive again, without entry `path`.
 fn rewrite_without(archive: &[u8], path: &str) -> anyhow::Result<Vec<u8>> {
+    rewrite(archive, path, None)
+}
+
+/// The archive again, with entry `path` left out (`None`) or replaced by `with`.
+fn rewrite(archive: &[u8], path: &str, with: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
     let mut out = tar::Builder::new(Vec::new());
     let mut tar = tar::Archive::new(archive);
     for entry in tar.entries()? {
@@ -344,12 +405,16 @@ fn rewrite_without(archive: &[u8], path: &str) -> anyhow::Result<Vec<u8>> {
             .to_string_lossy()
             .trim_start_matches("./")
             .to_string();
-        if name == path {
-            continue;
-        }
         let mut header = entry.header().clone();
         let mut data = Vec::new();
         entry.read_to_end(&mut data)?;
+        if name == path {
+            match with {
+                None => continue,
+                Some(bytes) => data = bytes.to_vec(),
+            }
+            header.set_size(data.len() as u64);
+        }
         out.append_data(&mut header, &name, &data[..])?;
     }
     Ok(out.into_inner()?)

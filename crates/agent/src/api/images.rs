@@ -247,34 +247,19 @@ pub(super) async fn import(
         })
     };
     let result = c
-        .import(BodyReader {
-            rx,
-            current: bytes::Bytes::new(),
-        })
+        .import(
+            BodyReader {
+                rx,
+                current: bytes::Bytes::new(),
+            },
+            name.as_ref(),
+        )
         .await;
     feeder.abort();
-    let imported = match result {
-        Ok(imported) => imported,
+    let names: Vec<String> = match result {
+        Ok(imported) => imported.into_iter().map(|i| i.name).collect(),
         Err(e) => return failed(e),
     };
-    let mut names: Vec<String> = imported.iter().map(|i| i.name.clone()).collect();
-    if let Some(name) = name {
-        if imported.len() != 1 {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "the archive holds {} images; a name names exactly one",
-                    imported.len()
-                ),
-            );
-        }
-        if let Err(e) =
-            torc_containerd::images::tag(c.client(), &imported[0].name, name.as_str()).await
-        {
-            return failed(e.into());
-        }
-        names = vec![name.to_string()];
-    }
     let list = match c.list_images().await {
         Ok(l) => l,
         Err(e) => return failed(e),

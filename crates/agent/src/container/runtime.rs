@@ -761,12 +761,14 @@ impl ContainerRuntime {
         Ok(images::list(&self.client).await?)
     }
 
+    /// Imports an archive's images; with `name`, its one image under that name.
     pub async fn import<R: std::io::Read + Send + 'static>(
         &self,
         archive: R,
+        name: Option<&ImageRef>,
     ) -> Result<Vec<images::Imported>, ContainerError> {
         self.ready()?;
-        Ok(images::import(&self.client, archive, OVERLAYFS).await?)
+        Ok(images::import_as(&self.client, archive, OVERLAYFS, name).await?)
     }
 
     /// Removes image `name`; refused while `users` (tasks using it) is not empty, unless

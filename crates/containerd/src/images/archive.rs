@@ -80,9 +80,21 @@ pub async fn import<R: Read + Send + 'static>(
     archive: R,
     snapshotter: &str,
 ) -> Result<Vec<Imported>, ImportError> {
+    import_as(client, archive, snapshotter, None).await
+}
+
+/// [`import`], naming the archive's one image `name` instead of what the archive calls it
+/// (for archives that name it only by a tag, or not at all). An archive of several images is
+/// refused.
+pub async fn import_as<R: Read + Send + 'static>(
+    client: &Client,
+    archive: R,
+    snapshotter: &str,
+    name: Option<&ImageRef>,
+) -> Result<Vec<Imported>, ImportError> {
     let lease = client.create_lease(Duration::from_secs(3600)).await?;
     let leased = client.with_lease(&lease)?;
-    let result = import_leased(&leased, archive, snapshotter).await;
+    let result = import_leased(&leased, archive, snapshotter, name).await;
     // Named images keep what they reach; after a failure, nothing is named and a synchronous
     // GC takes everything the lease held.
     if let Err(e) = client.delete_lease(&lease, result.is_err()).await {
@@ -102,6 +114,7 @@ async fn import_leased<R: Read + Send + 'static>(
     client: &Client,
     archive: R,
     snapshotter: &str,
+    name: Option<&ImageRef>,
 ) -> Result<Vec<Imported>, ImportError> {
     let (tx, mut rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || read_archive(archive, tx));
@@ -191,9 +204,9 @@ async fn import_leased<R: Read + Send + 'static>(
     }
 
     let images = if let Some(index) = metadata.get("index.json") {
-        oci_images(client, index, &files).await?
+        oci_images(client, index, &files, name.is_some()).await?
     } else if let Some(manifest) = metadata.get("manifest.json") {
-        docker_images(client, manifest, &files).await?
+        docker_images(client, manifest, &files, name.is_some()).await?
     } else if files.is_empty() && metadata.is_empty() {
         return Err(ImportError::NotArchive("it is empty".into()));
     } else {
@@ -201,6 +214,22 @@ async fn import_leased<R: Read + Send + 'static>(
             "it has neither index.json (an OCI archive) nor manifest.json (a docker archive)"
                 .into(),
         ));
+    };
+    let images = match name {
+        None => images,
+        Some(name) => {
+            let mut targets: Vec<&Descriptor> = images.iter().map(|(_, t)| t).collect();
+            targets.dedup_by(|a, b| a.digest == b.digest);
+            match targets[..] {
+                [target] => vec![(name.as_str().to_string(), target.clone())],
+                _ => {
+                    return Err(ImportError::NoName(format!(
+                        "the archive holds {} images; a name names exactly one",
+                        targets.len()
+                    )));
+                }
+            }
+        }
     };
     let mut imported = Vec::new();
     for (name, target) in images {
@@ -238,6 +267,7 @@ async fn oci_images(
     client: &Client,
     index: &[u8],
     files: &HashMap<String, (String, u64, bool)>,
+    renamed: bool,
 ) -> Result<Vec<(String, Descriptor)>, ImportError> {
     let index = Manifest::parse(index).map_err(|reason| ImportError::Metadata {
         file: "index.json".into(),
@@ -256,15 +286,19 @@ async fn oci_images(
             .get("io.containerd.image.name")
             .or_else(|| annotations.get("org.opencontainers.image.ref.name"));
         let name = match written {
+            // The caller names it.
+            _ if renamed => String::new(),
             Some(name) if name.contains('/') || name.contains(':') => ImageRef::parse(name)
                 .map_err(|e| ImportError::Metadata {
                     file: "index.json".into(),
                     reason: e.to_string(),
-                })?,
+                })?
+                .as_str()
+                .to_string(),
             Some(tag) => {
                 return Err(ImportError::NoName(format!(
                     "the archive names its image only {tag:?}; it needs a full name \
-                     (REPOSITORY[:TAG])"
+                     (REPOSITORY[:TAG]): give one (torc image import --name)"
                 )));
             }
             None => {
@@ -278,7 +312,7 @@ async fn oci_images(
         let mut target = entry.clone();
         target.annotations.clear();
         target.platform = None;
-        images.push((name.as_str().to_string(), target));
+        images.push((name, target));
     }
     Ok(images)
 }
@@ -344,6 +378,7 @@ async fn docker_images(
     client: &Client,
     manifest_json: &[u8],
     files: &HashMap<String, (String, u64, bool)>,
+    renamed: bool,
 ) -> Result<Vec<(String, Descriptor)>, ImportError> {
     let entries: Vec<DockerEntry> =
         serde_json::from_slice(manifest_json).map_err(|e| ImportError::Metadata {
@@ -383,9 +418,15 @@ async fn docker_images(
             .gc_labels();
         content::write_bytes(client, &digest, &bytes, labels).await?;
         let target = Descriptor::new(DOCKER_MANIFEST, &digest, bytes.len() as u64);
+        if renamed {
+            // The caller names it.
+            images.push((String::new(), target));
+            continue;
+        }
         if entry.repo_tags.is_empty() {
             return Err(ImportError::NoName(format!(
-                "manifest.json gives image {} no RepoTags; it needs a full name",
+                "manifest.json gives image {} no RepoTags; it needs a full name: give one \
+                 (torc image import --name)",
                 entry.config
             )));
         }

@@ -32,7 +32,7 @@ use crate::error::{Error, found};
 use crate::proto::containerd::services::images::v1 as images_api;
 use crate::proto::containerd::types;
 
-pub use archive::{ImportError, Imported, import};
+pub use archive::{ImportError, Imported, import, import_as};
 pub(crate) use content::label_blob;
 pub use content::{ingests, leases, list as blobs, snapshots};
 pub use pull::{Credentials, PullError, PullOptions, PullProgress, Pulled, pull};
@@ -347,17 +347,4 @@ pub(crate) async fn put_image(
         }
         Err(e) => Err(e),
     }
-}
-
-/// Gives image `from`'s target a second name, `to` (replacing what `to` named). Fails with
-/// [`Error::is_not_found`] when there is no image `from`.
-pub async fn tag(client: &Client, from: &str, to: &str) -> Result<(), Error> {
-    let target = get(client, from).await?.ok_or_else(|| Error::Call {
-        socket: client.socket().to_path_buf(),
-        call: "Images.Get",
-        target: from.to_string(),
-        code: tonic::Code::NotFound,
-        message: "no such image".into(),
-    })?;
-    put_image(client, to, &target).await
 }
