@@ -205,6 +205,23 @@ impl Rack {
     /// frameworks' tasks) and the supervisor (the built-in framework's tasks that ended).
     fn settle(&mut self, now: UnixMillis) {
         for change in self.tasks.take_transitions() {
+            if change.is_progress() {
+                let msg = format!(
+                    "task {} {}",
+                    change.id,
+                    change.message.as_deref().unwrap_or_default()
+                );
+                let node = change.node.as_ref();
+                self.feed.record(
+                    EventKind::Task,
+                    EventLevel::Info,
+                    msg,
+                    Some(&change.id),
+                    node,
+                    now,
+                );
+                continue;
+            }
             if change.moves_desired_set()
                 && let Some(node) = &change.node
             {
@@ -547,12 +564,6 @@ impl Rack {
             && !self.nodes.contains(n)
         {
             return Err(TaskError::UnknownConstraintNode(n.clone()).into());
-        }
-        if let Some(container) = &spec.container {
-            return Err(TaskError::NoContainers {
-                image: container.image.to_string(),
-            }
-            .into());
         }
         if spec.network == TaskNetwork::Rack && self.nodes.iter().all(|n| n.task_block.is_none()) {
             return Err(TaskError::NoTaskBlock {
