@@ -66,7 +66,7 @@ fn image_agent(ctl: &Controller, node: &NodeName) -> Result<String, ApiError> {
     }
     if !view.runtime.containers {
         let why = (view.runtime.containers_note.as_deref())
-            .unwrap_or("its agent runs no containers (an agent older than containers)");
+            .unwrap_or("this agent runs no containers (an agent older than containers)");
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("node {node} cannot run containers: {why}"),
