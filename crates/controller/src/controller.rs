@@ -320,6 +320,42 @@ impl Controller {
         }
     }
 
+    /// How a node reaches the registry `image` comes from, when the rack config names it
+    /// (`containers.registries`): its login, the password read from its rack secret, and
+    /// whether it is plain HTTP. A login whose secret is not set yet is left out (the pull
+    /// goes anonymously, and the registry's refusal names the missing credential).
+    pub(crate) fn registry_auth(
+        &self,
+        image: &torc_types::ImageRef,
+    ) -> Option<torc_api::images::RegistryAuth> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = (inner.rack.settings().containers).registry(image.registry())?;
+        let login = registry
+            .user
+            .as_ref()
+            .zip(registry.password_secret.as_ref());
+        let (user, password) = match login {
+            Some((user, secret)) => match inner.keys.secret(secret.as_str()) {
+                Some(password) => (user.clone(), password.to_string()),
+                None => {
+                    tracing::warn!(
+                        registry = %registry.host,
+                        %secret,
+                        "the registry's password secret is not set (`torc secret set`): pulling without a login"
+                    );
+                    (String::new(), String::new())
+                }
+            },
+            None => (String::new(), String::new()),
+        };
+        Some(torc_api::images::RegistryAuth {
+            host: registry.host.to_string(),
+            user,
+            password,
+            insecure: registry.insecure,
+        })
+    }
+
     /// The DNS name a node's certificate carries: `<node>.<domain>`.
     pub(crate) fn node_cert_name(&self, node: &str) -> String {
         let domain = self.read(|r| r.settings().domain.clone());

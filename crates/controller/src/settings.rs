@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_api::original::OriginalVolume;
-use torc_config::{HealthProbe, RackConfig, ServiceConfig, Sla};
+use torc_config::{ContainersConfig, HealthProbe, RackConfig, ServiceConfig, Sla};
 use torc_types::{
     FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, SecretName, ServiceName,
     TaskSpec,
@@ -32,7 +32,7 @@ pub struct ConfiguredNode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceTemplate {
     pub name: ServiceName,
-    /// `None` when the service names only an `image_name` (no process runtime can run it).
+    /// `None` when the service has nothing to run (neither a command nor an `image_name`).
     pub spec: Option<TaskSpec>,
     pub policy: ServicePolicy,
     pub sla: Option<SlaKind>,
@@ -120,6 +120,8 @@ pub struct RackSettings {
     /// Where the network agent programs routes (`network-agent.type: netlink`): the switch's
     /// namespace, `""` for the agent's own. `None`: the rack programs no routes.
     pub switch: Option<String>,
+    /// Registry logins (passwords are rack secrets) and the bounds of pulls and imports.
+    pub containers: ContainersConfig,
 }
 
 impl RackSettings {
@@ -145,6 +147,7 @@ impl RackSettings {
             influxdb_login: None,
             framework_secrets: BTreeMap::new(),
             switch: None,
+            containers: ContainersConfig::default(),
         }
     }
 
@@ -243,6 +246,7 @@ impl RackSettings {
                 .as_ref()
                 .map(|l| (l.user.clone(), l.password_secret.clone())),
             framework_secrets: config.access.framework_secrets.clone(),
+            containers: config.containers.clone(),
         }
     }
 }
@@ -255,8 +259,7 @@ fn service_template(
     let restart = s.restart_delay(restart);
     ServiceTemplate {
         name: s.name.clone(),
-        // A container service waits, saying why, until the agents run containers (issue 17).
-        spec: s.to_task_spec().filter(|spec| spec.container.is_none()),
+        spec: s.to_task_spec(),
         policy: ServicePolicy {
             is_job: s.is_job,
             is_metered: s.is_metered,

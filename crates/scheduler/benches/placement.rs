@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use torc_scheduler::{Ledger, NodeState, RackNetwork, TaskRequest};
+use torc_scheduler::{Capability, Ledger, NodeState, TaskRequest};
 use torc_types::{Constraints, NodeName, NodeType, Resources, TaskId};
 
 fn main() {
@@ -21,7 +21,8 @@ fn main() {
             used_ports: (31000..31025).collect::<BTreeSet<u16>>(),
             tasks: 25,
             task_block: None,
-            rack_network: RackNetwork::Unknown,
+            rack_network: Capability::Unknown,
+            containers: Capability::Unknown,
             used_addresses: BTreeSet::new(),
             next_address: 0,
         })
@@ -44,6 +45,7 @@ fn main() {
                 ports: 1,
                 constraints: if i % 3 == 0 { &storage } else { &any },
                 rack_address: false,
+                container: None,
             };
             std::hint::black_box(ledger.place(&req).expect("fits"));
         }

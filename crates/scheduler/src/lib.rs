@@ -15,13 +15,17 @@
 //!   address is reused only after the rest of the block, when DNS caches and the old route
 //!   have long drained. The cursor is not stored: a ledger rebuilt after a controller restart
 //!   starts after the highest address still held.
+//! - A container task goes only to a node whose `containers` capability is `Ready`, and a
+//!   rack-network task only to one whose `rack_network` is.
 //! - Tasks are spread: among the nodes that fit, the least loaded wins (ties broken by fewer
 //!   tasks, then by name), not the first that fits.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use torc_types::{Constraints, Ipv4Block, NodeName, NodeType, PortRange, Resources, TaskId};
+use torc_types::{
+    Constraints, ImageRef, Ipv4Block, NodeName, NodeType, PortRange, Resources, TaskId,
+};
 
 /// A node as the ledger needs to see it.
 #[derive(Debug, Clone)]
@@ -40,7 +44,9 @@ pub struct NodeState {
     /// The addresses the node gives its rack-network tasks, if any.
     pub task_block: Option<Ipv4Block>,
     /// Whether the node's agent can give a task its own network namespace.
-    pub rack_network: RackNetwork,
+    pub rack_network: Capability,
+    /// Whether the node's agent can run container tasks (an engine answers it).
+    pub containers: Capability,
     /// Rack addresses held by the node's tasks.
     pub used_addresses: BTreeSet<Ipv4Addr>,
     /// Where the next-fit search for a free address starts: an index into the block's task
@@ -48,12 +54,13 @@ pub struct NodeState {
     pub next_address: u32,
 }
 
-/// Whether a node's agent can put a task on the rack network.
+/// Whether a node's agent can do one thing beyond running processes: put a task on the rack
+/// network, run containers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum RackNetwork {
-    /// It can: it creates task namespaces and links.
+pub enum Capability {
+    /// It can (it creates task namespaces; an engine answers it).
     Ready,
-    /// It cannot (not privileged, or an older agent); the note says why.
+    /// It cannot (not privileged, no engine, an older agent); the note says why.
     Unavailable { note: String },
     /// Its agent has not said (not registered yet).
     #[default]
@@ -92,14 +99,14 @@ impl NodeState {
             });
         };
         match &self.rack_network {
-            RackNetwork::Ready => {}
-            RackNetwork::Unavailable { note } => {
+            Capability::Ready => {}
+            Capability::Unavailable { note } => {
                 return Some(AddressProblem::Unsupported {
                     node: self.name.clone(),
                     note: note.clone(),
                 });
             }
-            RackNetwork::Unknown => {
+            Capability::Unknown => {
                 return Some(AddressProblem::Undeclared {
                     node: self.name.clone(),
                 });
@@ -157,6 +164,8 @@ pub struct TaskRequest<'a> {
     pub constraints: &'a Constraints,
     /// The task needs an address of its own from its node's task block.
     pub rack_address: bool,
+    /// The task runs this image: it needs a node whose agent runs containers.
+    pub container: Option<&'a ImageRef>,
 }
 
 /// Where a task goes.
@@ -263,6 +272,7 @@ impl Ledger {
                 || !node.matches(task.constraints)
                 || !task.resources.fits_in(&node.free())
                 || node.free_ports() < usize::from(task.ports)
+                || (task.container.is_some() && node.containers != Capability::Ready)
                 || (task.rack_address && node.address_problem().is_some())
             {
                 continue;
@@ -319,6 +329,22 @@ impl Ledger {
                 nodes: matching.iter().map(|n| n.name.clone()).collect(),
             };
         }
+        let active = match task.container {
+            Some(image) => {
+                let (ready, cannot): (Vec<&NodeState>, Vec<&NodeState>) =
+                    (active.iter()).partition(|n| n.containers == Capability::Ready);
+                if ready.is_empty() {
+                    return NoFit::NoContainers {
+                        image: image.to_string(),
+                        nodes: (cannot.iter())
+                            .map(|n| (n.name.clone(), n.containers.clone()))
+                            .collect(),
+                    };
+                }
+                ready
+            }
+            None => active,
+        };
         let active = if task.rack_address {
             let (ready, problems): (Vec<&NodeState>, Vec<AddressProblem>) =
                 active
@@ -407,6 +433,30 @@ pub enum NoFit {
     /// The task asked for a rack address and no active matching node can give one.
     #[error("no active node can give a rack address ({})", problems(.0))]
     NoRackAddress(Vec<AddressProblem>),
+    /// The task runs an image and no active matching node's agent runs containers: each
+    /// node with what its agent said.
+    #[error(
+        "no active node can run containers (image {image}): {}",
+        container_problems(nodes)
+    )]
+    NoContainers {
+        /// The normalised reference.
+        image: String,
+        nodes: Vec<(NodeName, Capability)>,
+    },
+}
+
+/// `bladerunner1: containers: unavailable: <note>; bladerunner2: its agent has not said (not
+/// registered yet)`.
+fn container_problems(nodes: &[(NodeName, Capability)]) -> String {
+    (nodes.iter())
+        .map(|(node, capability)| match capability {
+            Capability::Ready => format!("{node}: containers: ready"),
+            Capability::Unavailable { note } => format!("{node}: containers: unavailable: {note}"),
+            Capability::Unknown => format!("{node}: its agent has not said (not registered yet)"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Why one node cannot give a task a rack address.
@@ -523,7 +573,8 @@ mod tests {
             used_ports: BTreeSet::new(),
             tasks: 0,
             task_block: None,
-            rack_network: RackNetwork::Unknown,
+            rack_network: Capability::Unknown,
+            containers: Capability::Unknown,
             used_addresses: BTreeSet::new(),
             next_address: 0,
         }
@@ -542,6 +593,7 @@ mod tests {
             ports,
             constraints: c,
             rack_address: false,
+            container: None,
         }
     }
 
@@ -649,7 +701,7 @@ mod tests {
     fn rack_node(name: &str, block: &str) -> NodeState {
         NodeState {
             task_block: Some(block.parse().unwrap()),
-            rack_network: RackNetwork::Ready,
+            rack_network: Capability::Ready,
             ..node(name, 8.0, 1000.0)
         }
     }
@@ -709,11 +761,11 @@ mod tests {
     #[test]
     fn rack_addresses_say_why_each_node_cannot() {
         let mut unsupported = rack_node("b", "198.19.2.0/24");
-        unsupported.rack_network = RackNetwork::Unavailable {
+        unsupported.rack_network = Capability::Unavailable {
             note: "not privileged (needs CAP_NET_ADMIN)".into(),
         };
         let mut silent = rack_node("c", "198.19.3.0/24");
-        silent.rack_network = RackNetwork::Unknown;
+        silent.rack_network = Capability::Unknown;
         let mut p = Ledger::new(vec![node("a", 4.0, 100.0), unsupported, silent]);
         let id = TaskId::new("t.1").unwrap();
         let c = Constraints::default();
@@ -738,5 +790,42 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("5000 MiB memory"), "{err}");
+    }
+
+    #[test]
+    fn containers_go_only_where_an_engine_answers() {
+        let mut ready = node("a", 1.0, 100.0);
+        ready.containers = Capability::Ready;
+        let mut off = node("b", 8.0, 1000.0);
+        off.containers = Capability::Unavailable {
+            note: "turned off (--containerd off)".into(),
+        };
+        let silent = node("c", 8.0, 1000.0);
+        let mut p = Ledger::new(vec![ready, off, silent]);
+        let id = TaskId::new("t.1").unwrap();
+        let c = Constraints::default();
+        let image = ImageRef::parse("torc/busybox:1").unwrap();
+        let container = |cpus| TaskRequest {
+            container: Some(&image),
+            ..req(&id, &c, cpus, 10.0, 0)
+        };
+        // The least loaded nodes (b, c) cannot run it: it goes to a.
+        assert_eq!(p.place(&container(0.5)).unwrap().node.as_str(), "a");
+        // A process still spreads to the emptier nodes.
+        assert_eq!(
+            p.place(&req(&id, &c, 0.5, 10.0, 0)).unwrap().node.as_str(),
+            "b"
+        );
+        // The only ready node is full: named for its cpus, not for containers.
+        let err = p.place(&container(0.9)).unwrap_err().to_string();
+        assert!(err.contains("0.9 cpus (most free: 0.5 on a)"), "{err}");
+        // No node ready: each one's reason.
+        let mut p = Ledger::new(p.nodes()[1..].to_vec());
+        assert_eq!(
+            p.place(&container(0.1)).unwrap_err().to_string(),
+            "no active node can run containers (image docker.io/torc/busybox:1): b: containers: \
+             unavailable: turned off (--containerd off); c: its agent has not said (not \
+             registered yet)"
+        );
     }
 }

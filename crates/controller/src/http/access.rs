@@ -104,6 +104,11 @@ pub(crate) fn need(method: &Method, route: &str) -> Need {
         "/api/v1/tokens" | "/api/v1/tokens/{id}" | "/api/v1/secrets" | "/api/v1/secrets/{name}" => {
             Admin
         }
+        // A node's images: listed by viewers; pulled, imported and removed by admins.
+        "/api/v1/nodes/{name}/images" if read => Viewer,
+        "/api/v1/nodes/{name}/images"
+        | "/api/v1/nodes/{name}/images/pull"
+        | "/api/v1/nodes/{name}/images/import" => Admin,
         "/api/v1/nodes"
         | "/api/v1/nodes/{name}"
         | "/api/v1/status"

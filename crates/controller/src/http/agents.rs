@@ -208,6 +208,12 @@ async fn agent_desired(
     });
     for task in &mut doc.tasks {
         task.files = ctl.task_files(task, ip, endpoint);
+        // Only a task still to start pulls its image.
+        if task.launch
+            && let Some(container) = &task.spec.container
+        {
+            task.registry = ctl.registry_auth(&container.image);
+        }
     }
     Ok(Json(doc))
 }

@@ -122,6 +122,15 @@ async fn framework_launch(
                 ),
             ));
         }
+        // A host path outside the service's data directory is as strong as `privileged`.
+        if let Some(volume) = (spec.container.as_ref()).and_then(|c| c.privileged_volume()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "container.volumes: {volume} mounts a host path other than $DATA_DIR, which needs the same grant as privileged: framework {name}'s tasks may not; an admin launches such tasks"
+                ),
+            ));
+        }
         if spec.credentials.api_access.is_some() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

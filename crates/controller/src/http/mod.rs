@@ -3,7 +3,8 @@
 //! that says what was wrong (`error`, `extract`).
 //!
 //! One module per resource, each listing its own routes:
-//! - `nodes` (and a node's power), `tasks`, `agents` (the agent protocol), `frameworks`,
+//! - `nodes` (and a node's power), `images` (a node's container images, from its agent),
+//!   `tasks`, `agents` (the agent protocol), `frameworks`,
 //!   `services` (services, groups, announcements), `status` (status and the event feed),
 //!   `network` (the switch's routes for the network agent, and its report);
 //! - the UI's back ends: `names` (the DNS snapshot and lookups), `state` (the state store
@@ -22,6 +23,7 @@ mod credentials;
 mod error;
 mod extract;
 mod frameworks;
+mod images;
 mod longpoll;
 mod names;
 mod network;
@@ -45,6 +47,7 @@ use crate::controller::Controller;
 pub fn router(ctl: Arc<Controller>) -> Router {
     Router::new()
         .merge(nodes::routes())
+        .merge(images::routes())
         .merge(status::routes())
         .merge(names::routes())
         .merge(network::routes())

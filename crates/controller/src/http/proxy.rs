@@ -3,7 +3,8 @@
 //! A peer's error comes back as ours: its status and words, prefixed with who said them.
 //!
 //! Invariant: an answer the controller holds whole is bounded (`MAX_PROXIED_BYTES`), so one
-//! huge answer cannot grow the controller's memory.
+//! huge answer cannot grow the controller's memory; what `send` gives is streamed on by its
+//! caller (an image pull's progress), never held whole.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -64,13 +65,18 @@ pub(super) async fn agent_get<T: serde::de::DeserializeOwned, Q: serde::Serializ
         .get(format!("{url}{path}"))
         .bearer_auth(&ctl.own_token)
         .query(query);
-    let body = forward(req, &format!("agent on {node}")).await?;
-    serde_json::from_value(body).map(Json).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!("agent on {node} sent an unreadable answer: {e}"),
-        )
-    })
+    let who = format!("agent on {node}");
+    decode(forward(req, &who).await?, &who)
+}
+
+/// A peer's JSON answer as the type it should be.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    who: &str,
+) -> Reply<T> {
+    serde_json::from_value(value)
+        .map(Json)
+        .map_err(|e| bad_gateway(format!("{who} sent an unreadable answer: {e}")))
 }
 
 /// An error answer of a peer as ours: its status and words (at most 64 KiB of them), prefixed
@@ -94,19 +100,29 @@ pub(super) async fn forward_error(mut resp: reqwest::Response, who: &str) -> Api
     ApiError::new(status, format!("{who}: {message}"))
 }
 
-/// Sends a request to a peer (an agent, the tsdb, a framework) and passes its JSON answer on;
+/// Sends a request to a peer and gives its answer when it is a success (to stream it on);
 /// its error status and words come back as ours, prefixed with `who`.
-pub(super) async fn forward(
+pub(super) async fn send(
     req: reqwest::RequestBuilder,
     who: &str,
-) -> Result<serde_json::Value, ApiError> {
-    let mut resp = req
+) -> Result<reqwest::Response, ApiError> {
+    let resp = req
         .send()
         .await
         .map_err(|e| bad_gateway(format!("{who} did not answer: {}", e.without_url())))?;
     if !resp.status().is_success() {
         return Err(forward_error(resp, who).await);
     }
+    Ok(resp)
+}
+
+/// Sends a request to a peer (an agent, the tsdb, a framework) and passes its JSON answer on;
+/// its error status and words come back as ours, prefixed with `who`.
+pub(super) async fn forward(
+    req: reqwest::RequestBuilder,
+    who: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let mut resp = send(req, who).await?;
     // The answer is held whole (it is checked and re-encoded): bounded, so one huge answer
     // cannot grow the controller's memory.
     let mut bytes = Vec::new();

@@ -125,12 +125,6 @@ pub enum TaskError {
         "network: rack needs a rack network, and no node of this rack has a task_block in {origin} (torc up gives nodes one only on network namespaces: as root or with CAP_NET_ADMIN)"
     )]
     NoTaskBlock { origin: String },
-    /// A container task, before torc's agents can run one (issue 17: the engine is not wired
-    /// into the agent yet). Refused rather than started as a process or left waiting.
-    #[error(
-        "container.image {image}: this rack's agents run processes only; container tasks are not supported yet"
-    )]
-    NoContainers { image: String },
 }
 
 impl TaskError {
@@ -141,8 +135,7 @@ impl TaskError {
             TaskError::BadSpec(_)
             | TaskError::ReservedName { .. }
             | TaskError::UnknownConstraintNode(_)
-            | TaskError::NoTaskBlock { .. }
-            | TaskError::NoContainers { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | TaskError::NoTaskBlock { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 }
@@ -420,14 +413,6 @@ mod tests {
                 .into(),
                 422,
                 "network: rack needs a rack network, and no node of this rack has a task_block in rack.yaml (torc up gives nodes one only on network namespaces: as root or with CAP_NET_ADMIN)",
-            ),
-            (
-                TaskError::NoContainers {
-                    image: "docker.io/library/busybox:latest".into(),
-                }
-                .into(),
-                422,
-                "container.image docker.io/library/busybox:latest: this rack's agents run processes only; container tasks are not supported yet",
             ),
             (
                 ServiceError::UnknownInstance(name("web")).into(),

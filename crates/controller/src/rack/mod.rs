@@ -205,31 +205,31 @@ impl Rack {
     /// frameworks' tasks) and the supervisor (the built-in framework's tasks that ended).
     fn settle(&mut self, now: UnixMillis) {
         for change in self.tasks.take_transitions() {
+            // A staging task's new phase (an image pull) and a task that failed or was lost
+            // are news for people; a new phase is nothing else.
+            let message = change.message.as_deref();
+            let line = if change.is_progress() {
+                let words = message.unwrap_or_default();
+                Some((EventLevel::Info, format!("task {} {words}", change.id)))
+            } else if matches!(change.to, TaskState::Failed | TaskState::Lost) {
+                let why = message.map(|m| format!(": {m}")).unwrap_or_default();
+                let line = format!("task {} {}{why}", change.id, change.to);
+                Some((EventLevel::Error, line))
+            } else {
+                None
+            };
+            if let Some((level, line)) = line {
+                let (task, node) = (Some(&change.id), change.node.as_ref());
+                self.feed
+                    .record(EventKind::Task, level, line, task, node, now);
+            }
+            if change.is_progress() {
+                continue;
+            }
             if change.moves_desired_set()
                 && let Some(node) = &change.node
             {
                 self.nodes.desired_set_changed(node);
-            }
-            if matches!(change.to, TaskState::Failed | TaskState::Lost) {
-                let msg = format!(
-                    "task {} {}{}",
-                    change.id,
-                    change.to,
-                    change
-                        .message
-                        .as_ref()
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default()
-                );
-                let node = change.node.as_ref();
-                self.feed.record(
-                    EventKind::Task,
-                    EventLevel::Error,
-                    msg,
-                    Some(&change.id),
-                    node,
-                    now,
-                );
             }
             if change.framework.as_str() != BUILTIN_FRAMEWORK {
                 self.frameworks.task_updated(&change.framework, &change.id);
@@ -547,12 +547,6 @@ impl Rack {
             && !self.nodes.contains(n)
         {
             return Err(TaskError::UnknownConstraintNode(n.clone()).into());
-        }
-        if let Some(container) = &spec.container {
-            return Err(TaskError::NoContainers {
-                image: container.image.to_string(),
-            }
-            .into());
         }
         if spec.network == TaskNetwork::Rack && self.nodes.iter().all(|n| n.task_block.is_none()) {
             return Err(TaskError::NoTaskBlock {

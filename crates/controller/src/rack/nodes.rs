@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use torc_api::{NodeResources, NodeView, RegisterRequest, RuntimeInfo};
-use torc_scheduler::{NodeState, RackNetwork};
+use torc_scheduler::{Capability, NodeState};
 use torc_types::{Ipv4Block, NodeName, NodeType, PortRange, Resources, UnixMillis};
 
 use super::error::NodeError;
@@ -81,18 +81,24 @@ impl NodeRecord {
         }
     }
 
-    /// Whether the node's agent can put a task on the rack network, as it last said.
-    fn rack_network(&self) -> RackNetwork {
+    /// What the node's agent last said it can do: `ready` and, when not, `note` (or
+    /// `missing` when it gave no reason: an older agent).
+    fn capability(&self, ready: bool, note: Option<&String>, missing: &str) -> Capability {
         if !self.registered {
-            RackNetwork::Unknown
-        } else if self.runtime.rack_network {
-            RackNetwork::Ready
+            Capability::Unknown
+        } else if ready {
+            Capability::Ready
         } else {
-            RackNetwork::Unavailable {
-                note: (self.runtime.rack_network_note.clone())
-                    .unwrap_or_else(|| "this agent has no rack network support".into()),
+            Capability::Unavailable {
+                note: note.cloned().unwrap_or_else(|| missing.into()),
             }
         }
+    }
+
+    fn containers_capability(&self) -> Capability {
+        let r = &self.runtime;
+        let missing = "this agent runs no containers (an agent older than containers)";
+        self.capability(r.containers, r.containers_note.as_ref(), missing)
     }
 
     /// The scheduler's view of the node, with nothing allocated (the ledger adds what is).
@@ -108,7 +114,12 @@ impl NodeRecord {
             used_ports: BTreeSet::new(),
             tasks: 0,
             task_block: self.task_block,
-            rack_network: self.rack_network(),
+            rack_network: self.capability(
+                self.runtime.rack_network,
+                self.runtime.rack_network_note.as_ref(),
+                "this agent has no rack network support",
+            ),
+            containers: self.containers_capability(),
             used_addresses: BTreeSet::new(),
             next_address: 0,
         }

@@ -612,16 +612,22 @@ impl Runner {
                     ),
                     port_range: "31000-31009".parse().expect("a range"),
                     attributes: BTreeMap::new(),
-                    runtime: match args.keys.get("rack_network").map(String::as_str) {
-                        None => RuntimeInfo::default(),
-                        Some("yes") => RuntimeInfo {
-                            rack_network: true,
+                    runtime: {
+                        // `yes`, or why not; left out: the agent does not say.
+                        let said = |key: &str| match args.keys.get(key).map(String::as_str) {
+                            None => (false, None),
+                            Some("yes") => (true, None),
+                            Some(note) => (false, Some(note.to_string())),
+                        };
+                        let (rack_network, rack_network_note) = said("rack_network");
+                        let (containers, containers_note) = said("containers");
+                        RuntimeInfo {
+                            rack_network,
+                            rack_network_note,
+                            containers,
+                            containers_note,
                             ..RuntimeInfo::default()
-                        },
-                        Some(note) => RuntimeInfo {
-                            rack_network_note: Some(note.to_string()),
-                            ..RuntimeInfo::default()
-                        },
+                        }
                     },
                     tasks,
                     public_key: None,
@@ -632,7 +638,7 @@ impl Runner {
                 let node: NodeName = name(args.word(0, "a node").map_err(bad)?).map_err(bad)?;
                 let mut tasks = Vec::new();
                 for (id, state) in &args.keys {
-                    if id == "at" {
+                    if id == "at" || id == "message" {
                         continue;
                     }
                     let (state, exit) = match state.split_once(':') {
@@ -643,7 +649,7 @@ impl Runner {
                         id: long(id).map_err(bad)?,
                         state: name(state).map_err(bad)?,
                         exit_code: exit,
-                        message: None,
+                        message: args.keys.get("message").cloned(),
                         at: now,
                     });
                 }

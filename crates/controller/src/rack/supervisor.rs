@@ -412,11 +412,8 @@ impl Supervisor {
                 continue;
             }
             let Some(spec) = rec.spec.clone() else {
-                let why = format!(
-                    "cannot run: image {:?} needs a container runtime, and this rack's agents run processes only (container tasks are not supported yet)",
-                    rec.policy.image
-                );
-                self.set_waiting(&name, Some(why));
+                let why = "cannot run: the service has neither a command nor an image_name";
+                self.set_waiting(&name, Some(why.to_string()));
                 continue;
             };
             if let Some(dep) = rec.policy.dependent_service.clone()

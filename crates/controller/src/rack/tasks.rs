@@ -14,6 +14,9 @@
 //!   path. The ledger's view of each node (active, resources) is the node table's, passed in by
 //!   the rack (`sync_node`) whenever it changes.
 //! - Pending tasks are placed oldest first.
+//! - A staging task's progress (an image pull, `(Staging, Staging)` reports) changes its
+//!   message at every report, but its history and the feed only when the phase, the
+//!   message's first word, changes (`pulling`, then `pulled`): never a line per report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -52,7 +55,12 @@ impl TaskChange {
     /// Whether the change moved the task into or out of its node's desired set.
     pub fn moves_desired_set(&self) -> bool {
         let desired = |s: TaskState| matches!(s, TaskState::Staging | TaskState::Running);
-        desired(self.from) || desired(self.to)
+        self.from != self.to && (desired(self.from) || desired(self.to))
+    }
+
+    /// A new phase of a staging task (`pulling …`, `pulled …`), not a change of state.
+    pub fn is_progress(&self) -> bool {
+        self.from == self.to
     }
 }
 
@@ -93,6 +101,41 @@ fn holding(task: &TaskView) -> Holding<'_> {
             (TaskNetwork::Rack, Some(IpAddr::V4(ip))) => Some(ip),
             _ => None,
         },
+    }
+}
+
+/// Adds a line to a task's history, dropping the oldest past the limit (the first, `pending`,
+/// is kept).
+fn push_history(
+    history: &mut Vec<Transition>,
+    state: TaskState,
+    message: Option<String>,
+    now: UnixMillis,
+) {
+    history.push(Transition {
+        state,
+        at: now,
+        message,
+    });
+    if history.len() > HISTORY_LIMIT {
+        let excess = history.len() - HISTORY_LIMIT;
+        history.drain(1..=excess);
+    }
+}
+
+/// The change of a task that was in state `from` and now is as it is.
+fn change_of(task: &TaskView, from: TaskState) -> TaskChange {
+    TaskChange {
+        id: task.id.clone(),
+        name: task.name.clone(),
+        framework: task.framework.clone(),
+        node: task.node.clone(),
+        from,
+        to: task.state,
+        message: task.message.clone(),
+        running_since: (task.history.iter())
+            .find(|h| h.state == TaskState::Running)
+            .map(|h| h.at),
     }
 }
 
@@ -231,6 +274,7 @@ impl TaskTable {
                 ports: task.spec.ports,
                 constraints: &task.spec.constraints,
                 rack_address: task.spec.network == TaskNetwork::Rack,
+                container: task.spec.container.as_ref().map(|c| &c.image),
             };
             match self.ledger.place(&req) {
                 Ok(placement) => {
@@ -316,6 +360,12 @@ impl TaskTable {
             }
             seen.insert(r.id.clone());
             let current = task.state;
+            if let (TaskState::Staging, TaskState::Staging, Some(message)) =
+                (current, r.state, r.message.clone())
+            {
+                self.progress(&r.id, message, now);
+                continue;
+            }
             let next = match (current, r.state) {
                 (c, _) if c.is_terminal() => continue,
                 (TaskState::Staging, TaskState::Running) => TaskState::Running,
@@ -360,6 +410,29 @@ impl TaskTable {
         self.forget_old_tasks();
     }
 
+    /// A staging task's progress in words: its message follows every report; its history gets
+    /// a line, and the rack's feed a change, only when the phase (the first word) changes.
+    fn progress(&mut self, id: &TaskId, message: String, now: UnixMillis) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if task.message.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        let phase = |m: Option<&str>| {
+            m.and_then(|m| m.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        let new_phase = phase(Some(&message)) != phase(task.message.as_deref());
+        task.message = Some(message);
+        task.updated_at = now;
+        self.dirty.insert(id.clone());
+        if new_phase {
+            push_history(&mut task.history, task.state, task.message.clone(), now);
+            self.changes.push(change_of(task, task.state));
+        }
+    }
+
     /// Moves a task to a new state, keeping its history, the ledger and the pending queue in
     /// step, and queues the change.
     fn transition(
@@ -390,15 +463,7 @@ impl TaskTable {
         if old == state {
             return;
         }
-        task.history.push(Transition {
-            state,
-            at: now,
-            message,
-        });
-        if task.history.len() > HISTORY_LIMIT {
-            let excess = task.history.len() - HISTORY_LIMIT;
-            task.history.drain(1..=excess);
-        }
+        push_history(&mut task.history, state, message, now);
         if old.holds_resources()
             && !state.holds_resources()
             && let Some(node) = &task.node
@@ -411,20 +476,7 @@ impl TaskTable {
         if state.is_terminal() {
             self.ended += 1;
         }
-        self.changes.push(TaskChange {
-            id: id.clone(),
-            name: task.name.clone(),
-            framework: task.framework.clone(),
-            node: task.node.clone(),
-            from: old,
-            to: state,
-            message: task.message.clone(),
-            running_since: task
-                .history
-                .iter()
-                .find(|h| h.state == TaskState::Running)
-                .map(|h| h.at),
-        });
+        self.changes.push(change_of(task, old));
     }
 
     /// Forgets the oldest ended tasks beyond the retention limit.
