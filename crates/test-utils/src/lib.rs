@@ -6,7 +6,10 @@
 //! parallel on one machine. Dropping a `LocalRack` stops every process it started, including
 //! task processes left behind by agents a test killed with SIGKILL, and removes its namespaces.
 //!
-//! Containers: [`Registry`], [`TestImage`] and [`Containerd`] (module `containers`).
+//! Containers: [`Registry`], [`TestImage`] and [`Containerd`] (module `containers`). A rack
+//! with `RackOptions.containers` runs a private [`Containerd`] (swept after its agents stop)
+//! and gives each agent a containerd namespace of its own; every other rack's agents get
+//! `--containerd off`, so no test talks to the system's containerd.
 //!
 //! A rack on namespaces ([`RackNetwork::Namespaces`]) is built by `torc_net::rack`, the code
 //! `torc up` uses, under a random slug whose lock it holds while it lives; the test reaches the
