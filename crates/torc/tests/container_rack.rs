@@ -135,3 +135,37 @@ async fn a_rack_without_containers_keeps_its_agents_off_containerd_and_the_cli_s
     let (ok, _, err) = torc(&rack, &["image", "rm", "Not/Valid"]);
     assert!(!ok && err.contains("Not/Valid"), "{err}");
 }
+
+#[test]
+fn the_agents_containerd_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = |extra: &[&str]| {
+        let out = Command::new(TORC)
+            .args([
+                "agent",
+                "--controller",
+                "http://127.0.0.1:1",
+                "--name",
+                "n1",
+            ])
+            .args(["--ip", "127.0.0.1", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = agent(&["--containerd-namespace", "no spaces"]);
+    assert!(
+        err.contains("--containerd-namespace") && err.contains("no spaces"),
+        "{err}"
+    );
+    let err = agent(&["--containerd", "run/containerd.sock"]);
+    assert!(
+        err.contains(
+            "--containerd \"run/containerd.sock\": expected the absolute path of containerd's socket, or `off`"
+        ),
+        "{err}"
+    );
+}
