@@ -3,8 +3,13 @@
 //!
 //! It is a thin layer: one method per route, the wire types of `torc-api`, and errors that
 //! carry the controller's own message, so a caller can show the operator what went wrong.
+//! The image routes, whose answers and bodies are streams, are in `images.rs`.
+
+mod images;
 
 use std::time::Duration;
+
+pub use images::PullStream;
 
 /// TLS and secret files, for programs built on this client (frameworks) that need no more.
 pub use torc_tls as tls;
@@ -37,6 +42,13 @@ pub enum ClientError {
     /// The answer was not the JSON we expected.
     #[error("unexpected answer from {url}: {message}")]
     Decode { url: String, message: String },
+    /// A file to send (an image archive) could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -198,16 +210,36 @@ impl Client {
         (url, req)
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// Sends `req`; a success status gives the response, whose body is still to be read.
+    async fn checked(
         &self,
         url: String,
         req: RequestBuilder,
-    ) -> Result<T, ClientError> {
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = req.send().await.map_err(|source| ClientError::Transport {
             url: url.clone(),
             source,
         })?;
         let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport { url, source })?;
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+        Err(ClientError::Api { status, message })
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        url: String,
+        req: RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = self.checked(url.clone(), req).await?;
         let bytes = resp
             .bytes()
             .await
@@ -215,12 +247,6 @@ impl Client {
                 url: url.clone(),
                 source,
             })?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
-            return Err(ClientError::Api { status, message });
-        }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url,
             message: e.to_string(),

@@ -292,7 +292,8 @@ async function taskView(seq, id) {
   <div class="toolbar">${live ? '<button class="danger" id="kill">Kill task</button>' : ""}
     <a href="#/tasks?framework=${esc(t.framework)}">other tasks of ${esc(t.framework)}</a></div>
   <dl class="kv">
-    <dt>Command</dt><dd><code>${esc([s.command, ...s.args].join(" "))}</code></dd>
+    ${s.container ? `<dt>Image</dt><dd><code>${esc(s.container.image)}</code>${(s.container.volumes || []).map((v) => ` <code>-v ${esc(v.host_path)}:${esc(v.container_path)}${v.read_only ? ":ro" : ""}</code>`).join("")}${s.container.options && s.container.options.no_network ? " (network none)" : ""}</dd>` : ""}
+    <dt>Command</dt><dd>${s.container && !s.command ? `the image's entrypoint${s.args.length ? ` with <code>${esc(s.args.join(" "))}</code>` : ""}` : `<code>${esc([s.command, ...s.args].join(" "))}</code>`}</dd>
     <dt>Node</dt><dd>${t.node ? `<a href="#/agents/${esc(t.node)}">${esc(t.node)}</a> (${esc(t.ip || "")})` : "not placed"}</dd>
     <dt>Ports</dt><dd>${esc(t.ports.join(", ") || "none")}</dd>
     <dt>Resources</dt><dd>${num(s.resources.cpus, 2)} cpus, ${num(s.resources.mem_mb, 0)} MiB memory, ${num(s.resources.disk_mb, 0)} MiB disk</dd>
@@ -356,6 +357,13 @@ async function agentsView(seq) {
   }))}`;
 }
 
+// Whether a node's agent runs containers: "yes" (with its engine), or "unavailable: " and the
+// agent's reason, as `torc nodes` shows it.
+function containersText(rt) {
+  if (rt.containers) return "yes" + (rt.containers_note ? " (" + esc(rt.containers_note) + ")" : "");
+  return "unavailable: " + esc(rt.containers_note || "its agent gives no reason");
+}
+
 async function agentView(seq, name) {
   const [n, tasks] = await Promise.all([load("/api/v1/nodes/" + name), load("/api/v1/tasks?node=" + name)]);
   if (seq !== renderSeq || !n || !tasks) return;
@@ -370,6 +378,7 @@ async function agentView(seq, name) {
     <dt>Memory</dt><dd>${num(r.allocated.mem_mb, 0)} MiB allocated of ${num(r.total.mem_mb, 0)} MiB</dd>
     <dt>Ports</dt><dd>${r.ports_allocated} allocated in ${esc(n.port_range)}</dd>
     <dt>Runtime</dt><dd>${esc(n.runtime.kind)}; limits ${n.runtime.limits_enforced ? "enforced (cgroup v2)" : "not enforced: " + esc(n.runtime.limits_note || "")}</dd>
+    <dt>Containers</dt><dd>${containersText(n.runtime)}</dd>
     <dt>Attributes</dt><dd>${esc(Object.entries(n.attributes).map(([k, v]) => k + "=" + v).join(", ") || "–")}</dd>
   </dl>
   <h2>Live metrics <a class="muted" href="#/metrics/${esc(n.name)}">(full dashboard)</a></h2><div class="grid2" id="charts"></div>

@@ -42,6 +42,19 @@ pub fn require_container_peers() {
     );
 }
 
+/// Whether this process may run a private containerd (root; CI runs as root). If not, says
+/// `skipped: needs root and containerd` on one line: a test that needs containers then returns
+/// at once and passes. As root, a missing peer program fails the test
+/// ([`require_container_peers`]).
+pub fn containers_or_skip() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: needs root and containerd");
+        return false;
+    }
+    require_container_peers();
+    true
+}
+
 /// The busybox test image: a layer with the static busybox and its applet links, built once
 /// per busybox binary and kept under `target_tmp` so tests (each its own process under
 /// nextest) share it.

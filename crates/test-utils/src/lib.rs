@@ -6,7 +6,10 @@
 //! parallel on one machine. Dropping a `LocalRack` stops every process it started, including
 //! task processes left behind by agents a test killed with SIGKILL, and removes its namespaces.
 //!
-//! Containers: [`Registry`], [`TestImage`] and [`Containerd`] (module `containers`).
+//! Containers: [`Registry`], [`TestImage`] and [`Containerd`] (module `containers`). A rack
+//! with `RackOptions.containers` runs a private [`Containerd`] (swept after its agents stop)
+//! and gives each agent a containerd namespace of its own; every other rack's agents get
+//! `--containerd off`, so no test talks to the system's containerd.
 //!
 //! A rack on namespaces ([`RackNetwork::Namespaces`]) is built by `torc_net::rack`, the code
 //! `torc up` uses, under a random slug whose lock it holds while it lives; the test reaches the
@@ -32,7 +35,8 @@ use nix::unistd::Pid;
 use torc_client::Client;
 
 pub use containers::{
-    Containerd, Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage, require_container_peers,
+    Containerd, Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage, containers_or_skip,
+    require_container_peers,
 };
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{
@@ -123,6 +127,11 @@ pub struct RackOptions {
     /// Node name → its `task_block` instead of the standard `/24` (namespaces only), e.g. a
     /// `/30` that holds one task address.
     pub task_blocks: BTreeMap<String, String>,
+    /// Start a private containerd for the rack ([`Containerd`]) and give every agent
+    /// `--containerd <its socket> --containerd-namespace <its namespace>-<node>`. Without it
+    /// every agent gets `--containerd off`, so no test talks to the system's containerd. Needs
+    /// root and containerd: check [`containers_or_skip`] first.
+    pub containers: bool,
 }
 
 /// How a test rack's nodes are connected.
@@ -159,6 +168,7 @@ impl Default for RackOptions {
             extra_yaml: String::new(),
             network: RackNetwork::Loopback,
             task_blocks: BTreeMap::new(),
+            containers: false,
         }
     }
 }
@@ -181,6 +191,8 @@ pub struct LocalRack {
     pub endpoints: BTreeMap<String, Ipv4Addr>,
     controller: Option<Child>,
     agents: BTreeMap<String, Child>,
+    /// The rack's private containerd (`RackOptions.containers`), swept after the agents stop.
+    containerd: Option<Containerd>,
     namespaces: Option<namespaces::Namespaces>,
 }
 
@@ -264,6 +276,12 @@ impl LocalRack {
             )?),
             false => None,
         };
+        // After the namespaces and outside them (as `torc up` does): containers get an explicit
+        // network namespace path from their agent.
+        let containerd = match opts.containers {
+            true => Some(Containerd::start().await?),
+            false => None,
+        };
         let mut rack = LocalRack {
             dir,
             exe: exe.as_ref().to_path_buf(),
@@ -276,6 +294,7 @@ impl LocalRack {
             endpoints,
             controller: None,
             agents: BTreeMap::new(),
+            containerd,
             namespaces,
         };
         rack.start_controller()?;
@@ -556,9 +575,30 @@ impl LocalRack {
         if let Some(ca) = self.ca_path() {
             args.extend(["--ca".into(), ca.display().to_string()]);
         }
+        match (&self.containerd, self.container_namespace(name)) {
+            (Some(containerd), Some(namespace)) => args.extend([
+                "--containerd".into(),
+                containerd.layout.socket().display().to_string(),
+                "--containerd-namespace".into(),
+                namespace,
+            ]),
+            _ => args.extend(["--containerd".into(), "off".into()]),
+        }
         let child = self.command(name, &args, &format!("agent-{name}"))?;
         self.agents.insert(name.to_string(), child);
         Ok(())
+    }
+
+    /// The rack's private containerd (`RackOptions.containers`).
+    pub fn containerd(&self) -> Option<&Containerd> {
+        self.containerd.as_ref()
+    }
+
+    /// The containerd namespace of node `node`'s agent: the rack's namespace and the node's
+    /// name (`t-1a2b3c4d-bladerunner1`), as `torc up` gives each agent one of its own.
+    pub fn container_namespace(&self, node: &str) -> Option<String> {
+        let containerd = self.containerd.as_ref()?;
+        Some(format!("{}-{node}", containerd.namespace))
     }
 
     /// Gives a node that is not in the config an address of the rack's block (for open join).
@@ -722,6 +762,8 @@ impl Drop for LocalRack {
         for (pid, _) in processes_mentioning(self.dir.path()) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
+        // Then the containerd: its sweep ends any container an agent left, and the daemon.
+        drop(self.containerd.take());
         // Then the forwarder and the namespaces (their veths and routes go with them).
         if let Some(mut namespaces) = self.namespaces.take() {
             namespaces.stop();

@@ -1,4 +1,4 @@
-//! Client commands: `torc nodes`, `tasks`, `run`, `kill`, `logs`, `status`, `services`,
+//! Client commands: `torc nodes`, `tasks`, `kill`, `logs`, `status`, `services`,
 //! `routes`, `ports`, `group`, `token`, `secret` and `ca` (`ca` works on a directory, not a
 //! controller). Tables for people, `--json` for scripts.
 
@@ -10,12 +10,9 @@ use anyhow::Context as _;
 use clap::Args;
 use torc_api::{LogQuery, LogStream, TaskFilter, TaskView};
 use torc_client::Client;
-use torc_types::{
-    Constraints, FrameworkName, NodeName, NodeType, Resources, ServiceName, TaskId, TaskNetwork,
-    TaskSpec, TaskState,
-};
+use torc_types::{FrameworkName, NodeName, ServiceName, TaskId, TaskState};
 
-use crate::process::{DEFAULT_CONTROLLER, NotKeyValue, key_value};
+use crate::process::DEFAULT_CONTROLLER;
 
 /// How a client command finds its controller.
 #[derive(Args, Clone)]
@@ -39,6 +36,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// `--json`: print JSON instead of a table.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
     pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let local = (self.controller == DEFAULT_CONTROLLER)
             .then(crate::up::default_data_dir)
@@ -71,19 +73,19 @@ impl Target {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// Prints rows as aligned columns.
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -150,16 +152,35 @@ pub fn nodes(args: NodesArgs) -> anyhow::Result<()> {
                 format!("{}/{}", num(r.allocated.mem_mb), num(r.total.mem_mb)),
                 n.tasks.to_string(),
                 ago(n.last_seen),
+                containers_cell(&n.runtime),
             ]
         })
         .collect();
     print_table(
         &[
-            "NAME", "IP", "TYPE", "FUNCTION", "STATE", "CPUS", "MEM MiB", "TASKS", "SEEN",
+            "NAME",
+            "IP",
+            "TYPE",
+            "FUNCTION",
+            "STATE",
+            "CPUS",
+            "MEM MiB",
+            "TASKS",
+            "SEEN",
+            "CONTAINERS",
         ],
         rows,
     );
     Ok(())
+}
+
+/// Whether a node's agent runs containers: `yes`, or `unavailable: <its reason>`.
+pub(crate) fn containers_cell(runtime: &torc_api::RuntimeInfo) -> String {
+    match (runtime.containers, &runtime.containers_note) {
+        (true, _) => "yes".into(),
+        (false, Some(note)) => format!("unavailable: {note}"),
+        (false, None) => "unavailable: its agent gives no reason".into(),
+    }
 }
 
 #[derive(Args)]
@@ -231,115 +252,7 @@ pub fn tasks(args: TasksArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    target: Target,
-    /// The task's name (default: the command's file name).
-    #[arg(long)]
-    name: Option<ServiceName>,
-    /// CPUs the task needs.
-    #[arg(long, default_value_t = 0.1)]
-    cpus: f64,
-    /// Memory the task needs, MiB.
-    #[arg(long, default_value_t = 32.0)]
-    mem: f64,
-    /// Disk the task needs, MiB.
-    #[arg(long, default_value_t = 0.0)]
-    disk: f64,
-    /// How many ports to assign (`PORT`, `PORT0`, ...).
-    #[arg(long, default_value_t = 0)]
-    ports: u16,
-    /// Run on this node.
-    #[arg(long)]
-    node: Option<NodeName>,
-    /// Run on a node of this type (master, slave).
-    #[arg(long)]
-    node_type: Option<NodeType>,
-    /// Run on a node with this function (controller, compute, ...).
-    #[arg(long)]
-    node_function: Option<String>,
-    /// Environment variables, `KEY=VALUE`.
-    #[arg(long = "env", short = 'e', value_parser = parse_env)]
-    env: Vec<(String, String)>,
-    /// Wait until the task runs (or ends) and print its final placement.
-    #[arg(long)]
-    wait: bool,
-    /// Run as the agent's own user (root on a node) instead of the node's task user.
-    #[arg(long)]
-    privileged: bool,
-    /// `node` (share the node's address, ports from its range) or `rack` (an address of its
-    /// own from the node's task block, routed by the switch).
-    #[arg(long, default_value = "node")]
-    network: TaskNetwork,
-    /// The command and its arguments, after `--`.
-    #[arg(required = true, last = true)]
-    command: Vec<String>,
-}
-
-fn parse_env(s: &str) -> Result<(String, String), NotKeyValue> {
-    key_value("KEY", s)
-}
-
-/// A service name from a command's file name: lowercased, other characters as '-'.
-fn name_from_command(cmd: &str) -> anyhow::Result<ServiceName> {
-    let base = cmd.rsplit('/').next().unwrap_or(cmd);
-    let mut name: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    name = name.trim_matches('-').chars().take(40).collect();
-    if name.is_empty() {
-        name = "task".into();
-    }
-    ServiceName::new(name).context("cannot derive a task name from the command; pass --name")
-}
-
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = args.target.client()?;
-    let mut command = args.command.into_iter();
-    let program = command.next().context("no command given after --")?;
-    let name = match args.name {
-        Some(n) => n,
-        None => name_from_command(&program)?,
-    };
-    let mut spec = TaskSpec::new(name, program);
-    spec.args = command.collect();
-    spec.env = args.env.into_iter().collect::<BTreeMap<_, _>>();
-    spec.resources = Resources::new(args.cpus, args.mem, args.disk);
-    spec.ports = args.ports;
-    spec.privileged = args.privileged;
-    spec.network = args.network;
-    spec.constraints = Constraints {
-        node_name: args.node,
-        node_type: args.node_type,
-        node_function: args.node_function,
-    };
-    let rt = runtime()?;
-    let mut task = rt.block_on(client.launch(&spec))?;
-    if args.wait {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while matches!(task.state, TaskState::Pending | TaskState::Staging)
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(100));
-            task = rt.block_on(client.task(&task.id))?;
-        }
-    }
-    if args.target.json {
-        return print_json(&task);
-    }
-    print_task_line(&task);
-    Ok(())
-}
-
-fn print_task_line(t: &TaskView) {
+pub(crate) fn print_task_line(t: &TaskView) {
     let place = t
         .node
         .as_ref()

@@ -1,12 +1,14 @@
 //! `torc`: the binary of a torc rack's roles (the DNS example's scheduler is its own binary,
 //! `torc-dns-scheduler`). Each subcommand is a role (`controller`, `agent`, `dns`, `kv`,
 //! `statesync`, `tsdb`, `datacollector`, `network-agent`; `up` for a whole local rack) or a
-//! client command against a running controller (`cli.rs`).
+//! client command against a running controller (`cli.rs`; `torc run` in `run.rs`, `torc image` in `images.rs`).
 
 mod cli;
+mod images;
 mod network_agent;
 mod process;
 mod roles;
+mod run;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -48,10 +50,14 @@ enum Command {
     Nodes(cli::NodesArgs),
     /// List tasks.
     Tasks(cli::TasksArgs),
-    /// Launch a task: `torc run [OPTIONS] -- COMMAND [ARGS...]`.
-    Run(cli::RunArgs),
+    /// Launch a task: `torc run [OPTIONS] -- COMMAND [ARGS...]`, or an image: `torc run
+    /// --image REF [OPTIONS] [-- COMMAND [ARGS...]]`.
+    Run(run::RunArgs),
     /// Kill a task.
     Kill(cli::KillArgs),
+    /// Images on the nodes: `torc image pull|import|ls|rm` (every node that runs containers,
+    /// or the `--node`s given).
+    Image(images::ImageArgs),
     /// Show a task's output (its sandbox's stdout or stderr).
     Logs(cli::LogsArgs),
     /// The scheduler at a glance: system services, their health and restarts, frameworks.
@@ -92,6 +98,7 @@ fn main() -> std::process::ExitCode {
             | Command::Tasks(_)
             | Command::Run(_)
             | Command::Kill(_)
+            | Command::Image(_)
             | Command::Logs(_)
             | Command::Status(_)
             | Command::Services(_)
@@ -125,8 +132,9 @@ fn main() -> std::process::ExitCode {
         Command::NetworkAgent(args) => network_agent::run_network_agent(args),
         Command::Nodes(args) => cli::nodes(args),
         Command::Tasks(args) => cli::tasks(args),
-        Command::Run(args) => cli::run(args),
+        Command::Run(args) => run::run(args),
         Command::Kill(args) => cli::kill(args),
+        Command::Image(args) => images::image(args),
         Command::Logs(args) => cli::logs(args),
         Command::Status(args) => cli::status(args),
         Command::Services(args) => cli::services(args),

@@ -193,6 +193,31 @@ pub struct AgentArgs {
     /// itself.
     #[arg(long, default_value = "200000-299999")]
     task_ids: String,
+    /// containerd's socket for tasks with an image, or `off` (no containers on this node).
+    #[arg(long, default_value = torc_agent::container::DEFAULT_SOCKET)]
+    containerd: String,
+    /// The containerd namespace this agent's containers and images live in.
+    #[arg(long, default_value = torc_agent::container::DEFAULT_NAMESPACE)]
+    containerd_namespace: torc_containerd::Namespace,
+}
+
+/// `--containerd PATH|off` and `--containerd-namespace NAME` as the agent's engine (`None`:
+/// containers off).
+fn containerd_config(
+    socket: &str,
+    namespace: &torc_containerd::Namespace,
+) -> anyhow::Result<Option<torc_agent::ContainerdConfig>> {
+    if socket == "off" {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        socket.starts_with('/'),
+        "--containerd {socket:?}: expected the absolute path of containerd's socket, or `off`"
+    );
+    Ok(Some(torc_agent::ContainerdConfig {
+        socket: PathBuf::from(socket),
+        namespace: namespace.to_string(),
+    }))
 }
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -251,7 +276,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         exe,
         task_ids,
         metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
-        containerd: None,
+        containerd: containerd_config(&args.containerd, &args.containerd_namespace)?,
     };
     let listen = SocketAddr::new(cfg.ip, args.port);
     let rt = tokio::runtime::Builder::new_multi_thread()

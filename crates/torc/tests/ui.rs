@@ -138,6 +138,9 @@ async fn every_page_loads_and_shows_live_data() {
         .await
         .unwrap();
     b.wait_text("CPU %").await.unwrap();
+    // Its agent runs no containers (test racks give `--containerd off`), and the page says so.
+    let text = b.wait_text("Containers").await.unwrap();
+    assert!(text.contains("unavailable: "), "{text}");
     b.goto(&format!("{url}/#/services")).await.unwrap();
     b.wait_text("demo").await.unwrap();
     // A loopback rack programs no routes, and the Network page says why.

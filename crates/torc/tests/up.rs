@@ -16,7 +16,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use torc_test_utils::{free_loopback_block, free_port, namespaces_or_skip, processes_mentioning};
+use torc_test_utils::{
+    TestImage, containers_or_skip, free_loopback_block, free_port, namespaces_or_skip,
+    processes_mentioning,
+};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
@@ -647,6 +650,12 @@ fn torc_up_without_the_privilege_runs_the_loopback_rack_and_says_so_in_one_line(
     let text = up.until_up();
     let o = base.octets();
     let node1 = Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1);
+    let containers: Vec<&str> = text.lines().filter(|l| l.contains("containers")).collect();
+    assert_eq!(containers.len(), 1, "{text}");
+    assert!(
+        containers[0].starts_with("torc up: no containers on this rack: torc up runs without "),
+        "{text}"
+    );
     let about: Vec<&str> = text.lines().filter(|l| l.contains("namespace")).collect();
     assert_eq!(
         about,
@@ -686,10 +695,159 @@ fn torc_up_without_the_privilege_runs_the_loopback_rack_and_says_so_in_one_line(
     );
     let (_, tasks, _) = cli(&env, &["tasks"]);
     assert!(!tasks.contains("sleep"), "nothing was launched: {tasks}");
+    // Its agents run no containers (`--containerd off`), and `torc nodes` says so.
+    let (ok, out, err) = cli(&env, &["nodes"]);
+    assert!(
+        ok && out.lines().next().unwrap().ends_with("CONTAINERS"),
+        "{out}{err}"
+    );
+    assert!(
+        out.lines().skip(1).all(|l| l.contains("  unavailable: ")),
+        "{out}"
+    );
+    assert!(
+        processes_mentioning(dir.path())
+            .iter()
+            .filter(|(_, cmd)| cmd.contains(" agent "))
+            .all(|(_, cmd)| cmd.contains("--containerd off")),
+        "{:?}",
+        processes_mentioning(dir.path())
+    );
+    // `--containers on` is refused with the reason, before anything is made.
+    let (other_base, other_port) = free_base();
+    let other = tempfile::tempdir().unwrap();
+    let mut on_args = up_args(1, other_base, other_port, other.path(), "loopback");
+    on_args.extend(["--containers".to_string(), "on".to_string()]);
+    let mut refused = Up::start(drop_caps, &on_args);
+    let status = refused.wait_exit();
+    let said = refused.said();
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains("torc: --containers on: torc up runs without "),
+        "{said}"
+    );
     let status = up.interrupt();
     assert!(status.success(), "{status}\n{}", up.said());
     let left = processes_mentioning(dir.path());
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// `ctr` against the containerd at `socket`, in containerd namespace `namespace`; its stdout.
+fn ctr(socket: &Path, namespace: &str, args: &[&str]) -> String {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["--namespace", namespace])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ctr {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The containerd processes of the rack whose run files are in `run`.
+fn containerds_of(run: &Path) -> Vec<(u32, String)> {
+    processes_mentioning(&run.join("config.toml"))
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("containerd --config"))
+        .collect()
+}
+
+#[test]
+fn torc_up_with_containers_runs_one_containerd_whose_namespaces_are_the_nodes_and_leaves_nothing() {
+    if !namespaces_or_skip() || !containers_or_skip() {
+        return;
+    }
+    let image = TestImage::get(Path::new(env!("CARGO_TARGET_TMPDIR"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (base, port) = free_base();
+    let mut args = up_args(1, base, port, dir.path(), "namespaces");
+    args.extend(["--containers".to_string(), "on".to_string()]);
+    let mut up = Up::start(&[], &args);
+    let text = up.until_up();
+    let prefix = rack_prefix(&text);
+    let slug = prefix.trim_start_matches("torc-").trim_end_matches('-');
+    let run = Path::new("/run/torc").join(slug).join("containerd");
+    let socket = run.join("containerd.sock");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  containers:  containerd ")
+                && l.ends_with(&format!(
+                    "at {}; agents in {prefix}<node>",
+                    socket.display()
+                ))),
+        "{text}"
+    );
+    // One containerd, outside every rack namespace (in this test's), answering.
+    let daemons = containerds_of(&run);
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    assert_eq!(
+        namespace_id(&PathBuf::from(format!("/proc/{}/ns/net", daemons[0].0))),
+        namespace_id(Path::new("/proc/self/ns/net"))
+    );
+    // Each agent works in the containerd namespace named as its node's network namespace.
+    for node in ["wedge", "bladerunner1"] {
+        let flags = format!(
+            "--containerd {} --containerd-namespace {prefix}{node} ",
+            socket.display()
+        );
+        let agents: Vec<(u32, String)> = processes_mentioning(dir.path())
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains(&format!("--name {node} ")))
+            .collect();
+        assert!(
+            agents.len() == 1 && agents[0].1.contains(&flags),
+            "{flags}: {agents:?}"
+        );
+        assert!(netns_path(&format!("{prefix}{node}")).exists());
+    }
+    // What an agent keeps there (an image) lives in that namespace, under the state directory.
+    let node_ns = format!("{prefix}bladerunner1");
+    ctr(
+        &socket,
+        &node_ns,
+        &["images", "import", &image.oci_archive.display().to_string()],
+    );
+    assert!(ctr(&socket, &node_ns, &["namespaces", "ls", "-q"]).contains(&node_ns));
+    assert!(dir.path().join("containerd").is_dir());
+
+    let status = up.interrupt();
+    assert!(
+        status.success(),
+        "{status}
+{}",
+        up.said()
+    );
+    assert_eq!(containerds_of(&run), []);
+    assert!(
+        !run.exists() && !run.parent().unwrap().exists(),
+        "{}",
+        run.display()
+    );
+    assert_rack_gone(dir.path(), &prefix);
+
+    // Again on the same state directory: the image is still there. Killed, the rack's
+    // containerd outlives it, and `torc up --clean` ends it.
+    let mut again = Up::start(&[], &args);
+    again.until_up();
+    assert!(
+        ctr(&socket, &node_ns, &["images", "ls", "-q"]).contains(torc_test_utils::TEST_IMAGE),
+        "the image survived the restart"
+    );
+    again.signal(nix::sys::signal::Signal::SIGKILL);
+    again.wait_exit();
+    assert_eq!(containerds_of(&run).len(), 1, "left behind by the kill");
+    let (ok, out, err) = cli(&[], &["up", "--clean"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!(
+            "torc up --clean: removed the containerd of the killed rack {prefix}*"
+        ))),
+        "{out}"
+    );
+    assert_eq!(containerds_of(&run), []);
+    assert!(!run.parent().unwrap().exists(), "{}", run.display());
+    assert_rack_gone(dir.path(), &prefix);
 }
 
 /// Runs `cmd` until it succeeds and its stdout contains `want`, for up to 60 s.

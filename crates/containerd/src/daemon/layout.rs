@@ -228,7 +228,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// The programs a private containerd needs: containerd itself, its runc shim and runc.
-pub(super) fn check_programs(options: &DaemonOptions) -> Result<PathBuf, DaemonError> {
+pub fn check_programs(options: &DaemonOptions) -> Result<PathBuf, DaemonError> {
     let containerd = match &options.binary {
         Some(path) => path.clone(),
         None => which("containerd").ok_or(DaemonError::Missing {

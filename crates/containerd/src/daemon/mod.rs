@@ -30,6 +30,6 @@ mod layout;
 mod process;
 mod sweep;
 
-pub use layout::{DaemonError, DaemonOptions, Layout, cgroup_parent, which};
+pub use layout::{DaemonError, DaemonOptions, Layout, cgroup_parent, check_programs, which};
 pub use process::Daemon;
 pub use sweep::{Swept, remove_cgroups, sweep};

@@ -14,6 +14,9 @@
 //! - **loopback**: every node on its own loopback address (controller `127.0.3.20`, compute
 //!   nodes `.21`, `.22`, ...), so that every node can use the standard ports.
 //!
+//! Containers (`--containers`, default `auto`): one private containerd per rack, started after
+//! the namespaces and before the agents and stopped after them (`containers.rs`).
+//!
 //! The rack is secure as a real one: `torc up` creates a rack CA and two tokens (admin, join)
 //! in its state directory, which is private to the user (0700, under `$XDG_STATE_HOME` or
 //! `~/.local/state`, never a predictable path in a world-writable directory). The controller
@@ -21,6 +24,7 @@
 //! own credential and certificate.
 
 mod config;
+mod containers;
 mod net;
 mod spawn;
 
@@ -36,6 +40,7 @@ use torc_types::{NodeName, NodeType};
 
 use crate::process::{init_tracing, shutdown_signal};
 use config::{Layout, sample_config};
+use containers::{Containers, RackContainerd};
 use net::Network;
 use spawn::{Child, spawn, stop};
 
@@ -63,8 +68,14 @@ pub struct UpArgs {
     /// namespaces when it may.
     #[arg(long, value_enum, default_value_t = Network::Auto)]
     network: Network,
-    /// Only remove what killed racks left behind (their namespaces, the processes still in
-    /// them, their records under /run/torc, the host's guard route), then exit.
+    /// Containers: a private containerd for the rack (root, with containerd and runc
+    /// installed), each agent in a containerd namespace of its own; `auto` takes one when it
+    /// may, and says why not in one line.
+    #[arg(long, value_enum, default_value_t = Containers::Auto)]
+    containers: Containers,
+    /// Only remove what killed racks left behind (their containers and containerd, their
+    /// namespaces, the processes still in them, their records under /run/torc, the host's
+    /// guard route), then exit.
     #[arg(long)]
     clean: bool,
 }
@@ -111,9 +122,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// `torc up --clean`: the sweep alone.
 fn clean() -> anyhow::Result<()> {
+    let containerds = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(containers::sweep_killed("torc up --clean", None))
+        .context("cannot sweep the containerd of killed racks")?;
+    for line in &containerds {
+        println!("{line}");
+    }
     let swept = rack::sweep(None).context("cannot sweep what killed racks left behind")?;
     report_sweep("torc up --clean", &swept);
-    if swept.namespaces.is_empty() && !swept.guard_removed {
+    if swept.namespaces.is_empty() && !swept.guard_removed && containerds.is_empty() {
         println!("torc up --clean: nothing left behind by killed racks");
     }
     Ok(())
@@ -252,15 +271,17 @@ impl RackNetwork {
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let layout = choose_layout(&args)?;
+    let with_containers = containers::decide(args.containers)?;
     let (data_dir, wipe) = match &args.data_dir {
         Some(d) => (d.clone(), false),
         None => (default_data_dir()?, true),
     };
-    // On namespaces: the rack's lock, then the sweep, before the old state is wiped (the
-    // processes of a killed rack in its namespaces may still be using it).
-    let lock = match layout {
-        Layout::Loopback => None,
-        Layout::Namespaces => {
+    // On namespaces or with containers: the rack's lock, then the sweep (containerd, then
+    // namespaces), before the old state is wiped (the processes of a killed rack in its
+    // namespaces, and its containerd, may still be using it).
+    let lock = match (layout, with_containers) {
+        (Layout::Loopback, false) => None,
+        _ => {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
             let prefix = net::slug_of(&data_dir)?;
@@ -272,6 +293,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 ),
                 Err(e) => return Err(e.into()),
             };
+            for line in containers::sweep_killed("torc up", Some(&lock))
+                .await
+                .context("cannot sweep the containerd of killed racks")?
+            {
+                println!("{line}");
+            }
             let swept =
                 rack::sweep(Some(&lock)).context("cannot sweep what killed racks left behind")?;
             report_sweep("torc up", &swept);
@@ -327,14 +354,30 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let token = torc_tls::files::read_secret(&token_path)?;
 
-    let network = match lock {
-        Some(lock) => Some(RackNetwork::start(
-            &config,
-            lock,
-            &format!("torc up, state in {}", data_dir.display()),
-            args.api_port,
-        )?),
-        None => None,
+    let prefix = lock.as_ref().map(|l| l.prefix().clone());
+    // A loopback rack with containers holds its lock itself; a namespaced one's network does.
+    let (network, loopback_lock) = match (lock, layout) {
+        (Some(lock), Layout::Namespaces) => (
+            Some(RackNetwork::start(
+                &config,
+                lock,
+                &format!("torc up, state in {}", data_dir.display()),
+                args.api_port,
+            )?),
+            None,
+        ),
+        (lock, _) => (None, lock),
+    };
+    // After the namespaces, before the agents, outside every namespace.
+    let containerd = match (with_containers, &prefix) {
+        (true, Some(prefix)) => match RackContainerd::start(&data_dir, prefix).await {
+            Ok(containerd) => Some(containerd),
+            Err(e) => {
+                stop_network(network);
+                return Err(e);
+            }
+        },
+        _ => None,
     };
     let s = |p: &Path| p.display().to_string();
     println!(
@@ -345,6 +388,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     if let Some(network) = &network {
         println!("{}", network.describe(&config));
+    }
+    if let Some(containerd) = &containerd {
+        println!("{}", containerd.describe());
     }
     let netns_of = |node: &str| network.as_ref().and_then(|n| n.rack.netns(node));
     let mut children = vec![spawn(
@@ -387,6 +433,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         if let Some(f) = &node.function {
             a.extend(["--function".into(), f.clone()]);
         }
+        match &containerd {
+            Some(containerd) => a.extend([
+                "--containerd".into(),
+                s(&containerd.socket()),
+                "--containerd-namespace".into(),
+                containerd.namespace(node.name.as_str()),
+            ]),
+            None => a.extend(["--containerd".into(), "off".into()]),
+        }
         children.push(spawn(
             &format!("agent of {}", node.name),
             &a,
@@ -403,7 +458,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     if let Err(e) = result {
         stop(children).await;
+        stop_containerd(containerd).await;
         stop_network(network);
+        release(loopback_lock);
         return Err(e);
     }
     println!();
@@ -451,7 +508,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 eprintln!("torc up: the {} exited ({status}); see {}", c.label, logs.display());
                 if c.label == "controller" {
                     stop(watched).await;
+                    stop_containerd(containerd).await;
                     stop_network(network);
+                    release(loopback_lock);
                     bail!("the controller stopped; the rack is down");
                 }
             }
@@ -459,12 +518,33 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     println!("\nStopping the rack...");
+    // Agents first (they stop their containers), then containerd, then the namespaces.
     stop(watched).await;
+    if let Some(containerd) = containerd {
+        containerd.stop().await?;
+    }
     if let Some(network) = network {
         network.stop()?;
     }
+    release(loopback_lock);
     println!("Stopped.");
     Ok(())
+}
+
+/// Stops the rack's containerd on a failure path, where its own failure is only worth a line.
+async fn stop_containerd(containerd: Option<RackContainerd>) {
+    if let Some(containerd) = containerd
+        && let Err(e) = containerd.stop().await
+    {
+        eprintln!("torc up: {e:#}");
+    }
+}
+
+/// Lets go of a loopback rack's lock (held for its containerd), removing its file.
+fn release(lock: Option<RackLock>) {
+    if let Some(lock) = lock {
+        lock.release();
+    }
 }
 
 /// Stops the rack's network on a failure path, where its own failure is only worth a line.
