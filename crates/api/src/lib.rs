@@ -100,6 +100,10 @@ pub struct ReviewResponse {
     pub reads_all: bool,
     /// May change anything.
     pub admin: bool,
+    /// The controller itself, passing on a change an admin asked of it (it checked the caller
+    /// and bounds the change): what an agent's image routes accept besides an admin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controller: bool,
     /// The controller passing on an admin's action to this framework's own API (and good for
     /// nothing else).
     #[serde(default, skip_serializing_if = "Option::is_none")]

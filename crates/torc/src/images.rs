@@ -160,7 +160,7 @@ where
         let (node, result) = done?;
         if let Err(e) = result {
             failed += 1;
-            println!("{node}: {e:#}");
+            eprintln!("{node}: {e:#}");
         }
     }
     if failed > 0 {

@@ -25,6 +25,8 @@ use crate::reply::error;
 /// The most bytes one import reads (the controller's `containers.import_max_mb` is the
 /// operator's bound; this one only keeps a direct caller from filling the disk).
 const IMPORT_MAX: u64 = 16 << 30;
+/// How long a refused import's body is read on, to answer the caller rather than reset it.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A refusal before any work: its status and words.
 type Refusal = (StatusCode, String);
@@ -221,6 +223,7 @@ pub(super) async fn import(
         let counted = Arc::clone(&counted);
         tokio::spawn(async move {
             let mut stream = body.into_data_stream();
+            let mut receiving = true;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(std::io::Error::other);
                 if let Ok(c) = &chunk {
@@ -240,8 +243,15 @@ pub(super) async fn import(
                     }
                 }
                 let failed = chunk.is_err();
-                if !send(&tx, chunk).await || failed {
+                if failed {
+                    let _ = send(&tx, chunk).await;
                     return;
+                }
+                // Once the importer stopped (it refused the archive), the rest is read and
+                // dropped: the caller, who is still sending, then gets the answer, not a
+                // connection reset.
+                if receiving && !send(&tx, chunk).await {
+                    receiving = false;
                 }
             }
         })
@@ -255,7 +265,10 @@ pub(super) async fn import(
             name.as_ref(),
         )
         .await;
-    feeder.abort();
+    // The body's end (bounded by IMPORT_MAX, and by the caller's pace).
+    if tokio::time::timeout(DRAIN_TIMEOUT, feeder).await.is_err() {
+        tracing::warn!("an import's caller kept sending after the import ended; answering anyway");
+    }
     let names: Vec<String> = match result {
         Ok(imported) => imported.into_iter().map(|i| i.name).collect(),
         Err(e) => return failed(e),

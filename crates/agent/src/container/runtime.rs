@@ -79,6 +79,16 @@ pub enum ContainerError {
     Spec(#[from] spec::SpecError),
     #[error("{0}")]
     Prepare(String),
+    #[error(
+        "image {image}: the registry {registry} refused ({what}); the rack has no login for \
+         {registry} (containers.registries in the rack config, its password_secret set with \
+         torc secret set)"
+    )]
+    RefusedWithoutLogin {
+        image: String,
+        registry: String,
+        what: String,
+    },
     #[error("image {image}: the pull timed out after {seconds} s ({fetched} of {total})")]
     PullTimeout {
         image: String,
@@ -302,6 +312,15 @@ impl ContainerRuntime {
         )
         .await
         {
+            Ok(Err(images::PullError::Refused {
+                image,
+                registry,
+                what,
+            })) if options.credentials.is_none() => Err(ContainerError::RefusedWithoutLogin {
+                image,
+                registry,
+                what,
+            }),
             Ok(pulled) => Ok(pulled?),
             // What it wrote stays under its lease, which containerd expires within the hour.
             Err(_) => Err(ContainerError::PullTimeout {

@@ -114,6 +114,7 @@ async fn review(
             authenticated: true,
             reads_all: who.reads_all(),
             admin: who.is_admin(),
+            controller: who == Who::Controller,
             delegate_for: match &who {
                 Who::Delegate(f) => Some(f.clone()),
                 _ => None,
@@ -124,6 +125,7 @@ async fn review(
             authenticated: false,
             reads_all: false,
             admin: false,
+            controller: false,
             delegate_for: None,
             subject: None,
         },
