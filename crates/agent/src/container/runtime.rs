@@ -97,7 +97,8 @@ pub enum ContainerError {
         total: String,
     },
     #[error(
-        "image {image} is used by {tasks} on this node; remove it with force to remove it anyway"
+        "image {image} is used by {tasks} on this node; --force removes it anyway (the \
+         containers keep their own snapshots)"
     )]
     InUse { image: String, tasks: String },
     #[error("no image {0} on this node")]
