@@ -729,6 +729,27 @@ pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
     out
 }
 
+/// `processes` without the forks that have not exec'd yet: a child with its parent's command
+/// line, whose parent is in the list too (a process that spawns is seen twice for a moment).
+pub fn without_forks(processes: Vec<(u32, String)>) -> Vec<(u32, String)> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    processes
+        .iter()
+        .filter(|(pid, cmd)| {
+            !parent(*pid).is_some_and(|ppid| processes.iter().any(|(p, c)| *p == ppid && c == cmd))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Whether a process exists (and is not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

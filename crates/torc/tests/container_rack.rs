@@ -7,14 +7,14 @@
 use std::process::Command;
 
 use torc_test_utils::{
-    LocalRack, RackOptions, containers_or_skip, pid_alive, processes_mentioning,
+    LocalRack, RackOptions, containers_or_skip, pid_alive, processes_mentioning, without_forks,
 };
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
 /// The command line of node `node`'s agent.
 fn agent_command(rack: &LocalRack, node: &str) -> String {
-    let agents: Vec<String> = processes_mentioning(rack.dir.path())
+    let agents: Vec<String> = without_forks(processes_mentioning(rack.dir.path()))
         .into_iter()
         .filter(|(_, cmd)| cmd.contains(" agent ") && cmd.contains(&format!("--name {node} ")))
         .map(|(_, cmd)| cmd)

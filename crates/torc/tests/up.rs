@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use torc_test_utils::{
     TestImage, containers_or_skip, free_loopback_block, free_port, namespaces_or_skip,
-    processes_mentioning,
+    processes_mentioning, without_forks,
 };
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
@@ -791,7 +791,7 @@ fn torc_up_with_containers_runs_one_containerd_whose_namespaces_are_the_nodes_an
             "--containerd {} --containerd-namespace {prefix}{node} ",
             socket.display()
         );
-        let agents: Vec<(u32, String)> = processes_mentioning(dir.path())
+        let agents: Vec<(u32, String)> = without_forks(processes_mentioning(dir.path()))
             .into_iter()
             .filter(|(_, cmd)| cmd.contains(&format!("--name {node} ")))
             .collect();
