@@ -281,15 +281,15 @@ enum CgroupSupport {
 pub enum NoCgroups {
     #[error(
         "cgroup v2 is not mounted at /sys/fs/cgroup (this host uses cgroup v1 or none); \
-         cpu and memory limits are not enforced"
+         cpu and memory limits of process tasks are not enforced (containers' are, in their own cgroups)"
     )]
     NotMounted,
     #[error(
-        "the cgroup v2 `{0}` controller is not available here; cpu and memory limits are not enforced"
+        "the cgroup v2 `{0}` controller is not available here; cpu and memory limits of process tasks are not enforced (containers' are, in their own cgroups)"
     )]
     MissingController(&'static str),
     #[error(
-        "cannot create cgroups under {} ({error}); cpu and memory limits are not enforced",
+        "cannot create cgroups under {} ({error}); cpu and memory limits of process tasks are not enforced (containers' are, in their own cgroups)",
         dir.display()
     )]
     Setup { dir: PathBuf, error: io::Error },

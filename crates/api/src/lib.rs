@@ -183,9 +183,10 @@ pub struct NodeResources {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeInfo {
-    /// `process` today; a container runtime would name itself here.
+    /// `process`: the node's task runtime (containers, when it runs them, are `containers`).
     pub kind: String,
-    /// Whether cpu and memory limits are enforced with cgroup v2.
+    /// Whether process tasks' cpu and memory limits are enforced with cgroup v2 (containers'
+    /// are enforced by their engine wherever they run).
     pub limits_enforced: bool,
     /// When limits are not enforced, why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -368,3 +368,65 @@ async fn the_network_page_shows_the_switchs_ports_and_each_tasks_route() {
     let errors = page_errors(&b).await;
     assert!(errors.is_empty(), "page errors: {errors:?}");
 }
+
+/// A container task on a rack whose agents run containers: its task page shows the image and
+/// its output, and its node's page says the node runs containers and with what engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_tasks_page_shows_its_image_and_output() {
+    if !torc_test_utils::containers_or_skip() {
+        return;
+    }
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            containers: true,
+            ..RackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = rack.client();
+    let archive =
+        torc_test_utils::TestImage::get(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")))
+            .unwrap()
+            .oci_archive;
+    let node: torc_types::NodeName = "bladerunner1".parse().unwrap();
+    client.import_image(&node, &archive, None).await.unwrap();
+    let mut spec = TaskSpec::new("boxed".parse().unwrap(), "");
+    spec.args = vec![
+        "sh".into(),
+        "-c".into(),
+        "echo hello-from-a-container; sleep 600".into(),
+    ];
+    spec.constraints.node_name = Some(node.clone());
+    spec.container = Some(torc_types::ContainerSpec::new(
+        torc_types::ImageRef::parse(torc_test_utils::TEST_IMAGE_NAME).unwrap(),
+    ));
+    let task = client.launch(&spec).await.unwrap();
+
+    let b = Browser::start_with(&["--ignore-certificate-errors"])
+        .await
+        .unwrap();
+    let url = rack.url();
+    b.goto(&format!("{url}/")).await.unwrap();
+    b.wait_text("Log in to the rack").await.unwrap();
+    log_in(&b, rack.token.as_deref().unwrap()).await;
+    b.wait_text("Nodes").await.unwrap();
+    b.goto(&format!("{url}/#/tasks/{}", task.id)).await.unwrap();
+    let text = b.wait_text("hello-from-a-container").await.unwrap();
+    assert!(
+        text.contains(torc_test_utils::TEST_IMAGE_NAME),
+        "the image is missing from:\n{text}"
+    );
+    b.screenshot(&shot("task-container")).await.unwrap();
+    b.goto(&format!("{url}/#/agents/bladerunner1"))
+        .await
+        .unwrap();
+    let text = b.wait_text("containerd 1.").await.unwrap();
+    assert!(text.contains("Containers"), "{text}");
+    b.screenshot(&shot("node-containers")).await.unwrap();
+    let errors = page_errors(&b).await;
+    assert!(errors.is_empty(), "page errors: {errors:?}");
+    client.kill(&task.id).await.unwrap();
+}
