@@ -273,6 +273,28 @@ async fn a_cpu_quota_holds_a_busy_loop_to_half_a_core() {
     );
     assert!(cores <= 0.6, "{cores:.3} of a core with cpus: 0.5");
     assert!(throttled > 0, "never throttled: the quota did not bite");
+    // The agent's metrics read the same cgroup: the task's cpu and memory, and its processes.
+    let probe = crate::metrics::TaskProbe {
+        id: id.clone(),
+        name: task.spec.name.clone(),
+        metered: true,
+        probe: f.agent.runtime.probe(task.handle.as_ref().unwrap()),
+    };
+    let metrics = {
+        let mut sampler = f.agent.metrics.lock().unwrap();
+        sampler.sample(std::slice::from_ref(&probe), &[]);
+        std::thread::sleep(Duration::from_millis(500));
+        sampler.sample(std::slice::from_ref(&probe), &[]).unwrap()
+    };
+    let m = metrics
+        .tasks
+        .iter()
+        .find(|t| t.id == id)
+        .expect("the task's metrics");
+    println!("metrics: {m:?}");
+    let busy = m.cpu_user_percent + m.cpu_system_percent;
+    assert!(busy > 20.0 && busy < 65.0, "{m:?}");
+    assert!(m.memory_bytes > 0 && m.processes >= 1, "{m:?}");
     f.agent.apply(doc(2, vec![])).await;
     let task = f.wait(&id, ended).await;
     assert_eq!(task.state, TaskState::Killed, "{task:?}");
