@@ -55,6 +55,11 @@ pub fn containers_or_skip() -> bool {
     true
 }
 
+/// The busybox applets linked in the test image (`nc` and `httpd` serve health checks).
+const APPLETS: [&str; 10] = [
+    "sh", "echo", "cat", "sleep", "dd", "true", "false", "ls", "nc", "httpd",
+];
+
 /// The busybox test image: a layer with the static busybox and its applet links, built once
 /// per busybox binary and kept under `target_tmp` so tests (each its own process under
 /// nextest) share it.
@@ -69,8 +74,10 @@ impl TestImage {
     /// Builds (or finds) the archives under `target_tmp` (a test's `CARGO_TARGET_TMPDIR`).
     pub fn get(target_tmp: &Path) -> anyhow::Result<TestImage> {
         let meta = std::fs::metadata(BUSYBOX)?;
+        // The applet set is part of the key: a new applet makes a new image.
         let key = format!(
-            "{}-{}",
+            "{}-{}-{}",
+            APPLETS.len(),
             meta.len(),
             meta.modified()?
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -105,7 +112,7 @@ impl TestImage {
         let bin = bundle.join("rootfs/bin");
         std::fs::create_dir_all(&bin)?;
         std::fs::copy(BUSYBOX, bin.join("busybox"))?;
-        for applet in ["sh", "echo", "cat", "sleep", "dd", "true", "false", "ls"] {
+        for applet in APPLETS {
             std::os::unix::fs::symlink("busybox", bin.join(applet))?;
         }
         run(Command::new("umoci")

@@ -407,3 +407,56 @@ async fn an_image_task_on_a_rack_without_containers_is_pending_saying_why() {
     let (ok, out, _) = torc(&rack, &["tasks"]);
     assert!(ok && out.contains("can run containers"), "{out}");
 }
+
+/// A containerized service with an HTTP health check, started from a service group of the
+/// rack config: it serves on its port from the node's range (`$PORT`, on the node's network),
+/// the controller's probe finds it healthy, and its DNS name answers its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containerized_service_passes_its_health_check() {
+    if !containers_or_skip() {
+        return;
+    }
+    let config = format!(
+        r#"api:
+  service-groups:
+    - name: web
+      services:
+        - name: web
+          image_name: {TEST_IMAGE_NAME}
+          args: [sh, -c, "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p $PORT -h /tmp/www"]
+          ports: 1
+          memory: 16
+          cpu: 0.1
+          health: {{http: "http://$IP:$PORT/", interval_in_seconds: 1, timeout_in_seconds: 2}}
+"#
+    );
+    let rack = rack(true, &config).await;
+    rack.client()
+        .import_image(
+            &"bladerunner1".parse().unwrap(),
+            &test_image().oci_archive,
+            None,
+        )
+        .await
+        .unwrap();
+    let (ok, out, err) = torc(&rack, &["group", "start", "web"]);
+    assert!(ok, "{out}{err}");
+    let client = rack.client();
+    let service = wait_for("web to be healthy", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move {
+            let s = client.service(&"web".parse().unwrap()).await.ok()?;
+            (s.health.state == "healthy").then_some(s)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rack.logs_hint()));
+    assert_eq!(service.state, Some(TaskState::Running));
+    let task = service.task.clone().unwrap();
+    let view = client.task(&task).await.unwrap();
+    assert!(view.spec.container.is_some(), "{view:?}");
+    let (ok, out, err) = torc(&rack, &["group", "stop", "web"]);
+    assert!(ok, "{out}{err}");
+    task_where(&rack, &task, "the group's stop", |t| t.state.is_terminal()).await;
+    no_containers_left(&rack).await;
+}
