@@ -590,6 +590,23 @@ impl LocalRack {
     }
 
     /// The rack's private containerd (`RackOptions.containers`).
+    /// Runs the CLI (`exe`, the `torc` binary) against this rack: (success, stdout, stderr),
+    /// with the transcript printed for the test's log.
+    pub fn torc(&self, exe: &str, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(exe)
+            .args(args)
+            .envs(self.cli_env())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
+        let result = (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        println!("$ torc {}\n{}{}", args.join(" "), result.1, result.2);
+        result
+    }
+
     pub fn containerd(&self) -> Option<&Containerd> {
         self.containerd.as_ref()
     }

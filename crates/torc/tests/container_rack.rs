@@ -24,16 +24,7 @@ fn agent_command(rack: &LocalRack, node: &str) -> String {
 }
 
 fn torc(rack: &LocalRack, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(TORC)
-        .args(args)
-        .envs(rack.cli_env())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    rack.torc(TORC, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,6 @@
 //! - a rack whose agents run no containers: an image task stays pending, saying why.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use torc_api::TaskView;
@@ -28,20 +27,21 @@ fn test_image() -> TestImage {
     TestImage::get(Path::new(env!("CARGO_TARGET_TMPDIR"))).unwrap()
 }
 
+/// The test image, imported onto bladerunner1 through the controller.
+async fn import_on_bladerunner1(rack: &LocalRack) {
+    rack.client()
+        .import_image(
+            &"bladerunner1".parse().unwrap(),
+            &test_image().oci_archive,
+            None,
+        )
+        .await
+        .unwrap();
+}
+
 /// Runs the CLI against `rack`: (success, stdout, stderr).
 fn torc(rack: &LocalRack, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(TORC)
-        .args(args)
-        .envs(rack.cli_env())
-        .output()
-        .unwrap();
-    let result = (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    println!("$ torc {}\n{}{}", args.join(" "), result.1, result.2);
-    result
+    rack.torc(TORC, args)
 }
 
 async fn rack(containers: bool, extra_yaml: &str) -> LocalRack {
@@ -312,14 +312,7 @@ async fn restarts_of_the_agent_and_the_controller_keep_the_container() {
         return;
     }
     let mut rack = rack(true, "").await;
-    rack.client()
-        .import_image(
-            &"bladerunner1".parse().unwrap(),
-            &test_image().oci_archive,
-            None,
-        )
-        .await
-        .unwrap();
+    import_on_bladerunner1(&rack).await;
     let id = run(&rack, "kept", TEST_IMAGE_NAME, &["sleep", "3600"]);
     task_where(&rack, &id, "the task to run", |t| {
         t.state == TaskState::Running
@@ -431,14 +424,7 @@ async fn a_containerized_service_passes_its_health_check() {
 "#
     );
     let rack = rack(true, &config).await;
-    rack.client()
-        .import_image(
-            &"bladerunner1".parse().unwrap(),
-            &test_image().oci_archive,
-            None,
-        )
-        .await
-        .unwrap();
+    import_on_bladerunner1(&rack).await;
     let (ok, out, err) = torc(&rack, &["group", "start", "web"]);
     assert!(ok, "{out}{err}");
     let client = rack.client();

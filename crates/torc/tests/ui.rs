@@ -34,6 +34,18 @@ async fn page_errors(b: &Browser) -> Vec<String> {
         .collect()
 }
 
+/// A browser logged in to `rack`'s UI with its admin token, on the overview.
+async fn logged_in(rack: &LocalRack) -> Browser {
+    let b = Browser::start_with(&["--ignore-certificate-errors"])
+        .await
+        .unwrap();
+    b.goto(&format!("{}/", rack.url())).await.unwrap();
+    b.wait_text("Log in to the rack").await.unwrap();
+    log_in(&b, rack.token.as_deref().unwrap()).await;
+    b.wait_text("Nodes").await.unwrap();
+    b
+}
+
 /// Visits every page at the current window size: it shows `needle`, does not scroll sideways,
 /// and is saved as a screenshot.
 async fn tour(b: &Browser, url: &str, suffix: &str, pages: &[(&str, &str, &str)]) {
@@ -340,14 +352,8 @@ async fn the_network_page_shows_the_switchs_ports_and_each_tasks_route() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", rack.logs_hint()));
 
-    let b = Browser::start_with(&["--ignore-certificate-errors"])
-        .await
-        .unwrap();
+    let b = logged_in(&rack).await;
     let url = rack.url();
-    b.goto(&format!("{url}/")).await.unwrap();
-    b.wait_text("Log in to the rack").await.unwrap();
-    log_in(&b, rack.token.as_deref().unwrap()).await;
-    b.wait_text("Nodes").await.unwrap();
     b.goto(&format!("{url}/#/network")).await.unwrap();
     let text = b.wait_text(task.id.as_str()).await.unwrap();
     for needle in [
@@ -405,14 +411,8 @@ async fn a_container_tasks_page_shows_its_image_and_output() {
     ));
     let task = client.launch(&spec).await.unwrap();
 
-    let b = Browser::start_with(&["--ignore-certificate-errors"])
-        .await
-        .unwrap();
+    let b = logged_in(&rack).await;
     let url = rack.url();
-    b.goto(&format!("{url}/")).await.unwrap();
-    b.wait_text("Log in to the rack").await.unwrap();
-    log_in(&b, rack.token.as_deref().unwrap()).await;
-    b.wait_text("Nodes").await.unwrap();
     b.goto(&format!("{url}/#/tasks/{}", task.id)).await.unwrap();
     let text = b.wait_text("hello-from-a-container").await.unwrap();
     assert!(

@@ -544,86 +544,73 @@ fn containers_join_the_nodes_namespace_or_their_own_on_the_rack() {
         ))
         .unwrap();
     let (socket, namespace) = (ctd.layout.socket(), ctd.namespace.to_string());
-    let node = torc_net::netns::create_anonymous("the test's node").unwrap();
-    let outcome = std::thread::spawn(move || {
-        use std::os::fd::AsFd as _;
-        torc_net::netns::enter(node.as_fd()).unwrap();
-        drop(node);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let dir = tempfile::tempdir().unwrap();
-            let agent = Agent::open(AgentConfig {
-                containerd: Some(ContainerdConfig { socket, namespace }),
-                ..tests::agent_config(dir.path(), dir.path().join("no-such-torc"))
-            })
-            .unwrap();
-            let c = agent.runtime.containers.as_ref().unwrap();
-            assert!(matches!(c.check().await, EngineState::Ready(_)));
-            let show = "cat /etc/resolv.conf /proc/net/fib_trie; sleep 3600";
-            let host = container_task("host.000001", TEST_IMAGE_NAME, &["sh", "-c", show]);
-            let mut rack =
-                super::rack_tests::rack_task("rack.000001", "198.19.1.9", "198.19.1.0/24");
-            rack.spec.command = String::new();
-            rack.spec.args = vec!["sh".into(), "-c".into(), show.into()];
-            rack.spec.container = host.spec.container.clone();
-            rack.spec.kill_grace_ms = 300;
-            agent.apply(doc(1, vec![host, rack])).await;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let out = |id: &str| {
-                std::fs::read_to_string(dir.path().join("sandboxes").join(id).join("stdout"))
-                    .unwrap_or_default()
-            };
-            while !(out("rack.000001").contains("LOCAL") && out("host.000001").contains("LOCAL")) {
-                assert!(Instant::now() < deadline, "{:?}", agent.snapshot());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let pid = |id: &str| {
-                agent.lock().tasks[&TaskId::new(id).unwrap()]
-                    .handle
-                    .as_ref()
-                    .unwrap()
-                    .pid
-            };
-            let netns = |path: String| {
-                use std::os::unix::fs::MetadataExt as _;
-                let m = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                (m.dev(), m.ino())
-            };
-            let node_ns = netns("/proc/thread-self/ns/net".into());
-            assert_eq!(
-                netns(format!("/proc/{}/ns/net", pid("host.000001"))),
-                node_ns
-            );
-            assert_ne!(
-                netns(format!("/proc/{}/ns/net", pid("rack.000001"))),
-                node_ns
-            );
-            // The process (its main thread) stayed in the host's namespace, as containerd did.
-            assert_ne!(netns("/proc/self/ns/net".into()), node_ns);
-            let rack = out("rack.000001");
-            assert!(
-                local_addresses(&rack).contains(&"198.19.1.9".to_string()),
-                "{rack}"
-            );
-            assert!(rack.contains("nameserver 198.18.0.20"), "{rack}");
-            let host = out("host.000001");
-            assert!(
-                !local_addresses(&host).contains(&"198.19.1.9".to_string()),
-                "{host}"
-            );
-            agent.apply(doc(2, vec![])).await;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while agent.snapshot().iter().any(|t| !t.state.is_terminal()) {
-                assert!(Instant::now() < deadline, "{:?}", agent.snapshot());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-    })
-    .join();
+    let outcome = super::rack_tests::in_a_new_netns(move || async move {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = Agent::open(AgentConfig {
+            containerd: Some(ContainerdConfig { socket, namespace }),
+            ..tests::agent_config(dir.path(), dir.path().join("no-such-torc"))
+        })
+        .unwrap();
+        let c = agent.runtime.containers.as_ref().unwrap();
+        assert!(matches!(c.check().await, EngineState::Ready(_)));
+        let show = "cat /etc/resolv.conf /proc/net/fib_trie; sleep 3600";
+        let host = container_task("host.000001", TEST_IMAGE_NAME, &["sh", "-c", show]);
+        let mut rack = super::rack_tests::rack_task("rack.000001", "198.19.1.9", "198.19.1.0/24");
+        rack.spec.command = String::new();
+        rack.spec.args = vec!["sh".into(), "-c".into(), show.into()];
+        rack.spec.container = host.spec.container.clone();
+        rack.spec.kill_grace_ms = 300;
+        agent.apply(doc(1, vec![host, rack])).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let out = |id: &str| {
+            std::fs::read_to_string(dir.path().join("sandboxes").join(id).join("stdout"))
+                .unwrap_or_default()
+        };
+        while !(out("rack.000001").contains("LOCAL") && out("host.000001").contains("LOCAL")) {
+            assert!(Instant::now() < deadline, "{:?}", agent.snapshot());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pid = |id: &str| {
+            agent.lock().tasks[&TaskId::new(id).unwrap()]
+                .handle
+                .as_ref()
+                .unwrap()
+                .pid
+        };
+        let netns = |path: String| {
+            use std::os::unix::fs::MetadataExt as _;
+            let m = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            (m.dev(), m.ino())
+        };
+        let node_ns = netns("/proc/thread-self/ns/net".into());
+        assert_eq!(
+            netns(format!("/proc/{}/ns/net", pid("host.000001"))),
+            node_ns
+        );
+        assert_ne!(
+            netns(format!("/proc/{}/ns/net", pid("rack.000001"))),
+            node_ns
+        );
+        // The process (its main thread) stayed in the host's namespace, as containerd did.
+        assert_ne!(netns("/proc/self/ns/net".into()), node_ns);
+        let rack = out("rack.000001");
+        assert!(
+            local_addresses(&rack).contains(&"198.19.1.9".to_string()),
+            "{rack}"
+        );
+        assert!(rack.contains("nameserver 198.18.0.20"), "{rack}");
+        let host = out("host.000001");
+        assert!(
+            !local_addresses(&host).contains(&"198.19.1.9".to_string()),
+            "{host}"
+        );
+        agent.apply(doc(2, vec![])).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while agent.snapshot().iter().any(|t| !t.state.is_terminal()) {
+            assert!(Instant::now() < deadline, "{:?}", agent.snapshot());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
     let swept = outer.block_on(ctd.daemon.take().unwrap().sweep()).unwrap();
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);

@@ -74,8 +74,29 @@ where
     if !privileged() {
         return;
     }
+    let outcome = in_a_new_netns(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = FakeShim::exec(dir.path());
+        let agent = agent_with(dir.path(), shim.exe.clone());
+        let node = Node { agent, shim, dir };
+        body(&node).await;
+    });
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs `body` on a thread inside a new network namespace (a node's), on a tokio runtime
+/// whose threads all start there (the process stays in its own namespace, as containerd's
+/// would under `torc up`). A panic in `body` is returned, for the caller to resume after its
+/// own clean-up.
+pub(super) fn in_a_new_netns<F, Fut>(body: F) -> std::thread::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let node = netns::create_anonymous("the test's node").unwrap();
-    let outcome = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         netns::enter(node.as_fd()).unwrap();
         drop(node);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -83,18 +104,9 @@ where
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let shim = FakeShim::exec(dir.path());
-            let agent = agent_with(dir.path(), shim.exe.clone());
-            let node = Node { agent, shim, dir };
-            body(&node).await;
-        });
+        rt.block_on(body());
     })
-    .join();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    .join()
 }
 
 fn ip(text: &str) -> Ipv4Addr {
