@@ -30,6 +30,7 @@ pub fn require_container_peers() {
         ("runc", "runc"),
         ("umoci", "umoci"),
         ("skopeo", "skopeo"),
+        ("docker-registry", "docker-registry"),
     ] {
         assert!(
             which(program).is_some(),
