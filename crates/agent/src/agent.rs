@@ -836,6 +836,7 @@ impl Agent {
                 resolv_conf: resolv.as_deref(),
                 progress: Some(&progress),
                 registry: d.registry.as_ref(),
+                pull_timeout: d.pull_timeout_seconds.map(Duration::from_secs),
             })
             .await;
         #[cfg(test)]
@@ -1540,6 +1541,7 @@ mod tests {
                 files: Default::default(),
                 resolver: None,
                 registry: None,
+                pull_timeout_seconds: None,
                 id: TaskId::new(format!("late.{generation:06x}")).unwrap(),
                 spec: TaskSpec::new("late".parse().unwrap(), "sleep"),
                 ports: Vec::new(),

@@ -69,6 +69,8 @@ pub struct StartRequest<'a> {
     pub progress: Option<&'a (dyn Fn(String) + Send + Sync)>,
     /// The registry credential for a container task's image, if the rack has one.
     pub registry: Option<&'a torc_api::images::RegistryAuth>,
+    /// How long a container task's image pull may take (`None`: the runtime's default).
+    pub pull_timeout: Option<Duration>,
 }
 
 /// Where a rack task's resolver goes, over the node's.

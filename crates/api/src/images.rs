@@ -64,6 +64,10 @@ pub struct PullRequest {
     /// Set by the controller only: a caller's own is refused there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryAuth>,
+    /// How long the pull may take (`containers.pull_timeout_in_seconds`), set by the
+    /// controller; the agent's own default (300 s) without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// One line of a pull's answer (newline-delimited JSON): progress lines, then exactly one

@@ -598,6 +598,10 @@ pub struct DesiredTask {
     /// them, for the pull. Never written to disk by the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<images::RegistryAuth>,
+    /// For a container task to start: how long the pull of its image may take (the rack
+    /// config's `containers.pull_timeout_in_seconds`); the agent's own default without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_timeout_seconds: Option<u64>,
 }
 
 /// A resolver configuration (`resolv.conf`): the rack's nameserver and the domains searched.

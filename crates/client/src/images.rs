@@ -100,6 +100,7 @@ impl Client {
         let body = PullRequest {
             reference: reference.to_string(),
             registry: None,
+            timeout_seconds: None,
         };
         let response = self
             .checked(url.clone(), req.json(&body).timeout(PULL_TIMEOUT))

@@ -388,6 +388,10 @@ async fn container_tasks_get_the_racks_registry_login() {
         json!({"host": "registry.example.com:5000", "user": "torc", "password": "s3cret", "insecure": true})
     );
     assert_eq!(registry("public"), Value::Null);
+    // Each container task to start carries the rack's pull timeout (300 s by default).
+    for t in tasks {
+        assert_eq!(t["pull_timeout_seconds"], 300, "{t}");
+    }
 
     // A framework may not mount a host path beyond its data directory (as `privileged`).
     let fw = rack

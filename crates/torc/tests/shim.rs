@@ -228,6 +228,7 @@ fn start_task(
             resolv_conf: None,
             progress: None,
             registry: None,
+            pull_timeout: None,
         }))
         .unwrap();
     (runtime, started.handle.clone(), started)

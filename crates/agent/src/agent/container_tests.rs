@@ -153,6 +153,7 @@ fn container_task(id: &str, image: &str, args: &[&str]) -> DesiredTask {
         resolver: None,
         files: Default::default(),
         registry: None,
+        pull_timeout_seconds: None,
     }
 }
 
@@ -631,4 +632,40 @@ fn local_addresses(fib_trie: &str) -> Vec<String> {
         .filter(|w| w[1].contains("/32 host LOCAL"))
         .filter_map(|w| w[0].trim().strip_prefix("|-- ").map(str::to_string))
         .collect()
+}
+
+/// A pull that takes longer than the rack allows (the controller's
+/// `pull_timeout_seconds`) fails the task saying so; here a "registry" accepts connections and
+/// never answers.
+#[tokio::test]
+async fn a_pull_past_its_timeout_fails_the_task() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let image = format!("127.0.0.1:{port}/torc/slow:1");
+    let mut d = container_task("slow.000001", &image, &["true"]);
+    d.pull_timeout_seconds = Some(1);
+    let id = d.id.clone();
+    let started = Instant::now();
+    f.agent.apply(doc(1, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    held.abort();
+    assert_eq!(task.state, TaskState::Failed, "{task:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let message = task.message.unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("image {image}: the pull timed out after 1 s")),
+        "{message}"
+    );
+    f.assert_gone(&id).await;
+    f.finish().await;
 }

@@ -123,6 +123,7 @@ pub(super) fn rack_task(id: &str, address: &str, block: &str) -> DesiredTask {
         ports: Vec::new(),
         launch: true,
         registry: None,
+        pull_timeout_seconds: None,
         rack_address: Some(RackAddress {
             ip: ip(address),
             block: block.parse().unwrap(),

@@ -139,7 +139,11 @@ pub(super) async fn pull(
                 message: status.message,
             });
         };
-        let line = match c.pull(&image, req.registry.as_ref(), &progress).await {
+        let timeout = req.timeout_seconds.map(std::time::Duration::from_secs);
+        let line = match c
+            .pull(&image, req.registry.as_ref(), timeout, &progress)
+            .await
+        {
             Ok(pulled) => match c.list_images().await {
                 Ok(list) => {
                     let users = users(&agent);

@@ -30,7 +30,8 @@ const LABEL_NODE: &str = "torc.node";
 /// The signal a stop sends first, as a number (the image's `StopSignal` or `--stop-signal`).
 const LABEL_STOP_SIGNAL: &str = "torc.stop-signal";
 
-/// How long a pull may take (Nomad's `image_pull_timeout` default).
+/// How long a pull may take when the controller does not say (Nomad's `image_pull_timeout`
+/// default, and the rack config's).
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often a pull's progress reaches the task's message, at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -234,6 +235,7 @@ impl ContainerRuntime {
         &self,
         image: &ImageRef,
         registry: Option<&RegistryAuth>,
+        timeout: Option<Duration>,
         progress: &(dyn Fn(PullStatus) + Send + Sync),
     ) -> Result<Option<images::Pulled>, ContainerError> {
         if images::get(&self.client, image.as_str()).await?.is_some() {
@@ -248,7 +250,9 @@ impl ContainerRuntime {
             if images::get(&self.client, image.as_str()).await?.is_some() {
                 return Ok(None);
             }
-            self.pull(image, registry, progress).await.map(Some)
+            self.pull(image, registry, timeout, progress)
+                .await
+                .map(Some)
         }
         .await;
         // The last one out forgets the gate: the map holds only pulls under way.
@@ -264,6 +268,7 @@ impl ContainerRuntime {
         &self,
         image: &ImageRef,
         registry: Option<&RegistryAuth>,
+        timeout: Option<Duration>,
         progress: &(dyn Fn(PullStatus) + Send + Sync),
     ) -> Result<images::Pulled, ContainerError> {
         self.ready()?;
@@ -307,8 +312,9 @@ impl ContainerRuntime {
                 message,
             });
         };
+        let limit = timeout.unwrap_or(PULL_TIMEOUT);
         match tokio::time::timeout(
-            PULL_TIMEOUT,
+            limit,
             images::pull(&self.client, image, &options, &mut report),
         )
         .await
@@ -326,7 +332,7 @@ impl ContainerRuntime {
             // What it wrote stays under its lease, which containerd expires within the hour.
             Err(_) => Err(ContainerError::PullTimeout {
                 image: name.clone(),
-                seconds: PULL_TIMEOUT.as_secs(),
+                seconds: limit.as_secs(),
                 fetched: mb(fetched),
                 total: mb(total),
             }),
@@ -350,7 +356,12 @@ impl ContainerRuntime {
         let started = Instant::now();
         let pull_progress = |s: PullStatus| progress(s.message);
         if let Some(pulled) = self
-            .ensure_image(&container.image, req.registry, &pull_progress)
+            .ensure_image(
+                &container.image,
+                req.registry,
+                req.pull_timeout,
+                &pull_progress,
+            )
             .await?
         {
             progress(format!(

@@ -213,6 +213,8 @@ async fn agent_desired(
             && let Some(container) = &task.spec.container
         {
             task.registry = ctl.registry_auth(&container.image);
+            task.pull_timeout_seconds =
+                Some(ctl.read(|r| r.settings().containers.pull_timeout_in_seconds));
         }
     }
     Ok(Json(doc))

@@ -135,7 +135,9 @@ async fn pull_image(
     let image = image_ref("reference", &pull.reference)?;
     let url = image_agent(&ctl, &node)?;
     pull.registry = ctl.registry_auth(&image);
-    let timeout = ctl.read(|r| r.settings().containers.pull_timeout()) + PULL_MARGIN;
+    let timeout = ctl.read(|r| r.settings().containers.pull_timeout());
+    pull.timeout_seconds = Some(timeout.as_secs());
+    let timeout = timeout + PULL_MARGIN;
     let req = ctl
         .http
         .post(format!("{url}/v1/images/pull"))

@@ -600,6 +600,7 @@ impl TaskTable {
                 resolver: None,
                 files: Default::default(),
                 registry: None,
+                pull_timeout_seconds: None,
             })
             .collect()
     }
