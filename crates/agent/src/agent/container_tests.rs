@@ -431,6 +431,39 @@ async fn a_missing_image_is_pulled_and_a_missing_registry_fails_the_task() {
         "the pulled image stays on the node"
     );
 
+    // What a pull tells its task as it goes (the task's message while it stages): the start,
+    // the bytes, the unpack.
+    let other = format!("{}/torc/progress:1", registry.host);
+    test_image().push(&registry, "torc/progress:1").unwrap();
+    let heard = std::sync::Mutex::new(Vec::new());
+    let record = |s: crate::container::PullStatus| heard.lock().unwrap().push(s);
+    let c = f.agent.runtime.containers.as_ref().unwrap();
+    c.ensure_image(&ImageRef::parse(&other).unwrap(), None, None, &record)
+        .await
+        .unwrap()
+        .expect("pulled, not found on the node");
+    let heard = heard.into_inner().unwrap();
+    let messages: Vec<&str> = heard.iter().map(|s| s.message.as_str()).collect();
+    println!("{messages:#?}");
+    assert_eq!(messages.first(), Some(&format!("pulling {other}").as_str()));
+    assert!(
+        messages.iter().any(|m| m.contains(" MB of ")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        messages.last(),
+        Some(&format!("pulling {other}: unpacking").as_str())
+    );
+    let last_bytes = heard.iter().rev().find(|s| s.total > 0).unwrap();
+    assert_eq!(last_bytes.fetched, last_bytes.total, "{last_bytes:?}");
+    // A second time, the node has it: no pull.
+    assert!(
+        c.ensure_image(&ImageRef::parse(&other).unwrap(), None, None, &|_| {})
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     let d = container_task("nowhere.000001", "127.0.0.1:1/torc/nope:1", &["true"]);
     let id = d.id.clone();
     f.agent.apply(doc(2, vec![d])).await;
