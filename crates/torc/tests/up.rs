@@ -610,11 +610,13 @@ fn a_second_torc_up_on_the_same_directory_is_refused_and_one_after_a_kill_9_swee
         prefix,
         "the same directory, the same slug"
     );
-    let swept = text
-        .lines()
-        .find(|l| l.contains("left by killed racks"))
-        .unwrap_or_else(|| panic!("no sweep line:\n{text}"));
-    assert!(swept.contains(&format!("{prefix}wedge")), "{swept}");
+    // Every rack start sweeps every killed rack of the machine: a test rack starting in
+    // parallel may have swept these first. Either way they are gone, and a new switch
+    // namespace stands in the old one's place (below).
+    match text.lines().find(|l| l.contains("left by killed racks")) {
+        Some(swept) => assert!(swept.contains(&format!("{prefix}wedge")), "{swept}"),
+        None => println!("swept by another rack's start before this one:\n{text}"),
+    }
     assert_ne!(namespace_id(&wedge), first_wedge, "a new switch namespace");
     let (ok, out, err) = cli(&env, &["nodes"]);
     assert!(ok && out.contains("bladerunner1"), "{out}{err}");
