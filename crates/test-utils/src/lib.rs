@@ -36,7 +36,7 @@ use torc_client::Client;
 
 pub use containers::{
     Containerd, Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage, containers_or_skip,
-    require_container_peers,
+    push_padded_image, require_container_peers,
 };
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{
@@ -620,6 +620,11 @@ impl LocalRack {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The pid of node `name`'s agent, while it runs.
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        self.agents.get(name).map(|c| c.id())
     }
 
     pub fn controller_pid(&self) -> Option<u32> {
