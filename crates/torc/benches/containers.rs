@@ -8,7 +8,8 @@
 //!    bladerunner1, each killed once running and waited for until it ended before the next;
 //!    the same for 200 process tasks (`/bin/sleep 3600`). Per task: the controller's
 //!    `running` time (its task history, wall clock in ms) minus when the launch's answer
-//!    arrived here (the same wall clock). The peer: 200 × `ctr run -d --null-io IMAGE ID sleep
+//!    arrived here (the same wall clock), and its part from the controller's `staging` (sent to
+//!    the agent) to `running`. The peer: 200 × `ctr run -d --null-io IMAGE ID sleep
 //!    3600` (it returns once the task has started), timed around the command, each then
 //!    killed and deleted.
 //! 2. *RSS with 100 containers*: 100 running `sleep` containers on bladerunner1; the agent's,
@@ -243,14 +244,29 @@ async fn recorded(client: &Client, id: &TaskId, state: fn(TaskState) -> bool) ->
 }
 
 /// 200 sequential launches of `spec`, each killed once running and waited for to its end:
-/// launch answer → running (ms).
-async fn launches(client: &Client, spec: &TaskSpec, failures: &mut Vec<String>) -> Vec<f64> {
-    let mut out = Vec::with_capacity(LAUNCHES);
+/// launch answer → running, and the part of it from `staging` (the agent's share: the
+/// controller records `staging` as it sends the task) to `running` (ms).
+async fn launches(
+    client: &Client,
+    spec: &TaskSpec,
+    failures: &mut Vec<String>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut out, mut staged) = (Vec::with_capacity(LAUNCHES), Vec::with_capacity(LAUNCHES));
     for _ in 0..LAUNCHES {
         let task = client.launch(spec).await.expect("launch");
         let answered = wall_ms();
         match recorded(client, &task.id, |s| s == TaskState::Running).await {
-            Some(running) => out.push(running - answered),
+            Some(running) => {
+                out.push(running - answered);
+                let history = client.task(&task.id).await.map(|t| t.history);
+                let staging = history.ok().and_then(|h| {
+                    let at = h.iter().find(|h| h.state == TaskState::Staging)?.at;
+                    Some(at as f64)
+                });
+                if let Some(staging) = staging {
+                    staged.push(running - staging);
+                }
+            }
             None => {
                 let t = client.task(&task.id).await.ok();
                 failures.push(format!(
@@ -269,7 +285,7 @@ async fn launches(client: &Client, spec: &TaskSpec, failures: &mut Vec<String>) 
             failures.push(format!("{}: did not end after kill", task.id));
         }
     }
-    out
+    (out, staged)
 }
 
 async fn launch_bench(rack: &LocalRack, ctr: &Ctr) {
@@ -280,7 +296,7 @@ async fn launch_bench(rack: &LocalRack, ctr: &Ctr) {
     let client = rack.client();
     let mut failures = Vec::new();
     let started = Instant::now();
-    let mut containers = launches(
+    let (mut containers, mut containers_staged) = launches(
         &client,
         &sleep_task("cbench", Some(TEST_IMAGE_NAME)),
         &mut failures,
@@ -288,7 +304,8 @@ async fn launch_bench(rack: &LocalRack, ctr: &Ctr) {
     .await;
     let container_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let mut processes = launches(&client, &sleep_task("pbench", None), &mut failures).await;
+    let (mut processes, mut processes_staged) =
+        launches(&client, &sleep_task("pbench", None), &mut failures).await;
     let process_secs = started.elapsed().as_secs_f64();
 
     let mut peer = Vec::with_capacity(LAUNCHES);
@@ -333,6 +350,8 @@ async fn launch_bench(rack: &LocalRack, ctr: &Ctr) {
         c[2] - p[2],
         c[3] - p[3]
     );
+    line("  container: staging -> running", &mut containers_staged);
+    line("  process: staging -> running", &mut processes_staged);
     let r = line("ctr run -d (the command's time)", &mut peer);
     println!(
         "  ratio torc/ctr (container): p50 {:.2}  p99 {:.2}",
