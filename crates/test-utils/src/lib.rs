@@ -17,6 +17,7 @@
 //! [`LocalRack::assert_namespaces`] before they send anything, and skip (one printed line)
 //! without the privilege ([`namespaces_or_skip`]).
 
+pub mod bench;
 mod containers;
 mod namespaces;
 mod tasks;

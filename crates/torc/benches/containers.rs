@@ -29,11 +29,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use torc_client::Client;
 use torc_containerd::Namespace;
 use torc_containerd::daemon::cgroup_parent;
+use torc_test_utils::bench::{bench_runtime, load_average, percentile, wall_ms};
 use torc_test_utils::{
     LocalRack, RackOptions, Registry, TEST_IMAGE_NAME, TestImage, containers_or_skip,
     processes_mentioning, push_padded_image, wait_for,
@@ -56,19 +57,11 @@ fn main() {
     if !containers_or_skip() {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        let load = load
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ");
-        println!("containers, release build; load average at the start: {load}");
+    bench_runtime().block_on(async {
+        println!(
+            "containers, release build; load average at the start: {}",
+            load_average()
+        );
         let target_tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let image = TestImage::get(target_tmp).expect("the busybox test image");
         let rack = LocalRack::start(
@@ -100,17 +93,6 @@ fn main() {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
-}
-
-/// Milliseconds since the epoch on the wall clock, as the controller's `now_millis` but finer.
-fn wall_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Sorts `values`; p50, p90, p99 and max of them.
