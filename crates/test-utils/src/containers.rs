@@ -1,6 +1,7 @@
 //! Container test support: [`Registry`] (a real `docker-registry` on a free loopback port in
 //! a temp dir, killed on drop), [`TestImage`] (the busybox image built with umoci and skopeo
-//! from Debian's busybox-static, as an OCI and a docker archive, cached under the target dir)
+//! from Debian's busybox-static, as an OCI and a docker archive, cached under the target dir;
+//! [`push_padded_image`] pushes it with a layer of random data added, for pull benchmarks)
 //! and [`Containerd`] (a private containerd for one test, swept on drop).
 
 use std::net::Ipv4Addr;
@@ -140,16 +141,60 @@ impl TestImage {
 
     /// Pushes the image to `registry` as `repository:tag` (skopeo, plain HTTP).
     pub fn push(&self, registry: &Registry, name: &str) -> anyhow::Result<()> {
-        let mut command = Command::new("skopeo");
-        command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-        if let Some((user, password)) = &registry.credentials {
-            command.arg(format!("--dest-creds={user}:{password}"));
-        }
-        command
-            .arg(format!("oci-archive:{}", self.oci_archive.display()))
-            .arg(format!("docker://{}/{name}", registry.host));
-        run(&mut command)
+        push_to(
+            &format!("oci-archive:{}", self.oci_archive.display()),
+            registry,
+            name,
+        )
     }
+}
+
+/// The test image with a second layer holding `bytes` random bytes (`/padding`, which no
+/// compression shrinks), pushed to `registry` as `repository:tag` (built with umoci and
+/// skopeo in a temp dir under `target_tmp`, removed afterwards). For pull benchmarks.
+pub fn push_padded_image(
+    image: &TestImage,
+    target_tmp: &Path,
+    registry: &Registry,
+    name: &str,
+    bytes: usize,
+) -> anyhow::Result<()> {
+    let work = tempfile::Builder::new()
+        .prefix("padded-image-")
+        .tempdir_in(target_tmp)?;
+    let layout = work.path().join("img");
+    let bundle = work.path().join("bundle");
+    let padded = format!("{}:padded", layout.display());
+    skopeo_copy(
+        &format!("oci-archive:{}", image.oci_archive.display()),
+        &format!("oci:{padded}"),
+    )?;
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &padded])
+        .arg(&bundle))?;
+    let mut data = vec![0u8; bytes];
+    for chunk in data.chunks_mut(1 << 16) {
+        random_bytes(chunk);
+    }
+    std::fs::write(bundle.join("rootfs/padding"), data)?;
+    run(Command::new("umoci")
+        .args(["repack", "--image", &padded])
+        .arg(&bundle))?;
+    push_to(&format!("oci:{padded}"), registry, name)
+}
+
+/// `skopeo copy` of the image at `source` (a skopeo transport and path) to `registry` as
+/// `repository:tag`, plain HTTP, with the registry's login if it has one.
+fn push_to(source: &str, registry: &Registry, name: &str) -> anyhow::Result<()> {
+    let mut command = Command::new("skopeo");
+    command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+    if let Some((user, password)) = &registry.credentials {
+        command.arg(format!("--dest-creds={user}:{password}"));
+    }
+    command
+        .arg(source)
+        .arg(format!("docker://{}/{name}", registry.host));
+    run(&mut command)
 }
 
 fn skopeo_copy(from: &str, to: &str) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@
 //! [`LocalRack::assert_namespaces`] before they send anything, and skip (one printed line)
 //! without the privilege ([`namespaces_or_skip`]).
 
+pub mod bench;
 mod containers;
 mod namespaces;
 mod tasks;
@@ -36,7 +37,7 @@ use torc_client::Client;
 
 pub use containers::{
     Containerd, Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage, containers_or_skip,
-    require_container_peers,
+    push_padded_image, require_container_peers,
 };
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{
@@ -637,6 +638,11 @@ impl LocalRack {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The pid of node `name`'s agent, while it runs.
+    pub fn agent_pid(&self, name: &str) -> Option<u32> {
+        self.agents.get(name).map(|c| c.id())
     }
 
     pub fn controller_pid(&self) -> Option<u32> {

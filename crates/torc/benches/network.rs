@@ -30,13 +30,14 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use torc_net::forward::NetnsDialer;
 use torc_net::observe::{Announcement, Announcements};
 use torc_net::rack::{self, RackLock, RackNet, RackPlan};
 use torc_net::routes::Op;
 use torc_net::{Netlink, Netns, NetnsPrefix, Owner, RouteProtocol, netns, observe, route};
+use torc_test_utils::bench::{bench_runtime, load_average, percentile, wall_ms};
 use torc_test_utils::{LocalRack, RackNetwork, RackOptions, namespaces_or_skip, wait_for};
 use torc_types::{Resources, TaskNetwork, TaskSpec, TaskState};
 
@@ -76,20 +77,11 @@ fn main() {
     if !namespaces_or_skip() {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        // Other work on the machine shows in every figure: say how much there was.
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        let load = load
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ");
-        println!("rack network, release build; load average at the start: {load}");
+    bench_runtime().block_on(async {
+        println!(
+            "rack network, release build; load average at the start: {}",
+            load_average()
+        );
         reconcile_bench().await;
         route_bench().await;
     });
@@ -114,17 +106,6 @@ fn listen() {
     for connection in listener.incoming() {
         drop(connection);
     }
-}
-
-/// Milliseconds since the epoch on the wall clock, as the controller's `now_millis` but finer.
-fn wall_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn summary(values: &mut [f64]) -> String {
