@@ -52,6 +52,9 @@ pub struct ContainerRuntime {
     stopping: Mutex<HashSet<String>>,
     /// One pull of a name at a time: a second waits for the first, then finds the image.
     pulls: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each image's run config and unpacked chain, by name, for the target digest it was read
+    /// from: a start of an image the node ran before reads and writes nothing of it again.
+    run_configs: Mutex<HashMap<String, (String, RunConfig)>>,
 }
 
 /// Where a pull is: bytes in the content store of what the image needs (`total` 0 until its
@@ -162,6 +165,7 @@ impl ContainerRuntime {
             cgroups: Hierarchies::detect(),
             stopping: Mutex::new(HashSet::new()),
             pulls: tokio::sync::Mutex::new(HashMap::new()),
+            run_configs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -339,6 +343,81 @@ impl ContainerRuntime {
         }
     }
 
+    /// How image `name` runs, with its unpacked chain: from the cache when the name still
+    /// points at the digest it was read from (one `Images.Get`), else read and unpacked (an
+    /// unpack writes a GC label and leases: done once per image, not per start).
+    async fn run_config(&self, name: &str) -> Result<RunConfig, ContainerError> {
+        let target = images::get(&self.client, name)
+            .await?
+            .ok_or_else(|| ContainerError::NoImage(name.into()))?;
+        if let Some((digest, run)) = self.cached(name)
+            && digest == target.digest
+        {
+            return Ok(run);
+        }
+        let run = images::run_config(&self.client, name).await?;
+        let chain = images::unpack(&self.client, name, OVERLAYFS).await?;
+        let run = RunConfig {
+            chain_id: chain,
+            ..run
+        };
+        self.run_configs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), (target.digest, run.clone()));
+        Ok(run)
+    }
+
+    fn cached(&self, name: &str) -> Option<(String, RunConfig)> {
+        let cache = self.run_configs.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(name).cloned()
+    }
+
+    /// Forgets what the cache says of image `name` (its chain was not there after all).
+    fn forget(&self, name: &str) {
+        let mut cache = self.run_configs.lock().unwrap_or_else(|e| e.into_inner());
+        cache.remove(name);
+    }
+
+    /// The container record, then its rootfs snapshot: the record references the snapshot by
+    /// key, which keeps it from containerd's GC from the moment it is prepared (no lease, two
+    /// writes fewer per start). A leftover of an earlier start that never ran (a record or a
+    /// snapshot of this id) is removed and the step done again; a parent chain gone from the
+    /// snapshotter (the image was removed and imported again) is unpacked again.
+    async fn create_container(
+        &self,
+        new: &NewContainer,
+        image: &str,
+        chain: &str,
+    ) -> Result<Vec<torc_containerd::Mount>, ContainerError> {
+        let cid = &new.id;
+        if let Err(e) = self.client.create_container(new).await {
+            if !e.is_already_exists() {
+                return Err(e.into());
+            }
+            self.client.remove(cid).await?;
+            self.client.create_container(new).await?;
+        }
+        let prepare = |parent: String| async move {
+            self.client
+                .prepare_snapshot(OVERLAYFS, cid.as_str(), &parent, HashMap::new())
+                .await
+        };
+        match prepare(chain.to_string()).await {
+            Ok(mounts) => Ok(mounts),
+            Err(e) if e.is_already_exists() => {
+                self.client.remove_snapshot(OVERLAYFS, cid.as_str()).await?;
+                Ok(prepare(chain.to_string()).await?)
+            }
+            Err(e) if e.is_not_found() => {
+                self.forget(image);
+                let run = self.run_config(image).await?;
+                Ok(prepare(run.chain_id).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Everything of a container task before its start: the image, its config, the user.
     async fn prepare(
         &self,
@@ -371,14 +450,7 @@ impl ContainerRuntime {
                 started.elapsed().as_secs_f64()
             ));
         }
-        let name = container.image.as_str();
-        let run = images::run_config(&self.client, name).await?;
-        // Idempotent: an unpacked image costs a `Stat` per layer.
-        let chain = images::unpack(&self.client, name, OVERLAYFS).await?;
-        let run = RunConfig {
-            chain_id: chain,
-            ..run
-        };
+        let run = self.run_config(container.image.as_str()).await?;
         let spec = req.spec;
         let data_dir = self.data_dirs.join(spec.name.as_str());
         std::fs::create_dir_all(&data_dir).map_err(|e| {
@@ -609,16 +681,15 @@ impl ContainerRuntime {
                 )));
             }
             // Created but never started: nothing of the task ran; start over.
-            _ => {
-                if let Err(e) = self.client.remove(&cid).await {
-                    let _ = self.client.kill_task(&cid, Signal::SIGKILL, true).await;
-                    tracing::debug!(error = %e, "removing a created task");
-                    self.client
-                        .remove(&cid)
-                        .await
-                        .map_err(ContainerError::from)?;
-                }
+            Some(_) => {
+                let _ = self.client.kill_task(&cid, Signal::SIGKILL, true).await;
+                self.client
+                    .remove(&cid)
+                    .await
+                    .map_err(ContainerError::from)?;
             }
+            // A leftover record or snapshot without a task is handled as it is met.
+            None => {}
         }
         let sandbox = self.sandbox_of(req.id);
         let sandbox_err = |source| RuntimeError::Sandbox {
@@ -658,32 +729,18 @@ impl ContainerRuntime {
         for (k, v) in &container.options.labels {
             labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let lease = self
-            .client
-            .create_lease(Duration::from_secs(600))
-            .await
-            .map_err(ContainerError::from)?;
-        let created = async {
-            let leased = self.client.with_lease(&lease)?;
-            let mounts = leased
-                .prepare_snapshot(OVERLAYFS, cid.as_str(), &run.chain_id, HashMap::new())
-                .await?;
-            leased
-                .create_container(&NewContainer {
-                    id: cid.clone(),
-                    labels,
-                    image: container.image.to_string(),
-                    spec_json,
-                    runc: self.runc.clone(),
-                    snapshotter: OVERLAYFS.into(),
-                    snapshot_key: cid.to_string(),
-                })
-                .await?;
-            Ok::<_, torc_containerd::Error>(mounts)
-        }
-        .await;
-        // The container record holds its snapshot from now on.
-        let _ = self.client.delete_lease(&lease, false).await;
+        let new = NewContainer {
+            id: cid.clone(),
+            labels,
+            image: container.image.to_string(),
+            spec_json,
+            runc: self.runc.clone(),
+            snapshotter: OVERLAYFS.into(),
+            snapshot_key: cid.to_string(),
+        };
+        let created = self
+            .create_container(&new, container.image.as_str(), &run.chain_id)
+            .await;
         let started = async {
             let mounts = created?;
             self.client
@@ -694,7 +751,7 @@ impl ContainerRuntime {
                     runc: Some(self.runc.clone()),
                 })
                 .await?;
-            self.client.start_task(&cid).await
+            Ok::<u32, ContainerError>(self.client.start_task(&cid).await?)
         }
         .await;
         drop(node_netns);
@@ -706,7 +763,7 @@ impl ContainerRuntime {
                 if let Err(e) = self.client.remove(&cid).await {
                     tracing::warn!(task = %req.id, error = %e, "cannot remove a container that did not start");
                 }
-                return Err(ContainerError::from(e).into());
+                return Err(e.into());
             }
         };
         Ok(Started::adopted(self.handle(req.id, pid, stop_signal)))
