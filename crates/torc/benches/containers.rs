@@ -43,6 +43,8 @@ use torc_types::{ContainerSpec, NodeName, Resources, TaskId, TaskSpec, TaskState
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 const LAUNCHES: usize = 200;
+/// Each task's cpu (and each `ctr run`'s `--cpus`): `torc run`'s default.
+const CPUS: f64 = 0.1;
 const RUNNING: usize = 100;
 const PULLS: usize = 5;
 const PADDING: usize = 10 << 20;
@@ -199,7 +201,10 @@ fn sleep_task(name: &str, image: Option<&str>) -> TaskSpec {
     };
     let mut spec = TaskSpec::new(name.parse().unwrap(), command);
     spec.args = vec!["3600".into()];
-    spec.resources = Resources::new(0.01, 16.0, 0.0);
+    // `torc run`'s default cpu, and the same limits on `ctr run` below: a container's cpu is
+    // a CFS quota from its first instruction, so a tiny one (0.01 core: 1 ms per 100 ms
+    // period) slows runc's init and the start by about a period.
+    spec.resources = Resources::new(CPUS, 16.0, 0.0);
     spec.constraints.node_name = Some(NODE.parse().unwrap());
     // A container's pid 1 ignores SIGTERM: do not wait long for it.
     spec.kill_grace_ms = 100;
@@ -272,8 +277,9 @@ async fn launches(
 
 async fn launch_bench(rack: &LocalRack, ctr: &Ctr) {
     println!(
-        "\n1. accept -> running, {LAUNCHES} sequential launches on {NODE}, each killed once running \
-         (launch answer here -> `running` in the controller's task history, wall clock, ms)"
+        "\n1. accept -> running, {LAUNCHES} sequential launches on {NODE} (cpus {CPUS}, 16 MiB), each \
+         killed once running (launch answer here -> `running` in the controller's task history, \
+         wall clock, ms)"
     );
     let client = rack.client();
     let mut failures = Vec::new();
@@ -291,6 +297,7 @@ async fn launch_bench(rack: &LocalRack, ctr: &Ctr) {
     let process_secs = started.elapsed().as_secs_f64();
 
     let mut peer = Vec::with_capacity(LAUNCHES);
+    let (cpus, memory) = (CPUS.to_string(), (16u64 << 20).to_string());
     let started = Instant::now();
     for i in 0..LAUNCHES {
         let id = format!("ctr-{i}");
@@ -303,6 +310,10 @@ async fn launch_bench(rack: &LocalRack, ctr: &Ctr) {
             &ctr.runc_root,
             "--cgroup",
             &cgroup,
+            "--cpus",
+            &cpus,
+            "--memory-limit",
+            &memory,
             TEST_IMAGE_NAME,
             &id,
             "sleep",
@@ -334,7 +345,7 @@ async fn launch_bench(rack: &LocalRack, ctr: &Ctr) {
     );
     line("  container: staging -> running", &mut containers_staged);
     line("  process: staging -> running", &mut processes_staged);
-    let r = line("ctr run -d (the command's time)", &mut peer);
+    let r = line("ctr run -d, same limits (its time)", &mut peer);
     println!(
         "  ratio torc/ctr (container): p50 {:.2}  p99 {:.2}",
         c[0] / r[0],
