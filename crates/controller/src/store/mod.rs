@@ -22,9 +22,14 @@
 //!   until the controller restarts, since it cannot know what was kept.
 //! - Stored data carries a format version; an unknown version is refused at open.
 //!
+//! `layout` is where the etcd store is to keep each record (pure keys).
+//!
 //! Later (issue 18, not here yet): the store's role (leader, lapsed, standby), a standby's
 //! mirror, handing leadership over, and the status of the backend.
 
+// Pure, tested here; its user, the etcd store, is the next step of issue 18 (§15 item 7).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod layout;
 mod redb;
 
 #[cfg(test)]
