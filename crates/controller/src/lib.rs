@@ -67,6 +67,8 @@ pub use settings::{
     ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
 };
 pub use store::StoreError;
+/// The etcd key layout (pure), public for its fuzz target (`tests/fuzz.rs`).
+pub use store::layout;
 
 impl Controller {
     /// Serves the API on `listener`, and runs the reconciler and the health checks, until

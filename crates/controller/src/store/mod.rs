@@ -27,9 +27,8 @@
 //! Later (issue 18, not here yet): the store's role (leader, lapsed, standby), a standby's
 //! mirror, handing leadership over, and the status of the backend.
 
-// Pure, tested here; its user, the etcd store, is the next step of issue 18 (§15 item 7).
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) mod layout;
+// Pure; its user, the etcd store, is the next step of issue 18 (§15 item 7).
+pub mod layout;
 mod redb;
 
 #[cfg(test)]
