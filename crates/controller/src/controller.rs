@@ -2,8 +2,8 @@
 //! that keeps them in step.
 //!
 //! Every change goes through [`Controller::write`] (or `write_keys`): the closure changes the
-//! `Rack` (and the `Keys`), the changes are drained and committed to the store in one durable
-//! transaction, and only then are the agents, frameworks and the DNS role that the change
+//! `Rack` (and the `Keys`), the changes are drained and committed to the store (a
+//! `Box<dyn Store>`, fenced with the epoch the store gave at start) as one durable batch, and only then are the agents, frameworks and the DNS role that the change
 //! concerns woken. Reads take the same lock.
 //!
 //! What it is not: the HTTP layer (`crate::http`) and the health prober (`crate::health`) use it;
@@ -14,8 +14,9 @@
 //! - A change is acknowledged (its closure's result returned) only after its commit.
 //! - What is served is durable. When a commit fails, the store is poisoned (every later change
 //!   answers 503) and the rack and credentials go back to the store's last committed state
-//!   (redb's transactions are atomic: a failed one left nothing), reloaded as at a start, with
-//!   a new epoch so frameworks resynchronise. Reads keep working on that state. Should even
+//!   (a store's batches are atomic: a failed one left nothing), reloaded as at a start, with
+//!   a new frameworks' event epoch so frameworks resynchronise (the store's epoch, which
+//!   numbers the published documents and fences the commits, stays: same controller life). Reads keep working on that state. Should even
 //!   the reload fail, the in-memory state is kept and an error is logged (reads then show the
 //!   failed change; the controller must be restarted).
 
@@ -34,7 +35,7 @@ use crate::published::Published;
 use crate::rack::{HealthCheck, Rack, RackError};
 use crate::sessions::Access;
 use crate::settings::RackSettings;
-use crate::store::{self, StoreError};
+use crate::store::{Epoch, RedbStore, Store, StoreError};
 
 /// How the controller authenticates its callers.
 #[derive(Debug, Clone)]
@@ -109,7 +110,9 @@ pub enum ChangeError {
 struct Inner {
     rack: Rack,
     keys: auth::Keys,
-    store: store::Store,
+    store: Box<dyn Store>,
+    /// The epoch this controller acts under: every commit is fenced with it.
+    epoch: Epoch,
 }
 
 impl Inner {
@@ -196,7 +199,17 @@ impl Controller {
             path: data_dir.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let store = store::Store::open(&data_dir.join("controller.redb"))?;
+        let store = RedbStore::open(&data_dir.join("controller.redb"))?;
+        Controller::with_store(settings, Box::new(store), options)
+    }
+
+    /// Starts the controller on `store`, opened (its epoch started) by the caller.
+    pub(crate) fn with_store(
+        settings: RackSettings,
+        store: Box<dyn Store>,
+        options: ControllerOptions,
+    ) -> Result<Arc<Controller>, StartError> {
+        let epoch = store.epoch();
         let mut loaded = store.load()?;
         let mut keys = auth::Keys::load(&mut loaded)?;
         let now = now_millis();
@@ -229,7 +242,7 @@ impl Controller {
         // Whatever reconciling the load did (lost tasks of removed nodes) is persisted now.
         let mut changes = rack.take_changes();
         changes.writes.extend(keys.take_writes());
-        store.commit(&changes.writes)?;
+        store.commit(epoch, &changes.writes)?;
         let (ca, tls, client_tls) = match &options.ca_dir {
             Some(dir) => {
                 let ca = torc_tls::pki::Ca::load(dir)?;
@@ -266,13 +279,18 @@ impl Controller {
         hosts.extend(rack.settings().own_names());
         hosts.extend(options.ui_hosts.iter().map(|h| h.to_ascii_lowercase()));
         let (updates, _) = watch::channel(rack.update_position().1);
-        let names = Published::new(rack.dns_snapshot());
-        let routes = Published::new(SwitchRoutes::of(&rack));
+        let names = Published::new(epoch, rack.dns_snapshot());
+        let routes = Published::new(epoch, SwitchRoutes::of(&rack));
         Ok(Arc::new(Controller {
             routes,
             network_report: Mutex::new(None),
             names,
-            inner: Mutex::new(Inner { rack, keys, store }),
+            inner: Mutex::new(Inner {
+                rack,
+                keys,
+                store,
+                epoch,
+            }),
             watchers: Mutex::new(HashMap::new()),
             access: Access::new(insecure, hosts),
             tls,
@@ -497,13 +515,11 @@ impl Controller {
             let inner = &mut *guard;
             // A poisoned store takes no more changes: refuse before touching the rack, which
             // was put back to the durable state once, when the store failed.
-            if inner.store.is_poisoned() {
-                return Err(StoreError::Poisoned.into());
-            }
+            inner.store.writable()?;
             let result = f(&mut inner.rack, &mut inner.keys);
             let mut changes = inner.rack.take_changes();
             changes.writes.extend(inner.keys.take_writes());
-            if let Err(e) = inner.store.commit(&changes.writes) {
+            if let Err(e) = inner.store.commit(inner.epoch, &changes.writes) {
                 inner.back_to_durable();
                 return Err(e.into());
             }
@@ -724,20 +740,33 @@ mod tests {
 
     /// A change whose commit fails is not served: the rack goes back to what is on disk, and
     /// every later change is refused.
-    #[test]
-    fn a_change_that_fails_to_commit_is_never_served() {
-        let dir = tempfile::tempdir().unwrap();
+    fn settings() -> RackSettings {
         let config = torc_config::RackConfig::parse(
             "nodes:\n  - name: wedge\n    ip: 10.0.0.20\n    type: master\n",
             "rack.yaml",
         )
         .unwrap();
-        let settings = RackSettings::from_config(&config, "rack.yaml");
-        let ctl = Controller::open(settings, dir.path(), ControllerOptions::insecure()).unwrap();
+        RackSettings::from_config(&config, "rack.yaml")
+    }
+
+    /// The epochs of the documents published to long polls: (names, routes).
+    fn published_epochs(ctl: &Controller) -> (u64, u64) {
+        (ctl.names.current().epoch, ctl.routes.current().epoch)
+    }
+
+    #[test]
+    fn a_change_that_fails_to_commit_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("controller.redb")).unwrap();
+        let fail = store.failure_switch();
+        let ctl =
+            Controller::with_store(settings(), Box::new(store), ControllerOptions::insecure())
+                .unwrap();
         launch(&ctl, "kept").unwrap();
         let epoch = ctl.read(|r| r.update_position().0);
+        let published = published_epochs(&ctl);
 
-        ctl.inner.lock().unwrap().store.fail_next_commit();
+        fail.store(true, std::sync::atomic::Ordering::Release);
         let err = launch(&ctl, "lost").unwrap_err();
         assert!(matches!(err, ChangeError::Store(_)), "{err}");
         assert_eq!(task_names(&ctl), ["kept"], "the failed change is served");
@@ -763,5 +792,34 @@ mod tests {
             matches!(err, ChangeError::Store(StoreError::Poisoned)),
             "a change that writes nothing is refused too: {err}"
         );
+        assert_eq!(
+            published_epochs(&ctl),
+            published,
+            "the same controller life: long-poll readers keep their numbers"
+        );
+    }
+
+    /// Each start of the controller on one data directory has a higher epoch than the last,
+    /// read back from the store, and the documents it publishes carry it.
+    #[test]
+    fn the_epoch_is_durable_and_goes_up_at_each_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let open =
+            || Controller::open(settings(), dir.path(), ControllerOptions::insecure()).unwrap();
+        let ctl = open();
+        let (first, routes) = published_epochs(&ctl);
+        assert_eq!(first, 1, "a new store's first epoch");
+        assert_eq!(routes, first);
+        assert_eq!(ctl.inner.lock().unwrap().epoch, Epoch(first));
+        launch(&ctl, "web").unwrap();
+        drop(ctl);
+        let ctl = open();
+        assert_eq!(published_epochs(&ctl), (first + 1, first + 1));
+        let stored = ctl.inner.lock().unwrap().store.load().unwrap();
+        assert_eq!(stored.meta("epoch"), Some(first + 1));
+        assert_eq!(task_names(&ctl), ["web"]);
+        drop(ctl);
+        // A start that changes nothing still takes a new epoch.
+        assert_eq!(published_epochs(&open()).0, first + 2);
     }
 }

@@ -18,7 +18,8 @@
 //!   (`published`), tasks' credential files;
 //! - `http`: the API, split by resource, and the access policy (`http::access`);
 //! - `auth` (credentials, rack secrets, task tokens: pure), `sessions` (the UI's sessions);
-//! - `store` (redb tables), `settings` (what the controller takes from the rack config);
+//! - `store` (the `Store` trait and its redb implementation, which also keeps the durable
+//!   epoch), `settings` (what the controller takes from the rack config);
 //! - `health` (the probes of health checks), `power` (the power command);
 //! - the UI's back ends: `kv` (the state store's client), `lookup` (a DNS query).
 //!
@@ -66,6 +67,8 @@ pub use settings::{
     ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
 };
 pub use store::StoreError;
+/// The etcd key layout (pure), public for its fuzz target (`tests/fuzz.rs`).
+pub use store::layout;
 
 impl Controller {
     /// Serves the API on `listener`, and runs the reconciler and the health checks, until

@@ -2,17 +2,22 @@
 //! network agent's routes),
 //! numbered by `(epoch, generation)`.
 //!
-//! The epoch is drawn at random when the controller starts; the generation starts at 1 and goes
-//! up exactly when the content changes. A reader that holds another epoch (the controller
-//! restarted) or generation gets the current document at once, so a restart never leaves a
-//! reader waiting on a number the new controller will not reach for a while (Convention 15).
+//! The epoch is the store's (`store::Epoch`): durable, and higher at each controller start. The
+//! generation starts at 1 and goes up exactly when the content changes. A reader that holds
+//! another epoch (the controller restarted) or generation gets the current document at once, so
+//! a restart never leaves a reader waiting on a number the new controller will not reach for a
+//! while (Convention 15).
 //!
-//! Invariant: readers never see the same `(epoch, generation)` with two different contents.
+//! Invariant: readers never see the same `(epoch, generation)` with two different contents from
+//! one store. A reader that outlives a wiped store (epochs start again at 1) and holds a number
+//! the new controller also gives gets the new document at the end of its wait, not at once.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::store::Epoch;
 
 /// The document with its numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +34,9 @@ pub(crate) struct Published<T> {
 }
 
 impl<T: Clone + PartialEq> Published<T> {
-    pub(crate) fn new(doc: T) -> Self {
-        let epoch = torc_types::random_u64();
+    /// The first document of a controller acting under `epoch`.
+    pub(crate) fn new(epoch: Epoch, doc: T) -> Self {
+        let Epoch(epoch) = epoch;
         let (generation, _) = watch::channel(1);
         Published {
             epoch,
@@ -88,9 +94,9 @@ mod tests {
 
     #[tokio::test]
     async fn numbers_change_only_with_the_content() {
-        let p = Published::new(vec![1]);
+        let p = Published::new(Epoch(3), vec![1]);
         let first = p.current();
-        assert_eq!(first.generation, 1);
+        assert_eq!((first.epoch, first.generation), (3, 1));
         p.publish(vec![1]);
         assert_eq!(p.current().generation, 1, "same content, same number");
         p.publish(vec![1, 2]);

@@ -1,0 +1,204 @@
+//! The controller's durable state behind one trait, [`Store`]: nodes, tasks, service instances,
+//! frameworks, announced tasks, credentials' metadata and hashes, rack secrets (and the
+//! task-token key, as they are), and counters (`meta`).
+//!
+//! Records are JSON documents keyed by name or id, in the tables of [`Table`]. The controller
+//! reads everything once (`load`) and then persists each change as one batch of [`Write`]s
+//! (`commit`), atomic and durable before the change is acknowledged.
+//!
+//! Implementations: [`RedbStore`] (`redb`, one local file, the default). The etcd store of
+//! issue 18 (docs/design/ha-controller.md §3) is to implement the same trait and pass the same
+//! suite (`conformance`, run by each implementation's tests).
+//!
+//! The store owns the **epoch**: the number of the writer's life, which orders controller
+//! starts (and, with etcd, leaders). It never goes down and is at least 1. Documents the
+//! controller numbers for long polls carry it (`published`), and every commit names the epoch
+//! its caller acts under (`fence`): a store refuses a batch of another epoch, writing nothing.
+//!
+//! Invariants (every implementation):
+//! - `commit` returns `Ok` only once the whole batch is durable; after an `Err`, nothing of the
+//!   batch is visible to a later `load`, in this process or the next.
+//! - Fails closed: once a commit fails, the store refuses every later commit (`Poisoned`)
+//!   until the controller restarts, since it cannot know what was kept.
+//! - Stored data carries a format version; an unknown version is refused at open.
+//!
+//! `layout` is where the etcd store is to keep each record (pure keys).
+//!
+//! Later (issue 18, not here yet): the store's role (leader, lapsed, standby), a standby's
+//! mirror, handing leadership over, and the status of the backend.
+
+// Pure; its user, the etcd store, is the next step of issue 18 (§15 item 7).
+pub mod layout;
+mod redb;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use redb::RedbStore;
+
+/// The number of a writer's life: bumped durably at each start (redb), so it orders starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The controller's durable records.
+///
+/// `Box<dyn Store>` in the controller: the backend is chosen at run time (a flag, later), and a
+/// type parameter would reach every handler's state for nothing (a call through a vtable is
+/// nothing beside a commit's fsync).
+pub trait Store: Send + Sync + 'static {
+    /// Every record and counter, as of one consistent point.
+    fn load(&self) -> Result<Loaded, StoreError>;
+
+    /// The epoch this store's writer acts under (redb: `meta/epoch`, bumped at open).
+    fn epoch(&self) -> Epoch;
+
+    /// Whether a commit may be tried now (`Poisoned` after a failed one). The write path asks
+    /// before it changes the rack, so that a refused change leaves the rack as it was.
+    fn writable(&self) -> Result<(), StoreError>;
+
+    /// Persists `writes` atomically, in order (a later write to a key wins); `Ok` only once
+    /// durable, and only under the epoch `fence` (another epoch: `NotLeader`, nothing written).
+    /// A failed commit poisons the store. An empty batch commits nothing and succeeds unless
+    /// the store refuses writes.
+    fn commit(&self, fence: Epoch, writes: &[Write]) -> Result<(), StoreError>;
+}
+
+/// The record tables, each mapping a name or id to a JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Nodes,
+    Tasks,
+    Services,
+    Frameworks,
+    Announced,
+    /// Tokens' metadata and hashes (`auth::Keys`).
+    Credentials,
+    /// Named rack secrets and the task-token key (`auth::Keys`).
+    Secrets,
+}
+
+impl Table {
+    pub const ALL: [Table; 7] = [
+        Table::Nodes,
+        Table::Tasks,
+        Table::Services,
+        Table::Frameworks,
+        Table::Announced,
+        Table::Credentials,
+        Table::Secrets,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Nodes => "nodes",
+            Table::Tasks => "tasks",
+            Table::Services => "services",
+            Table::Frameworks => "frameworks",
+            Table::Announced => "announced",
+            Table::Credentials => "credentials",
+            Table::Secrets => "secrets",
+        }
+    }
+}
+
+/// The counter that holds the epoch (`meta/epoch`).
+pub const EPOCH_KEY: &str = "epoch";
+
+/// The counter that holds the format version (`meta/format_version`).
+pub const FORMAT_KEY: &str = "format_version";
+
+/// Bump when a record's meaning changes; stores refuse other versions at open.
+pub const FORMAT_VERSION: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state store {path}: {message}")]
+    Open { path: String, message: String },
+    #[error(
+        "state store {path} has format version {found}; this torc reads version {FORMAT_VERSION}"
+    )]
+    Version { path: String, found: u64 },
+    #[error("state store record {table}/{key} is corrupt: {message}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        message: String,
+    },
+    #[error("state store write failed: {0}")]
+    Write(String),
+    #[error("state store refuses writes after an earlier failed commit; restart the controller")]
+    Poisoned,
+    /// The fence failed: nothing was written.
+    #[error(
+        "state store refuses a write under epoch {fence}: its writer acts under epoch {current}"
+    )]
+    NotLeader { fence: Epoch, current: Epoch },
+}
+
+/// One change to persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Put(Table, String, Vec<u8>),
+    Delete(Table, String),
+    Meta(&'static str, u64),
+}
+
+impl Write {
+    pub fn put<T: Serialize>(table: Table, key: &str, value: &T) -> Write {
+        Write::Put(table, key.to_string(), to_json(value))
+    }
+
+    /// A record as it now is: written, or deleted when it is gone.
+    pub fn current<T: Serialize>(table: Table, key: &str, value: Option<&T>) -> Write {
+        match value {
+            Some(v) => Write::put(table, key, v),
+            None => Write::Delete(table, key.to_string()),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our own records always serialise: they hold no maps with non-string keys.
+    serde_json::to_vec(value).expect("records serialise to JSON")
+}
+
+/// Everything read back at start-up: each table's records (in key order), and the counters.
+#[derive(Default)]
+pub struct Loaded {
+    pub records: BTreeMap<Table, Vec<serde_json::Value>>,
+    pub meta: Vec<(String, u64)>,
+}
+
+impl Loaded {
+    /// Takes a table's records, decoded.
+    pub fn take<T: DeserializeOwned>(&mut self, table: Table) -> Result<Vec<T>, StoreError> {
+        self.records
+            .remove(&table)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
+                    table: table.name(),
+                    key: String::new(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn meta(&self, key: &str) -> Option<u64> {
+        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
