@@ -18,19 +18,26 @@
 //!
 //! Code map: `client`, the client ([`Client`], [`Credentials`],
 //! [`ClientTls`], [`ClientOptions`]); `endpoints`, the members of a client with
-//! several endpoints, which one is pinned and when to move ([`EndpointFailure`]); [`codec`], prost's codec with small starting buffers;
+//! several endpoints, which one is pinned and when to move ([`EndpointFailure`]); `lease`,
+//! grant, revoke and keepalives ([`Lease`], [`KeepAlive`], [`KeepAliveTask`]); [`election`],
+//! etcd's `concurrency.Election` on the client side ([`Election`], [`Leadership`] and its
+//! fence); [`codec`], prost's codec with small starting buffers;
 //! [`proto`], the generated code (`build.rs` compiles `proto/`);
 //! [`prefix_end`], etcdctl's `--prefix` as a range end.
 
 mod client;
 pub mod codec;
+pub mod election;
 mod endpoints;
+mod lease;
 
 pub use client::{
     AuthChannel, Client, ClientError, ClientOptions, ClientTls, Credentials, TokenInterceptor,
     read_password_file,
 };
+pub use election::{Election, ElectionError, LeaderKey, Leadership};
 pub use endpoints::EndpointFailure;
+pub use lease::{KeepAlive, KeepAliveState, KeepAliveTask, Lease, Renewal};
 
 /// etcd's error texts that the client acts on, as etcd 3.4 sends them (etcd's
 /// `api/v3rpc/rpctypes`). torc kv's `EtcdError` sends these same constants.
