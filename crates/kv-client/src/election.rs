@@ -18,12 +18,12 @@
 //! acting; the caller owns both.
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
+use tokio::sync::watch;
+use tonic::Status;
 
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb;
+use crate::watch::Watcher;
 use crate::{Client, ClientError, prefix_end};
 use pb::compare::{CompareResult, CompareTarget, TargetUnion};
 use pb::range_request::{SortOrder, SortTarget};
@@ -320,56 +320,4 @@ impl Election {
 /// The revision of a response's header (0 when it has none).
 fn revision_of(header: &Option<pb::ResponseHeader>) -> i64 {
     header.as_ref().map_or(0, |h| h.revision)
-}
-
-/// One watch on one stream, kept open while the value lives.
-struct Watcher {
-    _requests: mpsc::Sender<pb::WatchRequest>,
-    responses: Streaming<pb::WatchResponse>,
-}
-
-impl Watcher {
-    async fn open(
-        client: &Client,
-        key: Bytes,
-        range_end: Bytes,
-        from: i64,
-    ) -> Result<Watcher, Status> {
-        // Authenticated first, as any call: the stream carries the token.
-        client
-            .call_idempotent(|_| async { Ok(()) })
-            .await
-            .map_err(|e| {
-                e.status()
-                    .cloned()
-                    .unwrap_or_else(|| Status::unavailable(e.to_string()))
-            })?;
-        let (tx, rx) = mpsc::channel(1);
-        let create = pb::WatchRequest {
-            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-                pb::WatchCreateRequest {
-                    key,
-                    range_end,
-                    start_revision: from,
-                    ..Default::default()
-                },
-            )),
-        };
-        tx.send(create)
-            .await
-            .map_err(|_| Status::internal("watch request channel closed"))?;
-        let responses = client
-            .watch()
-            .watch(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        Ok(Watcher {
-            _requests: tx,
-            responses,
-        })
-    }
-
-    async fn next(&mut self) -> Result<Option<pb::WatchResponse>, Status> {
-        self.responses.message().await
-    }
 }

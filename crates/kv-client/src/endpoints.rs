@@ -133,8 +133,15 @@ pub(crate) fn member_failed(status: &Status) -> bool {
         // The call's own deadline (a frozen member holds the connection and answers
         // nothing).
         Code::DeadlineExceeded | Code::Cancelled => true,
-        // A connection that broke mid-call comes back from tonic as Unknown.
-        Code::Unknown => describe(status).to_lowercase().contains("transport"),
+        // A connection that broke mid-call comes back from tonic as Unknown (`transport
+        // error`, or `h2 protocol error: error reading a body from connection` with hyper's
+        // broken pipe below).
+        Code::Unknown => {
+            let text = describe(status).to_lowercase();
+            ["transport", "h2 protocol", "connection", "broken pipe"]
+                .iter()
+                .any(|t| text.contains(t))
+        }
         _ => false,
     }
 }
@@ -159,6 +166,8 @@ mod tests {
         let timed_out = Status::unavailable("etcdserver: request timed out");
         let deadline = Status::deadline_exceeded("Timeout expired");
         let denied = Status::permission_denied("etcdserver: permission denied");
+        let broken = Status::unknown("h2 protocol error: error reading a body from connection");
+        assert!(member_failed(&broken) && !retry_safe(&broken, false));
         for s in [&refused, &no_leader, &timed_out, &deadline] {
             assert!(member_failed(s), "{s:?}");
             assert!(retry_safe(s, true), "{s:?}");

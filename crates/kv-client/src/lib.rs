@@ -21,7 +21,8 @@
 //! several endpoints, which one is pinned and when to move ([`EndpointFailure`]); `lease`,
 //! grant, revoke and keepalives ([`Lease`], [`KeepAlive`], [`KeepAliveTask`]); [`election`],
 //! etcd's `concurrency.Election` on the client side ([`Election`], [`Leadership`] and its
-//! fence); [`codec`], prost's codec with small starting buffers;
+//! fence); [`watch`], a prefix watch resumed after failures ([`PrefixWatch`]) and paged
+//! reads at one revision ([`Client::range_all`]); [`codec`], prost's codec with small starting buffers;
 //! [`proto`], the generated code (`build.rs` compiles `proto/`);
 //! [`prefix_end`], etcdctl's `--prefix` as a range end.
 
@@ -30,6 +31,7 @@ pub mod codec;
 pub mod election;
 mod endpoints;
 mod lease;
+pub mod watch;
 
 pub use client::{
     AuthChannel, Client, ClientError, ClientOptions, ClientTls, Credentials, TokenInterceptor,
@@ -38,6 +40,7 @@ pub use client::{
 pub use election::{Election, ElectionError, LeaderKey, Leadership};
 pub use endpoints::EndpointFailure;
 pub use lease::{KeepAlive, KeepAliveState, KeepAliveTask, Lease, Renewal};
+pub use watch::{PrefixWatch, RangeAll, WatchBatch, WatchError};
 
 /// etcd's error texts that the client acts on, as etcd 3.4 sends them (etcd's
 /// `api/v3rpc/rpctypes`). torc kv's `EtcdError` sends these same constants.
