@@ -672,6 +672,19 @@ impl Client {
         true
     }
 
+    /// Before opening a stream (watch, keepalive) on the pinned member: authenticates if
+    /// the client has no token for it yet, since a stream carries the token it starts with.
+    /// A failure comes back as the status a stream would have failed with.
+    pub(crate) async fn ready_for_stream(&self) -> Result<(), Status> {
+        self.call_idempotent(|_| async { Ok(()) })
+            .await
+            .map_err(|e| {
+                e.status()
+                    .cloned()
+                    .unwrap_or_else(|| Status::unavailable(e.to_string()))
+            })
+    }
+
     async fn call_pinned<T, F, Fut>(&self, f: &mut F) -> Result<T, ClientError>
     where
         F: FnMut(Client) -> Fut,

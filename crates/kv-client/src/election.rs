@@ -171,18 +171,7 @@ impl Election {
     /// Waits until no key under the prefix is older than `epoch` (etcd's `waitDeletes`).
     async fn wait_predecessors(&self, epoch: i64) -> Result<(), ElectionError> {
         loop {
-            let resp = self
-                .client
-                .range(pb::RangeRequest {
-                    key: self.prefix.clone(),
-                    range_end: prefix_end(&self.prefix).into(),
-                    limit: 1,
-                    sort_order: SortOrder::Descend as i32,
-                    sort_target: SortTarget::Create as i32,
-                    max_create_revision: epoch - 1,
-                    ..Default::default()
-                })
-                .await?;
+            let resp = self.by_create(SortOrder::Descend, epoch - 1).await?;
             let Some(before) = resp.kvs.first() else {
                 return Ok(());
             };
@@ -230,6 +219,26 @@ impl Election {
         Ok(resp.kvs.into_iter().next())
     }
 
+    /// The first key under the prefix in create-revision `order`, among those created at or
+    /// before `max_create` (0: all).
+    async fn by_create(
+        &self,
+        order: SortOrder,
+        max_create: i64,
+    ) -> Result<pb::RangeResponse, ClientError> {
+        self.client
+            .range(pb::RangeRequest {
+                key: self.prefix.clone(),
+                range_end: prefix_end(&self.prefix).into(),
+                limit: 1,
+                sort_order: order as i32,
+                sort_target: SortTarget::Create as i32,
+                max_create_revision: max_create,
+                ..Default::default()
+            })
+            .await
+    }
+
     /// The current leader: the live key with the lowest create revision, if any.
     pub async fn leader(&self) -> Result<Option<LeaderKey>, ClientError> {
         Ok(self.leader_at().await?.0)
@@ -237,17 +246,7 @@ impl Election {
 
     /// The leader and the revision the answer is from.
     async fn leader_at(&self) -> Result<(Option<LeaderKey>, i64), ClientError> {
-        let resp = self
-            .client
-            .range(pb::RangeRequest {
-                key: self.prefix.clone(),
-                range_end: prefix_end(&self.prefix).into(),
-                limit: 1,
-                sort_order: SortOrder::Ascend as i32,
-                sort_target: SortTarget::Create as i32,
-                ..Default::default()
-            })
-            .await?;
+        let resp = self.by_create(SortOrder::Ascend, 0).await?;
         let leader = resp.kvs.first().map(LeaderKey::from_kv);
         Ok((leader, revision_of(&resp.header)))
     }

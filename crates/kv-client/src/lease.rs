@@ -135,15 +135,7 @@ impl KeepAlive {
                 .await
                 .map_err(|_| Status::unavailable("keepalive stream closed"))?,
             None => {
-                // Authenticated first, as any call: the stream carries the token.
-                self.client
-                    .call_idempotent(|_| async { Ok(()) })
-                    .await
-                    .map_err(|e| {
-                        e.status()
-                            .cloned()
-                            .unwrap_or_else(|| Status::unavailable(e.to_string()))
-                    })?;
+                self.client.ready_for_stream().await?;
                 // The first request goes in before the stream opens: etcd sends the
                 // response headers (which opening waits for) with its first answer.
                 let (tx, rx) = mpsc::channel(1);

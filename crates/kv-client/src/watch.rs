@@ -45,15 +45,7 @@ impl Watcher {
     }
 
     async fn open_with(client: &Client, create: pb::WatchCreateRequest) -> Result<Watcher, Status> {
-        // Authenticated first, as any call: the stream carries the token.
-        client
-            .call_idempotent(|_| async { Ok(()) })
-            .await
-            .map_err(|e| {
-                e.status()
-                    .cloned()
-                    .unwrap_or_else(|| Status::unavailable(e.to_string()))
-            })?;
+        client.ready_for_stream().await?;
         // The create request goes in before the stream opens: etcd sends the response
         // headers (which opening waits for) with its first answer.
         let (tx, rx) = mpsc::channel(1);

@@ -6,9 +6,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 use torc_kv_client::proto::etcdserverpb as pb;
 use torc_kv_client::{
-    Client, ClientOptions, Election, KeepAlive, KeepAliveState, KeepAliveTask, Leadership, Renewal,
+    Client, ClientOptions, Election, ElectionError, KeepAlive, KeepAliveState, KeepAliveTask,
+    Leadership, Renewal,
 };
 use torc_test_utils::{EtcdCluster, wait_for};
 
@@ -17,10 +19,35 @@ const PREFIX: &str = "/torc-controller/r1/election/";
 const TTL: i64 = 2;
 const KEEPALIVE: Duration = Duration::from_millis(500);
 
-async fn client(cluster: &EtcdCluster) -> Client {
-    Client::connect_endpoints(&cluster.endpoints(), ClientOptions::default())
-        .await
-        .unwrap()
+/// A controller's part in an election: its own client, a lease kept alive, the election.
+struct Campaigner {
+    client: Client,
+    lease: i64,
+    alive: KeepAliveTask,
+    election: Election,
+}
+
+impl Campaigner {
+    async fn new(cluster: &EtcdCluster) -> Campaigner {
+        let client = Client::connect_endpoints(&cluster.endpoints(), ClientOptions::default())
+            .await
+            .unwrap();
+        let lease = client.lease_grant(TTL).await.unwrap().id;
+        Campaigner {
+            alive: KeepAliveTask::spawn(&client, lease, KEEPALIVE),
+            election: Election::new(&client, PREFIX),
+            client,
+            lease,
+        }
+    }
+
+    /// Campaigns in a task of its own, once its key is queued.
+    async fn queue(&self, value: &'static str) -> JoinHandle<Result<Leadership, ElectionError>> {
+        let (election, lease) = (self.election.clone(), self.lease);
+        let campaign = tokio::spawn(async move { election.campaign(lease, value).await });
+        queued(&self.client, &self.election, self.lease).await;
+        campaign
+    }
 }
 
 /// A Txn fenced by `leadership` that writes `/torc-controller/r1/meta/writer`.
@@ -87,36 +114,26 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn revoked_leader_is_replaced_and_fenced() {
     let cluster = EtcdCluster::start().await.unwrap();
-    let (a_client, b_client) = (client(&cluster).await, client(&cluster).await);
-    let (a_lease, b_lease) = (
-        a_client.lease_grant(TTL).await.unwrap(),
-        b_client.lease_grant(TTL).await.unwrap(),
+    let (ca, cb) = (
+        Campaigner::new(&cluster).await,
+        Campaigner::new(&cluster).await,
     );
-    let _a_alive = KeepAliveTask::spawn(&a_client, a_lease.id, KEEPALIVE);
-    let _b_alive = KeepAliveTask::spawn(&b_client, b_lease.id, KEEPALIVE);
-    let (a_election, b_election) = (
-        Election::new(&a_client, PREFIX),
-        Election::new(&b_client, PREFIX),
-    );
-
-    let a = within("a's campaign", a_election.campaign(a_lease.id, "a"))
+    let a = within("a's campaign", ca.election.campaign(ca.lease, "a"))
         .await
         .unwrap();
-    assert_eq!(a.key, a_election.key_of(a_lease.id));
-    assert!(fenced_write(&a_client, &a).await);
-    let leader = b_election.leader().await.unwrap().unwrap();
+    assert_eq!(a.key, ca.election.key_of(ca.lease));
+    assert!(fenced_write(&ca.client, &a).await);
+    let leader = cb.election.leader().await.unwrap().unwrap();
     assert_eq!((leader.value.as_ref(), leader.epoch), (&b"a"[..], a.epoch));
 
     // b waits behind a.
-    let queue = b_election.clone();
-    let b_campaign = tokio::spawn(async move { b_election.campaign(b_lease.id, "b").await });
-    let mut observed = Election::new(&a_client, PREFIX).observe();
-    queued(&b_client, &queue, b_lease.id).await;
+    let mut observed = ca.election.observe();
+    let b_campaign = cb.queue("b").await;
     assert!(!b_campaign.is_finished(), "b led while a's key lived");
 
     // a's lease goes (a step-down, or its holder killed and the lease revoked): b leads.
     let revoked = Instant::now();
-    a_client.lease_revoke(a_lease.id).await.unwrap();
+    ca.client.lease_revoke(ca.lease).await.unwrap();
     let b = within("b's campaign", b_campaign).await.unwrap().unwrap();
     let takeover = revoked.elapsed();
     assert!(
@@ -128,10 +145,10 @@ async fn revoked_leader_is_replaced_and_fenced() {
     assert!(takeover < Duration::from_secs(1), "{takeover:?}");
 
     // The deposed a changes nothing; b does.
-    assert!(!fenced_write(&a_client, &a).await);
-    assert_eq!(writer(&b_client).await, a.epoch.to_string());
-    assert!(fenced_write(&b_client, &b).await);
-    assert_eq!(writer(&a_client).await, b.epoch.to_string());
+    assert!(!fenced_write(&ca.client, &a).await);
+    assert_eq!(writer(&cb.client).await, a.epoch.to_string());
+    assert!(fenced_write(&cb.client, &b).await);
+    assert_eq!(writer(&ca.client).await, b.epoch.to_string());
 
     // Observers see b.
     within(
@@ -141,23 +158,19 @@ async fn revoked_leader_is_replaced_and_fenced() {
     .await
     .unwrap();
     // Revoking again is not an error.
-    a_client.lease_revoke(a_lease.id).await.unwrap();
+    ca.client.lease_revoke(ca.lease).await.unwrap();
     eprintln!("revoke -> new leader: {takeover:?}");
 }
 
 #[tokio::test]
 async fn a_lapsed_lease_hands_over_within_its_ttl() {
     let cluster = EtcdCluster::start().await.unwrap();
-    let (a_client, b_client) = (client(&cluster).await, client(&cluster).await);
-    let a_lease = a_client.lease_grant(TTL).await.unwrap();
-    let b_lease = b_client.lease_grant(TTL).await.unwrap();
-    let a_alive = KeepAliveTask::spawn(&a_client, a_lease.id, KEEPALIVE);
-    let _b_alive = KeepAliveTask::spawn(&b_client, b_lease.id, KEEPALIVE);
-    let a = Election::new(&a_client, PREFIX)
-        .campaign(a_lease.id, "a")
-        .await
-        .unwrap();
-    let mut a_state = a_alive.state();
+    let (ca, cb) = (
+        Campaigner::new(&cluster).await,
+        Campaigner::new(&cluster).await,
+    );
+    let a = ca.election.campaign(ca.lease, "a").await.unwrap();
+    let mut a_state = ca.alive.state();
     let last = within(
         "a's first renewal",
         a_state.wait_for(|s| matches!(s, KeepAliveState::Alive { .. })),
@@ -170,11 +183,16 @@ async fn a_lapsed_lease_hands_over_within_its_ttl() {
     };
     assert_eq!(ttl, TTL);
 
-    let b_election = Election::new(&b_client, PREFIX);
-    let b_campaign = tokio::spawn(async move { b_election.campaign(b_lease.id, "b").await });
+    let b_campaign = cb.queue("b").await;
     // a's holder dies: its keepalives stop, and etcd expires its lease after the TTL.
     let died = Instant::now();
-    drop(a_alive);
+    let Campaigner {
+        client,
+        lease,
+        alive,
+        ..
+    } = ca;
+    drop(alive);
     let b = within("b's campaign", b_campaign).await.unwrap().unwrap();
     let takeover = died.elapsed();
     assert!(b.epoch > a.epoch);
@@ -182,9 +200,9 @@ async fn a_lapsed_lease_hands_over_within_its_ttl() {
         takeover < Duration::from_secs(TTL as u64 + 2),
         "takeover took {takeover:?}"
     );
-    assert!(!fenced_write(&a_client, &a).await);
+    assert!(!fenced_write(&client, &a).await);
     // a's next keepalive learns that its lease is gone.
-    let mut keepalive = KeepAlive::new(&a_client, a_lease.id);
+    let mut keepalive = KeepAlive::new(&client, lease);
     assert_eq!(
         keepalive.renew(Duration::from_secs(2)).await.unwrap(),
         Renewal::Gone
@@ -195,36 +213,25 @@ async fn a_lapsed_lease_hands_over_within_its_ttl() {
 #[tokio::test]
 async fn resign_hands_over_and_campaigning_again_queues_behind() {
     let cluster = EtcdCluster::start().await.unwrap();
-    let (a_client, b_client) = (client(&cluster).await, client(&cluster).await);
-    let a_lease = a_client.lease_grant(TTL).await.unwrap();
-    let b_lease = b_client.lease_grant(TTL).await.unwrap();
-    let _a_alive = KeepAliveTask::spawn(&a_client, a_lease.id, KEEPALIVE);
-    let _b_alive = KeepAliveTask::spawn(&b_client, b_lease.id, KEEPALIVE);
-    let a_election = Election::new(&a_client, PREFIX);
-    let a = a_election.campaign(a_lease.id, "a").await.unwrap();
+    let (ca, cb) = (
+        Campaigner::new(&cluster).await,
+        Campaigner::new(&cluster).await,
+    );
+    let a = ca.election.campaign(ca.lease, "a").await.unwrap();
     // Campaigning again with the same lease keeps the key and the epoch.
-    assert_eq!(a_election.campaign(a_lease.id, "a").await.unwrap(), a);
+    assert_eq!(ca.election.campaign(ca.lease, "a").await.unwrap(), a);
 
-    let b_election = Election::new(&b_client, PREFIX);
-    let queue = b_election.clone();
-    let b_campaign = tokio::spawn(async move { b_election.campaign(b_lease.id, "b").await });
-    queued(&b_client, &queue, b_lease.id).await;
+    let b_campaign = cb.queue("b").await;
     let resigned = Instant::now();
-    a_election.resign(&a).await.unwrap();
+    ca.election.resign(&a).await.unwrap();
     let b = within("b's campaign", b_campaign).await.unwrap().unwrap();
     let handover = resigned.elapsed();
     assert!(handover < Duration::from_secs(1), "{handover:?}");
-    assert!(!fenced_write(&a_client, &a).await);
+    assert!(!fenced_write(&ca.client, &a).await);
     // a campaigns again: same lease, new key revision, behind b.
-    let queue = a_election.clone();
-    let again = tokio::spawn(async move { a_election.campaign(a_lease.id, "a").await });
-    queued(&a_client, &queue, a_lease.id).await;
+    let again = ca.queue("a").await;
     assert!(!again.is_finished(), "a led again while b leads");
-    let leader = Election::new(&b_client, PREFIX)
-        .leader()
-        .await
-        .unwrap()
-        .unwrap();
+    let leader = cb.election.leader().await.unwrap().unwrap();
     assert_eq!(leader.epoch, b.epoch);
     again.abort();
     eprintln!("resign -> new leader: {handover:?}");
@@ -233,38 +240,25 @@ async fn resign_hands_over_and_campaigning_again_queues_behind() {
 #[tokio::test]
 async fn the_leader_survives_the_death_of_its_member() {
     let mut cluster = EtcdCluster::start().await.unwrap();
-    let a_client = client(&cluster).await;
-    let a_lease = a_client.lease_grant(TTL).await.unwrap();
-    let a_alive = KeepAliveTask::spawn(&a_client, a_lease.id, KEEPALIVE);
-    let a = Election::new(&a_client, PREFIX)
-        .campaign(a_lease.id, "a")
-        .await
-        .unwrap();
+    let ca = Campaigner::new(&cluster).await;
+    let a = ca.election.campaign(ca.lease, "a").await.unwrap();
     // Kill the member a talks to: its keepalives move to another member and the lease
     // lives (etcd extends leases when raft elects a new leader).
-    let pinned = a_client.endpoint();
-    let dead = cluster
-        .endpoints()
-        .iter()
-        .position(|e| *e == pinned)
-        .unwrap();
+    let pinned = ca.client.endpoint();
+    let dead = cluster.index_of(&pinned).unwrap();
     cluster.kill(dead);
     let killed = Instant::now();
-    let mut state = a_alive.state();
+    let mut state = ca.alive.state();
     within(
         "a renewal after the kill",
         state.wait_for(|s| matches!(s, KeepAliveState::Alive { sent, .. } if *sent > killed)),
     )
     .await
     .unwrap();
-    assert_ne!(a_client.endpoint(), pinned);
+    assert_ne!(ca.client.endpoint(), pinned);
     let others: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
     cluster.wait_healthy(&others).await.unwrap();
-    let leader = Election::new(&a_client, PREFIX)
-        .leader()
-        .await
-        .unwrap()
-        .unwrap();
+    let leader = ca.election.leader().await.unwrap().unwrap();
     assert_eq!(leader.epoch, a.epoch);
-    assert!(fenced_write(&a_client, &a).await);
+    assert!(fenced_write(&ca.client, &a).await);
 }

@@ -40,11 +40,8 @@ fn closed_url() -> String {
 }
 
 fn member_index(cluster: &EtcdCluster, client: &Client) -> usize {
-    let pinned = client.endpoint();
     cluster
-        .endpoints()
-        .iter()
-        .position(|e| *e == pinned)
+        .index_of(&client.endpoint())
         .expect("pinned on a member")
 }
 

@@ -75,11 +75,7 @@ async fn a_watch_resumes_on_another_member_without_loss_or_repeat() {
 
     // Kill the member the watch (and the client) uses, then change more.
     let pinned = client.endpoint();
-    let dead = cluster
-        .endpoints()
-        .iter()
-        .position(|e| *e == pinned)
-        .unwrap();
+    let dead = cluster.index_of(&pinned).unwrap();
     cluster.kill(dead);
     let writer = Client::connect_endpoints(&cluster.endpoints(), ClientOptions::default())
         .await

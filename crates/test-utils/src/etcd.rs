@@ -265,6 +265,13 @@ impl EtcdCluster {
         self.members[i].spec.client_url()
     }
 
+    /// The index of the member whose client URL is `endpoint`.
+    pub fn index_of(&self, endpoint: &str) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| m.spec.client_url() == endpoint)
+    }
+
     /// How many members the cluster has (running or not).
     pub fn len(&self) -> usize {
         self.members.len()
