@@ -19,7 +19,14 @@
 //! `http://` one, is refused (etcdctl would fall back to the system's roots,
 //! or to plain text).
 //!
-//! Not here: several endpoints, retries of anything else.
+//! With several endpoints ([`Client::lazy_endpoints`], [`Client::connect_endpoints`]) it
+//! pins one and moves to the next when a call says the member cannot serve (see
+//! `endpoints`): a read runs again on the next member, a change only when it surely did not
+//! run. After a move it authenticates again, since etcd's simple tokens are per member. When
+//! every endpoint failed, the error names each with its reason
+//! ([`ClientError::Unavailable`]). Such a client sends etcd's `hasleader` metadata
+//! (clientv3's `WithRequireLeader`), so a member cut off from raft refuses at once instead of
+//! holding the call.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), torc_kv_client::ClientError> {
@@ -40,6 +47,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use std::future::Future;
 
@@ -52,6 +60,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::endpoints::{
+    EndpointFailure, Member, Members, describe_tried, member_failed, retry_safe,
+};
 use crate::proto::etcdserverpb as pb;
 use crate::rpctypes;
 use pb::{
@@ -91,6 +102,12 @@ impl std::fmt::Debug for Credentials {
 /// Why a call through the client failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No endpoint could serve the call: each tried, with its reason, in order
+    /// (`etcd at URL: why; at URL: why`).
+    #[error("{}", describe_tried(tried))]
+    Unavailable { tried: Vec<EndpointFailure> },
+    #[error("no etcd endpoint given")]
+    NoEndpoints,
     #[error("bad endpoint {endpoint:?}: {reason}")]
     Endpoint { endpoint: String, reason: String },
     #[error("connecting to {endpoint}: {source}")]
@@ -115,6 +132,7 @@ impl ClientError {
     pub fn status(&self) -> Option<&Status> {
         match self {
             ClientError::Authenticate { status, .. } | ClientError::Rpc(status) => Some(status),
+            ClientError::Unavailable { tried } => tried.last().map(|t| &t.status),
             _ => None,
         }
     }
@@ -243,6 +261,8 @@ struct Session {
     /// The server said auth is not enabled: calls go without a token.
     auth_off: AtomicBool,
     authenticating: tokio::sync::Mutex<()>,
+    /// Send `hasleader` with every call.
+    require_leader: bool,
 }
 
 impl Session {
@@ -255,7 +275,8 @@ impl Session {
     }
 }
 
-/// Puts the client's token, if it has one, in a call's metadata.
+/// Puts the client's token, if it has one, in a call's metadata, and etcd's `hasleader`
+/// when the client requires a leader.
 #[derive(Clone)]
 pub struct TokenInterceptor(Arc<Session>);
 
@@ -264,6 +285,12 @@ impl Interceptor for TokenInterceptor {
         if let Some(token) = self.0.token() {
             request.metadata_mut().insert("token", token);
         }
+        if self.0.require_leader {
+            request.metadata_mut().insert(
+                rpctypes::REQUIRE_LEADER_KEY,
+                AsciiMetadataValue::from_static(rpctypes::HAS_LEADER),
+            );
+        }
         Ok(request)
     }
 }
@@ -271,12 +298,47 @@ impl Interceptor for TokenInterceptor {
 /// The channel the typed clients use: every call carries the token.
 pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;
 
-/// A connection to an etcd v3 server; cheap to clone (clones share the
-/// connection and the token).
+/// A connection to an etcd v3 server, or to one of a cluster's members; cheap to clone
+/// (clones share the connections, the pinned member and the token).
 #[derive(Clone)]
 pub struct Client {
-    channel: Channel,
+    members: Arc<Members>,
     session: Arc<Session>,
+}
+
+/// How a client with several endpoints connects ([`Client::lazy_endpoints`]).
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub credentials: Option<Credentials>,
+    /// TLS towards `https://` endpoints (then every endpoint must be `https://`).
+    pub tls: Option<ClientTls>,
+    /// How long connecting to one endpoint may take before the next is tried.
+    pub connect_timeout: Duration,
+    /// Deadline of each unary call (and of a stream's start). A change that misses it has
+    /// an unknown outcome and is not retried. `None`: no deadline of torc's own (etcd's is
+    /// 7 s).
+    pub request_timeout: Option<Duration>,
+    /// Send etcd's `hasleader` metadata: a member without a raft leader refuses at once
+    /// (`etcdserver: no leader`) and the client moves on.
+    pub require_leader: bool,
+}
+
+impl Default for ClientOptions {
+    /// No credentials, no TLS, 2 s to connect, 5 s per call, a leader required.
+    fn default() -> ClientOptions {
+        ClientOptions {
+            credentials: None,
+            tls: None,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Some(Duration::from_secs(5)),
+            require_leader: true,
+        }
+    }
+}
+
+/// `url` without the `/` a `Uri` adds.
+fn trim_url(url: &str) -> String {
+    url.trim_end_matches('/').to_string()
 }
 
 /// Whether a refusal means "authenticate again": the token is not (or no
@@ -292,7 +354,8 @@ impl Client {
     /// does not hold up its creator. Configure timeouts on `endpoint`.
     /// Plain text only: see [`Client::lazy_with`].
     pub fn lazy(endpoint: Endpoint, credentials: Option<Credentials>) -> Client {
-        Client::over(endpoint.connect_lazy(), credentials)
+        let url = trim_url(&endpoint.uri().to_string());
+        Client::over(url, endpoint.connect_lazy(), credentials)
     }
 
     /// [`Client::lazy`], over TLS when given `tls` (then `endpoint` must be
@@ -307,20 +370,117 @@ impl Client {
             Some(tls) => tls.channel_lazy(&endpoint),
             None => endpoint.connect_lazy(),
         };
-        Ok(Client::over(channel, credentials))
+        let url = trim_url(&endpoint.uri().to_string());
+        Ok(Client::over(url, channel, credentials))
     }
 
-    fn over(channel: Channel, credentials: Option<Credentials>) -> Client {
+    fn over(url: String, channel: Channel, credentials: Option<Credentials>) -> Client {
+        Client::of(vec![Member { url, channel }], credentials, false)
+    }
+
+    fn of(members: Vec<Member>, credentials: Option<Credentials>, require_leader: bool) -> Client {
         Client {
-            channel,
+            members: Arc::new(Members::new(members)),
             session: Arc::new(Session {
                 credentials,
                 token: RwLock::new(None),
                 generation: AtomicU64::new(0),
                 auth_off: AtomicBool::new(false),
                 authenticating: tokio::sync::Mutex::new(()),
+                require_leader,
             }),
         }
+    }
+
+    /// A client of a cluster: `urls` are its members' client URLs (`http://host:port`, or
+    /// `https://` with `options.tls`). It pins the first and moves on as `endpoints` says.
+    /// No I/O: the first call connects.
+    pub fn lazy_endpoints<S: AsRef<str>>(
+        urls: &[S],
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        if urls.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let mut members = Vec::with_capacity(urls.len());
+        for url in urls {
+            let url = url.as_ref();
+            check_scheme(url, options.tls.is_some())?;
+            let mut endpoint =
+                Endpoint::from_shared(url.to_string()).map_err(|e| ClientError::Endpoint {
+                    endpoint: url.to_string(),
+                    reason: e.to_string(),
+                })?;
+            endpoint = endpoint.connect_timeout(options.connect_timeout);
+            if let Some(timeout) = options.request_timeout {
+                endpoint = endpoint.timeout(timeout);
+            }
+            let channel = match &options.tls {
+                Some(tls) => tls.channel_lazy(&endpoint),
+                None => endpoint.connect_lazy(),
+            };
+            members.push(Member {
+                url: trim_url(url),
+                channel,
+            });
+        }
+        Ok(Client::of(
+            members,
+            options.credentials,
+            options.require_leader,
+        ))
+    }
+
+    /// [`Client::lazy_endpoints`], then pins the first endpoint (in order) that answers
+    /// (and accepts the credentials, if any). When none does, the error names each endpoint
+    /// and why it failed.
+    pub async fn connect_endpoints<S: AsRef<str>>(
+        urls: &[S],
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let client = Client::lazy_endpoints(urls, options)?;
+        let mut tried = Vec::new();
+        for i in 0..client.members.len() {
+            client.members.pin(i);
+            client.session.set_token(None);
+            let probe = if client.session.credentials.is_some() {
+                client.authenticate().await
+            } else {
+                client
+                    .maintenance()
+                    .status(pb::StatusRequest {})
+                    .await
+                    .map(drop)
+                    .map_err(ClientError::Rpc)
+            };
+            match probe {
+                Ok(()) => return Ok(client),
+                Err(e) => match e.status() {
+                    Some(status) if member_failed(status) => tried.push(EndpointFailure {
+                        endpoint: client.members.get(i).url.clone(),
+                        status: status.clone(),
+                    }),
+                    // A refusal (a wrong password): another member would say the same.
+                    _ => return Err(e),
+                },
+            }
+        }
+        Err(ClientError::Unavailable { tried })
+    }
+
+    /// The endpoint calls go to now.
+    pub fn endpoint(&self) -> String {
+        self.members.get(self.members.pinned()).url.clone()
+    }
+
+    /// Every endpoint of the client, in the order given.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.urls()
+    }
+
+    /// The pinned member's channel.
+    fn channel(&self) -> Channel {
+        self.members.get(self.members.pinned()).channel.clone()
     }
 
     /// Connects to `url` (`http://host:port`) now, and authenticates now
@@ -353,7 +513,7 @@ impl Client {
             endpoint: url.to_string(),
             source,
         })?;
-        let client = Client::over(channel, credentials);
+        let client = Client::over(trim_url(url), channel, credentials);
         if client.session.credentials.is_some() {
             client.authenticate().await?;
         }
@@ -365,27 +525,27 @@ impl Client {
     }
 
     pub fn kv(&self) -> KvClient<AuthChannel> {
-        KvClient::with_interceptor(self.channel.clone(), self.interceptor())
+        KvClient::with_interceptor(self.channel(), self.interceptor())
     }
 
     pub fn watch(&self) -> WatchClient<AuthChannel> {
-        WatchClient::with_interceptor(self.channel.clone(), self.interceptor())
+        WatchClient::with_interceptor(self.channel(), self.interceptor())
     }
 
     pub fn lease(&self) -> LeaseClient<AuthChannel> {
-        LeaseClient::with_interceptor(self.channel.clone(), self.interceptor())
+        LeaseClient::with_interceptor(self.channel(), self.interceptor())
     }
 
     pub fn auth(&self) -> AuthClient<AuthChannel> {
-        AuthClient::with_interceptor(self.channel.clone(), self.interceptor())
+        AuthClient::with_interceptor(self.channel(), self.interceptor())
     }
 
     pub fn cluster(&self) -> ClusterClient<AuthChannel> {
-        ClusterClient::with_interceptor(self.channel.clone(), self.interceptor())
+        ClusterClient::with_interceptor(self.channel(), self.interceptor())
     }
 
     pub fn maintenance(&self) -> MaintenanceClient<AuthChannel> {
-        MaintenanceClient::with_interceptor(self.channel.clone(), self.interceptor())
+        MaintenanceClient::with_interceptor(self.channel(), self.interceptor())
     }
 
     /// The token calls carry now, if any (for diagnostics and tests).
@@ -409,10 +569,15 @@ impl Client {
             user: creds.user.clone(),
             status,
         };
-        match AuthClient::new(self.channel.clone())
-            .authenticate(request)
-            .await
-        {
+        // Not through the interceptor: no stale token, but `hasleader` all the same.
+        let mut request = tonic::Request::new(request);
+        if self.session.require_leader {
+            request.metadata_mut().insert(
+                rpctypes::REQUIRE_LEADER_KEY,
+                AsciiMetadataValue::from_static(rpctypes::HAS_LEADER),
+            );
+        }
+        match AuthClient::new(self.channel()).authenticate(request).await {
             Ok(resp) => {
                 let token = AsciiMetadataValue::try_from(resp.into_inner().token)
                     .map_err(|e| refused(Status::internal(format!("unusable token: {e}"))))?;
@@ -438,10 +603,89 @@ impl Client {
         self.authenticate().await
     }
 
-    /// Runs one unary call, `f` (given this client), authenticating first
-    /// if there is no token yet, and once more (then calling `f` again)
-    /// if the call is refused for want of a valid token.
-    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
+    /// Runs one unary call that changes something, `f` (given this client), on the pinned
+    /// member: authenticating first if there is no token yet, and once more (then calling
+    /// `f` again) if the call is refused for want of a valid token. When the member cannot
+    /// serve, the pin moves on and the call runs on the next member only if it surely did
+    /// not run (see `endpoints`).
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        self.call_with(false, f).await
+    }
+
+    /// [`Client::call`] for a call that may run twice (a read): it runs again on the next
+    /// member after any failure of the member.
+    pub async fn call_idempotent<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        self.call_with(true, f).await
+    }
+
+    async fn call_with<T, F, Fut>(&self, idempotent: bool, mut f: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let mut tried = Vec::new();
+        loop {
+            let pinned = self.members.pinned();
+            let error = match self.call_pinned(&mut f).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let Some(status) = error.status().filter(|s| member_failed(s)).cloned() else {
+                return Err(error);
+            };
+            self.left(pinned);
+            let retry = retry_safe(&status, idempotent);
+            tried.push(EndpointFailure {
+                endpoint: self.members.get(pinned).url.clone(),
+                status,
+            });
+            if !retry || tried.len() >= self.members.len() {
+                return Err(ClientError::Unavailable { tried });
+            }
+        }
+    }
+
+    /// Leaves member `pinned` after it failed: the next calls go to the next member, with a
+    /// token of that member's.
+    fn left(&self, pinned: usize) {
+        if self.members.len() > 1 && self.members.leave(pinned) {
+            self.session.set_token(None);
+        }
+    }
+
+    /// Marks the pinned member as failed by something the caller saw (a stream that broke,
+    /// a keepalive that timed out), so the next calls go to the next member. Whether the
+    /// status says the member failed (and so the pin moved, if there is another).
+    pub fn member_failed(&self, status: &Status) -> bool {
+        if !member_failed(status) {
+            return false;
+        }
+        self.left(self.members.pinned());
+        true
+    }
+
+    /// Before opening a stream (watch, keepalive) on the pinned member: authenticates if
+    /// the client has no token for it yet, since a stream carries the token it starts with.
+    /// A failure comes back as the status a stream would have failed with.
+    pub(crate) async fn ready_for_stream(&self) -> Result<(), Status> {
+        self.call_idempotent(|_| async { Ok(()) })
+            .await
+            .map_err(|e| {
+                e.status()
+                    .cloned()
+                    .unwrap_or_else(|| Status::unavailable(e.to_string()))
+            })
+    }
+
+    async fn call_pinned<T, F, Fut>(&self, f: &mut F) -> Result<T, ClientError>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
@@ -465,7 +709,7 @@ impl Client {
     }
 
     pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, ClientError> {
-        self.call(|c| {
+        self.call_idempotent(|c| {
             let req = req.clone();
             async move { Ok(c.kv().range(req).await?.into_inner()) }
         })

@@ -17,16 +17,30 @@
 //!   recognises them, from these constants only.
 //!
 //! Code map: `client`, the client ([`Client`], [`Credentials`],
-//! [`ClientTls`]); [`codec`], prost's codec with small starting buffers;
+//! [`ClientTls`], [`ClientOptions`]); `endpoints`, the members of a client with
+//! several endpoints, which one is pinned and when to move ([`EndpointFailure`]); `lease`,
+//! grant, revoke and keepalives ([`Lease`], [`KeepAlive`], [`KeepAliveTask`]); [`election`],
+//! etcd's `concurrency.Election` on the client side ([`Election`], [`Leadership`] and its
+//! fence); [`watch`], a prefix watch resumed after failures ([`PrefixWatch`]) and paged
+//! reads at one revision ([`Client::range_all`]); [`codec`], prost's codec with small starting buffers;
 //! [`proto`], the generated code (`build.rs` compiles `proto/`);
 //! [`prefix_end`], etcdctl's `--prefix` as a range end.
 
 mod client;
 pub mod codec;
+pub mod election;
+mod endpoints;
+mod lease;
+pub mod watch;
 
 pub use client::{
-    AuthChannel, Client, ClientError, ClientTls, Credentials, TokenInterceptor, read_password_file,
+    AuthChannel, Client, ClientError, ClientOptions, ClientTls, Credentials, TokenInterceptor,
+    read_password_file,
 };
+pub use election::{Election, ElectionError, LeaderKey, Leadership};
+pub use endpoints::EndpointFailure;
+pub use lease::{KeepAlive, KeepAliveState, KeepAliveTask, Lease, Renewal};
+pub use watch::{PrefixWatch, RangeAll, WatchBatch, WatchError};
 
 /// etcd's error texts that the client acts on, as etcd 3.4 sends them (etcd's
 /// `api/v3rpc/rpctypes`). torc kv's `EtcdError` sends these same constants.
@@ -37,6 +51,14 @@ pub mod rpctypes {
     pub const USER_EMPTY: &str = "etcdserver: user name is empty";
     /// Authentication is off: call without a token.
     pub const AUTH_NOT_ENABLED: &str = "etcdserver: authentication is not enabled";
+    /// The member has no raft leader (sent when the call asked for one, `hasleader`).
+    pub const NO_LEADER: &str = "etcdserver: no leader";
+    /// The lease a call names does not exist (expired or revoked).
+    pub const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+    /// The metadata key and value of clientv3's `WithRequireLeader`: a member without a
+    /// leader refuses the call (`NO_LEADER`) instead of holding it.
+    pub const REQUIRE_LEADER_KEY: &str = "hasleader";
+    pub const HAS_LEADER: &str = "true";
 }
 
 /// The `range_end` that selects every key starting with `prefix` (what `etcdctl --prefix`

@@ -19,6 +19,7 @@
 
 pub mod bench;
 mod containers;
+mod etcd;
 mod namespaces;
 mod tasks;
 
@@ -39,6 +40,7 @@ pub use containers::{
     Containerd, Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage, containers_or_skip,
     push_padded_image, require_container_peers,
 };
+pub use etcd::{Etcd, EtcdCluster};
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{
     COUNTING_SERVER, DNS_SYSTEM_SERVICE, PYTHON, plain_state_store, python_task, stdout_of,
@@ -812,80 +814,6 @@ impl Drop for LocalRack {
         if let Some(mut namespaces) = self.namespaces.take() {
             namespaces.stop();
         }
-    }
-}
-
-/// A real etcd 3.4 (Debian's `etcd-server`), one member, in a temp dir, on an address of a
-/// free loopback block (so its ports cannot collide with another test's); started again on
-/// another block if it could not bind.
-pub struct Etcd {
-    pub dir: tempfile::TempDir,
-    /// `http://IP:PORT`, the client URL.
-    pub endpoint: String,
-    child: Child,
-}
-
-impl Etcd {
-    pub async fn start() -> anyhow::Result<Etcd> {
-        let etcd = which("etcd").context(
-            "etcd is not installed: run ./scripts/test (it installs it) or `apt-get install etcd-server`",
-        )?;
-        let mut last_log = String::new();
-        for _ in 0..5 {
-            let dir = tempfile::Builder::new().prefix("etcd-").tempdir()?;
-            let block = free_loopback_block().octets();
-            let ip = Ipv4Addr::new(block[0], block[1], block[2], 1);
-            let (client, peer) = (free_port(ip), free_port(ip));
-            let endpoint = format!("http://{ip}:{client}");
-            let peer_url = format!("http://{ip}:{peer}");
-            let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-            let mut cmd = Command::new(&etcd);
-            cmd.args(["--name", "real"])
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(["--listen-client-urls", &endpoint])
-                .args(["--advertise-client-urls", &endpoint])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("real={peer_url}")])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            die_with_test(&mut cmd);
-            let mut real = Etcd {
-                child: cmd.spawn()?,
-                dir,
-                endpoint,
-            };
-            let addr = std::net::SocketAddr::from((ip, client));
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                if real.child.try_wait()?.is_some() {
-                    last_log = real.log();
-                    break;
-                }
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    return Ok(real);
-                }
-                if std::time::Instant::now() > deadline {
-                    anyhow::bail!("etcd did not listen on {addr} within 30 s:\n{}", real.log());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        anyhow::bail!("etcd exited 5 times before listening; last log:\n{last_log}")
-    }
-
-    /// etcd's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
