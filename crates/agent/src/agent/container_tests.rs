@@ -702,3 +702,34 @@ async fn a_pull_past_its_timeout_fails_the_task() {
     f.assert_gone(&id).await;
     f.finish().await;
 }
+
+/// An unprivileged container runs under torc's seccomp filter: a user namespace, which needs no
+/// capability, is refused (EPERM); a privileged container is not filtered.
+#[tokio::test]
+async fn unprivileged_containers_are_seccomp_filtered() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::start().await;
+    let unshare = ["/bin/busybox", "unshare", "-U", "true"];
+    let d = container_task("filtered.000001", TEST_IMAGE_NAME, &unshare);
+    let id = d.id.clone();
+    f.agent.apply(doc(1, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(task.state, TaskState::Failed, "{task:?}");
+    let stderr = f.sandbox_file(&id, "stderr");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+
+    let mut d = container_task("trusted.000001", TEST_IMAGE_NAME, &unshare);
+    d.spec.privileged = true;
+    let id = d.id.clone();
+    f.agent.apply(doc(2, vec![d])).await;
+    let task = f.wait(&id, ended).await;
+    assert_eq!(
+        task.state,
+        TaskState::Finished,
+        "{task:?} {}",
+        f.sandbox_file(&id, "stderr")
+    );
+    f.finish().await;
+}

@@ -581,6 +581,7 @@ impl ContainerRuntime {
             binds,
             devices,
             swap_accounted: self.cgroups.swap_accounted(),
+            capability_bound: spec::own_capability_bound(),
         };
         let json = spec::build(spec, container, &prepared);
         let stop_signal = match &container.options.stop_signal {

@@ -49,6 +49,72 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
+/// System calls an unprivileged container may not make (torc's seccomp filter: everything
+/// else is allowed, these fail with EPERM). They load or change the kernel, its clock, its
+/// keyrings and swap, make or enter namespaces and mounts (the container has its own already),
+/// open files by handle (the "shocker" escape), or are the usual ways into kernel exploits
+/// (`bpf`, `userfaultfd`, `perf_event_open`). Most also need a capability the container lacks:
+/// the filter is the second wall, as Docker's default profile is (torc's list is its own,
+/// shorter: an allow list is the next step).
+pub const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "init_module",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "move_mount",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "umount2",
+    "unshare",
+    "userfaultfd",
+];
+
+/// Denied as well on x86 (they do not exist on other architectures).
+const DENIED_X86: &[&str] = &["ioperm", "iopl"];
+
+/// The seccomp filter of an unprivileged container: [`DENIED_SYSCALLS`] fail with EPERM, for
+/// every ABI of the host's architecture (a 64-bit process can make 32-bit calls).
+pub fn seccomp() -> Value {
+    let (architectures, extra): (&[&str], &[&str]) = match std::env::consts::ARCH {
+        "x86_64" => (
+            &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            DENIED_X86,
+        ),
+        "x86" => (&["SCMP_ARCH_X86"], DENIED_X86),
+        "aarch64" => (&["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"], &[]),
+        _ => (&[], &[]),
+    };
+    let names: Vec<&str> = DENIED_SYSCALLS.iter().chain(extra).copied().collect();
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": architectures,
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    })
+}
+
 /// The `PATH` a container gets when its image sets none (Docker's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -109,6 +175,9 @@ pub struct Prepared {
     /// Whether the host accounts for swap in the memory cgroup (`memory.swap` is then set to
     /// the limit: no swap).
     pub swap_accounted: bool,
+    /// The capabilities the agent itself may grant (its bounding set, bit `n` for capability
+    /// number `n`): runc cannot give a container one the agent lacks.
+    pub capability_bound: u64,
 }
 
 /// Why a task cannot become a container process.
@@ -174,7 +243,7 @@ pub fn environment(image: &[String], over: &BTreeMap<String, String>) -> Vec<Str
 
 /// The capability set as Docker makes it: the default set, less `--cap-drop` (`ALL`: none
 /// left), plus `--cap-add` (`ALL`: every one); every capability for a privileged task.
-pub fn capabilities(spec: &TaskSpec, container: &ContainerSpec) -> Vec<String> {
+pub fn capabilities(spec: &TaskSpec, container: &ContainerSpec, bound: u64) -> Vec<String> {
     let options = &container.options;
     let all = || {
         torc_types::CAPABILITIES
@@ -200,13 +269,34 @@ pub fn capabilities(spec: &TaskSpec, container: &ContainerSpec) -> Vec<String> {
             Some(_) => {}
         }
     }
+    // Only what the agent holds (`CAPABILITIES` is in the kernel's numbering): an agent under a
+    // reduced bounding set (in a container, or systemd's `CapabilityBoundingSet`) still starts
+    // privileged containers, with everything it has.
+    set.retain(|c| {
+        torc_types::CAPABILITIES
+            .iter()
+            .position(|k| k == c)
+            .is_some_and(|n| n < 64 && bound >> n & 1 == 1)
+    });
     set.into_iter().map(|c| format!("CAP_{c}")).collect()
+}
+
+/// The calling process's capability bounding set (`CapBnd` in `/proc/self/status`); all bits
+/// when it cannot be read.
+pub fn own_capability_bound() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapBnd:"))?;
+            u64::from_str_radix(line.trim_start_matches("CapBnd:").trim(), 16).ok()
+        })
+        .unwrap_or(u64::MAX)
 }
 
 /// The OCI runtime spec (JSON) of the container.
 pub fn build(spec: &TaskSpec, container: &ContainerSpec, p: &Prepared) -> Value {
     let options = &container.options;
-    let caps = capabilities(spec, container);
+    let caps = capabilities(spec, container, p.capability_bound);
     let mut rlimits = vec![json!({"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024})];
     for u in &options.ulimits {
         rlimits.retain(|r| r["type"] != u.oci_type());
@@ -322,6 +412,7 @@ pub fn build(spec: &TaskSpec, container: &ContainerSpec, p: &Prepared) -> Value 
     if !spec.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
+        linux["seccomp"] = seccomp();
     }
     if !p.devices.is_empty() && !spec.privileged {
         linux["devices"] = Value::Array(
@@ -389,6 +480,7 @@ mod tests {
             }],
             devices: vec![],
             swap_accounted: true,
+            capability_bound: u64::MAX,
         }
     }
 
@@ -451,16 +543,27 @@ mod tests {
     #[test]
     fn capabilities_add_drop_all_and_privileged() {
         let (mut s, mut c) = task("sh", &[]);
-        assert_eq!(capabilities(&s, &c).len(), 14);
+        assert_eq!(capabilities(&s, &c, u64::MAX).len(), 14);
         c.options.cap_add = vec![torc_types::Capability::parse("NET_ADMIN").unwrap()];
         c.options.cap_drop = vec![torc_types::Capability::parse("MKNOD").unwrap()];
-        let caps = capabilities(&s, &c);
+        let caps = capabilities(&s, &c, u64::MAX);
         assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
         assert!(!caps.contains(&"CAP_MKNOD".to_string()));
         c.options.cap_drop = vec![torc_types::Capability::ALL];
-        assert_eq!(capabilities(&s, &c), vec!["CAP_NET_ADMIN".to_string()]);
+        assert_eq!(
+            capabilities(&s, &c, u64::MAX),
+            vec!["CAP_NET_ADMIN".to_string()]
+        );
         s.privileged = true;
-        assert_eq!(capabilities(&s, &c).len(), torc_types::CAPABILITIES.len());
+        assert_eq!(
+            capabilities(&s, &c, u64::MAX).len(),
+            torc_types::CAPABILITIES.len()
+        );
+        // An agent without CAP_SYS_RESOURCE (24) in its bounding set grants everything else.
+        let without = capabilities(&s, &c, !(1 << 24));
+        assert_eq!(without.len(), torc_types::CAPABILITIES.len() - 1);
+        assert!(!without.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert_eq!(torc_types::CAPABILITIES[24], "SYS_RESOURCE");
     }
 
     /// The limits, namespaces, masked paths and mounts of a plain task; what `privileged`,
@@ -530,9 +633,17 @@ mod tests {
                 .any(|m| m["destination"] == "/dev/shm" && m["source"] == "/dev/shm")
         );
 
+        assert_eq!(
+            v["linux"]["seccomp"]["syscalls"][0]["action"], "SCMP_ACT_ERRNO",
+            "an unprivileged container is filtered"
+        );
         s.privileged = true;
         let v = build(&s, &c, &prepared());
         assert!(v["linux"].get("maskedPaths").is_none());
+        assert!(
+            v["linux"].get("seccomp").is_none(),
+            "a privileged one is not"
+        );
         assert_eq!(
             v["linux"]["resources"]["devices"],
             json!([{"allow": true, "access": "rwm"}])
