@@ -540,7 +540,8 @@ async fn user_names_are_looked_up_in_the_image() {
         &[
             "sh",
             "-c",
-            "while read k v rest; do [ $k = Uid: ] && echo $v; done < /proc/self/status; true",
+            "while read k v rest; do [ $k = Uid: ] && echo $v; done < /proc/self/status; \
+             echo mine > /torc/data/f && cat /torc/data/f",
         ],
     );
     d.spec.container.as_mut().unwrap().options.user = Some("1234:1234".into());
@@ -553,7 +554,8 @@ async fn user_names_are_looked_up_in_the_image() {
         "{task:?} {}",
         f.sandbox_file(&id, "stderr")
     );
-    assert_eq!(f.sandbox_file(&id, "stdout"), "1234\n");
+    // Its `$DATA_DIR` is its user's to write.
+    assert_eq!(f.sandbox_file(&id, "stdout"), "1234\nmine\n");
     f.finish().await;
 }
 

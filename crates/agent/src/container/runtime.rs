@@ -468,6 +468,9 @@ impl ContainerRuntime {
         over.extend(req.extra_env.clone());
         over.insert("TORC_DATA_DIR".into(), spec::DATA_DIR.into());
         let mut binds = files;
+        // The service's data directories this start made or mounts, to be given to the
+        // container's user below.
+        let mut data_dirs = vec![data_dir.clone()];
         binds.push(Bind {
             source: data_dir.display().to_string(),
             destination: spec::DATA_DIR.into(),
@@ -506,6 +509,7 @@ impl ContainerRuntime {
                     std::fs::create_dir_all(&dir).map_err(|e| {
                         ContainerError::Prepare(format!("cannot create {}: {e}", dir.display()))
                     })?;
+                    data_dirs.push(dir.clone());
                     dir
                 }
                 None => PathBuf::from(v.host_path()),
@@ -530,6 +534,25 @@ impl ContainerRuntime {
             .clone()
             .unwrap_or_else(|| run.user.clone());
         let user = self.resolve_user(&user_text, cid, &run).await?;
+        // `$DATA_DIR` is the service's own: a container running as a user of its image writes
+        // there as that user (the directories, not what is in them, change owner).
+        if user.0 != 0 {
+            for dir in &data_dirs {
+                nix::unistd::chown(
+                    dir,
+                    Some(nix::unistd::Uid::from_raw(user.0)),
+                    Some(nix::unistd::Gid::from_raw(user.1)),
+                )
+                .map_err(|e| {
+                    ContainerError::Prepare(format!(
+                        "cannot give {} to user {}:{}: {e}",
+                        dir.display(),
+                        user.0,
+                        user.1
+                    ))
+                })?;
+            }
+        }
         let cwd = container
             .options
             .workdir
