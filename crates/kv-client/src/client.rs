@@ -116,8 +116,13 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("authenticating as {user}: {}", status.message())]
-    Authenticate { user: String, status: Status },
+    #[error("etcd at {endpoint}: authenticating as {user}: {}", status.message())]
+    Authenticate {
+        /// The member that refused.
+        endpoint: String,
+        user: String,
+        status: Status,
+    },
     /// The server refused the call (its message is etcd's).
     #[error("{}", .0.message())]
     Rpc(#[from] Status),
@@ -565,7 +570,9 @@ impl Client {
             name: creds.user.clone(),
             password: creds.password.clone(),
         };
+        let endpoint = self.endpoint();
         let refused = |status: Status| ClientError::Authenticate {
+            endpoint: endpoint.clone(),
             user: creds.user.clone(),
             status,
         };

@@ -182,7 +182,13 @@ fn a_changed_password_ends_the_session_at_once() {
         alice.put(put("k", "mine")).await.expect("put");
         let out = etcdctl(
             &kv.endpoint,
-            &["--user=root:rootpw", "user", "passwd", "alice", "--interactive=false"],
+            &[
+                "--user=root:rootpw",
+                "user",
+                "passwd",
+                "alice",
+                "--interactive=false",
+            ],
             Some("new\n"),
         );
         assert_eq!(out, "Password updated\n");
@@ -190,18 +196,24 @@ fn a_changed_password_ends_the_session_at_once() {
         // password fails, and says so.
         let err = alice.range(get("k")).await.expect_err("old password");
         assert!(
-            matches!(&err, ClientError::Authenticate { user, status }
-                if user == "alice" && status.code() == Code::InvalidArgument),
+            matches!(&err, ClientError::Authenticate { endpoint, user, status }
+                if endpoint == &url && user == "alice" && status.code() == Code::InvalidArgument),
             "{err:?}"
         );
         assert_eq!(
             err.to_string(),
-            "authenticating as alice: etcdserver: authentication failed, invalid user ID or password"
+            format!(
+                "etcd at {url}: authenticating as alice: etcdserver: authentication failed, \
+                 invalid user ID or password"
+            )
         );
         let again = Client::connect(&url, Some(Credentials::new("alice", "new")))
             .await
             .expect("connect");
-        assert_eq!(again.range(get("k")).await.expect("range").kvs[0].value, "mine");
+        assert_eq!(
+            again.range(get("k")).await.expect("range").kvs[0].value,
+            "mine"
+        );
         // A permission taken away takes effect on the next call.
         let out = etcdctl(
             &kv.endpoint,
