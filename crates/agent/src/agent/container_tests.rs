@@ -441,6 +441,7 @@ async fn a_missing_image_is_pulled_and_a_missing_registry_fails_the_task() {
     c.ensure_image(&ImageRef::parse(&other).unwrap(), None, None, &record)
         .await
         .unwrap()
+        .1
         .expect("pulled, not found on the node");
     let heard = heard.into_inner().unwrap();
     let messages: Vec<&str> = heard.iter().map(|s| s.message.as_str()).collect();
@@ -461,6 +462,7 @@ async fn a_missing_image_is_pulled_and_a_missing_registry_fails_the_task() {
         c.ensure_image(&ImageRef::parse(&other).unwrap(), None, None, &|_| {})
             .await
             .unwrap()
+            .1
             .is_none()
     );
 

@@ -181,20 +181,20 @@ pub(super) async fn pull(
         .into_response()
 }
 
-/// A blocking reader of a request body, fed by the async side (the importer reads archives
-/// on a blocking thread).
+/// A blocking reader of a request body, fed by the async side through a bounded channel (the
+/// importer reads archives on a blocking thread, where `blocking_recv` may wait).
 struct BodyReader {
-    rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     current: bytes::Bytes,
 }
 
 impl std::io::Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => self.current = chunk,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
@@ -221,7 +221,7 @@ pub(super) async fn import(
         Err(r) => return refused(r),
     };
     let started = Instant::now();
-    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let feeder = {
         let counted = Arc::clone(&counted);
@@ -235,26 +235,24 @@ pub(super) async fn import(
                         .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed)
                         + c.len() as u64;
                     if total > IMPORT_MAX {
-                        let _ = send(
-                            &tx,
-                            Err(std::io::Error::other(format!(
+                        let _ = tx
+                            .send(Err(std::io::Error::other(format!(
                                 "the archive is larger than {} GiB",
                                 IMPORT_MAX >> 30
-                            ))),
-                        )
-                        .await;
+                            ))))
+                            .await;
                         return;
                     }
                 }
                 let failed = chunk.is_err();
                 if failed {
-                    let _ = send(&tx, chunk).await;
+                    let _ = tx.send(chunk).await;
                     return;
                 }
                 // Once the importer stopped (it refused the archive), the rest is read and
                 // dropped: the caller, who is still sending, then gets the answer, not a
                 // connection reset.
-                if receiving && !send(&tx, chunk).await {
+                if receiving && tx.send(chunk).await.is_err() {
                     receiving = false;
                 }
             }
@@ -293,17 +291,6 @@ pub(super) async fn import(
         millis: started.elapsed().as_millis() as u64,
     })
     .into_response()
-}
-
-/// Hands a chunk to the blocking reader; false once it stopped reading.
-async fn send(
-    tx: &std::sync::mpsc::SyncSender<std::io::Result<bytes::Bytes>>,
-    chunk: std::io::Result<bytes::Bytes>,
-) -> bool {
-    let tx = tx.clone();
-    tokio::task::spawn_blocking(move || tx.send(chunk).is_ok())
-        .await
-        .unwrap_or(false)
 }
 
 pub(super) async fn remove(

@@ -48,6 +48,10 @@ pub struct ContainerRuntime {
     node: String,
     engine: RwLock<EngineState>,
     cgroups: Hierarchies,
+    /// Facts of this node every spec needs, read once: whether the memory controller
+    /// accounts for swap, and the agent's capability bounding set.
+    swap_accounted: bool,
+    capability_bound: u64,
     /// Tasks asked to stop (their exit record says `stopped`).
     stopping: Mutex<HashSet<String>>,
     /// One pull of a name at a time: a second waits for the first, then finds the image.
@@ -153,6 +157,7 @@ impl ContainerRuntime {
                 .join("runc"),
             binary_name: "runc".into(),
         };
+        let cgroups = Hierarchies::detect();
         Ok(ContainerRuntime {
             cfg,
             client,
@@ -162,7 +167,9 @@ impl ContainerRuntime {
             data_dirs,
             node: node.to_string(),
             engine: RwLock::new(EngineState::Unknown),
-            cgroups: Hierarchies::detect(),
+            swap_accounted: cgroups.swap_accounted(),
+            capability_bound: spec::own_capability_bound(),
+            cgroups,
             stopping: Mutex::new(HashSet::new()),
             pulls: tokio::sync::Mutex::new(HashMap::new()),
             run_configs: Mutex::new(HashMap::new()),
@@ -233,17 +240,18 @@ impl ContainerRuntime {
         ContainerId::new(id.as_str()).map_err(|e| ContainerError::Prepare(e.to_string()))
     }
 
-    /// The image `reference` names, pulled first when the node does not have it. `progress`
-    /// hears (at most once a second) how the pull goes.
+    /// What the image `reference` names on this node (its target), pulled first when the node
+    /// does not have it (then with the pull). `progress` hears (at most once a second) how the
+    /// pull goes.
     pub async fn ensure_image(
         &self,
         image: &ImageRef,
         registry: Option<&RegistryAuth>,
         timeout: Option<Duration>,
         progress: &(dyn Fn(PullStatus) + Send + Sync),
-    ) -> Result<Option<images::Pulled>, ContainerError> {
-        if images::get(&self.client, image.as_str()).await?.is_some() {
-            return Ok(None);
+    ) -> Result<(images::Descriptor, Option<images::Pulled>), ContainerError> {
+        if let Some(target) = images::get(&self.client, image.as_str()).await? {
+            return Ok((target, None));
         }
         let gate = {
             let mut pulls = self.pulls.lock().await;
@@ -251,12 +259,11 @@ impl ContainerRuntime {
         };
         let result = async {
             let _one = gate.lock().await;
-            if images::get(&self.client, image.as_str()).await?.is_some() {
-                return Ok(None);
+            if let Some(target) = images::get(&self.client, image.as_str()).await? {
+                return Ok((target, None));
             }
-            self.pull(image, registry, timeout, progress)
-                .await
-                .map(Some)
+            let pulled = self.pull(image, registry, timeout, progress).await?;
+            Ok((pulled.target.clone(), Some(pulled)))
         }
         .await;
         // The last one out forgets the gate: the map holds only pulls under way.
@@ -344,12 +351,14 @@ impl ContainerRuntime {
     }
 
     /// How image `name` runs, with its unpacked chain: from the cache when the name still
-    /// points at the digest it was read from (one `Images.Get`), else read and unpacked (an
-    /// unpack writes a GC label and leases: done once per image, not per start).
-    async fn run_config(&self, name: &str) -> Result<RunConfig, ContainerError> {
-        let target = images::get(&self.client, name)
-            .await?
-            .ok_or_else(|| ContainerError::NoImage(name.into()))?;
+    /// points at the digest it was read from (`target`, as `ensure_image` found it), else read
+    /// and unpacked (an unpack writes a GC label and leases: done once per image, not per
+    /// start).
+    async fn run_config(
+        &self,
+        name: &str,
+        target: &images::Descriptor,
+    ) -> Result<RunConfig, ContainerError> {
         if let Some((digest, run)) = self.cached(name)
             && digest == target.digest
         {
@@ -364,7 +373,7 @@ impl ContainerRuntime {
         self.run_configs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), (target.digest, run.clone()));
+            .insert(name.to_string(), (target.digest.clone(), run.clone()));
         Ok(run)
     }
 
@@ -411,7 +420,10 @@ impl ContainerRuntime {
             }
             Err(e) if e.is_not_found() => {
                 self.forget(image);
-                let run = self.run_config(image).await?;
+                let target = images::get(&self.client, image)
+                    .await?
+                    .ok_or_else(|| ContainerError::NoImage(image.into()))?;
+                let run = self.run_config(image, &target).await?;
                 Ok(prepare(run.chain_id).await?)
             }
             Err(e) => Err(e.into()),
@@ -434,15 +446,15 @@ impl ContainerRuntime {
         };
         let started = Instant::now();
         let pull_progress = |s: PullStatus| progress(s.message);
-        if let Some(pulled) = self
+        let (target, pulled) = self
             .ensure_image(
                 &container.image,
                 req.registry,
                 req.pull_timeout,
                 &pull_progress,
             )
-            .await?
-        {
+            .await?;
+        if let Some(pulled) = pulled {
             progress(format!(
                 "pulled {} ({}) in {:.1} s",
                 pulled.name,
@@ -450,7 +462,7 @@ impl ContainerRuntime {
                 started.elapsed().as_secs_f64()
             ));
         }
-        let run = self.run_config(container.image.as_str()).await?;
+        let run = self.run_config(container.image.as_str(), &target).await?;
         let spec = req.spec;
         let data_dir = self.data_dirs.join(spec.name.as_str());
         std::fs::create_dir_all(&data_dir).map_err(|e| {
@@ -603,8 +615,8 @@ impl ContainerRuntime {
                 .unwrap_or_else(|| spec.name.to_string()),
             binds,
             devices,
-            swap_accounted: self.cgroups.swap_accounted(),
-            capability_bound: spec::own_capability_bound(),
+            swap_accounted: self.swap_accounted,
+            capability_bound: self.capability_bound,
         };
         let json = spec::build(spec, container, &prepared);
         let stop_signal = match &container.options.stop_signal {
@@ -636,7 +648,7 @@ impl ContainerRuntime {
         let user = if user.is_empty() { "0" } else { user };
         let numeric = |t: &str| t.parse::<u32>().ok();
         if let (Some(uid), None) = (numeric(user), group) {
-            return Ok((uid, if uid == 0 { 0 } else { uid }, vec![]));
+            return Ok((uid, uid, vec![]));
         }
         if let (Some(uid), Some(gid)) = (numeric(user), group.and_then(numeric)) {
             return Ok((uid, gid, vec![]));
