@@ -122,6 +122,14 @@ impl Fixture {
         );
     }
 
+    /// Desires no task (document `generation`): task `id` ends `killed` and leaves nothing.
+    async fn kill_all(&self, generation: u64, id: &TaskId) {
+        self.agent.apply(doc(generation, vec![])).await;
+        let task = self.wait(id, ended).await;
+        assert_eq!(task.state, TaskState::Killed, "{task:?}");
+        self.assert_gone(id).await;
+    }
+
     async fn finish(self) {
         let Fixture {
             agent,
@@ -296,10 +304,7 @@ async fn a_cpu_quota_holds_a_busy_loop_to_half_a_core() {
     let busy = m.cpu_user_percent + m.cpu_system_percent;
     assert!(busy > 20.0 && busy < 65.0, "{m:?}");
     assert!(m.memory_bytes > 0 && m.processes >= 1, "{m:?}");
-    f.agent.apply(doc(2, vec![])).await;
-    let task = f.wait(&id, ended).await;
-    assert_eq!(task.state, TaskState::Killed, "{task:?}");
-    f.assert_gone(&id).await;
+    f.kill_all(2, &id).await;
     f.finish().await;
 }
 
@@ -320,11 +325,8 @@ async fn a_kill_ends_a_container_whose_init_ignores_sigterm() {
     f.agent.apply(doc(1, vec![d])).await;
     f.wait(&id, running).await;
     let asked = Instant::now();
-    f.agent.apply(doc(2, vec![])).await;
-    let task = f.wait(&id, ended).await;
+    f.kill_all(2, &id).await;
     println!("killed {} ms after the kill", asked.elapsed().as_millis());
-    assert_eq!(task.state, TaskState::Killed, "{task:?}");
-    f.assert_gone(&id).await;
     f.finish().await;
 }
 
@@ -361,10 +363,7 @@ async fn an_agent_restart_adopts_the_running_container() {
     let info = f.ctd.client.task(&cid).await.unwrap().unwrap();
     assert_eq!(info.pid, first.pid);
 
-    f.agent.apply(doc(3, vec![])).await;
-    let task = f.wait(&id, ended).await;
-    assert_eq!(task.state, TaskState::Killed, "{task:?}");
-    f.assert_gone(&id).await;
+    f.kill_all(3, &id).await;
     f.finish().await;
 }
 
