@@ -229,3 +229,93 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A step's command line split: the command, positional words, and `key=value` pairs (a value
+/// with spaces is quoted: `why="two words"`). Errors name the argument.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    pub words: Vec<String>,
+    pub keys: std::collections::BTreeMap<String, String>,
+}
+
+impl Args {
+    /// Splits `line` into its command and arguments.
+    pub fn parse(line: &str) -> Result<(String, Args), String> {
+        let mut tokens = Vec::new();
+        let mut current = String::new();
+        let mut quoted = false;
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                c if c.is_whitespace() && !quoted => {
+                    if !current.is_empty() {
+                        tokens.push(std::mem::take(&mut current));
+                    }
+                }
+                c => current.push(c),
+            }
+        }
+        if quoted {
+            return Err("an unclosed quote".into());
+        }
+        if !current.is_empty() {
+            tokens.push(current);
+        }
+        let mut tokens = tokens.into_iter();
+        let command = tokens.next().ok_or("an empty command")?;
+        let mut args = Args::default();
+        for t in tokens {
+            match t.split_once('=') {
+                Some((k, v)) => {
+                    args.keys.insert(k.to_string(), v.to_string());
+                }
+                None => args.words.push(t),
+            }
+        }
+        Ok((command, args))
+    }
+
+    /// The `i`th positional word, `what` naming it when missing.
+    pub fn word(&self, i: usize, what: &str) -> Result<&str, String> {
+        self.words
+            .get(i)
+            .map(String::as_str)
+            .ok_or_else(|| format!("missing {what}"))
+    }
+
+    /// `key`'s value as a whole number, if given.
+    pub fn num(&self, key: &str) -> Result<Option<u64>, String> {
+        self.keys
+            .get(key)
+            .map(|v| v.parse().map_err(|_| format!("{key}={v}: not a number")))
+            .transpose()
+    }
+
+    /// `key`'s value as a number, or `default`.
+    pub fn float(&self, key: &str, default: f64) -> Result<f64, String> {
+        self.keys.get(key).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| format!("{key}={v}: not a number"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::Args;
+
+    #[test]
+    fn words_keys_and_quotes() {
+        let (command, args) = Args::parse(r#"report b1 at=3000 why="two words""#).unwrap();
+        assert_eq!(command, "report");
+        assert_eq!(args.word(0, "a node").unwrap(), "b1");
+        assert_eq!(args.num("at").unwrap(), Some(3000));
+        assert_eq!(args.keys["why"], "two words");
+        assert_eq!(args.word(1, "a task").unwrap_err(), "missing a task");
+        assert_eq!(
+            Args::parse("x at=y").unwrap().1.num("at").unwrap_err(),
+            "at=y: not a number"
+        );
+        assert_eq!(Args::parse(r#"x "open"#).unwrap_err(), "an unclosed quote");
+        assert_eq!(Args::parse("  ").unwrap_err(), "an empty command");
+    }
+}

@@ -20,6 +20,8 @@
 //! - `auth` (credentials, rack secrets, task tokens: pure), `sessions` (the UI's sessions);
 //! - `store` (the `Store` trait and its redb implementation, which also keeps the durable
 //!   epoch), `settings` (what the controller takes from the rack config);
+//! - `leadership` (pure: whether this controller may act, for the highly available
+//!   controller of issue 18; its cases are in `tests/leadership/`);
 //! - `health` (the probes of health checks), `power` (the power command);
 //! - the UI's back ends: `kv` (the state store's client), `lookup` (a DNS query).
 //!
@@ -43,6 +45,7 @@ mod controller;
 mod health;
 mod http;
 mod kv;
+mod leadership;
 mod lookup;
 mod power;
 mod published;

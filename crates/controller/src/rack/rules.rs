@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 
 use torc_api::original::OriginalTask;
 use torc_api::{FrameworkRegistration, RegisterRequest, RuntimeInfo, StatusReport, TaskReport};
-use torc_cases::Case;
+use torc_cases::{Args, Case};
 use torc_config::RackConfig;
 use torc_types::{FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSpec, TaskState};
 
@@ -47,76 +47,6 @@ enum Refused {
 impl From<RackError> for Refused {
     fn from(e: RackError) -> Refused {
         Refused::Rack(e)
-    }
-}
-
-/// A command's arguments: positional words, and `key=value` pairs.
-struct Args {
-    words: Vec<String>,
-    keys: BTreeMap<String, String>,
-}
-
-impl Args {
-    fn parse(text: &str) -> Result<(String, Args), BadCase> {
-        let mut tokens = Vec::new();
-        let mut current = String::new();
-        let mut quoted = false;
-        for c in text.chars() {
-            match c {
-                '"' => quoted = !quoted,
-                c if c.is_whitespace() && !quoted => {
-                    if !current.is_empty() {
-                        tokens.push(std::mem::take(&mut current));
-                    }
-                }
-                c => current.push(c),
-            }
-        }
-        if quoted {
-            return Err("an unclosed quote".into());
-        }
-        if !current.is_empty() {
-            tokens.push(current);
-        }
-        let mut tokens = tokens.into_iter();
-        let command = tokens.next().ok_or("an empty command")?;
-        let mut args = Args {
-            words: Vec::new(),
-            keys: BTreeMap::new(),
-        };
-        for t in tokens {
-            match t.split_once('=') {
-                Some((k, v)) => {
-                    args.keys.insert(k.to_string(), v.to_string());
-                }
-                None => args.words.push(t),
-            }
-        }
-        Ok((command, args))
-    }
-
-    fn word(&self, i: usize, what: &str) -> Result<&str, BadCase> {
-        self.words
-            .get(i)
-            .map(String::as_str)
-            .ok_or_else(|| BadCase(format!("missing {what}")))
-    }
-
-    fn num(&self, key: &str) -> Result<Option<u64>, BadCase> {
-        self.keys
-            .get(key)
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| BadCase(format!("{key}={v}: not a number")))
-            })
-            .transpose()
-    }
-
-    fn float(&self, key: &str, default: f64) -> Result<f64, BadCase> {
-        self.keys.get(key).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| BadCase(format!("{key}={v}: not a number")))
-        })
     }
 }
 
@@ -568,7 +498,9 @@ impl Runner {
         now: u64,
         out: &mut String,
     ) -> Result<(), Refused> {
-        let bad = Refused::Case;
+        fn bad(e: impl Into<BadCase>) -> Refused {
+            Refused::Case(e.into())
+        }
         let rack = self.rack.as_mut().expect("a rack");
         match command {
             "register" => {
