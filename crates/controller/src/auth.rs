@@ -418,6 +418,14 @@ impl Keys {
         token.clone()
     }
 
+    /// Keeps `old`'s controller token (this process's, not stored) in these keys, reloaded
+    /// from the store: the token agents already hold for this controller stays good.
+    pub fn keep_controller_token(&mut self, old: &mut Keys) {
+        if let Some(own) = old.controller.take() {
+            self.controller = Some(own);
+        }
+    }
+
     /// Who holds `token`. `task_access` tells what a live task's token may do, `None` when
     /// the task ended or asked for no token.
     pub fn authenticate(

@@ -33,6 +33,7 @@ use crate::auth;
 use crate::kv::KvClients;
 use crate::published::Published;
 use crate::rack::{HealthCheck, Rack, RackError};
+use crate::seat::{NotActing, Seat};
 use crate::sessions::Access;
 use crate::settings::RackSettings;
 use crate::store::{Epoch, RedbStore, Store, StoreError};
@@ -105,13 +106,18 @@ pub enum ChangeError {
     Rejected(#[from] RackError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This controller may not act now (a standby, or a leader whose lease is not renewed).
+    #[error("{}", .0.why)]
+    NotActing(NotActing),
 }
 
 struct Inner {
     rack: Rack,
     keys: auth::Keys,
     store: Box<dyn Store>,
-    /// The epoch this controller acts under: every commit is fenced with it.
+    /// The epoch the rack was built for: every commit is fenced with it, and a change is made
+    /// only while the seat acts under this same epoch (after a takeover, not before the rack
+    /// is rebuilt for it).
     epoch: Epoch,
 }
 
@@ -134,6 +140,7 @@ impl Inner {
                 // start; the poisoned store could not take it anyway.
                 let _ = rack.take_changes();
                 let _ = keys.take_writes();
+                keys.keep_controller_token(&mut self.keys);
                 self.rack = rack;
                 self.keys = keys;
             }
@@ -148,6 +155,14 @@ impl Inner {
 /// The controller, shared by the API handlers and the background reconciler.
 pub struct Controller {
     inner: Mutex<Inner>,
+    /// Whether this controller may act (always, for a sole controller on its local store).
+    pub(crate) seat: Seat,
+    /// This controller's name among the rack's controllers (logs, proxied requests).
+    name: String,
+    // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// How callers authenticate (its token files are adopted again at each takeover).
+    auth: AuthMode,
     /// Per node: the generation of its desired set, to wake long-polling agents.
     watchers: Mutex<HashMap<NodeName, watch::Sender<u64>>>,
     pub(crate) access: Access,
@@ -203,46 +218,132 @@ impl Controller {
         Controller::with_store(settings, Box::new(store), options)
     }
 
-    /// Starts the controller on `store`, opened (its epoch started) by the caller.
+    /// Starts the controller on `store`, opened (its epoch started) by the caller: the sole
+    /// controller of its rack, acting under the store's epoch.
     pub(crate) fn with_store(
         settings: RackSettings,
         store: Box<dyn Store>,
         options: ControllerOptions,
     ) -> Result<Arc<Controller>, StartError> {
         let epoch = store.epoch();
-        let mut loaded = store.load()?;
-        let mut keys = auth::Keys::load(&mut loaded)?;
-        let now = now_millis();
-        let insecure = matches!(options.auth, AuthMode::Insecure);
-        if let AuthMode::Tokens {
-            admin_token_file,
-            join_token_file,
-        } = &options.auth
-        {
-            if let Some(path) = admin_token_file {
-                token_file(&mut keys, path, "admin", auth::Role::Admin, now)?;
-            }
-            if let Some(path) = join_token_file {
-                token_file(&mut keys, path, "join", auth::Role::Join, now)?;
-            }
-            if !keys.has_admin(now) {
-                return Err(StartError::NoCredentials);
-            }
-        } else {
-            tracing::warn!(
-                "--insecure: anyone who reaches this controller can run any command on any node of the rack"
-            );
-        }
-        keys.ensure_task_key();
-        let own_token = keys.controller_token();
-        let mut rack = Rack::new(settings, loaded, now).map_err(StartError::State)?;
-        for name in rack.settings().secret_names() {
-            keys.ensure_secret(name.as_str());
-        }
+        let loaded = store.load()?;
+        let (rack, keys, writes) = start_state(settings, loaded, &options.auth, now_millis())?;
         // Whatever reconciling the load did (lost tasks of removed nodes) is persisted now.
-        let mut changes = rack.take_changes();
-        changes.writes.extend(keys.take_writes());
-        store.commit(epoch, &changes.writes)?;
+        store.commit(epoch, &writes)?;
+        Controller::build(rack, keys, store, epoch, Seat::Sole(epoch), options)
+    }
+
+    // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// Starts a controller of several as a standby: its rack is built from `loaded` (its
+    /// mirror of the store) for reads, nothing is written, and it acts only after
+    /// [`Controller::take_over`]. It needs an admin to be known: stored, or in its token file
+    /// (adopted when it takes over).
+    pub(crate) fn standby(
+        settings: RackSettings,
+        store: Box<dyn Store>,
+        options: ControllerOptions,
+        mut loaded: crate::store::Loaded,
+        seat: Seat,
+    ) -> Result<Arc<Controller>, StartError> {
+        let now = now_millis();
+        let keys = auth::Keys::load(&mut loaded)?;
+        if let AuthMode::Tokens {
+            admin_token_file, ..
+        } = &options.auth
+            && !keys.has_admin(now)
+            && !admin_token_file.as_ref().is_some_and(|p| p.exists())
+        {
+            return Err(StartError::NoCredentials);
+        }
+        let mut rack = Rack::new(settings, loaded, now).map_err(StartError::State)?;
+        // What the load derived is the leader's to write.
+        let _ = rack.take_changes();
+        Controller::build(rack, keys, store, Epoch(0), seat, options)
+    }
+
+    // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// Takes over as the leader under `epoch`, from `loaded` (the store as of the win): a
+    /// controller start, on a running controller. Its first fenced commit carries what the
+    /// start derived; the long polls' documents start again under `epoch`, and every waiting
+    /// reader is answered. Nodes and frameworks get a full timeout from now, so nobody is
+    /// declared lost by a failover.
+    pub(crate) fn take_over(
+        &self,
+        epoch: Epoch,
+        loaded: crate::store::Loaded,
+    ) -> Result<(), StartError> {
+        let settings = self.read(|r| r.settings().clone());
+        let (rack, mut keys, writes) = start_state(settings, loaded, &self.auth, now_millis())?;
+        let (names, routes, position) = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.store.commit(epoch, &writes)?;
+            keys.keep_controller_token(&mut inner.keys);
+            inner.rack = rack;
+            inner.keys = keys;
+            inner.epoch = epoch;
+            (
+                inner.rack.dns_snapshot(),
+                SwitchRoutes::of(&inner.rack),
+                inner.rack.update_position().1,
+            )
+        };
+        self.names.restart(epoch, names);
+        self.routes.restart(epoch, routes);
+        self.updates.send_replace(position);
+        // Agents waiting on this controller hold a desired set of the old life: answer them.
+        let generations: Vec<(NodeName, u64)> = {
+            let watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            watchers.keys().cloned().collect::<Vec<_>>()
+        }
+        .into_iter()
+        .filter_map(|node| Some((node.clone(), self.read(|r| r.desired_generation(&node))?)))
+        .collect();
+        let watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        for (node, generation) in generations {
+            if let Some(tx) = watchers.get(&node) {
+                tx.send_replace(generation);
+            }
+        }
+        tracing::info!(%epoch, "this controller leads and acts");
+        Ok(())
+    }
+
+    // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// A controller that does not act rebuilds its copy of the rack from `loaded` (its
+    /// mirror), for reads marked stale. An acting one ignores it: its rack is the truth.
+    pub(crate) fn refresh(&self, mut loaded: crate::store::Loaded) -> Result<(), StartError> {
+        if self.acting().is_ok() {
+            return Ok(());
+        }
+        let settings = self.read(|r| r.settings().clone());
+        let now = now_millis();
+        let mut keys = auth::Keys::load(&mut loaded)?;
+        let mut rack = Rack::new(settings, loaded, now).map_err(StartError::State)?;
+        let _ = rack.take_changes();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.epoch != Epoch(0) && self.seat.acting() == Ok(inner.epoch) {
+            // It took over meanwhile.
+            return Ok(());
+        }
+        keys.keep_controller_token(&mut inner.keys);
+        inner.rack = rack;
+        inner.keys = keys;
+        Ok(())
+    }
+
+    fn build(
+        rack: Rack,
+        mut keys: auth::Keys,
+        store: Box<dyn Store>,
+        epoch: Epoch,
+        seat: Seat,
+        options: ControllerOptions,
+    ) -> Result<Arc<Controller>, StartError> {
+        let insecure = matches!(options.auth, AuthMode::Insecure);
+        let own_token = keys.controller_token();
         let (ca, tls, client_tls) = match &options.ca_dir {
             Some(dir) => {
                 let ca = torc_tls::pki::Ca::load(dir)?;
@@ -281,7 +382,16 @@ impl Controller {
         let (updates, _) = watch::channel(rack.update_position().1);
         let names = Published::new(epoch, rack.dns_snapshot());
         let routes = Published::new(epoch, SwitchRoutes::of(&rack));
+        let name = rack
+            .settings()
+            .nodes
+            .iter()
+            .find(|n| n.node_type == torc_types::NodeType::Master)
+            .map_or_else(|| "controller".to_string(), |n| n.name.to_string());
         Ok(Arc::new(Controller {
+            seat,
+            name,
+            auth: options.auth,
             routes,
             network_report: Mutex::new(None),
             names,
@@ -301,6 +411,28 @@ impl Controller {
             http,
             updates,
         }))
+    }
+
+    /// The epoch to act under now, or why this controller may not act: its seat must act, and
+    /// under the epoch its rack was built for.
+    pub(crate) fn acting(&self) -> Result<Epoch, NotActing> {
+        let epoch = self.seat.acting()?;
+        let built = self.inner.lock().unwrap_or_else(|e| e.into_inner()).epoch;
+        if built == epoch {
+            Ok(epoch)
+        } else {
+            Err(NotActing {
+                leader: None,
+                why: format!(
+                    "this controller leads (epoch {epoch}) but is still loading the rack's state"
+                ),
+            })
+        }
+    }
+
+    /// This controller's name among the rack's controllers.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Who holds `token`.
@@ -510,16 +642,25 @@ impl Controller {
         &self,
         f: impl FnOnce(&mut Rack, &mut auth::Keys) -> Result<R, RackError>,
     ) -> Result<R, ChangeError> {
+        let epoch = self.seat.acting().map_err(ChangeError::NotActing)?;
         let (result, wake, event_seq, names) = {
             let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let inner = &mut *guard;
+            if inner.epoch != epoch {
+                return Err(ChangeError::NotActing(NotActing {
+                    leader: None,
+                    why: format!(
+                        "this controller leads (epoch {epoch}) but is still loading the rack's state"
+                    ),
+                }));
+            }
             // A poisoned store takes no more changes: refuse before touching the rack, which
             // was put back to the durable state once, when the store failed.
             inner.store.writable()?;
             let result = f(&mut inner.rack, &mut inner.keys);
             let mut changes = inner.rack.take_changes();
             changes.writes.extend(inner.keys.take_writes());
-            if let Err(e) = inner.store.commit(inner.epoch, &changes.writes) {
+            if let Err(e) = inner.store.commit(epoch, &changes.writes) {
                 inner.back_to_durable();
                 return Err(e.into());
             }
@@ -598,6 +739,10 @@ impl Controller {
 
     /// The health checks due now, each marked started (so it is not started twice).
     pub(crate) fn start_due_health_checks(&self, now: torc_types::UnixMillis) -> Vec<HealthCheck> {
+        // Only the acting leader probes: a standby's copy of the rack must not decide health.
+        if self.acting().is_err() {
+            return Vec::new();
+        }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let due = inner.rack.due_health_checks(now);
         for c in &due {
@@ -622,6 +767,10 @@ impl Controller {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
+            // A controller that does not act takes no step (its write would be refused anyway).
+            if self.acting().is_err() {
+                continue;
+            }
             if let Err(e) = self
                 .change_keys(|rack, keys| {
                     let now = now_millis();
@@ -642,6 +791,45 @@ impl Controller {
 // TODO-correctness: a task that runs longer than this keeps an expired certificate; renew
 // certificates of live tasks (the agent would rewrite the files and signal the task).
 const TASK_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The rack and credentials a controller starts acting with, from what the store holds, and
+/// the writes that starting derived (adopted token files, the task-token key, rack secrets,
+/// tasks of nodes the config no longer lists).
+fn start_state(
+    settings: RackSettings,
+    mut loaded: crate::store::Loaded,
+    auth_mode: &AuthMode,
+    now: UnixMillis,
+) -> Result<(Rack, auth::Keys, Vec<crate::store::Write>), StartError> {
+    let mut keys = auth::Keys::load(&mut loaded)?;
+    if let AuthMode::Tokens {
+        admin_token_file,
+        join_token_file,
+    } = auth_mode
+    {
+        if let Some(path) = admin_token_file {
+            token_file(&mut keys, path, "admin", auth::Role::Admin, now)?;
+        }
+        if let Some(path) = join_token_file {
+            token_file(&mut keys, path, "join", auth::Role::Join, now)?;
+        }
+        if !keys.has_admin(now) {
+            return Err(StartError::NoCredentials);
+        }
+    } else {
+        tracing::warn!(
+            "--insecure: anyone who reaches this controller can run any command on any node of the rack"
+        );
+    }
+    keys.ensure_task_key();
+    let mut rack = Rack::new(settings, loaded, now).map_err(StartError::State)?;
+    for name in rack.settings().secret_names() {
+        keys.ensure_secret(name.as_str());
+    }
+    let mut changes = rack.take_changes();
+    changes.writes.extend(keys.take_writes());
+    Ok((rack, keys, changes.writes))
+}
 
 /// Adopts the token in `path`, or mints one and writes it there.
 fn token_file(
@@ -797,6 +985,66 @@ mod tests {
             published,
             "the same controller life: long-poll readers keep their numbers"
         );
+    }
+
+    /// A controller of several starts as a standby: it serves reads of its copy, refuses
+    /// every change (naming why), and acts only once its seat leads *and* it took over, whose
+    /// documents then carry the new epoch.
+    #[test]
+    fn a_standby_acts_only_after_it_took_over() {
+        use crate::leadership::{Action, Event, Timing};
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("controller.redb")).unwrap();
+        let epoch = store.epoch();
+        let loaded = store.load().unwrap();
+        let (elected, mut actions) = crate::seat::Elected::new(Timing::default());
+        let ctl = Controller::standby(
+            settings(),
+            Box::new(store),
+            ControllerOptions::insecure(),
+            loaded,
+            Seat::Elected(elected),
+        )
+        .unwrap();
+        let err = launch(&ctl, "early").unwrap_err();
+        assert!(
+            matches!(&err, ChangeError::NotActing(n) if n.why.contains("standby")),
+            "{err}"
+        );
+        ctl.seat.on(Event::Renewed {
+            sent: crate::seat::boot_now(),
+            ttl: Duration::from_secs(60),
+        });
+        ctl.seat.on(Event::Won { epoch });
+        ctl.seat.on(Event::CaughtUp { epoch });
+        assert_eq!(actions.try_recv().unwrap(), Action::CatchUp { epoch });
+        assert_eq!(
+            actions.try_recv().unwrap(),
+            Action::Act { epoch, fresh: true }
+        );
+        // The seat leads, but the rack is not rebuilt for the epoch yet: still no change.
+        let err = launch(&ctl, "between").unwrap_err();
+        assert!(
+            matches!(&err, ChangeError::NotActing(n) if n.why.contains("loading")),
+            "{err}"
+        );
+        let loaded = ctl.inner.lock().unwrap().store.load().unwrap();
+        ctl.take_over(epoch, loaded).unwrap();
+        launch(&ctl, "web").unwrap();
+        assert_eq!(task_names(&ctl), ["web"]);
+        assert_eq!(published_epochs(&ctl), (epoch.0, epoch.0));
+        // Losing the lease stops it at once.
+        ctl.seat.on(Event::LeaseGone);
+        assert!(matches!(
+            launch(&ctl, "late"),
+            Err(ChangeError::NotActing(_))
+        ));
+        assert!(matches!(actions.try_recv().unwrap(), Action::Stop { .. }));
+        assert_eq!(actions.try_recv().unwrap(), Action::Campaign);
+        // A standby's copy follows the store it mirrors (here: a record written meanwhile).
+        let stored = ctl.inner.lock().unwrap().store.load().unwrap();
+        ctl.refresh(stored).unwrap();
+        assert_eq!(task_names(&ctl), ["web"]);
     }
 
     /// Each start of the controller on one data directory has a higher epoch than the last,

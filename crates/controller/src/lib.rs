@@ -50,6 +50,7 @@ mod lookup;
 mod power;
 mod published;
 mod rack;
+mod seat;
 mod sessions;
 mod settings;
 mod store;
@@ -61,11 +62,13 @@ use tokio::net::TcpListener;
 
 pub use auth::{Role, fresh_token};
 pub use controller::{AuthMode, ChangeError, Controller, ControllerOptions, StartError};
+pub use leadership::LeaderInfo;
 pub use lookup::{Lookup, LookupError, lookup};
 pub use rack::{
     AnnounceError, CredentialError, FrameworkError, HealthCheck, NodeError, ProbeFailure, Rack,
     RackError, ServiceError, TaskError,
 };
+pub use seat::NotActing;
 pub use settings::{
     ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
 };

@@ -28,25 +28,39 @@ pub(crate) struct Numbered<T> {
 }
 
 pub(crate) struct Published<T> {
-    epoch: u64,
     current: Mutex<Numbered<T>>,
-    generation: watch::Sender<u64>,
+    /// The current `(epoch, generation)`, to wake waiting readers.
+    numbers: watch::Sender<(u64, u64)>,
 }
 
 impl<T: Clone + PartialEq> Published<T> {
     /// The first document of a controller acting under `epoch`.
     pub(crate) fn new(epoch: Epoch, doc: T) -> Self {
         let Epoch(epoch) = epoch;
-        let (generation, _) = watch::channel(1);
+        let (numbers, _) = watch::channel((epoch, 1));
         Published {
-            epoch,
             current: Mutex::new(Numbered {
                 epoch,
                 generation: 1,
                 doc,
             }),
-            generation,
+            numbers,
         }
+    }
+
+    // Used at a takeover by the role driver (issue 18, §15 item 9, next).
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// The first document of a new epoch (a takeover): readers of the old one get it at once.
+    pub(crate) fn restart(&self, epoch: Epoch, doc: T) {
+        let Epoch(epoch) = epoch;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = Numbered {
+            epoch,
+            generation: 1,
+            doc,
+        };
+        drop(current);
+        self.numbers.send_replace((epoch, 1));
     }
 
     /// Publishes `doc` if it differs from the current document; wakes the readers.
@@ -57,9 +71,9 @@ impl<T: Clone + PartialEq> Published<T> {
         }
         current.generation += 1;
         current.doc = doc;
-        let generation = current.generation;
+        let numbers = (current.epoch, current.generation);
         drop(current);
-        self.generation.send_replace(generation);
+        self.numbers.send_replace(numbers);
     }
 
     pub(crate) fn current(&self) -> Numbered<T> {
@@ -72,10 +86,10 @@ impl<T: Clone + PartialEq> Published<T> {
     /// The current document once it is not the one the reader holds (`epoch`, `after`), or
     /// after `wait`, whichever comes first.
     pub(crate) async fn next(&self, epoch: u64, after: u64, wait: Duration) -> Numbered<T> {
-        if epoch == self.epoch {
-            let mut rx = self.generation.subscribe();
+        let mut rx = self.numbers.subscribe();
+        if rx.borrow().0 == epoch {
             let deadline = tokio::time::Instant::now() + wait;
-            while *rx.borrow_and_update() == after {
+            while *rx.borrow_and_update() == (epoch, after) {
                 if !matches!(
                     tokio::time::timeout_at(deadline, rx.changed()).await,
                     Ok(Ok(()))
@@ -119,5 +133,18 @@ mod tests {
         // The wait is bounded.
         let got = p.next(first.epoch, 3, Duration::from_millis(10)).await;
         assert_eq!(got.generation, 3);
+        // A takeover: a reader waiting on the old epoch gets the new epoch's first document,
+        // even though its generation (1) is one the reader may have held.
+        let p = Published::new(Epoch(3), vec![1]);
+        let waiting = p.next(3, 1, Duration::from_secs(60));
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut waiting)
+                .await
+                .is_err()
+        );
+        p.restart(Epoch(8), vec![2]);
+        let got = waiting.await;
+        assert_eq!((got.epoch, got.generation, got.doc), (8, 1, vec![2]));
     }
 }

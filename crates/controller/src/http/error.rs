@@ -16,6 +16,8 @@ use crate::rack::RackError;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// The leader's URL, sent as `Torc-Leader` (a refusal of a controller that does not act).
+    leader: Option<String>,
 }
 
 impl ApiError {
@@ -23,7 +25,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            leader: None,
         }
+    }
+
+    /// Names the leader the caller should go to instead.
+    pub(crate) fn with_leader(mut self, url: String) -> Self {
+        self.leader = Some(url);
+        self
     }
 }
 
@@ -36,7 +45,16 @@ impl IntoResponse for ApiError {
             error: self.message,
             status: self.status.as_u16(),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(url) = self
+            .leader
+            .and_then(|u| axum::http::HeaderValue::from_str(&u).ok())
+        {
+            response
+                .headers_mut()
+                .insert(super::leader::LEADER_HEADER, url);
+        }
+        response
     }
 }
 
@@ -54,6 +72,7 @@ impl From<ChangeError> for ApiError {
                 tracing::error!(error = %e, "state store write failed");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
+            ChangeError::NotActing(not) => super::leader::refuse(&not),
         }
     }
 }

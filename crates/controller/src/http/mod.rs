@@ -12,7 +12,8 @@
 //! - `session` (UI sessions, token reviews) and `credentials` (tokens and rack secrets);
 //! - `compat`: the original ToRC routes (`/nodes`, `/services/running`, ...).
 //!
-//! Who may call each route is decided before any handler runs, in one table (`access`);
+//! Who may call each route is decided before any handler runs, in one table (`access`); what a
+//! controller that does not act (a standby) answers instead, in another (`leader`);
 //! handlers that act on a caller's behalf read it from the `Caller` extension. `proxy` reaches
 //! agents, frameworks and system services for a caller.
 
@@ -24,6 +25,7 @@ mod error;
 mod extract;
 mod frameworks;
 mod images;
+mod leader;
 mod longpoll;
 mod names;
 mod network;
@@ -61,6 +63,12 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .merge(agents::routes())
         .merge(session::routes())
         .merge(credentials::routes())
+        // Runs after the access policy (layers added later run first): a caller is checked
+        // before a standby names the leader to it.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&ctl),
+            leader::follow_the_leader,
+        ))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&ctl),
             access::authorize,
