@@ -10,6 +10,7 @@ use crate::controller::ChangeError;
 use crate::lookup::LookupError;
 use crate::power::PowerError;
 use crate::rack::RackError;
+use crate::seat::NotActing;
 
 /// An error answer.
 #[derive(Debug)]
@@ -29,12 +30,25 @@ impl ApiError {
         }
     }
 
-    /// Names the leader the caller should go to instead.
-    pub(crate) fn with_leader(mut self, url: String) -> Self {
-        self.leader = Some(url);
-        self
+    /// The refusal of a controller that may not act: 421 naming the leader (`Torc-Leader`),
+    /// so that torc's clients move to it, or 503 when no leader is known.
+    pub(crate) fn not_acting(not: &NotActing) -> Self {
+        match &not.leader {
+            Some(leader) => ApiError {
+                status: StatusCode::MISDIRECTED_REQUEST,
+                message: format!("{}; send it to the leader, {}", not.why, leader.url),
+                leader: Some(leader.url.clone()),
+            },
+            None => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no leader: {}", not.why),
+            ),
+        }
     }
 }
+
+/// Names the leader's URL on a refusal or a stale read.
+pub(crate) const LEADER_HEADER: &str = "torc-leader";
 
 /// A handler's answer: JSON, or an error answer.
 pub(crate) type Reply<T> = Result<Json<T>, ApiError>;
@@ -50,9 +64,7 @@ impl IntoResponse for ApiError {
             .leader
             .and_then(|u| axum::http::HeaderValue::from_str(&u).ok())
         {
-            response
-                .headers_mut()
-                .insert(super::leader::LEADER_HEADER, url);
+            response.headers_mut().insert(LEADER_HEADER, url);
         }
         response
     }
@@ -72,7 +84,7 @@ impl From<ChangeError> for ApiError {
                 tracing::error!(error = %e, "state store write failed");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-            ChangeError::NotActing(not) => super::leader::refuse(&not),
+            ChangeError::NotActing(not) => ApiError::not_acting(&not),
         }
     }
 }

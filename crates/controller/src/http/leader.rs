@@ -24,12 +24,10 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, LEADER_HEADER};
 use crate::controller::Controller;
 use crate::seat::NotActing;
 
-/// Names the leader's URL on a refusal or a stale read.
-pub(crate) const LEADER_HEADER: &str = "torc-leader";
 /// Marks an answer read from a controller that does not act.
 pub(crate) const STALE_HEADER: &str = "torc-stale";
 /// Marks a request a standby passed on to the leader: never passed on twice.
@@ -97,7 +95,7 @@ pub(super) async fn follow_the_leader(
                 && read
                 && let Err(not) = ctl.acting()
             {
-                return refuse(&not).into_response();
+                return ApiError::not_acting(&not).into_response();
             }
             answer
         }
@@ -108,23 +106,8 @@ pub(super) async fn follow_the_leader(
                 answer
             }
             OnStandby::Proxy => proxy(&ctl, &not, req).await,
-            OnStandby::Leader | OnStandby::Own => refuse(&not).into_response(),
+            OnStandby::Leader | OnStandby::Own => ApiError::not_acting(&not).into_response(),
         },
-    }
-}
-
-/// 421 naming the leader, or 503 when none is known.
-pub(crate) fn refuse(not: &NotActing) -> ApiError {
-    match &not.leader {
-        Some(leader) => ApiError::new(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!("{}; send it to the leader, {}", not.why, leader.url),
-        )
-        .with_leader(leader.url.clone()),
-        None => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no leader: {}", not.why),
-        ),
     }
 }
 
@@ -143,7 +126,7 @@ fn mark_stale(answer: &mut Response, not: &NotActing) {
 /// Passes an original-API change on to the leader, with the caller's credential, one hop.
 async fn proxy(ctl: &Controller, not: &NotActing, req: Request) -> Response {
     let Some(leader) = &not.leader else {
-        return refuse(not).into_response();
+        return ApiError::not_acting(not).into_response();
     };
     if req.headers().contains_key(PROXIED_HEADER) {
         return ApiError::new(
