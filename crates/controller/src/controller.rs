@@ -159,6 +159,8 @@ pub struct Controller {
     pub(crate) seat: Seat,
     /// This controller's name among the rack's controllers (logs, proxied requests).
     name: String,
+    /// The epoch the rack was built for (`Inner::epoch`, readable without the rack's lock).
+    built: std::sync::atomic::AtomicU64,
     // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
     #[cfg_attr(not(test), allow(dead_code))]
     /// How callers authenticate (its token files are adopted again at each takeover).
@@ -283,6 +285,8 @@ impl Controller {
             inner.rack = rack;
             inner.keys = keys;
             inner.epoch = epoch;
+            self.built
+                .store(epoch.0, std::sync::atomic::Ordering::Release);
             (
                 inner.rack.dns_snapshot(),
                 SwitchRoutes::of(&inner.rack),
@@ -391,6 +395,7 @@ impl Controller {
         Ok(Arc::new(Controller {
             seat,
             name,
+            built: std::sync::atomic::AtomicU64::new(epoch.0),
             auth: options.auth,
             routes,
             network_report: Mutex::new(None),
@@ -417,7 +422,8 @@ impl Controller {
     /// under the epoch its rack was built for.
     pub(crate) fn acting(&self) -> Result<Epoch, NotActing> {
         let epoch = self.seat.acting()?;
-        let built = self.inner.lock().unwrap_or_else(|e| e.into_inner()).epoch;
+        // Not the rack's lock: requests that do not touch the rack must not wait on a commit.
+        let built = Epoch(self.built.load(std::sync::atomic::Ordering::Acquire));
         if built == epoch {
             Ok(epoch)
         } else {
