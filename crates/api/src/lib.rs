@@ -643,6 +643,7 @@ pub struct DesiredQuery {
     pub wait_ms: Option<u64>,
 }
 
+pub mod controller;
 pub mod dns;
 pub mod images;
 pub mod original;

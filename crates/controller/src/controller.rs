@@ -159,6 +159,11 @@ pub struct Controller {
     pub(crate) seat: Seat,
     /// This controller's name among the rack's controllers (logs, proxied requests).
     name: String,
+    /// Where clients reach this controller (`--advertise-url`), when given.
+    url: Option<String>,
+    /// What the status says of the store and the other controllers (kept current by the role
+    /// driver of a controller of several).
+    backstage: watch::Sender<Backstage>,
     /// The epoch the rack was built for (`Inner::epoch`, readable without the rack's lock).
     built: std::sync::atomic::AtomicU64,
     // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
@@ -189,6 +194,14 @@ pub struct Controller {
     network_report: Mutex<Option<(torc_api::NetworkReport, UnixMillis)>>,
 }
 
+/// What the status says of the store and the other controllers.
+#[derive(Debug, Clone)]
+pub(crate) struct Backstage {
+    /// The controllers campaigning, in election order.
+    pub controllers: Vec<torc_api::controller::ControllerRef>,
+    pub store: torc_api::controller::StoreView,
+}
+
 /// What the network agent is told: where the switch is and the routes it should hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SwitchRoutes {
@@ -216,8 +229,11 @@ impl Controller {
             path: data_dir.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let store = RedbStore::open(&data_dir.join("controller.redb"))?;
-        Controller::with_store(settings, Box::new(store), options)
+        let path = data_dir.join("controller.redb");
+        let store = RedbStore::open(&path)?;
+        let ctl = Controller::with_store(settings, Box::new(store), options)?;
+        ctl.set_backstage(|b| b.store.location = path.display().to_string());
+        Ok(ctl)
     }
 
     /// Starts the controller on `store`, opened (its epoch started) by the caller: the sole
@@ -392,9 +408,21 @@ impl Controller {
             .iter()
             .find(|n| n.node_type == torc_types::NodeType::Master)
             .map_or_else(|| "controller".to_string(), |n| n.name.to_string());
+        let backstage = watch::channel(Backstage {
+            controllers: Vec::new(),
+            store: torc_api::controller::StoreView {
+                kind: "redb".into(),
+                location: String::new(),
+                revision: None,
+                endpoints: Vec::new(),
+            },
+        })
+        .0;
         Ok(Arc::new(Controller {
             seat,
             name,
+            url: None,
+            backstage,
             built: std::sync::atomic::AtomicU64::new(epoch.0),
             auth: options.auth,
             routes,
@@ -439,6 +467,21 @@ impl Controller {
     /// This controller's name among the rack's controllers.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where clients reach this controller, when it was told (`--advertise-url`).
+    pub(crate) fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// The store and the other controllers, as last seen.
+    pub(crate) fn backstage(&self) -> Backstage {
+        self.backstage.borrow().clone()
+    }
+
+    /// Updates what the status says of the store and the other controllers.
+    pub(crate) fn set_backstage(&self, f: impl FnOnce(&mut Backstage)) {
+        self.backstage.send_modify(f);
     }
 
     /// Who holds `token`.

@@ -135,6 +135,10 @@ pub struct RackOptions {
     /// every agent gets `--containerd off`, so no test talks to the system's containerd. Needs
     /// root and containerd: check [`containers_or_skip`] first.
     pub containers: bool,
+    /// Controller nodes: `wedge`, then `wedge2`, ... (loopback racks only). With two or more,
+    /// the rack runs a real 3-member etcd cluster ([`EtcdCluster`]) and every controller keeps
+    /// its state there (`--store etcd`), one leading; agents get every controller's URL.
+    pub controllers: usize,
 }
 
 /// How a test rack's nodes are connected.
@@ -172,6 +176,7 @@ impl Default for RackOptions {
             network: RackNetwork::Loopback,
             task_blocks: BTreeMap::new(),
             containers: false,
+            controllers: 1,
         }
     }
 }
@@ -192,7 +197,11 @@ pub struct LocalRack {
     /// Node name → where the host reaches it: its address on loopback, its endpoint (a
     /// forwarder for the API) on namespaces.
     pub endpoints: BTreeMap<String, Ipv4Addr>,
-    controller: Option<Child>,
+    /// The controller nodes (`wedge`, `wedge2`, ...), in order.
+    pub controller_names: Vec<String>,
+    controllers: BTreeMap<String, Child>,
+    /// The etcd cluster of a rack of several controllers.
+    etcd: Option<EtcdCluster>,
     agents: BTreeMap<String, Child>,
     /// The rack's private containerd (`RackOptions.containers`), swept after the agents stop.
     containerd: Option<Containerd>,
@@ -212,8 +221,23 @@ impl LocalRack {
         let ip = |i: u8| Ipv4Addr::new(base.octets()[0], base.octets()[1], base.octets()[2], i);
         let port = free_port(ip(1));
         let on_namespaces = opts.network == RackNetwork::Namespaces;
+        if opts.controllers == 0 || (on_namespaces && opts.controllers > 1) {
+            bail!(
+                "RackOptions.controllers: {} (1, or several on a loopback rack)",
+                opts.controllers
+            );
+        }
+        let controller_names: Vec<String> = (1..=opts.controllers)
+            .map(|i| match i {
+                1 => "wedge".to_string(),
+                i => format!("wedge{i}"),
+            })
+            .collect();
+        // The first controller first and the others last, so that compute nodes keep the
+        // addresses they have on a rack of one controller.
         let names: Vec<String> = std::iter::once("wedge".to_string())
             .chain((1..=opts.compute_nodes).map(|i| format!("bladerunner{i}")))
+            .chain(controller_names.iter().skip(1).cloned())
             .collect();
         let (mut nodes, mut endpoints) = (BTreeMap::new(), BTreeMap::new());
         if let Some(node) = (opts.task_blocks.keys()).find(|n| !on_namespaces || !names.contains(n))
@@ -232,7 +256,7 @@ impl LocalRack {
             };
             nodes.insert(name.clone(), addr);
             endpoints.insert(name.clone(), endpoint);
-            let (t, f) = if i == 0 {
+            let (t, f) = if controller_names.contains(name) {
                 ("master", "controller")
             } else {
                 ("slave", "compute")
@@ -285,6 +309,10 @@ impl LocalRack {
             true => Some(Containerd::start().await?),
             false => None,
         };
+        let etcd = match opts.controllers {
+            1 => None,
+            _ => Some(EtcdCluster::start_n(3).await?),
+        };
         let mut rack = LocalRack {
             dir,
             exe: exe.as_ref().to_path_buf(),
@@ -295,7 +323,9 @@ impl LocalRack {
             config_path,
             nodes,
             endpoints,
-            controller: None,
+            controller_names,
+            controllers: BTreeMap::new(),
+            etcd,
             agents: BTreeMap::new(),
             containerd,
             namespaces,
@@ -319,9 +349,41 @@ impl LocalRack {
         )
     }
 
-    /// The controller's URL inside the rack (what agents and tasks use).
+    /// The controller's URL inside the rack (what agents and tasks use): every controller's,
+    /// comma-separated, on a rack of several.
     pub fn rack_url(&self) -> String {
-        format!("{}://{}:{}", self.scheme(), self.nodes["wedge"], self.port)
+        let urls: Vec<String> = (self.controller_names.iter())
+            .map(|n| self.controller_rack_url(n))
+            .collect();
+        urls.join(",")
+    }
+
+    /// Controller `name`'s URL inside the rack.
+    pub fn controller_rack_url(&self, name: &str) -> String {
+        format!("{}://{}:{}", self.scheme(), self.nodes[name], self.port)
+    }
+
+    /// Controller `name`'s URL for the host.
+    pub fn controller_url(&self, name: &str) -> String {
+        format!("{}://{}:{}", self.scheme(), self.endpoints[name], self.port)
+    }
+
+    /// Every controller's URL for the host, comma-separated (one URL on a rack of one).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = (self.controller_names.iter())
+            .map(|n| self.controller_url(n))
+            .collect();
+        urls.join(",")
+    }
+
+    /// The etcd cluster of a rack of several controllers.
+    pub fn etcd(&self) -> Option<&EtcdCluster> {
+        self.etcd.as_ref()
+    }
+
+    /// [`LocalRack::etcd`], to kill or restart members.
+    pub fn etcd_mut(&mut self) -> Option<&mut EtcdCluster> {
+        self.etcd.as_mut()
     }
 
     fn scheme(&self) -> &'static str {
@@ -522,17 +584,44 @@ impl LocalRack {
             .with_context(|| format!("cannot start {}", self.exe.display()))
     }
 
+    /// Starts every controller that does not run.
     pub fn start_controller(&mut self) -> anyhow::Result<()> {
+        for name in self.controller_names.clone() {
+            if !self.controllers.contains_key(&name) {
+                self.start_controller_named(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts controller `name` (`wedge`, `wedge2`, ...).
+    pub fn start_controller_named(&mut self, name: &str) -> anyhow::Result<()> {
         let d = self.dir.path();
+        let data = match name {
+            "wedge" => d.join("controller"),
+            other => d.join(format!("controller-{other}")),
+        };
         let mut args = vec![
             "controller".into(),
             "--config".into(),
             self.config_path.display().to_string(),
             "--data-dir".into(),
-            d.join("controller").display().to_string(),
+            data.display().to_string(),
             "--listen".into(),
-            format!("{}:{}", self.nodes["wedge"], self.port),
+            format!("{}:{}", self.nodes[name], self.port),
         ];
+        if let Some(etcd) = &self.etcd {
+            args.extend([
+                "--store".into(),
+                "etcd".into(),
+                "--etcd-endpoints".into(),
+                etcd.endpoints().join(","),
+                "--name".into(),
+                name.into(),
+                "--advertise-url".into(),
+                self.controller_rack_url(name),
+            ]);
+        }
         match self.security {
             Security::Insecure => args.extend(["--insecure".into(), "--plaintext".into()]),
             Security::Plain | Security::Tls => {
@@ -549,7 +638,12 @@ impl LocalRack {
                 }
             }
         }
-        self.controller = Some(self.command("wedge", &args, "controller")?);
+        let log = match name {
+            "wedge" => "controller".to_string(),
+            other => format!("controller-{other}"),
+        };
+        let child = self.command(name, &args, &log)?;
+        self.controllers.insert(name.to_string(), child);
         Ok(())
     }
 
@@ -647,16 +741,44 @@ impl LocalRack {
         self.agents.get(name).map(|c| c.id())
     }
 
+    /// The first controller's pid (`wedge`), while it runs.
     pub fn controller_pid(&self) -> Option<u32> {
-        self.controller.as_ref().map(|c| c.id())
+        self.controller_pid_of("wedge")
     }
 
-    /// SIGKILLs the controller.
+    /// Controller `name`'s pid, while it runs.
+    pub fn controller_pid_of(&self, name: &str) -> Option<u32> {
+        self.controllers.get(name).map(|c| c.id())
+    }
+
+    /// SIGKILLs every controller.
     pub fn kill_controller(&mut self) {
-        if let Some(mut c) = self.controller.take() {
+        for name in self.controller_names.clone() {
+            self.kill_controller_named(&name);
+        }
+    }
+
+    /// SIGKILLs controller `name`.
+    pub fn kill_controller_named(&mut self, name: &str) {
+        if let Some(mut c) = self.controllers.remove(name) {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) controller `name`.
+    pub fn freeze_controller(&self, name: &str, frozen: bool) -> anyhow::Result<()> {
+        let child = self
+            .controllers
+            .get(name)
+            .with_context(|| format!("controller {name} does not run"))?;
+        let signal = if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(Pid::from_raw(child.id() as i32), signal)?;
+        Ok(())
     }
 
     /// Waits until each named node is active (or inactive).
@@ -803,7 +925,9 @@ impl Drop for LocalRack {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // SIGKILL ends a frozen (SIGSTOPped) controller too.
         self.kill_controller();
+        drop(self.etcd.take());
         // Whatever is left (shims of agents killed by the test) goes too.
         for (pid, _) in processes_mentioning(self.dir.path()) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);

@@ -55,6 +55,8 @@ pub(crate) fn on_standby(method: &Method, route: &str) -> OnStandby {
     let read = matches!(*method, Method::GET | Method::HEAD);
     match route {
         "/" | "/ui/app.js" | "/ui/style.css" | "/admin/ping" | "/api/v1/session" => Own,
+        // Every controller says where it stands.
+        "/api/v1/controller" if read => Own,
         // The original API: changes, some of them GETs.
         "/start/group" | "/node/startup" | "/node/shutdown" | "/calico/configure"
         | "/calico/shutdown" | "/service/announce" => Proxy,

@@ -6,6 +6,7 @@
 //! - `nodes` (and a node's power), `images` (a node's container images, from its agent),
 //!   `tasks`, `agents` (the agent protocol), `frameworks`,
 //!   `services` (services, groups, announcements), `status` (status and the event feed),
+//!   `controllers` (the rack's controllers, who leads, handing over),
 //!   `network` (the switch's routes for the network agent, and its report);
 //! - the UI's back ends: `names` (the DNS snapshot and lookups), `state` (the state store
 //!   browser), `query` (the time-series database), `ui` (the assets);
@@ -20,6 +21,7 @@
 mod access;
 mod agents;
 mod compat;
+mod controllers;
 mod credentials;
 mod error;
 mod extract;
@@ -51,6 +53,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .merge(nodes::routes())
         .merge(images::routes())
         .merge(status::routes())
+        .merge(controllers::routes())
         .merge(names::routes())
         .merge(network::routes())
         .merge(state::routes())

@@ -24,6 +24,12 @@ async fn status(State(ctl): State<Arc<Controller>>) -> Json<StatusView> {
             "insecure: this controller checks no credentials; anyone who reaches it can run any command on any node".into(),
         );
     }
+    if let Err(not) = ctl.acting() {
+        view.warnings.push(format!(
+            "changes refused: {} (this view may be stale)",
+            not.why
+        ));
+    }
     if ctl.tls.is_none() {
         view.warnings.push(
             "plain HTTP: tokens and task specs cross the rack network unencrypted (start the controller with --ca-dir)".into(),
