@@ -41,6 +41,7 @@ function badge(state) {
     running: "b-ok", active: "b-ok", healthy: "b-ok", finished: "b-info", none: "",
     staging: "b-warn", pending: "b-warn", killing: "b-warn", unknown: "b-warn", inactive: "b-bad",
     failed: "b-bad", lost: "b-bad", killed: "", unhealthy: "b-bad", error: "b-bad", warning: "b-warn", info: "b-info",
+    sole: "b-ok", leader: "b-ok", standby: "b-info", elected: "b-warn", lapsed: "b-bad", stepping_down: "b-warn",
   }[state] ?? "";
   return `<span class="badge ${cls}">${esc(state)}</span>`;
 }
@@ -212,8 +213,25 @@ function table(headers, rows, empty = "nothing here") {
   return `<div class="tw"><table><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join("")}</tr>`).join("")}</tbody></table></div>`;
 }
 
+// The rack's controllers: who leads, where this one stands, the store and its members.
+function controllersSection(c) {
+  if (!c) return "";
+  const leader = c.leader ? `${esc(c.leader.name)} leads (epoch ${esc(c.leader.epoch)})` : "no leader is known";
+  const store = c.store.kind === "etcd"
+    ? `etcd, ${c.store.endpoints.filter((e) => e.healthy).length}/${c.store.endpoints.length} members healthy, under ${esc(c.store.location)}`
+    : `a local file${c.store.location ? " (" + esc(c.store.location) + ")" : ""}`;
+  const rows = c.controllers.length
+    ? c.controllers.map((x, i) => [esc(x.name), esc(x.url), badge(i === 0 ? "leader" : "standby"), esc(x.epoch), x.name === c.name ? "this one" : ""])
+    : [[esc(c.name), esc(c.url || ""), badge(c.role), esc(c.epoch ?? ""), "this one"]];
+  const members = c.store.endpoints.length ? table(["etcd member", "Healthy", "Raft leader", "Version", "Size", "Alarms or error"], c.store.endpoints.map((e) => [
+    esc(e.url), badge(e.healthy ? "healthy" : "unhealthy"), e.raft_leader ? "yes" : "", esc(e.version || ""), bytes(e.db_size), esc([...(e.alarms || []), e.error || ""].filter(Boolean).join(", "))])) : "";
+  return `<h2>Controllers</h2>
+  <p>${leader}; this one (${esc(c.name)}) is ${badge(c.role)}${c.why_not ? ": " + esc(c.why_not) : ""}. State store: ${store}.</p>
+  ${table(["Controller", "URL", "Role", "Epoch", ""], rows)}${members}`;
+}
+
 async function overview(seq) {
-  const [nodes, status, events] = await Promise.all([load("/api/v1/nodes"), load("/api/v1/status"), load("/api/v1/events")]);
+  const [nodes, status, events, controllers] = await Promise.all([load("/api/v1/nodes"), load("/api/v1/status"), load("/api/v1/events"), load("/api/v1/controller")]);
   if (seq !== renderSeq || !nodes || !status) return;
   const usage = {};
   await Promise.all(nodes.filter((n) => n.active).map(async (n) => {
@@ -247,6 +265,7 @@ async function overview(seq) {
   ${table(["Service", "Origin", "Running", "Healthy", "Restarts", "Last failure"], status.services.map((s) => [
     esc(s.name), esc(s.origin), `${s.running}/${s.desired}`, `${s.healthy}/${s.desired}`, String(s.restarts),
     s.last_failure ? `${esc(ago(s.last_failure.at))}: ${esc(s.last_failure.message)}` : ""]), "no services configured")}
+  ${controllersSection(controllers)}
   <h2>Recent events</h2>
   ${table(["When", "Level", "What"], (events || []).slice(-15).reverse().map((e) => [esc(ago(e.at)), badge(e.level),
     e.task ? `<a href="#/tasks/${esc(e.task)}">${esc(e.message)}</a>` : esc(e.message)]), "nothing happened yet")}`;

@@ -134,6 +134,9 @@ async fn every_page_loads_and_shows_live_data() {
         );
     }
     b.wait_text("node bladerunner2 registered").await.unwrap();
+    // The controllers: one, leading on its local store.
+    let text = b.wait_text("State store: a local file").await.unwrap();
+    assert!(text.contains("wedge leads"), "{text}");
 
     // Tasks: the task started by the test appears; its page shows its output.
     b.goto(&format!("{url}/#/tasks")).await.unwrap();
