@@ -409,7 +409,7 @@ async fn three_members_on_namespaces_are_reached_through_forwarders() {
     for e in &endpoints {
         let controller = Some((&files, &files.controller));
         let (ok, out) = etcdctl(
-            &[e.clone()],
+            std::slice::from_ref(e),
             controller,
             &["put", "/torc-controller/r1/k", e],
         );
