@@ -392,6 +392,14 @@ impl RackEtcd {
 
     /// A client of every member with the root certificate (plain text without TLS).
     fn root_client(&self) -> anyhow::Result<Client> {
+        Ok(Client::lazy_endpoints(
+            &self.endpoints(),
+            self.root_options()?,
+        )?)
+    }
+
+    /// The options of a root client: the root certificate, short timeouts for a start.
+    fn root_options(&self) -> anyhow::Result<ClientOptions> {
         let tls = match &self.tls {
             Some(files) => Some(ClientTls::from_files(
                 &files.ca,
@@ -399,13 +407,12 @@ impl RackEtcd {
             )?),
             None => None,
         };
-        let options = ClientOptions {
+        Ok(ClientOptions {
             tls,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Some(Duration::from_secs(2)),
             ..ClientOptions::default()
-        };
-        Ok(Client::lazy_endpoints(&self.endpoints(), options)?)
+        })
     }
 
     /// Waits until every member runs, knows a leader and a linearizable read succeeds; fails
@@ -439,64 +446,48 @@ impl RackEtcd {
 
     /// One root client per member, pinned to it (to ask each about its own state).
     fn member_clients(&self) -> anyhow::Result<Vec<Client>> {
-        let tls = match &self.tls {
-            Some(files) => Some(ClientTls::from_files(
-                &files.ca,
-                Some((&files.root.cert, &files.root.key)),
-            )?),
-            None => None,
+        let options = ClientOptions {
+            // A member without a leader answers its status: that is what is asked.
+            require_leader: false,
+            ..self.root_options()?
         };
         let mut clients = Vec::new();
         for m in &self.members {
-            let options = ClientOptions {
-                tls: tls.clone(),
-                connect_timeout: Duration::from_secs(1),
-                request_timeout: Some(Duration::from_secs(2)),
-                require_leader: false,
-                ..ClientOptions::default()
-            };
-            clients.push(Client::lazy_endpoints(&[&m.host_url], options)?);
+            clients.push(Client::lazy_endpoints(&[&m.host_url], options.clone())?);
         }
         Ok(clients)
     }
 
-    /// Stops the members: SIGTERM to all, then SIGKILL to those still running after
+    /// Stops the members one after the other: SIGTERM, then SIGKILL if it still runs after
     /// [`STOP_BOUND`]. Their data stays.
+    ///
+    /// One at a time because a leader that stops hands its leadership to a live follower
+    /// first; stopped all at once, it waits for a follower that is stopping too until etcd's
+    /// request timeout (7 s with our flags, measured).
     pub async fn stop(self) {
         self.stop_within(STOP_BOUND).await;
     }
 
-    /// [`RackEtcd::stop`] with another bound.
+    /// [`RackEtcd::stop`] with another bound per member.
     pub async fn stop_within(mut self, bound: Duration) {
-        for m in &self.members {
-            if let Some(child) = &m.child {
-                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + bound;
-        loop {
-            let running = self
-                .members
-                .iter_mut()
-                .filter_map(|m| m.child.as_mut())
-                .map(|c| c.try_wait())
-                .filter(|r| !matches!(r, Ok(Some(_))))
-                .count();
-            if running == 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                for m in self.members.iter().filter(|m| m.child.is_some()) {
+        for m in &mut self.members {
+            let Some(child) = &mut m.child else {
+                continue;
+            };
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + bound;
+            while !matches!(child.try_wait(), Ok(Some(_))) {
+                if Instant::now() > deadline {
                     eprintln!(
                         "torc up: etcd member {} did not stop in {bound:?}; killing it",
                         m.name
                     );
+                    break;
                 }
-                break;
+                tokio::time::sleep(POLL).await;
             }
-            tokio::time::sleep(POLL).await;
+            // Drop kills and reaps what is left.
         }
-        // Drop kills and reaps what is left.
     }
 }
 
@@ -683,37 +674,41 @@ async fn unhealthy(members: &[Client], client: &Client) -> Option<String> {
     read.err().map(|e| format!("a linearizable read: {e}"))
 }
 
+/// One change through the Auth service: `client.auth().$method(req)`, re-authenticated as
+/// [`Client::call`] does, its error saying what it was doing.
+macro_rules! auth_change {
+    ($client:expr, $method:ident, $req:expr, $($what:tt)+) => {{
+        let req = $req;
+        $client
+            .call(|c| {
+                let req = req.clone();
+                async move { c.auth().$method(req).await.map(drop) }
+            })
+            .await
+            .with_context(|| format!($($what)+))
+    }};
+}
+
 /// Creates the users `root` and `torc-controller-<rack>` (no passwords), the controllers'
 /// role with readwrite on their prefix, and enables auth. Each step is skipped when done, so
 /// a setup cut short is finished by the next start.
 async fn set_up_auth(client: &Client, rack: &str) -> anyhow::Result<()> {
     let user = controller_user(rack);
+    // What a start cut short has made already.
     let users = client
-        .call_idempotent(|c| async move {
-            c.auth()
-                .user_list(pb::AuthUserListRequest {})
-                .await
-                .map(|r| r.into_inner().users)
-        })
-        .await?;
+        .call_idempotent(|c| async move { c.auth().user_list(pb::AuthUserListRequest {}).await })
+        .await?
+        .into_inner()
+        .users;
     let roles = client
-        .call_idempotent(|c| async move {
-            c.auth()
-                .role_list(pb::AuthRoleListRequest {})
-                .await
-                .map(|r| r.into_inner().roles)
-        })
-        .await?;
+        .call_idempotent(|c| async move { c.auth().role_list(pb::AuthRoleListRequest {}).await })
+        .await?
+        .into_inner()
+        .roles;
     for role in ["root", user.as_str()] {
         if !roles.iter().any(|r| r == role) {
             let req = pb::AuthRoleAddRequest { name: role.into() };
-            client
-                .call(|c| {
-                    let req = req.clone();
-                    async move { c.auth().role_add(req).await.map(drop) }
-                })
-                .await
-                .with_context(|| format!("adding role {role}"))?;
+            auth_change!(client, role_add, req, "adding role {role}")?;
         }
     }
     let prefix = controller_prefix(rack);
@@ -725,13 +720,12 @@ async fn set_up_auth(client: &Client, rack: &str) -> anyhow::Result<()> {
             range_end: torc_kv_client::prefix_end(prefix.as_bytes()).into(),
         }),
     };
-    client
-        .call(|c| {
-            let req = grant.clone();
-            async move { c.auth().role_grant_permission(req).await.map(drop) }
-        })
-        .await
-        .with_context(|| format!("granting role {user} readwrite on {prefix}"))?;
+    auth_change!(
+        client,
+        role_grant_permission,
+        grant,
+        "granting role {user} readwrite on {prefix}"
+    )?;
     for (name, role) in [("root", "root"), (user.as_str(), user.as_str())] {
         if !users.iter().any(|u| u == name) {
             let req = pb::AuthUserAddRequest {
@@ -739,36 +733,25 @@ async fn set_up_auth(client: &Client, rack: &str) -> anyhow::Result<()> {
                 password: String::new(),
                 options: Some(UserAddOptions { no_password: true }),
             };
-            client
-                .call(|c| {
-                    let req = req.clone();
-                    async move { c.auth().user_add(req).await.map(drop) }
-                })
-                .await
-                .with_context(|| format!("adding user {name}"))?;
+            auth_change!(client, user_add, req, "adding user {name}")?;
         }
         let req = pb::AuthUserGrantRoleRequest {
             user: name.into(),
             role: role.into(),
         };
-        client
-            .call(|c| {
-                let req = req.clone();
-                async move { c.auth().user_grant_role(req).await.map(drop) }
-            })
-            .await
-            .with_context(|| format!("granting user {name} role {role}"))?;
+        auth_change!(
+            client,
+            user_grant_role,
+            req,
+            "granting user {name} role {role}"
+        )?;
     }
-    client
-        .call(|c| async move {
-            c.auth()
-                .auth_enable(pb::AuthEnableRequest {})
-                .await
-                .map(drop)
-        })
-        .await
-        .context("enabling auth")?;
-    Ok(())
+    auth_change!(
+        client,
+        auth_enable,
+        pb::AuthEnableRequest {},
+        "enabling auth"
+    )
 }
 
 /// The last lines of a log, for an error.

@@ -261,7 +261,9 @@ async fn a_plaintext_member_runs_without_auth() {
     assert!(endpoints[0].starts_with("http://"), "{endpoints:?}");
     let (ok, out) = etcdctl(&endpoints, None, &["put", "/anything", "x"]);
     assert!(ok, "{out}");
+    let stopping = Instant::now();
     etcd.stop().await;
+    println!("1 member stopped in {:?}", stopping.elapsed());
     assert_eq!(etcds_of(state.path()), Vec::new());
 }
 
@@ -415,7 +417,9 @@ async fn three_members_on_namespaces_are_reached_through_forwarders() {
         );
         assert!(ok, "{e}: {out}");
     }
+    let stopping = Instant::now();
     etcd.stop().await;
+    println!("3 members stopped in {:?}", stopping.elapsed());
     assert_eq!(etcds_of(state.path()), Vec::new());
     forwarders.stop();
     net.teardown().unwrap();
