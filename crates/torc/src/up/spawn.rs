@@ -26,19 +26,51 @@ pub fn spawn(
     netns: Option<&Netns>,
 ) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
+    let child = tokio::process::Command::from(command(&exe, args, log, netns)?)
+        .spawn()
+        .with_context(|| format!("cannot start the {label}"))?;
+    Ok(Child {
+        label: label.to_string(),
+        child,
+    })
+}
+
+/// Starts `program <args>` as [`spawn`] starts torc (SIGTERM if we die, `log`, `netns`), as a
+/// `std` child: for children that must be killed and reaped in a `Drop` too (etcd members).
+// Used by `etcd` only, itself used by its tests until issue 18 item 13 wires it.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn spawn_program(
+    label: &str,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    netns: Option<&Netns>,
+) -> anyhow::Result<std::process::Child> {
+    command(program, args, log, netns)?
+        .spawn()
+        .with_context(|| format!("cannot start the {label} ({})", program.display()))
+}
+
+/// The command line of a child of `torc up`. `netns` must stay open until the command is
+/// spawned (both callers spawn it before they return, while they borrow it).
+fn command(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    netns: Option<&Netns>,
+) -> anyhow::Result<std::process::Command> {
     let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let err = out.try_clone()?;
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = std::process::Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    // The namespace's descriptor stays open in this process until the child has started.
     let netns_fd = netns.map(|ns| ns.as_fd().as_raw_fd());
     // SAFETY: pre_exec runs between fork and exec; prctl and setns are async-signal-safe
-    // system calls that allocate nothing, and the descriptor is open (borrowed from `netns`,
-    // alive for this whole function).
+    // system calls that allocate nothing, and the descriptor is open (borrowed from `netns`
+    // by the caller, which spawns the command while it holds the borrow).
     unsafe {
         cmd.pre_exec(move || {
             // If `torc up` dies, its children are told to stop.
@@ -49,13 +81,7 @@ pub fn spawn(
             Ok(())
         });
     }
-    let child = tokio::process::Command::from(cmd)
-        .spawn()
-        .with_context(|| format!("cannot start the {label}"))?;
-    Ok(Child {
-        label: label.to_string(),
-        child,
-    })
+    Ok(cmd)
 }
 
 /// Stops agents first (they stop their tasks), then the controller; kills what lingers.
