@@ -1023,6 +1023,59 @@ pub(crate) mod tests {
         assert!(err.to_string().contains(&bad), "{err}");
     }
 
+    /// Secrets are sealed in etcd under the local store key, bound to their etcd key.
+    #[test]
+    fn secrets_are_sealed_in_etcd() {
+        let etcd = RealEtcd::start();
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(Sealer::from_file(&dir.path().join("store.key")).unwrap());
+        let mut options = etcd.options();
+        options.sealer = Some(Arc::clone(&sealer));
+        let store = etcd.open_with(options.clone()).unwrap();
+        store
+            .commit(
+                store.epoch(),
+                &[
+                    put(Table::Secrets, "influx", json!({"password": "hunter2"})),
+                    put(Table::Nodes, "n1", json!({"name": "n1"})),
+                ],
+            )
+            .unwrap();
+        let key = etcd
+            .layout
+            .key(&Key::Record(Table::Secrets, "influx".into()));
+        let raw = etcd.raw(&key).unwrap();
+        assert!(raw.starts_with(b"torc-sealed-v1:"), "{raw:?}");
+        assert!(!String::from_utf8_lossy(&raw).contains("hunter2"));
+        // Other tables are stored as they are.
+        let node = etcd.layout.key(&Key::Record(Table::Nodes, "n1".into()));
+        assert_eq!(etcd.raw(&node).unwrap(), br#"{"name":"n1"}"#);
+        let mut loaded = store.load().unwrap();
+        let secrets: Vec<serde_json::Value> = loaded.take(Table::Secrets).unwrap();
+        assert_eq!(secrets, [json!({"password": "hunter2"})]);
+
+        // Another controller with another store.key cannot open it, and says so.
+        let mut other = etcd.options();
+        other.sealer = Some(Arc::new(
+            Sealer::from_file(&dir.path().join("other.key")).unwrap(),
+        ));
+        let err = EtcdStore::connect(other).unwrap().load().err().unwrap();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&key), "{err}");
+        assert!(err.to_string().contains("another store.key"), "{err}");
+
+        // A sealed value moved to another key does not open there, naming that key.
+        let moved = etcd
+            .layout
+            .key(&Key::Record(Table::Secrets, "registry".into()));
+        etcd.put_raw(&moved, &raw);
+        let err = store.load().err().unwrap();
+        assert!(err.to_string().contains(&moved), "{err}");
+        etcd.put_raw(&moved, br#"{"password":"plain"}"#);
+        let err = store.load().err().expect("an unsealed secret is refused");
+        assert!(err.to_string().contains(&moved), "{err}");
+    }
+
     /// etcd's default `--max-txn-ops` (128) is refused at connect, naming the member and
     /// the flag.
     #[test]
