@@ -38,7 +38,7 @@
 //! pieces (the election, keepalive and mirror on the store's `torc-etcd` thread), handing
 //! leadership over, and the status of the backend.
 
-mod etcd;
+pub(crate) mod etcd;
 pub mod layout;
 mod mirror;
 mod redb;
