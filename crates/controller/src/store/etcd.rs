@@ -582,61 +582,22 @@ impl Store for EtcdStore {
     }
 }
 
-/// Every key of the prefix at one revision, [`PAGE`] keys a page, fewer when a page's answer
-/// would exceed `decode_limit` (halved until it fits; one key always does).
+/// Every key of the prefix at one revision, [`PAGE`] keys a page (fewer when a page's
+/// answer would exceed `decode_limit`).
 pub(crate) async fn read_prefix(
     client: &Client,
     layout: &Layout,
     decode_limit: usize,
 ) -> Result<RangeAll, ClientError> {
-    let end: Vec<u8> = layout.range_end().into_bytes();
-    let mut next: Vec<u8> = layout.prefix().as_bytes().to_vec();
-    let mut revision = 0;
-    let mut page = PAGE;
-    let mut kvs = Vec::new();
-    loop {
-        let req = pb::RangeRequest {
-            key: next.clone().into(),
-            range_end: end.clone().into(),
-            limit: page,
-            revision,
-            ..Default::default()
-        };
-        let resp = client
-            .call_idempotent(|c| {
-                let req = req.clone();
-                async move {
-                    Ok(c.kv()
-                        .max_decoding_message_size(decode_limit)
-                        .range(req)
-                        .await?
-                        .into_inner())
-                }
-            })
-            .await;
-        let resp = match resp {
-            Ok(resp) => resp,
-            Err(ClientError::Rpc(status))
-                if page > 1 && status.message().contains("message length too large") =>
-            {
-                page /= 2;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        if revision == 0 {
-            revision = resp.header.as_ref().map_or(0, |h| h.revision);
-        }
-        if let Some(last) = resp.kvs.last() {
-            // The smallest key after the last one read.
-            next = last.key.to_vec();
-            next.push(0);
-        }
-        kvs.extend(resp.kvs);
-        if !resp.more {
-            return Ok(RangeAll { revision, kvs });
-        }
-    }
+    client
+        .range_all_within(
+            layout.prefix().as_bytes().to_vec(),
+            layout.range_end().into_bytes(),
+            0,
+            PAGE,
+            decode_limit,
+        )
+        .await
 }
 
 /// Runs `fut` on the `torc-etcd` runtime and waits for it, at most `deadline` (plus a grace
