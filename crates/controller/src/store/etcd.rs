@@ -1067,6 +1067,41 @@ pub(crate) mod tests {
         }
     }
 
+    /// A refused authentication names the member and the user; the right password connects
+    /// (and commits as the user).
+    #[test]
+    fn a_refused_user_is_named_with_the_endpoint() {
+        let etcd = RealEtcd::start();
+        let endpoint = etcd.cluster.endpoint(0);
+        let etcdctl = |args: &[&str]| {
+            let out = std::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={endpoint}"))
+                .args(args)
+                .output()
+                .expect("etcdctl runs");
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        etcdctl(&["user", "add", "root:rootpw"]);
+        etcdctl(&["auth", "enable"]);
+        let mut wrong = etcd.options();
+        wrong.credentials = Some(Credentials::new("root", "nope"));
+        let err = EtcdStore::connect(wrong).err().expect("refused");
+        assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&endpoint), "{text}");
+        assert!(text.contains("root"), "{text}");
+        assert!(text.contains("authentication failed"), "{text}");
+        let mut right = etcd.options();
+        right.credentials = Some(Credentials::new("root", "rootpw"));
+        let store = EtcdStore::connect(right).unwrap();
+        assert!(store.load().unwrap().records.values().all(Vec::is_empty));
+    }
+
     /// The store's I/O runs on its own thread, `torc-etcd`.
     #[test]
     fn io_runs_on_the_torc_etcd_thread() {
