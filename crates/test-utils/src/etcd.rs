@@ -85,6 +85,21 @@ fn spawn_member(etcd: &Path, spec: &MemberSpec) -> anyhow::Result<Child> {
         .with_context(|| format!("starting etcd member {}", spec.name))
 }
 
+/// Runs the real `etcdctl` (API v3) against `endpoint` (`user add`, `auth enable`, ...); its
+/// output, or an error with what it said.
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(which("etcdctl").context("etcdctl is not installed")?)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .context("running etcdctl")?;
+    if !out.status.success() {
+        bail!("etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

@@ -744,7 +744,7 @@ pub(crate) mod tests {
     use std::sync::atomic::AtomicU64;
 
     use serde_json::json;
-    use torc_test_utils::EtcdCluster;
+    use torc_test_utils::{EtcdCluster, etcdctl};
 
     use super::*;
     use crate::store::conformance::{Backend, Bound, FailureRule};
@@ -1073,21 +1073,8 @@ pub(crate) mod tests {
     fn a_refused_user_is_named_with_the_endpoint() {
         let etcd = RealEtcd::start();
         let endpoint = etcd.cluster.endpoint(0);
-        let etcdctl = |args: &[&str]| {
-            let out = std::process::Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={endpoint}"))
-                .args(args)
-                .output()
-                .expect("etcdctl runs");
-            assert!(
-                out.status.success(),
-                "etcdctl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        etcdctl(&["user", "add", "root:rootpw"]);
-        etcdctl(&["auth", "enable"]);
+        etcdctl(&endpoint, &["user", "add", "root:rootpw"]).unwrap();
+        etcdctl(&endpoint, &["auth", "enable"]).unwrap();
         let mut wrong = etcd.options();
         wrong.credentials = Some(Credentials::new("root", "nope"));
         let err = EtcdStore::connect(wrong).err().expect("refused");
