@@ -28,6 +28,8 @@ pub const KEY_LEN: usize = 32;
 pub enum SealError {
     #[error("store key {path}: {why}")]
     KeyFile { path: PathBuf, why: String },
+    #[error("a store key is {KEY_LEN} bytes, not {len}")]
+    KeyLength { len: usize },
     #[error("sealing the value of {key}: {why}")]
     Seal { key: String, why: String },
     #[error(
@@ -88,13 +90,13 @@ impl Sealer {
                 bytes.len()
             )));
         }
-        Sealer::new(&bytes).map_err(bad)
+        Sealer::new(&bytes).map_err(|e| bad(e.to_string()))
     }
 
     /// The sealer of a 32-byte key.
-    pub fn new(key: &[u8]) -> Result<Sealer, String> {
+    pub fn new(key: &[u8]) -> Result<Sealer, SealError> {
         let unbound = UnboundKey::new(&AES_256_GCM, key)
-            .map_err(|_| format!("a store key is {KEY_LEN} bytes, not {}", key.len()))?;
+            .map_err(|_| SealError::KeyLength { len: key.len() })?;
         Ok(Sealer {
             key: LessSafeKey::new(unbound),
             rng: SystemRandom::new(),
