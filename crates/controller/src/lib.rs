@@ -18,10 +18,11 @@
 //!   (`published`), tasks' credential files;
 //! - `http`: the API, split by resource, and the access policy (`http::access`);
 //! - `auth` (credentials, rack secrets, task tokens: pure), `sessions` (the UI's sessions);
-//! - `store` (the `Store` trait and its redb implementation, which also keeps the durable
-//!   epoch), `settings` (what the controller takes from the rack config);
+//! - `store` (the `Store` trait, its redb implementation, which also keeps the durable
+//!   epoch, and its etcd one with the sealed secrets and the standby's mirror), `settings` (what the controller takes from the rack config);
 //! - `leadership` (pure: whether this controller may act, for the highly available
-//!   controller of issue 18; its cases are in `tests/leadership/`);
+//!   controller of issue 18; its cases are in `tests/leadership/`), `seat` (the question
+//!   asked before every act);
 //! - `health` (the probes of health checks), `power` (the power command);
 //! - the UI's back ends: `kv` (the state store's client), `lookup` (a DNS query).
 //!
@@ -75,6 +76,9 @@ pub use settings::{
 pub use store::StoreError;
 /// The etcd key layout (pure), public for its fuzz target (`tests/fuzz.rs`).
 pub use store::layout;
+/// The etcd store (issue 18), its mirror and the sealing of secrets: public for the
+/// controller's roles and `torc controller --store etcd` (the next steps).
+pub use store::{EtcdOptions, EtcdStore, Mirror, MirrorError, seal};
 
 impl Controller {
     /// Serves the API on `listener`, and runs the reconciler and the health checks, until

@@ -81,6 +81,14 @@ pub struct EndpointFailure {
     pub status: Status,
 }
 
+impl EndpointFailure {
+    /// Whether a change that failed so surely did not run (no connection was made, or the
+    /// member had no raft leader); otherwise its outcome is unknown.
+    pub fn surely_not_sent(&self) -> bool {
+        retry_safe(&self.status, false)
+    }
+}
+
 impl std::fmt::Display for EndpointFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", describe(&self.status))

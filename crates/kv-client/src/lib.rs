@@ -22,7 +22,7 @@
 //! grant, revoke and keepalives ([`Lease`], [`KeepAlive`], [`KeepAliveTask`]); [`election`],
 //! etcd's `concurrency.Election` on the client side ([`Election`], [`Leadership`] and its
 //! fence); [`watch`], a prefix watch resumed after failures ([`PrefixWatch`]) and paged
-//! reads at one revision ([`Client::range_all`]); [`codec`], prost's codec with small starting buffers;
+//! reads at one revision ([`Client::range_all`], [`Client::range_all_within`] for large values); [`codec`], prost's codec with small starting buffers;
 //! [`proto`], the generated code (`build.rs` compiles `proto/`);
 //! [`prefix_end`], etcdctl's `--prefix` as a range end.
 

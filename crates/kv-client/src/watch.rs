@@ -227,20 +227,56 @@ impl Client {
         revision: i64,
         page: i64,
     ) -> Result<RangeAll, ClientError> {
+        self.range_all_within(key, range_end, revision, page, DEFAULT_DECODE_LIMIT)
+            .await
+    }
+
+    /// [`Client::range_all`], taking answers of up to `decode_limit` bytes, and reading fewer
+    /// keys a page (halved until it fits; one key always does when `decode_limit` exceeds the
+    /// largest value) when a page's answer would exceed it.
+    pub async fn range_all_within(
+        &self,
+        key: impl Into<Bytes>,
+        range_end: impl Into<Bytes>,
+        revision: i64,
+        page: i64,
+        decode_limit: usize,
+    ) -> Result<RangeAll, ClientError> {
         let range_end = range_end.into();
         let mut next = key.into();
         let mut revision = revision;
+        let mut page = page.max(1);
         let mut kvs = Vec::new();
         loop {
+            let req = pb::RangeRequest {
+                key: next.clone(),
+                range_end: range_end.clone(),
+                limit: page,
+                revision,
+                ..Default::default()
+            };
             let resp = self
-                .range(pb::RangeRequest {
-                    key: next.clone(),
-                    range_end: range_end.clone(),
-                    limit: page.max(1),
-                    revision,
-                    ..Default::default()
+                .call_idempotent(|c| {
+                    let req = req.clone();
+                    async move {
+                        Ok(c.kv()
+                            .max_decoding_message_size(decode_limit)
+                            .range(req)
+                            .await?
+                            .into_inner())
+                    }
                 })
-                .await?;
+                .await;
+            let resp = match resp {
+                Ok(resp) => resp,
+                Err(ClientError::Rpc(status))
+                    if page > 1 && status.message().contains("message length too large") =>
+                {
+                    page /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if revision == 0 {
                 revision = resp.header.as_ref().map_or(0, |h| h.revision);
             }
@@ -258,3 +294,6 @@ impl Client {
         }
     }
 }
+
+/// tonic's default limit on a decoded answer.
+const DEFAULT_DECODE_LIMIT: usize = 4 << 20;

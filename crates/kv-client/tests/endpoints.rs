@@ -2,12 +2,11 @@
 //! leaderless member by itself, authenticates again on the new one, and when nothing answers
 //! its error names every endpoint it tried.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use torc_kv_client::proto::etcdserverpb::{PutRequest, RangeRequest};
 use torc_kv_client::{Client, ClientError, ClientOptions, Credentials};
-use torc_test_utils::{EtcdCluster, free_port, wait_for};
+use torc_test_utils::{EtcdCluster, etcdctl, free_port, wait_for};
 
 fn put(key: &str, value: &str) -> PutRequest {
     PutRequest {
@@ -170,26 +169,12 @@ async fn a_leaderless_member_refuses_at_once_and_is_named() {
     );
 }
 
-fn etcdctl(endpoint: &str, args: &[&str]) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args)
-        .output()
-        .expect("etcdctl runs");
-    assert!(
-        out.status.success(),
-        "etcdctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn authenticates_again_on_the_next_member() {
     let mut cluster = EtcdCluster::start().await.unwrap();
     let first = cluster.endpoint(0);
-    etcdctl(&first, &["user", "add", "root:rootpw"]);
-    etcdctl(&first, &["auth", "enable"]);
+    etcdctl(&first, &["user", "add", "root:rootpw"]).unwrap();
+    etcdctl(&first, &["auth", "enable"]).unwrap();
     let options = ClientOptions {
         credentials: Some(Credentials::new("root", "rootpw")),
         ..ClientOptions::default()

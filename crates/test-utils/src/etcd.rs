@@ -85,6 +85,21 @@ fn spawn_member(etcd: &Path, spec: &MemberSpec) -> anyhow::Result<Child> {
         .with_context(|| format!("starting etcd member {}", spec.name))
 }
 
+/// Runs the real `etcdctl` (API v3) against `endpoint` (`user add`, `auth enable`, ...); its
+/// output, or an error with what it said.
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(which("etcdctl").context("etcdctl is not installed")?)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .context("running etcdctl")?;
+    if !out.status.success() {
+        bail!("etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -200,11 +215,16 @@ impl EtcdCluster {
     /// answers). Tried again on another loopback block (up to 3 times) if a member exits
     /// before that (it lost a race for a port).
     pub async fn start_n(n: usize) -> anyhow::Result<EtcdCluster> {
+        EtcdCluster::start_with(n, &[]).await
+    }
+
+    /// [`EtcdCluster::start_n`], each member also given `extra` flags (`--max-txn-ops 4096`).
+    pub async fn start_with(n: usize, extra: &[&str]) -> anyhow::Result<EtcdCluster> {
         anyhow::ensure!(n > 0, "an etcd cluster needs at least one member");
         let etcd = etcd_program()?;
         let mut last = None;
         for _ in 0..3 {
-            let cluster = EtcdCluster::spawn(&etcd, n)?;
+            let cluster = EtcdCluster::spawn(&etcd, n, extra)?;
             match cluster.wait_healthy_all().await {
                 Ok(()) => return Ok(cluster),
                 Err(e) => last = Some(e.context(cluster.logs())),
@@ -213,7 +233,7 @@ impl EtcdCluster {
         Err(last.expect("three attempts were made"))
     }
 
-    fn spawn(etcd: &Path, n: usize) -> anyhow::Result<EtcdCluster> {
+    fn spawn(etcd: &Path, n: usize, extra: &[&str]) -> anyhow::Result<EtcdCluster> {
         let dir = tempfile::Builder::new().prefix("etcd-cluster-").tempdir()?;
         let block = free_loopback_block().octets();
         let ip = Ipv4Addr::new(block[0], block[1], block[2], 1);
@@ -244,8 +264,10 @@ impl EtcdCluster {
                 peer_port,
                 initial_cluster: initial_cluster.clone(),
                 extra: ["--heartbeat-interval", "100", "--election-timeout", "1000"]
-                    .map(String::from)
-                    .to_vec(),
+                    .iter()
+                    .chain(extra)
+                    .map(|s| s.to_string())
+                    .collect(),
             };
             // Pushed before spawning, so that a failure to spawn still drops the others.
             cluster.members.push(Member { spec, child: None });

@@ -40,7 +40,7 @@ pub use containers::{
     Containerd, Registry, TEST_IMAGE, TEST_IMAGE_NAME, TestImage, containers_or_skip,
     push_padded_image, require_container_peers,
 };
-pub use etcd::{Etcd, EtcdCluster};
+pub use etcd::{Etcd, EtcdCluster, etcdctl};
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{
     COUNTING_SERVER, DNS_SYSTEM_SERVICE, PYTHON, plain_state_store, python_task, stdout_of,

@@ -2,12 +2,19 @@
 //! the pure `Rack` with time injected (`at=`) and task ids counted. The format is documented
 //! next to the cases, in `crates/controller/tests/rules/README.md`.
 //!
+//! Every file runs twice, over each real store (design §13 item 2): redb (a file per rack) and
+//! a real etcd (one member for the run, a prefix per rack, the store leading). Each step's
+//! changes are committed through the store under its epoch (a refusal shows in the output),
+//! and `restart` builds the rack from the store's `load`; both runs must give the same outputs.
+//!
 //! `TORC_BLESS=1 cargo test -p torc-controller rules` rewrites every expected output with
 //! what the rack does now; review the diff before committing it.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::rc::Rc;
 
 use axum::http::StatusCode;
 
@@ -19,7 +26,9 @@ use torc_types::{FrameworkName, NodeName, Resources, ServiceName, TaskId, TaskSp
 
 use super::{HealthCheck, ProbeFailure, Rack, RackError};
 use crate::settings::{Probe, RackSettings};
-use crate::store::{Loaded, Table, Write};
+use crate::store::etcd::tests::RealEtcd;
+use crate::store::layout::Layout;
+use crate::store::{EtcdOptions, Loaded, RedbStore, Store};
 
 /// Why a case cannot run as written (an unknown command, a missing argument, ...).
 #[derive(Debug, thiserror::Error)]
@@ -234,56 +243,44 @@ impl Seen {
     }
 }
 
-/// The store as the controller would hold it: every write applied.
-#[derive(Default)]
-struct Store {
-    records: BTreeMap<(Table, String), Vec<u8>>,
-    meta: BTreeMap<&'static str, u64>,
-}
+/// Opens a fresh store for a case file's rack (each `config`): redb in a file, or etcd under a
+/// prefix of its own.
+type OpenStore = Rc<dyn Fn() -> Box<dyn Store>>;
 
-impl Store {
-    fn apply(&mut self, writes: Vec<Write>) {
-        for w in writes {
-            match w {
-                Write::Put(table, key, value) => {
-                    self.records.insert((table, key), value);
-                }
-                Write::Delete(table, key) => {
-                    self.records.remove(&(table, key));
-                }
-                Write::Meta(key, value) => {
-                    self.meta.insert(key, value);
-                }
-            }
-        }
-    }
-
-    fn load(&self) -> Loaded {
-        let mut loaded = Loaded::default();
-        for ((table, _), value) in &self.records {
-            loaded
-                .records
-                .entry(*table)
-                .or_default()
-                .push(serde_json::from_slice(value).expect("records are JSON"));
-        }
-        loaded.meta = self.meta.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        loaded
-    }
-}
-
-/// A case file's state: the rack, the store behind it, the clock.
-#[derive(Default)]
+/// A case file's state: the rack, the store behind it (every step's changes committed to it,
+/// and `restart` loading from it, as the controller does), the clock.
 struct Runner {
     rack: Option<Rack>,
     settings: Option<RackSettings>,
-    store: Store,
+    open: OpenStore,
+    store: Option<Box<dyn Store>>,
     now: u64,
     epoch: u64,
     /// The last feed event shown.
     feed_seen: u64,
     /// The health checks `health-due` started, by service, for `health` to report on.
     checks: BTreeMap<ServiceName, HealthCheck>,
+}
+
+impl Runner {
+    fn new(open: OpenStore) -> Runner {
+        Runner {
+            rack: None,
+            settings: None,
+            open,
+            store: None,
+            now: 0,
+            epoch: 0,
+            feed_seen: 0,
+            checks: BTreeMap::new(),
+        }
+    }
+
+    fn store(&self) -> Result<&dyn Store, BadCase> {
+        self.store
+            .as_deref()
+            .ok_or_else(|| BadCase("no rack yet: start with `config`".into()))
+    }
 }
 
 /// What a TCP probe of `check` finds when it fails: `why` is `refused` (the default) or
@@ -357,7 +354,9 @@ impl Runner {
                 self.epoch += 1;
                 let s = settings(&case.input)?;
                 self.settings = Some(s.clone());
-                self.store = Store::default();
+                // The last rack's store goes first (redb: one writer per file).
+                self.store = None;
+                self.store = Some((self.open)());
                 self.rack = Some(Rack::for_tests(s, Loaded::default(), now, self.epoch));
                 Seen::default().diff(&Seen::of(self.rack()?), &mut out);
                 self.feed_seen = 0;
@@ -373,7 +372,11 @@ impl Runner {
                     .clone()
                     .ok_or("no rack yet: start with `config`")?;
                 let before = Seen::of(self.rack()?);
-                let rack = Rack::for_tests(s, self.store.load(), now, self.epoch);
+                let loaded = self
+                    .store()?
+                    .load()
+                    .map_err(|e| format!("loading the store: {e}"))?;
+                let rack = Rack::for_tests(s, loaded, now, self.epoch);
                 self.rack = Some(rack);
                 self.feed_seen = 0;
                 return Ok(self.settle(before, Ok(()), out));
@@ -479,7 +482,10 @@ impl Runner {
         }
         let rack = self.rack.as_mut().expect("a rack");
         let changes = rack.take_changes();
-        self.store.apply(changes.writes);
+        let store = self.store.as_deref().expect("a rack has a store");
+        if let Err(e) = store.commit(store.epoch(), &changes.writes) {
+            let _ = writeln!(out, "store refused the step's changes: {e}");
+        }
         before.diff(&Seen::of(rack), &mut out);
         for (node, generation) in changes.wake {
             let _ = writeln!(out, "wake {node} (generation {generation})");
@@ -760,12 +766,42 @@ fn dns(rack: &Rack) -> String {
     out
 }
 
-/// Runs every case file (one rack per file); with `TORC_BLESS=1`, rewrites the expected
-/// outputs instead of failing.
+/// Runs every case file (one rack per file) over `open`'s stores; with `TORC_BLESS=1`,
+/// rewrites the expected outputs instead of failing.
+fn run_rules(open: OpenStore) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules");
+    torc_cases::run_dir(
+        &dir,
+        "rules",
+        || Runner::new(Rc::clone(&open)),
+        |runner, case| Ok(runner.run(case)),
+    );
+}
+
+/// Every case file over redb (a file per rack).
 #[test]
 fn the_racks_rules() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules");
-    torc_cases::run_dir(&dir, "rules", Runner::default, |runner, case| {
-        Ok(runner.run(case))
-    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let files = Cell::new(0);
+    run_rules(Rc::new(move || {
+        files.set(files.get() + 1);
+        let file = path.join(format!("rack-{}.redb", files.get()));
+        Box::new(RedbStore::open(&file).expect("a redb store opens"))
+    }));
+}
+
+/// The same case files over one real etcd (a prefix per rack), the same outputs
+/// (design §13 item 2).
+#[test]
+fn the_racks_rules_over_etcd() {
+    let etcd = Rc::new(RealEtcd::start());
+    let racks = Cell::new(0);
+    let opener = Rc::clone(&etcd);
+    run_rules(Rc::new(move || {
+        racks.set(racks.get() + 1);
+        let layout = Layout::new(&format!("/torc-rules/rack-{}/", racks.get())).unwrap();
+        let options = EtcdOptions::new(opener.cluster.endpoints(), layout);
+        Box::new(opener.open_with(options).expect("an etcd store opens"))
+    }));
 }

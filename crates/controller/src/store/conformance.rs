@@ -3,9 +3,12 @@
 //!
 //! What it holds a store to: a new store loads nothing; a batch survives a reopen exactly as
 //! committed (puts, deletes, counters, later writes to a key winning); a concurrent `load`
-//! sees a batch whole or not at all; a commit under another epoch writes nothing and poisons
-//! nothing; every open has a higher epoch than the last; a failed commit keeps nothing and
-//! poisons the store until it is opened again (when the backend can make a commit fail); a
+//! sees a batch whole or not at all; a commit under another epoch, or of a deposed writer,
+//! writes nothing and poisons nothing; every open has a higher epoch than the last; a failed
+//! commit fails closed by the backend's rule ([`FailureRule`]: redb keeps nothing and poisons
+//! until reopened; etcd, whose outcome is then unknown, refuses writes until a load shows the
+//! batch whole or not at all); a batch at the backend's bound commits and one over it is
+//! refused, naming the limit, writing nothing; a load of more than 4 MiB comes back whole; a
 //! store of an unknown format is refused at open, naming the version.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +25,37 @@ pub(crate) trait Backend {
     /// Marks the stored data as of format `version`, as another torc would (no store is open).
     fn set_format(&self, version: u64);
     /// Makes the next commit of `store` fail after its writes were sent, as a failed fsync or
-    /// a lost connection would; `false` if this backend cannot.
-    fn fail_next_commit(&self, store: &Self::S) -> bool;
+    /// a lost connection would, and says what the store does then; `None` if it cannot.
+    fn fail_next_commit(&self, store: &Self::S) -> Option<FailureRule>;
+    /// Undoes what `fail_next_commit` did to the backend (a frozen etcd resumes).
+    fn recover(&self) {}
+    /// Deposes `store`'s writer from outside, as a rival's takeover would; `false` if this
+    /// backend has no such thing.
+    fn depose(&self, _store: &Self::S) -> bool {
+        false
+    }
+    /// The most one commit takes, if bounded.
+    fn bound(&self) -> Option<Bound> {
+        None
+    }
+}
+
+/// How a store fails closed after a commit failed after sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureRule {
+    /// The batch is surely not kept (`Write`), and every later commit is refused
+    /// (`Poisoned`) until the store is opened again (redb: an aborted transaction).
+    PoisonsUntilReopen,
+    /// The outcome is unknown (`Unknown`): commits are refused (`Unsettled`) until a load,
+    /// which shows the batch whole or not at all (etcd).
+    UnsettledUntilLoad,
+}
+
+/// A backend's bound on one commit: writes (each a put, delete or counter) and bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bound {
+    pub writes: usize,
+    pub bytes: usize,
 }
 
 /// One `#[test]` per case of the suite, each on a fresh backend made by `$make`.
@@ -54,8 +86,22 @@ macro_rules! suite {
                 $crate::store::conformance::each_open_has_a_higher_epoch(&$make);
             }
             #[test]
-            fn a_failed_commit_keeps_nothing_and_poisons() {
-                $crate::store::conformance::a_failed_commit_keeps_nothing_and_poisons(&$make);
+            fn a_deposed_writer_writes_nothing() {
+                $crate::store::conformance::a_deposed_writer_writes_nothing(&$make);
+            }
+            #[test]
+            fn a_failed_commit_fails_closed() {
+                $crate::store::conformance::a_failed_commit_fails_closed(&$make);
+            }
+            #[test]
+            fn a_batch_at_the_bound_commits_and_one_over_is_refused() {
+                $crate::store::conformance::a_batch_at_the_bound_commits_and_one_over_is_refused(
+                    &$make,
+                );
+            }
+            #[test]
+            fn a_load_over_4_mib_comes_back_whole() {
+                $crate::store::conformance::a_load_over_4_mib_comes_back_whole(&$make);
             }
             #[test]
             fn an_unknown_format_is_refused() {
@@ -237,7 +283,7 @@ pub(crate) fn another_epoch_writes_nothing<B: Backend>(backend: &B) {
             )
             .unwrap_err();
         assert!(
-            matches!(err, StoreError::NotLeader { fence: f, current: c } if f == fence && c == current),
+            matches!(err, StoreError::NotLeader { fence: f, current: c, .. } if f == fence && c == Some(current)),
             "{err}"
         );
         assert!(err.to_string().contains(&format!("epoch {fence}")), "{err}");
@@ -260,7 +306,32 @@ pub(crate) fn each_open_has_a_higher_epoch<B: Backend>(backend: &B) {
     }
 }
 
-pub(crate) fn a_failed_commit_keeps_nothing_and_poisons<B: Backend>(backend: &B) {
+pub(crate) fn a_deposed_writer_writes_nothing<B: Backend>(backend: &B) {
+    let store = open(backend);
+    commit(&store, &[put(Table::Nodes, "a", json!({"n": 1}))]);
+    let before = contents(&store.load().unwrap());
+    if !backend.depose(&store) {
+        return;
+    }
+    let fence = store.epoch();
+    let err = store
+        .commit(
+            fence,
+            &[
+                put(Table::Nodes, "a", json!({"n": 2})),
+                Write::Delete(Table::Nodes, "a".into()),
+                Write::Meta("test_counter", 5),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotLeader { fence: f, .. } if f == fence),
+        "{err}"
+    );
+    assert_eq!(contents(&store.load().unwrap()), before, "a deposed write");
+}
+
+pub(crate) fn a_failed_commit_fails_closed<B: Backend>(backend: &B) {
     let store = open(backend);
     commit(
         &store,
@@ -270,36 +341,115 @@ pub(crate) fn a_failed_commit_keeps_nothing_and_poisons<B: Backend>(backend: &B)
         ],
     );
     let kept = contents(&store.load().unwrap());
-    if !backend.fail_next_commit(&store) {
+    let Some(rule) = backend.fail_next_commit(&store) else {
         return;
+    };
+    let batch = [
+        put(Table::Nodes, "b", json!({"n": 2})),
+        Write::Delete(Table::Nodes, "a".into()),
+        Write::Meta("test_counter", 2),
+    ];
+    let err = store.commit(store.epoch(), &batch).unwrap_err();
+    let refusals = |store: &B::S| {
+        [
+            store.writable().unwrap_err(),
+            store.commit(store.epoch(), &[]).unwrap_err(),
+            store
+                .commit(store.epoch(), &[put(Table::Nodes, "c", json!({}))])
+                .unwrap_err(),
+        ]
+    };
+    match rule {
+        FailureRule::PoisonsUntilReopen => {
+            assert!(matches!(err, StoreError::Write(_)), "{err}");
+            assert_eq!(contents(&store.load().unwrap()), kept, "the failed batch");
+            for err in refusals(&store) {
+                assert!(matches!(err, StoreError::Poisoned), "{err}");
+                assert!(err.to_string().contains("restart"), "{err}");
+            }
+            drop(store);
+            // A new start trusts what the store kept, and takes writes again.
+            let store = open(backend);
+            assert_eq!(contents(&store.load().unwrap()), kept, "after a reopen");
+            commit(&store, &[put(Table::Nodes, "c", json!({"n": 3}))]);
+        }
+        FailureRule::UnsettledUntilLoad => {
+            assert!(matches!(err, StoreError::Unknown { .. }), "{err}");
+            assert!(err.to_string().contains("unknown"), "{err}");
+            for err in refusals(&store) {
+                assert!(matches!(err, StoreError::Unsettled), "{err}");
+                assert!(err.to_string().contains("loaded again"), "{err}");
+            }
+            backend.recover();
+            // The load shows the batch whole or not at all, and settles the store.
+            let (records, meta) = contents(&store.load().unwrap());
+            let landed = (
+                vec![r#"nodes/{"n":2}"#.to_string()],
+                vec![("test_counter".to_string(), 2)],
+            );
+            assert!(
+                (records.clone(), meta.clone()) == kept
+                    || (records.clone(), meta.clone()) == landed,
+                "half a batch: {records:?} {meta:?}"
+            );
+            store.writable().expect("settled by the load");
+            commit(&store, &[put(Table::Nodes, "c", json!({"n": 3}))]);
+        }
     }
-    let err = store
-        .commit(
-            store.epoch(),
-            &[
-                put(Table::Nodes, "b", json!({"n": 2})),
-                Write::Delete(Table::Nodes, "a".into()),
-                Write::Meta("test_counter", 2),
-            ],
-        )
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Write(_)), "{err}");
-    assert_eq!(contents(&store.load().unwrap()), kept, "the failed batch");
-    for err in [
-        store.writable().unwrap_err(),
-        store.commit(store.epoch(), &[]).unwrap_err(),
-        store
-            .commit(store.epoch(), &[put(Table::Nodes, "c", json!({}))])
-            .unwrap_err(),
-    ] {
-        assert!(matches!(err, StoreError::Poisoned), "{err}");
-        assert!(err.to_string().contains("restart"), "{err}");
-    }
-    drop(store);
-    // A new start trusts what the store kept, and takes writes again.
+}
+
+pub(crate) fn a_batch_at_the_bound_commits_and_one_over_is_refused<B: Backend>(backend: &B) {
+    let Some(bound) = backend.bound() else {
+        return;
+    };
     let store = open(backend);
-    assert_eq!(contents(&store.load().unwrap()), kept, "after a reopen");
-    commit(&store, &[put(Table::Nodes, "c", json!({"n": 3}))]);
+    let at: Vec<Write> = (0..bound.writes)
+        .map(|i| put(Table::Tasks, &format!("t.{i:05}"), json!(i)))
+        .collect();
+    commit(&store, &at);
+    let before = contents(&store.load().unwrap());
+    assert_eq!(before.0.len(), bound.writes);
+    let over: Vec<Write> = (0..=bound.writes)
+        .map(|i| put(Table::Tasks, &format!("u.{i:05}"), json!(i)))
+        .collect();
+    let big = vec![put(Table::Nodes, "big", json!("x".repeat(bound.bytes)))];
+    for (batch, flag) in [(over, "--max-txn-ops"), (big, "--etcd-max-request-bytes")] {
+        let err = store.commit(store.epoch(), &batch).unwrap_err();
+        assert!(
+            matches!(err, StoreError::TooLarge { limit, .. } if limit == flag),
+            "{err}"
+        );
+        assert!(err.to_string().contains(flag), "{err}");
+    }
+    assert_eq!(contents(&store.load().unwrap()), before, "a refused batch");
+    // Refusing a batch is no failure of the store.
+    store.writable().expect("not poisoned");
+    commit(&store, &[Write::Delete(Table::Tasks, "t.00000".into())]);
+}
+
+pub(crate) fn a_load_over_4_mib_comes_back_whole<B: Backend>(backend: &B) {
+    const RECORD: usize = 60 * 1024;
+    const RECORDS: usize = 75;
+    let store = open(backend);
+    let per_batch = backend
+        .bound()
+        .map_or(RECORDS, |b| (b.bytes / (RECORD + 256)).clamp(1, RECORDS));
+    let record = |i: usize| json!({"i": i, "pad": "p".repeat(RECORD)});
+    let all: Vec<usize> = (0..RECORDS).collect();
+    for chunk in all.chunks(per_batch) {
+        let writes: Vec<Write> = chunk
+            .iter()
+            .map(|&i| put(Table::Tasks, &format!("t.{i:03}"), record(i)))
+            .collect();
+        commit(&store, &writes);
+    }
+    let mut loaded = store.load().unwrap();
+    let tasks: Vec<Value> = loaded.take(Table::Tasks).unwrap();
+    const { assert!(RECORD * RECORDS > 4 << 20) };
+    assert_eq!(tasks.len(), RECORDS);
+    for (i, task) in tasks.iter().enumerate() {
+        assert_eq!(task, &record(i), "record {i}");
+    }
 }
 
 pub(crate) fn an_unknown_format_is_refused<B: Backend>(backend: &B) {

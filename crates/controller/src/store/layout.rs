@@ -94,6 +94,11 @@ impl Layout {
         end
     }
 
+    /// The prefix of the campaigners' keys (`P election/`), the election's prefix.
+    pub fn election_prefix(&self) -> String {
+        format!("{}election/", self.prefix)
+    }
+
     /// The etcd key of `key`.
     pub fn key(&self, key: &Key) -> String {
         let mut out = self.prefix.clone();

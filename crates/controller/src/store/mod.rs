@@ -6,30 +6,43 @@
 //! reads everything once (`load`) and then persists each change as one batch of [`Write`]s
 //! (`commit`), atomic and durable before the change is acknowledged.
 //!
-//! Implementations: [`RedbStore`] (`redb`, one local file, the default). The etcd store of
-//! issue 18 (docs/design/ha-controller.md §3) is to implement the same trait and pass the same
-//! suite (`conformance`, run by each implementation's tests).
+//! Implementations: [`RedbStore`] (`redb`, one local file, the default) and [`EtcdStore`] (a
+//! real etcd v3 cluster, issue 18, docs/design/ha-controller.md §3–§5: one key per record
+//! under a prefix, each commit one Txn fenced by the leadership it acts under). Both pass the
+//! same suite (`conformance`, run by each implementation's tests).
 //!
 //! The store owns the **epoch**: the number of the writer's life, which orders controller
-//! starts (and, with etcd, leaders). It never goes down and is at least 1. Documents the
-//! controller numbers for long polls carry it (`published`), and every commit names the epoch
-//! its caller acts under (`fence`): a store refuses a batch of another epoch, writing nothing.
+//! starts (redb: `meta/epoch`, bumped at each open) and leaders (etcd: the create revision of
+//! the leader's election key). It never goes down and is at least 1 while the store may be
+//! written (an etcd store that follows has none: 0). Documents the controller numbers for long
+//! polls carry it (`published`), and every commit names the epoch its caller acts under
+//! (`fence`): a store refuses a batch of another epoch, writing nothing (`NotLeader`).
 //!
 //! Invariants (every implementation):
-//! - `commit` returns `Ok` only once the whole batch is durable; after an `Err`, nothing of the
-//!   batch is visible to a later `load`, in this process or the next.
-//! - Fails closed: once a commit fails, the store refuses every later commit (`Poisoned`)
-//!   until the controller restarts, since it cannot know what was kept.
+//! - `commit` returns `Ok` only once the whole batch is durable (redb: fsynced; etcd:
+//!   committed by the cluster), and a `load` sees a batch whole or not at all.
+//! - After `NotLeader`, `TooLarge` or `Refused`, nothing of the batch was written, and the
+//!   store still takes commits (a smaller batch, or the right epoch, can succeed).
+//! - Fails closed after a commit that failed once sent, by what the store can know:
+//!   - redb (`Write`): the transaction was aborted, so nothing was kept; the store refuses
+//!     every later commit (`Poisoned`) until the controller restarts.
+//!   - etcd (`Unknown`: the deadline passed or the connection broke after sending): the batch
+//!     may or may not have landed; the store refuses commits (`Unsettled`) until a successful
+//!     `load`, which shows the batch whole or not at all.
 //! - Stored data carries a format version; an unknown version is refused at open.
 //!
-//! `layout` is where the etcd store is to keep each record (pure keys).
+//! `layout` is where the etcd store keeps each record (pure keys); `seal` seals the secrets
+//! it stores; `mirror` is the warm copy of the prefix every controller keeps (§6.1).
 //!
-//! Later (issue 18, not here yet): the store's role (leader, lapsed, standby), a standby's
-//! mirror, handing leadership over, and the status of the backend.
+//! Later (issue 18, not here yet): the controller's role (leader, lapsed, standby) over these
+//! pieces (the election, keepalive and mirror on the store's `torc-etcd` thread), handing
+//! leadership over, and the status of the backend.
 
-// Pure; its user, the etcd store, is the next step of issue 18 (§15 item 7).
+pub(crate) mod etcd;
 pub mod layout;
+mod mirror;
 mod redb;
+pub mod seal;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -40,9 +53,12 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use etcd::{EtcdOptions, EtcdStore};
+pub use mirror::{Mirror, MirrorError};
 pub use redb::RedbStore;
 
-/// The number of a writer's life: bumped durably at each start (redb), so it orders starts.
+/// The number of a writer's life: bumped durably at each start (redb), the leader key's create
+/// revision (etcd), so it orders starts and leaders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Epoch(pub u64);
 
@@ -61,17 +77,19 @@ pub trait Store: Send + Sync + 'static {
     /// Every record and counter, as of one consistent point.
     fn load(&self) -> Result<Loaded, StoreError>;
 
-    /// The epoch this store's writer acts under (redb: `meta/epoch`, bumped at open).
+    /// The epoch this store's writer acts under (redb: `meta/epoch`, bumped at open; etcd:
+    /// the current leadership's, 0 while following).
     fn epoch(&self) -> Epoch;
 
-    /// Whether a commit may be tried now (`Poisoned` after a failed one). The write path asks
-    /// before it changes the rack, so that a refused change leaves the rack as it was.
+    /// Whether a commit may be tried now (`Poisoned`, `Unsettled` after a failed one; etcd:
+    /// `NotLeader` while following). The write path asks before it changes the rack, so that
+    /// a refused change leaves the rack as it was.
     fn writable(&self) -> Result<(), StoreError>;
 
     /// Persists `writes` atomically, in order (a later write to a key wins); `Ok` only once
     /// durable, and only under the epoch `fence` (another epoch: `NotLeader`, nothing written).
-    /// A failed commit poisons the store. An empty batch commits nothing and succeeds unless
-    /// the store refuses writes.
+    /// A commit that failed once sent fails the store closed (see the module doc). An empty
+    /// batch commits nothing and succeeds unless the store refuses writes.
     fn commit(&self, fence: Epoch, writes: &[Write]) -> Result<(), StoreError>;
 }
 
@@ -140,11 +158,63 @@ pub enum StoreError {
     Write(String),
     #[error("state store refuses writes after an earlier failed commit; restart the controller")]
     Poisoned,
-    /// The fence failed: nothing was written.
+    /// The fence failed: nothing was written. `current` is the epoch that acts now, if any
+    /// (redb: its own; etcd: the leader's, `None` when nobody leads), and `leader` what that
+    /// leader put in its election key (etcd).
     #[error(
-        "state store refuses a write under epoch {fence}: its writer acts under epoch {current}"
+        "state store refuses a write under epoch {fence}: {}",
+        describe_leader(*.current, .leader.as_deref())
     )]
-    NotLeader { fence: Epoch, current: Epoch },
+    NotLeader {
+        fence: Epoch,
+        current: Option<Epoch>,
+        leader: Option<String>,
+    },
+    /// The outcome of a commit is unknown (its deadline passed, or the connection broke after
+    /// it was sent). The store refuses commits until a successful `load` shows what holds.
+    #[error("the outcome of a commit at etcd {endpoint} is unknown: {why}")]
+    Unknown { endpoint: String, why: String },
+    /// Refusing commits after an `Unknown` one, until the state is loaded again.
+    #[error(
+        "state store refuses writes until the state is loaded again: an earlier commit's outcome is unknown"
+    )]
+    Unsettled,
+    /// etcd refused the call (authentication, permission, no space, too large, a limit):
+    /// nothing was written.
+    #[error("etcd at {endpoint} refused: {why}")]
+    Refused { endpoint: String, why: String },
+    /// No endpoint could be reached: each endpoint tried, with its error.
+    #[error("cannot reach etcd: {}", describe_tried(.tried))]
+    Unreachable { tried: Vec<(String, String)> },
+    /// The batch exceeds what the store takes in one transaction (checked before sending):
+    /// nothing was written. `limit` names the setting that bounds it.
+    #[error(
+        "a commit of {ops} operations and {bytes} bytes exceeds the state store's bound; raise {limit}"
+    )]
+    TooLarge {
+        ops: usize,
+        bytes: usize,
+        limit: &'static str,
+    },
+}
+
+fn describe_leader(current: Option<Epoch>, leader: Option<&str>) -> String {
+    match (current, leader) {
+        (None, _) => "nobody leads now".to_string(),
+        (Some(epoch), None) => format!("its writer acts under epoch {epoch}"),
+        (Some(epoch), Some(leader)) => format!("the leader is {leader} (epoch {epoch})"),
+    }
+}
+
+fn describe_tried(tried: &[(String, String)]) -> String {
+    if tried.is_empty() {
+        return "no endpoint was tried".to_string();
+    }
+    tried
+        .iter()
+        .map(|(endpoint, why)| format!("{endpoint}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One change to persist.

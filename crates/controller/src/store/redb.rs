@@ -187,7 +187,11 @@ impl Store for RedbStore {
         self.writable()?;
         let current = self.epoch();
         if fence != current {
-            return Err(StoreError::NotLeader { fence, current });
+            return Err(StoreError::NotLeader {
+                fence,
+                current: Some(current),
+                leader: None,
+            });
         }
         if writes.is_empty() {
             return Ok(());
@@ -239,9 +243,12 @@ mod tests {
             txn.commit().unwrap();
         }
 
-        fn fail_next_commit(&self, store: &RedbStore) -> bool {
+        fn fail_next_commit(
+            &self,
+            store: &RedbStore,
+        ) -> Option<crate::store::conformance::FailureRule> {
             store.failure_switch().store(true, Ordering::Release);
-            true
+            Some(crate::store::conformance::FailureRule::PoisonsUntilReopen)
         }
     }
 
