@@ -31,6 +31,7 @@ use torc_types::{NodeName, TaskId, UnixMillis, now_millis};
 
 use crate::auth;
 use crate::kv::KvClients;
+use crate::leadership::{Event, LeaderInfo};
 use crate::published::Published;
 use crate::rack::{HealthCheck, Rack, RackError};
 use crate::seat::{NotActing, Seat};
@@ -97,6 +98,18 @@ pub enum StartError {
     TokenFile { path: String, message: String },
     #[error(transparent)]
     Tls(#[from] torc_tls::TlsError),
+    #[error(transparent)]
+    Prefix(#[from] crate::store::layout::LayoutError),
+    #[error("the key that seals rack secrets in etcd: {0}")]
+    Seal(#[from] crate::store::seal::SealError),
+    #[error("the controller's etcd {what}: {source}")]
+    EtcdClient {
+        what: &'static str,
+        #[source]
+        source: torc_kv_client::ClientError,
+    },
+    #[error("reading the rack's state from etcd: {0}")]
+    Mirror(#[from] crate::store::MirrorError),
 }
 
 /// Why a change could not be made.
@@ -166,8 +179,6 @@ pub struct Controller {
     backstage: watch::Sender<Backstage>,
     /// The epoch the rack was built for (`Inner::epoch`, readable without the rack's lock).
     built: std::sync::atomic::AtomicU64,
-    // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// How callers authenticate (its token files are adopted again at each takeover).
     auth: AuthMode,
     /// Per node: the generation of its desired set, to wake long-polling agents.
@@ -248,11 +259,9 @@ impl Controller {
         let (rack, keys, writes) = start_state(settings, loaded, &options.auth, now_millis())?;
         // Whatever reconciling the load did (lost tasks of removed nodes) is persisted now.
         store.commit(epoch, &writes)?;
-        Controller::build(rack, keys, store, epoch, Seat::Sole(epoch), options)
+        Controller::build(rack, keys, store, epoch, Seat::Sole(epoch), options, None)
     }
 
-    // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// Starts a controller of several as a standby: its rack is built from `loaded` (its
     /// mirror of the store) for reads, nothing is written, and it acts only after
     /// [`Controller::take_over`]. It needs an admin to be known: stored, or in its token file
@@ -263,6 +272,7 @@ impl Controller {
         options: ControllerOptions,
         mut loaded: crate::store::Loaded,
         seat: Seat,
+        identity: Option<(String, String)>,
     ) -> Result<Arc<Controller>, StartError> {
         let now = now_millis();
         let keys = auth::Keys::load(&mut loaded)?;
@@ -277,11 +287,9 @@ impl Controller {
         let mut rack = Rack::new(settings, loaded, now).map_err(StartError::State)?;
         // What the load derived is the leader's to write.
         let _ = rack.take_changes();
-        Controller::build(rack, keys, store, Epoch(0), seat, options)
+        Controller::build(rack, keys, store, Epoch(0), seat, options, identity)
     }
 
-    // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// Takes over as the leader under `epoch`, from `loaded` (the store as of the win): a
     /// controller start, on a running controller. Its first fenced commit carries what the
     /// start derived; the long polls' documents start again under `epoch`, and every waiting
@@ -330,8 +338,6 @@ impl Controller {
         Ok(())
     }
 
-    // Used by the role driver of a controller of several (issue 18, §15 item 9, next).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// A controller that does not act rebuilds its copy of the rack from `loaded` (its
     /// mirror), for reads marked stale. An acting one ignores it: its rack is the truth.
     pub(crate) fn refresh(&self, mut loaded: crate::store::Loaded) -> Result<(), StartError> {
@@ -361,6 +367,7 @@ impl Controller {
         epoch: Epoch,
         seat: Seat,
         options: ControllerOptions,
+        identity: Option<(String, String)>,
     ) -> Result<Arc<Controller>, StartError> {
         let insecure = matches!(options.auth, AuthMode::Insecure);
         let own_token = keys.controller_token();
@@ -402,12 +409,17 @@ impl Controller {
         let (updates, _) = watch::channel(rack.update_position().1);
         let names = Published::new(epoch, rack.dns_snapshot());
         let routes = Published::new(epoch, SwitchRoutes::of(&rack));
-        let name = rack
-            .settings()
-            .nodes
-            .iter()
-            .find(|n| n.node_type == torc_types::NodeType::Master)
-            .map_or_else(|| "controller".to_string(), |n| n.name.to_string());
+        let (name, url) = match identity {
+            Some((name, url)) => (name, Some(url)),
+            None => (
+                rack.settings()
+                    .nodes
+                    .iter()
+                    .find(|n| n.node_type == torc_types::NodeType::Master)
+                    .map_or_else(|| "controller".to_string(), |n| n.name.to_string()),
+                None,
+            ),
+        };
         let backstage = watch::channel(Backstage {
             controllers: Vec::new(),
             store: torc_api::controller::StoreView {
@@ -421,7 +433,7 @@ impl Controller {
         Ok(Arc::new(Controller {
             seat,
             name,
-            url: None,
+            url,
             backstage,
             built: std::sync::atomic::AtomicU64::new(epoch.0),
             auth: options.auth,
@@ -710,6 +722,22 @@ impl Controller {
             let mut changes = inner.rack.take_changes();
             changes.writes.extend(inner.keys.take_writes());
             if let Err(e) = inner.store.commit(epoch, &changes.writes) {
+                // The leadership learns what the store said before the rack is reloaded.
+                match &e {
+                    StoreError::NotLeader {
+                        current, leader, ..
+                    } => self.seat.on(Event::FenceFailed {
+                        epoch,
+                        leader: current.zip(leader.as_deref()).map(|(epoch, value)| {
+                            LeaderInfo::from_campaign(value.as_bytes(), epoch)
+                        }),
+                    }),
+                    StoreError::Unknown { .. } => self.seat.on(Event::CommitUnknown {
+                        epoch,
+                        why: e.to_string(),
+                    }),
+                    _ => {}
+                }
                 inner.back_to_durable();
                 return Err(e.into());
             }
@@ -1053,6 +1081,7 @@ mod tests {
             ControllerOptions::insecure(),
             loaded,
             Seat::Elected(elected),
+            None,
         )
         .unwrap();
         let err = launch(&ctl, "early").unwrap_err();

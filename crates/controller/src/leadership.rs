@@ -23,9 +23,6 @@
 //!   then [`Event::Resynced`]), and then from a fresh rack ([`Action::Act`] with `fresh`).
 //! - Epochs it acts under never go down.
 
-// Its user, the controller's roles (issue 18, design §15 item 9), is the next step; until then
-// only its cases drive it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fmt;
 use std::time::Duration;
@@ -54,6 +51,32 @@ pub struct LeaderInfo {
     pub name: String,
     pub url: String,
     pub epoch: Epoch,
+}
+
+/// What a campaigner puts in its election key: who it is and where it answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Campaigner {
+    pub name: String,
+    pub url: String,
+}
+
+impl LeaderInfo {
+    /// The campaigner of epoch `epoch` from its election key's value; a value that is not a
+    /// campaigner's (another tool's) is shown as its text, with no URL.
+    pub fn from_campaign(value: &[u8], epoch: Epoch) -> LeaderInfo {
+        match serde_json::from_slice::<Campaigner>(value) {
+            Ok(c) => LeaderInfo {
+                name: c.name,
+                url: c.url,
+                epoch,
+            },
+            Err(_) => LeaderInfo {
+                name: String::from_utf8_lossy(value).into_owned(),
+                url: String::new(),
+                epoch,
+            },
+        }
+    }
 }
 
 impl fmt::Display for LeaderInfo {

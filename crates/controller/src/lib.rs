@@ -51,6 +51,7 @@ mod lookup;
 mod power;
 mod published;
 mod rack;
+mod roles;
 mod seat;
 mod sessions;
 mod settings;
@@ -69,6 +70,7 @@ pub use rack::{
     AnnounceError, CredentialError, FrameworkError, HealthCheck, NodeError, ProbeFailure, Rack,
     RackError, ServiceError, TaskError,
 };
+pub use roles::ElectedOptions;
 pub use seat::NotActing;
 pub use settings::{
     ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,

@@ -48,8 +48,6 @@ impl<T: Clone + PartialEq> Published<T> {
         }
     }
 
-    // Used at a takeover by the role driver (issue 18, §15 item 9, next).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// The first document of a new epoch (a takeover): readers of the old one get it at once.
     pub(crate) fn restart(&self, epoch: Epoch, doc: T) {
         let Epoch(epoch) = epoch;

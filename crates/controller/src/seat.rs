@@ -14,9 +14,6 @@
 //!   the state changes before the lock is released, so no act slips between a lapse and its
 //!   `Stop`.
 
-// The role driver (issue 18, §15 item 9) that elects and feeds `Seat::Elected` is the next
-// step; until then a sole seat and the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use torc_kv_client::{Client, PrefixWatch, WatchError};
 
@@ -53,6 +54,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// The revision after each change, for async waiters (the role driver).
+    revisions: watch::Sender<i64>,
     reloads: AtomicU64,
 }
 
@@ -96,6 +99,7 @@ impl Mirror {
                 last_error: None,
             }),
             changed: Condvar::new(),
+            revisions: watch::channel(0).0,
             reloads: AtomicU64::new(0),
         });
         let task = store.handle().spawn(follow(
@@ -132,6 +136,12 @@ impl Mirror {
     pub fn loaded_at(&self) -> (Loaded, i64) {
         let state = self.shared.lock();
         (state.contents.loaded(), state.revision)
+    }
+
+    /// The mirror's revision after each change (0 before its first load): to wait on from
+    /// async code.
+    pub fn revisions(&self) -> watch::Receiver<i64> {
+        self.shared.revisions.subscribe()
     }
 
     /// Blocks until the mirror is at `revision` or later, at most `deadline`; its revision.
@@ -195,6 +205,7 @@ async fn follow(
         }
         shared.reloads.fetch_add(1, Ordering::AcqRel);
         shared.changed.notify_all();
+        shared.revisions.send_replace(revision);
         let mut watch = PrefixWatch::new(&client, prefix.clone(), revision + 1);
         if let Err(e) = apply_all(&mut watch, &codec, &shared).await {
             shared.failed(e);
@@ -218,7 +229,7 @@ async fn apply_all(watch: &mut PrefixWatch, codec: &Codec, shared: &Shared) -> R
                 continue;
             }
         };
-        let applied = {
+        let applied: Result<i64, StoreError> = {
             let mut state = shared.lock();
             // Applied to a copy, so that a bad record leaves the mirror as it was.
             let mut next = state.contents.clone();
@@ -234,13 +245,16 @@ async fn apply_all(watch: &mut PrefixWatch, codec: &Codec, shared: &Shared) -> R
                         .max()
                         .unwrap_or(0);
                     state.revision = state.revision.max(batch.revision).max(last);
-                    Ok(())
+                    Ok(state.revision)
                 }
                 Err(e) => Err(e),
             }
         };
         match applied {
-            Ok(()) => shared.changed.notify_all(),
+            Ok(revision) => {
+                shared.changed.notify_all();
+                shared.revisions.send_replace(revision);
+            }
             Err(e) => {
                 tokio::time::sleep(RETRY).await;
                 return Err(format!("{e}; reloading"));

@@ -93,6 +93,25 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, fence: Epoch, writes: &[Write]) -> Result<(), StoreError>;
 }
 
+/// A store shared with the role driver (the etcd store of a controller of several).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        (**self).load()
+    }
+
+    fn epoch(&self) -> Epoch {
+        (**self).epoch()
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        (**self).writable()
+    }
+
+    fn commit(&self, fence: Epoch, writes: &[Write]) -> Result<(), StoreError> {
+        (**self).commit(fence, writes)
+    }
+}
+
 /// The record tables, each mapping a name or id to a JSON document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
