@@ -282,6 +282,16 @@ impl Client {
         self.endpoints().current().to_string()
     }
 
+    /// This client with `other`'s controllers and current one (when both were configured
+    /// with the same list), so a client rebuilt with new credentials (an agent's, after it
+    /// registered) keeps following the leader its predecessor found.
+    pub fn with_endpoints_of(mut self, other: &Client) -> Client {
+        if self.controllers() == other.controllers() {
+            self.endpoints = Arc::clone(&other.endpoints);
+        }
+        self
+    }
+
     /// Every configured controller's URL, comma-separated (what `TORC_CONTROLLERS` holds).
     pub fn controllers(&self) -> String {
         self.endpoints().configured().join(",")
@@ -312,10 +322,9 @@ impl Client {
         }
         let mut answers = Vec::new();
         for (i, host, port) in lookups {
-            match tokio::net::lookup_host((host.as_str(), port)).await {
-                Ok(addrs) => answers.push((i, addrs.collect())),
-                // The name stays a target: dialling it gives the error to report.
-                Err(_) => {}
+            // A name that does not resolve stays a target: dialling it gives the error.
+            if let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await {
+                answers.push((i, addrs.collect()));
             }
         }
         self.endpoints().expand(&answers);
