@@ -154,17 +154,19 @@ pub const ENV_TOKEN_FILE: &str = "TORC_TOKEN_FILE";
 /// The rack CA's certificate (PEM), which the controller's certificate chains to.
 pub const ENV_CA: &str = "TORC_CA";
 
-/// The full text of a transport error: reqwest's own line names the URL, its sources say
-/// what happened (connection refused, a certificate refused).
+/// What a transport error says happened (connection refused, a certificate refused): its
+/// sources, without reqwest's own line, which only repeats the URL.
 fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
+    let mut parts = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        parts.push(s.to_string());
         source = s.source();
     }
-    text
+    if parts.is_empty() {
+        return e.to_string();
+    }
+    parts.join(": ")
 }
 
 /// A controller's error answer: its status and its own words.
