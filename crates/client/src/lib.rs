@@ -780,7 +780,8 @@ impl Client {
 
 /// A sub-scheduler's handle on the controller: registers under its name, launches and kills
 /// its own tasks, and follows their updates. Re-registering after a restart (a new `Framework`
-/// with the same name) gives back the tasks that survived.
+/// with the same name) gives back the tasks that survived. Its calls and long polls go where
+/// its [`Client`] goes: to the leader, when the client knows several controllers.
 #[derive(Debug, Clone)]
 pub struct Framework {
     client: Client,
@@ -794,7 +795,8 @@ pub struct Framework {
 pub enum Updates {
     /// The tasks that changed, in order.
     Changed(Vec<TaskView>),
-    /// Every task of the framework: the controller restarted, or we fell behind.
+    /// Every task of the framework: the controller restarted, another controller leads now
+    /// (its epoch differs), or we fell behind.
     Snapshot(Vec<TaskView>),
 }
 
