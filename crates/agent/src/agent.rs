@@ -36,7 +36,8 @@ const LONG_POLL: Duration = Duration::from_secs(25);
 pub struct AgentConfig {
     pub node: NodeName,
     pub ip: IpAddr,
-    /// The controller's root URL.
+    /// The controllers' root URLs, comma-separated (`--controller URL[,URL…]`): the agent
+    /// follows the leader among them (`torc_client::Endpoints`).
     pub controller: String,
     /// Registers the node when it has no credential of its own yet (or its credential was
     /// revoked); the registration mints the node's credential, kept in the data dir.
@@ -437,7 +438,7 @@ impl Agent {
             )?;
             creds.cert = Some(cert.clone());
         }
-        let client = make_client(&self.cfg, &creds)?;
+        let client = make_client(&self.cfg, &creds)?.with_endpoints_of(&self.client());
         *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
         Ok(())
     }
@@ -448,6 +449,7 @@ impl Agent {
         if creds.token.take().is_some() {
             let _ = std::fs::remove_file(self.cfg.data_dir.join("credential"));
             if let Ok(client) = make_client(&self.cfg, &creds) {
+                let client = client.with_endpoints_of(&self.client());
                 *self.client.write().unwrap_or_else(|e| e.into_inner()) = client;
             }
         }
@@ -987,7 +989,10 @@ impl Agent {
         env.insert("TORC_NODE_IP".into(), self.cfg.ip.to_string());
         env.insert("TORC_TASK_IP".into(), ip.to_string());
         env.insert("HOST".into(), ip.to_string());
-        env.insert("TORC_CONTROLLER".into(), self.cfg.controller.clone());
+        // Every controller for our clients; one URL, the one followed now, for scripts.
+        let client = self.client();
+        env.insert(torc_client::ENV_CONTROLLERS.into(), client.controllers());
+        env.insert(torc_client::ENV_CONTROLLER.into(), client.base_url());
         if self.cfg.ca.is_some() {
             // The agent's own public copy: the operator's file may sit where tasks of the task
             // user cannot read.
@@ -1227,7 +1232,7 @@ impl Agent {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
-                    tracing::info!(controller = %self.cfg.controller, "registered");
+                    tracing::info!(controller = %self.client().base_url(), "registered");
                     Duration::from_millis(resp.heartbeat_interval_ms.max(50))
                 }
                 Err(e) => {

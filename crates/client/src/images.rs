@@ -96,14 +96,17 @@ impl Client {
         node: &NodeName,
         reference: &str,
     ) -> Result<PullStream, ClientError> {
-        let (url, req) = self.request(Method::POST, &format!("/api/v1/nodes/{node}/images/pull"));
         let body = PullRequest {
             reference: reference.to_string(),
             registry: None,
             timeout_seconds: None,
         };
-        let response = self
-            .checked(url.clone(), req.json(&body).timeout(PULL_TIMEOUT))
+        let (url, response) = self
+            .execute(
+                Method::POST,
+                &format!("/api/v1/nodes/{node}/images/pull"),
+                |r| Ok(r.json(&body).timeout(PULL_TIMEOUT)),
+            )
             .await?;
         Ok(PullStream {
             url,
@@ -121,25 +124,33 @@ impl Client {
         archive: &Path,
         name: Option<&str>,
     ) -> Result<Imported, ClientError> {
-        let file = tokio::fs::File::open(archive)
-            .await
-            .map_err(|e| ClientError::File {
-                path: archive.to_path_buf(),
-                source: e,
-            })?;
-        let length = file.metadata().await.ok().map(|m| m.len());
-        let (url, req) = self.request(Method::POST, &format!("/api/v1/nodes/{node}/images/import"));
         let query = ImportQuery {
             name: name.map(str::to_string),
         };
-        let mut req = req
-            .query(&query)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
-            .timeout(IMPORT_TIMEOUT);
-        if let Some(length) = length {
-            req = req.header(reqwest::header::CONTENT_LENGTH, length);
-        }
-        self.send(url, req.body(reqwest::Body::from(file))).await
+        // Each attempt streams the file from its start (an attempt is sent again only when
+        // it certainly did not run: refused, or a standby's 421).
+        let (url, response) = self
+            .execute(
+                Method::POST,
+                &format!("/api/v1/nodes/{node}/images/import"),
+                |req| {
+                    let file = std::fs::File::open(archive).map_err(|e| ClientError::File {
+                        path: archive.to_path_buf(),
+                        source: e,
+                    })?;
+                    let length = file.metadata().ok().map(|m| m.len());
+                    let mut req = req
+                        .query(&query)
+                        .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+                        .timeout(IMPORT_TIMEOUT);
+                    if let Some(length) = length {
+                        req = req.header(reqwest::header::CONTENT_LENGTH, length);
+                    }
+                    Ok(req.body(reqwest::Body::from(tokio::fs::File::from_std(file))))
+                },
+            )
+            .await?;
+        crate::decode(url, response).await
     }
 
     /// Removes `reference` from `node`; `force` even while tasks use it.
@@ -149,11 +160,15 @@ impl Client {
         reference: &str,
         force: bool,
     ) -> Result<Removed, ClientError> {
-        let (url, req) = self.request(Method::DELETE, &format!("/api/v1/nodes/{node}/images"));
         let query = RemoveQuery {
             reference: reference.to_string(),
             force,
         };
-        self.send(url, req.query(&query)).await
+        self.send(
+            Method::DELETE,
+            &format!("/api/v1/nodes/{node}/images"),
+            |r| r.query(&query),
+        )
+        .await
     }
 }

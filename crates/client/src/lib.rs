@@ -4,11 +4,21 @@
 //! It is a thin layer: one method per route, the wire types of `torc-api`, and errors that
 //! carry the controller's own message, so a caller can show the operator what went wrong.
 //! The image routes, whose answers and bodies are streams, are in `images.rs`.
+//!
+//! A client knows one controller or several (a highly available rack, design
+//! `docs/design/ha-controller.md` §7.1): [`Endpoints`] holds the list and the one calls go to
+//! now, and decides after each answer whether to send the call again and where (a standby's
+//! `421` names the leader; a refused connection moves on to the next URL). A change whose
+//! connection broke after it was sent is not sent again: its error goes to the caller. HTTP
+//! redirects are never followed.
 
+mod endpoints;
 mod images;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use endpoints::{Endpoints, EndpointsError, Kind, MAX_HOPS, Next, Outcome, Tried};
 pub use images::PullStream;
 
 /// TLS and secret files, for programs built on this client (frameworks) that need no more.
@@ -39,6 +49,9 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// No controller took the call: every URL tried, and what each attempt came to.
+    #[error("no controller took the call: {}", tried.iter().map(|t| format!("{}: {}", t.url, t.what)).collect::<Vec<_>>().join("; "))]
+    Unreachable { tried: Vec<Tried> },
     /// The answer was not the JSON we expected.
     #[error("unexpected answer from {url}: {message}")]
     Decode { url: String, message: String },
@@ -61,14 +74,18 @@ impl ClientError {
 
     /// Whether the controller could not be reached at all (as opposed to answering "no").
     pub fn is_transport(&self) -> bool {
-        matches!(self, ClientError::Transport { .. })
+        matches!(
+            self,
+            ClientError::Transport { .. } | ClientError::Unreachable { .. }
+        )
     }
 }
 
-/// A handle on one controller. Cheap to clone.
+/// A handle on the rack's controllers. Cheap to clone; clones share which controller is
+/// current, so one clone's switch to the leader serves them all.
 #[derive(Debug, Clone)]
 pub struct Client {
-    base: String,
+    endpoints: Arc<Mutex<Endpoints>>,
     token: Option<String>,
     /// For the controller: under TLS its certificate must name `torc_tls::CONTROLLER_NAME`.
     http: reqwest::Client,
@@ -90,8 +107,12 @@ pub struct RackTls {
 pub enum SetupError {
     #[error(transparent)]
     Tls(#[from] torc_tls::TlsError),
-    #[error("{0} is not set: it names the controller's URL")]
-    NoController(&'static str),
+    #[error(
+        "neither {ENV_CONTROLLERS} nor {ENV_CONTROLLER} is set: they name the controllers' URLs"
+    )]
+    NoController,
+    #[error(transparent)]
+    Endpoints(#[from] EndpointsError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -109,23 +130,89 @@ pub fn rack_http_from_env() -> Result<reqwest::ClientBuilder, SetupError> {
     })
 }
 
-/// The environment variables a task finds its controller by (set by its agent).
+/// Every controller's URL, comma-separated: how a task finds the rack's controllers (set by
+/// its agent; read first).
+pub const ENV_CONTROLLERS: &str = "TORC_CONTROLLERS";
+/// One controller's URL (the one the agent followed when it launched the task), for scripts
+/// that take a single URL; may hold a comma-separated list too.
 pub const ENV_CONTROLLER: &str = "TORC_CONTROLLER";
+/// The header in which a controller names the leader (a standby's `421` carries it).
+pub const LEADER_HEADER: &str = "torc-leader";
+
+/// The controllers' URLs: `flag` when given (a `--controller` list), else `TORC_CONTROLLERS`,
+/// else `TORC_CONTROLLER`.
+pub fn controllers_from_env(flag: Option<String>) -> Result<String, SetupError> {
+    flag.filter(|f| !f.trim().is_empty())
+        .or_else(|| std::env::var(ENV_CONTROLLERS).ok())
+        .filter(|f| !f.trim().is_empty())
+        .or_else(|| std::env::var(ENV_CONTROLLER).ok())
+        .filter(|f| !f.trim().is_empty())
+        .ok_or(SetupError::NoController)
+}
 /// The file holding the task's own token (when its spec asked for `api_access`).
 pub const ENV_TOKEN_FILE: &str = "TORC_TOKEN_FILE";
 /// The rack CA's certificate (PEM), which the controller's certificate chains to.
 pub const ENV_CA: &str = "TORC_CA";
 
+/// What a transport error says happened (connection refused, a certificate refused): its
+/// sources, without reqwest's own line, which only repeats the URL.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if parts.is_empty() {
+        return e.to_string();
+    }
+    parts.join(": ")
+}
+
+/// A controller's error answer: its status and its own words.
+async fn api_error(url: String, resp: reqwest::Response) -> ClientError {
+    let status = resp.status();
+    match resp.bytes().await {
+        Ok(bytes) => {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+            ClientError::Api { status, message }
+        }
+        Err(source) => ClientError::Transport { url, source },
+    }
+}
+
+/// Reads a success's JSON body.
+async fn decode<T: DeserializeOwned>(
+    url: String,
+    resp: reqwest::Response,
+) -> Result<T, ClientError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+        url,
+        message: e.to_string(),
+    })
+}
+
 impl Client {
-    /// `base` is the controller's root URL, e.g. `http://127.0.3.20:3000`. Plain HTTP or
-    /// HTTPS checked against the system's roots; racks use [`Client::with_tls`].
-    pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
-        Client::with_tls(base, token, None).expect("a client without TLS settings always builds")
+    /// `base` is the controller's root URL, e.g. `http://127.0.3.20:3000`, or several,
+    /// comma-separated. Plain HTTP or HTTPS checked against the system's roots; racks use
+    /// [`Client::with_tls`].
+    pub fn new(base: impl Into<String>, token: Option<String>) -> Result<Self, SetupError> {
+        Client::with_tls(base, token, None)
     }
 
-    /// A client for a controller whose certificate chains to the rack CA in `tls` and names
-    /// the controller (`torc_tls::CONTROLLER_NAME`, whatever address is dialled), presenting
-    /// `tls`'s identity when the controller asks for one (agents).
+    /// A client for controllers whose certificates chain to the rack CA in `tls` and name
+    /// the controller (`torc_tls::CONTROLLER_NAME`, whatever address is dialled: so a name in
+    /// `base` may be dialled by its addresses), presenting `tls`'s identity when the
+    /// controller asks for one (agents). `base` is one URL or a comma-separated list.
     pub fn with_tls(
         base: impl Into<String>,
         token: Option<String>,
@@ -134,9 +221,11 @@ impl Client {
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
+                .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
         };
         let (mut http, mut rack_http) = (builder(), builder());
+        let endpoints = Endpoints::parse(&base.into(), tls.is_some())?;
         if let Some(tls) = tls {
             http = http.tls_backend_preconfigured(torc_tls::controller_client_config(
                 &tls.roots,
@@ -146,7 +235,7 @@ impl Client {
                 rack_http.tls_backend_preconfigured(torc_tls::client_config(&tls.roots, None)?);
         }
         Ok(Client {
-            base: base.into().trim_end_matches('/').to_string(),
+            endpoints: Arc::new(Mutex::new(endpoints)),
             token,
             http: http.build()?,
             rack_http: rack_http.build()?,
@@ -169,15 +258,13 @@ impl Client {
         Client::with_tls(base, token, tls)
     }
 
-    /// A task's client, from what its agent set: `TORC_CONTROLLER`, `TORC_CA` and, when the
-    /// task asked for one, `TORC_TOKEN_FILE`.
+    /// A task's client, from what its agent set: `TORC_CONTROLLERS` (else `TORC_CONTROLLER`),
+    /// `TORC_CA` and, when the task asked for one, `TORC_TOKEN_FILE`.
     pub fn from_env() -> Result<Self, SetupError> {
-        let base =
-            std::env::var(ENV_CONTROLLER).map_err(|_| SetupError::NoController(ENV_CONTROLLER))?;
-        Client::from_env_with(base)
+        Client::from_env_with(controllers_from_env(None)?)
     }
 
-    /// [`Client::from_env`] with the controller's URL given.
+    /// [`Client::from_env`] with the controllers' URLs given (one, or a comma-separated list).
     pub fn from_env_with(base: impl Into<String>) -> Result<Self, SetupError> {
         let token = match std::env::var_os(ENV_TOKEN_FILE) {
             Some(path) => Some(torc_tls::files::read_secret(std::path::Path::new(&path))?),
@@ -187,8 +274,29 @@ impl Client {
         Client::from_files(base, token, ca.as_deref())
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, Endpoints> {
+        // The state is a list and an index, valid after any panic of another holder.
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The controller calls go to now.
+    pub fn base_url(&self) -> String {
+        self.endpoints().current().to_string()
+    }
+
+    /// This client with `other`'s controllers and current one (when both were configured
+    /// with the same list), so a client rebuilt with new credentials (an agent's, after it
+    /// registered) keeps following the leader its predecessor found.
+    pub fn with_endpoints_of(mut self, other: &Client) -> Client {
+        if self.controllers() == other.controllers() {
+            self.endpoints = Arc::clone(&other.endpoints);
+        }
+        self
+    }
+
+    /// Every configured controller's URL, comma-separated (what `TORC_CONTROLLERS` holds).
+    pub fn controllers(&self) -> String {
+        self.endpoints().configured().join(",")
     }
 
     /// GETs a URL of the rack (e.g. an agent's `/v1/metrics`) with this client's TLS
@@ -198,64 +306,113 @@ impl Client {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
-        self.send(url.to_string(), req).await
-    }
-
-    fn request(&self, method: Method, path: &str) -> (String, RequestBuilder) {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
-        (url, req)
-    }
-
-    /// Sends `req`; a success status gives the response, whose body is still to be read.
-    async fn checked(
-        &self,
-        url: String,
-        req: RequestBuilder,
-    ) -> Result<reqwest::Response, ClientError> {
         let resp = req.send().await.map_err(|source| ClientError::Transport {
-            url: url.clone(),
+            url: url.to_string(),
             source,
         })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
+        if !resp.status().is_success() {
+            return Err(api_error(url.to_string(), resp).await);
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport { url, source })?;
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
-        Err(ClientError::Api { status, message })
+        decode(url.to_string(), resp).await
+    }
+
+    /// Looks the controllers' names up when they are stale (at first, after a failed round).
+    async fn refresh_names(&self) {
+        let lookups = self.endpoints().lookups();
+        if lookups.is_empty() {
+            return;
+        }
+        let mut answers = Vec::new();
+        for (i, host, port) in lookups {
+            // A name that does not resolve stays a target: dialling it gives the error.
+            if let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await {
+                answers.push((i, addrs.collect()));
+            }
+        }
+        self.endpoints().expand(&answers);
+    }
+
+    /// Sends a call to the current controller, following the leader and moving on to the
+    /// next controller as [`Endpoints::decide`] says; `build` adds the call's query, body
+    /// and timeout to each attempt. A success status gives the response, whose body is still
+    /// to be read; the URL is the one that answered.
+    async fn execute(
+        &self,
+        method: Method,
+        path: &str,
+        mut build: impl FnMut(RequestBuilder) -> Result<RequestBuilder, ClientError>,
+    ) -> Result<(String, reqwest::Response), ClientError> {
+        self.refresh_names().await;
+        let kind = if method == Method::GET {
+            Kind::Read
+        } else {
+            Kind::Change
+        };
+        let (mut call, mut base) = {
+            let e = self.endpoints();
+            (e.begin(kind), e.current().to_string())
+        };
+        loop {
+            let url = format!("{base}{path}");
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(token) = &self.token {
+                req = req.bearer_auth(token);
+            }
+            let (outcome, failure) = match build(req)?.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let leader = resp
+                        .headers()
+                        .get(LEADER_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let outcome = Outcome::Answered {
+                        status: status.as_u16(),
+                        leader,
+                    };
+                    if status.is_success() {
+                        // Learns a leader named on a success; a success is always returned.
+                        self.endpoints().decide(&mut call, &base, outcome);
+                        return Ok((url, resp));
+                    }
+                    (outcome, api_error(url, resp).await)
+                }
+                Err(source) => {
+                    let what = error_chain(&source);
+                    // Connecting (TCP, TLS) happens before anything is written.
+                    let outcome = if source.is_connect() || source.is_builder() {
+                        Outcome::NotSent(what)
+                    } else {
+                        Outcome::Lost(what)
+                    };
+                    (outcome, ClientError::Transport { url, source })
+                }
+            };
+            match self.endpoints().decide(&mut call, &base, outcome) {
+                Next::Return => return Err(failure),
+                Next::Retry(next) => base = next,
+                Next::Fail if call.tried().len() <= 1 => return Err(failure),
+                Next::Fail => {
+                    return Err(ClientError::Unreachable {
+                        tried: call.tried().to_vec(),
+                    });
+                }
+            }
+        }
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
-        url: String,
-        req: RequestBuilder,
+        method: Method,
+        path: &str,
+        mut build: impl FnMut(RequestBuilder) -> RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = self.checked(url.clone(), req).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url,
-            message: e.to_string(),
-        })
+        let (url, resp) = self.execute(method, path, |r| Ok(build(r))).await?;
+        decode(url, resp).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let (url, req) = self.request(Method::GET, path);
-        self.send(url, req).await
+        self.send(Method::GET, path, |r| r).await
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -263,8 +420,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let (url, req) = self.request(Method::POST, path);
-        self.send(url, req.json(body)).await
+        self.send(Method::POST, path, |r| r.json(body)).await
     }
 
     // --- credentials ---
@@ -281,19 +437,20 @@ impl Client {
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<serde_json::Value, ClientError> {
-        let (url, req) = self.request(Method::DELETE, &format!("/api/v1/tokens/{id}"));
-        self.send(url, req).await
+        self.send(Method::DELETE, &format!("/api/v1/tokens/{id}"), |r| r)
+            .await
     }
 
     /// Who holds `token` (agents and frameworks ask about their callers). Bounded to 5 s: a
     /// caller waits on it.
     pub async fn review(&self, token: &str) -> Result<torc_api::ReviewResponse, ClientError> {
-        let (url, req) = self.request(Method::POST, "/api/v1/auth/review");
         let body = torc_api::ReviewRequest {
             token: token.to_string(),
         };
-        self.send(url, req.json(&body).timeout(Duration::from_secs(5)))
-            .await
+        self.send(Method::POST, "/api/v1/auth/review", |r| {
+            r.json(&body).timeout(Duration::from_secs(5))
+        })
+        .await
     }
 
     /// Who this client's credential is.
@@ -316,9 +473,11 @@ impl Client {
         name: &torc_types::SecretName,
         value: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        let (url, req) = self.request(Method::PUT, &format!("/api/v1/secrets/{name}"));
-        self.send(url, req.json(&serde_json::json!({ "value": value })))
-            .await
+        let body = serde_json::json!({ "value": value });
+        self.send(Method::PUT, &format!("/api/v1/secrets/{name}"), |r| {
+            r.json(&body)
+        })
+        .await
     }
 
     // --- nodes ---
@@ -334,8 +493,8 @@ impl Client {
     // --- tasks ---
 
     pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskView>, ClientError> {
-        let (url, req) = self.request(Method::GET, "/api/v1/tasks");
-        self.send(url, req.query(filter)).await
+        self.send(Method::GET, "/api/v1/tasks", |r| r.query(filter))
+            .await
     }
 
     pub async fn task(&self, id: &TaskId) -> Result<TaskView, ClientError> {
@@ -347,13 +506,15 @@ impl Client {
     }
 
     pub async fn kill(&self, id: &TaskId) -> Result<TaskView, ClientError> {
-        let (url, req) = self.request(Method::DELETE, &format!("/api/v1/tasks/{id}"));
-        self.send(url, req).await
+        self.send(Method::DELETE, &format!("/api/v1/tasks/{id}"), |r| r)
+            .await
     }
 
     pub async fn logs(&self, id: &TaskId, query: &LogQuery) -> Result<LogChunk, ClientError> {
-        let (url, req) = self.request(Method::GET, &format!("/api/v1/tasks/{id}/logs"));
-        self.send(url, req.query(query)).await
+        self.send(Method::GET, &format!("/api/v1/tasks/{id}/logs"), |r| {
+            r.query(query)
+        })
+        .await
     }
 
     // --- frameworks ---
@@ -378,8 +539,8 @@ impl Client {
         &self,
         name: &FrameworkName,
     ) -> Result<FrameworkView, ClientError> {
-        let (url, req) = self.request(Method::DELETE, &format!("/api/v1/frameworks/{name}"));
-        self.send(url, req).await
+        self.send(Method::DELETE, &format!("/api/v1/frameworks/{name}"), |r| r)
+            .await
     }
 
     pub async fn framework_tasks(
@@ -403,11 +564,12 @@ impl Client {
         name: &FrameworkName,
         id: &TaskId,
     ) -> Result<TaskView, ClientError> {
-        let (url, req) = self.request(
+        self.send(
             Method::DELETE,
             &format!("/api/v1/frameworks/{name}/tasks/{id}"),
-        );
-        self.send(url, req).await
+            |r| r,
+        )
+        .await
     }
 
     /// One long poll for a framework's task updates (see `Framework` for the loop).
@@ -417,10 +579,10 @@ impl Client {
         query: &EventsQuery,
     ) -> Result<FrameworkEvents, ClientError> {
         let wait = Duration::from_millis(query.wait_ms.unwrap_or(0));
-        let (url, req) = self.request(Method::GET, &format!("/api/v1/frameworks/{name}/events"));
         self.send(
-            url,
-            req.query(query).timeout(wait + Duration::from_secs(10)),
+            Method::GET,
+            &format!("/api/v1/frameworks/{name}/events"),
+            |r| r.query(query).timeout(wait + Duration::from_secs(10)),
         )
         .await
     }
@@ -475,11 +637,9 @@ impl Client {
             after,
             wait_ms: Some(wait.as_millis() as u64),
         };
-        let (url, req) = self.request(Method::GET, "/api/v1/network/routes");
-        self.send(
-            url,
-            req.query(&query).timeout(wait + Duration::from_secs(5)),
-        )
+        self.send(Method::GET, "/api/v1/network/routes", |r| {
+            r.query(&query).timeout(wait + Duration::from_secs(5))
+        })
         .await
     }
 
@@ -507,8 +667,8 @@ impl Client {
 
     /// Ends a service instance: a system service is restarted, a group instance ends.
     pub async fn delete_service(&self, name: &str) -> Result<serde_json::Value, ClientError> {
-        let (url, req) = self.request(Method::DELETE, &format!("/api/v1/services/{name}"));
-        self.send(url, req).await
+        self.send(Method::DELETE, &format!("/api/v1/services/{name}"), |r| r)
+            .await
     }
 
     pub async fn groups(&self) -> Result<Vec<GroupView>, ClientError> {
@@ -573,11 +733,9 @@ impl Client {
             after,
             wait_ms: Some(wait.as_millis() as u64),
         };
-        let (url, req) = self.request(Method::GET, "/api/v1/dns");
-        self.send(
-            url,
-            req.query(&query).timeout(wait + Duration::from_secs(5)),
-        )
+        self.send(Method::GET, "/api/v1/dns", |r| {
+            r.query(&query).timeout(wait + Duration::from_secs(5))
+        })
         .await
     }
 
@@ -611,10 +769,10 @@ impl Client {
             after,
             wait_ms: Some(wait.as_millis() as u64),
         };
-        let (url, req) = self.request(Method::GET, &format!("/api/v1/agents/{node}/desired"));
         self.send(
-            url,
-            req.query(&query).timeout(wait + Duration::from_secs(5)),
+            Method::GET,
+            &format!("/api/v1/agents/{node}/desired"),
+            |r| r.query(&query).timeout(wait + Duration::from_secs(5)),
         )
         .await
     }
@@ -622,7 +780,8 @@ impl Client {
 
 /// A sub-scheduler's handle on the controller: registers under its name, launches and kills
 /// its own tasks, and follows their updates. Re-registering after a restart (a new `Framework`
-/// with the same name) gives back the tasks that survived.
+/// with the same name) gives back the tasks that survived. Its calls and long polls go where
+/// its [`Client`] goes: to the leader, when the client knows several controllers.
 #[derive(Debug, Clone)]
 pub struct Framework {
     client: Client,
@@ -636,7 +795,8 @@ pub struct Framework {
 pub enum Updates {
     /// The tasks that changed, in order.
     Changed(Vec<TaskView>),
-    /// Every task of the framework: the controller restarted, or we fell behind.
+    /// Every task of the framework: the controller restarted, another controller leads now
+    /// (its epoch differs), or we fell behind.
     Snapshot(Vec<TaskView>),
 }
 

@@ -58,6 +58,7 @@ pub const LOADS: [(&str, u32); 2] = [("normalload200", 200), ("normalload400", 4
 #[derive(Debug, Clone)]
 pub struct Config {
     pub name: FrameworkName,
+    /// The controllers' URLs, comma-separated.
     pub controller: String,
     /// The framework's own token.
     pub token: Option<String>,

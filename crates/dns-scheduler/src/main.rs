@@ -80,12 +80,10 @@ fn parse_zone(s: &str) -> Result<(String, PathBuf), ZoneArgError> {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    #[arg(
-        long,
-        env = "TORC_CONTROLLER",
-        default_value = "https://127.0.3.20:3000"
-    )]
-    controller: String,
+    /// The controllers' URLs, comma-separated (default: `$TORC_CONTROLLERS`, else
+    /// `$TORC_CONTROLLER`, else https://127.0.3.20:3000).
+    #[arg(long)]
+    controller: Option<String>,
     /// The framework's token (`torc token create --role framework --framework NAME`).
     #[arg(long, env = "TORC_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -185,6 +183,12 @@ struct LoadArgs {
     duration_secs: u64,
 }
 
+/// The controllers' URLs: `--controller`, else what the agent set for the task.
+fn controllers(a: &RunArgs) -> String {
+    torc_client::controllers_from_env(a.controller.clone())
+        .unwrap_or_else(|_| "https://127.0.3.20:3000".to_string())
+}
+
 /// The API's TLS configuration: from `--tls-certificate`/`--tls-private-key`, else from the
 /// task's secrets directory; `None` (plain HTTP) only when asked (`--plaintext`) or when the
 /// rack itself is plain (an `http://` controller).
@@ -201,7 +205,7 @@ fn api_tls(a: &RunArgs) -> anyhow::Result<Option<std::sync::Arc<torc_client::tls
     };
     let Some((crt, key)) = files else {
         anyhow::ensure!(
-            a.plaintext || a.controller.starts_with("http://"),
+            a.plaintext || !controllers(a).contains("https://"),
             "the port-3005 API takes admin and viewer tokens: serve it over TLS with \
              --tls-certificate FILE --tls-private-key FILE (a certificate of the rack CA: `torc ca \
              issue`, or `credentials: {{tls: true}}` for a task), or say --plaintext"
@@ -267,7 +271,7 @@ fn main() -> anyhow::Result<()> {
                 .transpose()?;
             let cfg = Config {
                 name: a.name.parse().context("--name")?,
-                controller: a.controller,
+                controller: controllers(&a),
                 token,
                 ca: a.ca,
                 state_dir: a.state_dir,

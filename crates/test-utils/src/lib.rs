@@ -648,11 +648,16 @@ impl LocalRack {
     }
 
     pub fn start_agent(&mut self, name: &str) -> anyhow::Result<()> {
+        self.start_agent_following(name, &self.rack_url())
+    }
+
+    /// Starts a node's agent with `--controller CONTROLLERS` (a comma-separated list).
+    pub fn start_agent_following(&mut self, name: &str, controllers: &str) -> anyhow::Result<()> {
         let d = self.dir.path();
         let mut args = vec![
             "agent".into(),
             "--controller".into(),
-            self.rack_url(),
+            controllers.to_string(),
             "--name".into(),
             name.into(),
             "--ip".into(),

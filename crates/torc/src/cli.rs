@@ -17,7 +17,7 @@ use crate::process::DEFAULT_CONTROLLER;
 /// How a client command finds its controller.
 #[derive(Args, Clone)]
 pub struct Target {
-    /// The controller's URL.
+    /// The controllers' URLs, comma-separated: calls go to the leader among them.
     #[arg(long, env = "TORC_CONTROLLER", default_value = DEFAULT_CONTROLLER, global = true)]
     controller: String,
     /// Bearer token.
@@ -59,7 +59,7 @@ impl Target {
             (None, Some(dir)) => Some(dir.join(crate::up::CA_DIR).join("ca.pem")),
             (None, None) => None,
         };
-        if self.controller.starts_with("https://") && ca.is_none() {
+        if self.controller.contains("https://") && ca.is_none() {
             anyhow::bail!(
                 "{} is HTTPS: give --ca FILE (or TORC_CA), the rack CA's certificate (no local rack of `torc up` is running here)",
                 self.controller

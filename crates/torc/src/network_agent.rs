@@ -32,9 +32,10 @@ use crate::process::{init_tracing, shutdown_signal};
 
 #[derive(Args)]
 pub struct NetworkAgentArgs {
-    /// The controller's URL (default: `$TORC_CONTROLLER`, set for tasks).
-    #[arg(long, env = "TORC_CONTROLLER")]
-    controller: String,
+    /// The controllers' URLs, comma-separated (default: `$TORC_CONTROLLERS`, else
+    /// `$TORC_CONTROLLER`, set for tasks by their agent).
+    #[arg(long)]
+    controller: Option<String>,
     /// The protocol number of the routes this agent owns (`rtm_protocol`; 5 to 254).
     #[arg(long, default_value_t = RouteProtocol::TORC.0)]
     route_protocol: u8,
@@ -51,7 +52,9 @@ pub fn run_network_agent(args: NetworkAgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let client = torc_client::Client::from_env_with(args.controller.clone())?;
+        let client = torc_client::Client::from_env_with(torc_client::controllers_from_env(
+            args.controller.clone(),
+        )?)?;
         let mut agent = Agent {
             client,
             protocol,

@@ -137,7 +137,7 @@ where
 
 #[derive(Args)]
 pub struct AgentArgs {
-    /// The controller's URL.
+    /// The controllers' URLs, comma-separated: the agent follows the leader among them.
     #[arg(long, env = "TORC_CONTROLLER")]
     controller: String,
     /// This node's name, as in the rack config.
@@ -228,7 +228,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         .map(torc_tls::files::read_secret)
         .transpose()?;
     anyhow::ensure!(
-        !args.controller.starts_with("https://") || args.ca.is_some(),
+        !args.controller.contains("https://") || args.ca.is_some(),
         "--controller {} is HTTPS: give --ca FILE, the rack CA's certificate, to check it",
         args.controller
     );
@@ -332,9 +332,10 @@ pub fn run_shim(args: ShimArgs) -> std::process::ExitCode {
 
 #[derive(Args)]
 pub struct CollectorArgs {
-    /// The controller's URL (set for tasks by their agent).
-    #[arg(long, env = "TORC_CONTROLLER")]
-    controller: String,
+    /// The controllers' URLs, comma-separated (default: `$TORC_CONTROLLERS`, else
+    /// `$TORC_CONTROLLER`, set for tasks by their agent).
+    #[arg(long)]
+    controller: Option<String>,
     /// Where to write: a base URL (`http://host:8086`), or `service:NAME[:PORT]` to find the
     /// named service's instance through the controller (port: its first assigned port, else
     /// PORT, else 8086).
@@ -385,7 +386,9 @@ pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let controller = torc_client::Client::from_env_with(args.controller)?;
+        let controller = torc_client::Client::from_env_with(torc_client::controllers_from_env(
+            args.controller,
+        )?)?;
         tracing::info!(influxdb = %args.influxdb, "datacollector running");
         torc_collector::Collector::new(controller, cfg)
             .run(shutdown_signal())
@@ -396,9 +399,10 @@ pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct DnsArgs {
-    /// The controller's URL (set for tasks by their agent), for the rack's names. Without it,
-    /// only the zone files are served.
-    #[arg(long, env = "TORC_CONTROLLER")]
+    /// The controllers' URLs, comma-separated, for the rack's names (default:
+    /// `$TORC_CONTROLLERS`, else `$TORC_CONTROLLER`, set for tasks by their agent). Without
+    /// any, only the zone files are served.
+    #[arg(long)]
     controller: Option<String>,
     /// Where to answer, UDP and TCP.
     #[arg(long, default_value = "127.0.0.1:53")]
@@ -520,7 +524,7 @@ pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
                 },
             ));
         }
-        if let Some(url) = args.controller.clone() {
+        if let Ok(url) = torc_client::controllers_from_env(args.controller.clone()) {
             tokio::spawn(follow_names(url, handle));
         }
         tracing::info!(listen = %args.listen, "dns serving");
@@ -714,9 +718,10 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct StatesyncArgs {
-    /// The controller's URL (set for tasks by their agent).
-    #[arg(long, env = "TORC_CONTROLLER")]
-    controller: String,
+    /// The controllers' URLs, comma-separated (default: `$TORC_CONTROLLERS`, else
+    /// `$TORC_CONTROLLER`, set for tasks by their agent).
+    #[arg(long)]
+    controller: Option<String>,
     /// The state store's etcd v3 endpoint (a real etcd works too).
     #[arg(long, default_value = "http://127.0.0.1:2379")]
     endpoints: String,
@@ -780,7 +785,9 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         // No I/O yet, but a bad endpoint (https:// without --cacert) stops statesync now.
         let store = torc_statesync::EtcdStore::connect(&args.endpoints, credentials, tls)?;
-        let client = torc_client::Client::from_env_with(args.controller.clone())?;
+        let client = torc_client::Client::from_env_with(torc_client::controllers_from_env(
+            args.controller.clone(),
+        )?)?;
         // The controller's name owns its tasks in the store; ask it, waiting for it if needed.
         let name = loop {
             match client.status().await {
