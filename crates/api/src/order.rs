@@ -134,6 +134,29 @@ impl Verdict {
     pub fn takes(&self) -> bool {
         matches!(self, Verdict::Take | Verdict::NewStore { .. })
     }
+
+    /// What a follower warns about a document of `epoch` judged so, to follow the name of what
+    /// it holds ("names of …", "routes of …"): the first refusal of a lower epoch, and a lower
+    /// epoch taken. `None`: nothing to say.
+    pub fn warning(&self, epoch: u64) -> Option<String> {
+        match *self {
+            Verdict::Refused {
+                held,
+                retry_in,
+                first: true,
+            } => Some(format!(
+                "epoch {epoch} refused: epoch {held} is held (this is a deposed controller's late \
+                 answer); taken only if epoch {held} stays silent for {:.1} s more",
+                retry_in.as_secs_f64()
+            )),
+            Verdict::NewStore { held, silent } => Some(format!(
+                "epoch {epoch} taken although epoch {held} was held: nothing of epoch {held} for \
+                 {:.1} s, so this is a new controller store (a wiped rack)",
+                silent.as_secs_f64()
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The DNS server's or network agent's position: the document held, and when a document of its
@@ -305,13 +328,21 @@ mod tests {
         let s = Duration::from_secs;
         let mut f = Follower::default();
         f.took(stamp(8, 5), t0);
+        let refused = f.receive(stamp(3, 90), t0 + s(1));
         assert_eq!(
-            f.receive(stamp(3, 90), t0 + s(1)),
+            refused,
             Verdict::Refused {
                 held: 8,
                 retry_in: s(9),
                 first: true
             }
+        );
+        assert_eq!(
+            refused.warning(3).as_deref(),
+            Some(
+                "epoch 3 refused: epoch 8 is held (this is a deposed controller's late answer); \
+                 taken only if epoch 8 stays silent for 9.0 s more"
+            )
         );
         assert_eq!(
             f.receive(stamp(3, 91), t0 + s(4)),
@@ -340,6 +371,13 @@ mod tests {
             }
         );
         assert!(late.takes());
+        assert_eq!(
+            late.warning(3).as_deref(),
+            Some(
+                "epoch 3 taken although epoch 8 was held: nothing of epoch 8 for 10.0 s, so \
+                 this is a new controller store (a wiped rack)"
+            )
+        );
         f.took(stamp(3, 91), t0 + s(16));
         assert_eq!(f.held(), Some(stamp(3, 91)));
         assert_eq!(

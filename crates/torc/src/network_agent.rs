@@ -263,37 +263,18 @@ fn ordered(
     last: Option<&RouteSnapshot>,
     now: Instant,
 ) -> Option<RouteSnapshot> {
-    match follower.receive(got.stamp(), now) {
-        Verdict::Take => {}
-        Verdict::NewStore { held, silent } => tracing::warn!(
-            epoch = got.epoch,
-            held,
-            "routes of epoch {} taken although epoch {held} was held: no snapshot of epoch \
-             {held} for {} s, so this is a new controller store (a wiped rack)",
-            got.epoch,
-            silent.as_secs()
-        ),
-        Verdict::NotNewer => return Some(last.cloned().unwrap_or(got)),
-        Verdict::Refused {
-            held,
-            retry_in,
-            first,
-        } => {
-            if first {
-                tracing::warn!(
-                    epoch = got.epoch,
-                    held,
-                    "routes of epoch {} refused: epoch {held} is held (a deposed controller's \
-                     late answer); taken only if epoch {held} stays silent for {} s more",
-                    got.epoch,
-                    retry_in.as_secs()
-                );
-            }
-            return None;
-        }
+    let verdict = follower.receive(got.stamp(), now);
+    if let Some(warning) = verdict.warning(got.epoch) {
+        tracing::warn!("the switch's routes of {warning}");
     }
-    follower.took(got.stamp(), now);
-    Some(got)
+    match verdict {
+        Verdict::Take | Verdict::NewStore { .. } => {
+            follower.took(got.stamp(), now);
+            Some(got)
+        }
+        Verdict::NotNewer => Some(last.cloned().unwrap_or(got)),
+        Verdict::Refused { .. } => None,
+    }
 }
 
 /// What a report says that a change on the switch can alter: its routes, and each port's

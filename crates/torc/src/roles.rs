@@ -549,44 +549,29 @@ async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
             .await
         {
             Ok(snapshot) => match handle.apply(&snapshot) {
-                Ok(torc_dns::Verdict::Take) => {
-                    tracing::debug!(
-                        epoch = snapshot.epoch,
-                        generation = snapshot.generation,
-                        "names updated"
-                    );
-                }
-                Ok(torc_dns::Verdict::NewStore { held, silent }) => tracing::warn!(
-                    epoch = snapshot.epoch,
-                    held,
-                    "names of epoch {} taken although epoch {held} was served: no snapshot of \
-                     epoch {held} for {} s, so this is a new controller store (a wiped rack)",
-                    snapshot.epoch,
-                    silent.as_secs()
-                ),
-                // Not newer: the long poll answered at its deadline. Never a busy loop, even
-                // against a controller that answers at once.
-                Ok(torc_dns::Verdict::NotNewer) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                // A deposed leader answers a poll of another epoch at once: asked again after
-                // a pause, until the client moves on or the grace is over.
-                Ok(torc_dns::Verdict::Refused {
-                    held,
-                    retry_in,
-                    first,
-                }) => {
-                    if first {
-                        tracing::warn!(
-                            epoch = snapshot.epoch,
-                            held,
-                            "names of epoch {} refused: epoch {held} is served (a deposed controller's \
-                             late answer); taken only if epoch {held} stays silent for {} s more",
-                            snapshot.epoch,
-                            retry_in.as_secs()
-                        );
+                Ok(verdict) => {
+                    if let Some(warning) = verdict.warning(snapshot.epoch) {
+                        tracing::warn!("the rack's names of {warning}");
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match verdict {
+                        torc_dns::Verdict::Take | torc_dns::Verdict::NewStore { .. } => {
+                            tracing::debug!(
+                                epoch = snapshot.epoch,
+                                generation = snapshot.generation,
+                                "names updated"
+                            );
+                        }
+                        // Not newer: the long poll answered at its deadline. Never a busy
+                        // loop, even against a controller that answers at once.
+                        torc_dns::Verdict::NotNewer => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        // A deposed leader answers a poll of another epoch at once: asked
+                        // again after a pause, until the client moves on or the grace is over.
+                        torc_dns::Verdict::Refused { .. } => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the controller's names are invalid; keeping the previous ones");

@@ -80,15 +80,21 @@ fn numbered(epoch: u64, generation: u64, tasks: Vec<DesiredTask>) -> DesiredStat
     }
 }
 
+/// An agent on `dir` whose tasks run as a fake shim, as registered with a leader of `epoch`.
+fn registered_at(dir: &std::path::Path, epoch: u64) -> (FakeShim, Arc<Agent>) {
+    let shim = FakeShim::new(dir);
+    let a = agent_with(dir, shim.exe.clone());
+    a.lock().desired = Floor::registered(epoch);
+    (shim, a)
+}
+
 /// A deposed leader's late answer (a lower epoch than the agent's registration) stops
 /// nothing and starts nothing, even when its generation is higher; the leader's next document
 /// is applied.
 #[tokio::test]
 async fn a_lower_epochs_document_stops_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let shim = FakeShim::new(dir.path());
-    let a = agent_with(dir.path(), shim.exe.clone());
-    a.lock().desired = Floor::registered(9);
+    let (shim, a) = registered_at(dir.path(), 9);
     let web = task("web.000000000001");
     a.apply(numbered(9, 3, vec![web.clone()])).await;
     let pid = shim.starts(&web.id, 1)[0];
@@ -132,9 +138,7 @@ async fn a_lower_epochs_document_stops_and_starts_nothing() {
 #[tokio::test]
 async fn a_higher_epochs_document_is_applied_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let shim = FakeShim::new(dir.path());
-    let a = agent_with(dir.path(), shim.exe.clone());
-    a.lock().desired = Floor::registered(9);
+    let (shim, a) = registered_at(dir.path(), 9);
     let web = task("web.000000000001");
     a.apply(numbered(9, 40, vec![web.clone()])).await;
     let db = task("db.000000000002");
