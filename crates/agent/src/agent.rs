@@ -1,4 +1,10 @@
 //! The agent's task table and its loops: registration, reporting, desired-state reconciling.
+//!
+//! Desired states are ordered by `(epoch, generation)` (`torc_api::order::Floor`): a
+//! registration sets the floor to the leader's epoch, a document of a lower epoch than the one
+//! followed (a deposed leader's late answer) is ignored and said once, one of a higher epoch
+//! (a new leader the client moved to) is applied at once. An ignored document changes nothing,
+//! so it never stops a running task.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use torc_api::order::{Admit, Floor};
 use torc_api::{DesiredState, DesiredTask, RegisterRequest, StatusReport, TaskReport};
 use torc_client::{Client, ClientError};
 use torc_types::{
@@ -181,8 +188,9 @@ struct Table {
     task_ids: BTreeMap<torc_types::ServiceName, u32>,
     #[serde(skip)]
     retired_set: HashSet<TaskId>,
+    /// Where the agent stands in the desired states since it registered.
     #[serde(skip)]
-    applied_generation: u64,
+    desired: Floor,
 }
 
 impl Table {
@@ -618,7 +626,8 @@ impl Agent {
     /// The first half of [`Agent::apply`], under the table's lock: records every new task
     /// (lost, failed, or starting with its user), saves, spawns the rack tasks' starts and
     /// stops what is no longer wanted. Answers the tasks on the node's network to start, in
-    /// order; `None` for a document already applied, or once shutdown began.
+    /// order; `None` for a document not newer than the one applied, one of an epoch below the
+    /// one followed (ignored, said once: nothing is stopped for it), or once shutdown began.
     fn record_desired<'d>(
         self: &Arc<Self>,
         doc: &'d DesiredState,
@@ -627,12 +636,26 @@ impl Agent {
         // Checked under the table lock, which `stop_all` takes after setting the flag: a task
         // recorded before is stopped there (or, still starting, once started: see `launch`),
         // none is recorded after.
-        if doc.generation <= table.applied_generation
-            || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
-        table.applied_generation = doc.generation;
+        match table.desired.offer(doc.stamp()) {
+            Admit::Apply => {}
+            Admit::NotNewer => return None,
+            Admit::Stale { following, first } => {
+                if first {
+                    tracing::warn!(
+                        epoch = doc.epoch,
+                        generation = doc.generation,
+                        following,
+                        "ignoring a desired state of epoch {} (this agent follows epoch {following}): \
+                         a deposed controller's late answer; it stops and starts nothing",
+                        doc.epoch
+                    );
+                }
+                return None;
+            }
+        }
         let wanted: BTreeSet<&TaskId> = doc.tasks.iter().map(|t| &t.id).collect();
         let now = now_millis();
         let mut changed = false;
@@ -1220,7 +1243,7 @@ impl Agent {
     async fn controller_session(self: Arc<Self>, agent_url: String) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let interval = match self
+            let (interval, epoch) = match self
                 .client()
                 .register_agent(&self.register_request(&agent_url))
                 .await
@@ -1232,8 +1255,11 @@ impl Agent {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
-                    tracing::info!(controller = %self.client().base_url(), "registered");
-                    Duration::from_millis(resp.heartbeat_interval_ms.max(50))
+                    tracing::info!(controller = %self.client().base_url(), epoch = resp.epoch, "registered");
+                    (
+                        Duration::from_millis(resp.heartbeat_interval_ms.max(50)),
+                        resp.epoch,
+                    )
                 }
                 Err(e) => {
                     let had_credential = self
@@ -1260,7 +1286,9 @@ impl Agent {
                     continue;
                 }
             };
-            self.lock().applied_generation = 0;
+            // The registration is a write on the acting leader: its epoch is the floor, and
+            // that leader's next document is applied whatever was applied before.
+            self.lock().desired = Floor::registered(epoch);
             // Ends with this session, also when the session itself is aborted.
             let follower = AbortOnDrop(tokio::spawn(Arc::clone(&self).follow_desired()));
             tokio::select! {
@@ -1298,18 +1326,24 @@ impl Agent {
 
     async fn follow_desired(self: Arc<Self>) {
         loop {
-            let after = self.lock().applied_generation;
+            let at = self.lock().desired.position();
             match self
                 .client()
-                .desired(&self.cfg.node, after, LONG_POLL)
+                .desired(&self.cfg.node, at.epoch, at.generation, LONG_POLL)
                 .await
             {
                 // A task of its own: `apply` must not be cancelled with this session between
                 // recording a task as starting and starting it. Waited for, so documents
                 // are applied in order.
                 Ok(doc) => {
+                    // A deposed leader answers a poll of another epoch at once: not a busy
+                    // loop until the client moves on.
+                    let stale = doc.epoch < at.epoch;
                     let this = Arc::clone(&self);
                     let _ = tokio::spawn(async move { this.apply(doc).await }).await;
+                    if stale {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "desired-state poll failed; retrying");

@@ -3,8 +3,10 @@
 //! transition, and serves the tasks' sandboxes (stdout/stderr) on its own small API.
 //!
 //! How it talks to the controller: it long-polls for its node's desired task set (a whole
-//! document with a generation) and reconciles: starts what is new and marked for launch, stops
-//! what is no longer wanted. It reports its full task list right after every change and on
+//! document numbered `(epoch, generation)`) and reconciles: starts what is new and marked for
+//! launch, stops what is no longer wanted. A document of an epoch below the one it follows (its
+//! registration's leader's, or a higher one applied since) is a deposed leader's late answer:
+//! ignored, so it never stops a task (`torc_api::order::Floor`). It reports its full task list right after every change and on
 //! every heartbeat, so a lost report is repaired by the next one.
 //!
 //! Invariants:

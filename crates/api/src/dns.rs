@@ -4,11 +4,13 @@
 //!
 //! A snapshot replaces everything the previous one said (CONVENTIONS habit 6): a node or service
 //! absent from it is gone, so its names answer NXDOMAIN from then on. A snapshot is numbered
-//! `(epoch, generation)`: the epoch is drawn anew at every controller start, the generation
-//! starts at 1 and grows with every change within an epoch. Receivers take a snapshot of
-//! another epoch whatever its generation (a restarted controller counts from 1 again), and
-//! ignore one of their own epoch whose generation is not newer, so retries are harmless.
-//! 0 is the state before any snapshot.
+//! `(epoch, generation)`: the epoch is the leader's, higher at every controller start and for
+//! every new leader; the generation starts at 1 and grows with every change within an epoch.
+//! Receivers order snapshots as [`crate::order::Follower`] says: one of a higher epoch is taken
+//! whatever its generation (a new leader counts from 1 again), one of their own epoch only if
+//! its generation is newer (so retries are harmless), and one of a lower epoch (a deposed
+//! leader's late answer) is refused until the held epoch has been silent for a grace, after
+//! which it is a new store's and is taken. 0 is the state before any snapshot.
 //!
 //! Only the shape is checked here (unknown fields and record types are refused when read); that
 //! the names are DNS names, the records parse and lie in the server's zones is checked by the
@@ -23,8 +25,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSnapshot {
-    /// The controller life that numbered it (0: a snapshot from before epochs, compared by
-    /// generation alone).
+    /// The leader epoch that numbered it (0: a snapshot from before epochs, or one written by
+    /// hand).
     #[serde(default)]
     pub epoch: u64,
     /// Strictly increasing within an epoch; a snapshot not newer than the current one of the
@@ -51,6 +53,15 @@ pub struct DnsSnapshot {
     /// Extra records, written as in a zone file (absolute names).
     #[serde(default)]
     pub records: Vec<RecordEntry>,
+}
+
+impl DnsSnapshot {
+    pub fn stamp(&self) -> crate::order::Stamp {
+        crate::order::Stamp {
+            epoch: self.epoch,
+            generation: self.generation,
+        }
+    }
 }
 
 /// One node of the rack.

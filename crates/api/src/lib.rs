@@ -1,8 +1,9 @@
 //! Wire types of torc's HTTP APIs: the controller's `/api/v1`, the agent protocol, and the
 //! rack's names as the controller serves them to the DNS server ([`dns`]).
 //!
-//! Only data shapes live here (with what serde checks when reading them), no behaviour: the
-//! controller, the agent, the client library, the DNS server and the CLI all speak through
+//! Only data shapes live here (with what serde checks when reading them), and one rule of the
+//! protocol ([`order`]: how followers order the documents numbered `(epoch, generation)`, pure):
+//! the controller, the agent, the client library, the DNS server and the CLI all speak through
 //! these structs, so a field renamed here is renamed everywhere.
 //! Request bodies and queries, the messages between the controller and its agents (the
 //! agent protocol, the network agent's snapshot and report, both ways) and the DNS snapshot
@@ -525,6 +526,11 @@ pub struct RegisterRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterResponse {
+    /// The epoch of the leader that registered the node (a durable write on the acting
+    /// leader): the agent's floor, below which it ignores desired states ([`order::Floor`]).
+    /// 0 from a controller before epochs, whose documents carry 0 too.
+    #[serde(default)]
+    pub epoch: u64,
     /// How often the agent must report (its heartbeat).
     pub heartbeat_interval_ms: u64,
     /// The node's own credential, when this registration minted one (it came with a join
@@ -562,14 +568,30 @@ pub struct TaskReport {
     pub at: UnixMillis,
 }
 
-/// `GET /api/v1/agents/{node}/desired?after=G`: the whole set of tasks the node must run, with
-/// a generation. The call waits until the generation is newer than `after` (long poll). An
-/// agent ignores a document older than the one it has applied.
+/// `GET /api/v1/agents/{node}/desired?epoch=E&after=G`: the whole set of tasks the node must
+/// run, numbered `(epoch, generation)`. The call waits until the generation is newer than
+/// `after` (long poll); a controller whose epoch is not `epoch` answers at once. An agent
+/// applies a document only if it is newer than the one it applied and not of an epoch below
+/// the one it follows ([`order::Floor`]), so a deposed leader's late answer changes nothing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredState {
+    /// The epoch of the leader that numbered it (0: from a controller before epochs).
+    #[serde(default)]
+    pub epoch: u64,
+    /// The node's desired generation: grows with every change of its set, also across
+    /// epochs (it is the rack's durable counter).
     pub generation: u64,
     pub tasks: Vec<DesiredTask>,
+}
+
+impl DesiredState {
+    pub fn stamp(&self) -> order::Stamp {
+        order::Stamp {
+            epoch: self.epoch,
+            generation: self.generation,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -636,6 +658,10 @@ pub struct RackAddress {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredQuery {
+    /// The epoch of the document the agent applied last (or of its registration). Sent only
+    /// when not 0, so that an agent following a controller before epochs can still ask it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     #[serde(default)]
     pub after: u64,
     /// Longest wait in milliseconds (capped by the controller).
@@ -646,7 +672,12 @@ pub struct DesiredQuery {
 pub mod controller;
 pub mod dns;
 pub mod images;
+pub mod order;
 pub mod original;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 // ---------------------------------------------------------------------------------------------
 // Metrics (the agent's PCP role)
@@ -791,8 +822,10 @@ pub struct RackEvent {
 /// The `/32` routes the switch should hold: one per rack-network task on an active node, through
 /// that node. The network agent long-polls for it (`GET /api/v1/network/routes`).
 ///
-/// `(epoch, generation)` numbers it: the epoch is new at every controller start, the generation
-/// grows with every change within an epoch. A snapshot replaces the one before whole.
+/// `(epoch, generation)` numbers it: the epoch is the leader's, higher at every controller start
+/// and for every new leader, the generation grows with every change within an epoch. A snapshot
+/// replaces the one before whole; the network agent orders them as [`order::Follower`] says (a
+/// lower epoch is refused for a grace, then taken as a new store's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSnapshot {
@@ -805,6 +838,15 @@ pub struct RouteSnapshot {
     #[serde(default)]
     pub switch: Option<String>,
     pub routes: Vec<RackRoute>,
+}
+
+impl RouteSnapshot {
+    pub fn stamp(&self) -> order::Stamp {
+        order::Stamp {
+            epoch: self.epoch,
+            generation: self.generation,
+        }
+    }
 }
 
 /// One task's route: `destination/32 via next_hop` (its node's address).
@@ -925,6 +967,42 @@ impl NetworkView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The epochs of the agent protocol read as 0 when absent (a controller before epochs),
+    /// and the poll's epoch is sent only when it is not 0 (such a controller refuses unknown
+    /// query fields).
+    #[test]
+    fn agent_protocol_epochs_default_to_zero_and_zero_is_not_sent() {
+        let doc: DesiredState = serde_json::from_str(r#"{"generation": 4, "tasks": []}"#).unwrap();
+        assert_eq!(
+            doc.stamp(),
+            order::Stamp {
+                epoch: 0,
+                generation: 4
+            }
+        );
+        let resp: RegisterResponse =
+            serde_json::from_str(r#"{"heartbeat_interval_ms": 1000}"#).unwrap();
+        assert_eq!(resp.epoch, 0);
+        let doc: DesiredState =
+            serde_json::from_str(r#"{"epoch": 7, "generation": 4, "tasks": []}"#).unwrap();
+        assert_eq!(doc.epoch, 7);
+        let query = |epoch| {
+            serde_json::to_value(DesiredQuery {
+                epoch,
+                after: 3,
+                wait_ms: None,
+            })
+            .unwrap()
+        };
+        assert_eq!(query(0), serde_json::json!({"after": 3}));
+        assert_eq!(query(7), serde_json::json!({"epoch": 7, "after": 3}));
+        let e = serde_json::from_str::<DesiredState>(
+            r#"{"epoch": 7, "generation": 4, "tasks": [], "leader": 1}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `leader`"), "{e}");
+    }
 
     /// A wanted route is missing until a report shows it held as torc's own `/32`.
     #[test]

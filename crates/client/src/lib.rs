@@ -757,15 +757,18 @@ impl Client {
             .await
     }
 
-    /// Long-polls for the node's desired state. `wait` bounds the server-side wait; the
-    /// request itself times out a little later.
+    /// Long-polls for the node's desired state, newer than the document (`epoch`, `after`)
+    /// the agent holds (a controller of another epoch answers at once). `wait` bounds the
+    /// server-side wait; the request itself times out a little later.
     pub async fn desired(
         &self,
         node: &NodeName,
+        epoch: u64,
         after: u64,
         wait: Duration,
     ) -> Result<DesiredState, ClientError> {
         let query = DesiredQuery {
+            epoch,
             after,
             wait_ms: Some(wait.as_millis() as u64),
         };

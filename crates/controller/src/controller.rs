@@ -690,6 +690,18 @@ impl Controller {
         f(&inner.rack)
     }
 
+    /// The epoch this controller acts under: what a registration answers as the agent's floor.
+    pub(crate) fn epoch(&self) -> Epoch {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).epoch
+    }
+
+    /// Reads the rack, with the epoch this controller acts under in the same look: what numbers
+    /// the documents it serves (an agent's desired state, its registration's floor).
+    pub(crate) fn read_numbered<R>(&self, f: impl FnOnce(&Rack) -> R) -> (Epoch, R) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.epoch, f(&inner.rack))
+    }
+
     /// Changes the rack, persists the change, then wakes the agents it concerns. Blocking (it
     /// waits for fsync): async callers go through `change`.
     pub fn write<R>(

@@ -47,6 +47,9 @@
 //!   ports gets up to threads × rate (`rrl.rs`);
 //! - a name absent from the latest snapshot answers NXDOMAIN (the original never removed stale
 //!   names); a snapshot is visible from the next packet on, whole or not at all;
+//! - snapshots are ordered by `(epoch, generation)` ([`Verdict`]): a deposed leader's late
+//!   snapshot (a lower epoch) is refused for [`LOWER_EPOCH_GRACE`] after the last one of the
+//!   epoch served, so it cannot bring back names the new leader removed;
 //! - `hickory-proto` encodes every answer with records (`engine.rs`); the serving loops, the
 //!   query reader, the answer cache and the bare answers (header and question: REFUSED,
 //!   FORMERR, NOTIMP, SERVFAIL, BADVERS, truncated answers) are ours (see `wire.rs` and
@@ -94,4 +97,6 @@ pub use stats::DnsStats;
 pub use torc_api::dns::{
     DnsSnapshot, InstanceEntry, NodeEntry, RecordEntry, RecordKind, ServiceEntry, UnknownRecordKind,
 };
+/// How [`DnsHandle::apply`] ordered a snapshot against the one served (`torc_api::order`).
+pub use torc_api::order::{LOWER_EPOCH_GRACE, Verdict};
 pub use zonefile::{BadName, LineProblem, NameFault, StaticZone, ZoneError, ZoneProblem};

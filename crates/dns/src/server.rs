@@ -13,8 +13,11 @@
 //! - The catalog is swapped whole under a lock and an epoch counter is bumped after the swap; a
 //!   UDP thread compares the epoch on every packet and empties its cache when it moved, so a new
 //!   snapshot is answered from the very next packet on, and never mixed with the old one.
-//! - `DnsHandle::apply` is serialized: of two concurrent snapshots of one epoch the newer
-//!   generation wins; a snapshot of another epoch (a restarted controller) replaces any.
+//! - `DnsHandle::apply` is serialized and orders snapshots by `(epoch, generation)` as
+//!   `torc_api::order::Follower` says: of two snapshots of one epoch the newer generation wins;
+//!   a higher epoch (a new leader, a restarted controller) replaces any; a lower one (a deposed
+//!   leader's late answer) is refused for `LOWER_EPOCH_GRACE` after the last snapshot of the
+//!   epoch served, then taken (a new store). A server that has applied nothing takes anything.
 //! - Shutdown stops every thread and task `serve` started before `serve` returns: the UDP
 //!   threads, the TCP connections, and the forwarded UDP queries still waiting on an upstream
 //!   (aborted, unanswered). `serve` failing to start stops what it had started.
@@ -28,7 +31,7 @@ use std::{
         Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -38,6 +41,7 @@ use tokio::{
     task::JoinSet,
 };
 use torc_api::dns::DnsSnapshot;
+use torc_api::order::{Follower, Verdict};
 
 use crate::{
     catalog::Catalog,
@@ -139,7 +143,7 @@ impl DnsServer {
             catalog: RwLock::new(Arc::new(Catalog::from_static(&static_zones))),
             static_zones,
             epoch: AtomicU64::new(0),
-            apply_lock: Mutex::new(()),
+            follower: Mutex::new(Follower::default()),
             engine,
             forwarder: Forwarder::new(config.upstreams.clone(), config.upstream_timeout),
             forwards: Arc::new(Semaphore::new(config.max_forwards_in_flight)),
@@ -267,19 +271,24 @@ impl UdpThreads {
 }
 
 impl DnsHandle {
-    /// Applies a snapshot. `Ok(true)`: it is served from now on. `Ok(false)`: ignored, it is
-    /// of the current epoch and its generation is not newer than the current one (a snapshot
-    /// of another epoch, a restarted controller's, is always taken). `Err`: rejected, nothing
-    /// changed.
-    pub fn apply(&self, snapshot: &DnsSnapshot) -> Result<bool, SnapshotError> {
+    /// Applies a snapshot arrived now: see [`DnsHandle::apply_at`].
+    pub fn apply(&self, snapshot: &DnsSnapshot) -> Result<Verdict, SnapshotError> {
+        self.apply_at(snapshot, Instant::now())
+    }
+
+    /// Applies a snapshot that arrived at `now`. `Ok(verdict)`: how it was ordered against the
+    /// one served ([`Verdict`]); one that [`Verdict::takes`] is served from now on, any other
+    /// changed nothing (a refused one is taken once the epoch served has been silent for the
+    /// grace). `Err`: rejected, nothing changed.
+    pub fn apply_at(&self, snapshot: &DnsSnapshot, now: Instant) -> Result<Verdict, SnapshotError> {
         let shared = &self.shared;
-        let _serial = shared
-            .apply_lock
+        let mut follower = shared
+            .follower
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let current = shared.catalog();
-        if snapshot.epoch == current.epoch() && snapshot.generation <= current.generation() {
-            return Ok(false);
+        let verdict = follower.receive(snapshot.stamp(), now);
+        if !verdict.takes() {
+            return Ok(verdict);
         }
         let catalog = Arc::new(Catalog::build(&shared.static_zones, snapshot)?);
         *shared
@@ -287,7 +296,8 @@ impl DnsHandle {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = catalog;
         shared.epoch.fetch_add(1, Ordering::Release);
-        Ok(true)
+        follower.took(snapshot.stamp(), now);
+        Ok(verdict)
     }
 
     /// The generation served: that of the last applied snapshot, 0 before any.

@@ -80,7 +80,8 @@ pub(crate) struct Shared {
     pub(crate) catalog: RwLock<Arc<Catalog>>,
     /// Bumped after every swap of `catalog`.
     pub(crate) epoch: AtomicU64,
-    pub(crate) apply_lock: Mutex<()>,
+    /// Serializes `DnsHandle::apply`, and holds where the server stands in the snapshots.
+    pub(crate) follower: Mutex<torc_api::order::Follower>,
     pub(crate) engine: Engine,
     pub(crate) forwarder: Forwarder,
     pub(crate) forwards: Arc<Semaphore>,

@@ -4,9 +4,11 @@
 //!
 //! A snapshot replaces everything the previous one said (CONVENTIONS habit 6): a node or service
 //! absent from it is gone, so its names answer NXDOMAIN from then on. Receivers ignore a
-//! snapshot of the epoch they serve whose generation is not newer than theirs, and take one of
-//! another epoch (a restarted controller's) whatever its generation (CONVENTIONS habit 15), so
-//! retries and restarts are harmless. Reading a snapshot checks its shape (unknown fields and record types are refused);
+//! snapshot of the epoch they serve whose generation is not newer than theirs, take one of a
+//! higher epoch (a new leader's, a restarted controller's) whatever its generation, and refuse
+//! one of a lower epoch (a deposed leader's) until the epoch served has been silent for a
+//! grace (`torc_api::order::Follower`; CONVENTIONS habit 15), so retries, restarts and
+//! failovers are harmless. Reading a snapshot checks its shape (unknown fields and record types are refused);
 //! applying it (`catalog`) checks its names and records against the zone-file rules and the
 //! server's zones, and a snapshot refused for any reason changes nothing.
 

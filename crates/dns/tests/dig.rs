@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, dig, snapshot, zone};
-use torc_dns::{Cidr, DnsConfig};
+use torc_dns::{Cidr, DnsConfig, LOWER_EPOCH_GRACE, Verdict};
 
 /// What a case expects, or what dig printed, in comparable form.
 #[derive(Debug, Default, PartialEq)]
@@ -211,7 +211,7 @@ async fn removed_name_is_nxdomain_within_100ms() {
     let mut second = first.clone();
     second.generation += 1;
     second.services.retain(|s| s.name != "web");
-    assert!(server.handle.apply(&second).unwrap());
+    assert!(server.handle.apply(&second).unwrap().takes());
     let applied = Instant::now();
     loop {
         let launched = applied.elapsed();
@@ -234,11 +234,68 @@ async fn removed_name_is_nxdomain_within_100ms() {
         "NOERROR"
     );
     // An older generation is ignored, and does not bring the name back.
-    assert!(!server.handle.apply(&first).unwrap());
+    assert_eq!(server.handle.apply(&first).unwrap(), Verdict::NotNewer);
     assert_eq!(server.handle.generation(), second.generation);
     assert_eq!(
         status(dig(server.addr, &["web.service.torc"]).await),
         "NXDOMAIN"
+    );
+    server.stop().await;
+}
+
+/// A deposed leader's late snapshot (a lower epoch) does not bring back a name the new
+/// leader removed, nor remove one it added; once the epoch served has been silent for the
+/// grace, a lower epoch is a new store's and is served. Time is injected: nothing sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_epoch_is_refused_for_the_grace_then_served() {
+    let mut leader = snapshot("rack.json");
+    leader.epoch = 9;
+    leader.services.retain(|s| s.name != "web");
+    let server = TestServer::start(DnsConfig::default(), Some(&leader));
+    let t0 = Instant::now();
+    let status = |out: String| summarise(&out).status;
+
+    let mut deposed = snapshot("rack.json");
+    deposed.epoch = 8;
+    deposed.generation = leader.generation + 100;
+    let refused = server
+        .handle
+        .apply_at(&deposed, t0 + Duration::from_secs(1))
+        .unwrap();
+    assert!(
+        matches!(
+            refused,
+            Verdict::Refused {
+                held: 9,
+                first: true,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(server.handle.snapshot_epoch(), 9);
+    assert_eq!(
+        status(dig(server.addr, &["web.service.torc"]).await),
+        "NXDOMAIN",
+        "the deposed leader's name did not come back"
+    );
+
+    // The leader it serves stays silent past the grace: a new store's first snapshot.
+    let taken = server
+        .handle
+        .apply_at(&deposed, t0 + LOWER_EPOCH_GRACE + Duration::from_secs(1))
+        .unwrap();
+    assert!(
+        matches!(taken, Verdict::NewStore { held: 9, .. }),
+        "{taken:?}"
+    );
+    assert_eq!(
+        (server.handle.snapshot_epoch(), server.handle.generation()),
+        (8, deposed.generation)
+    );
+    assert_eq!(
+        status(dig(server.addr, &["web.service.torc"]).await),
+        "NOERROR"
     );
     server.stop().await;
 }

@@ -18,12 +18,18 @@
 //!   successor's first pass removes what went stale.
 //! - A rack whose config has no `network-agent.type: netlink` is told so in the snapshot
 //!   (`switch: None`): the agent then programs nothing, and says so once.
+//! - Snapshots are ordered by `(epoch, generation)` (`torc_api::order::Follower`): a higher
+//!   epoch (a new leader) is taken at once; a lower one (a deposed leader's late answer) is
+//!   refused, leaving every route as it is, until the epoch held has been silent for
+//!   `LOWER_EPOCH_GRACE`, and then taken with a warning (a new store). A restarted agent holds
+//!   nothing and takes the first snapshot it gets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use torc_api::order::{Follower, Verdict};
 use torc_api::{NetworkReport, RouteSnapshot, SwitchPort, SwitchRoute};
 use torc_net::routes::RouteProtocol;
 use torc_net::{Netlink, RouteView, observe};
@@ -96,14 +102,15 @@ struct Agent {
 
 impl Agent {
     async fn run(&mut self, resync: Duration) {
-        let (mut epoch, mut after) = (0, 0);
+        let mut follower = Follower::default();
         let mut last: Option<RouteSnapshot> = None;
         loop {
+            let at = follower.held().unwrap_or_default();
             // Wait for a new snapshot at most `resync` (the controller answers with its current
             // one either way), or for a change on the switch (a route removed by hand, a port
             // going down): then reconcile with the last snapshot at once.
             let woke = {
-                let poll = self.client.switch_routes(epoch, after, resync);
+                let poll = self.client.switch_routes(at.epoch, at.generation, resync);
                 // The settling wait is part of this branch, so a snapshot that comes meanwhile
                 // is taken at once (its pass covers the change too): the agent's own route
                 // changes wake it, and must not hold up the next task's route.
@@ -122,7 +129,17 @@ impl Agent {
             };
             let changed_only = matches!(woke, Woke::SwitchChanged);
             let snapshot = match woke {
-                Woke::Snapshot(Ok(s)) => s,
+                Woke::Snapshot(Ok(s)) => {
+                    match ordered(&mut follower, s, last.as_ref(), Instant::now()) {
+                        Some(s) => s,
+                        // A deposed leader answers a poll of another epoch at once: asked again
+                        // after a pause, until the client moves on or the grace is over.
+                        None => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
                 Woke::Snapshot(Err(e)) => {
                     tracing::warn!(error = %e, "cannot reach the controller; keeping the routes as they are");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -133,7 +150,6 @@ impl Agent {
                     None => continue,
                 },
             };
-            (epoch, after) = (snapshot.epoch, snapshot.generation);
             if let Err(e) = self.reconcile(&snapshot, changed_only).await {
                 tracing::warn!(error = %e, "cannot reconcile the switch's routes");
                 // A connection that failed is opened again next time.
@@ -241,6 +257,29 @@ impl Agent {
     }
 }
 
+/// The snapshot to reconcile with after the controller answered `got` at `now`: `got` when it is
+/// taken, the one held when `got` is not newer (the resync's answer), none when it is refused
+/// (a lower epoch within the grace: every route stays as it is).
+fn ordered(
+    follower: &mut Follower,
+    got: RouteSnapshot,
+    last: Option<&RouteSnapshot>,
+    now: Instant,
+) -> Option<RouteSnapshot> {
+    let verdict = follower.receive(got.stamp(), now);
+    if let Some(warning) = verdict.warning(got.epoch) {
+        tracing::warn!("the switch's routes of {warning}");
+    }
+    match verdict {
+        Verdict::Take | Verdict::NewStore { .. } => {
+            follower.took(got.stamp(), now);
+            Some(got)
+        }
+        Verdict::NotNewer => Some(last.cloned().unwrap_or(got)),
+        Verdict::Refused { .. } => None,
+    }
+}
+
 /// What a report says that a change on the switch can alter: its routes, and each port's
 /// state (not the counters, which move all the time).
 #[derive(PartialEq)]
@@ -271,5 +310,66 @@ fn switch_route(r: &RouteView, ours: RouteProtocol) -> SwitchRoute {
         gateway: r.gateway,
         port: r.device.clone(),
         protocol: r.protocol_label(ours),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(epoch: u64, generation: u64, destination: &str) -> RouteSnapshot {
+        RouteSnapshot {
+            epoch,
+            generation,
+            switch: Some(String::new()),
+            routes: vec![torc_api::RackRoute {
+                destination: destination.parse().unwrap(),
+                next_hop: "198.18.0.21".parse().unwrap(),
+                node: "b1".parse().unwrap(),
+                task: torc_types::TaskId::new("web.0123456789ab").unwrap(),
+                service: "web".parse().unwrap(),
+            }],
+        }
+    }
+
+    /// A restarted agent takes anything; then a deposed leader's snapshot leaves the routes
+    /// held until the epoch held has been silent for the grace; the resync's answer (not
+    /// newer) reconciles with the routes held. Time is injected.
+    #[test]
+    fn snapshots_are_ordered_by_epoch_with_a_grace_for_lower_ones() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut f = Follower::default();
+        let first = routes(3, 40, "198.19.1.2");
+        assert_eq!(
+            ordered(&mut f, first.clone(), None, t0),
+            Some(first.clone())
+        );
+        let leader = routes(5, 1, "198.19.1.3");
+        assert_eq!(
+            ordered(&mut f, leader.clone(), Some(&first), t0),
+            Some(leader.clone()),
+            "a higher epoch at once, whatever its generation"
+        );
+        let deposed = routes(3, 41, "198.19.1.9");
+        assert_eq!(
+            ordered(&mut f, deposed.clone(), Some(&leader), t0 + s(2)),
+            None
+        );
+        assert_eq!(
+            ordered(&mut f, routes(5, 1, "198.19.1.7"), Some(&leader), t0 + s(5)),
+            Some(leader.clone()),
+            "the resync's answer: the routes held"
+        );
+        assert_eq!(
+            ordered(&mut f, deposed.clone(), Some(&leader), t0 + s(14)),
+            None
+        );
+        assert_eq!(
+            ordered(&mut f, deposed.clone(), Some(&leader), t0 + s(15)),
+            Some(deposed.clone()),
+            "silent for the grace: a new store"
+        );
+        assert_eq!(f.held(), Some(deposed.stamp()));
     }
 }

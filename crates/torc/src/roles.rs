@@ -533,7 +533,8 @@ pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Long-polls the controller for the rack's names and applies each new snapshot.
+/// Long-polls the controller for the rack's names and applies each new snapshot, ordered by
+/// `(epoch, generation)` (`torc_api::order::Follower`: a lower epoch is refused for a grace).
 async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
     let client = match torc_client::Client::from_env_with(url) {
         Ok(c) => c,
@@ -552,10 +553,30 @@ async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
             .await
         {
             Ok(snapshot) => match handle.apply(&snapshot) {
-                Ok(true) => tracing::debug!(generation = snapshot.generation, "names updated"),
-                // Not newer: the long poll answered at its deadline. Never a busy loop, even
-                // against a controller that answers at once.
-                Ok(false) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(verdict) => {
+                    if let Some(warning) = verdict.warning(snapshot.epoch) {
+                        tracing::warn!("the rack's names of {warning}");
+                    }
+                    match verdict {
+                        torc_dns::Verdict::Take | torc_dns::Verdict::NewStore { .. } => {
+                            tracing::debug!(
+                                epoch = snapshot.epoch,
+                                generation = snapshot.generation,
+                                "names updated"
+                            );
+                        }
+                        // Not newer: the long poll answered at its deadline. Never a busy
+                        // loop, even against a controller that answers at once.
+                        torc_dns::Verdict::NotNewer => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        // A deposed leader answers a poll of another epoch at once: asked
+                        // again after a pause, until the client moves on or the grace is over.
+                        torc_dns::Verdict::Refused { .. } => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "the controller's names are invalid; keeping the previous ones");
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -166,7 +166,11 @@ fn container_task(id: &str, image: &str, args: &[&str]) -> DesiredTask {
 }
 
 fn doc(generation: u64, tasks: Vec<DesiredTask>) -> DesiredState {
-    DesiredState { generation, tasks }
+    DesiredState {
+        epoch: 1,
+        generation,
+        tasks,
+    }
 }
 
 fn ended(t: &LocalTask) -> bool {

@@ -137,7 +137,11 @@ pub(super) fn rack_task(id: &str, address: &str, block: &str) -> DesiredTask {
 }
 
 fn desired(generation: u64, tasks: Vec<DesiredTask>) -> DesiredState {
-    DesiredState { generation, tasks }
+    DesiredState {
+        epoch: 1,
+        generation,
+        tasks,
+    }
 }
 
 /// Waits until `check` answers `Some`, for at most 20 s.

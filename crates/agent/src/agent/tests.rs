@@ -1,6 +1,7 @@
 //! The agent's own tests: crashes around a start, the table that cannot be saved, shutdown.
 
 use super::*;
+use torc_api::order::Stamp;
 use torc_types::TaskSpec;
 
 fn agent(dir: &std::path::Path) -> Arc<Agent> {
@@ -46,19 +47,119 @@ pub(super) fn crash_after_spawn(agent: &Agent) {
 
 fn doc(generation: u64) -> DesiredState {
     DesiredState {
+        epoch: 1,
         generation,
-        tasks: vec![DesiredTask {
-            files: Default::default(),
-            resolver: None,
-            registry: None,
-            pull_timeout_seconds: None,
-            id: TaskId::new(format!("late.{generation:06x}")).unwrap(),
-            spec: TaskSpec::new("late".parse().unwrap(), "sleep"),
-            ports: Vec::new(),
-            launch: true,
-            rack_address: None,
-        }],
+        tasks: vec![task(&format!("late.{generation:06x}"))],
     }
+}
+
+/// A task to launch, named after its id's first part.
+fn task(id: &str) -> DesiredTask {
+    let id = TaskId::new(id).unwrap();
+    DesiredTask {
+        files: Default::default(),
+        resolver: None,
+        registry: None,
+        pull_timeout_seconds: None,
+        spec: TaskSpec::new(
+            id.as_str().split('.').next().unwrap().parse().unwrap(),
+            "sleep",
+        ),
+        id,
+        ports: Vec::new(),
+        launch: true,
+        rack_address: None,
+    }
+}
+
+fn numbered(epoch: u64, generation: u64, tasks: Vec<DesiredTask>) -> DesiredState {
+    DesiredState {
+        epoch,
+        generation,
+        tasks,
+    }
+}
+
+/// An agent on `dir` whose tasks run as a fake shim, as registered with a leader of `epoch`.
+fn registered_at(dir: &std::path::Path, epoch: u64) -> (FakeShim, Arc<Agent>) {
+    let shim = FakeShim::new(dir);
+    let a = agent_with(dir, shim.exe.clone());
+    a.lock().desired = Floor::registered(epoch);
+    (shim, a)
+}
+
+/// A deposed leader's late answer (a lower epoch than the agent's registration) stops
+/// nothing and starts nothing, even when its generation is higher; the leader's next document
+/// is applied.
+#[tokio::test]
+async fn a_lower_epochs_document_stops_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shim, a) = registered_at(dir.path(), 9);
+    let web = task("web.000000000001");
+    a.apply(numbered(9, 3, vec![web.clone()])).await;
+    let pid = shim.starts(&web.id, 1)[0];
+
+    // The old leader's view: the task is gone, another is wanted.
+    a.apply(numbered(7, 80, vec![task("db.000000000002")]))
+        .await;
+    {
+        let table = a.lock();
+        let running = &table.tasks[&web.id];
+        assert_eq!(running.state, TaskState::Running, "{running:?}");
+        assert!(!running.kill_requested, "not asked to stop");
+        assert_eq!(running.handle.as_ref().map(|h| h.pid), Some(pid));
+        assert_eq!(
+            table.tasks.len(),
+            1,
+            "nothing started: {:?}",
+            table.tasks.keys()
+        );
+        assert_eq!(
+            table.desired.position(),
+            Stamp {
+                epoch: 9,
+                generation: 3
+            }
+        );
+    }
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok(),
+        "the shim still runs"
+    );
+
+    // The leader it follows says so: then it stops.
+    a.apply(numbered(9, 4, vec![])).await;
+    assert!(a.lock().tasks[&web.id].kill_requested);
+}
+
+/// A new leader's first document (a higher epoch, the agent moved there without registering)
+/// is applied at once, although its generation is lower than the one applied; after it the
+/// old leader's documents are ignored.
+#[tokio::test]
+async fn a_higher_epochs_document_is_applied_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shim, a) = registered_at(dir.path(), 9);
+    let web = task("web.000000000001");
+    a.apply(numbered(9, 40, vec![web.clone()])).await;
+    let db = task("db.000000000002");
+    a.apply(numbered(11, 2, vec![web.clone(), db.clone()]))
+        .await;
+    shim.starts(&db.id, 1);
+    assert_eq!(
+        a.lock().desired.position(),
+        Stamp {
+            epoch: 11,
+            generation: 2
+        }
+    );
+
+    a.apply(numbered(9, 41, vec![])).await;
+    let table = a.lock();
+    assert!(
+        table.tasks.values().all(|t| !t.kill_requested),
+        "{:?}",
+        table.tasks
+    );
 }
 
 /// A desired state that arrives once shutdown began starts nothing (`torc up`'s Ctrl-C

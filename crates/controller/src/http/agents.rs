@@ -123,6 +123,8 @@ async fn register_agent(
     };
     tracing::info!(%node, by = %caller.who.describe(), credential = credential.is_some(), certificate = certificate.is_some(), "agent registered");
     Ok(Json(RegisterResponse {
+        // The epoch the registration was committed under (fenced with it): the agent's floor.
+        epoch: ctl.epoch().0,
         heartbeat_interval_ms: interval.as_millis() as u64,
         credential,
         certificate,
@@ -177,7 +179,9 @@ async fn agent_status(
 }
 
 /// Long poll: answers as soon as the node's desired set is newer than `after`, or when the
-/// wait is over (with the current document either way).
+/// wait is over (with the current document either way). An agent that holds another epoch's
+/// document (it moved here from another leader, or this controller restarted) is answered at
+/// once: it must not wait for a generation this leader may not reach for a while.
 async fn agent_desired(
     State(ctl): State<Arc<Controller>>,
     Path(node): Path<NodeName>,
@@ -188,19 +192,23 @@ async fn agent_desired(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no node named \"{node}\"")))?;
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let current = *rx.borrow_and_update();
-        // `after` beyond what we have means the agent remembers another controller life: give
-        // it our document at once.
-        if current != query.after {
-            break;
-        }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => break,
+    if query.epoch == ctl.epoch().0 {
+        loop {
+            let current = *rx.borrow_and_update();
+            // `after` beyond what we have means the agent remembers another controller life
+            // of this epoch (a wiped store): give it our document at once.
+            if current != query.after {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break,
+            }
         }
     }
-    let mut doc = ctl.read(|r| r.desired(&node))?;
+    let (epoch, doc) = ctl.read_numbered(|r| r.desired(&node));
+    let mut doc = doc?;
+    doc.epoch = epoch.0;
     let (ip, endpoint) = ctl.read(|r| {
         r.node_view(&node)
             .ok()
@@ -218,4 +226,97 @@ async fn agent_desired(
         }
     }
     Ok(Json(doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use torc_api::{RuntimeInfo, order::Stamp};
+
+    use super::*;
+    use crate::{ControllerOptions, RackSettings};
+
+    /// A registration answers the controller's epoch, the desired state carries it, and a
+    /// poll that names another epoch is answered at once, while one of this epoch waits for a
+    /// newer generation (here: until its wait is over).
+    #[tokio::test]
+    async fn the_desired_poll_answers_another_epoch_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = torc_config::RackConfig::parse(
+            "nodes:\n  - name: wedge\n    ip: 127.0.0.20\n    type: master\n",
+            "rack.yaml",
+        )
+        .unwrap();
+        let settings = RackSettings::from_config(&config, "rack.yaml");
+        let ctl = Controller::open(settings, dir.path(), ControllerOptions::insecure()).unwrap();
+        let epoch = ctl.epoch().0;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(Arc::clone(&ctl).serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+
+        let req = RegisterRequest {
+            node: "wedge".parse().unwrap(),
+            ip: "127.0.0.20".parse().unwrap(),
+            agent_url: "http://127.0.0.20:1".into(),
+            node_type: None,
+            node_function: None,
+            resources: torc_types::Resources::new(2.0, 1024.0, 1000.0),
+            port_range: "31000-31009".parse().unwrap(),
+            attributes: Default::default(),
+            runtime: RuntimeInfo::default(),
+            tasks: Vec::new(),
+            public_key: None,
+        };
+        let resp = http
+            .post(format!("{url}/api/v1/agents/register"))
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let registered: RegisterResponse = resp.json().await.unwrap();
+        assert_eq!(registered.epoch, epoch, "the floor is the leader's epoch");
+
+        let poll = |query: String| {
+            let http = http.clone();
+            let url = format!("{url}/api/v1/agents/wedge/desired?{query}");
+            async move {
+                let started = Instant::now();
+                let resp = http.get(url).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let doc: DesiredState = resp.json().await.unwrap();
+                (doc.stamp(), started.elapsed())
+            }
+        };
+        let (first, _) = poll("after=0".into()).await;
+        assert_eq!(first.epoch, epoch);
+        let at = first.generation;
+        // An agent that moved here from another leader: answered at once, not in 60 s.
+        let (doc, _) = poll(format!("epoch={}&after={at}&wait_ms=60000", epoch + 3)).await;
+        assert_eq!(doc, first);
+        let (doc, _) = poll(format!("after={at}&wait_ms=60000")).await;
+        assert_eq!(doc, first, "no epoch (0): another epoch too");
+        // This epoch's agent holding the current document waits for a newer one.
+        let (doc, waited) = poll(format!("epoch={epoch}&after={at}&wait_ms=300")).await;
+        assert_eq!(
+            doc,
+            Stamp {
+                epoch,
+                generation: at
+            }
+        );
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 }

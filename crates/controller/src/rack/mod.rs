@@ -446,7 +446,8 @@ impl Rack {
         self.schedule(now);
     }
 
-    /// A node's desired set, with its generation.
+    /// A node's desired set, with its generation. Its epoch is left 0: the controller numbers
+    /// the document with the epoch it acts under (`Controller::read_numbered`).
     pub fn desired(&self, node: &NodeName) -> Result<DesiredState, RackError> {
         let record = self
             .nodes
@@ -458,6 +459,7 @@ impl Rack {
             task.resolver = resolver.clone();
         }
         Ok(DesiredState {
+            epoch: 0,
             generation: record.desired_generation,
             tasks,
         })

@@ -20,7 +20,7 @@ impl TestServer {
     pub fn start(config: DnsConfig, snapshot: Option<&DnsSnapshot>) -> Self {
         let (server, handle) = DnsServer::new(config);
         if let Some(snapshot) = snapshot {
-            assert!(handle.apply(snapshot).expect("valid snapshot"));
+            assert!(handle.apply(snapshot).expect("valid snapshot").takes());
         }
         let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), 1).expect("bind");
         let addr = listeners.local_addr().unwrap();
