@@ -100,15 +100,15 @@ pub enum StartError {
     Tls(#[from] torc_tls::TlsError),
     #[error(transparent)]
     Prefix(#[from] crate::store::layout::LayoutError),
-    #[error("the key that seals rack secrets in etcd: {0}")]
+    #[error(transparent)]
     Seal(#[from] crate::store::seal::SealError),
-    #[error("the controller's etcd {what}: {source}")]
+    #[error("the controller's etcd {what}")]
     EtcdClient {
         what: &'static str,
         #[source]
         source: torc_kv_client::ClientError,
     },
-    #[error("reading the rack's state from etcd: {0}")]
+    #[error(transparent)]
     Mirror(#[from] crate::store::MirrorError),
 }
 

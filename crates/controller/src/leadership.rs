@@ -23,7 +23,6 @@
 //!   then [`Event::Resynced`]), and then from a fresh rack ([`Action::Act`] with `fresh`).
 //! - Epochs it acts under never go down.
 
-
 use std::fmt;
 use std::time::Duration;
 

@@ -495,6 +495,9 @@ impl Controller {
         etcd.commit_timeout = elected.commit_timeout;
         etcd.max_request_bytes = elected.max_request_bytes;
         etcd.sealer = Some(Arc::new(Sealer::from_file(&elected.store_key)?));
+        let store = Arc::new(EtcdStore::connect(etcd.clone())?);
+        // Their channels live on the store's runtime.
+        let guard = store.handle().enter();
         // One client per member, for the status of each (the store's pins one at a time).
         let members = (elected.endpoints.iter())
             .map(|url| {
@@ -513,7 +516,7 @@ impl Controller {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let store = Arc::new(EtcdStore::connect(etcd)?);
+        drop(guard);
         let mirror = Mirror::start(&store);
         let first = mirror.wait_for(1, Duration::from_secs(10))?;
         let (loaded, _) = mirror.loaded_at();

@@ -14,7 +14,6 @@
 //!   the state changes before the lock is released, so no act slips between a lapse and its
 //!   `Stop`.
 
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

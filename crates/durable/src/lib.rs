@@ -96,6 +96,40 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Wri
     sync_dir(dir).map_err(fail(Step::FsyncDir))
 }
 
+/// Creates `path` with `bytes` and `mode` unless it exists, atomically and durably: a reader
+/// (or a racing creator) sees no file or the whole of one, never an empty or partial file.
+/// `Ok(false)` when it existed (its contents are kept, whatever they are).
+pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, WriteError> {
+    let fail = |step| {
+        move |source| WriteError {
+            path: path.into(),
+            step,
+            source,
+        }
+    };
+    let dir = parent(path);
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    remove_stale_temporaries(dir, &name);
+    let (tmp, mut f) = create_temporary(dir, &name, mode).map_err(fail(Step::CreateTemp))?;
+    let written = f
+        .write_all(bytes)
+        .map_err(fail(Step::Write))
+        .and_then(|()| f.sync_all().map_err(fail(Step::Fsync)));
+    drop(f);
+    // A hard link, unlike a rename, never replaces: the first creator wins.
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(fail(Step::Rename)(e)),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    let created = linked?;
+    sync_dir(dir).map_err(fail(Step::FsyncDir))?;
+    Ok(created)
+}
+
 /// Numbers the temporary files of this process.
 static NEXT_TEMPORARY: AtomicU64 = AtomicU64::new(0);
 
@@ -186,6 +220,34 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect()
+    }
+
+    /// Creators racing for one file: exactly one creates it, every reader sees it whole, and
+    /// no temporary is left.
+    #[test]
+    fn racing_creators_leave_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.key");
+        let created: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let path = &path;
+                    s.spawn(move || {
+                        let made = create_new_atomic(path, &[i; 32], 0o600).unwrap();
+                        assert_eq!(std::fs::read(path).unwrap().len(), 32, "seen whole");
+                        made
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(created.iter().filter(|c| **c).count(), 1, "{created:?}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(names(dir.path()), ["store.key"]);
+        // An existing file is kept as it is.
+        assert!(!create_new_atomic(&path, b"other", 0o600).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap().len(), 32);
     }
 
     #[test]

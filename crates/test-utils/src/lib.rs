@@ -311,7 +311,22 @@ impl LocalRack {
         };
         let etcd = match opts.controllers {
             1 => None,
-            _ => Some(EtcdCluster::start_n(3).await?),
+            // As `torc up --ha` runs its members: the controller takes 2,048 operations per
+            // transaction and refuses etcd's default of 128.
+            _ => Some(
+                EtcdCluster::start_with(
+                    3,
+                    &[
+                        "--max-txn-ops",
+                        "4096",
+                        "--heartbeat-interval",
+                        "100",
+                        "--election-timeout",
+                        "1000",
+                    ],
+                )
+                .await?,
+            ),
         };
         let mut rack = LocalRack {
             dir,
@@ -459,7 +474,8 @@ impl LocalRack {
 
     /// A typed client with another token (or none).
     pub fn client_with(&self, token: Option<String>) -> Client {
-        Client::from_files(self.url(), token, self.ca_path().as_deref())
+        // Every controller: the client follows the leader.
+        Client::from_files(self.urls(), token, self.ca_path().as_deref())
             .expect("the rack's CA loads")
     }
 
@@ -545,7 +561,7 @@ impl LocalRack {
 
     /// The environment the `torc` CLI needs to talk to this rack as its admin.
     pub fn cli_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("TORC_CONTROLLER".to_string(), self.url())];
+        let mut env = vec![("TORC_CONTROLLER".to_string(), self.urls())];
         if self.token.is_some() {
             env.push((
                 "TORC_TOKEN_FILE".into(),
@@ -769,6 +785,49 @@ impl LocalRack {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Controller `name`'s own view of the rack's controllers (`GET /api/v1/controller`),
+    /// asked of it alone.
+    pub async fn controller_status(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<torc_api::controller::ControllerStatus> {
+        let resp = self
+            .http_admin()
+            .get(format!("{}/api/v1/controller", self.controller_url(name)))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "controller {name}: {}",
+            resp.status()
+        );
+        Ok(resp.json().await?)
+    }
+
+    /// Waits until one controller acts, other than those in `not`; its name.
+    pub async fn wait_leader(&self, not: &[&str]) -> anyhow::Result<String> {
+        wait_for(
+            &format!("a controller other than {not:?} to lead and act"),
+            Duration::from_secs(30),
+            || async {
+                for name in &self.controller_names {
+                    if not.contains(&name.as_str()) || !self.controllers.contains_key(name) {
+                        continue;
+                    }
+                    if let Ok(s) = self.controller_status(name).await
+                        && s.acting
+                    {
+                        return Some(name.clone());
+                    }
+                }
+                None
+            },
+        )
+        .await
+        .with_context(|| self.logs_hint())
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) controller `name`.

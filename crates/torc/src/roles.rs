@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use torc_config::RackConfig;
-use torc_controller::{AuthMode, Controller, ControllerOptions, RackSettings};
+use torc_controller::{AuthMode, Controller, ControllerOptions, ElectedOptions, RackSettings};
 use torc_types::{NodeName, NodeType, PortRange, Resources};
 
 use crate::process::{NotKeyValue, init_tracing, key_value, shutdown_signal};
@@ -48,6 +48,63 @@ pub struct ControllerArgs {
     /// `$NAME=value` substitutions for the config (e.g. `MASTER_IP=10.250.3.20`).
     #[arg(long = "var", value_parser = parse_key_val)]
     vars: Vec<(String, String)>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Where the controller keeps the rack's state: a local file (one controller), or etcd (several
+/// controllers of one rack, one of them leading).
+#[derive(Args)]
+struct StoreArgs {
+    /// `redb`: a local file in --data-dir (one controller). `etcd`: an etcd v3 cluster shared
+    /// by the rack's controllers, which elect a leader through it.
+    #[arg(long, value_enum, default_value = "redb")]
+    store: StoreKind,
+    /// The etcd members' client URLs (`https://` with --etcd-ca).
+    #[arg(long, value_delimiter = ',', required_if_eq("store", "etcd"))]
+    etcd_endpoints: Vec<String>,
+    /// The CA etcd's certificates chain to.
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// A client certificate to authenticate to etcd with (its CN is the etcd user).
+    #[arg(long, requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// An etcd user to authenticate as, with --etcd-password-file.
+    #[arg(long, requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    #[arg(long, requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
+    /// Where the rack's state lives in etcd. Default: `/torc-controller/<rack name>/`.
+    #[arg(long)]
+    etcd_prefix: Option<String>,
+    /// The leader's lease, in seconds: how long after a leader is lost another takes over.
+    #[arg(long, default_value_t = 2)]
+    lease_ttl: u64,
+    /// How long a commit may take before its outcome counts as unknown, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    etcd_commit_timeout_ms: u64,
+    /// The largest commit in bytes (etcd's own `--max-request-bytes` must be at least this).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    etcd_max_request_bytes: usize,
+    /// This controller's name among the rack's controllers. Default: its node's (the config's
+    /// `master` node at --listen's address), else the host name.
+    #[arg(long)]
+    name: Option<String>,
+    /// The URL agents and clients reach this controller at. Default: from --listen.
+    #[arg(long)]
+    advertise_url: Option<String>,
+    /// The key that seals rack secrets in etcd (32 bytes, 0600; made when missing). Every
+    /// controller of the rack needs the same file. Default: `store.key` in --ca-dir.
+    #[arg(long)]
+    store_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Redb,
+    Etcd,
 }
 
 fn parse_key_val(s: &str) -> Result<(String, String), NotKeyValue> {
@@ -88,15 +145,61 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let mut settings = RackSettings::from_config(&config, &origin);
     settings.controller_addr = Some(listen);
-    let controller = Controller::open(
-        settings,
-        &args.data_dir,
-        ControllerOptions {
-            auth,
-            ca_dir: args.ca_dir.clone(),
-            ui_hosts: args.ui_hosts.clone(),
-        },
-    )?;
+    let options = ControllerOptions {
+        auth,
+        ca_dir: args.ca_dir.clone(),
+        ui_hosts: args.ui_hosts.clone(),
+    };
+    let controller = match args.store.store {
+        StoreKind::Redb => Controller::open(settings, &args.data_dir, options)?,
+        StoreKind::Etcd => {
+            let s = &args.store;
+            let name = match &s.name {
+                Some(n) => n.clone(),
+                None => config
+                    .nodes
+                    .iter()
+                    .find(|n| n.node_type == NodeType::Master && n.ip == listen.ip())
+                    .map(|n| n.name.to_string())
+                    .or_else(|| {
+                        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+                        Some(host.trim().to_string()).filter(|h| !h.is_empty())
+                    })
+                    .unwrap_or_else(|| "controller".into()),
+            };
+            let scheme = if args.ca_dir.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let advertise_url = s
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("{scheme}://{listen}"));
+            let store_key = match (&s.store_key, &args.ca_dir) {
+                (Some(k), _) => k.clone(),
+                (None, Some(ca)) => ca.join("store.key"),
+                (None, None) => anyhow::bail!(
+                    "--store etcd without --ca-dir needs --store-key FILE: the key that seals rack secrets in etcd, the same file on every controller of the rack"
+                ),
+            };
+            let elected = ElectedOptions {
+                store_key,
+                endpoints: s.etcd_endpoints.clone(),
+                ca: s.etcd_ca.clone(),
+                cert: s.etcd_cert.clone().zip(s.etcd_key.clone()),
+                user: s.etcd_user.clone().zip(s.etcd_password_file.clone()),
+                prefix: s.etcd_prefix.clone(),
+                name,
+                advertise_url,
+                lease_ttl: Duration::from_secs(s.lease_ttl),
+                commit_timeout: Duration::from_millis(s.etcd_commit_timeout_ms),
+                max_request_bytes: s.etcd_max_request_bytes,
+                data_dir: args.data_dir.clone(),
+            };
+            Controller::open_elected(settings, options, elected)?
+        }
+    };
     let name = config.name.clone();
     serve_role(
         listen,

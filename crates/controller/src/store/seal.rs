@@ -11,8 +11,7 @@
 //! value that fails to open (another key file, another etcd key, tampered) is an error naming
 //! the etcd key, never a panic.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -58,22 +57,14 @@ impl Sealer {
             why,
         };
         let rng = SystemRandom::new();
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut file) => {
-                let mut key = [0u8; KEY_LEN];
-                rng.fill(&mut key)
-                    .map_err(|_| bad("no random bytes for a new key".into()))?;
-                file.write_all(&key)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| bad(format!("writing a new key: {e}")))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(bad(format!("creating it: {e}"))),
+        if !path.exists() {
+            let mut key = [0u8; KEY_LEN];
+            rng.fill(&mut key)
+                .map_err(|_| bad("no random bytes for a new key".into()))?;
+            // Whole or not at all: the rack's controllers may start at once, and one of them
+            // must never read another's half-written key.
+            torc_durable::create_new_atomic(path, &key, 0o600)
+                .map_err(|e| bad(format!("creating it: {e}")))?;
         }
         let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
         let mode = meta.permissions().mode() & 0o777;
