@@ -1327,11 +1327,27 @@ impl Agent {
     async fn follow_desired(self: Arc<Self>) {
         loop {
             let at = self.lock().desired.position();
-            match self
-                .client()
-                .desired(&self.cfg.node, at.epoch, at.generation, LONG_POLL)
-                .await
-            {
+            let client = self.client();
+            let polled = client.base_url();
+            let poll = client.desired(&self.cfg.node, at.epoch, at.generation, LONG_POLL);
+            // The heartbeats moved to another controller (this one stopped answering: killed,
+            // frozen, deposed): poll there now rather than at the end of this poll's wait.
+            let moved = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if client.base_url() != polled {
+                        return;
+                    }
+                }
+            };
+            let answer = tokio::select! {
+                answer = poll => answer,
+                () = moved => {
+                    tracing::info!(from = %polled, to = %client.base_url(), "following another controller");
+                    continue;
+                }
+            };
+            match answer {
                 // A task of its own: `apply` must not be cancelled with this session between
                 // recording a task as starting and starting it. Waited for, so documents
                 // are applied in order.

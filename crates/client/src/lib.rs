@@ -81,6 +81,9 @@ impl ClientError {
     }
 }
 
+/// How long a call may take unless it says otherwise (long polls, streams, reviews do).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A handle on the rack's controllers. Cheap to clone; clones share which controller is
 /// current, so one clone's switch to the leader serves them all.
 #[derive(Debug, Clone)]
@@ -407,7 +410,12 @@ impl Client {
         path: &str,
         mut build: impl FnMut(RequestBuilder) -> RequestBuilder,
     ) -> Result<T, ClientError> {
-        let (url, resp) = self.execute(method, path, |r| Ok(build(r))).await?;
+        // Bounded unless the call says otherwise (a long poll, a review): a controller that
+        // accepts connections but never answers (frozen, hung) must not hold a caller forever,
+        // and a call that times out moves the next one to the next controller.
+        let (url, resp) = self
+            .execute(method, path, |r| Ok(build(r.timeout(CALL_TIMEOUT))))
+            .await?;
         decode(url, resp).await
     }
 
@@ -748,13 +756,18 @@ impl Client {
         self.post("/api/v1/agents/register", req).await
     }
 
+    /// An agent's heartbeat, bounded to 10 s: a leader that does not answer in time is left for
+    /// the next controller at the next heartbeat.
     pub async fn report_status(
         &self,
         node: &NodeName,
         report: &StatusReport,
     ) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/api/v1/agents/{node}/status"), report)
-            .await
+        let path = format!("/api/v1/agents/{node}/status");
+        self.send(Method::POST, &path, |r| {
+            r.json(report).timeout(Duration::from_secs(10))
+        })
+        .await
     }
 
     /// Long-polls for the node's desired state, newer than the document (`epoch`, `after`)

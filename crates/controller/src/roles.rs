@@ -303,6 +303,9 @@ impl<E: Electorate> Driver<E> {
     fn take(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Renewal(KeepAliveState::Starting) => {}
+            Outcome::Renewal(KeepAliveState::Failed { why }) => {
+                self.ctl.seat.on(Event::RenewFailed { why });
+            }
             Outcome::Renewal(KeepAliveState::Alive { sent, ttl }) => {
                 self.ctl.seat.on(Event::Renewed {
                     sent: on_boot_clock(sent),

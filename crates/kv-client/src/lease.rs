@@ -166,9 +166,11 @@ impl KeepAlive {
 pub enum KeepAliveState {
     /// No renewal has been answered yet.
     Starting,
-    /// The last answered renewal (failures since do not reset it: the lease lives at least
-    /// until `sent + ttl`).
+    /// The last answered renewal: the lease lives at least until `sent + ttl`.
     Alive { sent: Instant, ttl: i64 },
+    /// The last renewal failed (no answer in time, no member reachable, no quorum): why. The
+    /// last `Alive` still bounds the lease from below.
+    Failed { why: String },
     /// etcd said the lease is gone; the task has stopped.
     Gone,
 }
@@ -200,7 +202,9 @@ impl KeepAliveTask {
                         return;
                     }
                     // The next tick tries again (on the next member).
-                    Err(_) => {}
+                    Err(e) => {
+                        tx.send_replace(KeepAliveState::Failed { why: e.to_string() });
+                    }
                 }
             }
         });

@@ -313,20 +313,7 @@ impl LocalRack {
             1 => None,
             // As `torc up --ha` runs its members: the controller takes 2,048 operations per
             // transaction and refuses etcd's default of 128.
-            _ => Some(
-                EtcdCluster::start_with(
-                    3,
-                    &[
-                        "--max-txn-ops",
-                        "4096",
-                        "--heartbeat-interval",
-                        "100",
-                        "--election-timeout",
-                        "1000",
-                    ],
-                )
-                .await?,
-            ),
+            _ => Some(EtcdCluster::start_with(3, &["--max-txn-ops", "4096"]).await?),
         };
         let mut rack = LocalRack {
             dir,

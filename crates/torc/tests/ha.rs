@@ -209,3 +209,240 @@ async fn a_killed_leader_is_replaced_and_nothing_restarts() {
     .unwrap();
     assert_eq!(rack.wait_leader(&[]).await.unwrap(), next);
 }
+
+/// The epoch of the last fenced write (`P meta/writer`), read from etcd.
+fn writer(rack: &LocalRack) -> u64 {
+    let etcd = rack.etcd().unwrap();
+    let out = torc_test_utils::etcdctl(
+        &etcd.endpoints().join(","),
+        &[
+            "get",
+            "--print-value-only",
+            "/torc-controller/torc-scheduler/meta/writer",
+        ],
+    )
+    .unwrap();
+    out.trim().parse().unwrap_or(0)
+}
+
+/// A client that asks `first` before the others (a frozen controller would hold a call to its
+/// timeout).
+fn client_of(rack: &LocalRack, first: &str) -> Client {
+    let rest: Vec<String> = rack
+        .controller_names
+        .iter()
+        .filter(|n| *n != first)
+        .map(|n| rack.controller_url(n))
+        .collect();
+    Client::from_files(
+        format!("{},{}", rack.controller_url(first), rest.join(",")),
+        rack.token.clone(),
+        rack.ca_path().as_deref(),
+    )
+    .unwrap()
+}
+
+/// Fencing: a leader frozen (SIGSTOP) past its lease is replaced; resumed, it changes nothing
+/// (every write since the takeover is the new leader's) and becomes a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_fenced_and_resumes_as_a_standby() {
+    let rack = ha_rack().await;
+    let old = rack.wait_leader(&[]).await.unwrap();
+    let old_epoch = rack.controller_status(&old).await.unwrap().epoch.unwrap();
+    rack.freeze_controller(&old, true).unwrap();
+    let new = rack.wait_leader(&[&old]).await.unwrap();
+    let new_epoch = rack.controller_status(&new).await.unwrap().epoch.unwrap();
+    assert!(new_epoch > old_epoch);
+    let client = client_of(&rack, &new);
+    let launched = client.launch(&sleeper("during")).await.unwrap();
+    wait_running(&client, &launched.id).await;
+    assert_eq!(writer(&rack), new_epoch);
+
+    rack.freeze_controller(&old, false).unwrap();
+    let status = wait_for(
+        "the resumed controller to stand by",
+        Duration::from_secs(20),
+        || async {
+            rack.controller_status(&old)
+                .await
+                .ok()
+                .filter(|s| s.role.as_str() == "standby" && !s.acting)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(status.why_not.is_some(), "{status:?}");
+    // Its reconciler and held polls woke up under the old epoch; none of it landed.
+    for _ in 0..10 {
+        assert_eq!(writer(&rack), new_epoch, "a write of the old leader landed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rack.wait_leader(&[]).await.unwrap(), new);
+    let task = client.task(&launched.id).await.unwrap();
+    assert_eq!(task.state, TaskState::Running);
+}
+
+/// etcd losing members: one is survived; without a quorum the leader stops changing things
+/// and says why (reads go on, tasks keep running); with the quorum back it acts again by
+/// itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_quorum_stops_changes_until_it_returns() {
+    let mut rack = ha_rack().await;
+    let leader = rack.wait_leader(&[]).await.unwrap();
+    let client = client_of(&rack, &leader);
+    let before = client.launch(&sleeper("before")).await.unwrap();
+    wait_running(&client, &before.id).await;
+
+    rack.etcd_mut().unwrap().kill(0);
+    let one_down = wait_for(
+        "a launch with one etcd member down",
+        Duration::from_secs(20),
+        || async { client.launch(&sleeper("one-down")).await.ok() },
+    )
+    .await
+    .unwrap();
+    wait_running(&client, &one_down.id).await;
+
+    rack.etcd_mut().unwrap().kill(1);
+    let refused = wait_for(
+        "the leader to stop acting without a quorum",
+        Duration::from_secs(20),
+        || async {
+            let s = rack.controller_status(&leader).await.ok()?;
+            (!s.acting).then_some(s)
+        },
+    )
+    .await
+    .unwrap();
+    println!("without a quorum: {refused:?}");
+    let err = client.launch(&sleeper("no-quorum")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("no leader") || text.contains("not act") || text.contains("lease"),
+        "{text}"
+    );
+    let status = client.status().await.unwrap();
+    assert!(
+        status
+            .warnings
+            .iter()
+            .any(|w| w.contains("changes refused")),
+        "{:?}",
+        status.warnings
+    );
+    // Reads go on; the task runs on.
+    let task = client.task(&before.id).await.unwrap();
+    assert_eq!(task.state, TaskState::Running);
+
+    rack.etcd_mut().unwrap().restart(0).await.unwrap();
+    rack.etcd_mut().unwrap().restart(1).await.unwrap();
+    let after = wait_for(
+        "a launch once the quorum is back",
+        Duration::from_secs(30),
+        || async { client.launch(&sleeper("back")).await.ok() },
+    )
+    .await
+    .unwrap();
+    wait_running(&client, &after.id).await;
+    assert_eq!(
+        client.task(&before.id).await.unwrap().state,
+        TaskState::Running
+    );
+}
+
+/// `torc controller step-down` by API: the leader hands over to the standby and stands by; a
+/// standby's step-down is a 421 naming the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_steps_down_on_request() {
+    let rack = ha_rack().await;
+    let leader = rack.wait_leader(&[]).await.unwrap();
+    let standby = other(&leader);
+    // Both campaign (the survey runs every 2 s) before a step-down can be granted.
+    wait_for(
+        "the leader to see the standby campaign",
+        Duration::from_secs(10),
+        || async {
+            rack.controller_status(&leader)
+                .await
+                .ok()
+                .filter(|s| s.controllers.len() == 2)
+        },
+    )
+    .await
+    .unwrap();
+    let http = rack.http_admin();
+    let resp = http
+        .post(format!(
+            "{}/api/v1/controller/step-down",
+            rack.controller_url(standby)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 421);
+    let resp = http
+        .post(format!(
+            "{}/api/v1/controller/step-down",
+            rack.controller_url(&leader)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let next = rack.wait_leader(&[&leader]).await.unwrap();
+    assert_eq!(next, standby);
+    wait_for(
+        "the old leader to stand by",
+        Duration::from_secs(10),
+        || async {
+            rack.controller_status(&leader)
+                .await
+                .ok()
+                .filter(|s| s.role.as_str() == "standby")
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// A controller pointed at an etcd it cannot reach exits with an error naming the endpoint.
+#[test]
+fn an_unreachable_etcd_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rack.yaml");
+    std::fs::write(
+        &config,
+        "name: r1\nnodes:\n  - name: wedge\n    ip: 127.0.0.1\n    type: master\n",
+    )
+    .unwrap();
+    let port = torc_test_utils::free_port(std::net::Ipv4Addr::LOCALHOST);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(TORC)
+        .args(["controller", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure",
+            "--plaintext",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            &endpoint,
+            "--store-key",
+        ])
+        .arg(dir.path().join("store.key"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&endpoint), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
