@@ -665,6 +665,20 @@ impl Client {
         self.get("/api/v1/status").await
     }
 
+    /// The rack's controllers as the controller that answers sees them (any controller
+    /// answers about itself: the leader's view names the members' health too).
+    pub async fn controller_status(
+        &self,
+    ) -> Result<torc_api::controller::ControllerStatus, ClientError> {
+        self.get("/api/v1/controller").await
+    }
+
+    /// Asks the leader to hand over to a standby (a standby's 421 is followed to the leader).
+    pub async fn step_down(&self) -> Result<torc_api::controller::StepDownResponse, ClientError> {
+        self.post("/api/v1/controller/step-down", &serde_json::json!({}))
+            .await
+    }
+
     pub async fn services(&self) -> Result<Vec<ServiceView>, ClientError> {
         self.get("/api/v1/services").await
     }

@@ -401,6 +401,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     for w in &status.warnings {
         println!("WARNING: {w}");
     }
+    // Older controllers have no such route: the line is left out.
+    if let Ok(c) = runtime()?.block_on(client.controller_status()) {
+        println!("{}", controller_line(&c));
+    }
     println!();
     let rows = status
         .services
@@ -447,6 +451,149 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         })
         .collect();
     print_table(&["FRAMEWORK", "STATE", "TASKS"], rows);
+    Ok(())
+}
+
+/// `controller: wedge leads (epoch 12), 1 standby; store etcd, 3/3 members healthy`.
+fn controller_line(c: &torc_api::controller::ControllerStatus) -> String {
+    let leader = match &c.leader {
+        Some(l) => format!("{} leads (epoch {})", l.name, l.epoch),
+        None => "no leader is known".to_string(),
+    };
+    let standbys = c.controllers.len().saturating_sub(1);
+    let store = match c.store.kind.as_str() {
+        "etcd" => format!(
+            "store etcd, {}/{} members healthy",
+            c.store.endpoints.iter().filter(|e| e.healthy).count(),
+            c.store.endpoints.len()
+        ),
+        other => format!("store {other}"),
+    };
+    let mut line = format!("controller: {leader}");
+    if c.role != torc_api::controller::ControllerRole::Sole {
+        line.push_str(&format!(", {standbys} standby"));
+    }
+    line.push_str(&format!("; {store}"));
+    if let Some(why) = &c.why_not {
+        line.push_str(&format!(
+            " (the one that answered, {}, does not act: {why})",
+            c.name
+        ));
+    }
+    line
+}
+
+/// `torc controller status`: where the answering controller stands, who leads, the
+/// controllers campaigning and the store's members.
+pub fn controller_status(target: &Target) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let c = runtime()?.block_on(client.controller_status())?;
+    if target.json {
+        return print_json(&c);
+    }
+    println!("{}", controller_line(&c));
+    let mut this = format!(
+        "this controller: {} ({}), {}",
+        c.name,
+        c.url.as_deref().unwrap_or("no advertised URL"),
+        c.role.as_str()
+    );
+    if let Some(epoch) = c.epoch {
+        this.push_str(&format!(", epoch {epoch}"));
+    }
+    match (&c.acting_for_ms, &c.why_not) {
+        (Some(ms), _) => this.push_str(&format!(", acting ({ms} ms of lease left)")),
+        (None, Some(why)) => this.push_str(&format!(", not acting: {why}")),
+        (None, None) if c.acting => this.push_str(", acting"),
+        (None, None) => {}
+    }
+    println!("{this}");
+    if let Some(t) = &c.trouble {
+        println!("WARNING: the last keepalive failed: {t}");
+    }
+    if !c.controllers.is_empty() {
+        println!();
+        let rows = c
+            .controllers
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                vec![
+                    x.name.clone(),
+                    if i == 0 { "leader" } else { "standby" }.to_string(),
+                    x.epoch.to_string(),
+                    x.url.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["CONTROLLER", "ROLE", "EPOCH", "URL"], rows);
+    }
+    println!();
+    println!(
+        "store: {} {}{}",
+        c.store.kind,
+        c.store.location,
+        c.store
+            .revision
+            .map(|r| format!(", revision {r}"))
+            .unwrap_or_default()
+    );
+    if !c.store.endpoints.is_empty() {
+        let rows = c
+            .store
+            .endpoints
+            .iter()
+            .map(|e| {
+                vec![
+                    e.url.clone(),
+                    if e.healthy { "yes" } else { "no" }.to_string(),
+                    if e.raft_leader { "yes" } else { "" }.to_string(),
+                    e.raft_term.map(|t| t.to_string()).unwrap_or_default(),
+                    e.version.clone().unwrap_or_default(),
+                    e.db_size
+                        .map(|b| format!("{} KiB", b / 1024))
+                        .unwrap_or_default(),
+                    e.error
+                        .clone()
+                        .into_iter()
+                        .chain(e.alarms.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "MEMBER",
+                "HEALTHY",
+                "RAFT LEADER",
+                "TERM",
+                "VERSION",
+                "SIZE",
+                "ERROR",
+            ],
+            rows,
+        );
+    }
+    Ok(())
+}
+
+/// `torc controller step-down`: the leader hands over to a standby (a switch upgrade).
+pub fn controller_step_down(target: &Target) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let rt = runtime()?;
+    let before = rt.block_on(client.controller_status())?;
+    let answer = rt.block_on(client.step_down())?;
+    if target.json {
+        return print_json(&answer);
+    }
+    let leader = before.leader.map(|l| l.name).unwrap_or_default();
+    let standbys: Vec<String> = answer.standbys.iter().map(|s| s.name.clone()).collect();
+    println!(
+        "{leader} stepped down (epoch {}); {} may take over",
+        answer.epoch,
+        standbys.join(" or ")
+    );
     Ok(())
 }
 

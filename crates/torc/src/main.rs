@@ -92,23 +92,26 @@ fn main() -> std::process::ExitCode {
     if let Command::Shim(args) = cli.command {
         return roles::run_shim(args);
     }
-    if matches!(
-        cli.command,
-        Command::Nodes(_)
-            | Command::Tasks(_)
-            | Command::Run(_)
-            | Command::Kill(_)
-            | Command::Image(_)
-            | Command::Logs(_)
-            | Command::Status(_)
-            | Command::Services(_)
-            | Command::Routes(_)
-            | Command::Ports(_)
-            | Command::Group(_)
-            | Command::Token(_)
-            | Command::Secret(_)
-            | Command::Ca(_)
-    ) {
+    let client_command = matches!(&cli.command, Command::Controller(a) if a.is_client());
+    if client_command
+        || matches!(
+            cli.command,
+            Command::Nodes(_)
+                | Command::Tasks(_)
+                | Command::Run(_)
+                | Command::Kill(_)
+                | Command::Image(_)
+                | Command::Logs(_)
+                | Command::Status(_)
+                | Command::Services(_)
+                | Command::Routes(_)
+                | Command::Ports(_)
+                | Command::Group(_)
+                | Command::Token(_)
+                | Command::Secret(_)
+                | Command::Ca(_)
+        )
+    {
         // A client command piped into `head` ends quietly when the pipe closes, as CLI tools
         // do; the server roles keep ignoring SIGPIPE.
         // SAFETY: SIG_DFL installs no handler of ours; this runs before any thread starts.

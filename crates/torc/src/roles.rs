@@ -15,14 +15,19 @@ use torc_types::{NodeName, NodeType, PortRange, Resources};
 
 use crate::process::{NotKeyValue, init_tracing, key_value, shutdown_signal};
 
+/// `torc controller [OPTIONS]` runs the role; `torc controller status|step-down` asks a
+/// running one.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ControllerArgs {
+    #[command(subcommand)]
+    action: Option<ControllerAction>,
     /// The rack config (YAML).
-    #[arg(long, short = 'c')]
-    config: PathBuf,
+    #[arg(long, short = 'c', required = true)]
+    config: Option<PathBuf>,
     /// Where the controller keeps its state.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required = true)]
+    data_dir: Option<PathBuf>,
     /// Address of the API. Default: the controller node's ip (the config's `master` node), port 3000.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -107,15 +112,46 @@ enum StoreKind {
     Etcd,
 }
 
+impl ControllerArgs {
+    /// `torc controller status|step-down`: a client command, not the role.
+    pub fn is_client(&self) -> bool {
+        self.action.is_some()
+    }
+}
+
+#[derive(clap::Subcommand)]
+enum ControllerAction {
+    /// The rack's controllers: who leads, where the answering one stands, the store's members.
+    Status {
+        #[command(flatten)]
+        target: crate::cli::Target,
+    },
+    /// Ask the leader to hand over to a standby (before its switch is upgraded, say).
+    StepDown {
+        #[command(flatten)]
+        target: crate::cli::Target,
+    },
+}
+
 fn parse_key_val(s: &str) -> Result<(String, String), NotKeyValue> {
     key_value("NAME", s)
 }
 
 pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    match &args.action {
+        Some(ControllerAction::Status { target }) => return crate::cli::controller_status(target),
+        Some(ControllerAction::StepDown { target }) => {
+            return crate::cli::controller_step_down(target);
+        }
+        None => {}
+    }
+    let (Some(config_path), Some(data_dir)) = (args.config.clone(), args.data_dir.clone()) else {
+        anyhow::bail!("torc controller needs --config FILE and --data-dir DIR");
+    };
     init_tracing("info");
     let vars: BTreeMap<String, String> = args.vars.into_iter().collect();
-    let config = RackConfig::load_with(&args.config, &vars)?;
-    let origin = args.config.display().to_string();
+    let config = RackConfig::load_with(&config_path, &vars)?;
+    let origin = config_path.display().to_string();
     let listen = match args.listen {
         Some(addr) => addr,
         None => {
@@ -151,7 +187,7 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         ui_hosts: args.ui_hosts.clone(),
     };
     let controller = match args.store.store {
-        StoreKind::Redb => Controller::open(settings, &args.data_dir, options)?,
+        StoreKind::Redb => Controller::open(settings, &data_dir, options)?,
         StoreKind::Etcd => {
             let s = &args.store;
             let name = match &s.name {
@@ -195,7 +231,7 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 lease_ttl: Duration::from_secs(s.lease_ttl),
                 commit_timeout: Duration::from_millis(s.etcd_commit_timeout_ms),
                 max_request_bytes: s.etcd_max_request_bytes,
-                data_dir: args.data_dir.clone(),
+                data_dir: data_dir.clone(),
             };
             Controller::open_elected(settings, options, elected)?
         }

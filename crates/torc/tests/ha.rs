@@ -380,15 +380,24 @@ async fn a_leader_steps_down_on_request() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 421);
-    let resp = http
-        .post(format!(
-            "{}/api/v1/controller/step-down",
-            rack.controller_url(&leader)
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // The CLI, given both controllers, asks whichever answers and is sent to the leader.
+    let (ok, out, _) = rack.torc(TORC, &["controller", "status"]);
+    assert!(ok);
+    assert!(
+        out.contains(&format!("controller: {leader} leads")),
+        "{out}"
+    );
+    assert!(out.contains("1 standby"), "{out}");
+    assert!(out.contains("store etcd, 3/3 members healthy"), "{out}");
+    let (ok, out, err) = rack.torc(TORC, &["status"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("controller: {leader} leads")),
+        "{out}"
+    );
+    let (ok, out, err) = rack.torc(TORC, &["controller", "step-down"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("{leader} stepped down")), "{out}");
     let next = rack.wait_leader(&[&leader]).await.unwrap();
     assert_eq!(next, standby);
     wait_for(
