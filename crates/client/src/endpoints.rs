@@ -12,8 +12,11 @@
 //! - Within one call each target is dialled at most once, and leader hints are followed at
 //!   most [`MAX_HOPS`] times, so two controllers naming each other cannot loop.
 //! - A leader hint (`Torc-Leader`) is followed only to one of the configured controllers (or
-//!   an address they expand to), or to a URL of the same scheme as the controller that gave
-//!   it; never from `https` to `http`, never to another scheme. Under the rack's TLS the
+//!   an address they expand to), or, for a caller configured with a single URL, to a URL of
+//!   the same scheme as the controller that gave it; never from `https` to `http`, never to
+//!   another scheme. A caller given several controllers asks the next of them instead: the
+//!   leader's URL is how the rack reaches it, which such a caller (the host of a namespaced
+//!   rack) may not be allowed to send to. Under the rack's TLS the
 //!   leader's certificate is still checked for `torc_tls::CONTROLLER_NAME`, so a hint cannot
 //!   send the caller's token to a server that is not a rack controller; over plain HTTP the
 //!   hint is as trustworthy as the controller that gave it, which already saw the token.
@@ -282,6 +285,14 @@ impl Endpoints {
         if self.targets.contains(&base) || self.configured.iter().any(|c| c.base == base) {
             return Ok(base);
         }
+        // A caller given every controller knows how it reaches each: a leader's URL that is
+        // not among them is how the rack reaches it (an address the caller may not send to,
+        // such as a namespaced rack's from the host), and the next configured one is asked.
+        if self.configured.len() > 1 {
+            return Err(format!(
+                "the leader {base} is not one of the configured controllers: not followed"
+            ));
+        }
         let scheme = Url::parse(from).map(|u| u.scheme().to_string());
         match scheme {
             Ok(s) if s == url.scheme() => Ok(base),
@@ -329,6 +340,20 @@ impl Endpoints {
         }
         self.stale = self.configured.iter().any(|c| c.expand);
         Next::Fail
+    }
+
+    /// A read answered by a controller that does not act (`Torc-Stale`): the next controller
+    /// this call has not tried, made current (the leader is most likely among them), or
+    /// `None` when every one was tried (the stale answer is then the best there is).
+    pub fn stale(&mut self, call: &mut Call, from: &str) -> Option<String> {
+        if call.kind != Kind::Read {
+            return None;
+        }
+        call.tried.push(Tried {
+            url: from.to_string(),
+            what: "answered from a standby (possibly stale)".to_string(),
+        });
+        self.advance(call, from)
     }
 
     /// What to do after an attempt of `call` sent to the base URL `from` came to `outcome`.

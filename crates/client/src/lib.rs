@@ -81,6 +81,9 @@ impl ClientError {
     }
 }
 
+/// Marks an answer from a controller that does not act (a standby): possibly stale.
+pub const STALE_HEADER: &str = "torc-stale";
+
 /// How long a call may take unless it says otherwise (long polls, streams, reviews do).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -355,6 +358,8 @@ impl Client {
             let e = self.endpoints();
             (e.begin(kind), e.current().to_string())
         };
+        // A read a standby answered (possibly stale), kept while the others are asked.
+        let mut stale: Option<(String, reqwest::Response)> = None;
         loop {
             let url = format!("{base}{path}");
             let mut req = self.http.request(method.clone(), &url);
@@ -364,6 +369,15 @@ impl Client {
             let (outcome, failure) = match build(req)?.send().await {
                 Ok(resp) => {
                     let status = resp.status();
+                    if status.is_success()
+                        && stale.is_none()
+                        && resp.headers().contains_key(STALE_HEADER)
+                        && let Some(next) = self.endpoints().stale(&mut call, &base)
+                    {
+                        stale = Some((url, resp));
+                        base = next;
+                        continue;
+                    }
                     let leader = resp
                         .headers()
                         .get(LEADER_HEADER)
@@ -391,7 +405,14 @@ impl Client {
                     (outcome, ClientError::Transport { url, source })
                 }
             };
-            match self.endpoints().decide(&mut call, &base, outcome) {
+            let next = self.endpoints().decide(&mut call, &base, outcome);
+            if !matches!(next, Next::Retry(_))
+                && let Some(answer) = stale.take()
+            {
+                // Nobody fresher answered: the standby's read stands.
+                return Ok(answer);
+            }
+            match next {
                 Next::Return => return Err(failure),
                 Next::Retry(next) => base = next,
                 Next::Fail if call.tried().len() <= 1 => return Err(failure),

@@ -65,11 +65,14 @@ impl Target {
                 self.controller
             );
         }
-        Ok(Client::from_files(
-            self.controller.clone(),
-            token,
-            ca.as_deref(),
-        )?)
+        // The local rack's controllers, when `torc up` runs several.
+        let controllers = local
+            .as_ref()
+            .and_then(|dir| std::fs::read_to_string(dir.join(crate::up::CONTROLLERS)).ok())
+            .map(|list| list.trim().to_string())
+            .filter(|list| !list.is_empty())
+            .unwrap_or_else(|| self.controller.clone());
+        Ok(Client::from_files(controllers, token, ca.as_deref())?)
     }
 }
 

@@ -362,6 +362,81 @@ fn torc_up_on_loopback_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_b
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
+/// `torc up --ha`: two controllers on a real 3-member etcd it starts; it prints who leads, the
+/// CLI follows the leader, a kill -9 of the leader is survived (the rack stays up, the other
+/// takes over, a launch after it runs), and Ctrl-C leaves no etcd and no torc behind.
+#[test]
+fn torc_up_ha_runs_two_controllers_on_etcd_and_survives_the_loss_of_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, port) = free_base();
+    let mut args = up_args(1, base, port, dir.path(), "loopback");
+    args.extend(["--ha".to_string(), "--containers".into(), "off".into()]);
+    let mut up = Up::start(&[], &args);
+    let text = up.until_up();
+    assert!(text.contains("registered (3/3)"), "{text}");
+    assert!(text.contains("etcd:        3 members healthy"), "{text}");
+    assert!(text.contains(" leads (epoch "), "{text}");
+    let wedge2 = Ipv4Addr::from(u32::from(base) + 2);
+    let urls = format!("https://{base}:{port},https://{wedge2}:{port}");
+    assert!(
+        text.contains(&format!("export TORC_CONTROLLER={urls} ")),
+        "{text}"
+    );
+    let env = env_for(dir.path(), &urls);
+    let (ok, out, err) = cli(&env, &["controller", "status"]);
+    assert!(ok, "{err}");
+    let leader = out
+        .split("controller: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert!(out.contains("store etcd, 3/3 members healthy"), "{out}");
+
+    // kill -9 the leader: the rack stays up and the other controller takes over.
+    let data = match leader.as_str() {
+        "wedge" => dir.path().join("controller"),
+        other => dir.path().join(format!("controller-{other}")),
+    };
+    let pid = without_forks(processes_mentioning(&data))
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains(" controller "))
+        .map(|(pid, _)| pid)
+        .unwrap_or_else(|| panic!("no controller process for {}", data.display()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, _) = cli(&env, &["controller", "status"]);
+        if ok
+            && out.starts_with("controller: ")
+            && !out.starts_with(&format!("controller: {leader} "))
+            && out.contains(" leads")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader:\n{out}\n{}",
+            up.said()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, out, err) = cli(
+        &env,
+        &["run", "--name", "after", "--wait", "--", "sleep", "60"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("running on"), "{out}");
+
+    assert!(up.interrupt().success(), "{}", up.said());
+    let left = without_forks(processes_mentioning(dir.path()));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// The rack prefix torc up printed (`  network:     namespaces torc-3fa9c2-*: ...`).
 fn rack_prefix(text: &str) -> String {
     let line = text

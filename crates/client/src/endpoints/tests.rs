@@ -183,9 +183,16 @@ fn leaders_are_followed_only_within_the_scheme_or_the_list() {
         e.accept_leader("http://10.0.0.1:3000", "https://10.0.0.2:3000/"),
         Ok("https://10.0.0.2:3000".into())
     );
-    // Same scheme: followed (learned).
+    // Another controller, given every controller: not followed (that URL is how the rack
+    // reaches it, which this caller may not be able to use; the next configured one is asked).
+    assert!(
+        e.accept_leader("https://10.0.0.2:3000", "https://10.0.0.9:3000")
+            .is_err()
+    );
+    // Given one controller, the same scheme: followed (learned).
+    let one = Endpoints::parse("https://10.0.0.2:3000", true).unwrap();
     assert_eq!(
-        e.accept_leader("https://10.0.0.2:3000", "https://10.0.0.9:3000"),
+        one.accept_leader("https://10.0.0.2:3000", "https://10.0.0.9:3000"),
         Ok("https://10.0.0.9:3000".into())
     );
     // A downgrade, another scheme, junk, credentials: not followed.
@@ -197,7 +204,7 @@ fn leaders_are_followed_only_within_the_scheme_or_the_list() {
         "https://10.0.0.9:3000/?next=http://x",
     ] {
         assert!(
-            e.accept_leader("https://10.0.0.2:3000", bad).is_err(),
+            one.accept_leader("https://10.0.0.2:3000", bad).is_err(),
             "{bad} was accepted"
         );
     }
@@ -309,8 +316,8 @@ fn https_names_stay_names_without_the_rack_tls() {
 
 #[test]
 fn expansion_keeps_the_current_target_and_learned_leaders() {
-    let mut e = Endpoints::parse("http://ctl.example:3000,http://10.0.0.9:3000", false).unwrap();
-    e.expand(&[(0, vec![addr("10.0.0.1:3000")])]);
+    let mut e = Endpoints::parse("http://ctl.example:3000", false).unwrap();
+    e.expand(&[(0, vec![addr("10.0.0.1:3000"), addr("10.0.0.9:3000")])]);
     let mut call = e.begin(Kind::Change);
     let learned = "http://10.0.7.7:3000";
     assert_eq!(

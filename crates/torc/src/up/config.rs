@@ -25,13 +25,31 @@ pub enum Layout {
 /// The sample config with `compute` compute nodes. On loopback node `i` is at `base + i`; on
 /// namespaces it is at the rack address [`rack::standard_address`]`(i)` with its endpoint at
 /// `base + i`, its task block, its switch port, and the rack has a netlink network agent.
+#[cfg(test)]
 pub fn sample_config(compute: usize, base: Ipv4Addr, layout: Layout) -> String {
+    sample_config_with(compute, 1, base, layout)
+}
+
+/// [`sample_config`] with `controllers` controller nodes: `wedge`, then `wedge2`, ... after the
+/// compute nodes (so compute nodes keep their addresses), each `type: master` with the function
+/// `standby-controller` (the sample's system services stay on `wedge`, the switch).
+pub fn sample_config_with(
+    compute: usize,
+    controllers: usize,
+    base: Ipv4Addr,
+    layout: Layout,
+) -> String {
     let loopback = |i: usize| Ipv4Addr::from(u32::from(base) + i as u32);
     let mut nodes = String::from("nodes:\n");
-    for i in 0..=compute {
+    for i in 0..compute + controllers.max(1) {
         let (name, node_type, function) = match i {
             0 => ("wedge".to_string(), "master", "controller"),
-            i => (format!("bladerunner{i}"), "slave", "compute"),
+            i if i <= compute => (format!("bladerunner{i}"), "slave", "compute"),
+            i => (
+                format!("wedge{}", i - compute + 1),
+                "master",
+                "standby-controller",
+            ),
         };
         nodes.push_str(&format!("  - name: {name}\n"));
         match layout {

@@ -179,7 +179,8 @@ pub fn forwards(members: &[MemberSpec<'_>]) -> Vec<Forward> {
 pub enum Security<'a> {
     /// TLS everywhere with certificates from the rack CA, and etcd's auth.
     Tls(&'a Ca),
-    /// Plain text, no auth (`--plaintext`).
+    /// Plain text, no auth: only the tests run it (`torc up` always serves TLS).
+    #[cfg_attr(not(test), allow(dead_code))]
     Plaintext,
 }
 
@@ -352,11 +353,13 @@ impl RackEtcd {
     }
 
     /// Whether this start set up auth (a fresh cluster), rather than finding it done.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn auth_set_up(&self) -> bool {
         self.auth_set_up
     }
 
     /// The pid of member `name` while it runs.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.members
             .iter()

@@ -25,8 +25,6 @@
 
 mod config;
 mod containers;
-// Used by its tests only until `torc up --controllers` wires it (issue 18, §15 item 13).
-#[cfg_attr(not(test), allow(dead_code))]
 mod etcd;
 mod net;
 mod spawn;
@@ -42,7 +40,7 @@ use torc_net::rack::{self, Forwarders, RackLock, RackNet};
 use torc_types::{NodeName, NodeType};
 
 use crate::process::{init_tracing, shutdown_signal};
-use config::{Layout, sample_config};
+use config::{Layout, sample_config_with};
 use containers::{Containers, RackContainerd};
 use net::Network;
 use spawn::{Child, spawn, stop};
@@ -76,6 +74,14 @@ pub struct UpArgs {
     /// may, and says why not in one line.
     #[arg(long, value_enum, default_value_t = Containers::Auto)]
     containers: Containers,
+    /// Controller nodes (1 to 3; sample config only): with 2 or more, each runs a controller,
+    /// one leads and the others stand by, and their state lives in a real 3-member etcd
+    /// cluster (Debian's `etcd-server`) that torc up starts and stops.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    controllers: u8,
+    /// `--controllers 2`: a highly available controller.
+    #[arg(long, conflicts_with = "controllers")]
+    ha: bool,
     /// Only remove what killed racks left behind (their containers and containerd, their
     /// namespaces, the processes still in them, their records under /run/torc, the host's
     /// guard route), then exit.
@@ -89,6 +95,9 @@ pub const ADMIN_TOKEN: &str = "credentials/admin.token";
 pub const JOIN_TOKEN: &str = "credentials/join.token";
 /// The rack CA's directory.
 pub const CA_DIR: &str = "pki";
+/// The host's URLs of a rack's controllers, comma-separated (the CLI's default when it names
+/// no controller).
+pub const CONTROLLERS: &str = "controllers";
 
 /// Where `torc up` keeps its state when not told otherwise: for root `/var/lib/torc/up`
 /// (tasks run as `nobody` and must reach their sandboxes, which a home directory of 0700 would
@@ -206,14 +215,24 @@ fn choose_layout(args: &UpArgs) -> anyhow::Result<Layout> {
     match &given {
         Some((path, c)) => config::check_for_namespaces(c)
             .with_context(|| format!("{} cannot run on network namespaces", path.display()))?,
-        None if args.nodes > rack::MAX_COMPUTE_NODES => bail!(
-            "--nodes {}: a rack on namespaces has at most {} compute nodes",
+        None if args.nodes + controllers(args) - 1 > rack::MAX_COMPUTE_NODES => bail!(
+            "--nodes {} with --controllers {}: a rack on namespaces has at most {} nodes besides the switch",
             args.nodes,
+            controllers(args),
             rack::MAX_COMPUTE_NODES
         ),
         None => {}
     }
     Ok(Layout::Namespaces)
+}
+
+/// How many controllers the sample rack runs (`--controllers`, `--ha`).
+fn controllers(args: &UpArgs) -> usize {
+    if args.ha {
+        2
+    } else {
+        args.controllers as usize
+    }
 }
 
 /// A namespaced rack's network and the host's ways into it. Stopped in this order: the
@@ -231,11 +250,14 @@ impl RackNetwork {
         lock: RackLock,
         purpose: &str,
         api_port: u16,
+        extra: &[rack::Forward],
     ) -> anyhow::Result<RackNetwork> {
         let plan = net::plan_of(config, lock.prefix().clone())?;
         let rack = rack::create(plan, lock, purpose)?;
         rack.check()?;
-        let forwarders = Forwarders::start(rack.switch(), &net::forwards(config, api_port))?;
+        let mut forwards = net::forwards(config, api_port);
+        forwards.extend_from_slice(extra);
+        let forwarders = Forwarders::start(rack.switch(), &forwards)?;
         Ok(RackNetwork { forwarders, rack })
     }
 
@@ -327,20 +349,33 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => {
             let p = data_dir.join("rack.yaml");
-            std::fs::write(&p, sample_config(args.nodes, args.ip_base, layout))?;
+            std::fs::write(
+                &p,
+                sample_config_with(args.nodes, controllers(&args), args.ip_base, layout),
+            )?;
             p
         }
     };
     let config = RackConfig::load(&config_path)?;
-    let master = config
+    let masters: Vec<&torc_config::NodeConfig> = config
         .nodes
         .iter()
-        .find(|n| n.node_type == NodeType::Master)
-        .context("the rack config has no `type: master` node to run the controller on")?;
-    // Agents reach the controller at its rack address; the host (this process, the CLI, the
-    // browser) at its endpoint, which on namespaces is a forwarder.
-    let controller_url = format!("https://{}:{}", master.ip, args.api_port);
-    let host_url = format!("https://{}:{}", net::host_address(master), args.api_port);
+        .filter(|n| n.node_type == NodeType::Master)
+        .collect();
+    if masters.is_empty() {
+        bail!("the rack config has no `type: master` node to run the controller on");
+    }
+    // Several controller nodes: each runs a controller, on the rack's etcd.
+    let ha = masters.len() > 1;
+    // Agents reach the controllers at their rack addresses; the host (this process, the CLI,
+    // the browser) at their endpoints, which on namespaces are forwarders.
+    let rack_urls: Vec<String> = (masters.iter())
+        .map(|m| format!("https://{}:{}", m.ip, args.api_port))
+        .collect();
+    let host_urls: Vec<String> = (masters.iter())
+        .map(|m| format!("https://{}:{}", net::host_address(m), args.api_port))
+        .collect();
+    let host_url = host_urls[0].clone();
 
     // The rack CA and the tokens, made once per state directory.
     let ca_dir = data_dir.join(CA_DIR);
@@ -358,6 +393,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let token = torc_tls::files::read_secret(&token_path)?;
 
     let prefix = lock.as_ref().map(|l| l.prefix().clone());
+    let etcd_nodes = match ha {
+        true => etcd::member_nodes(&config)?,
+        false => Vec::new(),
+    };
+    let etcd_forwards = etcd::forwards(
+        &(etcd_nodes.iter())
+            .map(|n| etcd::MemberSpec::on(n, None))
+            .collect::<Vec<_>>(),
+    );
     // A loopback rack with containers holds its lock itself; a namespaced one's network does.
     let (network, loopback_lock) = match (lock, layout) {
         (Some(lock), Layout::Namespaces) => (
@@ -366,6 +410,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 lock,
                 &format!("torc up, state in {}", data_dir.display()),
                 args.api_port,
+                &etcd_forwards,
             )?),
             None,
         ),
@@ -396,31 +441,92 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("{}", containerd.describe());
     }
     let netns_of = |node: &str| network.as_ref().and_then(|n| n.rack.netns(node));
-    let mut children = vec![spawn(
-        "controller",
-        &[
+    // The etcd members first: the controllers keep their state there.
+    let mut rack_etcd = None;
+    if ha {
+        let ca = torc_tls::pki::Ca::load(&ca_dir)?;
+        let started = etcd::RackEtcd::start(etcd::EtcdOptions {
+            rack: &config.name,
+            state_dir: &data_dir,
+            logs: &logs,
+            security: etcd::Security::Tls(&ca),
+            members: (etcd_nodes.iter())
+                .map(|n| etcd::MemberSpec::on(n, netns_of(n.name.as_str())))
+                .collect(),
+            start_timeout: etcd::START_TIMEOUT,
+        })
+        .await;
+        match started {
+            Ok(e) => {
+                println!("{}", e.describe());
+                rack_etcd = Some(e);
+            }
+            Err(e) => {
+                stop_containerd(containerd).await;
+                stop_network(network);
+                release(loopback_lock);
+                return Err(e);
+            }
+        }
+    }
+    let mut children = Vec::new();
+    for (i, m) in masters.iter().enumerate() {
+        let (label, dir, log) = match i {
+            0 => (
+                "controller".to_string(),
+                data_dir.join("controller"),
+                logs.join("controller.log"),
+            ),
+            _ => (
+                format!("controller {}", m.name),
+                data_dir.join(format!("controller-{}", m.name)),
+                logs.join(format!("controller-{}.log", m.name)),
+            ),
+        };
+        let mut a = vec![
             "controller".into(),
             "--config".into(),
             s(&config_path),
             "--data-dir".into(),
-            s(&data_dir.join("controller")),
+            s(&dir),
             "--listen".into(),
-            format!("{}:{}", master.ip, args.api_port),
+            format!("{}:{}", m.ip, args.api_port),
             "--admin-token-file".into(),
             s(&token_path),
             "--join-token-file".into(),
             s(&join_path),
             "--ca-dir".into(),
             s(&ca_dir),
-        ],
-        &logs.join("controller.log"),
-        netns_of(master.name.as_str()),
-    )?];
+        ];
+        if let Some(e) = &rack_etcd {
+            a.extend([
+                "--store".into(),
+                "etcd".into(),
+                "--etcd-endpoints".into(),
+                e.rack_endpoints().join(","),
+                "--name".into(),
+                m.name.to_string(),
+                "--advertise-url".into(),
+                rack_urls[i].clone(),
+            ]);
+            if let Some(tls) = e.tls() {
+                a.extend([
+                    "--etcd-ca".into(),
+                    s(&tls.ca),
+                    "--etcd-cert".into(),
+                    s(&tls.controller.cert),
+                    "--etcd-key".into(),
+                    s(&tls.controller.key),
+                ]);
+            }
+        }
+        children.push(spawn(&label, &a, &log, netns_of(m.name.as_str()))?);
+    }
     for node in &config.nodes {
         let mut a = vec![
             "agent".into(),
             "--controller".into(),
-            controller_url.clone(),
+            rack_urls.join(","),
             "--name".into(),
             node.name.to_string(),
             "--ip".into(),
@@ -453,7 +559,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         )?);
     }
 
-    let client = torc_client::Client::from_files(host_url.clone(), Some(token), Some(&ca_pem))?;
+    let client = torc_client::Client::from_files(host_urls.join(","), Some(token), Some(&ca_pem))?;
+    // The CLI's default controllers for this rack (read with its admin token and CA).
+    std::fs::write(data_dir.join(CONTROLLERS), host_urls.join(","))?;
     let expected: Vec<NodeName> = config.nodes.iter().map(|n| n.name.clone()).collect();
     let result = tokio::select! {
         r = wait_for_nodes(&client, &expected, &mut children, &logs) => r,
@@ -461,12 +569,25 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     if let Err(e) = result {
         stop(children).await;
+        if let Some(e) = rack_etcd {
+            e.stop().await;
+        }
         stop_containerd(containerd).await;
         stop_network(network);
         release(loopback_lock);
         return Err(e);
     }
     println!();
+    if ha {
+        let leader = tokio::select! {
+            l = wait_for_leader(&client, masters.len()) => l,
+            _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+        };
+        match leader {
+            Ok(line) => println!("  {line}"),
+            Err(e) => eprintln!("torc up: {e:#}"),
+        }
+    }
     println!("Rack is up.");
     println!(
         "  UI:          {host_url}/  (log in with the admin token; the browser must trust the rack CA)"
@@ -480,12 +601,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         ca_pem.display(),
         token_path.display()
     );
-    if args.data_dir.is_some()
+    if ha
+        || args.data_dir.is_some()
         || args.api_port != 3000
         || args.ip_base != Ipv4Addr::new(127, 0, 3, 20)
     {
         println!(
-            "  for the CLI: export TORC_CONTROLLER={host_url} TORC_TOKEN_FILE={} TORC_CA={}",
+            "  for the CLI: export TORC_CONTROLLER={} TORC_TOKEN_FILE={} TORC_CA={}",
+            host_urls.join(","),
             token_path.display(),
             ca_pem.display()
         );
@@ -505,24 +628,46 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
+        let member_died = async {
+            loop {
+                if let Some(gone) = rack_etcd.as_mut().and_then(|e| e.exited()) {
+                    return gone;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
         tokio::select! {
             (i, status) = died => {
                 let c = watched.remove(i);
                 eprintln!("torc up: the {} exited ({status}); see {}", c.label, logs.display());
-                if c.label == "controller" {
+                let controllers_left = watched.iter().any(|c| c.label.starts_with("controller"));
+                if c.label.starts_with("controller") && !controllers_left {
                     stop(watched).await;
+                    if let Some(e) = rack_etcd {
+                        e.stop().await;
+                    }
                     stop_containerd(containerd).await;
                     stop_network(network);
                     release(loopback_lock);
-                    bail!("the controller stopped; the rack is down");
+                    bail!("no controller runs; the rack is down");
                 }
+            }
+            (name, status, log) = member_died => {
+                eprintln!(
+                    "torc up: the etcd member on {name} exited ({status}); see {}",
+                    log.display()
+                );
             }
             _ = shutdown_signal() => break,
         }
     }
     println!("\nStopping the rack...");
-    // Agents first (they stop their containers), then containerd, then the namespaces.
+    // Agents and controllers first (agents stop their containers), then the etcd members,
+    // then containerd, then the namespaces.
     stop(watched).await;
+    if let Some(e) = rack_etcd {
+        e.stop().await;
+    }
     if let Some(containerd) = containerd {
         containerd.stop().await?;
     }
@@ -556,6 +701,43 @@ fn stop_network(network: Option<RackNetwork>) {
         && let Err(e) = network.stop()
     {
         eprintln!("torc up: {e:#}");
+    }
+}
+
+/// Waits until a controller leads and acts; `controller wedge leads (epoch 12); standby:
+/// wedge2`.
+async fn wait_for_leader(
+    client: &torc_client::Client,
+    controllers: usize,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Every controller campaigning, or (past 10 s) whoever does.
+        let patience = Instant::now() + Duration::from_secs(20) > deadline;
+        if let Ok(c) = client.controller_status().await
+            && let Some(leader) = &c.leader
+            && (c.acting || c.name != leader.name)
+            && (c.controllers.len() >= controllers || patience)
+        {
+            let standbys: Vec<&str> = (c.controllers.iter())
+                .skip(1)
+                .map(|x| x.name.as_str())
+                .collect();
+            return Ok(format!(
+                "controller {} leads (epoch {}); standby: {}",
+                leader.name,
+                leader.epoch,
+                if standbys.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    standbys.join(", ")
+                }
+            ));
+        }
+        if Instant::now() > deadline {
+            bail!("no controller leads after 30 s; see the controllers' logs");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
