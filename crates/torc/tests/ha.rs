@@ -455,3 +455,161 @@ fn an_unreachable_etcd_is_named() {
         started.elapsed()
     );
 }
+
+fn dig_short(server: &str, name: &str) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["+time=1", "+tries=1", "+short", name])
+        .output()
+        .expect("dig is installed (scripts/test installs it)");
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Failover under load: launches go on while the leader is killed. Every launch the rack
+/// acknowledged is in the new leader's table; tasks that ran before run on (same shims); no
+/// service instance runs twice; agents and `torc dns` (a system service, following both
+/// controllers) go on without restarting, and DNS answers for a group started after the
+/// failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_load_loses_no_acknowledged_launch() {
+    let mut rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            controllers: 2,
+            compute_nodes: 2,
+            extra_yaml: format!(
+                "{}{}",
+                torc_test_utils::system_services(&[torc_test_utils::DNS_SYSTEM_SERVICE]),
+                r#"api:
+  service-groups:
+    - name: web
+      services:
+        - name: web
+          command: sleep
+          args: ["600"]
+          memory: 8
+          cpu: 0.05
+          number_of_instances: 2
+"#
+            ),
+            ..RackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = rack.client();
+    let leader = rack.wait_leader(&[]).await.unwrap();
+    let dns = rack.wait_service_running("dns").await.unwrap();
+    let server = dns.ip.expect("the dns instance has an address").to_string();
+    wait_for("dns to answer", Duration::from_secs(30), || {
+        let s = server.clone();
+        async move { (!dig_short(&s, "bladerunner1.homer.ave").is_empty()).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let shims = rack.shim_pids();
+
+    // Launches in a loop, recording what the rack acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let launcher = {
+        let client = rack.client();
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                i += 1;
+                match client.launch(&sleeper(&format!("load-{i}"))).await {
+                    Ok(t) => acked.push(t.id),
+                    Err(_) => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            (acked, refused)
+        })
+    };
+    wait_for(
+        "launches before the kill",
+        Duration::from_secs(20),
+        || async {
+            let tasks = client.tasks(&torc_api::TaskFilter::default()).await.ok()?;
+            (tasks
+                .iter()
+                .filter(|t| t.spec.name.as_str().starts_with("load-"))
+                .count()
+                >= 5)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    rack.kill_controller_named(&leader);
+    let next = rack.wait_leader(&[&leader]).await.unwrap();
+    wait_for(
+        "launches after the failover",
+        Duration::from_secs(20),
+        || async {
+            let s = rack.controller_status(&next).await.ok()?;
+            let tasks = client.tasks(&torc_api::TaskFilter::default()).await.ok()?;
+            let after = tasks
+                .iter()
+                .filter(|t| t.spec.name.as_str().starts_with("load-"))
+                .count();
+            (s.acting && after >= 10).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (acked, refused) = launcher.await.unwrap();
+    println!(
+        "{} launches acknowledged, {refused} refused around the failover",
+        acked.len()
+    );
+
+    // Every acknowledged launch is in the new leader's table.
+    let tasks = client
+        .tasks(&torc_api::TaskFilter::default())
+        .await
+        .unwrap();
+    for id in &acked {
+        assert!(
+            tasks.iter().any(|t| &t.id == id),
+            "acknowledged launch {id} is missing after the failover"
+        );
+    }
+    // What ran before runs on: same shims (a superset now), one dns task.
+    let now = rack.shim_pids();
+    assert!(
+        shims.iter().all(|p| now.contains(p)),
+        "a task was restarted: {shims:?} then {now:?}"
+    );
+    let dns_after = client.service(&"dns".parse().unwrap()).await.unwrap();
+    assert_eq!(dns_after.task, dns.task, "torc dns was not restarted");
+    let live_dns = tasks
+        .iter()
+        .filter(|t| t.spec.name.as_str() == "dns" && !t.state.is_terminal())
+        .count();
+    assert_eq!(live_dns, 1, "one dns instance");
+
+    // torc dns follows the new leader: a group started now is answered.
+    client.start_group(&"web".parse().unwrap()).await.unwrap();
+    wait_for(
+        "dns to answer for the group started after the failover",
+        Duration::from_secs(30),
+        || {
+            let s = server.clone();
+            async move { (dig_short(&s, "web.service.torc").len() == 2).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+}
