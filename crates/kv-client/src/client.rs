@@ -311,6 +311,11 @@ pub struct Client {
     session: Arc<Session>,
 }
 
+/// How often the client pings each member's connection (HTTP/2 PING), and how long it waits for
+/// the answer before it gives the connection up.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How a client with several endpoints connects ([`Client::lazy_endpoints`]).
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -416,7 +421,16 @@ impl Client {
                     endpoint: url.to_string(),
                     reason: e.to_string(),
                 })?;
-            endpoint = endpoint.connect_timeout(options.connect_timeout);
+            endpoint = endpoint
+                .connect_timeout(options.connect_timeout)
+                // A member that accepts and never answers (frozen, partitioned after the
+                // handshake) ends the connection, and with it every stream on it (a watch, a
+                // keepalive stream), within interval + timeout; the client then moves to the
+                // next member. etcd refuses pings more often than every 5 s
+                // (`--grpc-keepalive-min-time`).
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true);
             if let Some(timeout) = options.request_timeout {
                 endpoint = endpoint.timeout(timeout);
             }

@@ -613,3 +613,55 @@ async fn a_failover_under_load_loses_no_acknowledged_launch() {
     .await
     .unwrap();
 }
+
+/// A frozen etcd member (SIGSTOP: it accepts connections and never answers) is passed over:
+/// the leader keeps its lease through the others and launches go on; the standby's copy keeps
+/// following.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_etcd_member_is_passed_over() {
+    let rack = ha_rack().await;
+    let leader = rack.wait_leader(&[]).await.unwrap();
+    let client = client_of(&rack, &leader);
+    let epoch = rack.controller_status(&leader).await.unwrap().epoch;
+    // The controllers pin the first endpoint: freeze that one.
+    rack.etcd().unwrap().stop(0).unwrap();
+    for i in 0..3 {
+        let t = wait_for(
+            "a launch with a frozen etcd member",
+            Duration::from_secs(20),
+            || async { client.launch(&sleeper(&format!("frozen-{i}"))).await.ok() },
+        )
+        .await
+        .unwrap();
+        wait_running(&client, &t.id).await;
+    }
+    let status = rack.controller_status(&leader).await.unwrap();
+    assert!(status.acting, "{status:?}");
+    assert_eq!(status.epoch, epoch, "no failover was needed");
+    // The standby's copy follows (its reads come from its mirror).
+    let standby = other(&leader);
+    let http = rack.http_admin();
+    wait_for(
+        "the standby to see the launches",
+        Duration::from_secs(20),
+        || async {
+            let tasks: Vec<TaskView> = http
+                .get(format!("{}/api/v1/tasks", rack.controller_url(standby)))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (tasks
+                .iter()
+                .filter(|t| t.spec.name.as_str().starts_with("frozen-"))
+                .count()
+                == 3)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    rack.etcd().unwrap().cont(0).unwrap();
+}
