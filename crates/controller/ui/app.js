@@ -226,7 +226,7 @@ function controllersSection(c) {
   const members = c.store.endpoints.length ? table(["etcd member", "Healthy", "Raft leader", "Version", "Size", "Alarms or error"], c.store.endpoints.map((e) => [
     esc(e.url), badge(e.healthy ? "healthy" : "unhealthy"), e.raft_leader ? "yes" : "", esc(e.version || ""), bytes(e.db_size), esc([...(e.alarms || []), e.error || ""].filter(Boolean).join(", "))])) : "";
   return `<h2>Controllers</h2>
-  <p>${leader}; this one (${esc(c.name)}) is ${badge(c.role)}${c.why_not ? ": " + esc(c.why_not) : ""}. State store: ${store}.</p>
+  <p>${leader}; this one (${esc(c.name)}) is ${badge(c.role)}${c.why_not && c.role !== "standby" ? ": " + esc(c.why_not) : ""}. State store: ${store}.</p>
   ${table(["Controller", "URL", "Role", "Epoch", ""], rows)}${members}`;
 }
 

@@ -433,3 +433,50 @@ async fn a_container_tasks_page_shows_its_image_and_output() {
     assert!(errors.is_empty(), "page errors: {errors:?}");
     client.kill(&task.id).await.unwrap();
 }
+
+/// A rack of two controllers: the leader's overview names it and the store's members; the
+/// standby's UI still shows the rack (its copy), with a banner saying it is a standby and who
+/// leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_shows_the_leader_and_a_standby_says_so() {
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            controllers: 2,
+            compute_nodes: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let leader = rack.wait_leader(&[]).await.unwrap();
+    let standby = if leader == "wedge" { "wedge2" } else { "wedge" };
+    let token = rack.token.clone().unwrap();
+    let b = Browser::start_with(&["--ignore-certificate-errors"])
+        .await
+        .unwrap();
+
+    b.goto(&format!("{}/", rack.controller_url(&leader)))
+        .await
+        .unwrap();
+    b.wait_text("Log in to the rack").await.unwrap();
+    log_in(&b, &token).await;
+    let text = b.wait_text("3/3 members healthy").await.unwrap();
+    assert!(text.contains(&format!("{leader} leads")), "{text}");
+    assert!(text.contains(&format!("this one ({leader}) is leader")), "{text}");
+    b.screenshot(&shot("ha-leader")).await.unwrap();
+    assert_eq!(page_errors(&b).await, Vec::<String>::new());
+
+    // The standby: sessions are each controller's own, so the browser logs in there too.
+    b.goto(&format!("{}/", rack.controller_url(standby)))
+        .await
+        .unwrap();
+    b.wait_text("Log in to the rack").await.unwrap();
+    log_in(&b, &token).await;
+    b.wait_text("this controller is a standby").await.unwrap();
+    let text = b.wait_text("State store:").await.unwrap();
+    assert!(text.contains(&format!("{leader} leads")), "{text}");
+    assert!(text.contains(&format!("this one ({standby}) is standby")), "{text}");
+    assert!(text.contains("bladerunner1"), "its copy of the rack: {text}");
+    b.screenshot(&shot("ha-standby")).await.unwrap();
+}
