@@ -78,28 +78,22 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Wri
             source,
         }
     };
-    let dir = parent(path);
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    remove_stale_temporaries(dir, &name);
-    let (tmp, mut f) = create_temporary(dir, &name, mode).map_err(fail(Step::CreateTemp))?;
-    let written = f
-        .write_all(bytes)
-        .map_err(fail(Step::Write))
-        .and_then(|()| f.sync_all().map_err(fail(Step::Fsync)));
-    drop(f);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path).map_err(fail(Step::Rename))) {
+    let (dir, tmp) = write_temporary(path, bytes, mode)?;
+    if let Err(e) = std::fs::rename(&tmp, path).map_err(fail(Step::Rename)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     sync_dir(dir).map_err(fail(Step::FsyncDir))
 }
 
-/// Creates `path` with `bytes` and `mode` unless it exists, atomically and durably: a reader
-/// (or a racing creator) sees no file or the whole of one, never an empty or partial file.
-/// `Ok(false)` when it existed (its contents are kept, whatever they are).
-pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, WriteError> {
+/// Writes `bytes` durably to a temporary file of `path`'s (in its directory, with `mode`),
+/// after removing those that writers which no longer run left; the directory and the
+/// temporary's path. On an error the temporary is gone.
+fn write_temporary<'p>(
+    path: &'p Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(&'p Path, PathBuf), WriteError> {
     let fail = |step| {
         move |source| WriteError {
             path: path.into(),
@@ -118,12 +112,33 @@ pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, W
         .map_err(fail(Step::Write))
         .and_then(|()| f.sync_all().map_err(fail(Step::Fsync)));
     drop(f);
+    match written {
+        Ok(()) => Ok((dir, tmp)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Creates `path` with `bytes` and `mode` unless it exists, atomically and durably: a reader
+/// (or a racing creator) sees no file or the whole of one, never an empty or partial file.
+/// `Ok(false)` when it existed (its contents are kept, whatever they are).
+pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, WriteError> {
+    let fail = |step| {
+        move |source| WriteError {
+            path: path.into(),
+            step,
+            source,
+        }
+    };
+    let (dir, tmp) = write_temporary(path, bytes, mode)?;
     // A hard link, unlike a rename, never replaces: the first creator wins.
-    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
+    let linked = match std::fs::hard_link(&tmp, path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(fail(Step::Rename)(e)),
-    });
+    };
     let _ = std::fs::remove_file(&tmp);
     let created = linked?;
     sync_dir(dir).map_err(fail(Step::FsyncDir))?;

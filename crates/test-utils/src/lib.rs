@@ -110,6 +110,25 @@ where
     }
 }
 
+/// Waits until task `id` runs (at most 30 s); its view then.
+pub async fn wait_task_running(
+    client: &Client,
+    id: &torc_types::TaskId,
+) -> anyhow::Result<torc_api::TaskView> {
+    wait_for(
+        &format!("task {id} to run"),
+        Duration::from_secs(30),
+        || async {
+            client
+                .task(id)
+                .await
+                .ok()
+                .filter(|t| t.state == torc_types::TaskState::Running)
+        },
+    )
+    .await
+}
+
 /// How to build a rack.
 #[derive(Debug, Clone)]
 pub struct RackOptions {

@@ -463,7 +463,10 @@ async fn the_ui_shows_the_leader_and_a_standby_says_so() {
     log_in(&b, &token).await;
     let text = b.wait_text("3/3 members healthy").await.unwrap();
     assert!(text.contains(&format!("{leader} leads")), "{text}");
-    assert!(text.contains(&format!("this one ({leader}) is leader")), "{text}");
+    assert!(
+        text.contains(&format!("this one ({leader}) is leader")),
+        "{text}"
+    );
     b.screenshot(&shot("ha-leader")).await.unwrap();
     assert_eq!(page_errors(&b).await, Vec::<String>::new());
 
@@ -476,7 +479,13 @@ async fn the_ui_shows_the_leader_and_a_standby_says_so() {
     b.wait_text("this controller is a standby").await.unwrap();
     let text = b.wait_text("State store:").await.unwrap();
     assert!(text.contains(&format!("{leader} leads")), "{text}");
-    assert!(text.contains(&format!("this one ({standby}) is standby")), "{text}");
-    assert!(text.contains("bladerunner1"), "its copy of the rack: {text}");
+    assert!(
+        text.contains(&format!("this one ({standby}) is standby")),
+        "{text}"
+    );
+    assert!(
+        text.contains("bladerunner1"),
+        "its copy of the rack: {text}"
+    );
     b.screenshot(&shot("ha-standby")).await.unwrap();
 }
