@@ -107,6 +107,25 @@ async fn one_controller_leads_and_the_standby_names_it() {
         body["error"].as_str().unwrap().contains("standby"),
         "{body}"
     );
+    // The original API's changes are passed on to the leader (their clients know one URL).
+    let resp = http
+        .get(format!(
+            "{}/start/group?name=nosuch",
+            rack.controller_url(standby)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "the leader's answer, passed back");
+    assert_eq!(
+        resp.headers()["torc-leader"],
+        rack.controller_rack_url(&leader).as_str()
+    );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("no service group"),
+        "{body}"
+    );
     // torc's client, given the standby first, moves to the leader.
     let standby_first = Client::from_files(
         format!(
