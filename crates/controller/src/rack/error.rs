@@ -60,6 +60,12 @@ pub enum NodeError {
     /// list, before it is trusted.
     #[error("node {0} is not active; the agent must register again")]
     Inactive(NodeName),
+    /// An inactive node registers while tasks of its previous life are still being lost (a
+    /// step loses a bounded number): it may register once they all are.
+    #[error(
+        "node {node} still has {left} task(s) of before it went inactive, being lost (a bounded number each step); register again in a moment"
+    )]
+    StillLosing { node: NodeName, left: usize },
     #[error("resources must be finite and non-negative")]
     BadResources,
     /// Another node holds the address (its certificate would name it).
@@ -96,6 +102,7 @@ impl NodeError {
             NodeError::Inactive(_) | NodeError::AddressTaken { .. } => StatusCode::CONFLICT,
             NodeError::HoldsCredential(_) => StatusCode::CONFLICT,
             NodeError::BadResources => StatusCode::UNPROCESSABLE_ENTITY,
+            NodeError::StillLosing { .. } => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::WrongAddress { .. } | NodeError::NotConfigured { .. } => {
                 StatusCode::FORBIDDEN
             }

@@ -143,14 +143,8 @@ impl Rack {
             network_shut,
             network_shut_dirty: false,
         };
-        let orphans = rack
-            .tasks
-            .live_ids(|t| t.node.as_ref().is_some_and(|n| !rack.nodes.contains(n)));
-        for id in orphans {
-            let why = "its node was removed from the rack config".to_string();
-            rack.tasks.lose(&id, why, now);
-        }
-        rack.settle(now);
+        let mut budget = rack.settings.losses_per_step;
+        rack.lose_stranded(None, &mut budget, now);
         Ok(rack)
     }
 
@@ -376,6 +370,16 @@ impl Rack {
         now: UnixMillis,
     ) -> Result<Duration, RackError> {
         let reports = std::mem::take(&mut req.tasks);
+        // Tasks of the node's previous life are lost, all of them, before it is trusted again:
+        // its report must not bring back a task the rack already counts as gone.
+        let left = self.stranded_on(&req.node);
+        if left > 0 {
+            return Err(NodeError::StillLosing {
+                node: req.node.clone(),
+                left,
+            }
+            .into());
+        }
         let name = self.nodes.register(&self.settings, req, now)?;
         self.sync_ledger(&name);
         let msg = format!("node {name} registered");
@@ -414,11 +418,50 @@ impl Rack {
         Ok(())
     }
 
-    /// Periodic work: nodes that stopped reporting go inactive and their tasks are lost;
+    /// Loses the live tasks stranded on a node that is inactive or no longer in the config, at
+    /// most `budget` of them (by id), which it counts down: a step's budget starts at
+    /// `losses_per_step`, so one change stays far under the store's bound
+    /// (`settings::LOSSES_PER_STEP`), and the next step (`tick`) takes the rest. Stranded
+    /// tasks are derived from the stored records (node inactive or gone, task live), so the
+    /// rest is lost after a restart or a failover too, never forgotten. `only` picks one
+    /// node's (the one that just went inactive, so the feed tells each node with its tasks).
+    fn lose_stranded(&mut self, only: Option<&NodeName>, budget: &mut usize, now: UnixMillis) {
+        let nodes = &self.nodes;
+        let stranded = self.tasks.live_ids(|t| {
+            t.node.as_ref().is_some_and(|n| {
+                only.is_none_or(|o| o == n) && nodes.get(n).is_none_or(|n| !n.active)
+            })
+        });
+        let timeout = self.settings.node_timeout.as_millis();
+        for id in stranded.into_iter().take(*budget) {
+            *budget -= 1;
+            let node = self.tasks.get(&id).and_then(|t| t.node.clone());
+            let why = match node {
+                Some(name) if self.nodes.contains(&name) => {
+                    format!("node {name} stopped reporting (no word for {timeout} ms)")
+                }
+                _ => "its node was removed from the rack config".to_string(),
+            };
+            self.tasks.lose(&id, why, now);
+        }
+        self.settle(now);
+    }
+
+    /// How many live tasks of an inactive node are still to be lost (`lose_stranded`).
+    fn stranded_on(&self, name: &NodeName) -> usize {
+        if self.nodes.get(name).is_none_or(|n| n.active) {
+            return 0;
+        }
+        self.tasks.live_ids(|t| t.node.as_ref() == Some(name)).len()
+    }
+
+    /// Periodic work: nodes that stopped reporting go inactive and their tasks are lost (at
+    /// most `losses_per_step` a step, the rest at the next ones);
     /// frameworks past their failover timeout lose their tasks; announcements lapse; services
     /// due are started and pending tasks placed.
     pub fn tick(&mut self, now: UnixMillis) {
         let timeout = self.settings.node_timeout.as_millis() as u64;
+        let mut budget = self.settings.losses_per_step;
         for name in self.nodes.expire(timeout, now) {
             let msg = format!("node {name} stopped reporting; it is inactive");
             self.feed.record(
@@ -430,12 +473,10 @@ impl Rack {
                 now,
             );
             self.sync_ledger(&name);
-            let why = format!("node {name} stopped reporting (no word for {timeout} ms)");
-            for id in self.tasks.live_ids(|t| t.node.as_ref() == Some(&name)) {
-                self.tasks.lose(&id, why.clone(), now);
-            }
-            self.settle(now);
+            // Lost right after their node's line, as the feed has always told it.
+            self.lose_stranded(Some(&name), &mut budget, now);
         }
+        self.lose_stranded(None, &mut budget, now);
         for (name, timeout) in self.frameworks.expired(now) {
             tracing::warn!(framework = %name, "failover timeout passed; killing its tasks");
             let why = format!("did not come back within its failover timeout ({timeout} ms)");
