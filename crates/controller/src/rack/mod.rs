@@ -143,7 +143,7 @@ impl Rack {
             network_shut,
             network_shut_dirty: false,
         };
-        let mut budget = rack.settings.losses_per_step;
+        let mut budget = rack.settings.tasks_per_step;
         rack.lose_stranded(None, &mut budget, now);
         Ok(rack)
     }
@@ -393,7 +393,8 @@ impl Rack {
         );
         self.tasks.apply_reports(&name, reports, true, now);
         self.settle(now);
-        self.reconcile_services(now);
+        let mut budget = self.settings.tasks_per_step;
+        self.reconcile_services(&mut budget, now);
         self.schedule(now);
         Ok(self.heartbeat_interval())
     }
@@ -413,15 +414,16 @@ impl Rack {
         self.tasks
             .apply_reports(node, report.tasks, report.full, now);
         self.settle(now);
-        self.reconcile_services(now);
+        let mut budget = self.settings.tasks_per_step;
+        self.reconcile_services(&mut budget, now);
         self.schedule(now);
         Ok(())
     }
 
     /// Loses the live tasks stranded on a node that is inactive or no longer in the config, at
     /// most `budget` of them (by id), which it counts down: a step's budget starts at
-    /// `losses_per_step`, so one change stays far under the store's bound
-    /// (`settings::LOSSES_PER_STEP`), and the next step (`tick`) takes the rest. Stranded
+    /// `tasks_per_step`, so one change stays far under the store's bound
+    /// (`settings::TASKS_PER_STEP`), and the next step (`tick`) takes the rest. Stranded
     /// tasks are derived from the stored records (node inactive or gone, task live), so the
     /// rest is lost after a restart or a failover too, never forgotten. `only` picks one
     /// node's (the one that just went inactive, so the feed tells each node with its tasks).
@@ -455,13 +457,13 @@ impl Rack {
         self.tasks.live_ids(|t| t.node.as_ref() == Some(name)).len()
     }
 
-    /// Periodic work: nodes that stopped reporting go inactive and their tasks are lost (at
-    /// most `losses_per_step` a step, the rest at the next ones);
+    /// Periodic work: nodes that stopped reporting go inactive and their tasks are lost;
     /// frameworks past their failover timeout lose their tasks; announcements lapse; services
-    /// due are started and pending tasks placed.
+    /// due are started and pending tasks placed. Tasks lost and instances started share one
+    /// budget of `tasks_per_step`: the next tick takes the rest.
     pub fn tick(&mut self, now: UnixMillis) {
         let timeout = self.settings.node_timeout.as_millis() as u64;
-        let mut budget = self.settings.losses_per_step;
+        let mut budget = self.settings.tasks_per_step;
         for name in self.nodes.expire(timeout, now) {
             let msg = format!("node {name} stopped reporting; it is inactive");
             self.feed.record(
@@ -483,7 +485,7 @@ impl Rack {
             self.deactivate_framework(&name, &why, now);
         }
         self.announced.expire(timeout, now);
-        self.reconcile_services(now);
+        self.reconcile_services(&mut budget, now);
         self.schedule(now);
     }
 
@@ -618,12 +620,16 @@ impl Rack {
     // -----------------------------------------------------------------------------------------
     // Services
 
-    /// Brings the supervisor in line with the config and the nodes, then starts every service
-    /// instance that should run and does not.
-    fn reconcile_services(&mut self, now: UnixMillis) {
+    /// Brings the supervisor in line with the config and the nodes, then starts the service
+    /// instances that should run and do not, at most `budget` of them (counted down, as in
+    /// `lose_stranded`): the rest are still due at the next step.
+    fn reconcile_services(&mut self, budget: &mut usize, now: UnixMillis) {
         let kills = self.services.adopt_config(&self.settings, &self.nodes);
         self.kill_all(kills, now);
-        for start in self.services.due_starts(&self.tasks, now) {
+        let due = self.services.due_starts(&self.tasks, now);
+        let starts = due.len().min(*budget);
+        *budget -= starts;
+        for start in due.into_iter().take(starts) {
             let result = self.launch(start.spec.clone(), builtin(), now);
             if let Some(line) = self.services.started(&start, result) {
                 self.feed.record(
@@ -645,7 +651,8 @@ impl Rack {
         now: UnixMillis,
     ) -> Result<Vec<ServiceName>, RackError> {
         let names = self.services.start_group(group, &self.settings)?;
-        self.reconcile_services(now);
+        let mut budget = self.settings.tasks_per_step;
+        self.reconcile_services(&mut budget, now);
         self.schedule(now);
         Ok(names)
     }

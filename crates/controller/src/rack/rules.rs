@@ -353,8 +353,8 @@ impl Runner {
             "config" => {
                 self.epoch += 1;
                 let mut s = settings(&case.input)?;
-                if let Some(n) = args.num("losses_per_step")? {
-                    s.losses_per_step = n as usize;
+                if let Some(n) = args.num("tasks_per_step")? {
+                    s.tasks_per_step = n as usize;
                 }
                 self.settings = Some(s.clone());
                 // The last rack's store goes first (redb: one writer per file).
@@ -368,9 +368,9 @@ impl Runner {
             "restart" => {
                 self.epoch += 1;
                 if !case.input.trim().is_empty() {
-                    let kept = self.settings.as_ref().map(|s| s.losses_per_step);
+                    let kept = self.settings.as_ref().map(|s| s.tasks_per_step);
                     let mut s = settings(&case.input)?;
-                    s.losses_per_step = kept.unwrap_or(s.losses_per_step);
+                    s.tasks_per_step = kept.unwrap_or(s.tasks_per_step);
                     self.settings = Some(s);
                 }
                 let s = self
