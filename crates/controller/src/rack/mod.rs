@@ -32,6 +32,14 @@
 //! - Resources allocated on a node are derived from its tasks, never stored separately.
 //! - Every task state change reaches the supervisor, the registry and the feed before the
 //!   rack method that caused it returns.
+//! - A step loses at most `settings.tasks_per_step` tasks stranded on an inactive or removed
+//!   node and starts at most as many service instances, together (`settings::TASKS_PER_STEP`,
+//!   500: each writes two records, so a derived change stays far under an etcd Txn's 2,047
+//!   writes); the next `tick` takes the rest. An inactive node's live tasks are all still to be
+//!   lost (derived from the records, so a restart goes on), and the node cannot register
+//!   again until they are. Not bounded: what a request asks at once (a framework's or the rack
+//!   network's kills, `DELETE /service` of a name, a group's instance records), which the
+//!   store refuses whole when too large.
 
 mod announcements;
 mod compat;
