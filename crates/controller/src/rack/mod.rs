@@ -33,13 +33,14 @@
 //! - Every task state change reaches the supervisor, the registry and the feed before the
 //!   rack method that caused it returns.
 //! - A step loses at most `settings.tasks_per_step` tasks stranded on an inactive or removed
-//!   node and starts at most as many service instances, together (`settings::TASKS_PER_STEP`,
-//!   500: each writes two records, so a derived change stays far under an etcd Txn's 2,047
-//!   writes); the next `tick` takes the rest. An inactive node's live tasks are all still to be
-//!   lost (derived from the records, so a restart goes on), and the node cannot register
-//!   again until they are. Not bounded: what a request asks at once (a framework's or the rack
-//!   network's kills, `DELETE /service` of a name, a group's instance records), which the
-//!   store refuses whole when too large.
+//!   node, kills the tasks of inactive frameworks and starts service instances, all within
+//!   that one budget (`settings::TASKS_PER_STEP`, 500: each writes about two records, so a
+//!   derived change stays far under an etcd Txn's 2,047 writes); the next `tick` takes the
+//!   rest. What is still to do is derived from the records (an inactive node's or framework's
+//!   live tasks), so a restart goes on, and that node or framework cannot register again until
+//!   it is done (503). Not bounded: what a request asks at once (the rack network's kills,
+//!   `DELETE /service` of a name, a group's instance records), which the store refuses whole
+//!   when too large.
 
 mod announcements;
 mod compat;
@@ -153,6 +154,7 @@ impl Rack {
         };
         let mut budget = rack.settings.tasks_per_step;
         rack.lose_stranded(None, &mut budget, now);
+        rack.kill_abandoned(None, &mut budget, now);
         Ok(rack)
     }
 
@@ -490,8 +492,9 @@ impl Rack {
         for (name, timeout) in self.frameworks.expired(now) {
             tracing::warn!(framework = %name, "failover timeout passed; killing its tasks");
             let why = format!("did not come back within its failover timeout ({timeout} ms)");
-            self.deactivate_framework(&name, &why, now);
+            self.deactivate_framework(&name, &why, &mut budget, now);
         }
+        self.kill_abandoned(None, &mut budget, now);
         self.announced.expire(timeout, now);
         self.reconcile_services(&mut budget, now);
         self.schedule(now);
@@ -800,6 +803,15 @@ impl Rack {
         reg: FrameworkRegistration,
         now: UnixMillis,
     ) -> Result<FrameworkRegistered, RackError> {
+        // Its tasks of before it went inactive are all asked to end before it is active again.
+        let left = self.abandoned_of(&reg.name);
+        if left > 0 {
+            return Err(FrameworkError::StillKilling {
+                name: reg.name,
+                left,
+            }
+            .into());
+        }
         self.frameworks
             .register(&reg, &self.settings.rack_name, now)?;
         Ok(FrameworkRegistered {
@@ -817,15 +829,58 @@ impl Rack {
         now: UnixMillis,
     ) -> Result<(), RackError> {
         self.frameworks.get(name)?;
-        self.deactivate_framework(name, "unregistered", now);
+        let mut budget = self.settings.tasks_per_step;
+        self.deactivate_framework(name, "unregistered", &mut budget, now);
         Ok(())
     }
 
-    fn deactivate_framework(&mut self, name: &FrameworkName, why: &str, now: UnixMillis) {
+    fn deactivate_framework(
+        &mut self,
+        name: &FrameworkName,
+        why: &str,
+        budget: &mut usize,
+        now: UnixMillis,
+    ) {
         self.frameworks.deactivate(name, why);
-        let why = format!("framework {name} {why}");
-        let live = self.tasks.live_ids(|t| &t.framework == name);
-        self.kill_all(live.into_iter().map(|id| (id, why.clone())), now);
+        self.kill_abandoned(Some(name), budget, now);
+    }
+
+    /// Kills the live tasks of inactive frameworks not yet asked to end, at most `budget` of
+    /// them (counted down, as in `lose_stranded`); the next `tick` takes the rest. Derived
+    /// from the records (framework inactive, task live and not killing), so a restart goes on.
+    /// `only` picks one framework's (the one just deactivated).
+    fn kill_abandoned(
+        &mut self,
+        only: Option<&FrameworkName>,
+        budget: &mut usize,
+        now: UnixMillis,
+    ) {
+        let frameworks = &self.frameworks;
+        let abandoned = self.tasks.live_ids(|t| {
+            t.state != TaskState::Killing
+                && only.is_none_or(|o| *o == t.framework)
+                && frameworks.get(&t.framework).is_ok_and(|f| !f.active)
+        });
+        for id in abandoned.into_iter().take(*budget) {
+            *budget -= 1;
+            let Some(framework) = self.tasks.get(&id).map(|t| t.framework.clone()) else {
+                continue;
+            };
+            let message = (self.frameworks.get(&framework).ok())
+                .and_then(|f| f.message.clone())
+                .unwrap_or_else(|| "unregistered".to_string());
+            let _ = self.kill_with(&id, &format!("framework {framework} {message}"), now);
+        }
+    }
+
+    /// How many live tasks of an inactive framework are still to be killed (`kill_abandoned`).
+    fn abandoned_of(&self, name: &FrameworkName) -> usize {
+        if self.frameworks.get(name).map_or(true, |f| f.active) {
+            return 0;
+        }
+        self.tasks
+            .live_ids(|t| &t.framework == name && t.state != TaskState::Killing)
+            .len()
     }
 
     /// Launches a task for a framework, under a name no service and no other framework holds.
