@@ -85,6 +85,13 @@ pub enum Probe {
     Command(Vec<String>),
 }
 
+/// Tasks one derived step (a `tick`, the load) loses, and service instances it starts, at most
+/// (docs/design/ha-controller.md §4.3); the next step takes the rest. A change is one etcd Txn
+/// of at most 2,047 writes (`store::etcd::TXN_OPS`), and each such task writes two records in
+/// its step (its own and its service instance's): 500 × 2 leaves room for the node records
+/// and counters of the same step.
+pub const TASKS_PER_STEP: usize = 500;
+
 /// What the controller takes from the rack config.
 #[derive(Debug, Clone)]
 pub struct RackSettings {
@@ -96,6 +103,10 @@ pub struct RackSettings {
     /// A node not heard from for this long is inactive, and its tasks lost. Also the lease of an
     /// announced external task.
     pub node_timeout: Duration,
+    /// How many tasks one derived step (a `tick`, the load) loses, and service instances it
+    /// starts, at most: the rest wait for the next step, so no change is too large for the
+    /// store. [`TASKS_PER_STEP`] unless a test makes it smaller to show the rule on a few.
+    pub tasks_per_step: usize,
     pub system_services: Vec<ServiceTemplate>,
     pub groups: BTreeMap<ServiceName, Vec<ServiceTemplate>>,
     /// argv templates for power on and off (`{node}`, `{management_ip}`).
@@ -133,6 +144,7 @@ impl RackSettings {
             nodes,
             open_join: false,
             node_timeout: Duration::from_secs(30),
+            tasks_per_step: TASKS_PER_STEP,
             system_services: Vec::new(),
             groups: BTreeMap::new(),
             power_on: None,
@@ -211,6 +223,7 @@ impl RackSettings {
                 .filter(|a| a.agent_type == torc_config::NetworkAgentKind::Netlink)
                 .map(|a| a.connection.clone()),
             node_timeout: config.stateclean.timeout(),
+            tasks_per_step: TASKS_PER_STEP,
             system_services: config
                 .healthcheck
                 .system_services

@@ -60,6 +60,12 @@ pub enum NodeError {
     /// list, before it is trusted.
     #[error("node {0} is not active; the agent must register again")]
     Inactive(NodeName),
+    /// An inactive node registers while tasks of its previous life are still being lost (a
+    /// step loses a bounded number): it may register once they all are.
+    #[error(
+        "node {node} still has {left} task(s) of before it went inactive, being lost (a bounded number each step); register again in a moment"
+    )]
+    StillLosing { node: NodeName, left: usize },
     #[error("resources must be finite and non-negative")]
     BadResources,
     /// Another node holds the address (its certificate would name it).
@@ -96,6 +102,7 @@ impl NodeError {
             NodeError::Inactive(_) | NodeError::AddressTaken { .. } => StatusCode::CONFLICT,
             NodeError::HoldsCredential(_) => StatusCode::CONFLICT,
             NodeError::BadResources => StatusCode::UNPROCESSABLE_ENTITY,
+            NodeError::StillLosing { .. } => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::WrongAddress { .. } | NodeError::NotConfigured { .. } => {
                 StatusCode::FORBIDDEN
             }
@@ -188,6 +195,12 @@ pub enum FrameworkError {
     /// Unregistered or past its failover timeout (`why`): it must register again.
     #[error("framework {name} is not active ({why}); register it again")]
     Inactive { name: FrameworkName, why: String },
+    /// An inactive framework registers while its tasks of before are still being killed (a
+    /// bounded number each step): it may register once they all are.
+    #[error(
+        "framework {name} still has {left} task(s) of before it went inactive, being killed (a bounded number each step); register again in a moment"
+    )]
+    StillKilling { name: FrameworkName, left: usize },
     /// The controller's own name (the built-in framework's or the rack's).
     #[error("framework name {:?} is the controller's own", .0.as_str())]
     ReservedName(FrameworkName),
@@ -227,6 +240,7 @@ impl FrameworkError {
     pub fn status(&self) -> StatusCode {
         match self {
             FrameworkError::Unknown(_) => StatusCode::NOT_FOUND,
+            FrameworkError::StillKilling { .. } => StatusCode::SERVICE_UNAVAILABLE,
             FrameworkError::Inactive { .. }
             | FrameworkError::ReservedName(_)
             | FrameworkError::NameIsService { .. }

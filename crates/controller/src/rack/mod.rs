@@ -32,6 +32,15 @@
 //! - Resources allocated on a node are derived from its tasks, never stored separately.
 //! - Every task state change reaches the supervisor, the registry and the feed before the
 //!   rack method that caused it returns.
+//! - A step loses at most `settings.tasks_per_step` tasks stranded on an inactive or removed
+//!   node, kills the tasks of inactive frameworks and starts service instances, all within
+//!   that one budget (`settings::TASKS_PER_STEP`, 500: each writes about two records, so a
+//!   derived change stays far under an etcd Txn's 2,047 writes); the next `tick` takes the
+//!   rest. What is still to do is derived from the records (an inactive node's or framework's
+//!   live tasks), so a restart goes on, and that node or framework cannot register again until
+//!   it is done (503). Not bounded: what a request asks at once (the rack network's kills,
+//!   `DELETE /service` of a name, a group's instance records), which the store refuses whole
+//!   when too large.
 
 mod announcements;
 mod compat;
@@ -143,14 +152,9 @@ impl Rack {
             network_shut,
             network_shut_dirty: false,
         };
-        let orphans = rack
-            .tasks
-            .live_ids(|t| t.node.as_ref().is_some_and(|n| !rack.nodes.contains(n)));
-        for id in orphans {
-            let why = "its node was removed from the rack config".to_string();
-            rack.tasks.lose(&id, why, now);
-        }
-        rack.settle(now);
+        let mut budget = rack.settings.tasks_per_step;
+        rack.lose_stranded(None, &mut budget, now);
+        rack.kill_abandoned(None, &mut budget, now);
         Ok(rack)
     }
 
@@ -376,6 +380,16 @@ impl Rack {
         now: UnixMillis,
     ) -> Result<Duration, RackError> {
         let reports = std::mem::take(&mut req.tasks);
+        // Tasks of the node's previous life are lost, all of them, before it is trusted again:
+        // its report must not bring back a task the rack already counts as gone.
+        let left = self.stranded_on(&req.node);
+        if left > 0 {
+            return Err(NodeError::StillLosing {
+                node: req.node.clone(),
+                left,
+            }
+            .into());
+        }
         let name = self.nodes.register(&self.settings, req, now)?;
         self.sync_ledger(&name);
         let msg = format!("node {name} registered");
@@ -389,7 +403,8 @@ impl Rack {
         );
         self.tasks.apply_reports(&name, reports, true, now);
         self.settle(now);
-        self.reconcile_services(now);
+        let mut budget = self.settings.tasks_per_step;
+        self.reconcile_services(&mut budget, now);
         self.schedule(now);
         Ok(self.heartbeat_interval())
     }
@@ -409,16 +424,56 @@ impl Rack {
         self.tasks
             .apply_reports(node, report.tasks, report.full, now);
         self.settle(now);
-        self.reconcile_services(now);
+        let mut budget = self.settings.tasks_per_step;
+        self.reconcile_services(&mut budget, now);
         self.schedule(now);
         Ok(())
     }
 
+    /// Loses the live tasks stranded on a node that is inactive or no longer in the config, at
+    /// most `budget` of them (by id), which it counts down: a step's budget starts at
+    /// `tasks_per_step`, so one change stays far under the store's bound
+    /// (`settings::TASKS_PER_STEP`), and the next step (`tick`) takes the rest. Stranded
+    /// tasks are derived from the stored records (node inactive or gone, task live), so the
+    /// rest is lost after a restart or a failover too, never forgotten. `only` picks one
+    /// node's (the one that just went inactive, so the feed tells each node with its tasks).
+    fn lose_stranded(&mut self, only: Option<&NodeName>, budget: &mut usize, now: UnixMillis) {
+        let nodes = &self.nodes;
+        let stranded = self.tasks.live_ids(|t| {
+            t.node.as_ref().is_some_and(|n| {
+                only.is_none_or(|o| o == n) && nodes.get(n).is_none_or(|n| !n.active)
+            })
+        });
+        let timeout = self.settings.node_timeout.as_millis();
+        for id in stranded.into_iter().take(*budget) {
+            *budget -= 1;
+            let node = self.tasks.get(&id).and_then(|t| t.node.clone());
+            let why = match node {
+                Some(name) if self.nodes.contains(&name) => {
+                    format!("node {name} stopped reporting (no word for {timeout} ms)")
+                }
+                _ => "its node was removed from the rack config".to_string(),
+            };
+            self.tasks.lose(&id, why, now);
+        }
+        self.settle(now);
+    }
+
+    /// How many live tasks of an inactive node are still to be lost (`lose_stranded`).
+    fn stranded_on(&self, name: &NodeName) -> usize {
+        if self.nodes.get(name).is_none_or(|n| n.active) {
+            return 0;
+        }
+        self.tasks.live_ids(|t| t.node.as_ref() == Some(name)).len()
+    }
+
     /// Periodic work: nodes that stopped reporting go inactive and their tasks are lost;
     /// frameworks past their failover timeout lose their tasks; announcements lapse; services
-    /// due are started and pending tasks placed.
+    /// due are started and pending tasks placed. Tasks lost and instances started share one
+    /// budget of `tasks_per_step`: the next tick takes the rest.
     pub fn tick(&mut self, now: UnixMillis) {
         let timeout = self.settings.node_timeout.as_millis() as u64;
+        let mut budget = self.settings.tasks_per_step;
         for name in self.nodes.expire(timeout, now) {
             let msg = format!("node {name} stopped reporting; it is inactive");
             self.feed.record(
@@ -430,19 +485,18 @@ impl Rack {
                 now,
             );
             self.sync_ledger(&name);
-            let why = format!("node {name} stopped reporting (no word for {timeout} ms)");
-            for id in self.tasks.live_ids(|t| t.node.as_ref() == Some(&name)) {
-                self.tasks.lose(&id, why.clone(), now);
-            }
-            self.settle(now);
+            // Lost right after their node's line, as the feed has always told it.
+            self.lose_stranded(Some(&name), &mut budget, now);
         }
+        self.lose_stranded(None, &mut budget, now);
         for (name, timeout) in self.frameworks.expired(now) {
             tracing::warn!(framework = %name, "failover timeout passed; killing its tasks");
             let why = format!("did not come back within its failover timeout ({timeout} ms)");
-            self.deactivate_framework(&name, &why, now);
+            self.deactivate_framework(&name, &why, &mut budget, now);
         }
+        self.kill_abandoned(None, &mut budget, now);
         self.announced.expire(timeout, now);
-        self.reconcile_services(now);
+        self.reconcile_services(&mut budget, now);
         self.schedule(now);
     }
 
@@ -577,12 +631,16 @@ impl Rack {
     // -----------------------------------------------------------------------------------------
     // Services
 
-    /// Brings the supervisor in line with the config and the nodes, then starts every service
-    /// instance that should run and does not.
-    fn reconcile_services(&mut self, now: UnixMillis) {
+    /// Brings the supervisor in line with the config and the nodes, then starts the service
+    /// instances that should run and do not, at most `budget` of them (counted down, as in
+    /// `lose_stranded`): the rest are still due at the next step.
+    fn reconcile_services(&mut self, budget: &mut usize, now: UnixMillis) {
         let kills = self.services.adopt_config(&self.settings, &self.nodes);
         self.kill_all(kills, now);
-        for start in self.services.due_starts(&self.tasks, now) {
+        let due = self.services.due_starts(&self.tasks, now);
+        let starts = due.len().min(*budget);
+        *budget -= starts;
+        for start in due.into_iter().take(starts) {
             let result = self.launch(start.spec.clone(), builtin(), now);
             if let Some(line) = self.services.started(&start, result) {
                 self.feed.record(
@@ -604,7 +662,8 @@ impl Rack {
         now: UnixMillis,
     ) -> Result<Vec<ServiceName>, RackError> {
         let names = self.services.start_group(group, &self.settings)?;
-        self.reconcile_services(now);
+        let mut budget = self.settings.tasks_per_step;
+        self.reconcile_services(&mut budget, now);
         self.schedule(now);
         Ok(names)
     }
@@ -744,6 +803,15 @@ impl Rack {
         reg: FrameworkRegistration,
         now: UnixMillis,
     ) -> Result<FrameworkRegistered, RackError> {
+        // Its tasks of before it went inactive are all asked to end before it is active again.
+        let left = self.abandoned_of(&reg.name);
+        if left > 0 {
+            return Err(FrameworkError::StillKilling {
+                name: reg.name,
+                left,
+            }
+            .into());
+        }
         self.frameworks
             .register(&reg, &self.settings.rack_name, now)?;
         Ok(FrameworkRegistered {
@@ -761,15 +829,58 @@ impl Rack {
         now: UnixMillis,
     ) -> Result<(), RackError> {
         self.frameworks.get(name)?;
-        self.deactivate_framework(name, "unregistered", now);
+        let mut budget = self.settings.tasks_per_step;
+        self.deactivate_framework(name, "unregistered", &mut budget, now);
         Ok(())
     }
 
-    fn deactivate_framework(&mut self, name: &FrameworkName, why: &str, now: UnixMillis) {
+    fn deactivate_framework(
+        &mut self,
+        name: &FrameworkName,
+        why: &str,
+        budget: &mut usize,
+        now: UnixMillis,
+    ) {
         self.frameworks.deactivate(name, why);
-        let why = format!("framework {name} {why}");
-        let live = self.tasks.live_ids(|t| &t.framework == name);
-        self.kill_all(live.into_iter().map(|id| (id, why.clone())), now);
+        self.kill_abandoned(Some(name), budget, now);
+    }
+
+    /// Kills the live tasks of inactive frameworks not yet asked to end, at most `budget` of
+    /// them (counted down, as in `lose_stranded`); the next `tick` takes the rest. Derived
+    /// from the records (framework inactive, task live and not killing), so a restart goes on.
+    /// `only` picks one framework's (the one just deactivated).
+    fn kill_abandoned(
+        &mut self,
+        only: Option<&FrameworkName>,
+        budget: &mut usize,
+        now: UnixMillis,
+    ) {
+        let frameworks = &self.frameworks;
+        let abandoned = self.tasks.live_ids(|t| {
+            t.state != TaskState::Killing
+                && only.is_none_or(|o| *o == t.framework)
+                && frameworks.get(&t.framework).is_ok_and(|f| !f.active)
+        });
+        for id in abandoned.into_iter().take(*budget) {
+            *budget -= 1;
+            let Some(framework) = self.tasks.get(&id).map(|t| t.framework.clone()) else {
+                continue;
+            };
+            let message = (self.frameworks.get(&framework).ok())
+                .and_then(|f| f.message.clone())
+                .unwrap_or_else(|| "unregistered".to_string());
+            let _ = self.kill_with(&id, &format!("framework {framework} {message}"), now);
+        }
+    }
+
+    /// How many live tasks of an inactive framework are still to be killed (`kill_abandoned`).
+    fn abandoned_of(&self, name: &FrameworkName) -> usize {
+        if self.frameworks.get(name).map_or(true, |f| f.active) {
+            return 0;
+        }
+        self.tasks
+            .live_ids(|t| &t.framework == name && t.state != TaskState::Killing)
+            .len()
     }
 
     /// Launches a task for a framework, under a name no service and no other framework holds.

@@ -352,7 +352,10 @@ impl Runner {
         match command.as_str() {
             "config" => {
                 self.epoch += 1;
-                let s = settings(&case.input)?;
+                let mut s = settings(&case.input)?;
+                if let Some(n) = args.num("tasks_per_step")? {
+                    s.tasks_per_step = n as usize;
+                }
                 self.settings = Some(s.clone());
                 // The last rack's store goes first (redb: one writer per file).
                 self.store = None;
@@ -365,7 +368,10 @@ impl Runner {
             "restart" => {
                 self.epoch += 1;
                 if !case.input.trim().is_empty() {
-                    self.settings = Some(settings(&case.input)?);
+                    let kept = self.settings.as_ref().map(|s| s.tasks_per_step);
+                    let mut s = settings(&case.input)?;
+                    s.tasks_per_step = kept.unwrap_or(s.tasks_per_step);
+                    self.settings = Some(s);
                 }
                 let s = self
                     .settings

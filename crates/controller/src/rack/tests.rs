@@ -7,8 +7,10 @@ use torc_api::{RegisterRequest, RuntimeInfo, StatusReport, TaskReport};
 use torc_types::{FrameworkName, NodeName, Resources, TaskId, TaskSpec, TaskState};
 
 use super::{NodeError, Rack, RackError, TaskError};
-use crate::settings::{ConfiguredNode, RackSettings};
-use crate::store::{Loaded, Write};
+use crate::settings::{ConfiguredNode, RackSettings, TASKS_PER_STEP};
+use crate::store::etcd::TXN_OPS;
+use crate::store::etcd::tests::RealEtcd;
+use crate::store::{Loaded, Store, Write};
 
 fn settings(open_join: bool) -> RackSettings {
     let node = |name: &str, ip: &str, t: &str, f: &str| ConfiguredNode {
@@ -42,23 +44,24 @@ fn empty() -> Loaded {
     Loaded::default()
 }
 
+fn register_request(name: &str, ip: &str) -> RegisterRequest {
+    RegisterRequest {
+        node: NodeName::new(name).unwrap(),
+        ip: ip.parse().unwrap(),
+        agent_url: format!("http://{ip}:5051"),
+        node_type: None,
+        node_function: None,
+        resources: Resources::new(2.0, 1024.0, 1000.0),
+        port_range: "31000-31009".parse().unwrap(),
+        attributes: BTreeMap::new(),
+        runtime: RuntimeInfo::default(),
+        tasks: vec![],
+        public_key: None,
+    }
+}
+
 fn register(rack: &mut Rack, name: &str, ip: &str, now: u64) -> Result<Duration, RackError> {
-    rack.register(
-        RegisterRequest {
-            node: NodeName::new(name).unwrap(),
-            ip: ip.parse().unwrap(),
-            agent_url: format!("http://{ip}:5051"),
-            node_type: None,
-            node_function: None,
-            resources: Resources::new(2.0, 1024.0, 1000.0),
-            port_range: "31000-31009".parse().unwrap(),
-            attributes: BTreeMap::new(),
-            runtime: RuntimeInfo::default(),
-            tasks: vec![],
-            public_key: None,
-        },
-        now,
-    )
+    rack.register(register_request(name, ip), now)
 }
 
 fn spec(name: &str, mem: f64) -> TaskSpec {
@@ -258,4 +261,111 @@ fn restart_from_the_store_keeps_tasks_and_generations() {
         rack2.desired_generation(&"b1".parse().unwrap()),
         Some(generation)
     );
+}
+
+/// A rack whose group `big` has `instances` instances, restarted a second after they end.
+fn big_group(instances: usize) -> RackSettings {
+    let yaml = format!(
+        "stateclean:\n  timeout_in_seconds: 10\n  restart_delay_in_seconds: 1\n\
+         nodes:\n  - name: b1\n    ip: 10.0.0.21\n    type: slave\n\
+         api:\n  service-groups:\n    - name: big\n      services:\n\
+         \x20       - name: work\n          command: work\n          number_of_instances: {instances}\n"
+    );
+    let config = torc_config::RackConfig::parse(&yaml, "rack.yaml").unwrap();
+    RackSettings::from_config(&config, "rack.yaml")
+}
+
+/// Commits a change through `store` in one Txn, as the controller does, and says how many
+/// writes it had.
+fn commit(rack: &mut Rack, store: &dyn Store) -> usize {
+    let changes = rack.take_changes();
+    store
+        .commit(store.epoch(), &changes.writes)
+        .expect("the change is one Txn the store takes");
+    changes.writes.len()
+}
+
+/// A node with far more live tasks than the bound stops reporting: each tick loses at most
+/// `TASKS_PER_STEP` of them, and the restarts of their instances share that budget; every
+/// tick's change is one Txn a real etcd takes, and the node may register again only once all are lost. A restart from
+/// the store in between goes on where the last life stopped.
+#[test]
+fn a_silent_node_with_thousands_of_tasks_is_lost_in_bounded_steps_on_etcd() {
+    let etcd = RealEtcd::start();
+    let mut options = etcd.options();
+    options.commit_timeout = Duration::from_secs(30);
+    let store = etcd.open_with(options).unwrap();
+    let total = 2 * TASKS_PER_STEP + 300;
+    let mut rack = Rack::for_tests(big_group(total), empty(), 0, 1);
+    let mut req = register_request("b1", "10.0.0.21");
+    req.resources = Resources::new(1e4, 1e7, 1e7);
+    rack.register(req.clone(), 1_000).unwrap();
+    rack.start_group(&"big".parse().unwrap(), 1_000).unwrap();
+    // The group's start creates every instance's record but starts at most the bound of
+    // them; the ticks after start the rest.
+    let mut steps = 0;
+    loop {
+        let writes = commit(&mut rack, &store);
+        assert!(writes < TXN_OPS, "{writes} writes in one step");
+        steps += 1;
+        if rack.services().iter().all(|s| s.task.is_some()) {
+            break;
+        }
+        rack.tick(1_000);
+    }
+    assert_eq!(steps, total.div_ceil(TASKS_PER_STEP));
+    let b1: NodeName = "b1".parse().unwrap();
+    let live_on_b1 = |rack: &Rack| {
+        rack.tasks(&Default::default())
+            .iter()
+            .filter(|t| t.node.as_ref() == Some(&b1) && !t.state.is_terminal())
+            .count()
+    };
+    assert_eq!(live_on_b1(&rack), total);
+
+    let lost = |rack: &Rack| {
+        rack.tasks(&Default::default())
+            .iter()
+            .filter(|t| t.state == TaskState::Lost)
+            .count()
+    };
+    rack.tick(11_001);
+    let writes = commit(&mut rack, &store);
+    assert!(writes < TXN_OPS, "{writes} writes in one tick");
+    assert!(
+        writes > 2 * TASKS_PER_STEP,
+        "each lost task writes its instance's record too: {writes} writes"
+    );
+    assert!(!rack.node_view(&b1).unwrap().active);
+    assert_eq!(lost(&rack), TASKS_PER_STEP);
+    assert_eq!(live_on_b1(&rack), total - TASKS_PER_STEP);
+    let err = rack.register(req.clone(), 11_002).unwrap_err();
+    assert!(
+        matches!(&err, RackError::Node(NodeError::StillLosing { node, left })
+            if *node == b1 && *left == total - TASKS_PER_STEP),
+        "{err}"
+    );
+    assert_eq!(err.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+
+    // A new controller life from the store: the load takes the next step.
+    let mut rack = Rack::for_tests(big_group(total), store.load().unwrap(), 12_000, 2);
+    let writes = commit(&mut rack, &store);
+    assert!(writes < TXN_OPS, "{writes} writes at the load");
+    assert_eq!(lost(&rack), 2 * TASKS_PER_STEP);
+
+    rack.tick(12_500);
+    let writes = commit(&mut rack, &store);
+    assert!(writes < TXN_OPS, "{writes} writes in the last tick");
+    assert_eq!(live_on_b1(&rack), 0);
+    assert_eq!(lost(&rack), total);
+    rack.tick(13_000);
+    assert_eq!(lost(&rack), total, "nothing is lost twice");
+    commit(&mut rack, &store);
+    rack.register(req, 13_500).unwrap();
+    commit(&mut rack, &store);
+
+    // What the store holds is what the rack says.
+    let reloaded = Rack::for_tests(big_group(total), store.load().unwrap(), 14_000, 3);
+    assert_eq!(lost(&reloaded), total);
+    assert!(reloaded.node_view(&b1).unwrap().active);
 }
