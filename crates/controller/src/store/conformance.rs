@@ -413,13 +413,22 @@ pub(crate) fn a_batch_at_the_bound_commits_and_one_over_is_refused<B: Backend>(b
         .map(|i| put(Table::Tasks, &format!("u.{i:05}"), json!(i)))
         .collect();
     let big = vec![put(Table::Nodes, "big", json!("x".repeat(bound.bytes)))];
-    for (batch, flag) in [(over, "--max-txn-ops"), (big, "--etcd-max-request-bytes")] {
+    // The text says what to do: a smaller change (the controller's operations bound is
+    // fixed), or a higher byte bound, naming its flag.
+    for (batch, flag, says) in [
+        (over, "--max-txn-ops", "make it smaller"),
+        (
+            big,
+            "--etcd-max-request-bytes",
+            "raise --etcd-max-request-bytes",
+        ),
+    ] {
         let err = store.commit(store.epoch(), &batch).unwrap_err();
         assert!(
             matches!(err, StoreError::TooLarge { limit, .. } if limit == flag),
             "{err}"
         );
-        assert!(err.to_string().contains(flag), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
     }
     assert_eq!(contents(&store.load().unwrap()), before, "a refused batch");
     // Refusing a batch is no failure of the store.

@@ -206,10 +206,10 @@ pub enum StoreError {
     #[error("cannot reach etcd: {}", describe_tried(.tried))]
     Unreachable { tried: Vec<(String, String)> },
     /// The batch exceeds what the store takes in one transaction (checked before sending):
-    /// nothing was written. `limit` names the setting that bounds it.
-    #[error(
-        "a commit of {ops} operations and {bytes} bytes exceeds the state store's bound; raise {limit}"
-    )]
+    /// nothing was written. `limit` names the setting that bounds it: etcd's
+    /// `--max-txn-ops` for operations (the controller's own bound is fixed at 2,048, which it
+    /// requires of etcd), or `--etcd-max-request-bytes` for bytes.
+    #[error("{}", describe_too_large(*.ops, *.bytes, .limit))]
     TooLarge {
         ops: usize,
         bytes: usize,
@@ -222,6 +222,19 @@ fn describe_leader(current: Option<Epoch>, leader: Option<&str>) -> String {
         (None, _) => "nobody leads now".to_string(),
         (Some(epoch), None) => format!("its writer acts under epoch {epoch}"),
         (Some(epoch), Some(leader)) => format!("the leader is {leader} (epoch {epoch})"),
+    }
+}
+
+fn describe_too_large(ops: usize, bytes: usize, limit: &str) -> String {
+    if limit == etcd::TXN_OPS_FLAG {
+        format!(
+            "a change of {ops} writes is more than the {} one etcd transaction of the controller holds; it was not made: make it smaller (fewer instances or tasks in one request)",
+            etcd::TXN_OPS - 1
+        )
+    } else {
+        format!(
+            "a change of {bytes} bytes is more than the controller sends in one etcd transaction; it was not made: make it smaller, or raise {limit} (and etcd's own --max-request-bytes)"
+        )
     }
 }
 
