@@ -13,9 +13,10 @@
 //!    stands by behind the new leader. Prints p50 and max of each.
 //! 2. *etcd vs redb, same run*: `bench rack`'s launch measurements (the shared ones of
 //!    `torc_test_utils::bench`): 200 sequential launches, accept → running on the controller's
-//!    clock, then 800 launched back to back until all run; on the HA rack after the failovers,
-//!    then on a rack of one controller on its local redb with the same number of nodes (3
-//!    compute nodes, so 4 agents on each). Prints both and the ratio.
+//!    clock, then 800 launched back to back until all run; on the HA rack after the failovers
+//!    and on a rack of one controller on its local redb with the same number of nodes (3
+//!    compute nodes, so 4 agents on each), both up: the sequential launches on each, then the
+//!    etcd rack's burst, then (the etcd rack gone) the redb rack's. Prints both and the ratio.
 //!
 //! It prints the etcd settings and the load average. Run with `cargo bench -p torc --bench
 //! ha`. Prints figures; asserts nothing about speed.
@@ -81,13 +82,17 @@ fn main() {
         println!("  etcd versions: {}", versions.join(", "));
 
         failover_bench(&mut rack, kills).await;
-        let etcd = launch_bench(&rack).await;
-        drop(rack);
-        let rack = LocalRack::start(TORC, options(1, 3))
+        // Both racks up for the sequential launches, so that neither follows the other's
+        // burst or teardown (a thousand processes starting or ending); each burst then.
+        let solo = LocalRack::start(TORC, options(1, 3))
             .await
             .expect("the redb rack starts");
-        let redb = launch_bench(&rack).await;
+        let mut redb = sequential(&solo).await;
+        let mut etcd = sequential(&rack).await;
+        etcd.burst_s = burst(&rack).await;
         drop(rack);
+        redb.burst_s = burst(&solo).await;
+        drop(solo);
 
         println!(
             "launches, {SEQUENTIAL} sequential (accept -> running, controller clock, ms) and \
@@ -98,8 +103,9 @@ fn main() {
             ("etcd, 2 controllers", &etcd),
         ] {
             println!(
-                "  {what:<20} p50 {:5.1}  p99 {:5.1}  max {:5.1}   {BURST} running in {:.2} s",
-                l.p50, l.p99, l.max, l.burst_s
+                "  {what:<20} p50 {:5.1}  p99 {:5.1}  max {:5.1}   {BURST} running in {:.2} s   \
+                 (load average before the sequential: {})",
+                l.p50, l.p99, l.max, l.burst_s, l.load
             );
         }
         println!(
@@ -258,23 +264,30 @@ async fn wait_standby(rack: &LocalRack, name: &str, leader: &str) {
     .expect("the controller stands by");
 }
 
-/// Accept → running p50, p99 and max (ms), and the burst's time (s).
+/// Accept → running p50, p99 and max (ms), the burst's time (s), and the load average before
+/// the sequential launches (a burst's thousand processes raise it themselves).
 struct Launches {
     p50: f64,
     p99: f64,
     max: f64,
     burst_s: f64,
+    load: String,
 }
 
-async fn launch_bench(rack: &LocalRack) -> Launches {
-    let client = rack.client();
-    let spec = bench_sleeper();
-    let ms = sequential_launches(&client, &spec, SEQUENTIAL).await;
-    let burst = burst_launches(&client, &spec, BURST).await;
+async fn sequential(rack: &LocalRack) -> Launches {
+    let load = load_average();
+    let ms = sequential_launches(&rack.client(), &bench_sleeper(), SEQUENTIAL).await;
     Launches {
         p50: percentile(&ms, 0.5),
         p99: percentile(&ms, 0.99),
         max: *ms.last().expect("launches were measured"),
-        burst_s: burst.as_secs_f64(),
+        burst_s: f64::NAN,
+        load,
     }
+}
+
+/// The burst on `rack`, in seconds.
+async fn burst(rack: &LocalRack) -> f64 {
+    let elapsed = burst_launches(&rack.client(), &bench_sleeper(), BURST).await;
+    elapsed.as_secs_f64()
 }
