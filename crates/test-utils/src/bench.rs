@@ -4,11 +4,10 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use torc_api::TaskView;
 use torc_client::Client;
-use torc_types::{Resources, TaskId, TaskSpec, TaskState};
+use torc_types::{Resources, TaskSpec, TaskState};
 
-use crate::wait_for;
+use crate::wait_running;
 
 /// A runtime of 2 workers, as the benchmarks run (the machine has 2 cores).
 pub fn bench_runtime() -> tokio::runtime::Runtime {
@@ -58,7 +57,9 @@ pub async fn sequential_launches(client: &Client, spec: &TaskSpec, n: usize) -> 
     let mut server_ms = Vec::with_capacity(n);
     for _ in 0..n {
         let t = client.launch(spec).await.expect("a launch is accepted");
-        let running = wait_running(client, &t.id, Duration::from_secs(10)).await;
+        let running = wait_running(client, &t.id, Duration::from_secs(10))
+            .await
+            .expect("the task runs");
         let at = running
             .history
             .iter()
@@ -80,19 +81,9 @@ pub async fn burst_launches(client: &Client, spec: &TaskSpec, n: usize) -> Durat
         ids.push(client.launch(spec).await.expect("a launch is accepted").id);
     }
     for id in &ids {
-        wait_running(client, id, Duration::from_secs(60)).await;
+        wait_running(client, id, Duration::from_secs(60))
+            .await
+            .expect("the task runs");
     }
     launched.elapsed()
-}
-
-async fn wait_running(client: &Client, id: &TaskId, patience: Duration) -> TaskView {
-    wait_for("running", patience, || async {
-        client
-            .task(id)
-            .await
-            .ok()
-            .filter(|t| t.state == TaskState::Running)
-    })
-    .await
-    .expect("the task runs")
 }

@@ -44,7 +44,7 @@ pub use etcd::{Etcd, EtcdCluster, etcdctl};
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{
     COUNTING_SERVER, DNS_SYSTEM_SERVICE, PYTHON, plain_state_store, python_task, stdout_of,
-    system_services,
+    system_services, wait_running,
 };
 pub use torc_types::{random_bytes, random_u64};
 

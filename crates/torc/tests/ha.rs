@@ -26,19 +26,9 @@ fn sleeper(name: &str) -> TaskSpec {
 }
 
 async fn wait_running(client: &Client, id: &TaskId) -> TaskView {
-    wait_for(
-        &format!("task {id} to run"),
-        Duration::from_secs(30),
-        || async {
-            client
-                .task(id)
-                .await
-                .ok()
-                .filter(|t| t.state == TaskState::Running)
-        },
-    )
-    .await
-    .unwrap()
+    torc_test_utils::wait_running(client, id, Duration::from_secs(30))
+        .await
+        .unwrap()
 }
 
 async fn ha_rack() -> LocalRack {
