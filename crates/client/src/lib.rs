@@ -791,8 +791,9 @@ impl Client {
         self.post("/api/v1/agents/register", req).await
     }
 
-    /// An agent's heartbeat, bounded to 10 s: a leader that does not answer in time is left for
-    /// the next controller at the next heartbeat.
+    /// An agent's heartbeat, bounded to 5 s (a commit takes milliseconds; etcd's own deadline
+    /// is 3 s): a leader that does not answer in time is left for the next controller at the
+    /// next heartbeat.
     pub async fn report_status(
         &self,
         node: &NodeName,
@@ -800,7 +801,7 @@ impl Client {
     ) -> Result<serde_json::Value, ClientError> {
         let path = format!("/api/v1/agents/{node}/status");
         self.send(Method::POST, &path, |r| {
-            r.json(report).timeout(Duration::from_secs(10))
+            r.json(report).timeout(Duration::from_secs(5))
         })
         .await
     }

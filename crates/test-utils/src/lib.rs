@@ -44,7 +44,7 @@ pub use etcd::{Etcd, EtcdCluster, etcdctl};
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{
     COUNTING_SERVER, DNS_SYSTEM_SERVICE, PYTHON, plain_state_store, python_task, stdout_of,
-    system_services,
+    system_services, wait_running,
 };
 pub use torc_types::{random_bytes, random_u64};
 
@@ -108,25 +108,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// Waits until task `id` runs (at most 30 s); its view then.
-pub async fn wait_task_running(
-    client: &Client,
-    id: &torc_types::TaskId,
-) -> anyhow::Result<torc_api::TaskView> {
-    wait_for(
-        &format!("task {id} to run"),
-        Duration::from_secs(30),
-        || async {
-            client
-                .task(id)
-                .await
-                .ok()
-                .filter(|t| t.state == torc_types::TaskState::Running)
-        },
-    )
-    .await
 }
 
 /// How to build a rack.

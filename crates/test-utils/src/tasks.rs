@@ -1,9 +1,13 @@
 //! Tasks for process-level tests: a small Python program as a task pinned to a node, and what
 //! a task printed.
 
-use torc_api::{LogQuery, LogStream};
+use std::time::Duration;
+
+use torc_api::{LogQuery, LogStream, TaskView};
 use torc_client::Client;
-use torc_types::{Resources, TaskId, TaskSpec};
+use torc_types::{Resources, TaskId, TaskSpec, TaskState};
+
+use crate::wait_for;
 
 /// The system's Python, which a node's task user (`nobody`) can run (not a user's pyenv shim).
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -109,4 +113,20 @@ pub fn system_services(items: &[&str]) -> String {
         yaml.push_str(item);
     }
     yaml
+}
+
+/// Waits until task `id` runs, asking `client` every 25 ms, for at most `timeout`; its view then.
+pub async fn wait_running(
+    client: &Client,
+    id: &TaskId,
+    timeout: Duration,
+) -> anyhow::Result<TaskView> {
+    wait_for(&format!("task {id} to run"), timeout, || async {
+        client
+            .task(id)
+            .await
+            .ok()
+            .filter(|t| t.state == TaskState::Running)
+    })
+    .await
 }

@@ -5,10 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use torc_test_utils::bench::{bench_sleeper, burst_launches, percentile, sequential_launches};
 use torc_test_utils::{
-    DNS_SYSTEM_SERVICE, LocalRack, RackOptions, processes_mentioning, system_services, wait_for,
+    DNS_SYSTEM_SERVICE, LocalRack, RackOptions, processes_mentioning, system_services,
 };
-use torc_types::{Resources, TaskSpec, TaskState};
+use torc_types::TaskState;
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
@@ -72,10 +73,6 @@ async fn until_answer(
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let rack = LocalRack::start(
@@ -111,34 +108,11 @@ async fn main() {
         .map(|(p, b)| (cpu_ticks(*p) - b) as f64 / hz / window.as_secs_f64() * 100.0)
         .fold(0.0, f64::max);
 
-    let mut spec = TaskSpec::new("bench".parse().unwrap(), "sleep");
-    spec.args = vec!["3600".into()];
-    spec.resources = Resources::new(0.01, 1.0, 0.0);
-    spec.kill_grace_ms = 1000;
+    let spec = bench_sleeper();
 
     // Accept → running, one task at a time, on the controller's clock (ms): from the launch
     // request's arrival to the agent's report that the process runs.
-    let mut server_ms = Vec::new();
-    for _ in 0..200 {
-        let t = client.launch(&spec).await.unwrap();
-        let running = wait_for("running", Duration::from_secs(10), || async {
-            client
-                .task(&t.id)
-                .await
-                .ok()
-                .filter(|t| t.state == TaskState::Running)
-        })
-        .await
-        .unwrap();
-        let at = running
-            .history
-            .iter()
-            .find(|h| h.state == TaskState::Running)
-            .unwrap()
-            .at;
-        server_ms.push((at - running.created_at) as f64);
-    }
-    server_ms.sort_by(|a, b| a.total_cmp(b));
+    let server_ms = sequential_launches(&client, &spec, 200).await;
 
     let answered = |l: &torc_controller::Lookup| l.rcode == "NOERROR" && !l.answers.is_empty();
     // DNS: from the controller recording a task running (or accepting its kill) to the rack's
@@ -169,23 +143,7 @@ async fn main() {
     vanish_ms.sort_by(|a, b| a.total_cmp(b));
 
     // Up to 1,000 running tasks.
-    let launched = Instant::now();
-    let mut ids = Vec::new();
-    for _ in 200..1000 {
-        ids.push(client.launch(&spec).await.unwrap().id);
-    }
-    for id in &ids {
-        wait_for("running", Duration::from_secs(60), || async {
-            client
-                .task(id)
-                .await
-                .ok()
-                .filter(|t| t.state == TaskState::Running)
-        })
-        .await
-        .unwrap();
-    }
-    let burst = launched.elapsed();
+    let burst = burst_launches(&client, &spec, 800).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let busy = rss_kib(controller);
     let agents_busy = agent_rss(&rack);

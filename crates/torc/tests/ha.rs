@@ -26,7 +26,7 @@ fn sleeper(name: &str) -> TaskSpec {
 }
 
 async fn wait_running(client: &Client, id: &TaskId) -> TaskView {
-    torc_test_utils::wait_task_running(client, id)
+    torc_test_utils::wait_running(client, id, Duration::from_secs(30))
         .await
         .unwrap()
 }

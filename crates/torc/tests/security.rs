@@ -105,15 +105,9 @@ async fn task_saying(
 }
 
 async fn running(client: &torc_client::Client, id: &torc_types::TaskId) -> torc_api::TaskView {
-    wait_for("the task to run", Duration::from_secs(20), || async {
-        client
-            .task(id)
-            .await
-            .ok()
-            .filter(|t| t.state == TaskState::Running)
-    })
-    .await
-    .unwrap()
+    torc_test_utils::wait_running(client, id, Duration::from_secs(20))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
