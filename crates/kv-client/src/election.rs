@@ -102,10 +102,11 @@ impl Election {
         }
     }
 
-    /// The key a campaign with `lease` uses.
+    /// The key a campaign with `lease` uses: the prefix and the lease id in 16 hex digits (as
+    /// the controller's key layout spells it).
     pub fn key_of(&self, lease: i64) -> Bytes {
         let mut key = self.prefix.to_vec();
-        key.extend_from_slice(format!("{lease:x}").as_bytes());
+        key.extend_from_slice(format!("{lease:016x}").as_bytes());
         key.into()
     }
 

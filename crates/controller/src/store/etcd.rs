@@ -49,11 +49,8 @@ use super::layout::{Key, Layout};
 use super::seal::Sealer;
 use super::{Epoch, FORMAT_VERSION, Loaded, Store, StoreError, Table, Write};
 
-/// Operations etcd must take in one Txn (probed at connect): a batch's writes plus
-/// `meta/writer`.
-pub const TXN_OPS: usize = 2048;
-/// The etcd flag that bounds operations per Txn, and the value `torc up` gives it.
-pub const TXN_OPS_FLAG: &str = "--max-txn-ops";
+// Defined with the store's errors, which name them.
+pub use super::{TXN_OPS, TXN_OPS_FLAG};
 /// The controller's flag that bounds a commit's bytes (etcd's `--max-request-bytes`).
 pub const REQUEST_BYTES_FLAG: &str = "--etcd-max-request-bytes";
 /// etcd's default `--max-request-bytes`.

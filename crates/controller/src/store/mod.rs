@@ -150,6 +150,12 @@ impl Table {
     }
 }
 
+/// Operations etcd must take in one Txn (the etcd store probes it at connect): a batch's
+/// writes plus `meta/writer`.
+pub const TXN_OPS: usize = 2048;
+/// The etcd flag that bounds operations per Txn, and the value `torc up` gives it.
+pub const TXN_OPS_FLAG: &str = "--max-txn-ops";
+
 /// The counter that holds the epoch (`meta/epoch`).
 pub const EPOCH_KEY: &str = "epoch";
 
@@ -226,10 +232,10 @@ fn describe_leader(current: Option<Epoch>, leader: Option<&str>) -> String {
 }
 
 fn describe_too_large(ops: usize, bytes: usize, limit: &str) -> String {
-    if limit == etcd::TXN_OPS_FLAG {
+    if limit == TXN_OPS_FLAG {
         format!(
             "a change of {ops} writes is more than the {} one etcd transaction of the controller holds; it was not made: make it smaller (fewer instances or tasks in one request)",
-            etcd::TXN_OPS - 1
+            TXN_OPS - 1
         )
     } else {
         format!(
