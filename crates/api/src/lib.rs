@@ -29,6 +29,13 @@ pub struct ErrorBody {
 /// Header that carries the bearer token.
 pub const AUTHORIZATION: &str = "authorization";
 
+/// Header in which a controller that does not act names the leader (on its `421`, its stale
+/// reads, and the answers it passes back from the leader).
+pub const LEADER_HEADER: &str = "torc-leader";
+
+/// Header (`true`) that marks an answer from a controller that does not act: possibly stale.
+pub const STALE_HEADER: &str = "torc-stale";
+
 // ---------------------------------------------------------------------------------------------
 // Credentials
 

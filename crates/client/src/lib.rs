@@ -81,8 +81,7 @@ impl ClientError {
     }
 }
 
-/// Marks an answer from a controller that does not act (a standby): possibly stale.
-pub const STALE_HEADER: &str = "torc-stale";
+pub use torc_api::{LEADER_HEADER, STALE_HEADER};
 
 /// How long a call may take unless it says otherwise (long polls, streams, reviews do).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,8 +141,6 @@ pub const ENV_CONTROLLERS: &str = "TORC_CONTROLLERS";
 /// One controller's URL (the one the agent followed when it launched the task), for scripts
 /// that take a single URL; may hold a comma-separated list too.
 pub const ENV_CONTROLLER: &str = "TORC_CONTROLLER";
-/// The header in which a controller names the leader (a standby's `421` carries it).
-pub const LEADER_HEADER: &str = "torc-leader";
 
 /// The controllers' URLs: `flag` when given (a `--controller` list), else `TORC_CONTROLLERS`,
 /// else `TORC_CONTROLLER`.

@@ -321,13 +321,15 @@ impl Controller {
         self.routes.restart(epoch, routes);
         self.updates.send_replace(position);
         // Agents waiting on this controller hold a desired set of the old life: answer them.
-        let generations: Vec<(NodeName, u64)> = {
+        let watched: Vec<NodeName> = {
             let watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-            watchers.keys().cloned().collect::<Vec<_>>()
-        }
-        .into_iter()
-        .filter_map(|node| Some((node.clone(), self.read(|r| r.desired_generation(&node))?)))
-        .collect();
+            watchers.keys().cloned().collect()
+        };
+        let generations: Vec<(NodeName, u64)> = self.read(|r| {
+            (watched.into_iter())
+                .filter_map(|node| Some((node.clone(), r.desired_generation(&node)?)))
+                .collect()
+        });
         let watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
         for (node, generation) in generations {
             if let Some(tx) = watchers.get(&node) {
@@ -350,7 +352,7 @@ impl Controller {
         let mut rack = Rack::new(settings, loaded, now).map_err(StartError::State)?;
         let _ = rack.take_changes();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.epoch != Epoch(0) && self.seat.acting() == Ok(inner.epoch) {
+        if self.acting().is_ok() {
             // It took over meanwhile.
             return Ok(());
         }
@@ -467,12 +469,7 @@ impl Controller {
         if built == epoch {
             Ok(epoch)
         } else {
-            Err(NotActing {
-                leader: None,
-                why: format!(
-                    "this controller leads (epoch {epoch}) but is still loading the rack's state"
-                ),
-            })
+            Err(loading(epoch))
         }
     }
 
@@ -692,7 +689,7 @@ impl Controller {
 
     /// The epoch this controller acts under: what a registration answers as the agent's floor.
     pub(crate) fn epoch(&self) -> Epoch {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).epoch
+        Epoch(self.built.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Reads the rack, with the epoch this controller acts under in the same look: what numbers
@@ -719,13 +716,9 @@ impl Controller {
         let (result, wake, event_seq, names) = {
             let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let inner = &mut *guard;
+            // Checked again under the lock: a takeover may be building the rack right now.
             if inner.epoch != epoch {
-                return Err(ChangeError::NotActing(NotActing {
-                    leader: None,
-                    why: format!(
-                        "this controller leads (epoch {epoch}) but is still loading the rack's state"
-                    ),
-                }));
+                return Err(ChangeError::NotActing(loading(epoch)));
             }
             // A poisoned store takes no more changes: refuse before touching the rack, which
             // was put back to the durable state once, when the store failed.
@@ -873,6 +866,14 @@ impl Controller {
             }
             self.prune_task_certs();
         }
+    }
+}
+
+/// Why a leader whose rack is not yet built for its epoch does not act.
+fn loading(epoch: Epoch) -> NotActing {
+    NotActing {
+        leader: None,
+        why: format!("this controller leads (epoch {epoch}) but is still loading the rack's state"),
     }
 }
 

@@ -35,6 +35,17 @@ use crate::store::layout::{Key, Layout};
 use crate::store::seal::Sealer;
 use crate::store::{Epoch, EtcdOptions, EtcdStore, Loaded, Mirror, StoreError};
 
+/// How often a standby's copy of the rack may be rebuilt.
+const REFRESH_EVERY: Duration = Duration::from_millis(200);
+
+/// Waits until `due` (never, for `None`: the branch is disabled then).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn leader_of(key: &LeaderKey) -> LeaderInfo {
     LeaderInfo::from_campaign(&key.value, Epoch(key.epoch.max(0) as u64))
 }
@@ -140,6 +151,10 @@ impl<E: Electorate> Driver<E> {
         // it is also noticed (and its `Stop` carried out) when nothing asks.
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A standby's copy of the rack is rebuilt at most every REFRESH_EVERY, and at most
+        // REFRESH_EVERY behind the store.
+        let mut refresh_due: Option<tokio::time::Instant> = None;
+        let mut last_refresh = tokio::time::Instant::now() - REFRESH_EVERY;
         // The status's view of the controllers and the members, in a task of its own (a slow
         // member must not hold the driver).
         let survey = tokio::spawn(survey(Arc::clone(&self.ctl), Arc::clone(&self.store)));
@@ -168,6 +183,14 @@ impl<E: Electorate> Driver<E> {
                         revisions = self.store.revisions();
                         continue;
                     }
+                    // Debounced by a due time, not a sleep here: the loop must stay free for
+                    // the seat's actions and the lease's outcomes (a takeover waits on them).
+                    let earliest = last_refresh + REFRESH_EVERY;
+                    refresh_due.get_or_insert(earliest.max(tokio::time::Instant::now()));
+                }
+                () = sleep_until(refresh_due), if refresh_due.is_some() => {
+                    refresh_due = None;
+                    last_refresh = tokio::time::Instant::now();
                     let revision = *revisions.borrow_and_update();
                     self.refresh(revision).await;
                 }
@@ -408,8 +431,7 @@ impl<E: Electorate> Driver<E> {
             .is_some_and(|kv| kv.create_revision == epoch.0 as i64))
     }
 
-    /// A controller that does not act rebuilds its copy of the rack (debounced by the
-    /// caller's pace: one rebuild per revision seen, at most every 200 ms).
+    /// A controller that does not act rebuilds its copy of the rack from its mirror.
     async fn refresh(&self, revision: i64) {
         if self.ctl.acting().is_ok() {
             return;
@@ -426,7 +448,6 @@ impl<E: Electorate> Driver<E> {
         if let Ok(Err(e)) = refreshed {
             tracing::warn!(error = %e, "cannot rebuild the standby's copy of the rack");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -590,9 +611,10 @@ impl Electorate for EtcdElectorate {
     }
 
     async fn loaded_since(&self, revision: i64) -> Result<Loaded, StoreError> {
-        let (loaded, at) = self.mirror.loaded_at();
-        if at >= revision {
-            return Ok(loaded);
+        // The mirror's revision never goes down: once it is there, its records are as of it
+        // or later (decoded only then).
+        if self.mirror.revision() >= revision {
+            return Ok(self.mirror.loaded());
         }
         // The mirror reaches a revision made outside the prefix only at etcd's next progress
         // report: read the prefix as of now instead (linearizable, so at `revision` or later).

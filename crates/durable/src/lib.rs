@@ -71,19 +71,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
 /// Writes `bytes` to `path` atomically and durably; the file has `mode` (less the umask) from
 /// its first byte on.
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
-    let fail = |step| {
-        move |source| WriteError {
-            path: path.into(),
-            step,
-            source,
-        }
-    };
     let (dir, tmp) = write_temporary(path, bytes, mode)?;
-    if let Err(e) = std::fs::rename(&tmp, path).map_err(fail(Step::Rename)) {
+    if let Err(e) = std::fs::rename(&tmp, path).map_err(failed(path, Step::Rename)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    sync_dir(dir).map_err(fail(Step::FsyncDir))
+    sync_dir(dir).map_err(failed(path, Step::FsyncDir))
 }
 
 /// Writes `bytes` durably to a temporary file of `path`'s (in its directory, with `mode`),
@@ -94,23 +87,17 @@ fn write_temporary<'p>(
     bytes: &[u8],
     mode: u32,
 ) -> Result<(&'p Path, PathBuf), WriteError> {
-    let fail = |step| {
-        move |source| WriteError {
-            path: path.into(),
-            step,
-            source,
-        }
-    };
     let dir = parent(path);
     let name = path
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
     remove_stale_temporaries(dir, &name);
-    let (tmp, mut f) = create_temporary(dir, &name, mode).map_err(fail(Step::CreateTemp))?;
+    let (tmp, mut f) =
+        create_temporary(dir, &name, mode).map_err(failed(path, Step::CreateTemp))?;
     let written = f
         .write_all(bytes)
-        .map_err(fail(Step::Write))
-        .and_then(|()| f.sync_all().map_err(fail(Step::Fsync)));
+        .map_err(failed(path, Step::Write))
+        .and_then(|()| f.sync_all().map_err(failed(path, Step::Fsync)));
     drop(f);
     match written {
         Ok(()) => Ok((dir, tmp)),
@@ -125,24 +112,26 @@ fn write_temporary<'p>(
 /// (or a racing creator) sees no file or the whole of one, never an empty or partial file.
 /// `Ok(false)` when it existed (its contents are kept, whatever they are).
 pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, WriteError> {
-    let fail = |step| {
-        move |source| WriteError {
-            path: path.into(),
-            step,
-            source,
-        }
-    };
     let (dir, tmp) = write_temporary(path, bytes, mode)?;
     // A hard link, unlike a rename, never replaces: the first creator wins.
     let linked = match std::fs::hard_link(&tmp, path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(fail(Step::Rename)(e)),
+        Err(e) => Err(failed(path, Step::Rename)(e)),
     };
     let _ = std::fs::remove_file(&tmp);
     let created = linked?;
-    sync_dir(dir).map_err(fail(Step::FsyncDir))?;
+    sync_dir(dir).map_err(failed(path, Step::FsyncDir))?;
     Ok(created)
+}
+
+/// The error of `step` of a write to `path`.
+fn failed(path: &Path, step: Step) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+    move |source| WriteError {
+        path: path.into(),
+        step,
+        source,
+    }
 }
 
 /// Numbers the temporary files of this process.

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use torc_api::ErrorBody;
+use torc_api::{ErrorBody, LEADER_HEADER};
 
 use crate::controller::ChangeError;
 use crate::lookup::LookupError;
@@ -46,9 +46,6 @@ impl ApiError {
         }
     }
 }
-
-/// Names the leader's URL on a refusal or a stale read.
-pub(crate) const LEADER_HEADER: &str = "torc-leader";
 
 /// A handler's answer: JSON, or an error answer.
 pub(crate) type Reply<T> = Result<Json<T>, ApiError>;

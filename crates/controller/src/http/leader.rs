@@ -24,12 +24,12 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiError, LEADER_HEADER};
+use torc_api::{LEADER_HEADER, STALE_HEADER};
+
+use super::error::ApiError;
 use crate::controller::Controller;
 use crate::seat::NotActing;
 
-/// Marks an answer read from a controller that does not act.
-pub(crate) const STALE_HEADER: &str = "torc-stale";
 /// Marks a request a standby passed on to the leader: never passed on twice.
 pub(crate) const PROXIED_HEADER: &str = "torc-proxied-by";
 
