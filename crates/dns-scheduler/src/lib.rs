@@ -736,6 +736,23 @@ mod tests {
         .unwrap()
     }
 
+    /// The state file is replaced durably (issue 19, bug 5: it was renamed without any fsync,
+    /// so a power loss could forget a decision the scheduler had acted on): the new contents
+    /// are synced before the rename, the directory after it. Checked in the system calls a real
+    /// strace sees.
+    #[test]
+    fn the_state_file_is_synced_before_and_after_its_rename() {
+        if !torc_test_utils::syscalls::strace_or_skip() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = scheduler(dir.path());
+        let (saved, trace) =
+            torc_test_utils::syscalls::trace(|| s.start_group("normalload200")).unwrap();
+        saved.unwrap();
+        torc_test_utils::syscalls::assert_durable_replace(&trace, &dir.path().join("state.json"));
+    }
+
     /// A change that cannot be saved is undone and refused: the scheduler never acts on a
     /// decision or a group that a restart would forget.
     #[test]

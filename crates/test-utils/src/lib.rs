@@ -21,7 +21,9 @@ pub mod bench;
 mod containers;
 mod etcd;
 mod namespaces;
+pub mod syscalls;
 mod tasks;
+pub mod up;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -7,215 +7,25 @@
 //! with Ctrl-C when its test ends, panics included, so it removes what it made.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use torc_test_utils::up::{
+    self, Up, assert_host_has_no_rack_address, assert_rack_gone, env_for, eventually, free_base,
+    guard_route_present, listed_namespaces, namespace_id, namespaces_of, netns_path, rack_prefix,
+    rack_state, up_args,
+};
 use torc_test_utils::{
-    TestImage, containers_or_skip, free_loopback_block, free_port, namespaces_or_skip,
-    processes_mentioning, without_forks,
+    TestImage, containers_or_skip, namespaces_or_skip, processes_mentioning, without_forks,
 };
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
 
 fn cli(env: &[(&str, String)], args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(TORC)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A free loopback block's `.20` (the endpoints' base) and a free port on it.
-fn free_base() -> (Ipv4Addr, u16) {
-    let b = free_loopback_block().octets();
-    let base = Ipv4Addr::new(b[0], b[1], b[2], 20);
-    (base, free_port(base))
-}
-
-/// The CLI's environment for the rack `torc up` keeps in `dir`, reached at `url`.
-fn env_for(dir: &Path, url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("TORC_CONTROLLER", url.to_string()),
-        (
-            "TORC_TOKEN_FILE",
-            dir.join("credentials")
-                .join("admin.token")
-                .display()
-                .to_string(),
-        ),
-        (
-            "TORC_CA",
-            dir.join("pki").join("ca.pem").display().to_string(),
-        ),
-    ]
-}
-
-/// A running `torc up`: its stdout line by line (read on a thread, so every wait is bounded),
-/// its stderr in a file.
-struct Up {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    stderr: PathBuf,
-    _stderr_dir: tempfile::TempDir,
-}
-
-impl Up {
-    /// Starts `[prefix...] torc up ARGS` (`prefix` runs torc, e.g. setpriv).
-    fn start(prefix: &[&str], args: &[String]) -> Up {
-        let stderr_dir = tempfile::tempdir().unwrap();
-        let stderr = stderr_dir.path().join("up.stderr");
-        let mut cmd = match prefix.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(TORC);
-                c
-            }
-            None => Command::new(TORC),
-        };
-        cmd.arg("up")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        // SAFETY: pre_exec runs between fork and exec; prctl is an async-signal-safe system
-        // call that allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                // If the test process dies, torc up stops its rack as on Ctrl-C.
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Up {
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr,
-            _stderr_dir: stderr_dir,
-        }
-    }
-
-    /// Everything printed so far, stdout then stderr.
-    fn said(&self) -> String {
-        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        format!("{}\n--- stderr:\n{err}", self.seen.join("\n"))
-    }
-
-    /// Reads stdout until a line satisfies `done` (answering true) or stdout ends (false),
-    /// for at most `timeout`.
-    fn read_until(&mut self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let finished = done(&line);
-                    self.seen.push(line);
-                    if finished {
-                        return true;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "torc up said nothing more for {timeout:?}:\n{}",
-                        self.said()
-                    )
-                }
-            }
-        }
-    }
-
-    /// Waits until the rack is up; answers what torc up printed.
-    fn until_up(&mut self) -> String {
-        let up = self.read_until(Duration::from_secs(120), |l| l.starts_with("Try "));
-        let text = self.seen.join("\n");
-        assert!(up && text.contains("Rack is up."), "{}", self.said());
-        text
-    }
-
-    /// Waits for torc up to exit by itself (at most 60 s).
-    fn wait_exit(&mut self) -> ExitStatus {
-        self.read_until(Duration::from_secs(60), |_| false);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "torc up did not exit:\n{}",
-                self.said()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
-    }
-
-    /// Ctrl-C, then waits for it to exit.
-    fn interrupt(&mut self) -> ExitStatus {
-        self.signal(nix::sys::signal::Signal::SIGINT);
-        self.wait_exit()
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // A failed test: stop the rack as a user would, SIGKILL if it hangs.
-            self.signal(nix::sys::signal::Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn up_args(nodes: usize, base: Ipv4Addr, port: u16, dir: &Path, network: &str) -> Vec<String> {
-    [
-        "--network",
-        network,
-        "--nodes",
-        &nodes.to_string(),
-        "--ip-base",
-        &base.to_string(),
-        "--api-port",
-        &port.to_string(),
-        "--data-dir",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .chain([dir.display().to_string()])
-    .collect()
+    up::cli(TORC, env, args)
 }
 
 #[test]
@@ -223,7 +33,7 @@ fn torc_up_on_loopback_runs_a_rack_the_cli_drives_it_and_ctrl_c_leaves_nothing_b
     let dir = tempfile::tempdir().unwrap();
     let (base, port) = free_base();
     // As root too: the loopback rack stays tested where namespaces are the default.
-    let mut up = Up::start(&[], &up_args(2, base, port, dir.path(), "loopback"));
+    let mut up = Up::start(TORC, &[], &up_args(2, base, port, dir.path(), "loopback"));
     let text = up.until_up();
     assert!(text.contains("registered (3/3)"), "{text}");
     assert!(!text.contains("network:     namespaces"), "{text}");
@@ -371,7 +181,7 @@ fn torc_up_ha_runs_two_controllers_on_etcd_and_survives_the_loss_of_the_leader()
     let (base, port) = free_base();
     let mut args = up_args(1, base, port, dir.path(), "loopback");
     args.extend(["--ha".to_string(), "--containers".into(), "off".into()]);
-    let mut up = Up::start(&[], &args);
+    let mut up = Up::start(TORC, &[], &args);
     let text = up.until_up();
     assert!(text.contains("registered (3/3)"), "{text}");
     assert!(text.contains("etcd:        3 members healthy"), "{text}");
@@ -438,127 +248,6 @@ fn torc_up_ha_runs_two_controllers_on_etcd_and_survives_the_loss_of_the_leader()
 }
 
 /// The rack prefix torc up printed (`  network:     namespaces torc-3fa9c2-*: ...`).
-fn rack_prefix(text: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("network:"))
-        .unwrap_or_else(|| panic!("no network line:\n{text}"));
-    let word = line
-        .split_whitespace()
-        .find(|w| w.starts_with("torc-"))
-        .unwrap_or_else(|| panic!("no rack prefix in {line:?}"));
-    word.trim_end_matches(':').trim_end_matches('*').to_string()
-}
-
-/// The namespaces `ip netns list` shows whose name starts with `prefix`.
-fn listed_namespaces(prefix: &str) -> BTreeSet<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(out.status.success(), "ip netns list: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
-
-fn netns_path(name: &str) -> PathBuf {
-    Path::new("/run/netns").join(name)
-}
-
-/// The namespace (device, inode) a path names: `/run/netns/NAME` or `/proc/PID/ns/net`.
-fn namespace_id(path: &Path) -> (u64, u64) {
-    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    (meta.dev(), meta.ino())
-}
-
-/// The namespaces of the processes of the rack in `dir` whose command line has every one of
-/// `words` (one process, and any child it forked that has not exec'd yet), at least one.
-fn namespaces_of(dir: &Path, words: &[&str]) -> BTreeSet<(u64, u64)> {
-    let found: Vec<(u32, String)> = processes_mentioning(dir)
-        .into_iter()
-        .filter(|(_, cmd)| words.iter().all(|w| cmd.contains(w)))
-        .collect();
-    let namespaces: BTreeSet<(u64, u64)> = (found.iter())
-        .filter_map(|(pid, _)| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok())
-        .map(|meta| (meta.dev(), meta.ino()))
-        .collect();
-    assert!(!namespaces.is_empty(), "{words:?}: {found:?}");
-    namespaces
-}
-
-/// Whether the host's table holds the guard route of namespaced racks.
-fn guard_route_present() -> bool {
-    let out = Command::new("ip")
-        .args(["-4", "route", "show", "proto", "116"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("blackhole 198.18.0.0/15")
-}
-
-/// After a rack stopped: the guard route goes, unless another rack (another test's) runs.
-fn assert_guard_route_gone_unless_a_rack_runs() {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let running = torc_net::rack::running().unwrap();
-        if !guard_route_present() || !running.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the guard route stayed with no rack running"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The host holds no address of the rack range (198.18.0.0/15).
-fn assert_host_has_no_rack_address() {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains(" 198.18.") && !text.contains(" 198.19."),
-        "the host has a rack address:\n{text}"
-    );
-}
-
-/// What a failed check needs to be understood: the rack's tasks and the tail of every log.
-fn rack_state(env: &[(&str, String)], dir: &Path) -> String {
-    let (_, tasks, err) = cli(env, &["tasks", "-a"]);
-    let mut out = format!("--- torc tasks -a\n{tasks}{err}");
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    logs.sort();
-    for log in logs {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        out.push_str(&format!("--- {}\n", log.display()));
-        for line in tail.into_iter().rev() {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// Everything a rack of `dir` with `prefix` made is gone: processes, namespaces, its lock and
-/// record, the guard route (unless another rack runs).
-fn assert_rack_gone(dir: &Path, prefix: &str) {
-    let left = processes_mentioning(dir);
-    assert!(left.is_empty(), "processes left behind: {left:?}");
-    assert_eq!(listed_namespaces(prefix), BTreeSet::new());
-    let slug = prefix.trim_start_matches("torc-").trim_end_matches('-');
-    for file in [format!("{slug}.lock"), format!("{slug}.json")] {
-        let path = Path::new("/run/torc").join(file);
-        assert!(!path.exists(), "{} is left", path.display());
-    }
-    assert_guard_route_gone_unless_a_rack_runs();
-}
-
 #[test]
 fn torc_up_on_namespaces_puts_each_node_in_a_namespace_and_the_readme_works_from_the_host() {
     if !namespaces_or_skip() {
@@ -566,7 +255,7 @@ fn torc_up_on_namespaces_puts_each_node_in_a_namespace_and_the_readme_works_from
     }
     let dir = tempfile::tempdir().unwrap();
     let (base, port) = free_base();
-    let mut up = Up::start(&[], &up_args(2, base, port, dir.path(), "namespaces"));
+    let mut up = Up::start(TORC, &[], &up_args(2, base, port, dir.path(), "namespaces"));
     let text = up.until_up();
     let prefix = rack_prefix(&text);
     let nodes = ["wedge", "bladerunner1", "bladerunner2"];
@@ -627,7 +316,7 @@ fn torc_up_on_namespaces_puts_each_node_in_a_namespace_and_the_readme_works_from
         )
     });
     if let Err(panic) = checked {
-        eprintln!("{}", rack_state(&env, dir.path()));
+        eprintln!("{}", rack_state(TORC, &env, dir.path()));
         std::panic::resume_unwind(panic);
     }
 
@@ -645,7 +334,7 @@ fn a_second_torc_up_on_the_same_directory_is_refused_and_one_after_a_kill_9_swee
     let dir = tempfile::tempdir().unwrap();
     let (base, port) = free_base();
     let args = up_args(1, base, port, dir.path(), "namespaces");
-    let mut first = Up::start(&[], &args);
+    let mut first = Up::start(TORC, &[], &args);
     let prefix = rack_prefix(&first.until_up());
     let wedge = netns_path(&format!("{prefix}wedge"));
     let first_wedge = namespace_id(&wedge);
@@ -656,6 +345,7 @@ fn a_second_torc_up_on_the_same_directory_is_refused_and_one_after_a_kill_9_swee
     // A second torc up with the same state directory is refused and changes nothing.
     let (other_base, other_port) = free_base();
     let mut second = Up::start(
+        TORC,
         &[],
         &up_args(1, other_base, other_port, dir.path(), "namespaces"),
     );
@@ -680,7 +370,7 @@ fn a_second_torc_up_on_the_same_directory_is_refused_and_one_after_a_kill_9_swee
     // Left behind (unless a rack starting in parallel swept them already: see below).
     let left = listed_namespaces(&prefix).len();
     assert!(left == 2 || left == 0, "{left} of the 2 namespaces left");
-    let mut third = Up::start(&[], &args);
+    let mut third = Up::start(TORC, &[], &args);
     let text = third.until_up();
     assert_eq!(
         rack_prefix(&text),
@@ -725,7 +415,7 @@ fn torc_up_without_the_privilege_runs_the_loopback_rack_and_says_so_in_one_line(
     } else {
         &[]
     };
-    let mut up = Up::start(drop_caps, &up_args(1, base, port, dir.path(), "auto"));
+    let mut up = Up::start(TORC, drop_caps, &up_args(1, base, port, dir.path(), "auto"));
     let text = up.until_up();
     let o = base.octets();
     let node1 = Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1);
@@ -797,7 +487,7 @@ fn torc_up_without_the_privilege_runs_the_loopback_rack_and_says_so_in_one_line(
     let other = tempfile::tempdir().unwrap();
     let mut on_args = up_args(1, other_base, other_port, other.path(), "loopback");
     on_args.extend(["--containers".to_string(), "on".to_string()]);
-    let mut refused = Up::start(drop_caps, &on_args);
+    let mut refused = Up::start(TORC, drop_caps, &on_args);
     let status = refused.wait_exit();
     let said = refused.said();
     assert!(!status.success(), "{said}");
@@ -842,7 +532,7 @@ fn torc_up_with_containers_runs_one_containerd_whose_namespaces_are_the_nodes_an
     let (base, port) = free_base();
     let mut args = up_args(1, base, port, dir.path(), "namespaces");
     args.extend(["--containers".to_string(), "on".to_string()]);
-    let mut up = Up::start(&[], &args);
+    let mut up = Up::start(TORC, &[], &args);
     let text = up.until_up();
     let prefix = rack_prefix(&text);
     let slug = prefix.trim_start_matches("torc-").trim_end_matches('-');
@@ -907,7 +597,7 @@ fn torc_up_with_containers_runs_one_containerd_whose_namespaces_are_the_nodes_an
 
     // Again on the same state directory: the image is still there. Killed, the rack's
     // containerd outlives it, and `torc up --clean` ends it.
-    let mut again = Up::start(&[], &args);
+    let mut again = Up::start(TORC, &[], &args);
     again.until_up();
     assert!(
         ctr(&socket, &node_ns, &["images", "ls", "-q"]).contains(torc_test_utils::TEST_IMAGE),
@@ -930,23 +620,6 @@ fn torc_up_with_containers_runs_one_containerd_whose_namespaces_are_the_nodes_an
 }
 
 /// Runs `cmd` until it succeeds and its stdout contains `want`, for up to 60 s.
-fn eventually(what: &str, mut cmd: impl FnMut() -> Command, want: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = cmd().output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && stdout.contains(want) {
-            return stdout;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// The README's lines against the rack whose controller's endpoint is `base` (all from the
 /// host): `dig` (whose answer for bladerunner1 is `node1`), etcdctl, the influx shell, the
 /// seed's 0.8 query with curl, each refused without credentials or the rack CA.

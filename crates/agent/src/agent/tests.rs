@@ -272,6 +272,23 @@ impl Drop for FakeShim {
     }
 }
 
+/// The task table is replaced durably (issue 19, bug 3: its rename was not followed by a
+/// directory fsync, so after a power loss the agent could read an older table and start a task
+/// again): the new table synced before the rename, the directory after it, as a real strace
+/// sees the agent's system calls.
+#[test]
+fn the_task_table_is_synced_before_and_after_its_rename() {
+    if !torc_test_utils::syscalls::strace_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path());
+    let table = a.lock();
+    let (saved, trace) = torc_test_utils::syscalls::trace(|| a.persist(&table)).unwrap();
+    saved.unwrap();
+    torc_test_utils::syscalls::assert_durable_replace(&trace, &dir.path().join("tasks.json"));
+}
+
 /// A task table that cannot be saved starts nothing: a task the agent cannot remember
 /// could be started again by the next agent while it runs. It is reported failed instead.
 #[tokio::test]

@@ -1,1 +1,256 @@
-//! Owned by a helper of issue 19; see faults.rs.
+//! `torc up` killed with SIGKILL (not Ctrl-C) and started again on the same `--data-dir`: every
+//! process of the killed rack ends by itself (each child gets SIGTERM when `torc up` dies), the
+//! next `torc up` sweeps the namespaces it left, and the rack comes back with its tasks (the
+//! started group's instances), its names (DNS answers them, and only them) and its keys (every
+//! acknowledged `etcdctl put`), under the same credentials. Its Ctrl-C then leaves nothing.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use torc_test_utils::up::{
+    Up, assert_rack_gone, cli, env_for, free_base, listed_namespaces, namespace_id, netns_path,
+    rack_prefix, up_args,
+};
+use torc_test_utils::{namespaces_or_skip, processes_mentioning};
+
+use crate::TORC;
+use crate::report::{Figures, scale};
+
+/// The rack's kv through its endpoint, as the README's etcdctl lines reach it.
+fn etcdctl(base: Ipv4Addr, ca: &Path, root_password: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{base}:2379"))
+        .arg(format!("--cacert={}", ca.display()))
+        .arg(format!("--user=root:{root_password}"))
+        .arg("--dial-timeout=2s")
+        .arg("--command-timeout=5s")
+        .args(args)
+        .output()
+        .expect("etcdctl runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The addresses `dig` gets for `name` from the rack's DNS endpoint (none on any failure).
+fn dig(base: Ipv4Addr, name: &str) -> BTreeSet<String> {
+    let out = Command::new("dig")
+        .args([&format!("@{base}"), name, "+short", "+time=1", "+tries=1"])
+        .output()
+        .expect("dig runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.parse::<Ipv4Addr>().is_ok())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The rack addresses of the running instances of the group `hello` (`torc services --json`).
+fn running_hello(env: &[(&str, String)]) -> Option<BTreeSet<String>> {
+    let (ok, out, _) = cli(TORC, env, &["services", "--json"]);
+    if !ok {
+        return None;
+    }
+    let services: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+    Some(
+        services
+            .iter()
+            .filter(|s| s["origin"] == "hello" && s["state"] == "running")
+            .filter_map(|s| s["rack_ip"].as_str().or(s["ip"].as_str()))
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The processes (pid, command line) inside any of the network namespaces `namespaces` (as
+/// (device, inode)): the rack's daemons and every task they started.
+fn processes_in(namespaces: &BTreeSet<(u64, u64)>) -> Vec<(u32, String)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if namespaces.contains(&(meta.dev(), meta.ino())) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until `check` answers.
+fn within<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing() {
+    if !namespaces_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (base, port) = free_base();
+    let args = up_args(2, base, port, dir.path(), "namespaces");
+    let mut up = Up::start(TORC, &[], &args);
+    let prefix = rack_prefix(&up.until_up());
+    let env = env_for(dir.path(), &format!("https://{base}:{port}"));
+    let ca = dir.path().join("pki").join("ca.pem");
+
+    // The rack's state: a started group (two instances, named in DNS) and acknowledged keys.
+    let (ok, out, err) = cli(TORC, &env, &["group", "start", "hello"]);
+    assert!(ok, "{out}{err}");
+    let instances = within(
+        "both hello instances running",
+        Duration::from_secs(60),
+        || running_hello(&env).filter(|ips| ips.len() == 2),
+    );
+    within("DNS names both instances", Duration::from_secs(30), || {
+        (dig(base, "hello.service.torc") == instances).then_some(())
+    });
+    let (ok, root, err) = cli(TORC, &env, &["secret", "get", "kv-root"]);
+    assert!(ok, "{err}");
+    let root = root.trim().to_string();
+    let keys = scale(16, 200);
+    let mut acknowledged = Vec::new();
+    for i in 0..keys {
+        let (key, value) = (format!("/faults/restart/{i:04}"), format!("value-{i}"));
+        // The kv may still be starting (it is a system service): retry, bounded.
+        within(
+            &format!("etcdctl put {key}"),
+            Duration::from_secs(60),
+            || {
+                etcdctl(base, &ca, &root, &["put", &key, &value])
+                    .0
+                    .then_some(())
+            },
+        );
+        acknowledged.push((key, value));
+    }
+
+    // SIGKILL: torc up cannot stop anything itself; its children must end by themselves, and
+    // with them every task in the rack's namespaces (held open, so their numbers stay theirs).
+    let before = processes_mentioning(dir.path());
+    assert!(
+        !before.is_empty(),
+        "the rack's processes mention its directory"
+    );
+    let held: Vec<std::fs::File> = listed_namespaces(&prefix)
+        .iter()
+        .map(|name| std::fs::File::open(netns_path(name)).unwrap())
+        .collect();
+    let namespaces: BTreeSet<(u64, u64)> = listed_namespaces(&prefix)
+        .iter()
+        .map(|name| namespace_id(&netns_path(name)))
+        .collect();
+    assert_eq!(namespaces.len(), 3, "the switch and two nodes");
+    let tasks_before = processes_in(&namespaces);
+    assert!(
+        tasks_before
+            .iter()
+            .any(|(_, cmd)| cmd.starts_with("sleep 3600")),
+        "the group's tasks run in the nodes' namespaces: {tasks_before:?}"
+    );
+    up.signal(nix::sys::signal::Signal::SIGKILL);
+    up.wait_exit();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut left = processes_mentioning(dir.path());
+        left.extend(processes_in(&namespaces));
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "30 s after torc up was killed, its processes are left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+
+    // Started again on the same directory: it sweeps what the killed one left and comes back.
+    let restarted = Instant::now();
+    let mut again = Up::start(TORC, &[], &args);
+    let text = again.until_up();
+    assert_eq!(
+        rack_prefix(&text),
+        prefix,
+        "the same directory, the same rack"
+    );
+    let back = within(
+        "both hello instances running again",
+        Duration::from_secs(120),
+        || running_hello(&env).filter(|ips| ips.len() == 2),
+    );
+    within(
+        "DNS names the instances again",
+        Duration::from_secs(30),
+        || (dig(base, "hello.service.torc") == back).then_some(()),
+    );
+    let recovery = restarted.elapsed();
+
+    // The same credentials (the CLI's environment is the old one), every acknowledged key.
+    let (ok, root_again, err) = cli(TORC, &env, &["secret", "get", "kv-root"]);
+    assert!(ok, "{err}");
+    assert_eq!(root_again.trim(), root, "the rack's secrets survive");
+    let mut lost = 0;
+    for (key, value) in &acknowledged {
+        let (ok, out) = within(
+            &format!("etcdctl get {key}"),
+            Duration::from_secs(60),
+            || {
+                let (ok, out) = etcdctl(base, &ca, &root, &["get", key, "--print-value-only"]);
+                ok.then_some((ok, out))
+            },
+        );
+        if !ok || out.trim() != value {
+            eprintln!("lost {key}: {out}");
+            lost += 1;
+        }
+    }
+    // Stale names: answers for the group that name no running instance, over a few queries.
+    let mut stale = 0;
+    for _ in 0..10 {
+        stale += dig(base, "hello.service.torc").difference(&back).count() as u64;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut figures = Figures::new("kill -9 torc up, started again on its --data-dir");
+    figures.acknowledged = (acknowledged.len() + instances.len()) as u64;
+    figures.lost = lost + (2 - back.len().min(2)) as u64;
+    figures.stale_dns = Some(stale);
+    figures.recovery = Some(recovery);
+
+    // Ctrl-C of the restarted rack leaves nothing behind.
+    let status = again.interrupt();
+    assert!(status.success(), "{status}\n{}", again.said());
+    assert_rack_gone(dir.path(), &prefix);
+    figures.check();
+    assert_eq!(stale, 0, "stale DNS answers after the restart");
+}
