@@ -1,6 +1,7 @@
 //! `torc up` killed with SIGKILL (not Ctrl-C) and started again on the same `--data-dir`: every
-//! process of the killed rack ends by itself (each child gets SIGTERM when `torc up` dies), the
-//! next `torc up` sweeps the namespaces it left, and the rack comes back with its tasks (the
+//! process of the killed rack ends by itself (each child gets SIGTERM when `torc up` dies) but
+//! its private containerd, which by design only the next holder of the rack's lock sweeps with
+//! its containers; the next `torc up` sweeps it and the namespaces, and the rack comes back with its tasks (the
 //! started group's instances), its names (DNS answers them, and only them) and its keys (every
 //! acknowledged `etcdctl put`), under the same credentials. Its Ctrl-C then leaves nothing.
 
@@ -55,8 +56,9 @@ fn dig(base: Ipv4Addr, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The rack addresses of the running instances of the group `hello` (`torc services --json`).
-fn running_hello(env: &[(&str, String)]) -> Option<BTreeSet<String>> {
+/// The rack addresses of the running instances of the group `hello`, one per instance (two
+/// instances on one node give its address twice), from `torc services --json`.
+fn running_hello(env: &[(&str, String)]) -> Option<Vec<String>> {
     let (ok, out, _) = cli(TORC, env, &["services", "--json"]);
     if !ok {
         return None;
@@ -70,6 +72,12 @@ fn running_hello(env: &[(&str, String)]) -> Option<BTreeSet<String>> {
             .map(str::to_string)
             .collect(),
     )
+}
+
+/// The processes of the rack's private containerd (`/run/torc/<slug>/`), if it runs one.
+fn containerd_of(prefix: &str) -> Vec<(u32, String)> {
+    let slug = prefix.trim_start_matches("torc-").trim_end_matches('-');
+    processes_mentioning(&Path::new("/run/torc").join(slug))
 }
 
 /// The processes (pid, command line) inside any of the network namespaces `namespaces` (as
@@ -132,8 +140,9 @@ fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing(
         Duration::from_secs(60),
         || running_hello(&env).filter(|ips| ips.len() == 2),
     );
+    let named: BTreeSet<String> = instances.iter().cloned().collect();
     within("DNS names both instances", Duration::from_secs(30), || {
-        (dig(base, "hello.service.torc") == instances).then_some(())
+        (dig(base, "hello.service.torc") == named).then_some(())
     });
     let (ok, root, err) = cli(TORC, &env, &["secret", "get", "kv-root"]);
     assert!(ok, "{err}");
@@ -180,10 +189,15 @@ fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing(
     );
     up.signal(nix::sys::signal::Signal::SIGKILL);
     up.wait_exit();
+    // The rack's private containerd (as root with containerd installed) is the one exception,
+    // by design: it holds the containers, and only the next holder of the rack's lock sweeps
+    // it with them (below).
+    let containerd = containerd_of(&prefix);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut left = processes_mentioning(dir.path());
         left.extend(processes_in(&namespaces));
+        left.retain(|p| !containerd.contains(p));
         if left.is_empty() {
             break;
         }
@@ -209,6 +223,7 @@ fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing(
         Duration::from_secs(120),
         || running_hello(&env).filter(|ips| ips.len() == 2),
     );
+    let back: BTreeSet<String> = back.into_iter().collect();
     within(
         "DNS names the instances again",
         Duration::from_secs(30),
@@ -243,7 +258,7 @@ fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing(
     }
     let mut figures = Figures::new("kill -9 torc up, started again on its --data-dir");
     figures.acknowledged = (acknowledged.len() + instances.len()) as u64;
-    figures.lost = lost + (2 - back.len().min(2)) as u64;
+    figures.lost = lost;
     figures.stale_dns = Some(stale);
     figures.recovery = Some(recovery);
 
