@@ -1191,6 +1191,7 @@ impl Agent {
                 .filter(|t| matches!(t.state, TaskState::Running | TaskState::Staging))
             {
                 task.kill_requested = true;
+                task.message = Some("stopped: its agent shut down".into());
                 if let Some(h) = &task.handle {
                     self.runtime.stop(h);
                     longest = longest.max(stop_deadline(&task.spec));

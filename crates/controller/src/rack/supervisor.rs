@@ -4,7 +4,9 @@
 //!
 //! When an instance's task ends, the record schedules the next start after `restart_delay`,
 //! doubling on each failure in a row up to `max_restart_delay` (a crash loop does not hammer
-//! the node); a task that ran for a minute resets the count. Jobs (`is_job`) run once.
+//! the node); a task that ran for a minute resets the count. A task its node's agent stopped
+//! unasked (the agent shut down: a rack stopped or restarted) did not fail: its instance starts
+//! again at once, with no back-off and no failure counted. Jobs (`is_job`) run once.
 //! `dependent_service` holds a start until the dependency runs and is healthy. After
 //! `failure_threshold` failed health checks in a row, the task is replaced.
 //!
@@ -482,6 +484,12 @@ impl Supervisor {
                     message: what,
                 });
             }
+        } else if state == TaskState::Killed && change.from != TaskState::Killing {
+            // Killed without the rack asking: its node's agent stopped it as it shut down (a
+            // rack stopped, killed or restarted). Not a failure of the service: started again
+            // at the next step, its failures and last failure kept as they were.
+            rec.next_start = Some(now);
+            rec.waiting = Some("starting again: its node's agent stopped it".to_string());
         } else {
             let ran_ms = change.running_since.map_or(0, |at| now.saturating_sub(at));
             if ran_ms >= STABLE_RUN_MS {
