@@ -20,6 +20,7 @@
 pub mod bench;
 mod containers;
 mod etcd;
+pub mod faults_net;
 mod namespaces;
 mod tasks;
 
