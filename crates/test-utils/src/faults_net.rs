@@ -91,14 +91,8 @@ pub struct TaskProcess {
 pub fn task_processes(rack: &LocalRack) -> Vec<TaskProcess> {
     let shims = rack.shim_pids();
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !parent_of(pid).is_some_and(|p| shims.contains(&p)) || !crate::pid_alive(pid) {
+    for pid in crate::all_pids() {
+        if !crate::parent_of(pid).is_some_and(|p| shims.contains(&p)) || !crate::pid_alive(pid) {
             continue;
         }
         let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -124,16 +118,6 @@ pub fn task_processes(rack: &LocalRack) -> Vec<TaskProcess> {
     }
     out.sort();
     out
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// What the rack's DNS server (on the switch, `wedge`) answers for `name`, asked with `dig`

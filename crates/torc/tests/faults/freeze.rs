@@ -23,7 +23,7 @@ use torc_test_utils::{DNS_SYSTEM_SERVICE, Security, pid_alive};
 use torc_types::TaskState;
 
 use super::partition::{
-    SERVICE, WITHIN, ever_started, node_of_first, pinned, rack_with_web, settled, watch_until,
+    SERVICE, WITHIN, rack_with_web, settled, unheard_past_the_timeout, watch_until,
 };
 use super::report::{Figures, scale};
 
@@ -42,84 +42,25 @@ async fn an_agent_past_its_node_timeout() {
     else {
         return;
     };
-    let client = rack.client();
-    let before = settled(&rack, instances, "the rack to settle").await;
     let mut figures = Figures::new(format!(
         "freeze (SIGSTOP) an agent past its node timeout ({node_timeout} s)"
     ));
-    figures.acknowledged = instances as u64;
-    let victim = node_of_first(&before);
-    let old: Vec<_> = (before.processes.iter())
-        .filter(|p| p.node == victim)
-        .cloned()
-        .collect();
-    let agent = rack.agent_pid(&victim).unwrap();
-
-    faults_net::freeze(agent, true).unwrap();
-    // Placed while the node still counts as active: the answer to the frozen agent's long
-    // poll waits in its socket.
-    let late = client.launch(&pinned("late", &victim)).await.unwrap();
-    let (mut stale, mut seen) = (0, BTreeSet::new());
-    watch_until(
-        &rack,
-        "the frozen node's instances to be replaced elsewhere",
-        &mut stale,
-        &mut seen,
-        |l| {
-            let gone = (l.nodes.iter()).any(|n| n.name.as_str() == victim && !n.active);
-            let replaced = (l.instances.iter()).all(|s| {
-                s.state == Some(TaskState::Running)
-                    && s.node.as_ref().is_some_and(|n| n.as_str() != victim)
-            });
-            let late_lost = (l.tasks.iter()).any(|t| t.id == late.id && t.state == TaskState::Lost);
-            gone && replaced && late_lost
+    let agent = std::cell::Cell::new(0);
+    let (stop, resume) = (
+        |node: &str| {
+            agent.set(rack.agent_pid(node).unwrap());
+            faults_net::freeze(agent.get(), true).unwrap();
         },
-    )
-    .await;
-
-    faults_net::freeze(agent, false).unwrap();
-    let resumed_at = Instant::now();
-    let mut after = watch_until(
-        &rack,
-        "the rack to be consistent again",
-        &mut stale,
-        &mut seen,
-        |l| l.inconsistency(instances).is_none(),
-    )
-    .await;
-    figures.recovery = Some(resumed_at.elapsed());
-    let settle = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < settle {
-        after = look(&rack, SERVICE, true).await.unwrap();
-        stale += after.stale_answers();
-        seen.extend(after.processes.iter().map(|p| p.task.clone()));
-        assert_eq!(after.inconsistency(instances), None, "after recovery");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    figures.stale_dns = Some(stale);
-    figures.lost = (instances - after.running_ips().len()) as u64;
-    figures.duplicated = after.duplicated().len() as u64;
-    let late_started =
-        ever_started(&rack, &victim, late.id.as_str()) || seen.contains(late.id.as_str());
-    println!("{}", figures.row());
-    // The check can see a start: the old instances' starts left their lock files.
-    assert!(
-        old.iter().all(|p| ever_started(&rack, &victim, &p.task)),
-        "{old:?}"
+        |_: &str| faults_net::freeze(agent.get(), false).unwrap(),
     );
-    assert!(
-        !late_started,
-        "the resumed agent started task {} from a desired set that waited while it was frozen \
-         (the controller counts it lost)\n{}",
-        late.id,
-        rack.logs_hint()
-    );
-    for p in &old {
-        assert!(!pid_alive(p.pid), "{p:?} still runs after the resume");
-    }
+    unheard_past_the_timeout(&rack, instances, &mut figures, stop, resume).await;
     figures.check();
-    // The same agent process rejoined (it was not restarted).
-    assert_eq!(rack.agent_pid(&victim), Some(agent));
+    // The same agent process rejoined: it was not restarted.
+    assert!(
+        pid_alive(agent.get()),
+        "the frozen agent {} is gone",
+        agent.get()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

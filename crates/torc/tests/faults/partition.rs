@@ -257,11 +257,32 @@ async fn longer_than_the_node_timeout() {
     let Some(rack) = rack(3, instances, node_timeout).await else {
         return;
     };
-    let client = rack.client();
     let mut figures = Figures::new(format!(
         "partition of a node past its node timeout ({node_timeout} s), then healed"
     ));
-    let before = settled(&rack, instances, "the rack to settle").await;
+    let (cut, heal) = (
+        |node: &str| faults_net::cut_off(&rack, node).unwrap(),
+        |node: &str| faults_net::reconnect(&rack, node).unwrap(),
+    );
+    unheard_past_the_timeout(&rack, instances, &mut figures, cut, heal).await;
+    figures.check();
+}
+
+/// What a node whose agent is not heard past the node timeout must come to, however it was
+/// silenced (`silence`, undone by `restore`; both given the node): a task placed on it while
+/// it still counts as active (the controller's answer waits, unread, until `restore`), the
+/// node inactive, its instances lost and replaced elsewhere while the old processes run on;
+/// restored, the rack consistent again (each instance once, the old processes stopped, DNS
+/// exact) and staying so, and the late task never started. Fills `figures` (acknowledged:
+/// the instances).
+pub(crate) async fn unheard_past_the_timeout(
+    rack: &LocalRack,
+    instances: usize,
+    figures: &mut Figures,
+    silence: impl FnOnce(&str),
+    restore: impl FnOnce(&str),
+) {
+    let before = settled(rack, instances, "the rack to settle").await;
     figures.acknowledged = instances as u64;
     let victim = node_of_first(&before);
     let old: Vec<_> = (before.processes.iter())
@@ -270,14 +291,16 @@ async fn longer_than_the_node_timeout() {
         .collect();
     assert!(!old.is_empty(), "nothing runs on {victim}");
 
-    faults_net::cut_off(&rack, &victim).unwrap();
-    // Placed on the node while the controller still counts it active: the controller's
-    // answer to the agent's long poll waits in the kernel's queue until the heal.
-    let late = client.launch(&pinned("late", &victim)).await.unwrap();
+    silence(&victim);
+    let late = rack
+        .client()
+        .launch(&pinned("late", &victim))
+        .await
+        .unwrap();
     let (mut stale, mut seen) = (0, std::collections::BTreeSet::new());
     let during = watch_until(
-        &rack,
-        "the cut node's instances to be replaced elsewhere",
+        rack,
+        "the silent node's instances to be replaced elsewhere",
         &mut stale,
         &mut seen,
         |l| {
@@ -291,30 +314,27 @@ async fn longer_than_the_node_timeout() {
         },
     )
     .await;
-    // Behind the partition the old instances still run: the rack now runs them twice, and
-    // only the heal can tell their agent.
+    // The old instances still run: the rack runs them twice now, and only the node's return
+    // can tell their agent.
     for p in &old {
-        assert!(
-            during.processes.contains(p),
-            "{p:?} ended during the partition"
-        );
+        assert!(during.processes.contains(p), "{p:?} ended meanwhile");
     }
 
-    faults_net::reconnect(&rack, &victim).unwrap();
-    let healed_at = Instant::now();
+    restore(&victim);
+    let restored_at = Instant::now();
     let mut after = watch_until(
-        &rack,
+        rack,
         "the rack to be consistent again",
         &mut stale,
         &mut seen,
         |l| l.inconsistency(instances).is_none(),
     )
     .await;
-    figures.recovery = Some(healed_at.elapsed());
+    figures.recovery = Some(restored_at.elapsed());
     // And it stays so: nothing comes back a moment later.
     let settle = Instant::now() + Duration::from_secs(2);
     while Instant::now() < settle {
-        after = look(&rack, SERVICE, true).await.unwrap();
+        after = look(rack, SERVICE, true).await.unwrap();
         stale += after.stale_answers();
         seen.extend(after.processes.iter().map(|p| p.task.clone()));
         assert_eq!(after.inconsistency(instances), None, "after recovery");
@@ -323,26 +343,22 @@ async fn longer_than_the_node_timeout() {
     figures.stale_dns = Some(stale);
     figures.lost = (instances - after.running_ips().len()) as u64;
     figures.duplicated = after.duplicated().len() as u64;
-    let late_started =
-        ever_started(&rack, &victim, late.id.as_str()) || seen.contains(late.id.as_str());
     println!("{}", figures.row());
     // The check can see a start: the old instances' starts left their lock files.
     assert!(
-        old.iter().all(|p| ever_started(&rack, &victim, &p.task)),
+        old.iter().all(|p| ever_started(rack, &victim, &p.task)),
         "{old:?}"
     );
+    let late_started =
+        ever_started(rack, &victim, late.id.as_str()) || seen.contains(late.id.as_str());
     assert!(
         !late_started,
-        "the healed agent started task {} from a desired set it heard after its node was \
+        "{victim}'s agent started task {} from a desired set it read only after its node was \
          declared inactive (the controller counts it lost)\n{}",
         late.id,
         rack.logs_hint()
     );
     for p in &old {
-        assert!(
-            !torc_test_utils::pid_alive(p.pid),
-            "{p:?} still runs after the heal"
-        );
+        assert!(!torc_test_utils::pid_alive(p.pid), "{p:?} still runs");
     }
-    figures.check();
 }
