@@ -30,8 +30,8 @@ pub(crate) const SERVICE: &str = "web";
 pub(crate) const WITHIN: Duration = Duration::from_secs(40);
 
 /// A rack on namespaces with `compute` compute nodes, the rack's DNS and a group `web` of
-/// `instances` instances, each a rack task (an address of its own, so a DNS answer names one
-/// task), its group started (wait with [`settled`]). `None` without the privilege (after a
+/// `instances` instances on the compute nodes, each a rack task (an address of its own, so a
+/// DNS answer names one task), its group started (wait with [`settled`]). `None` without the privilege (after a
 /// printed line).
 pub(crate) async fn rack_with_web(
     compute: usize,
@@ -52,6 +52,7 @@ pub(crate) async fn rack_with_web(
           command: sleep
           args: ["100000"]
           network: rack
+          node_type: slave
           memory: 8
           cpu: 0.05
           number_of_instances: {instances}
@@ -108,7 +109,7 @@ pub(crate) async fn settled(rack: &LocalRack, instances: usize, what: &str) -> L
     found.unwrap_or_else(|e| panic!("{e}: {}\n{}", last.lock().unwrap(), rack.logs_hint()))
 }
 
-/// The node the first instance runs on.
+/// The node the first instance runs on (a compute node: the group runs on those only).
 pub(crate) fn node_of_first(l: &Look) -> String {
     let first = l
         .instances
