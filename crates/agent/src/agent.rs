@@ -24,6 +24,7 @@ use torc_types::{
 };
 
 use crate::dispatch::Runtimes;
+use crate::lease::Lease;
 use crate::network::{TaskAddress, TaskNamespace, TaskNetworks};
 use crate::runtime::{
     ExitRecord, Found, Handle, ProcessRuntime, RuntimeError, StartRequest, Started, TaskUser,
@@ -243,6 +244,10 @@ pub struct Agent {
     report_now: Notify,
     /// Ends the controller session (to register again) when the runtime's info changed.
     runtime_changed: Notify,
+    /// Whether the controller surely counts the node active (see `lease`).
+    lease: Mutex<Lease>,
+    /// Wakes a desired-state follower waiting for the lease, once a report is acknowledged.
+    lease_renewed: Notify,
     pub(crate) metrics: Mutex<crate::metrics::Sampler>,
     /// Set when shutdown begins: from then on no task is started (a desired state that arrives
     /// late must not start a task after the agent stopped them all).
@@ -338,6 +343,8 @@ impl Agent {
             table_path,
             report_now: Notify::new(),
             runtime_changed: Notify::new(),
+            lease: Mutex::new(Lease::default()),
+            lease_renewed: Notify::new(),
             metrics: Mutex::new(crate::metrics::Sampler::new(cfg_node)),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -347,6 +354,10 @@ impl Agent {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lease_mut(&self) -> std::sync::MutexGuard<'_, Lease> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn client(&self) -> Client {
@@ -1244,6 +1255,7 @@ impl Agent {
     async fn controller_session(self: Arc<Self>, agent_url: String) {
         let mut backoff = Duration::from_millis(100);
         loop {
+            let sent = std::time::Instant::now();
             let (interval, epoch) = match self
                 .client()
                 .register_agent(&self.register_request(&agent_url))
@@ -1256,6 +1268,12 @@ impl Agent {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
+                    // A controller that does not say its node timeout reports at a quarter of
+                    // it, or less (never more).
+                    let timeout = Duration::from_millis(
+                        (resp.node_timeout_ms).unwrap_or(resp.heartbeat_interval_ms * 4),
+                    );
+                    self.lease_mut().registered(sent, timeout);
                     tracing::info!(controller = %self.client().base_url(), epoch = resp.epoch, "registered");
                     (
                         Duration::from_millis(resp.heartbeat_interval_ms.max(50)),
@@ -1310,8 +1328,12 @@ impl Agent {
     /// fresh registration.
     async fn reporter(&self, interval: Duration) -> ClientError {
         loop {
+            let sent = std::time::Instant::now();
             match self.report().await {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.lease_mut().acknowledged(sent);
+                    self.lease_renewed.notify_waiters();
+                }
                 Err(e) if e.is_transport() => {
                     tracing::debug!(error = %e, "report failed; the next heartbeat retries");
                 }
@@ -1352,6 +1374,29 @@ impl Agent {
                 // A task of its own: `apply` must not be cancelled with this session between
                 // recording a task as starting and starting it. Waited for, so documents
                 // are applied in order.
+                Ok(doc) if !self.lease_mut().held(std::time::Instant::now()) => {
+                    // The answer may have waited through a partition or a freeze: the rack
+                    // may have lost these tasks and started them elsewhere. Asked again once
+                    // the controller has acknowledged a report (or, if it declared the node
+                    // inactive, by the next session, after registering again).
+                    tracing::warn!(
+                        generation = doc.generation,
+                        "the controller has not acknowledged a report of this node for most of \
+                         its node timeout: it may count the node inactive, so this desired set \
+                         may be stale; starting nothing from it until it hears the node again"
+                    );
+                    self.report_now.notify_one();
+                    let held = async {
+                        loop {
+                            let renewed = self.lease_renewed.notified();
+                            if self.lease_mut().held(std::time::Instant::now()) {
+                                return;
+                            }
+                            let _ = tokio::time::timeout(Duration::from_secs(1), renewed).await;
+                        }
+                    };
+                    held.await;
+                }
                 Ok(doc) => {
                     // A deposed leader answers a poll of another epoch at once: not a busy
                     // loop until the client moves on.

@@ -27,6 +27,11 @@
 //!   because the controller never reuses a task id nor asks to launch a task that ended.
 //! - A task the controller believes running but the agent does not know is reported lost, never
 //!   started again.
+//! - Nothing is started from a desired set read after the controller may have declared the node
+//!   inactive (its last acknowledged report sent more than 3/4 of the node timeout ago: a
+//!   partition, a freeze; see `lease`): the answer may have waited in a socket, naming tasks
+//!   the rack lost and replaced since. The agent waits until a report is acknowledged again
+//!   (or it has registered again, after which the controller's fresh answer stops its surplus).
 //! - Tasks outlive an agent restart (each runs under its own shim) and are re-adopted.
 //! - No process of a task outlives its shim's end or the agent's hard kill; a SIGKILL of the
 //!   shim from elsewhere takes only the task's main process with it (see `shim`).
@@ -39,6 +44,7 @@ mod agent;
 mod api;
 pub mod container;
 mod dispatch;
+mod lease;
 pub mod metrics;
 mod network;
 mod reply;

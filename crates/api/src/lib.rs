@@ -540,6 +540,12 @@ pub struct RegisterResponse {
     pub epoch: u64,
     /// How often the agent must report (its heartbeat).
     pub heartbeat_interval_ms: u64,
+    /// The node timeout (`stateclean.timeout_in_seconds`): silent for longer, the node is
+    /// declared inactive and its tasks lost. The agent starts nothing from a desired set read
+    /// once it may have been (its lease). Absent from a controller before it: the agent takes
+    /// 4 heartbeat intervals (the controller's interval is a quarter of it, or less).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_timeout_ms: Option<u64>,
     /// The node's own credential, when this registration minted one (it came with a join
     /// token): every later call of the agent carries it. Shown once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -847,15 +847,32 @@ impl Controller {
             .min(Duration::from_millis(500));
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_step = std::time::Instant::now();
         loop {
             interval.tick().await;
+            // Time this loop did not run beyond its period (the monotonic clock counts a
+            // SIGSTOP): past a period, the controller itself stalled, and nobody's silence
+            // over it counts against them (`Rack::excuse_stall`).
+            let stalled = last_step.elapsed().saturating_sub(period);
+            last_step = std::time::Instant::now();
             // A controller that does not act takes no step (its write would be refused anyway).
             if self.acting().is_err() {
                 continue;
             }
+            if stalled > period {
+                tracing::warn!(
+                    stalled_ms = stalled.as_millis() as u64,
+                    "this controller did not run for a while (frozen or starved); nodes and \
+                     frameworks get that time back before their timeouts are checked"
+                );
+            }
+            let excused = (stalled > period).then_some(stalled.as_millis() as u64);
             if let Err(e) = self
-                .change_keys(|rack, keys| {
+                .change_keys(move |rack, keys| {
                     let now = now_millis();
+                    if let Some(ms) = excused {
+                        rack.excuse_stall(ms, now);
+                    }
                     rack.tick(now);
                     keys.expire(now);
                     Ok(())

@@ -20,6 +20,7 @@
 pub mod bench;
 mod containers;
 mod etcd;
+pub mod faults_net;
 mod namespaces;
 pub mod syscalls;
 mod tasks;
@@ -908,17 +909,32 @@ impl LocalRack {
     }
 }
 
+/// The pids `/proc` lists now.
+pub(crate) fn all_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    (entries.flatten())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .collect()
+}
+
+/// The parent of process `pid`, from `/proc/<pid>/stat`.
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Processes whose command line mentions `path`, with that command line.
 pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
     let needle = path.display().to_string();
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
+    for pid in all_pids() {
         if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
             if cmd.contains(&needle) {
@@ -932,19 +948,11 @@ pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
 /// `processes` without the forks that have not exec'd yet: a child with its parent's command
 /// line, whose parent is in the list too (a process that spawns is seen twice for a moment).
 pub fn without_forks(processes: Vec<(u32, String)>) -> Vec<(u32, String)> {
-    let parent = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit(')')
-            .next()?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
     processes
         .iter()
         .filter(|(pid, cmd)| {
-            !parent(*pid).is_some_and(|ppid| processes.iter().any(|(p, c)| *p == ppid && c == cmd))
+            !parent_of(*pid)
+                .is_some_and(|ppid| processes.iter().any(|(p, c)| *p == ppid && c == cmd))
         })
         .cloned()
         .collect()

@@ -683,6 +683,7 @@ async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
         }
     };
     loop {
+        let asked = std::time::Instant::now();
         match client
             .dns_snapshot(
                 handle.snapshot_epoch(),
@@ -723,7 +724,13 @@ async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
             },
             Err(e) => {
                 tracing::debug!(error = %e, "cannot reach the controller; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Half a second between two asks, counted from the failed ask's start: one
+                // that failed fast is not repeated in a loop, and one that failed slowly (the
+                // long poll timed out while this process was frozen past its deadline, its
+                // answer unread) is asked again at once, not half a second of stale names
+                // later.
+                tokio::time::sleep(Duration::from_millis(500).saturating_sub(asked.elapsed()))
+                    .await;
             }
         }
     }

@@ -126,6 +126,7 @@ async fn register_agent(
         // The epoch the registration was committed under (fenced with it): the agent's floor.
         epoch: ctl.epoch().0,
         heartbeat_interval_ms: interval.as_millis() as u64,
+        node_timeout_ms: Some(ctl.read(|r| r.settings().node_timeout.as_millis() as u64)),
         credential,
         certificate,
     }))

@@ -159,6 +159,14 @@ impl FrameworkRegistry {
             .collect()
     }
 
+    /// Moves every active framework's last poll `ms` later (never past `now`): the controller
+    /// did not run for that long (see `Rack::excuse_stall`).
+    pub fn excuse(&mut self, ms: u64, now: UnixMillis) {
+        for f in self.records.values_mut().filter(|f| f.active) {
+            f.last_seen = f.last_seen.saturating_add(ms).min(now);
+        }
+    }
+
     /// Notes that a framework is alive (it polled).
     pub fn seen(&mut self, name: &FrameworkName, now: UnixMillis) -> Result<(), FrameworkError> {
         self.active(name)?;

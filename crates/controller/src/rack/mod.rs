@@ -467,6 +467,18 @@ impl Rack {
         self.tasks.live_ids(|t| t.node.as_ref() == Some(name)).len()
     }
 
+    /// The controller itself did not run for `stalled_ms` (frozen, a paused VM, a starved
+    /// machine): the agents' and frameworks' silence over that time is not theirs, and their
+    /// words of it may still wait in its sockets. Each active node's last report and each
+    /// active framework's last poll move that much later (never past `now`), so the next
+    /// `tick` expires only what was silent for its timeout while the controller ran, as a
+    /// restart gives every node a full timeout. (Announced tasks' leases are not moved:
+    /// TODO-correctness.)
+    pub fn excuse_stall(&mut self, stalled_ms: u64, now: UnixMillis) {
+        self.nodes.excuse(stalled_ms, now);
+        self.frameworks.excuse(stalled_ms, now);
+    }
+
     /// Periodic work: nodes that stopped reporting go inactive and their tasks are lost;
     /// frameworks past their failover timeout lose their tasks; announcements lapse; services
     /// due are started and pending tasks placed. Tasks lost and instances started share one

@@ -355,6 +355,15 @@ impl NodeTable {
         expired
     }
 
+    /// Moves every active node's last word `ms` later (never past `now`): the controller did
+    /// not run for that long, so the nodes' silence over it is not theirs (see
+    /// `Rack::excuse_stall`).
+    pub fn excuse(&mut self, ms: u64, now: UnixMillis) {
+        for n in self.records.values_mut().filter(|n| n.active) {
+            n.last_seen = n.last_seen.saturating_add(ms).min(now);
+        }
+    }
+
     /// Notes that a node's desired set changed: it gets a new generation at `take_changes`.
     pub fn desired_set_changed(&mut self, node: &NodeName) {
         self.desired_changed.insert(node.clone());

@@ -226,6 +226,39 @@ fn silent_nodes_go_inactive_and_lose_their_tasks() {
 }
 
 #[test]
+fn a_stall_of_the_controller_is_not_the_nodes_silence() {
+    // The node timeout is 10 s. b1 reports at 2 s, b2 last spoke at 1 s; the controller then
+    // does not run from 4 s to 30 s (frozen): neither node is lost when it resumes.
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
+    register(&mut rack, "b1", "10.0.0.21", 1_000).unwrap();
+    register(&mut rack, "b2", "10.0.0.22", 1_000).unwrap();
+    let id = rack.launch(spec("web", 1.0), builtin(), 1_500).unwrap();
+    let (b1, b2): (NodeName, NodeName) = ("b1".parse().unwrap(), "b2".parse().unwrap());
+    let on = rack.task(&id).unwrap().node.unwrap();
+    rack.report(&on, report(&id, TaskState::Running, None), 2_000)
+        .unwrap();
+    let other = if on == b1 { b2.clone() } else { b1.clone() };
+    rack.tick(4_000);
+    rack.excuse_stall(26_000, 30_000);
+    rack.tick(30_000);
+    assert!(rack.node_view(&b1).unwrap().active && rack.node_view(&b2).unwrap().active);
+    assert_eq!(rack.task(&id).unwrap().state, TaskState::Running);
+    // The silence before the stall still counts: the other node (silent since 1 s, so since
+    // 27 s once excused) goes at 37 s, the task's node (2 s, so 28 s) a second later.
+    rack.tick(37_001);
+    assert!(!rack.node_view(&other).unwrap().active);
+    assert!(rack.node_view(&on).unwrap().active);
+    rack.tick(38_001);
+    assert!(!rack.node_view(&on).unwrap().active);
+    assert_eq!(rack.task(&id).unwrap().state, TaskState::Lost);
+    // A node's last word is never moved past now.
+    register(&mut rack, "b1", "10.0.0.21", 40_000).unwrap();
+    rack.excuse_stall(1_000_000, 41_000);
+    rack.tick(51_001);
+    assert!(!rack.node_view(&b1).unwrap().active);
+}
+
+#[test]
 fn restart_from_the_store_keeps_tasks_and_generations() {
     let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1).unwrap();
