@@ -250,7 +250,8 @@ async fn the_controller_past_the_heartbeat_timeouts() {
         .filter(|t| t.state == TaskState::Lost)
         .map(|t| (t.name.to_string(), t.message.clone()))
         .collect();
-    println!("{}", figures.row());
+    // Shown before the checks, so that a failing run says what it measured.
+    eprintln!("before the checks: {}", figures.row());
     assert!(
         lost.is_empty(),
         "tasks lost: {lost:?}\n{}",

@@ -232,7 +232,8 @@ async fn shorter_than_the_node_timeout() {
         .collect();
     figures.lost = lost.len() as u64;
     figures.duplicated = after.duplicated().len() as u64;
-    println!("{}", figures.row());
+    // Shown before the checks, so that a failing run says what it measured.
+    eprintln!("before the checks: {}", figures.row());
     assert!(!inactive_seen, "a node went inactive during a short cut");
     assert_eq!(
         tasks(&after),
@@ -344,7 +345,8 @@ pub(crate) async fn unheard_past_the_timeout(
     figures.stale_dns = Some(stale);
     figures.lost = (instances - after.running_ips().len()) as u64;
     figures.duplicated = after.duplicated().len() as u64;
-    println!("{}", figures.row());
+    // Shown before the checks, so that a failing run says what it measured.
+    eprintln!("before the checks: {}", figures.row());
     // The check can see a start: the old instances' starts left their lock files.
     assert!(
         old.iter().all(|p| ever_started(rack, &victim, &p.task)),
