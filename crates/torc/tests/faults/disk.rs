@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use torc_test_utils::wait_for;
 
 use super::report::{Figures, scale};
-use super::torn::Role;
+use super::torn::{Role, tsdb_query, tsdb_tags};
 
 /// A tmpfs of `size` mounted at a fresh directory, unmounted when dropped (also on a panic).
 /// Whatever uses it must be dropped first (declare the mount before it).
@@ -95,34 +95,11 @@ async fn write_point(http: &reqwest::Client, addr: &str, line: &str) -> Result<(
     Err(format!("{status}: {}", r.text().await.unwrap_or_default()))
 }
 
-/// The tags `k` of measurement `m` tsdb serves.
-async fn served(http: &reqwest::Client, addr: &str) -> Option<Vec<String>> {
-    let r = http
-        .post(format!("http://{addr}/query"))
-        .query(&[("q", "SELECT v, k FROM m"), ("db", "d")])
-        .send()
-        .await
-        .ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    let v: serde_json::Value = r.json().await.ok()?;
-    let rows = v["results"][0]["series"][0]["values"].as_array();
-    Some(
-        rows.map(|rows| {
-            rows.iter()
-                .filter_map(|r| r[2].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default(),
-    )
-}
-
 async fn start_tsdb(data: &Path, log: &Path, http: &reqwest::Client) -> Role {
     let tsdb = Role::start(&["tsdb", "--data-dir", &data.to_string_lossy()], log);
     let addr = tsdb.addr.clone();
     wait_for("tsdb to serve", Duration::from_secs(20), || async {
-        served(http, &addr).await
+        tsdb_tags(http, &addr).await
     })
     .await
     .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(log).unwrap_or_default()));
@@ -138,13 +115,9 @@ async fn tsdb_refuses_writes_on_a_full_disk_and_resumes_when_space_returns() {
     let data = fs.dir.join("tsdb");
     let http = reqwest::Client::new();
     let mut tsdb = start_tsdb(&data, &logs.path().join("tsdb.log"), &http).await;
-    let r = http
-        .post(format!("http://{}/query", tsdb.addr))
-        .query(&[("q", "CREATE DATABASE d")])
-        .send()
+    tsdb_query(&http, &tsdb.addr, "CREATE DATABASE d")
         .await
         .expect("create database");
-    assert!(r.status().is_success());
 
     let mut acked: Vec<String> = Vec::new();
     let mut n = 0usize;
@@ -182,7 +155,7 @@ async fn tsdb_refuses_writes_on_a_full_disk_and_resumes_when_space_returns() {
     // Still refused while the disk is full, and what was acknowledged is intact.
     let (line, _) = point(&mut n);
     assert!(write_point(&http, &tsdb.addr, &line).await.is_err());
-    let have = served(&http, &tsdb.addr).await.expect("query");
+    let have = tsdb_tags(&http, &tsdb.addr).await.expect("query");
     let lost_while_full = acked.iter().filter(|k| !have.contains(k)).count();
 
     std::fs::remove_file(&filler).expect("freeing space");
@@ -208,7 +181,7 @@ async fn tsdb_refuses_writes_on_a_full_disk_and_resumes_when_space_returns() {
     // Across a kill -9 and a restart too: the refused writes left no damage in the WAL.
     tsdb.kill();
     let tsdb = start_tsdb(&data, &logs.path().join("tsdb-2.log"), &http).await;
-    let have = served(&http, &tsdb.addr).await.expect("query");
+    let have = tsdb_tags(&http, &tsdb.addr).await.expect("query");
     let lost = acked.iter().filter(|k| !have.contains(k)).count();
     let mut figures = Figures::new("full disk: tsdb on an 8 MiB tmpfs, then space freed");
     figures.acknowledged = acked.len() as u64;

@@ -131,37 +131,20 @@ fn named_in(payload: &[u8], names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Records of a kv log file: a 16-byte header, then `[len u32][crc u32][lsn u64][payload]`,
-/// up to the first record of length 0 (the zeroes the file was preallocated with).
-fn kv_records(bytes: &[u8], names: &[String]) -> Vec<Record> {
+/// Records of a log file: `header` bytes, then records of `[len u32 LE][rest of the record
+/// header][payload]`, `record_header` bytes of record header in all, up to the first record of
+/// length 0 (zeroes) or cut short. kv (`crates/kv/src/wal.rs`): header 16, record header 16
+/// (length, checksum, lsn); tsdb (`crates/tsdb/src/wal.rs`): header 12, record header 8.
+fn records(bytes: &[u8], header: usize, record_header: usize, names: &[String]) -> Vec<Record> {
     let mut out = Vec::new();
-    let mut pos = 16usize;
-    while pos + 16 <= bytes.len() {
+    let mut pos = header;
+    while pos + record_header <= bytes.len() {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || pos + 16 + len > bytes.len() {
+        if len == 0 || pos + record_header + len > bytes.len() {
             break;
         }
-        let payload = &bytes[pos + 16..pos + 16 + len];
-        pos += 16 + len;
-        out.push(Record {
-            end: pos as u64,
-            holds: named_in(payload, names),
-        });
-    }
-    out
-}
-
-/// Records of a tsdb log file: a 12-byte header, then `[len u32][crc u32][payload]` to the end.
-fn tsdb_records(bytes: &[u8], names: &[String]) -> Vec<Record> {
-    let mut out = Vec::new();
-    let mut pos = 12usize;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || pos + 8 + len > bytes.len() {
-            break;
-        }
-        let payload = &bytes[pos + 8..pos + 8 + len];
-        pos += 8 + len;
+        let payload = &bytes[pos + record_header..pos + record_header + len];
+        pos += record_header + len;
         out.push(Record {
             end: pos as u64,
             holds: named_in(payload, names),
@@ -290,7 +273,7 @@ async fn kv_log_cut_at_every_record_boundary() {
     }
     let file = data.join("kv.wal.0");
     let bytes = std::fs::read(&file).expect("read log");
-    let records = kv_records(&bytes, &names);
+    let records = records(&bytes, 16, 16, &names);
     let logged: usize = records.iter().map(|r| r.holds.len()).sum();
     assert_eq!(logged, keys, "every acknowledged put has its record");
     let t0 = Instant::now();
@@ -330,7 +313,7 @@ async fn kv_log_cut_at_every_record_boundary() {
     figures.check();
 }
 
-async fn tsdb_query(http: &reqwest::Client, addr: &str, q: &str) -> Option<serde_json::Value> {
+pub async fn tsdb_query(http: &reqwest::Client, addr: &str, q: &str) -> Option<serde_json::Value> {
     let r = http
         .post(format!("http://{addr}/query"))
         .query(&[("q", q), ("db", "d")])
@@ -344,7 +327,7 @@ async fn tsdb_query(http: &reqwest::Client, addr: &str, q: &str) -> Option<serde
 }
 
 /// The values of tag `k` of measurement `m` that tsdb serves.
-async fn tsdb_tags(http: &reqwest::Client, addr: &str) -> Option<Vec<String>> {
+pub async fn tsdb_tags(http: &reqwest::Client, addr: &str) -> Option<Vec<String>> {
     let v = tsdb_query(http, addr, "SELECT v, k FROM m").await?;
     let rows = v["results"][0]["series"][0]["values"].as_array();
     Some(
@@ -400,7 +383,7 @@ async fn tsdb_log_cut_at_every_record_boundary() {
     let file = wal.pop().expect("a wal file");
     let rel = file.strip_prefix(&data).expect("in data").to_path_buf();
     let bytes = std::fs::read(&file).expect("read log");
-    let records = tsdb_records(&bytes, &names);
+    let records = records(&bytes, 12, 8, &names);
     let logged: usize = records.iter().map(|r| r.holds.len()).sum();
     assert_eq!(logged, points, "every acknowledged write has its record");
     let t0 = Instant::now();
