@@ -103,6 +103,8 @@ pub struct Loaded {
 
 pub struct Storage {
     db: Database,
+    /// The redb file, named by a failed commit's error.
+    path: std::path::PathBuf,
 }
 
 fn corrupt(table: &'static str, key: impl ToString, reason: impl ToString) -> StorageError {
@@ -129,7 +131,10 @@ impl Storage {
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(redb_err)?;
-        let storage = Storage { db };
+        let storage = Storage {
+            db,
+            path: path.to_path_buf(),
+        };
         let (applied_lsn, log_created) = storage.init(new_ids)?;
         let (wal, replay) = Wal::open(path, applied_lsn, log_created)?;
         if !log_created {
@@ -309,6 +314,23 @@ impl Storage {
     /// transaction; `durable` makes it (and every earlier one) durable before
     /// returning (one flush), else it is durable after the next durable one.
     pub fn commit<'a>(
+        &self,
+        mutations: impl IntoIterator<Item = &'a Mutation>,
+        lsn: u64,
+        durable: bool,
+    ) -> Result<(), StorageError> {
+        // The error that poisons the store names the file (e.g. "no space left" on its disk).
+        self.commit_in_redb(mutations, lsn, durable)
+            .map_err(|e| match e {
+                StorageError::Redb(source) => StorageError::RedbFile {
+                    path: self.path.clone(),
+                    source: Box::new(source),
+                },
+                other => other,
+            })
+    }
+
+    fn commit_in_redb<'a>(
         &self,
         mutations: impl IntoIterator<Item = &'a Mutation>,
         lsn: u64,
