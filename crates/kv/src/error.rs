@@ -44,6 +44,13 @@ pub enum Error {
 pub enum StorageError {
     #[error("redb: {0}")]
     Redb(#[from] redb::Error),
+    /// A commit into the redb file at `path` failed.
+    #[error("redb file {path}: {source}")]
+    RedbFile {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::Error>,
+    },
     #[error(
         "on-disk format version {found} is not supported (this build reads version {supported})"
     )]

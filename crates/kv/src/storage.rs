@@ -3,7 +3,10 @@
 //! Tables:
 //! - `meta` (`&str` → `u64`): `format_version`, `cluster_id`, `member_id`,
 //!   `revision` (latest committed), `compact_revision`, `wal_lsn` (the last
-//!   write-ahead log record applied, see [`crate::wal`]).
+//!   write-ahead log record applied, see [`crate::wal`]), `wal_created`
+//!   (present once both log files were created whole: a log file found
+//!   truncated or zeroed after that is refused, not created again empty;
+//!   older builds ignore it, and a store without it gets it on open).
 //! - `log` (revision → `RevisionRecord`): every change at revisions
 //!   `>= compact_revision`, without `prev_kv`, and possibly some older ones
 //!   not yet folded into `base` (the fold point is the oldest logged
@@ -100,6 +103,8 @@ pub struct Loaded {
 
 pub struct Storage {
     db: Database,
+    /// The redb file, named by a failed commit's error.
+    path: std::path::PathBuf,
 }
 
 fn corrupt(table: &'static str, key: impl ToString, reason: impl ToString) -> StorageError {
@@ -126,9 +131,15 @@ impl Storage {
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(redb_err)?;
-        let storage = Storage { db };
-        let applied_lsn = storage.init(new_ids)?;
-        let (wal, replay) = Wal::open(path, applied_lsn)?;
+        let storage = Storage {
+            db,
+            path: path.to_path_buf(),
+        };
+        let (applied_lsn, log_created) = storage.init(new_ids)?;
+        let (wal, replay) = Wal::open(path, applied_lsn, log_created)?;
+        if !log_created {
+            storage.mark_log_created()?;
+        }
         if let Some(last) = replay.last() {
             // One durable transaction: the log may be overwritten from here.
             tracing::info!(records = replay.len(), "kv replaying the write-ahead log");
@@ -142,13 +153,27 @@ impl Storage {
         Ok((storage, wal, loaded))
     }
 
+    /// Records, durably, that both log files exist whole: from then on a log
+    /// file found truncated or zeroed is damage, not a creation to finish.
+    fn mark_log_created(&self) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(redb_err)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb_err)?;
+        txn.open_table(META)
+            .map_err(redb_err)?
+            .insert("wal_created", 1)
+            .map_err(redb_err)?;
+        txn.commit().map_err(redb_err)
+    }
+
     /// Creates or checks the tables; returns the lsn of the last log record
-    /// applied.
-    fn init(&self, (cluster_id, member_id): (u64, u64)) -> Result<u64, StorageError> {
+    /// applied, and whether the log files were created whole before.
+    fn init(&self, (cluster_id, member_id): (u64, u64)) -> Result<(u64, bool), StorageError> {
         let mut txn = self.db.begin_write().map_err(redb_err)?;
         txn.set_durability(Durability::Immediate)
             .map_err(redb_err)?;
         let applied_lsn;
+        let log_created;
         {
             let mut meta = txn.open_table(META).map_err(redb_err)?;
             let version = meta
@@ -200,6 +225,7 @@ impl Storage {
                 .get("wal_lsn")
                 .map_err(redb_err)?
                 .map_or(0, |v| v.value());
+            log_created = meta.get("wal_created").map_err(redb_err)?.is_some();
             txn.open_table(LOG).map_err(redb_err)?;
             txn.open_table(BASE).map_err(redb_err)?;
             txn.open_table(LEASES).map_err(redb_err)?;
@@ -207,7 +233,7 @@ impl Storage {
             txn.open_table(AUTH_ROLES).map_err(redb_err)?;
         }
         txn.commit().map_err(redb_err)?;
-        Ok(applied_lsn)
+        Ok((applied_lsn, log_created))
     }
 
     fn load(&self) -> Result<Loaded, StorageError> {
@@ -288,6 +314,23 @@ impl Storage {
     /// transaction; `durable` makes it (and every earlier one) durable before
     /// returning (one flush), else it is durable after the next durable one.
     pub fn commit<'a>(
+        &self,
+        mutations: impl IntoIterator<Item = &'a Mutation>,
+        lsn: u64,
+        durable: bool,
+    ) -> Result<(), StorageError> {
+        // The error that poisons the store names the file (e.g. "no space left" on its disk).
+        self.commit_in_redb(mutations, lsn, durable)
+            .map_err(|e| match e {
+                StorageError::Redb(source) => StorageError::RedbFile {
+                    path: self.path.clone(),
+                    source: Box::new(source),
+                },
+                other => other,
+            })
+    }
+
+    fn commit_in_redb<'a>(
         &self,
         mutations: impl IntoIterator<Item = &'a Mutation>,
         lsn: u64,

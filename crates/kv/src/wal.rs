@@ -15,7 +15,10 @@
 //! counts records, one per group commit (leases change no revision, so
 //! revisions cannot number records). The files are zero-filled when created,
 //! so appends overwrite allocated blocks and `fdatasync` has no metadata to
-//! flush. One file is active; when it is three quarters full the log switches to the other one, overwriting it from the start, if
+//! flush; a file is created whole (zeroes, header, fsync) under a temporary
+//! name and renamed into place, so a start killed meanwhile leaves no half
+//! file (one an older build left, zeroes and at most part of a header, is
+//! created again: it never held a record). One file is active; when it is three quarters full the log switches to the other one, overwriting it from the start, if
 //! everything in it is already durable in redb (else it keeps growing the
 //! active file and retries at the next commit).
 //!
@@ -102,6 +105,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     }
 }
 
+/// Damage to a log file found at `offset` (bytes), before any record could be read.
+fn damaged(path: &Path, offset: u64, reason: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt {
+        table: "wal",
+        key: format!("{} offset {offset}", path.display()),
+        reason: reason.to_string(),
+    }
+}
+
 fn corrupt(path: &Path, lsn: u64, reason: impl ToString) -> StorageError {
     StorageError::Corrupt {
         table: "wal",
@@ -114,13 +126,20 @@ impl Wal {
     /// Opens (creating if needed) the log files next to `db_path` and returns
     /// the records to replay: those above `applied_lsn`, in order. The caller
     /// must make them durable in redb before appending (the first append may
-    /// overwrite them).
-    pub fn open(db_path: &Path, applied_lsn: u64) -> Result<(Wal, Vec<Recovered>), StorageError> {
+    /// overwrite them). `created` says the store recorded that both files were
+    /// created whole before: then a file that looks like an unfinished creation
+    /// (no header, zeroes) was truncated or zeroed since, and is refused rather
+    /// than created again empty, which would drop its records silently.
+    pub fn open(
+        db_path: &Path,
+        applied_lsn: u64,
+        created: bool,
+    ) -> Result<(Wal, Vec<Recovered>), StorageError> {
         let mut files = Vec::with_capacity(2);
         let mut records = Vec::new();
         for i in 0..2 {
             let path = db_path.with_extension(format!("wal.{i}"));
-            let (file, len, found) = open_file(&path)?;
+            let (file, len, found) = open_file(&path, created)?;
             records.extend(found.into_iter().map(|r| (r, i)));
             files.push(WalFile {
                 file,
@@ -230,38 +249,103 @@ impl Wal {
 /// A record's lsn and payload, as read from a file.
 type RawRecord = (u64, Vec<u8>);
 
-/// Opens or creates one log file; returns it, its size and its valid records.
-fn open_file(path: &Path) -> Result<(File, u64, Vec<RawRecord>), StorageError> {
-    let mut file = OpenOptions::new()
+/// This build's file header: magic, version, four reserved zero bytes.
+fn header() -> [u8; HEADER_BYTES as usize] {
+    let mut header = [0u8; HEADER_BYTES as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&WAL_FORMAT_VERSION.to_le_bytes());
+    header
+}
+
+/// Whether `bytes` is what a creation cut short left: a proper prefix of this build's header
+/// (possibly none of it), then nothing but zeroes. (The whole header then zeroes is a log
+/// holding no record.) Such a file never held a record, since records are
+/// written only after the whole file, header included, was synced. Builds before issue 19
+/// created the file in place, zero-filling it before writing the header, so a start killed
+/// meanwhile left one of these.
+fn unfinished_creation(bytes: &[u8]) -> bool {
+    let header = header();
+    let written = bytes
+        .iter()
+        .zip(header.iter())
+        .take_while(|(b, h)| b == h)
+        .count();
+    written < header.len() && bytes[written..].iter().all(|&b| b == 0)
+}
+
+/// Creates the log file at `path` whole: zero-filled to [`WAL_FILE_BYTES`] with its header, in
+/// a temporary file renamed over `path` once synced, so a kill at any point leaves either no
+/// file (or what was there) or a complete one. Returns it and its size.
+fn create_file(path: &Path) -> Result<(File, u64), StorageError> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("wal")
+    ));
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io_err(path))?;
-    let len = file.metadata().map_err(io_err(path))?.len();
-    if len < HEADER_BYTES {
-        // New (or a creation cut short before its header was flushed, which
-        // therefore held no records): zero-fill it, then write the header.
-        let mut header = [0u8; HEADER_BYTES as usize];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&WAL_FORMAT_VERSION.to_le_bytes());
-        let zeroes = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < WAL_FILE_BYTES {
-            file.write_all_at(&zeroes, at).map_err(io_err(path))?;
-            at += zeroes.len() as u64;
-        }
-        file.write_all_at(&header, 0).map_err(io_err(path))?;
-        file.sync_all().map_err(io_err(path))?;
-        sync_dir(path)?;
-        return Ok((file, at, Vec::new()));
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    let zeroes = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < WAL_FILE_BYTES {
+        file.write_all_at(&zeroes, at).map_err(io_err(&tmp))?;
+        at += zeroes.len() as u64;
     }
+    file.write_all_at(&header(), 0).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(path)?;
+    Ok((file, at))
+}
+
+/// Opens or creates one log file; returns it, its size and its valid records. `created`: see
+/// [`Wal::open`].
+fn open_file(path: &Path, created: bool) -> Result<(File, u64, Vec<RawRecord>), StorageError> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && created => {
+            return Err(damaged(path, 0, "the file is missing"));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (file, len) = create_file(path)?;
+            return Ok((file, len, Vec::new()));
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let len = file.metadata().map_err(io_err(path))?.len();
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.read_to_end(&mut bytes).map_err(io_err(path))?;
+    if unfinished_creation(&bytes) {
+        if created {
+            let at = bytes.len().min(HEADER_BYTES as usize);
+            let what = if bytes.iter().all(|&b| b == 0) {
+                format!("{} bytes of zeroes", bytes.len())
+            } else {
+                format!("{} bytes, the header cut short", bytes.len())
+            };
+            return Err(damaged(
+                path,
+                at as u64,
+                format!("{what} where a whole log was created: truncated or zeroed"),
+            ));
+        }
+        // Held no records (see `unfinished_creation`): create it again, whole.
+        let (file, len) = create_file(path)?;
+        return Ok((file, len, Vec::new()));
+    }
+    if bytes.len() < HEADER_BYTES as usize {
+        return Err(damaged(
+            path,
+            bytes.len() as u64,
+            "the file is shorter than its header",
+        ));
+    }
     let (header, mut rest) = bytes.split_at(HEADER_BYTES as usize);
     if &header[..8] != MAGIC {
-        return Err(corrupt(path, 0, "not a torc kv write-ahead log"));
+        return Err(damaged(path, 0, "not a torc kv write-ahead log"));
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if version != WAL_FORMAT_VERSION {
@@ -420,7 +504,7 @@ mod tests {
     fn replays_what_redb_has_not_applied() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("kv.redb");
-        let (mut wal, replay) = Wal::open(&db, 0).expect("open");
+        let (mut wal, replay) = Wal::open(&db, 0, false).expect("open");
         assert!(replay.is_empty());
         let per_file = PER_FILE;
         let mut switched_at = None;
@@ -441,10 +525,10 @@ mod tests {
         drop(wal);
 
         let last = per_file + 100;
-        let (_, replay) = Wal::open(&db, 10).expect("reopen");
+        let (_, replay) = Wal::open(&db, 10, false).expect("reopen");
         let expect: Vec<i64> = (11..last as i64).collect();
         assert_eq!(revisions(&replay), expect);
-        let (_, replay) = Wal::open(&db, switched_at).expect("reopen");
+        let (_, replay) = Wal::open(&db, switched_at, false).expect("reopen");
         assert_eq!(replay.first().map(|r| r.lsn), Some(switched_at + 1));
     }
 
@@ -453,7 +537,7 @@ mod tests {
     fn does_not_switch_onto_unapplied_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("kv.redb");
-        let (mut wal, _) = Wal::open(&db, 0).expect("open");
+        let (mut wal, _) = Wal::open(&db, 0, false).expect("open");
         let per_file = PER_FILE;
         let mut switches = 0;
         for rev in 1..=(3 * per_file as i64) {
@@ -466,7 +550,7 @@ mod tests {
         }
         assert_eq!(switches, 1);
         drop(wal);
-        let (_, replay) = Wal::open(&db, 0).expect("reopen");
+        let (_, replay) = Wal::open(&db, 0, false).expect("reopen");
         assert_eq!(replay.len(), 3 * per_file as usize);
     }
 
@@ -475,19 +559,19 @@ mod tests {
     fn refuses_a_gap_and_unknown_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("kv.redb");
-        let (mut wal, _) = Wal::open(&db, 0).expect("open");
+        let (mut wal, _) = Wal::open(&db, 0, false).expect("open");
         wal.next_lsn = 5;
         wal.append([put(1)].iter()).expect("append");
         drop(wal);
         assert!(matches!(
-            Wal::open(&db, 2),
+            Wal::open(&db, 2, false),
             Err(StorageError::Corrupt { .. })
         ));
         let path = db.with_extension("wal.1");
         let f = OpenOptions::new().write(true).open(&path).expect("open");
         f.write_all_at(&9u32.to_le_bytes(), 8).expect("write");
         assert!(matches!(
-            Wal::open(&db, 5),
+            Wal::open(&db, 5, false),
             Err(StorageError::UnsupportedWalFormat { found: 9, .. })
         ));
     }
@@ -498,13 +582,87 @@ mod tests {
     fn a_new_database_next_to_an_old_log_is_refused_clearly() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("kv.redb");
-        let (mut wal, _) = Wal::open(&db, 0).expect("open");
+        let (mut wal, _) = Wal::open(&db, 0, false).expect("open");
         wal.next_lsn = 40;
         wal.append([put(1)].iter()).expect("append");
         drop(wal);
-        let err = Wal::open(&db, 0).err().expect("refused").to_string();
+        let err = Wal::open(&db, 0, false).err().expect("refused").to_string();
         assert!(err.contains("records 1 to 39 are missing"), "{err}");
         assert!(err.contains("was the database file deleted"), "{err}");
+    }
+
+    /// Every state a creation cut short can leave (before issue 19 the file was zero-filled
+    /// in place before its header was written): an empty file, zeroes of any length, a header
+    /// cut short then zeroes. The log opens, holding nothing, and works; the other file's
+    /// records still replay. Anything else in the header is refused, naming the file.
+    #[test]
+    fn an_interrupted_creation_opens_again() {
+        let header = header();
+        let mut states: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in [1, 15, 16, 17, 4096, 1 << 20, WAL_FILE_BYTES as usize] {
+            states.push(vec![0; len]);
+        }
+        // (Past 9 bytes, magic and the version's low byte, the rest of a header is zeroes.)
+        for cut in [1, 5, 8] {
+            let mut b = vec![0u8; 1 << 20];
+            b[..cut].copy_from_slice(&header[..cut]);
+            states.push(b.clone());
+            states.push(b[..cut].to_vec());
+        }
+        for (i, state) in states.iter().enumerate() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = dir.path().join("kv.redb");
+            let (mut wal, _) = Wal::open(&db, 0, false).expect("open");
+            for rev in 1..=3 {
+                wal.append([put(rev)].iter()).expect("append");
+            }
+            drop(wal);
+            // The other file, as the kill left it (and, in a second run, the first one too:
+            // a first start that never finished).
+            std::fs::write(db.with_extension("wal.1"), state).expect("write");
+            let (_, replay) = Wal::open(&db, 0, false)
+                .unwrap_or_else(|e| panic!("state {i} ({} bytes): {e}", state.len()));
+            assert_eq!(revisions(&replay), vec![1, 2, 3], "state {i}");
+            std::fs::write(db.with_extension("wal.0"), state).expect("write");
+            std::fs::write(db.with_extension("wal.1"), state).expect("write");
+            let (mut wal, replay) = Wal::open(&db, 0, false)
+                .unwrap_or_else(|e| panic!("state {i} ({} bytes), both files: {e}", state.len()));
+            assert!(replay.is_empty(), "state {i}");
+            wal.append([put(1)].iter())
+                .expect("append after recreation");
+            drop(wal);
+            let (_, replay) = Wal::open(&db, 0, false).expect("reopen");
+            assert_eq!(revisions(&replay), vec![1], "state {i}");
+            assert_eq!(
+                std::fs::metadata(db.with_extension("wal.0"))
+                    .expect("stat")
+                    .len(),
+                WAL_FILE_BYTES
+            );
+        }
+        // Once the store recorded the log as created whole, the same states are damage (a
+        // file truncated or zeroed since): refused, naming the file and the offset.
+        for (i, state) in states.iter().enumerate() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = dir.path().join("kv.redb");
+            let (mut wal, _) = Wal::open(&db, 0, false).expect("open");
+            wal.append([put(1)].iter()).expect("append");
+            drop(wal);
+            std::fs::write(db.with_extension("wal.0"), state).expect("write");
+            let e = Wal::open(&db, 0, true)
+                .err()
+                .unwrap_or_else(|| panic!("state {i} ({} bytes) opened", state.len()))
+                .to_string();
+            assert!(e.contains("kv.wal.0 offset "), "{e}");
+        }
+        // Not an unfinished creation: refused, naming the file.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kv.redb");
+        let mut b = vec![0u8; 4096];
+        b[..8].copy_from_slice(b"TORCKVXX");
+        std::fs::write(db.with_extension("wal.0"), &b).expect("write");
+        let e = Wal::open(&db, 0, false).err().expect("refused").to_string();
+        assert!(e.contains("kv.wal.0"), "{e}");
     }
 
     /// Auth mutations come back from the log as they went in.
@@ -513,7 +671,7 @@ mod tests {
         use crate::auth::{AuthState, Caller};
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("kv.redb");
-        let (mut wal, _) = Wal::open(&db, 0).expect("open");
+        let (mut wal, _) = Wal::open(&db, 0, false).expect("open");
         let mut a = AuthState::default();
         let mut changes = a.role_add(&Caller::Anonymous, "app").expect("role");
         changes.extend(a.bootstrap_root("hash".into()));
@@ -526,7 +684,7 @@ mod tests {
         let mutations: Vec<Mutation> = changes.into_iter().map(Mutation::Auth).collect();
         wal.append(mutations.iter()).expect("append");
         drop(wal);
-        let (_, replay) = Wal::open(&db, 0).expect("reopen");
+        let (_, replay) = Wal::open(&db, 0, false).expect("reopen");
         assert_eq!(replay.len(), 1);
         assert_eq!(replay[0].mutations, mutations);
     }

@@ -35,6 +35,16 @@ pub enum Error {
     /// on.
     #[error("storage is read-only after an earlier failure: {0}")]
     Poisoned(Poison),
+    /// The WAL write was refused for want of space; nothing of it was kept, and the store is
+    /// not poisoned: a later write is tried again (see [`crate::wal`]).
+    #[error(
+        "no space left to write {path}: {source}; the write was not stored, retry once space is freed"
+    )]
+    NoSpace {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("database not found: {0:?}")]
     DatabaseNotFound(String),
     #[error("retention policy not found: {0}")]

@@ -623,11 +623,19 @@ impl Tsdb {
         for (d, r) in rps {
             db.shard(&d, &r)?;
         }
-        // Replay.
+        // Replay. A torn tail is tolerated in the newest file holding records: files after it
+        // hold none (a start killed before its replay finished left them; `Wal::open` above
+        // made one more).
+        let mut tail = 0;
+        for (i, seq) in wal_seqs.iter().enumerate().rev() {
+            if wal::holds_records(&wal::wal_path(&wal_dir, *seq))? {
+                tail = i;
+                break;
+            }
+        }
         for (i, seq) in wal_seqs.iter().enumerate() {
             let path = wal::wal_path(&wal_dir, *seq);
-            let last = i + 1 == wal_seqs.len();
-            for rec in wal::read_file(&path, last)? {
+            for rec in wal::read_file(&path, i >= tail)? {
                 db.replay_record(&rec).map_err(|source| Error::Replay {
                     path: path.clone(),
                     source,
@@ -1210,7 +1218,12 @@ impl Tsdb {
             .await;
         if let Some(rec) = rec {
             if let Err(e) = self.wal.append(&rec).await {
-                self.poison(&e);
+                // Out of space, nothing of the record was kept: refused, not poisoned (see
+                // `wal`). TODO-correctness: series this write registered stay in the index
+                // without data until a restart.
+                if !matches!(e, Error::NoSpace { .. }) {
+                    self.poison(&e);
+                }
                 return Err(e);
             }
             drop(rec);

@@ -8,9 +8,22 @@
 //! * an append is acknowledged only after its bytes are written and `fdatasync`ed; concurrent
 //!   appends that arrive while a sync is in progress are written and synced together (group
 //!   commit), one dedicated thread owns the file;
-//! * after any write or sync failure the log is poisoned and every later append fails;
-//! * on replay, only an incomplete or checksum-failing record at the very end of the newest file
-//!   (a torn write) is tolerated and truncated; any other damage fails closed.
+//! * after a sync failure, or any write failure but one, the log is poisoned and every later
+//!   append fails: what a failed `fdatasync` dropped from the page cache is unknown, so
+//!   retrying it could acknowledge lost bytes (PostgreSQL's "fsyncgate");
+//! * the exception: a write refused for want of space (`ENOSPC`, `EDQUOT`), before any sync
+//!   of it was tried. The file is cut back to its durable length (dropping a partial record)
+//!   and the appends of that batch fail with [`Error::NoSpace`], naming the file; the next
+//!   batch tries again, so writes resume by themselves once space is freed. Should cutting
+//!   back fail, the log is poisoned;
+//! * on replay, only a torn tail is tolerated (and truncated), and only in the newest file that
+//!   holds records: an incomplete record at the end, or a record whose checksum fails and
+//!   after which the file holds nothing but zeroes (a file system that extended the file but
+//!   lost its data leaves zeroes; they read as records of length 0 and checksum 0, crc32 of
+//!   nothing, which are no records: payloads are never empty). Later files may exist holding no
+//!   record (a header, a header cut short, zeroes): a start killed after it created its next
+//!   file and before its replay finished leaves one, so a torn tail before them is still a tail.
+//!   Any other damage fails closed, naming the file and the offset.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -31,7 +44,7 @@ const HEADER_LEN: usize = 12;
 /// Records larger than this are treated as damage, not as a torn tail of a huge write.
 const MAX_RECORD: usize = 1 << 30;
 
-type Waiter = oneshot::Sender<Result<(), Poison>>;
+type Waiter = oneshot::Sender<Result<(), Error>>;
 
 struct State {
     buf: Vec<u8>,
@@ -76,20 +89,49 @@ pub fn list(dir: &Path) -> Result<Vec<u64>, Error> {
     Ok(out)
 }
 
-/// Reads every record of one WAL file. `last` says whether a torn tail may be truncated.
-pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
+/// Whether the WAL file at `path` holds anything past its header other than zeroes, i.e. a
+/// record or part of one. A file that does not is what an interrupted creation leaves, so a torn
+/// tail in an older file is still the log's tail (see the module's invariants).
+pub fn holds_records(path: &Path) -> Result<bool, Error> {
+    use std::io::Read;
+    let context = || format!("reading {}", path.display());
+    let mut f = File::open(path).map_err(|e| Error::io(context(), e))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = 0usize;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(context(), e))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let skip = HEADER_LEN.saturating_sub(at).min(n);
+        if buf[skip..n].iter().any(|&b| b != 0) {
+            return Ok(true);
+        }
+        at += n;
+    }
+}
+
+/// Reads every record of one WAL file. `tail_may_be_torn` says whether a torn tail may be
+/// truncated (the file is the newest holding records, see [`holds_records`]).
+pub fn read_file(path: &Path, tail_may_be_torn: bool) -> Result<Vec<Vec<u8>>, Error> {
+    let last = tail_may_be_torn;
     let data =
         std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let corrupt = |detail: Damage| Error::Corrupt {
         path: path.to_path_buf(),
         detail,
     };
+    let zeroes = |from: usize| data[from.min(data.len())..].iter().all(|&b| b == 0);
+    if last
+        && (zeroes(0)
+            || (data.len() < HEADER_LEN && WAL_MAGIC.starts_with(&data[..data.len().min(8)])))
+    {
+        // Torn while creating a fresh file (cut short in its header, or zeroes where the file
+        // system lost it): nothing was acknowledged in it.
+        rewrite_header(path)?;
+        return Ok(Vec::new());
+    }
     if data.len() < HEADER_LEN {
-        if last && WAL_MAGIC.starts_with(&data[..data.len().min(8)]) {
-            // Torn while writing the header of a fresh file: nothing was acknowledged in it.
-            rewrite_header(path)?;
-            return Ok(Vec::new());
-        }
         return Err(corrupt(Damage::WalHeader));
     }
     if &data[..8] != WAL_MAGIC {
@@ -128,6 +170,15 @@ pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
         let len =
             u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
         let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
+        if len == 0 {
+            // Payloads are never empty: zeroes from here to the end are a torn tail (the file
+            // system kept the size, not the data); anything after them is damage.
+            if zeroes(pos) {
+                torn(pos)?;
+                break;
+            }
+            return Err(corrupt(Damage::RecordLength { len, offset: pos }));
+        }
         if len > MAX_RECORD {
             return Err(corrupt(Damage::RecordLength { len, offset: pos }));
         }
@@ -137,7 +188,7 @@ pub fn read_file(path: &Path, last: bool) -> Result<Vec<Vec<u8>>, Error> {
         }
         let payload = &data[pos + 8..pos + 8 + len];
         if crc32fast::hash(payload) != crc {
-            if pos + 8 + len == data.len() {
+            if zeroes(pos + 8 + len) {
                 torn(pos)?;
                 break;
             }
@@ -210,8 +261,10 @@ impl Wal {
         &self.dir
     }
 
-    /// Appends one record and waits until it is durable.
+    /// Appends one record and waits until it is durable. `payload` is never empty (an empty
+    /// record reads back as the zeroes of a torn tail).
     pub async fn append(&self, payload: &[u8]) -> Result<(), Error> {
+        debug_assert!(!payload.is_empty(), "empty WAL record");
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,8 +283,7 @@ impl Wal {
         }
         self.shared.cv.notify_one();
         match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Poisoned(e)),
+            Ok(result) => result,
             Err(_) => Err(Error::Poisoned(Poison::WriterStopped)),
         }
     }
@@ -278,7 +330,50 @@ impl Drop for Wal {
     }
 }
 
+/// Whether a failed write was refused for want of space (retryable, see the module's doc).
+fn out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Writes `buf` at the end of `file` (whose durable length is `*len`) and syncs it. A write
+/// refused for want of space is undone (the file cut back to `*len`) and reported as
+/// [`Error::NoSpace`]; any other failure poisons.
+fn write_batch(file: &mut File, path: &Path, len: &mut u64, buf: &[u8]) -> Result<(), Error> {
+    use std::io::{Seek, SeekFrom};
+    if let Err(e) = file.write_all(buf) {
+        if out_of_space(&e) {
+            let undone = file
+                .set_len(*len)
+                .and_then(|()| file.seek(SeekFrom::Start(*len)).map(|_| ()));
+            return match undone {
+                Ok(()) => Err(Error::NoSpace {
+                    path: path.to_path_buf(),
+                    source: Arc::new(e),
+                }),
+                Err(cut) => Err(Error::Poisoned(Poison::WalWrite(Arc::new(
+                    std::io::Error::new(
+                        cut.kind(),
+                        format!(
+                            "{}: {e}, then cutting the partial record off failed: {cut}",
+                            path.display()
+                        ),
+                    ),
+                )))),
+            };
+        }
+        return Err(Error::Poisoned(Poison::WalWrite(Arc::new(e))));
+    }
+    file.sync_data()
+        .map_err(|e| Error::Poisoned(Poison::WalWrite(Arc::new(e))))?;
+    *len += buf.len() as u64;
+    Ok(())
+}
+
 fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
+    let mut len = HEADER_LEN as u64;
     loop {
         let (buf, waiters, rotate, shutdown) = {
             let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -292,13 +387,26 @@ fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
                 st.shutdown,
             )
         };
-        let mut result: Result<(), Poison> = Ok(());
+        let mut result: Result<(), Error> = Ok(());
         if !buf.is_empty() {
-            result = file
-                .write_all(&buf)
-                .and_then(|_| file.sync_data())
-                .map_err(|e| Poison::WalWrite(Arc::new(e)));
+            result = write_batch(&mut file, &wal_path(&dir, seq), &mut len, &buf);
         }
+        // Nothing of this batch is in the file: its appends fail, the log goes on. (Not when a
+        // rotation waits in the batch: a flush that froze heads must not go on without it, so
+        // that case poisons as before.)
+        if rotate.is_empty()
+            && let Err(e @ Error::NoSpace { .. }) = &result
+        {
+            tracing::warn!(error = %e, "WAL write refused: no space left");
+            for w in waiters {
+                let _ = w.send(Err(e.clone()));
+            }
+            continue;
+        }
+        let mut result = result.map_err(|e| match e {
+            Error::Poisoned(p) => p,
+            other => Poison::Storage(Box::new(other)),
+        });
         if result.is_ok() && !rotate.is_empty() {
             let next = seq + 1;
             let opened = OpenOptions::new()
@@ -316,6 +424,7 @@ fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
                 Ok(f) => {
                     file = f;
                     seq = next;
+                    len = HEADER_LEN as u64;
                 }
                 Err(e) => result = Err(e),
             }
@@ -325,14 +434,14 @@ fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
             let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             st.failed = Some(e.clone());
             for w in std::mem::take(&mut st.waiters) {
-                let _ = w.send(Err(e.clone()));
+                let _ = w.send(Err(Error::Poisoned(e.clone())));
             }
             for r in std::mem::take(&mut st.rotate) {
                 let _ = r.send(Err(e.clone()));
             }
         }
         for w in waiters {
-            let _ = w.send(result.clone());
+            let _ = w.send(result.clone().map_err(Error::Poisoned));
         }
         for r in rotate {
             let _ = r.send(result.clone().map(|_| seq));
@@ -353,7 +462,7 @@ fn writer(shared: Arc<Shared>, dir: PathBuf, mut file: File, mut seq: u64) {
                 let msg = st.failed.clone().unwrap_or(Poison::WriterStopped);
                 st.buf.clear();
                 for w in std::mem::take(&mut st.waiters) {
-                    let _ = w.send(Err(msg.clone()));
+                    let _ = w.send(Err(Error::Poisoned(msg.clone())));
                 }
                 for r in std::mem::take(&mut st.rotate) {
                     let _ = r.send(Err(msg.clone()));

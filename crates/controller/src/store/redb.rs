@@ -15,6 +15,9 @@
 //!   failed transaction is aborted, so nothing of its batch was kept.
 //! - The file carries a format version; a file of an unknown version is refused at open.
 //! - One process at a time: redb locks the file, so a second controller on it fails to open.
+//! - A new file is created whole under a temporary name and renamed into place, so an empty
+//!   (0-byte) file is a truncated store: refused at open, naming the file, never taken for a
+//!   new rack. (redb itself refuses a file truncated below its layout.)
 
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
@@ -43,14 +46,51 @@ pub struct RedbStore {
     fail_next: Arc<AtomicBool>,
 }
 
+/// Creates an empty redb file at `path` whole: made (mode 0600) and initialised under a
+/// temporary name, then renamed into place and the directory synced. So a start killed
+/// meanwhile leaves no file at `path`, and an empty file there is a truncated store, refused
+/// at open rather than taken for a new one (which would start an empty rack).
+fn create_whole(path: &Path) -> std::io::Result<()> {
+    let tmp = path.with_extension("redb.tmp");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let db = ::redb::Builder::new()
+        .create(&tmp)
+        .map_err(std::io::Error::other)?;
+    drop(db);
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    torc_durable::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
 impl RedbStore {
-    /// Opens (or creates) the file and starts a new epoch in it.
+    /// Opens (or creates, see `create_whole`) the file and starts a new epoch in it.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let shown = path.display().to_string();
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
             path: shown.clone(),
             message: e.to_string(),
         };
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                create_whole(path).map_err(|e| open_err(&e))?;
+            }
+            Ok(m) if m.len() == 0 => {
+                return Err(open_err(
+                    &"the file is empty (0 bytes), but a store is created whole (under a \
+                      temporary name, then renamed), so it was truncated: restore it from a \
+                      backup (deleting it starts an empty rack)",
+                ));
+            }
+            _ => {}
+        }
         // Created (or narrowed) to 0600 before redb opens it: redb creates files with the
         // default mode, and rack secrets must not be readable by others.
         std::fs::OpenOptions::new()
@@ -283,5 +323,22 @@ mod tests {
             err.to_string().contains(&redb.path.display().to_string()),
             "{err}"
         );
+    }
+
+    /// A store is created whole, so an empty file is a truncated one: refused, naming the
+    /// file, never opened as a new (empty) rack. A leftover temporary file is no obstacle.
+    #[test]
+    fn an_empty_file_is_refused_not_taken_for_a_new_store() {
+        let redb = Redb::new();
+        std::fs::write(redb.path.with_extension("redb.tmp"), b"leftover").unwrap();
+        drop(RedbStore::open(&redb.path).unwrap());
+        assert!(!redb.path.with_extension("redb.tmp").exists());
+        std::fs::File::create(&redb.path).unwrap();
+        let err = RedbStore::open(&redb.path)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(&redb.path.display().to_string()), "{err}");
+        assert!(err.contains("empty (0 bytes)"), "{err}");
     }
 }

@@ -1,1 +1,192 @@
-//! Owned by a helper of issue 19; see faults.rs.
+//! Full disk: a role's data dir on a small tmpfs the test mounts, filled up by a filler file
+//! while the role serves, then freed.
+//!
+//! Checked: writes are refused with a clear error ("no space left", naming the file), nothing
+//! acknowledged before is damaged (also across a `kill -9` and restart), and writes are taken
+//! again by themselves, without a restart, once the filler is deleted. Needs root (to mount);
+//! skipped with a printed reason otherwise.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use torc_test_utils::wait_for;
+
+use super::report::{Figures, scale};
+use super::torn::{Role, tsdb_query, tsdb_tags};
+
+/// A tmpfs of `size` mounted at a fresh directory, unmounted when dropped (also on a panic).
+/// Whatever uses it must be dropped first (declare the mount before it).
+struct Tmpfs {
+    dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (with the reason printed) when this is not root or the mount fails.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            println!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("small");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("running mount");
+        if !out.status.success() {
+            println!(
+                "skipped: mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(Tmpfs {
+            dir,
+            _parent: parent,
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let out = Command::new("umount").arg(&self.dir).output();
+        if !out.is_ok_and(|o| o.status.success()) {
+            // Something still holds it open: detach it, so the temp dir can go.
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Fills the file system holding `path` by writing zeroes to it until a write is refused.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).expect("creating the filler");
+    let block = vec![0u8; 64 << 10];
+    for _ in 0..100_000 {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+    }
+    // The last few bytes a 64 KiB block did not fit in.
+    for _ in 0..100_000 {
+        if f.write_all(&[0u8; 512]).and_then(|()| f.flush()).is_err() {
+            break;
+        }
+    }
+}
+
+/// POSTs one point to tsdb: `Ok` when acknowledged (204), else the status and body.
+async fn write_point(http: &reqwest::Client, addr: &str, line: &str) -> Result<(), String> {
+    let r = http
+        .post(format!("http://{addr}/write?db=d"))
+        .body(line.to_string())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    if status == 204 {
+        return Ok(());
+    }
+    Err(format!("{status}: {}", r.text().await.unwrap_or_default()))
+}
+
+async fn start_tsdb(data: &Path, log: &Path, http: &reqwest::Client) -> Role {
+    let tsdb = Role::start(&["tsdb", "--data-dir", &data.to_string_lossy()], log);
+    let addr = tsdb.addr.clone();
+    wait_for("tsdb to serve", Duration::from_secs(20), || async {
+        tsdb_tags(http, &addr).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(log).unwrap_or_default()));
+    tsdb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tsdb_refuses_writes_on_a_full_disk_and_resumes_when_space_returns() {
+    let Some(fs) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let logs = tempfile::tempdir().expect("tempdir");
+    let data = fs.dir.join("tsdb");
+    let http = reqwest::Client::new();
+    let mut tsdb = start_tsdb(&data, &logs.path().join("tsdb.log"), &http).await;
+    tsdb_query(&http, &tsdb.addr, "CREATE DATABASE d")
+        .await
+        .expect("create database");
+
+    let mut acked: Vec<String> = Vec::new();
+    let mut n = 0usize;
+    let point = |n: &mut usize| {
+        *n += 1;
+        let k = format!("p{n:06}");
+        (format!("m,k={k} v={n} {}", 1_000_000 + *n), k)
+    };
+    for _ in 0..scale(20, 200) {
+        let (line, k) = point(&mut n);
+        write_point(&http, &tsdb.addr, &line).await.expect("write");
+        acked.push(k);
+    }
+    let filler = fs.dir.join("filler");
+    fill(&filler);
+    // Writes until one is refused (the WAL's last page may still have room for a few).
+    let mut refusal = None;
+    for _ in 0..10_000 {
+        let (line, k) = point(&mut n);
+        match write_point(&http, &tsdb.addr, &line).await {
+            Ok(()) => acked.push(k),
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("a write on a full disk is refused");
+    println!("refused: {refusal}");
+    assert!(refusal.contains("no space left"), "{refusal}");
+    assert!(
+        refusal.contains(&*data.join("wal").to_string_lossy()),
+        "names the file: {refusal}"
+    );
+    // Still refused while the disk is full, and what was acknowledged is intact.
+    let (line, _) = point(&mut n);
+    assert!(write_point(&http, &tsdb.addr, &line).await.is_err());
+    let have = tsdb_tags(&http, &tsdb.addr).await.expect("query");
+    let lost_while_full = acked.iter().filter(|k| !have.contains(k)).count();
+
+    std::fs::remove_file(&filler).expect("freeing space");
+    let freed = Instant::now();
+    let recovered = wait_for("tsdb to take writes again", Duration::from_secs(10), || {
+        let (line, k) = point(&mut n);
+        let http = &http;
+        let addr = tsdb.addr.clone();
+        async move { write_point(http, &addr, &line).await.ok().map(|()| k) }
+    })
+    .await
+    .expect("writes resume without a restart");
+    let recovery = freed.elapsed();
+    acked.push(recovered);
+    for _ in 0..scale(5, 50) {
+        let (line, k) = point(&mut n);
+        write_point(&http, &tsdb.addr, &line)
+            .await
+            .expect("write after space returned");
+        acked.push(k);
+    }
+
+    // Across a kill -9 and a restart too: the refused writes left no damage in the WAL.
+    tsdb.kill();
+    let tsdb = start_tsdb(&data, &logs.path().join("tsdb-2.log"), &http).await;
+    let have = tsdb_tags(&http, &tsdb.addr).await.expect("query");
+    let lost = acked.iter().filter(|k| !have.contains(k)).count();
+    let mut figures = Figures::new("full disk: tsdb on an 8 MiB tmpfs, then space freed");
+    figures.acknowledged = acked.len() as u64;
+    figures.lost = (lost + lost_while_full) as u64;
+    figures.recovery = Some(recovery);
+    drop(tsdb);
+    figures.check();
+}
