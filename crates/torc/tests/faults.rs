@@ -19,13 +19,21 @@
 //! run in CI, one at a time (nextest group `faults`, `.config/nextest.toml`): they kill, freeze
 //! and load processes, and their recovery times mean little when they starve each other.
 
+#[path = "faults/clock.rs"]
 mod clock;
+#[path = "faults/disk.rs"]
 mod disk;
+#[path = "faults/freeze.rs"]
 mod freeze;
+#[path = "faults/kill.rs"]
 mod kill;
+#[path = "faults/partition.rs"]
 mod partition;
+#[path = "faults/report.rs"]
 mod report;
+#[path = "faults/restart.rs"]
 mod restart;
+#[path = "faults/torn.rs"]
 mod torn;
 
 /// The `torc` binary under test.
