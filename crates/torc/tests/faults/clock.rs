@@ -380,6 +380,20 @@ async fn the_controllers_clock_steps_forward_and_back() {
     for (offset, what) in STEPS {
         step(&subject, offset, &format!("controller clock {what}")).await;
     }
+
+    // A node whose agent dies as the clock steps back (its last report stamped an hour ahead
+    // of the new time) still goes inactive after the node timeout, not an hour later.
+    let mut rack = rack;
+    rack.kill_agent("bladerunner2");
+    clock.set_offset(-7200).unwrap();
+    let died = Instant::now();
+    rack.wait_active(&["bladerunner2".to_string()], false)
+        .await
+        .unwrap();
+    println!(
+        "a node that died at a step back went inactive after {:.1} s (timeout 10 s)",
+        died.elapsed().as_secs_f64()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
