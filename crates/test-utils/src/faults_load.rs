@@ -165,6 +165,17 @@ pub fn shims_by_task(dir: &Path) -> BTreeMap<String, Vec<u32>> {
     out
 }
 
+/// A task that sleeps for ten minutes and asks for little (0.01 CPU, 1 MB), so that a test
+/// rack holds the hundreds a load launches.
+pub fn sleeper(name: &str) -> torc_types::TaskSpec {
+    let name = name.parse().expect("a valid service name");
+    let mut spec = torc_types::TaskSpec::new(name, "sleep");
+    spec.args = vec!["600".into()];
+    spec.resources.cpus = 0.01;
+    spec.resources.mem_mb = 1.0;
+    spec
+}
+
 /// The CPU time (user and system) a process has used so far, from `/proc/<pid>/stat`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

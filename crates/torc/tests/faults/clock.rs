@@ -17,23 +17,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use torc_api::{RackEvent, TaskFilter};
-use torc_test_utils::faults_load::{FakeClock, cpu_time, shims_by_task};
+use torc_test_utils::faults_load::{FakeClock, cpu_time, shims_by_task, sleeper};
 use torc_test_utils::{LocalRack, RackOptions, wait_for};
-use torc_types::{TaskId, TaskSpec, TaskState};
+use torc_types::{TaskId, TaskState};
 
 use super::TORC;
 use super::report::{Figures, long};
 
 /// Tasks running through the steps.
 const TASKS: usize = 8;
-
-fn sleeper(name: &str) -> TaskSpec {
-    let mut spec = TaskSpec::new(name.parse().unwrap(), "sleep");
-    spec.args = vec!["600".into()];
-    spec.resources.cpus = 0.05;
-    spec.resources.mem_mb = 8.0;
-    spec
-}
 
 /// How long each step is watched: past the node timeout (10 s) in the long variant; in CI,
 /// several heartbeats and reconciler steps.
@@ -147,50 +139,6 @@ fn controllers_cpu(rack: &LocalRack) -> Duration {
         .sum()
 }
 
-/// A rack whose controllers run on `clock`, with `TASKS` tasks running, and a token with a
-/// 30 minute TTL.
-async fn rack_on(clock: &FakeClock, controllers: usize) -> (LocalRack, Vec<TaskId>, String) {
-    let rack = LocalRack::start(
-        TORC,
-        RackOptions {
-            compute_nodes: 2,
-            controllers,
-            controller_env: clock.env(),
-            ..RackOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    rack.wait_leader(&[]).await.unwrap();
-    let client = rack.client();
-    let mut ids = Vec::new();
-    for i in 0..TASKS {
-        ids.push(
-            client
-                .launch(&sleeper(&format!("steady-{i}")))
-                .await
-                .unwrap()
-                .id,
-        );
-    }
-    for id in &ids {
-        torc_test_utils::wait_running(&client, id, Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
-    let token = client
-        .create_token(&torc_api::TokenRequest {
-            role: torc_api::TokenRole::Viewer,
-            name: "half an hour".into(),
-            framework: None,
-            ttl_seconds: Some(1800),
-        })
-        .await
-        .unwrap()
-        .token;
-    (rack, ids, token)
-}
-
 /// What a window after a step saw going wrong.
 #[derive(Default, Debug)]
 struct Trouble {
@@ -199,21 +147,76 @@ struct Trouble {
     leadership: Vec<String>,
 }
 
-/// A rack under test: its controllers' clock, its tasks, a token with a 30 minute TTL, the
-/// leader and epoch that must hold throughout (two controllers), and the CPU its controllers
-/// take in a quiet window.
-struct Subject<'a> {
-    rack: &'a LocalRack,
-    clock: &'a FakeClock,
+/// A rack under test: its controllers on a clock of their own, `TASKS` tasks running, a token
+/// with a 30 minute TTL, the leader and epoch that must hold throughout (two controllers), and
+/// the CPU its controllers take in a quiet window.
+struct Subject {
+    rack: LocalRack,
+    clock: FakeClock,
+    _clock_dir: tempfile::TempDir,
     tasks: Vec<TaskId>,
     token: String,
     leader: Option<(String, u64)>,
     quiet_cpu: Duration,
 }
 
+impl Subject {
+    async fn start(controllers: usize) -> Subject {
+        let clock_dir = tempfile::tempdir().unwrap();
+        let clock = FakeClock::new(clock_dir.path()).unwrap();
+        let rack = LocalRack::start(
+            TORC,
+            RackOptions {
+                compute_nodes: 2,
+                controllers,
+                controller_env: clock.env(),
+                ..RackOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let leader = rack.wait_leader(&[]).await.unwrap();
+        let epoch = rack.controller_status(&leader).await.unwrap().epoch;
+        let client = rack.client();
+        let mut tasks = Vec::new();
+        for i in 0..TASKS {
+            let spec = sleeper(&format!("steady-{i}"));
+            tasks.push(client.launch(&spec).await.unwrap().id);
+        }
+        for id in &tasks {
+            torc_test_utils::wait_running(&client, id, Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+        let token = client
+            .create_token(&torc_api::TokenRequest {
+                role: torc_api::TokenRole::Viewer,
+                name: "half an hour".into(),
+                framework: None,
+                ttl_seconds: Some(1800),
+            })
+            .await
+            .unwrap()
+            .token;
+        // The CPU the controllers take in a window when nothing happens.
+        let cpu0 = controllers_cpu(&rack);
+        tokio::time::sleep(window()).await;
+        let quiet_cpu = controllers_cpu(&rack) - cpu0;
+        Subject {
+            leader: (controllers > 1).then(|| (leader, epoch.unwrap())),
+            rack,
+            clock,
+            _clock_dir: clock_dir,
+            tasks,
+            token,
+            quiet_cpu,
+        }
+    }
+}
+
 /// Steps the clock to `offset` seconds from the true time, watches the rack for a window, and
 /// checks it.
-async fn step(subject: &Subject<'_>, offset: i64, fault: &str) {
+async fn step(subject: &Subject, offset: i64, fault: &str) {
     let Subject {
         rack,
         clock,
@@ -221,8 +224,9 @@ async fn step(subject: &Subject<'_>, offset: i64, fault: &str) {
         token,
         leader,
         quiet_cpu,
+        ..
     } = subject;
-    let (rack, quiet_cpu) = (*rack, *quiet_cpu);
+    let quiet_cpu = *quiet_cpu;
     let before = snapshot(rack).await;
     clock.set_offset(offset).unwrap();
     let stepped = Instant::now();
@@ -349,13 +353,6 @@ async fn step(subject: &Subject<'_>, offset: i64, fault: &str) {
     );
 }
 
-/// The CPU the controllers take in a window when nothing happens.
-async fn quiet_cpu(rack: &LocalRack) -> Duration {
-    let cpu0 = controllers_cpu(rack);
-    tokio::time::sleep(window()).await;
-    controllers_cpu(rack) - cpu0
-}
-
 /// The steps every rack goes through: forward an hour, back to the true time, and back an
 /// hour behind it.
 const STEPS: [(i64, &str); 3] = [
@@ -366,28 +363,18 @@ const STEPS: [(i64, &str); 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controllers_clock_steps_forward_and_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = FakeClock::new(dir.path()).unwrap();
-    let (rack, tasks, token) = rack_on(&clock, 1).await;
-    let subject = Subject {
-        quiet_cpu: quiet_cpu(&rack).await,
-        rack: &rack,
-        clock: &clock,
-        tasks,
-        token,
-        leader: None,
-    };
+    let mut subject = Subject::start(1).await;
     for (offset, what) in STEPS {
         step(&subject, offset, &format!("controller clock {what}")).await;
     }
 
     // A node whose agent dies as the clock steps back (its last report stamped an hour ahead
     // of the new time) still goes inactive after the node timeout, not an hour later.
-    let mut rack = rack;
-    rack.kill_agent("bladerunner2");
-    clock.set_offset(-7200).unwrap();
+    subject.rack.kill_agent("bladerunner2");
+    subject.clock.set_offset(-7200).unwrap();
     let died = Instant::now();
-    rack.wait_active(&["bladerunner2".to_string()], false)
+    (subject.rack)
+        .wait_active(&["bladerunner2".to_string()], false)
         .await
         .unwrap();
     println!(
@@ -398,24 +385,7 @@ async fn the_controllers_clock_steps_forward_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_on_etcd_keep_their_lease_through_clock_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = FakeClock::new(dir.path()).unwrap();
-    let (rack, tasks, token) = rack_on(&clock, 2).await;
-    let leader = rack.wait_leader(&[]).await.unwrap();
-    let epoch = rack
-        .controller_status(&leader)
-        .await
-        .unwrap()
-        .epoch
-        .unwrap();
-    let subject = Subject {
-        quiet_cpu: quiet_cpu(&rack).await,
-        rack: &rack,
-        clock: &clock,
-        tasks,
-        token,
-        leader: Some((leader, epoch)),
-    };
+    let subject = Subject::start(2).await;
     for (offset, what) in STEPS {
         step(&subject, offset, &format!("HA controllers' clocks {what}")).await;
     }

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use torc_api::{TaskFilter, TaskView};
 use torc_client::Client;
-use torc_test_utils::faults_load::{RoleProcess, shims_by_task};
+use torc_test_utils::faults_load::{RoleProcess, shims_by_task, sleeper};
 use torc_test_utils::{LocalRack, RackOptions, wait_for};
-use torc_types::{TaskId, TaskSpec, TaskState};
+use torc_types::{TaskId, TaskState};
 
 use super::TORC;
 use super::report::{Figures, scale};
@@ -117,14 +117,6 @@ impl<T: Clone> Ledger<T> {
 struct Launch {
     name: String,
     id: Option<TaskId>,
-}
-
-fn sleeper(name: &str) -> TaskSpec {
-    let mut spec = TaskSpec::new(name.parse().unwrap(), "sleep");
-    spec.args = vec!["600".into()];
-    spec.resources.cpus = 0.01;
-    spec.resources.mem_mb = 1.0;
-    spec
 }
 
 /// A rack with room for every launch of the long variant.
