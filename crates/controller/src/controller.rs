@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::clock::now_millis;
 use tokio::sync::watch;
-use torc_types::{NodeName, TaskId, UnixMillis, now_millis};
+use torc_types::{NodeName, TaskId, UnixMillis};
 
 use crate::auth;
 use crate::kv::KvClients;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_millis;
 use tokio::net::TcpStream;
-use torc_types::now_millis;
 
 use crate::controller::Controller;
 use crate::rack::{HealthCheck, ProbeFailure};

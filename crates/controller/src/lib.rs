@@ -24,6 +24,8 @@
 //!   controller of issue 18; its cases are in `tests/leadership/`), `seat` (the question
 //!   asked before every act);
 //! - `health` (the probes of health checks), `power` (the power command);
+//! - `clock` (the `now` of the rules: the wall clock read at start, advanced by the boot
+//!   clock, so a step of the system clock moves no timeout);
 //! - the UI's back ends: `kv` (the state store's client), `lookup` (a DNS query).
 //!
 //! Who may call what is decided in `http::access` (one policy table, checked before any
@@ -42,6 +44,7 @@
 //!   `crates/test-utils/tests/module_cycles.rs`).
 
 mod auth;
+mod clock;
 mod controller;
 mod health;
 mod http;

@@ -20,6 +20,7 @@
 pub mod bench;
 mod containers;
 mod etcd;
+pub mod faults_load;
 pub mod faults_net;
 mod namespaces;
 pub mod syscalls;
@@ -142,6 +143,9 @@ pub struct RackOptions {
     /// the rack runs a real 3-member etcd cluster ([`EtcdCluster`]) and every controller keeps
     /// its state there (`--store etcd`), one leading; agents get every controller's URL.
     pub controllers: usize,
+    /// Environment added to every controller process, e.g. libfaketime's
+    /// ([`faults_load::FakeClock::env`]) to step a controller's wall clock.
+    pub controller_env: Vec<(String, String)>,
 }
 
 /// How a test rack's nodes are connected.
@@ -180,6 +184,7 @@ impl Default for RackOptions {
             task_blocks: BTreeMap::new(),
             containers: false,
             controllers: 1,
+            controller_env: Vec::new(),
         }
     }
 }
@@ -209,6 +214,8 @@ pub struct LocalRack {
     /// The rack's private containerd (`RackOptions.containers`), swept after the agents stop.
     containerd: Option<Containerd>,
     namespaces: Option<namespaces::Namespaces>,
+    /// `RackOptions.controller_env`.
+    controller_env: Vec<(String, String)>,
 }
 
 impl LocalRack {
@@ -334,6 +341,7 @@ impl LocalRack {
             agents: BTreeMap::new(),
             containerd,
             namespaces,
+            controller_env: opts.controller_env.clone(),
         };
         rack.start_controller()?;
         let names: Vec<String> = rack.nodes.keys().cloned().collect();
@@ -575,9 +583,21 @@ impl LocalRack {
 
     /// Starts `torc <args>` for node `node` (inside its namespace on namespaces).
     fn command(&self, node: &str, args: &[String], log: &str) -> anyhow::Result<Child> {
+        self.command_with(node, args, log, &[])
+    }
+
+    /// [`LocalRack::command`] with more environment.
+    fn command_with(
+        &self,
+        node: &str,
+        args: &[String],
+        log: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Child> {
         let (out, err) = self.log(log)?;
         let mut cmd = Command::new(&self.exe);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         die_with_test(&mut cmd);
         if let Some(net) = &self.namespaces {
             let ns = net
@@ -648,7 +668,7 @@ impl LocalRack {
             "wedge" => "controller".to_string(),
             other => format!("controller-{other}"),
         };
-        let child = self.command(name, &args, &log)?;
+        let child = self.command_with(name, &args, &log, &self.controller_env)?;
         self.controllers.insert(name.to_string(), child);
         Ok(())
     }

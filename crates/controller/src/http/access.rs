@@ -23,12 +23,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::clock::now_millis;
 use axum::Extension;
 use axum::extract::{FromRequestParts as _, RawPathParams, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use torc_types::{ApiAccess, now_millis};
+use torc_types::ApiAccess;
 
 use super::error::ApiError;
 use crate::auth::{Role, Who};

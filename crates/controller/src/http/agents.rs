@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_millis;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use torc_api::{DesiredQuery, DesiredState, RegisterRequest, RegisterResponse, StatusReport};
-use torc_types::{NodeName, now_millis};
+use torc_types::NodeName;
 
 use super::access::CallerExt;
 use super::error::{ApiError, Reply};

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::clock::now_millis;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -17,7 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use torc_api::PowerAction;
 use torc_api::original::{OriginalNode, OriginalTask, SimpleResponse};
-use torc_types::{NodeName, ServiceName, now_millis};
+use torc_types::{NodeName, ServiceName};
 
 use super::error::{ApiError, Reply};
 use super::extract::Query;

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use crate::clock::now_millis;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use torc_api::{EventKind, EventLevel, TokenCreated, TokenRequest, TokenRole, TokenView};
-use torc_types::now_millis;
 
 use super::access::Caller;
 use super::error::ApiError;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_millis;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
@@ -13,7 +14,7 @@ use torc_api::{
     EventKind, EventsQuery, FrameworkEvents, FrameworkLog, FrameworkRegistered,
     FrameworkRegistration, FrameworkView, TaskView,
 };
-use torc_types::{FrameworkName, TaskId, TaskSpec, now_millis};
+use torc_types::{FrameworkName, TaskId, TaskSpec};
 
 use super::access::CallerExt;
 use super::error::{ApiError, Reply};

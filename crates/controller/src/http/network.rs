@@ -71,7 +71,7 @@ async fn report(
         let removed: Vec<_> = before.difference(&now_held).cloned().collect();
         if !added.is_empty() || !removed.is_empty() {
             ctl.change(move |r| {
-                r.note_switch_routes(&added, &removed, torc_types::now_millis());
+                r.note_switch_routes(&added, &removed, crate::clock::now_millis());
                 Ok(())
             })
             .await?;

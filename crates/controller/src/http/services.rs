@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
+use crate::clock::now_millis;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use torc_api::original::OriginalTask;
 use torc_api::{GroupView, ServiceView};
-use torc_types::{ServiceName, now_millis};
+use torc_types::ServiceName;
 
 use super::error::{ApiError, Reply};
 use super::extract::{Body, Path};

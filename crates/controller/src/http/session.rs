@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
+use crate::clock::now_millis;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use torc_api::{LoginRequest, ReviewRequest, ReviewResponse, SessionView};
-use torc_types::{UnixMillis, now_millis};
+use torc_types::UnixMillis;
 
 use super::access::{
     SESSION_COOKIE, Via, authenticate, check_browser, cookie, forbidden, unauthorized,

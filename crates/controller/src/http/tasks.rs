@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use crate::clock::now_millis;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use torc_api::{LogChunk, LogQuery, TaskFilter, TaskView};
-use torc_types::{BUILTIN_FRAMEWORK, FrameworkName, TaskId, TaskSpec, now_millis};
+use torc_types::{BUILTIN_FRAMEWORK, FrameworkName, TaskId, TaskSpec};
 
 use super::error::{ApiError, Reply};
 use super::extract::{Body, Path, Query};
