@@ -142,6 +142,9 @@ pub struct RackOptions {
     /// the rack runs a real 3-member etcd cluster ([`EtcdCluster`]) and every controller keeps
     /// its state there (`--store etcd`), one leading; agents get every controller's URL.
     pub controllers: usize,
+    /// The `--data-dir` of the controller `wedge` (e.g. on a small file system a test mounted),
+    /// instead of `controller` in the rack's directory.
+    pub controller_data_dir: Option<PathBuf>,
 }
 
 /// How a test rack's nodes are connected.
@@ -180,6 +183,7 @@ impl Default for RackOptions {
             task_blocks: BTreeMap::new(),
             containers: false,
             controllers: 1,
+            controller_data_dir: None,
         }
     }
 }
@@ -209,6 +213,8 @@ pub struct LocalRack {
     /// The rack's private containerd (`RackOptions.containers`), swept after the agents stop.
     containerd: Option<Containerd>,
     namespaces: Option<namespaces::Namespaces>,
+    /// `RackOptions.controller_data_dir`.
+    controller_data_dir: Option<PathBuf>,
 }
 
 impl LocalRack {
@@ -334,6 +340,7 @@ impl LocalRack {
             agents: BTreeMap::new(),
             containerd,
             namespaces,
+            controller_data_dir: opts.controller_data_dir,
         };
         rack.start_controller()?;
         let names: Vec<String> = rack.nodes.keys().cloned().collect();
@@ -604,7 +611,10 @@ impl LocalRack {
     pub fn start_controller_named(&mut self, name: &str) -> anyhow::Result<()> {
         let d = self.dir.path();
         let data = match name {
-            "wedge" => d.join("controller"),
+            "wedge" => self
+                .controller_data_dir
+                .clone()
+                .unwrap_or_else(|| d.join("controller")),
             other => d.join(format!("controller-{other}")),
         };
         let mut args = vec![
