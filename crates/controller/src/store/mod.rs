@@ -188,8 +188,9 @@ pub enum StoreError {
     #[error("state store refuses writes after an earlier failed commit; restart the controller")]
     Poisoned,
     /// A write of the commit was refused for want of space (`ENOSPC`, `EDQUOT`; redb), and
-    /// no sync failed: nothing of the batch was kept, and the store takes commits again once
-    /// space returns.
+    /// no sync failed: the store, opened again, holds its last committed state (normally
+    /// without the batch: redb rolls back a commit not wholly written), and takes commits
+    /// again once space returns.
     #[error(
         "no space left for the state store {path} ({why}): the change was not made; changes are taken again once space is freed"
     )]

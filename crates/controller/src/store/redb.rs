@@ -19,12 +19,16 @@
 //!   redb latches any I/O error and refuses everything after it (`PreviousIo`), so the
 //!   `Database` is dropped (redb writes nothing on close after an I/O error, and releases its
 //!   lock) and opened again, without a new epoch (same controller life). What the file holds
-//!   then is what a crash at that point would leave: redb writes a commit's pages into space
-//!   the last committed transaction does not use, and its header last, so a refused page write
-//!   never reached the header, and the pages written before it are in the page cache (their
-//!   writes succeeded) or on disk, both within what redb's crash recovery is built for. The open
-//!   repairs the file from the last committed transaction (`recovery_required`), which is the
-//!   durable state the controller reloads. A failed sync is different (fsyncgate): the kernel
+//!   then is what a crash during that commit's fsync could leave on disk: some of its writes
+//!   (those that succeeded are in the page cache; a refused one changed nothing, as an unwritten
+//!   page after a crash), perhaps the header that flips the primary slot among them (redb
+//!   flushes its write buffer in no particular order), never the fsync. redb's commit (1PC+C,
+//!   its default, `docs/design.md` in redb) is built for exactly that: the pages go to space the
+//!   last committed transaction does not use, and the open that follows (`recovery_required`)
+//!   keeps the new primary only if its transaction id is newer and every checksum under it
+//!   holds, else rolls back to the previous commit. So the reopened file holds the last
+//!   committed state (the refused batch whole or, normally, not at all), and that is what the
+//!   controller reloads and serves. A failed sync is different (fsyncgate): the kernel
 //!   may have dropped the dirty pages and marked them clean, so the page cache no longer says
 //!   what the disk holds, and reopening would read it: the store stays poisoned until a
 //!   restart. The file's backend (`Watched`, redb's own `FileBackend` underneath) records which
