@@ -13,7 +13,9 @@
 //! - The lock is never held across an await point.
 //! - A change is acknowledged (its closure's result returned) only after its commit.
 //! - What is served is durable. When a commit fails, the store is poisoned (every later change
-//!   answers 503) and the rack and credentials go back to the store's last committed state
+//!   answers 503; but a commit refused for want of space fails alone, `StoreError::NoSpace`,
+//!   answered 507, and changes are taken again once space returns, without a restart) and the
+//!   rack and credentials go back to the store's last committed state
 //!   (a store's batches are atomic: a failed one left nothing), reloaded as at a start, with
 //!   a new frameworks' event epoch so frameworks resynchronise (the store's epoch, which
 //!   numbers the published documents and fences the commits, stays: same controller life). Reads keep working on that state. Should even
@@ -136,12 +138,22 @@ struct Inner {
 }
 
 impl Inner {
-    /// After a failed commit: the rack and credentials as the store last committed them.
-    fn back_to_durable(&mut self) {
-        tracing::error!(
-            "a change could not be made durable; the rack goes back to its last durable state \
-             and refuses changes until the controller is restarted"
-        );
+    /// After a failed commit (`failed`): the rack and credentials as the store last committed
+    /// them.
+    fn back_to_durable(&mut self, failed: &StoreError) {
+        if matches!(failed, StoreError::NoSpace { .. }) {
+            tracing::warn!(
+                error = %failed,
+                "a change was refused for want of space; the rack goes back to its last durable \
+                 state, and changes are taken again once space returns"
+            );
+        } else {
+            tracing::error!(
+                error = %failed,
+                "a change could not be made durable; the rack goes back to its last durable state \
+                 and refuses changes until the controller is restarted"
+            );
+        }
         let settings = self.rack.settings().clone();
         let reloaded = self.store.load().and_then(|mut loaded| {
             let keys = auth::Keys::load(&mut loaded)?;
@@ -744,7 +756,7 @@ impl Controller {
                     }),
                     _ => {}
                 }
-                inner.back_to_durable();
+                inner.back_to_durable(&e);
                 return Err(e.into());
             }
             let names = changes
@@ -1093,6 +1105,29 @@ mod tests {
             published,
             "the same controller life: long-poll readers keep their numbers"
         );
+    }
+
+    /// A change whose commit the file system refuses for want of space (a real `ENOSPC`,
+    /// reported by the redb file's backend) is refused alone: the rack goes back to the
+    /// durable state, and the next change is taken without a restart.
+    #[test]
+    fn a_change_refused_for_want_of_space_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("controller.redb")).unwrap();
+        let inject = store.injector();
+        let ctl =
+            Controller::with_store(settings(), Box::new(store), ControllerOptions::insecure())
+                .unwrap();
+        launch(&ctl, "kept").unwrap();
+        *inject.lock().unwrap() = Some(crate::store::Injected::NoSpace);
+        let err = launch(&ctl, "refused").unwrap_err();
+        assert!(
+            matches!(err, ChangeError::Store(StoreError::NoSpace { .. })),
+            "{err}"
+        );
+        assert_eq!(task_names(&ctl), ["kept"], "the refused change is served");
+        launch(&ctl, "later").unwrap();
+        assert_eq!(task_names(&ctl), ["kept", "later"]);
     }
 
     /// A controller of several starts as a standby: it serves reads of its copy, refuses

@@ -146,6 +146,9 @@ pub struct RackOptions {
     /// Environment added to every controller process, e.g. libfaketime's
     /// ([`faults_load::FakeClock::env`]) to step a controller's wall clock.
     pub controller_env: Vec<(String, String)>,
+    /// The `--data-dir` of the controller `wedge` (e.g. on a small file system a test mounted),
+    /// instead of `controller` in the rack's directory.
+    pub controller_data_dir: Option<PathBuf>,
 }
 
 /// How a test rack's nodes are connected.
@@ -185,6 +188,7 @@ impl Default for RackOptions {
             containers: false,
             controllers: 1,
             controller_env: Vec::new(),
+            controller_data_dir: None,
         }
     }
 }
@@ -216,6 +220,8 @@ pub struct LocalRack {
     namespaces: Option<namespaces::Namespaces>,
     /// `RackOptions.controller_env`.
     controller_env: Vec<(String, String)>,
+    /// `RackOptions.controller_data_dir`.
+    controller_data_dir: Option<PathBuf>,
 }
 
 impl LocalRack {
@@ -342,6 +348,7 @@ impl LocalRack {
             containerd,
             namespaces,
             controller_env: opts.controller_env.clone(),
+            controller_data_dir: opts.controller_data_dir,
         };
         rack.start_controller()?;
         let names: Vec<String> = rack.nodes.keys().cloned().collect();
@@ -624,7 +631,10 @@ impl LocalRack {
     pub fn start_controller_named(&mut self, name: &str) -> anyhow::Result<()> {
         let d = self.dir.path();
         let data = match name {
-            "wedge" => d.join("controller"),
+            "wedge" => self
+                .controller_data_dir
+                .clone()
+                .unwrap_or_else(|| d.join("controller")),
             other => d.join(format!("controller-{other}")),
         };
         let mut args = vec![

@@ -11,6 +11,7 @@ use crate::lookup::LookupError;
 use crate::power::PowerError;
 use crate::rack::RackError;
 use crate::seat::NotActing;
+use crate::store::StoreError;
 
 /// An error answer.
 #[derive(Debug)]
@@ -77,6 +78,11 @@ impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         match e {
             ChangeError::Rejected(e) => e.into(),
+            // A full disk: logged once where the refused commit was handled (the write path's
+            // `back_to_durable`), not at every change refused meanwhile.
+            ChangeError::Store(e @ StoreError::NoSpace { .. }) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+            }
             ChangeError::Store(e) => {
                 tracing::error!(error = %e, "state store write failed");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())

@@ -25,7 +25,9 @@
 //!   store still takes commits (a smaller batch, or the right epoch, can succeed).
 //! - Fails closed after a commit that failed once sent, by what the store can know:
 //!   - redb (`Write`): the transaction was aborted, so nothing was kept; the store refuses
-//!     every later commit (`Poisoned`) until the controller restarts.
+//!     every later commit (`Poisoned`) until the controller restarts. But when its only
+//!     failures were writes refused for want of space (`NoSpace`, no failed sync), the store
+//!     opens its file again and takes the next commit (`store/redb.rs` says why that is safe).
 //!   - etcd (`Unknown`: the deadline passed or the connection broke after sending): the batch
 //!     may or may not have landed; the store refuses commits (`Unsettled`) until a successful
 //!     `load`, which shows the batch whole or not at all.
@@ -55,6 +57,8 @@ use serde::de::DeserializeOwned;
 
 pub use etcd::{EtcdOptions, EtcdStore};
 pub use mirror::{Mirror, MirrorError};
+#[cfg(test)]
+pub(crate) use redb::Injected;
 pub use redb::RedbStore;
 
 /// The number of a writer's life: bumped durably at each start (redb), the leader key's create
@@ -183,6 +187,14 @@ pub enum StoreError {
     Write(String),
     #[error("state store refuses writes after an earlier failed commit; restart the controller")]
     Poisoned,
+    /// A write of the commit was refused for want of space (`ENOSPC`, `EDQUOT`; redb), and
+    /// no sync failed: the store, opened again, holds its last committed state (normally
+    /// without the batch: redb rolls back a commit not wholly written), and takes commits
+    /// again once space returns.
+    #[error(
+        "no space left for the state store {path} ({why}): the change was not made; changes are taken again once space is freed"
+    )]
+    NoSpace { path: String, why: String },
     /// The fence failed: nothing was written. `current` is the epoch that acts now, if any
     /// (redb: its own; etcd: the leader's, `None` when nobody leads), and `leader` what that
     /// leader put in its election key (etcd).

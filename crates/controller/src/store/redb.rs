@@ -13,19 +13,44 @@
 //! - Fails closed: once a commit fails (e.g. fsync), the store refuses every later write, and
 //!   the controller answers 503 rather than acknowledging state it may not have kept. A
 //!   failed transaction is aborted, so nothing of its batch was kept.
+//! - Except for a full disk: a commit whose only failures were writes refused for want of space
+//!   (`ENOSPC`, `EDQUOT`), with no failed sync, fails alone (`NoSpace`, naming the file), and
+//!   the store takes commits again by itself once space returns. Why that is safe:
+//!   redb latches any I/O error and refuses everything after it (`PreviousIo`), so the
+//!   `Database` is dropped (redb writes nothing on close after an I/O error, and releases its
+//!   lock) and opened again, without a new epoch (same controller life). What the file holds
+//!   then is what a crash during that commit's fsync could leave on disk: some of its writes
+//!   (those that succeeded are in the page cache; a refused one changed nothing, as an unwritten
+//!   page after a crash), perhaps the header that flips the primary slot among them (redb
+//!   flushes its write buffer in no particular order), never the fsync. redb's commit (1PC+C,
+//!   its default, `docs/design.md` in redb) is built for exactly that: the pages go to space the
+//!   last committed transaction does not use, and the open that follows (`recovery_required`)
+//!   keeps the new primary only if its transaction id is newer and every checksum under it
+//!   holds, else rolls back to the previous commit. So the reopened file holds the last
+//!   committed state (the refused batch whole or, normally, not at all), and that is what the
+//!   controller reloads and serves. A failed sync is different (fsyncgate): the kernel
+//!   may have dropped the dirty pages and marked them clean, so the page cache no longer says
+//!   what the disk holds, and reopening would read it: the store stays poisoned until a
+//!   restart. The file's backend (`Watched`, redb's own `FileBackend` underneath) records which
+//!   operations failed and how, since redb's error alone does not say whether a sync failed.
+//!   Should the reopen fail (e.g. the repair finds no room), the store stays closed and tries
+//!   again at the next write.
 //! - The file carries a format version; a file of an unknown version is refused at open.
 //! - One process at a time: redb locks the file, so a second controller on it fails to open.
 //! - A new file is created whole under a temporary name and renamed into place, so an empty
 //!   (0-byte) file is a truncated store: refused at open, naming the file, never taken for a
 //!   new rack. (redb itself refuses a file truncated below its layout.)
 
+use std::ops::Bound;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
-#[cfg(test)]
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
-use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use ::redb::backends::FileBackend;
+use ::redb::{
+    BackendError, Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
+};
 
 use super::{
     EPOCH_KEY, Epoch, FORMAT_KEY, FORMAT_VERSION, Loaded, Store, StoreError, Table, Write,
@@ -38,12 +63,174 @@ fn table_def(table: Table) -> TableDefinition<'static, &'static str, &'static [u
 }
 
 pub struct RedbStore {
-    db: Database,
+    path: PathBuf,
+    /// The open file and what its backend saw fail; `None` after a commit refused for want of
+    /// space, until it is opened again.
+    db: RwLock<Option<Open>>,
     epoch: Epoch,
     poisoned: AtomicBool,
     /// Tests: the next commit fails as a failed fsync would, after its writes are staged.
     #[cfg(test)]
     fail_next: Arc<AtomicBool>,
+    /// Tests: the next failure the backend reports (a write refused for want of space, a failed
+    /// sync), handed to each backend the store opens.
+    inject: Inject,
+}
+
+/// What the backend of one open `Database` saw fail since it was opened.
+#[derive(Debug, Default)]
+struct Failures {
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    /// A sync failed: the page cache cannot be trusted any more (fsyncgate).
+    sync: bool,
+    /// A write (or a resize) refused for want of space, with the error.
+    no_space: Option<String>,
+    /// Any other failure.
+    other: bool,
+}
+
+impl Failures {
+    fn note(&self, f: impl FnOnce(&mut Seen)) {
+        f(&mut self.seen.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn seen(&self) -> Seen {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Whether `e` says the file system has no room (or the quota none) for what was written.
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Tests: a failure the backend reports instead of doing the next such operation.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Injected {
+    /// The next write is refused with `ENOSPC`.
+    NoSpace,
+    /// The next sync fails with `EIO`.
+    SyncFails,
+}
+
+/// redb's `FileBackend`, recording in `failures` which operations failed and how.
+#[derive(Debug)]
+struct Watched {
+    file: FileBackend,
+    failures: Arc<Failures>,
+    /// Tests: a failure to report instead of the next such operation.
+    #[cfg_attr(not(test), allow(dead_code))]
+    inject: Inject,
+}
+
+impl Watched {
+    #[cfg(test)]
+    fn injected(&self, kind: Injected) -> Option<std::io::Error> {
+        let mut inject = self.inject.lock().unwrap_or_else(|e| e.into_inner());
+        (*inject == Some(kind)).then(|| {
+            *inject = None;
+            std::io::Error::from_raw_os_error(match kind {
+                Injected::NoSpace => nix::libc::ENOSPC,
+                Injected::SyncFails => nix::libc::EIO,
+            })
+        })
+    }
+
+    /// Records a failed write or resize.
+    fn resized_or_written(&self, result: std::io::Result<()>) -> std::io::Result<()> {
+        if let Err(e) = &result {
+            self.failures.note(|s| {
+                if is_no_space(e) {
+                    s.no_space.get_or_insert_with(|| e.to_string());
+                } else {
+                    s.other = true;
+                }
+            });
+        }
+        result
+    }
+
+    fn other<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if result.is_err() {
+            self.failures.note(|s| s.other = true);
+        }
+        result
+    }
+}
+
+impl StorageBackend for Watched {
+    fn len(&self) -> std::io::Result<u64> {
+        self.other(self.file.len())
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.other(self.file.read(offset, out))
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.resized_or_written(self.file.set_len(len))
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(e) = self.injected(Injected::SyncFails) {
+            self.failures.note(|s| s.sync = true);
+            return Err(e);
+        }
+        let result = self.file.sync_data();
+        if result.is_err() {
+            self.failures.note(|s| s.sync = true);
+        }
+        result
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(e) = self.injected(Injected::NoSpace) {
+            return self.resized_or_written(Err(e));
+        }
+        self.resized_or_written(self.file.write(offset, data))
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.file.query_lock_range(start, end)
+    }
 }
 
 /// Creates an empty redb file at `path` whole: made (mode 0600) and initialised under a
@@ -68,6 +255,36 @@ fn create_whole(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     torc_durable::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Tests: the failure to inject, shared with each backend the store opens (nothing outside
+/// tests).
+#[cfg(test)]
+type Inject = Arc<Mutex<Option<Injected>>>;
+#[cfg(not(test))]
+#[derive(Debug, Default, Clone)]
+struct Inject(());
+
+/// An open file, and what its backend saw fail.
+type Open = (Database, Arc<Failures>);
+
+/// Opens the redb file at `path` (it exists) through a `Watched` backend.
+fn open_db(path: &Path, inject: &Inject) -> Result<Open, ::redb::DatabaseError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let failures = Arc::new(Failures::default());
+    let backend = Watched {
+        file: FileBackend::new(file)?,
+        failures: Arc::clone(&failures),
+        inject: inject.clone(),
+    };
+    // redb's default page cache is 1 GiB; the controller's records need a few MiB.
+    let db = ::redb::Builder::new()
+        .set_cache_size(16 << 20)
+        .create_with_backend(backend)?;
+    Ok((db, failures))
 }
 
 impl RedbStore {
@@ -100,11 +317,8 @@ impl RedbStore {
             .open(path)
             .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
             .map_err(|e| open_err(&e))?;
-        // redb's default page cache is 1 GiB; the controller's records need a few MiB.
-        let db = ::redb::Builder::new()
-            .set_cache_size(16 << 20)
-            .create(path)
-            .map_err(|e| open_err(&e))?;
+        let inject = Inject::default();
+        let (db, failures) = open_db(path, &inject).map_err(|e| open_err(&e))?;
         let mut txn = db.begin_write().map_err(|e| open_err(&e))?;
         txn.set_durability(::redb::Durability::Immediate)
             .map_err(|e| open_err(&e))?;
@@ -137,12 +351,70 @@ impl RedbStore {
         }
         txn.commit().map_err(|e| open_err(&e))?;
         Ok(RedbStore {
-            db,
+            path: path.to_path_buf(),
+            db: RwLock::new(Some((db, failures))),
             epoch: Epoch(epoch),
             poisoned: AtomicBool::new(false),
             #[cfg(test)]
             fail_next: Arc::default(),
+            inject,
         })
+    }
+
+    /// Opens the file again after a commit refused for want of space (see the module doc):
+    /// the same epoch, which the file must still hold.
+    fn reopen(&self) -> Result<Open, String> {
+        let (db, failures) = open_db(&self.path, &self.inject).map_err(|e| e.to_string())?;
+        let epoch = db.begin_read().map_err(|e| e.to_string()).and_then(|txn| {
+            let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+            let epoch = meta.get(EPOCH_KEY).map_err(|e| e.to_string())?;
+            Ok(epoch.map(|v| v.value()))
+        })?;
+        if epoch != Some(self.epoch.0) {
+            // Not the file this controller life wrote: refuse it for good.
+            self.poisoned.store(true, Ordering::Release);
+            return Err(format!(
+                "opened again, it holds epoch {epoch:?}, not this controller's {}",
+                self.epoch
+            ));
+        }
+        Ok((db, failures))
+    }
+
+    /// The open file, opened again first if a commit refused for want of space closed it.
+    fn open_now(&self) -> Result<RwLockReadGuard<'_, Option<Open>>, StoreError> {
+        {
+            let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+            if db.is_some() {
+                return Ok(db);
+            }
+        }
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if db.is_none() {
+            match self.reopen() {
+                Ok(open) => {
+                    tracing::info!(path = %self.path.display(), "state store opened again after a full disk");
+                    *db = Some(open);
+                }
+                Err(e) => {
+                    return Err(StoreError::NoSpace {
+                        path: self.path.display().to_string(),
+                        why: format!(
+                            "closed after a write refused for want of space, and cannot be opened again: {e}"
+                        ),
+                    });
+                }
+            }
+        }
+        drop(db);
+        Ok(self.db.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Tests: a switch that makes the file's backend report the failure put in it (once),
+    /// instead of doing the next such operation.
+    #[cfg(test)]
+    pub(crate) fn injector(&self) -> Arc<Mutex<Option<Injected>>> {
+        Arc::clone(&self.inject)
     }
 
     /// Tests: a switch that makes the next commit fail (set it to `true`), as a failed fsync
@@ -152,9 +424,9 @@ impl RedbStore {
         Arc::clone(&self.fail_next)
     }
 
-    fn try_commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+    fn try_commit(&self, db: &Database, writes: &[Write]) -> Result<(), StoreError> {
         let err = |e: &dyn std::fmt::Display| StoreError::Write(e.to_string());
-        let mut txn = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut txn = db.begin_write().map_err(|e| err(&e))?;
         // redb's default, stated: the commit returns after the data is fsynced.
         txn.set_durability(::redb::Durability::Immediate)
             .map_err(|e| err(&e))?;
@@ -189,7 +461,11 @@ impl RedbStore {
 impl Store for RedbStore {
     fn load(&self) -> Result<Loaded, StoreError> {
         let read_err = |e: &dyn std::fmt::Display| StoreError::Write(e.to_string());
-        let txn = self.db.begin_read().map_err(|e| read_err(&e))?;
+        let db = self.open_now()?;
+        let Some((db, _)) = db.as_ref() else {
+            return Err(read_err(&"the state store was closed meanwhile"));
+        };
+        let txn = db.begin_read().map_err(|e| read_err(&e))?;
         let mut out = Loaded::default();
         for table in Table::ALL {
             let t = txn.open_table(table_def(table)).map_err(|e| read_err(&e))?;
@@ -220,7 +496,7 @@ impl Store for RedbStore {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
-        Ok(())
+        self.open_now().map(drop)
     }
 
     fn commit(&self, fence: Epoch, writes: &[Write]) -> Result<(), StoreError> {
@@ -236,12 +512,48 @@ impl Store for RedbStore {
         if writes.is_empty() {
             return Ok(());
         }
-        let result = self.try_commit(writes);
-        if result.is_err() {
-            // After a failed commit we cannot know what reached the disk: fail closed.
-            self.poisoned.store(true, Ordering::Release);
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let Some((open, failures)) = db.as_ref() else {
+            return Err(StoreError::Write(
+                "the state store was closed meanwhile".into(),
+            ));
+        };
+        let Err(e) = self.try_commit(open, writes) else {
+            return Ok(());
+        };
+        let seen = failures.seen();
+        drop(db);
+        match seen {
+            Seen {
+                no_space: Some(why),
+                sync: false,
+                other: false,
+            } => {
+                // Only writes refused for want of space: the file is as a crash here would
+                // leave it, and redb refuses everything after an I/O error, so it is closed
+                // (dropped first: that releases its lock) and opened again (module doc).
+                let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+                *db = None;
+                match self.reopen() {
+                    Ok(open) => *db = Some(open),
+                    Err(e) => tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "state store not opened again yet after a full disk; tried again at the next change"
+                    ),
+                }
+                Err(StoreError::NoSpace {
+                    path: self.path.display().to_string(),
+                    why,
+                })
+            }
+            _ => {
+                // A failed sync, another failure, or one we cannot place: we cannot know what
+                // reached the disk, fail closed.
+                self.poisoned.store(true, Ordering::Release);
+                Err(e)
+            }
         }
-        result
     }
 }
 
@@ -340,5 +652,67 @@ mod tests {
             .to_string();
         assert!(err.contains(&redb.path.display().to_string()), "{err}");
         assert!(err.contains("empty (0 bytes)"), "{err}");
+    }
+
+    fn names(store: &RedbStore) -> Vec<String> {
+        let mut loaded = store.load().unwrap();
+        let nodes: Vec<serde_json::Value> = loaded.take(Table::Nodes).unwrap();
+        nodes
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn put(store: &RedbStore, name: &str) -> Result<(), StoreError> {
+        store.commit(
+            store.epoch(),
+            &[Write::put(
+                Table::Nodes,
+                name,
+                &serde_json::json!({ "name": name }),
+            )],
+        )
+    }
+
+    /// A commit whose write the file system refuses for want of space (a real `ENOSPC`, from
+    /// the file's backend under redb) fails alone, naming the file; the store, opened again
+    /// by itself, keeps what was committed and takes the next commit, under the same epoch.
+    #[test]
+    fn a_commit_refused_for_want_of_space_fails_alone() {
+        let redb = Redb::new();
+        let store = RedbStore::open(&redb.path).unwrap();
+        let epoch = store.epoch();
+        put(&store, "kept").unwrap();
+        *store.injector().lock().unwrap() = Some(Injected::NoSpace);
+        let err = put(&store, "refused").unwrap_err();
+        assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("no space left"), "{text}");
+        assert!(text.contains(&redb.path.display().to_string()), "{text}");
+        assert_eq!(names(&store), ["kept"]);
+        store.writable().unwrap();
+        put(&store, "later").unwrap();
+        assert_eq!(names(&store), ["kept", "later"]);
+        assert_eq!(store.epoch(), epoch);
+        drop(store);
+        let store = RedbStore::open(&redb.path).unwrap();
+        assert_eq!(names(&store), ["kept", "later"]);
+    }
+
+    /// A failed sync poisons the store for good (fsyncgate): the page cache no longer says
+    /// what the disk holds, so the file is not opened again behind the controller's back.
+    #[test]
+    fn a_failed_sync_poisons_the_store_until_a_restart() {
+        let redb = Redb::new();
+        let store = RedbStore::open(&redb.path).unwrap();
+        put(&store, "kept").unwrap();
+        *store.injector().lock().unwrap() = Some(Injected::SyncFails);
+        let err = put(&store, "lost").unwrap_err();
+        assert!(matches!(err, StoreError::Write(_)), "{err}");
+        assert!(matches!(store.writable(), Err(StoreError::Poisoned)));
+        assert!(matches!(put(&store, "later"), Err(StoreError::Poisoned)));
+        drop(store);
+        let store = RedbStore::open(&redb.path).unwrap();
+        assert_eq!(names(&store), ["kept"]);
     }
 }

@@ -1,5 +1,5 @@
-//! Full disk: a role's data dir on a small tmpfs the test mounts, filled up by a filler file
-//! while the role serves, then freed.
+//! Full disk: a role's data dir (tsdb's, the controller's) on a small tmpfs the test mounts,
+//! filled up by a filler file while the role serves, then freed.
 //!
 //! Checked: writes are refused with a clear error ("no space left", naming the file), nothing
 //! acknowledged before is damaged (also across a `kill -9` and restart), and writes are taken
@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use torc_test_utils::wait_for;
+use torc_test_utils::{LocalRack, RackOptions, wait_for};
 
+use super::TORC;
 use super::report::{Figures, scale};
 use super::torn::{Role, tsdb_query, tsdb_tags};
 
@@ -188,5 +189,144 @@ async fn tsdb_refuses_writes_on_a_full_disk_and_resumes_when_space_returns() {
     figures.lost = (lost + lost_while_full) as u64;
     figures.recovery = Some(recovery);
     drop(tsdb);
+    figures.check();
+}
+
+/// Launches a `sleep` task named `name`: `Ok` when acknowledged, else the error's words.
+async fn launch(client: &torc_client::Client, name: &str) -> Result<(), String> {
+    let mut spec = torc_types::TaskSpec::new(name.parse().expect("a task name"), "sleep");
+    spec.args = vec!["600".into()];
+    client
+        .launch(&spec)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The names of the rack's tasks, as the controller serves them.
+async fn task_names(client: &torc_client::Client) -> Vec<String> {
+    let tasks = client
+        .tasks(&torc_api::TaskFilter::default())
+        .await
+        .expect("listing tasks");
+    tasks.iter().map(|t| t.name.to_string()).collect()
+}
+
+/// The controller's `--data-dir` on a full disk: a launch is refused, naming its state file and
+/// saying no space is left; the rack keeps serving what was acknowledged (and nothing of the
+/// refused launches); once space is freed, launches are taken again by the same controller
+/// process, and a restart finds every acknowledged task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_refuses_changes_on_a_full_disk_and_resumes_when_space_returns() {
+    let Some(fs) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let data = fs.dir.join("controller");
+    let mut rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            controller_data_dir: Some(data.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("rack");
+    let client = rack.client();
+    let mut acked: Vec<String> = Vec::new();
+    let mut n = 0usize;
+    let mut next = || {
+        n += 1;
+        format!("t{n:05}")
+    };
+    for _ in 0..scale(3, 20) {
+        let name = next();
+        launch(&client, &name).await.expect("launch");
+        acked.push(name);
+    }
+    let filler = fs.dir.join("filler");
+    fill(&filler);
+    // Launches until one is refused (redb's file may still have free pages for a few).
+    let mut refusal = None;
+    for _ in 0..2_000 {
+        let name = next();
+        match launch(&client, &name).await {
+            Ok(()) => acked.push(name),
+            Err(e) => {
+                refusal = Some((name, e));
+                break;
+            }
+        }
+    }
+    let (refused, refusal) = refusal.expect("a launch on a full disk is refused");
+    println!("refused: {refusal}");
+    assert!(refusal.contains("no space left"), "{refusal}");
+    let file = data.join("controller.redb");
+    assert!(
+        refusal.contains(&*file.to_string_lossy()),
+        "names the file: {refusal}"
+    );
+    // Still refused while the disk is full; the rack serves what was acknowledged, not the
+    // refused launches.
+    let again = next();
+    assert!(
+        launch(&client, &again).await.is_err(),
+        "taken on a full disk"
+    );
+    let served = task_names(&client).await;
+    assert!(
+        !served.contains(&refused) && !served.contains(&again),
+        "a refused launch is served: {served:?}"
+    );
+    let lost_while_full = acked.iter().filter(|k| !served.contains(k)).count();
+
+    std::fs::remove_file(&filler).expect("freeing space");
+    let freed = Instant::now();
+    let recovered = wait_for(
+        "the controller to take launches again",
+        Duration::from_secs(10),
+        || {
+            let name = next();
+            let client = &client;
+            async move { launch(client, &name).await.ok().map(|()| name) }
+        },
+    )
+    .await
+    .expect("launches resume without a restart");
+    let recovery = freed.elapsed();
+    acked.push(recovered);
+    for _ in 0..scale(3, 20) {
+        let name = next();
+        launch(&client, &name)
+            .await
+            .expect("launch after space returned");
+        acked.push(name);
+    }
+
+    // Across a kill -9 and a restart too: what the refusals left is a valid state file.
+    rack.kill_controller();
+    rack.start_controller().expect("restarting the controller");
+    let served = wait_for(
+        "the controller to serve again",
+        Duration::from_secs(20),
+        || {
+            let client = &client;
+            async move {
+                client
+                    .tasks(&torc_api::TaskFilter::default())
+                    .await
+                    .ok()
+                    .map(|t| t.iter().map(|t| t.name.to_string()).collect::<Vec<_>>())
+            }
+        },
+    )
+    .await
+    .expect("restarted controller");
+    let lost = acked.iter().filter(|k| !served.contains(k)).count();
+    let mut figures = Figures::new("full disk: controller on an 8 MiB tmpfs, then space freed");
+    figures.acknowledged = acked.len() as u64;
+    figures.lost = (lost + lost_while_full) as u64;
+    figures.recovery = Some(recovery);
+    drop(rack);
     figures.check();
 }
