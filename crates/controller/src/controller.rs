@@ -216,7 +216,15 @@ pub struct Controller {
     pub(crate) routes: Published<SwitchRoutes>,
     /// What the network agent last reported of the switch, and when.
     network_report: Mutex<Option<(torc_api::NetworkReport, UnixMillis)>>,
+    /// Nodes whose reports arrived since the reconciler's last step, and when the latest did:
+    /// noted before the report waits for the rack's lock, so that a report queued behind other
+    /// changes still counts as word from its node (`Rack::heard`). At most [`MAX_ARRIVALS`].
+    arrivals: Mutex<HashMap<NodeName, UnixMillis>>,
 }
+
+/// Most nodes whose reports' arrivals one reconciler step takes: far more than a rack holds, so
+/// that callers naming nodes that do not exist cannot grow the map without bound.
+const MAX_ARRIVALS: usize = 4096;
 
 /// What the status says of the store and the other controllers.
 #[derive(Debug, Clone)]
@@ -454,6 +462,7 @@ impl Controller {
             auth: options.auth,
             routes,
             network_report: Mutex::new(None),
+            arrivals: Mutex::new(HashMap::new()),
             names,
             inner: Mutex::new(Inner {
                 rack,
@@ -852,6 +861,14 @@ impl Controller {
         f(&inner.keys)
     }
 
+    /// A node's report arrived: noted before it waits for the rack's lock (see `arrivals`).
+    pub(crate) fn report_arrived(&self, node: &NodeName) {
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        if arrivals.len() < MAX_ARRIVALS || arrivals.contains_key(node) {
+            arrivals.insert(node.clone(), now_millis());
+        }
+    }
+
     /// Background reconciler: expires silent nodes and frameworks, restarts services, retries
     /// pending tasks.
     pub(crate) async fn reconcile(self: Arc<Self>) {
@@ -880,12 +897,19 @@ impl Controller {
                 );
             }
             let excused = (stalled > period).then_some(stalled.as_millis() as u64);
+            let this = Arc::clone(&self);
             if let Err(e) = self
                 .change_keys(move |rack, keys| {
                     let now = now_millis();
                     if let Some(ms) = excused {
                         rack.excuse_stall(ms, now);
                     }
+                    // Taken under the rack's lock: a report that arrived while this step
+                    // waited for it counts too.
+                    let arrivals = std::mem::take(
+                        &mut *this.arrivals.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
+                    rack.heard(arrivals);
                     rack.tick(now);
                     keys.expire(now);
                     Ok(())

@@ -175,6 +175,7 @@ async fn agent_status(
     Path(node): Path<NodeName>,
     Body(report): Body<StatusReport>,
 ) -> Reply<serde_json::Value> {
+    ctl.report_arrived(&node);
     ctl.change(move |rack| rack.report(&node, report, now_millis()))
         .await?;
     Ok(Json(serde_json::json!({})))

@@ -479,6 +479,15 @@ impl Rack {
         self.frameworks.excuse(stalled_ms, now);
     }
 
+    /// Reports that reached the controller but wait to be processed (behind other changes,
+    /// each waiting for its fsync): each node was heard when its report arrived, so a queue of
+    /// changes longer than the node timeout expires no node that kept reporting.
+    pub fn heard(&mut self, arrivals: impl IntoIterator<Item = (NodeName, UnixMillis)>) {
+        for (node, at) in arrivals {
+            self.nodes.heard(&node, at);
+        }
+    }
+
     /// Periodic work: nodes that stopped reporting go inactive and their tasks are lost;
     /// frameworks past their failover timeout lose their tasks; announcements lapse; services
     /// due are started and pending tasks placed. Tasks lost and instances started share one

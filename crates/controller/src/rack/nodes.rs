@@ -338,6 +338,15 @@ impl NodeTable {
         Ok(())
     }
 
+    /// An active node's report reached the controller at `at`, before it could be processed:
+    /// the node was heard then (its last word never moves back). Inactive and unknown nodes are
+    /// left as they are: they must register again.
+    pub fn heard(&mut self, node: &NodeName, at: UnixMillis) {
+        if let Some(n) = self.records.get_mut(node).filter(|n| n.active) {
+            n.last_seen = n.last_seen.max(at);
+        }
+    }
+
     /// Marks inactive the active nodes silent for more than `timeout_ms`; returns them.
     pub fn expire(&mut self, timeout_ms: u64, now: UnixMillis) -> Vec<NodeName> {
         let expired: Vec<NodeName> = self

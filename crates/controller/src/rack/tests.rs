@@ -259,6 +259,28 @@ fn a_stall_of_the_controller_is_not_the_nodes_silence() {
 }
 
 #[test]
+fn a_report_that_arrived_counts_before_it_is_processed() {
+    // The node timeout is 10 s. b1 registered at 1 s; its next report arrived at 9 s but waited
+    // behind other changes (each waiting for its fsync) past 11 s: the step at 12 s, which
+    // gets the rack's lock first, must not lose the node. The silence after it still counts.
+    let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
+    register(&mut rack, "b1", "10.0.0.21", 1_000).unwrap();
+    let b1: NodeName = "b1".parse().unwrap();
+    rack.heard([(b1.clone(), 9_000)]);
+    rack.tick(12_000);
+    assert!(rack.node_view(&b1).unwrap().active);
+    // An older arrival never moves its last word back.
+    rack.heard([(b1.clone(), 2_000)]);
+    rack.tick(19_000);
+    assert!(rack.node_view(&b1).unwrap().active);
+    rack.tick(19_001);
+    assert!(!rack.node_view(&b1).unwrap().active);
+    // An inactive node is not revived by a report that arrived: it must register again.
+    rack.heard([(b1.clone(), 19_500)]);
+    assert!(!rack.node_view(&b1).unwrap().active);
+}
+
+#[test]
 fn restart_from_the_store_keeps_tasks_and_generations() {
     let mut rack = Rack::for_tests(settings(false), empty(), 0, 1);
     register(&mut rack, "b1", "10.0.0.21", 1).unwrap();
