@@ -960,19 +960,35 @@ pub(crate) fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// A process's command line, its arguments joined by spaces (`None` once it is gone).
+fn command_line(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(String::from_utf8_lossy(&raw).replace('\0', " "))
+}
+
 /// Processes whose command line mentions `path`, with that command line.
 pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
     let needle = path.display().to_string();
-    let mut out = Vec::new();
-    for pid in all_pids() {
-        if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if cmd.contains(&needle) {
-                out.push((pid, cmd));
-            }
-        }
-    }
-    out
+    (all_pids().into_iter())
+        .filter_map(|pid| command_line(pid).map(|cmd| (pid, cmd)))
+        .filter(|(_, cmd)| cmd.contains(&needle))
+        .collect()
+}
+
+/// Processes inside any of the network namespaces `namespaces` (each as the (device, inode) of
+/// its `/run/netns/NAME` or `/proc/PID/ns/net`), with their command lines: a namespaced rack's
+/// daemons and every task they started.
+pub fn processes_in_namespaces(
+    namespaces: &std::collections::BTreeSet<(u64, u64)>,
+) -> Vec<(u32, String)> {
+    use std::os::unix::fs::MetadataExt as _;
+    (all_pids().into_iter())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| namespaces.contains(&(m.dev(), m.ino())))
+        })
+        .filter_map(|pid| command_line(pid).map(|cmd| (pid, cmd)))
+        .collect()
 }
 
 /// `processes` without the forks that have not exec'd yet: a child with its parent's command

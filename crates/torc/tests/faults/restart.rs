@@ -15,31 +15,31 @@ use torc_test_utils::up::{
     Up, assert_rack_gone, cli, env_for, free_base, listed_namespaces, namespace_id, netns_path,
     rack_prefix, up_args,
 };
-use torc_test_utils::{namespaces_or_skip, processes_mentioning};
+use torc_test_utils::{namespaces_or_skip, processes_in_namespaces, processes_mentioning};
 
 use crate::TORC;
 use crate::report::{Figures, scale};
 
-/// The rack's kv through its endpoint, as the README's etcdctl lines reach it.
-fn etcdctl(base: Ipv4Addr, ca: &Path, root_password: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=https://{base}:2379"))
-        .arg(format!("--cacert={}", ca.display()))
-        .arg(format!("--user=root:{root_password}"))
-        .arg("--dial-timeout=2s")
-        .arg("--command-timeout=5s")
-        .args(args)
-        .output()
-        .expect("etcdctl runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// `etcdctl ARGS` against the rack's kv through its endpoint, as the README's lines reach it:
+/// its stdout, or why it failed.
+fn etcdctl(
+    base: Ipv4Addr,
+    ca: &Path,
+    root_password: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let (cacert, user) = (
+        format!("--cacert={}", ca.display()),
+        format!("--user=root:{root_password}"),
+    );
+    let mut all = vec![
+        cacert.as_str(),
+        user.as_str(),
+        "--dial-timeout=2s",
+        "--command-timeout=5s",
+    ];
+    all.extend_from_slice(args);
+    torc_test_utils::etcdctl(&format!("https://{base}:2379"), &all)
 }
 
 /// The addresses `dig` gets for `name` from the rack's DNS endpoint (none on any failure).
@@ -78,30 +78,6 @@ fn running_hello(env: &[(&str, String)]) -> Option<Vec<String>> {
 fn containerd_of(prefix: &str) -> Vec<(u32, String)> {
     let slug = prefix.trim_start_matches("torc-").trim_end_matches('-');
     processes_mentioning(&Path::new("/run/torc").join(slug))
-}
-
-/// The processes (pid, command line) inside any of the network namespaces `namespaces` (as
-/// (device, inode)): the rack's daemons and every task they started.
-fn processes_in(namespaces: &BTreeSet<(u64, u64)>) -> Vec<(u32, String)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
-            continue;
-        };
-        if namespaces.contains(&(meta.dev(), meta.ino())) {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            found.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
-        }
-    }
-    found
 }
 
 /// Waits (bounded) until `check` answers.
@@ -157,8 +133,8 @@ fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing(
             Duration::from_secs(60),
             || {
                 etcdctl(base, &ca, &root, &["put", &key, &value])
-                    .0
-                    .then_some(())
+                    .ok()
+                    .map(drop)
             },
         );
         acknowledged.push((key, value));
@@ -180,7 +156,7 @@ fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing(
         .map(|name| namespace_id(&netns_path(name)))
         .collect();
     assert_eq!(namespaces.len(), 3, "the switch and two nodes");
-    let tasks_before = processes_in(&namespaces);
+    let tasks_before = processes_in_namespaces(&namespaces);
     assert!(
         tasks_before
             .iter()
@@ -196,7 +172,7 @@ fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut left = processes_mentioning(dir.path());
-        left.extend(processes_in(&namespaces));
+        left.extend(processes_in_namespaces(&namespaces));
         left.retain(|p| !containerd.contains(p));
         if left.is_empty() {
             break;
@@ -237,16 +213,13 @@ fn a_killed_torc_up_comes_back_with_its_tasks_names_and_keys_and_leaves_nothing(
     assert_eq!(root_again.trim(), root, "the rack's secrets survive");
     let mut lost = 0;
     for (key, value) in &acknowledged {
-        let (ok, out) = within(
+        let out = within(
             &format!("etcdctl get {key}"),
             Duration::from_secs(60),
-            || {
-                let (ok, out) = etcdctl(base, &ca, &root, &["get", key, "--print-value-only"]);
-                ok.then_some((ok, out))
-            },
+            || etcdctl(base, &ca, &root, &["get", key, "--print-value-only"]).ok(),
         );
-        if !ok || out.trim() != value {
-            eprintln!("lost {key}: {out}");
+        if out.trim() != value {
+            eprintln!("lost {key}: {out:?}");
             lost += 1;
         }
     }
