@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -62,16 +60,7 @@ fn nft(rack: &LocalRack, node: &str, script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Freezes (SIGSTOP) or thaws (SIGCONT) process `pid`.
-pub fn freeze(pid: u32, frozen: bool) -> anyhow::Result<()> {
-    let signal = if frozen {
-        Signal::SIGSTOP
-    } else {
-        Signal::SIGCONT
-    };
-    kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("{signal} to {pid}"))?;
-    Ok(())
-}
+pub use crate::freeze;
 
 /// A task's main process as `/proc` shows it: the child of one of the rack's shims, with what
 /// its agent put in its environment.

@@ -856,13 +856,7 @@ impl LocalRack {
             .controllers
             .get(name)
             .with_context(|| format!("controller {name} does not run"))?;
-        let signal = if frozen {
-            Signal::SIGSTOP
-        } else {
-            Signal::SIGCONT
-        };
-        kill(Pid::from_raw(child.id() as i32), signal)?;
-        Ok(())
+        freeze(child.id(), frozen)
     }
 
     /// Waits until each named node is active (or inactive).
@@ -1002,6 +996,17 @@ pub fn without_forks(processes: Vec<(u32, String)>) -> Vec<(u32, String)> {
         })
         .cloned()
         .collect()
+}
+
+/// Freezes (SIGSTOP) or thaws (SIGCONT) process `pid`.
+pub fn freeze(pid: u32, frozen: bool) -> anyhow::Result<()> {
+    let signal = if frozen {
+        Signal::SIGSTOP
+    } else {
+        Signal::SIGCONT
+    };
+    kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("{signal} to {pid}"))?;
+    Ok(())
 }
 
 /// Whether a process exists (and is not a zombie).

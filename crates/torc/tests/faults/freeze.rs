@@ -23,7 +23,7 @@ use torc_test_utils::{DNS_SYSTEM_SERVICE, Security, pid_alive};
 use torc_types::TaskState;
 
 use super::partition::{
-    SERVICE, WITHIN, rack_with_web, settled, unheard_past_the_timeout, watch_until,
+    SERVICE, WITHIN, rack, rack_with_web, settled, unheard_past_the_timeout, watch_until,
 };
 use super::report::{Figures, scale};
 
@@ -31,15 +31,7 @@ use super::report::{Figures, scale};
 async fn an_agent_past_its_node_timeout() {
     let node_timeout = 3;
     let instances = scale(6, 24);
-    let Some(rack) = rack_with_web(
-        3,
-        instances,
-        node_timeout,
-        Security::Tls,
-        DNS_SYSTEM_SERVICE,
-    )
-    .await
-    else {
+    let Some(rack) = rack(3, instances, node_timeout).await else {
         return;
     };
     let mut figures = Figures::new(format!(
@@ -177,15 +169,7 @@ async fn the_controller_past_the_heartbeat_timeouts() {
     // Past the node timeout and past an agent's report timeout (5 s).
     let frozen_for = Duration::from_secs(scale(8, 30) as u64);
     let instances = scale(4, 24);
-    let Some(rack) = rack_with_web(
-        2,
-        instances,
-        node_timeout,
-        Security::Tls,
-        DNS_SYSTEM_SERVICE,
-    )
-    .await
-    else {
+    let Some(rack) = rack(2, instances, node_timeout).await else {
         return;
     };
     let before = settled(&rack, instances, "the rack to settle").await;

@@ -81,7 +81,11 @@ pub(crate) async fn rack_with_web(
 }
 
 /// The standard rack of these faults: TLS, the rack's own `dns` service.
-async fn rack(compute: usize, instances: usize, node_timeout_secs: u64) -> Option<LocalRack> {
+pub(super) async fn rack(
+    compute: usize,
+    instances: usize,
+    node_timeout_secs: u64,
+) -> Option<LocalRack> {
     rack_with_web(
         compute,
         instances,
