@@ -273,32 +273,24 @@ fn unfinished_creation(bytes: &[u8]) -> bool {
     written < header.len() && bytes[written..].iter().all(|&b| b == 0)
 }
 
-/// Creates the log file at `path` whole: zero-filled to [`WAL_FILE_BYTES`] with its header, in
-/// a temporary file renamed over `path` once synced, so a kill at any point leaves either no
+/// Creates the log file at `path` whole: zero-filled to [`WAL_FILE_BYTES`] with its header,
+/// through `torc_durable::write_atomic` (a synced temporary file renamed over `path`, then the
+/// directory synced, the temporary removed on failure), so a kill at any point leaves either no
 /// file (or what was there) or a complete one. Returns it and its size.
 fn create_file(path: &Path) -> Result<(File, u64), StorageError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("wal")
-    ));
+    let mut bytes = vec![0u8; WAL_FILE_BYTES as usize];
+    let header = header();
+    bytes[..header.len()].copy_from_slice(&header);
+    torc_durable::write_atomic(path, &bytes).map_err(|e| StorageError::Wal {
+        path: e.path,
+        source: e.source,
+    })?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    let zeroes = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < WAL_FILE_BYTES {
-        file.write_all_at(&zeroes, at).map_err(io_err(&tmp))?;
-        at += zeroes.len() as u64;
-    }
-    file.write_all_at(&header(), 0).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    sync_dir(path)?;
-    Ok((file, at))
+        .open(path)
+        .map_err(io_err(path))?;
+    Ok((file, WAL_FILE_BYTES))
 }
 
 /// Opens or creates one log file; returns it, its size and its valid records. `created`: see
@@ -375,12 +367,6 @@ fn open_file(path: &Path, created: bool) -> Result<(File, u64, Vec<RawRecord>), 
         rest = &rest[RECORD_HEADER_BYTES + payload_len..];
     }
     Ok((file, len, records))
-}
-
-/// Makes a new file's directory entry durable.
-fn sync_dir(path: &Path) -> Result<(), StorageError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    torc_durable::sync_dir(dir).map_err(io_err(dir))
 }
 
 fn encode<'a>(mutations: impl IntoIterator<Item = &'a Mutation>) -> WalBatch {

@@ -624,8 +624,7 @@ impl Tsdb {
             db.shard(&d, &r)?;
         }
         // Replay. A torn tail is tolerated in the newest file holding records: files after it
-        // hold none (a start killed before its replay finished left them; `Wal::open` above
-        // made one more).
+        // hold none (a start killed before its replay finished left them).
         let mut tail = 0;
         for (i, seq) in wal_seqs.iter().enumerate().rev() {
             if wal::holds_records(&wal::wal_path(&wal_dir, *seq))? {

@@ -114,7 +114,6 @@ pub fn holds_records(path: &Path) -> Result<bool, Error> {
 /// Reads every record of one WAL file. `tail_may_be_torn` says whether a torn tail may be
 /// truncated (the file is the newest holding records, see [`holds_records`]).
 pub fn read_file(path: &Path, tail_may_be_torn: bool) -> Result<Vec<Vec<u8>>, Error> {
-    let last = tail_may_be_torn;
     let data =
         std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let corrupt = |detail: Damage| Error::Corrupt {
@@ -122,7 +121,7 @@ pub fn read_file(path: &Path, tail_may_be_torn: bool) -> Result<Vec<Vec<u8>>, Er
         detail,
     };
     let zeroes = |from: usize| data[from.min(data.len())..].iter().all(|&b| b == 0);
-    if last
+    if tail_may_be_torn
         && (zeroes(0)
             || (data.len() < HEADER_LEN && WAL_MAGIC.starts_with(&data[..data.len().min(8)])))
     {
@@ -150,7 +149,7 @@ pub fn read_file(path: &Path, tail_may_be_torn: bool) -> Result<Vec<Vec<u8>>, Er
     while pos < data.len() {
         let rest = data.len() - pos;
         let torn = |pos: usize| -> Result<(), Error> {
-            if !last {
+            if !tail_may_be_torn {
                 return Err(corrupt(Damage::IncompleteRecord { offset: pos }));
             }
             tracing::warn!(path = %path.display(), offset = pos, "truncating torn WAL tail");
