@@ -1202,7 +1202,7 @@ impl Agent {
                 .filter(|t| matches!(t.state, TaskState::Running | TaskState::Staging))
             {
                 task.kill_requested = true;
-                task.message = Some("stopped: its agent shut down".into());
+                task.message = Some(torc_api::AGENT_SHUTDOWN_STOP.into());
                 if let Some(h) = &task.handle {
                     self.runtime.stop(h);
                     longest = longest.max(stop_deadline(&task.spec));
@@ -1271,7 +1271,8 @@ impl Agent {
                     // A controller that does not say its node timeout reports at a quarter of
                     // it, or less (never more).
                     let timeout = Duration::from_millis(
-                        (resp.node_timeout_ms).unwrap_or(resp.heartbeat_interval_ms * 4),
+                        resp.node_timeout_ms
+                            .unwrap_or(resp.heartbeat_interval_ms * 4),
                     );
                     self.lease_mut().registered(sent, timeout);
                     tracing::info!(controller = %self.client().base_url(), epoch = resp.epoch, "registered");
@@ -1392,7 +1393,9 @@ impl Agent {
                             if self.lease_mut().held(std::time::Instant::now()) {
                                 return;
                             }
-                            let _ = tokio::time::timeout(Duration::from_secs(1), renewed).await;
+                            // Only an acknowledged report renews the lease, and the reporter
+                            // wakes this after each one (`notified` was made before the check).
+                            renewed.await;
                         }
                     };
                     held.await;
