@@ -29,6 +29,11 @@ pub struct ErrorBody {
 /// Header that carries the bearer token.
 pub const AUTHORIZATION: &str = "authorization";
 
+/// The message of a task its agent stopped because the agent itself shut down (a rack stopped,
+/// killed or restarted), reported with the state `killed`: the controller restarts such a
+/// service instance at once, as no failure of its own (`rack::supervisor`).
+pub const AGENT_SHUTDOWN_STOP: &str = "stopped: its agent shut down";
+
 /// Header in which a controller that does not act names the leader (on its `421`, its stale
 /// reads, and the answers it passes back from the leader).
 pub const LEADER_HEADER: &str = "torc-leader";

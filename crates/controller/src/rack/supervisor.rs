@@ -484,10 +484,14 @@ impl Supervisor {
                     message: what,
                 });
             }
-        } else if state == TaskState::Killed && change.from != TaskState::Killing {
-            // Killed without the rack asking: its node's agent stopped it as it shut down (a
-            // rack stopped, killed or restarted). Not a failure of the service: started again
-            // at the next step, its failures and last failure kept as they were.
+        } else if state == TaskState::Killed
+            && change.from != TaskState::Killing
+            && change.message.as_deref() == Some(torc_api::AGENT_SHUTDOWN_STOP)
+        {
+            // Killed without the rack asking, by its node's agent as that shut down (a rack
+            // stopped, killed or restarted; the agent says so). Not a failure of the service:
+            // started again at the next step, its failures and last failure kept as they were.
+            // A task killed unasked for any other reason (a signal from elsewhere) backs off.
             rec.next_start = Some(now);
             rec.waiting = Some("starting again: its node's agent stopped it".to_string());
         } else {
