@@ -877,26 +877,31 @@ impl Controller {
             .min(Duration::from_millis(500));
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_step = std::time::Instant::now();
+        // When the last step ended, on the boot clock (which counts a SIGSTOP and a suspended
+        // host, as `clock::now_millis` does).
+        let mut last_step = crate::seat::boot_now();
         loop {
             interval.tick().await;
-            // Time this loop did not run beyond its period (the monotonic clock counts a
-            // SIGSTOP): past a period, the controller itself stalled, and nobody's silence
-            // over it counts against them (`Rack::excuse_stall`).
-            let stalled = last_step.elapsed().saturating_sub(period);
-            last_step = std::time::Instant::now();
+            // Time this loop did not run beyond its period since its last step ended: past a
+            // period, the controller itself stalled, and nobody's silence over it counts
+            // against them (`Rack::excuse_stall`). A step's own wait for the rack's lock is
+            // not counted: reports that waited with it count from their arrival (`arrivals`).
+            let stalled = crate::seat::boot_now()
+                .saturating_sub(last_step)
+                .saturating_sub(period);
             // A controller that does not act takes no step (its write would be refused anyway).
             if self.acting().is_err() {
+                last_step = crate::seat::boot_now();
                 continue;
             }
-            if stalled > period {
+            let excused = (stalled > period).then(|| {
                 tracing::warn!(
                     stalled_ms = stalled.as_millis() as u64,
                     "this controller did not run for a while (frozen or starved); nodes and \
                      frameworks get that time back before their timeouts are checked"
                 );
-            }
-            let excused = (stalled > period).then_some(stalled.as_millis() as u64);
+                stalled.as_millis() as u64
+            });
             let this = Arc::clone(&self);
             if let Err(e) = self
                 .change_keys(move |rack, keys| {
@@ -918,6 +923,7 @@ impl Controller {
             {
                 tracing::error!(error = %e, "reconcile step failed");
             }
+            last_step = crate::seat::boot_now();
             self.prune_task_certs();
         }
     }
