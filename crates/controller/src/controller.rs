@@ -135,6 +135,9 @@ struct Inner {
     /// only while the seat acts under this same epoch (after a takeover, not before the rack
     /// is rebuilt for it).
     epoch: Epoch,
+    /// A failed commit's reload from the store failed too: the rack in memory may hold the
+    /// refused change, so no change is taken until a reload succeeds (tried again first).
+    reload_pending: bool,
 }
 
 impl Inner {
@@ -154,27 +157,30 @@ impl Inner {
                  and refuses changes until the controller is restarted"
             );
         }
-        let settings = self.rack.settings().clone();
-        let reloaded = self.store.load().and_then(|mut loaded| {
-            let keys = auth::Keys::load(&mut loaded)?;
-            let rack = Rack::new(settings, loaded, now_millis())?;
-            Ok((rack, keys))
-        });
-        match reloaded {
-            Ok((mut rack, mut keys)) => {
-                // What the reload derived (tasks of removed nodes lost) is redone at the next
-                // start; the poisoned store could not take it anyway.
-                let _ = rack.take_changes();
-                let _ = keys.take_writes();
-                keys.keep_controller_token(&mut self.keys);
-                self.rack = rack;
-                self.keys = keys;
-            }
-            Err(e) => tracing::error!(
+        if let Err(e) = self.reload() {
+            tracing::error!(
                 error = %e,
-                "cannot reload the last durable state; reads show the failed change until a restart"
-            ),
+                "cannot reload the last durable state; no change is taken until it can be"
+            );
+            self.reload_pending = true;
         }
+    }
+
+    /// The rack and credentials from what the store holds.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        let settings = self.rack.settings().clone();
+        let mut loaded = self.store.load()?;
+        let mut keys = auth::Keys::load(&mut loaded)?;
+        let mut rack = Rack::new(settings, loaded, now_millis())?;
+        // What the reload derived (tasks of removed nodes lost) is redone at the next start;
+        // the poisoned store could not take it anyway.
+        let _ = rack.take_changes();
+        let _ = keys.take_writes();
+        keys.keep_controller_token(&mut self.keys);
+        self.rack = rack;
+        self.keys = keys;
+        self.reload_pending = false;
+        Ok(())
     }
 }
 
@@ -469,6 +475,7 @@ impl Controller {
                 keys,
                 store,
                 epoch,
+                reload_pending: false,
             }),
             watchers: Mutex::new(HashMap::new()),
             access: Access::new(insecure, hosts),
@@ -745,6 +752,9 @@ impl Controller {
             // A poisoned store takes no more changes: refuse before touching the rack, which
             // was put back to the durable state once, when the store failed.
             inner.store.writable()?;
+            if inner.reload_pending {
+                inner.reload()?;
+            }
             let result = f(&mut inner.rack, &mut inner.keys);
             let mut changes = inner.rack.take_changes();
             changes.writes.extend(inner.keys.take_writes());
