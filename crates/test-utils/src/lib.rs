@@ -356,6 +356,19 @@ impl LocalRack {
             rack.start_agent(name)?;
         }
         rack.wait_active(&names, true).await?;
+        // Every controller answers before the rack counts as started: a standby may still be
+        // opening its store after the leader has every node active.
+        if rack.controller_names.len() > 1 {
+            for name in rack.controller_names.clone() {
+                wait_for(
+                    &format!("controller {name} to answer"),
+                    Duration::from_secs(30),
+                    || async { rack.controller_status(&name).await.ok() },
+                )
+                .await
+                .with_context(|| rack.logs_hint())?;
+            }
+        }
         Ok(rack)
     }
 
