@@ -389,9 +389,19 @@ async fn a_leader_steps_down_on_request() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 421);
-    // The CLI, given both controllers, asks whichever answers and is sent to the leader.
-    let (ok, out, _) = rack.torc(TORC, &["controller", "status"]);
-    assert!(ok);
+    // The CLI, given both controllers, asks whichever answers and is sent to the leader. The
+    // leader surveys the controllers every 2 s: the standby is counted from its next survey.
+    let out = wait_for(
+        "the leader to count its standby",
+        Duration::from_secs(10),
+        || {
+            let (ok, out, _) = rack.torc(TORC, &["controller", "status"]);
+            let counted = ok && out.contains("1 standby");
+            async move { counted.then_some(out) }
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         out.contains(&format!("controller: {leader} leads")),
         "{out}"
