@@ -21,8 +21,14 @@
 //! rename finds no file), never corrupt `path`. The temporary file of torc before this naming,
 //! `.<name>.tmp`, is removed the same way.
 //!
+//! With the `redb` feature, [`redb_backend`] opens a redb file whose backend records how its
+//! I/O failed (a full disk or a failed sync), shared by the stores that keep one.
+//!
 //! A leaf crate with no workspace dependencies, so the stores (kv, tsdb, dns) can use it and
 //! still be tested alone.
+
+#[cfg(feature = "redb")]
+pub mod redb_backend;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;

@@ -39,7 +39,9 @@ pub enum Error {
 }
 
 /// Failure of the on-disk store. After one of these during a commit, the store
-/// refuses every later write (fails closed) until it is reopened.
+/// refuses every later write (fails closed) until it is reopened: by itself once space
+/// returns when all that failed was a want of space ([`StorageError::is_no_space`]), else
+/// by a restart.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("redb: {0}")]
@@ -55,8 +57,19 @@ pub enum StorageError {
         "on-disk format version {found} is not supported (this build reads version {supported})"
     )]
     UnsupportedFormat { found: u64, supported: u64 },
+    /// A commit into the redb file at `path` failed only because writes were refused for want
+    /// of space (no failed sync): see `torc_durable::redb_backend`.
+    #[error("redb file {path}: {why}")]
+    RedbNoSpace { path: PathBuf, why: String },
     #[error("write-ahead log {path}: {source}")]
     Wal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Making a log append durable failed: what the disk holds is unknown (fsyncgate).
+    #[error("write-ahead log {path}: fsync failed: {source}")]
+    WalSync {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -75,6 +88,19 @@ pub enum StorageError {
         key: String,
         reason: String,
     },
+}
+
+impl StorageError {
+    /// Whether all that failed was a write refused for want of space (`ENOSPC`, `EDQUOT`), so
+    /// the disk holds what a crash at that point would leave, and the store can be opened
+    /// again once space returns.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StorageError::RedbNoSpace { .. } => true,
+            StorageError::Wal { source, .. } => torc_durable::redb_backend::is_no_space(source),
+            _ => false,
+        }
+    }
 }
 
 /// Why a store stopped taking writes: the first failure of a commit (a log append, a redb
@@ -101,6 +127,24 @@ impl Poison {
     /// What failed.
     pub fn cause(&self) -> &CommitFailure {
         &self.0
+    }
+
+    /// Whether the store takes writes again by itself once space returns (see
+    /// [`StorageError::is_no_space`]).
+    pub fn is_no_space(&self) -> bool {
+        matches!(&*self.0, CommitFailure::Storage(e) if e.is_no_space())
+    }
+}
+
+/// [`EtcdError::StorageFailed`]'s text: what the refusal lasts until, and the failure.
+fn storage_failed(poison: &Poison) -> String {
+    if poison.is_no_space() {
+        format!(
+            "torc kv: no space left for the store, refusing writes until space is freed \
+             (the store tries again every second): {poison}"
+        )
+    } else {
+        format!("torc kv: storage failed, refusing writes until restart: {poison}")
     }
 }
 
@@ -163,8 +207,9 @@ pub enum EtcdError {
     LeaseTtlTooLarge,
     #[error("etcdserver: invalid watch id {0}: already in use on this stream")]
     DuplicateWatchId(i64),
-    /// A commit failed earlier; the store refuses writes until restarted.
-    #[error("torc kv: storage failed, refusing writes until restart: {0}")]
+    /// A commit failed earlier; the store refuses writes until restarted, or, when it failed
+    /// for want of space, until space returns.
+    #[error("{}", storage_failed(.0))]
     StorageFailed(Poison),
     #[error("etcdserver: server stopped")]
     Stopped,
@@ -267,6 +312,9 @@ impl EtcdError {
             | EtcdError::RoleNotGranted
             | EtcdError::PermissionNotGranted
             | EtcdError::AuthNotEnabled => Code::FailedPrecondition,
+            // Not `Unavailable`, which etcd's clients retry until their deadline: the
+            // operator must free space, and the client should say so at once.
+            EtcdError::StorageFailed(p) if p.is_no_space() => Code::ResourceExhausted,
             EtcdError::StorageFailed(_) | EtcdError::Stopped => Code::Unavailable,
             EtcdError::Unimplemented(_) => Code::Unimplemented,
             EtcdError::TooManyRequests
@@ -318,6 +366,7 @@ mod tests {
             poison.cause(),
             CommitFailure::Storage(StorageError::Wal { .. })
         ));
+        assert!(!poison.is_no_space());
         assert_eq!(refused, EtcdError::StorageFailed(poison));
         let stopped = Poison::new(CommitFailure::ApplyStopped);
         assert_ne!(refused, EtcdError::StorageFailed(stopped.clone()));
@@ -325,6 +374,44 @@ mod tests {
             stopped.to_string(),
             "the kv apply thread stopped",
             "the text the store answered with before the failure was typed"
+        );
+    }
+
+    /// A store refusing writes for want of space says it resumes by itself, as
+    /// `ResourceExhausted` (which clients do not retry), naming the file.
+    #[test]
+    fn a_full_disk_names_its_file_and_says_it_resumes() {
+        for cause in [
+            StorageError::RedbNoSpace {
+                path: "/data/kv.redb".into(),
+                why: "No space left on device (os error 28)".into(),
+            },
+            StorageError::Wal {
+                path: "/data/kv.wal.1".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            },
+        ] {
+            let poison = Poison::new(cause);
+            assert!(poison.is_no_space());
+            let refused = EtcdError::StorageFailed(poison);
+            let text = refused.to_string();
+            assert!(
+                text.starts_with(
+                    "torc kv: no space left for the store, refusing writes until space is freed"
+                ),
+                "{text}"
+            );
+            assert!(text.contains("/data/kv."), "{text}");
+            assert!(text.contains("No space left on device"), "{text}");
+            assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        }
+        let sync = Poison::new(StorageError::WalSync {
+            path: "/data/kv.wal.0".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        });
+        assert!(
+            !sync.is_no_space(),
+            "a failed fsync is never taken for a full disk"
         );
     }
 }

@@ -41,9 +41,11 @@
 //! version 3 (before the storage quota: no alarm).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use torc_durable::redb_backend::{self, Failures, Inject};
 
 use crate::auth::AuthMutation;
 use crate::error::{StorageError, redb_err};
@@ -105,6 +107,8 @@ pub struct Storage {
     db: Database,
     /// The redb file, named by a failed commit's error.
     path: std::path::PathBuf,
+    /// What the file's backend saw fail: tells a full disk from a failed sync.
+    failures: Arc<Failures>,
 }
 
 fn corrupt(table: &'static str, key: impl ToString, reason: impl ToString) -> StorageError {
@@ -125,15 +129,29 @@ impl Storage {
     /// replays the log records redb lacks and makes them durable. `new_ids`
     /// are the cluster and member IDs recorded if the file is new.
     pub fn open(path: &Path, new_ids: (u64, u64)) -> Result<(Storage, Wal, Loaded), StorageError> {
+        Storage::open_with(path, new_ids, &Inject::default())
+    }
+
+    /// [`Storage::open`], its redb backend given `inject` (a failure switch in tests, nothing
+    /// otherwise).
+    pub fn open_with(
+        path: &Path,
+        new_ids: (u64, u64),
+        inject: &Inject,
+    ) -> Result<(Storage, Wal, Loaded), StorageError> {
         // redb's default page cache is 1 GiB; a rack's state soup needs far less, and the
         // store shares a small controller box with the rest of the rack.
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(redb_err)?;
+        let (db, failures) = redb_backend::open(
+            path,
+            true,
+            redb::Builder::new().set_cache_size(CACHE_BYTES),
+            inject,
+        )
+        .map_err(redb_err)?;
         let storage = Storage {
             db,
             path: path.to_path_buf(),
+            failures,
         };
         let (applied_lsn, log_created) = storage.init(new_ids)?;
         let (wal, replay) = Wal::open(path, applied_lsn, log_created)?;
@@ -319,12 +337,20 @@ impl Storage {
         lsn: u64,
         durable: bool,
     ) -> Result<(), StorageError> {
-        // The error that poisons the store names the file (e.g. "no space left" on its disk).
+        // The error that poisons the store names the file (e.g. "no space left" on its disk),
+        // and says whether all that failed was a want of space (then the store is opened
+        // again once space returns, see `store`).
         self.commit_in_redb(mutations, lsn, durable)
             .map_err(|e| match e {
-                StorageError::Redb(source) => StorageError::RedbFile {
-                    path: self.path.clone(),
-                    source: Box::new(source),
+                StorageError::Redb(source) => match self.failures.seen().only_no_space() {
+                    Some(why) => StorageError::RedbNoSpace {
+                        path: self.path.clone(),
+                        why: why.to_owned(),
+                    },
+                    None => StorageError::RedbFile {
+                        path: self.path.clone(),
+                        source: Box::new(source),
+                    },
                 },
                 other => other,
             })

@@ -47,7 +47,15 @@
 //! - Fail closed: after a failed log append or redb commit `failed` is set and
 //!   every later write is refused, including ones already queued; reads keep
 //!   working at `committed`. (A write acknowledged before a redb failure is
-//!   in the log, and replayed when the store is next opened.)
+//!   in the log, and replayed when the store is next opened.) Until a restart,
+//!   except when all that failed was a write refused for want of space (no
+//!   failed sync, see `torc_durable::redb_backend`): then the commit thread
+//!   closes the store (the apply thread ends and drops the redb file; the
+//!   refused log record, never acknowledged, is erased) and opens it again
+//!   every [`REOPEN_INTERVAL`] until that works, as a start would, and serves
+//!   the state it finds, which holds every acknowledged write and none that
+//!   was refused ([`Committer::recover`]). Watchers stay: they saw nothing
+//!   past `committed`. Leases get their whole TTL again, as at a restart.
 //! - A watcher is registered, and its history replayed, under the
 //!   `watchers` lock, which the commit thread holds from advancing
 //!   `committed` until it has handed out that commit's events, so a watcher
@@ -59,13 +67,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use torc_durable::redb_backend::Inject;
 
 use crate::auth::AuthState;
 use crate::error::{CommitFailure, EtcdError, Poison, StorageError};
 use crate::mvcc::{Core, KeyRange, Limits, Mutation, Outcome, RevisionEvents};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{Event, event::EventType};
-use crate::storage::Storage;
+use crate::storage::{Loaded, Storage};
 use crate::wal::Wal;
 use crate::watch_wire::EncodedWatchResponse;
 
@@ -316,6 +325,9 @@ pub struct Shared {
 
 enum Msg {
     Commit(Pending),
+    /// The apply thread failed: the commit thread looks at `failed` (and, after a full disk,
+    /// starts trying to open the store again) without waiting for the next write.
+    Failed,
     Close,
 }
 
@@ -349,6 +361,31 @@ fn random_u64() -> Result<u64, OpenError> {
     getrandom::u64().map_err(OpenError::Random)
 }
 
+/// The in-memory state `loaded` from the store: the core and the auth state.
+fn restore(loaded: Loaded, limits: &Limits) -> Result<(Core, Arc<AuthState>), OpenError> {
+    let mut core = Core::new(limits.clone(), random_u64()?);
+    for kv in loaded.base {
+        core.restore_base(kv);
+    }
+    for (rev, events) in loaded.log {
+        core.restore_revision(rev, events);
+    }
+    core.restore_revisions(loaded.revision, loaded.compact_revision);
+    let now = Instant::now();
+    for (id, ttl) in loaded.leases {
+        core.restore_lease(id, ttl, now);
+    }
+    core.restore_lease_keys();
+    core.restore_nospace_alarm(loaded.nospace_alarm);
+    let auth = Arc::new(AuthState::restore(
+        loaded.auth_enabled,
+        loaded.auth_revision,
+        loaded.users,
+        loaded.roles,
+    ));
+    Ok((core, auth))
+}
+
 impl Store {
     /// Opens the store file and starts the commit thread.
     pub fn open(
@@ -356,29 +393,23 @@ impl Store {
         limits: Limits,
         retain_revisions: u64,
     ) -> Result<(Store, std::thread::JoinHandle<()>), OpenError> {
+        Store::open_with(db_path, limits, retain_revisions, Inject::default())
+    }
+
+    /// [`Store::open`], the redb backend given `inject` (a failure switch in tests, nothing
+    /// otherwise).
+    pub fn open_with(
+        db_path: &Path,
+        limits: Limits,
+        retain_revisions: u64,
+        inject: Inject,
+    ) -> Result<(Store, std::thread::JoinHandle<()>), OpenError> {
         let ids = (random_u64()? | 1, random_u64()? | 1);
-        let (storage, wal, loaded) = Storage::open(db_path, ids).map_err(OpenError::Storage)?;
-        let mut core = Core::new(limits, random_u64()?);
-        for kv in loaded.base {
-            core.restore_base(kv);
-        }
-        for (rev, events) in loaded.log {
-            core.restore_revision(rev, events);
-        }
-        core.restore_revisions(loaded.revision, loaded.compact_revision);
-        let now = Instant::now();
-        for (id, ttl) in loaded.leases {
-            core.restore_lease(id, ttl, now);
-        }
-        core.restore_lease_keys();
-        core.restore_nospace_alarm(loaded.nospace_alarm);
+        let (storage, wal, loaded) =
+            Storage::open_with(db_path, ids, &inject).map_err(OpenError::Storage)?;
+        let (cluster_id, member_id) = (loaded.cluster_id, loaded.member_id);
+        let (core, auth) = restore(loaded, &limits)?;
         let committed = core.revision();
-        let auth = Arc::new(AuthState::restore(
-            loaded.auth_enabled,
-            loaded.auth_revision,
-            loaded.users,
-            loaded.roles,
-        ));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
@@ -391,34 +422,24 @@ impl Store {
                 retain_revisions: i64::try_from(retain_revisions).unwrap_or(i64::MAX),
             }),
             watchers: Mutex::new(Watchers::new()),
-            cluster_id: loaded.cluster_id,
-            member_id: loaded.member_id,
+            cluster_id,
+            member_id,
             db_path: db_path.to_owned(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(MAX_APPLY_QUEUE);
-        // Everything in the log when it was opened is durable in redb.
-        let checkpointed = Arc::new(AtomicU64::new(0));
-        let apply_phase = Arc::new(AtomicU8::new(APPLY_IDLE));
-        let applier = {
-            let shared = shared.clone();
-            let checkpointed = checkpointed.clone();
-            let apply_phase = apply_phase.clone();
-            std::thread::Builder::new()
-                .name("torc-kv-apply".into())
-                .spawn(move || run_applier(storage, shared, apply_rx, checkpointed, apply_phase))
-                .map_err(OpenError::Thread)?
-        };
-        let committer = Committer {
+        let committer = Committer::start(
+            storage,
             wal,
-            shared: shared.clone(),
-            apply: apply_tx,
-            checkpointed,
-            apply_phase,
-        };
+            shared.clone(),
+            Reopen {
+                limits,
+                inject,
+                wake: tx.downgrade(),
+            },
+        )?;
         let handle = std::thread::Builder::new()
             .name("torc-kv-commit".into())
-            .spawn(move || committer.run(rx, applier))
+            .spawn(move || committer.run(rx))
             .map_err(OpenError::Thread)?;
         Ok((Store { shared, tx }, handle))
     }
@@ -636,6 +657,32 @@ pub enum OpenError {
     Random(getrandom::Error),
 }
 
+/// Why the store was not opened again after a full disk (it keeps refusing writes, and tries
+/// again).
+#[derive(Debug, thiserror::Error)]
+enum ReopenError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("starting the apply thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the OS random source failed: {0}")]
+    Random(getrandom::Error),
+    #[error("the file now holds another store (its cluster and member ids differ)")]
+    Replaced,
+    #[error("the store holds revision {found}, but revision {committed} was acknowledged")]
+    Behind { found: i64, committed: i64 },
+}
+
+impl From<OpenError> for ReopenError {
+    fn from(e: OpenError) -> ReopenError {
+        match e {
+            OpenError::Storage(e) => ReopenError::Storage(e),
+            OpenError::Thread(e) => ReopenError::Thread(e),
+            OpenError::Random(e) => ReopenError::Random(e),
+        }
+    }
+}
+
 /// Commit-thread timings, printed to stderr once a second when the
 /// environment variable `TORC_KV_STATS` is set: a debugging aid for the
 /// benchmark, off (and free) otherwise.
@@ -731,14 +778,69 @@ struct Committer {
     wal: Wal,
     shared: Arc<Shared>,
     apply: std::sync::mpsc::SyncSender<Logged>,
+    /// The apply thread, which owns the redb file.
+    applier: std::thread::JoinHandle<()>,
     /// The last log record durable in redb (set by the apply thread).
     checkpointed: Arc<AtomicU64>,
     /// What the apply thread is doing (for [`Stats`] only).
     apply_phase: Arc<AtomicU8>,
+    /// A log append failed: the record it may have left must be erased before the log is
+    /// opened again.
+    append_failed: bool,
+    /// How to open the store again after a full disk.
+    reopen: Reopen,
 }
 
+/// What opening the store again needs (see [`Committer::recover`]).
+#[derive(Clone)]
+struct Reopen {
+    limits: Limits,
+    inject: Inject,
+    /// For the apply thread to wake the commit thread when it fails (weak, so the channel
+    /// still closes when every [`Store`] is gone).
+    wake: mpsc::WeakUnboundedSender<Msg>,
+}
+
+/// How often a store refusing writes for want of space tries to open itself again.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Committer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, applier: std::thread::JoinHandle<()>) {
+    /// Starts the apply thread on `storage`; the commit thread's state for `wal`.
+    fn start(
+        storage: Storage,
+        wal: Wal,
+        shared: Arc<Shared>,
+        reopen: Reopen,
+    ) -> Result<Committer, OpenError> {
+        let (apply, apply_rx) = std::sync::mpsc::sync_channel(MAX_APPLY_QUEUE);
+        // Everything in the log when it was opened is durable in redb.
+        let checkpointed = Arc::new(AtomicU64::new(0));
+        let apply_phase = Arc::new(AtomicU8::new(APPLY_IDLE));
+        let applier = {
+            let shared = shared.clone();
+            let checkpointed = checkpointed.clone();
+            let apply_phase = apply_phase.clone();
+            let wake = reopen.wake.clone();
+            std::thread::Builder::new()
+                .name("torc-kv-apply".into())
+                .spawn(move || {
+                    run_applier(storage, shared, apply_rx, checkpointed, apply_phase, wake)
+                })
+                .map_err(OpenError::Thread)?
+        };
+        Ok(Committer {
+            wal,
+            shared,
+            apply,
+            applier,
+            checkpointed,
+            apply_phase,
+            append_failed: false,
+            reopen,
+        })
+    }
+
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut batch: Vec<Pending> = Vec::new();
         let mut closing = false;
         let mut stats = Stats::enabled();
@@ -752,11 +854,13 @@ impl Committer {
             }
             match msg {
                 Some(Msg::Commit(p)) => batch.push(p),
+                Some(Msg::Failed) => {}
                 Some(Msg::Close) | None => break,
             }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(Msg::Commit(p)) => batch.push(p),
+                    Ok(Msg::Failed) => {}
                     Ok(Msg::Close) => {
                         closing = true;
                         break;
@@ -772,6 +876,16 @@ impl Committer {
             if let Some(s) = &mut stats {
                 s.maybe_print();
             }
+            let failed = self.shared.lock().failed.clone();
+            if !closing && let Some(poison) = failed.filter(Poison::is_no_space) {
+                // The core holds the refused writes (and compacted on them): the store is
+                // opened again from disk, which holds every acknowledged one.
+                carried.clear();
+                match self.recover(&mut rx, poison) {
+                    Some(reopened) => self = reopened,
+                    None => return,
+                }
+            }
         }
         if !carried.is_empty() && self.shared.lock().failed.is_none() {
             // Make a compaction record durable on its own (at shutdown).
@@ -781,7 +895,78 @@ impl Committer {
         }
         // The apply thread finishes what was logged, then checkpoints.
         drop(self.apply);
+        let _ = self.applier.join();
+    }
+
+    /// After a commit refused for want of space (`poison`): closes the store (the apply thread
+    /// ends, dropping the redb file, and the log is dropped, its refused record erased first)
+    /// and opens it again, every [`REOPEN_INTERVAL`], until that works: then the state is what
+    /// the disk holds, which is every acknowledged write (the log holds them, and opening
+    /// replays it), and the store takes writes again. Meanwhile writes are refused with
+    /// `poison`. `None` when the store was closed meanwhile (the apply thread has ended).
+    ///
+    /// Safe for the reason the controller's state store reopens its file (see
+    /// `torc_durable::redb_backend`): with no failed sync, the files hold what a crash at that
+    /// point would leave, which an open recovers from.
+    fn recover(self, rx: &mut mpsc::UnboundedReceiver<Msg>, poison: Poison) -> Option<Committer> {
+        let Committer {
+            wal,
+            shared,
+            apply,
+            applier,
+            append_failed,
+            reopen,
+            ..
+        } = self;
+        drop(apply);
         let _ = applier.join();
+        let mut unerased = append_failed.then_some(wal);
+        tracing::warn!(
+            error = %poison,
+            "kv refusing writes for want of space; opening the store again every {REOPEN_INTERVAL:?} until space returns"
+        );
+        for attempt in 1u64.. {
+            let deadline = Instant::now() + REOPEN_INTERVAL;
+            while Instant::now() < deadline {
+                loop {
+                    match rx.try_recv() {
+                        Ok(Msg::Commit(p)) => drop(ack(vec![p], Err(poison.clone()))),
+                        Ok(Msg::Failed) => {}
+                        Ok(Msg::Close) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                            return None;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let result = match unerased.as_mut().map(Wal::erase_failed_append) {
+                Some(Err(e)) => Err(ReopenError::Storage(e)),
+                erased => {
+                    if erased.is_some() {
+                        unerased = None;
+                    }
+                    reopen.open(&shared)
+                }
+            };
+            match result {
+                Ok(reopened) => {
+                    tracing::info!(
+                        attempt,
+                        "kv store opened again after a full disk; taking writes"
+                    );
+                    return Some(reopened);
+                }
+                // Once at first, then once a minute.
+                Err(e) if attempt % 60 == 1 => tracing::warn!(
+                    attempt,
+                    error = %e,
+                    "kv store not opened again yet after a full disk"
+                ),
+                Err(_) => {}
+            }
+        }
+        None
     }
 
     /// Appends `mutations` to the log (durably) and queues them for redb.
@@ -793,6 +978,7 @@ impl Committer {
     fn append(&mut self, mutations: &[Mutation]) -> Result<u64, Poison> {
         self.wal.append(mutations).map_err(|e| {
             tracing::error!(error = %e, "kv log append failed; refusing further writes");
+            self.append_failed = true;
             Poison::new(e)
         })
     }
@@ -899,6 +1085,41 @@ impl Committer {
     }
 }
 
+impl Reopen {
+    /// Opens the store at `shared`'s path again, and, if it is the same store and holds
+    /// every acknowledged write, makes its state the served one, clears the failure, and
+    /// returns the commit thread's state for it. Watchers stay: they have seen nothing past
+    /// `committed`, which the disk holds. Leases are restored with their whole TTL from now,
+    /// as at a restart.
+    fn open(&self, shared: &Arc<Shared>) -> Result<Committer, ReopenError> {
+        let (storage, wal, loaded) = Storage::open_with(
+            &shared.db_path,
+            (shared.cluster_id, shared.member_id),
+            &self.inject,
+        )?;
+        if (loaded.cluster_id, loaded.member_id) != (shared.cluster_id, shared.member_id) {
+            return Err(ReopenError::Replaced);
+        }
+        let (core, auth) = restore(loaded, &self.limits)?;
+        let committed = shared.lock().committed;
+        if core.revision() < committed {
+            return Err(ReopenError::Behind {
+                found: core.revision(),
+                committed,
+            });
+        }
+        let committer = Committer::start(storage, wal, shared.clone(), self.clone())?;
+        let _watchers = shared.lock_watchers();
+        let mut st = shared.lock();
+        st.core = core;
+        st.committed = st.core.revision();
+        st.auth = auth.clone();
+        st.auth_committed = auth;
+        st.failed = None;
+        Ok(committer)
+    }
+}
+
 /// Hands committed revisions to the watchers that want them: one message
 /// per watch stream, with a response for each of its watchers concerned.
 /// Watchers that get the same events share one encoding of them (see
@@ -982,6 +1203,7 @@ fn run_applier(
     rx: std::sync::mpsc::Receiver<Logged>,
     checkpointed: Arc<AtomicU64>,
     apply_phase: Arc<AtomicU8>,
+    wake: mpsc::WeakUnboundedSender<Msg>,
 ) {
     let mut stats = std::env::var_os("TORC_KV_STATS").map(|_| ApplyStats::default());
     // The last record applied but not yet durable in redb.
@@ -1036,6 +1258,9 @@ fn run_applier(
                 tracing::error!(error = %e, "kv redb commit failed; refusing further writes");
                 shared.lock().failed = Some(Poison::new(e));
                 failed = true;
+                if let Some(wake) = wake.upgrade() {
+                    let _ = wake.send(Msg::Failed);
+                }
             }
         }
     }
@@ -1098,4 +1323,131 @@ fn ack(batch: Vec<Pending>, result: Result<(), Poison>) -> Vec<Vec<Mutation>> {
             p.mutations
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use torc_durable::redb_backend::{Inject, Injected};
+
+    use super::*;
+
+    /// Puts `key` with a 64 KiB value: a hundred of them fill a log file, whose switch asks
+    /// redb for a durable commit (non-durable ones may not reach the file at all).
+    fn put(store: &Store, key: &str) -> impl Future<Output = Result<(), EtcdError>> + use<> {
+        let store = store.clone();
+        let req = pb::PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: vec![b'v'; 64 << 10].into(),
+            ..Default::default()
+        };
+        async move { store.write(|core, _, _| core.put(&req)).await.map(drop) }
+    }
+
+    fn has(store: &Store, key: &str) -> bool {
+        let st = store.lock();
+        st.core.get(key.as_bytes(), st.committed).is_some()
+    }
+
+    /// A redb commit refused for want of space (no failed sync) stops writes with an error
+    /// that says so, names the file and is `ResourceExhausted`; then the store opens itself
+    /// again, without a restart, and takes writes. Every acknowledged write is there, live and
+    /// after reopening; no refused one is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_refuses_writes_then_resumes_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        let inject = Inject::default();
+        let (store, handle) =
+            Store::open_with(&path, Limits::default(), 0, inject.clone()).unwrap();
+        put(&store, "before").await.unwrap();
+        *inject.lock().unwrap() = Some(Injected::NoSpace);
+        let mut acknowledged = vec!["before".to_owned()];
+        let mut refused = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for i in 0.. {
+            assert!(Instant::now() < deadline, "no write was refused");
+            let key = format!("probe-{i}");
+            match put(&store, &key).await {
+                Ok(()) => acknowledged.push(key),
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.starts_with("torc kv: no space left for the store"),
+                        "{text}"
+                    );
+                    assert!(text.contains(&path.display().to_string()), "{text}");
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+                    refused = Some(key);
+                    break;
+                }
+            }
+        }
+        let refused = refused.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match put(&store, "after").await {
+                Ok(()) => break,
+                Err(e) => assert!(Instant::now() < deadline, "writes did not resume: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        acknowledged.push("after".to_owned());
+        for key in &acknowledged {
+            assert!(has(&store, key), "{key} acknowledged, then lost");
+        }
+        assert!(!has(&store, &refused), "{refused} was refused, yet kept");
+        store.close();
+        handle.join().unwrap();
+        let (store, handle) = Store::open(&path, Limits::default(), 0).unwrap();
+        for key in &acknowledged {
+            assert!(
+                has(&store, key),
+                "{key} acknowledged, then lost at reopening"
+            );
+        }
+        assert!(
+            !has(&store, &refused),
+            "{refused} was refused, yet kept at reopening"
+        );
+        store.close();
+        handle.join().unwrap();
+    }
+
+    /// A failed sync is never taken for a full disk: the store stays closed to writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_refuses_writes_until_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        let inject = Inject::default();
+        let (store, handle) =
+            Store::open_with(&path, Limits::default(), 0, inject.clone()).unwrap();
+        put(&store, "before").await.unwrap();
+        *inject.lock().unwrap() = Some(Injected::SyncFails);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let refusal = 'refused: {
+            for i in 0.. {
+                assert!(Instant::now() < deadline, "no write was refused");
+                if let Err(e) = put(&store, &format!("k{i}")).await {
+                    break 'refused e;
+                }
+            }
+            unreachable!()
+        };
+        let text = refusal.to_string();
+        assert!(
+            text.starts_with("torc kv: storage failed, refusing writes until restart"),
+            "{text}"
+        );
+        assert_eq!(refusal.code(), tonic::Code::Unavailable);
+        tokio::time::sleep(REOPEN_INTERVAL * 2).await;
+        assert!(
+            put(&store, "later").await.is_err(),
+            "a failed sync must not be retried"
+        );
+        assert!(has(&store, "before"));
+        store.close();
+        handle.join().unwrap();
+    }
 }

@@ -215,17 +215,36 @@ impl Wal {
             .write_all_at(&self.buf, f.pos)
             .map_err(io_err(&f.path))?;
         let end = f.pos + self.buf.len() as u64;
-        if end > f.len {
+        let synced = if end > f.len {
             // Grew past the preallocated size: the size must be flushed too.
-            f.file.sync_all().map_err(io_err(&f.path))?;
-            f.len = end;
+            f.file.sync_all()
         } else {
-            f.file.sync_data().map_err(io_err(&f.path))?;
-        }
+            f.file.sync_data()
+        };
+        synced.map_err(|source| StorageError::WalSync {
+            path: f.path.clone(),
+            source,
+        })?;
+        f.len = f.len.max(end);
         f.pos = end;
         f.last_lsn = lsn;
         self.next_lsn += 1;
         Ok(lsn)
+    }
+
+    /// Makes sure the record a failed [`Wal::append`] may have left whole is not read back:
+    /// zeroes its header, durably. Called before the log is opened again after a write refused
+    /// for want of space (the refused record was never acknowledged); fails while the disk
+    /// still refuses the write.
+    pub fn erase_failed_append(&mut self) -> Result<(), StorageError> {
+        let f = &mut self.files[self.active];
+        f.file
+            .write_all_at(&[0; RECORD_HEADER_BYTES], f.pos)
+            .map_err(io_err(&f.path))?;
+        f.file.sync_all().map_err(|source| StorageError::WalSync {
+            path: f.path.clone(),
+            source,
+        })
     }
 
     /// True when the active file is full and the other one holds only records
@@ -516,6 +535,35 @@ mod tests {
         assert_eq!(revisions(&replay), expect);
         let (_, replay) = Wal::open(&db, switched_at, false).expect("reopen");
         assert_eq!(replay.first().map(|r| r.lsn), Some(switched_at + 1));
+    }
+
+    /// An append that wrote its record whole but failed after (its sync, or a report lost to
+    /// a full disk) was never acknowledged: erased, it is not replayed, and the next append
+    /// takes its place.
+    #[test]
+    fn an_erased_failed_append_is_not_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kv.redb");
+        let (mut wal, _) = Wal::open(&db, 0, false).expect("open");
+        wal.append([put(1)].iter()).expect("append");
+        // A record written whole whose append then failed: on disk, not counted.
+        let (pos, next_lsn, last_lsn) = {
+            let f = &wal.files[wal.active];
+            (f.pos, wal.next_lsn, f.last_lsn)
+        };
+        wal.append([put(2)].iter()).expect("append");
+        wal.files[wal.active].pos = pos;
+        wal.files[wal.active].last_lsn = last_lsn;
+        wal.next_lsn = next_lsn;
+        wal.erase_failed_append().expect("erase");
+        drop(wal);
+        let (mut wal, replay) = Wal::open(&db, 0, false).expect("reopen");
+        assert_eq!(revisions(&replay), vec![1]);
+        assert_eq!(wal.append([put(3)].iter()).expect("append"), 2);
+        drop(wal);
+        // Opening replays into redb, which then records lsn 1 as applied.
+        let (_, replay) = Wal::open(&db, 1, true).expect("reopen");
+        assert_eq!(revisions(&replay), vec![3]);
     }
 
     /// A file still holding records redb lacks is never overwritten.

@@ -57,9 +57,9 @@ use serde::de::DeserializeOwned;
 
 pub use etcd::{EtcdOptions, EtcdStore};
 pub use mirror::{Mirror, MirrorError};
-#[cfg(test)]
-pub(crate) use redb::Injected;
 pub use redb::RedbStore;
+#[cfg(test)]
+pub(crate) use torc_durable::redb_backend::Injected;
 
 /// The number of a writer's life: bumped durably at each start (redb), the leader key's create
 /// revision (etcd), so it orders starts and leaders.

@@ -31,8 +31,9 @@
 //!   controller reloads and serves. A failed sync is different (fsyncgate): the kernel
 //!   may have dropped the dirty pages and marked them clean, so the page cache no longer says
 //!   what the disk holds, and reopening would read it: the store stays poisoned until a
-//!   restart. The file's backend (`Watched`, redb's own `FileBackend` underneath) records which
-//!   operations failed and how, since redb's error alone does not say whether a sync failed.
+//!   restart. The file's backend (`torc_durable::redb_backend`, redb's own `FileBackend`
+//!   underneath) records which operations failed and how, since redb's error alone does not
+//!   say whether a sync failed.
 //!   Should the reopen fail (e.g. the repair finds no room), the store stays closed and tries
 //!   again at the next write.
 //! - The file carries a format version; a file of an unknown version is refused at open.
@@ -41,16 +42,13 @@
 //!   (0-byte) file is a truncated store: refused at open, naming the file, never taken for a
 //!   new rack. (redb itself refuses a file truncated below its layout.)
 
-use std::ops::Bound;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use ::redb::backends::FileBackend;
-use ::redb::{
-    BackendError, Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
-};
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use torc_durable::redb_backend::{self, Failures, Inject};
 
 use super::{
     EPOCH_KEY, Epoch, FORMAT_KEY, FORMAT_VERSION, Loaded, Store, StoreError, Table, Write,
@@ -73,164 +71,8 @@ pub struct RedbStore {
     #[cfg(test)]
     fail_next: Arc<AtomicBool>,
     /// Tests: the next failure the backend reports (a write refused for want of space, a failed
-    /// sync), handed to each backend the store opens.
+    /// sync), handed to each backend the store opens (an empty value outside tests).
     inject: Inject,
-}
-
-/// What the backend of one open `Database` saw fail since it was opened.
-#[derive(Debug, Default)]
-struct Failures {
-    seen: Mutex<Seen>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Seen {
-    /// A sync failed: the page cache cannot be trusted any more (fsyncgate).
-    sync: bool,
-    /// A write (or a resize) refused for want of space, with the error.
-    no_space: Option<String>,
-    /// Any other failure.
-    other: bool,
-}
-
-impl Failures {
-    fn note(&self, f: impl FnOnce(&mut Seen)) {
-        f(&mut self.seen.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-
-    fn seen(&self) -> Seen {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// Whether `e` says the file system has no room (or the quota none) for what was written.
-fn is_no_space(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
-}
-
-/// Tests: a failure the backend reports instead of doing the next such operation.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Injected {
-    /// The next write is refused with `ENOSPC`.
-    NoSpace,
-    /// The next sync fails with `EIO`.
-    SyncFails,
-}
-
-/// redb's `FileBackend`, recording in `failures` which operations failed and how.
-#[derive(Debug)]
-struct Watched {
-    file: FileBackend,
-    failures: Arc<Failures>,
-    /// Tests: a failure to report instead of the next such operation.
-    #[cfg_attr(not(test), allow(dead_code))]
-    inject: Inject,
-}
-
-impl Watched {
-    #[cfg(test)]
-    fn injected(&self, kind: Injected) -> Option<std::io::Error> {
-        let mut inject = self.inject.lock().unwrap_or_else(|e| e.into_inner());
-        (*inject == Some(kind)).then(|| {
-            *inject = None;
-            std::io::Error::from_raw_os_error(match kind {
-                Injected::NoSpace => nix::libc::ENOSPC,
-                Injected::SyncFails => nix::libc::EIO,
-            })
-        })
-    }
-
-    /// Records a failed write or resize.
-    fn resized_or_written(&self, result: std::io::Result<()>) -> std::io::Result<()> {
-        if let Err(e) = &result {
-            self.failures.note(|s| {
-                if is_no_space(e) {
-                    s.no_space.get_or_insert_with(|| e.to_string());
-                } else {
-                    s.other = true;
-                }
-            });
-        }
-        result
-    }
-
-    fn other<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
-        if result.is_err() {
-            self.failures.note(|s| s.other = true);
-        }
-        result
-    }
-}
-
-impl StorageBackend for Watched {
-    fn len(&self) -> std::io::Result<u64> {
-        self.other(self.file.len())
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        self.other(self.file.read(offset, out))
-    }
-
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.resized_or_written(self.file.set_len(len))
-    }
-
-    fn sync_data(&self) -> std::io::Result<()> {
-        #[cfg(test)]
-        if let Some(e) = self.injected(Injected::SyncFails) {
-            self.failures.note(|s| s.sync = true);
-            return Err(e);
-        }
-        let result = self.file.sync_data();
-        if result.is_err() {
-            self.failures.note(|s| s.sync = true);
-        }
-        result
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        #[cfg(test)]
-        if let Some(e) = self.injected(Injected::NoSpace) {
-            return self.resized_or_written(Err(e));
-        }
-        self.resized_or_written(self.file.write(offset, data))
-    }
-
-    fn close(&self) -> std::io::Result<()> {
-        self.file.close()
-    }
-
-    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.file.try_lock_range(start, end)
-    }
-
-    fn try_lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, BackendError> {
-        self.file.try_lock_shared_range(start, end)
-    }
-
-    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.file.lock_range(start, end)
-    }
-
-    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.file.lock_shared_range(start, end)
-    }
-
-    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.file.unlock_range(start, end)
-    }
-
-    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.file.query_lock_range(start, end)
-    }
 }
 
 /// Creates an empty redb file at `path` whole: made (mode 0600) and initialised under a
@@ -257,34 +99,18 @@ fn create_whole(path: &Path) -> std::io::Result<()> {
     torc_durable::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Tests: the failure to inject, shared with each backend the store opens (nothing outside
-/// tests).
-#[cfg(test)]
-type Inject = Arc<Mutex<Option<Injected>>>;
-#[cfg(not(test))]
-#[derive(Debug, Default, Clone)]
-struct Inject(());
-
 /// An open file, and what its backend saw fail.
 type Open = (Database, Arc<Failures>);
 
-/// Opens the redb file at `path` (it exists) through a `Watched` backend.
+/// Opens the redb file at `path` (it exists) through a backend that records its failures.
 fn open_db(path: &Path, inject: &Inject) -> Result<Open, ::redb::DatabaseError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
-    let failures = Arc::new(Failures::default());
-    let backend = Watched {
-        file: FileBackend::new(file)?,
-        failures: Arc::clone(&failures),
-        inject: inject.clone(),
-    };
     // redb's default page cache is 1 GiB; the controller's records need a few MiB.
-    let db = ::redb::Builder::new()
-        .set_cache_size(16 << 20)
-        .create_with_backend(backend)?;
-    Ok((db, failures))
+    redb_backend::open(
+        path,
+        false,
+        ::redb::Builder::new().set_cache_size(16 << 20),
+        inject,
+    )
 }
 
 impl RedbStore {
@@ -413,7 +239,7 @@ impl RedbStore {
     /// Tests: a switch that makes the file's backend report the failure put in it (once),
     /// instead of doing the next such operation.
     #[cfg(test)]
-    pub(crate) fn injector(&self) -> Arc<Mutex<Option<Injected>>> {
+    pub(crate) fn injector(&self) -> Inject {
         Arc::clone(&self.inject)
     }
 
@@ -523,12 +349,9 @@ impl Store for RedbStore {
         };
         let seen = failures.seen();
         drop(db);
-        match seen {
-            Seen {
-                no_space: Some(why),
-                sync: false,
-                other: false,
-            } => {
+        match seen.only_no_space() {
+            Some(why) => {
+                let why = why.to_owned();
                 // Only writes refused for want of space: the file is as a crash here would
                 // leave it, and redb refuses everything after an I/O error, so it is closed
                 // (dropped first: that releases its lock) and opened again (module doc).
@@ -547,7 +370,7 @@ impl Store for RedbStore {
                     why,
                 })
             }
-            _ => {
+            None => {
                 // A failed sync, another failure, or one we cannot place: we cannot know what
                 // reached the disk, fail closed.
                 self.poisoned.store(true, Ordering::Release);
@@ -563,6 +386,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::store::Injected;
 
     /// A redb file in a directory of its own.
     struct Redb {

@@ -1,4 +1,4 @@
-//! Full disk: a role's data dir (tsdb's, the controller's) on a small tmpfs the test mounts,
+//! Full disk: a role's data dir (tsdb's, kv's, the controller's) on a small tmpfs the test mounts,
 //! filled up by a filler file while the role serves, then freed.
 //!
 //! Checked: writes are refused with a clear error ("no space left", naming the file), nothing
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use torc_test_utils::{LocalRack, RackOptions, wait_for};
+use torc_test_utils::{LocalRack, RackOptions, etcdctl, wait_for};
 
 use super::TORC;
 use super::report::{Figures, scale};
@@ -189,6 +189,123 @@ async fn tsdb_refuses_writes_on_a_full_disk_and_resumes_when_space_returns() {
     figures.lost = (lost + lost_while_full) as u64;
     figures.recovery = Some(recovery);
     drop(tsdb);
+    figures.check();
+}
+
+async fn start_kv(data: &Path, log: &Path) -> Role {
+    let kv = Role::start(&["kv", "--data-dir", &data.to_string_lossy()], log);
+    let endpoint = format!("http://{}", kv.addr);
+    wait_for("kv to serve", Duration::from_secs(20), || {
+        let endpoint = endpoint.clone();
+        async move { etcdctl(&endpoint, &["get", "x"]).ok() }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(log).unwrap_or_default()));
+    kv
+}
+
+/// The keys under `prefix` kv serves.
+fn kv_keys(endpoint: &str, prefix: &str) -> Vec<String> {
+    etcdctl(endpoint, &["get", "--prefix", "--keys-only", prefix])
+        .expect("get")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `torc kv`'s data dir on a full disk: puts are refused (at once: not as `Unavailable`,
+/// which etcdctl would retry until its deadline), naming the data dir and saying no space is
+/// left; what was acknowledged stays readable; once space is freed the same process takes
+/// puts again by itself; a `kill -9` and restart find every acknowledged key and no refused one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_refuses_writes_on_a_full_disk_and_resumes_when_space_returns() {
+    // kv preallocates two 8 MiB log files.
+    let Some(fs) = Tmpfs::mount("40m") else {
+        return;
+    };
+    let logs = tempfile::tempdir().expect("tempdir");
+    let data = fs.dir.join("kv");
+    let mut kv = start_kv(&data, &logs.path().join("kv.log")).await;
+    let endpoint = format!("http://{}", kv.addr);
+    // 64 KiB values: a hundred fill a log file, whose switch makes redb write (it may keep
+    // the rest in memory), so the full disk is met within a few hundred puts.
+    let value = "v".repeat(64 << 10);
+    let mut acked: Vec<String> = Vec::new();
+    let mut n = 0usize;
+    let mut next = || {
+        n += 1;
+        format!("full-{n:05}")
+    };
+    for _ in 0..scale(10, 100) {
+        let k = next();
+        etcdctl(&endpoint, &["put", &k, "small"]).expect("put");
+        acked.push(k);
+    }
+    let filler = fs.dir.join("filler");
+    fill(&filler);
+    let mut refusal = None;
+    let mut refused = Vec::new();
+    for _ in 0..1_000 {
+        let k = next();
+        match etcdctl(&endpoint, &["put", &k, &value]) {
+            Ok(_) => acked.push(k),
+            Err(e) => {
+                refused.push(k);
+                // etcdctl's last line (the error names the command, value and all).
+                let text = e.to_string();
+                refusal = text.lines().last().map(str::to_owned);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("a put on a full disk is refused");
+    println!("refused after {} puts: {refusal}", acked.len());
+    assert!(refusal.contains("no space left"), "{refusal}");
+    assert!(
+        refusal.contains(&*data.to_string_lossy()),
+        "names the data dir: {refusal}"
+    );
+    // Still refused while the disk is full, and what was acknowledged is readable.
+    let k = next();
+    assert!(etcdctl(&endpoint, &["put", &k, "small"]).is_err());
+    refused.push(k);
+    let have = kv_keys(&endpoint, "full-");
+    let lost_while_full = acked.iter().filter(|k| !have.contains(k)).count();
+
+    std::fs::remove_file(&filler).expect("freeing space");
+    let freed = Instant::now();
+    let recovered = wait_for("kv to take puts again", Duration::from_secs(15), || {
+        let k = next();
+        let endpoint = endpoint.clone();
+        async move { etcdctl(&endpoint, &["put", &k, "small"]).ok().map(|_| k) }
+    })
+    .await
+    .expect("puts resume without a restart");
+    let recovery = freed.elapsed();
+    acked.push(recovered);
+    for _ in 0..scale(5, 50) {
+        let k = next();
+        etcdctl(&endpoint, &["put", &k, "small"]).expect("put after space returned");
+        acked.push(k);
+    }
+    let have = kv_keys(&endpoint, "full-");
+    let lost_live = acked.iter().filter(|k| !have.contains(k)).count();
+
+    kv.kill();
+    let kv = start_kv(&data, &logs.path().join("kv-2.log")).await;
+    let have = kv_keys(&format!("http://{}", kv.addr), "full-");
+    let lost = acked.iter().filter(|k| !have.contains(k)).count();
+    let kept_refused: Vec<_> = refused.iter().filter(|k| have.contains(k)).collect();
+    assert!(
+        kept_refused.is_empty(),
+        "refused, yet kept: {kept_refused:?}"
+    );
+    let mut figures = Figures::new("full disk: kv on a 40 MiB tmpfs, then space freed");
+    figures.acknowledged = acked.len() as u64;
+    figures.lost = (lost + lost_live + lost_while_full) as u64;
+    figures.recovery = Some(recovery);
+    drop(kv);
     figures.check();
 }
 
