@@ -1362,6 +1362,17 @@ mod tests {
         let (store, handle) =
             Store::open_with(&path, Limits::default(), 0, inject.clone()).unwrap();
         put(&store, "before").await.unwrap();
+        // A watcher from before the failure gets the events after it.
+        let (watch_tx, mut watch_rx) = watch_channel(1 << 30);
+        let stream = store.new_stream();
+        let spec = WatchSpec {
+            range: KeyRange::new("after".into(), bytes::Bytes::new()),
+            start_revision: 0,
+            prev_kv: false,
+            no_put: false,
+            no_delete: false,
+        };
+        assert!(store.create_watch(stream, 7, spec, &watch_tx));
         *inject.lock().unwrap() = Some(Injected::NoSpace);
         let mut acknowledged = vec!["before".to_owned()];
         let mut refused = None;
@@ -1397,6 +1408,30 @@ mod tests {
         for key in &acknowledged {
             assert!(has(&store, key), "{key} acknowledged, then lost");
         }
+        let watched = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let item = std::future::poll_fn(|cx| watch_rx.poll_recv(cx)).await;
+                let Some(WatchItem::Batch(responses, _)) = item else {
+                    panic!("the watch stream ended");
+                };
+                for r in responses {
+                    let decoded = <pb::WatchResponse as prost::Message>::decode(r.rest).unwrap();
+                    if r.watch_id == 7
+                        && decoded
+                            .events
+                            .iter()
+                            .any(|e| e.kv.as_ref().is_some_and(|kv| kv.key.as_ref() == b"after"))
+                    {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(
+            watched.is_ok(),
+            "the watcher did not see the put after the reopening"
+        );
         assert!(!has(&store, &refused), "{refused} was refused, yet kept");
         store.close();
         handle.join().unwrap();
