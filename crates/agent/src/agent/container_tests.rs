@@ -607,17 +607,22 @@ fn containers_join_the_nodes_namespace_or_their_own_on_the_rack() {
             std::fs::read_to_string(dir.path().join("sandboxes").join(id).join("stdout"))
                 .unwrap_or_default()
         };
-        while !(out("rack.000001").contains("LOCAL") && out("host.000001").contains("LOCAL")) {
-            assert!(Instant::now() < deadline, "{:?}", agent.snapshot());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let pid = |id: &str| {
+        let handle = |id: &str| {
             agent.lock().tasks[&TaskId::new(id).unwrap()]
                 .handle
                 .as_ref()
-                .unwrap()
-                .pid
+                .map(|h| h.pid)
         };
+        // A container may print before its start returns and the agent records its handle.
+        while !(out("rack.000001").contains("LOCAL")
+            && out("host.000001").contains("LOCAL")
+            && handle("rack.000001").is_some()
+            && handle("host.000001").is_some())
+        {
+            assert!(Instant::now() < deadline, "{:?}", agent.snapshot());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pid = |id: &str| handle(id).unwrap();
         let netns = |path: String| {
             use std::os::unix::fs::MetadataExt as _;
             let m = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
