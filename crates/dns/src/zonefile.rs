@@ -3,7 +3,8 @@
 //! Supported: `$ORIGIN`, `$TTL` (with `s/m/h/d/w` units), relative names, `@`, an omitted owner
 //! (the previous one), TTL and class in either order, parentheses spanning lines, `;` comments,
 //! quoted strings with `\"` and `\DDD` escapes, and the types A, AAAA, CNAME, MX, NS, TXT, SRV,
-//! PTR and SOA. Not supported (rejected with an error, never skipped): `$INCLUDE`, classes other
+//! PTR and SOA. Owners may be wildcards (`*.dyn`; `catalog.rs` answers them per RFC 4592).
+//! Not supported (rejected with an error, never skipped): `$INCLUDE`, classes other
 //! than IN, other record types.
 //!
 //! Invariants of a parsed [`StaticZone`]:

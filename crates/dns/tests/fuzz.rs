@@ -64,9 +64,13 @@ const TARGETS: &[Target] = &[
 const QTYPES: &[u16] = &[
     1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 252, 251, 255, 0, 13, 65535,
 ];
-/// Question names: ours (both zones, apex, nested, CNAMEs), mixed case, and outside.
+/// Question names: ours (both zones, apex, nested, CNAMEs, wildcards), mixed case, and outside.
 const NAMES: &[&str] = &[
     "compat.test",
+    "a.b.dyn.compat.test",
+    "x.cn.compat.test",
+    "*.dyn.compat.test",
+    "x.ent.dyn.compat.test",
     "pool.compat.test",
     "www.compat.test",
     "dangling.compat.test",
