@@ -1,6 +1,6 @@
 //! Compatibility with a real bind9 `named`: the zones `data/zones/compat.test.zone` (SOA, NS, MX,
 //! a CNAME chain, a name with 17 A records, TXT, SRV, AAAA, empty non-terminals, wildcards below
-//! the apex and wildcard CNAMEs) and `data/zones/wild.test.zone` (a wildcard among the apex's
+//! the apex and wildcard CNAMEs, `$GENERATE` lines each server expands itself) and `data/zones/wild.test.zone` (a wildcard among the apex's
 //! children) are served by torc-dns in-process and by Debian's `named`, started by the test on a
 //! free loopback address and port; the same `dig` queries (the `dig:` lines of
 //! `data/named/*.case`) go to both and the answers are compared record by record.
