@@ -13,8 +13,23 @@
 //! - a name holding a CNAME holds nothing else;
 //! - an RRset holds no duplicate records.
 //!
-//! Not supported (documented, not half-done): wildcards, delegations below an apex (an NS record
-//! there is served as plain data), DNSSEC.
+//! Wildcards (RFC 4592) are answered as bind9 answers them, by [`Zone::find`]: a name the zone
+//! does not hold, whose closest encloser (its deepest ancestor the zone holds, empty
+//! non-terminals included) has a `*` child, is answered from that child (the source of
+//! synthesis) with the question's name as the records' owner, lowercased; NODATA when the
+//! wildcard lacks the type; a wildcard CNAME is synthesized and chased like any other, and so are
+//! wildcard matches met while chasing one or while adding SRV, MX and NS targets' addresses. A
+//! name that exists, even as an empty non-terminal, is never answered from a wildcard, nor is a
+//! name below it, unless it has its own `*` child; a `*` label that is not leftmost is an
+//! ordinary label; a query for the wildcard's own name answers its records as they are. A zone
+//! nested in another (the deepest zone holds a name) is a zone cut: the parent's wildcards never
+//! answer names at or below the child's apex. The search runs only on the NXDOMAIN path of a
+//! zone holding a wildcard (a flag per zone), and records are renamed after being copied, so a
+//! name that exists, or a missing name in a zone without wildcards, costs what it cost before
+//! but a branch.
+//!
+//! Not supported (documented, not half-done): delegations below an apex (an NS record there is
+//! served as plain data), DNSSEC.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -24,6 +39,7 @@ use hickory_proto::{
         Name, RData, Record, RecordType,
         rdata::{A, AAAA, NS, PTR, SOA, SRV},
     },
+    serialize::binary::BinDecodable,
 };
 
 use torc_api::dns::DnsSnapshot;
@@ -54,6 +70,28 @@ pub(crate) struct Zone {
     apex_key: Key,
     soa: Record,
     nodes: HashMap<Key, Vec<RrSet>>,
+    /// Some name's first label is `*`: only then can a missing name be synthesized.
+    has_wildcard: bool,
+}
+
+/// The RRsets answering a name: held at the name, or synthesized from a wildcard.
+struct Found<'a> {
+    sets: &'a [RrSet],
+    /// The owner the records take when they come from a wildcard: the name asked for. (Boxed:
+    /// a `Name` is large, and moving it on every lookup showed in the cost of names that exist.)
+    synthesized_as: Option<Box<Name>>,
+}
+
+impl Found<'_> {
+    /// Gives `records`, copied from these sets, the name asked for as owner. (Copied first and
+    /// renamed after, so a name that exists is copied exactly as before wildcards.)
+    fn own(&self, records: &mut [Record]) {
+        if let Some(owner) = &self.synthesized_as {
+            for record in records {
+                record.name = Name::clone(owner);
+            }
+        }
+    }
 }
 
 impl Zone {
@@ -63,14 +101,61 @@ impl Zone {
             apex_key,
             soa: soa.clone(),
             nodes: HashMap::new(),
+            has_wildcard: false,
         };
         zone.insert(soa);
         zone
     }
 
+    /// The RRsets for `key` (a name in this zone): its own if the zone holds it, else the
+    /// wildcard's. `None`: no such name (NXDOMAIN).
+    #[inline]
+    fn find(&self, key: &[u8]) -> Option<Found<'_>> {
+        match self.nodes.get(key) {
+            Some(sets) => Some(Found {
+                sets,
+                synthesized_as: None,
+            }),
+            None if self.has_wildcard => self.synthesize(key),
+            None => None,
+        }
+    }
+
+    /// The wildcard answering `key`, a name the zone does not hold (RFC 4592 §3.3.1): the
+    /// closest encloser is the deepest ancestor held, and only its `*` child, the source of
+    /// synthesis, can answer.
+    #[cold]
+    fn synthesize(&self, key: &[u8]) -> Option<Found<'_>> {
+        // Every ancestor of a held name up to the apex is held, so this stops at the apex.
+        let mut up = parent(key);
+        let encloser = loop {
+            let p = up.filter(|p| p.len() >= self.apex_key.len())?;
+            if self.nodes.contains_key(p) {
+                break p;
+            }
+            up = parent(p);
+        };
+        // `*.` + the encloser, on the stack: the encloser is a proper suffix of a name of at
+        // most 255 bytes, so this fits.
+        let mut source = [0u8; 2 + crate::zonefile::MAX_NAME];
+        let len = encloser.len() + 2;
+        let source = source.get_mut(..len)?;
+        source[..2].copy_from_slice(&[1, b'*']);
+        source[2..].copy_from_slice(encloser);
+        let sets = self.nodes.get(&*source)?;
+        // A key is a valid wire name (read from a query or made from a `Name`), so decoding it
+        // cannot fail; if it did, NXDOMAIN is the answer that claims least.
+        let owner = Name::from_bytes(key).ok()?;
+        Some(Found {
+            sets,
+            synthesized_as: Some(Box::new(owner)),
+        })
+    }
+
     /// Adds a record (the caller checked it lies in this zone), and its empty ancestors.
     fn insert(&mut self, record: Record) {
         let key = key_of(&record.name);
+        self.has_wildcard |= key.starts_with(&[1, b'*']);
         let mut up = parent(&key);
         while let Some(p) = up {
             if p.len() < self.apex_key.len() || self.nodes.contains_key(p) {
@@ -101,6 +186,8 @@ impl Zone {
         soa
     }
 
+    /// True if `key` has an address of its own (not a wildcard's: an SRV target synthesized
+    /// from one still gets the instance's address).
     fn has_address(&self, key: &[u8]) -> bool {
         self.nodes.get(key).is_some_and(|node| {
             node.iter()
@@ -353,32 +440,38 @@ impl Catalog {
         };
         let mut name: Key = key.into();
         for _ in 0..MAX_CNAME_CHAIN {
-            let Some(node) = zone.nodes.get(&name) else {
+            let Some(found) = zone.find(&name) else {
                 res.rcode = ResponseCode::NXDomain;
                 res.authority.push(zone.negative_soa());
                 return Some(res);
             };
+            let node = found.sets;
+            let start = res.answers.len();
             if qtype == RecordType::ANY && !node.is_empty() {
-                let sets = if minimal_any { &node[..1] } else { &node[..] };
+                let sets = if minimal_any { &node[..1] } else { node };
                 res.answers
                     .extend(sets.iter().flat_map(|s| s.records.iter().cloned()));
+                found.own(&mut res.answers[start..]);
                 return Some(res);
             }
             if let Some(set) = node.iter().find(|s| s.rtype == qtype) {
                 res.answers.extend(set.records.iter().cloned());
+                found.own(&mut res.answers[start..]);
                 self.add_additional(&mut res);
                 return Some(res);
             }
             let cname = node.iter().find(|s| s.rtype == RecordType::CNAME);
-            let Some(cname) = cname.and_then(|s| s.records.first()) else {
+            let Some(mut cname) = cname.and_then(|s| s.records.first()).cloned() else {
                 res.authority.push(zone.negative_soa());
                 return Some(res);
             };
-            res.answers.push(cname.clone());
+            found.own(std::slice::from_mut(&mut cname));
             let RData::CNAME(target) = &cname.data else {
+                res.answers.push(cname);
                 return Some(res);
             };
             name = key_of(&target.0);
+            res.answers.push(cname);
             match self.zone_of(&name) {
                 Some(z) => zone = z,
                 // Outside our zones: the client's resolver follows the CNAME.
@@ -401,14 +494,16 @@ impl Catalog {
             })
             .collect();
         for target in targets {
-            let Some(node) = self.zone_of(&target).and_then(|z| z.nodes.get(&target)) else {
+            let Some(found) = self.zone_of(&target).and_then(|z| z.find(&target)) else {
                 continue;
             };
-            for set in node {
+            for set in found.sets {
                 if matches!(set.rtype, RecordType::A | RecordType::AAAA) {
                     for record in &set.records {
-                        if !res.additional.contains(record) {
-                            res.additional.push(record.clone());
+                        let mut record = record.clone();
+                        found.own(std::slice::from_mut(&mut record));
+                        if !res.additional.contains(&record) {
+                            res.additional.push(record);
                         }
                     }
                 }
@@ -492,6 +587,156 @@ mod tests {
             c.resolve(&key("example.com"), RecordType::A, false)
                 .is_none()
         );
+    }
+
+    /// A catalog of static zones given as zone-file text, `(origin, text)`.
+    fn zones(texts: &[(&str, &str)]) -> Catalog {
+        let zones: Vec<StaticZone> = texts
+            .iter()
+            .map(|(origin, text)| StaticZone::parse(text, origin, Some(origin)).unwrap())
+            .collect();
+        Catalog::from_static(&zones)
+    }
+
+    /// An answer as text: rcode, then each section's records (`owner type data`), in order.
+    fn ask(c: &Catalog, name: &str, qtype: RecordType) -> String {
+        let res = c.resolve(&key(name), qtype, false).expect("ours");
+        let show = |records: &[Record]| {
+            records
+                .iter()
+                .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "{:?} [{}] [{}] [{}]",
+            res.rcode,
+            show(&res.answers),
+            show(&res.authority).replace(" 1 3600 900 604800 120", ""),
+            show(&res.additional)
+        )
+    }
+
+    const DYN: &str = "$ORIGIN d.test.\n$TTL 60\n@ SOA ns h 1 3600 900 604800 120\n\
+        *.dyn A 10.0.0.1\n*.dyn MX 10 mx\nmx A 10.0.0.2\nfixed.dyn TXT fixed\n\
+        host.ent.dyn A 10.0.0.3\nsub.*.dyn TXT star\n*.cn CNAME t.dyn\n\
+        *.loop CNAME x.loop\nto CNAME y.dyn\n";
+    const SOA: &str = "d.test. SOA ns.d.test. h.d.test.";
+
+    #[test]
+    fn wildcards_synthesize_missing_names_with_the_name_asked_for() {
+        let c = zones(&[("d.test", DYN)]);
+        assert!(c.zones[0].has_wildcard);
+        let a = "NoError [a.b.dyn.d.test. A 10.0.0.1] [] []";
+        assert_eq!(ask(&c, "a.b.dyn.d.test", RecordType::A), a);
+        assert_eq!(ask(&c, "A.B.Dyn.D.Test", RecordType::A), a);
+        assert_eq!(
+            ask(&c, "x.dyn.d.test", RecordType::MX),
+            "NoError [x.dyn.d.test. MX 10 mx.d.test.] [] [mx.d.test. A 10.0.0.2]"
+        );
+        // The type the wildcard lacks: NODATA.
+        let nodata = format!("NoError [] [{SOA}] []");
+        assert_eq!(ask(&c, "x.dyn.d.test", RecordType::AAAA), nodata);
+        // ANY: every RRset of the wildcard, under the name asked for.
+        let any = c
+            .resolve(&key("x.dyn.d.test"), RecordType::ANY, false)
+            .unwrap();
+        assert_eq!(any.answers.len(), 2);
+        assert!(
+            any.answers
+                .iter()
+                .all(|r| r.name.to_string() == "x.dyn.d.test.")
+        );
+        // The wildcard's own name answers as itself.
+        assert_eq!(
+            ask(&c, "*.dyn.d.test", RecordType::A),
+            "NoError [*.dyn.d.test. A 10.0.0.1] [] []"
+        );
+    }
+
+    #[test]
+    fn existing_names_and_empty_non_terminals_block_wildcards() {
+        let c = zones(&[("d.test", DYN)]);
+        let nodata = format!("NoError [] [{SOA}] []");
+        let nxdomain = format!("NXDomain [] [{SOA}] []");
+        // Exists without the type: its own NODATA, not the wildcard's A.
+        assert_eq!(ask(&c, "fixed.dyn.d.test", RecordType::A), nodata);
+        // Below an existing name, or an empty non-terminal: no `*` child there.
+        assert_eq!(ask(&c, "x.fixed.dyn.d.test", RecordType::A), nxdomain);
+        assert_eq!(ask(&c, "ent.dyn.d.test", RecordType::A), nodata);
+        assert_eq!(ask(&c, "x.ent.dyn.d.test", RecordType::A), nxdomain);
+        assert_eq!(ask(&c, "dyn.d.test", RecordType::A), nodata);
+        // Not under the wildcard's parent at all.
+        assert_eq!(ask(&c, "x.other.d.test", RecordType::A), nxdomain);
+        // `*` not leftmost is a label like any other; under the wildcard's own name the closest
+        // encloser is that name, which has no `*` child.
+        assert_eq!(
+            ask(&c, "sub.*.dyn.d.test", RecordType::TXT),
+            "NoError [sub.*.dyn.d.test. TXT star] [] []"
+        );
+        assert_eq!(ask(&c, "foo.*.dyn.d.test", RecordType::A), nxdomain);
+        assert_eq!(ask(&c, "x.sub.*.dyn.d.test", RecordType::A), nxdomain);
+    }
+
+    #[test]
+    fn wildcard_cnames_are_synthesized_and_chased() {
+        let c = zones(&[("d.test", DYN)]);
+        assert_eq!(
+            ask(&c, "a.cn.d.test", RecordType::A),
+            "NoError [a.cn.d.test. CNAME t.dyn.d.test., t.dyn.d.test. A 10.0.0.1] [] []"
+        );
+        assert_eq!(
+            ask(&c, "to.d.test", RecordType::A),
+            "NoError [to.d.test. CNAME y.dyn.d.test., y.dyn.d.test. A 10.0.0.1] [] []"
+        );
+        // A loop through a wildcard ends at the chain limit.
+        let looped = c
+            .resolve(&key("a.loop.d.test"), RecordType::A, false)
+            .unwrap();
+        assert_eq!(looped.answers.len(), MAX_CNAME_CHAIN);
+    }
+
+    #[test]
+    fn the_apex_wildcard_and_a_zone_cut() {
+        let parent = "$ORIGIN p.test.\n$TTL 60\n@ SOA ns h 1 3600 900 604800 120\n* A 10.0.0.9\n";
+        let child =
+            "$ORIGIN c.p.test.\n$TTL 60\n@ SOA ns h 1 3600 900 604800 120\nwww A 10.0.0.8\n";
+        let c = zones(&[("p.test", parent), ("c.p.test", child)]);
+        assert_eq!(
+            ask(&c, "a.b.p.test", RecordType::A),
+            "NoError [a.b.p.test. A 10.0.0.9] [] []"
+        );
+        // The apex exists: its own NODATA.
+        assert!(ask(&c, "p.test", RecordType::A).starts_with("NoError [] [p.test. SOA"));
+        // At and below the child's apex the parent's wildcard does not answer.
+        assert!(ask(&c, "x.c.p.test", RecordType::A).starts_with("NXDomain [] [c.p.test. SOA"));
+        assert!(ask(&c, "c.p.test", RecordType::A).starts_with("NoError [] [c.p.test. SOA"));
+        // A zone without wildcards skips the search.
+        assert!(!c.zones[1].has_wildcard);
+    }
+
+    #[test]
+    fn snapshot_records_can_be_wildcards() {
+        let s = snapshot(
+            r#"{"generation": 1, "node_domain": "homer.ave", "nodes": [{"name": "b1", "ip": "10.0.0.1"}],
+                "records": [{"name": "*.lab.homer.ave", "type": "CNAME", "data": "b1.homer.ave"}]}"#,
+        );
+        let c = Catalog::build(&[], &s).unwrap();
+        let res = c
+            .resolve(&key("gpu7.lab.homer.ave"), RecordType::A, false)
+            .unwrap();
+        let answers: Vec<String> = res.answers.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            answers,
+            [
+                "gpu7.lab.homer.ave. 60 IN CNAME b1.homer.ave.",
+                "b1.homer.ave. 60 IN A 10.0.0.1"
+            ]
+        );
+        let nx = c
+            .resolve(&key("b2.homer.ave"), RecordType::A, false)
+            .unwrap();
+        assert_eq!(nx.rcode, ResponseCode::NXDomain);
     }
 
     #[test]

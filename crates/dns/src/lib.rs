@@ -25,6 +25,11 @@
 //! # }
 //! ```
 //!
+//! Wildcards (RFC 4592, e.g. `*.dyn.homer.ave` in a zone file or a snapshot record) answer names
+//! their zone does not hold as bind9 does: synthesized with the name asked for as owner, NODATA
+//! for types the wildcard lacks, wildcard CNAMEs chased, blocked by any name that exists (empty
+//! non-terminals included); searched for only on the NXDOMAIN path (`catalog.rs`).
+//!
 //! What it is not: a recursive resolver or cache (forwarded queries go to the configured
 //! upstreams), a secondary or primary for zone transfers, a DNSSEC signer, or a dynamic-update
 //! target.
@@ -46,7 +51,7 @@
 //!   each UDP thread keeps its own accounts, so a client spread over the threads by its source
 //!   ports gets up to threads × rate (`rrl.rs`);
 //! - a name absent from the latest snapshot answers NXDOMAIN (the original never removed stale
-//!   names); a snapshot is visible from the next packet on, whole or not at all;
+//!   names), unless a wildcard of its zone covers it; a snapshot is visible from the next packet on, whole or not at all;
 //! - snapshots are ordered by `(epoch, generation)` ([`Verdict`]): a deposed leader's late
 //!   snapshot (a lower epoch) is refused for [`LOWER_EPOCH_GRACE`] after the last one of the
 //!   epoch served, so it cannot bring back names the new leader removed;

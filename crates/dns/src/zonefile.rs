@@ -2,8 +2,10 @@
 //!
 //! Supported: `$ORIGIN`, `$TTL` (with `s/m/h/d/w` units), relative names, `@`, an omitted owner
 //! (the previous one), TTL and class in either order, parentheses spanning lines, `;` comments,
-//! quoted strings with `\"` and `\DDD` escapes, and the types A, AAAA, CNAME, MX, NS, TXT, SRV,
-//! PTR and SOA. Not supported (rejected with an error, never skipped): `$INCLUDE`, classes other
+//! quoted strings with `\"` and `\DDD` escapes, bind9's `$GENERATE` (`zonefile/generate.rs`,
+//! at most 65,536 generated records per file), and the types A, AAAA, CNAME, MX, NS, TXT, SRV,
+//! PTR and SOA. Owners may be wildcards (`*.dyn`; `catalog.rs` answers them per RFC 4592).
+//! Not supported (rejected with an error, never skipped): `$INCLUDE`, classes other
 //! than IN, other record types.
 //!
 //! Invariants of a parsed [`StaticZone`]:
@@ -34,6 +36,7 @@ use crate::key::{Key, key_of};
 pub(crate) use torc_api::dns::{cut, shown};
 
 mod error;
+mod generate;
 
 pub use error::{BadName, LineProblem, NameFault, ZoneError, ZoneProblem};
 
@@ -164,9 +167,19 @@ struct Line {
 
 struct Token {
     text: String,
-    /// Raw bytes of a quoted string with escapes resolved (TXT data).
+    /// The token's bytes with escapes resolved (TXT data).
     bytes: Vec<u8>,
     quoted: bool,
+    /// A quoted string as written, escapes unresolved (a `$GENERATE` RHS is filled in, then
+    /// read as record data); `None` for an unquoted token, whose `text` is as written.
+    raw: Option<String>,
+}
+
+impl Token {
+    /// The token as written, without its quotes.
+    fn raw(&self) -> &str {
+        self.raw.as_deref().unwrap_or(&self.text)
+    }
 }
 
 fn tokenize(text: &str) -> Result<Vec<Line>, LineError> {
@@ -204,14 +217,18 @@ fn tokenize(text: &str) -> Result<Vec<Line>, LineError> {
             }
             '"' => {
                 let mut bytes = Vec::new();
+                let mut raw = String::new();
                 loop {
                     match chars.next() {
                         None | Some('\n') => {
                             return Err((number, LineProblem::UnterminatedString));
                         }
                         Some('"') => break,
-                        Some('\\') => push_escape(&mut chars, &mut bytes, number)?,
-                        Some(c) => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                        Some('\\') => push_escape(&mut chars, &mut bytes, &mut raw, number)?,
+                        Some(c) => {
+                            raw.push(c);
+                            bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                        }
                     }
                 }
                 let line = current.get_or_insert_with(|| new_line(number, line_indented));
@@ -219,6 +236,7 @@ fn tokenize(text: &str) -> Result<Vec<Line>, LineError> {
                     text: String::from_utf8_lossy(&bytes).into_owned(),
                     bytes,
                     quoted: true,
+                    raw: Some(raw),
                 });
             }
             c => {
@@ -234,9 +252,10 @@ fn tokenize(text: &str) -> Result<Vec<Line>, LineError> {
                 }
                 let line = current.get_or_insert_with(|| new_line(number, line_indented));
                 line.tokens.push(Token {
-                    bytes: text.as_bytes().to_vec(),
+                    bytes: unescape(&text),
                     text,
                     quoted: false,
+                    raw: None,
                 });
             }
         }
@@ -248,6 +267,31 @@ fn tokenize(text: &str) -> Result<Vec<Line>, LineError> {
     Ok(lines)
 }
 
+/// An unquoted token's bytes: `\DDD` and `\X` resolved as in a quoted string (bind9 reads
+/// unquoted TXT data so), an incomplete escape kept as written.
+fn unescape(text: &str) -> Vec<u8> {
+    if !text.contains('\\') {
+        return text.as_bytes().to_vec();
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            continue;
+        }
+        let mut attempt = chars.clone();
+        let (mut bytes, mut raw) = (Vec::new(), String::new());
+        if push_escape(&mut attempt, &mut bytes, &mut raw, 0).is_ok() {
+            out.extend_from_slice(&bytes);
+            chars = attempt;
+        } else {
+            out.push(b'\\');
+        }
+    }
+    out
+}
+
 fn new_line(number: usize, indented: bool) -> Line {
     Line {
         number,
@@ -256,20 +300,25 @@ fn new_line(number: usize, indented: bool) -> Line {
     }
 }
 
-/// Resolves the escape after a `\` inside a quoted string: `\DDD` (decimal) or `\X`.
+/// Resolves the escape after a `\` inside a quoted string: `\DDD` (decimal) or `\X`, into
+/// `out`; `raw` gets the escape as written.
 fn push_escape(
     chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
     out: &mut Vec<u8>,
+    raw: &mut String,
     line: usize,
 ) -> Result<(), LineError> {
     let Some(first) = chars.next() else {
         return Err((line, LineProblem::UnterminatedString));
     };
+    raw.push('\\');
+    raw.push(first);
     if let Some(d0) = first.to_digit(10) {
         let mut value = d0;
         for _ in 0..2 {
-            let d = chars
-                .next()
+            let c = chars.next();
+            raw.extend(c);
+            let d = c
                 .and_then(|c| c.to_digit(10))
                 .ok_or((line, LineProblem::ShortEscape))?;
             value = value * 10 + d;
@@ -371,6 +420,30 @@ fn relative(text: &str, origin: Option<&Name>) -> Result<Name, LineProblem> {
         .map_err(|e| bad_name(&format!("{text}.{origin}"), e))?)
 }
 
+/// Reads the optional TTL and class of a record, in either order; only class IN is accepted.
+fn ttl_and_class<'a>(
+    tokens: &mut std::iter::Peekable<impl Iterator<Item = &'a Token>>,
+) -> Result<Option<u32>, LineProblem> {
+    let mut ttl = None;
+    for _ in 0..2 {
+        let Some(token) = tokens.peek() else { break };
+        if token.text.eq_ignore_ascii_case("IN") {
+            tokens.next();
+        } else if ["CH", "CS", "HS"]
+            .iter()
+            .any(|c| token.text.eq_ignore_ascii_case(c))
+        {
+            return Err(LineProblem::Class {
+                class: token.text.clone(),
+            });
+        } else if let Some(t) = parse_ttl(&token.text) {
+            ttl = Some(t);
+            tokens.next();
+        }
+    }
+    Ok(ttl)
+}
+
 /// Parses a TTL: seconds, or a sum of numbers with `s/m/h/d/w` units (`1h30m`).
 pub(crate) fn parse_ttl(text: &str) -> Option<u32> {
     if !text.starts_with(|c: char| c.is_ascii_digit()) {
@@ -413,6 +486,8 @@ struct Parser {
     last_ttl: Option<u32>,
     last_owner: Option<Name>,
     records: Vec<(usize, Record)>,
+    /// Records made by `$GENERATE` lines so far (at most [`generate::MAX_GENERATED`]).
+    generated: u64,
 }
 
 impl Parser {
@@ -424,6 +499,7 @@ impl Parser {
             last_ttl: None,
             last_owner: None,
             records: Vec::new(),
+            generated: 0,
         }
     }
 
@@ -440,7 +516,7 @@ impl Parser {
             return Ok(());
         };
         if !first.quoted && first.text.starts_with('$') && !line.indented {
-            return self.directive(&line.tokens);
+            return self.directive(line);
         }
         let owner = if line.indented {
             self.last_owner.clone().ok_or(LineProblem::NoOwner)?
@@ -449,28 +525,23 @@ impl Parser {
             relative(&token.text, self.origin.as_ref())?
         };
 
-        // TTL and class, both optional, in either order.
-        let mut ttl = None;
-        for _ in 0..2 {
-            let Some(token) = tokens.peek() else { break };
-            if token.text.eq_ignore_ascii_case("IN") {
-                tokens.next();
-            } else if ["CH", "CS", "HS"]
-                .iter()
-                .any(|c| token.text.eq_ignore_ascii_case(c))
-            {
-                return Err(LineProblem::Class {
-                    class: token.text.clone(),
-                });
-            } else if let Some(t) = parse_ttl(&token.text) {
-                ttl = Some(t);
-                tokens.next();
-            }
-        }
-        let rtype_token = tokens.next().ok_or(LineProblem::MissingType)?;
-        let rtype = rtype_token.text.to_ascii_uppercase();
+        let ttl = ttl_and_class(&mut tokens)?;
+        let rtype = tokens.next().ok_or(LineProblem::MissingType)?;
         let fields: Vec<&Token> = tokens.collect();
-        let rdata = self.rdata(&rtype, &fields)?;
+        self.record(line.number, owner, ttl, &rtype.text, &fields)
+    }
+
+    /// Adds the record `owner [ttl] IN rtype fields`, read on line `number`.
+    fn record(
+        &mut self,
+        number: usize,
+        owner: Name,
+        ttl: Option<u32>,
+        rtype: &str,
+        fields: &[&Token],
+    ) -> Result<(), LineProblem> {
+        let rtype = rtype.to_ascii_uppercase();
+        let rdata = self.rdata(&rtype, fields)?;
 
         let ttl = match (ttl, self.default_ttl, self.last_ttl) {
             (Some(t), _, _) => t,
@@ -488,11 +559,52 @@ impl Parser {
         }
         self.last_owner = Some(owner.clone());
         self.records
-            .push((line.number, Record::from_rdata(owner, ttl, rdata)));
+            .push((number, Record::from_rdata(owner, ttl, rdata)));
         Ok(())
     }
 
-    fn directive(&mut self, tokens: &[Token]) -> Result<(), LineProblem> {
+    /// `$GENERATE RANGE LHS [TTL] [CLASS] TYPE RHS` (bind9's): one record per value of the
+    /// range, owned by LHS and holding RHS, each with the value written in (`zonefile/generate.rs`
+    /// says how). Its records count as read on its line.
+    fn generate(&mut self, line: &Line) -> Result<(), LineProblem> {
+        let mut tokens = line.tokens[1..].iter().peekable();
+        let (Some(range), Some(lhs)) = (tokens.next(), tokens.next()) else {
+            return Err(LineProblem::GenerateArguments);
+        };
+        let range = generate::Range::parse(&range.text)?;
+        let ttl = ttl_and_class(&mut tokens)?;
+        let (Some(rtype), Some(rhs)) = (tokens.next(), tokens.next()) else {
+            return Err(LineProblem::GenerateArguments);
+        };
+        if let Some(extra) = tokens.next() {
+            return Err(LineProblem::GenerateExtra {
+                text: extra.text.clone(),
+            });
+        }
+        let count = self.generated + range.count();
+        if count > generate::MAX_GENERATED {
+            return Err(LineProblem::GenerateTooMany { count });
+        }
+        self.generated = count;
+        let lhs = generate::Template::parse(lhs.raw())?;
+        let rhs = generate::Template::parse(rhs.raw())?;
+        for value in range.values() {
+            let at = |problem| LineProblem::Generated {
+                value,
+                problem: Box::new(problem),
+            };
+            let owner = relative(&lhs.fill(value)?, self.origin.as_ref()).map_err(at)?;
+            // The filled RHS is record data as if written on the line (`"10 mx$"` is two fields).
+            let data = tokenize(&rhs.fill(value)?).map_err(|(_, problem)| at(problem))?;
+            let fields: Vec<&Token> = data.iter().flat_map(|l| &l.tokens).collect();
+            self.record(line.number, owner, ttl, &rtype.text, &fields)
+                .map_err(at)?;
+        }
+        Ok(())
+    }
+
+    fn directive(&mut self, line: &Line) -> Result<(), LineProblem> {
+        let tokens = &line.tokens;
         let name = tokens[0].text.to_ascii_uppercase();
         let arg = |i: usize| {
             tokens
@@ -514,6 +626,7 @@ impl Parser {
                 })?);
             }
             "$INCLUDE" => return Err(LineProblem::Include),
+            "$GENERATE" => return self.generate(line),
             _ => return Err(LineProblem::UnknownDirective { directive: name }),
         }
         Ok(())
@@ -627,207 +740,4 @@ impl Parser {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HOMER: &str = r#"
-$TTL 60
-$ORIGIN homer.ave.
-@   IN  SOA ns.homer.ave. admin.homer.ave. (
-        2       ; serial
-        1h      ; refresh
-        15m     ; retry
-        1w      ; expire
-        60 )    ; minimum
-    IN  NS  ns
-    IN  A   10.250.3.20
-ns          A       10.250.3.20
-wedge   300 IN CNAME ns.homer.ave.
-mail    IN 120 MX 10 ns
-info        TXT     "hello \"rack\"" plain
-_x._tcp     SRV     1 2 80 ns
-"#;
-
-    #[test]
-    fn parses_a_bind_zone() {
-        let zone = StaticZone::parse(HOMER, "db.homer.ave", None).unwrap();
-        assert_eq!(zone.apex().to_string(), "homer.ave.");
-        let text: Vec<String> = zone.records().iter().map(|r| r.to_string()).collect();
-        assert_eq!(text.len(), 8, "{text:#?}");
-        assert!(text[0].contains("SOA"), "{}", text[0]);
-        assert!(text[0].contains("3600 900 604800 60"), "{}", text[0]);
-        assert_eq!(text[1], "homer.ave. 60 IN NS ns.homer.ave.");
-        assert_eq!(text[4], "wedge.homer.ave. 300 IN CNAME ns.homer.ave.");
-        assert_eq!(text[5], "mail.homer.ave. 120 IN MX 10 ns.homer.ave.");
-        assert!(text[6].contains("hello \"rack\""), "{}", text[6]);
-    }
-
-    #[test]
-    fn errors_name_file_line_and_problem() {
-        let cases = [
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nfoo 60 A 1.2.3\n",
-                "f:3: bad IPv4 address \"1.2.3\"",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nfoo 60 HINFO a b\n",
-                "f:3: record type \"HINFO\" is not supported",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x (1 2 3 4 5\n",
-                "f:2: '(' is never closed",
-            ),
-            ("$ORIGIN a.\nfoo 60 A 1.2.3.4\n", "f: no SOA record for a."),
-            (
-                "@ 60 SOA ns x 1 2 3 4 5\n",
-                "f:1: relative name \"@\" but no $ORIGIN",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nb.c. 60 A 1.2.3.4\n",
-                "f:3: b.c. is outside the zone a.",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 CNAME x\nw 60 A 1.1.1.1\n",
-                "f:3: w.a. has a CNAME and other data",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 A 1.1.1.1\nx 60 A 1.1.1.1\nW 60 CNAME x\n",
-                "f:3: w.a. has a CNAME and other data",
-            ),
-            (
-                "$ORIGIN a.\n@ SOA ns x 1 2 3 4 5\nw A 1.1.1.1\n$INCLUDE other\n",
-                "f:4: $INCLUDE is not supported",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 MX ten x\n",
-                "f:3: bad MX preference \"ten\"",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 TXT \"open\n",
-                "f:3: unterminated string",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\na..b 60 A 1.2.3.4\n",
-                "f:3: bad name \"a..b\": an empty label",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nné 60 A 1.2.3.4\n",
-                "f:3: bad name \"né\": 'é' is not allowed in a name",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\na/b 60 A 1.2.3.4\n",
-                "f:3: bad name \"a/b\": '/' is not allowed in a name",
-            ),
-            (
-                "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\n$INCLUDES x\n",
-                "f:3: unknown directive \"$INCLUDES\"",
-            ),
-        ];
-        for (text, want) in cases {
-            let err = StaticZone::parse(text, "f", None).unwrap_err().to_string();
-            assert!(err.starts_with(want), "got {err:?}, want {want:?}");
-        }
-    }
-
-    #[test]
-    fn errors_carry_their_cause() {
-        let err = StaticZone::parse(
-            "$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 MX ten x\n",
-            "f",
-            None,
-        )
-        .unwrap_err();
-        let ZoneError::Syntax {
-            line: 3,
-            problem: LineProblem::BadField { rtype, field, text },
-            ..
-        } = &err
-        else {
-            panic!("unexpected {err:?}");
-        };
-        assert_eq!(
-            (rtype.as_str(), *field, text.as_str()),
-            ("MX", "preference", "ten")
-        );
-
-        let err = StaticZone::parse("$ORIGIN a.\nw 60 A 1.2.3.4\n", "f", None).unwrap_err();
-        assert!(
-            matches!(&err, ZoneError::Zone { problem: ZoneProblem::NoSoa { apex }, .. } if apex == "a."),
-            "{err:?}"
-        );
-
-        let label64 = "a".repeat(64);
-        let err = StaticZone::parse(&format!("$ORIGIN x.{label64}.\n"), "f", None).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                ZoneError::Syntax {
-                    line: 1,
-                    problem: LineProblem::Name(BadName {
-                        fault: NameFault::LongLabel { index: 2, len: 64 },
-                        ..
-                    }),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn names_over_the_rfc_limits_are_named_errors() {
-        let label64 = "a".repeat(64);
-        let label63 = "a".repeat(63);
-        // Four 63-byte labels: 4 × 64 + 1 = 257 bytes in wire form.
-        let long = format!("{label63}.{label63}.{label63}.{label63}");
-        // 3 × 64 + 60 + 1 = 253 bytes: fits alone, not under `ab.` (256).
-        let fits_alone = format!("{label63}.{label63}.{label63}.{}", "b".repeat(59));
-        let cases = [
-            (
-                format!("$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\n{label64} 60 A 1.2.3.4\n"),
-                "f:3: bad name \"aaaa",
-                "label 1 is 64 bytes long; a label is at most 63 bytes",
-            ),
-            (
-                format!("$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\nw 60 CNAME x.{label64}.\n"),
-                "f:3: bad name \"x.aaaa",
-                "label 2 is 64 bytes long",
-            ),
-            (
-                format!("$ORIGIN a.\n@ 60 SOA ns x 1 2 3 4 5\n{long} 60 A 1.2.3.4\n"),
-                "f:3: bad name \"aaaa",
-                "257 bytes long; a name is at most 255 bytes",
-            ),
-            (
-                format!("$ORIGIN ab.\n@ 60 SOA ns x 1 2 3 4 5\n{fits_alone} 60 A 1.2.3.4\n"),
-                "f:3: bad name \"aaaa",
-                "256 bytes long; a name is at most 255 bytes",
-            ),
-            (
-                format!("$ORIGIN {long}.\n"),
-                "f:1: bad name \"aaaa",
-                "257 bytes long; a name is at most 255 bytes",
-            ),
-        ];
-        for (text, starts, contains) in cases {
-            let err = StaticZone::parse(&text, "f", None).unwrap_err().to_string();
-            assert!(err.starts_with(starts), "got {err:?}");
-            assert!(err.contains(contains), "got {err:?}, want {contains:?}");
-            assert!(err.len() < 200, "the name is cut in the message: {err}");
-        }
-        // Exactly at the limits is fine: a 63-byte label, a 255-byte name.
-        let at_limit = format!("{label63}.{label63}.{label63}.{}", "b".repeat(61));
-        let text = format!("$ORIGIN {at_limit}.\n@ 60 SOA ns.x. h.x. 1 2 3 4 5\n");
-        assert!(StaticZone::parse(&text, "f", None).is_ok());
-    }
-
-    #[test]
-    fn ttl_units() {
-        assert_eq!(parse_ttl("3600"), Some(3600));
-        assert_eq!(parse_ttl("1h30m"), Some(5400));
-        assert_eq!(parse_ttl("1W"), Some(604_800));
-        assert_eq!(parse_ttl("h"), None);
-        assert_eq!(parse_ttl("IN"), None);
-        assert_eq!(parse_ttl("99999999999"), None);
-    }
-}
+mod tests;

@@ -38,6 +38,9 @@ const TARGETS: &[Target] = &[
             b"$ORIGIN ",
             b"$TTL ",
             b"$INCLUDE ",
+            b"$GENERATE ",
+            b"${",
+            b",n}",
             b" IN ",
             b" SOA ns.a. h.a. 1 2 3 4 5\n",
             b" CNAME ",
@@ -64,9 +67,13 @@ const TARGETS: &[Target] = &[
 const QTYPES: &[u16] = &[
     1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 252, 251, 255, 0, 13, 65535,
 ];
-/// Question names: ours (both zones, apex, nested, CNAMEs), mixed case, and outside.
+/// Question names: ours (both zones, apex, nested, CNAMEs, wildcards), mixed case, and outside.
 const NAMES: &[&str] = &[
     "compat.test",
+    "a.b.dyn.compat.test",
+    "x.cn.compat.test",
+    "*.dyn.compat.test",
+    "x.ent.dyn.compat.test",
     "pool.compat.test",
     "www.compat.test",
     "dangling.compat.test",
@@ -232,8 +239,32 @@ fn zone_text(u: &mut Unstructured<'_>) -> arbitrary::Result<(String, Option<&'st
     if u.ratio(3, 4)? {
         text.push_str("@ 60 IN SOA ns.a. h.a. 1 2 3 4 5\n");
     }
+    // $GENERATE ranges and templates: small, reversed, malformed (the file's limit is a unit test).
+    const RANGES: &[&str] = &["1-3", "0-300/7", "3-1", "1-2/0", "x", "0-999", "5"];
+    const TEMPLATES: &[&str] = &[
+        "h$",
+        "$",
+        "${0,3}",
+        "${-5,2,x}",
+        "${0,4,n}",
+        "${1",
+        "${0,0,q}",
+        "$$",
+        "\\$",
+        "\"10 h$\"",
+        "1.2.3.$",
+        "@",
+        "${0,300}",
+    ];
     for _ in 0..u.int_in_range(0..=12u8)? {
-        match u.int_in_range(0..=9u8)? {
+        match u.int_in_range(0..=10u8)? {
+            10 => text.push_str(&format!(
+                "$GENERATE {} {} {} {}\n",
+                u.choose(RANGES)?,
+                u.choose(TEMPLATES)?,
+                u.choose(TYPES)?,
+                u.choose(TEMPLATES)?
+            )),
             0 => text.push_str(&format!("$ORIGIN {}\n", u.choose(OWNERS)?)),
             1 => text.push_str(&format!("$TTL {}\n", u.choose(DATA)?)),
             2 => {

@@ -109,6 +109,35 @@ pub enum LineProblem {
     OutsideZone { name: String, apex: String },
     #[error("{name} has a CNAME and other data")]
     CnameAndOtherData { name: String },
+    #[error("$GENERATE needs RANGE LHS [TTL] [CLASS] TYPE RHS")]
+    GenerateArguments,
+    #[error(
+        "bad $GENERATE range {text:?}: want START-STOP or START-STOP/STEP, numbers below 2^31, \
+         START <= STOP, STEP >= 1"
+    )]
+    GenerateRange { text: String },
+    /// A `${...}` in a `$GENERATE` template that cannot be read.
+    #[error("bad $GENERATE modifier in {}: {why}", shown(text))]
+    GenerateModifier { text: String, why: &'static str },
+    /// A value an offset made negative, for a base other than decimal.
+    #[error("$GENERATE value {value} is negative; only base d writes negative values, not {}", char::from(*base))]
+    GenerateNegative { value: i64, base: u8 },
+    #[error(
+        "text after the $GENERATE RHS: {} (quote an RHS with blanks)",
+        shown(text)
+    )]
+    GenerateExtra { text: String },
+    #[error(
+        "$GENERATE would make {count} records in this file; at most {} are allowed",
+        super::generate::MAX_GENERATED
+    )]
+    GenerateTooMany { count: u64 },
+    /// A record that a `$GENERATE` line made for `value` is wrong.
+    #[error("$GENERATE, for {value}: {problem}")]
+    Generated {
+        value: u32,
+        problem: Box<LineProblem>,
+    },
     /// A snapshot record's text held no record or several.
     #[error("expected exactly one record")]
     NotOneRecord,
