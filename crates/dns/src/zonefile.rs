@@ -33,12 +33,13 @@ use hickory_proto::{
 use crate::key::{Key, key_of};
 /// How names are shown in error messages (cut to 60 characters): the snapshot's own rule, so a
 /// name reads the same in every DNS error.
-pub(crate) use torc_api::dns::{cut, shown};
+pub(crate) use torc_api::dns::cut;
 
 mod error;
 mod generate;
 
 pub use error::{BadName, LineProblem, NameFault, ZoneError, ZoneProblem};
+pub(crate) use error::{MAX_LABEL, MAX_NAME};
 
 /// A zone read from a zone file: its apex and its records.
 #[derive(Clone, Debug)]
@@ -339,11 +340,6 @@ pub(crate) fn absolute(text: &str) -> Result<Name, BadName> {
     Ok(name.to_lowercase())
 }
 
-/// The longest label and the longest name, in bytes (RFC 1035 §2.3.4; a name's length is its wire
-/// form's: each label with its length byte, and the root's zero byte).
-pub(crate) const MAX_LABEL: usize = 63;
-pub(crate) const MAX_NAME: usize = 255;
-
 /// Says why `text` is not a name: an empty label, a label or a name over the RFC 1035 limits, a
 /// character that needs an escape, or else what hickory-proto said. (The diagnosis splits at
 /// dots and ignores `\.` escapes, which only changes the cause given for names that use them.)
@@ -583,7 +579,10 @@ impl Parser {
         }
         let count = self.generated + range.count();
         if count > generate::MAX_GENERATED {
-            return Err(LineProblem::GenerateTooMany { count });
+            return Err(LineProblem::GenerateTooMany {
+                count,
+                limit: generate::MAX_GENERATED,
+            });
         }
         self.generated = count;
         let lhs = generate::Template::parse(lhs.raw())?;

@@ -4,7 +4,12 @@
 
 use hickory_proto::ProtoError;
 
-use super::{MAX_LABEL, MAX_NAME, shown};
+use torc_api::dns::shown;
+
+/// The longest label and the longest name, in bytes (RFC 1035 §2.3.4; a name's length is its wire
+/// form's: each label with its length byte, and the root's zero byte).
+pub(crate) const MAX_LABEL: usize = 63;
+pub(crate) const MAX_NAME: usize = 255;
 
 /// A zone file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -127,11 +132,8 @@ pub enum LineProblem {
         shown(text)
     )]
     GenerateExtra { text: String },
-    #[error(
-        "$GENERATE would make {count} records in this file; at most {} are allowed",
-        super::generate::MAX_GENERATED
-    )]
-    GenerateTooMany { count: u64 },
+    #[error("$GENERATE would make {count} records in this file; at most {limit} are allowed")]
+    GenerateTooMany { count: u64, limit: u64 },
     /// A record that a `$GENERATE` line made for `value` is wrong.
     #[error("$GENERATE, for {value}: {problem}")]
     Generated {

@@ -17,7 +17,7 @@
 //! typing slip cannot make the server build billions of records; values above `i32::MAX` are
 //! refused, as bind9 refuses them.
 
-use super::LineProblem;
+use super::error::LineProblem;
 
 /// The most records the `$GENERATE` lines of one zone file may make together.
 pub(crate) const MAX_GENERATED: u64 = 65_536;
