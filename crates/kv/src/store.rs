@@ -1345,6 +1345,24 @@ mod tests {
         async move { store.write(|core, _, _| core.put(&req)).await.map(drop) }
     }
 
+    /// A store in a directory of its own, its redb backend given a failure switch, holding the
+    /// key `before`.
+    async fn opened_with_a_key() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        Store,
+        std::thread::JoinHandle<()>,
+        Inject,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        let inject = Inject::default();
+        let (store, handle) =
+            Store::open_with(&path, Limits::default(), 0, inject.clone()).unwrap();
+        put(&store, "before").await.unwrap();
+        (dir, path, store, handle, inject)
+    }
+
     fn has(store: &Store, key: &str) -> bool {
         let st = store.lock();
         st.core.get(key.as_bytes(), st.committed).is_some()
@@ -1356,12 +1374,7 @@ mod tests {
     /// after reopening; no refused one is.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_disk_refuses_writes_then_resumes_by_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kv.redb");
-        let inject = Inject::default();
-        let (store, handle) =
-            Store::open_with(&path, Limits::default(), 0, inject.clone()).unwrap();
-        put(&store, "before").await.unwrap();
+        let (_dir, path, store, handle, inject) = opened_with_a_key().await;
         // A watcher from before the failure gets the events after it.
         let (watch_tx, mut watch_rx) = watch_channel(1 << 30);
         let stream = store.new_stream();
@@ -1453,12 +1466,7 @@ mod tests {
     /// A failed sync is never taken for a full disk: the store stays closed to writes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_sync_refuses_writes_until_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kv.redb");
-        let inject = Inject::default();
-        let (store, handle) =
-            Store::open_with(&path, Limits::default(), 0, inject.clone()).unwrap();
-        put(&store, "before").await.unwrap();
+        let (_dir, _path, store, handle, inject) = opened_with_a_key().await;
         *inject.lock().unwrap() = Some(Injected::SyncFails);
         let deadline = Instant::now() + Duration::from_secs(10);
         let refusal = 'refused: {
