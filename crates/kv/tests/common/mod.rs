@@ -205,18 +205,31 @@ impl Etcd {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
+        // A member name and advertised peer URL given in `flags` replace
+        // ours (the peer URL is only advertised: etcd still listens on a
+        // free port, and a one-member cluster never dials its own).
+        let mut name = "compat".to_string();
+        let mut advertised = peer_url.clone();
+        let mut rest = Vec::new();
+        for flag in flags {
+            match flag.split_once('=') {
+                Some(("--name", v)) => name = v.to_string(),
+                Some(("--initial-advertise-peer-urls", v)) => advertised = v.to_string(),
+                _ => rest.push(flag.clone()),
+            }
+        }
         let log = std::fs::File::create(tmp.path().join("etcd.log")).expect("log file");
         let mut command = Command::new("etcd");
         command
-            .args(["--name", "compat"])
+            .args(["--name", &name])
             .arg("--data-dir")
             .arg(tmp.path().join("data"))
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("compat={peer_url}")])
-            .args(flags);
+            .args(["--initial-advertise-peer-urls", &advertised])
+            .args(["--initial-cluster", &format!("{name}={advertised}")])
+            .args(&rest);
         if let Some((certs, clients)) = tls {
             command
                 .arg("--cert-file")
@@ -503,7 +516,10 @@ pub enum Server {
 ///   purpose, each explained in the file's header too.
 ///
 /// In expected output `{name}` captures a word-like token (and later uses
-/// must match it; commands may use it too) and `{*}` matches anything.
+/// must match it; commands may use it too) and `{*}` matches anything;
+/// `{endpoint}` is set before the first step to the server's endpoint.
+/// A `# server: FLAGS` line gives both servers etcd flags (see
+/// [`case_server_flags`]).
 pub fn parse_case(text: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -566,10 +582,7 @@ fn match_line(expected: &str, actual: &str, vars: &mut HashMap<String, String>) 
     let mut rest = actual;
     let mut pattern = expected;
     loop {
-        let Some(open) = pattern.find('{') else {
-            return rest == pattern;
-        };
-        let Some(close) = pattern[open..].find('}').map(|c| c + open) else {
+        let Some((open, close)) = placeholder(pattern) else {
             return rest == pattern;
         };
         let (lit, name) = (&pattern[..open], &pattern[open + 1..close]);
@@ -579,7 +592,7 @@ fn match_line(expected: &str, actual: &str, vars: &mut HashMap<String, String>) 
         rest = r;
         pattern = &pattern[close + 1..];
         // The capture runs to the next literal text (or the end of line).
-        let next_lit = pattern.split('{').next().unwrap_or("");
+        let next_lit = &pattern[..placeholder(pattern).map_or(pattern.len(), |(o, _)| o)];
         let end = if next_lit.is_empty() {
             if pattern.is_empty() {
                 rest.len()
@@ -607,6 +620,25 @@ fn match_line(expected: &str, actual: &str, vars: &mut HashMap<String, String>) 
     }
 }
 
+/// Where the first placeholder in `pattern` opens and closes: `{*}` or
+/// `{NAME}` with NAME of letters, digits and `_`. Other braces (JSON's) are
+/// literal text.
+fn placeholder(pattern: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(open) = pattern[from..].find('{').map(|o| o + from) {
+        let inner_end = pattern[open + 1..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '*'))
+            .map_or(pattern.len(), |e| e + open + 1);
+        let inner = &pattern[open + 1..inner_end];
+        let named = inner == "*" || (!inner.is_empty() && !inner.contains('*'));
+        if named && pattern[inner_end..].starts_with('}') {
+            return Some((open, inner_end));
+        }
+        from = open + 1;
+    }
+    None
+}
+
 fn substitute(cmd: &str, vars: &HashMap<String, String>) -> String {
     let mut out = cmd.to_string();
     for (k, v) in vars {
@@ -619,7 +651,8 @@ fn substitute(cmd: &str, vars: &HashMap<String, String>) -> String {
 /// description of every mismatch (empty when all steps matched).
 pub fn run_case(name: &str, text: &str, target: impl Into<Target>, server: Server) -> Vec<String> {
     let target = target.into();
-    let mut vars = HashMap::new();
+    // `{endpoint}` is the server's, as etcdctl is given it.
+    let mut vars = HashMap::from([("endpoint".to_string(), target.endpoint.clone())]);
     let mut failures = Vec::new();
     for step in parse_case(text) {
         let expected = match (server, &step.etcd_expected) {
@@ -671,6 +704,10 @@ pub fn options_for_flags(flags: &[String]) -> KvOptions {
             }
             "--max-request-bytes" => {
                 options.max_request_bytes = value.parse().expect("--max-request-bytes=N");
+            }
+            "--name" => options.name = value.to_string(),
+            "--initial-advertise-peer-urls" => {
+                options.peer_urls = value.split(',').map(str::to_string).collect();
             }
             other => panic!("no torc kv option for etcd's {other}"),
         }
