@@ -1,6 +1,6 @@
 //! How a Range picks, orders and pages its answer, as etcd 3.4's server
-//! does (its `Range` applier), written from its documented behaviour and
-//! checked against a real etcd 3.4 by `tests/cases/sort_limit.case`.
+//! does (its `Range` applier), checked against a real etcd 3.4 by
+//! `tests/cases/sort_limit.case` and `tests/compat.rs`.
 //!
 //! etcd's rules, which this module keeps:
 //! - The store yields keys in ascending key order. When the request asks
@@ -17,11 +17,11 @@
 //! - Equal sort values keep their key order, in `DESCEND` too (etcd sorts
 //!   with the comparison reversed, not the result).
 //!
-//! What it is not: a copy of Go's unstable sort. For more than 12 keys
-//! with equal sort values, etcd's order among them (and with a limit, which
-//! of them are kept) is an artifact of Go's pattern-defeating quicksort;
-//! torc keeps key order there, as etcd itself does up to 12 keys (where Go
-//! sorts by insertion, which is stable).
+//! What it is not: a copy of Go's unstable sort. When more than 12 keys
+//! are sorted and some share a sort value, etcd's order among those (and
+//! with a limit, which of them are kept) is an artifact of Go's
+//! pattern-defeating quicksort; torc keeps key order there, as etcd itself
+//! does for up to 12 keys (which Go sorts by insertion, a stable sort).
 //! TODO-correctness: match that tie order too, if a client ever relies on it.
 
 use crate::proto::etcdserverpb as pb;
@@ -104,5 +104,79 @@ impl RangeOrder {
         let cut = kvs.len() > self.limit;
         kvs.truncate(self.limit);
         cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, version: i64, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.as_bytes().to_vec().into(),
+            version,
+            value: value.as_bytes().to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn order(target: SortTarget, order: SortOrder, limit: i64) -> RangeOrder {
+        RangeOrder::of(&pb::RangeRequest {
+            sort_target: target as i32,
+            sort_order: order as i32,
+            limit,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn what_is_fetched_and_sorted() {
+        use SortOrder::{Ascend, Descend, None};
+        use SortTarget::{Key, Value};
+        // By key ascending, or no order: the first limit + 1, unsorted.
+        for o in [order(Key, None, 2), order(Key, Ascend, 2)] {
+            assert!(!o.sorts());
+        }
+        assert_eq!(order(Key, None, 2).fetch(), 3);
+        // Another target with no order: sorted, but from limit + 1 keys.
+        let o = order(Value, None, 2);
+        assert!(o.sorts());
+        assert_eq!(o.fetch(), 3);
+        // An order asked for: everything, then sorted.
+        assert_eq!(order(Value, Ascend, 2).fetch(), usize::MAX);
+        assert_eq!(order(Key, Descend, 2).fetch(), usize::MAX);
+        // A revision filter fetches everything too.
+        let filtered = RangeOrder::of(&pb::RangeRequest {
+            min_mod_revision: 3,
+            limit: 2,
+            ..Default::default()
+        });
+        assert_eq!(filtered.fetch(), usize::MAX);
+        assert_eq!(order(Value, None, 0).fetch(), usize::MAX);
+    }
+
+    #[test]
+    fn ties_keep_key_order_both_ways() {
+        let (a, b, c, d) = (
+            kv("a", 1, "y"),
+            kv("b", 2, "x"),
+            kv("c", 1, "y"),
+            kv("d", 2, "z"),
+        );
+        let keys = |kvs: &[&KeyValue]| {
+            kvs.iter()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut kvs = vec![&a, &b, &c, &d];
+        assert!(!order(SortTarget::Version, SortOrder::Descend, 0).sort_and_cut(&mut kvs));
+        assert_eq!(keys(&kvs), "b,d,a,c");
+        let mut kvs = vec![&a, &b, &c, &d];
+        assert!(order(SortTarget::Value, SortOrder::Descend, 3).sort_and_cut(&mut kvs));
+        assert_eq!(keys(&kvs), "d,a,c");
+        let mut kvs = vec![&a, &b, &c, &d];
+        assert!(order(SortTarget::Version, SortOrder::Ascend, 3).sort_and_cut(&mut kvs));
+        assert_eq!(keys(&kvs), "a,c,b");
     }
 }
