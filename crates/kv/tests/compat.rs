@@ -181,9 +181,14 @@ fn grpc_ranges_and_nested_txns_match() {
     let from_etcd = rt.block_on(grpc_session(&etcd.endpoint));
     let from_torc = rt.block_on(grpc_session(&torc.endpoint));
     assert_eq!(from_etcd.len(), from_torc.len());
-    for (e, t) in from_etcd.iter().zip(&from_torc) {
-        assert_eq!(t, e, "torc (left) and etcd (right) differ");
-    }
+    let differences: Vec<String> = from_etcd
+        .iter()
+        .zip(&from_torc)
+        .enumerate()
+        .filter(|(_, (e, t))| e != t)
+        .map(|(i, (e, t))| format!("answer {i}\n  etcd: {e}\n  torc: {t}"))
+        .collect();
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
     // The session exercised what it is about.
     assert!(from_etcd.iter().any(|r| r.contains("more: true")));
     assert!(from_etcd.iter().any(|r| r.contains("duplicate key")));
