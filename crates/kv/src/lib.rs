@@ -8,8 +8,9 @@
 //!
 //! Code map:
 //! - [`mvcc`]: the data model (revisions, versions, tombstones, txn, leases,
-//!   compaction) as a pure in-memory core with no I/O, and its bounds (the
-//!   storage quota and its alarm, a Range's answer).
+//!   compaction) as a pure in-memory core with no I/O, its bounds (the
+//!   storage quota and its alarm, a Range's answer), and etcd 3.4's rules
+//!   for a Range's order and limit and for keys written twice in a txn.
 //! - [`auth`]: etcd's authentication and authorization (users, roles,
 //!   key-range permissions, the root user; tokens; bcrypt passwords), the
 //!   rules pure, checked by every service.

@@ -31,6 +31,10 @@
 //! - While the NOSPACE alarm is raised, no write adds data (put, a txn that
 //!   may put, lease grant); one that would bring `space_in_use` to the
 //!   quota is refused and the caller raises the alarm.
+//! - A Range picks, orders and pages its answer by etcd 3.4's rules
+//!   (`order`); a txn never writes one key twice, by etcd's rule
+//!   (`duplicates`); each response inside a txn carries the revision
+//!   etcd gives it (`set_op_header`).
 //! - No Range (nor a txn's ranges together) answers more than
 //!   [`Limits::max_range_keys`] keys or [`Limits::max_range_bytes`] bytes
 //!   of keys and values; a refused Range copies nothing.
@@ -47,10 +51,13 @@ use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{Event, KeyValue, event::EventType};
 
 mod bounds;
+mod duplicates;
+mod order;
 
 pub(crate) use bounds::txn_cost;
 pub use bounds::{DEFAULT_MAX_RANGE_BYTES, DEFAULT_MAX_RANGE_KEYS, DEFAULT_QUOTA_BYTES, Limits};
 use bounds::{LEASE_OVERHEAD, RangeBudget, put_cost, version_cost};
+use order::RangeOrder;
 
 /// etcd's largest lease TTL, in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -443,22 +450,8 @@ impl Core {
         rev: i64,
         budget: &mut RangeBudget,
     ) -> Result<(Vec<&'a KeyValue>, i64, bool), EtcdError> {
-        use pb::range_request::{SortOrder, SortTarget};
-        let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
-        let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
-        if target != SortTarget::Key && order == SortOrder::None {
-            // etcd: results come key-ascending, so only a non-key target
-            // implies sorting.
-            order = SortOrder::Ascend;
-        }
-        let needs_sort = !(order == SortOrder::None
-            || (target == SortTarget::Key && order == SortOrder::Ascend));
-        let limit = if req.limit > 0 {
-            usize::try_from(req.limit).unwrap_or(usize::MAX)
-        } else {
-            usize::MAX
-        };
-
+        let order = RangeOrder::of(req);
+        let (fetch, sorts) = (order.fetch(), order.sorts());
         let mut count: i64 = 0;
         let mut matched = 0usize;
         let mut kvs: Vec<&KeyValue> = Vec::new();
@@ -477,31 +470,33 @@ impl Core {
                 continue;
             }
             matched += 1;
-            if req.count_only || (!needs_sort && kvs.len() >= limit) {
+            if req.count_only {
                 continue;
             }
-            if !needs_sort {
-                budget.take(answer_bytes(kv), &self.limits)?;
+            if !sorts {
+                // Already in answer order: measure as it is gathered.
+                if kvs.len() < order.limit {
+                    budget.take(answer_bytes(kv), &self.limits)?;
+                    kvs.push(kv);
+                }
+            } else if kvs.len() < fetch {
+                kvs.push(kv);
             }
-            kvs.push(kv);
         }
-        if needs_sort {
-            match target {
-                SortTarget::Key => {}
-                SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-                SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-                SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-                SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-            }
-            if order == SortOrder::Descend {
-                kvs.reverse();
-            }
-            kvs.truncate(limit);
+        if req.count_only {
+            // As etcd: no keys, so nothing was cut.
+            return Ok((Vec::new(), count, false));
+        }
+        let more = if sorts {
+            let cut = order.sort_and_cut(&mut kvs);
             for kv in &kvs {
                 budget.take(answer_bytes(kv), &self.limits)?;
             }
-        }
-        Ok((kvs, count, matched > limit))
+            cut
+        } else {
+            matched > order.limit
+        };
+        Ok((kvs, count, more))
     }
 
     // ---- writes ----
@@ -716,7 +711,6 @@ impl Core {
         &self,
         req: &pb::TxnRequest,
         path: &mut Vec<bool>,
-        writes: &mut Vec<KeyRange>,
         budget: &mut RangeBudget,
     ) -> Result<(), EtcdError> {
         let max = self.limits.max_txn_ops;
@@ -747,30 +741,12 @@ impl Core {
                     };
                     self.range_refs(r, rev, budget)?;
                 }
-                Some(Request::RequestPut(p)) => {
-                    self.check_put(p)?;
-                    let range = KeyRange::new(p.key.clone(), Bytes::new());
-                    if writes.iter().any(|w| w.contains(&p.key)) {
-                        return Err(EtcdError::DuplicateKey);
-                    }
-                    writes.push(range);
+                Some(Request::RequestPut(p)) => self.check_put(p)?,
+                Some(Request::RequestDeleteRange(d)) if d.key.is_empty() => {
+                    return Err(EtcdError::EmptyKey);
                 }
-                Some(Request::RequestDeleteRange(d)) => {
-                    if d.key.is_empty() {
-                        return Err(EtcdError::EmptyKey);
-                    }
-                    let range = KeyRange::new(d.key.clone(), d.range_end.clone());
-                    // A put inside a range deleted by the same txn is
-                    // ambiguous; etcd refuses it.
-                    if writes
-                        .iter()
-                        .any(|w| w.end.is_empty() && range.contains(&w.key))
-                    {
-                        return Err(EtcdError::DuplicateKey);
-                    }
-                    writes.push(range);
-                }
-                Some(Request::RequestTxn(t)) => self.plan_txn(t, path, writes, budget)?,
+                Some(Request::RequestDeleteRange(_)) => {}
+                Some(Request::RequestTxn(t)) => self.plan_txn(t, path, budget)?,
                 None => {}
             }
         }
@@ -783,15 +759,16 @@ impl Core {
         if cost > 0 {
             self.check_space(cost)?;
         }
+        // The server checks it with the request's shape, before auth, as
+        // etcd; checked again here for every other caller.
+        duplicates::check_duplicates(req)?;
         let mut path = Vec::new();
         let mut budget = RangeBudget::of(&self.limits);
-        self.plan_txn(req, &mut path, &mut Vec::new(), &mut budget)?;
+        self.plan_txn(req, &mut path, &mut budget)?;
         let mut ctx = self.begin();
         let mut path = path.into_iter();
         let response = self.apply_txn(&mut ctx, req, &mut path);
         let mutations: Vec<Mutation> = self.finish(ctx).into_iter().collect();
-        let mut response = response;
-        set_sub_headers(&mut response, self.revision);
         Ok(Outcome {
             response,
             mutations,
@@ -830,6 +807,8 @@ impl Core {
                 }
                 None => None,
             };
+            let mut response = response;
+            set_op_header(&mut response, ctx);
             responses.push(pb::ResponseOp { response });
         }
         pb::TxnResponse {
@@ -1062,6 +1041,12 @@ pub fn check_put_shape(req: &pb::PutRequest) -> Result<(), EtcdError> {
 /// keys. (Which keys collide depends on the branch taken; the core checks
 /// that on the path it takes.)
 pub fn check_txn_shape(req: &pb::TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+    check_txn_ops(req, max_ops)?;
+    duplicates::check_duplicates(req)
+}
+
+/// [`check_txn_shape`] but for keys written twice.
+fn check_txn_ops(req: &pb::TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
     use pb::request_op::Request;
     let ops = req
         .compare
@@ -1081,7 +1066,7 @@ pub fn check_txn_shape(req: &pb::TxnRequest, max_ops: usize) -> Result<(), EtcdE
             Some(Request::RequestDeleteRange(d)) if d.key.is_empty() => {
                 return Err(EtcdError::EmptyKey);
             }
-            Some(Request::RequestTxn(t)) => check_txn_shape(t, max_ops - ops)?,
+            Some(Request::RequestTxn(t)) => check_txn_ops(t, max_ops - ops)?,
             _ => {}
         }
     }
@@ -1149,26 +1134,30 @@ fn compare_kv(c: &pb::Compare, target: pb::compare::CompareTarget, kv: &KeyValue
     }
 }
 
-/// Nested responses carry a header with the txn's revision, as in etcd.
-fn set_sub_headers(resp: &mut pb::TxnResponse, revision: i64) {
+/// The header of one response inside a txn, as etcd 3.4 sets it: only a
+/// revision, the one the txn's view of the store had once the operation
+/// was done: the revision before the txn, or the txn's own once anything in
+/// it changed a key (so a range before the txn's first write, or a delete
+/// that deleted nothing before it, carries the old revision). A nested
+/// txn's own header is present but empty; the responses in it follow the
+/// rule.
+fn set_op_header(response: &mut Option<pb::response_op::Response>, ctx: &WriteCtx) {
     use pb::response_op::Response;
-    let header = || {
-        Some(pb::ResponseHeader {
-            revision,
-            ..Default::default()
-        })
+    let revision = if ctx.events.is_empty() {
+        ctx.rev - 1
+    } else {
+        ctx.rev
     };
-    for op in &mut resp.responses {
-        match &mut op.response {
-            Some(Response::ResponseRange(r)) => r.header = header(),
-            Some(Response::ResponsePut(r)) => r.header = header(),
-            Some(Response::ResponseDeleteRange(r)) => r.header = header(),
-            Some(Response::ResponseTxn(t)) => {
-                t.header = header();
-                set_sub_headers(t, revision);
-            }
-            None => {}
-        }
+    let header = Some(pb::ResponseHeader {
+        revision,
+        ..Default::default()
+    });
+    match response {
+        Some(Response::ResponseRange(r)) => r.header = header,
+        Some(Response::ResponsePut(r)) => r.header = header,
+        Some(Response::ResponseDeleteRange(r)) => r.header = header,
+        Some(Response::ResponseTxn(t)) => t.header = Some(pb::ResponseHeader::default()),
+        None => {}
     }
 }
 

@@ -41,8 +41,13 @@ pub const DB_FILE: &str = "kv.redb";
 /// Tunables; `Default` matches etcd's defaults where etcd has one.
 #[derive(Clone, Debug)]
 pub struct KvOptions {
-    /// Member name reported by MemberList.
+    /// Member name reported by MemberList (etcd's `--name`).
     pub name: String,
+    /// The peer URLs MemberList reports (etcd's
+    /// `--initial-advertise-peer-urls`). torc kv has no peers and listens on
+    /// none of them; they are reported so that tools reading the member
+    /// list see what an etcd member shows.
+    pub peer_urls: Vec<String>,
     /// Automatic compaction keeps this many latest revisions readable (0:
     /// never compact automatically). It runs in small steps after every
     /// commit, so older revisions are dropped as soon as they leave the window.
@@ -116,6 +121,8 @@ impl Default for KvOptions {
         let accept = torc_tls::AcceptOptions::default();
         KvOptions {
             name: "torc-kv".into(),
+            // etcd's default.
+            peer_urls: vec!["http://localhost:2380".into()],
             retain_revisions: 10_000,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
@@ -435,7 +442,7 @@ impl Services {
         pb::Member {
             id: self.store.shared.member_id,
             name: self.options.name.clone(),
-            peer_ur_ls: vec![self.advertise_url.to_string()],
+            peer_ur_ls: self.options.peer_urls.clone(),
             client_ur_ls: vec![self.advertise_url.to_string()],
             is_learner: false,
         }

@@ -78,8 +78,10 @@ use crate::storage::{Loaded, Storage};
 use crate::wal::Wal;
 use crate::watch_wire::EncodedWatchResponse;
 
-/// etcd reports a raft term; a single node never changes leader.
-pub const RAFT_TERM: u64 = 1;
+/// etcd reports a raft term; a single node never changes leader. A new
+/// one-member etcd reports 2 (it elects itself in its first term change),
+/// and so does torc kv.
+pub const RAFT_TERM: u64 = 2;
 /// Most requests drained into one commit.
 const MAX_BATCH: usize = 4096;
 /// Most log records waiting for the apply thread; past this the commit thread

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lines, Server, TorcKv, WATCH_EXPECTED, case_files, etcdctl, run_case, watch_session};
+use common::{
+    Lines, Server, Target, TorcKv, WATCH_EXPECTED, case_files, etcdctl, run_case, watch_session,
+};
 use torc_kv::KvOptions;
 
 #[test]
@@ -320,5 +322,59 @@ fn endpoint_status_accepts_a_url_endpoint() {
     assert_eq!(
         etcdctl(&url, &["get", "k", "--print-value-only"], None),
         "v\n"
+    );
+}
+
+/// etcd lets one txn delete `--from-key` and put a key inside that range
+/// (see `mvcc::duplicates`), so one revision may change a key twice; every
+/// revision reads, and replays to a watch, the same after a restart.
+#[test]
+fn a_key_changed_twice_in_one_revision_survives_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut kv = TorcKv::start_in(dir.path(), KvOptions::default());
+    let e = kv.endpoint.clone();
+    assert_eq!(etcdctl(&e, &["put", "k1", "1"], None), "OK\n");
+    let txn = |e: &str, ops: &str| etcdctl(e, &["txn"], Some(&format!("\n{ops}\n\n\n")));
+    assert_eq!(
+        txn(&e, "del k --from-key\nput k2 2"),
+        "SUCCESS\n\n1\n\nOK\n"
+    );
+    assert_eq!(
+        txn(&e, "put k3 3\ndel k2 --from-key"),
+        "SUCCESS\n\nOK\n\n2\n"
+    );
+    assert_eq!(etcdctl(&e, &["put", "k4", "4"], None), "OK\n");
+    let reads = |e: &str| -> Vec<String> {
+        (1..=5)
+            .map(|rev| etcdctl(e, &["get", "k", "--prefix", &format!("--rev={rev}")], None))
+            .collect()
+    };
+    let before = reads(&e);
+    assert_eq!(before[2], "k2\n2\n");
+    assert_eq!(before[3], "");
+    let watch = |e: &str| {
+        let mut child = Target::from(e)
+            .command()
+            .args(["watch", "k", "--prefix", "--rev=1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcdctl watch");
+        let lines = Lines::new(child.stdout.take().expect("stdout"));
+        let got = lines.take(7 * 3, Duration::from_secs(10));
+        let _ = child.kill();
+        let _ = child.wait();
+        got
+    };
+    let events = watch(&e);
+    kv.stop();
+
+    let kv = TorcKv::start_in(dir.path(), KvOptions::default());
+    assert_eq!(reads(&kv.endpoint), before);
+    assert_eq!(watch(&kv.endpoint), events);
+    // As etcd 3.4 replays them (a DELETE's value line is empty).
+    assert_eq!(
+        events.join(" "),
+        "PUT k1 1 DELETE k1  PUT k2 2 PUT k3 3 DELETE k2  DELETE k3  PUT k4 4"
     );
 }

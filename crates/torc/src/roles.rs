@@ -748,6 +748,13 @@ pub struct KvArgs {
     /// with TLS).
     #[arg(long)]
     advertise_url: Option<String>,
+    /// The member name `member list` reports, as etcd's `--name`.
+    #[arg(long, default_value = "torc-kv")]
+    name: String,
+    /// The peer URLs `member list` reports (comma-separated), as etcd's
+    /// `--initial-advertise-peer-urls`; kv has no peers and listens on none of them.
+    #[arg(long, value_delimiter = ',', default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: Vec<String>,
     /// Serve over TLS only, with this certificate (PEM, chain first), as etcd's `--cert-file`.
     #[arg(long, requires = "key_file")]
     cert_file: Option<PathBuf>,
@@ -811,6 +818,8 @@ pub struct KvArgs {
 pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
     init_tracing("info");
     let options = torc_kv::KvOptions {
+        name: args.name,
+        peer_urls: args.initial_advertise_peer_urls,
         retain_revisions: args.retain_revisions,
         auth_token_ttl: Duration::from_secs(args.auth_token_ttl),
         quota_backend_bytes: match args.quota_backend_bytes {

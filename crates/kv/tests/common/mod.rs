@@ -1,6 +1,7 @@
 //! Test harness: torc kv in-process on a free port, a real etcd in a temp
 //! dir, either of them over TLS with certificates from a test CA, the real
-//! `etcdctl`, and the runner for data-driven case files.
+//! `etcdctl`, and the runner for data-driven case files (which blesses them
+//! with a real etcd's output under `UPDATE_EXPECT=1`, see [`run_case`]).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -205,18 +206,31 @@ impl Etcd {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
+        // A member name and advertised peer URL given in `flags` replace
+        // ours (the peer URL is only advertised: etcd still listens on a
+        // free port, and a one-member cluster never dials its own).
+        let mut name = "compat".to_string();
+        let mut advertised = peer_url.clone();
+        let mut rest = Vec::new();
+        for flag in flags {
+            match flag.split_once('=') {
+                Some(("--name", v)) => name = v.to_string(),
+                Some(("--initial-advertise-peer-urls", v)) => advertised = v.to_string(),
+                _ => rest.push(flag.clone()),
+            }
+        }
         let log = std::fs::File::create(tmp.path().join("etcd.log")).expect("log file");
         let mut command = Command::new("etcd");
         command
-            .args(["--name", "compat"])
+            .args(["--name", &name])
             .arg("--data-dir")
             .arg(tmp.path().join("data"))
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("compat={peer_url}")])
-            .args(flags);
+            .args(["--initial-advertise-peer-urls", &advertised])
+            .args(["--initial-cluster", &format!("{name}={advertised}")])
+            .args(&rest);
         if let Some((certs, clients)) = tls {
             command
                 .arg("--cert-file")
@@ -479,6 +493,10 @@ pub struct Step {
     pub expected: Vec<String>,
     /// What a real etcd 3.4 prints instead, where it differs on purpose.
     pub etcd_expected: Option<Vec<String>>,
+    /// The file's lines (0-based, end exclusive) that hold `expected`, and
+    /// those that hold `etcd_expected`: what blessing replaces.
+    pub expected_lines: std::ops::Range<usize>,
+    pub etcd_lines: Option<std::ops::Range<usize>>,
 }
 
 /// Which server a case runs against.
@@ -503,7 +521,10 @@ pub enum Server {
 ///   purpose, each explained in the file's header too.
 ///
 /// In expected output `{name}` captures a word-like token (and later uses
-/// must match it; commands may use it too) and `{*}` matches anything.
+/// must match it; commands may use it too) and `{*}` matches anything;
+/// `{endpoint}` is set before the first step to the server's endpoint.
+/// A `# server: FLAGS` line gives both servers etcd flags (see
+/// [`case_server_flags`]).
 pub fn parse_case(text: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -517,6 +538,8 @@ pub fn parse_case(text: &str) -> Vec<Step> {
                 stdin: None,
                 expected: Vec::new(),
                 etcd_expected: None,
+                expected_lines: i + 1..i + 1,
+                etcd_lines: None,
             });
             continue;
         }
@@ -528,10 +551,15 @@ pub fn parse_case(text: &str) -> Vec<Step> {
             );
             continue;
         };
+        let output_ends_here = !line.trim().is_empty();
         if let Some(etcd) = &mut step.etcd_expected {
             etcd.push(line.to_string());
+            if let Some(lines) = step.etcd_lines.as_mut().filter(|_| output_ends_here) {
+                lines.end = i + 1;
+            }
         } else if line == "@etcd" || line.starts_with("@etcd ") {
             step.etcd_expected = Some(Vec::new());
+            step.etcd_lines = Some(i + 1..i + 1);
         } else if let Some(n) = line
             .strip_prefix("<* ")
             .filter(|_| step.expected.is_empty())
@@ -543,12 +571,17 @@ pub fn parse_case(text: &str) -> Vec<Step> {
             step.stdin
                 .get_or_insert_with(String::new)
                 .push_str(&"x".repeat(n));
+            step.expected_lines = i + 1..i + 1;
         } else if step.expected.is_empty() && (line == "<" || line.starts_with("< ")) {
             let input = step.stdin.get_or_insert_with(String::new);
             input.push_str(line.get(2..).unwrap_or(""));
             input.push('\n');
+            step.expected_lines = i + 1..i + 1;
         } else {
             step.expected.push(line.to_string());
+            if output_ends_here {
+                step.expected_lines.end = i + 1;
+            }
         }
     }
     for step in &mut steps {
@@ -566,10 +599,7 @@ fn match_line(expected: &str, actual: &str, vars: &mut HashMap<String, String>) 
     let mut rest = actual;
     let mut pattern = expected;
     loop {
-        let Some(open) = pattern.find('{') else {
-            return rest == pattern;
-        };
-        let Some(close) = pattern[open..].find('}').map(|c| c + open) else {
+        let Some((open, close)) = placeholder(pattern) else {
             return rest == pattern;
         };
         let (lit, name) = (&pattern[..open], &pattern[open + 1..close]);
@@ -579,7 +609,7 @@ fn match_line(expected: &str, actual: &str, vars: &mut HashMap<String, String>) 
         rest = r;
         pattern = &pattern[close + 1..];
         // The capture runs to the next literal text (or the end of line).
-        let next_lit = pattern.split('{').next().unwrap_or("");
+        let next_lit = &pattern[..placeholder(pattern).map_or(pattern.len(), |(o, _)| o)];
         let end = if next_lit.is_empty() {
             if pattern.is_empty() {
                 rest.len()
@@ -607,6 +637,25 @@ fn match_line(expected: &str, actual: &str, vars: &mut HashMap<String, String>) 
     }
 }
 
+/// Where the first placeholder in `pattern` opens and closes: `{*}` or
+/// `{NAME}` with NAME of letters, digits and `_`. Other braces (JSON's) are
+/// literal text.
+fn placeholder(pattern: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(open) = pattern[from..].find('{').map(|o| o + from) {
+        let inner_end = pattern[open + 1..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '*'))
+            .map_or(pattern.len(), |e| e + open + 1);
+        let inner = &pattern[open + 1..inner_end];
+        let named = inner == "*" || (!inner.is_empty() && !inner.contains('*'));
+        if named && pattern[inner_end..].starts_with('}') {
+            return Some((open, inner_end));
+        }
+        from = open + 1;
+    }
+    None
+}
+
 fn substitute(cmd: &str, vars: &HashMap<String, String>) -> String {
     let mut out = cmd.to_string();
     for (k, v) in vars {
@@ -617,9 +666,20 @@ fn substitute(cmd: &str, vars: &HashMap<String, String>) -> String {
 
 /// Runs a case file against `target`, which is `server`; returns a
 /// description of every mismatch (empty when all steps matched).
+///
+/// With `UPDATE_EXPECT=1` in the environment, a run against a real etcd
+/// blesses: each mismatched step's expected output (its `@etcd` part if it
+/// has one) is replaced in the case file by what etcd printed, with the
+/// endpoint and the cluster and member ids written as placeholders
+/// (`{endpoint}`, `{cluster}`, `{member}`, `{hexid}`). Steps that match are
+/// left as written. Read the diff before committing it.
 pub fn run_case(name: &str, text: &str, target: impl Into<Target>, server: Server) -> Vec<String> {
     let target = target.into();
-    let mut vars = HashMap::new();
+    let bless = server == Server::Etcd && std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1");
+    let ids = if bless { server_ids(&target) } else { None };
+    let mut blessed = Vec::new();
+    // `{endpoint}` is the server's, as etcdctl is given it.
+    let mut vars = HashMap::from([("endpoint".to_string(), target.endpoint.clone())]);
     let mut failures = Vec::new();
     for step in parse_case(text) {
         let expected = match (server, &step.etcd_expected) {
@@ -639,7 +699,14 @@ pub fn run_case(name: &str, text: &str, target: impl Into<Target>, server: Serve
                 .iter()
                 .zip(&actual)
                 .all(|(e, a)| match_line(e, a, &mut vars));
-        if !matched {
+        if !matched && bless {
+            let lines = step
+                .etcd_lines
+                .clone()
+                .unwrap_or(step.expected_lines.clone());
+            let text = actual.iter().map(|l| placeholders(l, &target, ids));
+            blessed.push((lines, text.collect::<Vec<_>>()));
+        } else if !matched {
             failures.push(format!(
                 "{name}:{} `$ {cmd}` ({server:?})\n--- expected\n{}\n--- actual\n{}",
                 step.line,
@@ -648,7 +715,43 @@ pub fn run_case(name: &str, text: &str, target: impl Into<Target>, server: Serve
             ));
         }
     }
+    if !blessed.is_empty() {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        for (range, new) in blessed.into_iter().rev() {
+            lines.splice(range, new);
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write the blessed case");
+        failures.push(format!("{name}: blessed with etcd's output; rerun"));
+    }
     failures
+}
+
+/// The server's cluster and member ids, from `member list` (None if it
+/// cannot be asked, e.g. over TLS without a client certificate).
+fn server_ids(target: &Target) -> Option<(u64, u64)> {
+    let json = etcdctl(target, &["member", "list", "-w", "json"], None);
+    let number = |field: &str| -> Option<u64> {
+        let at = json.find(field)? + field.len();
+        let digits: String = json[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    Some((number("\"cluster_id\":")?, number("\"member_id\":")?))
+}
+
+/// An output line with the server's endpoint and ids as placeholders.
+fn placeholders(line: &str, target: &Target, ids: Option<(u64, u64)>) -> String {
+    let mut line = line.replace(&target.endpoint, "{endpoint}");
+    if let Some((cluster, member)) = ids {
+        line = line
+            .replace(&cluster.to_string(), "{cluster}")
+            .replace(&member.to_string(), "{member}")
+            .replace(&format!("{member:x}"), "{hexid}");
+    }
+    line
 }
 
 /// The server flags a case file asks for on a `# server: FLAGS` line
@@ -672,6 +775,10 @@ pub fn options_for_flags(flags: &[String]) -> KvOptions {
             "--max-request-bytes" => {
                 options.max_request_bytes = value.parse().expect("--max-request-bytes=N");
             }
+            "--name" => options.name = value.to_string(),
+            "--initial-advertise-peer-urls" => {
+                options.peer_urls = value.split(',').map(str::to_string).collect();
+            }
             other => panic!("no torc kv option for etcd's {other}"),
         }
     }
@@ -683,20 +790,20 @@ pub fn case_files() -> Vec<(String, String)> {
     case_files_in("tests/cases")
 }
 
-/// Every case file in `dir` (relative to the crate), sorted by name.
-pub fn case_files_in(dir: &str) -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+/// Every case file in `relative` (a directory of the crate), sorted by name.
+/// Each is named by its path relative to the crate.
+pub fn case_files_in(relative: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
     let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
         .expect("tests/cases")
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "case"))
         .map(|p| {
-            let name = p
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+            let name = format!(
+                "{relative}/{}",
+                p.file_name().unwrap_or_default().to_string_lossy()
+            );
             (name, std::fs::read_to_string(&p).expect("read case"))
         })
         .collect();
