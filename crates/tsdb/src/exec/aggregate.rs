@@ -8,64 +8,54 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::error::{ExecResult, QueryError};
 use super::eval::binop;
-use super::functions::{
-    MATH, Pt, SELECTORS, SelectN, TRANSFORMS, agg, is_call_kind, math, select_n, transform,
-    transform_unit,
-};
+use super::functions::{Pt, math, reduce, transform, transform_unit};
+use super::plan::{Interval, Projection, SelectPlan, Shape, TimeRange, TopBottom};
 use super::rows::{Group, RowKey, Rows};
 use super::sources::limit_offset;
+use super::term::{Function, Kind, Term};
 use super::value::Val;
-use crate::influxql::{Dimension, Expr, Field, Fill, Select};
+use crate::influxql::Fill;
 use crate::limits::Budget;
 
-/// The `GROUP BY time(interval, offset)` of a statement, if any.
-pub(super) fn time_dimension(sel: &Select) -> Option<(i64, i64)> {
-    sel.dimensions.iter().find_map(|d| match d {
-        Dimension::Time { interval, offset } => Some((*interval, *offset)),
-        _ => None,
-    })
-}
-
-/// Aggregates one group's rows; `(tmin, tmax, now)` are the statement's time bounds.
+/// Aggregates one group's rows as the plan's shape says (`fields`: its projections).
 pub(super) fn aggregate(
-    sel: &Select,
-    fields: &[Field],
+    plan: &SelectPlan,
+    fields: &[Projection],
     needed: &[String],
     g: &Group<'_>,
     rows: &Rows,
-    (tmin, tmax, now): (i64, i64, i64),
     budget: &Budget,
 ) -> ExecResult<Vec<Vec<Val>>> {
     let a = Agg {
-        sel,
+        plan,
         fields,
         needed,
         g,
         rows,
         budget,
     };
-    let time_dim = time_dimension(sel);
-    // Raw transforms without GROUP BY time.
-    if time_dim.is_none()
-        && let Some(f) = fields.iter().find(|f| is_call_kind(&f.expr, TRANSFORMS))
-    {
-        return a.raw_transform(f);
+    if plan.shape == Shape::RawTransform {
+        return a.raw_transform();
     }
     let Some(first_t) = rows.keys.first().map(|k| k.time) else {
         return Ok(Vec::new());
     };
-    let buckets = Buckets::new(time_dim, (tmin, tmax, now), first_t, budget)?;
-    if let Some(sn) = select_n(fields)? {
-        return a.top_bottom(&sn, &buckets);
+    let buckets = Buckets::new(plan.grouping.interval, plan.time, plan.now, first_t, budget)?;
+    match &plan.shape {
+        Shape::TopBottom(sn) => a.top_bottom(sn, &buckets),
+        Shape::Aggregate { lone_selector } => {
+            let cols = a.columns(&buckets, *lone_selector)?;
+            a.fill(&buckets, cols)
+        }
+        // A raw query has no aggregation (see `select`).
+        Shape::Raw | Shape::RawTransform => Ok(Vec::new()),
     }
-    let cols = a.columns(&buckets)?;
-    a.fill(&buckets, cols)
 }
 
 /// One group's rows and what to compute of them.
 struct Agg<'a> {
-    sel: &'a Select,
-    fields: &'a [Field],
+    plan: &'a SelectPlan,
+    fields: &'a [Projection],
     needed: &'a [String],
     g: &'a Group<'a>,
     rows: &'a Rows,
@@ -81,13 +71,20 @@ struct Buckets {
 impl Buckets {
     /// `first_t`: the group's earliest point, the start when the range has no lower bound.
     fn new(
-        time_dim: Option<(i64, i64)>,
-        (tmin, tmax, now): (i64, i64, i64),
+        interval: Option<Interval>,
+        TimeRange {
+            min: tmin,
+            max: tmax,
+        }: TimeRange,
+        now: i64,
         first_t: i64,
         budget: &Budget,
     ) -> ExecResult<Buckets> {
-        Ok(match time_dim {
-            Some((iv, off)) => {
+        Ok(match interval {
+            Some(Interval {
+                every: iv,
+                offset: off,
+            }) => {
                 let lo = if tmin == i64::MIN { first_t } else { tmin };
                 let hi = if tmax == i64::MAX { now } else { tmax };
                 let b0 = lo - (lo - off).rem_euclid(iv);
@@ -157,24 +154,30 @@ impl Agg<'_> {
     }
 
     /// A transform of a field's points, without GROUP BY time (alone in the statement).
-    fn raw_transform(&self, f: &Field) -> ExecResult<Vec<Vec<Val>>> {
+    fn raw_transform(&self) -> ExecResult<Vec<Vec<Val>>> {
+        let Some((func, args)) = self.fields.iter().find_map(|p| match &p.term {
+            Term::Call { func, args } if func.kind() == Kind::Transform => Some((*func, args)),
+            _ => None,
+        }) else {
+            return Ok(Vec::new());
+        };
         if self.fields.len() != 1 {
             return Err(QueryError::TransformCombined);
         }
-        let Expr::Call { name, args } = f.expr.unparen() else {
-            unreachable!()
+        let Some(Term::Ref(field)) = args.first() else {
+            return Err(QueryError::FieldArgument {
+                name: func.name().to_string(),
+            });
         };
-        let Some(Expr::VarRef(field)) = args.first().map(|a| a.unparen()) else {
-            return Err(QueryError::FieldArgument { name: name.clone() });
-        };
-        let unit = transform_unit(name, args)?;
+        let unit = transform_unit(func, args)?;
         let pts = self.points_of(field);
-        let mut out = transform(name, &pts, unit);
-        if self.sel.descending {
+        let mut out = transform(func, &pts, unit);
+        if self.plan.descending {
             out.reverse();
         }
         let vals = out.into_iter().map(|p| vec![Val::Time(p.t), p.v]).collect();
-        Ok(limit_offset(vals, self.sel.limit, self.sel.offset))
+        let l = &self.plan.limits;
+        Ok(limit_offset(vals, l.limit, l.offset))
     }
 
     fn tag_of(&self, k: &RowKey, tag: &str) -> Val {
@@ -186,10 +189,10 @@ impl Agg<'_> {
     /// top/bottom: the N greatest (least) values of each bucket, ties to the earlier point
     /// (with tag arguments, first the best point of each distinct tag combination), shown in
     /// time order, each at its own time with the tags and fields asked beside it (InfluxDB 1.6).
-    fn top_bottom(&self, sn: &SelectN<'_>, buckets: &Buckets) -> ExecResult<Vec<Vec<Val>>> {
+    fn top_bottom(&self, sn: &TopBottom, buckets: &Buckets) -> ExecResult<Vec<Vec<Val>>> {
         let (rows, needed) = (self.rows, self.needed);
         let mut per_bucket: Vec<Vec<(i64, Val, usize)>> = vec![Vec::new(); buckets.len()];
-        if let Some(vi) = needed.iter().position(|n| n == sn.field) {
+        if let Some(vi) = needed.iter().position(|n| *n == sn.field) {
             for (ki, k) in rows.keys.iter().enumerate() {
                 let Some(v) = rows.values_of(k)[vi].clone() else {
                     continue;
@@ -201,7 +204,7 @@ impl Agg<'_> {
                         _ => "string",
                     };
                     return Err(QueryError::SelectorType {
-                        name: sn.name.to_string(),
+                        name: sn.func.name().to_string(),
                         go_type,
                     });
                 }
@@ -210,7 +213,7 @@ impl Agg<'_> {
                 }
             }
         }
-        let top = sn.name == "top";
+        let top = sn.func == Function::Top;
         let rank = |a: &(i64, Val, usize), b: &(i64, Val, usize)| {
             let (x, y) = (a.1.as_f64().unwrap_or(0.0), b.1.as_f64().unwrap_or(0.0));
             let by_value = if top {
@@ -221,7 +224,7 @@ impl Agg<'_> {
             by_value.then(a.0.cmp(&b.0))
         };
         // ORDER BY time DESC reverses the buckets; a bucket's points stay in time order.
-        if self.sel.descending {
+        if self.plan.descending {
             per_bucket.reverse();
         }
         let mut out = Vec::new();
@@ -251,12 +254,16 @@ impl Agg<'_> {
                 out.push(self.top_bottom_row(sn, t, v, &rows.keys[ki]));
             }
         }
-        Ok(limit_offset(out, self.sel.limit, self.sel.offset))
+        Ok(limit_offset(
+            out,
+            self.plan.limits.limit,
+            self.plan.limits.offset,
+        ))
     }
 
     /// One row of top/bottom: the point's value and tags at the call's position, the other
     /// projections' fields or tags around it.
-    fn top_bottom_row(&self, sn: &SelectN<'_>, t: i64, v: Val, k: &RowKey) -> Vec<Val> {
+    fn top_bottom_row(&self, sn: &TopBottom, t: i64, v: Val, k: &RowKey) -> Vec<Val> {
         let mut row = vec![Val::Time(t)];
         let mut aux = sn.aux.iter();
         for i in 0..=sn.aux.len() {
@@ -276,11 +283,8 @@ impl Agg<'_> {
     }
 
     /// Per projection: a column of bucket values (and, for a lone selector, its point time).
-    fn columns(&self, buckets: &Buckets) -> ExecResult<Columns> {
+    fn columns(&self, buckets: &Buckets, lone_selector: bool) -> ExecResult<Columns> {
         let nb = buckets.len();
-        let lone_selector = buckets.interval.is_none()
-            && self.fields.len() == 1
-            && is_call_kind(&self.fields[0].expr, SELECTORS);
         // The points of each referenced field split by bucket, computed once per field rather
         // than once per bucket (which made GROUP BY time quadratic).
         let bucketed: std::cell::RefCell<HashMap<String, Vec<Vec<Pt>>>> = Default::default();
@@ -309,22 +313,19 @@ impl Agg<'_> {
         };
         for f in self.fields {
             let mut col = vec![Val::Null; nb];
-            let (expr, transform_name) = match f.expr.unparen() {
-                Expr::Call { name, args } if TRANSFORMS.contains(&name.as_str()) => (
-                    args.first().cloned().unwrap_or(Expr::Wildcard),
-                    Some((name.clone(), args.clone())),
-                ),
-                e => (e.clone(), None),
+            let (expr, transformed) = match &f.term {
+                Term::Call { func, args } if func.kind() == Kind::Transform => {
+                    (args.first().unwrap_or(&Term::Wildcard), Some((*func, args)))
+                }
+                t => (t, None),
             };
-            c.is_count.push(
-                matches!(expr.unparen(), Expr::Call { name, .. } if name == "count")
-                    && transform_name.is_none(),
-            );
-            c.is_transform.push(transform_name.is_some());
+            c.is_count
+                .push(expr.function() == Some(Function::Count) && transformed.is_none());
+            c.is_transform.push(transformed.is_some());
             for (b, slot) in col.iter_mut().enumerate() {
                 self.budget.tick()?;
                 *slot = eval_agg_expr(
-                    &expr,
+                    expr,
                     &|field: &str| points_in_bucket(field, b),
                     if lone_selector {
                         Some(&mut c.sel_times[b])
@@ -333,8 +334,8 @@ impl Agg<'_> {
                     },
                 )?;
             }
-            if let Some((name, args)) = transform_name {
-                col = transform_buckets(&name, &args, col, buckets)?;
+            if let Some((func, args)) = transformed {
+                col = transform_buckets(func, args, col, buckets)?;
             }
             c.cols.push(col);
         }
@@ -343,7 +344,7 @@ impl Agg<'_> {
 
     /// The rows of the buckets, filled as `fill` says, in the statement's order and limits.
     fn fill(&self, buckets: &Buckets, c: Columns) -> ExecResult<Vec<Vec<Val>>> {
-        let sel = self.sel;
+        let plan = self.plan;
         let interval = buckets.interval;
         let Columns {
             cols,
@@ -364,7 +365,7 @@ impl Agg<'_> {
             for (c, col) in cols.iter().enumerate() {
                 let mut v = col[b].clone();
                 if v.is_null() {
-                    match &sel.fill {
+                    match &plan.fill {
                         Fill::Previous => v = prev[c].clone(),
                         Fill::Number(n) if !is_transform[c] => v = Val::Float(*n),
                         Fill::Integer(n) if !is_transform[c] => {
@@ -379,7 +380,7 @@ impl Agg<'_> {
                     }
                     // The fill of GROUP BY time gives count 0 (InfluxDB 1.6); without an
                     // interval a count over no values stays null.
-                    if v.is_null() && is_count[c] && sel.fill != Fill::None && interval.is_some() {
+                    if v.is_null() && is_count[c] && plan.fill != Fill::None && interval.is_some() {
                         v = Val::Int(0);
                     }
                 } else {
@@ -390,7 +391,7 @@ impl Agg<'_> {
                 }
                 row.push(v);
             }
-            if all_null && (sel.fill == Fill::None || is_transform.iter().any(|x| *x)) {
+            if all_null && (plan.fill == Fill::None || is_transform.iter().any(|x| *x)) {
                 continue;
             }
             if all_null && interval.is_none() {
@@ -398,24 +399,25 @@ impl Agg<'_> {
             }
             out.push(row);
         }
-        if sel.descending {
+        if plan.descending {
             out.reverse();
         }
-        Ok(limit_offset(out, sel.limit, sel.offset))
+        Ok(limit_offset(out, plan.limits.limit, plan.limits.offset))
     }
 }
 
 /// A transform over a column of bucket values (each at its bucket's start).
 fn transform_buckets(
-    name: &str,
-    args: &[Expr],
+    func: Function,
+    args: &[Term],
     col: Vec<Val>,
     buckets: &Buckets,
 ) -> ExecResult<Vec<Val>> {
     // Over GROUP BY time, the default unit is the interval (InfluxDB 1.x).
+    let derivative = matches!(func, Function::Derivative | Function::NonNegativeDerivative);
     let unit = match (args.len() < 2, buckets.interval) {
-        (true, Some(iv)) if name.contains("derivative") => iv,
-        _ => transform_unit(name, args)?,
+        (true, Some(iv)) if derivative => iv,
+        _ => transform_unit(func, args)?,
     };
     let pts: Vec<Pt> = col
         .iter()
@@ -426,7 +428,7 @@ fn transform_buckets(
             v: v.clone(),
         })
         .collect();
-    let res = transform(name, &pts, unit);
+    let res = transform(func, &pts, unit);
     let mut col = vec![Val::Null; buckets.len()];
     for p in res {
         if let Some(b) = buckets.of(p.t) {
@@ -459,37 +461,41 @@ pub(super) fn linear(col: &[Val], b: usize) -> Val {
 
 /// Evaluates an aggregate expression (calls and arithmetic) for one bucket.
 pub(super) fn eval_agg_expr(
-    e: &Expr,
+    e: &Term,
     pts_of: &dyn Fn(&str) -> Vec<Pt>,
     sel_time: Option<&mut Option<i64>>,
 ) -> ExecResult<Val> {
-    match e.unparen() {
-        Expr::Call { name, args } if MATH.contains(&name.as_str()) => {
+    match e {
+        Term::Call { func, args } if func.kind() == Kind::Math => {
             let vals = args
                 .iter()
                 .map(|a| eval_agg_expr(a, pts_of, None))
                 .collect::<ExecResult<Vec<Val>>>()?;
-            Ok(math(name, &vals))
+            Ok(math(*func, &vals))
         }
-        Expr::Call { name, args } => {
-            let field = match args.first().map(|a| a.unparen()) {
-                Some(Expr::VarRef(f)) => f.clone(),
-                _ => return Err(QueryError::FieldArgument { name: name.clone() }),
+        Term::Call { func, args } => {
+            let field = match args.first() {
+                Some(Term::Ref(f)) => f.clone(),
+                _ => {
+                    return Err(QueryError::FieldArgument {
+                        name: func.name().to_string(),
+                    });
+                }
             };
             let pts = pts_of(&field);
-            let (v, t) = agg(name, &pts, args)?;
+            let (v, t) = reduce(*func, &pts, args)?;
             if let (Some(st), Some(t)) = (sel_time, t) {
                 *st = Some(t);
             }
             Ok(v)
         }
-        Expr::Binary { op, lhs, rhs } => {
+        Term::Binary { op, lhs, rhs } => {
             let l = eval_agg_expr(lhs, pts_of, None)?;
             let r = eval_agg_expr(rhs, pts_of, None)?;
             Ok(binop(*op, l, r))
         }
-        Expr::Integer(i) => Ok(Val::Int(*i)),
-        Expr::Number(f) => Ok(Val::Float(*f)),
+        Term::Int(i) => Ok(Val::Int(*i)),
+        Term::Float(f) => Ok(Val::Float(*f)),
         _ => Ok(Val::Null),
     }
 }

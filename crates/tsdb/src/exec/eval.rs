@@ -8,9 +8,10 @@ use std::collections::HashMap;
 
 use regex::Regex;
 
-use super::functions::{MATH, math};
+use super::functions::math;
+use super::term::{Kind, Term};
 use super::value::Val;
-use crate::influxql::{BinOp, Expr};
+use crate::influxql::BinOp;
 use crate::model::FieldValue;
 use crate::storage::SeriesInfo;
 
@@ -22,10 +23,9 @@ pub(super) struct RowCtx<'a> {
     pub(super) values: &'a [Option<FieldValue>],
 }
 
-pub(super) fn eval(e: &Expr, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>) -> Val {
+pub(super) fn eval(e: &Term, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>) -> Val {
     match e {
-        Expr::Paren(x) => eval(x, row, regexes),
-        Expr::VarRef(n) => {
+        Term::Ref(n) => {
             if n == "time" {
                 return Val::Time(row.time);
             }
@@ -40,12 +40,12 @@ pub(super) fn eval(e: &Expr, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>)
                 None => Val::Null,
             }
         }
-        Expr::Integer(i) => Val::Int(*i),
-        Expr::Number(f) => Val::Float(*f),
-        Expr::String(s) => Val::Str(s.clone()),
-        Expr::Bool(b) => Val::Bool(*b),
-        Expr::Duration(d) => Val::Int(*d),
-        Expr::Binary { op, lhs, rhs } => {
+        Term::Int(i) => Val::Int(*i),
+        Term::Float(f) => Val::Float(*f),
+        Term::Str(s) => Val::Str(s.clone()),
+        Term::Bool(b) => Val::Bool(*b),
+        Term::Duration(d) => Val::Int(*d),
+        Term::Binary { op, lhs, rhs } => {
             let l = eval(lhs, row, regexes);
             match op {
                 BinOp::And => {
@@ -57,7 +57,7 @@ pub(super) fn eval(e: &Expr, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>)
                     return Val::Bool(l == Val::Bool(true) || r == Val::Bool(true));
                 }
                 BinOp::EqRegex | BinOp::NeqRegex => {
-                    let Expr::Regex(r) = rhs.unparen() else {
+                    let Term::Regex(r) = &**rhs else {
                         return Val::Bool(false);
                     };
                     let s = match &l {
@@ -73,9 +73,9 @@ pub(super) fn eval(e: &Expr, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>)
             let r = eval(rhs, row, regexes);
             binop(*op, l, r)
         }
-        Expr::Call { name, args } if MATH.contains(&name.as_str()) => {
+        Term::Call { func, args } if func.kind() == Kind::Math => {
             let vals: Vec<Val> = args.iter().map(|a| eval(a, row, regexes)).collect();
-            math(name, &vals)
+            math(*func, &vals)
         }
         _ => Val::Null,
     }

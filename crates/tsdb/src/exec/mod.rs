@@ -48,10 +48,12 @@ mod delete;
 mod error;
 mod eval;
 mod functions;
+pub mod plan;
 mod rows;
 mod select;
 mod show;
 mod sources;
+pub mod term;
 mod users;
 mod value;
 

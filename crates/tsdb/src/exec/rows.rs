@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use regex::Regex;
 
 use super::eval::{RowCtx, eval};
+use super::term::Term;
 use super::value::Val;
-use crate::influxql::Expr;
 use crate::model::FieldValue;
 use crate::storage::SeriesInfo;
 
@@ -92,39 +92,39 @@ impl Rows {
 }
 
 /// A projection of a raw query, resolved once per group rather than per row.
-pub(super) enum Projection<'e> {
+pub(super) enum RowProjection<'e> {
     Time,
     Field(usize),
     Tag(&'e str),
-    Expr(&'e Expr),
+    Term(&'e Term),
 }
 
-impl<'e> Projection<'e> {
+impl<'e> RowProjection<'e> {
     /// Resolves a bare reference as [`eval`] would: `time`, then a loaded field, then a tag.
     /// `needed_at`: the position of each loaded field.
-    pub(super) fn compile(e: &'e Expr, needed_at: &HashMap<&str, usize>) -> Projection<'e> {
-        match e.unparen() {
-            Expr::VarRef(n) if n == "time" => Projection::Time,
-            Expr::VarRef(n) => match needed_at.get(n.as_str()) {
-                Some(&i) => Projection::Field(i),
-                None => Projection::Tag(n),
+    pub(super) fn compile(e: &'e Term, needed_at: &HashMap<&str, usize>) -> RowProjection<'e> {
+        match e {
+            Term::Ref(n) if n == "time" => RowProjection::Time,
+            Term::Ref(n) => match needed_at.get(n.as_str()) {
+                Some(&i) => RowProjection::Field(i),
+                None => RowProjection::Tag(n),
             },
-            _ => Projection::Expr(e),
+            _ => RowProjection::Term(e),
         }
     }
 
     pub(super) fn eval(&self, row: &RowCtx<'_>, regexes: &HashMap<String, Regex>) -> Val {
         match self {
-            Projection::Time => Val::Time(row.time),
-            Projection::Field(i) => match &row.values[*i] {
+            RowProjection::Time => Val::Time(row.time),
+            RowProjection::Field(i) => match &row.values[*i] {
                 Some(v) => Val::from_field(v.clone()),
                 None => Val::Null,
             },
-            Projection::Tag(n) => match row.series.tag(n) {
+            RowProjection::Tag(n) => match row.series.tag(n) {
                 Some(v) => Val::Str(v.to_string()),
                 None => Val::Null,
             },
-            Projection::Expr(e) => eval(e, row, regexes),
+            RowProjection::Term(e) => eval(e, row, regexes),
         }
     }
 }

@@ -1,49 +1,29 @@
-//! `SELECT`: resolves the sources to (shard, measurement) targets (a subquery runs first,
-//! into an in-memory shard), checks the statement, expands wildcards, groups the matching
-//! series, loads and filters their rows, and either projects them (a raw query) or hands
-//! them to [`super::aggregate`].
-//! What it does not do: function arithmetic (see [`super::functions`]) or the other
-//! statements.
+//! `SELECT`, the executor of a plan: resolves the sources to (shard, measurement) targets (a
+//! subquery runs first, into an in-memory shard), plans the statement ([`super::plan`]),
+//! expands wildcards, groups the matching series, loads and filters their rows, and either
+//! projects them (a raw query) or hands them to [`super::aggregate`].
+//! What it does not do: decide what the statement means (the plan does) or function
+//! arithmetic (see [`super::functions`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use regex::Regex;
-
-use super::aggregate::{aggregate, time_dimension};
-use super::cond::{collect_regexes, extract_time, index_candidates, refers_to_time, series_match};
+use super::aggregate::aggregate;
+use super::cond::{extract_time, index_candidates, refers_to_time, series_match};
 use super::error::{ExecResult, QueryError};
 use super::eval::{RowCtx, eval};
-use super::functions::{
-    AGGREGATES, INFLUXQL_ONLY, MATH, SELECT_N, SelectN, TRANSFORMS, contains_call, field_refs_any,
-    has_bare_ref, is_call_kind, math_arity, select_n,
-};
-use super::rows::{Group, Projection, Rows};
+use super::plan::{Condition, Projection, SelectPlan, Shape, TagGroup, plan};
+use super::rows::{Group, RowProjection, Rows};
 use super::sources::{compile, limit_offset, measurements_for};
+use super::term::{Kind, Term};
 use super::value::{ResultSeries, Val};
-use crate::influxql::{BinOp, Dimension, Expr, Field, Select, Source};
+use crate::influxql::{BinOp, Dimension, Expr, Select, Source};
 use crate::limits::Budget;
 use crate::model::{FieldType, FieldValue};
 use crate::storage::{MeasurementIndex, Shard, ShardState, Tsdb, now_ns};
 
-/// The column name InfluxDB gives a projection.
-pub(super) fn column_name(f: &Field) -> String {
-    if let Some(a) = &f.alias {
-        return a.clone();
-    }
-    fn first_name(e: &Expr) -> Option<String> {
-        match e {
-            Expr::VarRef(n) => Some(n.clone()),
-            Expr::Call { name, .. } => Some(name.clone()),
-            Expr::Paren(x) => first_name(x),
-            Expr::Binary { lhs, rhs, .. } => first_name(lhs).or_else(|| first_name(rhs)),
-            _ => None,
-        }
-    }
-    first_name(&f.expr).unwrap_or_else(|| "".into())
-}
-
-pub(super) fn dedupe_names(names: Vec<String>) -> Vec<String> {
+/// Column names made unique as influxd makes them (`mean`, `mean_1`, ...).
+fn dedupe_names(names: Vec<String>) -> Vec<String> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(names.len());
     for n in names {
@@ -78,11 +58,10 @@ pub(super) fn subquery_shard(
 ) -> ExecResult<Arc<Shard>> {
     let mut inner = inner.clone();
     // The points of a raw inner query keep all their tags, as InfluxDB's do.
-    let inner_agg = inner.fields.iter().any(|f| {
-        contains_call(&f.expr, AGGREGATES)
-            || contains_call(&f.expr, TRANSFORMS)
-            || contains_call(&f.expr, SELECT_N)
-    });
+    let inner_agg = inner
+        .fields
+        .iter()
+        .any(|f| Term::lower(&f.expr).contains_call(Kind::makes_aggregate_query));
     // Grouping by every tag makes LIMIT/OFFSET count per series; a raw inner query without
     // tag dimensions limits its merged rows instead, so those are applied here, after merging.
     let mut merged_limit = None;
@@ -124,38 +103,49 @@ pub(super) fn subquery_shard(
             rhs: Box::new(b),
         });
     }
-    let mut results = select(db, &inner, default_db, budget)?;
+    let mut results = select_at(db, &inner, default_db, now, budget)?;
     if let Some((limit, offset)) = merged_limit {
-        // Raw rows merge ordered by (time, series key), as in a raw query's answer.
-        let mut order: Vec<(i64, String, usize, usize)> = Vec::new();
-        for (i, rs) in results.iter().enumerate() {
-            let tags: Vec<(String, String)> =
-                rs.tags.clone().unwrap_or_default().into_iter().collect();
-            let key = crate::lineproto::series_key(rs.name.as_deref().unwrap_or(""), &tags);
-            for (j, row) in rs.values.iter().enumerate() {
-                if let Some(Val::Time(t) | Val::Int(t)) = row.first() {
-                    order.push((*t, key.clone(), i, j));
-                }
+        limit_merged(&mut results, limit, offset, inner.descending);
+    }
+    Ok(Shard::in_memory(&as_points(results)))
+}
+
+/// `LIMIT`/`OFFSET` over the rows of several series merged as a raw query's answer orders
+/// them: by (time, series key), reversed for `ORDER BY time DESC`.
+fn limit_merged(results: &mut [ResultSeries], limit: usize, offset: usize, descending: bool) {
+    // Raw rows merge ordered by (time, series key), as in a raw query's answer.
+    let mut order: Vec<(i64, String, usize, usize)> = Vec::new();
+    for (i, rs) in results.iter().enumerate() {
+        let tags: Vec<(String, String)> = rs.tags.clone().unwrap_or_default().into_iter().collect();
+        let key = crate::lineproto::series_key(rs.name.as_deref().unwrap_or(""), &tags);
+        for (j, row) in rs.values.iter().enumerate() {
+            if let Some(Val::Time(t) | Val::Int(t)) = row.first() {
+                order.push((*t, key.clone(), i, j));
             }
         }
-        order.sort();
-        if inner.descending {
-            order.reverse();
-        }
-        let keep: std::collections::HashSet<(usize, usize)> = limit_offset(order, limit, offset)
-            .into_iter()
-            .map(|(_, _, i, j)| (i, j))
-            .collect();
-        for (i, rs) in results.iter_mut().enumerate() {
-            let rows = std::mem::take(&mut rs.values);
-            rs.values = rows
-                .into_iter()
-                .enumerate()
-                .filter(|(j, _)| keep.contains(&(i, *j)))
-                .map(|(_, r)| r)
-                .collect();
-        }
     }
+    order.sort();
+    if descending {
+        order.reverse();
+    }
+    let keep: std::collections::HashSet<(usize, usize)> = limit_offset(order, limit, offset)
+        .into_iter()
+        .map(|(_, _, i, j)| (i, j))
+        .collect();
+    for (i, rs) in results.iter_mut().enumerate() {
+        let rows = std::mem::take(&mut rs.values);
+        rs.values = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(j, _)| keep.contains(&(i, *j)))
+            .map(|(_, r)| r)
+            .collect();
+    }
+}
+
+/// The rows of result series as points: each series' name and tags, each non-null column a
+/// field.
+fn as_points(results: Vec<ResultSeries>) -> Vec<crate::model::Point> {
     let mut points = Vec::new();
     for rs in results {
         let measurement = rs.name.unwrap_or_default();
@@ -191,61 +181,71 @@ pub(super) fn subquery_shard(
             }
         }
     }
-    Ok(Shard::in_memory(&points))
+    points
 }
 
+/// Runs a `SELECT` now.
 pub(super) fn select(
     db: &Tsdb,
     sel: &Select,
     default_db: Option<&str>,
     budget: &Budget,
 ) -> ExecResult<Vec<ResultSeries>> {
-    let now = now_ns();
+    select_at(db, sel, default_db, now_ns(), budget)
+}
+
+/// Runs a `SELECT` at `now`: its sources resolved, then planned, then executed.
+fn select_at(
+    db: &Tsdb,
+    sel: &Select,
+    default_db: Option<&str>,
+    now: i64,
+    budget: &Budget,
+) -> ExecResult<Vec<ResultSeries>> {
     let targets = resolve_targets(db, sel, default_db, now, budget)?;
-    let (top_n, is_agg) = check(sel)?;
-    let (tmin, tmax, rest_cond) = match &sel.condition {
-        Some(c) => extract_time(c, now)?,
-        None => (i64::MIN, i64::MAX, None),
-    };
-    let mut regexes = HashMap::new();
-    if let Some(c) = &rest_cond {
-        collect_regexes(c, &mut regexes)?;
-    }
+    let plan = plan(sel, now)?;
     // influxd's check, before any data is read: the buckets of the time range.
-    if tmin != i64::MIN
-        && let Some((iv, off)) = time_dimension(sel)
+    if plan.time.min != i64::MIN
+        && let Some(iv) = plan.grouping.interval
     {
-        let hi = if tmax == i64::MAX { now } else { tmax };
-        budget.buckets(crate::limits::bucket_count(tmin, hi, iv, off))?;
+        let hi = if plan.time.max == i64::MAX {
+            now
+        } else {
+            plan.time.max
+        };
+        budget.buckets(crate::limits::bucket_count(
+            plan.time.min,
+            hi,
+            iv.every,
+            iv.offset,
+        ))?;
     }
-    let (group_keys, fields) = expand(sel, &targets, is_agg)?;
+    let (group_keys, fields) = expand(&plan, &targets)?;
     if fields.is_empty() {
         return Ok(Vec::new());
     }
     let mut columns: Vec<String> = std::iter::once("time".to_string())
-        .chain(dedupe_names(fields.iter().map(column_name).collect()))
+        .chain(dedupe_names(
+            fields.iter().map(Projection::column_name).collect(),
+        ))
         .collect();
     // top(field, tag, N) shows the tags after its own column.
-    if let Some(t) = &top_n {
+    if let Shape::TopBottom(t) = &plan.shape {
         let at = (t.at + 2).min(columns.len());
-        columns.splice(at..at, t.tags.iter().map(|t| t.to_string()));
+        columns.splice(at..at, t.tags.iter().cloned());
     }
     let q = Query {
-        sel,
+        plan: &plan,
         fields: &fields,
         group_keys: &group_keys,
         columns: &columns,
-        is_agg,
-        bounds: (tmin, tmax, now),
-        condition: rest_cond.as_ref(),
-        regexes: &regexes,
         budget,
     };
     let mut out: Vec<ResultSeries> = Vec::new();
     for (shard, m) in &targets {
         q.run_target(shard, m, &mut out)?;
     }
-    Ok(limit_offset(out, sel.slimit, sel.soffset))
+    Ok(limit_offset(out, plan.limits.slimit, plan.limits.soffset))
 }
 
 /// The (shard, measurement) pairs a statement reads, by measurement name: a subquery runs
@@ -303,103 +303,12 @@ fn resolve_targets(
     Ok(targets)
 }
 
-/// The checks of a statement's projections and dimensions, before any data is read: its
-/// `top`/`bottom` form if any, and whether it aggregates.
-fn check(sel: &Select) -> ExecResult<(Option<SelectN<'_>>, bool)> {
-    // A function torc does not evaluate would otherwise answer nulls, silently.
-    for f in &sel.fields {
-        let mut bad = None;
-        f.expr.walk(&mut |e| {
-            if let Expr::Call { name, .. } = e
-                && !AGGREGATES.contains(&name.as_str())
-                && !TRANSFORMS.contains(&name.as_str())
-                && !SELECT_N.contains(&name.as_str())
-                && !MATH.contains(&name.as_str())
-                && bad.is_none()
-            {
-                bad = Some(name.clone());
-            }
-        });
-        let mut arity = None;
-        f.expr.walk(&mut |e| {
-            if let Expr::Call { name, args } = e
-                && MATH.contains(&name.as_str())
-                && args.len() != math_arity(name)
-                && arity.is_none()
-            {
-                arity = Some(QueryError::Arity {
-                    name: name.clone(),
-                    expected: math_arity(name),
-                    got: args.len(),
-                });
-            }
-        });
-        if let Some(e) = arity {
-            return Err(e);
-        }
-        if let Some(name) = bad {
-            return Err(if INFLUXQL_ONLY.contains(&name.as_str()) {
-                QueryError::Unimplemented { name }
-            } else {
-                QueryError::UndefinedFunction { name }
-            });
-        }
-    }
-    let top_n = select_n(&sel.fields)?;
-    if let Some(t) = &top_n
-        && sel.limit > 0
-        && t.n > sel.limit
-    {
-        return Err(QueryError::SelectorOverLimit {
-            name: t.name.to_string(),
-            n: t.n,
-            limit: sel.limit,
-        });
-    }
-    let is_agg = sel.fields.iter().any(|f| {
-        contains_call(&f.expr, AGGREGATES)
-            || contains_call(&f.expr, TRANSFORMS)
-            || contains_call(&f.expr, SELECT_N)
-    });
-    let has_time_group = sel
-        .dimensions
-        .iter()
-        .any(|d| matches!(d, Dimension::Time { .. }));
-    if is_agg {
-        for f in &sel.fields {
-            if has_bare_ref(&f.expr) && top_n.is_none() {
-                return Err(QueryError::MixedAggregate);
-            }
-        }
-        for f in &sel.fields {
-            if let Expr::Call { name, args } = f.expr.unparen()
-                && TRANSFORMS.contains(&name.as_str())
-            {
-                let inner_agg = args.first().is_some_and(|a| is_call_kind(a, AGGREGATES));
-                if has_time_group && !inner_agg {
-                    return Err(QueryError::TransformWithoutAggregate { name: name.clone() });
-                }
-                if !has_time_group && inner_agg {
-                    return Err(QueryError::TransformWithoutInterval { name: name.clone() });
-                }
-            }
-        }
-    } else if has_time_group {
-        return Err(QueryError::GroupByWithoutAggregate);
-    }
-    if !sel.fields.iter().any(|f| field_refs_any(&f.expr)) {
-        return Err(QueryError::NoField);
-    }
-    Ok((top_n, is_agg))
-}
-
 /// The group-by tag keys and the projections with wildcards expanded, over the union of the
 /// targets' fields and tags.
 fn expand(
-    sel: &Select,
+    plan: &SelectPlan,
     targets: &[(Arc<Shard>, String)],
-    is_agg: bool,
-) -> ExecResult<(Vec<String>, Vec<Field>)> {
+) -> ExecResult<(Vec<String>, Vec<Projection>)> {
     let mut all_fields: BTreeMap<String, FieldType> = BTreeMap::new();
     let mut all_tags: BTreeSet<String> = BTreeSet::new();
     // `SELECT *` over a subquery names its columns only, not its tags (as in InfluxDB 1.6).
@@ -417,24 +326,23 @@ fn expand(
         }
     }
     let mut group_keys: Vec<String> = Vec::new();
-    for d in &sel.dimensions {
+    for d in &plan.grouping.tags {
         match d {
-            Dimension::Tag(t) => group_keys.push(t.clone()),
-            Dimension::Wildcard => group_keys.extend(all_tags.iter().cloned()),
-            Dimension::Regex(r) => {
+            TagGroup::Tag(t) => group_keys.push(t.clone()),
+            TagGroup::All => group_keys.extend(all_tags.iter().cloned()),
+            TagGroup::Regex(r) => {
                 let re = compile(r)?;
                 group_keys.extend(all_tags.iter().filter(|t| re.is_match(t)).cloned());
             }
-            Dimension::Time { .. } => {}
         }
     }
     group_keys.sort();
     group_keys.dedup();
-    let mut fields: Vec<Field> = Vec::new();
-    for f in &sel.fields {
-        if f.expr == Expr::Wildcard {
+    let mut fields: Vec<Projection> = Vec::new();
+    for f in &plan.projections {
+        if f.term == Term::Wildcard {
             let mut names: BTreeSet<String> = all_fields.keys().cloned().collect();
-            if !is_agg {
+            if plan.shape == Shape::Raw {
                 names.extend(
                     wildcard_tags
                         .iter()
@@ -443,8 +351,8 @@ fn expand(
                 );
             }
             for n in names {
-                fields.push(Field {
-                    expr: Expr::VarRef(n),
+                fields.push(Projection {
+                    term: Term::Ref(n),
                     alias: None,
                 });
             }
@@ -455,18 +363,13 @@ fn expand(
     Ok((group_keys, fields))
 }
 
-/// A checked statement with its wildcards expanded, run target by target.
+/// A plan with its wildcards expanded, run target by target.
 struct Query<'a> {
-    sel: &'a Select,
-    fields: &'a [Field],
+    plan: &'a SelectPlan,
+    /// The plan's projections, `*` expanded.
+    fields: &'a [Projection],
     group_keys: &'a [String],
     columns: &'a [String],
-    is_agg: bool,
-    /// The time range and now: `(tmin, tmax, now)`.
-    bounds: (i64, i64, i64),
-    /// The condition without its time range.
-    condition: Option<&'a Expr>,
-    regexes: &'a HashMap<String, Regex>,
     budget: &'a Budget,
 }
 
@@ -480,6 +383,14 @@ struct Loaded {
 }
 
 impl Query<'_> {
+    fn condition(&self) -> Option<&Condition> {
+        self.plan.condition.as_ref()
+    }
+
+    fn raw(&self) -> bool {
+        self.plan.shape == Shape::Raw
+    }
+
     /// Appends the result series of one measurement of one shard to `out`.
     fn run_target(
         &self,
@@ -491,12 +402,12 @@ impl Query<'_> {
         let Some(mi) = st.index.measurements.get(m) else {
             return Ok(());
         };
-        if !self.is_agg {
+        if self.raw() {
             // A raw query that names only tags returns nothing, as InfluxDB does.
             let any_field = self.fields.iter().any(|f| {
                 let mut yes = false;
-                f.expr.walk(&mut |e| {
-                    if let Expr::VarRef(n) = e
+                f.term.walk(&mut |e| {
+                    if let Term::Ref(n) = e
                         && mi.fields.contains_key(n)
                     {
                         yes = true;
@@ -523,7 +434,7 @@ impl Query<'_> {
             let (lo, hi) = if shard.is_in_memory() {
                 (i64::MIN, i64::MAX)
             } else {
-                (self.bounds.0, self.bounds.1)
+                (self.plan.time.min, self.plan.time.max)
             };
             let mut rows = Rows::new(loaded.needed.len());
             for (si, &sid) in g.sids.iter().enumerate() {
@@ -541,18 +452,17 @@ impl Query<'_> {
                     .zip(g.tags.iter().cloned())
                     .collect::<BTreeMap<_, _>>()
             });
-            let values = if self.is_agg {
+            let values = if self.raw() {
+                self.project(g, &rows, &loaded.needed, &needed_at)?
+            } else {
                 aggregate(
-                    self.sel,
+                    self.plan,
                     self.fields,
                     &loaded.needed,
                     g,
                     &rows,
-                    self.bounds,
                     self.budget,
                 )?
-            } else {
-                self.project(g, &rows, &loaded.needed, &needed_at)?
             };
             if values.is_empty() {
                 continue;
@@ -577,8 +487,8 @@ impl Query<'_> {
         let mut groups: BTreeMap<Vec<String>, Group<'_>> = BTreeMap::new();
         // Equality predicates on tags narrow the candidates through the tag index.
         let mut sids: Vec<u32> = self
-            .condition
-            .and_then(|c| index_candidates(c, mi))
+            .condition()
+            .and_then(|c| index_candidates(&c.expr, mi))
             .unwrap_or_else(|| mi.series.clone());
         sids.sort_by(|a, b| {
             st.index.series[*a as usize]
@@ -588,8 +498,8 @@ impl Query<'_> {
         for sid in sids {
             self.budget.tick()?;
             let s = &st.index.series[sid as usize];
-            if let Some(c) = self.condition
-                && series_match(c, s) == Some(false)
+            if let Some(c) = self.condition()
+                && series_match(&c.expr, s) == Some(false)
             {
                 continue;
             }
@@ -615,17 +525,17 @@ impl Query<'_> {
     fn loaded(&self, mi: &MeasurementIndex) -> Loaded {
         let mut needed: BTreeSet<String> = BTreeSet::new();
         for f in self.fields {
-            f.expr.walk(&mut |e| {
-                if let Expr::VarRef(n) = e
+            f.term.walk(&mut |e| {
+                if let Term::Ref(n) = e
                     && mi.fields.contains_key(n)
                 {
                     needed.insert(n.clone());
                 }
             });
         }
-        let cond_needs_rows = self.condition.is_some_and(|c| {
+        let cond_needs_rows = self.condition().is_some_and(|c| {
             let mut yes = false;
-            c.walk(&mut |e| {
+            c.expr.walk(&mut |e| {
                 if let Expr::VarRef(n) = e
                     && (mi.fields.contains_key(n) || n.eq_ignore_ascii_case("time"))
                 {
@@ -634,8 +544,8 @@ impl Query<'_> {
             });
             yes
         });
-        if let Some(c) = self.condition {
-            c.walk(&mut |e| {
+        if let Some(c) = self.condition() {
+            c.expr.walk(&mut |e| {
                 if let Expr::VarRef(n) = e
                     && mi.fields.contains_key(n)
                 {
@@ -647,8 +557,8 @@ impl Query<'_> {
         // Linear in the fields (a wide `SELECT *` names tens of thousands).
         let mut in_projections: std::collections::HashSet<&str> = Default::default();
         for f in self.fields {
-            f.expr.walk(&mut |e| {
-                if let Expr::VarRef(x) = e {
+            f.term.walk(&mut |e| {
+                if let Term::Ref(x) = e {
                     in_projections.insert(x);
                 }
             });
@@ -689,7 +599,7 @@ impl Query<'_> {
                 return false;
             }
             if loaded.cond_needs_rows
-                && let Some(c) = self.condition
+                && let Some(c) = self.condition()
             {
                 let ctx = RowCtx {
                     series: g.series[k.series],
@@ -697,7 +607,7 @@ impl Query<'_> {
                     fields: &loaded.needed,
                     values: vals,
                 };
-                return eval(c, &ctx, self.regexes) == Val::Bool(true);
+                return eval(&c.term, &ctx, &c.regexes) == Val::Bool(true);
             }
             true
         });
@@ -716,23 +626,25 @@ impl Query<'_> {
         needed: &[String],
         needed_at: &HashMap<&str, usize>,
     ) -> ExecResult<Vec<Vec<Val>>> {
-        let sel = self.sel;
+        let plan = self.plan;
         let n = rows.keys.len();
-        let start = sel.offset.min(n);
-        let end = if sel.limit > 0 {
-            start.saturating_add(sel.limit).min(n)
+        let start = plan.limits.offset.min(n);
+        let end = if plan.limits.limit > 0 {
+            start.saturating_add(plan.limits.limit).min(n)
         } else {
             n
         };
-        let projections: Vec<Projection<'_>> = self
+        let projections: Vec<RowProjection<'_>> = self
             .fields
             .iter()
-            .map(|f| Projection::compile(&f.expr, needed_at))
+            .map(|f| RowProjection::compile(&f.term, needed_at))
             .collect();
+        let no_regexes = HashMap::new();
+        let regexes = self.condition().map_or(&no_regexes, |c| &c.regexes);
         (start..end)
             .map(|j| {
                 self.budget.tick()?;
-                let k = &rows.keys[if sel.descending { n - 1 - j } else { j }];
+                let k = &rows.keys[if plan.descending { n - 1 - j } else { j }];
                 let ctx = RowCtx {
                     series: g.series[k.series],
                     time: k.time,
@@ -741,7 +653,7 @@ impl Query<'_> {
                 };
                 let mut row = Vec::with_capacity(projections.len() + 1);
                 row.push(Val::Time(k.time));
-                row.extend(projections.iter().map(|p| p.eval(&ctx, self.regexes)));
+                row.extend(projections.iter().map(|p| p.eval(&ctx, regexes)));
                 Ok(row)
             })
             .collect()
