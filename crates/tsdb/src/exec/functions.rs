@@ -7,7 +7,7 @@
 //! [`super::aggregate`]), nor read rows.
 
 use super::error::{ExecResult, QueryError};
-use super::term::{Function, Term};
+use super::term::{Function, Kind, Term};
 use super::value::Val;
 
 /// A point fed to an aggregate.
@@ -187,20 +187,39 @@ pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(V
     if pts.is_empty() {
         return Ok((Val::Null, None));
     }
+    match func.kind() {
+        Kind::Aggregate => of_numbers(func, pts),
+        Kind::Selector => select_point(func, pts, args),
+        // Functions of other kinds nested in an aggregate expression.
+        _ => Err(QueryError::UndefinedFunction {
+            name: func.name().to_string(),
+        }),
+    }
+}
+
+/// What [`reduce`] needs to know of a bucket's points: their numbers, whether all are
+/// integers, and the error of an aggregate that needs numbers over other values.
+fn numbers(func: Function, pts: &[Pt]) -> (Vec<f64>, bool, ExecResult<()>) {
     let nums: Vec<f64> = pts.iter().filter_map(|p| p.v.as_f64()).collect();
     let all_int = pts.iter().all(|p| matches!(p.v, Val::Int(_)));
     let numeric = pts
         .iter()
         .all(|p| matches!(p.v, Val::Int(_) | Val::Float(_)));
-    let need_numeric = || -> ExecResult<()> {
-        if numeric {
-            Ok(())
-        } else {
-            Err(QueryError::NotNumeric {
-                name: func.name().to_string(),
-            })
-        }
+    let numeric = if numeric {
+        Ok(())
+    } else {
+        Err(QueryError::NotNumeric {
+            name: func.name().to_string(),
+        })
     };
+    (nums, all_int, numeric)
+}
+
+/// An aggregate of a bucket's points (not empty, `count` aside): one arm per aggregate.
+fn of_numbers(func: Function, pts: &[Pt]) -> ExecResult<(Val, Option<i64>)> {
+    use Function as F;
+    let (nums, all_int, numeric) = numbers(func, pts);
+    let need_numeric = || numeric.clone();
     Ok(match func {
         F::Mean => {
             need_numeric()?;
@@ -263,6 +282,21 @@ pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(V
                 (Val::Float(var.sqrt()), None)
             }
         }
+        // Aggregates torc does not compute yet (`mode`, `distinct`, `integral`).
+        _ => {
+            return Err(QueryError::UndefinedFunction {
+                name: func.name().to_string(),
+            });
+        }
+    })
+}
+
+/// A selector of a bucket's points (not empty): the point it selects, one arm per selector.
+fn select_point(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Option<i64>)> {
+    use Function as F;
+    let (_, _, numeric) = numbers(func, pts);
+    let need_numeric = || numeric.clone();
+    Ok(match func {
         F::Min | F::Max => {
             need_numeric()?;
             let mut best = &pts[0];
@@ -311,8 +345,6 @@ pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(V
                 (s[i as usize].v.clone(), Some(s[i as usize].t))
             }
         }
-        // Aggregates torc does not compute yet (`mode`, `distinct`, `integral`), and functions
-        // of other kinds nested in an aggregate expression.
         _ => {
             return Err(QueryError::UndefinedFunction {
                 name: func.name().to_string(),

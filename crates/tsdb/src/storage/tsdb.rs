@@ -60,85 +60,14 @@ impl Tsdb {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let format_path = dir.join("FORMAT");
-        let format = match std::fs::read_to_string(&format_path) {
-            Ok(s) => match s.trim() {
-                FORMAT_TEXT => 1,
-                FORMAT_TEXT_LONG_NAMES => 2,
-                other => {
-                    return Err(Error::UnsupportedFormat {
-                        path: format_path,
-                        found: other.to_string(),
-                        expected: 2,
-                    });
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let nonempty = std::fs::read_dir(&dir)
-                    .map_err(|e| Error::io("reading data dir", e))?
-                    .next()
-                    .is_some();
-                if nonempty {
-                    return Err(Error::UnsupportedFormat {
-                        path: format_path,
-                        found: "missing FORMAT file in a non-empty directory".into(),
-                        expected: 2,
-                    });
-                }
-                write_atomic(&dir, "FORMAT", format!("{FORMAT_TEXT}\n").as_bytes())?;
-                1
-            }
-            Err(e) => return Err(Error::io("reading FORMAT", e)),
-        };
-        let meta: MetaFile = match std::fs::read(dir.join("meta.json")) {
-            Ok(b) => {
-                let m: MetaFile = serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
-                    path: dir.join("meta.json"),
-                    detail: Damage::Metadata(Arc::new(e)),
-                })?;
-                if m.version != META_VERSION && m.version != META_VERSION_NO_USERS {
-                    return Err(Error::UnsupportedFormat {
-                        path: dir.join("meta.json"),
-                        found: format!("meta version {}", m.version),
-                        expected: META_VERSION,
-                    });
-                }
-                m
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaFile {
-                version: META_VERSION,
-                databases: BTreeMap::new(),
-                users: Vec::new(),
-            },
-            Err(e) => return Err(Error::io("reading meta.json", e)),
-        };
+        let format = read_format(&dir)?;
+        let meta = read_meta(&dir)?;
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(|e| Error::io("creating wal dir", e))?;
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).map_err(|e| Error::io("creating data dir", e))?;
 
-        // Remove directories of dropped databases and retention policies.
-        let live: HashMap<String, std::collections::HashSet<String>> = meta
-            .databases
-            .iter()
-            .map(|(d, dm)| (dir_name(d), dm.rps.keys().map(|r| dir_name(r)).collect()))
-            .collect();
-        for e in std::fs::read_dir(&data_dir).map_err(|e| Error::io("reading data dir", e))? {
-            let e = e.map_err(|e| Error::io("reading data dir", e))?;
-            let name = e.file_name().to_string_lossy().to_string();
-            let Some(rps) = live.get(&name) else {
-                std::fs::remove_dir_all(e.path())
-                    .map_err(|e| Error::io("removing dropped db", e))?;
-                continue;
-            };
-            for r in std::fs::read_dir(e.path()).map_err(|e| Error::io("reading db dir", e))? {
-                let r = r.map_err(|e| Error::io("reading db dir", e))?;
-                if !rps.contains(&*r.file_name().to_string_lossy()) {
-                    std::fs::remove_dir_all(r.path())
-                        .map_err(|e| Error::io("removing dropped retention policy", e))?;
-                }
-            }
-        }
+        remove_dropped(&data_dir, &meta)?;
 
         let meta_names: Vec<(String, Vec<String>)> = meta
             .databases
@@ -181,24 +110,7 @@ impl Tsdb {
         for (d, r) in rps {
             db.shard(&d, &r)?;
         }
-        // Replay. A torn tail is tolerated in the newest file holding records: files after it
-        // hold none (a start killed before its replay finished left them).
-        let mut tail = 0;
-        for (i, seq) in wal_seqs.iter().enumerate().rev() {
-            if wal::holds_records(&wal::wal_path(&wal_dir, *seq))? {
-                tail = i;
-                break;
-            }
-        }
-        for (i, seq) in wal_seqs.iter().enumerate() {
-            let path = wal::wal_path(&wal_dir, *seq);
-            for rec in wal::read_file(&path, i >= tail)? {
-                db.replay_record(&rec).map_err(|source| Error::Replay {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-        }
+        db.replay(&wal_dir, &wal_seqs)?;
         // Checkpoint: replayed heads go to segments, old WAL files go away.
         db.checkpoint_blocking(&wal_seqs)?;
         let mut db = db;
@@ -208,6 +120,29 @@ impl Tsdb {
         }
         db.startup_warnings.extend(key_warnings);
         Ok(db)
+    }
+
+    /// Replays the WAL files `wal_seqs` of `wal_dir`. A torn tail is tolerated in the newest
+    /// file holding records: files after it hold none (a start killed before its replay
+    /// finished left them).
+    fn replay(&self, wal_dir: &Path, wal_seqs: &[u64]) -> Result<(), Error> {
+        let mut tail = 0;
+        for (i, seq) in wal_seqs.iter().enumerate().rev() {
+            if wal::holds_records(&wal::wal_path(wal_dir, *seq))? {
+                tail = i;
+                break;
+            }
+        }
+        for (i, seq) in wal_seqs.iter().enumerate() {
+            let path = wal::wal_path(wal_dir, *seq);
+            for rec in wal::read_file(&path, i >= tail)? {
+                self.replay_record(&rec).map_err(|source| Error::Replay {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     pub fn options(&self) -> &Options {
@@ -459,4 +394,92 @@ pub fn now_ns() -> i64 {
 /// Used only to keep `Values` import meaningful for helpers.
 pub fn empty(t: FieldType) -> Values {
     Values::new(t)
+}
+
+/// The format version of a data directory (1 or 2), writing `FORMAT` (1) into an empty one.
+fn read_format(dir: &Path) -> Result<u64, Error> {
+    let format_path = dir.join("FORMAT");
+    let format = match std::fs::read_to_string(&format_path) {
+        Ok(s) => match s.trim() {
+            FORMAT_TEXT => 1,
+            FORMAT_TEXT_LONG_NAMES => 2,
+            other => {
+                return Err(Error::UnsupportedFormat {
+                    path: format_path,
+                    found: other.to_string(),
+                    expected: 2,
+                });
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let nonempty = std::fs::read_dir(dir)
+                .map_err(|e| Error::io("reading data dir", e))?
+                .next()
+                .is_some();
+            if nonempty {
+                return Err(Error::UnsupportedFormat {
+                    path: format_path,
+                    found: "missing FORMAT file in a non-empty directory".into(),
+                    expected: 2,
+                });
+            }
+            write_atomic(dir, "FORMAT", format!("{FORMAT_TEXT}\n").as_bytes())?;
+            1
+        }
+        Err(e) => return Err(Error::io("reading FORMAT", e)),
+    };
+    Ok(format)
+}
+
+/// `meta.json`, or an empty catalog where there is none.
+fn read_meta(dir: &Path) -> Result<MetaFile, Error> {
+    let meta: MetaFile = match std::fs::read(dir.join("meta.json")) {
+        Ok(b) => {
+            let m: MetaFile = serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
+                path: dir.join("meta.json"),
+                detail: Damage::Metadata(Arc::new(e)),
+            })?;
+            if m.version != META_VERSION && m.version != META_VERSION_NO_USERS {
+                return Err(Error::UnsupportedFormat {
+                    path: dir.join("meta.json"),
+                    found: format!("meta version {}", m.version),
+                    expected: META_VERSION,
+                });
+            }
+            m
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaFile {
+            version: META_VERSION,
+            databases: BTreeMap::new(),
+            users: Vec::new(),
+        },
+        Err(e) => return Err(Error::io("reading meta.json", e)),
+    };
+    Ok(meta)
+}
+
+/// Removes the directories of dropped databases and retention policies.
+fn remove_dropped(data_dir: &Path, meta: &MetaFile) -> Result<(), Error> {
+    // Remove directories of dropped databases and retention policies.
+    let live: HashMap<String, std::collections::HashSet<String>> = meta
+        .databases
+        .iter()
+        .map(|(d, dm)| (dir_name(d), dm.rps.keys().map(|r| dir_name(r)).collect()))
+        .collect();
+    for e in std::fs::read_dir(data_dir).map_err(|e| Error::io("reading data dir", e))? {
+        let e = e.map_err(|e| Error::io("reading data dir", e))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rps) = live.get(&name) else {
+            std::fs::remove_dir_all(e.path()).map_err(|e| Error::io("removing dropped db", e))?;
+            continue;
+        };
+        for r in std::fs::read_dir(e.path()).map_err(|e| Error::io("reading db dir", e))? {
+            let r = r.map_err(|e| Error::io("reading db dir", e))?;
+            if !rps.contains(&*r.file_name().to_string_lossy()) {
+                std::fs::remove_dir_all(r.path())
+                    .map_err(|e| Error::io("removing dropped retention policy", e))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use super::record::encode_points_record;
-use super::shard::{HEAD_STRIPES, ShardState, apply_point};
+use super::shard::{HEAD_STRIPES, Shard, ShardState, apply_point};
 use super::tsdb::{Tsdb, blocking, now_ns};
 use crate::Error;
 use crate::error::Rejection;
@@ -70,50 +70,7 @@ impl Tsdb {
                 };
                 let reg = match shared {
                     Some(reg) => reg,
-                    None => {
-                        let mut st = shard.write();
-                        let limit = self.opts.max_series_per_database;
-                        let mut reg = Registration::new(points.len());
-                        for (p, key) in points.iter().zip(keys) {
-                            let sid = match classify(&st, p, &key, retention_floor) {
-                                Class::Known(sid) => sid,
-                                Class::Reject(r) => {
-                                    reg.reject(r);
-                                    continue;
-                                }
-                                Class::New => {
-                                    let sid = match st.index.by_key.get(&key) {
-                                        Some(&id) => id,
-                                        None => {
-                                            if limit > 0
-                                                && shard.db_series.load(Ordering::Relaxed) >= limit
-                                            {
-                                                reg.reject(Rejection::SeriesLimit {
-                                                    limit: self.opts.max_series_per_database,
-                                                });
-                                                continue;
-                                            }
-                                            shard.db_series.fetch_add(1, Ordering::Relaxed);
-                                            st.index.get_or_insert(key, &p.measurement, &p.tags)
-                                        }
-                                    };
-                                    let m = st
-                                        .index
-                                        .measurements
-                                        .get_mut(&p.measurement)
-                                        .expect("measurement registered with its series");
-                                    for (f, v) in &p.fields {
-                                        if !m.fields.contains_key(f) {
-                                            m.fields.insert(f.clone(), v.field_type());
-                                        }
-                                    }
-                                    sid
-                                }
-                            };
-                            reg.accepted.push((sid, p));
-                        }
-                        reg
-                    }
+                    None => self.register_new(&shard, &points, keys, retention_floor),
                 };
                 let Registration {
                     accepted,
@@ -153,6 +110,57 @@ impl Tsdb {
             return Err(Error::PartialWrite { reason, dropped });
         }
         Ok(summary)
+    }
+
+    /// Registers a batch that brings a new series or field, under the shard's exclusive lock
+    /// (classifying every point again: another batch may have registered them meanwhile).
+    fn register_new<'a>(
+        &self,
+        shard: &Shard,
+        points: &'a [Point],
+        keys: Vec<String>,
+        retention_floor: i64,
+    ) -> Registration<'a> {
+        let mut st = shard.write();
+        let limit = self.opts.max_series_per_database;
+        let mut reg = Registration::new(points.len());
+        for (p, key) in points.iter().zip(keys) {
+            let sid = match classify(&st, p, &key, retention_floor) {
+                Class::Known(sid) => sid,
+                Class::Reject(r) => {
+                    reg.reject(r);
+                    continue;
+                }
+                Class::New => {
+                    let sid = match st.index.by_key.get(&key) {
+                        Some(&id) => id,
+                        None => {
+                            if limit > 0 && shard.db_series.load(Ordering::Relaxed) >= limit {
+                                reg.reject(Rejection::SeriesLimit {
+                                    limit: self.opts.max_series_per_database,
+                                });
+                                continue;
+                            }
+                            shard.db_series.fetch_add(1, Ordering::Relaxed);
+                            st.index.get_or_insert(key, &p.measurement, &p.tags)
+                        }
+                    };
+                    let m = st
+                        .index
+                        .measurements
+                        .get_mut(&p.measurement)
+                        .expect("measurement registered with its series");
+                    for (f, v) in &p.fields {
+                        if !m.fields.contains_key(f) {
+                            m.fields.insert(f.clone(), v.field_type());
+                        }
+                    }
+                    sid
+                }
+            };
+            reg.accepted.push((sid, p));
+        }
+        reg
     }
 
     /// Runs CPU-heavy work of a write (parsing, indexing, head appends) off the async worker,
