@@ -15,6 +15,7 @@
 //! when a group has rows, as before.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use regex::Regex;
 
@@ -387,4 +388,144 @@ fn check_aggregates(
         }
     }
     Ok(())
+}
+
+/// A plan as readable text, one line per part (what the planner's case files hold).
+impl fmt::Display for SelectPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.shape {
+            Shape::Raw => writeln!(f, "shape: raw")?,
+            Shape::RawTransform => writeln!(f, "shape: raw transform")?,
+            Shape::Aggregate { lone_selector } => writeln!(
+                f,
+                "shape: aggregate{}",
+                if *lone_selector {
+                    " (lone selector)"
+                } else {
+                    ""
+                }
+            )?,
+            Shape::TopBottom(t) => writeln!(
+                f,
+                "shape: {} {} of {} by [{}] at column {}, beside [{}]",
+                t.func.name(),
+                t.n,
+                t.field,
+                t.tags.join(", "),
+                t.at,
+                t.aux.join(", ")
+            )?,
+        }
+        let projections: Vec<String> = self
+            .projections
+            .iter()
+            .map(|p| match &p.alias {
+                Some(a) => format!("{} AS {a}", p.term),
+                None => p.term.to_string(),
+            })
+            .collect();
+        writeln!(f, "projections: {}", projections.join(", "))?;
+        let bound = |t: i64| match t {
+            i64::MIN => "-inf".to_string(),
+            i64::MAX => "+inf".to_string(),
+            t => t.to_string(),
+        };
+        writeln!(
+            f,
+            "time: [{}, {}]",
+            bound(self.time.min),
+            bound(self.time.max)
+        )?;
+        match &self.condition {
+            Some(c) => writeln!(f, "condition: {} ({} regexes)", c.term, c.regexes.len())?,
+            None => writeln!(f, "condition: none")?,
+        }
+        let mut group: Vec<String> = self
+            .grouping
+            .tags
+            .iter()
+            .map(|g| match g {
+                TagGroup::Tag(t) => t.clone(),
+                TagGroup::Regex(r) => format!("/{r}/"),
+                TagGroup::All => "*".to_string(),
+            })
+            .collect();
+        if let Some(iv) = self.grouping.interval {
+            group.push(format!("time({}ns, {}ns)", iv.every, iv.offset));
+        }
+        writeln!(f, "group by: [{}]", group.join(", "))?;
+        let fill = match &self.fill {
+            Fill::Null => "null".to_string(),
+            Fill::None => "none".to_string(),
+            Fill::Previous => "previous".to_string(),
+            Fill::Linear => "linear".to_string(),
+            Fill::Number(n) => format!("{n:?}"),
+            Fill::Integer(i) => i.to_string(),
+        };
+        writeln!(f, "fill: {fill}")?;
+        let l = &self.limits;
+        writeln!(
+            f,
+            "limits: limit {} offset {} slimit {} soffset {}",
+            l.limit, l.offset, l.slimit, l.soffset
+        )?;
+        write!(
+            f,
+            "order: {}",
+            if self.descending {
+                "descending"
+            } else {
+                "ascending"
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Shape, plan};
+    use crate::exec::term::{Function, Term};
+    use crate::influxql::{Statement, parse_query};
+
+    fn select(q: &str) -> crate::influxql::Select {
+        match parse_query(q).unwrap().remove(0) {
+            Statement::Select(s) => *s,
+            other => panic!("not a SELECT: {other}"),
+        }
+    }
+
+    #[test]
+    fn now_is_an_input() {
+        let q = select("SELECT mean(v) FROM m WHERE time > now() - 1h GROUP BY time(10m)");
+        let a = plan(&q, 10_000_000_000_000).unwrap();
+        let b = plan(&q, 20_000_000_000_000).unwrap();
+        assert_eq!(a.time.min, 10_000_000_000_000 - 3_600_000_000_000 + 1);
+        assert_eq!(b.time.min, 20_000_000_000_000 - 3_600_000_000_000 + 1);
+        assert_eq!(a.time.max, i64::MAX);
+        assert_eq!((a.now, b.now), (10_000_000_000_000, 20_000_000_000_000));
+        // The same statement and now: the same plan.
+        let again = plan(&q, 10_000_000_000_000).unwrap();
+        assert_eq!(again.to_string(), a.to_string());
+    }
+
+    #[test]
+    fn calls_are_resolved_to_functions() {
+        let p = plan(
+            &select("SELECT derivative(mean(v), 1s) FROM m GROUP BY time(1m)"),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            p.shape,
+            Shape::Aggregate {
+                lone_selector: false
+            }
+        );
+        let Term::Call { func, args } = &p.projections[0].term else {
+            panic!("{:?}", p.projections[0].term)
+        };
+        assert_eq!(*func, Function::Derivative);
+        assert_eq!(args[0].function(), Some(Function::Mean));
+        assert_eq!(args[1], Term::Duration(1_000_000_000));
+    }
 }

@@ -12,6 +12,8 @@
 //! kind torc does not evaluate is `Kind::Unimplemented`: asking for it is an error, never a
 //! column of nulls.
 
+use std::fmt;
+
 use crate::influxql::{BinOp, Expr};
 
 /// What a function computes, which decides where it may appear and how it runs.
@@ -59,7 +61,7 @@ macro_rules! functions {
             /// Every function, in the table's order.
             pub const ALL: &[Function] = &[$(Function::$variant,)*];
 
-            /// The function of a name as written (names are lower case, as influxd's).
+            /// The function of a name (the parser lower-cases a call's name).
             pub fn from_name(name: &str) -> Option<Function> {
                 match name {
                     $($name => Some(Function::$variant),)*
@@ -273,5 +275,62 @@ impl Term {
             Term::Binary { lhs, rhs, .. } => lhs.first_name().or_else(|| rhs.first_name()),
             _ => None,
         }
+    }
+}
+
+/// A term as text: calls by name, a binary expression in parentheses (its tree shown),
+/// strings quoted, durations in nanoseconds.
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |f: &mut fmt::Formatter<'_>, args: &[Term]| -> fmt::Result {
+            for (i, a) in args.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{a}")?;
+            }
+            Ok(())
+        };
+        match self {
+            Term::Ref(n) => f.write_str(n),
+            Term::Wildcard => f.write_str("*"),
+            Term::Int(i) => write!(f, "{i}"),
+            Term::Float(x) => write!(f, "{x:?}"),
+            Term::Str(s) => write!(f, "'{s}'"),
+            Term::Bool(b) => write!(f, "{b}"),
+            Term::Duration(d) => write!(f, "{d}ns"),
+            Term::Regex(r) => write!(f, "/{r}/"),
+            Term::Binary { op, lhs, rhs } => write!(f, "({lhs} {} {rhs})", op.symbol()),
+            Term::Call { func, args } => {
+                write!(f, "{}(", func.name())?;
+                list(f, args)?;
+                f.write_str(")")
+            }
+            Term::Undefined { name, args } => {
+                write!(f, "{name}?(")?;
+                list(f, args)?;
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Function, Kind};
+
+    #[test]
+    fn every_function_is_found_by_its_name_and_no_name_twice() {
+        let mut names = std::collections::BTreeSet::new();
+        for &f in Function::ALL {
+            assert_eq!(Function::from_name(f.name()), Some(f));
+            assert!(names.insert(f.name()), "{} twice", f.name());
+        }
+        assert_eq!(Function::from_name("no_such_function"), None);
+        // Names are matched as the parser gives them: lower case.
+        assert_eq!(Function::from_name("MEAN"), None);
+        assert_eq!(Function::Percentile.kind(), Kind::Selector);
+        assert!(Kind::Selector.aggregates() && !Kind::Transform.aggregates());
+        assert_eq!((Function::Pow.arity(), Function::Abs.arity()), (2, 1));
     }
 }
