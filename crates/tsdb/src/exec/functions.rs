@@ -1,8 +1,9 @@
 //! The arithmetic of InfluxQL's functions on points and values: one aggregate or selector
-//! over a bucket's points ([`aggregate`]), one transform over a series of points
-//! ([`transform`], with its unit or window from [`transform_unit`]), one math function of
-//! values ([`math`]). Each is one `match` on [`Function`]: adding a function is its line in
-//! the table of [`super::term`] and its arm here.
+//! over a bucket's points ([`reduce`]: `of_numbers` for aggregates, `select_point` for
+//! selectors), one transform over a series of points ([`transform`], with its unit or window
+//! from [`transform_unit`]), one math function of values ([`math`]). Each is one `match` on
+//! [`Function`]: adding a function is its line in the table of [`super::term`] and its arm
+//! here.
 //! What it does not do: bucket points, fill or pick `top`/`bottom` points (see
 //! [`super::aggregate`]), nor read rows.
 

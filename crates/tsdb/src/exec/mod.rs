@@ -7,7 +7,7 @@
 //! `min`/`max` break value ties by the earlier time; `count` of an empty `GROUP BY time` bucket
 //! is 0, while without an interval a count over no values is null.
 //!
-//! A subquery runs first; its rows are held in an in-memory shard ([`Shard::in_memory`]) and the
+//! A subquery runs first; its rows are held in an in-memory shard ([`crate::storage::Shard::in_memory`]) and the
 //! outer query reads that like stored data: an inner query without a time condition gets the
 //! outer one's range, the rows of a raw inner query keep their series' tags, the outer time
 //! range does not cut the inner rows again, and `SELECT *` names the inner columns only.

@@ -7,7 +7,7 @@
 //! aggregates, or `top`/`bottom`), the time range taken out of the condition and the
 //! residual condition (its regexes compiled), the grouping, `fill`, limits and order.
 //! What it does not do: say where to read. Sources are resolved by the executor
-//! ([`super::select`]) before it plans, against the catalog (a missing database is reported
+//! (`select`) before it plans, against the catalog (a missing database is reported
 //! before a statement's own mistakes, as influxd does), and wildcards (`*`, `GROUP BY *`,
 //! `GROUP BY /re/`) are expanded there, over the fields and tags the sources hold.
 //! Checks that need a group's data (the forms of a transform without `GROUP BY time`, a
@@ -99,7 +99,7 @@ pub struct TimeRange {
 /// The condition left once its top-level time comparisons are taken out.
 #[derive(Debug)]
 pub struct Condition {
-    /// As parsed: what the tag index and the series' tags decide (see [`super::cond`]).
+    /// As parsed: what the tag index and the series' tags decide (see `exec::cond`).
     pub expr: Expr,
     /// The same, lowered: evaluated per row.
     pub term: Term,

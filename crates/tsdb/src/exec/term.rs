@@ -3,14 +3,19 @@
 //! dropped). The planner lowers the parser's expressions to terms once; the executor matches
 //! on functions, never on names.
 //! What it does not do: decide whether a statement is valid (see [`super::plan`]) or compute
-//! anything (see [`super::functions`]).
+//! anything (see `exec::functions`).
 //!
 //! Adding a function: one line in the `functions!` table below (variant, name, kind), and one
-//! match arm where its kind is computed in [`super::functions`]: `aggregate` (aggregates and
-//! selectors), `transform`, or `math` (with its `arity` if it takes two values). `top` and
+//! match arm where its kind is computed in `exec::functions`: `of_numbers` (aggregates),
+//! `select_point` (selectors), `transform` (with `transform_unit` if it takes a unit or window),
+//! or `math` (with its `arity` if it takes two values). `top` and
 //! `bottom` are the one kind with a plan of their own (`plan::TopBottom`). A function of a
 //! kind torc does not evaluate is `Kind::Unimplemented`: asking for it is an error, never a
-//! column of nulls.
+//! column of nulls. For example `mode`, `distinct` and `integral` are in the table (kind
+//! `Aggregate`, so the planner accepts them where aggregates go) but have no arm in
+//! `functions::of_numbers` yet, whose fallback answers `undefined function mode()`: computing
+//! one is that one arm. The planner needs no change for a function of an existing kind; the
+//! case files of `tests/data/plan/` show what it makes of one.
 
 use std::fmt;
 
