@@ -19,13 +19,15 @@ pub(super) async fn execute(
     stmt: &Statement,
     default_db: Option<&str>,
 ) -> ExecResult<Vec<ResultSeries>> {
+    let dbname = need_db(None, default_db)?;
+    check_db(db, dbname)?;
     let r = match stmt {
-        Statement::DropMeasurement { name } => drop_measurement(db, name, default_db).await,
+        Statement::DropMeasurement { name } => drop_measurement(db, dbname, name).await,
         Statement::DropSeries { sources, condition } => {
-            drop_series(db, sources, condition.as_ref(), default_db).await
+            drop_series(db, dbname, sources, condition.as_ref()).await
         }
         Statement::Delete { sources, condition } => {
-            delete(db, sources, condition.as_ref(), default_db).await
+            delete(db, dbname, sources, condition.as_ref()).await
         }
         other => {
             return Err(QueryError::Misrouted {
@@ -37,9 +39,7 @@ pub(super) async fn execute(
     r.map(|()| Vec::new())
 }
 
-async fn drop_measurement(db: &Tsdb, name: &str, default_db: Option<&str>) -> ExecResult<()> {
-    let dbname = need_db(None, default_db)?;
-    check_db(db, dbname)?;
+async fn drop_measurement(db: &Tsdb, dbname: &str, name: &str) -> ExecResult<()> {
     db.delete(dbname, i64::MIN, i64::MAX, |st| {
         Ok::<_, QueryError>(
             st.index
@@ -59,12 +59,10 @@ async fn drop_measurement(db: &Tsdb, name: &str, default_db: Option<&str>) -> Ex
 
 async fn drop_series(
     db: &Tsdb,
+    dbname: &str,
     sources: &[Source],
     condition: Option<&Expr>,
-    default_db: Option<&str>,
 ) -> ExecResult<()> {
-    let dbname = need_db(None, default_db)?;
-    check_db(db, dbname)?;
     if condition.is_some_and(refers_to_time) {
         return Err(QueryError::DropSeriesTime);
     }
@@ -73,12 +71,10 @@ async fn drop_series(
 
 async fn delete(
     db: &Tsdb,
+    dbname: &str,
     sources: &[Source],
     condition: Option<&Expr>,
-    default_db: Option<&str>,
 ) -> ExecResult<()> {
-    let dbname = need_db(None, default_db)?;
-    check_db(db, dbname)?;
     let (min, max, rest) = match condition {
         Some(c) => extract_time(c, now_ns())?,
         None => (i64::MIN, i64::MAX, None),

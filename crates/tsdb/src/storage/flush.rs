@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::shard::{Frozen, Shard, install_segment};
+use super::shard::{Frozen, Shard, ShardState, install_segment};
 use super::tsdb::{Tsdb, blocking, now_ns};
 use crate::Error;
 use crate::model::{Column, FieldType};
@@ -72,22 +72,7 @@ impl Tsdb {
                     trimmed.push((*sid, cols));
                 }
             }
-            let data: Vec<SeriesData<'_>> = trimmed
-                .iter()
-                .map(|(sid, cols)| {
-                    let info = &st.index.series[*sid as usize];
-                    SeriesData {
-                        measurement: &info.measurement,
-                        tags: &info.tags,
-                        columns: cols.iter().map(|(n, c)| (n.as_str(), c)).collect(),
-                    }
-                })
-                .collect();
-            if data.is_empty() {
-                None
-            } else {
-                Some(segment::write(&shard.dir, seq, &data)?)
-            }
+            write_segment(shard, &st, seq, &trimmed)?
         };
         let mut st = shard.write();
         if let Some(seg) = seg {
@@ -197,22 +182,7 @@ impl Tsdb {
                     merged.push((sid, fields));
                 }
             }
-            let data: Vec<SeriesData<'_>> = merged
-                .iter()
-                .map(|(sid, cols)| {
-                    let info = &st.index.series[*sid as usize];
-                    SeriesData {
-                        measurement: &info.measurement,
-                        tags: &info.tags,
-                        columns: cols.iter().map(|(n, c)| (n.as_str(), c)).collect(),
-                    }
-                })
-                .collect();
-            if data.is_empty() {
-                None
-            } else {
-                Some(segment::write(&shard.dir, seq, &data)?)
-            }
+            write_segment(shard, &st, seq, &merged)?
         };
         let mut st = shard.write();
         let n_old = segs.len();
@@ -311,4 +281,28 @@ pub(super) fn trim_before(c: &Column, cutoff: i64) -> Option<Column> {
         times: c.times[lo..].to_vec(),
         values: c.values.permute(&idx),
     })
+}
+
+/// Writes the columns of some series of a shard as segment `seq` (nothing when there are none).
+fn write_segment(
+    shard: &Shard,
+    st: &ShardState,
+    seq: u64,
+    series: &[(u32, Vec<(String, Column)>)],
+) -> Result<Option<Segment>, Error> {
+    let data: Vec<SeriesData<'_>> = series
+        .iter()
+        .map(|(sid, cols)| {
+            let info = &st.index.series[*sid as usize];
+            SeriesData {
+                measurement: &info.measurement,
+                tags: &info.tags,
+                columns: cols.iter().map(|(n, c)| (n.as_str(), c)).collect(),
+            }
+        })
+        .collect();
+    if data.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(segment::write(&shard.dir, seq, &data)?))
 }
