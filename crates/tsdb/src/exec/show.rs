@@ -62,49 +62,37 @@ pub(super) fn execute(
             condition,
             limit,
             offset,
-        } => {
-            let q = Listing::new(
-                db, on, default_db, sources, condition, *limit, *offset, budget,
-            );
-            q.and_then(|q| q.measurements())
         }
-        Statement::ShowSeries {
+        | Statement::ShowSeries {
             on,
             sources,
             condition,
             limit,
             offset,
-        } => {
-            let q = Listing::new(
-                db, on, default_db, sources, condition, *limit, *offset, budget,
-            );
-            q.and_then(|q| q.series())
         }
-        Statement::ShowTagKeys {
+        | Statement::ShowTagKeys {
             on,
             sources,
             condition,
             limit,
             offset,
-        } => {
-            let q = Listing::new(
-                db, on, default_db, sources, condition, *limit, *offset, budget,
-            );
-            q.and_then(|q| q.tag_keys())
         }
-        Statement::ShowTagValues {
+        | Statement::ShowTagValues {
             on,
             sources,
-            keys,
             condition,
             limit,
             offset,
-        } => {
-            let q = Listing::new(
-                db, on, default_db, sources, condition, *limit, *offset, budget,
-            );
-            q.and_then(|q| q.tag_values(keys))
-        }
+            ..
+        } => Listing::new(
+            db, on, default_db, sources, condition, *limit, *offset, budget,
+        )
+        .and_then(|q| match stmt {
+            Statement::ShowSeries { .. } => q.series(),
+            Statement::ShowTagKeys { .. } => q.tag_keys(),
+            Statement::ShowTagValues { keys, .. } => q.tag_values(keys),
+            _ => q.measurements(),
+        }),
         Statement::ShowFieldKeys { on, sources } => field_keys(db, on, default_db, sources),
         other => Err(QueryError::Misrouted {
             kind: "SHOW",
