@@ -16,8 +16,9 @@
 //! * [`names`]: limits on names and the directory names of databases;
 //! * [`storage`]: databases, retention policies, shards; [`wal`]: the group-commit WAL;
 //!   [`segment`] + [`encoding`]: immutable compressed blocks;
-//! * [`influxql`]: parser; [`exec`]: execution, bounded by [`limits`]; [`json`]: Go-compatible
-//!   output;
+//! * [`influxql`]: parser; [`exec::plan`]: the pure planner of a `SELECT` (functions resolved to
+//!   [`exec::term::Function`]); [`exec`]: execution of statements and plans, bounded by
+//!   [`limits`]; [`json`]: Go-compatible output;
 //! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`form`]: URL query and
 //!   form decoding; [`sched`]: a scheduling hint for query threads;
 //! * [`users`]: the user catalog; [`password`]: bcrypt, bounded, and the cache of verified

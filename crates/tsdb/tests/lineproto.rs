@@ -2,6 +2,8 @@
 //! input body, `----`, expected points (`{:?}`) and errors, one per line. `TSDB_BLESS=1`
 //! rewrites the expectations.
 
+mod common;
+
 use std::fmt::Write;
 
 use torc_tsdb::lineproto::{Precision, parse};
@@ -20,43 +22,7 @@ fn render(body: &str) -> String {
 
 #[test]
 fn lineproto_cases() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/lineproto");
-    let bless = std::env::var_os("TSDB_BLESS").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut failures = String::new();
-    let mut n = 0;
-    for f in files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-    {
-        let text = std::fs::read_to_string(f).unwrap();
-        let mut blessed = Vec::new();
-        for case in text.split("\n====\n") {
-            let (input, expected) = case.split_once("\n----\n").unwrap_or((case, ""));
-            let got = render(input);
-            n += 1;
-            if bless {
-                blessed.push(format!("{input}\n----\n{}", got.trim_end()));
-            } else if got.trim() != expected.trim() {
-                let _ = writeln!(
-                    failures,
-                    "{}: {input}\n  expected: {}\n  got:      {}",
-                    f.display(),
-                    expected.trim(),
-                    got.trim()
-                );
-            }
-        }
-        if bless {
-            std::fs::write(f, blessed.join("\n====\n") + "\n").unwrap();
-        }
-    }
-    assert!(n > 0);
-    assert!(failures.is_empty(), "{failures}");
+    common::run_cases("lineproto", 1, render);
 }
 
 #[test]

@@ -22,6 +22,12 @@ pub enum QueryError {
     /// A statement the user-statement executor was handed by mistake (a bug, not input).
     #[error("not a user statement: {0}")]
     NotUserStatement(String),
+    /// A statement handed to the executor of another kind (a bug, not input).
+    #[error("not a {kind} statement: {statement}")]
+    Misrouted {
+        kind: &'static str,
+        statement: String,
+    },
     #[error("retention policy duration must be at least 1h0m0s")]
     RetentionTooShort,
     #[error("DROP SERIES doesn't support time in WHERE clause")]
@@ -107,6 +113,9 @@ pub enum QueryError {
     )]
     BucketsTooMany { count: usize },
 }
+
+/// What an execution step returns.
+pub(crate) type ExecResult<T> = Result<T, QueryError>;
 
 impl QueryError {
     /// A storage error as InfluxQL reports it: a missing database by its bare name.

@@ -254,3 +254,53 @@ impl TorcServer {
         }
     }
 }
+
+/// The one runner of data-driven cases: every `tests/data/<dir>/*.txt` holds cases separated
+/// by a line `====`; a case is its input (as written, blank lines included), a line `----`,
+/// then the expected output, which is `render(input)` (compared without leading or trailing
+/// blank space). `TSDB_BLESS=1` rewrites
+/// the expectations with what `render` gives. Panics naming every failing case, or when fewer
+/// than `min_cases` are found.
+pub fn run_cases(dir: &str, min_cases: usize, render: impl Fn(&str) -> String) {
+    use std::fmt::Write;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(dir);
+    let bless = std::env::var_os("TSDB_BLESS").is_some();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    let mut failures = String::new();
+    let mut n = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let mut blessed = Vec::new();
+        for case in text.split("\n====\n") {
+            let (input, expected) = case.split_once("\n----\n").unwrap_or((case, ""));
+            let got = render(input);
+            n += 1;
+            if bless {
+                blessed.push(format!("{input}\n----\n{}", got.trim_end()));
+            } else if got.trim() != expected.trim() {
+                let _ = writeln!(
+                    failures,
+                    "{}: {input}\n  expected:\n{}\n  got:\n{}",
+                    f.display(),
+                    expected.trim(),
+                    got.trim()
+                );
+            }
+        }
+        if bless {
+            std::fs::write(f, blessed.join("\n====\n") + "\n").unwrap();
+        }
+    }
+    assert!(
+        n >= min_cases,
+        "{n} cases found, expected at least {min_cases}"
+    );
+    assert!(failures.is_empty(), "{failures}");
+}

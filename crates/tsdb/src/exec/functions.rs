@@ -1,0 +1,366 @@
+//! The arithmetic of InfluxQL's functions on points and values: one aggregate or selector
+//! over a bucket's points ([`reduce`]: `of_numbers` for aggregates, `select_point` for
+//! selectors), one transform over a series of points ([`transform`], with its unit or window
+//! from [`transform_unit`]), one math function of values ([`math`]). Each is one `match` on
+//! [`Function`]: adding a function is its line in the table of [`super::term`] and its arm
+//! here.
+//! What it does not do: bucket points, fill or pick `top`/`bottom` points (see
+//! [`super::aggregate`]), nor read rows.
+
+use super::error::{ExecResult, QueryError};
+use super::term::{Function, Kind, Term};
+use super::value::Val;
+
+/// A point fed to an aggregate.
+#[derive(Clone)]
+pub(super) struct Pt {
+    pub(super) t: i64,
+    pub(super) v: Val,
+}
+
+/// Applies a math function; null in, null out (and for a function that is not math).
+/// `abs`, `floor`, `ceil` and `round` keep an integer an integer.
+pub(super) fn math(func: Function, args: &[Val]) -> Val {
+    use Function as F;
+    if args.len() != func.arity() || args.iter().any(Val::is_null) {
+        return Val::Null;
+    }
+    if let [Val::Int(i)] = args {
+        match func {
+            F::Abs => return Val::Int(i.wrapping_abs()),
+            F::Floor | F::Ceil | F::Round => return Val::Int(*i),
+            _ => {}
+        }
+    }
+    let Some(x) = args[0].as_f64() else {
+        return Val::Null;
+    };
+    let y = args.get(1).and_then(Val::as_f64).unwrap_or(0.0);
+    Val::Float(match func {
+        F::Abs => x.abs(),
+        F::Sin => x.sin(),
+        F::Cos => x.cos(),
+        F::Tan => x.tan(),
+        F::Asin => x.asin(),
+        F::Acos => x.acos(),
+        F::Atan => x.atan(),
+        F::Atan2 => x.atan2(y),
+        F::Exp => x.exp(),
+        F::Log => x.ln() / y.ln(),
+        F::Ln => x.ln(),
+        F::Log2 => x.log2(),
+        F::Log10 => x.log10(),
+        F::Sqrt => x.sqrt(),
+        F::Pow => x.powf(y),
+        F::Floor => x.floor(),
+        F::Ceil => x.ceil(),
+        F::Round => x.round(),
+        _ => return Val::Null,
+    })
+}
+
+/// The unit of a derivative (a duration, 1s by default), or the window of `moving_average`.
+pub(super) fn transform_unit(func: Function, args: &[Term]) -> ExecResult<i64> {
+    let name = || func.name().to_string();
+    match func {
+        Function::MovingAverage => {
+            return match args.get(1) {
+                Some(Term::Int(n)) if *n > 1 => Ok(*n),
+                Some(Term::Int(n)) => Err(QueryError::MovingAverageWindow { n: *n }),
+                _ => Err(QueryError::Arity {
+                    name: name(),
+                    expected: 2,
+                    got: args.len(),
+                }),
+            };
+        }
+        Function::CumulativeSum if args.len() != 1 => {
+            return Err(QueryError::Arity {
+                name: name(),
+                expected: 1,
+                got: args.len(),
+            });
+        }
+        _ => {}
+    }
+    match args.get(1) {
+        None => Ok(1_000_000_000),
+        Some(Term::Duration(d)) if *d > 0 => Ok(*d),
+        Some(_) => Err(QueryError::TransformUnit { name: name() }),
+    }
+}
+
+/// Applies a transform to points in time order; `unit` as [`transform_unit`] gives it.
+pub(super) fn transform(func: Function, pts: &[Pt], unit: i64) -> Vec<Pt> {
+    let rate = |pv: &Pt, p: &Pt, a: f64, b: f64| (b - a) / ((p.t - pv.t) as f64 / unit as f64);
+    match func {
+        Function::CumulativeSum => cumulative_sum(pts),
+        Function::MovingAverage => moving_average(pts, unit.max(1) as usize),
+        Function::Derivative => consecutive(pts, |pv, p, a, b| Some(Val::Float(rate(pv, p, a, b)))),
+        Function::NonNegativeDerivative => consecutive(pts, |pv, p, a, b| {
+            let v = rate(pv, p, a, b);
+            (v >= 0.0).then_some(Val::Float(v))
+        }),
+        Function::Difference => consecutive(pts, |pv, p, a, b| Some(difference(pv, p, b - a))),
+        Function::NonNegativeDifference => consecutive(pts, |pv, p, a, b| {
+            (b - a >= 0.0).then(|| difference(pv, p, b - a))
+        }),
+        _ => Vec::new(),
+    }
+}
+
+/// A value per pair of consecutive points with distinct times, at the later one's time
+/// (`None` leaves the pair out); a point that is not a number starts the next pair.
+fn consecutive(pts: &[Pt], of: impl Fn(&Pt, &Pt, f64, f64) -> Option<Val>) -> Vec<Pt> {
+    let mut out = Vec::new();
+    let mut prev: Option<&Pt> = None;
+    for p in pts {
+        let Some(pv) = prev else {
+            prev = Some(p);
+            continue;
+        };
+        if p.t == pv.t {
+            continue;
+        }
+        let (Some(a), Some(b)) = (pv.v.as_f64(), p.v.as_f64()) else {
+            prev = Some(p);
+            continue;
+        };
+        prev = Some(p);
+        if let Some(v) = of(pv, p, a, b) {
+            out.push(Pt { t: p.t, v });
+        }
+    }
+    out
+}
+
+/// The difference of two points: an integer for integers.
+fn difference(pv: &Pt, p: &Pt, v: f64) -> Val {
+    match (&pv.v, &p.v) {
+        (Val::Int(x), Val::Int(y)) => Val::Int(y.wrapping_sub(*x)),
+        _ => Val::Float(v),
+    }
+}
+
+fn cumulative_sum(pts: &[Pt]) -> Vec<Pt> {
+    let mut acc: Option<Val> = None;
+    pts.iter()
+        .filter_map(|p| {
+            let next = match (&acc, &p.v) {
+                (None, v @ (Val::Int(_) | Val::Float(_))) => v.clone(),
+                (Some(Val::Int(a)), Val::Int(b)) => Val::Int(a.wrapping_add(*b)),
+                (Some(a), b) => Val::Float(a.as_f64()? + b.as_f64()?),
+                (None, _) => return None,
+            };
+            acc = Some(next.clone());
+            Some(Pt { t: p.t, v: next })
+        })
+        .collect()
+}
+
+fn moving_average(pts: &[Pt], n: usize) -> Vec<Pt> {
+    let nums: Vec<(i64, f64)> = pts
+        .iter()
+        .filter_map(|p| p.v.as_f64().map(|v| (p.t, v)))
+        .collect();
+    nums.windows(n)
+        .map(|w| Pt {
+            t: w[n - 1].0,
+            v: Val::Float(w.iter().map(|(_, v)| v).sum::<f64>() / n as f64),
+        })
+        .collect()
+}
+
+/// Computes one aggregate or selector over a bucket's points; returns the value and, for
+/// selectors, the selected point's time. `args`: the call's (the first is the field).
+pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Option<i64>)> {
+    use Function as F;
+    if func == F::Count {
+        return Ok((
+            if pts.is_empty() {
+                Val::Null
+            } else {
+                Val::Int(pts.len() as i64)
+            },
+            None,
+        ));
+    }
+    if pts.is_empty() {
+        return Ok((Val::Null, None));
+    }
+    match func.kind() {
+        Kind::Aggregate => of_numbers(func, pts),
+        Kind::Selector => select_point(func, pts, args),
+        // Functions of other kinds nested in an aggregate expression.
+        _ => Err(QueryError::UndefinedFunction {
+            name: func.name().to_string(),
+        }),
+    }
+}
+
+/// What [`reduce`] needs to know of a bucket's points: their numbers, whether all are
+/// integers, and the error of an aggregate that needs numbers over other values.
+fn numbers(func: Function, pts: &[Pt]) -> (Vec<f64>, bool, ExecResult<()>) {
+    let nums: Vec<f64> = pts.iter().filter_map(|p| p.v.as_f64()).collect();
+    let all_int = pts.iter().all(|p| matches!(p.v, Val::Int(_)));
+    let numeric = pts
+        .iter()
+        .all(|p| matches!(p.v, Val::Int(_) | Val::Float(_)));
+    let numeric = if numeric {
+        Ok(())
+    } else {
+        Err(QueryError::NotNumeric {
+            name: func.name().to_string(),
+        })
+    };
+    (nums, all_int, numeric)
+}
+
+/// An aggregate of a bucket's points (not empty, `count` aside): one arm per aggregate.
+fn of_numbers(func: Function, pts: &[Pt]) -> ExecResult<(Val, Option<i64>)> {
+    use Function as F;
+    let (nums, all_int, numeric) = numbers(func, pts);
+    let need_numeric = || numeric.clone();
+    Ok(match func {
+        F::Mean => {
+            need_numeric()?;
+            (
+                Val::Float(nums.iter().sum::<f64>() / nums.len() as f64),
+                None,
+            )
+        }
+        F::Sum => {
+            need_numeric()?;
+            if all_int {
+                (
+                    Val::Int(
+                        pts.iter()
+                            .map(|p| if let Val::Int(i) = p.v { i } else { 0 })
+                            .fold(0i64, i64::wrapping_add),
+                    ),
+                    None,
+                )
+            } else {
+                (Val::Float(nums.iter().sum()), None)
+            }
+        }
+        F::Median => {
+            need_numeric()?;
+            let mut s = nums.clone();
+            s.sort_by(|a, b| a.total_cmp(b));
+            let n = s.len();
+            let v = if n % 2 == 1 {
+                s[n / 2]
+            } else {
+                (s[n / 2 - 1] + s[n / 2]) / 2.0
+            };
+            (Val::Float(v), None)
+        }
+        F::Spread => {
+            need_numeric()?;
+            if all_int {
+                let ints: Vec<i64> = pts
+                    .iter()
+                    .map(|p| if let Val::Int(i) = p.v { i } else { 0 })
+                    .collect();
+                let mx = ints.iter().copied().max().unwrap_or(0);
+                let mn = ints.iter().copied().min().unwrap_or(0);
+                (Val::Int(mx.wrapping_sub(mn)), None)
+            } else {
+                let mx = nums.iter().copied().fold(f64::MIN, f64::max);
+                let mn = nums.iter().copied().fold(f64::MAX, f64::min);
+                (Val::Float(mx - mn), None)
+            }
+        }
+        F::Stddev => {
+            need_numeric()?;
+            if nums.len() < 2 {
+                (Val::Null, None)
+            } else {
+                let mean = nums.iter().sum::<f64>() / nums.len() as f64;
+                let var = nums.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>()
+                    / (nums.len() - 1) as f64;
+                (Val::Float(var.sqrt()), None)
+            }
+        }
+        // Aggregates torc does not compute yet (`mode`, `distinct`, `integral`).
+        _ => {
+            return Err(QueryError::UndefinedFunction {
+                name: func.name().to_string(),
+            });
+        }
+    })
+}
+
+/// A selector of a bucket's points (not empty): the point it selects, one arm per selector.
+fn select_point(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Option<i64>)> {
+    use Function as F;
+    let (_, _, numeric) = numbers(func, pts);
+    let need_numeric = || numeric.clone();
+    Ok(match func {
+        F::Min | F::Max => {
+            need_numeric()?;
+            let mut best = &pts[0];
+            for p in &pts[1..] {
+                let (a, b) = (p.v.as_f64().unwrap_or(0.0), best.v.as_f64().unwrap_or(0.0));
+                let better = if func == F::Min { a < b } else { a > b };
+                if better || (a == b && p.t < best.t) {
+                    best = p;
+                }
+            }
+            (best.v.clone(), Some(best.t))
+        }
+        F::First | F::Last => {
+            let mut best = &pts[0];
+            for p in &pts[1..] {
+                let better = if func == F::First {
+                    p.t < best.t
+                } else {
+                    p.t > best.t
+                };
+                let tie_bigger = p.t == best.t && val_gt(&p.v, &best.v);
+                if better || tie_bigger {
+                    best = p;
+                }
+            }
+            (best.v.clone(), Some(best.t))
+        }
+        F::Percentile => {
+            need_numeric()?;
+            let pct = match args.get(1) {
+                Some(Term::Int(i)) => *i as f64,
+                Some(Term::Float(f)) => *f,
+                _ => return Err(QueryError::PercentileArgument),
+            };
+            let mut s: Vec<&Pt> = pts.iter().collect();
+            s.sort_by(|a, b| {
+                a.v.as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.v.as_f64().unwrap_or(0.0))
+                    .then(a.t.cmp(&b.t))
+            });
+            let i = (s.len() as f64 * pct / 100.0 + 0.5).floor() as i64 - 1;
+            if i < 0 || i as usize >= s.len() {
+                (Val::Null, None)
+            } else {
+                (s[i as usize].v.clone(), Some(s[i as usize].t))
+            }
+        }
+        _ => {
+            return Err(QueryError::UndefinedFunction {
+                name: func.name().to_string(),
+            });
+        }
+    })
+}
+
+pub(super) fn val_gt(a: &Val, b: &Val) -> bool {
+    match (a, b) {
+        (Val::Str(x), Val::Str(y)) => x > y,
+        (Val::Bool(x), Val::Bool(y)) => x & !y,
+        _ => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x > y,
+            _ => false,
+        },
+    }
+}
