@@ -78,8 +78,8 @@ impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         match e {
             ChangeError::Rejected(e) => e.into(),
-            // A full disk: logged once where the refused commit was handled (the write path's
-            // `back_to_durable`), not at every change refused meanwhile.
+            // A full disk: logged where the refused commit was handled (the write path's
+            // `back_to_durable`, one warning per refused change), not again here.
             ChangeError::Store(e @ StoreError::NoSpace { .. }) => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
             }
