@@ -32,6 +32,15 @@
 //! series while torc answers one series per source; `SELECT *` over a raw subquery orders rows
 //! of equal timestamps by series key in torc and arbitrarily in 1.6; a query that ends inside a
 //! subquery reports the end-of-input position one character further on in torc.
+//! Raw queries over several series without GROUP BY whose projections name only fields: 1.6
+//! merges rows of equal timestamps in the order of its iterators' heap (e.g. hosts a, c, b,
+//! then c, b, a), torc by series key (as 1.6 does when a tag or `*` is projected); the corpus
+//! reads such queries from one series. `mode()` over values that tie in frequency picks by
+//! Go's unstable sort; `integral()` with GROUP BY tags answers its series in a random order in
+//! 1.6, and over several series with equal timestamps keeps the last in 1.6's merge order;
+//! `integral()` with GROUP BY time interpolates at the bucket edges in 1.6, not in torc. A
+//! condition comparing a name that is no field or tag to a number (`"values" = 1`) matches
+//! nothing in 1.6 and every row in torc.
 //! `top`/`bottom` with LIMIT/OFFSET: 1.6 answers points that are not the top ones (it seems to
 //! apply them to its input); torc applies them to the answer. `top`/`bottom` beside an
 //! expression that is not a bare name, and the 1.6 functions torc lacks (`sample`, `elapsed`,

@@ -69,6 +69,8 @@ pub enum QueryError {
     /// which is what influxd prints).
     #[error("expected integer as last argument in {name}(), found {args}")]
     SelectorLimitType { name: String, args: usize },
+    #[error("expected first argument to be a field in {name}(), found *")]
+    SelectorFirstArgument { name: String },
     #[error("limit ({n}) in {name} function must be at least 1")]
     SelectorLimit { name: String, n: i64 },
     #[error(
@@ -85,6 +87,12 @@ pub enum QueryError {
     SelectorType { name: String, go_type: &'static str },
     #[error("mixing aggregate and non-aggregate queries is not supported")]
     MixedAggregate,
+    #[error("aggregate function distinct() cannot be combined with other functions or fields")]
+    DistinctCombined,
+    #[error("distinct function {}", if *many { "can only have one argument" } else { "requires at least one argument" })]
+    DistinctArity { many: bool },
+    #[error("mixing multiple selector functions with tags or fields is not supported")]
+    SelectorsWithFields,
     #[error("aggregate function required inside the call to {name}")]
     TransformWithoutAggregate { name: String },
     #[error("{name} aggregate requires a GROUP BY interval")]

@@ -15,8 +15,12 @@
 //! shard and hand them to [`Tsdb::delete`]. `top`/`bottom` (with tag arguments and bare fields
 //! or tags beside them) pick several points per bucket and show each at its own time. Math
 //! functions (`round`, `abs`, `log`, ...) apply per row or to aggregates; `cumulative_sum` and
-//! `moving_average` are transforms like `derivative`. A 1.6 function torc does not evaluate is
-//! an error, never a column of nulls.
+//! `moving_average` are transforms like `derivative`. A single selector (written once or more,
+//! perhaps inside math) is shown at its point's time without `GROUP BY time`, and bare fields
+//! and tags beside it are that point's; `distinct(x)` answers a row per distinct value of a
+//! bucket; `func(*)` is one column `func_field` per field of a type `func` takes; a binary
+//! expression's column is named by its references and calls joined by `_` (`max_min`). A 1.6
+//! function torc does not evaluate is an error, never a column of nulls.
 //!
 //! Every request runs under a [`Budget`] ([`crate::limits`]): points, series and buckets per
 //! statement, and the request's deadline, checked as the work goes (per series, every few

@@ -342,7 +342,8 @@ fn expand(
     for f in &plan.projections {
         if f.term == Term::Wildcard {
             let mut names: BTreeSet<String> = all_fields.keys().cloned().collect();
-            if plan.shape == Shape::Raw {
+            // Beside a selector, `*` is its point's fields and tags.
+            if matches!(plan.shape, Shape::Raw | Shape::Aggregate { .. }) {
                 names.extend(
                     wildcard_tags
                         .iter()
@@ -355,6 +356,21 @@ fn expand(
                     term: Term::Ref(n),
                     alias: None,
                 });
+            }
+        } else if let Term::Call { func, args } = &f.term
+            && args.first() == Some(&Term::Wildcard)
+            && func.kind().aggregates()
+        {
+            // `func(*)`: one column per field the function takes, named `func_field`.
+            for (n, t) in &all_fields {
+                if func.takes(*t) {
+                    let mut args = args.clone();
+                    args[0] = Term::Ref(n.clone());
+                    fields.push(Projection {
+                        term: Term::Call { func: *func, args },
+                        alias: Some(format!("{}_{n}", f.alias.as_deref().unwrap_or(func.name()))),
+                    });
+                }
             }
         } else {
             fields.push(f.clone());
