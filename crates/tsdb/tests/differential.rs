@@ -20,10 +20,9 @@
 //!
 //! Known InfluxDB 1.6 behaviour torc does not copy (so not in the corpus): a statement that
 //! fails compilation after a successful one makes 1.6 answer `"not executed"` for it (a 1.6
-//! bug); GROUP BY time without a lower bound over empty data; the order of rows of different
-//! series with equal timestamps when a *field* condition is present (1.6 then does not order
-//! them by series key); aggregates without a lower time bound report `now() - d` as their time,
-//! which differs between two servers by the time between the two requests; a raw transform
+//! bug); GROUP BY time without a lower bound over empty data; aggregates without a lower time
+//! bound report `now() - d` as their time, which differs between two servers by the time
+//! between the two requests; a raw transform
 //! (`cumulative_sum`, `difference`, ...) over several series with equal timestamps (1.6 does
 //! not order them by series key either).
 //! Subqueries: 1.6 answers nothing for some forms that torc answers (`last()` over an
@@ -32,10 +31,9 @@
 //! series while torc answers one series per source; `SELECT *` over a raw subquery orders rows
 //! of equal timestamps by series key in torc and arbitrarily in 1.6; a query that ends inside a
 //! subquery reports the end-of-input position one character further on in torc.
-//! Raw queries over several series without GROUP BY whose projections name only fields: 1.6
-//! merges rows of equal timestamps in the order of its iterators' heap (e.g. hosts a, c, b,
-//! then c, b, a), torc by series key (as 1.6 does when a tag or `*` is projected); the corpus
-//! reads such queries from one series. `mode()` over values that tie in frequency picks by
+//! Raw queries over several series merge rows of equal timestamps in the order of 1.6's
+//! iterator heap (e.g. hosts a, c, b, then c, b, a; by the projected strings first), which
+//! torc reproduces (`exec::merge`). `mode()` over values that tie in frequency picks by
 //! Go's unstable sort; `integral()` with GROUP BY tags answers its series in a random order in
 //! 1.6, and over several series with equal timestamps keeps the last in 1.6's merge order;
 //! `integral()` with GROUP BY time interpolates at the bucket edges in 1.6, not in torc. A

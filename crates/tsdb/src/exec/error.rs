@@ -82,7 +82,8 @@ pub enum QueryError {
         n: usize,
         limit: usize,
     },
-    /// `top()`/`bottom()` over booleans or strings; `go_type` as influxd names its iterator.
+    /// A function that needs numbers (`top()`, `mean()`, ...) over booleans or strings;
+    /// `go_type` as influxd names its iterator.
     #[error("unsupported {name} iterator type: *query.{go_type}InterruptIterator")]
     SelectorType { name: String, go_type: &'static str },
     #[error("mixing aggregate and non-aggregate queries is not supported")]
@@ -109,9 +110,6 @@ pub enum QueryError {
     MovingAverageWindow { n: i64 },
     #[error("second argument to {name} must be a duration")]
     TransformUnit { name: String },
-    /// An aggregate that needs numbers over booleans or strings.
-    #[error("unsupported {name} iterator type")]
-    NotNumeric { name: String },
     #[error("expected float argument in percentile()")]
     PercentileArgument,
     /// With both limits off, a bucket count that cannot be allocated.

@@ -217,15 +217,18 @@ pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(V
 fn numbers(func: Function, pts: &[Pt]) -> (Vec<f64>, bool, ExecResult<()>) {
     let nums: Vec<f64> = pts.iter().filter_map(|p| p.v.as_f64()).collect();
     let all_int = pts.iter().all(|p| matches!(p.v, Val::Int(_)));
-    let numeric = pts
+    let numeric = match pts
         .iter()
-        .all(|p| matches!(p.v, Val::Int(_) | Val::Float(_)));
-    let numeric = if numeric {
-        Ok(())
-    } else {
-        Err(QueryError::NotNumeric {
+        .find(|p| !matches!(p.v, Val::Int(_) | Val::Float(_)))
+    {
+        None => Ok(()),
+        Some(p) => Err(QueryError::SelectorType {
             name: func.name().to_string(),
-        })
+            go_type: match p.v {
+                Val::Bool(_) => "boolean",
+                _ => "string",
+            },
+        }),
     };
     (nums, all_int, numeric)
 }
@@ -299,16 +302,7 @@ fn of_numbers(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Pic
         }
         F::Mode => (mode(pts), None),
         F::Integral => {
-            if let Some(p) = pts.iter().find(|p| p.v.as_f64().is_none()) {
-                return Err(QueryError::SelectorType {
-                    name: func.name().to_string(),
-                    go_type: if let Val::Bool(_) = p.v {
-                        "boolean"
-                    } else {
-                        "string"
-                    },
-                });
-            }
+            need_numeric()?;
             let unit = match args.get(1) {
                 None => 1_000_000_000,
                 Some(Term::Duration(d)) if *d > 0 => *d,

@@ -1,7 +1,8 @@
 //! InfluxQL statement execution against the storage engine.
 //!
 //! Semantics follow InfluxDB 1.6 where torc's differential test checks them: raw rows merge the
-//! group's series ordered by (time, series key) and `ORDER BY time DESC` reverses that order;
+//! group's series by time, rows of one time in the order of influxd's iterator heap (`merge`;
+//! aggregates read them by time and series key);
 //! `GROUP BY time` buckets start at the lower time bound (or the group's earliest point) and end
 //! at the upper bound (or now); `first`/`last` break timestamp ties by the larger value,
 //! `min`/`max` break value ties by the earlier time; `count` of an empty `GROUP BY time` bucket
@@ -35,7 +36,8 @@
 //! * `show`, `catalog`, `delete`, `users`: the statements other than `SELECT`;
 //! * `select`: `SELECT`, its sources (subqueries included), checks, wildcards, series
 //!   grouping and raw projection; `aggregate`: buckets, `top`/`bottom`, fill;
-//! * `rows`: a group's rows; `eval`: row expressions; `cond`: conditions on tags and the
+//! * `rows`: a group's rows; `merge`: the order influxd merges a raw query's series in;
+//!   `eval`: row expressions; `cond`: conditions on tags and the
 //!   time range; `functions`: the functions of InfluxQL and their arithmetic;
 //! * `sources`: databases and measurements; `error`: [`QueryError`]; `value`: answers.
 
@@ -52,6 +54,7 @@ mod delete;
 mod error;
 mod eval;
 mod functions;
+mod merge;
 pub mod plan;
 mod rows;
 mod select;

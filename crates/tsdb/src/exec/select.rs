@@ -12,6 +12,7 @@ use super::aggregate::aggregate;
 use super::cond::{extract_time, index_candidates, refers_to_time, series_match};
 use super::error::{ExecResult, QueryError};
 use super::eval::{RowCtx, eval};
+use super::merge::{Aux, merge_like_influxd};
 use super::plan::{Condition, Projection, SelectPlan, Shape, TagGroup, plan};
 use super::rows::{Group, RowProjection, Rows};
 use super::sources::{compile, limit_offset, measurements_for};
@@ -407,6 +408,31 @@ impl Query<'_> {
         self.plan.shape == Shape::Raw
     }
 
+    /// What influxd's merge of a raw query's series compares rows of one time by: the
+    /// projected fields and tags, by name (a name that is neither has no value).
+    fn merge_aux<'n>(
+        &'n self,
+        mi: &MeasurementIndex,
+        needed_at: &HashMap<&str, usize>,
+    ) -> Vec<Aux<'n>> {
+        let mut names: BTreeSet<&'n str> = BTreeSet::new();
+        for f in self.fields {
+            f.term.walk(&mut |t| {
+                if let Term::Ref(n) = t {
+                    names.insert(n);
+                }
+            });
+        }
+        names
+            .into_iter()
+            .map(|n| match needed_at.get(n) {
+                Some(&i) => Aux::Field(i),
+                None if mi.tags.contains_key(n) => Aux::Tag(n),
+                None => Aux::Missing,
+            })
+            .collect()
+    }
+
     /// Appends the result series of one measurement of one shard to `out`.
     fn run_target(
         &self,
@@ -461,6 +487,10 @@ impl Query<'_> {
             }
             rows.keys.sort_unstable_by_key(|k| (k.time, k.series));
             self.filter_rows(&mut rows, g, &loaded)?;
+            if self.raw() {
+                let aux = self.merge_aux(mi, &needed_at);
+                merge_like_influxd(&mut rows, &g.series, &aux, self.plan.descending);
+            }
             let tags = (!self.group_keys.is_empty()).then(|| {
                 self.group_keys
                     .iter()
