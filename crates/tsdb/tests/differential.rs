@@ -41,7 +41,7 @@
 //! nothing in 1.6 and every row in torc.
 //! `top`/`bottom` with LIMIT/OFFSET: 1.6 answers points that are not the top ones (it seems to
 //! apply them to its input); torc applies them to the answer. `top`/`bottom` beside an
-//! expression that is not a bare name, and the 1.6 functions torc lacks (`sample`, `elapsed`,
+//! expression that is not a bare name, and the 1.6 functions torc lacks (`sample`,
 //! `holt_winters`), are an error in torc (`unsupported ...`), never silent nulls.
 
 mod common;

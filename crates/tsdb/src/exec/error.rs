@@ -106,6 +106,8 @@ pub enum QueryError {
     TransformCombined,
     #[error("expected field argument in {name}()")]
     FieldArgument { name: String },
+    #[error("second argument to elapsed must be a duration, got *influxql.{got}")]
+    ElapsedUnit { got: &'static str },
     #[error("moving_average window must be greater than 1, got {n}")]
     MovingAverageWindow { n: i64 },
     #[error("second argument to {name} must be a duration")]

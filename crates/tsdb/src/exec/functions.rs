@@ -79,6 +79,21 @@ pub(super) fn transform_unit(func: Function, args: &[Term]) -> ExecResult<i64> {
                 }),
             };
         }
+        Function::Elapsed => {
+            return match args.get(1) {
+                None => Ok(1),
+                Some(Term::Duration(d)) if *d > 0 => Ok(*d),
+                Some(t) => Err(QueryError::ElapsedUnit {
+                    got: match t {
+                        Term::Int(_) => "IntegerLiteral",
+                        Term::Float(_) => "NumberLiteral",
+                        Term::Str(_) => "StringLiteral",
+                        Term::Duration(_) => "DurationLiteral",
+                        _ => "VarRef",
+                    },
+                }),
+            };
+        }
         Function::CumulativeSum if args.len() != 1 => {
             return Err(QueryError::Arity {
                 name: name(),
@@ -101,6 +116,15 @@ pub(super) fn transform(func: Function, pts: &[Pt], unit: i64) -> Vec<Pt> {
     match func {
         Function::CumulativeSum => cumulative_sum(pts),
         Function::MovingAverage => moving_average(pts, unit.max(1) as usize),
+        // The time since the previous point (0 for one of the same time), in units.
+        Function::Elapsed => pts
+            .windows(2)
+            .map(|w| Pt {
+                t: w[1].t,
+                v: Val::Int((w[1].t - w[0].t) / unit.max(1)),
+                row: w[1].row,
+            })
+            .collect(),
         Function::Derivative => consecutive(pts, |pv, p, a, b| Some(Val::Float(rate(pv, p, a, b)))),
         Function::NonNegativeDerivative => consecutive(pts, |pv, p, a, b| {
             let v = rate(pv, p, a, b);

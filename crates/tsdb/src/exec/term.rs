@@ -12,7 +12,8 @@
 //! `bottom` are the one kind with a plan of their own (`plan::TopBottom`). A function of a
 //! kind torc does not evaluate is `Kind::Unimplemented`: asking for it is an error, never a
 //! column of nulls. For example `mode` and `integral` were each one arm in
-//! `functions::of_numbers` (kind `Aggregate`); `distinct` is the one aggregate with a shape of
+//! `functions::of_numbers` (kind `Aggregate`), `elapsed` a line here (kind `Transform`) and
+//! arms in `functions::transform` and `transform_unit`; `distinct` is the one aggregate with a shape of
 //! its own (`plan::Shape::Distinct`, a row per value) and `count(distinct(x))` one case in
 //! `aggregate::eval_agg_expr`. What `func(*)` expands to is [`Function::takes`]. The planner
 //! needs no change for a function of an existing kind; the case files of `tests/data/plan/`
@@ -113,6 +114,7 @@ functions! {
     NonNegativeDifference = "non_negative_difference", Transform;
     CumulativeSum = "cumulative_sum", Transform;
     MovingAverage = "moving_average", Transform;
+    Elapsed = "elapsed", Transform;
     Top = "top", TopBottom;
     Bottom = "bottom", TopBottom;
     Abs = "abs", Math;
@@ -134,7 +136,7 @@ functions! {
     Ceil = "ceil", Math;
     Round = "round", Math;
     Sample = "sample", Unimplemented;
-    Elapsed = "elapsed", Unimplemented;
+
     HoltWinters = "holt_winters", Unimplemented;
     HoltWintersWithFit = "holt_winters_with_fit", Unimplemented;
 }
