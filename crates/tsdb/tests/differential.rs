@@ -34,9 +34,10 @@
 //! Raw queries over several series merge rows of equal timestamps in the order of 1.6's
 //! iterator heap (e.g. hosts a, c, b, then c, b, a; by the projected strings first), which
 //! torc reproduces (`exec::merge`). `mode()` over values that tie in frequency picks by
-//! Go's unstable sort; `integral()` with GROUP BY tags answers its series in a random order in
-//! 1.6, and over several series with equal timestamps keeps the last in 1.6's merge order;
-//! `integral()` with GROUP BY time interpolates at the bucket edges in 1.6, not in torc. A
+//! Go's unstable sort. `integral()` (a stream over the buckets in 1.6, which torc reproduces)
+//! with GROUP BY tags answers its series in a random order in 1.6, and with GROUP BY time
+//! and tags emits each group's last bucket after the other groups, as a series of its own; a
+//! last bucket whose one point is its start is left out by 1.6, null in torc. A
 //! condition comparing a name that is no field or tag to a number (`"values" = 1`) matches
 //! nothing in 1.6 and every row in torc.
 //! `top`/`bottom` with LIMIT/OFFSET: 1.6 answers points that are not the top ones (it seems to

@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use super::error::{ExecResult, QueryError};
 use super::eval::{RowCtx, binop, eval};
 use super::functions::{
-    Picked, Pt, count_distinct, distinct, math, reduce, transform, transform_unit,
+    Picked, Pt, Window, count_distinct, distinct, integral, integral_unit, math, need_numbers,
+    reduce, transform, transform_unit,
 };
+use super::merge::merged;
 use super::plan::{Interval, Projection, SelectPlan, Shape, TimeRange, TopBottom, single_selector};
 use super::rows::{Group, RowKey, Rows};
 use super::sources::limit_offset;
@@ -358,13 +360,22 @@ impl Agg<'_> {
             c.is_count
                 .push(expr.function() == Some(Function::Count) && transformed.is_none());
             c.is_transform.push(transformed.is_some());
-            for (b, slot) in col.iter_mut().enumerate() {
-                self.budget.tick()?;
-                *slot = eval_agg_expr(
-                    expr,
-                    &|field: &str| points_in_bucket(field, b),
-                    Some(&mut c.picked[b]),
-                )?;
+            if let Term::Call {
+                func: Function::Integral,
+                args,
+            } = expr
+            {
+                // A stream over the buckets, not one value per bucket.
+                col = self.integral(args, buckets)?;
+            } else {
+                for (b, slot) in col.iter_mut().enumerate() {
+                    self.budget.tick()?;
+                    *slot = eval_agg_expr(
+                        expr,
+                        &|field: &str| points_in_bucket(field, b),
+                        Some(&mut c.picked[b]),
+                    )?;
+                }
             }
             if let Some((func, args)) = transformed {
                 col = transform_buckets(func, args, col, buckets)?;
@@ -377,6 +388,50 @@ impl Agg<'_> {
             }
         }
         Ok(c)
+    }
+
+    /// `integral(field[, unit])` of each bucket, over the group's points in influxd's merge
+    /// order (see [`integral`]).
+    fn integral(&self, args: &[Term], buckets: &Buckets) -> ExecResult<Vec<Val>> {
+        let Some(Term::Ref(field)) = args.first() else {
+            return Err(QueryError::FieldArgument {
+                name: "integral".into(),
+            });
+        };
+        let unit = integral_unit(args)?;
+        let mut col = vec![Val::Null; buckets.len()];
+        let Some(i) = self.needed.iter().position(|n| n == field) else {
+            return Ok(col);
+        };
+        let keys: Vec<RowKey> = self
+            .rows
+            .keys
+            .iter()
+            .filter(|k| self.rows.values_of(k)[i].is_some())
+            .copied()
+            .collect();
+        let pts: Vec<Pt> = merged(&keys, self.rows, &self.g.series, &[], false)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(row, k)| {
+                let v = Val::from_field(self.rows.values_of(&k)[i].clone()?);
+                Some(Pt { t: k.time, v, row })
+            })
+            .collect();
+        need_numbers(Function::Integral, &pts)?;
+        let window = |t: i64| {
+            let b = buckets.of(t)?;
+            let start = buckets.starts[b];
+            Some((b, start, buckets.interval.map_or(i64::MAX, |iv| start + iv)))
+        };
+        let window: &dyn Fn(i64) -> Window = match buckets.interval {
+            Some(_) => &window,
+            None => &|_| Some((0, 0, i64::MAX)),
+        };
+        for (b, v) in integral(&pts, unit, window) {
+            col[b] = Val::Float(v);
+        }
+        Ok(col)
     }
 
     /// A row expression evaluated at each bucket's picked point.

@@ -257,6 +257,11 @@ fn numbers(func: Function, pts: &[Pt]) -> (Vec<f64>, bool, ExecResult<()>) {
     (nums, all_int, numeric)
 }
 
+/// An error unless every point is a number (`func`'s, as influxd names it).
+pub(super) fn need_numbers(func: Function, pts: &[Pt]) -> ExecResult<()> {
+    numbers(func, pts).2
+}
+
 /// An aggregate of a bucket's points (not empty, `count` aside): one arm per aggregate.
 fn of_numbers(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Picked)> {
     use Function as F;
@@ -327,16 +332,9 @@ fn of_numbers(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Pic
         F::Mode => (mode(pts), None),
         F::Integral => {
             need_numeric()?;
-            let unit = match args.get(1) {
-                None => 1_000_000_000,
-                Some(Term::Duration(d)) if *d > 0 => *d,
-                Some(_) => {
-                    return Err(QueryError::TransformUnit {
-                        name: "integral".into(),
-                    });
-                }
-            };
-            (Val::Float(integral(pts, unit)), None)
+            let whole = |_| Some((0, 0, i64::MAX));
+            let v = integral(pts, integral_unit(args)?, &whole).pop();
+            (v.map_or(Val::Null, |(_, v)| Val::Float(v)), None)
         }
         // `distinct` is a shape of its own (`plan::Shape::Distinct`), or inside `count`.
         _ => {
@@ -385,21 +383,65 @@ pub(super) fn cmp_vals(a: &Val, b: &Val) -> std::cmp::Ordering {
     }
 }
 
-/// The area under the points by the trapezium rule, per `unit` of time; of points with one
-/// time, the last counts.
-fn integral(pts: &[Pt], unit: i64) -> f64 {
-    let mut sum = 0.0;
-    let mut prev: Option<(i64, f64)> = None;
-    for p in pts {
-        let v = p.v.as_f64().unwrap_or(0.0);
-        if let Some((t0, v0)) = prev
-            && t0 != p.t
-        {
-            sum += 0.5 * (v + v0) * ((p.t - t0) as f64 / unit as f64);
-        }
-        prev = Some((p.t, v));
+/// The unit of `integral(field[, unit])`: 1s by default.
+pub(super) fn integral_unit(args: &[Term]) -> ExecResult<i64> {
+    match args.get(1) {
+        None => Ok(1_000_000_000),
+        Some(Term::Duration(d)) if *d > 0 => Ok(*d),
+        Some(_) => Err(QueryError::TransformUnit {
+            name: "integral".into(),
+        }),
     }
-    sum
+}
+
+/// A window of `integral`: its bucket, start and end.
+pub(super) type Window = Option<(usize, i64, i64)>;
+
+/// The area under numeric points in time order by the trapezium rule, per `unit` of time, as
+/// influxd 1.6 streams it: of points with one time the last counts; a bucket (`window` of a
+/// time) holds the area from its first point, or from its start where the line from an
+/// earlier bucket's last point crosses it (interpolated), to its last point or its end; it
+/// is answered once a later point passes its end, or at the end unless its last point is its
+/// start. Over integers (influxd's integer reducer), the segment from a bucket's start to its
+/// first point runs from the previous point's value to the interpolated one, not to the
+/// point's. Returns (bucket, area) in time order.
+pub(super) fn integral(pts: &[Pt], unit: i64, window: &dyn Fn(i64) -> Window) -> Vec<(usize, f64)> {
+    let per_unit = |dt: i64| dt as f64 / unit as f64;
+    let mut out = Vec::new();
+    let mut prev: Option<(i64, f64)> = None;
+    let mut win = (0, 0, i64::MAX);
+    let mut sum = 0.0;
+    for p in pts {
+        let mut x = p.v.as_f64().unwrap_or(0.0);
+        let Some((mut pt, mut pv)) = prev else {
+            prev = Some((p.t, x));
+            win = window(p.t).unwrap_or(win);
+            continue;
+        };
+        if p.t == pt {
+            prev = Some((p.t, x));
+            continue;
+        }
+        if p.t >= win.2 {
+            if pt != win.2 {
+                let at_end = pv + (x - pv) * per_unit(win.2 - pt) / per_unit(p.t - pt);
+                sum += 0.5 * (at_end + pv) * per_unit(win.2 - pt);
+                match p.v {
+                    Val::Int(_) => (pt, x) = (win.2, at_end),
+                    _ => (pt, pv) = (win.2, at_end),
+                }
+            }
+            out.push((win.0, sum));
+            win = window(p.t).unwrap_or(win);
+            sum = 0.0;
+        }
+        sum += 0.5 * (x + pv) * per_unit(p.t - pt);
+        prev = Some((p.t, p.v.as_f64().unwrap_or(0.0)));
+    }
+    if prev.is_some_and(|(t, _)| t != win.1) {
+        out.push((win.0, sum));
+    }
+    out
 }
 
 /// How many distinct values the points have.

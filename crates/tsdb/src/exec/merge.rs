@@ -5,8 +5,9 @@
 //! less, compared as long as both are strings; otherwise neither is less, and the heap's own
 //! order decides (hosts a, b, c at one time come out a, c, b, then c, b, a). The heap
 //! operations are those of Go's `container/heap`, whose order this reproduces.
+//! Used for raw queries and for `integral()`, whose stream depends on the order.
 //! What it does not do: read or filter rows (see [`super::select`]), or order the rows of
-//! aggregates (which merge by time and series key).
+//! other aggregates (which read them by time and series key).
 
 use std::cmp::Ordering;
 
@@ -129,17 +130,29 @@ impl Heap {
     }
 }
 
-/// Orders `rows` (each series' rows in time order, series by series) as influxd 1.6 merges
-/// them; for `descending`, the result is in ascending order of that merge reversed, as the
-/// projection reads it backwards.
+/// Orders `rows` (each series' rows in time order) as influxd 1.6 merges them; for
+/// `descending`, the result is in ascending order of that merge reversed, as the projection
+/// reads it backwards.
 pub(super) fn merge_like_influxd(
     rows: &mut Rows,
     series: &[&SeriesInfo],
     aux: &[Aux<'_>],
     descending: bool,
 ) {
+    rows.keys = merged(&rows.keys, rows, series, aux, descending);
+}
+
+/// `keys` (rows of `rows`, each series' in time order) in influxd 1.6's merge order, as
+/// [`merge_like_influxd`] says.
+pub(super) fn merged(
+    keys: &[RowKey],
+    rows: &Rows,
+    series: &[&SeriesInfo],
+    aux: &[Aux<'_>],
+    descending: bool,
+) -> Vec<RowKey> {
     let mut per: Vec<Vec<RowKey>> = vec![Vec::new(); series.len()];
-    for k in &rows.keys {
+    for k in keys {
         if let Some(v) = per.get_mut(k.series) {
             v.push(*k);
         }
@@ -153,7 +166,7 @@ pub(super) fn merge_like_influxd(
         .filter(|v| !v.is_empty())
         .map(|rows| Cursor { rows, at: 0 })
         .collect();
-    let n = rows.keys.len();
+    let n = keys.len();
     let mut m = Merge {
         rows,
         series,
@@ -174,5 +187,5 @@ pub(super) fn merge_like_influxd(
     if descending {
         out.reverse();
     }
-    rows.keys = out;
+    out
 }
