@@ -33,8 +33,11 @@
 //! subquery reports the end-of-input position one character further on in torc.
 //! Raw queries over several series merge rows of equal timestamps in the order of 1.6's
 //! iterator heap (e.g. hosts a, c, b, then c, b, a; by the projected strings first), which
-//! torc reproduces (`exec::merge`). `mode()` over values that tie in frequency picks by
-//! Go's unstable sort. `integral()` (a stream over the buckets in 1.6, which torc reproduces)
+//! torc reproduces (`exec::merge`). `mode()` over values that tie in frequency, and which of
+//! several points of one value `percentile()` shows (so its time), follow Go's unstable sort in
+//! 1.6 over an input order torc does not reproduce (a re-implementation of Go 1.10's
+//! `sort.Sort` over the points in time order did not match either); torc orders them by time
+//! (e.g. `SELECT percentile(mem, 10) FROM cpu`: 12:27:20 in 1.6, 12:28:00 in torc). `integral()` (a stream over the buckets in 1.6, which torc reproduces)
 //! with GROUP BY tags answers its series in a random order in 1.6, and with GROUP BY time
 //! and tags emits each group's last bucket after the other groups, as a series of its own; a
 //! last bucket whose one point is its start is left out by 1.6, null in torc. A

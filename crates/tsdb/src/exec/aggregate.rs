@@ -148,15 +148,23 @@ impl Agg<'_> {
         let Some(i) = self.needed.iter().position(|n| n == name) else {
             return Vec::new();
         };
-        self.rows
+        // The rows holding the field, in influxd's merge order of the group's series.
+        let (at, keys): (Vec<usize>, Vec<RowKey>) = self
+            .rows
             .keys
             .iter()
             .enumerate()
-            .filter_map(|(row, k)| {
+            .filter(|(_, k)| self.rows.values_of(k)[i].is_some())
+            .map(|(row, k)| (row, *k))
+            .unzip();
+        merged(&keys, self.rows, &self.g.series, &[], false)
+            .into_iter()
+            .filter_map(|j| {
+                let k = &keys[j];
                 self.rows.values_of(k)[i].clone().map(|v| Pt {
                     t: k.time,
                     v: Val::from_field(v),
-                    row,
+                    row: at[j],
                 })
             })
             .collect()
@@ -400,24 +408,7 @@ impl Agg<'_> {
         };
         let unit = integral_unit(args)?;
         let mut col = vec![Val::Null; buckets.len()];
-        let Some(i) = self.needed.iter().position(|n| n == field) else {
-            return Ok(col);
-        };
-        let keys: Vec<RowKey> = self
-            .rows
-            .keys
-            .iter()
-            .filter(|k| self.rows.values_of(k)[i].is_some())
-            .copied()
-            .collect();
-        let pts: Vec<Pt> = merged(&keys, self.rows, &self.g.series, &[], false)
-            .into_iter()
-            .enumerate()
-            .filter_map(|(row, k)| {
-                let v = Val::from_field(self.rows.values_of(&k)[i].clone()?);
-                Some(Pt { t: k.time, v, row })
-            })
-            .collect();
+        let pts = self.points_of(field);
         need_numbers(Function::Integral, &pts)?;
         let window = |t: i64| {
             let b = buckets.of(t)?;

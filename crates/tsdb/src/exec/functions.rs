@@ -379,6 +379,7 @@ fn mode(pts: &[Pt]) -> Val {
 pub(super) fn cmp_vals(a: &Val, b: &Val) -> std::cmp::Ordering {
     match (a, b) {
         (Val::Str(x), Val::Str(y)) => x.cmp(y),
+        (Val::Bool(x), Val::Bool(y)) => x.cmp(y),
         _ => (a.as_f64().unwrap_or(0.0)).total_cmp(&b.as_f64().unwrap_or(0.0)),
     }
 }
@@ -452,13 +453,16 @@ pub(super) fn count_distinct(pts: &[Pt]) -> Val {
     Val::Int(distinct(pts).len() as i64)
 }
 
-/// The distinct values of points, in the order they are first seen.
+/// The distinct values of points, ordered by the time each is first seen, then by value
+/// (InfluxDB 1.6).
 pub(super) fn distinct(pts: &[Pt]) -> Vec<Val> {
     let mut seen = std::collections::HashSet::new();
-    pts.iter()
+    let mut firsts: Vec<&Pt> = pts
+        .iter()
         .filter(|p| seen.insert(format!("{:?}", p.v)))
-        .map(|p| p.v.clone())
-        .collect()
+        .collect();
+    firsts.sort_by(|a, b| a.t.cmp(&b.t).then_with(|| cmp_vals(&a.v, &b.v)));
+    firsts.into_iter().map(|p| p.v.clone()).collect()
 }
 
 /// A selector of a bucket's points (not empty): the point it selects, one arm per selector.

@@ -26,7 +26,8 @@ pub(super) enum Aux<'a> {
 
 /// One series in the heap: its rows in merge order and the next one's position.
 struct Cursor {
-    rows: Vec<RowKey>,
+    /// Each row with its position in the keys merged.
+    rows: Vec<(RowKey, usize)>,
     at: usize,
 }
 
@@ -41,7 +42,7 @@ struct Merge<'a> {
 impl Merge<'_> {
     fn head(&self, c: usize) -> &RowKey {
         let cur = &self.cursors[c];
-        &cur.rows[cur.at]
+        &cur.rows[cur.at].0
     }
 
     fn aux_str<'r>(&'r self, k: &'r RowKey, a: &Aux<'_>) -> Option<&'r str> {
@@ -139,22 +140,23 @@ pub(super) fn merge_like_influxd(
     aux: &[Aux<'_>],
     descending: bool,
 ) {
-    rows.keys = merged(&rows.keys, rows, series, aux, descending);
+    let order = merged(&rows.keys, rows, series, aux, descending);
+    rows.keys = order.into_iter().map(|i| rows.keys[i]).collect();
 }
 
-/// `keys` (rows of `rows`, each series' in time order) in influxd 1.6's merge order, as
-/// [`merge_like_influxd`] says.
+/// The positions of `keys` (rows of `rows`, each series' in time order) in influxd 1.6's
+/// merge order, as [`merge_like_influxd`] says.
 pub(super) fn merged(
     keys: &[RowKey],
     rows: &Rows,
     series: &[&SeriesInfo],
     aux: &[Aux<'_>],
     descending: bool,
-) -> Vec<RowKey> {
-    let mut per: Vec<Vec<RowKey>> = vec![Vec::new(); series.len()];
-    for k in keys {
+) -> Vec<usize> {
+    let mut per: Vec<Vec<(RowKey, usize)>> = vec![Vec::new(); series.len()];
+    for (i, k) in keys.iter().enumerate() {
         if let Some(v) = per.get_mut(k.series) {
-            v.push(*k);
+            v.push((*k, i));
         }
     }
     if descending {
@@ -178,7 +180,8 @@ pub(super) fn merged(
     heap.init(&m);
     let mut out = Vec::with_capacity(n);
     while let Some(c) = heap.pop(&m) {
-        out.push(*m.head(c));
+        let cur = &m.cursors[c];
+        out.push(cur.rows[cur.at].1);
         m.cursors[c].at += 1;
         if m.cursors[c].at < m.cursors[c].rows.len() {
             heap.push(&m, c);
