@@ -393,6 +393,8 @@ pub enum Expr {
     /// Nanoseconds.
     Duration(i64),
     Wildcard,
+    /// `DISTINCT name`: `distinct(name)` written as a keyword (printed back as written).
+    Distinct(String),
     Binary {
         op: BinOp,
         lhs: Box<Expr>,
@@ -852,6 +854,9 @@ struct Parser<'a> {
     /// Current nesting of expressions and subqueries, bounded by [`MAX_NESTING`] so that no
     /// query can exhaust the stack.
     depth: usize,
+    /// Unquoted keywords are names in a `FROM` clause (the 0.8 API's consumers query
+    /// `from stats`); InfluxQL 1.6 refuses them.
+    keyword_sources: bool,
 }
 
 /// Deepest nesting of parentheses, calls and subqueries a query may have.
@@ -870,10 +875,21 @@ type PResult<T> = Result<T, ParseError>;
 
 /// Parses a (possibly `;`-separated) query.
 pub fn parse_query(src: &str) -> PResult<Vec<Statement>> {
+    parse_with(src, false)
+}
+
+/// Parses one statement as the 0.8 API reads it: as [`parse_statement`], but unquoted
+/// keywords are accepted as names in a `FROM` clause (`select * from stats`).
+pub fn parse_v08_statement(src: &str) -> PResult<Statement> {
+    one_statement(parse_with(src, true)?)
+}
+
+fn parse_with(src: &str, keyword_sources: bool) -> PResult<Vec<Statement>> {
     let mut p = Parser {
         lx: Lexer { src, pos: 0 },
         peeked: None,
         depth: 0,
+        keyword_sources,
     };
     let mut out = Vec::new();
     loop {
@@ -899,7 +915,10 @@ pub fn parse_query(src: &str) -> PResult<Vec<Statement>> {
 
 /// Parses exactly one statement.
 pub fn parse_statement(src: &str) -> PResult<Statement> {
-    let mut stmts = parse_query(src)?;
+    one_statement(parse_query(src)?)
+}
+
+fn one_statement(mut stmts: Vec<Statement>) -> PResult<Statement> {
     if stmts.len() == 1 {
         Ok(stmts.remove(0))
     } else if stmts.is_empty() {
@@ -1616,9 +1635,7 @@ impl<'a> Parser<'a> {
                     });
                 }
                 Tok::Ident(s) => segs.push(Some(s)),
-                Tok::Keyword(k) => {
-                    // Unquoted keywords are accepted as names here (InfluxDB 1.x would need
-                    // quotes): the 0.8 consumers query `from stats` as written.
+                Tok::Keyword(k) if self.keyword_sources => {
                     let end = (pos + k.len()).min(self.lx.src.len());
                     segs.push(Some(self.lx.src.get(pos..end).unwrap_or(k).to_string()));
                 }
@@ -1721,34 +1738,7 @@ impl<'a> Parser<'a> {
             }
             Tok::Ident(name) => {
                 if self.peek().0 == Tok::LParen {
-                    self.bump();
-                    let mut args = Vec::new();
-                    let mut depth = 1;
-                    if self.peek().0 == Tok::RParen {
-                        self.bump();
-                    } else {
-                        loop {
-                            if self.peek().0 == Tok::Star {
-                                self.bump();
-                                args.push(Expr::Wildcard);
-                            } else {
-                                let (arg, d) = self.expr_depth(0)?;
-                                depth = depth.max(d);
-                                args.push(arg);
-                            }
-                            let (t, pos) = self.next();
-                            match t {
-                                Tok::Comma => continue,
-                                Tok::RParen => break,
-                                other => return Err(self.err_at(&other, pos, &[",", ")"])),
-                            }
-                        }
-                    }
-                    let call = Expr::Call {
-                        name: name.to_ascii_lowercase(),
-                        args,
-                    };
-                    return Ok((call, self.deeper(depth, pos)?));
+                    return self.call(name, pos);
                 }
                 // `name::type` casts are accepted and ignored.
                 Ok((Expr::VarRef(name), 1))
@@ -1757,6 +1747,13 @@ impl<'a> Parser<'a> {
             Tok::Int(i) => Ok((Expr::Integer(i), 1)),
             Tok::Num(f) => Ok((Expr::Number(f), 1)),
             Tok::Dur(d) => Ok((Expr::Duration(d), 1)),
+            // `distinct(x)`, and `DISTINCT x` which means the same (InfluxQL 1.6).
+            Tok::Keyword("DISTINCT") => {
+                if self.peek().0 == Tok::LParen {
+                    return self.call("distinct".into(), pos);
+                }
+                Ok((Expr::Distinct(self.ident()?), 1))
+            }
             Tok::Keyword("TRUE") => Ok((Expr::Bool(true), 1)),
             Tok::Keyword("FALSE") => Ok((Expr::Bool(false), 1)),
             Tok::Op(BinOp::Sub) => {
@@ -1782,6 +1779,38 @@ impl<'a> Parser<'a> {
             }
             other => Err(self.err_at(&other, pos, &["identifier", "string", "number", "bool"])),
         }
+    }
+
+    /// A call's arguments after its name (`name` as written, at `pos`): `(` is next.
+    fn call(&mut self, name: String, pos: usize) -> PResult<(Expr, usize)> {
+        self.bump();
+        let mut args = Vec::new();
+        let mut depth = 1;
+        if self.peek().0 == Tok::RParen {
+            self.bump();
+        } else {
+            loop {
+                if self.peek().0 == Tok::Star {
+                    self.bump();
+                    args.push(Expr::Wildcard);
+                } else {
+                    let (arg, d) = self.expr_depth(0)?;
+                    depth = depth.max(d);
+                    args.push(arg);
+                }
+                let (t, pos) = self.next();
+                match t {
+                    Tok::Comma => continue,
+                    Tok::RParen => break,
+                    other => return Err(self.err_at(&other, pos, &[",", ")"])),
+                }
+            }
+        }
+        let call = Expr::Call {
+            name: name.to_ascii_lowercase(),
+            args,
+        };
+        Ok((call, self.deeper(depth, pos)?))
     }
 }
 

@@ -358,7 +358,7 @@ pub async fn query(
     }
     // 0.8's `order asc|desc` sits before `limit`; InfluxQL has `ORDER BY time`.
     let (text, ascending) = rewrite_order(trimmed);
-    let stmt = influxql::parse_statement(&text).map_err(V08Error::Parse)?;
+    let stmt = influxql::parse_v08_statement(&text).map_err(V08Error::Parse)?;
     let Statement::Select(mut sel) = stmt else {
         return Err(V08Error::NotSelect);
     };

@@ -7,9 +7,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::error::{ExecResult, QueryError};
-use super::eval::binop;
-use super::functions::{Pt, math, reduce, transform, transform_unit};
-use super::plan::{Interval, Projection, SelectPlan, Shape, TimeRange, TopBottom};
+use super::eval::{RowCtx, binop, eval};
+use super::functions::{
+    Picked, Pt, Window, count_distinct, distinct, integral, integral_unit, math, need_numbers,
+    reduce, transform, transform_unit,
+};
+use super::merge::merged;
+use super::plan::{Interval, Projection, SelectPlan, Shape, TimeRange, TopBottom, single_selector};
 use super::rows::{Group, RowKey, Rows};
 use super::sources::limit_offset;
 use super::term::{Function, Kind, Term};
@@ -43,9 +47,11 @@ pub(super) fn aggregate(
     let buckets = Buckets::new(plan.grouping.interval, plan.time, plan.now, first_t, budget)?;
     match &plan.shape {
         Shape::TopBottom(sn) => a.top_bottom(sn, &buckets),
+        Shape::Distinct(field) => Ok(a.distinct(field, &buckets)),
         Shape::Aggregate { lone_selector } => {
-            let cols = a.columns(&buckets, *lone_selector)?;
-            a.fill(&buckets, cols)
+            let cols = a.columns(&buckets)?;
+            // `max(*)` over more than one field is several selectors.
+            a.fill(&buckets, cols, *lone_selector && single_selector(fields))
         }
         // A raw query has no aggregation (see `select`).
         Shape::Raw | Shape::RawTransform => Ok(Vec::new()),
@@ -129,8 +135,9 @@ impl Buckets {
 /// Per projection, a column of bucket values.
 struct Columns {
     cols: Vec<Vec<Val>>,
-    /// For a lone selector, the time of each bucket's selected point.
-    sel_times: Vec<Option<i64>>,
+    /// The point a selector picked in each bucket: the time a lone selector shows, the row
+    /// its bare fields and tags come from.
+    picked: Vec<Picked>,
     is_count: Vec<bool>,
     is_transform: Vec<bool>,
 }
@@ -141,13 +148,23 @@ impl Agg<'_> {
         let Some(i) = self.needed.iter().position(|n| n == name) else {
             return Vec::new();
         };
-        self.rows
+        // The rows holding the field, in influxd's merge order of the group's series.
+        let (at, keys): (Vec<usize>, Vec<RowKey>) = self
+            .rows
             .keys
             .iter()
-            .filter_map(|k| {
+            .enumerate()
+            .filter(|(_, k)| self.rows.values_of(k)[i].is_some())
+            .map(|(row, k)| (row, *k))
+            .unzip();
+        merged(&keys, self.rows, &self.g.series, &[], false)
+            .into_iter()
+            .filter_map(|j| {
+                let k = &keys[j];
                 self.rows.values_of(k)[i].clone().map(|v| Pt {
                     t: k.time,
                     v: Val::from_field(v),
+                    row: at[j],
                 })
             })
             .collect()
@@ -184,6 +201,33 @@ impl Agg<'_> {
         self.g.series[k.series]
             .tag(tag)
             .map_or(Val::Null, |v| Val::Str(v.to_string()))
+    }
+
+    /// `distinct(field)`: a row per distinct value of each bucket, in the order the values
+    /// are first seen, each at its bucket's start.
+    fn distinct(&self, field: &str, buckets: &Buckets) -> Vec<Vec<Val>> {
+        let mut per_bucket: Vec<Vec<Pt>> = vec![Vec::new(); buckets.len()];
+        for p in self.points_of(field) {
+            if let Some(b) = buckets.of(p.t) {
+                per_bucket[b].push(p);
+            }
+        }
+        let mut out: Vec<Vec<Vec<Val>>> = per_bucket
+            .iter()
+            .enumerate()
+            .map(|(b, pts)| {
+                let t = Val::Time(buckets.starts[b]);
+                distinct(pts)
+                    .into_iter()
+                    .map(|v| vec![t.clone(), v])
+                    .collect()
+            })
+            .collect();
+        if self.plan.descending {
+            out.reverse();
+        }
+        let l = &self.plan.limits;
+        limit_offset(out.concat(), l.limit, l.offset)
     }
 
     /// top/bottom: the N greatest (least) values of each bucket, ties to the earlier point
@@ -282,8 +326,10 @@ impl Agg<'_> {
         row
     }
 
-    /// Per projection: a column of bucket values (and, for a lone selector, its point time).
-    fn columns(&self, buckets: &Buckets, lone_selector: bool) -> ExecResult<Columns> {
+    /// Per projection: a column of bucket values (and the points a selector picked). Bare
+    /// fields and tags beside a selector (which the planner allows only beside one) are its
+    /// picked point's.
+    fn columns(&self, buckets: &Buckets) -> ExecResult<Columns> {
         let nb = buckets.len();
         // The points of each referenced field split by bucket, computed once per field rather
         // than once per bucket (which made GROUP BY time quadratic).
@@ -307,7 +353,7 @@ impl Agg<'_> {
         };
         let mut c = Columns {
             cols: Vec::new(),
-            sel_times: vec![None; nb],
+            picked: vec![None; nb],
             is_count: Vec::new(),
             is_transform: Vec::new(),
         };
@@ -322,33 +368,93 @@ impl Agg<'_> {
             c.is_count
                 .push(expr.function() == Some(Function::Count) && transformed.is_none());
             c.is_transform.push(transformed.is_some());
-            for (b, slot) in col.iter_mut().enumerate() {
-                self.budget.tick()?;
-                *slot = eval_agg_expr(
-                    expr,
-                    &|field: &str| points_in_bucket(field, b),
-                    if lone_selector {
-                        Some(&mut c.sel_times[b])
-                    } else {
-                        None
-                    },
-                )?;
+            if let Term::Call {
+                func: Function::Integral,
+                args,
+            } = expr
+            {
+                // A stream over the buckets, not one value per bucket.
+                col = self.integral(args, buckets)?;
+            } else {
+                for (b, slot) in col.iter_mut().enumerate() {
+                    self.budget.tick()?;
+                    *slot = eval_agg_expr(
+                        expr,
+                        &|field: &str| points_in_bucket(field, b),
+                        Some(&mut c.picked[b]),
+                    )?;
+                }
             }
             if let Some((func, args)) = transformed {
                 col = transform_buckets(func, args, col, buckets)?;
             }
             c.cols.push(col);
         }
+        for (f, col) in self.fields.iter().zip(c.cols.iter_mut()) {
+            if f.term.has_bare_ref() {
+                self.at_picked(&f.term, &c.picked, col);
+            }
+        }
         Ok(c)
     }
 
+    /// `integral(field[, unit])` of each bucket, over the group's points in influxd's merge
+    /// order (see [`integral`]).
+    fn integral(&self, args: &[Term], buckets: &Buckets) -> ExecResult<Vec<Val>> {
+        let Some(Term::Ref(field)) = args.first() else {
+            return Err(QueryError::FieldArgument {
+                name: "integral".into(),
+            });
+        };
+        let unit = integral_unit(args)?;
+        let mut col = vec![Val::Null; buckets.len()];
+        let pts = self.points_of(field);
+        need_numbers(Function::Integral, &pts)?;
+        let window = |t: i64| {
+            let b = buckets.of(t)?;
+            let start = buckets.starts[b];
+            Some((b, start, buckets.interval.map_or(i64::MAX, |iv| start + iv)))
+        };
+        let window: &dyn Fn(i64) -> Window = match buckets.interval {
+            Some(_) => &window,
+            None => &|_| Some((0, 0, i64::MAX)),
+        };
+        for (b, v) in integral(&pts, unit, window) {
+            col[b] = Val::Float(v);
+        }
+        Ok(col)
+    }
+
+    /// A row expression evaluated at each bucket's picked point.
+    fn at_picked(&self, term: &Term, picked: &[Picked], col: &mut [Val]) {
+        let none = HashMap::new();
+        for (slot, p) in col.iter_mut().zip(picked) {
+            let Some(k) = p.and_then(|(_, row)| self.rows.keys.get(row)) else {
+                continue;
+            };
+            let row = RowCtx {
+                series: self.g.series[k.series],
+                time: k.time,
+                fields: self.needed,
+                values: self.rows.values_of(k),
+            };
+            *slot = eval(term, &row, &none);
+        }
+    }
+
     /// The rows of the buckets, filled as `fill` says, in the statement's order and limits.
-    fn fill(&self, buckets: &Buckets, c: Columns) -> ExecResult<Vec<Vec<Val>>> {
+    /// `lone_selector`: each row at the time of its picked point.
+    fn fill(
+        &self,
+        buckets: &Buckets,
+        c: Columns,
+        lone_selector: bool,
+    ) -> ExecResult<Vec<Vec<Val>>> {
         let plan = self.plan;
         let interval = buckets.interval;
         let Columns {
             cols,
-            sel_times,
+            picked,
             is_count,
             is_transform,
         } = c;
@@ -356,9 +462,9 @@ impl Agg<'_> {
         let mut prev: Vec<Val> = vec![Val::Null; cols.len()];
         for b in 0..buckets.len() {
             self.budget.tick()?;
-            let t = match sel_times[b] {
-                Some(t) => t,
-                None => buckets.starts[b],
+            let t = match picked[b] {
+                Some((t, _)) if lone_selector => t,
+                _ => buckets.starts[b],
             };
             let mut row = vec![Val::Time(t)];
             let mut all_null = true;
@@ -426,6 +532,7 @@ fn transform_buckets(
         .map(|(b, v)| Pt {
             t: buckets.starts[b],
             v: v.clone(),
+            row: usize::MAX,
         })
         .collect();
     let res = transform(func, &pts, unit);
@@ -463,17 +570,26 @@ pub(super) fn linear(col: &[Val], b: usize) -> Val {
 pub(super) fn eval_agg_expr(
     e: &Term,
     pts_of: &dyn Fn(&str) -> Vec<Pt>,
-    sel_time: Option<&mut Option<i64>>,
+    mut picked: Option<&mut Picked>,
 ) -> ExecResult<Val> {
     match e {
         Term::Call { func, args } if func.kind() == Kind::Math => {
             let vals = args
                 .iter()
-                .map(|a| eval_agg_expr(a, pts_of, None))
+                .map(|a| eval_agg_expr(a, pts_of, picked.as_deref_mut()))
                 .collect::<ExecResult<Vec<Val>>>()?;
             Ok(math(*func, &vals))
         }
         Term::Call { func, args } => {
+            if *func == Function::Count
+                && let Some(Term::Call {
+                    func: Function::Distinct,
+                    args: inner,
+                }) = args.first()
+                && let [Term::Ref(f)] = inner.as_slice()
+            {
+                return Ok(count_distinct(&pts_of(f)));
+            }
             let field = match args.first() {
                 Some(Term::Ref(f)) => f.clone(),
                 _ => {
@@ -484,14 +600,14 @@ pub(super) fn eval_agg_expr(
             };
             let pts = pts_of(&field);
             let (v, t) = reduce(*func, &pts, args)?;
-            if let (Some(st), Some(t)) = (sel_time, t) {
-                *st = Some(t);
+            if let (Some(slot), Some(p)) = (picked, t) {
+                *slot = Some(p);
             }
             Ok(v)
         }
         Term::Binary { op, lhs, rhs } => {
-            let l = eval_agg_expr(lhs, pts_of, None)?;
-            let r = eval_agg_expr(rhs, pts_of, None)?;
+            let l = eval_agg_expr(lhs, pts_of, picked.as_deref_mut())?;
+            let r = eval_agg_expr(rhs, pts_of, picked)?;
             Ok(binop(*op, l, r))
         }
         Term::Int(i) => Ok(Val::Int(*i)),

@@ -69,6 +69,8 @@ pub enum QueryError {
     /// which is what influxd prints).
     #[error("expected integer as last argument in {name}(), found {args}")]
     SelectorLimitType { name: String, args: usize },
+    #[error("expected first argument to be a field in {name}(), found *")]
+    SelectorFirstArgument { name: String },
     #[error("limit ({n}) in {name} function must be at least 1")]
     SelectorLimit { name: String, n: i64 },
     #[error(
@@ -80,11 +82,18 @@ pub enum QueryError {
         n: usize,
         limit: usize,
     },
-    /// `top()`/`bottom()` over booleans or strings; `go_type` as influxd names its iterator.
+    /// A function that needs numbers (`top()`, `mean()`, ...) over booleans or strings;
+    /// `go_type` as influxd names its iterator.
     #[error("unsupported {name} iterator type: *query.{go_type}InterruptIterator")]
     SelectorType { name: String, go_type: &'static str },
     #[error("mixing aggregate and non-aggregate queries is not supported")]
     MixedAggregate,
+    #[error("aggregate function distinct() cannot be combined with other functions or fields")]
+    DistinctCombined,
+    #[error("distinct function {}", if *many { "can only have one argument" } else { "requires at least one argument" })]
+    DistinctArity { many: bool },
+    #[error("mixing multiple selector functions with tags or fields is not supported")]
+    SelectorsWithFields,
     #[error("aggregate function required inside the call to {name}")]
     TransformWithoutAggregate { name: String },
     #[error("{name} aggregate requires a GROUP BY interval")]
@@ -97,13 +106,12 @@ pub enum QueryError {
     TransformCombined,
     #[error("expected field argument in {name}()")]
     FieldArgument { name: String },
+    #[error("second argument to elapsed must be a duration, got *influxql.{got}")]
+    ElapsedUnit { got: &'static str },
     #[error("moving_average window must be greater than 1, got {n}")]
     MovingAverageWindow { n: i64 },
     #[error("second argument to {name} must be a duration")]
     TransformUnit { name: String },
-    /// An aggregate that needs numbers over booleans or strings.
-    #[error("unsupported {name} iterator type")]
-    NotNumeric { name: String },
     #[error("expected float argument in percentile()")]
     PercentileArgument,
     /// With both limits off, a bucket count that cannot be allocated.

@@ -16,7 +16,12 @@ use super::value::Val;
 pub(super) struct Pt {
     pub(super) t: i64,
     pub(super) v: Val,
+    /// The point's row among its group's rows (what a selector's other columns show).
+    pub(super) row: usize,
 }
+
+/// The point a selector picked: its time and row.
+pub(super) type Picked = Option<(i64, usize)>;
 
 /// Applies a math function; null in, null out (and for a function that is not math).
 /// `abs`, `floor`, `ceil` and `round` keep an integer an integer.
@@ -74,6 +79,21 @@ pub(super) fn transform_unit(func: Function, args: &[Term]) -> ExecResult<i64> {
                 }),
             };
         }
+        Function::Elapsed => {
+            return match args.get(1) {
+                None => Ok(1),
+                Some(Term::Duration(d)) if *d > 0 => Ok(*d),
+                Some(t) => Err(QueryError::ElapsedUnit {
+                    got: match t {
+                        Term::Int(_) => "IntegerLiteral",
+                        Term::Float(_) => "NumberLiteral",
+                        Term::Str(_) => "StringLiteral",
+                        Term::Duration(_) => "DurationLiteral",
+                        _ => "VarRef",
+                    },
+                }),
+            };
+        }
         Function::CumulativeSum if args.len() != 1 => {
             return Err(QueryError::Arity {
                 name: name(),
@@ -96,6 +116,15 @@ pub(super) fn transform(func: Function, pts: &[Pt], unit: i64) -> Vec<Pt> {
     match func {
         Function::CumulativeSum => cumulative_sum(pts),
         Function::MovingAverage => moving_average(pts, unit.max(1) as usize),
+        // The time since the previous point (0 for one of the same time), in units.
+        Function::Elapsed => pts
+            .windows(2)
+            .map(|w| Pt {
+                t: w[1].t,
+                v: Val::Int((w[1].t - w[0].t) / unit.max(1)),
+                row: w[1].row,
+            })
+            .collect(),
         Function::Derivative => consecutive(pts, |pv, p, a, b| Some(Val::Float(rate(pv, p, a, b)))),
         Function::NonNegativeDerivative => consecutive(pts, |pv, p, a, b| {
             let v = rate(pv, p, a, b);
@@ -128,7 +157,11 @@ fn consecutive(pts: &[Pt], of: impl Fn(&Pt, &Pt, f64, f64) -> Option<Val>) -> Ve
         };
         prev = Some(p);
         if let Some(v) = of(pv, p, a, b) {
-            out.push(Pt { t: p.t, v });
+            out.push(Pt {
+                t: p.t,
+                v,
+                row: p.row,
+            });
         }
     }
     out
@@ -153,27 +186,32 @@ fn cumulative_sum(pts: &[Pt]) -> Vec<Pt> {
                 (None, _) => return None,
             };
             acc = Some(next.clone());
-            Some(Pt { t: p.t, v: next })
+            Some(Pt {
+                t: p.t,
+                v: next,
+                row: p.row,
+            })
         })
         .collect()
 }
 
 fn moving_average(pts: &[Pt], n: usize) -> Vec<Pt> {
-    let nums: Vec<(i64, f64)> = pts
+    let nums: Vec<(i64, f64, usize)> = pts
         .iter()
-        .filter_map(|p| p.v.as_f64().map(|v| (p.t, v)))
+        .filter_map(|p| p.v.as_f64().map(|v| (p.t, v, p.row)))
         .collect();
     nums.windows(n)
         .map(|w| Pt {
             t: w[n - 1].0,
-            v: Val::Float(w.iter().map(|(_, v)| v).sum::<f64>() / n as f64),
+            v: Val::Float(w.iter().map(|(_, v, _)| v).sum::<f64>() / n as f64),
+            row: w[n - 1].2,
         })
         .collect()
 }
 
 /// Computes one aggregate or selector over a bucket's points; returns the value and, for
-/// selectors, the selected point's time. `args`: the call's (the first is the field).
-pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Option<i64>)> {
+/// selectors, the selected point. `args`: the call's (the first is the field).
+pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Picked)> {
     use Function as F;
     if func == F::Count {
         return Ok((
@@ -189,7 +227,7 @@ pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(V
         return Ok((Val::Null, None));
     }
     match func.kind() {
-        Kind::Aggregate => of_numbers(func, pts),
+        Kind::Aggregate => of_numbers(func, pts, args),
         Kind::Selector => select_point(func, pts, args),
         // Functions of other kinds nested in an aggregate expression.
         _ => Err(QueryError::UndefinedFunction {
@@ -203,21 +241,29 @@ pub(super) fn reduce(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(V
 fn numbers(func: Function, pts: &[Pt]) -> (Vec<f64>, bool, ExecResult<()>) {
     let nums: Vec<f64> = pts.iter().filter_map(|p| p.v.as_f64()).collect();
     let all_int = pts.iter().all(|p| matches!(p.v, Val::Int(_)));
-    let numeric = pts
+    let numeric = match pts
         .iter()
-        .all(|p| matches!(p.v, Val::Int(_) | Val::Float(_)));
-    let numeric = if numeric {
-        Ok(())
-    } else {
-        Err(QueryError::NotNumeric {
+        .find(|p| !matches!(p.v, Val::Int(_) | Val::Float(_)))
+    {
+        None => Ok(()),
+        Some(p) => Err(QueryError::SelectorType {
             name: func.name().to_string(),
-        })
+            go_type: match p.v {
+                Val::Bool(_) => "boolean",
+                _ => "string",
+            },
+        }),
     };
     (nums, all_int, numeric)
 }
 
+/// An error unless every point is a number (`func`'s, as influxd names it).
+pub(super) fn need_numbers(func: Function, pts: &[Pt]) -> ExecResult<()> {
+    numbers(func, pts).2
+}
+
 /// An aggregate of a bucket's points (not empty, `count` aside): one arm per aggregate.
-fn of_numbers(func: Function, pts: &[Pt]) -> ExecResult<(Val, Option<i64>)> {
+fn of_numbers(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Picked)> {
     use Function as F;
     let (nums, all_int, numeric) = numbers(func, pts);
     let need_numeric = || numeric.clone();
@@ -283,7 +329,14 @@ fn of_numbers(func: Function, pts: &[Pt]) -> ExecResult<(Val, Option<i64>)> {
                 (Val::Float(var.sqrt()), None)
             }
         }
-        // Aggregates torc does not compute yet (`mode`, `distinct`, `integral`).
+        F::Mode => (mode(pts), None),
+        F::Integral => {
+            need_numeric()?;
+            let whole = |_| Some((0, 0, i64::MAX));
+            let v = integral(pts, integral_unit(args)?, &whole).pop();
+            (v.map_or(Val::Null, |(_, v)| Val::Float(v)), None)
+        }
+        // `distinct` is a shape of its own (`plan::Shape::Distinct`), or inside `count`.
         _ => {
             return Err(QueryError::UndefinedFunction {
                 name: func.name().to_string(),
@@ -292,23 +345,150 @@ fn of_numbers(func: Function, pts: &[Pt]) -> ExecResult<(Val, Option<i64>)> {
     })
 }
 
+/// The most frequent value (InfluxDB 1.6): booleans by count, `true` on a tie; other values
+/// sorted by value and counted in runs, where a run ties with the best so far only if it
+/// started no later, and a value seen once after the first never wins.
+fn mode(pts: &[Pt]) -> Val {
+    if pts.len() == 1 {
+        return pts[0].v.clone();
+    }
+    if let Val::Bool(_) = pts[0].v {
+        let t = pts.iter().filter(|p| p.v == Val::Bool(true)).count();
+        return Val::Bool(2 * t >= pts.len());
+    }
+    let mut s: Vec<&Pt> = pts.iter().collect();
+    s.sort_by(|a, b| cmp_vals(&a.v, &b.v));
+    let (mut most_n, mut cur_n) = (0usize, 0usize);
+    let (mut cur, mut most) = (&s[0].v, &s[0].v);
+    let (mut cur_t, mut most_t) = (s[0].t, s[0].t);
+    for p in &s {
+        if p.v != *cur {
+            (cur_n, cur, cur_t) = (1, &p.v, p.t);
+            continue;
+        }
+        cur_n += 1;
+        if most_n > cur_n || (most_n == cur_n && cur_t > most_t) {
+            continue;
+        }
+        (most_n, most, most_t) = (cur_n, &p.v, p.t);
+    }
+    most.clone()
+}
+
+/// Orders two values of one type (numbers by value, strings bytewise).
+pub(super) fn cmp_vals(a: &Val, b: &Val) -> std::cmp::Ordering {
+    match (a, b) {
+        (Val::Str(x), Val::Str(y)) => x.cmp(y),
+        (Val::Bool(x), Val::Bool(y)) => x.cmp(y),
+        _ => (a.as_f64().unwrap_or(0.0)).total_cmp(&b.as_f64().unwrap_or(0.0)),
+    }
+}
+
+/// The unit of `integral(field[, unit])`: 1s by default.
+pub(super) fn integral_unit(args: &[Term]) -> ExecResult<i64> {
+    match args.get(1) {
+        None => Ok(1_000_000_000),
+        Some(Term::Duration(d)) if *d > 0 => Ok(*d),
+        Some(_) => Err(QueryError::TransformUnit {
+            name: "integral".into(),
+        }),
+    }
+}
+
+/// A window of `integral`: its bucket, start and end.
+pub(super) type Window = Option<(usize, i64, i64)>;
+
+/// The area under numeric points in time order by the trapezium rule, per `unit` of time, as
+/// influxd 1.6 streams it: of points with one time the last counts; a bucket (`window` of a
+/// time) holds the area from its first point, or from its start where the line from an
+/// earlier bucket's last point crosses it (interpolated), to its last point or its end; it
+/// is answered once a later point passes its end, or at the end unless its last point is its
+/// start. Over integers (influxd's integer reducer), the segment from a bucket's start to its
+/// first point runs from the previous point's value to the interpolated one, not to the
+/// point's. Returns (bucket, area) in time order.
+pub(super) fn integral(pts: &[Pt], unit: i64, window: &dyn Fn(i64) -> Window) -> Vec<(usize, f64)> {
+    let per_unit = |dt: i64| dt as f64 / unit as f64;
+    let mut out = Vec::new();
+    let mut prev: Option<(i64, f64)> = None;
+    let mut win = (0, 0, i64::MAX);
+    let mut sum = 0.0;
+    for p in pts {
+        let mut x = p.v.as_f64().unwrap_or(0.0);
+        let Some((mut pt, mut pv)) = prev else {
+            prev = Some((p.t, x));
+            win = window(p.t).unwrap_or(win);
+            continue;
+        };
+        if p.t == pt {
+            prev = Some((p.t, x));
+            continue;
+        }
+        if p.t >= win.2 {
+            if pt != win.2 {
+                let at_end = pv + (x - pv) * per_unit(win.2 - pt) / per_unit(p.t - pt);
+                sum += 0.5 * (at_end + pv) * per_unit(win.2 - pt);
+                match p.v {
+                    Val::Int(_) => (pt, x) = (win.2, at_end),
+                    _ => (pt, pv) = (win.2, at_end),
+                }
+            }
+            out.push((win.0, sum));
+            win = window(p.t).unwrap_or(win);
+            sum = 0.0;
+        }
+        sum += 0.5 * (x + pv) * per_unit(p.t - pt);
+        prev = Some((p.t, p.v.as_f64().unwrap_or(0.0)));
+    }
+    if prev.is_some_and(|(t, _)| t != win.1) {
+        out.push((win.0, sum));
+    }
+    out
+}
+
+/// How many distinct values the points have.
+pub(super) fn count_distinct(pts: &[Pt]) -> Val {
+    if pts.is_empty() {
+        return Val::Null;
+    }
+    Val::Int(distinct(pts).len() as i64)
+}
+
+/// The distinct values of points, ordered by the time each is first seen, then by value
+/// (InfluxDB 1.6).
+pub(super) fn distinct(pts: &[Pt]) -> Vec<Val> {
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts: Vec<&Pt> = pts
+        .iter()
+        .filter(|p| seen.insert(format!("{:?}", p.v)))
+        .collect();
+    firsts.sort_by(|a, b| a.t.cmp(&b.t).then_with(|| cmp_vals(&a.v, &b.v)));
+    firsts.into_iter().map(|p| p.v.clone()).collect()
+}
+
 /// A selector of a bucket's points (not empty): the point it selects, one arm per selector.
-fn select_point(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Option<i64>)> {
+fn select_point(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, Picked)> {
     use Function as F;
     let (_, _, numeric) = numbers(func, pts);
     let need_numeric = || numeric.clone();
     Ok(match func {
         F::Min | F::Max => {
-            need_numeric()?;
+            // Booleans compare as 0 and 1 (InfluxDB 1.6).
+            let num = |v: &Val| match v {
+                Val::Bool(b) => Some(f64::from(u8::from(*b))),
+                v => v.as_f64(),
+            };
+            if pts.iter().any(|p| num(&p.v).is_none()) {
+                need_numeric()?;
+            }
             let mut best = &pts[0];
             for p in &pts[1..] {
-                let (a, b) = (p.v.as_f64().unwrap_or(0.0), best.v.as_f64().unwrap_or(0.0));
+                let (a, b) = (num(&p.v).unwrap_or(0.0), num(&best.v).unwrap_or(0.0));
                 let better = if func == F::Min { a < b } else { a > b };
                 if better || (a == b && p.t < best.t) {
                     best = p;
                 }
             }
-            (best.v.clone(), Some(best.t))
+            (best.v.clone(), Some((best.t, best.row)))
         }
         F::First | F::Last => {
             let mut best = &pts[0];
@@ -323,7 +503,7 @@ fn select_point(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, O
                     best = p;
                 }
             }
-            (best.v.clone(), Some(best.t))
+            (best.v.clone(), Some((best.t, best.row)))
         }
         F::Percentile => {
             need_numeric()?;
@@ -343,7 +523,10 @@ fn select_point(func: Function, pts: &[Pt], args: &[Term]) -> ExecResult<(Val, O
             if i < 0 || i as usize >= s.len() {
                 (Val::Null, None)
             } else {
-                (s[i as usize].v.clone(), Some(s[i as usize].t))
+                (
+                    s[i as usize].v.clone(),
+                    Some((s[i as usize].t, s[i as usize].row)),
+                )
             }
         }
         _ => {

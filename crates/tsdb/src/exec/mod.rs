@@ -1,7 +1,8 @@
 //! InfluxQL statement execution against the storage engine.
 //!
 //! Semantics follow InfluxDB 1.6 where torc's differential test checks them: raw rows merge the
-//! group's series ordered by (time, series key) and `ORDER BY time DESC` reverses that order;
+//! group's series by time, rows of one time in the order of influxd's iterator heap (`merge`;
+//! aggregates read them by time and series key);
 //! `GROUP BY time` buckets start at the lower time bound (or the group's earliest point) and end
 //! at the upper bound (or now); `first`/`last` break timestamp ties by the larger value,
 //! `min`/`max` break value ties by the earlier time; `count` of an empty `GROUP BY time` bucket
@@ -15,8 +16,12 @@
 //! shard and hand them to [`Tsdb::delete`]. `top`/`bottom` (with tag arguments and bare fields
 //! or tags beside them) pick several points per bucket and show each at its own time. Math
 //! functions (`round`, `abs`, `log`, ...) apply per row or to aggregates; `cumulative_sum` and
-//! `moving_average` are transforms like `derivative`. A 1.6 function torc does not evaluate is
-//! an error, never a column of nulls.
+//! `moving_average` are transforms like `derivative`. A single selector (written once or more,
+//! perhaps inside math) is shown at its point's time without `GROUP BY time`, and bare fields
+//! and tags beside it are that point's; `distinct(x)` answers a row per distinct value of a
+//! bucket; `func(*)` is one column `func_field` per field of a type `func` takes; a binary
+//! expression's column is named by its references and calls joined by `_` (`max_min`). A 1.6
+//! function torc does not evaluate is an error, never a column of nulls.
 //!
 //! Every request runs under a [`Budget`] ([`crate::limits`]): points, series and buckets per
 //! statement, and the request's deadline, checked as the work goes (per series, every few
@@ -31,7 +36,8 @@
 //! * `show`, `catalog`, `delete`, `users`: the statements other than `SELECT`;
 //! * `select`: `SELECT`, its sources (subqueries included), checks, wildcards, series
 //!   grouping and raw projection; `aggregate`: buckets, `top`/`bottom`, fill;
-//! * `rows`: a group's rows; `eval`: row expressions; `cond`: conditions on tags and the
+//! * `rows`: a group's rows; `merge`: the order influxd merges a raw query's series in;
+//!   `eval`: row expressions; `cond`: conditions on tags and the
 //!   time range; `functions`: the functions of InfluxQL and their arithmetic;
 //! * `sources`: databases and measurements; `error`: [`QueryError`]; `value`: answers.
 
@@ -48,6 +54,7 @@ mod delete;
 mod error;
 mod eval;
 mod functions;
+mod merge;
 pub mod plan;
 mod rows;
 mod select;

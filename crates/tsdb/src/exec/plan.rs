@@ -14,7 +14,7 @@
 //! transform's unit, an aggregate's argument) stay with the executor, which makes them only
 //! when a group has rows, as before.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use regex::Regex;
@@ -54,7 +54,7 @@ impl Projection {
     pub fn column_name(&self) -> String {
         match &self.alias {
             Some(a) => a.clone(),
-            None => self.term.first_name().unwrap_or("").to_string(),
+            None => self.term.column_name(),
         }
     }
 }
@@ -71,6 +71,8 @@ pub enum Shape {
     Aggregate { lone_selector: bool },
     /// `top`/`bottom`: several points per bucket, each at its own time.
     TopBottom(TopBottom),
+    /// `distinct(field)`, alone: a row per distinct value of a bucket.
+    Distinct(String),
 }
 
 /// A `top`/`bottom` query: `top(field[, tag ...], N)` beside bare fields or tags whose
@@ -153,6 +155,7 @@ pub fn plan(sel: &Select, now: i64) -> ExecResult<SelectPlan> {
         .collect();
     check_functions(&projections)?;
     let top_bottom = top_bottom(&projections)?;
+    let distinct = distinct(&projections)?;
     if let Some(t) = &top_bottom
         && sel.limit > 0
         && t.n > sel.limit
@@ -173,6 +176,7 @@ pub fn plan(sel: &Select, now: i64) -> ExecResult<SelectPlan> {
     let aggregates = projections
         .iter()
         .any(|p| p.term.contains_call(Kind::makes_aggregate_query));
+    let selector = single_selector(&projections);
     check_aggregates(
         &projections,
         aggregates,
@@ -200,6 +204,7 @@ pub fn plan(sel: &Select, now: i64) -> ExecResult<SelectPlan> {
     };
     let shape = match top_bottom {
         Some(t) => Shape::TopBottom(t),
+        None if distinct.is_some() => Shape::Distinct(distinct.unwrap_or_default()),
         None if !aggregates => Shape::Raw,
         None if interval.is_none()
             && projections
@@ -209,9 +214,7 @@ pub fn plan(sel: &Select, now: i64) -> ExecResult<SelectPlan> {
             Shape::RawTransform
         }
         None => Shape::Aggregate {
-            lone_selector: interval.is_none()
-                && projections.len() == 1
-                && projections[0].term.is_call(|k| k == Kind::Selector),
+            lone_selector: interval.is_none() && selector,
         },
     };
     let tags = sel
@@ -327,6 +330,9 @@ fn top_bottom(projections: &[Projection]) -> ExecResult<Option<TopBottom>> {
             n: *n,
         });
     }
+    if args[0] == Term::Wildcard {
+        return Err(QueryError::SelectorFirstArgument { name: name() });
+    }
     let bare = |t: &Term| match t {
         Term::Ref(v) => Some(v.clone()),
         _ => None,
@@ -355,9 +361,61 @@ fn top_bottom(projections: &[Projection]) -> ExecResult<Option<TopBottom>> {
     }
 }
 
-/// An aggregate query has no bare field beside its calls (but `top`/`bottom`'s), and a
-/// transform takes an aggregate exactly when the query groups by time; a raw query has no
-/// `GROUP BY time`.
+/// The field of a `distinct(field)` projection; an error if it has other projections beside
+/// it or another argument.
+fn distinct(projections: &[Projection]) -> ExecResult<Option<String>> {
+    let Some(p) = projections
+        .iter()
+        .find(|p| p.term.function() == Some(Function::Distinct))
+    else {
+        return Ok(None);
+    };
+    if projections.len() > 1 {
+        return Err(QueryError::DistinctCombined);
+    }
+    match &p.term {
+        Term::Call { args, .. } if args.is_empty() => {
+            Err(QueryError::DistinctArity { many: false })
+        }
+        Term::Call { args, .. } if args.len() > 1 => Err(QueryError::DistinctArity { many: true }),
+        Term::Call { args, .. } if matches!(args.as_slice(), [Term::Ref(_)]) => {
+            Ok(args[0].first_name().map(String::from))
+        }
+        _ => Err(QueryError::FieldArgument {
+            name: "distinct".into(),
+        }),
+    }
+}
+
+/// The distinct calls of aggregates and selectors of the projections (as text: influxd
+/// computes a call written twice once), and whether each is a selector.
+fn aggregate_calls(projections: &[Projection]) -> BTreeMap<String, bool> {
+    let mut calls = BTreeMap::new();
+    for p in projections {
+        p.term.walk(&mut |t| {
+            if let Term::Call { func, .. } = t
+                && func.kind() != Kind::Math
+            {
+                calls.insert(t.to_string(), func.kind() == Kind::Selector);
+            }
+        });
+    }
+    calls
+}
+
+/// True when the projections compute one selector call (perhaps written several times or
+/// inside math): its point's time is the row's when there is no `GROUP BY time`, and bare
+/// fields and tags beside it are its point's (InfluxDB 1.6).
+/// `max(*)` counts as one here; the executor asks again once `*` is expanded to a call per
+/// field.
+pub(super) fn single_selector(projections: &[Projection]) -> bool {
+    let calls = aggregate_calls(projections);
+    calls.len() == 1 && calls.values().all(|s| *s)
+}
+
+/// An aggregate query has no bare field beside its calls (but `top`/`bottom`'s or a single
+/// selector's), and a transform takes an aggregate exactly when the query groups by time; a
+/// raw query has no `GROUP BY time`.
 fn check_aggregates(
     projections: &[Projection],
     aggregates: bool,
@@ -370,8 +428,15 @@ fn check_aggregates(
             false => Ok(()),
         };
     }
-    if !top_bottom && projections.iter().any(|p| p.term.has_bare_ref()) {
-        return Err(QueryError::MixedAggregate);
+    if !top_bottom
+        && projections.iter().any(|p| p.term.has_bare_ref())
+        && !single_selector(projections)
+    {
+        let calls = aggregate_calls(projections);
+        return Err(match calls.len() > 1 && calls.values().all(|s| *s) {
+            true => QueryError::SelectorsWithFields,
+            false => QueryError::MixedAggregate,
+        });
     }
     for p in projections {
         if let Term::Call { func, args } = &p.term
@@ -405,6 +470,7 @@ impl fmt::Display for SelectPlan {
                     ""
                 }
             )?,
+            Shape::Distinct(field) => writeln!(f, "shape: distinct of {field}")?,
             Shape::TopBottom(t) => writeln!(
                 f,
                 "shape: {} {} of {} by [{}] at column {}, beside [{}]",

@@ -12,6 +12,7 @@ use super::aggregate::aggregate;
 use super::cond::{extract_time, index_candidates, refers_to_time, series_match};
 use super::error::{ExecResult, QueryError};
 use super::eval::{RowCtx, eval};
+use super::merge::{Aux, merge_like_influxd};
 use super::plan::{Condition, Projection, SelectPlan, Shape, TagGroup, plan};
 use super::rows::{Group, RowProjection, Rows};
 use super::sources::{compile, limit_offset, measurements_for};
@@ -342,7 +343,8 @@ fn expand(
     for f in &plan.projections {
         if f.term == Term::Wildcard {
             let mut names: BTreeSet<String> = all_fields.keys().cloned().collect();
-            if plan.shape == Shape::Raw {
+            // Beside a selector, `*` is its point's fields and tags.
+            if matches!(plan.shape, Shape::Raw | Shape::Aggregate { .. }) {
                 names.extend(
                     wildcard_tags
                         .iter()
@@ -355,6 +357,21 @@ fn expand(
                     term: Term::Ref(n),
                     alias: None,
                 });
+            }
+        } else if let Term::Call { func, args } = &f.term
+            && args.first() == Some(&Term::Wildcard)
+            && func.kind().aggregates()
+        {
+            // `func(*)`: one column per field the function takes, named `func_field`.
+            for (n, t) in &all_fields {
+                if func.takes(*t) {
+                    let mut args = args.clone();
+                    args[0] = Term::Ref(n.clone());
+                    fields.push(Projection {
+                        term: Term::Call { func: *func, args },
+                        alias: Some(format!("{}_{n}", f.alias.as_deref().unwrap_or(func.name()))),
+                    });
+                }
             }
         } else {
             fields.push(f.clone());
@@ -389,6 +406,31 @@ impl Query<'_> {
 
     fn raw(&self) -> bool {
         self.plan.shape == Shape::Raw
+    }
+
+    /// What influxd's merge of a raw query's series compares rows of one time by: the
+    /// projected fields and tags, by name (a name that is neither has no value).
+    fn merge_aux<'n>(
+        &'n self,
+        mi: &MeasurementIndex,
+        needed_at: &HashMap<&str, usize>,
+    ) -> Vec<Aux<'n>> {
+        let mut names: BTreeSet<&'n str> = BTreeSet::new();
+        for f in self.fields {
+            f.term.walk(&mut |t| {
+                if let Term::Ref(n) = t {
+                    names.insert(n);
+                }
+            });
+        }
+        names
+            .into_iter()
+            .map(|n| match needed_at.get(n) {
+                Some(&i) => Aux::Field(i),
+                None if mi.tags.contains_key(n) => Aux::Tag(n),
+                None => Aux::Missing,
+            })
+            .collect()
     }
 
     /// Appends the result series of one measurement of one shard to `out`.
@@ -445,6 +487,10 @@ impl Query<'_> {
             }
             rows.keys.sort_unstable_by_key(|k| (k.time, k.series));
             self.filter_rows(&mut rows, g, &loaded)?;
+            if self.raw() {
+                let aux = self.merge_aux(mi, &needed_at);
+                merge_like_influxd(&mut rows, &g.series, &aux, self.plan.descending);
+            }
             let tags = (!self.group_keys.is_empty()).then(|| {
                 self.group_keys
                     .iter()

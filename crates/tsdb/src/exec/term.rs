@@ -11,15 +11,18 @@
 //! or `math` (with its `arity` if it takes two values). `top` and
 //! `bottom` are the one kind with a plan of their own (`plan::TopBottom`). A function of a
 //! kind torc does not evaluate is `Kind::Unimplemented`: asking for it is an error, never a
-//! column of nulls. For example `mode`, `distinct` and `integral` are in the table (kind
-//! `Aggregate`, so the planner accepts them where aggregates go) but have no arm in
-//! `functions::of_numbers` yet, whose fallback answers `undefined function mode()`: computing
-//! one is that one arm. The planner needs no change for a function of an existing kind; the
-//! case files of `tests/data/plan/` show what it makes of one.
+//! column of nulls. For example `mode` and `integral` were each one arm in
+//! `functions::of_numbers` (kind `Aggregate`), `elapsed` a line here (kind `Transform`) and
+//! arms in `functions::transform` and `transform_unit`; `distinct` is the one aggregate with a shape of
+//! its own (`plan::Shape::Distinct`, a row per value) and `count(distinct(x))` one case in
+//! `aggregate::eval_agg_expr`. What `func(*)` expands to is [`Function::takes`]. The planner
+//! needs no change for a function of an existing kind; the case files of `tests/data/plan/`
+//! show what it makes of one.
 
 use std::fmt;
 
 use crate::influxql::{BinOp, Expr};
+use crate::model::FieldType;
 
 /// What a function computes, which decides where it may appear and how it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,7 @@ functions! {
     NonNegativeDifference = "non_negative_difference", Transform;
     CumulativeSum = "cumulative_sum", Transform;
     MovingAverage = "moving_average", Transform;
+    Elapsed = "elapsed", Transform;
     Top = "top", TopBottom;
     Bottom = "bottom", TopBottom;
     Abs = "abs", Math;
@@ -132,12 +136,27 @@ functions! {
     Ceil = "ceil", Math;
     Round = "round", Math;
     Sample = "sample", Unimplemented;
-    Elapsed = "elapsed", Unimplemented;
+
     HoltWinters = "holt_winters", Unimplemented;
     HoltWintersWithFit = "holt_winters_with_fit", Unimplemented;
 }
 
 impl Function {
+    /// Whether the function takes a field of type `t`: what `func(*)` expands to (InfluxDB
+    /// 1.6: `count`, `first`, `last`, `mode` and `distinct` take any field, `min` and `max`
+    /// numbers and booleans, the others numbers).
+    pub fn takes(self, t: FieldType) -> bool {
+        match self {
+            Function::Count
+            | Function::First
+            | Function::Last
+            | Function::Mode
+            | Function::Distinct => true,
+            Function::Min | Function::Max => t != FieldType::String,
+            _ => matches!(t, FieldType::Float | FieldType::Integer),
+        }
+    }
+
     /// How many values a math function takes.
     pub fn arity(self) -> usize {
         match self {
@@ -200,6 +219,10 @@ impl Term {
             Expr::Bool(b) => Term::Bool(*b),
             Expr::Duration(d) => Term::Duration(*d),
             Expr::Wildcard => Term::Wildcard,
+            Expr::Distinct(n) => Term::Call {
+                func: Function::Distinct,
+                args: vec![Term::Ref(n.clone())],
+            },
             Expr::Binary { op, lhs, rhs } => Term::Binary {
                 op: *op,
                 lhs: Box::new(Term::lower(lhs)),
@@ -271,7 +294,31 @@ impl Term {
         yes
     }
 
-    /// The name InfluxDB gives a column of this term: its first reference or function.
+    /// The name InfluxDB 1.6 gives a column of this term: a reference's or a call's name; for
+    /// a binary expression, the names of its references and calls (not those inside a call)
+    /// joined by `_`, e.g. `max(v) - min(v)` is `max_min`.
+    pub fn column_name(&self) -> String {
+        match self {
+            Term::Binary { .. } => {
+                let mut names = Vec::new();
+                self.binary_names(&mut names);
+                names.join("_")
+            }
+            _ => self.first_name().unwrap_or("").to_string(),
+        }
+    }
+
+    fn binary_names<'t>(&'t self, out: &mut Vec<&'t str>) {
+        match self {
+            Term::Binary { lhs, rhs, .. } => {
+                lhs.binary_names(out);
+                rhs.binary_names(out);
+            }
+            _ => out.extend(self.first_name()),
+        }
+    }
+
+    /// The first reference or function of this term.
     pub fn first_name(&self) -> Option<&str> {
         match self {
             Term::Ref(n) => Some(n),

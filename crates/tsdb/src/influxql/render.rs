@@ -112,6 +112,7 @@ impl Display for Expr {
             Expr::Bool(b) => write!(f, "{b}"),
             Expr::Duration(d) => f.write_str(&duration(*d)),
             Expr::Wildcard => f.write_str("*"),
+            Expr::Distinct(n) => write!(f, "DISTINCT {}", quote_ident(n)),
             Expr::Binary { op, lhs, rhs } => write!(f, "{lhs} {} {rhs}", op.symbol()),
             Expr::Paren(e) => write!(f, "({e})"),
         }
