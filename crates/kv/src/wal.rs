@@ -90,6 +90,8 @@ pub struct Wal {
     next_lsn: u64,
     /// Records are built here, to be written with one `pwrite`.
     buf: Vec<u8>,
+    /// Keeps this CPU awake while a record syncs ([`crate::awake`]).
+    awake: crate::awake::Awake,
 }
 
 /// A record read back at recovery.
@@ -186,6 +188,7 @@ impl Wal {
             active: 0,
             next_lsn: expected,
             buf: Vec::new(),
+            awake: crate::awake::Awake::start(),
         };
         Ok((wal, replay))
     }
@@ -215,12 +218,14 @@ impl Wal {
             .write_all_at(&self.buf, f.pos)
             .map_err(io_err(&f.path))?;
         let end = f.pos + self.buf.len() as u64;
-        let synced = if end > f.len {
-            // Grew past the preallocated size: the size must be flushed too.
-            f.file.sync_all()
-        } else {
-            f.file.sync_data()
-        };
+        let synced = self.awake.during(|| {
+            if end > f.len {
+                // Grew past the preallocated size: the size must be flushed too.
+                f.file.sync_all()
+            } else {
+                f.file.sync_data()
+            }
+        });
         synced.map_err(|source| StorageError::WalSync {
             path: f.path.clone(),
             source,
