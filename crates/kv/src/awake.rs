@@ -9,9 +9,11 @@
 //! polling off), a 104-byte write plus `fdatasync` took p50 3.9 ms with the
 //! CPU idle and 0.2 ms with a thread on the same CPU waking every 20 µs; and
 //! the watch latency tail of torc kv was the put's commit (watch p99 =
-//! put p99, the event came 50-100 µs after the put's acknowledgement). etcd
-//! escapes most of it by accident: Go's runtime monitor wakes every 20 µs
-//! while goroutines are in system calls.
+//! put p99, the event came 50-100 µs after the put's acknowledgement), with
+//! either client. etcd probably escapes part of it by accident: Go's runtime
+//! monitor naps 20 µs at a time while the process is busy. A client's own
+//! halted vCPU delays its wakeups the same way; nothing on the server helps
+//! that.
 //!
 //! What: a companion thread, pinned to the CPU the commit thread last synced
 //! on and scheduled `SCHED_IDLE` (it runs only when that CPU has nothing else

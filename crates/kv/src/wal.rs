@@ -22,6 +22,11 @@
 //! everything in it is already durable in redb (else it keeps growing the
 //! active file and retries at the next commit).
 //!
+//! Each record's `fdatasync` runs with `crate::awake` keeping its CPU
+//! from halting (on a VM a halted vCPU wakes to the disk's completion
+//! milliseconds late); it changes nothing of what is written or when it is
+//! durable.
+//!
 //! Invariants:
 //! - A record is valid if its checksum matches and its lsn follows the
 //!   previous record's in the same file; reading a file stops at the first
@@ -90,7 +95,7 @@ pub struct Wal {
     next_lsn: u64,
     /// Records are built here, to be written with one `pwrite`.
     buf: Vec<u8>,
-    /// Keeps this CPU awake while a record syncs ([`crate::awake`]).
+    /// Keeps this CPU awake while a record syncs (`crate::awake`).
     awake: crate::awake::Awake,
 }
 
