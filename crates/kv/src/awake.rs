@@ -9,8 +9,8 @@
 //! polling off), a 104-byte write plus `fdatasync` took p50 3.9 ms with the
 //! CPU idle and 0.2 ms with a thread on the same CPU waking every 20 µs; and
 //! the watch latency tail of torc kv was the put's commit (watch p99 =
-//! put p99, the event came 50-100 µs after the put's acknowledgement), with
-//! either client. etcd probably escapes part of it by accident: Go's runtime
+//! put p99, the event came p99 30-260 µs after the put's acknowledgement),
+//! with either client. etcd probably escapes part of it by accident: Go's runtime
 //! monitor naps 20 µs at a time while the process is busy. A client's own
 //! halted vCPU delays its wakeups the same way; nothing on the server helps
 //! that.
@@ -22,8 +22,9 @@
 //! is one futex wake per sync). A nap costs a timer interrupt and two
 //! context switches; it never computes. It does not linger after a sync:
 //! napping on while the workers send the commit's answers put a timer
-//! interrupt (a VM exit) into their path every nap, ~50 µs on the watch p50. On bare metal it is harmless and useless (an idle CPU
-//! wakes in microseconds).
+//! interrupt (a VM exit) into their path every nap, ~50 µs on the watch p50.
+//! On bare metal it is harmless and useless (an idle CPU wakes in
+//! microseconds).
 //!
 //! What not: it changes nothing about durability or ordering; the sync is
 //! the caller's, run on the caller's thread. `TORC_KV_AWAKE=0` turns it off
