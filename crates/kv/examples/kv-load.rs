@@ -6,6 +6,7 @@
 //! kv-load put   --endpoint http://127.0.0.1:2379 --clients 64 --seconds 10 [--value-size 256]
 //! kv-load get   --endpoint http://127.0.0.1:2379 --clients 64 --seconds 10 --kind serializable|linearizable|prefix
 //! kv-load watch --endpoint http://127.0.0.1:2379 --events 500 [--watchers 1000] [--streams 10]
+//! any of them:  [--client-threads N]
 //! ```
 //!
 //! With `--cacert FILE` (and `--cert FILE --key FILE` for a server that
@@ -30,11 +31,18 @@
 //! watch, so it includes the durable commit and the fan-out. It also prints
 //! `after_ack_p50_us=… after_ack_p99_us=…`: the same deliveries timed from
 //! the put's acknowledgement (0 when the event came first), which is how
-//! etcd's own `benchmark watch-latency` times them.
+//! etcd's own `benchmark watch-latency` times them, and `put_p50_us=…
+//! put_p99_us=…`, the puts' own round trips, so a tail can be told apart
+//! into the commit's part and the delivery's.
 //!
-//! The generator runs on one thread: bench/kv.sh pins it to one core, where
-//! tokio's multi-threaded scheduler only adds wakeups (with 1,000 watchers
-//! they added ~0.3 ms to every event's p99, against either server).
+//! The generator runs on one thread by default: bench/kv.sh pins it to one
+//! core, where tokio's multi-threaded scheduler only adds wakeups (with 1,000
+//! watchers they added ~0.3 ms to every event's p99, against either server).
+//! `--client-threads N` (N > 1) runs it instead as most clients run: on
+//! tokio's multi-threaded runtime with N workers, as `#[tokio::main]` (and so
+//! the `etcd-client` crate's users) do, with the load's own loop on the main
+//! thread and the connections' and readers' tasks on the workers. The server
+//! should serve both alike.
 
 use std::time::{Duration, Instant};
 
@@ -49,7 +57,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load put --endpoint URL [--clients N] [--seconds S] [--value-size B]\n       kv-load get --endpoint URL [--clients N] [--seconds S] [--kind serializable|linearizable|prefix]\n       kv-load watch --endpoint URL [--events N] [--watchers N] [--streams N]\n       TLS (https:// URL): [--cacert FILE [--cert FILE --key FILE]]"
+        "usage: kv-load put --endpoint URL [--clients N] [--seconds S] [--value-size B]\n       kv-load get --endpoint URL [--clients N] [--seconds S] [--kind serializable|linearizable|prefix]\n       kv-load watch --endpoint URL [--events N] [--watchers N] [--streams N]\n       [--client-threads N] (N > 1: a multi-threaded tokio runtime with N workers)\n       TLS (https:// URL): [--cacert FILE [--cert FILE --key FILE]]"
     );
     std::process::exit(2);
 }
@@ -64,6 +72,8 @@ struct Args {
     watchers: usize,
     streams: usize,
     kind: String,
+    /// Tokio workers: 1 is a current-thread runtime.
+    client_threads: usize,
     cacert: Option<String>,
     cert: Option<String>,
     key: Option<String>,
@@ -84,6 +94,7 @@ fn parse() -> Args {
         watchers: 1,
         streams: 1,
         kind: "serializable".into(),
+        client_threads: 1,
         cacert: None,
         cert: None,
         key: None,
@@ -101,6 +112,7 @@ fn parse() -> Args {
             "--watchers" => a.watchers = num(),
             "--streams" => a.streams = num(),
             "--kind" => a.kind = v.clone(),
+            "--client-threads" => a.client_threads = num().max(1),
             "--cacert" => a.cacert = Some(v.clone()),
             "--cert" => a.cert = Some(v.clone()),
             "--key" => a.key = Some(v.clone()),
@@ -308,6 +320,7 @@ async fn watch_load(a: &Args) -> Result<(), BoxError> {
     let mut kv = KvClient::new(channel(a).await?);
     let mut lat = Vec::with_capacity(a.events * a.watchers);
     let mut after_ack = Vec::with_capacity(a.events * a.watchers);
+    let mut put_lat = Vec::with_capacity(a.events);
     for _ in 0..a.events {
         let sent = Instant::now();
         let resp = kv
@@ -319,6 +332,7 @@ async fn watch_load(a: &Args) -> Result<(), BoxError> {
             .await?
             .into_inner();
         let acked = Instant::now();
+        put_lat.push(acked - sent);
         let rev = resp.header.ok_or("no header")?.revision;
         let mut seen = 0;
         while seen < a.watchers {
@@ -339,27 +353,44 @@ async fn watch_load(a: &Args) -> Result<(), BoxError> {
     drop(senders);
     lat.sort();
     after_ack.sort();
+    put_lat.sort();
     println!(
-        "watch_p50_us={} watch_p99_us={} after_ack_p50_us={} after_ack_p99_us={} watchers={} streams={} events={}",
+        "watch_p50_us={} watch_p99_us={} after_ack_p50_us={} after_ack_p99_us={} put_p50_us={} put_p99_us={} watchers={} streams={} events={} client_threads={}",
         percentile(&lat, 0.50),
         percentile(&lat, 0.99),
         percentile(&after_ack, 0.50),
         percentile(&after_ack, 0.99),
+        percentile(&put_lat, 0.50),
+        percentile(&put_lat, 0.99),
         a.watchers,
         streams,
-        a.events
+        a.events,
+        a.client_threads
     );
     Ok(())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
     let mut a = parse();
     a.tls = tls(&a)?;
+    let runtime = if a.client_threads > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.client_threads)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(&a))
+}
+
+async fn run(a: &Args) -> Result<(), BoxError> {
     match a.mode.as_str() {
-        "put" => put_load(&a).await,
-        "get" => get_load(&a).await,
-        "watch" => watch_load(&a).await,
+        "put" => put_load(a).await,
+        "get" => get_load(a).await,
+        "watch" => watch_load(a).await,
         _ => usage(),
     }
 }

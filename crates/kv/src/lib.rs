@@ -64,6 +64,7 @@ mod admin_service;
 pub mod auth;
 mod auth_service;
 mod authority;
+mod awake;
 mod conn;
 pub mod error;
 #[doc(hidden)]
