@@ -23,12 +23,12 @@
 //! context switches; it never computes. It does not linger after a sync:
 //! napping on while the workers send the commit's answers put a timer
 //! interrupt (a VM exit) into their path every nap, ~50 µs on the watch p50.
-//! On bare metal it is harmless and useless (an idle CPU wakes in
-//! microseconds).
+//! On bare metal it would be useless (an idle CPU wakes in microseconds), so
+//! it runs only under a hypervisor (`on_a_hypervisor`);
+//! `TORC_KV_AWAKE=0` turns it off (for measuring it), `TORC_KV_AWAKE=1` on.
 //!
 //! What not: it changes nothing about durability or ordering; the sync is
-//! the caller's, run on the caller's thread. `TORC_KV_AWAKE=0` turns it off
-//! (for measuring it).
+//! the caller's, run on the caller's thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -63,15 +63,18 @@ pub(crate) struct Awake {
 }
 
 impl Awake {
-    /// Starts the companion (unless `TORC_KV_AWAKE=0`).
+    /// Starts the companion when this is a virtual machine (see [`wanted`]).
     pub(crate) fn start() -> Awake {
         let shared = Arc::new(Shared {
             seq: AtomicU64::new(0),
             cpu: AtomicUsize::new(NO_CPU),
             stop: AtomicBool::new(false),
         });
-        let off = std::env::var_os("TORC_KV_AWAKE").is_some_and(|v| v == "0");
-        let thread = (!off)
+        let on = wanted(
+            std::env::var_os("TORC_KV_AWAKE").as_deref(),
+            on_a_hypervisor(),
+        );
+        let thread = on
             .then(|| {
                 let s = Arc::clone(&shared);
                 std::thread::Builder::new()
@@ -109,6 +112,29 @@ impl Drop for Awake {
             let _ = handle.join();
         }
     }
+}
+
+/// Whether to run the companion: as `TORC_KV_AWAKE` says (`0` off, `1` on), else only on a
+/// virtual machine. On bare metal (a switch) an idle CPU wakes in microseconds, and the naps
+/// would only cost timer interrupts.
+fn wanted(env: Option<&std::ffi::OsStr>, virtual_machine: bool) -> bool {
+    match env.and_then(|v| v.to_str()) {
+        Some("0") => false,
+        Some("1") => true,
+        _ => virtual_machine,
+    }
+}
+
+/// Whether this kernel runs under a hypervisor: x86's CPUID `hypervisor` bit, which Linux shows
+/// among `/proc/cpuinfo`'s flags, or a `/sys/hypervisor/type` (Xen, and others on other
+/// architectures). Unknown counts as bare metal.
+fn on_a_hypervisor() -> bool {
+    let flagged = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "hypervisor"))
+    });
+    flagged || std::fs::read_to_string("/sys/hypervisor/type").is_ok_and(|t| !t.trim().is_empty())
 }
 
 /// The companion: parks until a sync starts, moves to its CPU, naps while
@@ -161,5 +187,23 @@ fn run(shared: &Shared) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_on_a_virtual_machine_unless_told() {
+        use std::ffi::OsStr;
+        assert!(wanted(None, true));
+        assert!(!wanted(None, false));
+        assert!(!wanted(Some(OsStr::new("0")), true));
+        assert!(wanted(Some(OsStr::new("1")), false));
+        assert!(
+            wanted(Some(OsStr::new("yes")), true),
+            "anything else: the default"
+        );
     }
 }
