@@ -260,20 +260,31 @@ impl<'a> Listing<'a> {
                 }
             }
         }
+        Ok(self.one_column(Some("measurements"), "name", set))
+    }
+
+    /// One series of one string column (`column`) holding `names`, cut by the statement's
+    /// `LIMIT` and `OFFSET`; none when that leaves nothing.
+    fn one_column(
+        &self,
+        series: Option<&str>,
+        column: &str,
+        names: BTreeSet<String>,
+    ) -> Vec<ResultSeries> {
         let vals = limit_offset(
-            set.into_iter().map(|m| vec![Val::Str(m)]).collect(),
+            names.into_iter().map(|m| vec![Val::Str(m)]).collect(),
             self.limit,
             self.offset,
         );
         if vals.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        Ok(vec![ResultSeries {
-            name: Some("measurements".into()),
+        vec![ResultSeries {
+            name: series.map(Into::into),
             tags: None,
-            columns: vec!["name".into()],
+            columns: vec![column.into()],
             values: vals,
-        }])
+        }]
     }
 
     fn series(&self) -> ExecResult<Vec<ResultSeries>> {
@@ -291,20 +302,7 @@ impl<'a> Listing<'a> {
                 }
             }
         }
-        let vals = limit_offset(
-            keys.into_iter().map(|k| vec![Val::Str(k)]).collect(),
-            self.limit,
-            self.offset,
-        );
-        if vals.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(vec![ResultSeries {
-            name: None,
-            tags: None,
-            columns: vec!["key".into()],
-            values: vals,
-        }])
+        Ok(self.one_column(None, "key", keys))
     }
 
     fn tag_keys(&self) -> ExecResult<Vec<ResultSeries>> {
