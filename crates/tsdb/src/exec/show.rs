@@ -287,8 +287,9 @@ impl<'a> Listing<'a> {
         }]
     }
 
-    fn series(&self) -> ExecResult<Vec<ResultSeries>> {
-        let mut keys = BTreeSet::new();
+    /// Calls `f` with each series the statement's sources and condition admit, and its
+    /// measurement's name (one budget tick per series looked at).
+    fn each_admitted(&self, mut f: impl FnMut(&str, &SeriesInfo)) -> ExecResult<()> {
         for shard in self.db.shards_of(self.name) {
             let st = shard.read();
             for m in measurements_for(&st, self.sources)? {
@@ -297,45 +298,32 @@ impl<'a> Listing<'a> {
                     self.budget.tick()?;
                     let s = &st.index.series[sid as usize];
                     if self.admits(s) {
-                        keys.insert(s.key.clone());
+                        f(&m, s);
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    fn series(&self) -> ExecResult<Vec<ResultSeries>> {
+        let mut keys = BTreeSet::new();
+        self.each_admitted(|_, s| {
+            keys.insert(s.key.clone());
+        })?;
         Ok(self.one_column(None, "key", keys))
     }
 
     fn tag_keys(&self) -> ExecResult<Vec<ResultSeries>> {
         let mut per: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for shard in self.db.shards_of(self.name) {
-            let st = shard.read();
-            for m in measurements_for(&st, self.sources)? {
-                let mi = &st.index.measurements[&m];
-                let e = per.entry(m.clone()).or_default();
-                for &sid in &mi.series {
-                    self.budget.tick()?;
-                    let s = &st.index.series[sid as usize];
-                    if self.admits(s) {
-                        e.extend(s.tags.iter().map(|(k, _)| k.clone()));
-                    }
-                }
-            }
-        }
+        self.each_admitted(|m, s| {
+            per.entry(m.to_owned())
+                .or_default()
+                .extend(s.tags.iter().map(|(k, _)| k.clone()));
+        })?;
         Ok(per
             .into_iter()
-            .filter_map(|(m, keys)| {
-                let vals = limit_offset(
-                    keys.into_iter().map(|k| vec![Val::Str(k)]).collect(),
-                    self.limit,
-                    self.offset,
-                );
-                (!vals.is_empty()).then(|| ResultSeries {
-                    name: Some(m),
-                    tags: None,
-                    columns: vec!["tagKey".into()],
-                    values: vals,
-                })
-            })
+            .flat_map(|(m, keys)| self.one_column(Some(&m), "tagKey", keys))
             .collect())
     }
 
@@ -363,25 +351,15 @@ impl<'a> Listing<'a> {
             }
         };
         let mut per: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
-        for shard in self.db.shards_of(self.name) {
-            let st = shard.read();
-            for m in measurements_for(&st, self.sources)? {
-                let mi = &st.index.measurements[&m];
-                for &sid in &mi.series {
-                    self.budget.tick()?;
-                    let s = &st.index.series[sid as usize];
-                    if self.admits(s) {
-                        for (k, v) in &s.tags {
-                            if key_ok(k) {
-                                per.entry(m.clone())
-                                    .or_default()
-                                    .insert((k.clone(), v.clone()));
-                            }
-                        }
-                    }
+        self.each_admitted(|m, s| {
+            for (k, v) in &s.tags {
+                if key_ok(k) {
+                    per.entry(m.to_owned())
+                        .or_default()
+                        .insert((k.clone(), v.clone()));
                 }
             }
-        }
+        })?;
         Ok(per
             .into_iter()
             .filter_map(|(m, kvs)| {
