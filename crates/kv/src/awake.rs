@@ -127,8 +127,14 @@ fn wanted(env: Option<&std::ffi::OsStr>, virtual_machine: bool) -> bool {
 
 /// Whether this kernel runs under a hypervisor: x86's CPUID `hypervisor` bit, which Linux shows
 /// among `/proc/cpuinfo`'s flags, or a `/sys/hypervisor/type` (Xen, and others on other
-/// architectures). Unknown counts as bare metal.
+/// architectures). Unknown counts as bare metal. Read once per process: every log a store
+/// opens (and, on a full disk, each reopening) asks.
 fn on_a_hypervisor() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(read_hypervisor)
+}
+
+fn read_hypervisor() -> bool {
     let flagged = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
         info.lines()
             .filter(|l| l.starts_with("flags"))

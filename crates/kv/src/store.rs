@@ -652,10 +652,13 @@ impl Shared {
 }
 
 /// Failure to open the store (wrapped with its path by the caller).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    Storage(StorageError),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("starting a store thread: {0}")]
     Thread(std::io::Error),
+    #[error("the OS random source failed: {0}")]
     Random(getrandom::Error),
 }
 
@@ -663,26 +666,12 @@ pub enum OpenError {
 /// again).
 #[derive(Debug, thiserror::Error)]
 enum ReopenError {
-    #[error("{0}")]
-    Storage(#[from] StorageError),
-    #[error("starting the apply thread: {0}")]
-    Thread(std::io::Error),
-    #[error("the OS random source failed: {0}")]
-    Random(getrandom::Error),
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("the file now holds another store (its cluster and member ids differ)")]
     Replaced,
     #[error("the store holds revision {found}, but revision {committed} was acknowledged")]
     Behind { found: i64, committed: i64 },
-}
-
-impl From<OpenError> for ReopenError {
-    fn from(e: OpenError) -> ReopenError {
-        match e {
-            OpenError::Storage(e) => ReopenError::Storage(e),
-            OpenError::Thread(e) => ReopenError::Thread(e),
-            OpenError::Random(e) => ReopenError::Random(e),
-        }
-    }
 }
 
 /// Commit-thread timings, printed to stderr once a second when the
@@ -943,7 +932,7 @@ impl Committer {
                 std::thread::sleep(Duration::from_millis(50));
             }
             let result = match unerased.as_mut().map(Wal::erase_failed_append) {
-                Some(Err(e)) => Err(ReopenError::Storage(e)),
+                Some(Err(e)) => Err(OpenError::Storage(e).into()),
                 erased => {
                     if erased.is_some() {
                         unerased = None;
@@ -1098,7 +1087,8 @@ impl Reopen {
             &shared.db_path,
             (shared.cluster_id, shared.member_id),
             &self.inject,
-        )?;
+        )
+        .map_err(OpenError::Storage)?;
         if (loaded.cluster_id, loaded.member_id) != (shared.cluster_id, shared.member_id) {
             return Err(ReopenError::Replaced);
         }
