@@ -936,9 +936,10 @@ impl LocalRack {
         out
     }
 
-    /// Pids of task shims started under this rack's directory.
+    /// Pids of task shims started under this rack's directory (not a shim's fork that has not
+    /// exec'd its task yet: it carries the shim's command line for a moment).
     pub fn shim_pids(&self) -> Vec<u32> {
-        processes_mentioning(self.dir.path())
+        without_forks(processes_mentioning(self.dir.path()))
             .into_iter()
             .filter(|(_, cmd)| cmd.contains("shim"))
             .map(|(pid, _)| pid)
