@@ -311,6 +311,75 @@ impl DnsHandle {
         self.shared.catalog().epoch()
     }
 
+    /// This server's metrics in Prometheus' text format: [`DnsStats`] as counters
+    /// (`torc_dns_queries_total{transport}`, `torc_dns_responses_total{rcode}`,
+    /// `torc_dns_forwarded_total`, `torc_dns_dropped_total`,
+    /// `torc_dns_rrl_limited_responses_total{action}`, `torc_dns_cache_hits_total`) and the
+    /// names served (`torc_dns_snapshot_generation`, `torc_dns_snapshot_epoch`).
+    pub fn prometheus(&self) -> String {
+        use torc_prom::Kind::{Counter, Gauge};
+        let s = self.stats();
+        let mut text = torc_prom::Text::new();
+        text.family(
+            "torc_dns_queries_total",
+            Counter,
+            "DNS messages received, well-formed or not.",
+        )
+        .sample(
+            &[("transport", "udp")],
+            s.queries.saturating_sub(s.tcp_queries),
+        )
+        .sample(&[("transport", "tcp")], s.tcp_queries);
+        text.family(
+            "torc_dns_responses_total",
+            Counter,
+            "Answers sent from this server's own zones by response code (other: NOTIMP, SERVFAIL, BADVERS).",
+        )
+        .sample(&[("rcode", "NOERROR")], s.answered)
+        .sample(&[("rcode", "NXDOMAIN")], s.nxdomain)
+        .sample(&[("rcode", "REFUSED")], s.refused)
+        .sample(&[("rcode", "FORMERR")], s.formerr)
+        .sample(&[("rcode", "other")], s.other);
+        text.family(
+            "torc_dns_forwarded_total",
+            Counter,
+            "Queries handed to an upstream resolver.",
+        )
+        .sample(&[], s.forwarded);
+        text.family(
+            "torc_dns_dropped_total",
+            Counter,
+            "Messages never answered: not a query, or a forward over max_forwards_in_flight.",
+        )
+        .sample(&[], s.dropped);
+        text.family(
+            "torc_dns_rrl_limited_responses_total",
+            Counter,
+            "UDP answers over the response-rate limit: dropped, or slipped (sent truncated).",
+        )
+        .sample(&[("action", "dropped")], s.rate_limited)
+        .sample(&[("action", "slipped")], s.slipped);
+        text.family(
+            "torc_dns_cache_hits_total",
+            Counter,
+            "UDP answers copied from the answer cache rather than looked up and encoded.",
+        )
+        .sample(&[], s.cache_hits);
+        text.family(
+            "torc_dns_snapshot_generation",
+            Gauge,
+            "Generation of the rack's names served (0 before the first snapshot).",
+        )
+        .sample(&[], self.generation());
+        text.family(
+            "torc_dns_snapshot_epoch",
+            Gauge,
+            "Controller epoch that numbered the names served (0 before the first snapshot).",
+        )
+        .sample(&[], self.snapshot_epoch());
+        text.into_string()
+    }
+
     /// Query counts since the server was created, over UDP and TCP. Cheap enough to poll (it
     /// sums one small set of counters per UDP thread, taking no lock the serving threads take);
     /// see [`DnsStats`] for what each field counts.

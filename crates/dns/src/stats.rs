@@ -49,6 +49,9 @@ pub struct DnsStats {
     pub slipped: u64,
     /// Of `queries`, those received over TCP.
     pub tcp_queries: u64,
+    /// Of the UDP answers, those copied from the thread's answer cache (`cache.rs`) rather
+    /// than looked up and encoded.
+    pub cache_hits: u64,
 }
 
 /// The fate of one received message. (Public only for the fuzz checks' [`crate::fuzzing::Violation`].)
@@ -99,6 +102,7 @@ pub(crate) struct Counters {
     rate_limited: AtomicU64,
     slipped: AtomicU64,
     tcp_queries: AtomicU64,
+    cache_hits: AtomicU64,
 }
 
 impl Counters {
@@ -126,6 +130,13 @@ impl Counters {
         bump(self.field(outcome));
     }
 
+    /// Counts one answer taken from the answer cache. Single writer, as
+    /// [`Counters::count_single_writer`].
+    pub(crate) fn count_cache_hit_single_writer(&self) {
+        let c = &self.cache_hits;
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
     /// Counts one TCP message and its outcome; any number of writers.
     pub(crate) fn count_tcp(&self, outcome: Outcome) {
         self.queries.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +158,7 @@ impl Counters {
         total.rate_limited += get(&self.rate_limited);
         total.slipped += get(&self.slipped);
         total.tcp_queries += get(&self.tcp_queries);
+        total.cache_hits += get(&self.cache_hits);
     }
 }
 
@@ -177,6 +189,7 @@ mod tests {
         udp.count_single_writer(Outcome::RateLimited);
         udp.count_single_writer(Outcome::Slipped);
         tcp.count_tcp(Outcome::NxDomain);
+        udp.count_cache_hit_single_writer();
         let mut total = DnsStats::default();
         udp.add_to(&mut total);
         tcp.add_to(&mut total);
@@ -190,6 +203,7 @@ mod tests {
                 rate_limited: 1,
                 slipped: 1,
                 tcp_queries: 1,
+                cache_hits: 1,
                 ..DnsStats::default()
             }
         );

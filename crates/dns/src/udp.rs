@@ -37,6 +37,8 @@ pub(crate) struct WorkerState {
     limiter: Option<Limiter>,
     /// The limiter's clock, read once per batch of datagrams ([`WorkerState::tick`]).
     now_ms: u32,
+    /// Whether the last [`WorkerState::answer`] came from the answer cache.
+    pub(crate) from_cache: bool,
 }
 
 impl WorkerState {
@@ -48,6 +50,7 @@ impl WorkerState {
             catalog,
             limiter: Limiter::new(rate_limit),
             now_ms: 0,
+            from_cache: false,
         }
     }
 
@@ -66,6 +69,7 @@ impl WorkerState {
         peer: SocketAddr,
         out: &mut Vec<u8>,
     ) -> Step<'p> {
+        self.from_cache = false;
         let max = engine.max_udp_payload;
         let (query, key_len) = match wire::read_query(packet, &mut self.key, out) {
             Read::Drop => return Step::Done(stats::Outcome::Dropped),
@@ -81,6 +85,7 @@ impl WorkerState {
             out.clear();
             out.extend_from_slice(answer);
             zone_at = cached_zone_at;
+            self.from_cache = true;
         } else {
             let name = &key[KEY_PREFIX..];
             match engine.answer(&self.catalog, &query, name, Transport::Udp, ra, out) {

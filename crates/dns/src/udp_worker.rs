@@ -112,6 +112,9 @@ impl UdpWorker {
     ) -> bool {
         let outcome = self.answer(packet, peer, state, out);
         self.counters.count_single_writer(outcome);
+        if state.from_cache {
+            self.counters.count_cache_hit_single_writer();
+        }
         !matches!(
             outcome,
             stats::Outcome::Forwarded | stats::Outcome::Dropped | stats::Outcome::RateLimited

@@ -23,6 +23,7 @@ mod etcd;
 pub mod faults_load;
 pub mod faults_net;
 mod namespaces;
+pub mod prom;
 pub mod syscalls;
 mod tasks;
 pub mod up;

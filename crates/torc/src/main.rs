@@ -5,6 +5,7 @@
 
 mod cli;
 mod images;
+mod metrics_http;
 mod network_agent;
 mod process;
 mod roles;

@@ -25,7 +25,9 @@
 //!   nothing and takes the first snapshot it gets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -48,6 +50,10 @@ pub struct NetworkAgentArgs {
     /// Seconds between two reconciliations of the whole table when nothing changed.
     #[arg(long, default_value_t = 10)]
     resync: u64,
+    /// Serve Prometheus `/metrics` (plain HTTP, read-only) on this address: passes, route
+    /// changes and their failures, the routes held, the snapshot applied. Off by default.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 pub fn run_network_agent(args: NetworkAgentArgs) -> anyhow::Result<()> {
@@ -57,11 +63,23 @@ pub fn run_network_agent(args: NetworkAgentArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let stats = Arc::new(Stats::default());
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let stats = stats.clone();
+            Some(crate::metrics_http::bind(addr, move || stats.prometheus())?)
+        }
+        None => None,
+    };
     rt.block_on(async move {
+        if let Some(metrics) = metrics {
+            tokio::spawn(metrics);
+        }
         let client = torc_client::Client::from_env_with(torc_client::controllers_from_env(
             args.controller.clone(),
         )?)?;
         let mut agent = Agent {
+            stats,
             client,
             protocol,
             switch: None,
@@ -88,7 +106,97 @@ enum Woke {
 /// How long a change on the switch waits before its pass, so that a burst is one pass.
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// What the agent has done since it started, for `/metrics`: counters only grow; the gauges
+/// say what the last pass left.
+#[derive(Default)]
+struct Stats {
+    passes: AtomicU64,
+    pass_errors: AtomicU64,
+    controller_errors: AtomicU64,
+    report_errors: AtomicU64,
+    /// Route changes by (add, replace, delete) and (done, failed).
+    changes: [[AtomicU64; 2]; 3],
+    routes: AtomicU64,
+    epoch: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl Stats {
+    fn count(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_change(&self, op: &torc_net::routes::Op, ok: bool) {
+        let kind = match op {
+            torc_net::routes::Op::Add { .. } => 0,
+            torc_net::routes::Op::Replace { .. } => 1,
+            torc_net::routes::Op::Delete { .. } => 2,
+        };
+        Self::count(&self.changes[kind][usize::from(!ok)]);
+    }
+
+    fn prometheus(&self) -> String {
+        use torc_prom::Kind::{Counter, Gauge};
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut text = torc_prom::Text::new();
+        text.family(
+            "torc_network_agent_passes_total",
+            Counter,
+            "Reconciliations of the switch's routes with the controller's snapshot.",
+        )
+        .sample(&[], get(&self.passes));
+        text.family(
+            "torc_network_agent_pass_errors_total",
+            Counter,
+            "Passes that could not read or program the switch.",
+        )
+        .sample(&[], get(&self.pass_errors));
+        text.family(
+            "torc_network_agent_controller_errors_total",
+            Counter,
+            "Polls of the controller that failed (the routes stay as they are).",
+        )
+        .sample(&[], get(&self.controller_errors));
+        text.family(
+            "torc_network_agent_report_errors_total",
+            Counter,
+            "Reports of the switch's table the controller did not take.",
+        )
+        .sample(&[], get(&self.report_errors));
+        let mut changes = text.family(
+            "torc_network_agent_route_changes_total",
+            Counter,
+            "Route changes made on the switch, by operation and result.",
+        );
+        for (i, op) in ["add", "replace", "delete"].into_iter().enumerate() {
+            for (j, result) in ["done", "failed"].into_iter().enumerate() {
+                changes.sample(&[("op", op), ("result", result)], get(&self.changes[i][j]));
+            }
+        }
+        text.family(
+            "torc_network_agent_routes",
+            Gauge,
+            "Routes of this agent's protocol on the switch after the last pass.",
+        )
+        .sample(&[], get(&self.routes));
+        text.family(
+            "torc_network_agent_snapshot_epoch",
+            Gauge,
+            "Epoch of the last snapshot applied in full (0 before any).",
+        )
+        .sample(&[], get(&self.epoch));
+        text.family(
+            "torc_network_agent_snapshot_generation",
+            Gauge,
+            "Generation of the last snapshot applied in full (0 before any).",
+        )
+        .sample(&[], get(&self.generation));
+        text.into_string()
+    }
+}
+
 struct Agent {
+    stats: Arc<Stats>,
     client: torc_client::Client,
     protocol: RouteProtocol,
     /// The connection to the switch's namespace and the watch on it.
@@ -141,6 +249,7 @@ impl Agent {
                     }
                 }
                 Woke::Snapshot(Err(e)) => {
+                    Stats::count(&self.stats.controller_errors);
                     tracing::warn!(error = %e, "cannot reach the controller; keeping the routes as they are");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -150,7 +259,9 @@ impl Agent {
                     None => continue,
                 },
             };
+            Stats::count(&self.stats.passes);
             if let Err(e) = self.reconcile(&snapshot, changed_only).await {
+                Stats::count(&self.stats.pass_errors);
                 tracing::warn!(error = %e, "cannot reconcile the switch's routes");
                 // A connection that failed is opened again next time.
                 self.switch = None;
@@ -203,6 +314,7 @@ impl Agent {
         }
         let mut failed = BTreeSet::new();
         for (op, outcome) in outcomes {
+            self.stats.count_change(&op, outcome.is_ok());
             match outcome {
                 Ok(()) => tracing::info!(%op, "route programmed"),
                 Err(e) => {
@@ -219,6 +331,14 @@ impl Agent {
         let applied = plan.ops.iter().all(|op| !failed.contains(&op.dst()));
         // What the switch holds now, for the controller.
         let (routes, ports) = observe::switch(&nl, self.protocol).await?;
+        let ours = (routes.iter())
+            .filter(|r| r.owner == torc_net::routes::Owner::Torc)
+            .count();
+        self.stats.routes.store(ours as u64, Ordering::Relaxed);
+        if applied {
+            self.stats.epoch.store(snapshot.epoch, Ordering::Relaxed);
+            (self.stats.generation).store(snapshot.generation, Ordering::Relaxed);
+        }
         let report = NetworkReport {
             epoch: snapshot.epoch,
             generation_applied: if applied { snapshot.generation } else { 0 },
@@ -249,6 +369,7 @@ impl Agent {
         match self.client.report_network(&report).await {
             Ok(_) => self.last_sent = Some(shape),
             Err(e) => {
+                Stats::count(&self.stats.report_errors);
                 self.last_sent = None;
                 tracing::warn!(error = %e, "cannot report the switch's table to the controller");
             }

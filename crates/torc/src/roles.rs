@@ -605,6 +605,10 @@ pub struct DnsArgs {
     #[arg(long, default_value_t = torc_dns::DnsConfig::default().max_tcp_connections_per_source,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     tcp_clients_per_source: usize,
+    /// Serve Prometheus `/metrics` (plain HTTP, read-only) on this address: queries, response
+    /// codes, answer-cache hits, rate limiting, the names' generation. Off by default.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
@@ -645,7 +649,19 @@ pub fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
         .worker_threads(threads.max(1))
         .enable_all()
         .build()?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let handle = handle.clone();
+            Some(crate::metrics_http::bind(addr, move || {
+                handle.prometheus()
+            })?)
+        }
+        None => None,
+    };
     rt.block_on(async move {
+        if let Some(metrics) = metrics {
+            tokio::spawn(metrics);
+        }
         if let Some(url) = args.report_influxdb.clone() {
             let name = args
                 .report_name

@@ -235,3 +235,95 @@ async fn names_follow_a_restarted_controller() {
     .await
     .unwrap();
 }
+
+/// `torc dns --metrics-listen`: what it answered, counted as Prometheus reads it (the real
+/// `promtool` parses and lints the text), and a scrape is read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_metrics_count_what_it_answered() {
+    use torc_test_utils::prom::{promtool_check, sample};
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("metrics.test.zone");
+    std::fs::write(
+        &zone,
+        "$ORIGIN metrics.test.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 300\n\
+         @ IN NS ns\nns IN A 198.18.0.1\nwww IN A 198.18.0.2\n",
+    )
+    .unwrap();
+    let ip = std::net::Ipv4Addr::LOCALHOST;
+    let (dns_port, metrics_port) = (
+        torc_test_utils::free_port(ip),
+        torc_test_utils::free_port(ip),
+    );
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _dns = Kill(
+        Command::new(TORC)
+            .args(["dns", "--threads", "1", "--listen"])
+            .arg(format!("127.0.0.1:{dns_port}"))
+            .arg("--zone-file")
+            .arg(format!("metrics.test.={}", zone.display()))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .env_remove("TORC_CONTROLLER")
+            .env_remove("TORC_CONTROLLERS")
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let http = reqwest::Client::new();
+    wait_for("torc dns's /metrics", Duration::from_secs(20), || async {
+        http.get(&url).send().await.ok()
+    })
+    .await
+    .unwrap();
+    let port = dns_port.to_string();
+    let ask = |args: &[&'static str]| -> Vec<&str> { [&["-p", port.as_str()], args].concat() };
+    for _ in 0..3 {
+        assert_eq!(
+            short("127.0.0.1", &ask(&["www.metrics.test"])),
+            ["198.18.0.2"]
+        );
+    }
+    assert!(dig("127.0.0.1", &ask(&["nope.metrics.test"])).contains("status: NXDOMAIN"));
+    assert_eq!(
+        short("127.0.0.1", &ask(&["+tcp", "www.metrics.test"])),
+        ["198.18.0.2"]
+    );
+
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    promtool_check(&text).unwrap();
+    for (series, want) in [
+        ("torc_dns_queries_total{transport=\"udp\"}", 4.0),
+        ("torc_dns_queries_total{transport=\"tcp\"}", 1.0),
+        ("torc_dns_responses_total{rcode=\"NOERROR\"}", 4.0),
+        ("torc_dns_responses_total{rcode=\"NXDOMAIN\"}", 1.0),
+        ("torc_dns_responses_total{rcode=\"REFUSED\"}", 0.0),
+        // The first UDP question is looked up, the next two come from the cache.
+        ("torc_dns_cache_hits_total", 2.0),
+        (
+            "torc_dns_rrl_limited_responses_total{action=\"dropped\"}",
+            0.0,
+        ),
+        ("torc_dns_snapshot_generation", 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    // Read-only: another method is refused, and scraping again counts no query.
+    let post = http.post(&url).send().await.unwrap();
+    assert_eq!(post.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
+    let again = http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        sample(&again, "torc_dns_queries_total{transport=\"udp\"}"),
+        Some(4.0)
+    );
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use torc_net::rack::RackLock;
 use torc_net::{IfName, Netlink, NetnsPrefix, RouteProtocol, addr, link, netns, observe, route};
+use torc_test_utils::prom::{promtool_check, sample};
 use torc_test_utils::{LocalRack, RackOptions, wait_for};
 
 const TORC: &str = env!("CARGO_BIN_EXE_torc");
@@ -109,11 +110,13 @@ async fn the_network_agent_removes_its_stale_routes_and_leaves_others_alone() {
     .unwrap();
     // Before anything is sent: the namespaces are the test's and the switch has its port.
     assert!(netns::list(Some(&prefix)).unwrap().contains(&wedge_name));
+    let metrics_port = torc_test_utils::free_port(Ipv4Addr::LOCALHOST);
     cleanup.agent = Some(
         Command::new(TORC)
             // A resync far beyond the test: what it sees after the first pass, it sees
             // through its watch on the switch.
-            .args(["network-agent", "--resync", "600"])
+            .args(["network-agent", "--resync", "600", "--metrics-listen"])
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .envs(rack.cli_env())
             .spawn()
             .unwrap(),
@@ -183,6 +186,38 @@ async fn the_network_agent_removes_its_stale_routes_and_leaves_others_alone() {
     })
     .await
     .unwrap();
+
+    // Its /metrics (read by the real promtool) count what it did: the two routes of its own
+    // it deleted, none failed, none of its own left on the switch.
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    promtool_check(&text).unwrap();
+    for (series, want) in [
+        (
+            "torc_network_agent_route_changes_total{op=\"delete\",result=\"done\"}",
+            2.0,
+        ),
+        (
+            "torc_network_agent_route_changes_total{op=\"delete\",result=\"failed\"}",
+            0.0,
+        ),
+        ("torc_network_agent_pass_errors_total", 0.0),
+        ("torc_network_agent_routes", 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    assert!(
+        sample(&text, "torc_network_agent_passes_total") >= Some(3.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "torc_network_agent_snapshot_generation") >= Some(1.0),
+        "{text}"
+    );
 }
 
 /// A rack config whose task blocks overlap never starts a controller: it exits at once naming

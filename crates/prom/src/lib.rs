@@ -1,0 +1,316 @@
+//! Prometheus' text exposition format (version 0.0.4), written from counters a server already
+//! keeps: every role's `/metrics` answer is built with [`Text`].
+//!
+//! What it does: the `# HELP` and `# TYPE` lines of each family, samples with escaped label
+//! values, counters, gauges and cumulative histograms (`_bucket{le=...}`, `_sum`, `_count`),
+//! and values as Prometheus reads them (`+Inf`, `-Inf`, `NaN`, integers exactly).
+//!
+//! What it does not do: keep or register metrics (each server owns its counters and renders a
+//! fresh text per scrape), serve HTTP, or check names at run time. Family and label names are
+//! constants in our code: [`valid_name`] is asserted in debug builds, and each role's test runs
+//! the scraped text through `promtool check metrics`.
+
+use std::fmt::Write as _;
+
+/// The `Content-Type` of a [`Text`] answer.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What a family's samples mean to a scraper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows (until the process restarts). Its name ends in `_total`.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations counted into cumulative buckets; see [`Family::histogram`].
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A sample's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// Written exactly (an `f64` would round counts above 2^53).
+    Int(u64),
+    Float(f64),
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<usize> for Value {
+    fn from(v: usize) -> Self {
+        Value::Int(v as u64)
+    }
+}
+
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(u64::from(v))
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Int(u64::from(v))
+    }
+}
+
+/// One exposition: families in the order they are started.
+#[derive(Debug, Default)]
+pub struct Text {
+    out: String,
+}
+
+impl Text {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the family `name`: its `# HELP` and `# TYPE` lines. Write its samples through
+    /// the returned [`Family`] before starting the next one (a family's samples must be
+    /// together).
+    pub fn family<'a>(&'a mut self, name: &'a str, kind: Kind, help: &str) -> Family<'a> {
+        debug_assert!(valid_name(name), "metric name {name:?}");
+        debug_assert!(
+            kind != Kind::Counter || name.ends_with("_total"),
+            "counter {name} does not end in _total"
+        );
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {}\n# TYPE {name} {}",
+            escape_help(help),
+            kind.as_str()
+        );
+        Family { text: self, name }
+    }
+
+    /// The exposition, ready to send with [`CONTENT_TYPE`].
+    pub fn into_string(self) -> String {
+        self.out
+    }
+}
+
+/// The samples of one family; see [`Text::family`].
+#[derive(Debug)]
+pub struct Family<'a> {
+    text: &'a mut Text,
+    name: &'a str,
+}
+
+impl Family<'_> {
+    /// One sample with these labels (none: `&[]`).
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<Value>) -> &mut Self {
+        let name = self.name;
+        self.line(name, "", labels, None, value.into());
+        self
+    }
+
+    /// A histogram's samples: `buckets` as (upper bound, observations at or below it), in
+    /// increasing bounds and cumulative counts, then the `+Inf` bucket (= `count`), `_sum` and
+    /// `_count`.
+    pub fn histogram(
+        &mut self,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+        count: u64,
+    ) -> &mut Self {
+        debug_assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            "buckets of {} not increasing and cumulative",
+            self.name
+        );
+        let name = self.name;
+        for (le, n) in buckets {
+            self.line(name, "_bucket", labels, Some(*le), Value::Int(*n));
+        }
+        self.line(
+            name,
+            "_bucket",
+            labels,
+            Some(f64::INFINITY),
+            Value::Int(count),
+        );
+        self.line(name, "_sum", labels, None, Value::Float(sum));
+        self.line(name, "_count", labels, None, Value::Int(count));
+        self
+    }
+
+    fn line(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        le: Option<f64>,
+        value: Value,
+    ) {
+        let out = &mut self.text.out;
+        out.push_str(name);
+        out.push_str(suffix);
+        if !labels.is_empty() || le.is_some() {
+            out.push('{');
+            let mut first = true;
+            for (k, v) in labels {
+                debug_assert!(valid_label(k), "label name {k:?} of {name}");
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(k);
+                out.push_str("=\"");
+                escape_label_into(out, v);
+                out.push('"');
+            }
+            if let Some(le) = le {
+                if !first {
+                    out.push(',');
+                }
+                out.push_str("le=\"");
+                write_float(out, le);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        match value {
+            Value::Int(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Float(v) => write_float(out, v),
+        }
+        out.push('\n');
+    }
+}
+
+/// Whether `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Whether `name` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`
+/// (reserved) and not `le` (a histogram's own).
+pub fn valid_label(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+        && name != "le"
+}
+
+fn write_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        // Rust's shortest round-trip form ("0.25", "1e-7", "3"): Go's ParseFloat reads all.
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn escape_label_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_samples_and_escapes() {
+        let mut t = Text::new();
+        t.family(
+            "torc_x_total",
+            Kind::Counter,
+            "Things seen.\nWith a \\ newline.",
+        )
+        .sample(&[("kind", "a\"b\\c\nd")], 3u64)
+        .sample(&[], u64::MAX);
+        t.family("torc_y", Kind::Gauge, "A level.")
+            .sample(&[("a", "1"), ("b", "2")], 0.25)
+            .sample(&[], f64::NAN)
+            .sample(&[], f64::NEG_INFINITY);
+        assert_eq!(
+            t.into_string(),
+            "# HELP torc_x_total Things seen.\\nWith a \\\\ newline.\n\
+             # TYPE torc_x_total counter\n\
+             torc_x_total{kind=\"a\\\"b\\\\c\\nd\"} 3\n\
+             torc_x_total 18446744073709551615\n\
+             # HELP torc_y A level.\n\
+             # TYPE torc_y gauge\n\
+             torc_y{a=\"1\",b=\"2\"} 0.25\n\
+             torc_y NaN\n\
+             torc_y -Inf\n"
+        );
+    }
+
+    #[test]
+    fn a_histogram_ends_with_inf_sum_and_count() {
+        let mut t = Text::new();
+        t.family("torc_seconds", Kind::Histogram, "Durations.")
+            .histogram(&[("op", "put")], &[(0.001, 2), (0.01, 5)], 0.0305, 6);
+        assert_eq!(
+            t.into_string(),
+            "# HELP torc_seconds Durations.\n\
+             # TYPE torc_seconds histogram\n\
+             torc_seconds_bucket{op=\"put\",le=\"0.001\"} 2\n\
+             torc_seconds_bucket{op=\"put\",le=\"0.01\"} 5\n\
+             torc_seconds_bucket{op=\"put\",le=\"+Inf\"} 6\n\
+             torc_seconds_sum{op=\"put\"} 0.0305\n\
+             torc_seconds_count{op=\"put\"} 6\n"
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("etcd_mvcc_put_total"));
+        assert!(valid_name("a:b_c9"));
+        assert!(!valid_name("9a"));
+        assert!(!valid_name("a-b"));
+        assert!(!valid_name(""));
+        assert!(valid_label("node"));
+        assert!(!valid_label("le"));
+        assert!(!valid_label("__name__"));
+        assert!(!valid_label("a:b"));
+    }
+}
