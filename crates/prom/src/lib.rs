@@ -5,6 +5,9 @@
 //! values, counters, gauges and cumulative histograms (`_bucket{le=...}`, `_sum`, `_count`),
 //! and values as Prometheus reads them (`+Inf`, `-Inf`, `NaN`, integers exactly).
 //!
+//! [`process`] adds the process families every Prometheus client library writes
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...), from `/proc/self`.
+//!
 //! What it does not do: keep or register metrics (each server owns its counters and renders a
 //! fresh text per scrape), serve HTTP, or check names at run time. Family and label names are
 //! constants in our code: [`valid_name`] is asserted in debug builds, and each role's test runs
@@ -203,6 +206,81 @@ impl Family<'_> {
     }
 }
 
+/// Writes the standard process families of the calling process, with the names and meaning of
+/// Prometheus' client libraries: CPU seconds, resident and virtual memory, open and maximum
+/// file descriptors, start time (Unix seconds). A family whose `/proc` file cannot be read is
+/// left out.
+pub fn process(text: &mut Text) {
+    // SAFETY: sysconf takes a constant and touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|t| torc_procfs::parse_pid_stat(&t));
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    if let Some(stat) = &stat {
+        text.family(
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "Total user and system CPU time spent in seconds.",
+        )
+        .sample(&[], (stat.utime + stat.stime) as f64 / ticks);
+        text.family(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size in bytes.",
+        )
+        .sample(&[], stat.rss_pages * page);
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())
+        });
+        if let Some(boot) = boot {
+            text.family(
+                "process_start_time_seconds",
+                Kind::Gauge,
+                "Start time of the process since unix epoch in seconds.",
+            )
+            .sample(&[], boot as f64 + stat.start_time as f64 / ticks);
+        }
+    }
+    if let Some(pages) = statm
+        .split_ascii_whitespace()
+        .next()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        text.family(
+            "process_virtual_memory_bytes",
+            Kind::Gauge,
+            "Virtual memory size in bytes.",
+        )
+        .sample(&[], pages * page);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        text.family(
+            "process_open_fds",
+            Kind::Gauge,
+            "Number of open file descriptors.",
+        )
+        .sample(&[], fds.count());
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only `limit`, a valid and initialized rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        text.family(
+            "process_max_fds",
+            Kind::Gauge,
+            "Maximum number of open file descriptors.",
+        )
+        .sample(&[], limit.rlim_cur);
+    }
+}
+
 /// Whether `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -299,6 +377,27 @@ mod tests {
              torc_seconds_sum{op=\"put\"} 0.0305\n\
              torc_seconds_count{op=\"put\"} 6\n"
         );
+    }
+
+    #[test]
+    fn this_process_has_its_families() {
+        let mut t = Text::new();
+        process(&mut t);
+        let text = t.into_string();
+        for family in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_start_time_seconds",
+            "process_open_fds",
+            "process_max_fds",
+        ] {
+            let line = (text.lines())
+                .find(|l| l.starts_with(&format!("{family} ")))
+                .unwrap_or_else(|| panic!("{family} in\n{text}"));
+            let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!(v >= 0.0, "{line}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `GET /metrics` for the roles with no HTTP server of their own (`torc dns`, `torc
 //! network-agent`): Prometheus' text format, rendered afresh for each scrape by the role's
-//! own function (`torc_dns::DnsHandle::prometheus`, the network agent's counters).
+//! own function (`torc_dns::DnsHandle::prometheus`, the network agent's counters), followed by
+//! the process's own families (`torc_prom::process`: CPU, memory, file descriptors).
 //!
 //! Plain HTTP, read-only, off unless `--metrics-listen` is given: bind it to a loopback or
 //! management address, as one does node_exporter's. Only `/metrics` answers (any other path
@@ -26,9 +27,13 @@ pub fn bind(
         axum::routing::get(move || {
             let render = render.clone();
             async move {
+                let mut body = render();
+                let mut process = torc_prom::Text::new();
+                torc_prom::process(&mut process);
+                body.push_str(&process.into_string());
                 (
                     [(axum::http::header::CONTENT_TYPE, torc_prom::CONTENT_TYPE)],
-                    render(),
+                    body,
                 )
             }
         }),

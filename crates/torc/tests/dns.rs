@@ -318,6 +318,10 @@ async fn dns_metrics_count_what_it_answered() {
     ] {
         assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
     }
+    assert!(
+        sample(&text, "process_resident_memory_bytes") > Some(0.0),
+        "{text}"
+    );
     // Read-only: another method is refused, and scraping again counts no query.
     let post = http.post(&url).send().await.unwrap();
     assert_eq!(post.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
