@@ -226,6 +226,8 @@ pub struct Controller {
     /// noted before the report waits for the rack's lock, so that a report queued behind other
     /// changes still counts as word from its node (`Rack::heard`). At most [`MAX_ARRIVALS`].
     arrivals: Mutex<HashMap<NodeName, UnixMillis>>,
+    /// The controller's own counters, for `/metrics`.
+    pub(crate) stats: crate::stats::Stats,
 }
 
 /// Most nodes whose reports' arrivals one reconciler step takes: far more than a rack holds, so
@@ -469,6 +471,7 @@ impl Controller {
             routes,
             network_report: Mutex::new(None),
             arrivals: Mutex::new(HashMap::new()),
+            stats: crate::stats::Stats::default(),
             names,
             inner: Mutex::new(Inner {
                 rack,
@@ -758,7 +761,10 @@ impl Controller {
             let result = f(&mut inner.rack, &mut inner.keys);
             let mut changes = inner.rack.take_changes();
             changes.writes.extend(inner.keys.take_writes());
-            if let Err(e) = inner.store.commit(epoch, &changes.writes) {
+            let began = std::time::Instant::now();
+            let committed = inner.store.commit(epoch, &changes.writes);
+            (self.stats).committed(changes.writes.len(), began.elapsed(), committed.is_ok());
+            if let Err(e) = committed {
                 // The leadership learns what the store said before the rack is reloaded.
                 match &e {
                     StoreError::NotLeader {

@@ -58,6 +58,7 @@ mod roles;
 mod seat;
 mod sessions;
 mod settings;
+mod stats;
 mod store;
 
 use std::future::Future;

@@ -14,6 +14,8 @@
 //! the scraped text through `promtool check metrics`.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The `Content-Type` of a [`Text`] answer.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -203,6 +205,59 @@ impl Family<'_> {
             Value::Float(v) => write_float(out, v),
         }
         out.push('\n');
+    }
+}
+
+/// Durations counted into fixed buckets, as a server keeps them between scrapes: lock-free
+/// (one relaxed `fetch_add` per bucket hit, sum and count), written with [`Family::histogram`].
+#[derive(Debug)]
+pub struct DurationHistogram {
+    /// Upper bounds in seconds, increasing.
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); the last one is over every bound.
+    counts: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+/// etcd's bounds for its disk and commit durations: 1 ms doubling to 8.192 s.
+pub const ETCD_DISK_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192,
+];
+
+impl DurationHistogram {
+    /// An empty histogram with these upper bounds (seconds, increasing).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]));
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = self.bounds.partition_point(|b| *b < secs);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Writes this histogram's samples with `labels` into `family` (a [`Kind::Histogram`]).
+    pub fn write(&self, family: &mut Family<'_>, labels: &[(&str, &str)]) {
+        let mut cumulative = 0;
+        let buckets: Vec<(f64, u64)> = (self.bounds.iter())
+            .zip(self.counts.iter())
+            .map(|(b, c)| {
+                cumulative += c.load(Ordering::Relaxed);
+                (*b, cumulative)
+            })
+            .collect();
+        let over = self.counts[self.bounds.len()].load(Ordering::Relaxed);
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        family.histogram(labels, &buckets, sum, cumulative + over);
     }
 }
 
@@ -398,6 +453,31 @@ mod tests {
             let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
             assert!(v >= 0.0, "{line}");
         }
+    }
+
+    #[test]
+    fn a_duration_histogram_counts_into_its_buckets() {
+        let h = DurationHistogram::new(&[0.001, 0.01]);
+        for ms in [0.5, 1.0, 5.0, 20.0] {
+            h.observe(Duration::from_secs_f64(ms / 1000.0));
+        }
+        let mut t = Text::new();
+        h.write(&mut t.family("torc_d_seconds", Kind::Histogram, "D."), &[]);
+        let text = t.into_string();
+        assert!(
+            text.contains("torc_d_seconds_bucket{le=\"0.001\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("torc_d_seconds_bucket{le=\"0.01\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("torc_d_seconds_bucket{le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("torc_d_seconds_count 4\n"), "{text}");
+        assert!(text.contains("torc_d_seconds_sum 0.0265\n"), "{text}");
     }
 
     #[test]

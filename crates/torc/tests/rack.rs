@@ -578,3 +578,72 @@ async fn agents_serve_host_and_task_metrics() {
         .unwrap();
     assert!(!history.is_empty());
 }
+
+/// The controller's own `/metrics`: a viewer token reads it (none is refused), the real
+/// `promtool` parses and lints it, and it says what the rack holds and what commits cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_serves_its_own_metrics() {
+    use torc_test_utils::prom::{promtool_check, sample};
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            compute_nodes: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = rack.client();
+    let keep = client
+        .launch(&spec("keep", "sleep", &["300"]))
+        .await
+        .unwrap();
+    let stop = client
+        .launch(&spec("stop", "sleep", &["300"]))
+        .await
+        .unwrap();
+    wait_state(&client, &keep.id, TaskState::Running).await;
+    wait_state(&client, &stop.id, TaskState::Running).await;
+    client.kill(&stop.id).await.unwrap();
+    wait_state(&client, &stop.id, TaskState::Killed).await;
+
+    let url = format!("{}/metrics", rack.url());
+    let http = rack.http();
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let viewer = rack
+        .make_token(torc_api::TokenRole::Viewer, None)
+        .await
+        .unwrap();
+    let response = http.get(&url).bearer_auth(&viewer).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let text = response.text().await.unwrap();
+    promtool_check(&text).unwrap();
+    let active = (client.nodes().await.unwrap().iter())
+        .filter(|n| n.active)
+        .count() as f64;
+    for (series, want) in [
+        ("torc_controller_acting", 1.0),
+        ("torc_controller_tasks{state=\"running\"}", 1.0),
+        ("torc_controller_tasks{state=\"killed\"}", 1.0),
+        ("torc_controller_tasks{state=\"lost\"}", 0.0),
+        ("torc_controller_nodes{state=\"active\"}", active),
+        (
+            "torc_controller_store_commits_total{result=\"failed\"}",
+            0.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    let commits = sample(&text, "torc_controller_store_commits_total{result=\"ok\"}").unwrap();
+    assert!(
+        commits >= 4.0,
+        "two launches, two running reports, a kill: {text}"
+    );
+    assert_eq!(
+        sample(&text, "torc_controller_store_commit_duration_seconds_count"),
+        Some(commits),
+        "{text}"
+    );
+    assert!(sample(&text, "process_resident_memory_bytes") > Some(0.0));
+}

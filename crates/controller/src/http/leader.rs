@@ -7,7 +7,8 @@
 //!   it; `503` when no leader is known, saying why;
 //! - the original ToRC API's changes are proxied to the leader, one hop, since their clients
 //!   know a single URL;
-//! - the UI's shell, `/admin/ping` and sessions are every controller's own.
+//! - the UI's shell, `/admin/ping`, sessions, `/api/v1/controller` and `/metrics` are every
+//!   controller's own.
 //!
 //! A sole controller (one controller on its local store) always acts: nothing here applies.
 //!
@@ -55,8 +56,8 @@ pub(crate) fn on_standby(method: &Method, route: &str) -> OnStandby {
     let read = matches!(*method, Method::GET | Method::HEAD);
     match route {
         "/" | "/ui/app.js" | "/ui/style.css" | "/admin/ping" | "/api/v1/session" => Own,
-        // Every controller says where it stands.
-        "/api/v1/controller" if read => Own,
+        // Every controller says where it stands, and gives its own figures.
+        "/api/v1/controller" | "/metrics" if read => Own,
         // The original API: changes, some of them GETs.
         "/start/group" | "/node/startup" | "/node/shutdown" | "/calico/configure"
         | "/calico/shutdown" | "/service/announce" => Proxy,

@@ -6,6 +6,7 @@
 //! - `nodes` (and a node's power), `images` (a node's container images, from its agent),
 //!   `tasks`, `agents` (the agent protocol), `frameworks`,
 //!   `services` (services, groups, announcements), `status` (status and the event feed),
+//!   `metrics` (the controller's own Prometheus figures, `GET /metrics`),
 //!   `controllers` (the rack's controllers, who leads, handing over),
 //!   `network` (the switch's routes for the network agent, and its report);
 //! - the UI's back ends: `names` (the DNS snapshot and lookups), `state` (the state store
@@ -29,6 +30,7 @@ mod frameworks;
 mod images;
 mod leader;
 mod longpoll;
+mod metrics;
 mod names;
 mod network;
 mod nodes;
@@ -53,6 +55,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .merge(nodes::routes())
         .merge(images::routes())
         .merge(status::routes())
+        .merge(metrics::routes())
         .merge(controllers::routes())
         .merge(names::routes())
         .merge(network::routes())

@@ -645,6 +645,18 @@ impl Rack {
         self.tasks.list(filter)
     }
 
+    /// How many tasks the rack holds in each state (every state, zeros included), live and
+    /// ended ones still listed.
+    pub fn task_counts(&self) -> [(TaskState, usize); TaskState::ALL.len()] {
+        let mut counts = TaskState::ALL.map(|s| (s, 0));
+        for task in self.tasks.iter() {
+            if let Some(c) = counts.iter_mut().find(|(s, _)| *s == task.state) {
+                c.1 += 1;
+            }
+        }
+        counts
+    }
+
     pub fn task(&self, id: &TaskId) -> Result<TaskView, RackError> {
         Ok(self.tasks.view(id)?)
     }
