@@ -40,6 +40,9 @@
 //!   traits implemented here, the gRPC codec (prost's, with buffers sized for
 //!   etcd's small messages) and the client the rest of torc uses are
 //!   `torc-kv-client`'s, which this crate builds on.
+//! - `metrics`: the store's figures for `/metrics` under etcd 3.4's names
+//!   ([`KvMetrics`]), and the counters the services and the commit thread
+//!   keep for it.
 //! - `fuzzing`: the checks of the fuzz targets `kv-request` and
 //!   `kv-authority` (`tests/fuzz.rs`, `scripts/fuzz`).
 //!
@@ -69,6 +72,7 @@ mod conn;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod metrics;
 pub mod mvcc;
 mod server;
 pub mod storage;
@@ -79,6 +83,7 @@ mod watch_service;
 mod watch_wire;
 
 pub use error::{Error, EtcdError, StorageError};
+pub use metrics::KvMetrics;
 pub use server::{DB_FILE, KvOptions, KvServer, RootBootstrap, SHUTDOWN_GRACE, VERSION};
 pub use tls::ServerTls;
 

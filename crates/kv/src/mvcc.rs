@@ -993,6 +993,11 @@ impl Core {
         self.leases.contains_key(&id)
     }
 
+    /// Leases alive now.
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
     pub fn lease_ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.leases.keys().copied().collect();
         ids.sort_unstable();

@@ -26,6 +26,7 @@ use crate::auth::token::Tokens;
 use crate::auth::{Access, ROOT_USER};
 use crate::conn::{ConnOptions, Peer};
 use crate::error::{Error, EtcdError};
+use crate::metrics::{Counters, KvMetrics};
 use crate::mvcc::{Limits, Mutation, Outcome};
 use crate::proto::etcdserverpb as pb;
 use crate::store::{OpenError, Store};
@@ -208,6 +209,15 @@ impl KvServer {
             options,
             auth,
         })
+    }
+
+    /// A handle that renders this store's `/metrics` (etcd's names; see [`KvMetrics`]), valid
+    /// while the store runs.
+    pub fn metrics(&self) -> KvMetrics {
+        KvMetrics {
+            store: self.store.clone(),
+            quota_bytes: self.options.quota_backend_bytes,
+        }
     }
 
     /// torc's bootstrap of a rack's store (`torc kv --root-password-file`):
@@ -462,6 +472,7 @@ impl pb::kv_server::Kv for Services {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
+        Counters::count(&self.store.shared.counters.ranges);
         let (mut resp, rev) = {
             let st = self.store.lock();
             st.auth_committed
@@ -480,6 +491,7 @@ impl pb::kv_server::Kv for Services {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
+        Counters::count(&self.store.shared.counters.puts);
         let (mut resp, rev) = self
             .write_data(|core, auth, _| {
                 auth.check_put(&caller, &req, core)?;
@@ -500,6 +512,7 @@ impl pb::kv_server::Kv for Services {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
+        Counters::count(&self.store.shared.counters.deletes);
         let (mut resp, rev) = self
             .store
             .write(|core, auth, _| {
@@ -519,6 +532,7 @@ impl pb::kv_server::Kv for Services {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.check_size(&req)?;
+        Counters::count(&self.store.shared.counters.txns);
         let (mut resp, rev) = self
             .write_data(|core, auth, _| {
                 auth.check_txn(&caller, &req, core)?;

@@ -323,6 +323,8 @@ pub struct Shared {
     pub cluster_id: u64,
     pub member_id: u64,
     pub db_path: PathBuf,
+    /// What `/metrics` counts (`crate::metrics`).
+    pub(crate) counters: crate::metrics::Counters,
 }
 
 enum Msg {
@@ -427,6 +429,7 @@ impl Store {
             cluster_id,
             member_id,
             db_path: db_path.to_owned(),
+            counters: crate::metrics::Counters::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let committer = Committer::start(
@@ -637,6 +640,14 @@ impl Shared {
     }
 
     /// Take before `state` when taking both.
+    /// Watchers open now, over every stream.
+    pub(crate) fn watcher_count(&self) -> usize {
+        self.lock_watchers()
+            .values()
+            .map(|s| s.watchers.len())
+            .sum()
+    }
+
     fn lock_watchers(&self) -> MutexGuard<'_, Watchers> {
         self.watchers.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1006,8 +1017,18 @@ impl Committer {
         let result = match already_failed {
             Some(reason) => Err(reason),
             None if logged.is_empty() => Ok(None),
-            None => self.append(&logged).map(Some),
+            None => {
+                let appended = self.append(&logged).map(Some);
+                shared.counters.wal_fsync.observe(t0.elapsed());
+                appended
+            }
         };
+        let requests = batch.len();
+        let counters = &shared.counters;
+        match &result {
+            Ok(_) => crate::metrics::Counters::add(&counters.proposals_committed, requests),
+            Err(_) => crate::metrics::Counters::add(&counters.proposals_failed, requests),
+        }
         if let Some(s) = stats.as_deref_mut() {
             s.commit(t0.elapsed(), apply_phase_at_start);
         }

@@ -1,9 +1,11 @@
 //! `GET /metrics` for the roles with no HTTP server of their own (`torc dns`, `torc
-//! network-agent`): Prometheus' text format, rendered afresh for each scrape by the role's
-//! own function (`torc_dns::DnsHandle::prometheus`, the network agent's counters), followed by
+//! network-agent`, and `torc kv`, whose port speaks only gRPC): Prometheus' text format,
+//! rendered afresh for each scrape by the role's own function
+//! (`torc_dns::DnsHandle::prometheus`, the network agent's counters,
+//! `torc_kv::KvMetrics::prometheus`), followed by
 //! the process's own families (`torc_prom::process`: CPU, memory, file descriptors).
 //!
-//! Plain HTTP, read-only, off unless `--metrics-listen` is given: bind it to a loopback or
+//! Plain HTTP, read-only, off unless `--metrics-listen` (kv: `--listen-metrics-urls`) is given: bind it to a loopback or
 //! management address, as one does node_exporter's. Only `/metrics` answers (any other path
 //! 404, any other method 405, both from axum), so a scrape can change nothing.
 

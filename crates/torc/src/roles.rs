@@ -829,6 +829,23 @@ pub struct KvArgs {
     /// Seconds a connection with no call or stream open is kept before a GOAWAY closes it.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+    /// Serve Prometheus `/metrics` (etcd's metric names, plain HTTP, read-only) on these
+    /// URLs, comma-separated, as etcd's flag of the same name: `http://IP:PORT`. Off by
+    /// default.
+    #[arg(long, value_delimiter = ',', value_parser = metrics_url)]
+    listen_metrics_urls: Vec<SocketAddr>,
+}
+
+/// An `http://IP:PORT` of `--listen-metrics-urls`.
+fn metrics_url(text: &str) -> Result<SocketAddr, String> {
+    let Some(addr) = text.strip_prefix("http://") else {
+        return Err(format!(
+            "{text:?} is not an http://IP:PORT URL (torc kv serves /metrics over plain HTTP only)"
+        ));
+    };
+    addr.trim_end_matches('/')
+        .parse()
+        .map_err(|e| format!("{text:?}: {e} (expected http://IP:PORT)"))
 }
 
 pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
@@ -869,6 +886,11 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let server = torc_kv::KvServer::open(&args.data_dir, options)?;
+    let mut metrics = Vec::new();
+    for addr in &args.listen_metrics_urls {
+        let kv = server.metrics();
+        metrics.push(crate::metrics_http::bind(*addr, move || kv.prometheus())?);
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let advertise = args
         .advertise_url
@@ -884,6 +906,9 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
         Some(_) => "kv serving the etcd v3 API over TLS",
     };
     serve_role(args.listen, 2, what, |listener| async move {
+        for m in metrics {
+            tokio::spawn(m);
+        }
         if let Some((path, password)) = root_password {
             match server.bootstrap_root(password).await? {
                 torc_kv::RootBootstrap::Created => tracing::info!(

@@ -637,3 +637,83 @@ fn bad_tls_flags_are_refused_at_start() {
     ]);
     assert!(err.contains("--cacert"), "{err}");
 }
+
+/// `torc kv --listen-metrics-urls`: the real `promtool` reads its `/metrics`; it counts the
+/// requests `etcdctl` made; and every `etcd_*` family it writes is one a real etcd 3.4 writes,
+/// of the same type (scraped from the real etcd's client URL in the same test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torc_kv_metrics_use_etcds_names() {
+    use torc_test_utils::prom::{promtool_problems, sample};
+    let tmp = tempfile::tempdir().unwrap();
+    let metrics_port = torc_test_utils::free_port(std::net::Ipv4Addr::LOCALHOST);
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}");
+    let (_kv, ep) = start_kv(
+        &tmp.path().join("kv"),
+        &["--listen-metrics-urls", &metrics_url],
+        &tmp.path().join("kv.log"),
+    );
+    let http = reqwest::Client::new();
+    let scrape = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.ok()?.text().await.ok() }
+    };
+    wait_for("torc kv's /metrics", Duration::from_secs(20), || {
+        scrape(format!("{metrics_url}/metrics"))
+    })
+    .await
+    .unwrap();
+    for args in [
+        &["put", "a", "1"][..],
+        &["put", "b", "2"],
+        &["get", "a"],
+        &["del", "b"],
+    ] {
+        let out = etcdctl(&ep, args);
+        assert!(!out.contains("Error"), "etcdctl {args:?}: {out}");
+    }
+    let text = scrape(format!("{metrics_url}/metrics")).await.unwrap();
+    let problems = promtool_problems(&text).unwrap();
+    for (series, want) in [
+        ("etcd_mvcc_put_total", 2.0),
+        ("etcd_mvcc_range_total", 1.0),
+        ("etcd_mvcc_delete_total", 1.0),
+        ("etcd_mvcc_txn_total", 0.0),
+        ("etcd_server_proposals_committed_total", 3.0),
+        ("etcd_server_proposals_failed_total", 0.0),
+        ("etcd_debugging_mvcc_current_revision", 4.0),
+        ("etcd_disk_wal_fsync_duration_seconds_count", 3.0),
+        ("etcd_server_has_leader", 1.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+    }
+    assert!(sample(&text, "etcd_mvcc_db_total_size_in_bytes") > Some(0.0));
+
+    let types = |text: &str| -> std::collections::BTreeMap<String, String> {
+        (text.lines())
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect()
+    };
+    let real = Etcd::start().await.unwrap();
+    let etcd_text = scrape(format!("{}/metrics", real.endpoint)).await.unwrap();
+    let (ours, theirs) = (types(&text), types(&etcd_text));
+    let etcd_families: Vec<_> = ours.keys().filter(|n| n.starts_with("etcd_")).collect();
+    assert!(etcd_families.len() >= 10, "{ours:?}");
+    for name in etcd_families {
+        assert_eq!(
+            theirs.get(name),
+            ours.get(name),
+            "{name}: torc kv's type, and etcd 3.4's"
+        );
+    }
+    // What promtool's linter says of torc kv's text it says of etcd's own (a gauge etcd named
+    // `_total`): torc kv keeps etcd's names, warts included, and adds none of its own.
+    let etcd_problems = promtool_problems(&etcd_text).unwrap();
+    for problem in &problems {
+        assert!(
+            etcd_problems.contains(problem),
+            "{problem}; etcd's: {etcd_problems:?}"
+        );
+    }
+}
