@@ -127,4 +127,37 @@ async fn the_datacollector_writes_with_credentials() {
     let (s, v) = query(root, "SHOW DATABASES").await.unwrap();
     assert_eq!(s, 200);
     assert!(!v.to_string().contains("wrong"), "{v}");
+
+    // Its /metrics: behind the same authentication, read by the real promtool, counting the
+    // collector's writes.
+    let metrics = format!("{influx}/metrics");
+    let anonymous = http.get(&metrics).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let text = (http.get(&metrics).basic_auth("root", Some("s3cret pass")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    torc_test_utils::prom::promtool_check(&text).unwrap();
+    let sample = |series| torc_test_utils::prom::sample(&text, series);
+    assert!(
+        sample("torc_tsdb_points_written_total") > Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample("torc_tsdb_write_requests_total{code=\"2xx\"}") > Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample("torc_tsdb_query_requests_total{code=\"2xx\"}") >= Some(2.0),
+        "{text}"
+    );
+    assert_eq!(sample("torc_tsdb_databases"), Some(1.0), "{text}");
+    // Counted and timed (the collector writes on meanwhile, so the two are not compared).
+    assert!(
+        sample("torc_tsdb_write_duration_seconds_count") > Some(0.0),
+        "{text}"
+    );
 }

@@ -1,4 +1,5 @@
-//! The HTTP API: InfluxDB 1.x (`/ping`, `/write`, `/query`) and the 0.8 shim (`/db...`).
+//! The HTTP API: InfluxDB 1.x (`/ping`, `/write`, `/query`), the 0.8 shim (`/db...`), and
+//! torc's own `/metrics` (`crate::metrics`).
 //!
 //! Invariants: request bytes never cause a panic; every error is answered with InfluxDB's
 //! status and JSON (`{"error":"..."}`) or, on the 0.8 endpoints, 0.8's plain-text message; the
@@ -46,10 +47,19 @@ pub const MAX_BODY: usize = 25_000_000;
 
 /// Builds the router.
 pub fn router(db: Arc<Tsdb>) -> Router {
-    // `/query` and `/write` authenticate first, before their bodies are read (see `auth`).
-    let authenticated = Router::new()
+    // `/query` and `/write` authenticate first, before their bodies are read (see `auth`);
+    // `/metrics` too. Each request to the first two is counted for `/metrics`.
+    let counters = Arc::new(crate::metrics::Counters::default());
+    let counted = Router::new()
         .route("/write", post(write))
         .route("/query", get(query).post(query))
+        .route_layer(axum::middleware::from_fn_with_state(
+            counters.clone(),
+            crate::metrics::count_requests,
+        ));
+    let authenticated = Router::new()
+        .merge(counted)
+        .route("/metrics", get(crate::metrics::serve))
         .route_layer(axum::middleware::from_fn_with_state(
             db.clone(),
             authenticate,
@@ -60,6 +70,7 @@ pub fn router(db: Arc<Tsdb>) -> Router {
         .route("/db", get(v08_list).post(v08_create))
         .route("/db/{db}/series", get(v08_query).post(v08_write))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::Extension(counters))
         .with_state(db)
 }
 
@@ -274,6 +285,7 @@ fn body_rejected(r: axum::extract::rejection::BytesRejection) -> Response {
 async fn write(
     State(db): State<Arc<Tsdb>>,
     axum::Extension(caller): axum::Extension<Caller>,
+    axum::Extension(counters): axum::Extension<Arc<crate::metrics::Counters>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -324,14 +336,18 @@ async fn write(
         .get("rp")
         .map(String::as_str)
         .filter(|r| !r.is_empty());
+    let points = parsed.points.len();
     match db.write(dbname, rp, parsed.points).await {
-        Ok(_) => match parse_err {
-            None => with_headers(StatusCode::NO_CONTENT.into_response()),
-            Some(e) => error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("partial write: {e} dropped=0"),
-            ),
-        },
+        Ok(_) => {
+            counters.points_written(points);
+            match parse_err {
+                None => with_headers(StatusCode::NO_CONTENT.into_response()),
+                Some(e) => error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("partial write: {e} dropped=0"),
+                ),
+            }
+        }
         Err(e @ Error::PartialWrite { .. }) => {
             error_response(StatusCode::BAD_REQUEST, &e.to_string())
         }

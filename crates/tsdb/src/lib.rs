@@ -58,6 +58,7 @@ pub mod influxql;
 pub mod json;
 pub mod limits;
 pub mod lineproto;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod password;

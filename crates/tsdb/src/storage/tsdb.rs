@@ -367,6 +367,11 @@ impl Tsdb {
         v.sort_by(|a, b| a.rp.cmp(&b.rp));
         v
     }
+
+    /// Shards that exist, over every database and retention policy.
+    pub fn shard_count(&self) -> usize {
+        self.shards.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 /// Runs blocking work without stalling a multi-threaded runtime's other tasks.
