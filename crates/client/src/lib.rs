@@ -305,6 +305,20 @@ impl Client {
     /// GETs a URL of the rack (e.g. an agent's `/v1/metrics`) with this client's TLS
     /// settings and token.
     pub async fn get_url<T: DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
+        let resp = self.get_url_response(url).await?;
+        decode(url.to_string(), resp).await
+    }
+
+    /// [`Client::get_url`] for a text answer (a `/metrics`).
+    pub async fn get_url_text(&self, url: &str) -> Result<String, ClientError> {
+        let resp = self.get_url_response(url).await?;
+        resp.text().await.map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })
+    }
+
+    async fn get_url_response(&self, url: &str) -> Result<reqwest::Response, ClientError> {
         let mut req = self.rack_http.get(url);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
@@ -316,7 +330,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(api_error(url.to_string(), resp).await);
         }
-        decode(url.to_string(), resp).await
+        Ok(resp)
     }
 
     /// Looks the controllers' names up when they are stale (at first, after a failed round).

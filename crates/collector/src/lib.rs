@@ -8,6 +8,11 @@
 //! swapped), and `stats` (CPU and memory of the tasks marked metered). Modern extras ride along
 //! as more fields of the same series.
 //!
+//! The control plane rides along: each cycle also reads the controller's own `/metrics` (the
+//! collector's viewer token admits it) and writes it as one `control_plane` point (tags `role`
+//! and `instance`; see [`control_plane_line`]), so the UI can chart what the rack's brain costs
+//! over time.
+//!
 //! Authentication: with [`Credentials`] every request carries them as HTTP Basic (never in the
 //! URL, where logs and proxies would keep them). A password is read from a file
 //! ([`read_password_file`]), never from the command line, where `ps` shows it. A refusal (401,
@@ -49,6 +54,43 @@ fn float(v: f64) -> String {
     } else {
         "0.0".into()
     }
+}
+
+/// The `control_plane` point (timestamp `at_ms`) of a Prometheus text from the controller at
+/// `instance`: one float field per sample, named by the metric without its `torc_controller_`
+/// prefix and with its label values appended (`tasks_running`, `store_commits_total_ok`,
+/// `process_resident_memory_bytes`); a histogram gives its `_sum` and `_count`, not its buckets.
+/// `None` when the text holds no sample.
+pub fn control_plane_line(text: &str, role: &str, instance: &str, at_ms: u64) -> Option<String> {
+    let mut fields = std::collections::BTreeMap::new();
+    for sample in torc_prom::samples(text) {
+        if sample.name.ends_with("_bucket") || !sample.value.is_finite() {
+            continue;
+        }
+        let mut key = sample
+            .name
+            .strip_prefix("torc_controller_")
+            .unwrap_or(sample.name)
+            .to_string();
+        for (_, v) in &sample.labels {
+            key.push('_');
+            key.push_str(v);
+        }
+        fields.insert(tag(&key), float(sample.value));
+    }
+    if fields.is_empty() {
+        return None;
+    }
+    let fields: Vec<String> = fields
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    Some(format!(
+        "control_plane,role={},instance={} {} {at_ms}",
+        tag(role),
+        tag(instance),
+        fields.join(",")
+    ))
 }
 
 /// The line-protocol lines for one sample (timestamps in milliseconds).
@@ -375,6 +417,7 @@ impl Collector {
         for m in &samples {
             self.pending.extend(lines(m));
         }
+        self.pending.extend(self.control_plane().await);
         if self.pending.len() > MAX_PENDING_LINES {
             let excess = self.pending.len() - MAX_PENDING_LINES;
             tracing::warn!(
@@ -395,6 +438,29 @@ impl Collector {
         }
         self.pending.clear();
         Ok(n)
+    }
+
+    /// The controller's `/metrics` as a `control_plane` point, or nothing (logged) when it
+    /// cannot be read.
+    async fn control_plane(&self) -> Option<String> {
+        let base = self.controller.base_url().to_string();
+        let url = format!("{}/metrics", base.trim_end_matches('/'));
+        let text = match self.controller.get_url_text(&url).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "no metrics from the controller");
+                return None;
+            }
+        };
+        let instance = base
+            .split("://")
+            .nth(1)
+            .unwrap_or(&base)
+            .trim_end_matches('/');
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        control_plane_line(&text, "controller", instance, at)
     }
 
     /// Runs cycles until `shutdown` completes.
@@ -532,6 +598,26 @@ mod tests {
         let got = lines(&m).join("\n") + "\n";
         let want = include_str!("../tests/data/sample.lines");
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn control_plane_point() {
+        let text = "# TYPE torc_controller_tasks gauge\n\
+                    torc_controller_tasks{state=\"running\"} 3\n\
+                    torc_controller_store_commit_duration_seconds_bucket{le=\"0.001\"} 2\n\
+                    torc_controller_store_commit_duration_seconds_sum 0.5\n\
+                    process_open_fds 12\n\
+                    torc_controller_service_instances_running{service=\"my svc\"} 1\n";
+        assert_eq!(
+            control_plane_line(text, "controller", "127.0.3.20:3000", 7).unwrap(),
+            "control_plane,role=controller,instance=127.0.3.20:3000 \
+             process_open_fds=12.0,service_instances_running_my\\ svc=1.0,\
+             store_commit_duration_seconds_sum=0.5,tasks_running=3.0 7"
+        );
+        assert_eq!(
+            control_plane_line("# nothing\n", "controller", "x", 1),
+            None
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! [`process`] adds the process families every Prometheus client library writes
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...), from `/proc/self`.
 //!
+//! [`samples`] reads an exposition's sample lines back (the datacollector's view of the
+//! controller's `/metrics`), skipping what it cannot read.
+//!
 //! What it does not do: keep or register metrics (each server owns its counters and renders a
 //! fresh text per scrape), serve HTTP, or check names at run time. Family and label names are
 //! constants in our code: [`valid_name`] is asserted in debug builds, and each role's test runs
@@ -336,6 +339,74 @@ pub fn process(text: &mut Text) {
     }
 }
 
+/// One sample line of an exposition, as [`samples`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample<'a> {
+    /// The series' name, with a histogram's `_bucket`, `_sum` or `_count`.
+    pub name: &'a str,
+    /// Labels in the order written, values unescaped.
+    pub labels: Vec<(&'a str, String)>,
+    pub value: f64,
+}
+
+/// The samples of an exposition in the text format, in order (comments skipped). A line that
+/// is not a well-formed sample is skipped too: a reader of another server's text takes what it
+/// can read. Timestamps after the value are ignored.
+pub fn samples(text: &str) -> impl Iterator<Item = Sample<'_>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(sample_line)
+}
+
+fn sample_line(line: &str) -> Option<Sample<'_>> {
+    let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+    let name = &line[..name_end];
+    if !valid_name(name) {
+        return None;
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        rest = after;
+        loop {
+            rest = rest.trim_start_matches([' ', ',']);
+            if let Some(after) = rest.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let eq = rest.find('=')?;
+            let key = rest[..eq].trim();
+            rest = rest[eq + 1..].trim_start().strip_prefix('"')?;
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.push((key, value));
+            rest = &rest[end + 1..];
+        }
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
 /// Whether `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -478,6 +549,42 @@ mod tests {
         );
         assert!(text.contains("torc_d_seconds_count 4\n"), "{text}");
         assert!(text.contains("torc_d_seconds_sum 0.0265\n"), "{text}");
+    }
+
+    #[test]
+    fn samples_read_back_what_text_writes() {
+        let mut t = Text::new();
+        t.family("torc_x_total", Kind::Counter, "X.")
+            .sample(&[("kind", "a\"b\\c\nd"), ("z", "")], 3u64)
+            .sample(&[], 0.5);
+        t.family("torc_s", Kind::Histogram, "S.")
+            .histogram(&[], &[(0.1, 1)], 0.05, 2);
+        let text = t.into_string();
+        let got: Vec<Sample<'_>> = samples(&text).collect();
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(
+            got[0],
+            Sample {
+                name: "torc_x_total",
+                labels: vec![("kind", "a\"b\\c\nd".into()), ("z", String::new())],
+                value: 3.0
+            }
+        );
+        assert_eq!((got[1].name, got[1].value), ("torc_x_total", 0.5));
+        assert_eq!(got[3].labels, vec![("le", "+Inf".to_string())]);
+        assert_eq!((got[5].name, got[5].value), ("torc_s_count", 2.0));
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        let text =
+            "ok 1\n9bad 1\nx{a=\"unterminated 1\nx{a=1} 2\nnovalue\ny 1e3 1700000000\nz NaN\n";
+        let got: Vec<(&str, f64)> = samples(text)
+            .map(|s| (s.name, s.value))
+            .filter(|(_, v)| !v.is_nan())
+            .collect();
+        assert_eq!(got, [("ok", 1.0), ("y", 1000.0)]);
+        assert_eq!(samples(text).count(), 3, "z NaN is a sample too");
     }
 
     #[test]

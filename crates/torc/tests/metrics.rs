@@ -109,6 +109,23 @@ healthcheck:
         show.to_string().contains("machine,hostname=wedge"),
         "every node, the controller's too: {show}"
     );
+    // The control plane rides along: the controller's own /metrics, one point a cycle.
+    let cp = wait_for("the control_plane series", Duration::from_secs(30), || async {
+        let v = query(
+            &url,
+            "select last(tasks_running), last(acting), last(store_commits_total_ok) from control_plane where role = 'controller'",
+        )
+        .await;
+        v["results"][0]["series"][0]["values"][0].as_array().cloned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(cp[2].as_f64(), Some(1.0), "the controller acts: {cp:?}");
+    assert!(
+        cp[1].as_f64() >= Some(2.0),
+        "busy and the collector run: {cp:?}"
+    );
+    assert!(cp[3].as_f64() > Some(0.0), "{cp:?}");
 
     // The database goes away (a fresh data directory, an operator's DROP): the collector's
     // writes get 404s, it creates the database again, and rows come back.
