@@ -488,7 +488,7 @@ async function metricsView(seq, name) {
   const active = nodes.filter((n) => n.active).map((n) => n.name);
   const hosts = name ? [name] : active;
   main.innerHTML = `<h1>Metrics ${name ? esc(name) : "— all hosts"}</h1>
-  <div class="toolbar">${[`<a href="#/metrics">all hosts</a>`, ...active.map((n) => `<a href="#/metrics/${esc(n)}">${esc(n)}</a>`)].join(" · ")}</div>
+  <div class="toolbar">${[`<a href="#/metrics">all hosts</a>`, ...active.map((n) => `<a href="#/metrics/${esc(n)}">${esc(n)}</a>`), `<a href="#/control-plane">control plane</a>`].join(" · ")}</div>
   ${hosts.map((h) => `${name ? "" : `<h2><a href="#/metrics/${esc(h)}">${esc(h)}</a></h2>`}<div class="grid2" data-host="${esc(h)}"></div>`).join("")}
   ${name ? '<h2>Tasks</h2><div id="task-metrics"></div>' : ""}`;
   const draw = async () => {
@@ -509,6 +509,82 @@ async function metricsView(seq, name) {
   every(3000, draw);
 }
 
+// The control plane: this controller's own figures now (its Prometheus /metrics, which the
+// session may read like any viewer), and their last 15 minutes from the rack's time-series
+// database (the datacollector's control_plane series).
+function promSamples(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)/);
+    if (!m) continue;
+    const labels = {};
+    for (const l of (m[2] || "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2].replace(/\\(.)/g, (_, c) => (c === "n" ? "\n" : c));
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+// A row's time as the query proxy gives it: milliseconds (or an RFC 3339 string).
+const when = (t) => (typeof t === "number" ? t : Date.parse(t));
+
+const CP_WHERE = "FROM control_plane WHERE role = 'controller' AND time > now() - 15m GROUP BY time(15s) fill(none)";
+
+async function controlPlaneView(seq) {
+  let text = "";
+  try {
+    const r = await fetch("/metrics", { credentials: "same-origin" });
+    text = await r.text();
+    if (!r.ok) throw new Error(text || r.statusText);
+  } catch (e) { showBanner("The controller's /metrics: " + e.message); }
+  if (seq !== renderSeq) return;
+  const all = promSamples(text);
+  const one = (name, label) => all.find((x) => x.name === name && (!label || Object.values(x.labels).includes(label)))?.value;
+  const commits = one("torc_controller_store_commits_total", "ok"), failed = one("torc_controller_store_commits_total", "failed");
+  const csum = one("torc_controller_store_commit_duration_seconds_sum"), ccount = one("torc_controller_store_commit_duration_seconds_count");
+  const tasks = all.filter((x) => x.name === "torc_controller_tasks").map((x) => `${esc(x.labels.state)} ${num(x.value, 0)}`).join(" · ");
+  main.innerHTML = `<h1>Control plane</h1>
+  <div class="toolbar"><a href="#/metrics">← hosts' metrics</a></div>
+  <p class="muted">This controller's own figures (<code>GET /metrics</code>, for Prometheus with a viewer token), and below their history, which the datacollector writes to the <code>control_plane</code> series.</p>
+  ${table(["Figure", "Now"], [
+    ["Acting", one("torc_controller_acting") === 1 ? badge("leader") : badge("standby")],
+    ["Epoch", num(one("torc_controller_epoch"), 0)],
+    ["Nodes active / inactive", `${num(one("torc_controller_nodes", "active"), 0)} / ${num(one("torc_controller_nodes", "inactive"), 0)}`],
+    ["Tasks by state", tasks],
+    ["Store commits (failed)", `${num(commits, 0)} (${num(failed, 0)})`],
+    ["Mean commit time", ccount ? num((csum / ccount) * 1000, 2) + " ms" : "–"],
+    ["Resident memory", bytes(one("process_resident_memory_bytes"))],
+    ["CPU time", num(one("process_cpu_seconds_total"), 1) + " s"],
+    ["Open files", `${num(one("process_open_fds"), 0)} of ${num(one("process_max_fds"), 0)}`],
+  ])}
+  <h2>Last 15 minutes</h2><div class="grid2" id="cp-charts"><p class="muted">loading…</p></div>`;
+  const q = (fields) => api(`/api/v1/query?api=1.x&q=${encodeURIComponent(`SELECT ${fields} ${CP_WHERE}`)}`).catch(() => null);
+  const draw = async () => {
+    const [t, c, m] = await Promise.all([
+      q("mean(tasks_running) AS running, mean(tasks_pending) AS pending, mean(nodes_active) AS nodes"),
+      q("non_negative_derivative(max(store_commits_total_ok), 1s) AS commits, non_negative_derivative(max(store_commit_duration_seconds_sum), 1s) AS busy"),
+      q("mean(process_resident_memory_bytes) AS rss, non_negative_derivative(max(process_cpu_seconds_total), 1s) AS cpu"),
+    ]);
+    const el = $("#cp-charts");
+    if (!el || seq !== renderSeq) return;
+    const rows = (d) => ((d?.results || [])[0]?.series || [])[0] || { columns: [], values: [] };
+    const col = (d, name, f = (v) => v) => {
+      const s = rows(d), i = s.columns.indexOf(name);
+      return i < 0 ? [] : s.values.filter((r) => r[i] !== null).map((r) => [when(r[0]), f(r[i])]);
+    };
+    // The mean commit time per interval: commit seconds per second over commits per second.
+    const cs = rows(c), ci = cs.columns.indexOf("commits"), bi = cs.columns.indexOf("busy");
+    const meanMs = ci < 0 || bi < 0 ? [] : cs.values.filter((r) => r[ci] > 0 && r[bi] !== null).map((r) => [when(r[0]), (r[bi] / r[ci]) * 1000]);
+    el.innerHTML = [
+      lineChart("Tasks and nodes", [{ name: "running", points: col(t, "running") }, { name: "pending", points: col(t, "pending") }, { name: "active nodes", points: col(t, "nodes") }], (v) => num(v, 0)),
+      lineChart("Store commits", [{ name: "commits/s", points: col(c, "commits") }], (v) => num(v, 1) + "/s"),
+      lineChart("Mean commit time", [{ name: "ms", points: meanMs }], (v) => num(v, 2) + " ms"),
+      lineChart("Controller process", [{ name: "resident memory", points: col(m, "rss") }], bytes),
+      lineChart("Controller CPU", [{ name: "cores", points: col(m, "cpu") }], (v) => num(v, 2)),
+    ].join("");
+  };
+  await draw();
+  every(5000, draw);
+}
 
 // InfluxQL against the rack's time-series database, the seed's sample queries one click away.
 const SAMPLES = [
@@ -679,6 +755,7 @@ const routes = [
   [/^#\/network$/, networkView],
   [/^#\/metrics\/([^?]+)$/, metricsView],
   [/^#\/metrics$/, metricsView],
+  [/^#\/control-plane$/, controlPlaneView],
   [/^#\/state(\?.*)?$/, stateView],
   [/^#\/query(\?.*)?$/, queryView],
 ];

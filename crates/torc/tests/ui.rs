@@ -167,6 +167,17 @@ async fn every_page_loads_and_shows_live_data() {
         .await
         .unwrap();
     b.wait_text("Load").await.unwrap();
+    // The control plane: the controller's own /metrics now, and its history from the
+    // datacollector's control_plane series (a chart's legend shows once it has points).
+    b.goto(&format!("{url}/#/metrics")).await.unwrap();
+    b.wait_text("control plane").await.unwrap();
+    b.eval("document.querySelector('a[href=\"#/control-plane\"]').click(); return true")
+        .await
+        .unwrap();
+    let text = b.wait_text("Mean commit time").await.unwrap();
+    assert!(text.contains("running"), "tasks by state: {text}");
+    b.wait_text("active nodes").await.unwrap();
+    b.wait_text("commits/s").await.unwrap();
 
     let errors = page_errors(&b).await;
     assert!(errors.is_empty(), "page errors: {errors:?}");
@@ -280,6 +291,7 @@ async fn every_page_loads_and_shows_live_data() {
         ("agent", "#/agents/bladerunner2", "CPU %"),
         ("services", "#/services", "DNS lookup"),
         ("metrics", "#/metrics/bladerunner1", "Load"),
+        ("control-plane", "#/control-plane", "Mean commit time"),
         ("state", "#/state?prefix=/calico", "bladerunner2"),
         ("query", "#/query", "Sample queries"),
     ];
