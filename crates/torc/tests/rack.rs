@@ -556,6 +556,7 @@ async fn agents_serve_host_and_task_metrics() {
         .text()
         .await
         .unwrap();
+    torc_test_utils::prom::promtool_check(&text).unwrap();
     assert!(
         text.contains("# TYPE torc_node_cpu_percent gauge"),
         "{text}"
