@@ -808,7 +808,45 @@ torc_types::words! {
         Network = "network",
         /// A route the switch gained or lost.
         Route = "route",
+        /// An alert rule of the rack config fired or resolved.
+        Alert = "alert",
     }
+}
+
+torc_types::words! {
+    /// Where an [`AlertView`] stands.
+    pub enum AlertState as "alert state" {
+        /// The condition holds, not yet for the rule's `for_seconds`.
+        Pending = "pending",
+        /// The condition has held long enough: the webhooks were told.
+        Firing = "firing",
+        /// It no longer holds (only in a webhook's payload: resolved alerts are not listed).
+        Resolved = "resolved",
+    }
+}
+
+/// An alert: a rule of the rack config whose condition holds for one subject (a node, a
+/// service, a node's file system). `GET /api/v1/alerts` lists the pending and firing ones;
+/// each webhook gets one as JSON when it fires and when it resolves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertView {
+    pub rule: String,
+    /// What it is about, e.g. `node bladerunner1`, `service dns`, `node b1 file system /`.
+    pub subject: String,
+    pub state: AlertState,
+    /// In words, with the value seen and the threshold.
+    pub summary: String,
+    /// The value that made it hold, when the rule watches a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// When its condition was first seen holding.
+    pub since: UnixMillis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<UnixMillis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<UnixMillis>,
+    /// The rack it is from.
+    pub rack: String,
 }
 
 torc_types::words! {

@@ -697,6 +697,16 @@ impl Client {
         self.get("/api/v1/status").await
     }
 
+    /// The rack's event feed after `after` (a `seq`; 0 for all kept), oldest first.
+    pub async fn events(&self, after: u64) -> Result<Vec<torc_api::RackEvent>, ClientError> {
+        self.get(&format!("/api/v1/events?after={after}")).await
+    }
+
+    /// The pending and firing alerts of the rack config's rules.
+    pub async fn alerts(&self) -> Result<Vec<torc_api::AlertView>, ClientError> {
+        self.get("/api/v1/alerts").await
+    }
+
     /// The rack's controllers as the controller that answers sees them (any controller
     /// answers about itself: the leader's view names the members' health too).
     pub async fn controller_status(

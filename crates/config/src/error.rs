@@ -77,6 +77,12 @@ pub enum Rule {
     PowerCommand,
     #[error("must be a command line")]
     CommandLine,
+    #[error("{name:?} is the name of another alert rule too ({first})")]
+    DuplicateAlert { name: String, first: String },
+    #[error("must be a finite number at least 0, got {0}")]
+    Threshold(f64),
+    #[error("{0:?} is not an http:// or https:// URL")]
+    WebhookUrl(String),
     #[error("must not be empty")]
     Empty,
     #[error("must be at least 1")]

@@ -37,6 +37,7 @@
 //! `$DATA_DIR` and `$SECRETS_DIR` are kept for task start, `$$` is a literal `$`. See `vars.rs`
 //! for the exact rules.
 
+mod alerts;
 mod de;
 mod error;
 mod path;
@@ -51,6 +52,7 @@ use std::path::Path;
 
 use serde_saphyr::MessageFormatter;
 
+pub use alerts::{AlertCondition, AlertRule, AlertsConfig, NodeMetric};
 pub use error::ServiceSpecError;
 pub use error::{BadIpAddr, ConfigError, Rule};
 pub use rack::{

@@ -76,6 +76,9 @@ pub struct RackConfig {
     /// addition.
     #[serde(default, deserialize_with = "null_as_default")]
     pub containers: ContainersConfig,
+    /// Alert rules and the webhooks they go to. torc addition.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// The `containers` section: for services with an `image_name`.

@@ -28,6 +28,68 @@ fn fail(path: KeyPath, rule: impl Into<Rule>) -> Check {
     })
 }
 
+/// The `alerts` section: rule names unique and label-like, thresholds finite and not negative,
+/// windows and counts at least 1, webhooks http(s) URLs.
+fn check_alerts(config: &RackConfig) -> Check {
+    use crate::alerts::AlertCondition;
+    let path = KeyPath::root().key("alerts");
+    if config.alerts.evaluation_interval_in_seconds == 0 {
+        fail(path.key("evaluation_interval_in_seconds"), Rule::AtLeastOne)?;
+    }
+    for (i, url) in config.alerts.webhooks.iter().enumerate() {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+            fail(path.key("webhooks").index(i), Rule::WebhookUrl(url.clone()))?;
+        }
+    }
+    let mut names = BTreeMap::new();
+    for (i, rule) in config.alerts.rules.iter().enumerate() {
+        let rule_path = path.key("rules").index(i);
+        check_label(rule_path.key("name"), &rule.name)?;
+        if let Some(first) = names.insert(rule.name.as_str(), rule_path.clone()) {
+            fail(
+                rule_path.key("name"),
+                Rule::DuplicateAlert {
+                    name: rule.name.clone(),
+                    first: first.to_string(),
+                },
+            )?;
+        }
+        let when = rule_path.key("when");
+        let threshold = |path: KeyPath, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                fail(path, Rule::Threshold(v))
+            }
+        };
+        match &rule.when {
+            AlertCondition::NodeLost => {}
+            AlertCondition::CrashLoop {
+                restarts,
+                within_seconds,
+            } => {
+                let path = when.key("crash_loop");
+                if *restarts == 0 {
+                    fail(path.key("restarts"), Rule::AtLeastOne)?;
+                }
+                if *within_seconds == 0 {
+                    fail(path.key("within_seconds"), Rule::AtLeastOne)?;
+                }
+            }
+            AlertCondition::Metric { above, .. } => {
+                threshold(when.key("metric").key("above"), *above)?
+            }
+            AlertCondition::DiskUsedPercentAbove(p) => {
+                threshold(when.key("disk_used_percent_above"), *p)?
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks `config`, stopping at the first problem (in file order, roughly).
 pub(crate) fn validate(config: &RackConfig) -> Check {
     let root = KeyPath::root();
@@ -52,6 +114,7 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
     check_task_blocks(config)?;
     check_dns_addons(config)?;
     check_containers(config)?;
+    check_alerts(config)?;
 
     let mut system_names = BTreeMap::new();
     let services = root.key("healthcheck").key("system_services");

@@ -228,6 +228,8 @@ pub struct Controller {
     arrivals: Mutex<HashMap<NodeName, UnixMillis>>,
     /// The controller's own counters, for `/metrics`.
     pub(crate) stats: crate::stats::Stats,
+    /// The pending and firing alerts (`crate::alerts`), while this controller acts.
+    pub(crate) alerts: Mutex<crate::alerts::Alerts>,
 }
 
 /// Most nodes whose reports' arrivals one reconciler step takes: far more than a rack holds, so
@@ -472,6 +474,7 @@ impl Controller {
             network_report: Mutex::new(None),
             arrivals: Mutex::new(HashMap::new()),
             stats: crate::stats::Stats::default(),
+            alerts: Mutex::new(crate::alerts::Alerts::default()),
             names,
             inner: Mutex::new(Inner {
                 rack,

@@ -43,6 +43,7 @@
 //! - No two modules import each other (checked for every crate by
 //!   `crates/test-utils/tests/module_cycles.rs`).
 
+mod alerts;
 mod auth;
 mod clock;
 mod controller;
@@ -87,7 +88,8 @@ pub use store::layout;
 pub use store::{EtcdOptions, EtcdStore, Mirror, MirrorError, seal};
 
 impl Controller {
-    /// Serves the API on `listener`, and runs the reconciler and the health checks, until
+    /// Serves the API on `listener`, and runs the reconciler, the health checks and the alert
+    /// rules, until
     /// `shutdown` completes.
     pub async fn serve(
         self: Arc<Self>,
@@ -96,10 +98,12 @@ impl Controller {
     ) -> std::io::Result<()> {
         let ticker = tokio::spawn(Arc::clone(&self).reconcile());
         let health = tokio::spawn(health::run(Arc::clone(&self)));
+        let alerts = tokio::spawn(alerts::run(Arc::clone(&self)));
         let app = http::router(Arc::clone(&self));
         let result = torc_tls::serve(listener, app, self.tls.clone(), shutdown).await;
         ticker.abort();
         health.abort();
+        alerts.abort();
         result
     }
 }

@@ -133,6 +133,8 @@ pub struct RackSettings {
     pub switch: Option<String>,
     /// Registry logins (passwords are rack secrets) and the bounds of pulls and imports.
     pub containers: ContainersConfig,
+    /// Alert rules and their webhooks (`crate::alerts`).
+    pub alerts: torc_config::AlertsConfig,
 }
 
 impl RackSettings {
@@ -160,6 +162,7 @@ impl RackSettings {
             framework_secrets: BTreeMap::new(),
             switch: None,
             containers: ContainersConfig::default(),
+            alerts: torc_config::AlertsConfig::default(),
         }
     }
 
@@ -260,6 +263,7 @@ impl RackSettings {
                 .map(|l| (l.user.clone(), l.password_secret.clone())),
             framework_secrets: config.access.framework_secrets.clone(),
             containers: config.containers.clone(),
+            alerts: config.alerts.clone(),
         }
     }
 }

@@ -42,6 +42,7 @@ function badge(state) {
     staging: "b-warn", pending: "b-warn", killing: "b-warn", unknown: "b-warn", inactive: "b-bad",
     failed: "b-bad", lost: "b-bad", killed: "", unhealthy: "b-bad", error: "b-bad", warning: "b-warn", info: "b-info",
     sole: "b-ok", leader: "b-ok", standby: "b-info", elected: "b-warn", lapsed: "b-bad", stepping_down: "b-warn",
+    firing: "b-bad",
   }[state] ?? "";
   return `<span class="badge ${cls}">${esc(state)}</span>`;
 }
@@ -231,7 +232,7 @@ function controllersSection(c) {
 }
 
 async function overview(seq) {
-  const [nodes, status, events, controllers] = await Promise.all([load("/api/v1/nodes"), load("/api/v1/status"), load("/api/v1/events"), load("/api/v1/controller")]);
+  const [nodes, status, events, controllers, alerts] = await Promise.all([load("/api/v1/nodes"), load("/api/v1/status"), load("/api/v1/events"), load("/api/v1/controller"), load("/api/v1/alerts")]);
   if (seq !== renderSeq || !nodes || !status) return;
   const usage = {};
   await Promise.all(nodes.filter((n) => n.active).map(async (n) => {
@@ -251,6 +252,7 @@ async function overview(seq) {
     <div class="card"><div class="n">${svcRun}/${svcAll}</div><div class="l">service instances running</div></div>
     <div class="card"><div class="n">${status.frameworks.filter((f) => f.active).length}/${status.frameworks.length}</div><div class="l">frameworks active</div></div>
   </div>
+  ${alerts && alerts.length ? `<h2>Alerts</h2>${table(["Rule", "Subject", "State", "Since", "Summary"], alerts.map((a) => [esc(a.rule), esc(a.subject), badge(a.state), esc(ago(a.since)), esc(a.summary)]))}` : ""}
   <h2>Nodes</h2>
   ${table(["Node", "IP", "Function", "State", "CPU allocated", "Memory allocated", "CPU used", "Memory used", "Tasks"], nodes.map((n) => {
     const u = usage[n.name], r = n.resources;

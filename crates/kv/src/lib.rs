@@ -41,8 +41,8 @@
 //!   etcd's small messages) and the client the rest of torc uses are
 //!   `torc-kv-client`'s, which this crate builds on.
 //! - `metrics`: the store's figures for `/metrics` under etcd 3.4's names
-//!   ([`KvMetrics`]), and the counters the services and the commit thread
-//!   keep for it.
+//!   ([`KvMetrics`]); `counters`, what the services and the commit thread
+//!   count for it.
 //! - `fuzzing`: the checks of the fuzz targets `kv-request` and
 //!   `kv-authority` (`tests/fuzz.rs`, `scripts/fuzz`).
 //!
@@ -69,6 +69,7 @@ mod auth_service;
 mod authority;
 mod awake;
 mod conn;
+mod counters;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -323,8 +323,8 @@ pub struct Shared {
     pub cluster_id: u64,
     pub member_id: u64,
     pub db_path: PathBuf,
-    /// What `/metrics` counts (`crate::metrics`).
-    pub(crate) counters: crate::metrics::Counters,
+    /// What `/metrics` counts (`crate::counters`).
+    pub(crate) counters: crate::counters::Counters,
 }
 
 enum Msg {
@@ -429,7 +429,7 @@ impl Store {
             cluster_id,
             member_id,
             db_path: db_path.to_owned(),
-            counters: crate::metrics::Counters::default(),
+            counters: crate::counters::Counters::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let committer = Committer::start(
@@ -1026,8 +1026,8 @@ impl Committer {
         let requests = batch.len();
         let counters = &shared.counters;
         match &result {
-            Ok(_) => crate::metrics::Counters::add(&counters.proposals_committed, requests),
-            Err(_) => crate::metrics::Counters::add(&counters.proposals_failed, requests),
+            Ok(_) => crate::counters::Counters::add(&counters.proposals_committed, requests),
+            Err(_) => crate::counters::Counters::add(&counters.proposals_failed, requests),
         }
         if let Some(s) = stats.as_deref_mut() {
             s.commit(t0.elapsed(), apply_phase_at_start);

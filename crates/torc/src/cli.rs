@@ -1,5 +1,5 @@
 //! Client commands: `torc nodes`, `tasks`, `kill`, `logs`, `status`, `services`,
-//! `routes`, `ports`, `group`, `token`, `secret` and `ca` (`ca` works on a directory, not a
+//! `routes`, `ports`, `alerts`, `group`, `token`, `secret` and `ca` (`ca` works on a directory, not a
 //! controller). Tables for people, `--json` for scripts.
 
 use std::collections::BTreeMap;
@@ -386,6 +386,32 @@ const SERVICE_HEADER: [&str; 7] = [
 pub struct StatusArgs {
     #[command(flatten)]
     target: Target,
+}
+
+/// `torc alerts`: the alerts that hold now.
+pub fn alerts(args: StatusArgs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let alerts = runtime()?.block_on(client.alerts())?;
+    if args.target.json {
+        return print_json(&alerts);
+    }
+    if alerts.is_empty() {
+        println!("no alerts");
+        return Ok(());
+    }
+    let rows = (alerts.iter())
+        .map(|a| {
+            vec![
+                a.rule.clone(),
+                a.subject.clone(),
+                a.state.to_string(),
+                ago(a.since),
+                a.summary.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["RULE", "SUBJECT", "STATE", "SINCE", "SUMMARY"], rows);
+    Ok(())
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {

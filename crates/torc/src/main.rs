@@ -70,6 +70,8 @@ enum Command {
     Routes(cli::StatusArgs),
     /// The switch's ports, as its network agent last reported them.
     Ports(cli::StatusArgs),
+    /// The alerts of the rack config's rules that hold now, pending or firing.
+    Alerts(cli::StatusArgs),
     /// List service groups, or start or stop one: `torc group start NAME`.
     Group(cli::GroupArgs),
     /// Create, list and revoke tokens (admin, viewer, join, framework).
@@ -107,6 +109,7 @@ fn main() -> std::process::ExitCode {
                 | Command::Services(_)
                 | Command::Routes(_)
                 | Command::Ports(_)
+                | Command::Alerts(_)
                 | Command::Group(_)
                 | Command::Token(_)
                 | Command::Secret(_)
@@ -141,6 +144,7 @@ fn main() -> std::process::ExitCode {
         Command::Image(args) => images::image(args),
         Command::Logs(args) => cli::logs(args),
         Command::Status(args) => cli::status(args),
+        Command::Alerts(args) => cli::alerts(args),
         Command::Services(args) => cli::services(args),
         Command::Routes(args) => cli::routes(args),
         Command::Ports(args) => cli::ports(args),

@@ -74,7 +74,7 @@ async fn every_page_loads_and_shows_live_data() {
         TORC,
         RackOptions {
             compute_nodes: 2,
-            extra_yaml: "healthcheck:\n  system_services:\n    - name: dns\n      command: torc\n      args: [dns, --listen, \"$IP:53\"]\n      privileged: true\n      credentials: {api_access: viewer}\n      memory: 32\n      cpu: 0.2\n      node_function: controller\n    - name: etcd\n      command: torc\n      args: [kv, --listen, \"$IP:2379\", --data-dir, \"$DATA_DIR\"]\n      memory: 64\n      cpu: 0.2\n      node_function: controller\n    - name: influxdb\n      command: torc\n      args: [tsdb, --listen, \"$IP:8086\", --data-dir, \"$DATA_DIR\"]\n      memory: 128\n      cpu: 0.2\n      node_name: bladerunner1\n    - name: datacollector\n      command: torc\n      args: [datacollector, --influxdb, \"service:influxdb\", --interval-seconds, \"1\"]\n      credentials: {api_access: viewer}\n      memory: 40\n      cpu: 0.1\n      node_name: bladerunner1\n      dependent_service: influxdb\napi:\n  service-groups:\n    - name: demo\n      services:\n        - name: worker\n          command: sleep\n          args: [\"600\"]\n          memory: 8\n          cpu: 0.05\n".into(),
+            extra_yaml: "healthcheck:\n  system_services:\n    - name: dns\n      command: torc\n      args: [dns, --listen, \"$IP:53\"]\n      privileged: true\n      credentials: {api_access: viewer}\n      memory: 32\n      cpu: 0.2\n      node_function: controller\n    - name: etcd\n      command: torc\n      args: [kv, --listen, \"$IP:2379\", --data-dir, \"$DATA_DIR\"]\n      memory: 64\n      cpu: 0.2\n      node_function: controller\n    - name: influxdb\n      command: torc\n      args: [tsdb, --listen, \"$IP:8086\", --data-dir, \"$DATA_DIR\"]\n      memory: 128\n      cpu: 0.2\n      node_name: bladerunner1\n    - name: datacollector\n      command: torc\n      args: [datacollector, --influxdb, \"service:influxdb\", --interval-seconds, \"1\"]\n      credentials: {api_access: viewer}\n      memory: 40\n      cpu: 0.1\n      node_name: bladerunner1\n      dependent_service: influxdb\napi:\n  service-groups:\n    - name: demo\n      services:\n        - name: worker\n          command: sleep\n          args: [\"600\"]\n          memory: 8\n          cpu: 0.05\nalerts:\n  evaluation_interval_in_seconds: 1\n  rules:\n    - name: memory-used\n      when: {metric: {name: memory_percent, above: 0}}\n".into(),
             ..Default::default()
         },
     )
@@ -178,6 +178,10 @@ async fn every_page_loads_and_shows_live_data() {
     assert!(text.contains("running"), "tasks by state: {text}");
     b.wait_text("active nodes").await.unwrap();
     b.wait_text("commits/s").await.unwrap();
+    // An alert rule that holds for every node: the overview lists its alerts.
+    b.goto(&format!("{url}/#/")).await.unwrap();
+    let text = b.wait_text("memory-used").await.unwrap();
+    assert!(text.contains("Alerts") && text.contains("firing"), "{text}");
 
     let errors = page_errors(&b).await;
     assert!(errors.is_empty(), "page errors: {errors:?}");

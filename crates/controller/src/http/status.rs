@@ -1,5 +1,6 @@
 //! The rack at a glance: `GET /api/v1/status` (services, nodes, frameworks, and warnings
-//! about how the controller runs) and the event feed for people (`GET /api/v1/events`).
+//! about how the controller runs), the event feed for people (`GET /api/v1/events`) and the
+//! alerts that hold (`GET /api/v1/alerts`).
 
 use std::sync::Arc;
 
@@ -15,6 +16,13 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/alerts", get(alerts))
+}
+
+/// The pending and firing alerts of the rack config's rules (`crate::alerts`); empty on a
+/// controller that does not act.
+async fn alerts(State(ctl): State<Arc<Controller>>) -> Json<Vec<torc_api::AlertView>> {
+    Json(ctl.alerts.lock().unwrap_or_else(|e| e.into_inner()).list())
 }
 
 async fn status(State(ctl): State<Arc<Controller>>) -> Json<StatusView> {
