@@ -1,4 +1,4 @@
-//! Client commands: `torc nodes`, `tasks`, `kill`, `logs`, `status`, `services`,
+//! Client commands: `torc nodes` (`torc node` is in `node.rs`), `tasks`, `kill`, `logs`, `status`, `services`,
 //! `routes`, `ports`, `group`, `token`, `secret` and `ca` (`ca` works on a directory, not a
 //! controller). Tables for people, `--json` for scripts.
 
@@ -156,6 +156,8 @@ pub fn nodes(args: NodesArgs) -> anyhow::Result<()> {
                 n.tasks.to_string(),
                 ago(n.last_seen),
                 containers_cell(&n.runtime),
+                crate::node::maintenance_cell(n),
+                crate::node::power_cell(n),
             ]
         })
         .collect();
@@ -171,6 +173,8 @@ pub fn nodes(args: NodesArgs) -> anyhow::Result<()> {
             "TASKS",
             "SEEN",
             "CONTAINERS",
+            "MAINTENANCE",
+            "POWER",
         ],
         rows,
     );
