@@ -205,6 +205,89 @@ pub fn outcome(result: PowerResult) -> Result<PowerResult, PowerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::RackSettings;
+
+    fn rack(power: &str) -> Rack {
+        let yaml = format!(
+            "{power}nodes:\n  - name: b1\n    ip: 10.0.0.21\n    type: slave\n  - name: b2\n    ip: 10.0.0.22\n    type: slave\n    management_ip: 10.250.0.22\n"
+        );
+        let config = torc_config::RackConfig::parse(&yaml, "rack.yaml").unwrap();
+        Rack::fresh(RackSettings::from_config(&config, "rack.yaml"), 1_000)
+    }
+
+    #[test]
+    fn the_argv_is_the_template_filled_in_or_says_what_is_missing() {
+        let r = rack(
+            "power_command:\n  on: [ipmitool, -H, \"{management_ip}\", power, on]\n  off: [pdu, \"outlet {node}\", off]\n",
+        );
+        let (b1, b2) = ("b1".parse().unwrap(), "b2".parse().unwrap());
+        assert_eq!(
+            command(&r, &b2, PowerAction::On).unwrap(),
+            ["ipmitool", "-H", "10.250.0.22", "power", "on"]
+        );
+        assert_eq!(
+            command(&r, &b1, PowerAction::Off).unwrap(),
+            ["pdu", "outlet b1", "off"]
+        );
+        let e = command(&r, &b1, PowerAction::On).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "node b1 has no management_ip in rack.yaml, which the power command needs"
+        );
+        let e = command(&r, &b1, PowerAction::Status)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("no power_command.status is configured in rack.yaml; add it (e.g. status: [ipmitool,"),
+            "{e}"
+        );
+        let e = command(&r, &"b9".parse().unwrap(), PowerAction::Status)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "no node named \"b9\"");
+        let e = command(&rack(""), &b1, PowerAction::Off)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("no power_command.off is configured in rack.yaml"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_says_how_it_went() {
+        let node: NodeName = "b1".parse().unwrap();
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = run(
+            &node,
+            PowerAction::Status,
+            argv(&["sh", "-c", "echo Chassis Power is off"]),
+            7,
+        )
+        .await;
+        assert!(ok.ok && ok.exit_code == Some(0) && ok.at == 7, "{ok:?}");
+        assert_eq!(
+            (ok.state, ok.output.as_str()),
+            (Some(PowerState::Off), "Chassis Power is off")
+        );
+        let bad = run(
+            &node,
+            PowerAction::Off,
+            argv(&["sh", "-c", "echo no BMC >&2; exit 4"]),
+            8,
+        )
+        .await;
+        assert_eq!((bad.ok, bad.exit_code, bad.state), (false, Some(4), None));
+        let e = outcome(bad).unwrap_err().to_string();
+        assert_eq!(e, "power off of b1: sh exited with 4: no BMC");
+        let missing = run(&node, PowerAction::On, argv(&["/no/such/ipmitool"]), 9).await;
+        assert_eq!((missing.ok, missing.exit_code), (false, None));
+        let e = outcome(missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with("power on of b1: cannot run /no/such/ipmitool: "),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_state_is_the_last_word() {
