@@ -161,32 +161,3 @@ fn progress(node: &NodeView) -> String {
     }
     line
 }
-
-/// The `MAINTENANCE` cell of `torc nodes`: `cordoned`, `draining (2 moved, 1 to move)`,
-/// `drained`, or `-`.
-pub(crate) fn maintenance_cell(node: &NodeView) -> String {
-    match (&node.drain, node.cordoned) {
-        (Some(d), _) if d.done_at.is_none() => {
-            format!("draining ({} moved, {} to move)", d.moved, d.to_move)
-        }
-        (Some(d), true) if d.stopped.is_none() => "cordoned, drained".into(),
-        (_, true) => "cordoned".into(),
-        (_, false) => "-".into(),
-    }
-}
-
-/// The `POWER` cell of `torc nodes`: the state the last `status` read, and the last action
-/// when it was another or failed.
-pub(crate) fn power_cell(node: &NodeView) -> String {
-    let Some(p) = &node.power else {
-        return "-".into();
-    };
-    let state = p.state.map_or("-".to_string(), |s| s.to_string());
-    let last = &p.last;
-    if last.action == PowerAction::Status && last.ok {
-        state
-    } else {
-        let outcome = if last.ok { "ran" } else { "failed" };
-        format!("{state} ({} {outcome})", last.action)
-    }
-}
