@@ -182,6 +182,65 @@ pub struct NodeView {
     pub runtime: RuntimeInfo,
     /// Tasks holding resources on this node.
     pub tasks: usize,
+    /// Cordoned (`torc node cordon`): no new task is placed on it; its tasks keep running.
+    #[serde(default)]
+    pub cordoned: bool,
+    /// Its last drain (`torc node drain`), going on or done; `None` when never drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainView>,
+    /// What its power command last did and said (`torc node power`); `None` when never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<PowerView>,
+}
+
+/// A node's drain: its movable tasks (instances of services not pinned to the node) moved
+/// elsewhere one at a time, each replacement running before the old task is killed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainView {
+    pub started_at: UnixMillis,
+    /// When every movable task had left (`None`: going on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<UnixMillis>,
+    /// Why it ended before its tasks had left (the node was uncordoned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// Tasks moved so far.
+    pub moved: u32,
+    /// The move in progress: `<instance>: <old task> -> <replacement> (<its state>[ on <node>])`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<String>,
+    /// Movable tasks still on the node (the one moving included).
+    pub to_move: usize,
+    /// Why the drain does not progress (no room elsewhere, a replacement that failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Live tasks the drain leaves on the node, each with why (pinned to it, a job, a
+    /// framework's or a task launched directly).
+    #[serde(default)]
+    pub left: Vec<String>,
+}
+
+/// What a node's power command last did, and the power state its last `status` said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerView {
+    /// From the last `status` (`None`: never asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PowerState>,
+    /// When `state` was read.
+    #[serde(default)]
+    pub state_at: UnixMillis,
+    /// The last action run, whatever it was.
+    pub last: PowerResult,
+}
+
+torc_types::words! {
+    /// A node's power as its `status` command said: the last word of its output (`Chassis
+    /// Power is on`), `unknown` when that is neither or the command failed.
+    pub enum PowerState as "power state" {
+        On = "on",
+        Off = "off",
+        Unknown = "unknown",
+    }
 }
 
 /// Total vs allocated resources of a node.
@@ -495,16 +554,31 @@ torc_types::words! {
     pub enum PowerAction as "power action" {
         On = "on",
         Off = "off",
+        /// Asks the node's power state (`power_command.status`, e.g. `ipmitool ... chassis
+        /// power status`); changes nothing on the node.
+        Status = "status",
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What one run of a power command did. A run that failed (a non-zero exit, a timeout, a
+/// program that could not start) is answered as an error, and kept on the node as this with
+/// `ok: false`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PowerResult {
     pub node: NodeName,
     pub action: PowerAction,
     pub command: Vec<String>,
-    pub exit_code: i32,
+    /// `None` when it did not exit (killed at its deadline, or never started).
+    pub exit_code: Option<i32>,
+    /// Its stdout then stderr (at most 4 KiB kept), or why it did not run.
     pub output: String,
+    #[serde(default)]
+    pub ok: bool,
+    #[serde(default)]
+    pub at: UnixMillis,
+    /// For `status`: the state its output says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PowerState>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -810,6 +884,8 @@ torc_types::words! {
         Route = "route",
         /// An alert rule of the rack config fired or resolved.
         Alert = "alert",
+        /// Node maintenance: cordon, drain and its moves, power commands.
+        Maintenance = "maintenance",
     }
 }
 
@@ -1139,7 +1215,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("unknown power action \"reboot\", expected `on` or `off`"),
+            e.contains("unknown power action \"reboot\", expected `on`, `off` or `status`"),
             "{e}"
         );
 

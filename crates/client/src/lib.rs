@@ -530,6 +530,28 @@ impl Client {
         self.get(&format!("/api/v1/nodes/{name}")).await
     }
 
+    /// No new task is placed on the node; its tasks keep running.
+    pub async fn cordon(&self, name: &NodeName) -> Result<NodeView, ClientError> {
+        self.post(&format!("/api/v1/nodes/{name}/cordon"), &())
+            .await
+    }
+
+    /// Tasks may be placed on the node again; a drain going on stops.
+    pub async fn uncordon(&self, name: &NodeName) -> Result<NodeView, ClientError> {
+        self.post(&format!("/api/v1/nodes/{name}/uncordon"), &())
+            .await
+    }
+
+    /// Starts a drain of the node; its progress is the node's `drain`.
+    pub async fn drain(&self, name: &NodeName) -> Result<NodeView, ClientError> {
+        self.post(&format!("/api/v1/nodes/{name}/drain"), &()).await
+    }
+
+    /// The rack's event feed after `after` (a `seq`; 0 for all it keeps), oldest first.
+    pub async fn events(&self, after: u64) -> Result<Vec<torc_api::RackEvent>, ClientError> {
+        self.get(&format!("/api/v1/events?after={after}")).await
+    }
+
     // --- tasks ---
 
     pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskView>, ClientError> {
@@ -695,11 +717,6 @@ impl Client {
 
     pub async fn status(&self) -> Result<StatusView, ClientError> {
         self.get("/api/v1/status").await
-    }
-
-    /// The rack's event feed after `after` (a `seq`; 0 for all kept), oldest first.
-    pub async fn events(&self, after: u64) -> Result<Vec<torc_api::RackEvent>, ClientError> {
-        self.get(&format!("/api/v1/events?after={after}")).await
     }
 
     /// The pending and firing alerts of the rack config's rules.

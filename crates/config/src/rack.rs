@@ -193,13 +193,18 @@ impl RackConfig {
     }
 }
 
-/// Argv templates that power a node on or off. `{node}` and `{management_ip}` in any argument
-/// stand for the node's name and management address; this crate only holds them.
+/// Argv templates that power a node on or off, and (optional) ask its power state.
+/// `{node}` and `{management_ip}` in any argument stand for the node's name and management
+/// address; this crate only holds them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerCommand {
     pub on: Vec<String>,
     pub off: Vec<String>,
+    /// Prints the node's power state, its output's last word `on` or `off` (ipmitool's
+    /// `chassis power status` prints `Chassis Power is on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Vec<String>>,
 }
 
 /// The original's `network-agent` section.

@@ -313,6 +313,7 @@ fn torc_node_keys() {
         "power_command:
   on: [ipmitool, -H, \"{management_ip}\", power, on]
   off: [ipmitool, -H, \"{management_ip}\", power, off]
+  status: [ipmitool, -H, \"{management_ip}\", chassis, power, status]
 nodes:
   - name: wedge
     ip: 127.0.3.20
@@ -325,6 +326,10 @@ nodes:
     );
     let power = config.power_command.as_ref().expect("power_command");
     assert_eq!(power.on[2], "{management_ip}");
+    assert_eq!(
+        power.status.as_ref().map(|s| s[3].as_str()),
+        Some("chassis")
+    );
     let wedge = &config.nodes[0];
     assert_eq!(
         wedge.management_ip,

@@ -98,7 +98,11 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
     check_domain(root.key("service_domain"), &config.service_domain)?;
     if let Some(power) = &config.power_command {
         let path = root.key("power_command");
-        for (key, argv) in [("on", &power.on), ("off", &power.off)] {
+        let status = power.status.as_ref().map(|argv| ("status", argv));
+        for (key, argv) in [("on", &power.on), ("off", &power.off)]
+            .into_iter()
+            .chain(status)
+        {
             if argv.first().is_none_or(|program| program.trim().is_empty()) {
                 fail(path.key(key), Rule::PowerCommand)?;
             }

@@ -23,7 +23,7 @@
 //! - `leadership` (pure: whether this controller may act, for the highly available
 //!   controller of issue 18; its cases are in `tests/leadership/`), `seat` (the question
 //!   asked before every act);
-//! - `health` (the probes of health checks), `power` (the power command);
+//! - `health` (the probes of health checks), `power` (the power command: on, off, status);
 //! - `clock` (the `now` of the rules: the wall clock read at start, advanced by the boot
 //!   clock, so a step of the system clock moves no timeout);
 //! - the UI's back ends: `kv` (the state store's client), `lookup` (a DNS query).

@@ -109,9 +109,11 @@ pub struct RackSettings {
     pub tasks_per_step: usize,
     pub system_services: Vec<ServiceTemplate>,
     pub groups: BTreeMap<ServiceName, Vec<ServiceTemplate>>,
-    /// argv templates for power on and off (`{node}`, `{management_ip}`).
+    /// argv templates for power on and off (`{node}`, `{management_ip}`), and for the power
+    /// state (`status`).
     pub power_on: Option<Vec<String>>,
     pub power_off: Option<Vec<String>>,
+    pub power_status: Option<Vec<String>>,
     /// DNS domain of the nodes (`homer.ave`) and of the services (`service.torc`).
     pub domain: String,
     pub service_domain: String,
@@ -151,6 +153,7 @@ impl RackSettings {
             groups: BTreeMap::new(),
             power_on: None,
             power_off: None,
+            power_status: None,
             domain: "homer.ave".into(),
             service_domain: "service.torc".into(),
             node_ttl: 60,
@@ -241,6 +244,7 @@ impl RackSettings {
                 .collect(),
             power_on: config.power_command.as_ref().map(|p| p.on.clone()),
             power_off: config.power_command.as_ref().map(|p| p.off.clone()),
+            power_status: (config.power_command.as_ref()).and_then(|p| p.status.clone()),
             domain: config.domain.clone(),
             service_domain: config.service_domain.clone(),
             node_ttl: config.node_ttl_in_seconds,

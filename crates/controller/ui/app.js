@@ -369,13 +369,57 @@ async function agentsView(seq) {
   const nodes = await load("/api/v1/nodes");
   if (seq !== renderSeq || !nodes) return;
   main.innerHTML = `<h1>Agents</h1>
-  ${table(["Node", "IP", "Type", "Function", "State", "CPUs", "Memory", "Disk", "Ports", "Last heartbeat", "Limits"], nodes.map((n) => {
+  ${table(["Node", "IP", "Type", "Function", "State", "CPUs", "Memory", "Disk", "Ports", "Last heartbeat", "Limits", "Maintenance", "Power", ""], nodes.map((n) => {
     const r = n.resources;
     return [`<a href="#/agents/${esc(n.name)}">${esc(n.name)}</a>`, esc(n.ip), esc(n.node_type), esc(n.node_function), badge(n.active ? "active" : "inactive"),
       `${num(r.allocated.cpus, 2)} / ${num(r.total.cpus, 2)}`, `${num(r.allocated.mem_mb, 0)} / ${num(r.total.mem_mb, 0)} MiB`,
       `${num(r.allocated.disk_mb, 0)} / ${num(r.total.disk_mb, 0)} MiB`, `${r.ports_allocated} of ${esc(n.port_range)}`, esc(ago(n.last_seen)),
-      n.runtime.limits_enforced ? badge("enforced") : `<span class="muted" title="${esc(n.runtime.limits_note || "")}">not enforced</span>`];
+      n.runtime.limits_enforced ? badge("enforced") : `<span class="muted" title="${esc(n.runtime.limits_note || "")}">not enforced</span>`,
+      `<span data-maintenance="${esc(n.name)}">${esc(maintenanceText(n))}</span>`, `<span data-power="${esc(n.name)}" title="${esc(n.power ? n.power.last.output : "")}">${esc(powerText(n))}</span>`,
+      nodeButtons(n)];
   }))}`;
+  wireNodeButtons();
+}
+
+// A node's maintenance as `torc nodes` shows it: cordoned, draining (with progress), drained.
+function maintenanceText(n) {
+  const d = n.drain;
+  if (d && d.done_at == null) return `draining: ${d.moved} moved, ${d.to_move} to move` + (d.moving ? `; moving ${d.moving}` : "") + (d.waiting ? `; waits: ${d.waiting}` : "");
+  if (d && n.cordoned && !d.stopped) return "cordoned, drained" + (d.left.length ? ` (${d.left.length} left in place)` : "");
+  return n.cordoned ? "cordoned" : "–";
+}
+
+// The power state the last `status` read, and the last action when it was another or failed.
+function powerText(n) {
+  const p = n.power;
+  if (!p) return "–";
+  const state = p.state || "–";
+  if (p.last.action === "status" && p.last.ok) return `${state} (${ago(p.state_at)})`;
+  return `${state} (${p.last.action} ${p.last.ok ? "ran" : "failed"} ${ago(p.last.at)})`;
+}
+
+// Cordon or uncordon, drain, and power on, off or status: each behind the confirmation.
+function nodeButtons(n) {
+  const b = (what, label, cls = "") => `<button class="${cls}" data-node-act="${what}" data-node="${esc(n.name)}">${label}</button>`;
+  const draining = n.drain && n.drain.done_at == null;
+  return [n.cordoned ? b("uncordon", "Uncordon") : b("cordon", "Cordon"), draining ? "" : b("drain", "Drain", "danger"),
+    b("power-on", "Power on"), b("power-off", "Power off", "danger"), b("power-status", "Power status")].join(" ");
+}
+
+const NODE_ACTIONS = {
+  cordon: [(n) => `Cordon node ${n}? No new task is placed on it; its tasks keep running.`, false, (n) => api(`/api/v1/nodes/${n}/cordon`, { method: "POST", body: {} })],
+  uncordon: [(n) => `Uncordon node ${n}? Tasks may be placed on it again (a drain going on stops).`, false, (n) => api(`/api/v1/nodes/${n}/uncordon`, { method: "POST", body: {} })],
+  drain: [(n) => `Drain node ${n}? It is cordoned and its service instances move to other nodes, one at a time.`, true, (n) => api(`/api/v1/nodes/${n}/drain`, { method: "POST", body: {} })],
+  "power-on": [(n) => `Power node ${n} on with the rack's power command?`, false, (n) => api(`/api/v1/nodes/${n}/power`, { method: "POST", body: { action: "on" } })],
+  "power-off": [(n) => `Power node ${n} off with the rack's power command? Everything running on it stops.`, true, (n) => api(`/api/v1/nodes/${n}/power`, { method: "POST", body: { action: "off" } })],
+  "power-status": [(n) => `Ask node ${n}'s power state with the rack's power command?`, false, (n) => api(`/api/v1/nodes/${n}/power`, { method: "POST", body: { action: "status" } })],
+};
+
+function wireNodeButtons() {
+  main.querySelectorAll("[data-node-act]").forEach((b) => (b.onclick = () => {
+    const [text, danger, call] = NODE_ACTIONS[b.dataset.nodeAct];
+    act(text(b.dataset.node), () => call(b.dataset.node), danger);
+  }));
 }
 
 // Whether a node's agent runs containers: "yes" (with its engine), or "unavailable: " and the
@@ -400,12 +444,16 @@ async function agentView(seq, name) {
     <dt>Ports</dt><dd>${r.ports_allocated} allocated in ${esc(n.port_range)}</dd>
     <dt>Runtime</dt><dd>${esc(n.runtime.kind)}; limits ${n.runtime.limits_enforced ? "enforced (cgroup v2)" : "not enforced: " + esc(n.runtime.limits_note || "")}</dd>
     <dt>Containers</dt><dd>${containersText(n.runtime)}</dd>
+    <dt>Maintenance</dt><dd>${esc(maintenanceText(n))}${n.drain && n.drain.left.length ? "<br><span class=\"muted\">left in place: " + esc(n.drain.left.join("; ")) + "</span>" : ""}</dd>
+    <dt>Power</dt><dd>${esc(powerText(n))}${n.power && n.power.last.output ? " <code>" + esc(n.power.last.output) + "</code>" : ""}</dd>
     <dt>Attributes</dt><dd>${esc(Object.entries(n.attributes).map(([k, v]) => k + "=" + v).join(", ") || "–")}</dd>
   </dl>
+  <div class="toolbar">${nodeButtons(n)}</div>
   <h2>Live metrics <a class="muted" href="#/metrics/${esc(n.name)}">(full dashboard)</a></h2><div class="grid2" id="charts"></div>
   <h2>Tasks on ${esc(n.name)}</h2>
   ${table(["Task", "State", "Ports", "Framework", "Message"], tasks.filter((t) => !["finished", "failed", "killed", "lost"].includes(t.state)).map((t) => [
     `<a href="#/tasks/${esc(t.id)}">${esc(t.id)}</a>`, badge(t.state), esc(t.ports.join(", ")), esc(t.framework), esc(t.message || "")]), "no live tasks")}`;
+  wireNodeButtons();
   if (n.active) {
     const draw = async () => {
       const h = await load(`/api/v1/nodes/${name}/metrics/history`);

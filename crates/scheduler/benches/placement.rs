@@ -14,6 +14,7 @@ fn main() {
             node_type: NodeType::Slave,
             node_function: if i % 4 == 0 { "storage" } else { "compute" }.into(),
             active: true,
+            cordoned: false,
             total: Resources::new(64.0, 256_000.0, 1_000_000.0),
             // 25 running tasks each (1,000 in all).
             allocated: Resources::new(25.0 * 0.5, 25.0 * 512.0, 0.0),

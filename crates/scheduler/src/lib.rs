@@ -19,6 +19,8 @@
 //!   rack-network task only to one whose `rack_network` is.
 //! - Tasks are spread: among the nodes that fit, the least loaded wins (ties broken by fewer
 //!   tasks, then by name), not the first that fits.
+//! - A cordoned node takes no task, whatever asks (a pinned one waits with the reason); what
+//!   runs on it keeps its allocation.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -35,6 +37,8 @@ pub struct NodeState {
     pub node_function: String,
     /// Inactive nodes receive nothing.
     pub active: bool,
+    /// Cordoned nodes receive nothing either (node maintenance).
+    pub cordoned: bool,
     pub total: Resources,
     pub allocated: Resources,
     pub port_range: PortRange,
@@ -269,6 +273,7 @@ impl Ledger {
         let mut best: Option<(usize, f64)> = None;
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.active
+                || node.cordoned
                 || !node.matches(task.constraints)
                 || !task.resources.fits_in(&node.free())
                 || node.free_ports() < usize::from(task.ports)
@@ -327,6 +332,13 @@ impl Ledger {
         if active.is_empty() {
             return NoFit::AllInactive {
                 nodes: matching.iter().map(|n| n.name.clone()).collect(),
+            };
+        }
+        let (cordoned, active): (Vec<&NodeState>, Vec<&NodeState>) =
+            active.into_iter().partition(|n| n.cordoned);
+        if active.is_empty() {
+            return NoFit::AllCordoned {
+                nodes: cordoned.iter().map(|n| n.name.clone()).collect(),
             };
         }
         let active = match task.container {
@@ -425,6 +437,12 @@ pub enum NoFit {
     NoMatch { constraints: Constraints },
     #[error("every node matching the constraints is inactive ({})", names(nodes))]
     AllInactive { nodes: Vec<NodeName> },
+    /// Every active node that matches is cordoned (`torc node uncordon NAME` lets tasks on).
+    #[error(
+        "every active node matching the constraints is cordoned ({}); `torc node uncordon NAME` lets tasks on one again",
+        names(nodes)
+    )]
+    AllCordoned { nodes: Vec<NodeName> },
     /// What no active node has enough of, with the most any has.
     #[error("no active node has {} free", shortfalls(.0))]
     Short(Vec<Shortfall>),
@@ -567,6 +585,7 @@ mod tests {
             node_type: NodeType::Slave,
             node_function: "compute".into(),
             active: true,
+            cordoned: false,
             total: Resources::new(cpus, mem, 1000.0),
             allocated: Resources::ZERO,
             port_range: "31000-31003".parse().unwrap(),
@@ -673,6 +692,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("node_name=zz"), "{err}");
+    }
+
+    #[test]
+    fn a_cordoned_node_takes_nothing_and_keeps_what_it_holds() {
+        let mut a = node("a", 4.0, 1000.0);
+        a.cordoned = true;
+        a.allocated = Resources::new(1.0, 100.0, 0.0);
+        let mut p = Ledger::new(vec![a, node("b", 1.0, 1000.0)]);
+        let id = TaskId::new("t.1").unwrap();
+        let any = Constraints::default();
+        // `a` has more room, yet `b` takes it.
+        assert_eq!(
+            p.place(&req(&id, &any, 0.5, 1.0, 0)).unwrap().node.as_str(),
+            "b"
+        );
+        // A task pinned to `a` waits, saying why and what lets it on.
+        let on_a = Constraints {
+            node_name: Some(NodeName::new("a").unwrap()),
+            ..Default::default()
+        };
+        let err = p.place(&req(&id, &on_a, 0.5, 1.0, 0)).unwrap_err();
+        assert_eq!(
+            err,
+            NoFit::AllCordoned {
+                nodes: vec![NodeName::new("a").unwrap()]
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("cordoned (a); `torc node uncordon NAME`"),
+            "{err}"
+        );
+        // Too big for `b`: the shortfall counts only uncordoned nodes.
+        let err = p
+            .place(&req(&id, &any, 2.0, 1.0, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("most free: 0.5 on b"), "{err}");
+        assert_eq!(
+            p.node(&NodeName::new("a").unwrap()).unwrap().allocated.cpus,
+            1.0
+        );
+        // Uncordoned, it takes tasks again.
+        let mut a = p.node(&NodeName::new("a").unwrap()).unwrap().clone();
+        a.cordoned = false;
+        p.upsert_node(a);
+        assert_eq!(
+            p.place(&req(&id, &on_a, 0.5, 1.0, 0))
+                .unwrap()
+                .node
+                .as_str(),
+            "a"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Client commands: `torc nodes`, `tasks`, `kill`, `logs`, `status`, `services`,
+//! Client commands: `torc nodes` (`torc node` is in `node.rs`), `tasks`, `kill`, `logs`, `status`, `services`,
 //! `routes`, `ports`, `alerts`, `group`, `token`, `secret` and `ca` (`ca` works on a directory, not a
 //! controller). Tables for people, `--json` for scripts.
 
@@ -156,6 +156,8 @@ pub fn nodes(args: NodesArgs) -> anyhow::Result<()> {
                 n.tasks.to_string(),
                 ago(n.last_seen),
                 containers_cell(&n.runtime),
+                maintenance_cell(n),
+                power_cell(n),
             ]
         })
         .collect();
@@ -171,6 +173,8 @@ pub fn nodes(args: NodesArgs) -> anyhow::Result<()> {
             "TASKS",
             "SEEN",
             "CONTAINERS",
+            "MAINTENANCE",
+            "POWER",
         ],
         rows,
     );
@@ -183,6 +187,35 @@ pub(crate) fn containers_cell(runtime: &torc_api::RuntimeInfo) -> String {
         (true, _) => "yes".into(),
         (false, Some(note)) => format!("unavailable: {note}"),
         (false, None) => "unavailable: its agent gives no reason".into(),
+    }
+}
+
+/// The `MAINTENANCE` cell of `torc nodes`: `cordoned`, `draining (2 moved, 1 to move)`,
+/// `drained`, or `-`.
+fn maintenance_cell(node: &torc_api::NodeView) -> String {
+    match (&node.drain, node.cordoned) {
+        (Some(d), _) if d.done_at.is_none() => {
+            format!("draining ({} moved, {} to move)", d.moved, d.to_move)
+        }
+        (Some(d), true) if d.stopped.is_none() => "cordoned, drained".into(),
+        (_, true) => "cordoned".into(),
+        (_, false) => "-".into(),
+    }
+}
+
+/// The `POWER` cell of `torc nodes`: the state the last `status` read, and the last action
+/// when it was another or failed.
+fn power_cell(node: &torc_api::NodeView) -> String {
+    let Some(p) = &node.power else {
+        return "-".into();
+    };
+    let state = p.state.map_or("-".to_string(), |s| s.to_string());
+    let last = &p.last;
+    if last.action == torc_api::PowerAction::Status && last.ok {
+        state
+    } else {
+        let outcome = if last.ok { "ran" } else { "failed" };
+        format!("{state} ({} {outcome})", last.action)
     }
 }
 

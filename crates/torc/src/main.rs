@@ -1,12 +1,14 @@
 //! `torc`: the binary of a torc rack's roles (the DNS example's scheduler is its own binary,
 //! `torc-dns-scheduler`). Each subcommand is a role (`controller`, `agent`, `dns`, `kv`,
 //! `statesync`, `tsdb`, `datacollector`, `network-agent`; `up` for a whole local rack) or a
-//! client command against a running controller (`cli.rs`; `torc run` in `run.rs`, `torc image` in `images.rs`).
+//! client command against a running controller (`cli.rs`; `torc run` in `run.rs`, `torc image` in `images.rs`,
+//! `torc node` in `node.rs`).
 
 mod cli;
 mod images;
 mod metrics_http;
 mod network_agent;
+mod node;
 mod process;
 mod roles;
 mod run;
@@ -49,6 +51,9 @@ enum Command {
     Datacollector(roles::CollectorArgs),
     /// List the rack's nodes.
     Nodes(cli::NodesArgs),
+    /// Node maintenance: `torc node cordon|uncordon|drain NAME`, `torc node power
+    /// on|off|status NAME`.
+    Node(node::NodeArgs),
     /// List tasks.
     Tasks(cli::TasksArgs),
     /// Launch a task: `torc run [OPTIONS] -- COMMAND [ARGS...]`, or an image: `torc run
@@ -100,6 +105,7 @@ fn main() -> std::process::ExitCode {
         || matches!(
             cli.command,
             Command::Nodes(_)
+                | Command::Node(_)
                 | Command::Tasks(_)
                 | Command::Run(_)
                 | Command::Kill(_)
@@ -138,6 +144,7 @@ fn main() -> std::process::ExitCode {
         Command::Statesync(args) => roles::run_statesync(args),
         Command::NetworkAgent(args) => network_agent::run_network_agent(args),
         Command::Nodes(args) => cli::nodes(args),
+        Command::Node(args) => node::node(args),
         Command::Tasks(args) => cli::tasks(args),
         Command::Run(args) => run::run(args),
         Command::Kill(args) => cli::kill(args),

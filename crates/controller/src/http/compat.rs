@@ -127,15 +127,14 @@ async fn start_group(
 }
 
 async fn power(
-    ctl: &Controller,
+    ctl: &Arc<Controller>,
     name: Option<String>,
     action: PowerAction,
 ) -> Reply<SimpleResponse> {
     let name = required(name, "name")?;
     let node = NodeName::new(name.clone())
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no node named {name:?}")))?;
-    let argv = ctl.read(|r| crate::power::command(r, &node, action))?;
-    crate::power::run(&node, action, argv).await?;
+    super::nodes::power_node(ctl, node, action).await?;
     Ok(done())
 }
 

@@ -100,8 +100,7 @@ impl From<PowerError> for ApiError {
                 StatusCode::NOT_IMPLEMENTED
             }
             PowerError::NoManagementIp { .. } => StatusCode::CONFLICT,
-            PowerError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            PowerError::Spawn { .. } | PowerError::Failed { .. } => StatusCode::BAD_GATEWAY,
+            PowerError::DidNotRun { .. } | PowerError::Failed { .. } => StatusCode::BAD_GATEWAY,
         };
         ApiError::new(status, e.to_string())
     }

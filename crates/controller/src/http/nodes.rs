@@ -1,18 +1,24 @@
 //! Nodes: the table (`GET /api/v1/nodes`, `/nodes/{name}`), each node's metrics read from
-//! its agent, and powering a node on or off (`POST /nodes/{name}/power`, see `crate::power`).
+//! its agent, maintenance (`POST /nodes/{name}/cordon`, `/uncordon`, `/drain`: see
+//! `rack::maintenance`), and powering a node on or off or asking its power state (`POST
+//! /nodes/{name}/power`, see `crate::power`; the original API's `/node/startup` and
+//! `/node/shutdown` come through [`power_node`] too).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use torc_api::{PowerRequest, PowerResult};
-use torc_types::NodeName;
+use torc_api::{PowerAction, PowerRequest, PowerResult};
+use torc_types::{NodeName, UnixMillis};
 
+use super::error::ApiError;
 use super::error::Reply;
 use super::extract::{Body, Path, Query};
 use super::proxy::agent_get;
+use crate::clock::now_millis;
 use crate::controller::Controller;
+use crate::rack::{Rack, RackError};
 
 pub(super) fn routes() -> Router<Arc<Controller>> {
     Router::new()
@@ -24,6 +30,9 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
             get(node_metrics_history),
         )
         .route("/api/v1/nodes/{name}/power", post(power))
+        .route("/api/v1/nodes/{name}/cordon", post(cordon))
+        .route("/api/v1/nodes/{name}/uncordon", post(uncordon))
+        .route("/api/v1/nodes/{name}/drain", post(drain))
 }
 
 async fn list_nodes(State(ctl): State<Arc<Controller>>) -> Json<Vec<torc_api::NodeView>> {
@@ -35,6 +44,32 @@ async fn get_node(
     Path(name): Path<NodeName>,
 ) -> Reply<torc_api::NodeView> {
     Ok(Json(ctl.read(|r| r.node_view(&name))?))
+}
+
+/// No new task is placed on the node.
+async fn cordon(ctl: State<Arc<Controller>>, name: Path<NodeName>) -> Reply<torc_api::NodeView> {
+    node_change(ctl, name, Rack::cordon).await
+}
+
+/// Tasks may be placed on the node again; a drain going on stops.
+async fn uncordon(ctl: State<Arc<Controller>>, name: Path<NodeName>) -> Reply<torc_api::NodeView> {
+    node_change(ctl, name, Rack::uncordon).await
+}
+
+/// Starts a drain; its progress is the node's `drain` (and the event feed).
+async fn drain(ctl: State<Arc<Controller>>, name: Path<NodeName>) -> Reply<torc_api::NodeView> {
+    node_change(ctl, name, Rack::drain).await
+}
+
+/// A maintenance change of one node, answered with the node as it is then.
+async fn node_change(
+    State(ctl): State<Arc<Controller>>,
+    Path(name): Path<NodeName>,
+    change: fn(&mut Rack, &NodeName, UnixMillis) -> Result<torc_api::NodeView, RackError>,
+) -> Reply<torc_api::NodeView> {
+    Ok(Json(
+        ctl.change(move |r| change(r, &name, now_millis())).await?,
+    ))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -68,6 +103,20 @@ async fn power(
     Path(name): Path<NodeName>,
     Body(req): Body<PowerRequest>,
 ) -> Reply<PowerResult> {
-    let argv = ctl.read(|r| crate::power::command(r, &name, req.action))?;
-    Ok(Json(crate::power::run(&name, req.action, argv).await?))
+    Ok(Json(power_node(&ctl, name, req.action).await?))
+}
+
+/// Runs a node's power command and keeps its result on the node and in the event feed
+/// (durably, before answering), success or failure; a failure is then the caller's error.
+pub(super) async fn power_node(
+    ctl: &Arc<Controller>,
+    node: NodeName,
+    action: PowerAction,
+) -> Result<PowerResult, ApiError> {
+    let argv = ctl.read(|r| crate::power::command(r, &node, action))?;
+    let result = crate::power::run(&node, action, argv, now_millis()).await;
+    let kept = result.clone();
+    ctl.change(move |r| r.power_ran(&kept, now_millis()))
+        .await?;
+    Ok(crate::power::outcome(result)?)
 }

@@ -93,6 +93,11 @@ pub enum NodeError {
         "node {0} already holds a credential, with which its agent registers; to let another agent take the node, revoke that credential first (`torc token list`, `torc token revoke ID`)"
     )]
     HoldsCredential(NodeName),
+    /// A drain of a node already draining.
+    #[error(
+        "node {node} is already draining ({moved} task(s) moved so far); `torc nodes` shows its progress, `torc node uncordon {node}` stops it"
+    )]
+    AlreadyDraining { node: NodeName, moved: u32 },
 }
 
 impl NodeError {
@@ -100,7 +105,9 @@ impl NodeError {
         match self {
             NodeError::Unknown(_) | NodeError::Unregistered(_) => StatusCode::NOT_FOUND,
             NodeError::Inactive(_) | NodeError::AddressTaken { .. } => StatusCode::CONFLICT,
-            NodeError::HoldsCredential(_) => StatusCode::CONFLICT,
+            NodeError::HoldsCredential(_) | NodeError::AlreadyDraining { .. } => {
+                StatusCode::CONFLICT
+            }
             NodeError::BadResources => StatusCode::UNPROCESSABLE_ENTITY,
             NodeError::StillLosing { .. } => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::WrongAddress { .. } | NodeError::NotConfigured { .. } => {
@@ -386,6 +393,15 @@ mod tests {
                 NodeError::HoldsCredential(name("b1")).into(),
                 409,
                 "node b1 already holds a credential, with which its agent registers; to let another agent take the node, revoke that credential first (`torc token list`, `torc token revoke ID`)",
+            ),
+            (
+                NodeError::AlreadyDraining {
+                    node: name("b1"),
+                    moved: 2,
+                }
+                .into(),
+                409,
+                "node b1 is already draining (2 task(s) moved so far); `torc nodes` shows its progress, `torc node uncordon b1` stops it",
             ),
             (
                 TaskError::Unknown(name("web.1")).into(),

@@ -16,6 +16,8 @@
 //! - `frameworks`: the framework registry and its tasks' updates;
 //! - `announcements`: external tasks announced by sub-schedulers;
 //! - `feed`: the event feed for people;
+//! - `maintenance`: cordon, drain (moving a node's service instances elsewhere), a power
+//!   command's result;
 //! - `names`, `routes` and `compat`: views over the parts (the DNS names; the `/32` routes the
 //!   switch should hold; the original API's shapes);
 //! - `error`: why a change was refused.
@@ -47,6 +49,7 @@ mod compat;
 mod error;
 mod feed;
 mod frameworks;
+mod maintenance;
 mod names;
 mod nodes;
 mod routes;
@@ -237,8 +240,11 @@ impl Rack {
             }
             if change.framework.as_str() != BUILTIN_FRAMEWORK {
                 self.frameworks.task_updated(&change.framework, &change.id);
-            } else if change.to.is_terminal() {
-                self.services.task_ended(&change, now);
+            } else if change.to.is_terminal()
+                && let Some(old) = self.services.task_ended(&change, now)
+            {
+                let message = change.message.as_deref();
+                self.replacement_ended(&change.id, &old, change.to, message, now);
             }
         }
     }
@@ -427,6 +433,7 @@ impl Rack {
         let mut budget = self.settings.tasks_per_step;
         self.reconcile_services(&mut budget, now);
         self.schedule(now);
+        self.maintain(now);
         Ok(())
     }
 
@@ -519,6 +526,7 @@ impl Rack {
         self.announced.expire(timeout, now);
         self.reconcile_services(&mut budget, now);
         self.schedule(now);
+        self.maintain(now);
     }
 
     /// A node's desired set, with its generation. Its epoch is left 0: the controller numbers
@@ -573,7 +581,7 @@ impl Rack {
             .iter()
             .map(|n| {
                 let (allocated, ports, tasks) = self.tasks.allocation(&n.name);
-                n.view(allocated, ports, tasks)
+                n.view(allocated, ports, tasks, self.drain_view(&n.name))
             })
             .collect()
     }
@@ -584,7 +592,7 @@ impl Rack {
             .get(name)
             .ok_or_else(|| NodeError::Unknown(name.clone()))?;
         let (allocated, ports, tasks) = self.tasks.allocation(name);
-        Ok(n.view(allocated, ports, tasks))
+        Ok(n.view(allocated, ports, tasks, self.drain_view(name)))
     }
 
     /// Where a node's agent answers, and whether the node is active.

@@ -56,6 +56,10 @@ pub fn snapshot(
     for t in tasks.iter().filter(|t| t.state == TaskState::Running) {
         let Some(ip) = t.ip else { continue };
         let port = t.ports.first().copied().unwrap_or(0);
+        // A drain's replacement is named once it takes over (at most a step later).
+        if services.is_replacement(t) {
+            continue;
+        }
         match services.instance_of(t) {
             Some(rec) => {
                 if !rec.passes_health() {

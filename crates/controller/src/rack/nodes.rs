@@ -11,12 +11,17 @@
 //! - Desired-set generations come from one rack-wide counter that only grows and is persisted
 //!   with the records, so an agent never sees a generation twice, across controller restarts
 //!   too.
+//! - What people set on a node (cordoned, its drain, its power command's last result) is kept
+//!   in its record, so it outlives controller restarts and failovers, and the config does not
+//!   override it. A node with a drain going on is cordoned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use torc_api::{NodeResources, NodeView, RegisterRequest, RuntimeInfo};
+use torc_api::{
+    DrainView, NodeResources, NodeView, PowerResult, PowerView, RegisterRequest, RuntimeInfo,
+};
 use torc_scheduler::{Capability, NodeState};
 use torc_types::{Ipv4Block, NodeName, NodeType, PortRange, Resources, UnixMillis};
 
@@ -54,6 +59,41 @@ pub(crate) struct NodeRecord {
     /// Where people reach it from outside the rack network (config only).
     #[serde(default)]
     pub(crate) endpoint: Option<IpAddr>,
+    /// No new task is placed on it (`torc node cordon`).
+    #[serde(default)]
+    pub(crate) cordoned: bool,
+    /// Its last drain, going on or ended.
+    #[serde(default)]
+    pub(crate) drain: Option<DrainRecord>,
+    /// Its power command's last run and the state its last `status` read.
+    #[serde(default)]
+    pub(crate) power: Option<PowerView>,
+}
+
+/// A node's drain as stored: what the drain step (`Rack::drain_step`) needs to go on after
+/// a restart. What moves now is not here: it is the supervisor's (an instance's replacement).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DrainRecord {
+    pub(crate) started_at: UnixMillis,
+    #[serde(default)]
+    pub(crate) done_at: Option<UnixMillis>,
+    /// Why it ended before its tasks had left (the node was uncordoned).
+    #[serde(default)]
+    pub(crate) stopped: Option<String>,
+    #[serde(default)]
+    pub(crate) moved: u32,
+    /// Why it does not progress now.
+    #[serde(default)]
+    pub(crate) waiting: Option<String>,
+    /// No replacement is started before this (one failed).
+    #[serde(default)]
+    pub(crate) retry_at: UnixMillis,
+}
+
+impl DrainRecord {
+    pub(crate) fn going_on(&self) -> bool {
+        self.done_at.is_none()
+    }
 }
 
 impl NodeRecord {
@@ -78,6 +118,9 @@ impl NodeRecord {
             configured: true,
             task_block: c.task_block,
             endpoint: c.endpoint,
+            cordoned: false,
+            drain: None,
+            power: None,
         }
     }
 
@@ -108,6 +151,7 @@ impl NodeRecord {
             node_type: self.node_type,
             node_function: self.node_function.clone(),
             active: self.active,
+            cordoned: self.cordoned,
             total: self.total,
             allocated: Resources::ZERO,
             port_range: self.port_range,
@@ -125,8 +169,15 @@ impl NodeRecord {
         }
     }
 
-    /// The API's view, with what the ledger says is allocated on the node.
-    pub(crate) fn view(&self, allocated: Resources, ports: usize, tasks: usize) -> NodeView {
+    /// The API's view, with what the ledger says is allocated on the node, and its drain as
+    /// the rack sees it.
+    pub(crate) fn view(
+        &self,
+        allocated: Resources,
+        ports: usize,
+        tasks: usize,
+        drain: Option<DrainView>,
+    ) -> NodeView {
         NodeView {
             name: self.name.clone(),
             ip: self.ip,
@@ -149,6 +200,9 @@ impl NodeRecord {
             attributes: self.attributes.clone(),
             runtime: self.runtime.clone(),
             tasks,
+            cordoned: self.cordoned,
+            drain,
+            power: self.power.clone(),
         }
     }
 }
@@ -192,6 +246,9 @@ impl NodeTable {
                     }
                     n.attributes = stored.attributes;
                     n.runtime = stored.runtime;
+                    n.cordoned = stored.cordoned;
+                    n.drain = stored.drain;
+                    n.power = stored.power;
                     n.desired_generation = stored.desired_generation;
                     if n.node_function == "none" {
                         n.node_function = stored.node_function;
@@ -434,6 +491,94 @@ impl NodeTable {
             .values()
             .find(|n| n.node_type == NodeType::Master)
             .map(|n| n.ip)
+    }
+
+    fn record_mut(&mut self, name: &NodeName) -> Result<&mut NodeRecord, NodeError> {
+        let record =
+            (self.records.get_mut(name)).ok_or_else(|| NodeError::Unknown(name.clone()))?;
+        self.dirty.insert(name.clone());
+        Ok(record)
+    }
+
+    /// Cordons a node or lets tasks on it again; uncordoning stops a drain going on (as
+    /// `stopped`). Returns whether that changed anything.
+    pub fn set_cordoned(
+        &mut self,
+        name: &NodeName,
+        cordoned: bool,
+        now: UnixMillis,
+    ) -> Result<bool, NodeError> {
+        let record = self.record_mut(name)?;
+        let changed = record.cordoned != cordoned;
+        record.cordoned = cordoned;
+        if let Some(drain) = record.drain.as_mut().filter(|d| !cordoned && d.going_on()) {
+            drain.done_at = Some(now);
+            drain.stopped = Some("the node was uncordoned".into());
+            drain.waiting = None;
+        }
+        Ok(changed)
+    }
+
+    /// Starts a drain of a node (it is cordoned too); refused while one goes on.
+    pub fn start_drain(&mut self, name: &NodeName, now: UnixMillis) -> Result<(), NodeError> {
+        let record = self.record_mut(name)?;
+        if let Some(d) = record.drain.as_ref().filter(|d| d.going_on()) {
+            return Err(NodeError::AlreadyDraining {
+                node: name.clone(),
+                moved: d.moved,
+            });
+        }
+        record.cordoned = true;
+        record.drain = Some(DrainRecord {
+            started_at: now,
+            done_at: None,
+            stopped: None,
+            moved: 0,
+            waiting: None,
+            retry_at: 0,
+        });
+        Ok(())
+    }
+
+    /// The nodes with a drain going on.
+    pub fn draining(&self) -> Vec<NodeName> {
+        (self.records.values())
+            .filter(|n| n.drain.as_ref().is_some_and(DrainRecord::going_on))
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Changes a node's drain going on through `f`; stored only when `f` changed it.
+    pub fn update_drain(&mut self, name: &NodeName, f: impl FnOnce(&mut DrainRecord)) {
+        let Some(drain) = (self.records.get_mut(name))
+            .and_then(|n| n.drain.as_mut())
+            .filter(|d| d.going_on())
+        else {
+            return;
+        };
+        let before = drain.clone();
+        f(drain);
+        if *drain != before {
+            self.dirty.insert(name.clone());
+        }
+    }
+
+    /// Keeps a power command's run on its node (a `status` also sets the state it read).
+    pub fn power_ran(&mut self, result: &PowerResult) -> Result<(), NodeError> {
+        let record = self.record_mut(&result.node)?;
+        let (mut state, mut state_at) = record
+            .power
+            .as_ref()
+            .map_or((None, 0), |p| (p.state, p.state_at));
+        if let Some(read) = result.state {
+            (state, state_at) = (Some(read), result.at);
+        }
+        record.power = Some(PowerView {
+            state,
+            state_at,
+            last: result.clone(),
+        });
+        Ok(())
     }
 
     /// The scheduler's view of every node, with nothing allocated.

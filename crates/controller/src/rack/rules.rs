@@ -108,6 +108,26 @@ where
     text.parse().map_err(|e| BadCase(format!("{text:?}: {e}")))
 }
 
+/// `going (1 moved, 2 to move, moving web: web.1 -> web.4 (staging on b2))`, `done at 9000
+/// (2 moved, left [...])`: a node's drain in one field.
+fn drain_text(d: &torc_api::DrainView) -> String {
+    let state = match (d.done_at, &d.stopped) {
+        (None, _) => "going".to_string(),
+        (Some(at), None) => format!("done at {at}"),
+        (Some(at), Some(why)) => format!("stopped at {at} ({why})"),
+    };
+    let mut parts = vec![
+        format!("{} moved", d.moved),
+        format!("{} to move", d.to_move),
+    ];
+    parts.extend(d.moving.as_ref().map(|m| format!("moving {m}")));
+    parts.extend(d.waiting.as_ref().map(|w| format!("waits {w:?}")));
+    if !d.left.is_empty() {
+        parts.push(format!("left {:?}", d.left));
+    }
+    format!("{state} ({})", parts.join(", "))
+}
+
 fn opt(v: Option<impl std::fmt::Display>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
@@ -134,6 +154,8 @@ impl Seen {
                 vec![
                     ("active", if n.active { "yes" } else { "no" }.to_string()),
                     ("tasks", n.tasks.to_string()),
+                    ("cordoned", if n.cordoned { "yes" } else { "-" }.to_string()),
+                    ("drain", opt(n.drain.as_ref().map(drain_text))),
                 ],
             );
         }
@@ -608,6 +630,16 @@ impl Runner {
             "calico-shutdown" => {
                 rack.shut_down_network(now);
                 Ok(())
+            }
+            "cordon" | "uncordon" | "drain" => {
+                let node: NodeName = name(args.word(0, "a node").map_err(bad)?).map_err(bad)?;
+                match command {
+                    "cordon" => rack.cordon(&node, now),
+                    "uncordon" => rack.uncordon(&node, now),
+                    _ => rack.drain(&node, now),
+                }
+                .map(drop)
+                .map_err(Refused::Rack)
             }
             "calico-configure" => {
                 rack.configure_network(now);

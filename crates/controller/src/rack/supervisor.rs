@@ -14,8 +14,13 @@
 //! ([`Supervisor::due_starts`]) and what to kill (the `(task, why)` pairs its methods return);
 //! the rack does it through the task table and reports back (`started`, `task_ended`).
 //!
+//! A drain moves an instance off its node without a gap (`replacement`): a second task of the
+//! instance is started elsewhere, and once it runs it becomes the instance's task and the old
+//! one is killed; should the old one end first, the replacement takes over at once.
+//!
 //! Invariants:
-//! - At most one live task per service instance.
+//! - At most one live task per service instance, but for a drain's move: then its
+//!   replacement too, until the replacement runs (or ends; or the old task ends).
 //! - A service instance's task is always a task of the built-in framework named like it.
 //! - Starting a group that runs changes nothing; stopping it removes its records for good.
 
@@ -58,6 +63,9 @@ pub(crate) struct ServiceRecord {
     /// A job that ran.
     pub completed: bool,
     pub waiting: Option<String>,
+    /// The task a drain started elsewhere to take over from `task` once it runs.
+    #[serde(default)]
+    pub replacement: Option<TaskId>,
     /// Health of the current task; not persisted (a restarted controller checks again).
     #[serde(skip)]
     pub health: HealthState,
@@ -173,6 +181,7 @@ impl ServiceRecord {
             last_failure: None,
             completed: false,
             waiting: None,
+            replacement: None,
             health: HealthState::default(),
         };
         rec.apply_template(t, node);
@@ -367,11 +376,45 @@ impl Supervisor {
         kills
     }
 
-    /// Forgets an instance; returns its task to kill.
-    pub fn remove(&mut self, name: &ServiceName, why: &str) -> Option<Kill> {
-        let rec = self.records.remove(name)?;
+    /// Forgets an instance; returns its task (and a drain's replacement of it) to kill.
+    pub fn remove(&mut self, name: &ServiceName, why: &str) -> Vec<Kill> {
+        let Some(rec) = self.records.remove(name) else {
+            return Vec::new();
+        };
         self.mark(name);
-        rec.task.map(|id| (id, why.to_string()))
+        (rec.task.into_iter().chain(rec.replacement))
+            .map(|id| (id, why.to_string()))
+            .collect()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // A drain's moves
+
+    /// A drain started `id` elsewhere to take over from the instance's task.
+    pub fn replacing(&mut self, name: &ServiceName, id: TaskId) {
+        if let Some(rec) = self.records.get_mut(name) {
+            rec.replacement = Some(id);
+            self.mark(name);
+        }
+    }
+
+    /// The moves going on: (instance, its task, the replacement).
+    pub fn moves(&self) -> impl Iterator<Item = (&ServiceName, &TaskId, &TaskId)> {
+        (self.records.values())
+            .filter_map(|r| Some((&r.name, r.task.as_ref()?, r.replacement.as_ref()?)))
+    }
+
+    /// The replacement runs: it becomes the instance's task. Returns the old task, to kill.
+    /// TODO-correctness: the replacement is not health-checked before it takes over, so an
+    /// instance with a health check leaves DNS until its new task's first check passes.
+    pub fn hand_over(&mut self, name: &ServiceName) -> Option<TaskId> {
+        let rec = self.records.get_mut(name)?;
+        let new = rec.replacement.take()?;
+        let old = rec.task.replace(new);
+        rec.health = HealthState::default();
+        self.mark(name);
+        self.health_changed = true;
+        old
     }
 
     /// Whether a dependency runs and is healthy: a service instance, or any task, by name.
@@ -461,16 +504,31 @@ impl Supervisor {
     }
 
     /// A built-in task ended: if it is an instance's, a job is done, and anything else is
-    /// restarted after its back-off.
-    pub fn task_ended(&mut self, change: &TaskChange, now: UnixMillis) {
+    /// restarted after its back-off. A drain's replacement that ended before it took over is
+    /// forgotten: returns the task it was to replace (the drain tries again). An instance's
+    /// task that ended while its replacement was on the way leaves the instance to it.
+    pub fn task_ended(&mut self, change: &TaskChange, now: UnixMillis) -> Option<TaskId> {
         let state = change.to;
-        let Some(rec) = self
+        if let Some(rec) = (self.records.get_mut(&change.name))
+            .filter(|r| r.replacement.as_ref() == Some(&change.id))
+        {
+            rec.replacement = None;
+            let old = rec.task.clone();
+            self.mark(&change.name);
+            return old;
+        }
+        if let Some(rec) = (self.records.get_mut(&change.name))
+            .filter(|r| r.task.as_ref() == Some(&change.id) && r.replacement.is_some())
+        {
+            rec.task = rec.replacement.take();
+            rec.health = HealthState::default();
+            self.mark(&change.name);
+            return None;
+        }
+        let rec = self
             .records
             .get_mut(&change.name)
-            .filter(|r| r.task.as_ref() == Some(&change.id))
-        else {
-            return;
-        };
+            .filter(|r| r.task.as_ref() == Some(&change.id))?;
         let what = match (state, &change.message) {
             (TaskState::Finished, _) => "exited with code 0".to_string(),
             (_, Some(m)) => format!("{state}: {m}"),
@@ -518,6 +576,7 @@ impl Supervisor {
         }
         let name = change.name.clone();
         self.mark(&name);
+        None
     }
 
     // -----------------------------------------------------------------------------------------
@@ -583,7 +642,7 @@ impl Supervisor {
             .map(|r| r.name.clone())
             .collect();
         let why = format!("group {group} stopped");
-        let kills = names.iter().filter_map(|n| self.remove(n, &why)).collect();
+        let kills = names.iter().flat_map(|n| self.remove(n, &why)).collect();
         Ok((names, kills))
     }
 
@@ -681,6 +740,11 @@ impl Supervisor {
         self.records
             .get(&task.name)
             .filter(|r| r.task.as_ref() == Some(&task.id))
+    }
+
+    /// Whether `task` is a drain's replacement that has not taken over yet.
+    pub fn is_replacement(&self, task: &TaskView) -> bool {
+        (self.records.get(&task.name)).is_some_and(|r| r.replacement.as_ref() == Some(&task.id))
     }
 
     pub fn views(&self, tasks: &TaskTable) -> Vec<ServiceView> {
