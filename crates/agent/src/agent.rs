@@ -249,6 +249,13 @@ pub struct Agent {
     /// Wakes a desired-state follower waiting for the lease, once a report is acknowledged.
     lease_renewed: Notify,
     pub(crate) metrics: Mutex<crate::metrics::Sampler>,
+    /// What the node keeps on its disk: the rack's rules from the last registration (`None`
+    /// before the first).
+    upkeep: std::sync::RwLock<Option<torc_api::Upkeep>>,
+    /// Wakes the upkeep loop when a registration changed the rules.
+    upkeep_changed: Notify,
+    /// The data dir's file system, as the upkeep last measured it (sent with every report).
+    disk: Mutex<Option<torc_api::DiskUsage>>,
     /// Set when shutdown begins: from then on no task is started (a desired state that arrives
     /// late must not start a task after the agent stopped them all).
     shutting_down: std::sync::atomic::AtomicBool,
@@ -313,7 +320,7 @@ impl Agent {
                 cfg.data_dir.join("data"),
                 cfg.node.as_str(),
             )
-            .map(Arc::new),
+            .map(|c| Arc::new(c.with_logger(cfg.exe.clone()))),
         };
         let runtime = Runtimes {
             process,
@@ -346,10 +353,23 @@ impl Agent {
             lease: Mutex::new(Lease::default()),
             lease_renewed: Notify::new(),
             metrics: Mutex::new(crate::metrics::Sampler::new(cfg_node)),
+            upkeep: std::sync::RwLock::new(None),
+            upkeep_changed: Notify::new(),
+            disk: Mutex::new(None),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             crash_after_spawn: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// The rack's rules for this node's disk, as last registered (the built-in defaults
+    /// before the first registration).
+    pub(crate) fn upkeep(&self) -> torc_api::Upkeep {
+        self.known_upkeep().unwrap_or_default()
+    }
+
+    fn known_upkeep(&self) -> Option<torc_api::Upkeep> {
+        *self.upkeep.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -430,6 +450,14 @@ impl Agent {
 
     /// Keeps what a registration handed out: the node's credential and certificate.
     fn registered(&self, resp: &torc_api::RegisterResponse) -> Result<(), StartError> {
+        let rules = Some(resp.upkeep.unwrap_or_default());
+        let before = std::mem::replace(
+            &mut *self.upkeep.write().unwrap_or_else(|e| e.into_inner()),
+            rules,
+        );
+        if before != rules {
+            self.upkeep_changed.notify_one();
+        }
         if resp.credential.is_none() && resp.certificate.is_none() {
             return Ok(());
         }
@@ -873,6 +901,7 @@ impl Agent {
                 progress: Some(&progress),
                 registry: d.registry.as_ref(),
                 pull_timeout: d.pull_timeout_seconds.map(Duration::from_secs),
+                logs: self.upkeep().logs.with(d.spec.logs.as_ref()),
             })
             .await;
         #[cfg(test)]
@@ -1077,6 +1106,7 @@ impl Agent {
         let report = StatusReport {
             tasks: tasks.iter().map(LocalTask::report).collect(),
             full: true,
+            disk: self.disk(),
         };
         self.client().report_status(&self.cfg.node, &report).await?;
         if !ended.is_empty() {
@@ -1144,12 +1174,14 @@ impl Agent {
         };
         let session = tokio::spawn(Arc::clone(&self).controller_session(agent_url));
         let sampler = tokio::spawn(Arc::clone(&self).sample_metrics());
+        let upkeep = AbortOnDrop(tokio::spawn(Arc::clone(&self).upkeep_loop()));
         shutdown.await;
         tracing::info!("agent shutting down");
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         session.abort();
         sampler.abort();
+        drop(upkeep);
         drop(engine);
         if self.cfg.kill_tasks_on_exit {
             self.stop_all().await;
@@ -1157,6 +1189,152 @@ impl Agent {
         let _ = stop_tx.send(true);
         let _ = server.await;
         Ok(())
+    }
+
+    /// Removes ended tasks' sandboxes past the rack's retention and measures the data dir's
+    /// file system, on a timer (a quarter of the retention's age, between 1 s and 60 s) and
+    /// when a registration changed the rules. Nothing is done until the rack's rules are known
+    /// (the first registration): the built-in ones may keep less than the rack's, or warn at
+    /// another threshold.
+    async fn upkeep_loop(self: Arc<Self>) {
+        loop {
+            let known = self.known_upkeep();
+            let rules = known.unwrap_or_default();
+            if known.is_some() {
+                let this = Arc::clone(&self);
+                // Directory walks and removals are blocking file I/O.
+                let _ = tokio::task::spawn_blocking(move || {
+                    this.sweep_sandboxes(&rules);
+                    this.measure_disk(&rules);
+                })
+                .await;
+            }
+            let every = Duration::from_secs(rules.keep_ended_for_seconds / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60));
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.upkeep_changed.notified() => {}
+            }
+        }
+    }
+
+    /// Removes the sandboxes of ended tasks past the rack's retention (see `upkeep`).
+    fn sweep_sandboxes(&self, rules: &torc_api::Upkeep) {
+        let sandboxes = self.cfg.data_dir.join("sandboxes");
+        let shims = self.cfg.data_dir.join("shims");
+        let mut ended = crate::upkeep::sandboxes_without_shim(&sandboxes, &shims);
+        // After the listing: see `sandboxes_without_shim`.
+        let tracked: std::collections::HashSet<TaskId> =
+            self.lock().tasks.keys().cloned().collect();
+        ended.retain(|e| !tracked.contains(&e.id));
+        let gone = crate::upkeep::expired(
+            &ended,
+            rules.keep_ended_per_service,
+            Duration::from_secs(rules.keep_ended_for_seconds),
+            std::time::SystemTime::now(),
+        );
+        for id in &gone {
+            match crate::upkeep::remove(&sandboxes, &shims, id) {
+                Ok(()) => {
+                    tracing::info!(task = %id, "removed the sandbox of an ended task (the rack's retention)")
+                }
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %e, "cannot remove the sandbox of an ended task")
+                }
+            }
+        }
+    }
+
+    /// Measures the data dir's file system: into the metrics and the next report, and a
+    /// warning when its free space falls below the rack's threshold (see `upkeep`).
+    fn measure_disk(&self, rules: &torc_api::Upkeep) {
+        match crate::upkeep::disk_usage(&self.cfg.data_dir, rules.disk_free_warning_percent) {
+            Ok(usage) => {
+                let mut disk = self.disk.lock().unwrap_or_else(|e| e.into_inner());
+                let was_low = disk.as_ref().is_some_and(|d| d.low);
+                if usage.low && !was_low {
+                    tracing::warn!(
+                        path = %usage.path,
+                        free_bytes = usage.free_bytes,
+                        total_bytes = usage.total_bytes,
+                        threshold_percent = usage.warning_percent,
+                        "the data dir's disk is nearly full"
+                    );
+                } else if was_low && !usage.low {
+                    tracing::info!(path = %usage.path, free_bytes = usage.free_bytes, "the data dir's disk has room again");
+                }
+                let changed = usage.low != was_low;
+                *disk = Some(usage.clone());
+                drop(disk);
+                self.metrics
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .data_dir = Some(usage);
+                if changed {
+                    self.report_now.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.cfg.data_dir.display(), error = %e, "cannot measure the data dir's disk")
+            }
+        }
+    }
+
+    /// Removes `service`'s data dir on this node, unless a task of it is live here.
+    pub(crate) async fn purge_data(
+        &self,
+        service: &torc_types::ServiceName,
+    ) -> Result<torc_api::DataPurged, (axum::http::StatusCode, String)> {
+        let live: Vec<TaskId> = self
+            .lock()
+            .tasks
+            .values()
+            .filter(|t| t.spec.name == *service && !t.state.is_terminal())
+            .map(|t| t.id.clone())
+            .collect();
+        if let Some(id) = live.first() {
+            return Err((
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "task {id} of service {service} runs on this node; its data dir is kept \
+                     (kill the service's tasks first)"
+                ),
+            ));
+        }
+        let dir = self.cfg.data_dir.join("data").join(service.as_str());
+        let purged = tokio::task::spawn_blocking(move || crate::upkeep::purge(&dir)).await;
+        match purged {
+            Ok(Ok(done)) => {
+                tracing::info!(%service, removed = done.removed, bytes = done.bytes, "purged a service's data dir");
+                Ok(done)
+            }
+            Ok(Err(e)) => Err((
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot remove the data dir of service {service}: {e}"),
+            )),
+            Err(e) => Err((axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        }
+    }
+
+    /// The data dir's file system, as the upkeep last measured it.
+    fn disk(&self) -> Option<torc_api::DiskUsage> {
+        self.disk.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why `id` has no sandbox here: removed after its end (the rack's retention), or never
+    /// run on this node.
+    pub(crate) fn no_sandbox(&self, id: &TaskId) -> String {
+        if self.lock().retired_set.contains(id) {
+            let rules = self.upkeep();
+            format!(
+                "the sandbox of task {id} was removed after its end, and its output with it: \
+                 this node keeps the sandboxes of the newest {} ended tasks of each service, \
+                 for at most {} s (the rack config's `logs`)",
+                rules.keep_ended_per_service, rules.keep_ended_for_seconds
+            )
+        } else {
+            format!("no sandbox for task {id} on this node")
+        }
     }
 
     /// Samples host and task metrics on a timer.

@@ -64,6 +64,8 @@ enum Command {
     Status(cli::StatusArgs),
     /// List supervised service instances (system services and started groups).
     Services(cli::ServicesArgs),
+    /// `torc service purge NAME`: remove the data of a service no longer in the rack config.
+    Service(cli::ServiceArgs),
     /// The switch's routes: the ones the rack's tasks need, and the table its network agent
     /// reported (with each route's owner and the task behind it).
     Routes(cli::StatusArgs),
@@ -87,8 +89,13 @@ enum Command {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    // A container's logging program, started by containerd's shim with arguments of its own
+    // shape (not a subcommand): before any thread starts.
+    if let Some(code) = roles::container_log_if_called() {
+        return code;
+    }
     let cli = Cli::parse();
-    // The shim must not start threads or a runtime: it forks the task.
+    // The shim must not start threads or a runtime before it forks the task.
     if let Command::Shim(args) = cli.command {
         return roles::run_shim(args);
     }
@@ -104,6 +111,7 @@ fn main() -> std::process::ExitCode {
                 | Command::Logs(_)
                 | Command::Status(_)
                 | Command::Services(_)
+                | Command::Service(_)
                 | Command::Routes(_)
                 | Command::Ports(_)
                 | Command::Group(_)
@@ -141,6 +149,7 @@ fn main() -> std::process::ExitCode {
         Command::Logs(args) => cli::logs(args),
         Command::Status(args) => cli::status(args),
         Command::Services(args) => cli::services(args),
+        Command::Service(args) => cli::service(args),
         Command::Routes(args) => cli::routes(args),
         Command::Ports(args) => cli::ports(args),
         Command::Group(args) => cli::group(args),
