@@ -49,6 +49,14 @@ async fn ended(rack: &LocalRack, id: &TaskId, within: Duration) -> TaskView {
     .unwrap()
 }
 
+/// A JSON answer of the rack, `None` until there is one (an error answer included).
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: String,
+) -> Option<T> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
+
 fn sandboxes(rack: &LocalRack) -> PathBuf {
     rack.dir.path().join("agents").join(NODE).join("sandboxes")
 }
@@ -321,14 +329,8 @@ async fn the_agent_warns_when_its_disk_is_below_the_threshold() {
         || {
             let (http, url) = (http.clone(), url.clone());
             async move {
-                let events: Vec<torc_api::RackEvent> = http
-                    .get(format!("{url}/api/v1/events"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let events: Vec<torc_api::RackEvent> =
+                    get_json(&http, format!("{url}/api/v1/events")).await?;
                 events.into_iter().find(|e| {
                     e.message
                         .contains(&format!("node {NODE}'s disk is nearly full"))
@@ -354,14 +356,8 @@ async fn the_agent_warns_when_its_disk_is_below_the_threshold() {
         || {
             let (http, url) = (http.clone(), url.clone());
             async move {
-                let metrics: torc_api::NodeMetrics = http
-                    .get(format!("{url}/api/v1/nodes/{NODE}/metrics"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let metrics: torc_api::NodeMetrics =
+                    get_json(&http, format!("{url}/api/v1/nodes/{NODE}/metrics")).await?;
                 metrics.data_dir
             }
         },
