@@ -113,24 +113,16 @@ async fn a_task_writing_100_mb_stays_under_its_cap_and_torc_logs_shows_the_tail(
         "the current file ({current} bytes) is shorter than the tail: it spans stdout.1"
     );
     // Every line after the first (cut) one, in order, up to the last one written.
-    let numbers: Vec<u64> = out
-        .lines()
-        .skip(1)
-        .map(|l| l.parse().expect("a number"))
-        .collect();
-    assert_eq!(numbers.last(), Some(&13_000_000));
-    assert!(
-        numbers.windows(2).all(|w| w[1] == w[0] + 1),
-        "no line missing or repeated across the rotation"
-    );
+    torc_test_utils::assert_counted_tail(&out, 13_000_000);
 }
 
 /// `torc logs -f` started while a task writes keeps following across rotations (4 KiB
-/// files: about ten of them), and shows every line once, in order, with no note of output
+/// files: 29 KB into 7 of them), and shows every line once, in order, with no note of output
 /// rotated away.
 #[tokio::test(flavor = "multi_thread")]
 async fn torc_logs_follows_across_rotations_without_losing_or_repeating_lines() {
-    let rack = rack("logs: {max_bytes: 4KiB, files: 3}\n").await;
+    // 44 KiB kept: the follower may fall 7 s behind the writer (6 KB/s) on a loaded machine.
+    let rack = rack("logs: {max_bytes: 4KiB, files: 10}\n").await;
     let client = rack.client();
     let script = "import time\nfor i in range(1, 3001):\n    print(f'line {i}', flush=True)\n    time.sleep(0.002)\n";
     let launched = client
@@ -160,13 +152,20 @@ async fn torc_logs_follows_across_rotations_without_losing_or_repeating_lines() 
     assert!(follower.status.success(), "{err}");
     assert!(!err.contains("rotated away"), "{err}");
     let expected: String = (1..=3000).map(|i| format!("line {i}\n")).collect();
-    assert!(
-        out == expected,
-        "followed output differs: {} bytes, ends {:?}",
-        out.len(),
-        &out[out.len().saturating_sub(40)..]
-    );
-    let rotated = sandboxes(&rack).join(id.as_str()).join("stdout.3");
+    if out != expected {
+        let first = out
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(out.lines().count());
+        panic!(
+            "followed output differs from line {}: {} bytes, {:?} ...; stderr: {err}",
+            first + 1,
+            out.len(),
+            out.lines().skip(first).take(3).collect::<Vec<_>>()
+        );
+    }
+    let rotated = sandboxes(&rack).join(id.as_str()).join("stdout.5");
     assert!(rotated.exists(), "the output was rotated while followed");
 }
 
