@@ -1,4 +1,5 @@
-//! The node's disk upkeep: sandboxes of ended tasks removed after the rack's retention, and
+//! The node's disk upkeep (the agent's `upkeep_loop`, and its `purge_data` for the
+//! controller): sandboxes of ended tasks removed after the rack's retention, and
 //! the free space of the agent's data dir watched (the rack config's `logs`, see
 //! `torc_api::Upkeep`). The caps of running tasks' output are `logfiles`'.
 //!
@@ -17,9 +18,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use torc_types::TaskId;
+
+use crate::agent::Agent;
 
 /// An ended task's sandbox, and when its task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +157,147 @@ pub(crate) fn disk_usage(dir: &Path, warning_percent: u8) -> std::io::Result<tor
         warning_percent,
         low: total > 0 && (free as u128) * 100 < (total as u128) * u128::from(warning_percent),
     })
+}
+
+impl Agent {
+    /// Removes ended tasks' sandboxes past the rack's retention and measures the data dir's
+    /// file system, on a timer (a quarter of the retention's age, between 1 s and 60 s) and
+    /// when a registration changed the rules. Nothing is done until the rack's rules are known
+    /// (the first registration): the built-in ones may keep less than the rack's, or warn at
+    /// another threshold.
+    pub(crate) async fn upkeep_loop(self: Arc<Self>) {
+        loop {
+            let known = self.known_upkeep();
+            let rules = known.unwrap_or_default();
+            if known.is_some() {
+                let this = Arc::clone(&self);
+                // Directory walks and removals are blocking file I/O.
+                let _ = tokio::task::spawn_blocking(move || {
+                    this.sweep_sandboxes(&rules);
+                    this.measure_disk(&rules);
+                })
+                .await;
+            }
+            let every = Duration::from_secs(rules.keep_ended_for_seconds / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60));
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.upkeep_changed.notified() => {}
+            }
+        }
+    }
+
+    /// Removes the sandboxes of ended tasks past the rack's retention (see `upkeep`).
+    fn sweep_sandboxes(&self, rules: &torc_api::Upkeep) {
+        let sandboxes = self.cfg.data_dir.join("sandboxes");
+        let shims = self.cfg.data_dir.join("shims");
+        let mut ended = sandboxes_without_shim(&sandboxes, &shims);
+        // After the listing: see `sandboxes_without_shim`.
+        let tracked = self.tracked_ids();
+        ended.retain(|e| !tracked.contains(&e.id));
+        let gone = expired(
+            &ended,
+            rules.keep_ended_per_service,
+            Duration::from_secs(rules.keep_ended_for_seconds),
+            std::time::SystemTime::now(),
+        );
+        for id in &gone {
+            match remove(&sandboxes, &shims, id) {
+                Ok(()) => {
+                    tracing::info!(task = %id, "removed the sandbox of an ended task (the rack's retention)")
+                }
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %e, "cannot remove the sandbox of an ended task")
+                }
+            }
+        }
+    }
+
+    /// Measures the data dir's file system: into the metrics and the next report, and a
+    /// warning when its free space falls below the rack's threshold (see `upkeep`).
+    fn measure_disk(&self, rules: &torc_api::Upkeep) {
+        match disk_usage(&self.cfg.data_dir, rules.disk_free_warning_percent) {
+            Ok(usage) => {
+                let mut disk = self.disk.lock().unwrap_or_else(|e| e.into_inner());
+                let was_low = disk.as_ref().is_some_and(|d| d.low);
+                if usage.low && !was_low {
+                    tracing::warn!(
+                        path = %usage.path,
+                        free_bytes = usage.free_bytes,
+                        total_bytes = usage.total_bytes,
+                        threshold_percent = usage.warning_percent,
+                        "the data dir's disk is nearly full"
+                    );
+                } else if was_low && !usage.low {
+                    tracing::info!(path = %usage.path, free_bytes = usage.free_bytes, "the data dir's disk has room again");
+                }
+                let changed = usage.low != was_low;
+                *disk = Some(usage.clone());
+                drop(disk);
+                self.metrics
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .data_dir = Some(usage);
+                if changed {
+                    self.report_now.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.cfg.data_dir.display(), error = %e, "cannot measure the data dir's disk")
+            }
+        }
+    }
+
+    /// Removes `service`'s data dir on this node, unless a task of it is live here.
+    pub(crate) async fn purge_data(
+        &self,
+        service: &torc_types::ServiceName,
+    ) -> Result<torc_api::DataPurged, (axum::http::StatusCode, String)> {
+        let live = self.live_tasks_of(service);
+        if let Some(id) = live.first() {
+            return Err((
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "task {id} of service {service} runs on this node; its data dir is kept \
+                     (kill the service's tasks first)"
+                ),
+            ));
+        }
+        let dir = self.cfg.data_dir.join("data").join(service.as_str());
+        let purged = tokio::task::spawn_blocking(move || purge(&dir)).await;
+        match purged {
+            Ok(Ok(done)) => {
+                tracing::info!(%service, removed = done.removed, bytes = done.bytes, "purged a service's data dir");
+                Ok(done)
+            }
+            Ok(Err(e)) => Err((
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot remove the data dir of service {service}: {e}"),
+            )),
+            Err(e) => Err((axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        }
+    }
+
+    /// The data dir's file system, as the upkeep last measured it.
+    pub(crate) fn disk(&self) -> Option<torc_api::DiskUsage> {
+        self.disk.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why `id` has no sandbox here: removed after its end (the rack's retention), or never
+    /// run on this node.
+    pub(crate) fn no_sandbox(&self, id: &TaskId) -> String {
+        if self.retired(id) {
+            let rules = self.upkeep();
+            format!(
+                "the sandbox of task {id} was removed after its end, and its output with it: \
+                 this node keeps the sandboxes of the newest {} ended tasks of each service, \
+                 for at most {} s (the rack config's `logs`)",
+                rules.keep_ended_per_service, rules.keep_ended_for_seconds
+            )
+        } else {
+            format!("no sandbox for task {id} on this node")
+        }
+    }
 }
 
 #[cfg(test)]
