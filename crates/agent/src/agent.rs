@@ -241,7 +241,7 @@ pub struct Agent {
     table: Mutex<Table>,
     table_path: PathBuf,
     /// Wakes the reporter after a transition.
-    report_now: Notify,
+    pub(crate) report_now: Notify,
     /// Ends the controller session (to register again) when the runtime's info changed.
     runtime_changed: Notify,
     /// Whether the controller surely counts the node active (see `lease`).
@@ -249,6 +249,13 @@ pub struct Agent {
     /// Wakes a desired-state follower waiting for the lease, once a report is acknowledged.
     lease_renewed: Notify,
     pub(crate) metrics: Mutex<crate::metrics::Sampler>,
+    /// What the node keeps on its disk: the rack's rules from the last registration (`None`
+    /// before the first).
+    upkeep: std::sync::RwLock<Option<torc_api::Upkeep>>,
+    /// Wakes the upkeep loop when a registration changed the rules.
+    pub(crate) upkeep_changed: Notify,
+    /// The data dir's file system, as the upkeep last measured it (sent with every report).
+    pub(crate) disk: Mutex<Option<torc_api::DiskUsage>>,
     /// Set when shutdown begins: from then on no task is started (a desired state that arrives
     /// late must not start a task after the agent stopped them all).
     shutting_down: std::sync::atomic::AtomicBool,
@@ -313,7 +320,7 @@ impl Agent {
                 cfg.data_dir.join("data"),
                 cfg.node.as_str(),
             )
-            .map(Arc::new),
+            .map(|c| Arc::new(c.with_logger(cfg.exe.clone()))),
         };
         let runtime = Runtimes {
             process,
@@ -346,10 +353,43 @@ impl Agent {
             lease: Mutex::new(Lease::default()),
             lease_renewed: Notify::new(),
             metrics: Mutex::new(crate::metrics::Sampler::new(cfg_node)),
+            upkeep: std::sync::RwLock::new(None),
+            upkeep_changed: Notify::new(),
+            disk: Mutex::new(None),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             crash_after_spawn: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// The rack's rules for this node's disk, as last registered (the built-in defaults
+    /// before the first registration).
+    pub(crate) fn upkeep(&self) -> torc_api::Upkeep {
+        self.known_upkeep().unwrap_or_default()
+    }
+
+    pub(crate) fn known_upkeep(&self) -> Option<torc_api::Upkeep> {
+        *self.upkeep.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ids of the tasks the agent tracks (running, or ended and not yet acknowledged).
+    pub(crate) fn tracked_ids(&self) -> std::collections::HashSet<TaskId> {
+        self.lock().tasks.keys().cloned().collect()
+    }
+
+    /// The tasks of `service` that have not ended.
+    pub(crate) fn live_tasks_of(&self, service: &torc_types::ServiceName) -> Vec<TaskId> {
+        self.lock()
+            .tasks
+            .values()
+            .filter(|t| t.spec.name == *service && !t.state.is_terminal())
+            .map(|t| t.id.clone())
+            .collect()
+    }
+
+    /// Whether `id` ended here and its end was acknowledged.
+    pub(crate) fn retired(&self, id: &TaskId) -> bool {
+        self.lock().retired_set.contains(id)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -428,8 +468,17 @@ impl Agent {
         Ok(answer)
     }
 
-    /// Keeps what a registration handed out: the node's credential and certificate.
+    /// Keeps what a registration handed out: the rack's rules for the node's disk, the node's
+    /// credential and certificate.
     fn registered(&self, resp: &torc_api::RegisterResponse) -> Result<(), StartError> {
+        let rules = Some(resp.upkeep.unwrap_or_default());
+        let before = std::mem::replace(
+            &mut *self.upkeep.write().unwrap_or_else(|e| e.into_inner()),
+            rules,
+        );
+        if before != rules {
+            self.upkeep_changed.notify_one();
+        }
         if resp.credential.is_none() && resp.certificate.is_none() {
             return Ok(());
         }
@@ -873,6 +922,7 @@ impl Agent {
                 progress: Some(&progress),
                 registry: d.registry.as_ref(),
                 pull_timeout: d.pull_timeout_seconds.map(Duration::from_secs),
+                logs: self.upkeep().logs.with(d.spec.logs.as_ref()),
             })
             .await;
         #[cfg(test)]
@@ -1077,6 +1127,7 @@ impl Agent {
         let report = StatusReport {
             tasks: tasks.iter().map(LocalTask::report).collect(),
             full: true,
+            disk: self.disk(),
         };
         self.client().report_status(&self.cfg.node, &report).await?;
         if !ended.is_empty() {
@@ -1144,12 +1195,14 @@ impl Agent {
         };
         let session = tokio::spawn(Arc::clone(&self).controller_session(agent_url));
         let sampler = tokio::spawn(Arc::clone(&self).sample_metrics());
+        let upkeep = AbortOnDrop(tokio::spawn(Arc::clone(&self).upkeep_loop()));
         shutdown.await;
         tracing::info!("agent shutting down");
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         session.abort();
         sampler.abort();
+        drop(upkeep);
         drop(engine);
         if self.cfg.kill_tasks_on_exit {
             self.stop_all().await;

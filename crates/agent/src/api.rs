@@ -8,7 +8,6 @@
 //! for a few seconds, so a revoked token stops working here within that time. When the
 //! controller cannot be asked, only remembered answers work and the rest get a 503.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
@@ -35,6 +34,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/images/pull", post(images::pull))
         .route("/v1/images/import", post(images::import))
         .route("/v1/images", axum::routing::delete(images::remove))
+        .route("/v1/data/{service}/purge", post(purge_data))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&agent),
             authorize_admin,
@@ -148,33 +148,25 @@ async fn logs(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("query: {}", e.body_text())),
     };
     let Some(sandbox) = agent.sandbox(&id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no sandbox for task {id} on this node"),
-        );
+        return error(StatusCode::NOT_FOUND, agent.no_sandbox(&id));
     };
-    let path = sandbox.join(query.stream.file_name());
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64, Vec<u8>)> {
-        let mut f = std::fs::File::open(&path)?;
-        let size = f.metadata()?.len();
-        let start = match (query.offset, query.tail) {
-            (Some(off), _) => off.min(size),
-            (None, tail) => size.saturating_sub(tail.unwrap_or(DEFAULT_TAIL).min(MAX_CHUNK)),
-        };
-        f.seek(SeekFrom::Start(start))?;
-        let mut data = Vec::new();
-        f.take(MAX_CHUNK).read_to_end(&mut data)?;
-        Ok((start, size, data))
-    })
-    .await;
+    let name = query.stream.file_name();
+    let from = match (query.offset, query.tail) {
+        (Some(off), _) => crate::logfiles::From::Offset(off),
+        (None, tail) => crate::logfiles::From::Tail(tail.unwrap_or(DEFAULT_TAIL).min(MAX_CHUNK)),
+    };
+    let read =
+        tokio::task::spawn_blocking(move || crate::logfiles::read(&sandbox, name, from, MAX_CHUNK))
+            .await;
     match read {
-        Ok(Ok((offset, size, data))) => Json(LogChunk {
+        Ok(Ok(piece)) => Json(LogChunk {
             task: id,
             stream: query.stream,
-            offset,
-            next_offset: offset + data.len() as u64,
-            size,
-            data: String::from_utf8_lossy(&data).into_owned(),
+            offset: piece.offset,
+            next_offset: piece.offset + piece.data.len() as u64,
+            size: piece.end,
+            kept_from: piece.kept_from,
+            data: String::from_utf8_lossy(&piece.data).into_owned(),
         })
         .into_response(),
         Ok(Err(e)) => error(
@@ -185,6 +177,20 @@ async fn logs(
             ),
         ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Removes a service's data dir (`$DATA_DIR`) on this node: the controller's
+/// `torc service purge` (it refuses a service still in the rack config). Refused while a task
+/// of the service runs here.
+async fn purge_data(State(agent): State<Arc<Agent>>, Path(service): Path<String>) -> Response {
+    let service = match service.parse::<torc_types::ServiceName>() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("service: {e}")),
+    };
+    match agent.purge_data(&service).await {
+        Ok(done) => Json(done).into_response(),
+        Err((status, message)) => error(status, message),
     }
 }
 

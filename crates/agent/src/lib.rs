@@ -45,11 +45,13 @@ mod api;
 pub mod container;
 mod dispatch;
 mod lease;
+pub mod logfiles;
 pub mod metrics;
 mod network;
 mod reply;
 pub mod runtime;
 pub mod shim;
+mod upkeep;
 
 pub use agent::{Agent, AgentConfig, StartError, detect_resources};
 pub use container::ContainerdConfig;

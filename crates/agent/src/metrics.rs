@@ -46,6 +46,8 @@ pub struct Sampler {
     pub history: VecDeque<NodeMetrics>,
     /// Where containers' cgroups are (read once).
     cgroups: crate::container::Hierarchies,
+    /// The data dir's file system, as the agent's upkeep last measured it.
+    pub data_dir: Option<torc_api::DiskUsage>,
 }
 
 fn read(path: &str) -> String {
@@ -75,6 +77,7 @@ impl Sampler {
             prev: None,
             history: VecDeque::with_capacity(HISTORY),
             cgroups: crate::container::Hierarchies::detect(),
+            data_dir: None,
         }
     }
 
@@ -229,6 +232,7 @@ impl Sampler {
             filesystems,
             interfaces,
             tasks,
+            data_dir: self.data_dir.clone(),
         };
         if self.history.len() == HISTORY {
             self.history.pop_front();
@@ -310,6 +314,22 @@ pub fn prometheus(m: &NodeMetrics) -> String {
             (",period=\"15m\"".into(), m.load[2]),
         ],
     );
+    if let Some(d) = &m.data_dir {
+        gauge(
+            "torc_node_data_dir_bytes",
+            "The file system of the agent's data dir (sandboxes, service data), by kind.",
+            vec![
+                (",kind=\"total\"".into(), d.total_bytes as f64),
+                (",kind=\"used\"".into(), d.used_bytes as f64),
+                (",kind=\"free\"".into(), d.free_bytes as f64),
+            ],
+        );
+        gauge(
+            "torc_node_data_dir_low",
+            "1 while the data dir's free space is below the rack's warning threshold.",
+            vec![(String::new(), if d.low { 1.0 } else { 0.0 })],
+        );
+    }
     let per_if = |f: fn(&InterfaceMetrics) -> f64| {
         m.interfaces
             .iter()

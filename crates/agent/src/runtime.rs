@@ -10,7 +10,11 @@
 //! end, with its pid in the file: a task whose shim runs is never started a second time
 //! ([`RuntimeError::AlreadyRunning`]), and an agent that died around a spawn is followed by one
 //! that can tell a started task from one that never was ([`Runtime::find`]). One
-//! such file stays per task started, as its sandbox does.
+//! such file stays per task started, as long as its sandbox does (both go after the rack's
+//! retention of ended tasks, see `upkeep`).
+//!
+//! A process task's output goes through its shim into capped, rotated files of its sandbox
+//! ([`StartRequest::logs`], see `logfiles`).
 //!
 //! A `network: rack` task's shim is started inside the task's network namespace
 //! ([`StartRequest::netns`], made by the agent's `network` module): it enters it between fork
@@ -71,6 +75,8 @@ pub struct StartRequest<'a> {
     pub registry: Option<&'a torc_api::images::RegistryAuth>,
     /// How long a container task's image pull may take (`None`: the runtime's default).
     pub pull_timeout: Option<Duration>,
+    /// The cap of the task's output files (its own `logs` over the rack's).
+    pub logs: torc_types::LogCap,
 }
 
 /// Where a rack task's resolver goes, over the node's.
@@ -534,19 +540,18 @@ impl Runtime for ProcessRuntime {
                 .map_err(sandbox_err)?;
             give(&sandbox, &req.run_as).map_err(sandbox_err)?;
         }
-        // The task writes its output through these descriptors, opened here; the files stay
-        // the agent's (0600), read by `torc logs` through the agent.
-        let output = |name: &str| {
+        // The shim copies the task's output into capped, rotated files of the sandbox (see
+        // `logfiles`); the files stay the agent's (0600), read by `torc logs` through the
+        // agent. The shim's own messages go to the `stderr` file too.
+        let stderr = {
             use std::os::unix::fs::OpenOptionsExt as _;
             std::fs::OpenOptions::new()
-                .write(true)
+                .append(true)
                 .create(true)
-                .truncate(true)
                 .mode(0o600)
-                .open(sandbox.join(name))
+                .open(sandbox.join("stderr"))
+                .map_err(sandbox_err)?
         };
-        let stdout = output("stdout").map_err(sandbox_err)?;
-        let stderr = output("stderr").map_err(sandbox_err)?;
         let status = status_file(&sandbox);
         let _ = std::fs::remove_file(&status);
 
@@ -579,7 +584,13 @@ impl Runtime for ProcessRuntime {
             .arg("--grace-ms")
             .arg(req.spec.kill_grace_ms.to_string())
             .arg("--lock-fd")
-            .arg(lock_fd.to_string());
+            .arg(lock_fd.to_string())
+            .arg("--logs")
+            .arg(&sandbox)
+            .arg("--log-max-bytes")
+            .arg(req.logs.max_bytes.to_string())
+            .arg("--log-files")
+            .arg(req.logs.files.to_string());
         if let Some(cg) = self.task_cgroup(req.id, req.spec) {
             cmd.arg("--cgroup").arg(cg);
         }
@@ -627,7 +638,7 @@ impl Runtime for ProcessRuntime {
             .envs(&req.extra_env)
             .env("TORC_DATA_DIR", &data)
             .stdin(Stdio::null())
-            .stdout(stdout)
+            .stdout(Stdio::null())
             .stderr(stderr);
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);

@@ -23,7 +23,18 @@
 //! On SIGTERM, SIGINT or SIGHUP the shim forwards SIGTERM to the task's process group, and
 //! SIGKILL after the grace period.
 //!
-//! Runs before any async runtime exists, with plain blocking calls.
+//! With `--logs DIR` the task's stdout and stderr are pipes the shim reads, one thread each,
+//! into capped, rotated files in DIR (`logfiles::Rotator`): the task writes into a pipe of
+//! 1 MiB where the kernel allows it, and never waits on a rotation or a full disk (what the
+//! disk refuses is dropped and counted in the stream, see `logfiles`). The threads start after the task's fork; once
+//! every process of the task is gone they drain what is left in the pipes (for at most
+//! 2 s: a descriptor handed to an outside process could hold a pipe open) and the shim ends.
+//! The shim's own messages go with the task's stderr while the task runs (its stderr is
+//! the pipe then); before the task starts, to the `stderr` file the agent opened for it
+//! (before any rotation); after the task's end, nowhere (its exit record says how it ended).
+//!
+//! Runs before any async runtime exists, with plain blocking calls; no thread runs before
+//! the task is forked.
 
 use std::os::fd::AsFd as _;
 use std::os::unix::process::CommandExt as _;
@@ -80,6 +91,9 @@ pub struct ShimArgs {
     pub run_as: Option<(u32, u32)>,
     /// The agent's lock of this task, inherited open: kept to the shim's end, never passed on.
     pub lock_fd: Option<i32>,
+    /// Where the task's output goes, capped and rotated (`None`: the shim's own stdout and
+    /// stderr, inherited).
+    pub logs: Option<(PathBuf, torc_types::LogCap)>,
     pub command: String,
     pub args: Vec<String>,
 }
@@ -194,13 +208,40 @@ fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), StartError> {
             Ok(())
         });
     }
+    let pipes = match &args.logs {
+        Some(_) => {
+            let out = output_pipe().map_err(setup("make the task's stdout pipe"))?;
+            let err = output_pipe().map_err(setup("make the task's stderr pipe"))?;
+            let own = err.1.try_clone().map_err(|e| StartError::Setup {
+                what: "keep the task's stderr pipe",
+                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            })?;
+            cmd.stdout(out.1).stderr(err.1);
+            Some(([out.0, err.0], own))
+        }
+        None => None,
+    };
     let child = cmd.spawn().map_err(|error| StartError::Spawn {
         command: args.command.clone(),
         error,
     })?;
+    // The pipes' write ends are the task's now (the command holds our copies), but for the
+    // shim's own stderr: its messages go through the copier with the task's, so nothing else
+    // ever writes to the files (a rotated one never changes).
+    drop(cmd);
+    let pipes = pipes.map(|(ends, own)| {
+        let _ = nix::unistd::dup2_stderr(&own);
+        ends
+    });
     let pid = Pid::from_raw(child.id() as i32);
     // Dropping the std handle does not reap: we wait with waitpid ourselves.
     drop(child);
+    let copiers = match (&args.logs, pipes) {
+        (Some((dir, cap)), Some([out, err])) => {
+            Some(crate::logfiles::copy_output(dir, *cap, out, err))
+        }
+        _ => None,
+    };
 
     let mut stop_deadline: Option<Instant> = None;
     let mut killed = false;
@@ -263,5 +304,29 @@ fn supervise(args: &ShimArgs) -> Result<(WaitStatus, bool), StartError> {
             break;
         }
     }
+    if let Some(done) = copiers {
+        // Each copier ends at its pipe's end of file, once no writer is left: the shim's own
+        // stderr lets go of its pipe first (what it says from here on is not kept).
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            let _ = nix::unistd::dup2_stderr(&null);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A pipe still held open (by a process outside the task): not waited for longer.
+            if done.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+    }
     Ok((status, stopped))
+}
+
+/// A pipe for one of the task's output streams, both ends close-on-exec (the task gets the
+/// write end as its stdout or stderr through `dup2`, which clears the flag). As large as the
+/// kernel lets us (1 MiB by default), so a burst never waits on the copier.
+fn output_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), nix::errno::Errno> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let _ = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    Ok((r, w))
 }

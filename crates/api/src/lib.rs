@@ -366,12 +366,18 @@ pub struct LogQuery {
 pub struct LogChunk {
     pub task: TaskId,
     pub stream: LogStream,
-    /// Byte offset of `data` in the file.
+    /// Byte offset of `data` in the stream (past `offset` asked for when that was rotated
+    /// away meanwhile).
     pub offset: u64,
     /// Where the next read should start (`offset` plus the bytes read).
     pub next_offset: u64,
-    /// The file's size when read.
+    /// The end of the output when read: every byte the task wrote to the stream (offsets
+    /// count from the task's first byte, across rotated files).
     pub size: u64,
+    /// The oldest offset still kept (older output was rotated away). Absent from an agent
+    /// before rotation: 0.
+    #[serde(default)]
+    pub kept_from: u64,
     /// The bytes, lossily decoded as UTF-8.
     pub data: String,
 }
@@ -634,6 +640,35 @@ pub struct RegisterResponse {
     /// server certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// What the node keeps of its tasks' output and ended sandboxes (the rack config's
+    /// `logs`). Absent from a controller before it: the agent takes the built-in defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upkeep: Option<Upkeep>,
+}
+
+/// The rack's rules for what a node keeps on its disk (the rack config's `logs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upkeep {
+    /// The rack's cap of a task's output files (a task's own `logs` overrides it).
+    pub logs: torc_types::LogCap,
+    /// Sandboxes of ended tasks kept per service (the newest).
+    pub keep_ended_per_service: u32,
+    /// How long an ended task's sandbox is kept at most, in seconds.
+    pub keep_ended_for_seconds: u64,
+    /// The node warns when its data dir's file system has less free, in percent (0: never).
+    pub disk_free_warning_percent: u8,
+}
+
+impl Default for Upkeep {
+    fn default() -> Upkeep {
+        Upkeep {
+            logs: torc_types::LogCap::default(),
+            keep_ended_per_service: torc_types::logs::DEFAULT_KEEP_ENDED_PER_SERVICE,
+            keep_ended_for_seconds: torc_types::logs::DEFAULT_KEEP_ENDED_FOR_SECS,
+            disk_free_warning_percent: torc_types::logs::DEFAULT_DISK_FREE_WARNING_PERCENT,
+        }
+    }
 }
 
 /// `POST /api/v1/agents/{node}/status`: task transitions and the heartbeat. With `full`, the
@@ -644,6 +679,10 @@ pub struct StatusReport {
     pub tasks: Vec<TaskReport>,
     #[serde(default)]
     pub full: bool,
+    /// The node's data dir's file system (the controller notes in the event feed when its
+    /// free space falls below, and rises back above, the rack's threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskUsage>,
 }
 
 /// What the agent knows of one task.
@@ -791,6 +830,55 @@ pub struct NodeMetrics {
     pub filesystems: Vec<FsMetrics>,
     pub interfaces: Vec<InterfaceMetrics>,
     pub tasks: Vec<TaskMetrics>,
+    /// The file system of the agent's data dir (sandboxes, service data). Absent from an
+    /// agent before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<DiskUsage>,
+}
+
+/// What a node's agent did with a service's data dir (`$DATA_DIR`) on a purge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPurged {
+    /// The data dir was there and is removed.
+    pub removed: bool,
+    /// Bytes its files took.
+    pub bytes: u64,
+}
+
+/// `POST /api/v1/services/{name}/purge`: each node's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePurge {
+    pub service: ServiceName,
+    pub nodes: Vec<NodePurge>,
+}
+
+/// One node's part of a purge: what its agent did, or why it could not be asked or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodePurge {
+    pub node: NodeName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<DataPurged>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The file system holding an agent's data dir, as its upkeep last measured it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskUsage {
+    /// The agent's data dir.
+    pub path: String,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    /// What an unprivileged writer may still use.
+    pub free_bytes: u64,
+    /// The rack's threshold (`logs.disk_free_warning_percent`).
+    pub warning_percent: u8,
+    /// Free space is below the threshold.
+    pub low: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -752,6 +752,19 @@ impl Client {
             .await
     }
 
+    /// Removes the data dirs of a service the rack config no longer defines, on every node
+    /// (`POST /api/v1/services/{name}/purge`): each node's answer.
+    pub async fn purge_service(
+        &self,
+        name: &ServiceName,
+    ) -> Result<torc_api::ServicePurge, ClientError> {
+        self.post(
+            &format!("/api/v1/services/{name}/purge"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     pub async fn groups(&self) -> Result<Vec<GroupView>, ClientError> {
         self.get("/api/v1/groups").await
     }

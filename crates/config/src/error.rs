@@ -87,6 +87,10 @@ pub enum Rule {
     Empty,
     #[error("must be at least 1")]
     AtLeastOne,
+    #[error("{0}")]
+    LogLimit(torc_types::LogLimitError),
+    #[error("must be a percentage below 100, got {got}")]
+    Percent { got: u8 },
     /// A name that becomes a DNS label is not one.
     #[error("{text:?} {reason} (it becomes a DNS name)")]
     Label { text: String, reason: NameProblem },

@@ -56,9 +56,9 @@ pub use alerts::{AlertCondition, AlertRule, AlertsConfig, NodeMetric};
 pub use error::ServiceSpecError;
 pub use error::{BadIpAddr, ConfigError, Rule};
 pub use rack::{
-    AccessConfig, ApiConfig, ContainersConfig, DnsAddon, HealthcheckConfig, NetworkAgentConfig,
-    NetworkAgentKind, NodeConfig, PowerCommand, RackConfig, RegistryConfig, ServiceGroup,
-    ServiceLogin, StateCleanConfig, StateSyncConfig,
+    AccessConfig, ApiConfig, ContainersConfig, DnsAddon, HealthcheckConfig, LogsConfig,
+    NetworkAgentConfig, NetworkAgentKind, NodeConfig, PowerCommand, RackConfig, RegistryConfig,
+    ServiceGroup, ServiceLogin, StateCleanConfig, StateSyncConfig,
 };
 pub use service::{HealthProbe, ProbeCountError, ServiceConfig, ServiceHealth, Sla, Volume};
 pub use torc_types::{NodeType, UnknownValue};

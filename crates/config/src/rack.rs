@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_types::{
-    FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, RegistryHost, Resources, SecretName,
-    ServiceName, words,
+    ByteSize, FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, RegistryHost, Resources,
+    SecretName, ServiceName, words,
 };
 
 use crate::de::{empty_as_none, ip_addr, null_as_default, opt_ip_addr};
@@ -79,6 +79,52 @@ pub struct RackConfig {
     /// Alert rules and the webhooks they go to. torc addition.
     #[serde(default, deserialize_with = "null_as_default")]
     pub alerts: crate::alerts::AlertsConfig,
+    /// What a node keeps of its tasks' output and ended sandboxes, and when it warns about
+    /// its disk. torc addition.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub logs: LogsConfig,
+}
+
+/// The `logs` section: the rack's defaults for every task's output files (a service's own
+/// `logs:` overrides `max_bytes` and `files`), how long nodes keep ended tasks' sandboxes, and
+/// the free space below which a node warns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// The cap of each of a task's output files (`stdout`, `stderr`): bytes, or with a unit
+    /// (`10MiB`).
+    pub max_bytes: ByteSize,
+    /// How many rotated files (`stdout.1` ... `stdout.N`) stay besides the current one.
+    pub files: u32,
+    /// How many ended tasks' sandboxes a node keeps per service (the newest).
+    pub keep_ended_per_service: u32,
+    /// How long a node keeps an ended task's sandbox at most.
+    pub keep_ended_for_in_seconds: u64,
+    /// A node warns (its log, the rack's event feed) when its data dir's file system has
+    /// less than this share free, in percent (0: never).
+    pub disk_free_warning_percent: u8,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            max_bytes: ByteSize(torc_types::logs::DEFAULT_LOG_BYTES),
+            files: torc_types::logs::DEFAULT_LOG_FILES,
+            keep_ended_per_service: torc_types::logs::DEFAULT_KEEP_ENDED_PER_SERVICE,
+            keep_ended_for_in_seconds: torc_types::logs::DEFAULT_KEEP_ENDED_FOR_SECS,
+            disk_free_warning_percent: torc_types::logs::DEFAULT_DISK_FREE_WARNING_PERCENT,
+        }
+    }
+}
+
+impl LogsConfig {
+    /// The rack's default cap of a task's output files.
+    pub fn cap(&self) -> torc_types::LogCap {
+        torc_types::LogCap {
+            max_bytes: self.max_bytes.0,
+            files: self.files,
+        }
+    }
 }
 
 /// The `containers` section: for services with an `image_name`.

@@ -129,6 +129,10 @@ pub struct ServiceConfig {
     /// Grace period between SIGTERM and SIGKILL (default: `TaskSpec`'s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_grace_in_seconds: Option<u64>,
+    /// This service's cap of its output files (`max_bytes`, `files`), over the rack's `logs`.
+    /// torc addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<torc_types::LogLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<ServiceHealth>,
     /// TTL, in seconds, of this service's names in the service domain (default: the rack's
@@ -285,6 +289,7 @@ impl ServiceConfig {
         if let Some(secs) = self.kill_grace_in_seconds {
             spec.kill_grace_ms = secs.saturating_mul(1000);
         }
+        spec.logs = self.logs;
         spec
     }
 }

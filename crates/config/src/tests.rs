@@ -519,3 +519,62 @@ fn broken_rules_carry_their_values() {
         "{err}"
     );
 }
+
+#[test]
+fn logs_take_sizes_with_units_and_errors_name_the_key() {
+    let config = parse_ok(NODES);
+    assert_eq!(config.logs, LogsConfig::default());
+    assert_eq!(config.logs.cap(), torc_types::LogCap::default());
+
+    let text = format!(
+        "{NODES}logs: {{max_bytes: 1MiB, files: 2, keep_ended_per_service: 1, \
+         keep_ended_for_in_seconds: 60, disk_free_warning_percent: 20}}\n\
+         healthcheck:\n  system_services:\n    - {{name: chatty, command: x, logs: {{max_bytes: 64KiB}}}}\n"
+    );
+    let config = parse_ok(&text);
+    assert_eq!(config.logs.max_bytes, torc_types::ByteSize(1 << 20));
+    assert_eq!(config.logs.files, 2);
+    assert_eq!(config.logs.keep_ended_per_service, 1);
+    let spec = config.healthcheck.system_services[0]
+        .to_task_spec()
+        .unwrap();
+    // The service's own cap over the rack's; `files` stays the rack's.
+    assert_eq!(
+        config.logs.cap().with(spec.logs.as_ref()),
+        torc_types::LogCap {
+            max_bytes: 64 << 10,
+            files: 2
+        }
+    );
+
+    let err = |text: &str| parse(text).unwrap_err().to_string();
+    assert_eq!(
+        err(&format!("{NODES}logs: {{max_bytes: 10}}\n")),
+        "t.yaml:9: logs.max_bytes: max_bytes must be between 4KiB and 1TiB, got 10B"
+    );
+    assert_eq!(
+        err(&format!("{NODES}logs: {{files: 500}}\n")),
+        "t.yaml:9: logs.files: files must be at most 100, got 500"
+    );
+    assert_eq!(
+        err(&format!(
+            "{NODES}logs: {{disk_free_warning_percent: 100}}\n"
+        )),
+        "t.yaml:9: logs.disk_free_warning_percent: must be a percentage below 100, got 100"
+    );
+    let bad_unit = err(&format!("{NODES}logs: {{max_bytes: 10MB}}\n"));
+    assert!(
+        bad_unit.contains("logs.max_bytes") && bad_unit.contains("\"10MB\" is not a size"),
+        "{bad_unit}"
+    );
+    let service = err(&with_service(
+        "    - {name: a, command: x, logs: {max_bytes: 1}}\n",
+    ));
+    assert!(
+        service.contains("healthcheck.system_services[0].logs")
+            && service.contains("max_bytes must be between 4KiB and 1TiB, got 1B"),
+        "{service}"
+    );
+    let unknown = err(&format!("{NODES}logs: {{max_size: 1MiB}}\n"));
+    assert!(unknown.contains("max_size"), "{unknown}");
+}

@@ -119,6 +119,7 @@ pub(crate) fn validate(config: &RackConfig) -> Check {
     check_dns_addons(config)?;
     check_containers(config)?;
     check_alerts(config)?;
+    check_logs(config)?;
 
     let mut system_names = BTreeMap::new();
     let services = root.key("healthcheck").key("system_services");
@@ -555,6 +556,29 @@ fn check_containers(config: &RackConfig) -> Check {
             (None, Some(_)) => fail(at.key("user"), Rule::RegistryLogin)?,
             _ => {}
         }
+    }
+    Ok(())
+}
+
+fn check_logs(config: &RackConfig) -> Check {
+    let path = KeyPath::root().key("logs");
+    let logs = &config.logs;
+    if let Err(e) = torc_types::logs::check_max_bytes(logs.max_bytes) {
+        fail(path.key("max_bytes"), Rule::LogLimit(e))?;
+    }
+    if let Err(e) = torc_types::logs::check_files(logs.files) {
+        fail(path.key("files"), Rule::LogLimit(e))?;
+    }
+    if logs.keep_ended_for_in_seconds == 0 {
+        fail(path.key("keep_ended_for_in_seconds"), Rule::AtLeastOne)?;
+    }
+    if logs.disk_free_warning_percent > 99 {
+        fail(
+            path.key("disk_free_warning_percent"),
+            Rule::Percent {
+                got: logs.disk_free_warning_percent,
+            },
+        )?;
     }
     Ok(())
 }

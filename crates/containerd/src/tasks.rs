@@ -5,7 +5,8 @@
 //!
 //! Output goes to two files the caller made (`TaskIo::Files`): the shim opens each for append
 //! and copies the container's stdout and stderr into them (measured, design §1). containerd
-//! requires both or neither.
+//! requires both or neither. Or it goes to a logging program the shim starts beside the
+//! container (`TaskIo::Logger`, containerd's `binary://` log URI), which reads it from pipes.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -28,6 +29,16 @@ pub enum TaskIo {
     Null,
     /// Appended to two existing files (absolute paths; the shim does not create them).
     Files { stdout: PathBuf, stderr: PathBuf },
+    /// Read by a logging program the shim starts with the container (containerd's
+    /// `binary://` log URI): the program gets the container's stdout and stderr as the read
+    /// ends of two pipes on descriptors 3 and 4, and descriptor 5 to close once it is ready;
+    /// its arguments are `args`' keys and values, as pairs in no set order (the shim takes
+    /// them from a URL query). The shim sends it SIGTERM when the task is deleted, and
+    /// SIGKILL 12 s later.
+    Logger {
+        program: PathBuf,
+        args: Vec<(String, String)>,
+    },
 }
 
 /// What [`Client::remove`] found and removed.
@@ -124,6 +135,19 @@ fn io_path(id: &str, name: &str, path: &Path) -> Result<String, Error> {
     Ok(text)
 }
 
+/// `text` as a URL query key or value: everything but unreserved characters percent-encoded.
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl Client {
     /// `Tasks.Create`: the shim starts and runc creates the container's init process, which
     /// waits for [`Client::start_task`]. Returns its pid.
@@ -136,6 +160,20 @@ impl Client {
                 io_path(id, "stdout", stdout)?,
                 io_path(id, "stderr", stderr)?,
             ),
+            TaskIo::Logger { program, args } => {
+                let query: Vec<String> = args
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v)))
+                    .collect();
+                let uri = format!(
+                    "binary://{}?{}",
+                    io_path(id, "logger", program)?,
+                    query.join("&")
+                );
+                // containerd's shim takes the log URI from stdout; both are set, as its own
+                // client does.
+                (uri.clone(), uri)
+            }
         };
         let options = match &new.runc {
             Some(runc) => Some(runc.to_any(CALL, id)?),

@@ -65,6 +65,7 @@ fn main() {
                 at: 3,
             }],
             full: false,
+            disk: None,
         };
         rack.report(&node, report, 3).unwrap();
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use torc_api::original::OriginalVolume;
-use torc_config::{ContainersConfig, HealthProbe, RackConfig, ServiceConfig, Sla};
+use torc_config::{ContainersConfig, HealthProbe, LogsConfig, RackConfig, ServiceConfig, Sla};
 use torc_types::{
     FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, SecretName, ServiceName,
     TaskSpec,
@@ -137,9 +137,35 @@ pub struct RackSettings {
     pub containers: ContainersConfig,
     /// Alert rules and their webhooks (`crate::alerts`).
     pub alerts: torc_config::AlertsConfig,
+    /// What nodes keep of tasks' output and ended sandboxes (`logs`), sent at registration.
+    pub logs: LogsConfig,
 }
 
 impl RackSettings {
+    /// Where the rack config defines the service `name` (a system service, or one of a
+    /// group's), if it does.
+    pub fn configured_at(&self, name: &ServiceName) -> Option<String> {
+        if self.system_services.iter().any(|s| s.name == *name) {
+            return Some("healthcheck.system_services".into());
+        }
+        self.groups.iter().find_map(|(group, services)| {
+            services
+                .iter()
+                .any(|s| s.name == *name)
+                .then(|| format!("api.service-groups, group {group}"))
+        })
+    }
+
+    /// What an agent keeps on its disk, as its registration answers it.
+    pub fn upkeep(&self) -> torc_api::Upkeep {
+        torc_api::Upkeep {
+            logs: self.logs.cap(),
+            keep_ended_per_service: self.logs.keep_ended_per_service,
+            keep_ended_for_seconds: self.logs.keep_ended_for_in_seconds,
+            disk_free_warning_percent: self.logs.disk_free_warning_percent,
+        }
+    }
+
     /// A rack with these nodes, no services, and the original's timers.
     pub fn with_nodes(name: &str, nodes: Vec<ConfiguredNode>) -> RackSettings {
         RackSettings {
@@ -166,6 +192,7 @@ impl RackSettings {
             switch: None,
             containers: ContainersConfig::default(),
             alerts: torc_config::AlertsConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 
@@ -268,6 +295,7 @@ impl RackSettings {
             framework_secrets: config.access.framework_secrets.clone(),
             containers: config.containers.clone(),
             alerts: config.alerts.clone(),
+            logs: config.logs.clone(),
         }
     }
 }

@@ -48,8 +48,8 @@ pub use containers::{
 pub use etcd::{Etcd, EtcdCluster, etcdctl};
 pub use namespaces::namespaces_or_skip;
 pub use tasks::{
-    COUNTING_SERVER, DNS_SYSTEM_SERVICE, PYTHON, plain_state_store, python_task, stdout_of,
-    system_services, wait_running,
+    COUNTING_SERVER, DNS_SYSTEM_SERVICE, PYTHON, assert_counted_tail, plain_state_store,
+    python_task, stdout_of, system_services, wait_running,
 };
 pub use torc_types::{random_bytes, random_u64};
 

@@ -48,6 +48,31 @@ pub fn python_task(name: &str, node: &str, script: &str, args: &[String]) -> Tas
     spec
 }
 
+/// Checks the tail of the output of a task that printed the numbers up to `last`, one a
+/// line (`seq`): every line after the first (which a tail may cut) is the one before plus 1,
+/// so none is missing or repeated, and the last one is `last`.
+pub fn assert_counted_tail(tail: &str, last: u64) {
+    let numbers: Vec<u64> = tail
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.parse()
+                .unwrap_or_else(|_| panic!("{l:?} is not a number"))
+        })
+        .collect();
+    assert_eq!(
+        numbers.last(),
+        Some(&last),
+        "the tail ends with the last line"
+    );
+    if let Some(w) = numbers.windows(2).find(|w| w[1] != w[0] + 1) {
+        panic!(
+            "line {} follows line {}: lines missing or repeated",
+            w[1], w[0]
+        );
+    }
+}
+
 /// The last 4 KiB a task wrote to its stdout (empty when it cannot be read yet).
 pub async fn stdout_of(client: &Client, id: &TaskId) -> String {
     let query = LogQuery {

@@ -360,6 +360,8 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     if !args.follow {
         return Ok(());
     }
+    // Set once the task was seen ended: one more read then takes what it wrote last.
+    let mut ended = false;
     loop {
         let offset = chunk.next_offset;
         chunk = rt.block_on(client.logs(
@@ -370,13 +372,23 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
                 offset: Some(offset),
             },
         ))?;
+        if chunk.offset > offset {
+            // Rotated away before this read: said, never shown as if nothing was missing.
+            eprintln!(
+                "torc: {} bytes of output were rotated away before they could be shown",
+                chunk.offset - offset
+            );
+        }
         out.write_all(chunk.data.as_bytes())?;
         out.flush()?;
         if chunk.data.is_empty() {
-            if rt.block_on(client.task(&args.task))?.state.is_terminal() {
+            if ended {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(500));
+            ended = rt.block_on(client.task(&args.task))?.state.is_terminal();
+            if !ended {
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
     }
     Ok(())
@@ -663,6 +675,50 @@ pub fn controller_step_down(target: &Target) -> anyhow::Result<()> {
 pub struct ServicesArgs {
     #[command(flatten)]
     target: Target,
+}
+
+#[derive(Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    target: Target,
+    /// `purge`: remove the service's data dirs ($DATA_DIR) from every node; refused while
+    /// the rack config defines it.
+    action: String,
+    /// The service's name.
+    name: ServiceName,
+}
+
+pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.action == "purge",
+        "unknown service action {:?}; use purge",
+        args.action
+    );
+    let client = args.target.client()?;
+    let purge = runtime()?.block_on(client.purge_service(&args.name))?;
+    if args.target.json {
+        return print_json(&purge);
+    }
+    let rows = purge
+        .nodes
+        .iter()
+        .map(|n| {
+            let outcome = match (&n.purged, &n.error) {
+                (Some(p), _) if p.removed => format!("removed ({} bytes)", p.bytes),
+                (Some(_), _) => "nothing to remove".to_string(),
+                (None, Some(e)) => format!("kept: {e}"),
+                (None, None) => "kept".to_string(),
+            };
+            vec![n.node.to_string(), outcome]
+        })
+        .collect();
+    print_table(&["NODE", "DATA DIR"], rows);
+    anyhow::ensure!(
+        purge.nodes.iter().all(|n| n.error.is_none()),
+        "some nodes kept the data of service {} (see above)",
+        purge.service
+    );
+    Ok(())
 }
 
 pub fn services(args: ServicesArgs) -> anyhow::Result<()> {

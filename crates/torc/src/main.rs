@@ -70,6 +70,8 @@ enum Command {
     Status(cli::StatusArgs),
     /// List supervised service instances (system services and started groups).
     Services(cli::ServicesArgs),
+    /// `torc service purge NAME`: remove the data of a service no longer in the rack config.
+    Service(cli::ServiceArgs),
     /// The switch's routes: the ones the rack's tasks need, and the table its network agent
     /// reported (with each route's owner and the task behind it).
     Routes(cli::StatusArgs),
@@ -95,8 +97,13 @@ enum Command {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    // A container's logging program, started by containerd's shim with arguments of its own
+    // shape (not a subcommand): before any thread starts.
+    if let Some(code) = roles::container_log_if_called() {
+        return code;
+    }
     let cli = Cli::parse();
-    // The shim must not start threads or a runtime: it forks the task.
+    // The shim must not start threads or a runtime before it forks the task.
     if let Command::Shim(args) = cli.command {
         return roles::run_shim(args);
     }
@@ -113,6 +120,7 @@ fn main() -> std::process::ExitCode {
                 | Command::Logs(_)
                 | Command::Status(_)
                 | Command::Services(_)
+                | Command::Service(_)
                 | Command::Routes(_)
                 | Command::Ports(_)
                 | Command::Alerts(_)
@@ -153,6 +161,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => cli::status(args),
         Command::Alerts(args) => cli::alerts(args),
         Command::Services(args) => cli::services(args),
+        Command::Service(args) => cli::service(args),
         Command::Routes(args) => cli::routes(args),
         Command::Ports(args) => cli::ports(args),
         Command::Group(args) => cli::group(args),

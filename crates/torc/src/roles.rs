@@ -450,8 +450,57 @@ pub struct ShimArgs {
     /// The agent's lock of this task, an inherited descriptor (see torc_agent::runtime).
     #[arg(long)]
     lock_fd: Option<i32>,
+    /// Copy the task's stdout and stderr into capped, rotated files of this directory.
+    #[arg(long)]
+    logs: Option<PathBuf>,
+    /// With --logs: the cap of each file, in bytes.
+    #[arg(long, default_value_t = torc_types::logs::DEFAULT_LOG_BYTES)]
+    log_max_bytes: u64,
+    /// With --logs: how many rotated files stay besides the current one.
+    #[arg(long, default_value_t = torc_types::logs::DEFAULT_LOG_FILES)]
+    log_files: u32,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// containerd's shim runs `torc` as a container's logging program (the agent's `binary://`
+/// log URI) with the URI's query as arguments: the pairs `container-log DIR`,
+/// `max-bytes N` and `files K` in no set order, and `CONTAINER_ID` in the environment (see
+/// `torc_agent::logfiles::container_log`). The exit code when called so; `None` otherwise.
+pub fn container_log_if_called() -> Option<std::process::ExitCode> {
+    std::env::var_os("CONTAINER_ID")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.len().is_multiple_of(2) {
+        return None;
+    }
+    let pairs: std::collections::BTreeMap<&str, &str> = args
+        .chunks(2)
+        .map(|p| (p[0].as_str(), p[1].as_str()))
+        .collect();
+    let dir = PathBuf::from(pairs.get("container-log")?);
+    let number = |key: &str, default: u64| -> Result<u64, String> {
+        match pairs.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("torc container-log: {key} {v:?} is not a number")),
+        }
+    };
+    let cap = number("max-bytes", torc_types::logs::DEFAULT_LOG_BYTES).and_then(|max_bytes| {
+        let files = number("files", u64::from(torc_types::logs::DEFAULT_LOG_FILES))?;
+        Ok(torc_types::LogCap {
+            max_bytes,
+            files: u32::try_from(files).unwrap_or(u32::MAX),
+        })
+    });
+    let code = match cap {
+        Ok(cap) => torc_agent::logfiles::container_log(&dir, cap),
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
+    };
+    Some(std::process::ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 pub fn run_shim(args: ShimArgs) -> std::process::ExitCode {
@@ -463,6 +512,15 @@ pub fn run_shim(args: ShimArgs) -> std::process::ExitCode {
         cgroup: args.cgroup,
         run_as: args.uid.zip(args.gid),
         lock_fd: args.lock_fd,
+        logs: args.logs.map(|dir| {
+            (
+                dir,
+                torc_types::LogCap {
+                    max_bytes: args.log_max_bytes,
+                    files: args.log_files,
+                },
+            )
+        }),
         command: program,
         args: command.collect(),
     });

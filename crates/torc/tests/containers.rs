@@ -446,3 +446,43 @@ async fn a_containerized_service_passes_its_health_check() {
     task_where(&rack, &task, "the group's stop", |t| t.state.is_terminal()).await;
     no_containers_left(&rack).await;
 }
+
+/// A container's output is capped and rotated as a process task's (`torc` as containerd's
+/// logging program): a shell counting to 200,000 writes 1.3 MB into 64 KiB files, 2 rotated; `torc logs`
+/// shows the tail, up to the last line written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_output_is_capped_and_rotated() {
+    if !containers_or_skip() {
+        return;
+    }
+    let rack = rack(true, "logs: {max_bytes: 64KiB, files: 2}\n").await;
+    import_on_bladerunner1(&rack).await;
+    let count = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); echo $i; done";
+    let id = run(&rack, "chatty", TEST_IMAGE_NAME, &["sh", "-c", count]);
+    let done = task_where(&rack, &id, "the container to end", |t| {
+        t.state.is_terminal()
+    })
+    .await;
+    assert_eq!(done.state, TaskState::Finished, "{done:?}");
+    let sandbox = rack
+        .dir
+        .path()
+        .join("agents/bladerunner1/sandboxes")
+        .join(id.as_str());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&sandbox).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.starts_with("stdout") {
+            let size = entry.metadata().unwrap().len();
+            assert!(size <= 64 << 10, "{name}: {size} bytes, over the cap");
+            names.push(name);
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["stdout", "stdout.1", "stdout.2"]);
+    let (ok, out, err) = torc(&rack, &["logs", id.as_str(), "--tail", "100000"]);
+    assert!(ok, "{err}");
+    torc_test_utils::assert_counted_tail(&out, 200_000);
+    no_containers_left(&rack).await;
+}

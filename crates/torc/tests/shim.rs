@@ -229,6 +229,7 @@ fn start_task(
             progress: None,
             registry: None,
             pull_timeout: None,
+            logs: torc_types::LogCap::default(),
         }))
         .unwrap();
     (runtime, started.handle.clone(), started)

@@ -12,6 +12,7 @@
 #[macro_use]
 mod words;
 mod container;
+pub mod logs;
 mod names;
 mod net;
 mod node_type;
@@ -27,6 +28,7 @@ pub use container::{
     NetworkMode, OptionError, ParameterError, Parameters, RefusedReason, RegistryHost,
     RegistryHostError, Signal, Tmpfs, Ulimit, UnknownNetwork, ValueProblem, Volume, VolumeError,
 };
+pub use logs::{ByteSize, LogCap, LogLimitError, LogLimits};
 pub use names::{FrameworkName, NameError, NameProblem, NodeName, SecretName, ServiceName, TaskId};
 pub use net::{Ipv4Block, Ipv4BlockError, TaskNetwork, UnknownTaskNetwork};
 pub use resources::{PortRange, PortRangeError, Resources};

@@ -95,6 +95,10 @@ pub struct TaskSpec {
     /// Absent in specs stored before containers, which read as processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSpec>,
+    /// This task's own cap of its output files (a service's `logs:`); what it leaves out is
+    /// the rack's (see `logs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::LogLimits>,
 }
 
 /// Credentials a task receives as files in its secrets directory (`$TORC_SECRETS_DIR`, mode
@@ -175,6 +179,7 @@ impl TaskSpec {
             privileged: false,
             network: TaskNetwork::Node,
             container: None,
+            logs: None,
         }
     }
 

@@ -2,8 +2,9 @@
 //! image run on containerd, driven through `torc-containerd`.
 //!
 //! - [`ContainerRuntime`] (`runtime`): the agent's second `Runtime`. A container's id is its
-//!   task id; its output goes to the sandbox's `stdout` and `stderr` (the shim appends to
-//!   them); its cgroup is `/torc/<containerd namespace>/<task id>` in every hierarchy, where
+//!   task id; its output goes to the sandbox's `stdout` and `stderr`, capped and rotated by
+//!   `torc` run as containerd's logging program (`logfiles::container_log`; the shim appends
+//!   to the files uncapped only when the agent has no torc binary, as in unit tests); its cgroup is `/torc/<containerd namespace>/<task id>` in every hierarchy, where
 //!   runc enforces `cpus` and `mem` on cgroup v1 and v2 alike; its end is recorded in the
 //!   sandbox (with `oom` read from the cgroup's counter, before the cgroup goes) and then its
 //!   task, container and snapshot are removed. An agent that restarts finds its containers by

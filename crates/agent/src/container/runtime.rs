@@ -59,6 +59,9 @@ pub struct ContainerRuntime {
     /// Each image's run config and unpacked chain, by name, for the target digest it was read
     /// from: a start of an image the node ran before reads and writes nothing of it again.
     run_configs: Mutex<HashMap<String, (String, RunConfig)>>,
+    /// The `torc` binary, containerd's logging program for containers' output (capped and
+    /// rotated, see `logfiles`); `None`: the shim appends to the sandbox's files uncapped.
+    logger: Option<PathBuf>,
 }
 
 /// Where a pull is: bytes in the content store of what the image needs (`total` 0 until its
@@ -138,6 +141,21 @@ impl From<ContainerError> for RuntimeError {
 }
 
 impl ContainerRuntime {
+    /// Containers' output goes through `exe` (`torc`, as containerd's logging program), which
+    /// caps and rotates it. A test agent without the binary keeps the plain files, and says
+    /// so once.
+    pub fn with_logger(mut self, exe: PathBuf) -> ContainerRuntime {
+        if exe.is_file() {
+            self.logger = Some(exe);
+        } else {
+            tracing::warn!(
+                exe = %exe.display(),
+                "no torc binary to copy containers' output through: their stdout and stderr are not capped"
+            );
+        }
+        self
+    }
+
     pub fn new(
         cfg: ContainerdConfig,
         sandboxes: PathBuf,
@@ -159,6 +177,7 @@ impl ContainerRuntime {
         };
         let cgroups = Hierarchies::detect();
         Ok(ContainerRuntime {
+            logger: None,
             cfg,
             client,
             namespace,
@@ -783,7 +802,17 @@ impl ContainerRuntime {
                 .create_task(&NewTask {
                     id: cid.clone(),
                     rootfs: mounts,
-                    io: TaskIo::Files { stdout, stderr },
+                    io: match &self.logger {
+                        Some(program) => TaskIo::Logger {
+                            program: program.clone(),
+                            args: vec![
+                                ("container-log".into(), sandbox.display().to_string()),
+                                ("max-bytes".into(), req.logs.max_bytes.to_string()),
+                                ("files".into(), req.logs.files.to_string()),
+                            ],
+                        },
+                        None => TaskIo::Files { stdout, stderr },
+                    },
                     runc: Some(self.runc.clone()),
                 })
                 .await?;

@@ -339,6 +339,7 @@ mod tests {
             }],
             interfaces: Vec::new(),
             tasks: Vec::new(),
+            data_dir: None,
         }
     }
 

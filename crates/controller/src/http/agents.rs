@@ -130,6 +130,7 @@ async fn register_agent(
         node_timeout_ms: Some(ctl.read(|r| r.settings().node_timeout.as_millis() as u64)),
         credential,
         certificate,
+        upkeep: Some(ctl.read(|r| r.settings().upkeep())),
     }))
 }
 

@@ -31,6 +31,11 @@ impl ApiError {
         }
     }
 
+    /// The words of the answer (a caller that reports several peers' answers together).
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The refusal of a controller that may not act: 421 naming the leader (`Torc-Leader`),
     /// so that torc's clients move to it, or 503 when no leader is known.
     pub(crate) fn not_acting(not: &NotActing) -> Self {

@@ -10,11 +10,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use torc_api::original::OriginalTask;
-use torc_api::{GroupView, ServiceView};
+use torc_api::{DataPurged, GroupView, NodePurge, ServicePurge, ServiceView};
 use torc_types::ServiceName;
 
 use super::error::{ApiError, Reply};
 use super::extract::{Body, Path};
+use super::proxy::{decode, forward};
 use crate::controller::Controller;
 
 pub(super) fn routes() -> Router<Arc<Controller>> {
@@ -28,6 +29,71 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
         .route("/api/v1/groups/{name}/start", post(start_group))
         .route("/api/v1/groups/{name}/stop", post(stop_group))
         .route("/api/v1/announcements", get(list_announced).post(announce))
+        .route("/api/v1/services/{name}/purge", post(purge_service))
+}
+
+/// How long a node's agent may take to remove a service's data dir.
+const PURGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Removes a service's data dirs (`$DATA_DIR`) from every active node: only for a service the
+/// rack config no longer defines (its data is kept until then, whatever its tasks do). Each
+/// node answers for itself: an inactive node, or one where a task of the service still runs,
+/// keeps its copy and says why (purge again later).
+async fn purge_service(
+    State(ctl): State<Arc<Controller>>,
+    Path(name): Path<ServiceName>,
+) -> Reply<ServicePurge> {
+    if let Some(at) = ctl.read(|r| r.settings().configured_at(&name)) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "service {name} is in the rack config ({at}); its data is kept while it is: \
+                 remove it from the config first"
+            ),
+        ));
+    }
+    let mut nodes = Vec::new();
+    for view in ctl.read(|r| r.node_views()) {
+        let node = view.name.clone();
+        let who = format!("agent on {node}");
+        let answer = match (&view.agent_url, view.active) {
+            (Some(url), true) => {
+                let req = ctl
+                    .http
+                    .post(format!("{url}/v1/data/{name}/purge"))
+                    .bearer_auth(&ctl.own_token)
+                    .timeout(PURGE_TIMEOUT);
+                match forward(req, &who).await {
+                    Ok(value) => decode::<DataPurged>(value, &who)
+                        .map(|Json(p)| p)
+                        .map_err(|e| e.message().to_string()),
+                    Err(e) => Err(e.message().to_string()),
+                }
+            }
+            (None, _) => Err(format!(
+                "node {node} has no agent address (its agent never registered)"
+            )),
+            (_, false) => Err(format!(
+                "node {node} is inactive; its data dir is kept (purge again once it is back)"
+            )),
+        };
+        nodes.push(match answer {
+            Ok(purged) => NodePurge {
+                node,
+                purged: Some(purged),
+                error: None,
+            },
+            Err(error) => NodePurge {
+                node,
+                purged: None,
+                error: Some(error),
+            },
+        });
+    }
+    Ok(Json(ServicePurge {
+        service: name,
+        nodes,
+    }))
 }
 
 async fn list_services(State(ctl): State<Arc<Controller>>) -> Json<Vec<ServiceView>> {

@@ -15,6 +15,9 @@ const KEPT: usize = 500;
 pub struct Feed {
     events: VecDeque<RackEvent>,
     seq: u64,
+    /// Nodes whose data dir's free space is below the rack's threshold, as last reported
+    /// (in memory: after a restart a node still low is told again).
+    disk_low: std::collections::BTreeSet<NodeName>,
 }
 
 impl Feed {
@@ -40,6 +43,38 @@ impl Feed {
         });
         while self.events.len() > KEPT {
             self.events.pop_front();
+        }
+    }
+
+    /// Notes a node's data dir disk as its report tells it: a warning when its free space
+    /// falls below the threshold, a note when it rises back above; nothing while it stays.
+    pub fn disk(&mut self, node: &NodeName, usage: &torc_api::DiskUsage, now: UnixMillis) {
+        let (free, total) = (usage.free_bytes, usage.total_bytes);
+        let percent = (free.saturating_mul(100)).checked_div(total).unwrap_or(0);
+        if usage.low && self.disk_low.insert(node.clone()) {
+            self.record(
+                EventKind::Node,
+                EventLevel::Warning,
+                format!(
+                    "node {node}'s disk is nearly full: {free} of {total} bytes free ({percent}%, \
+                     below the rack's {}%) in {}",
+                    usage.warning_percent, usage.path
+                ),
+                None,
+                Some(node),
+                now,
+            );
+        } else if !usage.low && self.disk_low.remove(node) {
+            self.record(
+                EventKind::Node,
+                EventLevel::Info,
+                format!(
+                    "node {node}'s disk has room again: {free} of {total} bytes free ({percent}%)"
+                ),
+                None,
+                Some(node),
+                now,
+            );
         }
     }
 

@@ -427,6 +427,9 @@ impl Rack {
         now: UnixMillis,
     ) -> Result<(), RackError> {
         self.nodes.heartbeat(node, now)?;
+        if let Some(disk) = &report.disk {
+            self.feed.disk(node, disk, now);
+        }
         self.tasks
             .apply_reports(node, report.tasks, report.full, now);
         self.settle(now);

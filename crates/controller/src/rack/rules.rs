@@ -620,8 +620,16 @@ impl Runner {
                     });
                 }
                 let full = args.words.iter().any(|w| w == "full");
-                rack.report(&node, StatusReport { tasks, full }, now)
-                    .map_err(Refused::Rack)
+                rack.report(
+                    &node,
+                    StatusReport {
+                        tasks,
+                        full,
+                        disk: None,
+                    },
+                    now,
+                )
+                .map_err(Refused::Rack)
             }
             "tick" => {
                 rack.tick(now);

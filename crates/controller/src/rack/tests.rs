@@ -84,6 +84,7 @@ fn report(id: &TaskId, state: TaskState, exit_code: Option<i32>) -> StatusReport
             at: 0,
         }],
         full: false,
+        disk: None,
     }
 }
 
