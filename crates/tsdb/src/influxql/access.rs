@@ -5,7 +5,7 @@
 //! A database left empty means "the request's `db` parameter". [`Statement::is_read_only`]
 //! says which statements a `GET` may run.
 
-use super::{Privilege, Select, Source, Statement};
+use super::ast::{Privilege, Select, Source, Statement};
 
 /// One requirement of a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]

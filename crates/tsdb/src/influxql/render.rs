@@ -10,7 +10,8 @@
 
 use std::fmt::{self, Display, Formatter, Write};
 
-use super::{Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch, keyword};
+use super::ast::{Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch};
+use super::lexer::{format_duration, keyword};
 
 /// An identifier as InfluxQL writes it: bare when it can be, else double-quoted with `\`, `"`
 /// and newlines escaped. Keywords (and the empty name) are quoted.
@@ -55,7 +56,7 @@ fn quote_string(s: &str) -> String {
 /// A duration literal as InfluxDB prints one: the largest unit that divides it, down to `u`.
 fn duration(ns: i64) -> String {
     if ns % 1_000 == 0 {
-        super::format_duration(ns)
+        format_duration(ns)
     } else {
         format!("{}u", ns / 1_000)
     }
