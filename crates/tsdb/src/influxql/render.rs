@@ -288,9 +288,45 @@ impl Display for TagKeyMatch {
 
 impl Display for Statement {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let q = quote_ident;
         match self {
             Statement::Select(s) => write!(f, "{s}"),
+            Statement::ShowDatabases
+            | Statement::ShowMeasurements { .. }
+            | Statement::ShowSeries { .. }
+            | Statement::ShowTagKeys { .. }
+            | Statement::ShowTagValues { .. }
+            | Statement::ShowFieldKeys { .. }
+            | Statement::ShowRetentionPolicies { .. }
+            | Statement::ShowSeriesCardinality { .. }
+            | Statement::ShowMeasurementCardinality { .. }
+            | Statement::ShowUsers
+            | Statement::ShowContinuousQueries
+            | Statement::ShowGrants { .. } => self.fmt_show(f),
+            Statement::CreateDatabase { .. }
+            | Statement::DropDatabase { .. }
+            | Statement::DropSeries { .. }
+            | Statement::Delete { .. }
+            | Statement::DropMeasurement { .. }
+            | Statement::DropRetentionPolicy { .. }
+            | Statement::AlterRetentionPolicy { .. }
+            | Statement::CreateRetentionPolicy { .. } => self.fmt_schema(f),
+            Statement::CreateUser { .. }
+            | Statement::DropUser { .. }
+            | Statement::SetPassword { .. }
+            | Statement::Grant { .. }
+            | Statement::GrantAdmin { .. }
+            | Statement::Revoke { .. }
+            | Statement::RevokeAdmin { .. } => self.fmt_user(f),
+        }
+    }
+}
+
+// Each of these prints the statements `fmt` hands it (and nothing for any other).
+impl Statement {
+    /// The `SHOW` statements.
+    fn fmt_show(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let q = quote_ident;
+        match self {
             Statement::ShowDatabases => f.write_str("SHOW DATABASES"),
             Statement::ShowMeasurements {
                 on,
@@ -381,6 +417,14 @@ impl Display for Statement {
             Statement::ShowUsers => f.write_str("SHOW USERS"),
             Statement::ShowContinuousQueries => f.write_str("SHOW CONTINUOUS QUERIES"),
             Statement::ShowGrants { user } => write!(f, "SHOW GRANTS FOR {}", q(user)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The statements that change databases, policies, measurements and series.
+    fn fmt_schema(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let q = quote_ident;
+        match self {
             Statement::CreateDatabase { name } => write!(f, "CREATE DATABASE {}", q(name)),
             Statement::DropDatabase { name } => write!(f, "DROP DATABASE {}", q(name)),
             Statement::DropSeries { sources, condition } => {
@@ -443,6 +487,14 @@ impl Display for Statement {
                 }
                 Ok(())
             }
+            _ => Ok(()),
+        }
+    }
+
+    /// The user statements (passwords redacted).
+    fn fmt_user(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let q = quote_ident;
+        match self {
             Statement::CreateUser { name, admin, .. } => {
                 write!(f, "CREATE USER {} WITH PASSWORD [REDACTED]", q(name))?;
                 if *admin {
@@ -468,6 +520,7 @@ impl Display for Statement {
             Statement::RevokeAdmin { user } => {
                 write!(f, "REVOKE ALL PRIVILEGES FROM {}", q(user))
             }
+            _ => Ok(()),
         }
     }
 }

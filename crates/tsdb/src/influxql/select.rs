@@ -8,102 +8,17 @@ use super::lexer::Tok;
 use super::parser::Parser;
 
 impl Parser<'_> {
+    /// A `SELECT` after its keyword: fields, `FROM`, then the optional clauses in order.
     pub(super) fn select(&mut self) -> PResult<Select> {
-        let mut fields = Vec::new();
-        loop {
-            let expr = if self.peek().0 == Tok::Star {
-                self.bump();
-                Expr::Wildcard
-            } else {
-                self.expr(0)?
-            };
-            let alias = if self.peek_kw("AS") {
-                self.bump();
-                Some(self.ident()?)
-            } else {
-                None
-            };
-            fields.push(Field { expr, alias });
-            if self.peek().0 == Tok::Comma {
-                self.bump();
-                continue;
-            }
-            break;
-        }
+        let fields = self.fields()?;
         self.expect_kw("FROM")?;
         let sources = self.sources()?;
         let condition = self.opt_where()?;
-        let mut dimensions = Vec::new();
-        if self.peek_kw("GROUP") {
-            self.bump();
-            self.expect_kw("BY")?;
-            loop {
-                dimensions.push(self.dimension()?);
-                if self.peek().0 == Tok::Comma {
-                    self.bump();
-                    continue;
-                }
-                break;
-            }
-        }
-        let mut fill = Fill::Null;
-        if let Tok::Ident(w) = self.peek().0
-            && w.eq_ignore_ascii_case("fill")
-        {
-            self.bump();
-            let (t, pos) = self.next();
-            if t != Tok::LParen {
-                return Err(self.err_at(&t, pos, &["("]));
-            }
-            let (t, _) = self.next();
-            fill = match t {
-                Tok::Ident(w) if w.eq_ignore_ascii_case("null") => Fill::Null,
-                Tok::Ident(w) if w.eq_ignore_ascii_case("none") => Fill::None,
-                Tok::Ident(w) if w.eq_ignore_ascii_case("previous") => Fill::Previous,
-                Tok::Ident(w) if w.eq_ignore_ascii_case("linear") => Fill::Linear,
-                Tok::Int(i) => Fill::Integer(i),
-                Tok::Num(f) => Fill::Number(f),
-                Tok::Op(BinOp::Sub) => match self.next().0 {
-                    Tok::Int(i) => Fill::Integer(-i),
-                    Tok::Num(f) => Fill::Number(-f),
-                    _ => return Err(ParseError::FillArgument),
-                },
-                _ => return Err(ParseError::FillArgument),
-            };
-            let (t, pos) = self.next();
-            if t != Tok::RParen {
-                return Err(self.err_at(&t, pos, &[")"]));
-            }
-        }
-        let mut descending = false;
-        let ordered = self.peek_kw("ORDER");
-        if ordered {
-            self.bump();
-            self.expect_kw("BY")?;
-            let (t, pos) = self.next();
-            match t {
-                Tok::Ident(w) if w.eq_ignore_ascii_case("time") => {}
-                Tok::Ident(_) => {
-                    return Err(ParseError::OrderByNotTime);
-                }
-                other => return Err(self.err_at(&other, pos, &["identifier"])),
-            }
-            if self.peek_kw("DESC") {
-                self.bump();
-                descending = true;
-            } else if self.peek_kw("ASC") {
-                self.bump();
-            }
-        }
-        let (mut limit, mut offset, mut slimit, mut soffset) = (0, 0, 0, 0);
-        if self.peek_kw("LIMIT") {
-            self.bump();
-            limit = self.uint()?;
-        }
-        if self.peek_kw("OFFSET") {
-            self.bump();
-            offset = self.uint()?;
-        }
+        let dimensions = self.group_by()?;
+        let fill = self.fill()?;
+        let (ordered, descending) = self.order_by()?;
+        let (limit, offset) = self.limit_offset()?;
+        let (mut slimit, mut soffset) = (0, 0);
         if self.peek_kw("SLIMIT") {
             self.bump();
             slimit = self.uint()?;
@@ -125,6 +40,109 @@ impl Parser<'_> {
             slimit,
             soffset,
         })
+    }
+
+    /// The fields: expressions or `*`, each perhaps `AS alias`, separated by commas.
+    fn fields(&mut self) -> PResult<Vec<Field>> {
+        let mut fields = Vec::new();
+        loop {
+            let expr = if self.peek().0 == Tok::Star {
+                self.bump();
+                Expr::Wildcard
+            } else {
+                self.expr(0)?
+            };
+            let alias = if self.peek_kw("AS") {
+                self.bump();
+                Some(self.ident()?)
+            } else {
+                None
+            };
+            fields.push(Field { expr, alias });
+            if self.peek().0 == Tok::Comma {
+                self.bump();
+                continue;
+            }
+            return Ok(fields);
+        }
+    }
+
+    /// `[GROUP BY dimension, ...]`.
+    fn group_by(&mut self) -> PResult<Vec<Dimension>> {
+        let mut dimensions = Vec::new();
+        if self.peek_kw("GROUP") {
+            self.bump();
+            self.expect_kw("BY")?;
+            loop {
+                dimensions.push(self.dimension()?);
+                if self.peek().0 == Tok::Comma {
+                    self.bump();
+                    continue;
+                }
+                break;
+            }
+        }
+        Ok(dimensions)
+    }
+
+    /// `[fill(null|none|previous|linear|number)]` (`fill(null)` when absent).
+    fn fill(&mut self) -> PResult<Fill> {
+        let Tok::Ident(w) = self.peek().0 else {
+            return Ok(Fill::Null);
+        };
+        if !w.eq_ignore_ascii_case("fill") {
+            return Ok(Fill::Null);
+        }
+        self.bump();
+        let (t, pos) = self.next();
+        if t != Tok::LParen {
+            return Err(self.err_at(&t, pos, &["("]));
+        }
+        let (t, _) = self.next();
+        let fill = match t {
+            Tok::Ident(w) if w.eq_ignore_ascii_case("null") => Fill::Null,
+            Tok::Ident(w) if w.eq_ignore_ascii_case("none") => Fill::None,
+            Tok::Ident(w) if w.eq_ignore_ascii_case("previous") => Fill::Previous,
+            Tok::Ident(w) if w.eq_ignore_ascii_case("linear") => Fill::Linear,
+            Tok::Int(i) => Fill::Integer(i),
+            Tok::Num(f) => Fill::Number(f),
+            Tok::Op(BinOp::Sub) => match self.next().0 {
+                Tok::Int(i) => Fill::Integer(-i),
+                Tok::Num(f) => Fill::Number(-f),
+                _ => return Err(ParseError::FillArgument),
+            },
+            _ => return Err(ParseError::FillArgument),
+        };
+        let (t, pos) = self.next();
+        if t != Tok::RParen {
+            return Err(self.err_at(&t, pos, &[")"]));
+        }
+        Ok(fill)
+    }
+
+    /// `[ORDER BY time [ASC|DESC]]`: (whether given, descending).
+    fn order_by(&mut self) -> PResult<(bool, bool)> {
+        if !self.peek_kw("ORDER") {
+            return Ok((false, false));
+        }
+        self.bump();
+        self.expect_kw("BY")?;
+        let (t, pos) = self.next();
+        match t {
+            Tok::Ident(w) if w.eq_ignore_ascii_case("time") => {}
+            Tok::Ident(_) => {
+                return Err(ParseError::OrderByNotTime);
+            }
+            other => return Err(self.err_at(&other, pos, &["identifier"])),
+        }
+        let mut descending = false;
+        if self.peek_kw("DESC") {
+            self.bump();
+            descending = true;
+        } else if self.peek_kw("ASC") {
+            self.bump();
+        }
+        Ok((true, descending))
     }
 
     pub(super) fn dimension(&mut self) -> PResult<Dimension> {

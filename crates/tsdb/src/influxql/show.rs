@@ -7,44 +7,32 @@ use super::error::PResult;
 use super::lexer::Tok;
 use super::parser::Parser;
 
+/// What influxd 1.6 expects after `SHOW`.
+const SHOW_WHAT: &[&str] = &[
+    "CONTINUOUS",
+    "DATABASES",
+    "DIAGNOSTICS",
+    "FIELD",
+    "GRANTS",
+    "MEASUREMENT",
+    "MEASUREMENTS",
+    "QUERIES",
+    "RETENTION",
+    "SERIES",
+    "SHARD",
+    "SHARDS",
+    "STATS",
+    "SUBSCRIPTIONS",
+    "TAG",
+    "USERS",
+];
+
 impl Parser<'_> {
     pub(super) fn show(&mut self) -> PResult<Statement> {
         let (t, pos) = self.next();
         match t {
             Tok::Keyword("DATABASES") => Ok(Statement::ShowDatabases),
-            Tok::Keyword("MEASUREMENTS") => {
-                let on = self.on_clause()?;
-                let mut sources = Vec::new();
-                if self.peek_kw("WITH") {
-                    self.bump();
-                    self.expect_kw("MEASUREMENT")?;
-                    let (t, pos) = self.next();
-                    match t {
-                        Tok::Op(BinOp::Eq) => sources.push(self.source()?),
-                        Tok::Op(BinOp::EqRegex) => {
-                            let (r, rpos) = self.next_regex();
-                            match r {
-                                Tok::Regex(regex) => sources.push(Source::Regex {
-                                    database: None,
-                                    retention_policy: None,
-                                    regex,
-                                }),
-                                other => return Err(self.err_at(&other, rpos, &["regex"])),
-                            }
-                        }
-                        other => return Err(self.err_at(&other, pos, &["=", "=~"])),
-                    }
-                }
-                let condition = self.opt_where()?;
-                let (limit, offset) = self.limit_offset()?;
-                Ok(Statement::ShowMeasurements {
-                    on,
-                    sources,
-                    condition,
-                    limit,
-                    offset,
-                })
-            }
+            Tok::Keyword("MEASUREMENTS") => self.show_measurements(),
             Tok::Keyword("SERIES") if self.peek_kw("CARDINALITY") => {
                 self.bump();
                 let on = self.on_clause()?;
@@ -79,42 +67,7 @@ impl Parser<'_> {
                     offset,
                 })
             }
-            Tok::Keyword("TAG") => {
-                let (t, pos) = self.next();
-                match t {
-                    Tok::Keyword("KEYS") => {
-                        let on = self.on_clause()?;
-                        let sources = self.opt_from()?;
-                        let condition = self.opt_where()?;
-                        let (limit, offset) = self.limit_offset()?;
-                        Ok(Statement::ShowTagKeys {
-                            on,
-                            sources,
-                            condition,
-                            limit,
-                            offset,
-                        })
-                    }
-                    Tok::Keyword("VALUES") => {
-                        let on = self.on_clause()?;
-                        let sources = self.opt_from()?;
-                        self.expect_kw("WITH")?;
-                        self.expect_kw("KEY")?;
-                        let keys = self.tag_key_match()?;
-                        let condition = self.opt_where()?;
-                        let (limit, offset) = self.limit_offset()?;
-                        Ok(Statement::ShowTagValues {
-                            on,
-                            sources,
-                            keys,
-                            condition,
-                            limit,
-                            offset,
-                        })
-                    }
-                    other => Err(self.err_at(&other, pos, &["KEYS", "VALUES"])),
-                }
-            }
+            Tok::Keyword("TAG") => self.show_tag(),
             Tok::Keyword("FIELD") => {
                 self.expect_kw("KEYS")?;
                 let on = self.on_clause()?;
@@ -126,28 +79,80 @@ impl Parser<'_> {
                 let on = self.on_clause()?;
                 Ok(Statement::ShowRetentionPolicies { on })
             }
-            other => Err(self.err_at(
-                &other,
-                pos,
-                &[
-                    "CONTINUOUS",
-                    "DATABASES",
-                    "DIAGNOSTICS",
-                    "FIELD",
-                    "GRANTS",
-                    "MEASUREMENT",
-                    "MEASUREMENTS",
-                    "QUERIES",
-                    "RETENTION",
-                    "SERIES",
-                    "SHARD",
-                    "SHARDS",
-                    "STATS",
-                    "SUBSCRIPTIONS",
-                    "TAG",
-                    "USERS",
-                ],
-            )),
+            other => Err(self.err_at(&other, pos, SHOW_WHAT)),
+        }
+    }
+
+    /// `SHOW MEASUREMENTS [ON db] [WITH MEASUREMENT =|=~ ...] [WHERE ...] [LIMIT] [OFFSET]`.
+    fn show_measurements(&mut self) -> PResult<Statement> {
+        let on = self.on_clause()?;
+        let mut sources = Vec::new();
+        if self.peek_kw("WITH") {
+            self.bump();
+            self.expect_kw("MEASUREMENT")?;
+            let (t, pos) = self.next();
+            match t {
+                Tok::Op(BinOp::Eq) => sources.push(self.source()?),
+                Tok::Op(BinOp::EqRegex) => {
+                    let (r, rpos) = self.next_regex();
+                    match r {
+                        Tok::Regex(regex) => sources.push(Source::Regex {
+                            database: None,
+                            retention_policy: None,
+                            regex,
+                        }),
+                        other => return Err(self.err_at(&other, rpos, &["regex"])),
+                    }
+                }
+                other => return Err(self.err_at(&other, pos, &["=", "=~"])),
+            }
+        }
+        let condition = self.opt_where()?;
+        let (limit, offset) = self.limit_offset()?;
+        Ok(Statement::ShowMeasurements {
+            on,
+            sources,
+            condition,
+            limit,
+            offset,
+        })
+    }
+
+    /// `SHOW TAG KEYS ...` or `SHOW TAG VALUES ... WITH KEY ...` after `SHOW TAG`.
+    fn show_tag(&mut self) -> PResult<Statement> {
+        let (t, pos) = self.next();
+        match t {
+            Tok::Keyword("KEYS") => {
+                let on = self.on_clause()?;
+                let sources = self.opt_from()?;
+                let condition = self.opt_where()?;
+                let (limit, offset) = self.limit_offset()?;
+                Ok(Statement::ShowTagKeys {
+                    on,
+                    sources,
+                    condition,
+                    limit,
+                    offset,
+                })
+            }
+            Tok::Keyword("VALUES") => {
+                let on = self.on_clause()?;
+                let sources = self.opt_from()?;
+                self.expect_kw("WITH")?;
+                self.expect_kw("KEY")?;
+                let keys = self.tag_key_match()?;
+                let condition = self.opt_where()?;
+                let (limit, offset) = self.limit_offset()?;
+                Ok(Statement::ShowTagValues {
+                    on,
+                    sources,
+                    keys,
+                    condition,
+                    limit,
+                    offset,
+                })
+            }
+            other => Err(self.err_at(&other, pos, &["KEYS", "VALUES"])),
         }
     }
 

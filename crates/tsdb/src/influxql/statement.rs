@@ -15,57 +15,7 @@ impl Parser<'_> {
             Tok::Keyword("SELECT") => Ok(Statement::Select(Box::new(self.select()?))),
             Tok::Keyword("SHOW") => self.show(),
             Tok::Keyword("CREATE") => self.create(),
-            Tok::Keyword("ALTER") => {
-                self.expect_kw("RETENTION")?;
-                let (name, database) = self.policy_on()?;
-                let (mut duration, mut replication, mut shard_duration) = (None, None, None);
-                let mut default = false;
-                let mut any = false;
-                loop {
-                    let (t, pos) = self.peek();
-                    match t {
-                        Tok::Keyword("DURATION") => {
-                            self.bump();
-                            duration = Some(self.duration_or_inf()?);
-                        }
-                        Tok::Keyword("REPLICATION") => {
-                            self.bump();
-                            let (t, pos) = self.next();
-                            replication = Some(match t {
-                                Tok::Int(n) if n >= 1 => n,
-                                other => return Err(self.err_at(&other, pos, &["integer"])),
-                            });
-                        }
-                        Tok::Keyword("SHARD") => {
-                            self.bump();
-                            self.expect_kw("DURATION")?;
-                            shard_duration = Some(self.duration_or_inf()?);
-                        }
-                        Tok::Keyword("DEFAULT") => {
-                            self.bump();
-                            default = true;
-                        }
-                        other if !any => {
-                            self.bump();
-                            return Err(self.err_at(
-                                &other,
-                                pos,
-                                &["DURATION", "REPLICATION", "SHARD", "DEFAULT"],
-                            ));
-                        }
-                        _ => break,
-                    }
-                    any = true;
-                }
-                Ok(Statement::AlterRetentionPolicy {
-                    name,
-                    database,
-                    duration,
-                    replication,
-                    shard_duration,
-                    default,
-                })
-            }
+            Tok::Keyword("ALTER") => self.alter_retention_policy(),
             Tok::Keyword("DELETE") => {
                 let (sources, condition) = self.sources_or_condition()?;
                 Ok(Statement::Delete { sources, condition })
@@ -171,5 +121,59 @@ impl Parser<'_> {
                 ],
             )),
         }
+    }
+
+    /// `ALTER RETENTION POLICY name ON db` and at least one of `DURATION`, `REPLICATION`,
+    /// `SHARD DURATION`, `DEFAULT`.
+    fn alter_retention_policy(&mut self) -> PResult<Statement> {
+        self.expect_kw("RETENTION")?;
+        let (name, database) = self.policy_on()?;
+        let (mut duration, mut replication, mut shard_duration) = (None, None, None);
+        let mut default = false;
+        let mut any = false;
+        loop {
+            let (t, pos) = self.peek();
+            match t {
+                Tok::Keyword("DURATION") => {
+                    self.bump();
+                    duration = Some(self.duration_or_inf()?);
+                }
+                Tok::Keyword("REPLICATION") => {
+                    self.bump();
+                    let (t, pos) = self.next();
+                    replication = Some(match t {
+                        Tok::Int(n) if n >= 1 => n,
+                        other => return Err(self.err_at(&other, pos, &["integer"])),
+                    });
+                }
+                Tok::Keyword("SHARD") => {
+                    self.bump();
+                    self.expect_kw("DURATION")?;
+                    shard_duration = Some(self.duration_or_inf()?);
+                }
+                Tok::Keyword("DEFAULT") => {
+                    self.bump();
+                    default = true;
+                }
+                other if !any => {
+                    self.bump();
+                    return Err(self.err_at(
+                        &other,
+                        pos,
+                        &["DURATION", "REPLICATION", "SHARD", "DEFAULT"],
+                    ));
+                }
+                _ => break,
+            }
+            any = true;
+        }
+        Ok(Statement::AlterRetentionPolicy {
+            name,
+            database,
+            duration,
+            replication,
+            shard_duration,
+            default,
+        })
     }
 }
