@@ -333,6 +333,10 @@ pub async fn query(
     let Statement::Select(mut sel) = stmt else {
         return Err(V08Error::NotSelect);
     };
+    // A 0.8 query only reads.
+    if sel.into.is_some() {
+        return Err(V08Error::NotSelect);
+    }
     if sel
         .fields
         .iter()

@@ -92,8 +92,15 @@ pub enum Statement {
     RevokeAdmin {
         user: String,
     },
-    /// torc has no continuous queries: an empty list per database.
+    /// `SHOW CONTINUOUS QUERIES`: every database's, as stored.
     ShowContinuousQueries,
+    /// `CREATE CONTINUOUS QUERY name ON db [RESAMPLE ...] BEGIN SELECT ... INTO ... END`.
+    CreateContinuousQuery(Box<ContinuousQuery>),
+    /// `DROP CONTINUOUS QUERY name ON db`.
+    DropContinuousQuery {
+        name: String,
+        database: String,
+    },
     CreateDatabase {
         name: String,
     },
@@ -206,6 +213,8 @@ pub enum TagKeyMatch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Select {
     pub fields: Vec<Field>,
+    /// `INTO`: where the answer is written instead of returned.
+    pub into: Option<Target>,
     pub sources: Vec<Source>,
     pub condition: Option<Expr>,
     pub dimensions: Vec<Dimension>,
@@ -217,6 +226,28 @@ pub struct Select {
     pub offset: usize,
     pub slimit: usize,
     pub soffset: usize,
+}
+
+/// A continuous query: a `SELECT ... INTO ... GROUP BY time(...)` run by the server at each
+/// interval (see the crate's `cq` module).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContinuousQuery {
+    pub name: String,
+    pub database: String,
+    /// `RESAMPLE EVERY` (ns; 0: the `GROUP BY time` interval).
+    pub resample_every: i64,
+    /// `RESAMPLE FOR` (ns; 0: the `GROUP BY time` interval).
+    pub resample_for: i64,
+    pub select: Select,
+}
+
+/// Where `SELECT ... INTO` writes: `[[db.]rp.]measurement`, or `:MEASUREMENT` (`measurement`
+/// `None`): each row into the measurement it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub database: Option<String>,
+    pub retention_policy: Option<String>,
+    pub measurement: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,12 @@ pub enum ParseError {
     Duration { text: String },
     #[error("expected number argument in fill()")]
     FillArgument,
+    /// `RESAMPLE FOR` shorter than the interval (or `EVERY`): both durations as InfluxQL
+    /// writes them.
+    #[error(
+        "FOR duration must be >= GROUP BY time duration: must be a minimum of {least}, got {got}"
+    )]
+    ResampleFor { least: String, got: String },
     #[error("only ORDER BY time supported at this time")]
     OrderByNotTime,
     /// Subqueries or parentheses nested past `MAX_NESTING`.

@@ -14,11 +14,13 @@
 //! `ast` and `error`, never this facade): `error` ([`ParseError`] and the nesting bounds),
 //! `lexer` (tokens, keywords, durations), `ast` (the tree), `parser` (the parser's state, its
 //! small shared steps, the entry points), then the grammar by statement family: `statement`
-//! (the first keyword, `CREATE`/`ALTER`/`DROP`, `DELETE`), `show`, `select`, `expr`, `users`;
+//! (the first keyword, `CREATE`/`ALTER`/`DROP`, `DELETE`), `show`, `select`, `expr`, `users`,
+//! `cq` (continuous queries and the `INTO` target);
 //! `render` prints a statement back as influxd does, `access` says what it requires.
 
 mod access;
 mod ast;
+mod cq;
 mod error;
 mod expr;
 mod lexer;
@@ -31,8 +33,8 @@ mod users;
 
 pub use access::Required;
 pub use ast::{
-    BinOp, Dimension, Expr, Field, Fill, Password, Privilege, Select, Source, Statement,
-    TagKeyMatch,
+    BinOp, ContinuousQuery, Dimension, Expr, Field, Fill, Password, Privilege, Select, Source,
+    Statement, TagKeyMatch, Target,
 };
 pub use error::{MAX_EXPR_DEPTH, ParseError};
 pub use lexer::{format_duration, parse_duration};

@@ -18,6 +18,9 @@ pub(super) struct Parser<'a> {
     /// Unquoted keywords are names in a `FROM` clause (the 0.8 API's consumers query
     /// `from stats`); InfluxQL 1.6 refuses them.
     pub(super) keyword_sources: bool,
+    /// Where the last token taken starts, and whether it was lexed as a regex (influxd
+    /// reports some errors at the token before the one that does not fit).
+    last: (usize, bool),
 }
 
 /// Parses a (possibly `;`-separated) query.
@@ -37,6 +40,7 @@ fn parse_with(src: &str, keyword_sources: bool) -> PResult<Vec<Statement>> {
         peeked: None,
         depth: 0,
         keyword_sources,
+        last: (0, false),
     };
     let mut out = Vec::new();
     loop {
@@ -84,10 +88,22 @@ impl<'a> Parser<'a> {
     }
 
     pub(super) fn next(&mut self) -> (Tok, usize) {
-        match self.peeked.take() {
+        let t = match self.peeked.take() {
             Some(t) => t,
             None => self.lx.next(false),
-        }
+        };
+        self.last = (t.1, false);
+        t
+    }
+
+    /// The last token taken, lexed again (with its start).
+    pub(super) fn last_token(&self) -> (Tok, usize) {
+        let (pos, regex) = self.last;
+        let mut lx = Lexer {
+            src: self.lx.src,
+            pos,
+        };
+        lx.next(regex)
     }
 
     pub(super) fn bump(&mut self) {
@@ -96,14 +112,16 @@ impl<'a> Parser<'a> {
 
     /// Next token lexed in regex mode (a `/` starts a regex); must not have peeked.
     pub(super) fn next_regex(&mut self) -> (Tok, usize) {
-        if let Some((t, pos)) = self.peeked.take() {
-            if t == Tok::Op(BinOp::Div) {
+        let t = match self.peeked.take() {
+            Some((Tok::Op(BinOp::Div), pos)) => {
                 self.lx.pos = pos;
-                return self.lx.next(true);
+                self.lx.next(true)
             }
-            return (t, pos);
-        }
-        self.lx.next(true)
+            Some(t) => t,
+            None => self.lx.next(true),
+        };
+        self.last = (t.1, matches!(t.0, Tok::Regex(_)));
+        t
     }
 
     pub(super) fn line_char(&self, pos: usize, eof: bool) -> (usize, usize) {

@@ -10,7 +10,9 @@
 
 use std::fmt::{self, Display, Formatter, Write};
 
-use super::ast::{Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch};
+use super::ast::{
+    ContinuousQuery, Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch, Target,
+};
 use super::lexer::{format_duration, keyword};
 
 /// An identifier as InfluxQL writes it: bare when it can be, else double-quoted with `\`, `"`
@@ -169,6 +171,39 @@ impl Display for Source {
     }
 }
 
+/// influxd's `Target.String()`: `db.rp.m`, with `:MEASUREMENT` for the source's name.
+impl Display for Target {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        qualifier(f, &self.database, &self.retention_policy)?;
+        match &self.measurement {
+            Some(m) => f.write_str(&quote_ident(m)),
+            None => f.write_str(":MEASUREMENT"),
+        }
+    }
+}
+
+/// influxd's `CreateContinuousQueryStatement.String()`.
+impl Display for ContinuousQuery {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CREATE CONTINUOUS QUERY {} ON {} ",
+            quote_ident(&self.name),
+            quote_ident(&self.database)
+        )?;
+        if self.resample_every > 0 || self.resample_for > 0 {
+            f.write_str("RESAMPLE ")?;
+            if self.resample_every > 0 {
+                write!(f, "EVERY {} ", duration(self.resample_every))?;
+            }
+            if self.resample_for > 0 {
+                write!(f, "FOR {} ", duration(self.resample_for))?;
+            }
+        }
+        write!(f, "BEGIN {} END", self.select)
+    }
+}
+
 impl Display for Dimension {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
@@ -186,6 +221,9 @@ impl Display for Dimension {
 impl Display for Select {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         write!(f, "SELECT {}", List(&self.fields))?;
+        if let Some(t) = &self.into {
+            write!(f, " INTO {t}")?;
+        }
         if !self.sources.is_empty() {
             write!(f, " FROM {}", List(&self.sources))?;
         }
@@ -310,6 +348,13 @@ impl Display for Statement {
             | Statement::DropRetentionPolicy { .. }
             | Statement::AlterRetentionPolicy { .. }
             | Statement::CreateRetentionPolicy { .. } => self.fmt_schema(f),
+            Statement::CreateContinuousQuery(cq) => write!(f, "{cq}"),
+            Statement::DropContinuousQuery { name, database } => write!(
+                f,
+                "DROP CONTINUOUS QUERY {} ON {}",
+                quote_ident(name),
+                quote_ident(database)
+            ),
             Statement::CreateUser { .. }
             | Statement::DropUser { .. }
             | Statement::SetPassword { .. }

@@ -8,9 +8,23 @@ use super::lexer::Tok;
 use super::parser::Parser;
 
 impl Parser<'_> {
-    /// A `SELECT` after its keyword: fields, `FROM`, then the optional clauses in order.
+    /// A `SELECT` after its keyword: fields, `INTO`, `FROM`, then the optional clauses in order.
     pub(super) fn select(&mut self) -> PResult<Select> {
+        self.select_into(false)
+    }
+
+    /// As [`Self::select`]; `into_required` (a continuous query's) refuses one without `INTO`.
+    pub(super) fn select_into(&mut self, into_required: bool) -> PResult<Select> {
         let fields = self.fields()?;
+        let into = if self.peek_kw("INTO") {
+            self.bump();
+            Some(self.target()?)
+        } else if into_required {
+            let (t, pos) = self.next();
+            return Err(self.err_at(&t, pos, &["INTO"]));
+        } else {
+            None
+        };
         self.expect_kw("FROM")?;
         let sources = self.sources()?;
         let condition = self.opt_where()?;
@@ -29,6 +43,7 @@ impl Parser<'_> {
         }
         Ok(Select {
             fields,
+            into,
             sources,
             condition,
             dimensions,

@@ -40,6 +40,7 @@ impl Parser<'_> {
                         let (name, database) = self.policy_on()?;
                         Ok(Statement::DropRetentionPolicy { name, database })
                     }
+                    Tok::Keyword("CONTINUOUS") => self.drop_continuous_query(),
                     Tok::Keyword("USER") => Ok(Statement::DropUser {
                         name: self.ident()?,
                     }),
@@ -76,6 +77,7 @@ impl Parser<'_> {
                 name: self.ident()?,
             }),
             Tok::Keyword("USER") => self.create_user(),
+            Tok::Keyword("CONTINUOUS") => self.create_continuous_query(),
             Tok::Keyword("RETENTION") => {
                 let (name, database) = self.policy_on()?;
                 self.expect_kw("DURATION")?;
