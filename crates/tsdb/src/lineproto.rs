@@ -226,6 +226,19 @@ fn measurement(line: &[u8]) -> Result<(String, usize), LineError> {
     Ok((unescape(&line[..end], b", ")?, end))
 }
 
+/// Moves `i` past a tag or field key (up to an unescaped `=`, `,` or ` `); where it ends.
+#[inline]
+fn key_end(line: &[u8], i: &mut usize) -> usize {
+    while *i < line.len() {
+        match line[*i] {
+            b'\\' => *i += 2,
+            b'=' | b',' | b' ' => break,
+            _ => *i += 1,
+        }
+    }
+    (*i).min(line.len())
+}
+
 /// The tags after the measurement (`,k=v` pairs, unsorted), if any.
 #[inline]
 fn tags(line: &[u8], i: &mut usize) -> Result<Vec<(String, String)>, LineError> {
@@ -236,14 +249,7 @@ fn tags(line: &[u8], i: &mut usize) -> Result<Vec<(String, String)>, LineError> 
     *i += 1;
     loop {
         let ks = *i;
-        while *i < line.len() {
-            match line[*i] {
-                b'\\' => *i += 2,
-                b'=' | b',' | b' ' => break,
-                _ => *i += 1,
-            }
-        }
-        let ke = (*i).min(line.len());
+        let ke = key_end(line, i);
         if ke == ks {
             return Err(LineError::MissingTagKey);
         }
@@ -288,14 +294,7 @@ fn fields(
     let mut fields: Vec<(String, FieldValue)> = Vec::new();
     loop {
         let ks = *i;
-        while *i < line.len() {
-            match line[*i] {
-                b'\\' => *i += 2,
-                b'=' | b',' | b' ' => break,
-                _ => *i += 1,
-            }
-        }
-        let ke = (*i).min(line.len());
+        let ke = key_end(line, i);
         if ke == ks {
             return Err(LineError::MissingFieldKey);
         }

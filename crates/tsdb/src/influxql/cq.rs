@@ -81,14 +81,6 @@ impl Parser<'_> {
         Ok((every, for_))
     }
 
-    fn duration(&mut self) -> PResult<i64> {
-        let (t, pos) = self.next();
-        match t {
-            Tok::Dur(d) => Ok(d),
-            other => Err(self.err_at(&other, pos, &["duration"])),
-        }
-    }
-
     /// `DROP CONTINUOUS QUERY name ON db` after `DROP CONTINUOUS`.
     pub(super) fn drop_continuous_query(&mut self) -> PResult<Statement> {
         self.expect_kw("QUERY")?;

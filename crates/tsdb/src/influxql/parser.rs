@@ -232,11 +232,21 @@ impl<'a> Parser<'a> {
         Ok((name, self.ident()?))
     }
 
+    /// A duration literal, or `INF` (0).
     pub(super) fn duration_or_inf(&mut self) -> PResult<i64> {
+        self.duration_literal(true)
+    }
+
+    /// A duration literal.
+    pub(super) fn duration(&mut self) -> PResult<i64> {
+        self.duration_literal(false)
+    }
+
+    fn duration_literal(&mut self, inf: bool) -> PResult<i64> {
         let (t, pos) = self.next();
         match t {
             Tok::Dur(d) => Ok(d),
-            Tok::Keyword("INF") => Ok(0),
+            Tok::Keyword("INF") if inf => Ok(0),
             other => Err(self.err_at(&other, pos, &["duration"])),
         }
     }
