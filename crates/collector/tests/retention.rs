@@ -4,6 +4,8 @@
 //! flags), the policies follow and switching downsampling off drops the query. (The same
 //! statements are run against influxd 1.6 by `crates/tsdb/tests/differential_cq.rs`.)
 
+mod common;
+
 use std::sync::Arc;
 
 use torc_collector::{LineWriter, Retention};
@@ -13,13 +15,7 @@ const DAY: i64 = 86_400_000_000_000;
 async fn tsdb() -> (String, Arc<torc_tsdb::Tsdb>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(torc_tsdb::serve(
-        listener,
-        db.clone(),
-        std::future::pending(),
-    ));
+    let url = common::serve(db.clone()).await;
     (url, db, dir)
 }
 
