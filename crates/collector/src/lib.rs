@@ -28,6 +28,9 @@ use std::time::Duration;
 use torc_api::NodeMetrics;
 use torc_client::Client;
 
+mod retention;
+pub use retention::{DOWNSAMPLE_CQ, LONG_POLICY, Retention, Step};
+
 /// Points kept for retry when the database is unreachable.
 const MAX_PENDING_LINES: usize = 50_000;
 
@@ -159,6 +162,8 @@ pub struct CollectorConfig {
     pub database: String,
     pub credentials: Option<Credentials>,
     pub interval: Duration,
+    /// The database's retention and downsampling (see [`Retention`]).
+    pub retention: Retention,
 }
 
 /// A user name and password for an InfluxDB with authentication enabled.
@@ -243,12 +248,15 @@ impl WriteError {
 /// Writes line protocol (millisecond timestamps) to one database of an InfluxDB-compatible
 /// server. Creates the database before the first write, and again after the server answers 404
 /// (it lost the database: a fresh data directory, or another instance). A user who may not
-/// create databases (403) writes all the same: an admin may have created it.
+/// create databases (403) writes all the same: an admin may have created it. With
+/// [`LineWriter::with_retention`], the database's retention and downsampling are set up right
+/// after it is created (see [`Retention`]); a refused step is logged and the writes go on.
 pub struct LineWriter {
     http: reqwest::Client,
     database: String,
     credentials: Option<Credentials>,
     database_created: bool,
+    setup: Vec<Step>,
 }
 
 impl LineWriter {
@@ -262,6 +270,50 @@ impl LineWriter {
             database,
             credentials,
             database_created: false,
+            setup: Vec::new(),
+        }
+    }
+
+    /// Sets the database's retention up (see [`Retention`]) whenever it is created.
+    pub fn with_retention(mut self, retention: Retention) -> LineWriter {
+        self.setup = retention.steps(&self.database);
+        self
+    }
+
+    /// Runs the setup steps; a step the server refuses is logged, never an error of the write.
+    async fn set_up(&mut self, base: &str) -> Result<(), WriteError> {
+        for step in self.setup.clone() {
+            let mut refusal = self.statement(base, &step.statement).await?;
+            if let (Some(e), Some(instead)) = (&refusal, &step.if_exists)
+                && e.contains("already exists")
+            {
+                refusal = self.statement(base, instead).await?;
+            }
+            if let Some(e) = refusal {
+                tracing::warn!(database = %self.database, statement = %step.statement, error = %e, "retention setup refused");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one InfluxQL request: `Some(error)` when the server refused a statement of it
+    /// (influxd answers that with 200 and the error in the result, or with 403).
+    async fn statement(&mut self, base: &str, q: &str) -> Result<Option<String>, WriteError> {
+        let query = vec![("q", q.to_string())];
+        match self
+            .post(format!("{base}/query"), query, String::new())
+            .await
+        {
+            Ok(body) => Ok(serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v["results"].as_array().and_then(|rs| {
+                        rs.iter()
+                            .find_map(|r| r["error"].as_str().map(str::to_string))
+                    })
+                })),
+            Err(WriteError::Forbidden { message, .. }) => Ok(Some(message)),
+            Err(e) => Err(e),
         }
     }
 
@@ -270,19 +322,20 @@ impl LineWriter {
         if !self.database_created {
             let q = vec![("q", format!("CREATE DATABASE \"{}\"", self.database))];
             match self.post(format!("{base}/query"), q, String::new()).await {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(WriteError::Forbidden { message, .. }) => {
                     tracing::debug!(%message, "may not create the database; writing anyway");
                 }
                 Err(e) => return Err(e),
             }
+            self.set_up(base).await?;
             self.database_created = true;
         }
         let q = vec![
             ("db", self.database.clone()),
             ("precision", "ms".to_string()),
         ];
-        self.post(format!("{base}/write"), q, body).await
+        self.post(format!("{base}/write"), q, body).await.map(drop)
     }
 
     async fn post(
@@ -290,7 +343,7 @@ impl LineWriter {
         url: String,
         query: Vec<(&'static str, String)>,
         body: String,
-    ) -> Result<(), WriteError> {
+    ) -> Result<String, WriteError> {
         let mut req = self.http.post(&url).query(&query).body(body);
         if let Some(c) = &self.credentials {
             req = req.basic_auth(&c.user, Some(&c.password));
@@ -300,7 +353,7 @@ impl LineWriter {
             message: e.to_string(),
         })?;
         if resp.status().is_success() {
-            return Ok(());
+            return Ok(resp.text().await.unwrap_or_default());
         }
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
@@ -345,7 +398,8 @@ impl Collector {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("an HTTP client with a loaded CA builds");
-        let writer = LineWriter::new(http, cfg.database.clone(), cfg.credentials.clone());
+        let writer = LineWriter::new(http, cfg.database.clone(), cfg.credentials.clone())
+            .with_retention(cfg.retention);
         Collector {
             controller,
             cfg,

@@ -3,6 +3,8 @@
 //! password or a missing privilege is a clear error (logged as such by the reporters), never a
 //! silent loss.
 
+mod common;
+
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,13 +28,7 @@ async fn tsdb() -> (String, Arc<torc_tsdb::Tsdb>, tempfile::TempDir) {
         .unwrap();
     db.set_privilege("reader", "torc", torc_tsdb::influxql::Privilege::Read)
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(torc_tsdb::serve(
-        listener,
-        db.clone(),
-        std::future::pending(),
-    ));
+    let url = common::serve(db.clone()).await;
     (url, db, dir)
 }
 

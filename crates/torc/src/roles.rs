@@ -551,6 +551,25 @@ pub struct CollectorArgs {
     /// `ps`).
     #[arg(long, env = "TORC_INFLUXDB_PASSWORD_FILE", requires = "user")]
     password_file: Option<PathBuf>,
+    /// How long the database's default policy (`autogen`) keeps the raw samples (e.g. 7d,
+    /// 30d; INF: forever). Set where the collector creates the database.
+    #[arg(long, default_value = "7d", value_parser = policy_duration)]
+    retention: i64,
+    /// How long the 5-minute means of `machine`, `network` and `stats` are kept in the policy
+    /// `long` (written by the continuous query `torc_downsample_5m`).
+    #[arg(long, default_value = "52w", value_parser = policy_duration)]
+    downsample_retention: i64,
+    /// No downsampling: the continuous query is dropped (the policy `long` and its data stay).
+    #[arg(long)]
+    no_downsample: bool,
+}
+
+/// A retention policy's duration flag: an InfluxQL duration (ns), or INF (0) for forever.
+fn policy_duration(text: &str) -> Result<i64, torc_tsdb::influxql::ParseError> {
+    if text.trim().eq_ignore_ascii_case("inf") {
+        return Ok(0);
+    }
+    torc_tsdb::influxql::parse_duration(text)
 }
 
 pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
@@ -578,6 +597,10 @@ pub fn run_collector(args: CollectorArgs) -> anyhow::Result<()> {
         database: args.database,
         credentials,
         interval: Duration::from_secs(args.interval_seconds.max(1)),
+        retention: torc_collector::Retention {
+            duration: args.retention,
+            downsample: (!args.no_downsample).then_some(args.downsample_retention),
+        },
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1134,6 +1157,14 @@ pub struct TsdbArgs {
     /// Default: a minute.
     #[arg(long, value_parser = tsdb_duration)]
     query_timeout: Option<Duration>,
+    /// How often shards past their retention policy are dropped, as influxd's `[retention]
+    /// check-interval`.
+    #[arg(long, default_value = "30m", value_parser = tsdb_duration)]
+    retention_check_interval: Duration,
+    /// How often continuous queries are checked (each runs at its own interval), as influxd's
+    /// `[continuous_queries] run-interval`.
+    #[arg(long, default_value = "1s", value_parser = tsdb_duration)]
+    cq_run_interval: Duration,
 }
 
 /// A duration flag of `torc tsdb`, written as InfluxQL writes durations.
@@ -1155,6 +1186,8 @@ pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
         max_select_series: args.max_select_series,
         max_select_buckets: args.max_select_buckets,
         query_timeout: args.query_timeout.unwrap_or(defaults.query_timeout),
+        retention_check_interval: args.retention_check_interval,
+        cq_run_interval: args.cq_run_interval,
         ..defaults
     };
     let tls = match (&args.https_certificate, &args.https_private_key) {

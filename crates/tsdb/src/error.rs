@@ -56,6 +56,8 @@ pub enum Error {
     DatabaseNameRequired,
     #[error("retention policy already exists")]
     RetentionPolicyExists,
+    #[error("continuous query already exists")]
+    ContinuousQueryExists,
     /// A deletion met a shard whose head is being flushed; the caller may retry.
     #[error("delete while a flush is in progress")]
     FlushInProgress,

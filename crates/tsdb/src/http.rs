@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -85,44 +86,71 @@ pub async fn serve(
 
 /// Serves (HTTPS when `tls` is given, as influxd's `https-enabled`) until `shutdown` resolves,
 /// then flushes the heads into segments. Also runs the background work: size-triggered
-/// flushes and the retention sweep.
+/// flushes, the retention sweep (every [`crate::Options::retention_check_interval`]) and the
+/// continuous queries (checked every [`crate::Options::cq_run_interval`], on a task of their
+/// own, so that a long query delays no flush).
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     db: Arc<Tsdb>,
     tls: Option<Arc<torc_tls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let bg_db = db.clone();
-    let bg = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-        let mut n: u64 = 0;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop_rx.changed() => break,
-            }
-            n += 1;
-            if bg_db.take_flush_request()
-                && let Err(e) = bg_db.flush().await
-            {
-                tracing::error!(error = %e, "flush failed");
-            }
-            if n.is_multiple_of(240)
-                && let Err(e) = bg_db.enforce_retention().await
-            {
-                tracing::error!(error = %e, "retention sweep failed");
-            }
-        }
-    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let bg = tokio::spawn(flushes_and_retention(db.clone(), stop_rx.clone()));
+    let cqs = tokio::spawn(continuous_queries(db.clone(), stop_rx));
     let app = router(db.clone());
     let r = torc_tls::serve(listener, app, tls, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = bg.await;
+    let _ = cqs.await;
     if let Err(e) = db.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
     r
+}
+
+/// Flushes the heads when a write asked for it (checked every 250 ms, or more often when the
+/// retention check is set shorter) and drops expired data every retention check interval.
+async fn flushes_and_retention(db: Arc<Tsdb>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = db
+        .options()
+        .retention_check_interval
+        .max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(every.min(Duration::from_millis(250)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_check = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if db.take_flush_request()
+            && let Err(e) = db.flush().await
+        {
+            tracing::error!(error = %e, "flush failed");
+        }
+        if last_check.elapsed() >= every {
+            last_check = Instant::now();
+            if let Err(e) = db.enforce_retention().await {
+                tracing::error!(error = %e, "retention sweep failed");
+            }
+        }
+    }
+}
+
+/// Checks the continuous queries every run interval and runs the due ones (see [`crate::cq`]).
+async fn continuous_queries(db: Arc<Tsdb>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = db.options().cq_run_interval.max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut runner = crate::cq::Runner::default();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        runner.run_due(&db, now_ns()).await;
+    }
 }
 
 fn with_headers(mut r: Response) -> Response {

@@ -5,8 +5,9 @@
 //! Users and authentication are influxd 1.6's (`[http] auth-enabled`, see [`auth`] and
 //! [`users`]), off unless [`Options::auth_enabled`].
 //! It serves HTTPS when given a certificate ([`serve_tls`], influxd's `https-enabled`).
-//! What it is not: a cluster, or a full InfluxQL (no continuous queries, `INTO`, nor the
-//! functions `sample`, `elapsed` and `holt_winters`: asking for one is an error). `DROP SERIES`,
+//! What it is not: a cluster, or a full InfluxQL (no `sample`, `elapsed` and `holt_winters`:
+//! asking for one is an error). Retention policies are enforced on influxd's schedule, and
+//! continuous queries and `SELECT ... INTO` run as influxd's do (see [`cq`]). `DROP SERIES`,
 //! `DELETE` and `DROP MEASUREMENT` are supported (durable, see [`storage`]), and so are
 //! subqueries (`FROM (SELECT ...)`, see [`exec`]); `/write` accepts gzip bodies and `/query`
 //! answers gzip to clients that accept it.
@@ -24,7 +25,8 @@
 //! * [`users`]: the user catalog; [`password`]: bcrypt, bounded, and the cache of verified
 //!   passwords; [`auth`]: credentials and privileges per request;
 //! * layers, each using only those below it (`cargo test -p torc-test-utils --test
-//!   module_cycles` checks that no two modules import each other): [`http`] over [`v08`] over
+//!   module_cycles` checks that no two modules import each other): [`http`] over [`cq`] (the
+//!   continuous-query service) and [`v08`], over
 //!   [`json`] over [`exec`] (its [`exec::QueryError`] and answers' [`exec::Val`] below it) over
 //!   [`auth`] over [`users`] over [`storage`] over [`password`], [`wal`], [`segment`] and the
 //!   leaves ([`influxql`], [`lineproto`], [`model`], [`names`], [`limits`], [`error`], ...);
@@ -46,6 +48,7 @@
 //! reach the disk ([`names`]).
 
 pub mod auth;
+pub mod cq;
 pub mod encoding;
 pub mod error;
 pub mod exec;

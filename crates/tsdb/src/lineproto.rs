@@ -165,74 +165,15 @@ fn trim_end_cr(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Parses one non-empty line.
+/// Parses one non-empty line: measurement, tags, fields, timestamp, each a step below that
+/// moves the cursor `i` past what it read.
 pub fn parse_line(
     line: &[u8],
     precision: Precision,
     default_time: i64,
 ) -> Result<Point, LineError> {
-    let mut i = 0;
-    // Measurement: up to an unescaped ',' or ' '.
-    let start = i;
-    while i < line.len() {
-        match line[i] {
-            b'\\' => i += 2,
-            b',' | b' ' => break,
-            _ => i += 1,
-        }
-    }
-    let i_end = i.min(line.len());
-    if i_end == start {
-        return Err(LineError::MissingMeasurement);
-    }
-    let measurement = unescape(&line[start..i_end], b", ")?;
-    i = i_end;
-    let mut tags: Vec<(String, String)> = Vec::new();
-    if i < line.len() && line[i] == b',' {
-        i += 1;
-        loop {
-            // key
-            let ks = i;
-            while i < line.len() {
-                match line[i] {
-                    b'\\' => i += 2,
-                    b'=' | b',' | b' ' => break,
-                    _ => i += 1,
-                }
-            }
-            let ke = i.min(line.len());
-            if ke == ks {
-                return Err(LineError::MissingTagKey);
-            }
-            if ke >= line.len() || line[ke] != b'=' {
-                return Err(LineError::MissingTagValue);
-            }
-            i = ke + 1;
-            let vs = i;
-            while i < line.len() {
-                match line[i] {
-                    b'\\' => i += 2,
-                    b'=' => return Err(LineError::InvalidTagFormat),
-                    b',' | b' ' => break,
-                    _ => i += 1,
-                }
-            }
-            let ve = i.min(line.len());
-            if ve == vs {
-                return Err(LineError::MissingTagValue);
-            }
-            tags.push((
-                unescape(&line[ks..ke], b",= ")?,
-                unescape(&line[vs..ve], b",= ")?,
-            ));
-            i = ve;
-            if i < line.len() && line[i] == b',' {
-                i += 1;
-                continue;
-            }
-            break;
-        }
-    }
+    let (measurement, mut i) = measurement(line)?;
+    let mut tags = tags(line, &mut i)?;
     // The series key as written, limited as influxd limits it (see `names`).
     let key_len = i.min(line.len());
     if let Some(e) = crate::names::series_key_error(key_len) {
@@ -248,102 +189,8 @@ pub fn parse_line(
     if i >= line.len() {
         return Err(LineError::MissingFields);
     }
-    let mut fields: Vec<(String, FieldValue)> = Vec::new();
-    loop {
-        let ks = i;
-        while i < line.len() {
-            match line[i] {
-                b'\\' => i += 2,
-                b'=' | b',' | b' ' => break,
-                _ => i += 1,
-            }
-        }
-        let ke = i.min(line.len());
-        if ke == ks {
-            return Err(LineError::MissingFieldKey);
-        }
-        if ke >= line.len() || line[ke] != b'=' {
-            return Err(LineError::MissingFieldValue);
-        }
-        if let Some(e) = crate::names::field_key_error(key_len, ke - ks) {
-            return Err(e.into());
-        }
-        let key = unescape(&line[ks..ke], b",= ")?;
-        i = ke + 1;
-        if i >= line.len() || line[i] == b' ' || line[i] == b',' {
-            return Err(LineError::MissingFieldValue);
-        }
-        let value = if line[i] == b'"' {
-            i += 1;
-            let mut s = Vec::new();
-            let mut closed = false;
-            while i < line.len() {
-                match line[i] {
-                    b'\\' if i + 1 < line.len() && matches!(line[i + 1], b'"' | b'\\') => {
-                        s.push(line[i + 1]);
-                        i += 2;
-                    }
-                    b'"' => {
-                        closed = true;
-                        i += 1;
-                        break;
-                    }
-                    c => {
-                        s.push(c);
-                        i += 1;
-                    }
-                }
-            }
-            if !closed {
-                return Err(LineError::UnbalancedQuotes);
-            }
-            FieldValue::Str(String::from_utf8(s).map_err(|_| LineError::StringFieldUtf8)?)
-        } else {
-            let vs = i;
-            while i < line.len() && line[i] != b',' && line[i] != b' ' {
-                i += 1;
-            }
-            parse_scalar(&line[vs..i])?
-        };
-        if key == "time" {
-            // InfluxDB 1.6 drops a field named `time` with this message (no error for the line
-            // if other fields remain would be nicer, but we keep 1.6's behaviour simple: reject).
-            return Err(LineError::TimeField { measurement });
-        }
-        fields.push((key, value));
-        if i < line.len() && line[i] == b',' {
-            i += 1;
-            continue;
-        }
-        break;
-    }
-    // Timestamp.
-    while i < line.len() && line[i] == b' ' {
-        i += 1;
-    }
-    let time = if i >= line.len() {
-        default_time
-    } else {
-        let ts = &line[i..];
-        let ts = match ts.iter().position(|&b| b == b' ') {
-            Some(p) => {
-                if ts[p..].iter().any(|&b| b != b' ') {
-                    return Err(LineError::BadTimestamp);
-                }
-                &ts[..p]
-            }
-            None => ts,
-        };
-        let s = std::str::from_utf8(ts).map_err(|_| LineError::BadTimestamp)?;
-        let v: i64 = s.parse().map_err(|_| LineError::BadTimestamp)?;
-        let t = v
-            .checked_mul(precision.nanos())
-            .ok_or(LineError::TimeOverflow)?;
-        if !(MIN_TIME..=MAX_TIME).contains(&t) {
-            return Err(LineError::TimeOutsideRange { time: t });
-        }
-        t
-    };
+    let mut fields = fields(line, &mut i, key_len, &measurement)?;
+    let time = timestamp(line, i, precision, default_time)?;
     tags.sort_by(|a, b| a.0.cmp(&b.0));
     for w in tags.windows(2) {
         if w[0].0 == w[1].0 {
@@ -359,6 +206,197 @@ pub fn parse_line(
         fields,
         time,
     })
+}
+
+/// The measurement: up to an unescaped `,` or ` `; and where it ends.
+#[inline]
+fn measurement(line: &[u8]) -> Result<(String, usize), LineError> {
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'\\' => i += 2,
+            b',' | b' ' => break,
+            _ => i += 1,
+        }
+    }
+    let end = i.min(line.len());
+    if end == 0 {
+        return Err(LineError::MissingMeasurement);
+    }
+    Ok((unescape(&line[..end], b", ")?, end))
+}
+
+/// Moves `i` past a tag or field key (up to an unescaped `=`, `,` or ` `); where it ends.
+#[inline]
+fn key_end(line: &[u8], i: &mut usize) -> usize {
+    while *i < line.len() {
+        match line[*i] {
+            b'\\' => *i += 2,
+            b'=' | b',' | b' ' => break,
+            _ => *i += 1,
+        }
+    }
+    (*i).min(line.len())
+}
+
+/// The tags after the measurement (`,k=v` pairs, unsorted), if any.
+#[inline]
+fn tags(line: &[u8], i: &mut usize) -> Result<Vec<(String, String)>, LineError> {
+    let mut tags: Vec<(String, String)> = Vec::new();
+    if *i >= line.len() || line[*i] != b',' {
+        return Ok(tags);
+    }
+    *i += 1;
+    loop {
+        let ks = *i;
+        let ke = key_end(line, i);
+        if ke == ks {
+            return Err(LineError::MissingTagKey);
+        }
+        if ke >= line.len() || line[ke] != b'=' {
+            return Err(LineError::MissingTagValue);
+        }
+        *i = ke + 1;
+        let vs = *i;
+        while *i < line.len() {
+            match line[*i] {
+                b'\\' => *i += 2,
+                b'=' => return Err(LineError::InvalidTagFormat),
+                b',' | b' ' => break,
+                _ => *i += 1,
+            }
+        }
+        let ve = (*i).min(line.len());
+        if ve == vs {
+            return Err(LineError::MissingTagValue);
+        }
+        tags.push((
+            unescape(&line[ks..ke], b",= ")?,
+            unescape(&line[vs..ve], b",= ")?,
+        ));
+        *i = ve;
+        if *i < line.len() && line[*i] == b',' {
+            *i += 1;
+            continue;
+        }
+        return Ok(tags);
+    }
+}
+
+/// The fields (`k=v` pairs separated by `,`), starting at `i`.
+#[inline]
+fn fields(
+    line: &[u8],
+    i: &mut usize,
+    key_len: usize,
+    measurement: &str,
+) -> Result<Vec<(String, FieldValue)>, LineError> {
+    let mut fields: Vec<(String, FieldValue)> = Vec::new();
+    loop {
+        let ks = *i;
+        let ke = key_end(line, i);
+        if ke == ks {
+            return Err(LineError::MissingFieldKey);
+        }
+        if ke >= line.len() || line[ke] != b'=' {
+            return Err(LineError::MissingFieldValue);
+        }
+        if let Some(e) = crate::names::field_key_error(key_len, ke - ks) {
+            return Err(e.into());
+        }
+        let key = unescape(&line[ks..ke], b",= ")?;
+        *i = ke + 1;
+        if *i >= line.len() || line[*i] == b' ' || line[*i] == b',' {
+            return Err(LineError::MissingFieldValue);
+        }
+        let value = field_value(line, i)?;
+        if key == "time" {
+            // InfluxDB 1.6 drops a field named `time` with this message (no error for the line
+            // if other fields remain would be nicer, but we keep 1.6's behaviour simple: reject).
+            return Err(LineError::TimeField {
+                measurement: measurement.to_string(),
+            });
+        }
+        fields.push((key, value));
+        if *i < line.len() && line[*i] == b',' {
+            *i += 1;
+            continue;
+        }
+        return Ok(fields);
+    }
+}
+
+/// One field's value at `i` (a quoted string, or a number or boolean up to `,` or ` `).
+#[inline]
+fn field_value(line: &[u8], i: &mut usize) -> Result<FieldValue, LineError> {
+    if line[*i] != b'"' {
+        let vs = *i;
+        while *i < line.len() && line[*i] != b',' && line[*i] != b' ' {
+            *i += 1;
+        }
+        return parse_scalar(&line[vs..*i]);
+    }
+    *i += 1;
+    let mut s = Vec::new();
+    let mut closed = false;
+    while *i < line.len() {
+        match line[*i] {
+            b'\\' if *i + 1 < line.len() && matches!(line[*i + 1], b'"' | b'\\') => {
+                s.push(line[*i + 1]);
+                *i += 2;
+            }
+            b'"' => {
+                closed = true;
+                *i += 1;
+                break;
+            }
+            c => {
+                s.push(c);
+                *i += 1;
+            }
+        }
+    }
+    if !closed {
+        return Err(LineError::UnbalancedQuotes);
+    }
+    Ok(FieldValue::Str(
+        String::from_utf8(s).map_err(|_| LineError::StringFieldUtf8)?,
+    ))
+}
+
+/// The timestamp after the fields (at `i`), or `default_time` when there is none.
+#[inline]
+fn timestamp(
+    line: &[u8],
+    mut i: usize,
+    precision: Precision,
+    default_time: i64,
+) -> Result<i64, LineError> {
+    while i < line.len() && line[i] == b' ' {
+        i += 1;
+    }
+    if i >= line.len() {
+        return Ok(default_time);
+    }
+    let ts = &line[i..];
+    let ts = match ts.iter().position(|&b| b == b' ') {
+        Some(p) => {
+            if ts[p..].iter().any(|&b| b != b' ') {
+                return Err(LineError::BadTimestamp);
+            }
+            &ts[..p]
+        }
+        None => ts,
+    };
+    let s = std::str::from_utf8(ts).map_err(|_| LineError::BadTimestamp)?;
+    let v: i64 = s.parse().map_err(|_| LineError::BadTimestamp)?;
+    let t = v
+        .checked_mul(precision.nanos())
+        .ok_or(LineError::TimeOverflow)?;
+    if !(MIN_TIME..=MAX_TIME).contains(&t) {
+        return Err(LineError::TimeOutsideRange { time: t });
+    }
+    Ok(t)
 }
 
 /// Later duplicates of a field key win, as in InfluxDB; a key keeps the place of its first

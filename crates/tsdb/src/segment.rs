@@ -273,124 +273,39 @@ impl Segment {
         Segment::parse(seq, path, data)
     }
 
+    /// A segment file's bytes checked and indexed: header, version and checksum, then the
+    /// string table, the field lists (schemas) and each series' directory.
     fn parse(seq: u64, path: PathBuf, data: Vec<u8>) -> Result<Segment, Error> {
-        let corrupt = |detail: Damage| Error::Corrupt {
-            path: path.clone(),
-            detail,
-        };
-        if data.len() < 16 || &data[..8] != SEG_MAGIC {
-            return Err(corrupt(Damage::SegmentHeader));
-        }
-        let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
-        if version != SEG_VERSION {
-            return Err(Error::UnsupportedFormat {
-                path,
-                found: format!("segment version {version}"),
-                expected: SEG_VERSION,
-            });
-        }
-        let body_end = data.len() - 4;
-        let crc = u32::from_le_bytes([
-            data[body_end],
-            data[body_end + 1],
-            data[body_end + 2],
-            data[body_end + 3],
-        ]);
-        if crc32fast::hash(&data[12..body_end]) != crc {
-            return Err(corrupt(Damage::SegmentChecksum));
-        }
+        let body_end = check_frame(&path, &data)?;
         let mut r = Reader::new(&data[..body_end]);
         r.pos = 12;
-        let d_path = path.clone();
-        let d = dec(&d_path);
+        // Borrowed by the readers below; `path` itself goes into the segment.
+        let at = path.clone();
+        let d = dec(&at);
         let nstrings = r.uvarint().map_err(&d)? as usize;
         let mut strings: Vec<Arc<str>> = Vec::with_capacity(nstrings.min(1 << 16));
         for _ in 0..nstrings {
             strings.push(Arc::from(r.str().map_err(&d)?));
         }
-        let string = |id: u64| -> Result<&Arc<str>, Error> {
-            usize::try_from(id)
-                .ok()
-                .and_then(|i| strings.get(i))
-                .ok_or_else(|| corrupt(Damage::StringId))
+        let table = Table {
+            path: &at,
+            data: &data,
+            strings: &strings,
+            schemas: Vec::new(),
         };
-        let nschemas = r.uvarint().map_err(&d)? as usize;
-        let mut schemas: Vec<Vec<(Arc<str>, FieldType)>> =
-            Vec::with_capacity(nschemas.min(1 << 16));
-        for _ in 0..nschemas {
-            let nf = r.uvarint().map_err(&d)? as usize;
-            let mut fields = Vec::with_capacity(nf.min(4096));
-            for _ in 0..nf {
-                let name = string(r.uvarint().map_err(&d)?)?.clone();
-                let ftype = FieldType::from_code(r.u8().map_err(&d)?)
-                    .ok_or_else(|| corrupt(Damage::FieldType))?;
-                fields.push((name, ftype));
-            }
-            schemas.push(fields);
-        }
+        let table = table.read_schemas(&mut r)?;
         let time_base = unzigzag(r.uvarint().map_err(&d)?);
         let nseries = r.uvarint().map_err(&d)? as usize;
         let mut series = Vec::with_capacity(nseries.min(1 << 20));
         let (mut smin, mut smax) = (i64::MAX, i64::MIN);
         for _ in 0..nseries {
-            let measurement = string(r.uvarint().map_err(&d)?)?.to_string();
-            let ntags = r.uvarint().map_err(&d)? as usize;
-            let mut tags = Vec::with_capacity(ntags.min(256));
-            for _ in 0..ntags {
-                let k = string(r.uvarint().map_err(&d)?)?.to_string();
-                let v = string(r.uvarint().map_err(&d)?)?.to_string();
-                tags.push((k, v));
-            }
-            let schema = usize::try_from(r.uvarint().map_err(&d)?)
-                .ok()
-                .and_then(|i| schemas.get(i))
-                .ok_or_else(|| corrupt(Damage::SchemaId))?;
-            let n = r.uvarint().map_err(&d)? as usize;
-            let e = r.u8().map_err(&d)?;
-            if e > MAX_TIME_EXPONENT {
-                return Err(corrupt(Damage::TimeExponent));
-            }
-            let times = chunk_range(&mut r).map_err(&d)?;
-            let mut s = SegSeries {
-                measurement,
-                tags,
-                n,
-                times,
-                time_scale: 10i64.pow(u32::from(e)),
-                min_t: 0,
-                max_t: 0,
-                fields: Vec::with_capacity(schema.len()),
-            };
-            let decoded = decode_times(&data, time_base, &s).map_err(&d)?;
-            (s.min_t, s.max_t) = match (decoded.first(), decoded.last()) {
-                (Some(&a), Some(&b)) => (a, b),
-                _ => return Err(corrupt(Damage::EmptySeries)),
-            };
+            let s = table.read_series(&mut r, time_base)?;
             smin = smin.min(s.min_t);
             smax = smax.max(s.max_t);
-            for (name, ftype) in schema {
-                let (bitmap, count) = match r.u8().map_err(&d)? {
-                    0 => (None, n),
-                    1 => {
-                        let b = chunk_range(&mut r).map_err(&d)?;
-                        let present = encoding::decode_bools(&data[b.clone()], n).map_err(&d)?;
-                        (Some(b), present.iter().filter(|&&p| p).count())
-                    }
-                    _ => return Err(corrupt(Damage::BitmapFlag)),
-                };
-                let values = chunk_range(&mut r).map_err(&d)?;
-                s.fields.push(SegField {
-                    name: name.clone(),
-                    ftype: *ftype,
-                    bitmap,
-                    count,
-                    values,
-                });
-            }
             series.push(s);
         }
         if !r.is_empty() {
-            return Err(corrupt(Damage::TrailingBytes));
+            return Err(corrupt(&at, Damage::TrailingBytes));
         }
         Ok(Segment {
             seq,
@@ -458,6 +373,136 @@ impl Segment {
 }
 
 /// The absolute times of a series.
+fn corrupt(path: &Path, detail: Damage) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
+/// Checks a segment's header, version and checksum; returns where its body ends.
+fn check_frame(path: &Path, data: &[u8]) -> Result<usize, Error> {
+    if data.len() < 16 || &data[..8] != SEG_MAGIC {
+        return Err(corrupt(path, Damage::SegmentHeader));
+    }
+    let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+    if version != SEG_VERSION {
+        return Err(Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: format!("segment version {version}"),
+            expected: SEG_VERSION,
+        });
+    }
+    let body_end = data.len() - 4;
+    let crc = u32::from_le_bytes([
+        data[body_end],
+        data[body_end + 1],
+        data[body_end + 2],
+        data[body_end + 3],
+    ]);
+    if crc32fast::hash(&data[12..body_end]) != crc {
+        return Err(corrupt(path, Damage::SegmentChecksum));
+    }
+    Ok(body_end)
+}
+
+/// What a segment's series directory refers to while it is read: the file's bytes, its
+/// string table and its field lists.
+struct Table<'a> {
+    path: &'a Path,
+    data: &'a [u8],
+    strings: &'a [Arc<str>],
+    schemas: Vec<Vec<(Arc<str>, FieldType)>>,
+}
+
+impl Table<'_> {
+    fn string(&self, id: u64) -> Result<&Arc<str>, Error> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.strings.get(i))
+            .ok_or_else(|| corrupt(self.path, Damage::StringId))
+    }
+
+    /// The field lists (name, type) that series refer to by index.
+    fn read_schemas(mut self, r: &mut Reader<'_>) -> Result<Self, Error> {
+        let d = dec(self.path);
+        let nschemas = r.uvarint().map_err(&d)? as usize;
+        let mut schemas = Vec::with_capacity(nschemas.min(1 << 16));
+        for _ in 0..nschemas {
+            let nf = r.uvarint().map_err(&d)? as usize;
+            let mut fields = Vec::with_capacity(nf.min(4096));
+            for _ in 0..nf {
+                let name = self.string(r.uvarint().map_err(&d)?)?.clone();
+                let ftype = FieldType::from_code(r.u8().map_err(&d)?)
+                    .ok_or_else(|| corrupt(self.path, Damage::FieldType))?;
+                fields.push((name, ftype));
+            }
+            schemas.push(fields);
+        }
+        self.schemas = schemas;
+        Ok(self)
+    }
+
+    /// One series' entry: its key, its time column (decoded once for its bounds) and its
+    /// fields' value columns and presence bitmaps.
+    fn read_series(&self, r: &mut Reader<'_>, time_base: i64) -> Result<SegSeries, Error> {
+        let d = dec(self.path);
+        let measurement = self.string(r.uvarint().map_err(&d)?)?.to_string();
+        let ntags = r.uvarint().map_err(&d)? as usize;
+        let mut tags = Vec::with_capacity(ntags.min(256));
+        for _ in 0..ntags {
+            let k = self.string(r.uvarint().map_err(&d)?)?.to_string();
+            let v = self.string(r.uvarint().map_err(&d)?)?.to_string();
+            tags.push((k, v));
+        }
+        let schema = usize::try_from(r.uvarint().map_err(&d)?)
+            .ok()
+            .and_then(|i| self.schemas.get(i))
+            .ok_or_else(|| corrupt(self.path, Damage::SchemaId))?;
+        let n = r.uvarint().map_err(&d)? as usize;
+        let e = r.u8().map_err(&d)?;
+        if e > MAX_TIME_EXPONENT {
+            return Err(corrupt(self.path, Damage::TimeExponent));
+        }
+        let times = chunk_range(r).map_err(&d)?;
+        let mut s = SegSeries {
+            measurement,
+            tags,
+            n,
+            times,
+            time_scale: 10i64.pow(u32::from(e)),
+            min_t: 0,
+            max_t: 0,
+            fields: Vec::with_capacity(schema.len()),
+        };
+        let decoded = decode_times(self.data, time_base, &s).map_err(&d)?;
+        (s.min_t, s.max_t) = match (decoded.first(), decoded.last()) {
+            (Some(&a), Some(&b)) => (a, b),
+            _ => return Err(corrupt(self.path, Damage::EmptySeries)),
+        };
+        for (name, ftype) in schema {
+            let (bitmap, count) = match r.u8().map_err(&d)? {
+                0 => (None, n),
+                1 => {
+                    let b = chunk_range(r).map_err(&d)?;
+                    let present = encoding::decode_bools(&self.data[b.clone()], n).map_err(&d)?;
+                    (Some(b), present.iter().filter(|&&p| p).count())
+                }
+                _ => return Err(corrupt(self.path, Damage::BitmapFlag)),
+            };
+            let values = chunk_range(r).map_err(&d)?;
+            s.fields.push(SegField {
+                name: name.clone(),
+                ftype: *ftype,
+                bitmap,
+                count,
+                values,
+            });
+        }
+        Ok(s)
+    }
+}
+
 fn decode_times(data: &[u8], base: i64, s: &SegSeries) -> Result<Vec<i64>, DecodeError> {
     let mut t = encoding::decode_ints(&data[s.times.clone()], s.n)?;
     for x in &mut t {

@@ -32,7 +32,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use crate::auth::{self, Caller};
-use crate::exec::{self, StatementResult, Val};
+use crate::exec::{self, ResultSeries, StatementResult, Val};
 use crate::influxql::{self, Dimension, Expr, Statement};
 use crate::json::{Epoch, write_str, write_val};
 use crate::lineproto::Precision;
@@ -324,37 +324,8 @@ pub async fn query(
     let epoch = Epoch::Div(precision(time_precision).nanos());
     if let Some(rest) = lower.strip_prefix("list series") {
         let rest = trimmed[trimmed.len() - rest.len()..].trim();
-        let filter = if rest.is_empty() {
-            None
-        } else {
-            let r = rest.trim_matches('/');
-            Some(regex::Regex::new(r).map_err(V08Error::Regex)?)
-        };
-        if reader.is_some_and(|u| !u.may(crate::influxql::Privilege::Read, dbname)) {
-            return Err(read_denied(dbname));
-        }
-        let mut names = std::collections::BTreeSet::new();
-        for shard in db.shards_of(dbname) {
-            let st = shard.read();
-            for (m, mi) in &st.index.measurements {
-                if !mi.series.is_empty() && filter.as_ref().is_none_or(|re| re.is_match(m)) {
-                    names.insert(m.clone());
-                }
-            }
-        }
-        let mut out = String::from(
-            "[{\"name\":\"list_series_result\",\"columns\":[\"time\",\"name\"],\"points\":[",
-        );
-        for (i, n) in names.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("[0,");
-            write_str(&mut out, n);
-            out.push(']');
-        }
-        out.push_str("]}]");
-        return Ok(out);
+        let denied = reader.is_some_and(|u| !u.may(crate::influxql::Privilege::Read, dbname));
+        return list_series(db, denied, dbname, rest);
     }
     // 0.8's `order asc|desc` sits before `limit`; InfluxQL has `ORDER BY time`.
     let (text, ascending) = rewrite_order(trimmed);
@@ -362,6 +333,10 @@ pub async fn query(
     let Statement::Select(mut sel) = stmt else {
         return Err(V08Error::NotSelect);
     };
+    // A 0.8 query only reads.
+    if sel.into.is_some() {
+        return Err(V08Error::NotSelect);
+    }
     if sel
         .fields
         .iter()
@@ -393,9 +368,50 @@ pub async fn query(
     if let Some(e) = &r.error {
         return Err(V08Error::Query(e.clone()));
     }
-    // Merge per-measurement series (no GROUP BY, so one each) into 0.8 objects.
+    Ok(render_series(&r.series, ascending, epoch))
+}
+
+/// `list series [/regex/]`: the measurements with series, as 0.8 answers them. `denied`: the
+/// caller may not read the database (refused once the pattern has been checked).
+fn list_series(db: &Tsdb, denied: bool, dbname: &str, rest: &str) -> Result<String, V08Error> {
+    let filter = if rest.is_empty() {
+        None
+    } else {
+        let r = rest.trim_matches('/');
+        Some(regex::Regex::new(r).map_err(V08Error::Regex)?)
+    };
+    if denied {
+        return Err(read_denied(dbname));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for shard in db.shards_of(dbname) {
+        let st = shard.read();
+        for (m, mi) in &st.index.measurements {
+            if !mi.series.is_empty() && filter.as_ref().is_none_or(|re| re.is_match(m)) {
+                names.insert(m.clone());
+            }
+        }
+    }
+    let mut out = String::from(
+        "[{\"name\":\"list_series_result\",\"columns\":[\"time\",\"name\"],\"points\":[",
+    );
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("[0,");
+        write_str(&mut out, n);
+        out.push(']');
+    }
+    out.push_str("]}]");
+    Ok(out)
+}
+
+/// A query's series (no GROUP BY, so one per measurement) as 0.8 objects, with 0.8's
+/// `sequence_number` column.
+fn render_series(series: &[ResultSeries], ascending: bool, epoch: Epoch) -> String {
     let mut out = String::from("[");
-    for (i, s) in r.series.iter().enumerate() {
+    for (i, s) in series.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -425,7 +441,7 @@ pub async fn query(
         out.push_str("]}");
     }
     out.push(']');
-    Ok(out)
+    out
 }
 
 /// Replaces a trailing-clause `order asc|desc` (0.8) with nothing; returns (text, ascending).

@@ -52,28 +52,6 @@ mod common;
 
 use serde_json::Value;
 
-fn close(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            if let (Some(i), Some(j)) = (x.as_i64(), y.as_i64()) {
-                return i == j;
-            }
-            let (p, q) = (
-                x.as_f64().unwrap_or(f64::NAN),
-                y.as_f64().unwrap_or(f64::NAN),
-            );
-            p == q || (p - q).abs() <= 1e-9 * p.abs().max(q.abs())
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
 fn normalise(q: &str, mut v: Value) -> Value {
     if q.trim().eq_ignore_ascii_case("SHOW DATABASES")
         && let Some(vals) = v
@@ -96,10 +74,6 @@ fn corpus() -> Vec<String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
         .collect()
-}
-
-fn parse_body(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or(Value::String(body.to_string()))
 }
 
 /// One recorded answer: the query, influxd's status and body.
@@ -137,7 +111,7 @@ fn check_golden(golden: &[Golden], i: usize, q: &str, status: u16, body: &Value)
     let Some((_, gs, gb)) = golden.get(i).filter(|g| g.0 == q) else {
         return Some("no golden answer (re-record them with TSDB_BLESS=1)".into());
     };
-    if *gs == status && close(&normalise(q, gb.clone()), &normalise(q, body.clone())) {
+    if *gs == status && common::close(&normalise(q, gb.clone()), &normalise(q, body.clone())) {
         return None;
     }
     Some(format!("golden {gs}: {gb}"))
@@ -183,12 +157,12 @@ async fn same_answers_as_influxdb() {
         for q in &queries {
             let (si, bi) = common::query(&influx.url(), "diff", q).await;
             let (st, bt) = common::query(&torc.url(), "diff", q).await;
-            let (vi, vt) = (parse_body(&bi), parse_body(&bt));
+            let (vi, vt) = (common::parse_body(&bi), common::parse_body(&bt));
             if !bless && let Some(d) = check_golden(&golden, answers.len(), q, si, &vi) {
                 failures.push(format!("[golden] {q}\n  influxdb {si}: {bi}\n  {d}"));
             }
             answers.push((q.clone(), si, vi.clone()));
-            if si != st || !close(&normalise(q, vi), &normalise(q, vt)) {
+            if si != st || !common::close(&normalise(q, vi), &normalise(q, vt)) {
                 failures.push(format!(
                     "[{phase}] {q}\n  influxdb {si}: {bi}\n  torc     {st}: {bt}"
                 ));
@@ -217,7 +191,7 @@ async fn same_answers_as_goldens() {
         }
         for q in &queries {
             let (st, bt) = common::query(&torc.url(), "diff", q).await;
-            if let Some(d) = check_golden(&golden, i, q, st, &parse_body(&bt)) {
+            if let Some(d) = check_golden(&golden, i, q, st, &common::parse_body(&bt)) {
                 failures.push(format!("[{phase}] {q}\n  torc {st}: {bt}\n  {d}"));
             }
             i += 1;

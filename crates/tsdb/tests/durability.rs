@@ -7,35 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-/// When run as the child: serve on a free port, print it, serve until killed.
-fn child_main(dir: &str) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut opts = torc_tsdb::Options::default();
-        if let Some(n) = std::env::var("TSDB_CHILD_FLUSH_VALUES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            opts.flush_values = n;
-        }
-        opts.auth_enabled = std::env::var_os("TSDB_CHILD_AUTH").is_some();
-        let db = std::sync::Arc::new(torc_tsdb::Tsdb::open(dir, opts).unwrap());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!("PORT {}", l.local_addr().unwrap().port());
-        torc_tsdb::serve(l, db, std::future::pending())
-            .await
-            .unwrap();
-    });
-}
+use common::child::{self, ChildOptions, Killed};
 
 fn spawn_child(dir: &std::path::Path) -> (std::process::Child, String) {
-    spawn_child_with(dir, usize::MAX)
+    spawn(dir, usize::MAX, false)
 }
 
 /// As [`spawn_child`]; the child flushes its heads into segments once they hold `flush_values`.
@@ -44,42 +21,18 @@ fn spawn_child_with(dir: &std::path::Path, flush_values: usize) -> (std::process
 }
 
 fn spawn(dir: &std::path::Path, flush_values: usize, auth: bool) -> (std::process::Child, String) {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
-    if auth {
-        cmd.env("TSDB_CHILD_AUTH", "1");
-    }
-    let mut child = cmd
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("TSDB_CHILD_DIR", dir)
-        .env(
-            "TSDB_CHILD_FLUSH_VALUES",
-            if flush_values == usize::MAX {
-                "20000000".to_string()
-            } else {
-                flush_values.to_string()
-            },
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    let port = loop {
-        let l = lines.next().expect("child exited").unwrap();
-        // libtest prints `test child_entry ... ` before our line.
-        if let Some(i) = l.find("PORT ") {
-            break l[i + 5..].trim().to_string();
-        }
+    let opts = ChildOptions {
+        flush_values: (flush_values != usize::MAX).then_some(flush_values),
+        auth,
+        ..Default::default()
     };
-    (child, format!("http://127.0.0.1:{port}"))
+    child::spawn(dir, &opts)
 }
 
 #[test]
 fn child_entry() {
     if let Ok(dir) = std::env::var("TSDB_CHILD_DIR") {
-        child_main(&dir);
+        child::child_main(&dir);
     }
 }
 
@@ -193,22 +146,6 @@ fn torn_tail_truncated_and_corruption_fails_closed() {
     std::fs::write(&seg, b).unwrap();
     let e = torc_tsdb::Tsdb::open(dir.path(), Default::default()).unwrap_err();
     assert!(e.to_string().contains("corrupt"), "{e}");
-}
-
-/// A child server that is killed with SIGKILL when dropped, so a failing assertion does not
-/// leave it running.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        kill_9(&mut self.0);
-    }
-}
-
-fn kill_9(child: &mut std::process::Child) {
-    let pid = child.id() as i32;
-    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    let _ = child.wait();
 }
 
 async fn q(url: &str, query: &str) -> String {

@@ -60,6 +60,15 @@ async fn get_refuses_statements_that_change_state() {
             "CREATE RETENTION POLICY r ON d DURATION 1h REPLICATION 1",
             "CREATE RETENTION POLICY r ON d DURATION 1h REPLICATION 1",
         ),
+        ("SELECT v INTO copy FROM m", "SELECT v INTO copy FROM m"),
+        (
+            "CREATE CONTINUOUS QUERY c ON d BEGIN SELECT mean(v) INTO x FROM m GROUP BY time(1m) END",
+            "CREATE CONTINUOUS QUERY c ON d BEGIN SELECT mean(v) INTO x FROM m GROUP BY time(1m) END",
+        ),
+        (
+            "DROP CONTINUOUS QUERY c ON d",
+            "DROP CONTINUOUS QUERY c ON d",
+        ),
         // A read first does not let the rest through, and nothing of the request runs.
         ("SHOW DATABASES; DROP DATABASE d", "DROP DATABASE d"),
     ] {
@@ -78,6 +87,11 @@ async fn get_refuses_statements_that_change_state() {
     }
     // Nothing changed.
     assert_eq!(databases(&url).await, vec!["d".to_string()]);
+    let (s, _, b) = get(&url, "d", "SHOW MEASUREMENTS").await;
+    assert!(s == 200 && !b.contains("copy"), "{b}");
+    let (s, _, b) = get(&url, "d", "SHOW CONTINUOUS QUERIES").await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.contains("values"), "{b}");
     let (s, _, b) = get(&url, "d", "SELECT count(v) FROM m").await;
     assert_eq!(s, 200, "{b}");
     assert!(b.contains(r#"["1970-01-01T00:00:00Z",1]"#), "{b}");

@@ -33,7 +33,8 @@
 //! Code map (each module's doc says what it does and does not do; each uses only those
 //! below it, no two import each other):
 //! * this module: the statement loop ([`execute`]) and the dispatch of one statement;
-//! * `show`, `catalog`, `delete`, `users`: the statements other than `SELECT`;
+//! * `show`, `catalog`, `continuous`, `delete`, `users`: the statements other than `SELECT`;
+//!   `into`: what a `SELECT ... INTO` answered, written back as points;
 //! * `select`: `SELECT`, its sources (subqueries included), checks, wildcards, series
 //!   grouping and raw projection; `aggregate`: buckets, `top`/`bottom`, fill;
 //! * `rows`: a group's rows; `merge`: the order influxd merges a raw query's series in;
@@ -50,10 +51,12 @@ use crate::storage::Tsdb;
 mod aggregate;
 mod catalog;
 mod cond;
+mod continuous;
 mod delete;
 mod error;
 mod eval;
 mod functions;
+mod into;
 mod merge;
 pub mod plan;
 mod rows;
@@ -162,7 +165,16 @@ async fn execute_one(
         | Statement::ShowSeriesCardinality { .. }
         | Statement::ShowMeasurementCardinality { .. }
         | Statement::ShowContinuousQueries => show::execute(db, stmt, default_db, caller, budget),
-        Statement::Select(sel) => select::select(db, sel, default_db, budget),
+        Statement::CreateContinuousQuery(_) | Statement::DropContinuousQuery { .. } => {
+            continuous::execute(db, stmt, default_db)
+        }
+        Statement::Select(sel) => match &sel.into {
+            None => select::select(db, sel, default_db, budget),
+            Some(target) => {
+                let series = select::select(db, &into::as_written(sel), default_db, budget)?;
+                into::write_into(db, target, series, default_db, budget).await
+            }
+        },
     }
 }
 

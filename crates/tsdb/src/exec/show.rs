@@ -32,16 +32,7 @@ pub(super) fn execute(
         Statement::ShowMeasurementCardinality { on } => {
             cardinality(db, on.as_deref(), default_db, false, budget)
         }
-        Statement::ShowContinuousQueries => Ok(db
-            .databases()
-            .into_iter()
-            .map(|d| ResultSeries {
-                name: Some(d),
-                tags: None,
-                columns: vec!["name".into(), "query".into()],
-                values: Vec::new(),
-            })
-            .collect()),
+        Statement::ShowContinuousQueries => Ok(continuous_queries(db)),
         Statement::ShowDatabases => Ok(vec![ResultSeries {
             name: Some("databases".into()),
             tags: None,
@@ -158,6 +149,25 @@ fn cardinality(
         columns: vec!["cardinality estimation".into()],
         values: vec![vec![Val::Int(set.len() as i64)]],
     }])
+}
+
+/// `SHOW CONTINUOUS QUERIES`: a series per database (one without queries has no rows), each
+/// query's name and its text as stored.
+fn continuous_queries(db: &Tsdb) -> Vec<ResultSeries> {
+    let stored = db.continuous_queries();
+    db.databases()
+        .into_iter()
+        .map(|d| ResultSeries {
+            values: stored
+                .iter()
+                .filter(|(sd, _)| *sd == d)
+                .map(|(_, q)| vec![Val::Str(q.name.clone()), Val::Str(q.query.clone())])
+                .collect(),
+            name: Some(d),
+            tags: None,
+            columns: vec!["name".into(), "query".into()],
+        })
+        .collect()
 }
 
 /// `SHOW RETENTION POLICIES` of the database `name` (or the error of naming none).

@@ -5,7 +5,7 @@
 //! A database left empty means "the request's `db` parameter". [`Statement::is_read_only`]
 //! says which statements a `GET` may run.
 
-use super::{Privilege, Select, Source, Statement};
+use super::ast::{Privilege, Select, Source, Statement};
 
 /// One requirement of a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,10 @@ fn select_requires(s: &Select, out: &mut Vec<Required>) {
             Source::Subquery(inner) => select_requires(inner, out),
         }
     }
+    // influxd: an `INTO` needs WRITE on the target's database.
+    if let Some(t) = &s.into {
+        out.push(Required::on(Privilege::Write, t.database.as_deref()));
+    }
 }
 
 impl Statement {
@@ -44,8 +48,8 @@ impl Statement {
     /// /query` may run (see `crate::http`).
     pub fn is_read_only(&self) -> bool {
         match self {
-            Statement::Select(_)
-            | Statement::ShowDatabases
+            Statement::Select(s) => s.into.is_none(),
+            Statement::ShowDatabases
             | Statement::ShowMeasurements { .. }
             | Statement::ShowSeries { .. }
             | Statement::ShowTagKeys { .. }
@@ -71,7 +75,9 @@ impl Statement {
             | Statement::DropMeasurement { .. }
             | Statement::DropRetentionPolicy { .. }
             | Statement::AlterRetentionPolicy { .. }
-            | Statement::CreateRetentionPolicy { .. } => false,
+            | Statement::CreateRetentionPolicy { .. }
+            | Statement::CreateContinuousQuery(_)
+            | Statement::DropContinuousQuery { .. } => false,
         }
     }
 
@@ -98,8 +104,20 @@ impl Statement {
             Statement::DropSeries { .. } | Statement::Delete { .. } => {
                 vec![Required::on(Privilege::Write, None)]
             }
-            Statement::DropRetentionPolicy { database, .. } => {
+            Statement::DropRetentionPolicy { database, .. }
+            | Statement::DropContinuousQuery { database, .. } => {
                 vec![Required::on(Privilege::Write, Some(database))]
+            }
+            // influxd: WRITE on the query's database, or READ on it and WRITE on the target's
+            // when the target names another.
+            Statement::CreateContinuousQuery(cq) => {
+                match cq.select.into.as_ref().and_then(|t| t.database.as_deref()) {
+                    Some(target) => vec![
+                        Required::on(Privilege::Read, Some(&cq.database)),
+                        Required::on(Privilege::Write, Some(target)),
+                    ],
+                    None => vec![Required::on(Privilege::Write, Some(&cq.database))],
+                }
             }
             Statement::ShowUsers
             | Statement::ShowGrants { .. }

@@ -10,7 +10,10 @@
 
 use std::fmt::{self, Display, Formatter, Write};
 
-use super::{Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch, keyword};
+use super::ast::{
+    ContinuousQuery, Dimension, Expr, Field, Fill, Select, Source, Statement, TagKeyMatch, Target,
+};
+use super::lexer::{format_duration, keyword};
 
 /// An identifier as InfluxQL writes it: bare when it can be, else double-quoted with `\`, `"`
 /// and newlines escaped. Keywords (and the empty name) are quoted.
@@ -55,7 +58,7 @@ fn quote_string(s: &str) -> String {
 /// A duration literal as InfluxDB prints one: the largest unit that divides it, down to `u`.
 fn duration(ns: i64) -> String {
     if ns % 1_000 == 0 {
-        super::format_duration(ns)
+        format_duration(ns)
     } else {
         format!("{}u", ns / 1_000)
     }
@@ -168,6 +171,39 @@ impl Display for Source {
     }
 }
 
+/// influxd's `Target.String()`: `db.rp.m`, with `:MEASUREMENT` for the source's name.
+impl Display for Target {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        qualifier(f, &self.database, &self.retention_policy)?;
+        match &self.measurement {
+            Some(m) => f.write_str(&quote_ident(m)),
+            None => f.write_str(":MEASUREMENT"),
+        }
+    }
+}
+
+/// influxd's `CreateContinuousQueryStatement.String()`.
+impl Display for ContinuousQuery {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CREATE CONTINUOUS QUERY {} ON {} ",
+            quote_ident(&self.name),
+            quote_ident(&self.database)
+        )?;
+        if self.resample_every > 0 || self.resample_for > 0 {
+            f.write_str("RESAMPLE ")?;
+            if self.resample_every > 0 {
+                write!(f, "EVERY {} ", duration(self.resample_every))?;
+            }
+            if self.resample_for > 0 {
+                write!(f, "FOR {} ", duration(self.resample_for))?;
+            }
+        }
+        write!(f, "BEGIN {} END", self.select)
+    }
+}
+
 impl Display for Dimension {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
@@ -185,6 +221,9 @@ impl Display for Dimension {
 impl Display for Select {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         write!(f, "SELECT {}", List(&self.fields))?;
+        if let Some(t) = &self.into {
+            write!(f, " INTO {t}")?;
+        }
         if !self.sources.is_empty() {
             write!(f, " FROM {}", List(&self.sources))?;
         }
@@ -287,9 +326,52 @@ impl Display for TagKeyMatch {
 
 impl Display for Statement {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let q = quote_ident;
         match self {
             Statement::Select(s) => write!(f, "{s}"),
+            Statement::ShowDatabases
+            | Statement::ShowMeasurements { .. }
+            | Statement::ShowSeries { .. }
+            | Statement::ShowTagKeys { .. }
+            | Statement::ShowTagValues { .. }
+            | Statement::ShowFieldKeys { .. }
+            | Statement::ShowRetentionPolicies { .. }
+            | Statement::ShowSeriesCardinality { .. }
+            | Statement::ShowMeasurementCardinality { .. }
+            | Statement::ShowUsers
+            | Statement::ShowContinuousQueries
+            | Statement::ShowGrants { .. } => self.fmt_show(f),
+            Statement::CreateDatabase { .. }
+            | Statement::DropDatabase { .. }
+            | Statement::DropSeries { .. }
+            | Statement::Delete { .. }
+            | Statement::DropMeasurement { .. }
+            | Statement::DropRetentionPolicy { .. }
+            | Statement::AlterRetentionPolicy { .. }
+            | Statement::CreateRetentionPolicy { .. } => self.fmt_schema(f),
+            Statement::CreateContinuousQuery(cq) => write!(f, "{cq}"),
+            Statement::DropContinuousQuery { name, database } => write!(
+                f,
+                "DROP CONTINUOUS QUERY {} ON {}",
+                quote_ident(name),
+                quote_ident(database)
+            ),
+            Statement::CreateUser { .. }
+            | Statement::DropUser { .. }
+            | Statement::SetPassword { .. }
+            | Statement::Grant { .. }
+            | Statement::GrantAdmin { .. }
+            | Statement::Revoke { .. }
+            | Statement::RevokeAdmin { .. } => self.fmt_user(f),
+        }
+    }
+}
+
+// Each of these prints the statements `fmt` hands it (and nothing for any other).
+impl Statement {
+    /// The `SHOW` statements.
+    fn fmt_show(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let q = quote_ident;
+        match self {
             Statement::ShowDatabases => f.write_str("SHOW DATABASES"),
             Statement::ShowMeasurements {
                 on,
@@ -380,6 +462,14 @@ impl Display for Statement {
             Statement::ShowUsers => f.write_str("SHOW USERS"),
             Statement::ShowContinuousQueries => f.write_str("SHOW CONTINUOUS QUERIES"),
             Statement::ShowGrants { user } => write!(f, "SHOW GRANTS FOR {}", q(user)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The statements that change databases, policies, measurements and series.
+    fn fmt_schema(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let q = quote_ident;
+        match self {
             Statement::CreateDatabase { name } => write!(f, "CREATE DATABASE {}", q(name)),
             Statement::DropDatabase { name } => write!(f, "DROP DATABASE {}", q(name)),
             Statement::DropSeries { sources, condition } => {
@@ -442,6 +532,14 @@ impl Display for Statement {
                 }
                 Ok(())
             }
+            _ => Ok(()),
+        }
+    }
+
+    /// The user statements (passwords redacted).
+    fn fmt_user(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let q = quote_ident;
+        match self {
             Statement::CreateUser { name, admin, .. } => {
                 write!(f, "CREATE USER {} WITH PASSWORD [REDACTED]", q(name))?;
                 if *admin {
@@ -467,6 +565,7 @@ impl Display for Statement {
             Statement::RevokeAdmin { user } => {
                 write!(f, "REVOKE ALL PRIVILEGES FROM {}", q(user))
             }
+            _ => Ok(()),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! `parsePrivilege`, `parseGrantStatement`, `parseRevokeStatement`, ...), so a client sees the
 //! same `found X, expected Y` messages.
 
-use super::{PResult, Parser, Password, Privilege, Statement, Tok};
+use super::ast::{BinOp, Password, Privilege, Statement};
+use super::error::PResult;
+use super::lexer::Tok;
+use super::parser::Parser;
 
 impl Parser<'_> {
     /// A single-quoted string (a password).
@@ -58,7 +61,7 @@ impl Parser<'_> {
         self.expect_kw("FOR")?;
         let name = self.ident()?;
         let (t, pos) = self.next();
-        if t != Tok::Op(super::BinOp::Eq) {
+        if t != Tok::Op(BinOp::Eq) {
             return Err(self.err_at(&t, pos, &["="]));
         }
         let password = Password(self.string()?);

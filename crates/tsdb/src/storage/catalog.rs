@@ -1,12 +1,13 @@
-//! Catalog changes: databases and retention policies listed, created, altered and dropped
-//! (a drop is logged in the WAL, kinds 2 and 4, before its data goes).
+//! Catalog changes: databases, retention policies and continuous queries listed, created,
+//! altered and dropped (a drop of data is logged in the WAL, kinds 2 and 4, before its data
+//! goes; a database's continuous queries go with it).
 //! What it does not do: users (see [`crate::users`]) or deleting series (see
 //! [`super::delete`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use super::meta::{DbMeta, RpMeta, shard_group_for};
+use super::meta::{CqMeta, DbMeta, RpMeta, shard_group_for};
 use super::tsdb::Tsdb;
 use crate::Error;
 use crate::encoding::put_chunk;
@@ -57,6 +58,7 @@ impl Tsdb {
                 DbMeta {
                     default_rp: "autogen".into(),
                     rps,
+                    continuous_queries: Vec::new(),
                 },
             );
             Ok(true)
@@ -159,6 +161,53 @@ impl Tsdb {
         if p.exists() {
             std::fs::remove_dir_all(&p).map_err(|e| Error::io("removing retention policy", e))?;
         }
+        Ok(())
+    }
+
+    /// Every stored continuous query with its database (databases sorted, each one's queries
+    /// in creation order).
+    pub fn continuous_queries(&self) -> Vec<(String, CqMeta)> {
+        self.meta()
+            .databases
+            .iter()
+            .flat_map(|(d, m)| m.continuous_queries.iter().map(|q| (d.clone(), q.clone())))
+            .collect()
+    }
+
+    /// `CREATE CONTINUOUS QUERY` with its (normalized) text: nothing changes when the query
+    /// exists with the same text (compared ignoring case, as influxd does); another text is
+    /// refused.
+    pub fn create_continuous_query(&self, db: &str, name: &str, query: &str) -> Result<(), Error> {
+        self.check_poison()?;
+        self.update_meta(|next| {
+            let d = next.database_mut(db)?;
+            if let Some(cq) = d.continuous_queries.iter().find(|c| c.name == name) {
+                if cq.query.to_lowercase() == query.to_lowercase() {
+                    return Ok(false);
+                }
+                return Err(Error::ContinuousQueryExists);
+            }
+            d.continuous_queries.push(CqMeta {
+                name: name.to_string(),
+                query: query.to_string(),
+            });
+            Ok(true)
+        })?;
+        Ok(())
+    }
+
+    /// `DROP CONTINUOUS QUERY` (idempotent, like influxd 1.6: an unknown query or database is
+    /// no error).
+    pub fn drop_continuous_query(&self, db: &str, name: &str) -> Result<(), Error> {
+        self.check_poison()?;
+        self.update_meta(|next| {
+            let Some(d) = next.databases.get_mut(db) else {
+                return Ok(false);
+            };
+            let before = d.continuous_queries.len();
+            d.continuous_queries.retain(|c| c.name != name);
+            Ok(d.continuous_queries.len() != before)
+        })?;
         Ok(())
     }
 

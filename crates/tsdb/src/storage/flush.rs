@@ -207,9 +207,22 @@ impl Tsdb {
         wal::sync_dir(&shard.dir)
     }
 
-    /// Drops segments entirely older than their retention policy (and compacts partly expired
-    /// ones). Called periodically by the server.
+    /// Drops the data older than its retention policy's duration: segments entirely older are
+    /// deleted, partly expired ones compacted without the expired points, and heads holding
+    /// data of a policy with a duration are flushed first (a flush writes them trimmed at the
+    /// cutoff), so queries stop returning expired points as influxd's do once it drops their
+    /// shard with its cache. Called every `retention_check_interval` by the server.
+    /// Known difference: influxd drops whole shard groups (1 h to 7 d of time, by the policy's
+    /// duration) once their end is past the cutoff, so it keeps expired points up to a shard
+    /// group longer; torc cuts at the cutoff itself.
     pub async fn enforce_retention(&self) -> Result<(), Error> {
+        let expiring = self
+            .all_shards()
+            .iter()
+            .any(|s| s.read().head_values() > 0 && self.retention_cutoff(s) != i64::MIN);
+        if expiring {
+            self.flush().await?;
+        }
         let _f = self.flush_lock.lock().await;
         let shards = self.all_shards();
         for s in shards {
@@ -217,6 +230,7 @@ impl Tsdb {
             if cutoff == i64::MIN {
                 continue;
             }
+            let mut removed = false;
             let partly = {
                 let mut st = s.write();
                 let mut keep_s = Vec::new();
@@ -226,6 +240,7 @@ impl Tsdb {
                 for (seg, map) in segs.into_iter().zip(maps) {
                     if seg.max_t < cutoff {
                         let _ = std::fs::remove_file(&seg.path);
+                        removed = true;
                     } else {
                         keep_s.push(seg);
                         keep_m.push(map);
@@ -235,6 +250,9 @@ impl Tsdb {
                 st.seg_maps = keep_m;
                 st.segments.iter().any(|seg| seg.min_t < cutoff)
             };
+            if removed {
+                wal::sync_dir(&s.dir)?;
+            }
             if partly {
                 blocking(|| self.compact_shard(&s))?;
             }

@@ -40,6 +40,12 @@ pub struct Options {
     pub max_select_buckets: usize,
     /// InfluxDB's `query-timeout`: longest a `/query` request may run; zero = no limit.
     pub query_timeout: std::time::Duration,
+    /// InfluxDB's `[retention] check-interval`: how often data past its retention policy is
+    /// dropped (default, as influxd's, 30 minutes).
+    pub retention_check_interval: std::time::Duration,
+    /// InfluxDB's `[continuous_queries] run-interval`: how often continuous queries are checked
+    /// (each runs at its own interval; default, as influxd's, 1 s).
+    pub cq_run_interval: std::time::Duration,
 }
 
 impl Default for Options {
@@ -61,6 +67,8 @@ impl Default for Options {
             max_select_series: 100_000,
             max_select_buckets: 1_000_000,
             query_timeout: std::time::Duration::from_secs(60),
+            retention_check_interval: std::time::Duration::from_secs(30 * 60),
+            cq_run_interval: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -89,6 +97,19 @@ pub struct RpMeta {
 pub struct DbMeta {
     pub default_rp: String,
     pub rps: BTreeMap<String, RpMeta>,
+    /// In creation order. Absent (none) in files written before torc had them.
+    /// TODO-correctness: an older torc reading this file keeps the field's absence in mind
+    /// only: its next catalog change writes the file without the queries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continuous_queries: Vec<CqMeta>,
+}
+
+/// A continuous query as stored: its name and its normalized statement (influxd keeps the
+/// text too, and parses it again to run it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CqMeta {
+    pub name: String,
+    pub query: String,
 }
 
 /// A user as stored in `meta.json` (the catalog's rules are in [`crate::users`]).

@@ -6,8 +6,9 @@
 //! Directory layout (format version in `FORMAT`):
 //! ```text
 //! FORMAT                      "torc-tsdb 1", or "torc-tsdb 2" once a long name has a directory
-//! meta.json                   databases, retention policies and users (atomically replaced;
-//!                             version 2, version 1 had no users and is read as none)
+//! meta.json                   databases, retention policies, continuous queries and users
+//!                             (atomically replaced; version 2, version 1 had no users and is
+//!                             read as none; a database without queries has no such field)
 //! wal/<seq>.wal               write-ahead log (see wal.rs)
 //! data/<db>/<rp>/<seq>.seg    segments (see segment.rs); <db> and <rp> are the names in hex,
 //!                             or `~` + SHA-256 for names over 127 bytes (format 2, see names.rs)
@@ -56,7 +57,7 @@ mod write;
 pub use index::{Index, MeasurementIndex, SeriesInfo};
 pub(crate) use meta::MetaFile;
 pub use meta::{
-    DbMeta, FORMAT_TEXT, FORMAT_TEXT_LONG_NAMES, Options, RpMeta, UserMeta, shard_group_for,
+    CqMeta, DbMeta, FORMAT_TEXT, FORMAT_TEXT_LONG_NAMES, Options, RpMeta, UserMeta, shard_group_for,
 };
 pub use shard::{Shard, ShardState};
 pub(crate) use tsdb::blocking;

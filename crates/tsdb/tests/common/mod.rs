@@ -1,11 +1,16 @@
-//! Shared test helpers: in-process torc-tsdb server, a real `influxd` in a temp dir, HTTP.
+//! Shared test helpers: in-process torc-tsdb server, a real `influxd` in a temp dir, HTTP,
+//! answers compared as influxd's; `child`: a torc tsdb server in a child process.
 #![allow(dead_code)]
+
+pub mod child;
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub const INSTALL_HINT: &str =
     "InfluxDB 1.6 is required: install it with `apt-get install influxdb influxdb-client`";
@@ -303,4 +308,33 @@ pub fn run_cases(dir: &str, min_cases: usize, render: impl Fn(&str) -> String) {
         "{n} cases found, expected at least {min_cases}"
     );
     assert!(failures.is_empty(), "{failures}");
+}
+
+/// Two JSON answers are the same: floats with a relative tolerance of 1e-9 (summation order
+/// may differ in the last bit), everything else exactly.
+pub fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(i), Some(j)) = (x.as_i64(), y.as_i64()) {
+                return i == j;
+            }
+            let (p, q) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            p == q || (p - q).abs() <= 1e-9 * p.abs().max(q.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// An answer's body as JSON (a body that is not JSON as a string).
+pub fn parse_body(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or(Value::String(body.to_string()))
 }
