@@ -510,15 +510,6 @@ impl View {
         Ok(())
     }
 
-    /// One `base` row's encoded `mvccpb.KeyValue`.
-    pub fn base_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let table = self.0.open_table(BASE).map_err(redb_err)?;
-        Ok(table
-            .get(key)
-            .map_err(redb_err)?
-            .map(|v| v.value().to_vec()))
-    }
-
     /// The first `log` row's revision.
     pub fn oldest_logged(&self) -> Result<Option<i64>, StorageError> {
         let table = self.0.open_table(LOG).map_err(redb_err)?;

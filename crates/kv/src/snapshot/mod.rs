@@ -38,14 +38,15 @@
 //! was asked for. It is written twice from that view, the first time only
 //! counted (the bbolt meta pages at the front need the page count and the
 //! root page), and streamed in chunks; what is held in memory is a page per
-//! tree level and the order of `base`'s keys by revision (a revision and a
-//! key per key folded into `base`: `TODO-scalability` for stores of many
-//! millions of keys, an external sort). A restore reads the file page by
+//! tree level and a window of `base`'s rows (redb keeps them by key; the
+//! `key` bucket wants them by revision: [`base_by_revision`] takes them in
+//! that order a window at a time, one pass over the table per window). A restore reads the file page by
 //! page and writes redb in transactions of [`RESTORE_BATCH`] revisions.
 
 pub mod bbolt_read;
 pub mod bbolt_write;
 
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -130,8 +131,6 @@ fn rev_key(main: i64, sub: u64, tombstone: bool) -> Vec<u8> {
 
 /// What a snapshot of a view holds, read once.
 pub struct Plan {
-    /// `base`'s keys by (mod revision, key).
-    base_order: Vec<(i64, Vec<u8>)>,
     revision: i64,
     /// `(finished, scheduled)` compaction, if any.
     compaction: Option<(i64, i64)>,
@@ -154,17 +153,6 @@ impl Plan {
 
 /// Reads what `view` holds and lays its snapshot out (without writing it).
 pub fn plan(view: &View) -> Result<Plan, SnapshotError> {
-    let mut base_order = Vec::new();
-    view.base::<SnapshotError>(&mut |_, value| {
-        let kv = KeyValue::decode(value).map_err(|e| StorageError::Corrupt {
-            table: "base",
-            key: String::new(),
-            reason: e.to_string(),
-        })?;
-        base_order.push((kv.mod_revision, kv.key.to_vec()));
-        Ok(())
-    })?;
-    base_order.sort_unstable();
     let revision = i64::try_from(view.meta("revision")?).unwrap_or(i64::MAX);
     let compact = i64::try_from(view.meta("compact_revision")?).unwrap_or(i64::MAX);
     let compaction = (compact > 0).then(|| -> Result<(i64, i64), SnapshotError> {
@@ -175,7 +163,6 @@ pub fn plan(view: &View) -> Result<Plan, SnapshotError> {
         Ok((folded.max(1), compact))
     });
     let mut plan = Plan {
-        base_order,
         revision,
         compaction: compaction.transpose()?,
         pages: 0,
@@ -226,6 +213,58 @@ impl Write for Hashing<'_> {
     }
 }
 
+/// Bytes of `base` rows held at once while they are put in revision order.
+const BASE_WINDOW_BYTES: usize = 16 << 20;
+
+/// Calls `f` with `base`'s rows (mod revision, encoded `KeyValue`) in
+/// (mod revision, key) order, with about `window` bytes of rows held: each
+/// pass over the table keeps the smallest rows past the last one given (a
+/// max-heap it trims to the window), so a table of any size takes
+/// size/window passes and no more memory.
+fn base_by_revision(
+    view: &View,
+    window: usize,
+    f: &mut crate::storage::Row<'_, i64, SnapshotError>,
+) -> Result<(), SnapshotError> {
+    let mut after: Option<(i64, Vec<u8>)> = None;
+    loop {
+        let mut heap: BinaryHeap<(i64, Vec<u8>, Vec<u8>)> = BinaryHeap::new();
+        let mut held = 0usize;
+        let mut left_out = false;
+        view.base::<SnapshotError>(&mut |key, value| {
+            let kv = KeyValue::decode(value).map_err(|e| StorageError::Corrupt {
+                table: "base",
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: e.to_string(),
+            })?;
+            let rev = kv.mod_revision;
+            if after
+                .as_ref()
+                .is_some_and(|(r, k)| (rev, key) <= (*r, k.as_slice()))
+            {
+                return Ok(());
+            }
+            heap.push((rev, key.to_vec(), value.to_vec()));
+            held += key.len() + value.len();
+            while held > window && heap.len() > 1 {
+                if let Some((_, k, v)) = heap.pop() {
+                    held -= k.len() + v.len();
+                    left_out = true;
+                }
+            }
+            Ok(())
+        })?;
+        let rows = heap.into_sorted_vec();
+        for (rev, _, value) in &rows {
+            f(rev, value)?;
+        }
+        match rows.into_iter().next_back() {
+            Some((rev, key, _)) if left_out => after = Some((rev, key)),
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// Writes every bucket's tree, then the root bucket's; returns its root.
 fn write_buckets(view: &View, plan: &Plan, out: &mut PageOut) -> Result<u64, SnapshotError> {
     let w = SnapshotError::Write;
@@ -250,17 +289,11 @@ fn write_buckets(view: &View, plan: &Plan, out: &mut PageOut) -> Result<u64, Sna
     // key
     let mut t = Tree::new();
     let mut last = (0i64, 0u64);
-    for (rev, key) in &plan.base_order {
-        let sub = if last.0 == *rev { last.1 + 1 } else { 0 };
-        last = (*rev, sub);
-        let value = view.base_get(key)?.ok_or_else(|| StorageError::Corrupt {
-            table: "base",
-            key: String::from_utf8_lossy(key).into_owned(),
-            reason: "gone from its own read transaction".into(),
-        })?;
-        t.push(out, 0, &rev_key(*rev, sub, false), &value)
-            .map_err(w)?;
-    }
+    base_by_revision(view, BASE_WINDOW_BYTES, &mut |&rev, value| {
+        let sub = if last.0 == rev { last.1 + 1 } else { 0 };
+        last = (rev, sub);
+        t.push(out, 0, &rev_key(rev, sub, false), value).map_err(w)
+    })?;
     view.log::<SnapshotError>(&mut |rev, events| {
         for (sub, ev) in events.iter().enumerate() {
             let Some(kv) = &ev.kv else { continue };

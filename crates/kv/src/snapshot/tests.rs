@@ -129,3 +129,67 @@ fn damage_is_an_error_naming_the_page() {
         assert!(walk(&b).is_err(), "page {page} count");
     }
 }
+
+/// `base`'s rows come in (revision, key) order whatever the window: one
+/// pass when it holds them all, many when it holds one row.
+#[test]
+fn base_rows_come_by_revision_in_bounded_windows() {
+    use crate::mvcc::{Core, Limits};
+    use crate::proto::etcdserverpb as pb;
+    use crate::proto::mvccpb::KeyValue;
+    use crate::storage::Storage;
+    use prost::Message;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, _wal, _) = Storage::open(&dir.path().join("kv.redb"), (1, 2)).expect("open");
+    let mut core = Core::new(Limits::default(), 1);
+    let mut pending = Vec::new();
+    // Keys written in an order unlike their names', so key order is not revision order.
+    for i in 0..6000u32 {
+        let key = format!("k{:03}", (i * 7919) % 500);
+        let out = core
+            .put(&pb::PutRequest {
+                key: key.into_bytes().into(),
+                value: format!("v{i}").into_bytes().into(),
+                ..Default::default()
+            })
+            .expect("put");
+        pending.extend(out.mutations);
+    }
+    storage.commit(pending.iter(), 0, true).expect("commit");
+    let out = core
+        .compact(core.revision() - 10, core.revision())
+        .expect("compact");
+    storage
+        .commit(out.mutations.iter(), 0, true)
+        .expect("compact");
+    // The next commit folds compacted revisions into `base`.
+    let out = core
+        .put(&pb::PutRequest {
+            key: b"last".to_vec().into(),
+            ..Default::default()
+        })
+        .expect("put");
+    storage.commit(out.mutations.iter(), 0, true).expect("fold");
+
+    let view = storage.reader().view().expect("view");
+    let rows = |window: usize| {
+        let mut got = Vec::new();
+        super::base_by_revision(&view, window, &mut |&rev, value| {
+            let kv = KeyValue::decode(value).expect("kv");
+            assert_eq!(kv.mod_revision, rev);
+            got.push((rev, kv.key.to_vec()));
+            Ok(())
+        })
+        .expect("rows");
+        got
+    };
+    let all = rows(usize::MAX);
+    assert!(all.len() > 100, "{} rows folded", all.len());
+    assert!(
+        all.windows(2).all(|w| w[0] < w[1]),
+        "in (revision, key) order"
+    );
+    assert_eq!(rows(1), all);
+    assert_eq!(rows(300), all);
+}
