@@ -142,13 +142,16 @@ impl BoltFile {
             .checked_mul(ps)
             .filter(|at| at.saturating_add(ps) <= self.len)
             .ok_or_else(|| self.bad(id, "past the end of the file"))?;
+        let read = |buf: &mut [u8]| {
+            self.file
+                .read_exact_at(buf, at)
+                .map_err(|source| BoltError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+        };
         let mut head = [0u8; HEADER];
-        self.file
-            .read_exact_at(&mut head, at)
-            .map_err(|source| BoltError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        read(&mut head)?;
         let overflow = u64::from(u32::from_le_bytes(
             head[12..16].try_into().unwrap_or_default(),
         ));
@@ -157,12 +160,7 @@ impl BoltFile {
             .filter(|size| at.saturating_add(*size) <= self.len)
             .ok_or_else(|| self.bad(id, format!("{overflow} overflow pages run past the end")))?;
         let mut page = vec![0u8; size as usize];
-        self.file
-            .read_exact_at(&mut page, at)
-            .map_err(|source| BoltError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        read(&mut page)?;
         Ok(page)
     }
 

@@ -491,6 +491,18 @@ impl Restore<'_> {
         }
     }
 
+    /// Calls `f` with each key and value of the top-level bucket `name`, if the file has it.
+    fn each(
+        &self,
+        name: &'static str,
+        f: &mut crate::storage::Row<'_, [u8], SnapshotError>,
+    ) -> Result<(), SnapshotError> {
+        match self.bolt.bucket(name.as_bytes())? {
+            Some(bucket) => self.bolt.walk(&bucket, &mut |_, k, v| f(k, v)),
+            None => Ok(()),
+        }
+    }
+
     fn commit(&self, mutations: &mut Vec<Mutation>) -> Result<(), SnapshotError> {
         self.storage.commit(mutations.iter(), 0, false)?;
         mutations.clear();
@@ -565,72 +577,50 @@ impl Restore<'_> {
         }
         self.commit(&mut batch)?;
 
-        if let Some(meta) = self.bolt.bucket(b"meta")? {
-            self.bolt
-                .walk::<SnapshotError>(&meta, &mut |_, key, value| {
-                    if key == b"finishedCompactRev" || key == b"scheduledCompactRev" {
-                        if value.len() < 8 {
-                            return Err(self.bad("meta", "a compaction revision of under 8 bytes"));
-                        }
-                        let rev = i64::from_be_bytes(value[..8].try_into().unwrap_or_default());
-                        done.compact_revision = done.compact_revision.max(rev);
-                    }
-                    Ok(())
-                })?;
-        }
-        if let Some(lease) = self.bolt.bucket(b"lease")? {
-            self.bolt
-                .walk::<SnapshotError>(&lease, &mut |_, _, value| {
-                    let l =
-                        EtcdLease::decode(value).map_err(|e| self.bad("lease", e.to_string()))?;
-                    batch.push(Mutation::LeaseGrant {
-                        id: l.id,
-                        ttl: l.ttl,
-                    });
-                    done.leases += 1;
-                    Ok(())
-                })?;
-        }
-        if let Some(auth) = self.bolt.bucket(b"auth")? {
-            self.bolt
-                .walk::<SnapshotError>(&auth, &mut |_, key, value| {
-                    match key {
-                        b"authEnabled" => batch.push(Mutation::Auth(AuthMutation::Enabled(
-                            value.first() == Some(&1),
-                        ))),
-                        b"authRevision" => {
-                            let rev: [u8; 8] = value
-                                .try_into()
-                                .map_err(|_| self.bad("auth", "authRevision is not 8 bytes"))?;
-                            batch.push(Mutation::Auth(AuthMutation::Revision(u64::from_be_bytes(
-                                rev,
-                            ))));
-                        }
-                        _ => {}
-                    }
-                    Ok(())
-                })?;
-        }
-        if let Some(users) = self.bolt.bucket(b"authUsers")? {
-            self.bolt
-                .walk::<SnapshotError>(&users, &mut |_, _, value| {
-                    let u =
-                        User::decode(value).map_err(|e| self.bad("authUsers", e.to_string()))?;
-                    batch.push(Mutation::Auth(AuthMutation::PutUser(u)));
-                    done.users += 1;
-                    Ok(())
-                })?;
-        }
-        if let Some(roles) = self.bolt.bucket(b"authRoles")? {
-            self.bolt
-                .walk::<SnapshotError>(&roles, &mut |_, _, value| {
-                    let r =
-                        Role::decode(value).map_err(|e| self.bad("authRoles", e.to_string()))?;
-                    batch.push(Mutation::Auth(AuthMutation::PutRole(r)));
-                    done.roles += 1;
-                    Ok(())
-                })?;
-        }
+        self.each("meta", &mut |key, value| {
+            if key == b"finishedCompactRev" || key == b"scheduledCompactRev" {
+                let rev: [u8; 8] = value
+                    .get(..8)
+                    .and_then(|v| v.try_into().ok())
+                    .ok_or_else(|| self.bad("meta", "a compaction revision of under 8 bytes"))?;
+                done.compact_revision = done.compact_revision.max(i64::from_be_bytes(rev));
+            }
+            Ok(())
+        })?;
+        self.each("lease", &mut |_, value| {
+            let l = EtcdLease::decode(value).map_err(|e| self.bad("lease", e.to_string()))?;
+            batch.push(Mutation::LeaseGrant {
+                id: l.id,
+                ttl: l.ttl,
+            });
+            done.leases += 1;
+            Ok(())
+        })?;
+        self.each("auth", &mut |key, value| {
+            let change = match key {
+                b"authEnabled" => AuthMutation::Enabled(value.first() == Some(&1)),
+                b"authRevision" => AuthMutation::Revision(u64::from_be_bytes(
+                    value
+                        .try_into()
+                        .map_err(|_| self.bad("auth", "authRevision is not 8 bytes"))?,
+                )),
+                _ => return Ok(()),
+            };
+            batch.push(Mutation::Auth(change));
+            Ok(())
+        })?;
+        self.each("authUsers", &mut |_, value| {
+            let user = User::decode(value).map_err(|e| self.bad("authUsers", e.to_string()))?;
+            batch.push(Mutation::Auth(AuthMutation::PutUser(user)));
+            done.users += 1;
+            Ok(())
+        })?;
+        self.each("authRoles", &mut |_, value| {
+            let role = Role::decode(value).map_err(|e| self.bad("authRoles", e.to_string()))?;
+            batch.push(Mutation::Auth(AuthMutation::PutRole(role)));
+            done.roles += 1;
+            Ok(())
+        })?;
         self.commit(&mut batch)?;
         // As etcd: the current revision is the latest kept, or the compaction point.
         done.revision = done.revision.max(done.compact_revision);
