@@ -10,6 +10,11 @@
 # 1,000-watcher load puts 1,000 events, so that its p99 rests on its 10
 # slowest events rather than on 3.
 # Usage: bench/kv.sh [SECONDS_PER_RUN]   (default 10)
+#        bench/kv.sh snapshot [KEYS]      (default 1000000)
+# `snapshot`: both servers filled with KEYS keys (100-byte values, txns of 100
+# puts), then `etcdctl snapshot save` against each, one after the other: time
+# and size of each file, `etcdctl snapshot status` of each, and `torc kv
+# restore` of each file (torc's and etcd's) timed.
 # TLS=1 runs both servers over TLS (certificates from `torc ca`: torc kv with
 # --cert-file/--key-file, etcd the same with https:// client URLs; the load
 # generator with --cacert, one handshake per connection), plus torc kv in plain
@@ -26,6 +31,8 @@
 # (e.g. target/release/examples/kv-serve, to bench torc-kv alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=loads
+if [ "${1:-}" = snapshot ]; then MODE=snapshot; SNAP_KEYS="${2:-1000000}"; set -- 10; fi
 SECS="${1:-10}"
 TLS="${TLS:-}"
 
@@ -101,6 +108,34 @@ load() {
 }
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}' if float($2) else 'n/a')"; }
+
+if [ "$MODE" = snapshot ]; then
+  start_torc snap; TU=$URL
+  start_etcd snap; EU=$URL
+  now() { date +%s.%N; }
+  for s in torc etcd; do
+    u=$TU; [ $s = etcd ] && u=$EU
+    echo "$s: fill: $(load fill fill --endpoint "$u" --keys "$SNAP_KEYS" --clients 64 --value-size 100)"
+  done
+  declare -A T Z
+  for s in torc etcd; do
+    u=$TU; [ $s = etcd ] && u=$EU
+    t0=$(now)
+    ETCDCTL_API=3 etcdctl --endpoints="$u" --command-timeout=600s snapshot save "$WORK/$s.db" >/dev/null 2>&1
+    T[$s]=$(python3 -c "print(f'{$(now) - $t0:.2f}')")
+    Z[$s]=$(stat -c %s "$WORK/$s.db")
+    echo "$s: snapshot save: ${T[$s]} s, ${Z[$s]} bytes; status: $(ETCDCTL_API=3 etcdctl snapshot status -w table "$WORK/$s.db" | sed -n 4p)"
+  done
+  for s in torc etcd; do
+    t0=$(now)
+    target/release/torc kv restore --snapshot "$WORK/$s.db" --data-dir "$WORK/restored-$s"
+    echo "torc kv restore of $s's snapshot: $(python3 -c "print(f'{$(now) - $t0:.2f}')") s"
+  done
+  printf '\n%-38s %12s %12s %10s\n' "snapshot of $SNAP_KEYS keys" "torc kv" "etcd 3.4" "torc/etcd"
+  printf '%-38s %12s %12s %10s\n' "etcdctl snapshot save, s" "${T[torc]}" "${T[etcd]}" "$(ratio "${T[torc]}" "${T[etcd]}")"
+  printf '%-38s %12s %12s %10s\n' "file size, bytes" "${Z[torc]}" "${Z[etcd]}" "$(ratio "${Z[torc]}" "${Z[etcd]}")"
+  exit 0
+fi
 
 # The servers run side by side (the idle ones cost next to nothing) and each
 # load runs on one, then at once on the next, rotating which goes first, so

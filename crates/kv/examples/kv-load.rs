@@ -6,6 +6,7 @@
 //! kv-load put   --endpoint http://127.0.0.1:2379 --clients 64 --seconds 10 [--value-size 256]
 //! kv-load get   --endpoint http://127.0.0.1:2379 --clients 64 --seconds 10 --kind serializable|linearizable|prefix
 //! kv-load watch --endpoint http://127.0.0.1:2379 --events 500 [--watchers 1000] [--streams 10]
+//! kv-load fill  --endpoint http://127.0.0.1:2379 --keys 1000000 --clients 64 [--value-size 256]
 //! any of them:  [--client-threads N]
 //! ```
 //!
@@ -15,6 +16,11 @@
 //!
 //! `put` prints `puts_per_sec=… p50_us=… p99_us=…` (every put is durable
 //! before it is acknowledged).
+//!
+//! `fill` writes `--keys` keys `fill/0000000`.. once each, in txns of
+//! [`FILL_TXN`] puts (under etcd's default `--max-txn-ops`), for the
+//! snapshot benchmark (`bench/kv.sh snapshot`); it prints
+//! `keys_per_sec=… keys=…`.
 //!
 //! `get` first writes 100 keys `rbench/000`..`rbench/099` (256-byte values),
 //! then reads them: `serializable` and `linearizable` are single-key gets
@@ -57,7 +63,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kv-load put --endpoint URL [--clients N] [--seconds S] [--value-size B]\n       kv-load get --endpoint URL [--clients N] [--seconds S] [--kind serializable|linearizable|prefix]\n       kv-load watch --endpoint URL [--events N] [--watchers N] [--streams N]\n       [--client-threads N] (N > 1: a multi-threaded tokio runtime with N workers)\n       TLS (https:// URL): [--cacert FILE [--cert FILE --key FILE]]"
+        "usage: kv-load put --endpoint URL [--clients N] [--seconds S] [--value-size B]\n       kv-load get --endpoint URL [--clients N] [--seconds S] [--kind serializable|linearizable|prefix]\n       kv-load watch --endpoint URL [--events N] [--watchers N] [--streams N]\n       kv-load fill --endpoint URL --keys N [--clients N] [--value-size B]\n       [--client-threads N] (N > 1: a multi-threaded tokio runtime with N workers)\n       TLS (https:// URL): [--cacert FILE [--cert FILE --key FILE]]"
     );
     std::process::exit(2);
 }
@@ -72,6 +78,7 @@ struct Args {
     watchers: usize,
     streams: usize,
     kind: String,
+    keys: usize,
     /// Tokio workers: 1 is a current-thread runtime.
     client_threads: usize,
     cacert: Option<String>,
@@ -94,6 +101,7 @@ fn parse() -> Args {
         watchers: 1,
         streams: 1,
         kind: "serializable".into(),
+        keys: 0,
         client_threads: 1,
         cacert: None,
         cert: None,
@@ -112,6 +120,7 @@ fn parse() -> Args {
             "--watchers" => a.watchers = num(),
             "--streams" => a.streams = num(),
             "--kind" => a.kind = v.clone(),
+            "--keys" => a.keys = num(),
             "--client-threads" => a.client_threads = num().max(1),
             "--cacert" => a.cacert = Some(v.clone()),
             "--cert" => a.cert = Some(v.clone()),
@@ -177,13 +186,19 @@ async fn channel(a: &Args) -> Result<Channel, BoxError> {
     })
 }
 
-async fn put_load(a: &Args) -> Result<(), BoxError> {
-    // Clients share a few HTTP/2 connections, as etcd clients do.
+/// The connections `--clients` clients share (a few HTTP/2 connections, as etcd clients
+/// do), and how many there are.
+async fn client_channels(a: &Args) -> Result<(Vec<Channel>, usize), BoxError> {
     let conns = a.clients.clamp(1, 16);
     let mut channels = Vec::new();
     for _ in 0..conns {
         channels.push(channel(a).await?);
     }
+    Ok((channels, conns))
+}
+
+async fn put_load(a: &Args) -> Result<(), BoxError> {
+    let (channels, conns) = client_channels(a).await?;
     let value = bytes::Bytes::from(vec![b'x'; a.value_size]);
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let mut tasks = Vec::new();
@@ -228,11 +243,7 @@ async fn get_load(a: &Args) -> Result<(), BoxError> {
         })
         .await?;
     }
-    let conns = a.clients.clamp(1, 16);
-    let mut channels = Vec::new();
-    for _ in 0..conns {
-        channels.push(channel(a).await?);
-    }
+    let (channels, conns) = client_channels(a).await?;
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let mut tasks = Vec::new();
     for c in 0..a.clients {
@@ -370,6 +381,49 @@ async fn watch_load(a: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Puts per txn of `fill`.
+const FILL_TXN: usize = 100;
+
+/// Writes `--keys` distinct keys once each; see the module comment.
+async fn fill(a: &Args) -> Result<(), BoxError> {
+    use torc_kv_client::proto::etcdserverpb::{RequestOp, TxnRequest, request_op::Request};
+    let (channels, conns) = client_channels(a).await?;
+    let value = bytes::Bytes::from(vec![b'x'; a.value_size]);
+    let txns = a.keys.div_ceil(FILL_TXN);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..a.clients.max(1) {
+        let mut client = KvClient::new(channels[c % conns].clone());
+        let (value, keys, clients) = (value.clone(), a.keys, a.clients.max(1));
+        tasks.push(tokio::spawn(async move {
+            for t in (c..txns).step_by(clients) {
+                let success = (t * FILL_TXN..((t + 1) * FILL_TXN).min(keys))
+                    .map(|k| RequestOp {
+                        request: Some(Request::RequestPut(PutRequest {
+                            key: format!("fill/{k:07}").into(),
+                            value: value.clone(),
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                client
+                    .txn(TxnRequest {
+                        success,
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("keys_per_sec={:.0} keys={}", a.keys as f64 / secs, a.keys);
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let mut a = parse();
     a.tls = tls(&a)?;
@@ -391,6 +445,7 @@ async fn run(a: &Args) -> Result<(), BoxError> {
         "put" => put_load(a).await,
         "get" => get_load(a).await,
         "watch" => watch_load(a).await,
+        "fill" => fill(a).await,
         _ => usage(),
     }
 }

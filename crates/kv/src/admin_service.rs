@@ -1,19 +1,77 @@
 //! The Cluster and Maintenance services: what `etcdctl member list`,
-//! `endpoint status`, `alarm list` and `alarm disarm` need (the NOSPACE
+//! `endpoint status`, `alarm list`, `alarm disarm` and `snapshot save` need (the NOSPACE
 //! alarm of the storage quota, see `KvOptions::quota_backend_bytes`), root
 //! only when auth is enabled (etcd release-3.4's rules); the rest answers
 //! UNIMPLEMENTED on this single-node store. (Defragment among them: the
 //! quota counts the data kept, which compaction frees at once, and redb
-//! reuses the pages it frees.)
+//! reuses the pages it frees.) `Snapshot` streams the store in etcd 3.4's
+//! own format (see [`crate::snapshot`]): from one redb read transaction,
+//! taken once redb holds every revision committed when it was asked for,
+//! in chunks through a bounded channel (a client that reads slowly slows
+//! the writing thread, not the server's memory), at most
+//! [`MAX_SNAPSHOTS`](crate::store::MAX_SNAPSHOTS) at once.
 
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb as pb;
 use crate::server::{Services, VERSION};
 
-type ResponseStream<T> = UnboundedReceiverStream<Result<T, Status>>;
+type ResponseStream<T> = ReceiverStream<Result<T, Status>>;
+
+/// Bytes per `SnapshotResponse` (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK: usize = 64 * 1024;
+/// Chunks queued ahead of the client.
+const SNAPSHOT_QUEUE: usize = 4;
+/// How long a snapshot waits for redb to catch up with the committed revision.
+const SNAPSHOT_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// Sends what is written to it as `SnapshotResponse`s of [`SNAPSHOT_CHUNK`]
+/// bytes, blocking while the channel is full.
+struct ChunkSender {
+    tx: mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+    buf: Vec<u8>,
+    /// Bytes of the whole snapshot not yet sent.
+    remaining: u64,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let blob = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK));
+        self.remaining = self.remaining.saturating_sub(blob.len() as u64);
+        let resp = pb::SnapshotResponse {
+            header: None,
+            remaining_bytes: self.remaining,
+            blob: blob.into(),
+        };
+        self.tx
+            .blocking_send(Ok(resp))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(SNAPSHOT_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == SNAPSHOT_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
 
 fn unimplemented(method: &'static str) -> Status {
     EtcdError::Unimplemented(method).into()
@@ -210,7 +268,64 @@ impl pb::maintenance_server::Maintenance for Services {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.check_admin(&request)?;
-        Err(unimplemented("Snapshot"))
+        let shared = &self.store.shared;
+        let slot = shared
+            .snapshot_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "kv: {} snapshots are being sent already; try again when one ends",
+                    crate::store::MAX_SNAPSHOTS
+                ))
+            })?;
+        // Everything acknowledged before this request is in the snapshot.
+        let target = self.store.lock().committed;
+        let mut applied = shared.applied.subscribe();
+        match tokio::time::timeout(SNAPSHOT_CATCH_UP, applied.wait_for(|a| *a >= target)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(Status::unavailable("kv is closing")),
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "kv snapshot: the store file did not catch up with revision {target} in                      {SNAPSHOT_CATCH_UP:?} (is the store refusing writes?)"
+                )));
+            }
+        }
+        let reader = shared
+            .snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Status::unavailable("kv snapshot: the store file is closed"))?;
+        let view = reader
+            .view()
+            .map_err(|e| Status::internal(format!("kv snapshot: {e}")))?;
+        let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE);
+        std::thread::Builder::new()
+            .name("torc-kv-snapshot".into())
+            .spawn(move || {
+                let _slot = slot;
+                let result = crate::snapshot::plan(&view).and_then(|plan| {
+                    tracing::info!(
+                        revision = plan.revision(),
+                        bytes = plan.size(),
+                        "kv sending a snapshot"
+                    );
+                    let mut out = ChunkSender {
+                        tx: tx.clone(),
+                        buf: Vec::with_capacity(SNAPSHOT_CHUNK),
+                        remaining: plan.size(),
+                    };
+                    crate::snapshot::write(&view, &plan, &mut out)?;
+                    out.flush().map_err(crate::snapshot::SnapshotError::Write)
+                });
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "kv snapshot not sent");
+                    let _ = tx.blocking_send(Err(Status::internal(format!("kv snapshot: {e}"))));
+                }
+            })
+            .map_err(|e| Status::internal(format!("kv snapshot: starting its thread: {e}")))?;
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn move_leader(

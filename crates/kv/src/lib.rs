@@ -1,6 +1,6 @@
 //! torc's key-value store: a single-node store that speaks the etcd v3 gRPC
 //! API (KV, Watch, Lease, Auth, and enough of Cluster and Maintenance for
-//! `etcdctl member list` and `etcdctl endpoint status`), so etcd's own clients
+//! `etcdctl member list`, `endpoint status` and `snapshot save`), so etcd's own clients
 //! use it unchanged. It replaces etcd as the rack's "state soup".
 //!
 //! What it is not: a cluster. There is one member and no raft; the
@@ -18,6 +18,10 @@
 //!   it is acknowledged.
 //! - [`storage`]: the redb file the core and the auth state are persisted to
 //!   (behind the log) and restored from.
+//! - [`snapshot`]: etcd 3.4's snapshot format (a bbolt database with etcd's
+//!   buckets and a sha256 trailer), written from a read transaction of the
+//!   redb file for the Maintenance `Snapshot` RPC, and read back by
+//!   `torc kv restore` (from torc or from a real etcd) into a new data dir.
 //! - `store`: the core and the auth state behind a lock, the group-commit
 //!   and apply threads, watchers.
 //! - `server`: the KV and Lease services and [`KvServer`], the entry
@@ -76,6 +80,7 @@ pub mod fuzzing;
 mod metrics;
 pub mod mvcc;
 mod server;
+pub mod snapshot;
 pub mod storage;
 mod store;
 pub mod tls;

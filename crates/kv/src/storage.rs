@@ -104,7 +104,8 @@ pub struct Loaded {
 }
 
 pub struct Storage {
-    db: Database,
+    /// Shared with [`Reader`]s (snapshots read it while commits go on).
+    db: Arc<Database>,
     /// The redb file, named by a failed commit's error.
     path: std::path::PathBuf,
     /// What the file's backend saw fail: tells a full disk from a failed sync.
@@ -149,7 +150,7 @@ impl Storage {
         )
         .map_err(redb_err)?;
         let storage = Storage {
-            db,
+            db: Arc::new(db),
             path: path.to_path_buf(),
             failures,
         };
@@ -442,6 +443,124 @@ impl Storage {
             }
         }
         txn.commit().map_err(redb_err)
+    }
+}
+
+impl Storage {
+    /// A handle that opens point-in-time reads of this file while commits
+    /// go on (snapshots, see [`crate::snapshot`]).
+    pub fn reader(&self) -> Reader {
+        Reader(self.db.clone())
+    }
+
+    /// Ends a restore (see [`crate::snapshot`]): the store's revision is at
+    /// least `revision` and its compaction point `compact`, durably.
+    pub fn finish_restore(&self, revision: i64, compact: i64) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(redb_err)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(redb_err)?;
+            let current = meta
+                .get("revision")
+                .map_err(redb_err)?
+                .map_or(0, |v| v.value());
+            meta.insert("revision", current.max(rev_key(revision)))
+                .map_err(redb_err)?;
+            meta.insert("compact_revision", rev_key(compact))
+                .map_err(redb_err)?;
+        }
+        txn.commit().map_err(redb_err)
+    }
+}
+
+/// Opens point-in-time reads of a store file.
+#[derive(Clone)]
+pub struct Reader(Arc<Database>);
+
+impl Reader {
+    /// The file as its latest commit left it; commits after this one do
+    /// not change what the view reads (redb keeps the pages it reads).
+    pub fn view(&self) -> Result<View, StorageError> {
+        Ok(View(self.0.begin_read().map_err(redb_err)?))
+    }
+}
+
+/// What a [`View`] calls with each row of a table: its key and stored value.
+pub type Row<'a, K, E> = dyn FnMut(&K, &[u8]) -> Result<(), E> + 'a;
+
+/// One point-in-time read of a store file: its tables, each in key order,
+/// values as stored (encoded records).
+pub struct View(redb::ReadTransaction);
+
+impl View {
+    /// A `meta` value (0 when absent).
+    pub fn meta(&self, key: &str) -> Result<u64, StorageError> {
+        let meta = self.0.open_table(META).map_err(redb_err)?;
+        Ok(meta.get(key).map_err(redb_err)?.map_or(0, |v| v.value()))
+    }
+
+    /// `base`'s rows: key, encoded `mvccpb.KeyValue`.
+    pub fn base<E: From<StorageError>>(&self, f: &mut Row<'_, [u8], E>) -> Result<(), E> {
+        let table = self.0.open_table(BASE).map_err(redb_err)?;
+        for row in table.iter().map_err(redb_err)? {
+            let (k, v) = row.map_err(redb_err)?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// The first `log` row's revision.
+    pub fn oldest_logged(&self) -> Result<Option<i64>, StorageError> {
+        let table = self.0.open_table(LOG).map_err(redb_err)?;
+        let first = table.first().map_err(redb_err)?;
+        Ok(first.map(|(k, _)| i64::try_from(k.value()).unwrap_or(i64::MAX)))
+    }
+
+    /// `log`'s rows, decoded: revision and its events.
+    pub fn log<E: From<StorageError>>(
+        &self,
+        f: &mut dyn FnMut(i64, Vec<Event>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let table = self.0.open_table(LOG).map_err(redb_err)?;
+        for row in table.iter().map_err(redb_err)? {
+            let (k, v) = row.map_err(redb_err)?;
+            let rev =
+                i64::try_from(k.value()).map_err(|_| corrupt("log", k.value(), "too large"))?;
+            let rec = RevisionRecord::decode(v.value()).map_err(|e| corrupt("log", rev, e))?;
+            f(rev, rec.events)?;
+        }
+        Ok(())
+    }
+
+    /// The leases: `(id, ttl)`.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>, StorageError> {
+        let table = self.0.open_table(LEASES).map_err(redb_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(redb_err)? {
+            let (k, v) = row.map_err(redb_err)?;
+            let rec =
+                LeaseRecord::decode(v.value()).map_err(|e| corrupt("leases", k.value(), e))?;
+            out.push((rec.id, rec.ttl));
+        }
+        Ok(out)
+    }
+
+    /// `auth_users` (`users`) or `auth_roles`' rows: name, encoded record.
+    pub fn auth<E: From<StorageError>>(
+        &self,
+        users: bool,
+        f: &mut Row<'_, str, E>,
+    ) -> Result<(), E> {
+        let table = self
+            .0
+            .open_table(if users { AUTH_USERS } else { AUTH_ROLES })
+            .map_err(redb_err)?;
+        for row in table.iter().map_err(redb_err)? {
+            let (k, v) = row.map_err(redb_err)?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
     }
 }
 

@@ -325,7 +325,19 @@ pub struct Shared {
     pub db_path: PathBuf,
     /// What `/metrics` counts (`crate::counters`).
     pub(crate) counters: crate::counters::Counters,
+    /// Point-in-time reads of the redb file for snapshots; `None` while the
+    /// store is closed (after a full disk, until it is opened again).
+    pub snapshots: Mutex<Option<crate::storage::Reader>>,
+    /// The latest revision redb holds (the apply thread's progress behind
+    /// `committed`): a snapshot waits for it to reach `committed`.
+    pub applied: tokio::sync::watch::Sender<i64>,
+    /// Snapshots being sent at once (each holds a thread and a read
+    /// transaction): at most [`MAX_SNAPSHOTS`].
+    pub snapshot_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most snapshots sent at once.
+pub const MAX_SNAPSHOTS: usize = 2;
 
 enum Msg {
     Commit(Pending),
@@ -430,6 +442,9 @@ impl Store {
             member_id,
             db_path: db_path.to_owned(),
             counters: crate::counters::Counters::default(),
+            snapshots: Mutex::new(None),
+            applied: tokio::sync::watch::Sender::new(committed),
+            snapshot_slots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let committer = Committer::start(
@@ -818,6 +833,11 @@ impl Committer {
         // Everything in the log when it was opened is durable in redb.
         let checkpointed = Arc::new(AtomicU64::new(0));
         let apply_phase = Arc::new(AtomicU8::new(APPLY_IDLE));
+        // What redb holds now (the log was replayed into it) is what snapshots start from.
+        let reader = storage.reader();
+        let applied = i64::try_from(reader.view()?.meta("revision")?).unwrap_or(i64::MAX);
+        shared.applied.send_replace(applied);
+        *shared.snapshots.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
         let applier = {
             let shared = shared.clone();
             let checkpointed = checkpointed.clone();
@@ -895,7 +915,13 @@ impl Committer {
                 self.shared.lock().failed = Some(reason);
             }
         }
-        // The apply thread finishes what was logged, then checkpoints.
+        // The apply thread finishes what was logged, then checkpoints, and closes the file
+        // (unless a snapshot being sent still reads it: then its end does).
+        *self
+            .shared
+            .snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         drop(self.apply);
         let _ = self.applier.join();
     }
@@ -920,6 +946,9 @@ impl Committer {
             reopen,
             ..
         } = self;
+        // The file is closed only once no snapshot reads it (a snapshot being sent delays
+        // the reopening until it ends).
+        *shared.snapshots.lock().unwrap_or_else(|e| e.into_inner()) = None;
         drop(apply);
         let _ = applier.join();
         let mut unerased = append_failed.then_some(wal);
@@ -1257,6 +1286,23 @@ fn run_applier(
         );
         let result = storage.commit(group.iter().flat_map(|l| l.mutations.iter()), lsn, durable);
         apply_phase.store(APPLY_IDLE, Ordering::Relaxed);
+        if result.is_ok() {
+            let top = group
+                .iter()
+                .flat_map(|l| l.mutations.iter())
+                .filter_map(|m| match m {
+                    Mutation::Revision(r) => Some(r.revision),
+                    _ => None,
+                })
+                .max();
+            if let Some(top) = top {
+                shared.applied.send_if_modified(|a| {
+                    let newer = top > *a;
+                    *a = (*a).max(top);
+                    newer
+                });
+            }
+        }
         last_commit = Some(Instant::now());
         if let Some(s) = &mut stats {
             s.record(group.len(), durable, t0.elapsed());

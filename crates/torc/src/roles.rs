@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -834,13 +834,16 @@ async fn follow_names(url: String, handle: torc_dns::DnsHandle) {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct KvArgs {
+    #[command(subcommand)]
+    action: Option<KvAction>,
     /// Where to serve the etcd v3 gRPC API.
     #[arg(long, default_value = "127.0.0.1:2379")]
     listen: SocketAddr,
     /// Where the store keeps its data.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required = true)]
+    data_dir: Option<PathBuf>,
     /// The client URL reported by `member list` (default: http://LISTEN, or https://LISTEN
     /// with TLS).
     #[arg(long)]
@@ -929,7 +932,44 @@ fn metrics_url(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{text:?}: {e} (expected http://IP:PORT)"))
 }
 
+#[derive(clap::Subcommand)]
+enum KvAction {
+    /// Make a new data dir from a snapshot in etcd's format (`etcdctl snapshot save` against
+    /// torc kv or against etcd 3.4): its sha256 trailer is checked first, and DIR must be new
+    /// or empty.
+    Restore {
+        /// The snapshot file.
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// The new data dir (`torc kv --data-dir DIR` serves it).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn run_kv_restore(snapshot: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let r = torc_kv::snapshot::restore(snapshot, data_dir)?;
+    println!(
+        "restored {} into {}: revision {}, compacted at {}, {} key revisions, {} leases, {} users, {} roles",
+        snapshot.display(),
+        data_dir.display(),
+        r.revision,
+        r.compact_revision,
+        r.key_revisions,
+        r.leases,
+        r.users,
+        r.roles
+    );
+    Ok(())
+}
+
 pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
+    if let Some(KvAction::Restore { snapshot, data_dir }) = &args.action {
+        return run_kv_restore(snapshot, data_dir);
+    }
+    let Some(data_dir) = args.data_dir.clone() else {
+        anyhow::bail!("torc kv needs --data-dir DIR");
+    };
     init_tracing("info");
     let options = torc_kv::KvOptions {
         name: args.name,
@@ -966,7 +1006,7 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    let server = torc_kv::KvServer::open(&args.data_dir, options)?;
+    let server = torc_kv::KvServer::open(&data_dir, options)?;
     let mut metrics = Vec::new();
     for addr in &args.listen_metrics_urls {
         let kv = server.metrics();

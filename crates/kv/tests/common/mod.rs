@@ -271,6 +271,63 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// A real etcd serving what `etcdctl snapshot restore` makes of `snapshot`.
+    pub fn start_from_snapshot(snapshot: &Path) -> Etcd {
+        require("etcd");
+        require("etcdctl");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let data = tmp.path().join("data");
+        let cluster = format!("restored={peer_url}");
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--name", "restored", "--initial-cluster", &cluster])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .output()
+            .expect("etcdctl snapshot restore");
+        assert!(
+            out.status.success(),
+            "etcdctl snapshot restore {}: {}",
+            snapshot.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::File::create(tmp.path().join("etcd.log")).expect("log file");
+        let child = Command::new("etcd")
+            .args(["--name", "restored"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &cluster])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting etcd: {e}; {INSTALL_HINT}"));
+        let endpoint = format!("127.0.0.1:{client}");
+        let etcd = Etcd {
+            target: Target::new(&endpoint, None),
+            endpoint,
+            child,
+            _tmp: tmp,
+        };
+        wait_until(
+            Duration::from_secs(20),
+            "restored etcd to become healthy",
+            || etcdctl(&etcd.target, &["endpoint", "health"], None).contains("is healthy"),
+        );
+        etcd
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
