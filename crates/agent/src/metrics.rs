@@ -8,7 +8,6 @@
 //! negative one.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::time::Instant;
 
 use torc_api::{
@@ -271,47 +270,48 @@ fn filesystems(fallback: &[String]) -> Vec<FsMetrics> {
         .collect()
 }
 
-/// Renders a sample in the Prometheus text format.
+/// Renders a sample in the Prometheus text format (`torc_prom`: escaping, HELP and TYPE), every
+/// series labelled with the node.
 pub fn prometheus(m: &NodeMetrics) -> String {
-    let mut out = String::with_capacity(4096);
+    type Row = (Vec<(&'static str, String)>, f64);
+    let mut text = torc_prom::Text::new();
     let node = m.node.as_str();
-    let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    let mut gauge = |name: &str, help: &str, rows: Vec<Row>| {
+        let mut family = text.family(name, torc_prom::Kind::Gauge, help);
         for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{{node=\"{node}\"{labels}}} {v}");
+            let mut all = vec![("node", node)];
+            all.extend(labels.iter().map(|(k, v)| (*k, v.as_str())));
+            family.sample(&all, v);
         }
     };
-    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let one = |k: &'static str, v: &str| vec![(k, v.to_string())];
     gauge(
         "torc_node_cpu_percent",
         "Share of the node's CPU capacity by mode.",
         vec![
-            (",mode=\"user\"".into(), m.cpu.user_percent),
-            (",mode=\"system\"".into(), m.cpu.system_percent),
-            (",mode=\"idle\"".into(), m.cpu.idle_percent),
-            (",mode=\"iowait\"".into(), m.cpu.iowait_percent),
+            (one("mode", "user"), m.cpu.user_percent),
+            (one("mode", "system"), m.cpu.system_percent),
+            (one("mode", "idle"), m.cpu.idle_percent),
+            (one("mode", "iowait"), m.cpu.iowait_percent),
         ],
     );
     gauge(
         "torc_node_memory_bytes",
         "Memory by kind.",
         vec![
-            (",kind=\"total\"".into(), m.memory.total_bytes as f64),
-            (",kind=\"used\"".into(), m.memory.used_bytes as f64),
-            (
-                ",kind=\"available\"".into(),
-                m.memory.available_bytes as f64,
-            ),
-            (",kind=\"cached\"".into(), m.memory.cached_bytes as f64),
+            (one("kind", "total"), m.memory.total_bytes as f64),
+            (one("kind", "used"), m.memory.used_bytes as f64),
+            (one("kind", "available"), m.memory.available_bytes as f64),
+            (one("kind", "cached"), m.memory.cached_bytes as f64),
         ],
     );
     gauge(
         "torc_node_load",
         "Load average.",
         vec![
-            (",period=\"1m\"".into(), m.load[0]),
-            (",period=\"5m\"".into(), m.load[1]),
-            (",period=\"15m\"".into(), m.load[2]),
+            (one("period", "1m"), m.load[0]),
+            (one("period", "5m"), m.load[1]),
+            (one("period", "15m"), m.load[2]),
         ],
     );
     if let Some(d) = &m.data_dir {
@@ -319,21 +319,20 @@ pub fn prometheus(m: &NodeMetrics) -> String {
             "torc_node_data_dir_bytes",
             "The file system of the agent's data dir (sandboxes, service data), by kind.",
             vec![
-                (",kind=\"total\"".into(), d.total_bytes as f64),
-                (",kind=\"used\"".into(), d.used_bytes as f64),
-                (",kind=\"free\"".into(), d.free_bytes as f64),
+                (one("kind", "total"), d.total_bytes as f64),
+                (one("kind", "used"), d.used_bytes as f64),
+                (one("kind", "free"), d.free_bytes as f64),
             ],
         );
         gauge(
             "torc_node_data_dir_low",
             "1 while the data dir's free space is below the rack's warning threshold.",
-            vec![(String::new(), if d.low { 1.0 } else { 0.0 })],
+            vec![(Vec::new(), if d.low { 1.0 } else { 0.0 })],
         );
     }
-    let per_if = |f: fn(&InterfaceMetrics) -> f64| {
-        m.interfaces
-            .iter()
-            .map(|i| (format!(",interface=\"{}\"", esc(&i.name)), f(i)))
+    let per_if = |f: fn(&InterfaceMetrics) -> f64| -> Vec<Row> {
+        (m.interfaces.iter())
+            .map(|i| (one("interface", &i.name), f(i)))
             .collect()
     };
     gauge(
@@ -356,21 +355,20 @@ pub fn prometheus(m: &NodeMetrics) -> String {
         "Sent packets dropped per second.",
         per_if(|i| i.tx_drops_per_s),
     );
+    let disk = |d: &str, direction: &str| {
+        vec![
+            ("device", d.to_string()),
+            ("direction", direction.to_string()),
+        ]
+    };
     gauge(
         "torc_node_disk_bytes_per_second",
         "Disk I/O.",
-        m.disks
-            .iter()
+        (m.disks.iter())
             .flat_map(|d| {
                 [
-                    (
-                        format!(",device=\"{}\",direction=\"read\"", esc(&d.device)),
-                        d.read_bytes_per_s,
-                    ),
-                    (
-                        format!(",device=\"{}\",direction=\"write\"", esc(&d.device)),
-                        d.write_bytes_per_s,
-                    ),
+                    (disk(&d.device, "read"), d.read_bytes_per_s),
+                    (disk(&d.device, "write"), d.write_bytes_per_s),
                 ]
             })
             .collect(),
@@ -378,31 +376,25 @@ pub fn prometheus(m: &NodeMetrics) -> String {
     gauge(
         "torc_node_filesystem_used_bytes",
         "File system usage.",
-        m.filesystems
-            .iter()
-            .map(|f| {
-                (
-                    format!(",mount=\"{}\"", esc(&f.mount_point)),
-                    f.used_bytes as f64,
-                )
-            })
+        (m.filesystems.iter())
+            .map(|f| (one("mount", &f.mount_point), f.used_bytes as f64))
             .collect(),
     );
+    let task =
+        |t: &torc_api::TaskMetrics| vec![("task", t.id.to_string()), ("name", t.name.to_string())];
     gauge(
         "torc_task_cpu_percent",
         "A task's CPU use, percent of one core.",
-        m.tasks
-            .iter()
+        (m.tasks.iter())
             .flat_map(|t| {
+                let with_mode = |mode: &str| {
+                    let mut l = task(t);
+                    l.push(("mode", mode.to_string()));
+                    l
+                };
                 [
-                    (
-                        format!(",task=\"{}\",name=\"{}\",mode=\"user\"", t.id, t.name),
-                        t.cpu_user_percent,
-                    ),
-                    (
-                        format!(",task=\"{}\",name=\"{}\",mode=\"system\"", t.id, t.name),
-                        t.cpu_system_percent,
-                    ),
+                    (with_mode("user"), t.cpu_user_percent),
+                    (with_mode("system"), t.cpu_system_percent),
                 ]
             })
             .collect(),
@@ -410,15 +402,9 @@ pub fn prometheus(m: &NodeMetrics) -> String {
     gauge(
         "torc_task_memory_bytes",
         "Resident memory of a task's processes.",
-        m.tasks
-            .iter()
-            .map(|t| {
-                (
-                    format!(",task=\"{}\",name=\"{}\"", t.id, t.name),
-                    t.memory_bytes as f64,
-                )
-            })
+        (m.tasks.iter())
+            .map(|t| (task(t), t.memory_bytes as f64))
             .collect(),
     );
-    out
+    text.into_string()
 }
