@@ -89,22 +89,37 @@ async fn observe(ctl: &Arc<Controller>, config: &AlertsConfig) -> Observation {
     });
     let mut metrics = Vec::new();
     if wants_metrics {
+        // All agents at once: one slow or unreachable agent (10 s client timeout) must not
+        // hold up the rules of every other node by its deadline.
+        let mut fetches = tokio::task::JoinSet::new();
         for (_, _, url) in nodes.iter().filter(|(_, active, _)| *active) {
-            let Some(url) = url else { continue };
-            let got = ctl
-                .http
-                .get(format!("{url}/v1/metrics"))
-                .bearer_auth(&ctl.own_token)
-                .send()
-                .await;
-            match got {
-                Ok(r) if r.status().is_success() => match r.json::<NodeMetrics>().await {
-                    Ok(m) => metrics.push(m),
-                    Err(e) => tracing::debug!(%url, error = %e, "unreadable metrics"),
-                },
-                Ok(r) => tracing::debug!(%url, status = %r.status(), "no metrics"),
-                Err(e) => tracing::debug!(%url, error = %e, "no metrics"),
-            }
+            let Some(url) = url.clone() else { continue };
+            let (http, token) = (ctl.http.clone(), ctl.own_token.clone());
+            fetches.spawn(async move {
+                let got = (http.get(format!("{url}/v1/metrics")).bearer_auth(&token))
+                    .send()
+                    .await;
+                match got {
+                    Ok(r) if r.status().is_success() => match r.json::<NodeMetrics>().await {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            tracing::debug!(%url, error = %e, "unreadable metrics");
+                            None
+                        }
+                    },
+                    Ok(r) => {
+                        tracing::debug!(%url, status = %r.status(), "no metrics");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(%url, error = %e, "no metrics");
+                        None
+                    }
+                }
+            });
+        }
+        while let Some(fetched) = fetches.join_next().await {
+            metrics.extend(fetched.ok().flatten());
         }
     }
     Observation {
