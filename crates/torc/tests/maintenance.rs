@@ -528,7 +528,7 @@ async fn the_nodes_page_cordons_drains_and_asks_power_behind_a_confirmation() {
     b.wait_text("Agents").await.unwrap();
     assert!(!client.node(&b1).await.unwrap().cordoned);
     click("cordon", "bladerunner1", "ok").await;
-    wait_for("the cordon", Duration::from_secs(10), || async {
+    wait_for("the cordon", Duration::from_secs(30), || async {
         client.node(&b1).await.ok().filter(|n| n.cordoned)
     })
     .await
