@@ -1318,3 +1318,11 @@ mod tests {
         );
     }
 }
+
+/// `POST /api/v1/backup`: the passphrase the backup's secrets are sealed under (at least 12
+/// bytes). The answer is the backup file (`torc_controller::backup`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    pub passphrase: String,
+}

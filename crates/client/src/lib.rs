@@ -86,6 +86,9 @@ pub use torc_api::{LEADER_HEADER, STALE_HEADER};
 /// How long a call may take unless it says otherwise (long polls, streams, reviews do).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A backup reads the whole store and derives its sealing key (PBKDF2): longer than a call.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A handle on the rack's controllers. Cheap to clone; clones share which controller is
 /// current, so one clone's switch to the leader serves them all.
 #[derive(Debug, Clone)]
@@ -461,6 +464,24 @@ impl Client {
         body: &B,
     ) -> Result<T, ClientError> {
         self.send(Method::POST, path, |r| r.json(body)).await
+    }
+
+    /// `POST /api/v1/backup`: the acting controller's state as a backup file, its secrets
+    /// sealed under `passphrase`.
+    pub async fn backup(&self, passphrase: &str) -> Result<Vec<u8>, ClientError> {
+        let body = torc_api::BackupRequest {
+            passphrase: passphrase.to_string(),
+        };
+        let (url, resp) = self
+            .execute(Method::POST, "/api/v1/backup", |r| {
+                Ok(r.timeout(BACKUP_TIMEOUT).json(&body))
+            })
+            .await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport { url, source })?;
+        Ok(bytes.to_vec())
     }
 
     // --- credentials ---

@@ -734,6 +734,18 @@ impl Controller {
         (inner.epoch, f(&inner.rack))
     }
 
+    /// What the store holds, as of one commit: read under the rack's lock, so no change is half
+    /// in it (a backup, `backup`). Only while acting: the copy of a controller that does not
+    /// act may be stale. Blocking (a store read).
+    pub(crate) fn durable_state(&self) -> Result<crate::store::Loaded, ChangeError> {
+        let epoch = self.seat.acting().map_err(ChangeError::NotActing)?;
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.epoch != epoch {
+            return Err(ChangeError::NotActing(loading(epoch)));
+        }
+        Ok(inner.store.load()?)
+    }
+
     /// Changes the rack, persists the change, then wakes the agents it concerns. Blocking (it
     /// waits for fsync): async callers go through `change`.
     pub fn write<R>(

@@ -23,6 +23,8 @@
 //! - `leadership` (pure: whether this controller may act, for the highly available
 //!   controller of issue 18; its cases are in `tests/leadership/`), `seat` (the question
 //!   asked before every act);
+//! - `backup` (the file `torc backup` writes and `torc restore` reads: every record, the
+//!   secrets sealed under a passphrase; and the restore into a new redb store);
 //! - `health` (the probes of health checks), `power` (the power command: on, off, status);
 //! - `clock` (the `now` of the rules: the wall clock read at start, advanced by the boot
 //!   clock, so a step of the system clock moves no timeout);
@@ -45,6 +47,7 @@
 
 mod alerts;
 mod auth;
+pub mod backup;
 mod clock;
 mod controller;
 mod health;

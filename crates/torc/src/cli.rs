@@ -112,7 +112,7 @@ pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn ago(ms: u64) -> String {
+pub(crate) fn ago(ms: u64) -> String {
     if ms == 0 {
         return "never".into();
     }

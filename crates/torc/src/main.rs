@@ -2,8 +2,9 @@
 //! `torc-dns-scheduler`). Each subcommand is a role (`controller`, `agent`, `dns`, `kv`,
 //! `statesync`, `tsdb`, `datacollector`, `network-agent`; `up` for a whole local rack) or a
 //! client command against a running controller (`cli.rs`; `torc run` in `run.rs`, `torc image` in `images.rs`,
-//! `torc node` in `node.rs`).
+//! `torc node` in `node.rs`, `torc backup` and `torc restore` in `backup.rs`).
 
+mod backup;
 mod cli;
 mod images;
 mod metrics_http;
@@ -85,6 +86,11 @@ enum Command {
     Token(cli::TokenArgs),
     /// List rack secrets, or set one from standard input.
     Secret(cli::SecretArgs),
+    /// Save the controller's state (records, counters, secrets sealed under a passphrase) to
+    /// a file.
+    Backup(backup::BackupArgs),
+    /// Write a controller's store from a `torc backup` file, into a data dir that has none.
+    Restore(backup::RestoreArgs),
     /// The rack CA: `torc ca init DIR`, `torc ca issue DIR --out NAME --dns ... --ip ...`.
     Ca(cli::CaArgs),
     /// Internal: supervise one task process (started by the agent).
@@ -127,6 +133,8 @@ fn main() -> std::process::ExitCode {
                 | Command::Group(_)
                 | Command::Token(_)
                 | Command::Secret(_)
+                | Command::Backup(_)
+                | Command::Restore(_)
                 | Command::Ca(_)
         )
     {
@@ -167,6 +175,8 @@ fn main() -> std::process::ExitCode {
         Command::Group(args) => cli::group(args),
         Command::Token(args) => cli::token(args),
         Command::Secret(args) => cli::secret(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
         Command::Ca(args) => cli::ca(args),
         Command::Shim(_) => unreachable!("handled above"),
     };

@@ -21,6 +21,7 @@
 
 mod access;
 mod agents;
+mod backup;
 mod compat;
 mod controllers;
 mod credentials;
@@ -69,6 +70,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .merge(agents::routes())
         .merge(session::routes())
         .merge(credentials::routes())
+        .merge(backup::routes())
         // Runs after the access policy (layers added later run first): a caller is checked
         // before a standby names the leader to it.
         .route_layer(middleware::from_fn_with_state(

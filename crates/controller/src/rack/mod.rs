@@ -110,7 +110,9 @@ pub struct Rack {
 }
 
 /// The store's key for whether the rack network is shut down (1) or not (0).
-const NETWORK_SHUT: &str = "rack_network_shut";
+pub(crate) const NETWORK_SHUT: &str = "rack_network_shut";
+
+pub(crate) use nodes::GENERATION_KEY;
 
 /// Why a rack task waits while the rack network is shut down.
 const NETWORK_SHUT_REASON: &str =
@@ -139,7 +141,7 @@ impl Rack {
         now: UnixMillis,
         epoch: u64,
     ) -> Result<Rack, StoreError> {
-        let generation = loaded.meta("generation").unwrap_or(0);
+        let generation = loaded.meta(GENERATION_KEY).unwrap_or(0);
         let network_shut = loaded.meta(NETWORK_SHUT).unwrap_or(0) == 1;
         let nodes = NodeTable::load(&settings, loaded.take(Table::Nodes)?, generation, now);
         let tasks = TaskTable::load(loaded.take(Table::Tasks)?, nodes.scheduler_states());

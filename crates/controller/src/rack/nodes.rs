@@ -29,6 +29,9 @@ use super::error::NodeError;
 use crate::settings::{ConfiguredNode, RackSettings};
 use crate::store::{Table, Write};
 
+/// The store's counter of the nodes' desired-set generation.
+pub(crate) const GENERATION_KEY: &str = "generation";
+
 /// A node's durable record. Other parts read it; only the table changes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct NodeRecord {
@@ -455,7 +458,7 @@ impl NodeTable {
             })
             .collect();
         if !wake.is_empty() {
-            writes.push(Write::Meta("generation", self.generation));
+            writes.push(Write::Meta(GENERATION_KEY, self.generation));
         }
         (writes, wake)
     }

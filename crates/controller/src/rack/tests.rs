@@ -298,11 +298,11 @@ fn restart_from_the_store_keeps_tasks_and_generations() {
     let mut loaded = empty();
     for w in changes.writes {
         match w {
-            Write::Put(table, _, v) => loaded
+            Write::Put(table, k, v) => loaded
                 .records
                 .entry(table)
                 .or_default()
-                .push(serde_json::from_slice(&v).unwrap()),
+                .push((k, serde_json::from_slice(&v).unwrap())),
             Write::Meta(k, v) => loaded.meta.push((k.to_string(), v)),
             Write::Delete(..) => {}
         }

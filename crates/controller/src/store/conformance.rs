@@ -112,12 +112,14 @@ macro_rules! suite {
 }
 pub(crate) use suite;
 
-/// The records of every table, as `table/value` lines, and the counters the suite writes.
+/// The records of every table, as `table/key=value` lines, and the counters the suite writes.
 fn contents(loaded: &Loaded) -> (Vec<String>, Vec<(String, u64)>) {
     let records = loaded
         .records
         .iter()
-        .flat_map(|(table, values)| values.iter().map(move |v| format!("{}/{v}", table.name())))
+        .flat_map(|(table, records)| {
+            (records.iter()).map(move |(k, v)| format!("{}/{k}={v}", table.name()))
+        })
         .collect();
     let meta = loaded
         .meta
@@ -176,14 +178,14 @@ pub(crate) fn a_batch_survives_a_reopen<B: Backend>(backend: &B) {
     ];
     let expected = (
         vec![
-            r#"nodes/{"n":"a"}"#.to_string(),
-            r#"nodes/{"n":"b"}"#.to_string(),
-            r#"tasks/{"t":2}"#.to_string(),
-            r#"services/{"s":2}"#.to_string(),
-            r#"frameworks/{"f":1}"#.to_string(),
-            r#"announced/{"x":1}"#.to_string(),
-            r#"credentials/{"c":"hash"}"#.to_string(),
-            r#"secrets/{"k":"secret"}"#.to_string(),
+            r#"nodes/a={"n":"a"}"#.to_string(),
+            r#"nodes/b={"n":"b"}"#.to_string(),
+            r#"tasks/t.2={"t":2}"#.to_string(),
+            r#"services/s={"s":2}"#.to_string(),
+            r#"frameworks/f={"f":1}"#.to_string(),
+            r#"announced/x.1={"x":1}"#.to_string(),
+            r#"credentials/c={"c":"hash"}"#.to_string(),
+            r#"secrets/k={"k":"secret"}"#.to_string(),
         ],
         vec![("test_counter".to_string(), 8)],
     );
@@ -234,7 +236,7 @@ pub(crate) fn a_batch_is_seen_whole_or_not_at_all<B: Backend>(backend: &B) {
                     .records
                     .get(&Table::Tasks)
                     .map_or(&[][..], Vec::as_slice);
-                let batches: Vec<&Value> = tasks.iter().map(|t| &t["batch"]).collect();
+                let batches: Vec<&Value> = tasks.iter().map(|(_, t)| &t["batch"]).collect();
                 assert!(
                     tasks.is_empty() || tasks.len() == SIZE,
                     "a load saw part of a batch: {batches:?}"
@@ -384,7 +386,7 @@ pub(crate) fn a_failed_commit_fails_closed<B: Backend>(backend: &B) {
             // The load shows the batch whole or not at all, and settles the store.
             let (records, meta) = contents(&store.load().unwrap());
             let landed = (
-                vec![r#"nodes/{"n":2}"#.to_string()],
+                vec![r#"nodes/b={"n":2}"#.to_string()],
                 vec![("test_counter".to_string(), 2)],
             );
             assert!(

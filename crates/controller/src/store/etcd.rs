@@ -230,8 +230,8 @@ impl Contents {
         for table in Table::ALL {
             out.records.entry(table).or_default();
         }
-        for ((table, _), value) in &self.records {
-            out.records.entry(*table).or_default().push(value.clone());
+        for ((table, key), value) in &self.records {
+            (out.records.entry(*table).or_default()).push((key.clone(), value.clone()));
         }
         out.meta = self.meta.iter().map(|(k, v)| (k.clone(), *v)).collect();
         out
@@ -967,7 +967,8 @@ pub(crate) mod tests {
         let (loaded, revision) = store.load_at().unwrap();
         assert!(revision > store.epoch().0 as i64);
         assert_eq!(loaded.meta(WRITER), None, "meta/writer is not a counter");
-        assert_eq!(loaded.records[&Table::Tasks], [json!({"t": 1})]);
+        assert_eq!(loaded.records[&Table::Tasks][0].1, json!({"t": 1}));
+        assert_eq!(loaded.records[&Table::Tasks].len(), 1);
         // The key is percent-encoded in etcd.
         assert!(
             etcd.raw(&format!("{}tasks/t%2F1", etcd.layout.prefix()))

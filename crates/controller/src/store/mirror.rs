@@ -301,7 +301,9 @@ mod tests {
         assert_eq!(mirrored.records, loaded.records);
         assert_eq!(mirrored.meta, loaded.meta);
         assert_eq!(
-            mirrored.records[&Table::Tasks],
+            (mirrored.records[&Table::Tasks].iter())
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>(),
             [json!({"i": 3}), json!({"i": 4})]
         );
         assert_eq!(mirrored.meta("generation"), Some(4));
@@ -351,7 +353,9 @@ mod tests {
         mirror.wait_for(now, WAIT).unwrap();
         assert_eq!(mirror.reloads(), 2, "seeded, then reloaded");
         assert_eq!(
-            mirror.loaded().records[&Table::Nodes],
+            (mirror.loaded().records[&Table::Nodes].iter())
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>(),
             [json!(0), json!(1), json!(2)]
         );
         commit(3);

@@ -294,10 +294,11 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise to JSON")
 }
 
-/// Everything read back at start-up: each table's records (in key order), and the counters.
+/// Everything read back at start-up: each table's records with their keys (in key order), and
+/// the counters.
 #[derive(Default)]
 pub struct Loaded {
-    pub records: BTreeMap<Table, Vec<serde_json::Value>>,
+    pub records: BTreeMap<Table, Vec<(String, serde_json::Value)>>,
     pub meta: Vec<(String, u64)>,
 }
 
@@ -308,10 +309,10 @@ impl Loaded {
             .remove(&table)
             .unwrap_or_default()
             .into_iter()
-            .map(|v| {
+            .map(|(key, v)| {
                 serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
                     table: table.name(),
-                    key: String::new(),
+                    key,
                     message: e.to_string(),
                 })
             })

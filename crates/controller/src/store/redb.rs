@@ -303,7 +303,7 @@ impl Store for RedbStore {
                     key: k.value().to_string(),
                     message: e.to_string(),
                 })?;
-                records.push(value);
+                records.push((k.value().to_string(), value));
             }
         }
         let meta = txn.open_table(META).map_err(|e| read_err(&e))?;
