@@ -24,6 +24,8 @@
 //!   controller of issue 18; its cases are in `tests/leadership/`), `seat` (the question
 //!   asked before every act);
 //! - `health` (the probes of health checks), `power` (the power command: on, off, status);
+//! - `apply` (a new rack config for the running controller: `torc apply`, SIGHUP; its
+//!   services' rollouts are `rack::rollout`'s);
 //! - `clock` (the `now` of the rules: the wall clock read at start, advanced by the boot
 //!   clock, so a step of the system clock moves no timeout);
 //! - the UI's back ends: `kv` (the state store's client), `lookup` (a DNS query).
@@ -44,6 +46,7 @@
 //!   `crates/test-utils/tests/module_cycles.rs`).
 
 mod alerts;
+mod apply;
 mod auth;
 mod clock;
 mod controller;
@@ -67,6 +70,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use apply::ApplyError;
 pub use auth::{Role, fresh_token};
 pub use controller::{AuthMode, ChangeError, Controller, ControllerOptions, StartError};
 pub use leadership::LeaderInfo;
@@ -78,7 +82,8 @@ pub use rack::{
 pub use roles::ElectedOptions;
 pub use seat::NotActing;
 pub use settings::{
-    ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
+    ConfigFile, ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate,
+    SlaKind,
 };
 pub use store::StoreError;
 /// The etcd key layout (pure), public for its fuzz target (`tests/fuzz.rs`).

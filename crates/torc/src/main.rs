@@ -4,6 +4,7 @@
 //! client command against a running controller (`cli.rs`; `torc run` in `run.rs`, `torc image` in `images.rs`,
 //! `torc node` in `node.rs`).
 
+mod apply;
 mod cli;
 mod images;
 mod metrics_http;
@@ -66,8 +67,12 @@ enum Command {
     Image(images::ImageArgs),
     /// Show a task's output (its sandbox's stdout or stderr).
     Logs(cli::LogsArgs),
-    /// The scheduler at a glance: system services, their health and restarts, frameworks.
+    /// The scheduler at a glance: system services, their health and restarts, rollouts,
+    /// frameworks.
     Status(cli::StatusArgs),
+    /// Apply a changed rack config: `torc apply -f rack.yaml [--dry-run]` (changed services
+    /// roll out one instance at a time).
+    Apply(apply::ApplyArgs),
     /// List supervised service instances (system services and started groups).
     Services(cli::ServicesArgs),
     /// `torc service purge NAME`: remove the data of a service no longer in the rack config.
@@ -119,6 +124,7 @@ fn main() -> std::process::ExitCode {
                 | Command::Image(_)
                 | Command::Logs(_)
                 | Command::Status(_)
+                | Command::Apply(_)
                 | Command::Services(_)
                 | Command::Service(_)
                 | Command::Routes(_)
@@ -159,6 +165,7 @@ fn main() -> std::process::ExitCode {
         Command::Image(args) => images::image(args),
         Command::Logs(args) => cli::logs(args),
         Command::Status(args) => cli::status(args),
+        Command::Apply(args) => apply::apply(args),
         Command::Alerts(args) => cli::alerts(args),
         Command::Services(args) => cli::services(args),
         Command::Service(args) => cli::service(args),
