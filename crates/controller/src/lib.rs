@@ -12,7 +12,8 @@
 //! Where to start reading: `rack/mod.rs` (the rules, pure), then `controller.rs` (the lock, the
 //! commit, the wake-ups), then `http/mod.rs` (the routes). The modules:
 //! - `rack`: the rack's state and rules, no I/O but log lines (its parts: `nodes`, `tasks`,
-//!   `supervisor`, `frameworks`, `announcements`, `feed`, `names`, `routes`, `compat`);
+//!   `supervisor`, `frameworks`, `announcements`, `feed`, `maintenance`, `rollout`, `names`,
+//!   `routes`, `compat`);
 //! - `controller`: the `Controller` (rack + credentials + store behind one lock), the write
 //!   path, the reconciler loop, publishing the DNS names and the switch's routes
 //!   (`published`), tasks' credential files;
