@@ -257,8 +257,9 @@ impl ServiceRecord {
 
     /// Takes the template's policy at once, and its spec: an instance that has run gets a
     /// rollout mark, so its task is replaced when its turn comes (`rack::rollout`); one that
-    /// never ran starts with it. A spec that was rolled back is not taken again. A spec that
-    /// changes again during a rollout restarts the rollout's count: instances done go back
+    /// never ran starts with it. A spec that was rolled back is not taken again (and is
+    /// forgotten once the config asks for the spec that runs). A spec that changes again
+    /// during a rollout restarts the rollout's count: instances done go back
     /// to waiting (the spec to roll back to stays the first one). Returns whether anything
     /// changed.
     fn apply_template(
@@ -270,7 +271,11 @@ impl ServiceRecord {
         let policy_changed = self.policy != t.policy;
         self.policy = t.policy.clone();
         let spec = self.expand(t, node);
-        if spec == self.spec || self.rolled_back.as_ref().is_some_and(|r| r.spec == spec) {
+        if spec == self.spec {
+            // The config asks for what runs: a rolled-back spec is no longer news.
+            return self.rolled_back.take().is_some() || policy_changed;
+        }
+        if self.rolled_back.as_ref().is_some_and(|r| r.spec == spec) {
             return policy_changed;
         }
         self.rolled_back = None;
