@@ -3,10 +3,11 @@
 //! changes nothing; `--dry-run` prints the diff and changes nothing; `torc apply` of a changed
 //! service of 3 instances (one per compute node, each with an HTTP health check) replaces
 //! them one at a time, never leaving fewer than 2 of them running and healthy, the next
-//! instance's task started only after the last one's new task ran; a broken version sent by
-//! SIGHUP (the controller reads its file again), whose tasks fail their health check, stops
-//! after the first instance and rolls it back; a version whose command exits at once, by
-//! `torc apply`, likewise. After each rollback every instance runs the old spec, healthy.
+//! instance's task started only after the last one's new task ran, while an added service
+//! starts and a changed key that needs a restart is named; a broken version sent by SIGHUP
+//! (the controller reads its file again), whose tasks fail their health check, stops after
+//! the first instance and rolls it back, while a removed service stops; a version whose
+//! command exits at once, by `torc apply`, likewise. After each rollback every instance runs the old spec, healthy.
 
 use std::time::Duration;
 
@@ -34,6 +35,14 @@ healthcheck:
         interval_in_seconds: 1
         timeout_in_seconds: 1
         failure_threshold: 2
+"#;
+
+/// A service `apply` adds (the list of system services is the config's last key).
+const EXTRA: &str = r#"    - name: extra
+      command: sleep
+      args: ["600"]
+      memory: 8
+      cpu: 0.05
 "#;
 
 async fn status(client: &Client) -> StatusView {
@@ -149,11 +158,21 @@ async fn apply_rolls_one_instance_at_a_time_and_a_broken_version_rolls_back() {
     );
 
     // A dry run prints the diff and changes nothing.
-    let v2_text = v1_text.replace(r#"V: "1""#, r#"V: "2""#);
+    // v2: `roll` changed, a service added, and a key that needs a restart.
+    assert!(v1_text.ends_with(ROLL) && v1_text.contains("timeout_in_seconds: 10\n"));
+    let v2_text = v1_text
+        .replace(r#"V: "1""#, r#"V: "2""#)
+        .replace("timeout_in_seconds: 10\n", "timeout_in_seconds: 12\n")
+        + EXTRA;
     let v2 = write_config(&rack, &v2_text);
     let (ok, out, err) = rack.torc(TORC, &["apply", "--dry-run", "-f", v2.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("~ roll: env changed (would roll out"), "{out}");
+    assert!(out.contains("+ extra: added (would start)"), "{out}");
+    assert!(
+        out.contains("! stateclean: changed, needs a restart"),
+        "{out}"
+    );
     assert!(out.contains("dry run: nothing was changed"), "{out}");
     assert_eq!(std::fs::read_to_string(&rack.config_path).unwrap(), v1_text);
     assert!(rollout_events(&client, 0).await.is_empty());
@@ -173,6 +192,7 @@ async fn apply_rolls_one_instance_at_a_time_and_a_broken_version_rolls_back() {
         v2_text,
         "the controller's config file is the applied config"
     );
+    rack.wait_service_running("extra").await.unwrap();
     let (mut fewest, mut saw_status) = (3, false);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -248,10 +268,13 @@ async fn apply_rolls_one_instance_at_a_time_and_a_broken_version_rolls_back() {
     }
 
     // A broken version by SIGHUP: it serves nothing, so it fails its health check.
-    let v3_text = v2_text.replace(
-        r#"args: ["-m", "http.server", "$PORT0", "--bind", "$IP"]"#,
-        r#"args: ["-c", "import time; time.sleep(600)"]"#,
-    );
+    // It also removes `extra`.
+    let v3_text = v2_text
+        .replace(
+            r#"args: ["-m", "http.server", "$PORT0", "--bind", "$IP"]"#,
+            r#"args: ["-c", "import time; time.sleep(600)"]"#,
+        )
+        .replace(EXTRA, "");
     assert_ne!(v3_text, v2_text);
     std::fs::write(&rack.config_path, &v3_text).unwrap();
     let start = last_seq(&client.events(0).await.unwrap());
@@ -260,8 +283,14 @@ async fn apply_rolls_one_instance_at_a_time_and_a_broken_version_rolls_back() {
     let events = wait_event(&client, start, "rollback of system service roll done").await;
     let text: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
     assert!(
-        text[0].contains("applied: changed roll (args)"),
+        text[0].contains("removed extra; changed roll (args)"),
         "{text:#?}"
+    );
+    assert!(text[0].contains("needs a restart: stateclean"), "{text:#?}");
+    let services = client.services().await.unwrap();
+    assert!(
+        services.iter().all(|s| s.name.as_str() != "extra"),
+        "{services:?}"
     );
     let replacing = text.iter().filter(|m| m.contains(": replacing ")).count();
     assert!(
