@@ -1,13 +1,14 @@
 //! Reload and rollout end to end (issue 21 part 4), with real controller and agent processes
 //! on loopback and the real `torc` CLI: a config with a typo is refused naming the key, and
-//! changes nothing; `--dry-run` prints the diff and changes nothing; `torc apply` of a changed
-//! service of 3 instances (one per compute node, each with an HTTP health check) replaces
-//! them one at a time, never leaving fewer than 2 of them running and healthy, the next
-//! instance's task started only after the last one's new task ran, while an added service
-//! starts and a changed key that needs a restart is named; a broken version sent by SIGHUP
-//! (the controller reads its file again), whose tasks fail their health check, stops after
-//! the first instance and rolls it back, while a removed service stops; a version whose
-//! command exits at once, by `torc apply`, likewise. After each rollback every instance runs the old spec, healthy.
+//! changes nothing; a viewer may not apply; `--dry-run` prints the diff and changes nothing;
+//! `torc apply` of a changed service of 3 instances (one per compute node, each with an HTTP
+//! health check) replaces them one at a time, never leaving fewer than 2 of them running and
+//! healthy, the next instance's task started only after the last one's new task ran, while an
+//! added service starts and a changed key that needs a restart is named; a broken version sent
+//! by SIGHUP (the controller reads its file again), whose tasks fail their health check, stops
+//! after the first instance and rolls it back, while a removed service stops; a version whose
+//! command exits at once, by `torc apply`, likewise. After each rollback every instance runs
+//! the old spec, healthy.
 
 use std::time::Duration;
 
@@ -178,6 +179,19 @@ async fn apply_rolls_one_instance_at_a_time_and_a_broken_version_rolls_back() {
     assert!(rollout_events(&client, 0).await.is_empty());
     let now = instances(&status(&client).await);
     assert_eq!(ids(&now), ids(&before), "a dry run replaced tasks");
+
+    // Only an admin applies a config, a dry run included (the diff shows the config).
+    let viewer = rack
+        .client_as(torc_api::TokenRole::Viewer, None)
+        .await
+        .unwrap();
+    for dry_run in [true, false] {
+        let refused = viewer
+            .apply_config(&v2_text, "v2.yaml", dry_run)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status().map(|s| s.as_u16()), Some(403), "{refused}");
+    }
 
     // The apply: one instance at a time, never fewer than 2 healthy.
     let start = last_seq(&client.events(0).await.unwrap());
