@@ -14,7 +14,10 @@
 //! text it was given to that file (atomically: `torc_durable::write_atomic`) before the change
 //! is committed, so a restarted controller starts from what was applied, and the rollouts'
 //! progress is in the service records (`rack::rollout`). A file that cannot be written
-//! refuses the apply before anything changes. TODO-correctness: on a rack of several
+//! refuses the apply before anything changes. A commit that fails after the file was written
+//! answers the error, but the file and the rack's settings (which the reload after a failed
+//! commit keeps) hold the new services: the next step that commits goes on with them, as a
+//! restart would. TODO-correctness: on a rack of several
 //! controllers only the applying controller's file is written; a standby that takes over
 //! reads its own, older file at its next start (not at the takeover: the rack's settings
 //! follow the leader's copy until then).
