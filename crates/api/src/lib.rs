@@ -532,6 +532,57 @@ pub struct StatusView {
     pub nodes_active: usize,
     pub services: Vec<ServiceStatus>,
     pub frameworks: Vec<FrameworkView>,
+    /// Services whose changed spec is being rolled out (or back), one instance at a time,
+    /// and those whose last rollout was rolled back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<RolloutView>,
+}
+
+/// A service's rollout: its instances replaced one at a time by tasks of the new spec, the
+/// next only once the last is healthy (`GET /api/v1/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub service: ServiceName,
+    /// `system`, or the group its instances were started from.
+    pub origin: String,
+    /// Instances on the rollout's target spec and healthy.
+    pub step: usize,
+    /// Instances of the service.
+    pub of: usize,
+    /// `rolling`, `rolling back` or `rolled back`.
+    pub state: String,
+    /// The instance being replaced now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<ServiceName>,
+    /// Why it waits, or why it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub started_at: UnixMillis,
+}
+
+/// `POST /api/v1/config` (`torc apply`, and the controller's SIGHUP): what a new rack config
+/// changes against the one applied, and whether it was applied (not on a dry run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub dry_run: bool,
+    /// Services the new config adds (started), as `system NAME` or `group G: NAME`.
+    pub added: Vec<String>,
+    /// Services it removes (stopped; their data kept until `torc service purge`).
+    pub removed: Vec<String>,
+    /// Services whose definition changed, with the keys that changed.
+    pub changed: Vec<ChangedService>,
+    /// Top-level keys that changed but apply only when the controller restarts.
+    pub needs_restart: Vec<String>,
+}
+
+/// A service whose definition changed: which of its keys (`args`, `env`, `health`, ...).
+/// `rollout` when its tasks' spec changed, so its instances are replaced one at a time;
+/// otherwise (a health check, restart timers) the change applies at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangedService {
+    pub service: String,
+    pub fields: Vec<String>,
+    pub rollout: bool,
 }
 
 /// A service of the config with all its instances.
@@ -974,6 +1025,8 @@ torc_types::words! {
         Alert = "alert",
         /// Node maintenance: cordon, drain and its moves, power commands.
         Maintenance = "maintenance",
+        /// A rack config applied (`torc apply`, SIGHUP) and its services' rollouts.
+        Rollout = "rollout",
     }
 }
 

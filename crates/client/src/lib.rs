@@ -740,6 +740,28 @@ impl Client {
         self.get("/api/v1/status").await
     }
 
+    /// Sends a new rack config (its YAML text) to be checked, compared with the one applied
+    /// and, unless `dry_run`, applied: changed services roll out one instance at a time.
+    /// `origin` names the text in errors (a file name).
+    pub async fn apply_config(
+        &self,
+        yaml: &str,
+        origin: &str,
+        dry_run: bool,
+    ) -> Result<torc_api::ApplyReport, ClientError> {
+        let body = yaml.to_string();
+        let query = [
+            ("dry_run", dry_run.to_string()),
+            ("origin", origin.to_string()),
+        ];
+        self.send(Method::POST, "/api/v1/config", |r| {
+            r.query(&query)
+                .header("content-type", "application/yaml")
+                .body(body.clone())
+        })
+        .await
+    }
+
     /// The pending and firing alerts of the rack config's rules.
     pub async fn alerts(&self) -> Result<Vec<torc_api::AlertView>, ClientError> {
         self.get("/api/v1/alerts").await

@@ -230,6 +230,8 @@ pub struct Controller {
     pub(crate) stats: crate::stats::Stats,
     /// The pending and firing alerts (`crate::alerts`), while this controller acts.
     pub(crate) alerts: Mutex<crate::alerts::Alerts>,
+    /// The rack config it runs with and its file (`crate::apply`).
+    pub(crate) applied: Mutex<Option<crate::settings::AppliedConfig>>,
 }
 
 /// Most nodes whose reports' arrivals one reconciler step takes: far more than a rack holds, so
@@ -475,6 +477,7 @@ impl Controller {
             arrivals: Mutex::new(HashMap::new()),
             stats: crate::stats::Stats::default(),
             alerts: Mutex::new(crate::alerts::Alerts::default()),
+            applied: Mutex::new(None),
             names,
             inner: Mutex::new(Inner {
                 rack,

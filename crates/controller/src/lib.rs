@@ -12,7 +12,8 @@
 //! Where to start reading: `rack/mod.rs` (the rules, pure), then `controller.rs` (the lock, the
 //! commit, the wake-ups), then `http/mod.rs` (the routes). The modules:
 //! - `rack`: the rack's state and rules, no I/O but log lines (its parts: `nodes`, `tasks`,
-//!   `supervisor`, `frameworks`, `announcements`, `feed`, `names`, `routes`, `compat`);
+//!   `supervisor`, `frameworks`, `announcements`, `feed`, `maintenance`, `rollout`, `names`,
+//!   `routes`, `compat`);
 //! - `controller`: the `Controller` (rack + credentials + store behind one lock), the write
 //!   path, the reconciler loop, publishing the DNS names and the switch's routes
 //!   (`published`), tasks' credential files;
@@ -26,6 +27,8 @@
 //! - `backup` (the file `torc backup` writes and `torc restore` reads: every record, the
 //!   secrets sealed under a passphrase; and the restore into a new redb store);
 //! - `health` (the probes of health checks), `power` (the power command: on, off, status);
+//! - `apply` (a new rack config for the running controller: `torc apply`, SIGHUP; its
+//!   services' rollouts are `rack::rollout`'s);
 //! - `clock` (the `now` of the rules: the wall clock read at start, advanced by the boot
 //!   clock, so a step of the system clock moves no timeout);
 //! - the UI's back ends: `kv` (the state store's client), `lookup` (a DNS query).
@@ -46,6 +49,7 @@
 //!   `crates/test-utils/tests/module_cycles.rs`).
 
 mod alerts;
+mod apply;
 mod auth;
 pub mod backup;
 mod clock;
@@ -70,6 +74,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use apply::ApplyError;
 pub use auth::{Role, fresh_token};
 pub use controller::{AuthMode, ChangeError, Controller, ControllerOptions, StartError};
 pub use leadership::LeaderInfo;
@@ -81,7 +86,8 @@ pub use rack::{
 pub use roles::ElectedOptions;
 pub use seat::NotActing;
 pub use settings::{
-    ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate, SlaKind,
+    ConfigFile, ConfiguredNode, HealthSpec, Probe, RackSettings, ServicePolicy, ServiceTemplate,
+    SlaKind,
 };
 pub use store::StoreError;
 /// The etcd key layout (pure), public for its fuzz target (`tests/fuzz.rs`).

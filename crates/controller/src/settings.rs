@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,21 @@ use torc_types::{
     FrameworkName, Ipv4Block, NodeName, NodeType, PortRange, Resources, SecretName, ServiceName,
     TaskSpec,
 };
+
+/// Where the controller's rack config comes from: its file and the variables (`--var`) it is
+/// read with.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub vars: BTreeMap<String, String>,
+}
+
+/// The rack config a controller runs with, and its file (`crate::apply`).
+#[derive(Debug)]
+pub(crate) struct AppliedConfig {
+    pub file: Option<ConfigFile>,
+    pub config: RackConfig,
+}
 
 /// A node as the rack config declares it.
 #[derive(Debug, Clone)]

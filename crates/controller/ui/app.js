@@ -42,7 +42,7 @@ function badge(state) {
     staging: "b-warn", pending: "b-warn", killing: "b-warn", unknown: "b-warn", inactive: "b-bad",
     failed: "b-bad", lost: "b-bad", killed: "", unhealthy: "b-bad", error: "b-bad", warning: "b-warn", info: "b-info",
     sole: "b-ok", leader: "b-ok", standby: "b-info", elected: "b-warn", lapsed: "b-bad", stepping_down: "b-warn",
-    firing: "b-bad",
+    firing: "b-bad", rolling: "b-warn", "rolling back": "b-bad", "rolled back": "b-bad",
   }[state] ?? "";
   return `<span class="badge ${cls}">${esc(state)}</span>`;
 }
@@ -267,6 +267,8 @@ async function overview(seq) {
   ${table(["Service", "Origin", "Running", "Healthy", "Restarts", "Last failure"], status.services.map((s) => [
     esc(s.name), esc(s.origin), `${s.running}/${s.desired}`, `${s.healthy}/${s.desired}`, String(s.restarts),
     s.last_failure ? `${esc(ago(s.last_failure.at))}: ${esc(s.last_failure.message)}` : ""]), "no services configured")}
+  ${status.rollouts && status.rollouts.length ? `<h2>Rollouts</h2>${table(["Service", "Origin", "Step", "State", "Replacing", "Since", "Note"], status.rollouts.map((r) => [
+    esc(r.service), esc(r.origin), `${r.step}/${r.of}`, badge(r.state), esc(r.instance || ""), esc(ago(r.started_at)), esc(r.message || "")]))}` : ""}
   ${controllersSection(controllers)}
   <h2>Recent events</h2>
   ${table(["When", "Level", "What"], (events || []).slice(-15).reverse().map((e) => [esc(ago(e.at)), badge(e.level),

@@ -508,6 +508,28 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         ],
         rows,
     );
+    if !status.rollouts.is_empty() {
+        println!();
+        let rows = (status.rollouts.iter())
+            .map(|r| {
+                vec![
+                    r.service.to_string(),
+                    r.origin.clone(),
+                    format!("{}/{}", r.step, r.of),
+                    r.state.clone(),
+                    r.instance
+                        .as_ref()
+                        .map(|i| i.to_string())
+                        .unwrap_or_default(),
+                    r.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(
+            &["ROLLOUT", "ORIGIN", "STEP", "STATE", "REPLACING", "NOTE"],
+            rows,
+        );
+    }
     println!();
     let rows = status
         .frameworks

@@ -2,8 +2,9 @@
 //! `torc-dns-scheduler`). Each subcommand is a role (`controller`, `agent`, `dns`, `kv`,
 //! `statesync`, `tsdb`, `datacollector`, `network-agent`; `up` for a whole local rack) or a
 //! client command against a running controller (`cli.rs`; `torc run` in `run.rs`, `torc image` in `images.rs`,
-//! `torc node` in `node.rs`, `torc backup` and `torc restore` in `backup.rs`).
+//! `torc node` in `node.rs`, `torc backup` and `torc restore` in `backup.rs`, `torc apply` in `apply.rs`).
 
+mod apply;
 mod backup;
 mod cli;
 mod images;
@@ -67,8 +68,12 @@ enum Command {
     Image(images::ImageArgs),
     /// Show a task's output (its sandbox's stdout or stderr).
     Logs(cli::LogsArgs),
-    /// The scheduler at a glance: system services, their health and restarts, frameworks.
+    /// The scheduler at a glance: system services, their health and restarts, rollouts,
+    /// frameworks.
     Status(cli::StatusArgs),
+    /// Apply a changed rack config: `torc apply -f rack.yaml [--dry-run]` (changed services
+    /// roll out one instance at a time).
+    Apply(apply::ApplyArgs),
     /// List supervised service instances (system services and started groups).
     Services(cli::ServicesArgs),
     /// `torc service purge NAME`: remove the data of a service no longer in the rack config.
@@ -125,6 +130,7 @@ fn main() -> std::process::ExitCode {
                 | Command::Image(_)
                 | Command::Logs(_)
                 | Command::Status(_)
+                | Command::Apply(_)
                 | Command::Services(_)
                 | Command::Service(_)
                 | Command::Routes(_)
@@ -167,6 +173,7 @@ fn main() -> std::process::ExitCode {
         Command::Image(args) => images::image(args),
         Command::Logs(args) => cli::logs(args),
         Command::Status(args) => cli::status(args),
+        Command::Apply(args) => apply::apply(args),
         Command::Alerts(args) => cli::alerts(args),
         Command::Services(args) => cli::services(args),
         Command::Service(args) => cli::service(args),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -237,16 +238,50 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         }
     };
     let name = config.name.clone();
+    controller.set_config(
+        config,
+        Some(torc_controller::ConfigFile {
+            path: config_path,
+            vars,
+        }),
+    );
     serve_role(
         listen,
         2,
         &format!("controller of rack {name} serving"),
         |listener| async move {
+            tokio::spawn(apply_on_sighup(Arc::clone(&controller)));
             controller.serve(listener, shutdown_signal()).await?;
             tracing::info!("controller stopped");
             Ok(())
         },
     )
+}
+
+/// SIGHUP: the controller reads its config file again and applies it (as `torc apply` would:
+/// the report is logged, the changes and rollouts go to the event feed).
+async fn apply_on_sighup(controller: Arc<Controller>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP: the config is read again only at a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let ctl = Arc::clone(&controller);
+        match tokio::task::spawn_blocking(move || ctl.apply_config(None, None, false)).await {
+            Ok(Ok(report)) => tracing::info!(
+                added = ?report.added,
+                removed = ?report.removed,
+                changed = ?report.changed.iter().map(|c| &c.service).collect::<Vec<_>>(),
+                needs_restart = ?report.needs_restart,
+                "SIGHUP: the rack config file was applied"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: the rack config file was not applied")
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the apply did not finish"),
+        }
+    }
 }
 
 /// Runs a server role: a runtime with `workers` threads, a listener on `listen`, and `serve`

@@ -72,6 +72,12 @@ async fn a_controller_destroyed_and_restored_from_its_backup_keeps_its_tasks_ser
         .await
         .unwrap();
     let viewer = rack.make_token(TokenRole::Viewer, None).await.unwrap();
+    // Backups are for admins: a viewer is refused.
+    let denied = (rack.client_with(Some(viewer.clone())))
+        .backup("a long passphrase for the drill")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.status().map(|s| s.as_u16()), Some(403), "{denied}");
     let before = running(&rack).await;
     assert_eq!(before.len(), 3, "{before:?}");
 

@@ -139,6 +139,8 @@ async fn without_a_credential_nothing_is_read_or_changed() {
             format!("{url}/api/v1/groups/demo/start"),
         ),
         (reqwest::Method::GET, format!("{url}/start/group?name=demo")),
+        (reqwest::Method::POST, format!("{url}/api/v1/config")),
+        (reqwest::Method::POST, format!("{url}/api/v1/backup")),
         (
             reqwest::Method::POST,
             format!("{url}/api/v1/nodes/bladerunner1/power"),

@@ -102,9 +102,11 @@ pub(crate) fn need(method: &Method, route: &str) -> Need {
         "/api/v1/frameworks" => Member,
         "/start/group" | "/node/startup" | "/node/shutdown" | "/calico/configure"
         | "/calico/shutdown" => AdminToken,
-        "/api/v1/tokens" | "/api/v1/tokens/{id}" | "/api/v1/secrets" | "/api/v1/secrets/{name}" => {
-            Admin
-        }
+        "/api/v1/tokens"
+        | "/api/v1/tokens/{id}"
+        | "/api/v1/secrets"
+        | "/api/v1/secrets/{name}"
+        | "/api/v1/config" => Admin,
         // A node's images: listed by viewers; pulled, imported and removed by admins.
         "/api/v1/nodes/{name}/images" if read => Viewer,
         "/api/v1/nodes/{name}/images"

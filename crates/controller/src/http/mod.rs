@@ -6,6 +6,7 @@
 //! - `nodes` (and a node's power), `images` (a node's container images, from its agent),
 //!   `tasks`, `agents` (the agent protocol), `frameworks`,
 //!   `services` (services, groups, announcements), `status` (status and the event feed),
+//!   `config` (a new rack config applied: `torc apply`),
 //!   `metrics` (the controller's own Prometheus figures, `GET /metrics`),
 //!   `controllers` (the rack's controllers, who leads, handing over),
 //!   `network` (the switch's routes for the network agent, and its report);
@@ -23,6 +24,7 @@ mod access;
 mod agents;
 mod backup;
 mod compat;
+mod config;
 mod controllers;
 mod credentials;
 mod error;
@@ -56,6 +58,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .merge(nodes::routes())
         .merge(images::routes())
         .merge(status::routes())
+        .merge(config::routes())
         .merge(metrics::routes())
         .merge(controllers::routes())
         .merge(names::routes())

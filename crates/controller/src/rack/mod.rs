@@ -18,6 +18,8 @@
 //! - `feed`: the event feed for people;
 //! - `maintenance`: cordon, drain (moving a node's service instances elsewhere), a power
 //!   command's result;
+//! - `rollout`: a changed service spec rolled out one instance at a time, rolled back on a
+//!   failure;
 //! - `names`, `routes` and `compat`: views over the parts (the DNS names; the `/32` routes the
 //!   switch should hold; the original API's shapes);
 //! - `error`: why a change was refused.
@@ -52,6 +54,7 @@ mod frameworks;
 mod maintenance;
 mod names;
 mod nodes;
+mod rollout;
 mod routes;
 mod supervisor;
 mod tasks;
@@ -439,6 +442,7 @@ impl Rack {
         self.reconcile_services(&mut budget, now);
         self.schedule(now);
         self.maintain(now);
+        self.roll(now);
         Ok(())
     }
 
@@ -532,6 +536,7 @@ impl Rack {
         self.reconcile_services(&mut budget, now);
         self.schedule(now);
         self.maintain(now);
+        self.roll(now);
     }
 
     /// A node's desired set, with its generation. Its epoch is left 0: the controller numbers
@@ -681,7 +686,7 @@ impl Rack {
     /// instances that should run and do not, at most `budget` of them (counted down, as in
     /// `lose_stranded`): the rest are still due at the next step.
     fn reconcile_services(&mut self, budget: &mut usize, now: UnixMillis) {
-        let kills = self.services.adopt_config(&self.settings, &self.nodes);
+        let kills = self.services.adopt_config(&self.settings, &self.nodes, now);
         self.kill_all(kills, now);
         let due = self.services.due_starts(&self.tasks, now);
         let starts = due.len().min(*budget);
@@ -699,6 +704,32 @@ impl Rack {
                 );
             }
         }
+    }
+
+    /// Takes a new rack config's services (`torc apply`, SIGHUP): instances of added services
+    /// start, those of removed ones are killed and forgotten, and changed specs are rolled
+    /// out (`rollout`). The rest of the settings stay as they are (they need a restart).
+    pub fn apply_services(
+        &mut self,
+        system_services: Vec<crate::settings::ServiceTemplate>,
+        groups: std::collections::BTreeMap<ServiceName, Vec<crate::settings::ServiceTemplate>>,
+        summary: String,
+        now: UnixMillis,
+    ) {
+        self.settings.system_services = system_services;
+        self.settings.groups = groups;
+        self.feed.record(
+            EventKind::Rollout,
+            EventLevel::Info,
+            summary,
+            None,
+            None,
+            now,
+        );
+        let mut budget = self.settings.tasks_per_step;
+        self.reconcile_services(&mut budget, now);
+        self.schedule(now);
+        self.roll(now);
     }
 
     /// Starts a service group. Idempotent: instances that exist are left alone.
@@ -784,6 +815,7 @@ impl Rack {
             nodes_active: self.nodes.active_count(),
             services: self.services.statuses(&self.tasks),
             frameworks: self.frameworks(),
+            rollouts: self.rollout_views(),
         }
     }
 

@@ -198,6 +198,17 @@ impl Seen {
                 ],
             );
         }
+        for r in rack.status().rollouts {
+            objects.insert(
+                (5, "rollout", r.service.to_string()),
+                vec![
+                    ("step", format!("{}/{}", r.step, r.of)),
+                    ("state", r.state),
+                    ("replacing", opt(r.instance.as_ref())),
+                    ("message", quoted(r.message.as_ref())),
+                ],
+            );
+        }
         for f in rack.frameworks().into_iter().filter(|f| !f.builtin) {
             objects.insert(
                 (3, "framework", f.name.to_string()),
@@ -407,6 +418,19 @@ impl Runner {
                 let rack = Rack::for_tests(s, loaded, now, self.epoch);
                 self.rack = Some(rack);
                 self.feed_seen = 0;
+                return Ok(self.settle(before, Ok(()), out));
+            }
+            "apply" => {
+                // A new config's services, as `torc apply` gives them; a later `restart`
+                // reads them too (the controller's file is the applied config).
+                let new = settings(&case.input)?;
+                let before = Seen::of(self.rack()?);
+                if let Some(s) = &mut self.settings {
+                    s.system_services = new.system_services.clone();
+                    s.groups = new.groups.clone();
+                }
+                let summary = "rack config applied".to_string();
+                (self.rack()?).apply_services(new.system_services, new.groups, summary, now);
                 return Ok(self.settle(before, Ok(()), out));
             }
             "tasks" | "services" | "nodes" => {

@@ -14,6 +14,13 @@
 //! ([`Supervisor::due_starts`]) and what to kill (the `(task, why)` pairs its methods return);
 //! the rack does it through the task table and reports back (`started`, `task_ended`).
 //!
+//! A changed spec is rolled out (`rack::rollout`): the record takes the new spec at once and
+//! keeps the one before in its `rollout` mark, and the rollout replaces its task when its turn
+//! comes. The supervisor's part: the rollout's own kill of the old task is no failure (the new
+//! spec starts at once), and a task of the new spec that ends, or cannot be launched, while its
+//! instance is being replaced fails the rollout (`RolloutMark::failed`). A spec that was rolled
+//! back is not taken again (`rolled_back`) until the config changes it.
+//!
 //! A drain moves an instance off its node without a gap (`replacement`): a second task of the
 //! instance is started elsewhere, and once it runs it becomes the instance's task and the old
 //! one is killed; should the old one end first, the replacement takes over at once.
@@ -66,9 +73,56 @@ pub(crate) struct ServiceRecord {
     /// The task a drain started elsewhere to take over from `task` once it runs.
     #[serde(default)]
     pub replacement: Option<TaskId>,
+    /// Its part in its service's rollout of a changed spec (`rack::rollout`), stored so that
+    /// a restarted controller or a new leader goes on.
+    #[serde(default)]
+    pub rollout: Option<RolloutMark>,
+    /// The last rollout of a spec that was rolled back: that spec is not taken again until
+    /// the config changes it.
+    #[serde(default)]
+    pub rolled_back: Option<RolledBack>,
     /// Health of the current task; not persisted (a restarted controller checks again).
     #[serde(skip)]
     pub health: HealthState,
+}
+
+/// An instance's part in its service's rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RolloutMark {
+    /// The spec before the rollout: what a rollback goes back to.
+    pub previous: Option<TaskSpec>,
+    /// When the rollout (or its rollback) began.
+    pub started_at: UnixMillis,
+    pub phase: RolloutPhase,
+    /// Why the rollout failed at this instance: the service rolls back.
+    #[serde(default)]
+    pub failed: Option<String>,
+    /// A rollback's mark: a failure ends it rather than rolling back again.
+    #[serde(default)]
+    pub back: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RolloutPhase {
+    /// Its task still runs the spec before; its turn has not come.
+    Waiting,
+    /// Its turn: `old` (its task then, if one lived) was killed at `since`, and a task of the
+    /// record's spec must run and be healthy.
+    Replacing {
+        since: UnixMillis,
+        old: Option<TaskId>,
+    },
+    /// Its task of the record's spec runs and is healthy.
+    Done,
+}
+
+/// A rollout that was rolled back: the spec it tried, and why it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RolledBack {
+    pub spec: Option<TaskSpec>,
+    pub why: String,
+    pub at: UnixMillis,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -182,25 +236,81 @@ impl ServiceRecord {
             completed: false,
             waiting: None,
             replacement: None,
+            rollout: None,
+            rolled_back: None,
             health: HealthState::default(),
         };
-        rec.apply_template(t, node);
+        rec.spec = rec.expand(t, node);
         rec
     }
 
-    /// Takes the template's spec and policy (a changed config applies from the next start).
-    /// Returns whether anything changed.
-    fn apply_template(&mut self, t: &ServiceTemplate, node: Option<&NodeName>) -> bool {
-        let before = (self.spec.clone(), self.policy.clone());
-        self.policy = t.policy.clone();
-        self.spec = t.spec.clone().map(|mut spec| {
+    /// The template's spec for this instance.
+    fn expand(&self, t: &ServiceTemplate, node: Option<&NodeName>) -> Option<TaskSpec> {
+        t.spec.clone().map(|mut spec| {
             spec.name = self.name.clone();
             if let Some(n) = node {
                 spec.constraints.node_name = Some(n.clone());
             }
             spec
-        });
-        before != (self.spec.clone(), self.policy.clone())
+        })
+    }
+
+    /// Takes the template's policy at once, and its spec: an instance that has run gets a
+    /// rollout mark, so its task is replaced when its turn comes (`rack::rollout`); one that
+    /// never ran starts with it. A spec that was rolled back is not taken again (and is
+    /// forgotten once the config asks for the spec that runs). A spec that changes again
+    /// during a rollout restarts the rollout's count: instances done go back
+    /// to waiting (the spec to roll back to stays the first one). Returns whether anything
+    /// changed.
+    fn apply_template(
+        &mut self,
+        t: &ServiceTemplate,
+        node: Option<&NodeName>,
+        now: UnixMillis,
+    ) -> bool {
+        let policy_changed = self.policy != t.policy;
+        self.policy = t.policy.clone();
+        let spec = self.expand(t, node);
+        if spec == self.spec {
+            // The config asks for what runs: a rolled-back spec is no longer news.
+            return self.rolled_back.take().is_some() || policy_changed;
+        }
+        if self.rolled_back.as_ref().is_some_and(|r| r.spec == spec) {
+            return policy_changed;
+        }
+        self.rolled_back = None;
+        let previous = std::mem::replace(&mut self.spec, spec);
+        if self.policy.is_job || self.task.is_none() {
+            return true;
+        }
+        match &mut self.rollout {
+            Some(mark) => {
+                if mark.phase == RolloutPhase::Done {
+                    mark.phase = RolloutPhase::Waiting;
+                }
+                mark.back = false;
+                mark.failed = None;
+                mark.started_at = now;
+            }
+            None => {
+                self.rollout = Some(RolloutMark {
+                    previous,
+                    started_at: now,
+                    phase: RolloutPhase::Waiting,
+                    failed: None,
+                    back: false,
+                })
+            }
+        }
+        true
+    }
+
+    /// Whether it is being replaced by its rollout now (its task killed, the new one due).
+    fn replacing(&self) -> bool {
+        matches!(
+            self.rollout.as_ref().map(|m| &m.phase),
+            Some(RolloutPhase::Replacing { .. })
+        )
     }
 
     /// `system`, or the group it was started from.
@@ -315,14 +425,19 @@ impl Supervisor {
 
     /// Brings the records in line with the config: new system instances (e.g. for a node that
     /// just joined), changed specs, removed services. Returns the tasks of removed instances.
-    pub fn adopt_config(&mut self, settings: &RackSettings, nodes: &NodeTable) -> Vec<Kill> {
+    pub fn adopt_config(
+        &mut self,
+        settings: &RackSettings,
+        nodes: &NodeTable,
+        now: UnixMillis,
+    ) -> Vec<Kill> {
         let desired = Self::desired_system_instances(settings, nodes);
         let mut wanted = BTreeSet::new();
         for (name, t, node) in desired {
             wanted.insert(name.clone());
             match self.records.get_mut(&name) {
                 Some(rec) if rec.group.is_none() => {
-                    if rec.apply_template(&t, node.as_ref()) {
+                    if rec.apply_template(&t, node.as_ref(), now) {
                         self.mark(&name);
                     }
                 }
@@ -368,7 +483,7 @@ impl Supervisor {
             .collect();
         for (name, t) in groups {
             if let Some(rec) = self.records.get_mut(&name)
-                && rec.apply_template(&t, None)
+                && rec.apply_template(&t, None, now)
             {
                 self.mark(&name);
             }
@@ -489,7 +604,8 @@ impl Supervisor {
                 rec.next_start = None;
                 rec.waiting = None;
                 rec.health = HealthState::default();
-                let line = start.restart.then(|| {
+                // A rollout's replacement is no restart: its own lines are in the feed.
+                let line = (start.restart && !rec.replacing()).then(|| {
                     rec.restarts += 1;
                     format!("service {name} restarted (restart {})", rec.restarts)
                 });
@@ -497,6 +613,12 @@ impl Supervisor {
                 line
             }
             Err(e) => {
+                if let Some(rec) = self.records.get_mut(name)
+                    && rec.replacing()
+                    && let Some(mark) = &mut rec.rollout
+                {
+                    mark.failed = Some(format!("{name}: its new task cannot be launched: {e}"));
+                }
                 self.set_waiting(name, Some(format!("cannot launch: {e}")));
                 None
             }
@@ -534,6 +656,22 @@ impl Supervisor {
             (_, Some(m)) => format!("{state}: {m}"),
             (_, None) => state.to_string(),
         };
+        if let Some(mark) = &mut rec.rollout
+            && let RolloutPhase::Replacing { old, .. } = &mark.phase
+        {
+            if old.as_ref() == Some(&change.id) {
+                // The rollout's own kill: the new spec starts at once.
+                rec.next_start = Some(now);
+                rec.waiting = Some("rolling out: its new spec starts".to_string());
+                self.mark(&change.name);
+                return None;
+            }
+            // A task of the new spec ended before its instance counted as replaced.
+            mark.failed = Some(format!(
+                "{}: its new task {} {what}",
+                change.name, change.id
+            ));
+        }
         if rec.policy.is_job {
             rec.completed = true;
             if state != TaskState::Finished {
@@ -577,6 +715,34 @@ impl Supervisor {
         let name = change.name.clone();
         self.mark(&name);
         None
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Rollouts (their steps are `rack::rollout`'s)
+
+    /// The services with a rollout going on or rolled back: (group, service) → every
+    /// instance of the service, by name.
+    pub fn rollouts(&self) -> BTreeMap<(Option<ServiceName>, ServiceName), Vec<ServiceName>> {
+        let with_rollout: BTreeSet<(Option<ServiceName>, ServiceName)> = (self.records.values())
+            .filter(|r| r.rollout.is_some() || r.rolled_back.is_some())
+            .map(|r| (r.group.clone(), r.service.clone()))
+            .collect();
+        let mut out: BTreeMap<_, Vec<ServiceName>> = BTreeMap::new();
+        for r in self.records.values() {
+            let key = (r.group.clone(), r.service.clone());
+            if with_rollout.contains(&key) {
+                out.entry(key).or_default().push(r.name.clone());
+            }
+        }
+        out
+    }
+
+    /// Changes an instance's rollout state (a step of `rack::rollout`), stored with it.
+    pub fn update_rollout(&mut self, name: &ServiceName, f: impl FnOnce(&mut ServiceRecord)) {
+        if let Some(rec) = self.records.get_mut(name) {
+            f(rec);
+            self.mark(name);
+        }
     }
 
     // -----------------------------------------------------------------------------------------
