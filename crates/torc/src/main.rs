@@ -2,7 +2,7 @@
 //! `torc-dns-scheduler`). Each subcommand is a role (`controller`, `agent`, `dns`, `kv`,
 //! `statesync`, `tsdb`, `datacollector`, `network-agent`; `up` for a whole local rack) or a
 //! client command against a running controller (`cli.rs`; `torc run` in `run.rs`, `torc image` in `images.rs`,
-//! `torc node` in `node.rs`).
+//! `torc node` in `node.rs`; `torc tsdb backup|restore` in `tsdb_backup.rs`).
 
 mod cli;
 mod images;
@@ -12,6 +12,7 @@ mod node;
 mod process;
 mod roles;
 mod run;
+mod tsdb_backup;
 mod up;
 
 use clap::{Parser, Subcommand};

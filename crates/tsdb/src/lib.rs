@@ -20,13 +20,15 @@
 //! * [`influxql`]: parser; [`exec::plan`]: the pure planner of a `SELECT` (functions resolved to
 //!   [`exec::term::Function`]); [`exec`]: execution of statements and plans, bounded by
 //!   [`limits`]; [`json`]: Go-compatible output;
+//! * [`backup`]: the backup file (a consistent cut streamed, checked when read); [`restore`]:
+//!   a backup restored into a store (running or not);
 //! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`form`]: URL query and
 //!   form decoding; [`sched`]: a scheduling hint for query threads;
 //! * [`users`]: the user catalog; [`password`]: bcrypt, bounded, and the cache of verified
 //!   passwords; [`auth`]: credentials and privileges per request;
 //! * layers, each using only those below it (`cargo test -p torc-test-utils --test
 //!   module_cycles` checks that no two modules import each other): [`http`] over [`cq`] (the
-//!   continuous-query service) and [`v08`], over
+//!   continuous-query service), [`restore`] over [`backup`], and [`v08`], over
 //!   [`json`] over [`exec`] (its [`exec::QueryError`] and answers' [`exec::Val`] below it) over
 //!   [`auth`] over [`users`] over [`storage`] over [`password`], [`wal`], [`segment`] and the
 //!   leaves ([`influxql`], [`lineproto`], [`model`], [`names`], [`limits`], [`error`], ...);
@@ -48,6 +50,7 @@
 //! reach the disk ([`names`]).
 
 pub mod auth;
+pub mod backup;
 pub mod cq;
 pub mod encoding;
 pub mod error;
@@ -65,6 +68,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod password;
+pub mod restore;
 pub mod sched;
 pub mod segment;
 pub mod storage;
