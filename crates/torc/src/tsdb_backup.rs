@@ -29,12 +29,23 @@ pub struct Server {
     /// A file holding that user's password.
     #[arg(long, requires = "user")]
     password_file: Option<PathBuf>,
+    /// Trust this CA (PEM) for an https URL (a rack's tsdb: the rack CA, `pki/ca.pem`).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
 }
 
 impl Server {
     fn post(&self, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let mut req = reqwest::Client::new().post(url);
+        let mut client = reqwest::Client::builder();
+        if let Some(ca) = &self.cacert {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            client = client.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem)
+                    .with_context(|| format!("{} is not a PEM certificate", ca.display()))?,
+            );
+        }
+        let mut req = client.build()?.post(url);
         if let (Some(user), Some(file)) = (&self.user, &self.password_file) {
             let password = torc_tls::files::read_password_file(file)?;
             req = req.basic_auth(user, Some(password));
