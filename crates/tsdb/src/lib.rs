@@ -44,6 +44,9 @@
 //! failed write of `meta.json` makes the store refuse writes until a restart); a deletion, once acknowledged, is never undone by a crash, a
 //! restart or a compaction; no request bytes can panic the server, and a gzip body is bounded
 //! by its inflated size; with authentication enabled, bcrypt work is bounded (see [`auth`]).
+//! A backup holds every write acknowledged before it was asked for and nothing unacknowledged;
+//! a restore changes nothing unless the whole file checks, never overwrites a database, and is
+//! durable once answered (see [`backup`], [`restore`]).
 //! No input changes state on a GET (see [`http`]), overflows the stack (expression trees and
 //! subqueries are bounded in [`influxql`]), makes work superlinear in a line's fields (see
 //! [`model::positions`]), or runs a query past its [`limits`]; names are checked before they
