@@ -157,6 +157,8 @@ case "${1:-}" in
     TPORT=$(free_port); IPORT=$(free_port); TURL=http://127.0.0.1:$TPORT; IURL=http://127.0.0.1:$IPORT
     influx_conf "$WORK/influxdb.conf" "$WORK/influx" "$IPORT"
     IRPC=$(sed -n 's/^bind-address = "\(.*\)"/\1/p' "$WORK/influxdb.conf")
+    # influxd refuses a write after 10 s ("timeout") while it compacts on a busy machine.
+    printf '[coordinator]\n  write-timeout = "300s"\n' >> "$WORK/influxdb.conf"
     taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$TPORT" "$WORK/torc" 2>"$WORK/torc.log" & TPID=$!
     taskset -c 0 influxd -config "$WORK/influxdb.conf" >"$WORK/influx.log" 2>&1 & IPID=$!
     wait_ping "$TURL"; wait_ping "$IURL"
