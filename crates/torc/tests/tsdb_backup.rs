@@ -270,6 +270,11 @@ async fn a_backup_during_ingest_restores_every_acknowledged_point() {
     // Every batch the backup can hold was sent by now.
     let sent = writer.started.load(Ordering::SeqCst);
     let acked_after = writer.acked.lock().unwrap().len();
+    eprintln!(
+        "{} batches acknowledged before the backup, {} while it ran, {sent} sent by its end",
+        before.len(),
+        acked_after - before.len()
+    );
     wait_for(
         "more batches after the backup",
         Duration::from_secs(60),
