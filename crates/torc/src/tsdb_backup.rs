@@ -72,7 +72,7 @@ pub struct RestoreArgs {
     server: Server,
     /// Restore into a new data dir (absent or empty) instead of a running tsdb; no tsdb may
     /// serve it meanwhile.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["url", "user", "cacert"])]
     data_dir: Option<PathBuf>,
     /// Restore this database only (default: every database of the backup).
     #[arg(long)]

@@ -465,6 +465,7 @@ async fn damaged_files_are_refused_and_an_empty_data_dir_restores() {
             bad("foreign.bak", b"{\"results\":[]}".to_vec()),
             "not a torc tsdb backup",
         ),
+        (bad("empty.bak", Vec::new()), "the backup is empty"),
         (
             bad("version.bak", version),
             "the backup's header is damaged",

@@ -81,6 +81,8 @@ pub struct End {
 pub enum BackupError {
     #[error("reading the backup: {0}")]
     Io(#[source] std::io::Error),
+    #[error("the backup is empty (0 bytes)")]
+    Empty,
     #[error("not a torc tsdb backup: it starts with {found:?}, not \"TORCTSDBBACKUP\"")]
     NotABackup { found: String },
     #[error("backup format version {found}: this build reads version {VERSION} only")]
@@ -253,6 +255,9 @@ impl<R: Read> BackupReader<R> {
         };
         let mut head = [0u8; 24];
         let got = me.fill(&mut head)?;
+        if got == 0 {
+            return Err(BackupError::Empty);
+        }
         if got < 16 || &head[..16] != MAGIC {
             return Err(BackupError::NotABackup {
                 found: String::from_utf8_lossy(&head[..got.min(16)]).into_owned(),
