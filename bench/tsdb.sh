@@ -23,6 +23,12 @@
 #                          the same self-signed P-256 certificate), each on a fresh database,
 #                          the four alternating REPS times: torc/influx over HTTPS and what
 #                          HTTPS costs each (https/http)
+#   bench/tsdb.sh backup   backup and restore of VALUES values (default 100M: SERIES x ROUNDS
+#                          x 10 fields, written CHUNK rounds at a time): torc's `POST
+#                          /torc/backup` and `/torc/restore` (what `torc tsdb backup|restore`
+#                          call) next to `influxd backup -portable` and `influxd restore
+#                          -portable -db -newdb` of the same data; times and sizes. Needs 15 GB
+#                          free on $TMPDIR's disk (checked; VALUES=10000000 needs far less).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -134,8 +140,67 @@ case "${1:-}" in
     done
     exit 0
     ;;
+  backup)
+    VALUES=${VALUES:-100000000}; SERIES=${SERIES:-40000}; CHUNK=${CHUNK:-25}
+    ROUNDS=$(( (VALUES + SERIES * 10 - 1) / (SERIES * 10) ))
+    FREE_GB=$(df -P --block-size=1G "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')
+    if [ "$FREE_GB" -lt 15 ] && [ "$VALUES" -gt 10000000 ]; then
+      echo "only ${FREE_GB} GB free on ${TMPDIR:-/tmp}: run with VALUES=10000000" >&2; exit 1
+    fi
+    cargo build -q --release -p torc-tsdb --example tsdb-server --example tsdb-load
+    BIN=target/release/examples
+    WORK=$(mktemp -d)
+    cleanup() { kill "${TPID:-}" "${IPID:-}" "${RPID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+    trap cleanup EXIT
+    now() { date +%s.%N; }
+    secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+    TPORT=$(free_port); IPORT=$(free_port); TURL=http://127.0.0.1:$TPORT; IURL=http://127.0.0.1:$IPORT
+    influx_conf "$WORK/influxdb.conf" "$WORK/influx" "$IPORT"
+    IRPC=$(sed -n 's/^bind-address = "\(.*\)"/\1/p' "$WORK/influxdb.conf")
+    # influxd refuses a write after 10 s ("timeout") while it compacts on a busy machine.
+    printf '[coordinator]\n  write-timeout = "300s"\n' >> "$WORK/influxdb.conf"
+    taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$TPORT" "$WORK/torc" 2>"$WORK/torc.log" & TPID=$!
+    taskset -c 0 influxd -config "$WORK/influxdb.conf" >"$WORK/influx.log" 2>&1 & IPID=$!
+    wait_ping "$TURL"; wait_ping "$IURL"
+    for u in "$TURL" "$IURL"; do curl -sf -XPOST "$u/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null; done
+    # The load generator builds its batches in memory: CHUNK rounds at a time.
+    START=1600000000
+    for u in "$TURL" "$IURL"; do
+      for r in $(seq 0 "$CHUNK" $((ROUNDS - 1))); do
+        n=$(( ROUNDS - r < CHUNK ? ROUNDS - r : CHUNK ))
+        taskset -c 1 "$BIN/tsdb-load" write "$u" bench "$SERIES" "$n" 5000 4 $((START + r * 120)) >/dev/null
+      done
+    done
+    N=$((SERIES * ROUNDS * 10))
+    echo "== backup and restore of $N values ($SERIES series x $ROUNDS rounds x 10 fields), servers on core 0, clients on core 1"
+    # torc: the backup over HTTP, then restored into a fresh server on an empty directory.
+    t0=$(now)
+    taskset -c 1 curl -sf -XPOST "$TURL/torc/backup?db=bench" -o "$WORK/torc.bak"
+    t1=$(now)
+    RPORT=$(free_port); RURL=http://127.0.0.1:$RPORT
+    taskset -c 0 "$BIN/tsdb-server" "127.0.0.1:$RPORT" "$WORK/torc-restored" 2>"$WORK/restored.log" & RPID=$!
+    wait_ping "$RURL"
+    t2=$(now)
+    ANSWER=$(taskset -c 1 curl -sf -XPOST -T "$WORK/torc.bak" "$RURL/torc/restore?db=bench")
+    t3=$(now)
+    RESTORED=$(echo "$ANSWER" | python3 -c 'import json,sys; print(json.load(sys.stdin)["restored"][0]["values"])')
+    [ "$RESTORED" = "$N" ] || { echo "torc restored $RESTORED values, not $N: $ANSWER"; exit 1; }
+    TB=$(stat -c %s "$WORK/torc.bak")
+    echo "torc:   backup $(secs "$t0" "$t1") s, $TB bytes ($(awk -v b="$TB" -v n="$N" 'BEGIN { printf "%.3f", b/n }') bytes/value); restore $(secs "$t2" "$t3") s (into a running server, $RESTORED values)"
+    # influxd 1.6: -portable backup over its RPC port, restore under a new name.
+    t0=$(now)
+    taskset -c 1 influxd backup -portable -database bench -host "$IRPC" "$WORK/influx.bak" >"$WORK/ibackup.log" 2>&1
+    t1=$(now)
+    taskset -c 1 influxd restore -portable -db bench -newdb bench2 -host "$IRPC" "$WORK/influx.bak" >"$WORK/irestore.log" 2>&1
+    t2=$(now)
+    curl -sf "$IURL/query" --data-urlencode "q=SHOW DATABASES" | grep -q bench2 \
+      || { echo "influxd restore failed:"; cat "$WORK/irestore.log"; exit 1; }
+    IB=$(du -sb "$WORK/influx.bak" | cut -f1)
+    echo "influx: backup $(secs "$t0" "$t1") s, $IB bytes ($(awk -v b="$IB" -v n="$N" 'BEGIN { printf "%.3f", b/n }') bytes/value); restore $(secs "$t1" "$t2") s (-newdb, into the running server)"
+    exit 0
+    ;;
   "") ;;
-  *) echo "usage: bench/tsdb.sh [parse|limits|tls]" >&2; exit 2 ;;
+  *) echo "usage: bench/tsdb.sh [parse|limits|tls|backup]" >&2; exit 2 ;;
 esac
 SERIES=${SERIES:-40000}; ROUNDS=${ROUNDS:-30}; BATCH=${BATCH:-5000}; CONC=${CONC:-4}; NQ=${NQ:-200}
 EXTRA=${EXTRA:-10}; QIVAL=${QIVAL:-10}; REPS=${REPS:-2}

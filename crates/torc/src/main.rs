@@ -2,7 +2,8 @@
 //! `torc-dns-scheduler`). Each subcommand is a role (`controller`, `agent`, `dns`, `kv`,
 //! `statesync`, `tsdb`, `datacollector`, `network-agent`; `up` for a whole local rack) or a
 //! client command against a running controller (`cli.rs`; `torc run` in `run.rs`, `torc image` in `images.rs`,
-//! `torc node` in `node.rs`, `torc backup` and `torc restore` in `backup.rs`, `torc apply` in `apply.rs`).
+//! `torc node` in `node.rs`, `torc backup` and `torc restore` in `backup.rs`, `torc apply` in
+//! `apply.rs`; `torc tsdb backup|restore` in `tsdb_backup.rs`).
 
 mod apply;
 mod backup;
@@ -14,6 +15,7 @@ mod node;
 mod process;
 mod roles;
 mod run;
+mod tsdb_backup;
 mod up;
 
 use clap::{Parser, Subcommand};

@@ -1191,14 +1191,19 @@ pub fn run_statesync(args: StatesyncArgs) -> anyhow::Result<()> {
     })
 }
 
+/// `torc tsdb [OPTIONS]` runs the role; `torc tsdb backup|restore` asks a running one (see
+/// `tsdb_backup.rs`).
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct TsdbArgs {
+    #[command(subcommand)]
+    action: Option<TsdbAction>,
     /// Where to serve the InfluxDB HTTP API (1.x and 0.8).
     #[arg(long, default_value = "127.0.0.1:8086")]
     listen: SocketAddr,
     /// Where the database keeps its data.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required = true)]
+    data_dir: Option<PathBuf>,
     /// Most series per database (a write past it is refused with a clear error).
     #[arg(long, default_value_t = 1_000_000)]
     max_series: usize,
@@ -1242,12 +1247,31 @@ pub struct TsdbArgs {
     cq_run_interval: Duration,
 }
 
+#[derive(clap::Subcommand)]
+enum TsdbAction {
+    /// Write a consistent backup of a running tsdb (one database, or all) to a file, as
+    /// `influxd backup -portable`: every point acknowledged before it began, the retention
+    /// policies and continuous queries. Needs an admin when authentication is on.
+    Backup(crate::tsdb_backup::BackupArgs),
+    /// Restore a backup into a running tsdb (or into an empty --data-dir), as `influxd restore
+    /// -portable [-db X -newdb Y]`: an existing database is never overwritten.
+    Restore(crate::tsdb_backup::RestoreArgs),
+}
+
 /// A duration flag of `torc tsdb`, written as InfluxQL writes durations.
 fn tsdb_duration(text: &str) -> Result<Duration, torc_tsdb::influxql::ParseError> {
     torc_tsdb::influxql::parse_duration(text).map(|ns| Duration::from_nanos(ns.unsigned_abs()))
 }
 
 pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
+    match args.action {
+        Some(TsdbAction::Backup(a)) => return crate::tsdb_backup::run_backup(a),
+        Some(TsdbAction::Restore(a)) => return crate::tsdb_backup::run_restore(a),
+        None => {}
+    }
+    let Some(data_dir) = args.data_dir.clone() else {
+        anyhow::bail!("torc tsdb needs --data-dir DIR");
+    };
     init_tracing("info");
     let admin = match (&args.admin_user, &args.admin_password_file) {
         (Some(user), Some(file)) => Some((user.clone(), torc_collector::read_password_file(file)?)),
@@ -1272,7 +1296,7 @@ pub fn run_tsdb(args: TsdbArgs) -> anyhow::Result<()> {
         )?)),
         _ => None,
     };
-    let db = std::sync::Arc::new(torc_tsdb::Tsdb::open(&args.data_dir, options)?);
+    let db = std::sync::Arc::new(torc_tsdb::Tsdb::open(&data_dir, options)?);
     serve_role(
         args.listen,
         2,

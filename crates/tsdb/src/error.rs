@@ -47,6 +47,11 @@ pub enum Error {
     },
     #[error("database not found: {0:?}")]
     DatabaseNotFound(String),
+    /// A restore would overwrite an existing database.
+    #[error(
+        "database {0:?} exists: a restore never overwrites a database; restore it under a new name (newdb) or drop it first"
+    )]
+    DatabaseExists(String),
     #[error("retention policy not found: {0}")]
     RetentionPolicyNotFound(String),
     #[error("database is required")]

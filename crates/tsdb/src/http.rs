@@ -1,5 +1,5 @@
 //! The HTTP API: InfluxDB 1.x (`/ping`, `/write`, `/query`), the 0.8 shim (`/db...`), and
-//! torc's own `/metrics` (`crate::metrics`).
+//! torc's own `/metrics` (`crate::metrics`), `/torc/backup` and `/torc/restore`.
 //!
 //! Invariants: request bytes never cause a panic; every error is answered with InfluxDB's
 //! status and JSON (`{"error":"..."}`) or, on the 0.8 endpoints, 0.8's plain-text message; the
@@ -12,6 +12,12 @@
 //! because a rack's services must never change state on a GET (a link, a prefetch, a proxy
 //! that forwards reads could otherwise drop a database, issue 14). The influx CLI and
 //! InfluxDB's client libraries send changes with POST.
+//!
+//! Backups (torc's own, influxd has them on its RPC port): `POST /torc/backup?db=X` streams a
+//! consistent backup of database X (of every database without `db`), see [`crate::backup`];
+//! `POST /torc/restore?db=X&newdb=Y` restores one from the request body, see
+//! [`crate::restore`]. A backup is a POST: taking its cut flushes the heads (no answer to a
+//! query changes, but the disk does). With authentication, both need an admin (403 otherwise).
 //!
 //! gzip, as influxd 1.6 does it: a `/write` body with `Content-Encoding: gzip` is inflated
 //! (bounded by [`MAX_BODY`] *after* inflation, so a gzip bomb is a 413, not an allocation;
@@ -61,6 +67,11 @@ pub fn router(db: Arc<Tsdb>) -> Router {
     let authenticated = Router::new()
         .merge(counted)
         .route("/metrics", get(crate::metrics::serve))
+        .route("/torc/backup", post(backup))
+        .route(
+            "/torc/restore",
+            post(restore).layer(DefaultBodyLimit::disable()),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             db.clone(),
             authenticate,
@@ -637,4 +648,138 @@ async fn v08_write(
         Err(e) => Err(v08::V08Error::Storage(e)),
     };
     v08_response(r)
+}
+
+/// Backups and restores need an admin when authentication is on: the refusal otherwise.
+fn refuse_non_admin(caller: &Caller, what: &str) -> Option<Response> {
+    match caller {
+        Caller::Open => None,
+        Caller::User(u) if u.admin => None,
+        Caller::User(u) => Some(error_response(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "{} not authorized to {what}, requires admin privilege",
+                u.name
+            ),
+        )),
+        Caller::Anonymous => Some(error_response(
+            StatusCode::UNAUTHORIZED,
+            "create admin user first or disable authentication",
+        )),
+    }
+}
+
+/// Most bytes of a restore's body read and dropped after a non-admin's refusal, and after a
+/// refused file (the restore stops reading at the first error).
+const REFUSED_DRAIN_LIMIT: usize = 64 << 20;
+const RESTORE_DRAIN_LIMIT: usize = 1 << 30;
+
+/// Reads and drops what is left of a request body, up to `limit` bytes, so that a client still
+/// sending it gets to read the answer: hyper closes a connection whose request body was not
+/// read, and a client that is writing then sees a reset instead of the refusal. Past the limit
+/// the connection is closed anyway. TODO-cleanup: a refusal by the authentication layer
+/// (401) does not drain, so a client sending a large body with wrong credentials may see a
+/// reset.
+async fn drain(chunks: &mut axum::body::BodyDataStream, limit: usize) {
+    use tokio_stream::StreamExt as _;
+    let mut left = limit;
+    while let Some(Ok(c)) = chunks.next().await {
+        if c.len() >= left {
+            break;
+        }
+        left -= c.len();
+    }
+}
+
+/// A non-empty parameter of the URL's query.
+fn param(q: &Option<String>, name: &str) -> Option<String> {
+    parse_form(q.as_deref().unwrap_or(""))
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .cloned()
+}
+
+/// `POST /torc/backup[?db=X]`: the backup file, streamed (see [`crate::backup`]).
+async fn backup(
+    State(db): State<Arc<Tsdb>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if let Some(r) = refuse_non_admin(&caller, "back up databases") {
+        return r;
+    }
+    let only = param(&q, "db");
+    match crate::backup::stream(&db, only.as_deref()).await {
+        Ok(rx) => {
+            let body =
+                axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let mut r = Response::new(body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            with_headers(r)
+        }
+        Err(e @ Error::DatabaseNotFound(_)) => {
+            error_response(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "backup failed");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    }
+}
+
+/// `POST /torc/restore[?db=X[&newdb=Y]]`: restores the backup in the body (see
+/// [`crate::restore`]); answers `{"restored": [...]}`.
+async fn restore(
+    State(db): State<Arc<Tsdb>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Body,
+) -> Response {
+    use crate::restore::{ChannelReader, RestoreError, Selection};
+    use tokio_stream::StreamExt as _;
+    let mut chunks = body.into_data_stream();
+    if let Some(r) = refuse_non_admin(&caller, "restore databases") {
+        drain(&mut chunks, REFUSED_DRAIN_LIMIT).await;
+        return r;
+    }
+    let sel = Selection {
+        db: param(&q, "db"),
+        newdb: param(&q, "newdb"),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let feed = tokio::spawn(async move {
+        while let Some(c) = chunks.next().await {
+            let c = c.map_err(std::io::Error::other);
+            let failed = c.is_err();
+            if tx.send(c).await.is_err() || failed {
+                break;
+            }
+        }
+        drain(&mut chunks, RESTORE_DRAIN_LIMIT).await;
+    });
+    let result = crate::restore::restore(db, ChannelReader::new(rx), sel).await;
+    let _ = feed.await;
+    match result {
+        Ok(restored) => json_response(
+            StatusCode::OK,
+            serde_json::json!({ "restored": restored }).to_string() + "\n",
+        ),
+        Err(e) => {
+            let status = match &e {
+                RestoreError::Backup(crate::backup::BackupError::Io(_)) => StatusCode::BAD_REQUEST,
+                RestoreError::Backup(_) | RestoreError::NewDbWithoutDb => StatusCode::BAD_REQUEST,
+                RestoreError::Storage(Error::Name(_)) => StatusCode::BAD_REQUEST,
+                RestoreError::NotInBackup { .. } => StatusCode::NOT_FOUND,
+                RestoreError::Storage(Error::DatabaseExists(_)) => StatusCode::CONFLICT,
+                RestoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if status.is_server_error() {
+                tracing::error!(error = %e, "restore failed");
+            }
+            error_response(status, &e.to_string())
+        }
+    }
 }

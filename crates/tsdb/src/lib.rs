@@ -20,13 +20,15 @@
 //! * [`influxql`]: parser; [`exec::plan`]: the pure planner of a `SELECT` (functions resolved to
 //!   [`exec::term::Function`]); [`exec`]: execution of statements and plans, bounded by
 //!   [`limits`]; [`json`]: Go-compatible output;
+//! * [`backup`]: the backup file (a consistent cut streamed, checked when read); [`restore`]:
+//!   a backup restored into a store (running or not);
 //! * [`v08`]: the 0.8 shim; [`http`]: the axum router and [`serve`]; [`form`]: URL query and
 //!   form decoding; [`sched`]: a scheduling hint for query threads;
 //! * [`users`]: the user catalog; [`password`]: bcrypt, bounded, and the cache of verified
 //!   passwords; [`auth`]: credentials and privileges per request;
 //! * layers, each using only those below it (`cargo test -p torc-test-utils --test
 //!   module_cycles` checks that no two modules import each other): [`http`] over [`cq`] (the
-//!   continuous-query service) and [`v08`], over
+//!   continuous-query service), [`restore`] over [`backup`], and [`v08`], over
 //!   [`json`] over [`exec`] (its [`exec::QueryError`] and answers' [`exec::Val`] below it) over
 //!   [`auth`] over [`users`] over [`storage`] over [`password`], [`wal`], [`segment`] and the
 //!   leaves ([`influxql`], [`lineproto`], [`model`], [`names`], [`limits`], [`error`], ...);
@@ -42,12 +44,16 @@
 //! failed write of `meta.json` makes the store refuse writes until a restart); a deletion, once acknowledged, is never undone by a crash, a
 //! restart or a compaction; no request bytes can panic the server, and a gzip body is bounded
 //! by its inflated size; with authentication enabled, bcrypt work is bounded (see [`auth`]).
+//! A backup holds every write acknowledged before it was asked for and nothing unacknowledged;
+//! a restore changes nothing unless the whole file checks, never overwrites a database, and is
+//! durable once answered (see [`backup`], [`restore`]).
 //! No input changes state on a GET (see [`http`]), overflows the stack (expression trees and
 //! subqueries are bounded in [`influxql`]), makes work superlinear in a line's fields (see
 //! [`model::positions`]), or runs a query past its [`limits`]; names are checked before they
 //! reach the disk ([`names`]).
 
 pub mod auth;
+pub mod backup;
 pub mod cq;
 pub mod encoding;
 pub mod error;
@@ -65,6 +71,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod password;
+pub mod restore;
 pub mod sched;
 pub mod segment;
 pub mod storage;

@@ -94,6 +94,13 @@ impl Tsdb {
     pub async fn flush(&self) -> Result<(), Error> {
         self.check_poison()?;
         let _f = self.flush_lock.lock().await;
+        self.flush_held().await
+    }
+
+    /// [`Tsdb::flush`] for a caller that holds the flush lock: every write acknowledged before
+    /// this call began is in a segment when it returns, and no other flush, compaction,
+    /// deletion or drop can run until the caller lets the lock go.
+    pub(super) async fn flush_held(&self) -> Result<(), Error> {
         let shards = self.all_shards();
         let mut frozen = Vec::new();
         let sealed_below;

@@ -10,6 +10,7 @@
 //!                             (atomically replaced; version 2, version 1 had no users and is
 //!                             read as none; a database without queries has no such field)
 //! wal/<seq>.wal               write-ahead log (see wal.rs)
+//! restore/<n>/<rp>/<seq>.seg  a restore being staged (see snapshot.rs; removed at open)
 //! data/<db>/<rp>/<seq>.seg    segments (see segment.rs); <db> and <rp> are the names in hex,
 //!                             or `~` + SHA-256 for names over 127 bytes (format 2, see names.rs)
 //! ```
@@ -42,7 +43,8 @@
 //! (options, catalog file, formats), `index` (a shard's series index), `shard` (a shard's
 //! state and reads), `tsdb` (the store: open, poison, metadata, shard lookup), then the
 //! operations on it, `impl Tsdb` blocks each: `catalog`, `delete`, `record` (WAL records and
-//! replay), `write`, `flush` (flush, compaction, retention).
+//! replay), `write`, `flush` (flush, compaction, retention), `snapshot` (the consistent cut of
+//! a backup, the installation of a restore).
 
 mod catalog;
 mod delete;
@@ -51,6 +53,7 @@ mod index;
 mod meta;
 mod record;
 mod shard;
+mod snapshot;
 mod tsdb;
 mod write;
 
@@ -60,6 +63,7 @@ pub use meta::{
     CqMeta, DbMeta, FORMAT_TEXT, FORMAT_TEXT_LONG_NAMES, Options, RpMeta, UserMeta, shard_group_for,
 };
 pub use shard::{Shard, ShardState};
+pub use snapshot::{DatabaseSnapshot, Snapshot, StagedDatabase};
 pub(crate) use tsdb::blocking;
 pub use tsdb::{Tsdb, empty, now_ns};
 pub use write::WriteSummary;

@@ -68,6 +68,7 @@ impl Tsdb {
         std::fs::create_dir_all(&data_dir).map_err(|e| Error::io("creating data dir", e))?;
 
         remove_dropped(&data_dir, &meta)?;
+        remove_staging(&dir)?;
 
         let meta_names: Vec<(String, Vec<String>)> = meta
             .databases
@@ -485,6 +486,17 @@ fn remove_dropped(data_dir: &Path, meta: &MetaFile) -> Result<(), Error> {
                     .map_err(|e| Error::io("removing dropped retention policy", e))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Removes what restores left under `restore/` (at open nothing there was committed, see the
+/// `snapshot` module).
+fn remove_staging(dir: &Path) -> Result<(), Error> {
+    let staging = dir.join("restore");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .map_err(|e| Error::io(format!("removing {}", staging.display()), e))?;
     }
     Ok(())
 }
