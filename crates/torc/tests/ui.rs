@@ -374,7 +374,9 @@ async fn the_network_page_shows_the_switchs_ports_and_each_tasks_route() {
     let b = logged_in(&rack).await;
     let url = rack.url();
     b.goto(&format!("{url}/#/network")).await.unwrap();
-    let text = b.wait_text(task.id.as_str()).await.unwrap();
+    let mut text = b.wait_text(task.id.as_str()).await.unwrap();
+    // Each part of the page may come with a later poll (on a loaded machine, the ports came
+    // after the task's route): wait for each, with the page's text in the failure.
     for needle in [
         "swp1",
         "swp2",
@@ -383,7 +385,13 @@ async fn the_network_page_shows_the_switchs_ports_and_each_tasks_route() {
         "198.18.0.22",
         "applied generation",
     ] {
-        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        text = match b.wait_text(needle).await {
+            Ok(text) => text,
+            Err(e) => panic!(
+                "{e}: {needle:?} missing from:\n{}",
+                b.text().await.unwrap_or_default()
+            ),
+        };
     }
     assert!(
         !text.contains("missing"),

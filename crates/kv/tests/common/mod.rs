@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use torc_kv::{KvOptions, KvServer, ServerTls};
 
+/// How long a real etcd may take to become healthy.
+const ETCD_START: Duration = Duration::from_secs(60);
+
 /// The HTTP/2 client connection preface.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -264,7 +267,8 @@ impl Etcd {
             Some(_) => etcd.target.with_cert("root"),
             None => etcd.target.clone(),
         };
-        wait_until(Duration::from_secs(20), "etcd to become healthy", || {
+        // Generous: a passing run waits a second; a full suite beside builds once took over 20 s.
+        wait_until(ETCD_START, "etcd to become healthy", || {
             etcdctl(&health, &["endpoint", "health"], None).contains("is healthy")
         });
         etcd
@@ -319,11 +323,9 @@ impl Etcd {
             child,
             _tmp: tmp,
         };
-        wait_until(
-            Duration::from_secs(20),
-            "restored etcd to become healthy",
-            || etcdctl(&etcd.target, &["endpoint", "health"], None).contains("is healthy"),
-        );
+        wait_until(ETCD_START, "restored etcd to become healthy", || {
+            etcdctl(&etcd.target, &["endpoint", "health"], None).contains("is healthy")
+        });
         etcd
     }
 }
