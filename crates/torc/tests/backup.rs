@@ -210,3 +210,70 @@ async fn a_controller_destroyed_and_restored_from_its_backup_keeps_its_tasks_ser
         "the viewer token still works"
     );
 }
+
+/// A controller of several, on a real etcd: `torc backup` reaches the leader whichever
+/// controller it asks first (a standby answers 421 naming it), the backup holds the secrets
+/// the etcd store keeps sealed under `store.key` (sealed again under the passphrase), and it
+/// restores as a sole controller's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_a_controller_on_etcd_comes_from_the_leader_and_restores_to_redb() {
+    let rack = LocalRack::start(
+        TORC,
+        RackOptions {
+            controllers: 2,
+            compute_nodes: 1,
+            extra_yaml: SERVICES.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    rack.wait_service_running("keeper").await.unwrap();
+    let secret = "app-password".parse().unwrap();
+    (rack.client())
+        .set_secret(&secret, "etcd-sealed-secret-x")
+        .await
+        .unwrap();
+    let leader = rack.controller_status("wedge").await.unwrap().leader;
+    let leader = leader.expect("a leader").name;
+    let standby = if leader == "wedge" { "wedge2" } else { "wedge" };
+    let dir = rack.dir.path().to_path_buf();
+    let pass = dir.join("backup.pass");
+    std::fs::write(&pass, "a long passphrase for the drill\n").unwrap();
+    let file = dir.join("ha.backup");
+    // The standby first: the CLI follows its 421 to the leader.
+    let out = std::process::Command::new(TORC)
+        .args(["backup", "-o", file.to_str().unwrap()])
+        .args(["--passphrase-file", pass.to_str().unwrap()])
+        .envs(rack.cli_env())
+        .env("TORC_CONTROLLER", rack.controller_url(standby))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("from controller {leader}, checked")),
+        "the leader's backup: {stdout}"
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("etcd-sealed-secret-x"));
+
+    let data = dir.join("restored");
+    let (ok, out, err) = rack.torc(
+        TORC,
+        &[
+            "restore",
+            "--from",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("restored") && out.contains("1 tasks"), "{out}");
+}
