@@ -6,7 +6,8 @@
 //! it, whole or not at all, mode 0600. `torc restore --from FILE --data-dir DIR` writes a new
 //! store for `torc controller --data-dir DIR`; the controller must not run on it.
 //!
-//! The passphrase comes from `--passphrase-file` (its first line) or `TORC_BACKUP_PASSPHRASE`,
+//! The passphrase comes from `--passphrase-file` (read as every password file,
+//! `torc_tls::files::read_password_file`) or `TORC_BACKUP_PASSPHRASE`,
 //! never from an argument, which any user could read in the process table.
 
 use std::path::PathBuf;
@@ -19,8 +20,8 @@ use crate::cli::{Target, runtime};
 /// Where the passphrase comes from.
 #[derive(Args)]
 pub struct Passphrase {
-    /// A file whose first line is the passphrase (at least 12 bytes). Default: the
-    /// TORC_BACKUP_PASSPHRASE environment variable.
+    /// A file holding the passphrase (at least 12 bytes; one line, a trailing line break is
+    /// not part of it). Default: the TORC_BACKUP_PASSPHRASE environment variable.
     #[arg(long)]
     passphrase_file: Option<PathBuf>,
 }
@@ -28,11 +29,8 @@ pub struct Passphrase {
 impl Passphrase {
     fn read(&self) -> anyhow::Result<String> {
         let value = match &self.passphrase_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
-                text.lines().next().unwrap_or_default().to_string()
-            }
+            // As every password file of torc's: less one trailing line break, one line only.
+            Some(path) => torc_tls::files::read_password_file(path)?,
             None => std::env::var("TORC_BACKUP_PASSPHRASE").map_err(|_| {
                 anyhow::anyhow!(
                     "a backup's secrets are sealed under a passphrase: give --passphrase-file FILE or set TORC_BACKUP_PASSPHRASE"

@@ -37,13 +37,12 @@ pub struct Server {
 impl Server {
     fn post(&self, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let mut client = reqwest::Client::builder();
+        // As every rack client: no proxy from the environment, and the rack CA (rustls over
+        // aws-lc-rs, torc-tls's config) as the only root when one is given.
+        let mut client = reqwest::Client::builder().no_proxy();
         if let Some(ca) = &self.cacert {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            client = client.add_root_certificate(
-                reqwest::Certificate::from_pem(&pem)
-                    .with_context(|| format!("{} is not a PEM certificate", ca.display()))?,
-            );
+            let roots = torc_tls::load_certs(ca)?;
+            client = client.tls_backend_preconfigured(torc_tls::client_config(&roots, None)?);
         }
         let mut req = client.build()?.post(url);
         if let (Some(user), Some(file)) = (&self.user, &self.password_file) {
@@ -174,13 +173,10 @@ fn check_file(path: &Path) -> anyhow::Result<End> {
     }
 }
 
+/// Makes a rename in `path`'s directory durable (`.` for a bare file name).
 fn sync_parent(path: &Path) -> anyhow::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(parent)?.sync_all()?;
-    Ok(())
+    let parent = (path.parent()).filter(|p| !p.as_os_str().is_empty());
+    Ok(torc_durable::sync_dir(parent.unwrap_or(Path::new(".")))?)
 }
 
 pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
