@@ -565,7 +565,7 @@ pub struct RolloutView {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApplyReport {
     pub dry_run: bool,
-    /// Services the new config adds (started), as `system NAME` or `group G: NAME`.
+    /// Services the new config adds (started), as `NAME` (a system service) or `GROUP/NAME`.
     pub added: Vec<String>,
     /// Services it removes (stopped; their data kept until `torc service purge`).
     pub removed: Vec<String>,

@@ -111,7 +111,12 @@ impl Controller {
             for name in settings.secret_names() {
                 keys.ensure_secret(name.as_str());
             }
-            rack.apply_services(settings.system_services, settings.groups, summary, now());
+            rack.apply_services(
+                settings.system_services,
+                settings.groups,
+                summary,
+                crate::clock::now_millis(),
+            );
             Ok(())
         })?;
         // What is not applied live stays as it was, to be named again until a restart.
@@ -119,10 +124,6 @@ impl Controller {
         current.config.api = new.api;
         Ok(report)
     }
-}
-
-fn now() -> torc_types::UnixMillis {
-    crate::clock::now_millis()
 }
 
 /// The feed's line for an applied config.

@@ -2,7 +2,8 @@
 //! brings back.
 //!
 //! A backup is every record and counter of the store as of one commit: the acting controller
-//! reads its store under the rack's lock, so no change is half in it (`Controller::backup`).
+//! reads its store under the rack's lock, so no change is half in it
+//! (`Controller::durable_state`, served by `http/backup.rs`).
 //! The file is two parts:
 //! - a header line, JSON: `{"format":"torc-controller-backup","version":1,"bytes":N,"sha256":HEX}`;
 //! - the body, `N` bytes of JSON ([`Body`]): when and where it was taken, the store's format
@@ -38,6 +39,7 @@ use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::hex;
 use crate::store::seal::{KEY_LEN, Sealer};
 use crate::store::{
     EPOCH_KEY, Epoch, FORMAT_KEY, FORMAT_VERSION, Loaded, RedbStore, Store, StoreError, Table,
@@ -165,10 +167,6 @@ fn check_passphrase(passphrase: &[u8]) -> Result<(), BackupError> {
         return Err(BackupError::ShortPassphrase(passphrase.len()));
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The backup file of `loaded` (read by `controller` at `taken_at`), its secrets sealed under

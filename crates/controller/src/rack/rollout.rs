@@ -78,6 +78,11 @@ impl Instances {
 impl Rack {
     /// The rollouts' steps: for each service with one, at most one step.
     pub(super) fn roll(&mut self, now: UnixMillis) {
+        // Runs on every report and tick: nothing to do unless an instance is marked (a
+        // rolled-back service keeps its record of it, but takes no step).
+        if !self.services.any_rollout() {
+            return;
+        }
         for ((group, service), names) in self.services.rollouts() {
             let records: Vec<ServiceRecord> = (names.iter())
                 .filter_map(|n| self.services.get(n).cloned())

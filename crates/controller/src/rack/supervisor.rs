@@ -720,6 +720,12 @@ impl Supervisor {
     // -----------------------------------------------------------------------------------------
     // Rollouts (their steps are `rack::rollout`'s)
 
+    /// Whether any instance is marked for a rollout step (the reconciler's cheap test before
+    /// it looks at rollouts).
+    pub fn any_rollout(&self) -> bool {
+        self.records.values().any(|r| r.rollout.is_some())
+    }
+
     /// The services with a rollout going on or rolled back: (group, service) → every
     /// instance of the service, by name.
     pub fn rollouts(&self) -> BTreeMap<(Option<ServiceName>, ServiceName), Vec<ServiceName>> {
