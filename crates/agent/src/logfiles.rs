@@ -98,11 +98,13 @@ impl Rotator {
     }
 
     /// Everything written so far (the offset of the next byte).
+    #[cfg(test)]
     pub fn end(&self) -> u64 {
         self.base + self.size
     }
 
     /// Bytes lost since the last write that succeeded.
+    #[cfg(test)]
     pub fn lost(&self) -> u64 {
         self.lost
     }

@@ -320,7 +320,10 @@ impl LineWriter {
     /// Writes `body` (lines) to the server at `base` (`http://host:port`).
     pub async fn write(&mut self, base: &str, body: String) -> Result<(), WriteError> {
         if !self.database_created {
-            let q = vec![("q", format!("CREATE DATABASE \"{}\"", self.database))];
+            let q = vec![(
+                "q",
+                format!("CREATE DATABASE {}", retention::quote(&self.database)),
+            )];
             match self.post(format!("{base}/query"), q, String::new()).await {
                 Ok(_) => {}
                 Err(WriteError::Forbidden { message, .. }) => {

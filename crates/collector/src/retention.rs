@@ -71,7 +71,8 @@ pub struct Step {
     pub if_exists: Option<String>,
 }
 
-fn quote(name: &str) -> String {
+/// `name` as an InfluxQL identifier in double quotes (`"` and `\\` escaped).
+pub(crate) fn quote(name: &str) -> String {
     let mut out = String::from("\"");
     for c in name.chars() {
         if matches!(c, '"' | '\\') {

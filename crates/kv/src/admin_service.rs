@@ -287,7 +287,8 @@ impl pb::maintenance_server::Maintenance for Services {
             Ok(Err(_)) => return Err(Status::unavailable("kv is closing")),
             Err(_) => {
                 return Err(Status::unavailable(format!(
-                    "kv snapshot: the store file did not catch up with revision {target} in                      {SNAPSHOT_CATCH_UP:?} (is the store refusing writes?)"
+                    "kv snapshot: the store file did not catch up with revision {target} in \
+                     {SNAPSHOT_CATCH_UP:?} (is the store refusing writes?)"
                 )));
             }
         }

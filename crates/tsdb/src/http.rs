@@ -769,7 +769,6 @@ async fn restore(
         ),
         Err(e) => {
             let status = match &e {
-                RestoreError::Backup(crate::backup::BackupError::Io(_)) => StatusCode::BAD_REQUEST,
                 RestoreError::Backup(_) | RestoreError::NewDbWithoutDb => StatusCode::BAD_REQUEST,
                 RestoreError::Storage(Error::Name(_)) => StatusCode::BAD_REQUEST,
                 RestoreError::NotInBackup { .. } => StatusCode::NOT_FOUND,

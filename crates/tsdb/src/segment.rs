@@ -396,7 +396,6 @@ impl Segment {
     }
 }
 
-/// The absolute times of a series.
 fn corrupt(path: &Path, detail: Damage) -> Error {
     Error::Corrupt {
         path: path.to_path_buf(),
@@ -527,6 +526,7 @@ impl Table<'_> {
     }
 }
 
+/// The absolute times of a series.
 fn decode_times(data: &[u8], base: i64, s: &SegSeries) -> Result<Vec<i64>, DecodeError> {
     let mut t = encoding::decode_ints(&data[s.times.clone()], s.n)?;
     for x in &mut t {

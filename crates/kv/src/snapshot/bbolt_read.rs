@@ -19,12 +19,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::bbolt_write::{BUCKET_ELEMENT, MAGIC, VERSION, fnv64a};
-
-const HEADER: usize = 16;
-const ELEMENT: usize = 16;
-const BRANCH: u16 = 0x01;
-const LEAF: u16 = 0x02;
+use super::bbolt_write::{BRANCH, BUCKET_ELEMENT, ELEMENT, HEADER, LEAF, MAGIC, VERSION, fnv64a};
 /// Deeper trees than this are damage (a 4 KiB page holds 100+ children).
 const MAX_DEPTH: usize = 32;
 

@@ -25,10 +25,10 @@ use std::io::{self, Write};
 
 /// bbolt's page size here (etcd's on x86-64 Linux: the OS page size).
 pub const PAGE_SIZE: usize = 4096;
-const HEADER: usize = 16;
-const ELEMENT: usize = 16;
-const BRANCH: u16 = 0x01;
-const LEAF: u16 = 0x02;
+pub(super) const HEADER: usize = 16;
+pub(super) const ELEMENT: usize = 16;
+pub(super) const BRANCH: u16 = 0x01;
+pub(super) const LEAF: u16 = 0x02;
 const META: u16 = 0x04;
 const FREELIST: u16 = 0x10;
 /// A leaf element that is a bucket.
