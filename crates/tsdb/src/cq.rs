@@ -24,6 +24,7 @@
 //! loop; the runner's memory holds only queries that exist (a dropped query's last run goes).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::influxql::{self, BinOp, ContinuousQuery, Expr, Select, Statement};
 use crate::storage::Tsdb;
@@ -156,10 +157,19 @@ fn is_time(e: &Expr) -> bool {
     matches!(e.unparen(), Expr::VarRef(n) if n.eq_ignore_ascii_case("time"))
 }
 
-/// The continuous-query service's memory: when each query last ran, by (database, name).
+/// The continuous-query service's memory, by (database, name): when each query last ran, and
+/// each stored text parsed once (`None`: it does not parse, warned about once).
 #[derive(Debug, Default)]
 pub struct Runner {
     last_runs: HashMap<(String, String), i64>,
+    parsed: HashMap<(String, String), Parsed>,
+}
+
+/// A stored query's text and what it parsed to (`None`: nothing, warned about once).
+#[derive(Debug)]
+struct Parsed {
+    text: String,
+    cq: Option<Arc<ContinuousQuery>>,
 }
 
 impl Runner {
@@ -167,21 +177,40 @@ impl Runner {
     /// A query that fails is logged (influxd logs it too) and waits for its next period.
     pub async fn run_due(&mut self, db: &Tsdb, now: i64) -> usize {
         let stored = db.continuous_queries();
-        self.last_runs
-            .retain(|(d, n), _| stored.iter().any(|(sd, q)| sd == d && q.name == *n));
+        let live = |(d, n): &(String, String)| stored.iter().any(|(sd, q)| sd == d && q.name == *n);
+        self.last_runs.retain(|k, _| live(k));
+        self.parsed.retain(|k, _| live(k));
         let mut ran = 0;
         for (database, meta) in stored {
-            let cq = match influxql::parse_statement(&meta.query) {
-                Ok(Statement::CreateContinuousQuery(cq)) => cq,
-                Ok(_) | Err(_) => {
-                    tracing::warn!(%database, name = %meta.name, "stored continuous query does not parse");
-                    continue;
+            let key = (database.clone(), meta.name.clone());
+            let cached = self.parsed.get(&key).filter(|p| p.text == meta.query);
+            let cq = match cached {
+                Some(p) => p.cq.clone(),
+                None => {
+                    let cq = match influxql::parse_statement(&meta.query) {
+                        Ok(Statement::CreateContinuousQuery(cq)) => Some(Arc::from(cq)),
+                        Ok(_) | Err(_) => {
+                            tracing::warn!(%database, name = %meta.name, "stored continuous query does not parse; it will not run");
+                            None
+                        }
+                    };
+                    let text = meta.query.clone();
+                    (self.parsed).insert(
+                        key.clone(),
+                        Parsed {
+                            text,
+                            cq: cq.clone(),
+                        },
+                    );
+                    cq
                 }
+            };
+            let Some(cq) = cq else {
+                continue;
             };
             let Some(schedule) = Schedule::of(&cq) else {
                 continue;
             };
-            let key = (database.clone(), meta.name.clone());
             let Some(step) = schedule.step(self.last_runs.get(&key).copied(), now) else {
                 continue;
             };
